@@ -1,0 +1,133 @@
+"""Actions: named, typed units of work, found through the ``clampdown.actions`` entry points.
+
+An action declares a pydantic input model, an output model, the IAM actions it
+calls, whether it is destructive, and ``run()``. The registry reads entry-point
+*names* eagerly (cheap) and imports an action's module only when it is used, so
+``clampdown lint`` does not pay for boto3 or slack-sdk imports it does not need.
+A team adds its own actions by declaring entry points in its own package:
+
+.. code-block:: toml
+
+    [project.entry-points."clampdown.actions"]
+    "acme.page_oncall" = "acme_clampdown.actions:PageOncall"
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from clampdown.diagnostics import ClampdownError, did_you_mean
+
+ENTRY_POINT_GROUP = "clampdown.actions"
+
+
+class ActionInput(BaseModel):
+    """Base for action inputs: unknown ``with`` fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActionOutput(BaseModel):
+    """Base for action outputs: what ``steps.<id>.outputs`` exposes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class ActionContext:
+    """What an action knows about the run it is part of.
+
+    ``record_undo`` is how a containment action says what it changed and how to
+    put it back; the executor writes those records to the ledger for rollback.
+    """
+
+    run_id: str
+    step_id: str
+    runbook: str
+    drill: bool = False
+    region: str | None = None
+    account: str | None = None
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("clampdown.action"))
+    undo: list[dict[str, Any]] = field(default_factory=list)
+
+    def record_undo(self, description: str, **how: Any) -> None:
+        self.undo.append({"description": description, **how})
+
+
+class Action:
+    """Base class of every action; subclasses set the class attributes and ``run``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+    Input: ClassVar[type[BaseModel]] = ActionInput
+    Output: ClassVar[type[BaseModel]] = ActionOutput
+    iam_actions: ClassVar[tuple[str, ...]] = ()
+    destructive: ClassVar[bool] = False
+    approval_gate: ClassVar[bool] = False
+
+    def run(self, params: Any, ctx: ActionContext) -> Any:  # sync or async
+        raise NotImplementedError
+
+    @classmethod
+    def declared_outputs(cls, with_: Mapping[str, Any]) -> set[str] | None:
+        """Output field names a step with these ``with`` values produces (None: unknown)."""
+        return set(cls.Output.model_fields)
+
+
+class UnknownActionError(ClampdownError):
+    pass
+
+
+class Registry:
+    """Action classes by name; entry points are loaded lazily and cached."""
+
+    def __init__(self, entries: Mapping[str, EntryPoint] | None = None) -> None:
+        if entries is None:
+            entries = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        self._entries = dict(entries)
+        self._loaded: dict[str, type[Action]] = {}
+
+    def names(self) -> list[str]:
+        return sorted({*self._entries, *self._loaded})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries or name in self._loaded
+
+    def get(self, name: str) -> type[Action]:
+        if name in self._loaded:
+            return self._loaded[name]
+        if name not in self._entries:
+            raise UnknownActionError(
+                f"unknown action '{name}'",
+                did_you_mean(name, self.names()) or "run 'clampdown actions' to list them",
+            )
+        cls = self._entries[name].load()
+        if not (isinstance(cls, type) and issubclass(cls, Action)):
+            raise ClampdownError(f"entry point '{name}' does not point at an Action subclass")
+        self._loaded[name] = cls
+        return cls
+
+    def register(self, cls: type[Action]) -> type[Action]:
+        """Add an action in-process (extensions without packaging, and tests)."""
+        self._loaded[cls.name] = cls
+        return cls
+
+    def __iter__(self) -> Iterator[type[Action]]:
+        return (self.get(name) for name in self.names())
+
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry

@@ -1,0 +1,256 @@
+"""Runbook expressions: Jinja2 in a sandbox, checked before anything is evaluated.
+
+Two layers keep an expression from reaching Python internals:
+
+1. A static allow-list over the parsed template. Only data lookups, literals,
+   operators, an allow-listed set of filters and tests, and calls to the status
+   functions (``always()``, ``success()``, ``failure()``) are accepted. Names
+   starting with ``_``, method calls (``"{0.__class__}".format(x)``), the
+   ``attr``/``format`` filters, ``{% %}`` statements and Jinja's default globals
+   (``cycler``, ``joiner``, ``namespace``, ``lipsum``, ``range``) are rejected
+   with a message, before evaluation.
+2. Jinja's :class:`ImmutableSandboxedEnvironment` with :class:`StrictUndefined`
+   evaluates what passed, so a runtime lookup cannot mutate or escape either, and
+   a misspelt name is an error rather than an empty string.
+
+A value that is one whole ``{{ … }}`` keeps its native type (an integer stays an
+integer); anything else renders to a string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2.exceptions import SecurityError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT_NAMES = frozenset({"inputs", "steps", "run", "alert"})
+STATUS_FUNCTIONS = frozenset({"always", "success", "failure"})
+ALLOWED_FILTERS = frozenset({
+    "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "int",
+    "items", "join", "last", "length", "list", "lower", "max", "min", "replace",
+    "reverse", "round", "sort", "string", "sum", "title", "tojson", "trim", "truncate",
+    "unique", "upper", "urlencode",
+})
+ALLOWED_TESTS = frozenset({
+    "boolean", "defined", "divisibleby", "eq", "equalto", "even", "false", "float", "ge",
+    "gt", "in", "integer", "le", "lower", "lt", "mapping", "ne", "none", "number", "odd",
+    "sequence", "string", "true", "undefined", "upper",
+})
+_ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
+    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Const, nodes.Name,
+    nodes.Getattr, nodes.Getitem, nodes.Slice, nodes.Tuple, nodes.List, nodes.Dict,
+    nodes.Pair, nodes.Keyword, nodes.CondExpr, nodes.And, nodes.Or, nodes.Not, nodes.Neg,
+    nodes.Pos, nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod,
+    nodes.Pow, nodes.Concat, nodes.Compare, nodes.Operand, nodes.Filter, nodes.Test,
+    nodes.Call,
+)
+_WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+class ExpressionError(Exception):
+    """An expression is malformed, forbidden, or failed to evaluate."""
+
+    def __init__(self, message: str, hint: str = "", line: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.line = line
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A data lookup an expression makes: ``steps.<id>.<part>.<field>`` or ``inputs.<name>``."""
+
+    root: str
+    name: str | None
+    part: str | None = None
+    field: str | None = None
+    line: int = 1
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A checked template: its source, whether it is native, and what it reads."""
+
+    source: str
+    native: bool
+    references: tuple[Reference, ...] = field(default=())
+    uses_status_function: bool = False
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env.globals.clear()
+    env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
+    env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
+    return env
+
+
+ENV = _environment()
+
+
+def contains_expression(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value or "{#" in value)
+
+
+@lru_cache(maxsize=4096)
+def compile_expression(source: str) -> Expression:
+    """Parse and check ``source``; raise :class:`ExpressionError` when it is not allowed."""
+    try:
+        tree = ENV.parse(source)
+    except TemplateSyntaxError as exc:
+        raise ExpressionError(
+            f"expression syntax error: {exc.message}",
+            "expressions look like {{ inputs.name }} or {{ steps.id.outputs.field }}",
+            exc.lineno or 1,
+        ) from None
+    refs: list[Reference] = []
+    status = _check(tree, refs)
+    match = _WHOLE.match(source)
+    native = bool(match) and len(tree.body) == 1 and len(tree.body[0].nodes) == 1  # type: ignore[attr-defined]
+    return Expression(source, native, tuple(refs), status)
+
+
+def condition_source(value: str | bool) -> str:
+    """``if:`` may be written bare (``steps.a.outputs.ok``) or as ``{{ … }}``."""
+    if isinstance(value, bool):
+        return "{{ true }}" if value else "{{ false }}"
+    text = value.strip()
+    return text if contains_expression(text) else "{{ " + text + " }}"
+
+
+def _forbidden(node: nodes.Node, what: str, hint: str) -> ExpressionError:
+    return ExpressionError(f"forbidden in expressions: {what}", hint, getattr(node, "lineno", 1))
+
+
+def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
+    """Walk the tree; reject anything off the allow-list; collect references."""
+    uses_status = False
+    for node in tree.find_all(nodes.Node):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise _forbidden(
+                node, f"the {type(node).__name__.lower()} construct",
+                "only {{ … }} expressions are supported; for choices use "
+                "{{ 'a' if condition else 'b' }}",
+            )
+        if isinstance(node, nodes.Name):
+            if node.name in STATUS_FUNCTIONS:
+                continue
+            if node.name not in ROOT_NAMES:
+                raise _forbidden(node, f"the name '{node.name}'",
+                                 "expressions can read inputs, steps, run and alert")
+        elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            raise _forbidden(node, f"the attribute '{node.attr}'",
+                             "names starting with '_' are Python internals")
+        elif isinstance(node, nodes.Getitem):
+            if isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
+                raise _forbidden(node, f"the key '{node.arg.value}'",
+                                 "names starting with '_' are Python internals")
+        elif isinstance(node, nodes.Call):
+            if not (isinstance(node.node, nodes.Name) and node.node.name in STATUS_FUNCTIONS):
+                raise _forbidden(node, "calling a method or function",
+                                 "only always(), success() and failure() can be called; "
+                                 "use filters for transformations, e.g. {{ x | upper }}")
+            if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
+                raise _forbidden(node, f"arguments to {node.node.name}()",
+                                 f"write {node.node.name}() with no arguments")
+            uses_status = True
+        elif isinstance(node, nodes.Filter):
+            if node.name not in ALLOWED_FILTERS:
+                raise _forbidden(node, f"the filter '{node.name}'",
+                                 f"allowed filters: {', '.join(sorted(ALLOWED_FILTERS))}")
+        elif isinstance(node, nodes.Test):
+            if node.name not in ALLOWED_TESTS:
+                raise _forbidden(node, f"the test '{node.name}'",
+                                 f"allowed tests: {', '.join(sorted(ALLOWED_TESTS))}")
+        elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+            raise _forbidden(node, f"the string {node.value!r}",
+                             "strings containing '__' are refused to block format-string tricks")
+    lookups = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
+    inner = {id(n.node) for n in lookups}
+    for node in lookups:
+        ref = None if id(node) in inner else _reference(node)
+        if ref is not None:
+            refs.append(ref)
+    for node in tree.find_all(nodes.Name):
+        if node.name in ("steps", "inputs") and id(node) not in inner:
+            refs.append(Reference(node.name, None, line=node.lineno))
+    return uses_status
+
+
+def _reference(node: nodes.Node) -> Reference | None:
+    """Turn a lookup chain ``steps.a.outputs.x`` into a Reference (outermost chains only)."""
+    chain: list[str] = []
+    current: nodes.Node = node
+    while isinstance(current, nodes.Getattr | nodes.Getitem):
+        if isinstance(current, nodes.Getattr):
+            chain.append(current.attr)
+        elif isinstance(current.arg, nodes.Const) and isinstance(current.arg.value, str):
+            chain.append(current.arg.value)
+        else:
+            chain = []
+        current = current.node
+    if not isinstance(current, nodes.Name) or current.name not in ("steps", "inputs"):
+        return None
+    chain.reverse()
+    if not chain:
+        return None
+    padded = [*chain, None, None, None][:3]
+    return Reference(current.name, padded[0], padded[1], padded[2], node.lineno)
+
+
+def evaluate(source: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate one checked template in ``context``; native when it is a whole expression."""
+    expr = compile_expression(source)
+    try:
+        if expr.native:
+            inner = _WHOLE.match(source)["expr"]  # type: ignore[index]
+            value = ENV.compile_expression(inner, undefined_to_none=False)(**context)
+            if isinstance(value, Undefined):
+                value._fail_with_undefined_error()
+            return value
+        return ENV.from_string(source).render(**context)
+    except UndefinedError as exc:
+        raise ExpressionError(
+            f"expression {source.strip()!r} failed: {exc.message}",
+            "check the name; a skipped step has no outputs — use "
+            "{{ steps.x.outputs.y | default('') }}",
+        ) from None
+    except SecurityError as exc:
+        raise ExpressionError(f"expression {source.strip()!r} refused by the sandbox: {exc}") from None
+    except Exception as exc:  # an expression must fail the step, never the engine
+        raise ExpressionError(f"expression {source.strip()!r} failed: {exc}") from None
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every string inside ``value`` (dicts and lists recursively)."""
+    if isinstance(value, str):
+        return evaluate(value, context) if contains_expression(value) else value
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def walk_strings(value: Any, loc: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+    """Every expression string inside ``value`` with its path, for lint."""
+    if isinstance(value, str):
+        return [(loc, value)] if contains_expression(value) else []
+    if isinstance(value, dict):
+        return [item for k, v in value.items() for item in walk_strings(v, (*loc, k))]
+    if isinstance(value, list):
+        return [item for i, v in enumerate(value) for item in walk_strings(v, (*loc, i))]
+    return []
+
+
+StatusFunctions = dict[str, Callable[[], bool]]
