@@ -1,0 +1,140 @@
+"""The run ledger: append-only JSON lines, each record chained to the one before.
+
+Every record carries ``seq``, ``prev`` (SHA-256 of the previous line's bytes, or
+64 zeros for the first) and ``hash`` (SHA-256 of the record's canonical JSON —
+sorted keys, no spaces — without ``hash``). Lines are written in a readable key
+order; the hash does not depend on it. Changing a byte breaks that record's own hash; deleting or
+reordering a line breaks the next record's ``prev`` and ``seq``. So
+``clampdown verify`` can name the first record that was altered, not only say
+that "something" was. A ledger without a ``run.end`` record was cut short (or
+the run is still going) and verify says so.
+
+Secrets never reach the ledger: every string value registered with
+:meth:`Ledger.redact` is replaced by ``***`` before a record is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+GENESIS = "0" * 64
+MASK = "***"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _canonical(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode()
+
+
+class Ledger:
+    """Appends chained records to one file; safe to call from several threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._seq, self._prev = _tail(path)
+
+    def redact(self, *values: Any) -> None:
+        """Never write these values (e.g. secret inputs) into the ledger."""
+        self._secrets.update(str(v) for v in values if v not in (None, "") and len(str(v)) >= 4)
+
+    def scrub(self, value: Any) -> Any:
+        if not self._secrets:
+            return value
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, MASK)
+            return value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def append(self, type_: str, **fields: Any) -> dict[str, Any]:
+        with self._lock:
+            record = {"seq": self._seq, "ts": now(), "type": type_,
+                      **self.scrub(json.loads(json.dumps(fields, default=str))), "prev": self._prev}
+            record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+            line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+            with self.path.open("ab") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self._prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+            self._seq += 1
+            return record
+
+
+def _tail(path: Path) -> tuple[int, str]:
+    """Next seq and prev hash when reopening an existing ledger (e.g. a resumed run)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0, GENESIS
+    last = path.read_bytes().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return json.loads(last)["seq"] + 1, hashlib.sha256(last).hexdigest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    records: int
+    message: str
+    broken_line: int | None = None
+    complete: bool = False
+
+
+def verify_lines(lines: Iterable[bytes]) -> Verdict:
+    """Check the chain; name the first broken record by line and seq."""
+    prev, count, complete = GENESIS, 0, False
+    for number, raw in enumerate(lines, start=1):
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+            claimed = record.pop("hash")
+        except (ValueError, KeyError, AttributeError):
+            return Verdict(False, count, f"line {number}: not a ledger record (unreadable JSON "
+                           "or no hash)", number)
+        if hashlib.sha256(_canonical(record)).hexdigest() != claimed:
+            return Verdict(False, count, f"line {number} (seq {record.get('seq')}, "
+                           f"{record.get('type')}): the record was altered — its hash does not "
+                           "match its content", number)
+        if record.get("prev") != prev or record.get("seq") != count:
+            return Verdict(False, count, f"line {number} (seq {record.get('seq')}, "
+                           f"{record.get('type')}): the chain is broken before it — a record was "
+                           f"deleted, inserted or reordered (expected seq {count})", number)
+        prev = hashlib.sha256(line).hexdigest()
+        count += 1
+        complete = record.get("type") == "run.end"
+    if count == 0:
+        return Verdict(False, 0, "the ledger is empty")
+    if not complete:
+        return Verdict(True, count, f"chain intact over {count} records, but there is no run.end "
+                       "record: the run is still going or the ledger was cut short", None, False)
+    return Verdict(True, count, f"chain intact over {count} records, run.end present",
+                   None, True)
+
+
+def verify_file(path: Path) -> Verdict:
+    with path.open("rb") as fh:
+        return verify_lines(fh)
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    """All records of a ledger file (no verification)."""
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]

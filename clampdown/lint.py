@@ -1,0 +1,285 @@
+"""Lint: every rule that needs the whole runbook, reported all at once with positions.
+
+The loader checks the shape of a document; lint checks its meaning: the DAG,
+the actions and their ``with`` fields, the expressions and what they refer to,
+and whether a destructive step sits behind a human approval. ``plan`` and
+``run`` call the same checks, so a runbook that lint rejects never executes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path as FsPath
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from clampdown import graph, inputs as inputs_mod
+from clampdown.actions import Action, Registry, registry as default_registry
+from clampdown.diagnostics import Diagnostic, InvalidFileError, did_you_mean
+from clampdown.expressions import (
+    ExpressionError,
+    compile_expression,
+    condition_source,
+    contains_expression,
+    walk_strings,
+)
+from clampdown.loader import Loaded, load
+from clampdown.models import Runbook
+from clampdown.yamlsource import Path, Source
+
+STEP_PARTS = ("outputs", "status")
+RUN_FIELDS = ("id", "runbook", "started_at", "trigger", "drill")
+
+
+def lint_paths(paths: Iterable[str | FsPath], actions: Registry | None = None,
+               *, strict: bool = False) -> list[Diagnostic]:
+    """Lint files and folders (``*.yaml``/``*.yml`` inside, recursively)."""
+    actions = actions or default_registry()
+    found: list[Diagnostic] = []
+    names: dict[str, str] = {}
+    for file in _files(paths, found):
+        try:
+            loaded = load(file)
+        except InvalidFileError as exc:
+            found.extend(exc.diagnostics)
+            continue
+        found.extend(check(loaded, actions))
+        name = loaded.model.metadata.name
+        if name in names:
+            found.append(loaded.source.diagnostic(
+                ("metadata", "name"), f"runbook name '{name}' is also used by {names[name]}",
+                "names must be unique in a library", code="duplicate-name"))
+        names.setdefault(name, str(file))
+    if strict:
+        found = [_as_error(d) for d in found]
+    return found
+
+
+def _files(paths: Iterable[str | FsPath], found: list[Diagnostic]) -> list[FsPath]:
+    files: list[FsPath] = []
+    for p in map(FsPath, paths):
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")
+                                and f.parent.name != "drills" and f.name != "triggers.yaml"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            found.append(Diagnostic(str(p), 1, 1, "no such file or folder",
+                                    "check the path", "io"))
+    return files
+
+
+def _as_error(d: Diagnostic) -> Diagnostic:
+    if d.severity == "error":
+        return d
+    return Diagnostic(d.path, d.line, d.column, d.message, d.hint, d.code, "error")
+
+
+def load_runbook(path: str | FsPath, actions: Registry | None = None) -> tuple[Loaded, list[Diagnostic]]:
+    """Load a runbook for plan or run: raise on any error, return the warnings."""
+    loaded = load(path)
+    found = check(loaded, actions or default_registry())
+    errors = [d for d in found if d.severity == "error"]
+    if errors:
+        raise InvalidFileError(errors)
+    return loaded, found
+
+
+def check(loaded: Loaded, actions: Registry) -> list[Diagnostic]:
+    """Every semantic rule for one validated runbook."""
+    return _RunbookLinter(loaded.model, loaded.source, actions).run()
+
+
+class _RunbookLinter:
+    def __init__(self, runbook: Runbook, source: Source, actions: Registry) -> None:
+        self.rb = runbook
+        self.src = source
+        self.actions = actions
+        self.found: list[Diagnostic] = []
+        self.index = {s.id: i for i, s in reversed(list(enumerate(runbook.steps)))}
+        self.needs = {s.id: [n for n in s.needs if n in self.index] for s in runbook.steps}
+        self.ancestors: dict[str, set[str]] = {}
+        self.action_of: dict[str, type[Action]] = {}
+
+    def error(self, loc: Path, message: str, hint: str = "", code: str = "invalid", **kw: Any) -> None:
+        self.found.append(self.src.diagnostic(loc, message, hint, code=code, **kw))
+
+    def warn(self, loc: Path, message: str, hint: str = "", code: str = "warning") -> None:
+        self.found.append(self.src.diagnostic(loc, message, hint, code=code, severity="warning"))
+
+    def run(self) -> list[Diagnostic]:
+        self.check_inputs()
+        self.check_ids_and_needs()
+        cycle = graph.find_cycle(self.needs)
+        if cycle:
+            first = cycle[0]
+            self.error(("steps", self.index[first], "needs"),
+                       f"steps form a cycle: {' -> '.join(cycle)}",
+                       "remove one of these needs so the steps can be ordered", "cycle")
+        else:
+            self.ancestors = graph.upstream(self.needs)
+        self.check_actions()
+        self.check_expressions()
+        self.check_gates()
+        self.found.sort(key=lambda d: (d.line, d.column))
+        return self.found
+
+    def check_inputs(self) -> None:
+        for name, spec in self.rb.inputs.items():
+            if spec.default is None:
+                continue
+            try:
+                inputs_mod.check_value(name, spec, spec.default)
+            except inputs_mod.InputProblem as exc:
+                self.error(("inputs", name, "default"), f"default of input '{name}': {exc}",
+                           "make the default satisfy the input's own type and constraints",
+                           "input-default")
+            if spec.required:
+                self.warn(("inputs", name, "required"),
+                          f"input '{name}' is required and has a default; the default is never used",
+                          "drop 'required: true' or the default", "input-default")
+
+    def check_ids_and_needs(self) -> None:
+        seen: dict[str, int] = {}
+        for i, step in enumerate(self.rb.steps):
+            if step.id in seen:
+                first = self.src.position(("steps", seen[step.id], "id"))[0]
+                self.error(("steps", i, "id"), f"duplicate step id '{step.id}' (first at line {first})",
+                           "step ids must be unique in a runbook", "duplicate-id")
+            seen.setdefault(step.id, i)
+            for j, need in enumerate(step.needs):
+                if need == step.id:
+                    self.error(("steps", i, "needs", j), f"step '{step.id}' needs itself",
+                               "remove it from its own needs", "needs")
+                elif need not in self.index:
+                    hint = did_you_mean(need, self.index) or "needs lists ids of other steps"
+                    self.error(("steps", i, "needs", j), f"needs unknown step '{need}'", hint, "needs")
+
+    def check_actions(self) -> None:
+        for i, step in enumerate(self.rb.steps):
+            if step.uses not in self.actions:
+                hint = did_you_mean(step.uses, self.actions.names()) or \
+                    "run 'clampdown actions' to list the actions"
+                self.error(("steps", i, "uses"), f"unknown action '{step.uses}'", hint, "unknown-action")
+                continue
+            action = self.actions.get(step.uses)
+            self.action_of[step.id] = action
+            self.check_with(i, step.with_, action.Input)
+
+    def check_with(self, i: int, with_: dict[str, Any], model: type[BaseModel]) -> None:
+        """Validate literal ``with`` values; fields given as expressions are checked at run time."""
+        dynamic = {k for k, v in with_.items() if contains_expression(v)}
+        literal = {k: v for k, v in with_.items() if k not in dynamic}
+        try:
+            model.model_validate(literal)
+        except ValidationError as exc:
+            fields = [f.alias or n for n, f in model.model_fields.items()]
+            for err in exc.errors(include_url=False):
+                loc = tuple(err["loc"])
+                key = str(loc[0]) if loc else ""
+                if key in dynamic:
+                    continue
+                where: Path = ("steps", i, "with", *loc)
+                if err["type"] == "extra_forbidden":
+                    hint = did_you_mean(key, fields) or (
+                        f"this action takes: {', '.join(fields)}" if fields else "this action takes no with: fields")
+                    self.error(where, f"unknown with field '{key}'", hint, "with", key=True)
+                elif err["type"] == "missing":
+                    self.error(("steps", i, "with") if "with" in self.src.data["steps"][i]
+                               else ("steps", i, "uses"),
+                               f"missing with field '{key}'", f"add '{key}:' under with:", "with")
+                else:
+                    msg = err["msg"].removeprefix("Value error, ")
+                    self.error(where, f"with field '{'.'.join(map(str, loc))}': {msg}", "", "with")
+
+    def check_expressions(self) -> None:
+        for i, step in enumerate(self.rb.steps):
+            for loc, text in walk_strings(step.with_, ("steps", i, "with")):
+                self.check_expression(loc, text, step.id)
+            for name in ("region", "account"):
+                value = getattr(step, name)
+                if contains_expression(value):
+                    self.check_expression(("steps", i, name), value, step.id)
+            if step.if_ is not None:
+                self.check_expression(("steps", i, "if"), condition_source(step.if_), step.id,
+                                      condition=True)
+        for loc, text in walk_strings(self.rb.outputs, ("outputs",)):
+            self.check_expression(loc, text, None)
+
+    def check_expression(self, loc: Path, text: str, step_id: str | None,
+                         condition: bool = False) -> None:
+        try:
+            expr = compile_expression(text)
+        except ExpressionError as exc:
+            self.error_at_line(loc, exc.line, exc.message, exc.hint)
+            return
+        if expr.uses_status_function and not condition:
+            self.error(loc, "always(), success() and failure() belong in if:",
+                       "use them only in a step's if: condition", "expression")
+        for ref in expr.references:
+            if ref.root == "inputs":
+                self.check_input_ref(loc, ref.name)
+            elif ref.root == "steps":
+                self.check_step_ref(loc, ref, step_id)
+            elif ref.root == "run" and ref.name not in RUN_FIELDS:
+                self.error(loc, f"run has no field '{ref.name}'",
+                           did_you_mean(str(ref.name), RUN_FIELDS) or f"run has: {', '.join(RUN_FIELDS)}",
+                           "reference")
+            elif ref.root == "alert":
+                self.error(loc, "'alert' is only defined in triggers",
+                           "pass the alert's facts to the runbook as inputs in triggers.yaml",
+                           "reference")
+
+    def error_at_line(self, loc: Path, offset: int, message: str, hint: str) -> None:
+        line, col = self.src.position(loc)
+        if offset > 1:  # a multi-line block scalar: the template line is below the key
+            line, col = line + offset - 1, 1
+        self.found.append(Diagnostic(self.src.path, line, col, message, hint, "expression"))
+
+    def check_input_ref(self, loc: Path, name: str | None) -> None:
+        if name is not None and name not in self.rb.inputs:
+            hint = did_you_mean(name, self.rb.inputs) or "declare it under inputs:"
+            self.error(loc, f"input '{name}' is not declared", hint, "reference")
+
+    def check_step_ref(self, loc: Path, ref: Any, step_id: str | None) -> None:
+        target = ref.name
+        if target is None:
+            return
+        if target not in self.index:
+            hint = did_you_mean(target, self.index) or "refer to the id of a step"
+            self.error(loc, f"steps.{target} refers to an unknown step", hint, "reference")
+            return
+        if step_id is not None and self.ancestors and target not in self.ancestors.get(step_id, ()):
+            what = "itself" if target == step_id else f"steps.{target}, which is not upstream"
+            self.error(loc, f"step '{step_id}' refers to {what}",
+                       f"add '{target}' to the needs of '{step_id}' (directly or through another step)"
+                       if target != step_id else "a step cannot read its own outputs", "reference")
+            return
+        if ref.part is not None and ref.part not in STEP_PARTS:
+            self.error(loc, f"steps.{target}.{ref.part} does not exist",
+                       did_you_mean(ref.part, STEP_PARTS) or "use steps.<id>.outputs or steps.<id>.status",
+                       "reference")
+            return
+        action = self.action_of.get(target)
+        if ref.part == "outputs" and ref.field is not None and action is not None:
+            declared = action.declared_outputs(self.rb.step(target).with_)
+            if declared is not None and ref.field not in declared:
+                hint = did_you_mean(ref.field, declared) or (
+                    f"{action.name} outputs: {', '.join(sorted(declared))}" if declared
+                    else f"{action.name} has no outputs")
+                where = "output" if step_id is None else "expression"
+                self.error(loc, f"steps.{target}.outputs.{ref.field} can never be set: "
+                           f"{action.name} has no output '{ref.field}'", hint, f"unreachable-{where}")
+
+    def check_gates(self) -> None:
+        gates = {sid for sid, action in self.action_of.items() if action.approval_gate}
+        for i, step in enumerate(self.rb.steps):
+            action = self.action_of.get(step.id)
+            if action is None or not action.destructive:
+                continue
+            if not (self.ancestors.get(step.id, set()) & gates):
+                self.warn(("steps", i, "uses"),
+                          f"destructive action '{step.uses}' has no approval gate upstream",
+                          "add an approval.request step and list it in needs (this is an error "
+                          "with --strict)", "ungated-destructive")

@@ -1,0 +1,31 @@
+"""Settings from ``CLAMPDOWN_*`` environment variables (pydantic-settings).
+
+No secret lives in a file of the repository; tokens come from the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
+
+    home: Path = Field(Path("~/.clampdown"), description="state folder: ledgers, dedup state")
+    library: Path = Field(Path("runbooks"), description="runbook folder")
+    execution: Literal["local", "deployment"] = "local"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.home.expanduser() / "runs" / run_id
+
+    def ledger_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "ledger.jsonl"
+
+
+def settings() -> Settings:
+    """Read afresh each time: tests and long-lived servers may change the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Prefect flows: ``respond`` executes a runbook."""

@@ -1,0 +1,370 @@
+"""The ``respond`` flow: execute a runbook's step DAG as Prefect tasks.
+
+Scheduling is plain asyncio inside one async flow: every step becomes an asyncio
+task the moment all of its ``needs`` have finished, so independent steps
+overlap and a dependant starts as soon as (and only when) its needs are done.
+Each step runs as a Prefect task with its own retries, retry delay and timeout,
+so the Prefect UI shows one task run per step.
+
+Rules, kept deliberately simple (docs/runbooks.md, "Execution"):
+
+* A step runs when ``success()`` holds: every upstream step succeeded.
+  If ``if:`` calls ``always()``, ``success()`` or ``failure()``, the condition
+  alone decides; otherwise the step runs when ``success() and <if>``.
+* So a skipped or failed step makes its dependants skip, unless they opt in with
+  ``if: always()`` or ``if: failure()`` (e.g. a final Slack report).
+* ``on_failure: abort`` (default) stops scheduling new steps: steps already
+  running finish (a half-cancelled containment call helps nobody), steps not
+  started are ``cancelled`` except those whose ``if:`` uses a status function,
+  which still run. The run fails.
+* ``on_failure: continue`` lets the rest of the run go on; the run succeeds
+  unless another step aborts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as runtime_flow_run
+
+from clampdown import inputs as inputs_mod
+from clampdown.actions import Action, ActionContext, registry
+from clampdown.diagnostics import ClampdownError
+from clampdown.durations import format_duration
+from clampdown.expressions import ExpressionError, compile_expression, condition_source, evaluate, render
+from clampdown.ledger import Ledger, now
+from clampdown.lint import load_runbook
+from clampdown.loader import resolve
+from clampdown.models import Runbook, Step
+from clampdown.settings import settings
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_RETRY_DELAY = 2.0
+TERMINAL = frozenset({"succeeded", "failed", "skipped", "cancelled"})
+
+
+class RunFailed(Exception):
+    """The runbook run failed; the flow run is marked Failed with this message."""
+
+
+@dataclass
+class StepResult:
+    status: str = "pending"
+    outputs: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+@dataclass
+class RunState:
+    """Everything one run knows; step tasks reach it through the run id."""
+
+    run_id: str
+    runbook: Runbook
+    inputs: dict[str, Any]
+    ledger: Ledger
+    run_info: dict[str, Any]
+    ancestors: dict[str, set[str]]
+    results: dict[str, StepResult] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    aborted_by: str | None = None
+
+    def context(self) -> dict[str, Any]:
+        """Names visible to expressions: only finished steps appear under ``steps``."""
+        steps = {sid: {"status": r.status, "outputs": r.outputs}
+                 for sid, r in self.results.items() if r.status in TERMINAL}
+        return {"inputs": self.inputs, "steps": steps, "run": self.run_info}
+
+
+_RUNS: dict[str, RunState] = {}
+
+
+@task(name="step", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+async def run_step(run_id: str, step_id: str) -> dict[str, Any]:
+    """One attempt of one step (Prefect calls it again on retry)."""
+    state = _RUNS[run_id]
+    step = state.runbook.step(step_id)
+    result = state.results[step_id]
+    result.attempts += 1
+    action_cls = registry().get(step.uses)
+    ctx = ActionContext(
+        run_id=run_id, step_id=step_id, runbook=state.runbook.metadata.name,
+        drill=bool(state.run_info.get("drill")),
+        region=_render_setting(state, step, "region"), account=_render_setting(state, step, "account"),
+        logger=_logger(state),
+    )
+    try:
+        output = await _call(action_cls(), state.params[step_id], ctx)
+    except BaseException as exc:
+        state.ledger.append("step.attempt_failed", step=step_id, attempt=result.attempts,
+                            error=_describe(exc))
+        raise
+    outputs = output.model_dump(mode="json") if output is not None else {}
+    return {"outputs": outputs, "undo": ctx.undo}
+
+
+async def _call(action: Action, params: Any, ctx: ActionContext) -> Any:
+    if inspect.iscoroutinefunction(action.run):
+        return await action.run(params, ctx)
+    return await asyncio.to_thread(action.run, params, ctx)
+
+
+def _render_setting(state: RunState, step: Step, name: str) -> str | None:
+    value = state.runbook.setting(step, name, None)
+    return None if value is None else str(render(value, state.context()))
+
+
+def _logger(state: RunState) -> logging.Logger | logging.LoggerAdapter[Any]:
+    try:
+        base: Any = get_run_logger()
+    except Exception:  # outside a Prefect run context
+        base = logging.getLogger("clampdown.run")
+    return _Redacting(base, state.ledger)
+
+
+class _Redacting(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Secrets registered with the ledger are masked in log lines too."""
+
+    def __init__(self, logger: Any, ledger: Ledger) -> None:
+        super().__init__(logger, {})
+        self.ledger = ledger
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return self.ledger.scrub(str(msg)), kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        super().log(level, text, **kwargs)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError | asyncio.CancelledError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, ClampdownError | ExpressionError) else text
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _flow_run_name() -> str:
+    params = runtime_flow_run.parameters
+    return f"{Path(str(params.get('runbook', 'runbook'))).stem}-{params.get('run_id') or 'run'}"
+
+
+@flow(name="respond", flow_run_name=_flow_run_name, persist_result=False,
+      validate_parameters=False, log_prints=False)
+async def respond(
+    runbook: str,
+    inputs: dict[str, Any] | None = None,
+    run_id: str | None = None,
+    trigger: dict[str, Any] | None = None,
+    drill: bool = False,
+    library: str | None = None,
+) -> dict[str, Any]:
+    """Execute ``runbook`` (a path, or a name in the library) with ``inputs``.
+
+    Returns the run id, status, rendered outputs, per-step statuses and the
+    ledger path. Raises :class:`RunFailed` (flow run Failed) when a step aborts
+    the run, and :class:`~clampdown.diagnostics.ClampdownError` for a runbook or
+    inputs that do not validate — before anything is executed.
+    """
+    conf = settings()
+    run_id = run_id or new_run_id()
+    path = resolve(runbook, library or conf.library)
+    loaded, _warnings = load_runbook(path)
+    rb: Runbook = loaded.model
+    ledger = Ledger(conf.ledger_path(run_id))
+    secrets = [v for k, v in (inputs or {}).items() if k in rb.inputs and rb.inputs[k].secret]
+    ledger.redact(*secrets)
+    run_info = {"id": run_id, "runbook": rb.metadata.name, "started_at": now(),
+                "trigger": trigger or {"type": "manual"}, "drill": drill}
+    try:
+        values = inputs_mod.validate(rb.inputs, inputs or {})
+    except ClampdownError as exc:
+        ledger.append("run.start", run=run_info, runbook_path=str(path), digest=_digest(path),
+                      inputs=inputs_mod.masked(rb.inputs, inputs or {}),
+                      flow_run_id=str(runtime_flow_run.id))
+        ledger.append("run.end", status="failed", error=str(exc), outputs={})
+        raise
+    ledger.append("run.start", run=run_info, runbook_path=str(path), digest=_digest(path),
+                  inputs=inputs_mod.masked(rb.inputs, values), flow_run_id=str(runtime_flow_run.id))
+    from clampdown.graph import upstream  # the runbook is known acyclic here
+
+    state = RunState(run_id, rb, values, ledger, run_info,
+                     upstream({s.id: s.needs for s in rb.steps}),
+                     {s.id: StepResult() for s in rb.steps})
+    _RUNS[run_id] = state
+    try:
+        await _schedule(state)
+        status = "failed" if state.aborted_by else "succeeded"
+        outputs, output_errors = _outputs(state)
+        ledger.append("run.end", status=status, outputs=outputs, output_errors=output_errors,
+                      aborted_by=state.aborted_by,
+                      steps={sid: r.status for sid, r in state.results.items()})
+        await _artifact(state, status)
+    finally:
+        _RUNS.pop(run_id, None)
+    summary = {"run_id": run_id, "runbook": rb.metadata.name, "status": status, "outputs": outputs,
+               "steps": {sid: r.status for sid, r in state.results.items()},
+               "ledger": str(ledger.path)}
+    if state.aborted_by:
+        failed = state.results[state.aborted_by]
+        raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
+    return summary
+
+
+async def _schedule(state: RunState) -> None:
+    rb = state.runbook
+    running: dict[asyncio.Task[None], str] = {}
+    waiting = [s.id for s in rb.steps]
+    while waiting or running:
+        for sid in list(waiting):
+            step = rb.step(sid)
+            if all(state.results[n].status in TERMINAL for n in step.needs):
+                waiting.remove(sid)
+                if _decide(state, step):
+                    running[asyncio.create_task(_execute(state, step))] = sid
+        if not running:
+            continue
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for finished in done:
+            running.pop(finished)
+            finished.result()
+
+
+def _decide(state: RunState, step: Step) -> bool:
+    """Skip, cancel, fail early (bad expression or params), or let the step run."""
+    result = state.results[step.id]
+    source = condition_source(step.if_) if step.if_ is not None else None
+    status_aware = source is not None and compile_expression(source).uses_status_function
+    if state.aborted_by and not status_aware:
+        return _finish_early(state, step, "cancelled", f"run aborted by step '{state.aborted_by}'")
+    upstream = [state.results[a].status for a in state.ancestors[step.id]]
+    context = state.context()
+    flags = {
+        "success": lambda: all(s == "succeeded" for s in upstream),
+        "failure": lambda: any(s == "failed" for s in upstream),
+        "always": lambda: True,
+    }
+    if not status_aware and not flags["success"]():
+        bad = [a for a in step.needs if state.results[a].status != "succeeded"]
+        return _finish_early(state, step, "skipped",
+                             f"needs {', '.join(bad)} did not succeed")
+    try:
+        if source is not None and not evaluate(source, {**context, **flags}):
+            return _finish_early(state, step, "skipped", f"if: {step.if_} was false")
+        rendered = render(step.with_, context)
+        action = registry().get(step.uses)
+        state.params[step.id] = action.Input.model_validate(rendered)
+    except Exception as exc:  # bad expression or parameters: the step fails, no retry
+        result.started = time.monotonic()
+        state.ledger.append("step.start", step=step.id, uses=step.uses, attempt=0)
+        return _fail(state, step, _describe(exc))
+    result.status = "running"
+    return True
+
+
+def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
+    result = state.results[step.id]
+    result.status, result.error = status, reason
+    state.ledger.append(f"step.{'skip' if status == 'skipped' else 'cancel'}", step=step.id,
+                        uses=step.uses, reason=reason)
+    return False
+
+
+def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
+    result = state.results[step.id]
+    result.status, result.error, result.ended = "failed", error, time.monotonic()
+    policy = state.runbook.setting(step, "on_failure", "abort")
+    state.ledger.append("step.end", step=step.id, status="failed", error=error,
+                        on_failure=policy, attempts=result.attempts, seconds=result.seconds, **fields)
+    if policy == "abort" and state.aborted_by is None:
+        state.aborted_by = step.id
+    return False
+
+
+async def _execute(state: RunState, step: Step) -> None:
+    rb, result = state.runbook, state.results[step.id]
+    params = state.params[step.id]
+    result.started = time.monotonic()
+    state.ledger.append("step.start", step=step.id, uses=step.uses,
+                        params=params.model_dump(mode="json"))
+    runner = run_step.with_options(
+        name=f"{step.id}",
+        task_run_name=step.id,
+        retries=rb.setting(step, "retries", 0),
+        retry_delay_seconds=rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
+        timeout_seconds=rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+    )
+    try:
+        produced = await runner(state.run_id, step.id)
+    except Exception as exc:
+        _fail(state, step, _describe(exc))
+        return
+    result.status, result.outputs = "succeeded", produced["outputs"]
+    result.ended = time.monotonic()
+    state.ledger.append("step.end", step=step.id, status="succeeded", outputs=result.outputs,
+                        undo=produced["undo"], attempts=result.attempts, seconds=result.seconds)
+
+
+def _outputs(state: RunState) -> tuple[dict[str, Any], dict[str, str]]:
+    """Render the runbook's outputs; one that cannot be rendered is reported, not fatal."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, template in state.runbook.outputs.items():
+        try:
+            values[name] = render(template, state.context())
+        except ExpressionError as exc:
+            values[name], errors[name] = None, str(exc)
+    return values, errors
+
+
+ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "cancelled": "⛔", "pending": "…"}
+
+
+async def _artifact(state: RunState, status: str) -> None:
+    rows = []
+    for step in state.runbook.steps:
+        r = state.results[step.id]
+        took = format_duration(r.seconds) if r.seconds is not None else "—"
+        note = (r.error or "").replace("|", "\\|").replace("\n", " ")
+        rows.append(f"| {ICONS.get(r.status, '')} {r.status} | `{step.id}` | `{step.uses}` "
+                    f"| {took} | {r.attempts} | {note} |")
+    markdown = "\n".join([
+        f"# {state.runbook.metadata.title}",
+        f"Run `{state.run_id}` of `{state.runbook.metadata.name}`: **{status}**"
+        + (" (drill)" if state.run_info.get("drill") else ""),
+        "",
+        "| status | step | action | duration | attempts | note |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Ledger: `{state.ledger.path}`",
+    ])
+    await acreate_markdown_artifact(markdown=markdown, key=f"clampdown-run-{state.run_id}",
+                                    description=f"clampdown run {state.run_id}")
