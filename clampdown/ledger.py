@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,11 @@ from typing import Any
 
 GENESIS = "0" * 64
 MASK = "***"
+
+
+def new_run_id() -> str:
+    """Short enough to type in ``clampdown approve``; 48 random bits."""
+    return uuid.uuid4().hex[:12]
 
 
 def now() -> str:

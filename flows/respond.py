@@ -28,7 +28,6 @@ import hashlib
 import inspect
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from clampdown.actions import Action, ActionContext, registry
 from clampdown.diagnostics import ClampdownError
 from clampdown.durations import format_duration
 from clampdown.expressions import ExpressionError, compile_expression, condition_source, evaluate, render
-from clampdown.ledger import Ledger, now
+from clampdown.ledger import Ledger, new_run_id, now
 from clampdown.lint import load_runbook
 from clampdown.loader import resolve
 from clampdown.models import Runbook, Step
@@ -165,10 +164,6 @@ def _describe(exc: BaseException) -> str:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def _flow_run_name() -> str:

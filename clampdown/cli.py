@@ -1,0 +1,277 @@
+"""The ``clampdown`` command line.
+
+``lint``, ``plan``, ``schema`` and ``actions`` run in editors and pre-commit
+hooks, so they never import Prefect: the executor (``flows``) is imported inside
+``run`` only. Errors a user can fix are printed as one message with its place
+and a hint, and exit non-zero; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError
+
+app = typer.Typer(
+    name="clampdown",
+    help="Incident-response runbooks for suspected AI model theft.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Format(str, Enum):
+    text = "text"
+    json = "json"
+
+
+InputOpt = Annotated[list[str], typer.Option("--input", "-i", help="an input as name=value (repeatable)")]
+InputsFileOpt = Annotated[Path | None, typer.Option("--inputs-file", "-f",
+                                                    help="YAML or JSON mapping of inputs")]
+LibraryOpt = Annotated[Path | None, typer.Option("--library", "-L",
+                                                 help="runbook folder [env: CLAMPDOWN_LIBRARY]")]
+FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
+
+
+def main() -> None:
+    """Console-script entry point: user errors become messages and exit codes."""
+    try:
+        app()
+    except InvalidFileError as exc:
+        _print_diagnostics(exc.diagnostics)
+        sys.exit(2)
+    except ClampdownError as exc:
+        err.print(f"[red]error:[/] {exc.message}", markup=True)
+        if exc.hint:
+            err.print(f"  hint: {exc.hint}", markup=False)
+        sys.exit(exc.exit_code)
+
+
+def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
+    for d in diagnostics:
+        color = "red" if d.severity == "error" else "yellow"
+        err.print(f"[{color}]{d}[/]")
+
+
+def _library(library: Path | None) -> Path:
+    from clampdown.settings import settings
+
+    return library or settings().library
+
+
+@app.command()
+def lint(
+    paths: Annotated[list[Path] | None, typer.Argument(help="files or folders [default: the library]")] = None,
+    format: FormatOpt = Format.text,
+    strict: Annotated[bool, typer.Option(help="treat warnings as errors")] = False,
+    library: LibraryOpt = None,
+) -> None:
+    """Check runbooks: schema, DAG, actions, with fields, expressions, approval gates."""
+    from clampdown.lint import lint_paths
+
+    targets = paths or [_library(library)]
+    found = lint_paths(targets, strict=strict)
+    errors = sum(d.severity == "error" for d in found)
+    warnings = len(found) - errors
+    if format is Format.json:
+        out.print_json(json.dumps({"errors": errors, "warnings": warnings,
+                                   "diagnostics": [d.to_dict() for d in found]}))
+    else:
+        for d in found:
+            color = "red" if d.severity == "error" else "yellow"
+            out.print(f"[{color}]{d}[/]")
+        verdict = "[green]clean[/]" if not found else f"{errors} error(s), {warnings} warning(s)"
+        out.print(f"lint: {verdict} ({', '.join(map(str, targets))})")
+    raise typer.Exit(1 if errors else 0)
+
+
+def _load(runbook: str, library: Path | None) -> Any:
+    from clampdown.lint import load_runbook
+    from clampdown.loader import resolve
+
+    path = resolve(runbook, _library(library))
+    loaded, warnings = load_runbook(path)
+    _print_diagnostics(warnings)
+    return path, loaded.model
+
+
+@app.command()
+def plan(
+    runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
+    input: InputOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    inputs_file: InputsFileOpt = None,
+    library: LibraryOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Show what a run would do, stage by stage, without calling any action."""
+    from clampdown import plan as planner
+    from clampdown.actions import registry
+    from clampdown.inputs import parse_pairs
+
+    _, model = _load(runbook, library)
+    result = planner.build(model, parse_pairs(input, inputs_file), registry())
+    if format is Format.json:
+        out.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    _print_plan(result)
+
+
+def _print_plan(result: Any) -> None:
+    out.print(f"[bold]{result.title}[/] ({result.runbook}, severity {result.severity})")
+    if result.inputs:
+        out.print("inputs: " + ", ".join(f"{k}={v!r}" for k, v in result.inputs.items()))
+    if result.missing_inputs:
+        out.print(f"[yellow]not given (required at run time): {', '.join(result.missing_inputs)}[/]")
+    for number, stage in enumerate(result.stages, start=1):
+        parallel = f" — {len(stage)} steps in parallel" if len(stage) > 1 else ""
+        out.print(f"\n[bold]Stage {number}[/]{parallel}")
+        for step in stage:
+            marks = []
+            if step.destructive:
+                marks.append("[red]DESTRUCTIVE[/]")
+            if step.approval_gate:
+                marks.append("[cyan]APPROVAL GATE[/]")
+            out.print(f"  [bold]{step.id}[/] uses {step.uses} {' '.join(marks)}")
+            if step.needs:
+                out.print(f"      needs: {', '.join(step.needs)}")
+            if step.condition:
+                out.print(f"      if: {step.condition}")
+            for key, value in step.with_.items():
+                out.print(f"      with.{key} = {json.dumps(value, default=str)}", markup=False)
+            out.print(f"      retries {step.retries}, timeout {step.timeout:g}s, "
+                      f"on_failure {step.on_failure}")
+            if step.iam_actions:
+                out.print(f"      IAM: {', '.join(step.iam_actions)}")
+    if result.iam_actions:
+        out.print(f"\nIAM actions for the whole run: {', '.join(result.iam_actions)}")
+
+
+@app.command()
+def run(
+    runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
+    input: InputOpt = [],  # noqa: B006
+    inputs_file: InputsFileOpt = None,
+    library: LibraryOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")] = False,
+) -> None:
+    """Execute a runbook now, with live progress; exit 0 succeeded, 1 failed, 2 bad input."""
+    from clampdown import inputs as inputs_mod
+    from clampdown.ledger import new_run_id, read
+    from clampdown.progress import RunProgress
+    from clampdown.settings import settings
+
+    path, model = _load(runbook, library)
+    values = inputs_mod.validate(model.inputs, inputs_mod.parse_pairs(input, inputs_file))
+    run_id = new_run_id()
+    ledger = settings().ledger_path(run_id)
+    if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    from flows.respond import respond
+
+    err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
+    with RunProgress(ledger, model, out):
+        asyncio.run(respond(str(path), values, run_id=run_id, library=str(_library(library)),
+                            return_state=True))
+    end = next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None) \
+        if ledger.exists() else None
+    status = end["status"] if end else "failed"
+    if end and end.get("outputs"):
+        out.print("outputs:")
+        for key, value in end["outputs"].items():
+            out.print(f"  {key} = {json.dumps(value, default=str)}", markup=False)
+    if end and end.get("output_errors"):
+        for key, message in end["output_errors"].items():
+            err.print(f"[yellow]output {key} could not be rendered: {message}[/]")
+    color = "green" if status == "succeeded" else "red"
+    out.print(f"run {run_id}: [{color}]{status}[/]")
+    out.print(f"ledger: {ledger}")
+    raise typer.Exit(0 if status == "succeeded" else 1)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
+) -> None:
+    """Print the JSON Schema of clampdown/v1 runbooks (for editor completion and checks)."""
+    from clampdown.actions import registry
+    from clampdown.schema import runbook_schema
+
+    text = json.dumps(runbook_schema(registry()), indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@app.command()
+def actions(format: FormatOpt = Format.text) -> None:
+    """List the installed actions with their inputs, outputs and IAM needs."""
+    from clampdown.actions import registry
+
+    rows = []
+    for action in registry():
+        fields = []
+        for name, f in action.Input.model_fields.items():
+            kind = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
+            fields.append(f"{f.alias or name}: {kind}{'' if f.is_required() else ' (optional)'}")
+        outputs = action.declared_outputs({})
+        rows.append({"name": action.name, "summary": action.summary, "inputs": fields,
+                     "outputs": sorted(outputs) if outputs else ["(named by with:)"]
+                     if action.Output.model_config.get("extra") == "allow" else [],
+                     "iam": list(action.iam_actions),
+                     "destructive": action.destructive})
+    if format is Format.json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="clampdown actions", title_justify="left")
+    for col in ("action", "inputs (with:)", "outputs", "IAM actions", "destructive"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(f"[bold]{row['name']}[/]\n{row['summary']}", "\n".join(row["inputs"]) or "—",
+                      ", ".join(row["outputs"]) or "—",
+                      "\n".join(row["iam"]) or "—", "yes" if row["destructive"] else "no")
+    out.print(table)
+
+
+@app.command()
+def verify(
+    target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
+) -> None:
+    """Check a run ledger's hash chain; name the first altered record."""
+    from clampdown.ledger import verify_file
+    from clampdown.settings import settings
+
+    if target.startswith("s3://"):
+        raise ClampdownError("verifying evidence in S3 is not built yet",
+                             "download the ledger and pass its path")
+    path = Path(target)
+    if not path.is_file():
+        path = settings().ledger_path(target)
+        if not path.is_file():
+            raise ClampdownError(f"'{target}' is neither a ledger file nor a known run id",
+                                 f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl")
+    verdict = verify_file(path)
+    if verdict.ok:
+        color = "green" if verdict.complete else "yellow"
+        out.print(f"[{color}]OK[/] {path}: {verdict.message}")
+        raise typer.Exit(0)
+    out.print(f"[red]TAMPERED[/] {path}: {verdict.message}")
+    raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

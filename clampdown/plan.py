@@ -1,0 +1,104 @@
+"""``clampdown plan``: what a run would do, in order, without doing any of it.
+
+The plan renders ``with`` values that depend only on inputs and leaves those
+that need a step's outputs as written (they are known only during the run). It
+never calls an action, so it is safe on a production account.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from clampdown import graph, inputs as inputs_mod
+from clampdown.actions import Registry
+from clampdown.diagnostics import InputError
+from clampdown.expressions import ExpressionError, compile_expression, contains_expression, evaluate
+from clampdown.models import Runbook
+
+AT_RUN_TIME = "(known at run time)"
+
+
+@dataclass
+class PlannedStep:
+    id: str
+    uses: str
+    needs: list[str]
+    condition: str | None
+    with_: dict[str, Any]
+    iam_actions: list[str]
+    destructive: bool
+    approval_gate: bool
+    retries: int
+    timeout: float
+    on_failure: str
+
+
+@dataclass
+class Plan:
+    runbook: str
+    title: str
+    severity: str
+    inputs: dict[str, Any]
+    missing_inputs: list[str]
+    stages: list[list[PlannedStep]]
+    iam_actions: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
+    """A plan for ``runbook``; given inputs are validated, missing ones stay unresolved."""
+    missing = [n for n, s in runbook.inputs.items()
+               if s.required and n not in given and s.default is None]
+    present = {n: s for n, s in runbook.inputs.items() if n not in missing}
+    values = inputs_mod.validate(present, given)
+    shown = inputs_mod.masked(runbook.inputs, values)
+    context = {"inputs": values, "run": {"id": "(plan)", "runbook": runbook.metadata.name,
+                                         "started_at": "(plan)", "trigger": {"type": "plan"},
+                                         "drill": False}}
+    order = graph.stages({s.id: s.needs for s in runbook.steps})
+    stages: list[list[PlannedStep]] = []
+    all_iam: set[str] = set()
+    for stage in order:
+        planned = []
+        for sid in stage:
+            step = runbook.step(sid)
+            action = actions.get(step.uses)
+            all_iam.update(action.iam_actions)
+            planned.append(PlannedStep(
+                id=sid, uses=step.uses, needs=list(step.needs),
+                condition=None if step.if_ is None else str(step.if_),
+                with_=_resolve(step.with_, context, runbook),
+                iam_actions=list(action.iam_actions), destructive=action.destructive,
+                approval_gate=action.approval_gate,
+                retries=runbook.setting(step, "retries", 0),
+                timeout=runbook.setting(step, "timeout", 300.0),
+                on_failure=runbook.setting(step, "on_failure", "abort"),
+            ))
+        stages.append(planned)
+    return Plan(runbook.metadata.name, runbook.metadata.title, runbook.metadata.severity,
+                shown, missing, stages, sorted(all_iam))
+
+
+def _resolve(value: Any, context: dict[str, Any], runbook: Runbook) -> Any:
+    if isinstance(value, dict):
+        return {k: _resolve(v, context, runbook) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, context, runbook) for v in value]
+    if not contains_expression(value):
+        return value
+    refs = compile_expression(value).references
+    if any(r.root == "steps" for r in refs):
+        return f"{value} {AT_RUN_TIME}"
+    secret = any(r.root == "inputs" and r.name in runbook.inputs and runbook.inputs[r.name].secret
+                 for r in refs)
+    try:
+        resolved = evaluate(value, context)
+    except ExpressionError:
+        return f"{value} {AT_RUN_TIME}"
+    return inputs_mod.SECRET_MASK if secret else resolved
+
+
+__all__ = ["AT_RUN_TIME", "InputError", "Plan", "PlannedStep", "build"]

@@ -1,0 +1,116 @@
+"""Live progress of a run in the terminal, read from the run's ledger.
+
+The ledger is the one record of what happened, so the terminal view tails it
+instead of hooking into the executor: the same view works for a run in this
+process and, later, for a run on a remote worker whose ledger is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from clampdown.models import Runbook
+
+STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red",
+         "skipped": "cyan", "cancelled": "magenta"}
+ICON = {"pending": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "skipped": "↷",
+        "cancelled": "■"}
+
+
+class RunProgress:
+    """Tail ``ledger`` in a thread; render a step table (TTY) or one line per event."""
+
+    def __init__(self, ledger: Path, runbook: Runbook, console: Console) -> None:
+        self.ledger = ledger
+        self.runbook = runbook
+        self.console = console
+        self.status = {s.id: "pending" for s in runbook.steps}
+        self.started: dict[str, float] = {}
+        self.elapsed: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
+        self._offset = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._live: Live | None = None
+
+    def __enter__(self) -> RunProgress:
+        if self.console.is_terminal:
+            self._live = Live(self.table(), console=self.console, refresh_per_second=8)
+            self._live.__enter__()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+        if self._live is not None:
+            self._live.update(self.table())
+            self._live.__exit__(*exc)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            self._poll()
+            if self._live is not None:
+                self._live.update(self.table())
+
+    def _poll(self) -> None:
+        if not self.ledger.exists():
+            return
+        with self.ledger.open("rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            if line.strip():
+                self._apply(json.loads(line))
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        step, kind = record.get("step"), record["type"]
+        if step not in self.status:
+            return
+        if kind == "step.start":
+            self.status[step] = "running"
+            self.started[step] = time.monotonic()
+        elif kind == "step.end":
+            self.status[step] = record["status"]
+            self.elapsed[step] = record.get("seconds") or 0.0
+            self.notes[step] = record.get("error") or ""
+        elif kind in ("step.skip", "step.cancel"):
+            self.status[step] = "skipped" if kind == "step.skip" else "cancelled"
+            self.notes[step] = record.get("reason", "")
+        elif kind == "step.attempt_failed":
+            self.notes[step] = f"attempt {record['attempt']} failed: {record['error']}"
+        else:
+            return
+        if self._live is None:
+            note = f"  {self.notes[step]}" if self.notes.get(step) else ""
+            status = self.status[step]
+            self.console.print(f"[{STYLE[status]}]{ICON[status]} {step:<24} {status}{note}[/]",
+                               highlight=False)
+
+    def table(self) -> Table:
+        table = Table(title=f"{self.runbook.metadata.title} ({self.runbook.metadata.name})",
+                      title_justify="left", expand=False)
+        for col in ("", "step", "action", "status", "elapsed", "note"):
+            table.add_column(col)
+        for step in self.runbook.steps:
+            status = self.status[step.id]
+            if step.id in self.elapsed:
+                took = f"{self.elapsed[step.id]:.2f}s"
+            elif step.id in self.started:
+                took = f"{time.monotonic() - self.started[step.id]:.1f}s"
+            else:
+                took = ""
+            table.add_row(ICON[status], step.id, step.uses, f"[{STYLE[status]}]{status}[/]", took,
+                          self.notes.get(step.id, ""))
+        return table
