@@ -1,0 +1,303 @@
+"""The respond flow on a real Prefect server: DAG order, concurrency, retries, timeouts,
+conditions, failure policies, inputs, outputs, artifacts and the ledger it writes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput, registry
+from clampdown.diagnostics import InputError
+from clampdown.ledger import read, verify_file
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+HEADER = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: test-runbook, title: Test runbook, severity: low}
+"""
+
+
+class Flaky(Action):
+    """Fails until it has been called ``succeed_on`` times in a run (test-only)."""
+
+    name = "test.flaky"
+    calls: ClassVar[dict[str, int]] = {}
+
+    class Input(ActionInput):
+        succeed_on: int
+
+    class Output(ActionOutput):
+        attempts: int
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        key = f"{ctx.run_id}/{ctx.step_id}"
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] < params.succeed_on:
+            raise RuntimeError(f"transient failure {self.calls[key]}")
+        return self.Output(attempts=self.calls[key])
+
+
+class Echo(Action):
+    """Returns its secret-bearing input and logs it (test-only, for redaction)."""
+
+    name = "test.echo"
+
+    class Input(ActionInput):
+        text: str
+
+    class Output(ActionOutput):
+        text: str
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        ctx.logger.info("echo %s", params.text)
+        ctx.record_undo("nothing to undo", text=params.text)
+        return self.Output(text=params.text)
+
+
+registry().register(Flaky)
+registry().register(Echo)
+
+
+def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """Run the flow; return its final Prefect state and the ledger records."""
+    from clampdown.ledger import new_run_id
+    from clampdown.settings import settings
+    from flows.respond import respond
+
+    run_id = new_run_id()
+    state = asyncio.run(respond(str(path), inputs or {}, run_id=run_id, return_state=True))
+    return state, read(settings().ledger_path(run_id))
+
+
+def records(ledger: list[dict[str, Any]], type_: str, step: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in ledger if r["type"] == type_ and (step is None or r.get("step") == step)]
+
+
+def ts(record: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00"))
+
+
+def end(ledger: list[dict[str, Any]]) -> dict[str, Any]:
+    return records(ledger, "run.end")[-1]
+
+
+def test_independent_steps_overlap_and_dependants_wait(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: first, uses: core.wait, with: {duration: 600ms}}
+  - {id: second, uses: core.wait, with: {duration: 600ms}}
+  - {id: after, uses: core.set_output, needs: [first, second], with: {done: yes}}
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()
+    a0, a1 = ts(records(ledger, "step.start", "first")[0]), ts(records(ledger, "step.end", "first")[0])
+    b0, b1 = ts(records(ledger, "step.start", "second")[0]), ts(records(ledger, "step.end", "second")[0])
+    assert a0 < b1 and b0 < a1, "independent steps must run at the same time"
+    c0 = ts(records(ledger, "step.start", "after")[0])
+    assert c0 >= max(a1, b1), "a dependant starts only after all its needs have finished"
+    assert verify_file(_ledger_path(ledger)).ok
+
+
+def _ledger_path(ledger: list[dict[str, Any]]) -> Path:
+    from clampdown.settings import settings
+
+    return settings().ledger_path(records(ledger, "run.start")[0]["run"]["id"])
+
+
+def test_retries_until_success_record_each_failed_attempt(write_runbook):
+    path = write_runbook(HEADER + """
+defaults: {retry_delay: 50ms}
+steps:
+  - {id: shaky, uses: test.flaky, retries: 3, with: {succeed_on: 3}}
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()
+    failed = records(ledger, "step.attempt_failed", "shaky")
+    assert [r["attempt"] for r in failed] == [1, 2]
+    assert "transient failure 1" in failed[0]["error"]
+    done = records(ledger, "step.end", "shaky")[0]
+    assert done["status"] == "succeeded" and done["attempts"] == 3
+    assert done["outputs"] == {"attempts": 3}
+
+
+def test_retries_exhausted_fail_the_run(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: doomed, uses: core.fail, retries: 2, retry_delay: 10ms, with: {message: still broken}}
+""")
+    state, ledger = execute(path)
+    assert state.is_failed()
+    assert "step 'doomed' failed: ActionFailed: still broken" in state.message
+    assert len(records(ledger, "step.attempt_failed", "doomed")) == 3
+    assert end(ledger)["status"] == "failed" and end(ledger)["aborted_by"] == "doomed"
+
+
+def test_timeout_interrupts_the_step(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: slow, uses: core.wait, timeout: 300ms, on_failure: continue, with: {duration: 20s}}
+  - {id: next, uses: core.log, needs: [slow], if: always(), with: {message: "slow was {{ steps.slow.status }}"}}
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()  # on_failure: continue
+    slow = records(ledger, "step.end", "slow")[0]
+    assert slow["status"] == "failed" and slow["error"] == "timed out"
+    assert "outputs" not in slow
+    assert records(ledger, "step.end", "next")[0]["outputs"] == {"message": "slow was failed"}
+
+
+def test_if_false_skips_the_step_and_its_dependants(write_runbook):
+    path = write_runbook(HEADER + """
+inputs:
+  freeze: {type: boolean, default: false}
+steps:
+  - {id: gate, uses: core.set_output, with: {go: "{{ inputs.freeze }}"}}
+  - {id: freeze, uses: core.log, needs: [gate], if: steps.gate.outputs.go, with: {message: frozen}}
+  - {id: after_freeze, uses: core.log, needs: [freeze], with: {message: after}}
+  - {id: report, uses: core.log, needs: [after_freeze], if: always(), with: {message: "freeze {{ steps.freeze.status }}"}}
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()
+    assert "was false" in records(ledger, "step.skip", "freeze")[0]["reason"]
+    assert "freeze did not succeed" in records(ledger, "step.skip", "after_freeze")[0]["reason"]
+    assert records(ledger, "step.end", "report")[0]["outputs"]["message"] == "freeze skipped"
+
+    state, ledger = execute(path, {"freeze": "true"})
+    assert end(ledger)["steps"] == {"gate": "succeeded", "freeze": "succeeded",
+                                    "after_freeze": "succeeded", "report": "succeeded"}
+
+
+def test_abort_cancels_what_has_not_started_but_runs_failure_handlers(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: slow_branch, uses: core.wait, with: {duration: 400ms}}
+  - {id: breaks, uses: core.fail, with: {message: boom}}
+  - {id: after_slow, uses: core.log, needs: [slow_branch], with: {message: never}}
+  - {id: on_failure_report, uses: core.log, needs: [slow_branch, breaks], if: failure(), with: {message: "reporting"}}
+""")
+    state, ledger = execute(path)
+    assert state.is_failed()
+    steps = end(ledger)["steps"]
+    assert steps["breaks"] == "failed"
+    assert steps["slow_branch"] == "succeeded", "a running step is allowed to finish"
+    assert steps["after_slow"] == "cancelled"
+    assert steps["on_failure_report"] == "succeeded"
+    assert "run aborted by step 'breaks'" in records(ledger, "step.cancel", "after_slow")[0]["reason"]
+
+
+def test_continue_lets_independent_branches_run_and_skips_dependants(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: breaks, uses: core.fail, on_failure: continue, with: {message: boom}}
+  - {id: depends, uses: core.log, needs: [breaks], with: {message: never}}
+  - {id: independent, uses: core.wait, with: {duration: 200ms}}
+  - {id: later, uses: core.log, needs: [independent], with: {message: fine}}
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()
+    assert end(ledger)["status"] == "succeeded"
+    assert end(ledger)["steps"] == {"breaks": "failed", "depends": "skipped",
+                                    "independent": "succeeded", "later": "succeeded"}
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({}, "missing required input 'principal_arn'"),
+    ({"principal_arn": "arn:aws:iam::1234:user/x"}, "does not match the pattern"),
+    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "0"}, "must be at least 1"),
+    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "many"}, "must be a whole number"),
+    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "mode": "nuke"}, "must be one of: soft, hard"),
+    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "principle": "x"}, "did you mean 'principal_arn'"),
+])
+def test_invalid_inputs_fail_before_any_step(write_runbook, given, message):
+    path = write_runbook(HEADER + r"""
+inputs:
+  principal_arn: {type: string, required: true, pattern: '^arn:aws:iam::\d{12}:(user|role)/.+$'}
+  hours: {type: integer, default: 24, minimum: 1, maximum: 720}
+  mode: {type: string, default: soft, enum: [soft, hard]}
+steps:
+  - {id: only, uses: core.log, with: {message: "{{ inputs.principal_arn }}"}}
+""")
+    state, ledger = execute(path, given)
+    assert state.is_failed()
+    with pytest.raises(InputError, match=message):
+        asyncio.run(state.result())
+    assert not records(ledger, "step.start")
+    assert end(ledger)["status"] == "failed" and message.split("'")[0] in end(ledger)["error"]
+
+
+def test_outputs_keep_native_types_and_bad_outputs_are_reported(write_runbook):
+    path = write_runbook(HEADER + """
+inputs:
+  hours: {type: integer, default: 6}
+steps:
+  - {id: facts, uses: core.set_output, with: {hours: "{{ inputs.hours * 2 }}", tags: [a, b]}}
+  - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
+outputs:
+  hours: "{{ steps.facts.outputs.hours }}"
+  tags: "{{ steps.facts.outputs.tags }}"
+  text: "{{ steps.facts.outputs.hours }} hours"
+  missing: "{{ steps.maybe.outputs.x }}"
+""")
+    state, ledger = execute(path)
+    assert state.is_completed()
+    final = end(ledger)
+    assert final["outputs"]["hours"] == 12 and final["outputs"]["tags"] == ["a", "b"]
+    assert final["outputs"]["text"] == "12 hours"
+    assert final["outputs"]["missing"] is None
+    assert "has no attribute 'x'" in final["output_errors"]["missing"]
+
+
+def test_expression_error_at_run_time_fails_the_step_without_retrying(write_runbook):
+    path = write_runbook(HEADER + """
+steps:
+  - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
+  - {id: uses_it, uses: core.log, needs: [maybe], if: always(), retries: 3,
+     with: {message: "{{ steps.maybe.outputs.x }}"}}
+""")
+    state, ledger = execute(path)
+    assert state.is_failed()
+    failed = records(ledger, "step.end", "uses_it")[0]
+    assert "has no attribute 'x'" in failed["error"] and failed["attempts"] == 0
+
+
+def test_secret_inputs_never_reach_the_ledger(write_runbook):
+    secret = "s3cr3t-token-value"
+    path = write_runbook(HEADER + """
+inputs:
+  token: {type: string, required: true, secret: true}
+steps:
+  - {id: use, uses: test.echo, with: {text: "Bearer {{ inputs.token }}"}}
+""")
+    state, ledger = execute(path, {"token": secret})
+    assert state.is_completed()
+    raw = _ledger_path(ledger).read_text()
+    assert secret not in raw
+    assert records(ledger, "run.start")[0]["inputs"]["token"] == "***"
+    assert records(ledger, "step.end", "use")[0]["outputs"]["text"] == "Bearer ***"
+
+
+def test_run_summary_artifact_lists_every_step(write_runbook):
+    from prefect.client.orchestration import get_client
+
+    path = write_runbook(HEADER + """
+steps:
+  - {id: one, uses: core.log, with: {message: hi}}
+  - {id: two, uses: core.set_output, needs: [one], if: "false", with: {x: 1}}
+""")
+    state, ledger = execute(path)
+    run_id = records(ledger, "run.start")[0]["run"]["id"]
+
+    async def artifact() -> Any:
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    found = [a for a in asyncio.run(artifact()) if a.key == f"clampdown-run-{run_id}"]
+    assert found, "the run must publish a markdown summary artifact"
+    body = found[0].data
+    assert "`one`" in body and "`two`" in body and "skipped" in body and "succeeded" in body
