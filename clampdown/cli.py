@@ -9,10 +9,12 @@ and a hint, and exit non-zero; they never show a traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
-from enum import Enum
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,31 +35,48 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
 
-InputOpt = Annotated[list[str], typer.Option("--input", "-i", help="an input as name=value (repeatable)")]
-InputsFileOpt = Annotated[Path | None, typer.Option("--inputs-file", "-f",
-                                                    help="YAML or JSON mapping of inputs")]
-LibraryOpt = Annotated[Path | None, typer.Option("--library", "-L",
-                                                 help="runbook folder [env: CLAMPDOWN_LIBRARY]")]
+InputOpt = Annotated[
+    list[str], typer.Option("--input", "-i", help="an input as name=value (repeatable)")
+]
+InputsFileOpt = Annotated[
+    Path | None, typer.Option("--inputs-file", "-f", help="YAML or JSON mapping of inputs")
+]
+LibraryOpt = Annotated[
+    Path | None, typer.Option("--library", "-L", help="runbook folder [env: CLAMPDOWN_LIBRARY]")
+]
 FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
 
 
 def main() -> None:
-    """Console-script entry point: user errors become messages and exit codes."""
-    try:
-        app()
-    except InvalidFileError as exc:
-        _print_diagnostics(exc.diagnostics)
-        sys.exit(2)
-    except ClampdownError as exc:
-        err.print(f"[red]error:[/] {exc.message}", markup=True)
-        if exc.hint:
-            err.print(f"  hint: {exc.hint}", markup=False)
-        sys.exit(exc.exit_code)
+    """Console-script entry point."""
+    app()
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register a command whose user errors become a message and an exit code, not a traceback.
+
+    Invalid runbook files and inputs exit 2 (bad input); other user errors exit 1.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InvalidFileError as exc:
+            _print_diagnostics(exc.diagnostics)
+            raise typer.Exit(2) from None
+        except ClampdownError as exc:
+            err.print(f"[red]error:[/] {exc.message}")
+            if exc.hint:
+                err.print(f"  hint: {exc.hint}", markup=False)
+            raise typer.Exit(exc.exit_code) from None
+
+    return app.command()(wrapper)
 
 
 def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
@@ -72,9 +91,11 @@ def _library(library: Path | None) -> Path:
     return library or settings().library
 
 
-@app.command()
+@command
 def lint(
-    paths: Annotated[list[Path] | None, typer.Argument(help="files or folders [default: the library]")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="files or folders [default: the library]")
+    ] = None,
     format: FormatOpt = Format.text,
     strict: Annotated[bool, typer.Option(help="treat warnings as errors")] = False,
     library: LibraryOpt = None,
@@ -87,8 +108,15 @@ def lint(
     errors = sum(d.severity == "error" for d in found)
     warnings = len(found) - errors
     if format is Format.json:
-        out.print_json(json.dumps({"errors": errors, "warnings": warnings,
-                                   "diagnostics": [d.to_dict() for d in found]}))
+        out.print_json(
+            json.dumps(
+                {
+                    "errors": errors,
+                    "warnings": warnings,
+                    "diagnostics": [d.to_dict() for d in found],
+                }
+            )
+        )
     else:
         for d in found:
             color = "red" if d.severity == "error" else "yellow"
@@ -108,7 +136,7 @@ def _load(runbook: str, library: Path | None) -> Any:
     return path, loaded.model
 
 
-@app.command()
+@command
 def plan(
     runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
     input: InputOpt = [],  # noqa: B006 - typer reads the default, never mutates it
@@ -134,7 +162,9 @@ def _print_plan(result: Any) -> None:
     if result.inputs:
         out.print("inputs: " + ", ".join(f"{k}={v!r}" for k, v in result.inputs.items()))
     if result.missing_inputs:
-        out.print(f"[yellow]not given (required at run time): {', '.join(result.missing_inputs)}[/]")
+        out.print(
+            f"[yellow]not given (required at run time): {', '.join(result.missing_inputs)}[/]"
+        )
     for number, stage in enumerate(result.stages, start=1):
         parallel = f" — {len(stage)} steps in parallel" if len(stage) > 1 else ""
         out.print(f"\n[bold]Stage {number}[/]{parallel}")
@@ -151,21 +181,25 @@ def _print_plan(result: Any) -> None:
                 out.print(f"      if: {step.condition}")
             for key, value in step.with_.items():
                 out.print(f"      with.{key} = {json.dumps(value, default=str)}", markup=False)
-            out.print(f"      retries {step.retries}, timeout {step.timeout:g}s, "
-                      f"on_failure {step.on_failure}")
+            out.print(
+                f"      retries {step.retries}, timeout {step.timeout:g}s, "
+                f"on_failure {step.on_failure}"
+            )
             if step.iam_actions:
                 out.print(f"      IAM: {', '.join(step.iam_actions)}")
     if result.iam_actions:
         out.print(f"\nIAM actions for the whole run: {', '.join(result.iam_actions)}")
 
 
-@app.command()
+@command
 def run(
     runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
     input: InputOpt = [],  # noqa: B006
     inputs_file: InputsFileOpt = None,
     library: LibraryOpt = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")
+    ] = False,
 ) -> None:
     """Execute a runbook now, with live progress; exit 0 succeeded, 1 failed, 2 bad input."""
     from clampdown import inputs as inputs_mod
@@ -183,10 +217,16 @@ def run(
 
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     with RunProgress(ledger, model, out):
-        asyncio.run(respond(str(path), values, run_id=run_id, library=str(_library(library)),
-                            return_state=True))
-    end = next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None) \
-        if ledger.exists() else None
+        asyncio.run(
+            respond(
+                str(path), values, run_id=run_id, library=str(_library(library)), return_state=True
+            )
+        )
+    end = (
+        next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None)
+        if ledger.exists()
+        else None
+    )
     status = end["status"] if end else "failed"
     if end and end.get("outputs"):
         out.print("outputs:")
@@ -201,7 +241,7 @@ def run(
     raise typer.Exit(0 if status == "succeeded" else 1)
 
 
-@app.command()
+@command
 def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
 ) -> None:
@@ -217,7 +257,7 @@ def schema(
         sys.stdout.write(text + "\n")
 
 
-@app.command()
+@command
 def actions(format: FormatOpt = Format.text) -> None:
     """List the installed actions with their inputs, outputs and IAM needs."""
     from clampdown.actions import registry
@@ -229,11 +269,20 @@ def actions(format: FormatOpt = Format.text) -> None:
             kind = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
             fields.append(f"{f.alias or name}: {kind}{'' if f.is_required() else ' (optional)'}")
         outputs = action.declared_outputs({})
-        rows.append({"name": action.name, "summary": action.summary, "inputs": fields,
-                     "outputs": sorted(outputs) if outputs else ["(named by with:)"]
-                     if action.Output.model_config.get("extra") == "allow" else [],
-                     "iam": list(action.iam_actions),
-                     "destructive": action.destructive})
+        rows.append(
+            {
+                "name": action.name,
+                "summary": action.summary,
+                "inputs": fields,
+                "outputs": sorted(outputs)
+                if outputs
+                else ["(named by with:)"]
+                if action.Output.model_config.get("extra") == "allow"
+                else [],
+                "iam": list(action.iam_actions),
+                "destructive": action.destructive,
+            }
+        )
     if format is Format.json:
         out.print_json(json.dumps(rows))
         return
@@ -241,13 +290,17 @@ def actions(format: FormatOpt = Format.text) -> None:
     for col in ("action", "inputs (with:)", "outputs", "IAM actions", "destructive"):
         table.add_column(col)
     for row in rows:
-        table.add_row(f"[bold]{row['name']}[/]\n{row['summary']}", "\n".join(row["inputs"]) or "—",
-                      ", ".join(row["outputs"]) or "—",
-                      "\n".join(row["iam"]) or "—", "yes" if row["destructive"] else "no")
+        table.add_row(
+            f"[bold]{row['name']}[/]\n{row['summary']}",
+            "\n".join(row["inputs"]) or "—",
+            ", ".join(row["outputs"]) or "—",
+            "\n".join(row["iam"]) or "—",
+            "yes" if row["destructive"] else "no",
+        )
     out.print(table)
 
 
-@app.command()
+@command
 def verify(
     target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
 ) -> None:
@@ -256,14 +309,17 @@ def verify(
     from clampdown.settings import settings
 
     if target.startswith("s3://"):
-        raise ClampdownError("verifying evidence in S3 is not built yet",
-                             "download the ledger and pass its path")
+        raise ClampdownError(
+            "verifying evidence in S3 is not built yet", "download the ledger and pass its path"
+        )
     path = Path(target)
     if not path.is_file():
         path = settings().ledger_path(target)
         if not path.is_file():
-            raise ClampdownError(f"'{target}' is neither a ledger file nor a known run id",
-                                 f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl")
+            raise ClampdownError(
+                f"'{target}' is neither a ledger file nor a known run id",
+                f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl",
+            )
     verdict = verify_file(path)
     if verdict.ok:
         color = "green" if verdict.complete else "yellow"

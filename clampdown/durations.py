@@ -35,15 +35,24 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:g}s"
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
     return "".join(parts)
 
 
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({
-        "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"type": "number", "minimum": 0}],
-        "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",
-    }),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",
+        }
+    ),
 ]

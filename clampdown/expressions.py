@@ -31,23 +31,101 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ROOT_NAMES = frozenset({"inputs", "steps", "run", "alert"})
 STATUS_FUNCTIONS = frozenset({"always", "success", "failure"})
-ALLOWED_FILTERS = frozenset({
-    "abs", "capitalize", "count", "d", "default", "dictsort", "first", "float", "int",
-    "items", "join", "last", "length", "list", "lower", "max", "min", "replace",
-    "reverse", "round", "sort", "string", "sum", "title", "tojson", "trim", "truncate",
-    "unique", "upper", "urlencode",
-})
-ALLOWED_TESTS = frozenset({
-    "boolean", "defined", "divisibleby", "eq", "equalto", "even", "false", "float", "ge",
-    "gt", "in", "integer", "le", "lower", "lt", "mapping", "ne", "none", "number", "odd",
-    "sequence", "string", "true", "undefined", "upper",
-})
+ALLOWED_FILTERS = frozenset(
+    {
+        "abs",
+        "capitalize",
+        "count",
+        "d",
+        "default",
+        "dictsort",
+        "first",
+        "float",
+        "int",
+        "items",
+        "join",
+        "last",
+        "length",
+        "list",
+        "lower",
+        "max",
+        "min",
+        "replace",
+        "reverse",
+        "round",
+        "sort",
+        "string",
+        "sum",
+        "title",
+        "tojson",
+        "trim",
+        "truncate",
+        "unique",
+        "upper",
+        "urlencode",
+    }
+)
+ALLOWED_TESTS = frozenset(
+    {
+        "boolean",
+        "defined",
+        "divisibleby",
+        "eq",
+        "equalto",
+        "even",
+        "false",
+        "float",
+        "ge",
+        "gt",
+        "in",
+        "integer",
+        "le",
+        "lower",
+        "lt",
+        "mapping",
+        "ne",
+        "none",
+        "number",
+        "odd",
+        "sequence",
+        "string",
+        "true",
+        "undefined",
+        "upper",
+    }
+)
 _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
-    nodes.Template, nodes.Output, nodes.TemplateData, nodes.Const, nodes.Name,
-    nodes.Getattr, nodes.Getitem, nodes.Slice, nodes.Tuple, nodes.List, nodes.Dict,
-    nodes.Pair, nodes.Keyword, nodes.CondExpr, nodes.And, nodes.Or, nodes.Not, nodes.Neg,
-    nodes.Pos, nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod,
-    nodes.Pow, nodes.Concat, nodes.Compare, nodes.Operand, nodes.Filter, nodes.Test,
+    nodes.Template,
+    nodes.Output,
+    nodes.TemplateData,
+    nodes.Const,
+    nodes.Name,
+    nodes.Getattr,
+    nodes.Getitem,
+    nodes.Slice,
+    nodes.Tuple,
+    nodes.List,
+    nodes.Dict,
+    nodes.Pair,
+    nodes.Keyword,
+    nodes.CondExpr,
+    nodes.And,
+    nodes.Or,
+    nodes.Not,
+    nodes.Neg,
+    nodes.Pos,
+    nodes.Add,
+    nodes.Sub,
+    nodes.Mul,
+    nodes.Div,
+    nodes.FloorDiv,
+    nodes.Mod,
+    nodes.Pow,
+    nodes.Concat,
+    nodes.Compare,
+    nodes.Operand,
+    nodes.Filter,
+    nodes.Test,
     nodes.Call,
 )
 _WHOLE = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
@@ -138,7 +216,8 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
     for node in tree.find_all(nodes.Node):
         if not isinstance(node, _ALLOWED_NODES):
             raise _forbidden(
-                node, f"the {type(node).__name__.lower()} construct",
+                node,
+                f"the {type(node).__name__.lower()} construct",
                 "only {{ … }} expressions are supported; for choices use "
                 "{{ 'a' if condition else 'b' }}",
             )
@@ -146,35 +225,57 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
             if node.name in STATUS_FUNCTIONS:
                 continue
             if node.name not in ROOT_NAMES:
-                raise _forbidden(node, f"the name '{node.name}'",
-                                 "expressions can read inputs, steps, run and alert")
+                raise _forbidden(
+                    node,
+                    f"the name '{node.name}'",
+                    "expressions can read inputs, steps, run and alert",
+                )
         elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-            raise _forbidden(node, f"the attribute '{node.attr}'",
-                             "names starting with '_' are Python internals")
+            raise _forbidden(
+                node, f"the attribute '{node.attr}'", "names starting with '_' are Python internals"
+            )
         elif isinstance(node, nodes.Getitem):
             if isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
-                raise _forbidden(node, f"the key '{node.arg.value}'",
-                                 "names starting with '_' are Python internals")
+                raise _forbidden(
+                    node,
+                    f"the key '{node.arg.value}'",
+                    "names starting with '_' are Python internals",
+                )
         elif isinstance(node, nodes.Call):
             if not (isinstance(node.node, nodes.Name) and node.node.name in STATUS_FUNCTIONS):
-                raise _forbidden(node, "calling a method or function",
-                                 "only always(), success() and failure() can be called; "
-                                 "use filters for transformations, e.g. {{ x | upper }}")
+                raise _forbidden(
+                    node,
+                    "calling a method or function",
+                    "only always(), success() and failure() can be called; "
+                    "use filters for transformations, e.g. {{ x | upper }}",
+                )
             if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
-                raise _forbidden(node, f"arguments to {node.node.name}()",
-                                 f"write {node.node.name}() with no arguments")
+                raise _forbidden(
+                    node,
+                    f"arguments to {node.node.name}()",
+                    f"write {node.node.name}() with no arguments",
+                )
             uses_status = True
         elif isinstance(node, nodes.Filter):
             if node.name not in ALLOWED_FILTERS:
-                raise _forbidden(node, f"the filter '{node.name}'",
-                                 f"allowed filters: {', '.join(sorted(ALLOWED_FILTERS))}")
+                raise _forbidden(
+                    node,
+                    f"the filter '{node.name}'",
+                    f"allowed filters: {', '.join(sorted(ALLOWED_FILTERS))}",
+                )
         elif isinstance(node, nodes.Test):
             if node.name not in ALLOWED_TESTS:
-                raise _forbidden(node, f"the test '{node.name}'",
-                                 f"allowed tests: {', '.join(sorted(ALLOWED_TESTS))}")
+                raise _forbidden(
+                    node,
+                    f"the test '{node.name}'",
+                    f"allowed tests: {', '.join(sorted(ALLOWED_TESTS))}",
+                )
         elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
-            raise _forbidden(node, f"the string {node.value!r}",
-                             "strings containing '__' are refused to block format-string tricks")
+            raise _forbidden(
+                node,
+                f"the string {node.value!r}",
+                "strings containing '__' are refused to block format-string tricks",
+            )
     lookups = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
     inner = {id(n.node) for n in lookups}
     for node in lookups:
@@ -226,7 +327,9 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
             "{{ steps.x.outputs.y | default('') }}",
         ) from None
     except SecurityError as exc:
-        raise ExpressionError(f"expression {source.strip()!r} refused by the sandbox: {exc}") from None
+        raise ExpressionError(
+            f"expression {source.strip()!r} refused by the sandbox: {exc}"
+        ) from None
     except Exception as exc:  # an expression must fail the step, never the engine
         raise ExpressionError(f"expression {source.strip()!r} failed: {exc}") from None
 
@@ -242,7 +345,9 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     return value
 
 
-def walk_strings(value: Any, loc: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], str]]:
+def walk_strings(
+    value: Any, loc: tuple[str | int, ...] = ()
+) -> list[tuple[tuple[str | int, ...], str]]:
     """Every expression string inside ``value`` with its path, for lint."""
     if isinstance(value, str):
         return [(loc, value)] if contains_expression(value) else []

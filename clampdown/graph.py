@@ -17,7 +17,7 @@ def find_cycle(needs: Mapping[str, Sequence[str]]) -> list[str] | None:
             if dep not in needs:
                 continue
             if state.get(dep) == 1:
-                return [*stack[stack.index(dep):], dep]
+                return [*stack[stack.index(dep) :], dep]
             if dep not in state and (found := visit(dep)):
                 return found
         stack.pop()

@@ -77,7 +77,9 @@ def _coerce(kind: str, value: Any) -> Any:
             parsed = None
         if isinstance(parsed, container):
             return parsed
-    raise InputProblem(f"must be {'a list' if kind == 'array' else 'a mapping'} (JSON on the command line)")
+    raise InputProblem(
+        f"must be {'a list' if kind == 'array' else 'a mapping'} (JSON on the command line)"
+    )
 
 
 def _raise() -> Any:
@@ -91,8 +93,14 @@ def validate(specs: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[s
     for name in given:
         if name not in specs:
             hint = did_you_mean(name, specs)
-            problems.append(f"unknown input '{name}'" + (f": {hint}" if hint else
-                            f" (this runbook takes: {', '.join(specs) or 'no inputs'})"))
+            problems.append(
+                f"unknown input '{name}'"
+                + (
+                    f": {hint}"
+                    if hint
+                    else f" (this runbook takes: {', '.join(specs) or 'no inputs'})"
+                )
+            )
     for name, spec in specs.items():
         if name in given and given[name] is not None:
             try:
@@ -107,15 +115,19 @@ def validate(specs: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[s
         else:
             result[name] = None
     if problems:
-        raise InputError("invalid inputs:\n  " + "\n  ".join(problems),
-                         "pass them as --input name=value or in --inputs-file")
+        raise InputError(
+            "invalid inputs:\n  " + "\n  ".join(problems),
+            "pass them as --input name=value or in --inputs-file",
+        )
     return result
 
 
 def masked(specs: Mapping[str, InputSpec], values: Mapping[str, Any]) -> dict[str, Any]:
     """Inputs safe to write down: secret ones replaced by a mask."""
-    return {k: (SECRET_MASK if k in specs and specs[k].secret and v is not None else v)
-            for k, v in values.items()}
+    return {
+        k: (SECRET_MASK if k in specs and specs[k].secret and v is not None else v)
+        for k, v in values.items()
+    }
 
 
 def parse_pairs(pairs: Iterable[str], inputs_file: Path | None = None) -> dict[str, Any]:
@@ -125,11 +137,15 @@ def parse_pairs(pairs: Iterable[str], inputs_file: Path | None = None) -> dict[s
         try:
             loaded = yaml.safe_load(inputs_file.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read inputs file {inputs_file}: {exc}",
-                             "give a YAML or JSON mapping of input names to values") from None
+            raise InputError(
+                f"cannot read inputs file {inputs_file}: {exc}",
+                "give a YAML or JSON mapping of input names to values",
+            ) from None
         if not isinstance(loaded, dict):
-            raise InputError(f"inputs file {inputs_file} must hold a mapping",
-                             "write lines like 'principal_arn: arn:aws:iam::…'")
+            raise InputError(
+                f"inputs file {inputs_file} must hold a mapping",
+                "write lines like 'principal_arn: arn:aws:iam::…'",
+            )
         values.update(loaded)
     for pair in pairs:
         name, sep, value = pair.partition("=")

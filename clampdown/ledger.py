@@ -40,8 +40,9 @@ def now() -> str:
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode()
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
 
 
 class Ledger:
@@ -73,8 +74,13 @@ class Ledger:
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
         with self._lock:
-            record = {"seq": self._seq, "ts": now(), "type": type_,
-                      **self.scrub(json.loads(json.dumps(fields, default=str))), "prev": self._prev}
+            record = {
+                "seq": self._seq,
+                "ts": now(),
+                "type": type_,
+                **self.scrub(json.loads(json.dumps(fields, default=str))),
+                "prev": self._prev,
+            }
             record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
             line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
             with self.path.open("ab") as fh:
@@ -114,26 +120,45 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
             record = json.loads(line)
             claimed = record.pop("hash")
         except (ValueError, KeyError, AttributeError):
-            return Verdict(False, count, f"line {number}: not a ledger record (unreadable JSON "
-                           "or no hash)", number)
+            return Verdict(
+                False,
+                count,
+                f"line {number}: not a ledger record (unreadable JSON or no hash)",
+                number,
+            )
         if hashlib.sha256(_canonical(record)).hexdigest() != claimed:
-            return Verdict(False, count, f"line {number} (seq {record.get('seq')}, "
-                           f"{record.get('type')}): the record was altered — its hash does not "
-                           "match its content", number)
+            return Verdict(
+                False,
+                count,
+                f"line {number} (seq {record.get('seq')}, "
+                f"{record.get('type')}): the record was altered — its hash does not "
+                "match its content",
+                number,
+            )
         if record.get("prev") != prev or record.get("seq") != count:
-            return Verdict(False, count, f"line {number} (seq {record.get('seq')}, "
-                           f"{record.get('type')}): the chain is broken before it — a record was "
-                           f"deleted, inserted or reordered (expected seq {count})", number)
+            return Verdict(
+                False,
+                count,
+                f"line {number} (seq {record.get('seq')}, "
+                f"{record.get('type')}): the chain is broken before it — a record was "
+                f"deleted, inserted or reordered (expected seq {count})",
+                number,
+            )
         prev = hashlib.sha256(line).hexdigest()
         count += 1
         complete = record.get("type") == "run.end"
     if count == 0:
         return Verdict(False, 0, "the ledger is empty")
     if not complete:
-        return Verdict(True, count, f"chain intact over {count} records, but there is no run.end "
-                       "record: the run is still going or the ledger was cut short", None, False)
-    return Verdict(True, count, f"chain intact over {count} records, run.end present",
-                   None, True)
+        return Verdict(
+            True,
+            count,
+            f"chain intact over {count} records, but there is no run.end "
+            "record: the run is still going or the ledger was cut short",
+            None,
+            False,
+        )
+    return Verdict(True, count, f"chain intact over {count} records, run.end present", None, True)
 
 
 def verify_file(path: Path) -> Verdict:

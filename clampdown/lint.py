@@ -14,8 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clampdown import graph, inputs as inputs_mod
-from clampdown.actions import Action, Registry, registry as default_registry
+from clampdown import graph
+from clampdown import inputs as inputs_mod
+from clampdown.actions import Action, Registry
+from clampdown.actions import registry as default_registry
 from clampdown.diagnostics import Diagnostic, InvalidFileError, did_you_mean
 from clampdown.expressions import (
     ExpressionError,
@@ -32,8 +34,9 @@ STEP_PARTS = ("outputs", "status")
 RUN_FIELDS = ("id", "runbook", "started_at", "trigger", "drill")
 
 
-def lint_paths(paths: Iterable[str | FsPath], actions: Registry | None = None,
-               *, strict: bool = False) -> list[Diagnostic]:
+def lint_paths(
+    paths: Iterable[str | FsPath], actions: Registry | None = None, *, strict: bool = False
+) -> list[Diagnostic]:
     """Lint files and folders (``*.yaml``/``*.yml`` inside, recursively)."""
     actions = actions or default_registry()
     found: list[Diagnostic] = []
@@ -47,9 +50,14 @@ def lint_paths(paths: Iterable[str | FsPath], actions: Registry | None = None,
         found.extend(check(loaded, actions))
         name = loaded.model.metadata.name
         if name in names:
-            found.append(loaded.source.diagnostic(
-                ("metadata", "name"), f"runbook name '{name}' is also used by {names[name]}",
-                "names must be unique in a library", code="duplicate-name"))
+            found.append(
+                loaded.source.diagnostic(
+                    ("metadata", "name"),
+                    f"runbook name '{name}' is also used by {names[name]}",
+                    "names must be unique in a library",
+                    code="duplicate-name",
+                )
+            )
         names.setdefault(name, str(file))
     if strict:
         found = [_as_error(d) for d in found]
@@ -60,13 +68,19 @@ def _files(paths: Iterable[str | FsPath], found: list[Diagnostic]) -> list[FsPat
     files: list[FsPath] = []
     for p in map(FsPath, paths):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml")
-                                and f.parent.name != "drills" and f.name != "triggers.yaml"))
+            files.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.suffix in (".yaml", ".yml")
+                    and f.parent.name != "drills"
+                    and f.name != "triggers.yaml"
+                )
+            )
         elif p.is_file():
             files.append(p)
         else:
-            found.append(Diagnostic(str(p), 1, 1, "no such file or folder",
-                                    "check the path", "io"))
+            found.append(Diagnostic(str(p), 1, 1, "no such file or folder", "check the path", "io"))
     return files
 
 
@@ -76,7 +90,9 @@ def _as_error(d: Diagnostic) -> Diagnostic:
     return Diagnostic(d.path, d.line, d.column, d.message, d.hint, d.code, "error")
 
 
-def load_runbook(path: str | FsPath, actions: Registry | None = None) -> tuple[Loaded, list[Diagnostic]]:
+def load_runbook(
+    path: str | FsPath, actions: Registry | None = None
+) -> tuple[Loaded, list[Diagnostic]]:
     """Load a runbook for plan or run: raise on any error, return the warnings."""
     loaded = load(path)
     found = check(loaded, actions or default_registry())
@@ -102,7 +118,9 @@ class _RunbookLinter:
         self.ancestors: dict[str, set[str]] = {}
         self.action_of: dict[str, type[Action]] = {}
 
-    def error(self, loc: Path, message: str, hint: str = "", code: str = "invalid", **kw: Any) -> None:
+    def error(
+        self, loc: Path, message: str, hint: str = "", code: str = "invalid", **kw: Any
+    ) -> None:
         self.found.append(self.src.diagnostic(loc, message, hint, code=code, **kw))
 
     def warn(self, loc: Path, message: str, hint: str = "", code: str = "warning") -> None:
@@ -114,9 +132,12 @@ class _RunbookLinter:
         cycle = graph.find_cycle(self.needs)
         if cycle:
             first = cycle[0]
-            self.error(("steps", self.index[first], "needs"),
-                       f"steps form a cycle: {' -> '.join(cycle)}",
-                       "remove one of these needs so the steps can be ordered", "cycle")
+            self.error(
+                ("steps", self.index[first], "needs"),
+                f"steps form a cycle: {' -> '.join(cycle)}",
+                "remove one of these needs so the steps can be ordered",
+                "cycle",
+            )
         else:
             self.ancestors = graph.upstream(self.needs)
         self.check_actions()
@@ -132,36 +153,56 @@ class _RunbookLinter:
             try:
                 inputs_mod.check_value(name, spec, spec.default)
             except inputs_mod.InputProblem as exc:
-                self.error(("inputs", name, "default"), f"default of input '{name}': {exc}",
-                           "make the default satisfy the input's own type and constraints",
-                           "input-default")
+                self.error(
+                    ("inputs", name, "default"),
+                    f"default of input '{name}': {exc}",
+                    "make the default satisfy the input's own type and constraints",
+                    "input-default",
+                )
             if spec.required:
-                self.warn(("inputs", name, "required"),
-                          f"input '{name}' is required and has a default; the default is never used",
-                          "drop 'required: true' or the default", "input-default")
+                self.warn(
+                    ("inputs", name, "required"),
+                    f"input '{name}' is required and has a default; the default is never used",
+                    "drop 'required: true' or the default",
+                    "input-default",
+                )
 
     def check_ids_and_needs(self) -> None:
         seen: dict[str, int] = {}
         for i, step in enumerate(self.rb.steps):
             if step.id in seen:
                 first = self.src.position(("steps", seen[step.id], "id"))[0]
-                self.error(("steps", i, "id"), f"duplicate step id '{step.id}' (first at line {first})",
-                           "step ids must be unique in a runbook", "duplicate-id")
+                self.error(
+                    ("steps", i, "id"),
+                    f"duplicate step id '{step.id}' (first at line {first})",
+                    "step ids must be unique in a runbook",
+                    "duplicate-id",
+                )
             seen.setdefault(step.id, i)
             for j, need in enumerate(step.needs):
                 if need == step.id:
-                    self.error(("steps", i, "needs", j), f"step '{step.id}' needs itself",
-                               "remove it from its own needs", "needs")
+                    self.error(
+                        ("steps", i, "needs", j),
+                        f"step '{step.id}' needs itself",
+                        "remove it from its own needs",
+                        "needs",
+                    )
                 elif need not in self.index:
                     hint = did_you_mean(need, self.index) or "needs lists ids of other steps"
-                    self.error(("steps", i, "needs", j), f"needs unknown step '{need}'", hint, "needs")
+                    self.error(
+                        ("steps", i, "needs", j), f"needs unknown step '{need}'", hint, "needs"
+                    )
 
     def check_actions(self) -> None:
         for i, step in enumerate(self.rb.steps):
             if step.uses not in self.actions:
-                hint = did_you_mean(step.uses, self.actions.names()) or \
-                    "run 'clampdown actions' to list the actions"
-                self.error(("steps", i, "uses"), f"unknown action '{step.uses}'", hint, "unknown-action")
+                hint = (
+                    did_you_mean(step.uses, self.actions.names())
+                    or "run 'clampdown actions' to list the actions"
+                )
+                self.error(
+                    ("steps", i, "uses"), f"unknown action '{step.uses}'", hint, "unknown-action"
+                )
                 continue
             action = self.actions.get(step.uses)
             self.action_of[step.id] = action
@@ -183,12 +224,20 @@ class _RunbookLinter:
                 where: Path = ("steps", i, "with", *loc)
                 if err["type"] == "extra_forbidden":
                     hint = did_you_mean(key, fields) or (
-                        f"this action takes: {', '.join(fields)}" if fields else "this action takes no with: fields")
+                        f"this action takes: {', '.join(fields)}"
+                        if fields
+                        else "this action takes no with: fields"
+                    )
                     self.error(where, f"unknown with field '{key}'", hint, "with", key=True)
                 elif err["type"] == "missing":
-                    self.error(("steps", i, "with") if "with" in self.src.data["steps"][i]
-                               else ("steps", i, "uses"),
-                               f"missing with field '{key}'", f"add '{key}:' under with:", "with")
+                    self.error(
+                        ("steps", i, "with")
+                        if "with" in self.src.data["steps"][i]
+                        else ("steps", i, "uses"),
+                        f"missing with field '{key}'",
+                        f"add '{key}:' under with:",
+                        "with",
+                    )
                 else:
                     msg = err["msg"].removeprefix("Value error, ")
                     self.error(where, f"with field '{'.'.join(map(str, loc))}': {msg}", "", "with")
@@ -202,34 +251,46 @@ class _RunbookLinter:
                 if contains_expression(value):
                     self.check_expression(("steps", i, name), value, step.id)
             if step.if_ is not None:
-                self.check_expression(("steps", i, "if"), condition_source(step.if_), step.id,
-                                      condition=True)
+                self.check_expression(
+                    ("steps", i, "if"), condition_source(step.if_), step.id, condition=True
+                )
         for loc, text in walk_strings(self.rb.outputs, ("outputs",)):
             self.check_expression(loc, text, None)
 
-    def check_expression(self, loc: Path, text: str, step_id: str | None,
-                         condition: bool = False) -> None:
+    def check_expression(
+        self, loc: Path, text: str, step_id: str | None, condition: bool = False
+    ) -> None:
         try:
             expr = compile_expression(text)
         except ExpressionError as exc:
             self.error_at_line(loc, exc.line, exc.message, exc.hint)
             return
         if expr.uses_status_function and not condition:
-            self.error(loc, "always(), success() and failure() belong in if:",
-                       "use them only in a step's if: condition", "expression")
+            self.error(
+                loc,
+                "always(), success() and failure() belong in if:",
+                "use them only in a step's if: condition",
+                "expression",
+            )
         for ref in expr.references:
             if ref.root == "inputs":
                 self.check_input_ref(loc, ref.name)
             elif ref.root == "steps":
                 self.check_step_ref(loc, ref, step_id)
             elif ref.root == "run" and ref.name not in RUN_FIELDS:
-                self.error(loc, f"run has no field '{ref.name}'",
-                           did_you_mean(str(ref.name), RUN_FIELDS) or f"run has: {', '.join(RUN_FIELDS)}",
-                           "reference")
+                self.error(
+                    loc,
+                    f"run has no field '{ref.name}'",
+                    did_you_mean(str(ref.name), RUN_FIELDS) or f"run has: {', '.join(RUN_FIELDS)}",
+                    "reference",
+                )
             elif ref.root == "alert":
-                self.error(loc, "'alert' is only defined in triggers",
-                           "pass the alert's facts to the runbook as inputs in triggers.yaml",
-                           "reference")
+                self.error(
+                    loc,
+                    "'alert' is only defined in triggers",
+                    "pass the alert's facts to the runbook as inputs in triggers.yaml",
+                    "reference",
+                )
 
     def error_at_line(self, loc: Path, offset: int, message: str, hint: str) -> None:
         line, col = self.src.position(loc)
@@ -252,25 +313,40 @@ class _RunbookLinter:
             return
         if step_id is not None and self.ancestors and target not in self.ancestors.get(step_id, ()):
             what = "itself" if target == step_id else f"steps.{target}, which is not upstream"
-            self.error(loc, f"step '{step_id}' refers to {what}",
-                       f"add '{target}' to the needs of '{step_id}' (directly or through another step)"
-                       if target != step_id else "a step cannot read its own outputs", "reference")
+            self.error(
+                loc,
+                f"step '{step_id}' refers to {what}",
+                f"add '{target}' to the needs of '{step_id}' (directly or through another step)"
+                if target != step_id
+                else "a step cannot read its own outputs",
+                "reference",
+            )
             return
         if ref.part is not None and ref.part not in STEP_PARTS:
-            self.error(loc, f"steps.{target}.{ref.part} does not exist",
-                       did_you_mean(ref.part, STEP_PARTS) or "use steps.<id>.outputs or steps.<id>.status",
-                       "reference")
+            self.error(
+                loc,
+                f"steps.{target}.{ref.part} does not exist",
+                did_you_mean(ref.part, STEP_PARTS) or "use steps.<id>.outputs or steps.<id>.status",
+                "reference",
+            )
             return
         action = self.action_of.get(target)
         if ref.part == "outputs" and ref.field is not None and action is not None:
             declared = action.declared_outputs(self.rb.step(target).with_)
             if declared is not None and ref.field not in declared:
                 hint = did_you_mean(ref.field, declared) or (
-                    f"{action.name} outputs: {', '.join(sorted(declared))}" if declared
-                    else f"{action.name} has no outputs")
+                    f"{action.name} outputs: {', '.join(sorted(declared))}"
+                    if declared
+                    else f"{action.name} has no outputs"
+                )
                 where = "output" if step_id is None else "expression"
-                self.error(loc, f"steps.{target}.outputs.{ref.field} can never be set: "
-                           f"{action.name} has no output '{ref.field}'", hint, f"unreachable-{where}")
+                self.error(
+                    loc,
+                    f"steps.{target}.outputs.{ref.field} can never be set: "
+                    f"{action.name} has no output '{ref.field}'",
+                    hint,
+                    f"unreachable-{where}",
+                )
 
     def check_gates(self) -> None:
         gates = {sid for sid, action in self.action_of.items() if action.approval_gate}
@@ -279,7 +355,10 @@ class _RunbookLinter:
             if action is None or not action.destructive:
                 continue
             if not (self.ancestors.get(step.id, set()) & gates):
-                self.warn(("steps", i, "uses"),
-                          f"destructive action '{step.uses}' has no approval gate upstream",
-                          "add an approval.request step and list it in needs (this is an error "
-                          "with --strict)", "ungated-destructive")
+                self.warn(
+                    ("steps", i, "uses"),
+                    f"destructive action '{step.uses}' has no approval gate upstream",
+                    "add an approval.request step and list it in needs (this is an error "
+                    "with --strict)",
+                    "ungated-destructive",
+                )

@@ -35,8 +35,18 @@ def read(path: str | FsPath) -> Source:
     try:
         text = FsPath(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidFileError([Diagnostic(name, 1, 1, f"cannot read the file: {exc}",
-                                           "check the path and permissions", "io")]) from None
+        raise InvalidFileError(
+            [
+                Diagnostic(
+                    name,
+                    1,
+                    1,
+                    f"cannot read the file: {exc}",
+                    "check the path and permissions",
+                    "io",
+                )
+            ]
+        ) from None
     return parse(text, name)
 
 
@@ -48,8 +58,15 @@ def load(path: str | FsPath) -> Loaded:
 def validate(source: Source) -> Loaded:
     data = source.data
     if not isinstance(data, dict):
-        raise InvalidFileError([source.diagnostic((), "a clampdown document must be a mapping",
-                                                  f"start with 'apiVersion: {API_VERSION}'")])
+        raise InvalidFileError(
+            [
+                source.diagnostic(
+                    (),
+                    "a clampdown document must be a mapping",
+                    f"start with 'apiVersion: {API_VERSION}'",
+                )
+            ]
+        )
     kind = data.get("kind")
     if kind not in KINDS:
         hint = did_you_mean(str(kind), KINDS) or f"use one of: {', '.join(KINDS)}"
@@ -72,11 +89,20 @@ def _diagnostics(exc: ValidationError, model: type[BaseModel], source: Source) -
             key = str(loc[-1])
             allowed = _allowed_keys(model, loc[:-1])
             hint = did_you_mean(key, allowed) or f"allowed keys here: {', '.join(sorted(allowed))}"
-            found.append(source.diagnostic(loc, f"unknown key '{key}'", hint, code="unknown-key", key=True))
+            found.append(
+                source.diagnostic(loc, f"unknown key '{key}'", hint, code="unknown-key", key=True)
+            )
         elif kind == "missing":
             key = str(loc[-1])
-            found.append(source.diagnostic(loc[:-1], f"missing required key '{key}'",
-                                           f"add '{key}:' here", code="missing-key", key=True))
+            found.append(
+                source.diagnostic(
+                    loc[:-1],
+                    f"missing required key '{key}'",
+                    f"add '{key}:' here",
+                    code="missing-key",
+                    key=True,
+                )
+            )
         else:
             where = ".".join(str(p) for p in loc) or "document"
             hint = ""
@@ -95,8 +121,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
-            field = next((f for n, f in current.model_fields.items()
-                          if part in (n, f.alias)), None)
+            field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
             current = field.annotation if field else None
         elif typing.get_origin(current) in (list, dict):
             current = typing.get_args(current)[-1]
@@ -124,12 +149,16 @@ def resolve(ref: str, library: str | FsPath) -> FsPath:
         return candidate
     lib = FsPath(library)
     if not lib.is_dir():
-        raise ClampdownError(f"runbook library '{lib}' is not a folder",
-                             "set --library or CLAMPDOWN_LIBRARY to your runbooks folder")
+        raise ClampdownError(
+            f"runbook library '{lib}' is not a folder",
+            "set --library or CLAMPDOWN_LIBRARY to your runbooks folder",
+        )
     names: dict[str, FsPath] = {}
     for file in sorted(lib.glob("*.y*ml")):
         names.setdefault(file.stem, file)
     if ref in names:
         return names[ref]
-    raise ClampdownError(f"no runbook named '{ref}' in {lib}",
-                         did_you_mean(ref, names) or "run 'clampdown lint' on the library to list it")
+    raise ClampdownError(
+        f"no runbook named '{ref}' in {lib}",
+        did_you_mean(ref, names) or "run 'clampdown lint' on the library to list it",
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clampdown import graph, inputs as inputs_mod
+from clampdown import graph
+from clampdown import inputs as inputs_mod
 from clampdown.actions import Registry
 from clampdown.diagnostics import InputError
 from clampdown.expressions import ExpressionError, compile_expression, contains_expression, evaluate
@@ -50,14 +51,22 @@ class Plan:
 
 def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
     """A plan for ``runbook``; given inputs are validated, missing ones stay unresolved."""
-    missing = [n for n, s in runbook.inputs.items()
-               if s.required and n not in given and s.default is None]
+    missing = [
+        n for n, s in runbook.inputs.items() if s.required and n not in given and s.default is None
+    ]
     present = {n: s for n, s in runbook.inputs.items() if n not in missing}
     values = inputs_mod.validate(present, given)
     shown = inputs_mod.masked(runbook.inputs, values)
-    context = {"inputs": values, "run": {"id": "(plan)", "runbook": runbook.metadata.name,
-                                         "started_at": "(plan)", "trigger": {"type": "plan"},
-                                         "drill": False}}
+    context = {
+        "inputs": values,
+        "run": {
+            "id": "(plan)",
+            "runbook": runbook.metadata.name,
+            "started_at": "(plan)",
+            "trigger": {"type": "plan"},
+            "drill": False,
+        },
+    }
     order = graph.stages({s.id: s.needs for s in runbook.steps})
     stages: list[list[PlannedStep]] = []
     all_iam: set[str] = set()
@@ -67,19 +76,31 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
             step = runbook.step(sid)
             action = actions.get(step.uses)
             all_iam.update(action.iam_actions)
-            planned.append(PlannedStep(
-                id=sid, uses=step.uses, needs=list(step.needs),
-                condition=None if step.if_ is None else str(step.if_),
-                with_=_resolve(step.with_, context, runbook),
-                iam_actions=list(action.iam_actions), destructive=action.destructive,
-                approval_gate=action.approval_gate,
-                retries=runbook.setting(step, "retries", 0),
-                timeout=runbook.setting(step, "timeout", 300.0),
-                on_failure=runbook.setting(step, "on_failure", "abort"),
-            ))
+            planned.append(
+                PlannedStep(
+                    id=sid,
+                    uses=step.uses,
+                    needs=list(step.needs),
+                    condition=None if step.if_ is None else str(step.if_),
+                    with_=_resolve(step.with_, context, runbook),
+                    iam_actions=list(action.iam_actions),
+                    destructive=action.destructive,
+                    approval_gate=action.approval_gate,
+                    retries=runbook.setting(step, "retries", 0),
+                    timeout=runbook.setting(step, "timeout", 300.0),
+                    on_failure=runbook.setting(step, "on_failure", "abort"),
+                )
+            )
         stages.append(planned)
-    return Plan(runbook.metadata.name, runbook.metadata.title, runbook.metadata.severity,
-                shown, missing, stages, sorted(all_iam))
+    return Plan(
+        runbook.metadata.name,
+        runbook.metadata.title,
+        runbook.metadata.severity,
+        shown,
+        missing,
+        stages,
+        sorted(all_iam),
+    )
 
 
 def _resolve(value: Any, context: dict[str, Any], runbook: Runbook) -> Any:
@@ -92,8 +113,10 @@ def _resolve(value: Any, context: dict[str, Any], runbook: Runbook) -> Any:
     refs = compile_expression(value).references
     if any(r.root == "steps" for r in refs):
         return f"{value} {AT_RUN_TIME}"
-    secret = any(r.root == "inputs" and r.name in runbook.inputs and runbook.inputs[r.name].secret
-                 for r in refs)
+    secret = any(
+        r.root == "inputs" and r.name in runbook.inputs and runbook.inputs[r.name].secret
+        for r in refs
+    )
     try:
         resolved = evaluate(value, context)
     except ExpressionError:

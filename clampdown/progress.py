@@ -19,10 +19,22 @@ from rich.table import Table
 
 from clampdown.models import Runbook
 
-STYLE = {"pending": "dim", "running": "yellow", "succeeded": "green", "failed": "red",
-         "skipped": "cyan", "cancelled": "magenta"}
-ICON = {"pending": "·", "running": "▶", "succeeded": "✔", "failed": "✘", "skipped": "↷",
-        "cancelled": "■"}
+STYLE = {
+    "pending": "dim",
+    "running": "yellow",
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "cyan",
+    "cancelled": "magenta",
+}
+ICON = {
+    "pending": "·",
+    "running": "▶",
+    "succeeded": "✔",
+    "failed": "✘",
+    "skipped": "↷",
+    "cancelled": "■",
+}
 
 
 class RunProgress:
@@ -95,12 +107,16 @@ class RunProgress:
         if self._live is None:
             note = f"  {self.notes[step]}" if self.notes.get(step) else ""
             status = self.status[step]
-            self.console.print(f"[{STYLE[status]}]{ICON[status]} {step:<24} {status}{note}[/]",
-                               highlight=False)
+            self.console.print(
+                f"[{STYLE[status]}]{ICON[status]} {step:<24} {status}{note}[/]", highlight=False
+            )
 
     def table(self) -> Table:
-        table = Table(title=f"{self.runbook.metadata.title} ({self.runbook.metadata.name})",
-                      title_justify="left", expand=False)
+        table = Table(
+            title=f"{self.runbook.metadata.title} ({self.runbook.metadata.name})",
+            title_justify="left",
+            expand=False,
+        )
         for col in ("", "step", "action", "status", "elapsed", "note"):
             table.add_column(col)
         for step in self.runbook.steps:
@@ -111,6 +127,12 @@ class RunProgress:
                 took = f"{time.monotonic() - self.started[step.id]:.1f}s"
             else:
                 took = ""
-            table.add_row(ICON[status], step.id, step.uses, f"[{STYLE[status]}]{status}[/]", took,
-                          self.notes.get(step.id, ""))
+            table.add_row(
+                ICON[status],
+                step.id,
+                step.uses,
+                f"[{STYLE[status]}]{status}[/]",
+                took,
+                self.notes.get(step.id, ""),
+            )
         return table

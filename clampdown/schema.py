@@ -13,6 +13,8 @@ from clampdown.actions import Registry
 from clampdown.models import Runbook
 
 SCHEMA_ID = "https://clampdown.dev/schema/clampdown-v1.json"
+# Any with: value may be an expression; its type is checked when the run renders it.
+EXPRESSION = {"type": "string", "pattern": r"\{\{", "description": "a {{ … }} expression"}
 
 
 def runbook_schema(actions: Registry) -> dict[str, Any]:
@@ -25,11 +27,19 @@ def runbook_schema(actions: Registry) -> dict[str, Any]:
     step["properties"]["uses"]["examples"] = names
     rules = []
     for action in actions:
-        input_schema = action.Input.model_json_schema(ref_template="#/$defs/" + action.name + ".{model}")
+        input_schema = action.Input.model_json_schema(
+            ref_template="#/$defs/" + action.name + ".{model}"
+        )
         for name, sub in input_schema.pop("$defs", {}).items():
             schema["$defs"][f"{action.name}.{name}"] = sub
         input_schema["description"] = action.summary
-        rules.append({"if": {"properties": {"uses": {"const": action.name}}, "required": ["uses"]},
-                      "then": {"properties": {"with": input_schema}}})
+        for name, prop in input_schema.get("properties", {}).items():
+            input_schema["properties"][name] = {"anyOf": [prop, EXPRESSION]}
+        rules.append(
+            {
+                "if": {"properties": {"uses": {"const": action.name}}, "required": ["uses"]},
+                "then": {"properties": {"with": input_schema}},
+            }
+        )
     step["allOf"] = rules
     return schema

@@ -76,8 +76,16 @@ def parse(text: str, path: str) -> Source:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         what = exc.problem or exc.context or "invalid YAML"
         raise InvalidFileError(
-            [Diagnostic(path, line, col, f"YAML syntax error: {what}",
-                        "check indentation, quoting and the ':' after keys", "yaml")]
+            [
+                Diagnostic(
+                    path,
+                    line,
+                    col,
+                    f"YAML syntax error: {what}",
+                    "check indentation, quoting and the ':' after keys",
+                    "yaml",
+                )
+            ]
         ) from None
     finally:
         loader.dispose()
@@ -98,9 +106,15 @@ def _build(loader: Any, node: yaml.Node, loc: Path, src: Source, problems: list[
             where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in result:
                 first = src.keys[(*loc, key)]
-                problems.append(Diagnostic(
-                    src.path, *where, f"duplicate key '{key}' (first at line {first[0]})",
-                    "remove one of them: YAML keeps only the last", "duplicate-key"))
+                problems.append(
+                    Diagnostic(
+                        src.path,
+                        *where,
+                        f"duplicate key '{key}' (first at line {first[0]})",
+                        "remove one of them: YAML keeps only the last",
+                        "duplicate-key",
+                    )
+                )
                 continue
             src.keys[(*loc, key)] = where
             result[key] = _build(loader, value_node, (*loc, key), src, problems)

@@ -41,7 +41,13 @@ from clampdown import inputs as inputs_mod
 from clampdown.actions import Action, ActionContext, registry
 from clampdown.diagnostics import ClampdownError
 from clampdown.durations import format_duration
-from clampdown.expressions import ExpressionError, compile_expression, condition_source, evaluate, render
+from clampdown.expressions import (
+    ExpressionError,
+    compile_expression,
+    condition_source,
+    evaluate,
+    render,
+)
 from clampdown.ledger import Ledger, new_run_id, now
 from clampdown.lint import load_runbook
 from clampdown.loader import resolve
@@ -89,8 +95,11 @@ class RunState:
 
     def context(self) -> dict[str, Any]:
         """Names visible to expressions: only finished steps appear under ``steps``."""
-        steps = {sid: {"status": r.status, "outputs": r.outputs}
-                 for sid, r in self.results.items() if r.status in TERMINAL}
+        steps = {
+            sid: {"status": r.status, "outputs": r.outputs}
+            for sid, r in self.results.items()
+            if r.status in TERMINAL
+        }
         return {"inputs": self.inputs, "steps": steps, "run": self.run_info}
 
 
@@ -106,16 +115,20 @@ async def run_step(run_id: str, step_id: str) -> dict[str, Any]:
     result.attempts += 1
     action_cls = registry().get(step.uses)
     ctx = ActionContext(
-        run_id=run_id, step_id=step_id, runbook=state.runbook.metadata.name,
+        run_id=run_id,
+        step_id=step_id,
+        runbook=state.runbook.metadata.name,
         drill=bool(state.run_info.get("drill")),
-        region=_render_setting(state, step, "region"), account=_render_setting(state, step, "account"),
+        region=_render_setting(state, step, "region"),
+        account=_render_setting(state, step, "account"),
         logger=_logger(state),
     )
     try:
         output = await _call(action_cls(), state.params[step_id], ctx)
     except BaseException as exc:
-        state.ledger.append("step.attempt_failed", step=step_id, attempt=result.attempts,
-                            error=_describe(exc))
+        state.ledger.append(
+            "step.attempt_failed", step=step_id, attempt=result.attempts, error=_describe(exc)
+        )
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
     return {"outputs": outputs, "undo": ctx.undo}
@@ -159,7 +172,11 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | asyncio.CancelledError):
         return "timed out"
     text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not isinstance(exc, ClampdownError | ExpressionError) else text
+    return (
+        f"{type(exc).__name__}: {text}"
+        if not isinstance(exc, ClampdownError | ExpressionError)
+        else text
+    )
 
 
 def _digest(path: Path) -> str:
@@ -171,8 +188,13 @@ def _flow_run_name() -> str:
     return f"{Path(str(params.get('runbook', 'runbook'))).stem}-{params.get('run_id') or 'run'}"
 
 
-@flow(name="respond", flow_run_name=_flow_run_name, persist_result=False,
-      validate_parameters=False, log_prints=False)
+@flow(
+    name="respond",
+    flow_run_name=_flow_run_name,
+    persist_result=False,
+    validate_parameters=False,
+    log_prints=False,
+)
 async def respond(
     runbook: str,
     inputs: dict[str, Any] | None = None,
@@ -196,37 +218,69 @@ async def respond(
     ledger = Ledger(conf.ledger_path(run_id))
     secrets = [v for k, v in (inputs or {}).items() if k in rb.inputs and rb.inputs[k].secret]
     ledger.redact(*secrets)
-    run_info = {"id": run_id, "runbook": rb.metadata.name, "started_at": now(),
-                "trigger": trigger or {"type": "manual"}, "drill": drill}
+    run_info = {
+        "id": run_id,
+        "runbook": rb.metadata.name,
+        "started_at": now(),
+        "trigger": trigger or {"type": "manual"},
+        "drill": drill,
+    }
     try:
         values = inputs_mod.validate(rb.inputs, inputs or {})
     except ClampdownError as exc:
-        ledger.append("run.start", run=run_info, runbook_path=str(path), digest=_digest(path),
-                      inputs=inputs_mod.masked(rb.inputs, inputs or {}),
-                      flow_run_id=str(runtime_flow_run.id))
+        ledger.append(
+            "run.start",
+            run=run_info,
+            runbook_path=str(path),
+            digest=_digest(path),
+            inputs=inputs_mod.masked(rb.inputs, inputs or {}),
+            flow_run_id=str(runtime_flow_run.id),
+        )
         ledger.append("run.end", status="failed", error=str(exc), outputs={})
         raise
-    ledger.append("run.start", run=run_info, runbook_path=str(path), digest=_digest(path),
-                  inputs=inputs_mod.masked(rb.inputs, values), flow_run_id=str(runtime_flow_run.id))
+    ledger.append(
+        "run.start",
+        run=run_info,
+        runbook_path=str(path),
+        digest=_digest(path),
+        inputs=inputs_mod.masked(rb.inputs, values),
+        flow_run_id=str(runtime_flow_run.id),
+    )
     from clampdown.graph import upstream  # the runbook is known acyclic here
 
-    state = RunState(run_id, rb, values, ledger, run_info,
-                     upstream({s.id: s.needs for s in rb.steps}),
-                     {s.id: StepResult() for s in rb.steps})
+    state = RunState(
+        run_id,
+        rb,
+        values,
+        ledger,
+        run_info,
+        upstream({s.id: s.needs for s in rb.steps}),
+        {s.id: StepResult() for s in rb.steps},
+    )
     _RUNS[run_id] = state
     try:
         await _schedule(state)
         status = "failed" if state.aborted_by else "succeeded"
         outputs, output_errors = _outputs(state)
-        ledger.append("run.end", status=status, outputs=outputs, output_errors=output_errors,
-                      aborted_by=state.aborted_by,
-                      steps={sid: r.status for sid, r in state.results.items()})
+        ledger.append(
+            "run.end",
+            status=status,
+            outputs=outputs,
+            output_errors=output_errors,
+            aborted_by=state.aborted_by,
+            steps={sid: r.status for sid, r in state.results.items()},
+        )
         await _artifact(state, status)
     finally:
         _RUNS.pop(run_id, None)
-    summary = {"run_id": run_id, "runbook": rb.metadata.name, "status": status, "outputs": outputs,
-               "steps": {sid: r.status for sid, r in state.results.items()},
-               "ledger": str(ledger.path)}
+    summary = {
+        "run_id": run_id,
+        "runbook": rb.metadata.name,
+        "status": status,
+        "outputs": outputs,
+        "steps": {sid: r.status for sid, r in state.results.items()},
+        "ledger": str(ledger.path),
+    }
     if state.aborted_by:
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
@@ -268,8 +322,7 @@ def _decide(state: RunState, step: Step) -> bool:
     }
     if not status_aware and not flags["success"]():
         bad = [a for a in step.needs if state.results[a].status != "succeeded"]
-        return _finish_early(state, step, "skipped",
-                             f"needs {', '.join(bad)} did not succeed")
+        return _finish_early(state, step, "skipped", f"needs {', '.join(bad)} did not succeed")
     try:
         if source is not None and not evaluate(source, {**context, **flags}):
             return _finish_early(state, step, "skipped", f"if: {step.if_} was false")
@@ -287,8 +340,12 @@ def _decide(state: RunState, step: Step) -> bool:
 def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
     result = state.results[step.id]
     result.status, result.error = status, reason
-    state.ledger.append(f"step.{'skip' if status == 'skipped' else 'cancel'}", step=step.id,
-                        uses=step.uses, reason=reason)
+    state.ledger.append(
+        f"step.{'skip' if status == 'skipped' else 'cancel'}",
+        step=step.id,
+        uses=step.uses,
+        reason=reason,
+    )
     return False
 
 
@@ -296,8 +353,16 @@ def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
     result = state.results[step.id]
     result.status, result.error, result.ended = "failed", error, time.monotonic()
     policy = state.runbook.setting(step, "on_failure", "abort")
-    state.ledger.append("step.end", step=step.id, status="failed", error=error,
-                        on_failure=policy, attempts=result.attempts, seconds=result.seconds, **fields)
+    state.ledger.append(
+        "step.end",
+        step=step.id,
+        status="failed",
+        error=error,
+        on_failure=policy,
+        attempts=result.attempts,
+        seconds=result.seconds,
+        **fields,
+    )
     if policy == "abort" and state.aborted_by is None:
         state.aborted_by = step.id
     return False
@@ -307,8 +372,9 @@ async def _execute(state: RunState, step: Step) -> None:
     rb, result = state.runbook, state.results[step.id]
     params = state.params[step.id]
     result.started = time.monotonic()
-    state.ledger.append("step.start", step=step.id, uses=step.uses,
-                        params=params.model_dump(mode="json"))
+    state.ledger.append(
+        "step.start", step=step.id, uses=step.uses, params=params.model_dump(mode="json")
+    )
     runner = run_step.with_options(
         name=f"{step.id}",
         task_run_name=step.id,
@@ -323,8 +389,15 @@ async def _execute(state: RunState, step: Step) -> None:
         return
     result.status, result.outputs = "succeeded", produced["outputs"]
     result.ended = time.monotonic()
-    state.ledger.append("step.end", step=step.id, status="succeeded", outputs=result.outputs,
-                        undo=produced["undo"], attempts=result.attempts, seconds=result.seconds)
+    state.ledger.append(
+        "step.end",
+        step=step.id,
+        status="succeeded",
+        outputs=result.outputs,
+        undo=produced["undo"],
+        attempts=result.attempts,
+        seconds=result.seconds,
+    )
 
 
 def _outputs(state: RunState) -> tuple[dict[str, Any], dict[str, str]]:
@@ -348,18 +421,25 @@ async def _artifact(state: RunState, status: str) -> None:
         r = state.results[step.id]
         took = format_duration(r.seconds) if r.seconds is not None else "—"
         note = (r.error or "").replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| {ICONS.get(r.status, '')} {r.status} | `{step.id}` | `{step.uses}` "
-                    f"| {took} | {r.attempts} | {note} |")
-    markdown = "\n".join([
-        f"# {state.runbook.metadata.title}",
-        f"Run `{state.run_id}` of `{state.runbook.metadata.name}`: **{status}**"
-        + (" (drill)" if state.run_info.get("drill") else ""),
-        "",
-        "| status | step | action | duration | attempts | note |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Ledger: `{state.ledger.path}`",
-    ])
-    await acreate_markdown_artifact(markdown=markdown, key=f"clampdown-run-{state.run_id}",
-                                    description=f"clampdown run {state.run_id}")
+        rows.append(
+            f"| {ICONS.get(r.status, '')} {r.status} | `{step.id}` | `{step.uses}` "
+            f"| {took} | {r.attempts} | {note} |"
+        )
+    markdown = "\n".join(
+        [
+            f"# {state.runbook.metadata.title}",
+            f"Run `{state.run_id}` of `{state.runbook.metadata.name}`: **{status}**"
+            + (" (drill)" if state.run_info.get("drill") else ""),
+            "",
+            "| status | step | action | duration | attempts | note |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Ledger: `{state.ledger.path}`",
+        ]
+    )
+    await acreate_markdown_artifact(
+        markdown=markdown,
+        key=f"clampdown-run-{state.run_id}",
+        description=f"clampdown run {state.run_id}",
+    )

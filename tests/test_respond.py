@@ -75,7 +75,9 @@ def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list
     return state, read(settings().ledger_path(run_id))
 
 
-def records(ledger: list[dict[str, Any]], type_: str, step: str | None = None) -> list[dict[str, Any]]:
+def records(
+    ledger: list[dict[str, Any]], type_: str, step: str | None = None
+) -> list[dict[str, Any]]:
     return [r for r in ledger if r["type"] == type_ and (step is None or r.get("step") == step)]
 
 
@@ -88,16 +90,25 @@ def end(ledger: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_independent_steps_overlap_and_dependants_wait(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: first, uses: core.wait, with: {duration: 600ms}}
   - {id: second, uses: core.wait, with: {duration: 600ms}}
   - {id: after, uses: core.set_output, needs: [first, second], with: {done: yes}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()
-    a0, a1 = ts(records(ledger, "step.start", "first")[0]), ts(records(ledger, "step.end", "first")[0])
-    b0, b1 = ts(records(ledger, "step.start", "second")[0]), ts(records(ledger, "step.end", "second")[0])
+    a0, a1 = (
+        ts(records(ledger, "step.start", "first")[0]),
+        ts(records(ledger, "step.end", "first")[0]),
+    )
+    b0, b1 = (
+        ts(records(ledger, "step.start", "second")[0]),
+        ts(records(ledger, "step.end", "second")[0]),
+    )
     assert a0 < b1 and b0 < a1, "independent steps must run at the same time"
     c0 = ts(records(ledger, "step.start", "after")[0])
     assert c0 >= max(a1, b1), "a dependant starts only after all its needs have finished"
@@ -111,11 +122,14 @@ def _ledger_path(ledger: list[dict[str, Any]]) -> Path:
 
 
 def test_retries_until_success_record_each_failed_attempt(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 defaults: {retry_delay: 50ms}
 steps:
   - {id: shaky, uses: test.flaky, retries: 3, with: {succeed_on: 3}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()
     failed = records(ledger, "step.attempt_failed", "shaky")
@@ -127,10 +141,13 @@ steps:
 
 
 def test_retries_exhausted_fail_the_run(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: doomed, uses: core.fail, retries: 2, retry_delay: 10ms, with: {message: still broken}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_failed()
     assert "step 'doomed' failed: ActionFailed: still broken" in state.message
@@ -139,11 +156,14 @@ steps:
 
 
 def test_timeout_interrupts_the_step(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: slow, uses: core.wait, timeout: 300ms, on_failure: continue, with: {duration: 20s}}
   - {id: next, uses: core.log, needs: [slow], if: always(), with: {message: "slow was {{ steps.slow.status }}"}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()  # on_failure: continue
     slow = records(ledger, "step.end", "slow")[0]
@@ -153,7 +173,9 @@ steps:
 
 
 def test_if_false_skips_the_step_and_its_dependants(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 inputs:
   freeze: {type: boolean, default: false}
 steps:
@@ -161,7 +183,8 @@ steps:
   - {id: freeze, uses: core.log, needs: [gate], if: steps.gate.outputs.go, with: {message: frozen}}
   - {id: after_freeze, uses: core.log, needs: [freeze], with: {message: after}}
   - {id: report, uses: core.log, needs: [after_freeze], if: always(), with: {message: "freeze {{ steps.freeze.status }}"}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()
     assert "was false" in records(ledger, "step.skip", "freeze")[0]["reason"]
@@ -169,18 +192,25 @@ steps:
     assert records(ledger, "step.end", "report")[0]["outputs"]["message"] == "freeze skipped"
 
     state, ledger = execute(path, {"freeze": "true"})
-    assert end(ledger)["steps"] == {"gate": "succeeded", "freeze": "succeeded",
-                                    "after_freeze": "succeeded", "report": "succeeded"}
+    assert end(ledger)["steps"] == {
+        "gate": "succeeded",
+        "freeze": "succeeded",
+        "after_freeze": "succeeded",
+        "report": "succeeded",
+    }
 
 
 def test_abort_cancels_what_has_not_started_but_runs_failure_handlers(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: slow_branch, uses: core.wait, with: {duration: 400ms}}
   - {id: breaks, uses: core.fail, with: {message: boom}}
   - {id: after_slow, uses: core.log, needs: [slow_branch], with: {message: never}}
   - {id: on_failure_report, uses: core.log, needs: [slow_branch, breaks], if: failure(), with: {message: "reporting"}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_failed()
     steps = end(ledger)["steps"]
@@ -188,41 +218,65 @@ steps:
     assert steps["slow_branch"] == "succeeded", "a running step is allowed to finish"
     assert steps["after_slow"] == "cancelled"
     assert steps["on_failure_report"] == "succeeded"
-    assert "run aborted by step 'breaks'" in records(ledger, "step.cancel", "after_slow")[0]["reason"]
+    assert (
+        "run aborted by step 'breaks'" in records(ledger, "step.cancel", "after_slow")[0]["reason"]
+    )
 
 
 def test_continue_lets_independent_branches_run_and_skips_dependants(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: breaks, uses: core.fail, on_failure: continue, with: {message: boom}}
   - {id: depends, uses: core.log, needs: [breaks], with: {message: never}}
   - {id: independent, uses: core.wait, with: {duration: 200ms}}
   - {id: later, uses: core.log, needs: [independent], with: {message: fine}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()
     assert end(ledger)["status"] == "succeeded"
-    assert end(ledger)["steps"] == {"breaks": "failed", "depends": "skipped",
-                                    "independent": "succeeded", "later": "succeeded"}
+    assert end(ledger)["steps"] == {
+        "breaks": "failed",
+        "depends": "skipped",
+        "independent": "succeeded",
+        "later": "succeeded",
+    }
 
 
-@pytest.mark.parametrize(("given", "message"), [
-    ({}, "missing required input 'principal_arn'"),
-    ({"principal_arn": "arn:aws:iam::1234:user/x"}, "does not match the pattern"),
-    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "0"}, "must be at least 1"),
-    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "many"}, "must be a whole number"),
-    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "mode": "nuke"}, "must be one of: soft, hard"),
-    ({"principal_arn": "arn:aws:iam::123456789012:user/x", "principle": "x"}, "did you mean 'principal_arn'"),
-])
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({}, "missing required input 'principal_arn'"),
+        ({"principal_arn": "arn:aws:iam::1234:user/x"}, "does not match the pattern"),
+        ({"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "0"}, "must be at least 1"),
+        (
+            {"principal_arn": "arn:aws:iam::123456789012:user/x", "hours": "many"},
+            "must be a whole number",
+        ),
+        (
+            {"principal_arn": "arn:aws:iam::123456789012:user/x", "mode": "nuke"},
+            "must be one of: soft, hard",
+        ),
+        (
+            {"principal_arn": "arn:aws:iam::123456789012:user/x", "principle": "x"},
+            "did you mean 'principal_arn'",
+        ),
+    ],
+)
 def test_invalid_inputs_fail_before_any_step(write_runbook, given, message):
-    path = write_runbook(HEADER + r"""
+    path = write_runbook(
+        HEADER
+        + r"""
 inputs:
   principal_arn: {type: string, required: true, pattern: '^arn:aws:iam::\d{12}:(user|role)/.+$'}
   hours: {type: integer, default: 24, minimum: 1, maximum: 720}
   mode: {type: string, default: soft, enum: [soft, hard]}
 steps:
   - {id: only, uses: core.log, with: {message: "{{ inputs.principal_arn }}"}}
-""")
+"""
+    )
     state, ledger = execute(path, given)
     assert state.is_failed()
     with pytest.raises(InputError, match=message):
@@ -232,7 +286,9 @@ steps:
 
 
 def test_outputs_keep_native_types_and_bad_outputs_are_reported(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 inputs:
   hours: {type: integer, default: 6}
 steps:
@@ -243,7 +299,8 @@ outputs:
   tags: "{{ steps.facts.outputs.tags }}"
   text: "{{ steps.facts.outputs.hours }} hours"
   missing: "{{ steps.maybe.outputs.x }}"
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_completed()
     final = end(ledger)
@@ -254,12 +311,15 @@ outputs:
 
 
 def test_expression_error_at_run_time_fails_the_step_without_retrying(write_runbook):
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
   - {id: uses_it, uses: core.log, needs: [maybe], if: always(), retries: 3,
      with: {message: "{{ steps.maybe.outputs.x }}"}}
-""")
+"""
+    )
     state, ledger = execute(path)
     assert state.is_failed()
     failed = records(ledger, "step.end", "uses_it")[0]
@@ -268,12 +328,15 @@ steps:
 
 def test_secret_inputs_never_reach_the_ledger(write_runbook):
     secret = "s3cr3t-token-value"
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 inputs:
   token: {type: string, required: true, secret: true}
 steps:
   - {id: use, uses: test.echo, with: {text: "Bearer {{ inputs.token }}"}}
-""")
+"""
+    )
     state, ledger = execute(path, {"token": secret})
     assert state.is_completed()
     raw = _ledger_path(ledger).read_text()
@@ -285,12 +348,15 @@ steps:
 def test_run_summary_artifact_lists_every_step(write_runbook):
     from prefect.client.orchestration import get_client
 
-    path = write_runbook(HEADER + """
+    path = write_runbook(
+        HEADER
+        + """
 steps:
   - {id: one, uses: core.log, with: {message: hi}}
   - {id: two, uses: core.set_output, needs: [one], if: "false", with: {x: 1}}
-""")
-    state, ledger = execute(path)
+"""
+    )
+    _, ledger = execute(path)
     run_id = records(ledger, "run.start")[0]["run"]["id"]
 
     async def artifact() -> Any:

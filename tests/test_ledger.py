@@ -1,0 +1,102 @@
+"""The hash-chained ledger: appends, reopening, redaction and tamper detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clampdown.cli import app
+from clampdown.ledger import GENESIS, Ledger, read, verify_file
+
+
+@pytest.fixture
+def ledger_file(tmp_path: Path) -> Path:
+    ledger = Ledger(tmp_path / "runs" / "r1" / "ledger.jsonl")
+    ledger.append("run.start", run={"id": "r1"}, inputs={"a": 1})
+    for step in ("one", "two", "three"):
+        ledger.append("step.start", step=step)
+        ledger.append("step.end", step=step, status="succeeded", outputs={"n": step})
+    ledger.append("run.end", status="succeeded")
+    return ledger.path
+
+
+def test_records_chain_to_the_previous_line(ledger_file: Path):
+    records = read(ledger_file)
+    assert records[0]["prev"] == GENESIS
+    assert [r["seq"] for r in records] == list(range(8))
+    verdict = verify_file(ledger_file)
+    assert verdict.ok and verdict.complete and verdict.records == 8
+
+
+def test_one_changed_byte_names_the_altered_record(ledger_file: Path):
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    lines[3] = lines[3].replace(b'"two"', b'"twO"', 1)
+    ledger_file.write_bytes(b"".join(lines))
+    verdict = verify_file(ledger_file)
+    assert not verdict.ok and verdict.broken_line == 4
+    assert "line 4 (seq 3, step.start): the record was altered" in verdict.message
+
+
+def test_a_deleted_line_is_found_at_the_next_record(ledger_file: Path):
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    del lines[2]
+    ledger_file.write_bytes(b"".join(lines))
+    verdict = verify_file(ledger_file)
+    assert not verdict.ok and verdict.broken_line == 3
+    assert "chain is broken" in verdict.message and "expected seq 2" in verdict.message
+
+
+def test_a_recomputed_hash_does_not_hide_an_edit(ledger_file: Path):
+    """An attacker who fixes up the edited record's own hash still breaks the next prev."""
+    import hashlib
+
+    from clampdown.ledger import _canonical
+
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    record = json.loads(lines[4])
+    record["outputs"] = {"n": "forged"}
+    record.pop("hash")
+    record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+    lines[4] = json.dumps(record).encode() + b"\n"
+    ledger_file.write_bytes(b"".join(lines))
+    verdict = verify_file(ledger_file)
+    assert not verdict.ok and verdict.broken_line == 6
+
+
+def test_a_truncated_ledger_is_intact_but_incomplete(ledger_file: Path):
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    ledger_file.write_bytes(b"".join(lines[:-1]))
+    verdict = verify_file(ledger_file)
+    assert verdict.ok and not verdict.complete
+    assert "no run.end record" in verdict.message
+
+
+def test_reopening_continues_the_chain(ledger_file: Path):
+    Ledger(ledger_file).append("note", text="appended later")
+    verdict = verify_file(ledger_file)
+    assert verdict.ok and verdict.records == 9
+
+
+def test_redacted_values_are_masked_everywhere(tmp_path: Path):
+    ledger = Ledger(tmp_path / "l.jsonl")
+    ledger.redact("hunter2-password", None, "")
+    ledger.append("step.end", outputs={"nested": ["x hunter2-password y"]}, note="hunter2-password")
+    text = ledger.path.read_text()
+    assert "hunter2" not in text and text.count("***") == 2
+
+
+def test_verify_cli_exit_codes_and_messages(ledger_file: Path, tmp_path: Path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", str(ledger_file)])
+    assert ok.exit_code == 0 and "OK" in ok.output and "8 records" in ok.output
+    lines = ledger_file.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"step.start", b"step.stopp")
+    ledger_file.write_bytes(b"".join(lines))
+    bad = runner.invoke(app, ["verify", str(ledger_file)])
+    assert bad.exit_code == 1 and "TAMPERED" in bad.output and "line 2" in bad.output
+    missing = runner.invoke(app, ["verify", "no-such-run"])
+    assert missing.exit_code == 1
+    assert "neither a ledger file nor a known run id" in missing.output
