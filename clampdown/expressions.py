@@ -193,9 +193,15 @@ def compile_expression(source: str) -> Expression:
         ) from None
     refs: list[Reference] = []
     status = _check(tree, refs)
-    match = _WHOLE.match(source)
-    native = bool(match) and len(tree.body) == 1 and len(tree.body[0].nodes) == 1  # type: ignore[attr-defined]
-    return Expression(source, native, tuple(refs), status)
+    return Expression(source, _is_whole(source), tuple(refs), status)
+
+
+def _is_whole(source: str) -> bool:
+    """One ``{{ … }}`` and nothing else but surrounding whitespace: keep the native type."""
+    if not _WHOLE.match(source):
+        return False
+    body = ENV.parse(source.strip()).body
+    return len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
 
 
 def condition_source(value: str | bool) -> str:
@@ -283,7 +289,7 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
         if ref is not None:
             refs.append(ref)
     for node in tree.find_all(nodes.Name):
-        if node.name in ("steps", "inputs") and id(node) not in inner:
+        if node.name in ROOT_NAMES and id(node) not in inner:
             refs.append(Reference(node.name, None, line=node.lineno))
     return uses_status
 
@@ -300,7 +306,7 @@ def _reference(node: nodes.Node) -> Reference | None:
         else:
             chain = []
         current = current.node
-    if not isinstance(current, nodes.Name) or current.name not in ("steps", "inputs"):
+    if not isinstance(current, nodes.Name) or current.name not in ROOT_NAMES:
         return None
     chain.reverse()
     if not chain:
@@ -316,8 +322,7 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         if expr.native:
             inner = _WHOLE.match(source)["expr"]  # type: ignore[index]
             value = ENV.compile_expression(inner, undefined_to_none=False)(**context)
-            if isinstance(value, Undefined):
-                value._fail_with_undefined_error()
+            _raise_if_undefined(value)
             return value
         return ENV.from_string(source).render(**context)
     except UndefinedError as exc:
@@ -332,6 +337,18 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
         ) from None
     except Exception as exc:  # an expression must fail the step, never the engine
         raise ExpressionError(f"expression {source.strip()!r} failed: {exc}") from None
+
+
+def _raise_if_undefined(value: Any) -> None:
+    """A native result may hide an undefined name inside a list or dict literal."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    elif isinstance(value, dict):
+        for item in value.values():
+            _raise_if_undefined(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _raise_if_undefined(item)
 
 
 def render(value: Any, context: Mapping[str, Any]) -> Any:

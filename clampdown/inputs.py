@@ -20,12 +20,22 @@ from clampdown.models import InputSpec
 SECRET_MASK = "***"
 
 
+_ARTICLE = {"integer": "an integer", "number": "a number", "boolean": "true or false",
+            "array": "a list", "object": "a mapping", "string": "a string"}
+
+
 class InputProblem(ValueError):
     """One input value does not satisfy its spec."""
 
 
-def check_value(name: str, spec: InputSpec, value: Any) -> Any:
-    """The value coerced to the spec's type, or :class:`InputProblem`."""
+def check_value(name: str, spec: InputSpec, value: Any, *, from_text: bool = True) -> Any:
+    """The value coerced to the spec's type, or :class:`InputProblem`.
+
+    ``from_text`` accepts strings that parse as the type (``--input hours=24``);
+    a default written in YAML must already have its type (``24``, not ``"24"``).
+    """
+    if not from_text and isinstance(value, str) and spec.type != "string":
+        raise InputProblem(f"must be {_ARTICLE[spec.type]}, got the string {value!r}")
     value = _coerce(spec.type, value)
     if spec.enum is not None and value not in spec.enum:
         choices = ", ".join(map(str, spec.enum))

@@ -114,7 +114,9 @@ class _RunbookLinter:
         self.actions = actions
         self.found: list[Diagnostic] = []
         self.index = {s.id: i for i, s in reversed(list(enumerate(runbook.steps)))}
-        self.needs = {s.id: [n for n in s.needs if n in self.index] for s in runbook.steps}
+        self.needs = {  # self-needs are reported on their own, not again as a cycle
+            s.id: [n for n in s.needs if n in self.index and n != s.id] for s in runbook.steps
+        }
         self.ancestors: dict[str, set[str]] = {}
         self.action_of: dict[str, type[Action]] = {}
 
@@ -151,7 +153,7 @@ class _RunbookLinter:
             if spec.default is None:
                 continue
             try:
-                inputs_mod.check_value(name, spec, spec.default)
+                inputs_mod.check_value(name, spec, spec.default, from_text=False)
             except inputs_mod.InputProblem as exc:
                 self.error(
                     ("inputs", name, "default"),
@@ -293,8 +295,18 @@ class _RunbookLinter:
                 )
 
     def error_at_line(self, loc: Path, offset: int, message: str, hint: str) -> None:
+        """Place an expression error on the template line it concerns.
+
+        In a ``|`` block the template's line N is N lines below the indicator; a
+        ``>`` block folds lines together, so its errors land on its first line.
+        """
         line, col = self.src.position(loc)
-        if offset > 1:  # a multi-line block scalar: the template line is below the key
+        style = self.src.block_scalars.get(loc)
+        if style is not None:
+            line = line + (1 if style == ">" else offset)
+            text = self.src.lines[line - 1] if line <= len(self.src.lines) else ""
+            col = len(text) - len(text.lstrip()) + 1
+        elif offset > 1:
             line, col = line + offset - 1, 1
         self.found.append(Diagnostic(self.src.path, line, col, message, hint, "expression"))
 

@@ -85,6 +85,9 @@ def _diagnostics(exc: ValidationError, model: type[BaseModel], source: Source) -
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
+        if loc and loc[-1] == "[key]":  # a mapping key failed validation: point at the key
+            found.append(source.diagnostic(loc[:-1], msg, "", code="schema", key=True))
+            continue
         if kind == "extra_forbidden":
             key = str(loc[-1])
             allowed = _allowed_keys(model, loc[:-1])

@@ -10,9 +10,9 @@ live in :mod:`clampdown.lint`.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from clampdown.durations import Duration
 
@@ -25,6 +25,16 @@ Severity = Literal["low", "medium", "high", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 InputType = Literal["string", "integer", "number", "boolean", "array", "object"]
 OnFailure = Literal["abort", "continue"]
+
+
+def _input_name(name: str) -> str:
+    if not INPUT_NAME.match(name):
+        suggestion = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+        raise ValueError(f"input name '{name}' is not snake_case; write '{suggestion}'")
+    return name
+
+
+InputName = Annotated[str, AfterValidator(_input_name)]
 
 
 class StrictModel(BaseModel):
@@ -121,18 +131,10 @@ class Runbook(StrictModel):
     api_version: Literal["clampdown/v1"] = Field(alias="apiVersion")
     kind: Literal["Runbook"]
     metadata: Metadata
-    inputs: dict[str, InputSpec] = Field(default_factory=dict)
+    inputs: dict[InputName, InputSpec] = Field(default_factory=dict)
     defaults: Defaults = Field(default_factory=Defaults)
     steps: list[Step] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("inputs")
-    @classmethod
-    def _input_names(cls, value: dict[str, InputSpec]) -> dict[str, InputSpec]:
-        for name in value:
-            if not INPUT_NAME.match(name):
-                raise ValueError(f"input name '{name}' is not snake_case")
-        return value
 
     def step(self, step_id: str) -> Step:
         return next(s for s in self.steps if s.id == step_id)

@@ -32,6 +32,8 @@ class Source:
     data: Any
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    block_scalars: dict[Path, str] = field(default_factory=dict)  # '|' or '>': text starts below
 
     def position(self, loc: Path, *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of ``loc``, or of its nearest known parent."""
@@ -62,7 +64,7 @@ class Source:
 def parse(text: str, path: str) -> Source:
     """Parse one YAML document; raise :class:`InvalidFileError` with positions."""
     loader = _Loader(text)
-    source = Source(path=path, data=None)
+    source = Source(path=path, data=None, lines=text.splitlines())
     try:
         node = loader.get_single_node()
         if node is None:
@@ -74,7 +76,7 @@ def parse(text: str, path: str) -> Source:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        what = exc.problem or exc.context or "invalid YAML"
+        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise InvalidFileError(
             [
                 Diagnostic(
@@ -97,14 +99,33 @@ def parse(text: str, path: str) -> Source:
 def _build(loader: Any, node: yaml.Node, loc: Path, src: Source, problems: list[Diagnostic]) -> Any:
     src.values[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolve '<<' merge keys
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int | bool | float) or key is None:
-                key = str(key)
-            where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if key in result:
+        return _build_mapping(loader, node, loc, src, problems)
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(loader, item, (*loc, i), src, problems) for i, item in enumerate(node.value)]
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        src.block_scalars[loc] = node.style
+    return loader.construct_object(node, deep=True)
+
+
+def _build_mapping(
+    loader: Any, node: yaml.MappingNode, loc: Path, src: Source, problems: list[Diagnostic]
+) -> dict[Any, Any]:
+    """Build a mapping; keys written here override keys merged in with ``<<``."""
+    own = sum(1 for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge")
+    loader.flatten_mapping(node)  # merged pairs come first, then the mapping's own
+    merged_count = len(node.value) - own
+    result: dict[Any, Any] = {}
+    merged: set[Any] = set()
+    for index, (key_node, value_node) in enumerate(node.value):
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | bool | float) or key is None:
+            key = str(key)
+        where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        from_merge = index < merged_count
+        if key in result:
+            if from_merge:  # an earlier merged mapping wins over a later one
+                continue
+            if key not in merged:
                 first = src.keys[(*loc, key)]
                 problems.append(
                     Diagnostic(
@@ -116,9 +137,9 @@ def _build(loader: Any, node: yaml.Node, loc: Path, src: Source, problems: list[
                     )
                 )
                 continue
-            src.keys[(*loc, key)] = where
-            result[key] = _build(loader, value_node, (*loc, key), src, problems)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*loc, i), src, problems) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+            merged.discard(key)
+        if from_merge:
+            merged.add(key)
+        src.keys[(*loc, key)] = where
+        result[key] = _build(loader, value_node, (*loc, key), src, problems)
+    return result

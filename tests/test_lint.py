@@ -1,0 +1,376 @@
+"""Lint: every broken-runbook fixture reports exactly the problems it declares, where it declares them.
+
+Each file in ``tests/fixtures/broken`` describes its own expectations in trailing
+comments on the line where a diagnostic must be reported::
+
+    retires: 3  # expect: unknown key 'retires' @5 hint: did you mean 'retries'?
+
+``<message substring> [@<column>] [hint: <hint substring>]``; several ``# expect:``
+may share a line. A file whose first lines hold ``# xfail: <reason>`` documents a
+known production bug: it is run as ``xfail(strict=True)``, so fixing the bug makes
+the test pass and the marker must then go. Inside a ``|`` or ``>`` block scalar
+the marker is part of the text (harmless: it holds no ``{{``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clampdown.actions import Action, ActionInput, ActionOutput, Registry
+from clampdown.cli import app
+from clampdown.diagnostics import Diagnostic, InvalidFileError
+from clampdown.lint import lint_paths, load_runbook
+
+BROKEN = Path(__file__).parent / "fixtures" / "broken"
+LIBRARY = Path(__file__).parent.parent / "runbooks"
+
+_EXPECT = re.compile(r"#\s*expect:\s*(?P<body>.*?)\s*(?=#\s*expect:|$)")
+_BODY = re.compile(r"^(?P<message>.*?)(?:\s+@(?P<column>\d+))?(?:\s+hint:\s*(?P<hint>.*))?$")
+_XFAIL = re.compile(r"^#\s*xfail:\s*(?P<reason>.+)$")
+
+
+@dataclass(frozen=True)
+class Expectation:
+    line: int
+    message: str
+    column: int | None = None
+    hint: str | None = None
+
+    def matches(self, d: Diagnostic) -> bool:
+        return (d.line == self.line and self.message in d.message
+                and (self.column is None or d.column == self.column)
+                and (self.hint is None or self.hint in d.hint))
+
+    def __str__(self) -> str:
+        where = f"{self.line}" + (f":{self.column}" if self.column else "")
+        return f"{where}: {self.message!r}" + (f" (hint {self.hint!r})" if self.hint else "")
+
+
+def parse_expectations(text: str) -> list[Expectation]:
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        for match in _EXPECT.finditer(line):
+            body = _BODY.match(match["body"])
+            assert body and body["message"], f"line {number}: empty expectation"
+            column = int(body["column"]) if body["column"] else None
+            found.append(Expectation(number, body["message"], column, body["hint"]))
+    return found
+
+
+def xfail_reason(text: str) -> str | None:
+    for line in text.splitlines()[:3]:
+        if match := _XFAIL.match(line.strip()):
+            return match["reason"]
+    return None
+
+
+def _params() -> list:
+    params = []
+    for path in sorted(BROKEN.glob("*.yaml")):
+        reason = xfail_reason(path.read_text(encoding="utf-8"))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(path, marks=marks, id=path.stem))
+    return params
+
+
+def check_fixture(path: Path, diagnostics: list[Diagnostic]) -> list[str]:
+    """Problems with ``diagnostics`` against the file's expectations (empty: all good)."""
+    expectations = parse_expectations(path.read_text(encoding="utf-8"))
+    unused = list(diagnostics)
+    problems = []
+    # the most constrained expectations pick first, so a loose one cannot steal their match
+    for exp in sorted(expectations, key=lambda e: (e.column is None, e.hint is None)):
+        match = next((d for d in unused if exp.matches(d)), None)
+        if match is None:
+            problems.append(f"expected at {exp}, not reported")
+        else:
+            unused.remove(match)
+    problems += [f"unexpected: {d}" for d in unused if d.severity == "error"]
+    return problems
+
+
+@pytest.mark.parametrize("path", _params())
+def test_broken_fixture_reports_exactly_its_expectations(path: Path) -> None:
+    found = lint_paths([path])
+    problems = check_fixture(path, found)
+    shown = "\n".join(str(d) for d in found) or "(no diagnostics)"
+    assert not problems, "\n".join(problems) + f"\n--- lint said:\n{shown}"
+
+
+def test_every_broken_fixture_declares_an_expectation() -> None:
+    files = sorted(BROKEN.glob("*.yaml"))
+    assert len(files) >= 30
+    empty = [f.name for f in files if not parse_expectations(f.read_text(encoding="utf-8"))]
+    assert empty == []
+
+
+def test_required_error_kinds_have_a_fixture() -> None:
+    required = {
+        "yaml_syntax_error", "duplicate_yaml_key", "unknown_key_top_level", "unknown_key_metadata",
+        "unknown_key_step", "missing_required_key", "bad_step_id", "bad_runbook_name",
+        "wrong_severity", "duplicate_step_id", "needs_unknown_step", "needs_itself", "needs_cycle",
+        "unknown_action", "with_missing_field", "with_unknown_field", "with_wrong_type",
+        "expression_syntax_error", "sandbox_escape", "ref_not_upstream", "ref_unknown_step",
+        "ref_bad_step_part", "ref_undeclared_input", "output_never_set", "input_default_invalid",
+        "status_function_outside_if",
+    }
+    assert required - {f.stem for f in BROKEN.glob("*.yaml")} == set()
+
+
+def test_expectation_comments_are_parsed() -> None:
+    text = ("a: 1\n"
+            "b: 2  # expect: unknown key 'b' @1 hint: did you mean 'a'?\n"
+            "c: [x]  # expect: first thing # expect: second @4\n")
+    assert parse_expectations(text) == [
+        Expectation(2, "unknown key 'b'", 1, "did you mean 'a'?"),
+        Expectation(3, "first thing"),
+        Expectation(3, "second", 4),
+    ]
+    assert xfail_reason("# xfail: known bug\napiVersion: x\n") == "known bug"
+    assert xfail_reason("apiVersion: x\n") is None
+
+
+def test_fixture_checker_rejects_wrong_line_column_and_extras(tmp_path: Path) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text("a: 1\nb: 2  # expect: bad b @4\n", encoding="utf-8")
+    right = Diagnostic(str(path), 2, 4, "bad b here")
+    assert check_fixture(path, [right]) == []
+    assert check_fixture(path, [Diagnostic(str(path), 2, 1, "bad b here")]) != []
+    assert check_fixture(path, [Diagnostic(str(path), 1, 4, "bad b here")]) != []
+    extra = Diagnostic(str(path), 1, 1, "other")
+    assert check_fixture(path, [right, extra]) == [f"unexpected: {extra}"]
+    # warnings nobody expected are tolerated; errors are not
+    warning = Diagnostic(str(path), 1, 1, "meh", severity="warning")
+    assert check_fixture(path, [right, warning]) == []
+
+
+def test_diagnostic_text_names_file_line_column_severity_and_hint() -> None:
+    path = BROKEN / "unknown_action.yaml"
+    (d,) = lint_paths([path])
+    assert str(d) == (f"{path}:8:11: error: unknown action 'core.wiat' — did you mean 'core.wait'?")
+    assert d.code == "unknown-action"
+
+
+def test_missing_path_is_a_diagnostic(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    (d,) = lint_paths([missing])
+    assert (d.path, d.line, d.column, d.message, d.severity) == (
+        str(missing), 1, 1, "no such file or folder", "error")
+
+
+CLEAN = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata:
+  name: {name}
+  title: A clean runbook
+inputs:
+  who: {{type: string, required: true}}
+steps:
+  - id: announce
+    uses: core.log
+    with: {{message: "hello {{{{ inputs.who }}}}"}}
+  - id: pause
+    uses: core.wait
+    needs: [announce]
+    with: {{duration: 1s}}
+outputs:
+  waited: "{{{{ steps.pause.outputs.waited_seconds }}}}"
+"""
+
+
+def test_clean_runbook_has_no_diagnostics(write_runbook) -> None:
+    assert lint_paths([write_runbook(CLEAN.format(name="clean-one"))]) == []
+
+
+def test_duplicate_runbook_names_in_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
+    (d,) = lint_paths([tmp_path])
+    assert d.path == str(tmp_path / "b.yaml")
+    assert (d.line, d.column, d.code) == (4, 9, "duplicate-name")
+    assert d.message == f"runbook name 'same-name' is also used by {tmp_path / 'a.yaml'}"
+
+
+def test_folder_lint_skips_drills_and_triggers(tmp_path: Path) -> None:
+    (tmp_path / "ok.yaml").write_text(CLEAN.format(name="ok"), encoding="utf-8")
+    (tmp_path / "triggers.yaml").write_text("not: [a, runbook]\n", encoding="utf-8")
+    (tmp_path / "drills").mkdir()
+    (tmp_path / "drills" / "d.yaml").write_text("also: not a runbook\n", encoding="utf-8")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "bad.yml").write_text("kind: Runbok\n", encoding="utf-8")
+    found = lint_paths([tmp_path])
+    assert [(Path(d.path).name, d.message) for d in found] == [("bad.yml", "unknown kind 'Runbok'")]
+
+
+def test_load_runbook_raises_on_errors_and_returns_warnings(write_runbook) -> None:
+    warn = CLEAN.format(name="warns").replace("required: true", "required: true, default: x")
+    loaded, warnings = load_runbook(write_runbook(warn, "warn.yaml"))
+    assert loaded.model.metadata.name == "warns"
+    assert [(d.severity, d.line, d.code) for d in warnings] == [("warning", 7, "input-default")]
+    assert "is required and has a default" in warnings[0].message
+    with pytest.raises(InvalidFileError) as info:
+        load_runbook(BROKEN / "unknown_action.yaml")
+    assert [d.message for d in info.value.diagnostics] == ["unknown action 'core.wiat'"]
+
+
+# --- the approval-gate rule, with actions that exist only in this test ----------------------
+
+
+class PurgeWeights(Action):
+    name = "test.purge_weights"
+    summary = "Delete model weights (test only)"
+    destructive = True
+
+    class Input(ActionInput):
+        bucket: str
+
+
+class ApproveIt(Action):
+    name = "test.approve"
+    summary = "Ask a human (test only)"
+    approval_gate = True
+
+    class Output(ActionOutput):
+        approved: bool
+
+
+@pytest.fixture
+def gated_registry() -> Registry:
+    reg = Registry()
+    reg.register(PurgeWeights)
+    reg.register(ApproveIt)
+    return reg
+
+
+GATED = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata:
+  name: gate-test
+  title: Gate test
+steps:
+  - id: approve
+    uses: test.approve
+    needs: {approve_needs}
+  - id: announce
+    uses: core.log
+    needs: {announce_needs}
+    with: {{message: purging}}
+  - id: purge
+    uses: test.purge_weights
+    needs: {purge_needs}
+    with: {{bucket: weights}}
+"""
+PURGE_USES = (15, 11)
+
+
+@pytest.mark.parametrize(("approve", "announce", "purge", "gated"), [
+    ("[]", "[]", "[]", False),                   # a gate exists but runs in parallel
+    ("[]", "[]", "[announce]", False),           # upstream, but not a gate
+    ("[purge]", "[]", "[]", False),              # the gate comes after the destruction
+    ("[]", "[]", "[approve]", True),             # directly behind the gate
+    ("[]", "[approve]", "[announce]", True),     # transitively behind the gate
+    ("[]", "[approve]", "[announce, approve]", True),
+], ids=["parallel", "non-gate-upstream", "gate-downstream", "direct", "transitive", "both"])
+def test_destructive_step_needs_an_approval_gate_upstream(
+    write_runbook, gated_registry: Registry, approve: str, announce: str, purge: str, gated: bool,
+) -> None:
+    path = write_runbook(GATED.format(approve_needs=approve, announce_needs=announce,
+                                      purge_needs=purge))
+    found = lint_paths([path], gated_registry)
+    if gated:
+        assert found == []
+        return
+    (d,) = found
+    assert (d.severity, d.code, (d.line, d.column)) == ("warning", "ungated-destructive", PURGE_USES)
+    assert d.message == "destructive action 'test.purge_weights' has no approval gate upstream"
+    assert "approval.request" in d.hint
+
+
+def test_ungated_destructive_is_an_error_with_strict(write_runbook, gated_registry) -> None:
+    path = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]", purge_needs="[]"))
+    (d,) = lint_paths([path], gated_registry, strict=True)
+    assert (d.severity, d.code, (d.line, d.column)) == ("error", "ungated-destructive", PURGE_USES)
+    gated = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]",
+                                       purge_needs="[approve]"), "gated.yaml")
+    assert lint_paths([gated], gated_registry, strict=True) == []
+
+
+def test_test_actions_are_not_in_the_default_registry(write_runbook, gated_registry) -> None:
+    path = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]",
+                                      purge_needs="[approve]"))
+    assert {d.message for d in lint_paths([path])} == {
+        "unknown action 'test.approve'", "unknown action 'test.purge_weights'"}
+
+
+# --- the shipped library, the CLI, and the import budget ------------------------------------
+
+
+def test_shipped_library_is_clean() -> None:
+    assert LIBRARY.is_dir()
+    found = lint_paths([LIBRARY])
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_cli_lint_clean_file_exits_zero(write_runbook) -> None:
+    path = write_runbook(CLEAN.format(name="cli-clean"))
+    result = CliRunner().invoke(app, ["lint", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "lint: clean" in result.stdout
+
+
+def test_cli_lint_broken_folder_exits_one() -> None:
+    result = CliRunner().invoke(app, ["lint", str(BROKEN)])
+    assert result.exit_code == 1, result.output
+    assert f"{BROKEN / 'unknown_action.yaml'}:8:11: error: unknown action 'core.wiat'" in result.stdout
+    assert f"{BROKEN / 'yaml_syntax_error.yaml'}:8:19: error: YAML syntax error" in result.stdout
+
+
+def test_cli_lint_json_format() -> None:
+    result = CliRunner().invoke(app, ["lint", str(BROKEN), "--format", "json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    diagnostics = report["diagnostics"]
+    assert report["errors"] == sum(d["severity"] == "error" for d in diagnostics) > 30
+    assert report["warnings"] == len(diagnostics) - report["errors"]
+    assert all(isinstance(d["line"], int) and d["line"] >= 1 and d["column"] >= 1
+               for d in diagnostics)
+    by_file = [d for d in diagnostics if d["path"].endswith("unknown_action.yaml")]
+    assert [(d["line"], d["column"], d["code"], d["hint"]) for d in by_file] == [
+        (8, 11, "unknown-action", "did you mean 'core.wait'?")]
+
+
+def test_cli_lint_strict_turns_warnings_into_failure(write_runbook) -> None:
+    text = CLEAN.format(name="cli-warn").replace("required: true", "required: true, default: x")
+    path = write_runbook(text)
+    relaxed = CliRunner().invoke(app, ["lint", str(path)])
+    assert relaxed.exit_code == 0, relaxed.output
+    assert "0 error(s), 1 warning(s)" in relaxed.stdout
+    strict = CliRunner().invoke(app, ["lint", "--strict", str(path)])
+    assert strict.exit_code == 1, strict.output
+    assert "1 error(s), 0 warning(s)" in strict.stdout
+
+
+def test_lint_plan_schema_do_not_import_prefect(tmp_path: Path) -> None:
+    path = tmp_path / "clean.yaml"
+    path.write_text(CLEAN.format(name="no-prefect"), encoding="utf-8")
+    code = (
+        "import sys\n"
+        "import clampdown.cli, clampdown.lint, clampdown.plan, clampdown.schema\n"
+        "assert 'prefect' not in sys.modules, 'imported by the modules'\n"
+        "from clampdown.lint import lint_paths\n"
+        f"assert lint_paths([{str(path)!r}]) == []\n"
+        "assert 'prefect' not in sys.modules, 'imported by lint_paths'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
