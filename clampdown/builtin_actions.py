@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +24,8 @@ class Wait(Action):
         waited_seconds: float
 
     async def run(self, params: Input, ctx: ActionContext) -> Output:
+        import asyncio  # here, not at the top: lint loads this module and must stay instant
+
         await asyncio.sleep(params.duration)
         return self.Output(waited_seconds=params.duration)
 

@@ -8,7 +8,6 @@ and a hint, and exit non-zero; they never show a traceback.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -202,6 +201,8 @@ def run(
     ] = False,
 ) -> None:
     """Execute a runbook now, with live progress; exit 0 succeeded, 1 failed, 2 bad input."""
+    import asyncio
+
     from clampdown import inputs as inputs_mod
     from clampdown.ledger import new_run_id, read
     from clampdown.progress import RunProgress
