@@ -15,7 +15,7 @@ A team adds its own actions by declaring entry points in its own package:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, ClassVar
@@ -84,6 +84,10 @@ class UnknownActionError(ClampdownError):
     pass
 
 
+class ActionLoadError(ClampdownError):
+    """An installed action's entry point fails to import or is not an Action."""
+
+
 class Registry:
     """Action classes by name; entry points are loaded lazily and cached."""
 
@@ -107,9 +111,19 @@ class Registry:
                 f"unknown action '{name}'",
                 did_you_mean(name, self.names()) or "run 'clampdown actions' to list them",
             )
-        cls = self._entries[name].load()
+        entry = self._entries[name]
+        try:
+            cls = entry.load()
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            raise ActionLoadError(
+                f"action '{name}' cannot be loaded from {entry.value}: {type(exc).__name__}: {exc}",
+                "fix or uninstall the package that provides it",
+            ) from None
         if not (isinstance(cls, type) and issubclass(cls, Action)):
-            raise ClampdownError(f"entry point '{name}' does not point at an Action subclass")
+            raise ActionLoadError(
+                f"entry point '{name}' ({entry.value}) does not point at an Action subclass",
+                "fix the package that provides it",
+            )
         self._loaded[name] = cls
         return cls
 
@@ -118,8 +132,16 @@ class Registry:
         self._loaded[cls.name] = cls
         return cls
 
-    def __iter__(self) -> Iterator[type[Action]]:
-        return (self.get(name) for name in self.names())
+    def load_all(self) -> tuple[list[type[Action]], list[ActionLoadError]]:
+        """Every action that loads, and the errors of those that do not."""
+        loaded: list[type[Action]] = []
+        broken: list[ActionLoadError] = []
+        for name in self.names():
+            try:
+                loaded.append(self.get(name))
+            except ActionLoadError as exc:
+                broken.append(exc)
+        return loaded, broken
 
 
 _registry: Registry | None = None

@@ -220,7 +220,11 @@ def run(
     with RunProgress(ledger, model, out):
         asyncio.run(
             respond(
-                str(path), values, run_id=run_id, library=str(_library(library)), return_state=True
+                str(path),
+                inputs_mod.protect(model.inputs, values),
+                run_id=run_id,
+                library=str(_library(library)),
+                return_state=True,
             )
         )
     end = (
@@ -250,6 +254,8 @@ def schema(
     from clampdown.actions import registry
     from clampdown.schema import runbook_schema
 
+    for problem in registry().load_all()[1]:
+        err.print(f"[yellow]warning: {problem}[/]")
     text = json.dumps(runbook_schema(registry()), indent=2)
     if output:
         output.write_text(text + "\n", encoding="utf-8")
@@ -264,7 +270,10 @@ def actions(format: FormatOpt = Format.text) -> None:
     from clampdown.actions import registry
 
     rows = []
-    for action in registry():
+    loaded, broken = registry().load_all()
+    for problem in broken:
+        err.print(f"[yellow]warning: {problem}[/]")
+    for action in loaded:
         fields = []
         for name, f in action.Input.model_fields.items():
             kind = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")

@@ -8,10 +8,11 @@ Two layers keep an expression from reaching Python internals:
    starting with ``_``, method calls (``"{0.__class__}".format(x)``), the
    ``attr``/``format`` filters, ``{% %}`` statements and Jinja's default globals
    (``cycler``, ``joiner``, ``namespace``, ``lipsum``, ``range``) are rejected
-   with a message, before evaluation.
+   with a message, before evaluation. So is ``**``, which can hang the process.
 2. Jinja's :class:`ImmutableSandboxedEnvironment` with :class:`StrictUndefined`
    evaluates what passed, so a runtime lookup cannot mutate or escape either, and
-   a misspelt name is an error rather than an empty string.
+   a misspelt name is an error rather than an empty string; ``*`` refuses to
+   build a string or list longer than ``MAX_REPEAT`` items.
 
 A value that is one whole ``{{ … }}`` keeps its native type (an integer stays an
 integer); anything else renders to a string.
@@ -120,7 +121,6 @@ _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
     nodes.Div,
     nodes.FloorDiv,
     nodes.Mod,
-    nodes.Pow,
     nodes.Concat,
     nodes.Compare,
     nodes.Operand,
@@ -165,8 +165,25 @@ class Expression:
     uses_status_function: bool = False
 
 
+MAX_REPEAT = 100_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, also refusing ``'x' * 10**9``-style memory bombs."""
+
+    intercepted_binops = frozenset({"*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
+                if sized and len(seq) * count > MAX_REPEAT:
+                    raise SecurityError(f"repetition longer than {MAX_REPEAT} items")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env = _Sandbox(undefined=StrictUndefined, autoescape=False)
     env.globals.clear()
     env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
     env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
@@ -219,7 +236,14 @@ def _forbidden(node: nodes.Node, what: str, hint: str) -> ExpressionError:
 def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
     """Walk the tree; reject anything off the allow-list; collect references."""
     uses_status = False
+    called = {id(n.node) for n in tree.find_all(nodes.Call)}
     for node in tree.find_all(nodes.Node):
+        if isinstance(node, nodes.Pow):
+            raise _forbidden(
+                node,
+                "the ** operator",
+                "a power can hang the engine; compute such values before they reach the runbook",
+            )
         if not isinstance(node, _ALLOWED_NODES):
             raise _forbidden(
                 node,
@@ -229,6 +253,10 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
             )
         if isinstance(node, nodes.Name):
             if node.name in STATUS_FUNCTIONS:
+                if id(node) not in called:  # a bare function object is always truthy
+                    raise _forbidden(
+                        node, f"'{node.name}' without parentheses", f"write {node.name}()"
+                    )
                 continue
             if node.name not in ROOT_NAMES:
                 raise _forbidden(

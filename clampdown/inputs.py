@@ -6,13 +6,16 @@ can be started from the Prefect UI, bypassing the CLI), with the same code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
 from clampdown.diagnostics import InputError, did_you_mean
 from clampdown.models import InputSpec
@@ -20,8 +23,14 @@ from clampdown.models import InputSpec
 SECRET_MASK = "***"
 
 
-_ARTICLE = {"integer": "an integer", "number": "a number", "boolean": "true or false",
-            "array": "a list", "object": "a mapping", "string": "a string"}
+_ARTICLE = {
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "string": "a string",
+}
 
 
 class InputProblem(ValueError):
@@ -71,12 +80,13 @@ def _coerce(kind: str, value: Any) -> Any:
             return int(text)
         raise InputProblem(f"must be a whole number, got {value!r}")
     if kind == "number":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return value
-        try:
-            return float(text) if text is not None else _raise()
-        except ValueError:
-            raise InputProblem(f"must be a number, got {value!r}") from None
+        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+        if number is None and text is not None:
+            with contextlib.suppress(ValueError):
+                number = float(text)
+        if number is None or not math.isfinite(number):
+            raise InputProblem(f"must be a finite number, got {value!r}")
+        return number
     container = list if kind == "array" else dict
     if isinstance(value, container):
         return value
@@ -90,10 +100,6 @@ def _coerce(kind: str, value: Any) -> Any:
     raise InputProblem(
         f"must be {'a list' if kind == 'array' else 'a mapping'} (JSON on the command line)"
     )
-
-
-def _raise() -> Any:
-    raise ValueError
 
 
 def validate(specs: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[str, Any]:
@@ -130,6 +136,29 @@ def validate(specs: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[s
             "pass them as --input name=value or in --inputs-file",
         )
     return result
+
+
+def secret_values(specs: Mapping[str, InputSpec], values: Mapping[str, Any]) -> list[Any]:
+    """The values of secret inputs, for the ledger and logs to mask."""
+    return [v for k, v in values.items() if k in specs and specs[k].secret and v is not None]
+
+
+def protect(specs: Mapping[str, InputSpec], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Wrap secret inputs in :class:`SecretStr` before they become flow parameters.
+
+    Prefect stores a flow run's parameters in its database and shows them in its
+    UI; a ``SecretStr`` is stored as ``**********`` while the flow, called in the
+    same process, still receives the value.
+    """
+    return {
+        k: SecretStr(str(v)) if k in specs and specs[k].secret and v is not None else v
+        for k, v in values.items()
+    }
+
+
+def reveal(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Unwrap :func:`protect`."""
+    return {k: v.get_secret_value() if isinstance(v, SecretStr) else v for k, v in values.items()}
 
 
 def masked(specs: Mapping[str, InputSpec], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from clampdown import graph
 from clampdown import inputs as inputs_mod
-from clampdown.actions import Action, Registry
+from clampdown.actions import Action, ActionLoadError, Registry
 from clampdown.actions import registry as default_registry
 from clampdown.diagnostics import Diagnostic, InvalidFileError, did_you_mean
 from clampdown.expressions import (
@@ -41,7 +41,8 @@ def lint_paths(
     actions = actions or default_registry()
     found: list[Diagnostic] = []
     names: dict[str, str] = {}
-    for file in _files(paths, found):
+    files, scanned = _files(paths, found)
+    for file in files:
         try:
             loaded = load(file)
         except InvalidFileError as exc:
@@ -59,29 +60,44 @@ def lint_paths(
                 )
             )
         names.setdefault(name, str(file))
+        if file in scanned and file.stem != name:
+            found.append(
+                loaded.source.diagnostic(
+                    ("metadata", "name"),
+                    f"file name '{file.name}' does not match the runbook name '{name}'",
+                    f"rename the file to '{name}{file.suffix}': 'clampdown run {name}' looks "
+                    "runbooks up by file name",
+                    code="file-name",
+                    severity="warning",
+                )
+            )
     if strict:
         found = [_as_error(d) for d in found]
     return found
 
 
-def _files(paths: Iterable[str | FsPath], found: list[Diagnostic]) -> list[FsPath]:
+def _files(
+    paths: Iterable[str | FsPath], found: list[Diagnostic]
+) -> tuple[list[FsPath], set[FsPath]]:
+    """Files to lint, and which of them came from scanning a folder (a library)."""
     files: list[FsPath] = []
+    scanned: set[FsPath] = set()
     for p in map(FsPath, paths):
         if p.is_dir():
-            files.extend(
-                sorted(
-                    f
-                    for f in p.rglob("*")
-                    if f.suffix in (".yaml", ".yml")
-                    and f.parent.name != "drills"
-                    and f.name != "triggers.yaml"
-                )
+            found_here = sorted(  # drills and triggers are other kinds, with rules of their own
+                f
+                for f in p.rglob("*")
+                if f.suffix in (".yaml", ".yml")
+                and "drills" not in f.relative_to(p).parts
+                and f.name != "triggers.yaml"
             )
+            files.extend(found_here)
+            scanned.update(found_here)
         elif p.is_file():
             files.append(p)
         else:
             found.append(Diagnostic(str(p), 1, 1, "no such file or folder", "check the path", "io"))
-    return files
+    return files, scanned
 
 
 def _as_error(d: Diagnostic) -> Diagnostic:
@@ -164,8 +180,9 @@ class _RunbookLinter:
             if spec.required:
                 self.warn(
                     ("inputs", name, "required"),
-                    f"input '{name}' is required and has a default; the default is never used",
-                    "drop 'required: true' or the default",
+                    f"input '{name}' is required and has a default, so it is never missing "
+                    "and 'required' has no effect",
+                    "drop 'required: true', or drop the default to make callers give it",
                     "input-default",
                 )
 
@@ -206,7 +223,11 @@ class _RunbookLinter:
                     ("steps", i, "uses"), f"unknown action '{step.uses}'", hint, "unknown-action"
                 )
                 continue
-            action = self.actions.get(step.uses)
+            try:
+                action = self.actions.get(step.uses)
+            except ActionLoadError as exc:
+                self.error(("steps", i, "uses"), exc.message, exc.hint, "unknown-action")
+                continue
             self.action_of[step.id] = action
             self.check_with(i, step.with_, action.Input)
 
@@ -248,10 +269,15 @@ class _RunbookLinter:
         for i, step in enumerate(self.rb.steps):
             for loc, text in walk_strings(step.with_, ("steps", i, "with")):
                 self.check_expression(loc, text, step.id)
-            for name in ("region", "account"):
-                value = getattr(step, name)
+            for name in ("region", "account"):  # the step's own, or the one from defaults
+                value = self.rb.setting(step, name, None)
                 if contains_expression(value):
-                    self.check_expression(("steps", i, name), value, step.id)
+                    loc = (
+                        ("steps", i, name)
+                        if getattr(step, name) is not None
+                        else ("defaults", name)
+                    )
+                    self.check_expression(loc, value, step.id)
             if step.if_ is not None:
                 self.check_expression(
                     ("steps", i, "if"), condition_source(step.if_), step.id, condition=True

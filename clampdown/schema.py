@@ -26,7 +26,7 @@ def runbook_schema(actions: Registry) -> dict[str, Any]:
     names = actions.names()
     step["properties"]["uses"]["examples"] = names
     rules = []
-    for action in actions:
+    for action in actions.load_all()[0]:  # broken plugins are reported by the CLI
         input_schema = action.Input.model_json_schema(
             ref_template="#/$defs/" + action.name + ".{model}"
         )

@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clampdown.diagnostics import ClampdownError
 
 
 class Settings(BaseSettings):
@@ -28,4 +30,13 @@ class Settings(BaseSettings):
 
 def settings() -> Settings:
     """Read afresh each time: tests and long-lived servers may change the environment."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CLAMPDOWN_{str(e['loc'][0]).upper()}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ClampdownError(
+            f"invalid setting: {problems}", "fix the environment variable"
+        ) from None

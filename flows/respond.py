@@ -91,6 +91,7 @@ class RunState:
     ancestors: dict[str, set[str]]
     results: dict[str, StepResult] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     aborted_by: str | None = None
 
     def context(self) -> dict[str, Any]:
@@ -114,21 +115,30 @@ async def run_step(run_id: str, step_id: str) -> dict[str, Any]:
     result = state.results[step_id]
     result.attempts += 1
     action_cls = registry().get(step.uses)
+    region, account = state.targets[step_id]
     ctx = ActionContext(
         run_id=run_id,
         step_id=step_id,
         runbook=state.runbook.metadata.name,
         drill=bool(state.run_info.get("drill")),
-        region=_render_setting(state, step, "region"),
-        account=_render_setting(state, step, "account"),
+        region=region,
+        account=account,
         logger=_logger(state),
     )
     try:
         output = await _call(action_cls(), state.params[step_id], ctx)
     except BaseException as exc:
+        error = state.ledger.scrub(_describe(exc))
+        # what the action changed before failing is kept: rollback needs it too
         state.ledger.append(
-            "step.attempt_failed", step=step_id, attempt=result.attempts, error=_describe(exc)
+            "step.attempt_failed",
+            step=step_id,
+            attempt=result.attempts,
+            error=error,
+            undo=ctx.undo,
         )
+        if isinstance(exc, Exception):  # Prefect logs this; it must carry no secret
+            raise StepError(error) from None
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
     return {"outputs": outputs, "undo": ctx.undo}
@@ -143,6 +153,10 @@ async def _call(action: Action, params: Any, ctx: ActionContext) -> Any:
 def _render_setting(state: RunState, step: Step, name: str) -> str | None:
     value = state.runbook.setting(step, name, None)
     return None if value is None else str(render(value, state.context()))
+
+
+class StepError(Exception):
+    """An attempt failed; the message is the action's error with secrets masked."""
 
 
 def _logger(state: RunState) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -174,7 +188,7 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return (
         f"{type(exc).__name__}: {text}"
-        if not isinstance(exc, ClampdownError | ExpressionError)
+        if not isinstance(exc, ClampdownError | ExpressionError | StepError)
         else text
     )
 
@@ -216,8 +230,8 @@ async def respond(
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
     ledger = Ledger(conf.ledger_path(run_id))
-    secrets = [v for k, v in (inputs or {}).items() if k in rb.inputs and rb.inputs[k].secret]
-    ledger.redact(*secrets)
+    inputs = inputs_mod.reveal(inputs or {})
+    ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     run_info = {
         "id": run_id,
         "runbook": rb.metadata.name,
@@ -226,14 +240,14 @@ async def respond(
         "drill": drill,
     }
     try:
-        values = inputs_mod.validate(rb.inputs, inputs or {})
+        values = inputs_mod.validate(rb.inputs, inputs)
     except ClampdownError as exc:
         ledger.append(
             "run.start",
             run=run_info,
             runbook_path=str(path),
             digest=_digest(path),
-            inputs=inputs_mod.masked(rb.inputs, inputs or {}),
+            inputs=inputs_mod.masked(rb.inputs, inputs),
             flow_run_id=str(runtime_flow_run.id),
         )
         ledger.append("run.end", status="failed", error=str(exc), outputs={})
@@ -246,6 +260,7 @@ async def respond(
         inputs=inputs_mod.masked(rb.inputs, values),
         flow_run_id=str(runtime_flow_run.id),
     )
+    ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
     from clampdown.graph import upstream  # the runbook is known acyclic here
 
     state = RunState(
@@ -322,13 +337,19 @@ def _decide(state: RunState, step: Step) -> bool:
     }
     if not status_aware and not flags["success"]():
         bad = [a for a in step.needs if state.results[a].status != "succeeded"]
-        return _finish_early(state, step, "skipped", f"needs {', '.join(bad)} did not succeed")
+        what = f"needs {', '.join(bad)}" if bad else "an upstream step"
+        return _finish_early(state, step, "skipped", f"{what} did not succeed")
     try:
         if source is not None and not evaluate(source, {**context, **flags}):
-            return _finish_early(state, step, "skipped", f"if: {step.if_} was false")
+            shown = str(step.if_).lower() if isinstance(step.if_, bool) else step.if_
+            return _finish_early(state, step, "skipped", f"if: {shown} was false")
         rendered = render(step.with_, context)
         action = registry().get(step.uses)
         state.params[step.id] = action.Input.model_validate(rendered)
+        state.targets[step.id] = (
+            _render_setting(state, step, "region"),
+            _render_setting(state, step, "account"),
+        )
     except Exception as exc:  # bad expression or parameters: the step fails, no retry
         result.started = time.monotonic()
         state.ledger.append("step.start", step=step.id, uses=step.uses, attempt=0)
@@ -351,6 +372,7 @@ def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool
 
 def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
     result = state.results[step.id]
+    error = state.ledger.scrub(error)  # it reaches Prefect's state message and the artifact
     result.status, result.error, result.ended = "failed", error, time.monotonic()
     policy = state.runbook.setting(step, "on_failure", "abort")
     state.ledger.append(

@@ -192,12 +192,16 @@ def test_clean_runbook_has_no_diagnostics(write_runbook) -> None:
 
 
 def test_duplicate_runbook_names_in_a_folder(tmp_path: Path) -> None:
-    (tmp_path / "a.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
-    (tmp_path / "b.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
-    (d,) = lint_paths([tmp_path])
-    assert d.path == str(tmp_path / "b.yaml")
+    (tmp_path / "same-name.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
+    (tmp_path / "t.yaml").write_text(CLEAN.format(name="same-name"), encoding="utf-8")
+    found = lint_paths([tmp_path])
+    assert [x.code for x in found] == ["duplicate-name", "file-name"]
+    d = found[0]
+    assert d.path == str(tmp_path / "t.yaml")
     assert (d.line, d.column, d.code) == (4, 9, "duplicate-name")
-    assert d.message == f"runbook name 'same-name' is also used by {tmp_path / 'a.yaml'}"
+    assert d.message == f"runbook name 'same-name' is also used by {tmp_path / 'same-name.yaml'}"
+    assert found[1].severity == "warning"
+    assert found[1].message == "file name 't.yaml' does not match the runbook name 'same-name'"
 
 
 def test_folder_lint_skips_drills_and_triggers(tmp_path: Path) -> None:
@@ -344,7 +348,8 @@ def test_cli_lint_json_format() -> None:
     assert report["warnings"] == len(diagnostics) - report["errors"]
     assert all(isinstance(d["line"], int) and d["line"] >= 1 and d["column"] >= 1
                for d in diagnostics)
-    by_file = [d for d in diagnostics if d["path"].endswith("unknown_action.yaml")]
+    by_file = [d for d in diagnostics if d["path"].endswith("unknown_action.yaml")
+               and d["code"] != "file-name"]  # fixture files are named after their error
     assert [(d["line"], d["column"], d["code"], d["hint"]) for d in by_file] == [
         (8, 11, "unknown-action", "did you mean 'core.wait'?")]
 

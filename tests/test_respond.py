@@ -367,3 +367,53 @@ steps:
     assert found, "the run must publish a markdown summary artifact"
     body = found[0].data
     assert "`one`" in body and "`two`" in body and "skipped" in body and "succeeded" in body
+
+
+def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_runbook):
+    """A secret input reaches the action, but not Prefect's database, logs or the ledger."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from clampdown import inputs as inputs_mod
+    from clampdown.ledger import new_run_id
+    from clampdown.loader import load
+    from clampdown.settings import settings
+    from flows.respond import respond
+
+    given, default = "given-secret-0451", "default-secret-7788"
+    path = write_runbook(HEADER + f"""
+inputs:
+  token: {{type: string, required: true, secret: true}}
+  fallback: {{type: string, default: {default}, secret: true}}
+steps:
+  - {{id: echo, uses: test.echo, with: {{text: "{{{{ inputs.fallback }}}}"}}}}
+  - {{id: leak, uses: core.fail, needs: [echo], with: {{message: "denied for {{{{ inputs.token }}}}"}}}}
+""")
+    specs = load(path).model.inputs
+    run_id = new_run_id()
+    state = asyncio.run(respond(str(path), inputs_mod.protect(specs, {"token": given}),
+                                run_id=run_id, return_state=True))
+    assert state.is_failed()
+    ledger_text = settings().ledger_path(run_id).read_text()
+    assert "denied for ***" in ledger_text
+    assert given not in ledger_text and default not in ledger_text
+
+    async def stored() -> tuple[Any, list[Any], list[Any]]:
+        async with get_client() as client:
+            flow_run = await client.read_flow_run(state.state_details.flow_run_id)
+            only_this_run = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id]))
+            for _ in range(100):  # logs are shipped in batches; wait for the final one
+                logs = await client.read_logs(only_this_run)
+                if any("Finished in state Failed" in log.message for log in logs):
+                    break
+                await asyncio.sleep(0.1)
+            artifacts = await client.read_latest_artifacts()
+            return flow_run, logs, artifacts
+
+    flow_run, logs, artifacts = asyncio.run(stored())
+    assert flow_run.parameters["inputs"]["token"] == "**********"
+    assert given not in (flow_run.state.message or "") and "denied for ***" in flow_run.state.message
+    assert logs, "the run's logs reach the Prefect API"
+    assert not [log.message for log in logs if given in log.message or default in log.message]
+    body = next(a.data for a in artifacts if a.key == f"clampdown-run-{run_id}")
+    assert given not in body and "denied for ***" in body
