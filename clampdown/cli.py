@@ -201,8 +201,6 @@ def run(
     ] = False,
 ) -> None:
     """Execute a runbook now, with live progress; exit 0 succeeded, 1 failed, 2 bad input."""
-    import asyncio
-
     from clampdown import inputs as inputs_mod
     from clampdown.ledger import new_run_id, read
     from clampdown.progress import RunProgress
@@ -214,18 +212,15 @@ def run(
     ledger = settings().ledger_path(run_id)
     if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    from flows.respond import respond
+    from flows.respond import run_in_process
 
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     with RunProgress(ledger, model, out):
-        asyncio.run(
-            respond(
-                str(path),
-                inputs_mod.protect(model.inputs, values),
-                run_id=run_id,
-                library=str(_library(library)),
-                return_state=True,
-            )
+        run_in_process(
+            str(path),
+            inputs_mod.protect(model.inputs, values),
+            run_id=run_id,
+            library=str(_library(library)),
         )
     end = (
         next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None)

@@ -24,9 +24,11 @@ Rules, kept deliberately simple (docs/runbooks.md, "Execution"):
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import inspect
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,7 @@ from clampdown.lint import load_runbook
 from clampdown.loader import resolve
 from clampdown.models import Runbook, Step
 from clampdown.settings import settings
+from flows.prefect_api import local_api, shared_clients
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETRY_DELAY = 2.0
@@ -107,7 +110,13 @@ class RunState:
 _RUNS: dict[str, RunState] = {}
 
 
-@task(name="step", cache_policy=NO_CACHE, persist_result=False, log_prints=False)
+@task(
+    name="step",
+    task_run_name="{step_id}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    log_prints=False,
+)
 async def run_step(run_id: str, step_id: str) -> dict[str, Any]:
     """One attempt of one step (Prefect calls it again on retry)."""
     state = _RUNS[run_id]
@@ -142,6 +151,14 @@ async def run_step(run_id: str, step_id: str) -> dict[str, Any]:
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
     return {"outputs": outputs, "undo": ctx.undo}
+
+
+@functools.lru_cache(maxsize=256)
+def _step_task(retries: int, retry_delay: float, timeout: float) -> Any:
+    """``run_step`` with these settings; built once per combination (a new Task costs ~2 ms)."""
+    return run_step.with_options(
+        retries=retries, retry_delay_seconds=retry_delay, timeout_seconds=timeout
+    )
 
 
 async def _call(action: Action, params: Any, ctx: ActionContext) -> Any:
@@ -202,10 +219,17 @@ def _flow_run_name() -> str:
     return f"{Path(str(params.get('runbook', 'runbook'))).stem}-{params.get('run_id') or 'run'}"
 
 
+# Results are never persisted (the ledger is the record), so no storage is ever
+# written. Naming one spares two API round trips per run that Prefect otherwise
+# makes to look up the server's default result-storage block.
+_UNUSED_RESULT_STORAGE = Path(tempfile.gettempdir()) / "clampdown-prefect-results"
+
+
 @flow(
     name="respond",
     flow_run_name=_flow_run_name,
     persist_result=False,
+    result_storage=_UNUSED_RESULT_STORAGE,
     validate_parameters=False,
     log_prints=False,
 )
@@ -300,6 +324,21 @@ async def respond(
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
     return summary
+
+
+def run_in_process(runbook: str, inputs: dict[str, Any], **options: Any) -> Any:
+    """Run ``respond`` here and now; returns its final Prefect state, never raises for a failed run.
+
+    Uses the Prefect server at ``PREFECT_API_URL`` when one is configured, else a
+    local one started for the duration (see :mod:`flows.prefect_api`).
+    """
+
+    async def execute() -> Any:
+        async with shared_clients():
+            return await respond(runbook, inputs, return_state=True, **options)
+
+    with local_api():
+        return asyncio.run(execute())
 
 
 async def _schedule(state: RunState) -> None:
@@ -397,12 +436,10 @@ async def _execute(state: RunState, step: Step) -> None:
     state.ledger.append(
         "step.start", step=step.id, uses=step.uses, params=params.model_dump(mode="json")
     )
-    runner = run_step.with_options(
-        name=f"{step.id}",
-        task_run_name=step.id,
-        retries=rb.setting(step, "retries", 0),
-        retry_delay_seconds=rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
-        timeout_seconds=rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+    runner = _step_task(
+        rb.setting(step, "retries", 0),
+        rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
+        rb.setting(step, "timeout", DEFAULT_TIMEOUT),
     )
     try:
         produced = await runner(state.run_id, step.id)

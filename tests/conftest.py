@@ -18,12 +18,13 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    """A real Prefect API (SQLite) shared by every test that runs flows."""
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server() -> Iterator[str]:
+    """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
+    that runs flows: the same local server `clampdown run` uses."""
+    from flows.prefect_api import local_api
 
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
+    with local_api() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
