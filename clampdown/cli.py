@@ -46,7 +46,10 @@ InputsFileOpt = Annotated[
     Path | None, typer.Option("--inputs-file", "-f", help="YAML or JSON mapping of inputs")
 ]
 LibraryOpt = Annotated[
-    Path | None, typer.Option("--library", "-L", help="runbook folder [env: CLAMPDOWN_LIBRARY]")
+    Path | None,
+    typer.Option(
+        "--library", "-L", help="runbook folder (default: $CLAMPDOWN_LIBRARY, else runbooks/)"
+    ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
 
@@ -93,7 +96,7 @@ def _library(library: Path | None) -> Path:
 @command
 def lint(
     paths: Annotated[
-        list[Path] | None, typer.Argument(help="files or folders [default: the library]")
+        list[Path] | None, typer.Argument(help="files or folders (default: the library)")
     ] = None,
     format: FormatOpt = Format.text,
     strict: Annotated[bool, typer.Option(help="treat warnings as errors")] = False,
@@ -173,7 +176,8 @@ def _print_plan(result: Any) -> None:
                 marks.append("[red]DESTRUCTIVE[/]")
             if step.approval_gate:
                 marks.append("[cyan]APPROVAL GATE[/]")
-            out.print(f"  [bold]{step.id}[/] uses {step.uses} {' '.join(marks)}")
+            title = f" — {step.name}" if step.name else ""
+            out.print(f"  [bold]{step.id}[/]{title} uses {step.uses} {' '.join(marks)}")
             if step.needs:
                 out.print(f"      needs: {', '.join(step.needs)}")
             if step.condition:
@@ -269,10 +273,12 @@ def actions(format: FormatOpt = Format.text) -> None:
     for problem in broken:
         err.print(f"[yellow]warning: {problem}[/]")
     for action in loaded:
-        fields = []
-        for name, f in action.Input.model_fields.items():
-            kind = getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", "")
-            fields.append(f"{f.alias or name}: {kind}{'' if f.is_required() else ' (optional)'}")
+        input_schema = action.Input.model_json_schema()
+        required = set(input_schema.get("required", []))
+        fields = [
+            f"{name}: {_type_name(prop)}{'' if name in required else ' (optional)'}"
+            for name, prop in input_schema.get("properties", {}).items()
+        ]
         outputs = action.declared_outputs({})
         rows.append(
             {
@@ -286,6 +292,7 @@ def actions(format: FormatOpt = Format.text) -> None:
                 else [],
                 "iam": list(action.iam_actions),
                 "destructive": action.destructive,
+                "approval_gate": action.approval_gate,
             }
         )
     if format is Format.json:
@@ -303,6 +310,16 @@ def actions(format: FormatOpt = Format.text) -> None:
             "yes" if row["destructive"] else "no",
         )
     out.print(table)
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    """A short type for a JSON Schema property: 'string', 'integer|null', 'duration'."""
+    from clampdown.durations import SCHEMA_PATTERN
+
+    options = prop.get("anyOf", [prop])
+    if any(o.get("pattern") == SCHEMA_PATTERN for o in options):
+        return "duration"
+    return "|".join(o.get("type", "any") for o in options)
 
 
 @command

@@ -10,6 +10,8 @@ from pydantic import BeforeValidator, WithJsonSchema
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"
+# What editors accept: the same, with spaces allowed between the parts ("1h 30m").
+SCHEMA_PATTERN = r"^\s*(\d+(\.\d+)?(ms|s|m|h|d)\s*)+$"
 
 
 def parse_duration(value: Any) -> float:
@@ -43,13 +45,34 @@ def format_duration(seconds: float) -> str:
     return "".join(parts)
 
 
+def parse_positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("a timeout must be longer than zero")
+    return seconds
+
+
+PositiveDuration = Annotated[
+    float,
+    BeforeValidator(parse_positive_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": SCHEMA_PATTERN},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "seconds (more than zero), or a duration such as 30s, 5m, 1h30m",
+        }
+    ),
+]
+
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": DURATION_PATTERN},
+                {"type": "string", "pattern": SCHEMA_PATTERN},
                 {"type": "number", "minimum": 0},
             ],
             "description": "seconds, or a duration such as 500ms, 30s, 5m, 1h30m",

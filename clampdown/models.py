@@ -12,9 +12,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+)
 
-from clampdown.durations import Duration
+from clampdown.durations import Duration, PositiveDuration
 
 API_VERSION = "clampdown/v1"
 STEP_ID = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -36,6 +44,17 @@ def _input_name(name: str) -> str:
 
 InputName = Annotated[str, AfterValidator(_input_name)]
 
+Needs = Annotated[
+    list[str],
+    BeforeValidator(lambda value: [value] if isinstance(value, str) else value),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "ids of the steps that must finish first (one id or a list)",
+        }
+    ),
+]
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -44,7 +63,10 @@ class StrictModel(BaseModel):
 class Metadata(StrictModel):
     """Who the runbook is and how bad the situation it answers is."""
 
-    name: str = Field(description="kebab-case, unique in the library")
+    name: str = Field(
+        description="kebab-case, unique in the library",
+        json_schema_extra={"pattern": RUNBOOK_NAME.pattern},
+    )
     title: str = Field(description="one line a responder reads in Slack")
     severity: Severity = "high"
     tags: list[str] = Field(default_factory=list)
@@ -89,7 +111,7 @@ class StepSettings(StrictModel):
 
     retries: int | None = Field(None, ge=0, le=20)
     retry_delay: Duration | None = None
-    timeout: Duration | None = Field(None, gt=0)
+    timeout: PositiveDuration | None = None
     on_failure: OnFailure | None = None
     region: str | None = Field(None, description="AWS region for this step's API calls")
     account: str | None = Field(None, description="role ARN to assume for cross-account response")
@@ -102,11 +124,14 @@ class Defaults(StepSettings):
 class Step(StepSettings):
     """One node of the runbook DAG."""
 
-    id: str = Field(description="snake_case, unique in the runbook")
+    id: str = Field(
+        description="snake_case, unique in the runbook",
+        json_schema_extra={"pattern": STEP_ID.pattern},
+    )
     name: str | None = Field(None, description="human title for progress displays")
     uses: str = Field(description="action name, e.g. aws.iam.revoke_credentials")
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
-    needs: list[str] = Field(default_factory=list)
+    needs: Needs = Field(default_factory=list)
     if_: str | bool | None = Field(None, alias="if")
 
     @field_validator("id")
@@ -118,11 +143,6 @@ class Step(StepSettings):
                 suggestion = f"step_{suggestion}"
             raise ValueError(f"step id '{value}' is not snake_case; write '{suggestion}'")
         return value
-
-    @field_validator("needs", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class Runbook(StrictModel):

@@ -23,6 +23,7 @@ AT_RUN_TIME = "(known at run time)"
 @dataclass
 class PlannedStep:
     id: str
+    name: str | None
     uses: str
     needs: list[str]
     condition: str | None
@@ -46,7 +47,12 @@ class Plan:
     iam_actions: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready, with ``with`` spelled as in the runbook."""
+        data = asdict(self)
+        for stage in data["stages"]:
+            for step in stage:
+                step["with"] = step.pop("with_")
+        return data
 
 
 def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
@@ -79,6 +85,7 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
             planned.append(
                 PlannedStep(
                     id=sid,
+                    name=step.name,
                     uses=step.uses,
                     needs=list(step.needs),
                     condition=None if step.if_ is None else str(step.if_),

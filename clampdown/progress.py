@@ -129,7 +129,7 @@ class RunProgress:
                 took = ""
             table.add_row(
                 ICON[status],
-                step.id,
+                f"{step.id} [dim]{step.name}[/]" if step.name else step.id,
                 step.uses,
                 f"[{STYLE[status]}]{status}[/]",
                 took,

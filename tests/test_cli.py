@@ -83,7 +83,7 @@ def test_plan_json_and_missing_inputs(write_runbook):
         ["first", "second"],
         ["third"],
     ]
-    assert plan["stages"][0][0]["with_"]["note"].endswith("(known at run time)")
+    assert plan["stages"][0][0]["with"]["note"].endswith("(known at run time)")
     assert plan["iam_actions"] == ["iam:PutUserPolicy", "iam:UpdateAccessKey"]
 
 
@@ -179,5 +179,22 @@ def test_actions_lists_core_actions_with_inputs():
     assert result.exit_code == 0
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert {"core.wait", "core.set_output", "core.log", "core.fail"} <= set(rows)
-    assert rows["core.wait"]["inputs"] == ["duration: float"]
+    assert rows["core.wait"]["inputs"] == ["duration: duration"]
     assert rows["core.wait"]["outputs"] == ["waited_seconds"]
+
+
+def test_schema_agrees_with_the_loader_on_edge_cases():
+    import jsonschema
+
+    schema = json.loads(runner.invoke(app, ["schema"]).stdout)
+    validator = jsonschema.Draft202012Validator(schema)
+    base = yaml.safe_load((REPO / "runbooks" / "engine-self-check.yaml").read_text())
+
+    def errors(**step: object) -> list[str]:
+        doc = {**base, "steps": [{"id": "a", "uses": "core.log", "with": {"message": "m"}}, step]}
+        return [e.message for e in validator.iter_errors(doc)]
+
+    assert errors(id="b", uses="core.log", needs="a", timeout="1h 30m", with_={}) != []  # with_ is not a key
+    assert errors(id="b", uses="core.log", needs="a", timeout="1h 30m", **{"with": {"message": "x"}}) == []
+    assert errors(id="b", uses="core.log", timeout=0, **{"with": {"message": "x"}}) != []
+    assert errors(id="Bad-Id", uses="core.log", **{"with": {"message": "x"}}) != []
