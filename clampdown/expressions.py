@@ -290,19 +290,17 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
                     f"write {node.node.name}() with no arguments",
                 )
             uses_status = True
-        elif isinstance(node, nodes.Filter):
-            if node.name not in ALLOWED_FILTERS:
+        elif isinstance(node, nodes.Filter | nodes.Test):
+            kind, allowed = (
+                ("filter", ALLOWED_FILTERS)
+                if isinstance(node, nodes.Filter)
+                else ("test", ALLOWED_TESTS)
+            )
+            if node.name not in allowed:
                 raise _forbidden(
                     node,
-                    f"the filter '{node.name}'",
-                    f"allowed filters: {', '.join(sorted(ALLOWED_FILTERS))}",
-                )
-        elif isinstance(node, nodes.Test):
-            if node.name not in ALLOWED_TESTS:
-                raise _forbidden(
-                    node,
-                    f"the test '{node.name}'",
-                    f"allowed tests: {', '.join(sorted(ALLOWED_TESTS))}",
+                    f"the {kind} '{node.name}'",
+                    f"allowed {kind}s: {', '.join(sorted(allowed))}",
                 )
         elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
             raise _forbidden(

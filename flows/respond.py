@@ -263,27 +263,24 @@ async def respond(
         "trigger": trigger or {"type": "manual"},
         "drill": drill,
     }
-    try:
-        values = inputs_mod.validate(rb.inputs, inputs)
-    except ClampdownError as exc:
+
+    def record_start(shown_inputs: dict[str, Any]) -> None:
         ledger.append(
             "run.start",
             run=run_info,
             runbook_path=str(path),
             digest=_digest(path),
-            inputs=inputs_mod.masked(rb.inputs, inputs),
+            inputs=inputs_mod.masked(rb.inputs, shown_inputs),
             flow_run_id=str(runtime_flow_run.id),
         )
+
+    try:
+        values = inputs_mod.validate(rb.inputs, inputs)
+    except ClampdownError as exc:  # still on the record: who tried to run what, and why not
+        record_start(inputs)
         ledger.append("run.end", status="failed", error=str(exc), outputs={})
         raise
-    ledger.append(
-        "run.start",
-        run=run_info,
-        runbook_path=str(path),
-        digest=_digest(path),
-        inputs=inputs_mod.masked(rb.inputs, values),
-        flow_run_id=str(runtime_flow_run.id),
-    )
+    record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
     from clampdown.graph import upstream  # the runbook is known acyclic here
 
