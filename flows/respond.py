@@ -50,6 +50,7 @@ from clampdown.expressions import (
     evaluate,
     render,
 )
+from clampdown.graph import upstream
 from clampdown.ledger import Ledger, new_run_id, now
 from clampdown.lint import load_runbook
 from clampdown.loader import resolve
@@ -107,6 +108,8 @@ class RunState:
         return {"inputs": self.inputs, "steps": steps, "run": self.run_info}
 
 
+# Runs in progress in this process. Step tasks look their run up here by id:
+# passing the state as a task parameter would have Prefect inspect and record it.
 _RUNS: dict[str, RunState] = {}
 
 
@@ -282,8 +285,6 @@ async def respond(
         raise
     record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
-    from clampdown.graph import upstream  # the runbook is known acyclic here
-
     state = RunState(
         run_id,
         rb,
@@ -364,11 +365,11 @@ def _decide(state: RunState, step: Step) -> bool:
     status_aware = source is not None and compile_expression(source).uses_status_function
     if state.aborted_by and not status_aware:
         return _finish_early(state, step, "cancelled", f"run aborted by step '{state.aborted_by}'")
-    upstream = [state.results[a].status for a in state.ancestors[step.id]]
+    ancestry = [state.results[a].status for a in state.ancestors[step.id]]
     context = state.context()
     flags = {
-        "success": lambda: all(s == "succeeded" for s in upstream),
-        "failure": lambda: any(s == "failed" for s in upstream),
+        "success": lambda: all(s == "succeeded" for s in ancestry),
+        "failure": lambda: any(s == "failed" for s in ancestry),
         "always": lambda: True,
     }
     if not status_aware and not flags["success"]():
