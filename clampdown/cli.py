@@ -219,13 +219,18 @@ def run(
     from flows.respond import run_in_process
 
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
-    with RunProgress(ledger, model, out):
-        run_in_process(
-            str(path),
-            inputs_mod.protect(model.inputs, values),
-            run_id=run_id,
-            library=str(_library(library)),
-        )
+    try:
+        with RunProgress(ledger, model, out):
+            run_in_process(
+                str(path),
+                inputs_mod.protect(model.inputs, values),
+                run_id=run_id,
+                library=str(_library(library)),
+            )
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted: run {run_id} stopped where it was[/]")
+        err.print(f"ledger so far: {ledger} (no run.end record: steps may be half-done)")
+        raise typer.Exit(130) from None
     end = (
         next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None)
         if ledger.exists()

@@ -203,8 +203,10 @@ class _Redacting(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | asyncio.CancelledError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
+    if isinstance(exc, asyncio.CancelledError):  # inside the attempt: a timeout or a Ctrl-C
+        return "interrupted (timed out or cancelled)"
     text = str(exc) or type(exc).__name__
     return (
         f"{type(exc).__name__}: {text}"
