@@ -262,7 +262,12 @@ def schema(
         err.print(f"[yellow]warning: {problem}[/]")
     text = json.dumps(runbook_schema(registry()), indent=2)
     if output:
-        output.write_text(text + "\n", encoding="utf-8")
+        try:
+            output.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise ClampdownError(
+                f"cannot write {output}: {exc.strerror}", "check the folder exists"
+            ) from None
         err.print(f"wrote {output}")
     else:
         sys.stdout.write(text + "\n")

@@ -161,8 +161,8 @@ class _RunbookLinter:
         self.check_actions()
         self.check_expressions()
         self.check_gates()
-        self.found.sort(key=lambda d: (d.line, d.column))
-        return self.found
+        # one mistake in defaults: is inherited by many steps but reported once
+        return sorted(set(self.found), key=lambda d: (d.line, d.column, d.message))
 
     def check_inputs(self) -> None:
         for name, spec in self.rb.inputs.items():

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from clampdown.durations import Duration, PositiveDuration
@@ -95,6 +96,12 @@ class InputSpec(StrictModel):
     enum: list[Any] | None = None
     secret: bool = Field(False, description="mask the value in the ledger, logs and Slack")
 
+    @model_validator(mode="after")
+    def _secret_is_text(self) -> InputSpec:
+        if self.secret and self.type != "string":
+            raise ValueError("a secret input must be of type string (tokens, passwords, keys)")
+        return self
+
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
@@ -151,7 +158,9 @@ class Runbook(StrictModel):
     api_version: Literal["clampdown/v1"] = Field(alias="apiVersion")
     kind: Literal["Runbook"]
     metadata: Metadata
-    inputs: dict[InputName, InputSpec] = Field(default_factory=dict)
+    inputs: dict[InputName, InputSpec] = Field(
+        default_factory=dict, json_schema_extra={"propertyNames": {"pattern": INPUT_NAME.pattern}}
+    )
     defaults: Defaults = Field(default_factory=Defaults)
     steps: list[Step] = Field(min_length=1)
     outputs: dict[str, Any] = Field(default_factory=dict)

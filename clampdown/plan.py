@@ -88,7 +88,11 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
                     name=step.name,
                     uses=step.uses,
                     needs=list(step.needs),
-                    condition=None if step.if_ is None else str(step.if_),
+                    condition=None
+                    if step.if_ is None
+                    else str(step.if_).lower()
+                    if isinstance(step.if_, bool)
+                    else step.if_,
                     with_=_resolve(step.with_, context, runbook),
                     iam_actions=list(action.iam_actions),
                     destructive=action.destructive,

@@ -379,3 +379,21 @@ def test_lint_plan_schema_do_not_import_prefect(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_secret_inputs_must_be_strings(tmp_path: Path) -> None:
+    path = tmp_path / "secret-list.yaml"
+    path.write_text(CLEAN.format(name="secret-list").replace(
+        "  who: {type: string, required: true}",
+        "  who: {type: string, required: true}\n  keys: {type: array, secret: true}"), encoding="utf-8")
+    (d,) = lint_paths([path])
+    assert (d.line, d.column) == (8, 9)
+    assert "a secret input must be of type string" in d.message
+
+
+def test_a_bad_defaults_expression_is_reported_once(tmp_path: Path) -> None:
+    path = tmp_path / "bad-defaults.yaml"
+    path.write_text(CLEAN.format(name="bad-defaults").replace(
+        "steps:\n", "defaults: {region: \"{{ inputs.regoin }}\"}\nsteps:\n"), encoding="utf-8")
+    found = lint_paths([path])
+    assert [(d.line, d.message) for d in found] == [(8, "input 'regoin' is not declared")]
