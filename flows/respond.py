@@ -284,6 +284,7 @@ async def respond(
     except ClampdownError as exc:  # still on the record: who tried to run what, and why not
         record_start(inputs)
         ledger.append("run.end", status="failed", error=str(exc), outputs={})
+        ledger.close()
         raise
     record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
@@ -312,6 +313,7 @@ async def respond(
         await _artifact(state, status)
     finally:
         _RUNS.pop(run_id, None)
+        ledger.close()
     summary = {
         "run_id": run_id,
         "runbook": rb.metadata.name,
