@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError
@@ -73,7 +74,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
             _print_diagnostics(exc.diagnostics)
             raise typer.Exit(2) from None
         except ClampdownError as exc:
-            err.print(f"[red]error:[/] {exc.message}")
+            err.print(f"[red]error:[/] {escape(exc.message)}")
             if exc.hint:
                 err.print(f"  hint: {exc.hint}", markup=False)
             raise typer.Exit(exc.exit_code) from None
@@ -84,7 +85,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
     for d in diagnostics:
         color = "red" if d.severity == "error" else "yellow"
-        err.print(f"[{color}]{d}[/]")
+        err.print(f"[{color}]{escape(str(d))}[/]")
 
 
 def _library(library: Path | None) -> Path:
@@ -122,7 +123,7 @@ def lint(
     else:
         for d in found:
             color = "red" if d.severity == "error" else "yellow"
-            out.print(f"[{color}]{d}[/]")
+            out.print(f"[{color}]{escape(str(d))}[/]")
         verdict = "[green]clean[/]" if not found else f"{errors} error(s), {warnings} warning(s)"
         out.print(f"lint: {verdict} ({', '.join(map(str, targets))})")
     raise typer.Exit(1 if errors else 0)
@@ -160,9 +161,10 @@ def plan(
 
 
 def _print_plan(result: Any) -> None:
-    out.print(f"[bold]{result.title}[/] ({result.runbook}, severity {result.severity})")
+    out.print(f"[bold]{escape(result.title)}[/] ({result.runbook}, severity {result.severity})")
     if result.inputs:
-        out.print("inputs: " + ", ".join(f"{k}={v!r}" for k, v in result.inputs.items()))
+        shown = ", ".join(f"{k}={v!r}" for k, v in result.inputs.items())
+        out.print(f"inputs: {shown}", markup=False)
     if result.missing_inputs:
         out.print(
             f"[yellow]not given (required at run time): {', '.join(result.missing_inputs)}[/]"
@@ -181,7 +183,7 @@ def _print_plan(result: Any) -> None:
             if step.needs:
                 out.print(f"      needs: {', '.join(step.needs)}")
             if step.condition:
-                out.print(f"      if: {step.condition}")
+                out.print(f"      if: {step.condition}", markup=False)
             for key, value in step.with_.items():
                 out.print(f"      with.{key} = {json.dumps(value, default=str)}", markup=False)
             out.print(
@@ -243,7 +245,7 @@ def run(
             out.print(f"  {key} = {json.dumps(value, default=str)}", markup=False)
     if end and end.get("output_errors"):
         for key, message in end["output_errors"].items():
-            err.print(f"[yellow]output {key} could not be rendered: {message}[/]")
+            err.print(f"[yellow]output {key} could not be rendered: {escape(message)}[/]")
     color = "green" if status == "succeeded" else "red"
     out.print(f"run {run_id}: [{color}]{status}[/]")
     out.print(f"ledger: {ledger}")
@@ -259,7 +261,7 @@ def schema(
     from clampdown.schema import runbook_schema
 
     for problem in registry().load_all()[1]:
-        err.print(f"[yellow]warning: {problem}[/]")
+        err.print(f"[yellow]warning: {escape(str(problem))}[/]")
     text = json.dumps(runbook_schema(registry()), indent=2)
     if output:
         try:
@@ -281,7 +283,7 @@ def actions(format: FormatOpt = Format.text) -> None:
     rows = []
     loaded, broken = registry().load_all()
     for problem in broken:
-        err.print(f"[yellow]warning: {problem}[/]")
+        err.print(f"[yellow]warning: {escape(str(problem))}[/]")
     for action in loaded:
         input_schema = action.Input.model_json_schema()
         required = set(input_schema.get("required", []))
@@ -355,9 +357,9 @@ def verify(
     verdict = verify_file(path)
     if verdict.ok:
         color = "green" if verdict.complete else "yellow"
-        out.print(f"[{color}]OK[/] {path}: {verdict.message}")
+        out.print(f"[{color}]OK[/] {escape(str(path))}: {escape(verdict.message)}")
         raise typer.Exit(0)
-    out.print(f"[red]TAMPERED[/] {path}: {verdict.message}")
+    out.print(f"[red]TAMPERED[/] {escape(str(path))}: {escape(verdict.message)}")
     raise typer.Exit(1)
 
 

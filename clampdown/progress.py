@@ -15,6 +15,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from clampdown.models import Runbook
@@ -108,12 +109,13 @@ class RunProgress:
             note = f"  {self.notes[step]}" if self.notes.get(step) else ""
             status = self.status[step]
             self.console.print(
-                f"[{STYLE[status]}]{ICON[status]} {step:<24} {status}{note}[/]", highlight=False
+                f"[{STYLE[status]}]{ICON[status]} {step:<24} {status}{escape(note)}[/]",
+                highlight=False,
             )
 
     def table(self) -> Table:
         table = Table(
-            title=f"{self.runbook.metadata.title} ({self.runbook.metadata.name})",
+            title=escape(f"{self.runbook.metadata.title} ({self.runbook.metadata.name})"),
             title_justify="left",
             expand=False,
         )
@@ -129,10 +131,10 @@ class RunProgress:
                 took = ""
             table.add_row(
                 ICON[status],
-                f"{step.id} [dim]{step.name}[/]" if step.name else step.id,
+                f"{step.id} [dim]{escape(step.name)}[/]" if step.name else step.id,
                 step.uses,
                 f"[{STYLE[status]}]{status}[/]",
                 took,
-                self.notes.get(step.id, ""),
+                escape(self.notes.get(step.id, "")),
             )
         return table

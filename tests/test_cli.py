@@ -198,3 +198,18 @@ def test_schema_agrees_with_the_loader_on_edge_cases():
     assert errors(id="b", uses="core.log", needs="a", timeout="1h 30m", **{"with": {"message": "x"}}) == []
     assert errors(id="b", uses="core.log", timeout=0, **{"with": {"message": "x"}}) != []
     assert errors(id="Bad-Id", uses="core.log", **{"with": {"message": "x"}}) != []
+
+
+def test_text_that_looks_like_console_markup_is_printed_as_is(write_runbook):
+    path = write_runbook("""apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: markup, title: "Markup [/bold] title"}
+inputs:
+  who: {type: string, default: "[/red] x"}
+steps:
+  - {id: one, uses: core.log, if: "inputs['who'] != ''", with: {message: "{{ inputs.who }}"}}
+""")
+    result = runner.invoke(app, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Markup [/bold] title" in result.output
+    assert "who='[/red] x'" in result.output and "if: inputs['who'] != ''" in result.output
