@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.clampdown"), description="state folder: ledgers, dedup state")
     library: Path = Field(Path("runbooks"), description="runbook folder")
     execution: Literal["local", "deployment"] = "local"
+    evidence_bucket: str | None = Field(None, description="S3 bucket for evidence and ledgers")
+    evidence_retention_days: int = Field(365, ge=1, description="Object Lock retention")
+    evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
 
     def run_dir(self, run_id: str) -> Path:
         return self.home.expanduser() / "runs" / run_id

@@ -435,8 +435,14 @@ async def _execute(state: RunState, step: Step) -> None:
     rb, result = state.runbook, state.results[step.id]
     params = state.params[step.id]
     result.started = time.monotonic()
+    region, account = state.targets[step.id]
     state.ledger.append(
-        "step.start", step=step.id, uses=step.uses, params=params.model_dump(mode="json")
+        "step.start",
+        step=step.id,
+        uses=step.uses,
+        params=params.model_dump(mode="json"),
+        region=region,
+        account=account,
     )
     runner = _step_task(
         rb.setting(step, "retries", 0),

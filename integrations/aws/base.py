@@ -1,0 +1,144 @@
+"""What every AWS action shares: clients, cross-account roles, errors, undo.
+
+Clients use botocore's ``standard`` retry mode (throttling and transient errors
+are retried with back-off) and the standard credential chain. A step with
+``account:`` (a role ARN) gets credentials from ``sts:AssumeRole`` with a
+session name carrying the run id, so CloudTrail in the target account shows
+which clampdown run made each change. Assumed credentials are cached per
+(role, run) until five minutes before they expire.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from clampdown.actions import Action, ActionContext
+
+RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
+ACCESS_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthorizationError",
+        "UnauthorizedAccess",
+        "AccessDeniedError",
+    }
+)
+_DENIED_TEXT = re.compile(
+    r"(?:User|Principal):?\s*(?P<who>arn:\S+?)\s+is not authorized to perform:?"
+    r"\s*(?P<action>[\w-]+:[\w*]+)"
+)
+
+
+class AwsAccessDenied(Exception):
+    """The engine's principal lacks an IAM permission; the message names both."""
+
+
+class AwsActionError(Exception):
+    """An AWS call failed for a reason other than permissions."""
+
+
+_lock = threading.Lock()
+_assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+
+
+def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
+    """A boto3 session: the default chain, or the assumed ``role_arn`` for this run."""
+    import boto3
+
+    if not role_arn:
+        return boto3.session.Session(region_name=region)
+    key = (role_arn, run_id)
+    with _lock:
+        cached = _assumed.get(key)
+        if cached is None or cached[1] - time.time() < 300:
+            sts = boto3.client("sts", region_name=region, config=_config())
+            creds = sts.assume_role(
+                RoleArn=role_arn, RoleSessionName=f"clampdown-{run_id}"[:64], DurationSeconds=3600
+            )["Credentials"]
+            cached = (
+                {
+                    "aws_access_key_id": creds["AccessKeyId"],
+                    "aws_secret_access_key": creds["SecretAccessKey"],
+                    "aws_session_token": creds["SessionToken"],
+                },
+                creds["Expiration"].timestamp(),
+            )
+            _assumed[key] = cached
+    return boto3.session.Session(region_name=region, **cached[0])
+
+
+def _config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries=RETRY_CONFIG, user_agent_extra="clampdown")
+
+
+@dataclass
+class Aws:
+    """Clients for one step: its region and (optionally) its cross-account role."""
+
+    ctx: ActionContext
+
+    def client(self, service: str) -> Any:
+        return session(self.ctx.account, self.ctx.run_id, self.ctx.region).client(
+            service, config=_config()
+        )
+
+    def principal(self) -> str:
+        try:
+            return str(self.client("sts").get_caller_identity()["Arn"])
+        except Exception:  # identity is for the message only
+            return "the engine's principal"
+
+
+def translate(exc: Exception, aws: Aws) -> Exception:
+    """A ClientError as an exception whose message tells the responder what to do."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return exc
+    error = exc.response.get("Error", {})
+    code, message = error.get("Code", ""), error.get("Message", "")
+    if code in ACCESS_DENIED:
+        found = _DENIED_TEXT.search(message)
+        who = found["who"] if found else aws.principal()
+        action = found["action"] if found else f"the permission behind {exc.operation_name}"
+        return AwsAccessDenied(
+            f"AccessDenied: {who} may not call {action} — grant it to the engine's role "
+            "(clampdown iam-policy prints the policy the runbook needs)"
+        )
+    return AwsActionError(f"{exc.operation_name} failed: {code}: {message}")
+
+
+class AwsAction(Action):
+    """Base of AWS actions: subclasses implement ``apply`` (and ``undo`` when they change
+    something). Both receive an :class:`Aws` for the step's region and account."""
+
+    reversible: ClassVar[bool] = False
+
+    def run(self, params: Any, ctx: ActionContext) -> Any:
+        aws = Aws(ctx)
+        try:
+            return self.apply(params, aws, ctx)
+        except Exception as exc:
+            raise translate(exc, aws) from None
+
+    def apply(self, params: Any, aws: Aws, ctx: ActionContext) -> Any:
+        raise NotImplementedError
+
+    def rollback(self, how: dict[str, Any], ctx: ActionContext) -> None:
+        """Put back what one undo record describes (rollback calls this, newest first)."""
+        aws = Aws(ctx)
+        try:
+            self.undo(how, aws, ctx)
+        except Exception as exc:
+            raise translate(exc, aws) from None
+
+    def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        raise NotImplementedError(f"{self.name} records no undo")
