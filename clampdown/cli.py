@@ -223,7 +223,7 @@ def run(
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     try:
         with RunProgress(ledger, model, out):
-            run_in_process(
+            state = run_in_process(
                 str(path),
                 inputs_mod.protect(model.inputs, values),
                 run_id=run_id,
@@ -249,6 +249,11 @@ def run(
     color = "green" if status == "succeeded" else "red"
     out.print(f"run {run_id}: [{color}]{status}[/]")
     out.print(f"ledger: {ledger}")
+    if end and end.get("evidence"):
+        out.print(f"evidence: {end['evidence']}", markup=False)
+    summary = state.result(raise_on_failure=False) if state.is_completed() else None
+    if isinstance(summary, dict) and summary.get("evidence_error"):
+        err.print(f"[red]{escape(summary['evidence_error'])}[/]")
     raise typer.Exit(0 if status == "succeeded" else 1)
 
 
@@ -324,6 +329,83 @@ def actions(format: FormatOpt = Format.text) -> None:
     out.print(table)
 
 
+@command
+def rollback(
+    run_id: Annotated[str, typer.Argument(help="the run whose changes to undo")],
+    plan: Annotated[bool, typer.Option("--plan", help="only show what would be undone")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+) -> None:
+    """Undo a run's containment changes, newest first (evidence is never deleted)."""
+    from clampdown.settings import settings
+    from clampdown.undo import undo_items
+
+    ledger = settings().ledger_path(run_id)
+    if not ledger.is_file():
+        raise ClampdownError(
+            f"no ledger for run '{run_id}'",
+            f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl",
+        )
+    items = undo_items(ledger)
+    out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
+    for number, item in enumerate(items, start=1):
+        where = ", ".join(x for x in (item.region, item.account) if x)
+        out.print(
+            f"  {number}. [{item.step}] {item.uses}: {item.description}"
+            + (f" ({where})" if where else ""),
+            markup=False,
+        )
+    if plan or not items:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ClampdownError(
+                "rollback changes production: confirmation needed",
+                "run it in a terminal, or pass --yes",
+            )
+        typer.confirm(f"Undo these {len(items)} change(s)?", abort=True)
+    from flows.prefect_api import local_api
+    from flows.respond import RunFailed
+    from flows.rollback import rollback as rollback_flow
+
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    with local_api():
+        state = rollback_flow(run_id, return_state=True)
+    if state.is_completed():
+        result = state.result()
+        out.print(
+            f"[green]rolled back[/] {result['undone']} change(s); ledger: "
+            f"{escape(result['ledger'])}"
+        )
+        return
+    try:
+        state.result()
+    except RunFailed as exc:
+        raise ClampdownError(
+            str(exc), "fix the cause and run the rollback again: undo is idempotent"
+        ) from None
+
+
+def _verify_manifest(uri: str) -> None:
+    """Re-hash every object an evidence manifest lists (the CLI is where providers meet)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from integrations.aws.evidence_store import verify_manifest
+
+    try:
+        ok, lines = verify_manifest(boto3.client("s3"), uri)
+    except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
+        raise ClampdownError(
+            f"cannot read the manifest {uri}: {exc}", "check the URI and your AWS credentials"
+        ) from None
+    for line in lines:
+        out.print(line, markup=False)
+    if not ok:
+        out.print(f"[red]TAMPERED[/] {escape(uri)}: an object differs from its manifest entry")
+        raise typer.Exit(1)
+    out.print(f"[green]OK[/] {escape(uri)}: {len(lines)} object(s) match their SHA-256")
+
+
 def _type_name(prop: dict[str, Any]) -> str:
     """A short type for a JSON Schema property: 'string', 'integer|null', 'duration'."""
     from clampdown.durations import SCHEMA_PATTERN
@@ -343,9 +425,8 @@ def verify(
     from clampdown.settings import settings
 
     if target.startswith("s3://"):
-        raise ClampdownError(
-            "verifying evidence in S3 is not built yet", "download the ledger and pass its path"
-        )
+        _verify_manifest(target)
+        return
     path = Path(target)
     if not path.is_file():
         path = settings().ledger_path(target)

@@ -309,11 +309,13 @@ async def respond(
             output_errors=output_errors,
             aborted_by=state.aborted_by,
             steps={sid: r.status for sid, r in state.results.items()},
+            evidence=_evidence_uri(run_id),
         )
         await _artifact(state, status)
     finally:
         _RUNS.pop(run_id, None)
         ledger.close()
+    evidence_error = await asyncio.to_thread(_publish_evidence, run_id, ledger.path)
     summary = {
         "run_id": run_id,
         "runbook": rb.metadata.name,
@@ -321,11 +323,48 @@ async def respond(
         "outputs": outputs,
         "steps": {sid: r.status for sid, r in state.results.items()},
         "ledger": str(ledger.path),
+        "evidence": _evidence_uri(run_id),
+        "evidence_error": evidence_error,
     }
     if state.aborted_by:
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
     return summary
+
+
+def _evidence_uri(run_id: str) -> str | None:
+    bucket = settings().evidence_bucket
+    return f"s3://{bucket}/incidents/{run_id}/manifest.json" if bucket else None
+
+
+def _publish_evidence(run_id: str, ledger: Path) -> str | None:
+    """Upload the ledger beside the run's evidence and write the manifest.
+
+    Runs after ``run.end`` (the ledger is complete). A failure here does not
+    change what the run did; it is logged and returned so the caller can say so.
+    """
+    conf = settings()
+    if not conf.evidence_bucket:
+        return None
+    import boto3
+
+    from integrations.aws.evidence_store import EvidenceStore
+
+    try:
+        store = EvidenceStore(
+            boto3.client("s3"),
+            conf.evidence_bucket,
+            run_id,
+            retention_days=conf.evidence_retention_days,
+            lock_mode=conf.evidence_lock_mode,
+        )
+        store.put("ledger.jsonl", [ledger.read_bytes()], "application/x-ndjson")
+        store.write_manifest()
+    except Exception as exc:
+        message = f"evidence upload to s3://{conf.evidence_bucket} failed: {exc}"
+        logging.getLogger("clampdown.evidence").error(message)
+        return message
+    return None
 
 
 def run_in_process(runbook: str, inputs: dict[str, Any], **options: Any) -> Any:
