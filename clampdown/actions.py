@@ -75,6 +75,16 @@ class Action:
         raise NotImplementedError
 
     @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Resource ARNs per IAM action, from a step's literal ``with`` values.
+
+        Used by ``clampdown iam-policy`` to narrow the policy; an action left out
+        (or a value written as an expression) gets ``"*"``. Expression values are
+        passed through unrendered: skip them.
+        """
+        return {}
+
+    @classmethod
     def declared_outputs(cls, with_: Mapping[str, Any]) -> set[str] | None:
         """Output field names a step with these ``with`` values produces (None: unknown)."""
         return set(cls.Output.model_fields)

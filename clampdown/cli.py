@@ -330,6 +330,21 @@ def actions(format: FormatOpt = Format.text) -> None:
 
 
 @command
+def iam_policy(
+    runbooks: Annotated[list[str], typer.Argument(help="runbook files or names in the library")],
+    library: LibraryOpt = None,
+) -> None:
+    """Print the least-privilege IAM policy (JSON) the engine needs to run these runbooks."""
+    from clampdown.actions import registry
+    from clampdown.iam_policy import policy
+    from clampdown.settings import settings
+
+    models = [_load(name, library)[1] for name in runbooks]
+    document = policy(models, registry(), settings().evidence_bucket)
+    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+@command
 def rollback(
     run_id: Annotated[str, typer.Argument(help="the run whose changes to undo")],
     plan: Annotated[bool, typer.Option("--plan", help="only show what would be undone")] = False,

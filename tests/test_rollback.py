@@ -37,15 +37,22 @@ class TagBucket(AwsAction):
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         s3 = aws.client("s3")
         try:
-            tags = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=params.bucket)["TagSet"]}
+            tags = {
+                t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=params.bucket)["TagSet"]
+            }
         except s3.exceptions.ClientError:
             tags = {}
         if tags.get("state") == params.value:
             return self.Output(changed=False)
-        ctx.record_undo(f"put back state={tags.get('state')} on {params.bucket}", op="retag",
-                        bucket=params.bucket, previous=tags.get("state"))
-        s3.put_bucket_tagging(Bucket=params.bucket,
-                              Tagging={"TagSet": [{"Key": "state", "Value": params.value}]})
+        ctx.record_undo(
+            f"put back state={tags.get('state')} on {params.bucket}",
+            op="retag",
+            bucket=params.bucket,
+            previous=tags.get("state"),
+        )
+        s3.put_bucket_tagging(
+            Bucket=params.bucket, Tagging={"TagSet": [{"Key": "state", "Value": params.value}]}
+        )
         return self.Output(changed=True)
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
@@ -54,8 +61,10 @@ class TagBucket(AwsAction):
         if how["previous"] is None:
             s3.delete_bucket_tagging(Bucket=how["bucket"])
         else:
-            s3.put_bucket_tagging(Bucket=how["bucket"],
-                                  Tagging={"TagSet": [{"Key": "state", "Value": how["previous"]}]})
+            s3.put_bucket_tagging(
+                Bucket=how["bucket"],
+                Tagging={"TagSet": [{"Key": "state", "Value": how["previous"]}]},
+            )
 
 
 registry().register(TagBucket)
@@ -86,10 +95,14 @@ def run(path: Any) -> str:
     return run_id
 
 
-def test_rollback_restores_in_reverse_order_and_keeps_evidence(aws_endpoint, write_runbook, monkeypatch):
+def test_rollback_restores_in_reverse_order_and_keeps_evidence(
+    aws_endpoint, write_runbook, monkeypatch
+):
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="models")
-    s3.put_bucket_tagging(Bucket="models", Tagging={"TagSet": [{"Key": "state", "Value": "serving"}]})
+    s3.put_bucket_tagging(
+        Bucket="models", Tagging={"TagSet": [{"Key": "state", "Value": "serving"}]}
+    )
     s3.create_bucket(Bucket="evidence", ObjectLockEnabledForBucket=True)
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
     run_id = run(write_runbook(RUNBOOK))
@@ -102,12 +115,16 @@ def test_rollback_restores_in_reverse_order_and_keeps_evidence(aws_endpoint, wri
 
     planned = runner.invoke(app, ["rollback", run_id, "--plan"])
     assert planned.exit_code == 0, planned.output
-    assert planned.output.index("put back state=frozen") < planned.output.index("put back state=serving")
+    assert planned.output.index("put back state=frozen") < planned.output.index(
+        "put back state=serving"
+    )
 
     done = runner.invoke(app, ["rollback", run_id, "--yes"])
     assert done.exit_code == 0, done.output
     assert tag(s3) == "serving"
-    rollback_ledger = settings().ledger_path(done.output.split("ledger: ")[1].split()[0].split("/")[-2])
+    rollback_ledger = settings().ledger_path(
+        done.output.split("ledger: ")[1].split()[0].split("/")[-2]
+    )
     records = read(rollback_ledger)
     assert records[0]["rollback_of"] == run_id
     assert [r["status"] for r in records if r["type"] == "undo.end"] == ["succeeded", "succeeded"]
@@ -144,4 +161,6 @@ def test_verify_reports_a_changed_evidence_object(aws_endpoint, write_runbook, m
     s3.put_object(Bucket="evidence", Key=f"incidents/{run_id}/ledger.jsonl", Body=b"{}")
     result = runner.invoke(app, ["verify", f"s3://evidence/incidents/{run_id}/manifest.json"])
     assert result.exit_code == 1
-    assert f"CHANGED  incidents/{run_id}/ledger.jsonl" in result.output and "TAMPERED" in result.output
+    assert (
+        f"CHANGED  incidents/{run_id}/ledger.jsonl" in result.output and "TAMPERED" in result.output
+    )

@@ -1,0 +1,111 @@
+"""clampdown iam-policy: least privilege from the actions' declarations, checked by parliament."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from parliament import analyze_policy_string
+from typer.testing import CliRunner
+
+from clampdown.actions import Action, ActionInput, registry
+from clampdown.cli import app
+
+runner = CliRunner()
+# parliament findings a containment engine accepts by design: actions whose resources are
+# only known at run time get "*", and locking artifacts means rewriting a bucket policy
+# (which parliament rightly notes could grant object access). Anything else is a bug.
+ACCEPTED = {"RESOURCE_STAR", "RESOURCE_POLICY_PRIVILEGE_ESCALATION"}
+
+
+class Quarantine(Action):
+    name = "test.quarantine_bucket"
+    iam_actions = ("s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy")
+
+    class Input(ActionInput):
+        bucket: str
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        if "bucket" not in with_:
+            return {}
+        arn = f"arn:aws:s3:::{with_['bucket']}"
+        return {name: [arn] for name in cls.iam_actions}
+
+
+class Revoke(Action):
+    name = "test.revoke_keys"
+    iam_actions = ("iam:ListAccessKeys", "iam:UpdateAccessKey")
+
+    class Input(ActionInput):
+        user: str
+
+
+registry().register(Quarantine)
+registry().register(Revoke)
+
+RUNBOOK = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {{name: policy-test, title: Policy test}}
+inputs:
+  bucket: {{type: string, default: other}}
+steps:
+  - {{id: lock, uses: test.quarantine_bucket, with: {{bucket: {bucket}}}}}
+  - {{id: revoke, uses: test.revoke_keys, account: "arn:aws:iam::210987654321:role/responder",
+     with: {{user: mallory}}}}
+"""
+
+
+def generate(write_runbook, bucket: str, *env: str) -> dict[str, Any]:
+    path = write_runbook(RUNBOOK.format(bucket=bucket))
+    result = runner.invoke(app, ["iam-policy", str(path)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def statements(document: dict[str, Any]) -> dict[str, Any]:
+    return {json.dumps(s["Resource"]): sorted(s["Action"]) for s in document["Statement"]}
+
+
+def test_literal_values_narrow_resources_and_roles_add_assume_role(write_runbook):
+    document = generate(write_runbook, "models-prod")
+    assert statements(document) == {
+        '"arn:aws:iam::210987654321:role/responder"': ["sts:AssumeRole"],
+        '"arn:aws:s3:::models-prod"': [
+            "s3:DeleteBucketPolicy",
+            "s3:GetBucketPolicy",
+            "s3:PutBucketPolicy",
+        ],
+        '"*"': ["iam:ListAccessKeys", "iam:UpdateAccessKey"],
+    }
+    findings = analyze_policy_string(json.dumps(document)).findings
+    assert [f.issue for f in findings if f.issue not in ACCEPTED] == []
+
+
+def test_expression_values_fall_back_to_star_for_that_action_only(write_runbook):
+    document = generate(write_runbook, '"{{ inputs.bucket }}"')
+    assert statements(document)['"*"'] == [
+        "iam:ListAccessKeys",
+        "iam:UpdateAccessKey",
+        "s3:DeleteBucketPolicy",
+        "s3:GetBucketPolicy",
+        "s3:PutBucketPolicy",
+    ]
+
+
+def test_evidence_bucket_adds_the_engine_s3_calls(write_runbook, monkeypatch):
+    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "ir-evidence")
+    document = generate(write_runbook, "models-prod")
+    found = statements(document)
+    assert found['"arn:aws:s3:::ir-evidence/incidents/*"'] == [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:PutObjectRetention",
+    ]
+    assert found['"arn:aws:s3:::ir-evidence"'] == [
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:ListBucket",
+    ]
+    findings = analyze_policy_string(json.dumps(document)).findings
+    assert [f.issue for f in findings if f.issue not in ACCEPTED] == []
