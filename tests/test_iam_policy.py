@@ -109,3 +109,14 @@ def test_evidence_bucket_adds_the_engine_s3_calls(write_runbook, monkeypatch):
     ]
     findings = analyze_policy_string(json.dumps(document)).findings
     assert [f.issue for f in findings if f.issue not in ACCEPTED] == []
+
+
+def test_every_installed_action_declares_iam_actions_that_exist():
+    loaded, broken = registry().load_all()
+    assert broken == []
+    declared = sorted({name for action in loaded for name in action.iam_actions})
+    document = {"Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": declared or ["s3:ListBucket"],
+                               "Resource": "*"}]}
+    findings = analyze_policy_string(json.dumps(document)).findings
+    assert [(f.issue, f.detail) for f in findings if f.issue.startswith("UNKNOWN")] == []

@@ -164,3 +164,60 @@ def test_verify_reports_a_changed_evidence_object(aws_endpoint, write_runbook, m
     assert (
         f"CHANGED  incidents/{run_id}/ledger.jsonl" in result.output and "TAMPERED" in result.output
     )
+
+
+def test_aws_going_away_mid_run_fails_cleanly_and_a_rerun_completes(
+    aws_credentials, write_runbook, monkeypatch
+):
+    import socket
+    import threading
+    import time
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="models")
+    path = write_runbook("""apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: outage, title: Outage}
+steps:
+  - {id: first, uses: test.tag_bucket, with: {bucket: models, value: frozen}}
+  - {id: pause, uses: core.wait, needs: [first], with: {duration: 1s}}
+  - {id: second, uses: test.tag_bucket, needs: [pause], with: {bucket: models, value: quarantined}}
+""")
+    from clampdown.ledger import new_run_id
+    from flows.respond import respond
+
+    run_id = new_run_id()
+    ledger = settings().ledger_path(run_id)
+
+    def stop_during_pause() -> None:
+        for _ in range(200):
+            if ledger.exists() and b'"step": "pause"' in ledger.read_bytes():
+                server.stop()
+                return
+            time.sleep(0.05)
+
+    stopper = threading.Thread(target=stop_during_pause)
+    stopper.start()
+    state = asyncio.run(respond(str(path), {}, run_id=run_id, return_state=True))
+    stopper.join()
+    assert state.is_failed()
+    second = next(r for r in read(ledger) if r["type"] == "step.end" and r["step"] == "second")
+    assert second["status"] == "failed" and "Could not connect" in second["error"]
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        rerun = run(path)
+        final = read(settings().ledger_path(rerun))[-1]
+        assert final["status"] == "succeeded" and tag(s3) == "quarantined"
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ which clampdown run made each change. Assumed credentials are cached per
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -74,9 +75,14 @@ def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
 
 
 def _config() -> Any:
+    """Standard retry mode; ``AWS_MAX_ATTEMPTS`` (the usual variable) overrides our default 8."""
     from botocore.config import Config
 
-    return Config(retries=RETRY_CONFIG, user_agent_extra="clampdown")
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
+    retries = (
+        {**RETRY_CONFIG, "max_attempts": int(attempts)} if attempts.isdigit() else RETRY_CONFIG
+    )
+    return Config(retries=retries, user_agent_extra="clampdown")
 
 
 @dataclass
