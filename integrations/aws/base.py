@@ -10,6 +10,7 @@ which clampdown run made each change. Assumed credentials are cached per
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 
 from clampdown.actions import Action, ActionContext
 
-RETRY_CONFIG = {"mode": "standard", "max_attempts": 8}
+RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 8}
 ACCESS_DENIED = frozenset(
     {
         "AccessDenied",
@@ -43,6 +44,44 @@ class AwsAccessDenied(Exception):
 class AwsActionError(Exception):
     """An AWS call failed for a reason other than permissions."""
 
+
+SECRET_MARKERS = (
+    "SecretString",
+    "SecretBinary",
+    "RandomPassword",
+    "SecretAccessKey",
+    "SessionToken",
+    "Plaintext",
+    "Password",
+)
+
+
+class RedactSecretBodies(logging.Filter):
+    """Blank botocore DEBUG records (request parameters, response bodies) that carry a secret.
+
+    botocore logs whole bodies at DEBUG; a responder who turns DEBUG on to chase
+    a failure must not spill a rotated secret or new access key into the logs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        if any(marker in text for marker in SECRET_MARKERS):
+            record.msg = "[redacted by clampdown: this botocore message carried a secret value]"
+            record.args = ()
+        return True
+
+
+def install_redaction() -> None:
+    for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.auth"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecretBodies) for f in logger.filters):
+            logger.addFilter(RedactSecretBodies())
+
+
+install_redaction()
 
 _lock = threading.Lock()
 _assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
@@ -79,8 +118,10 @@ def _config() -> Any:
     from botocore.config import Config
 
     attempts = os.environ.get("AWS_MAX_ATTEMPTS", "").strip()
-    retries = (
-        {**RETRY_CONFIG, "max_attempts": int(attempts)} if attempts.isdigit() else RETRY_CONFIG
+    retries = (  # AWS_MAX_ATTEMPTS counts attempts in all, as in the AWS CLI and SDKs
+        {"mode": "standard", "total_max_attempts": int(attempts)}
+        if attempts.isdigit()
+        else RETRY_CONFIG
     )
     return Config(retries=retries, user_agent_extra="clampdown")
 
@@ -111,7 +152,8 @@ def translate(exc: Exception, aws: Aws) -> Exception:
         return exc
     error = exc.response.get("Error", {})
     code, message = error.get("Code", ""), error.get("Message", "")
-    if code in ACCESS_DENIED:
+    # moto (with IAM auth) answers JSON services with an XML body: botocore sees "403"
+    if code in ACCESS_DENIED or (code == "403" and "is not authorized to perform" in message):
         found = _DENIED_TEXT.search(message)
         who = found["who"] if found else aws.principal()
         action = found["action"] if found else f"the permission behind {exc.operation_name}"

@@ -1,0 +1,262 @@
+"""``aws.secrets.rotate_secret``: give a Secrets Manager secret a new value now.
+
+* A secret with rotation turned on and a rotation Lambda: ``RotateSecret``;
+  Secrets Manager runs the Lambda, which changes the credential in the protected
+  system too (method ``lambda``). Managed secrets (``OwningService``, e.g. RDS
+  master passwords) rotate the same way through their service (method ``managed``).
+* Any other secret: a new random value from ``GetRandomPassword`` goes in with
+  ``PutSecretValue`` and becomes ``AWSCURRENT``; the old one becomes
+  ``AWSPREVIOUS`` (method ``put_secret_value``). If the current value is a JSON
+  object, only its ``"password"`` field is replaced; every other field is kept.
+
+The new version's id (``ClientRequestToken``) is derived from the run id, the
+step id and the secret's ARN, so a second run of the same step finds its own
+version and changes nothing, and Secrets Manager itself rejects a duplicate.
+
+Secret values live only in local variables of :meth:`RotateSecret._put_new_value`:
+they never reach a log, an output, an undo record or the ledger. botocore logs
+request and response bodies at DEBUG; :class:`_RedactSecretBodies` blanks those
+that carry a secret value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from integrations.aws.base import Aws, AwsAction, AwsActionError
+
+PASSWORD_FIELD = "password"
+_TOKEN_NAMESPACE = uuid.UUID("5f0c7f0e-3a52-4d3b-9c1e-8d2b6a1c4e70")
+
+
+class _RedactSecretBodies(logging.Filter):
+    """Blank botocore DEBUG records (request params, response bodies) that carry a secret."""
+
+    MARKERS = ("SecretString", "SecretBinary", "RandomPassword")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # a broken record is not ours to fix
+            return True
+        if any(marker in text for marker in self.MARKERS):
+            record.msg = "[redacted by clampdown: this botocore message carried a secret value]"
+            record.args = ()
+        return True
+
+
+def _install_redaction() -> None:
+    for name in ("botocore.endpoint", "botocore.parsers"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RedactSecretBodies) for f in logger.filters):
+            logger.addFilter(_RedactSecretBodies())
+
+
+_install_redaction()
+
+
+class SecretRotationRefused(AwsActionError):
+    """The secret's shape or configuration leaves no safe way to rotate it here."""
+
+
+class RotateSecret(AwsAction):
+    """Rotate a Secrets Manager secret: its rotation Lambda, or a new random value."""
+
+    name = "aws.secrets.rotate_secret"
+    summary = "Rotate a Secrets Manager secret (rotation Lambda, or a new random value)"
+    destructive = True
+    reversible: ClassVar[bool] = True  # partly: see the undo record's description
+    iam_actions = (
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:GetRandomPassword",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:RotateSecret",
+        # AWS checks it against the caller of RotateSecret, for the rotation function.
+        "lambda:InvokeFunction",
+        "secretsmanager:UpdateSecretVersionStage",
+    )
+
+    class Input(ActionInput):
+        secret_id: str = Field(min_length=1, description="secret name or ARN")
+        length: int = Field(
+            40, ge=16, le=4096, description="length of a generated value (put_secret_value)"
+        )
+        exclude_characters: str = Field(
+            "", description="characters a generated value must not contain"
+        )
+
+    class Output(ActionOutput):
+        secret_arn: str
+        new_version_id: str | None = Field(description="the version this run created")
+        method: Literal["lambda", "managed", "put_secret_value"]
+        changed: bool
+
+    def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
+        sm = aws.client("secretsmanager")
+        desc = sm.describe_secret(SecretId=params.secret_id)
+        arn = desc["ARN"]
+        if desc.get("DeletedDate"):
+            raise SecretRotationRefused(
+                f"secret {arn} is scheduled for deletion; restore it "
+                "(secretsmanager:RestoreSecret) before rotating it, or let the deletion stand"
+            )
+        method = _method(desc)
+        token = version_token(ctx.run_id, ctx.step_id, arn)
+        stages: dict[str, list[str]] = desc.get("VersionIdsToStages") or {}
+        if token in stages:
+            ctx.logger.info(
+                "secret %s already has version %s from this run (now %s); not rotating again",
+                arn,
+                token,
+                ",".join(stages[token]) or "no stage",
+            )
+            return self.Output(secret_arn=arn, new_version_id=token, method=method, changed=False)
+        previous = _current_version(stages)
+
+        if method == "put_secret_value":
+            created = self._put_new_value(sm, arn, previous, token, params)
+            if not created:
+                return self.Output(
+                    secret_arn=arn, new_version_id=token, method=method, changed=False
+                )
+        else:
+            sm.rotate_secret(SecretId=arn, ClientRequestToken=token)
+        ctx.logger.info("rotated secret %s (%s): new version %s", arn, method, token)
+
+        if previous is not None:
+            caveat = (
+                " The rotation already changed the credential in the protected system; "
+                "the old value works again only if that system still accepts it "
+                "(e.g. the alternating-users rotation strategy)."
+                if method != "put_secret_value"
+                else " Whatever uses the secret must still accept the old value."
+            )
+            ctx.record_undo(
+                f"Move AWSCURRENT of secret {arn} back from version {token} (made by this "
+                f"run) to version {previous}.{caveat}",
+                op="restore_current",
+                secret_arn=arn,
+                previous_version_id=previous,
+                new_version_id=token,
+                method=method,
+            )
+        else:
+            ctx.logger.warning(
+                "secret %s had no AWSCURRENT version before this run; rollback cannot "
+                "restore an earlier value",
+                arn,
+            )
+        return self.Output(secret_arn=arn, new_version_id=token, method=method, changed=True)
+
+    def _put_new_value(
+        self, sm: Any, arn: str, previous: str | None, token: str, params: Input
+    ) -> bool:
+        """Generate and store the new value; False if this run's version already exists."""
+        from botocore.exceptions import ClientError
+
+        document: dict[str, Any] | None = None
+        if previous is not None:
+            current = sm.get_secret_value(SecretId=arn, VersionId=previous)
+            if current.get("SecretString") is None:
+                raise SecretRotationRefused(
+                    f"secret {arn} holds a binary value; clampdown generates text values "
+                    "only. Configure a rotation Lambda for it, or rotate it by hand"
+                )
+            document = _json_object(current["SecretString"])
+            if document is not None and not isinstance(document.get(PASSWORD_FIELD), str):
+                raise SecretRotationRefused(
+                    f"secret {arn} holds a JSON object without a string "
+                    f"{PASSWORD_FIELD!r} field, so clampdown cannot tell which field is the "
+                    "credential. Configure a rotation Lambda for it, or rotate it by hand"
+                )
+        password = sm.get_random_password(
+            PasswordLength=params.length,
+            ExcludeCharacters=params.exclude_characters,
+            RequireEachIncludedType=True,
+        )["RandomPassword"]
+        if document is not None:
+            document[PASSWORD_FIELD] = password
+            new_value = json.dumps(document, ensure_ascii=False)
+        else:
+            new_value = password
+        try:
+            sm.put_secret_value(SecretId=arn, SecretString=new_value, ClientRequestToken=token)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+                raise
+            # This run's version exists but lost its stages (a later rotation superseded it).
+            return False
+        return True
+
+    def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        if how["op"] != "restore_current":
+            raise AwsActionError(f"{self.name} cannot undo unknown operation {how['op']!r}")
+        sm = aws.client("secretsmanager")
+        arn, previous, new = how["secret_arn"], how["previous_version_id"], how["new_version_id"]
+        stages = sm.describe_secret(SecretId=arn).get("VersionIdsToStages") or {}
+        current = _current_version(stages)
+        if current == previous:
+            ctx.logger.info("AWSCURRENT of secret %s is already version %s", arn, previous)
+            return
+        if current != new:
+            raise AwsActionError(
+                f"AWSCURRENT of secret {arn} is version {current}, not version {new} that run "
+                f"{ctx.run_id} created: the secret was rotated again since, and rollback does "
+                "not overwrite a newer rotation. To restore anyway: aws secretsmanager "
+                f"update-secret-version-stage --secret-id {arn} --version-stage AWSCURRENT "
+                f"--move-to-version-id {previous} --remove-from-version-id {current}"
+            )
+        sm.update_secret_version_stage(
+            SecretId=arn,
+            VersionStage="AWSCURRENT",
+            MoveToVersionId=previous,
+            RemoveFromVersionId=new,
+        )
+        ctx.logger.info("moved AWSCURRENT of secret %s back to version %s", arn, previous)
+
+
+def version_token(run_id: str, step_id: str, secret_arn: str) -> str:
+    """The ClientRequestToken (= new VersionId) of this run's rotation of this secret."""
+    return str(uuid.uuid5(_TOKEN_NAMESPACE, f"{run_id}\n{step_id}\n{secret_arn}"))
+
+
+def _method(desc: dict[str, Any]) -> Literal["lambda", "managed", "put_secret_value"]:
+    arn = desc["ARN"]
+    enabled = bool(desc.get("RotationEnabled"))
+    if desc.get("OwningService"):
+        if not enabled:
+            raise SecretRotationRefused(
+                f"secret {arn} is managed by {desc['OwningService']} and its rotation is off; "
+                "turn managed rotation on in that service, then run the step again"
+            )
+        return "managed"
+    if desc.get("RotationLambdaARN"):
+        if not enabled:
+            raise SecretRotationRefused(
+                f"secret {arn} has a rotation Lambda ({desc['RotationLambdaARN']}) but rotation "
+                "is turned off. A new value written here would not reach the system the Lambda "
+                "updates, and RotateSecret would turn the schedule back on. Turn rotation on "
+                "(or remove the Lambda) and run the step again"
+            )
+        return "lambda"
+    return "put_secret_value"
+
+
+def _current_version(stages: dict[str, list[str]]) -> str | None:
+    return next((vid for vid, labels in stages.items() if "AWSCURRENT" in labels), None)
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The value as a JSON object, or None when it is anything else (a plain string)."""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
