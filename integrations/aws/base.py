@@ -37,6 +37,26 @@ _DENIED_TEXT = re.compile(
 )
 
 
+# S3's AccessDenied text rarely names the action; the IAM action behind each S3 call we make.
+_IAM_ACTION = {
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "HeadObject": "s3:GetObject",
+    "GetObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectRetention": "s3:PutObjectRetention",
+    "GetBucketPolicy": "s3:GetBucketPolicy",
+    "PutBucketPolicy": "s3:PutBucketPolicy",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy",
+    "PutObjectLegalHold": "s3:PutObjectLegalHold",
+    "GetObjectLegalHold": "s3:GetObjectLegalHold",
+}
+
+
 class AwsAccessDenied(Exception):
     """The engine's principal lacks an IAM permission; the message names both."""
 
@@ -45,22 +65,18 @@ class AwsActionError(Exception):
     """An AWS call failed for a reason other than permissions."""
 
 
-SECRET_MARKERS = (
-    "SecretString",
-    "SecretBinary",
-    "RandomPassword",
-    "SecretAccessKey",
-    "SessionToken",
-    "Plaintext",
-    "Password",
+_SECRET_TEXT = re.compile(
+    r"SecretString|SecretBinary|RandomPassword|SecretAccessKey|SessionToken|Plaintext|Password",
+    re.IGNORECASE,
 )
+_BOTOCORE_BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.awsrequest")
 
 
 class RedactSecretBodies(logging.Filter):
     """Blank botocore DEBUG records (request parameters, response bodies) that carry a secret.
 
     botocore logs whole bodies at DEBUG; a responder who turns DEBUG on to chase
-    a failure must not spill a rotated secret or new access key into the logs.
+    a failure must not spill a rotated secret, a new access key or a password.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -68,14 +84,14 @@ class RedactSecretBodies(logging.Filter):
             text = record.getMessage()
         except Exception:  # a broken record is not ours to fix
             return True
-        if any(marker in text for marker in SECRET_MARKERS):
+        if _SECRET_TEXT.search(text):
             record.msg = "[redacted by clampdown: this botocore message carried a secret value]"
             record.args = ()
         return True
 
 
 def install_redaction() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers", "botocore.hooks", "botocore.auth"):
+    for name in _BOTOCORE_BODY_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactSecretBodies) for f in logger.filters):
             logger.addFilter(RedactSecretBodies())
@@ -92,7 +108,7 @@ def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
     import boto3
 
     if not role_arn:
-        return boto3.session.Session(region_name=region)
+        return _with_shared_models(boto3.session.Session(region_name=region))
     key = (role_arn, run_id)
     with _lock:
         cached = _assumed.get(key)
@@ -110,7 +126,22 @@ def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
                 creds["Expiration"].timestamp(),
             )
             _assumed[key] = cached
-    return boto3.session.Session(region_name=region, **cached[0])
+    return _with_shared_models(boto3.session.Session(region_name=region, **cached[0]))
+
+
+_loader: Any = None
+
+
+def _with_shared_models(made: Any) -> Any:
+    """Share one botocore data loader: reading the service models costs ~150 ms per session."""
+    global _loader
+    with _lock:
+        if _loader is None:
+            from botocore.loaders import create_loader
+
+            _loader = create_loader()
+    made._session.register_component("data_loader", _loader)
+    return made
 
 
 def _config() -> Any:
@@ -152,11 +183,15 @@ def translate(exc: Exception, aws: Aws) -> Exception:
         return exc
     error = exc.response.get("Error", {})
     code, message = error.get("Code", ""), error.get("Message", "")
+    found = _DENIED_TEXT.search(message)
     # moto (with IAM auth) answers JSON services with an XML body: botocore sees "403"
-    if code in ACCESS_DENIED or (code == "403" and "is not authorized to perform" in message):
-        found = _DENIED_TEXT.search(message)
+    if code in ACCESS_DENIED or (code == "403" and found):
         who = found["who"] if found else aws.principal()
-        action = found["action"] if found else f"the permission behind {exc.operation_name}"
+        action = (
+            found["action"]
+            if found
+            else _IAM_ACTION.get(exc.operation_name, f"the permission behind {exc.operation_name}")
+        )
         return AwsAccessDenied(
             f"AccessDenied: {who} may not call {action} — grant it to the engine's role "
             "(clampdown iam-policy prints the policy the runbook needs)"

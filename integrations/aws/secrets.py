@@ -15,14 +15,13 @@ version and changes nothing, and Secrets Manager itself rejects a duplicate.
 
 Secret values live only in local variables of :meth:`RotateSecret._put_new_value`:
 they never reach a log, an output, an undo record or the ledger. botocore logs
-request and response bodies at DEBUG; :class:`_RedactSecretBodies` blanks those
+request and response bodies at DEBUG; :mod:`integrations.aws.base` blanks those
 that carry a secret value.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from typing import Any, ClassVar, Literal
 
@@ -33,32 +32,6 @@ from integrations.aws.base import Aws, AwsAction, AwsActionError
 
 PASSWORD_FIELD = "password"
 _TOKEN_NAMESPACE = uuid.UUID("5f0c7f0e-3a52-4d3b-9c1e-8d2b6a1c4e70")
-
-
-class _RedactSecretBodies(logging.Filter):
-    """Blank botocore DEBUG records (request params, response bodies) that carry a secret."""
-
-    MARKERS = ("SecretString", "SecretBinary", "RandomPassword")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:  # a broken record is not ours to fix
-            return True
-        if any(marker in text for marker in self.MARKERS):
-            record.msg = "[redacted by clampdown: this botocore message carried a secret value]"
-            record.args = ()
-        return True
-
-
-def _install_redaction() -> None:
-    for name in ("botocore.endpoint", "botocore.parsers"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _RedactSecretBodies) for f in logger.filters):
-            logger.addFilter(_RedactSecretBodies())
-
-
-_install_redaction()
 
 
 class SecretRotationRefused(AwsActionError):

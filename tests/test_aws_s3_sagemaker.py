@@ -1,0 +1,947 @@
+"""aws.s3.lock_model_artifacts and aws.sagemaker.freeze_endpoint on moto.
+
+Every scenario runs in-process (``mock_aws``) and against the moto server. Where
+moto lacks an API (SageMaker UpdateEndpoint; API Gateway's ``remove`` of a method
+setting) the path runs on botocore's Stubber, and the test name says so. Faults
+(throttling, AccessDenied) are injected with a ``before-send`` hook: the canned
+HTTP response goes through the real client's retry and error parsing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.loaders import create_loader
+from botocore.parsers import create_parser
+from botocore.stub import Stubber
+from moto.iam.access_control import PermissionResult
+from moto.s3.models import FakeBucket
+
+from integrations.aws import base, s3, sagemaker
+from integrations.aws.base import Aws, AwsAccessDenied, AwsActionError
+from integrations.aws.s3 import LockModelArtifacts, ObjectLockNotEnabled
+from integrations.aws.sagemaker import FreezeEndpoint
+
+ACCOUNT = "123456789012"
+BUCKET = "model-artifacts"
+PREFIX = "models/fraud-v3/"
+BREAK_GLASS = f"arn:aws:iam::{ACCOUNT}:role/breakglass"
+SERVING = f"arn:aws:iam::{ACCOUNT}:role/serving/model-server"
+MOTO_ENGINE = f"arn:aws:sts::{ACCOUNT}:user/moto"  # moto's identity for static keys
+
+
+_LOADER = create_loader()
+
+
+def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No real sleeping while retrying or polling; and every session the engine makes
+    shares one botocore data loader, so service models are read from disk once."""
+    original = base.session
+
+    def session(*args: Any) -> Any:
+        made = original(*args)
+        made._session.register_component("data_loader", _LOADER)
+        return made
+
+    monkeypatch.setattr(base, "session", session)
+    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(
+        "botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0
+    )
+    monkeypatch.setattr(base, "_assumed", {})
+
+
+@pytest.fixture(params=["inprocess", "server"])
+def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Main scenarios: moto in-process and the moto server; no real sleeping."""
+    request.getfixturevalue("mocked_aws" if request.param == "inprocess" else "aws_endpoint")
+    _no_waiting(monkeypatch)
+    return request.param
+
+
+@pytest.fixture
+def aws1(mocked_aws: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Edge cases and faults: moto in-process only (the HTTP path is the same botocore)."""
+    _no_waiting(monkeypatch)
+    return "inprocess"
+
+
+def rollback(action: Any, ctx: Any) -> None:
+    """What `clampdown rollback` does: the ledger's undo records, newest first."""
+    for record in reversed(ctx.undo):
+        how = json.loads(json.dumps(record))  # records must survive the JSON ledger
+        how.pop("description")
+        action.rollback(how, ctx)
+
+
+class _Raw(io.BytesIO):
+    def stream(self, **_: Any):
+        yield self.read()
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, event: str, responses: list[tuple]) -> list[str]:
+    """The next len(responses) HTTP sends of ``event`` (e.g. 's3.PutBucketPolicy') get
+    these canned (status, headers, body) answers, through the client's retry handling;
+    later sends go through. Returns a log of every send of that operation. (In-process,
+    moto sees every send too: use it for idempotent calls.)"""
+    original = Aws.client
+    sent: list[str] = []
+
+    def client(self: Aws, service: str) -> Any:
+        made = original(self, service)
+
+        def handler(request: Any, **_: Any) -> AWSResponse | None:
+            sent.append(request.url)
+            if responses:
+                status, headers, body = responses.pop(0)
+                return AWSResponse(request.url, status, headers, _Raw(body.encode()))
+            return None
+
+        made.meta.events.register_first(f"before-send.{event}", handler)
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    return sent
+
+
+def refuse(monkeypatch: pytest.MonkeyPatch, event: str, status: int, body: str) -> None:
+    """Every call of ``event`` fails with this HTTP error, parsed by botocore's own parser
+    for the service's protocol, and never reaches moto."""
+    original = Aws.client
+
+    def client(self: Aws, service: str) -> Any:
+        made = original(self, service)
+
+        def handler(model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+            parser = create_parser(model.metadata["protocol"])
+            raw = {"status_code": status, "headers": {}, "body": body.encode()}
+            parsed = parser.parse(raw, model.output_shape)
+            return AWSResponse("https://refused.invalid", status, {}, _Raw(b"")), parsed
+
+        made.meta.events.register_first(f"before-call.{event}", handler)
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+
+
+# =========================================================================================
+# aws.s3.lock_model_artifacts
+# =========================================================================================
+
+UNRELATED = {
+    "Sid": "AllowAnalyticsRead",
+    "Effect": "Allow",
+    "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/analytics"},
+    "Action": "s3:GetObject",
+    "Resource": f"arn:aws:s3:::{BUCKET}/reports/*",
+}
+# formatted the way a human wrote it: rollback must give back these exact bytes
+ORIGINAL_POLICY = (
+    '{\n  "Version": "2012-10-17",\n  "Id": "team-policy",\n'
+    f'  "Statement": [ {json.dumps(UNRELATED)} ]\n}}'
+)
+
+
+def _s3() -> Any:
+    return boto3.client("s3", region_name="us-east-1")
+
+
+def _policy(client: Any) -> str | None:
+    try:
+        return client.get_bucket_policy(Bucket=BUCKET)["Policy"]
+    except client.exceptions.ClientError as exc:
+        assert exc.response["Error"]["Code"] == "NoSuchBucketPolicy"
+        return None
+
+
+def _lock(**overrides: Any) -> Any:
+    values = {"bucket": BUCKET, "prefix": PREFIX, "allow_principals": [BREAK_GLASS, SERVING]}
+    return LockModelArtifacts.Input(**{**values, **overrides})
+
+
+def test_lock_merges_one_deny_statement_then_noop_then_rollback_restores_bytes(aws, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_policy(Bucket=BUCKET, Policy=ORIGINAL_POLICY)
+
+    out = LockModelArtifacts().run(_lock(), action_ctx)
+
+    sid = s3.statement_sid(PREFIX)
+    assert out.statement_sid == sid and sid.startswith("ClampdownLockModelArtifacts-")
+    assert out.policy_changed and out.changed and out.legal_holds_set == 0
+    assert out.exempt_principals == [BREAK_GLASS, SERVING, MOTO_ENGINE]
+    document = json.loads(_policy(client))
+    assert document["Version"] == "2012-10-17" and document["Id"] == "team-policy"
+    assert document["Statement"][0] == UNRELATED  # unrelated statement kept as it was
+    assert document["Statement"][1] == {
+        "Sid": sid,
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": [
+            "s3:GetObject",
+            "s3:GetObjectVersion",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:DeleteObjectVersion",
+            "s3:PutBucketPolicy",
+            "s3:DeleteBucketPolicy",
+            "s3:PutReplicationConfiguration",
+            "s3:PutLifecycleConfiguration",
+        ],
+        "Resource": [f"arn:aws:s3:::{BUCKET}/{PREFIX}*", f"arn:aws:s3:::{BUCKET}"],
+        "Condition": {"ArnNotLike": {"aws:PrincipalArn": [BREAK_GLASS, SERVING, MOTO_ENGINE]}},
+    }
+    assert len(document["Statement"]) == 2
+    assert [r["op"] for r in action_ctx.undo] == ["restore_bucket_policy"]
+
+    locked = _policy(client)
+    again = LockModelArtifacts().run(_lock(), action_ctx)
+    assert not again.changed and not again.policy_changed
+    assert len(action_ctx.undo) == 1 and _policy(client) == locked
+
+    rollback(LockModelArtifacts(), action_ctx)
+    assert _policy(client) == ORIGINAL_POLICY
+    rollback(LockModelArtifacts(), action_ctx)  # a second rollback changes nothing
+    assert _policy(client) == ORIGINAL_POLICY
+
+
+def test_lock_without_prior_policy_rollback_leaves_no_policy(aws, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    out = LockModelArtifacts().run(_lock(allow_principals=[BREAK_GLASS]), action_ctx)
+    document = json.loads(_policy(client))
+    assert out.changed and [s["Sid"] for s in document["Statement"]] == [out.statement_sid]
+    assert action_ctx.undo[0]["policy_before"] is None
+    rollback(LockModelArtifacts(), action_ctx)
+    assert _policy(client) is None
+
+
+def test_lock_statement_replaced_when_allow_list_changes(aws1, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    LockModelArtifacts().run(_lock(allow_principals=[BREAK_GLASS]), action_ctx)
+    after_first = _policy(client)
+    out = LockModelArtifacts().run(_lock(), action_ctx)  # SERVING added
+    document = json.loads(_policy(client))
+    assert out.policy_changed and len(document["Statement"]) == 1
+    assert SERVING in document["Statement"][0]["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    # rollback of the second change alone gives back the first lock, then no policy
+    LockModelArtifacts().rollback({**action_ctx.undo[1]}, action_ctx)
+    assert _policy(client) == after_first
+    LockModelArtifacts().rollback({**action_ctx.undo[0]}, action_ctx)
+    assert _policy(client) is None
+
+
+def test_rollback_after_someone_else_changed_policy_removes_only_our_statement(aws1, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_policy(Bucket=BUCKET, Policy=ORIGINAL_POLICY)
+    LockModelArtifacts().run(_lock(), action_ctx)
+    document = json.loads(_policy(client))
+    added = {**UNRELATED, "Sid": "AddedDuringIncident", "Resource": f"arn:aws:s3:::{BUCKET}/x/*"}
+    document["Statement"].append(added)
+    client.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(document))
+
+    rollback(LockModelArtifacts(), action_ctx)
+    statements = json.loads(_policy(client))["Statement"]
+    assert [s["Sid"] for s in statements] == ["AllowAnalyticsRead", "AddedDuringIncident"]
+
+
+def test_engine_assumed_role_is_exempted_by_role_arn(aws1, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName="clampdown-engine", Path="/ir/", AssumeRolePolicyDocument="{}"
+    )
+    action_ctx.account = f"arn:aws:iam::{ACCOUNT}:role/ir/clampdown-engine"
+    out = LockModelArtifacts().run(_lock(allow_principals=[BREAK_GLASS]), action_ctx)
+    # aws:PrincipalArn of an assumed role is the role ARN, path included; the identity
+    # shows no path, so both spellings are exempt (role names are unique in an account)
+    assert out.exempt_principals == [
+        BREAK_GLASS,
+        f"arn:aws:iam::{ACCOUNT}:role/clampdown-engine",
+        f"arn:aws:iam::{ACCOUNT}:role/*/clampdown-engine",
+    ]
+
+
+def _versions(client: Any, prefix: str) -> list[tuple[str, str]]:
+    listed = client.list_object_versions(Bucket=BUCKET, Prefix=prefix).get("Versions", [])
+    return sorted((v["Key"], v["VersionId"]) for v in listed)
+
+
+def _hold(client: Any, key: str, version: str) -> str | None:
+    held = client.get_object_legal_hold(Bucket=BUCKET, Key=key, VersionId=version)
+    return held.get("LegalHold", {}).get("Status")
+
+
+def test_legal_hold_on_every_version_and_rollback_releases_only_ours(aws, action_ctx, monkeypatch):
+    monkeypatch.setattr(s3, "HOLD_CHUNK", 2)  # several undo records
+    monkeypatch.setattr(s3, "LIST_PAGE_SIZE", 3)  # several ListObjectVersions pages
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    for key in ("model.safetensors", "tokenizer.json", "config.json"):
+        for body in (b"v1", b"v2"):
+            client.put_object(Bucket=BUCKET, Key=PREFIX + key, Body=body)
+    client.put_object(Bucket=BUCKET, Key="models/other/model.bin", Body=b"x")
+    ours = _versions(client, PREFIX)
+    legal_key, legal_version = ours[0]  # legal placed this hold before the incident
+    client.put_object_legal_hold(
+        Bucket=BUCKET, Key=legal_key, VersionId=legal_version, LegalHold={"Status": "ON"}
+    )
+
+    out = LockModelArtifacts().run(_lock(legal_hold=True), action_ctx)
+
+    assert len(ours) == 6 and out.legal_holds_set == 5 and out.changed
+    # moto checks a bucket policy without the caller's identity, so there the lock also
+    # denies GetObjectLegalHold to the engine and this test; AWS exempts them
+    # (aws:PrincipalArn). Reads after the lock run with AWS's outcome.
+    aws_semantics = monkeypatch.context()
+    with aws_semantics as patch:
+        patch.setattr(FakeBucket, "get_permission", lambda *_: PermissionResult.NEUTRAL)
+        assert all(_hold(client, k, v) == "ON" for k, v in ours)
+        other = _versions(client, "models/other/")
+        assert _hold(client, *other[0]) in (None, "OFF")
+        again = LockModelArtifacts().run(_lock(legal_hold=True), action_ctx)
+    assert again.legal_holds_set == 0 and not again.changed
+    records = [r for r in action_ctx.undo if r["op"] == "release_legal_holds"]
+    recorded = sorted((PREFIX + k, v) for r in records for k, v in r["versions"])
+    assert recorded == [kv for kv in ours if kv != (legal_key, legal_version)]
+    assert all(len(r["versions"]) <= 2 for r in records)  # keys relative to the prefix
+    assert all(not k.startswith(PREFIX) for r in records for k, _ in r["versions"])
+
+    rollback(LockModelArtifacts(), action_ctx)  # unpatched: works on moto as in drills
+    assert _policy(client) is None
+    assert _hold(client, legal_key, legal_version) == "ON"  # not ours: kept
+    assert all(
+        _hold(client, k, v) == "OFF" for k, v in ours if k != legal_key or v != legal_version
+    )
+    assert _policy(client) is None
+
+
+def test_legal_hold_without_object_lock_fails_before_any_change(aws1, action_ctx):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    client.put_bucket_policy(Bucket=BUCKET, Policy=ORIGINAL_POLICY)
+    with pytest.raises(ObjectLockNotEnabled) as caught:
+        LockModelArtifacts().run(_lock(legal_hold=True), action_ctx)
+    assert f"bucket {BUCKET} has no S3 Object Lock" in str(caught.value)
+    assert "nothing was changed" in str(caught.value)
+    assert _policy(client) == ORIGINAL_POLICY and action_ctx.undo == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prefix", "models/*", "no wildcards"),
+        ("prefix", "", "at least 1 character"),
+        ("allow_principals", ["breakglass"], "not IAM principal ARNs: breakglass"),
+        ("allow_principals", [], "at least 1 item"),
+        ("bucket", "Bad_Bucket", "is not an S3 bucket name"),
+    ],
+)
+def test_lock_input_errors(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        _lock(**{field: value})
+
+
+def test_list_items_written_as_expressions_pass_lint_validation():
+    """`clampdown lint` validates literal with: values; a list item that is still an
+    expression is checked once rendered, at run time."""
+    assert _lock(allow_principals=["{{ inputs.serving_role }}"]).allow_principals
+    assert FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=["{{ inputs.role }}"])
+
+
+def test_lock_access_denied_names_action_and_principal(aws1, action_ctx, monkeypatch):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    who = f"arn:aws:sts::{ACCOUNT}:assumed-role/engine/clampdown-testrun0001"
+    text = (
+        f"User: {who} is not authorized to perform: s3:PutBucketPolicy on resource: "
+        f'"arn:aws:s3:::{BUCKET}" because no identity-based policy allows the '
+        "s3:PutBucketPolicy action"
+    )
+    body = f"<Error><Code>AccessDenied</Code><Message>{text}</Message></Error>"
+    refuse(monkeypatch, "s3.PutBucketPolicy", 403, body)
+    with pytest.raises(AwsAccessDenied) as caught:
+        LockModelArtifacts().run(_lock(), action_ctx)
+    assert f"{who} may not call s3:PutBucketPolicy" in str(caught.value)
+    assert _policy(client) is None and action_ctx.undo == []
+
+
+def test_lock_put_bucket_policy_throttled_five_times_is_retried(aws, action_ctx, monkeypatch):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    slow = (503, {}, "<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>")
+    # 5 throttles: more than botocore's default attempts, fewer than the engine's 8
+    sent = inject(monkeypatch, "s3.PutBucketPolicy", [slow] * 5)
+    out = LockModelArtifacts().run(_lock(), action_ctx)
+    assert out.policy_changed and len(sent) == 6
+    assert json.loads(_policy(client))["Statement"][0]["Sid"] == out.statement_sid
+
+
+def test_lock_iam_resources_narrow_to_bucket_and_prefix():
+    narrowed = LockModelArtifacts.iam_resources({"bucket": BUCKET, "prefix": PREFIX})
+    assert narrowed["s3:PutBucketPolicy"] == [f"arn:aws:s3:::{BUCKET}"]
+    assert narrowed["s3:PutObjectLegalHold"] == [f"arn:aws:s3:::{BUCKET}/{PREFIX}*"]
+    assert LockModelArtifacts.iam_resources({"bucket": "{{ inputs.bucket }}"}) == {}
+    assert set(narrowed) <= set(LockModelArtifacts.iam_actions)
+
+
+# =========================================================================================
+# aws.sagemaker.freeze_endpoint
+# =========================================================================================
+
+ENDPOINT = "fraud-v3"
+APP_ROLE = f"arn:aws:iam::{ACCOUNT}:role/apps/fraud-scorer"
+BATCH_ROLE = "batch-scorer"  # given by name
+POLICY_NAME = f"clampdown-freeze-{ENDPOINT}"
+UNRELATED_ROLE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+}
+
+
+def _endpoint_setup() -> dict[str, Any]:
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    iam = boto3.client("iam", region_name="us-east-1")
+    sm.create_model(
+        ModelName="fraud-model",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sm-exec",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/fraud:3"},
+    )
+    variant = {"ModelName": "fraud-model", "InstanceType": "ml.m5.large"}
+    sm.create_endpoint_config(
+        EndpointConfigName="fraud-v3-cfg",
+        ProductionVariants=[
+            {
+                **variant,
+                "VariantName": "blue",
+                "InitialInstanceCount": 2,
+                "InitialVariantWeight": 0.7,
+            },
+            {
+                **variant,
+                "VariantName": "green",
+                "InitialInstanceCount": 1,
+                "InitialVariantWeight": 0.3,
+            },
+        ],
+    )
+    sm.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName="fraud-v3-cfg")
+    iam.create_role(RoleName="fraud-scorer", Path="/apps/", AssumeRolePolicyDocument="{}")
+    iam.create_role(RoleName=BATCH_ROLE, AssumeRolePolicyDocument="{}")
+    iam.put_role_policy(
+        RoleName=BATCH_ROLE, PolicyName="own", PolicyDocument=json.dumps(UNRELATED_ROLE_POLICY)
+    )
+    return {"sm": sm, "iam": iam, "apigw": boto3.client("apigateway", region_name="us-east-1")}
+
+
+def _variants(sm: Any) -> dict[str, tuple]:
+    described = sm.describe_endpoint(EndpointName=ENDPOINT)["ProductionVariants"]
+    return {v["VariantName"]: (v["DesiredWeight"], v["DesiredInstanceCount"]) for v in described}
+
+
+def _inline(iam: Any, role: str) -> dict[str, Any]:
+    names = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    return {n: iam.get_role_policy(RoleName=role, PolicyName=n)["PolicyDocument"] for n in names}
+
+
+def _stage(apigw: Any) -> tuple[str, str]:
+    api = apigw.create_rest_api(name="fraud-api")["id"]
+    root = apigw.get_resources(restApiId=api)["items"][0]["id"]
+    apigw.put_method(restApiId=api, resourceId=root, httpMethod="POST", authorizationType="NONE")
+    apigw.put_integration(restApiId=api, resourceId=root, httpMethod="POST", type="MOCK")
+    deployment = apigw.create_deployment(restApiId=api)["id"]
+    apigw.create_stage(restApiId=api, stageName="prod", deploymentId=deployment)
+    return api, "prod"
+
+
+def _throttling(apigw: Any, api: str) -> dict[str, tuple]:
+    settings = apigw.get_stage(restApiId=api, stageName="prod").get("methodSettings", {})
+    return {
+        k: (v.get("throttlingRateLimit"), v.get("throttlingBurstLimit"))
+        for k, v in settings.items()
+    }
+
+
+def _freeze(**overrides: Any) -> Any:
+    values = {"endpoint_name": ENDPOINT, "caller_roles": [APP_ROLE, BATCH_ROLE]}
+    return FreezeEndpoint.Input(**{**values, **overrides})
+
+
+def test_freeze_denies_roles_zeroes_weights_throttles_stage_then_noop_then_rollback(
+    aws, action_ctx
+):
+    c = _endpoint_setup()
+    api, stage = _stage(c["apigw"])
+    c["apigw"].update_stage(  # the team's own limits, and a per-method override
+        restApiId=api,
+        stageName=stage,
+        patchOperations=[
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "100"},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "50"},
+            {"op": "replace", "path": "/~1/POST/throttling/rateLimit", "value": "500"},
+            {"op": "replace", "path": "/~1/POST/throttling/burstLimit", "value": "250"},
+        ],
+    )
+    throttling_before = _throttling(c["apigw"], api)
+    endpoint_arn = c["sm"].describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
+
+    out = FreezeEndpoint().run(
+        _freeze(zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}),
+        action_ctx,
+    )
+
+    assert out.changed and out.endpoint_arn == endpoint_arn
+    before = out.description_before
+    json.dumps(before)  # JSON-safe for the evidence trail
+    assert before["endpoint"]["EndpointConfigName"] == "fraud-v3-cfg"
+    assert before["endpoint"]["ProductionVariants"][0]["CurrentWeight"] == 0.7
+    assert isinstance(before["endpoint"]["CreationTime"], str)
+    assert before["endpoint_config"]["ProductionVariants"][1]["VariantName"] == "green"
+    assert out.denied_roles == [APP_ROLE, f"arn:aws:iam::{ACCOUNT}:role/{BATCH_ROLE}"]
+    # moto has no SimulatePrincipalPolicy: the deny is checked by its exact document
+    deny = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ClampdownFreezeEndpoint",
+                "Effect": "Deny",
+                "Action": [
+                    "sagemaker:InvokeEndpoint",
+                    "sagemaker:InvokeEndpointAsync",
+                    "sagemaker:InvokeEndpointWithResponseStream",
+                ],
+                "Resource": endpoint_arn,
+            }
+        ],
+    }
+    assert _inline(c["iam"], "fraud-scorer") == {POLICY_NAME: deny}
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY, POLICY_NAME: deny}
+    assert out.weights_zeroed == ["blue", "green"]
+    assert _variants(c["sm"]) == {"blue": (0.0, 2), "green": (0.0, 1)}  # capacity kept
+    assert _throttling(c["apigw"], api) == {"*/*": (0.0, 0), "~1/POST": (0.0, 0)}
+    assert out.api_gateway_change == f"stage {api}/prod throttled to 0 requests/s (*/*, ~1/POST)"
+    assert out.config_switched_to is None
+    ops = [r["op"] for r in action_ctx.undo]
+    assert ops == [
+        "restore_role_policy",
+        "restore_role_policy",
+        "restore_stage_throttling",
+        "restore_weights",
+    ]
+
+    again = FreezeEndpoint().run(
+        _freeze(zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}),
+        action_ctx,
+    )
+    assert not again.changed and len(action_ctx.undo) == 4
+    assert again.denied_roles == out.denied_roles and again.weights_zeroed == ["blue", "green"]
+
+    rollback(FreezeEndpoint(), action_ctx)
+    assert _inline(c["iam"], "fraud-scorer") == {}
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY}
+    assert _variants(c["sm"]) == {"blue": (0.7, 2), "green": (0.3, 1)}
+    assert _throttling(c["apigw"], api) == throttling_before
+    rollback(FreezeEndpoint(), action_ctx)  # idempotent
+    assert _variants(c["sm"]) == {"blue": (0.7, 2), "green": (0.3, 1)}
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY}
+
+
+def test_freeze_disables_api_key_and_rollback_enables_it(aws, action_ctx):
+    c = _endpoint_setup()
+    api, stage = _stage(c["apigw"])
+    key = c["apigw"].create_api_key(name="partner", enabled=True)["id"]
+    target = {"rest_api_id": api, "stage_name": stage, "api_key_id": key}
+    out = FreezeEndpoint().run(_freeze(caller_roles=[], api_gateway=target), action_ctx)
+    assert out.changed and out.api_gateway_change == f"API key {key} disabled"
+    assert c["apigw"].get_api_key(apiKey=key)["enabled"] is False
+    assert out.denied_roles == [] and _throttling(c["apigw"], api) == {}  # stage untouched
+    assert "value" not in json.dumps(action_ctx.undo)  # never the key's secret
+    assert (
+        not FreezeEndpoint().run(_freeze(caller_roles=[], api_gateway=target), action_ctx).changed
+    )
+    rollback(FreezeEndpoint(), action_ctx)
+    assert c["apigw"].get_api_key(apiKey=key)["enabled"] is True
+
+
+def test_freeze_restores_a_previous_policy_of_the_same_name(aws1, action_ctx):
+    c = _endpoint_setup()
+    stale = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}],
+    }
+    c["iam"].put_role_policy(
+        RoleName=BATCH_ROLE, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(stale)
+    )
+    FreezeEndpoint().run(_freeze(caller_roles=[BATCH_ROLE]), action_ctx)
+    assert (
+        _inline(c["iam"], BATCH_ROLE)[POLICY_NAME]["Statement"][0]["Sid"]
+        == "ClampdownFreezeEndpoint"
+    )
+    rollback(FreezeEndpoint(), action_ctx)
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY, POLICY_NAME: stale}
+
+
+def test_freeze_role_in_other_account_fails_before_any_change(aws1, action_ctx):
+    c = _endpoint_setup()
+    other = "arn:aws:iam::999999999999:role/fraud-scorer"
+    with pytest.raises(AwsActionError) as caught:
+        FreezeEndpoint().run(_freeze(caller_roles=[BATCH_ROLE, other]), action_ctx)
+    assert f"role {other} is in account 999999999999 but endpoint {ENDPOINT}" in str(caught.value)
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY}
+    assert action_ctx.undo == []
+
+
+def test_freeze_missing_role_fails_before_any_change(aws1, action_ctx):
+    c = _endpoint_setup()
+    with pytest.raises(AwsActionError) as caught:
+        FreezeEndpoint().run(_freeze(caller_roles=[BATCH_ROLE, "no-such-role"]), action_ctx)
+    assert "GetRole failed: NoSuchEntity" in str(caught.value)
+    assert "no-such-role" in str(caught.value)
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY}
+    assert action_ctx.undo == []
+
+
+def test_freeze_unknown_endpoint_message(aws1, action_ctx):
+    with pytest.raises(AwsActionError, match=r"DescribeEndpoint failed: .*Could not find endpoint"):
+        FreezeEndpoint().run(_freeze(endpoint_name="nope"), action_ctx)
+
+
+def test_freeze_access_denied_names_action_and_principal(aws1, action_ctx, monkeypatch):
+    c = _endpoint_setup()
+    who = f"arn:aws:sts::{ACCOUNT}:assumed-role/engine/clampdown-testrun0001"
+    text = (
+        f"User: {who} is not authorized to perform: iam:PutRolePolicy on resource: role "
+        f"{BATCH_ROLE} because no identity-based policy allows the iam:PutRolePolicy action"
+    )
+    body = (
+        '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error>'
+        f"<Type>Sender</Type><Code>AccessDenied</Code><Message>{text}</Message></Error>"
+        "<RequestId>r1</RequestId></ErrorResponse>"
+    )
+    refuse(monkeypatch, "iam.PutRolePolicy", 403, body)
+    with pytest.raises(AwsAccessDenied) as caught:
+        FreezeEndpoint().run(_freeze(caller_roles=[BATCH_ROLE]), action_ctx)
+    assert f"{who} may not call iam:PutRolePolicy" in str(caught.value)
+    assert _inline(c["iam"], BATCH_ROLE) == {"own": UNRELATED_ROLE_POLICY}
+
+
+def test_freeze_describe_endpoint_throttled_five_times_is_retried(aws, action_ctx, monkeypatch):
+    _endpoint_setup()
+    throttled = (
+        400,
+        {"Content-Type": "application/x-amz-json-1.1"},
+        '{"__type": "ThrottlingException", "message": "Rate exceeded"}',
+    )
+    sent = inject(monkeypatch, "sagemaker.DescribeEndpoint", [throttled] * 5)
+    out = FreezeEndpoint().run(_freeze(caller_roles=[BATCH_ROLE]), action_ctx)
+    assert out.changed and len(sent) == 6
+
+
+def test_freeze_needs_at_least_one_measure():
+    with pytest.raises(ValueError, match="nothing would be frozen"):
+        FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=[])
+    with pytest.raises(ValueError, match="not IAM role ARNs or names: arn:aws:iam::1:user/x"):
+        FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=["arn:aws:iam::1:user/x"])
+
+
+def test_freeze_iam_resources():
+    narrowed = FreezeEndpoint.iam_resources(
+        {"endpoint_name": "Fraud-V3", "caller_roles": [APP_ROLE, BATCH_ROLE]}
+    )
+    assert narrowed["sagemaker:DescribeEndpoint"] == ["arn:aws:sagemaker:*:*:endpoint/fraud-v3"]
+    assert narrowed["iam:PutRolePolicy"] == [
+        APP_ROLE,
+        f"arn:aws:iam::*:role/{BATCH_ROLE}",
+        f"arn:aws:iam::*:role/*/{BATCH_ROLE}",
+    ]
+    assert "iam:PutRolePolicy" not in FreezeEndpoint.iam_resources(
+        {"endpoint_name": ENDPOINT, "caller_roles": ["{{ inputs.role }}"]}
+    )
+    assert set(narrowed) <= set(FreezeEndpoint.iam_actions)
+
+
+# --- paths moto does not implement: botocore Stubber -------------------------------------
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EP_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/{ENDPOINT}"
+
+
+def _described(config: str, status: str, weights: tuple[float, float]) -> dict[str, Any]:
+    return {
+        "EndpointName": ENDPOINT,
+        "EndpointArn": EP_ARN,
+        "EndpointConfigName": config,
+        "EndpointStatus": status,
+        "CreationTime": NOW,
+        "LastModifiedTime": NOW,
+        "ProductionVariants": [
+            {
+                "VariantName": "blue",
+                "CurrentWeight": weights[0],
+                "DesiredWeight": weights[0],
+                "CurrentInstanceCount": 2,
+                "DesiredInstanceCount": 2,
+            },
+            {
+                "VariantName": "green",
+                "CurrentWeight": weights[1],
+                "DesiredWeight": weights[1],
+                "CurrentInstanceCount": 1,
+                "DesiredInstanceCount": 1,
+            },
+        ],
+    }
+
+
+def _config(name: str, weight: float, counts: tuple[int, int]) -> dict[str, Any]:
+    variant = {"ModelName": "fraud-model", "InstanceType": "ml.m5.large"}
+    return {
+        "EndpointConfigName": name,
+        "EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/{name}",
+        "ProductionVariants": [
+            {
+                **variant,
+                "VariantName": "blue",
+                "InitialInstanceCount": counts[0],
+                "InitialVariantWeight": weight,
+            },
+            {
+                **variant,
+                "VariantName": "green",
+                "InitialInstanceCount": counts[1],
+                "InitialVariantWeight": weight,
+            },
+        ],
+        "DataCaptureConfig": {
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": "s3://capture/fraud",
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+        "KmsKeyId": "alias/models",
+        "CreationTime": NOW,
+    }
+
+
+def _weights(blue: float, green: float) -> dict[str, Any]:
+    return {
+        "EndpointName": ENDPOINT,
+        "DesiredWeightsAndCapacities": [
+            {"VariantName": "blue", "DesiredWeight": blue, "DesiredInstanceCount": 2},
+            {"VariantName": "green", "DesiredWeight": green, "DesiredInstanceCount": 1},
+        ],
+    }
+
+
+@pytest.fixture
+def stubbed(monkeypatch: pytest.MonkeyPatch, aws_credentials: None):
+    """Aws.client(service) returns one Stubber-backed client per service."""
+    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0.0)
+    made: dict[str, tuple[Any, Stubber]] = {}
+
+    def get(service: str) -> Stubber:
+        if service not in made:
+            client = boto3.client(service, region_name="us-east-1")
+            made[service] = (client, Stubber(client))
+            made[service][1].activate()
+        return made[service][1]
+
+    def client(self: Aws, service: str) -> Any:
+        get(service)
+        return made[service][0]
+
+    monkeypatch.setattr(Aws, "client", client)
+    yield get
+    for _, stub in made.values():
+        stub.assert_no_pending_responses()
+
+
+def test_freeze_blocked_config_and_rollback_stubbed_update_endpoint(stubbed, action_ctx):
+    sm = stubbed("sagemaker")
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    # the endpoint's weights were tuned (0.7/0.3) away from its config's initial 0.5/0.5
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "InService", (0.7, 0.3)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "describe_endpoint_config",
+        _config("fraud-v3-cfg", 0.5, (2, 1)),
+        {"EndpointConfigName": "fraud-v3-cfg"},
+    )
+    # zero_variant_weights first: it takes effect in seconds
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "InService", (0.7, 0.3)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "update_endpoint_weights_and_capacities", {"EndpointArn": EP_ARN}, _weights(0.0, 0.0)
+    )
+    # then the blocked copy: weights 0, one instance per variant, data capture kept
+    sm.add_client_error(
+        "describe_endpoint_config",
+        "ValidationException",
+        f"Could not find endpoint configuration '{blocked}'.",
+        expected_params={"EndpointConfigName": blocked},
+    )
+    wanted = _config(blocked, 0.0, (1, 1))
+    del wanted["EndpointConfigArn"], wanted["CreationTime"]
+    sm.add_response(
+        "create_endpoint_config",
+        {"EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/{blocked}"},
+        {
+            **wanted,
+            "Tags": [
+                {"Key": "clampdown:run-id", "Value": "testrun0001"},
+                {"Key": "clampdown:blocked-from", "Value": "fraud-v3-cfg"},
+            ],
+        },
+    )
+    # the weight change is still rolling out: wait for InService before UpdateEndpoint
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "Updating", (0.0, 0.0)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "InService", (0.0, 0.0)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "update_endpoint",
+        {"EndpointArn": EP_ARN},
+        {"EndpointName": ENDPOINT, "EndpointConfigName": blocked},
+    )
+
+    out = FreezeEndpoint().run(
+        _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True), action_ctx
+    )
+    assert out.changed and out.config_switched_to == blocked
+    assert out.weights_zeroed == ["blue", "green"]
+    assert out.description_before["endpoint_config"]["KmsKeyId"] == "alias/models"
+    assert [r["op"] for r in action_ctx.undo] == ["restore_weights", "restore_endpoint_config"]
+    assert action_ctx.undo[1]["weights"] == {"blue": 0.7, "green": 0.3}
+
+    # rollback, newest first: the original config, then the tuned weights
+    sm.add_response(
+        "describe_endpoint",
+        _described(blocked, "InService", (0.0, 0.0)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "describe_endpoint",
+        _described(blocked, "InService", (0.0, 0.0)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "update_endpoint",
+        {"EndpointArn": EP_ARN},
+        {"EndpointName": ENDPOINT, "EndpointConfigName": "fraud-v3-cfg"},
+    )
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "Updating", (0.5, 0.5)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "InService", (0.5, 0.5)),
+        {"EndpointName": ENDPOINT},
+    )
+    sm.add_response(
+        "update_endpoint_weights_and_capacities", {"EndpointArn": EP_ARN}, _weights(0.7, 0.3)
+    )
+    # the weights record finds them restored already: no call
+    sm.add_response(
+        "describe_endpoint",
+        _described("fraud-v3-cfg", "InService", (0.7, 0.3)),
+        {"EndpointName": ENDPOINT},
+    )
+    rollback(FreezeEndpoint(), action_ctx)
+
+
+def test_freeze_blocked_config_second_run_changes_nothing_stubbed_update_endpoint(
+    stubbed, action_ctx
+):
+    sm = stubbed("sagemaker")
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    sm.add_response("describe_endpoint", _described(blocked, "InService", (0.0, 0.0)))
+    sm.add_response("describe_endpoint_config", _config(blocked, 0.0, (1, 1)))
+    sm.add_response("describe_endpoint", _described(blocked, "InService", (0.0, 0.0)))
+    out = FreezeEndpoint().run(
+        _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True), action_ctx
+    )
+    assert not out.changed and out.config_switched_to == blocked and action_ctx.undo == []
+
+
+def test_freeze_refuses_foreign_config_with_blocked_name_stubbed_update_endpoint(
+    stubbed, action_ctx
+):
+    sm = stubbed("sagemaker")
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    sm.add_response("describe_endpoint", _described("fraud-v3-cfg", "InService", (0.7, 0.3)))
+    sm.add_response("describe_endpoint_config", _config("fraud-v3-cfg", 0.5, (2, 1)))
+    sm.add_response("describe_endpoint_config", _config(blocked, 0.5, (2, 1)))  # not blocked
+    with pytest.raises(AwsActionError, match=f"{blocked} exists but is not a blocked copy"):
+        FreezeEndpoint().run(_freeze(caller_roles=[], blocked_config=True), action_ctx)
+    assert action_ctx.undo == []
+
+
+def test_blocked_config_name_fits_the_63_character_limit():
+    long = "c" * 60
+    name = sagemaker.blocked_config_name(long)
+    assert len(name) <= 63 and name.endswith("-clampdown-blocked")
+    assert sagemaker.blocked_config_name(long) == name  # stable across runs
+    assert sagemaker.blocked_config_name("cfg") == "cfg-clampdown-blocked"
+
+
+def test_stage_without_method_settings_rollback_removes_ours_stubbed_update_stage(
+    stubbed, action_ctx
+):
+    """moto ignores UpdateStage's `remove` of a method setting; AWS supports it."""
+    sm, apigw = stubbed("sagemaker"), stubbed("apigateway")
+    sm.add_response("describe_endpoint", _described("fraud-v3-cfg", "InService", (0.7, 0.3)))
+    sm.add_response("describe_endpoint_config", _config("fraud-v3-cfg", 0.5, (2, 1)))
+    apigw.add_response(
+        "get_stage",
+        {"stageName": "prod", "methodSettings": {}},
+        {"restApiId": "api1", "stageName": "prod"},
+    )
+    apigw.add_response(
+        "update_stage",
+        {},
+        {
+            "restApiId": "api1",
+            "stageName": "prod",
+            "patchOperations": [
+                {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "0"},
+                {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "0"},
+            ],
+        },
+    )
+    target = {"rest_api_id": "api1", "stage_name": "prod"}
+    out = FreezeEndpoint().run(_freeze(caller_roles=[], api_gateway=target), action_ctx)
+    assert out.changed and action_ctx.undo[0]["before"] == {"*/*": None}
+
+    zeroed = {"*/*": {"throttlingRateLimit": 0.0, "throttlingBurstLimit": 0}}
+    apigw.add_response("get_stage", {"stageName": "prod", "methodSettings": zeroed})
+    apigw.add_response(
+        "update_stage",
+        {},
+        {
+            "restApiId": "api1",
+            "stageName": "prod",
+            "patchOperations": [{"op": "remove", "path": "/*/*"}],
+        },
+    )
+    rollback(FreezeEndpoint(), action_ctx)
