@@ -74,6 +74,13 @@ class Action:
     def run(self, params: Any, ctx: ActionContext) -> Any:  # sync or async
         raise NotImplementedError
 
+    def preview(self, params: Any, ctx: ActionContext) -> list[str] | None:
+        """The changes ``run`` would make now, found without changing anything.
+
+        ``clampdown plan --live`` shows them. None: this action cannot tell.
+        """
+        return None
+
     @classmethod
     def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
         """Resource ARNs per IAM action, from a step's literal ``with`` values.

@@ -146,14 +146,22 @@ def plan(
     inputs_file: InputsFileOpt = None,
     library: LibraryOpt = None,
     format: FormatOpt = Format.text,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="ask each action what it would change now (read-only AWS calls)"
+        ),
+    ] = False,
 ) -> None:
-    """Show what a run would do, stage by stage, without calling any action."""
+    """Show what a run would do, stage by stage, without changing anything."""
     from clampdown import plan as planner
     from clampdown.actions import registry
     from clampdown.inputs import parse_pairs
 
     _, model = _load(runbook, library)
     result = planner.build(model, parse_pairs(input, inputs_file), registry())
+    if live:
+        planner.preview(result, model, registry())
     if format is Format.json:
         out.print_json(json.dumps(result.to_dict(), default=str))
         return
@@ -192,6 +200,12 @@ def _print_plan(result: Any) -> None:
             )
             if step.iam_actions:
                 out.print(f"      IAM: {', '.join(step.iam_actions)}")
+            if step.changes is not None:
+                out.print("      would change: " + ("nothing" if not step.changes else ""))
+                for line in step.changes:
+                    out.print(f"        - {line}", markup=False)
+            elif step.preview_note:
+                out.print(f"      preview: {step.preview_note}", markup=False)
     if result.iam_actions:
         out.print(f"\nIAM actions for the whole run: {', '.join(result.iam_actions)}")
 

@@ -34,6 +34,8 @@ class PlannedStep:
     retries: int
     timeout: float
     on_failure: str
+    changes: list[str] | None = None  # from a live preview; None: not previewed
+    preview_note: str | None = None
 
 
 @dataclass
@@ -111,6 +113,54 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
         missing,
         stages,
         sorted(all_iam),
+    )
+
+
+def preview(plan: Plan, runbook: Runbook, actions: Registry) -> None:
+    """Ask each action what it would change now (read-only calls); fill ``changes``.
+
+    Steps whose ``with`` values depend on other steps' outputs, or whose region
+    or account is an expression, cannot be previewed before the run.
+    """
+    from clampdown.actions import ActionContext
+
+    for stage in plan.stages:
+        for planned in stage:
+            step = runbook.step(planned.id)
+            region = runbook.setting(step, "region", None)
+            account = runbook.setting(step, "account", None)
+            if (
+                _unresolved(planned.with_)
+                or contains_expression(region)
+                or contains_expression(account)
+            ):
+                planned.preview_note = "depends on values known only during the run"
+                continue
+            action = actions.get(planned.uses)
+            ctx = ActionContext(
+                run_id="plan",
+                step_id=planned.id,
+                runbook=plan.runbook,
+                region=region,
+                account=account,
+            )
+            try:
+                params = action.Input.model_validate(planned.with_)
+                planned.changes = action().preview(params, ctx)
+            except Exception as exc:  # a preview failure is information, not a crash
+                planned.preview_note = f"preview failed: {type(exc).__name__}: {exc}"
+                continue
+            if planned.changes is None:
+                planned.preview_note = "this action cannot preview its changes"
+
+
+def _unresolved(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_unresolved(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unresolved(v) for v in value)
+    return isinstance(value, str) and (
+        value.endswith(AT_RUN_TIME) or value == inputs_mod.SECRET_MASK
     )
 
 

@@ -157,16 +157,40 @@ def _config() -> Any:
     return Config(retries=retries, user_agent_extra="clampdown")
 
 
+READ_ONLY_PREFIXES = ("Get", "List", "Describe", "Head", "Lookup", "Search", "Filter", "Simulate")
+
+
+class MutatingCallRefused(Exception):
+    """A preview tried to call an API that changes something."""
+
+
+def _refuse_mutations(model: Any, **_: Any) -> None:
+    if not model.name.startswith(READ_ONLY_PREFIXES):
+        raise MutatingCallRefused(
+            f"preview refused to call {model.service_model.service_name}:{model.name}, "
+            "which could change something"
+        )
+
+
 @dataclass
 class Aws:
-    """Clients for one step: its region and (optionally) its cross-account role."""
+    """Clients for one step: its region and (optionally) its cross-account role.
+
+    With ``read_only`` (what ``clampdown plan --live`` uses), every client refuses,
+    before sending, any operation that is not a Get/List/Describe/Head/… call: a
+    preview cannot change anything, whatever its code does.
+    """
 
     ctx: ActionContext
+    read_only: bool = False
 
     def client(self, service: str) -> Any:
-        return session(self.ctx.account, self.ctx.run_id, self.ctx.region).client(
+        client = session(self.ctx.account, self.ctx.run_id, self.ctx.region).client(
             service, config=_config()
         )
+        if self.read_only:
+            client.meta.events.register("before-call", _refuse_mutations)
+        return client
 
     def principal(self) -> str:
         try:
@@ -213,6 +237,25 @@ class AwsAction(Action):
             raise translate(exc, aws) from None
 
     def apply(self, params: Any, aws: Aws, ctx: ActionContext) -> Any:
+        raise NotImplementedError
+
+    def preview(self, params: Any, ctx: ActionContext) -> list[str] | None:
+        """What ``apply`` would change, found with read-only calls (``plan --live``)."""
+        if type(self).describe is AwsAction.describe:
+            return None
+        aws = Aws(ctx, read_only=True)
+        try:
+            return self.describe(params, aws, ctx)
+        except MutatingCallRefused:
+            raise
+        except Exception as exc:
+            raise translate(exc, aws) from None
+
+    def describe(self, params: Any, aws: Aws, ctx: ActionContext) -> list[str]:
+        """One line per change ``apply`` would make now (empty: nothing to do).
+
+        Called with a read-only :class:`Aws`: only Get/List/Describe/… calls go out.
+        """
         raise NotImplementedError
 
     def rollback(self, how: dict[str, Any], ctx: ActionContext) -> None:
