@@ -186,6 +186,8 @@ def _print_plan(result: Any) -> None:
                 marks.append("[red]DESTRUCTIVE[/]")
             if step.approval_gate:
                 marks.append("[cyan]APPROVAL GATE[/]")
+            if step.preapproved:
+                marks.append(f"[yellow]PRE-APPROVED: {escape(step.preapproved)}[/]")
             title = f" — {step.name}" if step.name else ""
             out.print(f"  [bold]{step.id}[/]{title} uses {step.uses} {' '.join(marks)}")
             if step.needs:

@@ -242,8 +242,8 @@ class _RunbookLinter:
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
                 key = str(loc[0]) if loc else ""
-                if key in dynamic:
-                    continue
+                if key in dynamic or (not loc and dynamic):
+                    continue  # depends on values rendered at run time: checked then
                 where: Path = ("steps", i, "with", *loc)
                 if err["type"] == "extra_forbidden":
                     hint = did_you_mean(key, fields) or (
@@ -392,11 +392,11 @@ class _RunbookLinter:
             action = self.action_of.get(step.id)
             if action is None or not action.destructive:
                 continue
-            if not (self.ancestors.get(step.id, set()) & gates):
+            if not (self.ancestors.get(step.id, set()) & gates) and not step.preapproved:
                 self.warn(
                     ("steps", i, "uses"),
                     f"destructive action '{step.uses}' has no approval gate upstream",
-                    "add an approval.request step and list it in needs (this is an error "
-                    "with --strict)",
+                    "add an approval.request step and list it in needs, or say who "
+                    "pre-authorised it in preapproved: (an error with --strict)",
                     "ungated-destructive",
                 )

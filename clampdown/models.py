@@ -140,6 +140,12 @@ class Step(StepSettings):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: Needs = Field(default_factory=list)
     if_: str | bool | None = Field(None, alias="if")
+    preapproved: str | None = Field(
+        None,
+        min_length=10,
+        description="for a destructive step with no approval gate: who pre-authorised it "
+        "and under which policy (shown in plans, recorded in the ledger)",
+    )
 
     @field_validator("id")
     @classmethod

@@ -34,6 +34,7 @@ class PlannedStep:
     retries: int
     timeout: float
     on_failure: str
+    preapproved: str | None = None
     changes: list[str] | None = None  # from a live preview; None: not previewed
     preview_note: str | None = None
 
@@ -102,6 +103,7 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
                     retries=runbook.setting(step, "retries", 0),
                     timeout=runbook.setting(step, "timeout", 300.0),
                     on_failure=runbook.setting(step, "on_failure", "abort"),
+                    preapproved=step.preapproved,
                 )
             )
         stages.append(planned)

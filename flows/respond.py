@@ -482,6 +482,7 @@ async def _execute(state: RunState, step: Step) -> None:
         params=params.model_dump(mode="json"),
         region=region,
         account=account,
+        preapproved=step.preapproved,
     )
     runner = _step_task(
         rb.setting(step, "retries", 0),

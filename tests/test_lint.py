@@ -45,9 +45,12 @@ class Expectation:
     hint: str | None = None
 
     def matches(self, d: Diagnostic) -> bool:
-        return (d.line == self.line and self.message in d.message
-                and (self.column is None or d.column == self.column)
-                and (self.hint is None or self.hint in d.hint))
+        return (
+            d.line == self.line
+            and self.message in d.message
+            and (self.column is None or d.column == self.column)
+            and (self.hint is None or self.hint in d.hint)
+        )
 
     def __str__(self) -> str:
         where = f"{self.line}" + (f":{self.column}" if self.column else "")
@@ -114,21 +117,42 @@ def test_every_broken_fixture_declares_an_expectation() -> None:
 
 def test_required_error_kinds_have_a_fixture() -> None:
     required = {
-        "yaml_syntax_error", "duplicate_yaml_key", "unknown_key_top_level", "unknown_key_metadata",
-        "unknown_key_step", "missing_required_key", "bad_step_id", "bad_runbook_name",
-        "wrong_severity", "duplicate_step_id", "needs_unknown_step", "needs_itself", "needs_cycle",
-        "unknown_action", "with_missing_field", "with_unknown_field", "with_wrong_type",
-        "expression_syntax_error", "sandbox_escape", "ref_not_upstream", "ref_unknown_step",
-        "ref_bad_step_part", "ref_undeclared_input", "output_never_set", "input_default_invalid",
+        "yaml_syntax_error",
+        "duplicate_yaml_key",
+        "unknown_key_top_level",
+        "unknown_key_metadata",
+        "unknown_key_step",
+        "missing_required_key",
+        "bad_step_id",
+        "bad_runbook_name",
+        "wrong_severity",
+        "duplicate_step_id",
+        "needs_unknown_step",
+        "needs_itself",
+        "needs_cycle",
+        "unknown_action",
+        "with_missing_field",
+        "with_unknown_field",
+        "with_wrong_type",
+        "expression_syntax_error",
+        "sandbox_escape",
+        "ref_not_upstream",
+        "ref_unknown_step",
+        "ref_bad_step_part",
+        "ref_undeclared_input",
+        "output_never_set",
+        "input_default_invalid",
         "status_function_outside_if",
     }
     assert required - {f.stem for f in BROKEN.glob("*.yaml")} == set()
 
 
 def test_expectation_comments_are_parsed() -> None:
-    text = ("a: 1\n"
-            "b: 2  # expect: unknown key 'b' @1 hint: did you mean 'a'?\n"
-            "c: [x]  # expect: first thing # expect: second @4\n")
+    text = (
+        "a: 1\n"
+        "b: 2  # expect: unknown key 'b' @1 hint: did you mean 'a'?\n"
+        "c: [x]  # expect: first thing # expect: second @4\n"
+    )
     assert parse_expectations(text) == [
         Expectation(2, "unknown key 'b'", 1, "did you mean 'a'?"),
         Expectation(3, "first thing"),
@@ -163,7 +187,12 @@ def test_missing_path_is_a_diagnostic(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     (d,) = lint_paths([missing])
     assert (d.path, d.line, d.column, d.message, d.severity) == (
-        str(missing), 1, 1, "no such file or folder", "error")
+        str(missing),
+        1,
+        1,
+        "no such file or folder",
+        "error",
+    )
 
 
 CLEAN = """\
@@ -277,25 +306,39 @@ steps:
 PURGE_USES = (15, 11)
 
 
-@pytest.mark.parametrize(("approve", "announce", "purge", "gated"), [
-    ("[]", "[]", "[]", False),                   # a gate exists but runs in parallel
-    ("[]", "[]", "[announce]", False),           # upstream, but not a gate
-    ("[purge]", "[]", "[]", False),              # the gate comes after the destruction
-    ("[]", "[]", "[approve]", True),             # directly behind the gate
-    ("[]", "[approve]", "[announce]", True),     # transitively behind the gate
-    ("[]", "[approve]", "[announce, approve]", True),
-], ids=["parallel", "non-gate-upstream", "gate-downstream", "direct", "transitive", "both"])
+@pytest.mark.parametrize(
+    ("approve", "announce", "purge", "gated"),
+    [
+        ("[]", "[]", "[]", False),  # a gate exists but runs in parallel
+        ("[]", "[]", "[announce]", False),  # upstream, but not a gate
+        ("[purge]", "[]", "[]", False),  # the gate comes after the destruction
+        ("[]", "[]", "[approve]", True),  # directly behind the gate
+        ("[]", "[approve]", "[announce]", True),  # transitively behind the gate
+        ("[]", "[approve]", "[announce, approve]", True),
+    ],
+    ids=["parallel", "non-gate-upstream", "gate-downstream", "direct", "transitive", "both"],
+)
 def test_destructive_step_needs_an_approval_gate_upstream(
-    write_runbook, gated_registry: Registry, approve: str, announce: str, purge: str, gated: bool,
+    write_runbook,
+    gated_registry: Registry,
+    approve: str,
+    announce: str,
+    purge: str,
+    gated: bool,
 ) -> None:
-    path = write_runbook(GATED.format(approve_needs=approve, announce_needs=announce,
-                                      purge_needs=purge))
+    path = write_runbook(
+        GATED.format(approve_needs=approve, announce_needs=announce, purge_needs=purge)
+    )
     found = lint_paths([path], gated_registry)
     if gated:
         assert found == []
         return
     (d,) = found
-    assert (d.severity, d.code, (d.line, d.column)) == ("warning", "ungated-destructive", PURGE_USES)
+    assert (d.severity, d.code, (d.line, d.column)) == (
+        "warning",
+        "ungated-destructive",
+        PURGE_USES,
+    )
     assert d.message == "destructive action 'test.purge_weights' has no approval gate upstream"
     assert "approval.request" in d.hint
 
@@ -304,16 +347,20 @@ def test_ungated_destructive_is_an_error_with_strict(write_runbook, gated_regist
     path = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]", purge_needs="[]"))
     (d,) = lint_paths([path], gated_registry, strict=True)
     assert (d.severity, d.code, (d.line, d.column)) == ("error", "ungated-destructive", PURGE_USES)
-    gated = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]",
-                                       purge_needs="[approve]"), "gated.yaml")
+    gated = write_runbook(
+        GATED.format(approve_needs="[]", announce_needs="[]", purge_needs="[approve]"), "gated.yaml"
+    )
     assert lint_paths([gated], gated_registry, strict=True) == []
 
 
 def test_test_actions_are_not_in_the_default_registry(write_runbook, gated_registry) -> None:
-    path = write_runbook(GATED.format(approve_needs="[]", announce_needs="[]",
-                                      purge_needs="[approve]"))
+    path = write_runbook(
+        GATED.format(approve_needs="[]", announce_needs="[]", purge_needs="[approve]")
+    )
     assert {d.message for d in lint_paths([path])} == {
-        "unknown action 'test.approve'", "unknown action 'test.purge_weights'"}
+        "unknown action 'test.approve'",
+        "unknown action 'test.purge_weights'",
+    }
 
 
 # --- the shipped library, the CLI, and the import budget ------------------------------------
@@ -335,7 +382,9 @@ def test_cli_lint_clean_file_exits_zero(write_runbook) -> None:
 def test_cli_lint_broken_folder_exits_one() -> None:
     result = CliRunner().invoke(app, ["lint", str(BROKEN)])
     assert result.exit_code == 1, result.output
-    assert f"{BROKEN / 'unknown_action.yaml'}:8:11: error: unknown action 'core.wiat'" in result.stdout
+    assert (
+        f"{BROKEN / 'unknown_action.yaml'}:8:11: error: unknown action 'core.wiat'" in result.stdout
+    )
     assert f"{BROKEN / 'yaml_syntax_error.yaml'}:8:19: error: YAML syntax error" in result.stdout
 
 
@@ -346,12 +395,17 @@ def test_cli_lint_json_format() -> None:
     diagnostics = report["diagnostics"]
     assert report["errors"] == sum(d["severity"] == "error" for d in diagnostics) > 30
     assert report["warnings"] == len(diagnostics) - report["errors"]
-    assert all(isinstance(d["line"], int) and d["line"] >= 1 and d["column"] >= 1
-               for d in diagnostics)
-    by_file = [d for d in diagnostics if d["path"].endswith("unknown_action.yaml")
-               and d["code"] != "file-name"]  # fixture files are named after their error
+    assert all(
+        isinstance(d["line"], int) and d["line"] >= 1 and d["column"] >= 1 for d in diagnostics
+    )
+    by_file = [
+        d
+        for d in diagnostics
+        if d["path"].endswith("unknown_action.yaml") and d["code"] != "file-name"
+    ]  # fixture files are named after their error
     assert [(d["line"], d["column"], d["code"], d["hint"]) for d in by_file] == [
-        (8, 11, "unknown-action", "did you mean 'core.wait'?")]
+        (8, 11, "unknown-action", "did you mean 'core.wait'?")
+    ]
 
 
 def test_cli_lint_strict_turns_warnings_into_failure(write_runbook) -> None:
@@ -376,16 +430,21 @@ def test_lint_plan_schema_do_not_import_prefect(tmp_path: Path) -> None:
         f"assert lint_paths([{str(path)!r}]) == []\n"
         "assert 'prefect' not in sys.modules, 'imported by lint_paths'\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 0, proc.stderr
 
 
 def test_secret_inputs_must_be_strings(tmp_path: Path) -> None:
     path = tmp_path / "secret-list.yaml"
-    path.write_text(CLEAN.format(name="secret-list").replace(
-        "  who: {type: string, required: true}",
-        "  who: {type: string, required: true}\n  keys: {type: array, secret: true}"), encoding="utf-8")
+    path.write_text(
+        CLEAN.format(name="secret-list").replace(
+            "  who: {type: string, required: true}",
+            "  who: {type: string, required: true}\n  keys: {type: array, secret: true}",
+        ),
+        encoding="utf-8",
+    )
     (d,) = lint_paths([path])
     assert (d.line, d.column) == (8, 9)
     assert "a secret input must be of type string" in d.message
@@ -393,7 +452,32 @@ def test_secret_inputs_must_be_strings(tmp_path: Path) -> None:
 
 def test_a_bad_defaults_expression_is_reported_once(tmp_path: Path) -> None:
     path = tmp_path / "bad-defaults.yaml"
-    path.write_text(CLEAN.format(name="bad-defaults").replace(
-        "steps:\n", "defaults: {region: \"{{ inputs.regoin }}\"}\nsteps:\n"), encoding="utf-8")
+    path.write_text(
+        CLEAN.format(name="bad-defaults").replace(
+            "steps:\n", 'defaults: {region: "{{ inputs.regoin }}"}\nsteps:\n'
+        ),
+        encoding="utf-8",
+    )
     found = lint_paths([path])
     assert [(d.line, d.message) for d in found] == [(8, "input 'regoin' is not declared")]
+
+
+def test_a_preapproved_destructive_step_needs_no_gate_but_a_real_reason(
+    write_runbook, gated_registry
+) -> None:
+    text = GATED.format(approve_needs="[]", announce_needs="[]", purge_needs="[]")
+    waived = text.replace(
+        "    with: {bucket: weights}",
+        "    preapproved: IR policy 4.2, auto-containment of confirmed theft\n"
+        "    with: {bucket: weights}",
+    )
+    assert lint_paths([write_runbook(waived)], gated_registry, strict=True) == []
+    vague = text.replace(
+        "    with: {bucket: weights}", "    preapproved: ok\n    with: {bucket: weights}"
+    )
+    (d,) = [
+        x
+        for x in lint_paths([write_runbook(vague, "vague.yaml")], gated_registry)
+        if x.severity == "error"
+    ]
+    assert "steps.2.preapproved" in d.message and "at least 10 characters" in d.message
