@@ -764,3 +764,303 @@ def test_rotate_secret_declares_exactly_the_calls_it_makes(
 
     # lambda:InvokeFunction is AWS invoking the rotation function on the caller's behalf.
     assert set(wire.calls) | {"lambda:InvokeFunction"} == set(RotateSecret.iam_actions)
+
+
+# --- describe (clampdown plan --live) ------------------------------------------------------
+
+
+def kms_state(key_id: str) -> dict[str, Any]:
+    kms = kms_client()
+    return {
+        "meta": kms.describe_key(KeyId=key_id)["KeyMetadata"],
+        "tags": key_tags(key_id),
+        "yearly": {
+            k: v
+            for k, v in kms.get_key_rotation_status(KeyId=key_id).items()
+            if k != "ResponseMetadata"
+        },
+        "rotations": kms.list_key_rotations(KeyId=key_id)["Rotations"],
+    }
+
+
+def secret_state(secret: str) -> dict[str, Any]:
+    desc = sm_client().describe_secret(SecretId=secret)
+    for volatile in ("LastAccessedDate", "ResponseMetadata"):  # reads stamp LastAccessedDate
+        desc.pop(volatile, None)
+    versions = {
+        v: sm_client().get_secret_value(SecretId=secret, VersionId=v).get("SecretString")
+        for v in desc["VersionIdsToStages"]
+    }
+    return {"describe": desc, "values": versions}
+
+
+def preview(action: Any, params: Any, ctx: ActionContext) -> list[str]:
+    """What ``plan --live`` calls: ``describe`` with clients that refuse mutating calls."""
+    changes = action.preview(params, ctx)
+    assert changes is not None, "the action does not implement describe"
+    return changes
+
+
+READ_ONLY = ("Get", "List", "Describe", "Head")
+
+
+def test_describe_rotate_key_lists_rotation_and_yearly_then_nothing_after_apply(
+    aws: str, action_ctx: ActionContext, wire: Wire
+) -> None:
+    key = new_key(alias="alias/model-weights")
+    params = RotateKey.Input(key_id="alias/model-weights")
+    action = RotateKey()
+    before = kms_state(key["KeyId"])
+
+    changes = preview(action, params, action_ctx)
+
+    assert len(changes) == 2
+    assert changes[0].startswith(f"rotate the key material of KMS key {key['Arn']} now")
+    assert f"{ROTATED_BY_RUN_TAG}=<run id>" in changes[0] and "replacing" not in changes[0]
+    assert changes[1] == f"turn on automatic rotation of KMS key {key['Arn']} every 365 days"
+    assert kms_state(key["KeyId"]) == before
+    assert action_ctx.undo == []
+    assert wire.calls and all(c.split(":")[1].startswith(READ_ONLY) for c in wire.calls)
+    assert set(wire.calls) <= set(RotateKey.iam_actions)  # plan's IAM list covers the preview
+
+    action.run(params, action_ctx)
+    after = kms_state(key["KeyId"])
+
+    assert preview(action, params, action_ctx) == []
+    assert kms_state(key["KeyId"]) == after
+
+
+def test_describe_rotate_key_lists_only_what_is_missing(
+    mocked_aws: None, action_ctx: ActionContext
+) -> None:
+    key = new_key(Tags=[{"TagKey": ROTATED_BY_RUN_TAG, "TagValue": "earlier-run"}])
+    kms_client().enable_key_rotation(KeyId=key["KeyId"])
+    action = RotateKey()
+
+    (line,) = preview(action, RotateKey.Input(key_id=key["KeyId"]), action_ctx)
+    assert line.startswith("rotate the key material") and "replacing 'earlier-run'" in line
+
+    plain = new_key()
+    (line,) = preview(
+        action, RotateKey.Input(key_id=plain["KeyId"], enable_yearly_rotation=False), action_ctx
+    )
+    assert line.startswith(f"rotate the key material of KMS key {plain['Arn']}")
+
+
+def test_describe_rotate_key_for_a_later_run_lists_the_rotation_again(
+    mocked_aws: None, action_ctx: ActionContext
+) -> None:
+    key = new_key()
+    RotateKey().run(RotateKey.Input(key_id=key["KeyId"]), action_ctx)
+    later = ActionContext(run_id="testrun0002", step_id="step", runbook="test", region=REGION)
+
+    (line,) = preview(RotateKey(), RotateKey.Input(key_id=key["KeyId"]), later)
+
+    assert "replacing 'testrun0001'" in line
+    assert on_demand_rotations(key["KeyId"]) == 1
+
+
+def test_describe_disable_key_then_nothing_after_apply(
+    mocked_aws: None, action_ctx: ActionContext
+) -> None:
+    key = new_key(alias="alias/inference")
+    params = RotateKey.Input(key_id="alias/inference", disable=True)
+    action = RotateKey()
+    before = kms_state(key["KeyId"])
+
+    assert preview(action, params, action_ctx) == [
+        f"disable KMS key {key['Arn']} (nothing can encrypt or decrypt with it until rollback "
+        "enables it)"
+    ]
+    assert kms_state(key["KeyId"]) == before
+
+    action.run(params, action_ctx)
+    assert preview(action, params, action_ctx) == []
+    assert kms_client().describe_key(KeyId=key["KeyId"])["KeyMetadata"]["KeyState"] == "Disabled"
+
+
+def test_describe_disable_lists_nothing_for_a_key_pending_deletion(
+    mocked_aws: None, action_ctx: ActionContext
+) -> None:
+    key = new_key()
+    kms_client().schedule_key_deletion(KeyId=key["KeyId"], PendingWindowInDays=7)
+
+    assert (
+        preview(RotateKey(), RotateKey.Input(key_id=key["KeyId"], disable=True), action_ctx) == []
+    )
+
+
+@pytest.mark.parametrize(
+    "make, disable, message",
+    [
+        (lambda: new_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY"), False, "symmetric"),
+        (lambda: new_key(Origin="EXTERNAL"), False, "imported key material"),
+        (None, False, "is an AWS managed key"),
+        (None, True, "is an AWS managed key"),
+    ],
+    ids=["asymmetric", "imported", "aws-managed-rotate", "aws-managed-disable"],
+)
+def test_describe_rotate_key_raises_what_apply_would_raise(
+    mocked_aws: None,
+    action_ctx: ActionContext,
+    make: Callable[[], dict[str, Any]] | None,
+    disable: bool,
+    message: str,
+) -> None:
+    from moto.kms.models import kms_backends
+
+    key = make() if make else new_key()
+    if make is None:
+        kms_backends[ACCOUNT][REGION].keys[key["KeyId"]].key_manager = "AWS"
+    params = RotateKey.Input(key_id=key["KeyId"], disable=disable)
+
+    with pytest.raises(AwsActionError, match=message) as previewed:
+        preview(RotateKey(), params, action_ctx)
+    with pytest.raises(AwsActionError, match=message) as applied:
+        RotateKey().run(params, action_ctx)
+
+    assert str(previewed.value) == str(applied.value)
+
+
+def test_describe_rotate_key_access_denied_names_the_read_action(
+    mocked_aws: None, action_ctx: ActionContext, wire: Wire
+) -> None:
+    key = new_key()
+    wire.fail(
+        "kms:GetKeyRotationStatus",
+        "AccessDeniedException",
+        denied("kms:GetKeyRotationStatus", key["Arn"]),
+    )
+
+    with pytest.raises(AwsAccessDenied, match=r"may not call kms:GetKeyRotationStatus"):
+        preview(RotateKey(), RotateKey.Input(key_id=key["KeyId"]), action_ctx)
+
+
+def test_describe_rotate_secret_plain_value_then_nothing_after_apply(
+    aws: str, action_ctx: ActionContext, wire: Wire
+) -> None:
+    arn = sm_client().create_secret(Name="model/api-token", SecretString=OLD)["ARN"]
+    old_version = current_version(arn)
+    params = RotateSecret.Input(secret_id="model/api-token", length=48)
+    action = RotateSecret()
+    before = secret_state(arn)
+
+    changes = preview(action, params, action_ctx)
+
+    assert changes == [
+        f"put a new random 48-character value in secret {arn} as AWSCURRENT; "
+        f"version {old_version} becomes AWSPREVIOUS"
+    ]
+    assert secret_state(arn) == before and action_ctx.undo == []
+    assert wire.calls and all(c.split(":")[1].startswith(READ_ONLY) for c in wire.calls)
+    assert set(wire.calls) <= set(RotateSecret.iam_actions)
+
+    action.run(params, action_ctx)
+    after = secret_state(arn)
+
+    assert preview(action, params, action_ctx) == []
+    assert secret_state(arn) == after
+
+
+def test_describe_rotate_secret_json_value_never_shows_it(
+    mocked_aws: None, action_ctx: ActionContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    document = {"username": "svc-inference", "password": OLD, "host": "db.internal"}
+    arn = sm_client().create_secret(Name="db/inference", SecretString=json.dumps(document))["ARN"]
+    before = secret_state(arn)
+
+    (line,) = preview(RotateSecret(), RotateSecret.Input(secret_id="db/inference"), action_ctx)
+
+    assert line.startswith(
+        "put a new value whose JSON 'password' field is a new random 40-character string "
+        f"(2 other field(s) kept) in secret {arn} as AWSCURRENT"
+    )
+    assert OLD not in line and OLD not in caplog.text
+    assert secret_state(arn) == before
+
+
+def test_describe_rotate_secret_through_its_lambda_then_nothing_after_apply(
+    mocked_aws: None, action_ctx: ActionContext, rotation_lambda: Callable[[str], str], wire: Wire
+) -> None:
+    arn = rotation_lambda("db/lambda-rotated")
+    params = RotateSecret.Input(secret_id=arn)
+    action = RotateSecret()
+    before = secret_state(arn)
+
+    (line,) = preview(action, params, action_ctx)
+
+    assert line.startswith(f"rotate secret {arn} now through its rotation Lambda ")
+    assert "rotate-db" in line and "shows only when it runs" in line
+    assert f"version {current_version(arn)} becomes AWSPREVIOUS" in line
+    assert secret_state(arn) == before
+    assert wire.count("secretsmanager:GetSecretValue") == 0  # the Lambda handles the value
+
+    action.run(params, action_ctx)
+    assert preview(action, params, action_ctx) == []
+
+
+@pytest.mark.parametrize("shape", ["json-without-password", "binary", "deleted"])
+def test_describe_rotate_secret_raises_what_apply_would_raise(
+    mocked_aws: None, action_ctx: ActionContext, shape: str
+) -> None:
+    if shape == "binary":
+        sm_client().create_secret(Name="s", SecretBinary=b"\x00\x01binary")
+    else:
+        sm_client().create_secret(Name="s", SecretString=json.dumps({"api_key": OLD}))
+    if shape == "deleted":
+        sm_client().delete_secret(SecretId="s", RecoveryWindowInDays=7)
+    before = secret_state("s") if shape != "deleted" else None
+    params = RotateSecret.Input(secret_id="s")
+
+    with pytest.raises(SecretRotationRefused) as previewed:
+        preview(RotateSecret(), params, action_ctx)
+    with pytest.raises(SecretRotationRefused) as applied:
+        RotateSecret().run(params, action_ctx)
+
+    assert str(previewed.value) == str(applied.value) and OLD not in str(previewed.value)
+    if before is not None:
+        assert secret_state("s") == before
+
+
+LIVE_RUNBOOK = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: live-kms-secrets, title: Live preview}
+steps:
+  - {id: rotate_key, uses: aws.kms.rotate_key, with: {key_id: alias/model-weights}}
+  - {id: disable_key, uses: aws.kms.rotate_key, with: {key_id: alias/old, disable: true}}
+  - {id: rotate_secret, uses: aws.secrets.rotate_secret, with: {secret_id: model/api-token}}
+"""
+
+
+def test_plan_live_previews_both_actions_against_the_moto_server(
+    aws_endpoint: str, write_runbook: Callable[..., Any]
+) -> None:
+    from typer.testing import CliRunner
+
+    from clampdown.cli import app
+
+    key = new_key(alias="alias/model-weights")
+    old = new_key(alias="alias/old")
+    kms_client().disable_key(KeyId=old["KeyId"])
+    arn = sm_client().create_secret(Name="model/api-token", SecretString=OLD)["ARN"]
+    kms_before, secret_before = kms_state(key["KeyId"]), secret_state(arn)
+
+    result = CliRunner().invoke(
+        app, ["plan", str(write_runbook(LIVE_RUNBOOK)), "--live", "--format", "json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    # stdout only: the runbook linter's warnings (no approval gate) go to stderr
+    steps = {s["id"]: s for stage in json.loads(result.stdout)["stages"] for s in stage}
+    assert [c.split(" now")[0] for c in steps["rotate_key"]["changes"]] == [
+        f"rotate the key material of KMS key {key['Arn']}",
+        f"turn on automatic rotation of KMS key {key['Arn']} every 365 days",
+    ]
+    assert steps["disable_key"]["changes"] == []  # already disabled
+    assert steps["rotate_secret"]["changes"] == [
+        f"put a new random 40-character value in secret {arn} as AWSCURRENT; "
+        f"version {current_version(arn)} becomes AWSPREVIOUS"
+    ]
+    assert OLD not in result.output
+    assert kms_state(key["KeyId"]) == kms_before and secret_state(arn) == secret_before

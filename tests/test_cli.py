@@ -203,7 +203,7 @@ def test_schema_agrees_with_the_loader_on_edge_cases():
 def test_text_that_looks_like_console_markup_is_printed_as_is(write_runbook):
     path = write_runbook("""apiVersion: clampdown/v1
 kind: Runbook
-metadata: {name: markup, title: "Markup [/bold] title"}
+metadata: {name: markup, title: "Markup [/bold] title for arn:aws:secretsmanager:secret:db"}
 inputs:
   who: {type: string, default: "[/red] x"}
 steps:
@@ -211,5 +211,5 @@ steps:
 """)
     result = runner.invoke(app, ["plan", str(path)])
     assert result.exit_code == 0, result.output
-    assert "Markup [/bold] title" in result.output
+    assert "Markup [/bold] title for arn:aws:secretsmanager:secret:db" in result.output
     assert "who='[/red] x'" in result.output and "if: inputs['who'] != ''" in result.output

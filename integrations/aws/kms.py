@@ -13,6 +13,11 @@ action rotates at most once per run: after rotating, it tags the key
 ``clampdown:rotated-by-run=<run id>`` and skips the rotation while that tag names
 the current run. ``kms:ListKeyRotations`` cannot serve as that marker: it lists
 dates and types of rotations, not who asked for them.
+
+``describe`` (``clampdown plan --live``) makes the same reads and checks as
+``apply`` (DescribeKey, ListResourceTags, GetKeyRotationStatus) and lists what
+``apply`` would change. A key ``apply`` refuses (AWS managed, not rotatable, in a
+state KMS cannot disable) makes ``describe`` raise the same error.
 """
 
 from __future__ import annotations
@@ -73,14 +78,8 @@ class RotateKey(AwsAction):
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         kms = aws.client("kms")
-        meta = kms.describe_key(KeyId=params.key_id)["KeyMetadata"]
+        meta = _customer_managed_key(kms, params.key_id)
         key_arn, key_id = meta["Arn"], meta["KeyId"]
-        if meta.get("KeyManager") == "AWS":
-            raise AwsActionError(
-                f"{key_arn} is an AWS managed key: AWS rotates it every year and nobody can "
-                "rotate, disable or tag it. Rotate or disable the customer managed key that "
-                "protects the data instead (or move the data to one)"
-            )
         if params.disable:
             disabled = self._disable(kms, meta, ctx)
             return self.Output(
@@ -91,7 +90,7 @@ class RotateKey(AwsAction):
                 changed=disabled,
             )
 
-        self._check_rotatable(meta)
+        _check_rotatable(meta)
         rotated = self._rotate_on_demand(kms, key_id, key_arn, ctx)
         enabled = False
         if params.enable_yearly_rotation:
@@ -104,19 +103,42 @@ class RotateKey(AwsAction):
             changed=rotated or enabled,
         )
 
+    # --- preview -------------------------------------------------------------------------
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        kms = aws.client("kms")
+        meta = _customer_managed_key(kms, params.key_id)
+        key_arn, key_id = meta["Arn"], meta["KeyId"]
+        if params.disable:
+            if not _needs_disabling(meta):
+                return []
+            return [
+                f"disable KMS key {key_arn} (nothing can encrypt or decrypt with it until "
+                "rollback enables it)"
+            ]
+        _check_rotatable(meta)
+        changes = []
+        needed, previous = _rotation_needed(kms, key_id, ctx.run_id)
+        if needed:
+            replacing = f", replacing {previous!r}" if previous else ""
+            changes.append(
+                f"rotate the key material of KMS key {key_arn} now, on demand, and tag it "
+                f"{ROTATED_BY_RUN_TAG}=<run id>{replacing} (AWS caps on-demand rotations per "
+                "key; whether one is left shows only when rotating)"
+            )
+        if params.enable_yearly_rotation and _yearly_rotation_off(kms, key_id):
+            changes.append(
+                f"turn on automatic rotation of KMS key {key_arn} every {ROTATION_PERIOD_DAYS} days"
+            )
+        return changes
+
     # --- disable -------------------------------------------------------------------------
 
     def _disable(self, kms: Any, meta: dict[str, Any], ctx: ActionContext) -> bool:
         key_arn, key_id, state = meta["Arn"], meta["KeyId"], meta.get("KeyState")
-        if state in ("Disabled", "PendingDeletion", "PendingReplicaDeletion"):
-            # Already unusable: cancelling a deletion leaves the key Disabled too.
+        if not _needs_disabling(meta):
             ctx.logger.info("KMS key %s is already %s; nothing to disable", key_arn, state)
             return False
-        if state != "Enabled":
-            raise AwsActionError(
-                f"{key_arn} is in state {state}; KMS can disable only an Enabled key. "
-                "Wait until it is Enabled (or investigate why it is not) and run the step again"
-            )
         kms.disable_key(KeyId=key_id)
         ctx.record_undo(
             f"Enable KMS key {key_arn} again (this run disabled it)",
@@ -129,47 +151,9 @@ class RotateKey(AwsAction):
 
     # --- rotate --------------------------------------------------------------------------
 
-    @staticmethod
-    def _check_rotatable(meta: dict[str, Any]) -> None:
-        key_arn = meta["Arn"]
-        state = meta.get("KeyState")
-        if state != "Enabled":
-            raise AwsActionError(
-                f"{key_arn} is {state}; KMS rotates only Enabled keys. Enable it first, or "
-                "use disable: true if the goal is to stop its use"
-            )
-        spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
-        if spec != "SYMMETRIC_DEFAULT" or meta.get("KeyUsage", "ENCRYPT_DECRYPT") != (
-            "ENCRYPT_DECRYPT"
-        ):
-            raise AwsActionError(
-                f"{key_arn} is a {spec} key; KMS rotates only symmetric encryption keys. "
-                "Replace the key (create a new one and re-point its users), or use "
-                "disable: true to stop its use"
-            )
-        origin = meta.get("Origin")
-        if origin in _CUSTOM_KEY_STORE_ORIGINS:
-            raise AwsActionError(
-                f"{key_arn} lives in a custom key store ({origin}); KMS cannot rotate it. "
-                "Rotate it in the key store, or use disable: true"
-            )
-        if origin == "EXTERNAL":
-            raise AwsActionError(
-                f"{key_arn} uses imported key material; rotating it needs new material "
-                "imported first (kms:ImportKeyMaterial), which clampdown does not hold. "
-                "Use disable: true to stop its use"
-            )
-        multi_region = meta.get("MultiRegionConfiguration") or {}
-        if multi_region.get("MultiRegionKeyType") == "REPLICA":
-            primary = (multi_region.get("PrimaryKey") or {}).get("Arn", "its primary key")
-            raise AwsActionError(
-                f"{key_arn} is a multi-Region replica; KMS rotates the primary key "
-                f"({primary}) and its replicas with it. Run the step on the primary key"
-            )
-
     def _rotate_on_demand(self, kms: Any, key_id: str, key_arn: str, ctx: ActionContext) -> bool:
-        previous = _tag_value(kms, key_id, ROTATED_BY_RUN_TAG)
-        if previous == ctx.run_id:
+        needed, previous = _rotation_needed(kms, key_id, ctx.run_id)
+        if not needed:
             ctx.logger.info(
                 "KMS key %s was already rotated on demand by run %s; not rotating again "
                 "(AWS limits on-demand rotations per key)",
@@ -199,7 +183,7 @@ class RotateKey(AwsAction):
         return True
 
     def _enable_yearly(self, kms: Any, key_id: str, key_arn: str, ctx: ActionContext) -> bool:
-        if kms.get_key_rotation_status(KeyId=key_id).get("KeyRotationEnabled"):
+        if not _yearly_rotation_off(kms, key_id):
             ctx.logger.info("automatic rotation of KMS key %s is already on", key_arn)
             return False
         kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=ROTATION_PERIOD_DAYS)
@@ -238,6 +222,83 @@ class RotateKey(AwsAction):
                 kms.tag_resource(KeyId=key_id, Tags=[{"TagKey": tag_key, "TagValue": previous}])
         else:
             raise AwsActionError(f"{self.name} cannot undo unknown operation {op!r}")
+
+
+# --- what needs doing (shared by apply and describe; read-only calls only) ----------------
+
+
+def _customer_managed_key(kms: Any, key_id: str) -> dict[str, Any]:
+    """The key's metadata; an AWS managed key is refused (nobody can rotate or disable it)."""
+    meta: dict[str, Any] = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    if meta.get("KeyManager") == "AWS":
+        raise AwsActionError(
+            f"{meta['Arn']} is an AWS managed key: AWS rotates it every year and nobody can "
+            "rotate, disable or tag it. Rotate or disable the customer managed key that "
+            "protects the data instead (or move the data to one)"
+        )
+    return meta
+
+
+def _needs_disabling(meta: dict[str, Any]) -> bool:
+    """True for an Enabled key; False when it is already unusable; otherwise refused."""
+    key_arn, state = meta["Arn"], meta.get("KeyState")
+    if state in ("Disabled", "PendingDeletion", "PendingReplicaDeletion"):
+        # Already unusable: cancelling a deletion leaves the key Disabled too.
+        return False
+    if state != "Enabled":
+        raise AwsActionError(
+            f"{key_arn} is in state {state}; KMS can disable only an Enabled key. "
+            "Wait until it is Enabled (or investigate why it is not) and run the step again"
+        )
+    return True
+
+
+def _check_rotatable(meta: dict[str, Any]) -> None:
+    key_arn = meta["Arn"]
+    state = meta.get("KeyState")
+    if state != "Enabled":
+        raise AwsActionError(
+            f"{key_arn} is {state}; KMS rotates only Enabled keys. Enable it first, or "
+            "use disable: true if the goal is to stop its use"
+        )
+    spec = meta.get("KeySpec") or meta.get("CustomerMasterKeySpec")
+    if spec != "SYMMETRIC_DEFAULT" or meta.get("KeyUsage", "ENCRYPT_DECRYPT") != (
+        "ENCRYPT_DECRYPT"
+    ):
+        raise AwsActionError(
+            f"{key_arn} is a {spec} key; KMS rotates only symmetric encryption keys. "
+            "Replace the key (create a new one and re-point its users), or use "
+            "disable: true to stop its use"
+        )
+    origin = meta.get("Origin")
+    if origin in _CUSTOM_KEY_STORE_ORIGINS:
+        raise AwsActionError(
+            f"{key_arn} lives in a custom key store ({origin}); KMS cannot rotate it. "
+            "Rotate it in the key store, or use disable: true"
+        )
+    if origin == "EXTERNAL":
+        raise AwsActionError(
+            f"{key_arn} uses imported key material; rotating it needs new material "
+            "imported first (kms:ImportKeyMaterial), which clampdown does not hold. "
+            "Use disable: true to stop its use"
+        )
+    multi_region = meta.get("MultiRegionConfiguration") or {}
+    if multi_region.get("MultiRegionKeyType") == "REPLICA":
+        primary = (multi_region.get("PrimaryKey") or {}).get("Arn", "its primary key")
+        raise AwsActionError(
+            f"{key_arn} is a multi-Region replica; KMS rotates the primary key "
+            f"({primary}) and its replicas with it. Run the step on the primary key"
+        )
+
+
+def _rotation_needed(kms: Any, key_id: str, run_id: str) -> tuple[bool, str | None]:
+    """Whether run ``run_id`` still has to rotate the key, and the marker tag's value now."""
+    previous = _tag_value(kms, key_id, ROTATED_BY_RUN_TAG)
+    return previous != run_id, previous
+
+
+def _yearly_rotation_off(kms: Any, key_id: str) -> bool:
+    return not kms.get_key_rotation_status(KeyId=key_id).get("KeyRotationEnabled")
 
 
 def _tag_value(kms: Any, key_id: str, tag_key: str) -> str | None:

@@ -13,16 +13,24 @@ The new version's id (``ClientRequestToken``) is derived from the run id, the
 step id and the secret's ARN, so a second run of the same step finds its own
 version and changes nothing, and Secrets Manager itself rejects a duplicate.
 
-Secret values live only in local variables of :meth:`RotateSecret._put_new_value`:
-they never reach a log, an output, an undo record or the ledger. botocore logs
-request and response bodies at DEBUG; :mod:`integrations.aws.base` blanks those
-that carry a secret value.
+Secret values live only in local variables of :meth:`RotateSecret._put_new_value`,
+:meth:`RotateSecret.describe` and ``_current_document``: they never reach a log, an
+output, an undo record, a preview line or the ledger. botocore logs request and
+response bodies at DEBUG; :mod:`integrations.aws.base` blanks those that carry a
+secret value.
+
+``describe`` (``clampdown plan --live``) makes the same reads and checks as
+``apply`` (DescribeSecret and, for ``put_secret_value``, GetSecretValue to check
+the current value's shape; the value is looked at, never shown) and lists what
+``apply`` would change. A secret ``apply`` refuses makes ``describe`` raise the
+same error.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -73,25 +81,16 @@ class RotateSecret(AwsAction):
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         sm = aws.client("secretsmanager")
-        desc = sm.describe_secret(SecretId=params.secret_id)
-        arn = desc["ARN"]
-        if desc.get("DeletedDate"):
-            raise SecretRotationRefused(
-                f"secret {arn} is scheduled for deletion; restore it "
-                "(secretsmanager:RestoreSecret) before rotating it, or let the deletion stand"
-            )
-        method = _method(desc)
-        token = version_token(ctx.run_id, ctx.step_id, arn)
-        stages: dict[str, list[str]] = desc.get("VersionIdsToStages") or {}
-        if token in stages:
+        target = _target(sm, params.secret_id, ctx)
+        arn, method, token, previous = target.arn, target.method, target.token, target.previous
+        if target.done:
             ctx.logger.info(
                 "secret %s already has version %s from this run (now %s); not rotating again",
                 arn,
                 token,
-                ",".join(stages[token]) or "no stage",
+                ",".join(target.stages[token]) or "no stage",
             )
             return self.Output(secret_arn=arn, new_version_id=token, method=method, changed=False)
-        previous = _current_version(stages)
 
         if method == "put_secret_value":
             created = self._put_new_value(sm, arn, previous, token, params)
@@ -134,21 +133,7 @@ class RotateSecret(AwsAction):
         """Generate and store the new value; False if this run's version already exists."""
         from botocore.exceptions import ClientError
 
-        document: dict[str, Any] | None = None
-        if previous is not None:
-            current = sm.get_secret_value(SecretId=arn, VersionId=previous)
-            if current.get("SecretString") is None:
-                raise SecretRotationRefused(
-                    f"secret {arn} holds a binary value; clampdown generates text values "
-                    "only. Configure a rotation Lambda for it, or rotate it by hand"
-                )
-            document = _json_object(current["SecretString"])
-            if document is not None and not isinstance(document.get(PASSWORD_FIELD), str):
-                raise SecretRotationRefused(
-                    f"secret {arn} holds a JSON object without a string "
-                    f"{PASSWORD_FIELD!r} field, so clampdown cannot tell which field is the "
-                    "credential. Configure a rotation Lambda for it, or rotate it by hand"
-                )
+        document = _current_document(sm, arn, previous)
         password = sm.get_random_password(
             PasswordLength=params.length,
             ExcludeCharacters=params.exclude_characters,
@@ -167,6 +152,42 @@ class RotateSecret(AwsAction):
             # This run's version exists but lost its stages (a later rotation superseded it).
             return False
         return True
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        sm = aws.client("secretsmanager")
+        target = _target(sm, params.secret_id, ctx)
+        if target.done:
+            return []
+        # (AWS hides versions left without a stage: if a later rotation superseded this run's
+        # version, the line below lists a change that apply would find already made.)
+        arn, previous = target.arn, target.previous
+        after = (
+            f"version {previous} becomes AWSPREVIOUS"
+            if previous is not None
+            else "it has no AWSCURRENT version now, so rollback could not restore one"
+        )
+        if target.method == "lambda":
+            return [
+                f"rotate secret {arn} now through its rotation Lambda "
+                f"{target.desc['RotationLambdaARN']} (RotateSecret), which also changes the "
+                f"credential in the protected system; {after}. Whether the Lambda succeeds "
+                "shows only when it runs"
+            ]
+        if target.method == "managed":
+            return [
+                f"rotate secret {arn} now through {target.desc['OwningService']}, which "
+                f"manages it (RotateSecret), changing the credential there too; {after}"
+            ]
+        document = _current_document(sm, arn, previous)
+        if document is None:
+            what = f"a new random {params.length}-character value"
+        else:
+            kept = len(document) - 1
+            what = (
+                f"a new value whose JSON {PASSWORD_FIELD!r} field is a new random "
+                f"{params.length}-character string ({kept} other field(s) kept)"
+            )
+        return [f"put {what} in secret {arn} as AWSCURRENT; {after}"]
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
         if how["op"] != "restore_current":
@@ -193,6 +214,68 @@ class RotateSecret(AwsAction):
             RemoveFromVersionId=new,
         )
         ctx.logger.info("moved AWSCURRENT of secret %s back to version %s", arn, previous)
+
+
+# --- what needs doing (shared by apply and describe; read-only calls only) ----------------
+
+
+@dataclass
+class _Target:
+    """A secret as this run's rotation finds it."""
+
+    desc: dict[str, Any]
+    arn: str
+    method: Literal["lambda", "managed", "put_secret_value"]
+    token: str  # the version this run creates
+    stages: dict[str, list[str]]
+    previous: str | None  # AWSCURRENT now
+
+    @property
+    def done(self) -> bool:
+        """This run's version exists already (as far as DescribeSecret shows)."""
+        return self.token in self.stages
+
+
+def _target(sm: Any, secret_id: str, ctx: ActionContext) -> _Target:
+    desc = sm.describe_secret(SecretId=secret_id)
+    arn = desc["ARN"]
+    if desc.get("DeletedDate"):
+        raise SecretRotationRefused(
+            f"secret {arn} is scheduled for deletion; restore it "
+            "(secretsmanager:RestoreSecret) before rotating it, or let the deletion stand"
+        )
+    method = _method(desc)
+    stages: dict[str, list[str]] = desc.get("VersionIdsToStages") or {}
+    return _Target(
+        desc=desc,
+        arn=arn,
+        method=method,
+        token=version_token(ctx.run_id, ctx.step_id, arn),
+        stages=stages,
+        previous=_current_version(stages),
+    )
+
+
+def _current_document(sm: Any, arn: str, previous: str | None) -> dict[str, Any] | None:
+    """The current value as a JSON object to keep all but its password field, or None when
+    the whole value is replaced; refuses values clampdown cannot rotate. The value itself
+    stays in this function's locals and the returned document."""
+    if previous is None:
+        return None
+    current = sm.get_secret_value(SecretId=arn, VersionId=previous)
+    if current.get("SecretString") is None:
+        raise SecretRotationRefused(
+            f"secret {arn} holds a binary value; clampdown generates text values "
+            "only. Configure a rotation Lambda for it, or rotate it by hand"
+        )
+    document = _json_object(current["SecretString"])
+    if document is not None and not isinstance(document.get(PASSWORD_FIELD), str):
+        raise SecretRotationRefused(
+            f"secret {arn} holds a JSON object without a string "
+            f"{PASSWORD_FIELD!r} field, so clampdown cannot tell which field is the "
+            "credential. Configure a rotation Lambda for it, or rotate it by hand"
+        )
+    return document
 
 
 def version_token(run_id: str, step_id: str, secret_arn: str) -> str:
