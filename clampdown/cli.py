@@ -203,7 +203,7 @@ def _print_plan(result: Any) -> None:
             if step.iam_actions:
                 out.print(f"      IAM: {', '.join(step.iam_actions)}")
             if step.changes is not None:
-                out.print("      would change: " + ("nothing" if not step.changes else ""))
+                out.print("      would change:" + ("" if step.changes else " nothing"))
                 for line in step.changes:
                     out.print(f"        - {line}", markup=False)
             elif step.preview_note:

@@ -25,6 +25,7 @@ from integrations.aws.iam import (
     REVOKE_POLICY,
     RevokeCredentials,
     RotateAccessKey,
+    block_assume_statement,
     quarantine_document,
 )
 
@@ -792,3 +793,236 @@ def test_actions_declare_what_they_call():
     assert {"iam:CreateAccessKey", "secretsmanager:PutSecretValue"} <= set(
         RotateAccessKey.iam_actions
     )
+
+
+# --- describe: what `clampdown plan --live` shows -------------------------------------------
+# Through ``preview`` (what the planner calls): its clients refuse any mutating call, so a
+# describe that tried to change something would fail these tests with MutatingCallRefused.
+
+
+def plan_ctx() -> ActionContext:
+    return new_ctx(run_id="plan")
+
+
+def iam_state(iam: Any) -> dict[str, Any]:
+    """Everything the two actions read or change in IAM."""
+    users = {
+        u["UserName"]: (
+            key_statuses(iam, u["UserName"]),
+            has_login_profile(iam, u["UserName"]),
+            user_policies(iam, u["UserName"]),
+        )
+        for u in iam.list_users()["Users"]
+    }
+    roles = {
+        r["RoleName"]: (trust_of(iam, r["RoleName"]), role_policies(iam, r["RoleName"]))
+        for r in iam.list_roles()["Roles"]
+    }
+    return {"users": users, "roles": roles}
+
+
+def sm_state(sm: Any) -> dict[str, Any]:
+    return {
+        s["Name"]: sm.describe_secret(SecretId=s["ARN"]).get("VersionIdsToStages")
+        for s in sm.list_secrets()["SecretList"]
+    }
+
+
+LOGIN_LINE = (
+    "delete the console login profile of user {user} (rollback cannot restore the password: "
+    "it recreates the profile with a new one)"
+)
+DENY_OLDER = (
+    "deny everything to sessions issued before the step runs (aws:TokenIssueTime; the exact "
+    "cutoff is known only then)"
+)
+
+
+def test_describe_revoke_user_changes_nothing_and_is_empty_after_apply(iam: Any):
+    arn, active, inactive = seed_user(iam)
+    params = RevokeCredentials.Input(principal_arn=arn)
+    before = iam_state(iam)
+
+    changes = RevokeCredentials().preview(params, plan_ctx())
+
+    assert changes == [
+        "attach inline deny-all policy clampdown-quarantine to user alice",
+        f"deactivate (not delete) access key {active} of user alice",
+        LOGIN_LINE.format(user="alice"),
+    ]
+    assert inactive not in " ".join(changes)
+    assert iam_state(iam) == before
+
+    out = RevokeCredentials().run(params, new_ctx())
+    assert out.deactivated_keys == [active] and out.login_profile_deleted  # as described
+    after = iam_state(iam)
+    assert after != before
+    assert RevokeCredentials().preview(params, plan_ctx()) == []
+    assert iam_state(iam) == after
+
+
+@IN_PROCESS_ONLY
+def test_describe_revoke_user_replacing_a_policy_and_without_keys_or_password(iam: Any):
+    arn = iam.create_user(UserName="bob")["User"]["Arn"]
+    iam.put_user_policy(UserName="bob", PolicyName="hold", PolicyDocument=json.dumps(APP_POLICY))
+    params = RevokeCredentials.Input(principal_arn=arn, quarantine_policy_name="hold")
+    before = iam_state(iam)
+    assert RevokeCredentials().preview(params, plan_ctx()) == [
+        "replace the document of inline policy hold of user bob with deny-all (the current "
+        "document is kept for rollback)"
+    ]
+    assert iam_state(iam) == before
+    RevokeCredentials().run(params, new_ctx())
+    assert user_policies(iam, "bob")["hold"] == quarantine_document()
+    assert RevokeCredentials().preview(params, plan_ctx()) == []
+
+
+@IN_PROCESS_ONLY
+def test_describe_revoke_role_block_and_sessions_then_empty(iam: Any):
+    arn = seed_role(iam)
+    params = RevokeCredentials.Input(principal_arn=arn, block_assume=True)
+    before = iam_state(iam)
+
+    assert RevokeCredentials().preview(params, plan_ctx()) == [
+        f"add statement {BLOCK_SID} (deny sts:AssumeRole* to every principal) in the trust "
+        "policy of role trainer (1 statement(s) kept)",
+        f"attach inline policy {REVOKE_POLICY} to role trainer: {DENY_OLDER}",
+    ]
+    # Without block_assume only the session revocation would happen.
+    assert RevokeCredentials().preview(RevokeCredentials.Input(principal_arn=arn), plan_ctx()) == [
+        f"attach inline policy {REVOKE_POLICY} to role trainer: {DENY_OLDER}"
+    ]
+    assert iam_state(iam) == before
+
+    RevokeCredentials().run(params, new_ctx())
+    after = iam_state(iam)
+    # Already contained: a new run would only move the cutoff forward, not a change.
+    assert RevokeCredentials().preview(params, plan_ctx()) == []
+    assert iam_state(iam) == after
+
+
+@IN_PROCESS_ONLY
+def test_describe_revoke_role_replaces_a_foreign_policy_and_an_edited_block(iam: Any):
+    arn = seed_role(iam)
+    stale = {**block_assume_statement(), "Action": "sts:AssumeRole"}  # edited by hand
+    trust = {**TRUST, "Statement": [*TRUST["Statement"], stale]}
+    iam.update_assume_role_policy(RoleName="trainer", PolicyDocument=json.dumps(trust))
+    iam.put_role_policy(
+        RoleName="trainer", PolicyName=REVOKE_POLICY, PolicyDocument=json.dumps(APP_POLICY)
+    )
+    params = RevokeCredentials.Input(principal_arn=arn, block_assume=True)
+    before = iam_state(iam)
+    assert RevokeCredentials().preview(params, plan_ctx()) == [
+        f"replace statement {BLOCK_SID} (deny sts:AssumeRole* to every principal) in the trust "
+        "policy of role trainer (1 statement(s) kept)",
+        f"replace inline policy {REVOKE_POLICY} of role trainer, which clampdown did not write "
+        f"(its document is kept for rollback), with clampdown's: {DENY_OLDER}",
+    ]
+    assert iam_state(iam) == before
+    RevokeCredentials().run(params, new_ctx())
+    assert trust_of(iam, "trainer")["Statement"][-1] == block_assume_statement()
+    assert RevokeCredentials().preview(params, plan_ctx()) == []
+
+
+@IN_PROCESS_ONLY
+def test_describe_revoke_fails_like_apply_would(iam: Any):
+    linked = iam.create_service_linked_role(AWSServiceName="elasticbeanstalk.amazonaws.com")["Role"]
+    with pytest.raises(AwsActionError, match="is a service-linked role"):
+        RevokeCredentials().preview(
+            RevokeCredentials.Input(principal_arn=linked["Arn"]), plan_ctx()
+        )
+    with pytest.raises(AwsActionError, match="no IAM user named 'ghost'"):
+        RevokeCredentials().preview(
+            RevokeCredentials.Input(principal_arn=f"arn:aws:iam::{ACCOUNT}:user/ghost"),
+            plan_ctx(),
+        )
+
+
+@IN_PROCESS_ONLY
+def test_describe_access_denied_names_the_read_permission(
+    iam: Any, monkeypatch: pytest.MonkeyPatch
+):
+    arn, _, _ = seed_user(iam)
+    who = f"arn:aws:sts::{ACCOUNT}:assumed-role/planner/clampdown-plan"
+    text = f"User: {who} is not authorized to perform: iam:GetLoginProfile on resource: alice"
+    inject(monkeypatch, "iam", "GetLoginProfile", 403, iam_error("AccessDenied", text), times=99)
+    with pytest.raises(AwsAccessDenied, match=f"{who} may not call iam:GetLoginProfile"):
+        RevokeCredentials().preview(RevokeCredentials.Input(principal_arn=arn), plan_ctx())
+
+
+def test_describe_rotate_changes_nothing_and_is_empty_after_apply(iam: Any, sm: Any):
+    iam.create_user(UserName="svc")
+    old = iam.create_access_key(UserName="svc")["AccessKey"]["AccessKeyId"]
+    params = RotateAccessKey.Input(user_name="svc", secret_id="svc/aws", rotation_token="inc-7")
+    before = (iam_state(iam), sm_state(sm))
+
+    assert RotateAccessKey().preview(params, plan_ctx()) == [
+        "create a new access key for user svc (its id is known only once created)",
+        "create secret svc/aws holding the new key",
+        f"deactivate (not delete) old access key {old} of user svc",
+    ]
+    assert (iam_state(iam), sm_state(sm)) == before
+
+    out = RotateAccessKey().run(params, new_ctx())
+    assert out.deactivated_keys == [old]
+    after = (iam_state(iam), sm_state(sm))
+    assert after != before
+    assert RotateAccessKey().preview(params, plan_ctx()) == []  # the same rotation: done
+    by_old_key = RotateAccessKey.Input(user_name="svc", secret_id="svc/aws", old_access_key_id=old)
+    assert RotateAccessKey().preview(by_old_key, plan_ctx()) == []  # `old` retired already
+    assert (iam_state(iam), sm_state(sm)) == after
+
+
+@IN_PROCESS_ONLY
+def test_describe_rotate_into_existing_secret_making_room_never_shows_secrets(
+    iam: Any, sm: Any, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG)
+    iam.create_user(UserName="svc")
+    first = iam.create_access_key(UserName="svc")["AccessKey"]
+    spare = iam.create_access_key(UserName="svc")["AccessKey"]["AccessKeyId"]
+    iam.update_access_key(UserName="svc", AccessKeyId=spare, Status="Inactive")
+    value = {"AccessKeyId": first["AccessKeyId"], "SecretAccessKey": first["SecretAccessKey"]}
+    secret_arn = sm.create_secret(Name="svc-key", SecretString=json.dumps(value))["ARN"]
+    params = RotateAccessKey.Input(user_name="svc", secret_id="svc-key", delete_inactive_key=True)
+    before = (iam_state(iam), sm_state(sm))
+    caplog.clear()
+
+    changes = RotateAccessKey().preview(params, plan_ctx())
+
+    assert changes == [
+        f"delete inactive access key {spare} of user svc to make room for the new one "
+        "(delete_inactive_key; cannot be undone)",
+        "create a new access key for user svc (its id is known only once created)",
+        f"store the new key as the current version of secret {secret_arn} (the version "
+        f"holding key {first['AccessKeyId']} becomes AWSPREVIOUS)",
+        f"deactivate (not delete) old access key {first['AccessKeyId']} of user svc",
+    ]
+    assert "GetSecretValue" in caplog.text  # botocore debug logging was captured
+    assert first["SecretAccessKey"] not in json.dumps(changes) + caplog.text
+    assert (iam_state(iam), sm_state(sm)) == before
+
+    # What apply then does matches the description.
+    out = RotateAccessKey().run(params, new_ctx())
+    assert out.deleted_keys == [spare] and out.deactivated_keys == [first["AccessKeyId"]]
+
+
+@IN_PROCESS_ONLY
+def test_describe_rotate_fails_like_apply_would(iam: Any, sm: Any):
+    iam.create_user(UserName="svc")
+    keys = [iam.create_access_key(UserName="svc")["AccessKey"]["AccessKeyId"] for _ in range(2)]
+    iam.update_access_key(UserName="svc", AccessKeyId=keys[1], Status="Inactive")
+    full = RotateAccessKey.Input(user_name="svc", secret_id="s")
+    with pytest.raises(AwsActionError, match="already has 2 access keys"):
+        RotateAccessKey().preview(full, plan_ctx())
+
+    # A rotation that ran and was rolled back is refused by both, with what to do instead.
+    iam.delete_access_key(UserName="svc", AccessKeyId=keys[1])
+    params = RotateAccessKey.Input(user_name="svc", secret_id="s", rotation_token="inc-8")
+    action, ctx = RotateAccessKey(), new_ctx()
+    action.run(params, ctx)
+    rollback(action, new_ctx(), ctx)
+    before = (iam_state(iam), sm_state(sm))
+    with pytest.raises(AwsActionError, match="pass a new rotation_token"):
+        RotateAccessKey().preview(params, plan_ctx())
+    assert (iam_state(iam), sm_state(sm)) == before

@@ -9,6 +9,9 @@ active sessions") and, on request, denies ``sts:AssumeRole*`` in the trust polic
 ``aws.iam.rotate_access_key`` creates a new access key for a service user, stores it
 in Secrets Manager, then deactivates the old key(s).
 
+Both also ``describe`` (for ``clampdown plan --live``) what they would change now, with
+the same read helpers ``apply`` uses and read-only calls only.
+
 Both record one undo record per change they actually make (nothing when the state
 is already as wanted) and never write a secret (secret access key, password) to a
 log, an output or an undo record. botocore itself writes request and response
@@ -22,6 +25,7 @@ import re
 import secrets
 import string
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -233,6 +237,72 @@ def block_assume_statement() -> dict[str, Any]:
     return {"Sid": BLOCK_SID, "Effect": "Deny", "Principal": "*", "Action": list(ASSUME_ACTIONS)}
 
 
+# What revoke_credentials needs to do, read with Get/List calls only: ``apply`` acts on
+# these answers step by step, ``describe`` (``clampdown plan --live``) only reports them.
+
+
+def _resolve_user(iam: Any, principal_arn: str, user: str) -> str:
+    """The user's ARN, after checking the name resolves to the principal asked for."""
+    arn = str(iam_get(iam, "user", user, principal_arn)["Arn"])
+    _check_same_principal(principal_arn, arn, "user", user)
+    return arn
+
+
+def _quarantine_needed(iam: Any, user: str, policy_name: str) -> tuple[bool, dict | None]:
+    """(whether the quarantine policy must be written, the inline policy of that name now)."""
+    previous = _get_inline_policy(iam, "user", user, policy_name)
+    return previous is None or _canonical(previous) != _canonical(quarantine_document()), previous
+
+
+def _active_key_ids(iam: Any, user: str) -> list[str]:
+    return [k["AccessKeyId"] for k in _list_access_keys(iam, user) if k.get("Status") == "Active"]
+
+
+def _has_login_profile(iam: Any, user: str) -> bool:
+    try:
+        iam.get_login_profile(UserName=user)
+    except Exception as exc:
+        if _error_code(exc) != "NoSuchEntity":
+            raise
+        return False
+    return True
+
+
+def _resolve_role(iam: Any, principal_arn: str, role: str) -> dict[str, Any]:
+    """GetRole, checked to be the role asked for and one whose sessions can be revoked."""
+    found = iam_get(iam, "role", role, principal_arn)
+    _check_same_principal(principal_arn, found["Arn"], "role", role)
+    if str(found.get("Path", "")).startswith("/aws-service-role/"):
+        raise AwsActionError(
+            f"{found['Arn']} is a service-linked role: AWS does not allow revoking its "
+            "sessions or changing its policies; contain the service or resource that uses it"
+        )
+    return found
+
+
+def _blocked_trust(role: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(trust policy now, trust policy with the assume block) or None: already blocked."""
+    trust = _decoded(role["AssumeRolePolicyDocument"])
+    statements = _statements(trust)
+    wanted = block_assume_statement()
+    if any(_canonical(s) == _canonical(wanted) for s in statements):
+        return None
+    applied = {
+        **trust,
+        "Statement": [s for s in statements if s.get("Sid") != BLOCK_SID] + [wanted],
+    }
+    return trust, applied
+
+
+def _revoke_policy_state(iam: Any, role: str) -> tuple[Literal["missing", "foreign", "own"], Any]:
+    """Whether the role has no revoke policy, someone else's of that name, or clampdown's
+    own from an earlier run (which a new run only moves forward: not a change), and it."""
+    previous = _get_inline_policy(iam, "role", role, REVOKE_POLICY)
+    if previous is None:
+        return "missing", None
+    return ("own" if _is_own_revoke_policy(previous) else "foreign"), previous
+
+
 class RevokeCredentials(AwsAction):
     """Cut an IAM user or role off from AWS, reversibly.
 
@@ -308,21 +378,75 @@ class RevokeCredentials(AwsAction):
         out.changed = len(ctx.undo) > undo_before
         return out
 
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What ``apply`` would change now, in the order it would change it.
+
+        A role that already carries clampdown's revoke policy shows no change: a new run
+        only moves the cutoff forward, which ``apply`` does not count as a change either.
+        """
+        parts = parse_principal_arn(params.principal_arn)
+        iam, name = aws.client("iam"), parts["name"]
+        changes: list[str] = []
+        if parts["kind"] == "user":
+            _resolve_user(iam, params.principal_arn, name)
+            policy = params.quarantine_policy_name
+            needed, previous = _quarantine_needed(iam, name, policy)
+            if needed and previous is None:
+                changes.append(f"attach inline deny-all policy {policy} to user {name}")
+            elif needed:
+                changes.append(
+                    f"replace the document of inline policy {policy} of user {name} with "
+                    "deny-all (the current document is kept for rollback)"
+                )
+            changes += [
+                f"deactivate (not delete) access key {key_id} of user {name}"
+                for key_id in _active_key_ids(iam, name)
+            ]
+            if _has_login_profile(iam, name):
+                changes.append(
+                    f"delete the console login profile of user {name} (rollback cannot restore "
+                    "the password: it recreates the profile with a new one)"
+                )
+            return changes
+
+        found = _resolve_role(iam, params.principal_arn, name)
+        blocked = _blocked_trust(found) if params.block_assume else None
+        if blocked is not None:
+            before = _statements(blocked[0])
+            kept = [s for s in before if s.get("Sid") != BLOCK_SID]
+            verb = "add" if len(kept) == len(before) else "replace"
+            changes.append(
+                f"{verb} statement {BLOCK_SID} (deny sts:AssumeRole* to every principal) in "
+                f"the trust policy of role {name} ({len(kept)} statement(s) kept)"
+            )
+        state, _ = _revoke_policy_state(iam, name)
+        deny = (
+            "deny everything to sessions issued before the step runs (aws:TokenIssueTime; "
+            "the exact cutoff is known only then)"
+        )
+        if state == "missing":
+            changes.append(f"attach inline policy {REVOKE_POLICY} to role {name}: {deny}")
+        elif state == "foreign":
+            changes.append(
+                f"replace inline policy {REVOKE_POLICY} of role {name}, which clampdown did not "
+                f"write (its document is kept for rollback), with clampdown's: {deny}"
+            )
+        return changes
+
     # users ---------------------------------------------------------------------------------
 
     def _revoke_user(self, iam: Any, params: Input, user: str, ctx: ActionContext) -> Output:
-        arn = iam_get(iam, "user", user, params.principal_arn)["Arn"]
-        _check_same_principal(params.principal_arn, arn, "user", user)
+        arn = _resolve_user(iam, params.principal_arn, user)
         if params.block_assume:
             ctx.logger.info("block_assume applies to roles only; %s is a user", arn)
         out = self.Output(principal_type="user")
 
         # 1. The quarantine policy first: it denies everything at once, including sessions
         #    the user already holds (GetSessionToken/GetFederationToken credentials).
-        name, wanted = params.quarantine_policy_name, quarantine_document()
-        previous = _get_inline_policy(iam, "user", user, name)
-        if previous is None or _canonical(previous) != _canonical(wanted):
-            _put_inline_policy(iam, "user", user, name, wanted)
+        name = params.quarantine_policy_name
+        needed, previous = _quarantine_needed(iam, user, name)
+        if needed:
+            _put_inline_policy(iam, "user", user, name, quarantine_document())
             out.policies_attached.append(name)
             ctx.logger.info("attached deny-all policy %s to user %s", name, user)
             if previous is None:
@@ -342,10 +466,7 @@ class RevokeCredentials(AwsAction):
                 )
 
         # 2. Access keys: deactivate, never delete (the key id stays for the investigation).
-        for key in _list_access_keys(iam, user):
-            if key.get("Status") != "Active":
-                continue
-            key_id = key["AccessKeyId"]
+        for key_id in _active_key_ids(iam, user):
             iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
             out.deactivated_keys.append(key_id)
             ctx.logger.info("deactivated access key %s of user %s", key_id, user)
@@ -357,14 +478,7 @@ class RevokeCredentials(AwsAction):
             )
 
         # 3. Console password.
-        try:
-            iam.get_login_profile(UserName=user)
-            has_profile = True
-        except Exception as exc:
-            if _error_code(exc) != "NoSuchEntity":
-                raise
-            has_profile = False
-        if has_profile:
+        if _has_login_profile(iam, user):
             try:
                 iam.delete_login_profile(UserName=user)
                 deleted = True
@@ -389,44 +503,32 @@ class RevokeCredentials(AwsAction):
     # roles ---------------------------------------------------------------------------------
 
     def _revoke_role(self, iam: Any, params: Input, role: str, ctx: ActionContext) -> Output:
-        found = iam_get(iam, "role", role, params.principal_arn)
-        _check_same_principal(params.principal_arn, found["Arn"], "role", role)
-        if str(found.get("Path", "")).startswith("/aws-service-role/"):
-            raise AwsActionError(
-                f"{found['Arn']} is a service-linked role: AWS does not allow revoking its "
-                "sessions or changing its policies; contain the service or resource that uses it"
-            )
+        found = _resolve_role(iam, params.principal_arn, role)
         out = self.Output(principal_type="role")
 
         # 1. Block new sessions first, so none appears between the cutoff and the block.
-        if params.block_assume:
-            trust = _decoded(found["AssumeRolePolicyDocument"])
-            statements = _statements(trust)
-            wanted = block_assume_statement()
-            if not any(_canonical(s) == _canonical(wanted) for s in statements):
-                applied = {
-                    **trust,
-                    "Statement": [s for s in statements if s.get("Sid") != BLOCK_SID] + [wanted],
-                }
-                iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(applied))
-                out.trust_policy_changed = True
-                ctx.logger.info("trust policy of role %s now denies sts:AssumeRole*", role)
-                ctx.record_undo(
-                    f"Remove the {BLOCK_SID} deny from the trust policy of role {role} "
-                    "(restores the saved trust policy if nobody has edited it since)",
-                    op="restore_trust_policy",
-                    role_name=role,
-                    previous_document=trust,
-                    applied_document=applied,
-                )
+        blocked = _blocked_trust(found) if params.block_assume else None
+        if blocked is not None:
+            trust, applied = blocked
+            iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(applied))
+            out.trust_policy_changed = True
+            ctx.logger.info("trust policy of role %s now denies sts:AssumeRole*", role)
+            ctx.record_undo(
+                f"Remove the {BLOCK_SID} deny from the trust policy of role {role} "
+                "(restores the saved trust policy if nobody has edited it since)",
+                op="restore_trust_policy",
+                role_name=role,
+                previous_document=trust,
+                applied_document=applied,
+            )
 
         # 2. Revoke every session issued before now.
-        previous = _get_inline_policy(iam, "role", role, REVOKE_POLICY)
+        state, previous = _revoke_policy_state(iam, role)
         cutoff = _now_iso()
         _put_inline_policy(iam, "role", role, REVOKE_POLICY, revoke_sessions_document(cutoff))
         out.sessions_revoked_before = cutoff
         ctx.logger.info("revoked sessions of role %s issued before %s", role, cutoff)
-        if previous is None:
+        if state == "missing":
             out.policies_attached.append(REVOKE_POLICY)
             ctx.record_undo(
                 f"Delete the {REVOKE_POLICY} policy from role {role} (sessions issued before "
@@ -435,7 +537,7 @@ class RevokeCredentials(AwsAction):
                 role_name=role,
                 policy_name=REVOKE_POLICY,
             )
-        elif not _is_own_revoke_policy(previous):
+        elif state == "foreign":
             out.policies_attached.append(REVOKE_POLICY)
             ctx.record_undo(
                 f"Restore the previous document of inline policy {REVOKE_POLICY} of role {role}",
@@ -548,6 +650,32 @@ def _stored_key_id(sm: Any, secret_id: str, version_id: str) -> str | None:
     return key_id
 
 
+@dataclass
+class _Rotation:
+    """What a rotation found before changing anything."""
+
+    user: str
+    keys: list[dict[str, Any]]
+    status: dict[str, str | None]  # access key id -> Active / Inactive
+    version_id: str  # the secret version this rotation writes (from its rotation token)
+    secret: dict[str, Any] | None  # DescribeSecret; None: the secret does not exist yet
+    current_version: str | None
+    current_key: str | None  # the access key id the secret's current version holds
+    done_key: str | None  # the new key already in place (this rotation ran); None: create one
+
+    @property
+    def secret_arn(self) -> str:
+        return str((self.secret or {}).get("ARN", ""))
+
+
+def _keys_to_deactivate(
+    status: dict[str, str | None], old: str | None, new_id: str | None
+) -> list[str]:
+    """The active keys a rotation retires: ``old``, or every key but the new one."""
+    targets = [old] if old is not None else [k for k in status if k != new_id]
+    return [k for k in targets if k != new_id and status.get(k) == "Active"]
+
+
 class RotateAccessKey(AwsAction):
     """Give a service user a new access key, stored in Secrets Manager, and retire the old.
 
@@ -625,11 +753,108 @@ class RotateAccessKey(AwsAction):
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         iam, sm = aws.client("iam"), aws.client("secretsmanager")
+        found = self._assess(iam, sm, params, ctx)
+        user = found.user
+        out_deleted: list[str] = []
+        if found.done_key is not None:  # this rotation, or an earlier one away from `old`
+            new_id, secret_arn = found.done_key, found.secret_arn
+        else:
+            victim = self._room_to_make(user, found.keys, params)
+            if victim is not None:
+                iam.delete_access_key(UserName=user, AccessKeyId=victim)
+                out_deleted.append(victim)
+                ctx.logger.warning(
+                    "deleted inactive access key %s of user %s to make room "
+                    "(delete_inactive_key); this cannot be undone",
+                    victim,
+                    user,
+                )
+            new_id, secret_arn = self._create_and_store(
+                iam, sm, user, params.secret_id, found.secret, found.version_id, ctx
+            )
+            ctx.record_undo(
+                f"Deactivate (not delete) the new access key {new_id} of user {user}",
+                op="deactivate_access_key",
+                user_name=user,
+                access_key_id=new_id,
+            )
+            if found.current_version is not None:
+                ctx.record_undo(
+                    f"Point the secret {secret_arn} back at its previous version "
+                    f"{found.current_version} (the key it held is re-activated too); the new "
+                    "version is kept",
+                    op="restore_secret_current",
+                    secret_arn=secret_arn,
+                    version_id=found.version_id,
+                    previous_version_id=found.current_version,
+                )
+
+        deactivated: list[str] = []
+        for key_id in _keys_to_deactivate(found.status, params.old_access_key_id, new_id):
+            iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+            deactivated.append(key_id)
+            ctx.logger.info("deactivated old access key %s of user %s", key_id, user)
+            ctx.record_undo(
+                f"Re-activate the old access key {key_id} of user {user}",
+                op="activate_access_key",
+                user_name=user,
+                access_key_id=key_id,
+            )
+        return self.Output(
+            new_access_key_id=new_id,
+            secret_arn=secret_arn,
+            deactivated_keys=deactivated,
+            deleted_keys=out_deleted,
+            changed=bool(deactivated or out_deleted or new_id not in found.status),
+        )
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What ``apply`` would change now, in the order it would change it.
+
+        It reads the secret's current version (GetSecretValue) to learn which key it holds,
+        as ``apply`` does, and drops the value at once. Without ``rotation_token`` a preview
+        stands for a new run, which rotates again (the token defaults to the run id).
+        """
+        iam, sm = aws.client("iam"), aws.client("secretsmanager")
+        found = self._assess(iam, sm, params, ctx)
+        user = found.user
+        changes: list[str] = []
+        if found.done_key is None:
+            victim = self._room_to_make(user, found.keys, params)
+            if victim is not None:
+                changes.append(
+                    f"delete inactive access key {victim} of user {user} to make room for the "
+                    "new one (delete_inactive_key; cannot be undone)"
+                )
+            changes.append(
+                f"create a new access key for user {user} (its id is known only once created)"
+            )
+            if found.secret is None:
+                changes.append(f"create secret {params.secret_id} holding the new key")
+            else:
+                held = (
+                    f" (the version holding key {found.current_key} becomes AWSPREVIOUS)"
+                    if found.current_key
+                    else ""
+                )
+                changes.append(
+                    f"store the new key as the current version of secret {found.secret_arn}{held}"
+                )
+        changes += [
+            f"deactivate (not delete) old access key {key_id} of user {user}"
+            for key_id in _keys_to_deactivate(
+                found.status, params.old_access_key_id, found.done_key
+            )
+        ]
+        return changes
+
+    def _assess(self, iam: Any, sm: Any, params: Input, ctx: ActionContext) -> _Rotation:
+        """Everything a rotation needs to know, read before anything changes (Get/List/
+        Describe only); raises when the rotation cannot go ahead."""
         user = params.user_name
         if user.startswith("arn:"):
             user = parse_principal_arn(params.user_name)["name"]
-            arn = iam_get(iam, "user", user, params.user_name)["Arn"]
-            _check_same_principal(params.user_name, arn, "user", user)
+            _resolve_user(iam, params.user_name, user)
         try:
             keys = _list_access_keys(iam, user)
         except Exception as exc:
@@ -660,8 +885,10 @@ class RotateAccessKey(AwsAction):
                     "(expected JSON with AccessKeyId and SecretAccessKey); clampdown will not "
                     "overwrite it: choose another secret_id"
                 )
+        found = _Rotation(
+            user, keys, status, version_id, secret, current_version, current_key, None
+        )
 
-        out_deleted: list[str] = []
         if version_id in stages:  # this rotation stored its key already: finish it
             new_id = (
                 current_key
@@ -675,56 +902,14 @@ class RotateAccessKey(AwsAction):
                     f"current version is {current_version}); pass a new rotation_token to rotate "
                     "again"
                 )
-            secret_arn = secret["ARN"]
+            found.done_key = new_id
         elif (
             old is not None
             and current_key not in (None, old)
             and status.get(current_key) == ("Active")
         ):
-            new_id, secret_arn = current_key, secret["ARN"]  # already rotated away from `old`
-        else:
-            out_deleted = self._make_room(iam, user, keys, params, ctx)
-            new_id, secret_arn = self._create_and_store(
-                iam, sm, user, params.secret_id, secret, version_id, ctx
-            )
-            ctx.record_undo(
-                f"Deactivate (not delete) the new access key {new_id} of user {user}",
-                op="deactivate_access_key",
-                user_name=user,
-                access_key_id=new_id,
-            )
-            if current_version is not None:
-                ctx.record_undo(
-                    f"Point the secret {secret_arn} back at its previous version "
-                    f"{current_version} (the key it held is re-activated too); the new version "
-                    "is kept",
-                    op="restore_secret_current",
-                    secret_arn=secret_arn,
-                    version_id=version_id,
-                    previous_version_id=current_version,
-                )
-
-        targets = [old] if old is not None else [k for k in status if k != new_id]
-        deactivated: list[str] = []
-        for key_id in targets:
-            if key_id == new_id or status.get(key_id) != "Active":
-                continue
-            iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
-            deactivated.append(key_id)
-            ctx.logger.info("deactivated old access key %s of user %s", key_id, user)
-            ctx.record_undo(
-                f"Re-activate the old access key {key_id} of user {user}",
-                op="activate_access_key",
-                user_name=user,
-                access_key_id=key_id,
-            )
-        return self.Output(
-            new_access_key_id=new_id,
-            secret_arn=secret_arn,
-            deactivated_keys=deactivated,
-            deleted_keys=out_deleted,
-            changed=bool(deactivated or out_deleted or new_id not in status),
-        )
+            found.done_key = current_key  # already rotated away from `old`
+        return found
 
     @staticmethod
     def _describe_secret(sm: Any, secret_id: str) -> dict[str, Any] | None:
@@ -747,12 +932,11 @@ class RotateAccessKey(AwsAction):
         return secret
 
     @staticmethod
-    def _make_room(
-        iam: Any, user: str, keys: list[dict[str, Any]], params: Input, ctx: ActionContext
-    ) -> list[str]:
-        """IAM allows 2 keys per user: delete an inactive one only when asked to."""
+    def _room_to_make(user: str, keys: list[dict[str, Any]], params: Input) -> str | None:
+        """IAM allows 2 keys per user: the inactive key to delete (only when asked to), or
+        None when there is room; raises when there is none."""
         if len(keys) < 2:
-            return []
+            return None
         candidates = sorted(
             (
                 k
@@ -776,15 +960,7 @@ class RotateAccessKey(AwsAction):
                 f"allows, so no new key can be created; clampdown does not delete keys on its "
                 f"own: {hint}"
             )
-        victim = candidates[0]["AccessKeyId"]
-        iam.delete_access_key(UserName=user, AccessKeyId=victim)
-        ctx.logger.warning(
-            "deleted inactive access key %s of user %s to make room (delete_inactive_key); "
-            "this cannot be undone",
-            victim,
-            user,
-        )
-        return [victim]
+        return str(candidates[0]["AccessKeyId"])
 
     @staticmethod
     def _create_and_store(
