@@ -30,6 +30,7 @@ from integrations.aws.base import Aws, AwsAccessDenied, AwsActionError
 from integrations.aws.evidence import (
     EvidenceBucketMissing,
     ExportTaskBusy,
+    LogGroupNotFound,
     SnapshotCloudTrail,
     SnapshotLogGroup,
     TrailNotFound,
@@ -754,3 +755,165 @@ def test_unknown_log_group_is_named_in_the_error(s3, action_ctx):
         SnapshotLogGroup().run(SnapshotLogGroup.Input(log_group="/no/such/group"), action_ctx)
     assert str(caught.value).startswith("FilterLogEvents failed: ResourceNotFoundException")
     assert keys_under(s3, RUN) == []
+
+
+# --- describe (clampdown plan --live): what a run would write, read-only and cheap -----------
+
+STEP_URI = "s3://evidence/incidents/<run-id>/step/"
+LOCKED_MANIFEST = (
+    "hash every object (SHA-256) and list it in the run's manifest "
+    "s3://evidence/incidents/<run-id>/manifest.json; each object locked (GOVERNANCE, 7 days): "
+    "nobody can delete it before then"
+)
+
+
+@pytest.fixture
+def calls(client_hooks: dict[str, list[Callable[[Any], None]]]) -> list[str]:
+    """Every operation the actions' S3, CloudTrail and CloudWatch Logs clients call."""
+    made: list[str] = []
+
+    def record(client: Any) -> None:
+        client.meta.events.register("before-call", lambda model, **_: made.append(model.name))
+
+    for service in ("s3", "cloudtrail", "logs"):
+        client_hooks.setdefault(service, []).append(record)
+    return made
+
+
+def evidence_state(s3: Any) -> dict[str, Any]:
+    """Every object version and delete marker in the evidence buckets."""
+    state = {}
+    for bucket in ("evidence", "plain-evidence"):
+        listed = s3.list_object_versions(Bucket=bucket)
+        state[bucket] = sorted(
+            (v["Key"], v["VersionId"], v.get("ETag"))
+            for v in listed.get("Versions", []) + listed.get("DeleteMarkers", [])
+        )
+    return state
+
+
+def test_cloudtrail_describe_lists_files_and_lookups_and_writes_nothing(
+    aws, s3, lookup_stubs, calls, action_ctx
+):
+    seed_trail(s3)
+    params = SnapshotCloudTrail.Input(
+        principal_arn=PRINCIPAL, access_key_id=KEY_ID, lookback_hours=12
+    )
+    span = "2026-03-09 18:00 UTC → now, 12 h"
+    expected = [
+        f"copy 3 CloudTrail log file(s) and 1 digest file(s) delivered so far ({span}) from "
+        f"bucket trail-bucket of trail main to {STEP_URI}cloudtrail/trail-bucket/",
+        f"look up CloudTrail events (LookupEvents) for user alice and access key AKIA…0001 "
+        f"({span}) and write them to {STEP_URI}cloudtrail-lookup-events.jsonl.gz "
+        "(events: counted at run time)",
+        LOCKED_MANIFEST,
+    ]
+    before = evidence_state(s3)
+
+    assert SnapshotCloudTrail().preview(params, action_ctx) == expected
+
+    assert evidence_state(s3) == before == {"evidence": [], "plain-evidence": []}
+    # keys listed, nothing read: no LookupEvents page, no trail file body
+    assert set(calls) == {"GetObjectLockConfiguration", "DescribeTrails", "ListObjectsV2"}
+
+    lookup_stubs.responses.append(add_lookup_pages)
+    SnapshotCloudTrail().run(params, action_ctx)
+    written = evidence_state(s3)
+    # evidence only adds: a second run would write it all again, so the preview says so
+    assert SnapshotCloudTrail().preview(params, action_ctx) == expected
+    assert evidence_state(s3) == written
+
+
+@pytest.mark.parametrize("aws", ["in_process"], indirect=True)
+def test_cloudtrail_describe_without_trail_to_a_bucket_without_object_lock(
+    s3, calls, action_ctx, monkeypatch
+):
+    monkeypatch.setattr(evidence, "_now", lambda: NOW)
+    params = SnapshotCloudTrail.Input(access_key_id=KEY_ID, bucket="plain-evidence")
+    assert SnapshotCloudTrail().preview(params, action_ctx) == [
+        "copy no CloudTrail files: no trail in us-east-1 delivers to S3 (LookupEvents only)",
+        "look up CloudTrail events (LookupEvents) for access key AKIA…0001 "
+        "(2026-03-09 06:00 UTC → now, 24 h) and write them to s3://plain-evidence/incidents/"
+        "<run-id>/step/cloudtrail-lookup-events.jsonl.gz (events: counted at run time)",
+        "hash every object (SHA-256) and list it in the run's manifest s3://plain-evidence/"
+        "incidents/<run-id>/manifest.json; the bucket has no Object Lock: the objects can be "
+        "deleted",
+    ]
+    assert "LookupEvents" not in calls
+    with pytest.raises(TrailNotFound, match="CloudTrail trail 'nope' not found"):
+        SnapshotCloudTrail().preview(
+            SnapshotCloudTrail.Input(access_key_id=KEY_ID, trail_name="nope"), action_ctx
+        )
+
+
+def logs_state() -> list[tuple[str, str]]:
+    logs = boto3.client("logs", region_name="us-east-1")
+    return sorted(
+        (t["taskId"], t["status"]["code"]) for t in logs.describe_export_tasks()["exportTasks"]
+    )
+
+
+def test_log_group_describe_lists_what_would_be_written_and_reads_no_event(
+    aws, s3, calls, action_ctx, monkeypatch
+):
+    seed_log_group()
+    monkeypatch.setattr(evidence, "_now", lambda: NOW)
+    params = SnapshotLogGroup.Input(log_group=GROUP, filter_pattern="model")
+    expected = [
+        f"write log events of {GROUP} matching 'model' (2026-03-09 06:00 UTC → now, 24 h) to "
+        f"{STEP_URI}logs/app/inference.jsonl.gz (events: counted at run time)",
+        LOCKED_MANIFEST,
+    ]
+    before = (evidence_state(s3), logs_state())
+
+    assert SnapshotLogGroup().preview(params, action_ctx) == expected
+
+    assert (evidence_state(s3), logs_state()) == before
+    assert set(calls) == {"GetObjectLockConfiguration", "DescribeLogGroups"}
+    SnapshotLogGroup().run(params, action_ctx)
+    written = evidence_state(s3)
+    assert SnapshotLogGroup().preview(params, action_ctx) == expected
+    assert evidence_state(s3) == written
+
+
+@pytest.mark.parametrize("aws", ["in_process"], indirect=True)
+def test_log_group_describe_export_task_warns_of_a_running_one(s3, calls, action_ctx, monkeypatch):
+    from moto.logs.models import logs_backends
+
+    seed_log_group()
+    monkeypatch.setattr(evidence, "_now", lambda: NOW)
+    params = SnapshotLogGroup.Input(log_group=GROUP, export_task=True, lookback_hours=2)
+    start = (
+        f"start a CloudWatch Logs export task of every event of {GROUP} "
+        f"(2026-03-10 04:00 UTC → now, 2 h) to {STEP_URI}export/ (asynchronous, not hashed) and "
+        f"write its descriptor to {STEP_URI}export-task.json"
+    )
+    assert SnapshotLogGroup().preview(params, action_ctx) == [start, LOCKED_MANIFEST]
+    assert logs_state() == [] and "CreateExportTask" not in calls
+
+    other = SnapshotLogGroup().run(params, action_ctx).export_task_id
+    backend = logs_backends[ACCOUNT]["us-east-1"]
+    backend.export_tasks[other].status["code"] = "RUNNING"
+    running = logs_state()
+    assert SnapshotLogGroup().preview(params, action_ctx) == [
+        f"{start}; export task {other} (RUNNING) is in progress and the account runs one at "
+        "a time: the step fails with ExportTaskBusy unless it finishes first",
+        LOCKED_MANIFEST,
+    ]
+    assert logs_state() == running
+
+
+@pytest.mark.parametrize("aws", ["in_process"], indirect=True)
+def test_log_group_describe_fails_as_the_run_would(s3, action_ctx, monkeypatch):
+    logs = boto3.client("logs", region_name="us-east-1")
+    logs.create_log_group(logGroupName=f"{GROUP}-v2")  # same prefix, another group
+    with pytest.raises(LogGroupNotFound) as caught:
+        SnapshotLogGroup().preview(SnapshotLogGroup.Input(log_group=GROUP), action_ctx)
+    assert str(caught.value) == (
+        f"log group '{GROUP}' not found in us-east-1 — check log_group (the name, not the ARN) "
+        "and the step's region"
+    )
+    with pytest.raises(EvidenceBucketMissing, match="evidence bucket 'nope' does not exist"):
+        SnapshotLogGroup().preview(
+            SnapshotLogGroup.Input(log_group=GROUP, bucket="nope"), action_ctx
+        )

@@ -945,3 +945,279 @@ def test_stage_without_method_settings_rollback_removes_ours_stubbed_update_stag
         },
     )
     rollback(FreezeEndpoint(), action_ctx)
+
+
+# =========================================================================================
+# describe (clampdown plan --live): what apply would change, with read-only calls only
+# =========================================================================================
+
+
+def _s3_state(client: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Every bucket's policy and object versions with their legal holds (read with AWS's
+    outcome for the engine: moto would deny GetObjectLegalHold under the lock)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(FakeBucket, "get_permission", lambda *_: PermissionResult.NEUTRAL)
+        state = {}
+        for bucket in sorted(b["Name"] for b in client.list_buckets()["Buckets"]):
+            listed = client.list_object_versions(Bucket=bucket)
+            versions = sorted((v["Key"], v["VersionId"]) for v in listed.get("Versions", []))
+            try:
+                policy = client.get_bucket_policy(Bucket=bucket)["Policy"]
+            except client.exceptions.ClientError:
+                policy = None
+            holds = (
+                {kv: _hold(client, *kv) for kv in versions}
+                if client.get_object_lock_configuration(Bucket=bucket)
+                .get("ObjectLockConfiguration", {})
+                .get("ObjectLockEnabled")
+                else {}
+            )
+            state[bucket] = {
+                "policy": policy,
+                "versions": versions,
+                "markers": listed.get("DeleteMarkers", []),
+                "holds": holds,
+            }
+        return state
+
+
+def _preview_as_aws_would(action: Any, params: Any, ctx: Any, patch: pytest.MonkeyPatch) -> Any:
+    """preview after the lock, where moto (unlike AWS) would deny the engine's reads."""
+    with patch.context() as aws_semantics:
+        aws_semantics.setattr(FakeBucket, "get_permission", lambda *_: PermissionResult.NEUTRAL)
+        return action.preview(params, ctx)
+
+
+def _lock_statement_line(verb: str, exempt: list[str]) -> str:
+    return (
+        f"{verb}: deny reading, writing and deleting s3://{BUCKET}/{PREFIX}* and changing "
+        f"the bucket policy to all but {', '.join(exempt)}"
+    )
+
+
+def test_lock_describe_lists_holds_and_statement_then_nothing_after_apply(
+    aws, action_ctx, monkeypatch
+):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    client.put_bucket_policy(Bucket=BUCKET, Policy=ORIGINAL_POLICY)
+    for key in ("model.safetensors", "config.json"):
+        for body in (b"v1", b"v2"):
+            client.put_object(Bucket=BUCKET, Key=PREFIX + key, Body=body)
+    client.put_object(Bucket=BUCKET, Key="models/other/model.bin", Body=b"x")
+    held = _versions(client, PREFIX)[0]
+    client.put_object_legal_hold(
+        Bucket=BUCKET, Key=held[0], VersionId=held[1], LegalHold={"Status": "ON"}
+    )
+    params = _lock(legal_hold=True)
+    before = _s3_state(client, monkeypatch)
+
+    lines = LockModelArtifacts().preview(params, action_ctx)
+
+    sid = s3.statement_sid(PREFIX)
+    assert lines == [
+        f"put an Object Lock legal hold on 3 of 4 object version(s) under s3://{BUCKET}/{PREFIX} "
+        "(1 already held)",
+        _lock_statement_line(
+            f"add statement {sid} to the policy of bucket {BUCKET} (1 statement(s) kept)",
+            [BREAK_GLASS, SERVING, MOTO_ENGINE],
+        ),
+    ]
+    assert _s3_state(client, monkeypatch) == before  # the preview changed nothing
+
+    out = LockModelArtifacts().run(params, action_ctx)
+    assert out.changed and out.legal_holds_set == 3
+    locked = _s3_state(client, monkeypatch)
+    assert _preview_as_aws_would(LockModelArtifacts(), params, action_ctx, monkeypatch) == []
+    assert _s3_state(client, monkeypatch) == locked
+
+
+def test_lock_describe_new_policy_and_replaced_statement(aws1, action_ctx, monkeypatch):
+    client = _s3()
+    client.create_bucket(Bucket=BUCKET)
+    sid = s3.statement_sid(PREFIX)
+    first = _lock(allow_principals=[BREAK_GLASS])
+    assert LockModelArtifacts().preview(first, action_ctx) == [
+        _lock_statement_line(
+            f"create the policy of bucket {BUCKET} with statement {sid}",
+            [BREAK_GLASS, MOTO_ENGINE],
+        )
+    ]
+    assert _policy(client) is None
+    LockModelArtifacts().run(first, action_ctx)
+    assert LockModelArtifacts().preview(first, action_ctx) == []
+    # the allow list grew: apply would replace our statement, so the preview says so
+    wider = _lock()
+    assert LockModelArtifacts().preview(wider, action_ctx) == [
+        _lock_statement_line(
+            f"replace statement {sid}, which differs from the lock, in the policy of bucket "
+            f"{BUCKET} (0 other statement(s) kept)",
+            [BREAK_GLASS, SERVING, MOTO_ENGINE],
+        )
+    ]
+    assert SERVING not in _policy(client)
+
+
+def test_lock_describe_legal_hold_without_object_lock_fails_like_apply(aws1, action_ctx):
+    _s3().create_bucket(Bucket=BUCKET)
+    with pytest.raises(ObjectLockNotEnabled, match=f"bucket {BUCKET} has no S3 Object Lock"):
+        LockModelArtifacts().preview(_lock(legal_hold=True), action_ctx)
+
+
+def test_lock_describe_access_denied_names_action_and_principal(aws1, action_ctx, monkeypatch):
+    _s3().create_bucket(Bucket=BUCKET)
+    who = f"arn:aws:sts::{ACCOUNT}:assumed-role/engine/clampdown-plan"
+    text = f"User: {who} is not authorized to perform: s3:GetBucketPolicy on resource: x"
+    body = f"<Error><Code>AccessDenied</Code><Message>{text}</Message></Error>"
+    refuse(monkeypatch, "s3.GetBucketPolicy", 403, body)
+    with pytest.raises(AwsAccessDenied, match=f"{who} may not call s3:GetBucketPolicy"):
+        LockModelArtifacts().preview(_lock(), action_ctx)
+
+
+def _freeze_state(c: dict[str, Any], api: str | None = None) -> dict[str, Any]:
+    sm = c["sm"]
+    return {
+        "endpoint": _without_metadata(sm.describe_endpoint(EndpointName=ENDPOINT)),
+        "configs": sorted(
+            x["EndpointConfigName"] for x in sm.list_endpoint_configs()["EndpointConfigs"]
+        ),
+        "roles": {r: _inline(c["iam"], r) for r in ("fraud-scorer", BATCH_ROLE)},
+        "stage": _throttling(c["apigw"], api) if api else None,
+        "keys": {k["id"]: k["enabled"] for k in c["apigw"].get_api_keys()["items"]},
+    }
+
+
+def _without_metadata(described: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in described.items() if k not in ("ResponseMetadata",)}
+
+
+def test_freeze_describe_lists_changes_then_nothing_after_apply(aws, action_ctx):
+    c = _endpoint_setup()
+    api, stage = _stage(c["apigw"])
+    c["apigw"].update_stage(
+        restApiId=api,
+        stageName=stage,
+        patchOperations=[
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "100"},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "50"},
+        ],
+    )
+    arn = c["sm"].describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
+    params = _freeze(
+        zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}
+    )
+    before = _freeze_state(c, api)
+
+    lines = FreezeEndpoint().preview(params, action_ctx)
+
+    deny = (
+        f": deny InvokeEndpoint, InvokeEndpointAsync and InvokeEndpointWithResponseStream on {arn}"
+    )
+    assert lines == [
+        f"attach inline policy {POLICY_NAME} to role fraud-scorer{deny}",
+        f"attach inline policy {POLICY_NAME} to role {BATCH_ROLE}{deny}",
+        f"throttle stage {api}/prod to 0 requests/s at */* (now 100 requests/s, burst 50)",
+        f"set the weight of variant(s) blue (0.7), green (0.3) of endpoint {ENDPOINT} to 0 "
+        "(capacity kept)",
+    ]
+    assert _freeze_state(c, api) == before
+
+    assert FreezeEndpoint().run(params, action_ctx).changed
+    frozen = _freeze_state(c, api)
+    assert FreezeEndpoint().preview(params, action_ctx) == []
+    assert _freeze_state(c, api) == frozen
+
+
+def test_freeze_describe_api_key_and_a_stale_policy_of_the_same_name(aws1, action_ctx):
+    c = _endpoint_setup()
+    api, stage = _stage(c["apigw"])
+    key = c["apigw"].create_api_key(name="partner", enabled=True)["id"]
+    stale = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}],
+    }
+    c["iam"].put_role_policy(
+        RoleName=BATCH_ROLE, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(stale)
+    )
+    params = _freeze(
+        caller_roles=[BATCH_ROLE],
+        api_gateway={"rest_api_id": api, "stage_name": stage, "api_key_id": key},
+    )
+    before = _freeze_state(c)
+    lines = FreezeEndpoint().preview(params, action_ctx)
+    assert lines[0].startswith(
+        f"replace the inline policy {POLICY_NAME} of role {BATCH_ROLE} "
+        "(it holds another document now): deny InvokeEndpoint"
+    )
+    assert lines[1:] == [f"disable API key {key} (partner)"]
+    assert _freeze_state(c) == before
+    FreezeEndpoint().run(params, action_ctx)
+    assert FreezeEndpoint().preview(params, action_ctx) == []
+    # a role that does not exist fails the preview as it would fail the run
+    with pytest.raises(AwsActionError, match="GetRole failed: NoSuchEntity"):
+        FreezeEndpoint().preview(_freeze(caller_roles=["no-such-role"]), action_ctx)
+
+
+def test_freeze_describe_blocked_config_and_a_foreign_config_of_that_name(aws1, action_ctx):
+    c = _endpoint_setup()
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    params = _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True)
+    before = _freeze_state(c)
+    assert FreezeEndpoint().preview(params, action_ctx) == [
+        f"set the weight of variant(s) blue (0.7), green (0.3) of endpoint {ENDPOINT} to 0 "
+        "(capacity kept)",
+        f"create endpoint config {blocked}: a copy of fraud-v3-cfg with every variant at "
+        "weight 0 and the smallest capacity",
+        f"switch endpoint {ENDPOINT} from config fraud-v3-cfg to {blocked}",
+    ]
+    assert _freeze_state(c) == before  # no config created, no weight changed
+    c["sm"].create_endpoint_config(  # someone else's config under the blocked name
+        EndpointConfigName=blocked,
+        ProductionVariants=[
+            {"VariantName": "blue", "ModelName": "fraud-model", "InstanceType": "ml.m5.large"}
+        ],
+    )
+    lines = FreezeEndpoint().preview(params, action_ctx)
+    assert lines[1] == (
+        f"stop with an error: endpoint config {blocked} exists but is not a blocked copy of "
+        "fraud-v3-cfg; nothing was switched. Delete or rename it, then run again"
+    )
+    assert len(lines) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (
+            "Updating",
+            [
+                f"set the weight of variant(s) blue (0.7), green (0.3) of endpoint {ENDPOINT} "
+                "to 0 (capacity kept) once the endpoint (now Updating) is InService"
+            ],
+        ),
+        (
+            "Failed",
+            [
+                f"stop with an error: endpoint {ENDPOINT} is Failed, so its weights and config "
+                "cannot be changed (any change above is made first)"
+            ],
+        ),
+    ],
+)
+def test_freeze_describe_endpoint_not_in_service(aws1, action_ctx, status, expected):
+    from moto.sagemaker.models import sagemaker_backends
+
+    _endpoint_setup()
+    sagemaker_backends[ACCOUNT]["us-east-1"].endpoints[ENDPOINT].endpoint_status = status
+    params = _freeze(caller_roles=[], zero_variant_weights=True)
+    assert FreezeEndpoint().preview(params, action_ctx) == expected
+
+
+def test_freeze_describe_after_blocked_config_is_empty_stubbed_update_endpoint(stubbed, action_ctx):
+    """The frozen state (blocked config, weights 0) as AWS shows it after apply."""
+    sm = stubbed("sagemaker")
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    sm.add_response("describe_endpoint", _described(blocked, "InService", (0.0, 0.0)))
+    sm.add_response("describe_endpoint_config", _config(blocked, 0.0, (1, 1)))
+    params = _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True)
+    assert FreezeEndpoint().preview(params, action_ctx) == []

@@ -12,6 +12,12 @@ Neither action changes anything it could undo: evidence is never deleted (Object
 Lock forbids it anyway), so they record no undo. Run twice in the same run (a step
 retry), they write the same keys again: new object versions in a versioned or
 locked bucket, the manifest entry pointing at the newest.
+
+``describe`` (``clampdown plan --live``) never returns an empty list: evidence only adds,
+so a run always writes. It lists what it would write using cheap read calls only (the
+evidence bucket's Object Lock setting, DescribeTrails and the trail bucket's key listing,
+DescribeLogGroups and DescribeExportTasks); it reads no LookupEvents or FilterLogEvents
+page and no trail file, so event counts are known only at run time.
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ class EvidenceBucketMissing(ClampdownError):
 
 class TrailNotFound(ClampdownError):
     """``trail_name`` names no trail that DescribeTrails returns."""
+
+
+class LogGroupNotFound(ClampdownError):
+    """``log_group`` names no log group in the step's region (found by plan --live)."""
 
 
 class ExportTaskBusy(ClampdownError):
@@ -111,6 +121,17 @@ def gzip_json_lines(pages: Iterable[Iterable[dict[str, Any]]], count: _Count) ->
 
 def _store(aws: Aws, ctx: ActionContext, bucket: str | None) -> Any:
     """The run's evidence store, after checking the bucket exists (fail before reading logs)."""
+    store = _open_store(aws, ctx, bucket)
+    if not store.bucket_has_object_lock():
+        ctx.logger.warning(
+            "evidence bucket %s has no Object Lock: evidence is hashed but can be deleted",
+            store.bucket,
+        )
+    return store
+
+
+def _open_store(aws: Aws, ctx: ActionContext, bucket: str | None) -> Any:
+    """The run's evidence store; raises when no bucket is set or it does not exist."""
     from botocore.exceptions import ClientError
 
     from clampdown.settings import settings
@@ -132,7 +153,7 @@ def _store(aws: Aws, ctx: ActionContext, bucket: str | None) -> Any:
         lock_mode=conf.evidence_lock_mode,
     )
     try:
-        locked = store.bucket_has_object_lock()
+        store.bucket_has_object_lock()  # GetObjectLockConfiguration: also proves it exists
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
             raise
@@ -140,11 +161,36 @@ def _store(aws: Aws, ctx: ActionContext, bucket: str | None) -> Any:
             f"evidence bucket '{name}' does not exist",
             "create it with Object Lock enabled, or fix CLAMPDOWN_EVIDENCE_BUCKET / 'bucket'",
         ) from None
-    if not locked:
-        ctx.logger.warning(
-            "evidence bucket %s has no Object Lock: evidence is hashed but can be deleted", name
-        )
     return store
+
+
+def _step_uri(store: Any, ctx: ActionContext) -> str:
+    """Where a step's evidence goes; the run id is not known before the run (plan --live)."""
+    from integrations.aws.evidence_store import PREFIX
+
+    return f"s3://{store.bucket}/{PREFIX}/<run-id>/{ctx.step_id}/"
+
+
+def _manifest_line(store: Any) -> str:
+    from integrations.aws.evidence_store import PREFIX
+
+    where = f"s3://{store.bucket}/{PREFIX}/<run-id>/manifest.json"
+    if store.bucket_has_object_lock():
+        lock = (
+            f"each object locked ({store.lock_mode}, {store.retention_days} days): "
+            "nobody can delete it before then"
+        )
+    else:
+        lock = "the bucket has no Object Lock: the objects can be deleted"
+    return f"hash every object (SHA-256) and list it in the run's manifest {where}; {lock}"
+
+
+def _span(start: datetime, hours: int) -> str:
+    return f"{start:%Y-%m-%d %H:%M} UTC → now, {hours} h"
+
+
+def _masked(access_key_id: str) -> str:
+    return f"{access_key_id[:4]}…{access_key_id[-4:]}"
 
 
 def _window(hours: int) -> tuple[datetime, datetime]:
@@ -240,6 +286,40 @@ class SnapshotCloudTrail(AwsAction):
             trail_objects=len(copied),
             trail=trail["TrailARN"] if trail else None,
         )
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What a run would write: trail files (listed now), then LookupEvents (not read)."""
+        store = _open_store(aws, ctx, params.bucket)
+        start, end = _window(params.lookback_hours)
+        span = _span(start, params.lookback_hours)
+        dest = _step_uri(store, ctx)
+        trail = _find_trail(aws.client("cloudtrail"), params.trail_name, ctx.region)
+        if trail is None:
+            lines = [
+                f"copy no CloudTrail files: no trail in {ctx.region or 'the default region'} "
+                "delivers to S3 (LookupEvents only)"
+            ]
+        else:
+            bucket = trail["S3BucketName"]
+            keys = list(_trail_keys(store.s3, trail, params.principal_arn, start, end))
+            digests = sum("/CloudTrail-Digest/" in key for key in keys)
+            lines = [
+                f"copy {len(keys) - digests} CloudTrail log file(s) and {digests} digest "
+                f"file(s) delivered so far ({span}) from bucket {bucket} of trail "
+                f"{trail.get('Name', trail['TrailARN'])} to {dest}cloudtrail/{bucket}/"
+            ]
+        who = []
+        username = _username(params.principal_arn)
+        if username:
+            who.append(f"user {username}")
+        if params.access_key_id:
+            who.append(f"access key {_masked(params.access_key_id)}")
+        lines.append(
+            f"look up CloudTrail events (LookupEvents) for {' and '.join(who)} ({span}) and "
+            f"write them to {dest}cloudtrail-lookup-events.jsonl.gz (events: counted at run time)"
+        )
+        lines.append(_manifest_line(store))
+        return lines
 
 
 def _username(principal_arn: str | None) -> str | None:
@@ -420,6 +500,7 @@ class SnapshotLogGroup(AwsAction):
         "logs:FilterLogEvents",
         "logs:CreateExportTask",  # export_task: true only
         "logs:DescribeExportTasks",  # export_task: true only
+        "logs:DescribeLogGroups",  # plan --live only: does the group exist
         *_S3_WRITE,
     )
 
@@ -477,6 +558,39 @@ class SnapshotLogGroup(AwsAction):
             manifest_uri=f"s3://{store.bucket}/{manifest.key}", object=_ref(obj), events=count.n
         )
 
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What a run would write; the group must exist, its events are not read."""
+        store = _open_store(aws, ctx, params.bucket)
+        start, _ = _window(params.lookback_hours)
+        span = _span(start, params.lookback_hours)
+        dest = _step_uri(store, ctx)
+        logs = aws.client("logs")
+        _log_group(logs, params.log_group, ctx.region)
+        if params.export_task:
+            line = (
+                f"start a CloudWatch Logs export task of every event of {params.log_group} "
+                f"({span}) to {dest}export/ (asynchronous, not hashed) and write its "
+                f"descriptor to {dest}export-task.json"
+            )
+            busy = [f"{t['taskId']} ({t['status']['code']})" for t in _export_tasks(logs)]
+            if busy:
+                line += (
+                    f"; export task {', '.join(busy)} is in progress and the account runs one "
+                    "at a time: the step fails with ExportTaskBusy unless it finishes first"
+                )
+            lines = [line]
+        else:
+            which = (
+                f"log events of {params.log_group} matching {params.filter_pattern!r}"
+                if params.filter_pattern
+                else f"every log event of {params.log_group}"
+            )
+            lines = [
+                f"write {which} ({span}) to {dest}logs/{params.log_group.strip('/')}.jsonl.gz "
+                "(events: counted at run time)"
+            ]
+        return [*lines, _manifest_line(store)]
+
     def _export(
         self,
         logs: Any,
@@ -529,17 +643,31 @@ class SnapshotLogGroup(AwsAction):
         )
 
 
-def _active_export(logs: Any, task_name: str, log_group: str) -> str | None:
-    """This step's export task if it is still pending or running (a step retry)."""
+def _export_tasks(logs: Any) -> Iterator[dict[str, Any]]:
+    """The account's export tasks that are pending or running now."""
     for status in ("PENDING", "RUNNING"):
         for task in logs.describe_export_tasks(statusCode=status).get("exportTasks", []):
-            if (
-                task.get("taskName") == task_name
-                and task.get("logGroupName") == log_group
-                and task.get("status", {}).get("code") == status
-            ):
-                return str(task["taskId"])
+            if task.get("status", {}).get("code") == status:
+                yield task
+
+
+def _active_export(logs: Any, task_name: str, log_group: str) -> str | None:
+    """This step's export task if it is still pending or running (a step retry)."""
+    for task in _export_tasks(logs):
+        if task.get("taskName") == task_name and task.get("logGroupName") == log_group:
+            return str(task["taskId"])
     return None
+
+
+def _log_group(logs: Any, name: str, region: str | None) -> dict[str, Any]:
+    """The log group named ``name`` (the first group of that prefix, as names sort)."""
+    groups = logs.describe_log_groups(logGroupNamePrefix=name, limit=1).get("logGroups", [])
+    if not groups or groups[0].get("logGroupName") != name:
+        raise LogGroupNotFound(
+            f"log group '{name}' not found in {region or 'the default region'}",
+            "check log_group (the name, not the ARN) and the step's region",
+        )
+    return dict(groups[0])
 
 
 def _filter_pages(
@@ -559,6 +687,7 @@ __all__: list[str] = [
     "EvidenceBucketMissing",
     "EvidenceRef",
     "ExportTaskBusy",
+    "LogGroupNotFound",
     "SnapshotCloudTrail",
     "SnapshotLogGroup",
     "TrailNotFound",

@@ -34,6 +34,10 @@ alone and not recorded), keys relative to the prefix, in chunks of
 ``HOLD_CHUNK`` versions per undo record (about 100 bytes per version). A model
 prefix usually holds tens to thousands of versions; the ledger grows linearly,
 which is the price of a precise rollback.
+
+``describe`` (``clampdown plan --live``) reads what ``apply`` reads (caller identity,
+Object Lock setting, the versions under the prefix and their legal holds, the bucket
+policy) and lists the holds it would set and the statement it would add or replace.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -174,13 +179,8 @@ class LockModelArtifacts(AwsAction):
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         s3 = aws.client("s3")
-        if params.legal_hold and not _object_lock_enabled(s3, params.bucket):
-            raise ObjectLockNotEnabled(
-                f"bucket {params.bucket} has no S3 Object Lock, so legal holds cannot be set; "
-                "nothing was changed. Run with legal_hold: false, or enable Object Lock on the "
-                "bucket first (PutObjectLockConfiguration, needs versioning)"
-            )
-        exempt = _dedupe([*params.allow_principals, *_engine_patterns(aws)])
+        _check_object_lock(s3, params)
+        exempt = _exempt(params, aws)
         sid = statement_sid(params.prefix)
         statement = deny_statement(params.bucket, params.prefix, sid, exempt)
         # Holds before the deny: they stop version deletes by everyone, including the
@@ -189,24 +189,17 @@ class LockModelArtifacts(AwsAction):
         # placed after the lock would fail there.
         holds = _set_legal_holds(s3, params.bucket, params.prefix, ctx) if params.legal_hold else 0
 
-        before = _get_policy(s3, params.bucket)
-        document = json.loads(before) if before else {"Version": "2012-10-17"}
-        statements = document.get("Statement", [])
-        if isinstance(statements, dict):
-            statements = [statements]
-        current = next((s for s in statements if s.get("Sid") == sid), None)
-        policy_changed = current is None or canonical(current) != canonical(statement)
-        if policy_changed:
-            merged = [s for s in statements if s.get("Sid") != sid] + [statement]
-            written = json.dumps({**document, "Statement": merged}, indent=2)
+        plan = _plan_policy(s3, params.bucket, statement)
+        if plan.needed:
+            written = plan.merged()
             s3.put_bucket_policy(Bucket=params.bucket, Policy=written)
             ctx.record_undo(
                 f"restore the bucket policy of s3://{params.bucket} as it was before the lock"
-                + ("" if before else " (no policy)"),
+                + ("" if plan.before else " (no policy)"),
                 op="restore_bucket_policy",
                 bucket=params.bucket,
                 sid=sid,
-                policy_before=before,
+                policy_before=plan.before,
                 written_sha256=policy_digest(written),
             )
             ctx.logger.info("locked s3://%s/%s (statement %s)", params.bucket, params.prefix, sid)
@@ -214,11 +207,51 @@ class LockModelArtifacts(AwsAction):
         return self.Output(
             bucket=params.bucket,
             statement_sid=sid,
-            policy_changed=policy_changed,
+            policy_changed=plan.needed,
             legal_holds_set=holds,
-            changed=policy_changed or holds > 0,
+            changed=plan.needed or holds > 0,
             exempt_principals=exempt,
         )
+
+    # --- describe (plan --live) ------------------------------------------------------------
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What ``apply`` would change now: the legal holds it would set, then the policy."""
+        s3 = aws.client("s3")
+        _check_object_lock(s3, params)
+        exempt = _exempt(params, aws)
+        sid = statement_sid(params.prefix)
+        statement = deny_statement(params.bucket, params.prefix, sid, exempt)
+        where = f"s3://{params.bucket}/{params.prefix}"
+        lines = []
+        if params.legal_hold:
+            todo, total = _count_unheld(s3, params.bucket, params.prefix)
+            if todo:
+                held = f" ({total - todo} already held)" if total > todo else ""
+                lines.append(
+                    f"put an Object Lock legal hold on {todo} of {total} object version(s) "
+                    f"under {where}{held}"
+                )
+        plan = _plan_policy(s3, params.bucket, statement)
+        if plan.needed:
+            kept = len(plan.statements) - (plan.current is not None)
+            if plan.before is None:
+                change = f"create the policy of bucket {params.bucket} with statement {sid}"
+            elif plan.current is None:
+                change = (
+                    f"add statement {sid} to the policy of bucket {params.bucket} "
+                    f"({kept} statement(s) kept)"
+                )
+            else:
+                change = (
+                    f"replace statement {sid}, which differs from the lock, in the policy of "
+                    f"bucket {params.bucket} ({kept} other statement(s) kept)"
+                )
+            lines.append(
+                f"{change}: deny reading, writing and deleting {where}* and changing the "
+                f"bucket policy to all but {', '.join(exempt)}"
+            )
+        return lines
 
     # --- undo ------------------------------------------------------------------------------
 
@@ -279,6 +312,37 @@ def policy_digest(text: str | None) -> str | None:
     return hashlib.sha256(json.dumps(canonical(json.loads(text))).encode()).hexdigest()
 
 
+@dataclass
+class _PolicyPlan:
+    """The bucket policy now, and whether the lock statement must be written."""
+
+    before: str | None
+    document: dict[str, Any]
+    statements: list[dict[str, Any]]
+    statement: dict[str, Any]
+    current: dict[str, Any] | None
+
+    @property
+    def needed(self) -> bool:
+        return self.current is None or canonical(self.current) != canonical(self.statement)
+
+    def merged(self) -> str:
+        """The policy with our statement added or replaced, every other one kept."""
+        sid = self.statement["Sid"]
+        merged = [s for s in self.statements if s.get("Sid") != sid] + [self.statement]
+        return json.dumps({**self.document, "Statement": merged}, indent=2)
+
+
+def _plan_policy(s3: Any, bucket: str, statement: dict[str, Any]) -> _PolicyPlan:
+    before = _get_policy(s3, bucket)
+    document = json.loads(before) if before else {"Version": "2012-10-17"}
+    statements = document.get("Statement", [])
+    if isinstance(statements, dict):
+        statements = [statements]
+    current = next((s for s in statements if s.get("Sid") == statement["Sid"]), None)
+    return _PolicyPlan(before, document, statements, statement, current)
+
+
 def _get_policy(s3: Any, bucket: str) -> str | None:
     try:
         return str(s3.get_bucket_policy(Bucket=bucket)["Policy"])
@@ -330,6 +394,11 @@ def _engine_patterns(aws: Aws) -> list[str]:
     return [arn]
 
 
+def _exempt(params: LockModelArtifacts.Input, aws: Aws) -> list[str]:
+    """allow_principals and the engine itself: the principals the deny does not apply to."""
+    return _dedupe([*params.allow_principals, *_engine_patterns(aws)])
+
+
 def _dedupe(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
@@ -347,8 +416,18 @@ def _object_lock_enabled(s3: Any, bucket: str) -> bool:
     return conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
 
 
-def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
-    """Turn the legal hold ON; False when it was ON already (then it is not ours)."""
+def _check_object_lock(s3: Any, params: LockModelArtifacts.Input) -> None:
+    """legal_hold needs Object Lock: checked before anything changes."""
+    if params.legal_hold and not _object_lock_enabled(s3, params.bucket):
+        raise ObjectLockNotEnabled(
+            f"bucket {params.bucket} has no S3 Object Lock, so legal holds cannot be set; "
+            "nothing was changed. Run with legal_hold: false, or enable Object Lock on the "
+            "bucket first (PutObjectLockConfiguration, needs versioning)"
+        )
+
+
+def _held(s3: Any, bucket: str, key: str, version_id: str) -> bool:
+    """Whether this version's legal hold is ON."""
     try:
         status = (
             s3.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id)
@@ -359,7 +438,12 @@ def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
         if exc.response["Error"]["Code"] != "NoSuchObjectLockConfiguration":
             raise
         status = None
-    if status == "ON":
+    return status == "ON"
+
+
+def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
+    """Turn the legal hold ON; False when it was ON already (then it is not ours)."""
+    if _held(s3, bucket, key, version_id):
         return False
     s3.put_object_legal_hold(
         Bucket=bucket, Key=key, VersionId=version_id, LegalHold={"Status": "ON"}
@@ -367,14 +451,30 @@ def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
     return True
 
 
+def _version_pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[tuple[str, str]]]:
+    """(key, version id) of every object version under the prefix, page by page."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
+    ):
+        yield [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+
+
+def _count_unheld(s3: Any, bucket: str, prefix: str) -> tuple[int, int]:
+    """(versions without a legal hold, all versions) under the prefix: read calls only."""
+    todo = total = 0
+    with ThreadPoolExecutor(HOLD_WORKERS) as pool:
+        for versions in _version_pages(s3, bucket, prefix):
+            held = pool.map(lambda kv: _held(s3, bucket, *kv), versions)
+            total += len(versions)
+            todo += sum(not h for h in held)
+    return todo, total
+
+
 def _set_legal_holds(s3: Any, bucket: str, prefix: str, ctx: ActionContext) -> int:
     total = 0
-    paginator = s3.get_paginator("list_object_versions")
     with ThreadPoolExecutor(HOLD_WORKERS) as pool:
-        for page in paginator.paginate(
-            Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
-        ):
-            versions = [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        for versions in _version_pages(s3, bucket, prefix):
             for start in range(0, len(versions), HOLD_CHUNK):
                 chunk = versions[start : start + HOLD_CHUNK]
                 futures = [pool.submit(_hold_one, s3, bucket, k, v) for k, v in chunk]

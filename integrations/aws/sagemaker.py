@@ -17,6 +17,11 @@ strongest first:
 Weights are traffic shaping, not access control: a caller that names a variant
 with ``TargetVariant`` is still routed to it. Use them to drain traffic and
 capacity, and rely on the role deny to refuse callers.
+
+``describe`` (``clampdown plan --live``) makes apply's reads (DescribeEndpoint and
+-Config, GetRole and GetRolePolicy, GetApiKey or GetStage) and lists each change in
+apply's order; it does not wait for an updating endpoint but says apply would. When
+apply would stop with an error after earlier changes, the last line says so.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -217,49 +223,31 @@ class FreezeEndpoint(AwsAction):
         if not params.caller_roles:
             return [], False
         iam = aws.client("iam")
-        account = endpoint_arn.split(":")[4]
-        names: list[str] = []
-        for role in params.caller_roles:
-            found = _ROLE_ARN.match(role)
-            if found and found[2] != account:
-                raise AwsActionError(
-                    f"role {role} is in account {found[2]} but endpoint {params.endpoint_name} "
-                    f"is in account {account}; nothing was changed. Callers invoke the endpoint "
-                    "through roles in its own account: list those"
-                )
-            names.append(found[3] if found else role)
-        # every role must exist before any of them is changed
-        arns = [iam.get_role(RoleName=name)["Role"]["Arn"] for name in names]
-        policy_name = f"clampdown-freeze-{params.endpoint_name}"
-        document = invoke_deny_policy(endpoint_arn)
-        changed = False
-        for name in dict.fromkeys(names):
-            previous = _get_role_policy(iam, name, policy_name)
-            if previous is not None and _same(previous, document):
-                continue
+        plan = _plan_role_denies(iam, params, endpoint_arn)
+        for name, previous in plan.todo:
             iam.put_role_policy(
-                RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(document)
+                RoleName=name,
+                PolicyName=plan.policy_name,
+                PolicyDocument=json.dumps(plan.document),
             )
             ctx.record_undo(
-                f"remove the endpoint deny policy {policy_name} from role {name}"
+                f"remove the endpoint deny policy {plan.policy_name} from role {name}"
                 if previous is None
-                else f"restore the previous {policy_name} policy of role {name}",
+                else f"restore the previous {plan.policy_name} policy of role {name}",
                 op="restore_role_policy",
                 role_name=name,
-                policy_name=policy_name,
+                policy_name=plan.policy_name,
                 previous=previous,
             )
-            changed = True
-        return list(dict.fromkeys(arns)), changed
+        return plan.arns, bool(plan.todo)
 
     def _close_api(
         self, target: ApiGatewayTarget, aws: Aws, ctx: ActionContext
     ) -> tuple[str, bool]:
         apigw = aws.client("apigateway")
         if target.api_key_id:
-            key = apigw.get_api_key(apiKey=target.api_key_id)  # no includeValue: no secret
             text = f"API key {target.api_key_id} disabled"
-            if not key.get("enabled", False):
+            if not _api_key(apigw, target.api_key_id).get("enabled", False):
                 return text, False
             apigw.update_api_key(
                 apiKey=target.api_key_id,
@@ -272,53 +260,30 @@ class FreezeEndpoint(AwsAction):
             )
             return text, True
 
-        stage = apigw.get_stage(restApiId=target.rest_api_id, stageName=target.stage_name)
-        settings = stage.get("methodSettings", {})
-        # "*/*" is the stage default; a method's own setting overrides it, so zero those too
-        paths = ["*/*", *sorted(k for k in settings if k != "*/*")]
-        before: dict[str, dict[str, Any] | None] = {}
-        operations = []
-        for path in paths:
-            current = settings.get(path)
-            if current is not None and _throttled(current):
-                continue
-            before[path] = (
-                None
-                if current is None
-                else {
-                    "rateLimit": current.get("throttlingRateLimit"),
-                    "burstLimit": current.get("throttlingBurstLimit"),
-                }
-            )
-            operations += [
-                {"op": "replace", "path": f"/{path}/throttling/rateLimit", "value": "0"},
-                {"op": "replace", "path": f"/{path}/throttling/burstLimit", "value": "0"},
-            ]
+        plan = _plan_stage_throttling(apigw, target)
         text = (
             f"stage {target.rest_api_id}/{target.stage_name} throttled to 0 requests/s "
-            f"({', '.join(paths)})"
+            f"({', '.join(plan.paths)})"
         )
-        if not operations:
+        if not plan.operations:
             return text, False
         apigw.update_stage(
             restApiId=target.rest_api_id,
             stageName=target.stage_name,
-            patchOperations=operations,
+            patchOperations=plan.operations,
         )
         ctx.record_undo(
             f"restore the throttling of stage {target.rest_api_id}/{target.stage_name}",
             op="restore_stage_throttling",
             rest_api_id=target.rest_api_id,
             stage_name=target.stage_name,
-            before=before,
+            before=plan.before,
         )
         return text, True
 
     def _zero_weights(self, sm: Any, name: str, ctx: ActionContext) -> tuple[list[str], bool]:
         endpoint = wait_until_updatable(sm, name)
-        variants = endpoint.get("ProductionVariants", [])
-        old = {v["VariantName"]: _weight(v) for v in variants}
-        todo = [v for v in variants if _weight(v) != 0]
+        old, todo = _weights_to_zero(endpoint)
         if todo:
             sm.update_endpoint_weights_and_capacities(
                 EndpointName=name, DesiredWeightsAndCapacities=[_desired(v, 0.0) for v in todo]
@@ -340,35 +305,116 @@ class FreezeEndpoint(AwsAction):
         ctx: ActionContext,
     ) -> tuple[str, bool]:
         current = endpoint["EndpointConfigName"]
-        if current.endswith(BLOCKED_SUFFIX):
+        plan = _plan_blocked_config(sm, endpoint, config)
+        if plan is None:
             return current, False
-        blocked = blocked_config_name(current)
-        wanted = blocked_config_request(sm, config, blocked)
-        existing = _describe_config(sm, blocked)
-        if existing is None:
+        if plan.existing is None:
             sm.create_endpoint_config(
-                **wanted,
+                **plan.wanted,
                 Tags=[
                     {"Key": "clampdown:run-id", "Value": ctx.run_id},
                     {"Key": "clampdown:blocked-from", "Value": current},
                 ],
             )
-        elif _variant_summary(existing) != _variant_summary(wanted):
-            raise AwsActionError(
-                f"endpoint config {blocked} exists but is not a blocked copy of {current}; "
-                "nothing was switched. Delete or rename it, then run again"
-            )
+        elif plan.foreign:
+            raise AwsActionError(plan.foreign)
         wait_until_updatable(sm, name)
-        sm.update_endpoint(EndpointName=name, EndpointConfigName=blocked)
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=plan.name)
         ctx.record_undo(
             f"switch endpoint {name} back to its config {current}",
             op="restore_endpoint_config",
             endpoint_name=name,
             config_name=current,
-            blocked_config=blocked,
+            blocked_config=plan.name,
             weights={v["VariantName"]: _weight(v) for v in endpoint.get("ProductionVariants", [])},
         )
-        return blocked, True
+        return plan.name, True
+
+    # --- describe (plan --live) ------------------------------------------------------------
+
+    def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
+        """What ``apply`` would change now, in the order it would change it.
+
+        Where apply would stop with an error after earlier changes (an endpoint that
+        cannot be updated, a foreign config under the blocked name), the last line says so.
+        """
+        sm = aws.client("sagemaker")
+        name = params.endpoint_name
+        endpoint = _strip(sm.describe_endpoint(EndpointName=name))
+        config = _strip(
+            sm.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        )
+        arn = endpoint["EndpointArn"]
+        lines: list[str] = []
+
+        if params.caller_roles:
+            plan = _plan_role_denies(aws.client("iam"), params, arn)
+            for role, previous in plan.todo:
+                change = (
+                    f"attach inline policy {plan.policy_name} to role {role}"
+                    if previous is None
+                    else f"replace the inline policy {plan.policy_name} of role {role} "
+                    "(it holds another document now)"
+                )
+                lines.append(
+                    f"{change}: deny InvokeEndpoint, InvokeEndpointAsync and "
+                    f"InvokeEndpointWithResponseStream on {arn}"
+                )
+
+        target = params.api_gateway
+        if target is not None:
+            apigw = aws.client("apigateway")
+            if target.api_key_id:
+                key = _api_key(apigw, target.api_key_id)
+                if key.get("enabled", False):
+                    named = f" ({key['name']})" if key.get("name") else ""
+                    lines.append(f"disable API key {target.api_key_id}{named}")
+            else:
+                stage = _plan_stage_throttling(apigw, target)
+                if stage.operations:
+                    now = ", ".join(
+                        f"{path} (now {_limits(old)})" for path, old in stage.before.items()
+                    )
+                    lines.append(
+                        f"throttle stage {target.rest_api_id}/{target.stage_name} to 0 "
+                        f"requests/s at {now}"
+                    )
+
+        status = endpoint.get("EndpointStatus")
+        wait = f" once the endpoint (now {status}) is InService" if status in BUSY else ""
+        stop = (
+            f"stop with an error: endpoint {name} is {status}, so its weights and config "
+            "cannot be changed (any change above is made first)"
+        )
+        updatable = status == "InService" or status in BUSY
+        if params.zero_variant_weights:
+            if not updatable:
+                return [*lines, stop]
+            old, todo = _weights_to_zero(endpoint)
+            if todo:
+                weights = ", ".join(f"{v['VariantName']} ({old[v['VariantName']]:g})" for v in todo)
+                lines.append(
+                    f"set the weight of variant(s) {weights} of endpoint {name} to 0 "
+                    f"(capacity kept){wait}"
+                )
+
+        if params.blocked_config:
+            blocked = _plan_blocked_config(sm, endpoint, config)
+            if blocked is not None:
+                current = endpoint["EndpointConfigName"]
+                if blocked.existing is None:
+                    lines.append(
+                        f"create endpoint config {blocked.name}: a copy of {current} with every "
+                        "variant at weight 0 and the smallest capacity"
+                    )
+                elif blocked.foreign:
+                    return [*lines, f"stop with an error: {blocked.foreign}"]
+                if not updatable:
+                    return [*lines, stop]
+                lines.append(
+                    f"switch endpoint {name} from config {current} to {blocked.name}{wait}"
+                )
+        return lines
 
     # --- undo ------------------------------------------------------------------------------
 
@@ -415,6 +461,39 @@ def invoke_deny_policy(endpoint_arn: str) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _RoleDenies:
+    arns: list[str]  # every caller role's ARN, in the order given
+    policy_name: str
+    document: dict[str, Any]
+    todo: list[tuple[str, dict[str, Any] | None]]  # (role name, its policy of that name now)
+
+
+def _plan_role_denies(iam: Any, params: FreezeEndpoint.Input, endpoint_arn: str) -> _RoleDenies:
+    """Check every caller role (same account, exists) and find those lacking the deny."""
+    account = endpoint_arn.split(":")[4]
+    names: list[str] = []
+    for role in params.caller_roles:
+        found = _ROLE_ARN.match(role)
+        if found and found[2] != account:
+            raise AwsActionError(
+                f"role {role} is in account {found[2]} but endpoint {params.endpoint_name} "
+                f"is in account {account}; nothing was changed. Callers invoke the endpoint "
+                "through roles in its own account: list those"
+            )
+        names.append(found[3] if found else role)
+    # every role must exist before any of them is changed
+    arns = [iam.get_role(RoleName=name)["Role"]["Arn"] for name in names]
+    policy_name = f"clampdown-freeze-{params.endpoint_name}"
+    document = invoke_deny_policy(endpoint_arn)
+    todo = []
+    for name in dict.fromkeys(names):
+        previous = _get_role_policy(iam, name, policy_name)
+        if previous is None or not _same(previous, document):
+            todo.append((name, previous))
+    return _RoleDenies(list(dict.fromkeys(arns)), policy_name, document, todo)
+
+
 def _get_role_policy(iam: Any, role: str, policy: str) -> dict[str, Any] | None:
     try:
         document = iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
@@ -439,6 +518,51 @@ def _restore_role_policy(iam: Any, how: dict[str, Any]) -> None:
 
 
 # --- API Gateway -------------------------------------------------------------------------
+
+
+def _api_key(apigw: Any, api_key_id: str) -> dict[str, Any]:
+    return dict(apigw.get_api_key(apiKey=api_key_id))  # no includeValue: no secret
+
+
+@dataclass
+class _StageThrottling:
+    paths: list[str]  # "*/*" (the stage default) and every method setting
+    before: dict[str, dict[str, Any] | None]  # the paths to change: their limits now
+    operations: list[dict[str, str]]
+
+
+def _plan_stage_throttling(apigw: Any, target: ApiGatewayTarget) -> _StageThrottling:
+    stage = apigw.get_stage(restApiId=target.rest_api_id, stageName=target.stage_name)
+    settings = stage.get("methodSettings", {})
+    # "*/*" is the stage default; a method's own setting overrides it, so zero those too
+    paths = ["*/*", *sorted(k for k in settings if k != "*/*")]
+    before: dict[str, dict[str, Any] | None] = {}
+    operations = []
+    for path in paths:
+        current = settings.get(path)
+        if current is not None and _throttled(current):
+            continue
+        before[path] = (
+            None
+            if current is None
+            else {
+                "rateLimit": current.get("throttlingRateLimit"),
+                "burstLimit": current.get("throttlingBurstLimit"),
+            }
+        )
+        operations += [
+            {"op": "replace", "path": f"/{path}/throttling/rateLimit", "value": "0"},
+            {"op": "replace", "path": f"/{path}/throttling/burstLimit", "value": "0"},
+        ]
+    return _StageThrottling(paths, before, operations)
+
+
+def _limits(old: dict[str, Any] | None) -> str:
+    """A method setting's throttling as the stage shows it now."""
+    rate, burst = (old or {}).get("rateLimit"), (old or {}).get("burstLimit")
+    if rate is None and burst is None:
+        return "no method setting" if old is None else "no throttling limit"
+    return f"{'-' if rate is None else f'{rate:g}'} requests/s, burst {burst}"
 
 
 def _throttled(setting: dict[str, Any]) -> bool:
@@ -492,6 +616,16 @@ def wait_until_updatable(sm: Any, name: str) -> dict[str, Any]:
                 "again once it is InService"
             )
         time.sleep(POLL_SECONDS)
+
+
+def _weights_to_zero(
+    endpoint: dict[str, Any],
+) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(every variant's weight now, the variants whose weight is not 0 yet)."""
+    variants = endpoint.get("ProductionVariants", [])
+    return {v["VariantName"]: _weight(v) for v in variants}, [
+        v for v in variants if _weight(v) != 0
+    ]
 
 
 def _weight(variant: dict[str, Any]) -> float:
@@ -552,6 +686,33 @@ def blocked_config_request(sm: Any, config: dict[str, Any], name: str) -> dict[s
         variants.append(blocked)
     request["ProductionVariants"] = variants
     return request
+
+
+@dataclass
+class _BlockedConfig:
+    name: str
+    wanted: dict[str, Any]  # CreateEndpointConfig arguments (without tags)
+    existing: dict[str, Any] | None  # a config of that name now
+    foreign: str | None  # why the existing one cannot be used, if it cannot
+
+
+def _plan_blocked_config(
+    sm: Any, endpoint: dict[str, Any], config: dict[str, Any]
+) -> _BlockedConfig | None:
+    """The blocked config to switch to; None when the endpoint uses one already."""
+    current = endpoint["EndpointConfigName"]
+    if current.endswith(BLOCKED_SUFFIX):
+        return None
+    name = blocked_config_name(current)
+    wanted = blocked_config_request(sm, config, name)
+    existing = _describe_config(sm, name)
+    foreign = None
+    if existing is not None and _variant_summary(existing) != _variant_summary(wanted):
+        foreign = (
+            f"endpoint config {name} exists but is not a blocked copy of {current}; "
+            "nothing was switched. Delete or rename it, then run again"
+        )
+    return _BlockedConfig(name, wanted, existing, foreign)
 
 
 def _variant_summary(config: dict[str, Any]) -> list[tuple[Any, ...]]:
