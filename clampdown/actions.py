@@ -86,8 +86,8 @@ class Action:
         """Resource ARNs per IAM action, from a step's literal ``with`` values.
 
         Used by ``clampdown iam-policy`` to narrow the policy; an action left out
-        (or a value written as an expression) gets ``"*"``. Expression values are
-        passed through unrendered: skip them.
+        (or a value written as an expression) gets ``"*"``; an empty list means the
+        action is not called for these inputs. Only literal values are passed.
         """
         return {}
 

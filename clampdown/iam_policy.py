@@ -38,7 +38,10 @@ def policy(
             literal = {k: v for k, v in step.with_.items() if not contains_expression(v)}
             narrowed = action.iam_resources(literal)
             for name in action.iam_actions:
-                wanted[name].update(narrowed.get(name) or ["*"])
+                resources = narrowed.get(name)
+                if resources == []:  # not called for these inputs
+                    continue
+                wanted[name].update(resources or ["*"])
             role = runbook.setting(step, "account", None)
             if role:
                 wanted["sts:AssumeRole"].add("*" if contains_expression(role) else role)

@@ -115,8 +115,48 @@ def test_every_installed_action_declares_iam_actions_that_exist():
     loaded, broken = registry().load_all()
     assert broken == []
     declared = sorted({name for action in loaded for name in action.iam_actions})
-    document = {"Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": declared or ["s3:ListBucket"],
-                               "Resource": "*"}]}
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": declared or ["s3:ListBucket"], "Resource": "*"}
+        ],
+    }
     findings = analyze_policy_string(json.dumps(document)).findings
     assert [(f.issue, f.detail) for f in findings if f.issue.startswith("UNKNOWN")] == []
+
+
+def test_aws_actions_narrow_to_literal_arns(write_runbook):
+    path = write_runbook("""apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: narrow, title: Narrow}
+steps:
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    preapproved: test runbook, literal values only
+    with: {principal_arn: "arn:aws:iam::123456789012:user/mallory"}
+  - id: key
+    uses: aws.kms.rotate_key
+    preapproved: test runbook, literal values only
+    with: {key_id: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
+  - id: lock
+    uses: aws.s3.lock_model_artifacts
+    preapproved: test runbook, literal values only
+    with: {bucket: models, prefix: fraud/, allow_principals: ["arn:aws:iam::123456789012:role/serving"]}
+""")
+    result = runner.invoke(app, ["iam-policy", str(path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    by_resource = statements(document)
+    assert "iam:UpdateAccessKey" in by_resource['"arn:aws:iam::123456789012:user/mallory"']
+    assert (
+        "kms:RotateKeyOnDemand"
+        in by_resource[
+            '"arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"'
+        ]
+    )
+    assert "s3:PutBucketPolicy" in by_resource['"arn:aws:s3:::models"']
+    assert "iam:UpdateAccessKey" not in by_resource.get('"*"', [])
+    assert not [a for s in document["Statement"] for a in s["Action"] if "Role" in a], \
+        "a user's containment needs no role permissions"
+    findings = analyze_policy_string(json.dumps(document)).findings
+    assert [f.issue for f in findings if f.issue not in ACCEPTED] == []

@@ -223,6 +223,16 @@ def translate(exc: Exception, aws: Aws) -> Exception:
     return AwsActionError(f"{exc.operation_name} failed: {code}: {message}")
 
 
+def arn_resources(
+    actions: tuple[str, ...], value: Any, arn_marker: str, service: str
+) -> dict[str, list[str]]:
+    """Narrow the ``service:`` actions to ``value`` when it is a literal ARN containing
+    ``arn_marker`` (for ``clampdown iam-policy``); otherwise leave them at ``"*"``."""
+    if not (isinstance(value, str) and value.startswith("arn:aws") and arn_marker in value):
+        return {}
+    return {name: [value] for name in actions if name.startswith(f"{service}:")}
+
+
 class AwsAction(Action):
     """Base of AWS actions: subclasses implement ``apply`` (and ``undo`` when they change
     something). Both receive an :class:`Aws` for the step's region and account."""

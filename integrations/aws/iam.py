@@ -25,6 +25,7 @@ import re
 import secrets
 import string
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from clampdown.actions import ActionContext, ActionInput, ActionOutput
-from integrations.aws.base import Aws, AwsAction, AwsActionError
+from integrations.aws.base import Aws, AwsAction, AwsActionError, arn_resources
 
 QUARANTINE_SID = "ClampdownQuarantine"
 REVOKE_POLICY = "clampdown-revoke-older-sessions"
@@ -337,6 +338,17 @@ class RevokeCredentials(AwsAction):
         "iam:DeleteRolePolicy",
         "iam:UpdateAssumeRolePolicy",
     )
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        """A literal user ARN needs only the user calls on that user (roles alike)."""
+        narrowed = arn_resources(cls.iam_actions, with_.get("principal_arn"), ":iam::", "iam")
+        if not narrowed:
+            return {}
+        is_role = ":role/" in str(with_["principal_arn"])
+        return {
+            name: arns if ("Role" in name) == is_role else [] for name, arns in narrowed.items()
+        }
 
     class Input(ActionInput):
         principal_arn: str = Field(
@@ -701,6 +713,10 @@ class RotateAccessKey(AwsAction):
         "secretsmanager:PutSecretValue",
         "secretsmanager:UpdateSecretVersionStage",
     )
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        return arn_resources(cls.iam_actions, with_.get("user_name"), ":user/", "iam")
 
     class Input(ActionInput):
         user_name: str = Field(

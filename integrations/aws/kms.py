@@ -22,12 +22,13 @@ state KMS cannot disable) makes ``describe`` raise the same error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import Field
 
 from clampdown.actions import ActionContext, ActionInput, ActionOutput
-from integrations.aws.base import Aws, AwsAction, AwsActionError
+from integrations.aws.base import Aws, AwsAction, AwsActionError, arn_resources
 
 ROTATED_BY_RUN_TAG = "clampdown:rotated-by-run"
 ROTATION_PERIOD_DAYS = 365
@@ -54,6 +55,10 @@ class RotateKey(AwsAction):
         "kms:DisableKey",
         "kms:EnableKey",
     )
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        return arn_resources(cls.iam_actions, with_.get("key_id"), ":key/", "kms")
 
     class Input(ActionInput):
         key_id: str = Field(

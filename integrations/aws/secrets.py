@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from clampdown.actions import ActionContext, ActionInput, ActionOutput
-from integrations.aws.base import Aws, AwsAction, AwsActionError
+from integrations.aws.base import Aws, AwsAction, AwsActionError, arn_resources
 
 PASSWORD_FIELD = "password"
 _TOKEN_NAMESPACE = uuid.UUID("5f0c7f0e-3a52-4d3b-9c1e-8d2b6a1c4e70")
@@ -63,6 +64,10 @@ class RotateSecret(AwsAction):
         "lambda:InvokeFunction",
         "secretsmanager:UpdateSecretVersionStage",
     )
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        return arn_resources(cls.iam_actions, with_.get("secret_id"), ":secret:", "secretsmanager")
 
     class Input(ActionInput):
         secret_id: str = Field(min_length=1, description="secret name or ARN")
