@@ -370,13 +370,7 @@ def rollback(
     from clampdown.settings import settings
     from clampdown.undo import undo_items
 
-    ledger = settings().ledger_path(run_id)
-    if not ledger.is_file():
-        raise ClampdownError(
-            f"no ledger for run '{run_id}'",
-            f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl",
-        )
-    items = undo_items(ledger)
+    items = undo_items(settings().existing_ledger(run_id))
     out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
     for number, item in enumerate(items, start=1):
         where = ", ".join(x for x in (item.region, item.account) if x)
@@ -460,12 +454,7 @@ def verify(
         return
     path = Path(target)
     if not path.is_file():
-        path = settings().ledger_path(target)
-        if not path.is_file():
-            raise ClampdownError(
-                f"'{target}' is neither a ledger file nor a known run id",
-                f"ledgers live under {settings().home}/runs/<run-id>/ledger.jsonl",
-            )
+        path = settings().existing_ledger(target)
     verdict = verify_file(path)
     if verdict.ok:
         color = "green" if verdict.complete else "yellow"

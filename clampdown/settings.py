@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     def ledger_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "ledger.jsonl"
 
+    def existing_ledger(self, run_id: str) -> Path:
+        """The ledger of a past run, or a user error that says where ledgers live."""
+        path = self.ledger_path(run_id)
+        if not path.is_file():
+            raise ClampdownError(
+                f"no ledger for run '{run_id}'",
+                f"ledgers live under {self.home}/runs/<run-id>/ledger.jsonl",
+            )
+        return path
+
 
 def settings() -> Settings:
     """Read afresh each time: tests and long-lived servers may change the environment."""

@@ -56,12 +56,7 @@ def undo_one(item: UndoItem, rollback_id: str, original_run: str) -> None:
 def rollback(run_id: str, rollback_id: str | None = None) -> dict[str, Any]:
     """Undo every change recorded in run ``run_id``'s ledger; write a ledger of its own."""
     conf = settings()
-    source = conf.ledger_path(run_id)
-    if not source.is_file():
-        raise ClampdownError(
-            f"no ledger for run '{run_id}'", f"ledgers live under {conf.home}/runs/"
-        )
-    items = undo_items(source)
+    items = undo_items(conf.existing_ledger(run_id))
     rollback_id = rollback_id or new_run_id()
     ledger = Ledger(conf.ledger_path(rollback_id))
     ledger.append(

@@ -108,3 +108,11 @@ def action_ctx():
     from clampdown.actions import ActionContext
 
     return ActionContext(run_id="testrun0001", step_id="step", runbook="test", region="us-east-1")
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep botocore's standard retry decisions, without their random (up to 1 s) sleeps."""
+    from botocore.retries import standard
+
+    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)

@@ -189,14 +189,6 @@ def spy(monkeypatch: pytest.MonkeyPatch, service: str, operation: str) -> list[d
     return seen
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep botocore's standard retry loop, without its random (up to 1 s) sleep."""
-    from botocore.retries import standard
-
-    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
-
-
 def iam_error(code: str, message: str) -> str:
     return (
         '<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error><Type>Sender'

@@ -115,14 +115,6 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     return tap
 
 
-@pytest.fixture
-def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retries without the real back-off delay (the retry decision is still botocore's)."""
-    from botocore.retries import standard
-
-    monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
-
-
 def rollback(action: Any, ctx: ActionContext) -> None:
     for record in reversed(ctx.undo):
         action.rollback({k: v for k, v in record.items() if k != "description"}, ctx)

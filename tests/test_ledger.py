@@ -99,4 +99,4 @@ def test_verify_cli_exit_codes_and_messages(ledger_file: Path, tmp_path: Path):
     assert bad.exit_code == 1 and "TAMPERED" in bad.output and "line 2" in bad.output
     missing = runner.invoke(app, ["verify", "no-such-run"])
     assert missing.exit_code == 1
-    assert "neither a ledger file nor a known run id" in missing.output
+    assert "no ledger for run 'no-such-run'" in missing.output
