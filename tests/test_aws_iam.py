@@ -260,11 +260,11 @@ def test_revoke_user_end_state_second_run_and_rollback(iam: Any, monkeypatch: py
 def test_recreated_password_never_reaches_logs_or_undo(
     iam: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
-    from integrations.aws import iam as iam_module
+    from integrations.aws.iam import revoke as revoke_module
 
     arn, _, _ = seed_user(iam)
     marker = "Zq9!" + "x" * 60 + "MARKER-PASSWORD"
-    monkeypatch.setattr(iam_module, "_random_password", lambda: marker)
+    monkeypatch.setattr(revoke_module, "random_password", lambda: marker)
     caplog.set_level(logging.DEBUG)
     action, ctx = RevokeCredentials(), new_ctx()
     action.run(RevokeCredentials.Input(principal_arn=arn), ctx)
