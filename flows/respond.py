@@ -6,13 +6,9 @@ overlap and a dependant starts as soon as (and only when) its needs are done.
 Each step runs as a Prefect task with its own retries, retry delay and timeout,
 so the Prefect UI shows one task run per step.
 
-Rules, kept deliberately simple (docs/runbooks.md, "Execution"):
+Which steps run is decided by :mod:`clampdown.rules` (docs/runbooks.md §10.2).
+What a failure does:
 
-* A step runs when ``success()`` holds: every upstream step succeeded.
-  If ``if:`` calls ``always()``, ``success()`` or ``failure()``, the condition
-  alone decides; otherwise the step runs when ``success() and <if>``.
-* So a skipped or failed step makes its dependants skip, unless they opt in with
-  ``if: always()`` or ``if: failure()`` (e.g. a final Slack report).
 * ``on_failure: abort`` (default) stops scheduling new steps: steps already
   running finish (a half-cancelled containment call helps nobody), steps not
   started are ``cancelled`` except those whose ``if:`` uses a status function,
@@ -45,9 +41,6 @@ from clampdown.diagnostics import ClampdownError
 from clampdown.durations import format_duration
 from clampdown.expressions import (
     ExpressionError,
-    compile_expression,
-    condition_source,
-    evaluate,
     render,
 )
 from clampdown.graph import upstream
@@ -55,6 +48,7 @@ from clampdown.ledger import Ledger, new_run_id, now
 from clampdown.lint import load_runbook
 from clampdown.loader import resolve
 from clampdown.models import Runbook, Step
+from clampdown.rules import decide
 from clampdown.settings import settings
 from flows.prefect_api import local_api, shared_clients
 
@@ -404,25 +398,12 @@ async def _schedule(state: RunState) -> None:
 def _decide(state: RunState, step: Step) -> bool:
     """Skip, cancel, fail early (bad expression or params), or let the step run."""
     result = state.results[step.id]
-    source = condition_source(step.if_) if step.if_ is not None else None
-    status_aware = source is not None and compile_expression(source).uses_status_function
-    if state.aborted_by and not status_aware:
-        return _finish_early(state, step, "cancelled", f"run aborted by step '{state.aborted_by}'")
-    ancestry = [state.results[a].status for a in state.ancestors[step.id]]
     context = state.context()
-    flags = {
-        "success": lambda: all(s == "succeeded" for s in ancestry),
-        "failure": lambda: any(s == "failed" for s in ancestry),
-        "always": lambda: True,
-    }
-    if not status_aware and not flags["success"]():
-        bad = [a for a in step.needs if state.results[a].status != "succeeded"]
-        what = f"needs {', '.join(bad)}" if bad else "an upstream step"
-        return _finish_early(state, step, "skipped", f"{what} did not succeed")
+    statuses = {sid: r.status for sid, r in state.results.items()}
     try:
-        if source is not None and not evaluate(source, {**context, **flags}):
-            shown = str(step.if_).lower() if isinstance(step.if_, bool) else step.if_
-            return _finish_early(state, step, "skipped", f"if: {shown} was false")
+        verdict = decide(step, statuses, state.ancestors[step.id], context, state.aborted_by)
+        if verdict.outcome != "run":
+            return _finish_early(state, step, verdict.outcome, verdict.reason)
         rendered = render(step.with_, context)
         action = registry().get(step.uses)
         state.params[step.id] = action.Input.model_validate(rendered)

@@ -1,0 +1,56 @@
+"""When a step runs: the one rule of docs/runbooks.md §10.2, free of Prefect.
+
+Called when every ``needs`` of a step has finished:
+
+* After an abort, only steps whose ``if:`` calls a status function still run;
+  the rest are cancelled.
+* Without a status function, a step runs only when every ancestor succeeded
+  (an implicit ``success()``) and its ``if:``, if any, is true.
+* With one (``always()``, ``success()``, ``failure()``), the condition alone decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from clampdown.expressions import compile_expression, condition_source, evaluate
+from clampdown.models import Step
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Literal["run", "skipped", "cancelled"]
+    reason: str = ""
+
+
+RUN = Verdict("run")
+
+
+def decide(
+    step: Step,
+    statuses: Mapping[str, str],
+    ancestors: Iterable[str],
+    context: Mapping[str, Any],
+    aborted_by: str | None = None,
+) -> Verdict:
+    """The verdict for ``step``; raises ExpressionError when its ``if:`` cannot be evaluated."""
+    source = condition_source(step.if_) if step.if_ is not None else None
+    status_aware = source is not None and compile_expression(source).uses_status_function
+    if aborted_by and not status_aware:
+        return Verdict("cancelled", f"run aborted by step '{aborted_by}'")
+    ancestry = [statuses[a] for a in ancestors]
+    functions = {
+        "success": lambda: all(s == "succeeded" for s in ancestry),
+        "failure": lambda: any(s == "failed" for s in ancestry),
+        "always": lambda: True,
+    }
+    if not status_aware and not functions["success"]():
+        bad = [n for n in step.needs if statuses[n] != "succeeded"]
+        what = f"needs {', '.join(bad)}" if bad else "an upstream step"
+        return Verdict("skipped", f"{what} did not succeed")
+    if source is not None and not evaluate(source, {**context, **functions}):
+        shown = str(step.if_).lower() if isinstance(step.if_, bool) else step.if_
+        return Verdict("skipped", f"if: {shown} was false")
+    return RUN
