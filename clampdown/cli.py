@@ -346,6 +346,39 @@ def actions(format: FormatOpt = Format.text) -> None:
 
 
 @command
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
+    format: FormatOpt = Format.text,
+) -> None:
+    """List recent runs with their status, from the ledgers under CLAMPDOWN_HOME."""
+    from clampdown.runs import recent_runs
+    from clampdown.settings import settings
+
+    found = recent_runs(settings().home.expanduser() / "runs", limit)
+    if format is Format.json:
+        out.print_json(json.dumps([r.to_dict() for r in found]))
+        return
+    if not found:
+        out.print(f"no runs under {escape(str(settings().home))}/runs")
+        return
+    table = Table(title="recent runs", title_justify="left")
+    for column in ("run id", "runbook", "started", "trigger", "status", "detail"):
+        table.add_column(column)
+    colors = {"succeeded": "green", "failed": "red", "in progress": "yellow"}
+    for run in found:
+        color = colors.get(run.status, "white")
+        table.add_row(
+            run.run_id,
+            escape(run.runbook),
+            run.started,
+            escape(run.trigger),
+            f"[{color}]{run.status}[/]",
+            escape(run.detail),
+        )
+    out.print(table)
+
+
+@command
 def iam_policy(
     runbooks: Annotated[list[str], typer.Argument(help="runbook files or names in the library")],
     library: LibraryOpt = None,

@@ -1,0 +1,79 @@
+"""Recent runs, read from their ledgers (``clampdown runs``).
+
+The ledger is the record of a run, so the list comes from the ledgers under
+``$CLAMPDOWN_HOME/runs/`` rather than from Prefect: it works without a Prefect
+server and shows rollbacks and runs whose process died (no ``run.end``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    runbook: str
+    started: str
+    trigger: str
+    status: str
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recent_runs(folder: Path, limit: int = 20) -> list[RunSummary]:
+    """The ``limit`` most recently started runs, newest first."""
+    ledgers = [p for p in folder.glob("*/ledger.jsonl") if p.is_file()] if folder.is_dir() else []
+    ledgers.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    summaries = [summary for p in ledgers[: max(limit, 0)] if (summary := _summarise(p))]
+    return sorted(summaries, key=lambda s: s.started, reverse=True)
+
+
+def _summarise(ledger: Path) -> RunSummary | None:
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] | None = None
+    running: list[str] = []
+    with ledger.open("rb") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn last line of a run still writing; verify reports it
+            first = first or record
+            last = record
+            if record.get("type") == "step.start":
+                running.append(record.get("step", "?"))
+            elif record.get("type") in ("step.end", "step.skip", "step.cancel") and (
+                record.get("step") in running
+            ):
+                running.remove(record["step"])
+    if first is None or first.get("type") != "run.start":
+        return None
+    run = first.get("run", {})
+    trigger = run.get("trigger", {})
+    trigger_text = trigger.get("type", "?") + (f" of {trigger['of']}" if "of" in trigger else "")
+    if last and last.get("type") == "run.end":
+        status = str(last.get("status", "?"))
+        detail = last.get("error") or (
+            f"aborted by {last['aborted_by']}" if last.get("aborted_by") else ""
+        )
+        if last.get("still_in_place"):
+            detail = f"{len(last['still_in_place'])} change(s) still in place"
+    else:
+        status = "in progress"
+        detail = (
+            f"running: {', '.join(running)}" if running else "no run.end (still going, or stopped)"
+        )
+    return RunSummary(
+        run_id=str(run.get("id", ledger.parent.name)),
+        runbook=str(run.get("runbook", "?")),
+        started=str(run.get("started_at", first.get("ts", ""))),
+        trigger=trigger_text,
+        status=status,
+        detail=str(detail)[:200],
+    )
