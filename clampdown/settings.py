@@ -46,10 +46,14 @@ def settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"CLAMPDOWN_{str(e['loc'][0]).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
         raise ClampdownError(
-            f"invalid setting: {problems}", "fix the environment variable"
+            f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
         ) from None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """``CLAMPDOWN_X: what is wrong`` for each bad variable (never echoing the value)."""
+    return "; ".join(
+        f"CLAMPDOWN_{str(e['loc'][0]).upper()}: {e['msg']}"
+        for e in exc.errors(include_url=False, include_input=False)
+    )

@@ -23,6 +23,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.diagnostics import ClampdownError
+from clampdown.settings import settings_problems
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -67,11 +68,9 @@ def slack_settings() -> SlackSettings:
     try:
         return SlackSettings()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"CLAMPDOWN_{str(e['loc'][0]).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False)
-        )
-        raise SlackNotConfigured(f"invalid Slack setting: {problems}", "fix the variable") from None
+        raise SlackNotConfigured(
+            f"invalid Slack setting: {settings_problems(exc)}", "fix the variable"
+        ) from None
 
 
 def api_base_url(settings: SlackSettingsLike) -> str:
