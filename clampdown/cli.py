@@ -379,6 +379,18 @@ def runs(
 
 
 @command
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+) -> None:
+    """Serve /slack/events (the /clampdown command) and /healthz; runs start in-process."""
+    from integrations.serve import serve as serve_app
+
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    serve_app(host, port)
+
+
+@command
 def iam_policy(
     runbooks: Annotated[list[str], typer.Argument(help="runbook files or names in the library")],
     library: LibraryOpt = None,

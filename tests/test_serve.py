@@ -1,0 +1,309 @@
+"""``clampdown serve``: /healthz and the /clampdown slash command, signed as Slack signs it.
+
+Requests go through the real FastAPI app and Bolt's request verification; answers come
+back the way Slack gets them: Bolt's ``respond()`` POSTs to the request's
+``response_url``, which points at the Slack stand-in (it records every request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from fastapi.testclient import TestClient
+
+from integrations.serve import create_app
+from integrations.slack.app import SlackAppSettings, build_slack_app
+from integrations.slack.client import SlackNotConfigured
+from integrations.slack.standin import SlackStandIn
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+RESPONDER = "U0RESPONDER"
+HOOK = "response.hook"  # response_url = <stand-in>/api/response.hook: recorded like a method
+FAKE_RUN_ID = "0123456789ab"
+
+
+@pytest.fixture
+def slack() -> Iterator[SlackStandIn]:
+    with SlackStandIn() as standin:
+        yield standin
+
+
+@pytest.fixture
+def slack_env(monkeypatch: pytest.MonkeyPatch, slack: SlackStandIn) -> None:
+    monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", SECRET)
+    monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", slack.token)
+    monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", slack.url)
+    monkeypatch.setenv("CLAMPDOWN_RESPONDERS", f"U0OTHER, {RESPONDER}")
+
+
+@pytest.fixture
+def started() -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    return []
+
+
+@pytest.fixture
+def client(slack_env: None, started: list[Any]) -> Iterator[TestClient]:
+    def fake_start_run(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        started.append((path, inputs, trigger))
+        return FAKE_RUN_ID
+
+    with TestClient(create_app(start_run=fake_start_run)) as test_client:
+        yield test_client
+
+
+def command(
+    client: TestClient,
+    slack: SlackStandIn,
+    text: str,
+    *,
+    user: str = RESPONDER,
+    secret: str = SECRET,
+    timestamp: int | None = None,
+) -> Any:
+    """POST a slash command exactly as Slack does: form body, v0 HMAC-SHA256 signature."""
+    body = urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": "T0TEAM",
+            "team_domain": "example",
+            "channel_id": "C0INCIDENT",
+            "channel_name": "incident-response",
+            "user_id": user,
+            "user_name": "someone",
+            "command": "/clampdown",
+            "text": text,
+            "api_app_id": "A0APP",
+            "response_url": slack.url + HOOK,
+            "trigger_id": "1234.5678.abcdef",
+        }
+    )
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return client.post(
+        "/slack/events",
+        content=body,
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": f"v0={digest}",
+        },
+    )
+
+
+def answer(slack: SlackStandIn, timeout: float = 15) -> dict[str, Any]:
+    """The message posted to response_url (bounded wait: respond() runs after the ack)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        calls = slack.calls_to(HOOK)
+        if calls:
+            assert len(calls) == 1, calls
+            return calls[0].params
+        time.sleep(0.02)
+    raise AssertionError(f"no answer posted to response_url; Slack saw {slack.calls}")
+
+
+def ask(client: TestClient, slack: SlackStandIn, text: str, **kw: Any) -> dict[str, Any]:
+    response = command(client, slack, text, **kw)
+    assert response.status_code == 200, response.text
+    return answer(slack)
+
+
+# --- request verification ----------------------------------------------------------------
+
+
+def test_help_is_answered_ephemerally(client: TestClient, slack: SlackStandIn) -> None:
+    said = ask(client, slack, "help")
+    assert said["response_type"] == "ephemeral"
+    assert "/clampdown run <runbook> key=value" in said["text"]
+
+
+def test_unknown_subcommand_gets_help(client: TestClient, slack: SlackStandIn) -> None:
+    said = ask(client, slack, "launch everything")
+    assert "Unknown subcommand `launch`" in said["text"]
+    assert "/clampdown list" in said["text"]
+
+
+def test_forged_signature_is_refused_and_starts_nothing(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    response = command(client, slack, "run engine-self-check", secret="not-the-secret")
+    assert response.status_code == 401
+    assert started == []
+    assert slack.calls == []  # Bolt refused before any listener ran: nothing to wait for
+
+
+def test_stale_timestamp_is_refused(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    old = int(time.time()) - 6 * 60  # correctly signed, but a replay from 6 minutes ago
+    response = command(client, slack, "run engine-self-check", timestamp=old)
+    assert response.status_code == 401
+    assert started == []
+    assert slack.calls == []
+
+
+def test_app_refuses_to_build_without_signing_secret(
+    slack_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", " ")
+    with pytest.raises(SlackNotConfigured, match="CLAMPDOWN_SLACK_SIGNING_SECRET"):
+        build_slack_app(SlackAppSettings(), lambda *a: "x")
+
+
+# --- run -----------------------------------------------------------------------------------
+
+
+def test_run_starts_the_runbook_with_typed_inputs_and_trigger(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    said = ask(client, slack, "run engine-self-check responder=alice")
+    assert started == [
+        (
+            REPO / "runbooks" / "engine-self-check.yaml",
+            {"responder": "alice", "settle_time": "200ms"},
+            {"type": "slack", "user": RESPONDER, "channel": "C0INCIDENT"},
+        )
+    ]
+    assert said["response_type"] == "in_channel"
+    assert f"started run `{FAKE_RUN_ID}` of `engine-self-check`" in said["text"]
+
+
+def test_unauthorised_user_is_refused(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    said = ask(client, slack, "run engine-self-check", user="U0INTRUDER")
+    assert said["response_type"] == "ephemeral"
+    assert "not a responder" in said["text"]
+    assert started == []
+
+
+def test_status_is_for_responders_only(client: TestClient, slack: SlackStandIn) -> None:
+    said = ask(client, slack, "status", user="U0INTRUDER")
+    assert "not a responder" in said["text"]
+
+
+def test_nobody_may_run_when_responders_is_empty(
+    slack_env: None, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch, started: list[Any]
+) -> None:
+    monkeypatch.setenv("CLAMPDOWN_RESPONDERS", "")
+    with TestClient(create_app(start_run=lambda *a: started.append(a) or "x")) as c:
+        said = ask(c, slack, "run engine-self-check")
+    assert "CLAMPDOWN_RESPONDERS is empty" in said["text"]
+    assert started == []
+
+
+def test_runbook_typo_suggests_the_name(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    said = ask(client, slack, "run engine-self-chek")
+    assert said["response_type"] == "ephemeral"
+    assert "no runbook named 'engine-self-chek'" in said["text"]
+    assert "did you mean 'engine-self-check'?" in said["text"]
+    assert started == []
+
+
+def test_slack_cannot_name_a_file_on_the_server(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    path = str(REPO / "runbooks" / "engine-self-check.yaml")  # resolve() would accept it
+    said = ask(client, slack, f"run {path}")
+    assert "no runbook named" in said["text"]
+    assert started == []
+
+
+def test_bad_input_names_the_input(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    said = ask(client, slack, "run engine-self-check settle_time=soon respnder=bob")
+    assert said["response_type"] == "ephemeral"
+    assert "input 'settle_time' = 'soon'" in said["text"]
+    assert "unknown input 'respnder': did you mean 'responder'?" in said["text"]
+    assert started == []
+
+
+def test_invalid_runbook_reports_file_line_col(
+    client: TestClient,
+    slack: SlackStandIn,
+    started: list[Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    broken = library / "broken.yaml"
+    text = (REPO / "runbooks" / "engine-self-check.yaml").read_text()
+    broken.write_text(text.replace("uses: core.wait", "uses: core.wiat", 1))
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
+    said = ask(client, slack, "run broken")
+    assert re.search(rf"{re.escape(str(broken))}:\d+:\d+: error: .*core\.wiat", said["text"])
+    assert started == []
+
+
+def test_list_shows_names_and_titles(client: TestClient, slack: SlackStandIn) -> None:
+    said = ask(client, slack, "list")
+    assert said["response_type"] == "ephemeral"
+    assert "• `engine-self-check` — Engine self-check (no cloud calls)" in said["text"]
+
+
+# --- healthz -------------------------------------------------------------------------------
+
+
+def test_healthz_counts_the_library(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(REPO / "runbooks" / "engine-self-check.yaml", library / "a.yaml")
+    shutil.copy(REPO / "runbooks" / "engine-self-check.yaml", library / "b.yml")
+    (library / "notes.txt").write_text("not a runbook")
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
+    assert client.get("/healthz").json() == {"ok": True, "runbooks": 2}
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(tmp_path / "missing"))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["ok"] is False
+
+
+# --- end to end: a real respond flow run -----------------------------------------------------
+
+
+def test_slash_command_starts_a_real_run(
+    prefect_server: str, slack_env: None, slack: SlackStandIn, clampdown_home: Path
+) -> None:
+    with TestClient(create_app()) as c:
+        said = ask(c, slack, "run engine-self-check responder=carol settle_time=10ms")
+        match = re.search(r"started run `([0-9a-f]{12})`", said["text"])
+        assert match, said
+        run_id = match.group(1)
+        ledger = clampdown_home / "runs" / run_id / "ledger.jsonl"
+        deadline = time.monotonic() + 60  # bounded wait for the run, not a timing assertion
+        records: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            if ledger.exists():
+                records = [json.loads(line) for line in ledger.read_text().splitlines() if line]
+                if records and records[-1]["type"] == "run.end":
+                    break
+            time.sleep(0.2)
+        assert records and records[-1]["type"] == "run.end", records
+        assert records[-1]["status"] == "succeeded"
+        assert records[0]["run"]["trigger"] == {
+            "type": "slack",
+            "user": RESPONDER,
+            "channel": "C0INCIDENT",
+        }
+        assert records[0]["inputs"]["responder"] == "carol"
+
+        slack.reset()
+        said = ask(c, slack, f"status {run_id}")
+        assert f"Run `{run_id}` of `engine-self-check`: *succeeded*" in said["text"]
