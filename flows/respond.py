@@ -51,6 +51,7 @@ from clampdown.models import Runbook, Step
 from clampdown.rules import decide
 from clampdown.settings import settings
 from flows.prefect_api import local_api, shared_clients
+from integrations.slack.run_thread import Header, RunThread
 
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETRY_DELAY = 2.0
@@ -91,6 +92,7 @@ class RunState:
     params: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     aborted_by: str | None = None
+    slack: RunThread | None = None  # the run's Slack status thread, when configured
 
     def context(self) -> dict[str, Any]:
         """Names visible to expressions: only finished steps appear under ``steps``."""
@@ -292,9 +294,11 @@ async def respond(
         {s.id: StepResult() for s in rb.steps},
     )
     _RUNS[run_id] = state
+    _slack_start(state)
     try:
         await _schedule(state)
         status = "failed" if state.aborted_by else "succeeded"
+        _slack_close(state, status)
         outputs, output_errors = _outputs(state)
         ledger.append(
             "run.end",
@@ -307,6 +311,7 @@ async def respond(
         )
         await _artifact(state, status)
     finally:
+        _slack_close(state, "interrupted")  # no-op when already closed above
         _RUNS.pop(run_id, None)
         ledger.close()
     evidence_error = await asyncio.to_thread(_publish_evidence, run_id, ledger.path)
@@ -416,12 +421,14 @@ def _decide(state: RunState, step: Step) -> bool:
         state.ledger.append("step.start", step=step.id, uses=step.uses, attempt=0)
         return _fail(state, step, _describe(exc))
     result.status = "running"
+    _notify(state)
     return True
 
 
 def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
     result = state.results[step.id]
     result.status, result.error = status, reason
+    _notify(state)
     state.ledger.append(
         f"step.{'skip' if status == 'skipped' else 'cancel'}",
         step=step.id,
@@ -448,6 +455,7 @@ def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
     )
     if policy == "abort" and state.aborted_by is None:
         state.aborted_by = step.id
+    _notify(state, f"❌ step `{step.id}` failed ({policy}): {error}")
     return False
 
 
@@ -477,6 +485,7 @@ async def _execute(state: RunState, step: Step) -> None:
         return
     result.status, result.outputs = "succeeded", produced["outputs"]
     result.ended = time.monotonic()
+    _notify(state)
     state.ledger.append(
         "step.end",
         step=step.id,
@@ -486,6 +495,43 @@ async def _execute(state: RunState, step: Step) -> None:
         attempts=result.attempts,
         seconds=result.seconds,
     )
+
+
+def _slack_start(state: RunState) -> None:
+    """Post the run's Slack header (in the background) when Slack is configured."""
+    thread = RunThread.from_env(state.run_id, state.ledger)
+    if thread is None:
+        return
+    rb, info = state.runbook, state.run_info
+    header = Header(
+        title=rb.metadata.title,
+        runbook=rb.metadata.name,
+        severity=str(rb.metadata.severity),
+        trigger=info["trigger"],
+        run_id=state.run_id,
+        drill=bool(info.get("drill")),
+        flow_run_id=str(runtime_flow_run.id) if runtime_flow_run.id else None,
+    )
+    thread.start(header, _statuses(state))
+    state.slack = thread
+
+
+def _statuses(state: RunState) -> list[tuple[str, str]]:
+    return [(sid, r.status) for sid, r in state.results.items()]
+
+
+def _notify(state: RunState, reply: str | None = None) -> None:
+    """A step changed status: refresh the Slack header (and reply in its thread)."""
+    if state.slack is None:
+        return
+    if reply is not None:
+        state.slack.reply(reply)
+    state.slack.update(_statuses(state))
+
+
+def _slack_close(state: RunState, outcome: str) -> None:
+    if state.slack is not None:
+        state.slack.close(outcome, _statuses(state))
 
 
 def _outputs(state: RunState) -> tuple[dict[str, Any], dict[str, str]]:
