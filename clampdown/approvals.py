@@ -1,0 +1,228 @@
+"""Human approval gates: the ``approval.request`` action and the rules every decision meets.
+
+This module is Prefect-free and Slack-free: it says *what* a request is, what a
+decision carries, and whether a decision counts. The flow (:mod:`flows.approval_gate`)
+pauses and resumes; Slack (:mod:`integrations.slack.approval_card`) shows the card.
+
+A decision is bound to one request: it names the run, the step and the SHA-256 of
+the gated steps' parameters as they were shown to the approver. A decision for
+another run, step or set of parameters is refused, so an Approve click cannot be
+replayed onto something nobody saw. The checks, in order:
+
+1. bound to this run, this step, these parameters;
+2. made before the deadline;
+3. the approver is allowed (listed user id, or member of a listed Slack user group);
+4. the approver did not start the run (two-person rule, on by default);
+5. one vote per person: a repeated vote by the same person changes nothing.
+
+A single allowed Deny ends the request as denied; ``min_approvals`` distinct allowed
+Approves end it as approved; the deadline ends it as ``on_timeout`` says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.durations import PositiveDuration
+
+Outcome = Literal["approved", "denied", "timed_out"]
+
+
+class Approvers(BaseModel):
+    """Who may decide: Slack user ids and Slack user groups (ids like S0123 or handles)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[str] = Field(default_factory=list, description="Slack user ids, e.g. U024BE7LH")
+    groups: list[str] = Field(
+        default_factory=list,
+        description="Slack user groups: id (S0614TZR7) or handle (security-oncall)",
+    )
+
+    @field_validator("users", "groups")
+    @classmethod
+    def _strip(cls, values: list[str]) -> list[str]:
+        return [v.strip().lstrip("@") for v in values if v.strip()]
+
+    @property
+    def empty(self) -> bool:
+        return not self.users and not self.groups
+
+
+class ApprovalRequest(Action):
+    """Pause the run until authorised people approve or deny the steps that need it.
+
+    The steps that list this one in ``needs`` are the *gated* steps: their exact
+    parameters are shown on the card and bound to the decision, and none of them
+    runs unless the request ends approved.
+    """
+
+    name = "approval.request"
+    summary = "Ask authorised people to approve the gated steps (pauses the run)"
+    approval_gate = True
+
+    class Input(ActionInput):
+        summary: str = Field(description="what is being asked, in one sentence")
+        approvers: Approvers = Field(
+            default_factory=Approvers,
+            description="who may decide; empty: CLAMPDOWN_APPROVERS",
+        )
+        min_approvals: int = Field(1, ge=1, le=10, description="distinct approvers needed")
+        timeout: PositiveDuration = Field(900.0, description="how long to wait, e.g. 15m")
+        on_timeout: Literal["deny", "fail", "approve"] = Field(
+            "deny",
+            description="deny (gated steps skipped), fail (the step fails), or approve",
+        )
+        two_person_rule: bool = Field(
+            True, description="the person who started the run may not approve it"
+        )
+
+    class Output(ActionOutput):
+        approved: bool
+        outcome: Outcome
+        approvers: list[str]
+        denied_by: str | None = None
+        reason: str | None = None
+
+    def run(self, params: Any, ctx: ActionContext) -> Any:
+        raise RuntimeError("approval.request is carried out by the respond flow, not as a task")
+
+
+class Decision(BaseModel):
+    """One person's answer to one request: what Slack, the terminal and the Prefect UI send.
+
+    The flow pauses with ``wait_for_input=Decision``; its JSON schema is the form the
+    Prefect UI shows on resume (run, step and params_hash come pre-filled).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_id: str = Field(description="the clampdown run id")
+    step: str = Field(description="the approval step id")
+    params_hash: str = Field(description="SHA-256 of the gated parameters shown")
+    decision: Literal["approve", "deny"]
+    approver: str = Field(description="Slack user id of the person deciding")
+    reason: str = Field("", max_length=2000, description="why (required to deny)")
+    source: Literal["slack", "terminal", "prefect-ui"] = "prefect-ui"
+
+    description: ClassVar[str] = "clampdown approval decision"
+
+
+def params_hash(gated: Mapping[str, Any]) -> str:
+    """SHA-256 over the gated steps' parameters (canonical JSON): what the approver saw."""
+    blob = json.dumps(gated, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Request:
+    """One pending approval, as the flow and the inbound handlers see it."""
+
+    run_id: str
+    step: str
+    summary: str
+    gated: dict[str, dict[str, Any]]  # step id -> {"uses", "params", "reversible"}
+    params_hash: str
+    allowed_users: frozenset[str]
+    groups: tuple[str, ...]
+    min_approvals: int
+    two_person_rule: bool
+    started_by: str | None
+    requested_at: datetime
+    deadline: datetime
+    on_timeout: str
+    approvals: dict[str, Decision] = field(default_factory=dict)
+    denial: Decision | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "step": self.step,
+            "summary": self.summary,
+            "gated": self.gated,
+            "params_hash": self.params_hash,
+            "allowed_users": sorted(self.allowed_users),
+            "groups": list(self.groups),
+            "min_approvals": self.min_approvals,
+            "two_person_rule": self.two_person_rule,
+            "started_by": self.started_by,
+            "requested_at": self.requested_at.isoformat(),
+            "deadline": self.deadline.isoformat(),
+            "on_timeout": self.on_timeout,
+            "approvals": sorted(self.approvals),
+            "denied_by": self.denial.approver if self.denial else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Request:
+        return cls(
+            run_id=data["run_id"],
+            step=data["step"],
+            summary=data["summary"],
+            gated=data["gated"],
+            params_hash=data["params_hash"],
+            allowed_users=frozenset(data["allowed_users"]),
+            groups=tuple(data["groups"]),
+            min_approvals=int(data["min_approvals"]),
+            two_person_rule=bool(data["two_person_rule"]),
+            started_by=data.get("started_by"),
+            requested_at=datetime.fromisoformat(data["requested_at"]),
+            deadline=datetime.fromisoformat(data["deadline"]),
+            on_timeout=data["on_timeout"],
+        )
+
+    @property
+    def decided(self) -> Outcome | None:
+        if self.denial is not None:
+            return "denied"
+        if len(self.approvals) >= self.min_approvals:
+            return "approved"
+        return None
+
+    def refusal(
+        self, decision: Decision, members: Iterable[str] | None, at: datetime
+    ) -> str | None:
+        """Why ``decision`` does not count (None: it counts).
+
+        ``members`` is everyone in the request's groups, or None when they could
+        not be resolved (then only listed user ids may decide).
+        """
+        if decision.run_id != self.run_id:
+            return f"the decision is for run {decision.run_id}, not {self.run_id}"
+        if decision.step != self.step:
+            return f"the decision is for step '{decision.step}', not '{self.step}'"
+        if decision.params_hash != self.params_hash:
+            return "the decision was made on other parameters than the ones now gated"
+        if at > self.deadline:
+            return "the request has expired"
+        who = decision.approver
+        allowed = who in self.allowed_users or (members is not None and who in set(members))
+        if not allowed:
+            if members is None and self.groups:
+                return (
+                    f"{who} is not a listed approver and the groups "
+                    f"{', '.join(self.groups)} could not be resolved"
+                )
+            return f"{who} is not an approver of this step"
+        if self.two_person_rule and self.started_by and who == self.started_by:
+            return f"{who} started this run; two-person rule: someone else must decide"
+        if decision.decision == "deny" and not decision.reason.strip():
+            return "a denial needs a reason"
+        if who in self.approvals and decision.decision == "approve":
+            return f"{who} has already approved; {self.min_approvals} different people are needed"
+        return None
+
+    def record(self, decision: Decision) -> None:
+        """Count a decision that passed :meth:`refusal`."""
+        if decision.decision == "deny":
+            self.denial = decision
+        else:
+            self.approvals[decision.approver] = decision
