@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -112,8 +113,10 @@ class Decision(BaseModel):
     approver: str = Field(description="Slack user id of the person deciding")
     reason: str = Field("", max_length=2000, description="why (required to deny)")
     source: Literal["slack", "terminal", "prefect-ui"] = "prefect-ui"
-
-    description: ClassVar[str] = "clampdown approval decision"
+    decision_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        description="set by the sender; the flow's ledger record of this decision carries it",
+    )
 
 
 def params_hash(gated: Mapping[str, Any]) -> str:
@@ -141,6 +144,7 @@ class Request:
     on_timeout: str
     approvals: dict[str, Decision] = field(default_factory=dict)
     denial: Decision | None = None
+    step_hashes: dict[str, str] = field(default_factory=dict)  # per gated step, for run time
 
     def to_json(self) -> dict[str, Any]:
         return {

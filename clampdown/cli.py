@@ -9,6 +9,7 @@ and a hint, and exit non-zero; they never show a traceback.
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import os
 import sys
@@ -221,8 +222,19 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")
     ] = False,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="who starts the run (Slack user id): the two-person rule keeps them from "
+            "approving it (default: the login name)",
+        ),
+    ] = None,
 ) -> None:
-    """Execute a runbook now, with live progress; exit 0 succeeded, 1 failed, 2 bad input."""
+    """Execute a runbook now, with live progress.
+
+    Exit 0 succeeded, 1 failed, 2 bad input, 3 an approval was denied or timed out.
+    """
     from clampdown import inputs as inputs_mod
     from clampdown.ledger import new_run_id, read
     from clampdown.progress import RunProgress
@@ -244,6 +256,7 @@ def run(
                 inputs_mod.protect(model.inputs, values),
                 run_id=run_id,
                 library=str(_library(library)),
+                trigger={"type": "manual", "user": as_ or getpass.getuser()},
             )
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted: run {run_id} stopped where it was[/]")
@@ -262,7 +275,7 @@ def run(
     if end and end.get("output_errors"):
         for key, message in end["output_errors"].items():
             err.print(f"[yellow]output {key} could not be rendered: {escape(message)}[/]")
-    color = "green" if status == "succeeded" else "red"
+    color = {"succeeded": "green", "denied": "yellow"}.get(status, "red")
     out.print(f"run {run_id}: [{color}]{status}[/]")
     out.print(f"ledger: {ledger}")
     if end and end.get("evidence"):
@@ -270,7 +283,7 @@ def run(
     summary = state.result(raise_on_failure=False) if state.is_completed() else None
     if isinstance(summary, dict) and summary.get("evidence_error"):
         err.print(f"[red]{escape(summary['evidence_error'])}[/]")
-    raise typer.Exit(0 if status == "succeeded" else 1)
+    raise typer.Exit({"succeeded": 0, "denied": 3}.get(status, 1))
 
 
 @command
@@ -364,7 +377,13 @@ def runs(
     table = Table(title="recent runs", title_justify="left")
     for column in ("run id", "runbook", "started", "trigger", "status", "detail"):
         table.add_column(column)
-    colors = {"succeeded": "green", "failed": "red", "in progress": "yellow"}
+    colors = {
+        "succeeded": "green",
+        "failed": "red",
+        "denied": "yellow",
+        "in progress": "yellow",
+        "waiting for approval": "bold yellow",
+    }
     for run in found:
         color = colors.get(run.status, "white")
         table.add_row(
@@ -376,6 +395,53 @@ def runs(
             escape(run.detail),
         )
     out.print(table)
+
+
+@command
+def approve(
+    run_id: Annotated[str, typer.Argument(help="the run waiting for approval")],
+    as_: Annotated[
+        str, typer.Option("--as", help="your Slack user id (the flow checks it is an approver)")
+    ],
+    step: Annotated[
+        str | None, typer.Option(help="the approval step (default: the only one waiting)")
+    ] = None,
+    deny: Annotated[bool, typer.Option("--deny", help="deny instead of approve")] = False,
+    reason: Annotated[str, typer.Option(help="why (required with --deny)")] = "",
+) -> None:
+    """Approve (or deny) a paused run; the run itself checks the decision.
+
+    Exit 0 when the decision counted, 1 when it was refused.
+    """
+    from flows.approval_gate import pending_request, submit_decision
+
+    if deny and not reason.strip():
+        raise ClampdownError("a denial needs a reason", "add --reason 'why'")
+    req = pending_request(run_id, step)
+    out.print(f"run {run_id}, step {req['step']}: {escape(req['summary'])}")
+    for gated_id, gated in req.get("gated", {}).items():
+        if gated.get("will_run") is False:
+            out.print(f"  {gated_id} ({gated.get('uses')}): will not run", markup=False)
+            continue
+        params = json.dumps(gated.get("params"), sort_keys=True, default=str)
+        reversible = "reversible" if gated.get("reversible") else "NOT reversible"
+        out.print(f"  {gated_id} ({gated.get('uses')}, {reversible}): {params}", markup=False)
+    verdict = submit_decision(
+        run_id,
+        req["step"],
+        as_,
+        "deny" if deny else "approve",
+        reason,
+        "terminal",
+        params_hash_seen=req["params_hash"],
+    )
+    if not verdict.accepted:
+        err.print(f"[red]refused:[/] {escape(verdict.reason)}")
+        raise typer.Exit(1)
+    done = (
+        f"; the request is now {verdict.outcome}" if verdict.outcome else "; more approvals needed"
+    )
+    out.print(f"[green]{'denial' if deny else 'approval'} counted[/]{done}")
 
 
 @command

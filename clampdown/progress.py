@@ -27,6 +27,7 @@ STYLE = {
     "failed": "red",
     "skipped": "cyan",
     "cancelled": "magenta",
+    "waiting": "bold yellow",
 }
 ICON = {
     "pending": "·",
@@ -35,6 +36,7 @@ ICON = {
     "failed": "✘",
     "skipped": "↷",
     "cancelled": "■",
+    "waiting": "⏸",
 }
 
 
@@ -45,6 +47,7 @@ class RunProgress:
         self.ledger = ledger
         self.runbook = runbook
         self.console = console
+        self.run_id = ledger.parent.name
         self.status = {s.id: "pending" for s in runbook.steps}
         self.started: dict[str, float] = {}
         self.elapsed: dict[str, float] = {}
@@ -103,6 +106,20 @@ class RunProgress:
             self.notes[step] = record.get("reason", "")
         elif kind == "step.attempt_failed":
             self.notes[step] = f"attempt {record['attempt']} failed: {record['error']}"
+        elif kind == "approval.request":
+            self.status[step] = "waiting"
+            self.notes[step] = (
+                f"waiting for approval until {record['deadline'][:19]}Z: "
+                f"clampdown approve {self.run_id} --step {step} --as <your Slack id>"
+            )
+        elif kind == "approval.decision":
+            verdict = "counted" if record.get("accepted") else f"refused: {record.get('refusal')}"
+            self.notes[step] = f"{record['approver']} {record['decision']}: {verdict}"
+        elif kind == "approval.end":
+            self.status[step] = "running"
+            self.notes[step] = f"{record['outcome'].replace('_', ' ')}" + (
+                f" by {record['denied_by']}: {record['reason']}" if record.get("denied_by") else ""
+            )
         else:
             return
         if self._live is None:

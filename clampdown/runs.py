@@ -38,6 +38,7 @@ def _summarise(ledger: Path) -> RunSummary | None:
     first: dict[str, Any] | None = None
     last: dict[str, Any] | None = None
     running: list[str] = []
+    waiting: dict[str, str] = {}  # approval step -> deadline
     with ledger.open("rb") as fh:
         for line in fh:
             try:
@@ -52,6 +53,10 @@ def _summarise(ledger: Path) -> RunSummary | None:
                 record.get("step") in running
             ):
                 running.remove(record["step"])
+            if record.get("type") == "approval.request":
+                waiting[record.get("step", "?")] = str(record.get("deadline", ""))[:19]
+            elif record.get("type") == "approval.end":
+                waiting.pop(record.get("step", "?"), None)
     if first is None or first.get("type") != "run.start":
         return None
     run = first.get("run", {})
@@ -64,6 +69,9 @@ def _summarise(ledger: Path) -> RunSummary | None:
         )
         if last.get("still_in_place"):
             detail = f"{len(last['still_in_place'])} change(s) still in place"
+    elif waiting:
+        status = "waiting for approval"
+        detail = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())
     else:
         status = "in progress"
         detail = (

@@ -50,6 +50,7 @@ from clampdown.loader import resolve
 from clampdown.models import Runbook, Step
 from clampdown.rules import decide
 from clampdown.settings import settings
+from flows.approval_gate import Gatekeeper
 from flows.prefect_api import local_api, shared_clients
 from integrations.slack.run_thread import Header, RunThread
 
@@ -93,6 +94,14 @@ class RunState:
     targets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     aborted_by: str | None = None
     slack: RunThread | None = None  # the run's Slack status thread, when configured
+    gate: Gatekeeper | None = None  # the run's approvals (set when the run starts)
+
+    @property
+    def denied_by(self) -> str | None:
+        """The first approval step that did not end approved (the run ends ``denied``)."""
+        if self.gate is None:
+            return None
+        return next((s for s, o in self.gate.outcomes.items() if o != "approved"), None)
 
     def context(self) -> dict[str, Any]:
         """Names visible to expressions: only finished steps appear under ``steps``."""
@@ -293,11 +302,12 @@ async def respond(
         upstream({s.id: s.needs for s in rb.steps}),
         {s.id: StepResult() for s in rb.steps},
     )
+    state.gate = Gatekeeper(state)
     _RUNS[run_id] = state
     _slack_start(state)
     try:
         await _schedule(state)
-        status = "failed" if state.aborted_by else "succeeded"
+        status = _status(state)
         _slack_close(state, status)
         outputs, output_errors = _outputs(state)
         ledger.append(
@@ -329,6 +339,13 @@ async def respond(
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
     return summary
+
+
+def _status(state: RunState) -> str:
+    """failed (a step aborted the run), denied (an approval did not end approved), succeeded."""
+    if state.aborted_by:
+        return "failed"
+    return "denied" if state.denied_by else "succeeded"
 
 
 def _evidence_uri(run_id: str) -> str | None:
@@ -409,9 +426,16 @@ def _decide(state: RunState, step: Step) -> bool:
         verdict = decide(step, statuses, state.ancestors[step.id], context, state.aborted_by)
         if verdict.outcome != "run":
             return _finish_early(state, step, verdict.outcome, verdict.reason)
-        rendered = render(step.with_, context)
         action = registry().get(step.uses)
+        blocker = _not_approved(state, step, action)
+        if blocker:
+            return _finish_early(state, step, "skipped", blocker)
+        rendered = render(step.with_, context)
         state.params[step.id] = action.Input.model_validate(rendered)
+        assert state.gate is not None
+        changed = state.gate.check_params(step.id, state.params[step.id])
+        if changed:
+            raise ClampdownError(f"not run: {changed}")
         state.targets[step.id] = (
             _render_setting(state, step, "region"),
             _render_setting(state, step, "account"),
@@ -423,6 +447,31 @@ def _decide(state: RunState, step: Step) -> bool:
     result.status = "running"
     _notify(state)
     return True
+
+
+def _not_approved(state: RunState, step: Step, action: type[Action]) -> str | None:
+    """Why ``step`` may not run for want of an approval (None: it may).
+
+    Nothing downstream of an approval that did not end approved runs, whatever its
+    ``if:`` says, except a non-destructive step that asks for it with always() or
+    failure() (a final report that says the containment was denied).
+    """
+    assert state.gate is not None
+    gate = state.gate.blocked_by(step.id)
+    if gate is None:
+        return None
+    if not action.destructive and _status_aware(step):
+        return None
+    outcome = state.gate.outcomes.get(gate, "not decided")
+    return f"approval '{gate}' {outcome.replace('_', ' ')}"
+
+
+def _status_aware(step: Step) -> bool:
+    from clampdown.expressions import compile_expression, condition_source
+
+    if step.if_ is None:
+        return False
+    return compile_expression(condition_source(step.if_)).uses_status_function
 
 
 def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
@@ -473,13 +522,18 @@ async def _execute(state: RunState, step: Step) -> None:
         account=account,
         preapproved=step.preapproved,
     )
-    runner = _step_task(
-        rb.setting(step, "retries", 0),
-        rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
-        rb.setting(step, "timeout", DEFAULT_TIMEOUT),
-    )
     try:
-        produced = await runner(state.run_id, step.id)
+        if registry().get(step.uses).approval_gate:
+            assert state.gate is not None
+            result.attempts = 1
+            produced = {"outputs": await state.gate.request(step.id, params), "undo": []}
+        else:
+            runner = _step_task(
+                rb.setting(step, "retries", 0),
+                rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
+                rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+            )
+            produced = await runner(state.run_id, step.id)
     except Exception as exc:
         _fail(state, step, _describe(exc))
         return

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, SecretStr, field_validator
 
 from clampdown.diagnostics import ClampdownError, InvalidFileError, did_you_mean
+from integrations.slack.approval_actions import register_approval_actions
 from integrations.slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -114,6 +115,7 @@ def build_slack_app(settings: SlackAppSettings, start_run: StartRun) -> App:
         process_before_response=False,
     )
     commands = SlashCommands(settings.responder_ids, start_run)
+    register_approval_actions(app)
 
     @app.command("/clampdown")
     def clampdown_command(ack: Any, command: dict[str, Any], respond: Any) -> None:

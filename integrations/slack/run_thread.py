@@ -52,6 +52,14 @@ SHUTDOWN_WAIT = 5.0
 log = logging.getLogger("clampdown.slack")
 
 
+@dataclass
+class Card:
+    """A Block Kit message in the thread (e.g. an approval card); ts is set once posted."""
+
+    channel: str | None = None
+    ts: str | None = None
+
+
 @dataclass(frozen=True)
 class Header:
     title: str
@@ -101,7 +109,7 @@ class RunThread:
         self._steps: list[tuple[str, str]] = []
         self._outcome: str | None = None
         self._dirty = False  # the header text changed since it was last sent
-        self._replies: deque[str] = deque()
+        self._outbox: deque[tuple[str, Callable[[], None]]] = deque()  # in order
         self._closing = False
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -148,8 +156,24 @@ class RunThread:
             self._cond.notify()
 
     def reply(self, text: str) -> None:
+        self._send("chat.postMessage", lambda: self._post_reply(text))
+
+    def post_card(self, text: str, blocks: list[dict[str, Any]]) -> Card:
+        """Post a Block Kit message in the thread; the card's ts is set once it is sent."""
+        card = Card()
+        self._send("chat.postMessage", lambda: self._post_card(card, text, blocks))
+        return card
+
+    def update_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        self._send("chat.update", lambda: self._edit_card(card, text, blocks))
+
+    def ephemeral(self, user: str, text: str) -> None:
+        """A message only ``user`` sees, in the run's channel (e.g. why a click was refused)."""
+        self._send("chat.postEphemeral", lambda: self._post_ephemeral(user, text))
+
+    def _send(self, method: str, fn: Callable[[], None]) -> None:
         with self._cond:
-            self._replies.append(text)
+            self._outbox.append((method, fn))
             self._cond.notify()
 
     def close(self, outcome: str, steps: Sequence[tuple[str, str]] | None = None) -> None:
@@ -188,18 +212,18 @@ class RunThread:
                 self._start_lock.close()
         while True:
             with self._cond:
-                while not (self._replies or self._dirty or self._closing):
+                while not (self._outbox or self._dirty or self._closing):
                     self._cond.wait()
-                replies = list(self._replies)
-                self._replies.clear()
+                outbox = list(self._outbox)
+                self._outbox.clear()
                 dirty, self._dirty = self._dirty, False
                 closing = self._closing
-            for text in replies:
-                self._call("chat.postMessage", self._post_reply, text)
+            for method, send in outbox:
+                self._call(method, send)
             if dirty and self.header_ts is not None:
                 self._call("chat.update", self._edit_header)
             with self._cond:
-                if closing and not (self._replies or self._dirty):
+                if closing and not (self._outbox or self._dirty):
                     return
 
     def _text(self) -> str:
@@ -238,6 +262,32 @@ class RunThread:
         text, _ = mark_drill(self._scrub(text), None, drill)
         self._client.chat_postMessage(
             channel=self.header_channel, thread_ts=self.thread_ts, text=text
+        )
+
+    def _post_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        if self.thread_ts is None:
+            raise RuntimeError(
+                f"no status thread for the card (header not posted: {self.first_error})"
+            )
+        drill = bool(self._header and self._header.drill)
+        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        sent = self._client.chat_postMessage(
+            channel=self.header_channel, thread_ts=self.thread_ts, text=text, blocks=marked
+        )
+        card.channel, card.ts = sent["channel"], sent["ts"]
+
+    def _edit_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        if card.ts is None:
+            raise RuntimeError("the card was never posted")
+        drill = bool(self._header and self._header.drill)
+        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        self._client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=marked)
+
+    def _post_ephemeral(self, user: str, text: str) -> None:
+        drill = bool(self._header and self._header.drill)
+        text, _ = mark_drill(self._scrub(text), None, drill)
+        self._client.chat_postEphemeral(
+            channel=self.header_channel or self.channel, user=user, text=text
         )
 
     def _call(self, method: str, fn: Callable[..., None], *args: Any) -> None:

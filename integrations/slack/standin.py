@@ -14,7 +14,8 @@ test) can read exactly what reached "Slack" and in which thread.
         slack.thread("C0INCIDENT", parent_ts)   # the parent and its replies
 
 Methods answered: ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``usergroups.users.list``, ``conversations.info`` (anything else: ``unknown_method``).
+``usergroups.list``, ``usergroups.users.list``, ``conversations.info``, ``views.open``
+(anything else: ``unknown_method``).
 Failures on demand: :meth:`SlackStandIn.fail_next` (``ratelimited`` or
 ``server_error``), :meth:`SlackStandIn.down` / :meth:`SlackStandIn.up` (HTTP 503 to
 everything), :meth:`SlackStandIn.slow` (late answers). Standard library only: a
@@ -24,8 +25,10 @@ everything), :meth:`SlackStandIn.slow` (late answers). Standard library only: a
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -360,10 +363,24 @@ class SlackStandIn:
         return {"ok": True, "message_ts": ts}
 
     def _usergroup_users(self, params: dict[str, Any]) -> dict[str, Any]:
-        group = params.get("usergroup")
+        group = str(params.get("usergroup") or "")
+        by_id = {_group_id(name): name for name in self.usergroups}
+        group = by_id.get(group, group)
         if group not in self.usergroups:
             return {"ok": False, "error": "no_such_subteam"}
         return {"ok": True, "users": list(self.usergroups[group])}
+
+    def _usergroup_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        groups = [{"id": _group_id(name), "handle": name} for name in self.usergroups]
+        return {"ok": True, "usergroups": groups}
+
+    def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("trigger_id"):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        return {"ok": True, "view": {"id": f"V{self._next_ts().replace('.', '')}", **view}}
 
     def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._resolve(str(params.get("channel") or ""), create=False)
@@ -387,8 +404,17 @@ _METHODS = {
     "chat.update": SlackStandIn._update,
     "chat.postEphemeral": SlackStandIn._post_ephemeral,
     "usergroups.users.list": SlackStandIn._usergroup_users,
+    "usergroups.list": SlackStandIn._usergroup_list,
+    "views.open": SlackStandIn._views_open,
     "conversations.info": SlackStandIn._conversation_info,
 }
+
+
+def _group_id(name: str) -> str:
+    """A group's id: the key itself when it is an id (S…), else one derived from the handle."""
+    if re.match(r"^S[A-Z0-9]{6,}$", name):
+        return name
+    return "S" + hashlib.sha256(name.encode()).hexdigest()[:10].upper()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -6,6 +6,8 @@ and deletes the console login profile; for a role it revokes every session issue
 before now (the ``aws:TokenIssueTime`` deny pattern of the IAM console's "Revoke
 active sessions") and, on request, denies ``sts:AssumeRole*`` in the trust policy.
 
+``aws.iam.block_assume_role`` denies assuming a role, to everyone or to listed principals.
+
 ``aws.iam.rotate_access_key`` creates a new access key for a service user, stores it
 in Secrets Manager, then deactivates the old key(s).
 
@@ -24,6 +26,7 @@ from integrations.aws.iam._common import (
     REVOKE_POLICY,
     parse_principal_arn,
 )
+from integrations.aws.iam.block_assume import BlockAssumeRole
 from integrations.aws.iam.revoke import (
     RevokeCredentials,
     block_assume_statement,
@@ -36,6 +39,7 @@ __all__ = [
     "BLOCK_SID",
     "QUARANTINE_SID",
     "REVOKE_POLICY",
+    "BlockAssumeRole",
     "RevokeCredentials",
     "RotateAccessKey",
     "block_assume_statement",

@@ -1,0 +1,427 @@
+"""Dedup, correlation, run-slot and delivery state that survives a restart of ``clampdown serve``.
+
+One code path (SQLAlchemy Core) over two databases:
+
+* local mode: SQLite at ``$CLAMPDOWN_HOME/state.sqlite3`` beside the ledgers, in WAL
+  mode; every decision runs in ``BEGIN IMMEDIATE``, which takes SQLite's write lock
+  up front, so a check-then-insert is atomic across threads *and* processes;
+* scaled mode: PostgreSQL at ``CLAMPDOWN_STATE_URL`` (``postgresql://…``, driver
+  psycopg 3); a decision takes a transaction-scoped advisory lock
+  (``pg_advisory_xact_lock``), which serialises decisions of every server sharing
+  the database. Table names start with ``clampdown_`` so the Prefect database can
+  hold them.
+
+A decision (:meth:`StateStore.claim`) is tiny (a few indexed rows), so one lock
+for all of them costs little and rules out every interleaving: two alerts of one
+incident can never both be told "start a run".
+
+Why runs are *reserved* before they start: the run id is only known once
+``start_run`` returns, but the dedup key must be taken before it is called, or two
+threads would both start a run. So ``claim`` inserts the keys with no run id
+(a reservation), the caller starts the run, and :meth:`attach` fills the id in.
+An alert that meets a reservation gets ``pending`` and asks again a moment later;
+a reservation older than :data:`PENDING_STALE` (its process died) is discarded.
+
+How the store learns that a run finished (for ``max_concurrent_runs`` and for
+"join only a run still in progress"): the caller passes ``is_finished(run_id)``.
+The triage's default reads the run's ledger for ``run.end`` — the ledger is the
+record of a run, written by whichever process ran it, so the answer survives
+restarts and needs no second bookkeeping that could drift; a deployment-mode
+caller can ask Prefect instead. Finished runs are dropped from the slot table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clampdown.diagnostics import ClampdownError
+
+PENDING_STALE = 60.0  # seconds a reservation may wait for its run id
+MAX_KEY = 200  # longer keys are stored as their SHA-256
+PURGE_EVERY = 256  # decisions between sweeps of expired rows
+_ADVISORY_LOCK = 0x636C616D70  # "clamp": one lock id for every clampdown decision
+
+metadata = sa.MetaData()
+incidents = sa.Table(
+    "clampdown_incidents",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("runbook", sa.String(100), nullable=False),
+    sa.Column("reservation", sa.String(32), nullable=True, index=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
+correlations = sa.Table(
+    "clampdown_correlations",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Column("reservation", sa.String(32), nullable=True, index=True),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
+active_runs = sa.Table(
+    "clampdown_active_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("runbook", sa.String(100), nullable=False, index=True),
+    sa.Column("started", sa.Float, nullable=False),
+)
+deliveries = sa.Table(
+    "clampdown_deliveries",
+    metadata,
+    sa.Column("key", sa.String(300), primary_key=True),
+    sa.Column("expires", sa.Float, nullable=False, index=True),
+)
+held = sa.Table(
+    "clampdown_held_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("runbook", sa.String(100), nullable=False),
+    sa.Column("trigger", sa.String(100), nullable=False),
+    sa.Column("dedup_key", sa.String(300), nullable=False),
+    sa.Column("alert", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+)
+
+ClaimStatus = Literal["reserved", "duplicate", "joined", "pending", "full"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The store's decision for one alert.
+
+    ``reserved``: start a run, then :meth:`StateStore.attach` (or :meth:`StateStore.release`)
+    the ``reservation``; ``duplicate``/``joined``: the alert belongs to ``run_id``;
+    ``pending``: a run for this incident is being started, ask again shortly;
+    ``full``: ``active`` runs of the runbook are in progress, at its limit.
+    """
+
+    status: ClaimStatus
+    run_id: str | None = None
+    reservation: str | None = None
+    active: int = 0
+
+
+@dataclass(frozen=True)
+class HeldAlert:
+    at: float
+    runbook: str
+    trigger: str
+    dedup_key: str
+    alert: dict[str, Any]
+    reason: str
+
+
+class StateSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
+
+    state_url: SecretStr | None = Field(
+        None,
+        description="database of the dedup state: postgresql://user:pass@host/db for the "
+        "scaled mode; default SQLite at $CLAMPDOWN_HOME/state.sqlite3",
+    )
+
+
+def default_url() -> str:
+    """``CLAMPDOWN_STATE_URL``, else SQLite beside the ledgers."""
+    from clampdown.settings import settings
+
+    configured = StateSettings().state_url
+    if configured is not None and configured.get_secret_value().strip():
+        return configured.get_secret_value().strip()
+    home = settings().home.expanduser()
+    return f"sqlite:///{home / 'state.sqlite3'}"
+
+
+def _engine_url(url: str) -> sa.URL:
+    """Accept the ``postgresql://`` form operators write; use the psycopg 3 driver for it."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ClampdownError(
+            "CLAMPDOWN_STATE_URL is not a database URL",
+            "write postgresql://user:password@host:5432/db or sqlite:////path/state.sqlite3",
+        ) from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ClampdownError(
+            f"unsupported state database '{parsed.get_backend_name()}'",
+            "use PostgreSQL (postgresql://…) or leave CLAMPDOWN_STATE_URL unset for SQLite",
+        )
+    return parsed
+
+
+def _stored_key(key: str) -> str:
+    """Keys are bounded in the index; a long one is stored as its hash (still unique)."""
+    if len(key) <= MAX_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+class StateStore:
+    """The persistent state of the triage; safe to share between threads and processes."""
+
+    def __init__(self, url: str | None = None) -> None:
+        parsed = _engine_url(url or default_url())
+        self.backend = parsed.get_backend_name()
+        if self.backend == "sqlite":
+            self.engine = _sqlite_engine(parsed)
+        else:
+            self.engine = sa.create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        self._decisions = 0
+        self._count_lock = threading.Lock()
+        with self._transaction() as conn:  # the lock also serialises concurrent first starts
+            metadata.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:  # never the URL: it may hold a password
+        return f"StateStore({self.backend})"
+
+    @contextmanager
+    def _transaction(self, *, exclusive: bool = True) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            if exclusive and self.backend == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
+            yield conn
+
+    # --- replay protection ---------------------------------------------------------------
+
+    def first_seen(self, key: str, ttl_seconds: float) -> bool:
+        """True the first time ``key`` is seen inside ``ttl_seconds`` (a delivery id), else False.
+
+        One ``INSERT … ON CONFLICT`` that only overwrites an expired row: atomic in
+        both databases without any further lock.
+        """
+        now = time.time()
+        with self._transaction(exclusive=False) as conn:
+            result = conn.execute(
+                sa.text(
+                    "INSERT INTO clampdown_deliveries (key, expires) VALUES (:key, :expires) "
+                    "ON CONFLICT (key) DO UPDATE SET expires = excluded.expires "
+                    "WHERE clampdown_deliveries.expires <= :now"
+                ),
+                {"key": _stored_key(key), "expires": now + ttl_seconds, "now": now},
+            )
+            return result.rowcount == 1
+
+    # --- one decision per alert ----------------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        dedup_key: str,
+        dedup_ttl: float,
+        correlation_key: str | None,
+        correlation_ttl: float,
+        runbook: str,
+        max_runs: int,
+        is_finished: Callable[[str], bool],
+    ) -> Claim:
+        """Decide, atomically, whether an alert starts a run, repeats one or joins one."""
+        now = time.time()
+        dkey = _stored_key(dedup_key)
+        ckey = _stored_key(correlation_key) if correlation_key else None
+        with self._transaction() as conn:
+            self._maybe_purge(conn, now)
+            found = self._live(conn, incidents, dkey, now)
+            if found is not None:
+                return (
+                    Claim("pending") if found.run_id is None else Claim("duplicate", found.run_id)
+                )
+            if ckey is not None:
+                linked = self._live(conn, correlations, ckey, now)
+                if linked is not None and linked.run_id is None:
+                    return Claim("pending")
+                if linked is not None and not is_finished(linked.run_id):
+                    conn.execute(
+                        incidents.insert().values(
+                            key=dkey,
+                            run_id=linked.run_id,
+                            runbook=runbook,
+                            reservation=None,
+                            created=now,
+                            expires=now + dedup_ttl,
+                        )
+                    )
+                    return Claim("joined", linked.run_id)
+            active = self._active(conn, runbook, now, is_finished)
+            if active >= max_runs:
+                return Claim("full", active=active)
+            reservation = uuid.uuid4().hex
+            conn.execute(
+                incidents.insert().values(
+                    key=dkey,
+                    run_id=None,
+                    runbook=runbook,
+                    reservation=reservation,
+                    created=now,
+                    expires=now + dedup_ttl,
+                )
+            )
+            if ckey is not None:
+                conn.execute(correlations.delete().where(correlations.c.key == ckey))
+                conn.execute(
+                    correlations.insert().values(
+                        key=ckey,
+                        run_id=None,
+                        reservation=reservation,
+                        created=now,
+                        expires=now + correlation_ttl,
+                    )
+                )
+            return Claim("reserved", reservation=reservation)
+
+    def attach(self, reservation: str, run_id: str) -> None:
+        """The run of a reservation started: point its keys at it and take a run slot."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                sa.select(incidents.c.runbook).where(incidents.c.reservation == reservation)
+            ).first()
+            for table in (incidents, correlations):
+                conn.execute(
+                    table.update()
+                    .where(table.c.reservation == reservation)
+                    .values(run_id=run_id, reservation=None)
+                )
+            if row is not None:
+                conn.execute(
+                    active_runs.insert().values(
+                        run_id=run_id, runbook=row.runbook, started=time.time()
+                    )
+                )
+
+    def release(self, reservation: str) -> None:
+        """The run of a reservation could not start: free its keys for the next alert."""
+        with self._transaction() as conn:
+            for table in (incidents, correlations):
+                conn.execute(
+                    table.delete().where(
+                        table.c.reservation == reservation, table.c.run_id.is_(None)
+                    )
+                )
+
+    def _live(self, conn: sa.Connection, table: sa.Table, key: str, now: float) -> Any:
+        """The row of ``key`` if it is still inside its window (stale reservations are dropped)."""
+        row = conn.execute(sa.select(table).where(table.c.key == key)).first()
+        if row is None:
+            return None
+        stale = row.run_id is None and row.created < now - PENDING_STALE
+        if row.expires <= now or stale:
+            conn.execute(table.delete().where(table.c.key == key))
+            return None
+        return row
+
+    def _active(
+        self, conn: sa.Connection, runbook: str, now: float, is_finished: Callable[[str], bool]
+    ) -> int:
+        """Runs of ``runbook`` in progress, plus reservations about to become runs."""
+        run_ids = conn.scalars(
+            sa.select(active_runs.c.run_id).where(active_runs.c.runbook == runbook)
+        ).all()
+        done = [r for r in run_ids if is_finished(r)]
+        if done:
+            conn.execute(active_runs.delete().where(active_runs.c.run_id.in_(done)))
+        starting = conn.scalar(
+            sa.select(sa.func.count())
+            .select_from(incidents)
+            .where(
+                incidents.c.runbook == runbook,
+                incidents.c.run_id.is_(None),
+                incidents.c.created >= now - PENDING_STALE,
+            )
+        )
+        return len(run_ids) - len(done) + int(starting or 0)
+
+    def _maybe_purge(self, conn: sa.Connection, now: float) -> None:
+        with self._count_lock:
+            self._decisions += 1
+            due = self._decisions % PURGE_EVERY == 1
+        if due:
+            for table in (incidents, correlations, deliveries):
+                conn.execute(table.delete().where(table.c.expires <= now))
+
+    # --- alerts held back by max_concurrent_runs -----------------------------------------
+
+    def hold(
+        self, *, runbook: str, trigger: str, dedup_key: str, alert: dict[str, Any], reason: str
+    ) -> None:
+        """Keep an alert that started nothing, so a responder can find it (never lose one)."""
+        with self._transaction(exclusive=False) as conn:
+            conn.execute(
+                held.insert().values(
+                    at=time.time(),
+                    runbook=runbook,
+                    trigger=trigger,
+                    dedup_key=_stored_key(dedup_key),
+                    alert=json.dumps(alert, default=str),
+                    reason=reason,
+                )
+            )
+
+    def held_alerts(self, limit: int = 100) -> list[HeldAlert]:
+        """The most recent held alerts, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(held).order_by(held.c.id.desc()).limit(limit)).all()
+        return [
+            HeldAlert(r.at, r.runbook, r.trigger, r.dedup_key, json.loads(r.alert), r.reason)
+            for r in rows
+        ]
+
+    def active_run_ids(self, runbook: str | None = None) -> list[str]:
+        """Runs holding a slot (as last known; finished ones leave at the next decision)."""
+        query = sa.select(active_runs.c.run_id).order_by(active_runs.c.started)
+        if runbook is not None:
+            query = query.where(active_runs.c.runbook == runbook)
+        with self.engine.connect() as conn:
+            return list(conn.scalars(query).all())
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    """SQLite with WAL, a long busy timeout, and ``BEGIN IMMEDIATE`` for every transaction.
+
+    pysqlite's own transaction handling starts transactions lazily (``BEGIN
+    DEFERRED``), which lets two processes read, then both try to write; taking over
+    BEGIN is SQLAlchemy's documented recipe for real SQLite locking.
+    """
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        pool_size=8,
+        max_overflow=24,
+        pool_timeout=60,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine

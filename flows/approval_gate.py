@@ -1,0 +1,628 @@
+"""Approval gates inside the ``respond`` flow, and the one way decisions get to them.
+
+The flow side (:class:`Gatekeeper`): an ``approval.request`` step builds a
+:class:`~clampdown.approvals.Request` (gated steps' exact parameters and their hash),
+writes it to ``runs/<id>/approvals/<step>.json``, posts the card, and waits. One
+waiter per run pauses the flow run with Prefect's ``apause_flow_run(wait_for_input=…)``
+while any request is pending; each resume carries one :class:`Decision`, which the
+flow checks (:meth:`Request.refusal`) and records in the ledger, accepted or not.
+Steps already running go on while the flow run is paused (Prefect 3 orchestrates
+task runs client-side); only new steps wait, because they wait for the gate.
+
+The sender side (:func:`submit_decision`): Slack clicks, ``clampdown approve`` and
+tests all call it. It reads the request file (where the run's Prefect API is, which
+flow run, the parameters hash), refuses early what the flow would refuse anyway (so an
+unauthorised click does not even resume the run), resumes the flow run with the
+decision as run input, and waits for the flow's verdict in the ledger. A decision
+from the Prefect UI's resume form skips this side and meets the same checks in the flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash
+from clampdown.diagnostics import ClampdownError
+from clampdown.expressions import render
+from clampdown.ledger import read as read_ledger
+from clampdown.settings import settings
+
+if TYPE_CHECKING:
+    from flows.respond import RunState
+    from integrations.slack.run_thread import Card
+
+POLL_SECONDS = 0.5  # how often a paused flow asks its API whether it was resumed
+log = logging.getLogger("clampdown.approvals")
+
+
+class ApprovalTimedOut(Exception):
+    """``on_timeout: fail``: the approval step fails with this message."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- where requests live --------------------------------------------------------------
+
+
+def approvals_dir(run_id: str) -> Path:
+    return settings().run_dir(run_id) / "approvals"
+
+
+def request_file(run_id: str, step: str) -> Path:
+    return approvals_dir(run_id) / f"{step}.json"
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomic replace: a reader never sees half a request."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def read_requests(run_id: str) -> list[dict[str, Any]]:
+    """Every approval request of a run (pending or decided), oldest first."""
+    folder = approvals_dir(run_id)
+    found = []
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            found.append(json.loads(file.read_text()))
+    return sorted(found, key=lambda r: r.get("requested_at", ""))
+
+
+# --- the flow side --------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    request: Request
+    future: asyncio.Future[Any]
+    card: Card | None
+    extra: dict[str, Any]
+
+
+class Gatekeeper:
+    """One run's approvals: requests, the single pause loop, and what each decision did."""
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+        self.pending: dict[str, _Pending] = {}
+        self.outcomes: dict[str, str] = {}  # approval step id -> approved/denied/timed_out
+        self.approved_params: dict[str, str] = {}  # gated step id -> hash of its approved params
+        self.gated_by: dict[str, str] = {}  # gated step id -> its approval step
+        self._waiter: asyncio.Task[None] | None = None
+
+    # what the engine asks ------------------------------------------------------------
+
+    def gates_of(self, step_id: str) -> set[str]:
+        """Approval steps upstream of ``step_id``."""
+        gates = {s.id for s in self.state.runbook.steps if _is_gate(s.uses)}
+        return self.state.ancestors[step_id] & gates
+
+    def blocked_by(self, step_id: str) -> str | None:
+        """The first upstream approval that did not end approved (None: free to run)."""
+        for gate in sorted(self.gates_of(step_id)):
+            if self.outcomes.get(gate) != "approved":
+                return gate
+        return None
+
+    def check_params(self, step_id: str, params: Any) -> str | None:
+        """Why a gated step may not run with these parameters (None: what was approved)."""
+        if step_id not in self.gated_by:
+            return None
+        approved = self.approved_params.get(step_id)
+        if approved is None:
+            return "it was not part of what was approved (its if: was false then)"
+        if params_hash(params.model_dump(mode="json")) != approved:
+            return (
+                "its parameters differ from the ones approved; "
+                "nothing was run (start a new approval)"
+            )
+        return None
+
+    # the approval step -----------------------------------------------------------------
+
+    async def request(self, step_id: str, params: ApprovalRequest.Input) -> dict[str, Any]:
+        """Carry out one ``approval.request`` step; returns its outputs."""
+        request = self._build(step_id, params)
+        ledger = self.state.ledger
+        ledger.append(
+            "approval.request",
+            step=step_id,
+            summary=request.summary,
+            gated=request.gated,
+            params_hash=request.params_hash,
+            approvers={"users": sorted(request.allowed_users), "groups": list(request.groups)},
+            min_approvals=request.min_approvals,
+            two_person_rule=request.two_person_rule,
+            started_by=request.started_by,
+            deadline=request.deadline.isoformat(),
+            on_timeout=request.on_timeout,
+        )
+        card = self._post_card(request)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        extra = self._where()
+        self.pending[step_id] = _Pending(request, future, card, extra)
+        self._save(self.pending[step_id], "pending")
+        if self._waiter is None or self._waiter.done():
+            self._waiter = asyncio.create_task(self._wait_loop())
+        try:
+            return await future
+        finally:
+            self.pending.pop(step_id, None)
+
+    def _build(self, step_id: str, params: ApprovalRequest.Input) -> Request:
+        state = self.state
+        gated: dict[str, dict[str, Any]] = {}
+        hashes: dict[str, str] = {}
+        from clampdown.actions import registry
+
+        # Gated steps are judged as they would be if approved: a step whose if: is then
+        # false will not run, so its parameters are neither shown nor bound.
+        context = state.context()
+        context["steps"] = {**context["steps"], step_id: _as_if_approved()}
+        for step in state.runbook.steps:
+            if step_id not in step.needs:
+                continue
+            self.gated_by[step.id] = step_id
+            action = registry().get(step.uses)
+            if not _would_run(step, context):
+                gated[step.id] = {"uses": step.uses, "will_run": False, "if": str(step.if_)}
+                continue
+            try:
+                shown = action.Input.model_validate(render(step.with_, context))
+            except Exception as exc:
+                raise ClampdownError(
+                    f"the parameters of gated step '{step.id}' cannot be known before the "
+                    f"approval: {exc}",
+                    f"make '{step_id}' need every step whose outputs '{step.id}' uses, "
+                    f"or give '{step.id}' an if: that is false when they are missing",
+                ) from None
+            values = shown.model_dump(mode="json")
+            hashes[step.id] = params_hash(values)
+            gated[step.id] = {
+                "uses": step.uses,
+                "params": values,
+                "destructive": bool(action.destructive),
+                "reversible": bool(getattr(action, "reversible", not action.destructive)),
+            }
+        users, groups = list(params.approvers.users), list(params.approvers.groups)
+        if params.approvers.empty:
+            users, groups = default_approvers()
+        started = _now()
+        return Request(
+            run_id=state.run_id,
+            step=step_id,
+            summary=state.ledger.scrub(params.summary),
+            gated=json.loads(state.ledger.scrub(json.dumps(gated))),
+            params_hash=params_hash(gated),
+            allowed_users=frozenset(users),
+            groups=tuple(groups),
+            min_approvals=params.min_approvals,
+            two_person_rule=params.two_person_rule,
+            started_by=_starter(state.run_info.get("trigger") or {}),
+            requested_at=started,
+            deadline=started + timedelta(seconds=float(params.timeout)),
+            on_timeout=params.on_timeout,
+            step_hashes=hashes,
+        )
+
+    def _where(self) -> dict[str, Any]:
+        """How a sender reaches this paused run: the Prefect API and the flow run id."""
+        from prefect.runtime import flow_run
+        from prefect.settings import PREFECT_API_URL
+
+        return {"api_url": PREFECT_API_URL.value(), "flow_run_id": str(flow_run.id)}
+
+    def _save(self, pending: _Pending, status: str) -> None:
+        data = pending.request.to_json() | pending.extra | {"status": status}
+        _write_json(request_file(self.state.run_id, pending.request.step), data)
+
+    async def _wait_loop(self) -> None:
+        """Pause while anything is pending; hand each decision to its request."""
+        from prefect.exceptions import FlowPauseTimeout
+        from prefect.flow_runs import apause_flow_run
+        from prefect.input import RunInput
+
+        form = RunInput.subclass_from_base_model_type(Decision)
+        try:
+            while self.pending:
+                self._expire()
+                if not self.pending:
+                    break
+                first = min(self.pending.values(), key=lambda p: p.request.deadline)
+                wait = (first.request.deadline - _now()).total_seconds()
+                prefilled = form.with_initial_data(
+                    description=_ui_description(first.request),
+                    run_id=first.request.run_id,
+                    step=first.request.step,
+                    params_hash=first.request.params_hash,
+                )
+                try:
+                    received = await apause_flow_run(
+                        wait_for_input=prefilled,
+                        timeout=max(1, math.ceil(wait)),
+                        poll_interval=POLL_SECONDS,
+                        key=f"approval-{uuid.uuid4().hex[:12]}",
+                    )
+                except FlowPauseTimeout:
+                    await _resume_after_timeout()
+                    continue
+                await self._dispatch(received)
+        except Exception as exc:  # the gate must never hang a run: fail the pending steps
+            for pending in list(self.pending.values()):
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+
+    def _expire(self) -> None:
+        at = _now()
+        for step_id, pending in list(self.pending.items()):
+            if at >= pending.request.deadline and not pending.future.done():
+                self._finish(pending, "timed_out", at)
+                self.pending.pop(step_id, None)
+
+    async def _dispatch(self, received: Any) -> None:
+        data = received.model_dump() if hasattr(received, "model_dump") else dict(received)
+        decision = Decision.model_validate({k: data[k] for k in Decision.model_fields if k in data})
+        at = _now()
+        pending = self.pending.get(decision.step)
+        refusal: str | None
+        if pending is None:
+            refusal = f"no approval is pending at step '{decision.step}'"
+        else:
+            members = await asyncio.to_thread(_members, pending.request.groups)
+            refusal = pending.request.refusal(decision, members, at)
+        self.state.ledger.append(
+            "approval.decision",
+            step=decision.step,
+            decision_id=decision.decision_id,
+            approver=decision.approver,
+            decision=decision.decision,
+            reason=self.state.ledger.scrub(decision.reason),
+            source=decision.source,
+            accepted=refusal is None,
+            refusal=refusal,
+        )
+        slack = self.state.slack
+        if refusal is not None:
+            log.warning("run %s: decision refused: %s", self.state.run_id, refusal)
+            if slack is not None and decision.source == "slack":
+                slack.ephemeral(decision.approver, f":no_entry: Not counted: {refusal}")
+            return
+        assert pending is not None
+        pending.request.record(decision)
+        outcome = pending.request.decided
+        if outcome is None:
+            self._save(pending, "pending")
+            if slack is not None:
+                from integrations.slack.approval_card import progress_text
+
+                slack.reply(progress_text(pending.request))
+            return
+        self._finish(pending, outcome, at)
+        self.pending.pop(decision.step, None)
+
+    def _finish(self, pending: _Pending, outcome: str, at: datetime) -> None:
+        request = pending.request
+        approved = outcome == "approved" or (
+            outcome == "timed_out" and request.on_timeout == "approve"
+        )
+        self.outcomes[request.step] = "approved" if approved else outcome
+        if approved:
+            self.approved_params.update(request.step_hashes)
+        denial = request.denial
+        outputs = {
+            "approved": approved,
+            "outcome": outcome,
+            "approvers": sorted(request.approvals),
+            "denied_by": denial.approver if denial else None,
+            "reason": denial.reason if denial else None,
+        }
+        self.state.ledger.append(
+            "approval.end",
+            step=request.step,
+            **outputs,
+            at=at.isoformat(),
+            on_timeout=request.on_timeout if outcome == "timed_out" else None,
+        )
+        self._save(pending, outcome)
+        self._update_card(pending, outcome, at)
+        if outcome == "timed_out" and request.on_timeout == "fail":
+            pending.future.set_exception(
+                ApprovalTimedOut(f"no decision by the deadline {request.deadline.isoformat()}")
+            )
+        else:
+            pending.future.set_result(outputs)
+
+    # Slack ---------------------------------------------------------------------------
+
+    def _post_card(self, request: Request) -> Card | None:
+        slack = self.state.slack
+        if slack is None:
+            return None
+        from integrations.slack.approval_card import request_blocks
+
+        return slack.post_card(f"Approval needed: {request.summary}", request_blocks(request))
+
+    def _update_card(self, pending: _Pending, outcome: str, at: datetime) -> None:
+        slack = self.state.slack
+        if slack is None:
+            return
+        from integrations.slack.approval_card import decided_blocks
+
+        request = pending.request
+        if pending.card is not None:
+            slack.update_card(
+                pending.card, f"{outcome}: {request.summary}", decided_blocks(request, outcome, at)
+            )
+        if outcome == "timed_out":
+            slack.reply(
+                f":hourglass: No decision on `{request.step}` by the deadline: "
+                f"following on_timeout={request.on_timeout}"
+            )
+
+
+def _as_if_approved() -> dict[str, Any]:
+    outputs = {"approved": True, "outcome": "approved", "approvers": [], "denied_by": None}
+    return {"status": "succeeded", "outputs": {**outputs, "reason": None}}
+
+
+def _would_run(step: Any, context: dict[str, Any]) -> bool:
+    """A gated step's if: once approved (True when it has none or uses a status function)."""
+    from clampdown.expressions import compile_expression, condition_source, evaluate
+
+    if step.if_ is None:
+        return True
+    source = condition_source(step.if_)
+    if compile_expression(source).uses_status_function:
+        return True
+    try:
+        return bool(evaluate(source, context))
+    except Exception:  # it reads something not known yet: assume it runs, so it is bound
+        return True
+
+
+def _is_gate(uses: str) -> bool:
+    from clampdown.actions import registry
+
+    try:
+        return bool(registry().get(uses).approval_gate)
+    except ClampdownError:
+        return False
+
+
+def _starter(trigger: dict[str, Any]) -> str | None:
+    """Who started the run, as an approver id: the two-person rule compares with it."""
+    user = trigger.get("user")
+    return str(user) if user else None
+
+
+def default_approvers() -> tuple[list[str], list[str]]:
+    """``CLAMPDOWN_APPROVERS``: user ids (U…/W…) and group ids or handles, comma-separated."""
+    users, groups = [], []
+    for entry in (os.environ.get("CLAMPDOWN_APPROVERS") or "").split(","):
+        entry = entry.strip().lstrip("@")
+        if not entry:
+            continue
+        (users if entry[:1] in ("U", "W") and entry.isupper() else groups).append(entry)
+    return users, groups
+
+
+def _members(groups: tuple[str, ...]) -> set[str] | None:
+    """Members of the request's groups now, or None when they cannot be resolved."""
+    if not groups:
+        return set()
+    from integrations.slack.approval_card import group_members
+    from integrations.slack.client import SlackNotConfigured, slack_client, slack_settings
+
+    try:
+        return group_members(slack_client(slack_settings()), groups)
+    except SlackNotConfigured:
+        return None
+    except Exception as exc:
+        log.warning("cannot resolve approver groups %s: %s", ", ".join(groups), exc)
+        return None
+
+
+async def _resume_after_timeout() -> None:
+    """After a pause timed out the flow run is still Paused: set it Running to go on."""
+    from prefect import get_client
+    from prefect.runtime import flow_run
+    from prefect.states import Running
+
+    async with get_client() as client:
+        await client.set_flow_run_state(flow_run.id, Running(), force=True)
+
+
+def _ui_description(request: Request) -> str:
+    lines = [
+        f"**clampdown approval** — {request.summary}",
+        "",
+        f"Run `{request.run_id}`, step `{request.step}`; deadline {request.deadline.isoformat()}.",
+        "Gated steps and their exact parameters:",
+    ]
+    for step_id, gated in request.gated.items():
+        shown = json.dumps(gated["params"]) if "params" in gated else "will not run"
+        lines.append(f"- `{step_id}` ({gated['uses']}): `{shown}`")
+    lines.append("Fill in your Slack user id as approver; the flow checks it like a Slack click.")
+    return "\n".join(lines)
+
+
+# --- the sender side ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of one submitted decision."""
+
+    accepted: bool
+    reason: str  # why not, or what it did
+    outcome: str | None = None  # the request's outcome once decided
+    step: str | None = None
+
+
+class DecisionError(ClampdownError):
+    """The decision cannot be submitted (no such run or step, nothing pending)."""
+
+
+def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
+    """The request a decision is for: the named step, or the run's only pending one."""
+    requests = read_requests(run_id)
+    if not requests:
+        raise DecisionError(
+            f"run '{run_id}' has no approval request",
+            "check the run id with `clampdown runs`",
+        )
+    if step is not None:
+        for req in requests:
+            if req["step"] == step:
+                return req
+        names = ", ".join(r["step"] for r in requests)
+        raise DecisionError(f"run '{run_id}' has no approval step '{step}'", f"its steps: {names}")
+    pending = [r for r in requests if r.get("status") == "pending"]
+    if len(pending) == 1:
+        return pending[0]
+    if not pending:
+        last = requests[-1]
+        raise DecisionError(
+            f"nothing is waiting for approval in run '{run_id}'",
+            f"step '{last['step']}' was already decided: {last.get('status')}",
+        )
+    names = ", ".join(r["step"] for r in pending)
+    raise DecisionError(
+        f"run '{run_id}' waits at several approvals: {names}", "name one with --step"
+    )
+
+
+def precheck(req: dict[str, Any], approver: str, decision: str, reason: str) -> str | None:
+    """What the flow would refuse anyway, found without resuming it (None: send it)."""
+    if req.get("status") != "pending":
+        return f"step '{req['step']}' was already decided: {req.get('status')}"
+    request = Request.from_json(req)
+    if approver in req.get("approvals", []) and decision == "approve":
+        return f"you have already approved step '{req['step']}'"
+    members = _members(request.groups) if approver not in request.allowed_users else set()
+    probe = Decision(
+        run_id=request.run_id,
+        step=request.step,
+        params_hash=request.params_hash,
+        decision=decision,  # type: ignore[arg-type]
+        approver=approver,
+        reason=reason,
+    )
+    return request.refusal(probe, members, _now())
+
+
+def submit_decision(
+    run_id: str,
+    step: str | None,
+    approver: str,
+    decision: Literal["approve", "deny"] = "approve",
+    reason: str = "",
+    source: Literal["slack", "terminal", "prefect-ui"] = "terminal",
+    *,
+    params_hash_seen: str | None = None,
+    wait: float = 30.0,
+) -> Verdict:
+    """Send one decision to a paused run and return the flow's verdict on it.
+
+    ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
+    flow refuses the decision if the gated parameters have changed since.
+    """
+    req = pending_request(run_id, step)
+    refusal = precheck(req, approver, decision, reason)
+    if refusal is not None:
+        return Verdict(False, refusal, req.get("status"), req["step"])
+    sent = Decision(
+        run_id=run_id,
+        step=req["step"],
+        params_hash=params_hash_seen or req["params_hash"],
+        decision=decision,
+        approver=approver,
+        reason=reason,
+        source=source,
+    )
+    deadline = time.monotonic() + wait
+    _resume(req, sent, deadline)
+    return _verdict(run_id, sent, deadline)
+
+
+def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
+    """Resume the paused flow run with the decision; retry while it is between pauses."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    with _api(req.get("api_url")):
+        while True:
+            try:
+                resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=decision.model_dump())
+                return
+            except NotPausedError:
+                # another decision is being checked, or the flow has not paused yet
+                if time.monotonic() > deadline:
+                    raise DecisionError(
+                        f"run '{decision.run_id}' is not paused for approval",
+                        "it may have finished or be handling another decision: "
+                        "check `clampdown runs`",
+                    ) from None
+                time.sleep(0.2)
+            except FlowPauseTimeout:
+                raise DecisionError(
+                    f"the approval at step '{decision.step}' has expired", "start a new run"
+                ) from None
+
+
+@contextlib.contextmanager
+def _api(url: str | None) -> Iterator[None]:
+    """Talk to the Prefect API the run is on (its own local one, for ``clampdown run``)."""
+    if not url:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
+def _verdict(run_id: str, sent: Decision, deadline: float) -> Verdict:
+    """Wait for the flow's ``approval.decision`` record of this decision."""
+    ledger = settings().ledger_path(run_id)
+    while True:
+        records = read_ledger(ledger) if ledger.is_file() else []
+        for record in records:
+            if record.get("type") == "approval.decision" and (
+                record.get("decision_id") == sent.decision_id
+            ):
+                outcome = next(
+                    (
+                        r.get("outcome")
+                        for r in records
+                        if r.get("type") == "approval.end" and r.get("step") == sent.step
+                    ),
+                    None,
+                )
+                if record.get("accepted"):
+                    return Verdict(True, "counted", outcome, sent.step)
+                return Verdict(False, str(record.get("refusal")), outcome, sent.step)
+        if time.monotonic() > deadline:
+            return Verdict(
+                False,
+                "sent, but the run has not answered yet: check `clampdown runs`",
+                None,
+                sent.step,
+            )
+        time.sleep(0.1)

@@ -1,0 +1,273 @@
+"""Triage: turn an :class:`~clampdown.alert.Alert` into one run per incident.
+
+For each alert: match the trigger file (first match wins) → validate the inputs
+against the runbook → ask the :class:`~clampdown.state_store.StateStore` for one
+atomic decision → start a run, or record the alert in the run it belongs to.
+
+Nothing is lost: a run records its trigger alert in ``run.start``; an alert that
+repeats an incident (``deduplicated``) or correlates with a run in progress
+(``joined``) is appended to that run's ledger as ``alert.joined`` — even after the
+run ended. An alert that starts nothing (no trigger, bad inputs, runbook at its
+``max_concurrent_runs``) is answered ``ignored`` with the reason, logged, and —
+when a trigger matched — kept in the store's held-alerts table for a responder.
+
+Why held and not queued when a runbook is at ``max_concurrent_runs``: the limit
+exists to stop an alert storm (or a trigger bug) from running destructive
+containment many times at once. A queue would start those runs unattended later,
+when responders may already have acted by hand; a held alert is visible at once
+(log, store, ``on_held`` hook for Slack) and the incident's key is *not* taken,
+so the source's next repeat of the alert starts a run once a slot is free.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clampdown.alert import Alert
+from clampdown.diagnostics import ClampdownError, InvalidFileError
+from clampdown.ledger_append import append_to, has_record
+from clampdown.loader import load
+from clampdown.models import Runbook
+from clampdown.state_store import StateStore
+from clampdown.triggers import (
+    Match,
+    TriageOutcome,
+    TriggerError,
+    TriggerSet,
+    check_inputs,
+    library_runbooks,
+    load_triggerset,
+    match_alert,
+)
+
+log = logging.getLogger("clampdown.triage")
+
+StartRun = Callable[[Path, dict[str, Any], dict[str, Any]], str]
+LedgerOf = Callable[[str], Path | None]
+MAX_TEXT = 500
+MAX_RESOURCES = 20
+
+
+def alert_summary(alert: Alert) -> dict[str, Any]:
+    """What the ledger and Slack keep of an alert: its facts, never ``raw`` (it may hold tokens)."""
+
+    def cut(value: str | None) -> str | None:
+        return value if value is None or len(value) <= MAX_TEXT else value[:MAX_TEXT] + "…"
+
+    return {
+        "source": alert.source,
+        "id": cut(alert.id),
+        "type": cut(alert.type),
+        "title": cut(alert.title),
+        "severity": alert.severity,
+        "account": cut(alert.account),
+        "region": cut(alert.region),
+        "principal": cut(alert.principal),
+        "resources": [cut(r) for r in alert.resources[:MAX_RESOURCES]],
+        "observed_at": alert.observed_at.isoformat(),
+    }
+
+
+class Triage:
+    """``triage(alert) -> TriageOutcome``; thread-safe, and safe across processes via the store.
+
+    ``start_run(runbook_path, inputs, trigger) -> run_id`` returns at once (as
+    ``InProcessStarter`` does); ``ledger_of(run_id)`` gives the run's ledger path
+    (None when it is not on this machine). ``is_finished`` defaults to "the ledger
+    has ``run.end``"; ``on_joined(run_id, alert)`` lets the run's Slack thread say
+    that an alert joined; ``on_held(alert, reason)`` tells people about a held alert.
+    The trigger file is re-read when it changes; a change that does not lint is
+    refused (logged) and the previous triggers stay in force.
+    """
+
+    def __init__(
+        self,
+        triggers_path: str | Path,
+        store: StateStore,
+        start_run: StartRun,
+        ledger_of: LedgerOf,
+        *,
+        library: str | Path | None = None,
+        is_finished: Callable[[str], bool] | None = None,
+        on_joined: Callable[[str, Alert], None] | None = None,
+        on_held: Callable[[Alert, str], None] | None = None,
+        pending_timeout: float = 10.0,
+        ledger_timeout: float = 10.0,
+    ) -> None:
+        if library is None:
+            from clampdown.settings import settings
+
+            library = settings().library
+        self.triggers_path = Path(triggers_path)
+        self.library = Path(library)
+        self.store = store
+        self.start_run = start_run
+        self.ledger_of = ledger_of
+        self.is_finished = is_finished or self._ledger_finished
+        self.on_joined = on_joined
+        self.on_held = on_held
+        self.pending_timeout = pending_timeout
+        self.ledger_timeout = ledger_timeout
+        self._lock = threading.Lock()
+        self._mtime = self._stat()
+        self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
+        self._runbooks: dict[str, tuple[float, Path, Runbook]] = {}
+
+    # --- the decision ------------------------------------------------------------------
+
+    def __call__(self, alert: Alert) -> TriageOutcome:
+        try:
+            match = match_alert(self._current(), alert)
+        except TriggerError as exc:
+            log.error("alert %s:%s: %s", alert.source, alert.id, exc)
+            return TriageOutcome("ignored", reason=str(exc))
+        if match is None:
+            reason = "no trigger matches this alert"
+            log.info("alert %s:%s ignored: %s", alert.source, alert.id, reason)
+            return TriageOutcome("ignored", reason=reason)
+        name = match.trigger.name
+        try:
+            path, runbook = self._runbook(match.runbook)
+            check_inputs(match, runbook)
+        except ClampdownError as exc:
+            return self._held(alert, match, f"trigger '{name}' cannot start {match.runbook}: {exc}")
+        deadline = time.monotonic() + self.pending_timeout
+        pause = 0.01
+        while True:
+            claim = self.store.claim(
+                dedup_key=match.dedup_key,
+                dedup_ttl=match.trigger.dedup_window,
+                correlation_key=match.correlation_key,
+                correlation_ttl=match.trigger.correlation_window,
+                runbook=match.runbook,
+                max_runs=match.trigger.max_concurrent_runs,
+                is_finished=self.is_finished,
+            )
+            if claim.status != "pending":
+                break
+            if time.monotonic() > deadline:  # the run of this incident is taking long to start
+                return self._held(alert, match, "a run for this incident is still starting")
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        if claim.status in ("duplicate", "joined"):
+            assert claim.run_id is not None
+            how = "deduplicated" if claim.status == "duplicate" else "joined"
+            self._record(claim.run_id, alert, match, how)
+            if how == "joined":
+                self._notify_joined(claim.run_id, alert)
+            what = "repeats the incident of" if how == "deduplicated" else "correlates with"
+            return TriageOutcome(how, claim.run_id, name, f"{what} run {claim.run_id}")
+        if claim.status == "full":
+            return self._held(
+                alert,
+                match,
+                f"runbook {match.runbook} already has {claim.active} runs in progress "
+                f"(max_concurrent_runs {match.trigger.max_concurrent_runs}); alert held",
+            )
+        assert claim.reservation is not None
+        trigger = {
+            "type": "alert",
+            "source": alert.source,
+            "alert_id": alert.id,
+            "trigger": name,
+            "alert": alert_summary(alert),
+        }
+        try:
+            run_id = self.start_run(path, dict(match.inputs), trigger)
+        except Exception as exc:  # the incident's key is freed: the next repeat tries again
+            self.store.release(claim.reservation)
+            log.exception("alert %s:%s: could not start %s", alert.source, alert.id, match.runbook)
+            return self._held(alert, match, f"could not start {match.runbook}: {exc}")
+        self.store.attach(claim.reservation, run_id)
+        log.info("alert %s:%s started run %s (%s)", alert.source, alert.id, run_id, name)
+        return TriageOutcome("started", run_id, name, f"started {match.runbook}")
+
+    # --- helpers -----------------------------------------------------------------------
+
+    def _record(self, run_id: str, alert: Alert, match: Match, how: str) -> None:
+        """Append the alert to the run's ledger, waiting briefly for a run still starting."""
+        path = self.ledger_of(run_id)
+        if path is None:
+            return
+        deadline = time.monotonic() + self.ledger_timeout
+        while not (path.is_file() and path.stat().st_size > 0):
+            if time.monotonic() > deadline:
+                self._held(alert, match, f"run {run_id} has no ledger yet to record the alert in")
+                return
+            time.sleep(0.02)
+        append_to(
+            path,
+            "alert.joined",
+            how=how,
+            trigger=match.trigger.name,
+            dedup_key=match.dedup_key,
+            correlation_key=match.correlation_key,
+            alert=alert_summary(alert),
+        )
+
+    def _held(self, alert: Alert, match: Match, reason: str) -> TriageOutcome:
+        log.error("alert %s:%s held: %s", alert.source, alert.id, reason)
+        self.store.hold(
+            runbook=match.runbook,
+            trigger=match.trigger.name,
+            dedup_key=match.dedup_key,
+            alert=alert_summary(alert),
+            reason=reason,
+        )
+        if self.on_held is not None:
+            try:
+                self.on_held(alert, reason)
+            except Exception:
+                log.exception("on_held hook failed")
+        return TriageOutcome("ignored", None, match.trigger.name, reason)
+
+    def _notify_joined(self, run_id: str, alert: Alert) -> None:
+        if self.on_joined is None:
+            return
+        try:
+            self.on_joined(run_id, alert)
+        except Exception:  # Slack never decides the outcome of an alert
+            log.exception("on_joined hook failed for run %s", run_id)
+
+    def _ledger_finished(self, run_id: str) -> bool:
+        path = self.ledger_of(run_id)
+        return path is not None and has_record(path, "run.end")
+
+    def _stat(self) -> float:
+        try:
+            return self.triggers_path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def _current(self) -> TriggerSet:
+        """The trigger set, re-read when the file changed (a bad edit keeps the old one)."""
+        mtime = self._stat()
+        if mtime == self._mtime:
+            return self._triggers
+        with self._lock:
+            if mtime != self._mtime:
+                self._mtime = mtime
+                try:
+                    self._triggers = load_triggerset(self.triggers_path, self.library)
+                    log.info("reloaded %s", self.triggers_path)
+                except InvalidFileError as exc:
+                    log.error(
+                        "kept the previous triggers: %s does not lint:\n%s", self.triggers_path, exc
+                    )
+        return self._triggers
+
+    def _runbook(self, name: str) -> tuple[Path, Runbook]:
+        path = library_runbooks(self.library).get(name)
+        if path is None:
+            raise ClampdownError(f"no runbook named '{name}' in {self.library}")
+        mtime = path.stat().st_mtime
+        cached = self._runbooks.get(name)
+        if cached is None or cached[0] != mtime or cached[1] != path:
+            cached = (mtime, path, load(path).model)
+            self._runbooks[name] = cached
+        return path, cached[2]

@@ -1,0 +1,291 @@
+"""The dedup/correlation/delivery state: atomic across threads and processes, durable, on
+SQLite (local mode) and on a throwaway PostgreSQL cluster (scaled mode)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clampdown import state_store
+from clampdown.diagnostics import ClampdownError
+from clampdown.state_store import StateStore
+from tests.pg import postgres_url  # noqa: F401  (session fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def never_finished(_run_id: str) -> bool:
+    return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty state database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    import psycopg
+
+    base = request.getfixturevalue("postgres_url")
+    name = f"state_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def store(store_url: str):
+    s = StateStore(store_url)
+    yield s
+    s.close()
+
+
+def claim(store: StateStore, key: str, corr: str | None = None, **kw):
+    args = {
+        "dedup_key": key,
+        "dedup_ttl": 60.0,
+        "correlation_key": corr,
+        "correlation_ttl": 60.0,
+        "runbook": "contain-iam-user",
+        "max_runs": 50,
+        "is_finished": never_finished,
+        **kw,
+    }
+    return store.claim(**args)
+
+
+def test_first_seen_is_true_once_per_window(store: StateStore) -> None:
+    assert store.first_seen("pagerduty:delivery-1", 60) is True
+    assert store.first_seen("pagerduty:delivery-1", 60) is False
+    assert store.first_seen("pagerduty:delivery-2", 60) is True
+    assert store.first_seen("short", 0.05) is True
+    time.sleep(0.1)
+    assert store.first_seen("short", 60) is True  # expired: a new delivery
+    assert store.first_seen("short", 60) is False
+
+
+def test_reserve_attach_then_duplicate_and_joined(store: StateStore) -> None:
+    first = claim(store, "guardduty:f1", "arn:aws:iam::111122223333:user/mallory")
+    assert first.status == "reserved" and first.reservation
+    # the run is not started yet: others must wait rather than start a second one
+    assert claim(store, "guardduty:f1").status == "pending"
+    assert claim(store, "pagerduty:p1", "arn:aws:iam::111122223333:user/mallory").status == (
+        "pending"
+    )
+    store.attach(first.reservation, "run-a")
+    again = claim(store, "guardduty:f1")
+    assert (again.status, again.run_id) == ("duplicate", "run-a")
+    joined = claim(store, "pagerduty:p1", "arn:aws:iam::111122223333:user/mallory")
+    assert (joined.status, joined.run_id) == ("joined", "run-a")
+    # the joined alert's own key now points at the run too
+    assert claim(store, "pagerduty:p1").run_id == "run-a"
+    other = claim(store, "guardduty:f2", "arn:aws:iam::111122223333:user/bob")
+    assert other.status == "reserved"
+    assert store.active_run_ids() == ["run-a"]
+
+
+def test_a_finished_run_is_not_joined(store: StateStore) -> None:
+    first = claim(store, "a:1", "who")
+    store.attach(first.reservation, "run-1")
+    finished = {"run-1"}
+    later = claim(store, "a:2", "who", is_finished=lambda r: r in finished)
+    assert later.status == "reserved"  # a new run: the correlated one is over
+    store.attach(later.reservation, "run-2")
+    assert claim(store, "a:3", "who", is_finished=lambda r: r in finished).run_id == "run-2"
+
+
+def test_release_frees_the_incident(store: StateStore) -> None:
+    first = claim(store, "k", "c")
+    store.release(first.reservation)
+    assert claim(store, "k", "c").status == "reserved"
+
+
+def test_windows_expire(store: StateStore) -> None:
+    first = claim(store, "k", "c", dedup_ttl=0.05, correlation_ttl=0.05)
+    store.attach(first.reservation, "run-1")
+    assert claim(store, "k").status == "duplicate"
+    time.sleep(0.1)
+    assert claim(store, "k").status == "reserved"
+    assert claim(store, "k2", "c").status == "reserved"  # correlation expired too
+
+
+def test_stale_reservation_is_dropped(store: StateStore, monkeypatch) -> None:
+    claim(store, "k")  # its process "dies": never attached
+    monkeypatch.setattr(state_store, "PENDING_STALE", 0.05)
+    assert claim(store, "k").status == "pending"
+    time.sleep(0.1)
+    assert claim(store, "k").status == "reserved"
+
+
+def test_max_runs_counts_unfinished_runs_and_reservations(store: StateStore) -> None:
+    finished: set[str] = set()
+
+    def done(run_id: str) -> bool:
+        return run_id in finished
+
+    a = claim(store, "a", max_runs=2, is_finished=done)
+    b = claim(store, "b", max_runs=2, is_finished=done)  # a is reserved: it counts
+    full = claim(store, "c", max_runs=2, is_finished=done)
+    assert (full.status, full.active) == ("full", 2)
+    store.attach(a.reservation, "run-a")
+    store.attach(b.reservation, "run-b")
+    assert claim(store, "c", max_runs=2, is_finished=done).status == "full"
+    # other runbooks have their own slots
+    assert claim(store, "d", runbook="lock-model-artifacts", max_runs=2).status == "reserved"
+    finished.add("run-a")
+    assert claim(store, "c", max_runs=2, is_finished=done).status == "reserved"
+    assert "run-a" not in store.active_run_ids()
+
+
+def test_long_keys_are_hashed_not_truncated(store: StateStore) -> None:
+    base = "x" * 500
+    first = claim(store, base + "1")
+    store.attach(first.reservation, "run-1")
+    assert claim(store, base + "1").status == "duplicate"
+    assert claim(store, base + "2").status == "reserved"
+
+
+def test_state_survives_reopen(store_url: str) -> None:
+    s = StateStore(store_url)
+    first = claim(s, "guardduty:f1", "who")
+    s.attach(first.reservation, "run-1")
+    assert s.first_seen("delivery", 60)
+    s.hold(
+        runbook="contain-iam-user",
+        trigger="t",
+        dedup_key="k",
+        alert={"id": "a1"},
+        reason="at its limit",
+    )
+    s.close()
+    reopened = StateStore(store_url)
+    try:
+        assert claim(reopened, "guardduty:f1").run_id == "run-1"
+        assert claim(reopened, "pagerduty:p1", "who").status == "joined"
+        assert reopened.first_seen("delivery", 60) is False
+        [held] = reopened.held_alerts()
+        assert (held.alert, held.reason) == ({"id": "a1"}, "at its limit")
+    finally:
+        reopened.close()
+
+
+def test_atomic_under_16_threads(store: StateStore) -> None:
+    """16 threads, 10 incidents, each alert repeated: exactly one reservation per incident."""
+    barrier = threading.Barrier(16)
+    reserved: list[str] = []
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        for i in range(40):
+            key = f"incident-{(n + i) % 10}"
+            while True:
+                result = claim(store, key, f"principal-{(n + i) % 10}")
+                if result.status != "pending":
+                    break
+                time.sleep(0.005)
+            if result.status == "reserved":
+                store.attach(result.reservation, f"run-{key}")
+                with lock:
+                    reserved.append(key)
+            with lock:
+                outcomes[result.status] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(reserved) == sorted(f"incident-{i}" for i in range(10))
+    assert outcomes["reserved"] == 10
+    assert sum(outcomes.values()) == 16 * 40
+    assert sorted(store.active_run_ids()) == sorted(f"run-incident-{i}" for i in range(10))
+
+
+PROCESS_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from clampdown.state_store import StateStore
+    store = StateStore({url!r})
+    while time.time() < {start}:
+        time.sleep(0.001)
+    won = []
+    for i in range(60):
+        key = f"incident-{{i % 12}}"
+        while True:
+            c = store.claim(dedup_key=key, dedup_ttl=60, correlation_key=None,
+                            correlation_ttl=60, runbook="rb", max_runs=100,
+                            is_finished=lambda r: False)
+            if c.status != "pending":
+                break
+            time.sleep(0.005)
+        if c.status == "reserved":
+            store.attach(c.reservation, f"run-{{key}}-{{sys.argv[1]}}")
+            won.append(key)
+        if store.first_seen(f"delivery-{{i}}", 60):
+            won.append(f"delivery-{{i}}")
+    print(",".join(won))
+    """
+)
+
+
+def test_atomic_across_two_processes(store_url: str) -> None:
+    StateStore(store_url).close()  # tables exist before the race
+    script = PROCESS_SCRIPT.format(repo=str(REPO), url=store_url, start=time.time() + 2.0)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(n)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(2)
+    ]
+    won: list[str] = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        won += [w for w in out.strip().split(",") if w]
+    incidents = sorted(w for w in won if w.startswith("incident-"))
+    deliveries = sorted(w for w in won if w.startswith("delivery-"))
+    assert incidents == sorted(f"incident-{i}" for i in range(12))
+    assert deliveries == sorted(f"delivery-{i}" for i in range(60))
+
+
+def test_sqlite_file_lives_beside_the_ledgers(clampdown_home: Path) -> None:
+    s = StateStore()
+    try:
+        assert s.backend == "sqlite"
+        s.first_seen("x", 1)
+        assert (clampdown_home / "state.sqlite3").is_file()
+    finally:
+        s.close()
+
+
+def test_state_url_setting_and_errors(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    StateStore().close()
+    assert (tmp_path / "elsewhere.db").is_file()
+    with pytest.raises(ClampdownError, match="not a database URL"):
+        StateStore("not a url")
+    with pytest.raises(ClampdownError, match="unsupported state database 'mysql'"):
+        StateStore("mysql://u:p@localhost/db")
+
+
+def test_repr_never_shows_the_password(postgres_url: str) -> None:  # noqa: F811
+    url = postgres_url.replace("postgres@", "postgres:hunter2secret@")
+    s = StateStore(url)  # trust auth: the password is ignored by the server
+    try:
+        assert "hunter2secret" not in repr(s)
+        assert "hunter2secret" not in str(s.engine.url)
+    finally:
+        s.close()

@@ -1,0 +1,330 @@
+"""Triage: one run per incident under a storm, nothing lost, no duplicate after a restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown.alert import Alert
+from clampdown.diagnostics import InvalidFileError
+from clampdown.ledger import Ledger, new_run_id, read, verify_file
+from clampdown.settings import settings
+from clampdown.state_store import StateStore
+from flows.triage import Triage
+
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: iam-user
+    match: alert.principal and ':user/' in alert.principal
+    runbook: contain-iam-user
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    correlate_by: "{{ alert.principal }}"
+    max_concurrent_runs: MAX
+"""
+
+
+def principal(k: int) -> str:
+    return f"arn:aws:iam::111122223333:user/suspect-{k}"
+
+
+def make_alert(source: str, alert_id: str, who: str | None, **kw: Any) -> Alert:
+    return Alert(
+        source=source,  # type: ignore[arg-type]
+        id=alert_id,
+        type=kw.pop("type", "UnauthorizedAccess:IAMUser/MaliciousIPCaller"),
+        title=kw.pop("title", f"{source} alert {alert_id}"),
+        severity=kw.pop("severity", "high"),
+        principal=who,
+        observed_at=datetime(2025, 1, 1, tzinfo=UTC),
+        **kw,
+    )
+
+
+class FakeStarter:
+    """``start_run`` that records calls and writes a minimal real ledger a moment later,
+    like InProcessStarter (the run's thread writes run.start after start_run returned)."""
+
+    def __init__(self, delay: float = 0.02, fail: bool = False) -> None:
+        self.calls: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
+        self.delay = delay
+        self.fail = fail
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        if self.fail:
+            raise RuntimeError("Prefect API unreachable")
+        run_id = new_run_id()
+        with self.lock:
+            self.calls.append((runbook, inputs, trigger))
+        thread = threading.Thread(target=self._write, args=(run_id, runbook, inputs, trigger))
+        thread.start()
+        self.threads.append(thread)
+        return run_id
+
+    def _write(self, run_id: str, runbook: Path, inputs: dict, trigger: dict) -> None:
+        time.sleep(self.delay)
+        ledger = Ledger(settings().ledger_path(run_id))
+        ledger.append(
+            "run.start",
+            run={"id": run_id, "runbook": runbook.stem, "trigger": trigger},
+            inputs=inputs,
+        )
+        ledger.close()
+
+    def finish(self, run_id: str) -> None:
+        ledger = Ledger(settings().ledger_path(run_id))
+        ledger.append("run.end", status="succeeded", outputs={})
+        ledger.close()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join()
+
+
+def ledger_of(run_id: str) -> Path:
+    return settings().ledger_path(run_id)
+
+
+@pytest.fixture
+def triggers_file(tmp_path: Path):
+    def write(max_runs: int = 50, text: str = TRIGGERS) -> Path:
+        path = tmp_path / "triggers.yaml"
+        path.write_text(text.replace("MAX", str(max_runs)), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state' / 'state.sqlite3'}"
+
+
+def storm_alerts(incidents: range, per_source: int, tag: str) -> list[Alert]:
+    """GuardDuty repeats its finding; PagerDuty has 2 incidents and Alertmanager 5 alerts per
+    suspect: all about the same principal, so they dedup or correlate into one run."""
+    alerts = []
+    for k in incidents:
+        for j in range(per_source):
+            alerts.append(make_alert("guardduty", f"gd-finding-{k}", principal(k)))
+            alerts.append(
+                make_alert(
+                    "pagerduty", f"pd-{tag}-{k}-{j % 2}", principal(k), type="incident.triggered"
+                )
+            )
+            alerts.append(
+                make_alert(
+                    "alertmanager",
+                    f"am-{tag}-{k}-{j % 5}@t",
+                    principal(k),
+                    type="SageMakerInvocationSpike",
+                )
+            )
+    return alerts
+
+
+def fire(triage: Triage, alerts: list[Alert]) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(triage, alerts))
+
+
+def ledger_records() -> dict[str, list[dict[str, Any]]]:
+    runs = settings().home / "runs"
+    return {p.parent.name: read(p) for p in runs.glob("*/ledger.jsonl")}
+
+
+def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state_url) -> None:
+    starter = FakeStarter()
+    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    alerts = storm_alerts(range(10), 10, "a")
+    random.Random(5).shuffle(alerts)
+    assert len(alerts) == 300
+    outcomes = fire(triage, alerts)
+    starter.join()
+
+    assert len(starter.calls) == 10
+    statuses = Counter(o.status for o in outcomes)
+    assert statuses["started"] == 10
+    assert statuses["ignored"] == 0
+    assert statuses["deduplicated"] + statuses["joined"] == 290
+    run_of: dict[str, str] = {}  # principal -> run id: every alert of a suspect went there
+    for alert, outcome in zip(alerts, outcomes, strict=True):
+        assert outcome.trigger == "iam-user"
+        assert run_of.setdefault(alert.principal, outcome.run_id) == outcome.run_id
+    assert len(set(run_of.values())) == 10
+
+    # nothing lost: each delivery is in its run's ledger, once (run.start or alert.joined)
+    ledgers = ledger_records()
+    assert set(ledgers) == set(run_of.values())
+    recorded: Counter[tuple[str, str]] = Counter()
+    where: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for run_id, records in ledgers.items():
+        assert verify_file(ledger_of(run_id)).ok
+        assert records[0]["type"] == "run.start"
+        trigger = records[0]["run"]["trigger"]
+        assert trigger["type"] == "alert" and trigger["trigger"] == "iam-user"
+        assert "raw" not in trigger["alert"]
+        summaries = [trigger["alert"]] + [
+            r["alert"] for r in records if r["type"] == "alert.joined"
+        ]
+        for summary in summaries:
+            assert run_of[summary["principal"]] == run_id
+            recorded[(summary["source"], summary["id"])] += 1
+            where[(summary["source"], summary["id"])].add(run_id)
+    assert sum(recorded.values()) == 300
+    assert recorded == Counter((a.source, a.id) for a in alerts)
+    assert all(len(runs) == 1 for runs in where.values())
+
+    # restart mid-window: a new store and triage over the same state file
+    triage.store.close()
+    again = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    more = storm_alerts(range(10), 2, "b")
+    later = fire(again, more)
+    starter.join()
+    assert len(starter.calls) == 10
+    assert {o.status for o in later} <= {"deduplicated", "joined"}
+    for alert, outcome in zip(more, later, strict=True):
+        assert outcome.run_id == run_of[alert.principal]
+    joined_after = sum(
+        1 for records in ledger_records().values() for r in records if r["type"] == "alert.joined"
+    )
+    assert joined_after == 290 + len(more)
+    again.store.close()
+
+
+def test_no_trigger_matches_is_ignored_with_reason(triggers_file, state_url) -> None:
+    starter = FakeStarter()
+    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    outcome = triage(make_alert("generic", "g1", None))
+    assert (outcome.status, outcome.run_id) == ("ignored", None)
+    assert outcome.reason == "no trigger matches this alert"
+    assert starter.calls == []
+
+
+def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
+    triggers_file, state_url
+) -> None:
+    starter = FakeStarter(delay=0)
+    store = StateStore(state_url)
+    held: list[str] = []
+    triage = Triage(
+        triggers_file(max_runs=2),
+        store,
+        starter,
+        ledger_of,
+        on_held=lambda alert, reason: held.append(alert.id),
+    )
+    first = triage(make_alert("guardduty", "f1", principal(1)))
+    second = triage(make_alert("guardduty", "f2", principal(2)))
+    third = triage(make_alert("guardduty", "f3", principal(3)))
+    starter.join()
+    assert [first.status, second.status] == ["started", "started"]
+    assert third.status == "ignored" and third.trigger == "iam-user"
+    assert "already has 2 runs in progress (max_concurrent_runs 2)" in third.reason
+    [kept] = store.held_alerts()
+    assert (kept.alert["id"], kept.runbook, kept.reason) == ("f3", "contain-iam-user", third.reason)
+    assert held == ["f3"]
+    starter.finish(first.run_id)  # a slot frees: the source's next repeat starts a run
+    retry = triage(make_alert("guardduty", "f3", principal(3)))
+    assert retry.status == "started"
+    assert len(starter.calls) == 3
+
+
+def test_start_failure_frees_the_incident(triggers_file, state_url) -> None:
+    starter = FakeStarter(fail=True)
+    store = StateStore(state_url)
+    triage = Triage(triggers_file(), store, starter, ledger_of)
+    outcome = triage(make_alert("guardduty", "f1", principal(1)))
+    assert outcome.status == "ignored"
+    assert "could not start contain-iam-user: Prefect API unreachable" in outcome.reason
+    starter.fail = False
+    assert triage(make_alert("guardduty", "f1", principal(1))).status == "started"
+    assert store.held_alerts()[0].alert["id"] == "f1"
+
+
+def test_inputs_the_runbook_refuses_are_held(triggers_file, state_url) -> None:
+    text = TRIGGERS.replace("alert.principal and ':user/' in alert.principal", "true")
+    starter = FakeStarter()
+    store = StateStore(state_url)
+    triage = Triage(triggers_file(text=text), store, starter, ledger_of)
+    outcome = triage(make_alert("guardduty", "f1", "arn:aws:iam::111122223333:role/r"))
+    assert outcome.status == "ignored"
+    assert "cannot start contain-iam-user" in outcome.reason and "principal_arn" in outcome.reason
+    assert starter.calls == []
+    assert store.held_alerts()[0].alert["principal"] == "arn:aws:iam::111122223333:role/r"
+
+
+def test_joined_alert_is_recorded_after_run_end_and_slack_hook_called(
+    triggers_file, state_url
+) -> None:
+    starter = FakeStarter(delay=0)
+    joined: list[tuple[str, str]] = []
+
+    def on_joined(run_id: str, alert: Alert) -> None:
+        joined.append((run_id, alert.id))
+        raise RuntimeError("Slack is down")  # must not change the outcome
+
+    triage = Triage(
+        triggers_file(),
+        StateStore(state_url),
+        starter,
+        ledger_of,
+        on_joined=on_joined,
+        is_finished=lambda run_id: False,
+    )
+    first = triage(make_alert("guardduty", "f1", principal(1)))
+    starter.join()
+    starter.finish(first.run_id)
+    outcome = triage(make_alert("pagerduty", "p1", principal(1), type="incident.triggered"))
+    assert (outcome.status, outcome.run_id) == ("joined", first.run_id)
+    assert joined == [(first.run_id, "p1")]
+    records = read(ledger_of(first.run_id))
+    assert [r["type"] for r in records] == ["run.start", "run.end", "alert.joined"]
+    assert records[-1]["how"] == "joined" and records[-1]["alert"]["id"] == "p1"
+    assert verify_file(ledger_of(first.run_id)).ok
+
+
+def test_secrets_in_raw_never_reach_the_ledger(triggers_file, state_url) -> None:
+    starter = FakeStarter(delay=0)
+    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    alert = make_alert("generic", "g1", principal(1), raw={"token": "xoxb-very-secret-token"})
+    first = triage(alert)
+    triage(make_alert("generic", "g1", principal(1), raw={"token": "xoxb-very-secret-token"}))
+    starter.join()
+    text = ledger_of(first.run_id).read_text()
+    assert "xoxb-very-secret-token" not in text
+    assert json.dumps(starter.calls[0][2]).find("xoxb") == -1
+
+
+def test_trigger_file_reloads_and_a_bad_edit_keeps_the_old_one(triggers_file, state_url) -> None:
+    path = triggers_file()
+    starter = FakeStarter(delay=0)
+    triage = Triage(path, StateStore(state_url), starter, ledger_of)
+    path.write_text(TRIGGERS.replace("MAX", "5").replace("name: iam-user", "name: renamed"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert triage(make_alert("guardduty", "f1", principal(1))).trigger == "renamed"
+    path.write_text(TRIGGERS.replace("MAX", "5").replace("contain-iam-user", "no-such-runbook"))
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert triage(make_alert("guardduty", "f2", principal(2))).trigger == "renamed"
+
+
+def test_a_trigger_file_that_does_not_lint_is_refused_at_start(triggers_file, state_url) -> None:
+    path = triggers_file(text=TRIGGERS.replace("contain-iam-user", "contain-iam-usr"))
+    with pytest.raises(InvalidFileError) as caught:
+        Triage(path, StateStore(state_url), FakeStarter(), ledger_of)
+    assert "no runbook named 'contain-iam-usr'" in str(caught.value)
+    assert "did you mean 'contain-iam-user'?" in str(caught.value)
