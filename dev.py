@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """One-command tasks for a fresh clone; needs only Python 3.11+.
 
-    python3 dev.py demo    set up .venv, then run a runbook end to end (no cloud account needed)
+    python3 dev.py demo    set up .venv, then run the model-theft drill end to end (simulated AWS)
     python3 dev.py test    set up .venv, then run ruff and the whole test suite
     python3 dev.py setup   only create/refresh .venv
 
@@ -60,7 +60,7 @@ def main(task: str) -> int:
     if task == "setup":
         return 0
     if task == "demo":
-        return run(str(BIN / "clampdown"), "run", "engine-self-check", "--input", "responder=you")
+        return run(str(BIN / "clampdown"), "drill", *sys.argv[2:])
     if task == "test":
         lint = run(str(BIN / "ruff"), "check", ".")
         tests = run(str(BIN / "python"), "-m", "pytest", "-q")

@@ -575,5 +575,16 @@ def verify(
     raise typer.Exit(1)
 
 
+def _register_command_groups() -> None:
+    """Commands that live in modules of their own (each module's register() adds them)."""
+    from clampdown import cli_drill, cli_ops, cli_triggers
+
+    for module in (cli_triggers, cli_drill, cli_ops):
+        module.register(app)
+
+
+_register_command_groups()
+
+
 if __name__ == "__main__":
     main()

@@ -341,8 +341,8 @@ class Drill(StrictModel):
     runbook: str = Field(description="the runbook the triggers are expected to start")
     inputs: dict[str, Any] = Field(
         default_factory=dict,
-        description="the inputs the triggers should give it (placeholders allowed); used to "
-        "start the runbook directly only when this server has no alert endpoint",
+        description="the inputs the triggers should give it (placeholders allowed); a "
+        "difference is reported as a failure of the drill",
     )
     roles: Roles
     seed: Seed

@@ -15,6 +15,7 @@ Secrets never reach the ledger: every string value registered with
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -60,7 +61,9 @@ class Ledger:
         self._secrets: set[str] = set()
         self._file: BinaryIO | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._seq, self._prev = _tail(path)
+        # the chain's tail is read under the file lock at each append whose file size
+        # is not the one we left: another writer (an alert joining) may have appended
+        self._seq, self._prev, self._size = 0, GENESIS, -1
 
     def close(self) -> None:
         with self._lock:
@@ -86,24 +89,45 @@ class Ledger:
         return value
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
+        """Append one record; an exclusive flock keeps other writers (``append_to``) out."""
         with self._lock:
-            record = {
-                "seq": self._seq,
-                "ts": now(),
-                "type": type_,
-                **self.scrub(json.loads(json.dumps(fields, default=str))),
-                "prev": self._prev,
-            }
-            record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
-            line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
             if self._file is None:
                 self._file = self.path.open("ab")
-            self._file.write(line)
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
-            self._seq += 1
-            return record
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            try:
+                return self._append_locked(self._file, type_, fields)
+            finally:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+    def _append_locked(self, fh: BinaryIO, type_: str, fields: dict[str, Any]) -> dict[str, Any]:
+        size = os.fstat(fh.fileno()).st_size
+        if size != self._size:
+            self._seq, self._prev = _tail(self.path)
+        record = {
+            "seq": self._seq,
+            "ts": now(),
+            "type": type_,
+            **self.scrub(json.loads(json.dumps(fields, default=str))),
+            "prev": self._prev,
+        }
+        record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+        line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+        fh.write(line)
+        fh.flush()
+        os.fsync(fh.fileno())
+        self._prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+        self._seq += 1
+        self._size = size + len(line)
+        return record
+
+
+def append_to(path: Path, type_: str, **fields: Any) -> dict[str, Any]:
+    """Append to the ledger of a run this process does not own (an alert joining it)."""
+    ledger = Ledger(path)
+    try:
+        return ledger.append(type_, **fields)
+    finally:
+        ledger.close()
 
 
 def _tail(path: Path) -> tuple[int, str]:
@@ -160,7 +184,7 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
             )
         prev = hashlib.sha256(line).hexdigest()
         count += 1
-        complete = record.get("type") == "run.end"
+        complete = complete or record.get("type") == "run.end"  # alerts may join after it
     if count == 0:
         return Verdict(False, 0, "the ledger is empty")
     if not complete:
@@ -183,3 +207,25 @@ def verify_file(path: Path) -> Verdict:
 def read(path: Path) -> list[dict[str, Any]]:
     """All records of a ledger file (no verification)."""
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def has_record(path: Path, type_: str) -> bool:
+    """Whether the ledger holds a record of ``type_`` (e.g. ``run.end``: the run finished).
+
+    Scans bytes first and parses only candidate lines: a finished run's ledger may
+    have records after ``run.end`` (alerts that joined late), so the last record
+    alone does not tell.
+    """
+    needle = json.dumps(type_).encode()
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                if needle in line:
+                    try:
+                        if json.loads(line).get("type") == type_:
+                            return True
+                    except ValueError:
+                        continue  # a torn last line of a run still writing
+    except FileNotFoundError:
+        return False
+    return False

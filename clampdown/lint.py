@@ -28,6 +28,7 @@ from clampdown.expressions import (
 )
 from clampdown.loader import Loaded, load
 from clampdown.models import Runbook
+from clampdown.triggers import is_triggerset, lint_triggerset
 from clampdown.yamlsource import Path, Source
 
 STEP_PARTS = ("outputs", "status")
@@ -42,10 +43,16 @@ def lint_paths(
     found: list[Diagnostic] = []
     names: dict[str, str] = {}
     files, scanned = _files(paths, found)
+    found.extend(_lint_drills(paths, files))
     for file in files:
+        if _is_drill(file):
+            continue  # linted above, against its library
         try:
             loaded = load(file)
         except InvalidFileError as exc:
+            if is_triggerset(file):  # kind: TriggerSet has rules of its own
+                found.extend(lint_triggerset(file, file.parent if file in scanned else None))
+                continue
             found.extend(exc.diagnostics)
             continue
         found.extend(check(loaded, actions))
@@ -84,12 +91,10 @@ def _files(
     scanned: set[FsPath] = set()
     for p in map(FsPath, paths):
         if p.is_dir():
-            found_here = sorted(  # drills and triggers are other kinds, with rules of their own
+            found_here = sorted(  # drills are linted apart, against this library
                 f
                 for f in p.rglob("*")
-                if f.suffix in (".yaml", ".yml")
-                and "drills" not in f.relative_to(p).parts
-                and f.name != "triggers.yaml"
+                if f.suffix in (".yaml", ".yml") and "drills" not in f.relative_to(p).parts
             )
             files.extend(found_here)
             scanned.update(found_here)
@@ -98,6 +103,26 @@ def _files(
         else:
             found.append(Diagnostic(str(p), 1, 1, "no such file or folder", "check the path", "io"))
     return files, scanned
+
+
+def _is_drill(file: FsPath) -> bool:
+    return "drills" in file.parts and file.suffix in (".yaml", ".yml")
+
+
+def _lint_drills(paths: Iterable[str | FsPath], files: list[FsPath]) -> list[Diagnostic]:
+    """Drill files: those in a scanned library's drills/ folder, and drill files named."""
+    from clampdown.drill_model import lint_drills
+    from clampdown.settings import settings
+
+    found: list[Diagnostic] = []
+    for p in map(FsPath, paths):
+        if p.is_dir() and (p / "drills").is_dir():
+            drills = sorted(f for f in (p / "drills").rglob("*") if f.suffix in (".yaml", ".yml"))
+            found.extend(lint_drills(drills, p))
+    named = [f for f in files if _is_drill(f) and f.parent.name == "drills" and f not in found]
+    if named:
+        found.extend(lint_drills(named, settings().library))
+    return found
 
 
 def _as_error(d: Diagnostic) -> Diagnostic:

@@ -36,7 +36,7 @@ def recent_runs(folder: Path, limit: int = 20) -> list[RunSummary]:
 
 def _summarise(ledger: Path) -> RunSummary | None:
     first: dict[str, Any] | None = None
-    last: dict[str, Any] | None = None
+    end: dict[str, Any] | None = None  # not always the last record: alerts may join after it
     running: list[str] = []
     waiting: dict[str, str] = {}  # approval step -> deadline
     with ledger.open("rb") as fh:
@@ -46,7 +46,8 @@ def _summarise(ledger: Path) -> RunSummary | None:
             except ValueError:
                 continue  # a torn last line of a run still writing; verify reports it
             first = first or record
-            last = record
+            if record.get("type") == "run.end":
+                end = record
             if record.get("type") == "step.start":
                 running.append(record.get("step", "?"))
             elif record.get("type") in ("step.end", "step.skip", "step.cancel") and (
@@ -62,13 +63,13 @@ def _summarise(ledger: Path) -> RunSummary | None:
     run = first.get("run", {})
     trigger = run.get("trigger", {})
     trigger_text = trigger.get("type", "?") + (f" of {trigger['of']}" if "of" in trigger else "")
-    if last and last.get("type") == "run.end":
-        status = str(last.get("status", "?"))
-        detail = last.get("error") or (
-            f"aborted by {last['aborted_by']}" if last.get("aborted_by") else ""
+    if end is not None:
+        status = str(end.get("status", "?"))
+        detail = end.get("error") or (
+            f"aborted by {end['aborted_by']}" if end.get("aborted_by") else ""
         )
-        if last.get("still_in_place"):
-            detail = f"{len(last['still_in_place'])} change(s) still in place"
+        if end.get("still_in_place"):
+            detail = f"{len(end['still_in_place'])} change(s) still in place"
     elif waiting:
         status = "waiting for approval"
         detail = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())

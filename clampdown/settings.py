@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     home: Path = Field(Path("~/.clampdown"), description="state folder: ledgers, dedup state")
     library: Path = Field(Path("runbooks"), description="runbook folder")
     execution: Literal["local", "deployment"] = "local"
+    triggers: Path | None = Field(None, description="trigger file (<library>/triggers.yaml)")
+    drill: bool = Field(False, description="runs started here are drills (set by clampdown drill)")
     evidence_bucket: str | None = Field(None, description="S3 bucket for evidence and ledgers")
     evidence_retention_days: int = Field(365, ge=1, description="Object Lock retention")
     evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"

@@ -223,6 +223,14 @@ class StateStore:
             )
             return result.rowcount == 1
 
+    def forget(self, key: str) -> None:
+        """Drop a delivery id (its alert could not be handled: the sender's retry must pass)."""
+        with self._transaction(exclusive=False) as conn:
+            conn.execute(
+                sa.text("DELETE FROM clampdown_deliveries WHERE key = :key"),
+                {"key": _stored_key(key)},
+            )
+
     # --- one decision per alert ----------------------------------------------------------
 
     def claim(

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from flows.respond import RunState
     from integrations.slack.run_thread import Card
 
+PENDING_VERDICT = "sent; the run has not answered yet (check `clampdown runs`)"
 POLL_SECONDS = 0.5  # how often a paused flow asks its API whether it was resumed
 log = logging.getLogger("clampdown.approvals")
 
@@ -298,10 +299,8 @@ class Gatekeeper:
             refusal=refusal,
         )
         slack = self.state.slack
-        if refusal is not None:
+        if refusal is not None:  # the sender tells the person (submit_decision returns it)
             log.warning("run %s: decision refused: %s", self.state.run_id, refusal)
-            if slack is not None and decision.source == "slack":
-                slack.ephemeral(decision.approver, f":no_entry: Not counted: {refusal}")
             return
         assert pending is not None
         pending.request.record(decision)

@@ -161,7 +161,7 @@ def _clampdown_environment(
         "CLAMPDOWN_PAGERDUTY_SECRET": keys.pagerduty_secret,
         "CLAMPDOWN_ALERT_HMAC_SECRET": keys.hmac_secret,
         "CLAMPDOWN_SNS_TOPIC_ARNS": None,
-        "CLAMPDOWN_DRILL": drill.metadata.name,
+        "CLAMPDOWN_DRILL": "true",
     }
     if slack_url is not None:  # the stand-in; otherwise the user's real Slack settings stay
         env.update(
@@ -386,7 +386,6 @@ class _Run:
     run_id: str | None = None
     runbook: str | None = None
     ledger: Path | None = None
-    started_directly: bool = False
     notified_at: float | None = None
     markers: list[Marker] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -522,36 +521,27 @@ class DrillRunner:
         status, answer = _post(url, body, headers)
         self.console.print(f"T+0s  alert posted to /alerts/{alert.source}: HTTP {status}")
         if status in (200, 202):
-            run_id = answer.get("run_id") or answer.get("run")
+            run_id = next((a["run_id"] for a in answer.get("alerts", []) if a.get("run_id")), None)
             if not run_id:
                 self.run.failures.append(f"the alert was accepted but no run started: {answer}")
             self.run.run_id = str(run_id) if run_id else None
             return
-        if status == 404:
-            self._start_directly()
-            return
         detail = answer.get("detail") or answer.get("error") or answer
         self.run.failures.append(f"the alert endpoint refused the alert: HTTP {status} {detail}")
 
-    def _start_directly(self) -> None:
-        """No alert endpoint on this server: start the drill's runbook with its declared inputs.
-
-        Said loudly in the report: the trigger path was not exercised.
-        """
-        from clampdown.loader import resolve
-
-        starter = getattr(self.app.state, "starter", None)
-        if starter is None:
-            self.run.failures.append("no alert endpoint and no in-process starter")
+    def _check_inputs(self, records: list[dict[str, Any]]) -> None:
+        """The inputs the triggers gave the runbook are the ones the drill expects."""
+        start = next((r for r in records if r.get("type") == "run.start"), None)
+        if start is None or not self.drill.inputs:
             return
-        inputs = fill_placeholders(self.drill.inputs, self._context())
-        trigger = {"type": "drill", "drill": self.drill.metadata.name, "source": "direct"}
-        self.run.run_id = starter(resolve(self.drill.runbook, self.library), inputs, trigger)
-        self.run.started_directly = True
-        self.run.notes.append(
-            "this server has no /alerts endpoint: the drill started "
-            f"{self.drill.runbook} directly with its declared inputs (triggers not exercised)"
-        )
+        expected = fill_placeholders(self.drill.inputs, self._context())
+        given = start.get("inputs", {})
+        for name, value in expected.items():
+            if given.get(name) != value:
+                self.run.failures.append(
+                    f"the triggers gave {self.drill.runbook} {name}={given.get(name)!r}, "
+                    f"the drill expects {value!r}: check runbooks/triggers.yaml"
+                )
 
     # --- following the run --------------------------------------------------------------------
 
@@ -875,6 +865,7 @@ class DrillRunner:
             slack_messages=self.slack.messages(SLACK_CHANNEL) if self.slack is not None else [],
         )
         objectives = score(facts)
+        self._check_inputs(records)
         done = [s for s in steps if s.containment and s.status == "succeeded" and s.end]
         broken = [s for s in steps if s.containment and s.status == "failed"]
         gate_ends = [s.end for s in steps if s.approval and s.end is not None]

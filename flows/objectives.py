@@ -134,10 +134,34 @@ def contained_within(o: ContainedWithin, f: DrillFacts) -> Verdict:
     took = max(s.end for s in done if s.end is not None)
     if took > o.seconds:
         return False, f"{took:.1f} s", f"took {took:.1f} s; the target is {o.seconds:g} s"
-    skipped = [s.id for s in steps if s.status in ("skipped", "cancelled")]
+    not_applicable = _not_applicable(f)
+    skipped = [
+        s.id for s in steps if s.status in ("skipped", "cancelled") and s.id not in not_applicable
+    ]
     if skipped:
         return False, f"{took:.1f} s", f"containment steps did not run: {', '.join(skipped)}"
-    return True, f"{took:.1f} s", f"{len(done)} containment step(s) done, target {o.seconds:g} s"
+    applied = f"{len(done)} containment step(s) done, target {o.seconds:g} s"
+    unused = [s.id for s in steps if s.id in not_applicable]
+    if unused:
+        applied += f"; not applicable to this alert: {', '.join(unused)}"
+    return True, f"{took:.1f} s", applied
+
+
+def _not_applicable(f: DrillFacts) -> set[str]:
+    """Steps that did not apply to this alert: skipped by their own if:, or only because
+    a step they need was (a skip for any other reason — a denial, a failure — is a gap)."""
+    found: set[str] = set()
+    for s in f.steps:  # in ledger order: a step's needs come before it
+        note = s.note or ""
+        if s.status != "skipped":
+            continue
+        if note.startswith("if:"):
+            found.add(s.id)
+        elif note.startswith("needs ") and note.endswith(" did not succeed"):
+            needs = note[len("needs ") : -len(" did not succeed")].split(", ")
+            if all(n in found for n in needs):
+                found.add(s.id)
+    return found
 
 
 def approval_within(o: ApprovalWithin, f: DrillFacts) -> Verdict:

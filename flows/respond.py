@@ -52,6 +52,7 @@ from clampdown.rules import decide
 from clampdown.settings import settings
 from flows.approval_gate import Gatekeeper
 from flows.prefect_api import local_api, shared_clients
+from integrations.deployment import unseal_inputs
 from integrations.slack.run_thread import Header, RunThread
 
 DEFAULT_TIMEOUT = 300.0
@@ -264,7 +265,7 @@ async def respond(
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
     ledger = Ledger(conf.ledger_path(run_id))
-    inputs = inputs_mod.reveal(inputs or {})
+    inputs = inputs_mod.reveal(unseal_inputs(inputs or {}))
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     run_info = {
         "id": run_id,

@@ -30,7 +30,7 @@ from typing import Any
 
 from clampdown.alert import Alert
 from clampdown.diagnostics import ClampdownError, InvalidFileError
-from clampdown.ledger_append import append_to, has_record
+from clampdown.ledger import append_to, has_record
 from clampdown.loader import load
 from clampdown.models import Runbook
 from clampdown.state_store import StateStore

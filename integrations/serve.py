@@ -18,13 +18,19 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from clampdown.alert import Alert
 from clampdown.diagnostics import ClampdownError
+from clampdown.triggers import TriageOutcome
+from integrations.alerts.outcome import Triage
 from integrations.slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
+
+if TYPE_CHECKING:
+    from slack_bolt import App
 
 logger = logging.getLogger("clampdown.serve")
 MAX_CONCURRENT_RUNS = 8
@@ -54,7 +60,13 @@ class InProcessStarter:
         loaded, _ = load_runbook(runbook)
         protected = inputs_mod.protect(loaded.model.inputs, inputs)
         run_id = new_run_id()
-        options = {"run_id": run_id, "trigger": trigger, "library": str(settings().library)}
+        conf = settings()
+        options = {
+            "run_id": run_id,
+            "trigger": trigger,
+            "library": str(conf.library),
+            "drill": conf.drill,
+        }
         future = self.executor.submit(self._run, str(runbook), protected, options)
         future.add_done_callback(lambda f: _log_outcome(run_id, f))
         self.futures[run_id] = future
@@ -90,26 +102,47 @@ def _log_outcome(run_id: str, future: Future[Any]) -> None:
         logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)
 
 
+def default_starter() -> StartRun:
+    """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment)."""
+    from clampdown.settings import settings
+
+    if settings().execution == "deployment":
+        from integrations.deployment import DeploymentStarter
+
+        return DeploymentStarter()
+    return InProcessStarter()
+
+
 def create_app(
     settings: SlackAppSettings | None = None, start_run: StartRun | None = None
 ) -> FastAPI:
-    """The server's ASGI app; ``start_run`` defaults to an :class:`InProcessStarter`."""
-    from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
-    from starlette.concurrency import run_in_threadpool
+    """The server's ASGI app; ``start_run`` defaults to :func:`default_starter`.
 
-    settings = settings if settings is not None else SlackAppSettings()
-    starter = InProcessStarter() if start_run is None else None
-    slack = build_slack_app(settings, start_run or starter)  # type: ignore[arg-type]
+    Slack is optional: without its signing secret and bot token ``/slack/events``
+    answers 503 and the alert endpoints still work (and the other way round: an alert
+    endpoint whose secret is not set answers 503).
+    """
+    from clampdown.settings import settings as clampdown_settings
+    from clampdown.state_store import StateStore
+
+    slack_conf = settings if settings is not None else SlackAppSettings()
+    starter = start_run or default_starter()
+    slack = _slack_app(slack_conf, starter)
+    store = StateStore()
+    triage = _triage(store, starter, clampdown_settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if starter is not None:
+        if start_run is None and hasattr(starter, "shutdown"):
             starter.shutdown()
+        store.close()
 
     app = FastAPI(title="clampdown", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.slack = slack
     app.state.starter = starter
+    app.state.store = store
+    app.include_router(_alert_router(triage, store))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -117,10 +150,24 @@ def create_app(
             count = len(library_runbooks())
         except ClampdownError as exc:
             return JSONResponse({"ok": False, "runbooks": 0, "error": exc.message}, 503)
-        return JSONResponse({"ok": True, "runbooks": count})
+        body: dict[str, Any] = {"ok": True, "runbooks": count, "slack": slack is not None}
+        if isinstance(triage, _NoTriggers):
+            body["triggers"] = triage.reason
+        return JSONResponse(body)
 
     @app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
+        if slack is None:
+            return JSONResponse(
+                {
+                    "error": "Slack is not configured on this server: set "
+                    "CLAMPDOWN_SLACK_SIGNING_SECRET and CLAMPDOWN_SLACK_BOT_TOKEN"
+                },
+                503,
+            )
+        from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+        from starlette.concurrency import run_in_threadpool
+
         body = await request.body()
         # Bolt's App is synchronous: dispatch in a worker thread (it returns once acked).
         bolt_response = await run_in_threadpool(slack.dispatch, to_bolt_request(request, body))
@@ -129,11 +176,73 @@ def create_app(
     return app
 
 
+def _slack_app(conf: SlackAppSettings, starter: StartRun) -> App | None:
+    if conf.slack_signing_secret is None and conf.slack_bot_token is None:
+        logger.warning("Slack is not configured: /slack/events answers 503")
+        return None
+    return build_slack_app(conf, starter)  # half a configuration is an error, said clearly
+
+
+class _NoTriggers:
+    """The triage when the trigger file is missing or broken: every alert is refused, loudly."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __call__(self, alert: Alert) -> TriageOutcome:
+        logger.error("alert %s/%s not handled: %s", alert.source, alert.id, self.reason)
+        return TriageOutcome("ignored", reason=self.reason)
+
+
+def _triage(store: Any, starter: StartRun, conf: Any) -> Triage:
+    from flows.triage import Triage as TriggerTriage
+
+    path = conf.triggers or conf.library / "triggers.yaml"
+    try:
+        return TriggerTriage(
+            path, store, starter, conf.ledger_path, library=conf.library, on_joined=_say_joined
+        )
+    except ClampdownError as exc:
+        reason = f"no usable triggers ({path}): {exc.message}"
+        logger.error("%s — alerts will be refused until it is fixed and serve restarts", reason)
+        return _NoTriggers(reason)
+
+
+def _say_joined(run_id: str, alert: Alert) -> None:
+    """An alert joined a run: say so in the run's Slack thread (best effort)."""
+    from integrations.slack.run_thread import reply_in_run_thread
+
+    reply_in_run_thread(
+        run_id,
+        f":link: Alert joined this run: {alert.source} `{alert.id}` — {alert.title}",
+    )
+
+
+def _alert_router(triage: Triage, store: Any) -> Any:
+    from pydantic import ValidationError
+
+    from clampdown.settings import settings_problems
+    from integrations.alerts import AlertSettings, alert_router
+
+    try:
+        alert_settings = AlertSettings()
+    except ValidationError as exc:
+        raise ClampdownError(
+            f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
+        ) from None
+    return alert_router(alert_settings, triage, store)
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Run the server; the whole process shares one local Prefect API (or PREFECT_API_URL)."""
+    """Run the server. Local mode shares one local Prefect API (or PREFECT_API_URL) in-process;
+    deployment mode talks to the Prefect server at PREFECT_API_URL, where workers take runs."""
     import uvicorn
 
+    from clampdown.settings import settings
     from flows.prefect_api import local_api
 
+    if settings().execution == "deployment":
+        uvicorn.run(create_app(), host=host, port=port)
+        return
     with local_api():
         uvicorn.run(create_app(), host=host, port=port)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
 from rich.console import Console
 
 from clampdown.ledger import read, verify_file
@@ -18,12 +17,6 @@ from flows.drill import DrillResult, run_drill
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
-
-RUNBOOK_BUG = (
-    "the runbook's approval fails when optional inputs are absent: the gated step "
-    "'{step}' is validated before its `if:` can skip it (see the drill report)"
-)
-
 
 def drill(name: str, tmp_path: Path) -> DrillResult:
     console = Console(file=io.StringIO(), width=200)
@@ -44,7 +37,6 @@ def check_report_files(result: DrillResult) -> None:
         assert objective.title.split(" ")[0] in page
 
 
-@pytest.mark.xfail(strict=True, reason=RUNBOOK_BUG.format(step="lock_artifacts"))
 def test_model_theft_default_drill_goes_green(prefect_server, tmp_path: Path):
     result = drill("model-theft", tmp_path)
     check_report_files(result)
@@ -52,7 +44,6 @@ def test_model_theft_default_drill_goes_green(prefect_server, tmp_path: Path):
     assert result.exit_code == 0
 
 
-@pytest.mark.xfail(strict=True, reason=RUNBOOK_BUG.format(step="disable_key"))
 def test_inference_extraction_drill(prefect_server, tmp_path: Path):
     result = drill("inference-extraction", tmp_path)
     assert result.report.missed == [], result.report.failures

@@ -191,11 +191,6 @@ def test_contain_iam_user_denied_changes_nothing(oncall):
     assert ends(ledger)["snapshot_config"]["status"] == "succeeded"  # evidence never waits
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: Gatekeeper._build validates gated steps whose if: is false (disable_key "
-    "with no api_key_id); it should leave them out of the request. Remove this mark then.",
-)
 def test_contain_model_theft_composite(oncall):
     iam = boto3.client("iam", region_name="us-east-1")
     s3 = boto3.client("s3", region_name="us-east-1")

@@ -1,8 +1,9 @@
-"""The shipped AWS runbooks, end to end from the CLI against moto server, then rolled back."""
+"""AWS actions inside a run from the CLI against moto server: errors named in the ledger.
+
+The shipped runbooks, approvals included, run end to end in tests/test_runbook_library.py.
+"""
 
 from __future__ import annotations
-
-import json
 
 import boto3
 import pytest
@@ -23,67 +24,6 @@ def run_id_of(output: str) -> str:
 
 def key_statuses(iam) -> list[str]:
     return [k["Status"] for k in iam.list_access_keys(UserName="mallory")["AccessKeyMetadata"]]
-
-
-def test_contain_iam_user_then_rollback(aws_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # moto server has no LookupEvents: fail fast
-    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
-    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="evidence")
-    iam = boto3.client("iam", region_name="us-east-1")
-    iam.create_user(UserName="mallory")
-    iam.create_access_key(UserName="mallory")
-    iam.create_access_key(UserName="mallory")
-    iam.create_login_profile(UserName="mallory", Password="Corr3ct-Horse-Battery!")
-
-    result = runner.invoke(
-        app, ["run", "contain-iam-user", "-i", f"principal_arn={USER}", "-i", "lookback_hours=2"]
-    )
-    assert result.exit_code == 0, result.output
-    assert key_statuses(iam) == ["Inactive", "Inactive"]
-    assert iam.get_user_policy(UserName="mallory", PolicyName="clampdown-quarantine")
-    run_id = run_id_of(result.output)
-    ledger = read(settings().ledger_path(run_id))
-    ends = {r["step"]: r for r in ledger if r["type"] == "step.end"}
-    assert ends["revoke"]["status"] == "succeeded"
-    assert ends["snapshot_trail"]["status"] == "failed"  # moto lacks LookupEvents
-    starts = {r["step"]: r for r in ledger if r["type"] == "step.start"}
-    assert starts["revoke"]["preapproved"].startswith("Security on-call standing order SO-7")
-
-    rolled = runner.invoke(app, ["rollback", run_id, "--yes"])
-    assert rolled.exit_code == 0, rolled.output
-    assert key_statuses(iam) == ["Active", "Active"]
-    assert iam.list_user_policies(UserName="mallory")["PolicyNames"] == []
-    assert iam.get_login_profile(UserName="mallory")["LoginProfile"]["UserName"] == "mallory"
-
-
-def test_lock_model_artifacts_then_rollback(aws_endpoint):
-    s3 = boto3.client("s3", region_name="us-east-1")
-    s3.create_bucket(Bucket="models")
-    s3.put_object(Bucket="models", Key="models/fraud-v3/weights.bin", Body=b"w")
-    serving = "arn:aws:iam::123456789012:role/serving"
-    result = runner.invoke(
-        app,
-        [
-            "run",
-            "lock-model-artifacts",
-            "-i",
-            "bucket=models",
-            "-i",
-            "prefix=models/fraud-v3/",
-            "-i",
-            f"allow_principals={json.dumps([serving])}",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    policy = json.loads(s3.get_bucket_policy(Bucket="models")["Policy"])
-    (statement,) = policy["Statement"]
-    assert statement["Effect"] == "Deny" and "s3:GetObject" in statement["Action"]
-    assert "arn:aws:s3:::models/models/fraud-v3/*" in json.dumps(statement["Resource"])
-
-    rolled = runner.invoke(app, ["rollback", run_id_of(result.output), "--yes"])
-    assert rolled.exit_code == 0, rolled.output
-    with pytest.raises(s3.exceptions.ClientError, match="NoSuchBucketPolicy"):
-        s3.get_bucket_policy(Bucket="models")
 
 
 def test_access_denied_is_named_in_the_ledger_and_continue_lets_the_rest_run(

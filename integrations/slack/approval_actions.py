@@ -97,7 +97,7 @@ def _decide(
     decision: str,
     reason: str,
 ) -> None:
-    from flows.approval_gate import submit_decision
+    from flows.approval_gate import PENDING_VERDICT, submit_decision
 
     try:
         verdict = submit_decision(
@@ -109,7 +109,12 @@ def _decide(
             "slack",
             params_hash_seen=value["params_hash"],
         )
-        message = None if verdict.accepted else f":no_entry: Not counted: {verdict.reason}"
+        if verdict.accepted:
+            message = None
+        elif verdict.reason == PENDING_VERDICT:
+            message = f":hourglass: Your decision was {verdict.reason}"
+        else:
+            message = f":no_entry: Not counted: {verdict.reason}"
     except ClampdownError as exc:
         message = f":no_entry: {exc.message}"
     except Exception:  # the clicker must hear something; the log has the details

@@ -167,10 +167,6 @@ class RunThread:
     def update_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
         self._send("chat.update", lambda: self._edit_card(card, text, blocks))
 
-    def ephemeral(self, user: str, text: str) -> None:
-        """A message only ``user`` sees, in the run's channel (e.g. why a click was refused)."""
-        self._send("chat.postEphemeral", lambda: self._post_ephemeral(user, text))
-
     def _send(self, method: str, fn: Callable[[], None]) -> None:
         with self._cond:
             self._outbox.append((method, fn))
@@ -283,13 +279,6 @@ class RunThread:
         text, marked = mark_drill(self._scrub(text), blocks, drill)
         self._client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=marked)
 
-    def _post_ephemeral(self, user: str, text: str) -> None:
-        drill = bool(self._header and self._header.drill)
-        text, _ = mark_drill(self._scrub(text), None, drill)
-        self._client.chat_postEphemeral(
-            channel=self.header_channel or self.channel, user=user, text=text
-        )
-
     def _call(self, method: str, fn: Callable[..., None], *args: Any) -> None:
         try:
             fn(*args)
@@ -307,3 +296,28 @@ class RunThread:
         self.last_error = error
         self.first_error = self.first_error or error
         log.warning("slack: run %s: %s (the run goes on)", self.run_id, error)
+
+
+def reply_in_run_thread(run_id: str, text: str) -> bool:
+    """Reply in a run's status thread from outside the run (e.g. an alert joined it).
+
+    Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
+    """
+    try:
+        config = slack_settings()
+    except SlackNotConfigured:
+        return False
+    if config.slack_bot_token is None or not config.slack_channel:
+        return False
+    state = clampdown_settings().run_dir(run_id) / STATE_FILE
+    thread = read_state(state).get("threads", {}).get(config.slack_channel)
+    if not thread:
+        return False
+    try:
+        slack_client(config).chat_postMessage(
+            channel=thread["channel"], thread_ts=thread["thread_ts"], text=text
+        )
+    except Exception as exc:
+        log.warning("slack: cannot reply in run %s's thread: %s", run_id, exc)
+        return False
+    return True

@@ -1,0 +1,584 @@
+"""The scaled mode end to end: PostgreSQL, `prefect server`, `prefect.yaml`, workers, moto server.
+
+One module-scoped stack, every part a real process: a throwaway PostgreSQL
+cluster, `prefect server start` on it, the `respond` deployment made from the
+repository's prefect.yaml (`clampdown deploy`), then runs started through
+:class:`DeploymentStarter` and executed by
+
+* a stock `prefect worker start --pool clampdown` (a new process per run), and
+* `clampdown worker` (runs execute inside the worker process),
+
+both containing an IAM user on moto server. Every process is stopped at the end,
+also when a test fails. Select with ``-m scaled``; it runs in the normal suite.
+The error paths of sealing and of the commands are checked without the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+
+ACCOUNT = "123456789012"
+TOKEN = "tok-4f9c1e7be2a04d55"  # the secret input the sealed-input test sends
+CONTAIN = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: scaled-contain, title: Scaled mode containment, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    preapproved: integration test of the scaled mode
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+outputs:
+  deactivated: "{{ steps.revoke.outputs.deactivated_keys }}"
+"""
+# The containment runs only if the secret input reached the worker intact.
+SECRET = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: scaled-secret, title: Scaled mode secret input, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+  token: {type: string, required: true, secret: true}
+steps:
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    preapproved: integration test of the scaled mode
+    if: "{{ inputs.token == 'TOKEN_VALUE' }}"
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+""".replace("TOKEN_VALUE", TOKEN)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess in its own process group, stopped (TERM, then KILL) on exit, whatever happens."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
+        )
+        try:
+            yield proc
+        finally:
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
+
+def _wait_until(check: Any, timeout: float, what: str, proc: Any = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{tail}")
+        with contextlib.suppress(Exception):
+            value = check()
+            if value:
+                return value
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log else ""
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+
+
+@dataclass
+class Stack:
+    api_url: str
+    database_url: str  # for psycopg: what Prefect stores
+    state_url: str  # the triage's dedup store, on the same PostgreSQL cluster
+    home: Path  # CLAMPDOWN_HOME of the workers
+    library: Path
+    logs: Path
+    worker_env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    moto_server: str,
+    postgres_url: str,  # noqa: F811 - the fixture imported above
+) -> Iterator[Stack]:
+    import psycopg
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown.cli_ops import deploy_from_file
+
+    root = tmp_path_factory.mktemp("scaled")
+    logs, home, library = root / "logs", root / "home", root / "library"
+    for folder in (logs, home, library):
+        folder.mkdir()
+    (library / "scaled-contain.yaml").write_text(CONTAIN)
+    (library / "scaled-secret.yaml").write_text(SECRET)
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+
+    # A database of its own: other tests may use the cluster's `postgres` database.
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE prefect_scaled")
+        admin.execute("CREATE DATABASE clampdown_state")
+    database = postgres_url.rsplit("/", 1)[0] + "/prefect_scaled"
+    state_url = postgres_url.rsplit("/", 1)[0] + "/clampdown_state"
+
+    with contextlib.ExitStack() as stack_:
+        port = _free_port()
+        api_url = f"http://127.0.0.1:{port}/api"
+        server_env = {
+            **os.environ,
+            "PREFECT_API_DATABASE_CONNECTION_URL": database.replace(
+                "postgresql://", "postgresql+asyncpg://", 1
+            ),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_HOME": str(root / "prefect-server"),
+        }
+        server_log = logs / "server.log"
+        server = stack_.enter_context(
+            _process(
+                [
+                    sys.executable,
+                    "-m",
+                    "prefect",
+                    "server",
+                    "start",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                ],
+                server_log,
+                env=server_env,
+            )
+        )
+        _wait_until(
+            lambda: urllib.request.urlopen(f"{api_url}/health", timeout=2).status == 200,
+            60,
+            "prefect server on PostgreSQL",
+            server,
+            server_log,
+        )
+        stack_.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
+        deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
+
+        worker_env = {
+            **os.environ,
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "AWS_ENDPOINT_URL": moto_server,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "CLAMPDOWN_HOME": str(home),
+            "CLAMPDOWN_LIBRARY": str(library),
+            "CLAMPDOWN_INPUTS_KEY": key,
+        }
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            worker_env.pop(name, None)
+        os.environ["CLAMPDOWN_INPUTS_KEY"] = key  # the serve side seals with the same key
+        stack_.callback(os.environ.pop, "CLAMPDOWN_INPUTS_KEY", None)
+        yield Stack(api_url, database, state_url, home, library, logs, worker_env)
+
+
+@contextlib.contextmanager
+def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
+    """A worker process on the `clampdown` pool, running in a folder of its own."""
+    workdir = stack.logs / f"{name}-cwd"
+    workdir.mkdir(exist_ok=True)
+    log = stack.logs / f"{name}.log"
+    with _process(argv, log, env=stack.worker_env, cwd=workdir) as proc:
+        _wait_until(lambda: "started" in log.read_text(), 60, f"{name} to start", proc, log)
+        yield
+
+
+# `clampdown worker` (the command is registered on the main CLI by clampdown/cli.py).
+CLAMPDOWN_WORKER = [
+    sys.executable,
+    "-c",
+    "import typer; from clampdown.cli_ops import register; app = typer.Typer(); register(app); app()",
+    "worker",
+    "--pool",
+    "clampdown",
+    "--poll",
+    "0.5",
+]
+
+
+def _iam_user(moto_server: str, name: str) -> tuple[Any, str]:
+    """A user with two active access keys and a console password, on moto server."""
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_server,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    iam.create_user(UserName=name)
+    for _ in range(2):
+        iam.create_access_key(UserName=name)
+    iam.create_login_profile(UserName=name, Password="Initial-Passw0rd!")
+    return iam, iam.get_user(UserName=name)["User"]["Arn"]
+
+
+def _ledger(stack: Stack, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
+    path = stack.home / "runs" / run_id / "ledger.jsonl"
+
+    def ended() -> list[dict[str, Any]] | None:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        return records if records and records[-1]["type"] == "run.end" else None
+
+    return _wait_until(ended, timeout, f"run {run_id} to end (ledger {path})")
+
+
+def _contained(iam: Any, user: str) -> dict[str, Any]:
+    keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+    try:
+        iam.get_login_profile(UserName=user)
+        login = True
+    except iam.exceptions.NoSuchEntityException:
+        login = False
+    return {
+        "key_statuses": sorted(k["Status"] for k in keys),
+        "policies": iam.list_user_policies(UserName=user)["PolicyNames"],
+        "login_profile": login,
+    }
+
+
+CONTAINED = {
+    "key_statuses": ["Inactive", "Inactive"],
+    "policies": ["clampdown-quarantine"],
+    "login_profile": False,
+}
+
+
+def _flow_run(api_url: str, flow_run_id: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{api_url}/flow_runs/{flow_run_id}", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def _finished_flow_run(stack: Stack, flow_run_id: str) -> dict[str, Any]:
+    """The flow run once final. The ledger's run.end comes first (the evidence upload and
+    the summary artifact follow), so stopping the worker at run.end could cut the run short."""
+    final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+    return _wait_until(
+        lambda: (run := _flow_run(stack.api_url, flow_run_id))["state"]["type"] in final and run,
+        30,
+        f"flow run {flow_run_id} to finish",
+    )
+
+
+@pytest.mark.scaled
+def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) -> None:
+    from integrations.deployment import DeploymentStarter
+
+    iam, arn = _iam_user(moto_server, "stolen-keys-stock")
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "clampdown"]
+    with _worker(stack, argv, "prefect-worker"):
+        starter = DeploymentStarter()
+        run_id = starter(
+            stack.library / "scaled-contain.yaml", {"principal_arn": arn}, {"type": "test"}
+        )
+        records = _ledger(stack, run_id)
+        flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
+
+    start, end = records[0], records[-1]
+    assert start["type"] == "run.start" and start["run"]["id"] == run_id
+    assert start["run"]["trigger"] == {"type": "test"}
+    assert start["inputs"] == {"principal_arn": arn}
+    assert end["status"] == "succeeded", end
+    assert end["steps"] == {"revoke": "succeeded"}
+    assert _contained(iam, "stolen-keys-stock") == CONTAINED
+    assert flow_run["state"]["type"] == "COMPLETED"
+    assert flow_run["parameters"]["run_id"] == run_id
+    assert start["flow_run_id"] == starter.flow_runs[run_id]
+
+
+@pytest.mark.scaled
+def test_clampdown_worker_runs_in_process_and_secret_inputs_stay_sealed(
+    stack: Stack, moto_server: str
+) -> None:
+    import psycopg
+    from prefect.deployments import run_deployment
+    from pydantic import SecretStr
+
+    from integrations.deployment import SEALED, DeploymentStarter
+
+    iam, arn = _iam_user(moto_server, "stolen-keys-inproc")
+    with _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker"):
+        starter = DeploymentStarter()
+        run_id = starter(
+            stack.library / "scaled-secret.yaml",
+            {"principal_arn": arn, "token": TOKEN},
+            {"type": "test"},
+        )
+        records = _ledger(stack, run_id)
+        flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
+    # What Prefect itself does with a SecretStr parameter: it stores the mask (no worker
+    # is left to pick this run up).
+    masked = run_deployment(
+        name="respond/clampdown",
+        parameters={"runbook": "no-such-runbook", "inputs": {"token": SecretStr(TOKEN)}},
+        timeout=0,
+        _sync=True,
+    )
+
+    end = records[-1]
+    assert end["status"] == "succeeded", end
+    assert end["steps"] == {"revoke": "succeeded"}  # the `if:` saw the real token
+    assert flow_run["state"]["type"] == "COMPLETED"
+    assert records[0]["inputs"]["token"] == "***"
+    ledger_text = (stack.home / "runs" / run_id / "ledger.jsonl").read_text()
+    assert TOKEN not in ledger_text
+    assert _contained(iam, "stolen-keys-inproc") == CONTAINED
+
+    with psycopg.connect(stack.database_url) as db:
+        rows = dict(
+            db.execute(
+                "SELECT id::text, parameters::text FROM flow_run WHERE id::text = ANY(%s)",
+                ([starter.flow_runs[run_id], str(masked.id)],),
+            ).fetchall()
+        )
+        everything = db.execute(
+            "SELECT count(*) FROM flow_run WHERE parameters::text LIKE %s", (f"%{TOKEN}%",)
+        ).fetchone()
+    sealed = json.loads(rows[starter.flow_runs[run_id]])["inputs"]["token"]
+    assert set(sealed) == {SEALED} and TOKEN not in sealed[SEALED]
+    assert json.loads(rows[str(masked.id)])["inputs"]["token"] == "**********"
+    assert everything == (0,)
+
+
+TRIGGERS = """apiVersion: clampdown/v1
+kind: TriggerSet
+description: scaled-mode test
+triggers:
+  - name: contain-user
+    match: "alert.source == 'generic' and alert.principal"
+    runbook: scaled-contain
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    dedup_key: "generic:{{ alert.id }}"
+    dedup_window: 10m
+"""
+HMAC_SECRET = "scaled-mode-hmac-secret-0123456789"
+
+
+def _alert_app(stack: Stack, starter: Any) -> Any:
+    """The alert router and triage `clampdown serve` mounts, in front of ``starter``.
+
+    Dedup state on PostgreSQL, as in the scaled mode. (Once serve's create_app wires
+    CLAMPDOWN_EXECUTION=deployment, this is `create_app()` with that environment.)
+    """
+    from fastapi import FastAPI
+    from pydantic import SecretStr
+
+    from clampdown.settings import settings
+    from clampdown.state_store import StateStore
+    from flows.triage import Triage
+    from integrations.alerts.replay import InMemoryDeliveryLog
+    from integrations.alerts.routes import alert_router
+    from integrations.alerts.settings import AlertSettings
+
+    triggers = stack.library / "triggers.yaml"
+    triggers.write_text(TRIGGERS)
+    triage = Triage(
+        triggers,
+        StateStore(stack.state_url),
+        starter,
+        lambda run_id: settings().ledger_path(run_id),
+        library=stack.library,
+    )
+    app = FastAPI()
+    settings_ = AlertSettings(alert_hmac_secret=SecretStr(HMAC_SECRET))
+    app.include_router(alert_router(settings_, triage, InMemoryDeliveryLog()))
+    return app
+
+
+def _signed_alert(alert: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    import hashlib
+    import hmac
+
+    body = json.dumps(alert).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
+    }
+    return body, headers
+
+
+@pytest.mark.scaled
+def test_an_alert_starts_a_deployment_run_that_contains_the_user(
+    stack: Stack, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from integrations.deployment import DeploymentStarter
+
+    # Serve and the worker share CLAMPDOWN_HOME (shared storage): the triage reads ledgers.
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(stack.home))
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(stack.library))
+    iam, arn = _iam_user(moto_server, "stolen-keys-alert")
+    alert = {"id": "scaled-alert-1", "title": "Keys used from Tor", "severity": "critical"}
+    body, headers = _signed_alert({**alert, "principal": arn})
+    starter = DeploymentStarter()
+    with (
+        _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker-alert"),
+        TestClient(_alert_app(stack, starter)) as client,
+    ):
+        response = client.post("/alerts/generic", content=body, headers=headers)
+        assert response.status_code == 202, response.text
+        run_id = response.json()["alerts"][0]["run_id"]
+        records = _ledger(stack, run_id)
+        flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
+        # The same alert again (a new delivery): deduplicated, no second run.
+        body, headers = _signed_alert({**alert, "principal": arn, "title": "again"})
+        again = client.post("/alerts/generic", content=body, headers=headers)
+
+    assert records[0]["run"]["id"] == run_id
+    assert "scaled-alert-1" in json.dumps(records[0]["run"]["trigger"])
+    assert records[-1]["status"] == "succeeded", records[-1]
+    assert flow_run["state"]["type"] == "COMPLETED"
+    assert _contained(iam, "stolen-keys-alert") == CONTAINED
+    assert again.status_code == 200, again.text
+    assert again.json()["alerts"][0]["run_id"] == run_id
+    assert list(starter.flow_runs) == [run_id]
+
+
+# --- without the stack: sealing and the errors a user can hit ---------------------------------
+
+
+@pytest.fixture
+def inputs_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    from cryptography.fernet import Fernet
+
+    key = Fernet.generate_key().decode()
+    monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", key)
+    return key
+
+
+def test_sealed_inputs_hold_no_clear_text_and_open_with_the_key(inputs_key: str) -> None:
+    from pydantic import SecretStr
+
+    from integrations.deployment import SEALED, seal_inputs, unseal_inputs
+
+    sealed = seal_inputs({"token"}, {"token": TOKEN, "user": "alice"}, SecretStr(inputs_key))
+    assert sealed["user"] == "alice"
+    assert set(sealed["token"]) == {SEALED} and TOKEN not in json.dumps(sealed)
+    opened = unseal_inputs(sealed)
+    assert opened["user"] == "alice"
+    assert isinstance(opened["token"], SecretStr)
+    assert opened["token"].get_secret_value() == TOKEN
+
+
+def test_secret_inputs_without_a_key_are_refused_before_any_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from clampdown.diagnostics import ClampdownError
+    from integrations.deployment import DeploymentStarter
+
+    monkeypatch.delenv("CLAMPDOWN_INPUTS_KEY", raising=False)
+    runbook = tmp_path / "scaled-secret.yaml"
+    runbook.write_text(SECRET)
+    # An address nothing listens on: the refusal must come before any call to Prefect.
+    starter = DeploymentStarter(api_url=f"http://127.0.0.1:{_free_port()}/api")
+    with pytest.raises(ClampdownError) as caught:
+        starter(runbook, {"principal_arn": f"arn:aws:iam::{ACCOUNT}:user/a", "token": TOKEN}, {})
+    assert "CLAMPDOWN_INPUTS_KEY is not set" in caught.value.message
+    assert "clampdown inputs-key" in caught.value.hint
+    assert starter.flow_runs == {}
+
+
+def test_a_worker_with_another_key_says_so(inputs_key: str, monkeypatch) -> None:
+    from cryptography.fernet import Fernet
+    from pydantic import SecretStr
+
+    from clampdown.diagnostics import ClampdownError
+    from integrations.deployment import seal_inputs, unseal_inputs
+
+    sealed = seal_inputs({"token"}, {"token": TOKEN}, SecretStr(inputs_key))
+    monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", Fernet.generate_key().decode())
+    with pytest.raises(ClampdownError) as caught:
+        unseal_inputs(sealed)
+    assert caught.value.message == "secret input 'token' could not be unsealed"
+    assert "must equal the key of `clampdown serve`" in caught.value.hint
+    monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", "not-a-key")
+    with pytest.raises(ClampdownError, match="CLAMPDOWN_INPUTS_KEY is not a Fernet key"):
+        unseal_inputs(sealed)
+
+
+def test_deployment_mode_without_a_prefect_server_says_what_to_set() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown.diagnostics import ClampdownError
+    from integrations.deployment import DeploymentStarter
+
+    with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),
+        pytest.raises(ClampdownError) as caught,
+    ):
+        DeploymentStarter()
+    assert "PREFECT_API_URL is not set" in caught.value.message
+    assert "PREFECT_API_URL" in caught.value.hint
+
+
+def _ops_cli() -> Any:
+    import typer
+
+    from clampdown.cli_ops import register
+
+    app = typer.Typer()
+    register(app)
+    return app
+
+
+def test_worker_and_deploy_commands_explain_user_errors(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = runner.invoke(_ops_cli(), ["worker"])
+    assert result.exit_code == 1
+    assert "PREFECT_API_URL is not set" in result.output
+    assert "Traceback" not in result.output
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        result = runner.invoke(
+            _ops_cli(), ["deploy", "--prefect-file", str(tmp_path / "prefect.yaml")]
+        )
+    assert result.exit_code == 1
+    assert f"no Prefect deployment file at {tmp_path / 'prefect.yaml'}" in result.output
+
+    result = runner.invoke(_ops_cli(), ["inputs-key"])
+    from cryptography.fernet import Fernet
+
+    Fernet(result.output.strip().encode())  # a usable key
