@@ -236,28 +236,27 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
     import threading
 
     import uvicorn
-    from fastapi import FastAPI
-    from pydantic import SecretStr
 
-    from clampdown.settings import settings
-    from clampdown.state_store import StateStore
-    from flows.triage import Triage
-    from integrations.alerts.replay import InMemoryDeliveryLog
-    from integrations.alerts.routes import alert_router
-    from integrations.alerts.settings import AlertSettings
+    from integrations.serve import create_app
 
     triggers = logs / f"triggers-{time.monotonic_ns()}.yaml"
     triggers.write_text(TRIGGERS)
-    store = StateStore(f"sqlite:///{logs / f'state-{time.monotonic_ns()}.sqlite3'}")
-    triage = Triage(
-        triggers, store, starter, lambda run_id: settings().ledger_path(run_id), library=LIBRARY
-    )
-    app = FastAPI()
-    app.include_router(
-        alert_router(
-            AlertSettings(alert_hmac_secret=SecretStr(HMAC_SECRET)), triage, InMemoryDeliveryLog()
-        )
-    )
+    environment = {
+        "CLAMPDOWN_TRIGGERS": str(triggers),
+        "CLAMPDOWN_LIBRARY": str(LIBRARY),
+        "CLAMPDOWN_STATE_URL": f"sqlite:///{logs / f'state-{time.monotonic_ns()}.sqlite3'}",
+        "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+    }
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    try:  # the app `clampdown serve` runs, in front of this starter
+        app = create_app(start_run=starter)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -298,7 +297,7 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
     finally:
         server.should_exit = True
         thread.join(10)
-        store.close()
+        app.state.store.close()
 
 
 def floor(runs: int, endpoint: str) -> list[float]:

@@ -135,6 +135,22 @@ class SeedLogGroup(StrictModel):
     events: list[LogEvent] = Field(default_factory=list)
 
 
+class SeedKmsKey(StrictModel):
+    """A customer managed key the model's artifacts are encrypted with."""
+
+    alias: str = Field(
+        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$", description="alias/<this>"
+    )
+    description: str = ""
+
+
+class SeedSecret(StrictModel):
+    """A Secrets Manager secret of the model stack (its value never leaves the simulation)."""
+
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_+=@-]+$")
+    value: str | dict[str, Any] = Field(description="text, or a JSON object (e.g. a password)")
+
+
 class Seed(StrictModel):
     account: str = Field("123456789012", description="moto's account id")
     region: str = "us-east-1"
@@ -145,6 +161,8 @@ class Seed(StrictModel):
     endpoints: list[SeedEndpoint] = Field(default_factory=list)
     trail: SeedTrail | None = None
     log_groups: list[SeedLogGroup] = Field(default_factory=list)
+    kms_keys: list[SeedKmsKey] = Field(default_factory=list)
+    secrets: list[SeedSecret] = Field(default_factory=list)
 
     @field_validator("account")
     @classmethod
@@ -207,8 +225,22 @@ class AttackerCreatesKey(StrictModel):
     user: str = Field(description="a seed user")
 
 
+class SlashCommand(StrictModel):
+    """A person types ``/clampdown <text>`` in the incident channel, ``after`` the alert's
+    run ended (e.g. the lead starts rotate-model-secrets, or releases the containment).
+
+    Timed from the end of the alert's run, not from the alert: a release needs a finished
+    run, and a person acts on what they see. ``${run.id}`` is the alert's run.
+    """
+
+    type: Literal["slash_command"]
+    by: str = Field(description="a role of the drill (e.g. incident_lead)")
+    after: Duration = Field(0.0, description="wait this long after the alert's run ended")
+    text: str = Field(min_length=1, max_length=2000, description="what follows /clampdown")
+
+
 Inject = Annotated[
-    Decide | SecondAlert | SlackOutage | AwsThrottling | AttackerCreatesKey,
+    Decide | SecondAlert | SlackOutage | AwsThrottling | AttackerCreatesKey | SlashCommand,
     Field(discriminator="type"),
 ]
 INJECT_TYPES = (
@@ -218,6 +250,7 @@ INJECT_TYPES = (
     "slack_outage",
     "aws_throttling",
     "attacker_creates_key",
+    "slash_command",
 )
 
 # --- objectives ------------------------------------------------------------------------------
@@ -235,17 +268,32 @@ class _Objective(StrictModel):
         return value
 
 
+class _RunObjective(_Objective):
+    """An objective about one run: the alert's, or (``runbook``) the drill's run of that one."""
+
+    runbook: str | None = Field(
+        None, description="judge the drill's run of this runbook (default: the alert's run)"
+    )
+
+
 class RunbookStarted(_Objective):
     kind: Literal["runbook_started"]
     runbook: str
 
 
-class ContainedWithin(_Objective):
+class RunbookCompleted(_Objective):
+    """A run of ``runbook`` (started any way during the drill) ended well."""
+
+    kind: Literal["runbook_completed"]
+    runbook: str
+
+
+class ContainedWithin(_RunObjective):
     kind: Literal["contained_within"]
     seconds: PositiveDuration
 
 
-class EvidenceManifestComplete(_Objective):
+class EvidenceManifestComplete(_RunObjective):
     kind: Literal["evidence_manifest_complete"]
     require: list[Literal["cloudtrail", "ledger", "logs", "describe"]] = Field(
         default_factory=lambda: ["cloudtrail", "ledger"]
@@ -274,27 +322,48 @@ class BucketLocked(_Objective):
     prefix: str = ""
 
 
-class ApprovalWithin(_Objective):
+class AccessRestored(_Objective):
+    """After a release: every key of the user is active and no policy denies it everything."""
+
+    kind: Literal["access_restored"]
+    user: str
+
+
+class KmsKeyRotated(_Objective):
+    kind: Literal["kms_key_rotated"]
+    key: str = Field(description="a seed KMS key alias")
+
+
+class SecretRotated(_Objective):
+    kind: Literal["secret_rotated"]
+    secret: str = Field(description="a seed secret name")
+
+
+class ApprovalWithin(_RunObjective):
     kind: Literal["approval_within"]
     seconds: PositiveDuration
 
 
-class SlackThreadComplete(_Objective):
+class SlackThreadComplete(_RunObjective):
     kind: Literal["slack_thread_complete"]
 
 
-class SlackMissesRecorded(_Objective):
+class SlackMissesRecorded(_RunObjective):
     kind: Literal["slack_misses_recorded"]
 
 
 Objective = Annotated[
     RunbookStarted
+    | RunbookCompleted
     | ContainedWithin
     | EvidenceManifestComplete
     | NoActiveKeys
     | EndpointNotInvocableBy
     | EndpointFrozen
     | BucketLocked
+    | AccessRestored
+    | KmsKeyRotated
+    | SecretRotated
     | ApprovalWithin
     | SlackThreadComplete
     | SlackMissesRecorded,
@@ -302,12 +371,16 @@ Objective = Annotated[
 ]
 OBJECTIVE_KINDS = (
     "runbook_started",
+    "runbook_completed",
     "contained_within",
     "evidence_manifest_complete",
     "no_active_keys",
     "endpoint_not_invocable_by",
     "endpoint_frozen",
     "bucket_locked",
+    "access_restored",
+    "kms_key_rotated",
+    "secret_rotated",
     "approval_within",
     "slack_thread_complete",
     "slack_misses_recorded",
@@ -432,6 +505,8 @@ class _DrillRules:
         self.roles = {r.name for r in seed.roles}
         self.buckets = {b.name for b in seed.buckets}
         self.endpoints = {e.name for e in seed.endpoints}
+        self.kms_keys = {k.alias for k in seed.kms_keys}
+        self.secrets = {s.name for s in seed.secrets}
 
     def error(self, loc: tuple[str | int, ...], message: str, hint: str = "", **kw: Any) -> None:
         self.found.append(self.source.diagnostic(loc, message, hint, **kw))
@@ -469,11 +544,16 @@ class _DrillRules:
             ("roles", [r.name for r in seed.roles]),
             ("buckets", [b.name for b in seed.buckets]),
             ("endpoints", [e.name for e in seed.endpoints]),
+            ("kms_keys", [k.alias for k in seed.kms_keys]),
+            ("secrets", [s.name for s in seed.secrets]),
         ):
             seen: set[str] = set()
             for i, name in enumerate(names):
                 if name in seen:
-                    self.error((kind, i, "name"), f"duplicate {kind[:-1]} '{name}' in the seed")
+                    field = "alias" if kind == "kms_keys" else "name"
+                    self.error(
+                        ("seed", kind, i, field), f"duplicate {kind[:-1]} '{name}' in the seed"
+                    )
                 seen.add(name)
         for i, endpoint in enumerate(seed.endpoints):
             self._ref(("seed", "endpoints", i, "role"), endpoint.role, self.roles, "role")
@@ -505,17 +585,25 @@ class _DrillRules:
             for i, inj in enumerate(d.injects)
             if isinstance(inj, SecondAlert)
         ]
+        commands = [
+            (("injects", i, "text"), inj.text)
+            for i, inj in enumerate(d.injects)
+            if isinstance(inj, SlashCommand)
+        ]
         known = {
             "users": self.users,
             "roles": self.roles,
             "buckets": self.buckets,
             "endpoints": self.endpoints,
+            "kms_keys": self.kms_keys,
+            "secrets": self.secrets,
         }
-        for base, payload in payloads:
-            for loc, path in _placeholders(payload, base):
-                problem = _placeholder_problem(path, known)
-                if problem:
-                    self.error(loc, f"placeholder ${{{path}}}: {problem}", PLACEHOLDER_HINT)
+        for allow_run, texts in ((False, payloads), (True, commands)):
+            for base, payload in texts:
+                for loc, path in _placeholders(payload, base):
+                    problem = _placeholder_problem(path, known, allow_run=allow_run)
+                    if problem:
+                        self.error(loc, f"placeholder ${{{path}}}: {problem}", PLACEHOLDER_HINT)
 
     def _injects(self) -> None:
         d = self.drill
@@ -531,15 +619,11 @@ class _DrillRules:
                     "move it earlier or raise time_limit",
                     code="inject-timing",
                 )
-            if isinstance(inj, Decide):
-                if d.roles.get(inj.by) is None:
-                    self.error(
-                        (*loc, "by"),
-                        f"unknown role '{inj.by}'",
-                        did_you_mean(inj.by, d.roles.names())
-                        or f"roles: {', '.join(d.roles.names())}",
-                        code="unknown-name",
-                    )
+            if isinstance(inj, Decide | SlashCommand):
+                self._role((*loc, "by"), inj.by)
+            if isinstance(inj, SlashCommand):
+                self._slash_command(loc, inj)
+            elif isinstance(inj, Decide):
                 if inj.type == "deny" and not inj.reason.strip():
                     self.error(
                         (*loc,), "a deny inject needs a 'reason' (a denial without one is refused)"
@@ -579,6 +663,42 @@ class _DrillRules:
                     severity="warning",
                 )
 
+    def _role(self, loc: tuple[str | int, ...], role: str) -> None:
+        if self.drill.roles.get(role) is None:
+            names = self.drill.roles.names()
+            self.error(
+                loc,
+                f"unknown role '{role}'",
+                did_you_mean(role, names) or f"roles: {', '.join(names)}",
+                code="unknown-name",
+            )
+
+    def _slash_command(self, loc: tuple[str | int, ...], inj: SlashCommand) -> None:
+        """``run <runbook> …`` must name a runbook of the library; timing within the limit."""
+        words = inj.text.split()
+        if not words or words[0] not in SLASH_SUBCOMMANDS:
+            self.error(
+                (*loc, "text"),
+                f"'/clampdown {inj.text}' is not a clampdown command",
+                f"start with one of: {', '.join(SLASH_SUBCOMMANDS)}",
+            )
+        elif words[0] == "run":
+            name = words[1] if len(words) > 1 else ""
+            if name not in self.runbooks:
+                self.error(
+                    (*loc, "text"),
+                    f"'/clampdown run' names unknown runbook '{name}'",
+                    did_you_mean(name, self.runbooks) or "name a runbook of the library",
+                    code="unknown-runbook",
+                )
+        if inj.after >= self.drill.time_limit:
+            self.error(
+                (*loc, "after"),
+                f"a command {inj.after:g}s after the run ended cannot happen within the "
+                f"drill's time_limit ({self.drill.time_limit:g}s)",
+                code="inject-timing",
+            )
+
     def _objectives(self) -> None:
         d = self.drill
         ids: dict[str, int] = {}
@@ -598,14 +718,21 @@ class _DrillRules:
                 self._ref((*loc, "endpoint"), obj.endpoint, self.endpoints, "endpoint")
             elif isinstance(obj, BucketLocked):
                 self._ref((*loc, "bucket"), obj.bucket, self.buckets, "bucket")
-            elif isinstance(obj, RunbookStarted) and obj.runbook not in self.runbooks:
+            elif isinstance(obj, AccessRestored):
+                self._ref((*loc, "user"), obj.user, self.users, "user")
+            elif isinstance(obj, KmsKeyRotated):
+                self._ref((*loc, "key"), obj.key, self.kms_keys, "kms_key")
+            elif isinstance(obj, SecretRotated):
+                self._ref((*loc, "secret"), obj.secret, self.secrets, "secret")
+            runbook = getattr(obj, "runbook", None)
+            if runbook is not None and runbook not in self.runbooks:
                 self.error(
                     (*loc, "runbook"),
-                    f"unknown runbook '{obj.runbook}'",
-                    did_you_mean(obj.runbook, self.runbooks) or "name a runbook of the library",
+                    f"unknown runbook '{runbook}'",
+                    did_you_mean(runbook, self.runbooks) or "name a runbook of the library",
                     code="unknown-runbook",
                 )
-            elif isinstance(obj, ApprovalWithin) and not any(
+            if isinstance(obj, ApprovalWithin) and not any(
                 isinstance(inj, Decide) for inj in d.injects
             ):
                 self.error(
@@ -629,14 +756,20 @@ PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*\}")
 PLACEHOLDER_HINT = (
     "write ${seed.account}, ${seed.region}, ${seed.users.<name>.arn|id|access_keys.0}, "
     "${seed.roles.<name>.arn|id|sessions.0}, ${seed.buckets.<name>.arn}, "
-    "${seed.endpoints.<name>.arn}, ${drill.name}, ${drill.alert_time} or ${drill.alert_epoch}"
+    "${seed.endpoints.<name>.arn}, ${seed.kms_keys.<alias>.arn|id|alias}, "
+    "${seed.secrets.<name>.arn}, ${drill.name}, ${drill.alert_time}, ${drill.alert_epoch}, "
+    "or (in a slash command) ${run.id}"
 )
 _SEED_FIELDS = {
     "users": {"arn", "id", "name", "access_keys"},
     "roles": {"arn", "id", "name", "sessions"},
     "buckets": {"arn", "name"},
     "endpoints": {"arn", "name"},
+    "kms_keys": {"arn", "id", "alias", "name"},
+    "secrets": {"arn", "name"},
 }
+# What a drill may type after /clampdown (the Slack app's subcommands).
+SLASH_SUBCOMMANDS = ("run", "status", "list", "help")
 
 
 class PlaceholderError(ClampdownError):
@@ -655,9 +788,15 @@ def _placeholders(
     return []
 
 
-def _placeholder_problem(path: str, known: dict[str, set[str]]) -> str | None:
+def _placeholder_problem(
+    path: str, known: dict[str, set[str]], *, allow_run: bool = False
+) -> str | None:
     """Why ``path`` cannot resolve, judged from the drill file alone (None: it can)."""
     parts = path.split(".")
+    if parts[0] == "run":
+        if not allow_run:
+            return "${run.id} exists only in a slash command (the alert's run)"
+        return None if parts == ["run", "id"] else "run has only id"
     if parts[0] == "drill":
         if len(parts) == 2 and parts[1] in ("name", "alert_time", "alert_epoch"):
             return None

@@ -393,6 +393,7 @@ class _RunbookLinter:
                 "reference",
             )
             return
+        self.check_gated_ref(loc, target, step_id)
         action = self.action_of.get(target)
         if ref.part == "outputs" and ref.field is not None and action is not None:
             declared = action.declared_outputs(self.rb.step(target).with_)
@@ -409,6 +410,27 @@ class _RunbookLinter:
                     f"{action.name} has no output '{ref.field}'",
                     hint,
                     f"unreachable-{where}",
+                )
+
+    def check_gated_ref(self, loc: Path, target: str, step_id: str | None) -> None:
+        """What an approver approves is what runs: a gated step's with: may only use
+        values known when its approval asks (inputs, run, steps upstream of the gate)."""
+        if step_id is None or tuple(loc[2:3]) != ("with",):
+            return
+        step = self.rb.step(step_id)
+        for gate in step.needs:
+            action = self.action_of.get(gate)
+            if action is None or not action.approval_gate:
+                continue
+            if target not in self.ancestors.get(gate, set()):
+                self.error(
+                    loc,
+                    f"gated step '{step_id}' uses steps.{target}, which is not known yet "
+                    f"when '{gate}' asks for approval",
+                    f"add '{target}' to the needs of '{gate}' so the approver sees the value"
+                    if target != gate
+                    else "a gated step's parameters cannot depend on its own approval",
+                    "gated-parameters",
                 )
 
     def check_gates(self) -> None:

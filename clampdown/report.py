@@ -91,6 +91,8 @@ class DrillReport:
     manifest_uri: str | None = None
     decisions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Every run of the drill, one line each (the alert's first): shown when there are several.
+    runs: list[str] = field(default_factory=list)
 
     @property
     def all_met(self) -> bool:
@@ -256,6 +258,22 @@ _ADVICE = {
         "The alert did not start the expected runbook: run `clampdown triggers test` on the "
         "alert payload and fix the trigger's match expression."
     ),
+    "runbook_completed": (
+        "A follow-up run did not finish its job: read its steps and decisions above; a "
+        "release or rotation left half done needs a person to finish it by hand."
+    ),
+    "access_restored": (
+        "The release did not give the user its access back: check the release run's "
+        "rollback ledger for undo steps that failed, then `clampdown rollback <run-id>`."
+    ),
+    "kms_key_rotated": (
+        "The model's KMS key was not rotated: run rotate-model-secrets with the key's alias "
+        "and check the key is customer managed and allows kms:RotateKeyOnDemand."
+    ),
+    "secret_rotated": (
+        "The secret still holds the value the suspect could read: run rotate-model-secrets "
+        "for it, and make sure whatever uses it accepts the new value."
+    ),
     "slack_thread_complete": (
         "The Slack thread is missing parts of the story: check the Slack settings and that "
         "the bot is in the channel."
@@ -307,6 +325,10 @@ def to_markdown(report: DrillReport) -> str:
         "|---|---|---|",
         f"| {_secs(r.time_to_notify)} | {_secs(r.time_to_approve)} | {_secs(r.time_to_contain)} |",
         "",
+    ]
+    if len(r.runs) > 1:
+        lines += ["## Runs", "", *(f"- {_md(line)}" for line in r.runs), ""]
+    lines += [
         "## Objectives",
         "",
         "| | objective | measured | why |",
@@ -415,6 +437,11 @@ def to_html(report: DrillReport) -> str:
     recs = "".join(f"<li>{_e(t).replace('**', '')}</li>" for t in recommendations(r))
     roles = "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in r.roles.items())
     notes = "".join(f"<li>{_e(n)}</li>" for n in r.notes)
+    runs = (
+        '<h2>Runs</h2><ul id="runs">' + "".join(f"<li>{_e(x)}</li>" for x in r.runs) + "</ul>"
+        if len(r.runs) > 1
+        else ""
+    )
     expect_note = (
         f" (the drill expects {_e(', '.join(r.expected_missed))} to be missed)"
         if r.expected_missed
@@ -447,6 +474,7 @@ alert from {_e(r.alert_source)} at
 <span class="expect">{_e(expected)}{expect_note}</span></p>
 <div class="kpis">{kpis}
 </div>
+{runs}
 <h2>Objectives</h2>
 <table id="objectives"><tr><th></th><th>objective</th><th>measured</th><th>why</th></tr>
 {objective_rows}</table>

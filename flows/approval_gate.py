@@ -105,6 +105,8 @@ class Gatekeeper:
         self.outcomes: dict[str, str] = {}  # approval step id -> approved/denied/timed_out
         self.approved_params: dict[str, str] = {}  # gated step id -> hash of its approved params
         self.gated_by: dict[str, str] = {}  # gated step id -> its approval step
+        # group members as last resolved, per approval step: used while Slack cannot answer
+        self._members: dict[str, set[str] | None] = {}
         self._waiter: asyncio.Task[None] | None = None
 
     # what the engine asks ------------------------------------------------------------
@@ -155,6 +157,7 @@ class Gatekeeper:
             on_timeout=request.on_timeout,
         )
         card = self._post_card(request)
+        self._members[step_id] = await asyncio.to_thread(_members, request.groups)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         extra = self._where()
         self.pending[step_id] = _Pending(request, future, card, extra)
@@ -286,6 +289,10 @@ class Gatekeeper:
             refusal = f"no approval is pending at step '{decision.step}'"
         else:
             members = await asyncio.to_thread(_members, pending.request.groups)
+            if members is None:  # Slack cannot answer now: the membership seen at request time
+                members = self._members.get(decision.step)
+            else:
+                self._members[decision.step] = members
             refusal = pending.request.refusal(decision, members, at)
         self.state.ledger.append(
             "approval.decision",
@@ -515,6 +522,8 @@ def precheck(req: dict[str, Any], approver: str, decision: str, reason: str) -> 
     if approver in req.get("approvals", []) and decision == "approve":
         return f"you have already approved step '{req['step']}'"
     members = _members(request.groups) if approver not in request.allowed_users else set()
+    if members is None:
+        return None  # groups cannot be resolved here now: the run decides, with what it knows
     probe = Decision(
         run_id=request.run_id,
         step=request.step,

@@ -53,6 +53,7 @@ from clampdown.drill_model import (
     Drill,
     SecondAlert,
     SlackOutage,
+    SlashCommand,
     fill_placeholders,
     load_checked,
     resolve_drill,
@@ -156,7 +157,7 @@ def _clampdown_environment(
         "CLAMPDOWN_EXECUTION": "local",
         "CLAMPDOWN_EVIDENCE_BUCKET": drill.seed.evidence_bucket,
         "CLAMPDOWN_APPROVERS": drill.roles.approver.slack_user,
-        "CLAMPDOWN_RESPONDERS": drill.roles.incident_lead.slack_user,
+        "CLAMPDOWN_RESPONDERS": ",".join(_responders(drill)),
         "CLAMPDOWN_ALERT_TOKEN": keys.alert_token,
         "CLAMPDOWN_PAGERDUTY_SECRET": keys.pagerduty_secret,
         "CLAMPDOWN_ALERT_HMAC_SECRET": keys.hmac_secret,
@@ -174,6 +175,16 @@ def _clampdown_environment(
             }
         )
     return env
+
+
+def _responders(drill: Drill) -> list[str]:
+    """Who may use /clampdown: the incident lead, and whoever the drill has type a command."""
+    people = [drill.roles.incident_lead.slack_user]
+    for inject in drill.injects:
+        person = drill.roles.get(inject.by) if isinstance(inject, SlashCommand) else None
+        if person is not None and person.slack_user not in people:
+            people.append(person.slack_user)
+    return people
 
 
 def _free_port() -> int:
@@ -329,6 +340,29 @@ def deny_submission(
     return body, slack_signed_headers(body, secret)
 
 
+def slash_command(
+    text: str, user: str, secret: str, response_url: str
+) -> tuple[bytes, dict[str, str]]:
+    """``/clampdown <text>`` typed by ``user`` in the incident channel, signed as Slack signs it."""
+    form = {
+        "token": "drill-verification-token-unused",
+        "team_id": TEAM,
+        "team_domain": "drill",
+        "channel_id": SLACK_CHANNEL,
+        "channel_name": "incident-response",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": "/clampdown",
+        "text": text,
+        "api_app_id": "A0DRILL001",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.drill.{secrets.token_hex(8)}",
+    }
+    body = urllib.parse.urlencode(form).encode()
+    return body, slack_signed_headers(body, secret)
+
+
 def slack_signed_headers(body: bytes, secret: str) -> dict[str, str]:
     stamp = str(int(time.time()))
     base = f"v0:{stamp}:".encode() + body
@@ -380,6 +414,37 @@ def _verdict(
 
 
 @dataclass
+class _Tracked:
+    """A run of the drill as its ledger tells it (re-read on every poll)."""
+
+    run_id: str
+    runbook: str
+    origin: str
+    ledger: Path
+    started_at: float
+    records: list[dict[str, Any]] = field(default_factory=list)
+    ended_at: float | None = None
+
+    @property
+    def end(self) -> dict[str, Any] | None:
+        return next((r for r in reversed(self.records) if r.get("type") == "run.end"), None)
+
+
+def _origin(trigger: dict[str, Any], *, primary: bool) -> str:
+    """How a run started, for the report: the alert, a second alert, a command, a rollback."""
+    kind = trigger.get("type")
+    if kind == "alert":
+        source = trigger.get("source", "?")
+        return f"the alert ({source})" if primary else f"a second alert ({source})"
+    if kind == "slack":
+        return f"/clampdown run by {trigger.get('user', '?')}"
+    if kind == "rollback":
+        by = f" by run {trigger['by_run']}" if trigger.get("by_run") else ""
+        return f"rollback of run {trigger.get('of', '?')}{by}"
+    return str(kind or "unknown")
+
+
+@dataclass
 class _Run:
     """What the drill learns about the run as it goes."""
 
@@ -422,8 +487,19 @@ class DrillRunner:
         self.seeded: Any = None
         self.base_url = ""
         self._stop = threading.Event()
-        self._ballots: dict[str, _Ballot] = {}
-        self._scripted: set[str] = set()
+        self._ballots: dict[tuple[str, str], _Ballot] = {}
+        self._scripted: list[tuple[str, str]] = []  # (run, approval step) asked so far
+        self.tracked: dict[str, _Tracked] = {}  # every run of the drill, the alert's first
+        self._shown: tuple[str, Any] | None = None  # the run whose progress table is live
+        self._progress_done: set[str] = set()
+        self._commands = sorted(
+            (i for i in drill.injects if isinstance(i, SlashCommand)), key=lambda i: i.after
+        )
+        self._commands_left = len(self._commands)
+        self._commands_waiting: list[tuple[float, str]] = []  # (posted at, text): run expected
+        self._command_answers: dict[float, str] = {}
+        self._answers: dict[str, float] = {}  # response_url token -> posted at
+        self._alerts_left = sum(1 for i in drill.injects if isinstance(i, SecondAlert))
 
     # --- top level ----------------------------------------------------------------------------
 
@@ -487,10 +563,12 @@ class DrillRunner:
         watcher = threading.Thread(target=self._watch_slack, name="drill-slack", daemon=True)
         watcher.start()
         injector = threading.Thread(target=self._timed_injects, name="drill-injects", daemon=True)
+        self._injector = injector
         try:
             self._post_alert()
             injector.start()
-            self._follow_run()
+            self._follow_runs()
+            self._read_answers()
         finally:
             self._stop.set()
             watcher.join(2)
@@ -543,9 +621,15 @@ class DrillRunner:
                     f"the drill expects {value!r}: check runbooks/triggers.yaml"
                 )
 
-    # --- following the run --------------------------------------------------------------------
+    # --- following the runs -------------------------------------------------------------------
 
-    def _follow_run(self) -> None:
+    def _follow_runs(self) -> None:
+        """Follow every run of the drill until each has ended and no inject is left to come.
+
+        The alert's run comes first; second alerts and slash commands may start more (a
+        release, a rotation), and a release writes a rollback ledger of its own. Runs are
+        found in the drill workspace, where only this drill's runs live.
+        """
         from clampdown.ledger import read
         from clampdown.settings import settings
 
@@ -559,49 +643,166 @@ class DrillRunner:
         if not ledger.exists():
             self.run.failures.append(f"run {self.run.run_id} wrote no ledger")
             return
-        start = read(ledger)[0]
-        self.run.runbook = start.get("run", {}).get("runbook")
-        with self._progress(ledger):
-            limit = self.clock.alert_epoch + self.drill.time_limit
+        self.run.runbook = read(ledger)[0].get("run", {}).get("runbook")
+        limit = self.clock.alert_epoch + self.drill.time_limit
+        try:
             while time.time() < limit:
-                records = read(ledger)
-                self._decide(records)
-                if any(r.get("type") == "run.end" for r in records):
+                self._discover()
+                for tracked in list(self.tracked.values()):
+                    tracked.records = read(tracked.ledger)
+                    if tracked.ended_at is None and tracked.end is not None:
+                        tracked.ended_at = _epoch(tracked.end["ts"])
+                        if tracked.run_id != self.run.run_id:
+                            self._mark(
+                                tracked.ended_at - self.clock.alert_epoch,
+                                f"{tracked.runbook} run {tracked.run_id} ended "
+                                f"{tracked.end.get('status')}",
+                            )
+                    self._decide(tracked.run_id, tracked.records)
+                self._show_progress()
+                self._slash_commands()
+                if self._settled():
                     break
                 time.sleep(POLL)
             else:
+                unfinished = [t.run_id for t in self.tracked.values() if t.end is None]
                 self.run.failures.append(
-                    "the run did not end within the drill's time limit "
-                    f"({self.drill.time_limit:g} s)"
+                    f"run(s) {', '.join(unfinished) or '—'} did not end within the drill's "
+                    f"time limit ({self.drill.time_limit:g} s)"
+                    if unfinished
+                    else f"injects still due when the drill's time limit "
+                    f"({self.drill.time_limit:g} s) was reached"
                 )
-        self._wait_for_run_thread()
+        finally:
+            self._show_progress(stop=True)
+        self._wait_for_run_threads()
 
-    @contextlib.contextmanager
-    def _progress(self, ledger: Path) -> Iterator[None]:
+    def _discover(self) -> None:
+        """Track each run that has a ledger in the workspace (how it started: its trigger)."""
+        from clampdown.ledger import read
+        from clampdown.settings import settings
+
+        runs = settings().home.expanduser() / "runs"
+        for ledger in sorted(runs.glob("*/ledger.jsonl")):
+            run_id = ledger.parent.name
+            if run_id in self.tracked or not ledger.stat().st_size:
+                continue
+            start = read(ledger)[0]
+            info = start.get("run", {})
+            runbook = str(info.get("runbook") or "?")
+            origin = _origin(info.get("trigger") or {}, primary=run_id == self.run.run_id)
+            tracked = _Tracked(run_id, runbook, origin, ledger, _epoch(start["ts"]))
+            self.tracked[run_id] = tracked
+            if run_id != self.run.run_id:
+                self._mark(
+                    tracked.started_at - self.clock.alert_epoch,
+                    f"{runbook} run {run_id} started by {origin}",
+                )
+            if (info.get("trigger") or {}).get("type") == "slack":  # a command's run is here
+                typed = [c for c in self._commands_waiting if c[0] <= tracked.started_at + 1.0]
+                if typed:
+                    self._commands_waiting.remove(typed[0])
+
+    def _settled(self) -> bool:
+        """Every run ended, every inject fired, every command's run found (or given up on)."""
+        if any(t.end is None for t in self.tracked.values()):
+            return False
+        if self._commands_left or (self._alerts_left and self._injector.is_alive()):
+            return False
+        now = time.time()
+        self._read_answers()
+        for posted, text in [c for c in self._commands_waiting if now - c[0] > RUN_START_TIMEOUT]:
+            self._commands_waiting.remove((posted, text))
+            answer = self._command_answers.get(posted) or "no answer reached the stand-in"
+            self.run.failures.append(f"'/clampdown {text}' started no run: {answer}")
+        return not self._commands_waiting
+
+    def _show_progress(self, *, stop: bool = False) -> None:
+        """The live step table of one run at a time: the alert's, then each later one."""
         from clampdown.lint import load_runbook
         from clampdown.loader import resolve
         from clampdown.progress import RunProgress
 
-        try:
-            loaded, _ = load_runbook(resolve(self.run.runbook or self.drill.runbook, self.library))
-        except ClampdownError:
-            yield
+        shown = self._shown
+        if shown is not None and (stop or self.tracked[shown[0]].end is not None):
+            shown[1].__exit__(None, None, None)
+            self._shown = shown = None
+        if stop or shown is not None:
             return
-        with RunProgress(ledger, loaded.model, self.console):
-            yield
+        for tracked in self.tracked.values():
+            if tracked.end is not None or tracked.run_id in self._progress_done:
+                continue
+            self._progress_done.add(tracked.run_id)
+            try:
+                loaded, _ = load_runbook(resolve(tracked.runbook, self.library))
+            except ClampdownError:
+                continue
+            progress = RunProgress(tracked.ledger, loaded.model, self.console)
+            progress.__enter__()
+            self._shown = (tracked.run_id, progress)
+            return
 
-    def _wait_for_run_thread(self) -> None:
-        """The flow uploads the ledger as evidence after ``run.end``: wait for that too."""
+    def _wait_for_run_threads(self) -> None:
+        """A flow uploads its ledger as evidence after ``run.end``: wait for that too."""
         starter = getattr(self.app.state, "starter", None)
-        future = getattr(starter, "futures", {}).get(self.run.run_id)
-        if future is not None:
-            with contextlib.suppress(Exception):
-                future.result(timeout=EVIDENCE_WAIT)
+        futures = getattr(starter, "futures", {})
+        for run_id in self.tracked:
+            future = futures.get(run_id)
+            if future is not None:
+                with contextlib.suppress(Exception):
+                    future.result(timeout=EVIDENCE_WAIT)
+
+    # --- slash commands ------------------------------------------------------------------------
+
+    def _slash_commands(self) -> None:
+        """Type each scripted ``/clampdown`` command when due (after the alert's run ended)."""
+        primary = self.tracked.get(str(self.run.run_id))
+        if primary is None or primary.ended_at is None:
+            return
+        while self._commands and time.time() >= primary.ended_at + self._commands[0].after:
+            inject = self._commands.pop(0)
+            self._commands_left = len(self._commands)
+            self._type_command(inject)
+
+    def _type_command(self, inject: SlashCommand) -> None:
+        person = self.drill.roles.get(inject.by)
+        assert person is not None  # lint checked it
+        context = {**self._context(), "run": {"id": self.run.run_id}}
+        text = str(fill_placeholders(inject.text, context))
+        token = secrets.token_hex(4)
+        response_url = f"{self.slack.url}response_url/{token}" if self.slack else ""
+        body, headers = slash_command(text, person.slack_user, self._signing_secret(), response_url)
+        posted = time.time()
+        self._mark(self.clock.now(), f"/clampdown {text} (by {person.slack_user})")
+        try:
+            self._post_slack(body, headers)
+        except Exception as exc:
+            self.run.failures.append(f"'/clampdown {text}' could not be delivered: {exc}")
+            return
+        if text.split()[:1] == ["run"]:
+            self._commands_waiting.append((posted, text))
+            self._command_answers[posted] = ""
+            self._answers[token] = posted
+
+    def _signing_secret(self) -> str:
+        """The stand-in's secret, or the real workspace's (the server verifies with it)."""
+        if self.slack is not None:
+            return self.keys.signing_secret
+        return os.environ.get("CLAMPDOWN_SLACK_SIGNING_SECRET", "")
+
+    def _read_answers(self) -> None:
+        """What the Slack app answered each command (its response_url post to the stand-in)."""
+        if self.slack is None:
+            return
+        for token, posted in self._answers.items():
+            calls = self.slack.calls_to(f"response_url/{token}")
+            if calls:
+                self._command_answers[posted] = str(calls[-1].params.get("text", ""))
 
     # --- decisions ----------------------------------------------------------------------------
 
-    def _pending_approvals(self, records: list[dict[str, Any]]) -> dict[str, float]:
-        """Approval requests not yet ended: step -> when it was asked (epoch seconds)."""
+    def _pending_approvals(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Approval requests of a run not yet ended: step -> when it was asked (epoch seconds)."""
         asked: dict[str, float] = {}
         for r in records:
             step = r.get("step")
@@ -609,18 +810,19 @@ class DrillRunner:
                 asked.setdefault(step, _epoch(r["ts"]))
             elif r.get("type") == "approval.end" and step in asked:
                 asked.pop(step)
-                self._ballots.pop(step, None)
+                self._ballots.pop((run_id, step), None)
         return asked
 
-    def _decide(self, records: list[dict[str, Any]]) -> None:
+    def _decide(self, run_id: str, records: list[dict[str, Any]]) -> None:
         """Deliver each scripted decision when due; retry a refused one, as a person would."""
-        for step, asked in self._pending_approvals(records).items():
-            ballot = self._ballots.get(step)
+        for step, asked in self._pending_approvals(run_id, records).items():
+            key = (run_id, step)
+            ballot = self._ballots.get(key)
             if ballot is None:
-                ballot = self._ballot(step, asked)
+                ballot = self._ballot(key, asked)
                 if ballot is None:
                     continue
-                self._ballots[step] = ballot
+                self._ballots[key] = ballot
             if ballot.waiting_since is not None:
                 verdict = _verdict(records, step, ballot.approver, ballot.waiting_since)
                 if verdict is None:
@@ -633,17 +835,18 @@ class DrillRunner:
                 self._refused(step, ballot, refusal)
             if ballot.done or time.time() < ballot.due:
                 continue
-            self._deliver(step, ballot)
+            self._deliver(run_id, step, ballot)
 
-    def _ballot(self, step: str, asked: float) -> _Ballot | None:
+    def _ballot(self, key: tuple[str, str], asked: float) -> _Ballot | None:
+        run_id, step = key
         approver = self.drill.roles.approver.slack_user
         if self.interactive:
             decision, reason = self.ask(step, approver)
             return _Ballot(decision, approver, reason, due=time.time())
         inject = self._decision_for(step)
-        self._scripted.add(step)
+        self._scripted.append(key)
         if inject is None:
-            self.run.notes.append(f"no decision is scripted for approval {step}")
+            self.run.notes.append(f"no decision is scripted for approval {step} of run {run_id}")
             return _Ballot("none", approver, "", due=float("inf"), done=True)
         person = self.drill.roles.get(inject.by)
         assert person is not None  # lint checked it
@@ -670,14 +873,14 @@ class DrillRunner:
         if named:
             return named[0]
         unnamed = [i for i in decides if i.step is None]
-        used = len([s for s in self._scripted if not any(i.step == s for i in decides)])
+        used = len([k for k in self._scripted if not any(i.step == k[1] for i in decides)])
         return unnamed[used] if used < len(unnamed) else None
 
-    def _deliver(self, step: str, ballot: _Ballot) -> None:
+    def _deliver(self, run_id: str, step: str, ballot: _Ballot) -> None:
         """A signed Slack click on the card when it reached Slack; else the terminal path."""
         at = self.clock.now()
         label = f"{ballot.decision} by {ballot.approver}"
-        card = self._card(step)
+        card = self._card(run_id, step)
         try:
             if card is not None:
                 self._click(card, ballot)
@@ -685,7 +888,7 @@ class DrillRunner:
                 how = "signed Slack click"
             else:
                 how = "clampdown approve (no card reached Slack)"
-                verdict = self._submit(step, ballot)
+                verdict = self._submit(run_id, step, ballot)
                 if not verdict.accepted:
                     self._refused(step, ballot, verdict.reason)
                     return
@@ -700,7 +903,7 @@ class DrillRunner:
             return
         self.console.print(f"T+{at:.1f}s  {label} ({how})")
 
-    def _card(self, step: str) -> dict[str, Any] | None:
+    def _card(self, run_id: str, step: str) -> dict[str, Any] | None:
         """The approval card for ``step`` as the Slack stand-in received it, if any."""
         if self.slack is None:
             return None
@@ -710,7 +913,7 @@ class DrillRunner:
                     data = json.loads(value)
                 except ValueError:
                     continue
-                if data.get("run_id") == self.run.run_id and data.get("step") == step:
+                if data.get("run_id") == run_id and data.get("step") == step:
                     return {**message, "channel": SLACK_CHANNEL, "_value": value}
         return None
 
@@ -736,11 +939,11 @@ class DrillRunner:
         if status != 200:
             raise ClampdownError(f"/slack/events answered HTTP {status}: {answer}")
 
-    def _submit(self, step: str, ballot: _Ballot) -> Any:
+    def _submit(self, run_id: str, step: str, ballot: _Ballot) -> Any:
         from flows.approval_gate import submit_decision
 
         return submit_decision(
-            str(self.run.run_id),
+            run_id,
             step,
             ballot.approver,
             ballot.decision,  # type: ignore[arg-type]
@@ -761,7 +964,7 @@ class DrillRunner:
     # --- injects on the clock -----------------------------------------------------------------
 
     def _timed_injects(self) -> None:
-        pending = [i for i in self.drill.injects if not isinstance(i, Decide)]
+        pending = [i for i in self.drill.injects if not isinstance(i, Decide | SlashCommand)]
         pending.sort(key=lambda i: i.at)
         ends: list[tuple[float, Callable[[], None]]] = []
         while (pending or ends) and not self._stop.is_set():
@@ -812,10 +1015,17 @@ class DrillRunner:
             masked = f"{key['AccessKeyId'][:4]}…{key['AccessKeyId'][-4:]}"
             self._mark(at, f"attacker creates access key {masked} for {inject.user}")
         elif isinstance(inject, SecondAlert):
-            payload = fill_placeholders(inject.payload, self._context())
-            body, headers = alert_request(inject.source, payload, self.keys)
-            status, answer = _post(f"{self.base_url}/alerts/{inject.source}", body, headers)
-            self._mark(at, f"second alert ({inject.source}): HTTP {status}")
+            try:
+                payload = fill_placeholders(inject.payload, self._context())
+                body, headers = alert_request(inject.source, payload, self.keys)
+                status, answer = _post(f"{self.base_url}/alerts/{inject.source}", body, headers)
+            finally:
+                self._alerts_left -= 1
+            outcomes = [
+                f"{a.get('status', '?')} {a.get('run_id') or ''}".strip()
+                for a in answer.get("alerts", [])
+            ]
+            self._mark(at, f"second alert ({inject.source}): HTTP {status} {', '.join(outcomes)}")
             if status not in (200, 202):
                 self.run.failures.append(f"the second alert was refused: HTTP {status} {answer}")
         return None
@@ -844,7 +1054,7 @@ class DrillRunner:
     def _report(self) -> DrillReport:
         from clampdown.actions import registry
         from clampdown.ledger import read
-        from flows.objectives import DrillFacts, score
+        from flows.objectives import DrillFacts, RunFacts, score
 
         records = read(self.run.ledger) if self.run.ledger and self.run.ledger.exists() else []
         actions, _ = registry().load_all()
@@ -853,6 +1063,26 @@ class DrillRunner:
         steps, ledger_markers, decisions = timeline_from_ledger(
             records, self.clock.alert_epoch, containment=containment, approvals=gates
         )
+        runs: list[RunFacts] = []
+        later_failures: list[str] = []
+        for tracked in self._runs_in_order():
+            if tracked.run_id == self.run.run_id:
+                runs.append(
+                    RunFacts(tracked.run_id, tracked.runbook, tracked.origin, records, steps)
+                )
+                continue
+            more = read(tracked.ledger)
+            spans, marks, said = timeline_from_ledger(
+                more, self.clock.alert_epoch, containment=containment, approvals=gates
+            )
+            runs.append(RunFacts(tracked.run_id, tracked.runbook, tracked.origin, more, spans))
+            ledger_markers += [Marker(m.at, f"{tracked.runbook}: {m.label}") for m in marks]
+            decisions += [f"{tracked.runbook}: {line}" for line in said]
+            later_failures += [
+                f"{tracked.runbook} step {s.id} ({s.uses}) failed: {s.note}"
+                for s in spans
+                if s.status == "failed"
+            ]
         facts = DrillFacts(
             drill=self.drill,
             seeded=self.seeded,
@@ -863,6 +1093,7 @@ class DrillRunner:
             records=records,
             steps=steps,
             slack_messages=self.slack.messages(SLACK_CHANNEL) if self.slack is not None else [],
+            runs=runs,
         )
         objectives = score(facts)
         self._check_inputs(records)
@@ -877,7 +1108,7 @@ class DrillRunner:
             for r in records
             if r.get("type") == "slack.miss"
         ]
-        failures += self.run.failures
+        failures += later_failures + self.run.failures
         evidence, manifest_uri = self._evidence()
         notes = list(self.run.notes)
         if self.sim.lookups:
@@ -913,6 +1144,27 @@ class DrillRunner:
             manifest_uri=manifest_uri,
             decisions=decisions,
             notes=notes,
+            runs=[self._run_line(run) for run in runs],
+        )
+
+    def _runs_in_order(self) -> list[_Tracked]:
+        """The alert's run first, then the others as they started."""
+        return sorted(
+            self.tracked.values(), key=lambda t: (t.run_id != self.run.run_id, t.started_at)
+        )
+
+    def _run_line(self, run: Any) -> str:
+        """One line of the report's run list: what ran, how it started, how it ended."""
+        tracked = self.tracked[run.run_id]
+        start = tracked.started_at - self.clock.alert_epoch
+        end = (
+            f", ended T+{tracked.ended_at - self.clock.alert_epoch:.1f}s"
+            if tracked.ended_at is not None
+            else ""
+        )
+        return (
+            f"run {run.run_id} of {run.runbook}: {run.status or 'not ended'} "
+            f"(started T+{start:.1f}s by {run.origin}{end})"
         )
 
     def _evidence(self) -> tuple[list[dict[str, Any]], str | None]:

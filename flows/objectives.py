@@ -10,15 +10,19 @@ and a reason a person can act on.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
+import hmac
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
 from clampdown.drill_model import (
+    AccessRestored,
     ApprovalWithin,
     BucketLocked,
     ContainedWithin,
@@ -26,8 +30,11 @@ from clampdown.drill_model import (
     EndpointFrozen,
     EndpointNotInvocableBy,
     EvidenceManifestComplete,
+    KmsKeyRotated,
     NoActiveKeys,
+    RunbookCompleted,
     RunbookStarted,
+    SecretRotated,
     SlackMissesRecorded,
     SlackThreadComplete,
 )
@@ -38,8 +45,30 @@ INVOKE = "sagemaker:InvokeEndpoint"
 
 
 @dataclass
+class RunFacts:
+    """One run that took place during the drill, and how it started."""
+
+    run_id: str
+    runbook: str | None
+    origin: str  # "the alert", "a second alert (eventbridge)", "/clampdown by U0…"
+    records: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[StepSpan] = field(default_factory=list)
+
+    @property
+    def status(self) -> str | None:
+        """The run's end status (None: it had not ended when the drill stopped)."""
+        end = next((r for r in reversed(self.records) if r.get("type") == "run.end"), None)
+        return None if end is None else str(end.get("status"))
+
+
+@dataclass
 class DrillFacts:
-    """Everything the checkers may read once the run is over."""
+    """Everything the checkers may read once the run is over.
+
+    ``run_id``, ``runbook``, ``records`` and ``steps`` are the alert's run; ``runs``
+    lists every run of the drill (the alert's first). An objective that names a
+    ``runbook`` is judged on :meth:`for_runbook`, the same facts about that run.
+    """
 
     drill: Drill
     seeded: Seeded
@@ -50,6 +79,22 @@ class DrillFacts:
     records: list[dict[str, Any]] = field(default_factory=list)
     steps: list[StepSpan] = field(default_factory=list)
     slack_messages: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[RunFacts] = field(default_factory=list)
+
+    def run_of(self, runbook: str) -> RunFacts | None:
+        """The drill's (first) run of ``runbook``."""
+        return next((r for r in self.runs if r.runbook == runbook), None)
+
+    def for_runbook(self, runbook: str | None) -> DrillFacts:
+        """These facts about the drill's run of ``runbook`` (None: the alert's run)."""
+        if runbook is None:
+            return self
+        run = self.run_of(runbook)
+        if run is None:
+            return dataclasses.replace(self, run_id=None, runbook=None, records=[], steps=[])
+        return dataclasses.replace(
+            self, run_id=run.run_id, runbook=run.runbook, records=run.records, steps=run.steps
+        )
 
     def outputs(self, step: str) -> dict[str, Any]:
         for record in self.records:
@@ -64,11 +109,24 @@ def score(facts: DrillFacts) -> list[ObjectiveResult]:
     for objective in facts.drill.objectives:
         title = objective.title or _default_title(objective)
         try:
-            met, measured, reason = CHECKERS[objective.kind](objective, facts)  # type: ignore[operator]
+            met, measured, reason = _check(objective, facts)
         except Exception as exc:  # an objective that cannot be checked is not met
             met, measured, reason = False, "not checked", f"the check failed: {exc}"
         results.append(ObjectiveResult(objective.id, objective.kind, title, met, measured, reason))
     return results
+
+
+def _check(objective: Any, facts: DrillFacts) -> Verdict:
+    """Run the checker on the run the objective is about (its ``runbook``, else the alert's)."""
+    checker = CHECKERS[objective.kind]
+    if isinstance(objective, RunbookStarted | RunbookCompleted):
+        return checker(objective, facts)  # their runbook is what they look for
+    runbook = getattr(objective, "runbook", None)
+    about = facts.for_runbook(runbook)
+    if runbook is not None and about.run_id is None:
+        ran = ", ".join(f"{r.runbook} ({r.origin})" for r in facts.runs) or "none"
+        return False, "no run", f"no run of {runbook} during the drill; runs: {ran}"
+    return checker(objective, about)
 
 
 Verdict = tuple[bool, str, str]
@@ -90,6 +148,14 @@ def _default_title(objective: Any) -> str:
         return f"s3://{objective.bucket}/{objective.prefix} locked"
     if kind == "runbook_started":
         return f"The alert starts {objective.runbook}"
+    if kind == "runbook_completed":
+        return f"A run of {objective.runbook} completes"
+    if kind == "access_restored":
+        return f"Access of {objective.user} restored"
+    if kind == "kms_key_rotated":
+        return f"KMS key alias/{objective.key} rotated"
+    if kind == "secret_rotated":
+        return f"Secret {objective.secret} rotated"
     if kind == "evidence_manifest_complete":
         return "Evidence manifest complete and intact"
     if kind == "slack_thread_complete":
@@ -106,6 +172,25 @@ def runbook_started(o: RunbookStarted, f: DrillFacts) -> Verdict:
     if f.runbook != o.runbook:
         return False, f.runbook, f"the alert started {f.runbook}, not {o.runbook}"
     return True, f.runbook, f"run {f.run_id}"
+
+
+def runbook_completed(o: RunbookCompleted, f: DrillFacts) -> Verdict:
+    """Ended succeeded, every approval it asked approved, no step failed: it did its job."""
+    run = f.run_of(o.runbook)
+    if run is None:
+        started = ", ".join(f"{r.runbook} ({r.origin})" for r in f.runs) or "none"
+        return False, "no run", f"no run of {o.runbook} during the drill; runs: {started}"
+    if run.status is None:
+        return False, "unfinished", f"run {run.run_id} had not ended when the drill stopped"
+    scoped = f.for_runbook(o.runbook)
+    denial = _denial(scoped)
+    if denial:
+        return False, run.status, denial
+    failed = [s.id for s in run.steps if s.status == "failed"]
+    if run.status != "succeeded" or failed:
+        return False, run.status, f"run {run.run_id} {run.status}; failed: {failed or 'none'}"
+    done = sum(1 for s in run.steps if s.status == "succeeded")
+    return True, run.status, f"run {run.run_id} ({run.origin}): {done} step(s) succeeded"
 
 
 def _denial(f: DrillFacts) -> str | None:
@@ -288,6 +373,72 @@ def _listed_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [statements] if isinstance(statements, dict) else list(statements)
 
 
+def access_restored(o: AccessRestored, f: DrillFacts) -> Verdict:
+    """Every key of the user is active again and no policy of the user denies it all."""
+    iam = f.client("iam")
+    keys = iam.list_access_keys(UserName=o.user)["AccessKeyMetadata"]
+    inactive = [k["AccessKeyId"] for k in keys if k["Status"] != "Active"]
+    if not keys:
+        return False, "no keys", f"user {o.user} has no access key"
+    if inactive:
+        return (
+            False,
+            f"{len(keys) - len(inactive)} of {len(keys)} active",
+            f"still inactive: {', '.join(_masked(k) for k in inactive)}",
+        )
+    for name, doc in _policies(iam, "user", o.user):
+        for statement in _listed_statements(doc):
+            if statement.get("Effect") == "Deny" and "*" in _listed(statement.get("Action")):
+                sid = statement.get("Sid") or "a statement"
+                return False, "denied", f"{sid} of policy {name} still denies everything"
+    return True, f"{len(keys)} of {len(keys)} active", "keys active, no deny-all policy left"
+
+
+# --- KMS and Secrets Manager --------------------------------------------------------------------
+
+
+def kms_key_rotated(o: KmsKeyRotated, f: DrillFacts) -> Verdict:
+    """New key material since the alert (an on-demand rotation), and the key still usable."""
+    kms = f.client("kms")
+    key_id = f.seeded.kms_keys[o.key]["id"]
+    meta = kms.describe_key(KeyId=key_id)["KeyMetadata"]
+    rotations = kms.list_key_rotations(KeyId=key_id).get("Rotations", [])
+    since = [
+        r
+        for r in rotations
+        if r.get("RotationType") == "ON_DEMAND" and _when(r.get("RotationDate")) >= f.alert_epoch
+    ]
+    if not since:
+        return False, "not rotated", f"no on-demand rotation of alias/{o.key} after the alert"
+    if meta.get("KeyState") != "Enabled":
+        return False, str(meta.get("KeyState")), f"rotated, but the key is {meta.get('KeyState')}"
+    took = _when(since[-1].get("RotationDate")) - f.alert_epoch
+    return True, f"T+{took:.1f} s", f"{len(since)} on-demand rotation(s); key enabled"
+
+
+def _when(value: Any) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value or 0)
+
+
+def secret_rotated(o: SecretRotated, f: DrillFacts) -> Verdict:
+    """AWSCURRENT is a new version with a new value; the seeded one is AWSPREVIOUS."""
+    sm = f.client("secretsmanager")
+    seeded = f.seeded.secret_versions[o.secret]
+    stages = sm.describe_secret(SecretId=o.secret).get("VersionIdsToStages", {})
+    current = next((v for v, s in stages.items() if "AWSCURRENT" in s), None)
+    if current is None or current == seeded:
+        return False, "not rotated", "AWSCURRENT is still the version the secret was seeded with"
+    new = sm.get_secret_value(SecretId=o.secret, VersionId=current)["SecretString"]
+    old = sm.get_secret_value(SecretId=o.secret, VersionId=seeded)["SecretString"]
+    if hmac.compare_digest(new.encode(), old.encode()):  # values compared, never shown
+        return False, "same value", f"version {current} holds the value it replaced"
+    if "AWSPREVIOUS" not in stages.get(seeded, []):
+        return False, "rotated", "the seeded version is not AWSPREVIOUS (rollback could not use it)"
+    return True, "rotated", f"AWSCURRENT is version {current}, with a new value"
+
+
 # --- SageMaker and S3 ----------------------------------------------------------------------------
 
 
@@ -408,6 +559,10 @@ CHECKERS: dict[str, Callable[..., Verdict]] = {
     "endpoint_not_invocable_by": endpoint_not_invocable_by,
     "endpoint_frozen": endpoint_frozen,
     "bucket_locked": bucket_locked,
+    "access_restored": access_restored,
+    "kms_key_rotated": kms_key_rotated,
+    "secret_rotated": secret_rotated,
+    "runbook_completed": runbook_completed,
     "evidence_manifest_complete": evidence_manifest_complete,
     "slack_thread_complete": slack_thread_complete,
     "slack_misses_recorded": slack_misses_recorded,

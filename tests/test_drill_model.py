@@ -66,7 +66,14 @@ def test_shipped_drills_lint_clean_and_cover_four_families():
     problems = lint_drills(files.values(), LIBRARY)
     assert problems == [], "\n".join(map(str, problems))
     families = {load_drill(p)[0].metadata.family for p in files.values()}
-    assert {"model-theft", "inference-extraction", "role-session-theft", "slack-outage"} <= families
+    assert {
+        "model-theft",
+        "inference-extraction",
+        "role-session-theft",
+        "slack-outage",
+        "artifact-exfiltration",
+        "recovery",
+    } <= families
 
 
 def test_shipped_drills_start_runbooks_that_exist():
@@ -167,6 +174,62 @@ def test_expect_names_objectives_and_ids_are_unique(tmp_path: Path):
     found = "\n".join(lint(tmp_path, text))
     assert "duplicate objective id 'keys_dead'" in found
     assert "unknown objective 'contained'" in found
+
+
+def test_slash_commands_are_checked(tmp_path: Path):
+    text = GOOD.replace(
+        "  - {type: approve, by: approver, after: 5s}",
+        "  - {type: approve, by: approver, after: 5s}\n"
+        "  - {type: slash_command, by: incident_led, text: run release-containmnt x=1}\n"
+        "  - {type: slash_command, by: incident_lead, text: launch it}\n"
+        "  - {type: slash_command, by: incident_lead, after: 2m, text: 'status ${run.idd}'}",
+    )
+    found = "\n".join(lint(tmp_path, text))
+    assert "unknown role 'incident_led' — did you mean 'incident_lead'?" in found
+    assert (
+        "'/clampdown run' names unknown runbook 'release-containmnt' — "
+        "did you mean 'release-containment'?" in found
+    )
+    assert "'/clampdown launch it' is not a clampdown command" in found
+    assert "a command 120s after the run ended cannot happen within the drill's time_limit" in found
+    assert "placeholder ${run.idd}: run has only id" in found
+
+
+def test_run_id_placeholder_only_in_slash_commands(tmp_path: Path):
+    good = GOOD.replace(
+        "  - {type: approve, by: approver, after: 5s}",
+        "  - {type: approve, by: approver, after: 5s}\n"
+        "  - {type: slash_command, by: incident_lead, text: 'run release-containment "
+        "run_id=${run.id} reason=ok'}",
+    )
+    assert lint(tmp_path, good) == []
+    bad = GOOD.replace('"${drill.alert_time}"', '"${run.id}"')
+    assert any("${run.id} exists only in a slash command" in f for f in lint(tmp_path, bad))
+
+
+def test_new_objective_kinds_check_their_names(tmp_path: Path):
+    text = GOOD.replace(
+        "  users: [{name: ci-user, access_keys: 1}]",
+        "  users: [{name: ci-user, access_keys: 1}]\n"
+        "  kms_keys: [{alias: weights}]\n"
+        "  secrets: [{name: api-token, value: {password: x}}]",
+    ).replace(
+        "  - {id: keys_dead, kind: no_active_keys, user: ci-user}",
+        "  - {id: keys_dead, kind: no_active_keys, user: ci-user}\n"
+        "  - {id: a, kind: kms_key_rotated, key: weight}\n"
+        "  - {id: b, kind: secret_rotated, secret: api-tokn}\n"
+        "  - {id: c, kind: access_restored, user: ci-usr}\n"
+        "  - {id: d, kind: runbook_completed, runbook: release-containmnt}\n"
+        "  - {id: e, kind: contained_within, seconds: 9, runbook: preserve-evidenc}\n"
+        "  - {id: f, kind: kms_key_rotated, key: weights}",
+    )
+    found = "\n".join(lint(tmp_path, text))
+    assert "unknown seed kms_key 'weight' — did you mean 'weights'?" in found
+    assert "unknown seed secret 'api-tokn' — did you mean 'api-token'?" in found
+    assert "unknown seed user 'ci-usr'" in found
+    assert "unknown runbook 'release-containmnt' — did you mean 'release-containment'?" in found
+    assert "unknown runbook 'preserve-evidenc' — did you mean 'preserve-evidence'?" in found
+    assert "'weights'" not in found.replace("did you mean 'weights'", "")
 
 
 def test_file_name_must_match_the_drill_name(tmp_path: Path):

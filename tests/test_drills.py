@@ -2,7 +2,8 @@
 
 Each drill must come out as its file says (``expect.missed``), and the end state
 behind the score is checked here too, so a checker that always said "met" would
-fail. Slow by nature (approval waits, a 20 s Slack outage): about 2 minutes.
+fail. Each drill runs once per session (the library-coverage test reuses the
+results). Slow by nature (approval waits, a 20 s Slack outage): about 2.5 minutes.
 """
 
 from __future__ import annotations
@@ -10,23 +11,57 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
+from clampdown.drill_model import drill_files, runbook_names
 from clampdown.ledger import read, verify_file
 from flows.drill import DrillResult, run_drill
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
+# A no-cloud demo of the engine, not a response: no drill needs to reach it.
+NOT_DRILLED = {"engine-self-check"}
+_RESULTS: dict[str, DrillResult] = {}
 
-def drill(name: str, tmp_path: Path) -> DrillResult:
-    console = Console(file=io.StringIO(), width=200)
-    return run_drill(name, report_dir=tmp_path / "report", console=console, library=LIBRARY)
+
+@pytest.fixture
+def drill(prefect_server, tmp_path_factory: pytest.TempPathFactory):
+    """``drill(name)``: the drill's result, run once per session."""
+
+    def run(name: str) -> DrillResult:
+        if name not in _RESULTS:
+            console = Console(file=io.StringIO(), width=200)
+            report_dir = tmp_path_factory.mktemp(name) / "report"
+            _RESULTS[name] = run_drill(
+                name, report_dir=report_dir, console=console, library=LIBRARY
+            )
+        return _RESULTS[name]
+
+    return run
 
 
-def ledger_of(result: DrillResult) -> list[dict]:
-    path = result.workspace / "runs" / str(result.report.run_id) / "ledger.jsonl"
+def ledger_of(result: DrillResult, run_id: str | None = None) -> list[dict]:
+    path = result.workspace / "runs" / str(run_id or result.report.run_id) / "ledger.jsonl"
     assert verify_file(path).complete
     return read(path)
+
+
+def runs_of(result: DrillResult) -> dict[str, list[dict]]:
+    """Every run of the drill, from the ledgers in its workspace: run id -> records."""
+    found = {}
+    for path in sorted((result.workspace / "runs").glob("*/ledger.jsonl")):
+        found[path.parent.name] = read(path)
+    return found
+
+
+def runbook_run(result: DrillResult, runbook: str) -> list[dict]:
+    (records,) = [r for r in runs_of(result).values() if r[0]["run"]["runbook"] == runbook]
+    return records
+
+
+def step_end(records: list[dict], step: str) -> dict:
+    return next(r for r in records if r["type"] == "step.end" and r["step"] == step)
 
 
 def check_report_files(result: DrillResult) -> None:
@@ -37,21 +72,21 @@ def check_report_files(result: DrillResult) -> None:
         assert objective.title.split(" ")[0] in page
 
 
-def test_model_theft_default_drill_goes_green(prefect_server, tmp_path: Path):
-    result = drill("model-theft", tmp_path)
+def test_model_theft_default_drill_goes_green(drill):
+    result = drill("model-theft")
     check_report_files(result)
     assert result.report.missed == [], result.report.failures
     assert result.exit_code == 0
 
 
-def test_inference_extraction_drill(prefect_server, tmp_path: Path):
-    result = drill("inference-extraction", tmp_path)
+def test_inference_extraction_drill(drill):
+    result = drill("inference-extraction")
     assert result.report.missed == [], result.report.failures
     assert result.exit_code == 0
 
 
-def test_role_session_theft_denial_is_scored_as_missed(prefect_server, tmp_path: Path):
-    result = drill("role-session-theft", tmp_path)
+def test_role_session_theft_denial_is_scored_as_missed(drill):
+    result = drill("role-session-theft")
     check_report_files(result)
     report = result.report
     assert report.runbook == "contain-role-session"
@@ -67,8 +102,8 @@ def test_role_session_theft_denial_is_scored_as_missed(prefect_server, tmp_path:
     assert "Shorten the path to containment" in result.markdown.read_text()
 
 
-def test_slack_outage_still_contains_and_records_misses(prefect_server, tmp_path: Path):
-    result = drill("slack-outage", tmp_path)
+def test_slack_outage_still_contains_and_records_misses(drill):
+    result = drill("slack-outage")
     check_report_files(result)
     report = result.report
     assert report.missed == [], (report.objectives, report.failures)
@@ -85,3 +120,70 @@ def test_slack_outage_still_contains_and_records_misses(prefect_server, tmp_path
     manifest = next(e for e in report.evidence if e["key"].endswith("ledger.jsonl"))
     assert manifest["size"] > 0
     assert result.markdown.read_text().count("✅ met") == 6
+
+
+def test_artifact_exfiltration_locks_preserves_and_rotates(drill):
+    """Three runbooks, three ways in: the DLP alert, a second alert, the lead's command."""
+    result = drill("artifact-exfiltration")
+    check_report_files(result)
+    report = result.report
+    assert report.missed == [], (report.objectives, report.failures)
+    assert report.runbook == "lock-model-artifacts" and result.exit_code == 0
+    lock = ledger_of(result)
+    statement = step_end(lock, "lock")["outputs"]
+    assert statement["changed"] is True and statement["statement_sid"]
+    # StopLogging through EventBridge started preserve-evidence, which kept the suspect's story
+    evidence = runbook_run(result, "preserve-evidence")
+    assert evidence[0]["run"]["trigger"]["source"] == "eventbridge"
+    assert step_end(evidence, "trail")["status"] == "succeeded"
+    assert step_end(evidence, "describe")["status"] == "succeeded"
+    # the lead's /clampdown command started the rotation; the approver (not the lead) approved
+    rotation = runbook_run(result, "rotate-model-secrets")
+    trigger = rotation[0]["run"]["trigger"]
+    assert trigger == {**trigger, "type": "slack", "user": "U0LEAD0005"}
+    decision = next(r for r in rotation if r["type"] == "approval.end")
+    assert decision["outcome"] == "approved" and decision["approvers"] == ["U0APPROVE5"]
+    assert step_end(rotation, "rotate_key")["outputs"]["rotated_on_demand"] is True
+    assert step_end(rotation, "rotate_secret")["outputs"]["changed"] is True
+    assert "drill-only-not-a-real-password" not in "".join(
+        str(r) for records in runs_of(result).values() for r in records
+    )
+    # the report shows every run and how it started
+    assert len(report.runs) == 3 and "by a second alert (eventbridge)" in " ".join(report.runs)
+    page = result.html.read_text()
+    assert '<ul id="runs">' in page and "/clampdown run by U0LEAD0005" in page
+
+
+def test_containment_release_contains_then_restores(drill):
+    result = drill("containment-release")
+    check_report_files(result)
+    report = result.report
+    assert report.missed == [], (report.objectives, report.failures)
+    assert result.exit_code == 0
+    contain = ledger_of(result)
+    assert contain[0]["run"]["trigger"]["source"] == "eventbridge"
+    revoke = step_end(contain, "revoke")
+    assert len(revoke["outputs"]["deactivated_keys"]) == 2
+    release = runbook_run(result, "release-containment")
+    rollback = step_end(release, "rollback")["outputs"]
+    assert rollback["rolled_back_run"] == report.run_id
+    assert len(rollback["restored"]) >= 3  # two keys reactivated, the quarantine policy removed
+    assert rollback["still_in_place"] == []
+    # the release is its own run in the report, and the rollback ledger is there too
+    undo = runbook_run(result, "rollback")
+    assert undo[0]["rollback_of"] == report.run_id and undo[-1]["status"] == "succeeded"
+    assert any("release-containment" in line and "succeeded" in line for line in report.runs)
+    access = next(o for o in report.objectives if o.id == "access_back")
+    assert access.measured == "2 of 2 active"
+
+
+def test_every_shipped_runbook_is_exercised_by_a_drill(drill):
+    """Computed from the runs the drills actually made, not from what the drill files say."""
+    exercised: dict[str, list[str]] = {}
+    for name in drill_files(LIBRARY):
+        for records in runs_of(drill(name)).values():
+            ran = any(r["type"] == "step.end" and r["status"] == "succeeded" for r in records)
+            if ran and records[-1]["type"] == "run.end":
+                exercised.setdefault(records[0]["run"]["runbook"], []).append(name)
+    missing = runbook_names(LIBRARY) - NOT_DRILLED - set(exercised)
+    assert not missing, f"no drill runs {sorted(missing)}; exercised: {exercised}"

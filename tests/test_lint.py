@@ -233,15 +233,22 @@ def test_duplicate_runbook_names_in_a_folder(tmp_path: Path) -> None:
     assert found[1].message == "file name 't.yaml' does not match the runbook name 'same-name'"
 
 
-def test_folder_lint_skips_drills_and_triggers(tmp_path: Path) -> None:
+def test_folder_lint_checks_triggers_and_drills_by_their_own_rules(tmp_path: Path) -> None:
     (tmp_path / "ok.yaml").write_text(CLEAN.format(name="ok"), encoding="utf-8")
-    (tmp_path / "triggers.yaml").write_text("not: [a, runbook]\n", encoding="utf-8")
+    (tmp_path / "triggers.yaml").write_text(
+        "apiVersion: clampdown/v1\nkind: TriggerSet\ntriggers:\n"
+        "  - {name: t1, match: 'true', runbook: okk}\n",
+        encoding="utf-8",
+    )
     (tmp_path / "drills").mkdir()
-    (tmp_path / "drills" / "d.yaml").write_text("also: not a runbook\n", encoding="utf-8")
+    (tmp_path / "drills" / "d.yaml").write_text("also: not a drill\n", encoding="utf-8")
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "bad.yml").write_text("kind: Runbok\n", encoding="utf-8")
-    found = lint_paths([tmp_path])
-    assert [(Path(d.path).name, d.message) for d in found] == [("bad.yml", "unknown kind 'Runbok'")]
+    found = {Path(d.path).name: d.message for d in lint_paths([tmp_path]) if d.severity == "error"}
+    assert found.keys() == {"bad.yml", "triggers.yaml", "d.yaml"}, found
+    assert found["bad.yml"] == "unknown kind 'Runbok'"
+    assert "okk" in found["triggers.yaml"]  # the trigger's runbook is not in this library
+    assert "ok.yaml" not in found
 
 
 def test_load_runbook_raises_on_errors_and_returns_warnings(write_runbook) -> None:

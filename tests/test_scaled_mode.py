@@ -389,37 +389,6 @@ triggers:
 HMAC_SECRET = "scaled-mode-hmac-secret-0123456789"
 
 
-def _alert_app(stack: Stack, starter: Any) -> Any:
-    """The alert router and triage `clampdown serve` mounts, in front of ``starter``.
-
-    Dedup state on PostgreSQL, as in the scaled mode. (Once serve's create_app wires
-    CLAMPDOWN_EXECUTION=deployment, this is `create_app()` with that environment.)
-    """
-    from fastapi import FastAPI
-    from pydantic import SecretStr
-
-    from clampdown.settings import settings
-    from clampdown.state_store import StateStore
-    from flows.triage import Triage
-    from integrations.alerts.replay import InMemoryDeliveryLog
-    from integrations.alerts.routes import alert_router
-    from integrations.alerts.settings import AlertSettings
-
-    triggers = stack.library / "triggers.yaml"
-    triggers.write_text(TRIGGERS)
-    triage = Triage(
-        triggers,
-        StateStore(stack.state_url),
-        starter,
-        lambda run_id: settings().ledger_path(run_id),
-        library=stack.library,
-    )
-    app = FastAPI()
-    settings_ = AlertSettings(alert_hmac_secret=SecretStr(HMAC_SECRET))
-    app.include_router(alert_router(settings_, triage, InMemoryDeliveryLog()))
-    return app
-
-
 def _signed_alert(alert: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     import hashlib
     import hmac
@@ -441,18 +410,26 @@ def test_an_alert_starts_a_deployment_run_that_contains_the_user(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from integrations.deployment import DeploymentStarter
+    from integrations.serve import create_app
 
-    # Serve and the worker share CLAMPDOWN_HOME (shared storage): the triage reads ledgers.
+    # `clampdown serve` in deployment mode: dedup state on PostgreSQL; serve and the worker
+    # share CLAMPDOWN_HOME (shared storage): the triage reads ledgers.
+    monkeypatch.setenv("CLAMPDOWN_EXECUTION", "deployment")
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", stack.state_url)
+    monkeypatch.setenv("CLAMPDOWN_ALERT_HMAC_SECRET", HMAC_SECRET)
     monkeypatch.setenv("CLAMPDOWN_HOME", str(stack.home))
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(stack.library))
+    (stack.library / "triggers.yaml").write_text(TRIGGERS)
+    for name in ("CLAMPDOWN_SLACK_SIGNING_SECRET", "CLAMPDOWN_SLACK_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     iam, arn = _iam_user(moto_server, "stolen-keys-alert")
     alert = {"id": "scaled-alert-1", "title": "Keys used from Tor", "severity": "critical"}
     body, headers = _signed_alert({**alert, "principal": arn})
-    starter = DeploymentStarter()
+    app = create_app()
+    starter = app.state.starter
     with (
         _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker-alert"),
-        TestClient(_alert_app(stack, starter)) as client,
+        TestClient(app) as client,
     ):
         response = client.post("/alerts/generic", content=body, headers=headers)
         assert response.status_code == 202, response.text

@@ -53,7 +53,11 @@ def started() -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
 
 
 @pytest.fixture
-def client(slack_env: None, started: list[Any]) -> Iterator[TestClient]:
+def client(
+    slack_env: None, started: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    monkeypatch.setattr("integrations.slack.app.THREAD_WAIT", 0.0)  # fake runs post no thread
+
     def fake_start_run(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         started.append((path, inputs, trigger))
         return FAKE_RUN_ID
@@ -268,7 +272,7 @@ def test_healthz_counts_the_library(
     shutil.copy(REPO / "runbooks" / "engine-self-check.yaml", library / "b.yml")
     (library / "notes.txt").write_text("not a runbook")
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
-    assert client.get("/healthz").json() == {"ok": True, "runbooks": 2}
+    assert client.get("/healthz").json() == {"ok": True, "runbooks": 2, "slack": True}
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(tmp_path / "missing"))
     response = client.get("/healthz")
     assert response.status_code == 503
@@ -279,12 +283,20 @@ def test_healthz_counts_the_library(
 
 
 def test_slash_command_starts_a_real_run(
-    prefect_server: str, slack_env: None, slack: SlackStandIn, clampdown_home: Path
+    prefect_server: str,
+    slack_env: None,
+    slack: SlackStandIn,
+    clampdown_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", "C0INCIDENT")
     with TestClient(create_app()) as c:
         said = ask(c, slack, "run engine-self-check responder=carol settle_time=10ms")
         match = re.search(r"started run `([0-9a-f]{12})`", said["text"])
         assert match, said
+        header = slack.messages("C0INCIDENT")[0]
+        link = f"https://slack.com/archives/C0INCIDENT/p{header['ts'].replace('.', '')}"
+        assert f"status thread: <{link}|open>" in said["text"]
         run_id = match.group(1)
         ledger = clampdown_home / "runs" / run_id / "ledger.jsonl"
         deadline = time.monotonic() + 60  # bounded wait for the run, not a timing assertion

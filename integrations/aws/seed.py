@@ -4,9 +4,10 @@
 roles (with open sessions when the story needs stolen session credentials), the
 model bucket and its artifacts, the SageMaker model, endpoint config and
 endpoint, a CloudTrail trail whose bucket holds log files in CloudTrail's own
-delivery layout and format, CloudWatch log events, and the evidence bucket with
-Object Lock. It returns :class:`Seeded`, the facts (key ids, ARNs) that alert
-payloads and objectives refer to.
+delivery layout and format, CloudWatch log events, the model's customer managed
+KMS keys and Secrets Manager secrets, and the evidence bucket with Object Lock.
+It returns :class:`Seeded`, the facts (key ids, ARNs) that alert payloads and
+objectives refer to.
 
 :class:`SimulatedAws` installs botocore hooks on every session made in this
 process while a drill runs, for three things moto server does not do:
@@ -53,6 +54,10 @@ class Seeded:
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
     buckets: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kms_keys: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The AWSCURRENT version each secret was seeded with (objectives compare with it).
+    secret_versions: dict[str, str] = field(default_factory=dict)
     trail_records: list[dict[str, Any]] = field(default_factory=list)
     trail_objects: list[str] = field(default_factory=list)
     log_events: int = 0
@@ -69,6 +74,8 @@ class Seeded:
             "roles": self.roles,
             "buckets": self.buckets,
             "endpoints": self.endpoints,
+            "kms_keys": self.kms_keys,
+            "secrets": self.secrets,
         }
 
     def principal_arn(self, name: str) -> str | None:
@@ -146,6 +153,10 @@ def seed(spec: Seed, alert_time: datetime, client: ClientFactory) -> Seeded:
         out.buckets[bucket.name] = {"name": bucket.name, "arn": f"arn:aws:s3:::{bucket.name}"}
     if spec.endpoints:
         _endpoints(spec, client("sagemaker"), out)
+    if spec.kms_keys:
+        _kms_keys(spec, client("kms"), out)
+    if spec.secrets:
+        _secrets(spec, client("secretsmanager"), out)
     if spec.trail is not None:
         _trail(spec, client("cloudtrail"), s3, alert_time, out)
     if spec.log_groups:
@@ -195,6 +206,30 @@ def _endpoints(spec: Seed, sagemaker: Any, out: Seeded) -> None:
             "EndpointArn"
         ]
         out.endpoints[endpoint.name] = {"name": endpoint.name, "arn": arn, "config": config}
+
+
+def _kms_keys(spec: Seed, kms: Any, out: Seeded) -> None:
+    for key in spec.kms_keys:
+        meta = kms.create_key(
+            Description=key.description or f"drill key {key.alias}",
+            KeyUsage="ENCRYPT_DECRYPT",
+            KeySpec="SYMMETRIC_DEFAULT",
+        )["KeyMetadata"]
+        kms.create_alias(AliasName=f"alias/{key.alias}", TargetKeyId=meta["KeyId"])
+        out.kms_keys[key.alias] = {
+            "alias": key.alias,
+            "name": f"alias/{key.alias}",
+            "arn": meta["Arn"],
+            "id": meta["KeyId"],
+        }
+
+
+def _secrets(spec: Seed, sm: Any, out: Seeded) -> None:
+    for secret in spec.secrets:
+        value = secret.value if isinstance(secret.value, str) else json.dumps(secret.value)
+        made = sm.create_secret(Name=secret.name, SecretString=value)
+        out.secrets[secret.name] = {"name": secret.name, "arn": made["ARN"]}
+        out.secret_versions[secret.name] = made["VersionId"]
 
 
 # --- CloudTrail ------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ StartRun = Callable[[Path, dict[str, Any], dict[str, Any]], str]
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_LIST = 50
+THREAD_WAIT = 5.0  # seconds the run's answer waits for the run's Slack thread
 
 HELP = """*clampdown* — incident-response runbooks
 • `/clampdown list` — the runbooks in the library
@@ -211,8 +212,10 @@ class SlashCommands:
             return Answer(f":x: {exc.message}\nWrite inputs as key=value after the runbook name.")
         trigger = {"type": "slack", "user": user, "channel": str(command.get("channel_id") or "")}
         run_id = self.start_run(path, values, trigger)
+        link = thread_link(run_id)
+        where = f" — status thread: {link}" if link else ""
         return Answer(
-            f":rotating_light: <@{user}> started run `{run_id}` of `{model.metadata.name}`",
+            f":rotating_light: <@{user}> started run `{run_id}` of `{model.metadata.name}`{where}",
             "in_channel",
         )
 
@@ -247,6 +250,33 @@ class SlashCommands:
                 "Ask the clampdown operator to add your Slack user id to CLAMPDOWN_RESPONDERS."
             )
         return None
+
+
+def thread_link(run_id: str, wait: float | None = None) -> str | None:
+    """A link to the run's status thread, once its header is posted (None: not within ``wait``).
+
+    The answer to ``/clampdown run`` is sent after the ack, so waiting a few seconds for
+    the run to post its header costs the responder nothing.
+    """
+    import json
+    import time
+
+    from clampdown.settings import settings
+    from integrations.slack.status import STATE_FILE
+
+    state = settings().run_dir(run_id) / STATE_FILE
+    deadline = time.monotonic() + (THREAD_WAIT if wait is None else wait)
+    while True:
+        try:
+            threads = json.loads(state.read_text()).get("threads", {})
+        except (OSError, ValueError):
+            threads = {}
+        for thread in threads.values():
+            ts = str(thread.get("thread_ts", "")).replace(".", "")
+            return f"<https://slack.com/archives/{thread['channel']}/p{ts}|open>"
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def library_runbooks(library: Path | None = None) -> dict[str, Path]:

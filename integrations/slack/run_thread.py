@@ -214,6 +214,8 @@ class RunThread:
                 self._outbox.clear()
                 dirty, self._dirty = self._dirty, False
                 closing = self._closing
+            if outbox and self.thread_ts is None:  # Slack was down at the start: try again
+                self._call("chat.postMessage", self._post_header)
             for method, send in outbox:
                 self._call(method, send)
             if dirty and self.header_ts is not None:

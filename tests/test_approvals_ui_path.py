@@ -1,0 +1,302 @@
+"""Approval decisions that arrive the way the Prefect UI sends them.
+
+The UI's "Resume" button on a paused flow run shows a form built from the run-input
+schema the flow stored when it paused, and posts the filled form to the API's
+``/flow_runs/{id}/resume`` — nothing of clampdown's sender side (``submit_decision``,
+Slack, the CLI) is involved, so nothing pre-checks the decision. Here the form is read
+back from the API exactly as the UI reads it, filled in, and sent with Prefect's own
+``resume_flow_run``. The flow must apply every rule itself: refuse (and record) a
+decision by an unauthorised person, by the starter, bound to other parameters, another
+run or another step — and pause again, the gated step not run — and accept one by a
+member of an allowed Slack group, after which the run goes on.
+
+Real flow runs on the session's Prefect API; Slack is the local stand-in (it resolves
+the approver group); the gated step is ``core.log``, so no AWS is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown.ledger import read as read_ledger
+from clampdown.settings import settings
+from flows.approval_gate import request_file
+from integrations.serve import InProcessStarter
+from integrations.slack.standin import SlackStandIn
+from tests.slack_requests import SECRET
+
+STARTER = "U0STARTER"
+LEAD = "U0LEAD"
+ONCALL = ["U0ONCALL1", "U0ONCALL2"]
+OUTSIDER = "U0OUTSIDER"
+SUSPECT = "arn:aws:iam::123456789012:user/mallory"
+POLL_GRACE = 1.0  # more than the flow's pause poll interval (0.5 s)
+RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: ui-gated, title: Gate decided from the Prefect UI, severity: high}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: approve
+    uses: approval.request
+    with:
+      summary: "Contain {{ inputs.principal_arn }}?"
+      approvers: {users: [U0LEAD, U0STARTER], groups: [security-oncall]}
+      timeout: 120s
+  - id: contain
+    uses: core.log
+    needs: [approve]
+    with: {message: "contained {{ inputs.principal_arn }}"}
+  - id: wrap_up
+    uses: core.log
+    needs: [contain]
+    if: always()
+    with: {message: "contain {{ steps.contain.status }}"}
+"""
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStandIn]:
+    with SlackStandIn(usergroups={"security-oncall": ONCALL}) as standin:
+        monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", SECRET)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", standin.token)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", standin.url)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", "C0INCIDENT")
+        monkeypatch.setenv("CLAMPDOWN_SLACK_RETRY_INTERVAL", "0")
+        monkeypatch.setenv("CLAMPDOWN_SLACK_MAX_RETRIES", "1")
+        yield standin
+
+
+@pytest.fixture
+def runbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "library"
+    folder.mkdir()
+    path = folder / "ui-gated.yaml"
+    path.write_text(RUNBOOK, encoding="utf-8")
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(folder))
+    return path
+
+
+@pytest.fixture
+def starter(prefect_server: str, slack: SlackStandIn, runbook: Path) -> Iterator[InProcessStarter]:
+    runs = InProcessStarter()
+    yield runs
+    runs.shutdown()
+
+
+def ledger(run_id: str) -> list[dict[str, Any]]:
+    return read_ledger(settings().ledger_path(run_id))
+
+
+@dataclass
+class Paused:
+    """A paused run as the UI sees it: its state and the resume form Prefect stored."""
+
+    flow_run_id: uuid.UUID
+    pause_key: str
+    schema: dict[str, Any]
+    description: str | None
+
+    def form(self, **filled: Any) -> dict[str, Any]:
+        """What the UI submits: the form's pre-filled defaults plus what the person typed."""
+        defaults = {
+            name: spec["default"]
+            for name, spec in self.schema["properties"].items()
+            if "default" in spec and name != "decision_id"
+        }
+        return defaults | filled
+
+
+class UiRun:
+    """One run started by a responder, decided through the Prefect API only."""
+
+    def __init__(self, starter: InProcessStarter, runbook: Path) -> None:
+        self.starter = starter
+        self.run_id = starter(
+            runbook, {"principal_arn": SUSPECT}, {"type": "slack", "user": STARTER}
+        )
+
+    def request(self) -> dict[str, Any]:
+        return json.loads(request_file(self.run_id, "approve").read_text())
+
+    def paused(self, other_than: str | None = None, timeout: float = 30) -> Paused:
+        """Wait until the flow run is Paused (with a pause key other than ``other_than``)."""
+        from prefect.client.orchestration import get_client
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if request_file(self.run_id, "approve").is_file():
+                flow_run_id = uuid.UUID(self.request()["flow_run_id"])
+                with get_client(sync_client=True) as client:
+                    state = client.read_flow_run(flow_run_id).state
+                    details = state.state_details if state is not None else None
+                    keyset = details.run_input_keyset if details is not None else None
+                    key = str(details.pause_key) if details is not None else ""
+                    if state is not None and state.is_paused() and keyset and key != other_than:
+                        schema = json.loads(
+                            client.read_flow_run_input(flow_run_id, keyset["schema"])
+                        )
+                        try:
+                            description = json.loads(
+                                client.read_flow_run_input(flow_run_id, keyset["description"])
+                            )
+                        except Exception:
+                            description = None
+                        return Paused(flow_run_id, key, schema, description)
+            time.sleep(0.1)
+        raise AssertionError(f"run {self.run_id} is not paused (other than {other_than})")
+
+    def resume(self, paused: Paused, run_input: dict[str, Any]) -> None:
+        """Exactly what the UI's Resume does: the API's resume with the form as run input."""
+        from prefect.flow_runs import resume_flow_run
+
+        resume_flow_run(paused.flow_run_id, run_input=run_input)
+
+    def decisions(self, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [r for r in ledger(self.run_id) if r["type"] == "approval.decision"]
+            if len(found) >= count:
+                return found
+            time.sleep(0.05)
+        raise AssertionError(f"run {self.run_id} has not recorded {count} decision(s)")
+
+    def refused_then_paused_again(
+        self, paused: Paused, run_input: dict[str, Any]
+    ) -> tuple[dict, Paused]:
+        """Send a decision the flow must refuse; its record, and the run paused anew."""
+        before = len([r for r in ledger(self.run_id) if r["type"] == "approval.decision"])
+        self.resume(paused, run_input)
+        record = self.decisions(before + 1)[before]
+        again = self.paused(other_than=paused.pause_key)
+        assert not self.ran("contain"), "a refused decision must not let the gated step run"
+        assert self.request()["status"] == "pending"
+        return record, again
+
+    def ran(self, step: str) -> bool:
+        return any(r["type"] == "step.start" and r.get("step") == step for r in ledger(self.run_id))
+
+    def finish(self, timeout: float = 60) -> dict[str, Any]:
+        self.starter.futures[self.run_id].result(timeout)
+        return next(r for r in reversed(ledger(self.run_id)) if r["type"] == "run.end")
+
+
+def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member_resumes(
+    starter: InProcessStarter, runbook: Path, slack: SlackStandIn
+) -> None:
+    run = UiRun(starter, runbook)
+    paused = run.paused()
+    request = run.request()
+
+    # the form the UI renders: bound fields pre-filled, the person's fields to fill in
+    props = paused.schema["properties"]
+    assert props["run_id"]["default"] == run.run_id
+    assert props["step"]["default"] == "approve"
+    assert props["params_hash"]["default"] == request["params_hash"]
+    assert len(request["params_hash"]) == 64
+    assert set(props["decision"]["enum"]) == {"approve", "deny"}
+    assert {"decision", "approver"} <= set(paused.schema.get("required", []))
+    assert not {"run_id", "step", "params_hash"} & set(paused.schema.get("required", []))
+    assert paused.description is not None
+    assert run.run_id in paused.description and SUSPECT in paused.description
+    assert not run.ran("contain")
+
+    run.resume(paused, paused.form(decision="approve", approver=ONCALL[0]))
+
+    end = run.finish()
+    assert end["status"] == "succeeded", end
+    assert end["steps"] == {"approve": "succeeded", "contain": "succeeded", "wrap_up": "succeeded"}
+    [decision] = [r for r in ledger(run.run_id) if r["type"] == "approval.decision"]
+    assert decision["accepted"] is True and decision["refusal"] is None
+    assert decision["approver"] == ONCALL[0] and decision["source"] == "prefect-ui"
+    [outcome] = [r for r in ledger(run.run_id) if r["type"] == "approval.end"]
+    assert outcome["outcome"] == "approved" and outcome["approvers"] == [ONCALL[0]]
+    assert run.request()["status"] == "approved"
+    updated = json.dumps([c.params.get("blocks") for c in slack.calls_to("chat.update")])
+    assert "Approved" in updated and ONCALL[0] in updated
+
+
+def test_unauthorised_people_deciding_in_the_ui_are_refused_and_the_run_pauses_again(
+    starter: InProcessStarter, runbook: Path
+) -> None:
+    run = UiRun(starter, runbook)
+    paused = run.paused()
+
+    refused = {}
+    for who, decision, reason in [
+        (OUTSIDER, "approve", ""),  # in no list and no group
+        (STARTER, "approve", ""),  # listed, but started the run
+        (LEAD, "deny", ""),  # allowed, but a denial needs a reason
+    ]:
+        record, paused = run.refused_then_paused_again(
+            paused, paused.form(decision=decision, approver=who, reason=reason)
+        )
+        assert record["accepted"] is False and record["source"] == "prefect-ui"
+        assert record["approver"] == who
+        refused[who] = record["refusal"]
+    assert refused == {
+        OUTSIDER: f"{OUTSIDER} is not an approver of this step",
+        STARTER: f"{STARTER} started this run; two-person rule: someone else must decide",
+        LEAD: "a denial needs a reason",
+    }
+    assert not [r for r in ledger(run.run_id) if r["type"] == "approval.end"]
+
+    run.resume(paused, paused.form(decision="approve", approver=LEAD))
+    end = run.finish()
+    assert end["status"] == "succeeded", end
+    accepted = [
+        r["approver"]
+        for r in ledger(run.run_id)
+        if r["type"] == "approval.decision" and r["accepted"]
+    ]
+    assert accepted == [LEAD]
+
+
+def test_ui_decisions_bound_to_other_parameters_run_or_step_are_refused(
+    starter: InProcessStarter, runbook: Path
+) -> None:
+    run = UiRun(starter, runbook)
+    paused = run.paused()
+    request = run.request()
+    other_hash = "0" * 64
+    assert other_hash != request["params_hash"]
+
+    cases = [
+        (
+            {"params_hash": other_hash},
+            "the decision was made on other parameters than the ones now gated",
+        ),
+        ({"run_id": "ffffffffffff"}, f"the decision is for run ffffffffffff, not {run.run_id}"),
+        ({"step": "approve_rotation"}, "no approval is pending at step 'approve_rotation'"),
+    ]
+    for override, refusal in cases:
+        form = paused.form(decision="approve", approver=ONCALL[1], **override)
+        record, paused = run.refused_then_paused_again(paused, form)
+        assert record["accepted"] is False
+        assert record["refusal"] == refusal
+
+    # a form that does not match the stored schema never reaches the flow: the API rejects it
+    with pytest.raises(RuntimeError, match="Cannot resume this run"):
+        run.resume(paused, paused.form(decision="maybe", approver=ONCALL[1]))
+    time.sleep(POLL_GRACE)
+    assert run.paused().pause_key == paused.pause_key
+    assert len([r for r in ledger(run.run_id) if r["type"] == "approval.decision"]) == 3
+
+    # the same person, on the parameters actually shown, denies with a reason: gated step skipped
+    run.resume(
+        paused, paused.form(decision="deny", approver=ONCALL[1], reason="pentest, ticket SEC-42")
+    )
+    end = run.finish()
+    assert end["status"] == "denied", end
+    assert end["steps"] == {"approve": "succeeded", "contain": "skipped", "wrap_up": "succeeded"}
+    [outcome] = [r for r in ledger(run.run_id) if r["type"] == "approval.end"]
+    assert outcome["denied_by"] == ONCALL[1] and outcome["reason"] == "pentest, ticket SEC-42"
