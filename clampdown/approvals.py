@@ -15,6 +15,13 @@ replayed onto something nobody saw. The checks, in order:
 4. the approver did not start the run (two-person rule, on by default);
 5. one vote per person: a repeated vote by the same person changes nothing.
 
+Where a decision comes from is vouched for, not claimed: Slack clicks and
+``clampdown approve`` sign it with the run's approval key (a file only the run's
+machine and its operators can read), and a decision claiming either source without
+a valid signature is refused. What is typed in the Prefect UI's resume form is
+unsigned and counts as ``prefect-ui``, allowed unless ``CLAMPDOWN_APPROVAL_SOURCES``
+leaves it out.
+
 A single allowed Deny ends the request as denied; ``min_approvals`` distinct allowed
 Approves end it as approved; the deadline ends it as ``on_timeout`` says.
 """
@@ -22,6 +29,7 @@ Approves end it as approved; the deadline ends it as ``on_timeout`` says.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Iterable, Mapping
@@ -117,6 +125,24 @@ class Decision(BaseModel):
         default_factory=lambda: uuid.uuid4().hex,
         description="set by the sender; the flow's ledger record of this decision carries it",
     )
+    signature: str = Field(
+        "",
+        description="leave empty in the Prefect UI: Slack and terminal decisions are signed "
+        "with the run's approval key",
+    )
+
+    def signing_payload(self) -> bytes:
+        """Everything a signature vouches for (canonical JSON, without the signature)."""
+        fields = self.model_dump(exclude={"signature"})
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    def signed(self, key: bytes) -> Decision:
+        mac = hmac.new(key, self.signing_payload(), hashlib.sha256).hexdigest()
+        return self.model_copy(update={"signature": mac})
+
+    def signature_valid(self, key: bytes) -> bool:
+        mac = hmac.new(key, self.signing_payload(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(mac, self.signature)
 
 
 def params_hash(gated: Mapping[str, Any]) -> str:

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -65,6 +66,37 @@ def approvals_dir(run_id: str) -> Path:
 
 def request_file(run_id: str, step: str) -> Path:
     return approvals_dir(run_id) / f"{step}.json"
+
+
+def key_file(run_id: str) -> Path:
+    return approvals_dir(run_id) / ".key"
+
+
+def approval_key(run_id: str, *, create: bool = False) -> bytes:
+    """The run's approval key: senders sign decisions with it, the run verifies them.
+
+    Made by the run (0600) when it first asks; anyone who can read it can sign
+    decisions for the run, so CLAMPDOWN_HOME must be readable by operators only.
+    """
+    path = key_file(run_id)
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        raise DecisionError(
+            f"cannot read the approval key of run '{run_id}' ({path})",
+            "decide from the machine (and user) that runs clampdown, or in the Prefect UI",
+        ) from None
+
+
+def allowed_sources() -> frozenset[str]:
+    """CLAMPDOWN_APPROVAL_SOURCES: where decisions may come from (default all three)."""
+    raw = os.environ.get("CLAMPDOWN_APPROVAL_SOURCES") or "slack,terminal,prefect-ui"
+    return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -108,6 +140,7 @@ class Gatekeeper:
         # group members as last resolved, per approval step: used while Slack cannot answer
         self._members: dict[str, set[str] | None] = {}
         self._waiter: asyncio.Task[None] | None = None
+        self._key = b""
 
     # what the engine asks ------------------------------------------------------------
 
@@ -156,6 +189,7 @@ class Gatekeeper:
             deadline=request.deadline.isoformat(),
             on_timeout=request.on_timeout,
         )
+        self._key = approval_key(self.state.run_id, create=True)
         card = self._post_card(request)
         self._members[step_id] = await asyncio.to_thread(_members, request.groups)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -285,7 +319,14 @@ class Gatekeeper:
         at = _now()
         pending = self.pending.get(decision.step)
         refusal: str | None
-        if pending is None:
+        if decision.source != "prefect-ui" and not decision.signature_valid(self._key):
+            refusal = (
+                f"the decision claims to come from {decision.source} but is not signed "
+                "with the run's approval key"
+            )
+        elif decision.source not in allowed_sources():
+            refusal = f"decisions from {decision.source} are not accepted here"
+        elif pending is None:
             refusal = f"no approval is pending at step '{decision.step}'"
         else:
             members = await asyncio.to_thread(_members, pending.request.groups)
@@ -555,6 +596,8 @@ def submit_decision(
     refusal = precheck(req, approver, decision, reason)
     if refusal is not None:
         return Verdict(False, refusal, req.get("status"), req["step"])
+    if source not in allowed_sources():
+        return Verdict(False, f"decisions from {source} are not accepted here", None, req["step"])
     sent = Decision(
         run_id=run_id,
         step=req["step"],
@@ -564,6 +607,8 @@ def submit_decision(
         reason=reason,
         source=source,
     )
+    if source != "prefect-ui":
+        sent = sent.signed(approval_key(run_id))
     deadline = time.monotonic() + wait
     _resume(req, sent, deadline)
     return _verdict(run_id, sent, deadline)

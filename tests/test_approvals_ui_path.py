@@ -28,7 +28,7 @@ import pytest
 
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from flows.approval_gate import request_file
+from flows.approval_gate import request_file, submit_decision
 from integrations.serve import InProcessStarter
 from integrations.slack.standin import SlackStandIn
 from tests.slack_requests import SECRET
@@ -300,3 +300,28 @@ def test_ui_decisions_bound_to_other_parameters_run_or_step_are_refused(
     assert end["steps"] == {"approve": "succeeded", "contain": "skipped", "wrap_up": "succeeded"}
     [outcome] = [r for r in ledger(run.run_id) if r["type"] == "approval.end"]
     assert outcome["denied_by"] == ONCALL[1] and outcome["reason"] == "pentest, ticket SEC-42"
+
+
+def test_a_ui_decision_cannot_pose_as_slack_or_the_terminal_and_the_ui_can_be_turned_off(
+    starter: InProcessStarter, runbook: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = UiRun(starter, runbook)
+    paused = run.paused()
+    for source in ("slack", "terminal"):
+        forged = paused.form(decision="approve", approver=LEAD, source=source, signature="0" * 64)
+        record, paused = run.refused_then_paused_again(paused, forged)
+        assert record["accepted"] is False
+        assert record["refusal"] == (
+            f"the decision claims to come from {source} but is not signed "
+            "with the run's approval key"
+        )
+
+    monkeypatch.setenv("CLAMPDOWN_APPROVAL_SOURCES", "slack,terminal")
+    record, paused = run.refused_then_paused_again(
+        paused, paused.form(decision="approve", approver=LEAD)
+    )
+    assert record["refusal"] == "decisions from prefect-ui are not accepted here"
+
+    verdict = submit_decision(run.run_id, "approve", LEAD)  # the terminal signs with the key
+    assert verdict.accepted, verdict
+    assert run.finish()["status"] == "succeeded"
