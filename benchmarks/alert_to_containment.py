@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.pg`: the same throwaway PostgreSQL cluster as the tests
@@ -247,16 +248,8 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
         "CLAMPDOWN_STATE_URL": f"sqlite:///{logs / f'state-{time.monotonic_ns()}.sqlite3'}",
         "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
     }
-    saved = {name: os.environ.get(name) for name in environment}
-    os.environ.update(environment)
-    try:  # the app `clampdown serve` runs, in front of this starter
+    with mock.patch.dict(os.environ, environment):  # the app `clampdown serve` runs
         app = create_app(start_run=starter)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -143,6 +143,15 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
+def library_names(library: str | FsPath) -> dict[str, FsPath]:
+    """Runbooks of a library folder by name (file stem), sorted; ``triggers.yaml`` is not one."""
+    names: dict[str, FsPath] = {}
+    for file in sorted(FsPath(library).glob("*.y*ml")):
+        if file.suffix in (".yaml", ".yml") and file.stem != "triggers":
+            names.setdefault(file.stem, file)
+    return names
+
+
 def resolve(ref: str, library: str | FsPath) -> FsPath:
     """A runbook path from a path or a name in the library folder."""
     candidate = FsPath(ref)
@@ -156,9 +165,7 @@ def resolve(ref: str, library: str | FsPath) -> FsPath:
             f"runbook library '{lib}' is not a folder",
             "set --library or CLAMPDOWN_LIBRARY to your runbooks folder",
         )
-    names: dict[str, FsPath] = {}
-    for file in sorted(lib.glob("*.y*ml")):
-        names.setdefault(file.stem, file)
+    names = library_names(lib)
     if ref in names:
         return names[ref]
     raise ClampdownError(

@@ -288,11 +288,9 @@ def library_runbooks(library: Path | None = None) -> dict[str, Path]:
         raise ClampdownError(
             f"runbook library '{lib}' is not a folder", "set CLAMPDOWN_LIBRARY on the server"
         )
-    names: dict[str, Path] = {}
-    for file in sorted(lib.glob("*.y*ml")):
-        if file.suffix in (".yaml", ".yml"):
-            names.setdefault(file.stem, file)
-    return names
+    from clampdown.loader import library_names
+
+    return library_names(lib)
 
 
 def find_runbook(name: str) -> Path:
