@@ -476,12 +476,23 @@ def rollback(
     run_id: Annotated[str, typer.Argument(help="the run whose changes to undo")],
     plan: Annotated[bool, typer.Option("--plan", help="only show what would be undone")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again",
+            help="roll back a run that was already rolled back (it may reopen what a newer "
+            "containment closed)",
+        ),
+    ] = False,
 ) -> None:
-    """Undo a run's containment changes, newest first (evidence is never deleted)."""
-    from clampdown.settings import settings
-    from clampdown.undo import undo_items
+    """Undo a run's containment changes, newest first (evidence is never deleted).
 
-    items = undo_items(settings().existing_ledger(run_id))
+    A run already rolled back is refused unless --again; a rollback that stopped half-way
+    can simply be run again. With approval: the release-containment runbook.
+    """
+    from clampdown.undo import rollback_target, undo_items
+
+    items = undo_items(rollback_target(run_id, allow_repeat=again or plan))
     out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
     for number, item in enumerate(items, start=1):
         where = ", ".join(x for x in (item.region, item.account) if x)
@@ -505,7 +516,7 @@ def rollback(
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     with local_api():
-        state = rollback_flow(run_id, return_state=True)
+        state = rollback_flow(run_id, allow_repeat=again, return_state=True)
     if state.is_completed():
         result = state.result()
         out.print(

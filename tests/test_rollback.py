@@ -131,7 +131,9 @@ def test_rollback_restores_in_reverse_order_and_keeps_evidence(
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="evidence")["Contents"]]
     assert f"incidents/{run_id}/ledger.jsonl" in keys, "rollback never deletes evidence"
 
-    again = runner.invoke(app, ["rollback", run_id, "--yes"])
+    twice = runner.invoke(app, ["rollback", run_id, "--yes"])
+    assert twice.exit_code == 1 and "already rolled back" in twice.output
+    again = runner.invoke(app, ["rollback", run_id, "--yes", "--again"])
     assert again.exit_code == 0 and tag(s3) == "serving", "undo is idempotent"
 
 
