@@ -67,7 +67,14 @@ def parents(standin: SlackStandIn) -> list[dict]:
 def test_one_header_updated_as_steps_progress_with_replies_in_its_thread(
     slack, write_runbook, clampdown_home: Path
 ):
-    summary, ledger = run(write_runbook(RUNBOOK), trigger={"type": "alert", "source": "guardduty"})
+    trigger = {
+        "type": "alert",
+        "source": "guardduty",
+        "alert_id": "f-123",
+        "trigger": "guardduty-iam-user",
+        "alert": {"title": "Keys used from Tor", "resources": ["arn:aws:s3:::models"]},
+    }
+    summary, ledger = run(write_runbook(RUNBOOK), trigger=trigger)
 
     assert summary["status"] == "succeeded"
     assert summary["steps"]["breaks"] == "failed"
@@ -75,7 +82,8 @@ def test_one_header_updated_as_steps_progress_with_replies_in_its_thread(
     assert slack.calls_to("chat.update")  # it was kept current
     text = header["text"]
     assert "*Thread demo* (`thread-demo`)" in text and "severity *high*" in text
-    assert "type=alert, source=guardduty" in text and summary["run_id"] in text
+    assert "Trigger: alert guardduty `f-123` Keys used from Tor" in text
+    assert summary["run_id"] in text and "resources" not in text
     start = next(r for r in ledger if r["type"] == "run.start")
     assert f"<http://prefect.example/runs/flow-run/{start['flow_run_id']}|" in text
     assert "Status: *SUCCEEDED*" in text

@@ -71,7 +71,7 @@ class Header:
     flow_run_id: str | None = None
 
     def lines(self) -> list[str]:
-        trigger = ", ".join(f"{k}={v}" for k, v in self.trigger.items()) or "manual"
+        trigger = _trigger_text(self.trigger)
         lines = [
             f":rotating_light: *{self.title}* (`{self.runbook}`) · severity *{self.severity}*",
             f"Trigger: {trigger} · run `{self.run_id}`",
@@ -80,6 +80,17 @@ class Header:
         if ui and self.flow_run_id:
             lines.append(f"<{ui}/runs/flow-run/{self.flow_run_id}|Prefect flow run>")
         return lines
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    """One line: who or what started the run (an alert's title, not its whole summary)."""
+    kind = trigger.get("type", "manual")
+    if kind == "alert":
+        title = (trigger.get("alert") or {}).get("title", "")
+        return f"alert {trigger.get('source')} `{trigger.get('alert_id')}` {title}".strip()
+    shown = {k: v for k, v in trigger.items() if k != "type" and not isinstance(v, dict | list)}
+    details = ", ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{kind} ({details})" if details else str(kind)
 
 
 def step_lines(steps: Sequence[tuple[str, str]]) -> list[str]:
