@@ -28,7 +28,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,8 +131,9 @@ class _Pending:
 class Gatekeeper:
     """One run's approvals: requests, the single pause loop, and what each decision did."""
 
-    def __init__(self, state: RunState) -> None:
+    def __init__(self, state: RunState, on_change: Callable[[], None] = lambda: None) -> None:
         self.state = state
+        self.on_change = on_change  # a request started or ended: the Slack header shows it
         self.pending: dict[str, _Pending] = {}
         self.outcomes: dict[str, str] = {}  # approval step id -> approved/denied/timed_out
         self.approved_params: dict[str, str] = {}  # gated step id -> hash of its approved params
@@ -196,12 +197,14 @@ class Gatekeeper:
         extra = self._where()
         self.pending[step_id] = _Pending(request, future, card, extra)
         self._save(self.pending[step_id], "pending")
+        self.on_change()
         if self._waiter is None or self._waiter.done():
             self._waiter = asyncio.create_task(self._wait_loop())
         try:
             return await future
         finally:
             self.pending.pop(step_id, None)
+            self.on_change()
 
     def _build(self, step_id: str, params: ApprovalRequest.Input) -> Request:
         state = self.state

@@ -687,7 +687,10 @@ class DrillRunner:
             run_id = ledger.parent.name
             if run_id in self.tracked or not ledger.stat().st_size:
                 continue
-            start = read(ledger)[0]
+            try:
+                start = read(ledger)[0]
+            except (IndexError, ValueError):  # its first record is still being written
+                continue
             info = start.get("run", {})
             runbook = str(info.get("runbook") or "?")
             origin = _origin(info.get("trigger") or {}, primary=run_id == self.run.run_id)

@@ -303,7 +303,7 @@ async def respond(
         upstream({s.id: s.needs for s in rb.steps}),
         {s.id: StepResult() for s in rb.steps},
     )
-    state.gate = Gatekeeper(state)
+    state.gate = Gatekeeper(state, on_change=lambda: _notify(state))
     _RUNS[run_id] = state
     _slack_start(state)
     try:
@@ -572,7 +572,11 @@ def _slack_start(state: RunState) -> None:
 
 
 def _statuses(state: RunState) -> list[tuple[str, str]]:
-    return [(sid, r.status) for sid, r in state.results.items()]
+    waiting = state.gate.pending if state.gate is not None else {}
+    return [
+        (sid, "waiting for approval" if sid in waiting else r.status)
+        for sid, r in state.results.items()
+    ]
 
 
 def _notify(state: RunState, reply: str | None = None) -> None:

@@ -187,3 +187,75 @@ def test_every_shipped_runbook_is_exercised_by_a_drill(drill):
                 exercised.setdefault(records[0]["run"]["runbook"], []).append(name)
     missing = runbook_names(LIBRARY) - NOT_DRILLED - set(exercised)
     assert not missing, f"no drill runs {sorted(missing)}; exercised: {exercised}"
+
+
+# --- the new checkers can fail: scored on moto in-process, before and after the change -------
+
+CHECKED = """\
+apiVersion: clampdown/v1
+kind: Drill
+metadata: {name: checked, title: Checkers, family: recovery}
+runbook: release-containment
+roles:
+  incident_lead: {name: Lee, slack_user: U0LEAD0001}
+  approver: {name: Ann, slack_user: U0APPROVE1}
+seed:
+  users: [{name: svc, access_keys: 2}]
+  kms_keys: [{alias: weights}]
+  secrets: [{name: api-token, value: {username: api, password: old-value}}]
+alert: {source: generic, payload: {id: x, title: x}}
+objectives:
+  - {id: access_back, kind: access_restored, user: svc}
+  - {id: key_rotated, kind: kms_key_rotated, key: weights}
+  - {id: token_rotated, kind: secret_rotated, secret: api-token}
+  - {id: released, kind: runbook_completed, runbook: release-containment}
+  - {id: thread, kind: slack_thread_complete, runbook: release-containment}
+"""
+
+
+def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
+    import time
+    from datetime import UTC, datetime
+
+    import boto3
+
+    from clampdown.drill_model import load_drill
+    from flows.objectives import DrillFacts, RunFacts, score
+    from integrations.aws.seed import seed
+
+    path = tmp_path / "checked.yaml"
+    path.write_text(CHECKED, encoding="utf-8")
+    spec, _ = load_drill(path)
+    client = boto3.session.Session(region_name="us-east-1").client
+    seeded = seed(spec.seed, datetime.now(UTC), client)
+    iam, kms, sm = client("iam"), client("kms"), client("secretsmanager")
+    keys = seeded.users["svc"]["access_keys"]
+    iam.update_access_key(UserName="svc", AccessKeyId=keys[0], Status="Inactive")
+    iam.put_user_policy(
+        UserName="svc",
+        PolicyName="clampdown-quarantine",
+        PolicyDocument='{"Version": "2012-10-17", "Statement": '
+        '[{"Effect": "Deny", "Action": "*", "Resource": "*"}]}',
+    )
+    facts = DrillFacts(drill=spec, seeded=seeded, alert_epoch=time.time() - 1, client=client)
+
+    def verdicts() -> dict[str, tuple[bool, str]]:
+        return {o.id: (o.met, o.reason) for o in score(facts)}
+
+    before = verdicts()
+    assert not any(met for met, _ in before.values()), before
+    assert "still inactive" in before["access_back"][1]
+    assert "no run of release-containment" in before["released"][1]
+    assert "no run of release-containment" in before["thread"][1]
+
+    iam.update_access_key(UserName="svc", AccessKeyId=keys[0], Status="Active")
+    assert "still denies everything" in verdicts()["access_back"][1]
+    iam.delete_user_policy(UserName="svc", PolicyName="clampdown-quarantine")
+    kms.rotate_key_on_demand(KeyId=seeded.kms_keys["weights"]["id"])
+    sm.put_secret_value(SecretId="api-token", SecretString='{"password": "new-value"}')
+    end = {"type": "run.end", "status": "failed", "ts": "2025-01-01T00:00:00Z"}
+    facts.runs = [RunFacts("r1", "release-containment", "/clampdown run by U0LEAD0001", [end])]
+    after = verdicts()
+    assert after["access_back"][0] and after["key_rotated"][0] and after["token_rotated"][0]
+    assert after["released"] == (False, "run r1 failed; failed: none")
+    assert "old-value" not in str(after) and "new-value" not in str(after)

@@ -47,6 +47,7 @@ ICONS = {
     "failed": "❌",
     "skipped": "⏭",
     "cancelled": "⛔",
+    "waiting for approval": "⏸",
 }
 SHUTDOWN_WAIT = 5.0
 log = logging.getLogger("clampdown.slack")
