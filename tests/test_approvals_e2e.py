@@ -292,6 +292,9 @@ def test_deny_asks_for_a_reason_then_skips_the_gated_steps_and_the_run_ends_deni
     harness.wait_paused(run_id)
 
     assert harness.click(ONCALL[1], DENY_ACTION).status_code == 200
+    deadline = time.monotonic() + 10  # the modal opens after the ack, as Slack requires
+    while not harness.slack.calls_to("views.open") and time.monotonic() < deadline:
+        time.sleep(0.05)
     opened = harness.slack.calls_to("views.open")
     assert len(opened) == 1
     view = opened[0].params["view"]

@@ -259,3 +259,23 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
     assert after["access_back"][0] and after["key_rotated"][0] and after["token_rotated"][0]
     assert after["released"] == (False, "run r1 failed; failed: none")
     assert "old-value" not in str(after) and "new-value" not in str(after)
+
+
+def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
+    prefect_server, tmp_path: Path
+) -> None:
+    """``clampdown drill --interactive``: the person at the terminal decides (here: denies)."""
+    from typer.testing import CliRunner
+
+    from clampdown.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        ["drill", "model-theft", "--interactive", "--report-dir", str(tmp_path / "report")],
+        input="deny\nnot in a drill, please\n",
+    )
+    assert result.exit_code == 1, result.output  # containment denied: objectives missed
+    assert "approve or deny?" in result.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "not in a drill, please" in report
+    assert "missed" in report
