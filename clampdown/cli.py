@@ -448,12 +448,20 @@ def approve(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    socket_mode: Annotated[
+        bool,
+        typer.Option(
+            "--socket-mode",
+            help="take Slack's traffic over a websocket clampdown opens (no public URL; "
+            "needs CLAMPDOWN_SLACK_APP_TOKEN); alerts and /healthz stay on HTTP",
+        ),
+    ] = False,
 ) -> None:
-    """Serve /slack/events (the /clampdown command) and /healthz; runs start in-process."""
+    """Serve /slack/events (the /clampdown command), alerts and /healthz; runs start in-process."""
     from integrations.serve import serve as serve_app
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
-    serve_app(host, port)
+    serve_app(host, port, socket_mode)
 
 
 @command

@@ -4,6 +4,9 @@
 * ``POST /slack/events`` — the Bolt app (:mod:`integrations.slack.app`): slash command
   ``/clampdown``; Slack's signature is verified on every request.
 * Alert endpoints (``POST /alerts/<source>``, another issue) mount on the same app.
+* ``--socket-mode``: Slack's traffic comes over a websocket the server opens
+  (:mod:`integrations.slack.socket_mode`) and ``/slack/events`` answers 404; alerts and
+  ``/healthz`` stay on HTTP.
 
 Runs start in-process: a thread pool owned by the app runs each ``respond`` flow with
 ``asyncio.run`` against the process's Prefect API (:func:`serve` starts one local API
@@ -114,9 +117,14 @@ def default_starter() -> StartRun:
 
 
 def create_app(
-    settings: SlackAppSettings | None = None, start_run: StartRun | None = None
+    settings: SlackAppSettings | None = None,
+    start_run: StartRun | None = None,
+    socket_mode: bool = False,
 ) -> FastAPI:
     """The server's ASGI app; ``start_run`` defaults to :func:`default_starter`.
+
+    ``socket_mode``: the Bolt app (``app.state.slack``) is built for Socket Mode and
+    ``/slack/events`` is off; the caller connects it (:func:`serve` does).
 
     Slack is optional: without its signing secret and bot token ``/slack/events``
     answers 503 and the alert endpoints still work (and the other way round: an alert
@@ -127,7 +135,7 @@ def create_app(
 
     slack_conf = settings if settings is not None else SlackAppSettings()
     starter = start_run or default_starter()
-    slack = _slack_app(slack_conf, starter)
+    slack = _slack_app(slack_conf, starter, socket_mode)
     store = StateStore()
     triage = _triage(store, starter, clampdown_settings())
 
@@ -157,6 +165,10 @@ def create_app(
 
     @app.post("/slack/events")
     async def slack_events(request: Request) -> Response:
+        if socket_mode:
+            return JSONResponse(
+                {"error": "this server takes Slack over Socket Mode: /slack/events is off"}, 404
+            )
         if slack is None:
             return JSONResponse(
                 {
@@ -176,11 +188,12 @@ def create_app(
     return app
 
 
-def _slack_app(conf: SlackAppSettings, starter: StartRun) -> App | None:
-    if conf.slack_signing_secret is None and conf.slack_bot_token is None:
+def _slack_app(conf: SlackAppSettings, starter: StartRun, socket_mode: bool) -> App | None:
+    if not socket_mode and conf.slack_signing_secret is None and conf.slack_bot_token is None:
         logger.warning("Slack is not configured: /slack/events answers 503")
         return None
-    return build_slack_app(conf, starter)  # half a configuration is an error, said clearly
+    # half a configuration is an error, said clearly (in Socket Mode, so is none)
+    return build_slack_app(conf, starter, socket_mode=socket_mode)
 
 
 class _NoTriggers:
@@ -233,16 +246,33 @@ def _alert_router(triage: Triage, store: Any) -> Any:
     return alert_router(alert_settings, triage, store)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) -> None:
     """Run the server. Local mode shares one local Prefect API (or PREFECT_API_URL) in-process;
-    deployment mode talks to the Prefect server at PREFECT_API_URL, where workers take runs."""
-    import uvicorn
-
+    deployment mode talks to the Prefect server at PREFECT_API_URL, where workers take runs.
+    ``socket_mode``: Slack's traffic over Socket Mode, connected before HTTP starts."""
     from clampdown.settings import settings
     from flows.prefect_api import local_api
+    from integrations.slack.socket_mode import app_token
 
+    conf = SlackAppSettings()
+    if socket_mode:
+        app_token(conf)  # a missing or wrong token is said at once, before Prefect starts
     if settings().execution == "deployment":
-        uvicorn.run(create_app(), host=host, port=port)
+        _run(host, port, conf, socket_mode)
         return
     with local_api():
-        uvicorn.run(create_app(), host=host, port=port)
+        _run(host, port, conf, socket_mode)
+
+
+def _run(host: str, port: int, conf: SlackAppSettings, socket_mode: bool) -> None:
+    import uvicorn
+
+    from integrations.slack.socket_mode import connect
+
+    app = create_app(conf, socket_mode=socket_mode)
+    link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
+    try:
+        uvicorn.run(app, host=host, port=port)
+    finally:
+        if link is not None:
+            link.close()

@@ -210,7 +210,10 @@ def test_an_approve_click_from_an_allowed_user_resumes_the_run_and_containment_r
     assert keys_active(suspect) == []
     decided = [r for r in ledger(run_id) if r["type"] == "approval.end"]
     assert decided[0]["outcome"] == "approved" and decided[0]["approvers"] == [ONCALL[0]]
-    assert any("Approved" in c and ONCALL[0] in c and "actions" not in c for c in updated_cards(harness.slack))
+    assert any(
+        "Approved" in c and ONCALL[0] in c and "actions" not in c
+        for c in updated_cards(harness.slack)
+    )
 
 
 def test_forged_and_stale_clicks_get_401_and_the_run_stays_paused(
@@ -299,7 +302,11 @@ def test_deny_asks_for_a_reason_then_skips_the_gated_steps_and_the_run_ends_deni
     assert len(opened) == 1
     view = opened[0].params["view"]
     view = json.loads(view) if isinstance(view, str) else view
-    values = {REASON_BLOCK: {REASON_INPUT: {"type": "plain_text_input", "value": "false positive: pentest"}}}
+    values = {
+        REASON_BLOCK: {
+            REASON_INPUT: {"type": "plain_text_input", "value": "false positive: pentest"}
+        }
+    }
     body = view_submission(ONCALL[1], DENY_VIEW, view["private_metadata"], values)
     assert post_signed(harness.client, body).status_code == 200
 
@@ -309,7 +316,9 @@ def test_deny_asks_for_a_reason_then_skips_the_gated_steps_and_the_run_ends_deni
     assert keys_active(suspect), "a denied containment must change nothing"
     denial = next(r for r in ledger(run_id) if r["type"] == "approval.end")
     assert denial["denied_by"] == ONCALL[1] and denial["reason"] == "false positive: pentest"
-    assert any("Denied" in c and "false positive: pentest" in c for c in updated_cards(harness.slack))
+    assert any(
+        "Denied" in c and "false positive: pentest" in c for c in updated_cards(harness.slack)
+    )
 
 
 def test_timeout_follows_on_timeout_deny_and_says_so_in_slack(

@@ -194,8 +194,13 @@ def test_schema_agrees_with_the_loader_on_edge_cases():
         doc = {**base, "steps": [{"id": "a", "uses": "core.log", "with": {"message": "m"}}, step]}
         return [e.message for e in validator.iter_errors(doc)]
 
-    assert errors(id="b", uses="core.log", needs="a", timeout="1h 30m", with_={}) != []  # with_ is not a key
-    assert errors(id="b", uses="core.log", needs="a", timeout="1h 30m", **{"with": {"message": "x"}}) == []
+    assert (
+        errors(id="b", uses="core.log", needs="a", timeout="1h 30m", with_={}) != []
+    )  # with_ is not a key
+    assert (
+        errors(id="b", uses="core.log", needs="a", timeout="1h 30m", **{"with": {"message": "x"}})
+        == []
+    )
     assert errors(id="b", uses="core.log", timeout=0, **{"with": {"message": "x"}}) != []
     assert errors(id="Bad-Id", uses="core.log", **{"with": {"message": "x"}}) != []
 

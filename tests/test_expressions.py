@@ -17,10 +17,19 @@ from clampdown.expressions import (
 )
 
 CONTEXT: dict[str, Any] = {
-    "inputs": {"n": 3, "l": [1, 2], "flag": False, "m": {"a": 1}, "s": "42", "name": "mallory",
-               "k": "__class__"},
-    "steps": {"snap": {"outputs": {"count": 5, "uri": "s3://evidence/x"}, "status": "succeeded"},
-              "skipped": {"outputs": {}, "status": "skipped"}},
+    "inputs": {
+        "n": 3,
+        "l": [1, 2],
+        "flag": False,
+        "m": {"a": 1},
+        "s": "42",
+        "name": "mallory",
+        "k": "__class__",
+    },
+    "steps": {
+        "snap": {"outputs": {"count": 5, "uri": "s3://evidence/x"}, "status": "succeeded"},
+        "skipped": {"outputs": {}, "status": "skipped"},
+    },
     "run": {"id": "run-1", "drill": True},
 }
 
@@ -28,21 +37,24 @@ CONTEXT: dict[str, Any] = {
 # --- native types ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("{{ inputs.n }}", 3),
-    ("{{ inputs.n * 2 + 1 }}", 7),
-    ("{{ inputs.l }}", [1, 2]),
-    ("{{ inputs.m }}", {"a": 1}),
-    ("{{ inputs.flag }}", False),
-    ("{{ not inputs.flag }}", True),
-    ("{{ steps.snap.outputs.count > 2 }}", True),
-    ("{{ run.drill }}", True),
-    ("{{ none }}", None),
-    ("{{ inputs.n / 2 }}", 1.5),
-    ("{{ inputs.l }}\n", [1, 2]),  # a '|' block scalar ends in a newline
-    ("{{ inputs.s }}", "42"),  # a string that looks like a number stays a string
-    ("{{ '07' }}", "07"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ inputs.n }}", 3),
+        ("{{ inputs.n * 2 + 1 }}", 7),
+        ("{{ inputs.l }}", [1, 2]),
+        ("{{ inputs.m }}", {"a": 1}),
+        ("{{ inputs.flag }}", False),
+        ("{{ not inputs.flag }}", True),
+        ("{{ steps.snap.outputs.count > 2 }}", True),
+        ("{{ run.drill }}", True),
+        ("{{ none }}", None),
+        ("{{ inputs.n / 2 }}", 1.5),
+        ("{{ inputs.l }}\n", [1, 2]),  # a '|' block scalar ends in a newline
+        ("{{ inputs.s }}", "42"),  # a string that looks like a number stays a string
+        ("{{ '07' }}", "07"),
+    ],
+)
 def test_whole_expression_keeps_its_native_type(source: str, expected: Any) -> None:
     assert compile_expression(source).native is True
     value = evaluate(source, CONTEXT)
@@ -50,14 +62,17 @@ def test_whole_expression_keeps_its_native_type(source: str, expected: Any) -> N
     assert type(value) is type(expected)
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("n={{ inputs.n }}", "n=3"),
-    ("{{ inputs.n }}{{ inputs.n }}", "33"),
-    ("{{ inputs.l }} items", "[1, 2] items"),
-    ("evidence at {{ steps.snap.outputs.uri }}", "evidence at s3://evidence/x"),
-    ("{{ inputs.name | upper }} / {{ inputs.l | join(',') }}", "MALLORY / 1,2"),
-    ("{{ inputs.flag }} {# a comment #}", "False "),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("n={{ inputs.n }}", "n=3"),
+        ("{{ inputs.n }}{{ inputs.n }}", "33"),
+        ("{{ inputs.l }} items", "[1, 2] items"),
+        ("evidence at {{ steps.snap.outputs.uri }}", "evidence at s3://evidence/x"),
+        ("{{ inputs.name | upper }} / {{ inputs.l | join(',') }}", "MALLORY / 1,2"),
+        ("{{ inputs.flag }} {# a comment #}", "False "),
+    ],
+)
 def test_mixed_text_renders_to_a_string(source: str, expected: str) -> None:
     assert compile_expression(source).native is False
     assert evaluate(source, CONTEXT) == expected
@@ -69,11 +84,20 @@ def test_whole_expression_padded_with_spaces_keeps_its_native_type(source: str) 
 
 
 def test_render_walks_dicts_and_lists_and_leaves_plain_values() -> None:
-    value = {"count": "{{ inputs.n }}", "items": ["{{ inputs.l }}", "x-{{ inputs.n }}", 7],
-             "plain": "no {braces} here", "flag": True, "nested": {"who": "{{ inputs.name }}"}}
+    value = {
+        "count": "{{ inputs.n }}",
+        "items": ["{{ inputs.l }}", "x-{{ inputs.n }}", 7],
+        "plain": "no {braces} here",
+        "flag": True,
+        "nested": {"who": "{{ inputs.name }}"},
+    }
     assert render(value, CONTEXT) == {
-        "count": 3, "items": [[1, 2], "x-3", 7], "plain": "no {braces} here", "flag": True,
-        "nested": {"who": "mallory"}}
+        "count": 3,
+        "items": [[1, 2], "x-3", 7],
+        "plain": "no {braces} here",
+        "flag": True,
+        "nested": {"who": "mallory"},
+    }
 
 
 def test_contains_expression_and_walk_strings() -> None:
@@ -87,13 +111,16 @@ def test_contains_expression_and_walk_strings() -> None:
 # --- undefined names are errors -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", [
-    "{{ inputs.missing }}",
-    "prefix {{ inputs.missing }}",
-    "{{ steps.skipped.outputs.uri }}",
-    "{{ steps.nowhere.outputs.uri }}",
-    "{{ inputs.missing + 1 }}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ inputs.missing }}",
+        "prefix {{ inputs.missing }}",
+        "{{ steps.skipped.outputs.uri }}",
+        "{{ steps.nowhere.outputs.uri }}",
+        "{{ inputs.missing + 1 }}",
+    ],
+)
 def test_undefined_names_are_errors_with_a_clear_message(source: str) -> None:
     with pytest.raises(ExpressionError) as info:
         evaluate(source, CONTEXT)
@@ -127,26 +154,32 @@ def test_runtime_failures_become_expression_errors() -> None:
 # --- if: conditions -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "source"), [
-    ("steps.snap.outputs.count > 2", "{{ steps.snap.outputs.count > 2 }}"),
-    ("  steps.snap.status == 'succeeded'  ", "{{ steps.snap.status == 'succeeded' }}"),
-    ("{{ inputs.flag }}", "{{ inputs.flag }}"),
-    ("always()", "{{ always() }}"),
-    (True, "{{ true }}"),
-    (False, "{{ false }}"),
-])
+@pytest.mark.parametrize(
+    ("value", "source"),
+    [
+        ("steps.snap.outputs.count > 2", "{{ steps.snap.outputs.count > 2 }}"),
+        ("  steps.snap.status == 'succeeded'  ", "{{ steps.snap.status == 'succeeded' }}"),
+        ("{{ inputs.flag }}", "{{ inputs.flag }}"),
+        ("always()", "{{ always() }}"),
+        (True, "{{ true }}"),
+        (False, "{{ false }}"),
+    ],
+)
 def test_condition_source(value: str | bool, source: str) -> None:
     assert condition_source(value) == source
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("steps.snap.outputs.count > 2", True),
-    ("steps.snap.outputs.count > 9", False),
-    ("steps.snap.status == 'succeeded' and not inputs.flag", True),
-    ("{{ inputs.flag }}", False),
-    (True, True),
-    (False, False),
-])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("steps.snap.outputs.count > 2", True),
+        ("steps.snap.outputs.count > 9", False),
+        ("steps.snap.status == 'succeeded' and not inputs.flag", True),
+        ("{{ inputs.flag }}", False),
+        (True, True),
+        (False, False),
+    ],
+)
 def test_conditions_evaluate_to_booleans(value: str | bool, expected: bool) -> None:
     result = evaluate(condition_source(value), CONTEXT)
     assert result is expected
@@ -162,10 +195,15 @@ def test_status_functions_are_detected_and_callable() -> None:
 
 
 def test_references_are_collected() -> None:
-    expr = compile_expression("{{ steps.snap.outputs.uri }} {{ inputs['name'] }} {{ steps.a.status }}")
+    expr = compile_expression(
+        "{{ steps.snap.outputs.uri }} {{ inputs['name'] }} {{ steps.a.status }}"
+    )
     found = {(r.root, r.name, r.part, r.field) for r in expr.references}
-    assert found == {("steps", "snap", "outputs", "uri"), ("inputs", "name", None, None),
-                     ("steps", "a", "status", None)}
+    assert found == {
+        ("steps", "snap", "outputs", "uri"),
+        ("inputs", "name", None, None),
+        ("steps", "a", "status", None),
+    }
 
 
 # --- sandbox, layer 1: refused before evaluation --------------------------------------------
@@ -233,23 +271,31 @@ def test_escape_attempts_are_refused_at_compile_time(source: str) -> None:
 @pytest.mark.parametrize("source", ESCAPES)
 def test_escape_attempts_never_touch_the_context(source: str) -> None:
     spy = Spy()
-    with pytest.raises(ExpressionError, match=r"^(forbidden in expressions|expression syntax error)"):
+    with pytest.raises(
+        ExpressionError, match=r"^(forbidden in expressions|expression syntax error)"
+    ):
         evaluate(source, {"inputs": spy, "steps": spy})
     assert spy.touched == []
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("{{ inputs.__class__ }}", "forbidden in expressions: the attribute '__class__'"),
-    ("{{ inputs['__class__'] }}", "forbidden in expressions: the key '__class__'"),
-    ("{{ cycler.__init__.__globals__ }}", "forbidden in expressions: the attribute '__globals__'"),
-    ("{{ lipsum }}", "forbidden in expressions: the name 'lipsum'"),
-    ("{{ range(10) }}", "forbidden in expressions: calling a method or function"),
-    ("{{ inputs | attr('__class__') }}", "forbidden in expressions: the filter 'attr'"),
-    ("{{ '%s' | format('a') }}", "forbidden in expressions: the filter 'format'"),
-    ("{% for x in inputs %}{% endfor %}", "forbidden in expressions: the for construct"),
-    ("{{ inputs.name is callable }}", "forbidden in expressions: the test 'callable'"),
-    ("{{ inputs['_' ~ '_class__'] }}", "forbidden in expressions: the string '_class__'"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ inputs.__class__ }}", "forbidden in expressions: the attribute '__class__'"),
+        ("{{ inputs['__class__'] }}", "forbidden in expressions: the key '__class__'"),
+        (
+            "{{ cycler.__init__.__globals__ }}",
+            "forbidden in expressions: the attribute '__globals__'",
+        ),
+        ("{{ lipsum }}", "forbidden in expressions: the name 'lipsum'"),
+        ("{{ range(10) }}", "forbidden in expressions: calling a method or function"),
+        ("{{ inputs | attr('__class__') }}", "forbidden in expressions: the filter 'attr'"),
+        ("{{ '%s' | format('a') }}", "forbidden in expressions: the filter 'format'"),
+        ("{% for x in inputs %}{% endfor %}", "forbidden in expressions: the for construct"),
+        ("{{ inputs.name is callable }}", "forbidden in expressions: the test 'callable'"),
+        ("{{ inputs['_' ~ '_class__'] }}", "forbidden in expressions: the string '_class__'"),
+    ],
+)
 def test_refusal_names_what_is_forbidden(source: str, message: str) -> None:
     with pytest.raises(ExpressionError) as info:
         compile_expression(source)
@@ -269,15 +315,18 @@ def test_refusal_reports_the_template_line() -> None:
 # --- sandbox, layer 2: dynamic lookups refused at run time ----------------------------------
 
 
-@pytest.mark.parametrize("source", [
-    "{{ inputs[inputs.k] }}",
-    "found {{ inputs[inputs.k] }}",
-    "{{ inputs['_' ~ '_cla' ~ 'ss_' ~ '_'] }}",
-    "{{ [inputs] | join(attribute=inputs.k) }}",
-    "{{ [inputs] | sum(attribute=inputs.k) }}",
-    "{{ [inputs, inputs] | sort(attribute=inputs.k) }}",
-    "{{ [inputs] | unique(attribute=inputs.k) | list }}",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ inputs[inputs.k] }}",
+        "found {{ inputs[inputs.k] }}",
+        "{{ inputs['_' ~ '_cla' ~ 'ss_' ~ '_'] }}",
+        "{{ [inputs] | join(attribute=inputs.k) }}",
+        "{{ [inputs] | sum(attribute=inputs.k) }}",
+        "{{ [inputs, inputs] | sort(attribute=inputs.k) }}",
+        "{{ [inputs] | unique(attribute=inputs.k) | list }}",
+    ],
+)
 def test_dynamic_dunder_lookup_is_refused_by_the_sandbox(source: str) -> None:
     compile_expression(source)  # passes the static layer: only the sandbox stands in the way
     with pytest.raises(ExpressionError) as info:

@@ -156,7 +156,8 @@ steps:
     )
     assert "s3:PutBucketPolicy" in by_resource['"arn:aws:s3:::models"']
     assert "iam:UpdateAccessKey" not in by_resource.get('"*"', [])
-    assert not [a for s in document["Statement"] for a in s["Action"] if "Role" in a], \
+    assert not [a for s in document["Statement"] for a in s["Action"] if "Role" in a], (
         "a user's containment needs no role permissions"
+    )
     findings = analyze_policy_string(json.dumps(document)).findings
     assert [f.issue for f in findings if f.issue not in ACCEPTED] == []

@@ -33,16 +33,13 @@ def _diagnostics(text: str, path: str = "doc.yaml") -> list:
 
 
 def test_positions_of_values_and_keys() -> None:
-    text = ("name: x\n"
-            "list:\n"
-            "  - first\n"
-            "  - {k: v, n: 2}\n"
-            "nested:\n"
-            "  deep:\n"
-            "    flag: true\n")
+    text = "name: x\nlist:\n  - first\n  - {k: v, n: 2}\nnested:\n  deep:\n    flag: true\n"
     src = parse(text, "p.yaml")
-    assert src.data == {"name": "x", "list": ["first", {"k": "v", "n": 2}],
-                        "nested": {"deep": {"flag": True}}}
+    assert src.data == {
+        "name": "x",
+        "list": ["first", {"k": "v", "n": 2}],
+        "nested": {"deep": {"flag": True}},
+    }
     assert src.values[()] == (1, 1)
     assert src.values[("name",)] == (1, 7)
     assert src.keys[("name",)] == (1, 1)
@@ -62,8 +59,14 @@ def test_position_falls_back_to_the_nearest_known_parent() -> None:
     assert src.position(("a", "b")) == (2, 6)
     assert src.position(("nope",)) == (1, 1)
     d = src.diagnostic(("a", "b", "c"), "bad c", "fix it", code="x")
-    assert (d.path, d.line, d.column, d.message, d.hint, d.code) == ("p.yaml", 2, 10, "bad c",
-                                                                     "fix it", "x")
+    assert (d.path, d.line, d.column, d.message, d.hint, d.code) == (
+        "p.yaml",
+        2,
+        10,
+        "bad c",
+        "fix it",
+        "x",
+    )
 
 
 def test_columns_count_characters_not_bytes() -> None:
@@ -177,20 +180,30 @@ def test_missing_kind() -> None:
 
 def test_all_schema_errors_are_reported_at_once_in_file_order() -> None:
     text = DOC.replace("  title: Load me\n", "  title: Load me\n  severity: huge\n").replace(
-        "    uses: core.log\n", "    uses: core.log\n    retires: 2\n")
+        "    uses: core.log\n", "    uses: core.log\n    retires: 2\n"
+    )
     found = [(d.line, d.code) for d in _diagnostics(text)]
     assert found == [(6, "schema"), (10, "unknown-key")]
 
 
 def test_load_builds_the_model(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
-    path.write_text(DOC.replace("    with: {message: hi}\n",
-                                "    needs: other\n    if: always()\n    with: {message: hi}\n"),
-                    encoding="utf-8")
+    path.write_text(
+        DOC.replace(
+            "    with: {message: hi}\n",
+            "    needs: other\n    if: always()\n    with: {message: hi}\n",
+        ),
+        encoding="utf-8",
+    )
     loaded = load(path)
     step = loaded.model.steps[0]
     assert (step.id, step.uses, step.needs, step.if_, step.with_) == (
-        "announce", "core.log", ["other"], "always()", {"message": "hi"})
+        "announce",
+        "core.log",
+        ["other"],
+        "always()",
+        {"message": "hi"},
+    )
     assert loaded.path == str(path)
     assert loaded.source.keys[("steps", 0, "needs")] == (9, 5)
 
@@ -199,22 +212,35 @@ def test_load_builds_the_model(tmp_path: Path) -> None:
 
 
 def test_merge_keys_work() -> None:
-    text = DOC + ("  - <<: &common {uses: core.log, retries: 2}\n"
-                  "    id: second\n"
-                  "    with: {message: two}\n"
-                  "  - <<: *common\n"
-                  "    id: third\n"
-                  "    with: {message: three}\n")
+    text = DOC + (
+        "  - <<: &common {uses: core.log, retries: 2}\n"
+        "    id: second\n"
+        "    with: {message: two}\n"
+        "  - <<: *common\n"
+        "    id: third\n"
+        "    with: {message: three}\n"
+    )
     src = parse(text, "merge.yaml")
-    assert src.data["steps"][1] == {"uses": "core.log", "retries": 2, "id": "second",
-                                    "with": {"message": "two"}}
-    assert src.data["steps"][2] == {"uses": "core.log", "retries": 2, "id": "third",
-                                    "with": {"message": "three"}}
+    assert src.data["steps"][1] == {
+        "uses": "core.log",
+        "retries": 2,
+        "id": "second",
+        "with": {"message": "two"},
+    }
+    assert src.data["steps"][2] == {
+        "uses": "core.log",
+        "retries": 2,
+        "id": "third",
+        "with": {"message": "three"},
+    }
     # a merged value is located where it was written
     assert src.values[("steps", 2, "uses")] == (10, 24)
     loaded = validate(src)
     assert [(s.id, s.uses, s.retries) for s in loaded.model.steps] == [
-        ("announce", "core.log", None), ("second", "core.log", 2), ("third", "core.log", 2)]
+        ("announce", "core.log", None),
+        ("second", "core.log", 2),
+        ("third", "core.log", 2),
+    ]
 
 
 def test_merge_key_can_be_overridden() -> None:
@@ -239,7 +265,10 @@ def library(tmp_path: Path) -> Path:
 
 
 def test_resolve_by_name(library: Path) -> None:
-    assert resolve("contain-model-exfiltration", library) == library / "contain-model-exfiltration.yaml"
+    assert (
+        resolve("contain-model-exfiltration", library)
+        == library / "contain-model-exfiltration.yaml"
+    )
     assert resolve("rotate-keys", library) == library / "rotate-keys.yml"
 
 

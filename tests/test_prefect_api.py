@@ -47,7 +47,9 @@ def test_back_to_back_runs_never_meet_a_busy_database(write_runbook, monkeypatch
         return response
 
     monkeypatch.setattr(httpx.AsyncClient, "send", recording_send)
-    steps = "\n".join(f"  - {{id: s{i}, uses: core.set_output, with: {{v: {i}}}}}" for i in range(20))
+    steps = "\n".join(
+        f"  - {{id: s{i}, uses: core.set_output, with: {{v: {i}}}}}" for i in range(20)
+    )
     path = write_runbook(f"""apiVersion: clampdown/v1
 kind: Runbook
 metadata: {{name: burst, title: Burst}}

@@ -381,18 +381,24 @@ def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_ru
     from flows.respond import respond
 
     given, default = "given-secret-0451", "default-secret-7788"
-    path = write_runbook(HEADER + f"""
+    path = write_runbook(
+        HEADER
+        + f"""
 inputs:
   token: {{type: string, required: true, secret: true}}
   fallback: {{type: string, default: {default}, secret: true}}
 steps:
   - {{id: echo, uses: test.echo, with: {{text: "{{{{ inputs.fallback }}}}"}}}}
   - {{id: leak, uses: core.fail, needs: [echo], with: {{message: "denied for {{{{ inputs.token }}}}"}}}}
-""")
+"""
+    )
     specs = load(path).model.inputs
     run_id = new_run_id()
-    state = asyncio.run(respond(str(path), inputs_mod.protect(specs, {"token": given}),
-                                run_id=run_id, return_state=True))
+    state = asyncio.run(
+        respond(
+            str(path), inputs_mod.protect(specs, {"token": given}), run_id=run_id, return_state=True
+        )
+    )
     assert state.is_failed()
     ledger_text = settings().ledger_path(run_id).read_text()
     assert "denied for ***" in ledger_text
@@ -412,7 +418,9 @@ steps:
 
     flow_run, logs, artifacts = asyncio.run(stored())
     assert flow_run.parameters["inputs"]["token"] == "**********"
-    assert given not in (flow_run.state.message or "") and "denied for ***" in flow_run.state.message
+    assert (
+        given not in (flow_run.state.message or "") and "denied for ***" in flow_run.state.message
+    )
     assert logs, "the run's logs reach the Prefect API"
     assert not [log.message for log in logs if given in log.message or default in log.message]
     body = next(a.data for a in artifacts if a.key == f"clampdown-run-{run_id}")

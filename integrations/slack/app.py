@@ -1,8 +1,11 @@
 """The Bolt app behind ``clampdown serve``: the ``/clampdown`` slash command (ChatOps).
 
-Inbound requests are verified by Bolt (signature + 5-minute timestamp window) with
-``CLAMPDOWN_SLACK_SIGNING_SECRET``; verification is never turned off, and the app
-refuses to build without the secret. Every command is acknowledged at once and
+In HTTP mode inbound requests are verified by Bolt (signature + 5-minute timestamp
+window) with ``CLAMPDOWN_SLACK_SIGNING_SECRET``, and the app refuses to build without the
+secret. In Socket Mode (:mod:`integrations.slack.socket_mode`) requests arrive over a
+websocket that the app opened with its app-level token (``CLAMPDOWN_SLACK_APP_TOKEN``):
+Slack does not sign them, so that app has no signature check, and it refuses every
+request that did not come over the websocket. Every command is acknowledged at once and
 answered afterwards through ``respond()`` (the request's ``response_url``), so Slack's
 3-second deadline holds even when loading a runbook is slow.
 
@@ -64,11 +67,14 @@ class SlackAppSettings(SlackSettings):
     slack_signing_secret: SecretStr | None = Field(
         None, description="Slack app signing secret (verifies every inbound request)"
     )
+    slack_app_token: SecretStr | None = Field(
+        None, description="Slack app-level token (xapp-…, connections:write) for Socket Mode"
+    )
     responders: str = Field(
         "", description="comma-separated Slack user ids allowed to start runbooks"
     )
 
-    @field_validator("slack_signing_secret", mode="before")
+    @field_validator("slack_signing_secret", "slack_app_token", mode="before")
     @classmethod
     def _blank_secret_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -80,16 +86,28 @@ class SlackAppSettings(SlackSettings):
         return frozenset(u.strip() for u in self.responders.split(",") if u.strip())
 
 
-def build_slack_app(settings: SlackAppSettings, start_run: StartRun) -> App:
-    """The Bolt app with the ``/clampdown`` command; request verification always on."""
+def build_slack_app(
+    settings: SlackAppSettings, start_run: StartRun, socket_mode: bool = False
+) -> App:
+    """The Bolt app with the ``/clampdown`` command and the approval buttons.
+
+    HTTP mode (default): every request's signature is verified. ``socket_mode``: no
+    signature (Slack signs nothing it sends over the websocket), the app-level token is
+    required instead, and requests that did not arrive over the websocket are refused.
+    """
     from slack_bolt import App
     from slack_bolt.authorization import AuthorizeResult
     from slack_sdk import WebClient
 
-    if settings.slack_signing_secret is None:
+    if socket_mode:
+        from integrations.slack.socket_mode import app_token
+
+        app_token(settings)  # missing or not an xapp- token: say so before anything starts
+    elif settings.slack_signing_secret is None:
         raise SlackNotConfigured(
             "Slack is not configured: CLAMPDOWN_SLACK_SIGNING_SECRET is not set",
-            "set it to the signing secret on the Slack app's Basic Information page",
+            "set it to the signing secret on the Slack app's Basic Information page "
+            "(or use Socket Mode with CLAMPDOWN_SLACK_APP_TOKEN)",
         )
     if settings.slack_bot_token is None:
         raise SlackNotConfigured(
@@ -108,13 +126,17 @@ def build_slack_app(settings: SlackAppSettings, start_run: StartRun) -> App:
         timeout=settings.slack_timeout,  # type: ignore[arg-type]
         retry_handlers=retry_handlers(settings.slack_max_retries, settings.slack_retry_interval),
     )
+    secret = settings.slack_signing_secret
     app = App(
-        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        # "" and not None: Bolt would read SLACK_SIGNING_SECRET from the environment
+        signing_secret="" if socket_mode or secret is None else secret.get_secret_value(),
         client=client,
         authorize=authorize,
-        request_verification_enabled=True,
+        request_verification_enabled=not socket_mode,
         process_before_response=False,
     )
+    if socket_mode:
+        app.middleware(_only_over_the_websocket)
     commands = SlashCommands(settings.responder_ids, start_run)
     register_approval_actions(app)
 
@@ -125,6 +147,20 @@ def build_slack_app(settings: SlackAppSettings, start_run: StartRun) -> App:
         respond(text=answer.text, response_type=answer.response_type)
 
     return app
+
+
+def _only_over_the_websocket(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+    """Socket Mode app: refuse what did not come over the websocket (it has no signature check).
+
+    Defence in depth: should the app ever be mounted on an HTTP route by mistake, an
+    unsigned request still changes nothing.
+    """
+    from slack_bolt import BoltResponse
+
+    if req.mode != "socket_mode":
+        logger.warning("request refused: this Slack app only takes Socket Mode requests")
+        return BoltResponse(status=401, body={"error": "invalid request"})
+    return next()
 
 
 class Answer:

@@ -14,12 +14,29 @@ test) can read exactly what reached "Slack" and in which thread.
         slack.thread("C0INCIDENT", parent_ts)   # the parent and its replies
 
 Methods answered: ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``,
-``usergroups.list``, ``usergroups.users.list``, ``conversations.info``, ``views.open``
-(anything else: ``unknown_method``).
+``usergroups.list``, ``usergroups.users.list``, ``conversations.info``, ``views.open``,
+``apps.connections.open`` (anything else: ``unknown_method``).
 Failures on demand: :meth:`SlackStandIn.fail_next` (``ratelimited`` or
 ``server_error``), :meth:`SlackStandIn.down` / :meth:`SlackStandIn.up` (HTTP 503 to
-everything), :meth:`SlackStandIn.slow` (late answers). Standard library only: a
-``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread.
+everything), :meth:`SlackStandIn.slow` (late answers). The Web API is standard library
+only: a ``ThreadingHTTPServer`` on 127.0.0.1 in a daemon thread.
+
+Socket Mode: ``apps.connections.open`` (app-level token only, as Slack) hands out a
+one-use ``ws://127.0.0.1:<port>/link/?ticket=…`` URL of a websocket server (the
+``websockets`` package, started on first use). On connect it sends Slack's ``hello``;
+:meth:`SlackStandIn.push` sends an envelope the way Slack sends one (``slash_commands``,
+``interactive``, ``events_api``), :meth:`SlackStandIn.wait_ack` returns the client's
+acknowledgement (``{"envelope_id", "payload"?}``), and
+:meth:`SlackStandIn.request_disconnect` sends Slack's ``disconnect`` (the client must
+reconnect with a new URL).
+
+.. code-block:: python
+
+    with SlackStandIn() as slack:
+        ...  # the app connects with slack.app_token through slack.url
+        slack.wait_connected()
+        envelope_id = slack.push("slash_commands", {"command": "/clampdown", ...})
+        slack.wait_ack(envelope_id)   # {"envelope_id": ..., "payload": ...?}
 """
 
 from __future__ import annotations
@@ -29,17 +46,25 @@ import hashlib
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
-from urllib.parse import parse_qsl, urlsplit
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, parse_qsl, urlsplit
+
+if TYPE_CHECKING:
+    from websockets.sync.server import Server, ServerConnection
 
 FailureMode = Literal["ratelimited", "server_error"]
+EnvelopeType = Literal["slash_commands", "interactive", "events_api"]
 DEFAULT_TOKEN = "xoxb-clampdown-standin"
+DEFAULT_APP_TOKEN = "xapp-1-A0STANDIN-clampdown-standin"
+APP_ID = "A0STANDIN"
 DEFAULT_CHANNELS = {"C0INCIDENT": "incident-response"}
 _BASE_SECONDS = 1_700_000_000
 _MAX_BODY = 2 * 1024 * 1024
@@ -75,7 +100,9 @@ class _State:
 class SlackStandIn:
     """A recording Slack Web API on 127.0.0.1 (a free port unless ``port`` is given).
 
-    ``token`` is the only bot token accepted. ``usergroups`` maps a user-group id
+    ``token`` is the only bot token accepted, ``app_token`` the only app-level token
+    (``apps.connections.open`` takes nothing else, and no other method takes it).
+    ``usergroups`` maps a user-group id
     (``S…``) or handle to its member user ids, for ``usergroups.users.list``.
     ``channels`` maps channel id to name; a request may name a channel by id,
     ``name`` or ``#name``, and responses carry the id, as Slack's do. With
@@ -87,6 +114,7 @@ class SlackStandIn:
         self,
         *,
         token: str = DEFAULT_TOKEN,
+        app_token: str = DEFAULT_APP_TOKEN,
         usergroups: Mapping[str, Iterable[str]] | None = None,
         channels: Mapping[str, str] | None = None,
         auto_channels: bool = True,
@@ -94,6 +122,7 @@ class SlackStandIn:
         port: int = 0,
     ) -> None:
         self.token = token
+        self.app_token = app_token
         self.usergroups = {group: list(users) for group, users in (usergroups or {}).items()}
         self.channels = dict(DEFAULT_CHANNELS if channels is None else channels)
         self.auto_channels = auto_channels
@@ -104,6 +133,7 @@ class SlackStandIn:
         self._ts = itertools.count(1)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._socket = _SocketModeServer(host)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -134,6 +164,7 @@ class SlackStandIn:
             server.server_close()
         if thread is not None:
             thread.join()
+        self._socket.stop()  # after the Web API: a client told to go cannot get a new URL
 
     def __enter__(self) -> SlackStandIn:
         return self.start()
@@ -216,9 +247,86 @@ class SlackStandIn:
             return copy.deepcopy(self._state.ephemeral)
 
     def reset(self) -> None:
-        """Forget calls, messages and pending failures (the server keeps running)."""
+        """Forget calls, messages, pending failures, envelopes and acks (servers keep running)."""
         with self._lock:
             self._state = _State()
+        self._socket.forget()
+
+    # --- Socket Mode -------------------------------------------------------------------
+
+    def wait_connected(self, count: int = 1, timeout: float = 10) -> None:
+        """Wait until ``count`` Socket Mode connections are open (AssertionError if not)."""
+        self._socket.wait(lambda: self._socket.open_links() >= count, timeout, "connections")
+
+    @property
+    def socket_connections(self) -> int:
+        """Socket Mode connections open now."""
+        return self._socket.open_links()
+
+    @property
+    def socket_closes(self) -> list[int | None]:
+        """The close code of each Socket Mode connection that ended (1006: dropped, no close)."""
+        return self._socket.closes()
+
+    def push(
+        self,
+        kind: EnvelopeType,
+        payload: Mapping[str, Any],
+        *,
+        accepts_response_payload: bool | None = None,
+        timeout: float = 10,
+    ) -> str:
+        """Send an envelope over the newest open connection, as Slack does; its envelope_id.
+
+        ``accepts_response_payload`` defaults to what Slack sends: true for slash
+        commands and for ``view_submission``/``block_suggestion`` payloads, else false.
+        """
+        if accepts_response_payload is None:
+            accepts_response_payload = kind == "slash_commands" or payload.get("type") in (
+                "view_submission",
+                "block_suggestion",
+            )
+        envelope = {
+            "envelope_id": str(uuid.uuid4()),
+            "type": kind,
+            "payload": dict(payload),
+            "accepts_response_payload": accepts_response_payload,
+        }
+        self._socket.send(envelope, timeout)
+        return str(envelope["envelope_id"])
+
+    def wait_ack(self, envelope_id: str, timeout: float = 10) -> dict[str, Any]:
+        """The client's acknowledgement of an envelope (AssertionError if none in ``timeout``)."""
+        found: list[dict[str, Any]] = []
+
+        def acked() -> bool:
+            found[:] = [a for a in self._socket.acks() if a.get("envelope_id") == envelope_id]
+            return bool(found)
+
+        self._socket.wait(acked, timeout, f"an ack of envelope {envelope_id}")
+        return found[0]
+
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        """Every message the clients sent over Socket Mode (acks), oldest first."""
+        return self._socket.acks()
+
+    @property
+    def envelopes(self) -> list[dict[str, Any]]:
+        """Every envelope pushed, oldest first."""
+        return self._socket.envelopes()
+
+    def request_disconnect(self, reason: str = "refresh_requested", timeout: float = 10) -> None:
+        """Send Slack's ``disconnect`` on every open connection; the client must reconnect.
+
+        As Slack, the stand-in sends no envelope on those connections afterwards:
+        :meth:`push` waits for the new one. Waits up to ``timeout`` for a connection
+        (the client's handshake may end before the stand-in has registered the link).
+        """
+        self._socket.retire_all(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-standin"}},
+            timeout,
+        )
 
     # --- request handling (called from the server's threads) -----------------------------
 
@@ -256,7 +364,7 @@ class SlackStandIn:
                     {"ok": False, "error": "ratelimited"},
                 )
             return 500, {}, {"ok": False, "error": "internal_error"}
-        auth_error = self._check_auth(params, headers)
+        auth_error = self._check_auth(method, params, headers)
         if auth_error:
             return 200, {}, {"ok": False, "error": auth_error}
         handler = _METHODS.get(method)
@@ -271,7 +379,9 @@ class SlackStandIn:
                 return queue.popleft()
         return None
 
-    def _check_auth(self, params: dict[str, Any], headers: dict[str, str]) -> str | None:
+    def _check_auth(
+        self, method: str, params: dict[str, Any], headers: dict[str, str]
+    ) -> str | None:
         auth = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
         if auth is not None:
             scheme, _, token = auth.partition(" ")
@@ -281,7 +391,17 @@ class SlackStandIn:
             token = params.get("token") or ""
             if not token:
                 return "not_authed"
-        return None if token.strip() == self.token else "invalid_auth"
+        token = token.strip()
+        expected, other = (
+            (self.app_token, self.token)
+            if method == "apps.connections.open"
+            else (self.token, self.app_token)
+        )
+        if secrets.compare_digest(token.encode(), expected.encode()):
+            return None
+        if secrets.compare_digest(token.encode(), other.encode()):
+            return "not_allowed_token_type"  # Slack's answer to the wrong kind of token
+        return "invalid_auth"
 
     def _resolve(self, channel: str, *, create: bool) -> str | None:
         if channel in self.channels:
@@ -382,6 +502,9 @@ class SlackStandIn:
             view = json.loads(view)
         return {"ok": True, "view": {"id": f"V{self._next_ts().replace('.', '')}", **view}}
 
+    def _connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self._socket.issue_url()}
+
     def _conversation_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._resolve(str(params.get("channel") or ""), create=False)
         if channel is None:
@@ -407,7 +530,171 @@ _METHODS = {
     "usergroups.list": SlackStandIn._usergroup_list,
     "views.open": SlackStandIn._views_open,
     "conversations.info": SlackStandIn._conversation_info,
+    "apps.connections.open": SlackStandIn._connections_open,
 }
+
+
+class _SocketModeServer:
+    """Slack's side of Socket Mode: one-use ticket URLs, ``hello``, envelopes out, acks in.
+
+    Built on ``websockets``' threaded server (installed with Prefect), started on the
+    first ``apps.connections.open``. Each connection has its own thread; :meth:`stop`
+    closes them all, since ``websockets`` does not make them daemon threads.
+    """
+
+    MAX_MESSAGE = 1024 * 1024  # Slack's envelopes and acks are far smaller
+
+    def __init__(self, host: str) -> None:
+        self._host = host
+        self._changed = threading.Condition()
+        self._tickets: set[str] = set()
+        self._links: list[ServerConnection] = []
+        self._retiring: list[ServerConnection] = []  # told to disconnect: no more envelopes
+        self._link_threads: list[threading.Thread] = []
+        self._closes: list[int | None] = []
+        self._envelopes: list[dict[str, Any]] = []
+        self._acks: list[dict[str, Any]] = []
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def issue_url(self) -> str:
+        """A fresh one-use websocket URL (starts the server on first use)."""
+        with self._changed:
+            server = self._server or self._start()
+            ticket = secrets.token_urlsafe(16)
+            self._tickets.add(ticket)
+        host, port = server.socket.getsockname()[:2]
+        return f"ws://{host}:{port}/link/?ticket={ticket}&app_id={APP_ID}"
+
+    def _start(self) -> Server:
+        from websockets.sync.server import serve
+
+        self._server = serve(
+            self._serve_link,
+            self._host,
+            0,
+            process_request=self._check_ticket,
+            compression=None,  # slack-sdk's built-in client negotiates no extension
+            max_size=self.MAX_MESSAGE,
+            close_timeout=1,
+        )
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="slack-standin-socket", daemon=True
+        )
+        self._thread.start()
+        return self._server
+
+    def stop(self) -> None:
+        with self._changed:
+            server, thread, links = self._server, self._thread, list(self._links)
+            link_threads, self._link_threads = self._link_threads, []
+            self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+        for link in links:
+            link.close()
+        if thread is not None:
+            thread.join()
+        for link_thread in link_threads:
+            link_thread.join(timeout=5)
+
+    def forget(self) -> None:
+        with self._changed:
+            self._envelopes.clear()
+            self._acks.clear()
+            self._closes.clear()
+
+    def _check_ticket(self, connection: ServerConnection, request: Any) -> Any:
+        query = parse_qs(urlsplit(request.path).query)
+        ticket = (query.get("ticket") or [""])[0]
+        with self._changed:
+            if ticket in self._tickets:
+                self._tickets.discard(ticket)  # one use, like Slack's
+                return None
+        return connection.respond(401, "invalid or used ticket\n")
+
+    def _serve_link(self, link: ServerConnection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        with self._changed:
+            self._links.append(link)
+            self._link_threads.append(threading.current_thread())
+            self._changed.notify_all()
+        try:
+            link.send(json.dumps(_hello(len(self._links))))
+            for raw in link:
+                try:
+                    message = json.loads(raw)
+                except ValueError:
+                    message = {"invalid": str(raw)[:200]}
+                with self._changed:
+                    self._acks.append(message if isinstance(message, dict) else {"invalid": raw})
+                    self._changed.notify_all()
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._changed:
+                self._links.remove(link)
+                if link in self._retiring:
+                    self._retiring.remove(link)
+                self._closes.append(link.close_code if link.close_code is not None else 1006)
+                self._changed.notify_all()
+
+    def send(self, envelope: dict[str, Any], timeout: float) -> None:
+        """Send on the newest connection not told to disconnect (as Slack: never on those)."""
+        self.wait(lambda: bool(self._usable()), timeout, "usable Socket Mode connection")
+        with self._changed:
+            link = self._usable()[-1]
+            self._envelopes.append(copy.deepcopy(envelope))
+        link.send(json.dumps(envelope))
+
+    def retire_all(self, message: dict[str, Any], timeout: float) -> None:
+        """Send ``message`` (a ``disconnect``) on every usable connection and stop using them."""
+        self.wait(lambda: bool(self._usable()), timeout, "usable Socket Mode connection")
+        with self._changed:
+            links = self._usable()
+            self._retiring.extend(links)
+        for link in links:
+            link.send(json.dumps(message))
+
+    def _usable(self) -> list[ServerConnection]:
+        with self._changed:
+            return [link for link in self._links if link not in self._retiring]
+
+    def wait(self, condition: Any, timeout: float, what: str) -> None:
+        with self._changed:
+            if not self._changed.wait_for(condition, timeout):
+                raise AssertionError(f"the Slack stand-in saw no {what} within {timeout} s")
+
+    def open_links(self) -> int:
+        with self._changed:
+            return len(self._links)
+
+    def closes(self) -> list[int | None]:
+        with self._changed:
+            return list(self._closes)
+
+    def acks(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return copy.deepcopy(self._acks)
+
+    def envelopes(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return copy.deepcopy(self._envelopes)
+
+
+def _hello(connections: int) -> dict[str, Any]:
+    """Slack's first message on a new Socket Mode connection."""
+    return {
+        "type": "hello",
+        "num_connections": connections,
+        "debug_info": {
+            "host": "applink-standin",
+            "build_number": 1,
+            "approximate_connection_time": 18060,
+        },
+        "connection_info": {"app_id": APP_ID},
+    }
 
 
 def _group_id(name: str) -> str:
