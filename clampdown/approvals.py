@@ -145,6 +145,22 @@ class Decision(BaseModel):
         return hmac.compare_digest(mac, self.signature)
 
 
+def split_people(text: str) -> tuple[list[str], list[str]]:
+    """``"U024BE7LH, @security-oncall, S0614TZR7"`` → (user ids, groups).
+
+    User ids are upper-case and start with U or W; anything else is a group id or
+    handle (write handles in lower case). Used for CLAMPDOWN_APPROVERS and
+    CLAMPDOWN_RESPONDERS.
+    """
+    users: list[str] = []
+    groups: list[str] = []
+    for entry in text.split(","):
+        entry = entry.strip().lstrip("@")
+        if entry:
+            (users if entry[:1] in ("U", "W") and entry.isupper() else groups).append(entry)
+    return users, groups
+
+
 def params_hash(gated: Mapping[str, Any]) -> str:
     """SHA-256 over the gated steps' parameters (canonical JSON): what the approver saw."""
     blob = json.dumps(gated, sort_keys=True, separators=(",", ":"), default=str)

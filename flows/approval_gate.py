@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash
+from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash, split_people
 from clampdown.diagnostics import ClampdownError
 from clampdown.expressions import render
 from clampdown.ledger import read as read_ledger
@@ -463,29 +463,13 @@ def _starter(trigger: dict[str, Any]) -> str | None:
 
 def default_approvers() -> tuple[list[str], list[str]]:
     """``CLAMPDOWN_APPROVERS``: user ids (U…/W…) and group ids or handles, comma-separated."""
-    users, groups = [], []
-    for entry in (os.environ.get("CLAMPDOWN_APPROVERS") or "").split(","):
-        entry = entry.strip().lstrip("@")
-        if not entry:
-            continue
-        (users if entry[:1] in ("U", "W") and entry.isupper() else groups).append(entry)
-    return users, groups
+    return split_people(os.environ.get("CLAMPDOWN_APPROVERS") or "")
 
 
 def _members(groups: tuple[str, ...]) -> set[str] | None:
-    """Members of the request's groups now, or None when they cannot be resolved."""
-    if not groups:
-        return set()
-    from integrations.slack.approval_card import group_members
-    from integrations.slack.client import SlackNotConfigured, slack_client, slack_settings
+    from integrations.slack.approval_card import members_now
 
-    try:
-        return group_members(slack_client(slack_settings()), groups)
-    except SlackNotConfigured:
-        return None
-    except Exception as exc:
-        log.warning("cannot resolve approver groups %s: %s", ", ".join(groups), exc)
-        return None
+    return members_now(groups)
 
 
 async def _resume_after_timeout() -> None:

@@ -207,6 +207,21 @@ def test_nobody_may_run_when_responders_is_empty(
     assert started == []
 
 
+def test_members_of_a_responder_group_may_run_and_others_may_not(
+    slack_env: None, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch, started: list[Any]
+) -> None:
+    slack.usergroups["ir-team"] = ["U0GROUPIE"]
+    monkeypatch.setenv("CLAMPDOWN_RESPONDERS", "U0SOLO, @ir-team")
+    monkeypatch.setattr("integrations.slack.app.THREAD_WAIT", 0.0)
+    with TestClient(create_app(start_run=lambda *a: started.append(a) or FAKE_RUN_ID)) as c:
+        member = ask(c, slack, "run engine-self-check responder=x", user="U0GROUPIE")
+        slack.reset()
+        outsider = ask(c, slack, "run engine-self-check responder=x", user="U0NOTINIT")
+    assert "started run" in member["text"] and len(started) == 1
+    assert "not a responder" in outsider["text"]
+    assert started[0][2]["user"] == "U0GROUPIE"
+
+
 def test_runbook_typo_suggests_the_name(
     client: TestClient, slack: SlackStandIn, started: list[Any]
 ) -> None:

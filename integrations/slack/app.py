@@ -15,7 +15,8 @@ while ``AsyncApp`` would need aiohttp, which is not a dependency. The server run
 ``App.dispatch`` in a worker thread, so the event loop never blocks on it.
 
 Subcommands: ``help``, ``list``, ``run <runbook> key=value …``, ``status [run-id]``.
-Only the Slack user ids in ``CLAMPDOWN_RESPONDERS`` may ``run`` or read ``status``
+Only the people in ``CLAMPDOWN_RESPONDERS`` (user ids, or members of its Slack user groups)
+may ``run`` or read ``status``
 (a suspect with Slack access must not watch the response unfold).
 """
 
@@ -71,7 +72,9 @@ class SlackAppSettings(SlackSettings):
         None, description="Slack app-level token (xapp-…, connections:write) for Socket Mode"
     )
     responders: str = Field(
-        "", description="comma-separated Slack user ids allowed to start runbooks"
+        "",
+        description="who may start runbooks from Slack: comma-separated Slack user ids and "
+        "user groups (ids S… or handles, e.g. @security-oncall)",
     )
 
     @field_validator("slack_signing_secret", "slack_app_token", mode="before")
@@ -274,13 +277,23 @@ class SlashCommands:
         lines = [f"• `{r.run_id}` {r.runbook} — *{r.status}* (started {r.started})" for r in found]
         return Answer("*Latest runs*\n" + "\n".join(lines))
 
+    def _is_responder(self, user: str) -> bool:
+        """A listed user id, or a member of a listed Slack user group (asked each time)."""
+        from clampdown.approvals import split_people
+        from integrations.slack.approval_card import members_now
+
+        users, groups = split_people(",".join(self.responders))
+        if user in users:
+            return True
+        return bool(groups) and user in (members_now(groups) or set())
+
     def _refuse(self, user: str, what: str) -> Answer | None:
         if not self.responders:
             return Answer(
                 f":no_entry: Nobody may {what} from Slack: CLAMPDOWN_RESPONDERS is empty. "
                 "Ask the clampdown operator to add responders' Slack user ids."
             )
-        if user not in self.responders:
+        if not self._is_responder(user):
             return Answer(
                 f":no_entry: <@{user}> is not a responder, so you may not {what}. "
                 "Ask the clampdown operator to add your Slack user id to CLAMPDOWN_RESPONDERS."

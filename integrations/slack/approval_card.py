@@ -200,3 +200,24 @@ def group_members(client: Any, groups: Iterable[str]) -> set[str]:
     for group_id in ids.values():
         members.update(client.usergroups_users_list(usergroup=group_id)["users"])
     return members
+
+
+def members_now(groups: Iterable[str]) -> set[str] | None:
+    """Members of ``groups`` per Slack right now; None when Slack cannot tell (not configured,
+    down, unknown group): callers then trust only listed user ids."""
+    import logging
+
+    from integrations.slack.client import SlackNotConfigured, slack_client, slack_settings
+
+    groups = list(groups)
+    if not groups:
+        return set()
+    try:
+        return group_members(slack_client(slack_settings()), groups)
+    except SlackNotConfigured:
+        return None
+    except Exception as exc:
+        logging.getLogger("clampdown.slack").warning(
+            "cannot resolve Slack user groups %s: %s", ", ".join(groups), exc
+        )
+        return None
