@@ -17,14 +17,14 @@ REVOKE_POLICY = "clampdown-revoke-older-sessions"
 REVOKE_SID = "ClampdownRevokeOlderSessions"
 BLOCK_SID = "ClampdownBlockAssume"
 ASSUME_ACTIONS = ["sts:AssumeRole", "sts:AssumeRoleWithSAML", "sts:AssumeRoleWithWebIdentity"]
-IAM_NAME = r"[\w+=,.@-]{1,128}"
+IAM_NAME = r"[A-Za-z0-9_+=,.@-]{1,128}"  # IAM allows these ASCII characters only
 
 _PRINCIPAL_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):(?P<kind>user|role)"
-    r"/(?P<path>(?:[\w+=,.@-]+/)*)(?P<name>[\w+=,.@-]{1,128})$"
+    r"/(?P<path>(?:[A-Za-z0-9_+=,.@-]+/)*)(?P<name>[A-Za-z0-9_+=,.@-]{1,128})$"
 )
 _STS_SESSION_ARN = re.compile(
-    r"^arn:aws[a-z-]*:sts::(?P<account>\d{12}):assumed-role/(?P<role>[\w+=,.@-]+)/.+$"
+    r"^arn:aws[a-z-]*:sts::(?P<account>\d{12}):assumed-role/(?P<role>[A-Za-z0-9_+=,.@-]+)/.+$"
 )
 ACCESS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
 
