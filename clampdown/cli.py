@@ -413,7 +413,7 @@ def approve(
 
     Exit 0 when the decision counted, 1 when it was refused.
     """
-    from flows.approval_gate import pending_request, submit_decision
+    from flows.decisions import pending_request, submit_decision
 
     if deny and not reason.strip():
         raise ClampdownError("a denial needs a reason", "add --reason 'why'")

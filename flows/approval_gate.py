@@ -1,6 +1,6 @@
-"""Approval gates inside the ``respond`` flow, and the one way decisions get to them.
+"""Approval gates inside the ``respond`` flow.
 
-The flow side (:class:`Gatekeeper`): an ``approval.request`` step builds a
+:class:`Gatekeeper`: an ``approval.request`` step builds a
 :class:`~clampdown.approvals.Request` (gated steps' exact parameters and their hash),
 writes it to ``runs/<id>/approvals/<step>.json``, posts the card, and waits. One
 waiter per run pauses the flow run with Prefect's ``apause_flow_run(wait_for_input=…)``
@@ -9,42 +9,39 @@ flow checks (:meth:`Request.refusal`) and records in the ledger, accepted or not
 Steps already running go on while the flow run is paused (Prefect 3 orchestrates
 task runs client-side); only new steps wait, because they wait for the gate.
 
-The sender side (:func:`submit_decision`): Slack clicks, ``clampdown approve`` and
-tests all call it. It reads the request file (where the run's Prefect API is, which
-flow run, the parameters hash), refuses early what the flow would refuse anyway (so an
-unauthorised click does not even resume the run), resumes the flow run with the
-decision as run input, and waits for the flow's verdict in the ledger. A decision
-from the Prefect UI's resume form skips this side and meets the same checks in the flow.
+Decisions reach it through :func:`flows.decisions.submit_decision` (Slack clicks,
+``clampdown approve``) or the Prefect UI's resume form; either way they meet the same
+checks here. Where requests and keys live: :mod:`flows.approval_store`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
-import os
-import secrets
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash, split_people
+from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash
 from clampdown.diagnostics import ClampdownError
 from clampdown.expressions import render
-from clampdown.ledger import read as read_ledger
-from clampdown.settings import settings
+from flows.approval_store import (
+    allowed_sources,
+    approval_key,
+    default_approvers,
+    request_file,
+    resolve_members,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from flows.respond import RunState
     from integrations.slack.run_thread import Card
 
-PENDING_VERDICT = "sent; the run has not answered yet (check `clampdown runs`)"
 POLL_SECONDS = 0.5  # how often a paused flow asks its API whether it was resumed
 log = logging.getLogger("clampdown.approvals")
 
@@ -55,66 +52,6 @@ class ApprovalTimedOut(Exception):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-# --- where requests live --------------------------------------------------------------
-
-
-def approvals_dir(run_id: str) -> Path:
-    return settings().run_dir(run_id) / "approvals"
-
-
-def request_file(run_id: str, step: str) -> Path:
-    return approvals_dir(run_id) / f"{step}.json"
-
-
-def key_file(run_id: str) -> Path:
-    return approvals_dir(run_id) / ".key"
-
-
-def approval_key(run_id: str, *, create: bool = False) -> bytes:
-    """The run's approval key: senders sign decisions with it, the run verifies them.
-
-    Made by the run (0600) when it first asks; anyone who can read it can sign
-    decisions for the run, so CLAMPDOWN_HOME must be readable by operators only.
-    """
-    path = key_file(run_id)
-    if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        raise DecisionError(
-            f"cannot read the approval key of run '{run_id}' ({path})",
-            "decide from the machine (and user) that runs clampdown, or in the Prefect UI",
-        ) from None
-
-
-def allowed_sources() -> frozenset[str]:
-    """CLAMPDOWN_APPROVAL_SOURCES: where decisions may come from (default all three)."""
-    raw = os.environ.get("CLAMPDOWN_APPROVAL_SOURCES") or "slack,terminal,prefect-ui"
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic replace: a reader never sees half a request."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
-
-
-def read_requests(run_id: str) -> list[dict[str, Any]]:
-    """Every approval request of a run (pending or decided), oldest first."""
-    folder = approvals_dir(run_id)
-    found = []
-    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            found.append(json.loads(file.read_text()))
-    return sorted(found, key=lambda r: r.get("requested_at", ""))
 
 
 # --- the flow side --------------------------------------------------------------------
@@ -192,7 +129,7 @@ class Gatekeeper:
         )
         self._key = approval_key(self.state.run_id, create=True)
         card = self._post_card(request)
-        self._members[step_id] = await asyncio.to_thread(_members, request.groups)
+        self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         extra = self._where()
         self.pending[step_id] = _Pending(request, future, card, extra)
@@ -271,7 +208,7 @@ class Gatekeeper:
 
     def _save(self, pending: _Pending, status: str) -> None:
         data = pending.request.to_json() | pending.extra | {"status": status}
-        _write_json(request_file(self.state.run_id, pending.request.step), data)
+        write_json(request_file(self.state.run_id, pending.request.step), data)
 
     async def _wait_loop(self) -> None:
         """Pause while anything is pending; hand each decision to its request."""
@@ -332,7 +269,7 @@ class Gatekeeper:
         elif pending is None:
             refusal = f"no approval is pending at step '{decision.step}'"
         else:
-            members = await asyncio.to_thread(_members, pending.request.groups)
+            members = await asyncio.to_thread(resolve_members, pending.request.groups)
             if members is None:  # Slack cannot answer now: the membership seen at request time
                 members = self._members.get(decision.step)
             else:
@@ -461,17 +398,6 @@ def _starter(trigger: dict[str, Any]) -> str | None:
     return str(user) if user else None
 
 
-def default_approvers() -> tuple[list[str], list[str]]:
-    """``CLAMPDOWN_APPROVERS``: user ids (U…/W…) and group ids or handles, comma-separated."""
-    return split_people(os.environ.get("CLAMPDOWN_APPROVERS") or "")
-
-
-def _members(groups: tuple[str, ...]) -> set[str] | None:
-    from integrations.slack.approval_card import members_now
-
-    return members_now(groups)
-
-
 async def _resume_after_timeout() -> None:
     """After a pause timed out the flow run is still Paused: set it Running to go on."""
     from prefect import get_client
@@ -494,175 +420,3 @@ def _ui_description(request: Request) -> str:
         lines.append(f"- `{step_id}` ({gated['uses']}): `{shown}`")
     lines.append("Fill in your Slack user id as approver; the flow checks it like a Slack click.")
     return "\n".join(lines)
-
-
-# --- the sender side ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What became of one submitted decision."""
-
-    accepted: bool
-    reason: str  # why not, or what it did
-    outcome: str | None = None  # the request's outcome once decided
-    step: str | None = None
-
-
-class DecisionError(ClampdownError):
-    """The decision cannot be submitted (no such run or step, nothing pending)."""
-
-
-def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
-    """The request a decision is for: the named step, or the run's only pending one."""
-    requests = read_requests(run_id)
-    if not requests:
-        raise DecisionError(
-            f"run '{run_id}' has no approval request",
-            "check the run id with `clampdown runs`",
-        )
-    if step is not None:
-        for req in requests:
-            if req["step"] == step:
-                return req
-        names = ", ".join(r["step"] for r in requests)
-        raise DecisionError(f"run '{run_id}' has no approval step '{step}'", f"its steps: {names}")
-    pending = [r for r in requests if r.get("status") == "pending"]
-    if len(pending) == 1:
-        return pending[0]
-    if not pending:
-        last = requests[-1]
-        raise DecisionError(
-            f"nothing is waiting for approval in run '{run_id}'",
-            f"step '{last['step']}' was already decided: {last.get('status')}",
-        )
-    names = ", ".join(r["step"] for r in pending)
-    raise DecisionError(
-        f"run '{run_id}' waits at several approvals: {names}", "name one with --step"
-    )
-
-
-def precheck(req: dict[str, Any], approver: str, decision: str, reason: str) -> str | None:
-    """What the flow would refuse anyway, found without resuming it (None: send it)."""
-    if req.get("status") != "pending":
-        return f"step '{req['step']}' was already decided: {req.get('status')}"
-    request = Request.from_json(req)
-    if approver in req.get("approvals", []) and decision == "approve":
-        return f"you have already approved step '{req['step']}'"
-    members = _members(request.groups) if approver not in request.allowed_users else set()
-    if members is None:
-        return None  # groups cannot be resolved here now: the run decides, with what it knows
-    probe = Decision(
-        run_id=request.run_id,
-        step=request.step,
-        params_hash=request.params_hash,
-        decision=decision,  # type: ignore[arg-type]
-        approver=approver,
-        reason=reason,
-    )
-    return request.refusal(probe, members, _now())
-
-
-def submit_decision(
-    run_id: str,
-    step: str | None,
-    approver: str,
-    decision: Literal["approve", "deny"] = "approve",
-    reason: str = "",
-    source: Literal["slack", "terminal", "prefect-ui"] = "terminal",
-    *,
-    params_hash_seen: str | None = None,
-    wait: float = 30.0,
-) -> Verdict:
-    """Send one decision to a paused run and return the flow's verdict on it.
-
-    ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
-    flow refuses the decision if the gated parameters have changed since.
-    """
-    req = pending_request(run_id, step)
-    refusal = precheck(req, approver, decision, reason)
-    if refusal is not None:
-        return Verdict(False, refusal, req.get("status"), req["step"])
-    if source not in allowed_sources():
-        return Verdict(False, f"decisions from {source} are not accepted here", None, req["step"])
-    sent = Decision(
-        run_id=run_id,
-        step=req["step"],
-        params_hash=params_hash_seen or req["params_hash"],
-        decision=decision,
-        approver=approver,
-        reason=reason,
-        source=source,
-    )
-    if source != "prefect-ui":
-        sent = sent.signed(approval_key(run_id))
-    deadline = time.monotonic() + wait
-    _resume(req, sent, deadline)
-    return _verdict(run_id, sent, deadline)
-
-
-def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
-    """Resume the paused flow run with the decision; retry while it is between pauses."""
-    from prefect.exceptions import FlowPauseTimeout, NotPausedError
-    from prefect.flow_runs import resume_flow_run
-
-    with _api(req.get("api_url")):
-        while True:
-            try:
-                resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=decision.model_dump())
-                return
-            except NotPausedError:
-                # another decision is being checked, or the flow has not paused yet
-                if time.monotonic() > deadline:
-                    raise DecisionError(
-                        f"run '{decision.run_id}' is not paused for approval",
-                        "it may have finished or be handling another decision: "
-                        "check `clampdown runs`",
-                    ) from None
-                time.sleep(0.2)
-            except FlowPauseTimeout:
-                raise DecisionError(
-                    f"the approval at step '{decision.step}' has expired", "start a new run"
-                ) from None
-
-
-@contextlib.contextmanager
-def _api(url: str | None) -> Iterator[None]:
-    """Talk to the Prefect API the run is on (its own local one, for ``clampdown run``)."""
-    if not url:
-        yield
-        return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings({PREFECT_API_URL: url}):
-        yield
-
-
-def _verdict(run_id: str, sent: Decision, deadline: float) -> Verdict:
-    """Wait for the flow's ``approval.decision`` record of this decision."""
-    ledger = settings().ledger_path(run_id)
-    while True:
-        records = read_ledger(ledger) if ledger.is_file() else []
-        for record in records:
-            if record.get("type") == "approval.decision" and (
-                record.get("decision_id") == sent.decision_id
-            ):
-                outcome = next(
-                    (
-                        r.get("outcome")
-                        for r in records
-                        if r.get("type") == "approval.end" and r.get("step") == sent.step
-                    ),
-                    None,
-                )
-                if record.get("accepted"):
-                    return Verdict(True, "counted", outcome, sent.step)
-                return Verdict(False, str(record.get("refusal")), outcome, sent.step)
-        if time.monotonic() > deadline:
-            return Verdict(
-                False,
-                "sent, but the run has not answered yet: check `clampdown runs`",
-                None,
-                sent.step,
-            )
-        time.sleep(0.1)

@@ -943,7 +943,7 @@ class DrillRunner:
             raise ClampdownError(f"/slack/events answered HTTP {status}: {answer}")
 
     def _submit(self, run_id: str, step: str, ballot: _Ballot) -> Any:
-        from flows.approval_gate import submit_decision
+        from flows.decisions import submit_decision
 
         return submit_decision(
             run_id,

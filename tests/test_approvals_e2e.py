@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from clampdown.cli import app as cli_app
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from flows.approval_gate import request_file, submit_decision
+from flows.approval_store import request_file
+from flows.decisions import submit_decision
 from integrations.serve import InProcessStarter, create_app
 from integrations.slack.approval_card import (
     APPROVE_ACTION,

@@ -28,7 +28,8 @@ import pytest
 
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from flows.approval_gate import request_file, submit_decision
+from flows.approval_store import request_file
+from flows.decisions import submit_decision
 from integrations.serve import InProcessStarter
 from integrations.slack.standin import SlackStandIn
 from tests.slack_requests import SECRET

@@ -85,7 +85,8 @@ def oncall(aws_endpoint, prefect_server, monkeypatch):
 
 def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision="approve"):
     """Start the run in a thread (started by U_STARTER); U_APPROVER decides each gate."""
-    from flows.approval_gate import request_file, submit_decision
+    from flows.approval_store import request_file
+    from flows.decisions import submit_decision
     from flows.respond import run_in_process
 
     run_id = new_run_id()

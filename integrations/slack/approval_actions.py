@@ -1,7 +1,7 @@
 """Approve and Deny clicks on approval cards, received by the Bolt app.
 
 Each click is acknowledged at once (Slack wants an answer within 3 s); the decision
-is then sent to the paused run (:func:`flows.approval_gate.submit_decision`), which
+is then sent to the paused run (:func:`flows.decisions.submit_decision`), which
 checks it and answers. The clicker's identity is the ``user.id`` of a request whose
 signature Bolt verified; nothing the clicker types is trusted for it.
 
@@ -97,7 +97,7 @@ def _decide(
     decision: str,
     reason: str,
 ) -> None:
-    from flows.approval_gate import PENDING_VERDICT, submit_decision
+    from flows.decisions import PENDING_VERDICT, submit_decision
 
     try:
         verdict = submit_decision(
