@@ -381,3 +381,28 @@ def test_clampdown_approve_refuses_a_denial_without_reason_and_an_outsider(
     )
     assert denied.exit_code == 0, denied.output
     assert harness.finish(run_id)["status"] == "denied"
+
+
+def test_a_card_slack_did_not_take_is_posted_once_slack_is_back_and_can_be_clicked(
+    harness: Harness, library: Path, suspect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("integrations.slack.run_thread.CARD_RETRY", 0.5)
+    harness.slack.down(503)
+    run_id = harness.start(library, principal_arn=suspect)
+    harness.wait_paused(run_id)
+    time.sleep(1.0)  # the header and the card fail while Slack is down
+    assert not harness.slack.messages("C0INCIDENT")
+    harness.slack.up()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            harness.card()
+            break
+        except AssertionError:
+            time.sleep(0.1)
+    header, *_ = harness.slack.messages("C0INCIDENT")
+    card = next(c for c in harness.slack.calls_to("chat.postMessage") if c.params.get("blocks"))
+    assert card.params["thread_ts"] == header["ts"], "the card goes in the run's thread"
+    harness.click(ONCALL[0])
+    assert harness.finish(run_id)["status"] == "succeeded"
+    assert keys_active(suspect) == []

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ ICONS = {
     "waiting for approval": "⏸",
 }
 SHUTDOWN_WAIT = 5.0
+CARD_RETRY = 5.0  # seconds between attempts at an approval card Slack did not take
+CARD_RETRY_FOR = 3600.0  # then the card is given up (the terminal and the UI still work)
 log = logging.getLogger("clampdown.slack")
 
 
@@ -121,7 +124,10 @@ class RunThread:
         self._steps: list[tuple[str, str]] = []
         self._outcome: str | None = None
         self._dirty = False  # the header text changed since it was last sent
-        self._outbox: deque[tuple[str, Callable[[], None]]] = deque()  # in order
+        self._outbox: deque[tuple[str, Callable[[], None], bool]] = deque()  # in order
+        # cards that could not be sent yet (Slack down): tried again every CARD_RETRY s
+        self._retry: deque[tuple[str, Callable[[], None], bool]] = deque()
+        self._retry_until = 0.0
         self._closing = False
         self._cond = threading.Condition()
         self._worker: threading.Thread | None = None
@@ -173,15 +179,16 @@ class RunThread:
     def post_card(self, text: str, blocks: list[dict[str, Any]]) -> Card:
         """Post a Block Kit message in the thread; the card's ts is set once it is sent."""
         card = Card()
-        self._send("chat.postMessage", lambda: self._post_card(card, text, blocks))
+        self._send("chat.postMessage", lambda: self._post_card(card, text, blocks), keep=True)
         return card
 
     def update_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
-        self._send("chat.update", lambda: self._edit_card(card, text, blocks))
+        self._send("chat.update", lambda: self._edit_card(card, text, blocks), keep=True)
 
-    def _send(self, method: str, fn: Callable[[], None]) -> None:
+    def _send(self, method: str, fn: Callable[[], None], *, keep: bool = False) -> None:
+        """Queue a call; ``keep``: a card people must see, sent again while Slack is down."""
         with self._cond:
-            self._outbox.append((method, fn))
+            self._outbox.append((method, fn, keep))
             self._cond.notify()
 
     def close(self, outcome: str, steps: Sequence[tuple[str, str]] | None = None) -> None:
@@ -221,19 +228,30 @@ class RunThread:
         while True:
             with self._cond:
                 while not (self._outbox or self._dirty or self._closing):
-                    self._cond.wait()
-                outbox = list(self._outbox)
+                    if not self._retry:
+                        self._cond.wait()
+                    elif not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
+                        break
+                outbox = [*self._retry, *self._outbox]
+                self._retry.clear()
                 self._outbox.clear()
                 dirty, self._dirty = self._dirty, False
                 closing = self._closing
             if outbox and self.thread_ts is None:  # Slack was down at the start: try again
                 self._call("chat.postMessage", self._post_header)
-            for method, send in outbox:
-                self._call(method, send)
+            for method, send, keep in outbox:
+                if self._retry and keep:  # keep kept cards in order behind a failed one
+                    self._retry.append((method, send, keep))
+                    continue
+                self._call(method, send, keep=keep and not closing)
             if dirty and self.header_ts is not None:
                 self._call("chat.update", self._edit_header)
+            if not self._retry:
+                self._retry_until = 0.0  # the next outage gets the full CARD_RETRY_FOR
             with self._cond:
                 if closing and not (self._outbox or self._dirty):
+                    for method, _send, _keep in self._retry:  # given up: they are misses
+                        self._miss(f"Slack {method} of an approval card never got through")
                     return
 
     def _text(self) -> str:
@@ -293,11 +311,21 @@ class RunThread:
         text, marked = mark_drill(self._scrub(text), blocks, drill)
         self._client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=marked)
 
-    def _call(self, method: str, fn: Callable[..., None], *args: Any) -> None:
+    def _call(self, method: str, fn: Callable[[], None], *, keep: bool = False) -> None:
         try:
-            fn(*args)
+            fn()
         except Exception as exc:
+            if keep and time.monotonic() < self._retry_deadline():
+                log.warning("slack: run %s: %s (will try again)", self.run_id, exc)
+                self._retry.append((method, fn, keep))
+                return
             self._miss(self._describe(exc, method))
+
+    def _retry_deadline(self) -> float:
+        """Kept cards are tried for CARD_RETRY_FOR s after the first failure, then missed."""
+        if not self._retry_until:
+            self._retry_until = time.monotonic() + CARD_RETRY_FOR
+        return self._retry_until
 
     def _describe(self, exc: Exception, method: str) -> str:
         if isinstance(exc, RuntimeError):
