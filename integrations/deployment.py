@@ -51,6 +51,7 @@ DEFAULT_POOL = "clampdown"
 SEALED = "clampdown_sealed"  # key of a sealed input value: {"clampdown_sealed": "<fernet token>"}
 MAX_SEALED_CHARS = 64 * 1024
 MAX_REMEMBERED_RUNS = 1000
+FINISHED_CACHE = 1.0  # seconds a "not finished yet" answer from Prefect is trusted
 
 
 class DeploymentSettings(BaseSettings):
@@ -168,6 +169,8 @@ class DeploymentStarter:
             )
         self.flow_runs: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._finished: set[str] = set()  # a final state stays final
+        self._asked: dict[str, float] = {}  # run id -> when Prefect last said "not finished"
 
     def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         from prefect.deployments import run_deployment
@@ -203,6 +206,46 @@ class DeploymentStarter:
                 del self.flow_runs[next(iter(self.flow_runs))]
         logger.info("run %s started as flow run %s of %s", run_id, flow_run.id, self.deployment)
         return run_id
+
+    def is_finished(self, run_id: str) -> bool:
+        """Whether run ``run_id`` has ended, asked of the Prefect server.
+
+        The triage needs it for correlation and ``max_concurrent_runs``; in deployment
+        mode the ledgers live on the workers, so the server's flow run state is the
+        authority. Finished runs are remembered; "still running" is trusted for a second
+        (the triage may ask many times in an alert storm).
+        """
+        import time
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with self._lock:
+            if run_id in self._finished:
+                return True
+            asked = self._asked.get(run_id)
+            if asked is not None and time.monotonic() - asked < FINISHED_CACHE:
+                return False
+        with (
+            temporary_settings({PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=run_id)), limit=5
+            )
+        # flow runs of `respond` are named "<runbook>-<run id>"
+        mine = [f for f in found if f.name.endswith(f"-{run_id}")]
+        done = bool(mine) and all(f.state is not None and f.state.is_final() for f in mine)
+        with self._lock:
+            if done:
+                self._finished.add(run_id)
+                self._asked.pop(run_id, None)
+            else:
+                self._asked[run_id] = time.monotonic()
+                while len(self._asked) > MAX_REMEMBERED_RUNS:
+                    del self._asked[next(iter(self._asked))]
+        return done
 
     def shutdown(self) -> None:
         """Nothing to stop: runs live on the workers."""

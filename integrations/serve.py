@@ -213,7 +213,14 @@ def _triage(store: Any, starter: StartRun, conf: Any) -> Triage:
     path = conf.triggers or conf.library / "triggers.yaml"
     try:
         return TriggerTriage(
-            path, store, starter, conf.ledger_path, library=conf.library, on_joined=_say_joined
+            path,
+            store,
+            starter,
+            conf.ledger_path,
+            library=conf.library,
+            on_joined=_say_joined,
+            # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
+            is_finished=getattr(starter, "is_finished", None),
         )
     except ClampdownError as exc:
         reason = f"no usable triggers ({path}): {exc.message}"

@@ -559,3 +559,19 @@ def test_worker_and_deploy_commands_explain_user_errors(tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
     Fernet(result.output.strip().encode())  # a usable key
+
+
+def test_deployment_mode_asks_prefect_whether_a_run_has_ended(
+    prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The triage's is_finished in deployment mode: the flow run state, not a local ledger."""
+    from flows.respond import run_in_process
+    from integrations.deployment import DeploymentStarter
+
+    run_in_process("engine-self-check", {"responder": "alice"}, run_id="finished0001")
+    # the ledger is elsewhere (a worker's disk): only Prefect can tell
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "serve-home"))
+    starter = DeploymentStarter(api_url=prefect_server)
+    assert starter.is_finished("finished0001")
+    assert not starter.is_finished("neverstarted")
+    assert not starter.is_finished("finished000")  # a prefix of a run id is another run
