@@ -8,6 +8,7 @@ so it is safe to run against the production trigger file.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,7 +33,54 @@ def register(app: typer.Typer) -> None:
     """Add the ``triggers`` command group to the ``clampdown`` app."""
     group = typer.Typer(help="Check which runbook alerts start.", no_args_is_help=True)
     group.command("test")(test)
+    group.command("held")(held)
     app.add_typer(group, name="triggers")
+
+
+def held(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
+    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+) -> None:
+    """Alerts a trigger matched but no run took (the runbook was at max_concurrent_runs).
+
+    They wait here for a responder: the incident's next alert starts a run once a slot
+    is free, or start the runbook by hand.
+    """
+    from clampdown.cli import err, out
+    from clampdown.state_store import StateStore
+
+    try:
+        store = StateStore()
+    except ClampdownError as exc:
+        err.print(f"error: {exc.message}", markup=False)
+        raise typer.Exit(1) from None
+    try:
+        found = store.held_alerts(limit)
+    finally:
+        store.close()
+    if format == "json":
+        rows = [
+            {
+                "at": datetime.fromtimestamp(h.at, UTC).isoformat(),
+                "runbook": h.runbook,
+                "trigger": h.trigger,
+                "dedup_key": h.dedup_key,
+                "reason": h.reason,
+                "alert": h.alert,
+            }
+            for h in found
+        ]
+        out.print_json(json.dumps(rows, default=str))
+        return
+    if not found:
+        out.print("no held alerts")
+        return
+    for h in found:
+        title = h.alert.get("title", "")
+        at = datetime.fromtimestamp(h.at, UTC).isoformat(timespec="seconds")
+        out.print(
+            f"{at}  {h.runbook}  ({h.trigger}) {h.dedup_key}: {title} — {h.reason}", markup=False
+        )
 
 
 def test(

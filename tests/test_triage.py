@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from clampdown.alert import Alert
+from clampdown.cli import app as cli_app
 from clampdown.diagnostics import InvalidFileError
 from clampdown.ledger import Ledger, new_run_id, read, verify_file
 from clampdown.settings import settings
@@ -216,7 +218,7 @@ def test_no_trigger_matches_is_ignored_with_reason(triggers_file, state_url) -> 
 
 
 def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
-    triggers_file, state_url
+    triggers_file, state_url, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     starter = FakeStarter(delay=0)
     store = StateStore(state_url)
@@ -238,6 +240,12 @@ def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
     [kept] = store.held_alerts()
     assert (kept.alert["id"], kept.runbook, kept.reason) == ("f3", "contain-iam-user", third.reason)
     assert held == ["f3"]
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", state_url)  # what `clampdown serve` used
+    listed = CliRunner().invoke(cli_app, ["triggers", "held", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(h["alert"]["id"], h["runbook"]) for h in json.loads(listed.output)] == [
+        ("f3", "contain-iam-user")
+    ]
     starter.finish(first.run_id)  # a slot frees: the source's next repeat starts a run
     retry = triage(make_alert("guardduty", "f3", principal(3)))
     assert retry.status == "started"
