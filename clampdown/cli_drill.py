@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _list(console: Console) -> None:
-    from clampdown.drill_model import DEFAULT_DRILL, drill_files, lint_drills
+    from clampdown.drill_library import DEFAULT_DRILL, drill_files, load_drill
+    from clampdown.drill_lint import lint_drills
     from clampdown.settings import settings
 
     library = settings().library
@@ -84,8 +85,6 @@ def _list(console: Console) -> None:
     for column in ("drill", "family", "runbook", "title", "lint"):
         table.add_column(column)
     for name, path in drill_files(library).items():
-        from clampdown.drill_model import load_drill
-
         problems = [d for d in lint_drills([path], library) if d.severity == "error"]
         try:
             drill, _ = load_drill(path)

@@ -111,7 +111,7 @@ def _is_drill(file: FsPath) -> bool:
 
 def _lint_drills(paths: Iterable[str | FsPath], files: list[FsPath]) -> list[Diagnostic]:
     """Drill files: those in a scanned library's drills/ folder, and drill files named."""
-    from clampdown.drill_model import lint_drills
+    from clampdown.drill_lint import lint_drills
     from clampdown.settings import settings
 
     found: list[Diagnostic] = []

@@ -11,17 +11,15 @@ from typer.testing import CliRunner
 
 from clampdown.cli_drill import register
 from clampdown.diagnostics import ClampdownError, InvalidFileError
-from clampdown.drill_model import (
+from clampdown.drill_library import (
     DEFAULT_DRILL,
-    PlaceholderError,
     drill_files,
-    fill_placeholders,
-    lint_drills,
-    load_checked,
     load_drill,
     resolve_drill,
     runbook_names,
 )
+from clampdown.drill_lint import lint_drills, load_checked
+from clampdown.drill_placeholders import PlaceholderError, fill_placeholders
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from clampdown.drill_model import drill_files, runbook_names
+from clampdown.drill_library import drill_files, runbook_names
 from clampdown.ledger import read, verify_file
 from flows.drill import DrillResult, run_drill
 
@@ -219,7 +219,7 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
 
     import boto3
 
-    from clampdown.drill_model import load_drill
+    from clampdown.drill_library import load_drill
     from flows.objectives import DrillFacts, RunFacts, score
     from integrations.aws.seed import seed
 
