@@ -345,6 +345,12 @@ class SlackMissesRecorded(_RunObjective):
     kind: Literal["slack_misses_recorded"]
 
 
+class AlertsRecorded(_Objective):
+    """Every alert the drill posted is in some run's ledger: it started the run or joined it."""
+
+    kind: Literal["alerts_recorded"]
+
+
 Objective = Annotated[
     RunbookStarted
     | RunbookCompleted
@@ -359,7 +365,8 @@ Objective = Annotated[
     | SecretRotated
     | ApprovalWithin
     | SlackThreadComplete
-    | SlackMissesRecorded,
+    | SlackMissesRecorded
+    | AlertsRecorded,
     Field(discriminator="kind"),
 ]
 OBJECTIVE_KINDS = (
@@ -377,6 +384,7 @@ OBJECTIVE_KINDS = (
     "approval_within",
     "slack_thread_complete",
     "slack_misses_recorded",
+    "alerts_recorded",
 )
 
 

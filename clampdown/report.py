@@ -282,6 +282,10 @@ _ADVICE = {
         "Slack failures were not recorded: the ledger must say which updates never reached "
         "the responders, or the after-action review cannot trust the thread."
     ),
+    "alerts_recorded": (
+        "An alert the endpoint accepted is in no run's ledger: check the triggers' dedup_key "
+        "and correlate_by, and the state store (CLAMPDOWN_STATE_URL)."
+    ),
 }
 
 

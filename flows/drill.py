@@ -217,6 +217,9 @@ class DrillRunner(FollowingRuns, ScriptedDecisions, Injects, AfterActionReport):
         status, answer = post(url, body, headers)
         self.console.print(f"T+0s  alert posted to /alerts/{alert.source}: HTTP {status}")
         if status in (200, 202):
+            self.run.posted_alerts += [
+                str(a["id"]) for a in answer.get("alerts", []) if a.get("id")
+            ]
             run_id = next((a["run_id"] for a in answer.get("alerts", []) if a.get("run_id")), None)
             if not run_id:
                 self.run.failures.append(f"the alert was accepted but no run started: {answer}")

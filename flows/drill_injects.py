@@ -158,4 +158,8 @@ class Injects:
             self._mark(at, f"second alert ({inject.source}): HTTP {status} {', '.join(outcomes)}")
             if status not in (200, 202):
                 self.run.failures.append(f"the second alert was refused: HTTP {status} {answer}")
+            else:
+                self.run.posted_alerts += [
+                    str(a["id"]) for a in answer.get("alerts", []) if a.get("id")
+                ]
         return None

@@ -72,6 +72,7 @@ class AfterActionReport:
             steps=steps,
             slack_messages=self.slack.messages(SLACK_CHANNEL) if self.slack is not None else [],
             runs=runs,
+            posted_alerts=list(self.run.posted_alerts),
         )
         objectives = score(facts)
         self._check_inputs(records)

@@ -78,6 +78,7 @@ class DrillOutcome:
     markers: list[Marker] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    posted_alerts: list[str] = field(default_factory=list)  # ids the endpoint accepted
     new_keys: list[str] = field(default_factory=list)
 
 

@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from clampdown.drill_model import (
     AccessRestored,
+    AlertsRecorded,
     ApprovalWithin,
     BucketLocked,
     ContainedWithin,
@@ -80,6 +81,7 @@ class DrillFacts:
     steps: list[StepSpan] = field(default_factory=list)
     slack_messages: list[dict[str, Any]] = field(default_factory=list)
     runs: list[RunFacts] = field(default_factory=list)
+    posted_alerts: list[str] = field(default_factory=list)  # ids the endpoint accepted
 
     def run_of(self, runbook: str) -> RunFacts | None:
         """The drill's (first) run of ``runbook``."""
@@ -160,6 +162,8 @@ def _default_title(objective: Any) -> str:
         return "Evidence manifest complete and intact"
     if kind == "slack_thread_complete":
         return "The Slack thread tells the whole story"
+    if kind == "alerts_recorded":
+        return "Every alert is in a run's ledger (started, joined or deduplicated)"
     return "The ledger records the Slack updates that were missed"
 
 
@@ -551,6 +555,27 @@ def slack_misses_recorded(o: SlackMissesRecorded, f: DrillFacts) -> Verdict:
     return True, f"{count} missed", f"last error: {misses[-1].get('last_error')}"
 
 
+def alerts_recorded(o: AlertsRecorded, f: DrillFacts) -> Verdict:
+    if not f.posted_alerts:
+        return False, "no alert", "the endpoint accepted no alert"
+    found: dict[str, str] = {}
+    for run in f.runs:
+        for record in run.records:
+            if record.get("type") == "run.start":
+                alert_id = (record.get("run", {}).get("trigger") or {}).get("alert_id")
+                if alert_id:
+                    found.setdefault(str(alert_id), f"started {run.run_id}")
+            elif record.get("type") == "alert.joined":
+                alert_id = (record.get("alert") or {}).get("id")
+                how = record.get("how", "joined")
+                found.setdefault(str(alert_id), f"{how} {run.run_id}")
+    lost = [a for a in f.posted_alerts if a not in found]
+    if lost:
+        return False, f"{len(lost)} lost", f"in no run's ledger: {', '.join(lost)}"
+    said = "; ".join(f"{a}: {found[a]}" for a in f.posted_alerts)
+    return True, f"{len(f.posted_alerts)} of {len(f.posted_alerts)}", said
+
+
 CHECKERS: dict[str, Callable[..., Verdict]] = {
     "runbook_started": runbook_started,
     "contained_within": contained_within,
@@ -566,4 +591,5 @@ CHECKERS: dict[str, Callable[..., Verdict]] = {
     "evidence_manifest_complete": evidence_manifest_complete,
     "slack_thread_complete": slack_thread_complete,
     "slack_misses_recorded": slack_misses_recorded,
+    "alerts_recorded": alerts_recorded,
 }

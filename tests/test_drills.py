@@ -77,6 +77,10 @@ def test_model_theft_default_drill_goes_green(drill):
     check_report_files(result)
     assert result.report.missed == [], result.report.failures
     assert result.exit_code == 0
+    # the PagerDuty incident about the same key joined the GuardDuty run: one run only
+    assert list(runs_of(result)) == [result.report.run_id]
+    joined = [r for r in ledger_of(result) if r["type"] == "alert.joined"]
+    assert [(j["how"], j["alert"]["source"]) for j in joined] == [("joined", "pagerduty")]
 
 
 def test_inference_extraction_drill(drill):
