@@ -203,8 +203,13 @@ def group_members(client: Any, groups: Iterable[str]) -> set[str]:
 
 
 def members_now(groups: Iterable[str]) -> set[str] | None:
-    """Members of ``groups`` per Slack right now; None when Slack cannot tell (not configured,
-    down, unknown group): callers then trust only listed user ids."""
+    """Members of ``groups`` right now; None when nobody can tell (callers then trust only
+    listed user ids).
+
+    Slack is the authority when it is configured. Without Slack, the groups are read
+    from ``CLAMPDOWN_GROUPS`` (``security-oncall=U024BE7LH,U0G9QF9C6; ir-leads=U0…``), so
+    a team that approves from the terminal can use the shipped runbooks' groups.
+    """
     import logging
 
     from integrations.slack.client import SlackNotConfigured, slack_client, slack_settings
@@ -213,11 +218,31 @@ def members_now(groups: Iterable[str]) -> set[str] | None:
     if not groups:
         return set()
     try:
-        return group_members(slack_client(slack_settings()), groups)
+        client = slack_client(slack_settings())
     except SlackNotConfigured:
-        return None
+        return local_groups_members(groups)
+    try:
+        return group_members(client, groups)
     except Exception as exc:
         logging.getLogger("clampdown.slack").warning(
             "cannot resolve Slack user groups %s: %s", ", ".join(groups), exc
         )
         return None
+
+
+def local_groups_members(groups: Iterable[str]) -> set[str] | None:
+    """Members per ``CLAMPDOWN_GROUPS`` (None when it does not define every group asked)."""
+    import os
+
+    defined: dict[str, set[str]] = {}
+    for part in (os.environ.get("CLAMPDOWN_GROUPS") or "").split(";"):
+        name, sep, people = part.partition("=")
+        if sep and name.strip():
+            members = {p.strip() for p in people.replace(" ", ",").split(",") if p.strip()}
+            defined[name.strip().lstrip("@")] = members
+    found: set[str] = set()
+    for group in groups:
+        if group not in defined:
+            return None
+        found |= defined[group]
+    return found
