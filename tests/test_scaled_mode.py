@@ -565,10 +565,13 @@ def test_deployment_mode_asks_prefect_whether_a_run_has_ended(
     prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The triage's is_finished in deployment mode: the flow run state, not a local ledger."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from flows.respond import run_in_process
     from integrations.deployment import DeploymentStarter
 
-    run_in_process("engine-self-check", {"responder": "alice"}, run_id="finished0001")
+    with temporary_settings({PREFECT_API_URL: prefect_server}):  # not another test's server
+        run_in_process("engine-self-check", {"responder": "alice"}, run_id="finished0001")
     # the ledger is elsewhere (a worker's disk): only Prefect can tell
     monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "serve-home"))
     starter = DeploymentStarter(api_url=prefect_server)
