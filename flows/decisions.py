@@ -139,8 +139,16 @@ def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
             try:
                 resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=decision.model_dump())
                 return
-            except NotPausedError:
-                # another decision is being checked, or the flow has not paused yet
+            except FlowPauseTimeout:
+                raise DecisionError(
+                    f"the approval at step '{decision.step}' has expired", "start a new run"
+                ) from None
+            except (NotPausedError, RuntimeError) as exc:
+                # between pauses (another decision is being checked), not paused yet, or
+                # paused a moment ago and its form ("Run input schema") not saved yet
+                between = isinstance(exc, NotPausedError) or "schema not found" in str(exc)
+                if not between:
+                    raise
                 if time.monotonic() > deadline:
                     raise DecisionError(
                         f"run '{decision.run_id}' is not paused for approval",
@@ -148,10 +156,6 @@ def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
                         "check `clampdown runs`",
                     ) from None
                 time.sleep(0.2)
-            except FlowPauseTimeout:
-                raise DecisionError(
-                    f"the approval at step '{decision.step}' has expired", "start a new run"
-                ) from None
 
 
 @contextlib.contextmanager

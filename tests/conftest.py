@@ -116,3 +116,20 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.retries import standard
 
     monkeypatch.setattr(standard.ExponentialBackoff, "delay_amount", lambda self, context: 0)
+
+
+@pytest.fixture
+def oncall_slack(monkeypatch: pytest.MonkeyPatch):
+    """The Slack stand-in with a security-oncall group, and every Slack setting pointing at it
+    (signing secret as tests/slack_requests.py signs; fast retries)."""
+    from integrations.slack.standin import SlackStandIn
+    from tests.slack_requests import CHANNEL, ONCALL, SECRET
+
+    with SlackStandIn(usergroups={"security-oncall": ONCALL}) as standin:
+        monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", SECRET)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", standin.token)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", standin.url)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", CHANNEL)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_RETRY_INTERVAL", "0")
+        monkeypatch.setenv("CLAMPDOWN_SLACK_MAX_RETRIES", "1")
+        yield standin

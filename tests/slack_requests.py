@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T0TEAM"
 CHANNEL = "C0INCIDENT"
+ONCALL = ["U0ONCALL1", "U0ONCALL2"]  # members of the stand-in's security-oncall group
 
 
 def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:

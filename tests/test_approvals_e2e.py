@@ -35,11 +35,10 @@ from integrations.slack.approval_card import (
     REASON_INPUT,
 )
 from integrations.slack.standin import SlackStandIn
-from tests.slack_requests import SECRET, block_action, post_signed, view_submission
+from tests.slack_requests import ONCALL, block_action, post_signed, view_submission
 
 STARTER = "U0STARTER"
 LEAD = "U0LEAD"
-ONCALL = ["U0ONCALL1", "U0ONCALL2"]
 OUTSIDER = "U0OUTSIDER"
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -69,19 +68,6 @@ steps:
     if: always()
     with: {message: "revoke {{ steps.revoke.status }}"}
 """
-
-
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStandIn]:
-    with SlackStandIn(usergroups={"security-oncall": ONCALL}) as standin:
-        monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", SECRET)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", standin.token)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", standin.url)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", "C0INCIDENT")
-        monkeypatch.setenv("CLAMPDOWN_SLACK_RETRY_INTERVAL", "0")
-        monkeypatch.setenv("CLAMPDOWN_SLACK_MAX_RETRIES", "1")
-        monkeypatch.setenv("CLAMPDOWN_RESPONDERS", STARTER)
-        yield standin
 
 
 @pytest.fixture
@@ -170,11 +156,11 @@ class Harness:
 
 @pytest.fixture
 def harness(
-    prefect_server: str, slack: SlackStandIn, library: Path, suspect: str
+    prefect_server: str, oncall_slack: SlackStandIn, library: Path, suspect: str
 ) -> Iterator[Harness]:
     starter = InProcessStarter()
     with TestClient(create_app(start_run=starter)) as client:
-        yield Harness(client, starter, slack)
+        yield Harness(client, starter, oncall_slack)
     starter.shutdown()
 
 
