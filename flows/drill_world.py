@@ -136,7 +136,13 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def moto_server() -> Iterator[str]:
     """moto as a real HTTP server on loopback, with fresh state."""
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise ClampdownError(
+            "drills need moto (simulated AWS), which is not installed",
+            "pip install 'clampdown[drill]' (python3 dev.py setup installs it)",
+        ) from None
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
