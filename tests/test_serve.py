@@ -183,6 +183,26 @@ def test_run_starts_the_runbook_with_typed_inputs_and_trigger(
     assert f"started run `{FAKE_RUN_ID}` of `engine-self-check`" in said["text"]
 
 
+def test_run_contain_iam_user_from_slack_and_a_bad_arn_starts_nothing(
+    client: TestClient, slack: SlackStandIn, started: list[Any]
+) -> None:
+    arn = "arn:aws:iam::123456789012:user/mallory"
+    said = ask(client, slack, f"run contain-iam-user principal_arn={arn}")
+    assert started == [
+        (
+            REPO / "runbooks" / "contain-iam-user.yaml",
+            {"principal_arn": arn, "lookback_hours": 24},
+            {"type": "slack", "user": RESPONDER, "channel": "C0INCIDENT"},
+        )
+    ]
+    assert f"started run `{FAKE_RUN_ID}` of `contain-iam-user`" in said["text"]
+    slack.reset()
+    bad = ask(client, slack, "run contain-iam-user principal_arn=arn:aws:iam::123:user/x")
+    assert bad["response_type"] == "ephemeral"
+    assert "principal_arn" in bad["text"] and "pattern" in bad["text"], bad["text"]
+    assert len(started) == 1, "a bad input starts nothing"
+
+
 def test_unauthorised_user_is_refused(
     client: TestClient, slack: SlackStandIn, started: list[Any]
 ) -> None:
