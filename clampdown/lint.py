@@ -28,7 +28,6 @@ from clampdown.expressions import (
 )
 from clampdown.loader import Loaded, load
 from clampdown.models import Runbook
-from clampdown.triggers import is_triggerset, lint_triggerset
 from clampdown.yamlsource import Path, Source
 
 STEP_PARTS = ("outputs", "status")
@@ -50,6 +49,8 @@ def lint_paths(
         try:
             loaded = load(file)
         except InvalidFileError as exc:
+            from clampdown.triggers import is_triggerset, lint_triggerset
+
             if is_triggerset(file):  # kind: TriggerSet has rules of its own
                 found.extend(lint_triggerset(file, file.parent if file in scanned else None))
                 continue
@@ -110,19 +111,19 @@ def _is_drill(file: FsPath) -> bool:
 
 
 def _lint_drills(paths: Iterable[str | FsPath], files: list[FsPath]) -> list[Diagnostic]:
-    """Drill files: those in a scanned library's drills/ folder, and drill files named."""
-    from clampdown.drill_lint import lint_drills
-    from clampdown.settings import settings
-
-    found: list[Diagnostic] = []
+    """Drill files, against the library they sit in: those in a scanned library's drills/
+    folder, and drill files named on the command line (library: the folder above drills/)."""
+    batches: list[tuple[list[FsPath], FsPath]] = []
     for p in map(FsPath, paths):
         if p.is_dir() and (p / "drills").is_dir():
             drills = sorted(f for f in (p / "drills").rglob("*") if f.suffix in (".yaml", ".yml"))
-            found.extend(lint_drills(drills, p))
-    named = [f for f in files if _is_drill(f) and f.parent.name == "drills" and f not in found]
-    if named:
-        found.extend(lint_drills(named, settings().library))
-    return found
+            batches.append((drills, p))
+    batches += [([f], f.parent.parent) for f in files if _is_drill(f) and f.parent.name == "drills"]
+    if not any(drills for drills, _ in batches):
+        return []
+    from clampdown.drill_lint import lint_drills  # only when there are drills to lint
+
+    return [d for drills, library in batches for d in lint_drills(drills, library)]
 
 
 def _as_error(d: Diagnostic) -> Diagnostic:
