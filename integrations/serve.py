@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -53,6 +54,8 @@ class InProcessStarter:
         self.api_url: str | None = PREFECT_API_URL.value()
         self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="clampdown-run")
         self.futures: dict[str, Future[Any]] = {}
+        self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
+        _STARTERS.add(self)
 
     def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         from clampdown import inputs as inputs_mod
@@ -70,20 +73,28 @@ class InProcessStarter:
             "library": str(conf.library),
             "drill": conf.drill,
         }
-        future = self.executor.submit(self._run, str(runbook), protected, options)
+        future = self.executor.submit(self._run, run_id, str(runbook), protected, options)
         future.add_done_callback(lambda f: _log_outcome(run_id, f))
         self.futures[run_id] = future
         return run_id
 
-    def _run(self, runbook: str, inputs: dict[str, Any], options: dict[str, Any]) -> Any:
+    def _run(
+        self, run_id: str, runbook: str, inputs: dict[str, Any], options: dict[str, Any]
+    ) -> Any:
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         from flows.prefect_api import shared_clients
         from flows.respond import respond
 
         async def execute() -> Any:
-            async with shared_clients():
-                return await respond(runbook, inputs, return_state=True, **options)
+            task = asyncio.current_task()
+            assert task is not None
+            self._running[run_id] = (asyncio.get_running_loop(), task)
+            try:
+                async with shared_clients():
+                    return await respond(runbook, inputs, return_state=True, **options)
+            finally:
+                self._running.pop(run_id, None)
 
         settings_ctx = (
             temporary_settings({PREFECT_API_URL: self.api_url})
@@ -97,11 +108,33 @@ class InProcessStarter:
         """Stop taking runs; runs in progress finish before the process exits."""
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def interrupt_running(self) -> list[str]:
+        """Interrupt the runs still in progress (as Ctrl-C does to ``clampdown run``).
+
+        Their ledgers end without ``run.end``. For test sessions and embedders that must
+        not wait for a run paused at an approval; ``clampdown serve`` lets runs finish.
+        """
+        interrupted = []
+        for run_id, (loop, task) in list(self._running.items()):
+            loop.call_soon_threadsafe(task.cancel)
+            interrupted.append(run_id)
+        return interrupted
+
+
+_STARTERS: weakref.WeakSet[InProcessStarter] = weakref.WeakSet()
+
+
+def interrupt_all_runs() -> list[str]:
+    """:meth:`InProcessStarter.interrupt_running` on every starter of this process."""
+    return [run_id for starter in list(_STARTERS) for run_id in starter.interrupt_running()]
+
 
 def _log_outcome(run_id: str, future: Future[Any]) -> None:
     if future.cancelled():
         logger.warning("run %s was cancelled before it started (server stopping)", run_id)
-    elif (exc := future.exception()) is not None:
+    elif isinstance(exc := future.exception(), asyncio.CancelledError):
+        logger.warning("run %s was interrupted; its ledger has no run.end", run_id)
+    elif exc is not None:
         logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +24,16 @@ def prefect_server() -> Iterator[str]:
     """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
     that runs flows: the same local server `clampdown run` uses."""
     from flows.prefect_api import local_api
+    from integrations.serve import interrupt_all_runs
 
     with local_api() as url:
         yield url
+        # A run a test left paused (at an approval) would keep the interpreter from exiting
+        # (its worker thread is joined at exit): interrupt it while its server still answers.
+        left = interrupt_all_runs()
+        if left:
+            sys.stderr.write(f"\nruns still in progress after the tests, interrupted: {left}\n")
+            time.sleep(2)
 
 
 @pytest.fixture(autouse=True)

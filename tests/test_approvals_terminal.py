@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import threading
 import time
@@ -78,3 +79,23 @@ def test_a_terminal_team_approves_a_group_gate_without_slack(
     records = read(settings().ledger_path("terminal0001"))
     assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
     assert [r["approver"] for r in records if r["type"] == "approval.decision"] == ["U0TERM2"]
+
+
+def test_a_run_paused_at_an_approval_can_be_interrupted(
+    prefect_server: str, no_slack: None, write_runbook: Any
+) -> None:
+    """What the test session does to runs a test left paused (and an embedder may do)."""
+    from integrations.serve import InProcessStarter
+
+    starter = InProcessStarter()
+    run_id = starter(write_runbook(RUNBOOK, "terminal-gate.yaml"), {}, {"type": "manual"})
+    deadline = time.monotonic() + 30
+    while not request_file(run_id, "approve").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert starter.interrupt_running() == [run_id]
+    done, _ = concurrent.futures.wait([starter.futures[run_id]], timeout=30)
+    assert done, "the worker thread is free again"
+    records = read(settings().ledger_path(run_id))
+    assert "run.end" not in [r["type"] for r in records]
+    assert not any(r["type"] == "step.start" and r.get("step") == "act" for r in records)
+    starter.shutdown()
