@@ -54,9 +54,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- the flow side --------------------------------------------------------------------
-
-
 @dataclass
 class _Pending:
     request: Request
@@ -79,13 +76,14 @@ class Gatekeeper:
         self._members: dict[str, set[str] | None] = {}
         self._waiter: asyncio.Task[None] | None = None
         self._key = b""
+        # the runbook's approval steps, found once: every step's decision asks about them
+        self._gates = {s.id for s in state.runbook.steps if _is_gate(s.uses)}
 
     # what the engine asks ------------------------------------------------------------
 
     def gates_of(self, step_id: str) -> set[str]:
         """Approval steps upstream of ``step_id``."""
-        gates = {s.id for s in self.state.runbook.steps if _is_gate(s.uses)}
-        return self.state.ancestors[step_id] & gates
+        return self.state.ancestors[step_id] & self._gates
 
     def blocked_by(self, step_id: str) -> str | None:
         """The first upstream approval that did not end approved (None: free to run)."""
