@@ -238,7 +238,7 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
 
     import uvicorn
 
-    from integrations.serve import create_app
+    from clampdown.app.serve import create_app
 
     triggers = logs / f"triggers-{time.monotonic_ns()}.yaml"
     triggers.write_text(TRIGGERS)
@@ -321,8 +321,8 @@ def line(label: str, values: list[float], floor_p50: float | None = None) -> str
 
 
 def local_mode(runs: int, endpoint: str, logs: Path) -> tuple[list[float], dict]:
-    from flows.prefect_api import local_api
-    from integrations.serve import InProcessStarter
+    from clampdown.app.serve import InProcessStarter
+    from clampdown_flows.prefect_api import local_api
 
     with local_api():
         starter = InProcessStarter()
@@ -358,7 +358,7 @@ def scaled_stack(logs: Path, endpoint: str) -> Iterator[tuple[str, str, dict[str
     import psycopg
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from clampdown.cli_ops import deploy_from_file
+    from clampdown.app.cli_ops import deploy_from_file
     from tests.pg import Cluster, find_bin_dir
 
     bin_dir = find_bin_dir()
@@ -404,7 +404,7 @@ def scaled_stack(logs: Path, endpoint: str) -> Iterator[tuple[str, str, dict[str
 def deployment_mode(
     label: str, runs: int, endpoint: str, argv: list[str], env: dict[str, str], logs: Path
 ) -> tuple[list[float], dict[str, list[float]]]:
-    from integrations.deployment import DeploymentStarter
+    from clampdown.app.deployment import DeploymentStarter
 
     log = logs / f"{label.split()[0]}.log"
     workdir = logs / f"{label.split()[0]}-cwd"
@@ -481,7 +481,7 @@ def main() -> None:
             clampdown_worker = [
                 sys.executable,
                 "-c",
-                "import typer; from clampdown.cli_ops import register; "
+                "import typer; from clampdown.app.cli_ops import register; "
                 "app = typer.Typer(); register(app); app()",
                 "worker",
                 "--poll",

@@ -80,7 +80,7 @@ def plain_python(steps: int) -> float:
 
 async def once(path: Path) -> float:
     """Wall time of one execution of ``path`` by the respond flow."""
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     start = time.perf_counter()
     result = await respond(str(path), {})
@@ -98,7 +98,7 @@ async def measure(files: dict[str, Path], runs: int, shared: bool = True) -> dic
     (docs/benchmarks.md has figures for interleaved runs too).
     ``shared`` reuses the API clients across runs, as a long-lived process does.
     """
-    from flows.prefect_api import shared_clients
+    from clampdown_flows.prefect_api import shared_clients
 
     times: dict[str, list[float]] = {name: [] for name in files}
     async with shared_clients() if shared else contextlib.AsyncExitStack():
@@ -114,7 +114,7 @@ def stock_api() -> Iterator[str]:
     from prefect.server.api.server import SubprocessASGIServer
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.prefect_api import flush_to_api
+    from clampdown_flows.prefect_api import flush_to_api
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -176,14 +176,14 @@ def main() -> None:
 
     baseline_one = statistics.median(plain_python(1) for _ in range(args.runs))
     baseline_fifty = statistics.median(plain_python(STEPS) for _ in range(args.runs))
-    from flows.prefect_api import local_api
+    from clampdown_flows.prefect_api import local_api
 
     with local_api():  # the local server `clampdown run` uses (or PREFECT_API_URL)
         took = asyncio.run(measure(files, args.runs))
 
     print(f"plain Python, 1 step     {baseline_one * 1000:8.3f} ms")
     print(f"plain Python, {STEPS} steps   {baseline_fifty * 1000:8.3f} ms")
-    print("engine as shipped (flows/prefect_api.py: local server, shared clients):")
+    print("engine as shipped (flows/clampdown_flows/prefect_api.py: local server, shared clients):")
     report(took, baseline_one, baseline_fifty)
     if args.stock:
         with stock_api():

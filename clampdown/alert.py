@@ -1,6 +1,6 @@
 """The one shape every alert takes, whatever sent it, so triggers match a single model.
 
-Parsers in :mod:`integrations.alerts` turn a GuardDuty finding, an EventBridge
+Parsers in :mod:`clampdown_alerts` turn a GuardDuty finding, an EventBridge
 event, an SNS-delivered CloudWatch alarm, an Alertmanager alert, a PagerDuty
 incident or a generic JSON body into an :class:`Alert`; trigger expressions see it
 as ``alert`` (``alert.principal``, ``alert.raw.detail.type`` …).

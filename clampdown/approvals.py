@@ -1,8 +1,8 @@
 """Human approval gates: the ``approval.request`` action and the rules every decision meets.
 
 This module is Prefect-free and Slack-free: it says *what* a request is, what a
-decision carries, and whether a decision counts. The flow (:mod:`flows.approval_gate`)
-pauses and resumes; Slack (:mod:`integrations.slack.approval_card`) shows the card.
+decision carries, and whether a decision counts. The flow (:mod:`clampdown_flows.approval_gate`)
+pauses and resumes; Slack (:mod:`clampdown_slack.approval_card`) shows the card.
 
 A decision is bound to one request: it names the run, the step and the SHA-256 of
 the gated steps' parameters as they were shown to the approver. A decision for

@@ -9,8 +9,8 @@ on, and what the authors *expect* (a drill built to show a denial expects the
 containment objectives to be missed).
 
 This module only holds the models. :mod:`clampdown.drill_library` finds and loads
-drill files, :mod:`clampdown.drill_lint` checks them, :mod:`flows.drill` runs them
-and :mod:`flows.objectives` scores them. Objective kinds live here (not beside their
+drill files, :mod:`clampdown.drill_lint` checks them, :mod:`clampdown.app.drill.runner` runs them
+and :mod:`clampdown.app.drill.objectives` scores them. Objective kinds live here (not beside their
 checkers) so ``clampdown lint`` can reject an unknown kind without importing a
 provider.
 """

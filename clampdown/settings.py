@@ -5,6 +5,7 @@ No secret lives in a file of the repository; tokens come from the environment.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
@@ -18,7 +19,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
 
     home: Path = Field(Path("~/.clampdown"), description="state folder: ledgers, dedup state")
-    library: Path = Field(Path("runbooks"), description="runbook folder")
+    library: Path = Field(
+        default_factory=lambda: default_library(),
+        description="runbook folder (./runbooks if there is one, else the shipped library)",
+    )
     execution: Literal["local", "deployment"] = "local"
     triggers: Path | None = Field(None, description="trigger file (<library>/triggers.yaml)")
     drill: bool = Field(False, description="runs started here are drills (set by clampdown drill)")
@@ -41,6 +45,24 @@ class Settings(BaseSettings):
                 f"ledgers live under {self.home}/runs/<run-id>/ledger.jsonl",
             )
         return path
+
+
+def shipped_library() -> Path:
+    """Where the runbook library that ships with clampdown is (package ``clampdown_runbooks``).
+
+    Found without importing it: the package is YAML plus an empty ``__init__``.
+    """
+    spec = importlib.util.find_spec("clampdown_runbooks")
+    if spec is None or not spec.submodule_search_locations:
+        return Path("runbooks")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def default_library() -> Path:
+    """A ``runbooks/`` folder where the command runs (a team's own library, as documented)
+    wins; otherwise the shipped library, so an installed clampdown works from any folder."""
+    local = Path("runbooks")
+    return local if local.is_dir() else shipped_library()
 
 
 def settings() -> Settings:

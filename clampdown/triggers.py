@@ -17,7 +17,7 @@ themselves (GuardDuty updates a finding, Alertmanager re-sends a firing alert):
   share runs; prefix a key (``extraction:…``) to keep runbooks apart.
 
 This module is the model, the loader, the lint rules and the matcher. What to do
-with a match (dedup state, starting runs) lives in :mod:`flows.triage`.
+with a match (dedup state, starting runs) lives in :mod:`clampdown_flows.triage`.
 """
 
 from __future__ import annotations

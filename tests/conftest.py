@@ -23,8 +23,8 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 def prefect_server() -> Iterator[str]:
     """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
     that runs flows: the same local server `clampdown run` uses."""
-    from flows.prefect_api import local_api
-    from integrations.serve import interrupt_all_runs
+    from clampdown.app.serve import interrupt_all_runs
+    from clampdown_flows.prefect_api import local_api
 
     with local_api() as url:
         yield url
@@ -131,7 +131,7 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def oncall_slack(monkeypatch: pytest.MonkeyPatch):
     """The Slack stand-in with a security-oncall group, and every Slack setting pointing at it
     (signing secret as tests/slack_requests.py signs; fast retries)."""
-    from integrations.slack.standin import SlackStandIn
+    from clampdown_slack.testing.standin import SlackStandIn
     from tests.slack_requests import CHANNEL, ONCALL, SECRET
 
     with SlackStandIn(usergroups={"security-oncall": ONCALL}) as standin:

@@ -41,9 +41,9 @@ import httpx
 import pytest
 import uvicorn
 
+from clampdown.app.serve import create_app
 from clampdown.ledger import Ledger, new_run_id, read, verify_file
 from clampdown.settings import settings
-from integrations.serve import create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
 TOKEN = "storm-bearer-token-0123456789"

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from integrations.alerts.errors import Malformed, Unauthenticated
-from integrations.alerts.replay import InMemoryDeliveryLog, check_fresh
-from integrations.alerts.settings import AlertSettings
-from integrations.alerts.signatures import (
+from clampdown_alerts.errors import Malformed, Unauthenticated
+from clampdown_alerts.replay import InMemoryDeliveryLog, check_fresh
+from clampdown_alerts.settings import AlertSettings
+from clampdown_alerts.signatures import (
     SnsVerifier,
     check_cert_url,
     check_subscribe_url,

@@ -21,8 +21,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from clampdown.alert import Alert
-from integrations.alerts import AlertSettings, InMemoryDeliveryLog, TriageOutcome, alert_router
-from integrations.alerts.signatures import generic_signature
+from clampdown_alerts import AlertSettings, InMemoryDeliveryLog, TriageOutcome, alert_router
+from clampdown_alerts.signatures import generic_signature
 from tests.test_alerts_auth import CERT_NAME, TOPIC, RecordingFetch, SnsSigner, sns_fixture
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from integrations.alerts.errors import Malformed
-from integrations.alerts.settings import AlertSettings
-from integrations.alerts.sources import (
+from clampdown_alerts.errors import Malformed
+from clampdown_alerts.settings import AlertSettings
+from clampdown_alerts.sources import (
     parse_alertmanager,
     parse_eventbridge,
     parse_generic,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clampdown.approvals import Decision, Request, params_hash
-from flows.approval_store import default_approvers
+from clampdown_flows.approval_store import default_approvers
 
 RUN = "a1b2c3d4e5f6"
 STEP = "approve"

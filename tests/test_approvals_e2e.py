@@ -21,20 +21,20 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from clampdown.cli import app as cli_app
+from clampdown.app.cli import app as cli_app
+from clampdown.app.serve import InProcessStarter, create_app
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from flows.approval_store import request_file
-from flows.decisions import submit_decision
-from integrations.serve import InProcessStarter, create_app
-from integrations.slack.approval_card import (
+from clampdown_flows.approval_store import request_file
+from clampdown_flows.decisions import submit_decision
+from clampdown_slack.approval_card import (
     APPROVE_ACTION,
     DENY_ACTION,
     DENY_VIEW,
     REASON_BLOCK,
     REASON_INPUT,
 )
-from integrations.slack.standin import SlackStandIn
+from clampdown_slack.testing.standin import SlackStandIn
 from tests.slack_requests import ONCALL, block_action, post_signed, view_submission
 
 STARTER = "U0STARTER"
@@ -372,7 +372,7 @@ def test_clampdown_approve_refuses_a_denial_without_reason_and_an_outsider(
 def test_a_card_slack_did_not_take_is_posted_once_slack_is_back_and_can_be_clicked(
     harness: Harness, library: Path, suspect: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("integrations.slack.run_thread.CARD_RETRY", 0.5)
+    monkeypatch.setattr("clampdown_slack.run_thread.CARD_RETRY", 0.5)
     harness.slack.down(503)
     run_id = harness.start(library, principal_arn=suspect)
     harness.wait_paused(run_id)

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.cli import app as cli_app
+from clampdown.app.cli import app as cli_app
 from clampdown.ledger import read
 from clampdown.settings import settings
-from flows.approval_store import request_file
-from integrations.slack.approval_card import local_groups_members, members_now
+from clampdown_flows.approval_store import request_file
+from clampdown_slack.approval_card import local_groups_members, members_now
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -51,7 +51,7 @@ def test_a_terminal_team_approves_a_group_gate_without_slack(
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.respond import run_in_process
+    from clampdown_flows.respond import run_in_process
 
     path: Path = write_runbook(RUNBOOK, "terminal-gate.yaml")
     done: dict[str, Any] = {}
@@ -85,7 +85,7 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     prefect_server: str, no_slack: None, write_runbook: Any
 ) -> None:
     """What the test session does to runs a test left paused (and an embedder may do)."""
-    from integrations.serve import InProcessStarter
+    from clampdown.app.serve import InProcessStarter
 
     starter = InProcessStarter()
     run_id = starter(write_runbook(RUNBOOK, "terminal-gate.yaml"), {}, {"type": "manual"})

@@ -27,12 +27,12 @@ from typing import Any
 import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 
+from clampdown.app.serve import InProcessStarter
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from flows.approval_store import request_file
-from flows.decisions import submit_decision
-from integrations.serve import InProcessStarter
-from integrations.slack.standin import SlackStandIn
+from clampdown_flows.approval_store import request_file
+from clampdown_flows.decisions import submit_decision
+from clampdown_slack.testing.standin import SlackStandIn
 from tests.slack_requests import ONCALL
 
 STARTER = "U0STARTER"

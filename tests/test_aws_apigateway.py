@@ -6,9 +6,9 @@ import boto3
 import pytest
 
 from clampdown.actions import ActionContext
-from integrations.aws import base
-from integrations.aws.apigateway import DisableApiKey, ThrottleUsagePlan
-from integrations.aws.base import AwsAccessDenied, AwsActionError
+from clampdown_aws import base
+from clampdown_aws.apigateway import DisableApiKey, ThrottleUsagePlan
+from clampdown_aws.base import AwsAccessDenied, AwsActionError
 
 
 @pytest.fixture(params=["in_process", "server"])

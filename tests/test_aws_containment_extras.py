@@ -10,10 +10,10 @@ import pytest
 
 from clampdown.actions import ActionContext
 from clampdown.diagnostics import ClampdownError
-from integrations.aws.base import AwsActionError
-from integrations.aws.evidence_config import SnapshotConfig
-from integrations.aws.iam import BlockAssumeRole
-from integrations.aws.sagemaker_invoke import DenyInvoke
+from clampdown_aws.base import AwsActionError
+from clampdown_aws.evidence_config import SnapshotConfig
+from clampdown_aws.iam import BlockAssumeRole
+from clampdown_aws.sagemaker_invoke import DenyInvoke
 
 ACCOUNT = "123456789012"
 TRUST = {

@@ -25,9 +25,9 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
-from integrations.aws import evidence
-from integrations.aws.base import Aws, AwsAccessDenied, AwsActionError
-from integrations.aws.evidence import (
+from clampdown_aws import evidence
+from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
+from clampdown_aws.evidence import (
     EvidenceBucketMissing,
     ExportTaskBusy,
     LogGroupNotFound,
@@ -36,7 +36,7 @@ from integrations.aws.evidence import (
     TrailNotFound,
     gzip_json_lines,
 )
-from integrations.aws.evidence_store import verify_manifest
+from clampdown_aws.evidence_store import verify_manifest
 
 ACCOUNT = "123456789012"
 RUN = "incidents/testrun0001"

@@ -18,9 +18,9 @@ from botocore.awsrequest import AWSResponse
 from pydantic import ValidationError
 
 from clampdown.actions import ActionContext
-from integrations.aws import base
-from integrations.aws.base import AwsAccessDenied, AwsActionError
-from integrations.aws.iam import (
+from clampdown_aws import base
+from clampdown_aws.base import AwsAccessDenied, AwsActionError
+from clampdown_aws.iam import (
     BLOCK_SID,
     REVOKE_POLICY,
     RevokeCredentials,
@@ -260,7 +260,7 @@ def test_revoke_user_end_state_second_run_and_rollback(iam: Any, monkeypatch: py
 def test_recreated_password_never_reaches_logs_or_undo(
     iam: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
-    from integrations.aws.iam import revoke as revoke_module
+    from clampdown_aws.iam import revoke as revoke_module
 
     arn, _, _ = seed_user(iam)
     marker = "Zq9!" + "x" * 60 + "MARKER-PASSWORD"

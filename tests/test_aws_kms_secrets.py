@@ -20,10 +20,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from clampdown.actions import ActionContext
-from integrations.aws import base
-from integrations.aws.base import AwsAccessDenied, AwsActionError
-from integrations.aws.kms import ROTATED_BY_RUN_TAG, RotateKey
-from integrations.aws.secrets import RotateSecret, SecretRotationRefused, version_token
+from clampdown_aws import base
+from clampdown_aws.base import AwsAccessDenied, AwsActionError
+from clampdown_aws.kms import ROTATED_BY_RUN_TAG, RotateKey
+from clampdown_aws.secrets import RotateSecret, SecretRotationRefused, version_token
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -1030,7 +1030,7 @@ def test_plan_live_previews_both_actions_against_the_moto_server(
 ) -> None:
     from typer.testing import CliRunner
 
-    from clampdown.cli import app
+    from clampdown.app.cli import app
 
     key = new_key(alias="alias/model-weights")
     old = new_key(alias="alias/old")

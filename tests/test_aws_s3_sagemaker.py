@@ -23,10 +23,10 @@ from botocore.stub import Stubber
 from moto.iam.access_control import PermissionResult
 from moto.s3.models import FakeBucket
 
-from integrations.aws import base, s3, sagemaker
-from integrations.aws.base import Aws, AwsAccessDenied, AwsActionError
-from integrations.aws.s3 import LockModelArtifacts, ObjectLockNotEnabled
-from integrations.aws.sagemaker import FreezeEndpoint
+from clampdown_aws import base, s3, sagemaker
+from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
+from clampdown_aws.s3 import LockModelArtifacts, ObjectLockNotEnabled
+from clampdown_aws.sagemaker import FreezeEndpoint
 
 ACCOUNT = "123456789012"
 BUCKET = "model-artifacts"

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clampdown.actions import Action, ActionContext, ActionInput, registry
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import verify_file
 
 from .conftest import REPO
@@ -120,7 +120,7 @@ def test_run_bad_inputs_exit_2_without_starting_prefect():
         [
             sys.executable,
             "-c",
-            "import sys; from clampdown.cli import main; main(); ",
+            "import sys; from clampdown.app.cli import main; main(); ",
             "run",
             "engine-self-check",
             "-i",

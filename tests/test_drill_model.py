@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from clampdown.cli_drill import register
+from clampdown.app.cli_drill import register
 from clampdown.diagnostics import ClampdownError, InvalidFileError
 from clampdown.drill_library import (
     DEFAULT_DRILL,

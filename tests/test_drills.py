@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from clampdown.app.drill.runner import DrillResult, run_drill
 from clampdown.drill_library import drill_files, runbook_names
 from clampdown.ledger import read, verify_file
-from flows.drill import DrillResult, run_drill
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
@@ -223,9 +223,9 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
 
     import boto3
 
+    from clampdown.app.drill.objectives import DrillFacts, RunFacts, score
     from clampdown.drill_library import load_drill
-    from flows.objectives import DrillFacts, RunFacts, score
-    from integrations.aws.seed import seed
+    from clampdown_aws.testing.seed import seed
 
     path = tmp_path / "checked.yaml"
     path.write_text(CHECKED, encoding="utf-8")
@@ -271,7 +271,7 @@ def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     """``clampdown drill --interactive``: the person at the terminal decides (here: denies)."""
     from typer.testing import CliRunner
 
-    from clampdown.cli import app
+    from clampdown.app.cli import app
 
     result = CliRunner().invoke(
         app,

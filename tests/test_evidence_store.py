@@ -7,7 +7,7 @@ import hashlib
 import boto3
 import pytest
 
-from integrations.aws.evidence_store import EvidenceStore, verify_manifest
+from clampdown_aws.evidence_store import EvidenceStore, verify_manifest
 
 
 @pytest.fixture

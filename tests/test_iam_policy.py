@@ -10,7 +10,7 @@ from parliament import analyze_policy_string
 from typer.testing import CliRunner
 
 from clampdown.actions import Action, ActionInput, registry
-from clampdown.cli import app
+from clampdown.app.cli import app
 
 runner = CliRunner()
 # parliament findings a containment engine accepts by design: actions whose resources are

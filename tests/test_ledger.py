@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import GENESIS, Ledger, read, verify_file
 
 

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.actions import Action, ActionInput, ActionOutput, Registry
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.diagnostics import Diagnostic, InvalidFileError
 from clampdown.lint import lint_paths, load_runbook
 
@@ -431,7 +431,7 @@ def test_lint_plan_schema_do_not_import_prefect(tmp_path: Path) -> None:
     path.write_text(CLEAN.format(name="no-prefect"), encoding="utf-8")
     code = (
         "import sys\n"
-        "import clampdown.cli, clampdown.lint, clampdown.plan, clampdown.schema\n"
+        "import clampdown.app.cli, clampdown.lint, clampdown.plan, clampdown.schema\n"
         "assert 'prefect' not in sys.modules, 'imported by the modules'\n"
         "from clampdown.lint import lint_paths\n"
         f"assert lint_paths([{str(path)!r}]) == []\n"

@@ -8,8 +8,8 @@ import boto3
 from typer.testing import CliRunner
 
 from clampdown.actions import ActionContext, ActionInput, registry
-from clampdown.cli import app
-from integrations.aws.base import Aws, AwsAction
+from clampdown.app.cli import app
+from clampdown_aws.base import Aws, AwsAction
 
 runner = CliRunner()
 

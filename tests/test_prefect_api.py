@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.prefect_api import serialize_sqlite_writes, shared_clients
+from clampdown_flows.prefect_api import serialize_sqlite_writes, shared_clients
 
 
 def test_server_transactions_begin_immediate():
@@ -36,7 +36,7 @@ def test_server_transactions_begin_immediate():
 @pytest.mark.usefixtures("prefect_server")
 def test_back_to_back_runs_never_meet_a_busy_database(write_runbook, monkeypatch):
     """Stock Prefect answers 503 (SQLite busy) to some of these calls and the client sleeps 2 s."""
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     statuses: list[tuple[str, int]] = []
     original = httpx.AsyncClient.send

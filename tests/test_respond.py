@@ -68,7 +68,7 @@ def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list
     """Run the flow; return its final Prefect state and the ledger records."""
     from clampdown.ledger import new_run_id
     from clampdown.settings import settings
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     run_id = new_run_id()
     state = asyncio.run(respond(str(path), inputs or {}, run_id=run_id, return_state=True))
@@ -378,7 +378,7 @@ def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_ru
     from clampdown.ledger import new_run_id
     from clampdown.loader import load
     from clampdown.settings import settings
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     given, default = "given-secret-0451", "default-secret-7788"
     path = write_runbook(

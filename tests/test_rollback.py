@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.actions import ActionContext, ActionInput, ActionOutput, registry
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import read
 from clampdown.settings import settings
-from integrations.aws.base import Aws, AwsAction
+from clampdown_aws.base import Aws, AwsAction
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()
@@ -88,7 +88,7 @@ def tag(s3: Any) -> str | None:
 
 def run(path: Any) -> str:
     from clampdown.ledger import new_run_id
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     run_id = new_run_id()
     asyncio.run(respond(str(path), {}, run_id=run_id))
@@ -195,7 +195,7 @@ steps:
   - {id: second, uses: test.tag_bucket, needs: [pause], with: {bucket: models, value: quarantined}}
 """)
     from clampdown.ledger import new_run_id
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     run_id = new_run_id()
     ledger = settings().ledger_path(run_id)

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import new_run_id, read
 from clampdown.settings import settings
 
@@ -71,7 +71,7 @@ def test_plan_shows_the_gates(path):
 @pytest.fixture
 def oncall(aws_endpoint, prefect_server, monkeypatch):
     """The Slack stand-in with the security-oncall group; a run started by U_STARTER."""
-    from integrations.slack.standin import SlackStandIn
+    from clampdown_slack.testing.standin import SlackStandIn
 
     with SlackStandIn(token="xoxb-test", usergroups={"security-oncall": ["U_APPROVER"]}) as slack:
         monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", slack.url)
@@ -85,9 +85,9 @@ def oncall(aws_endpoint, prefect_server, monkeypatch):
 
 def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision="approve"):
     """Start the run in a thread (started by U_STARTER); U_APPROVER decides each gate."""
-    from flows.approval_store import request_file
-    from flows.decisions import submit_decision
-    from flows.respond import run_in_process
+    from clampdown_flows.approval_store import request_file
+    from clampdown_flows.decisions import submit_decision
+    from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
     box: dict = {}

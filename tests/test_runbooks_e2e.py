@@ -9,7 +9,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import read
 from clampdown.settings import settings
 

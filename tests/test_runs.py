@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from clampdown.cli import app
+from clampdown.app.cli import app
 from clampdown.ledger import Ledger
 
 runner = CliRunner()

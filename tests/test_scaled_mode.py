@@ -126,7 +126,7 @@ def stack(
     import psycopg
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from clampdown.cli_ops import deploy_from_file
+    from clampdown.app.cli_ops import deploy_from_file
 
     root = tmp_path_factory.mktemp("scaled")
     logs, home, library = root / "logs", root / "home", root / "library"
@@ -216,11 +216,11 @@ def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
         yield
 
 
-# `clampdown worker` (the command is registered on the main CLI by clampdown/cli.py).
+# `clampdown worker` (the command is registered on the main CLI by clampdown/app/cli.py).
 CLAMPDOWN_WORKER = [
     sys.executable,
     "-c",
-    "import typer; from clampdown.cli_ops import register; app = typer.Typer(); register(app); app()",
+    "import typer; from clampdown.app.cli_ops import register; app = typer.Typer(); register(app); app()",
     "worker",
     "--pool",
     "clampdown",
@@ -296,7 +296,7 @@ def _finished_flow_run(stack: Stack, flow_run_id: str) -> dict[str, Any]:
 
 @pytest.mark.scaled
 def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) -> None:
-    from integrations.deployment import DeploymentStarter
+    from clampdown.app.deployment import DeploymentStarter
 
     iam, arn = _iam_user(moto_server, "stolen-keys-stock")
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "clampdown"]
@@ -328,7 +328,7 @@ def test_clampdown_worker_runs_in_process_and_secret_inputs_stay_sealed(
     from prefect.deployments import run_deployment
     from pydantic import SecretStr
 
-    from integrations.deployment import SEALED, DeploymentStarter
+    from clampdown.app.deployment import SEALED, DeploymentStarter
 
     iam, arn = _iam_user(moto_server, "stolen-keys-inproc")
     with _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker"):
@@ -410,7 +410,7 @@ def test_an_alert_starts_a_deployment_run_that_contains_the_user(
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from integrations.serve import create_app
+    from clampdown.app.serve import create_app
 
     # `clampdown serve` in deployment mode: dedup state on PostgreSQL; serve and the worker
     # share CLAMPDOWN_HOME (shared storage): the triage reads ledgers.
@@ -465,7 +465,7 @@ def inputs_key(monkeypatch: pytest.MonkeyPatch) -> str:
 def test_sealed_inputs_hold_no_clear_text_and_open_with_the_key(inputs_key: str) -> None:
     from pydantic import SecretStr
 
-    from integrations.deployment import SEALED, seal_inputs, unseal_inputs
+    from clampdown.app.deployment import SEALED, seal_inputs, unseal_inputs
 
     sealed = seal_inputs({"token"}, {"token": TOKEN, "user": "alice"}, SecretStr(inputs_key))
     assert sealed["user"] == "alice"
@@ -479,8 +479,8 @@ def test_sealed_inputs_hold_no_clear_text_and_open_with_the_key(inputs_key: str)
 def test_secret_inputs_without_a_key_are_refused_before_any_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from clampdown.app.deployment import DeploymentStarter
     from clampdown.diagnostics import ClampdownError
-    from integrations.deployment import DeploymentStarter
 
     monkeypatch.delenv("CLAMPDOWN_INPUTS_KEY", raising=False)
     runbook = tmp_path / "scaled-secret.yaml"
@@ -498,8 +498,8 @@ def test_a_worker_with_another_key_says_so(inputs_key: str, monkeypatch) -> None
     from cryptography.fernet import Fernet
     from pydantic import SecretStr
 
+    from clampdown.app.deployment import seal_inputs, unseal_inputs
     from clampdown.diagnostics import ClampdownError
-    from integrations.deployment import seal_inputs, unseal_inputs
 
     sealed = seal_inputs({"token"}, {"token": TOKEN}, SecretStr(inputs_key))
     monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", Fernet.generate_key().decode())
@@ -515,8 +515,8 @@ def test_a_worker_with_another_key_says_so(inputs_key: str, monkeypatch) -> None
 def test_deployment_mode_without_a_prefect_server_says_what_to_set() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
+    from clampdown.app.deployment import DeploymentStarter
     from clampdown.diagnostics import ClampdownError
-    from integrations.deployment import DeploymentStarter
 
     with (
         temporary_settings(restore_defaults={PREFECT_API_URL}),
@@ -530,7 +530,7 @@ def test_deployment_mode_without_a_prefect_server_says_what_to_set() -> None:
 def _ops_cli() -> Any:
     import typer
 
-    from clampdown.cli_ops import register
+    from clampdown.app.cli_ops import register
 
     app = typer.Typer()
     register(app)
@@ -567,8 +567,8 @@ def test_deployment_mode_asks_prefect_whether_a_run_has_ended(
     """The triage's is_finished in deployment mode: the flow run state, not a local ledger."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.respond import run_in_process
-    from integrations.deployment import DeploymentStarter
+    from clampdown.app.deployment import DeploymentStarter
+    from clampdown_flows.respond import run_in_process
 
     with temporary_settings({PREFECT_API_URL: prefect_server}):  # not another test's server
         run_in_process("engine-self-check", {"responder": "alice"}, run_id="finished0001")

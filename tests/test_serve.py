@@ -21,10 +21,10 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.testclient import TestClient
 
-from integrations.serve import create_app
-from integrations.slack.app import SlackAppSettings, build_slack_app
-from integrations.slack.client import SlackNotConfigured
-from integrations.slack.standin import SlackStandIn
+from clampdown.app.serve import create_app
+from clampdown_slack.app import SlackAppSettings, build_slack_app
+from clampdown_slack.client import SlackNotConfigured
+from clampdown_slack.testing.standin import SlackStandIn
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -56,7 +56,7 @@ def started() -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
 def client(
     slack_env: None, started: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
-    monkeypatch.setattr("integrations.slack.app.THREAD_WAIT", 0.0)  # fake runs post no thread
+    monkeypatch.setattr("clampdown_slack.app.THREAD_WAIT", 0.0)  # fake runs post no thread
 
     def fake_start_run(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         started.append((path, inputs, trigger))
@@ -232,7 +232,7 @@ def test_members_of_a_responder_group_may_run_and_others_may_not(
 ) -> None:
     slack.usergroups["ir-team"] = ["U0GROUPIE"]
     monkeypatch.setenv("CLAMPDOWN_RESPONDERS", "U0SOLO, @ir-team")
-    monkeypatch.setattr("integrations.slack.app.THREAD_WAIT", 0.0)
+    monkeypatch.setattr("clampdown_slack.app.THREAD_WAIT", 0.0)
     with TestClient(create_app(start_run=lambda *a: started.append(a) or FAKE_RUN_ID)) as c:
         member = ask(c, slack, "run engine-self-check responder=x", user="U0GROUPIE")
         slack.reset()

@@ -12,8 +12,8 @@ import pytest
 from clampdown.actions import registry
 from clampdown.ledger import new_run_id, read
 from clampdown.settings import settings
-from integrations.slack.standin import SlackStandIn
-from integrations.slack.status import SlackStatus
+from clampdown_slack.status import SlackStatus
+from clampdown_slack.testing.standin import SlackStandIn
 
 TOKEN = "xoxb-1111-2222-standintoken"
 CHANNEL = "#incident-response"
@@ -53,7 +53,7 @@ def slack(monkeypatch: pytest.MonkeyPatch):
 
 
 def run(path: Path, **options) -> tuple[dict, list[dict]]:
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     run_id = new_run_id()
     summary = asyncio.run(respond(str(path), {}, run_id=run_id, **options))

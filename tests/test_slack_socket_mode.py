@@ -22,10 +22,10 @@ from pydantic import SecretStr
 
 from clampdown.ledger import read as read_ledger
 from clampdown.settings import settings
-from integrations.slack.app import SlackAppSettings, build_slack_app
-from integrations.slack.client import SlackNotConfigured
-from integrations.slack.socket_mode import SocketModeLink, _websocket_url_is_safe, connect
-from integrations.slack.standin import SlackStandIn
+from clampdown_slack.app import SlackAppSettings, build_slack_app
+from clampdown_slack.client import SlackNotConfigured
+from clampdown_slack.socket_mode import SocketModeLink, _websocket_url_is_safe, connect
+from clampdown_slack.testing.standin import SlackStandIn
 from tests.slack_requests import CHANNEL, block_action
 
 RESPONDER = "U0RESPONDER"
@@ -73,7 +73,7 @@ def started() -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
 
 @pytest.fixture
 def fake_start_run(started: list[Any], monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr("integrations.slack.app.THREAD_WAIT", 0.0)  # fake runs post no thread
+    monkeypatch.setattr("clampdown_slack.app.THREAD_WAIT", 0.0)  # fake runs post no thread
 
     def start_run(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         started.append((path, inputs, trigger))
@@ -111,7 +111,7 @@ def slash(slack: SlackStandIn, text: str, user: str = RESPONDER) -> dict[str, An
 
 def click(user: str, value: str) -> dict[str, Any]:
     """A ``block_actions`` payload (an Approve click) as Slack puts it in an envelope."""
-    from integrations.slack.approval_card import APPROVE_ACTION
+    from clampdown_slack.approval_card import APPROVE_ACTION
 
     form = block_action(user, APPROVE_ACTION, value)
     return json.loads(parse_qs(form)["payload"][0])
@@ -201,7 +201,7 @@ def test_a_click_reaches_the_approval_handler_which_answers_in_private(
 def test_slash_run_then_approve_click_over_socket_mode_resumes_a_real_paused_run(
     prefect_server: str, slack: SlackStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from integrations.serve import InProcessStarter
+    from clampdown.app.serve import InProcessStarter
 
     library = tmp_path / "library"
     library.mkdir()
@@ -372,7 +372,7 @@ def test_a_websocket_ticket_is_good_for_one_connection_only(slack: SlackStandIn)
     assert wrong_kind.value.response["error"] == "not_allowed_token_type"
 
 
-# --- `clampdown serve --socket-mode` wiring (integrations/serve.py) --------------------------
+# --- `clampdown serve --socket-mode` wiring (clampdown/app/serve.py) --------------------------
 
 
 def test_serve_in_socket_mode_keeps_http_for_health_and_alerts_but_not_slack_events(
@@ -380,10 +380,10 @@ def test_serve_in_socket_mode_keeps_http_for_health_and_alerts_but_not_slack_eve
 ) -> None:
     from fastapi.testclient import TestClient
 
-    from integrations.serve import create_app
+    from clampdown.app.serve import create_app
 
     if "socket_mode" not in inspect.signature(create_app).parameters:
-        pytest.skip("integrations/serve.py has no socket_mode yet")
+        pytest.skip("clampdown/app/serve.py has no socket_mode yet")
     conf = SlackAppSettings()
     app = create_app(conf, fake_start_run, socket_mode=True)
     opened = connect(app.state.slack, conf)

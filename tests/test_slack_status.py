@@ -20,9 +20,9 @@ from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetr
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
 from clampdown.actions import ActionContext, registry
-from integrations.slack.client import SlackNotConfigured, SlackSettings, slack_client
-from integrations.slack.standin import SlackStandIn
-from integrations.slack.status import SlackStatus
+from clampdown_slack.client import SlackNotConfigured, SlackSettings, slack_client
+from clampdown_slack.status import SlackStatus
+from clampdown_slack.testing.standin import SlackStandIn
 
 TOKEN = "xoxb-1111-2222-standintoken"
 CHANNEL = "#incident-response"
@@ -470,7 +470,7 @@ def test_standin_url_needs_a_started_server():
 def test_slack_down_during_a_run_does_not_stop_containment(slack, write_runbook):
     from clampdown.ledger import new_run_id, read
     from clampdown.settings import settings
-    from flows.respond import respond
+    from clampdown_flows.respond import respond
 
     if "slack.status" not in registry():  # until the entry point is declared
         registry().register(SlackStatus)

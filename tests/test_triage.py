@@ -17,12 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.alert import Alert
-from clampdown.cli import app as cli_app
+from clampdown.app.cli import app as cli_app
 from clampdown.diagnostics import InvalidFileError
 from clampdown.ledger import Ledger, new_run_id, read, verify_file
 from clampdown.settings import settings
 from clampdown.state_store import StateStore
-from flows.triage import Triage
+from clampdown_flows.triage import Triage
 
 TRIGGERS = """\
 apiVersion: clampdown/v1

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clampdown.alert import Alert
-from clampdown.cli_triggers import register
+from clampdown.app.cli_triggers import register
 from clampdown.inputs import validate
 from clampdown.loader import load
 from clampdown.triggers import (
@@ -253,7 +253,7 @@ def _fill(value: Any) -> Any:
 
 @pytest.mark.parametrize("drill", sorted(p.stem for p in (LIBRARY / "drills").glob("*.yaml")))
 def test_drill_alerts_start_the_runbook_the_drill_expects(drill: str) -> None:
-    from clampdown.cli_triggers import _parse_raw
+    from clampdown.app.cli_triggers import _parse_raw
 
     doc = yaml.safe_load((LIBRARY / "drills" / f"{drill}.yaml").read_text())
     alerts = _parse_raw(_fill(doc["alert"]["payload"]), doc["alert"]["source"])
@@ -393,7 +393,7 @@ def test_cli_parses_a_raw_guardduty_event(cli, tmp_path: Path) -> None:
 
 
 def test_cloudwatch_invocation_alarm_starts_extraction_containment() -> None:
-    from clampdown.cli_triggers import _parse_raw
+    from clampdown.app.cli_triggers import _parse_raw
 
     alarm = {
         "AlarmName": "fraud-detector-v3-Invocations-spike",

@@ -1,0 +1,361 @@
+"""Deployment mode: runs start on a Prefect server and execute on workers (the scaled mode).
+
+Two halves meet at the ``respond`` deployment of ``prefect.yaml``:
+
+* :class:`DeploymentStarter` (the ``clampdown serve`` side) has the contract of
+  :class:`clampdown.app.serve.InProcessStarter`: ``start_run(runbook, inputs, trigger)``
+  returns clampdown's run id at once. It creates a Prefect flow run with
+  ``run_deployment(..., timeout=0)``; any worker on the pool executes it.
+* :class:`InProcessWorker` (``clampdown worker``) is a Prefect ``process`` worker
+  that executes each flow run inside its own long-lived process instead of
+  spawning ``python -m prefect.engine`` for it. A new interpreter has to import
+  Prefect, boto3 and clampdown before the first step (about 3 s on a 2-core
+  machine); that is most of the time an alert waits for containment
+  (docs/benchmarks.md). Stock ``prefect worker start --pool clampdown`` workers
+  can serve the same pool: whichever worker claims a run executes it.
+
+**Secret inputs.** Prefect stores flow-run parameters in its database and shows
+them in its UI. A ``SecretStr`` parameter is stored as ``**********`` — masked,
+so it also never reaches a worker on another machine. Secret inputs therefore
+travel *sealed*: encrypted with a Fernet key (``CLAMPDOWN_INPUTS_KEY``) that
+``clampdown serve`` and the workers hold and the Prefect server does not. The
+database keeps only ciphertext; :func:`unseal_inputs` opens it on the worker. A
+runbook with secret inputs and no key configured is refused before any run is
+created, rather than started with a mask in place of the secret.
+
+Runbooks are passed by name, not path: a worker resolves the name in its own
+``CLAMPDOWN_LIBRARY`` (the same release of the library on every machine; the
+ledger's ``run.start`` records the digest of the file that ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clampdown.diagnostics import ClampdownError
+
+logger = logging.getLogger("clampdown.deployment")
+
+DEFAULT_DEPLOYMENT = "respond/clampdown"
+DEFAULT_POOL = "clampdown"
+SEALED = "clampdown_sealed"  # key of a sealed input value: {"clampdown_sealed": "<fernet token>"}
+MAX_SEALED_CHARS = 64 * 1024
+MAX_REMEMBERED_RUNS = 1000
+FINISHED_CACHE = 1.0  # seconds a "not finished yet" answer from Prefect is trusted
+
+
+class DeploymentSettings(BaseSettings):
+    """``CLAMPDOWN_*`` settings of the scaled mode (read by serve and by workers)."""
+
+    model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
+
+    deployment: str = Field(DEFAULT_DEPLOYMENT, description="<flow>/<deployment> to run")
+    work_pool: str = Field(DEFAULT_POOL, description="work pool of the respond deployment")
+    inputs_key: SecretStr | None = Field(
+        None, description="Fernet key sealing secret inputs between serve and workers"
+    )
+
+
+def deployment_settings() -> DeploymentSettings:
+    try:
+        return DeploymentSettings()
+    except Exception as exc:  # pydantic ValidationError: name the variable, never the value
+        raise ClampdownError(
+            f"invalid scaled-mode setting: {exc.__class__.__name__}",
+            "check CLAMPDOWN_DEPLOYMENT, CLAMPDOWN_WORK_POOL and CLAMPDOWN_INPUTS_KEY",
+        ) from None
+
+
+# --- sealing secret inputs --------------------------------------------------------------------
+
+
+def _fernet(key: SecretStr | None) -> Any:
+    from cryptography.fernet import Fernet
+
+    if key is None:
+        raise ClampdownError(
+            "this runbook has secret inputs, and CLAMPDOWN_INPUTS_KEY is not set",
+            "in deployment mode secret inputs travel encrypted: generate a key with "
+            "`clampdown inputs-key` and set CLAMPDOWN_INPUTS_KEY on serve and on every worker",
+        )
+    try:
+        return Fernet(key.get_secret_value().encode())
+    except (ValueError, TypeError):
+        raise ClampdownError(
+            "CLAMPDOWN_INPUTS_KEY is not a Fernet key",
+            "generate one with `clampdown inputs-key` (32 url-safe base64-encoded bytes)",
+        ) from None
+
+
+def seal_inputs(
+    secret_names: set[str], values: Mapping[str, Any], key: SecretStr | None
+) -> dict[str, Any]:
+    """``values`` with each named secret replaced by ``{"clampdown_sealed": token}``."""
+    present = {k for k in secret_names if values.get(k) is not None}
+    if not present:
+        return dict(values)
+    fernet = _fernet(key)
+    sealed = dict(values)
+    for name in present:
+        value = values[name]
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        sealed[name] = {SEALED: fernet.encrypt(text.encode()).decode()}
+    return sealed
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {SEALED} and isinstance(value[SEALED], str)
+
+
+def unseal_inputs(values: Mapping[str, Any], key: SecretStr | None = None) -> dict[str, Any]:
+    """Open sealed inputs into :class:`SecretStr` (the flow reveals them); others unchanged."""
+    if not any(is_sealed(v) for v in values.values()):
+        return dict(values)
+    from cryptography.fernet import InvalidToken
+
+    fernet = _fernet(key if key is not None else deployment_settings().inputs_key)
+    opened: dict[str, Any] = {}
+    for name, value in values.items():
+        if not is_sealed(value):
+            opened[name] = value
+            continue
+        token = value[SEALED]
+        if len(token) > MAX_SEALED_CHARS:
+            raise ClampdownError(f"sealed input '{name}' is too large", "seal values under 48 KB")
+        try:
+            opened[name] = SecretStr(fernet.decrypt(token.encode()).decode())
+        except InvalidToken:
+            raise ClampdownError(
+                f"secret input '{name}' could not be unsealed",
+                "CLAMPDOWN_INPUTS_KEY on this worker must equal the key of `clampdown serve`",
+            ) from None
+    return opened
+
+
+# --- the serve side ---------------------------------------------------------------------------
+
+
+class DeploymentStarter:
+    """``start_run`` for deployment mode: a flow run of the ``respond`` deployment.
+
+    Returns clampdown's run id (passed to the flow as ``run_id``) as soon as the
+    Prefect server has the flow run; the flow run ids of the latest runs are kept in
+    :attr:`flow_runs` (run id -> flow run id).
+    Safe to call from any thread: it uses Prefect's sync client, never the caller's loop.
+    """
+
+    def __init__(self, deployment: str | None = None, api_url: str | None = None) -> None:
+        from prefect.settings import PREFECT_API_URL
+
+        conf = deployment_settings()
+        self.deployment = deployment or conf.deployment
+        self.inputs_key = conf.inputs_key
+        self.api_url = api_url or PREFECT_API_URL.value()
+        if not self.api_url:
+            raise ClampdownError(
+                "deployment mode needs a Prefect server, and PREFECT_API_URL is not set",
+                "set PREFECT_API_URL to the server the workers poll, e.g. "
+                "http://prefect.internal:4200/api",
+            )
+        self.flow_runs: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._finished: set[str] = set()  # a final state stays final
+        self._asked: dict[str, float] = {}  # run id -> when Prefect last said "not finished"
+
+    def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        from prefect.deployments import run_deployment
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from clampdown.ledger import new_run_id
+        from clampdown.lint import load_runbook
+
+        loaded, _ = load_runbook(runbook)
+        specs = loaded.model.inputs
+        secret = {name for name, spec in specs.items() if spec.secret}
+        sealed = seal_inputs(secret, inputs, self.inputs_key)
+        run_id = new_run_id()
+        parameters = {
+            "runbook": Path(runbook).stem,  # a name: the worker resolves it in its own library
+            "inputs": sealed,
+            "run_id": run_id,
+            "trigger": trigger,
+        }
+        with temporary_settings({PREFECT_API_URL: self.api_url}):
+            flow_run = run_deployment(
+                name=self.deployment,
+                parameters=parameters,
+                timeout=0,
+                idempotency_key=f"clampdown-{run_id}",
+                tags=["clampdown"],
+                as_subflow=False,  # a run is never the child of whatever started it
+                _sync=True,
+            )
+        with self._lock:
+            self.flow_runs[run_id] = str(flow_run.id)
+            while len(self.flow_runs) > MAX_REMEMBERED_RUNS:  # a long-lived serve stays bounded
+                del self.flow_runs[next(iter(self.flow_runs))]
+        logger.info("run %s started as flow run %s of %s", run_id, flow_run.id, self.deployment)
+        return run_id
+
+    def is_finished(self, run_id: str) -> bool:
+        """Whether run ``run_id`` has ended, asked of the Prefect server.
+
+        The triage needs it for correlation and ``max_concurrent_runs``; in deployment
+        mode the ledgers live on the workers, so the server's flow run state is the
+        authority. Finished runs are remembered; "still running" is trusted for a second
+        (the triage may ask many times in an alert storm).
+        """
+        import time
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with self._lock:
+            if run_id in self._finished:
+                return True
+            asked = self._asked.get(run_id)
+            if asked is not None and time.monotonic() - asked < FINISHED_CACHE:
+                return False
+        with (
+            temporary_settings({PREFECT_API_URL: self.api_url}),
+            get_client(sync_client=True) as client,
+        ):
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=run_id)), limit=5
+            )
+        # flow runs of `respond` are named "<runbook>-<run id>"
+        mine = [f for f in found if f.name.endswith(f"-{run_id}")]
+        done = bool(mine) and all(f.state is not None and f.state.is_final() for f in mine)
+        with self._lock:
+            if done:
+                self._finished.add(run_id)
+                self._asked.pop(run_id, None)
+            else:
+                self._asked[run_id] = time.monotonic()
+                while len(self._asked) > MAX_REMEMBERED_RUNS:
+                    del self._asked[next(iter(self._asked))]
+        return done
+
+    def shutdown(self) -> None:
+        """Nothing to stop: runs live on the workers."""
+
+
+# --- the worker side --------------------------------------------------------------------------
+
+
+def in_process_worker_class() -> type:
+    """:class:`InProcessWorker`, built on first use so importing this module stays light."""
+    global _WORKER_CLASS
+    if _WORKER_CLASS is None:
+        _WORKER_CLASS = _build_worker_class()
+    return _WORKER_CLASS
+
+
+_WORKER_CLASS: type | None = None
+
+
+def _build_worker_class() -> type:
+    import anyio
+    from prefect.exceptions import InfrastructureNotAvailable
+    from prefect.workers.process import ProcessWorker, ProcessWorkerResult
+
+    class InProcessWorker(ProcessWorker):  # type: ignore[misc]
+        """A ``process``-pool worker that runs each ``respond`` flow run in this process.
+
+        Each run gets a thread with its own event loop (as in local mode), so one
+        slow run never delays polling. Flow runs of other flows are refused:
+        this worker only imports clampdown's ``respond``.
+        """
+
+        @classmethod
+        def __dispatch_key__(cls) -> str:
+            # Serves "process" pools (``type`` is inherited) without replacing Prefect's
+            # own ProcessWorker in its registry of worker types.
+            return "clampdown-in-process"
+
+        async def run(
+            self, flow_run: Any, configuration: Any, task_status: Any = None
+        ) -> ProcessWorkerResult:
+            flow = await self.client.read_flow(flow_run.flow_id)
+            if flow.name != "respond":  # raising here marks the run crashed, with this reason
+                raise RuntimeError(
+                    f"clampdown worker only runs the respond flow, not '{flow.name}': "
+                    "serve other flows from another work pool"
+                )
+            if task_status is not None:
+                task_status.started(os.getpid())
+            status = await anyio.to_thread.run_sync(
+                _execute_flow_run, flow_run, abandon_on_cancel=True
+            )
+            return ProcessWorkerResult(status_code=status, identifier=str(os.getpid()))
+
+        async def kill_infrastructure(
+            self, infrastructure_pid: str, configuration: Any, grace_seconds: int = 30
+        ) -> None:
+            # The "infrastructure" is this worker: never kill it for one run.
+            raise InfrastructureNotAvailable(
+                "runs execute inside the clampdown worker; cancel the flow run instead"
+            )
+
+    return InProcessWorker
+
+
+def _execute_flow_run(flow_run: Any) -> int:
+    """Run one flow run of ``respond`` to its end; 0 when the engine reported a final state."""
+    from prefect.flow_engine import run_flow_async
+
+    from clampdown_flows.prefect_api import shared_clients
+    from clampdown_flows.respond import respond
+
+    parameters = dict(flow_run.parameters or {})
+    try:
+        if "inputs" in parameters and isinstance(parameters["inputs"], dict):
+            parameters["inputs"] = unseal_inputs(parameters["inputs"])
+    except ClampdownError as exc:
+        logger.error("flow run %s: %s (%s)", flow_run.id, exc.message, exc.hint)
+        _fail(flow_run, f"{exc.message} — {exc.hint}")
+        return 1
+
+    async def execute() -> Any:
+        async with shared_clients():
+            return await run_flow_async(
+                respond, flow_run=flow_run, parameters=parameters, return_type="state"
+            )
+
+    asyncio.run(execute())
+    return 0
+
+
+def _fail(flow_run: Any, message: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    with (
+        contextlib.suppress(Exception),
+        get_client(sync_client=True) as client,
+    ):
+        client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
+
+
+async def run_worker(
+    pool: str, name: str | None = None, limit: int | None = None, poll_seconds: float = 0.5
+) -> None:
+    """Poll ``pool`` every ``poll_seconds`` and run what it hands out in this process."""
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+
+    worker_cls = in_process_worker_class()
+    import clampdown_flows.respond  # noqa: F401 - imported once here, not on the first alert's clock
+
+    with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_seconds}):
+        await worker_cls(work_pool_name=pool, name=name, limit=limit).start()

@@ -1,0 +1,235 @@
+"""Approvals in a drill: scripted decisions delivered as a person would, or typed ones.
+
+A scripted decision becomes a signed Slack click on the approval card (a deny also
+submits the reason modal); with no card in Slack it goes through ``clampdown approve``'s
+path. A refused decision is tried again a little later, and the verdict is read from the
+ledger, never assumed. With ``--interactive`` the person at the terminal decides.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from clampdown.app.drill.requests import deny_submission, post_slack_event, slack_click
+from clampdown.app.drill.runs import Clock, DrillOutcome, epoch
+from clampdown.app.drill.world import SLACK_CHANNEL, Secrets
+from clampdown.drill_model import Decide, Drill
+
+RETRY_SECONDS = 3.0  # a refused decision is tried again this much later, like a person would
+MAX_TRIES = 20
+
+
+@dataclass
+class Ballot:
+    """One scripted (or typed) decision for one approval, until the flow counts it."""
+
+    decision: str
+    approver: str
+    reason: str
+    due: float
+    done: bool = False
+    tries: int = 0
+    waiting_since: float | None = None  # clicked; the verdict comes through the ledger
+
+
+def _verdict(
+    records: list[dict[str, Any]], step: str, approver: str, since: float
+) -> tuple[bool, str | None] | None:
+    """The flow's verdict on ``approver``'s decision sent after ``since`` (None: not yet)."""
+    for r in records:
+        if (
+            r.get("type") == "approval.decision"
+            and r.get("step") == step
+            and r.get("approver") == approver
+            and epoch(r["ts"]) >= since
+        ):
+            return bool(r.get("accepted")), r.get("refusal")
+    return None
+
+
+class ScriptedDecisions:
+    """Mixed into the drill runner: one ballot per approval, until counted."""
+
+    drill: Drill
+    interactive: bool
+    ask: Callable[[str, str], tuple[str, str]]
+    console: Console
+    keys: Secrets
+    clock: Clock
+    run: DrillOutcome
+    slack: Any
+    base_url: str
+    _ballots: dict[tuple[str, str], Ballot]
+    _scripted: list[tuple[str, str]]
+
+    def _pending_approvals(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Approval requests of a run not yet ended: step -> when it was asked (epoch seconds)."""
+        asked: dict[str, float] = {}
+        for r in records:
+            step = r.get("step")
+            if r.get("type") == "approval.request" and step:
+                asked.setdefault(step, epoch(r["ts"]))
+            elif r.get("type") == "approval.end" and step in asked:
+                asked.pop(step)
+                self._ballots.pop((run_id, step), None)
+        return asked
+
+    def _decide(self, run_id: str, records: list[dict[str, Any]]) -> None:
+        """Deliver each scripted decision when due; retry a refused one, as a person would."""
+        for step, asked in self._pending_approvals(run_id, records).items():
+            key = (run_id, step)
+            ballot = self._ballots.get(key)
+            if ballot is None:
+                ballot = self._ballot(key, asked)
+                if ballot is None:
+                    continue
+                self._ballots[key] = ballot
+            if ballot.waiting_since is not None:
+                verdict = _verdict(records, step, ballot.approver, ballot.waiting_since)
+                if verdict is None:
+                    continue
+                accepted, refusal = verdict
+                ballot.waiting_since = None
+                if accepted:
+                    ballot.done = True
+                    continue
+                self._refused(step, ballot, refusal)
+            if ballot.done or time.time() < ballot.due:
+                continue
+            self._deliver(run_id, step, ballot)
+
+    def _ballot(self, key: tuple[str, str], asked: float) -> Ballot | None:
+        run_id, step = key
+        approver = self.drill.roles.approver.slack_user
+        if self.interactive:
+            decision, reason = self.ask(step, approver)
+            return Ballot(decision, approver, reason, due=time.time())
+        inject = self._decision_for(step)
+        self._scripted.append(key)
+        if inject is None:
+            self.run.notes.append(f"no decision is scripted for approval {step} of run {run_id}")
+            return Ballot("none", approver, "", due=float("inf"), done=True)
+        person = self.drill.roles.get(inject.by)
+        assert person is not None  # lint checked it
+        return Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
+
+    def _refused(self, step: str, ballot: Ballot, refusal: str | None) -> None:
+        ballot.tries += 1
+        at = self.clock.now()
+        self.console.print(
+            f"T+{at:.1f}s  {ballot.decision} by {ballot.approver} not counted: {refusal}"
+        )
+        if ballot.tries >= MAX_TRIES:
+            ballot.done = True
+            self.run.failures.append(
+                f"the {ballot.decision} of {step} by {ballot.approver} was refused "
+                f"{ballot.tries} times; last: {refusal}"
+            )
+        else:
+            ballot.due = time.time() + RETRY_SECONDS
+
+    def _decision_for(self, step: str) -> Decide | None:
+        decides = [i for i in self.drill.injects if isinstance(i, Decide)]
+        named = [i for i in decides if i.step == step]
+        if named:
+            return named[0]
+        unnamed = [i for i in decides if i.step is None]
+        used = len([k for k in self._scripted if not any(i.step == k[1] for i in decides)])
+        return unnamed[used] if used < len(unnamed) else None
+
+    def _deliver(self, run_id: str, step: str, ballot: Ballot) -> None:
+        """A signed Slack click on the card when it reached Slack; else the terminal path."""
+        at = self.clock.now()
+        label = f"{ballot.decision} by {ballot.approver}"
+        card = self._card(run_id, step)
+        try:
+            if card is not None:
+                self._click(card, ballot)
+                ballot.waiting_since = time.time() - 1.0  # ledger timestamps vs. this clock
+                how = "signed Slack click"
+            else:
+                how = "clampdown approve (no card reached Slack)"
+                verdict = self._submit(run_id, step, ballot)
+                if not verdict.accepted:
+                    self._refused(step, ballot, verdict.reason)
+                    return
+                ballot.done = True
+        except Exception as exc:
+            ballot.tries += 1
+            self.run.failures.append(
+                f"the {ballot.decision} of {step} could not be delivered: {exc}"
+            )
+            ballot.due = time.time() + RETRY_SECONDS
+            ballot.done = ballot.tries >= MAX_TRIES
+            return
+        self.console.print(f"T+{at:.1f}s  {label} ({how})")
+
+    def _card(self, run_id: str, step: str) -> dict[str, Any] | None:
+        """The approval card for ``step`` as the Slack stand-in received it, if any."""
+        if self.slack is None:
+            return None
+        for message in reversed(self.slack.messages(SLACK_CHANNEL)):
+            for value in _button_values(message.get("blocks") or []):
+                try:
+                    data = json.loads(value)
+                except ValueError:
+                    continue
+                if data.get("run_id") == run_id and data.get("step") == step:
+                    return {**message, "channel": SLACK_CHANNEL, "_value": value}
+        return None
+
+    def _click(self, card: dict[str, Any], ballot: Ballot) -> None:
+        """Approve: one click. Deny: the click, then the reason modal's submission."""
+        from clampdown_slack.approval_card import APPROVE_ACTION, DENY_ACTION
+
+        value = card.pop("_value")
+        action = APPROVE_ACTION if ballot.decision == "approve" else DENY_ACTION
+        response_url = f"{self.slack.url}response_url/{secrets.token_hex(4)}"
+        body, headers = slack_click(
+            action, value, ballot.approver, card, self.keys.signing_secret, response_url
+        )
+        post_slack_event(self.base_url, body, headers)
+        if ballot.decision == "deny":
+            body, headers = deny_submission(
+                value, card["channel"], ballot.approver, ballot.reason, self.keys.signing_secret
+            )
+            post_slack_event(self.base_url, body, headers)
+
+    def _submit(self, run_id: str, step: str, ballot: Ballot) -> Any:
+        from clampdown_flows.decisions import submit_decision
+
+        return submit_decision(
+            run_id,
+            step,
+            ballot.approver,
+            ballot.decision,  # type: ignore[arg-type]
+            ballot.reason,
+            "terminal",
+        )
+
+    def _ask_terminal(self, step: str, default_approver: str) -> tuple[str, str]:
+        from rich.prompt import Prompt
+
+        self.console.print(f"[bold yellow]Approval needed[/] for step [bold]{step}[/]")
+        answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=self.console)
+        reason = ""
+        if answer == "deny":
+            reason = Prompt.ask("why (required)", console=self.console) or "denied in the drill"
+        return answer, reason
+
+
+def _button_values(blocks: list[dict[str, Any]]) -> Iterator[str]:
+    for block in blocks:
+        for element in block.get("elements", []) or []:
+            if element.get("type") == "button" and element.get("value"):
+                yield str(element["value"])
+        accessory = block.get("accessory") or {}
+        if accessory.get("type") == "button" and accessory.get("value"):
+            yield str(accessory["value"])

@@ -1,0 +1,178 @@
+"""The simulated world a drill runs in: moto on loopback, the Slack stand-in, the
+environment pointed at them, and ``clampdown serve`` on a loopback port.
+
+Kept apart so the one place that decides what a drill may reach (and what of the
+user's own AWS and Slack configuration is shut out) is small enough to audit.
+The botocore hook that refuses any other host is :class:`clampdown_aws.testing.seed.SimulatedAws`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clampdown.diagnostics import ClampdownError
+from clampdown.drill_model import Drill, SlashCommand
+
+SLACK_CHANNEL = "C0INCIDENT"
+POLL = 0.05
+_AWS_VARIABLES_SHUT_OUT = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+    "AWS_CA_BUNDLE",
+)
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, with None, remove) environment variables; put everything back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def aws_environment(endpoint: str, region: str, workspace: Path) -> dict[str, str | None]:
+    """Dummy credentials and the loopback endpoint; the user's AWS configuration is shut out."""
+    env: dict[str, str | None] = {name: None for name in _AWS_VARIABLES_SHUT_OUT}
+    env.update({name: None for name in os.environ if name.startswith("AWS_ENDPOINT_URL_")})
+    env.update(
+        {
+            "AWS_ACCESS_KEY_ID": "AKIADRILLDUMMY000000",
+            "AWS_SECRET_ACCESS_KEY": "drill-dummy-secret-not-a-real-key",
+            "AWS_DEFAULT_REGION": region,
+            "AWS_REGION": region,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_CONFIG_FILE": str(workspace / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workspace / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    return env
+
+
+@dataclass
+class Secrets:
+    """The drill's own secrets, made fresh for every drill and never printed."""
+
+    slack_token: str = field(default_factory=lambda: "xoxb-drill-" + secrets.token_hex(12))
+    signing_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    alert_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    pagerduty_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    hmac_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+
+def clampdown_environment(
+    drill: Drill, workspace: Path, keys: Secrets, slack_url: str | None
+) -> dict[str, str | None]:
+    env: dict[str, str | None] = {
+        "CLAMPDOWN_HOME": str(workspace),
+        "CLAMPDOWN_EXECUTION": "local",
+        "CLAMPDOWN_EVIDENCE_BUCKET": drill.seed.evidence_bucket,
+        "CLAMPDOWN_APPROVERS": drill.roles.approver.slack_user,
+        "CLAMPDOWN_RESPONDERS": ",".join(_responders(drill)),
+        "CLAMPDOWN_ALERT_TOKEN": keys.alert_token,
+        "CLAMPDOWN_PAGERDUTY_SECRET": keys.pagerduty_secret,
+        "CLAMPDOWN_ALERT_HMAC_SECRET": keys.hmac_secret,
+        "CLAMPDOWN_SNS_TOPIC_ARNS": None,
+        "CLAMPDOWN_DRILL": "true",
+    }
+    if slack_url is not None:  # the stand-in; otherwise the user's real Slack settings stay
+        env.update(
+            {
+                "CLAMPDOWN_SLACK_BOT_TOKEN": keys.slack_token,
+                "CLAMPDOWN_SLACK_SIGNING_SECRET": keys.signing_secret,
+                "CLAMPDOWN_SLACK_CHANNEL": SLACK_CHANNEL,
+                "CLAMPDOWN_SLACK_API_URL": slack_url,
+                "CLAMPDOWN_SLACK_RETRY_INTERVAL": "0.2",
+            }
+        )
+    return env
+
+
+def _responders(drill: Drill) -> list[str]:
+    """Who may use /clampdown: the incident lead, and whoever the drill has type a command."""
+    people = [drill.roles.incident_lead.slack_user]
+    for inject in drill.injects:
+        person = drill.roles.get(inject.by) if isinstance(inject, SlashCommand) else None
+        if person is not None and person.slack_user not in people:
+            people.append(person.slack_user)
+    return people
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto as a real HTTP server on loopback, with fresh state."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise ClampdownError(
+            "drills need moto (simulated AWS), which is not installed",
+            "pip install 'clampdown[drill]' (python3 dev.py setup installs it)",
+        ) from None
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
+        yield url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def serve_on_loopback(app: Any) -> Iterator[str]:
+    """``clampdown serve``'s app on a loopback port, in a thread of this process."""
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="clampdown-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ClampdownError("clampdown serve did not start for the drill")
+        time.sleep(POLL)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)

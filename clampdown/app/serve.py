@@ -1,0 +1,318 @@
+"""``clampdown serve``: one ASGI app for everything that reaches clampdown over HTTP.
+
+* ``GET /healthz`` — ``{"ok": true, "runbooks": N}`` (503 when the library is unreadable).
+* ``POST /slack/events`` — the Bolt app (:mod:`clampdown_slack.app`): slash command
+  ``/clampdown``; Slack's signature is verified on every request.
+* Alert endpoints (``POST /alerts/<source>``, another issue) mount on the same app.
+* ``--socket-mode``: Slack's traffic comes over a websocket the server opens
+  (:mod:`clampdown_slack.socket_mode`) and ``/slack/events`` answers 404; alerts and
+  ``/healthz`` stay on HTTP.
+
+Runs start in-process: a thread pool owned by the app runs each ``respond`` flow with
+``asyncio.run`` against the process's Prefect API (:func:`serve` starts one local API
+for the whole server). Scale-out (``run_deployment``) replaces :func:`in_process_starter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from clampdown.alert import Alert
+from clampdown.diagnostics import ClampdownError
+from clampdown.triggers import TriageOutcome
+from clampdown_alerts.outcome import Triage
+from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+logger = logging.getLogger("clampdown.serve")
+MAX_CONCURRENT_RUNS = 8
+
+
+class InProcessStarter:
+    """``start_run`` for local mode: each run is a ``respond`` flow in a worker thread.
+
+    The Prefect API URL in force when the starter is made (``serve`` makes it inside
+    ``local_api()``) is used by every run: worker threads do not inherit the context
+    variables that hold Prefect's settings.
+    """
+
+    def __init__(self, max_workers: int = MAX_CONCURRENT_RUNS) -> None:
+        from prefect.settings import PREFECT_API_URL
+
+        self.api_url: str | None = PREFECT_API_URL.value()
+        self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="clampdown-run")
+        self.futures: dict[str, Future[Any]] = {}
+        self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
+        _STARTERS.add(self)
+
+    def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        from clampdown import inputs as inputs_mod
+        from clampdown.ledger import new_run_id
+        from clampdown.lint import load_runbook
+        from clampdown.settings import settings
+
+        loaded, _ = load_runbook(runbook)
+        protected = inputs_mod.protect(loaded.model.inputs, inputs)
+        run_id = new_run_id()
+        conf = settings()
+        options = {
+            "run_id": run_id,
+            "trigger": trigger,
+            "library": str(conf.library),
+            "drill": conf.drill,
+        }
+        future = self.executor.submit(self._run, run_id, str(runbook), protected, options)
+        future.add_done_callback(lambda f: _log_outcome(run_id, f))
+        self.futures[run_id] = future
+        return run_id
+
+    def _run(
+        self, run_id: str, runbook: str, inputs: dict[str, Any], options: dict[str, Any]
+    ) -> Any:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from clampdown_flows.prefect_api import shared_clients
+        from clampdown_flows.respond import respond
+
+        async def execute() -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running[run_id] = (asyncio.get_running_loop(), task)
+            try:
+                async with shared_clients():
+                    return await respond(runbook, inputs, return_state=True, **options)
+            finally:
+                self._running.pop(run_id, None)
+
+        settings_ctx = (
+            temporary_settings({PREFECT_API_URL: self.api_url})
+            if self.api_url
+            else contextlib.nullcontext()
+        )
+        with settings_ctx:
+            return asyncio.run(execute())
+
+    def shutdown(self) -> None:
+        """Stop taking runs; runs in progress finish before the process exits."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def interrupt_running(self) -> list[str]:
+        """Interrupt the runs still in progress (as Ctrl-C does to ``clampdown run``).
+
+        Their ledgers end without ``run.end``. For test sessions and embedders that must
+        not wait for a run paused at an approval; ``clampdown serve`` lets runs finish.
+        """
+        interrupted = []
+        for run_id, (loop, task) in list(self._running.items()):
+            loop.call_soon_threadsafe(task.cancel)
+            interrupted.append(run_id)
+        return interrupted
+
+
+_STARTERS: weakref.WeakSet[InProcessStarter] = weakref.WeakSet()
+
+
+def interrupt_all_runs() -> list[str]:
+    """:meth:`InProcessStarter.interrupt_running` on every starter of this process."""
+    return [run_id for starter in list(_STARTERS) for run_id in starter.interrupt_running()]
+
+
+def _log_outcome(run_id: str, future: Future[Any]) -> None:
+    if future.cancelled():
+        logger.warning("run %s was cancelled before it started (server stopping)", run_id)
+    elif isinstance(exc := future.exception(), asyncio.CancelledError):
+        logger.warning("run %s was interrupted; its ledger has no run.end", run_id)
+    elif exc is not None:
+        logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)
+
+
+def default_starter() -> StartRun:
+    """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment)."""
+    from clampdown.settings import settings
+
+    if settings().execution == "deployment":
+        from clampdown.app.deployment import DeploymentStarter
+
+        return DeploymentStarter()
+    return InProcessStarter()
+
+
+def create_app(
+    settings: SlackAppSettings | None = None,
+    start_run: StartRun | None = None,
+    socket_mode: bool = False,
+) -> FastAPI:
+    """The server's ASGI app; ``start_run`` defaults to :func:`default_starter`.
+
+    ``socket_mode``: the Bolt app (``app.state.slack``) is built for Socket Mode and
+    ``/slack/events`` is off; the caller connects it (:func:`serve` does).
+
+    Slack is optional: without its signing secret and bot token ``/slack/events``
+    answers 503 and the alert endpoints still work (and the other way round: an alert
+    endpoint whose secret is not set answers 503).
+    """
+    from clampdown.settings import settings as clampdown_settings
+    from clampdown.state_store import StateStore
+
+    slack_conf = settings if settings is not None else SlackAppSettings()
+    starter = start_run or default_starter()
+    slack = _slack_app(slack_conf, starter, socket_mode)
+    store = StateStore()
+    triage = _triage(store, starter, clampdown_settings())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if start_run is None and hasattr(starter, "shutdown"):
+            starter.shutdown()
+        store.close()
+
+    app = FastAPI(title="clampdown", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.slack = slack
+    app.state.starter = starter
+    app.state.store = store
+    app.include_router(_alert_router(triage, store))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        try:
+            count = len(library_runbooks())
+        except ClampdownError as exc:
+            return JSONResponse({"ok": False, "runbooks": 0, "error": exc.message}, 503)
+        body: dict[str, Any] = {"ok": True, "runbooks": count, "slack": slack is not None}
+        if isinstance(triage, _NoTriggers):
+            body["triggers"] = triage.reason
+        return JSONResponse(body)
+
+    @app.post("/slack/events")
+    async def slack_events(request: Request) -> Response:
+        if socket_mode:
+            return JSONResponse(
+                {"error": "this server takes Slack over Socket Mode: /slack/events is off"}, 404
+            )
+        if slack is None:
+            return JSONResponse(
+                {
+                    "error": "Slack is not configured on this server: set "
+                    "CLAMPDOWN_SLACK_SIGNING_SECRET and CLAMPDOWN_SLACK_BOT_TOKEN"
+                },
+                503,
+            )
+        from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+        from starlette.concurrency import run_in_threadpool
+
+        body = await request.body()
+        # Bolt's App is synchronous: dispatch in a worker thread (it returns once acked).
+        bolt_response = await run_in_threadpool(slack.dispatch, to_bolt_request(request, body))
+        return to_starlette_response(bolt_response)
+
+    return app
+
+
+def _slack_app(conf: SlackAppSettings, starter: StartRun, socket_mode: bool) -> App | None:
+    if not socket_mode and conf.slack_signing_secret is None and conf.slack_bot_token is None:
+        logger.warning("Slack is not configured: /slack/events answers 503")
+        return None
+    # half a configuration is an error, said clearly (in Socket Mode, so is none)
+    return build_slack_app(conf, starter, socket_mode=socket_mode)
+
+
+class _NoTriggers:
+    """The triage when the trigger file is missing or broken: every alert is refused, loudly."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __call__(self, alert: Alert) -> TriageOutcome:
+        logger.error("alert %s/%s not handled: %s", alert.source, alert.id, self.reason)
+        return TriageOutcome("ignored", reason=self.reason)
+
+
+def _triage(store: Any, starter: StartRun, conf: Any) -> Triage:
+    from clampdown_flows.triage import Triage as TriggerTriage
+
+    path = conf.triggers or conf.library / "triggers.yaml"
+    try:
+        return TriggerTriage(
+            path,
+            store,
+            starter,
+            conf.ledger_path,
+            library=conf.library,
+            on_joined=_say_joined,
+            # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
+            is_finished=getattr(starter, "is_finished", None),
+        )
+    except ClampdownError as exc:
+        reason = f"no usable triggers ({path}): {exc.message}"
+        logger.error("%s — alerts will be refused until it is fixed and serve restarts", reason)
+        return _NoTriggers(reason)
+
+
+def _say_joined(run_id: str, alert: Alert) -> None:
+    """An alert joined a run: say so in the run's Slack thread (best effort)."""
+    from clampdown_slack.run_thread import reply_in_run_thread
+
+    reply_in_run_thread(
+        run_id,
+        f":link: Alert joined this run: {alert.source} `{alert.id}` — {alert.title}",
+    )
+
+
+def _alert_router(triage: Triage, store: Any) -> Any:
+    from pydantic import ValidationError
+
+    from clampdown.settings import settings_problems
+    from clampdown_alerts import AlertSettings, alert_router
+
+    try:
+        alert_settings = AlertSettings()
+    except ValidationError as exc:
+        raise ClampdownError(
+            f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
+        ) from None
+    return alert_router(alert_settings, triage, store)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) -> None:
+    """Run the server. Local mode shares one local Prefect API (or PREFECT_API_URL) in-process;
+    deployment mode talks to the Prefect server at PREFECT_API_URL, where workers take runs.
+    ``socket_mode``: Slack's traffic over Socket Mode, connected before HTTP starts."""
+    from clampdown.settings import settings
+    from clampdown_flows.prefect_api import local_api
+    from clampdown_slack.socket_mode import app_token
+
+    conf = SlackAppSettings()
+    if socket_mode:
+        app_token(conf)  # a missing or wrong token is said at once, before Prefect starts
+    if settings().execution == "deployment":
+        _run(host, port, conf, socket_mode)
+        return
+    with local_api():
+        _run(host, port, conf, socket_mode)
+
+
+def _run(host: str, port: int, conf: SlackAppSettings, socket_mode: bool) -> None:
+    import uvicorn
+
+    from clampdown_slack.socket_mode import connect
+
+    app = create_app(conf, socket_mode=socket_mode)
+    link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
+    try:
+        uvicorn.run(app, host=host, port=port)
+    finally:
+        if link is not None:
+            link.close()

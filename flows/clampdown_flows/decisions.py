@@ -1,0 +1,200 @@
+"""Sending a decision to a paused run: what Slack clicks, ``clampdown approve`` and tests use.
+
+:func:`submit_decision` reads the request (where the run's Prefect API is, which flow
+run, the parameters hash), refuses early what the run would refuse anyway (so an
+unauthorised click does not even resume it), signs the decision with the run's
+approval key, resumes the flow run with it as run input, and waits for the run's
+verdict in the ledger. The run checks everything again (:mod:`clampdown_flows.approval_gate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from clampdown.approvals import Decision, Request
+from clampdown.ledger import read as read_ledger
+from clampdown.settings import settings
+from clampdown_flows.approval_store import (
+    DecisionError,
+    allowed_sources,
+    approval_key,
+    read_requests,
+    resolve_members,
+)
+
+PENDING_VERDICT = "sent; the run has not answered yet (check `clampdown runs`)"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of one submitted decision."""
+
+    accepted: bool
+    reason: str  # why not, or what it did
+    outcome: str | None = None  # the request's outcome once decided
+    step: str | None = None
+
+
+def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
+    """The request a decision is for: the named step, or the run's only pending one."""
+    requests = read_requests(run_id)
+    if not requests:
+        raise DecisionError(
+            f"run '{run_id}' has no approval request",
+            "check the run id with `clampdown runs`",
+        )
+    if step is not None:
+        for req in requests:
+            if req["step"] == step:
+                return req
+        names = ", ".join(r["step"] for r in requests)
+        raise DecisionError(f"run '{run_id}' has no approval step '{step}'", f"its steps: {names}")
+    pending = [r for r in requests if r.get("status") == "pending"]
+    if len(pending) == 1:
+        return pending[0]
+    if not pending:
+        last = requests[-1]
+        raise DecisionError(
+            f"nothing is waiting for approval in run '{run_id}'",
+            f"step '{last['step']}' was already decided: {last.get('status')}",
+        )
+    names = ", ".join(r["step"] for r in pending)
+    raise DecisionError(
+        f"run '{run_id}' waits at several approvals: {names}", "name one with --step"
+    )
+
+
+def precheck(req: dict[str, Any], approver: str, decision: str, reason: str) -> str | None:
+    """What the flow would refuse anyway, found without resuming it (None: send it)."""
+    if req.get("status") != "pending":
+        return f"step '{req['step']}' was already decided: {req.get('status')}"
+    request = Request.from_json(req)
+    if approver in req.get("approvals", []) and decision == "approve":
+        return f"you have already approved step '{req['step']}'"
+    members = resolve_members(request.groups) if approver not in request.allowed_users else set()
+    if members is None:
+        return None  # groups cannot be resolved here now: the run decides, with what it knows
+    probe = Decision(
+        run_id=request.run_id,
+        step=request.step,
+        params_hash=request.params_hash,
+        decision=decision,  # type: ignore[arg-type]
+        approver=approver,
+        reason=reason,
+    )
+    return request.refusal(probe, members, datetime.now(UTC))
+
+
+def submit_decision(
+    run_id: str,
+    step: str | None,
+    approver: str,
+    decision: Literal["approve", "deny"] = "approve",
+    reason: str = "",
+    source: Literal["slack", "terminal", "prefect-ui"] = "terminal",
+    *,
+    params_hash_seen: str | None = None,
+    wait: float = 30.0,
+) -> Verdict:
+    """Send one decision to a paused run and return the flow's verdict on it.
+
+    ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
+    flow refuses the decision if the gated parameters have changed since.
+    """
+    req = pending_request(run_id, step)
+    refusal = precheck(req, approver, decision, reason)
+    if refusal is not None:
+        return Verdict(False, refusal, req.get("status"), req["step"])
+    if source not in allowed_sources():
+        return Verdict(False, f"decisions from {source} are not accepted here", None, req["step"])
+    sent = Decision(
+        run_id=run_id,
+        step=req["step"],
+        params_hash=params_hash_seen or req["params_hash"],
+        decision=decision,
+        approver=approver,
+        reason=reason,
+        source=source,
+    )
+    if source != "prefect-ui":
+        sent = sent.signed(approval_key(run_id))
+    deadline = time.monotonic() + wait
+    _resume(req, sent, deadline)
+    return _verdict(run_id, sent, deadline)
+
+
+def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
+    """Resume the paused flow run with the decision; retry while it is between pauses."""
+    from prefect.exceptions import FlowPauseTimeout, NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    with _api(req.get("api_url")):
+        while True:
+            try:
+                resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=decision.model_dump())
+                return
+            except FlowPauseTimeout:
+                raise DecisionError(
+                    f"the approval at step '{decision.step}' has expired", "start a new run"
+                ) from None
+            except (NotPausedError, RuntimeError) as exc:
+                # between pauses (another decision is being checked), not paused yet, or
+                # paused a moment ago and its form ("Run input schema") not saved yet
+                between = isinstance(exc, NotPausedError) or "schema not found" in str(exc)
+                if not between:
+                    raise
+                if time.monotonic() > deadline:
+                    raise DecisionError(
+                        f"run '{decision.run_id}' is not paused for approval",
+                        "it may have finished or be handling another decision: "
+                        "check `clampdown runs`",
+                    ) from None
+                time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def _api(url: str | None) -> Iterator[None]:
+    """Talk to the Prefect API the run is on (its own local one, for ``clampdown run``)."""
+    if not url:
+        yield
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
+def _verdict(run_id: str, sent: Decision, deadline: float) -> Verdict:
+    """Wait for the flow's ``approval.decision`` record of this decision."""
+    ledger = settings().ledger_path(run_id)
+    while True:
+        records = read_ledger(ledger) if ledger.is_file() else []
+        for record in records:
+            if record.get("type") == "approval.decision" and (
+                record.get("decision_id") == sent.decision_id
+            ):
+                outcome = next(
+                    (
+                        r.get("outcome")
+                        for r in records
+                        if r.get("type") == "approval.end" and r.get("step") == sent.step
+                    ),
+                    None,
+                )
+                if record.get("accepted"):
+                    return Verdict(True, "counted", outcome, sent.step)
+                return Verdict(False, str(record.get("refusal")), outcome, sent.step)
+        if time.monotonic() > deadline:
+            return Verdict(
+                False,
+                "sent, but the run has not answered yet: check `clampdown runs`",
+                None,
+                sent.step,
+            )
+        time.sleep(0.1)

@@ -1,0 +1,64 @@
+"""The ``rollback`` flow: put back what a run changed, newest change first.
+
+The work is :func:`clampdown.undo.rollback_run`, the one rollback code path (the
+``core.rollback_run`` action uses it too); this flow only makes each undo a Prefect
+task, so the Prefect UI shows one task run per change put back. Undo operations are
+idempotent, so a rollback can be re-run after a partial failure. One failed undo does
+not stop the others; the rollback then fails and its ledger says which changes are
+still in place. Evidence is never touched: evidence actions record no undo.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from clampdown.ledger import new_run_id
+from clampdown.undo import UndoItem, apply_undo, rollback_run
+from clampdown_flows.respond import RunFailed
+
+
+@task(
+    name="undo",
+    task_run_name="undo-{item.step}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=2,
+    retry_delay_seconds=2,
+)
+def undo_one(item: UndoItem, rollback_id: str, original_run: str) -> None:
+    apply_undo(item, rollback_id, original_run)
+
+
+@flow(
+    name="rollback",
+    flow_run_name="rollback-{run_id}",
+    persist_result=False,
+    validate_parameters=False,
+    log_prints=False,
+)
+def rollback(
+    run_id: str, rollback_id: str | None = None, allow_repeat: bool = True
+) -> dict[str, Any]:
+    """Undo every change recorded in run ``run_id``'s ledger; write a ledger of its own.
+
+    ``allow_repeat`` (default on, as ``clampdown rollback`` has always behaved) lets a
+    responder finish or re-check a rollback; the ``core.rollback_run`` action refuses it.
+    """
+    result = rollback_run(
+        run_id, rollback_id or new_run_id(), undo=undo_one, allow_repeat=allow_repeat
+    )
+    if result.still_in_place:
+        raise RunFailed(
+            f"rollback {result.rollback_id} of {run_id}: {len(result.still_in_place)} change(s) "
+            f"could not be undone: {'; '.join(result.still_in_place)}"
+        )
+    return {
+        "rollback_id": result.rollback_id,
+        "run_id": run_id,
+        "undone": len(result.restored),
+        "restored": result.restored,
+        "ledger": str(result.ledger),
+    }

@@ -1,0 +1,20 @@
+"""The contract between the alert endpoints and the triage that decides what to run.
+
+The endpoints authenticate and normalise; a :data:`Triage` (:mod:`clampdown_flows.triage`:
+it matches triggers, deduplicates, correlates and starts runs) answers for each
+alert with a :class:`~clampdown.triggers.TriageOutcome`, which lives in the core so
+both sides share it; the endpoint turns the outcomes into its HTTP answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clampdown.alert import Alert
+from clampdown.triggers import TriageOutcome, TriageStatus
+
+Triage = Callable[[Alert], TriageOutcome]
+"""``triage(alert) -> outcome``: may block briefly (it starts a run and returns its id);
+the endpoints call it in a worker thread."""
+
+__all__ = ["Triage", "TriageOutcome", "TriageStatus"]

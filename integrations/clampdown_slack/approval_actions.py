@@ -1,0 +1,130 @@
+"""Approve and Deny clicks on approval cards, received by the Bolt app.
+
+Each click is acknowledged at once (Slack wants an answer within 3 s); the decision
+is then sent to the paused run (:func:`clampdown_flows.decisions.submit_decision`), which
+checks it and answers. The clicker's identity is the ``user.id`` of a request whose
+signature Bolt verified; nothing the clicker types is trusted for it.
+
+* Approve: sent as is; the clicker hears back only when it did not count (ephemeral).
+* Deny: opens a modal that asks for the reason; its submission sends the denial.
+* An unauthorised clicker, the run's starter, a second click by the same person, or a
+  card whose request is already decided: an ephemeral message says why, and the run
+  is not even resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from clampdown.diagnostics import ClampdownError
+from clampdown_slack.approval_card import (
+    APPROVE_ACTION,
+    DENY_ACTION,
+    DENY_VIEW,
+    REASON_BLOCK,
+    REASON_INPUT,
+    deny_modal,
+    parse_button_value,
+)
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+log = logging.getLogger("clampdown.slack.approvals")
+
+
+def register_approval_actions(app: App) -> None:
+    """Add the Approve/Deny button handlers and the deny-reason modal to ``app``."""
+
+    @app.action(APPROVE_ACTION)
+    def approve(ack: Any, body: dict[str, Any], client: Any) -> None:
+        ack()
+        value, channel = _clicked(body)
+        if value is not None:
+            _decide(client, value, channel, _user(body), "approve", "")
+
+    @app.action(DENY_ACTION)
+    def deny(ack: Any, body: dict[str, Any], client: Any) -> None:
+        ack()
+        value, channel = _clicked(body)
+        if value is None:
+            return
+        metadata = json.dumps({"value": value, "channel": channel})
+        client.views_open(trigger_id=body["trigger_id"], view=deny_modal(metadata))
+
+    @app.view(DENY_VIEW)
+    def deny_reason(ack: Any, body: dict[str, Any], view: dict[str, Any], client: Any) -> None:
+        reason = (
+            view.get("state", {}).get("values", {}).get(REASON_BLOCK, {}).get(REASON_INPUT, {})
+        ).get("value") or ""
+        if len(reason.strip()) < 3:
+            ack(response_action="errors", errors={REASON_BLOCK: "Say why you deny."})
+            return
+        ack()
+        try:
+            metadata = json.loads(view.get("private_metadata") or "{}")
+            value = parse_button_value(json.dumps(metadata["value"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("deny modal with unreadable metadata ignored")
+            return
+        _decide(client, value, metadata.get("channel"), _user(body), "deny", reason.strip())
+
+
+def _user(body: dict[str, Any]) -> str:
+    return str(body.get("user", {}).get("id") or "")
+
+
+def _clicked(body: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
+    """The request named by the clicked button, and the channel of the card."""
+    channel = (body.get("channel") or body.get("container") or {}).get("id") or (
+        body.get("container") or {}
+    ).get("channel_id")
+    try:
+        value = parse_button_value(body["actions"][0]["value"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        log.warning("click on an unknown approval button ignored")
+        return None, channel
+    return value, channel
+
+
+def _decide(
+    client: Any,
+    value: dict[str, str],
+    channel: str | None,
+    user: str,
+    decision: str,
+    reason: str,
+) -> None:
+    from clampdown_flows.decisions import PENDING_VERDICT, submit_decision
+
+    try:
+        verdict = submit_decision(
+            value["run_id"],
+            value["step"],
+            user,
+            decision,  # type: ignore[arg-type]
+            reason,
+            "slack",
+            params_hash_seen=value["params_hash"],
+        )
+        if verdict.accepted:
+            message = None
+        elif verdict.reason == PENDING_VERDICT:
+            message = f":hourglass: Your decision was {verdict.reason}"
+        else:
+            message = f":no_entry: Not counted: {verdict.reason}"
+    except ClampdownError as exc:
+        message = f":no_entry: {exc.message}"
+    except Exception:  # the clicker must hear something; the log has the details
+        log.exception("approval click for run %s failed", value.get("run_id"))
+        message = ":x: clampdown could not deliver your decision; the server log has details."
+    if message is None:
+        return
+    log.info("approval click by %s on run %s: %s", user, value.get("run_id"), message)
+    if channel:
+        try:
+            client.chat_postEphemeral(channel=channel, user=user, text=message)
+        except Exception as exc:
+            log.warning("cannot tell %s why their click did not count: %s", user, exc)

@@ -1,0 +1,365 @@
+"""The run's Slack status thread, kept current by the executor.
+
+When Slack is configured (``CLAMPDOWN_SLACK_BOT_TOKEN`` and ``CLAMPDOWN_SLACK_CHANNEL``),
+a run posts an incident header, edits it (``chat.update``) as steps change status,
+replies in its thread when a step fails, and edits it a last time with the outcome.
+The header is the run's status thread: its channel and ts go into the same
+``slack.json`` ``slack.status`` uses, so ``slack.status`` steps reply under it.
+
+Slack never slows containment: every call happens on one background thread per run;
+header updates coalesce (only the latest step list is sent), and :meth:`RunThread.close`
+waits a bounded time for the last ones. Misses are logged, counted, and recorded
+once in the ledger as ``slack.miss`` (count and last error, never the token).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clampdown.ledger import Ledger
+from clampdown.settings import settings as clampdown_settings
+from clampdown_slack.client import (
+    SlackNotConfigured,
+    SlackSettings,
+    slack_client,
+    slack_settings,
+)
+from clampdown_slack.status import (
+    STATE_FILE,
+    describe_error,
+    mark_drill,
+    read_state,
+    remember_thread,
+    run_lock,
+)
+
+ICONS = {
+    "pending": "·",
+    "running": "▶",
+    "succeeded": "✅",
+    "failed": "❌",
+    "skipped": "⏭",
+    "cancelled": "⛔",
+    "waiting for approval": "⏸",
+}
+SHUTDOWN_WAIT = 5.0
+CARD_RETRY = 5.0  # seconds between attempts at an approval card Slack did not take
+CARD_RETRY_FOR = 3600.0  # then the card is given up (the terminal and the UI still work)
+log = logging.getLogger("clampdown.slack")
+
+
+@dataclass
+class Card:
+    """A Block Kit message in the thread (e.g. an approval card); ts is set once posted."""
+
+    channel: str | None = None
+    ts: str | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    title: str
+    runbook: str
+    severity: str
+    trigger: dict[str, Any]
+    run_id: str
+    drill: bool = False
+    flow_run_id: str | None = None
+
+    def lines(self) -> list[str]:
+        trigger = _trigger_text(self.trigger)
+        lines = [
+            f":rotating_light: *{self.title}* (`{self.runbook}`) · severity *{self.severity}*",
+            f"Trigger: {trigger} · run `{self.run_id}`",
+        ]
+        ui = os.environ.get("PREFECT_UI_URL", "").strip().rstrip("/")
+        if ui and self.flow_run_id:
+            lines.append(f"<{ui}/runs/flow-run/{self.flow_run_id}|Prefect flow run>")
+        return lines
+
+
+def _trigger_text(trigger: dict[str, Any]) -> str:
+    """One line: who or what started the run (an alert's title, not its whole summary)."""
+    kind = trigger.get("type", "manual")
+    if kind == "alert":
+        title = (trigger.get("alert") or {}).get("title", "")
+        return f"alert {trigger.get('source')} `{trigger.get('alert_id')}` {title}".strip()
+    shown = {k: v for k, v in trigger.items() if k != "type" and not isinstance(v, dict | list)}
+    details = ", ".join(f"{k}={v}" for k, v in shown.items())
+    return f"{kind} ({details})" if details else str(kind)
+
+
+def step_lines(steps: Sequence[tuple[str, str]]) -> list[str]:
+    return [f"{ICONS.get(status, '?')} `{sid}` {status}" for sid, status in steps]
+
+
+class RunThread:
+    """One run's Slack thread; every method returns at once (the work is queued)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        config: SlackSettings,
+        ledger: Ledger,
+        *,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
+        assert config.slack_bot_token is not None and config.slack_channel
+        self.run_id = run_id
+        self.config = config
+        self.channel: str = config.slack_channel
+        self.ledger = ledger
+        self._scrub = scrub or ledger.scrub
+        self._token = config.slack_bot_token.get_secret_value()
+        self._client: Any = None
+        self._header: Header | None = None
+        self._steps: list[tuple[str, str]] = []
+        self._outcome: str | None = None
+        self._dirty = False  # the header text changed since it was last sent
+        self._outbox: deque[tuple[str, Callable[[], None], bool]] = deque()  # in order
+        # cards that could not be sent yet (Slack down): tried again every CARD_RETRY s
+        self._retry: deque[tuple[str, Callable[[], None], bool]] = deque()
+        self._retry_until = 0.0
+        self._closing = False
+        self._cond = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._start_lock: contextlib.ExitStack | None = None
+        self.header_channel: str | None = None
+        self.header_ts: str | None = None  # None: no header of ours to edit
+        self.thread_ts: str | None = None  # where replies go
+        self.misses = 0
+        self.last_error: str | None = None
+        self.first_error: str | None = None
+        self._closed = False
+
+    @classmethod
+    def from_env(cls, run_id: str, ledger: Ledger) -> RunThread | None:
+        """A thread for the run, or None when Slack is not configured (nothing happens)."""
+        try:
+            config = slack_settings()
+        except SlackNotConfigured:
+            return None
+        if config.slack_bot_token is None or not config.slack_channel:
+            return None
+        return cls(run_id, config, ledger)
+
+    # --- called by the executor (never blocks on Slack) -----------------------------------
+
+    def start(self, header: Header, steps: Sequence[tuple[str, str]] = ()) -> None:
+        self._header, self._steps, self._dirty = header, list(steps), True
+        # Hold the run's Slack lock until the header is posted: a slack.status step
+        # starting meanwhile waits for it and replies under it instead of posting a parent.
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(run_lock(self._state_file))
+            self._start_lock = stack
+        except Exception as exc:  # e.g. an unwritable run directory: post unlocked
+            self._miss(f"cannot lock the run's Slack state: {exc}")
+        self._worker = threading.Thread(
+            target=self._work, name=f"clampdown-slack-{self.run_id}", daemon=True
+        )
+        self._worker.start()
+
+    def update(self, steps: Sequence[tuple[str, str]]) -> None:
+        with self._cond:
+            self._steps, self._dirty = list(steps), True
+            self._cond.notify()
+
+    def reply(self, text: str) -> None:
+        self._send("chat.postMessage", lambda: self._post_reply(text))
+
+    def post_card(self, text: str, blocks: list[dict[str, Any]]) -> Card:
+        """Post a Block Kit message in the thread; the card's ts is set once it is sent."""
+        card = Card()
+        self._send("chat.postMessage", lambda: self._post_card(card, text, blocks), keep=True)
+        return card
+
+    def update_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        self._send("chat.update", lambda: self._edit_card(card, text, blocks), keep=True)
+
+    def _send(self, method: str, fn: Callable[[], None], *, keep: bool = False) -> None:
+        """Queue a call; ``keep``: a card people must see, sent again while Slack is down."""
+        with self._cond:
+            self._outbox.append((method, fn, keep))
+            self._cond.notify()
+
+    def close(self, outcome: str, steps: Sequence[tuple[str, str]] | None = None) -> None:
+        """Send the outcome, wait up to SHUTDOWN_WAIT s, record misses; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._cond:
+            self._outcome, self._dirty, self._closing = outcome, True, True
+            if steps is not None:
+                self._steps = list(steps)
+            self._cond.notify()
+        if self._worker is not None:
+            self._worker.join(SHUTDOWN_WAIT)
+            if self._worker.is_alive():
+                self._miss("gave up waiting for Slack at the end of the run")
+        if self.misses:
+            self.ledger.append(
+                "slack.miss", count=self.misses, last_error=self.last_error, channel=self.channel
+            )
+
+    # --- the worker ---------------------------------------------------------------------
+
+    @property
+    def _state_file(self) -> Any:
+        return clampdown_settings().run_dir(self.run_id) / STATE_FILE
+
+    def _work(self) -> None:
+        try:
+            self._client = slack_client(self.config)
+            self._post_header()
+        except Exception as exc:
+            self._miss(self._describe(exc, "chat.postMessage"))
+        finally:
+            if self._start_lock is not None:
+                self._start_lock.close()
+        while True:
+            with self._cond:
+                while not (self._outbox or self._dirty or self._closing):
+                    if not self._retry:
+                        self._cond.wait()
+                    elif not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
+                        break
+                outbox = [*self._retry, *self._outbox]
+                self._retry.clear()
+                self._outbox.clear()
+                dirty, self._dirty = self._dirty, False
+                closing = self._closing
+            if outbox and self.thread_ts is None:  # Slack was down at the start: try again
+                self._call("chat.postMessage", self._post_header)
+            for method, send, keep in outbox:
+                if self._retry and keep:  # keep kept cards in order behind a failed one
+                    self._retry.append((method, send, keep))
+                    continue
+                self._call(method, send, keep=keep and not closing)
+            if dirty and self.header_ts is not None:
+                self._call("chat.update", self._edit_header)
+            if not self._retry:
+                self._retry_until = 0.0  # the next outage gets the full CARD_RETRY_FOR
+            with self._cond:
+                if closing and not (self._outbox or self._dirty):
+                    for method, _send, _keep in self._retry:  # given up: they are misses
+                        self._miss(f"Slack {method} of an approval card never got through")
+                    return
+
+    def _text(self) -> str:
+        assert self._header is not None
+        lines = self._header.lines()
+        status = f"*{self._outcome.upper()}*" if self._outcome else "running"
+        lines.append(f"Status: {status}")
+        lines += step_lines(self._steps)
+        text, _ = mark_drill(self._scrub("\n".join(lines)), None, self._header.drill)
+        return text
+
+    def _post_header(self) -> None:
+        with self._cond:
+            self._dirty = False
+            text = self._text()
+        existing = read_state(self._state_file).get("threads", {}).get(self.channel)
+        if existing:  # a thread already exists (another process of this run): join it
+            self.header_channel, self.thread_ts = existing["channel"], existing["thread_ts"]
+            return
+        sent = self._client.chat_postMessage(channel=self.channel, text=text)
+        remember_thread(self._state_file, self.channel, sent["channel"], sent["ts"])
+        self.header_channel, self.header_ts = sent["channel"], sent["ts"]
+        self.thread_ts = sent["ts"]
+
+    def _edit_header(self) -> None:
+        with self._cond:
+            text = self._text()
+        self._client.chat_update(channel=self.header_channel, ts=self.header_ts, text=text)
+
+    def _post_reply(self, text: str) -> None:
+        if self.thread_ts is None:
+            raise RuntimeError(
+                f"no status thread to reply in (header not posted: {self.first_error})"
+            )
+        drill = bool(self._header and self._header.drill)
+        text, _ = mark_drill(self._scrub(text), None, drill)
+        self._client.chat_postMessage(
+            channel=self.header_channel, thread_ts=self.thread_ts, text=text
+        )
+
+    def _post_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        if self.thread_ts is None:
+            raise RuntimeError(
+                f"no status thread for the card (header not posted: {self.first_error})"
+            )
+        drill = bool(self._header and self._header.drill)
+        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        sent = self._client.chat_postMessage(
+            channel=self.header_channel, thread_ts=self.thread_ts, text=text, blocks=marked
+        )
+        card.channel, card.ts = sent["channel"], sent["ts"]
+
+    def _edit_card(self, card: Card, text: str, blocks: list[dict[str, Any]]) -> None:
+        if card.ts is None:
+            raise RuntimeError("the card was never posted")
+        drill = bool(self._header and self._header.drill)
+        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        self._client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=marked)
+
+    def _call(self, method: str, fn: Callable[[], None], *, keep: bool = False) -> None:
+        try:
+            fn()
+        except Exception as exc:
+            if keep and time.monotonic() < self._retry_deadline():
+                log.warning("slack: run %s: %s (will try again)", self.run_id, exc)
+                self._retry.append((method, fn, keep))
+                return
+            self._miss(self._describe(exc, method))
+
+    def _retry_deadline(self) -> float:
+        """Kept cards are tried for CARD_RETRY_FOR s after the first failure, then missed."""
+        if not self._retry_until:
+            self._retry_until = time.monotonic() + CARD_RETRY_FOR
+        return self._retry_until
+
+    def _describe(self, exc: Exception, method: str) -> str:
+        if isinstance(exc, RuntimeError):
+            return f"Slack {method} skipped: {exc}"
+        return describe_error(exc, self.config, self._token).replace("chat.postMessage", method)
+
+    def _miss(self, error: str) -> None:
+        error = self._scrub(error).replace(self._token, "***")
+        self.misses += 1
+        self.last_error = error
+        self.first_error = self.first_error or error
+        log.warning("slack: run %s: %s (the run goes on)", self.run_id, error)
+
+
+def reply_in_run_thread(run_id: str, text: str) -> bool:
+    """Reply in a run's status thread from outside the run (e.g. an alert joined it).
+
+    Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
+    """
+    try:
+        config = slack_settings()
+    except SlackNotConfigured:
+        return False
+    if config.slack_bot_token is None or not config.slack_channel:
+        return False
+    state = clampdown_settings().run_dir(run_id) / STATE_FILE
+    thread = read_state(state).get("threads", {}).get(config.slack_channel)
+    if not thread:
+        return False
+    try:
+        slack_client(config).chat_postMessage(
+            channel=thread["channel"], thread_ts=thread["thread_ts"], text=text
+        )
+    except Exception as exc:
+        log.warning("slack: cannot reply in run %s's thread: %s", run_id, exc)
+        return False
+    return True
