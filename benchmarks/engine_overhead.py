@@ -67,8 +67,8 @@ def median_wall(argv: list[str], runs: int) -> float:
 
 def plain_python(steps: int) -> float:
     """The same work without the engine: validate inputs, run the action, dump outputs."""
-    from clampdown.actions import ActionContext
-    from clampdown.builtin_actions import SetOutput
+    from clampdown.core.actions import ActionContext
+    from clampdown.core.builtin_actions import SetOutput
 
     ctx = ActionContext(run_id="bench", step_id="s", runbook="bench")
     start = time.perf_counter()

@@ -110,7 +110,7 @@ def child(which: str, group: str, run_id: str) -> None:
 
     import boto3
 
-    from clampdown.actions import ActionContext
+    from clampdown.core.actions import ActionContext
     from clampdown_aws.evidence import SnapshotLogGroup
 
     for service in ("logs", "s3", "sts"):  # warm-up: imports and service models

@@ -114,7 +114,7 @@ def aws_endpoint(moto_server: str, aws_credentials: None, monkeypatch: pytest.Mo
 @pytest.fixture
 def action_ctx():
     """An ActionContext as the executor builds it, for calling actions directly."""
-    from clampdown.actions import ActionContext
+    from clampdown.core.actions import ActionContext
 
     return ActionContext(run_id="testrun0001", step_id="step", runbook="test", region="us-east-1")
 

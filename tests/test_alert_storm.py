@@ -42,8 +42,8 @@ import pytest
 import uvicorn
 
 from clampdown.app.serve import create_app
-from clampdown.ledger import Ledger, new_run_id, read, verify_file
-from clampdown.settings import settings
+from clampdown.core.ledger import Ledger, new_run_id, read, verify_file
+from clampdown.core.settings import settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
 TOKEN = "storm-bearer-token-0123456789"

@@ -20,7 +20,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from clampdown.alert import Alert
+from clampdown.core.alert import Alert
 from clampdown_alerts import AlertSettings, InMemoryDeliveryLog, TriageOutcome, alert_router
 from clampdown_alerts.signatures import generic_signature
 from tests.test_alerts_auth import CERT_NAME, TOPIC, RecordingFetch, SnsSigner, sns_fixture

@@ -1,4 +1,4 @@
-"""The rules every approval decision meets (:class:`clampdown.approvals.Request`), without
+"""The rules every approval decision meets (:class:`clampdown.core.approvals.Request`), without
 Prefect or Slack: binding to run/step/parameters, deadline, who may decide, the two-person
 rule, reasons for denials, one vote per person, quorum, and ``CLAMPDOWN_APPROVERS`` parsing."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from clampdown.approvals import Decision, Request, params_hash
+from clampdown.core.approvals import Decision, Request, params_hash
 from clampdown_flows.approval_store import default_approvers
 
 RUN = "a1b2c3d4e5f6"

@@ -23,8 +23,8 @@ from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
 from clampdown.app.serve import InProcessStarter, create_app
-from clampdown.ledger import read as read_ledger
-from clampdown.settings import settings
+from clampdown.core.ledger import read as read_ledger
+from clampdown.core.settings import settings
 from clampdown_flows.approval_store import request_file
 from clampdown_flows.decisions import submit_decision
 from clampdown_slack.approval_card import (

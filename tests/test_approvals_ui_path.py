@@ -28,8 +28,8 @@ import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 
 from clampdown.app.serve import InProcessStarter
-from clampdown.ledger import read as read_ledger
-from clampdown.settings import settings
+from clampdown.core.ledger import read as read_ledger
+from clampdown.core.settings import settings
 from clampdown_flows.approval_store import request_file
 from clampdown_flows.decisions import submit_decision
 from clampdown_slack.testing.standin import SlackStandIn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from clampdown.actions import ActionContext
+from clampdown.core.actions import ActionContext
 from clampdown_aws import base
 from clampdown_aws.apigateway import DisableApiKey, ThrottleUsagePlan
 from clampdown_aws.base import AwsAccessDenied, AwsActionError

@@ -8,8 +8,8 @@ import json
 import boto3
 import pytest
 
-from clampdown.actions import ActionContext
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.actions import ActionContext
+from clampdown.core.diagnostics import ClampdownError
 from clampdown_aws.base import AwsActionError
 from clampdown_aws.evidence_config import SnapshotConfig
 from clampdown_aws.iam import BlockAssumeRole
@@ -184,9 +184,9 @@ def test_snapshot_config_needs_something_to_describe():
 
 
 def test_rollback_run_refuses_unknown_and_unfinished_runs(clampdown_home):
-    from clampdown.ledger import Ledger
-    from clampdown.settings import settings
-    from clampdown.undo import RollbackRun
+    from clampdown.core.ledger import Ledger
+    from clampdown.core.settings import settings
+    from clampdown.core.undo import RollbackRun
 
     action = RollbackRun()
     with pytest.raises(ClampdownError, match="no run 'nosuchrun'"):

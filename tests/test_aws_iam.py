@@ -17,7 +17,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from pydantic import ValidationError
 
-from clampdown.actions import ActionContext
+from clampdown.core.actions import ActionContext
 from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.iam import (

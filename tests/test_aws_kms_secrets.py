@@ -19,7 +19,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from clampdown.actions import ActionContext
+from clampdown.core.actions import ActionContext
 from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.kms import ROTATED_BY_RUN_TAG, RotateKey

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from clampdown.actions import Action, ActionContext, ActionInput, registry
 from clampdown.app.cli import app
-from clampdown.ledger import verify_file
+from clampdown.core.actions import Action, ActionContext, ActionInput, registry
+from clampdown.core.ledger import verify_file
 
 from .conftest import REPO
 

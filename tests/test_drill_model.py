@@ -10,16 +10,16 @@ import typer
 from typer.testing import CliRunner
 
 from clampdown.app.cli_drill import register
-from clampdown.diagnostics import ClampdownError, InvalidFileError
-from clampdown.drill_library import (
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.drill_library import (
     DEFAULT_DRILL,
     drill_files,
     load_drill,
     resolve_drill,
     runbook_names,
 )
-from clampdown.drill_lint import lint_drills, load_checked
-from clampdown.drill_placeholders import PlaceholderError, fill_placeholders
+from clampdown.core.drill_lint import lint_drills, load_checked
+from clampdown.core.drill_placeholders import PlaceholderError, fill_placeholders
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"

@@ -15,8 +15,8 @@ import pytest
 from rich.console import Console
 
 from clampdown.app.drill.runner import DrillResult, run_drill
-from clampdown.drill_library import drill_files, runbook_names
-from clampdown.ledger import read, verify_file
+from clampdown.core.drill_library import drill_files, runbook_names
+from clampdown.core.ledger import read, verify_file
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
@@ -224,7 +224,7 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
     import boto3
 
     from clampdown.app.drill.objectives import DrillFacts, RunFacts, score
-    from clampdown.drill_library import load_drill
+    from clampdown.core.drill_library import load_drill
     from clampdown_aws.testing.seed import seed
 
     path = tmp_path / "checked.yaml"

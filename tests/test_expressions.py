@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from clampdown.expressions import (
+from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
     condition_source,

@@ -9,8 +9,8 @@ from typing import Any
 from parliament import analyze_policy_string
 from typer.testing import CliRunner
 
-from clampdown.actions import Action, ActionInput, registry
 from clampdown.app.cli import app
+from clampdown.core.actions import Action, ActionInput, registry
 
 runner = CliRunner()
 # parliament findings a containment engine accepts by design: actions whose resources are

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from clampdown.ledger import GENESIS, Ledger, read, verify_file
+from clampdown.core.ledger import GENESIS, Ledger, read, verify_file
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_recomputed_hash_does_not_hide_an_edit(ledger_file: Path):
     """An attacker who fixes up the edited record's own hash still breaks the next prev."""
     import hashlib
 
-    from clampdown.ledger import _canonical
+    from clampdown.core.ledger import _canonical
 
     lines = ledger_file.read_bytes().splitlines(keepends=True)
     record = json.loads(lines[4])

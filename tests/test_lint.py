@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.actions import Action, ActionInput, ActionOutput, Registry
 from clampdown.app.cli import app
-from clampdown.diagnostics import Diagnostic, InvalidFileError
-from clampdown.lint import lint_paths, load_runbook
+from clampdown.core.actions import Action, ActionInput, ActionOutput, Registry
+from clampdown.core.diagnostics import Diagnostic, InvalidFileError
+from clampdown.core.lint import lint_paths, load_runbook
 
 BROKEN = Path(__file__).parent / "fixtures" / "broken"
 LIBRARY = Path(__file__).parent.parent / "runbooks"
@@ -431,9 +431,9 @@ def test_lint_plan_schema_do_not_import_prefect(tmp_path: Path) -> None:
     path.write_text(CLEAN.format(name="no-prefect"), encoding="utf-8")
     code = (
         "import sys\n"
-        "import clampdown.app.cli, clampdown.lint, clampdown.plan, clampdown.schema\n"
+        "import clampdown.app.cli, clampdown.core.lint, clampdown.core.plan, clampdown.core.schema\n"
         "assert 'prefect' not in sys.modules, 'imported by the modules'\n"
-        "from clampdown.lint import lint_paths\n"
+        "from clampdown.core.lint import lint_paths\n"
         f"assert lint_paths([{str(path)!r}]) == []\n"
         "assert 'prefect' not in sys.modules, 'imported by lint_paths'\n"
     )

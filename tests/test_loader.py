@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from clampdown.diagnostics import ClampdownError, InvalidFileError
-from clampdown.loader import load, read, resolve, validate
-from clampdown.yamlsource import parse
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.loader import load, read, resolve, validate
+from clampdown.core.yamlsource import parse
 
 DOC = """\
 apiVersion: clampdown/v1

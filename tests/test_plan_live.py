@@ -7,8 +7,8 @@ from typing import Any
 import boto3
 from typer.testing import CliRunner
 
-from clampdown.actions import ActionContext, ActionInput, registry
 from clampdown.app.cli import app
+from clampdown.core.actions import ActionContext, ActionInput, registry
 from clampdown_aws.base import Aws, AwsAction
 
 runner = CliRunner()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from clampdown.report import (
+from clampdown.core.report import (
     DrillReport,
     ObjectiveResult,
     recommendations,

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput, registry
-from clampdown.diagnostics import InputError
-from clampdown.ledger import read, verify_file
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
+from clampdown.core.diagnostics import InputError
+from clampdown.core.ledger import read, verify_file
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -66,8 +66,8 @@ registry().register(Echo)
 
 def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Run the flow; return its final Prefect state and the ledger records."""
-    from clampdown.ledger import new_run_id
-    from clampdown.settings import settings
+    from clampdown.core.ledger import new_run_id
+    from clampdown.core.settings import settings
     from clampdown_flows.respond import respond
 
     run_id = new_run_id()
@@ -116,7 +116,7 @@ steps:
 
 
 def _ledger_path(ledger: list[dict[str, Any]]) -> Path:
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     return settings().ledger_path(records(ledger, "run.start")[0]["run"]["id"])
 
@@ -374,10 +374,10 @@ def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_ru
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from clampdown import inputs as inputs_mod
-    from clampdown.ledger import new_run_id
-    from clampdown.loader import load
-    from clampdown.settings import settings
+    from clampdown.core import inputs as inputs_mod
+    from clampdown.core.ledger import new_run_id
+    from clampdown.core.loader import load
+    from clampdown.core.settings import settings
     from clampdown_flows.respond import respond
 
     given, default = "given-secret-0451", "default-secret-7788"

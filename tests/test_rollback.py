@@ -9,10 +9,10 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput, registry
 from clampdown.app.cli import app
-from clampdown.ledger import read
-from clampdown.settings import settings
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput, registry
+from clampdown.core.ledger import read
+from clampdown.core.settings import settings
 from clampdown_aws.base import Aws, AwsAction
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -87,7 +87,7 @@ def tag(s3: Any) -> str | None:
 
 
 def run(path: Any) -> str:
-    from clampdown.ledger import new_run_id
+    from clampdown.core.ledger import new_run_id
     from clampdown_flows.respond import respond
 
     run_id = new_run_id()
@@ -194,7 +194,7 @@ steps:
   - {id: pause, uses: core.wait, needs: [first], with: {duration: 1s}}
   - {id: second, uses: test.tag_bucket, needs: [pause], with: {bucket: models, value: quarantined}}
 """)
-    from clampdown.ledger import new_run_id
+    from clampdown.core.ledger import new_run_id
     from clampdown_flows.respond import respond
 
     run_id = new_run_id()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from clampdown.expressions import ExpressionError
-from clampdown.models import Step
-from clampdown.rules import Verdict, decide
+from clampdown.core.expressions import ExpressionError
+from clampdown.core.models import Step
+from clampdown.core.rules import Verdict, decide
 
 CONTEXT = {"inputs": {"go": True, "stop": False}, "steps": {}, "run": {}}
 

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from clampdown.ledger import new_run_id, read
-from clampdown.settings import settings
+from clampdown.core.ledger import new_run_id, read
+from clampdown.core.settings import settings
 
 REPO = Path(__file__).resolve().parent.parent
 LIBRARY = sorted(

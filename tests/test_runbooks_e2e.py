@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from clampdown.ledger import read
-from clampdown.settings import settings
+from clampdown.core.ledger import read
+from clampdown.core.settings import settings
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()

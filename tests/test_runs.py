@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from clampdown.ledger import Ledger
+from clampdown.core.ledger import Ledger
 
 runner = CliRunner()
 

@@ -480,7 +480,7 @@ def test_secret_inputs_without_a_key_are_refused_before_any_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from clampdown.app.deployment import DeploymentStarter
-    from clampdown.diagnostics import ClampdownError
+    from clampdown.core.diagnostics import ClampdownError
 
     monkeypatch.delenv("CLAMPDOWN_INPUTS_KEY", raising=False)
     runbook = tmp_path / "scaled-secret.yaml"
@@ -499,7 +499,7 @@ def test_a_worker_with_another_key_says_so(inputs_key: str, monkeypatch) -> None
     from pydantic import SecretStr
 
     from clampdown.app.deployment import seal_inputs, unseal_inputs
-    from clampdown.diagnostics import ClampdownError
+    from clampdown.core.diagnostics import ClampdownError
 
     sealed = seal_inputs({"token"}, {"token": TOKEN}, SecretStr(inputs_key))
     monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", Fernet.generate_key().decode())
@@ -516,7 +516,7 @@ def test_deployment_mode_without_a_prefect_server_says_what_to_set() -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from clampdown.app.deployment import DeploymentStarter
-    from clampdown.diagnostics import ClampdownError
+    from clampdown.core.diagnostics import ClampdownError
 
     with (
         temporary_settings(restore_defaults={PREFECT_API_URL}),

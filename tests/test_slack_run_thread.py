@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from clampdown.actions import registry
-from clampdown.ledger import new_run_id, read
-from clampdown.settings import settings
+from clampdown.core.actions import registry
+from clampdown.core.ledger import new_run_id, read
+from clampdown.core.settings import settings
 from clampdown_slack.status import SlackStatus
 from clampdown_slack.testing.standin import SlackStandIn
 

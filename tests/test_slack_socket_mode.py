@@ -20,8 +20,8 @@ from urllib.parse import parse_qs
 import pytest
 from pydantic import SecretStr
 
-from clampdown.ledger import read as read_ledger
-from clampdown.settings import settings
+from clampdown.core.ledger import read as read_ledger
+from clampdown.core.settings import settings
 from clampdown_slack.app import SlackAppSettings, build_slack_app
 from clampdown_slack.client import SlackNotConfigured
 from clampdown_slack.socket_mode import SocketModeLink, _websocket_url_is_safe, connect

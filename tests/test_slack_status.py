@@ -19,7 +19,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 
-from clampdown.actions import ActionContext, registry
+from clampdown.core.actions import ActionContext, registry
 from clampdown_slack.client import SlackNotConfigured, SlackSettings, slack_client
 from clampdown_slack.status import SlackStatus
 from clampdown_slack.testing.standin import SlackStandIn
@@ -468,8 +468,8 @@ def test_standin_url_needs_a_started_server():
 
 @pytest.mark.usefixtures("prefect_server")
 def test_slack_down_during_a_run_does_not_stop_containment(slack, write_runbook):
-    from clampdown.ledger import new_run_id, read
-    from clampdown.settings import settings
+    from clampdown.core.ledger import new_run_id, read
+    from clampdown.core.settings import settings
     from clampdown_flows.respond import respond
 
     if "slack.status" not in registry():  # until the entry point is declared

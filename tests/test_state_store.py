@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from clampdown import state_store
-from clampdown.diagnostics import ClampdownError
-from clampdown.state_store import StateStore
+from clampdown.core import state_store
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.state_store import StateStore
 from tests.pg import postgres_url  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -214,7 +214,7 @@ PROCESS_SCRIPT = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {repo!r})
-    from clampdown.state_store import StateStore
+    from clampdown.core.state_store import StateStore
     store = StateStore({url!r})
     while time.time() < {start}:
         time.sleep(0.001)

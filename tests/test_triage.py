@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from clampdown.alert import Alert
 from clampdown.app.cli import app as cli_app
-from clampdown.diagnostics import InvalidFileError
-from clampdown.ledger import Ledger, new_run_id, read, verify_file
-from clampdown.settings import settings
-from clampdown.state_store import StateStore
+from clampdown.core.alert import Alert
+from clampdown.core.diagnostics import InvalidFileError
+from clampdown.core.ledger import Ledger, new_run_id, read, verify_file
+from clampdown.core.settings import settings
+from clampdown.core.state_store import StateStore
 from clampdown_flows.triage import Triage
 
 TRIGGERS = """\

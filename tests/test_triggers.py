@@ -13,11 +13,11 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from clampdown.alert import Alert
 from clampdown.app.cli_triggers import register
-from clampdown.inputs import validate
-from clampdown.loader import load
-from clampdown.triggers import (
+from clampdown.core.alert import Alert
+from clampdown.core.inputs import validate
+from clampdown.core.loader import load
+from clampdown.core.triggers import (
     DEFAULT_DEDUP_KEY,
     TriggerError,
     explain,

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError
+from clampdown.core.diagnostics import ClampdownError, Diagnostic, InvalidFileError
 
 app = typer.Typer(
     name="clampdown",
@@ -112,7 +112,7 @@ def _print_diagnostics(diagnostics: list[Diagnostic]) -> None:
 
 
 def _library(library: Path | None) -> Path:
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     return library or settings().library
 
@@ -127,7 +127,7 @@ def lint(
     library: LibraryOpt = None,
 ) -> None:
     """Check runbooks: schema, DAG, actions, with fields, expressions, approval gates."""
-    from clampdown.lint import lint_paths
+    from clampdown.core.lint import lint_paths
 
     targets = paths or [_library(library)]
     found = lint_paths(targets, strict=strict)
@@ -153,8 +153,8 @@ def lint(
 
 
 def _load(runbook: str, library: Path | None) -> Any:
-    from clampdown.lint import load_runbook
-    from clampdown.loader import resolve
+    from clampdown.core.lint import load_runbook
+    from clampdown.core.loader import resolve
 
     path = resolve(runbook, _library(library))
     loaded, warnings = load_runbook(path)
@@ -177,9 +177,9 @@ def plan(
     ] = False,
 ) -> None:
     """Show what a run would do, stage by stage, without changing anything."""
-    from clampdown import plan as planner
-    from clampdown.actions import registry
-    from clampdown.inputs import parse_pairs
+    from clampdown.core import plan as planner
+    from clampdown.core.actions import registry
+    from clampdown.core.inputs import parse_pairs
 
     _, model = _load(runbook, library)
     result = planner.build(model, parse_pairs(input, inputs_file), registry())
@@ -257,10 +257,10 @@ def run(
 
     Exit 0 succeeded, 1 failed, 2 bad input, 3 an approval was denied or timed out.
     """
-    from clampdown import inputs as inputs_mod
     from clampdown.app.progress import RunProgress
-    from clampdown.ledger import new_run_id, read
-    from clampdown.settings import settings
+    from clampdown.core import inputs as inputs_mod
+    from clampdown.core.ledger import new_run_id, read
+    from clampdown.core.settings import settings
 
     path, model = _load(runbook, library)
     values = inputs_mod.validate(model.inputs, inputs_mod.parse_pairs(input, inputs_file))
@@ -313,8 +313,8 @@ def schema(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to a file")] = None,
 ) -> None:
     """Print the JSON Schema of clampdown/v1 runbooks (for editor completion and checks)."""
-    from clampdown.actions import registry
-    from clampdown.schema import runbook_schema
+    from clampdown.core.actions import registry
+    from clampdown.core.schema import runbook_schema
 
     for problem in registry().load_all()[1]:
         err.print(f"[yellow]warning: {escape(str(problem))}[/]")
@@ -334,7 +334,7 @@ def schema(
 @command
 def actions(format: FormatOpt = Format.text) -> None:
     """List the installed actions with their inputs, outputs and IAM needs."""
-    from clampdown.actions import registry
+    from clampdown.core.actions import registry
 
     rows = []
     loaded, broken = registry().load_all()
@@ -386,8 +386,8 @@ def runs(
     format: FormatOpt = Format.text,
 ) -> None:
     """List recent runs with their status, from the ledgers under CLAMPDOWN_HOME."""
-    from clampdown.runs import recent_runs
-    from clampdown.settings import settings
+    from clampdown.core.runs import recent_runs
+    from clampdown.core.settings import settings
 
     found = recent_runs(settings().home.expanduser() / "runs", limit)
     if format is Format.json:
@@ -492,9 +492,9 @@ def iam_policy(
     library: LibraryOpt = None,
 ) -> None:
     """Print the least-privilege IAM policy (JSON) the engine needs to run these runbooks."""
-    from clampdown.actions import registry
-    from clampdown.iam_policy import policy
-    from clampdown.settings import settings
+    from clampdown.core.actions import registry
+    from clampdown.core.iam_policy import policy
+    from clampdown.core.settings import settings
 
     models = [_load(name, library)[1] for name in runbooks]
     document = policy(models, registry(), settings().evidence_bucket)
@@ -520,7 +520,7 @@ def rollback(
     A run already rolled back is refused unless --again; a rollback that stopped half-way
     can simply be run again. With approval: the release-containment runbook.
     """
-    from clampdown.undo import rollback_target, undo_items
+    from clampdown.core.undo import rollback_target, undo_items
 
     items = undo_items(rollback_target(run_id, allow_repeat=again or plan))
     out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
@@ -585,7 +585,7 @@ def _verify_manifest(uri: str) -> None:
 
 def _type_name(prop: dict[str, Any]) -> str:
     """A short type for a JSON Schema property: 'string', 'integer|null', 'duration'."""
-    from clampdown.durations import SCHEMA_PATTERN
+    from clampdown.core.durations import SCHEMA_PATTERN
 
     options = prop.get("anyOf", [prop])
     if any(o.get("pattern") == SCHEMA_PATTERN for o in options):
@@ -598,8 +598,8 @@ def verify(
     target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
 ) -> None:
     """Check a run ledger's hash chain; name the first altered record."""
-    from clampdown.ledger import verify_file
-    from clampdown.settings import settings
+    from clampdown.core.ledger import verify_file
+    from clampdown.core.settings import settings
 
     if target.startswith("s3://"):
         _verify_manifest(target)

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clampdown.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 
 
 def register(app: typer.Typer) -> None:
@@ -76,9 +76,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _list(console: Console) -> None:
-    from clampdown.drill_library import DEFAULT_DRILL, drill_files, load_drill
-    from clampdown.drill_lint import lint_drills
-    from clampdown.settings import settings
+    from clampdown.core.drill_library import DEFAULT_DRILL, drill_files, load_drill
+    from clampdown.core.drill_lint import lint_drills
+    from clampdown.core.settings import settings
 
     library = settings().library
     table = Table(title=f"drills in {library}/drills", title_justify="left")

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 

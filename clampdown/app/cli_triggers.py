@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 MAX_ALERT_FILE = 1024 * 1024
 
@@ -47,7 +47,7 @@ def held(
     is free, or start the runbook by hand.
     """
     from clampdown.app.cli import err, out
-    from clampdown.state_store import StateStore
+    from clampdown.core.state_store import StateStore
 
     try:
         store = StateStore()
@@ -98,7 +98,7 @@ def test(
 ) -> None:
     """Show the trigger an alert matches, its runbook, inputs, and dedup/correlation keys."""
     from clampdown.app.cli import _print_diagnostics, err, out
-    from clampdown.diagnostics import InvalidFileError
+    from clampdown.core.diagnostics import InvalidFileError
 
     try:
         report = dry_run(alert_file, triggers, source, library)
@@ -126,10 +126,10 @@ def dry_run(
     library: Path | None = None,
 ) -> dict[str, Any]:
     """Everything ``triggers test`` shows, as data (alerts from one payload, each explained)."""
-    from clampdown.inputs import validate
-    from clampdown.loader import load
-    from clampdown.settings import settings
-    from clampdown.triggers import (
+    from clampdown.core.inputs import validate
+    from clampdown.core.loader import load
+    from clampdown.core.settings import settings
+    from clampdown.core.triggers import (
         TriggerError,
         explain,
         library_runbooks,
@@ -179,7 +179,7 @@ def read_alerts(path: Path, source: str | None) -> list[Any]:
     """Alerts from a file: a normalised Alert, a list of them, or a raw payload of ``source``."""
     from pydantic import ValidationError
 
-    from clampdown.alert import Alert
+    from clampdown.core.alert import Alert
 
     try:
         if path.stat().st_size > MAX_ALERT_FILE:

@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 logger = logging.getLogger("clampdown.deployment")
 
@@ -176,8 +176,8 @@ class DeploymentStarter:
         from prefect.deployments import run_deployment
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from clampdown.ledger import new_run_id
-        from clampdown.lint import load_runbook
+        from clampdown.core.ledger import new_run_id
+        from clampdown.core.lint import load_runbook
 
         loaded, _ = load_runbook(runbook)
         specs = loaded.model.inputs

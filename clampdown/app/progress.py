@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from clampdown.models import Runbook
+from clampdown.core.models import Runbook
 
 STYLE = {
     "pending": "dim",

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from clampdown.alert import Alert
-from clampdown.diagnostics import ClampdownError
-from clampdown.triggers import TriageOutcome
+from clampdown.core.alert import Alert
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.triggers import TriageOutcome
 from clampdown_alerts.outcome import Triage
 from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
 
@@ -58,10 +58,10 @@ class InProcessStarter:
         _STARTERS.add(self)
 
     def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
-        from clampdown import inputs as inputs_mod
-        from clampdown.ledger import new_run_id
-        from clampdown.lint import load_runbook
-        from clampdown.settings import settings
+        from clampdown.core import inputs as inputs_mod
+        from clampdown.core.ledger import new_run_id
+        from clampdown.core.lint import load_runbook
+        from clampdown.core.settings import settings
 
         loaded, _ = load_runbook(runbook)
         protected = inputs_mod.protect(loaded.model.inputs, inputs)
@@ -140,7 +140,7 @@ def _log_outcome(run_id: str, future: Future[Any]) -> None:
 
 def default_starter() -> StartRun:
     """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment)."""
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     if settings().execution == "deployment":
         from clampdown.app.deployment import DeploymentStarter
@@ -163,8 +163,8 @@ def create_app(
     answers 503 and the alert endpoints still work (and the other way round: an alert
     endpoint whose secret is not set answers 503).
     """
-    from clampdown.settings import settings as clampdown_settings
-    from clampdown.state_store import StateStore
+    from clampdown.core.settings import settings as clampdown_settings
+    from clampdown.core.state_store import StateStore
 
     slack_conf = settings if settings is not None else SlackAppSettings()
     starter = start_run or default_starter()
@@ -274,7 +274,7 @@ def _say_joined(run_id: str, alert: Alert) -> None:
 def _alert_router(triage: Triage, store: Any) -> Any:
     from pydantic import ValidationError
 
-    from clampdown.settings import settings_problems
+    from clampdown.core.settings import settings_problems
     from clampdown_alerts import AlertSettings, alert_router
 
     try:
@@ -290,7 +290,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) 
     """Run the server. Local mode shares one local Prefect API (or PREFECT_API_URL) in-process;
     deployment mode talks to the Prefect server at PREFECT_API_URL, where workers take runs.
     ``socket_mode``: Slack's traffic over Socket Mode, connected before HTTP starts."""
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
     from clampdown_flows.prefect_api import local_api
     from clampdown_slack.socket_mode import app_token
 

@@ -1,7 +1,7 @@
 """Approval gates inside the ``respond`` flow.
 
 :class:`Gatekeeper`: an ``approval.request`` step builds a
-:class:`~clampdown.approvals.Request` (gated steps' exact parameters and their hash),
+:class:`~clampdown.core.approvals.Request` (gated steps' exact parameters and their hash),
 writes it to ``runs/<id>/approvals/<step>.json``, posts the card, and waits. One
 waiter per run pauses the flow run with Prefect's ``apause_flow_run(wait_for_input=…)``
 while any request is pending; each resume carries one :class:`Decision`, which the
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from clampdown.approvals import ApprovalRequest, Decision, Request, params_hash
-from clampdown.diagnostics import ClampdownError
-from clampdown.expressions import render
+from clampdown.core.approvals import ApprovalRequest, Decision, Request, params_hash
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.expressions import render
 from clampdown_flows.approval_store import (
     allowed_sources,
     approval_key,
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from clampdown_slack.run_thread import Card
 
 POLL_SECONDS = 0.5  # how often a paused flow asks its API whether it was resumed
-log = logging.getLogger("clampdown.approvals")
+log = logging.getLogger("clampdown.core.approvals")
 
 
 class ApprovalTimedOut(Exception):
@@ -145,7 +145,7 @@ class Gatekeeper:
         state = self.state
         gated: dict[str, dict[str, Any]] = {}
         hashes: dict[str, str] = {}
-        from clampdown.actions import registry
+        from clampdown.core.actions import registry
 
         # Gated steps are judged as they would be if approved: a step whose if: is then
         # false will not run, so its parameters are neither shown nor bound.
@@ -368,7 +368,7 @@ def _as_if_approved() -> dict[str, Any]:
 
 def _would_run(step: Any, context: dict[str, Any]) -> bool:
     """A gated step's if: once approved (True when it has none or uses a status function)."""
-    from clampdown.expressions import compile_expression, condition_source, evaluate
+    from clampdown.core.expressions import compile_expression, condition_source, evaluate
 
     if step.if_ is None:
         return True
@@ -382,7 +382,7 @@ def _would_run(step: Any, context: dict[str, Any]) -> bool:
 
 
 def _is_gate(uses: str) -> bool:
-    from clampdown.actions import registry
+    from clampdown.core.actions import registry
 
     try:
         return bool(registry().get(uses).approval_gate)

@@ -15,9 +15,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from clampdown.approvals import split_people
-from clampdown.diagnostics import ClampdownError
-from clampdown.settings import settings
+from clampdown.core.approvals import split_people
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.settings import settings
 
 
 class DecisionError(ClampdownError):

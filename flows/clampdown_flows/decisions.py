@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from clampdown.approvals import Decision, Request
-from clampdown.ledger import read as read_ledger
-from clampdown.settings import settings
+from clampdown.core.approvals import Decision, Request
+from clampdown.core.ledger import read as read_ledger
+from clampdown.core.settings import settings
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,

@@ -6,7 +6,7 @@ overlap and a dependant starts as soon as (and only when) its needs are done.
 Each step runs as a Prefect task with its own retries, retry delay and timeout,
 so the Prefect UI shows one task run per step.
 
-Which steps run is decided by :mod:`clampdown.rules` (docs/runbooks.md §10.2).
+Which steps run is decided by :mod:`clampdown.core.rules` (docs/runbooks.md §10.2).
 What a failure does:
 
 * ``on_failure: abort`` (default) stops scheduling new steps: steps already
@@ -35,22 +35,22 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as runtime_flow_run
 
-from clampdown import inputs as inputs_mod
-from clampdown.actions import Action, ActionContext, registry
 from clampdown.app.deployment import unseal_inputs
-from clampdown.diagnostics import ClampdownError
-from clampdown.durations import format_duration
-from clampdown.expressions import (
+from clampdown.core import inputs as inputs_mod
+from clampdown.core.actions import Action, ActionContext, registry
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.durations import format_duration
+from clampdown.core.expressions import (
     ExpressionError,
     render,
 )
-from clampdown.graph import upstream
-from clampdown.ledger import Ledger, new_run_id, now
-from clampdown.lint import load_runbook
-from clampdown.loader import resolve
-from clampdown.models import Runbook, Step
-from clampdown.rules import decide
-from clampdown.settings import settings
+from clampdown.core.graph import upstream
+from clampdown.core.ledger import Ledger, new_run_id, now
+from clampdown.core.lint import load_runbook
+from clampdown.core.loader import resolve
+from clampdown.core.models import Runbook, Step
+from clampdown.core.rules import decide
+from clampdown.core.settings import settings
 from clampdown_flows.approval_gate import Gatekeeper
 from clampdown_flows.prefect_api import local_api, shared_clients
 from clampdown_slack.run_thread import Header, RunThread
@@ -256,7 +256,7 @@ async def respond(
 
     Returns the run id, status, rendered outputs, per-step statuses and the
     ledger path. Raises :class:`RunFailed` (flow run Failed) when a step aborts
-    the run, and :class:`~clampdown.diagnostics.ClampdownError` for a runbook or
+    the run, and :class:`~clampdown.core.diagnostics.ClampdownError` for a runbook or
     inputs that do not validate — before anything is executed.
     """
     conf = settings()
@@ -468,7 +468,7 @@ def _not_approved(state: RunState, step: Step, action: type[Action]) -> str | No
 
 
 def _status_aware(step: Step) -> bool:
-    from clampdown.expressions import compile_expression, condition_source
+    from clampdown.core.expressions import compile_expression, condition_source
 
     if step.if_ is None:
         return False

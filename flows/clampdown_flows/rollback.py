@@ -1,6 +1,6 @@
 """The ``rollback`` flow: put back what a run changed, newest change first.
 
-The work is :func:`clampdown.undo.rollback_run`, the one rollback code path (the
+The work is :func:`clampdown.core.undo.rollback_run`, the one rollback code path (the
 ``core.rollback_run`` action uses it too); this flow only makes each undo a Prefect
 task, so the Prefect UI shows one task run per change put back. Undo operations are
 idempotent, so a rollback can be re-run after a partial failure. One failed undo does
@@ -15,8 +15,8 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from clampdown.ledger import new_run_id
-from clampdown.undo import UndoItem, apply_undo, rollback_run
+from clampdown.core.ledger import new_run_id
+from clampdown.core.undo import UndoItem, apply_undo, rollback_run
 from clampdown_flows.respond import RunFailed
 
 

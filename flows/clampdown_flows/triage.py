@@ -1,7 +1,7 @@
-"""Triage: turn an :class:`~clampdown.alert.Alert` into one run per incident.
+"""Triage: turn an :class:`~clampdown.core.alert.Alert` into one run per incident.
 
 For each alert: match the trigger file (first match wins) → validate the inputs
-against the runbook → ask the :class:`~clampdown.state_store.StateStore` for one
+against the runbook → ask the :class:`~clampdown.core.state_store.StateStore` for one
 atomic decision → start a run, or record the alert in the run it belongs to.
 
 Nothing is lost: a run records its trigger alert in ``run.start``; an alert that
@@ -28,13 +28,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clampdown.alert import Alert
-from clampdown.diagnostics import ClampdownError, InvalidFileError
-from clampdown.ledger import append_to, has_record
-from clampdown.loader import load
-from clampdown.models import Runbook
-from clampdown.state_store import StateStore
-from clampdown.triggers import (
+from clampdown.core.alert import Alert
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.ledger import append_to, has_record
+from clampdown.core.loader import load
+from clampdown.core.models import Runbook
+from clampdown.core.state_store import StateStore
+from clampdown.core.triggers import (
     Match,
     TriageOutcome,
     TriggerError,
@@ -100,7 +100,7 @@ class Triage:
         ledger_timeout: float = 10.0,
     ) -> None:
         if library is None:
-            from clampdown.settings import settings
+            from clampdown.core.settings import settings
 
             library = settings().library
         self.triggers_path = Path(triggers_path)

@@ -2,7 +2,7 @@
 
 The endpoints authenticate and normalise; a :data:`Triage` (:mod:`clampdown_flows.triage`:
 it matches triggers, deduplicates, correlates and starts runs) answers for each
-alert with a :class:`~clampdown.triggers.TriageOutcome`, which lives in the core so
+alert with a :class:`~clampdown.core.triggers.TriageOutcome`, which lives in the core so
 both sides share it; the endpoint turns the outcomes into its HTTP answer.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from clampdown.alert import Alert
-from clampdown.triggers import TriageOutcome, TriageStatus
+from clampdown.core.alert import Alert
+from clampdown.core.triggers import TriageOutcome, TriageStatus
 
 Triage = Callable[[Alert], TriageOutcome]
 """``triage(alert) -> outcome``: may block briefly (it starts a run and returns its id);

@@ -32,7 +32,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from clampdown.alert import Alert
+from clampdown.core.alert import Alert
 from clampdown_alerts import signatures, sources
 from clampdown_alerts.errors import (
     AlertRejected,

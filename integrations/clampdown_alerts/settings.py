@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clampdown.alert import SEVERITY_ORDER, Severity
-from clampdown.durations import parse_positive_duration
+from clampdown.core.alert import SEVERITY_ORDER, Severity
+from clampdown.core.durations import parse_positive_duration
 
 DEFAULT_MAX_ALERT_BYTES = 256 * 1024
 

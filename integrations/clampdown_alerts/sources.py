@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clampdown.alert import Alert, Severity
+from clampdown.core.alert import Alert, Severity
 from clampdown_alerts.errors import Malformed
 
 AlarmSeverity = Callable[[str], Severity]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import (
     ACCESS_DENIED,
     Aws,

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from clampdown.actions import Action, ActionContext
+from clampdown.core.actions import Action, ActionContext
 
 RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 8}
 ACCESS_DENIED = frozenset(

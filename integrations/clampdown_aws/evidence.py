@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.diagnostics import ClampdownError
 from clampdown_aws.base import Aws, AwsAction
 
 CHUNK = 1024 * 1024  # bytes read per GetObject chunk
@@ -134,7 +134,7 @@ def _open_store(aws: Aws, ctx: ActionContext, bucket: str | None) -> Any:
     """The run's evidence store; raises when no bucket is set or it does not exist."""
     from botocore.exceptions import ClientError
 
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
     from clampdown_aws.evidence_store import EvidenceStore
 
     conf = settings()

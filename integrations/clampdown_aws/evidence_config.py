@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAccessDenied, AwsAction, translate
 from clampdown_aws.evidence import _S3_WRITE, EvidenceRef, _ref, _store
 from clampdown_aws.iam._common import parse_principal_arn

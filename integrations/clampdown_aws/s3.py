@@ -52,7 +52,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction, AwsActionError
 
 SID_PREFIX = "ClampdownLockModelArtifacts-"

@@ -38,7 +38,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction, AwsActionError
 
 INVOKE_ACTIONS = (

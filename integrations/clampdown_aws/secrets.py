@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
 
 PASSWORD_FIELD = "password"

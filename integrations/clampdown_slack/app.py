@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, field_validator
 
-from clampdown.diagnostics import ClampdownError, InvalidFileError, did_you_mean
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
 from clampdown_slack.approval_actions import register_approval_actions
 from clampdown_slack.client import (
     SlackNotConfigured,
@@ -207,7 +207,7 @@ class SlashCommands:
     # --- subcommands -----------------------------------------------------------------
 
     def list(self) -> Answer:
-        from clampdown.loader import load
+        from clampdown.core.loader import load
 
         found = library_runbooks()
         if not found:
@@ -223,8 +223,8 @@ class SlashCommands:
         return Answer("*Runbooks*\n" + "\n".join(lines) + more)
 
     def run(self, command: Mapping[str, Any], args: list[str]) -> Answer:
-        from clampdown import inputs as inputs_mod
-        from clampdown.lint import load_runbook
+        from clampdown.core import inputs as inputs_mod
+        from clampdown.core.lint import load_runbook
 
         user = str(command.get("user_id") or "")
         refusal = self._refuse(user, "start runbooks")
@@ -259,8 +259,8 @@ class SlashCommands:
         )
 
     def status(self, command: Mapping[str, Any], args: list[str]) -> Answer:
-        from clampdown.runs import recent_runs
-        from clampdown.settings import settings
+        from clampdown.core.runs import recent_runs
+        from clampdown.core.settings import settings
 
         refusal = self._refuse(str(command.get("user_id") or ""), "read run status")
         if refusal:
@@ -279,7 +279,7 @@ class SlashCommands:
 
     def _is_responder(self, user: str) -> bool:
         """A listed user id, or a member of a listed Slack user group (asked each time)."""
-        from clampdown.approvals import split_people
+        from clampdown.core.approvals import split_people
         from clampdown_slack.approval_card import members_now
 
         users, groups = split_people(",".join(self.responders))
@@ -310,7 +310,7 @@ def thread_link(run_id: str, wait: float | None = None) -> str | None:
     import json
     import time
 
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
     from clampdown_slack.status import STATE_FILE
 
     state = settings().run_dir(run_id) / STATE_FILE
@@ -330,14 +330,14 @@ def thread_link(run_id: str, wait: float | None = None) -> str | None:
 
 def library_runbooks(library: Path | None = None) -> dict[str, Path]:
     """Runbook names in the library folder (file stems), sorted; a user error if it is missing."""
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     lib = Path(library or settings().library)
     if not lib.is_dir():
         raise ClampdownError(
             f"runbook library '{lib}' is not a folder", "set CLAMPDOWN_LIBRARY on the server"
         )
-    from clampdown.loader import library_names
+    from clampdown.core.loader import library_names
 
     return library_names(lib)
 
@@ -352,7 +352,7 @@ def find_runbook(name: str) -> Path:
 
 
 def _run_status(run_id: str, ledger: Path) -> str:
-    from clampdown.ledger import read
+    from clampdown.core.ledger import read
 
     records = read(ledger)
     first = records[0] if records else {}

@@ -18,7 +18,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 from clampdown_slack.approval_card import (
     APPROVE_ACTION,
     DENY_ACTION,

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from clampdown.approvals import Request
+from clampdown.core.approvals import Request
 
 APPROVE_ACTION = "clampdown_approve"
 DENY_ACTION = "clampdown_deny"

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clampdown.diagnostics import ClampdownError
-from clampdown.settings import settings_problems
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.settings import settings_problems
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -36,7 +36,7 @@ class SlackNotConfigured(ClampdownError):
 
 
 class SlackSettings(BaseSettings):
-    """The Slack part of clampdown's settings (same field names as ``clampdown.settings``)."""
+    """The Slack part of clampdown's settings (same field names as ``clampdown.core.settings``)."""
 
     model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
 

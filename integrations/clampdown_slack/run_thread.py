@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clampdown.ledger import Ledger
-from clampdown.settings import settings as clampdown_settings
+from clampdown.core.ledger import Ledger
+from clampdown.core.settings import settings as clampdown_settings
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,

@@ -33,7 +33,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 from clampdown_slack.client import SlackNotConfigured, api_base_url
 
 if TYPE_CHECKING:

@@ -25,8 +25,8 @@ from urllib.error import URLError
 
 from pydantic import Field
 
-from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.settings import settings as clampdown_settings
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.core.settings import settings as clampdown_settings
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,

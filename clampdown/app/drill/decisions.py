@@ -20,7 +20,7 @@ from rich.console import Console
 from clampdown.app.drill.requests import deny_submission, post_slack_event, slack_click
 from clampdown.app.drill.runs import Clock, DrillOutcome, epoch
 from clampdown.app.drill.world import SLACK_CHANNEL, Secrets
-from clampdown.drill_model import Decide, Drill
+from clampdown.core.drill_model import Decide, Drill
 
 RETRY_SECONDS = 3.0  # a refused decision is tried again this much later, like a person would
 MAX_TRIES = 20

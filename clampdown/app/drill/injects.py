@@ -17,7 +17,7 @@ from typing import Any
 from clampdown.app.drill.requests import alert_request, post, post_slack_event, slash_command
 from clampdown.app.drill.runs import Clock, DrillOutcome, TrackedRun
 from clampdown.app.drill.world import POLL, Secrets
-from clampdown.drill_model import (
+from clampdown.core.drill_model import (
     AttackerCreatesKey,
     AwsThrottling,
     Decide,
@@ -26,7 +26,7 @@ from clampdown.drill_model import (
     SlackOutage,
     SlashCommand,
 )
-from clampdown.drill_placeholders import fill_placeholders
+from clampdown.core.drill_placeholders import fill_placeholders
 
 
 class Injects:

@@ -4,7 +4,7 @@ Every checker looks at what is true *now* in the simulated account (IAM keys,
 policies, the bucket policy, the endpoint) or at what the ledger recorded, never
 at what the runbook says it did: a containment step that reports success while a
 key is still active must score as missed. Each returns an
-:class:`~clampdown.report.ObjectiveResult`: met or missed, the measured value,
+:class:`~clampdown.core.report.ObjectiveResult`: met or missed, the measured value,
 and a reason a person can act on.
 """
 
@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from clampdown.drill_model import (
+from clampdown.core.drill_model import (
     AccessRestored,
     AlertsRecorded,
     ApprovalWithin,
@@ -39,7 +39,7 @@ from clampdown.drill_model import (
     SlackMissesRecorded,
     SlackThreadComplete,
 )
-from clampdown.report import ObjectiveResult, StepSpan
+from clampdown.core.report import ObjectiveResult, StepSpan
 from clampdown_aws.testing.seed import Seeded
 
 INVOKE = "sagemaker:InvokeEndpoint"

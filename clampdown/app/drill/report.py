@@ -2,7 +2,7 @@
 
 The objectives are judged by :mod:`clampdown.app.drill.objectives` against the simulated AWS end
 state and the ledgers; this module gathers those facts, the timeline, the failures and
-the notes into a :class:`clampdown.report.DrillReport`, and attaches the Markdown to
+the notes into a :class:`clampdown.core.report.DrillReport`, and attaches the Markdown to
 the Prefect run.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from clampdown.app.drill.runs import Clock, DrillOutcome, TrackedRun
 from clampdown.app.drill.world import SLACK_CHANNEL
-from clampdown.drill_model import Drill
-from clampdown.report import DrillReport, Marker, timeline_from_ledger
+from clampdown.core.drill_model import Drill
+from clampdown.core.report import DrillReport, Marker, timeline_from_ledger
 
 
 class AfterActionReport:
@@ -30,9 +30,9 @@ class AfterActionReport:
     tracked: dict[str, TrackedRun]
 
     def _report(self) -> DrillReport:
-        from clampdown.actions import registry
         from clampdown.app.drill.objectives import DrillFacts, RunFacts, score
-        from clampdown.ledger import read
+        from clampdown.core.actions import registry
+        from clampdown.core.ledger import read
 
         records = read(self.run.ledger) if self.run.ledger and self.run.ledger.exists() else []
         actions, _ = registry().load_all()
@@ -161,7 +161,7 @@ class AfterActionReport:
         """The report as a markdown artifact of the run's Prefect flow run."""
         from uuid import UUID
 
-        from clampdown.ledger import read
+        from clampdown.core.ledger import read
 
         if self.run.ledger is None or not self.run.ledger.exists():
             return

@@ -17,7 +17,7 @@ import urllib.request
 from typing import Any
 
 from clampdown.app.drill.world import SLACK_CHANNEL, Secrets
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 TEAM = "T0DRILL01"
 

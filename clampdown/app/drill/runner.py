@@ -51,11 +51,11 @@ from clampdown.app.drill.world import (
     patched_environ,
     serve_on_loopback,
 )
-from clampdown.drill_library import resolve_drill
-from clampdown.drill_lint import load_checked
-from clampdown.drill_model import Drill, SecondAlert, SlashCommand
-from clampdown.drill_placeholders import fill_placeholders
-from clampdown.report import DrillReport, Marker, to_html, to_markdown
+from clampdown.core.drill_library import resolve_drill
+from clampdown.core.drill_lint import load_checked
+from clampdown.core.drill_model import Drill, SecondAlert, SlashCommand
+from clampdown.core.drill_placeholders import fill_placeholders
+from clampdown.core.report import DrillReport, Marker, to_html, to_markdown
 
 
 @dataclass
@@ -289,7 +289,7 @@ def run_drill(
     ask: Callable[[str, str], tuple[str, str]] | None = None,
 ) -> DrillResult:
     """Run drill ``name`` (default: model-theft) and write its report."""
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     conf = settings()
     library = library or conf.library

@@ -18,9 +18,9 @@ from typing import Any
 from rich.console import Console
 
 from clampdown.app.drill.world import POLL
-from clampdown.diagnostics import ClampdownError
-from clampdown.drill_model import Drill
-from clampdown.report import Marker
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.drill_model import Drill
+from clampdown.core.report import Marker
 
 RUN_START_TIMEOUT = 30.0
 EVIDENCE_WAIT = 15.0
@@ -116,8 +116,8 @@ class FollowingRuns:
         release, a rotation), and a release writes a rollback ledger of its own. Runs are
         found in the drill workspace, where only this drill's runs live.
         """
-        from clampdown.ledger import read
-        from clampdown.settings import settings
+        from clampdown.core.ledger import read
+        from clampdown.core.settings import settings
 
         if self.run.run_id is None:
             return
@@ -165,8 +165,8 @@ class FollowingRuns:
 
     def _discover(self) -> None:
         """Track each run that has a ledger in the workspace (how it started: its trigger)."""
-        from clampdown.ledger import read
-        from clampdown.settings import settings
+        from clampdown.core.ledger import read
+        from clampdown.core.settings import settings
 
         runs = settings().home.expanduser() / "runs"
         for ledger in sorted(runs.glob("*/ledger.jsonl")):
@@ -209,8 +209,8 @@ class FollowingRuns:
     def _show_progress(self, *, stop: bool = False) -> None:
         """The live step table of one run at a time: the alert's, then each later one."""
         from clampdown.app.progress import RunProgress
-        from clampdown.lint import load_runbook
-        from clampdown.loader import resolve
+        from clampdown.core.lint import load_runbook
+        from clampdown.core.loader import resolve
 
         shown = self._shown
         if shown is not None and (stop or self.tracked[shown[0]].end is not None):

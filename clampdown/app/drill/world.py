@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clampdown.diagnostics import ClampdownError
-from clampdown.drill_model import Drill, SlashCommand
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.drill_model import Drill, SlashCommand
 
 SLACK_CHANNEL = "C0INCIDENT"
 POLL = 0.05

@@ -9,7 +9,7 @@ import string
 from datetime import UTC, datetime
 from typing import Any
 
-from clampdown.actions import ActionContext
+from clampdown.core.actions import ActionContext
 from clampdown_aws.base import AwsActionError
 
 QUARANTINE_SID = "ClampdownQuarantine"

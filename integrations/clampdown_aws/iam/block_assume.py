@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from clampdown.actions import ActionContext, ActionInput, ActionOutput
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
 from clampdown_aws.iam._common import (
     ASSUME_ACTIONS,

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from clampdown.drill_model import Seed, TrailEvent
+from clampdown.core.drill_model import Seed, TrailEvent
 
 ClientFactory = Callable[[str], Any]
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"

@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
-from clampdown.models import API_VERSION, Runbook
-from clampdown.yamlsource import Path, Source, parse
+from clampdown.core.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.models import API_VERSION, Runbook
+from clampdown.core.yamlsource import Path, Source, parse
 
 KINDS: dict[str, type[BaseModel]] = {"Runbook": Runbook}
 

@@ -8,9 +8,10 @@ AWS throttling, the attacker acting again), the *objectives* the team is scored
 on, and what the authors *expect* (a drill built to show a denial expects the
 containment objectives to be missed).
 
-This module only holds the models. :mod:`clampdown.drill_library` finds and loads
-drill files, :mod:`clampdown.drill_lint` checks them, :mod:`clampdown.app.drill.runner` runs them
-and :mod:`clampdown.app.drill.objectives` scores them. Objective kinds live here (not beside their
+This module only holds the models. :mod:`clampdown.core.drill_library` finds and loads
+drill files, :mod:`clampdown.core.drill_lint` checks them, :mod:`clampdown.app.drill.runner`
+runs them and :mod:`clampdown.app.drill.objectives` scores them.
+Objective kinds live here (not beside their
 checkers) so ``clampdown lint`` can reject an unknown kind without importing a
 provider.
 """
@@ -22,9 +23,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from clampdown.alert import Source as AlertSource
-from clampdown.durations import Duration, PositiveDuration
-from clampdown.models import RUNBOOK_NAME, STEP_ID, StrictModel
+from clampdown.core.alert import Source as AlertSource
+from clampdown.core.durations import Duration, PositiveDuration
+from clampdown.core.models import RUNBOOK_NAME, STEP_ID, StrictModel
 
 DRILL_KIND = "Drill"
 ACCOUNT = re.compile(r"^\d{12}$")

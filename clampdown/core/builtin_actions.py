@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.durations import Duration
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.core.durations import Duration
 
 
 class Wait(Action):

@@ -3,7 +3,7 @@
 A ``kind: TriggerSet`` file (``runbooks/triggers.yaml``) lists triggers in order;
 the first whose ``match`` holds for an alert wins, so a specific trigger goes above
 a general one. Every expression sees one name, ``alert`` (the normalised
-:class:`~clampdown.alert.Alert`, with ``alert.raw`` for anything not lifted out),
+:class:`~clampdown.core.alert.Alert`, with ``alert.raw`` for anything not lifted out),
 and runs in the same sandbox as runbook expressions.
 
 Two keys decide what "one incident" means, because alert sources repeat
@@ -31,11 +31,11 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
-from clampdown import inputs as inputs_mod
-from clampdown.alert import Alert
-from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
-from clampdown.durations import PositiveDuration
-from clampdown.expressions import (
+from clampdown.core import inputs as inputs_mod
+from clampdown.core.alert import Alert
+from clampdown.core.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.durations import PositiveDuration
+from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
     condition_source,
@@ -44,12 +44,12 @@ from clampdown.expressions import (
     render,
     walk_strings,
 )
-from clampdown.loader import _diagnostics as schema_diagnostics
-from clampdown.loader import load, read
-from clampdown.models import API_VERSION, RUNBOOK_NAME, Runbook, Severity, StrictModel
-from clampdown.yamlsource import Path, Source
+from clampdown.core.loader import _diagnostics as schema_diagnostics
+from clampdown.core.loader import load, read
+from clampdown.core.models import API_VERSION, RUNBOOK_NAME, Runbook, Severity, StrictModel
+from clampdown.core.yamlsource import Path, Source
 
-log = logging.getLogger("clampdown.triggers")
+log = logging.getLogger("clampdown.core.triggers")
 
 KIND = "TriggerSet"
 TRIGGER_NAME = re.compile(r"^[a-z0-9]+([_-][a-z0-9]+)*$")
@@ -344,7 +344,7 @@ def lint_triggerset(path: str | FsPath, library: str | FsPath | None = None) -> 
     except InvalidFileError as exc:
         return exc.diagnostics
     if library is None:
-        from clampdown.settings import settings
+        from clampdown.core.settings import settings
 
         library = settings().library
     linter = _TriggerLinter(loaded, library_runbooks(library), FsPath(library))

@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from clampdown.actions import Registry
-from clampdown.expressions import contains_expression
-from clampdown.models import Runbook
+from clampdown.core.actions import Registry
+from clampdown.core.expressions import contains_expression
+from clampdown.core.models import Runbook
 
 EVIDENCE_ACTIONS = (
     "s3:GetBucketObjectLockConfiguration",

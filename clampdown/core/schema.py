@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clampdown.actions import Registry
-from clampdown.models import Runbook
+from clampdown.core.actions import Registry
+from clampdown.core.models import Runbook
 
 SCHEMA_ID = "https://clampdown.dev/schema/clampdown-v1.json"
 # Any with: value may be an expression; its type is checked when the run renders it.

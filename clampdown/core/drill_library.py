@@ -1,7 +1,7 @@
 """Finding and loading drill files: ``<library>/drills/*.yaml``, parsed with positions.
 
-Kept apart from the models so that the document (:mod:`clampdown.drill_model`) reads
-on its own, and apart from the lint (:mod:`clampdown.drill_lint`) because loading only
+Kept apart from the models so that the document (:mod:`clampdown.core.drill_model`) reads
+on its own, and apart from the lint (:mod:`clampdown.core.drill_lint`) because loading only
 checks the schema; the cross-field rules need the whole library.
 """
 
@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from clampdown.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
-from clampdown.drill_model import DRILL_KIND, INJECT_TYPES, OBJECTIVE_KINDS, Drill
-from clampdown.loader import _diagnostics, read
-from clampdown.yamlsource import Source
+from clampdown.core.diagnostics import ClampdownError, Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.drill_model import DRILL_KIND, INJECT_TYPES, OBJECTIVE_KINDS, Drill
+from clampdown.core.loader import _diagnostics, read
+from clampdown.core.yamlsource import Source
 
 DEFAULT_DRILL = "model-theft"
 

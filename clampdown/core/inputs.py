@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from clampdown.diagnostics import InputError, did_you_mean
-from clampdown.models import InputSpec
+from clampdown.core.diagnostics import InputError, did_you_mean
+from clampdown.core.models import InputSpec
 
 SECRET_MASK = "***"
 

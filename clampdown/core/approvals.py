@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.durations import PositiveDuration
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.core.durations import PositiveDuration
 
 Outcome = Literal["approved", "denied", "timed_out"]
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clampdown import graph
-from clampdown import inputs as inputs_mod
-from clampdown.actions import Registry
-from clampdown.diagnostics import InputError
-from clampdown.expressions import ExpressionError, compile_expression, contains_expression, evaluate
-from clampdown.models import Runbook
+from clampdown.core import graph
+from clampdown.core import inputs as inputs_mod
+from clampdown.core.actions import Registry
+from clampdown.core.diagnostics import InputError
+from clampdown.core.expressions import (
+    ExpressionError,
+    compile_expression,
+    contains_expression,
+    evaluate,
+)
+from clampdown.core.models import Runbook
 
 AT_RUN_TIME = "(known at run time)"
 
@@ -124,7 +129,7 @@ def preview(plan: Plan, runbook: Runbook, actions: Registry) -> None:
     Steps whose ``with`` values depend on other steps' outputs, or whose region
     or account is an expression, cannot be previewed before the run.
     """
-    from clampdown.actions import ActionContext
+    from clampdown.core.actions import ActionContext
 
     for stage in plan.stages:
         for planned in stage:

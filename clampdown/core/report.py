@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from clampdown.durations import format_duration
+from clampdown.core.durations import format_duration
 
 STATUS_COLOUR = {
     "succeeded": "#2f9e44",

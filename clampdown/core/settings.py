@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 
 class Settings(BaseSettings):

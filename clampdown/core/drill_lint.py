@@ -2,7 +2,7 @@
 
 Names that must exist (runbooks, roles, seed users, buckets…), inject timing against
 the time limit, objectives that can be met, placeholders that resolve. Every problem
-is a positioned :class:`~clampdown.diagnostics.Diagnostic`, so ``clampdown lint`` and
+is a positioned :class:`~clampdown.core.diagnostics.Diagnostic`, so ``clampdown lint`` and
 ``clampdown drill`` report them the same way.
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path as FsPath
 from typing import Any
 
-from clampdown.diagnostics import Diagnostic, InvalidFileError, did_you_mean
-from clampdown.drill_library import load_drill, runbook_names
-from clampdown.drill_model import (
+from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.drill_library import load_drill, runbook_names
+from clampdown.core.drill_model import (
     AccessRestored,
     ApprovalWithin,
     AttackerCreatesKey,
@@ -30,8 +30,12 @@ from clampdown.drill_model import (
     SlackOutage,
     SlashCommand,
 )
-from clampdown.drill_placeholders import PLACEHOLDER_HINT, find_placeholders, placeholder_problem
-from clampdown.yamlsource import Source
+from clampdown.core.drill_placeholders import (
+    PLACEHOLDER_HINT,
+    find_placeholders,
+    placeholder_problem,
+)
+from clampdown.core.yamlsource import Source
 
 # Alert sources a drill can sign the way the real sender does (SNS needs AWS's certificate).
 DRILL_ALERT_SOURCES = ("guardduty", "eventbridge", "alertmanager", "pagerduty", "generic")

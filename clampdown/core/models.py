@@ -4,7 +4,7 @@ Every model forbids unknown keys: a typo such as ``retires: 3`` must be an error
 not a silently ignored setting in the middle of an incident. Names are checked
 here (kebab-case runbooks, snake_case steps) so the error lands on the line.
 Cross-field rules that need the whole document (the DAG, expressions, actions)
-live in :mod:`clampdown.lint`.
+live in :mod:`clampdown.core.lint`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from clampdown.durations import Duration, PositiveDuration
+from clampdown.core.durations import Duration, PositiveDuration
 
 API_VERSION = "clampdown/v1"
 STEP_ID = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clampdown.diagnostics import ClampdownError
+from clampdown.core.diagnostics import ClampdownError
 
 PENDING_STALE = 60.0  # seconds a reservation may wait for its run id
 MAX_KEY = 200  # longer keys are stored as their SHA-256
@@ -140,7 +140,7 @@ class StateSettings(BaseSettings):
 
 def default_url() -> str:
     """``CLAMPDOWN_STATE_URL``, else SQLite beside the ledgers."""
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     configured = StateSettings().state_url
     if configured is not None and configured.get_secret_value().strip():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from clampdown.diagnostics import ClampdownError, did_you_mean
+from clampdown.core.diagnostics import ClampdownError, did_you_mean
 
 PLACEHOLDER = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*\}")
 PLACEHOLDER_HINT = (

@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import Field
 
-from clampdown.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.diagnostics import ClampdownError
-from clampdown.ledger import read, verify_file
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.ledger import read, verify_file
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def rolled_back(run_id: str) -> dict[str, Any] | None:
     """The record of the rollback that undid every change of ``run_id`` (None: not done)."""
     import json
 
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     mark = settings().run_dir(run_id) / ROLLED_BACK_MARK
     try:
@@ -112,7 +112,7 @@ def rollback_target(run_id: str, *, allow_repeat: bool) -> Path:
     already rolled back: the same undo played again after a *new* containment would
     silently reopen what that containment closed (a key deactivated again, reactivated).
     """
-    from clampdown.settings import settings
+    from clampdown.core.settings import settings
 
     conf = settings()
     if not run_id or "/" in run_id or run_id.startswith("."):
@@ -151,7 +151,7 @@ UndoFn = Callable[[UndoItem, str, str], None]
 
 def apply_undo(item: UndoItem, rollback_id: str, original_run: str) -> None:
     """Put back one change, through the action that made it (no Prefect: callers wrap it)."""
-    from clampdown.actions import ActionContext, registry
+    from clampdown.core.actions import ActionContext, registry
 
     action = registry().get(item.uses)()
     rollback = getattr(action, "rollback", None)
@@ -185,8 +185,8 @@ def rollback_run(
     import json
     import os
 
-    from clampdown.ledger import Ledger, now
-    from clampdown.settings import settings
+    from clampdown.core.ledger import Ledger, now
+    from clampdown.core.settings import settings
 
     conf = settings()
     path = rollback_target(run_id, allow_repeat=allow_repeat)
@@ -278,7 +278,7 @@ class RollbackRun(Action):
         rollback_ledger: str
 
     def run(self, params: Input, ctx: ActionContext) -> Output:
-        from clampdown.ledger import new_run_id
+        from clampdown.core.ledger import new_run_id
 
         if params.run_id == ctx.run_id:
             raise RollbackRefused("a run cannot roll itself back", "name an earlier run")

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from clampdown.diagnostics import Diagnostic, InvalidFileError
+from clampdown.core.diagnostics import Diagnostic, InvalidFileError
 
 try:  # the C parser is several times faster; lint must stay instant
     from yaml import CSafeLoader as _Loader

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from clampdown.expressions import compile_expression, condition_source, evaluate
-from clampdown.models import Step
+from clampdown.core.expressions import compile_expression, condition_source, evaluate
+from clampdown.core.models import Step
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,21 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clampdown import graph
-from clampdown import inputs as inputs_mod
-from clampdown.actions import Action, ActionLoadError, Registry
-from clampdown.actions import registry as default_registry
-from clampdown.diagnostics import Diagnostic, InvalidFileError, did_you_mean
-from clampdown.expressions import (
+from clampdown.core import graph
+from clampdown.core import inputs as inputs_mod
+from clampdown.core.actions import Action, ActionLoadError, Registry
+from clampdown.core.actions import registry as default_registry
+from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
     condition_source,
     contains_expression,
     walk_strings,
 )
-from clampdown.loader import Loaded, load
-from clampdown.models import Runbook
-from clampdown.yamlsource import Path, Source
+from clampdown.core.loader import Loaded, load
+from clampdown.core.models import Runbook
+from clampdown.core.yamlsource import Path, Source
 
 STEP_PARTS = ("outputs", "status")
 RUN_FIELDS = ("id", "runbook", "started_at", "trigger", "drill")
@@ -49,7 +49,7 @@ def lint_paths(
         try:
             loaded = load(file)
         except InvalidFileError as exc:
-            from clampdown.triggers import is_triggerset, lint_triggerset
+            from clampdown.core.triggers import is_triggerset, lint_triggerset
 
             if is_triggerset(file):  # kind: TriggerSet has rules of its own
                 found.extend(lint_triggerset(file, file.parent if file in scanned else None))
@@ -121,7 +121,7 @@ def _lint_drills(paths: Iterable[str | FsPath], files: list[FsPath]) -> list[Dia
     batches += [([f], f.parent.parent) for f in files if _is_drill(f) and f.parent.name == "drills"]
     if not any(drills for drills, _ in batches):
         return []
-    from clampdown.drill_lint import lint_drills  # only when there are drills to lint
+    from clampdown.core.drill_lint import lint_drills  # only when there are drills to lint
 
     return [d for drills, library in batches for d in lint_drills(drills, library)]
 

@@ -1,0 +1,89 @@
+"""What providers plug into a run, besides actions: observers, evidence sinks, member directories.
+
+The engine knows these only as the small protocols below. A provider registers a
+factory for each under an entry-point group, the way actions register under
+``clampdown.actions``, so any process that imports the flow (``clampdown run``,
+``serve``, a stock Prefect worker) gets the same plug-ins without wiring code:
+
+==============================  =====================================================
+entry-point group               the factory's signature
+==============================  =====================================================
+``clampdown.run_observers``     ``(run_id: str, ledger: Ledger) -> RunObserver | None``
+``clampdown.evidence_sinks``    ``() -> EvidenceSink | None``
+``clampdown.member_directories`` ``() -> MemberDirectory | None``
+==============================  =====================================================
+
+A factory returns ``None`` when its provider is not configured (no Slack token, no
+evidence bucket): that provider then takes no part in the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from clampdown.core.approvals import Request
+
+RUN_OBSERVERS = "clampdown.run_observers"
+EVIDENCE_SINKS = "clampdown.evidence_sinks"
+MEMBER_DIRECTORIES = "clampdown.member_directories"
+
+StepStatuses = Sequence[tuple[str, str]]
+"""Each step id with what a responder should read: ``running``, ``waiting for approval``…"""
+
+
+@dataclass(frozen=True)
+class RunHeader:
+    """What a run is, for whoever shows it (the Slack thread's header)."""
+
+    title: str
+    runbook: str
+    severity: str
+    trigger: dict[str, Any]
+    run_id: str
+    drill: bool = False
+    flow_run_id: str | None = None
+
+
+class RunObserver(Protocol):
+    """Told what a run does as it happens. Must not block: the engine calls it inline.
+
+    Failures of an observer are its own business (Slack down must not stop a
+    containment): implementations catch, retry in the background, and record misses.
+    """
+
+    def run_started(self, header: RunHeader, steps: StepStatuses) -> None: ...
+
+    def steps_changed(self, steps: StepStatuses, note: str | None = None) -> None: ...
+
+    def run_ended(self, outcome: str, steps: StepStatuses) -> None: ...
+
+    def approval_requested(self, request: Request) -> Any: ...
+
+    def approval_progress(self, handle: Any, request: Request) -> None: ...
+
+    def approval_ended(self, handle: Any, request: Request, outcome: str, at: datetime) -> None: ...
+
+
+class EvidenceSink(Protocol):
+    """Keeps a finished run's ledger where it cannot be rewritten (S3 Object Lock)."""
+
+    def manifest_uri(self, run_id: str) -> str: ...
+
+    def publish(self, run_id: str, ledger: Path) -> None: ...
+
+
+class MemberDirectory(Protocol):
+    """Who is in an approver group; ``None`` when the directory cannot answer now."""
+
+    def members(self, groups: tuple[str, ...]) -> set[str] | None: ...
+
+
+def factories(group: str) -> list[Callable[..., Any]]:
+    """The factories registered under ``group``, in a stable order (by entry-point name)."""
+    return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
