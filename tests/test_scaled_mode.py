@@ -465,7 +465,7 @@ def inputs_key(monkeypatch: pytest.MonkeyPatch) -> str:
 def test_sealed_inputs_hold_no_clear_text_and_open_with_the_key(inputs_key: str) -> None:
     from pydantic import SecretStr
 
-    from clampdown.app.deployment import SEALED, seal_inputs, unseal_inputs
+    from clampdown.core.sealed_inputs import SEALED, seal_inputs, unseal_inputs
 
     sealed = seal_inputs({"token"}, {"token": TOKEN, "user": "alice"}, SecretStr(inputs_key))
     assert sealed["user"] == "alice"
@@ -498,8 +498,8 @@ def test_a_worker_with_another_key_says_so(inputs_key: str, monkeypatch) -> None
     from cryptography.fernet import Fernet
     from pydantic import SecretStr
 
-    from clampdown.app.deployment import seal_inputs, unseal_inputs
     from clampdown.core.diagnostics import ClampdownError
+    from clampdown.core.sealed_inputs import seal_inputs, unseal_inputs
 
     sealed = seal_inputs({"token"}, {"token": TOKEN}, SecretStr(inputs_key))
     monkeypatch.setenv("CLAMPDOWN_INPUTS_KEY", Fernet.generate_key().decode())

@@ -19,9 +19,9 @@ them in its UI. A ``SecretStr`` parameter is stored as ``**********`` — masked
 so it also never reaches a worker on another machine. Secret inputs therefore
 travel *sealed*: encrypted with a Fernet key (``CLAMPDOWN_INPUTS_KEY``) that
 ``clampdown serve`` and the workers hold and the Prefect server does not. The
-database keeps only ciphertext; :func:`unseal_inputs` opens it on the worker. A
-runbook with secret inputs and no key configured is refused before any run is
-created, rather than started with a mask in place of the secret.
+database keeps only ciphertext; :func:`clampdown.core.sealed_inputs.unseal_inputs`
+opens it on the worker. A runbook with secret inputs and no key configured is refused
+before any run is created, rather than started with a mask in place of the secret.
 
 Runbooks are passed by name, not path: a worker resolves the name in its own
 ``CLAMPDOWN_LIBRARY`` (the same release of the library on every machine; the
@@ -35,7 +35,6 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +42,17 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.sealed_inputs import (  # noqa: F401  (re-exported: old import path)
+    SEALED,
+    is_sealed,
+    seal_inputs,
+    unseal_inputs,
+)
 
 logger = logging.getLogger("clampdown.deployment")
 
 DEFAULT_DEPLOYMENT = "respond/clampdown"
 DEFAULT_POOL = "clampdown"
-SEALED = "clampdown_sealed"  # key of a sealed input value: {"clampdown_sealed": "<fernet token>"}
-MAX_SEALED_CHARS = 64 * 1024
 MAX_REMEMBERED_RUNS = 1000
 FINISHED_CACHE = 1.0  # seconds a "not finished yet" answer from Prefect is trusted
 
@@ -74,72 +77,6 @@ def deployment_settings() -> DeploymentSettings:
             f"invalid scaled-mode setting: {exc.__class__.__name__}",
             "check CLAMPDOWN_DEPLOYMENT, CLAMPDOWN_WORK_POOL and CLAMPDOWN_INPUTS_KEY",
         ) from None
-
-
-# --- sealing secret inputs --------------------------------------------------------------------
-
-
-def _fernet(key: SecretStr | None) -> Any:
-    from cryptography.fernet import Fernet
-
-    if key is None:
-        raise ClampdownError(
-            "this runbook has secret inputs, and CLAMPDOWN_INPUTS_KEY is not set",
-            "in deployment mode secret inputs travel encrypted: generate a key with "
-            "`clampdown inputs-key` and set CLAMPDOWN_INPUTS_KEY on serve and on every worker",
-        )
-    try:
-        return Fernet(key.get_secret_value().encode())
-    except (ValueError, TypeError):
-        raise ClampdownError(
-            "CLAMPDOWN_INPUTS_KEY is not a Fernet key",
-            "generate one with `clampdown inputs-key` (32 url-safe base64-encoded bytes)",
-        ) from None
-
-
-def seal_inputs(
-    secret_names: set[str], values: Mapping[str, Any], key: SecretStr | None
-) -> dict[str, Any]:
-    """``values`` with each named secret replaced by ``{"clampdown_sealed": token}``."""
-    present = {k for k in secret_names if values.get(k) is not None}
-    if not present:
-        return dict(values)
-    fernet = _fernet(key)
-    sealed = dict(values)
-    for name in present:
-        value = values[name]
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        sealed[name] = {SEALED: fernet.encrypt(text.encode()).decode()}
-    return sealed
-
-
-def is_sealed(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {SEALED} and isinstance(value[SEALED], str)
-
-
-def unseal_inputs(values: Mapping[str, Any], key: SecretStr | None = None) -> dict[str, Any]:
-    """Open sealed inputs into :class:`SecretStr` (the flow reveals them); others unchanged."""
-    if not any(is_sealed(v) for v in values.values()):
-        return dict(values)
-    from cryptography.fernet import InvalidToken
-
-    fernet = _fernet(key if key is not None else deployment_settings().inputs_key)
-    opened: dict[str, Any] = {}
-    for name, value in values.items():
-        if not is_sealed(value):
-            opened[name] = value
-            continue
-        token = value[SEALED]
-        if len(token) > MAX_SEALED_CHARS:
-            raise ClampdownError(f"sealed input '{name}' is too large", "seal values under 48 KB")
-        try:
-            opened[name] = SecretStr(fernet.decrypt(token.encode()).decode())
-        except InvalidToken:
-            raise ClampdownError(
-                f"secret input '{name}' could not be unsealed",
-                "CLAMPDOWN_INPUTS_KEY on this worker must equal the key of `clampdown serve`",
-            ) from None
-    return opened
 
 
 # --- the serve side ---------------------------------------------------------------------------
