@@ -87,6 +87,8 @@ def default_approvers() -> tuple[list[str], list[str]]:
 
 
 def resolve_members(groups: tuple[str, ...]) -> set[str] | None:
-    from clampdown_slack.approval_card import members_now
+    """Members of ``groups`` per the registered member directories (Slack), else
+    ``CLAMPDOWN_GROUPS``; None when nobody can tell (see :mod:`clampdown.core.members`)."""
+    from clampdown.core.members import members_now
 
     return members_now(groups)

@@ -1,0 +1,36 @@
+"""Slack's user groups as clampdown's member directory (entry point
+``clampdown.member_directories``: ``slack``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger("clampdown.slack")
+
+
+class SlackMemberDirectory:
+    """Members of Slack user groups (ids or handles), asked at each call."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def members(self, groups: tuple[str, ...]) -> set[str] | None:
+        from clampdown_slack.approval_card import group_members
+
+        try:
+            return group_members(self.client, list(groups))
+        except Exception as exc:
+            logger.warning("cannot resolve Slack user groups %s: %s", ", ".join(groups), exc)
+            return None
+
+
+def slack_member_directory() -> SlackMemberDirectory | None:
+    """The factory: None when Slack is not configured (no bot token)."""
+    from clampdown_slack.client import SlackNotConfigured, slack_client, slack_settings
+
+    try:
+        client = slack_client(slack_settings())
+    except SlackNotConfigured:
+        return None
+    return SlackMemberDirectory(client)
