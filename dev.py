@@ -2,7 +2,8 @@
 """One-command tasks for a fresh clone; needs only Python 3.11+.
 
     python3 dev.py demo    set up .venv, then run the model-theft drill end to end (simulated AWS)
-    python3 dev.py test    set up .venv, then run ruff and the whole test suite
+    python3 dev.py test    set up .venv, then run ruff, the layer contracts and the whole test suite
+    python3 dev.py unit    set up .venv, then run the unit tests only (no server, no network; seconds)
     python3 dev.py setup   only create/refresh .venv
 
 Setup installs the package with its test extra, pinned by constraints.txt, so a
@@ -63,8 +64,11 @@ def main(task: str) -> int:
         return run(str(BIN / "clampdown"), "drill", *sys.argv[2:])
     if task == "test":
         lint = run(str(BIN / "ruff"), "check", ".")
-        tests = run(str(BIN / "python"), "-m", "pytest", "-q")
-        return lint or tests
+        layers = run(str(BIN / "lint-imports"))
+        tests = run(str(BIN / "python"), "-m", "pytest", "-q", *sys.argv[2:])
+        return lint or layers or tests
+    if task == "unit":
+        return run(str(BIN / "python"), "-m", "pytest", "-q", "tests/unit", *sys.argv[2:])
     print(__doc__)
     return 2
 

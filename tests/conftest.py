@@ -15,8 +15,7 @@ import pytest
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clampdown-prefect-"))
 
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from tests.paths import FIXTURES, REPO  # noqa: F401 - used by tests through the fixtures
 
 
 @pytest.fixture(scope="session")

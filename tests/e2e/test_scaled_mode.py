@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
 
 ACCOUNT = "123456789012"

@@ -17,8 +17,8 @@ from rich.console import Console
 from clampdown.app.drill.runner import DrillResult, run_drill
 from clampdown.core.drill_library import drill_files, runbook_names
 from clampdown.core.ledger import read, verify_file
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
 # A no-cloud demo of the engine, not a response: no drill needs to reach it.
 NOT_DRILLED = {"engine-self-check"}

@@ -17,9 +17,8 @@ import pytest
 from clampdown.core import state_store
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.state_store import StateStore
+from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401  (session fixture)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def never_finished(_run_id: str) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import boto3
 import pytest
@@ -15,8 +14,8 @@ from typer.testing import CliRunner
 from clampdown.app.cli import app
 from clampdown.core.ledger import new_run_id, read
 from clampdown.core.settings import settings
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY = sorted(
     p for p in (REPO / "runbooks").glob("*.yaml") if p.stem not in ("triggers", "engine-self-check")
 )

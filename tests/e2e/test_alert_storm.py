@@ -44,8 +44,9 @@ import uvicorn
 from clampdown.app.serve import create_app
 from clampdown.core.ledger import Ledger, new_run_id, read, verify_file
 from clampdown.core.settings import settings
+from tests import paths
 
-FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
+FIXTURES = paths.FIXTURES / "alerts"
 TOKEN = "storm-bearer-token-0123456789"
 PD_SECRET = "storm-pagerduty-secret"
 HMAC_SECRET = "storm-generic-hmac-secret"

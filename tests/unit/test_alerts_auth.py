@@ -31,8 +31,9 @@ from clampdown_alerts.signatures import (
     verify_generic,
     verify_pagerduty,
 )
+from tests import paths
 
-FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
+FIXTURES = paths.FIXTURES / "alerts"
 CERT_NAME = "SimpleNotificationService-clampdown-test.pem"
 CERT_URL = f"https://sns.us-east-1.amazonaws.com/{CERT_NAME}"
 TOPIC = "arn:aws:sns:us-east-1:123456789012:clampdown-alarms"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,9 @@ from clampdown_alerts.sources import (
     parse_pagerduty,
     parse_sns_notification,
 )
+from tests import paths
 
-FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
+FIXTURES = paths.FIXTURES / "alerts"
 NOW = datetime(2024, 5, 14, 10, 30, tzinfo=UTC)
 
 

@@ -25,8 +25,8 @@ from clampdown.app.serve import create_app
 from clampdown_slack.app import SlackAppSettings, build_slack_app
 from clampdown_slack.client import SlackNotConfigured
 from clampdown_slack.testing.standin import SlackStandIn
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RESPONDER = "U0RESPONDER"
 HOOK = "response.hook"  # response_url = <stand-in>/api/response.hook: recorded like a method

@@ -23,9 +23,10 @@ from fastapi.testclient import TestClient
 from clampdown.core.alert import Alert
 from clampdown_alerts import AlertSettings, InMemoryDeliveryLog, TriageOutcome, alert_router
 from clampdown_alerts.signatures import generic_signature
-from tests.test_alerts_auth import CERT_NAME, TOPIC, RecordingFetch, SnsSigner, sns_fixture
+from tests import paths
+from tests.unit.test_alerts_auth import CERT_NAME, TOPIC, RecordingFetch, SnsSigner, sns_fixture
 
-FIXTURES = Path(__file__).parent / "fixtures" / "alerts"
+FIXTURES = paths.FIXTURES / "alerts"
 TOKEN = "alert-token-123"
 PD_SECRETS = ("pd-new-secret", "pd-old-secret")
 HMAC_SECRET = "generic-hmac-secret"

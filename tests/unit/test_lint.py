@@ -28,9 +28,10 @@ from clampdown.app.cli import app
 from clampdown.core.actions import Action, ActionInput, ActionOutput, Registry
 from clampdown.core.diagnostics import Diagnostic, InvalidFileError
 from clampdown.core.lint import lint_paths, load_runbook
+from tests.paths import FIXTURES, REPO
 
-BROKEN = Path(__file__).parent / "fixtures" / "broken"
-LIBRARY = Path(__file__).parent.parent / "runbooks"
+BROKEN = FIXTURES / "broken"
+LIBRARY = REPO / "runbooks"
 
 _EXPECT = re.compile(r"#\s*expect:\s*(?P<body>.*?)\s*(?=#\s*expect:|$)")
 _BODY = re.compile(r"^(?P<message>.*?)(?:\s+@(?P<column>\d+))?(?:\s+hint:\s*(?P<hint>.*))?$")

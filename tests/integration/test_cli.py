@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from clampdown.app.cli import app
 from clampdown.core.actions import Action, ActionContext, ActionInput, registry
 from clampdown.core.ledger import verify_file
-
-from .conftest import REPO
+from tests.paths import REPO
 
 runner = CliRunner()
 

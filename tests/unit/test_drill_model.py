@@ -20,8 +20,8 @@ from clampdown.core.drill_library import (
 )
 from clampdown.core.drill_lint import lint_drills, load_checked
 from clampdown.core.drill_placeholders import PlaceholderError, fill_placeholders
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
 
 GOOD = """\

@@ -26,8 +26,8 @@ from clampdown.core.triggers import (
     load_triggerset,
     match_alert,
 )
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 LIBRARY = REPO / "runbooks"
 USER = "arn:aws:iam::111122223333:user/mallory"
 
