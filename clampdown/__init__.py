@@ -2,7 +2,7 @@
 
 The core (this package) knows runbooks, expressions, the action registry, the
 planner, lint and the ledger. It never imports a provider: actions register
-themselves through the ``clampdown.core.actions`` entry-point group, the Prefect
+themselves through the ``clampdown.actions`` entry-point group, the Prefect
 adapters live in ``clampdown_flows`` (folder ``flows/``) and the application layer that
 wires everything is ``clampdown.app``.
 """

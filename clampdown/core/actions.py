@@ -1,4 +1,4 @@
-"""Actions: named, typed units of work, found through the ``clampdown.core.actions`` entry points.
+"""Actions: named, typed units of work, found through the ``clampdown.actions`` entry points.
 
 An action declares a pydantic input model, an output model, the IAM actions it
 calls, whether it is destructive, and ``run()``. The registry reads entry-point
@@ -8,7 +8,7 @@ A team adds its own actions by declaring entry points in its own package:
 
 .. code-block:: toml
 
-    [project.entry-points."clampdown.core.actions"]
+    [project.entry-points."clampdown.actions"]
     "acme.page_oncall" = "acme_clampdown.actions:PageOncall"
 """
 
@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from clampdown.core.diagnostics import ClampdownError, did_you_mean
 
-ENTRY_POINT_GROUP = "clampdown.core.actions"
+ENTRY_POINT_GROUP = "clampdown.actions"
 
 
 class ActionInput(BaseModel):
