@@ -129,13 +129,8 @@ def dry_run(
     from clampdown.core.inputs import validate
     from clampdown.core.loader import load
     from clampdown.core.settings import settings
-    from clampdown.core.triggers import (
-        TriggerError,
-        explain,
-        library_runbooks,
-        load_triggerset,
-        match_alert,
-    )
+    from clampdown.core.trigger_files import load_triggerset
+    from clampdown.core.triggers import TriggerError, explain, library_runbooks, match_alert
 
     library = library or settings().library
     trigger_file = triggers or Path(library) / "triggers.yaml"

@@ -49,7 +49,7 @@ def lint_paths(
         try:
             loaded = load(file)
         except InvalidFileError as exc:
-            from clampdown.core.triggers import is_triggerset, lint_triggerset
+            from clampdown.core.trigger_files import is_triggerset, lint_triggerset
 
             if is_triggerset(file):  # kind: TriggerSet has rules of its own
                 found.extend(lint_triggerset(file, file.parent if file in scanned else None))

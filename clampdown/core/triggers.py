@@ -16,25 +16,24 @@ themselves (GuardDuty updates a finding, Alertmanager re-sends a firing alert):
   global strings, so triggers of different sources that compute the same key
   share runs; prefix a key (``extraction:…``) to keep runbooks apart.
 
-This module is the model, the loader and the matcher; the lint rules are
-:mod:`clampdown.core.trigger_lint`. What to do with a match (dedup state, starting
+This module is the model and the matcher; reading, linting and loading trigger files is
+:mod:`clampdown.core.trigger_files`. What to do with a match (dedup state, starting
 runs) lives in :mod:`clampdown_flows.triage`.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.alert import Alert
-from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.durations import PositiveDuration
 from clampdown.core.expressions import (
     ExpressionError,
@@ -42,11 +41,7 @@ from clampdown.core.expressions import (
     evaluate,
     render,
 )
-from clampdown.core.loader import _diagnostics as schema_diagnostics
-from clampdown.core.loader import read
-from clampdown.core.models import API_VERSION, RUNBOOK_NAME, Runbook, Severity, StrictModel
-from clampdown.core.yamlsource import Path, Source
-
+from clampdown.core.models import RUNBOOK_NAME, Runbook, Severity, StrictModel
 
 KIND = "TriggerSet"
 TRIGGER_NAME = re.compile(r"^[a-z0-9]+([_-][a-z0-9]+)*$")
@@ -157,9 +152,6 @@ class Verdict:
 
 class TriggerError(ClampdownError):
     """The matching trigger could not compute its inputs or keys for this alert."""
-
-
-# --- loading ---------------------------------------------------------------------------------
 
 
 # --- matching --------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from clampdown.core.ledger import append_to, has_record
 from clampdown.core.loader import load
 from clampdown.core.models import Runbook
 from clampdown.core.state_store import StateStore
+from clampdown.core.trigger_files import load_triggerset
 from clampdown.core.triggers import (
     Match,
     TriageOutcome,
@@ -41,7 +42,6 @@ from clampdown.core.triggers import (
     TriggerSet,
     check_inputs,
     library_runbooks,
-    load_triggerset,
     match_alert,
 )
 

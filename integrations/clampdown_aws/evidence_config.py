@@ -32,9 +32,9 @@ from pydantic import Field, field_validator, model_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAccessDenied, AwsAction, translate
-from clampdown_aws.evidence import _S3_WRITE, EvidenceRef, _ref, _store
+from clampdown_aws.evidence import S3_WRITE, EvidenceRef, checked_store, to_ref
 from clampdown_aws.iam._common import parse_principal_arn
-from clampdown_aws.sagemaker import json_safe
+from clampdown_aws.responses import json_safe
 
 # Error codes that mean "this resource has no such setting": recorded as null.
 _ABSENT = frozenset(
@@ -75,7 +75,7 @@ class SnapshotConfig(AwsAction):
         "iam:ListGroupsForUser",
         "iam:ListAccessKeys",
         "iam:GetLoginProfile",
-        *_S3_WRITE,
+        *S3_WRITE,
     )
 
     class Input(ActionInput):
@@ -120,7 +120,7 @@ class SnapshotConfig(AwsAction):
         gaps: list[str] = Field(description="reads that failed; the evidence says so too")
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
-        store = _store(aws, ctx, params.bucket)
+        store = checked_store(aws, ctx, params.bucket)
         reader = _Reader(aws)
         documents: dict[str, Any] = {}
         if params.endpoint_name:
@@ -143,7 +143,7 @@ class SnapshotConfig(AwsAction):
             ctx.logger.warning("configuration evidence incomplete: %s", gap)
         return self.Output(
             manifest_uri=f"s3://{store.bucket}/{manifest.key}",
-            objects=[_ref(o) for o in objects],
+            objects=[to_ref(o) for o in objects],
             gaps=reader.gaps,
         )
 

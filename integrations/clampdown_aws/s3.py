@@ -45,8 +45,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +53,12 @@ from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction, AwsActionError
+from clampdown_aws.s3_legal_holds import (
+    check_object_lock,
+    count_unheld,
+    release_legal_holds,
+    set_legal_holds,
+)
 
 SID_PREFIX = "ClampdownLockModelArtifacts-"
 OBJECT_ACTIONS = (
@@ -70,17 +75,10 @@ BUCKET_ACTIONS = (
     # a lifecycle expiration rule deletes objects without any DeleteObject call
     "s3:PutLifecycleConfiguration",
 )
-HOLD_CHUNK = 500  # versions per undo record
-HOLD_WORKERS = 8  # concurrent legal-hold calls
-LIST_PAGE_SIZE = 1000  # versions per ListObjectVersions page
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::(\d{12}|\*):\S+$")
 _ASSUMED = re.compile(r"^arn:(?P<p>aws[a-z-]*):sts::(?P<acct>\d{12}):assumed-role/(?P<role>[^/]+)/")
-
-
-class ObjectLockNotEnabled(AwsActionError):
-    """legal_hold was asked for on a bucket without S3 Object Lock."""
 
 
 class LockModelArtifacts(AwsAction):
@@ -179,7 +177,7 @@ class LockModelArtifacts(AwsAction):
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         s3 = aws.client("s3")
-        _check_object_lock(s3, params)
+        check_object_lock(s3, params.bucket, params.legal_hold)
         exempt = _exempt(params, aws)
         sid = statement_sid(params.prefix)
         statement = deny_statement(params.bucket, params.prefix, sid, exempt)
@@ -187,7 +185,7 @@ class LockModelArtifacts(AwsAction):
         # principals the deny exempts (one of which may be the compromised one), and moto
         # (drills) applies a bucket policy's object-level denies to every caller, so holds
         # placed after the lock would fail there.
-        holds = _set_legal_holds(s3, params.bucket, params.prefix, ctx) if params.legal_hold else 0
+        holds = set_legal_holds(s3, params.bucket, params.prefix, ctx) if params.legal_hold else 0
 
         plan = _plan_policy(s3, params.bucket, statement)
         if plan.needed:
@@ -218,14 +216,14 @@ class LockModelArtifacts(AwsAction):
     def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
         """What ``apply`` would change now: the legal holds it would set, then the policy."""
         s3 = aws.client("s3")
-        _check_object_lock(s3, params)
+        check_object_lock(s3, params.bucket, params.legal_hold)
         exempt = _exempt(params, aws)
         sid = statement_sid(params.prefix)
         statement = deny_statement(params.bucket, params.prefix, sid, exempt)
         where = f"s3://{params.bucket}/{params.prefix}"
         lines = []
         if params.legal_hold:
-            todo, total = _count_unheld(s3, params.bucket, params.prefix)
+            todo, total = count_unheld(s3, params.bucket, params.prefix)
             if todo:
                 held = f" ({total - todo} already held)" if total > todo else ""
                 lines.append(
@@ -261,17 +259,7 @@ class LockModelArtifacts(AwsAction):
         if op == "restore_bucket_policy":
             _restore_policy(s3, how, ctx)
         elif op == "release_legal_holds":
-            for relative, version_id in how["versions"]:
-                try:
-                    s3.put_object_legal_hold(
-                        Bucket=how["bucket"],
-                        Key=how["prefix"] + relative,
-                        VersionId=version_id,
-                        LegalHold={"Status": "OFF"},
-                    )
-                except s3.exceptions.ClientError as exc:
-                    if exc.response["Error"]["Code"] not in ("NoSuchKey", "NoSuchVersion"):
-                        raise
+            release_legal_holds(s3, how)
         else:
             raise AwsActionError(f"{self.name}: unknown undo operation '{op}'")
 
@@ -401,101 +389,3 @@ def _exempt(params: LockModelArtifacts.Input, aws: Aws) -> list[str]:
 
 def _dedupe(values: list[str]) -> list[str]:
     return list(dict.fromkeys(values))
-
-
-# --- legal holds ---------------------------------------------------------------------------
-
-
-def _object_lock_enabled(s3: Any, bucket: str) -> bool:
-    try:
-        conf = s3.get_object_lock_configuration(Bucket=bucket)
-    except s3.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] == "ObjectLockConfigurationNotFoundError":
-            return False
-        raise
-    return conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-
-
-def _check_object_lock(s3: Any, params: LockModelArtifacts.Input) -> None:
-    """legal_hold needs Object Lock: checked before anything changes."""
-    if params.legal_hold and not _object_lock_enabled(s3, params.bucket):
-        raise ObjectLockNotEnabled(
-            f"bucket {params.bucket} has no S3 Object Lock, so legal holds cannot be set; "
-            "nothing was changed. Run with legal_hold: false, or enable Object Lock on the "
-            "bucket first (PutObjectLockConfiguration, needs versioning)"
-        )
-
-
-def _held(s3: Any, bucket: str, key: str, version_id: str) -> bool:
-    """Whether this version's legal hold is ON."""
-    try:
-        status = (
-            s3.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version_id)
-            .get("LegalHold", {})
-            .get("Status")
-        )
-    except s3.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] != "NoSuchObjectLockConfiguration":
-            raise
-        status = None
-    return status == "ON"
-
-
-def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
-    """Turn the legal hold ON; False when it was ON already (then it is not ours)."""
-    if _held(s3, bucket, key, version_id):
-        return False
-    s3.put_object_legal_hold(
-        Bucket=bucket, Key=key, VersionId=version_id, LegalHold={"Status": "ON"}
-    )
-    return True
-
-
-def _version_pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[tuple[str, str]]]:
-    """(key, version id) of every object version under the prefix, page by page."""
-    paginator = s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(
-        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": LIST_PAGE_SIZE}
-    ):
-        yield [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
-
-
-def _count_unheld(s3: Any, bucket: str, prefix: str) -> tuple[int, int]:
-    """(versions without a legal hold, all versions) under the prefix: read calls only."""
-    todo = total = 0
-    with ThreadPoolExecutor(HOLD_WORKERS) as pool:
-        for versions in _version_pages(s3, bucket, prefix):
-            held = pool.map(lambda kv: _held(s3, bucket, *kv), versions)
-            total += len(versions)
-            todo += sum(not h for h in held)
-    return todo, total
-
-
-def _set_legal_holds(s3: Any, bucket: str, prefix: str, ctx: ActionContext) -> int:
-    total = 0
-    with ThreadPoolExecutor(HOLD_WORKERS) as pool:
-        for versions in _version_pages(s3, bucket, prefix):
-            for start in range(0, len(versions), HOLD_CHUNK):
-                chunk = versions[start : start + HOLD_CHUNK]
-                futures = [pool.submit(_hold_one, s3, bucket, k, v) for k, v in chunk]
-                done, failure = [], None
-                for (key, version_id), future in zip(chunk, futures, strict=True):
-                    try:
-                        if future.result():
-                            done.append([key[len(prefix) :], version_id])
-                    except Exception as exc:  # record what was set before failing
-                        failure = failure or exc
-                if done:
-                    total += len(done)
-                    ctx.record_undo(
-                        f"release {len(done)} legal hold(s) set on s3://{bucket}/{prefix}",
-                        op="release_legal_holds",
-                        bucket=bucket,
-                        prefix=prefix,
-                        versions=done,
-                    )
-                if failure is not None:
-                    raise failure
-    if total:
-        ctx.logger.info("legal hold ON for %d version(s) under s3://%s/%s", total, bucket, prefix)
-    return total

@@ -38,7 +38,7 @@ from clampdown_aws.iam._common import (
     parse_principal_arn,
     put_inline_policy,
 )
-from clampdown_aws.sagemaker import INVOKE_ACTIONS
+from clampdown_aws.sagemaker_role_deny import INVOKE_ACTIONS
 
 _ENDPOINT = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 

@@ -25,17 +25,11 @@ from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from pydantic import ValidationError
 
-from clampdown_aws import evidence
+from clampdown_aws import evidence, evidence_cloudtrail, evidence_log_group
 from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
-from clampdown_aws.evidence import (
-    EvidenceBucketMissing,
-    ExportTaskBusy,
-    LogGroupNotFound,
-    SnapshotCloudTrail,
-    SnapshotLogGroup,
-    TrailNotFound,
-    gzip_json_lines,
-)
+from clampdown_aws.evidence import EvidenceBucketMissing, gzip_json_lines
+from clampdown_aws.evidence_cloudtrail import SnapshotCloudTrail, TrailNotFound
+from clampdown_aws.evidence_log_group import ExportTaskBusy, LogGroupNotFound, SnapshotLogGroup
 from clampdown_aws.evidence_store import verify_manifest
 
 ACCOUNT = "123456789012"
@@ -465,7 +459,7 @@ def test_organization_trail_layout_lists_the_principals_account(s3, action_ctx):
         "IsOrganizationTrail": True,
         "IsMultiRegionTrail": True,
     }
-    keys = list(evidence._trail_keys(s3, trail, PRINCIPAL, START, NOW))
+    keys = list(evidence_cloudtrail._trail_keys(s3, trail, PRINCIPAL, START, NOW))
     assert keys == [wanted]
 
 
@@ -527,7 +521,7 @@ def test_log_group_snapshot_streams_in_window_matching_events(aws, s3, action_ct
 
 def test_log_group_snapshot_pages_through_every_in_window_event(aws, s3, action_ctx, monkeypatch):
     expected = seed_log_group()["all"]
-    monkeypatch.setattr(evidence, "FILTER_PAGE", 1)  # one event per FilterLogEvents page
+    monkeypatch.setattr(evidence_log_group, "FILTER_PAGE", 1)  # one event per FilterLogEvents page
     out = SnapshotLogGroup().run(SnapshotLogGroup.Input(log_group=GROUP), action_ctx)
     lines = read_gz_lines(s3, LOG_KEY)
     assert sorted((line["logStreamName"], line["message"]) for line in lines) == expected
@@ -719,9 +713,12 @@ def test_inputs_are_validated(action, params, message):
 
 
 def test_username_is_the_last_path_element_of_the_arn():
-    assert evidence._username(PRINCIPAL) == "alice"
-    assert evidence._username(f"arn:aws:sts::{ACCOUNT}:assumed-role/Admin/session-7") == "session-7"
-    assert evidence._username(f"arn:aws:iam::{ACCOUNT}:root") == "root"
+    assert evidence_cloudtrail._username(PRINCIPAL) == "alice"
+    assert (
+        evidence_cloudtrail._username(f"arn:aws:sts::{ACCOUNT}:assumed-role/Admin/session-7")
+        == "session-7"
+    )
+    assert evidence_cloudtrail._username(f"arn:aws:iam::{ACCOUNT}:root") == "root"
 
 
 def test_gzip_json_lines_streams_page_by_page_and_is_deterministic():
@@ -732,7 +729,7 @@ def test_gzip_json_lines_streams_page_by_page_and_is_deterministic():
             consumed.append(number)
             yield [{"n": i, "blob": os.urandom(16).hex()} for i in range(100)]
 
-    count = evidence._Count()
+    count = evidence.Count()
     chunks = gzip_json_lines(pages(), count)
     next(chunks)
     assert len(consumed) < 10  # the first compressed bytes come before the last page is read
@@ -740,8 +737,8 @@ def test_gzip_json_lines_streams_page_by_page_and_is_deterministic():
     assert count.n == 200 * 100 and len(consumed) == 200 and rest
 
     fixed = [[{"a": 1, "t": NOW}], [], [{"b": "é"}]]
-    one = b"".join(gzip_json_lines(fixed, evidence._Count()))
-    two = b"".join(gzip_json_lines(fixed, evidence._Count()))
+    one = b"".join(gzip_json_lines(fixed, evidence.Count()))
+    two = b"".join(gzip_json_lines(fixed, evidence.Count()))
     assert one == two  # no timestamp in the gzip header: same records, same hash
     assert gzip.decompress(one).decode().splitlines() == [
         '{"a":1,"t":"2026-03-10T06:00:00+00:00"}',

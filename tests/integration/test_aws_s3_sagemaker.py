@@ -23,9 +23,10 @@ from botocore.stub import Stubber
 from moto.iam.access_control import PermissionResult
 from moto.s3.models import FakeBucket
 
-from clampdown_aws import base, s3, sagemaker
+from clampdown_aws import base, s3_legal_holds, sagemaker_endpoint
 from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
-from clampdown_aws.s3 import LockModelArtifacts, ObjectLockNotEnabled
+from clampdown_aws.s3 import LockModelArtifacts, statement_sid
+from clampdown_aws.s3_legal_holds import ObjectLockNotEnabled
 from clampdown_aws.sagemaker import FreezeEndpoint
 
 ACCOUNT = "123456789012"
@@ -50,7 +51,7 @@ def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
         return made
 
     monkeypatch.setattr(base, "session", session)
-    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(sagemaker_endpoint, "POLL_SECONDS", 0.0)
     monkeypatch.setattr(
         "botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0
     )
@@ -172,7 +173,7 @@ def test_lock_merges_one_deny_statement_then_noop_then_rollback_restores_bytes(a
 
     out = LockModelArtifacts().run(_lock(), action_ctx)
 
-    sid = s3.statement_sid(PREFIX)
+    sid = statement_sid(PREFIX)
     assert out.statement_sid == sid and sid.startswith("ClampdownLockModelArtifacts-")
     assert out.policy_changed and out.changed and out.legal_holds_set == 0
     assert out.exempt_principals == [BREAK_GLASS, SERVING, MOTO_ENGINE]
@@ -281,8 +282,8 @@ def _hold(client: Any, key: str, version: str) -> str | None:
 
 
 def test_legal_hold_on_every_version_and_rollback_releases_only_ours(aws, action_ctx, monkeypatch):
-    monkeypatch.setattr(s3, "HOLD_CHUNK", 2)  # several undo records
-    monkeypatch.setattr(s3, "LIST_PAGE_SIZE", 3)  # several ListObjectVersions pages
+    monkeypatch.setattr(s3_legal_holds, "HOLD_CHUNK", 2)  # several undo records
+    monkeypatch.setattr(s3_legal_holds, "LIST_PAGE_SIZE", 3)  # several ListObjectVersions pages
     client = _s3()
     client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
     for key in ("model.safetensors", "tokenizer.json", "config.json"):
@@ -743,7 +744,7 @@ def _weights(blue: float, green: float) -> dict[str, Any]:
 @pytest.fixture
 def stubbed(monkeypatch: pytest.MonkeyPatch, aws_credentials: None):
     """Aws.client(service) returns one Stubber-backed client per service."""
-    monkeypatch.setattr(sagemaker, "POLL_SECONDS", 0.0)
+    monkeypatch.setattr(sagemaker_endpoint, "POLL_SECONDS", 0.0)
     made: dict[str, tuple[Any, Stubber]] = {}
 
     def get(service: str) -> Stubber:
@@ -899,10 +900,10 @@ def test_freeze_refuses_foreign_config_with_blocked_name_stubbed_update_endpoint
 
 def test_blocked_config_name_fits_the_63_character_limit():
     long = "c" * 60
-    name = sagemaker.blocked_config_name(long)
+    name = sagemaker_endpoint.blocked_config_name(long)
     assert len(name) <= 63 and name.endswith("-clampdown-blocked")
-    assert sagemaker.blocked_config_name(long) == name  # stable across runs
-    assert sagemaker.blocked_config_name("cfg") == "cfg-clampdown-blocked"
+    assert sagemaker_endpoint.blocked_config_name(long) == name  # stable across runs
+    assert sagemaker_endpoint.blocked_config_name("cfg") == "cfg-clampdown-blocked"
 
 
 def test_stage_without_method_settings_rollback_removes_ours_stubbed_update_stage(
@@ -1014,7 +1015,7 @@ def test_lock_describe_lists_holds_and_statement_then_nothing_after_apply(
 
     lines = LockModelArtifacts().preview(params, action_ctx)
 
-    sid = s3.statement_sid(PREFIX)
+    sid = statement_sid(PREFIX)
     assert lines == [
         f"put an Object Lock legal hold on 3 of 4 object version(s) under s3://{BUCKET}/{PREFIX} "
         "(1 already held)",
@@ -1035,7 +1036,7 @@ def test_lock_describe_lists_holds_and_statement_then_nothing_after_apply(
 def test_lock_describe_new_policy_and_replaced_statement(aws1, action_ctx, monkeypatch):
     client = _s3()
     client.create_bucket(Bucket=BUCKET)
-    sid = s3.statement_sid(PREFIX)
+    sid = statement_sid(PREFIX)
     first = _lock(allow_principals=[BREAK_GLASS])
     assert LockModelArtifacts().preview(first, action_ctx) == [
         _lock_statement_line(

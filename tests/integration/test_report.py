@@ -17,14 +17,10 @@ from typing import Any
 
 import pytest
 
-from clampdown.core.report import (
-    DrillReport,
-    ObjectiveResult,
-    recommendations,
-    timeline_from_ledger,
-    to_html,
-    to_markdown,
-)
+from clampdown.core.report import DrillReport, ObjectiveResult, timeline_from_ledger
+from clampdown.core.report_advice import recommendations
+from clampdown.core.report_html import to_html
+from clampdown.core.report_markdown import to_markdown
 
 ALERT = datetime(2026, 3, 14, 9, 26, 53, tzinfo=UTC)
 CONTAIN = ("aws.iam.revoke_credentials", "aws.s3.lock_model_artifacts")

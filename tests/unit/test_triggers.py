@@ -17,15 +17,8 @@ from clampdown.app.cli_triggers import register
 from clampdown.core.alert import Alert
 from clampdown.core.inputs import validate
 from clampdown.core.loader import load
-from clampdown.core.triggers import (
-    DEFAULT_DEDUP_KEY,
-    TriggerError,
-    explain,
-    lint_triggerset,
-    load_document,
-    load_triggerset,
-    match_alert,
-)
+from clampdown.core.trigger_files import lint_triggerset, load_document, load_triggerset
+from clampdown.core.triggers import DEFAULT_DEDUP_KEY, TriggerError, explain, match_alert
 from tests.paths import REPO
 
 LIBRARY = REPO / "runbooks"

@@ -55,7 +55,9 @@ from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill, SecondAlert, SlashCommand
 from clampdown.core.drill_placeholders import fill_placeholders
-from clampdown.core.report import DrillReport, Marker, to_html, to_markdown
+from clampdown.core.report import DrillReport, Marker
+from clampdown.core.report_html import to_html
+from clampdown.core.report_markdown import to_markdown
 
 
 @dataclass
