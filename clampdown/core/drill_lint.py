@@ -276,23 +276,7 @@ class _DrillRules:
             if obj.id in ids:
                 self.error((*loc, "id"), f"duplicate objective id '{obj.id}'")
             ids.setdefault(obj.id, i)
-            if isinstance(obj, NoActiveKeys):
-                self._ref((*loc, "user"), obj.user, self.users, "user")
-            elif isinstance(obj, EndpointNotInvocableBy):
-                self._ref((*loc, "endpoint"), obj.endpoint, self.endpoints, "endpoint")
-                self._ref(
-                    (*loc, "principal"), obj.principal, self.users | self.roles, "user or role"
-                )
-            elif isinstance(obj, EndpointFrozen):
-                self._ref((*loc, "endpoint"), obj.endpoint, self.endpoints, "endpoint")
-            elif isinstance(obj, BucketLocked):
-                self._ref((*loc, "bucket"), obj.bucket, self.buckets, "bucket")
-            elif isinstance(obj, AccessRestored):
-                self._ref((*loc, "user"), obj.user, self.users, "user")
-            elif isinstance(obj, KmsKeyRotated):
-                self._ref((*loc, "key"), obj.key, self.kms_keys, "kms_key")
-            elif isinstance(obj, SecretRotated):
-                self._ref((*loc, "secret"), obj.secret, self.secrets, "secret")
+            self._objective_refs(loc, obj)
             runbook = getattr(obj, "runbook", None)
             if runbook is not None and runbook not in self.runbooks:
                 self.error(
@@ -317,6 +301,24 @@ class _DrillRules:
                     f"unknown objective '{missed}'",
                     did_you_mean(missed, ids) or "name an objective id",
                 )
+
+    def _objective_refs(self, loc: tuple[str | int, ...], obj: Any) -> None:
+        """The seed names an objective measures must exist."""
+        if isinstance(obj, NoActiveKeys):
+            self._ref((*loc, "user"), obj.user, self.users, "user")
+        elif isinstance(obj, EndpointNotInvocableBy):
+            self._ref((*loc, "endpoint"), obj.endpoint, self.endpoints, "endpoint")
+            self._ref((*loc, "principal"), obj.principal, self.users | self.roles, "user or role")
+        elif isinstance(obj, EndpointFrozen):
+            self._ref((*loc, "endpoint"), obj.endpoint, self.endpoints, "endpoint")
+        elif isinstance(obj, BucketLocked):
+            self._ref((*loc, "bucket"), obj.bucket, self.buckets, "bucket")
+        elif isinstance(obj, AccessRestored):
+            self._ref((*loc, "user"), obj.user, self.users, "user")
+        elif isinstance(obj, KmsKeyRotated):
+            self._ref((*loc, "key"), obj.key, self.kms_keys, "kms_key")
+        elif isinstance(obj, SecretRotated):
+            self._ref((*loc, "secret"), obj.secret, self.secrets, "secret")
 
 
 def load_checked(path: str | FsPath, library: str | FsPath) -> tuple[Drill, list[Diagnostic]]:

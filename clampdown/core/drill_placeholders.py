@@ -61,6 +61,11 @@ def placeholder_problem(
         return "drill has name, alert_time and alert_epoch"
     if parts[0] != "seed":
         return f"unknown name '{parts[0]}'"
+    return _seed_problem(parts, known)
+
+
+def _seed_problem(parts: list[str], known: dict[str, set[str]]) -> str | None:
+    """Why ``seed.…`` (split at the dots) cannot resolve (None: it can)."""
     if len(parts) == 2 and parts[1] in ("account", "region", "evidence_bucket"):
         return None
     if len(parts) < 4 or parts[1] not in _SEED_FIELDS:

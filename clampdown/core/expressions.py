@@ -238,76 +238,7 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
     uses_status = False
     called = {id(n.node) for n in tree.find_all(nodes.Call)}
     for node in tree.find_all(nodes.Node):
-        if isinstance(node, nodes.Pow):
-            raise _forbidden(
-                node,
-                "the ** operator",
-                "a power can hang the engine; compute such values before they reach the runbook",
-            )
-        if not isinstance(node, _ALLOWED_NODES):
-            raise _forbidden(
-                node,
-                f"the {type(node).__name__.lower()} construct",
-                "only {{ … }} expressions are supported; for choices use "
-                "{{ 'a' if condition else 'b' }}",
-            )
-        if isinstance(node, nodes.Name):
-            if node.name in STATUS_FUNCTIONS:
-                if id(node) not in called:  # a bare function object is always truthy
-                    raise _forbidden(
-                        node, f"'{node.name}' without parentheses", f"write {node.name}()"
-                    )
-                continue
-            if node.name not in ROOT_NAMES:
-                raise _forbidden(
-                    node,
-                    f"the name '{node.name}'",
-                    "expressions can read inputs, steps, run and alert",
-                )
-        elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
-            raise _forbidden(
-                node, f"the attribute '{node.attr}'", "names starting with '_' are Python internals"
-            )
-        elif isinstance(node, nodes.Getitem):
-            if isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
-                raise _forbidden(
-                    node,
-                    f"the key '{node.arg.value}'",
-                    "names starting with '_' are Python internals",
-                )
-        elif isinstance(node, nodes.Call):
-            if not (isinstance(node.node, nodes.Name) and node.node.name in STATUS_FUNCTIONS):
-                raise _forbidden(
-                    node,
-                    "calling a method or function",
-                    "only always(), success() and failure() can be called; "
-                    "use filters for transformations, e.g. {{ x | upper }}",
-                )
-            if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
-                raise _forbidden(
-                    node,
-                    f"arguments to {node.node.name}()",
-                    f"write {node.node.name}() with no arguments",
-                )
-            uses_status = True
-        elif isinstance(node, nodes.Filter | nodes.Test):
-            kind, allowed = (
-                ("filter", ALLOWED_FILTERS)
-                if isinstance(node, nodes.Filter)
-                else ("test", ALLOWED_TESTS)
-            )
-            if node.name not in allowed:
-                raise _forbidden(
-                    node,
-                    f"the {kind} '{node.name}'",
-                    f"allowed {kind}s: {', '.join(sorted(allowed))}",
-                )
-        elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
-            raise _forbidden(
-                node,
-                f"the string {node.value!r}",
-                "strings containing '__' are refused to block format-string tricks",
-            )
+        uses_status |= _check_node(node, called)
     lookups = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
     inner = {id(n.node) for n in lookups}
     for node in lookups:
@@ -318,6 +249,89 @@ def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
         if node.name in ROOT_NAMES and id(node) not in inner:
             refs.append(Reference(node.name, None, line=node.lineno))
     return uses_status
+
+
+def _check_node(node: nodes.Node, called: set[int]) -> bool:
+    """Reject one node off the allow-list; True for a call of a status function."""
+    if isinstance(node, nodes.Pow):
+        raise _forbidden(
+            node,
+            "the ** operator",
+            "a power can hang the engine; compute such values before they reach the runbook",
+        )
+    if not isinstance(node, _ALLOWED_NODES):
+        raise _forbidden(
+            node,
+            f"the {type(node).__name__.lower()} construct",
+            "only {{ … }} expressions are supported; for choices use "
+            "{{ 'a' if condition else 'b' }}",
+        )
+    if isinstance(node, nodes.Name):
+        _check_name(node, called)
+    elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+        raise _forbidden(
+            node, f"the attribute '{node.attr}'", "names starting with '_' are Python internals"
+        )
+    elif isinstance(node, nodes.Getitem):
+        if isinstance(node.arg, nodes.Const) and str(node.arg.value).startswith("_"):
+            raise _forbidden(
+                node,
+                f"the key '{node.arg.value}'",
+                "names starting with '_' are Python internals",
+            )
+    elif isinstance(node, nodes.Call):
+        _check_call(node)
+        return True
+    elif isinstance(node, nodes.Filter | nodes.Test):
+        _check_filter_or_test(node)
+    elif isinstance(node, nodes.Const) and isinstance(node.value, str) and "__" in node.value:
+        raise _forbidden(
+            node,
+            f"the string {node.value!r}",
+            "strings containing '__' are refused to block format-string tricks",
+        )
+    return False
+
+
+def _check_name(node: nodes.Name, called: set[int]) -> None:
+    if node.name in STATUS_FUNCTIONS:
+        if id(node) not in called:  # a bare function object is always truthy
+            raise _forbidden(node, f"'{node.name}' without parentheses", f"write {node.name}()")
+        return
+    if node.name not in ROOT_NAMES:
+        raise _forbidden(
+            node,
+            f"the name '{node.name}'",
+            "expressions can read inputs, steps, run and alert",
+        )
+
+
+def _check_call(node: nodes.Call) -> None:
+    if not (isinstance(node.node, nodes.Name) and node.node.name in STATUS_FUNCTIONS):
+        raise _forbidden(
+            node,
+            "calling a method or function",
+            "only always(), success() and failure() can be called; "
+            "use filters for transformations, e.g. {{ x | upper }}",
+        )
+    if node.args or node.kwargs or node.dyn_args or node.dyn_kwargs:
+        raise _forbidden(
+            node,
+            f"arguments to {node.node.name}()",
+            f"write {node.node.name}() with no arguments",
+        )
+
+
+def _check_filter_or_test(node: nodes.Filter | nodes.Test) -> None:
+    kind, allowed = (
+        ("filter", ALLOWED_FILTERS) if isinstance(node, nodes.Filter) else ("test", ALLOWED_TESTS)
+    )
+    if node.name not in allowed:
+        raise _forbidden(
+            node,
+            f"the {kind} '{node.name}'",
+            f"allowed {kind}s: {', '.join(sorted(allowed))}",
+        )
 
 
 def _reference(node: nodes.Node) -> Reference | None:

@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,31 +63,45 @@ def check_value(name: str, spec: InputSpec, value: Any, *, from_text: bool = Tru
 def _coerce(kind: str, value: Any) -> Any:
     """Accept the native type, or a string from the command line that parses as it."""
     text = value.strip() if isinstance(value, str) else None
-    if kind == "string":
-        if isinstance(value, str):
-            return value
-        raise InputProblem(f"must be a string, got {type(value).__name__}")
-    if kind == "boolean":
-        if isinstance(value, bool):
-            return value
-        if text is not None and text.lower() in ("true", "false", "yes", "no"):
-            return text.lower() in ("true", "yes")
-        raise InputProblem("must be true or false")
-    if kind == "integer":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if text is not None and re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        raise InputProblem(f"must be a whole number, got {value!r}")
-    if kind == "number":
-        number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
-        if number is None and text is not None:
-            with contextlib.suppress(ValueError):
-                number = float(text)
-        if number is None or not math.isfinite(number):
-            raise InputProblem(f"must be a finite number, got {value!r}")
-        return number
-    container = list if kind == "array" else dict
+    coerce = _COERCE.get(kind)
+    if coerce is not None:
+        return coerce(value, text)
+    return _coerce_container(list if kind == "array" else dict, value, text)
+
+
+def _coerce_string(value: Any, text: str | None) -> str:
+    if isinstance(value, str):
+        return value
+    raise InputProblem(f"must be a string, got {type(value).__name__}")
+
+
+def _coerce_boolean(value: Any, text: str | None) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text is not None and text.lower() in ("true", "false", "yes", "no"):
+        return text.lower() in ("true", "yes")
+    raise InputProblem("must be true or false")
+
+
+def _coerce_integer(value: Any, text: str | None) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if text is not None and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    raise InputProblem(f"must be a whole number, got {value!r}")
+
+
+def _coerce_number(value: Any, text: str | None) -> int | float:
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is None and text is not None:
+        with contextlib.suppress(ValueError):
+            number = float(text)
+    if number is None or not math.isfinite(number):
+        raise InputProblem(f"must be a finite number, got {value!r}")
+    return number
+
+
+def _coerce_container(container: type, value: Any, text: str | None) -> Any:
     if isinstance(value, container):
         return value
     if text is not None:
@@ -98,8 +112,16 @@ def _coerce(kind: str, value: Any) -> Any:
         if isinstance(parsed, container):
             return parsed
     raise InputProblem(
-        f"must be {'a list' if kind == 'array' else 'a mapping'} (JSON on the command line)"
+        f"must be {'a list' if container is list else 'a mapping'} (JSON on the command line)"
     )
+
+
+_COERCE: dict[str, Callable[[Any, str | None], Any]] = {
+    "string": _coerce_string,
+    "boolean": _coerce_boolean,
+    "integer": _coerce_integer,
+    "number": _coerce_number,
+}
 
 
 def validate(specs: Mapping[str, InputSpec], given: Mapping[str, Any]) -> dict[str, Any]:
