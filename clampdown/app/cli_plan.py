@@ -1,0 +1,99 @@
+"""``clampdown plan``: what a run would do, stage by stage, without changing anything."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from clampdown.app.cli_options import (
+    Format,
+    FormatOpt,
+    InputOpt,
+    InputsFileOpt,
+    LibraryOpt,
+    load_named_runbook,
+    out,
+)
+
+
+def plan(
+    runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
+    input: InputOpt = [],  # noqa: B006 - typer reads the default, never mutates it
+    inputs_file: InputsFileOpt = None,
+    library: LibraryOpt = None,
+    format: FormatOpt = Format.text,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="ask each action what it would change now (read-only AWS calls)"
+        ),
+    ] = False,
+) -> None:
+    """Show what a run would do, stage by stage, without changing anything."""
+    from clampdown.core import plan as planner
+    from clampdown.core.actions import registry
+    from clampdown.core.inputs import parse_pairs
+
+    _, model = load_named_runbook(runbook, library)
+    result = planner.build(model, parse_pairs(input, inputs_file), registry())
+    if live:
+        planner.preview(result, model, registry())
+    if format is Format.json:
+        out.print_json(json.dumps(result.to_dict(), default=str))
+        return
+    _print_plan(result)
+
+
+def _print_plan(result: Any) -> None:
+    out.print(f"[bold]{escape(result.title)}[/] ({result.runbook}, severity {result.severity})")
+    if result.inputs:
+        shown = ", ".join(f"{k}={v!r}" for k, v in result.inputs.items())
+        out.print(f"inputs: {shown}", markup=False)
+    if result.missing_inputs:
+        out.print(
+            f"[yellow]not given (required at run time): {', '.join(result.missing_inputs)}[/]"
+        )
+    for number, stage in enumerate(result.stages, start=1):
+        parallel = f" — {len(stage)} steps in parallel" if len(stage) > 1 else ""
+        out.print(f"\n[bold]Stage {number}[/]{parallel}")
+        for step in stage:
+            _print_step(step)
+    if result.iam_actions:
+        out.print(f"\nIAM actions for the whole run: {', '.join(result.iam_actions)}")
+
+
+def _print_step(step: Any) -> None:
+    title = f" — {step.name}" if step.name else ""
+    out.print(f"  [bold]{step.id}[/]{title} uses {step.uses} {' '.join(_marks(step))}")
+    if step.needs:
+        out.print(f"      needs: {', '.join(step.needs)}")
+    if step.condition:
+        out.print(f"      if: {step.condition}", markup=False)
+    for key, value in step.with_.items():
+        out.print(f"      with.{key} = {json.dumps(value, default=str)}", markup=False)
+    out.print(
+        f"      retries {step.retries}, timeout {step.timeout:g}s, on_failure {step.on_failure}"
+    )
+    if step.iam_actions:
+        out.print(f"      IAM: {', '.join(step.iam_actions)}")
+    if step.changes is not None:
+        out.print("      would change:" + ("" if step.changes else " nothing"))
+        for line in step.changes:
+            out.print(f"        - {line}", markup=False)
+    elif step.preview_note:
+        out.print(f"      preview: {step.preview_note}", markup=False)
+
+
+def _marks(step: Any) -> list[str]:
+    """What the responder must notice about a step before it runs."""
+    marks = []
+    if step.destructive:
+        marks.append("[red]DESTRUCTIVE[/]")
+    if step.approval_gate:
+        marks.append("[cyan]APPROVAL GATE[/]")
+    if step.preapproved:
+        marks.append(f"[yellow]PRE-APPROVED: {escape(step.preapproved)}[/]")
+    return marks

@@ -1,0 +1,289 @@
+"""The commands about runs: ``run`` one now, list ``runs``, ``approve`` a paused one,
+``rollback`` what one changed, ``verify`` its ledger or evidence manifest.
+
+Prefect and the flows are imported inside ``run``, ``approve`` and ``rollback`` only."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from clampdown.app.cli_errors import err
+from clampdown.app.cli_options import (
+    Format,
+    FormatOpt,
+    InputOpt,
+    InputsFileOpt,
+    LibraryOpt,
+    library_folder,
+    load_named_runbook,
+    out,
+)
+from clampdown.core.diagnostics import ClampdownError
+
+
+def run(
+    runbook: Annotated[str, typer.Argument(help="a runbook file, or a name in the library")],
+    input: InputOpt = [],  # noqa: B006
+    inputs_file: InputsFileOpt = None,
+    library: LibraryOpt = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")
+    ] = False,
+    as_: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="who starts the run (Slack user id): the two-person rule keeps them from "
+            "approving it (default: the login name)",
+        ),
+    ] = None,
+) -> None:
+    """Execute a runbook now, with live progress.
+
+    Exit 0 succeeded, 1 failed, 2 bad input, 3 an approval was denied or timed out.
+    """
+    from clampdown.app.progress import RunProgress
+    from clampdown.core import inputs as inputs_mod
+    from clampdown.core.ledger import new_run_id, read
+    from clampdown.core.settings import settings
+
+    path, model = load_named_runbook(runbook, library)
+    values = inputs_mod.validate(model.inputs, inputs_mod.parse_pairs(input, inputs_file))
+    run_id = new_run_id()
+    ledger = settings().ledger_path(run_id)
+    if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    from clampdown_flows.respond import run_in_process
+
+    err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
+    try:
+        with RunProgress(ledger, model, out):
+            state = run_in_process(
+                str(path),
+                inputs_mod.protect(model.inputs, values),
+                run_id=run_id,
+                library=str(library_folder(library)),
+                trigger={"type": "manual", "user": as_ or getpass.getuser()},
+            )
+    except KeyboardInterrupt:
+        err.print(f"[yellow]interrupted: run {run_id} stopped where it was[/]")
+        err.print(f"ledger so far: {ledger} (no run.end record: steps may be half-done)")
+        raise typer.Exit(130) from None
+    end = (
+        next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None)
+        if ledger.exists()
+        else None
+    )
+    status = end["status"] if end else "failed"
+    if end and end.get("outputs"):
+        out.print("outputs:")
+        for key, value in end["outputs"].items():
+            out.print(f"  {key} = {json.dumps(value, default=str)}", markup=False)
+    if end and end.get("output_errors"):
+        for key, message in end["output_errors"].items():
+            err.print(f"[yellow]output {key} could not be rendered: {escape(message)}[/]")
+    color = {"succeeded": "green", "denied": "yellow"}.get(status, "red")
+    out.print(f"run {run_id}: [{color}]{status}[/]")
+    out.print(f"ledger: {ledger}")
+    if end and end.get("evidence"):
+        out.print(f"evidence: {end['evidence']}", markup=False)
+    summary = state.result(raise_on_failure=False) if state.is_completed() else None
+    if isinstance(summary, dict) and summary.get("evidence_error"):
+        err.print(f"[red]{escape(summary['evidence_error'])}[/]")
+    raise typer.Exit({"succeeded": 0, "denied": 3}.get(status, 1))
+
+
+def runs(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
+    format: FormatOpt = Format.text,
+) -> None:
+    """List recent runs with their status, from the ledgers under CLAMPDOWN_HOME."""
+    from clampdown.core.runs import recent_runs
+    from clampdown.core.settings import settings
+
+    found = recent_runs(settings().home.expanduser() / "runs", limit)
+    if format is Format.json:
+        out.print_json(json.dumps([r.to_dict() for r in found]))
+        return
+    if not found:
+        out.print(f"no runs under {escape(str(settings().home))}/runs")
+        return
+    table = Table(title="recent runs", title_justify="left")
+    for column in ("run id", "runbook", "started", "trigger", "status", "detail"):
+        table.add_column(column)
+    colors = {
+        "succeeded": "green",
+        "failed": "red",
+        "denied": "yellow",
+        "in progress": "yellow",
+        "waiting for approval": "bold yellow",
+    }
+    for run in found:
+        color = colors.get(run.status, "white")
+        table.add_row(
+            run.run_id,
+            escape(run.runbook),
+            run.started,
+            escape(run.trigger),
+            f"[{color}]{run.status}[/]",
+            escape(run.detail),
+        )
+    out.print(table)
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="the run waiting for approval")],
+    as_: Annotated[
+        str, typer.Option("--as", help="your Slack user id (the flow checks it is an approver)")
+    ],
+    step: Annotated[
+        str | None, typer.Option(help="the approval step (default: the only one waiting)")
+    ] = None,
+    deny: Annotated[bool, typer.Option("--deny", help="deny instead of approve")] = False,
+    reason: Annotated[str, typer.Option(help="why (required with --deny)")] = "",
+) -> None:
+    """Approve (or deny) a paused run; the run itself checks the decision.
+
+    Exit 0 when the decision counted, 1 when it was refused.
+    """
+    from clampdown_flows.decisions import pending_request, submit_decision
+
+    if deny and not reason.strip():
+        raise ClampdownError("a denial needs a reason", "add --reason 'why'")
+    req = pending_request(run_id, step)
+    out.print(f"run {run_id}, step {req['step']}: {escape(req['summary'])}")
+    for gated_id, gated in req.get("gated", {}).items():
+        if gated.get("will_run") is False:
+            out.print(f"  {gated_id} ({gated.get('uses')}): will not run", markup=False)
+            continue
+        params = json.dumps(gated.get("params"), sort_keys=True, default=str)
+        reversible = "reversible" if gated.get("reversible") else "NOT reversible"
+        out.print(f"  {gated_id} ({gated.get('uses')}, {reversible}): {params}", markup=False)
+    verdict = submit_decision(
+        run_id,
+        req["step"],
+        as_,
+        "deny" if deny else "approve",
+        reason,
+        "terminal",
+        params_hash_seen=req["params_hash"],
+    )
+    if not verdict.accepted:
+        err.print(f"[red]refused:[/] {escape(verdict.reason)}")
+        raise typer.Exit(1)
+    done = (
+        f"; the request is now {verdict.outcome}" if verdict.outcome else "; more approvals needed"
+    )
+    out.print(f"[green]{'denial' if deny else 'approval'} counted[/]{done}")
+
+
+def rollback(
+    run_id: Annotated[str, typer.Argument(help="the run whose changes to undo")],
+    plan: Annotated[bool, typer.Option("--plan", help="only show what would be undone")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask for confirmation")] = False,
+    again: Annotated[
+        bool,
+        typer.Option(
+            "--again",
+            help="roll back a run that was already rolled back (it may reopen what a newer "
+            "containment closed)",
+        ),
+    ] = False,
+) -> None:
+    """Undo a run's containment changes, newest first (evidence is never deleted).
+
+    A run already rolled back is refused unless --again; a rollback that stopped half-way
+    can simply be run again. With approval: the release-containment runbook.
+    """
+    from clampdown.core.undo import rollback_target, undo_items
+
+    items = undo_items(rollback_target(run_id, allow_repeat=again or plan))
+    out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
+    for number, item in enumerate(items, start=1):
+        where = ", ".join(x for x in (item.region, item.account) if x)
+        out.print(
+            f"  {number}. [{item.step}] {item.uses}: {item.description}"
+            + (f" ({where})" if where else ""),
+            markup=False,
+        )
+    if plan or not items:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ClampdownError(
+                "rollback changes production: confirmation needed",
+                "run it in a terminal, or pass --yes",
+            )
+        typer.confirm(f"Undo these {len(items)} change(s)?", abort=True)
+    from clampdown_flows.prefect_api import local_api
+    from clampdown_flows.respond import RunFailed
+    from clampdown_flows.rollback import rollback as rollback_flow
+
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    with local_api():
+        state = rollback_flow(run_id, allow_repeat=again, return_state=True)
+    if state.is_completed():
+        result = state.result()
+        out.print(
+            f"[green]rolled back[/] {result['undone']} change(s); ledger: "
+            f"{escape(result['ledger'])}"
+        )
+        return
+    try:
+        state.result()
+    except RunFailed as exc:
+        raise ClampdownError(
+            str(exc), "fix the cause and run the rollback again: undo is idempotent"
+        ) from None
+
+
+def _verify_manifest(uri: str) -> None:
+    """Re-hash every object an evidence manifest lists (the CLI is where providers meet)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from clampdown_aws.evidence_store import verify_manifest
+
+    try:
+        ok, lines = verify_manifest(boto3.client("s3"), uri)
+    except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
+        raise ClampdownError(
+            f"cannot read the manifest {uri}: {exc}", "check the URI and your AWS credentials"
+        ) from None
+    for line in lines:
+        out.print(line, markup=False)
+    if not ok:
+        out.print(f"[red]TAMPERED[/] {escape(uri)}: an object differs from its manifest entry")
+        raise typer.Exit(1)
+    out.print(f"[green]OK[/] {escape(uri)}: {len(lines)} object(s) match their SHA-256")
+
+
+def verify(
+    target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
+) -> None:
+    """Check a run ledger's hash chain; name the first altered record."""
+    from clampdown.core.ledger import verify_file
+    from clampdown.core.settings import settings
+
+    if target.startswith("s3://"):
+        _verify_manifest(target)
+        return
+    path = Path(target)
+    if not path.is_file():
+        path = settings().existing_ledger(target)
+    verdict = verify_file(path)
+    if verdict.ok:
+        color = "green" if verdict.complete else "yellow"
+        out.print(f"[{color}]OK[/] {escape(str(path))}: {escape(verdict.message)}")
+        raise typer.Exit(0)
+    out.print(f"[red]TAMPERED[/] {escape(str(path))}: {escape(verdict.message)}")
+    raise typer.Exit(1)
