@@ -317,6 +317,43 @@ def starter() -> Iterator[RecordingStarter]:
     fake.join()
 
 
+def answered_once_each(
+    sent: list[Delivery], responses: list[httpx.Response]
+) -> dict[bytes, dict[str, Any]]:
+    """Each delivery accepted once, its replay (whichever came second) refused with 409;
+    the accepted answers by delivery body."""
+    by_delivery: dict[bytes, list[httpx.Response]] = defaultdict(list)
+    for delivery, response in zip(sent, responses, strict=True):
+        by_delivery[delivery.body].append(response)
+    assert len(by_delivery) == 300
+    answers: dict[bytes, dict[str, Any]] = {}
+    for body, got in by_delivery.items():
+        codes = sorted(r.status_code for r in got)
+        expected = [200, 409] if len(got) == 2 else [200]
+        assert [200 if c == 202 else c for c in codes] == expected, [r.text for r in got]
+        for response in got:
+            if response.status_code == 409:
+                assert "was already received (replay)" in response.json()["error"]
+            else:
+                answers[body] = accepted_alert(response)
+    assert len(answers) == 300
+    return answers
+
+
+def one_run_per_incident(starter: RecordingStarter, library: Path) -> dict[str, str]:
+    """Exactly one run per incident, started with that incident's principal; run id by
+    principal."""
+    assert len(starter.calls) == INCIDENTS
+    started_for = {inputs["principal_arn"]: run_id for run_id, _, inputs, _ in starter.calls}
+    assert set(started_for) == {principal(k) for k in range(INCIDENTS)}
+    for _run_id, runbook, inputs, trigger in starter.calls:
+        assert runbook == library / "contain-iam-user.yaml"
+        assert trigger["type"] == "alert" and trigger["trigger"] == "model-theft-suspect"
+        assert trigger["alert"]["principal"] == inputs["principal_arn"]
+        assert "raw" not in trigger["alert"]
+    return started_for
+
+
 def test_storm_of_300_alerts_gives_10_runs_loses_nothing_and_survives_a_restart(
     library: Path, starter: RecordingStarter, clampdown_home: Path
 ) -> None:
@@ -335,32 +372,8 @@ def test_storm_of_300_alerts_gives_10_runs_loses_nothing_and_survives_a_restart(
         server.stop()
     starter.join()
 
-    # each delivery: accepted once; its replay (whichever came second) refused with 409
-    by_delivery: dict[bytes, list[httpx.Response]] = defaultdict(list)
-    for delivery, response in zip(sent, responses, strict=True):
-        by_delivery[delivery.body].append(response)
-    assert len(by_delivery) == 300
-    answers: dict[bytes, dict[str, Any]] = {}
-    for body, got in by_delivery.items():
-        codes = sorted(r.status_code for r in got)
-        expected = [200, 409] if len(got) == 2 else [200]
-        assert [200 if c == 202 else c for c in codes] == expected, [r.text for r in got]
-        for response in got:
-            if response.status_code == 409:
-                assert "was already received (replay)" in response.json()["error"]
-            else:
-                answers[body] = accepted_alert(response)
-    assert len(answers) == 300
-
-    # exactly one run per incident, started with that incident's principal
-    assert len(starter.calls) == INCIDENTS
-    started_for = {inputs["principal_arn"]: run_id for run_id, _, inputs, _ in starter.calls}
-    assert set(started_for) == {principal(k) for k in range(INCIDENTS)}
-    for _run_id, runbook, inputs, trigger in starter.calls:
-        assert runbook == library / "contain-iam-user.yaml"
-        assert trigger["type"] == "alert" and trigger["trigger"] == "model-theft-suspect"
-        assert trigger["alert"]["principal"] == inputs["principal_arn"]
-        assert "raw" not in trigger["alert"]
+    answers = answered_once_each(sent, responses)
+    started_for = one_run_per_incident(starter, library)
     statuses = Counter(a["status"] for a in answers.values())
     assert statuses["started"] == INCIDENTS
     assert statuses["deduplicated"] + statuses["joined"] == 300 - INCIDENTS, statuses
