@@ -14,11 +14,13 @@ entry-point group               the factory's signature
 ==============================  =====================================================
 
 A factory returns ``None`` when its provider is not configured (no Slack token, no
-evidence bucket): that provider then takes no part in the run.
+evidence bucket): that provider then takes no part in the run. :func:`run_observers`
+and :func:`evidence_sinks` call the factories and keep what they return.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from clampdown.core.approvals import Request
+    from clampdown.core.ledger import Ledger
 
 RUN_OBSERVERS = "clampdown.run_observers"
 EVIDENCE_SINKS = "clampdown.evidence_sinks"
@@ -55,6 +58,9 @@ class RunObserver(Protocol):
 
     Failures of an observer are its own business (Slack down must not stop a
     containment): implementations catch, retry in the background, and record misses.
+    ``run_ended`` is called once, before ``run.end`` is written (an observer may
+    still append to the ledger then). ``approval_requested`` returns a handle (e.g.
+    the posted card) that the later calls about that request get back.
     """
 
     def run_started(self, header: RunHeader, steps: StepStatuses) -> None: ...
@@ -71,7 +77,14 @@ class RunObserver(Protocol):
 
 
 class EvidenceSink(Protocol):
-    """Keeps a finished run's ledger where it cannot be rewritten (S3 Object Lock)."""
+    """Keeps a finished run's ledger where it cannot be rewritten (S3 Object Lock).
+
+    ``manifest_uri`` goes into ``run.end``; ``publish`` runs after it (the ledger is
+    complete) and raises when it fails: the engine logs and reports the failure as
+    ``evidence upload to <location> failed: <error>``, the run's outcome unchanged.
+    """
+
+    location: str  # where the evidence goes, for messages (``s3://bucket``)
 
     def manifest_uri(self, run_id: str) -> str: ...
 
@@ -84,6 +97,23 @@ class MemberDirectory(Protocol):
     def members(self, groups: tuple[str, ...]) -> set[str] | None: ...
 
 
+@functools.cache
 def factories(group: str) -> list[Callable[..., Any]]:
-    """The factories registered under ``group``, in a stable order (by entry-point name)."""
+    """The factories registered under ``group``, in a stable order (by entry-point name).
+
+    Looked up once per process: reading every distribution's entry points costs
+    milliseconds a run should not pay each time.
+    """
     return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
+
+
+def run_observers(run_id: str, ledger: Ledger) -> list[RunObserver]:
+    """The observers configured for this run (none when no provider is configured)."""
+    found = (factory(run_id, ledger) for factory in factories(RUN_OBSERVERS))
+    return [observer for observer in found if observer is not None]
+
+
+def evidence_sinks() -> list[EvidenceSink]:
+    """Where finished runs' evidence goes (none without e.g. CLAMPDOWN_EVIDENCE_BUCKET)."""
+    found = (factory() for factory in factories(EVIDENCE_SINKS))
+    return [sink for sink in found if sink is not None]

@@ -10,6 +10,10 @@ Slack never slows containment: every call happens on one background thread per r
 header updates coalesce (only the latest step list is sent), and :meth:`RunThread.close`
 waits a bounded time for the last ones. Misses are logged, counted, and recorded
 once in the ledger as ``slack.miss`` (count and last error, never the token).
+
+The engine reaches it only as a :class:`~clampdown.core.extensions.RunObserver`:
+:func:`observer_for_run` is registered under ``clampdown.run_observers``; approval
+cards are posted and edited from the observer's ``approval_*`` calls.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
+from clampdown.core.approvals import Request
+from clampdown.core.extensions import RunHeader
 from clampdown.core.ledger import Ledger
 from clampdown.core.settings import settings as clampdown_settings
+from clampdown_slack.approval_card import decided_blocks, progress_text, request_blocks
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -150,6 +158,40 @@ class RunThread:
         if config.slack_bot_token is None or not config.slack_channel:
             return None
         return cls(run_id, config, ledger)
+
+    # --- the run observer (clampdown.core.extensions.RunObserver) -------------------------
+
+    def run_started(self, header: RunHeader, steps: Sequence[tuple[str, str]]) -> None:
+        self.start(Header(**asdict(header)), steps)
+
+    def steps_changed(self, steps: Sequence[tuple[str, str]], note: str | None = None) -> None:
+        """Edit the header's step list; ``note`` (e.g. why a step failed) is a reply."""
+        if note is not None:
+            self.reply(note)
+        self.update(steps)
+
+    def run_ended(self, outcome: str, steps: Sequence[tuple[str, str]]) -> None:
+        self.close(outcome, steps)
+
+    def approval_requested(self, request: Request) -> Card:
+        return self.post_card(f"Approval needed: {request.summary}", request_blocks(request))
+
+    def approval_progress(self, handle: Card | None, request: Request) -> None:
+        self.reply(progress_text(request))
+
+    def approval_ended(
+        self, handle: Card | None, request: Request, outcome: str, at: datetime
+    ) -> None:
+        """Edit the card to say who decided (no buttons); a timeout also gets a reply."""
+        if handle is not None:
+            self.update_card(
+                handle, f"{outcome}: {request.summary}", decided_blocks(request, outcome, at)
+            )
+        if outcome == "timed_out":
+            self.reply(
+                f":hourglass: No decision on `{request.step}` by the deadline: "
+                f"following on_timeout={request.on_timeout}"
+            )
 
     # --- called by the executor (never blocks on Slack) -----------------------------------
 
@@ -338,6 +380,11 @@ class RunThread:
         self.last_error = error
         self.first_error = self.first_error or error
         log.warning("slack: run %s: %s (the run goes on)", self.run_id, error)
+
+
+def observer_for_run(run_id: str, ledger: Ledger) -> RunThread | None:
+    """The ``clampdown.run_observers`` factory: the run's thread, or None without Slack."""
+    return RunThread.from_env(run_id, ledger)
 
 
 def reply_in_run_thread(run_id: str, text: str) -> bool:

@@ -1,0 +1,344 @@
+"""The step-running rules: which step runs when, and what its end does to the run.
+
+Scheduling is plain asyncio: every step becomes an asyncio task the moment all of
+its ``needs`` have finished, so independent steps overlap and a dependant starts as
+soon as (and only when) its needs are done. How one step is executed is the
+:class:`StepRunner`'s business (the Prefect flow runs each action as a Prefect
+task with its retries, retry delay and timeout, and pauses for approvals).
+
+Which steps run is decided by :mod:`clampdown.core.rules` (docs/runbooks.md §10.2).
+What a failure does:
+
+* ``on_failure: abort`` (default) stops scheduling new steps: steps already
+  running finish (a half-cancelled containment call helps nobody), steps not
+  started are ``cancelled`` except those whose ``if:`` uses a status function,
+  which still run. The run fails.
+* ``on_failure: continue`` lets the rest of the run go on; the run succeeds
+  unless another step aborts it.
+
+Nothing downstream of an approval that did not end approved runs (the run ends
+``denied``), except non-destructive steps that ask for it with a status function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clampdown.core.actions import Action, ActionContext, registry
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.engine.state import TERMINAL, RunState
+from clampdown.core.expressions import (
+    ExpressionError,
+    compile_expression,
+    condition_source,
+    render,
+)
+from clampdown.core.ledger import Ledger
+from clampdown.core.models import Step
+from clampdown.core.rules import decide
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_RETRY_DELAY = 2.0
+
+Produced = dict[str, Any]
+"""What a successful attempt returns: ``{"outputs": {...}, "undo": [...]}``."""
+
+Attempt = Callable[[Any], Awaitable[Produced]]
+"""One attempt of an action step, given the logger the action should write to.
+
+Each call is a new attempt (counted, recorded as ``step.attempt_failed`` when it
+fails); it raises :class:`StepError` (secrets masked) when the action fails.
+"""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How often and how long a step may try: the runbook's settings for it."""
+
+    retries: int
+    retry_delay: float
+    timeout: float
+
+
+class StepRunner(Protocol):
+    """Executes what the scheduler decided to run."""
+
+    async def run_action(self, step: Step, attempt: Attempt, limits: Limits) -> Produced:
+        """Call ``attempt`` until it succeeds, at most ``1 + limits.retries`` times,
+        ``limits.retry_delay`` seconds apart, each within ``limits.timeout`` seconds
+        (raising :class:`TimeoutError` past it); raise the last attempt's error."""
+        ...
+
+    async def request_approval(self, step: Step, params: Any) -> dict[str, Any]:
+        """Carry out an ``approval.request`` step: open the request on ``state.gate``,
+        wait for its end, close it there; return the step's outputs (or raise)."""
+        ...
+
+
+class StepError(Exception):
+    """An attempt failed; the message is the action's error with secrets masked."""
+
+
+async def schedule(state: RunState, runner: StepRunner) -> None:
+    """Run every step of ``state``'s runbook to a terminal status."""
+    rb = state.runbook
+    running: dict[asyncio.Task[None], str] = {}
+    waiting = [s.id for s in rb.steps]
+    while waiting or running:
+        for sid in list(waiting):
+            step = rb.step(sid)
+            if all(state.results[n].status in TERMINAL for n in step.needs):
+                waiting.remove(sid)
+                if _decide(state, step):
+                    running[asyncio.create_task(_execute(state, step, runner))] = sid
+        if not running:
+            continue
+        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for finished in done:
+            running.pop(finished)
+            finished.result()
+
+
+def run_status(state: RunState) -> str:
+    """failed (a step aborted the run), denied (an approval did not end approved), succeeded."""
+    if state.aborted_by:
+        return "failed"
+    return "denied" if state.denied_by else "succeeded"
+
+
+def render_outputs(state: RunState) -> tuple[dict[str, Any], dict[str, str]]:
+    """Render the runbook's outputs; one that cannot be rendered is reported, not fatal."""
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for name, template in state.runbook.outputs.items():
+        try:
+            values[name] = render(template, state.context())
+        except ExpressionError as exc:
+            values[name], errors[name] = None, str(exc)
+    return values, errors
+
+
+def describe(exc: BaseException) -> str:
+    """An error as the ledger, the artifact and Prefect's state message show it."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, asyncio.CancelledError):  # inside the attempt: a timeout or a Ctrl-C
+        return "interrupted (timed out or cancelled)"
+    text = str(exc) or type(exc).__name__
+    return (
+        f"{type(exc).__name__}: {text}"
+        if not isinstance(exc, ClampdownError | ExpressionError | StepError)
+        else text
+    )
+
+
+def notify(state: RunState, note: str | None = None) -> None:
+    """A step changed status: tell the run's observers (``note``: a line worth a reply)."""
+    if state.observers:
+        state.observers.changed(note)
+
+
+# --- deciding -------------------------------------------------------------------------
+
+
+def _decide(state: RunState, step: Step) -> bool:
+    """Skip, cancel, fail early (bad expression or params), or let the step run."""
+    result = state.results[step.id]
+    context = state.context()
+    statuses = {sid: r.status for sid, r in state.results.items()}
+    try:
+        verdict = decide(step, statuses, state.ancestors[step.id], context, state.aborted_by)
+        if verdict.outcome != "run":
+            return _finish_early(state, step, verdict.outcome, verdict.reason)
+        action = registry().get(step.uses)
+        blocker = _not_approved(state, step, action)
+        if blocker:
+            return _finish_early(state, step, "skipped", blocker)
+        rendered = render(step.with_, context)
+        state.params[step.id] = action.Input.model_validate(rendered)
+        assert state.gate is not None
+        changed = state.gate.check_params(step.id, state.params[step.id])
+        if changed:
+            raise ClampdownError(f"not run: {changed}")
+        state.targets[step.id] = (
+            _render_setting(state, step, "region"),
+            _render_setting(state, step, "account"),
+        )
+    except Exception as exc:  # bad expression or parameters: the step fails, no retry
+        result.started = time.monotonic()
+        state.ledger.append("step.start", step=step.id, uses=step.uses, attempt=0)
+        return _fail(state, step, describe(exc))
+    result.status = "running"
+    notify(state)
+    return True
+
+
+def _not_approved(state: RunState, step: Step, action: type[Action]) -> str | None:
+    """Why ``step`` may not run for want of an approval (None: it may).
+
+    Nothing downstream of an approval that did not end approved runs, whatever its
+    ``if:`` says, except a non-destructive step that asks for it with always() or
+    failure() (a final report that says the containment was denied).
+    """
+    assert state.gate is not None
+    gate = state.gate.blocked_by(step.id)
+    if gate is None:
+        return None
+    if not action.destructive and _status_aware(step):
+        return None
+    outcome = state.gate.outcomes.get(gate, "not decided")
+    return f"approval '{gate}' {outcome.replace('_', ' ')}"
+
+
+def _status_aware(step: Step) -> bool:
+    if step.if_ is None:
+        return False
+    return compile_expression(condition_source(step.if_)).uses_status_function
+
+
+def _render_setting(state: RunState, step: Step, name: str) -> str | None:
+    value = state.runbook.setting(step, name, None)
+    return None if value is None else str(render(value, state.context()))
+
+
+def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
+    result = state.results[step.id]
+    result.status, result.error = status, reason
+    notify(state)
+    state.ledger.append(
+        f"step.{'skip' if status == 'skipped' else 'cancel'}",
+        step=step.id,
+        uses=step.uses,
+        reason=reason,
+    )
+    return False
+
+
+def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
+    result = state.results[step.id]
+    error = state.ledger.scrub(error)  # it reaches Prefect's state message and the artifact
+    result.status, result.error, result.ended = "failed", error, time.monotonic()
+    policy = state.runbook.setting(step, "on_failure", "abort")
+    state.ledger.append(
+        "step.end",
+        step=step.id,
+        status="failed",
+        error=error,
+        on_failure=policy,
+        attempts=result.attempts,
+        seconds=result.seconds,
+        **fields,
+    )
+    if policy == "abort" and state.aborted_by is None:
+        state.aborted_by = step.id
+    notify(state, f"❌ step `{step.id}` failed ({policy}): {error}")
+    return False
+
+
+# --- running --------------------------------------------------------------------------
+
+
+async def _execute(state: RunState, step: Step, runner: StepRunner) -> None:
+    rb, result = state.runbook, state.results[step.id]
+    params = state.params[step.id]
+    result.started = time.monotonic()
+    region, account = state.targets[step.id]
+    state.ledger.append(
+        "step.start",
+        step=step.id,
+        uses=step.uses,
+        params=params.model_dump(mode="json"),
+        region=region,
+        account=account,
+        preapproved=step.preapproved,
+    )
+    try:
+        if registry().get(step.uses).approval_gate:
+            result.attempts = 1
+            produced = {"outputs": await runner.request_approval(step, params), "undo": []}
+        else:
+            limits = Limits(
+                rb.setting(step, "retries", 0),
+                rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
+                rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+            )
+            produced = await runner.run_action(
+                step, functools.partial(_attempt, state, step), limits
+            )
+    except Exception as exc:
+        _fail(state, step, describe(exc))
+        return
+    result.status, result.outputs = "succeeded", produced["outputs"]
+    result.ended = time.monotonic()
+    notify(state)
+    state.ledger.append(
+        "step.end",
+        step=step.id,
+        status="succeeded",
+        outputs=result.outputs,
+        undo=produced["undo"],
+        attempts=result.attempts,
+        seconds=result.seconds,
+    )
+
+
+async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
+    """One attempt of one action step (the runner calls it again on retry)."""
+    result = state.results[step.id]
+    result.attempts += 1
+    action_cls = registry().get(step.uses)
+    region, account = state.targets[step.id]
+    ctx = ActionContext(
+        run_id=state.run_id,
+        step_id=step.id,
+        runbook=state.runbook.metadata.name,
+        drill=bool(state.run_info.get("drill")),
+        region=region,
+        account=account,
+        logger=_Redacting(logger, state.ledger),
+    )
+    try:
+        output = await _call(action_cls(), state.params[step.id], ctx)
+    except BaseException as exc:
+        error = state.ledger.scrub(describe(exc))
+        # what the action changed before failing is kept: rollback needs it too
+        state.ledger.append(
+            "step.attempt_failed",
+            step=step.id,
+            attempt=result.attempts,
+            error=error,
+            undo=ctx.undo,
+        )
+        if isinstance(exc, Exception):  # the runner logs this; it must carry no secret
+            raise StepError(error) from None
+        raise
+    outputs = output.model_dump(mode="json") if output is not None else {}
+    return {"outputs": outputs, "undo": ctx.undo}
+
+
+async def _call(action: Action, params: Any, ctx: ActionContext) -> Any:
+    if inspect.iscoroutinefunction(action.run):
+        return await action.run(params, ctx)
+    return await asyncio.to_thread(action.run, params, ctx)
+
+
+class _Redacting(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Secrets registered with the ledger are masked in log lines too."""
+
+    def __init__(self, logger: Any, ledger: Ledger) -> None:
+        super().__init__(logger, {})
+        self.ledger = ledger
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return self.ledger.scrub(str(msg)), kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        super().log(level, text, **kwargs)

@@ -1,0 +1,456 @@
+"""The step-running rules without Prefect: the core scheduler over a fake runner.
+
+Runbooks are real (YAML, loaded and linted as ``clampdown run`` would); the runner
+calls each attempt in-process (retries without delay, timeout by ``asyncio``) and
+decides approvals on the spot through the real gate policy. What is checked is what
+the flow records: ledger records, step statuses, reasons, the run's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
+from clampdown.core.engine.gate_policy import GatePolicy, now
+from clampdown.core.engine.observing import Observers
+from clampdown.core.engine.scheduler import (
+    Attempt,
+    Limits,
+    Produced,
+    render_outputs,
+    run_status,
+    schedule,
+)
+from clampdown.core.engine.state import RunState, new_state
+from clampdown.core.inputs import validate
+from clampdown.core.ledger import Ledger, read
+from clampdown.core.lint import load_runbook
+from clampdown.core.models import Step
+
+HEADER = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: unit-runbook, title: Unit runbook, severity: low}
+"""
+
+
+class Contain(Action):
+    """A destructive step for approval tests (test-only): records that it ran."""
+
+    name = "test.unit_contain"
+    destructive = True
+    ran: ClassVar[list[str]] = []
+
+    class Input(ActionInput):
+        target: str
+
+    class Output(ActionOutput):
+        contained: str
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        self.ran.append(f"{ctx.run_id}/{ctx.step_id}")
+        ctx.record_undo("release", target=params.target)
+        return self.Output(contained=params.target)
+
+
+class Flaky(Action):
+    """Fails until its ``succeed_on``-th call in a run (test-only)."""
+
+    name = "test.unit_flaky"
+    calls: ClassVar[dict[str, int]] = {}
+
+    class Input(ActionInput):
+        succeed_on: int
+
+    class Output(ActionOutput):
+        attempts: int
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        key = f"{ctx.run_id}/{ctx.step_id}"
+        self.calls[key] = self.calls.get(key, 0) + 1
+        if self.calls[key] < params.succeed_on:
+            raise RuntimeError(f"transient failure {self.calls[key]}")
+        return self.Output(attempts=self.calls[key])
+
+
+registry().register(Contain)
+registry().register(Flaky)
+
+
+@dataclass
+class FakeRunner:
+    """Attempts in-process; approvals end at once with the outcome given per step."""
+
+    gate: GatePolicy
+    outcomes: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, Limits] = field(default_factory=dict)
+
+    async def run_action(self, step: Step, attempt: Attempt, limits: Limits) -> Produced:
+        self.limits[step.id] = limits
+        for n in range(limits.retries + 1):
+            try:
+                return await asyncio.wait_for(attempt(logging.getLogger("unit")), limits.timeout)
+            except Exception:
+                if n == limits.retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def request_approval(self, step: Step, params: Any) -> dict[str, Any]:
+        request = self.gate.open(step.id, params)
+        outputs, error = self.gate.close(request, self.outcomes[step.id], now())
+        if error is not None:
+            raise error
+        return outputs
+
+
+class Notes:
+    """A run observer that keeps the notes (failure replies) it was told."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.ended: list[str] = []
+
+    def run_started(self, header: Any, steps: Any) -> None: ...
+
+    def steps_changed(self, steps: Any, note: str | None = None) -> None:
+        if note is not None:
+            self.notes.append(note)
+
+    def run_ended(self, outcome: str, steps: Any) -> None:
+        self.ended.append(outcome)
+
+    def approval_requested(self, request: Any) -> Any: ...
+
+    def approval_progress(self, handle: Any, request: Any) -> None: ...
+
+    def approval_ended(self, handle: Any, request: Any, outcome: str, at: Any) -> None: ...
+
+
+@dataclass
+class Run:
+    state: RunState
+    ledger: list[dict[str, Any]]
+    status: str
+    outputs: tuple[dict[str, Any], dict[str, str]]
+    runner: FakeRunner
+    notes: Notes
+
+    @property
+    def steps(self) -> dict[str, str]:
+        return {sid: r.status for sid, r in self.state.results.items()}
+
+    def records(self, type_: str, step: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.ledger if r["type"] == type_ and step in (None, r.get("step"))]
+
+    def reason(self, step: str) -> str:
+        (record,) = [r for r in self.ledger if r["type"] in ("step.skip", "step.cancel")
+                     and r["step"] == step]  # fmt: skip
+        return record["reason"]
+
+
+@pytest.fixture
+def run(tmp_path: Path):
+    count = iter(range(1000))
+
+    def execute(steps: str, inputs: dict[str, Any] | None = None, **outcomes: str) -> Run:
+        n = next(count)
+        path = tmp_path / f"runbook{n}.yaml"
+        path.write_text(HEADER + steps, encoding="utf-8")
+        rb = load_runbook(path)[0].model
+        ledger = Ledger(tmp_path / f"ledger{n}.jsonl")
+        info = {"id": f"run{n}", "runbook": rb.metadata.name, "trigger": {"type": "manual"}}
+        values = validate(rb.inputs, inputs or {})  # defaults filled in, as the flow does
+        state = new_state(f"run{n}", rb, values, ledger, info)
+        state.gate = gate = GatePolicy(state, lambda: (["U0LEAD"], []))
+        notes = Notes()
+        state.observers = observers = Observers(state, [notes])
+        runner = FakeRunner(gate, outcomes)
+        asyncio.run(schedule(state, runner))
+        status = run_status(state)
+        observers.ended(status)
+        outputs = render_outputs(state)
+        ledger.close()
+        return Run(state, read(ledger.path), status, outputs, runner, notes)
+
+    return execute
+
+
+def test_if_false_skips_the_step_and_its_dependants_but_always_still_runs(run):
+    r = run("""
+steps:
+  - {id: maybe, uses: core.log, if: "false", with: {message: never}}
+  - {id: after, uses: core.log, needs: [maybe], with: {message: never}}
+  - {id: later, uses: core.log, needs: [after], if: success(), with: {message: never}}
+  - {id: report, uses: core.log, needs: [later], if: always(),
+     with: {message: "maybe {{ steps.maybe.status }}"}}
+""")
+    assert r.steps == {
+        "maybe": "skipped",
+        "after": "skipped",
+        "later": "skipped",
+        "report": "succeeded",
+    }
+    assert r.reason("maybe") == "if: false was false"
+    assert r.reason("after") == "needs maybe did not succeed"
+    assert r.reason("later") == "if: success() was false"
+    assert r.records("step.end", "report")[0]["outputs"] == {"message": "maybe skipped"}
+    assert not r.records("step.start", "maybe") and r.status == "succeeded"
+
+
+def test_abort_cancels_steps_not_started_and_status_function_steps_still_run(run):
+    r = run("""
+steps:
+  - {id: slow, uses: core.wait, with: {duration: 50ms}}
+  - {id: breaks, uses: core.fail, with: {message: boom}}
+  - {id: after_slow, uses: core.log, needs: [slow], with: {message: never}}
+  - {id: then, uses: core.log, needs: [after_slow], with: {message: never}}
+  - {id: report, uses: core.log, needs: [slow, breaks], if: failure(), with: {message: seen}}
+  - {id: cleanup, uses: core.log, needs: [then], if: always(), with: {message: done}}
+""")
+    assert r.status == "failed" and r.state.aborted_by == "breaks"
+    assert r.steps == {
+        "slow": "succeeded",  # already running: allowed to finish
+        "breaks": "failed",
+        "after_slow": "cancelled",
+        "then": "cancelled",
+        "report": "succeeded",
+        "cleanup": "succeeded",
+    }
+    assert r.reason("after_slow") == "run aborted by step 'breaks'"
+    assert r.reason("then") == "run aborted by step 'breaks'"
+    end = r.records("step.end", "breaks")[0]
+    assert end["error"] == "ActionFailed: boom" and end["on_failure"] == "abort"
+    assert end["attempts"] == 1
+    assert r.notes.notes == ["❌ step `breaks` failed (abort): ActionFailed: boom"]
+
+
+def test_on_failure_continue_skips_dependants_and_lets_the_rest_run(run):
+    r = run("""
+steps:
+  - {id: breaks, uses: core.fail, on_failure: continue, with: {message: boom}}
+  - {id: depends, uses: core.log, needs: [breaks], with: {message: never}}
+  - {id: independent, uses: core.log, with: {message: fine}}
+  - {id: later, uses: core.log, needs: [independent], with: {message: fine}}
+""")
+    assert r.status == "succeeded" and r.state.aborted_by is None
+    assert r.steps == {
+        "breaks": "failed",
+        "depends": "skipped",
+        "independent": "succeeded",
+        "later": "succeeded",
+    }
+    assert r.reason("depends") == "needs breaks did not succeed"
+    assert r.records("step.end", "breaks")[0]["on_failure"] == "continue"
+
+
+def test_status_functions_after_a_failure(run):
+    r = run("""
+steps:
+  - {id: breaks, uses: core.fail, on_failure: continue}
+  - {id: on_ok, uses: core.log, needs: [breaks], if: success(), with: {message: ok}}
+  - {id: on_fail, uses: core.log, needs: [breaks], if: failure(), with: {message: failed}}
+  - {id: anyway, uses: core.log, needs: [breaks], if: always(),
+     with: {message: "{{ steps.breaks.status }}"}}
+""")
+    assert r.steps == {
+        "breaks": "failed",
+        "on_ok": "skipped",
+        "on_fail": "succeeded",
+        "anyway": "succeeded",
+    }
+    assert r.reason("on_ok") == "if: success() was false"
+    assert r.records("step.end", "anyway")[0]["outputs"] == {"message": "failed"}
+
+
+def test_failure_is_false_when_everything_succeeded(run):
+    r = run("""
+steps:
+  - {id: fine, uses: core.log, with: {message: ok}}
+  - {id: on_fail, uses: core.log, needs: [fine], if: failure(), with: {message: never}}
+""")
+    assert r.steps == {"fine": "succeeded", "on_fail": "skipped"}
+    assert r.reason("on_fail") == "if: failure() was false"
+
+
+def test_expression_and_parameter_errors_fail_the_step_without_retrying(run):
+    r = run(
+        """
+inputs:
+  wait: {type: string, default: soon}
+steps:
+  - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
+  - {id: reads, uses: test.unit_flaky, needs: [maybe], if: always(), retries: 3,
+     on_failure: continue, with: {succeed_on: "{{ steps.maybe.outputs.x }}"}}
+  - {id: bad_param, uses: core.wait, retries: 3, with: {duration: "{{ inputs.wait }}"}}
+"""
+    )
+    assert r.steps == {"maybe": "skipped", "reads": "failed", "bad_param": "failed"}
+    for step in ("reads", "bad_param"):
+        (start,) = r.records("step.start", step)
+        assert start["attempt"] == 0 and "params" not in start
+        (end,) = r.records("step.end", step)
+        assert end["attempts"] == 0
+        assert not r.records("step.attempt_failed", step)
+        assert step not in r.runner.limits, "the runner was never asked"
+    assert "has no attribute 'x'" in r.records("step.end", "reads")[0]["error"]
+    assert "duration" in r.records("step.end", "bad_param")[0]["error"]
+    assert r.status == "failed" and r.state.aborted_by == "bad_param"
+
+
+def test_retries_count_each_attempt_and_the_runner_gets_the_step_settings(run):
+    r = run("""
+defaults: {retry_delay: 5s}
+steps:
+  - {id: shaky, uses: test.unit_flaky, retries: 3, timeout: 9s, with: {succeed_on: 3}}
+""")
+    assert r.runner.limits["shaky"] == Limits(retries=3, retry_delay=5.0, timeout=9.0)
+    failed = r.records("step.attempt_failed", "shaky")
+    assert [(f["attempt"], f["error"]) for f in failed] == [
+        (1, "RuntimeError: transient failure 1"),
+        (2, "RuntimeError: transient failure 2"),
+    ]
+    (end,) = r.records("step.end", "shaky")
+    assert end["status"] == "succeeded" and end["attempts"] == 3
+    assert end["outputs"] == {"attempts": 3}
+
+
+def test_a_step_over_its_timeout_fails_as_timed_out(run):
+    r = run("""
+steps:
+  - {id: slow, uses: core.wait, timeout: 50ms, on_failure: continue, with: {duration: 5s}}
+""")
+    (end,) = r.records("step.end", "slow")
+    assert end["status"] == "failed" and end["error"] == "timed out"
+
+
+APPROVAL = """
+steps:
+  - {id: find, uses: core.set_output, with: {target: "user/mallory"}}
+  - id: ask
+    uses: approval.request
+    needs: [find]
+    with: {summary: "contain {{ steps.find.outputs.target }}?", on_timeout: %s}
+  - {id: contain, uses: test.unit_contain, needs: [ask],
+     with: {target: "{{ steps.find.outputs.target }}"}}
+  - {id: after, uses: core.log, needs: [contain], with: {message: contained}}
+  - {id: report, uses: core.log, needs: [contain], if: always(),
+     with: {message: "ask {{ steps.ask.outputs.outcome }}, contain {{ steps.contain.status }}"}}
+  - {id: forced, uses: test.unit_contain, needs: [ask], if: always(), with: {target: x}}
+"""
+
+
+def test_approved_runs_the_gated_steps_with_the_parameters_shown(run):
+    Contain.ran.clear()
+    r = run(APPROVAL % "deny", ask="approved")
+    assert r.status == "succeeded"
+    assert set(r.steps.values()) == {"succeeded"}
+    (request,) = r.records("approval.request", "ask")
+    assert request["summary"] == "contain user/mallory?"
+    assert request["gated"]["contain"]["params"] == {"target": "user/mallory"}
+    assert request["approvers"] == {"users": ["U0LEAD"], "groups": []}
+    (approval,) = r.records("approval.end", "ask")
+    assert approval["approved"] is True and approval["outcome"] == "approved"
+    assert r.records("step.end", "ask")[0]["outputs"]["outcome"] == "approved"
+    assert sorted(Contain.ran) == [f"{r.state.run_id}/contain", f"{r.state.run_id}/forced"]
+    assert r.records("step.end", "contain")[0]["undo"] == [
+        {"description": "release", "target": "user/mallory"}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("on_timeout", "outcome", "reason"),
+    [
+        ("deny", "denied", "approval 'ask' denied"),
+        ("deny", "timed_out", "approval 'ask' timed out"),
+    ],
+)
+def test_not_approved_skips_gated_steps_but_a_non_destructive_report_runs(
+    run, on_timeout, outcome, reason
+):
+    Contain.ran.clear()
+    r = run(APPROVAL % on_timeout, ask=outcome)
+    assert r.status == "denied" and r.state.denied_by == "ask"
+    assert r.steps == {
+        "find": "succeeded",
+        "ask": "succeeded",
+        "contain": "skipped",
+        "after": "skipped",
+        "report": "succeeded",
+        "forced": "skipped",  # destructive: always() does not get it past the approval
+    }
+    assert r.reason("contain") == reason
+    assert r.reason("forced") == reason
+    assert r.reason("after") == "needs contain did not succeed"
+    message = r.records("step.end", "report")[0]["outputs"]["message"]
+    assert message == f"ask {outcome}, contain skipped"
+    assert not Contain.ran
+    assert r.records("approval.end", "ask")[0]["approved"] is False
+
+
+def test_timeout_with_on_timeout_fail_fails_the_approval_step_and_the_run(run):
+    r = run(APPROVAL % "fail", ask="timed_out")
+    assert r.status == "failed" and r.state.aborted_by == "ask"
+    (end,) = r.records("step.end", "ask")
+    assert end["error"].startswith("ApprovalTimedOut: no decision by the deadline ")
+    assert r.steps["contain"] == "cancelled"
+    assert r.reason("contain") == "run aborted by step 'ask'"
+    # the report still runs (always()) but reads outputs a failed step does not have
+    assert r.steps["report"] == "failed"
+    assert "has no attribute 'outcome'" in r.records("step.end", "report")[0]["error"]
+
+
+def test_timeout_with_on_timeout_approve_runs_the_gated_steps(run):
+    r = run(APPROVAL % "approve", ask="timed_out")
+    assert r.status == "succeeded" and r.steps["contain"] == "succeeded"
+    assert r.records("approval.end", "ask")[0]["on_timeout"] == "approve"
+
+
+def test_outputs_that_cannot_be_rendered_are_reported_not_fatal(run):
+    r = run("""
+inputs:
+  hours: {type: integer, default: 6}
+steps:
+  - {id: facts, uses: core.set_output, with: {hours: "{{ inputs.hours * 2 }}"}}
+  - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
+outputs:
+  hours: "{{ steps.facts.outputs.hours }}"
+  missing: "{{ steps.maybe.outputs.x }}"
+""")
+    values, errors = r.outputs
+    assert values == {"hours": 12, "missing": None}
+    assert list(errors) == ["missing"] and "has no attribute 'x'" in errors["missing"]
+    assert r.status == "succeeded"
+
+
+def test_independent_steps_run_at_the_same_time_and_dependants_wait(run):
+    started = time.monotonic()
+    r = run("""
+steps:
+  - {id: first, uses: core.wait, with: {duration: 150ms}}
+  - {id: second, uses: core.wait, with: {duration: 150ms}}
+  - {id: after, uses: core.log, needs: [first, second], with: {message: done}}
+""")
+    took = time.monotonic() - started
+    assert r.status == "succeeded"
+    assert took < 0.28, f"two 150 ms steps took {took:.2f} s: they did not overlap"
+    order = [(x["type"], x.get("step")) for x in r.ledger if x["type"].startswith("step.")]
+    assert order.index(("step.start", "second")) < order.index(("step.end", "first"))
+    assert order.index(("step.start", "after")) > max(
+        order.index(("step.end", "first")), order.index(("step.end", "second"))
+    )
+
+
+def test_the_observer_hears_the_end_once(run):
+    r = run("""
+steps:
+  - {id: fine, uses: core.log, with: {message: ok}}
+""")
+    r.state.observers.ended("interrupted")  # type: ignore[union-attr]
+    assert r.notes.ended == ["succeeded"]
