@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.triggers import TriageOutcome
-from clampdown_alerts.outcome import Triage
+from clampdown_alerts.outcome import AlertTriage
 from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
 
 if TYPE_CHECKING:
@@ -225,8 +225,10 @@ def _slack_app(conf: SlackAppSettings, starter: StartRun, socket_mode: bool) -> 
     if not socket_mode and conf.slack_signing_secret is None and conf.slack_bot_token is None:
         logger.warning("Slack is not configured: /slack/events answers 503")
         return None
+    from clampdown_flows.decisions import submit_decision
+
     # half a configuration is an error, said clearly (in Socket Mode, so is none)
-    return build_slack_app(conf, starter, socket_mode=socket_mode)
+    return build_slack_app(conf, starter, socket_mode=socket_mode, submit_decision=submit_decision)
 
 
 class _NoTriggers:
@@ -240,8 +242,8 @@ class _NoTriggers:
         return TriageOutcome("ignored", reason=self.reason)
 
 
-def _triage(store: Any, starter: StartRun, conf: Any) -> Triage:
-    from clampdown_flows.triage import Triage as TriggerTriage
+def _triage(store: Any, starter: StartRun, conf: Any) -> AlertTriage:
+    from clampdown_flows.triage import TriggerTriage
 
     path = conf.triggers or conf.library / "triggers.yaml"
     try:
@@ -271,7 +273,7 @@ def _say_joined(run_id: str, alert: Alert) -> None:
     )
 
 
-def _alert_router(triage: Triage, store: Any) -> Any:
+def _alert_router(triage: AlertTriage, store: Any) -> Any:
     from pydantic import ValidationError
 
     from clampdown.core.settings import settings_problems

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -103,6 +103,41 @@ class ApprovalRequest(Action):
 
     def run(self, params: Any, ctx: ActionContext) -> Any:
         raise RuntimeError("approval.request is carried out by the respond flow, not as a task")
+
+
+@dataclass(frozen=True)
+class DecisionVerdict:
+    """What became of one submitted decision: counted or not, and why."""
+
+    accepted: bool
+    reason: str  # why not, or what it did
+    outcome: str | None = None  # the request's outcome once decided
+    step: str | None = None
+
+
+DecisionSource = Literal["slack", "terminal", "prefect-ui"]
+
+
+class SubmitDecision(Protocol):
+    """Sends one decision to a paused run and returns the run's verdict on it.
+
+    :func:`clampdown_flows.decisions.submit_decision` is the one there is; the
+    application layer hands it to those that take decisions (the Slack app), so they
+    need not import the flows.
+    """
+
+    def __call__(
+        self,
+        run_id: str,
+        step: str | None,
+        approver: str,
+        decision: Literal["approve", "deny"] = "approve",
+        reason: str = "",
+        source: DecisionSource = "terminal",
+        *,
+        params_hash_seen: str | None = None,
+        wait: float = 30.0,
+    ) -> DecisionVerdict: ...
 
 
 class Decision(BaseModel):

@@ -139,7 +139,9 @@ def _tail(path: Path) -> tuple[int, str]:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ChainCheck:
+    """What checking a ledger's hash chain found (``clampdown verify``)."""
+
     ok: bool
     records: int
     message: str
@@ -147,7 +149,7 @@ class Verdict:
     complete: bool = False
 
 
-def verify_lines(lines: Iterable[bytes]) -> Verdict:
+def verify_lines(lines: Iterable[bytes]) -> ChainCheck:
     """Check the chain; name the first broken record by line and seq."""
     prev, count, complete = GENESIS, 0, False
     for number, raw in enumerate(lines, start=1):
@@ -158,14 +160,14 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
             record = json.loads(line)
             claimed = record.pop("hash")
         except (ValueError, KeyError, AttributeError):
-            return Verdict(
+            return ChainCheck(
                 False,
                 count,
                 f"line {number}: not a ledger record (unreadable JSON or no hash)",
                 number,
             )
         if hashlib.sha256(_canonical(record)).hexdigest() != claimed:
-            return Verdict(
+            return ChainCheck(
                 False,
                 count,
                 f"line {number} (seq {record.get('seq')}, "
@@ -174,7 +176,7 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
                 number,
             )
         if record.get("prev") != prev or record.get("seq") != count:
-            return Verdict(
+            return ChainCheck(
                 False,
                 count,
                 f"line {number} (seq {record.get('seq')}, "
@@ -186,9 +188,9 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
         count += 1
         complete = complete or record.get("type") == "run.end"  # alerts may join after it
     if count == 0:
-        return Verdict(False, 0, "the ledger is empty")
+        return ChainCheck(False, 0, "the ledger is empty")
     if not complete:
-        return Verdict(
+        return ChainCheck(
             True,
             count,
             f"chain intact over {count} records, but there is no run.end "
@@ -196,10 +198,12 @@ def verify_lines(lines: Iterable[bytes]) -> Verdict:
             None,
             False,
         )
-    return Verdict(True, count, f"chain intact over {count} records, run.end present", None, True)
+    return ChainCheck(
+        True, count, f"chain intact over {count} records, run.end present", None, True
+    )
 
 
-def verify_file(path: Path) -> Verdict:
+def verify_file(path: Path) -> ChainCheck:
     with path.open("rb") as fh:
         return verify_lines(fh)
 

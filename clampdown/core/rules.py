@@ -20,12 +20,15 @@ from clampdown.core.models import Step
 
 
 @dataclass(frozen=True)
-class Verdict:
+class StepDecision:
+    """Whether a step runs, is skipped or is cancelled, and why (the engine's rule, not a
+    person's decision: that is :class:`clampdown.core.approvals.DecisionVerdict`)."""
+
     outcome: Literal["run", "skipped", "cancelled"]
     reason: str = ""
 
 
-RUN = Verdict("run")
+RUN = StepDecision("run")
 
 
 def decide(
@@ -34,12 +37,12 @@ def decide(
     ancestors: Iterable[str],
     context: Mapping[str, Any],
     aborted_by: str | None = None,
-) -> Verdict:
-    """The verdict for ``step``; raises ExpressionError when its ``if:`` cannot be evaluated."""
+) -> StepDecision:
+    """The decision for ``step``; raises ExpressionError when its ``if:`` cannot be evaluated."""
     source = condition_source(step.if_) if step.if_ is not None else None
     status_aware = source is not None and compile_expression(source).uses_status_function
     if aborted_by and not status_aware:
-        return Verdict("cancelled", f"run aborted by step '{aborted_by}'")
+        return StepDecision("cancelled", f"run aborted by step '{aborted_by}'")
     ancestry = [statuses[a] for a in ancestors]
     functions = {
         "success": lambda: all(s == "succeeded" for s in ancestry),
@@ -49,8 +52,8 @@ def decide(
     if not status_aware and not functions["success"]():
         bad = [n for n in step.needs if statuses[n] != "succeeded"]
         what = f"needs {', '.join(bad)}" if bad else "an upstream step"
-        return Verdict("skipped", f"{what} did not succeed")
+        return StepDecision("skipped", f"{what} did not succeed")
     if source is not None and not evaluate(source, {**context, **functions}):
         shown = str(step.if_).lower() if isinstance(step.if_, bool) else step.if_
-        return Verdict("skipped", f"if: {shown} was false")
+        return StepDecision("skipped", f"if: {shown} was false")
     return RUN

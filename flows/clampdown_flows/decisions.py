@@ -13,11 +13,10 @@ import contextlib
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from clampdown.core.approvals import Decision, Request
+from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, Request
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings
 from clampdown_flows.approval_store import (
@@ -27,18 +26,6 @@ from clampdown_flows.approval_store import (
     read_requests,
     resolve_members,
 )
-
-PENDING_VERDICT = "sent; the run has not answered yet (check `clampdown runs`)"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What became of one submitted decision."""
-
-    accepted: bool
-    reason: str  # why not, or what it did
-    outcome: str | None = None  # the request's outcome once decided
-    step: str | None = None
 
 
 def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
@@ -97,11 +84,11 @@ def submit_decision(
     approver: str,
     decision: Literal["approve", "deny"] = "approve",
     reason: str = "",
-    source: Literal["slack", "terminal", "prefect-ui"] = "terminal",
+    source: DecisionSource = "terminal",
     *,
     params_hash_seen: str | None = None,
     wait: float = 30.0,
-) -> Verdict:
+) -> DecisionVerdict:
     """Send one decision to a paused run and return the flow's verdict on it.
 
     ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
@@ -110,9 +97,11 @@ def submit_decision(
     req = pending_request(run_id, step)
     refusal = precheck(req, approver, decision, reason)
     if refusal is not None:
-        return Verdict(False, refusal, req.get("status"), req["step"])
+        return DecisionVerdict(False, refusal, req.get("status"), req["step"])
     if source not in allowed_sources():
-        return Verdict(False, f"decisions from {source} are not accepted here", None, req["step"])
+        return DecisionVerdict(
+            False, f"decisions from {source} are not accepted here", None, req["step"]
+        )
     sent = Decision(
         run_id=run_id,
         step=req["step"],
@@ -170,7 +159,7 @@ def _api(url: str | None) -> Iterator[None]:
         yield
 
 
-def _verdict(run_id: str, sent: Decision, deadline: float) -> Verdict:
+def _verdict(run_id: str, sent: Decision, deadline: float) -> DecisionVerdict:
     """Wait for the flow's ``approval.decision`` record of this decision."""
     ledger = settings().ledger_path(run_id)
     while True:
@@ -188,10 +177,10 @@ def _verdict(run_id: str, sent: Decision, deadline: float) -> Verdict:
                     None,
                 )
                 if record.get("accepted"):
-                    return Verdict(True, "counted", outcome, sent.step)
-                return Verdict(False, str(record.get("refusal")), outcome, sent.step)
+                    return DecisionVerdict(True, "counted", outcome, sent.step)
+                return DecisionVerdict(False, str(record.get("refusal")), outcome, sent.step)
         if time.monotonic() > deadline:
-            return Verdict(
+            return DecisionVerdict(
                 False,
                 "sent, but the run has not answered yet: check `clampdown runs`",
                 None,

@@ -73,7 +73,7 @@ def alert_summary(alert: Alert) -> dict[str, Any]:
     }
 
 
-class Triage:
+class TriggerTriage:
     """``triage(alert) -> TriageOutcome``; thread-safe, and safe across processes via the store.
 
     ``start_run(runbook_path, inputs, trigger) -> run_id`` returns at once (as

@@ -12,16 +12,16 @@ One module per concern, so each can be read (and audited) on its own:
 
 from __future__ import annotations
 
-from clampdown_alerts.outcome import Triage, TriageOutcome
+from clampdown_alerts.outcome import AlertTriage, TriageOutcome
 from clampdown_alerts.replay import DeliveryLog, InMemoryDeliveryLog
 from clampdown_alerts.routes import alert_router
 from clampdown_alerts.settings import AlertSettings
 
 __all__ = [
     "AlertSettings",
+    "AlertTriage",
     "DeliveryLog",
     "InMemoryDeliveryLog",
-    "Triage",
     "TriageOutcome",
     "alert_router",
 ]

@@ -1,7 +1,8 @@
 """The contract between the alert endpoints and the triage that decides what to run.
 
-The endpoints authenticate and normalise; a :data:`Triage` (:mod:`clampdown_flows.triage`:
-it matches triggers, deduplicates, correlates and starts runs) answers for each
+The endpoints authenticate and normalise; an :data:`AlertTriage` (in ``clampdown serve``,
+:class:`clampdown_flows.triage.TriggerTriage`: it matches triggers, deduplicates,
+correlates and starts runs) answers for each
 alert with a :class:`~clampdown.core.triggers.TriageOutcome`, which lives in the core so
 both sides share it; the endpoint turns the outcomes into its HTTP answer.
 """
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from clampdown.core.alert import Alert
 from clampdown.core.triggers import TriageOutcome, TriageStatus
 
-Triage = Callable[[Alert], TriageOutcome]
+AlertTriage = Callable[[Alert], TriageOutcome]
 """``triage(alert) -> outcome``: may block briefly (it starts a run and returns its id);
 the endpoints call it in a worker thread."""
 
-__all__ = ["Triage", "TriageOutcome", "TriageStatus"]
+__all__ = ["AlertTriage", "TriageOutcome", "TriageStatus"]

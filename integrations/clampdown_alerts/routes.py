@@ -43,11 +43,11 @@ from clampdown_alerts.errors import (
     Unauthenticated,
     UpstreamFailed,
 )
-from clampdown_alerts.outcome import Triage, TriageOutcome
+from clampdown_alerts.outcome import AlertTriage, TriageOutcome
 from clampdown_alerts.replay import DeliveryLog, check_fresh
 from clampdown_alerts.settings import AlertSettings
 
-__all__ = ["Triage", "TriageOutcome", "alert_router"]
+__all__ = ["AlertTriage", "TriageOutcome", "alert_router"]
 
 logger = logging.getLogger("clampdown.alerts")
 
@@ -112,7 +112,7 @@ def _digest(*parts: bytes) -> str:
 
 def alert_router(
     settings: AlertSettings,
-    triage: Triage,
+    triage: AlertTriage,
     deliveries: DeliveryLog,
     *,
     fetch: signatures.Fetch | None = None,

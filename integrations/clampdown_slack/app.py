@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr, field_validator
 
+from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
 from clampdown_slack.approval_actions import register_approval_actions
 from clampdown_slack.client import (
@@ -90,9 +91,16 @@ class SlackAppSettings(SlackSettings):
 
 
 def build_slack_app(
-    settings: SlackAppSettings, start_run: StartRun, socket_mode: bool = False
+    settings: SlackAppSettings,
+    start_run: StartRun,
+    socket_mode: bool = False,
+    *,
+    submit_decision: SubmitDecision,
 ) -> App:
     """The Bolt app with the ``/clampdown`` command and the approval buttons.
+
+    ``submit_decision`` sends an Approve or Deny click to the paused run (the
+    application layer passes :func:`clampdown_flows.decisions.submit_decision`).
 
     HTTP mode (default): every request's signature is verified. ``socket_mode``: no
     signature (Slack signs nothing it sends over the websocket), the app-level token is
@@ -141,7 +149,7 @@ def build_slack_app(
     if socket_mode:
         app.middleware(_only_over_the_websocket)
     commands = SlashCommands(settings.responder_ids, start_run)
-    register_approval_actions(app)
+    register_approval_actions(app, submit_decision)
 
     @app.command("/clampdown")
     def clampdown_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
@@ -280,7 +288,7 @@ class SlashCommands:
     def _is_responder(self, user: str) -> bool:
         """A listed user id, or a member of a listed Slack user group (asked each time)."""
         from clampdown.core.approvals import split_people
-        from clampdown_slack.approval_card import members_now
+        from clampdown.core.members import members_now
 
         users, groups = split_people(",".join(self.responders))
         if user in users:

@@ -1,9 +1,11 @@
 """Approve and Deny clicks on approval cards, received by the Bolt app.
 
 Each click is acknowledged at once (Slack wants an answer within 3 s); the decision
-is then sent to the paused run (:func:`clampdown_flows.decisions.submit_decision`), which
-checks it and answers. The clicker's identity is the ``user.id`` of a request whose
-signature Bolt verified; nothing the clicker types is trusted for it.
+is then sent to the paused run through the :class:`~clampdown.core.approvals.SubmitDecision`
+the application layer registered the handlers with (``clampdown serve`` passes
+:func:`clampdown_flows.decisions.submit_decision`); the run checks it and answers.
+The clicker's identity is the ``user.id`` of a request whose signature Bolt verified;
+nothing the clicker types is trusted for it.
 
 * Approve: sent as is; the clicker hears back only when it did not count (ephemeral).
 * Deny: opens a modal that asks for the reason; its submission sends the denial.
@@ -18,6 +20,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError
 from clampdown_slack.approval_card import (
     APPROVE_ACTION,
@@ -35,15 +38,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("clampdown.slack.approvals")
 
 
-def register_approval_actions(app: App) -> None:
-    """Add the Approve/Deny button handlers and the deny-reason modal to ``app``."""
+def register_approval_actions(app: App, submit_decision: SubmitDecision) -> None:
+    """Add the Approve/Deny button handlers and the deny-reason modal to ``app``;
+    decisions are sent with ``submit_decision``."""
 
     @app.action(APPROVE_ACTION)
     def approve(ack: Any, body: dict[str, Any], client: Any) -> None:
         ack()
         value, channel = _clicked(body)
         if value is not None:
-            _decide(client, value, channel, _user(body), "approve", "")
+            _decide(submit_decision, client, value, channel, _user(body), "approve", "")
 
     @app.action(DENY_ACTION)
     def deny(ack: Any, body: dict[str, Any], client: Any) -> None:
@@ -69,7 +73,15 @@ def register_approval_actions(app: App) -> None:
         except (ValueError, KeyError, TypeError):
             log.warning("deny modal with unreadable metadata ignored")
             return
-        _decide(client, value, metadata.get("channel"), _user(body), "deny", reason.strip())
+        _decide(
+            submit_decision,
+            client,
+            value,
+            metadata.get("channel"),
+            _user(body),
+            "deny",
+            reason.strip(),
+        )
 
 
 def _user(body: dict[str, Any]) -> str:
@@ -90,6 +102,7 @@ def _clicked(body: dict[str, Any]) -> tuple[dict[str, str] | None, str | None]:
 
 
 def _decide(
+    submit_decision: SubmitDecision,
     client: Any,
     value: dict[str, str],
     channel: str | None,
@@ -97,8 +110,6 @@ def _decide(
     decision: str,
     reason: str,
 ) -> None:
-    from clampdown_flows.decisions import PENDING_VERDICT, submit_decision
-
     try:
         verdict = submit_decision(
             value["run_id"],
@@ -109,12 +120,7 @@ def _decide(
             "slack",
             params_hash_seen=value["params_hash"],
         )
-        if verdict.accepted:
-            message = None
-        elif verdict.reason == PENDING_VERDICT:
-            message = f":hourglass: Your decision was {verdict.reason}"
-        else:
-            message = f":no_entry: Not counted: {verdict.reason}"
+        message = None if verdict.accepted else f":no_entry: Not counted: {verdict.reason}"
     except ClampdownError as exc:
         message = f":no_entry: {exc.message}"
     except Exception:  # the clicker must hear something; the log has the details

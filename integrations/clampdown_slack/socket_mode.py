@@ -30,19 +30,25 @@ import contextlib
 import ipaddress
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_slack.client import SlackNotConfigured, api_base_url
+from clampdown_slack.client import SlackNotConfigured, SlackSettingsLike, api_base_url
 
 if TYPE_CHECKING:
+    from pydantic import SecretStr
     from slack_bolt import App
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    from clampdown_slack.app import SlackAppSettings
-
 log = logging.getLogger("clampdown.slack.socket_mode")
+
+
+class SocketModeSettings(SlackSettingsLike, Protocol):
+    """What Socket Mode reads of the settings (:class:`clampdown_slack.app.SlackAppSettings`)."""
+
+    slack_app_token: SecretStr | None
+
 
 _HINTS = {
     "invalid_auth": "CLAMPDOWN_SLACK_APP_TOKEN is wrong or revoked: create a new app-level "
@@ -55,7 +61,7 @@ _HINTS = {
 _DEFAULT_HINT = "turn Socket Mode on in the Slack app's settings (Socket Mode page)"
 
 
-def app_token(settings: SlackAppSettings) -> str:
+def app_token(settings: SocketModeSettings) -> str:
     """The app-level token, checked for its kind; a clear :class:`SlackNotConfigured` if not."""
     if settings.slack_app_token is None:
         raise SlackNotConfigured(
@@ -108,7 +114,7 @@ def _shut_down(sock: socket.socket | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def connect(app: App, settings: SlackAppSettings) -> SocketModeLink:
+def connect(app: App, settings: SocketModeSettings) -> SocketModeLink:
     """Open the Socket Mode connection for ``app`` (built with ``socket_mode=True``).
 
     Returns once the websocket is open; raises :class:`ClampdownError` (a message and a

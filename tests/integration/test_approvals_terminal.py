@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
 from clampdown.core.ledger import read
+from clampdown.core.members import local_groups_members, members_now
 from clampdown.core.settings import settings
 from clampdown_flows.approval_store import request_file
-from clampdown_slack.approval_card import local_groups_members, members_now
 
 RUNBOOK = """\
 apiVersion: clampdown/v1

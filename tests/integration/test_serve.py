@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clampdown.app.serve import create_app
+from clampdown_flows.decisions import submit_decision
 from clampdown_slack.app import SlackAppSettings, build_slack_app
 from clampdown_slack.client import SlackNotConfigured
 from clampdown_slack.testing.standin import SlackStandIn
@@ -162,7 +163,7 @@ def test_app_refuses_to_build_without_signing_secret(
 ) -> None:
     monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", " ")
     with pytest.raises(SlackNotConfigured, match="CLAMPDOWN_SLACK_SIGNING_SECRET"):
-        build_slack_app(SlackAppSettings(), lambda *a: "x")
+        build_slack_app(SlackAppSettings(), lambda *a: "x", submit_decision=submit_decision)
 
 
 # --- run -----------------------------------------------------------------------------------

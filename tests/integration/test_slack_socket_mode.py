@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings
+from clampdown_flows.decisions import submit_decision
 from clampdown_slack.app import SlackAppSettings, build_slack_app
 from clampdown_slack.client import SlackNotConfigured
 from clampdown_slack.socket_mode import SocketModeLink, _websocket_url_is_safe, connect
@@ -85,7 +86,10 @@ def fake_start_run(started: list[Any], monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 def link(slack: SlackStandIn, fake_start_run: Any) -> Iterator[SocketModeLink]:
     conf = SlackAppSettings()
-    opened = connect(build_slack_app(conf, fake_start_run, socket_mode=True), conf)
+    opened = connect(
+        build_slack_app(conf, fake_start_run, socket_mode=True, submit_decision=submit_decision),
+        conf,
+    )
     yield opened
     opened.close()
 
@@ -209,7 +213,9 @@ def test_slash_run_then_approve_click_over_socket_mode_resumes_a_real_paused_run
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
     starter = InProcessStarter()
     conf = SlackAppSettings()
-    opened = connect(build_slack_app(conf, starter, socket_mode=True), conf)
+    opened = connect(
+        build_slack_app(conf, starter, socket_mode=True, submit_decision=submit_decision), conf
+    )
     try:
         said = ask(slack, "run gated-note note=hello")
         assert "started run" in said["text"], said
@@ -254,7 +260,9 @@ def test_the_socket_mode_app_refuses_a_request_that_did_not_come_over_the_websoc
 
     from slack_bolt import BoltRequest
 
-    app = build_slack_app(SlackAppSettings(), fake_start_run, socket_mode=True)
+    app = build_slack_app(
+        SlackAppSettings(), fake_start_run, socket_mode=True, submit_decision=submit_decision
+    )
     body = urlencode(slash(slack, "run engine-self-check"))  # unsigned: no secret exists
     response = app.dispatch(BoltRequest(body=body, mode="http"))
     assert response.status == 401
@@ -287,7 +295,9 @@ def test_missing_app_token_is_a_clear_error(
 ) -> None:
     monkeypatch.delenv("CLAMPDOWN_SLACK_APP_TOKEN")
     with pytest.raises(SlackNotConfigured) as caught:
-        build_slack_app(SlackAppSettings(), fake_start_run, socket_mode=True)
+        build_slack_app(
+            SlackAppSettings(), fake_start_run, socket_mode=True, submit_decision=submit_decision
+        )
     assert "CLAMPDOWN_SLACK_APP_TOKEN is not set" in caught.value.message
     assert "connections:write" in (caught.value.hint or "")
     assert slack.calls == []
@@ -298,7 +308,9 @@ def test_a_bot_token_in_place_of_the_app_token_is_refused_before_calling_slack(
 ) -> None:
     monkeypatch.setenv("CLAMPDOWN_SLACK_APP_TOKEN", slack.token)
     with pytest.raises(SlackNotConfigured) as caught:
-        build_slack_app(SlackAppSettings(), fake_start_run, socket_mode=True)
+        build_slack_app(
+            SlackAppSettings(), fake_start_run, socket_mode=True, submit_decision=submit_decision
+        )
     assert "must start with xapp-" in caught.value.message
     assert slack.token not in caught.value.message + (caught.value.hint or "")
     assert slack.calls == []
@@ -309,7 +321,7 @@ def test_a_revoked_app_token_is_a_clear_error_and_leaves_no_threads(
 ) -> None:
     revoked = "xapp-1-A0STANDIN-revoked"
     conf = SlackAppSettings(slack_app_token=SecretStr(revoked))
-    app = build_slack_app(conf, fake_start_run, socket_mode=True)
+    app = build_slack_app(conf, fake_start_run, socket_mode=True, submit_decision=submit_decision)
     before = set(threading.enumerate())
     with pytest.raises(SlackNotConfigured) as caught:
         connect(app, conf)
@@ -337,7 +349,7 @@ def test_close_ends_the_websocket_at_once_and_it_does_not_come_back(
     slack: SlackStandIn, fake_start_run: Any
 ) -> None:
     conf = SlackAppSettings()
-    app = build_slack_app(conf, fake_start_run, socket_mode=True)
+    app = build_slack_app(conf, fake_start_run, socket_mode=True, submit_decision=submit_decision)
     before = set(threading.enumerate())
     opened = connect(app, conf)
     slack.wait_connected()

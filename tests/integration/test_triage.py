@@ -1,4 +1,4 @@
-"""Triage: one run per incident under a storm, nothing lost, no duplicate after a restart."""
+"""Trigger triage: one run per incident under a storm, nothing lost, no duplicate after a restart."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from clampdown.core.diagnostics import InvalidFileError
 from clampdown.core.ledger import Ledger, new_run_id, read, verify_file
 from clampdown.core.settings import settings
 from clampdown.core.state_store import StateStore
-from clampdown_flows.triage import Triage
+from clampdown_flows.triage import TriggerTriage
 
 TRIGGERS = """\
 apiVersion: clampdown/v1
@@ -139,7 +139,7 @@ def storm_alerts(incidents: range, per_source: int, tag: str) -> list[Alert]:
     return alerts
 
 
-def fire(triage: Triage, alerts: list[Alert]) -> list[Any]:
+def fire(triage: TriggerTriage, alerts: list[Alert]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=32) as pool:
         return list(pool.map(triage, alerts))
 
@@ -151,7 +151,7 @@ def ledger_records() -> dict[str, list[dict[str, Any]]]:
 
 def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state_url) -> None:
     starter = FakeStarter()
-    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     alerts = storm_alerts(range(10), 10, "a")
     random.Random(5).shuffle(alerts)
     assert len(alerts) == 300
@@ -193,7 +193,7 @@ def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state
 
     # restart mid-window: a new store and triage over the same state file
     triage.store.close()
-    again = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    again = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     more = storm_alerts(range(10), 2, "b")
     later = fire(again, more)
     starter.join()
@@ -210,7 +210,7 @@ def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state
 
 def test_no_trigger_matches_is_ignored_with_reason(triggers_file, state_url) -> None:
     starter = FakeStarter()
-    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     outcome = triage(make_alert("generic", "g1", None))
     assert (outcome.status, outcome.run_id) == ("ignored", None)
     assert outcome.reason == "no trigger matches this alert"
@@ -223,7 +223,7 @@ def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
     starter = FakeStarter(delay=0)
     store = StateStore(state_url)
     held: list[str] = []
-    triage = Triage(
+    triage = TriggerTriage(
         triggers_file(max_runs=2),
         store,
         starter,
@@ -255,7 +255,7 @@ def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
 def test_start_failure_frees_the_incident(triggers_file, state_url) -> None:
     starter = FakeStarter(fail=True)
     store = StateStore(state_url)
-    triage = Triage(triggers_file(), store, starter, ledger_of)
+    triage = TriggerTriage(triggers_file(), store, starter, ledger_of)
     outcome = triage(make_alert("guardduty", "f1", principal(1)))
     assert outcome.status == "ignored"
     assert "could not start contain-iam-user: Prefect API unreachable" in outcome.reason
@@ -268,7 +268,7 @@ def test_inputs_the_runbook_refuses_are_held(triggers_file, state_url) -> None:
     text = TRIGGERS.replace("alert.principal and ':user/' in alert.principal", "true")
     starter = FakeStarter()
     store = StateStore(state_url)
-    triage = Triage(triggers_file(text=text), store, starter, ledger_of)
+    triage = TriggerTriage(triggers_file(text=text), store, starter, ledger_of)
     outcome = triage(make_alert("guardduty", "f1", "arn:aws:iam::111122223333:role/r"))
     assert outcome.status == "ignored"
     assert "cannot start contain-iam-user" in outcome.reason and "principal_arn" in outcome.reason
@@ -286,7 +286,7 @@ def test_joined_alert_is_recorded_after_run_end_and_slack_hook_called(
         joined.append((run_id, alert.id))
         raise RuntimeError("Slack is down")  # must not change the outcome
 
-    triage = Triage(
+    triage = TriggerTriage(
         triggers_file(),
         StateStore(state_url),
         starter,
@@ -308,7 +308,7 @@ def test_joined_alert_is_recorded_after_run_end_and_slack_hook_called(
 
 def test_secrets_in_raw_never_reach_the_ledger(triggers_file, state_url) -> None:
     starter = FakeStarter(delay=0)
-    triage = Triage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     alert = make_alert("generic", "g1", principal(1), raw={"token": "xoxb-very-secret-token"})
     first = triage(alert)
     triage(make_alert("generic", "g1", principal(1), raw={"token": "xoxb-very-secret-token"}))
@@ -321,7 +321,7 @@ def test_secrets_in_raw_never_reach_the_ledger(triggers_file, state_url) -> None
 def test_trigger_file_reloads_and_a_bad_edit_keeps_the_old_one(triggers_file, state_url) -> None:
     path = triggers_file()
     starter = FakeStarter(delay=0)
-    triage = Triage(path, StateStore(state_url), starter, ledger_of)
+    triage = TriggerTriage(path, StateStore(state_url), starter, ledger_of)
     path.write_text(TRIGGERS.replace("MAX", "5").replace("name: iam-user", "name: renamed"))
     os.utime(path, (time.time() + 5, time.time() + 5))
     assert triage(make_alert("guardduty", "f1", principal(1))).trigger == "renamed"
@@ -333,6 +333,6 @@ def test_trigger_file_reloads_and_a_bad_edit_keeps_the_old_one(triggers_file, st
 def test_a_trigger_file_that_does_not_lint_is_refused_at_start(triggers_file, state_url) -> None:
     path = triggers_file(text=TRIGGERS.replace("contain-iam-user", "contain-iam-usr"))
     with pytest.raises(InvalidFileError) as caught:
-        Triage(path, StateStore(state_url), FakeStarter(), ledger_of)
+        TriggerTriage(path, StateStore(state_url), FakeStarter(), ledger_of)
     assert "no runbook named 'contain-iam-usr'" in str(caught.value)
     assert "did you mean 'contain-iam-user'?" in str(caught.value)
