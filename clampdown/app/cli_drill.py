@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.app.cli_errors import user_errors
+from clampdown.core.diagnostics import InvalidFileError
 
 
 def register(app: typer.Typer) -> None:
@@ -51,17 +52,10 @@ def register(app: typer.Typer) -> None:
             return
         from clampdown.app.drill.runner import run_drill
 
-        try:
+        with user_errors():
             result = run_drill(
                 name, interactive=interactive, report_dir=report_dir, console=console
             )
-        except InvalidFileError as exc:
-            for d in exc.diagnostics:
-                console.print(escape(str(d)), highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except ClampdownError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
         report = result.report
         style = "green" if report.all_met else "red"
         console.print(f"[bold {style}]{escape(report.verdict)}[/]", highlight=False)

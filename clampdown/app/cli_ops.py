@@ -7,22 +7,17 @@ commands only, so ``clampdown lint`` and friends stay fast.
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
+from clampdown.app.cli_errors import user_errors
 from clampdown.core.diagnostics import ClampdownError
-
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def shipped_prefect_file() -> Path:
@@ -37,22 +32,6 @@ PoolOpt = Annotated[
     str | None,
     typer.Option("--pool", help="work pool (default: $CLAMPDOWN_WORK_POOL, else clampdown)"),
 ]
-
-
-def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A user error becomes its message and hint on stderr and exit 1, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ClampdownError as exc:
-            err.print(f"[red]error:[/] {escape(exc.message)}")
-            if exc.hint:
-                err.print(f"  hint: {exc.hint}", markup=False)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
 
 
 def _api_url() -> str:
@@ -133,7 +112,7 @@ def register(app: typer.Typer) -> None:
     """Add ``deploy``, ``worker`` and ``inputs-key`` to the ``clampdown`` command."""
 
     @app.command()
-    @_user_errors
+    @user_errors()
     def deploy(
         prefect_file: Annotated[
             Path | None,
@@ -152,7 +131,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"deployed {deployment_settings().deployment} on work pool '{name}'")
 
     @app.command()
-    @_user_errors
+    @user_errors()
     def worker(
         pool: PoolOpt = None,
         name: Annotated[str | None, typer.Option(help="worker name shown in Prefect")] = None,

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
+from clampdown.app.cli_errors import user_errors
 from clampdown.core.diagnostics import ClampdownError
 
 MAX_ALERT_FILE = 1024 * 1024
+
+out = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 class AlertSource(StrEnum):
@@ -46,14 +50,10 @@ def held(
     They wait here for a responder: the incident's next alert starts a run once a slot
     is free, or start the runbook by hand.
     """
-    from clampdown.app.cli import err, out
     from clampdown.core.state_store import StateStore
 
-    try:
+    with user_errors():
         store = StateStore()
-    except ClampdownError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        raise typer.Exit(1) from None
     try:
         found = store.held_alerts(limit)
     finally:
@@ -97,19 +97,8 @@ def test(
     format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
 ) -> None:
     """Show the trigger an alert matches, its runbook, inputs, and dedup/correlation keys."""
-    from clampdown.app.cli import _print_diagnostics, err, out
-    from clampdown.core.diagnostics import InvalidFileError
-
-    try:
+    with user_errors():
         report = dry_run(alert_file, triggers, source, library)
-    except InvalidFileError as exc:
-        _print_diagnostics(exc.diagnostics)
-        raise typer.Exit(2) from None
-    except ClampdownError as exc:
-        err.print(f"error: {exc.message}", markup=False)
-        if exc.hint:
-            err.print(f"  hint: {exc.hint}", markup=False)
-        raise typer.Exit(exc.exit_code) from None
     if format == "json":
         out.print_json(json.dumps(report, default=str))
     else:
