@@ -18,9 +18,11 @@ from typing import Any
 from rich.console import Console
 
 from clampdown.app.drill.requests import deny_submission, post_slack_event, slack_click
-from clampdown.app.drill.runs import Clock, DrillOutcome, epoch
-from clampdown.app.drill.world import SLACK_CHANNEL, Secrets
-from clampdown.core.drill_model import Decide, Drill
+from clampdown.app.drill.runs import epoch
+from clampdown.app.drill.session import DrillSession
+from clampdown.app.drill.timeline import Timeline
+from clampdown.app.drill.world import SLACK_CHANNEL
+from clampdown.core.drill_model import Decide
 
 RETRY_SECONDS = 3.0  # a refused decision is tried again this much later, like a person would
 MAX_TRIES = 20
@@ -54,34 +56,31 @@ def _verdict(
     return None
 
 
-class ScriptedDecisions:
-    """Mixed into the drill runner: one ballot per approval, until counted."""
+class Ballots:
+    """One ballot per approval of every run, until the flow counts it.
 
-    drill: Drill
-    interactive: bool
-    ask: Callable[[str, str], tuple[str, str]]
-    console: Console
-    keys: Secrets
-    clock: Clock
-    run: DrillOutcome
-    slack: Any
-    base_url: str
-    _ballots: dict[tuple[str, str], Ballot]
-    _scripted: list[tuple[str, str]]
+    :meth:`decide` is called with a run's ledger records on every poll; the
+    ballots live here and nowhere else. ``ask`` (interactive drills) is asked for a
+    decision and a reason when an approval is first seen.
+    """
 
-    def _pending_approvals(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, float]:
-        """Approval requests of a run not yet ended: step -> when it was asked (epoch seconds)."""
-        asked: dict[str, float] = {}
-        for r in records:
-            step = r.get("step")
-            if r.get("type") == "approval.request" and step:
-                asked.setdefault(step, epoch(r["ts"]))
-            elif r.get("type") == "approval.end" and step in asked:
-                asked.pop(step)
-                self._ballots.pop((run_id, step), None)
-        return asked
+    def __init__(
+        self,
+        session: DrillSession,
+        timeline: Timeline,
+        *,
+        interactive: bool = False,
+        ask: Callable[[str, str], tuple[str, str]] | None = None,
+    ) -> None:
+        self._session = session
+        self._drill = session.drill
+        self._timeline = timeline
+        self._interactive = interactive
+        self._ask = ask or terminal_asker(session.console)
+        self._ballots: dict[tuple[str, str], Ballot] = {}
+        self._scripted: list[tuple[str, str]] = []  # (run, approval step) asked so far
 
-    def _decide(self, run_id: str, records: list[dict[str, Any]]) -> None:
+    def decide(self, run_id: str, records: list[dict[str, Any]]) -> None:
         """Deliver each scripted decision when due; retry a refused one, as a person would."""
         for step, asked in self._pending_approvals(run_id, records).items():
             key = (run_id, step)
@@ -105,30 +104,42 @@ class ScriptedDecisions:
                 continue
             self._deliver(run_id, step, ballot)
 
+    def _pending_approvals(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, float]:
+        """Approval requests of a run not yet ended: step -> when it was asked (epoch seconds)."""
+        asked: dict[str, float] = {}
+        for r in records:
+            step = r.get("step")
+            if r.get("type") == "approval.request" and step:
+                asked.setdefault(step, epoch(r["ts"]))
+            elif r.get("type") == "approval.end" and step in asked:
+                asked.pop(step)
+                self._ballots.pop((run_id, step), None)
+        return asked
+
     def _ballot(self, key: tuple[str, str], asked: float) -> Ballot | None:
         run_id, step = key
-        approver = self.drill.roles.approver.slack_user
-        if self.interactive:
-            decision, reason = self.ask(step, approver)
+        approver = self._drill.roles.approver.slack_user
+        if self._interactive:
+            decision, reason = self._ask(step, approver)
             return Ballot(decision, approver, reason, due=time.time())
         inject = self._decision_for(step)
         self._scripted.append(key)
         if inject is None:
-            self.run.notes.append(f"no decision is scripted for approval {step} of run {run_id}")
+            self._timeline.note(f"no decision is scripted for approval {step} of run {run_id}")
             return Ballot("none", approver, "", due=float("inf"), done=True)
-        person = self.drill.roles.get(inject.by)
+        person = self._drill.roles.get(inject.by)
         assert person is not None  # lint checked it
         return Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
 
     def _refused(self, step: str, ballot: Ballot, refusal: str | None) -> None:
         ballot.tries += 1
-        at = self.clock.now()
-        self.console.print(
-            f"T+{at:.1f}s  {ballot.decision} by {ballot.approver} not counted: {refusal}"
+        self._timeline.say(
+            self._session.clock.now(),
+            f"{ballot.decision} by {ballot.approver} not counted: {refusal}",
         )
         if ballot.tries >= MAX_TRIES:
             ballot.done = True
-            self.run.failures.append(
+            self._timeline.fail(
                 f"the {ballot.decision} of {step} by {ballot.approver} was refused "
                 f"{ballot.tries} times; last: {refusal}"
             )
@@ -136,7 +147,7 @@ class ScriptedDecisions:
             ballot.due = time.time() + RETRY_SECONDS
 
     def _decision_for(self, step: str) -> Decide | None:
-        decides = [i for i in self.drill.injects if isinstance(i, Decide)]
+        decides = [i for i in self._drill.injects if isinstance(i, Decide)]
         named = [i for i in decides if i.step == step]
         if named:
             return named[0]
@@ -146,7 +157,7 @@ class ScriptedDecisions:
 
     def _deliver(self, run_id: str, step: str, ballot: Ballot) -> None:
         """A signed Slack click on the card when it reached Slack; else the terminal path."""
-        at = self.clock.now()
+        at = self._session.clock.now()
         label = f"{ballot.decision} by {ballot.approver}"
         card = self._card(run_id, step)
         try:
@@ -156,26 +167,25 @@ class ScriptedDecisions:
                 how = "signed Slack click"
             else:
                 how = "clampdown approve (no card reached Slack)"
-                verdict = self._submit(run_id, step, ballot)
+                verdict = _submit(run_id, step, ballot)
                 if not verdict.accepted:
                     self._refused(step, ballot, verdict.reason)
                     return
                 ballot.done = True
         except Exception as exc:
             ballot.tries += 1
-            self.run.failures.append(
-                f"the {ballot.decision} of {step} could not be delivered: {exc}"
-            )
+            self._timeline.fail(f"the {ballot.decision} of {step} could not be delivered: {exc}")
             ballot.due = time.time() + RETRY_SECONDS
             ballot.done = ballot.tries >= MAX_TRIES
             return
-        self.console.print(f"T+{at:.1f}s  {label} ({how})")
+        self._timeline.say(at, f"{label} ({how})")
 
     def _card(self, run_id: str, step: str) -> dict[str, Any] | None:
         """The approval card for ``step`` as the Slack stand-in received it, if any."""
-        if self.slack is None:
+        slack = self._session.slack
+        if slack is None:
             return None
-        for message in reversed(self.slack.messages(SLACK_CHANNEL)):
+        for message in reversed(slack.messages(SLACK_CHANNEL)):
             for value in _button_values(message.get("blocks") or []):
                 try:
                     data = json.loads(value)
@@ -189,40 +199,49 @@ class ScriptedDecisions:
         """Approve: one click. Deny: the click, then the reason modal's submission."""
         from clampdown_slack.approval_card import APPROVE_ACTION, DENY_ACTION
 
+        session = self._session
+        assert session.slack is not None  # a card came from the stand-in
+        secret = session.keys.signing_secret
         value = card.pop("_value")
         action = APPROVE_ACTION if ballot.decision == "approve" else DENY_ACTION
-        response_url = f"{self.slack.url}response_url/{secrets.token_hex(4)}"
-        body, headers = slack_click(
-            action, value, ballot.approver, card, self.keys.signing_secret, response_url
-        )
-        post_slack_event(self.base_url, body, headers)
+        response_url = f"{session.slack.url}response_url/{secrets.token_hex(4)}"
+        body, headers = slack_click(action, value, ballot.approver, card, secret, response_url)
+        post_slack_event(session.base_url, body, headers)
         if ballot.decision == "deny":
             body, headers = deny_submission(
-                value, card["channel"], ballot.approver, ballot.reason, self.keys.signing_secret
+                value, card["channel"], ballot.approver, ballot.reason, secret
             )
-            post_slack_event(self.base_url, body, headers)
+            post_slack_event(session.base_url, body, headers)
 
-    def _submit(self, run_id: str, step: str, ballot: Ballot) -> Any:
-        from clampdown_flows.decisions import submit_decision
 
-        return submit_decision(
-            run_id,
-            step,
-            ballot.approver,
-            ballot.decision,  # type: ignore[arg-type]
-            ballot.reason,
-            "terminal",
-        )
+def _submit(run_id: str, step: str, ballot: Ballot) -> Any:
+    """``clampdown approve``'s path, for an approval whose card never reached Slack."""
+    from clampdown_flows.decisions import submit_decision
 
-    def _ask_terminal(self, step: str, default_approver: str) -> tuple[str, str]:
+    return submit_decision(
+        run_id,
+        step,
+        ballot.approver,
+        ballot.decision,  # type: ignore[arg-type]
+        ballot.reason,
+        "terminal",
+    )
+
+
+def terminal_asker(console: Console) -> Callable[[str, str], tuple[str, str]]:
+    """Ask the person at the terminal for each decision (``--interactive``)."""
+
+    def ask(step: str, default_approver: str) -> tuple[str, str]:
         from rich.prompt import Prompt
 
-        self.console.print(f"[bold yellow]Approval needed[/] for step [bold]{step}[/]")
-        answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=self.console)
+        console.print(f"[bold yellow]Approval needed[/] for step [bold]{step}[/]")
+        answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=console)
         reason = ""
         if answer == "deny":
-            reason = Prompt.ask("why (required)", console=self.console) or "denied in the drill"
+            reason = Prompt.ask("why (required)", console=console) or "denied in the drill"
         return answer, reason
+
+    return ask
 
 
 def _button_values(blocks: list[dict[str, Any]]) -> Iterator[str]:

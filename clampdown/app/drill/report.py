@@ -9,49 +9,71 @@ the Prefect run.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from clampdown.app.drill.runs import Clock, DrillOutcome, TrackedRun
+from clampdown.app.drill.follower import RunFollower
+from clampdown.app.drill.session import DrillSession
+from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
-from clampdown.core.drill_model import Drill
+from clampdown.core.drill_placeholders import fill_placeholders
 from clampdown.core.report import DrillReport, Marker, timeline_from_ledger
+from clampdown.core.report_html import to_html
+from clampdown.core.report_markdown import to_markdown
 
 
-class AfterActionReport:
-    """Mixed into the drill runner: the report, once every run has ended."""
+@dataclass
+class DrillResult:
+    """What the command prints and returns: the report, where it is, the exit code."""
 
-    drill: Drill
-    clock: Clock
-    run: DrillOutcome
-    slack: Any
-    sim: Any
-    seeded: Any
-    tracked: dict[str, TrackedRun]
+    report: DrillReport
+    markdown: Path
+    html: Path
+    workspace: Path
 
-    def _report(self) -> DrillReport:
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.report.all_met else 1
+
+
+class AfterAction:
+    """The after-action report, once every run has ended: scored, written, attached."""
+
+    def __init__(self, session: DrillSession, timeline: Timeline, runs: RunFollower) -> None:
+        self._session = session
+        self._drill = session.drill
+        self._timeline = timeline
+        self._runs = runs
+
+    def report(self) -> DrillReport:
+        """Score the objectives and gather the timeline, failures and notes."""
         from clampdown.app.drill.objectives import DrillFacts, RunFacts, score
         from clampdown.core.actions import registry
         from clampdown.core.ledger import read
 
-        records = read(self.run.ledger) if self.run.ledger and self.run.ledger.exists() else []
+        session, drill, alert_epoch = self._session, self._drill, self._session.clock.alert_epoch
+        ledger = self._runs.ledger
+        run_id = self._runs.run_id
+        records = read(ledger) if ledger and ledger.exists() else []
         actions, _ = registry().load_all()
         containment = {a.name for a in actions if a.destructive and not a.approval_gate}
         gates = {a.name for a in actions if a.approval_gate}
         steps, ledger_markers, decisions = timeline_from_ledger(
-            records, self.clock.alert_epoch, containment=containment, approvals=gates
+            records, alert_epoch, containment=containment, approvals=gates
         )
         runs: list[RunFacts] = []
         later_failures: list[str] = []
-        for tracked in self._runs_in_order():
-            if tracked.run_id == self.run.run_id:
+        for tracked in self._runs.runs():
+            if tracked.run_id == run_id:
                 runs.append(
                     RunFacts(tracked.run_id, tracked.runbook, tracked.origin, records, steps)
                 )
                 continue
             more = read(tracked.ledger)
             spans, marks, said = timeline_from_ledger(
-                more, self.clock.alert_epoch, containment=containment, approvals=gates
+                more, alert_epoch, containment=containment, approvals=gates
             )
             runs.append(RunFacts(tracked.run_id, tracked.runbook, tracked.origin, more, spans))
             ledger_markers += [Marker(m.at, f"{tracked.runbook}: {m.label}") for m in marks]
@@ -62,17 +84,17 @@ class AfterActionReport:
                 if s.status == "failed"
             ]
         facts = DrillFacts(
-            drill=self.drill,
-            seeded=self.seeded,
-            alert_epoch=self.clock.alert_epoch,
-            client=self._client,
-            run_id=self.run.run_id,
-            runbook=self.run.runbook,
+            drill=drill,
+            seeded=session.seeded,
+            alert_epoch=alert_epoch,
+            client=session.client,
+            run_id=run_id,
+            runbook=self._runs.runbook,
             records=records,
             steps=steps,
-            slack_messages=self.slack.messages(SLACK_CHANNEL) if self.slack is not None else [],
+            slack_messages=session.slack.messages(SLACK_CHANNEL) if session.slack else [],
             runs=runs,
-            posted_alerts=list(self.run.posted_alerts),
+            posted_alerts=self._timeline.posted_alerts,
         )
         objectives = score(facts)
         self._check_inputs(records)
@@ -87,57 +109,86 @@ class AfterActionReport:
             for r in records
             if r.get("type") == "slack.miss"
         ]
-        failures += later_failures + self.run.failures
+        failures += later_failures + self._timeline.failures
         evidence, manifest_uri = self._evidence()
-        notes = list(self.run.notes)
-        if self.sim.lookups:
-            notes.append(
-                "CloudTrail LookupEvents (not implemented by moto) was answered "
-                f"{self.sim.lookups} time(s) by the drill from the seeded story"
-            )
-        if self.sim.throttled:
-            notes.append(f"AWS calls answered Throttling by the drill: {self.sim.throttled}")
-        roles = {
-            name: f"{person.name} ({person.slack_user})"
-            for name in self.drill.roles.names()
-            if (person := self.drill.roles.get(name)) is not None
-        }
         return DrillReport(
-            drill=self.drill.metadata.name,
-            title=self.drill.metadata.title,
-            family=self.drill.metadata.family,
-            run_id=self.run.run_id,
-            runbook=self.run.runbook,
-            alert_source=self.drill.alert.source,
-            alert_time=datetime.fromtimestamp(self.clock.alert_epoch, UTC),
-            roles=roles,
-            time_to_notify=self.run.notified_at,
+            drill=drill.metadata.name,
+            title=drill.metadata.title,
+            family=drill.metadata.family,
+            run_id=run_id,
+            runbook=self._runs.runbook,
+            alert_source=drill.alert.source,
+            alert_time=datetime.fromtimestamp(alert_epoch, UTC),
+            roles=self._roles(),
+            time_to_notify=self._timeline.notified_at,
             time_to_approve=min(gate_ends) if gate_ends else None,
             time_to_contain=max(s.end for s in done if s.end) if done and not broken else None,
             steps=steps,
-            markers=sorted([*self.run.markers, *ledger_markers], key=lambda m: m.at),
+            markers=sorted([*self._timeline.markers, *ledger_markers], key=lambda m: m.at),
             objectives=objectives,
-            expected_missed=list(self.drill.expect.missed),
+            expected_missed=list(drill.expect.missed),
             failures=failures,
             evidence=evidence,
             manifest_uri=manifest_uri,
             decisions=decisions,
-            notes=notes,
+            notes=self._notes(),
             runs=[self._run_line(run) for run in runs],
         )
 
-    def _runs_in_order(self) -> list[TrackedRun]:
-        """The alert's run first, then the others as they started."""
-        return sorted(
-            self.tracked.values(), key=lambda t: (t.run_id != self.run.run_id, t.started_at)
-        )
+    def write(self, report: DrillReport, report_dir: Path | None = None) -> DrillResult:
+        """report.md and report.html (in ``report_dir``, else next to the workspace)."""
+        workspace = self._session.workspace
+        folder = report_dir or workspace.parent / (report.run_id or workspace.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        markdown = folder / "report.md"
+        page = folder / "report.html"
+        text = to_markdown(report)
+        markdown.write_text(text, encoding="utf-8")
+        page.write_text(to_html(report), encoding="utf-8")
+        self._attach(text, report)
+        return DrillResult(report, markdown, page, workspace)
+
+    def _check_inputs(self, records: list[dict[str, Any]]) -> None:
+        """The inputs the triggers gave the runbook are the ones the drill expects."""
+        start = next((r for r in records if r.get("type") == "run.start"), None)
+        if start is None or not self._drill.inputs:
+            return
+        expected = fill_placeholders(self._drill.inputs, self._session.context())
+        given = start.get("inputs", {})
+        for name, value in expected.items():
+            if given.get(name) != value:
+                self._timeline.fail(
+                    f"the triggers gave {self._drill.runbook} {name}={given.get(name)!r}, "
+                    f"the drill expects {value!r}: check runbooks/triggers.yaml"
+                )
+
+    def _notes(self) -> list[str]:
+        notes = self._timeline.notes
+        sim = self._session.sim
+        if sim.lookups:
+            notes.append(
+                "CloudTrail LookupEvents (not implemented by moto) was answered "
+                f"{sim.lookups} time(s) by the drill from the seeded story"
+            )
+        if sim.throttled:
+            notes.append(f"AWS calls answered Throttling by the drill: {sim.throttled}")
+        return notes
+
+    def _roles(self) -> dict[str, str]:
+        roles = self._drill.roles
+        return {
+            name: f"{person.name} ({person.slack_user})"
+            for name in roles.names()
+            if (person := roles.get(name)) is not None
+        }
 
     def _run_line(self, run: Any) -> str:
         """One line of the report's run list: what ran, how it started, how it ended."""
-        tracked = self.tracked[run.run_id]
-        start = tracked.started_at - self.clock.alert_epoch
+        tracked = next(t for t in self._runs.runs() if t.run_id == run.run_id)
+        alert_epoch = self._session.clock.alert_epoch
+        start = tracked.started_at - alert_epoch
         end = (
-            f", ended T+{tracked.ended_at - self.clock.alert_epoch:.1f}s"
+            f", ended T+{tracked.ended_at - alert_epoch:.1f}s"
             if tracked.ended_at is not None
             else ""
         )
@@ -147,12 +198,14 @@ class AfterActionReport:
         )
 
     def _evidence(self) -> tuple[list[dict[str, Any]], str | None]:
-        if self.run.run_id is None:
+        run_id = self._runs.run_id
+        if run_id is None:
             return [], None
-        bucket = self.seeded.evidence_bucket
-        key = f"incidents/{self.run.run_id}/manifest.json"
+        bucket = self._session.seeded.evidence_bucket
+        key = f"incidents/{run_id}/manifest.json"
         try:
-            body = self._client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            s3 = self._session.client("s3")
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception:
             return [], None
         return list(json.loads(body).get("objects", [])), f"s3://{bucket}/{key}"
@@ -163,9 +216,10 @@ class AfterActionReport:
 
         from clampdown.core.ledger import read
 
-        if self.run.ledger is None or not self.run.ledger.exists():
+        ledger = self._runs.ledger
+        if ledger is None or not ledger.exists():
             return
-        flow_run_id = read(self.run.ledger)[0].get("flow_run_id")
+        flow_run_id = read(ledger)[0].get("flow_run_id")
         try:
             from prefect.client.orchestration import get_client
             from prefect.client.schemas.actions import ArtifactCreate

@@ -2,8 +2,10 @@
 environment pointed at them, and ``clampdown serve`` on a loopback port.
 
 Kept apart so the one place that decides what a drill may reach (and what of the
-user's own AWS and Slack configuration is shut out) is small enough to audit.
-The botocore hook that refuses any other host is :class:`clampdown_aws.testing.seed.SimulatedAws`.
+user's own AWS and Slack configuration is shut out) is small enough to audit:
+:func:`drill_environment` is the only code of the drill that writes ``os.environ``.
+The botocore hook that refuses any other host is
+:class:`clampdown_aws.testing.simulated.SimulatedAws`.
 """
 
 from __future__ import annotations
@@ -40,26 +42,68 @@ _AWS_VARIABLES_SHUT_OUT = (
 )
 
 
+@dataclass
+class Secrets:
+    """The drill's own secrets, made fresh for every drill and never printed."""
+
+    slack_token: str = field(default_factory=lambda: "xoxb-drill-" + secrets.token_hex(12))
+    signing_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    alert_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    pagerduty_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    hmac_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+
+
 @contextlib.contextmanager
-def patched_environ(values: dict[str, str | None]) -> Iterator[None]:
-    """Set (or, with None, remove) environment variables; put everything back afterwards."""
-    saved = {name: os.environ.get(name) for name in values}
+def drill_environment(
+    drill: Drill,
+    workspace: Path,
+    keys: Secrets,
+    *,
+    aws_endpoint: str,
+    slack_url: str | None,
+) -> Iterator[None]:
+    """Point the product at the drill's world for as long as the drill runs.
+
+    This is the ONE place where the drill writes ``os.environ``, and only because
+    the product still reads its settings from the environment (``CLAMPDOWN_*``
+    through :func:`clampdown.core.settings.settings`, ``AWS_*`` through botocore, in
+    many places; once settings are passed down, this goes away). It sets (or, for
+    the user's AWS configuration, removes) exactly the variables whose value differs
+    from what the drill needs, and on the way out puts back exactly those, as they
+    were; nothing else in the environment is touched.
+
+    * AWS: dummy credentials, the loopback endpoint of the simulated AWS, the
+      region; the user's profiles, session tokens, role settings, per-service
+      endpoints, CA bundle and config files are shut out;
+    * clampdown: the drill workspace as ``CLAMPDOWN_HOME``, local execution, the
+      drill's people and its own fresh secrets;
+    * Slack: the stand-in's URL and the drill's token and signing secret (with
+      ``slack_url`` None, the user's real Slack settings are left as they are).
+    """
+    wanted = _aws_variables(aws_endpoint, drill.seed.region, workspace)
+    wanted.update(_clampdown_variables(drill, workspace, keys, slack_url))
+    changed = {
+        name: os.environ.get(name)
+        for name, value in wanted.items()
+        if os.environ.get(name) != value
+    }
     try:
-        for name, value in values.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name in changed:
+            _set(name, wanted[name])
         yield
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        for name, old in changed.items():
+            _set(name, old)
 
 
-def aws_environment(endpoint: str, region: str, workspace: Path) -> dict[str, str | None]:
+def _set(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+def _aws_variables(endpoint: str, region: str, workspace: Path) -> dict[str, str | None]:
     """Dummy credentials and the loopback endpoint; the user's AWS configuration is shut out."""
     env: dict[str, str | None] = {name: None for name in _AWS_VARIABLES_SHUT_OUT}
     env.update({name: None for name in os.environ if name.startswith("AWS_ENDPOINT_URL_")})
@@ -78,20 +122,10 @@ def aws_environment(endpoint: str, region: str, workspace: Path) -> dict[str, st
     return env
 
 
-@dataclass
-class Secrets:
-    """The drill's own secrets, made fresh for every drill and never printed."""
-
-    slack_token: str = field(default_factory=lambda: "xoxb-drill-" + secrets.token_hex(12))
-    signing_secret: str = field(default_factory=lambda: secrets.token_hex(16))
-    alert_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    pagerduty_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    hmac_secret: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-
-
-def clampdown_environment(
+def _clampdown_variables(
     drill: Drill, workspace: Path, keys: Secrets, slack_url: str | None
 ) -> dict[str, str | None]:
+    """clampdown's settings for the drill, and the stand-in's Slack settings when it is used."""
     env: dict[str, str | None] = {
         "CLAMPDOWN_HOME": str(workspace),
         "CLAMPDOWN_EXECUTION": "local",

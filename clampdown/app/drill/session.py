@@ -1,0 +1,160 @@
+"""What is running while a drill runs: the servers, the drill's secrets, its clock.
+
+:func:`open_session` starts the simulated world in order (moto on loopback, the
+Slack stand-in, the environment pointed at them, the botocore hook, the seed, the
+local Prefect API and ``clampdown serve``), yields a :class:`DrillSession`, and
+stops everything in reverse order, the botocore hook and the environment included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from clampdown.app.drill.timeline import Clock, Timeline
+from clampdown.app.drill.world import (
+    Secrets,
+    drill_environment,
+    moto_server,
+    serve_on_loopback,
+)
+from clampdown.core.drill_model import Drill
+
+if TYPE_CHECKING:
+    from clampdown_aws.testing.seeded import Seeded
+    from clampdown_aws.testing.simulated import SimulatedAws
+    from clampdown_slack.testing.standin import SlackStandIn
+
+
+@dataclass(frozen=True)
+class DrillSession:
+    """One drill's running world; everything here is set once, when it is all up.
+
+    ``slack`` is the stand-in, or None when the person's real workspace is used
+    (``--interactive`` with ``CLAMPDOWN_SLACK_BOT_TOKEN`` set); ``signing_secret`` is
+    the one ``clampdown serve`` verifies Slack requests with.
+    """
+
+    drill: Drill
+    library: Path
+    workspace: Path
+    console: Console
+    keys: Secrets
+    clock: Clock
+    slack: SlackStandIn | None
+    sim: SimulatedAws
+    seeded: Seeded
+    base_url: str
+    app: Any
+    signing_secret: str
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the simulated account."""
+        import boto3
+
+        return boto3.session.Session(region_name=self.drill.seed.region).client(service)
+
+    def context(self) -> dict[str, Any]:
+        """The placeholders of payloads and commands: ``seed`` and ``drill``."""
+        stamp = datetime.fromtimestamp(self.clock.alert_epoch or time.time(), UTC)
+        return {
+            "seed": self.seeded.context(),
+            "drill": {
+                "name": self.drill.metadata.name,
+                "alert_time": stamp.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+                "alert_epoch": int(stamp.timestamp()),
+            },
+        }
+
+    def run_futures(self) -> dict[str, Any]:
+        """The flow runs ``clampdown serve`` started in this process: run id -> future."""
+        starter = getattr(self.app.state, "starter", None)
+        return dict(getattr(starter, "futures", {}))
+
+
+@contextlib.contextmanager
+def open_session(
+    drill: Drill,
+    *,
+    library: Path,
+    workspace: Path,
+    console: Console,
+    clock: Clock,
+    timeline: Timeline,
+    real_slack: bool,
+) -> Iterator[DrillSession]:
+    """Start the drill's world (see the module docstring); stop all of it afterwards."""
+    from clampdown_aws.testing.simulated import SimulatedAws
+    from clampdown_slack.testing.standin import SlackStandIn
+
+    keys = Secrets()
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(moto_server())
+        slack: SlackStandIn | None = None
+        if not real_slack:
+            slack = stack.enter_context(
+                SlackStandIn(
+                    token=keys.slack_token,
+                    usergroups={"security-oncall": [drill.roles.approver.slack_user]},
+                )
+            )
+            signing_secret = keys.signing_secret
+        else:
+            timeline.note("Slack: the real workspace of CLAMPDOWN_SLACK_* was used")
+            signing_secret = os.environ.get("CLAMPDOWN_SLACK_SIGNING_SECRET", "")
+        stack.enter_context(
+            drill_environment(
+                drill,
+                workspace,
+                keys,
+                aws_endpoint=endpoint,
+                slack_url=slack.url if slack is not None else None,
+            )
+        )
+        sim = stack.enter_context(SimulatedAws(endpoint))
+        console.print(f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS…")
+        seeded = _seed(drill, datetime.now(UTC))
+        sim.records = seeded.trail_records
+        app, base_url = _serve(stack, console)
+        yield DrillSession(
+            drill=drill,
+            library=library,
+            workspace=workspace,
+            console=console,
+            keys=keys,
+            clock=clock,
+            slack=slack,
+            sim=sim,
+            seeded=seeded,
+            base_url=base_url,
+            app=app,
+            signing_secret=signing_secret,
+        )
+
+
+def _seed(drill: Drill, alert_time: datetime) -> Seeded:
+    import boto3
+
+    from clampdown_aws.testing.seed import seed
+
+    session = boto3.session.Session(region_name=drill.seed.region)
+    return seed(drill.seed, alert_time, session.client)
+
+
+def _serve(stack: contextlib.ExitStack, console: Console) -> tuple[Any, str]:
+    """The local Prefect API, then ``clampdown serve`` on a loopback port."""
+    from clampdown.app.serve import create_app
+    from clampdown_flows.prefect_api import local_api
+
+    console.print("starting the local Prefect API and clampdown serve…")
+    stack.enter_context(local_api())
+    app = create_app()
+    return app, stack.enter_context(serve_on_loopback(app))

@@ -1,0 +1,188 @@
+"""The story a drill's account tells: CloudTrail records and log files, CloudWatch logs.
+
+:func:`write_trail` turns the drill's story lines into CloudTrail records
+(eventVersion 1.08, one second apart) and delivers them to the trail's bucket in
+CloudTrail's own layout (a gzipped file per five-minute slot, never in the future);
+:func:`write_log_groups` writes the CloudWatch log events.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clampdown.core.drill_model import Seed, TrailEvent
+from clampdown_aws.testing.seeded import Seeded
+
+RECORDS_PER_FILE = 100
+
+
+def write_trail(spec: Seed, cloudtrail: Any, s3: Any, alert_time: datetime, out: Seeded) -> None:
+    """The trail, and its log files in its bucket (made already), in CloudTrail's layout."""
+    trail = spec.trail
+    assert trail is not None
+    s3.put_bucket_policy(Bucket=trail.bucket, Policy=json.dumps(_trail_bucket_policy(trail.bucket)))
+    cloudtrail.create_trail(Name=trail.name, S3BucketName=trail.bucket, IsMultiRegionTrail=True)
+    cloudtrail.start_logging(Name=trail.name)
+    records = [
+        record for event in trail.events for record in _records(event, spec, alert_time, out)
+    ]
+    records.sort(key=lambda r: r["eventTime"])
+    out.trail_records = records
+    # CloudTrail delivers a file about every five minutes per region: group by 5-minute slot.
+    files: dict[datetime, list[dict[str, Any]]] = {}
+    for record in records:
+        moment = parse_time(record["eventTime"])
+        slot = moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
+        files.setdefault(slot + timedelta(minutes=5), []).append(record)
+    for delivered, batch in sorted(files.items()):
+        delivered = min(delivered, alert_time - timedelta(seconds=30))  # never in the future
+        for start in range(0, len(batch), RECORDS_PER_FILE):
+            chunk = batch[start : start + RECORDS_PER_FILE]
+            key = _trail_key(spec.account, spec.region, delivered, chunk)
+            body = gzip.compress(json.dumps({"Records": chunk}).encode(), mtime=0)
+            s3.put_object(Bucket=trail.bucket, Key=key, Body=body)
+            out.trail_objects.append(key)
+
+
+def _trail_bucket_policy(bucket: str) -> dict[str, Any]:
+    """The bucket policy AWS documents for a trail's bucket."""
+    service = {"Service": "cloudtrail.amazonaws.com"}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "AWSCloudTrailAclCheck",
+                "Effect": "Allow",
+                "Principal": service,
+                "Action": "s3:GetBucketAcl",
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
+            {
+                "Sid": "AWSCloudTrailWrite",
+                "Effect": "Allow",
+                "Principal": service,
+                "Action": "s3:PutObject",
+                "Resource": f"arn:aws:s3:::{bucket}/AWSLogs/*",
+                "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control"}},
+            },
+        ],
+    }
+
+
+def _trail_key(account: str, region: str, delivered: datetime, chunk: list[dict[str, Any]]) -> str:
+    """``AWSLogs/<acct>/CloudTrail/<region>/YYYY/MM/DD/<acct>_CloudTrail_<region>_<time>Z_<id>.json.gz``."""
+    unique = hashlib.sha256(chunk[0]["eventID"].encode()).hexdigest()[:16].upper()
+    return (
+        f"AWSLogs/{account}/CloudTrail/{region}/{delivered:%Y/%m/%d}/"
+        f"{account}_CloudTrail_{region}_{delivered:%Y%m%dT%H%M}Z_{unique}.json.gz"
+    )
+
+
+def _records(
+    event: TrailEvent, spec: Seed, alert_time: datetime, out: Seeded
+) -> list[dict[str, Any]]:
+    """CloudTrail records (eventVersion 1.08) for one story line, one second apart."""
+    identity = _identity(event, spec, out)
+    records = []
+    for i in range(event.repeat):
+        moment = alert_time - timedelta(seconds=event.ago) + timedelta(seconds=i)
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.event}/{moment.isoformat()}/{i}"))
+        records.append(
+            {
+                "eventVersion": "1.08",
+                "userIdentity": identity,
+                "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "eventSource": event.source,
+                "eventName": event.event,
+                "awsRegion": spec.region,
+                "sourceIPAddress": event.ip,
+                "userAgent": event.user_agent,
+                "requestParameters": event.request or None,
+                "responseElements": None,
+                "requestID": event_id.replace("-", "")[:16].upper(),
+                "eventID": event_id,
+                "readOnly": event.event.startswith(("Get", "List", "Describe", "Head")),
+                "resources": [
+                    {"type": _resource_type(arn), "ARN": arn, "accountId": spec.account}
+                    for arn in event.resources
+                ],
+                "eventType": "AwsApiCall",
+                "managementEvent": event.source != "s3.amazonaws.com"
+                or event.event not in ("GetObject", "PutObject"),
+                "recipientAccountId": spec.account,
+                "eventCategory": "Management",
+            }
+        )
+    return records
+
+
+def _identity(event: TrailEvent, spec: Seed, out: Seeded) -> dict[str, Any]:
+    if event.user is not None:
+        user = out.users[event.user]
+        keys = user["access_keys"]
+        return {
+            "type": "IAMUser",
+            "principalId": user["id"],
+            "arn": user["arn"],
+            "accountId": spec.account,
+            "accessKeyId": keys[0] if keys else "",
+            "userName": user["name"],
+        }
+    assert event.role is not None
+    role = out.roles[event.role]
+    session = role["sessions"][0] if role["sessions"] else ""
+    session_name = "i-0a1b2c3d4e5f60710"
+    return {
+        "type": "AssumedRole",
+        "principalId": f"{role['id']}:{session_name}",
+        "arn": f"arn:aws:sts::{spec.account}:assumed-role/{role['name']}/{session_name}",
+        "accountId": spec.account,
+        "accessKeyId": session,
+        "sessionContext": {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": role["id"],
+                "arn": role["arn"],
+                "accountId": spec.account,
+                "userName": role["name"],
+            },
+            "attributes": {"mfaAuthenticated": "false"},
+        },
+    }
+
+
+def _resource_type(arn: str) -> str:
+    if arn.startswith("arn:aws:s3:::"):
+        return "AWS::S3::Object" if "/" in arn else "AWS::S3::Bucket"
+    return "AWS::" + arn.split(":")[2].capitalize() + "::Resource"
+
+
+def parse_time(text: str) -> datetime:
+    """A CloudTrail ``eventTime`` (``2024-01-01T00:00:00Z``) as an aware datetime."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def write_log_groups(spec: Seed, logs: Any, alert_time: datetime, out: Seeded) -> None:
+    for group in spec.log_groups:
+        logs.create_log_group(logGroupName=group.name)
+        logs.create_log_stream(logGroupName=group.name, logStreamName="drill")
+        events = [
+            {
+                "timestamp": int(
+                    (alert_time - timedelta(seconds=e.ago) + timedelta(milliseconds=i)).timestamp()
+                    * 1000
+                ),
+                "message": e.message,
+            }
+            for e in group.events
+            for i in range(e.repeat)
+        ]
+        events.sort(key=lambda e: e["timestamp"])
+        if events:
+            logs.put_log_events(logGroupName=group.name, logStreamName="drill", logEvents=events)
+        out.log_events += len(events)
