@@ -2,7 +2,7 @@
 """One-command tasks for a fresh clone; needs only Python 3.11+.
 
     python3 dev.py demo    set up .venv, then run the model-theft drill end to end (simulated AWS)
-    python3 dev.py test    set up .venv, then run ruff, the layer contracts and the whole test suite
+    python3 dev.py test    set up .venv, then run ruff, lint-imports and the whole test suite
     python3 dev.py unit    set up .venv, then run the unit tests only (no server, no network; seconds)
     python3 dev.py setup   only create/refresh .venv
 

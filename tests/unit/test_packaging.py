@@ -29,7 +29,9 @@ def test_the_package_list_names_every_package_on_disk() -> None:
 
 def test_no_generic_top_level_name_is_installed() -> None:
     top_level = {name.split(".")[0] for name in SETUPTOOLS["packages"]}
-    assert all(name == "clampdown" or name.startswith("clampdown_") for name in top_level), top_level
+    assert all(name == "clampdown" or name.startswith("clampdown_") for name in top_level), (
+        top_level
+    )
 
 
 def test_version_is_the_release_in_pyproject() -> None:
