@@ -3,7 +3,7 @@
 
     python3 dev.py demo    set up .venv, then run the model-theft drill end to end (simulated AWS)
     python3 dev.py test    set up .venv, then run ruff, lint-imports and the whole test suite
-    python3 dev.py unit    set up .venv, then run the unit tests only (no server, no network; seconds)
+    python3 dev.py unit    set up .venv, then run tests/unit only (no server, no network; seconds)
     python3 dev.py setup   only create/refresh .venv
 
 Setup installs the package with its test extra, pinned by constraints.txt, so a
