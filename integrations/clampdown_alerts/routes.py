@@ -110,39 +110,42 @@ def _digest(*parts: bytes) -> str:
     return hashlib.sha256(b"\0".join(parts)).hexdigest()
 
 
-def alert_router(
-    settings: AlertSettings,
-    triage: AlertTriage,
-    deliveries: DeliveryLog,
-    *,
-    fetch: signatures.Fetch | None = None,
-    clock: Callable[[], float] = time.time,
-) -> APIRouter:
-    """The alert endpoints. ``fetch`` (HTTPS GET) and ``clock`` are injectable for tests."""
-    sns_verifier = signatures.SnsVerifier(
-        settings.sns_cert_dir, settings.sns_cert_timeout, fetch, clock
-    )
-    https_get = fetch or signatures.https_get
-    window = settings.replay_window
-    router = APIRouter(prefix="/alerts", tags=["alerts"])
+class Receivers:
+    """One receiver per source: authenticate and parse, nothing else.
 
-    def now() -> datetime:
-        return datetime.fromtimestamp(clock(), UTC)
+    A class rather than closures inside :func:`alert_router` so each receiver is a
+    method of its own (and its own complexity), sharing the settings, the SNS verifier
+    and the injectable ``fetch`` and ``clock``.
+    """
 
-    def bearer(request: Request, source: str) -> None:
-        if settings.alert_token is None:
+    def __init__(
+        self,
+        settings: AlertSettings,
+        fetch: signatures.Fetch | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.sns_verifier = signatures.SnsVerifier(
+            settings.sns_cert_dir, settings.sns_cert_timeout, fetch, clock
+        )
+        self.https_get = fetch or signatures.https_get
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
+    def bearer(self, request: Request, source: str) -> None:
+        if self.settings.alert_token is None:
             raise NotConfigured(f"/alerts/{source} is not configured: set CLAMPDOWN_ALERT_TOKEN")
-        signatures.verify_bearer(request.headers, settings.alert_token)
+        signatures.verify_bearer(request.headers, self.settings.alert_token)
 
-    async def body_json(request: Request) -> tuple[bytes, Any]:
-        body = await read_body(request, settings.max_alert_bytes)
+    async def body_json(self, request: Request) -> tuple[bytes, Any]:
+        body = await read_body(request, self.settings.max_alert_bytes)
         return body, parse_json(body)
 
-    # --- one receiver per source: authenticate and parse, nothing else ----------------------
-
-    async def receive_eventbridge(request: Request, guardduty_only: bool) -> Delivery:
-        bearer(request, "guardduty" if guardduty_only else "eventbridge")
-        _, event = await body_json(request)
+    async def eventbridge(self, request: Request, guardduty_only: bool) -> Delivery:
+        self.bearer(request, "guardduty" if guardduty_only else "eventbridge")
+        _, event = await self.body_json(request)
         alerts = (
             sources.parse_guardduty(event) if guardduty_only else sources.parse_eventbridge(event)
         )
@@ -154,9 +157,15 @@ def alert_router(
             alerts=alerts,
         )
 
-    async def receive_alertmanager(request: Request) -> Delivery:
-        bearer(request, "alertmanager")
-        body, payload = await body_json(request)
+    async def guardduty(self, request: Request) -> Delivery:
+        return await self.eventbridge(request, True)
+
+    async def any_eventbridge(self, request: Request) -> Delivery:
+        return await self.eventbridge(request, False)
+
+    async def alertmanager(self, request: Request) -> Delivery:
+        self.bearer(request, "alertmanager")
+        body, payload = await self.body_json(request)
         alerts = sources.parse_alertmanager(payload)
         # Alertmanager has no delivery id or send time: an identical body is a replay.
         return Delivery(
@@ -167,13 +176,13 @@ def alert_router(
             note="" if alerts else "no firing alert in the payload",
         )
 
-    async def receive_pagerduty(request: Request) -> Delivery:
-        secrets = settings.pagerduty_secrets
+    async def pagerduty(self, request: Request) -> Delivery:
+        secrets = self.settings.pagerduty_secrets
         if not secrets:
             raise NotConfigured(
                 "/alerts/pagerduty is not configured: set CLAMPDOWN_PAGERDUTY_SECRET"
             )
-        body = await read_body(request, settings.max_alert_bytes)
+        body = await read_body(request, self.settings.max_alert_bytes)
         signatures.verify_pagerduty(body, request.headers.get("x-pagerduty-signature"), secrets)
         payload = parse_json(body)
         alerts = sources.parse_pagerduty(payload)
@@ -186,23 +195,23 @@ def alert_router(
             note="" if alerts else f"event type {event['event_type']} does not call for a response",
         )
 
-    async def receive_generic(request: Request) -> Delivery:
-        secrets = settings.hmac_secrets
+    async def generic(self, request: Request) -> Delivery:
+        secrets = self.settings.hmac_secrets
         if not secrets:
             raise NotConfigured(
                 "/alerts/generic is not configured: set CLAMPDOWN_ALERT_HMAC_SECRET"
             )
-        body = await read_body(request, settings.max_alert_bytes)
+        body = await read_body(request, self.settings.max_alert_bytes)
         timestamp = request.headers.get("x-clampdown-timestamp")
         sent = signatures.verify_generic(
             body,
             timestamp,
             request.headers.get("x-clampdown-signature"),
             secrets,
-            clock(),
-            window,
+            self.clock(),
+            self.settings.replay_window,
         )
-        alerts = sources.parse_generic(parse_json(body), now())
+        alerts = sources.parse_generic(parse_json(body), self.now())
         return Delivery(
             key=f"generic:{_digest(str(int(sent)).encode(), body)}",
             sent_at=datetime.fromtimestamp(sent, UTC),
@@ -210,11 +219,11 @@ def alert_router(
             alerts=alerts,
         )
 
-    async def receive_sns(request: Request) -> Delivery | Answered:
-        allowed = settings.allowed_topics
+    async def sns(self, request: Request) -> Delivery | Answered:
+        allowed = self.settings.allowed_topics
         if not allowed:
             raise NotConfigured("/alerts/sns is not configured: set CLAMPDOWN_SNS_TOPIC_ARNS")
-        _, message = await body_json(request)
+        _, message = await self.body_json(request)
         if not isinstance(message, dict):
             raise Malformed("body must be an SNS message (a JSON object)")
         header_type = request.headers.get("x-amz-sns-message-type")
@@ -226,7 +235,10 @@ def alert_router(
                 "SNS TopicArn is not in the allow-list (CLAMPDOWN_SNS_TOPIC_ARNS)"
             )
         signatures.sns_string_to_sign(message)  # shape first: a malformed message is a 400
-        await run_in_threadpool(sns_verifier.verify, message)  # may download the certificate
+        await run_in_threadpool(self.sns_verifier.verify, message)  # may fetch the certificate
+        return self._sns_message(message, topic)
+
+    def _sns_message(self, message: dict[str, Any], topic: str) -> Delivery | Answered:
         key = f"sns:{message['MessageId']}"
         sent_at = sources.parse_time(message["Timestamp"], "sns.Timestamp")
         kind = message["Type"]
@@ -235,7 +247,7 @@ def alert_router(
 
             def confirm() -> None:
                 try:
-                    https_get(url, settings.sns_cert_timeout)
+                    self.https_get(url, self.settings.sns_cert_timeout)
                 except OSError as exc:
                     raise UpstreamFailed(f"could not confirm the SNS subscription: {exc}") from None
                 logger.info("confirmed SNS subscription to %s", topic)
@@ -250,7 +262,7 @@ def alert_router(
                 "sns.Timestamp",
                 {"status": "ignored", "reason": "unsubscribe confirmation: nothing to do"},
             )
-        alerts = sources.parse_sns_notification(message, settings.alarm_severity)
+        alerts = sources.parse_sns_notification(message, self.settings.alarm_severity)
         return Delivery(
             key=key,
             sent_at=sent_at,
@@ -259,39 +271,54 @@ def alert_router(
             note="" if alerts else "the notification is not an alarm in ALARM state",
         )
 
-    # --- the shared pipeline -----------------------------------------------------------------
 
-    async def handle(source: str, request: Request, receive: Receive) -> Response:
+class Pipeline:
+    """The steps every endpoint shares once its receiver has authenticated and parsed."""
+
+    def __init__(self, receivers: Receivers, triage: AlertTriage, deliveries: DeliveryLog) -> None:
+        self.receivers = receivers
+        self.triage = triage
+        self.deliveries = deliveries
+        self.window = receivers.settings.replay_window
+
+    async def handle(self, source: str, request: Request, receive: Receive) -> Response:
         peer = request.client.host if request.client else "?"
         try:
             delivery = await receive(request)
             if delivery.sent_at is not None:
-                check_fresh(delivery.sent_at, now(), window, delivery.sent_at_field)
-            ttl = 2 * window  # a message is acceptable for +-window around its timestamp
-            if not await run_in_threadpool(deliveries.first_seen, delivery.key, ttl):
+                check_fresh(
+                    delivery.sent_at, self.receivers.now(), self.window, delivery.sent_at_field
+                )
+            ttl = 2 * self.window  # a message is acceptable for +-window around its timestamp
+            if not await run_in_threadpool(self.deliveries.first_seen, delivery.key, ttl):
                 raise Replayed(f"delivery {delivery.key} was already received (replay)")
         except AlertRejected as exc:
             logger.warning(
                 "alert /%s from %s refused (%d): %s", source, peer, exc.status, exc.reason
             )
             return JSONResponse({"error": exc.reason}, exc.status)
-
         if isinstance(delivery, Answered):
-            try:
-                if delivery.act is not None:
-                    await run_in_threadpool(delivery.act)
-            except AlertRejected as exc:
-                deliveries.forget(delivery.key)
-                logger.warning("alert /%s %s failed: %s", source, delivery.key, exc.reason)
-                return JSONResponse({"error": exc.reason}, exc.status)
-            return JSONResponse(delivery.body, 200)
+            return await self._answer(source, delivery)
+        return await self._triage(source, delivery)
 
+    async def _answer(self, source: str, delivery: Answered) -> Response:
+        try:
+            if delivery.act is not None:
+                await run_in_threadpool(delivery.act)
+        except AlertRejected as exc:
+            self.deliveries.forget(delivery.key)
+            logger.warning("alert /%s %s failed: %s", source, delivery.key, exc.reason)
+            return JSONResponse({"error": exc.reason}, exc.status)
+        return JSONResponse(delivery.body, 200)
+
+    async def _triage(self, source: str, delivery: Delivery) -> Response:
         results: list[dict[str, Any]] = []
         for alert in delivery.alerts:
             try:
-                outcome = await run_in_threadpool(triage, alert)
+                outcome = await run_in_threadpool(self.triage, alert)
             except Exception:
-                deliveries.forget(delivery.key)  # nothing was lost: the sender's retry is accepted
+                # nothing was lost: the sender's retry is accepted
+                self.deliveries.forget(delivery.key)
                 logger.exception("triage of %s alert %s failed", alert.source, alert.id)
                 return JSONResponse(
                     {"error": "triage failed; the alert was not handled, retry the delivery"}, 500
@@ -319,28 +346,38 @@ def alert_router(
             body["reason"] = delivery.note or "no alert in the payload"
         return JSONResponse(body, 202 if started else 200)
 
-    @router.post("/guardduty")
-    async def guardduty(request: Request) -> Response:
-        return await handle("guardduty", request, lambda r: receive_eventbridge(r, True))
 
-    @router.post("/eventbridge")
-    async def eventbridge(request: Request) -> Response:
-        return await handle("eventbridge", request, lambda r: receive_eventbridge(r, False))
-
-    @router.post("/sns")
-    async def sns(request: Request) -> Response:
-        return await handle("sns", request, receive_sns)
-
-    @router.post("/alertmanager")
-    async def alertmanager(request: Request) -> Response:
-        return await handle("alertmanager", request, receive_alertmanager)
-
-    @router.post("/pagerduty")
-    async def pagerduty(request: Request) -> Response:
-        return await handle("pagerduty", request, receive_pagerduty)
-
-    @router.post("/generic")
-    async def generic(request: Request) -> Response:
-        return await handle("generic", request, receive_generic)
-
+def alert_router(
+    settings: AlertSettings,
+    triage: AlertTriage,
+    deliveries: DeliveryLog,
+    *,
+    fetch: signatures.Fetch | None = None,
+    clock: Callable[[], float] = time.time,
+) -> APIRouter:
+    """The alert endpoints. ``fetch`` (HTTPS GET) and ``clock`` are injectable for tests."""
+    receivers = Receivers(settings, fetch, clock)
+    pipeline = Pipeline(receivers, triage, deliveries)
+    router = APIRouter(prefix="/alerts", tags=["alerts"])
+    endpoints: dict[str, Receive] = {
+        "guardduty": receivers.guardduty,
+        "eventbridge": receivers.any_eventbridge,
+        "sns": receivers.sns,
+        "alertmanager": receivers.alertmanager,
+        "pagerduty": receivers.pagerduty,
+        "generic": receivers.generic,
+    }
+    for source, receive in endpoints.items():
+        router.add_api_route(
+            f"/{source}", _endpoint(pipeline, source, receive), methods=["POST"], name=source
+        )
     return router
+
+
+def _endpoint(
+    pipeline: Pipeline, source: str, receive: Receive
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return await pipeline.handle(source, request, receive)
+
+    return endpoint
