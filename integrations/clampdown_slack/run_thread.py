@@ -268,33 +268,40 @@ class RunThread:
             if self._start_lock is not None:
                 self._start_lock.close()
         while True:
-            with self._cond:
-                while not (self._outbox or self._dirty or self._closing):
-                    if not self._retry:
-                        self._cond.wait()
-                    elif not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
-                        break
-                outbox = [*self._retry, *self._outbox]
-                self._retry.clear()
-                self._outbox.clear()
-                dirty, self._dirty = self._dirty, False
-                closing = self._closing
-            if outbox and self.thread_ts is None:  # Slack was down at the start: try again
-                self._call("chat.postMessage", self._post_header)
-            for method, send, keep in outbox:
-                if self._retry and keep:  # keep kept cards in order behind a failed one
-                    self._retry.append((method, send, keep))
-                    continue
-                self._call(method, send, keep=keep and not closing)
-            if dirty and self.header_ts is not None:
-                self._call("chat.update", self._edit_header)
-            if not self._retry:
-                self._retry_until = 0.0  # the next outage gets the full CARD_RETRY_FOR
+            outbox, dirty, closing = self._next_batch()
+            self._send_batch(outbox, dirty, closing)
             with self._cond:
                 if closing and not (self._outbox or self._dirty):
                     for method, _send, _keep in self._retry:  # given up: they are misses
                         self._miss(f"Slack {method} of an approval card never got through")
                     return
+
+    def _next_batch(self) -> tuple[list[Any], bool, bool]:
+        """Wait for work (or the time to retry kept cards); take everything queued."""
+        with self._cond:
+            while not (self._outbox or self._dirty or self._closing):
+                if not self._retry:
+                    self._cond.wait()
+                elif not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
+                    break
+            outbox = [*self._retry, *self._outbox]
+            self._retry.clear()
+            self._outbox.clear()
+            dirty, self._dirty = self._dirty, False
+            return outbox, dirty, self._closing
+
+    def _send_batch(self, outbox: list[Any], dirty: bool, closing: bool) -> None:
+        if outbox and self.thread_ts is None:  # Slack was down at the start: try again
+            self._call("chat.postMessage", self._post_header)
+        for method, send, keep in outbox:
+            if self._retry and keep:  # keep kept cards in order behind a failed one
+                self._retry.append((method, send, keep))
+                continue
+            self._call(method, send, keep=keep and not closing)
+        if dirty and self.header_ts is not None:
+            self._call("chat.update", self._edit_header)
+        if not self._retry:
+            self._retry_until = 0.0  # the next outage gets the full CARD_RETRY_FOR
 
     def _text(self) -> str:
         assert self._header is not None

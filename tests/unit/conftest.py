@@ -8,6 +8,7 @@ unit test that reaches out by accident fails loudly instead of slowly.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +29,13 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest calls this hook with the whole session's items, wherever the conftest is
+    here = Path(__file__).parent
     offenders = [
         f"{item.nodeid} ({', '.join(n for n in SERVER_FIXTURES if n in item.fixturenames)})"
         for item in items
-        if any(n in getattr(item, "fixturenames", ()) for n in SERVER_FIXTURES)
+        if item.path.is_relative_to(here)
+        and any(n in getattr(item, "fixturenames", ()) for n in SERVER_FIXTURES)
     ]
     if offenders:
         raise pytest.UsageError(
