@@ -110,7 +110,7 @@ def runs(
     from clampdown.core.runs import recent_runs
     from clampdown.core.settings import settings
 
-    found = recent_runs(settings().home.expanduser() / "runs", limit)
+    found = recent_runs(settings().paths.runs_dir, limit)
     if format is Format.json:
         out.print_json(json.dumps([r.to_dict() for r in found]))
         return

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.home import Home
 
 
 class Settings(BaseSettings):
@@ -30,21 +31,20 @@ class Settings(BaseSettings):
     evidence_retention_days: int = Field(365, ge=1, description="Object Lock retention")
     evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
 
+    @property
+    def paths(self) -> Home:
+        """Every path under ``home`` (:mod:`clampdown.core.home`)."""
+        return Home(self.home)
+
     def run_dir(self, run_id: str) -> Path:
-        return self.home.expanduser() / "runs" / run_id
+        return self.paths.run(run_id).dir
 
     def ledger_path(self, run_id: str) -> Path:
-        return self.run_dir(run_id) / "ledger.jsonl"
+        return self.paths.run(run_id).ledger
 
     def existing_ledger(self, run_id: str) -> Path:
         """The ledger of a past run, or a user error that says where ledgers live."""
-        path = self.ledger_path(run_id)
-        if not path.is_file():
-            raise ClampdownError(
-                f"no ledger for run '{run_id}'",
-                f"ledgers live under {self.home}/runs/<run-id>/ledger.jsonl",
-            )
-        return path
+        return self.paths.existing_ledger(run_id)
 
 
 def shipped_library() -> Path:

@@ -145,8 +145,7 @@ def default_url() -> str:
     configured = StateSettings().state_url
     if configured is not None and configured.get_secret_value().strip():
         return configured.get_secret_value().strip()
-    home = settings().home.expanduser()
-    return f"sqlite:///{home / 'state.sqlite3'}"
+    return f"sqlite:///{settings().paths.state_db}"
 
 
 def _engine_url(url: str) -> sa.URL:

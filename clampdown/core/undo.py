@@ -73,9 +73,6 @@ def undo_items(ledger: Path) -> list[UndoItem]:
 
 # --- rolling a run back: one code path for `clampdown rollback` and `core.rollback_run` ---
 
-ROLLED_BACK_MARK = "rolled-back.json"  # in the run's folder, once a rollback undid everything
-_LOCK = "rollback.lock"
-
 
 class RollbackRefused(ClampdownError):
     """The run cannot be rolled back now (unknown, unfinished, already rolled back, busy)."""
@@ -98,7 +95,7 @@ def rolled_back(run_id: str) -> dict[str, Any] | None:
 
     from clampdown.core.settings import settings
 
-    mark = settings().run_dir(run_id) / ROLLED_BACK_MARK
+    mark = settings().paths.run(run_id).rolled_back_mark
     try:
         return dict(json.loads(mark.read_text()))
     except (OSError, ValueError):
@@ -191,7 +188,7 @@ def rollback_run(
     conf = settings()
     path = rollback_target(run_id, allow_repeat=allow_repeat)
     items = undo_items(path)
-    lock = conf.run_dir(run_id) / _LOCK
+    lock = conf.paths.run(run_id).rollback_lock
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -245,7 +242,7 @@ def rollback_run(
             still_in_place=failed,
         )
         if not failed:
-            mark = conf.run_dir(run_id) / ROLLED_BACK_MARK
+            mark = conf.paths.run(run_id).rolled_back_mark
             mark.write_text(json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})}))
     finally:
         ledger.close()

@@ -25,15 +25,15 @@ class DecisionError(ClampdownError):
 
 
 def approvals_dir(run_id: str) -> Path:
-    return settings().run_dir(run_id) / "approvals"
+    return settings().paths.run(run_id).approvals_dir
 
 
 def request_file(run_id: str, step: str) -> Path:
-    return approvals_dir(run_id) / f"{step}.json"
+    return settings().paths.run(run_id).approval_request(step)
 
 
 def key_file(run_id: str) -> Path:
-    return approvals_dir(run_id) / ".key"
+    return settings().paths.run(run_id).approval_key
 
 
 def approval_key(run_id: str, *, create: bool = False) -> bytes:

@@ -279,7 +279,7 @@ class SlashCommands:
             if not _RUN_ID.match(run_id):
                 return Answer(f":x: `{run_id}` is not a run id")
             return Answer(_run_status(run_id, conf.existing_ledger(run_id)))
-        found = recent_runs(conf.home.expanduser() / "runs", 5)
+        found = recent_runs(conf.paths.runs_dir, 5)
         if not found:
             return Answer("No runs yet.")
         lines = [f"• `{r.run_id}` {r.runbook} — *{r.status}* (started {r.started})" for r in found]
@@ -319,9 +319,8 @@ def thread_link(run_id: str, wait: float | None = None) -> str | None:
     import time
 
     from clampdown.core.settings import settings
-    from clampdown_slack.status import STATE_FILE
 
-    state = settings().run_dir(run_id) / STATE_FILE
+    state = settings().paths.run(run_id).slack_thread_state
     deadline = time.monotonic() + (THREAD_WAIT if wait is None else wait)
     while True:
         try:

@@ -41,7 +41,6 @@ from clampdown_slack.client import (
     slack_settings,
 )
 from clampdown_slack.status import (
-    STATE_FILE,
     describe_error,
     mark_drill,
     read_state,
@@ -256,7 +255,7 @@ class RunThread:
 
     @property
     def _state_file(self) -> Any:
-        return clampdown_settings().run_dir(self.run_id) / STATE_FILE
+        return clampdown_settings().paths.run(self.run_id).slack_thread_state
 
     def _work(self) -> None:
         try:
@@ -405,7 +404,7 @@ def reply_in_run_thread(run_id: str, text: str) -> bool:
         return False
     if config.slack_bot_token is None or not config.slack_channel:
         return False
-    state = clampdown_settings().run_dir(run_id) / STATE_FILE
+    state = clampdown_settings().paths.run(run_id).slack_thread_state
     thread = read_state(state).get("threads", {}).get(config.slack_channel)
     if not thread:
         return False

@@ -26,6 +26,7 @@ from urllib.error import URLError
 from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
+from clampdown.core.home import SLACK_THREAD_STATE
 from clampdown.core.settings import settings as clampdown_settings
 from clampdown_slack.client import (
     SlackNotConfigured,
@@ -41,7 +42,7 @@ except ImportError:  # pragma: no cover - Windows: threads of one process only
     fcntl = None  # type: ignore[assignment]
 
 DRILL_PREFIX = "[DRILL] "
-STATE_FILE = "slack.json"
+STATE_FILE = SLACK_THREAD_STATE  # the name of the file in the run's folder
 _MAX_ERROR = 500
 _RETRIED_STATUSES = (429, 500, 503)
 _HINTS = {
@@ -99,7 +100,7 @@ class SlackStatus(Action):
             if not params.thread:
                 sent = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
                 return self._posted(ctx, sent["channel"], sent["ts"], None)
-            state = clampdown_settings().run_dir(ctx.run_id) / STATE_FILE
+            state = clampdown_settings().paths.run(ctx.run_id).slack_thread_state
             with run_lock(state):
                 thread = read_threads(state, ctx).get(channel)
                 if thread is None:  # the run's first status message here: the thread's parent

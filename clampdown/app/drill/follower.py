@@ -148,7 +148,7 @@ class RunFollower:
         from clampdown.core.ledger import read
         from clampdown.core.settings import settings
 
-        runs = settings().home.expanduser() / "runs"
+        runs = settings().paths.runs_dir
         for ledger in sorted(runs.glob("*/ledger.jsonl")):
             run_id = ledger.parent.name
             if run_id in self._tracked or not ledger.stat().st_size:

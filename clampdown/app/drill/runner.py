@@ -50,6 +50,7 @@ from clampdown.app.drill.world import POLL
 from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill
+from clampdown.core.home import Home
 
 __all__ = ["DrillResult", "DrillRunner", "run_drill", "workspace_for"]
 
@@ -149,7 +150,7 @@ class SlackWatch:
 def workspace_for(drill: Drill, home: Path) -> Path:
     """Where one drill keeps its state: ``$CLAMPDOWN_HOME/drills/<name>-<UTC time>/``."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return home.expanduser() / "drills" / f"{drill.metadata.name}-{stamp}-{secrets.token_hex(2)}"
+    return Home(home).drills_dir / f"{drill.metadata.name}-{stamp}-{secrets.token_hex(2)}"
 
 
 def run_drill(
