@@ -42,12 +42,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.sealed_inputs import (  # noqa: F401  (re-exported: old import path)
-    SEALED,
-    is_sealed,
-    seal_inputs,
-    unseal_inputs,
-)
+from clampdown.core.sealed_inputs import seal_inputs, unseal_inputs
 
 logger = logging.getLogger("clampdown.deployment")
 

@@ -328,7 +328,8 @@ def test_clampdown_worker_runs_in_process_and_secret_inputs_stay_sealed(
     from prefect.deployments import run_deployment
     from pydantic import SecretStr
 
-    from clampdown.app.deployment import SEALED, DeploymentStarter
+    from clampdown.app.deployment import DeploymentStarter
+    from clampdown.core.sealed_inputs import SEALED
 
     iam, arn = _iam_user(moto_server, "stolen-keys-inproc")
     with _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker"):
