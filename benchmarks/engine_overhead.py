@@ -69,8 +69,9 @@ def plain_python(steps: int) -> float:
     """The same work without the engine: validate inputs, run the action, dump outputs."""
     from clampdown.core.actions import ActionContext
     from clampdown.core.builtin_actions import SetOutput
+    from clampdown.core.settings import settings
 
-    ctx = ActionContext(run_id="bench", step_id="s", runbook="bench")
+    ctx = ActionContext(run_id="bench", step_id="s", runbook="bench", home=settings().paths)
     start = time.perf_counter()
     for i in range(steps):
         params = SetOutput.Input.model_validate({"value": i})

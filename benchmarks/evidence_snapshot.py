@@ -111,6 +111,7 @@ def child(which: str, group: str, run_id: str) -> None:
     import boto3
 
     from clampdown.core.actions import ActionContext
+    from clampdown.core.settings import settings
     from clampdown_aws.evidence import SnapshotLogGroup
 
     for service in ("logs", "s3", "sts"):  # warm-up: imports and service models
@@ -118,7 +119,13 @@ def child(which: str, group: str, run_id: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter()
     if which == "ours":
-        ctx = ActionContext(run_id=run_id, step_id="bench", runbook="bench", region=REGION)
+        ctx = ActionContext(
+            run_id=run_id,
+            step_id="bench",
+            runbook="bench",
+            home=settings().paths,
+            region=REGION,
+        )
         out = SnapshotLogGroup().run(
             SnapshotLogGroup.Input(log_group=group, lookback_hours=LOOKBACK_HOURS, bucket=BUCKET),
             ctx,

@@ -111,11 +111,18 @@ def aws_endpoint(moto_server: str, aws_credentials: None, monkeypatch: pytest.Mo
 
 
 @pytest.fixture
-def action_ctx():
+def action_ctx(clampdown_home: Path):
     """An ActionContext as the executor builds it, for calling actions directly."""
     from clampdown.core.actions import ActionContext
+    from clampdown.core.home import Home
 
-    return ActionContext(run_id="testrun0001", step_id="step", runbook="test", region="us-east-1")
+    return ActionContext(
+        run_id="testrun0001",
+        step_id="step",
+        runbook="test",
+        home=Home(clampdown_home),
+        region="us-east-1",
+    )
 
 
 @pytest.fixture

@@ -36,11 +36,12 @@ def plan(
     from clampdown.core import plan as planner
     from clampdown.core.actions import registry
     from clampdown.core.inputs import parse_pairs
+    from clampdown.core.settings import settings
 
     _, model = load_named_runbook(runbook, library)
     result = planner.build(model, parse_pairs(input, inputs_file), registry())
     if live:
-        planner.preview(result, model, registry())
+        planner.preview(result, model, registry(), settings().paths)
     if format is Format.json:
         out.print_json(json.dumps(result.to_dict(), default=str))
         return

@@ -204,9 +204,11 @@ def rollback(
     A run already rolled back is refused unless --again; a rollback that stopped half-way
     can simply be run again. With approval: the release-containment runbook.
     """
+    from clampdown.core.settings import settings
     from clampdown.core.undo import rollback_target, undo_items
 
-    items = undo_items(rollback_target(run_id, allow_repeat=again or plan))
+    home = settings().paths
+    items = undo_items(rollback_target(run_id, home, allow_repeat=again or plan))
     out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
     for number, item in enumerate(items, start=1):
         where = ", ".join(x for x in (item.region, item.account) if x)

@@ -18,11 +18,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from clampdown.core.diagnostics import ClampdownError, did_you_mean
+from clampdown.core.home import Home, RunFiles
 
 ENTRY_POINT_GROUP = "clampdown.actions"
 
@@ -45,16 +47,31 @@ class ActionContext:
 
     ``record_undo`` is how a containment action says what it changed and how to
     put it back; the executor writes those records to the ledger for rollback.
+    ``home`` is ``CLAMPDOWN_HOME`` (:class:`~clampdown.core.home.Home`), filled by
+    whoever runs the action (the engine, a rollback, ``clampdown plan``); ``files`` are
+    this run's files under it and ``run_dir`` its folder. An action finds its run's
+    files there, never through the settings.
     """
 
     run_id: str
     step_id: str
     runbook: str
+    home: Home
     drill: bool = False
     region: str | None = None
     account: str | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("clampdown.action"))
     undo: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def files(self) -> RunFiles:
+        """This run's files: ``$CLAMPDOWN_HOME/runs/<run-id>/...``."""
+        return self.home.run(self.run_id)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder, ``$CLAMPDOWN_HOME/runs/<run-id>/``."""
+        return self.files.dir
 
     def record_undo(self, description: str, **how: Any) -> None:
         self.undo.append({"description": description, **how})

@@ -20,6 +20,7 @@ from clampdown.core.expressions import (
     contains_expression,
     evaluate,
 )
+from clampdown.core.home import Home
 from clampdown.core.models import Runbook
 
 AT_RUN_TIME = "(known at run time)"
@@ -123,11 +124,12 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
     )
 
 
-def preview(plan: Plan, runbook: Runbook, actions: Registry) -> None:
+def preview(plan: Plan, runbook: Runbook, actions: Registry, home: Home) -> None:
     """Ask each action what it would change now (read-only calls); fill ``changes``.
 
     Steps whose ``with`` values depend on other steps' outputs, or whose region
-    or account is an expression, cannot be previewed before the run.
+    or account is an expression, cannot be previewed before the run. The actions see
+    the files of a run named ``plan`` under ``home`` (a preview writes nothing there).
     """
     from clampdown.core.actions import ActionContext
 
@@ -148,6 +150,7 @@ def preview(plan: Plan, runbook: Runbook, actions: Registry) -> None:
                 run_id="plan",
                 step_id=planned.id,
                 runbook=plan.runbook,
+                home=home,
                 region=region,
                 account=account,
             )

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.home import Home, RunFiles
 from clampdown.core.ledger import read, verify_file
 
 
@@ -89,32 +90,27 @@ class RollbackResult:
     ledger: Path
 
 
-def rolled_back(run_id: str) -> dict[str, Any] | None:
+def rolled_back(run_id: str, home: Home) -> dict[str, Any] | None:
     """The record of the rollback that undid every change of ``run_id`` (None: not done)."""
     import json
 
-    from clampdown.core.settings import settings
-
-    mark = settings().paths.run(run_id).rolled_back_mark
+    mark = home.run(run_id).rolled_back_mark
     try:
         return dict(json.loads(mark.read_text()))
     except (OSError, ValueError):
         return None
 
 
-def rollback_target(run_id: str, *, allow_repeat: bool) -> Path:
+def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
     """The ledger of a run that may be rolled back now, or a refusal saying why not.
 
     ``allow_repeat=False`` (the ``core.rollback_run`` action) refuses a run that was
     already rolled back: the same undo played again after a *new* containment would
     silently reopen what that containment closed (a key deactivated again, reactivated).
     """
-    from clampdown.core.settings import settings
-
-    conf = settings()
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise RollbackRefused(f"'{run_id}' is not a run id", "copy it from `clampdown runs`")
-    path = conf.ledger_path(run_id)
+    path = home.run(run_id).ledger
     if not path.is_file():
         raise RollbackRefused(
             f"no run '{run_id}': there is no ledger at {path}",
@@ -133,7 +129,7 @@ def rollback_target(run_id: str, *, allow_repeat: bool) -> Path:
             f"run '{run_id}' has not finished (no run.end in its ledger)",
             "wait for it to end, or stop it, before rolling it back",
         )
-    done = rolled_back(run_id)
+    done = rolled_back(run_id, home)
     if done and not allow_repeat:
         raise RollbackRefused(
             f"run '{run_id}' was already rolled back by {done.get('rollback_id')} at "
@@ -143,30 +139,32 @@ def rollback_target(run_id: str, *, allow_repeat: bool) -> Path:
     return path
 
 
-UndoFn = Callable[[UndoItem, str, str], None]
+UndoFn = Callable[[UndoItem, RunFiles, str], None]
 
 
-def apply_undo(item: UndoItem, rollback_id: str, original_run: str) -> None:
+def apply_undo(item: UndoItem, rollback: RunFiles, original_run: str) -> None:
     """Put back one change, through the action that made it (no Prefect: callers wrap it)."""
     from clampdown.core.actions import ActionContext, registry
 
     action = registry().get(item.uses)()
-    rollback = getattr(action, "rollback", None)
-    if rollback is None:
+    undo = getattr(action, "rollback", None)
+    if undo is None:
         raise ClampdownError(f"action {item.uses} cannot undo changes")
     ctx = ActionContext(
-        run_id=rollback_id,
+        run_id=rollback.run_id,
         step_id=item.step,
         runbook=f"rollback:{original_run}",
+        home=rollback.home,
         region=item.region,
         account=item.account,
     )
-    rollback(item.how, ctx)
+    undo(item.how, ctx)
 
 
 def rollback_run(
     run_id: str,
     rollback_id: str,
+    home: Home,
     *,
     undo: UndoFn = apply_undo,
     allow_repeat: bool = True,
@@ -183,12 +181,10 @@ def rollback_run(
     import os
 
     from clampdown.core.ledger import Ledger, now
-    from clampdown.core.settings import settings
 
-    conf = settings()
-    path = rollback_target(run_id, allow_repeat=allow_repeat)
+    path = rollback_target(run_id, home, allow_repeat=allow_repeat)
     items = undo_items(path)
-    lock = conf.paths.run(run_id).rollback_lock
+    lock = home.run(run_id).rollback_lock
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -198,7 +194,8 @@ def rollback_run(
         ) from None
     os.write(fd, rollback_id.encode())
     os.close(fd)
-    ledger = Ledger(conf.ledger_path(rollback_id))
+    files = home.run(rollback_id)
+    ledger = Ledger(files.ledger)
     restored: list[str] = []
     failed: list[str] = []
     try:
@@ -223,7 +220,7 @@ def rollback_run(
                 how=item.how,
             )
             try:
-                undo(item, rollback_id, run_id)
+                undo(item, files, run_id)
             except Exception as exc:
                 failed.append(item.description)
                 ledger.append(
@@ -242,7 +239,7 @@ def rollback_run(
             still_in_place=failed,
         )
         if not failed:
-            mark = conf.paths.run(run_id).rolled_back_mark
+            mark = home.run(run_id).rolled_back_mark
             mark.write_text(json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})}))
     finally:
         ledger.close()
@@ -282,6 +279,7 @@ class RollbackRun(Action):
         result = rollback_run(
             params.run_id,
             new_run_id(),
+            ctx.home,
             allow_repeat=False,
             by={"by_run": ctx.run_id, "by_step": ctx.step_id},
         )

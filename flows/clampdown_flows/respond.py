@@ -144,7 +144,8 @@ async def respond(
     path = resolve(runbook, library or conf.library)
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
-    ledger = Ledger(conf.ledger_path(run_id))
+    files = conf.paths.run(run_id)
+    ledger = Ledger(files.ledger)
     inputs = inputs_mod.reveal(unseal_inputs(inputs or {}))
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     run_info = {
@@ -174,7 +175,7 @@ async def respond(
         raise
     record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
-    state = new_state(run_id, rb, values, ledger, run_info)
+    state = new_state(run_id, rb, values, ledger, run_info, files)
     state.gate = policy = GatePolicy(state, default_approvers)
     state.observers = observers = Observers(state, run_observers(run_id, ledger))
     runner = PrefectRunner(Gatekeeper(state, policy, observers))

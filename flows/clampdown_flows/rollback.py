@@ -15,7 +15,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from clampdown.core.home import RunFiles
 from clampdown.core.ledger import new_run_id
+from clampdown.core.settings import settings
 from clampdown.core.undo import UndoItem, apply_undo, rollback_run
 from clampdown_flows.respond import RunFailed
 
@@ -28,8 +30,8 @@ from clampdown_flows.respond import RunFailed
     retries=2,
     retry_delay_seconds=2,
 )
-def undo_one(item: UndoItem, rollback_id: str, original_run: str) -> None:
-    apply_undo(item, rollback_id, original_run)
+def undo_one(item: UndoItem, rollback: RunFiles, original_run: str) -> None:
+    apply_undo(item, rollback, original_run)
 
 
 @flow(
@@ -46,9 +48,11 @@ def rollback(
 
     ``allow_repeat`` (default on, as ``clampdown rollback`` has always behaved) lets a
     responder finish or re-check a rollback; the ``core.rollback_run`` action refuses it.
+    The settings are read once, here: the flow is an entry point (a stock Prefect worker).
     """
+    home = settings().paths
     result = rollback_run(
-        run_id, rollback_id or new_run_id(), undo=undo_one, allow_repeat=allow_repeat
+        run_id, rollback_id or new_run_id(), home, undo=undo_one, allow_repeat=allow_repeat
     )
     if result.still_in_place:
         raise RunFailed(

@@ -27,7 +27,6 @@ from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.home import SLACK_THREAD_STATE
-from clampdown.core.settings import settings as clampdown_settings
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -100,7 +99,7 @@ class SlackStatus(Action):
             if not params.thread:
                 sent = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
                 return self._posted(ctx, sent["channel"], sent["ts"], None)
-            state = clampdown_settings().paths.run(ctx.run_id).slack_thread_state
+            state = ctx.files.slack_thread_state
             with run_lock(state):
                 thread = read_threads(state, ctx).get(channel)
                 if thread is None:  # the run's first status message here: the thread's parent

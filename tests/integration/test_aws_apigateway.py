@@ -6,6 +6,7 @@ import boto3
 import pytest
 
 from clampdown.core.actions import ActionContext
+from clampdown.core.settings import settings
 from clampdown_aws import base
 from clampdown_aws.apigateway import DisableApiKey, ThrottleUsagePlan
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
@@ -20,7 +21,13 @@ def apigw(request):
 
 
 def ctx() -> ActionContext:
-    return ActionContext(run_id="run1", step_id="step", runbook="t", region="us-east-1")
+    return ActionContext(
+        run_id="run1",
+        step_id="step",
+        runbook="t",
+        home=settings().paths,
+        region="us-east-1",
+    )
 
 
 def seed(apigw, throttle=None):

@@ -10,6 +10,7 @@ import pytest
 
 from clampdown.core.actions import ActionContext
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.settings import settings
 from clampdown_aws.base import AwsActionError
 from clampdown_aws.evidence_config import SnapshotConfig
 from clampdown_aws.iam import BlockAssumeRole
@@ -35,7 +36,13 @@ def aws(request):
 
 
 def ctx() -> ActionContext:
-    return ActionContext(run_id="run1", step_id="step", runbook="t", region="us-east-1")
+    return ActionContext(
+        run_id="run1",
+        step_id="step",
+        runbook="t",
+        home=settings().paths,
+        region="us-east-1",
+    )
 
 
 def trust_of(iam, role="ci"):
@@ -185,7 +192,6 @@ def test_snapshot_config_needs_something_to_describe():
 
 def test_rollback_run_refuses_unknown_and_unfinished_runs(clampdown_home):
     from clampdown.core.ledger import Ledger
-    from clampdown.core.settings import settings
     from clampdown.core.undo import RollbackRun
 
     action = RollbackRun()

@@ -18,6 +18,7 @@ from botocore.awsrequest import AWSResponse
 from pydantic import ValidationError
 
 from clampdown.core.actions import ActionContext
+from clampdown.core.settings import settings
 from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.iam import (
@@ -69,7 +70,14 @@ def sm(aws: str) -> Any:
 
 
 def new_ctx(run_id: str = "testrun0001", **kw: Any) -> ActionContext:
-    return ActionContext(run_id=run_id, step_id="step", runbook="test", region="us-east-1", **kw)
+    return ActionContext(
+        run_id=run_id,
+        step_id="step",
+        runbook="test",
+        home=settings().paths,
+        region="us-east-1",
+        **kw,
+    )
 
 
 def rollback(action: Any, ctx: ActionContext, run_ctx: ActionContext) -> None:

@@ -20,6 +20,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from clampdown.core.actions import ActionContext
+from clampdown.core.settings import settings
 from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.kms import ROTATED_BY_RUN_TAG, RotateKey
@@ -844,7 +845,13 @@ def test_describe_rotate_key_for_a_later_run_lists_the_rotation_again(
 ) -> None:
     key = new_key()
     RotateKey().run(RotateKey.Input(key_id=key["KeyId"]), action_ctx)
-    later = ActionContext(run_id="testrun0002", step_id="step", runbook="test", region=REGION)
+    later = ActionContext(
+        run_id="testrun0002",
+        step_id="step",
+        runbook="test",
+        home=settings().paths,
+        region=REGION,
+    )
 
     (line,) = preview(RotateKey(), RotateKey.Input(key_id=key["KeyId"]), later)
 

@@ -29,6 +29,7 @@ from clampdown.core.engine.scheduler import (
     schedule,
 )
 from clampdown.core.engine.state import RunState, new_state
+from clampdown.core.home import Home
 from clampdown.core.inputs import validate
 from clampdown.core.ledger import Ledger, read
 from clampdown.core.lint import load_runbook
@@ -167,7 +168,7 @@ def run(tmp_path: Path):
         ledger = Ledger(tmp_path / f"ledger{n}.jsonl")
         info = {"id": f"run{n}", "runbook": rb.metadata.name, "trigger": {"type": "manual"}}
         values = validate(rb.inputs, inputs or {})  # defaults filled in, as the flow does
-        state = new_state(f"run{n}", rb, values, ledger, info)
+        state = new_state(f"run{n}", rb, values, ledger, info, Home(tmp_path).run(f"run{n}"))
         state.gate = gate = GatePolicy(state, lambda: (["U0LEAD"], []))
         notes = Notes()
         state.observers = observers = Observers(state, [notes])

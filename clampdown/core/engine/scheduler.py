@@ -299,6 +299,7 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
         run_id=state.run_id,
         step_id=step.id,
         runbook=state.runbook.metadata.name,
+        home=state.files.home,
         drill=bool(state.run_info.get("drill")),
         region=region,
         account=account,

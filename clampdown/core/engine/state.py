@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clampdown.core.graph import upstream
+from clampdown.core.home import RunFiles
 from clampdown.core.ledger import Ledger
 from clampdown.core.models import Runbook
 
@@ -62,6 +63,7 @@ class RunState:
     ledger: Ledger
     run_info: dict[str, Any]
     ancestors: dict[str, set[str]]
+    files: RunFiles  # the run's files under CLAMPDOWN_HOME, handed to its actions
     results: dict[str, StepResult] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
@@ -100,6 +102,7 @@ def new_state(
     inputs: dict[str, Any],
     ledger: Ledger,
     run_info: dict[str, Any],
+    files: RunFiles,
 ) -> RunState:
     """A run about to start: every step pending, its ancestors known."""
     return RunState(
@@ -109,5 +112,6 @@ def new_state(
         ledger,
         run_info,
         upstream({s.id: s.needs for s in runbook.steps}),
+        files,
         {s.id: StepResult() for s in runbook.steps},
     )
