@@ -116,15 +116,15 @@ def dry_run(
 ) -> dict[str, Any]:
     """Everything ``triggers test`` shows, as data (alerts from one payload, each explained)."""
     from clampdown.core.inputs import validate
-    from clampdown.core.loader import load
+    from clampdown.core.loader import library_names, load
     from clampdown.core.settings import settings
     from clampdown.core.trigger_files import load_triggerset
-    from clampdown.core.triggers import TriggerError, explain, library_runbooks, match_alert
+    from clampdown.core.triggers import TriggerError, explain, match_alert
 
     library = library or settings().library
     trigger_file = triggers or Path(library) / "triggers.yaml"
     trigger_set = load_triggerset(trigger_file, library)
-    runbooks = library_runbooks(library)
+    runbooks = library_names(library)
     results = []
     for alert in read_alerts(alert_file, source):
         entry: dict[str, Any] = {

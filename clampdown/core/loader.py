@@ -144,7 +144,11 @@ def _unwrap(annotation: Any) -> Any:
 
 
 def library_names(library: str | FsPath) -> dict[str, FsPath]:
-    """Runbooks of a library folder by name (file stem), sorted; ``triggers.yaml`` is not one."""
+    """Runbooks of a library folder by name (file stem), sorted; ``triggers.yaml`` is not one.
+
+    The one listing of a library: ``run``, lint, triggers, serve and Slack all use it.
+    A folder that does not exist lists nothing; callers that must have one say so.
+    """
     names: dict[str, FsPath] = {}
     for file in sorted(FsPath(library).glob("*.y*ml")):
         if file.suffix in (".yaml", ".yml") and file.stem != "triggers":

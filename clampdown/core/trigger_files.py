@@ -23,9 +23,9 @@ from clampdown.core.expressions import (
     walk_strings,
 )
 from clampdown.core.loader import _diagnostics as schema_diagnostics
-from clampdown.core.loader import load, read
+from clampdown.core.loader import library_names, load, read
 from clampdown.core.models import API_VERSION, Runbook
-from clampdown.core.triggers import ALERT_FIELDS, KIND, Trigger, TriggerSet, library_runbooks
+from clampdown.core.triggers import ALERT_FIELDS, KIND, Trigger, TriggerSet
 from clampdown.core.yamlsource import Path, Source
 
 log = logging.getLogger("clampdown.triggers")
@@ -106,7 +106,7 @@ def lint_triggerset(path: str | FsPath, library: str | FsPath | None = None) -> 
         from clampdown.core.settings import settings
 
         library = settings().library
-    linter = _TriggerLinter(loaded, library_runbooks(library), FsPath(library))
+    linter = _TriggerLinter(loaded, library_names(library), FsPath(library))
     return linter.run()
 
 

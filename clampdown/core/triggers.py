@@ -26,7 +26,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path as FsPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -142,7 +141,7 @@ class Match:
 
 
 @dataclass(frozen=True)
-class Verdict:
+class TriggerCheck:
     """Why one trigger did or did not match an alert (for ``clampdown triggers test``)."""
 
     trigger: str
@@ -166,10 +165,10 @@ def alert_context(alert: Alert) -> dict[str, Any]:
     return {"alert": alert.model_dump(mode="json")}
 
 
-def explain(trigger_set: TriggerSet, alert: Alert) -> list[Verdict]:
+def explain(trigger_set: TriggerSet, alert: Alert) -> list[TriggerCheck]:
     """Every trigger's verdict in file order, up to and including the first match."""
     context = alert_context(alert)
-    verdicts: list[Verdict] = []
+    verdicts: list[TriggerCheck] = []
     for trigger in trigger_set.triggers:
         verdict = _verdict(trigger, alert, context)
         verdicts.append(verdict)
@@ -178,16 +177,16 @@ def explain(trigger_set: TriggerSet, alert: Alert) -> list[Verdict]:
     return verdicts
 
 
-def _verdict(trigger: Trigger, alert: Alert, context: Mapping[str, Any]) -> Verdict:
+def _verdict(trigger: Trigger, alert: Alert, context: Mapping[str, Any]) -> TriggerCheck:
     if trigger.severity_at_least and not alert.at_least(trigger.severity_at_least):
-        return Verdict(
+        return TriggerCheck(
             trigger.name, False, f"severity {alert.severity} is below {trigger.severity_at_least}"
         )
     try:
         held = bool(evaluate(trigger.match_source, context))
     except ExpressionError as exc:  # e.g. alert.raw.detail on an alert without one
-        return Verdict(trigger.name, False, f"match failed: {exc.message}")
-    return Verdict(trigger.name, held, "match holds" if held else "match is false")
+        return TriggerCheck(trigger.name, False, f"match failed: {exc.message}")
+    return TriggerCheck(trigger.name, held, "match holds" if held else "match is false")
 
 
 def match_alert(trigger_set: TriggerSet, alert: Alert) -> Match | None:
@@ -247,18 +246,3 @@ def _key(trigger: Trigger, name: str, source: str, context: Mapping[str, Any]) -
 def check_inputs(match: Match, runbook: Runbook) -> dict[str, Any]:
     """The inputs validated against the runbook (defaults applied), or :class:`InputError`."""
     return inputs_mod.validate(runbook.inputs, match.inputs)
-
-
-# --- the library -----------------------------------------------------------------------------
-
-
-def library_runbooks(library: str | FsPath) -> dict[str, FsPath]:
-    """Runbook files of a library by name (file stem), as ``clampdown run`` finds them."""
-    folder = FsPath(library)
-    if not folder.is_dir():
-        return {}
-    names: dict[str, FsPath] = {}
-    for file in sorted(folder.glob("*.y*ml")):
-        if file.name != "triggers.yaml":
-            names.setdefault(file.stem, file)
-    return names

@@ -31,7 +31,7 @@ from typing import Any
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 from clampdown.core.ledger import append_to, has_record
-from clampdown.core.loader import load
+from clampdown.core.loader import library_names, load
 from clampdown.core.models import Runbook
 from clampdown.core.state_store import StateStore
 from clampdown.core.trigger_files import load_triggerset
@@ -41,7 +41,6 @@ from clampdown.core.triggers import (
     TriggerError,
     TriggerSet,
     check_inputs,
-    library_runbooks,
     match_alert,
 )
 
@@ -262,7 +261,7 @@ class TriggerTriage:
         return self._triggers
 
     def _runbook(self, name: str) -> tuple[Path, Runbook]:
-        path = library_runbooks(self.library).get(name)
+        path = library_names(self.library).get(name)
         if path is None:
             raise ClampdownError(f"no runbook named '{name}' in {self.library}")
         mtime = path.stat().st_mtime

@@ -11,7 +11,7 @@ from clampdown.core.drill_model import Drill
 from clampdown.core.report import StepSpan
 from clampdown_aws.testing.seeded import Seeded
 
-Verdict = tuple[bool, str, str]  # met, what was measured, why
+ObjectiveCheck = tuple[bool, str, str]  # met, what was measured, why
 
 
 @dataclass

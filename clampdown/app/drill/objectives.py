@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clampdown.app.drill.facts import DrillFacts, RunFacts, Verdict
+from clampdown.app.drill.facts import DrillFacts, ObjectiveCheck, RunFacts
 from clampdown.app.drill.objectives_aws import (
     access_restored,
     bucket_locked,
@@ -36,7 +36,7 @@ from clampdown.app.drill.objectives_ledger import (
 from clampdown.core.drill_model import RunbookCompleted, RunbookStarted
 from clampdown.core.report import ObjectiveResult
 
-__all__ = ["CHECKERS", "DrillFacts", "RunFacts", "Verdict", "score"]
+__all__ = ["CHECKERS", "DrillFacts", "ObjectiveCheck", "RunFacts", "score"]
 
 
 def score(facts: DrillFacts) -> list[ObjectiveResult]:
@@ -52,7 +52,7 @@ def score(facts: DrillFacts) -> list[ObjectiveResult]:
     return results
 
 
-def _check(objective: Any, facts: DrillFacts) -> Verdict:
+def _check(objective: Any, facts: DrillFacts) -> ObjectiveCheck:
     """Run the checker on the run the objective is about (its ``runbook``, else the alert's)."""
     checker = CHECKERS[objective.kind]
     if isinstance(objective, RunbookStarted | RunbookCompleted):
@@ -92,7 +92,7 @@ def _default_title(objective: Any) -> str:
     return title(objective)
 
 
-CHECKERS: dict[str, Callable[..., Verdict]] = {
+CHECKERS: dict[str, Callable[..., ObjectiveCheck]] = {
     "runbook_started": runbook_started,
     "contained_within": contained_within,
     "approval_within": approval_within,

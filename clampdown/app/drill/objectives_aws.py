@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from clampdown.app.drill.facts import DrillFacts, Verdict
+from clampdown.app.drill.facts import DrillFacts, ObjectiveCheck
 from clampdown.core.drill_model import (
     AccessRestored,
     BucketLocked,
@@ -38,7 +38,7 @@ def _masked(key_id: str) -> str:
     return f"{key_id[:4]}…{key_id[-4:]}"
 
 
-def no_active_keys(o: NoActiveKeys, f: DrillFacts) -> Verdict:
+def no_active_keys(o: NoActiveKeys, f: DrillFacts) -> ObjectiveCheck:
     iam = f.client("iam")
     keys = iam.list_access_keys(UserName=o.user)["AccessKeyMetadata"]
     active = [k["AccessKeyId"] for k in keys if k["Status"] == "Active"]
@@ -109,7 +109,7 @@ def denies(statement: dict[str, Any], action: str, resource: str, *, session: bo
     return session and keys == {"aws:tokenissuetime"}
 
 
-def endpoint_not_invocable_by(o: EndpointNotInvocableBy, f: DrillFacts) -> Verdict:
+def endpoint_not_invocable_by(o: EndpointNotInvocableBy, f: DrillFacts) -> ObjectiveCheck:
     iam = f.client("iam")
     endpoint_arn = f.seeded.endpoints[o.endpoint]["arn"]
     kind = "user" if o.principal in f.seeded.users else "role"
@@ -132,7 +132,7 @@ def _listed_statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [statements] if isinstance(statements, dict) else list(statements)
 
 
-def access_restored(o: AccessRestored, f: DrillFacts) -> Verdict:
+def access_restored(o: AccessRestored, f: DrillFacts) -> ObjectiveCheck:
     """Every key of the user is active again and no policy of the user denies it all."""
     iam = f.client("iam")
     keys = iam.list_access_keys(UserName=o.user)["AccessKeyMetadata"]
@@ -156,7 +156,7 @@ def access_restored(o: AccessRestored, f: DrillFacts) -> Verdict:
 # --- KMS and Secrets Manager --------------------------------------------------------------------
 
 
-def kms_key_rotated(o: KmsKeyRotated, f: DrillFacts) -> Verdict:
+def kms_key_rotated(o: KmsKeyRotated, f: DrillFacts) -> ObjectiveCheck:
     """New key material since the alert (an on-demand rotation), and the key still usable."""
     kms = f.client("kms")
     key_id = f.seeded.kms_keys[o.key]["id"]
@@ -181,7 +181,7 @@ def _when(value: Any) -> float:
     return float(value or 0)
 
 
-def secret_rotated(o: SecretRotated, f: DrillFacts) -> Verdict:
+def secret_rotated(o: SecretRotated, f: DrillFacts) -> ObjectiveCheck:
     """AWSCURRENT is a new version with a new value; the seeded one is AWSPREVIOUS."""
     sm = f.client("secretsmanager")
     seeded = f.seeded.secret_versions[o.secret]
@@ -201,7 +201,7 @@ def secret_rotated(o: SecretRotated, f: DrillFacts) -> Verdict:
 # --- SageMaker and S3 ----------------------------------------------------------------------------
 
 
-def endpoint_frozen(o: EndpointFrozen, f: DrillFacts) -> Verdict:
+def endpoint_frozen(o: EndpointFrozen, f: DrillFacts) -> ObjectiveCheck:
     sagemaker = f.client("sagemaker")
     endpoint = sagemaker.describe_endpoint(EndpointName=o.endpoint)
     config = endpoint.get("EndpointConfigName", "")
@@ -213,7 +213,7 @@ def endpoint_frozen(o: EndpointFrozen, f: DrillFacts) -> Verdict:
     return False, endpoint.get("EndpointStatus", "?"), f"serving {config} with weights {weights}"
 
 
-def bucket_locked(o: BucketLocked, f: DrillFacts) -> Verdict:
+def bucket_locked(o: BucketLocked, f: DrillFacts) -> ObjectiveCheck:
     s3 = f.client("s3")
     try:
         policy = json.loads(s3.get_bucket_policy(Bucket=o.bucket)["Policy"])
@@ -245,7 +245,7 @@ _REQUIRED = {
 }
 
 
-def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> Verdict:
+def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> ObjectiveCheck:
     if f.run_id is None:
         return False, "no run", "no run, so no evidence"
     s3 = f.client("s3")

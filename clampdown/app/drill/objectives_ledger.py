@@ -3,7 +3,7 @@ the containment timing, the Slack thread, the alerts."""
 
 from __future__ import annotations
 
-from clampdown.app.drill.facts import DrillFacts, Verdict
+from clampdown.app.drill.facts import DrillFacts, ObjectiveCheck
 from clampdown.core.drill_model import (
     AlertsRecorded,
     ApprovalWithin,
@@ -17,7 +17,7 @@ from clampdown.core.drill_model import (
 # --- the run ----------------------------------------------------------------------------------
 
 
-def runbook_started(o: RunbookStarted, f: DrillFacts) -> Verdict:
+def runbook_started(o: RunbookStarted, f: DrillFacts) -> ObjectiveCheck:
     if f.runbook is None:
         return False, "no run", "the alert started no run"
     if f.runbook != o.runbook:
@@ -25,7 +25,7 @@ def runbook_started(o: RunbookStarted, f: DrillFacts) -> Verdict:
     return True, f.runbook, f"run {f.run_id}"
 
 
-def runbook_completed(o: RunbookCompleted, f: DrillFacts) -> Verdict:
+def runbook_completed(o: RunbookCompleted, f: DrillFacts) -> ObjectiveCheck:
     """Ended succeeded, every approval it asked approved, no step failed: it did its job."""
     run = f.run_of(o.runbook)
     if run is None:
@@ -55,7 +55,7 @@ def _denial(f: DrillFacts) -> str | None:
     return None
 
 
-def contained_within(o: ContainedWithin, f: DrillFacts) -> Verdict:
+def contained_within(o: ContainedWithin, f: DrillFacts) -> ObjectiveCheck:
     steps = [s for s in f.steps if s.containment]
     failed = [s for s in steps if s.status == "failed"]
     done = [s for s in steps if s.status == "succeeded" and s.end is not None]
@@ -100,7 +100,7 @@ def _not_applicable(f: DrillFacts) -> set[str]:
     return found
 
 
-def approval_within(o: ApprovalWithin, f: DrillFacts) -> Verdict:
+def approval_within(o: ApprovalWithin, f: DrillFacts) -> ObjectiveCheck:
     gates = [s for s in f.steps if s.approval]
     if not gates:
         return False, "no approval", "the run asked for no approval"
@@ -126,7 +126,7 @@ def approval_within(o: ApprovalWithin, f: DrillFacts) -> Verdict:
 # --- Slack ------------------------------------------------------------------------------------
 
 
-def slack_thread_complete(o: SlackThreadComplete, f: DrillFacts) -> Verdict:
+def slack_thread_complete(o: SlackThreadComplete, f: DrillFacts) -> ObjectiveCheck:
     if f.run_id is None:
         return False, "no run", "no run, so no thread"
     marker = f"run `{f.run_id}`"
@@ -148,7 +148,7 @@ def slack_thread_complete(o: SlackThreadComplete, f: DrillFacts) -> Verdict:
     return True, f"{len(replies)} replies", f"header shows {outcome} and every step's status"
 
 
-def slack_misses_recorded(o: SlackMissesRecorded, f: DrillFacts) -> Verdict:
+def slack_misses_recorded(o: SlackMissesRecorded, f: DrillFacts) -> ObjectiveCheck:
     misses = [r for r in f.records if r.get("type") == "slack.miss"]
     if not misses:
         return False, "none", "the ledger has no slack.miss record"
@@ -156,7 +156,7 @@ def slack_misses_recorded(o: SlackMissesRecorded, f: DrillFacts) -> Verdict:
     return True, f"{count} missed", f"last error: {misses[-1].get('last_error')}"
 
 
-def alerts_recorded(o: AlertsRecorded, f: DrillFacts) -> Verdict:
+def alerts_recorded(o: AlertsRecorded, f: DrillFacts) -> ObjectiveCheck:
     if not f.posted_alerts:
         return False, "no alert", "the endpoint accepted no alert"
     found: dict[str, str] = {}
