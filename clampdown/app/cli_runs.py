@@ -155,11 +155,13 @@ def approve(
 
     Exit 0 when the decision counted, 1 when it was refused.
     """
+    from clampdown.core.settings import settings
     from clampdown_flows.decisions import pending_request, submit_decision
 
     if deny and not reason.strip():
         raise ClampdownError("a denial needs a reason", "add --reason 'why'")
-    req = pending_request(run_id, step)
+    conf = settings()
+    req = pending_request(run_id, step, conf)
     out.print(f"run {run_id}, step {req['step']}: {escape(req['summary'])}")
     for gated_id, gated in req.get("gated", {}).items():
         if gated.get("will_run") is False:
@@ -176,6 +178,7 @@ def approve(
         reason,
         "terminal",
         params_hash_seen=req["params_hash"],
+        conf=conf,
     )
     if not verdict.accepted:
         err.print(f"[red]refused:[/] {escape(verdict.reason)}")

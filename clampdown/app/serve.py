@@ -36,6 +36,10 @@ from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, lib
 if TYPE_CHECKING:
     from slack_bolt import App
 
+    from clampdown.core.home import Home
+    from clampdown.core.settings import Settings
+    from clampdown_alerts import AlertSettings
+
 logger = logging.getLogger("clampdown.serve")
 MAX_CONCURRENT_RUNS = 8
 
@@ -45,12 +49,19 @@ class InProcessStarter:
 
     The Prefect API URL in force when the starter is made (``serve`` makes it inside
     ``local_api()``) is used by every run: worker threads do not inherit the context
-    variables that hold Prefect's settings.
+    variables that hold Prefect's settings. So are clampdown's settings (``drill``):
+    ``conf``, or the environment when the starter is made. The runbook library is looked
+    up at each start (:func:`clampdown.core.settings.current_library`).
     """
 
-    def __init__(self, max_workers: int = MAX_CONCURRENT_RUNS) -> None:
+    def __init__(
+        self, max_workers: int = MAX_CONCURRENT_RUNS, conf: Settings | None = None
+    ) -> None:
         from prefect.settings import PREFECT_API_URL
 
+        from clampdown.core.settings import settings
+
+        self.conf = conf if conf is not None else settings()
         self.api_url: str | None = PREFECT_API_URL.value()
         self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="clampdown-run")
         self.futures: dict[str, Future[Any]] = {}
@@ -61,16 +72,16 @@ class InProcessStarter:
         from clampdown.core import inputs as inputs_mod
         from clampdown.core.ledger import new_run_id
         from clampdown.core.lint import load_runbook
-        from clampdown.core.settings import settings
+        from clampdown.core.settings import current_library
 
         loaded, _ = load_runbook(runbook)
         protected = inputs_mod.protect(loaded.model.inputs, inputs)
         run_id = new_run_id()
-        conf = settings()
+        conf = self.conf
         options = {
             "run_id": run_id,
             "trigger": trigger,
-            "library": str(conf.library),
+            "library": str(current_library()),
             "drill": conf.drill,
         }
         future = self.executor.submit(self._run, run_id, str(runbook), protected, options)
@@ -138,23 +149,30 @@ def _log_outcome(run_id: str, future: Future[Any]) -> None:
         logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)
 
 
-def default_starter() -> StartRun:
+def default_starter(conf: Settings) -> StartRun:
     """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment)."""
-    from clampdown.core.settings import settings
-
-    if settings().execution == "deployment":
+    if conf.execution == "deployment":
         from clampdown.app.deployment import DeploymentStarter
 
         return DeploymentStarter()
-    return InProcessStarter()
+    return InProcessStarter(conf=conf)
 
 
 def create_app(
     settings: SlackAppSettings | None = None,
     start_run: StartRun | None = None,
     socket_mode: bool = False,
+    *,
+    clampdown: Settings | None = None,
+    alerts: AlertSettings | None = None,
 ) -> FastAPI:
     """The server's ASGI app; ``start_run`` defaults to :func:`default_starter`.
+
+    Settings are read once, here, for the app's life (or taken as given: ``settings``
+    for Slack, ``clampdown`` for clampdown's own, ``alerts`` for the alert endpoints)
+    and handed to the triage, the Slack app and the starter. A changed environment
+    takes effect when the server restarts, except ``CLAMPDOWN_LIBRARY``: the runbook
+    library is looked up at each use (:func:`clampdown.core.settings.current_library`).
 
     ``socket_mode``: the Bolt app (``app.state.slack``) is built for Socket Mode and
     ``/slack/events`` is off; the caller connects it (:func:`serve` does).
@@ -163,14 +181,16 @@ def create_app(
     answers 503 and the alert endpoints still work (and the other way round: an alert
     endpoint whose secret is not set answers 503).
     """
+    from clampdown.core.settings import current_library
     from clampdown.core.settings import settings as clampdown_settings
-    from clampdown.core.state_store import StateStore
+    from clampdown.core.state_store import StateStore, default_url
 
+    conf = clampdown if clampdown is not None else clampdown_settings()
     slack_conf = settings if settings is not None else SlackAppSettings()
-    starter = start_run or default_starter()
-    slack = _slack_app(slack_conf, starter, socket_mode)
-    store = StateStore()
-    triage = _triage(store, starter, clampdown_settings())
+    starter = start_run or default_starter(conf)
+    slack = _slack_app(slack_conf, starter, socket_mode, conf)
+    store = StateStore(default_url(conf))
+    triage = _triage(store, starter, conf)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -183,12 +203,12 @@ def create_app(
     app.state.slack = slack
     app.state.starter = starter
     app.state.store = store
-    app.include_router(_alert_router(triage, store))
+    app.include_router(_alert_router(triage, store, alerts))
 
     @app.get("/healthz")
     def healthz() -> Response:
         try:
-            count = len(library_runbooks())
+            count = len(library_runbooks(current_library()))  # the library as it is now
         except ClampdownError as exc:
             return JSONResponse({"ok": False, "runbooks": 0, "error": exc.message}, 503)
         body: dict[str, Any] = {"ok": True, "runbooks": count, "slack": slack is not None}
@@ -221,14 +241,24 @@ def create_app(
     return app
 
 
-def _slack_app(conf: SlackAppSettings, starter: StartRun, socket_mode: bool) -> App | None:
+def _slack_app(
+    conf: SlackAppSettings, starter: StartRun, socket_mode: bool, clampdown: Settings
+) -> App | None:
     if not socket_mode and conf.slack_signing_secret is None and conf.slack_bot_token is None:
         logger.warning("Slack is not configured: /slack/events answers 503")
         return None
+    import functools
+
     from clampdown_flows.decisions import submit_decision
 
     # half a configuration is an error, said clearly (in Socket Mode, so is none)
-    return build_slack_app(conf, starter, socket_mode=socket_mode, submit_decision=submit_decision)
+    return build_slack_app(
+        conf,
+        starter,
+        socket_mode=socket_mode,
+        submit_decision=functools.partial(submit_decision, conf=clampdown),
+        clampdown=clampdown,
+    )
 
 
 class _NoTriggers:
@@ -242,7 +272,9 @@ class _NoTriggers:
         return TriageOutcome("ignored", reason=self.reason)
 
 
-def _triage(store: Any, starter: StartRun, conf: Any) -> AlertTriage:
+def _triage(store: Any, starter: StartRun, conf: Settings) -> AlertTriage:
+    import functools
+
     from clampdown_flows.triage import TriggerTriage
 
     path = conf.triggers or conf.library / "triggers.yaml"
@@ -253,7 +285,7 @@ def _triage(store: Any, starter: StartRun, conf: Any) -> AlertTriage:
             starter,
             conf.ledger_path,
             library=conf.library,
-            on_joined=_say_joined,
+            on_joined=functools.partial(_say_joined, conf.paths),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
         )
@@ -263,29 +295,36 @@ def _triage(store: Any, starter: StartRun, conf: Any) -> AlertTriage:
         return _NoTriggers(reason)
 
 
-def _say_joined(run_id: str, alert: Alert) -> None:
+def _say_joined(home: Home, run_id: str, alert: Alert) -> None:
     """An alert joined a run: say so in the run's Slack thread (best effort)."""
     from clampdown_slack.run_thread import reply_in_run_thread
 
     reply_in_run_thread(
         run_id,
         f":link: Alert joined this run: {alert.source} `{alert.id}` — {alert.title}",
+        home,
     )
 
 
-def _alert_router(triage: AlertTriage, store: Any) -> Any:
+def alert_settings() -> AlertSettings:
+    """The alert endpoints' settings from the environment (a user error when invalid)."""
     from pydantic import ValidationError
 
     from clampdown.core.settings import settings_problems
-    from clampdown_alerts import AlertSettings, alert_router
+    from clampdown_alerts import AlertSettings
 
     try:
-        alert_settings = AlertSettings()
+        return AlertSettings()
     except ValidationError as exc:
         raise ClampdownError(
             f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
         ) from None
-    return alert_router(alert_settings, triage, store)
+
+
+def _alert_router(triage: AlertTriage, store: Any, alerts: AlertSettings | None) -> Any:
+    from clampdown_alerts import alert_router
+
+    return alert_router(alerts if alerts is not None else alert_settings(), triage, store)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) -> None:
@@ -296,22 +335,25 @@ def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) 
     from clampdown_flows.prefect_api import local_api
     from clampdown_slack.socket_mode import app_token
 
+    clampdown = settings()  # read once: the server does not see later changes
     conf = SlackAppSettings()
     if socket_mode:
         app_token(conf)  # a missing or wrong token is said at once, before Prefect starts
-    if settings().execution == "deployment":
-        _run(host, port, conf, socket_mode)
+    if clampdown.execution == "deployment":
+        _run(host, port, conf, socket_mode, clampdown)
         return
     with local_api():
-        _run(host, port, conf, socket_mode)
+        _run(host, port, conf, socket_mode, clampdown)
 
 
-def _run(host: str, port: int, conf: SlackAppSettings, socket_mode: bool) -> None:
+def _run(
+    host: str, port: int, conf: SlackAppSettings, socket_mode: bool, clampdown: Settings
+) -> None:
     import uvicorn
 
     from clampdown_slack.socket_mode import connect
 
-    app = create_app(conf, socket_mode=socket_mode)
+    app = create_app(conf, socket_mode=socket_mode, clampdown=clampdown)
     link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
     try:
         uvicorn.run(app, host=host, port=port)

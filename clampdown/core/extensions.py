@@ -8,14 +8,20 @@ factory for each under an entry-point group, the way actions register under
 ==============================  =====================================================
 entry-point group               the factory's signature
 ==============================  =====================================================
-``clampdown.run_observers``     ``(run_id: str, ledger: Ledger) -> RunObserver | None``
-``clampdown.evidence_sinks``    ``() -> EvidenceSink | None``
-``clampdown.member_directories`` ``() -> MemberDirectory | None``
+``clampdown.run_observers``     ``(run_id: str, ledger: Ledger, settings: Settings)
+                                -> RunObserver | None``
+``clampdown.evidence_sinks``    ``(settings: Settings) -> EvidenceSink | None``
+``clampdown.member_directories`` ``(settings: Settings) -> MemberDirectory | None``
 ==============================  =====================================================
 
-A factory returns ``None`` when its provider is not configured (no Slack token, no
-evidence bucket): that provider then takes no part in the run. :func:`run_observers`
-and :func:`evidence_sinks` call the factories and keep what they return.
+``settings`` is the :class:`~clampdown.core.settings.Settings` the entry point read
+once (the ``respond`` flow at its start; ``serve`` when it built its app): paths come
+from ``settings.paths``, never from a fresh read. A provider with settings of its own
+(Slack's token) reads them in its factory, which is called once per run (observers,
+sinks) or per question (member directories). A factory returns ``None`` when its
+provider is not configured (no Slack token, no evidence bucket): that provider then
+takes no part in the run. :func:`run_observers` and :func:`evidence_sinks` call the
+factories and keep what they return.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from clampdown.core.approvals import Request
     from clampdown.core.ledger import Ledger
+    from clampdown.core.settings import Settings
 
 RUN_OBSERVERS = "clampdown.run_observers"
 EVIDENCE_SINKS = "clampdown.evidence_sinks"
@@ -107,13 +114,13 @@ def factories(group: str) -> list[Callable[..., Any]]:
     return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
 
 
-def run_observers(run_id: str, ledger: Ledger) -> list[RunObserver]:
+def run_observers(run_id: str, ledger: Ledger, settings: Settings) -> list[RunObserver]:
     """The observers configured for this run (none when no provider is configured)."""
-    found = (factory(run_id, ledger) for factory in factories(RUN_OBSERVERS))
+    found = (factory(run_id, ledger, settings) for factory in factories(RUN_OBSERVERS))
     return [observer for observer in found if observer is not None]
 
 
-def evidence_sinks() -> list[EvidenceSink]:
+def evidence_sinks(settings: Settings) -> list[EvidenceSink]:
     """Where finished runs' evidence goes (none without e.g. CLAMPDOWN_EVIDENCE_BUCKET)."""
-    found = (factory() for factory in factories(EVIDENCE_SINKS))
+    found = (factory(settings) for factory in factories(EVIDENCE_SINKS))
     return [sink for sink in found if sink is not None]

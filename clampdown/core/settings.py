@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     evidence_bucket: str | None = Field(None, description="S3 bucket for evidence and ledgers")
     evidence_retention_days: int = Field(365, ge=1, description="Object Lock retention")
     evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    approvers: str = Field(
+        "", description="default approvers: user ids and group ids or handles, comma-separated"
+    )
+    groups: str = Field(
+        "", description="approver groups without a member directory: name=U1,U2; other=U3"
+    )
 
     @property
     def paths(self) -> Home:
@@ -66,13 +72,25 @@ def default_library() -> Path:
 
 
 def settings() -> Settings:
-    """Read afresh each time: tests and long-lived servers may change the environment."""
+    """Read the environment now. Each entry point (a CLI command, ``serve``'s
+    ``create_app``, the ``respond`` and ``rollback`` flows) calls it once and passes the
+    result down; a long-lived server does not see a changed environment until restarted."""
     try:
         return Settings()
     except ValidationError as exc:
         raise ClampdownError(
             f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
         ) from None
+
+
+def current_library() -> Path:
+    """``CLAMPDOWN_LIBRARY`` as it is now: the one setting a running server reads again.
+
+    ``serve`` looks the runbook library up at each use on purpose (``/healthz``,
+    ``/clampdown list`` and ``run``, runs it starts), so an operator can point a running
+    server at another library. Everything else it read once, when its app was built.
+    """
+    return settings().library
 
 
 def settings_problems(exc: ValidationError) -> str:

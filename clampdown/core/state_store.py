@@ -41,13 +41,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
+
+if TYPE_CHECKING:
+    from clampdown.core.settings import Settings
 
 PENDING_STALE = 60.0  # seconds a reservation may wait for its run id
 MAX_KEY = 200  # longer keys are stored as their SHA-256
@@ -138,14 +141,15 @@ class StateSettings(BaseSettings):
     )
 
 
-def default_url() -> str:
-    """``CLAMPDOWN_STATE_URL``, else SQLite beside the ledgers."""
+def default_url(conf: Settings | None = None) -> str:
+    """``CLAMPDOWN_STATE_URL`` (read from the environment at this call), else SQLite beside
+    the ledgers of ``conf``'s home (without ``conf``: the settings now)."""
     from clampdown.core.settings import settings
 
     configured = StateSettings().state_url
     if configured is not None and configured.get_secret_value().strip():
         return configured.get_secret_value().strip()
-    return f"sqlite:///{settings().paths.state_db}"
+    return f"sqlite:///{(conf if conf is not None else settings()).paths.state_db}"
 
 
 def _engine_url(url: str) -> sa.URL:

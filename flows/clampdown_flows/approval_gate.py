@@ -32,10 +32,10 @@ from clampdown.core.engine.gate_policy import ApprovalTimedOut, GatePolicy
 from clampdown.core.engine.gate_policy import now as _now
 from clampdown.core.engine.observing import Observers
 from clampdown.core.engine.state import RunState
+from clampdown.core.settings import Settings
 from clampdown_flows.approval_store import (
     allowed_sources,
     approval_key,
-    request_file,
     resolve_members,
     write_json,
 )
@@ -57,8 +57,11 @@ class _Pending:
 class Gatekeeper:
     """One run's approval waits: requests pending, the single pause loop, the decisions."""
 
-    def __init__(self, state: RunState, policy: GatePolicy, observers: Observers) -> None:
+    def __init__(
+        self, state: RunState, policy: GatePolicy, observers: Observers, conf: Settings
+    ) -> None:
         self.state = state
+        self.conf = conf  # the run's settings, read once when the flow started
         self.policy = policy
         self.observers = observers  # the run's, told of requests (the Slack card)
         self.pending: dict[str, _Pending] = {}
@@ -80,9 +83,9 @@ class Gatekeeper:
     async def request(self, step_id: str, params: ApprovalRequest.Input) -> dict[str, Any]:
         """Carry out one ``approval.request`` step; returns its outputs."""
         request = self.policy.open(step_id, params)
-        self._key = approval_key(self.state.run_id, create=True)
+        self._key = approval_key(self.state.files, create=True)
         handles = self.observers.approval_requested(request)
-        self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups)
+        self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups, self.conf)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         extra = self._where()
         self.pending[step_id] = _Pending(request, future, handles, extra)
@@ -106,7 +109,7 @@ class Gatekeeper:
 
     def _save(self, pending: _Pending, status: str) -> None:
         data = pending.request.to_json() | pending.extra | {"status": status}
-        write_json(request_file(self.state.run_id, pending.request.step), data)
+        write_json(self.state.files.approval_request(pending.request.step), data)
 
     async def _wait_loop(self) -> None:
         """Pause while anything is pending; hand each decision to its request."""
@@ -167,7 +170,7 @@ class Gatekeeper:
         elif pending is None:
             refusal = f"no approval is pending at step '{decision.step}'"
         else:
-            members = await asyncio.to_thread(resolve_members, pending.request.groups)
+            members = await asyncio.to_thread(resolve_members, pending.request.groups, self.conf)
             if members is None:  # Slack cannot answer now: the membership seen at request time
                 members = self._members.get(decision.step)
             else:

@@ -3,7 +3,8 @@
 ``$CLAMPDOWN_HOME/runs/<id>/approvals/<step>.json`` holds each request (what is
 gated, the hash, who may decide, the deadline, where the paused run's Prefect API
 is) and ``.key`` the run's approval key. The run (:mod:`clampdown_flows.approval_gate`) writes
-them; senders (:mod:`clampdown_flows.decisions`) read them.
+them; senders (:mod:`clampdown_flows.decisions`) read them. The paths are
+:class:`~clampdown.core.home.RunFiles`'; the settings come from the caller's entry point.
 """
 
 from __future__ import annotations
@@ -17,32 +18,26 @@ from typing import Any
 
 from clampdown.core.approvals import split_people
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.settings import settings
+from clampdown.core.home import RunFiles
+from clampdown.core.settings import Settings, settings
 
 
 class DecisionError(ClampdownError):
     """The decision cannot be submitted (no such run or step, nothing pending, no key)."""
 
 
-def approvals_dir(run_id: str) -> Path:
-    return settings().paths.run(run_id).approvals_dir
+def request_file(run_id: str, step: str, conf: Settings | None = None) -> Path:
+    """Where a request is (for tests and tools; the run and senders use their RunFiles)."""
+    return (conf or settings()).paths.run(run_id).approval_request(step)
 
 
-def request_file(run_id: str, step: str) -> Path:
-    return settings().paths.run(run_id).approval_request(step)
-
-
-def key_file(run_id: str) -> Path:
-    return settings().paths.run(run_id).approval_key
-
-
-def approval_key(run_id: str, *, create: bool = False) -> bytes:
+def approval_key(files: RunFiles, *, create: bool = False) -> bytes:
     """The run's approval key: senders sign decisions with it, the run verifies them.
 
     Made by the run (0600) when it first asks; anyone who can read it can sign
     decisions for the run, so CLAMPDOWN_HOME must be readable by operators only.
     """
-    path = key_file(run_id)
+    path = files.approval_key
     if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -52,13 +47,17 @@ def approval_key(run_id: str, *, create: bool = False) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):
         raise DecisionError(
-            f"cannot read the approval key of run '{run_id}' ({path})",
+            f"cannot read the approval key of run '{files.run_id}' ({path})",
             "decide from the machine (and user) that runs clampdown, or in the Prefect UI",
         ) from None
 
 
 def allowed_sources() -> frozenset[str]:
-    """CLAMPDOWN_APPROVAL_SOURCES: where decisions may come from (default all three)."""
+    """CLAMPDOWN_APPROVAL_SOURCES: where decisions may come from (default all three).
+
+    Read from the environment at each decision, on purpose (not from the settings the
+    run read at its start): an operator can turn a source off for runs already waiting.
+    """
     raw = os.environ.get("CLAMPDOWN_APPROVAL_SOURCES") or "slack,terminal,prefect-ui"
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
@@ -71,9 +70,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def read_requests(run_id: str) -> list[dict[str, Any]]:
+def read_requests(files: RunFiles) -> list[dict[str, Any]]:
     """Every approval request of a run (pending or decided), oldest first."""
-    folder = approvals_dir(run_id)
+    folder = files.approvals_dir
     found = []
     for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         with contextlib.suppress(OSError, ValueError):
@@ -81,14 +80,16 @@ def read_requests(run_id: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda r: r.get("requested_at", ""))
 
 
-def default_approvers() -> tuple[list[str], list[str]]:
-    """``CLAMPDOWN_APPROVERS``: user ids (U…/W…) and group ids or handles, comma-separated."""
-    return split_people(os.environ.get("CLAMPDOWN_APPROVERS") or "")
+def default_approvers(conf: Settings | None = None) -> tuple[list[str], list[str]]:
+    """``CLAMPDOWN_APPROVERS``: user ids (U…/W…) and group ids or handles, comma-separated.
+
+    ``conf``: the run's settings (without: the environment now)."""
+    return split_people((conf or settings()).approvers or "")
 
 
-def resolve_members(groups: tuple[str, ...]) -> set[str] | None:
+def resolve_members(groups: tuple[str, ...], conf: Settings | None = None) -> set[str] | None:
     """Members of ``groups`` per the registered member directories (Slack), else
     ``CLAMPDOWN_GROUPS``; None when nobody can tell (see :mod:`clampdown.core.members`)."""
     from clampdown.core.members import members_now
 
-    return members_now(groups)
+    return members_now(groups, conf)

@@ -14,11 +14,12 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, Request
 from clampdown.core.ledger import read as read_ledger
-from clampdown.core.settings import settings
+from clampdown.core.settings import Settings, settings
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,
@@ -28,9 +29,13 @@ from clampdown_flows.approval_store import (
 )
 
 
-def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
-    """The request a decision is for: the named step, or the run's only pending one."""
-    requests = read_requests(run_id)
+def pending_request(
+    run_id: str, step: str | None = None, conf: Settings | None = None
+) -> dict[str, Any]:
+    """The request a decision is for: the named step, or the run's only pending one.
+
+    ``conf``: the caller's settings (without: the environment now)."""
+    requests = read_requests((conf or settings()).paths.run(run_id))
     if not requests:
         raise DecisionError(
             f"run '{run_id}' has no approval request",
@@ -57,14 +62,17 @@ def pending_request(run_id: str, step: str | None = None) -> dict[str, Any]:
     )
 
 
-def precheck(req: dict[str, Any], approver: str, decision: str, reason: str) -> str | None:
+def precheck(
+    req: dict[str, Any], approver: str, decision: str, reason: str, conf: Settings | None = None
+) -> str | None:
     """What the flow would refuse anyway, found without resuming it (None: send it)."""
     if req.get("status") != "pending":
         return f"step '{req['step']}' was already decided: {req.get('status')}"
     request = Request.from_json(req)
     if approver in req.get("approvals", []) and decision == "approve":
         return f"you have already approved step '{req['step']}'"
-    members = resolve_members(request.groups) if approver not in request.allowed_users else set()
+    allowed = approver in request.allowed_users
+    members = set() if allowed else resolve_members(request.groups, conf)
     if members is None:
         return None  # groups cannot be resolved here now: the run decides, with what it knows
     probe = Decision(
@@ -88,14 +96,18 @@ def submit_decision(
     *,
     params_hash_seen: str | None = None,
     wait: float = 30.0,
+    conf: Settings | None = None,
 ) -> DecisionVerdict:
     """Send one decision to a paused run and return the flow's verdict on it.
 
     ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
-    flow refuses the decision if the gated parameters have changed since.
+    flow refuses the decision if the gated parameters have changed since. ``conf``: the
+    sender's settings, read once by its entry point (without: the environment now).
     """
-    req = pending_request(run_id, step)
-    refusal = precheck(req, approver, decision, reason)
+    conf = conf or settings()
+    files = conf.paths.run(run_id)
+    req = pending_request(run_id, step, conf)
+    refusal = precheck(req, approver, decision, reason, conf)
     if refusal is not None:
         return DecisionVerdict(False, refusal, req.get("status"), req["step"])
     if source not in allowed_sources():
@@ -112,10 +124,10 @@ def submit_decision(
         source=source,
     )
     if source != "prefect-ui":
-        sent = sent.signed(approval_key(run_id))
+        sent = sent.signed(approval_key(files))
     deadline = time.monotonic() + wait
     _resume(req, sent, deadline)
-    return _verdict(run_id, sent, deadline)
+    return _verdict(files.ledger, sent, deadline)
 
 
 def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
@@ -159,9 +171,8 @@ def _api(url: str | None) -> Iterator[None]:
         yield
 
 
-def _verdict(run_id: str, sent: Decision, deadline: float) -> DecisionVerdict:
+def _verdict(ledger: Path, sent: Decision, deadline: float) -> DecisionVerdict:
     """Wait for the flow's ``approval.decision`` record of this decision."""
-    ledger = settings().ledger_path(run_id)
     while True:
         records = read_ledger(ledger) if ledger.is_file() else []
         for record in records:

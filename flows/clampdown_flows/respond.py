@@ -138,6 +138,9 @@ async def respond(
     ledger path. Raises :class:`RunFailed` (flow run Failed) when a step aborts
     the run, and :class:`~clampdown.core.diagnostics.ClampdownError` for a runbook or
     inputs that do not validate — before anything is executed.
+
+    The settings are read once, here (on a stock Prefect worker this flow is the entry
+    point), and handed to the engine, the approval gate, observers and evidence sinks.
     """
     conf = settings()
     run_id = run_id or new_run_id()
@@ -176,16 +179,16 @@ async def respond(
     record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
     state = new_state(run_id, rb, values, ledger, run_info, files)
-    state.gate = policy = GatePolicy(state, default_approvers)
-    state.observers = observers = Observers(state, run_observers(run_id, ledger))
-    runner = PrefectRunner(Gatekeeper(state, policy, observers))
+    state.gate = policy = GatePolicy(state, functools.partial(default_approvers, conf))
+    state.observers = observers = Observers(state, run_observers(run_id, ledger, conf))
+    runner = PrefectRunner(Gatekeeper(state, policy, observers, conf))
     observers.started(_header(state))
     try:
         await schedule(state, runner)
         status = run_status(state)
         observers.ended(status)
         outputs, output_errors = render_outputs(state)
-        sinks = evidence_sinks()
+        sinks = evidence_sinks(conf)
         ledger.append(
             "run.end",
             status=status,

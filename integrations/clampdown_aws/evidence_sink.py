@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clampdown.core.settings import settings
+from clampdown.core.settings import Settings
 from clampdown_aws.evidence_store import PREFIX, EvidenceStore
 
 
@@ -43,9 +43,9 @@ class S3EvidenceSink:
         store.write_manifest()
 
 
-def sink_from_env() -> S3EvidenceSink | None:
-    """The ``clampdown.evidence_sinks`` factory: None without ``CLAMPDOWN_EVIDENCE_BUCKET``."""
-    conf = settings()
+def sink_from_env(conf: Settings) -> S3EvidenceSink | None:
+    """The ``clampdown.evidence_sinks`` factory: None without ``CLAMPDOWN_EVIDENCE_BUCKET``
+    (in the settings the run read at its start)."""
     if not conf.evidence_bucket:
         return None
     return S3EvidenceSink(

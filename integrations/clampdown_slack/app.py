@@ -34,6 +34,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
+from clampdown.core.settings import current_library
 from clampdown_slack.approval_actions import register_approval_actions
 from clampdown_slack.client import (
     SlackNotConfigured,
@@ -44,6 +45,9 @@ from clampdown_slack.client import (
 
 if TYPE_CHECKING:
     from slack_bolt import App
+
+    from clampdown.core.home import Home
+    from clampdown.core.settings import Settings as ClampdownSettings
 
 logger = logging.getLogger("clampdown.slack.app")
 
@@ -96,11 +100,15 @@ def build_slack_app(
     socket_mode: bool = False,
     *,
     submit_decision: SubmitDecision,
+    clampdown: ClampdownSettings | None = None,
 ) -> App:
     """The Bolt app with the ``/clampdown`` command and the approval buttons.
 
     ``submit_decision`` sends an Approve or Deny click to the paused run (the
     application layer passes :func:`clampdown_flows.decisions.submit_decision`).
+    ``clampdown``: the server's settings (home, approver groups), read once by
+    ``create_app``; without them they are read here, once. The runbook library is
+    looked up at each command (:func:`clampdown.core.settings.current_library`).
 
     HTTP mode (default): every request's signature is verified. ``socket_mode``: no
     signature (Slack signs nothing it sends over the websocket), the app-level token is
@@ -148,7 +156,11 @@ def build_slack_app(
     )
     if socket_mode:
         app.middleware(_only_over_the_websocket)
-    commands = SlashCommands(settings.responder_ids, start_run)
+    if clampdown is None:
+        from clampdown.core.settings import settings as clampdown_settings
+
+        clampdown = clampdown_settings()
+    commands = SlashCommands(settings.responder_ids, start_run, clampdown)
     register_approval_actions(app, submit_decision)
 
     @app.command("/clampdown")
@@ -185,9 +197,13 @@ class Answer:
 class SlashCommands:
     """The ``/clampdown`` subcommands, independent of Bolt (each returns an :class:`Answer`)."""
 
-    def __init__(self, responders: frozenset[str], start_run: StartRun) -> None:
+    def __init__(
+        self, responders: frozenset[str], start_run: StartRun, conf: ClampdownSettings
+    ) -> None:
         self.responders = responders
         self.start_run = start_run
+        self.conf = conf  # clampdown's settings, read once when the app was built
+        # (except the runbook library: looked up at each command, see current_library)
 
     def handle(self, command: Mapping[str, Any]) -> Answer:
         text = html.unescape(str(command.get("text") or "")).strip()
@@ -217,7 +233,7 @@ class SlashCommands:
     def list(self) -> Answer:
         from clampdown.core.loader import load
 
-        found = library_runbooks()
+        found = library_runbooks(current_library())
         if not found:
             return Answer("The runbook library is empty.")
         lines = []
@@ -241,7 +257,7 @@ class SlashCommands:
         if not args:
             return Answer("Usage: `/clampdown run <runbook> key=value …` (see `/clampdown list`)")
         name, pairs = args[0], args[1:]
-        path = find_runbook(name)
+        path = find_runbook(name, current_library())
         loaded, _warnings = load_runbook(path)
         model = loaded.model
         given: dict[str, Any] = {}
@@ -259,7 +275,7 @@ class SlashCommands:
             return Answer(f":x: {exc.message}\nWrite inputs as key=value after the runbook name.")
         trigger = {"type": "slack", "user": user, "channel": str(command.get("channel_id") or "")}
         run_id = self.start_run(path, values, trigger)
-        link = thread_link(run_id)
+        link = thread_link(run_id, home=self.conf.paths)
         where = f" — status thread: {link}" if link else ""
         return Answer(
             f":rotating_light: <@{user}> started run `{run_id}` of `{model.metadata.name}`{where}",
@@ -268,12 +284,11 @@ class SlashCommands:
 
     def status(self, command: Mapping[str, Any], args: list[str]) -> Answer:
         from clampdown.core.runs import recent_runs
-        from clampdown.core.settings import settings
 
         refusal = self._refuse(str(command.get("user_id") or ""), "read run status")
         if refusal:
             return refusal
-        conf = settings()
+        conf = self.conf
         if args:
             run_id = args[0]
             if not _RUN_ID.match(run_id):
@@ -293,7 +308,7 @@ class SlashCommands:
         users, groups = split_people(",".join(self.responders))
         if user in users:
             return True
-        return bool(groups) and user in (members_now(groups) or set())
+        return bool(groups) and user in (members_now(groups, self.conf) or set())
 
     def _refuse(self, user: str, what: str) -> Answer | None:
         if not self.responders:
@@ -309,7 +324,7 @@ class SlashCommands:
         return None
 
 
-def thread_link(run_id: str, wait: float | None = None) -> str | None:
+def thread_link(run_id: str, wait: float | None = None, *, home: Home) -> str | None:
     """A link to the run's status thread, once its header is posted (None: not within ``wait``).
 
     The answer to ``/clampdown run`` is sent after the ack, so waiting a few seconds for
@@ -318,9 +333,7 @@ def thread_link(run_id: str, wait: float | None = None) -> str | None:
     import json
     import time
 
-    from clampdown.core.settings import settings
-
-    state = settings().paths.run(run_id).slack_thread_state
+    state = home.run(run_id).slack_thread_state
     deadline = time.monotonic() + (THREAD_WAIT if wait is None else wait)
     while True:
         try:
@@ -349,9 +362,9 @@ def library_runbooks(library: Path | None = None) -> dict[str, Path]:
     return library_names(lib)
 
 
-def find_runbook(name: str) -> Path:
+def find_runbook(name: str, library: Path | None = None) -> Path:
     """A runbook of the library by name only: Slack never names a file on the server."""
-    names = library_runbooks()
+    names = library_runbooks(library)
     if _NAME.match(name) and name in names:
         return names[name]
     hint = did_you_mean(name, names) or "`/clampdown list` shows the runbooks"

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clampdown.core.settings import Settings
 
 logger = logging.getLogger("clampdown.slack")
 
@@ -25,8 +28,9 @@ class SlackMemberDirectory:
             return None
 
 
-def slack_member_directory() -> SlackMemberDirectory | None:
-    """The factory: None when Slack is not configured (no bot token)."""
+def slack_member_directory(conf: Settings) -> SlackMemberDirectory | None:
+    """The factory: None when Slack is not configured (no bot token). Slack's own settings
+    are read here, each time a directory is wanted (``conf``: clampdown's, unused)."""
     from clampdown_slack.client import SlackNotConfigured, slack_client, slack_settings
 
     try:

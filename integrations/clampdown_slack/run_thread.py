@@ -27,12 +27,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from clampdown.core.approvals import Request
 from clampdown.core.extensions import RunHeader
+from clampdown.core.home import Home
 from clampdown.core.ledger import Ledger
-from clampdown.core.settings import settings as clampdown_settings
 from clampdown_slack.approval_card import decided_blocks, progress_text, request_blocks
 from clampdown_slack.client import (
     SlackNotConfigured,
@@ -47,6 +48,9 @@ from clampdown_slack.status import (
     remember_thread,
     run_lock,
 )
+
+if TYPE_CHECKING:
+    from clampdown.core.settings import Settings
 
 ICONS = {
     "pending": "·",
@@ -117,10 +121,12 @@ class RunThread:
         config: SlackSettings,
         ledger: Ledger,
         *,
+        state_file: Path,
         scrub: Callable[[str], str] | None = None,
     ) -> None:
         assert config.slack_bot_token is not None and config.slack_channel
         self.run_id = run_id
+        self._state_file = state_file  # the run's slack.json (RunFiles.slack_thread_state)
         self.config = config
         self.channel: str = config.slack_channel
         self.ledger = ledger
@@ -148,15 +154,17 @@ class RunThread:
         self._closed = False
 
     @classmethod
-    def from_env(cls, run_id: str, ledger: Ledger) -> RunThread | None:
-        """A thread for the run, or None when Slack is not configured (nothing happens)."""
+    def from_env(cls, run_id: str, ledger: Ledger, state_file: Path) -> RunThread | None:
+        """A thread for the run, or None when Slack is not configured (nothing happens).
+
+        Slack's settings are read here, once per run (the run's factory call)."""
         try:
             config = slack_settings()
         except SlackNotConfigured:
             return None
         if config.slack_bot_token is None or not config.slack_channel:
             return None
-        return cls(run_id, config, ledger)
+        return cls(run_id, config, ledger, state_file=state_file)
 
     # --- the run observer (clampdown.core.extensions.RunObserver) -------------------------
 
@@ -252,10 +260,6 @@ class RunThread:
             )
 
     # --- the worker ---------------------------------------------------------------------
-
-    @property
-    def _state_file(self) -> Any:
-        return clampdown_settings().paths.run(self.run_id).slack_thread_state
 
     def _work(self) -> None:
         try:
@@ -388,12 +392,12 @@ class RunThread:
         log.warning("slack: run %s: %s (the run goes on)", self.run_id, error)
 
 
-def observer_for_run(run_id: str, ledger: Ledger) -> RunThread | None:
+def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> RunThread | None:
     """The ``clampdown.run_observers`` factory: the run's thread, or None without Slack."""
-    return RunThread.from_env(run_id, ledger)
+    return RunThread.from_env(run_id, ledger, settings.paths.run(run_id).slack_thread_state)
 
 
-def reply_in_run_thread(run_id: str, text: str) -> bool:
+def reply_in_run_thread(run_id: str, text: str, home: Home) -> bool:
     """Reply in a run's status thread from outside the run (e.g. an alert joined it).
 
     Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
@@ -404,7 +408,7 @@ def reply_in_run_thread(run_id: str, text: str) -> bool:
         return False
     if config.slack_bot_token is None or not config.slack_channel:
         return False
-    state = clampdown_settings().paths.run(run_id).slack_thread_state
+    state = home.run(run_id).slack_thread_state
     thread = read_state(state).get("threads", {}).get(config.slack_channel)
     if not thread:
         return False

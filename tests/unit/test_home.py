@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,70 @@ def test_existing_ledger_found(tmp_path: Path) -> None:
     ledger.parent.mkdir(parents=True)
     ledger.write_text("")
     assert Home(tmp_path).existing_ledger("r2") == ledger
+
+
+# --- serve's app reads its settings once ------------------------------------------------------
+
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: any-generic
+    match: alert.source == 'generic'
+    runbook: engine-self-check
+    dedup_key: "generic:{{ alert.id }}"
+"""
+BROKEN_ENV = {  # each makes Settings() or AlertSettings() refuse to build
+    "CLAMPDOWN_EXECUTION": "nowhere",
+    "CLAMPDOWN_EVIDENCE_RETENTION_DAYS": "0",
+    "CLAMPDOWN_SNS_CERT_TIMEOUT": "999",
+}
+
+
+def test_create_app_with_explicit_settings_does_not_consult_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    from fastapi.testclient import TestClient
+    from pydantic import SecretStr
+
+    from clampdown.app.serve import create_app
+    from clampdown_alerts import AlertSettings
+    from clampdown_slack.app import SlackAppSettings
+    from tests.paths import LIBRARY
+
+    triggers = tmp_path / "triggers.yaml"
+    triggers.write_text(TRIGGERS)
+    conf = Settings(home=tmp_path / "home", library=LIBRARY, triggers=triggers)
+    alerts = AlertSettings(alert_hmac_secret=SecretStr("hmac-secret"))
+    slack = SlackAppSettings(slack_signing_secret=None, slack_bot_token=None)
+    for name, value in BROKEN_ENV.items():  # before: create_app must not read them
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ClampdownError):
+        from clampdown.core.settings import settings
+
+        settings()
+    started: list[tuple[Any, ...]] = []
+
+    def start_run(runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        started.append((runbook, inputs, trigger))
+        return "run0000000001"
+
+    app = create_app(slack, start_run, clampdown=conf, alerts=alerts)
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "elsewhere"))  # after: not seen either
+    body = json.dumps({"id": "a-1", "type": "Probe", "title": "probe", "severity": "high"})
+    stamp = str(int(time.time()))
+    digest = hmac.new(b"hmac-secret", f"v1:{stamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    headers = {"X-Clampdown-Timestamp": stamp, "X-Clampdown-Signature": f"v1={digest}"}
+    with TestClient(app) as client:
+        answer = client.post("/alerts/generic", content=body, headers=headers)
+    assert answer.status_code == 202, answer.text
+    assert [(runbook.stem, trigger["type"]) for runbook, _, trigger in started] == [
+        ("engine-self-check", "alert")
+    ]
+    assert (tmp_path / "home" / "state.sqlite3").is_file()
+    assert not (tmp_path / "elsewhere").exists()
