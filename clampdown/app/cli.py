@@ -205,8 +205,10 @@ def iam_policy(
     from clampdown.core.iam_policy import policy
     from clampdown.core.settings import settings
 
-    models = [load_named_runbook(name, library)[1] for name in runbooks]
-    document = policy(models, registry(), settings().evidence_bucket)
+    conf = settings()
+    folder = library_folder(library, conf)
+    models = [load_named_runbook(name, folder)[1] for name in runbooks]
+    document = policy(models, registry(), conf.evidence_bucket)
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
 

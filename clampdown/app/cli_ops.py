@@ -125,10 +125,11 @@ def register(app: typer.Typer) -> None:
         """Create the work pool if needed and deploy `respond` from prefect.yaml."""
         from clampdown.app.deployment import deployment_settings
 
-        name = pool or deployment_settings().work_pool
+        conf = deployment_settings()  # read once for the command
+        name = pool or conf.work_pool
         _api_url()
         deploy_from_file(prefect_file or shipped_prefect_file(), name)
-        typer.echo(f"deployed {deployment_settings().deployment} on work pool '{name}'")
+        typer.echo(f"deployed {conf.deployment} on work pool '{name}'")
 
     @app.command()
     @user_errors()

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from clampdown.app.cli_errors import print_diagnostics
+
+if TYPE_CHECKING:
+    from clampdown.core.settings import Settings
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 
@@ -37,11 +40,15 @@ LibraryOpt = Annotated[
 FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
 
 
-def library_folder(library: Path | None) -> Path:
-    """``--library``, else the configured library."""
-    from clampdown.core.settings import settings
+def library_folder(library: Path | None, conf: Settings | None = None) -> Path:
+    """``--library``, else the configured library (``conf``: the command's settings)."""
+    if library:
+        return library
+    if conf is None:
+        from clampdown.core.settings import settings
 
-    return library or settings().library
+        conf = settings()
+    return conf.library
 
 
 def load_named_runbook(runbook: str, library: Path | None) -> Any:

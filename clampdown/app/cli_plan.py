@@ -14,6 +14,7 @@ from clampdown.app.cli_options import (
     InputOpt,
     InputsFileOpt,
     LibraryOpt,
+    library_folder,
     load_named_runbook,
     out,
 )
@@ -38,10 +39,13 @@ def plan(
     from clampdown.core.inputs import parse_pairs
     from clampdown.core.settings import settings
 
-    _, model = load_named_runbook(runbook, library)
+    # read once, and only when needed: a plan of a --library runbook works without settings
+    conf = settings() if library is None or live else None
+    _, model = load_named_runbook(runbook, library_folder(library, conf))
     result = planner.build(model, parse_pairs(input, inputs_file), registry())
     if live:
-        planner.preview(result, model, registry(), settings().paths)
+        assert conf is not None
+        planner.preview(result, model, registry(), conf.paths)
     if format is Format.json:
         out.print_json(json.dumps(result.to_dict(), default=str))
         return

@@ -56,10 +56,12 @@ def run(
     from clampdown.core.ledger import new_run_id, read
     from clampdown.core.settings import settings
 
+    conf = settings()  # read once; the respond flow reads its own at its start
+    library = library_folder(library, conf)
     path, model = load_named_runbook(runbook, library)
     values = inputs_mod.validate(model.inputs, inputs_mod.parse_pairs(input, inputs_file))
     run_id = new_run_id()
-    ledger = settings().ledger_path(run_id)
+    ledger = conf.paths.run(run_id).ledger
     if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     from clampdown_flows.respond import run_in_process
@@ -71,7 +73,7 @@ def run(
                 str(path),
                 inputs_mod.protect(model.inputs, values),
                 run_id=run_id,
-                library=str(library_folder(library)),
+                library=str(library),
                 trigger={"type": "manual", "user": as_ or getpass.getuser()},
             )
     except KeyboardInterrupt:
@@ -110,12 +112,13 @@ def runs(
     from clampdown.core.runs import recent_runs
     from clampdown.core.settings import settings
 
-    found = recent_runs(settings().paths.runs_dir, limit)
+    conf = settings()
+    found = recent_runs(conf.paths.runs_dir, limit)
     if format is Format.json:
         out.print_json(json.dumps([r.to_dict() for r in found]))
         return
     if not found:
-        out.print(f"no runs under {escape(str(settings().home))}/runs")
+        out.print(f"no runs under {escape(str(conf.home))}/runs")
         return
     table = Table(title="recent runs", title_justify="left")
     for column in ("run id", "runbook", "started", "trigger", "status", "detail"):

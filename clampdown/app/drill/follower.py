@@ -88,13 +88,13 @@ class RunFollower:
         start more (a release, a rotation), and a release writes a rollback ledger of its
         own. Runs are found in the drill workspace, where only this drill's runs live.
         """
+        from clampdown.core.home import Home
         from clampdown.core.ledger import read
-        from clampdown.core.settings import settings
 
         self._run_id = run_id
         if run_id is None:
             return
-        ledger = settings().ledger_path(run_id)
+        ledger = Home(self._session.workspace).run(run_id).ledger  # the workspace is the home
         self._ledger = ledger
         deadline = time.time() + RUN_START_TIMEOUT
         while not ledger.exists() and time.time() < deadline:
@@ -145,10 +145,10 @@ class RunFollower:
 
     def _discover(self) -> None:
         """Track each run that has a ledger in the workspace (how it started: its trigger)."""
+        from clampdown.core.home import Home
         from clampdown.core.ledger import read
-        from clampdown.core.settings import settings
 
-        runs = settings().paths.runs_dir
+        runs = Home(self._session.workspace).runs_dir
         for ledger in sorted(runs.glob("*/ledger.jsonl")):
             run_id = ledger.parent.name
             if run_id in self._tracked or not ledger.stat().st_size:

@@ -64,10 +64,19 @@ def drill_environment(
 ) -> Iterator[None]:
     """Point the product at the drill's world for as long as the drill runs.
 
-    This is the ONE place where the drill writes ``os.environ``, and only because
-    the product still reads its settings from the environment (``CLAMPDOWN_*``
-    through :func:`clampdown.core.settings.settings`, ``AWS_*`` through botocore, in
-    many places; once settings are passed down, this goes away). It sets (or, for
+    This is the ONE place where the drill writes ``os.environ``. It is still needed
+    for what reads the environment itself, not for the drill's own code (which takes
+    the workspace as its :class:`~clampdown.core.home.Home`):
+
+    * ``AWS_*``: boto3/botocore read credentials, region and endpoint from it;
+    * ``CLAMPDOWN_*`` of clampdown itself: each ``respond`` flow run reads its
+      settings once at its start (home, approvers, evidence bucket, drill), as it does
+      on a stock Prefect worker, and ``serve``'s ``create_app`` reads its settings
+      once when the drill builds it (alert secrets, responders, execution);
+    * ``CLAMPDOWN_SLACK_*``: the run's Slack thread and the Slack app read Slack's
+      settings in their factories (once per run, once per app).
+
+    It sets (or, for
     the user's AWS configuration, removes) exactly the variables whose value differs
     from what the drill needs, and on the way out puts back exactly those, as they
     were; nothing else in the environment is touched.
