@@ -190,7 +190,7 @@ def create_app(
     starter = start_run or default_starter(conf)
     slack = _slack_app(slack_conf, starter, socket_mode, conf)
     store = StateStore(default_url(conf))
-    triage = _triage(store, starter, conf)
+    triage = _triage(store, starter, conf, slack_conf)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -272,7 +272,9 @@ class _NoTriggers:
         return TriageOutcome("ignored", reason=self.reason)
 
 
-def _triage(store: Any, starter: StartRun, conf: Settings) -> AlertTriage:
+def _triage(
+    store: Any, starter: StartRun, conf: Settings, slack_conf: SlackAppSettings
+) -> AlertTriage:
     import functools
 
     from clampdown_flows.triage import TriggerTriage
@@ -285,7 +287,7 @@ def _triage(store: Any, starter: StartRun, conf: Settings) -> AlertTriage:
             starter,
             conf.ledger_path,
             library=conf.library,
-            on_joined=functools.partial(_say_joined, conf.paths),
+            on_joined=functools.partial(_say_joined, conf.paths, slack_conf),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
         )
@@ -295,7 +297,7 @@ def _triage(store: Any, starter: StartRun, conf: Settings) -> AlertTriage:
         return _NoTriggers(reason)
 
 
-def _say_joined(home: Home, run_id: str, alert: Alert) -> None:
+def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert) -> None:
     """An alert joined a run: say so in the run's Slack thread (best effort)."""
     from clampdown_slack.run_thread import reply_in_run_thread
 
@@ -303,6 +305,7 @@ def _say_joined(home: Home, run_id: str, alert: Alert) -> None:
         run_id,
         f":link: Alert joined this run: {alert.source} `{alert.id}` — {alert.title}",
         home,
+        slack_conf,
     )
 
 

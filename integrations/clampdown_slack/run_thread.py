@@ -397,15 +397,19 @@ def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> RunThre
     return RunThread.from_env(run_id, ledger, settings.paths.run(run_id).slack_thread_state)
 
 
-def reply_in_run_thread(run_id: str, text: str, home: Home) -> bool:
+def reply_in_run_thread(
+    run_id: str, text: str, home: Home, config: SlackSettings | None = None
+) -> bool:
     """Reply in a run's status thread from outside the run (e.g. an alert joined it).
 
     Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
+    ``config``: the caller's Slack settings (``serve``'s, read once); without: read now.
     """
-    try:
-        config = slack_settings()
-    except SlackNotConfigured:
-        return False
+    if config is None:
+        try:
+            config = slack_settings()
+        except SlackNotConfigured:
+            return False
     if config.slack_bot_token is None or not config.slack_channel:
         return False
     state = home.run(run_id).slack_thread_state
