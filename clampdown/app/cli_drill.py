@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
         if report.expected_missed:
             expected = "as the drill expects" if report.as_expected else "NOT as the drill expects"
             console.print(f"({expected}: {', '.join(report.expected_missed)} missed)")
-        console.print(f"report: {result.html}\n        {result.markdown}", highlight=False)
+        console.print(
+            f"report: {result.html}\n        {result.markdown}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(result.exit_code)
 
 

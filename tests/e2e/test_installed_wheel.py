@@ -162,4 +162,7 @@ def test_installed_cli_runs_the_default_drill_from_any_folder(
         env={**{k: v for k, v in os.environ.items() if not k.startswith("CLAMPDOWN_")}, **env_home},
     )
     assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
-    assert "report" in drill.stdout.lower()
+    # the drill's console (progress, scores, the report's paths) is stderr
+    reports = sorted((home / "drills").glob("*/report.md"))
+    assert len(reports) == 1 and f"report: {reports[0].with_suffix('.html')}" in drill.stderr
+    assert "objectives" in reports[0].read_text().lower()
