@@ -112,7 +112,7 @@ def child(which: str, group: str, run_id: str) -> None:
 
     from clampdown.core.actions import ActionContext
     from clampdown.core.settings import settings
-    from clampdown_aws.evidence import SnapshotLogGroup
+    from clampdown_aws.evidence_log_group import SnapshotLogGroup
 
     for service in ("logs", "s3", "sts"):  # warm-up: imports and service models
         boto3.client(service)

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,26 +75,16 @@ class Card:
     ts: str | None = None
 
 
-@dataclass(frozen=True)
-class Header:
-    title: str
-    runbook: str
-    severity: str
-    trigger: dict[str, Any]
-    run_id: str
-    drill: bool = False
-    flow_run_id: str | None = None
-
-    def lines(self) -> list[str]:
-        trigger = _trigger_text(self.trigger)
-        lines = [
-            f":rotating_light: *{self.title}* (`{self.runbook}`) · severity *{self.severity}*",
-            f"Trigger: {trigger} · run `{self.run_id}`",
-        ]
-        ui = os.environ.get("PREFECT_UI_URL", "").strip().rstrip("/")
-        if ui and self.flow_run_id:
-            lines.append(f"<{ui}/runs/flow-run/{self.flow_run_id}|Prefect flow run>")
-        return lines
+def header_lines(header: RunHeader) -> list[str]:
+    """The header message: what runs, why, and where to see it in Prefect."""
+    lines = [
+        f":rotating_light: *{header.title}* (`{header.runbook}`) · severity *{header.severity}*",
+        f"Trigger: {_trigger_text(header.trigger)} · run `{header.run_id}`",
+    ]
+    ui = os.environ.get("PREFECT_UI_URL", "").strip().rstrip("/")
+    if ui and header.flow_run_id:
+        lines.append(f"<{ui}/runs/flow-run/{header.flow_run_id}|Prefect flow run>")
+    return lines
 
 
 def _trigger_text(trigger: dict[str, Any]) -> str:
@@ -133,7 +123,7 @@ class RunThread:
         self._scrub = scrub or ledger.scrub
         self._token = config.slack_bot_token.get_secret_value()
         self._client: Any = None
-        self._header: Header | None = None
+        self._header: RunHeader | None = None
         self._steps: list[tuple[str, str]] = []
         self._outcome: str | None = None
         self._dirty = False  # the header text changed since it was last sent
@@ -169,7 +159,7 @@ class RunThread:
     # --- the run observer (clampdown.core.extensions.RunObserver) -------------------------
 
     def run_started(self, header: RunHeader, steps: Sequence[tuple[str, str]]) -> None:
-        self.start(Header(**asdict(header)), steps)
+        self.start(header, steps)
 
     def steps_changed(self, steps: Sequence[tuple[str, str]], note: str | None = None) -> None:
         """Edit the header's step list; ``note`` (e.g. why a step failed) is a reply."""
@@ -202,7 +192,7 @@ class RunThread:
 
     # --- called by the executor (never blocks on Slack) -----------------------------------
 
-    def start(self, header: Header, steps: Sequence[tuple[str, str]] = ()) -> None:
+    def start(self, header: RunHeader, steps: Sequence[tuple[str, str]] = ()) -> None:
         self._header, self._steps, self._dirty = header, list(steps), True
         # Hold the run's Slack lock until the header is posted: a slack.status step
         # starting meanwhile waits for it and replies under it instead of posting a parent.
@@ -308,7 +298,7 @@ class RunThread:
 
     def _text(self) -> str:
         assert self._header is not None
-        lines = self._header.lines()
+        lines = header_lines(self._header)
         status = f"*{self._outcome.upper()}*" if self._outcome else "running"
         lines.append(f"Status: {status}")
         lines += step_lines(self._steps)

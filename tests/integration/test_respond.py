@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
 from clampdown.core.diagnostics import InputError
 from clampdown.core.ledger import read, verify_file
+from tests.support_actions import Flaky  # noqa: F401 - registers test.flaky
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -21,26 +22,6 @@ apiVersion: clampdown/v1
 kind: Runbook
 metadata: {name: test-runbook, title: Test runbook, severity: low}
 """
-
-
-class Flaky(Action):
-    """Fails until it has been called ``succeed_on`` times in a run (test-only)."""
-
-    name = "test.flaky"
-    calls: ClassVar[dict[str, int]] = {}
-
-    class Input(ActionInput):
-        succeed_on: int
-
-    class Output(ActionOutput):
-        attempts: int
-
-    def run(self, params: Input, ctx: ActionContext) -> Output:
-        key = f"{ctx.run_id}/{ctx.step_id}"
-        self.calls[key] = self.calls.get(key, 0) + 1
-        if self.calls[key] < params.succeed_on:
-            raise RuntimeError(f"transient failure {self.calls[key]}")
-        return self.Output(attempts=self.calls[key])
 
 
 class Echo(Action):
@@ -60,7 +41,6 @@ class Echo(Action):
         return self.Output(text=params.text)
 
 
-registry().register(Flaky)
 registry().register(Echo)
 
 

@@ -34,6 +34,7 @@ from clampdown.core.inputs import validate
 from clampdown.core.ledger import Ledger, read
 from clampdown.core.lint import load_runbook
 from clampdown.core.models import Step
+from tests.support_actions import Flaky  # noqa: F401 - registers test.flaky
 
 HEADER = """\
 apiVersion: clampdown/v1
@@ -61,28 +62,7 @@ class Contain(Action):
         return self.Output(contained=params.target)
 
 
-class Flaky(Action):
-    """Fails until its ``succeed_on``-th call in a run (test-only)."""
-
-    name = "test.unit_flaky"
-    calls: ClassVar[dict[str, int]] = {}
-
-    class Input(ActionInput):
-        succeed_on: int
-
-    class Output(ActionOutput):
-        attempts: int
-
-    def run(self, params: Input, ctx: ActionContext) -> Output:
-        key = f"{ctx.run_id}/{ctx.step_id}"
-        self.calls[key] = self.calls.get(key, 0) + 1
-        if self.calls[key] < params.succeed_on:
-            raise RuntimeError(f"transient failure {self.calls[key]}")
-        return self.Output(attempts=self.calls[key])
-
-
 registry().register(Contain)
-registry().register(Flaky)
 
 
 @dataclass
@@ -287,7 +267,7 @@ inputs:
   wait: {type: string, default: soon}
 steps:
   - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
-  - {id: reads, uses: test.unit_flaky, needs: [maybe], if: always(), retries: 3,
+  - {id: reads, uses: test.flaky, needs: [maybe], if: always(), retries: 3,
      on_failure: continue, with: {succeed_on: "{{ steps.maybe.outputs.x }}"}}
   - {id: bad_param, uses: core.wait, retries: 3, with: {duration: "{{ inputs.wait }}"}}
 """
@@ -309,7 +289,7 @@ def test_retries_count_each_attempt_and_the_runner_gets_the_step_settings(run):
     r = run("""
 defaults: {retry_delay: 5s}
 steps:
-  - {id: shaky, uses: test.unit_flaky, retries: 3, timeout: 9s, with: {succeed_on: 3}}
+  - {id: shaky, uses: test.flaky, retries: 3, timeout: 9s, with: {succeed_on: 3}}
 """)
     assert r.runner.limits["shaky"] == Limits(retries=3, retry_delay=5.0, timeout=9.0)
     failed = r.records("step.attempt_failed", "shaky")

@@ -1,0 +1,33 @@
+"""The benchmarks import clampdown lazily, inside functions, so a rename breaks them only
+when someone runs them. This reads their imports and checks every name still exists."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+
+import pytest
+
+from tests.paths import REPO
+
+SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
+
+
+def _clampdown_imports(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("clampdown"):
+            for alias in node.names:
+                yield node.module, alias.name
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_every_clampdown_name_a_benchmark_imports_exists(script) -> None:
+    imports = list(_clampdown_imports(script))
+    assert imports, f"{script.name} imports nothing from clampdown: is this test still needed?"
+    missing = [
+        f"{module}.{name}"
+        for module, name in imports
+        if not hasattr(importlib.import_module(module), name)
+        and importlib.util.find_spec(f"{module}.{name}") is None
+    ]
+    assert not missing, f"{script.name} imports names that no longer exist: {missing}"
