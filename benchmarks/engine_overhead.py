@@ -14,6 +14,14 @@ the same run on the same machine:
   runs; cost per run is the intercept (the one-step run less one step).
 
     python benchmarks/engine_overhead.py [--runs 5] [--stock]
+    python benchmarks/engine_overhead.py --sizes 10 100 1000 [--runs 3] [--no-prefect]
+
+``--sizes`` measures how the cost per step grows with the runbook: chained and
+fanned-out runbooks of each size, run by the ``respond`` flow and, with no Prefect
+at all, by the core scheduler over a trivial in-process runner (each attempt called
+once, as the unit tests' fake runner does), so the scheduler's own cost shows apart
+from Prefect's. Cost per step = (T(n) - T(1)) / (n - 1) less the plain-Python cost
+per step measured in the same run; it should not grow with n.
 
 Targets on the 2-core reference machine (docs/benchmarks.md): lint < 0.5 s wall;
 engine cost < 10 ms per step and < 150 ms per run beyond the plain-Python baseline.
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
+import logging
 import os
 import socket
 import statistics
@@ -33,6 +43,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clampdown-bench-prefect-"))
@@ -151,15 +162,115 @@ def report(times: dict[str, list[float]], baseline_one: float, baseline_fifty: f
     )
 
 
+class InProcessRunner:
+    """A trivial :class:`StepRunner`: each action attempt called once, in-process."""
+
+    async def run_action(self, step: Any, attempt: Any, limits: Any) -> Any:
+        return await attempt(logging.getLogger("clampdown.bench"))
+
+    async def request_approval(self, step: Any, params: Any) -> dict[str, Any]:
+        raise AssertionError("the benchmark runbooks have no approvals")
+
+
+_run_ids = itertools.count()
+
+
+def in_process(model: Any) -> float:
+    """Wall time of one execution of ``model`` by the core scheduler, no Prefect.
+
+    What is timed is the engine's part of a run: the run state built, every step
+    decided, executed by :class:`InProcessRunner` and recorded (fsync'd) in the ledger.
+    """
+    from clampdown.core.engine.gate_policy import GatePolicy
+    from clampdown.core.engine.observing import Observers
+    from clampdown.core.engine.scheduler import run_status, schedule
+    from clampdown.core.engine.state import new_state
+    from clampdown.core.ledger import Ledger
+    from clampdown.core.settings import settings
+
+    run_id = f"bench-{os.getpid()}-{next(_run_ids)}"
+    files = settings().paths.run(run_id)
+    ledger = Ledger(files.ledger)
+    info = {"id": run_id, "runbook": model.metadata.name, "trigger": {"type": "manual"}}
+    start = time.perf_counter()
+    state = new_state(run_id, model, {}, ledger, info, files)
+    state.gate = GatePolicy(state, lambda: ([], []))
+    state.observers = Observers(state, [])
+    asyncio.run(schedule(state, InProcessRunner()))
+    took = time.perf_counter() - start
+    ledger.close()
+    assert run_status(state) == "succeeded", state.aborted_by
+    return took
+
+
+def sweep(sizes: list[int], runs: int, prefect: bool) -> None:
+    """Cost per step at each size, chained and fanned out, in-process and through Prefect."""
+    from clampdown.core.lint import load_runbook
+
+    folder = Path(tempfile.mkdtemp(prefix="clampdown-bench-sizes-"))
+    files: dict[str, Path] = {}
+    for name, steps, chained in [("one", 1, False)] + [
+        (f"{kind}{n}", n, kind == "chain") for n in sizes for kind in ("chain", "fan")
+    ]:
+        files[name] = folder / f"bench-{name}.yaml"
+        files[name].write_text(runbook(name, steps, chained))
+    plain = {n: statistics.median(plain_python(n) for _ in range(runs)) for n in sizes}
+    models = {name: load_runbook(path)[0].model for name, path in files.items()}
+    engine: dict[str, float] = {}
+    for name, model in models.items():
+        in_process(model)  # warm-up
+        engine[name] = statistics.median(in_process(model) for _ in range(runs))
+    flow: dict[str, float] = {}
+    if prefect:
+        from clampdown_flows.prefect_api import local_api
+
+        with local_api():
+            flow = {k: statistics.median(v) for k, v in asyncio.run(measure(files, runs)).items()}
+
+    print(f"cost per step by size (medians of {runs} runs; plain Python per step subtracted):")
+    print(f"  {'steps':>6} {'plain Python':>14} {'engine, in-process':>26}", end="")
+    print(f" {'respond flow (Prefect)':>26}" if prefect else "")
+    print(f"  {'':>6} {'per step':>14} {'chained':>12} {'fanned out':>13}", end="")
+    print(f" {'chained':>12} {'fanned out':>13}" if prefect else "")
+    for n in sizes:
+        base = plain[n] / n
+        row = f"  {n:>6} {base * 1000:11.4f} ms"
+        for took in (engine, flow) if prefect else (engine,):
+            for kind in ("chain", "fan"):
+                per_step = (took[f"{kind}{n}"] - took["one"]) / (n - 1) - base
+                row += f" {per_step * 1000:9.3f} ms"
+                row += " " if kind == "chain" else ""
+        print(row)
+    print(f"  1-step run: in-process {engine['one'] * 1000:.1f} ms", end="")
+    print(f", respond flow {flow['one'] * 1000:.1f} ms" if prefect else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs per figure (median)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead of the 50-step figures: cost per step at these sizes (each > 1)",
+    )
+    parser.add_argument(
+        "--no-prefect",
+        action="store_true",
+        help="with --sizes: only the in-process engine and plain Python (no Prefect server)",
+    )
     parser.add_argument(
         "--stock",
         action="store_true",
         help="also measure on Prefect's unpatched server, for comparison",
     )
     args = parser.parse_args()
+    if args.sizes:
+        if min(args.sizes) < 2:
+            parser.error("--sizes: every size must be at least 2")
+        sweep(args.sizes, args.runs, prefect=not args.no_prefect)
+        return
     clampdown = str(Path(sys.executable).parent / "clampdown")
 
     python_start = median_wall([sys.executable, "-c", "pass"], args.runs)

@@ -9,6 +9,7 @@ live in :mod:`clampdown.core.lint`.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 
@@ -172,7 +173,23 @@ class Runbook(StrictModel):
     outputs: dict[str, Any] = Field(default_factory=dict)
 
     def step(self, step_id: str) -> Step:
-        return next(s for s in self.steps if s.id == step_id)
+        """The step with this id (the first, should ids repeat); StopIteration if none."""
+        listed, size, by_id = self._step_index
+        if listed is not self.steps or size != len(listed):  # steps replaced (model_copy)
+            del self.__dict__["_step_index"]
+            listed, size, by_id = self._step_index
+        found = by_id.get(step_id)
+        if found is None:  # no such step: the scan raises StopIteration, as it always did
+            return next(s for s in self.steps if s.id == step_id)
+        return found
+
+    @functools.cached_property
+    def _step_index(self) -> tuple[list[Step], int, dict[str, Step]]:
+        """id -> step, built once (not a field: equality and dumps ignore it)."""
+        by_id: dict[str, Step] = {}
+        for s in self.steps:
+            by_id.setdefault(s.id, s)
+        return self.steps, len(self.steps), by_id
 
     def setting(self, step: Step, name: str, fallback: Any) -> Any:
         """A step setting, falling back to ``defaults`` and then to ``fallback``."""

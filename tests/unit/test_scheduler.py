@@ -435,3 +435,61 @@ steps:
 """)
     r.state.observers.ended("interrupted")  # type: ignore[union-attr]
     assert r.notes.ended == ["succeeded"]
+
+
+def _step_records(r: Run) -> list[tuple[str, str]]:
+    return [(x["type"], x["step"]) for x in r.ledger if x["type"].startswith("step.")]
+
+
+def test_a_300_step_chain_runs_in_order_and_a_skip_reaches_the_end(run):
+    steps = ["steps:", "  - {id: s0, uses: core.set_output, with: {n: 0}}"]
+    for i in range(1, 300):
+        when = ', if: "false"' if i == 250 else ""
+        value = f"{{{{ steps.s{i - 1}.outputs.n + 1 }}}}"
+        steps.append(
+            f'  - {{id: s{i}, uses: core.set_output, needs: s{i - 1}{when}, with: {{n: "{value}"}}}}'
+        )
+    r = run("\n".join([*steps, 'outputs: {last: "{{ steps.s249.outputs.n }}"}', ""]))
+    assert r.status == "succeeded"
+    assert r.outputs == ({"last": 249}, {})
+    expected = [(kind, f"s{i}") for i in range(250) for kind in ("step.start", "step.end")]
+    expected += [("step.skip", f"s{i}") for i in range(250, 300)]
+    assert _step_records(r) == expected
+    assert r.steps == {f"s{i}": "succeeded" if i < 250 else "skipped" for i in range(300)}
+    assert r.reason("s250") == "if: false was false"
+    assert [r.reason(f"s{i}") for i in range(251, 300)] == [
+        f"needs s{i - 1} did not succeed" for i in range(251, 300)
+    ]
+
+
+def test_a_300_step_fan_out_starts_every_step_at_once_and_a_fan_in_waits_for_all(run):
+    steps = ["steps:"]
+    steps += [f"  - {{id: s{i}, uses: core.set_output, with: {{n: {i}}}}}" for i in range(300)]
+    needs = ", ".join(f"s{i}" for i in range(300))
+    steps.append(f"  - {{id: joined, uses: core.log, needs: [{needs}], with: {{message: all}}}}")
+    r = run("\n".join(steps) + "\n")
+    assert r.status == "succeeded"
+    assert set(r.steps.values()) == {"succeeded"} and len(r.steps) == 301
+    order = _step_records(r)
+    assert order[:300] == [("step.start", f"s{i}") for i in range(300)]  # one pass starts all
+    assert sorted(order[300:600]) == sorted(("step.end", f"s{i}") for i in range(300))
+    assert order[600:] == [("step.start", "joined"), ("step.end", "joined")]
+    for x in r.records("step.end"):  # ends come in any order (threads); each has its output
+        if x["step"] != "joined":
+            assert x["outputs"] == {"n": int(x["step"][1:])}
+
+
+def test_a_step_with_several_needs_starts_only_after_the_last_of_them_ends(run):
+    r = run("""
+steps:
+  - {id: slow, uses: core.wait, with: {duration: 60ms}}
+  - {id: quick, uses: core.wait, with: {duration: 0s}}
+  - {id: middle, uses: core.wait, with: {duration: 20ms}}
+  - {id: after, uses: core.log, needs: [quick, slow, middle], with: {message: done}}
+""")
+    assert r.status == "succeeded"
+    order = _step_records(r)
+    ends = [order.index(("step.end", sid)) for sid in ("quick", "middle", "slow")]
+    assert ends == sorted(ends), order  # they end shortest first
+    assert order.index(("step.start", "after")) == ends[-1] + 1
+    assert order[-2:] == [("step.start", "after"), ("step.end", "after")]

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,23 +88,79 @@ class StepError(Exception):
 
 
 async def schedule(state: RunState, runner: StepRunner) -> None:
-    """Run every step of ``state``'s runbook to a terminal status."""
-    rb = state.runbook
+    """Run every step of ``state``'s runbook to a terminal status.
+
+    Each pass decides, in document order, every waiting step whose needs have all
+    finished (a step finished early in the pass lets later steps in the document go
+    in the same pass); then it waits for a running step to end. Readiness is kept
+    incrementally, so a pass costs what it decides, not the size of the runbook.
+    """
+    ready = _Readiness(state)
     running: dict[asyncio.Task[None], str] = {}
-    waiting = [s.id for s in rb.steps]
-    while waiting or running:
-        for sid in list(waiting):
-            step = rb.step(sid)
-            if all(state.results[n].status in TERMINAL for n in step.needs):
-                waiting.remove(sid)
-                if _decide(state, step):
-                    running[asyncio.create_task(_execute(state, step, runner))] = sid
+    while ready.waiting or running:
+        for step in ready.this_pass():
+            if _decide(state, step):
+                running[asyncio.create_task(_execute(state, step, runner))] = step.id
+            else:  # skipped, cancelled or failed early: finished now
+                ready.finished(step.id)
         if not running:
+            if ready.waiting and not ready.pending():  # only a cycle (which lint rejects) gets here
+                raise RuntimeError("no step can start: the runbook's needs form a cycle")
             continue
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for finished in done:
-            running.pop(finished)
+            sid = running.pop(finished)
             finished.result()
+            ready.finished(sid)
+
+
+class _Readiness:
+    """Which waiting steps may be decided: each step's count of unfinished needs.
+
+    When a step finishes, only its dependants are looked at; one whose count reaches
+    zero is ready. A pass hands out ready steps in document order, as a scan of the
+    waiting steps would: one made ready during the pass is handed out in it when it
+    comes later in the document, in the next pass otherwise.
+    """
+
+    def __init__(self, state: RunState) -> None:
+        self.steps = state.runbook.steps
+        results = state.results
+        self.unfinished = {sid for sid, r in results.items() if r.status not in TERMINAL}
+        self.count = [sum(results[n].status not in TERMINAL for n in s.needs) for s in self.steps]
+        self.dependants: dict[str, list[int]] = {}
+        for i, step in enumerate(self.steps):
+            for need in step.needs:
+                self.dependants.setdefault(need, []).append(i)
+        self.heap = [i for i, count in enumerate(self.count) if count == 0]  # sorted: a heap
+        self.next_pass: list[int] = []
+        self.position = -1  # document index of the step being decided (-1: between passes)
+        self.waiting = len(self.steps)
+
+    def this_pass(self) -> Iterator[Step]:
+        while self.heap:
+            self.position = heapq.heappop(self.heap)
+            self.waiting -= 1
+            yield self.steps[self.position]
+        self.position = -1
+        for i in self.next_pass:
+            heapq.heappush(self.heap, i)
+        self.next_pass.clear()
+
+    def pending(self) -> bool:
+        return bool(self.heap)
+
+    def finished(self, step_id: str) -> None:
+        if step_id not in self.unfinished:
+            return
+        self.unfinished.discard(step_id)
+        for i in self.dependants.get(step_id, ()):
+            self.count[i] -= 1
+            if self.count[i] == 0:
+                if i > self.position:
+                    heapq.heappush(self.heap, i)
+                else:
+                    self.next_pass.append(i)
 
 
 def run_status(state: RunState) -> str:
@@ -152,7 +209,9 @@ def _decide(state: RunState, step: Step) -> bool:
     """Skip, cancel, fail early (bad expression or params), or let the step run."""
     result = state.results[step.id]
     context = state.context()
-    statuses = {sid: r.status for sid, r in state.results.items()}
+    # the statuses decide() reads: the step's ancestors' (not every step's, each time)
+    seen = (*state.ancestors[step.id], *step.needs)
+    statuses = {sid: state.results[sid].status for sid in seen}
     try:
         verdict = decide(step, statuses, state.ancestors[step.id], context, state.aborted_by)
         if verdict.outcome != "run":
@@ -211,6 +270,7 @@ def _render_setting(state: RunState, step: Step, name: str) -> str | None:
 def _finish_early(state: RunState, step: Step, status: str, reason: str) -> bool:
     result = state.results[step.id]
     result.status, result.error = status, reason
+    state.step_ended(step.id)
     notify(state)
     state.ledger.append(
         f"step.{'skip' if status == 'skipped' else 'cancel'}",
@@ -225,6 +285,7 @@ def _fail(state: RunState, step: Step, error: str, **fields: Any) -> bool:
     result = state.results[step.id]
     error = state.ledger.scrub(error)  # it reaches Prefect's state message and the artifact
     result.status, result.error, result.ended = "failed", error, time.monotonic()
+    state.step_ended(step.id)
     policy = state.runbook.setting(step, "on_failure", "abort")
     state.ledger.append(
         "step.end",
@@ -276,6 +337,7 @@ async def _execute(state: RunState, step: Step, runner: StepRunner) -> None:
         _fail(state, step, describe(exc))
         return
     result.status, result.outputs = "succeeded", produced["outputs"]
+    state.step_ended(step.id)
     result.ended = time.monotonic()
     notify(state)
     state.ledger.append(

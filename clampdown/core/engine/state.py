@@ -53,6 +53,46 @@ class StepResult:
         return self.ended - self.started
 
 
+class _EndedSteps:
+    """The expressions' ``steps``: finished steps in document order, kept as steps end.
+
+    Built from the results on first use, then appended to as steps end in document
+    order (a chain, a fan-out's first pass); a step ending out of order makes it be
+    rebuilt on next use. A dict handed out is never changed afterwards (copy on write):
+    an expression may return it whole, and it must stay the snapshot it was.
+    """
+
+    def __init__(self) -> None:
+        self.steps: dict[str, dict[str, Any]] | None = None  # None: rebuild on next use
+        self.position: dict[str, int] = {}
+        self.last = -1  # document position of the last step in ``steps``
+        self.shared = False
+
+    def snapshot(self, results: dict[str, StepResult]) -> dict[str, dict[str, Any]]:
+        if self.steps is None:
+            self.steps = {
+                sid: {"status": r.status, "outputs": r.outputs}
+                for sid, r in results.items()
+                if r.status in TERMINAL
+            }
+            self.position = {sid: i for i, sid in enumerate(results)}
+            self.last = max((self.position[sid] for sid in self.steps), default=-1)
+        self.shared = True
+        return self.steps
+
+    def ended(self, results: dict[str, StepResult], step_id: str) -> None:
+        if self.steps is None:
+            return
+        result, at = results[step_id], self.position.get(step_id, -1)
+        if at <= self.last or result.status not in TERMINAL:
+            self.steps = None
+            return
+        if self.shared:
+            self.steps, self.shared = dict(self.steps), False
+        self.steps[step_id] = {"status": result.status, "outputs": result.outputs}
+        self.last = at
+
+
 @dataclass
 class RunState:
     """Everything one run knows; the scheduler hands it to each step it runs."""
@@ -70,6 +110,7 @@ class RunState:
     aborted_by: str | None = None
     observers: Listener | None = None  # who is told what the run does (the Slack thread)
     gate: Gate | None = None  # the run's approvals (set when the run starts)
+    _ended: _EndedSteps = field(default_factory=_EndedSteps, init=False, repr=False, compare=False)
 
     @property
     def denied_by(self) -> str | None:
@@ -80,12 +121,16 @@ class RunState:
 
     def context(self) -> dict[str, Any]:
         """Names visible to expressions: only finished steps appear under ``steps``."""
-        steps = {
-            sid: {"status": r.status, "outputs": r.outputs}
-            for sid, r in self.results.items()
-            if r.status in TERMINAL
-        }
+        steps = self._ended.snapshot(self.results)
         return {"inputs": self.inputs, "steps": steps, "run": self.run_info}
+
+    def step_ended(self, step_id: str) -> None:
+        """``step_id`` was just given a terminal status (and its outputs).
+
+        Whoever sets a terminal status says so at once (the scheduler does), so that
+        :meth:`context` stays what a scan of :attr:`results` would give.
+        """
+        self._ended.ended(self.results, step_id)
 
     def statuses(self) -> list[tuple[str, str]]:
         """Each step with what a responder should read (``waiting for approval`` included)."""
