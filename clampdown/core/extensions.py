@@ -27,6 +27,7 @@ factories and keep what they return.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -104,14 +105,41 @@ class MemberDirectory(Protocol):
     def members(self, groups: tuple[str, ...]) -> set[str] | None: ...
 
 
+log = logging.getLogger("clampdown.extensions")
+
+
 @functools.cache
 def factories(group: str) -> list[Callable[..., Any]]:
     """The factories registered under ``group``, in a stable order (by entry-point name).
 
     Looked up once per process: reading every distribution's entry points costs
-    milliseconds a run should not pay each time.
+    milliseconds a run should not pay each time. A plug-in that cannot be imported
+    must not stop a containment: it is left out and said loudly, as is a group with
+    no plug-in at all (clampdown registers its own, so an empty group means the
+    installed package metadata is stale or missing, and Slack or evidence would be
+    skipped without a word otherwise).
     """
-    return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
+    found: list[Callable[..., Any]] = []
+    registered = sorted(entry_points(group=group), key=lambda ep: ep.name)
+    if not registered:
+        log.warning(
+            "no plug-in registered under %s: reinstall clampdown (its package metadata "
+            "is missing or stale); runs go on without them",
+            group,
+        )
+    for ep in registered:
+        try:
+            found.append(ep.load())
+        except Exception as exc:
+            log.error(
+                "%s plug-in %r (%s) cannot be loaded, runs go on without it: %s: %s",
+                group,
+                ep.name,
+                ep.value,
+                type(exc).__name__,
+                exc,
+            )
+    return found
 
 
 def run_observers(run_id: str, ledger: Ledger, settings: Settings) -> list[RunObserver]:
