@@ -89,20 +89,17 @@ class RunFollower:
         own. Runs are found in the drill workspace, where only this drill's runs live.
         """
         from clampdown.core.home import Home
-        from clampdown.core.ledger import read
 
         self._run_id = run_id
         if run_id is None:
             return
         ledger = Home(self._session.workspace).run(run_id).ledger  # the workspace is the home
         self._ledger = ledger
-        deadline = time.time() + RUN_START_TIMEOUT
-        while not ledger.exists() and time.time() < deadline:
-            time.sleep(POLL)
-        if not ledger.exists():
+        start = _first_record(ledger, time.time() + RUN_START_TIMEOUT)
+        if start is None:
             self._timeline.fail(f"run {run_id} wrote no ledger")
             return
-        self._runbook = read(ledger)[0].get("run", {}).get("runbook")
+        self._runbook = start.get("run", {}).get("runbook")
         try:
             self._poll_until_settled()
         finally:
@@ -211,3 +208,17 @@ class RunFollower:
             if future is not None:
                 with contextlib.suppress(Exception):
                     future.result(timeout=EVIDENCE_WAIT)
+
+
+def _first_record(ledger: Path, deadline: float) -> dict[str, Any] | None:
+    """The ledger's first record once it is written (the file exists a moment before it)."""
+    from clampdown.core.ledger import read
+
+    while time.time() < deadline:
+        if ledger.exists() and ledger.stat().st_size:
+            try:
+                return read(ledger)[0]
+            except (IndexError, ValueError):  # the first record is still being written
+                pass
+        time.sleep(POLL)
+    return None
