@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from clampdown.core.durations import format_duration
 from clampdown.core.models import Runbook
 
 STYLE = {
@@ -141,9 +142,9 @@ class RunProgress:
         for step in self.runbook.steps:
             status = self.status[step.id]
             if step.id in self.elapsed:
-                took = f"{self.elapsed[step.id]:.2f}s"
+                took = format_duration(self.elapsed[step.id])
             elif step.id in self.started:
-                took = f"{time.monotonic() - self.started[step.id]:.1f}s"
+                took = format_duration(time.monotonic() - self.started[step.id])
             else:
                 took = ""
             table.add_row(

@@ -30,14 +30,25 @@ def parse_duration(value: Any) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """Short human form of a number of seconds, for plans and summaries."""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, secs = divmod(int(seconds), 60)
+    """Short human form of a number of seconds: ``250ms``, ``4.49s``, ``42.5s``, ``1h30m``.
+
+    The one way clampdown prints a duration (plans, progress, summaries, reports), so
+    a measured time never shows as ``4.49377s``: at most three significant figures
+    under a minute, whole seconds above.
+    """
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
+    millis = round(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    if seconds < 59.95:
+        digits = 2 if seconds < 10 else 1
+        return f"{seconds:.{digits}f}".rstrip("0").rstrip(".") + "s"
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
     parts = [
+        f"{days}d" if days else "",
         f"{hours}h" if hours else "",
         f"{minutes}m" if minutes else "",
         f"{secs}s" if secs else "",
