@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from clampdown.app.cli_errors import print_diagnostics
 
@@ -16,9 +17,33 @@ if TYPE_CHECKING:
     from clampdown.core.settings import Settings
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)
+# Wide enough for any row: a table printed to a file or a pipe is never cut or wrapped.
+UNLIMITED_WIDTH = 100_000
+
+
+def print_table(table: Table, console: Console = out) -> None:
+    """Print a listing's table; when not on a terminal, at its natural width.
+
+    Rich fits a table to the console (80 columns when stdout is not a terminal), which
+    cuts ids and names with ``…`` or wraps them: exactly what a user copies from
+    ``runs`` or ``drill --list`` into the next command. Off a terminal nothing is fitted.
+    """
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file,
+        width=UNLIMITED_WIDTH,
+        highlight=False,
+        emoji=False,
+        color_system=None,
+    )
+    wide.print(table)
 
 
 class Format(StrEnum):
+    """``--format`` of every listing: Typer refuses any other value with a clear message."""
+
     text = "text"
     json = "json"
 

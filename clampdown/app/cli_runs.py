@@ -26,6 +26,7 @@ from clampdown.app.cli_options import (
     library_folder,
     load_named_runbook,
     out,
+    print_table,
 )
 from clampdown.core.diagnostics import ClampdownError
 
@@ -47,7 +48,7 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Execute a runbook now, with live progress.
+    """Execute a runbook now, in this process, with live progress.
 
     Exit 0 succeeded, 1 failed, 2 bad input, 3 an approval was denied or timed out.
     """
@@ -66,6 +67,11 @@ def run(
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     from clampdown_flows.respond import run_in_process
 
+    if conf.execution == "deployment":  # serve hands runs to workers; this command never does
+        err.print(
+            "[yellow]note: CLAMPDOWN_EXECUTION=deployment is for `clampdown serve`; "
+            "`clampdown run` executes in this process, with this machine's credentials[/]"
+        )
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     try:
         with RunProgress(ledger, model, out):
@@ -122,7 +128,8 @@ def runs(
         return
     table = Table(title="recent runs", title_justify="left")
     for column in ("run id", "runbook", "started", "trigger", "status", "detail"):
-        table.add_column(column)
+        # ids and names are what a user copies: folded on a narrow terminal, never cut
+        table.add_column(column, overflow="fold")
     colors = {
         "succeeded": "green",
         "failed": "red",
@@ -137,10 +144,10 @@ def runs(
             escape(run.runbook),
             run.started,
             escape(run.trigger),
-            f"[{color}]{run.status}[/]",
+            f"[{color}]{escape(run.label)}[/]",
             escape(run.detail),
         )
-    out.print(table)
+    print_table(table)
 
 
 def approve(

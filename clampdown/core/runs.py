@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clampdown.core.home import ROLLED_BACK_MARK
+
 
 @dataclass(frozen=True)
 class RunSummary:
@@ -21,9 +23,17 @@ class RunSummary:
     trigger: str
     status: str
     detail: str
+    rolled_back_by: str | None = None  # the rollback run that undid every change
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def label(self) -> str:
+        """The status as a person reads it: a rolled-back run says so and by which run."""
+        if self.rolled_back_by:
+            return f"{self.status}, rolled back by {self.rolled_back_by}"
+        return self.status
 
 
 def recent_runs(folder: Path, limit: int = 20) -> list[RunSummary]:
@@ -85,4 +95,14 @@ def _summarise(ledger: Path) -> RunSummary | None:
         trigger=trigger_text,
         status=status,
         detail=str(detail)[:200],
+        rolled_back_by=_rolled_back_by(ledger.parent / ROLLED_BACK_MARK),
     )
+
+
+def _rolled_back_by(mark: Path) -> str | None:
+    """The id of the rollback that undid the run (its mark file), None when not rolled back."""
+    try:
+        found = json.loads(mark.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return str(found.get("rollback_id") or "?") if isinstance(found, dict) else None
