@@ -27,6 +27,7 @@ from clampdown.app.cli_options import (
     library_folder,
     load_named_runbook,
     out,
+    print_table,
 )
 from clampdown.core.diagnostics import ClampdownError
 
@@ -165,7 +166,7 @@ def actions(format: FormatOpt = Format.text) -> None:
         return
     table = Table(title="clampdown actions", title_justify="left")
     for col in ("action", "inputs (with:)", "outputs", "IAM actions", "destructive"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(
             f"[bold]{row['name']}[/]\n{row['summary']}",
@@ -174,7 +175,7 @@ def actions(format: FormatOpt = Format.text) -> None:
             "\n".join(row["iam"]) or "—",
             "yes" if row["destructive"] else "no",
         )
-    out.print(table)
+    print_table(table)
 
 
 def serve(
@@ -189,7 +190,12 @@ def serve(
         ),
     ] = False,
 ) -> None:
-    """Serve /slack/events (the /clampdown command), alerts and /healthz; runs start in-process."""
+    """Serve /slack/events (the /clampdown command), alerts and /healthz.
+
+    Runs start in this process (CLAMPDOWN_EXECUTION=local, the default),
+    or on the work pool's workers (CLAMPDOWN_EXECUTION=deployment).
+    Without Slack settings it still starts; /slack/events answers 503.
+    """
     from clampdown.app.serve import serve as serve_app
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")

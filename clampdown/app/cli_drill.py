@@ -6,8 +6,9 @@ the drill machinery (moto, the Slack stand-in, uvicorn) loads only when a drill 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clampdown.app.cli_errors import user_errors
+from clampdown.app.cli_options import Format, out, print_table
 from clampdown.core.diagnostics import InvalidFileError
 
 
@@ -30,7 +32,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         interactive: Annotated[
-            bool, typer.Option("--interactive", "-i", help="ask at the terminal at each approval")
+            bool,
+            typer.Option(
+                "--interactive",
+                help="ask at the terminal at each approval (no short flag: -i is --input "
+                "in run and plan)",
+            ),
         ] = False,
         report_dir: Annotated[
             Path | None,
@@ -41,6 +48,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         list_: Annotated[bool, typer.Option("--list", help="list the drills and exit")] = False,
+        format: Annotated[
+            Format, typer.Option("--format", help="output format of --list")
+        ] = Format.text,
     ) -> None:
         """Run a tabletop drill on simulated AWS and write a scored after-action report.
 
@@ -48,7 +58,8 @@ def register(app: typer.Typer) -> None:
         """
         console = Console(stderr=True)
         if list_:
-            _list(Console())
+            with user_errors():
+                _list(format)
             return
         from clampdown.app.drill.runner import run_drill
 
@@ -71,23 +82,54 @@ def register(app: typer.Typer) -> None:
         raise typer.Exit(result.exit_code)
 
 
-def _list(console: Console) -> None:
+def drill_rows() -> list[dict[str, Any]]:
+    """Every drill of the library: name, default or not, family, runbook, title, lint errors."""
     from clampdown.core.drill_library import DEFAULT_DRILL, drill_files, load_drill
     from clampdown.core.drill_lint import lint_drills
     from clampdown.core.settings import settings
 
     library = settings().library
-    table = Table(title=f"drills in {library}/drills", title_justify="left")
-    for column in ("drill", "family", "runbook", "title", "lint"):
-        table.add_column(column)
+    rows = []
     for name, path in drill_files(library).items():
         problems = [d for d in lint_drills([path], library) if d.severity == "error"]
         try:
             drill, _ = load_drill(path)
             family, runbook, title = drill.metadata.family, drill.runbook, drill.metadata.title
         except InvalidFileError:
-            family = runbook = title = "—"
-        label = f"{name} (default)" if name == DEFAULT_DRILL else name
-        lint = "[green]ok[/]" if not problems else f"[red]{len(problems)} error(s)[/]"
-        table.add_row(escape(label), family, runbook, escape(title), lint)
-    console.print(table)
+            family = runbook = title = None
+        rows.append(
+            {
+                "name": name,
+                "default": name == DEFAULT_DRILL,
+                "family": family,
+                "runbook": runbook,
+                "title": title,
+                "path": str(path),
+                "lint_errors": len(problems),
+            }
+        )
+    return rows
+
+
+def _list(format: Format) -> None:
+    from clampdown.core.settings import settings
+
+    rows = drill_rows()
+    if format is Format.json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"drills in {settings().library}/drills", title_justify="left")
+    for column in ("drill", "family", "runbook", "title", "lint"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        label = f"{row['name']} (default)" if row["default"] else row["name"]
+        errors = row["lint_errors"]
+        lint = "[green]ok[/]" if not errors else f"[red]{errors} error(s)[/]"
+        table.add_row(
+            escape(label),
+            escape(row["family"] or "—"),
+            escape(row["runbook"] or "—"),
+            escape(row["title"] or "—"),
+            lint,
+        )
+    print_table(table)

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from clampdown.app.cli_errors import user_errors
+from clampdown.app.cli_options import Format, FormatOpt
 from clampdown.core.diagnostics import ClampdownError
 
 MAX_ALERT_FILE = 1024 * 1024
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
 def held(
     limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
-    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    format: FormatOpt = Format.text,
 ) -> None:
     """Alerts a trigger matched but no run took (the runbook was at max_concurrent_runs).
 
@@ -58,7 +59,7 @@ def held(
         found = store.held_alerts(limit)
     finally:
         store.close()
-    if format == "json":
+    if format is Format.json:
         rows = [
             {
                 "at": datetime.fromtimestamp(h.at, UTC).isoformat(),
@@ -94,12 +95,12 @@ def test(
         typer.Option("--source", "-s", help="parse a raw payload of this source"),
     ] = None,
     library: Annotated[Path | None, typer.Option("--library", "-L", help="runbook folder")] = None,
-    format: Annotated[str, typer.Option("--format", help="text or json")] = "text",
+    format: FormatOpt = Format.text,
 ) -> None:
     """Show the trigger an alert matches, its runbook, inputs, and dedup/correlation keys."""
     with user_errors():
         report = dry_run(alert_file, triggers, source, library)
-    if format == "json":
+    if format is Format.json:
         out.print_json(json.dumps(report, default=str))
     else:
         for line in _text(report):
