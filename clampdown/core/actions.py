@@ -15,7 +15,7 @@ A team adds its own actions by declaring entry points in its own package:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -50,7 +50,9 @@ class ActionContext:
     ``home`` is ``CLAMPDOWN_HOME`` (:class:`~clampdown.core.home.Home`), filled by
     whoever runs the action (the engine, a rollback, ``clampdown plan``); ``files`` are
     this run's files under it and ``run_dir`` its folder. An action finds its run's
-    files there, never through the settings.
+    files there, never through the settings. ``mask`` replaces the run's secret values
+    (secret inputs) in text an action shows people, e.g. a Slack message: the engine
+    passes the ledger's scrub; elsewhere nothing is masked.
     """
 
     run_id: str
@@ -62,6 +64,7 @@ class ActionContext:
     account: str | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("clampdown.action"))
     undo: list[dict[str, Any]] = field(default_factory=list)
+    mask: Callable[[str], str] = field(default=lambda text: text)
 
     @property
     def files(self) -> RunFiles:

@@ -366,6 +366,7 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
         region=region,
         account=account,
         logger=_Redacting(logger, state.ledger),
+        mask=state.ledger.scrub,
     )
     try:
         output = await _call(action_cls(), state.params[step.id], ctx)
