@@ -27,8 +27,11 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
+from jinja2 import filters as jinja_filters
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import pass_environment, pass_eval_context
 
 ROOT_NAMES = frozenset({"inputs", "steps", "run", "alert"})
 STATUS_FUNCTIONS = frozenset({"always", "success", "failure"})
@@ -165,27 +168,112 @@ class Expression:
     uses_status_function: bool = False
 
 
-MAX_REPEAT = 100_000
+MAX_SIZE = 100_000
+"""The most characters (or items) any operation in an expression may build."""
+MAX_REPEAT = MAX_SIZE  # the name this limit had when it covered ``*`` only
+MAX_DEPTH = 48
+"""The deepest nesting an expression may have (brackets, operators, filters)."""
+_BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
+# %-formatting: a width or precision above MAX_SIZE (or given by '*') builds a huge string
+_PERCENT_FIELD = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _too_big(what: str) -> SecurityError:
+    return SecurityError(f"{what} would be longer than {MAX_SIZE:,} characters or items")
+
+
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, str | list | tuple | dict) else 0
+
+
+def _check_percent(template: str, args: Any) -> None:
+    for match in _PERCENT_FIELD.finditer(template):
+        for number in match.groups():
+            if number == "*" or (number is not None and int(number) > MAX_SIZE):
+                raise _too_big("a %-format field")
+    values = args.values() if isinstance(args, dict) else args
+    values = values if isinstance(values, tuple | type({}.values())) else [args]
+    if len(template) + sum(len(str(v)) for v in values) > MAX_SIZE:
+        raise _too_big("a %-format")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, also refusing ``'x' * 10**9``-style memory bombs."""
+    """The sandbox, also refusing memory bombs: every operation that can grow a value
+    (``*``, ``+``, ``%``, ``~``, ``join``, ``replace``, ``sum``) checks the size of its
+    result before building it."""
 
-    intercepted_binops = frozenset({"*"})
+    intercepted_binops = frozenset({"*", "+", "%"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_REPEAT:
-                    raise SecurityError(f"repetition longer than {MAX_REPEAT} items")
+                if sized and len(seq) * count > MAX_SIZE:
+                    raise _too_big("a repetition")
+        elif operator == "+" and _size(left) + _size(right) > MAX_SIZE:
+            raise _too_big("a concatenation")
+        elif operator == "%" and isinstance(left, str):
+            _check_percent(left, right)
         return super().call_binop(context, operator, left, right)
+
+    def checked_concat(self, parts: tuple[Any, ...]) -> str:
+        """``a ~ b``: the parts as text, refused before joining when too long."""
+        texts = [str(p) for p in parts]
+        if sum(map(len, texts)) > MAX_SIZE:
+            raise _too_big("a ~ concatenation")
+        return "".join(texts)
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with ``~`` routed through :meth:`_Sandbox.checked_concat`."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    size = sum(len(str(i)) for i in items) + len(str(d)) * max(len(items) - 1, 0)
+    if attribute is None and size > MAX_SIZE:
+        raise _too_big("join")
+    return _JINJA_JOIN(eval_ctx, items, d, attribute)  # type: ignore[no-any-return]
+
+
+def _replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
+    text, old, new = str(s), str(old), str(new)
+    found = text.count(old) if count is None else min(count, text.count(old))
+    if len(text) + max(found, 0) * (len(new) - len(old)) > MAX_SIZE:
+        raise _too_big("replace")
+    return _JINJA_REPLACE(eval_ctx, text, old, new, count)  # type: ignore[no-any-return]
+
+
+def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
+    items = list(iterable)
+    if attribute is None and _size(start) + sum(map(_size, items)) > MAX_SIZE:
+        raise _too_big("sum")
+    return _JINJA_SUM(environment, items, attribute, start)
+
+
+_JINJA_JOIN = jinja_filters.FILTERS["join"]
+_JINJA_REPLACE = jinja_filters.FILTERS["replace"]
+_JINJA_SUM = jinja_filters.FILTERS["sum"]
+_GUARDED_FILTERS: dict[str, Callable[..., Any]] = {
+    "join": pass_eval_context(_join),
+    "replace": pass_eval_context(_replace),
+    "sum": pass_environment(_sum),
+}
 
 
 def _environment() -> ImmutableSandboxedEnvironment:
     env = _Sandbox(undefined=StrictUndefined, autoescape=False)
+    env.code_generator_class = _CodeGenerator
     env.globals.clear()
     env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
+    env.filters.update(_GUARDED_FILTERS)
     env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
     return env
 
@@ -200,17 +288,49 @@ def contains_expression(value: Any) -> bool:
 @lru_cache(maxsize=4096)
 def compile_expression(source: str) -> Expression:
     """Parse and check ``source``; raise :class:`ExpressionError` when it is not allowed."""
+    _check_brackets(source)
     try:
         tree = ENV.parse(source)
+    except RecursionError:
+        raise _too_deep(1) from None
     except TemplateSyntaxError as exc:
         raise ExpressionError(
             f"expression syntax error: {exc.message}",
             "expressions look like {{ inputs.name }} or {{ steps.id.outputs.field }}",
             exc.lineno or 1,
         ) from None
+    _check_depth(tree)
     refs: list[Reference] = []
     status = _check(tree, refs)
     return Expression(source, _is_whole(source), tuple(refs), status)
+
+
+def _too_deep(line: int) -> ExpressionError:
+    return ExpressionError(
+        f"expression nested more than {MAX_DEPTH} levels deep",
+        "split it: compute parts in earlier steps (core.set_output) or simplify the brackets",
+        line,
+    )
+
+
+def _check_brackets(source: str) -> None:
+    """Refuse deep bracket nesting before Jinja's recursive parser meets it."""
+    depth = 0
+    for match in re.finditer(r"[()\[\]{}]", source):
+        depth = max(depth + _BRACKETS[match.group()], 0)
+        if depth > MAX_DEPTH + 2:  # ``{{`` itself counts two
+            raise _too_deep(source.count("\n", 0, match.start()) + 1)
+
+
+def _check_depth(tree: nodes.Node) -> None:
+    """Refuse a tree deeper than MAX_DEPTH (``not not … x``, ``a + a + … a``, long
+    filter chains), walked without recursion so the check cannot overflow itself."""
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH + 3:  # Template > Output > expression
+            raise _too_deep(getattr(node, "lineno", 1))
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
 def _is_whole(source: str) -> bool:
@@ -358,25 +478,91 @@ def _reference(node: nodes.Node) -> Reference | None:
 def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     """Evaluate one checked template in ``context``; native when it is a whole expression."""
     expr = compile_expression(source)
+    shown = _shown(source)
     try:
         if expr.native:
             inner = _WHOLE.match(source)["expr"]  # type: ignore[index]
             value = ENV.compile_expression(inner, undefined_to_none=False)(**context)
             _raise_if_undefined(value)
             return value
-        return ENV.from_string(source).render(**context)
+        return _render_text(source, context)
     except UndefinedError as exc:
         raise ExpressionError(
-            f"expression {source.strip()!r} failed: {exc.message}",
+            f"expression {shown} failed: {exc.message}",
             "check the name; a skipped step has no outputs — use "
             "{{ steps.x.outputs.y | default('') }}",
         ) from None
     except SecurityError as exc:
+        raise ExpressionError(f"expression {shown} refused by the sandbox: {exc}") from None
+    except RecursionError:
         raise ExpressionError(
-            f"expression {source.strip()!r} refused by the sandbox: {exc}"
+            f"expression {shown} failed: nested too deeply", _too_deep(1).hint
         ) from None
     except Exception as exc:  # an expression must fail the step, never the engine
-        raise ExpressionError(f"expression {source.strip()!r} failed: {exc}") from None
+        raise ExpressionError(f"expression {shown} failed: {exc}") from None
+
+
+def _render_text(source: str, context: Mapping[str, Any]) -> str:
+    """A template with text: its pieces joined, refused once longer than MAX_SIZE."""
+    pieces: list[str] = []
+    size = 0
+    for piece in ENV.from_string(source).generate(**context):
+        size += len(piece)
+        if size > MAX_SIZE:
+            raise _too_big("the rendered text")
+        pieces.append(piece)
+    return "".join(pieces)
+
+
+def _shown(source: str, limit: int = 120) -> str:
+    """The source as messages quote it: a runaway expression is not pasted whole."""
+    text = source.strip()
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f" (… {len(text):,} chars)"
+
+
+FALSE_WORDS = frozenset({"false", "no", "off", "0", "none", "null"})
+"""Text that reads as false but, being non-empty text, would count as true in ``if:``."""
+
+
+def condition_problem(value: str | bool) -> ExpressionError | None:
+    """Why ``if:`` can never mean what it says, or None.
+
+    ``if: "{{ a }} and {{ b }}"`` (several expressions, or text around one) renders to
+    text such as ``"False and False"``, which is non-empty and so always true. Lint
+    reports it and the engine refuses to evaluate it (the step fails, it never runs).
+    """
+    source = condition_source(value)
+    if compile_expression(source).native:
+        return None
+    body = re.sub(r"\s+", " ", re.sub(r"\{\{-?|-?\}\}", " ", source)).strip()
+    fix = "{{ " + body + " }}"
+    try:
+        compile_expression(fix)
+    except ExpressionError:
+        fix = "{{ inputs.go and inputs.freeze }}"
+    return ExpressionError(
+        "if: has several {{ }} expressions or text around one: it renders to text, "
+        "which is always true (even 'False and False')",
+        f'write one expression: if: "{fix}"',
+    )
+
+
+def evaluate_condition(value: str | bool, context: Mapping[str, Any]) -> bool:
+    """A step's ``if:``, as the engine decides it (the rule lint checks).
+
+    Refuses the text trap (:func:`condition_problem`) and a result that is text
+    reading as false (``"false"``, ``"no"``…), which Python would call true.
+    """
+    problem = condition_problem(value)
+    if problem is not None:
+        raise problem
+    result = evaluate(condition_source(value), context)
+    if isinstance(result, str) and result.strip().lower() in FALSE_WORDS:
+        raise ExpressionError(
+            f"if: gave the text {result!r}, which counts as true",
+            "compare explicitly, e.g. {{ inputs.x == 'yes' }}, or make the input a boolean",
+        )
+    return bool(result)
 
 
 def _raise_if_undefined(value: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from clampdown.core.expressions import compile_expression, condition_source, evaluate
+from clampdown.core.expressions import compile_expression, condition_source, evaluate_condition
 from clampdown.core.models import Step
 
 
@@ -53,7 +53,7 @@ def decide(
         bad = [n for n in step.needs if statuses[n] != "succeeded"]
         what = f"needs {', '.join(bad)}" if bad else "an upstream step"
         return StepDecision("skipped", f"{what} did not succeed")
-    if source is not None and not evaluate(source, {**context, **functions}):
+    if step.if_ is not None and not evaluate_condition(step.if_, {**context, **functions}):
         shown = str(step.if_).lower() if isinstance(step.if_, bool) else step.if_
         return StepDecision("skipped", f"if: {shown} was false")
     return RUN

@@ -9,9 +9,11 @@ import pytest
 from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
+    condition_problem,
     condition_source,
     contains_expression,
     evaluate,
+    evaluate_condition,
     render,
     walk_strings,
 )
@@ -338,3 +340,134 @@ def test_dynamic_dunder_lookup_is_refused_by_the_sandbox(source: str) -> None:
 def test_dynamic_lookup_of_a_normal_key_still_works() -> None:
     context = {"inputs": {"k": "name", "name": "mallory"}}
     assert evaluate("{{ inputs[inputs.k] }}", context) == "mallory"
+
+
+# --- sandbox, layer 3: size and depth limits ------------------------------------------------
+
+BIG = "'x' * 100000"
+
+
+@pytest.mark.parametrize(
+    ("source", "operation"),
+    [
+        ("{{ [" + BIG + ", 'y'] | join('z' * 100000) }}", "join"),
+        ("{{ [" + BIG + ", 'y'] | join('z') }}", "join"),
+        ("{{ (" + BIG + ") | replace('x', 'yy') }}", "replace"),
+        ("{{ ('ab' * 50000) | replace('', 'x') }}", "replace"),
+        ("{{ [[1] * 100000, [1] * 100000] | sum(start=[]) }}", "sum"),
+        ("{{ '%0100000000d' % 1 }}", "a %-format field"),
+        ("{{ '%*d' % (100000000, 1) }}", "a %-format field"),
+        ("{{ '%s%s' % (" + BIG + ", " + BIG + ") }}", "a %-format"),
+        ("{{ (" + BIG + ") ~ 'y' }}", "a ~ concatenation"),
+        ("{{ 'y' ~ (" + BIG + ") ~ 'y' }}", "a ~ concatenation"),
+        ("{{ (" + BIG + ") + 'y' }}", "a concatenation"),
+        ("{{ [1] * 100000 + [2] }}", "a concatenation"),
+        ("{{ 'x' * 100000001 }}", "a repetition"),
+        ("x{{ 'x' * 100000 }}", "the rendered text"),
+    ],
+)
+def test_every_operation_that_grows_a_value_is_capped(source: str, operation: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        evaluate(source, CONTEXT)
+    assert info.value.message.endswith(
+        f"refused by the sandbox: {operation} would be longer than 100,000 characters or items"
+    ), info.value.message
+    assert len(info.value.message) < 400  # the runaway source is not pasted whole
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ ['a', 'b'] | join(', ') }}", "a, b"),
+        ("{{ 'aXb' | replace('X', '--') }}", "a--b"),
+        ("{{ [1, 2, 3] | sum }}", 6),
+        ("{{ [[1], [2]] | sum(start=[]) }}", [1, 2]),
+        ("{{ '%s-%03d' % ('k', 7) }}", "k-007"),
+        ("{{ '%(a)s' % {'a': 1} }}", "1"),
+        ("{{ 'a' ~ 1 ~ none }}", "a1None"),
+        ("{{ 'a' + 'b' }}", "ab"),
+        ("{{ [1] + [2] }}", [1, 2]),
+        ("{{ 2 + 3 }}", 5),
+        ("{{ 7 % 4 }}", 3),
+    ],
+)
+def test_capped_operations_still_work_below_the_cap(source: str, expected: Any) -> None:
+    assert evaluate(source, CONTEXT) == expected
+
+
+def test_the_format_filter_is_not_offered() -> None:
+    with pytest.raises(ExpressionError, match="the filter 'format'"):
+        compile_expression("{{ '%0100000000d' | format(1) }}")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}",
+        "{{ " + "[" * 3000 + "]" * 3000 + " }}",
+        "{{ " + "not " * 3000 + "true }}",
+        "{{ " + "- " * 3000 + "1 }}",
+        "{{ " + "1 + " * 3000 + "1 }}",
+        "{{ 1" + " | abs" * 3000 + " }}",
+        "{{ inputs.n" + " and inputs.n" * 3000 + " }}",
+    ],
+)
+def test_deep_nesting_is_an_expression_error_not_a_recursion_error(source: str) -> None:
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source)
+    assert info.value.message == "expression nested more than 48 levels deep"
+    assert "split it" in info.value.hint
+
+
+def test_the_depth_error_names_the_template_line() -> None:
+    source = "first line\nsecond {{ " + "(" * 100 + "1" + ")" * 100 + " }}"
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(source)
+    assert info.value.line == 2
+
+
+def test_reasonable_nesting_is_fine() -> None:
+    assert evaluate("{{ " + "(" * 20 + "1" + ")" * 20 + " }}", CONTEXT) == 1
+
+
+# --- if: the text trap ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("condition", "fix"),
+    [
+        ("{{ inputs.flag }} and {{ inputs.flag }}", "{{ inputs.flag and inputs.flag }}"),
+        ("{{ inputs.name }} == 'x'", "{{ inputs.name == 'x' }}"),
+        ("go: {{ inputs.flag }}", "{{ go: inputs.flag }}"),
+    ],
+)
+def test_an_if_that_renders_to_text_is_refused(condition: str, fix: str) -> None:
+    problem = condition_problem(condition)
+    assert problem is not None and "always true" in problem.message
+    assert problem.hint.startswith("write one expression: if: ")
+    if "go:" not in condition:
+        assert fix in problem.hint
+    with pytest.raises(ExpressionError, match="always true"):
+        evaluate_condition(condition, CONTEXT)  # the engine never runs such a step
+
+
+@pytest.mark.parametrize(
+    ("condition", "expected"),
+    [
+        ("{{ inputs.flag }}", False),
+        ("not inputs.flag", True),
+        ("{{ inputs.name }}", True),  # a given, non-empty value: the documented idiom
+        (" {{ inputs.n > 2 }} ", True),
+        (True, True),
+        (False, False),
+    ],
+)
+def test_one_expression_in_if_is_evaluated(condition: Any, expected: bool) -> None:
+    assert condition_problem(condition) is None
+    assert evaluate_condition(condition, CONTEXT) is expected
+
+
+@pytest.mark.parametrize("text", ["false", "False", "no", "0", "off"])
+def test_if_refuses_text_that_reads_as_false(text: str) -> None:
+    with pytest.raises(ExpressionError, match="counts as true"):
+        evaluate_condition("{{ inputs.word }}", {"inputs": {"word": text}})

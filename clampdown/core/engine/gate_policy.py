@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from clampdown.core.actions import registry
 from clampdown.core.approvals import ApprovalRequest, Request, params_hash
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.expressions import compile_expression, condition_source, evaluate, render
+from clampdown.core.expressions import (
+    compile_expression,
+    condition_source,
+    evaluate_condition,
+    render,
+)
 
 if TYPE_CHECKING:
     from clampdown.core.engine.state import RunState
@@ -200,7 +205,7 @@ def _would_run(step: Any, context: dict[str, Any]) -> bool:
     if compile_expression(source).uses_status_function:
         return True
     try:
-        return bool(evaluate(source, context))
+        return evaluate_condition(step.if_, context)
     except Exception:  # it reads something not known yet: assume it runs, so it is bound
         return True
 
