@@ -199,14 +199,64 @@ class Aws:
             return "the engine's principal"
 
 
-def translate(exc: Exception, aws: Aws) -> Exception:
-    """A ClientError as an exception whose message tells the responder what to do."""
-    from botocore.exceptions import ClientError
+MAX_ERROR_TEXT = 240  # characters of an endpoint's error text kept in a message
+_HTML = re.compile(r"<\s*(?:!doctype\s+html|html|head|body)\b", re.IGNORECASE)
+_TITLE = re.compile(r"<(title|h1)[^>]*>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]*>")
 
+
+def summarize_error_text(text: str, status: int | None = None, content_type: str = "") -> str:
+    """An endpoint's error text as one short line, safe for progress output, logs and artifacts.
+
+    Why: a proxy, a load balancer or a half-implemented endpoint (moto server answers an
+    unimplemented operation with Werkzeug's HTML 500 page) can put a whole HTML page where
+    AWS puts a one-line message; botocore passes it on as the error message. Pasted as is,
+    it floods the step's progress line, the Prefect log and the run's artifact. An HTML page
+    becomes its status and title; any other text its first line, cut at
+    :data:`MAX_ERROR_TEXT` characters.
+    """
+    text = text or ""
+    prefix = f"HTTP {status}" if status else ""
+    if "html" in content_type.lower() or _HTML.search(text[:512]):
+        found = _TITLE.search(text)
+        title = " ".join(_TAGS.sub("", found[2]).split()) if found else ""
+        page = f"an HTML error page titled '{_cut(title)}'" if title else "an HTML error page"
+        return f"{prefix}: {page} (body not shown)" if prefix else f"{page} (body not shown)"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = _cut(lines[0]) if lines else ""
+    if len(lines) > 1 and not line.endswith("…"):
+        line += " …"
+    return f"{prefix}: {line}" if prefix and line else (line or prefix or "no error text")
+
+
+def _cut(text: str) -> str:
+    text = "".join(ch if ch.isprintable() else " " for ch in text)
+    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1].rstrip() + "…"
+
+
+def translate(exc: Exception, aws: Aws) -> Exception:
+    """An AWS error as an exception whose message tells the responder what to do.
+
+    Every AWS action's errors pass through here (``AwsAction.run``, ``preview`` and
+    ``rollback``), so an endpoint's error body is summarised in one place: an HTML page
+    or a multi-line body never reaches the progress output, the Prefect log or the
+    artifact (:func:`summarize_error_text`).
+    """
+    from botocore.exceptions import ClientError
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(exc, ResponseParserError):  # the raw body is in botocore's message
+        text = str(exc).split("received", 1)[-1].strip(" :.\n")
+        return AwsActionError(
+            f"AWS answered with a body botocore cannot parse: {summarize_error_text(text)}"
+        )
     if not isinstance(exc, ClientError):
         return exc
     error = exc.response.get("Error", {})
-    code, message = error.get("Code", ""), error.get("Message", "")
+    meta = exc.response.get("ResponseMetadata", {})
+    status = meta.get("HTTPStatusCode")
+    content_type = str(meta.get("HTTPHeaders", {}).get("content-type", ""))
+    code, message = str(error.get("Code", "")), str(error.get("Message", ""))
     found = _DENIED_TEXT.search(message)
     # moto (with IAM auth) answers JSON services with an XML body: botocore sees "403"
     if code in ACCESS_DENIED or (code == "403" and found):
@@ -220,7 +270,14 @@ def translate(exc: Exception, aws: Aws) -> Exception:
             f"AccessDenied: {who} may not call {action} — grant it to the engine's role "
             "(clampdown iam-policy prints the policy the runbook needs)"
         )
-    return AwsActionError(f"{exc.operation_name} failed: {code}: {message}")
+    if code.isdigit():  # no AWS error code: botocore puts the HTTP status there
+        code, status = "", status or int(code)
+    message = summarize_error_text(message, None if code else status, content_type)
+    return AwsActionError(
+        f"{exc.operation_name} failed: {code}: {message}"
+        if code
+        else f"{exc.operation_name} failed: {message}"
+    )
 
 
 def arn_resources(

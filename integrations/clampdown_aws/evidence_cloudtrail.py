@@ -3,6 +3,12 @@
 The trail's delivery files of the window are copied byte for byte, chunk by chunk
 (several files at once); ``LookupEvents`` pages stream as gzip JSON lines. Both are
 hashed into the run's manifest (see :mod:`clampdown_aws.evidence`).
+
+The two sources are not equal: the trail files are the complete record (and carry
+CloudTrail's own digests), LookupEvents is a convenience index of management events.
+So a LookupEvents failure after trail files were copied does not throw the evidence
+away: the step succeeds, its outputs say ``lookup_events: failed (...)`` and list a
+warning. Only when nothing at all was copied does the step fail.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pydantic import Field, model_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_aws.base import Aws, AwsAction
+from clampdown_aws.base import Aws, AwsAction, translate
 from clampdown_aws.evidence import (
     S3_WRITE,
     Count,
@@ -40,6 +46,10 @@ _DELIVERY_FOLDERS = ("CloudTrail", "CloudTrail-Digest")
 
 class TrailNotFound(ClampdownError):
     """``trail_name`` names no trail that DescribeTrails returns."""
+
+
+class CloudTrailEvidenceMissing(ClampdownError):
+    """Neither source gave anything: no trail file copied and LookupEvents failed."""
 
 
 def _masked(access_key_id: str) -> str:
@@ -94,8 +104,22 @@ class SnapshotCloudTrail(AwsAction):
         events: int
         trail_objects: int
         trail: str | None = None
+        trail_files: str = Field(
+            description="what happened to the trail's delivery files: 'copied (N files)', "
+            "'none in the window', or 'no trail delivers to S3'"
+        )
+        lookup_events: str = Field(
+            description="'copied (N events)', or 'failed (<why>)' when LookupEvents failed "
+            "(the events read before the failure are kept)"
+        )
+        warnings: list[str] = Field(
+            default_factory=list, description="what could not be copied although the step succeeded"
+        )
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
+        """Copy the trail files, then the LookupEvents pages; a LookupEvents failure is a
+        warning when trail files were copied (they are the stronger evidence) and an error
+        when nothing at all was copied."""
         store = checked_store(aws, ctx, params.bucket)
         start, end = window(params.lookback_hours)
         cloudtrail = aws.client("cloudtrail")
@@ -104,15 +128,40 @@ class SnapshotCloudTrail(AwsAction):
         copied = []
         if trail is not None:
             copied = _copy_trail_files(store, trail, params.principal_arn, start, end, ctx)
-
-        username = _username(params.principal_arn)
-        count = Count()
-        pages = _lookup_pages(cloudtrail, username, params.access_key_id, start, end)
-        lookup = store.put(
-            f"{ctx.step_id}/cloudtrail-lookup-events.jsonl.gz",
-            gzip_json_lines(pages, count),
-            "application/gzip",
+        trail_files = (
+            "no trail delivers to S3"
+            if trail is None
+            else f"copied ({len(copied)} files)"
+            if copied
+            else "none in the window"
         )
+
+        count = Count()
+        lookup, failure = _store_lookup_events(
+            store,
+            cloudtrail,
+            _username(params.principal_arn),
+            params.access_key_id,
+            (start, end),
+            count,
+            aws,
+            ctx,
+        )
+        warnings = []
+        if failure is not None:
+            kept = f"; the {count.n} events read before it are kept" if lookup else ""
+            if not copied:
+                raise CloudTrailEvidenceMissing(
+                    f"no CloudTrail evidence was copied: LookupEvents failed ({failure}) "
+                    f"and the trail files: {trail_files}{kept}",
+                    "fix the LookupEvents error (the permission cloudtrail:LookupEvents, or "
+                    "the endpoint) and run the step again",
+                )
+            warnings.append(f"LookupEvents failed ({failure}){kept}; trail files: {trail_files}")
+            ctx.logger.warning(
+                "CloudTrail evidence is partial: %s (the step goes on)", warnings[-1]
+            )
+        objects = [*copied, lookup] if lookup is not None else copied
         manifest = store.write_manifest()
         ctx.logger.info(
             "CloudTrail evidence: %d trail files, %d looked-up events -> %s",
@@ -122,10 +171,15 @@ class SnapshotCloudTrail(AwsAction):
         )
         return self.Output(
             manifest_uri=f"s3://{store.bucket}/{manifest.key}",
-            objects=[to_ref(o) for o in (*copied, lookup)],
+            objects=[to_ref(o) for o in objects],
             events=count.n,
             trail_objects=len(copied),
             trail=trail["TrailARN"] if trail else None,
+            trail_files=trail_files,
+            lookup_events=f"copied ({count.n} events)"
+            if failure is None
+            else f"failed ({failure})",
+            warnings=warnings,
         )
 
     def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
@@ -161,6 +215,49 @@ class SnapshotCloudTrail(AwsAction):
         )
         lines.append(manifest_line(store))
         return lines
+
+
+def _store_lookup_events(
+    store: Any,
+    cloudtrail: Any,
+    username: str | None,
+    access_key_id: str | None,
+    span: tuple[datetime, datetime],
+    count: Count,
+    aws: Aws,
+    ctx: ActionContext,
+) -> tuple[Any, str | None]:
+    """(the stored events object or None, why LookupEvents failed or None).
+
+    The first page is read before anything is written, so a lookup that fails at once
+    leaves no empty events file that would read as "no activity". A failure on a later
+    page ends the file there: the events already read are kept and hashed.
+    """
+    pages = _lookup_pages(cloudtrail, username, access_key_id, *span)
+    failure: list[str] = []
+    try:
+        first = next(pages, [])
+    except Exception as exc:
+        return None, _why(exc, aws)
+
+    def guarded() -> Iterator[list[dict[str, Any]]]:
+        yield first
+        try:
+            yield from pages
+        except Exception as exc:
+            failure.append(_why(exc, aws))
+
+    stored = store.put(
+        f"{ctx.step_id}/cloudtrail-lookup-events.jsonl.gz",
+        gzip_json_lines(guarded(), count),
+        "application/gzip",
+    )
+    return stored, (failure[0] if failure else None)
+
+
+def _why(exc: Exception, aws: Aws) -> str:
+    """A LookupEvents failure in one line (through the shared AWS error summary)."""
+    return str(translate(exc, aws)) or type(exc).__name__
 
 
 def _username(principal_arn: str | None) -> str | None:

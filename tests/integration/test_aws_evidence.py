@@ -28,7 +28,11 @@ from pydantic import ValidationError
 from clampdown_aws import evidence, evidence_cloudtrail, evidence_log_group
 from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
 from clampdown_aws.evidence import EvidenceBucketMissing, gzip_json_lines
-from clampdown_aws.evidence_cloudtrail import SnapshotCloudTrail, TrailNotFound
+from clampdown_aws.evidence_cloudtrail import (
+    CloudTrailEvidenceMissing,
+    SnapshotCloudTrail,
+    TrailNotFound,
+)
 from clampdown_aws.evidence_log_group import ExportTaskBusy, LogGroupNotFound, SnapshotLogGroup
 from clampdown_aws.evidence_store import verify_manifest
 
@@ -418,12 +422,123 @@ def test_cloudtrail_access_denied_names_action_and_principal_stubbed_lookup_even
             "lookup_events", "AccessDeniedException", denied, http_status_code=400
         )
     )
-    with pytest.raises(AwsAccessDenied) as caught:
+    # no trail either: nothing was copied, so the step fails and names the denial
+    with pytest.raises(CloudTrailEvidenceMissing) as caught:
         SnapshotCloudTrail().run(SnapshotCloudTrail.Input(principal_arn=PRINCIPAL), action_ctx)
     assert str(caught.value).startswith(
-        f"AccessDenied: arn:aws:iam::{ACCOUNT}:user/responder may not call cloudtrail:LookupEvents"
+        "no CloudTrail evidence was copied: LookupEvents failed (AccessDenied: "
+        f"arn:aws:iam::{ACCOUNT}:user/responder may not call cloudtrail:LookupEvents"
     )
+    assert "no trail delivers to S3" in str(caught.value)
     assert keys_under(s3, LOOKUP_KEY) == []  # no half-written evidence under the name
+
+
+HTML_PAGE_BITS = ("<html", "<title", "<h1", "<p>", "doctype")
+
+
+def _no_html(*texts: str) -> None:
+    for text in texts:
+        assert not any(bit in text.lower() for bit in HTML_PAGE_BITS), text
+
+
+@pytest.mark.parametrize("aws", ["server"], indirect=True)
+def test_cloudtrail_lookup_events_html_500_keeps_the_trail_files_and_warns(
+    aws, s3, action_ctx, monkeypatch, caplog
+):
+    """moto server answers LookupEvents (unimplemented) with Werkzeug's HTML 500 page: the
+    trail files are copied, the step succeeds and says LookupEvents failed, in one line."""
+    monkeypatch.setattr(evidence, "_now", lambda: NOW)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    seed_trail(s3)
+    params = SnapshotCloudTrail.Input(principal_arn=PRINCIPAL, lookback_hours=12)
+    with caplog.at_level("INFO"):
+        out = SnapshotCloudTrail().run(params, action_ctx)
+
+    assert out.trail_files == "copied (4 files)" and out.trail_objects == 4
+    assert out.lookup_events == (
+        "failed (LookupEvents failed: HTTP 500: an HTML error page titled "
+        "'500 Internal Server Error' (body not shown))"
+    )
+    assert out.events == 0 and len(out.warnings) == 1
+    assert out.warnings[0].startswith("LookupEvents failed (LookupEvents failed: HTTP 500")
+    assert out.warnings[0].endswith("trail files: copied (4 files)")
+    # no empty events file that would read as "no activity"; the manifest has the trail files
+    assert keys_under(s3, LOOKUP_KEY) == []
+    assert manifest_keys(s3, out.manifest_uri) == [COPIED + key for key in IN_WINDOW]
+    assert [r.levelname for r in caplog.records if "partial" in r.getMessage()] == ["WARNING"]
+    _no_html(out.model_dump_json(), caplog.text)
+
+
+@pytest.mark.parametrize("aws", ["server"], indirect=True)
+def test_cloudtrail_nothing_copied_fails_with_one_line(aws, s3, action_ctx, monkeypatch):
+    """No trail and LookupEvents answers an HTML 500: nothing was copied, so the step fails."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    params = SnapshotCloudTrail.Input(access_key_id=KEY_ID, lookback_hours=12)
+    with pytest.raises(CloudTrailEvidenceMissing) as caught:
+        SnapshotCloudTrail().run(params, action_ctx)
+    message = str(caught.value)
+    assert message.startswith(
+        "no CloudTrail evidence was copied: LookupEvents failed (LookupEvents failed: "
+        "HTTP 500: an HTML error page titled '500 Internal Server Error' (body not shown)) "
+        "and the trail files: no trail delivers to S3"
+    )
+    assert "\n" not in message
+    _no_html(message)
+    assert keys_under(s3, RUN + "/step/") == []
+
+
+def test_cloudtrail_lookup_failing_on_a_later_page_keeps_the_events_read(
+    s3, lookup_stubs, action_ctx
+):
+    seed_trail(s3)
+    base = {
+        "StartTime": START,
+        "EndTime": NOW,
+        "MaxResults": 50,
+        "LookupAttributes": [{"AttributeKey": "Username", "AttributeValue": "alice"}],
+    }
+
+    def pages(stubber: Stubber) -> None:
+        stubber.add_response(
+            "lookup_events",
+            {"Events": [trail_event("e1", "alice"), trail_event("e2", "alice")], "NextToken": "p2"},
+            base,
+        )
+        stubber.add_client_error(
+            "lookup_events",
+            "InvalidNextTokenException",
+            "the token expired\nsecond line of detail",
+            http_status_code=400,
+        )
+
+    lookup_stubs.responses.append(pages)
+    out = SnapshotCloudTrail().run(
+        SnapshotCloudTrail.Input(principal_arn=PRINCIPAL, lookback_hours=12), action_ctx
+    )
+    assert out.lookup_events == (
+        "failed (LookupEvents failed: InvalidNextTokenException: the token expired …)"
+    )
+    assert out.events == 2 and out.trail_objects == 4
+    assert [line["EventId"] for line in read_gz_lines(s3, LOOKUP_KEY)] == ["e1", "e2"]
+    assert "the 2 events read before it are kept" in out.warnings[0]
+    assert LOOKUP_KEY in manifest_keys(s3, out.manifest_uri)
+    ok, _ = verify_manifest(s3, out.manifest_uri)
+    assert ok
+
+
+def test_cloudtrail_outputs_say_both_sources_copied_stubbed_lookup_events(
+    s3, lookup_stubs, action_ctx
+):
+    seed_trail(s3)
+    lookup_stubs.responses.append(lambda stubber: add_lookup_pages(stubber, key=False))
+    out = SnapshotCloudTrail().run(
+        SnapshotCloudTrail.Input(principal_arn=PRINCIPAL, lookback_hours=12), action_ctx
+    )
+    assert (out.trail_files, out.lookup_events, out.warnings) == (
+        "copied (4 files)",
+        "copied (3 events)",
+        [],
+    )
 
 
 def test_cloudtrail_access_denied_by_moto_iam_names_s3_action_and_principal(
