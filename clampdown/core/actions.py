@@ -21,7 +21,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clampdown.core.diagnostics import ClampdownError, did_you_mean
 from clampdown.core.home import Home, RunFiles
@@ -119,6 +119,112 @@ class Action:
 
 class UnknownActionError(ClampdownError):
     pass
+
+
+@dataclass(frozen=True)
+class WithProblem:
+    """One ``with`` value an action refuses: where, what it was, and the rule it breaks."""
+
+    field: str
+    value: Any
+    rule: str
+
+    def __str__(self) -> str:
+        if self.rule == _MISSING:
+            return f"with.{self.field} is missing"
+        return f"with.{self.field} = {_shown(self.value)}: {self.rule}"
+
+
+_MISSING = "is required"
+_RULES: dict[str, str] = {
+    "string_type": "must be a string",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "extra_forbidden": "is not a field of this action",
+    "missing": _MISSING,
+}
+_CONSTRAINTS: dict[str, str] = {
+    "too_short": "must have at least {min_length} item(s)",
+    "too_long": "must have at most {max_length} item(s)",
+    "string_too_short": "must be at least {min_length} character(s) long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "string_pattern_mismatch": "must match the pattern {pattern}",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be one of {expected}",
+    "enum": "must be one of {expected}",
+}
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def with_problems(
+    exc: ValidationError, scrub: Callable[[Any], Any] | None = None
+) -> list[WithProblem]:
+    """A pydantic ValidationError of an action's input model, in clampdown's words:
+    the field, the value given and the rule (never pydantic's text or its links).
+
+    ``scrub`` masks secrets in the values before they are quoted (and cut short: a
+    secret cut in half would no longer be found by a later scrub)."""
+    scrub = scrub or (lambda value: value)
+    problems = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(all)"
+        kind, ctx = err["type"], err.get("ctx") or {}
+        if kind in _RULES:
+            rule = _RULES[kind]
+        elif kind in _CONSTRAINTS:
+            try:
+                rule = _CONSTRAINTS[kind].format(**ctx)
+            except (KeyError, IndexError):
+                rule = err["msg"]
+        else:  # a validator of the action's own: its message is already meant for people
+            rule = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(WithProblem(where, scrub(err.get("input")), rule))
+    return problems
+
+
+class InputValidationError(ClampdownError):
+    """A step's ``with`` values, as rendered, are refused by its action's input model."""
+
+    def __init__(self, step_id: str, action: str, problems: list[WithProblem]) -> None:
+        self.step_id = step_id
+        self.action = action
+        self.problems = problems
+        listed = "; ".join(map(str, problems))
+        super().__init__(
+            f"step '{step_id}' ({action}): {listed}",
+            f"fix the with: value of '{step_id}' or the input that gives it "
+            "(clampdown actions lists each action's fields)",
+        )
+
+
+def validate_input(
+    action: type[Action],
+    values: Mapping[str, Any],
+    step_id: str,
+    scrub: Callable[[Any], Any] | None = None,
+) -> BaseModel:
+    """``values`` as the action's input model, or :class:`InputValidationError` in
+    clampdown's words: the one place run, plan and approvals validate ``with``."""
+    try:
+        return action.Input.model_validate(values)
+    except ValidationError as exc:
+        raise InputValidationError(step_id, action.name, with_problems(exc, scrub)) from None
 
 
 class ActionLoadError(ClampdownError):

@@ -52,6 +52,8 @@ def check_value(name: str, spec: InputSpec, value: Any, *, from_text: bool = Tru
         raise InputProblem(f"must be one of: {choices}" + (f" ({hint})" if hint else ""))
     if spec.pattern is not None and isinstance(value, str) and not re.search(spec.pattern, value):
         raise InputProblem(f"does not match the pattern {spec.pattern}")
+    if isinstance(value, list) and spec.min_items and len(value) < spec.min_items:
+        raise InputProblem(f"must have at least {spec.min_items} item(s), got {len(value)}")
     if isinstance(value, int | float) and not isinstance(value, bool):
         if spec.minimum is not None and value < spec.minimum:
             raise InputProblem(f"must be at least {spec.minimum:g}")

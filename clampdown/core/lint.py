@@ -14,14 +14,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from clampdown.core import expression_types as types
 from clampdown.core import graph
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.actions import Action, ActionLoadError, Registry
 from clampdown.core.actions import registry as default_registry
 from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mean
 from clampdown.core.expressions import (
+    Expression,
     ExpressionError,
     compile_expression,
+    condition_problem,
     condition_source,
     contains_expression,
     walk_strings,
@@ -258,11 +261,12 @@ class _RunbookLinter:
             self.check_with(i, step.with_, action.Input)
 
     def check_with(self, i: int, with_: dict[str, Any], model: type[BaseModel]) -> None:
-        """Validate literal ``with`` values; fields given as expressions are checked at run time."""
+        """Validate literal ``with`` values strictly (``"yes"`` is not a boolean, ``"5"`` not
+        a number: what the JSON Schema says); expressions are checked by their types."""
         dynamic = {k for k, v in with_.items() if contains_expression(v)}
         literal = {k: v for k, v in with_.items() if k not in dynamic}
         try:
-            model.model_validate(literal)
+            model.model_validate(literal, strict=True)
         except ValidationError as exc:
             fields = [f.alias or n for n, f in model.model_fields.items()]
             for err in exc.errors(include_url=False):
@@ -293,8 +297,11 @@ class _RunbookLinter:
 
     def check_expressions(self) -> None:
         for i, step in enumerate(self.rb.steps):
+            scope = types.Scope(self.rb.inputs, self.output_type, types.given_by(step.if_))
             for loc, text in walk_strings(step.with_, ("steps", i, "with")):
-                self.check_expression(loc, text, step.id)
+                expr = self.check_expression(loc, text, step.id)
+                if expr is not None and not expr.uses_status_function:
+                    self.check_type(loc, text, step.id, scope)
             for name in ("region", "account"):  # the step's own, or the one from defaults
                 value = self.rb.setting(step, name, None)
                 if contains_expression(value):
@@ -305,20 +312,65 @@ class _RunbookLinter:
                     )
                     self.check_expression(loc, value, step.id)
             if step.if_ is not None:
-                self.check_expression(
-                    ("steps", i, "if"), condition_source(step.if_), step.id, condition=True
-                )
+                self.check_condition(i, step.id, step.if_, scope)
         for loc, text in walk_strings(self.rb.outputs, ("outputs",)):
             self.check_expression(loc, text, None)
 
+    def check_condition(
+        self, i: int, step_id: str, condition: str | bool, scope: types.Scope
+    ) -> None:
+        """``if:`` must be one expression that decides; text around it is always true."""
+        loc: Path = ("steps", i, "if")
+        if self.check_expression(loc, condition_source(condition), step_id, True) is None:
+            return
+        trap = condition_problem(condition)
+        if trap is not None:
+            self.error(loc, trap.message, trap.hint, "if-text")
+            return
+        problem = types.check_condition(types.infer(condition_source(condition), scope))
+        if problem is not None:
+            self.error(loc, problem.message, problem.hint, "type")
+
+    def check_type(self, loc: Path, text: str, step_id: str, scope: types.Scope) -> None:
+        """The expression's static type against the action field it feeds."""
+        action = self.action_of.get(step_id)
+        if action is None or len(loc) not in (4, 5):
+            return
+        target = types.field_type(action.Input, str(loc[3]))
+        if target is not None and len(loc) == 5:
+            if not isinstance(loc[4], int):
+                return  # inside a mapping field: checked when the step runs
+            target = types.item_field(target)  # one item written in a list
+        if target is None:
+            return
+        for problem in types.check_field(types.infer(text, scope), target):
+            if problem.severity == "error":
+                self.error(loc, problem.message, problem.hint, "type")
+            else:
+                self.warn(loc, problem.message, problem.hint, "type-unknown")
+
+    def output_type(self, step_id: str, name: str) -> types.ExprType | None:
+        """``steps.<step_id>.outputs.<name>``: from the action's output model, or from the
+        ``with:`` value a ``core.set_output`` step publishes."""
+        action = self.action_of.get(step_id)
+        if action is None:
+            return None
+        if name in action.Output.model_fields:
+            return types.output_type(action.Output, step_id, name)
+        with_ = self.rb.step(step_id).with_
+        if name in with_ and not contains_expression(with_[name]):
+            origin = f"steps.{step_id}.outputs.{name}"
+            return types.ExprType(frozenset({types.kind_of(with_[name])}), origin)
+        return None
+
     def check_expression(
         self, loc: Path, text: str, step_id: str | None, condition: bool = False
-    ) -> None:
+    ) -> Expression | None:
         try:
             expr = compile_expression(text)
         except ExpressionError as exc:
             self.error_at_line(loc, exc.line, exc.message, exc.hint)
-            return
+            return None
         if expr.uses_status_function and not condition:
             self.error(
                 loc,
@@ -345,6 +397,7 @@ class _RunbookLinter:
                     "pass the alert's facts to the runbook as inputs in triggers.yaml",
                     "reference",
                 )
+        return expr
 
     def error_at_line(self, loc: Path, offset: int, message: str, hint: str) -> None:
         """Place an expression error on the template line it concerns.

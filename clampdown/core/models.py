@@ -95,6 +95,9 @@ class InputSpec(StrictModel):
     minimum: float | None = None
     maximum: float | None = None
     enum: list[Any] | None = None
+    min_items: int | None = Field(
+        None, ge=0, description="for type: array, the fewest items a value may have"
+    )
     secret: bool = Field(False, description="mask the value in the ledger, logs and Slack")
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from clampdown.core.actions import registry
+from clampdown.core.actions import InputValidationError, registry, validate_input
 from clampdown.core.approvals import ApprovalRequest, Request, params_hash
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.expressions import (
@@ -119,7 +119,16 @@ class GatePolicy:
                 gated[step.id] = {"uses": step.uses, "will_run": False, "if": str(step.if_)}
                 continue
             try:
-                shown = action.Input.model_validate(render(step.with_, context))
+                shown = validate_input(
+                    action, render(step.with_, context), step.id, state.ledger.scrub
+                )
+            except InputValidationError as exc:  # known, but refused: not a needs problem
+                raise ClampdownError(
+                    f"gated step '{step.id}' cannot be put to approval: "
+                    + "; ".join(map(str, exc.problems)),
+                    f"fix the with: value of '{step.id}' or the input that gives it; "
+                    "nothing was run",
+                ) from None
             except Exception as exc:
                 raise ClampdownError(
                     f"the parameters of gated step '{step.id}' cannot be known before the "

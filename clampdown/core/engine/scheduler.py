@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from clampdown.core.actions import Action, ActionContext, registry
+from clampdown.core.actions import Action, ActionContext, registry, validate_input
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.engine.state import TERMINAL, RunState
 from clampdown.core.expressions import (
@@ -221,7 +221,7 @@ def _decide(state: RunState, step: Step) -> bool:
         if blocker:
             return _finish_early(state, step, "skipped", blocker)
         rendered = render(step.with_, context)
-        state.params[step.id] = action.Input.model_validate(rendered)
+        state.params[step.id] = validate_input(action, rendered, step.id, state.ledger.scrub)
         assert state.gate is not None
         changed = state.gate.check_params(step.id, state.params[step.id])
         if changed:

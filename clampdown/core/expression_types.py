@@ -1,0 +1,755 @@
+"""Static types for runbook expressions: what a ``{{ … }}`` gives, and whether a field takes it.
+
+Lint calls :func:`infer` on every expression in a step's ``with`` and ``if:`` and
+:func:`check_field` against the action's input model, so a string written into a
+list field, a possibly-empty list into a field that needs one item, or a number
+into a string pattern field is an error before the runbook is ever run.
+
+Types are described as JSON Schema kinds (``string``, ``integer``, ``number``,
+``boolean``, ``array``, ``object``, ``null``) because both ends speak it: runbook
+inputs declare ``type: string`` and friends, and an action's input and output
+models give their fields through pydantic's JSON Schema. They come from:
+
+* the inputs' declarations (type, ``default``, ``enum``, ``pattern``, ``min_items``,
+  whether the input may be missing);
+* the output models of the actions upstream (``steps.X.outputs.Y``);
+* literals, operators and filters (``| length`` is an integer, ``| join`` a string,
+  ``| default(x)`` adds x's type…);
+* the step's own ``if:``: ``if: "{{ inputs.x }}"`` means ``inputs.x`` is given and
+  not empty wherever the step uses it (and so do ``| length > 0`` and ``is not none``).
+
+What cannot be known before the run (an output declared as ``Any``, a value read
+with a computed key) is :data:`UNKNOWN`; lint then warns and says so instead of
+guessing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
+
+from jinja2 import nodes
+from pydantic import BaseModel
+
+from clampdown.core.expressions import ENV, compile_expression, condition_source
+from clampdown.core.models import InputSpec
+
+KINDS = ("string", "integer", "number", "boolean", "array", "object", "null")
+_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "none",
+}
+
+
+@dataclass(frozen=True)
+class ExprType:
+    """What an expression gives: its possible kinds and what is known about its value.
+
+    ``kinds`` None: not known before the run (``why`` says why). ``origin`` names
+    where the value comes from, for messages (``input 'bucket'``).
+    """
+
+    kinds: frozenset[str] | None
+    origin: str = "the expression"
+    why: str = ""
+    may_be_empty: str = ""  # why a list or string may be empty ("" : it cannot be)
+    pattern: str | None = None
+    enum: tuple[Any, ...] | None = None
+    items: ExprType | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.kinds is not None
+
+    def describe(self) -> str:
+        if self.kinds is None:
+            return "a value of unknown type"
+        return " or ".join(_NAMES[k] for k in KINDS if k in self.kinds)
+
+
+UNKNOWN = ExprType(None, why="its type is not known before the run")
+
+
+def _of(*kinds: str, origin: str = "the expression", **kw: Any) -> ExprType:
+    return ExprType(frozenset(kinds), origin, **kw)
+
+
+def union(a: ExprType, b: ExprType) -> ExprType:
+    """A value that is either ``a`` or ``b``."""
+    if a.kinds is None or b.kinds is None:
+        return a if a.kinds is None else b
+    enum = (*a.enum, *b.enum) if a.enum is not None and b.enum is not None else None
+    return ExprType(
+        a.kinds | b.kinds,
+        a.origin if a.origin == b.origin else "the expression",
+        may_be_empty=a.may_be_empty or b.may_be_empty,
+        pattern=a.pattern if a.pattern == b.pattern else None,
+        enum=enum,
+        items=a.items if a.items == b.items else None,
+    )
+
+
+def _given(t: ExprType) -> ExprType:
+    """``t`` known to be truthy: not none, not empty."""
+    if t.kinds is None:
+        return t
+    kinds = t.kinds - {"null"} or t.kinds
+    return replace(t, kinds=kinds, may_be_empty="")
+
+
+def _not_none(t: ExprType) -> ExprType:
+    if t.kinds is None:
+        return t
+    return replace(t, kinds=t.kinds - {"null"} or t.kinds)
+
+
+# --- where values come from ------------------------------------------------------------------
+
+
+def input_type(name: str, spec: InputSpec) -> ExprType:
+    """The type of ``inputs.<name>`` from its declaration."""
+    origin = f"input '{name}'"
+    kinds = {spec.type}
+    if spec.default is None and not spec.required:
+        kinds.add("null")  # not given: the value is none
+    empty = ""
+    if spec.type == "array" and not (spec.min_items or 0) >= 1:
+        empty = (
+            f"{origin} defaults to []"
+            if spec.default == []
+            else f"{origin} may be given as [] (it has no min_items)"
+        )
+    elif spec.type == "string" and (spec.default == "" or (spec.enum and "" in spec.enum)):
+        empty = f"{origin} may be ''"
+    enum = tuple(spec.enum) if spec.enum is not None else None
+    return ExprType(frozenset(kinds), origin, may_be_empty=empty, pattern=spec.pattern, enum=enum)
+
+
+def schema_type(schema: Mapping[str, Any], defs: Mapping[str, Any], origin: str) -> ExprType:
+    """The type of a value described by a JSON Schema (a pydantic model's field)."""
+    if "$ref" in schema:
+        schema = defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {})
+    if "anyOf" in schema or "oneOf" in schema:
+        parts = [schema_type(s, defs, origin) for s in schema.get("anyOf", schema.get("oneOf"))]
+        result = parts[0]
+        for part in parts[1:]:
+            result = union(result, part)
+        return replace(result, origin=origin)
+    if "const" in schema:
+        value = schema["const"]
+        return ExprType(frozenset({kind_of(value)}), origin, enum=(value,))
+    kind = schema.get("type")
+    if "enum" in schema and kind is None:
+        kind = kind_of(schema["enum"][0]) if schema["enum"] else None
+    if kind is None:
+        return replace(UNKNOWN, origin=origin, why=f"{origin} is declared without a type")
+    kinds = frozenset(kind if isinstance(kind, list) else [kind])
+    items = schema_type(schema["items"], defs, origin) if "items" in schema else None
+    empty = ""
+    if "array" in kinds and not schema.get("minItems"):
+        empty = f"{origin} may be an empty list"
+    return ExprType(
+        kinds,
+        origin,
+        may_be_empty=empty,
+        pattern=schema.get("pattern"),
+        enum=tuple(schema["enum"]) if "enum" in schema else None,
+        items=items,
+    )
+
+
+def kind_of(value: Any) -> str:
+    """The JSON Schema kind of a Python value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list | tuple) else "object"
+
+
+@cache
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema, built once per model and only when lint first needs it."""
+    return model.model_json_schema(mode="validation")
+
+
+def output_type(model: type[BaseModel], step_id: str, name: str) -> ExprType:
+    """The type of ``steps.<step_id>.outputs.<name>`` from the action's output model."""
+    schema = model_schema(model)
+    prop = schema.get("properties", {}).get(name)
+    origin = f"steps.{step_id}.outputs.{name}"
+    if prop is None:
+        return replace(UNKNOWN, origin=origin, why=f"{origin} is not a declared output")
+    return schema_type(prop, schema.get("$defs", {}), origin)
+
+
+RUN_TYPES = {
+    "id": _of("string", origin="run.id"),
+    "runbook": _of("string", origin="run.runbook"),
+    "started_at": _of("string", origin="run.started_at"),
+    "drill": _of("boolean", origin="run.drill"),
+    "trigger": _of("object", origin="run.trigger"),
+}
+STATUS = _of(
+    "string",
+    origin="a step status",
+    enum=("succeeded", "failed", "skipped", "cancelled"),
+)
+
+
+@dataclass
+class Scope:
+    """What an expression can read, as types: the runbook's inputs and upstream outputs.
+
+    ``outputs(step_id, name)`` answers ``steps.X.outputs.Y`` (None: X's action is
+    unknown); ``given`` holds the references the step's ``if:`` proves truthy.
+    """
+
+    inputs: Mapping[str, InputSpec]
+    outputs: Callable[[str, str], ExprType | None]
+    given: dict[tuple[str, ...], str] = field(default_factory=dict)  # path -> "truthy"/"not none"
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def expression_node(source: str) -> nodes.Expr | None:
+    """The single expression of a whole ``{{ … }}`` template (None: text around it)."""
+    if not compile_expression(source).native:
+        return None
+    body = ENV.parse(source.strip()).body
+    return body[0].nodes[0]  # type: ignore[attr-defined,no-any-return]
+
+
+def infer(source: str, scope: Scope) -> ExprType:
+    """The type of a template: a whole ``{{ … }}`` keeps its type, anything else is text."""
+    node = expression_node(source)
+    if node is None:
+        return _of("string", origin="the text", why="text with {{ }} in it renders to a string")
+    return infer_node(node, scope)
+
+
+def infer_node(node: nodes.Node, scope: Scope) -> ExprType:
+    handler = _HANDLERS.get(type(node))
+    return handler(node, scope) if handler is not None else UNKNOWN
+
+
+def _const(node: nodes.Const, scope: Scope) -> ExprType:
+    value = node.value
+    return _of(
+        kind_of(value), origin=repr(value), may_be_empty="" if value != "" else "''", enum=(value,)
+    )
+
+
+def _list(node: nodes.List | nodes.Tuple, scope: Scope) -> ExprType:
+    items: ExprType | None = None
+    for item in node.items:
+        t = infer_node(item, scope)
+        items = t if items is None else union(items, t)
+    return _of(
+        "array", origin="a list", may_be_empty="" if node.items else "the list is []", items=items
+    )
+
+
+def _path(node: nodes.Node) -> tuple[str, ...] | None:
+    """``inputs.a`` -> ("inputs", "a"); None when a part is computed."""
+    parts: list[str] = []
+    while isinstance(node, nodes.Getattr | nodes.Getitem):
+        if isinstance(node, nodes.Getattr):
+            parts.append(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str | int):
+            parts.append(str(node.arg.value))
+        else:
+            return None
+        node = node.node
+    if not isinstance(node, nodes.Name):
+        return None
+    return (node.name, *reversed(parts))
+
+
+def _lookup(node: nodes.Getattr | nodes.Getitem, scope: Scope) -> ExprType:
+    path = _path(node)
+    if path is None:
+        base = infer_node(node.node, scope)
+        if isinstance(node, nodes.Getitem) and base.items is not None:
+            return base.items
+        return replace(UNKNOWN, why="a value read with a computed key")
+    found = _path_type(path, scope)
+    how = scope.given.get(path)
+    if how == "truthy":
+        return _given(found)
+    return _not_none(found) if how == "not none" else found
+
+
+def _path_type(path: tuple[str, ...], scope: Scope) -> ExprType:
+    root, rest = path[0], path[1:]
+    if root == "inputs" and len(rest) == 1 and rest[0] in scope.inputs:
+        return input_type(rest[0], scope.inputs[rest[0]])
+    if root == "run" and len(rest) == 1 and rest[0] in RUN_TYPES:
+        return RUN_TYPES[rest[0]]
+    if root == "steps" and len(rest) == 2 and rest[1] == "status":
+        return STATUS
+    if root == "steps" and len(rest) == 3 and rest[1] == "outputs":
+        found = scope.outputs(rest[0], rest[2])
+        if found is not None:
+            return found
+    where = ".".join(path)
+    return replace(UNKNOWN, origin=where, why=f"the type of {where} is not known before the run")
+
+
+def _name(node: nodes.Name, scope: Scope) -> ExprType:
+    if node.name in ("inputs", "run", "steps"):
+        return _of("object", origin=node.name)
+    return UNKNOWN
+
+
+def _boolean(node: nodes.Node, scope: Scope) -> ExprType:
+    return _of("boolean", origin="a comparison or test")
+
+
+def _either(node: nodes.And | nodes.Or, scope: Scope) -> ExprType:
+    """``a and b`` / ``a or b`` give one of their operands (Python's rule), not a boolean."""
+    return union(infer_node(node.left, scope), infer_node(node.right, scope))
+
+
+def _cond(node: nodes.CondExpr, scope: Scope) -> ExprType:
+    other = infer_node(node.expr2, scope) if node.expr2 is not None else _of("null")
+    return union(infer_node(node.expr1, scope), other)
+
+
+def _arith(node: nodes.BinExpr, scope: Scope) -> ExprType:
+    left, right = infer_node(node.left, scope), infer_node(node.right, scope)
+    if left.kinds is None or right.kinds is None:
+        return UNKNOWN
+    numeric = {"integer", "number"}
+    if left.kinds <= numeric and right.kinds <= numeric:
+        whole = left.kinds == right.kinds == {"integer"} and not isinstance(node, nodes.Div)
+        return _of("integer" if whole else "number", origin="arithmetic")
+    for kind in ("string", "array"):
+        if left.kinds == {kind} and (
+            isinstance(node, nodes.Mul | nodes.Mod) or right.kinds == {kind}
+        ):
+            return _of(kind, origin=f"a {kind} operation")
+    return UNKNOWN
+
+
+def _unary(node: nodes.UnaryExpr, scope: Scope) -> ExprType:
+    inner = infer_node(node.node, scope)
+    return inner if inner.kinds is not None and inner.kinds <= {"integer", "number"} else UNKNOWN
+
+
+def _concat(node: nodes.Concat, scope: Scope) -> ExprType:
+    return _of("string", origin="a ~ concatenation")
+
+
+def _slice_of(node: nodes.Getitem, scope: Scope) -> ExprType:
+    if isinstance(node.arg, nodes.Slice):
+        return infer_node(node.node, scope)
+    return _lookup(node, scope)
+
+
+def _filter(node: nodes.Filter, scope: Scope) -> ExprType:
+    base = infer_node(node.node, scope) if node.node is not None else UNKNOWN
+    rule = _FILTERS.get(node.name)
+    if rule is None:
+        return UNKNOWN
+    return rule(base, node, scope)
+
+
+def _default(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    fallback = infer_node(node.args[0], scope) if node.args else _of("string", origin="''")
+    boolean = any(isinstance(a, nodes.Const) and a.value is True for a in node.args[1:2]) or any(
+        k.key == "boolean" and isinstance(k.value, nodes.Const) and k.value.value
+        for k in node.kwargs
+    )
+    # without boolean=true, default() replaces only an undefined value (a skipped step's
+    # output), not none: an input that was not given stays none
+    return union(_given(base) if boolean else base, fallback)
+
+
+def _same(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    return base
+
+
+def _item(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    return base.items if base.items is not None else UNKNOWN
+
+
+def _text_of(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    return _of("string", origin=f"| {node.name}", may_be_empty=base.may_be_empty)
+
+
+def _fixed(kind: str) -> Callable[[ExprType, nodes.Filter, Scope], ExprType]:
+    return lambda base, node, scope: _of(kind, origin=f"| {node.name}")
+
+
+def _listed(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    return _of("array", origin=f"| {node.name}", may_be_empty=base.may_be_empty, items=base.items)
+
+
+def _summed(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    start = next((k.value for k in node.kwargs if k.key == "start"), None)
+    if start is None and len(node.args) > 1:
+        start = node.args[1]
+    return infer_node(start, scope) if start is not None else _of("number", origin="| sum")
+
+
+_FILTERS: dict[str, Callable[[ExprType, nodes.Filter, Scope], ExprType]] = {
+    "default": _default,
+    "d": _default,
+    "length": _fixed("integer"),
+    "count": _fixed("integer"),
+    "int": _fixed("integer"),
+    "float": _fixed("number"),
+    "round": _fixed("number"),
+    "abs": _same,
+    "join": _text_of,
+    "string": _text_of,
+    "lower": _text_of,
+    "upper": _text_of,
+    "title": _text_of,
+    "capitalize": _text_of,
+    "trim": _text_of,
+    "replace": _text_of,
+    "truncate": _text_of,
+    "urlencode": _text_of,
+    "tojson": _fixed("string"),
+    "list": _listed,
+    "sort": _same,
+    "unique": _listed,
+    "reverse": _same,
+    "first": _item,
+    "last": _item,
+    "min": _item,
+    "max": _item,
+    "sum": _summed,
+    "items": _fixed("array"),
+    "dictsort": _fixed("array"),
+}
+_HANDLERS: dict[type[nodes.Node], Callable[[Any, Scope], ExprType]] = {
+    nodes.Const: _const,
+    nodes.List: _list,
+    nodes.Tuple: _list,
+    nodes.Dict: lambda node, scope: _of("object", origin="a mapping"),
+    nodes.Getattr: _lookup,
+    nodes.Getitem: _slice_of,
+    nodes.Name: _name,
+    nodes.Compare: _boolean,
+    nodes.Test: _boolean,
+    nodes.Not: _boolean,
+    nodes.Call: _boolean,  # always(), success(), failure()
+    nodes.And: _either,
+    nodes.Or: _either,
+    nodes.CondExpr: _cond,
+    nodes.Add: _arith,
+    nodes.Sub: _arith,
+    nodes.Mul: _arith,
+    nodes.Div: _arith,
+    nodes.FloorDiv: _arith,
+    nodes.Mod: _arith,
+    nodes.Neg: _unary,
+    nodes.Pos: _unary,
+    nodes.Concat: _concat,
+    nodes.Filter: _filter,
+}
+
+
+# --- what an if: proves ----------------------------------------------------------------------
+
+
+def given_by(condition: str | bool | None) -> dict[tuple[str, ...], str]:
+    """References a step's ``if:`` proves truthy (or not none) whenever the step runs.
+
+    Only the conjuncts of a top-level ``and`` count: ``{{ inputs.a and inputs.b }}``
+    proves both, ``{{ inputs.a or inputs.b }}`` proves neither.
+    """
+    if condition is None or isinstance(condition, bool):
+        return {}
+    try:
+        node = expression_node(condition_source(condition))
+    except Exception:  # a bad if: is reported on its own
+        return {}
+    found: dict[tuple[str, ...], str] = {}
+    for part in _conjuncts(node) if node is not None else []:
+        path, how = _proves(part)
+        if path is not None:
+            found[path] = how
+    return found
+
+
+def _conjuncts(node: nodes.Node) -> Iterable[nodes.Node]:
+    if isinstance(node, nodes.And):
+        yield from _conjuncts(node.left)
+        yield from _conjuncts(node.right)
+    else:
+        yield node
+
+
+def _proves(node: nodes.Node) -> tuple[tuple[str, ...] | None, str]:
+    """``x`` / ``x | length > 0`` / ``x | length >= 1``: x truthy; ``x is not none``: not none."""
+    if isinstance(node, nodes.Getattr | nodes.Getitem):
+        return _path(node), "truthy"
+    if isinstance(node, nodes.Not) and isinstance(node.node, nodes.Test):
+        test = node.node
+        if test.name == "none":
+            return _path(test.node), "not none"
+    if isinstance(node, nodes.Compare) and len(node.ops) == 1:
+        left, op = node.expr, node.ops[0]
+        if (
+            isinstance(left, nodes.Filter)
+            and left.name in ("length", "count")
+            and isinstance(op.expr, nodes.Const)
+            and (op.op, op.expr.value) in (("gt", 0), ("gteq", 1), ("ne", 0))
+            and left.node is not None
+        ):
+            return _path(left.node), "truthy"
+        if op.op == "ne" and isinstance(op.expr, nodes.Const) and op.expr.value in ("", None):
+            return _path(left), "not none" if op.expr.value is None else "truthy"
+    return None, ""
+
+
+# --- checking a value against the field it feeds ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldType:
+    """What an action's input field takes, from the model's JSON Schema."""
+
+    name: str
+    accepts: ExprType
+    min_items: int = 0
+    min_length: int = 0
+    schema: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        text = self.accepts.describe()
+        if self.min_items:
+            text += f" with at least {self.min_items} item{'s' if self.min_items > 1 else ''}"
+        if self.accepts.pattern:
+            text += f" matching {self.accepts.pattern}"
+        return text
+
+
+def field_type(model: type[BaseModel], name: str) -> FieldType | None:
+    """The field ``name`` (by alias) of an action input model (None: no such field)."""
+    schema = model_schema(model)
+    prop = schema.get("properties", {}).get(name)
+    if prop is None:
+        return None
+    defs = schema.get("$defs", {})
+    accepts = schema_type(prop, defs, f"field '{name}'")
+    flat = _flatten(prop, defs)
+    return FieldType(
+        name,
+        accepts,
+        min_items=max((s.get("minItems", 0) for s in flat), default=0),
+        min_length=max((s.get("minLength", 0) for s in flat), default=0),
+        schema=prop,
+    )
+
+
+def item_field(parent: FieldType) -> FieldType | None:
+    """The field type of one item of a list field."""
+    items = parent.accepts.items
+    if items is None:
+        return None
+    flat = [s.get("items", {}) for s in _flatten(parent.schema, {}) if "items" in s]
+    return FieldType(
+        f"{parent.name}[]",
+        items,
+        min_length=max((s.get("minLength", 0) for s in flat), default=0),
+    )
+
+
+def _flatten(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    if "anyOf" in schema:
+        return [s for sub in schema["anyOf"] for s in _flatten(sub, defs)]
+    return [schema]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A mismatch between an expression and its field: an error, or a warning when the
+    answer cannot be known before the run."""
+
+    severity: str
+    message: str
+    hint: str
+
+
+_LAX = {"number": {"integer", "number"}}  # an integer goes where a number is taken
+
+
+def check_field(value: ExprType, target: FieldType) -> list[Problem]:
+    """Whether a value of type ``value`` can feed ``target``; one problem at most per rule."""
+    accepted = target.accepts.kinds
+    if accepted is None:
+        return []
+    if value.kinds is None:
+        if (
+            accepted <= {"string", "null"}
+            and not target.accepts.pattern
+            and not target.accepts.enum
+        ):
+            return []  # any text goes; the engine checks the rest when the step runs
+        return [
+            Problem(
+                "warning",
+                f"{value.origin} feeds field '{target.name}' ({target.describe()}), "
+                f"but {value.why or 'its type is not known before the run'}",
+                "it is checked when the step runs; cannot be checked statically",
+            )
+        ]
+    takes = set(accepted) | {k for a in accepted for k in _LAX.get(a, ())}
+    wrong = set(value.kinds) - takes - {"null"}
+    problems: list[Problem] = []
+    if wrong:
+        problems.append(_wrongkind_of(value, target, wrong == set(value.kinds) - {"null"}))
+    if "null" in value.kinds and "null" not in accepted:
+        problems.append(_maybe_none(value, target))
+    if not wrong:
+        problems.extend(_constraints(value, target))
+    return problems
+
+
+def _wrongkind_of(value: ExprType, target: FieldType, always: bool) -> Problem:
+    got = value.describe()
+    message = (
+        f"{value.origin} is {got}, but field '{target.name}' takes {target.describe()}"
+        if always
+        else f"{value.origin} may be {got}; field '{target.name}' takes {target.describe()}"
+    )
+    return Problem("error", message, _kind_fix(value, target))
+
+
+def _kind_fix(value: ExprType, target: FieldType) -> str:
+    accepted = target.accepts.kinds or frozenset()
+    kinds = value.kinds or frozenset()
+    subject = value.origin if value.origin.startswith(("input", "steps")) else "the value"
+    if "array" in accepted and "string" in kinds:
+        inner = value.origin.removeprefix("input '").removesuffix("'")
+        return (
+            f'write a list: ["{{{{ inputs.{inner} }}}}"], or declare the input as type: array'
+            if value.origin.startswith("input")
+            else 'write a list around it: ["{{ … }}"]'
+        )
+    if "string" in accepted and kinds & {"integer", "number", "boolean"}:
+        return f"declare {subject} as type: string, or convert it: {{{{ … | string }}}}"
+    if accepted & {"integer", "number"} and "string" in kinds:
+        return f"declare {subject} as type: integer (or number), or convert it: {{{{ … | int }}}}"
+    if "boolean" in accepted:
+        return f"declare {subject} as type: boolean, or compare: {{{{ inputs.x == 'yes' }}}}"
+    return f"give field '{target.name}' {target.describe()}"
+
+
+def _maybe_none(value: ExprType, target: FieldType) -> Problem:
+    if value.origin.startswith("input '"):
+        name = value.origin.removeprefix("input '").removesuffix("'")
+        return Problem(
+            "error",
+            f"{value.origin} is optional and has no default: when it is not given, "
+            f"field '{target.name}' gets none, which it does not take",
+            f"give the input a default, make it required: true, or run the step only "
+            f'when it is given: if: "{{{{ inputs.{name} }}}}"',
+        )
+    return Problem(
+        "warning",
+        f"{value.origin} may be none; field '{target.name}' does not take none",
+        "add | default(…, true) or an if: that tests the value; otherwise the step "
+        "fails when it is none",
+    )
+
+
+def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
+    problems: list[Problem] = []
+    if value.may_be_empty and (target.min_items or target.min_length):
+        what = "item" if target.min_items else "character"
+        subject = value.origin
+        guard = (
+            f'if: "{{{{ inputs.{subject[7:-1]} }}}}"' if subject.startswith("input '") else "an if:"
+        )
+        fix = f"run the step only when it has one: {guard}" + (
+            ", or declare min_items: 1 on the input" if subject.startswith("input '") else ""
+        )
+        problems.append(
+            Problem(
+                "error",
+                f"{value.may_be_empty}, but field '{target.name}' needs at least one {what}",
+                fix,
+            )
+        )
+    pattern = target.accepts.pattern
+    if pattern and value.enum is not None:
+        bad = [v for v in value.enum if isinstance(v, str) and not re.search(pattern, v)]
+        if bad:
+            problems.append(
+                Problem(
+                    "error",
+                    f"{value.origin} may be {bad[0]!r}, which does not match field "
+                    f"'{target.name}''s pattern {pattern}",
+                    "change the input's enum, or feed a field that takes it",
+                )
+            )
+    elif pattern and value.pattern is None and "string" in (value.kinds or ()):
+        problems.append(
+            Problem(
+                "warning",
+                f"{value.origin} feeds field '{target.name}', which must match {pattern}; "
+                "whether it does cannot be known statically",
+                f"give {value.origin} a pattern (checked before the run starts)"
+                if value.origin.startswith("input")
+                else "it is checked when the step runs",
+            )
+        )
+    allowed = target.accepts.enum
+    if allowed is not None and value.enum is not None:
+        bad = [v for v in value.enum if v not in allowed]
+        if bad:
+            problems.append(
+                Problem(
+                    "error",
+                    f"{value.origin} may be {bad[0]!r}; field '{target.name}' takes one of: "
+                    + ", ".join(map(str, allowed)),
+                    "change the input's enum to these values",
+                )
+            )
+    return problems
+
+
+def check_condition(value: ExprType) -> Problem | None:
+    """An ``if:`` must decide: text that reads as false (an enum of 'false', 'no') would
+    count as true."""
+    falsy = [
+        v
+        for v in value.enum or ()
+        if isinstance(v, str) and v.strip().lower() in ("false", "no", "off", "0", "none", "null")
+    ]
+    if falsy:
+        return Problem(
+            "error",
+            f"if: reads {value.origin}, which may be the text {falsy[0]!r}: non-empty text "
+            "counts as true",
+            f"compare explicitly: {{{{ {_ref(value.origin)} == 'yes' }}}}, or declare the input "
+            "as type: boolean",
+        )
+    return None
+
+
+def _ref(origin: str) -> str:
+    if origin.startswith("input '"):
+        return f"inputs.{origin[7:-1]}"
+    return origin
