@@ -3,20 +3,26 @@
 ``aws.sagemaker.freeze_endpoint`` never deletes the endpoint, its configs or its
 models: they are evidence, and the service must come back after the incident.
 It first records DescribeEndpoint and DescribeEndpointConfig (the outputs carry
-them for the evidence trail), then applies the measures asked for, fastest and
-strongest first:
+them for the evidence trail). What it then does depends on ``mode``, and the
+outputs (``still_serves`` above all) say exactly that, because a responder who
+reads "frozen" believes no one can query the model:
 
-1. ``caller_roles``: an inline deny policy on each role for InvokeEndpoint,
-   InvokeEndpointAsync and InvokeEndpointWithResponseStream on the endpoint ARN.
-   This is the only measure that is access control.
-2. ``api_gateway``: disable the API key, or throttle the stage to 0 requests/s.
-3. ``zero_variant_weights``: every production variant's weight to 0.
-4. ``blocked_config``: switch the endpoint to a copy of its config whose variants
-   all have weight 0 and the smallest capacity ("<config>-clampdown-blocked").
+* ``deny_callers`` (default): an inline deny policy on each of ``caller_roles`` for
+  InvokeEndpoint, InvokeEndpointAsync and InvokeEndpointWithResponseStream on the
+  endpoint ARN. This is access control, for those roles only: the endpoint stays
+  InService at its weights and serves every other caller.
+* ``drain``: the same deny for any ``caller_roles`` given, then every production
+  variant's weight to 0 (UpdateEndpointWeightsAndCapacities). With ``standin_model``
+  (or ``blocked_config``) the endpoint then switches to a copy of its config
+  ("<config>-clampdown-blocked": weights 0, one instance per variant) whose variants
+  serve the stand-in model: the protected model is off the endpoint, so no caller
+  reaches it, with or without ``TargetVariant``.
+
+``api_gateway`` (either mode) disables an API key or throttles a stage to 0 requests/s.
 
 Weights are traffic shaping, not access control: a caller that names a variant
-with ``TargetVariant`` is still routed to it. Use them to drain traffic and
-capacity, and rely on the role deny to refuse callers.
+with ``TargetVariant`` is still routed to it. Only the stand-in model takes the
+model itself away; rollback (the undo records) switches back and restores the weights.
 
 ``describe`` (``clampdown plan --live``) makes apply's reads (DescribeEndpoint and
 -Config, GetRole and GetRolePolicy, GetApiKey or GetStage) and lists each change in
@@ -29,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -67,7 +73,10 @@ class FreezeEndpoint(AwsAction):
     """Stop inference on a SageMaker endpoint and keep the endpoint for evidence."""
 
     name = "aws.sagemaker.freeze_endpoint"
-    summary = "Deny callers InvokeEndpoint; optionally drain weights, block config, close the API"
+    summary = (
+        "Deny caller roles InvokeEndpoint (mode deny_callers), or drain the endpoint: "
+        "weights 0, optionally a stand-in model (mode drain)"
+    )
     destructive = True
     reversible = True
     iam_actions = (
@@ -87,12 +96,24 @@ class FreezeEndpoint(AwsAction):
 
     class Input(ActionInput):
         endpoint_name: str
-        caller_roles: list[str] = Field(
-            description="role ARNs or names (in the endpoint's account) denied InvokeEndpoint"
+        mode: Literal["deny_callers", "drain"] = Field(
+            "deny_callers",
+            description="deny_callers: deny caller_roles InvokeEndpoint, the endpoint serves "
+            "everyone else; drain: also every variant's weight to 0 (and with standin_model "
+            "the model itself off the endpoint)",
         )
-        zero_variant_weights: bool = Field(False, description="set every variant's weight to 0")
+        caller_roles: list[str] = Field(
+            default_factory=list,
+            description="role ARNs or names (in the endpoint's account) denied InvokeEndpoint",
+        )
         blocked_config: bool = Field(
-            False, description="switch to a zero-weight, minimal-capacity copy of the config"
+            False,
+            description="drain only: switch to a zero-weight, one-instance copy of the config",
+        )
+        standin_model: str | None = Field(
+            None,
+            description="drain only: the copy's variants serve this model instead (implies "
+            "blocked_config): no caller reaches the protected model",
         )
         api_gateway: ApiGatewayTarget | None = None
 
@@ -120,26 +141,37 @@ class FreezeEndpoint(AwsAction):
 
         @model_validator(mode="after")
         def _something_to_do(self) -> FreezeEndpoint.Input:
-            if not (
-                self.caller_roles
-                or self.zero_variant_weights
-                or self.blocked_config
-                or self.api_gateway
-            ):
+            if self.mode == "deny_callers" and (self.blocked_config or self.standin_model):
                 raise ValueError(
-                    "nothing would be frozen: give caller_roles, or set zero_variant_weights, "
-                    "blocked_config or api_gateway"
+                    "blocked_config and standin_model change the endpoint itself: "
+                    "set mode: drain to use them"
+                )
+            if self.mode == "deny_callers" and not (self.caller_roles or self.api_gateway):
+                raise ValueError(
+                    "nothing would be frozen: mode deny_callers with no caller_roles denies "
+                    "no one; list caller_roles, give api_gateway, or set mode: drain"
                 )
             return self
 
+        @property
+        def switches_config(self) -> bool:
+            return self.mode == "drain" and bool(self.blocked_config or self.standin_model)
+
     class Output(ActionOutput):
         endpoint_arn: str
+        mode: Literal["deny_callers", "drain"]
+        still_serves: str = Field(
+            description="who can still get answers from the endpoint after this step"
+        )
         description_before: dict[str, Any] = Field(
             description="DescribeEndpoint and DescribeEndpointConfig before any change"
         )
         denied_roles: list[str] = Field(description="role ARNs that carry the deny policy now")
-        weights_zeroed: list[str] = Field(description="variants at weight 0 (zero_variant_weights)")
+        weights_zeroed: list[str] = Field(description="variants at weight 0 (mode drain)")
         config_switched_to: str | None = Field(description="the blocked config now in use")
+        standin_model: str | None = Field(
+            description="the model the endpoint serves instead of the protected one"
+        )
         api_gateway_change: str | None = Field(description="what is closed at API Gateway")
         changed: bool = Field(description="whether this run changed anything")
 
@@ -192,23 +224,26 @@ class FreezeEndpoint(AwsAction):
             changed |= api_changed
 
         zeroed: list[str] = []
-        if params.zero_variant_weights:
+        if params.mode == "drain":
             zeroed, weights_changed = self._zero_weights(sm, params.endpoint_name, ctx)
             changed |= weights_changed
 
         switched_to = None
-        if params.blocked_config:
+        if params.switches_config:
             switched_to, config_changed = self._block_config(
-                sm, params.endpoint_name, endpoint, config, ctx
+                sm, params.endpoint_name, endpoint, config, params.standin_model, ctx
             )
             changed |= config_changed
 
         return self.Output(
             endpoint_arn=arn,
+            mode=params.mode,
+            still_serves=still_serves(params, denied, config),
             description_before=description_before,
             denied_roles=denied,
             weights_zeroed=zeroed,
             config_switched_to=switched_to,
+            standin_model=params.standin_model if switched_to else None,
             api_gateway_change=api_change,
             changed=changed,
         )
@@ -299,10 +334,11 @@ class FreezeEndpoint(AwsAction):
         name: str,
         endpoint: dict[str, Any],
         config: dict[str, Any],
+        standin_model: str | None,
         ctx: ActionContext,
     ) -> tuple[str, bool]:
         current = endpoint["EndpointConfigName"]
-        plan = plan_blocked_config(sm, endpoint, config)
+        plan = plan_blocked_config(sm, endpoint, config, standin_model)
         if plan is None:
             return current, False
         if plan.existing is None:
@@ -420,7 +456,7 @@ def _endpoint_lines(
     )
     updatable = status == "InService" or status in BUSY
     lines: list[str] = []
-    if params.zero_variant_weights:
+    if params.mode == "drain":
         if not updatable:
             return [stop]
         old, todo = weights_to_zero(endpoint)
@@ -430,20 +466,51 @@ def _endpoint_lines(
                 f"set the weight of variant(s) {weights} of endpoint {name} to 0 "
                 f"(capacity kept){wait}"
             )
-    blocked = plan_blocked_config(sm, endpoint, config) if params.blocked_config else None
+    blocked = (
+        plan_blocked_config(sm, endpoint, config, params.standin_model)
+        if params.switches_config
+        else None
+    )
     if blocked is None:
         return lines
     current = endpoint["EndpointConfigName"]
     if blocked.existing is None:
+        serving = (
+            f", every variant serving the stand-in model {params.standin_model}"
+            if params.standin_model
+            else ""
+        )
         lines.append(
             f"create endpoint config {blocked.name}: a copy of {current} with every "
-            "variant at weight 0 and the smallest capacity"
+            f"variant at weight 0 and the smallest capacity{serving}"
         )
     elif blocked.foreign:
         return [*lines, f"stop with an error: {blocked.foreign}"]
     if not updatable:
         return [*lines, stop]
     return [*lines, f"switch endpoint {name} from config {current} to {blocked.name}{wait}"]
+
+
+def still_serves(params: FreezeEndpoint.Input, denied: list[str], config: dict[str, Any]) -> str:
+    """Who can still get answers from the endpoint, in words a responder cannot misread."""
+    roles = f"the {len(denied)} denied role(s)" if denied else "no role (none was denied)"
+    if params.mode == "deny_callers":
+        return (
+            f"every caller except {roles}: the endpoint stays InService at its weights "
+            "(mode deny_callers is not a freeze)"
+        )
+    if params.standin_model:
+        models = sorted({str(v.get("ModelName")) for v in config.get("ProductionVariants", [])})
+        return (
+            f"no caller reaches model(s) {', '.join(models)}: every variant serves the stand-in "
+            f"model {params.standin_model} at weight 0"
+        )
+    return (
+        "callers that name a variant with TargetVariant, except "
+        f"{roles}: every variant's weight is 0, which routes no request that names none "
+        "(weights are traffic shaping, not access control; use standin_model to take the "
+        "model off the endpoint)"
+    )
 
 
 def _is_expression(value: str) -> bool:

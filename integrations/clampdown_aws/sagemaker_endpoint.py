@@ -91,15 +91,24 @@ def blocked_config_name(config_name: str) -> str:
     return f"{config_name[:keep].rstrip('-')}-{digest}{BLOCKED_SUFFIX}"
 
 
-def blocked_config_request(sm: Any, config: dict[str, Any], name: str) -> dict[str, Any]:
+def blocked_config_request(
+    sm: Any, config: dict[str, Any], name: str, standin_model: str | None = None
+) -> dict[str, Any]:
     """CreateEndpointConfig arguments: the same config, every variant at weight 0 and the
-    smallest capacity (1 instance; serverless: concurrency 1, none provisioned)."""
+    smallest capacity (1 instance; serverless: concurrency 1, none provisioned); with
+    ``standin_model``, every variant serves that model instead of its own."""
     members = sm.meta.service_model.operation_model("CreateEndpointConfig").input_shape.members
-    request = {k: v for k, v in config.items() if k in members and k != "Tags"}
+    # an empty block (moto describes a config without data capture as DataCaptureConfig: {})
+    # would fail CreateEndpointConfig's validation: leave it out, as AWS does
+    request = {
+        k: v for k, v in config.items() if k in members and k != "Tags" and v not in ({}, [])
+    }
     request["EndpointConfigName"] = name
     variants = []
     for variant in config.get("ProductionVariants", []):
         blocked = {**variant, "InitialVariantWeight": 0.0}
+        if standin_model:
+            blocked["ModelName"] = standin_model
         if "InitialInstanceCount" in blocked:
             blocked["InitialInstanceCount"] = 1
         if "ServerlessConfig" in blocked:
@@ -120,14 +129,14 @@ class BlockedConfig:
 
 
 def plan_blocked_config(
-    sm: Any, endpoint: dict[str, Any], config: dict[str, Any]
+    sm: Any, endpoint: dict[str, Any], config: dict[str, Any], standin_model: str | None = None
 ) -> BlockedConfig | None:
     """The blocked config to switch to; None when the endpoint uses one already."""
     current = endpoint["EndpointConfigName"]
     if current.endswith(BLOCKED_SUFFIX):
         return None
     name = blocked_config_name(current)
-    wanted = blocked_config_request(sm, config, name)
+    wanted = blocked_config_request(sm, config, name, standin_model)
     existing = _describe_config(sm, name)
     foreign = None
     if existing is not None and _variant_summary(existing) != _variant_summary(wanted):

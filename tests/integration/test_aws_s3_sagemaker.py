@@ -495,7 +495,7 @@ def test_freeze_denies_roles_zeroes_weights_throttles_stage_then_noop_then_rollb
     endpoint_arn = c["sm"].describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
 
     out = FreezeEndpoint().run(
-        _freeze(zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}),
+        _freeze(mode="drain", api_gateway={"rest_api_id": api, "stage_name": stage}),
         action_ctx,
     )
 
@@ -539,7 +539,7 @@ def test_freeze_denies_roles_zeroes_weights_throttles_stage_then_noop_then_rollb
     ]
 
     again = FreezeEndpoint().run(
-        _freeze(zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}),
+        _freeze(mode="drain", api_gateway={"rest_api_id": api, "stage_name": stage}),
         action_ctx,
     )
     assert not again.changed and len(action_ctx.undo) == 4
@@ -647,8 +647,15 @@ def test_freeze_describe_endpoint_throttled_five_times_is_retried(aws, action_ct
 
 
 def test_freeze_needs_at_least_one_measure():
-    with pytest.raises(ValueError, match="nothing would be frozen"):
+    with pytest.raises(ValueError, match="nothing would be frozen: mode deny_callers with no"):
         FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=[])
+    with pytest.raises(ValueError, match="nothing would be frozen"):
+        FreezeEndpoint.Input(endpoint_name=ENDPOINT)
+    with pytest.raises(ValueError, match="standin_model change the endpoint itself: set mode"):
+        FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=["a"], standin_model="m")
+    with pytest.raises(ValueError, match="Input should be 'deny_callers' or 'drain'"):
+        FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=["a"], mode="freeze")
+    assert FreezeEndpoint.Input(endpoint_name=ENDPOINT, mode="drain").caller_roles == []
     with pytest.raises(ValueError, match="not IAM role ARNs or names: arn:aws:iam::1:user/x"):
         FreezeEndpoint.Input(endpoint_name=ENDPOINT, caller_roles=["arn:aws:iam::1:user/x"])
 
@@ -667,6 +674,126 @@ def test_freeze_iam_resources():
         {"endpoint_name": ENDPOINT, "caller_roles": ["{{ inputs.role }}"]}
     )
     assert set(narrowed) <= set(FreezeEndpoint.iam_actions)
+
+
+def test_freeze_deny_callers_says_the_endpoint_still_serves_everyone_else(aws, action_ctx):
+    c = _endpoint_setup()
+    out = FreezeEndpoint().run(_freeze(), action_ctx)
+    assert out.mode == "deny_callers" and out.changed
+    assert out.still_serves == (
+        "every caller except the 2 denied role(s): the endpoint stays InService at its "
+        "weights (mode deny_callers is not a freeze)"
+    )
+    assert _variants(c["sm"]) == {"blue": (0.7, 2), "green": (0.3, 1)}  # untouched
+    assert out.weights_zeroed == [] and out.config_switched_to is None
+    assert "frozen" not in FreezeEndpoint.Output.model_fields
+    rollback(FreezeEndpoint(), action_ctx)
+    assert _inline(c["iam"], "fraud-scorer") == {}
+
+
+def test_freeze_drain_zeroes_every_weight_and_says_targetvariant_still_reaches(aws, action_ctx):
+    c = _endpoint_setup()
+    out = FreezeEndpoint().run(_freeze(caller_roles=[], mode="drain"), action_ctx)
+    assert out.mode == "drain" and out.weights_zeroed == ["blue", "green"]
+    assert _variants(c["sm"]) == {"blue": (0.0, 2), "green": (0.0, 1)}
+    assert out.still_serves.startswith(
+        "callers that name a variant with TargetVariant, except no role (none was denied)"
+    )
+    assert "use standin_model to take the model off the endpoint" in out.still_serves
+    rollback(FreezeEndpoint(), action_ctx)
+    assert _variants(c["sm"]) == {"blue": (0.7, 2), "green": (0.3, 1)}
+
+
+def _emulate_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """moto 5.2 lacks UpdateEndpoint: answer it by switching moto's endpoint to the config
+    (its variants, weights and counts), as AWS does once the update completes."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    original = Aws.client
+    switched: list[str] = []
+
+    def update_endpoint(params: dict[str, Any], **_: Any) -> tuple[Any, dict[str, Any]]:
+        body = json.loads(params["body"])
+        backend = sagemaker_backends[ACCOUNT]["us-east-1"]
+        endpoint = backend.endpoints[body["EndpointName"]]
+        config = backend.endpoint_configs[body["EndpointConfigName"]]
+        endpoint.endpoint_config_name = config.endpoint_config_name
+        endpoint.production_variants = endpoint._process_production_variants(
+            config.production_variants
+        )
+        for variant, wanted in zip(
+            endpoint.production_variants, config.production_variants, strict=True
+        ):  # moto drops a weight of 0.0 (falsy) here; AWS reports it
+            weight = float(wanted.get("InitialVariantWeight", 1.0))
+            variant["CurrentWeight"] = variant["DesiredWeight"] = weight
+        switched.append(config.endpoint_config_name)
+        return AWSResponse("", 200, {}, None), {"EndpointArn": endpoint.arn}
+
+    def client(self: Aws, service: str) -> Any:
+        made = original(self, service)
+        if service == "sagemaker":
+            made.meta.events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+        return made
+
+    monkeypatch.setattr(Aws, "client", client)
+    return switched
+
+
+def test_freeze_drain_with_a_standin_model_takes_the_model_off_then_rollback_puts_it_back(
+    aws1, action_ctx, monkeypatch
+):
+    """CreateEndpointConfig and UpdateEndpointWeightsAndCapacities on moto; UpdateEndpoint
+    (not in moto 5.2) emulated on moto's own endpoint state."""
+    c = _endpoint_setup()
+    switched = _emulate_update_endpoint(monkeypatch)
+    c["sm"].create_model(
+        ModelName="maintenance",
+        ExecutionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/sm-exec",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/503:1"},
+    )
+    blocked = "fraud-v3-cfg-clampdown-blocked"
+    params = _freeze(caller_roles=[APP_ROLE], mode="drain", standin_model="maintenance")
+
+    out = FreezeEndpoint().run(params, action_ctx)
+
+    assert switched == [blocked] and out.config_switched_to == blocked
+    described = c["sm"].describe_endpoint(EndpointName=ENDPOINT)
+    assert described["EndpointConfigName"] == blocked
+    config = c["sm"].describe_endpoint_config(EndpointConfigName=blocked)
+    assert {v["ModelName"] for v in config["ProductionVariants"]} == {"maintenance"}
+    assert {v["InitialInstanceCount"] for v in config["ProductionVariants"]} == {1}
+    assert out.standin_model == "maintenance" and out.denied_roles == [APP_ROLE]
+    assert out.still_serves == (
+        "no caller reaches model(s) fraud-model: every variant serves the stand-in model "
+        "maintenance at weight 0"
+    )
+    assert [r["op"] for r in action_ctx.undo] == [
+        "restore_role_policy",
+        "restore_weights",
+        "restore_endpoint_config",
+    ]
+    again = FreezeEndpoint().run(params, action_ctx)  # idempotent: already on the stand-in
+    assert not again.changed and len(action_ctx.undo) == 3
+
+    rollback(FreezeEndpoint(), action_ctx)
+    assert switched == [blocked, "fraud-v3-cfg"]
+    assert c["sm"].describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == (
+        "fraud-v3-cfg"
+    )
+    assert _variants(c["sm"]) == {"blue": (0.7, 2), "green": (0.3, 1)}
+    assert _inline(c["iam"], "fraud-scorer") == {}
+
+
+def test_freeze_describe_drain_with_a_standin_model(aws1, action_ctx):
+    _endpoint_setup()
+    lines = FreezeEndpoint().preview(
+        _freeze(caller_roles=[], mode="drain", standin_model="maintenance"), action_ctx
+    )
+    assert lines[1] == (
+        "create endpoint config fraud-v3-cfg-clampdown-blocked: a copy of fraud-v3-cfg with "
+        "every variant at weight 0 and the smallest capacity, every variant serving the "
+        "stand-in model maintenance"
+    )
 
 
 # --- paths moto does not implement: botocore Stubber -------------------------------------
@@ -778,7 +905,7 @@ def test_freeze_blocked_config_and_rollback_stubbed_update_endpoint(stubbed, act
         _config("fraud-v3-cfg", 0.5, (2, 1)),
         {"EndpointConfigName": "fraud-v3-cfg"},
     )
-    # zero_variant_weights first: it takes effect in seconds
+    # the weights first: they take effect in seconds
     sm.add_response(
         "describe_endpoint",
         _described("fraud-v3-cfg", "InService", (0.7, 0.3)),
@@ -825,7 +952,7 @@ def test_freeze_blocked_config_and_rollback_stubbed_update_endpoint(stubbed, act
     )
 
     out = FreezeEndpoint().run(
-        _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True), action_ctx
+        _freeze(caller_roles=[], mode="drain", blocked_config=True), action_ctx
     )
     assert out.changed and out.config_switched_to == blocked
     assert out.weights_zeroed == ["blue", "green"]
@@ -880,7 +1007,7 @@ def test_freeze_blocked_config_second_run_changes_nothing_stubbed_update_endpoin
     sm.add_response("describe_endpoint_config", _config(blocked, 0.0, (1, 1)))
     sm.add_response("describe_endpoint", _described(blocked, "InService", (0.0, 0.0)))
     out = FreezeEndpoint().run(
-        _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True), action_ctx
+        _freeze(caller_roles=[], mode="drain", blocked_config=True), action_ctx
     )
     assert not out.changed and out.config_switched_to == blocked and action_ctx.undo == []
 
@@ -892,10 +1019,17 @@ def test_freeze_refuses_foreign_config_with_blocked_name_stubbed_update_endpoint
     blocked = "fraud-v3-cfg-clampdown-blocked"
     sm.add_response("describe_endpoint", _described("fraud-v3-cfg", "InService", (0.7, 0.3)))
     sm.add_response("describe_endpoint_config", _config("fraud-v3-cfg", 0.5, (2, 1)))
+    # mode drain: the weights go to 0 first (seconds), then the config switch is refused
+    sm.add_response("describe_endpoint", _described("fraud-v3-cfg", "InService", (0.7, 0.3)))
+    sm.add_response(
+        "update_endpoint_weights_and_capacities", {"EndpointArn": EP_ARN}, _weights(0.0, 0.0)
+    )
     sm.add_response("describe_endpoint_config", _config(blocked, 0.5, (2, 1)))  # not blocked
     with pytest.raises(AwsActionError, match=f"{blocked} exists but is not a blocked copy"):
-        FreezeEndpoint().run(_freeze(caller_roles=[], blocked_config=True), action_ctx)
-    assert action_ctx.undo == []
+        FreezeEndpoint().run(
+            _freeze(caller_roles=[], mode="drain", blocked_config=True), action_ctx
+        )
+    assert [r["op"] for r in action_ctx.undo] == ["restore_weights"]  # nothing switched
 
 
 def test_blocked_config_name_fits_the_63_character_limit():
@@ -1104,9 +1238,7 @@ def test_freeze_describe_lists_changes_then_nothing_after_apply(aws, action_ctx)
         ],
     )
     arn = c["sm"].describe_endpoint(EndpointName=ENDPOINT)["EndpointArn"]
-    params = _freeze(
-        zero_variant_weights=True, api_gateway={"rest_api_id": api, "stage_name": stage}
-    )
+    params = _freeze(mode="drain", api_gateway={"rest_api_id": api, "stage_name": stage})
     before = _freeze_state(c, api)
 
     lines = FreezeEndpoint().preview(params, action_ctx)
@@ -1162,7 +1294,7 @@ def test_freeze_describe_api_key_and_a_stale_policy_of_the_same_name(aws1, actio
 def test_freeze_describe_blocked_config_and_a_foreign_config_of_that_name(aws1, action_ctx):
     c = _endpoint_setup()
     blocked = "fraud-v3-cfg-clampdown-blocked"
-    params = _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True)
+    params = _freeze(caller_roles=[], mode="drain", blocked_config=True)
     before = _freeze_state(c)
     assert FreezeEndpoint().preview(params, action_ctx) == [
         f"set the weight of variant(s) blue (0.7), green (0.3) of endpoint {ENDPOINT} to 0 "
@@ -1210,7 +1342,7 @@ def test_freeze_describe_endpoint_not_in_service(aws1, action_ctx, status, expec
 
     _endpoint_setup()
     sagemaker_backends[ACCOUNT]["us-east-1"].endpoints[ENDPOINT].endpoint_status = status
-    params = _freeze(caller_roles=[], zero_variant_weights=True)
+    params = _freeze(caller_roles=[], mode="drain")
     assert FreezeEndpoint().preview(params, action_ctx) == expected
 
 
@@ -1220,5 +1352,5 @@ def test_freeze_describe_after_blocked_config_is_empty_stubbed_update_endpoint(s
     blocked = "fraud-v3-cfg-clampdown-blocked"
     sm.add_response("describe_endpoint", _described(blocked, "InService", (0.0, 0.0)))
     sm.add_response("describe_endpoint_config", _config(blocked, 0.0, (1, 1)))
-    params = _freeze(caller_roles=[], zero_variant_weights=True, blocked_config=True)
+    params = _freeze(caller_roles=[], mode="drain", blocked_config=True)
     assert FreezeEndpoint().preview(params, action_ctx) == []
