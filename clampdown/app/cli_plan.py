@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from clampdown.app.cli_errors import err
 from clampdown.app.cli_options import (
     Format,
     FormatOpt,
@@ -48,8 +49,14 @@ def plan(
         planner.preview(result, model, registry(), conf.paths)
     if format is Format.json:
         out.print_json(json.dumps(result.to_dict(), default=str))
-        return
-    _print_plan(result)
+    else:
+        _print_plan(result)
+    if result.problems:  # a run with these inputs would fail at these steps
+        err.print(
+            f"[red]plan: {len(result.problems)} with: value(s) refused by their actions[/] — "
+            "fix the runbook or the inputs; a run would fail at these steps",
+        )
+        raise typer.Exit(1)
 
 
 def _print_plan(result: Any) -> None:
@@ -79,6 +86,10 @@ def _print_step(step: Any) -> None:
         out.print(f"      if: {step.condition}", markup=False)
     for key, value in step.with_.items():
         out.print(f"      with.{key} = {json.dumps(value, default=str)}", markup=False)
+    for problem in step.problems:
+        out.print(f"      [red]refused:[/] {escape(problem)}")
+    if step.will_run is False:
+        out.print("      [yellow]would be skipped: its if: is false with these inputs[/]")
     out.print(
         f"      retries {step.retries}, timeout {step.timeout:g}s, on_failure {step.on_failure}"
     )

@@ -12,13 +12,15 @@ from typing import Any
 
 from clampdown.core import graph
 from clampdown.core import inputs as inputs_mod
-from clampdown.core.actions import Registry
+from clampdown.core.actions import Action, InputValidationError, Registry, validate_input
 from clampdown.core.diagnostics import InputError
 from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
+    condition_source,
     contains_expression,
     evaluate,
+    evaluate_condition,
 )
 from clampdown.core.home import Home
 from clampdown.core.models import Runbook
@@ -43,6 +45,8 @@ class PlannedStep:
     preapproved: str | None = None
     changes: list[str] | None = None  # from a live preview; None: not previewed
     preview_note: str | None = None
+    will_run: bool | None = None  # its if: with these inputs (None: known at run time)
+    problems: list[str] = field(default_factory=list)  # with: values the action refuses
 
 
 @dataclass
@@ -55,9 +59,15 @@ class Plan:
     stages: list[list[PlannedStep]]
     iam_actions: list[str] = field(default_factory=list)
 
+    @property
+    def problems(self) -> list[str]:
+        """Every refused ``with`` value, as ``step: with.field = value: rule``."""
+        return [f"{s.id}: {p}" for stage in self.stages for s in stage for p in s.problems]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with ``with`` spelled as in the runbook."""
         data = asdict(self)
+        data["problems"] = self.problems
         for stage in data["stages"]:
             for step in stage:
                 step["with"] = step.pop("with_")
@@ -92,24 +102,28 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
             action = actions.get(step.uses)
             all_iam.update(action.iam_actions)
             planned.append(
-                PlannedStep(
-                    id=sid,
-                    name=step.name,
-                    uses=step.uses,
-                    needs=list(step.needs),
-                    condition=None
-                    if step.if_ is None
-                    else str(step.if_).lower()
-                    if isinstance(step.if_, bool)
-                    else step.if_,
-                    with_=_resolve(step.with_, context, runbook),
-                    iam_actions=list(action.iam_actions),
-                    destructive=action.destructive,
-                    approval_gate=action.approval_gate,
-                    retries=runbook.setting(step, "retries", 0),
-                    timeout=runbook.setting(step, "timeout", 300.0),
-                    on_failure=runbook.setting(step, "on_failure", "abort"),
-                    preapproved=step.preapproved,
+                _checked(
+                    PlannedStep(
+                        id=sid,
+                        name=step.name,
+                        uses=step.uses,
+                        needs=list(step.needs),
+                        condition=None
+                        if step.if_ is None
+                        else str(step.if_).lower()
+                        if isinstance(step.if_, bool)
+                        else step.if_,
+                        with_=_resolve(step.with_, context, runbook),
+                        iam_actions=list(action.iam_actions),
+                        destructive=action.destructive,
+                        approval_gate=action.approval_gate,
+                        retries=runbook.setting(step, "retries", 0),
+                        timeout=runbook.setting(step, "timeout", 300.0),
+                        on_failure=runbook.setting(step, "on_failure", "abort"),
+                        preapproved=step.preapproved,
+                        will_run=_condition(step.if_, context),
+                    ),
+                    action,
                 )
             )
         stages.append(planned)
@@ -154,14 +168,54 @@ def preview(plan: Plan, runbook: Runbook, actions: Registry, home: Home) -> None
                 region=region,
                 account=account,
             )
+            if planned.problems or planned.will_run is False:
+                planned.preview_note = "not previewed: " + (
+                    "its with: values are refused" if planned.problems else "its if: is false"
+                )
+                continue
             try:
-                params = action.Input.model_validate(planned.with_)
+                params = validate_input(action, planned.with_, planned.id)
                 planned.changes = action().preview(params, ctx)
             except Exception as exc:  # a preview failure is information, not a crash
                 planned.preview_note = f"preview failed: {type(exc).__name__}: {exc}"
                 continue
             if planned.changes is None:
                 planned.preview_note = "this action cannot preview its changes"
+
+
+def _condition(condition: str | bool | None, context: dict[str, Any]) -> bool | None:
+    """A step's ``if:`` with the plan's inputs (None: it reads steps or run-time values)."""
+    if condition is None:
+        return True
+    source = condition_source(condition)
+    expr = compile_expression(source)
+    if expr.uses_status_function or any(r.root == "steps" for r in expr.references):
+        return None
+    try:
+        return evaluate_condition(condition, context)
+    except ExpressionError:
+        return None
+
+
+def _checked(planned: PlannedStep, action: type[Action]) -> PlannedStep:
+    """Validate the ``with`` values known now against the action's input model.
+
+    Values known only during the run (or masked secrets) are left out, and so are
+    the problems they would cause; a step its ``if:`` skips is not checked.
+    """
+    if planned.will_run is False:
+        return planned
+    known = {k: v for k, v in planned.with_.items() if not _unresolved(v)}
+    try:
+        validate_input(action, known, planned.id)
+    except InputValidationError as exc:
+        unknown = set(planned.with_) - set(known)
+        planned.problems = [
+            str(p)
+            for p in exc.problems
+            if p.field.split(".")[0] not in unknown and p.field != "(all)"
+        ]
+    return planned
 
 
 def _unresolved(value: Any) -> bool:
