@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from clampdown.core.home import Home
     from clampdown.core.settings import Settings
+    from clampdown.core.state_store import StateStore
     from clampdown_alerts import AlertSettings
 
 logger = logging.getLogger("clampdown.serve")
@@ -188,8 +189,8 @@ def create_app(
     conf = clampdown if clampdown is not None else clampdown_settings()
     slack_conf = settings if settings is not None else SlackAppSettings()
     starter = start_run or default_starter(conf)
-    slack = _slack_app(slack_conf, starter, socket_mode, conf)
     store = StateStore(default_url(conf))
+    slack = _slack_app(slack_conf, starter, socket_mode, conf, store)
     triage = _triage(store, starter, conf, slack_conf)
 
     @contextlib.asynccontextmanager
@@ -242,7 +243,11 @@ def create_app(
 
 
 def _slack_app(
-    conf: SlackAppSettings, starter: StartRun, socket_mode: bool, clampdown: Settings
+    conf: SlackAppSettings,
+    starter: StartRun,
+    socket_mode: bool,
+    clampdown: Settings,
+    store: StateStore,
 ) -> App | None:
     if not socket_mode and conf.slack_signing_secret is None and conf.slack_bot_token is None:
         logger.warning("Slack is not configured: /slack/events answers 503")
@@ -258,6 +263,7 @@ def _slack_app(
         socket_mode=socket_mode,
         submit_decision=functools.partial(submit_decision, conf=clampdown),
         clampdown=clampdown,
+        seen=store,  # slash commands already taken, by trigger_id: durable across restarts
     )
 
 
@@ -300,10 +306,12 @@ def _triage(
 def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert) -> None:
     """An alert joined a run: say so in the run's Slack thread (best effort)."""
     from clampdown_slack.run_thread import reply_in_run_thread
+    from clampdown_slack.text import inert
 
     reply_in_run_thread(
         run_id,
-        f":link: Alert joined this run: {alert.source} `{alert.id}` — {alert.title}",
+        f":link: Alert joined this run: {inert(alert.source)} `{inert(alert.id)}` — "
+        f"{inert(alert.title)}",
         home,
         slack_conf,
     )

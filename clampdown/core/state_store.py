@@ -212,10 +212,13 @@ class StateStore:
         """True the first time ``key`` is seen inside ``ttl_seconds`` (a delivery id), else False.
 
         One ``INSERT … ON CONFLICT`` that only overwrites an expired row: atomic in
-        both databases without any further lock.
+        both databases without any further lock. Expired ids are swept every
+        :data:`PURGE_EVERY` calls, so the table stays bounded by what arrives in one ttl.
         """
         now = time.time()
         with self._transaction(exclusive=False) as conn:
+            if self._due():
+                conn.execute(deliveries.delete().where(deliveries.c.expires <= now))
             result = conn.execute(
                 sa.text(
                     "INSERT INTO clampdown_deliveries (key, expires) VALUES (:key, :expires) "
@@ -362,11 +365,14 @@ class StateStore:
         )
         return len(run_ids) - len(done) + int(starting or 0)
 
-    def _maybe_purge(self, conn: sa.Connection, now: float) -> None:
+    def _due(self) -> bool:
+        """True once every PURGE_EVERY calls (the first included): time to sweep."""
         with self._count_lock:
             self._decisions += 1
-            due = self._decisions % PURGE_EVERY == 1
-        if due:
+            return self._decisions % PURGE_EVERY == 1
+
+    def _maybe_purge(self, conn: sa.Connection, now: float) -> None:
+        if self._due():
             for table in (incidents, correlations, deliveries):
                 conn.execute(table.delete().where(table.c.expires <= now))
 

@@ -26,9 +26,11 @@ import html
 import logging
 import re
 import shlex
+import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -42,6 +44,7 @@ from clampdown_slack.client import (
     api_base_url,
     retry_handlers,
 )
+from clampdown_slack.text import inert
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -58,6 +61,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
 _RUN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_LIST = 50
 THREAD_WAIT = 5.0  # seconds the run's answer waits for the run's Slack thread
+COMMAND_TTL = 600.0  # a command is remembered for twice Slack's 5-minute timestamp window
 
 HELP = """*clampdown* — incident-response runbooks
 • `/clampdown list` — the runbooks in the library
@@ -101,6 +105,7 @@ def build_slack_app(
     *,
     submit_decision: SubmitDecision,
     clampdown: ClampdownSettings | None = None,
+    seen: SeenRequests | None = None,
 ) -> App:
     """The Bolt app with the ``/clampdown`` command and the approval buttons.
 
@@ -109,6 +114,10 @@ def build_slack_app(
     ``clampdown``: the server's settings (home, approver groups), read once by
     ``create_app``; without them they are read here, once. The runbook library is
     looked up at each command (:func:`clampdown.core.settings.current_library`).
+    ``seen`` remembers the slash commands already taken (``serve`` passes its durable
+    state store); a command whose ``trigger_id`` was seen is acknowledged and ignored, so
+    a signed request replayed inside Slack's 5-minute window starts nothing. Without it,
+    commands are remembered in memory (until the process ends).
 
     HTTP mode (default): every request's signature is verified. ``socket_mode``: no
     signature (Slack signs nothing it sends over the websocket), the app-level token is
@@ -163,13 +172,62 @@ def build_slack_app(
     commands = SlashCommands(settings.responder_ids, start_run, clampdown)
     register_approval_actions(app, submit_decision)
 
+    seen_requests = seen if seen is not None else MemorySeen()
+
     @app.command("/clampdown")
-    def clampdown_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
+    def clampdown_command(ack: Any, command: dict[str, Any], respond: Any, request: Any) -> None:
         ack()
+        key = command_key(command, request.headers)
+        if key is not None and not seen_requests.first_seen(key, COMMAND_TTL):
+            retry = (request.headers.get("x-slack-retry-num") or [""])[0]
+            logger.warning(
+                "/clampdown %s refused: already received%s (a replay or a retry): nothing done",
+                key,
+                f" (X-Slack-Retry-Num {retry})" if retry else "",
+            )
+            return
         answer = commands.handle(command)
         respond(text=answer.text, response_type=answer.response_type)
 
     return app
+
+
+class SeenRequests(Protocol):
+    """Remembers request keys for a while (:class:`clampdown.core.state_store.StateStore`)."""
+
+    def first_seen(self, key: str, ttl_seconds: float) -> bool:
+        """Record ``key``; True unless it was recorded already (and has not expired)."""
+        ...
+
+
+class MemorySeen:
+    """:class:`SeenRequests` in a dict, bounded: expired keys are dropped as new ones come."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def first_seen(self, key: str, ttl_seconds: float) -> bool:
+        now = self._clock()
+        with self._lock:
+            if self._expiry.get(key, 0.0) > now:
+                return False
+            if len(self._expiry) >= 1024:
+                self._expiry = {k: e for k, e in self._expiry.items() if e > now}
+            self._expiry[key] = now + ttl_seconds
+            return True
+
+
+def command_key(command: Mapping[str, Any], headers: Mapping[str, Any]) -> str | None:
+    """What makes a slash command unique: Slack's ``trigger_id`` (one per invocation, the
+    same on a replay or a retry); without one, the request's signature (same bytes, same
+    signature); None when there is neither (nothing to tell a replay by)."""
+    trigger = str(command.get("trigger_id") or "")
+    if trigger:
+        return f"slack-command:{trigger}"
+    signature = (headers.get("x-slack-signature") or [""])[0]
+    return f"slack-command-signature:{signature}" if signature else None
 
 
 def _only_over_the_websocket(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
@@ -218,12 +276,13 @@ class SlashCommands:
                 return self.status(command, args)
             if sub == "help":
                 return Answer(HELP)
-            return Answer(f"Unknown subcommand `{sub}`.\n{HELP}")
+            return Answer(f"Unknown subcommand `{inert(sub)}`.\n{HELP}")
         except InvalidFileError as exc:
-            lines = "\n".join(str(d) for d in exc.diagnostics)
+            lines = inert("\n".join(str(d) for d in exc.diagnostics))
             return Answer(f":x: The runbook has errors:\n```{lines}```")
         except ClampdownError as exc:
-            return Answer(f":x: {exc.message}" + (f"\n{exc.hint}" if exc.hint else ""))
+            hint = f"\n{inert(exc.hint)}" if exc.hint else ""
+            return Answer(f":x: {inert(exc.message)}{hint}")
         except Exception:  # never leave the responder without an answer
             logger.exception("/clampdown %s failed", sub)
             return Answer(":x: clampdown hit an internal error; the server log has the details.")
@@ -242,7 +301,7 @@ class SlashCommands:
                 title = load(path).model.metadata.title
             except ClampdownError:
                 title = "(invalid: run `clampdown lint`)"
-            lines.append(f"• `{name}` — {title}")
+            lines.append(f"• `{inert(name)}` — {inert(title)}")
         more = f"\n…and {len(found) - _MAX_LIST} more" if len(found) > _MAX_LIST else ""
         return Answer("*Runbooks*\n" + "\n".join(lines) + more)
 
@@ -265,14 +324,16 @@ class SlashCommands:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
                 return Answer(
-                    f":x: `{pair}` is not key=value\n"
-                    f"Inputs of `{name}`: {', '.join(model.inputs) or 'none'}"
+                    f":x: `{inert(pair)}` is not key=value\n"
+                    f"Inputs of `{inert(name)}`: {', '.join(model.inputs) or 'none'}"
                 )
             given[key.strip()] = value
         try:
             values = inputs_mod.validate(model.inputs, given)
         except ClampdownError as exc:
-            return Answer(f":x: {exc.message}\nWrite inputs as key=value after the runbook name.")
+            return Answer(
+                f":x: {inert(exc.message)}\nWrite inputs as key=value after the runbook name."
+            )
         trigger = {"type": "slack", "user": user, "channel": str(command.get("channel_id") or "")}
         run_id = self.start_run(path, values, trigger)
         link = thread_link(run_id, home=self.conf.paths)
@@ -297,7 +358,10 @@ class SlashCommands:
         found = recent_runs(conf.paths.runs_dir, 5)
         if not found:
             return Answer("No runs yet.")
-        lines = [f"• `{r.run_id}` {r.runbook} — *{r.status}* (started {r.started})" for r in found]
+        lines = [
+            f"• `{inert(r.run_id)}` {inert(r.runbook)} — *{inert(r.status)}* (started {r.started})"
+            for r in found
+        ]
         return Answer("*Latest runs*\n" + "\n".join(lines))
 
     def _is_responder(self, user: str) -> bool:
@@ -380,11 +444,12 @@ def _run_status(run_id: str, ledger: Path) -> str:
     runbook = first.get("run", {}).get("runbook", "?")
     if last.get("type") == "run.end":
         status = str(last.get("status", "?"))
-        detail = f"\n{last['error']}" if last.get("error") else ""
+        detail = f"\n{inert(last['error'])}" if last.get("error") else ""
     else:
         status, detail = "in progress", ""
     steps = sum(1 for r in records if r.get("type") == "step.end")
-    return f"Run `{run_id}` of `{runbook}`: *{status}* ({steps} step(s) finished){detail}"
+    shown = f"`{inert(runbook)}`: *{inert(status)}*"
+    return f"Run `{run_id}` of {shown} ({steps} step(s) finished){detail}"
 
 
 def _split(text: str) -> list[str]:

@@ -4,6 +4,12 @@ The buttons carry ``{"run_id", "step", "params_hash"}`` as their value, so a cli
 names exactly what the clicker saw; the flow refuses a decision whose hash is not
 the one of the parameters now gated. Deny opens a modal that asks for the reason.
 
+The card shows every gated step and every one of its parameters: a value longer than
+:data:`MAX_VALUE_CHARS` is cut on the card and posted in full in the thread
+(:func:`long_value_replies`), so a long value can never push another parameter off the
+card. Every text that comes from the runbook's inputs, an alert or an approver (summary,
+parameters, a denial reason) is made inert (:func:`clampdown_slack.text.inert`).
+
 Group membership is resolved here too (``usergroups.list`` for handles,
 ``usergroups.users.list`` for members): the flow asks at every decision, so a person
 removed from the on-call group an hour ago cannot approve now.
@@ -14,10 +20,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from clampdown.core.approvals import Request
+from clampdown_slack.text import inert
 
 APPROVE_ACTION = "clampdown_approve"
 DENY_ACTION = "clampdown_deny"
@@ -25,7 +33,13 @@ DENY_VIEW = "clampdown_deny_reason"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
 _GROUP_ID = re.compile(r"^S[A-Z0-9]{6,}$")
-_MAX_PARAM_TEXT = 2500  # a section's text may hold 3000 characters
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+MAX_BLOCKS = 50  # Slack's limit of blocks in one message
+MAX_SECTION_CHARS = 2900  # a section's text may hold 3,000 characters
+MAX_VALUE_CHARS = 300  # longer parameter values are cut on the card (full text: the thread)
+MAX_SUMMARY_CHARS = 1500
+MAX_REPLY_CHARS = 3000  # one thread reply carries this much of a cut value
+MAX_REPLIES_PER_VALUE = 40
 
 
 def button_value(request: Request) -> str:
@@ -49,25 +63,141 @@ def _when(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def person(user: str) -> str:
+    """A Slack mention for a Slack user id; anything else shown as inert code."""
+    return f"<@{user}>" if _USER_ID.match(user) else f"`{inert(user)}`"
+
+
 def _who(request: Request) -> str:
-    people = [f"<@{u}>" for u in sorted(request.allowed_users)]
-    people += [f"group `{g}`" for g in request.groups]
+    people = [person(u) for u in sorted(request.allowed_users)]
+    people += [f"group `{inert(g)}`" for g in request.groups]
     return ", ".join(people) or "nobody (CLAMPDOWN_APPROVERS is empty)"
 
 
-def _params_text(request: Request) -> str:
+@dataclass(frozen=True)
+class LongValue:
+    """A value cut on the card; its full text goes to the thread (:func:`long_value_replies`)."""
+
+    where: str  # "<step>.<parameter>" or "summary"
+    text: str
+
+
+@dataclass
+class _Shown:
+    """The card's parameter sections and the values it had to cut."""
+
+    sections: list[str] = field(default_factory=list)
+    cut: list[LongValue] = field(default_factory=list)
+
+
+def _cut(where: str, text: str, shown: _Shown, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    shown.cut.append(LongValue(where, text))
+    return f"{text[:limit]}… (cut: {len(text)} characters; the full value is in the thread)"
+
+
+def _param_lines(step_id: str, params: dict[str, Any], shown: _Shown) -> list[str]:
+    """One line per parameter, ``"name": value`` (JSON), every one present, long ones cut."""
     lines = []
+    for name, value in sorted(params.items()):
+        text = json.dumps(value, sort_keys=True, default=str)
+        if len(text) > MAX_VALUE_CHARS:
+            text = json.dumps(_cut(f"{step_id}.{name}", text, shown, MAX_VALUE_CHARS))
+        lines.append(inert(f"{json.dumps(name)}: {text}"))
+    return lines
+
+
+def _pack(head: str, lines: list[str]) -> list[str]:
+    """Sections of at most MAX_SECTION_CHARS: the head, then the lines in code blocks."""
+    sections: list[str] = []
+    current: list[str] = []
+
+    def flush(first: bool) -> None:
+        block = "```" + "\n".join(current) + "```" if current else "_no parameters_"
+        sections.append(f"{head}\n{block}" if first else f"{head} (continued)\n{block}")
+
+    size = len(head) + 20
+    for line in lines:
+        if current and size + len(line) + 1 > MAX_SECTION_CHARS:
+            flush(not sections)
+            current, size = [], len(head) + 32
+        current.append(line)
+        size += len(line) + 1
+    flush(not sections)
+    return sections
+
+
+def gated_parameters(request: Request) -> _Shown:
+    """Every gated step and every one of its parameters, as card sections.
+
+    Nothing is dropped: a value longer than MAX_VALUE_CHARS is cut on the card and
+    listed in ``cut`` so the full text can follow in the thread; a step with many
+    parameters takes several sections (Slack allows 3,000 characters in one).
+    """
+    shown = _Shown()
     for step_id, gated in request.gated.items():
+        uses = inert(gated.get("uses"))
         if gated.get("will_run") is False:
-            lines.append(f"*{step_id}* `{gated.get('uses')}`: will not run (if: {gated.get('if')})")
+            condition = inert(gated.get("if"))
+            shown.sections.append(f"*{inert(step_id)}* `{uses}`: will not run (if: {condition})")
             continue
         reversible = "reversible" if gated.get("reversible") else "NOT reversible"
-        params = json.dumps(gated.get("params", {}), indent=1, sort_keys=True, default=str)
-        lines.append(f"*{step_id}* `{gated.get('uses')}` ({reversible})\n```{params}```")
-    text = "\n".join(lines) or "_no gated steps_"
-    if len(text) > _MAX_PARAM_TEXT:
-        text = text[:_MAX_PARAM_TEXT] + "\n… (truncated; `clampdown runs` shows all)"
-    return text
+        head = f"*{inert(step_id)}* `{uses}` ({reversible})"
+        params = gated.get("params") or {}
+        lines = _param_lines(step_id, params if isinstance(params, dict) else {"": params}, shown)
+        shown.sections.extend(_pack(head, lines))
+    if not shown.sections:
+        shown.sections.append("_no gated steps_")
+    return shown
+
+
+def _summary(request: Request, shown: _Shown) -> str:
+    return inert(_cut("summary", request.summary, shown, MAX_SUMMARY_CHARS))
+
+
+def long_value_replies(request: Request) -> list[str]:
+    """Thread replies with the full text of every value the card cut (in order, chunked)."""
+    shown = gated_parameters(request)
+    _summary(request, shown)
+    replies = []
+    for value in shown.cut:
+        chunks = [
+            value.text[i : i + MAX_REPLY_CHARS] for i in range(0, len(value.text), MAX_REPLY_CHARS)
+        ]
+        kept = chunks[:MAX_REPLIES_PER_VALUE]
+        for n, chunk in enumerate(kept, 1):
+            part = f" (part {n}/{len(kept)})" if len(kept) > 1 else ""
+            replies.append(
+                f"Full value of `{inert(value.where)}` for approval `{inert(request.step)}`"
+                f" (params `{request.params_hash[:12]}`){part}:\n```{inert(chunk)}```"
+            )
+        if len(chunks) > len(kept):
+            rest = len(value.text) - MAX_REPLY_CHARS * len(kept)
+            replies.append(
+                f"`{inert(value.where)}` has {rest} more characters than Slack is sent: read "
+                f"them in the run's approval request (approvals/{inert(request.step)}.json)"
+            )
+    return replies
+
+
+def _param_blocks(shown: _Shown, room: int) -> list[dict[str, Any]]:
+    """One section block per parameter section; beyond ``room`` blocks, a pointer to the thread."""
+    sections = shown.sections
+    if len(sections) > room:
+        extra = len(sections) - room + 1
+        sections = [
+            *sections[: room - 1],
+            f"… {extra} more section(s) of gated parameters are posted in the thread",
+        ]
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": s}} for s in sections]
+
+
+def overflow_replies(request: Request) -> list[str]:
+    """Parameter sections that did not fit in the card's blocks, as thread replies."""
+    shown = gated_parameters(request)
+    room = MAX_BLOCKS - 4
+    return shown.sections[room - 1 :] if len(shown.sections) > room else []
 
 
 def request_blocks(request: Request) -> list[dict[str, Any]]:
@@ -77,26 +207,26 @@ def request_blocks(request: Request) -> list[dict[str, Any]]:
         if request.min_approvals > 1
         else "one approver needed"
     )
-    starter = f"<@{request.started_by}>" if request.started_by else "an automated trigger"
+    starter = person(request.started_by) if request.started_by else "an automated trigger"
     rule = " · the starter may not approve" if request.two_person_rule else ""
+    shown = gated_parameters(request)
+    summary = _summary(request, shown)
     return [
         {
             "type": "section",
-            "text": {
-                "type": "mrkdwn",
-                "text": f":raised_hand: *Approval needed*: {request.summary}",
-            },
+            "text": {"type": "mrkdwn", "text": f":raised_hand: *Approval needed*: {summary}"},
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _params_text(request)}},
+        *_param_blocks(shown, MAX_BLOCKS - 4),  # 4: summary, context, actions, drill banner
         {
             "type": "context",
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": f"Run `{request.run_id}` step `{request.step}` · started by {starter}"
+                    "text": f"Run `{inert(request.run_id)}` step `{inert(request.step)}`"
+                    f" · started by {starter}"
                     f" · approvers: {_who(request)} · {quorum}{rule}"
                     f" · deadline {_when(request.deadline)}"
-                    f" (then {request.on_timeout}) · params `{request.params_hash[:12]}`",
+                    f" (then {inert(request.on_timeout)}) · params `{request.params_hash[:12]}`",
                 }
             ],
         },
@@ -124,32 +254,38 @@ def request_blocks(request: Request) -> list[dict[str, Any]]:
 
 
 def progress_text(request: Request) -> str:
-    got = ", ".join(f"<@{u}>" for u in request.approvals)
+    got = ", ".join(person(u) for u in request.approvals)
     count = f"{len(request.approvals)}/{request.min_approvals}"
-    return f":white_check_mark: {got} approved `{request.step}` ({count})"
+    return f":white_check_mark: {got} approved `{inert(request.step)}` ({count})"
 
 
 def decided_blocks(request: Request, outcome: str, at: datetime) -> list[dict[str, Any]]:
     """The card after the decision: no buttons; who decided, when and why."""
     if outcome == "approved":
-        who = ", ".join(f"<@{u}>" for u in request.approvals) or "on timeout"
+        who = ", ".join(person(u) for u in request.approvals) or "on timeout"
         head = f":white_check_mark: *Approved* by {who}"
     elif outcome == "denied" and request.denial is not None:
-        head = f":no_entry: *Denied* by <@{request.denial.approver}>: {request.denial.reason}"
+        head = (
+            f":no_entry: *Denied* by {person(request.denial.approver)}: "
+            f"{inert(request.denial.reason)}"
+        )
     else:
-        head = f":hourglass: *Timed out*, no decision by the deadline: {request.on_timeout}"
+        head = f":hourglass: *Timed out*, no decision by the deadline: {inert(request.on_timeout)}"
+    shown = gated_parameters(request)
+    summary = _summary(request, shown)
     return [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"~Approval needed~: {request.summary}\n{head}"},
+            "text": {"type": "mrkdwn", "text": f"~Approval needed~: {summary}\n{head}"},
         },
-        {"type": "section", "text": {"type": "mrkdwn", "text": _params_text(request)}},
+        *_param_blocks(shown, MAX_BLOCKS - 3),  # 3: summary, context, drill banner
         {
             "type": "context",
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": f"Run `{request.run_id}` step `{request.step}` · decided {_when(at)}",
+                    "text": f"Run `{inert(request.run_id)}` step `{inert(request.step)}`"
+                    f" · decided {_when(at)}",
                 }
             ],
         },

@@ -34,7 +34,13 @@ from clampdown.core.approvals import Request
 from clampdown.core.extensions import RunHeader
 from clampdown.core.home import Home
 from clampdown.core.ledger import Ledger
-from clampdown_slack.approval_card import decided_blocks, progress_text, request_blocks
+from clampdown_slack.approval_card import (
+    decided_blocks,
+    long_value_replies,
+    overflow_replies,
+    progress_text,
+    request_blocks,
+)
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -48,6 +54,7 @@ from clampdown_slack.status import (
     remember_thread,
     run_lock,
 )
+from clampdown_slack.text import inert, masked
 
 if TYPE_CHECKING:
     from clampdown.core.settings import Settings
@@ -76,10 +83,15 @@ class Card:
 
 
 def header_lines(header: RunHeader) -> list[str]:
-    """The header message: what runs, why, and where to see it in Prefect."""
+    """The header message: what runs, why, and where to see it in Prefect.
+
+    Every value is made inert (:func:`clampdown_slack.text.inert`): an alert's title or
+    id cannot ping the channel, add a link or open a code block in the header.
+    """
+    title, runbook = inert(header.title), inert(header.runbook)
     lines = [
-        f":rotating_light: *{header.title}* (`{header.runbook}`) · severity *{header.severity}*",
-        f"Trigger: {_trigger_text(header.trigger)} · run `{header.run_id}`",
+        f":rotating_light: *{title}* (`{runbook}`) · severity *{inert(header.severity)}*",
+        f"Trigger: {_trigger_text(header.trigger)} · run `{inert(header.run_id)}`",
     ]
     ui = os.environ.get("PREFECT_UI_URL", "").strip().rstrip("/")
     if ui and header.flow_run_id:
@@ -89,13 +101,14 @@ def header_lines(header: RunHeader) -> list[str]:
 
 def _trigger_text(trigger: dict[str, Any]) -> str:
     """One line: who or what started the run (an alert's title, not its whole summary)."""
-    kind = trigger.get("type", "manual")
+    kind = inert(trigger.get("type", "manual"))
     if kind == "alert":
-        title = (trigger.get("alert") or {}).get("title", "")
-        return f"alert {trigger.get('source')} `{trigger.get('alert_id')}` {title}".strip()
+        title = inert((trigger.get("alert") or {}).get("title", ""))
+        source, alert_id = inert(trigger.get("source")), inert(trigger.get("alert_id"))
+        return f"alert {source} `{alert_id}` {title}".strip()
     shown = {k: v for k, v in trigger.items() if k != "type" and not isinstance(v, dict | list)}
-    details = ", ".join(f"{k}={v}" for k, v in shown.items())
-    return f"{kind} ({details})" if details else str(kind)
+    details = ", ".join(f"{inert(k)}={inert(v)}" for k, v in shown.items())
+    return f"{kind} ({details})" if details else kind
 
 
 def step_lines(steps: Sequence[tuple[str, str]]) -> list[str]:
@@ -162,16 +175,26 @@ class RunThread:
         self.start(header, steps)
 
     def steps_changed(self, steps: Sequence[tuple[str, str]], note: str | None = None) -> None:
-        """Edit the header's step list; ``note`` (e.g. why a step failed) is a reply."""
+        """Edit the header's step list; ``note`` (e.g. why a step failed) is a reply.
+
+        The note carries an error message (which may quote an alert or an output): it is
+        made inert; the engine's own markup in it is backticks only, which survive.
+        """
         if note is not None:
-            self.reply(note)
+            self.reply(inert(note, self._scrub))
         self.update(steps)
 
     def run_ended(self, outcome: str, steps: Sequence[tuple[str, str]]) -> None:
         self.close(outcome, steps)
 
     def approval_requested(self, request: Request) -> Card:
-        return self.post_card(f"Approval needed: {request.summary}", request_blocks(request))
+        """Post the card, then the full text of every value it had to cut, in its thread."""
+        card = self.post_card(
+            f"Approval needed: {inert(request.summary)[:3000]}", request_blocks(request)
+        )
+        for text in [*overflow_replies(request), *long_value_replies(request)]:
+            self._send("chat.postMessage", lambda t=text: self._post_reply(t), keep=True)
+        return card
 
     def approval_progress(self, handle: Card | None, request: Request) -> None:
         self.reply(progress_text(request))
@@ -182,12 +205,14 @@ class RunThread:
         """Edit the card to say who decided (no buttons); a timeout also gets a reply."""
         if handle is not None:
             self.update_card(
-                handle, f"{outcome}: {request.summary}", decided_blocks(request, outcome, at)
+                handle,
+                f"{outcome}: {inert(request.summary)[:3000]}",
+                decided_blocks(request, outcome, at),
             )
         if outcome == "timed_out":
             self.reply(
-                f":hourglass: No decision on `{request.step}` by the deadline: "
-                f"following on_timeout={request.on_timeout}"
+                f":hourglass: No decision on `{inert(request.step)}` by the deadline: "
+                f"following on_timeout={inert(request.on_timeout)}"
             )
 
     # --- called by the executor (never blocks on Slack) -----------------------------------
@@ -340,7 +365,7 @@ class RunThread:
                 f"no status thread for the card (header not posted: {self.first_error})"
             )
         drill = bool(self._header and self._header.drill)
-        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        text, marked = mark_drill(self._scrub(text), masked(blocks, self._mask), drill)
         sent = self._client.chat_postMessage(
             channel=self.header_channel, thread_ts=self.thread_ts, text=text, blocks=marked
         )
@@ -350,8 +375,12 @@ class RunThread:
         if card.ts is None:
             raise RuntimeError("the card was never posted")
         drill = bool(self._header and self._header.drill)
-        text, marked = mark_drill(self._scrub(text), blocks, drill)
+        text, marked = mark_drill(self._scrub(text), masked(blocks, self._mask), drill)
         self._client.chat_update(channel=card.channel, ts=card.ts, text=text, blocks=marked)
+
+    def _mask(self, text: str) -> str:
+        """Secrets out of the blocks' strings (their mrkdwn is escaped where it is built)."""
+        return str(self._scrub(text))
 
     def _call(self, method: str, fn: Callable[[], None], *, keep: bool = False) -> None:
         try:

@@ -9,6 +9,13 @@ Slack never stops containment: when Slack is down, rate-limits past the client's
 retries, refuses the token, or is not configured at all, the step still succeeds
 with ``posted: false`` and the reason in ``error`` (the ledger records it) and a
 warning in the run log.
+
+The text is rendered from the runbook's template with inputs, alert fields and step
+outputs, so it is treated as untrusted (:func:`clampdown_slack.text.inert`): the run's
+secret inputs are masked, ``&``, ``<``, ``>`` are escaped and code fences broken, so an
+alert cannot ping ``<!channel>`` or post a link disguised as a button. Formatting
+(``*bold*``, ``_italic_``, `` `code` ``) still works; people and groups are pinged
+through ``mention``, built from ids the step checks.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.error import URLError
 
 from pydantic import Field
@@ -34,6 +41,7 @@ from clampdown_slack.client import (
     slack_client,
     slack_settings,
 )
+from clampdown_slack.text import inert, inert_blocks
 
 try:  # POSIX: also serialise separate processes (Prefect workers) posting for one run
     import fcntl
@@ -44,6 +52,7 @@ DRILL_PREFIX = "[DRILL] "
 STATE_FILE = SLACK_THREAD_STATE  # the name of the file in the run's folder
 _MAX_ERROR = 500
 _RETRIED_STATUSES = (429, 500, 503)
+MENTION_PATTERN = r"^(here|channel|[UW][A-Z0-9]{2,20}|S[A-Z0-9]{2,20})$"
 _HINTS = {
     "invalid_auth": "check CLAMPDOWN_SLACK_BOT_TOKEN (the Slack app's bot token, xoxb-…)",
     "not_authed": "set CLAMPDOWN_SLACK_BOT_TOKEN (the Slack app's bot token, xoxb-…)",
@@ -73,6 +82,11 @@ class SlackStatus(Action):
         blocks: list[dict[str, Any]] | None = Field(
             None, description="Block Kit blocks; text is then the notification fallback"
         )
+        mention: list[Annotated[str, Field(pattern=MENTION_PATTERN)]] = Field(
+            default_factory=list,
+            description="who to ping before the text: Slack user ids (U…/W…), user group "
+            "ids (S…), 'here' or 'channel' (markup in text itself is shown, not obeyed)",
+        )
 
     class Output(ActionOutput):
         posted: bool
@@ -92,7 +106,7 @@ class SlackStatus(Action):
             return self._missed(ctx, problem, channel)
         assert config.slack_bot_token is not None and channel is not None
         token = config.slack_bot_token.get_secret_value()
-        text, blocks = mark_drill(params.text, params.blocks, ctx.drill)
+        text, blocks = mark_drill(_message(params, ctx), _blocks(params, ctx), ctx.drill)
         client = slack_client(config)
         thread: dict[str, str] | None = None
         try:
@@ -136,6 +150,23 @@ class SlackStatus(Action):
     ) -> SlackStatus.Output:
         ctx.logger.warning("slack.status: not posted, the run goes on: %s", error)
         return self.Output(posted=False, channel=channel, thread_ts=thread_ts, error=error)
+
+
+def mention_markup(ids: list[str]) -> str:
+    """Slack's markup for the checked ids (``MENTION_PATTERN``), space-separated."""
+    special = {"here": "<!here>", "channel": "<!channel>"}
+    return " ".join(
+        special.get(i) or (f"<!subteam^{i}>" if i.startswith("S") else f"<@{i}>") for i in ids
+    )
+
+
+def _message(params: SlackStatus.Input, ctx: ActionContext) -> str:
+    text = inert(params.text, ctx.mask)
+    return f"{mention_markup(params.mention)} {text}" if params.mention else text
+
+
+def _blocks(params: SlackStatus.Input, ctx: ActionContext) -> list[dict[str, Any]] | None:
+    return None if params.blocks is None else inert_blocks(params.blocks, ctx.mask)
 
 
 def _configuration_problem(config: SlackSettings, channel: str | None) -> str | None:

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,10 @@ def command(
     user: str = RESPONDER,
     secret: str = SECRET,
     timestamp: int | None = None,
+    trigger_id: str | None = None,
 ) -> Any:
-    """POST a slash command exactly as Slack does: form body, v0 HMAC-SHA256 signature."""
+    """POST a slash command exactly as Slack does: form body, v0 HMAC-SHA256 signature,
+    a fresh ``trigger_id`` per invocation (unless given)."""
     body = urlencode(
         {
             "token": "deprecated-verification-token",
@@ -90,7 +93,7 @@ def command(
             "text": text,
             "api_app_id": "A0APP",
             "response_url": slack.url + HOOK,
-            "trigger_id": "1234.5678.abcdef",
+            "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**12}.5678.abcdef",
         }
     )
     ts = str(int(time.time()) if timestamp is None else timestamp)
