@@ -53,8 +53,8 @@ def plan(
         _print_plan(result)
     if result.problems:  # a run with these inputs would fail at these steps
         err.print(
-            f"[red]plan: {len(result.problems)} with: value(s) refused by their actions[/] — "
-            "fix the runbook or the inputs; a run would fail at these steps",
+            f"[red]plan: {len(result.problems)} with: value(s) refused[/] — a run with "
+            "these inputs would fail at these steps; fix the runbook or the inputs",
         )
         raise typer.Exit(1)
 

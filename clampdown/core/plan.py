@@ -26,6 +26,7 @@ from clampdown.core.home import Home
 from clampdown.core.models import Runbook
 
 AT_RUN_TIME = "(known at run time)"
+FAILS = "(fails with these inputs)"
 
 
 @dataclass
@@ -101,6 +102,7 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
             step = runbook.step(sid)
             action = actions.get(step.uses)
             all_iam.update(action.iam_actions)
+            failures: list[str] = []
             planned.append(
                 _checked(
                     PlannedStep(
@@ -113,7 +115,7 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
                         else str(step.if_).lower()
                         if isinstance(step.if_, bool)
                         else step.if_,
-                        with_=_resolve(step.with_, context, runbook),
+                        with_=_resolve(step.with_, context, runbook, failures),
                         iam_actions=list(action.iam_actions),
                         destructive=action.destructive,
                         approval_gate=action.approval_gate,
@@ -124,6 +126,7 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
                         will_run=_condition(step.if_, context),
                     ),
                     action,
+                    failures,
                 )
             )
         stages.append(planned)
@@ -197,7 +200,7 @@ def _condition(condition: str | bool | None, context: dict[str, Any]) -> bool | 
         return None
 
 
-def _checked(planned: PlannedStep, action: type[Action]) -> PlannedStep:
+def _checked(planned: PlannedStep, action: type[Action], failures: list[str]) -> PlannedStep:
     """Validate the ``with`` values known now against the action's input model.
 
     Values known only during the run (or masked secrets) are left out, and so are
@@ -205,12 +208,13 @@ def _checked(planned: PlannedStep, action: type[Action]) -> PlannedStep:
     """
     if planned.will_run is False:
         return planned
+    planned.problems = list(failures)
     known = {k: v for k, v in planned.with_.items() if not _unresolved(v)}
     try:
         validate_input(action, known, planned.id)
     except InputValidationError as exc:
         unknown = set(planned.with_) - set(known)
-        planned.problems = [
+        planned.problems += [
             str(p)
             for p in exc.problems
             if p.field.split(".")[0] not in unknown and p.field != "(all)"
@@ -224,15 +228,24 @@ def _unresolved(value: Any) -> bool:
     if isinstance(value, list):
         return any(_unresolved(v) for v in value)
     return isinstance(value, str) and (
-        value.endswith(AT_RUN_TIME) or value == inputs_mod.SECRET_MASK
+        value.endswith((AT_RUN_TIME, FAILS)) or value == inputs_mod.SECRET_MASK
     )
 
 
-def _resolve(value: Any, context: dict[str, Any], runbook: Runbook) -> Any:
+def _resolve(
+    value: Any, context: dict[str, Any], runbook: Runbook, failures: list[str], where: str = "with"
+) -> Any:
+    """``value`` rendered with the plan's inputs; steps' outputs and missing inputs stay
+    as written (known at run time); an expression that fails with the inputs it has is
+    added to ``failures`` (the run would fail there too)."""
     if isinstance(value, dict):
-        return {k: _resolve(v, context, runbook) for k, v in value.items()}
+        return {
+            k: _resolve(v, context, runbook, failures, f"{where}.{k}") for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_resolve(v, context, runbook) for v in value]
+        return [
+            _resolve(v, context, runbook, failures, f"{where}.{i}") for i, v in enumerate(value)
+        ]
     if not contains_expression(value):
         return value
     refs = compile_expression(value).references
@@ -244,7 +257,10 @@ def _resolve(value: Any, context: dict[str, Any], runbook: Runbook) -> Any:
     )
     try:
         resolved = evaluate(value, context)
-    except ExpressionError:
+    except ExpressionError as exc:
+        if all(r.root != "inputs" or r.name in context["inputs"] for r in refs):
+            failures.append(f"{where}: {exc.message}")
+            return f"{value} {FAILS}"
         return f"{value} {AT_RUN_TIME}"
     return inputs_mod.SECRET_MASK if secret else resolved
 
