@@ -59,7 +59,8 @@ Needs = Annotated[
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # strict: "2" is not a number and "yes" not a boolean, as in the JSON Schema editors use
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
 
 class Metadata(StrictModel):
