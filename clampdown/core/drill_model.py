@@ -426,3 +426,14 @@ class Drill(StrictModel):
     objectives: list[Objective] = Field(min_length=1)
     expect: Expect = Field(default_factory=Expect)
     time_limit: PositiveDuration = Field(300.0, description="stop the drill after this long")
+    narrative: str | None = Field(
+        None,
+        max_length=4000,
+        description="the scenario as the facilitator tells it to the team (the report's "
+        "Scenario section)",
+    )
+    facilitator_notes: list[str] = Field(
+        default_factory=list,
+        description="what the facilitator should watch for and ask in the debrief (the "
+        "report's Facilitator notes)",
+    )

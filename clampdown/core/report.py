@@ -22,12 +22,20 @@ chart, :mod:`clampdown.core.report_chart`), and the advice is
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from clampdown.core.durations import format_duration
+from clampdown.core.report_facts import (
+    Change,
+    Decision,
+    EvidenceItem,
+    GateEnd,
+    decisions,
+    epoch,
+)
 
 STATUS_COLOUR = {
     "succeeded": "#2f9e44",
@@ -68,10 +76,25 @@ class StepSpan:
 
 @dataclass(frozen=True)
 class Marker:
-    """A moment on the timeline: an inject, a decision, a second alert."""
+    """A moment on the timeline: an inject, a decision, a second alert.
+
+    ``kind`` tells the chart how to draw it: ``approve`` and ``deny`` (a counted
+    decision), ``refused`` (a decision the run did not count), ``event`` (anything else).
+    """
 
     at: float
     label: str
+    kind: str = "event"
+
+
+@dataclass(frozen=True)
+class ActionItem:
+    """Something to change after the drill, and who owns it (a role, and the person when the
+    drill names one)."""
+
+    text: str
+    owner: str
+    source: str  # the missed objective's id, or what the item was derived from
 
 
 @dataclass
@@ -87,17 +110,24 @@ class DrillReport:
     time_to_notify: float | None = None
     time_to_approve: float | None = None
     time_to_contain: float | None = None
+    time_to_deny: float | None = None
     steps: list[StepSpan] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
     objectives: list[ObjectiveResult] = field(default_factory=list)
     expected_missed: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    evidence: list[dict[str, Any]] = field(default_factory=list)
+    evidence: list[EvidenceItem] = field(default_factory=list)
     manifest_uri: str | None = None
-    decisions: list[str] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    gates: list[GateEnd] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     # Every run of the drill, one line each (the alert's first): shown when there are several.
     runs: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    changes: list[Change] = field(default_factory=list)
+    narrative: str | None = None
+    facilitator_notes: list[str] = field(default_factory=list)
+    action_items: list[ActionItem] = field(default_factory=list)
 
     @property
     def all_met(self) -> bool:
@@ -122,31 +152,27 @@ class DrillReport:
 # --- facts from the ledger ---------------------------------------------------------------------
 
 
-def _epoch(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
 def timeline_from_ledger(
     records: Sequence[dict[str, Any]],
     alert_epoch: float,
     *,
     containment: Iterable[str] = (),
     approvals: Iterable[str] = (),
-) -> tuple[list[StepSpan], list[Marker], list[str]]:
-    """Step spans, decision markers and decision lines from a run's ledger records.
+    names: Mapping[str, str] | None = None,
+) -> tuple[list[StepSpan], list[Marker], list[Decision]]:
+    """Step spans, decision markers and the decisions from a run's ledger records.
 
     ``containment`` and ``approvals`` name the actions that contain (destructive
-    actions) and the approval gates, so the chart and the clock can tell them apart.
+    actions) and the approval gates, so the chart and the clock can tell them apart;
+    ``names`` maps approver ids to people's names.
     """
     containment, approvals = set(containment), set(approvals)
     starts: dict[str, tuple[float, str]] = {}
     spans: dict[str, StepSpan] = {}
     order: list[str] = []
-    markers: list[Marker] = []
-    decisions: list[str] = []
     for record in records:
         kind, step = record.get("type", ""), record.get("step")
-        at = _epoch(record["ts"]) - alert_epoch if "ts" in record else None
+        at = epoch(record["ts"]) - alert_epoch if "ts" in record else None
         if kind == "step.start" and step:
             if step not in starts:
                 starts[step] = (at or 0.0, record.get("uses", ""))
@@ -166,25 +192,35 @@ def timeline_from_ledger(
                 uses in containment,
                 uses in approvals,
             )
-        elif kind == "approval.decision" and at is not None:
-            who, what = record.get("approver") or "?", record.get("decision") or "?"
-            reason = record.get("reason") or ""
-            said = f" — “{reason}”" if reason else ""
-            if record.get("accepted", True):
-                markers.append(Marker(at, f"{what} by {who}"))
-                decisions.append(f"T+{at:.1f}s {step}: {what} by {who}{said}")
-            else:
-                refusal = record.get("refusal") or "refused"
-                decisions.append(f"T+{at:.1f}s {step}: {what} by {who} NOT counted: {refusal}")
-        elif kind == "approval.end" and at is not None:
-            decisions.append(f"T+{at:.1f}s {step}: {record.get('outcome') or '?'}")
     for step in order:
         if step not in spans:  # started, never ended: the run was cut short
             start, uses = starts[step]
             spans[step] = StepSpan(
                 step, uses, "running", start, None, "", uses in containment, uses in approvals
             )
-    return [spans[s] for s in order], markers, decisions
+    said = decisions(records, alert_epoch, names)
+    markers = [decision_marker(d) for d in said if d.at is not None]
+    return [spans[s] for s in order], markers, said
+
+
+def decision_marker(d: Decision) -> Marker:
+    """A decision on the timeline: a denial is drawn as a denial, a refusal as a refusal."""
+    if not d.accepted:
+        return Marker(d.at or 0.0, f"{d.decision} by {d.who} not counted", "refused")
+    verb = "denied" if d.denial else "approved"
+    return Marker(d.at or 0.0, f"{verb} by {d.who}", "deny" if d.denial else "approve")
+
+
+def decision_line(d: Decision) -> str:
+    """One decision as a sentence: when, which step, who, what, why, counted or not."""
+    when = "T+?" if d.at is None else f"T+{d.at:.1f}s"
+    prefix = f"{d.run}: " if d.run else ""
+    said = f" — “{d.reason}”" if d.reason else ""
+    verb = "denied" if d.denial else "approved"
+    line = f"{when} {prefix}{d.step}: {verb} by {d.who}{said}"
+    if d.source:
+        line += f" (via {d.source})"
+    return line if d.accepted else f"{line} — NOT counted: {d.refusal or 'refused'}"
 
 
 # --- shared by the Markdown and HTML renderings ------------------------------------------------

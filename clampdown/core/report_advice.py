@@ -1,47 +1,119 @@
-"""What to change after a drill: advice for each missed objective, and for what failed."""
+"""What to change after a drill: action items with owners, derived from each missed
+objective and from what went wrong in the run.
+
+How an item is derived (docs/reports.md says the same):
+
+* each missed objective gives one item: the advice for its kind (:data:`_ADVICE`), owned
+  by the role that kind names (:data:`OWNERS`: who can change what failed — the runbook
+  owner for a containment gap, the detection owner for a trigger, …);
+* decisions the run did not count give one item for the approvers' lead (``approver``);
+* missed Slack updates give one for the ``incident_lead`` (agree a fallback channel);
+* failed steps give one for the ``runbook_owner``;
+* with nothing missed, one item for the ``incident_lead``: make the drill harder.
+
+An owner that is one of the drill's roles is shown with the person's name.
+"""
 
 from __future__ import annotations
 
-from clampdown.core.report import DrillReport
+from collections.abc import Mapping
+
+from clampdown.core.report import ActionItem, DrillReport
+
+OWNERS = {
+    "contained_within": "incident_lead",
+    "approval_within": "approver",
+    "no_active_keys": "runbook_owner",
+    "endpoint_not_invocable_by": "runbook_owner",
+    "endpoint_frozen": "runbook_owner",
+    "bucket_locked": "runbook_owner",
+    "evidence_manifest_complete": "cloud_admin",
+    "runbook_started": "detection_owner",
+    "runbook_completed": "incident_lead",
+    "access_restored": "cloud_admin",
+    "kms_key_rotated": "cloud_admin",
+    "secret_rotated": "ml_platform_owner",
+    "slack_thread_complete": "slack_admin",
+    "slack_misses_recorded": "runbook_owner",
+    "alerts_recorded": "detection_owner",
+}
 
 
-def recommendations(report: DrillReport) -> list[str]:
-    """What to change, derived from each missed objective (and from what failed)."""
-    found: list[str] = []
+def _owner(role: str, roles: Mapping[str, str]) -> str:
+    return f"{role}: {roles[role]}" if role in roles else role
+
+
+def action_items(report: DrillReport) -> list[ActionItem]:
+    """What to change, each with an owner (see the module's docstring for the rules)."""
+    roles = report.roles
+    found: list[ActionItem] = []
     for o in report.objectives:
         if o.met:
             continue
         text = _ADVICE.get(o.kind)
         if text:
-            found.append(f"**{o.title}** — {o.reason} {text}".strip())
-    refused = [d for d in report.decisions if "NOT counted" in d]
-    if any("could not be resolved" in d for d in refused):
+            found.append(
+                ActionItem(
+                    f"{o.title}: {o.reason} {text}".strip(),
+                    _owner(OWNERS.get(o.kind, "incident_lead"), roles),
+                    o.id,
+                )
+            )
+    refused = [d for d in report.decisions if not d.accepted]
+    if any("could not be resolved" in d.refusal for d in refused):
         found.append(
-            "Decisions were refused because the approver group could not be resolved (Slack "
-            "was unreachable): list the approvers' user ids in the runbook (approvers.users) "
-            "or CLAMPDOWN_APPROVERS, so a decision from the terminal still counts."
+            ActionItem(
+                "Decisions were refused because the approver group could not be resolved "
+                "(Slack was unreachable): list the approvers' user ids in the runbook "
+                "(approvers.users) or CLAMPDOWN_APPROVERS, so a decision from the terminal "
+                "still counts.",
+                _owner("runbook_owner", roles),
+                "refused decisions",
+            )
         )
     elif refused:
         found.append(
-            f"{len(refused)} decision(s) were not counted: make sure every approver knows "
-            "who may approve which step, and that the run's starter cannot approve it."
+            ActionItem(
+                f"{len(refused)} decision(s) were not counted: make sure every approver knows "
+                "who may approve which step, and that the run's starter cannot approve it.",
+                _owner("approver", roles),
+                "refused decisions",
+            )
         )
     if any(f.startswith("Slack:") for f in report.failures):
         found.append(
-            "Slack updates were missed: agree on a fallback channel (phone bridge, "
-            "`clampdown runs` in a terminal) for when Slack is down."
+            ActionItem(
+                "Slack updates were missed: agree on a fallback channel (phone bridge, "
+                "`clampdown runs` in a terminal) for when Slack is down.",
+                _owner("incident_lead", roles),
+                "Slack misses",
+            )
         )
     if any(s.status == "failed" for s in report.steps):
         found.append(
-            "Steps failed during the run: read their errors above, fix the permission or "
-            "input at fault, and re-run this drill until the run is clean."
+            ActionItem(
+                "Steps failed during the run: read their errors in What failed, fix the "
+                "permission or input at fault, and re-run this drill until the run is clean.",
+                _owner("runbook_owner", roles),
+                "failed steps",
+            )
         )
     if not found:
         found.append(
-            "Every objective was met. Make the drill harder: shorten the containment target, "
-            "add a Slack outage or AWS throttling, or rehearse with a different approver."
+            ActionItem(
+                "Every objective was met. Make the drill harder: shorten the containment "
+                "target, add a Slack outage or AWS throttling, or rehearse with a different "
+                "approver.",
+                _owner("incident_lead", roles),
+                "all objectives met",
+            )
         )
     return found
+
+
+def recommendations(report: DrillReport) -> list[str]:
+    """The action items' texts (for callers that want lines)."""
+    return [item.text for item in action_items(report)]
 
 
 _ADVICE = {

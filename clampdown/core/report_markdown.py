@@ -1,33 +1,40 @@
-"""The after-action report as Markdown (for the terminal, a ticket or a pull request)."""
+"""The after-action report as Markdown (for the terminal, a ticket or a pull request).
+
+The sections a drill shares with the incident report of any run (times, inputs,
+decisions, changes, evidence) come from :mod:`clampdown.core.report_sections`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from clampdown.core.report import DrillReport
+from clampdown.core.report_facts import Times
+from clampdown.core.report_sections import (
+    md,
+    md_changes,
+    md_decisions,
+    md_evidence,
+    md_inputs,
+    md_times,
+)
 
-from clampdown.core.report import DrillReport, seconds_text
-from clampdown.core.report_advice import recommendations
+
+def times_of(r: DrillReport) -> Times:
+    return Times(r.time_to_notify, r.time_to_approve, r.time_to_contain, r.time_to_deny)
 
 
-def _md(text: Any) -> str:
-    """One table cell of run data: no pipe, no newline, no HTML (artifact viewers render it)."""
-    return (
-        str(text)
-        .replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("\n", " ")
-    )
+def origin_of(r: DrillReport) -> str:
+    return f"the alert from {r.alert_source} being posted"
 
 
 def to_markdown(report: DrillReport) -> str:
     r = report
     expected = "as expected" if r.as_expected else "NOT as expected"
     lines = [
-        f"# After-action report: {_md(r.title)}",
+        f"# After-action report: {md(r.title)}",
         "",
-        f"Drill `{r.drill}` ({r.family}) · run `{r.run_id or '—'}` of `{r.runbook or '—'}` · "
-        f"alert from {r.alert_source} at {r.alert_time:%Y-%m-%d %H:%M:%S} UTC",
+        f"Drill `{md(r.drill)}` ({md(r.family)}) · run `{md(r.run_id or '—')}` of "
+        f"`{md(r.runbook or '—')}` · alert from {md(r.alert_source)} at "
+        f"{r.alert_time:%Y-%m-%d %H:%M:%S} UTC",
         "",
         f"**Result: {r.verdict}** ({expected}"
         + (
@@ -37,14 +44,12 @@ def to_markdown(report: DrillReport) -> str:
         )
         + ")",
         "",
-        "| time to notify | time to approve | time to contain |",
-        "|---|---|---|",
-        f"| {seconds_text(r.time_to_notify)} | {seconds_text(r.time_to_approve)} "
-        f"| {seconds_text(r.time_to_contain)} |",
-        "",
+        *md_times(times_of(r), origin_of(r)),
     ]
+    if r.narrative:
+        lines += ["## Scenario", "", *(f"> {md(line)}" for line in r.narrative.splitlines()), ""]
     if len(r.runs) > 1:
-        lines += ["## Runs", "", *(f"- {_md(line)}" for line in r.runs), ""]
+        lines += ["## Runs", "", *(f"- {md(line)}" for line in r.runs), ""]
     lines += [
         "## Objectives",
         "",
@@ -54,8 +59,15 @@ def to_markdown(report: DrillReport) -> str:
     for o in r.objectives:
         mark = "✅ met" if o.met else "❌ missed"
         lines.append(
-            f"| {mark} | {_md(o.title)} (`{o.id}`) | {_md(o.measured)} | {_md(o.reason)} |"
+            f"| {mark} | {md(o.title)} (`{md(o.id)}`) | {md(o.measured)} | {md(o.reason)} |"
         )
+    lines += ["", "## Action items", ""]
+    lines += ["| # | action | owner | from |", "|---|---|---|---|"]
+    lines += [
+        f"| {n} | {md(a.text)} | {md(a.owner)} | {md(a.source)} |"
+        for n, a in enumerate(r.action_items, start=1)
+    ]
+    lines += ["", "## Inputs the run got", "", *md_inputs(r.inputs)]
     lines += ["", "## Timeline (seconds after the alert)", ""]
     lines += ["| step | action | status | start | end | note |", "|---|---|---|---|---|---|"]
     for s in r.steps:
@@ -63,29 +75,19 @@ def to_markdown(report: DrillReport) -> str:
         end = "—" if s.end is None else f"T+{s.end:.1f}s"
         tag = " (approval)" if s.approval else " (containment)" if s.containment else ""
         lines.append(
-            f"| `{s.id}`{tag} | `{s.uses}` | {s.status} | {start} | {end} | {_md(s.note)} |"
+            f"| `{md(s.id)}`{tag} | `{md(s.uses)}` | {s.status} | {start} | {end} | {md(s.note)} |"
         )
     if r.markers:
-        lines += ["", *(f"- T+{m.at:.1f}s: {_md(m.label)}" for m in r.markers)]
-    if r.decisions:
-        lines += ["", "## Decisions", "", *(f"- {_md(d)}" for d in r.decisions)]
+        lines += ["", *(f"- T+{m.at:.1f}s: {md(m.label)}" for m in r.markers)]
+    lines += ["", "## Decisions", "", *md_decisions(r.decisions, r.gates)]
+    lines += ["", "## What changed", "", *md_changes(r.changes)]
     lines += ["", "## What failed", ""]
-    lines += [f"- {_md(f)}" for f in r.failures] or ["Nothing failed."]
-    lines += ["", "## Evidence", ""]
-    if r.manifest_uri:
-        lines.append(f"Manifest: `{r.manifest_uri}`")
-        lines.append("")
-    if r.evidence:
-        lines += ["| object | SHA-256 | bytes |", "|---|---|---|"]
-        lines += [
-            f"| `{_md(e.get('key'))}` | `{str(e.get('sha256', ''))[:16]}…` | {e.get('size', '')} |"
-            for e in r.evidence
-        ]
-    else:
-        lines.append("No evidence manifest was written.")
-    lines += ["", "## Recommendations", "", *(f"- {t}" for t in recommendations(r))]
+    lines += [f"- {md(f)}" for f in r.failures] or ["Nothing failed."]
+    lines += ["", "## Evidence", "", *md_evidence(r.evidence, r.manifest_uri)]
     if r.roles:
-        lines += ["", "## Roles", "", *(f"- {k}: {_md(v)}" for k, v in r.roles.items())]
+        lines += ["", "## Roles", "", *(f"- {md(k)}: {md(v)}" for k, v in r.roles.items())]
+    if r.facilitator_notes:
+        lines += ["", "## Facilitator notes", "", *(f"- {md(n)}" for n in r.facilitator_notes)]
     if r.notes:
-        lines += ["", "## Notes on the simulation", "", *(f"- {_md(n)}" for n in r.notes)]
+        lines += ["", "## Notes on the simulation", "", *(f"- {md(n)}" for n in r.notes)]
     return "\n".join(lines) + "\n"

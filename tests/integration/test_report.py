@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from clampdown.core.report import DrillReport, ObjectiveResult, timeline_from_ledger
-from clampdown.core.report_advice import recommendations
+from clampdown.core.report_advice import action_items, recommendations
+from clampdown.core.report_facts import EvidenceItem, gate_ends, measured_times
 from clampdown.core.report_html import to_html
 from clampdown.core.report_markdown import to_markdown
 
@@ -111,10 +112,15 @@ def ledger(denied: bool = False) -> list[dict[str, Any]]:
     return records
 
 
+NAMES = {"U0APPROVE1": "Sam Okafor", "U0APPROVE3": "Tomasz Nowak"}
+
+
 def make_report(denied: bool = False) -> DrillReport:
+    records = ledger(denied)
     steps, markers, decisions = timeline_from_ledger(
-        ledger(denied), ALERT.timestamp(), containment=CONTAIN, approvals=GATES
+        records, ALERT.timestamp(), containment=CONTAIN, approvals=GATES, names=NAMES
     )
+    times = measured_times(records, ALERT.timestamp(), CONTAIN)
     contained = (
         None if denied else max(s.end for s in steps if s.containment and s.status == "succeeded")
     )
@@ -144,7 +150,7 @@ def make_report(denied: bool = False) -> DrillReport:
             "cloudtrail and ledger present",
         ),
     ]
-    return DrillReport(
+    report = DrillReport(
         drill="role-session-theft" if denied else "model-theft",
         title="Stolen CI key <pulling> model artifacts",
         family="model-theft",
@@ -154,8 +160,9 @@ def make_report(denied: bool = False) -> DrillReport:
         alert_time=ALERT,
         roles={"incident_lead": "Dana Reyes (U0LEAD0001)", "approver": "Sam Okafor (U0APPROVE1)"},
         time_to_notify=0.9,
-        time_to_approve=markers[0].at,
+        time_to_approve=times.approve,
         time_to_contain=contained,
+        time_to_deny=times.denied,
         steps=steps,
         markers=markers,
         objectives=objectives,
@@ -164,17 +171,29 @@ def make_report(denied: bool = False) -> DrillReport:
             f"step {s.id} ({s.uses}) failed: {s.note}" for s in steps if s.status == "failed"
         ],
         evidence=[
-            {"key": "incidents/a1b2c3d4e5f6/ledger.jsonl", "sha256": "ab" * 32, "size": 5120}
+            EvidenceItem(
+                "incidents/a1b2c3d4e5f6/ledger.jsonl",
+                "ab" * 32,
+                5120,
+                version_id="3HL4kqtJlcpXroDTDmJ",
+                lock_mode="GOVERNANCE",
+                retain_until="2027-03-14T09:27:00+00:00",
+            )
         ],
         manifest_uri="s3://clampdown-drill-evidence/incidents/a1b2c3d4e5f6/manifest.json",
         decisions=decisions,
+        gates=gate_ends(records, ALERT.timestamp()),
+        narrative="A CI key <leaked>; the approver has to choose.",
+        facilitator_notes=["Ask the approver what they checked first"],
         notes=["CloudTrail LookupEvents answered by the drill from the seeded story"],
     )
+    report.action_items = action_items(report)
+    return report
 
 
 def test_timeline_from_ledger_places_steps_on_the_alert_clock():
     steps, markers, decisions = timeline_from_ledger(
-        ledger(), ALERT.timestamp(), containment=CONTAIN, approvals=GATES
+        ledger(), ALERT.timestamp(), containment=CONTAIN, approvals=GATES, names=NAMES
     )
     by_id = {s.id: s for s in steps}
     assert [s.id for s in steps] == ["snapshot_trail", "approve", "revoke", "lock"]
@@ -182,13 +201,38 @@ def test_timeline_from_ledger_places_steps_on_the_alert_clock():
     assert by_id["revoke"].containment and by_id["revoke"].status == "succeeded"
     assert by_id["revoke"].start == pytest.approx(5.8) and by_id["revoke"].end == pytest.approx(7.9)
     assert by_id["lock"].status == "failed" and "PutBucketPolicy" in by_id["lock"].note
-    assert [m.label for m in markers] == ["approve by U0APPROVE1"]
-    assert markers[0].at == pytest.approx(5.6)
-    assert decisions == [
-        "T+4.0s approve: approve by U0LEAD0001 NOT counted: U0LEAD0001 is not an approver of this step",
-        "T+5.6s approve: approve by U0APPROVE1",
-        "T+5.7s approve: approved",
+    # the refused decision is on the chart as not counted, the counted one as an approval
+    assert [(m.kind, m.label) for m in markers] == [
+        ("refused", "approve by U0LEAD0001 not counted"),
+        ("approve", "approved by Sam Okafor (U0APPROVE1)"),
     ]
+    assert markers[1].at == pytest.approx(5.6)
+    assert [(d.approver, d.accepted, d.refusal) for d in decisions] == [
+        ("U0LEAD0001", False, "U0LEAD0001 is not an approver of this step"),
+        ("U0APPROVE1", True, ""),
+    ]
+    assert decisions[1].who == "Sam Okafor (U0APPROVE1)"
+
+
+def test_a_denial_is_drawn_and_counted_as_a_denial():
+    report = make_report(denied=True)
+    assert report.time_to_approve is None  # a denial is not an approval
+    assert report.time_to_deny == pytest.approx(6.6)
+    (decision,) = report.decisions
+    assert decision.denial and decision.who == "Tomasz Nowak (U0APPROVE3)"
+    page = to_html(report)
+    assert 'id="time-to-approve">—<' in page and "denied at T+6.6s" in page
+    assert 'class="marker marker-deny"' in page and "marker-approve" not in page
+    assert "T+6.6s denied by Tomasz Nowak (U0APPROVE3)" in page
+    assert 'class="bar bar-succeeded bar-denied"' in page  # the wait ended in a denial
+    assert "approval wait 6.1s → denied" in page
+    assert '<td class="deny">deny</td>' in page
+    text = to_markdown(report)
+    assert "| — (a denial at T+6.6s) |" in text
+    assert (
+        "| T+6.6s | `approve` | ❌ deny | Tomasz Nowak (U0APPROVE3) | training &lt;job&gt; running |"
+        in text
+    )
 
 
 def test_timeline_marks_skipped_and_unfinished_steps():
@@ -202,14 +246,16 @@ def test_timeline_marks_skipped_and_unfinished_steps():
     by_id = {s.id: s for s in steps}
     assert by_id["revoke"].status == "skipped" and by_id["revoke"].start is None
     assert by_id["report"].status == "running" and by_id["report"].end is None
-    assert "“training <job> running”" in decisions[0]
+    assert decisions[0].reason == "training <job> running" and decisions[0].denial
 
 
 def test_markdown_has_objectives_times_failures_evidence_and_recommendations():
     text = to_markdown(make_report())
     assert "**Result: 2 of 3 objectives missed**" not in text  # the approved run meets all three
     assert "**Result: all objectives met**" in text
-    assert "| 900ms | 5.6s | 7.9s |" in text
+    assert "| 900ms | 5.7s | 7.9s |" in text  # approve: approval.end, when quorum was reached
+    assert "| ab" + "ab" * 31 + " |" not in text and "`" + "ab" * 32 + "`" in text  # full hash
+    assert "| 3HL4kqtJlcpXroDTDmJ | GOVERNANCE until 2027-03-14T09:27:00+00:00 |" in text
     assert "| ✅ met | Contained within 120 s (`contained`) | 7.9 s | within target |" in text
     assert (
         "step lock (aws.s3.lock_model_artifacts) failed: AccessDenied: s3:PutBucketPolicy" in text
@@ -234,10 +280,14 @@ def test_denied_drill_reports_misses_as_expected_with_advice():
     )
     assert "| ❌ missed | Contained within 120 s (`contained`) | — | denied by U0APPROVE3 |" in text
     recs = recommendations(report)
-    assert any(
-        r.startswith("**Contained within 120 s** — denied by U0APPROVE3 Shorten") for r in recs
-    )
+    assert any(r.startswith("Contained within 120 s: denied by U0APPROVE3 Shorten") for r in recs)
     assert any("No access key left active" in r and "deactivates every key" in r for r in recs)
+    owners = {item.source: item.owner for item in action_items(report)}
+    # an owner that is one of the drill's roles is named; runbook_owner is not a drill role
+    assert owners == {
+        "contained": "incident_lead: Dana Reyes (U0LEAD0001)",
+        "keys_dead": "runbook_owner",
+    }
 
 
 def test_unexpected_outcome_is_called_out():
@@ -338,3 +388,72 @@ def test_chromium_renders_timeline_and_objectives(tmp_path: Path):
     assert rows is not None
     assert rows.group(1).count("<tr>") == 4  # header + three objectives
     assert rows.group(1).count('class="met"') == 3
+
+
+def crowded_report() -> DrillReport:
+    """Markers close together with long labels, and containment right after the alert: the
+    layout the old chart drew on top of each other."""
+    from clampdown.core.report import Marker
+
+    report = make_report()
+    report.markers = [
+        Marker(0.2, "second alert (pagerduty): HTTP 200 joined a1b2c3d4e5f6", "event"),
+        Marker(0.3, "Slack server_error for 20s", "event"),
+        Marker(0.4, "approve by U0LEAD0001 not counted", "refused"),
+        Marker(5.6, "approved by Sam Okafor (U0APPROVE1)", "approve"),
+        Marker(5.65, "denied by Tomasz Nowak (U0APPROVE3)", "deny"),
+        Marker(7.85, "the attacker minted key AKIA0000000000000002", "event"),
+    ]
+    return report
+
+
+MEASURE = """
+<script>
+const boxes = [...document.querySelectorAll('#timeline text.label')].map(t => t.getBBox());
+const clash = [];
+for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+  const a = boxes[i], b = boxes[j];
+  if (a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height)
+    clash.push(i + '/' + j);
+}
+const svg = document.querySelector('#timeline').viewBox.baseVal;
+const out = boxes.filter(b => b.x < 0 || b.x + b.width > svg.width).length;
+document.body.insertAdjacentHTML('beforeend',
+  '<pre id="measured">labels=' + boxes.length + ' clashes=' + clash.join(',') + ' outside=' + out + '</pre>');
+</script>
+"""
+
+
+@needs_chromium
+def test_chromium_timeline_labels_do_not_overlap(tmp_path: Path):
+    """The browser measures every label above the bars: none overlaps another or leaves the
+    chart (real font metrics, not the layout's estimate)."""
+    page = tmp_path / "crowded.html"
+    page.write_text(
+        to_html(crowded_report()).replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    dom = chromium("--dump-dom", page.as_uri()).stdout
+    found = re.search(r'<pre id="measured">labels=(\d+) clashes=([^ ]*) outside=(\d+)</pre>', dom)
+    assert found, dom[-2000:]
+    assert int(found.group(1)) == 8  # T+0, contained, six markers
+    assert found.group(2) == "", f"labels overlap: {found.group(2)}"
+    assert found.group(3) == "0"
+
+
+def test_html_after_action_has_the_tabletop_parts():
+    page = to_html(make_report())
+    parser = _Collect()
+    parser.feed(page)
+    ids = {a.get("id") for _t, a in parser.tags}
+    assert {"narrative", "facilitator-notes", "action-items", "decisions", "evidence"} <= ids
+    assert "A CI key &lt;leaked&gt;; the approver has to choose." in page
+    assert "<leaked>" not in page
+    assert "Ask the approver what they checked first" in page
+    assert "ab" * 32 in page  # the full SHA-256, not cut to 16 characters
+    assert "GOVERNANCE until 2027-03-14T09:27:00+00:00" in page
+    text = to_markdown(make_report())
+    assert "## Scenario" in text and "## Facilitator notes" in text and "## Action items" in text
+    assert "| 1 | 1 decision(s) were not counted" in text and "| approver: Sam Okafor" in text
+    assert (
+        "| 2 | Steps failed during the run" in text and "| runbook_owner | failed steps |" in text
+    )

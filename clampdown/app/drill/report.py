@@ -8,6 +8,7 @@ the Prefect run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,18 @@ from clampdown.app.drill.session import DrillSession
 from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
 from clampdown.core.drill_placeholders import fill_placeholders
+from clampdown.core.incident_report import action_kinds, rollback_ledgers
 from clampdown.core.report import DrillReport, Marker, timeline_from_ledger
+from clampdown.core.report_advice import action_items
+from clampdown.core.report_facts import (
+    EvidenceItem,
+    changes,
+    evidence,
+    gate_ends,
+    inputs,
+    measured_times,
+    merge_evidence,
+)
 from clampdown.core.report_html import to_html
 from clampdown.core.report_markdown import to_markdown
 
@@ -50,18 +62,16 @@ class AfterAction:
     def report(self) -> DrillReport:
         """Score the objectives and gather the timeline, failures and notes."""
         from clampdown.app.drill.objectives import DrillFacts, RunFacts, score
-        from clampdown.core.actions import registry
         from clampdown.core.ledger import read
 
         session, drill, alert_epoch = self._session, self._drill, self._session.clock.alert_epoch
         ledger = self._runs.ledger
         run_id = self._runs.run_id
         records = read(ledger) if ledger and ledger.exists() else []
-        actions, _ = registry().load_all()
-        containment = {a.name for a in actions if a.destructive and not a.approval_gate}
-        gates = {a.name for a in actions if a.approval_gate}
+        containment, gates = action_kinds()
+        names = self._names()
         steps, ledger_markers, decisions = timeline_from_ledger(
-            records, alert_epoch, containment=containment, approvals=gates
+            records, alert_epoch, containment=containment, approvals=gates, names=names
         )
         runs: list[RunFacts] = []
         later_failures: list[str] = []
@@ -73,11 +83,11 @@ class AfterAction:
                 continue
             more = read(tracked.ledger)
             spans, marks, said = timeline_from_ledger(
-                more, alert_epoch, containment=containment, approvals=gates
+                more, alert_epoch, containment=containment, approvals=gates, names=names
             )
             runs.append(RunFacts(tracked.run_id, tracked.runbook, tracked.origin, more, spans))
-            ledger_markers += [Marker(m.at, f"{tracked.runbook}: {m.label}") for m in marks]
-            decisions += [f"{tracked.runbook}: {line}" for line in said]
+            ledger_markers += [Marker(m.at, f"{tracked.runbook}: {m.label}", m.kind) for m in marks]
+            decisions += [dataclasses.replace(d, run=tracked.runbook or "?") for d in said]
             later_failures += [
                 f"{tracked.runbook} step {s.id} ({s.uses}) failed: {s.note}"
                 for s in spans
@@ -98,9 +108,7 @@ class AfterAction:
         )
         objectives = score(facts)
         self._check_inputs(records)
-        done = [s for s in steps if s.containment and s.status == "succeeded" and s.end]
-        broken = [s for s in steps if s.containment and s.status == "failed"]
-        gate_ends = [s.end for s in steps if s.approval and s.end is not None]
+        times = measured_times(records, alert_epoch, containment)
         failures = [
             f"step {s.id} ({s.uses}) failed: {s.note}" for s in steps if s.status == "failed"
         ]
@@ -110,8 +118,8 @@ class AfterAction:
             if r.get("type") == "slack.miss"
         ]
         failures += later_failures + self._timeline.failures
-        evidence, manifest_uri = self._evidence()
-        return DrillReport(
+        items, manifest_uri = self._evidence(records)
+        report = DrillReport(
             drill=drill.metadata.name,
             title=drill.metadata.title,
             family=drill.metadata.family,
@@ -121,19 +129,43 @@ class AfterAction:
             alert_time=datetime.fromtimestamp(alert_epoch, UTC),
             roles=self._roles(),
             time_to_notify=self._timeline.notified_at,
-            time_to_approve=min(gate_ends) if gate_ends else None,
-            time_to_contain=max(s.end for s in done if s.end) if done and not broken else None,
+            time_to_approve=times.approve,
+            time_to_contain=times.contain,
+            time_to_deny=times.denied,
             steps=steps,
             markers=sorted([*self._timeline.markers, *ledger_markers], key=lambda m: m.at),
             objectives=objectives,
             expected_missed=list(drill.expect.missed),
             failures=failures,
-            evidence=evidence,
+            evidence=items,
             manifest_uri=manifest_uri,
             decisions=decisions,
+            gates=gate_ends(records, alert_epoch),
             notes=self._notes(),
             runs=[self._run_line(run) for run in runs],
+            inputs=inputs(records),
+            changes=self._changes(records, alert_epoch),
+            narrative=drill.narrative,
+            facilitator_notes=list(drill.facilitator_notes),
         )
+        report.action_items = action_items(report)
+        return report
+
+    def _names(self) -> dict[str, str]:
+        """Slack user id -> the person's name, from the drill's roles."""
+        roles = self._drill.roles
+        return {
+            person.slack_user: person.name
+            for name in roles.names()
+            if (person := roles.get(name)) is not None
+        }
+
+    def _changes(self, records: list[dict[str, Any]], alert_epoch: float) -> list[Any]:
+        """What the alert's run changed, with the rollback state from the drill's rollbacks."""
+        ledger, run_id = self._runs.ledger, self._runs.run_id
+        if ledger is None or run_id is None:
+            return []
+        return changes(records, alert_epoch, rollback_ledgers(ledger.parent.parent, run_id))
 
     def write(self, report: DrillReport, report_dir: Path | None = None) -> DrillResult:
         """report.md and report.html (in ``report_dir``, else next to the workspace)."""
@@ -197,18 +229,24 @@ class AfterAction:
             f"(started T+{start:.1f}s by {run.origin}{end})"
         )
 
-    def _evidence(self) -> tuple[list[dict[str, Any]], str | None]:
+    def _evidence(self, records: list[dict[str, Any]]) -> tuple[list[EvidenceItem], str | None]:
+        """The ledger's evidence, completed from the S3 manifest (version ids) and each
+        object's retention (mode and retain-until)."""
+        items, manifest_uri = evidence(records)
         run_id = self._runs.run_id
         if run_id is None:
-            return [], None
+            return items, manifest_uri
         bucket = self._session.seeded.evidence_bucket
         key = f"incidents/{run_id}/manifest.json"
         try:
+            from clampdown_aws.evidence_package import with_retention
+
             s3 = self._session.client("s3")
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            entries = with_retention(s3, bucket, list(json.loads(body).get("objects", [])))
         except Exception:
-            return [], None
-        return list(json.loads(body).get("objects", [])), f"s3://{bucket}/{key}"
+            return items, manifest_uri
+        return merge_evidence(items, entries), f"s3://{bucket}/{key}"
 
     def _attach(self, markdown: str, report: DrillReport) -> None:
         """The report as a markdown artifact of the run's Prefect flow run."""

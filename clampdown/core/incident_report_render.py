@@ -1,0 +1,198 @@
+"""The incident report as Markdown, as one self-contained HTML page, as JSON, and as the
+short summary posted in the run's Slack thread.
+
+The HTML page has no external asset and no script (inline CSS, inline SVG chart), so
+it can be mailed to counsel or opened offline years later. Every value from the
+ledger is escaped (the shared sections of :mod:`clampdown.core.report_sections`).
+"""
+
+from __future__ import annotations
+
+import json
+
+from clampdown.core.incident_report import IncidentReport, trigger_text
+from clampdown.core.report import html_text, seconds_text
+from clampdown.core.report_chart import timeline_svg
+from clampdown.core.report_sections import (
+    CSS,
+    html_changes,
+    html_decisions,
+    html_evidence,
+    html_inputs,
+    html_scoping,
+    html_times,
+    md,
+    md_changes,
+    md_decisions,
+    md_evidence,
+    md_inputs,
+    md_scoping,
+    md_times,
+)
+
+
+def _chain_text(r: IncidentReport) -> str:
+    if r.chain is None:
+        return "not checked"
+    return ("intact: " if r.chain.ok else "BROKEN: ") + r.chain.message
+
+
+def _steps_md(r: IncidentReport) -> list[str]:
+    lines = ["| step | action | status | start | end | note |", "|---|---|---|---|---|---|"]
+    for s in r.steps:
+        start = "—" if s.start is None else f"T+{s.start:.1f}s"
+        end = "—" if s.end is None else f"T+{s.end:.1f}s"
+        tag = " (approval)" if s.approval else " (containment)" if s.containment else ""
+        lines.append(
+            f"| `{md(s.id)}`{tag} | `{md(s.uses)}` | {md(s.status)} | {start} | {end} "
+            f"| {md(s.note)} |"
+        )
+    return lines
+
+
+def to_markdown(r: IncidentReport) -> str:
+    """The whole report as Markdown (a ticket, a pull request, a Prefect artifact)."""
+    drill = " (drill)" if r.drill else ""
+    lines = [
+        f"# {md(r.title)}{drill}",
+        "",
+        f"Status **{md(r.status)}** · started {r.started_at:%Y-%m-%d %H:%M:%S} UTC"
+        + (f" · ended {r.ended_at:%Y-%m-%d %H:%M:%S} UTC" if r.ended_at else "")
+        + f" · trigger: {md(trigger_text(r.trigger))}"
+        + (f" · started by {md(r.started_by)}" if r.started_by else ""),
+        "",
+        f"Ledger chain: {md(_chain_text(r))}",
+        "",
+        *md_times(r.times, r.origin),
+    ]
+    if r.blind_spots:
+        lines += [
+            f"> **⚠ {r.blind_spots} blind spot(s) in the scoping**: see *What was taken*.",
+            "",
+        ]
+    lines += ["## Inputs", "", *md_inputs(r.inputs), ""]
+    lines += ["## Timeline (seconds after T+0)", "", *_steps_md(r), ""]
+    if r.markers:
+        lines += [*(f"- T+{m.at:.1f}s: {md(m.label)}" for m in r.markers), ""]
+    lines += ["## Decisions", "", *md_decisions(r.decisions, r.gates), ""]
+    lines += ["## Changes made and their rollback state", "", *md_changes(r.changes), ""]
+    lines += ["## What was taken (scoping)", "", *md_scoping(r.scoping), ""]
+    lines += ["## Evidence", "", *md_evidence(r.evidence, r.manifest_uri), ""]
+    lines += ["## What failed", ""]
+    lines += [f"- {md(f)}" for f in r.failures] or ["Nothing failed."]
+    return "\n".join(lines) + "\n"
+
+
+def _steps_html(r: IncidentReport) -> str:
+    rows = "".join(
+        f"<tr><td><code>{html_text(s.id)}</code>"
+        f"{' (approval)' if s.approval else ' (containment)' if s.containment else ''}</td>"
+        f"<td><code>{html_text(s.uses)}</code></td><td>{html_text(s.status)}</td>"
+        f"<td>{'—' if s.start is None else f'T+{s.start:.1f}s'}</td>"
+        f"<td>{'—' if s.end is None else f'T+{s.end:.1f}s'}</td>"
+        f"<td>{html_text(s.note)}</td></tr>"
+        for s in r.steps
+    )
+    return (
+        '<table id="steps"><tr><th>step</th><th>action</th><th>status</th><th>start</th>'
+        f"<th>end</th><th>note</th></tr>{rows}</table>"
+    )
+
+
+def to_html(r: IncidentReport) -> str:
+    """The whole report as one HTML page: inline CSS and SVG, no script, no external asset."""
+    status_class = "ok" if r.status == "succeeded" else "bad"
+    blind = (
+        f'<p class="blind" id="blind-banner"><b>⚠ {r.blind_spots} blind spot(s) in the '
+        "scoping</b>: parts of the window or the data were not visible; see What was taken.</p>"
+        if r.blind_spots
+        else ""
+    )
+    failures = (
+        "<ul>" + "".join(f"<li>{html_text(f)}</li>" for f in r.failures) + "</ul>"
+        if r.failures
+        else "<p>Nothing failed.</p>"
+    )
+    ended = f" · ended {html_text(f'{r.ended_at:%Y-%m-%d %H:%M:%S}')} UTC" if r.ended_at else ""
+    starter = f" · started by {html_text(r.started_by)}" if r.started_by else ""
+    chart = timeline_svg(
+        r.steps,
+        r.markers,
+        origin="run start",
+        contained_at=r.times.contain,
+        outcomes=r.outcomes,
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html_text(r.title)}</title>
+<style>{CSS}</style></head>
+<body><main>
+<h1>{html_text(r.title)}{" (drill)" if r.drill else ""}</h1>
+<p class="meta">started {html_text(f"{r.started_at:%Y-%m-%d %H:%M:%S}")} UTC{ended} ·
+trigger: {html_text(trigger_text(r.trigger))}{starter}</p>
+<p><span class="verdict {status_class}" id="status">{html_text(r.status)}</span>
+<span class="expect" id="chain">ledger chain {html_text(_chain_text(r))}</span></p>
+{html_times(r.times, r.origin)}
+{blind}
+<h2>Inputs</h2>{html_inputs(r.inputs)}
+<h2>Timeline</h2>
+{chart}
+{_steps_html(r)}
+<h2>Decisions</h2>{html_decisions(r.decisions, r.gates)}
+<h2>Changes made and their rollback state</h2>{html_changes(r.changes)}
+<h2>What was taken (scoping)</h2>{html_scoping(r.scoping)}
+<h2>Evidence</h2>{html_evidence(r.evidence, r.manifest_uri)}
+<h2>What failed</h2>{failures}
+</main></body></html>
+"""
+
+
+def to_json(r: IncidentReport) -> str:
+    return json.dumps(r.to_dict(), indent=2, sort_keys=True)
+
+
+def _slack(text: object) -> str:
+    """Ledger text made inert for Slack mrkdwn (no mention, link or channel ping from it)."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def short_summary(r: IncidentReport, outcome: str | None = None) -> str:
+    """A few lines for the run's Slack thread: outcome, times, decisions, changes, blind spots,
+    and where the full report is. ``outcome``: the run's outcome when the ledger has no
+    ``run.end`` yet (the observer is told before it is written)."""
+    status = outcome or r.status
+    t = r.times
+    lines = [
+        f"*Incident report* for run `{_slack(r.run_id)}` ({_slack(r.runbook)}): *{_slack(status)}*",
+        f"time to notify {seconds_text(t.notify)} · to approve {seconds_text(t.approve)}"
+        + (f" (denied at T+{t.denied:.1f}s)" if t.denied is not None else "")
+        + f" · to contain {seconds_text(t.contain)}",
+    ]
+    for d in r.decisions:
+        verb = "denied" if d.denial else "approved"
+        counted = "" if d.accepted else f" (not counted: {d.refusal})"
+        why = f": {d.reason}" if d.reason else ""
+        who = d.approver if d.approver.isalnum() else "?"
+        lines.append(_slack(f"• {d.step}: {verb} by ") + f"<@{who}>" + _slack(f"{why}{counted}"))
+    if r.changes:
+        rolled = sum(c.rollback.state == "rolled back" for c in r.changes)
+        lines.append(f"{len(r.changes)} change(s) made, {rolled} rolled back")
+    if r.evidence:
+        lines.append(f"{len(r.evidence)} evidence object(s) hashed")
+    for s in r.scoping:
+        total = s.totals
+        lines.append(
+            _slack(
+                f"Scoping {s.step}: {total.get('objects', len(s.objects))} object(s), "
+                f"{total.get('bytes_out', '?')} bytes out, confidence {s.confidence}"
+            )
+        )
+    if r.blind_spots:
+        lines.append(f":warning: {r.blind_spots} blind spot(s) in the scoping: read the report")
+    lines += [_slack(f"• failed: {f}") for f in r.failures[:5]]
+    lines.append(
+        f"Full report: `clampdown report {r.run_id}` (Markdown, `--format html`), "
+        f"and the Prefect artifact `clampdown-report-{r.run_id}`"
+    )
+    return "\n".join(lines)
