@@ -121,8 +121,8 @@ def test_slack_outage_still_contains_and_records_misses(drill):
     assert len(revoke["outputs"]["deactivated_keys"]) == 2
     assert "AWS throttling is simulated: 3 iam calls" in " ".join(report.notes)
     assert any("Slack server_error for 20s" in m.label for m in report.markers)
-    manifest = next(e for e in report.evidence if e["key"].endswith("ledger.jsonl"))
-    assert manifest["size"] > 0
+    manifest = next(e for e in report.evidence if e.key.endswith("ledger.jsonl"))
+    assert manifest.size and len(manifest.sha256) == 64
     assert result.markdown.read_text().count("✅ met") == 6
 
 
