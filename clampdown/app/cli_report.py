@@ -126,8 +126,11 @@ def report(
     ] = ReportFormat.markdown,
     output: OutputOpt = None,
 ) -> None:
-    """The incident report of a run, real or drill, from its ledger: timeline, decisions,
-    changes and their rollback state, evidence, scoping results, times."""
+    """Write the incident report of a run (real or drill) from its ledger.
+
+    Timeline, decisions with names and reasons, changes and their rollback state,
+    evidence, scoping results, time to notify / approve / contain (docs/reports.md).
+    """
     from clampdown.core.incident_report_render import to_html, to_json, to_markdown
     from clampdown.core.settings import settings
 
@@ -181,9 +184,11 @@ def export(
         Path | None, typer.Option("--output", "-o", help="also write the package here")
     ] = None,
 ) -> None:
-    """Package a run's evidence for counsel (ledger, evidence manifest, report, scoping
-    results, chain of custody) as one .tar.gz under Object Lock in the evidence bucket,
-    and verify it after upload."""
+    """Package a run's evidence for counsel in the evidence bucket, under Object Lock.
+
+    One .tar.gz: ledger, evidence manifest, report, scoping results, chain of custody.
+    Verified after upload; `clampdown verify <package>` checks it again later.
+    """
     from clampdown.core.incident_report_package import (
         build_package,
         chain_of_custody,

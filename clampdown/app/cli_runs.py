@@ -286,9 +286,12 @@ def verify(
     target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
 ) -> None:
     """Check a run ledger's hash chain; name the first altered record."""
+    from clampdown.app.cli_report import is_package, verify_package_target
     from clampdown.core.ledger import verify_file
     from clampdown.core.settings import settings
 
+    if is_package(target):  # an evidence package (clampdown export)
+        verify_package_target(target)
     if target.startswith("s3://"):
         _verify_manifest(target)
         return
