@@ -205,17 +205,30 @@ def serve(
 def iam_policy(
     runbooks: Annotated[list[str], typer.Argument(help="runbook files or names in the library")],
     library: LibraryOpt = None,
+    read_only: Annotated[
+        bool,
+        typer.Option(
+            "--read-only",
+            help="the read-only policy `clampdown plan --live` needs (no writes, no data reads)",
+        ),
+    ] = False,
 ) -> None:
-    """Print the least-privilege IAM policy (JSON) the engine needs to run these runbooks."""
+    """Print the least-privilege IAM policy (JSON) the engine needs to run these runbooks.
+
+    Resources are narrowed by the inputs' literal values, enums and anchored patterns;
+    where a call can only be granted on "*", a note on stderr says which step and why.
+    """
     from clampdown.core.actions import registry
-    from clampdown.core.iam_policy import policy
+    from clampdown.core.iam_policy import build
     from clampdown.core.settings import settings
 
     conf = settings()
     folder = library_folder(library, conf)
     models = [load_named_runbook(name, folder)[1] for name in runbooks]
-    document = policy(models, registry(), conf.evidence_bucket)
-    sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    result = build(models, registry(), conf.evidence_bucket, read_only=read_only)
+    sys.stdout.write(json.dumps(result.document, indent=2) + "\n")
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False)
 
 
 def _type_name(prop: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -290,11 +291,59 @@ def arn_resources(
     return {name: [value] for name in actions if name.startswith(f"{service}:")}
 
 
+S3_WRITE = (
+    "s3:GetBucketObjectLockConfiguration",  # GetObjectLockConfiguration of the evidence bucket
+    "s3:PutObject",  # PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload
+    "s3:PutObjectRetention",  # Object Lock retention on each object
+    "s3:AbortMultipartUpload",  # only when an upload fails half-way
+    "s3:ListBucket",  # write_manifest lists manifest.d/
+    "s3:GetObject",  # write_manifest reads manifest.d/ entries
+)
+"""What an action that writes evidence (through the evidence store) needs on the bucket."""
+_EVIDENCE_OBJECT_ACTIONS = (
+    "s3:PutObject",
+    "s3:PutObjectRetention",
+    "s3:AbortMultipartUpload",
+    "s3:GetObject",
+)
+
+
+def evidence_resources(bucket: Any) -> dict[str, list[str]]:
+    """The evidence writes scoped to the evidence bucket's ``incidents/`` prefix.
+
+    ``bucket`` is the step's ``bucket`` value (may be an IAM wildcard); None: the
+    configured evidence bucket (``clampdown iam-policy`` fills the placeholder in).
+    ``s3:GetBucketObjectLockConfiguration`` is left to the action: some read it on other
+    buckets too (``snapshot_config`` records each model bucket's lock configuration).
+    """
+    from clampdown.core.iam_policy import EVIDENCE_BUCKET
+
+    name = bucket if isinstance(bucket, str) and "{" not in bucket else EVIDENCE_BUCKET
+    objects = f"arn:aws:s3:::{name}/incidents/*"
+    return {
+        **{action: [objects] for action in _EVIDENCE_OBJECT_ACTIONS},
+        "s3:ListBucket": [f"arn:aws:s3:::{name}"],
+    }
+
+
 class AwsAction(Action):
     """Base of AWS actions: subclasses implement ``apply`` (and ``undo`` when they change
-    something). Both receive an :class:`Aws` for the step's region and account."""
+    something). Both receive an :class:`Aws` for the step's region and account.
+
+    ``iam_resources`` (for ``clampdown iam-policy``): an action that declares every
+    :data:`S3_WRITE` action writes evidence, so by default its object reads and writes
+    and its listing are scoped to the evidence bucket (:func:`evidence_resources`). An
+    action that also reads objects or lists keys in another bucket must override
+    ``iam_resources`` and declare those (``snapshot_cloudtrail`` does, for trail files).
+    """
 
     reversible: ClassVar[bool] = False
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        if not set(S3_WRITE) <= set(cls.iam_actions):
+            return {}
+        return evidence_resources(with_.get("bucket"))
 
     def run(self, params: Any, ctx: ActionContext) -> Any:
         aws = Aws(ctx)

@@ -37,19 +37,10 @@ from pydantic import BaseModel
 
 from clampdown.core.actions import ActionContext
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_aws.base import Aws
+from clampdown_aws.base import S3_WRITE, Aws
 
 GZIP_WBITS = 16 + 15  # zlib: gzip header and trailer, 32 KiB window
 GZIP_LEVEL = 6
-
-S3_WRITE = (
-    "s3:GetBucketObjectLockConfiguration",  # GetObjectLockConfiguration of the evidence bucket
-    "s3:PutObject",  # PutObject, CreateMultipartUpload, UploadPart, CompleteMultipartUpload
-    "s3:PutObjectRetention",  # Object Lock retention on each object
-    "s3:AbortMultipartUpload",  # only when an upload fails half-way
-    "s3:ListBucket",  # write_manifest lists manifest.d/
-    "s3:GetObject",  # write_manifest reads manifest.d/ entries
-)
 
 
 def _now() -> datetime:

@@ -14,7 +14,7 @@ warning. Only when nothing at all was copied does the step fail.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_aws.base import Aws, AwsAction, translate
+from clampdown_aws.base import Aws, AwsAction, evidence_resources, translate
 from clampdown_aws.evidence import (
     S3_WRITE,
     Count,
@@ -73,7 +73,7 @@ class SnapshotCloudTrail(AwsAction):
         "cloudtrail:DescribeTrails",
         "cloudtrail:LookupEvents",
         *S3_WRITE,
-    )  # s3:ListBucket and s3:GetObject also on the trail bucket
+    )  # s3:ListBucket and s3:GetObject also on the trail bucket (see iam_resources)
 
     class Input(ActionInput):
         principal_arn: str | None = Field(
@@ -115,6 +115,25 @@ class SnapshotCloudTrail(AwsAction):
         warnings: list[str] = Field(
             default_factory=list, description="what could not be copied although the step succeeded"
         )
+
+    @classmethod
+    def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        """Evidence writes on the evidence bucket; trail files read only under ``AWSLogs/``.
+
+        The trail (so its bucket) is found at run time by DescribeTrails, but CloudTrail
+        always delivers under ``[<prefix>/]AWSLogs/``: ``s3:GetObject`` is granted on
+        ``arn:aws:s3:::*/AWSLogs/*`` only, never on model objects. Listing a bucket reads
+        no object, so ``s3:ListBucket`` stays on any bucket.
+        """
+        out = evidence_resources(with_.get("bucket"))
+        evidence_bucket = out["s3:ListBucket"][0]
+        out["s3:GetBucketObjectLockConfiguration"] = [evidence_bucket]
+        out["s3:GetObject"] = [*out["s3:GetObject"], "arn:aws:s3:::*/AWSLogs/*"]
+        out["s3:ListBucket"] = ["arn:aws:s3:::*"]
+        # AWS requires "*": DescribeTrails and LookupEvents have no resource-level permissions
+        out["cloudtrail:DescribeTrails"] = ["*"]
+        out["cloudtrail:LookupEvents"] = ["*"]
+        return out
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         """Copy the trail files, then the LookupEvents pages; a LookupEvents failure is a

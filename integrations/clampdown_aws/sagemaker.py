@@ -67,6 +67,8 @@ from clampdown_aws.sagemaker_role_deny import (
 )
 
 _ENDPOINT = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ENDPOINT_GLOB = re.compile(r"^[a-zA-Z0-9*?-]{1,63}$")  # a name, or IAM wildcards for names
+ROLE_ACTIONS = ("iam:GetRole", "iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy")
 
 
 class FreezeEndpoint(AwsAction):
@@ -177,29 +179,36 @@ class FreezeEndpoint(AwsAction):
 
     @classmethod
     def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        """ARNs per call from the step's values (IAM wildcards allowed, for iam-policy).
+
+        Calls a step cannot make get ``[]``: the role calls without ``caller_roles``, API
+        Gateway without ``api_gateway``, weights outside ``mode: drain``, the config switch
+        without ``standin_model``/``blocked_config``. The endpoint config's name is found at
+        run time, so config calls are on ``endpoint-config/*``.
+        """
         out: dict[str, list[str]] = {}
         name = with_.get("endpoint_name")
-        if isinstance(name, str) and _ENDPOINT.match(name):
+        endpoint = None
+        if isinstance(name, str) and _ENDPOINT_GLOB.match(name):
             # SageMaker ARNs carry the endpoint name in lower case
             endpoint = f"arn:aws:sagemaker:*:*:endpoint/{name.lower()}"
             out["sagemaker:DescribeEndpoint"] = [endpoint]
-            out["sagemaker:UpdateEndpointWeightsAndCapacities"] = [endpoint]
-        roles = with_.get("caller_roles")
-        if isinstance(roles, list) and roles and all(isinstance(r, str) for r in roles):
-            arns: list[str] = []
-            for role in roles:
-                if ROLE_ARN.match(role):
-                    arns.append(role)
-                elif ROLE_NAME.match(role):
-                    arns += [f"arn:aws:iam::*:role/{role}", f"arn:aws:iam::*:role/*/{role}"]
-                else:  # an expression: the role is not known before the run
-                    return out
-            for action in (
-                "iam:GetRole",
-                "iam:GetRolePolicy",
-                "iam:PutRolePolicy",
-                "iam:DeleteRolePolicy",
-            ):
+        configs = "arn:aws:sagemaker:*:*:endpoint-config/*"
+        out["sagemaker:DescribeEndpointConfig"] = [configs]
+        mode = with_.get("mode", "deny_callers")
+        if mode in ("deny_callers", "drain"):
+            drain = mode == "drain"
+            switch = drain and bool(with_.get("standin_model") or with_.get("blocked_config"))
+            if endpoint:
+                out["sagemaker:UpdateEndpointWeightsAndCapacities"] = [endpoint] if drain else []
+                out["sagemaker:UpdateEndpoint"] = [endpoint, configs] if switch else []
+            out["sagemaker:CreateEndpointConfig"] = [configs] if switch else []
+            out["sagemaker:AddTags"] = [configs] if switch else []
+        if "api_gateway" not in with_ or with_["api_gateway"] is None:
+            out["apigateway:GET"] = out["apigateway:PATCH"] = []
+        arns = _role_arns(with_.get("caller_roles", []))
+        if arns is not None:
+            for action in ROLE_ACTIONS:
                 out[action] = arns
         return out
 
@@ -511,6 +520,21 @@ def still_serves(params: FreezeEndpoint.Input, denied: list[str], config: dict[s
         "(weights are traffic shaping, not access control; use standin_model to take the "
         "model off the endpoint)"
     )
+
+
+def _role_arns(roles: Any) -> list[str] | None:
+    """The role ARNs ``caller_roles`` names (None: not known before the run)."""
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return None
+    arns: list[str] = []
+    for role in roles:
+        if ROLE_ARN.match(role) or (role.startswith("arn:aws") and ":role/" in role):
+            arns.append(role)
+        elif ROLE_NAME.match(role):
+            arns += [f"arn:aws:iam::*:role/{role}", f"arn:aws:iam::*:role/*/{role}"]
+        else:  # an expression: the role is not known before the run
+            return None
+    return arns
 
 
 def _is_expression(value: str) -> bool:
