@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from clampdown.app.body_limits import BodyLimit, route_limits
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.triggers import TriageOutcome
@@ -43,6 +46,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("clampdown.serve")
 MAX_CONCURRENT_RUNS = 8
+
+
+class ServeSettings(BaseSettings):
+    """Settings of the HTTP server itself (``CLAMPDOWN_SERVE_*``), read once by create_app."""
+
+    model_config = SettingsConfigDict(env_prefix="CLAMPDOWN_", extra="ignore")
+
+    serve_openapi: bool = Field(
+        False, description="serve /openapi.json, /docs and /redoc (off: they map the API)"
+    )
 
 
 class InProcessStarter:
@@ -166,6 +179,7 @@ def create_app(
     *,
     clampdown: Settings | None = None,
     alerts: AlertSettings | None = None,
+    serve: ServeSettings | None = None,
 ) -> FastAPI:
     """The server's ASGI app; ``start_run`` defaults to :func:`default_starter`.
 
@@ -181,6 +195,10 @@ def create_app(
     Slack is optional: without its signing secret and bot token ``/slack/events``
     answers 503 and the alert endpoints still work (and the other way round: an alert
     endpoint whose secret is not set answers 503).
+
+    Every request body is bounded before it is read (:mod:`clampdown.app.body_limits`);
+    ``/openapi.json``, ``/docs`` and ``/redoc`` are served only with
+    ``CLAMPDOWN_SERVE_OPENAPI=true`` (``serve``), since they map every endpoint for anyone.
     """
     from clampdown.core.settings import current_library
     from clampdown.core.settings import settings as clampdown_settings
@@ -200,11 +218,20 @@ def create_app(
             starter.shutdown()
         store.close()
 
-    app = FastAPI(title="clampdown", lifespan=lifespan, docs_url=None, redoc_url=None)
+    alert_conf = alerts if alerts is not None else alert_settings()
+    docs = (serve if serve is not None else serve_settings()).serve_openapi
+    app = FastAPI(
+        title="clampdown",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,  # the API's map: only when asked
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
+    app.add_middleware(BodyLimit, limits=route_limits(alert_conf.max_alert_bytes))
     app.state.slack = slack
     app.state.starter = starter
     app.state.store = store
-    app.include_router(_alert_router(triage, store, alerts))
+    app.include_router(_alert_router(triage, store, alert_conf))
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -317,6 +344,20 @@ def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Al
     )
 
 
+def serve_settings() -> ServeSettings:
+    """The server's own settings from the environment (a user error when invalid)."""
+    from pydantic import ValidationError
+
+    from clampdown.core.settings import settings_problems
+
+    try:
+        return ServeSettings()
+    except ValidationError as exc:
+        raise ClampdownError(
+            f"invalid setting: {settings_problems(exc)}", "fix the environment variable"
+        ) from None
+
+
 def alert_settings() -> AlertSettings:
     """The alert endpoints' settings from the environment (a user error when invalid)."""
     from pydantic import ValidationError
@@ -332,10 +373,10 @@ def alert_settings() -> AlertSettings:
         ) from None
 
 
-def _alert_router(triage: AlertTriage, store: Any, alerts: AlertSettings | None) -> Any:
+def _alert_router(triage: AlertTriage, store: Any, alerts: AlertSettings) -> Any:
     from clampdown_alerts import alert_router
 
-    return alert_router(alerts if alerts is not None else alert_settings(), triage, store)
+    return alert_router(alerts, triage, store)
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) -> None:

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from clampdown.core.alert import Alert
+from clampdown.core.limits import MAX_JSON_DEPTH, TooDeep, loads_bounded
 from clampdown_alerts import signatures, sources
 from clampdown_alerts.errors import (
     AlertRejected,
@@ -94,16 +95,17 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body as JSON, at most MAX_JSON_DEPTH levels deep (else 400, never a 500 later)."""
     try:
-        return json.loads(body)
+        return loads_bounded(body, MAX_JSON_DEPTH)
+    except TooDeep as exc:
+        raise Malformed(f"body is {exc}") from None
     except UnicodeDecodeError:
         raise Malformed("body is not UTF-8 JSON") from None
     except json.JSONDecodeError as exc:
         raise Malformed(
             f"body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
-    except RecursionError:
-        raise Malformed("body is nested too deeply") from None
 
 
 def _digest(*parts: bytes) -> str:

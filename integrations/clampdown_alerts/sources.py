@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clampdown.core.alert import Alert, Severity
+from clampdown.core.limits import TooDeep, loads_bounded
 from clampdown_alerts.errors import Malformed
 
 AlarmSeverity = Callable[[str], Severity]
@@ -230,7 +231,9 @@ def parse_sns_notification(
     EventBridge event (EventBridge -> SNS -> HTTPS), or plain text."""
     text = _str(message, "Message", "sns")
     try:
-        inner = json.loads(text)
+        inner = loads_bounded(text)
+    except TooDeep as exc:
+        raise Malformed(f"sns.Message is {exc}") from None
     except ValueError:
         inner = None
     if isinstance(inner, dict) and "AlarmName" in inner:
