@@ -15,11 +15,23 @@ The layout (operators and tests rely on it; keep it byte-for-byte)::
             rollback.lock              held while a rollback of the run is in progress
 
 :class:`Home` is built from the configured home (``Settings.paths``); nothing else
-joins these names. Pure: no environment is read here.
+joins these names. No environment is read here.
+
+Private by default: the folder holds ledgers, approval requests (which name the paused
+run's Prefect API and flow run), Slack thread state and the dedup database, none of
+which another local user should read. Folders clampdown creates here are 0700
+(:func:`private_dirs`) and files 0600 (:func:`private_opener`, :func:`write_private`),
+whatever the umask. :meth:`Home.secure` creates the home 0700 and tightens a home (and
+its ``runs``/``drills`` folders and the state database) that an older version left
+group- or world-readable; ``clampdown serve`` calls it at start and logs what it changed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +44,63 @@ SLACK_THREAD_STATE = "slack.json"
 ROLLED_BACK_MARK = "rolled-back.json"
 ROLLBACK_LOCK = "rollback.lock"
 STATE_DB = "state.sqlite3"
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+_LOOSE = stat.S_IRWXG | stat.S_IRWXO  # any permission for the group or others
+
+
+def private_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents 0700 (existing folders are left as they are).
+
+    ``Path.mkdir(parents=True)`` creates parents with the default mode; this does not.
+    """
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            folder.mkdir(mode=PRIVATE_DIR)
+
+
+def private_opener(path: str | os.PathLike[str], flags: int) -> int:
+    """``open(path, mode, opener=private_opener)``: a file it creates is 0600."""
+    return os.open(path, flags, PRIVATE_FILE)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text`` in a 0600 file (folders created 0700)."""
+    private_dirs(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: 0600
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def tighten(path: Path, mode: int) -> str | None:
+    """``path`` to ``mode`` if the group or others have any permission on it.
+
+    Returns what was done (or why it could not be done), None when nothing was needed.
+    """
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return None
+    if not current & _LOOSE:
+        return None
+    try:
+        path.chmod(mode)
+    except OSError as exc:
+        return f"{path} is {current:o} and could not be made {mode:o}: {exc.strerror}"
+    return f"{path} was {current:o}, now {mode:o}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +166,18 @@ class Home:
 
     def run(self, run_id: str) -> RunFiles:
         return RunFiles(self, run_id)
+
+    def secure(self) -> list[str]:
+        """Create the home 0700, or tighten it: the home, ``runs``, ``drills`` to 0700, the
+        state database (and its WAL files) to 0600. Returns one line per change (for a
+        warning); files inside older run folders keep their modes, but nobody else can
+        reach them once the home is 0700."""
+        private_dirs(self.root)
+        changes = [tighten(d, PRIVATE_DIR) for d in (self.root, self.runs_dir, self.drills_dir)]
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            db = self.state_db.with_name(self.state_db.name + suffix)
+            changes.append(tighten(db, PRIVATE_FILE))
+        return [c for c in changes if c]
 
     def existing_ledger(self, run_id: str) -> Path:
         """The ledger of a past run, or a user error that says where ledgers live."""

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from clampdown.core.home import private_dirs, private_opener
+
 GENESIS = "0" * 64
 MASK = "***"
 
@@ -60,7 +62,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._file: BinaryIO | None = None
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)  # 0700: CLAMPDOWN_HOME is readable by its owner only
         # the chain's tail is read under the file lock at each append whose file size
         # is not the one we left: another writer (an alert joining) may have appended
         self._seq, self._prev, self._size = 0, GENESIS, -1
@@ -92,7 +94,7 @@ class Ledger:
         """Append one record; an exclusive flock keeps other writers (``append_to``) out."""
         with self._lock:
             if self._file is None:
-                self._file = self.path.open("ab")
+                self._file = open(self.path, "ab", opener=private_opener)  # noqa: SIM115 (0600)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
             try:
                 return self._append_locked(self._file, type_, fields)
