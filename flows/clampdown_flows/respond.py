@@ -42,6 +42,7 @@ from clampdown.core.engine.scheduler import (
 )
 from clampdown.core.engine.state import RunState, new_state
 from clampdown.core.extensions import RunHeader, evidence_sinks, run_observers
+from clampdown.core.incident_report_render import markdown_from_ledger
 from clampdown.core.ledger import Ledger, new_run_id, now
 from clampdown.core.lint import load_runbook
 from clampdown.core.loader import resolve
@@ -199,6 +200,7 @@ async def respond(
             evidence=manifest_uri(sinks, run_id),
         )
         await _artifact(state, status)
+        await _report_artifact(state)
     finally:
         observers.ended("interrupted")  # no-op when already told above
         ledger.close()
@@ -277,4 +279,18 @@ async def _artifact(state: RunState, status: str) -> None:
         markdown=markdown,
         key=f"clampdown-run-{state.run_id}",
         description=f"clampdown run {state.run_id}",
+    )
+
+
+async def _report_artifact(state: RunState) -> None:
+    """The run's incident report (``clampdown report``) as a markdown artifact of the run."""
+    try:
+        markdown = markdown_from_ledger(state.ledger.path)
+    except Exception as exc:  # the run's outcome does not depend on its report
+        get_run_logger().warning("no incident report artifact: %s", exc)
+        return
+    await acreate_markdown_artifact(
+        markdown=markdown,
+        key=f"clampdown-report-{state.run_id}".lower(),
+        description=f"incident report of clampdown run {state.run_id}",
     )

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from clampdown.core.approvals import Request
 from clampdown.core.extensions import RunHeader
 from clampdown.core.home import Home
+from clampdown.core.incident_report_render import summary_from_ledger
 from clampdown.core.ledger import Ledger
 from clampdown_slack.approval_card import (
     decided_blocks,
@@ -185,6 +186,11 @@ class RunThread:
         self.update(steps)
 
     def run_ended(self, outcome: str, steps: Sequence[tuple[str, str]]) -> None:
+        """Post the incident report's summary in the thread, then the outcome."""
+        try:
+            self.reply(summary_from_ledger(self.ledger.path, outcome))
+        except Exception as exc:  # the report is a convenience: never stop the run's end
+            log.warning("slack: run %s: no report summary: %s", self.run_id, exc)
         self.close(outcome, steps)
 
     def approval_requested(self, request: Request) -> Card:
@@ -342,6 +348,8 @@ class RunThread:
         remember_thread(self._state_file, self.channel, sent["channel"], sent["ts"])
         self.header_channel, self.header_ts = sent["channel"], sent["ts"]
         self.thread_ts = sent["ts"]
+        if not self._closed:  # responders were told now: the report's time to notify
+            self.ledger.append("slack.posted", channel=sent["channel"], message_ts=sent["ts"])
 
     def _edit_header(self) -> None:
         with self._cond:
