@@ -181,21 +181,23 @@ def with_problems(
     ``scrub`` masks secrets in the values before they are quoted (and cut short: a
     secret cut in half would no longer be found by a later scrub)."""
     scrub = scrub or (lambda value: value)
-    problems = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "(all)"
-        kind, ctx = err["type"], err.get("ctx") or {}
-        if kind in _RULES:
-            rule = _RULES[kind]
-        elif kind in _CONSTRAINTS:
-            try:
-                rule = _CONSTRAINTS[kind].format(**ctx)
-            except (KeyError, IndexError):
-                rule = err["msg"]
-        else:  # a validator of the action's own: its message is already meant for people
-            rule = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        problems.append(WithProblem(where, scrub(err.get("input")), rule))
-    return problems
+    return [with_problem(err, scrub(err.get("input"))) for err in exc.errors(include_url=False)]
+
+
+def with_problem(err: Any, value: Any) -> WithProblem:
+    """One pydantic error (``ValidationError.errors()`` item) as a :class:`WithProblem`."""
+    where = ".".join(str(p) for p in err["loc"]) or "(all)"
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in _RULES:
+        rule = _RULES[kind]
+    elif kind in _CONSTRAINTS:
+        try:
+            rule = _CONSTRAINTS[kind].format(**ctx)
+        except (KeyError, IndexError):
+            rule = str(err["msg"])
+    else:  # a validator of the action's own: its message is already meant for people
+        rule = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return WithProblem(where, value, rule)
 
 
 class InputValidationError(ClampdownError):

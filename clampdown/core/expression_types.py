@@ -64,6 +64,7 @@ class ExprType:
     pattern: str | None = None
     enum: tuple[Any, ...] | None = None
     items: ExprType | None = None
+    none_why: str = ""  # why it is none at times, when that is certain ("" : not known)
 
     @property
     def known(self) -> bool:
@@ -94,6 +95,7 @@ def union(a: ExprType, b: ExprType) -> ExprType:
         pattern=a.pattern if a.pattern == b.pattern else None,
         enum=enum,
         items=a.items if a.items == b.items else None,
+        none_why=a.none_why or b.none_why,
     )
 
 
@@ -102,13 +104,13 @@ def _given(t: ExprType) -> ExprType:
     if t.kinds is None:
         return t
     kinds = t.kinds - {"null"} or t.kinds
-    return replace(t, kinds=kinds, may_be_empty="")
+    return replace(t, kinds=kinds, may_be_empty="", none_why="")
 
 
 def _not_none(t: ExprType) -> ExprType:
     if t.kinds is None:
         return t
-    return replace(t, kinds=t.kinds - {"null"} or t.kinds)
+    return replace(t, kinds=t.kinds - {"null"} or t.kinds, none_why="")
 
 
 # --- where values come from ------------------------------------------------------------------
@@ -118,8 +120,10 @@ def input_type(name: str, spec: InputSpec) -> ExprType:
     """The type of ``inputs.<name>`` from its declaration."""
     origin = f"input '{name}'"
     kinds = {spec.type}
+    none_why = ""
     if spec.default is None and not spec.required:
         kinds.add("null")  # not given: the value is none
+        none_why = f"{origin} is optional and has no default"
     empty = ""
     if spec.type == "array" and not (spec.min_items or 0) >= 1:
         empty = (
@@ -130,7 +134,14 @@ def input_type(name: str, spec: InputSpec) -> ExprType:
     elif spec.type == "string" and (spec.default == "" or (spec.enum and "" in spec.enum)):
         empty = f"{origin} may be ''"
     enum = tuple(spec.enum) if spec.enum is not None else None
-    return ExprType(frozenset(kinds), origin, may_be_empty=empty, pattern=spec.pattern, enum=enum)
+    return ExprType(
+        frozenset(kinds),
+        origin,
+        may_be_empty=empty,
+        pattern=spec.pattern,
+        enum=enum,
+        none_why=none_why,
+    )
 
 
 def schema_type(schema: Mapping[str, Any], defs: Mapping[str, Any], origin: str) -> ExprType:
@@ -378,7 +389,12 @@ def _default(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
     )
     # without boolean=true, default() replaces only an undefined value (a skipped step's
     # output), not none: an input that was not given stays none
-    return union(_given(base) if boolean else base, fallback)
+    if boolean:
+        return union(_given(base), fallback)
+    result = union(base, fallback)
+    if base.none_why:
+        result = replace(result, none_why=base.none_why + ", and default() without true keeps none")
+    return result
 
 
 def _same(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
@@ -652,19 +668,24 @@ def _kind_fix(value: ExprType, target: FieldType) -> str:
     if accepted & {"integer", "number"} and "string" in kinds:
         return f"declare {subject} as type: integer (or number), or convert it: {{{{ … | int }}}}"
     if "boolean" in accepted:
-        return f"declare {subject} as type: boolean, or compare: {{{{ inputs.x == 'yes' }}}}"
+        return f"declare {subject} as type: boolean, or compare: {{{{ {_ref(subject)} == 'yes' }}}}"
     return f"give field '{target.name}' {target.describe()}"
 
 
 def _maybe_none(value: ExprType, target: FieldType) -> Problem:
-    if value.origin.startswith("input '"):
-        name = value.origin.removeprefix("input '").removesuffix("'")
+    if value.none_why:
+        name = value.origin.removeprefix("input '").split("'")[0]
+        fix = (
+            "write | default('…', true): without true, default() replaces only undefined values"
+            if "default()" in value.none_why
+            else "give the input a default, make it required: true, or run the step only "
+            f'when it is given: if: "{{{{ inputs.{name} }}}}"'
+        )
         return Problem(
             "error",
-            f"{value.origin} is optional and has no default: when it is not given, "
-            f"field '{target.name}' gets none, which it does not take",
-            f"give the input a default, make it required: true, or run the step only "
-            f'when it is given: if: "{{{{ inputs.{name} }}}}"',
+            f"{value.none_why}: when it is not given, field '{target.name}' gets none, "
+            "which it does not take",
+            fix,
         )
     return Problem(
         "warning",

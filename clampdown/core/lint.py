@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from clampdown.core import expression_types as types
 from clampdown.core import graph
 from clampdown.core import inputs as inputs_mod
-from clampdown.core.actions import Action, ActionLoadError, Registry
+from clampdown.core.actions import Action, ActionLoadError, Registry, with_problem
 from clampdown.core.actions import registry as default_registry
 from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mean
 from clampdown.core.expressions import (
@@ -265,10 +265,15 @@ class _RunbookLinter:
         a number: what the JSON Schema says); expressions are checked by their types."""
         dynamic = {k for k, v in with_.items() if contains_expression(v)}
         literal = {k: v for k, v in with_.items() if k not in dynamic}
+        fields = [f.alias or n for n, f in model.model_fields.items()]
+        if model.model_config.get("extra") == "forbid":
+            for key in sorted(dynamic - set(fields) - set(model.model_fields)):
+                hint = did_you_mean(key, fields) or f"this action takes: {', '.join(fields)}"
+                at: Path = ("steps", i, "with", key)
+                self.error(at, f"unknown with field '{key}'", hint, "with", key=True)
         try:
             model.model_validate(literal, strict=True)
         except ValidationError as exc:
-            fields = [f.alias or n for n, f in model.model_fields.items()]
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
                 key = str(loc[0]) if loc else ""
@@ -292,8 +297,7 @@ class _RunbookLinter:
                         "with",
                     )
                 else:
-                    msg = err["msg"].removeprefix("Value error, ")
-                    self.error(where, f"with field '{'.'.join(map(str, loc))}': {msg}", "", "with")
+                    self.error(where, str(with_problem(err, err.get("input"))), "", "with")
 
     def check_expressions(self) -> None:
         for i, step in enumerate(self.rb.steps):
