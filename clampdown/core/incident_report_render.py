@@ -9,6 +9,8 @@ ledger is escaped (the shared sections of :mod:`clampdown.core.report_sections`)
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from pathlib import Path
 
 from clampdown.core.incident_report import IncidentReport, trigger_text
 from clampdown.core.report import html_text, seconds_text
@@ -196,3 +198,17 @@ def short_summary(r: IncidentReport, outcome: str | None = None) -> str:
         f"and the Prefect artifact `clampdown-report-{r.run_id}`"
     )
     return "\n".join(lines)
+
+
+def summary_from_ledger(ledger: Path, outcome: str | None = None) -> str:
+    """:func:`short_summary` of the run whose ledger is at ``ledger`` (as written so far)."""
+    from clampdown.core.incident_report import load_incident_report
+
+    return short_summary(load_incident_report(ledger), outcome)
+
+
+def markdown_from_ledger(ledger: Path, names: Mapping[str, str] | None = None) -> str:
+    """The whole report of the run whose ledger is at ``ledger``, as Markdown."""
+    from clampdown.core.incident_report import load_incident_report
+
+    return to_markdown(load_incident_report(ledger, names=names))
