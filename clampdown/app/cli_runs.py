@@ -43,8 +43,9 @@ def run(
         str | None,
         typer.Option(
             "--as",
-            help="who starts the run (Slack user id): the two-person rule keeps them from "
-            "approving it (default: the login name)",
+            help="who starts the run (Slack user id): the two-person rule keeps that id from "
+            "approving it (default: the login name); a claim, recorded with your local "
+            "account (docs/security.md)",
         ),
     ] = None,
 ) -> None:
@@ -80,7 +81,7 @@ def run(
                 inputs_mod.protect(model.inputs, values),
                 run_id=run_id,
                 library=str(library),
-                trigger={"type": "manual", "user": as_ or getpass.getuser()},
+                trigger=_terminal_trigger(as_),
             )
     except KeyboardInterrupt:
         err.print(f"[yellow]interrupted: run {run_id} stopped where it was[/]")
@@ -108,6 +109,19 @@ def run(
     if isinstance(summary, dict) and summary.get("evidence_error"):
         err.print(f"[red]{escape(summary['evidence_error'])}[/]")
     raise typer.Exit({"succeeded": 0, "denied": 3}.get(status, 1))
+
+
+def _terminal_trigger(claim: str | None) -> dict[str, object]:
+    """Who started a run from this terminal: the claimed id (``--as``, else the login name)
+    and the local account that made the claim. The claim is not authenticated; the
+    two-person rule refuses an approver whose authenticated id equals it."""
+    login = getpass.getuser()
+    return {
+        "type": "manual",
+        "user": claim or login,
+        "authenticated": False,
+        "local_user": f"{login} (uid {os.getuid()})",
+    }
 
 
 def runs(
@@ -153,17 +167,31 @@ def runs(
 def approve(
     run_id: Annotated[str, typer.Argument(help="the run waiting for approval")],
     as_: Annotated[
-        str, typer.Option("--as", help="your Slack user id (the flow checks it is an approver)")
+        str,
+        typer.Option(
+            "--as",
+            help="your approver id (Slack user id); the run checks that the key that signed "
+            "is listed for it in CLAMPDOWN_ALLOWED_SIGNERS and that it is an approver",
+        ),
     ],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            "--sign-with",
+            help="your SSH key: a private key, or its .pub when the key is in ssh-agent "
+            "(default: CLAMPDOWN_APPROVER_KEY)",
+        ),
+    ] = None,
     step: Annotated[
         str | None, typer.Option(help="the approval step (default: the only one waiting)")
     ] = None,
     deny: Annotated[bool, typer.Option("--deny", help="deny instead of approve")] = False,
     reason: Annotated[str, typer.Option(help="why (required with --deny)")] = "",
 ) -> None:
-    """Approve (or deny) a paused run; the run itself checks the decision.
+    """Approve (or deny) a paused run, signed with your own SSH key; the run checks it.
 
-    Exit 0 when the decision counted, 1 when it was refused.
+    Exit 0 when the decision counted, 1 when it was refused or cannot be signed.
     """
     from clampdown.core.settings import settings
     from clampdown_flows.decisions import pending_request, submit_decision
@@ -189,6 +217,7 @@ def approve(
         "terminal",
         params_hash_seen=req["params_hash"],
         conf=conf,
+        key=key,
     )
     if not verdict.accepted:
         err.print(f"[red]refused:[/] {escape(verdict.reason)}")

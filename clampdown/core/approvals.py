@@ -15,12 +15,14 @@ replayed onto something nobody saw. The checks, in order:
 4. the approver did not start the run (two-person rule, on by default);
 5. one vote per person: a repeated vote by the same person changes nothing.
 
-Where a decision comes from is vouched for, not claimed: Slack clicks and
-``clampdown approve`` sign it with the run's approval key (a file only the run's
-machine and its operators can read), and a decision claiming either source without
-a valid signature is refused. What is typed in the Prefect UI's resume form is
-unsigned and counts as ``prefect-ui``, allowed unless ``CLAMPDOWN_APPROVAL_SOURCES``
-leaves it out.
+Where a decision comes from is proven, not claimed (:mod:`clampdown.core.decision_proof`):
+a terminal decision carries an OpenSSH signature by the approver's own key, checked
+against ``CLAMPDOWN_ALLOWED_SIGNERS`` for the claimed approver id; a Slack decision is
+signed by ``clampdown serve`` (which verified Slack's signed request) with the run's
+approval key; a decision typed in the Prefect UI (or posted to the Prefect API) is
+unauthenticated and refused unless ``CLAMPDOWN_PREFECT_UI_DECISIONS`` is on. Every
+signature covers the request's nonce, so it is valid for that one request only, and
+one key counts once in a quorum whatever ids it claims (docs/security.md).
 
 A single allowed Deny ends the request as denied; ``min_approvals`` distinct allowed
 Approves end it as approved; the deadline ends it as ``on_timeout`` says.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -152,6 +155,9 @@ class Decision(BaseModel):
     run_id: str = Field(description="the clampdown run id")
     step: str = Field(description="the approval step id")
     params_hash: str = Field(description="SHA-256 of the gated parameters shown")
+    nonce: str = Field(
+        "", description="the approval request's nonce: a signature is valid for this request only"
+    )
     decision: Literal["approve", "deny"]
     approver: str = Field(description="Slack user id of the person deciding")
     reason: str = Field("", max_length=2000, description="why (required to deny)")
@@ -160,16 +166,20 @@ class Decision(BaseModel):
         default_factory=lambda: uuid.uuid4().hex,
         description="set by the sender; the flow's ledger record of this decision carries it",
     )
+    signed_at: str = Field("", description="when the sender signed it (ISO 8601, UTC)")
     signature: str = Field(
         "",
-        description="leave empty in the Prefect UI: Slack and terminal decisions are signed "
-        "with the run's approval key",
+        description="leave empty in the Prefect UI: terminal decisions carry the approver's "
+        "SSH signature, Slack decisions clampdown serve's",
     )
 
     def signing_payload(self) -> bytes:
-        """Everything a signature vouches for (canonical JSON, without the signature)."""
+        """Everything a signature vouches for: canonical JSON of every field but the
+        signature (run, step, parameters hash, request nonce, decision, reason, approver
+        claim, source, decision id, time)."""
         fields = self.model_dump(exclude={"signature"})
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return b"clampdown-decision-v1\n" + blob.encode()
 
     def signed(self, key: bytes) -> Decision:
         mac = hmac.new(key, self.signing_payload(), hashlib.sha256).hexdigest()
@@ -177,7 +187,7 @@ class Decision(BaseModel):
 
     def signature_valid(self, key: bytes) -> bool:
         mac = hmac.new(key, self.signing_payload(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(mac, self.signature)
+        return hmac.compare_digest(mac.encode(), self.signature.encode("utf-8", "replace"))
 
 
 def split_people(text: str) -> tuple[list[str], list[str]]:
@@ -222,6 +232,16 @@ class Request:
     approvals: dict[str, Decision] = field(default_factory=dict)
     denial: Decision | None = None
     step_hashes: dict[str, str] = field(default_factory=dict)  # per gated step, for run time
+    # what every decision's signature must cover, so it is valid for this request only; set
+    # with new_nonce() when the request opens ("" for a request made before nonces)
+    nonce: str = ""
+    keys: dict[str, str] = field(default_factory=dict)  # signing key fingerprint -> approver
+    seen: set[str] = field(default_factory=set)  # decision ids counted
+
+    def new_nonce(self) -> None:
+        """Give the request a fresh nonce: decisions made for any earlier request (another
+        run, step, or this step before a restart) no longer match it."""
+        self.nonce = secrets.token_hex(16)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,6 +250,7 @@ class Request:
             "summary": self.summary,
             "gated": self.gated,
             "params_hash": self.params_hash,
+            "nonce": self.nonce,
             "allowed_users": sorted(self.allowed_users),
             "groups": list(self.groups),
             "min_approvals": self.min_approvals,
@@ -258,6 +279,7 @@ class Request:
             requested_at=datetime.fromisoformat(data["requested_at"]),
             deadline=datetime.fromisoformat(data["deadline"]),
             on_timeout=data["on_timeout"],
+            nonce=str(data.get("nonce") or ""),
         )
 
     @property
@@ -269,21 +291,22 @@ class Request:
         return None
 
     def refusal(
-        self, decision: Decision, members: Iterable[str] | None, at: datetime
+        self,
+        decision: Decision,
+        members: Iterable[str] | None,
+        at: datetime,
+        key: str | None = None,
     ) -> str | None:
         """Why ``decision`` does not count (None: it counts).
 
         ``members`` is everyone in the request's groups, or None when they could
-        not be resolved (then only listed user ids may decide).
+        not be resolved (then only listed user ids may decide). ``key`` is the
+        fingerprint of the SSH key that signed it (terminal decisions): one key counts
+        once, whatever approver ids it is listed for.
         """
-        if decision.run_id != self.run_id:
-            return f"the decision is for run {decision.run_id}, not {self.run_id}"
-        if decision.step != self.step:
-            return f"the decision is for step '{decision.step}', not '{self.step}'"
-        if decision.params_hash != self.params_hash:
-            return "the decision was made on other parameters than the ones now gated"
-        if at > self.deadline:
-            return "the request has expired"
+        bound = self._binding_refusal(decision, at)
+        if bound is not None:
+            return bound
         who = decision.approver
         allowed = who in self.allowed_users or (members is not None and who in set(members))
         if not allowed:
@@ -297,12 +320,36 @@ class Request:
             return f"{who} started this run; two-person rule: someone else must decide"
         if decision.decision == "deny" and not decision.reason.strip():
             return "a denial needs a reason"
+        if key is not None and self.keys.get(key, who) != who:
+            return (
+                f"the key {key} has already decided as {self.keys[key]}: "
+                "one key counts once, whatever id it claims"
+            )
         if who in self.approvals and decision.decision == "approve":
             return f"{who} has already approved; {self.min_approvals} different people are needed"
         return None
 
-    def record(self, decision: Decision) -> None:
-        """Count a decision that passed :meth:`refusal`."""
+    def _binding_refusal(self, decision: Decision, at: datetime) -> str | None:
+        """Not for this request: another run, step, parameters, request or a replay."""
+        if decision.run_id != self.run_id:
+            return f"the decision is for run {decision.run_id}, not {self.run_id}"
+        if decision.step != self.step:
+            return f"the decision is for step '{decision.step}', not '{self.step}'"
+        if decision.params_hash != self.params_hash:
+            return "the decision was made on other parameters than the ones now gated"
+        if self.nonce and decision.nonce != self.nonce:
+            return "the decision was made for another approval request (its nonce differs)"
+        if decision.decision_id in self.seen:
+            return f"decision {decision.decision_id} was already counted: a decision counts once"
+        if at > self.deadline:
+            return "the request has expired"
+        return None
+
+    def record(self, decision: Decision, key: str | None = None) -> None:
+        """Count a decision that passed :meth:`refusal` (``key``: its signing key)."""
+        self.seen.add(decision.decision_id)
+        if key is not None:
+            self.keys[key] = decision.approver
         if decision.decision == "deny":
             self.denial = decision
         else:

@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     groups: str = Field(
         "", description="approver groups without a member directory: name=U1,U2; other=U3"
     )
+    allowed_signers: Path | None = Field(
+        None,
+        description="who may sign terminal decisions: git's allowed_signers format mapping "
+        "approver ids to SSH public keys; outside CLAMPDOWN_HOME, writable by its owner only",
+    )
+    approver_key: Path | None = Field(
+        None,
+        description="your SSH key for `clampdown approve` (a private key, or its .pub when "
+        "the key is in ssh-agent); --key overrides it",
+    )
+    prefect_ui_decisions: bool = Field(
+        False,
+        description="count unauthenticated decisions typed in the Prefect UI (trusts whoever "
+        "can reach the Prefect API)",
+    )
 
     @property
     def paths(self) -> Home:

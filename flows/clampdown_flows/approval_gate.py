@@ -12,8 +12,10 @@ Steps already running go on while the flow run is paused (Prefect 3 orchestrates
 task runs client-side); only new steps wait, because they wait for the gate.
 
 Decisions reach it through :func:`clampdown_flows.decisions.submit_decision` (Slack clicks,
-``clampdown approve``) or the Prefect UI's resume form; either way they meet the same
-checks here. Where requests and keys live: :mod:`clampdown_flows.approval_store`.
+``clampdown approve``) or the Prefect UI's resume form, always as run input posted to the
+Prefect API; so each carries a proof of who made it, checked here before anything else
+(:mod:`clampdown.core.decision_proof`), and then meets the same rules.
+Where requests and keys live: :mod:`clampdown_flows.approval_store`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from clampdown.core.approvals import ApprovalRequest, Decision, Request
+from clampdown.core.decision_proof import Proof, Verifier
 from clampdown.core.engine.gate_policy import ApprovalTimedOut, GatePolicy
 from clampdown.core.engine.gate_policy import now as _now
 from clampdown.core.engine.observing import Observers
@@ -83,6 +86,7 @@ class Gatekeeper:
     async def request(self, step_id: str, params: ApprovalRequest.Input) -> dict[str, Any]:
         """Carry out one ``approval.request`` step; returns its outputs."""
         request = self.policy.open(step_id, params)
+        request.new_nonce()
         self._key = approval_key(self.state.files, create=True)
         handles = self.observers.approval_requested(request)
         self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups, self.conf)
@@ -130,6 +134,7 @@ class Gatekeeper:
                     run_id=first.request.run_id,
                     step=first.request.step,
                     params_hash=first.request.params_hash,
+                    nonce=first.request.nonce,
                 )
                 try:
                     received = await apause_flow_run(
@@ -154,44 +159,42 @@ class Gatekeeper:
                 self._finish(pending, "timed_out", at)
                 self._drop(step_id)
 
+    def _verifier(self) -> Verifier:
+        """The run's proof checks: its approval key, the allowed signers, the UI switch."""
+        conf = self.conf
+        return Verifier(
+            run_key=self._key,
+            allowed_signers=conf.allowed_signers,
+            home=conf.home,
+            prefect_ui=conf.prefect_ui_decisions,
+        )
+
     async def _dispatch(self, received: Any) -> None:
         data = received.model_dump() if hasattr(received, "model_dump") else dict(received)
         decision = Decision.model_validate({k: data[k] for k in Decision.model_fields if k in data})
         at = _now()
         pending = self.pending.get(decision.step)
-        refusal: str | None
-        if decision.source != "prefect-ui" and not decision.signature_valid(self._key):
-            refusal = (
-                f"the decision claims to come from {decision.source} but is not signed "
-                "with the run's approval key"
-            )
-        elif decision.source not in allowed_sources():
+        # ssh-keygen runs in a thread: the run's other steps go on meanwhile
+        proof = await asyncio.to_thread(self._verifier().check, decision)
+        refusal = proof.refusal
+        if refusal is None and decision.source not in allowed_sources():
             refusal = f"decisions from {decision.source} are not accepted here"
-        elif pending is None:
+        if refusal is None and pending is None:
             refusal = f"no approval is pending at step '{decision.step}'"
-        else:
+        if refusal is None:
+            assert pending is not None
             members = await asyncio.to_thread(resolve_members, pending.request.groups, self.conf)
             if members is None:  # Slack cannot answer now: the membership seen at request time
                 members = self._members.get(decision.step)
             else:
                 self._members[decision.step] = members
-            refusal = pending.request.refusal(decision, members, at)
-        self.state.ledger.append(
-            "approval.decision",
-            step=decision.step,
-            decision_id=decision.decision_id,
-            approver=decision.approver,
-            decision=decision.decision,
-            reason=self.state.ledger.scrub(decision.reason),
-            source=decision.source,
-            accepted=refusal is None,
-            refusal=refusal,
-        )
+            refusal = pending.request.refusal(decision, members, at, proof.key)
+        self._record(decision, proof, refusal)
         if refusal is not None:  # the sender tells the person (submit_decision returns it)
             log.warning("run %s: decision refused: %s", self.state.run_id, refusal)
             return
         assert pending is not None
-        pending.request.record(decision)
+        pending.request.record(decision, proof.key)
         outcome = pending.request.decided
         if outcome is None:
             self._save(pending, "pending")
@@ -199,6 +202,22 @@ class Gatekeeper:
             return
         self._finish(pending, outcome, at)
         self._drop(decision.step)
+
+    def _record(self, decision: Decision, proof: Proof, refusal: str | None) -> None:
+        """Every decision that reached the run goes to the ledger, counted or refused."""
+        scrub = self.state.ledger.scrub
+        self.state.ledger.append(
+            "approval.decision",
+            step=decision.step,
+            decision_id=decision.decision_id,
+            approver=decision.approver,
+            decision=decision.decision,
+            reason=scrub(decision.reason),
+            source=decision.source,
+            authenticated_by=proof.by if proof.refusal is None else None,
+            accepted=refusal is None,
+            refusal=scrub(refusal) if refusal else None,
+        )
 
     def _finish(self, pending: _Pending, outcome: str, at: datetime) -> None:
         outputs, error = self.policy.close(pending.request, outcome, at)
@@ -230,5 +249,8 @@ def _ui_description(request: Request) -> str:
     for step_id, gated in request.gated.items():
         shown = json.dumps(gated["params"]) if "params" in gated else "will not run"
         lines.append(f"- `{step_id}` ({gated['uses']}): `{shown}`")
-    lines.append("Fill in your Slack user id as approver; the flow checks it like a Slack click.")
+    lines.append(
+        "Decisions typed here count only when CLAMPDOWN_PREFECT_UI_DECISIONS=true; then fill "
+        "in your Slack user id as approver and the flow checks it like a Slack click."
+    )
     return "\n".join(lines)

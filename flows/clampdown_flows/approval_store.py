@@ -57,6 +57,9 @@ def allowed_sources() -> frozenset[str]:
 
     Read from the environment at each decision, on purpose (not from the settings the
     run read at its start): an operator can turn a source off for runs already waiting.
+    Listing ``prefect-ui`` here is not enough for it to count: unauthenticated UI
+    decisions also need ``CLAMPDOWN_PREFECT_UI_DECISIONS=true`` (off by default), which
+    the run checks with each decision's proof (:mod:`clampdown.core.decision_proof`).
     """
     raw = os.environ.get("CLAMPDOWN_APPROVAL_SOURCES") or "slack,terminal,prefect-ui"
     return frozenset(part.strip() for part in raw.split(",") if part.strip())

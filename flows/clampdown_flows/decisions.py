@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, Request
+from clampdown.core.home import RunFiles
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import Settings, settings
+from clampdown.core.signatures import sign
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,
@@ -79,6 +81,7 @@ def precheck(
         run_id=request.run_id,
         step=request.step,
         params_hash=request.params_hash,
+        nonce=request.nonce,
         decision=decision,  # type: ignore[arg-type]
         approver=approver,
         reason=reason,
@@ -97,12 +100,15 @@ def submit_decision(
     params_hash_seen: str | None = None,
     wait: float = 30.0,
     conf: Settings | None = None,
+    key: Path | None = None,
 ) -> DecisionVerdict:
     """Send one decision to a paused run and return the flow's verdict on it.
 
     ``params_hash_seen`` is the hash on the card the person looked at (Slack); the
     flow refuses the decision if the gated parameters have changed since. ``conf``: the
     sender's settings, read once by its entry point (without: the environment now).
+    ``key``: the approver's SSH key for a terminal decision (default
+    ``CLAMPDOWN_APPROVER_KEY``); the run checks it is listed for ``approver``.
     """
     conf = conf or settings()
     files = conf.paths.run(run_id)
@@ -118,16 +124,34 @@ def submit_decision(
         run_id=run_id,
         step=req["step"],
         params_hash=params_hash_seen or req["params_hash"],
+        nonce=str(req.get("nonce") or ""),
         decision=decision,
         approver=approver,
         reason=reason,
         source=source,
+        signed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    if source != "prefect-ui":
-        sent = sent.signed(approval_key(files))
+    sent = _prove(sent, files, key or conf.approver_key)
     deadline = time.monotonic() + wait
     _resume(req, sent, deadline)
     return _verdict(files.ledger, sent, deadline)
+
+
+def _prove(sent: Decision, files: RunFiles, key: Path | None) -> Decision:
+    """Attach the proof the run checks: the approver's SSH signature (terminal) or the
+    run's approval key (Slack, sent by serve after Slack's signature was verified)."""
+    if sent.source == "terminal":
+        if key is None:
+            raise DecisionError(
+                "terminal decisions must be signed with your own SSH key",
+                "pass --key ~/.ssh/id_ed25519 (or its .pub when the key is in ssh-agent), or "
+                "set CLAMPDOWN_APPROVER_KEY; your public key must be listed for your id in "
+                "CLAMPDOWN_ALLOWED_SIGNERS on the machine that runs the flow",
+            )
+        return sent.model_copy(update={"signature": sign(sent.signing_payload(), key)})
+    if sent.source == "slack":
+        return sent.signed(approval_key(files))
+    return sent
 
 
 def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:

@@ -1,9 +1,11 @@
-"""Approvals with no Slack at all: groups from CLAMPDOWN_GROUPS, decisions from the terminal."""
+"""Approvals with no Slack at all: groups from CLAMPDOWN_GROUPS, decisions from the terminal,
+each signed with the approver's own SSH key and verified by the run."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from clampdown.core.ledger import read
 from clampdown.core.members import local_groups_members, members_now
 from clampdown.core.settings import settings
 from clampdown_flows.approval_store import request_file
+from tests.approver_keys import approver_keys
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -46,39 +49,126 @@ def test_local_groups_define_members_only_for_the_groups_they_name(no_slack: Non
     assert members_now(["unknown-group"]) is None  # nobody can tell: only listed ids count
 
 
-def test_a_terminal_team_approves_a_group_gate_without_slack(
-    prefect_server: str, no_slack: None, write_runbook: Any
-) -> None:
+def start_paused(path: Path, run_id: str, prefect_server: str, trigger: dict) -> threading.Thread:
+    """Start the run in a thread and wait until its approval request is written."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from clampdown_flows.respond import run_in_process
 
-    path: Path = write_runbook(RUNBOOK, "terminal-gate.yaml")
-    done: dict[str, Any] = {}
-
     def start() -> None:
         with temporary_settings({PREFECT_API_URL: prefect_server}):
-            done["state"] = run_in_process(
-                str(path), {}, run_id="terminal0001", trigger={"type": "manual", "user": "U0TERM1"}
-            )
+            run_in_process(str(path), {}, run_id=run_id, trigger=trigger)
 
     runner = threading.Thread(target=start)
     runner.start()
     deadline = time.monotonic() + 30
-    while not request_file("terminal0001", "approve").is_file() and time.monotonic() < deadline:
+    while not request_file(run_id, "approve").is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
+    return runner
+
+
+def decisions(run_id: str) -> list[dict[str, Any]]:
+    return [r for r in read(settings().ledger_path(run_id)) if r["type"] == "approval.decision"]
+
+
+def test_a_terminal_team_approves_with_their_own_keys_and_a_claim_is_not_enough(
+    prefect_server: str,
+    no_slack: None,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run --as U0TERM1` then `approve --as U0TERM2` from the same shell passes only with
+    U0TERM2's private key: the claim alone, or U0TERM1's key, is refused by the run."""
+    from clampdown.app.cli_runs import _terminal_trigger
+
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM1", "U0TERM2")
+    monkeypatch.delenv("CLAMPDOWN_APPROVER_KEY", raising=False)
+    path: Path = write_runbook(RUNBOOK, "terminal-gate.yaml")
+    trigger = _terminal_trigger("U0TERM1")
+    assert trigger["user"] == "U0TERM1" and trigger["authenticated"] is False
+    runner = start_paused(path, "terminal0001", prefect_server, trigger)
     request = json.loads(request_file("terminal0001", "approve").read_text())
-    assert request["groups"] == ["security-oncall"]
+    assert request["groups"] == ["security-oncall"] and len(request["nonce"]) == 32
 
     cli = CliRunner()
-    starter = cli.invoke(cli_app, ["approve", "terminal0001", "--as", "U0TERM1"])
+    starter = cli.invoke(
+        cli_app, ["approve", "terminal0001", "--as", "U0TERM1", "--key", str(keys["U0TERM1"])]
+    )
     assert starter.exit_code == 1 and "two-person rule" in starter.output
-    other = cli.invoke(cli_app, ["approve", "terminal0001", "--as", "U0TERM2"])
+    unsigned = cli.invoke(cli_app, ["approve", "terminal0001", "--as", "U0TERM2"])
+    assert unsigned.exit_code == 1, unsigned.output
+    assert "terminal decisions must be signed with your own SSH key" in unsigned.output
+    assert decisions("terminal0001") == []  # neither reached the run
+
+    borrowed = cli.invoke(
+        cli_app, ["approve", "terminal0001", "--as", "U0TERM2", "--key", str(keys["U0TERM1"])]
+    )
+    refusal = (
+        "the terminal decision by U0TERM2 is not signed by a key that "
+        "CLAMPDOWN_ALLOWED_SIGNERS lists for U0TERM2 (or was altered after signing)"
+    )
+    assert borrowed.exit_code == 1 and "refused" in borrowed.output
+    assert refusal in " ".join(borrowed.output.split())
+    [record] = decisions("terminal0001")
+    assert record["accepted"] is False and record["refusal"] == refusal
+    assert record["approver"] == "U0TERM2" and record["authenticated_by"] is None
+
+    other = cli.invoke(
+        cli_app, ["approve", "terminal0001", "--as", "U0TERM2", "--sign-with", str(keys["U0TERM2"])]
+    )
     assert other.exit_code == 0, other.output
     runner.join(60)
     records = read(settings().ledger_path("terminal0001"))
     assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
-    assert [r["approver"] for r in records if r["type"] == "approval.decision"] == ["U0TERM2"]
+    [start] = [r for r in records if r["type"] == "run.start"]
+    assert start["run"]["trigger"]["local_user"].endswith(f"(uid {os.getuid()})")
+    counted = [r for r in decisions("terminal0001") if r["accepted"]]
+    assert [r["approver"] for r in counted] == ["U0TERM2"]
+    assert counted[0]["authenticated_by"].startswith("ssh key SHA256:")
+
+
+QUORUM = RUNBOOK.replace("timeout: 60s}", "timeout: 60s, min_approvals: 2}")
+
+
+def test_a_quorum_needs_two_distinct_keys_whatever_ids_one_key_claims(
+    prefect_server: str,
+    no_slack: None,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM2")
+    shared = keys.add("shared", listed=False)
+    keys.list("U0TERM1,U0LEAD", shared)  # one key, listed for two ids
+    monkeypatch.setenv("CLAMPDOWN_GROUPS", "security-oncall=U0TERM1,U0TERM2,U0LEAD")
+    path: Path = write_runbook(QUORUM, "quorum-gate.yaml")
+    runner = start_paused(path, "quorum000001", prefect_server, {"type": "manual", "user": "me"})
+
+    cli = CliRunner()
+    first = cli.invoke(
+        cli_app, ["approve", "quorum000001", "--as", "U0TERM1", "--key", str(shared)]
+    )
+    assert first.exit_code == 0 and "more approvals needed" in first.output
+    twin = cli.invoke(cli_app, ["approve", "quorum000001", "--as", "U0LEAD", "--key", str(shared)])
+    assert twin.exit_code == 1
+    [_, refused] = decisions("quorum000001")
+    assert refused["accepted"] is False and refused["approver"] == "U0LEAD"
+    assert refused["refusal"].startswith("the key SHA256:")
+    assert refused["refusal"].endswith(
+        "has already decided as U0TERM1: one key counts once, whatever id it claims"
+    )
+    assert json.loads(request_file("quorum000001", "approve").read_text())["status"] == "pending"
+
+    second = cli.invoke(
+        cli_app, ["approve", "quorum000001", "--as", "U0TERM2", "--key", str(keys["U0TERM2"])]
+    )
+    assert second.exit_code == 0 and "approved" in second.output, second.output
+    runner.join(60)
+    records = read(settings().ledger_path("quorum000001"))
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    [end] = [r for r in records if r["type"] == "approval.end"]
+    assert end["approvers"] == ["U0TERM1", "U0TERM2"]
 
 
 def test_a_run_paused_at_an_approval_can_be_interrupted(

@@ -1,0 +1,92 @@
+"""Who vouches for a decision that reached a paused run: the proof each source must carry.
+
+Every decision reaches the run the same way, as Prefect run input posted to the Prefect
+API, so the channel proves nothing: whoever can reach that API can post any JSON. The
+run therefore checks a proof per claimed source, with nothing the sender can choose:
+
+* ``terminal`` — an OpenSSH signature (:mod:`clampdown.core.signatures`) of the decision
+  by a key that ``CLAMPDOWN_ALLOWED_SIGNERS`` lists for the claimed approver id. The
+  approver is authenticated by their own private key; the key's fingerprint is what a
+  quorum counts.
+* ``slack`` — an HMAC by ``clampdown serve`` with the run's approval key (a 0600 file
+  the run made in its folder): serve verified Slack's signed request and took the user
+  id from it. A local user who can reach the Prefect API but cannot read the run's folder
+  cannot make one; whoever can read ``CLAMPDOWN_HOME`` can (docs/security.md).
+* ``prefect-ui`` — no proof: refused unless ``CLAMPDOWN_PREFECT_UI_DECISIONS`` is on, in
+  which case it trusts whoever can reach the Prefect API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from clampdown.core.approvals import Decision
+from clampdown.core.signatures import allowed_signers_problem, verify
+
+UI_OFF = (
+    "decisions typed in the Prefect UI or posted to the Prefect API are off "
+    "(CLAMPDOWN_PREFECT_UI_DECISIONS=false): decide in Slack, or with "
+    "`clampdown approve --key` signed by your own SSH key"
+)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The outcome of checking a decision's proof.
+
+    ``refusal``: why it does not count (None: the proof holds). ``by``: how the
+    approver was authenticated, for the ledger. ``key``: the SSH key fingerprint of a
+    signed terminal decision (one key counts once in a quorum).
+    """
+
+    refusal: str | None
+    by: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """What a run checks proofs with: its own approval key (Slack decisions via serve),
+    the allowed-signers file and the state folder it must lie outside (terminal
+    decisions), and whether unauthenticated Prefect UI decisions are allowed."""
+
+    run_key: bytes
+    allowed_signers: Path | None
+    home: Path
+    prefect_ui: bool = False
+
+    def check(self, decision: Decision) -> Proof:
+        if decision.source == "terminal":
+            return self._terminal(decision)
+        if decision.source == "slack":
+            if self.run_key and decision.signature_valid(self.run_key):
+                return Proof(None, "slack (clampdown serve)")
+            return Proof(
+                "the decision claims to come from Slack but is not signed by clampdown "
+                "serve (the run's approval key)"
+            )
+        if not self.prefect_ui:
+            return Proof(UI_OFF)
+        return Proof(None, "prefect-ui (unauthenticated: CLAMPDOWN_PREFECT_UI_DECISIONS=true)")
+
+    def _terminal(self, decision: Decision) -> Proof:
+        who = decision.approver
+        if not decision.signature.strip():
+            return Proof(
+                f"the terminal decision by {who} is not signed: terminal decisions must be "
+                "signed with the approver's own SSH key (`clampdown approve --key`)"
+            )
+        problem = allowed_signers_problem(self.allowed_signers, self.home)
+        if problem is not None:
+            return Proof(f"the terminal decision by {who} cannot be verified: {problem}")
+        assert self.allowed_signers is not None
+        signer = verify(
+            decision.signing_payload(), decision.signature, who, self.allowed_signers.expanduser()
+        )
+        if signer is None:
+            return Proof(
+                f"the terminal decision by {who} is not signed by a key that "
+                f"CLAMPDOWN_ALLOWED_SIGNERS lists for {who} (or was altered after signing)"
+            )
+        return Proof(None, f"ssh key {signer.fingerprint}", signer.fingerprint)
