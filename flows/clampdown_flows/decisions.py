@@ -185,13 +185,20 @@ def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
 
 @contextlib.contextmanager
 def _api(url: str | None) -> Iterator[None]:
-    """Talk to the Prefect API the run is on (its own local one, for ``clampdown run``)."""
+    """Talk to the Prefect API the run is on (its own local one, for ``clampdown run``),
+    with the auth string that API requires (:func:`clampdown_flows.prefect_api.client_auth`)."""
     if not url:
         yield
         return
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: url}):
+    from clampdown_flows.prefect_api import client_auth
+
+    updates: dict[Any, Any] = {PREFECT_API_URL: url}
+    auth = client_auth(url)
+    if auth:
+        updates[PREFECT_API_AUTH_STRING] = auth
+    with temporary_settings(updates):
         yield
 
 

@@ -25,6 +25,12 @@ runbook, and both are fixed here without turning any tracking off:
    ``AsyncClientContext`` once, so every run of the process reuses one client
    of each kind — what those contexts exist for.
 
+The local API is not open to whoever can reach the loopback port: the server requires
+Prefect's own HTTP basic auth (``PREFECT_SERVER_API_AUTH_STRING``) with a secret made
+once per Prefect home (:func:`local_auth_string`, a 0600 file beside the Prefect
+database, which whoever can read could open directly anyway), and clampdown's clients
+send it (``PREFECT_API_AUTH_STRING``). An unauthenticated request gets 401.
+
 The third well-known cost, the ~1 s that every *sync* flow run waits at exit
 for the heartbeat thread to finish a ``time.sleep(1)`` slice, does not apply:
 ``respond`` is an async flow, and the async engine does not join that thread.
@@ -34,15 +40,50 @@ Heartbeats are still sent. docs/benchmarks.md has the measurements.
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect.server.api.server import SubprocessASGIServer
 
 logger = logging.getLogger("clampdown.prefect")
 APP_FACTORY = "clampdown_flows.prefect_api:create_app"
+AUTH_FILE = "clampdown-api-auth"  # in the Prefect home, beside the local server's database
+AUTH_USER = "clampdown"
+
+
+def auth_file() -> Path:
+    """Where the local API's secret is: beside the Prefect home's database (``PREFECT_HOME``)."""
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()).expanduser() / AUTH_FILE
+
+
+def local_auth_string(*, create: bool = False) -> str | None:
+    """``clampdown:<secret>``: what the local API requires and clampdown's clients send.
+
+    Made once (0600, ``O_EXCL``: two processes starting at once agree on one secret); None
+    when there is none and ``create`` is false (no local API was ever started here).
+    """
+    path = auth_file()
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"{AUTH_USER}:{secrets.token_urlsafe(32)}\n")
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return text or None
 
 
 def create_app() -> Any:
@@ -113,6 +154,7 @@ class LocalPrefectServer(SubprocessASGIServer):
                 "PREFECT__SERVER_EPHEMERAL": "1",
                 "PREFECT__SERVER_FINAL": "1",
                 **get_current_settings().to_environment_variables(exclude_unset=True),
+                "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
             },
         )
 
@@ -122,20 +164,23 @@ def local_api(timeout: int = 60) -> Iterator[str]:
     """The API URL to use: ``PREFECT_API_URL`` if set, else a local server started here.
 
     The server is registered as Prefect's default ephemeral server, so any
-    Prefect code in this process that would start one uses it instead.
+    Prefect code in this process that would start one uses it instead. It requires the
+    auth string of :func:`local_auth_string`; this process's clients send it, in every
+    thread (see :func:`_process_settings`).
     """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()
     if configured:
         yield configured
         return
     previous = SubprocessASGIServer._instances.get(None)
+    auth = local_auth_string(create=True)
     server = LocalPrefectServer(port=_free_port())
     SubprocessASGIServer._instances[None] = server
     try:
         server.start(timeout=timeout)
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
+        with _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}):
             yield server.api_url
     finally:
         flush_to_api()
@@ -145,6 +190,43 @@ def local_api(timeout: int = 60) -> Iterator[str]:
             SubprocessASGIServer._instances.pop(None, None)
         else:
             SubprocessASGIServer._instances[None] = previous
+
+
+@contextmanager
+def _process_settings(updates: dict[Any, Any]) -> Iterator[None]:
+    """Prefect settings for this block in this context *and* in threads started meanwhile.
+
+    ``temporary_settings`` is a context variable, which threads (a thread pool running
+    flows, a test's thread) do not inherit; they read Prefect's process-wide settings
+    context instead, so that is replaced too for the duration (what Prefect's own test
+    harness does).
+    """
+    import prefect.context
+    from prefect.settings import temporary_settings
+
+    swap = getattr(prefect.context, "_temporary_global_settings_context", None)
+    with temporary_settings(updates) as current:
+        if swap is None:  # Prefect changed: threads fall back to PREFECT_API_* in the env
+            logger.warning("cannot share the local API's settings with threads")
+            yield
+            return
+        context = prefect.context.get_settings_context()
+        with swap(prefect.context.SettingsContext(profile=context.profile, settings=current)):
+            yield
+
+
+def client_auth(api_url: str | None) -> str | None:
+    """The auth string a client of ``api_url`` sends: ``PREFECT_API_AUTH_STRING`` as set,
+    else the local API's secret for a loopback URL (``clampdown approve`` reaching the API
+    that ``clampdown run`` or ``serve`` started in another process)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    configured = PREFECT_API_AUTH_STRING.value()
+    if configured:
+        return str(configured)
+    if api_url and api_url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        return local_auth_string()
+    return None
 
 
 def flush_to_api(timeout: float = 10) -> None:
