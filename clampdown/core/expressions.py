@@ -204,6 +204,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "+", "%"})
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        """``inputs.items`` is the input named ``items``, not the mapping's method: for a
+        mapping that holds the key, data wins (Jinja would try the attribute first)."""
+        if isinstance(obj, Mapping) and isinstance(attribute, str) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, count in ((left, right), (right, left)):

@@ -471,3 +471,14 @@ def test_one_expression_in_if_is_evaluated(condition: Any, expected: bool) -> No
 def test_if_refuses_text_that_reads_as_false(text: str) -> None:
     with pytest.raises(ExpressionError, match="counts as true"):
         evaluate_condition("{{ inputs.word }}", {"inputs": {"word": text}})
+
+
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get", "copy", "update"])
+def test_a_key_named_like_a_mapping_method_is_the_data(name: str) -> None:
+    assert evaluate("{{ inputs." + name + " }}", {"inputs": {name: ["a"]}}) == ["a"]
+    assert evaluate("{{ inputs." + name + " | length }}", {"inputs": {name: ["a"]}}) == 1
+
+
+def test_a_mapping_method_without_such_a_key_is_still_not_callable() -> None:
+    with pytest.raises(ExpressionError, match="calling a method"):
+        compile_expression("{{ inputs.items() }}")

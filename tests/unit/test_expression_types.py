@@ -1,0 +1,296 @@
+"""Static types of expressions: inference from inputs, outputs, literals and filters, what an
+``if:`` proves, and the check against the field an expression feeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import Field
+
+from clampdown.core import expression_types as types
+from clampdown.core.actions import ActionInput, ActionOutput
+from clampdown.core.models import InputSpec
+
+INPUTS = {
+    "name": InputSpec(type="string", required=True),
+    "maybe": InputSpec(type="string"),  # optional, no default: none when not given
+    "arn": InputSpec(type="string", required=True, pattern="^arn:"),
+    "level": InputSpec(type="string", enum=["info", "warning"], default="info"),
+    "tag": InputSpec(type="string", enum=["ok", "Not-ok"], default="ok"),
+    "hours": InputSpec(type="integer", default=24),
+    "ratio": InputSpec(type="number", default=0.5),
+    "go": InputSpec(type="boolean", default=False),
+    "roles": InputSpec(type="array", default=[]),
+    "some": InputSpec(type="array", min_items=1, default=["a"]),
+    "extra": InputSpec(type="object", default={}),
+}
+
+
+class Out(ActionOutput):
+    denied: list[str]
+    count: int
+    who: str | None = None
+    blob: Any = None
+
+
+def outputs(step: str, name: str) -> types.ExprType | None:
+    return types.output_type(Out, step, name) if step == "up" else None
+
+
+def infer(source: str, condition: str | None = None) -> types.ExprType:
+    scope = types.Scope(INPUTS, outputs, types.given_by(condition))
+    return types.infer(source, scope)
+
+
+@pytest.mark.parametrize(
+    ("source", "kinds"),
+    [
+        ("{{ inputs.name }}", {"string"}),
+        ("{{ inputs.maybe }}", {"string", "null"}),
+        ("{{ inputs.hours }}", {"integer"}),
+        ("{{ inputs.hours * 60 }}", {"integer"}),
+        ("{{ inputs.hours / 2 }}", {"number"}),
+        ("{{ inputs.hours + inputs.ratio }}", {"number"}),
+        ("{{ inputs.go }}", {"boolean"}),
+        ("{{ not inputs.go }}", {"boolean"}),
+        ("{{ inputs.hours > 2 }}", {"boolean"}),
+        ("{{ inputs.name is string }}", {"boolean"}),
+        ("{{ inputs.roles }}", {"array"}),
+        ("{{ inputs.extra }}", {"object"}),
+        ("{{ inputs.roles | length }}", {"integer"}),
+        ("{{ inputs.roles | join(',') }}", {"string"}),
+        ("{{ inputs.name | upper }}", {"string"}),
+        ("{{ inputs.name ~ inputs.hours }}", {"string"}),
+        ("{{ inputs.name + '-x' }}", {"string"}),
+        ("{{ inputs.roles + ['x'] }}", {"array"}),
+        ("{{ inputs.name * 2 }}", {"string"}),
+        ("{{ '%s' % inputs.name }}", {"string"}),
+        ("{{ inputs.hours | string }}", {"string"}),
+        ("{{ inputs.name | int }}", {"integer"}),
+        ("{{ inputs.roles | first }}", None),  # items of an input list: not declared
+        ("{{ ['a', 'b'] | first }}", {"string"}),
+        ("{{ [1, 2] | sum }}", {"number"}),
+        ("{{ inputs.roles | sort }}", {"array"}),
+        ("{{ inputs.go and inputs.name }}", {"boolean", "string"}),  # Python's and
+        ("{{ inputs.name if inputs.go else 3 }}", {"string", "integer"}),
+        ("{{ 'a' if inputs.go }}", {"string", "null"}),
+        ("{{ [inputs.name] }}", {"array"}),
+        ("{{ {'a': 1} }}", {"object"}),
+        ("{{ none }}", {"null"}),
+        ("{{ steps.up.outputs.denied }}", {"array"}),
+        ("{{ steps.up.outputs.count }}", {"integer"}),
+        ("{{ steps.up.outputs.who }}", {"string", "null"}),
+        ("{{ steps.up.status }}", {"string"}),
+        ("{{ run.drill }}", {"boolean"}),
+        ("{{ run.id }}", {"string"}),
+        ("{{ always() }}", {"boolean"}),
+        ("text {{ inputs.hours }}", {"string"}),  # text around: always a string
+        ("{{ inputs.hours }}{{ inputs.hours }}", {"string"}),
+        ("{{ steps.up.outputs.blob }}", None),  # declared as Any
+        ("{{ steps.other.outputs.x }}", None),  # an action lint does not know
+        ("{{ inputs[inputs.name] }}", None),  # a computed key
+    ],
+)
+def test_inferred_kinds(source: str, kinds: set[str] | None) -> None:
+    found = infer(source)
+    assert (None if found.kinds is None else set(found.kinds)) == kinds
+
+
+def test_an_unknown_type_says_why() -> None:
+    assert "not known before the run" in infer("{{ steps.other.outputs.x }}").why
+    assert "declared without a type" in infer("{{ steps.up.outputs.blob }}").why
+    assert "computed key" in infer("{{ inputs[inputs.name] }}").why
+
+
+def test_emptiness_comes_from_the_declaration() -> None:
+    assert infer("{{ inputs.roles }}").may_be_empty == "input 'roles' defaults to []"
+    assert infer("{{ inputs.some }}").may_be_empty == ""  # min_items: 1
+    assert infer("{{ [] }}").may_be_empty and not infer("{{ ['a'] }}").may_be_empty
+    assert infer("{{ inputs.roles | join(',') }}").may_be_empty  # '' from []
+
+
+def test_enum_and_pattern_travel_with_the_input() -> None:
+    assert infer("{{ inputs.level }}").enum == ("info", "warning")
+    assert infer("{{ inputs.arn }}").pattern == "^arn:"
+
+
+@pytest.mark.parametrize(
+    ("condition", "source", "kinds", "empty"),
+    [
+        ("{{ inputs.roles }}", "{{ inputs.roles }}", {"array"}, False),
+        ("{{ inputs.roles | length > 0 }}", "{{ inputs.roles }}", {"array"}, False),
+        ("inputs.roles | length >= 1", "{{ inputs.roles }}", {"array"}, False),
+        ("{{ inputs.go and inputs.maybe }}", "{{ inputs.maybe }}", {"string"}, False),
+        ("{{ inputs.maybe is not none }}", "{{ inputs.maybe }}", {"string"}, False),
+        ("{{ inputs.maybe != '' }}", "{{ inputs.maybe }}", {"string"}, False),
+        # or proves nothing about either side
+        ("{{ inputs.roles or inputs.go }}", "{{ inputs.roles }}", {"array"}, True),
+        ("{{ inputs.maybe or inputs.go }}", "{{ inputs.maybe }}", {"string", "null"}, False),
+        ("{{ not inputs.roles }}", "{{ inputs.roles }}", {"array"}, True),
+    ],
+)
+def test_an_if_proves_what_it_tests(
+    condition: str, source: str, kinds: set[str], empty: bool
+) -> None:
+    found = infer(source, condition)
+    assert set(found.kinds or ()) == kinds
+    assert bool(found.may_be_empty) is empty
+
+
+def test_default_without_true_keeps_none() -> None:
+    kept = infer("{{ inputs.maybe | default('x') }}")
+    assert "null" in (kept.kinds or ()) and "default() without true keeps none" in kept.none_why
+    replaced = infer("{{ inputs.maybe | default('x', true) }}")
+    assert replaced.kinds == frozenset({"string"})
+    assert infer("{{ inputs.maybe | default('x', boolean=true) }}").kinds == frozenset({"string"})
+    # a skipped step's outputs are undefined: default() without true is right there
+    assert "null" not in (infer("{{ steps.up.outputs.count | default(0) }}").kinds or ())
+
+
+# --- checking against fields -----------------------------------------------------------------
+
+
+class Fields(ActionInput):
+    text: str
+    short: str = Field("x", min_length=1)
+    name: str = Field("a", pattern=r"^[a-z]+$")
+    level: str = Field("info", pattern="^(info|warning)$")
+    items: list[str] = Field(default_factory=list)
+    needed: list[str] = Field(["a"], min_length=1)
+    count: int = 1
+    ratio: float = 1.0
+    flag: bool = False
+    maybe: str | None = None
+
+
+def check(source: str, field: str, condition: str | None = None) -> list[types.Problem]:
+    target = types.field_type(Fields, field)
+    assert target is not None
+    return types.check_field(infer(source, condition), target)
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ("{{ inputs.name }}", "text"),
+        ("{{ inputs.hours }}", "count"),
+        ("{{ inputs.hours }}", "ratio"),  # an integer goes where a number is taken
+        ("{{ inputs.ratio }}", "ratio"),
+        ("{{ inputs.go }}", "flag"),
+        ("{{ inputs.roles }}", "items"),
+        ("{{ inputs.some }}", "needed"),
+        ("{{ inputs.maybe }}", "maybe"),  # none is fine where the field takes none
+        ("{{ inputs.level }}", "level"),  # every enum value matches the pattern
+        ("{{ inputs.hours | string }}", "text"),
+        ("{{ [inputs.name] }}", "needed"),
+        ("{{ steps.other.outputs.x }}", "text"),  # unknown into free text: nothing to say
+        ("text {{ inputs.hours }}", "text"),
+    ],
+)
+def test_values_that_fit_their_field(source: str, field: str) -> None:
+    assert check(source, field) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "message", "hint"),
+    [
+        (
+            "{{ inputs.name }}",
+            "items",
+            "input 'name' is a string, but field 'items' takes a list",
+            'write a list: ["{{ inputs.name }}"]',
+        ),
+        (
+            "{{ inputs.hours }}",
+            "text",
+            "input 'hours' is an integer, but field 'text' takes a string",
+            "type: string",
+        ),
+        (
+            "{{ inputs.name }}",
+            "count",
+            "input 'name' is a string, but field 'count' takes an integer",
+            "| int",
+        ),
+        (
+            "{{ inputs.name }}",
+            "flag",
+            "input 'name' is a string, but field 'flag' takes true or false",
+            "{{ inputs.name == 'yes' }}",
+        ),
+        (
+            "{{ inputs.roles }}",
+            "needed",
+            "input 'roles' defaults to [], but field 'needed' needs at least one item",
+            'if: "{{ inputs.roles }}"',
+        ),
+        (
+            "{{ inputs.maybe }}",
+            "text",
+            "input 'maybe' is optional and has no default: when it is not given, field 'text' "
+            "gets none",
+            'if: "{{ inputs.maybe }}"',
+        ),
+        (
+            "{{ inputs.tag }}",
+            "name",
+            "input 'tag' may be 'Not-ok', which does not match field 'name''s pattern",
+            "enum",
+        ),
+        (
+            "{{ inputs.hours if inputs.go else inputs.name }}",
+            "count",
+            "the expression may be a string or an integer; field 'count' takes an integer",
+            "",
+        ),
+    ],
+)
+def test_values_that_do_not_fit_are_errors_with_a_fix(
+    source: str, field: str, message: str, hint: str
+) -> None:
+    problems = check(source, field)
+    assert [p.severity for p in problems] == ["error"], problems
+    assert message in problems[0].message
+    assert hint in problems[0].hint
+
+
+def test_a_guard_in_if_removes_the_error() -> None:
+    assert check("{{ inputs.roles }}", "needed", "{{ inputs.roles | length > 0 }}") == []
+    assert check("{{ inputs.maybe }}", "text", "{{ inputs.maybe }}") == []
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "says"),
+    [
+        ("{{ steps.up.outputs.blob }}", "count", "cannot be checked statically"),
+        ("{{ inputs.name }}", "name", "cannot be known statically"),  # no pattern on the input
+        ("{{ steps.up.outputs.who }}", "text", "may be none"),  # an output, not an input
+    ],
+)
+def test_what_cannot_be_known_is_a_warning_that_says_so(source: str, field: str, says: str) -> None:
+    problems = check(source, field)
+    assert [p.severity for p in problems] == ["warning"], problems
+    assert says in problems[0].message + problems[0].hint
+
+
+def test_a_list_field_item_is_checked_against_the_item_type() -> None:
+    parent = types.field_type(Fields, "items")
+    assert parent is not None
+    item = types.item_field(parent)
+    assert item is not None and item.accepts.kinds == frozenset({"string"})
+    problems = types.check_field(infer("{{ inputs.hours }}"), item)
+    assert problems and "takes a string" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("condition", "bad"),
+    [("{{ inputs.level }}", False), ("{{ inputs.go }}", False), ("{{ inputs.word }}", True)],
+)
+def test_an_if_that_may_read_text_false_is_an_error(condition: str, bad: bool) -> None:
+    specs = {**INPUTS, "word": InputSpec(type="string", enum=["yes", "no"], default="no")}
+    found = types.infer(condition, types.Scope(specs, outputs))
+    problem = types.check_condition(found)
+    assert (problem is not None) is bad
+    if problem is not None:
+        assert "'no'" in problem.message and "{{ inputs.word == 'yes' }}" in problem.hint
