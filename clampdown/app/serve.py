@@ -205,6 +205,8 @@ def create_app(
     from clampdown.core.state_store import StateStore, default_url
 
     conf = clampdown if clampdown is not None else clampdown_settings()
+    for change in conf.paths.secure():  # 0700: no other local user reads the state folder
+        logger.warning("CLAMPDOWN_HOME permissions: %s", change)
     slack_conf = settings if settings is not None else SlackAppSettings()
     starter = start_run or default_starter(conf)
     store = StateStore(default_url(conf))

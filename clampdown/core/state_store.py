@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -48,6 +49,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.home import PRIVATE_FILE, private_dirs
 
 if TYPE_CHECKING:
     from clampdown.core.settings import Settings
@@ -420,7 +422,10 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
     BEGIN is SQLAlchemy's documented recipe for real SQLite locking.
     """
     if url.database and url.database != ":memory:":
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # made 0600 before SQLite opens it: its -wal and -shm files take the same mode
+        database = Path(url.database).expanduser()
+        private_dirs(database.parent)
+        os.close(os.open(database, os.O_CREAT | os.O_RDWR, PRIVATE_FILE))
     engine = sa.create_engine(
         url,
         connect_args={"timeout": 60, "check_same_thread": False},

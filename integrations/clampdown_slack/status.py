@@ -33,7 +33,7 @@ from urllib.error import URLError
 from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.core.home import SLACK_THREAD_STATE
+from clampdown.core.home import SLACK_THREAD_STATE, private_dirs, private_opener
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -240,8 +240,8 @@ def run_lock(state: Path) -> Iterator[None]:
     with _thread_locks_guard:
         lock = _thread_locks.setdefault(state, threading.Lock())
     with lock:
-        state.parent.mkdir(parents=True, exist_ok=True)
-        with open(state.with_name(state.name + ".lock"), "a+b") as handle:
+        private_dirs(state.parent)  # the run's folder: 0700, its files 0600
+        with open(state.with_name(state.name + ".lock"), "a+b", opener=private_opener) as handle:
             if fcntl is not None:
                 fcntl.flock(handle, fcntl.LOCK_EX)
             try:

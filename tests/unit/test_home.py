@@ -117,3 +117,33 @@ def test_create_app_with_explicit_settings_does_not_consult_the_environment(
     ]
     assert (tmp_path / "home" / "state.sqlite3").is_file()
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_private_dirs_and_files_ignore_a_loose_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from clampdown.core.home import private_dirs, private_opener, tighten, write_private
+
+    old = os.umask(0o002)  # a umask that would leave files group-writable and world-readable
+    try:
+        private_dirs(tmp_path / "a" / "b" / "c")
+        with open(tmp_path / "a" / "f", "w", opener=private_opener) as handle:
+            handle.write("x")
+        write_private(tmp_path / "a" / "b" / "g.json", "{}")
+    finally:
+        os.umask(old)
+
+    def mode(p: Path) -> int:
+        return stat.S_IMODE(p.stat().st_mode)
+
+    assert [mode(tmp_path / p) for p in ("a", "a/b", "a/b/c")] == [0o700] * 3
+    assert mode(tmp_path / "a" / "f") == 0o600
+    assert mode(tmp_path / "a" / "b" / "g.json") == 0o600
+    assert (tmp_path / "a" / "b" / "g.json").read_text() == "{}"
+    loose = tmp_path / "loose"
+    loose.write_text("")
+    loose.chmod(0o640)
+    assert tighten(loose, 0o600) == f"{loose} was 640, now 600"
+    assert tighten(loose, 0o600) is None
+    assert tighten(tmp_path / "missing", 0o600) is None
