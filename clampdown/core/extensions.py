@@ -100,7 +100,12 @@ class EvidenceSink(Protocol):
 
 
 class MemberDirectory(Protocol):
-    """Who is in an approver group; ``None`` when the directory cannot answer now."""
+    """Who is in an approver group; ``None`` when the directory cannot answer now.
+
+    Optional: ``name_of(user_id: str) -> str | None``, a person's name for reports
+    (``clampdown report`` looks it up with ``getattr``; a directory without it, or an
+    answer of None, leaves the id shown as it is).
+    """
 
     def members(self, groups: tuple[str, ...]) -> set[str] | None: ...
 

@@ -27,6 +27,25 @@ class SlackMemberDirectory:
             logger.warning("cannot resolve Slack user groups %s: %s", ", ".join(groups), exc)
             return None
 
+    def name_of(self, user_id: str) -> str | None:
+        """The person's name (users.info: real name, else display name, else handle);
+        None when Slack cannot say (reports then show the id)."""
+        try:
+            user = self.client.users_info(user=user_id)["user"]
+        except Exception as exc:
+            logger.info("cannot look up Slack user %s: %s", user_id, exc)
+            return None
+        profile = user.get("profile") or {}
+        for name in (
+            profile.get("real_name"),
+            user.get("real_name"),
+            profile.get("display_name"),
+            user.get("name"),
+        ):
+            if name and str(name).strip():
+                return str(name).strip()
+        return None
+
 
 def slack_member_directory(conf: Settings) -> SlackMemberDirectory | None:
     """The factory: None when Slack is not configured (no bot token). Slack's own settings
