@@ -9,7 +9,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
@@ -29,7 +29,21 @@ class Settings(BaseSettings):
     drill: bool = Field(False, description="runs started here are drills (set by clampdown drill)")
     evidence_bucket: str | None = Field(None, description="S3 bucket for evidence and ledgers")
     evidence_retention_days: int = Field(365, ge=1, description="Object Lock retention")
-    evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    evidence_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = Field(
+        None,  # type: ignore[assignment]  # filled below: COMPLIANCE, GOVERNANCE in drills
+        description="Object Lock mode of evidence: COMPLIANCE (default; nobody can delete "
+        "before retention ends) or GOVERNANCE (default in drills)",
+        validate_default=False,
+    )
+    ledger_kms_key_id: str | None = Field(
+        None,
+        description="AWS KMS asymmetric signing key (ECC_NIST_P256) that signs ledger heads",
+    )
+    ledger_key: Path | None = Field(
+        None,
+        description="local Ed25519 key (PEM) that signs ledger heads, for drills and "
+        "development; outside CLAMPDOWN_HOME",
+    )
     approvers: str = Field(
         "", description="default approvers: user ids and group ids or handles, comma-separated"
     )
@@ -51,6 +65,14 @@ class Settings(BaseSettings):
         description="count unauthenticated decisions typed in the Prefect UI (trusts whoever "
         "can reach the Prefect API)",
     )
+
+    @model_validator(mode="after")
+    def _lock_mode(self) -> Settings:
+        """Evidence is locked in COMPLIANCE mode unless asked otherwise; drills use
+        GOVERNANCE so their simulated buckets can be cleaned up."""
+        if self.evidence_lock_mode is None:
+            self.evidence_lock_mode = "GOVERNANCE" if self.drill else "COMPLIANCE"
+        return self
 
     @property
     def paths(self) -> Home:
