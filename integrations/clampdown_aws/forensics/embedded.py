@@ -1,0 +1,221 @@
+"""The embedded engine: DuckDB scans the downloaded trail files, batch by batch.
+
+Per batch, one scan: DuckDB decompresses and parses the gzip JSON files itself
+(``read_json_objects``), turns each file's ``Records`` into typed rows with only the fields
+the scope reads (``json_transform``), presents them as a view shaped like Athena's
+CloudTrail table, and keeps the narrow rows of :func:`~clampdown_aws.forensics.sql.narrow_sql`
+in ``recent``. Then, on that small table, it finds credentials the suspect minted
+(repeating until no new key appears) and appends the suspect's events to ``hits``.
+
+``recent`` keeps the last :data:`LOOKBEHIND` of narrow rows, not the whole window: files
+are read in delivery order, but the file holding an ``AssumeRole`` may be delivered after
+a file (of another region) holding the first calls of the session it created; keeping a
+little history lets those calls still be matched. Memory holds one batch, the look-behind
+and the suspect's own events, whatever the window holds.
+
+A batch that DuckDB cannot read (a truncated gzip, broken JSON, a file with no
+``Records``) is read again file by file: the broken files are reported and skipped, the
+others counted as usual.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from clampdown_aws.forensics.principal import Principal, identity_predicate
+from clampdown_aws.forensics.sql import NARROW_COLUMNS, duckdb_dialect, hits_sql, minted_sql
+from clampdown_aws.forensics.sql import narrow_sql as narrow_query
+
+LOOKBEHIND = timedelta(minutes=30)
+# One trail file, uncompressed. DuckDB holds about twice this per thread while reading, so
+# it is kept small; a bigger file is read again alone with BIG_OBJECT_BYTES.
+MAX_OBJECT_BYTES = 32 * 1024 * 1024
+BIG_OBJECT_BYTES = 512 * 1024 * 1024
+MAX_CLOSURE_ROUNDS = 10
+
+# The fields the scope reads; json_transform ignores the rest of each record.
+_RECORD = {
+    "eventID": "VARCHAR",
+    "eventTime": "VARCHAR",
+    "eventSource": "VARCHAR",
+    "eventName": "VARCHAR",
+    "awsRegion": "VARCHAR",
+    "sourceIPAddress": "VARCHAR",
+    "userAgent": "VARCHAR",
+    "errorCode": "VARCHAR",
+    "userIdentity": {
+        "type": "VARCHAR",
+        "arn": "VARCHAR",
+        "accessKeyId": "VARCHAR",
+        "userName": "VARCHAR",
+        "sessionContext": {"sessionIssuer": {"arn": "VARCHAR"}},
+    },
+    "requestParameters": "JSON",
+    "responseElements": "JSON",
+    "additionalEventData": "JSON",
+}
+_STRUCTURE = json.dumps({"Records": [_RECORD]})
+
+# Athena's CloudTrail table, built from the typed records of the batch.
+_VIEW = """CREATE OR REPLACE TEMP VIEW cloudtrail AS
+SELECT
+  r.eventID AS eventid,
+  r.eventTime AS eventtime,
+  r.eventSource AS eventsource,
+  r.eventName AS eventname,
+  r.awsRegion AS awsregion,
+  r.sourceIPAddress AS sourceipaddress,
+  r.userAgent AS useragent,
+  r.errorCode AS errorcode,
+  {'type': r.userIdentity.type, 'arn': r.userIdentity.arn,
+   'accesskeyid': nullif(r.userIdentity.accessKeyId, ''), 'username': r.userIdentity.userName,
+   'sessioncontext': {'sessionissuer': {'arn': r.userIdentity.sessionContext.sessionIssuer.arn}}}
+    AS useridentity,
+  CAST(r.requestParameters AS VARCHAR) AS requestparameters,
+  CAST(r.responseElements AS VARCHAR) AS responseelements,
+  CAST(r.additionalEventData AS VARCHAR) AS additionaleventdata
+FROM (SELECT unnest(recs) AS r FROM batch)"""
+
+NARROW_TYPES = {name: "VARCHAR" for name in NARROW_COLUMNS} | {"bytes_out": "DOUBLE"}
+
+
+@dataclass
+class Malformed:
+    path: Path
+    error: str
+
+
+@dataclass
+class ScanStats:
+    files: int = 0
+    records: int = 0
+    malformed: list[Malformed] = field(default_factory=list)
+
+
+def connect(work: Path, memory_limit: str, threads: int) -> Any:
+    """A DuckDB connection with bounded memory, spilling to ``work``, and the Presto names
+    the shared SQL uses (``json_extract_scalar``)."""
+    import duckdb
+
+    con = duckdb.connect(
+        ":memory:",
+        config={
+            "memory_limit": memory_limit,
+            "threads": threads,
+            "temp_directory": str(work / "spill"),
+            "preserve_insertion_order": False,
+            "enable_external_access": True,
+        },
+    )
+    con.execute("CREATE MACRO json_extract_scalar(j, p) AS json_extract_string(j, p)")
+    con.execute("CREATE MACRO array_join(l, sep) AS array_to_string(l, sep)")
+    return con
+
+
+def narrow_table(con: Any, name: str) -> None:
+    columns = ", ".join(f"{column} {NARROW_TYPES[column]}" for column in NARROW_COLUMNS)
+    con.execute(f"CREATE TABLE {name} ({columns})")
+
+
+class EmbeddedScan:
+    """Feed it batches of local trail files; it keeps the suspect's events in ``hits``."""
+
+    def __init__(self, con: Any, principal: Principal, start: datetime, end: datetime) -> None:
+        self.con = con
+        self.principal = principal
+        self.keys: frozenset[str] = frozenset()
+        self.stats = ScanStats()
+        self._narrow = narrow_query(duckdb_dialect(), start, end)
+        narrow_table(con, "recent")
+        narrow_table(con, "hits")
+
+    def scan(self, paths: list[Path]) -> None:
+        """Read one batch: load, narrow, match, forget all but the look-behind."""
+        if not paths:
+            return
+        self._load(paths)
+        self.stats.files += len(paths)
+        self.stats.records += int(
+            self.con.execute("SELECT coalesce(sum(len(recs)), 0) FROM batch").fetchone()[0]
+        )
+        self.con.execute(_VIEW)
+        self.con.execute(f"INSERT INTO recent {self._narrow}")
+        self.con.execute("DROP VIEW cloudtrail")
+        self.con.execute("DROP TABLE batch")
+        self._match()
+        self.con.execute(
+            "DELETE FROM recent WHERE eventtime < strftime("
+            "CAST((SELECT max(eventtime) FROM recent) AS TIMESTAMP) - ?, '%Y-%m-%dT%H:%M:%SZ')",
+            [LOOKBEHIND],
+        )
+
+    def _load(self, paths: list[Path]) -> None:
+        """``batch``: one row per readable file, its typed ``recs``; broken files reported."""
+        try:
+            self.con.execute(f"CREATE TABLE batch AS {_read(paths)}")
+        except _FILE_PROBLEMS:
+            self.con.execute(f"CREATE TABLE batch AS {_read(paths[:1])} LIMIT 0")
+            for path in paths:
+                try:
+                    self._insert_one(path)
+                except _FILE_PROBLEMS as exc:
+                    self.stats.malformed.append(Malformed(path, _first_line(str(exc))))
+        empty = self.con.execute("SELECT filename FROM batch WHERE recs IS NULL").fetchall()
+        for (name,) in empty:
+            self.stats.malformed.append(Malformed(Path(name), "no Records array in the file"))
+        if empty:
+            self.con.execute("DELETE FROM batch WHERE recs IS NULL")
+
+    def _insert_one(self, path: Path) -> None:
+        """One file; a file over MAX_OBJECT_BYTES is read again with the big limit."""
+        import duckdb
+
+        try:
+            self.con.execute(f"INSERT INTO batch {_read([path])}")
+        except duckdb.InvalidInputException as exc:
+            if "maximum_object_size" not in str(exc):
+                raise
+            self.con.execute(f"INSERT INTO batch {_read([path], BIG_OBJECT_BYTES)}")
+
+    def _match(self) -> None:
+        """Extend the suspect by minted credentials until nothing new, then append its new
+        events (not already in ``hits``)."""
+        for _ in range(MAX_CLOSURE_ROUNDS):
+            identity = identity_predicate(self.principal, self.keys)
+            found = {row[0] for row in self.con.execute(minted_sql(identity, "recent")).fetchall()}
+            if found <= self.keys:
+                break
+            self.keys = self.keys | found
+        identity = identity_predicate(self.principal, self.keys)
+        self.con.execute(
+            f"INSERT INTO hits SELECT * FROM ({hits_sql(identity, 'recent')}) AS h "
+            "WHERE h.eventid NOT IN (SELECT eventid FROM hits)"
+        )
+
+
+def _read(paths: list[Path], limit: int = MAX_OBJECT_BYTES) -> str:
+    listed = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    return (
+        f"SELECT filename, json_transform(json, '{_STRUCTURE}').Records AS recs "
+        f"FROM read_json_objects([{listed}], format='unstructured', filename=true, "
+        f"compression='gzip', maximum_object_size={limit})"
+    )
+
+
+def _file_problems() -> tuple[type[Exception], ...]:
+    """DuckDB errors that mean "this file is broken" (anything else, e.g. out of memory, is
+    the engine's problem and is raised)."""
+    import duckdb
+
+    return (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+_FILE_PROBLEMS = _file_problems()
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "unreadable"

@@ -1,0 +1,151 @@
+"""One scoping run: pick the files, drive an engine, roll up, say what was not seen.
+
+Kept apart from the action so the benchmark and tests can run a scope over a trail
+bucket without an action context, and so the action reads as the steps it takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clampdown_aws.forensics import rollup, trail_reader
+from clampdown_aws.forensics.coverage import blind, confidence
+from clampdown_aws.forensics.embedded import EmbeddedScan, connect
+from clampdown_aws.forensics.principal import Principal
+from clampdown_aws.forensics.sql import iso
+
+MEMORY_LIMIT = "1GB"
+
+
+@dataclass
+class Scope:
+    work: Path
+    principal: Principal
+    start: datetime
+    end: datetime
+    models: list[Any]
+    threads: int = 2
+    memory_limit: str = MEMORY_LIMIT
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    engine: str = "duckdb"
+    files_scanned: int = 0
+    records_scanned: int = 0
+    keys: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.con = connect(self.work, self.memory_limit, self.threads)
+
+    def _files(
+        self, s3: Any, where: trail_reader.TrailLocation, wanted: list[str] | None
+    ) -> tuple[list[trail_reader.TrailFile], list[dict[str, str]]]:
+        """The window's files of every region read, and the gaps and absent regions."""
+        present = trail_reader.regions(s3, where)
+        spots = []
+        if not where.multi_region:
+            spots.append(
+                blind(
+                    "region_not_logged",
+                    f"trail {where.name} logs only {where.home_region}: calls in other "
+                    "regions (S3 buckets there included) are not in its files",
+                )
+            )
+        files: list[trail_reader.TrailFile] = []
+        for region in wanted or present:
+            found = trail_reader.list_files(s3, where, region, self.start, self.end)
+            if wanted and region not in present:
+                spots.append(blind("region_not_logged", f"no log files at all for region {region}"))
+                continue
+            for gap_start, gap_end in trail_reader.gaps(found, self.start, self.end, self.now):
+                spots.append(
+                    blind(
+                        "trail_gap",
+                        f"no trail files for {region} from {iso(gap_start)} to "
+                        f"{iso(gap_end)}: calls in that time may be missing",
+                    )
+                )
+            files += found
+        return files, spots
+
+    def embedded(
+        self, s3: Any, where: trail_reader.TrailLocation, wanted: list[str] | None
+    ) -> list[dict[str, str]]:
+        """Scan the window's files with DuckDB, batch by batch; the blind spots found."""
+        files, spots = self._files(s3, where, wanted)
+        scan = EmbeddedScan(self.con, self.principal, self.start, self.end)
+        folder = self.work / "batch"
+        folder.mkdir(exist_ok=True)
+        for batch in trail_reader.batches(files):
+            local = trail_reader.fetch(s3, where.bucket, batch, folder)
+            try:
+                scan.scan(list(local))
+            finally:
+                for path in local:
+                    path.unlink(missing_ok=True)
+            for bad in scan.stats.malformed:
+                item = local.get(bad.path) or _by_name(local, bad.path)
+                key = item.key if item else bad.path.name
+                spots.append(
+                    blind("malformed_file", f"s3://{where.bucket}/{key}: {bad.error} (skipped)")
+                )
+            scan.stats.malformed.clear()
+        self.files_scanned = scan.stats.files
+        self.records_scanned = scan.stats.records
+        self.keys = scan.keys
+        return spots
+
+    def coverage_only(
+        self, s3: Any, where: trail_reader.TrailLocation, wanted: list[str] | None
+    ) -> list[dict[str, str]]:
+        """Athena reads the table; the file listing still shows gaps and missing regions."""
+        return self._files(s3, where, wanted)[1]
+
+    def athena(self, query: Any, database: str, table: str) -> None:
+        from clampdown_aws.forensics.athena import athena_scope
+
+        rows, self.keys = athena_scope(query, database, table, self.principal, self.start, self.end)
+        rollup.load_hits(self.con, rows)
+        self.engine = "athena"
+
+    def result(self, spots: list[dict[str, str]], max_objects: int) -> dict[str, Any]:
+        """The whole result (every object); the action bounds what goes to outputs."""
+        rolled = rollup.roll_up(self.con, self.models)
+        level, reason = confidence(spots)
+        found = rollup.objects(self.con, None)
+        return {
+            "window_start": iso(self.start),
+            "window_end": iso(self.end),
+            "summary": _summary(self.principal, rolled["totals"], found, level),
+            "objects": found,
+            **rolled,
+            "linked_credentials": sorted(self.keys),
+            "blind_spots": spots,
+            "confidence": level,
+            "confidence_reason": reason,
+            "engine": self.engine,
+            "files_scanned": self.files_scanned,
+            "records_scanned": self.records_scanned,
+        }
+
+
+def _by_name(local: dict[Path, Any], path: Path) -> Any:
+    for candidate, item in local.items():
+        if candidate.name == path.name:
+            return item
+    return None
+
+
+def _summary(principal: Principal, totals: dict[str, Any], found: list[Any], level: str) -> str:
+    who = principal.describe()
+    if not found:
+        text = f"{who}: no reads by this principal in the window"
+        if level != "high":
+            text += " — but see the blind spots: this does not show that nothing was taken"
+        return text
+    return (
+        f"{who}: {totals['objects']} object(s), {totals['bytes_out']} bytes out, "
+        f"from {len(totals['source_ips'])} source IP(s), "
+        f"{totals['first_access']} to {totals['last_access']} (confidence {level})"
+    )

@@ -1,0 +1,384 @@
+"""The two engines on local trail files: the embedded DuckDB scan, and the Athena SQL run in
+DuckDB over a table of Athena's CloudTrail shape — the same answer; Athena's polling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown_aws.forensics import rollup
+from clampdown_aws.forensics.athena import AthenaQueryFailed, AthenaRunner
+from clampdown_aws.forensics.embedded import EmbeddedScan, connect
+from clampdown_aws.forensics.exfiltration import Model, ScopeExfiltration
+from clampdown_aws.forensics.principal import parse_principal
+from clampdown_aws.forensics.scope import Scope
+from clampdown_aws.forensics.trail_reader import delivered_at
+from clampdown_aws.testing import trail_files as tf
+
+ACCOUNT = tf.ACCOUNT
+START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+END = START + timedelta(hours=3)
+T0 = START.replace(tzinfo=None)
+MB = 1048576
+MODELS = [Model(name="llm", bucket="models", prefix="llm-v3/")]
+thief = tf.user("mallory", "AKIAMALLORY000000001")
+hop1 = tf.session("exporter", "hop1", "ASIAHOP1000000000001")
+hop2 = tf.session("archiver", "hop2", "ASIAHOP2000000000001")
+
+
+def records() -> list[dict[str, Any]]:
+    """Normal traffic, and a theft through a two-hop AssumeRole chain, a copy and a denial."""
+    at = T0 + timedelta(hours=1)
+    theft = [
+        tf.s3_read(thief, at, "models", "llm-v3/a.bin", size=10 * MB, seq=1),
+        tf.assume_role(
+            thief, at + timedelta(minutes=1), "exporter", "hop1", "ASIAHOP1000000000001", seq=2
+        ),
+        tf.assume_role(
+            hop1, at + timedelta(minutes=2), "archiver", "hop2", "ASIAHOP2000000000001", seq=3
+        ),
+        # the second hop's reads land in another region, in a file delivered *before* the
+        # file that holds the AssumeRole that created it (us-west-2 sorts first)
+        tf.s3_read(
+            hop2,
+            at + timedelta(minutes=2, seconds=30),
+            "models",
+            "llm-v3/b.bin",
+            size=20 * MB,
+            version_id="v7",
+            ip="203.0.113.20",
+            region="us-west-2",
+            seq=4,
+        ),
+        tf.s3_read(
+            hop1,
+            at + timedelta(minutes=3),
+            "models",
+            "llm-v3/c.bin",
+            name="SelectObjectContent",
+            size=MB,
+            seq=5,
+        ),
+        tf.management(
+            thief,
+            at + timedelta(minutes=4),
+            "iam.amazonaws.com",
+            "CreateAccessKey",
+            {"userName": "backup"},
+            {
+                "accessKey": {
+                    "accessKeyId": "AKIABACKUP0000000001",
+                    "userName": "backup",
+                    "status": "Active",
+                }
+            },
+            seq=6,
+        ),
+        tf.s3_read(
+            tf.user("backup", "AKIABACKUP0000000001"),
+            at + timedelta(minutes=20),
+            "models",
+            "llm-v3/d.bin",
+            size=2 * MB,
+            seq=7,
+        ),
+        tf.s3_read(
+            thief, at + timedelta(minutes=21), "models", "llm-v3/e.bin", error="AccessDenied", seq=8
+        ),
+    ]
+    copy = tf.s3_read(
+        thief, at + timedelta(minutes=22), "attacker-drop", "loot/a.bin", name="CopyObject", seq=9
+    )
+    copy["requestParameters"]["x-amz-copy-source"] = "models/llm-v3/a%2Bb.bin?versionId=v1"
+    normal = list(tf.Traffic(T0, objects=6, every=20.0).records(600))
+    return sorted([*normal, *theft, copy], key=lambda r: r["eventTime"])
+
+
+def write_files(folder: Path) -> dict[Path, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for key, body in tf.deliver(records(), max_records=50).items():
+        path = folder / key.replace("/", "_")
+        path.write_bytes(body)
+        paths[path] = key
+    return paths
+
+
+def embedded_result(tmp_path: Path, principal: str) -> dict[str, Any]:
+    files = write_files(tmp_path / "files")
+    scope = Scope(tmp_path, parse_principal(principal, ACCOUNT), START, END, MODELS, threads=1)
+    scan = EmbeddedScan(scope.con, scope.principal, START, END)
+    ordered = sorted(files, key=lambda p: (delivered_at(files[p]), files[p]))
+    for start in range(0, len(ordered), 4):  # small batches: the chain spans batches
+        scan.scan(ordered[start : start + 4])
+    scope.keys = scan.keys
+    assert not scan.stats.malformed
+    return scope.result([], 100)
+
+
+def test_embedded_engine_follows_the_chain_across_batches_and_regions(tmp_path: Path) -> None:
+    result = embedded_result(tmp_path, "arn:aws:iam::123456789012:user/mallory")
+    assert {(o["key"], o["version_id"], o["bytes_out"]) for o in result["objects"]} == {
+        ("llm-v3/a.bin", None, 10 * MB),
+        ("llm-v3/b.bin", "v7", 20 * MB),
+        ("llm-v3/c.bin", None, MB),
+        ("llm-v3/d.bin", None, 2 * MB),
+        ("llm-v3/a+b.bin", "v1", 0),  # CopyObject: counted against its source
+    }
+    assert result["linked_credentials"] == [
+        "AKIABACKUP0000000001",
+        "ASIAHOP1000000000001",
+        "ASIAHOP2000000000001",
+    ]
+    assert result["models"][0]["objects"] == 5
+    assert result["totals"]["denied_events"] == 1
+    assert [m["event_name"] for m in result["management_events"]] == [
+        "AssumeRole",
+        "AssumeRole",
+        "CreateAccessKey",
+    ]
+    assert "AKIABACKUP0000000001 for backup" in result["management_events"][2]["detail"]
+
+
+def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "files")
+    broken = tmp_path / "broken.json.gz"
+    broken.write_bytes(next(iter(files)).read_bytes()[:200])
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
+    scan.scan([*files, broken])
+    assert [m.path for m in scan.stats.malformed] == [broken]
+    assert scan.stats.files == len(files) + 1
+    rolled = rollup.roll_up(con, MODELS)
+    assert rolled["totals"]["objects"] == 5
+
+
+# --- Athena: its SQL, run in DuckDB over a table of Athena's CloudTrail shape -------------------
+
+
+def athena_table(con: Any) -> None:
+    """``security.cloudtrail_logs`` as AWS's CREATE EXTERNAL TABLE defines it (the columns
+    the scope reads), filled from the same records by a different path than the engine's."""
+    con.execute("CREATE SCHEMA security")
+    con.execute(
+        """CREATE TABLE security.cloudtrail_logs (
+          eventversion VARCHAR,
+          useridentity STRUCT(type VARCHAR, principalid VARCHAR, arn VARCHAR, accountid VARCHAR,
+            invokedby VARCHAR, accesskeyid VARCHAR, username VARCHAR,
+            sessioncontext STRUCT(sessionissuer STRUCT(type VARCHAR, principalid VARCHAR,
+              arn VARCHAR, accountid VARCHAR, username VARCHAR))),
+          eventtime VARCHAR, eventsource VARCHAR, eventname VARCHAR, awsregion VARCHAR,
+          sourceipaddress VARCHAR, useragent VARCHAR, errorcode VARCHAR, errormessage VARCHAR,
+          requestparameters VARCHAR, responseelements VARCHAR, additionaleventdata VARCHAR,
+          requestid VARCHAR, eventid VARCHAR, readonly VARCHAR, eventcategory VARCHAR,
+          "timestamp" VARCHAR)"""
+    )
+    rows = []
+    for key, body in tf.deliver(records(), max_records=50).items():
+        import gzip
+
+        day = key.split("/CloudTrail/")[1].split("/", 1)[1].rsplit("/", 1)[0]  # yyyy/MM/dd
+        for r in json.loads(gzip.decompress(body))["Records"]:
+            ui = r["userIdentity"]
+            issuer = ui.get("sessionContext", {}).get("sessionIssuer")
+            rows.append(
+                (
+                    r["eventVersion"],
+                    {
+                        "type": ui["type"],
+                        "principalid": ui.get("principalId"),
+                        "arn": ui.get("arn"),
+                        "accountid": ui.get("accountId"),
+                        "invokedby": None,
+                        "accesskeyid": ui.get("accessKeyId"),
+                        "username": ui.get("userName"),
+                        "sessioncontext": {
+                            "sessionissuer": {k.lower(): v for k, v in issuer.items()}
+                        }
+                        if issuer
+                        else None,
+                    },
+                    r["eventTime"],
+                    r["eventSource"],
+                    r["eventName"],
+                    r["awsRegion"],
+                    r["sourceIPAddress"],
+                    r["userAgent"],
+                    r.get("errorCode"),
+                    r.get("errorMessage"),
+                    *(
+                        json.dumps(r[f]) if r.get(f) is not None else None
+                        for f in ("requestParameters", "responseElements", "additionalEventData")
+                    ),
+                    r["requestID"],
+                    r["eventID"],
+                    str(r["readOnly"]).lower(),
+                    r["eventCategory"],
+                    day,
+                )
+            )
+    con.executemany(
+        f"INSERT INTO security.cloudtrail_logs VALUES ({', '.join('?' * len(rows[0]))})", rows
+    )
+
+
+def duckdb_as_athena(con: Any, seen: list[str]) -> Any:
+    """A query function with AthenaRunner's shape, answering from DuckDB. The one rewrite:
+    Presto spells a JSON key with hyphens ``$["k"]``, DuckDB ``$."k"``."""
+
+    def query(sql: str) -> list[dict[str, str | None]]:
+        seen.append(sql)
+        cursor = con.execute(sql.replace('$["x-amz-copy-source"]', '$."x-amz-copy-source"'))
+        names = [d[0] for d in cursor.description]
+        return [
+            {n: (None if v is None else str(v)) for n, v in zip(names, row, strict=True)}
+            for row in cursor.fetchall()
+        ]
+
+    return query
+
+
+@pytest.mark.parametrize(
+    "principal",
+    [
+        "arn:aws:iam::123456789012:user/mallory",
+        "AKIAMALLORY000000001",
+        "exporter/hop1",
+        "arn:aws:iam::123456789012:role/serving",
+        "nobody",
+    ],
+)
+def test_athena_sql_finds_what_the_embedded_engine_finds(tmp_path: Path, principal: str) -> None:
+    embedded = embedded_result(tmp_path / "embedded", principal)
+
+    work = tmp_path / "athena"
+    work.mkdir()
+    scope = Scope(work, parse_principal(principal, ACCOUNT), START, END, MODELS, threads=1)
+    table = connect(work, "256MB", 1)
+    athena_table(table)
+    seen: list[str] = []
+    scope.athena(duckdb_as_athena(table, seen), "security", "cloudtrail_logs")
+    athena = scope.result([], 100)
+
+    assert '"security"."cloudtrail_logs"' in seen[-1] and '"timestamp" BETWEEN' in seen[-1]
+    for field in ("objects", "models", "totals", "management_events", "linked_credentials"):
+        assert athena[field] == embedded[field], field
+    assert athena["engine"] == "athena" and embedded["engine"] == "duckdb"
+
+
+class FakeAthena:
+    """Just enough of the Athena client to drive AthenaRunner through its states."""
+
+    def __init__(
+        self, states: list[str], pages: list[list[list[str | None]]] | None = None
+    ) -> None:
+        self.states = states
+        self.pages = pages or [[["minted_key"]]]
+        self.calls: list[tuple[str, dict]] = []
+
+    def start_query_execution(self, **kwargs: Any) -> dict:
+        self.calls.append(("start", kwargs))
+        return {"QueryExecutionId": "q-1"}
+
+    def get_query_execution(self, QueryExecutionId: str) -> dict:
+        state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+        return {
+            "QueryExecution": {
+                "Status": {"State": state, "StateChangeReason": "SYNTAX_ERROR: line 1"}
+            }
+        }
+
+    def stop_query_execution(self, QueryExecutionId: str) -> None:
+        self.calls.append(("stop", {"QueryExecutionId": QueryExecutionId}))
+
+    def get_paginator(self, name: str) -> Any:
+        pages = self.pages
+
+        class Pages:
+            def paginate(self, **_: Any) -> Any:
+                for page in pages:
+                    yield {
+                        "ResultSet": {
+                            "Rows": [
+                                {"Data": [{"VarCharValue": v} if v else {} for v in row]}
+                                for row in page
+                            ]
+                        }
+                    }
+
+        return Pages()
+
+
+def test_athena_runner_polls_until_success_and_reads_every_page() -> None:
+    sleeps: list[float] = []
+    fake = FakeAthena(
+        ["QUEUED", "RUNNING", "RUNNING", "SUCCEEDED"],
+        [[["minted_key", "n"], ["ASIA1", "1"]], [["ASIA2", None]]],
+    )
+    runner = AthenaRunner(fake, "security", "s3://out/", "ir", sleep=sleeps.append)
+    assert runner("SELECT 1") == [
+        {"minted_key": "ASIA1", "n": "1"},
+        {"minted_key": "ASIA2", "n": None},
+    ]
+    assert sleeps == [0.2, 0.4, 0.8]
+    start = fake.calls[0][1]
+    assert start == {
+        "QueryString": "SELECT 1",
+        "QueryExecutionContext": {"Database": "security"},
+        "WorkGroup": "ir",
+        "ResultConfiguration": {"OutputLocation": "s3://out/"},
+    }
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELLED"])
+def test_athena_failure_states_name_the_reason(state: str) -> None:
+    runner = AthenaRunner(
+        FakeAthena(["RUNNING", state]), "security", "s3://out/", "ir", sleep=lambda s: None
+    )
+    with pytest.raises(AthenaQueryFailed, match=f"q-1 {state}: SYNTAX_ERROR: line 1"):
+        runner("SELECT 1")
+
+
+def test_athena_query_that_never_ends_is_stopped() -> None:
+    fake = FakeAthena(["RUNNING"])
+    runner = AthenaRunner(fake, "security", "s3://out/", "ir", sleep=lambda s: None, timeout=3.0)
+    with pytest.raises(AthenaQueryFailed, match="still RUNNING after 3 s: stopped"):
+        runner("SELECT 1")
+    assert fake.calls[-1] == ("stop", {"QueryExecutionId": "q-1"})
+
+
+def test_iam_actions_athena_only_for_the_athena_engine() -> None:
+    declared = ScopeExfiltration.iam_actions
+    for name in (
+        "cloudtrail:GetEventSelectors",
+        "cloudtrail:GetTrailStatus",
+        "cloudtrail:DescribeTrails",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "athena:StartQueryExecution",
+    ):
+        assert name in declared
+    assert not any(a.startswith(("s3:Delete", "iam:", "s3:PutBucket")) for a in declared)
+    embedded = ScopeExfiltration.iam_resources({"trail_bucket": "trail-logs"})
+    assert embedded["athena:StartQueryExecution"] == [] and embedded["glue:GetTable"] == []
+    assert embedded["s3:ListBucket"] == ["arn:aws:s3:::trail-logs"]
+    assert "athena:StartQueryExecution" not in ScopeExfiltration.iam_resources({"engine": "athena"})
+    assert ScopeExfiltration.destructive is False
+
+
+def test_a_file_over_the_object_size_limit_is_read_alone_with_a_bigger_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clampdown_aws.forensics import embedded
+
+    files = write_files(tmp_path / "files")
+    monkeypatch.setattr(embedded, "MAX_OBJECT_BYTES", 4096)  # smaller than every file here
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
+    scan.scan(list(files))
+    assert scan.stats.malformed == []
+    assert rollup.roll_up(con, MODELS)["totals"]["objects"] == 5
