@@ -10,6 +10,11 @@ decision by an unauthorised person, by the starter, bound to other parameters, a
 run or another step — and pause again, the gated step not run — and accept one by a
 member of an allowed Slack group, after which the run goes on.
 
+These decisions are unauthenticated: the run counts them only when an operator turned
+``CLAMPDOWN_PREFECT_UI_DECISIONS`` on (the ``ui_on`` fixture). Off — the default — the
+same posts are refused and recorded, as is any decision that claims to come from Slack or
+the terminal without that source's proof, even from someone holding the Prefect API.
+
 Real flow runs on the session's Prefect API; Slack is the local stand-in (it resolves
 the approver group); the gated step is ``core.log``, so no AWS is needed.
 """
@@ -24,15 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 
 from clampdown.app.serve import InProcessStarter
+from clampdown.core.decision_proof import UI_OFF
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings
 from clampdown_flows.approval_store import request_file
 from clampdown_flows.decisions import submit_decision
+from clampdown_flows.prefect_api import local_auth_string
 from clampdown_slack.testing.standin import SlackStandIn
+from tests.approver_keys import approver_keys
 from tests.slack_requests import ONCALL
 
 STARTER = "U0STARTER"
@@ -73,6 +82,12 @@ def runbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path.write_text(RUNBOOK, encoding="utf-8")
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(folder))
     return path
+
+
+@pytest.fixture
+def ui_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator turned unauthenticated Prefect UI decisions on (read at the run's start)."""
+    monkeypatch.setenv("CLAMPDOWN_PREFECT_UI_DECISIONS", "true")
 
 
 @pytest.fixture
@@ -188,7 +203,7 @@ class UiRun:
 
 
 def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member_resumes(
-    starter: InProcessStarter, runbook: Path, oncall_slack: SlackStandIn
+    ui_on: None, starter: InProcessStarter, runbook: Path, oncall_slack: SlackStandIn
 ) -> None:
     run = UiRun(starter, runbook)
     paused = run.paused()
@@ -223,7 +238,7 @@ def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member
 
 
 def test_unauthorised_people_deciding_in_the_ui_are_refused_and_the_run_pauses_again(
-    starter: InProcessStarter, runbook: Path
+    ui_on: None, starter: InProcessStarter, runbook: Path
 ) -> None:
     run = UiRun(starter, runbook)
     paused = run.paused()
@@ -259,7 +274,7 @@ def test_unauthorised_people_deciding_in_the_ui_are_refused_and_the_run_pauses_a
 
 
 def test_ui_decisions_bound_to_other_parameters_run_or_step_are_refused(
-    starter: InProcessStarter, runbook: Path
+    ui_on: None, starter: InProcessStarter, runbook: Path
 ) -> None:
     run = UiRun(starter, runbook)
     paused = run.paused()
@@ -300,18 +315,27 @@ def test_ui_decisions_bound_to_other_parameters_run_or_step_are_refused(
 
 
 def test_a_ui_decision_cannot_pose_as_slack_or_the_terminal_and_the_ui_can_be_turned_off(
-    starter: InProcessStarter, runbook: Path, monkeypatch: pytest.MonkeyPatch
+    ui_on: None,
+    starter: InProcessStarter,
+    runbook: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    keys = approver_keys(tmp_path, monkeypatch, LEAD)
     run = UiRun(starter, runbook)
     paused = run.paused()
-    for source in ("slack", "terminal"):
-        forged = paused.form(decision="approve", approver=LEAD, source=source, signature="0" * 64)
+    refusals = {
+        "slack": "the decision claims to come from Slack but is not signed by clampdown serve "
+        "(the run's approval key)",
+        "terminal": f"the terminal decision by {LEAD} is not signed by a key that "
+        f"CLAMPDOWN_ALLOWED_SIGNERS lists for {LEAD} (or was altered after signing)",
+    }
+    forged_sig = "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n"
+    for source, signature in (("slack", "0" * 64), ("terminal", forged_sig)):
+        forged = paused.form(decision="approve", approver=LEAD, source=source, signature=signature)
         record, paused = run.refused_then_paused_again(paused, forged)
         assert record["accepted"] is False
-        assert record["refusal"] == (
-            f"the decision claims to come from {source} but is not signed "
-            "with the run's approval key"
-        )
+        assert record["refusal"] == refusals[source]
 
     monkeypatch.setenv("CLAMPDOWN_APPROVAL_SOURCES", "slack,terminal")
     record, paused = run.refused_then_paused_again(
@@ -319,6 +343,59 @@ def test_a_ui_decision_cannot_pose_as_slack_or_the_terminal_and_the_ui_can_be_tu
     )
     assert record["refusal"] == "decisions from prefect-ui are not accepted here"
 
-    verdict = submit_decision(run.run_id, "approve", LEAD)  # the terminal signs with the key
+    verdict = submit_decision(run.run_id, "approve", LEAD, key=keys[LEAD])  # LEAD's own key
     assert verdict.accepted, verdict
     assert run.finish()["status"] == "succeeded"
+
+
+def test_by_default_decisions_posted_to_the_prefect_api_are_refused_and_recorded(
+    starter: InProcessStarter, runbook: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 12's attack: someone who can reach the Prefect API posts a decision to the
+    paused run (a typed UI decision, an unsigned terminal claim); with the UI path off by
+    default both are refused and recorded, and only a decision signed by the approver's own
+    key counts. Without the API's auth string the post does not even reach the run."""
+    keys = approver_keys(tmp_path, monkeypatch, LEAD)
+    monkeypatch.delenv("CLAMPDOWN_PREFECT_UI_DECISIONS", raising=False)
+    run = UiRun(starter, runbook)
+    paused = run.paused()
+    url = f"{prefect_api_url()}/flow_runs/{paused.flow_run_id}/resume"
+
+    anonymous = httpx.post(url, json={"run_input": paused.form(decision="approve", approver=LEAD)})
+    assert anonymous.status_code == 401
+
+    record, paused = run.refused_then_paused_again(
+        paused, paused.form(decision="approve", approver=ONCALL[0])
+    )
+    assert record["accepted"] is False and record["source"] == "prefect-ui"
+    assert record["refusal"] == UI_OFF
+    assert "CLAMPDOWN_PREFECT_UI_DECISIONS=false" in record["refusal"]
+
+    # straight to the API with httpx (the holder of the auth string), claiming the terminal
+    user, _, password = (local_auth_string() or "").partition(":")
+    unsigned = paused.form(decision="approve", approver=LEAD, source="terminal")
+    before = len(run.decisions(1))
+    posted = httpx.post(url, json={"run_input": unsigned}, auth=(user, password))
+    assert posted.status_code in (200, 201), posted.text
+    record = run.decisions(before + 1)[before]
+    assert record["accepted"] is False and record["approver"] == LEAD
+    assert record["refusal"] == (
+        f"the terminal decision by {LEAD} is not signed: terminal decisions must be signed "
+        "with the approver's own SSH key (`clampdown approve --key`)"
+    )
+    run.paused(other_than=paused.pause_key)
+    assert not run.ran("contain") and run.request()["status"] == "pending"
+
+    verdict = submit_decision(run.run_id, "approve", LEAD, key=keys[LEAD])
+    assert verdict.accepted, verdict
+    end = run.finish()
+    assert end["status"] == "succeeded"
+    accepted = [r for r in ledger(run.run_id) if r["type"] == "approval.decision" and r["accepted"]]
+    assert [r["approver"] for r in accepted] == [LEAD]
+    assert accepted[0]["authenticated_by"].startswith("ssh key SHA256:")
+
+
+def prefect_api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value())
