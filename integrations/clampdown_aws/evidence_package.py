@@ -38,16 +38,17 @@ def read_manifest(s3: Any, uri: str) -> bytes:
 def retention(
     s3: Any, bucket: str, key: str, version_id: str | None
 ) -> tuple[str | None, str | None]:
-    """(mode, retain-until) of one object version; (None, None) when it has none."""
+    """(mode, retain-until) of one object version, as HeadObject reports them (it needs
+    s3:GetObjectRetention to include them); (None, None) when it has none."""
     args = {"Bucket": bucket, "Key": key}
     if version_id:
         args["VersionId"] = version_id
     try:
-        found = s3.get_object_retention(**args)["Retention"]
+        head = s3.head_object(**args)
     except s3.exceptions.ClientError:
         return None, None
-    until = found.get("RetainUntilDate")
-    return found.get("Mode"), until.isoformat() if hasattr(until, "isoformat") else until
+    until = head.get("ObjectLockRetainUntilDate")
+    return head.get("ObjectLockMode"), until.isoformat() if hasattr(until, "isoformat") else until
 
 
 def with_retention(s3: Any, bucket: str, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
