@@ -457,3 +457,35 @@ def test_html_after_action_has_the_tabletop_parts():
     assert (
         "| 2 | Steps failed during the run" in text and "| runbook_owner | failed steps |" in text
     )
+
+
+@needs_chromium
+def test_chromium_renders_the_incident_reports_scoping_and_changes_tables(tmp_path: Path):
+    """The incident report of a run with a scoping step and a rollback, in a real browser:
+    the scoping table, the per-model roll-up, the blind spots and the changes table are in
+    the DOM Chromium built (not only in the HTML text)."""
+    from clampdown.core.incident_report_render import to_html as incident_html
+    from tests.unit.test_incident_report import report, rollback_records
+
+    page = tmp_path / "incident.html"
+    page.write_text(
+        incident_html(report(rollbacks=[rollback_records(True)], hostile=True)), encoding="utf-8"
+    )
+    dom = chromium("--dump-dom", page.as_uri()).stdout
+
+    def rows(table_id: str) -> list[str]:
+        found = re.search(rf'<table id="{table_id}"[^>]*>(.*?)</table>', dom, re.S)
+        assert found, f"no table #{table_id} in the browser's DOM"
+        return re.findall(r"<tr[^>]*>(.*?)</tr>", found.group(1), re.S)
+
+    objects = rows("scoping-objects")
+    assert len(objects) == 2 and "models/fraud-detector-v3/model.tar.gz" in objects[1]
+    assert "3145728" in objects[1] and "203.0.113.66" in objects[1]
+    assert len(rows("scoping-models")) == 2
+    changes = rows("changes")
+    assert len(changes) == 4  # header + three changes
+    assert any("rolled back by run rb0000000001" in r for r in changes)
+    assert any("rollback rb0000000001 failed" in r for r in changes)
+    blind = re.search(r'<div class="blind" id="blind-spots">(.*?)</div>', dom, re.S)
+    assert blind and blind.group(1).count("<li>") == 2
+    assert "<script>alert" not in dom  # the hostile reason stayed text in the browser too
