@@ -3,7 +3,7 @@
 A run is started the way a responder starts one (the serve app's in-process starter,
 trigger user = the responder), pauses at ``approval.request``, and decisions arrive as
 signed ``block_actions`` / ``view_submission`` requests on ``/slack/events`` of the real
-FastAPI + Bolt app, or from ``clampdown approve``. The AWS end state is read from moto
+FastAPI + Bolt app, or from ``clampdown approve`` signed with the approver's own SSH key. The AWS end state is read from moto
 server; what Slack saw is read from the stand-in.
 """
 
@@ -35,6 +35,7 @@ from clampdown_slack.approval_card import (
     REASON_INPUT,
 )
 from clampdown_slack.testing.standin import SlackStandIn
+from tests.approver_keys import approver_keys
 from tests.slack_requests import ONCALL, block_action, post_signed, view_submission
 
 STARTER = "U0STARTER"
@@ -331,8 +332,16 @@ def test_timeout_with_on_timeout_fail_fails_the_run(
     assert keys_active(suspect)
 
 
+@pytest.fixture
+def lead_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lead's own SSH key, listed for LEAD, as CLAMPDOWN_APPROVER_KEY (approve's default)."""
+    keys = approver_keys(tmp_path, monkeypatch, LEAD)
+    monkeypatch.setenv("CLAMPDOWN_APPROVER_KEY", str(keys[LEAD]))
+    return keys[LEAD]
+
+
 def test_slack_down_for_a_while_containment_still_completes_and_the_ledger_says_so(
-    harness: Harness, library: Path, suspect: str
+    lead_key: Path, harness: Harness, library: Path, suspect: str
 ) -> None:
     harness.slack.down(500)
     run_id = harness.start(library, principal_arn=suspect)
@@ -350,7 +359,7 @@ def test_slack_down_for_a_while_containment_still_completes_and_the_ledger_says_
 
 
 def test_clampdown_approve_refuses_a_denial_without_reason_and_an_outsider(
-    harness: Harness, library: Path, suspect: str
+    lead_key: Path, harness: Harness, library: Path, suspect: str
 ) -> None:
     run_id = harness.start(library, principal_arn=suspect)
     harness.wait_paused(run_id)
@@ -367,6 +376,8 @@ def test_clampdown_approve_refuses_a_denial_without_reason_and_an_outsider(
     )
     assert denied.exit_code == 0, denied.output
     assert harness.finish(run_id)["status"] == "denied"
+    [counted] = [r for r in ledger(run_id) if r["type"] == "approval.decision"]
+    assert counted["accepted"] and counted["authenticated_by"].startswith("ssh key SHA256:")
 
 
 def test_a_card_slack_did_not_take_is_posted_once_slack_is_back_and_can_be_clicked(
