@@ -23,7 +23,7 @@ from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import Home, RunFiles
+from clampdown.core.home import PRIVATE_FILE, Home, RunFiles, write_private
 from clampdown.core.ledger import read, verify_file
 
 
@@ -186,7 +186,7 @@ def rollback_run(
     items = undo_items(path)
     lock = home.run(run_id).rollback_lock
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
     except FileExistsError:
         raise RollbackRefused(
             f"a rollback of run '{run_id}' is already in progress ({lock} exists)",
@@ -240,7 +240,7 @@ def rollback_run(
         )
         if not failed:
             mark = home.run(run_id).rolled_back_mark
-            mark.write_text(json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})}))
+            write_private(mark, json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})}))
     finally:
         ledger.close()
         lock.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from clampdown.core.approvals import split_people
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import RunFiles
+from clampdown.core.home import RunFiles, private_dirs, write_private
 from clampdown.core.settings import Settings, settings
 
 
@@ -39,7 +39,7 @@ def approval_key(files: RunFiles, *, create: bool = False) -> bytes:
     """
     path = files.approval_key
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
@@ -67,10 +67,7 @@ def allowed_sources() -> frozenset[str]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic replace: a reader never sees half a request."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-    tmp.replace(path)
+    write_private(path, json.dumps(data, indent=1, sort_keys=True, default=str))  # 0600
 
 
 def read_requests(files: RunFiles) -> list[dict[str, Any]]:
