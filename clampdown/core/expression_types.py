@@ -34,7 +34,7 @@ from typing import Any
 from jinja2 import nodes
 from pydantic import BaseModel
 
-from clampdown.core.expressions import ENV, compile_expression, condition_source
+from clampdown.core.expressions import compile_expression, condition_source
 from clampdown.core.models import InputSpec
 
 KINDS = ("string", "integer", "number", "boolean", "array", "object", "null")
@@ -240,10 +240,7 @@ class Scope:
 
 def expression_node(source: str) -> nodes.Expr | None:
     """The single expression of a whole ``{{ … }}`` template (None: text around it)."""
-    if not compile_expression(source).native:
-        return None
-    body = ENV.parse(source.strip()).body
-    return body[0].nodes[0]  # type: ignore[attr-defined,no-any-return]
+    return compile_expression(source).node
 
 
 def infer(source: str, scope: Scope) -> ExprType:

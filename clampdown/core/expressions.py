@@ -166,6 +166,8 @@ class Expression:
     native: bool
     references: tuple[Reference, ...] = field(default=())
     uses_status_function: bool = False
+    # the one expression of a native template, parsed once (lint infers its type)
+    node: nodes.Expr | None = field(default=None, compare=False, repr=False)
 
 
 MAX_SIZE = 100_000
@@ -309,7 +311,8 @@ def compile_expression(source: str) -> Expression:
     _check_depth(tree)
     refs: list[Reference] = []
     status = _check(tree, refs)
-    return Expression(source, _is_whole(source), tuple(refs), status)
+    node = _whole(source, tree)
+    return Expression(source, node is not None, tuple(refs), status, node)
 
 
 def _too_deep(line: int) -> ExpressionError:
@@ -340,12 +343,20 @@ def _check_depth(tree: nodes.Node) -> None:
         stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
-def _is_whole(source: str) -> bool:
-    """One ``{{ … }}`` and nothing else but surrounding whitespace: keep the native type."""
-    if not _WHOLE.match(source):
-        return False
-    body = ENV.parse(source.strip()).body
-    return len(body) == 1 and isinstance(body[0], nodes.Output) and len(body[0].nodes) == 1
+def _whole(source: str, tree: nodes.Template) -> nodes.Expr | None:
+    """The expression of one ``{{ … }}`` with nothing else but surrounding whitespace
+    (such a value keeps its native type), or None; read from the tree already parsed."""
+    if not _WHOLE.match(source) or len(tree.body) != 1:
+        return None
+    output = tree.body[0]
+    if not isinstance(output, nodes.Output):
+        return None
+    parts = [
+        n for n in output.nodes if not (isinstance(n, nodes.TemplateData) and not n.data.strip())
+    ]
+    if len(parts) != 1 or isinstance(parts[0], nodes.TemplateData):
+        return None
+    return parts[0]
 
 
 def condition_source(value: str | bool) -> str:
