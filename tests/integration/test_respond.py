@@ -295,7 +295,7 @@ def test_expression_error_at_run_time_fails_the_step_without_retrying(write_runb
         HEADER
         + """
 steps:
-  - {id: maybe, uses: core.set_output, if: "false", with: {x: 1}}
+  - {id: maybe, uses: core.set_output, if: "false", with: {x: "1"}}
   - {id: uses_it, uses: core.log, needs: [maybe], if: always(), retries: 3,
      with: {message: "{{ steps.maybe.outputs.x }}"}}
 """
