@@ -29,6 +29,7 @@ from clampdown.core.report_sections import (
     md_evidence,
     md_inputs,
     md_scoping,
+    md_steps,
     md_times,
 )
 
@@ -37,19 +38,6 @@ def _chain_text(r: IncidentReport) -> str:
     if r.chain is None:
         return "not checked"
     return ("intact: " if r.chain.ok else "BROKEN: ") + r.chain.message
-
-
-def _steps_md(r: IncidentReport) -> list[str]:
-    lines = ["| step | action | status | start | end | note |", "|---|---|---|---|---|---|"]
-    for s in r.steps:
-        start = "—" if s.start is None else f"T+{s.start:.1f}s"
-        end = "—" if s.end is None else f"T+{s.end:.1f}s"
-        tag = " (approval)" if s.approval else " (containment)" if s.containment else ""
-        lines.append(
-            f"| `{md(s.id)}`{tag} | `{md(s.uses)}` | {md(s.status)} | {start} | {end} "
-            f"| {md(s.note)} |"
-        )
-    return lines
 
 
 def to_markdown(r: IncidentReport) -> str:
@@ -73,9 +61,7 @@ def to_markdown(r: IncidentReport) -> str:
             "",
         ]
     lines += ["## Inputs", "", *md_inputs(r.inputs), ""]
-    lines += ["## Timeline (seconds after T+0)", "", *_steps_md(r), ""]
-    if r.markers:
-        lines += [*(f"- T+{m.at:.1f}s: {md(m.label)}" for m in r.markers), ""]
+    lines += ["## Timeline (seconds after T+0)", "", *md_steps(r.steps, r.markers), ""]
     lines += ["## Decisions", "", *md_decisions(r.decisions, r.gates), ""]
     lines += ["## Changes made and their rollback state", "", *md_changes(r.changes), ""]
     lines += ["## What was taken (scoping)", "", *md_scoping(r.scoping), ""]

@@ -14,6 +14,7 @@ from clampdown.core.report_sections import (
     md_decisions,
     md_evidence,
     md_inputs,
+    md_steps,
     md_times,
 )
 
@@ -69,16 +70,7 @@ def to_markdown(report: DrillReport) -> str:
     ]
     lines += ["", "## Inputs the run got", "", *md_inputs(r.inputs)]
     lines += ["", "## Timeline (seconds after the alert)", ""]
-    lines += ["| step | action | status | start | end | note |", "|---|---|---|---|---|---|"]
-    for s in r.steps:
-        start = "—" if s.start is None else f"T+{s.start:.1f}s"
-        end = "—" if s.end is None else f"T+{s.end:.1f}s"
-        tag = " (approval)" if s.approval else " (containment)" if s.containment else ""
-        lines.append(
-            f"| `{md(s.id)}`{tag} | `{md(s.uses)}` | {s.status} | {start} | {end} | {md(s.note)} |"
-        )
-    if r.markers:
-        lines += ["", *(f"- T+{m.at:.1f}s: {md(m.label)}" for m in r.markers)]
+    lines += md_steps(r.steps, r.markers)
     lines += ["", "## Decisions", "", *md_decisions(r.decisions, r.gates)]
     lines += ["", "## What changed", "", *md_changes(r.changes)]
     lines += ["", "## What failed", ""]

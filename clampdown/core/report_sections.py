@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from clampdown.core.report import html_text, seconds_text
+from clampdown.core.report import Marker, StepSpan, html_text, seconds_text
 from clampdown.core.report_facts import (
     Change,
     Decision,
@@ -102,6 +102,23 @@ def html_times(times: Times, origin: str) -> str:
     return (
         f'<p class="clock">T+0 is {html_text(origin)}.</p><div class="kpis">{"".join(cards)}</div>'
     )
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+
+def md_steps(steps: Sequence[StepSpan], markers: Sequence[Marker] = ()) -> list[str]:
+    """The timeline as a table (seconds after T+0), then the markers as a list."""
+    lines = ["| step | action | status | start | end | note |", "|---|---|---|---|---|---|"]
+    for s in steps:
+        tag = " (approval)" if s.approval else " (containment)" if s.containment else ""
+        lines.append(
+            f"| `{md(s.id)}`{tag} | `{md(s.uses)}` | {md(s.status)} | {_when(s.start)} "
+            f"| {_when(s.end)} | {md(s.note)} |"
+        )
+    if markers:
+        lines += ["", *(f"- T+{m.at:.1f}s: {md(m.label)}" for m in markers)]
+    return lines
 
 
 # --- inputs -----------------------------------------------------------------------------------

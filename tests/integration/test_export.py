@@ -4,7 +4,6 @@ uploaded and verified, and tampered packages refused by ``clampdown verify``."""
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -14,7 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from tests.unit.test_incident_report import KEY_HASH, rollback_records, run_records, write_ledger
+from tests.unit.test_incident_report import (
+    KEY_HASH,
+    rewrite,
+    rollback_records,
+    run_records,
+    write_ledger,
+)
 
 runner = CliRunner()
 RUN = "a1b2c3d4e5f6"
@@ -110,26 +115,11 @@ def test_export_uploads_under_object_lock_and_verifies(evidence: Any, tmp_path: 
     assert invoke("verify", str(local)).exit_code == 0
 
 
-def _replace_member(path: Path, name: str, body: bytes) -> bytes:
-    members = []
-    with tarfile.open(path, mode="r:gz") as tar:
-        for info in tar:
-            handle = tar.extractfile(info)
-            members.append((info.name, body if info.name == name else handle.read()))  # type: ignore[union-attr]
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for member, data in members:
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def test_verify_refuses_a_tampered_package(evidence: Any, tmp_path: Path):
     local = tmp_path / PACKAGE
     assert invoke("export", RUN, "--bucket", BUCKET, "-o", str(local)).exit_code == 0
     forged = tmp_path / f"forged-{PACKAGE}"
-    forged.write_bytes(_replace_member(local, "report.md", b"# all fine, nothing taken\n"))
+    forged.write_bytes(rewrite(local.read_bytes(), {"report.md": b"# all fine, nothing taken\n"}))
     result = runner.invoke(app, ["verify", str(forged)])
     assert result.exit_code == 1
     assert "CHANGED  report.md" in result.output and "TAMPERED" in result.output

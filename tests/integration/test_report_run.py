@@ -10,11 +10,7 @@ import pytest
 
 from clampdown.core.ledger import new_run_id, read
 from clampdown.core.settings import settings
-from clampdown_slack.testing.standin import SlackStandIn
-
-TOKEN = "xoxb-1111-2222-standintoken"
-CHANNEL = "#incident-response"
-CHANNEL_ID = "C0INCIDENT"
+from tests.integration.test_slack_run_thread import CHANNEL_ID, slack  # noqa: F401 (fixture)
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -29,17 +25,6 @@ steps:
 pytestmark = pytest.mark.usefixtures("prefect_server", "clampdown_home")
 
 
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch):
-    with SlackStandIn(token=TOKEN) as standin:
-        monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", TOKEN)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", CHANNEL)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", standin.url)
-        monkeypatch.setenv("CLAMPDOWN_SLACK_RETRY_INTERVAL", "0")
-        monkeypatch.setenv("CLAMPDOWN_SLACK_MAX_RETRIES", "1")
-        yield standin
-
-
 def run(path: Path) -> tuple[dict, list[dict]]:
     from clampdown_flows.respond import respond
 
@@ -48,7 +33,10 @@ def run(path: Path) -> tuple[dict, list[dict]]:
     return summary, read(settings().paths.run(run_id).ledger)
 
 
-def test_the_report_is_posted_in_the_thread_and_attached_to_the_flow_run(slack, write_runbook):
+def test_the_report_is_posted_in_the_thread_and_attached_to_the_flow_run(
+    slack,  # noqa: F811 (the fixture imported above)
+    write_runbook,
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
