@@ -113,10 +113,28 @@ class DenyInvoke(AwsAction):
 
     @classmethod
     def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
+        """The endpoint, and the user calls on the listed users, the role calls on the roles.
+
+        Values may be IAM wildcards (``clampdown iam-policy``); a list not known before
+        the run leaves the IAM calls on ``"*"``.
+        """
+        out: dict[str, list[str]] = {}
         name = with_.get("endpoint_name")
-        if not (isinstance(name, str) and not _is_expression(name)):
-            return {}
-        return {"sagemaker:DescribeEndpoint": [f"arn:aws:sagemaker:*:*:endpoint/{name.lower()}"]}
+        if isinstance(name, str) and not _is_expression(name):
+            out["sagemaker:DescribeEndpoint"] = [f"arn:aws:sagemaker:*:*:endpoint/{name.lower()}"]
+        principals = with_.get("principals")
+        if not (isinstance(principals, list) and all(isinstance(p, str) for p in principals)):
+            return out
+        kinds: dict[str, list[str]] = {"user": [], "role": []}
+        for arn in principals:
+            kind = "user" if ":user/" in arn else "role" if ":role/" in arn else None
+            if kind is None or not arn.startswith("arn:aws"):
+                return out
+            kinds[kind].append(arn)
+        for action in cls.iam_actions:
+            if action.startswith("iam:"):
+                out[action] = kinds["role" if "Role" in action else "user"]
+        return out
 
     def _plan(self, params: Input, aws: Aws) -> tuple[str, list[tuple[str, str, str, dict | None]]]:
         """(endpoint ARN, [(kind, name, arn, its policy of that name now)]) after every check:

@@ -364,3 +364,24 @@ def test_read_only_policy_for_plan_live_reads_configuration_only(write_runbook, 
         assert data not in granted
     assert "iam:GetRole" in granted and "sagemaker:DescribeEndpoint" in granted
     assert findings(document) == []
+
+
+def test_deny_invoke_on_listed_suspects_gets_user_calls_on_users_and_role_calls_on_roles(
+    write_runbook,
+):
+    text = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: invoke-policy, title: Invoke}
+steps:
+  - id: deny
+    uses: aws.sagemaker.deny_invoke
+    preapproved: test runbook
+    with:
+      endpoint_name: fraud-v3
+      principals: ["arn:aws:iam::123456789012:user/mallory"]
+"""
+    document, _ = invoke(write_runbook, text)
+    granted = actions_on(document)
+    assert granted["iam:PutUserPolicy"] == {"arn:aws:iam::123456789012:user/mallory"}
+    assert not [a for a in granted if "Role" in a]
+    assert granted["sagemaker:DescribeEndpoint"] == {"arn:aws:sagemaker:*:*:endpoint/fraud-v3"}
