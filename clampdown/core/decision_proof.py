@@ -8,10 +8,13 @@ run therefore checks a proof per claimed source, with nothing the sender can cho
   by a key that ``CLAMPDOWN_ALLOWED_SIGNERS`` lists for the claimed approver id. The
   approver is authenticated by their own private key; the key's fingerprint is what a
   quorum counts.
-* ``slack`` — an HMAC by ``clampdown serve`` with the run's approval key (a 0600 file
-  the run made in its folder): serve verified Slack's signed request and took the user
-  id from it. A local user who can reach the Prefect API but cannot read the run's folder
-  cannot make one; whoever can read ``CLAMPDOWN_HOME`` can (docs/security.md).
+* ``slack`` — ``clampdown serve``'s word: serve verified Slack's signed request and took
+  the user id from it. When the allowed-signers file lists a key for ``clampdown-serve``,
+  serve must have signed the decision with that key (``CLAMPDOWN_SERVE_KEY``, a file
+  outside ``CLAMPDOWN_HOME`` only serve's account reads; namespace ``clampdown-slack``).
+  Otherwise, an HMAC with the run's approval key (a 0600 file the run made in its
+  folder): a local user who can reach the Prefect API but cannot read the run's folder
+  cannot make one, whoever can read ``CLAMPDOWN_HOME`` can (docs/security.md).
 * ``prefect-ui`` — no proof: refused unless ``CLAMPDOWN_PREFECT_UI_DECISIONS`` is on, in
   which case it trusts whoever can reach the Prefect API.
 """
@@ -22,7 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clampdown.core.approvals import Decision
-from clampdown.core.signatures import allowed_signers_problem, verify
+from clampdown.core.signatures import (
+    SERVE_PRINCIPAL,
+    SLACK_NAMESPACE,
+    allowed_signers_problem,
+    lists_principal,
+    verify,
+)
 
 UI_OFF = (
     "decisions typed in the Prefect UI or posted to the Prefect API are off "
@@ -60,15 +69,42 @@ class Verifier:
         if decision.source == "terminal":
             return self._terminal(decision)
         if decision.source == "slack":
-            if self.run_key and decision.signature_valid(self.run_key):
-                return Proof(None, "slack (clampdown serve)")
-            return Proof(
-                "the decision claims to come from Slack but is not signed by clampdown "
-                "serve (the run's approval key)"
-            )
+            return self._slack(decision)
         if not self.prefect_ui:
             return Proof(UI_OFF)
         return Proof(None, "prefect-ui (unauthenticated: CLAMPDOWN_PREFECT_UI_DECISIONS=true)")
+
+    def _serve_key_listed(self) -> bool:
+        """Whether a trustworthy allowed-signers file lists serve's key: then only a
+        signature by that key vouches for a Slack decision, not the run's approval key."""
+        if self.allowed_signers is None:
+            return False
+        if allowed_signers_problem(self.allowed_signers, self.home) is not None:
+            return False
+        return lists_principal(self.allowed_signers, SERVE_PRINCIPAL)
+
+    def _slack(self, decision: Decision) -> Proof:
+        if self._serve_key_listed():
+            assert self.allowed_signers is not None
+            signer = verify(
+                decision.signing_payload(),
+                decision.signature,
+                SERVE_PRINCIPAL,
+                self.allowed_signers.expanduser(),
+                namespace=SLACK_NAMESPACE,
+            )
+            if signer is None:
+                return Proof(
+                    "the decision claims to come from Slack but is not signed with clampdown "
+                    f"serve's key (CLAMPDOWN_ALLOWED_SIGNERS lists {SERVE_PRINCIPAL})"
+                )
+            return Proof(None, f"slack (clampdown serve key {signer.fingerprint})")
+        if self.run_key and decision.signature_valid(self.run_key):
+            return Proof(None, "slack (clampdown serve)")
+        return Proof(
+            "the decision claims to come from Slack but is not signed by clampdown "
+            "serve (the run's approval key)"
+        )
 
     def _terminal(self, decision: Decision) -> Proof:
         who = decision.approver

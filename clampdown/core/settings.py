@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="your SSH key for `clampdown approve` (a private key, or its .pub when "
         "the key is in ssh-agent); --key overrides it",
     )
+    serve_key: Path | None = Field(
+        None,
+        description="clampdown serve's SSH private key: it signs Slack decisions with it; list "
+        "its public key as clampdown-serve in CLAMPDOWN_ALLOWED_SIGNERS",
+    )
     prefect_ui_decisions: bool = Field(
         False,
         description="count unauthenticated decisions typed in the Prefect UI (trusts whoever "

@@ -29,7 +29,11 @@ from pathlib import Path
 from clampdown.core.diagnostics import ClampdownError
 
 NAMESPACE = "clampdown-approval"
-"""``-n`` of every signature: a signature made for git or for ssh logins is not valid here."""
+"""``-n`` of every approver's signature: one made for git or for ssh logins is not valid here."""
+SLACK_NAMESPACE = "clampdown-slack"
+"""``-n`` of serve's signature on a Slack decision (never valid as an approver's)."""
+SERVE_PRINCIPAL = "clampdown-serve"
+"""The allowed-signers principal of ``clampdown serve``'s key (``CLAMPDOWN_SERVE_KEY``)."""
 
 _GOOD = re.compile(
     r'^Good "[^"]*" signature for (?P<principal>.+) with (?P<kind>\S+) key (?P<fp>\S+)'
@@ -136,6 +140,20 @@ def verify(
     if match is None or match["principal"] != principal:
         return None
     return Verified(principal=principal, fingerprint=match["fp"])
+
+
+def lists_principal(allowed_signers: Path, principal: str) -> bool:
+    """Whether a line of ``allowed_signers`` names ``principal`` (its first, comma-separated
+    field, as ``ssh-keygen`` reads it; a comment line never names a valid principal)."""
+    try:
+        lines = allowed_signers.expanduser().read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in lines:
+        fields = line.strip().split()
+        if fields and principal in fields[0].strip('"').split(","):
+            return True
+    return False
 
 
 def allowed_signers_problem(path: Path | None, home: Path) -> str | None:

@@ -21,7 +21,7 @@ from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, 
 from clampdown.core.home import RunFiles
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import Settings, settings
-from clampdown.core.signatures import sign
+from clampdown.core.signatures import SLACK_NAMESPACE, sign
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,
@@ -131,15 +131,16 @@ def submit_decision(
         source=source,
         signed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    sent = _prove(sent, files, key or conf.approver_key)
+    sent = _prove(sent, files, key or conf.approver_key, conf.serve_key)
     deadline = time.monotonic() + wait
     _resume(req, sent, deadline)
     return _verdict(files.ledger, sent, deadline)
 
 
-def _prove(sent: Decision, files: RunFiles, key: Path | None) -> Decision:
-    """Attach the proof the run checks: the approver's SSH signature (terminal) or the
-    run's approval key (Slack, sent by serve after Slack's signature was verified)."""
+def _prove(sent: Decision, files: RunFiles, key: Path | None, serve_key: Path | None) -> Decision:
+    """Attach the proof the run checks: the approver's SSH signature (terminal), or for a
+    Slack click (sent by serve after Slack's signature was verified) serve's SSH signature
+    with ``CLAMPDOWN_SERVE_KEY`` when it has one, else the run's approval key."""
     if sent.source == "terminal":
         if key is None:
             raise DecisionError(
@@ -150,6 +151,9 @@ def _prove(sent: Decision, files: RunFiles, key: Path | None) -> Decision:
             )
         return sent.model_copy(update={"signature": sign(sent.signing_payload(), key)})
     if sent.source == "slack":
+        if serve_key is not None:
+            signature = sign(sent.signing_payload(), serve_key, SLACK_NAMESPACE)
+            return sent.model_copy(update={"signature": signature})
         return sent.signed(approval_key(files))
     return sent
 

@@ -25,6 +25,7 @@ from clampdown.app.cli import app as cli_app
 from clampdown.app.serve import InProcessStarter, create_app
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings
+from clampdown.core.signatures import SERVE_PRINCIPAL
 from clampdown_flows.approval_store import request_file
 from clampdown_flows.decisions import submit_decision
 from clampdown_slack.approval_card import (
@@ -402,4 +403,53 @@ def test_a_card_slack_did_not_take_is_posted_once_slack_is_back_and_can_be_click
     assert card.params["thread_ts"] == header["ts"], "the card goes in the run's thread"
     harness.click(ONCALL[0])
     assert harness.finish(run_id)["status"] == "succeeded"
+    assert keys_active(suspect) == []
+
+
+@pytest.fixture
+def serve_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """serve's own SSH key (CLAMPDOWN_SERVE_KEY), listed as clampdown-serve for the runs."""
+    keys = approver_keys(tmp_path, monkeypatch)
+    key = keys.add(SERVE_PRINCIPAL, listed=False)
+    keys.list(SERVE_PRINCIPAL, key)
+    monkeypatch.setenv("CLAMPDOWN_SERVE_KEY", str(key))
+    return key
+
+
+def test_with_serve_s_key_a_reader_of_the_state_folder_cannot_forge_a_slack_click(
+    serve_key: Path, harness: Harness, library: Path, suspect: str
+) -> None:
+    """The attacker reads the run's approval key in CLAMPDOWN_HOME, signs a Slack decision
+    as the lead with it and resumes the paused run through the Prefect API: refused and
+    recorded, nothing changes; a real click, vouched for by serve's key, counts."""
+    from prefect.flow_runs import resume_flow_run
+
+    from clampdown.core.approvals import Decision
+    from clampdown_flows.approval_store import approval_key
+
+    run_id = harness.start(library, principal_arn=suspect)
+    req = harness.wait_paused(run_id)
+    forged = Decision(
+        run_id=run_id,
+        step="approve",
+        params_hash=req["params_hash"],
+        nonce=req["nonce"],
+        decision="approve",
+        approver=LEAD,
+        source="slack",
+    ).signed(approval_key(settings().paths.run(run_id)))
+    resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=forged.model_dump())
+    [record] = harness.wait_decisions(run_id, 1)
+    assert record["accepted"] is False and record["approver"] == LEAD
+    assert record["refusal"] == (
+        "the decision claims to come from Slack but is not signed with clampdown serve's key "
+        "(CLAMPDOWN_ALLOWED_SIGNERS lists clampdown-serve)"
+    )
+    assert keys_active(suspect)
+
+    harness.click(ONCALL[0])
+    assert harness.finish(run_id)["status"] == "succeeded"
+    counted = [r for r in harness.wait_decisions(run_id, 2) if r["accepted"]]
+    assert [r["approver"] for r in counted] == [ONCALL[0]]
+    assert counted[0]["authenticated_by"].startswith("slack (clampdown serve key SHA256:")
     assert keys_active(suspect) == []

@@ -14,7 +14,14 @@ import pytest
 
 from clampdown.core.approvals import Decision, Request, params_hash
 from clampdown.core.decision_proof import UI_OFF, Verifier
-from clampdown.core.signatures import NAMESPACE, SignatureError, sign, verify
+from clampdown.core.signatures import (
+    NAMESPACE,
+    SERVE_PRINCIPAL,
+    SLACK_NAMESPACE,
+    SignatureError,
+    sign,
+    verify,
+)
 
 LEAD, ONCALL, STARTER = "U0LEAD", "U0ONCALL1", "U0STARTER"
 GATED = {"revoke": {"uses": "aws.iam.revoke_credentials", "params": {"principal_arn": "x"}}}
@@ -234,3 +241,37 @@ def test_the_two_person_rule_compares_the_authenticated_id(keys: Keys, tmp_path:
     assert req.refusal(sent, set(), T0, proof.key) == (
         f"{STARTER} started this run; two-person rule: someone else must decide"
     )
+
+
+def test_once_serve_s_key_is_listed_only_its_signature_vouches_for_slack(
+    keys: Keys, tmp_path: Path
+) -> None:
+    """Whoever can read CLAMPDOWN_HOME has the run's approval key; once the allowed-signers
+    file lists clampdown-serve, that key no longer makes a Slack decision."""
+    serve = keygen(tmp_path / "serve")
+    clicked = decision(request(), LEAD, source="slack")
+    with_run_key = clicked.signed(b"k" * 32)
+    assert verifier(keys).check(with_run_key).refusal is None  # before: the run key's HMAC
+
+    keys.allowed.write_text(keys.allowed.read_text() + f"{SERVE_PRINCIPAL} {public(serve)}\n")
+    listed = (
+        "the decision claims to come from Slack but is not signed with clampdown serve's key "
+        "(CLAMPDOWN_ALLOWED_SIGNERS lists clampdown-serve)"
+    )
+    assert verifier(keys).check(with_run_key).refusal == listed
+    by_serve = clicked.model_copy(
+        update={"signature": sign(clicked.signing_payload(), serve, SLACK_NAMESPACE)}
+    )
+    proof = verifier(keys).check(by_serve)
+    assert proof.refusal is None and proof.by is not None
+    assert proof.by.startswith("slack (clampdown serve key SHA256:")
+    # an approver's key cannot pose as serve, nor serve's approval-namespace signature
+    by_lead = clicked.model_copy(
+        update={"signature": sign(clicked.signing_payload(), keys.lead, SLACK_NAMESPACE)}
+    )
+    assert verifier(keys).check(by_lead).refusal == listed
+    wrong_ns = clicked.model_copy(update={"signature": sign(clicked.signing_payload(), serve)})
+    assert verifier(keys).check(wrong_ns).refusal == listed
+    # and serve's key cannot sign a terminal decision for an approver
+    as_terminal = signed(decision(request(), LEAD), serve)
+    assert verifier(keys).check(as_terminal).refusal is not None
