@@ -631,7 +631,7 @@ def check_field(value: ExprType, target: FieldType) -> list[Problem]:
     wrong = set(value.kinds) - takes - {"null"}
     problems: list[Problem] = []
     if wrong:
-        problems.append(_wrongkind_of(value, target, wrong == set(value.kinds) - {"null"}))
+        problems.append(_wrong_kind(value, target, wrong == set(value.kinds) - {"null"}))
     if "null" in value.kinds and "null" not in accepted:
         problems.append(_maybe_none(value, target))
     if not wrong:
@@ -639,7 +639,7 @@ def check_field(value: ExprType, target: FieldType) -> list[Problem]:
     return problems
 
 
-def _wrongkind_of(value: ExprType, target: FieldType, always: bool) -> Problem:
+def _wrong_kind(value: ExprType, target: FieldType, always: bool) -> Problem:
     got = value.describe()
     message = (
         f"{value.origin} is {got}, but field '{target.name}' takes {target.describe()}"
