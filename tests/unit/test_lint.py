@@ -489,3 +489,26 @@ def test_a_preapproved_destructive_step_needs_no_gate_but_a_real_reason(
         if x.severity == "error"
     ]
     assert "steps.2.preapproved" in d.message and "at least 10 characters" in d.message
+
+
+CORPUS_BAD = FIXTURES / "lint_corpus" / "bad"
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "severity"),
+    [
+        ("if_trap_two_expressions", "if-text", "error"),
+        ("string_into_list", "type", "error"),
+        ("empty_default_into_min_one", "type", "error"),
+        ("pattern_not_knowable", "type-unknown", "warning"),
+    ],
+)
+def test_type_diagnostics_carry_their_code_in_json(name: str, code: str, severity: str) -> None:
+    path = CORPUS_BAD / f"{name}.yaml"
+    result = CliRunner().invoke(app, ["lint", str(path), "--format", "json"])
+    report = json.loads(result.stdout)
+    assert [(d["code"], d["severity"]) for d in report["diagnostics"]] == [(code, severity)]
+    assert result.exit_code == (1 if severity == "error" else 0)
+    if severity == "warning":  # what lint cannot know passes, unless --strict
+        strict = CliRunner().invoke(app, ["lint", "--strict", str(path)])
+        assert strict.exit_code == 1 and "cannot be known statically" in strict.output
