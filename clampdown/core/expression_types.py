@@ -194,8 +194,14 @@ def kind_of(value: Any) -> str:
 
 @cache
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON Schema, built once per model and only when lint first needs it."""
-    return model.model_json_schema(mode="validation")
+    """A model's JSON Schema, built once per model and only when lint first needs it.
+
+    A third-party model pydantic cannot describe (a field of an arbitrary Python
+    type) gives an empty schema: its fields are then of unknown type, not a crash."""
+    try:
+        return model.model_json_schema(mode="validation")
+    except Exception:  # PydanticInvalidForJsonSchema and friends
+        return {}
 
 
 def output_type(model: type[BaseModel], step_id: str, name: str) -> ExprType:

@@ -294,3 +294,21 @@ def test_an_if_that_may_read_text_false_is_an_error(condition: str, bad: bool) -
     assert (problem is not None) is bad
     if problem is not None:
         assert "'no'" in problem.message and "{{ inputs.word == 'yes' }}" in problem.hint
+
+
+def test_a_model_pydantic_cannot_describe_gives_unknown_types_not_a_crash() -> None:
+    from pydantic import ConfigDict
+
+    class Opaque:
+        pass
+
+    class Odd(ActionInput):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        thing: Opaque | None = None
+
+    class OddOut(ActionOutput):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        thing: Opaque | None = None
+
+    assert types.field_type(Odd, "thing") is None  # unknown field: checked when the step runs
+    assert types.output_type(OddOut, "s", "thing").kinds is None
