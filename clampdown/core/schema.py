@@ -45,9 +45,12 @@ def runbook_schema(actions: Registry) -> dict[str, Any]:
     step["properties"]["if"] = {"anyOf": [CONDITION, {"type": "boolean"}, {"type": "null"}]}
     rules = []
     for action in loaded:
-        input_schema = action.Input.model_json_schema(
-            ref_template="#/$defs/" + action.name + ".{model}"
-        )
+        try:
+            input_schema = action.Input.model_json_schema(
+                ref_template="#/$defs/" + action.name + ".{model}"
+            )
+        except Exception:  # a model pydantic cannot describe: its with: is left open
+            continue
         for name, sub in input_schema.pop("$defs", {}).items():
             schema["$defs"][f"{action.name}.{name}"] = sub
         input_schema["description"] = action.summary
