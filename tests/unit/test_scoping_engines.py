@@ -363,22 +363,34 @@ def test_iam_actions_athena_only_for_the_athena_engine() -> None:
     ):
         assert name in declared
     assert not any(a.startswith(("s3:Delete", "iam:", "s3:PutBucket")) for a in declared)
-    embedded = ScopeExfiltration.iam_resources({"trail_bucket": "trail-logs"})
-    assert embedded["athena:StartQueryExecution"] == [] and embedded["glue:GetTable"] == []
-    assert embedded["s3:ListBucket"] == ["arn:aws:s3:::trail-logs"]
-    assert "athena:StartQueryExecution" not in ScopeExfiltration.iam_resources({"engine": "athena"})
     assert ScopeExfiltration.destructive is False
 
+    embedded = ScopeExfiltration.iam_resources(
+        {"trail_bucket": "trail-logs", "trail_name": "org", "bucket": "ev"}
+    )
+    assert embedded["athena:StartQueryExecution"] == [] and embedded["glue:GetTable"] == []
+    assert embedded["s3:GetObject"] == [
+        "arn:aws:s3:::ev/incidents/*",
+        "arn:aws:s3:::trail-logs/*AWSLogs/*",
+    ]
+    assert embedded["s3:ListBucket"] == ["arn:aws:s3:::ev", "arn:aws:s3:::trail-logs"]
+    assert embedded["cloudtrail:GetEventSelectors"] == ["arn:aws:cloudtrail:*:*:trail/org"]
+    unknown = ScopeExfiltration.iam_resources({"trail_bucket": "*"})
+    assert unknown["s3:GetObject"][-1] == "arn:aws:s3:::*/AWSLogs/*"
+    assert "cloudtrail:GetTrailStatus" not in unknown  # granted on "*" with a note
 
-def test_a_file_over_the_object_size_limit_is_read_alone_with_a_bigger_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from clampdown_aws.forensics import embedded
-
-    files = write_files(tmp_path / "files")
-    monkeypatch.setattr(embedded, "MAX_OBJECT_BYTES", 4096)  # smaller than every file here
-    con = connect(tmp_path, "256MB", 1)
-    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
-    scan.scan(list(files))
-    assert scan.stats.malformed == []
-    assert rollup.roll_up(con, MODELS)["totals"]["objects"] == 5
+    athena = ScopeExfiltration.iam_resources(
+        {
+            "engine": "athena",
+            "athena_database": "security",
+            "athena_table": "cloudtrail_logs",
+            "athena_output": "s3://athena-results/clampdown/",
+            "athena_workgroup": "ir",
+        }
+    )
+    assert athena["athena:StartQueryExecution"] == ["arn:aws:athena:*:*:workgroup/ir"]
+    assert "arn:aws:glue:*:*:table/security/cloudtrail_logs" in athena["glue:GetTable"]
+    assert athena["s3:GetBucketLocation"] == ["arn:aws:s3:::athena-results"]
+    assert "athena:StartQueryExecution" not in ScopeExfiltration.iam_resources(
+        {"engine": "*", "athena_workgroup": "{{ x }}"}
+    )

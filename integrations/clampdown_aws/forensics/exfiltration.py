@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_aws.base import Aws, AwsAction
+from clampdown_aws.base import Aws, AwsAction, evidence_resources
 from clampdown_aws.evidence import S3_WRITE
 from clampdown_aws.forensics import coverage, trail_reader
 from clampdown_aws.forensics.principal import PRINCIPAL_PATTERN, Principal, parse_principal
@@ -133,7 +133,7 @@ class ScopeExfiltration(AwsAction):
         models: list[Model] = Field(default_factory=list, description="models: bucket prefixes")
         trail_name: str | None = Field(None, description="trail (default: the account's)")
         trail_bucket: str | None = Field(
-            None, description="the trail's bucket, for `clampdown iam-policy` (checked at run)"
+            None, description="the trail's bucket: narrows `clampdown iam-policy` (checked at run)"
         )
         account: str | None = Field(
             None, pattern=r"^\d{12}$", description="account whose logs to read (org trails)"
@@ -191,15 +191,22 @@ class ScopeExfiltration(AwsAction):
 
     @classmethod
     def iam_resources(cls, with_: Mapping[str, Any]) -> dict[str, list[str]]:
-        """Athena and Glue only with ``engine: athena``; trail reads narrowed to
-        ``trail_bucket`` when it is written literally."""
-        narrowed: dict[str, list[str]] = {}
-        if with_.get("engine", "duckdb") != "athena":
-            narrowed.update({name: [] for name in ATHENA_ACTIONS})
-        bucket = with_.get("trail_bucket")
-        if isinstance(bucket, str) and bucket:
-            narrowed["s3:ListBucket"] = [f"arn:aws:s3:::{bucket}"]
-        return narrowed
+        """Trail files read only under ``AWSLogs/`` (of ``trail_bucket`` when given), the
+        result written to the evidence bucket, Athena and Glue only with ``engine: athena``."""
+        out = evidence_resources(with_.get("bucket"))
+        evidence = out["s3:ListBucket"][0]
+        out["s3:GetBucketObjectLockConfiguration"] = [evidence]
+        trail = _literal(with_.get("trail_bucket"))
+        files = f"arn:aws:s3:::{trail}/*AWSLogs/*" if trail else "arn:aws:s3:::*/AWSLogs/*"
+        out["s3:GetObject"] = [*out["s3:GetObject"], files]
+        out["s3:ListBucket"] = [evidence, f"arn:aws:s3:::{trail}"] if trail else ["arn:aws:s3:::*"]
+        out["cloudtrail:DescribeTrails"] = ["*"]  # AWS: no resource-level permissions
+        name = _literal(with_.get("trail_name"))
+        if name:
+            arn = name if name.startswith("arn:") else f"arn:aws:cloudtrail:*:*:trail/{name}"
+            out["cloudtrail:GetTrailStatus"] = out["cloudtrail:GetEventSelectors"] = [arn]
+        out.update(_athena_resources(with_))
+        return out
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
         from clampdown_aws.forensics.scope import Scope
@@ -254,6 +261,39 @@ class ScopeExfiltration(AwsAction):
             results_uri=uri,
             results_sha256=digest,
         )
+
+
+def _literal(value: Any) -> str | None:
+    """A ``with`` value usable in an ARN: a plain string, not an expression or a wildcard."""
+    if isinstance(value, str) and value and not any(c in value for c in "{*?"):
+        return value
+    return None
+
+
+def _athena_resources(with_: Mapping[str, Any]) -> dict[str, list[str]]:
+    """None of the Athena calls for the embedded engine; the workgroup, the table and the
+    output bucket when they are written literally."""
+    engine = with_.get("engine", "duckdb")
+    if engine == "duckdb":
+        return {name: [] for name in ATHENA_ACTIONS}
+    out: dict[str, list[str]] = {}
+    workgroup = _literal(with_.get("athena_workgroup", "primary"))
+    if workgroup:
+        for name in ATHENA_ACTIONS:
+            if name.startswith("athena:"):
+                out[name] = [f"arn:aws:athena:*:*:workgroup/{workgroup}"]
+    database, table = _literal(with_.get("athena_database")), _literal(with_.get("athena_table"))
+    if database and table:
+        glue = [
+            "arn:aws:glue:*:*:catalog",
+            f"arn:aws:glue:*:*:database/{database}",
+            f"arn:aws:glue:*:*:table/{database}/{table}",
+        ]
+        out.update({name: glue for name in ATHENA_ACTIONS if name.startswith("glue:")})
+    output = _literal(with_.get("athena_output"))
+    if output and output.startswith("s3://"):
+        out["s3:GetBucketLocation"] = [f"arn:aws:s3:::{output[5:].split('/', 1)[0]}"]
+    return out
 
 
 def _threads() -> int:

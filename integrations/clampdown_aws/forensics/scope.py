@@ -6,6 +6,8 @@ bucket without an action context, and so the action reads as the steps it takes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,10 +77,7 @@ class Scope:
         """Scan the window's files with DuckDB, batch by batch; the blind spots found."""
         files, spots = self._files(s3, where, wanted)
         scan = EmbeddedScan(self.con, self.principal, self.start, self.end)
-        folder = self.work / "batch"
-        folder.mkdir(exist_ok=True)
-        for batch in trail_reader.batches(files):
-            local = trail_reader.fetch(s3, where.bucket, batch, folder)
+        for local in _prefetched(s3, where.bucket, trail_reader.batches(files), self.work):
             try:
                 scan.scan(list(local))
             finally:
@@ -128,6 +127,25 @@ class Scope:
             "files_scanned": self.files_scanned,
             "records_scanned": self.records_scanned,
         }
+
+
+def _prefetched(
+    s3: Any, bucket: str, batches: Iterator[list[trail_reader.TrailFile]], work: Path
+) -> Iterator[dict[Path, trail_reader.TrailFile]]:
+    """Batches downloaded one ahead: the next batch is fetched while DuckDB scans this one
+    (at most two batches on disk; two folders used in turn)."""
+    folders = [work / "batch-0", work / "batch-1"]
+    for folder in folders:
+        folder.mkdir(exist_ok=True)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending: Future[dict[Path, trail_reader.TrailFile]] | None = None
+        for index, batch in enumerate(batches):
+            ahead = pool.submit(trail_reader.fetch, s3, bucket, batch, folders[index % 2])
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
 
 
 def _by_name(local: dict[Path, Any], path: Path) -> Any:
