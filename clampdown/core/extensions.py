@@ -12,6 +12,7 @@ entry-point group               the factory's signature
                                 -> RunObserver | None``
 ``clampdown.evidence_sinks``    ``(settings: Settings) -> EvidenceSink | None``
 ``clampdown.member_directories`` ``(settings: Settings) -> MemberDirectory | None``
+``clampdown.ledger_signers``    ``(settings: Settings) -> LedgerSigner | None``
 ==============================  =====================================================
 
 ``settings`` is the :class:`~clampdown.core.settings.Settings` the entry point read
@@ -38,11 +39,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from clampdown.core.approvals import Request
     from clampdown.core.ledger import Ledger
+    from clampdown.core.ledger_signing import LedgerSigner
     from clampdown.core.settings import Settings
 
 RUN_OBSERVERS = "clampdown.run_observers"
 EVIDENCE_SINKS = "clampdown.evidence_sinks"
 MEMBER_DIRECTORIES = "clampdown.member_directories"
+LEDGER_SIGNERS = "clampdown.ledger_signers"
 
 StepStatuses = Sequence[tuple[str, str]]
 """Each step id with what a responder should read: ``running``, ``waiting for approval``…"""
@@ -85,18 +88,26 @@ class RunObserver(Protocol):
 
 
 class EvidenceSink(Protocol):
-    """Keeps a finished run's ledger where it cannot be rewritten (S3 Object Lock).
+    """Keeps a run's ledger where it cannot be rewritten (S3 Object Lock).
 
-    ``manifest_uri`` goes into ``run.end``; ``publish`` runs after it (the ledger is
-    complete) and raises when it fails: the engine logs and reports the failure as
-    ``evidence upload to <location> failed: <error>``, the run's outcome unchanged.
+    ``anchor_head`` copies each signed chain head as the run goes (from a background
+    thread). When the steps are done, ``write_manifest`` lists the run's evidence and
+    returns what pins that version (``{"uri", "version_id", "sha256"}``; recorded in
+    ``run.end``, whose ``evidence`` is ``manifest_uri``); after ``run.end``,
+    ``copy_ledger`` stores the finished ledger. A method that fails raises: the engine
+    logs and reports ``evidence upload to <location> failed: <error>``, the run's
+    outcome unchanged.
     """
 
     location: str  # where the evidence goes, for messages (``s3://bucket``)
 
     def manifest_uri(self, run_id: str) -> str: ...
 
-    def publish(self, run_id: str, ledger: Path) -> None: ...
+    def anchor_head(self, run_id: str, seq: int, head: bytes) -> None: ...
+
+    def write_manifest(self, run_id: str) -> dict[str, Any]: ...
+
+    def copy_ledger(self, run_id: str, ledger: Path) -> None: ...
 
 
 class MemberDirectory(Protocol):
@@ -157,3 +168,20 @@ def evidence_sinks(settings: Settings) -> list[EvidenceSink]:
     """Where finished runs' evidence goes (none without e.g. CLAMPDOWN_EVIDENCE_BUCKET)."""
     found = (factory(settings) for factory in factories(EVIDENCE_SINKS))
     return [sink for sink in found if sink is not None]
+
+
+def ledger_signer(settings: Settings) -> LedgerSigner | None:
+    """The key that signs run ledgers' heads (None: runs are unsigned, and say so).
+
+    Two configured at once (a KMS key and a local key) is refused: which one a
+    verifier should trust must never be a guess.
+    """
+    from clampdown.core.diagnostics import ClampdownError
+
+    found = [s for s in (f(settings) for f in factories(LEDGER_SIGNERS)) if s is not None]
+    if len(found) > 1:
+        raise ClampdownError(
+            "more than one ledger signing key is configured: " + ", ".join(s.key_id for s in found),
+            "set only one of CLAMPDOWN_LEDGER_KMS_KEY_ID and CLAMPDOWN_LEDGER_KEY",
+        )
+    return found[0] if found else None

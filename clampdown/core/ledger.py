@@ -9,6 +9,11 @@ reordering a line breaks the next record's ``prev`` and ``seq``. So
 that "something" was. A ledger without a ``run.end`` record was cut short (or
 the run is still going) and verify says so.
 
+A chain alone does not stop someone who can write the file from rewriting it and
+recomputing every hash: a :class:`RecordHook` (``clampdown.core.ledger_signing``)
+signs the chain head as the run goes and copies it out of reach, and ``clampdown
+verify`` checks those signatures (docs/verify.md).
+
 Secrets never reach the ledger: every string value registered with
 :meth:`Ledger.redact` is replaced by ``***`` before a record is written.
 """
@@ -25,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from clampdown.core.home import private_dirs, private_opener
 
@@ -48,6 +53,30 @@ def _canonical(record: dict[str, Any]) -> bytes:
     ).encode()
 
 
+SEAL = "sig"
+"""A record's signature (:mod:`clampdown.core.ledger_signing`): kept out of its own hash,
+which it signs; the next record's ``prev`` (the line's hash) covers it."""
+
+
+class RecordHook(Protocol):
+    """Seals each record as it is written (signs its hash) and hears when it is on disk."""
+
+    def seal(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The signature to add to ``record`` (its ``hash`` is set); None: unsigned."""
+        ...
+
+    def written(self, record: dict[str, Any], line: bytes) -> None:
+        """``record`` is on disk as ``line`` (called outside the ledger's lock)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def line_hash(line: bytes) -> str:
+    """What the next record's ``prev`` holds: SHA-256 of a record's line (no newline)."""
+    return hashlib.sha256(line.rstrip(b"\r\n")).hexdigest()
+
+
 class Ledger:
     """Appends chained records to one file; safe to call from several threads.
 
@@ -55,10 +84,14 @@ class Ledger:
     no record that a caller saw written. The file stays open between records
     (reopening it cost more than the fsync); :meth:`close` releases it, and a
     later ``append`` reopens it.
+
+    ``hook`` (the run's signer) signs each record before it is written and hears of
+    it once it is on disk (to copy the signed head out of reach).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hook: RecordHook | None = None) -> None:
         self.path = path
+        self.hook = hook
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._file: BinaryIO | None = None
@@ -68,6 +101,8 @@ class Ledger:
         self._seq, self._prev, self._size = 0, GENESIS, -1
 
     def close(self) -> None:
+        if self.hook is not None:
+            self.hook.close()  # e.g. wait for signed heads still on their way to S3
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -97,11 +132,16 @@ class Ledger:
                 self._file = open(self.path, "ab", opener=private_opener)  # noqa: SIM115 (0600)
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
             try:
-                return self._append_locked(self._file, type_, fields)
+                record, line = self._append_locked(self._file, type_, fields)
             finally:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        if self.hook is not None:
+            self.hook.written(record, line)  # outside the lock: e.g. queue the head for S3
+        return record
 
-    def _append_locked(self, fh: BinaryIO, type_: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _append_locked(
+        self, fh: BinaryIO, type_: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes]:
         size = os.fstat(fh.fileno()).st_size
         if size != self._size:
             self._seq, self._prev = _tail(self.path)
@@ -113,14 +153,17 @@ class Ledger:
             "prev": self._prev,
         }
         record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+        seal = self.hook.seal(record) if self.hook is not None else None
+        if seal is not None:
+            record[SEAL] = seal
         line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
         fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())
-        self._prev = hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+        self._prev = line_hash(line)
         self._seq += 1
         self._size = size + len(line)
-        return record
+        return record, line.rstrip(b"\n")
 
 
 def append_to(path: Path, type_: str, **fields: Any) -> dict[str, Any]:
@@ -153,44 +196,30 @@ class ChainCheck:
 
 def verify_lines(lines: Iterable[bytes]) -> ChainCheck:
     """Check the chain; name the first broken record by line and seq."""
+    return walk(lines)[0]
+
+
+def walk(lines: Iterable[bytes]) -> tuple[ChainCheck, list[tuple[dict[str, Any], str]]]:
+    """Check the chain, and return the records that hold (each with its line hash).
+
+    The records are those before the first broken one: what a signature check
+    (:mod:`clampdown.core.ledger_signing`) can go on to examine.
+    """
     prev, count, complete = GENESIS, 0, False
+    checked: list[tuple[dict[str, Any], str]] = []
     for number, raw in enumerate(lines, start=1):
         line = raw.rstrip(b"\r\n")
         if not line:
             continue
-        try:
-            record = json.loads(line)
-            claimed = record.pop("hash")
-        except (ValueError, KeyError, AttributeError):
-            return ChainCheck(
-                False,
-                count,
-                f"line {number}: not a ledger record (unreadable JSON or no hash)",
-                number,
-            )
-        if hashlib.sha256(_canonical(record)).hexdigest() != claimed:
-            return ChainCheck(
-                False,
-                count,
-                f"line {number} (seq {record.get('seq')}, "
-                f"{record.get('type')}): the record was altered — its hash does not "
-                "match its content",
-                number,
-            )
-        if record.get("prev") != prev or record.get("seq") != count:
-            return ChainCheck(
-                False,
-                count,
-                f"line {number} (seq {record.get('seq')}, "
-                f"{record.get('type')}): the chain is broken before it — a record was "
-                f"deleted, inserted or reordered (expected seq {count})",
-                number,
-            )
-        prev = hashlib.sha256(line).hexdigest()
+        problem, record = _check_line(line, number, prev, count)
+        if problem is not None:
+            return ChainCheck(False, count, problem, number), checked
+        prev = line_hash(line)
+        checked.append((record, prev))
         count += 1
         complete = complete or record.get("type") == "run.end"  # alerts may join after it
     if count == 0:
-        return ChainCheck(False, 0, "the ledger is empty")
+        return ChainCheck(False, 0, "the ledger is empty"), checked
     if not complete:
         return ChainCheck(
             True,
@@ -199,10 +228,34 @@ def verify_lines(lines: Iterable[bytes]) -> ChainCheck:
             "record: the run is still going or the ledger was cut short",
             None,
             False,
+        ), checked
+    message = f"chain intact over {count} records, run.end present"
+    return ChainCheck(True, count, message, None, True), checked
+
+
+def _check_line(
+    line: bytes, number: int, prev: str, count: int
+) -> tuple[str | None, dict[str, Any]]:
+    """What is wrong with one line given the chain so far (None: it holds)."""
+    try:
+        record = json.loads(line)
+        claimed = record.pop("hash")
+        seal = record.pop(SEAL, None)
+    except (ValueError, KeyError, AttributeError, TypeError):
+        return f"line {number}: not a ledger record (unreadable JSON or no hash)", {}
+    where = f"line {number} (seq {record.get('seq')}, {record.get('type')})"
+    if hashlib.sha256(_canonical(record)).hexdigest() != claimed:
+        return f"{where}: the record was altered — its hash does not match its content", record
+    if record.get("prev") != prev or record.get("seq") != count:
+        return (
+            f"{where}: the chain is broken before it — a record was "
+            f"deleted, inserted or reordered (expected seq {count})",
+            record,
         )
-    return ChainCheck(
-        True, count, f"chain intact over {count} records, run.end present", None, True
-    )
+    record["hash"] = claimed
+    if seal is not None:
+        record[SEAL] = seal
+    return None, record
 
 
 def verify_file(path: Path) -> ChainCheck:

@@ -29,7 +29,12 @@ from prefect.utilities.annotations import quote
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.durations import format_duration
-from clampdown.core.engine.evidence import manifest_uri, publish_evidence
+from clampdown.core.engine.evidence import (
+    anchors,
+    manifest_uri,
+    store_ledger,
+    write_manifests,
+)
 from clampdown.core.engine.gate_policy import GatePolicy
 from clampdown.core.engine.observing import Observers
 from clampdown.core.engine.scheduler import (
@@ -41,9 +46,10 @@ from clampdown.core.engine.scheduler import (
     schedule,
 )
 from clampdown.core.engine.state import RunState, new_state
-from clampdown.core.extensions import RunHeader, evidence_sinks, run_observers
+from clampdown.core.extensions import RunHeader, evidence_sinks, ledger_signer, run_observers
 from clampdown.core.incident_report_render import markdown_from_ledger
-from clampdown.core.ledger import Ledger, new_run_id, now
+from clampdown.core.ledger import new_run_id, now
+from clampdown.core.ledger_signing import note_unsigned, open_ledger
 from clampdown.core.lint import load_runbook
 from clampdown.core.loader import resolve
 from clampdown.core.models import Runbook, Step
@@ -149,7 +155,8 @@ async def respond(
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
     files = conf.paths.run(run_id)
-    ledger = Ledger(files.ledger)
+    sinks = evidence_sinks(conf)  # signed heads go to the evidence bucket as the run goes
+    ledger = open_ledger(files.ledger, run_id, ledger_signer(conf), anchors(sinks))
     inputs = inputs_mod.reveal(unseal_inputs(inputs or {}))
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     run_info = {
@@ -169,6 +176,7 @@ async def respond(
             inputs=inputs_mod.masked(rb.inputs, shown_inputs),
             flow_run_id=str(runtime_flow_run.id),
         )
+        note_unsigned(ledger)  # no signing key: said in the ledger and the log
 
     try:
         values = inputs_mod.validate(rb.inputs, inputs)
@@ -189,7 +197,7 @@ async def respond(
         status = run_status(state)
         observers.ended(status)
         outputs, output_errors = render_outputs(state)
-        sinks = evidence_sinks(conf)
+        pin, evidence_errors = await asyncio.to_thread(write_manifests, sinks, run_id)
         ledger.append(
             "run.end",
             status=status,
@@ -198,13 +206,14 @@ async def respond(
             aborted_by=state.aborted_by,
             steps={sid: r.status for sid, r in state.results.items()},
             evidence=manifest_uri(sinks, run_id),
+            manifest=pin,  # its version id and SHA-256: verify reads that version
         )
         await _artifact(state, status)
         await _report_artifact(state)
     finally:
         observers.ended("interrupted")  # no-op when already told above
         ledger.close()
-    evidence_error = await asyncio.to_thread(publish_evidence, sinks, run_id, ledger.path)
+    evidence_error = await asyncio.to_thread(store_ledger, sinks, run_id, ledger, evidence_errors)
     summary = {
         "run_id": run_id,
         "runbook": rb.metadata.name,

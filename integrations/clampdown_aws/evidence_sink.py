@@ -1,8 +1,11 @@
-"""A finished run's ledger into its evidence in S3: the ``clampdown.evidence_sinks`` plug-in.
+"""A run's ledger into its evidence in S3: the ``clampdown.evidence_sinks`` plug-in.
 
-After ``run.end`` the engine hands the ledger to :class:`S3EvidenceSink`, which puts
-it beside the run's evidence (``incidents/<run-id>/ledger.jsonl``, Object Lock when
-the bucket has it) and joins the manifest (:mod:`clampdown_aws.evidence_store`).
+During the run, each signed ledger head goes to ``incidents/<run-id>/heads/`` as it is
+signed. When the steps are done :class:`S3EvidenceSink` joins the run's manifest
+(:mod:`clampdown_aws.evidence_store`), whose version id and hash the engine records in
+``run.end``; after ``run.end`` it puts the finished ledger beside the evidence
+(``incidents/<run-id>/ledger.jsonl``). Every object is under Object Lock when the
+bucket has it.
 Configured by ``CLAMPDOWN_EVIDENCE_BUCKET`` (and its retention and lock mode);
 without a bucket :func:`sink_from_env` returns None and no evidence is published.
 """
@@ -10,6 +13,7 @@ without a bucket :func:`sink_from_env` returns None and no evidence is published
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from clampdown.core.settings import Settings
 from clampdown_aws.evidence_store import PREFIX, EvidenceStore
@@ -19,28 +23,43 @@ class S3EvidenceSink:
     """Publishes each run's ledger and manifest to one bucket."""
 
     def __init__(
-        self, bucket: str, *, retention_days: int = 365, lock_mode: str = "GOVERNANCE"
+        self, bucket: str, *, retention_days: int = 365, lock_mode: str = "COMPLIANCE"
     ) -> None:
         self.bucket = bucket
         self.retention_days = retention_days
         self.lock_mode = lock_mode
         self.location = f"s3://{bucket}"
+        self._s3: Any = None
 
     def manifest_uri(self, run_id: str) -> str:
         return f"s3://{self.bucket}/{PREFIX}/{run_id}/manifest.json"
 
-    def publish(self, run_id: str, ledger: Path) -> None:
-        import boto3
+    def _store(self, run_id: str) -> EvidenceStore:
+        if self._s3 is None:  # one client per run: heads arrive one after another
+            import boto3
 
-        store = EvidenceStore(
-            boto3.client("s3"),
+            self._s3 = boto3.client("s3")
+        return EvidenceStore(
+            self._s3,
             self.bucket,
             run_id,
             retention_days=self.retention_days,
             lock_mode=self.lock_mode,
         )
-        store.put("ledger.jsonl", [ledger.read_bytes()], "application/x-ndjson")
-        store.write_manifest()
+
+    def anchor_head(self, run_id: str, seq: int, head: bytes) -> None:
+        self._store(run_id).put_head(seq, head)
+
+    def write_manifest(self, run_id: str) -> dict[str, Any]:
+        manifest = self._store(run_id).write_manifest()
+        return {
+            "uri": f"s3://{self.bucket}/{manifest.key}",
+            "version_id": manifest.version_id,
+            "sha256": manifest.sha256,
+        }
+
+    def copy_ledger(self, run_id: str, ledger: Path) -> None:
+        self._store(run_id).put_plain("ledger.jsonl", ledger.read_bytes(), "application/x-ndjson")
 
 
 def sink_from_env(conf: Settings) -> S3EvidenceSink | None:

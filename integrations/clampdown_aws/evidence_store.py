@@ -3,14 +3,22 @@
 Every object goes under ``s3://<bucket>/incidents/<run-id>/``. Uploads stream
 (multipart above one part) and hash as they go, so memory stays flat however
 large the evidence. When the bucket has Object Lock, each object gets a
-retention (``CLAMPDOWN_EVIDENCE_LOCK_MODE``, default GOVERNANCE, for
-``CLAMPDOWN_EVIDENCE_RETENTION_DAYS``, default 365): nobody, including this
-engine and rollback, can delete it before then.
+retention (``CLAMPDOWN_EVIDENCE_LOCK_MODE``, default COMPLIANCE — GOVERNANCE in
+drills — for ``CLAMPDOWN_EVIDENCE_RETENTION_DAYS``, default 365): nobody, including
+this engine and rollback, can delete it before then (in GOVERNANCE mode a principal
+with ``s3:BypassGovernanceRetention`` can).
+
+During the run each signed ledger head is copied to ``heads/<seq>.json``
+(:meth:`EvidenceStore.put_head`); ``clampdown verify RUN_ID`` compares them, and the
+ledger object, with the local ledger (:func:`read_copy`).
 
 Steps write evidence concurrently, so each object's manifest entry is its own
 small object under ``manifest.d/``; :func:`write_manifest` joins them into
-``manifest.json`` at the end of the run (with the ledger), and ``clampdown
-verify s3://…/manifest.json`` re-hashes every object against it.
+``manifest.json`` when the steps are done. The manifest's version id and SHA-256 are
+recorded in the ledger's ``run.end`` (signed), and ``clampdown verify
+s3://…/manifest.json`` checks that pinned version, not the latest one, and re-hashes
+every object it lists (:func:`verify_manifest`). The ledger itself is stored after
+``run.end`` (``ledger.jsonl``) and checked by its chain and signatures.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 
 PART_SIZE = 8 * 1024 * 1024
 PREFIX = "incidents"
+HEADS = "heads"
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,7 @@ class EvidenceStore:
         run_id: str,
         *,
         retention_days: int = 365,
-        lock_mode: str = "GOVERNANCE",
+        lock_mode: str = "COMPLIANCE",
     ) -> None:
         self.s3 = s3
         self.bucket = bucket
@@ -155,6 +164,22 @@ class EvidenceStore:
             **self._lock_args(),
         )
 
+    def put_head(self, covers: int, line: bytes) -> None:
+        """Copy one signed ledger head (its record's line) under Object Lock."""
+        self.put_plain(f"{HEADS}/{covers:08d}.json", line, "application/json")
+
+    def put_plain(self, name: str, body: bytes, content_type: str) -> str | None:
+        """A small locked object outside the manifest (signed heads, the ledger's last copy)."""
+        response = self.s3.put_object(
+            Bucket=self.bucket,
+            Key=f"{self.prefix}/{name}",
+            Body=body,
+            ContentType=content_type,
+            **self._lock_args(),
+        )
+        version = response.get("VersionId")
+        return str(version) if version else None
+
     def write_manifest(self) -> EvidenceObject:
         """Join every manifest entry of the run into ``manifest.json`` (itself locked)."""
         entries = []
@@ -179,11 +204,38 @@ class EvidenceStore:
         )
 
 
-def verify_manifest(s3: Any, uri: str) -> tuple[bool, list[str]]:
-    """Re-hash every object a manifest lists; return (ok, one line per object)."""
+def read_copy(s3: Any, bucket: str, run_id: str) -> tuple[bytes | None, list[bytes]]:
+    """A run's ledger object (latest version; None: not there) and its anchored heads."""
+    prefix = f"{PREFIX}/{run_id}"
+    try:
+        ledger = s3.get_object(Bucket=bucket, Key=f"{prefix}/ledger.jsonl")["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        ledger = None
+    heads = []
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/{HEADS}/"):
+        for item in page.get("Contents", []):
+            heads.append(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read())
+    return ledger, heads
+
+
+def verify_manifest(s3: Any, uri: str, pin: dict[str, Any] | None = None) -> tuple[bool, list[str]]:
+    """Re-hash every object a manifest lists; return (ok, one line per object).
+
+    With ``pin`` (the ledger's ``evidence.manifest`` record: version id and SHA-256),
+    that version of the manifest is read and its hash checked, and a newer version
+    (someone wrote a new manifest over it) is reported, not trusted.
+    """
     bucket, _, key = uri.removeprefix("s3://").partition("/")
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     lines, ok = [], True
+    args = {"Bucket": bucket, "Key": key}
+    if pin and pin.get("version_id"):
+        args["VersionId"] = str(pin["version_id"])
+    body = s3.get_object(**args)["Body"].read()
+    if pin:
+        ok, pinned = _pinned(s3, bucket, key, body, pin)
+        lines.extend(pinned)
+    manifest = json.loads(body)
     for entry in manifest["objects"]:
         args = {"Bucket": bucket, "Key": entry["key"]}
         if entry.get("version_id"):
@@ -195,4 +247,29 @@ def verify_manifest(s3: Any, uri: str) -> tuple[bool, list[str]]:
         good = digest.hexdigest() == entry["sha256"] and size == entry["size"]
         ok &= good
         lines.append(f"{'ok      ' if good else 'CHANGED '} {entry['key']} ({size} bytes)")
+    return ok, lines
+
+
+def _pinned(
+    s3: Any, bucket: str, key: str, body: bytes, pin: dict[str, Any]
+) -> tuple[bool, list[str]]:
+    """The pinned manifest version is the one read, unchanged, and still the latest."""
+    lines, ok = [], True
+    digest = hashlib.sha256(body).hexdigest()
+    version = pin.get("version_id")
+    if digest != pin.get("sha256"):
+        ok = False
+        lines.append(
+            f"CHANGED  {key} version {version}: sha256 {digest[:16]}…, the ledger pinned "
+            f"{str(pin.get('sha256'))[:16]}…"
+        )
+    else:
+        lines.append(f"pinned   {key} version {version} (sha256 {digest[:16]}…, as in the ledger)")
+    latest = s3.head_object(Bucket=bucket, Key=key)
+    if version and latest.get("VersionId") != version:
+        ok = False
+        lines.append(
+            f"NEWER    {key} version {latest.get('VersionId')} (written "
+            f"{latest.get('LastModified')}) is not the version the ledger pins: not trusted"
+        )
     return ok, lines

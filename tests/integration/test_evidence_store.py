@@ -27,7 +27,7 @@ def test_small_and_multipart_objects_are_hashed_locked_and_listed(s3):
     assert big.size == 10 * 1024 * 1024
     assert big.sha256 == hashlib.sha256(b"".join(big_chunks)).hexdigest()
     head = s3.head_object(Bucket="evidence", Key="incidents/run1/logs/big.bin")
-    assert head["ObjectLockMode"] == "GOVERNANCE" and head["ContentLength"] == big.size
+    assert head["ObjectLockMode"] == "COMPLIANCE" and head["ContentLength"] == big.size
     manifest = store.write_manifest()
     ok, lines = verify_manifest(s3, f"s3://evidence/{manifest.key}")
     assert ok and len(lines) == 2
