@@ -65,6 +65,9 @@ class ActionContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("clampdown.action"))
     undo: list[dict[str, Any]] = field(default_factory=list)
     mask: Callable[[str], str] = field(default=lambda text: text)
+    # the key that signs this run's ledger (clampdown.core.ledger_signing), None: unsigned;
+    # an action that reads another run's ledger (core.rollback_run) checks it with this key
+    ledger_signer: Any = None
 
     @property
     def files(self) -> RunFiles:

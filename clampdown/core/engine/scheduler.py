@@ -367,6 +367,7 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
         account=account,
         logger=_Redacting(logger, state.ledger),
         mask=state.ledger.scrub,
+        ledger_signer=getattr(state.ledger.hook, "signer", None),
     )
     try:
         output = await _call(action_cls(), state.params[step.id], ctx)
