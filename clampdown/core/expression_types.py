@@ -1,9 +1,7 @@
-"""Static types for runbook expressions: what a ``{{ … }}`` gives, and whether a field takes it.
+"""Static types for runbook expressions: what a ``{{ … }}`` gives, known before the run.
 
-Lint calls :func:`infer` on every expression in a step's ``with`` and ``if:`` and
-:func:`check_field` against the action's input model, so a string written into a
-list field, a possibly-empty list into a field that needs one item, or a number
-into a string pattern field is an error before the runbook is ever run.
+Lint calls :func:`infer` on every expression in a step's ``with`` and ``if:``;
+:mod:`clampdown.core.type_checks` checks the result against the action's input model.
 
 Types are described as JSON Schema kinds (``string``, ``integer``, ``number``,
 ``boolean``, ``array``, ``object``, ``null``) because both ends speak it: runbook
@@ -15,8 +13,9 @@ models give their fields through pydantic's JSON Schema. They come from:
 * the output models of the actions upstream (``steps.X.outputs.Y``);
 * literals, operators and filters (``| length`` is an integer, ``| join`` a string,
   ``| default(x)`` adds x's type…);
-* the step's own ``if:``: ``if: "{{ inputs.x }}"`` means ``inputs.x`` is given and
-  not empty wherever the step uses it (and so do ``| length > 0`` and ``is not none``).
+* the step's own ``if:`` (:func:`clampdown.core.type_checks.given_by`):
+  ``if: "{{ inputs.x }}"`` means ``inputs.x`` is given and not empty wherever the
+  step uses it (and so do ``| length > 0`` and ``is not none``).
 
 What cannot be known before the run (an output declared as ``Any``, a value read
 with a computed key) is :data:`UNKNOWN`; lint then warns and says so instead of
@@ -25,8 +24,7 @@ guessing.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any
@@ -34,7 +32,7 @@ from typing import Any
 from jinja2 import nodes
 from pydantic import BaseModel
 
-from clampdown.core.expressions import compile_expression, condition_source
+from clampdown.core.expressions import compile_expression
 from clampdown.core.models import InputSpec
 
 KINDS = ("string", "integer", "number", "boolean", "array", "object", "null")
@@ -214,6 +212,19 @@ def output_type(model: type[BaseModel], step_id: str, name: str) -> ExprType:
     return schema_type(prop, schema.get("$defs", {}), origin)
 
 
+def step_output_type(
+    model: type[BaseModel], with_: Mapping[str, Any], step_id: str, name: str
+) -> ExprType | None:
+    """``steps.<step_id>.outputs.<name>`` from the action's output model, or from the
+    literal ``with:`` value a step publishes under that name (``core.set_output``)."""
+    if name in model.model_fields:
+        return output_type(model, step_id, name)
+    value = with_.get(name)
+    if name in with_ and not (isinstance(value, str) and "{{" in value):
+        return ExprType(frozenset({kind_of(value)}), f"steps.{step_id}.outputs.{name}")
+    return None
+
+
 RUN_TYPES = {
     "id": _of("string", origin="run.id"),
     "runbook": _of("string", origin="run.runbook"),
@@ -279,7 +290,7 @@ def _list(node: nodes.List | nodes.Tuple, scope: Scope) -> ExprType:
     )
 
 
-def _path(node: nodes.Node) -> tuple[str, ...] | None:
+def reference_path(node: nodes.Node) -> tuple[str, ...] | None:
     """``inputs.a`` -> ("inputs", "a"); None when a part is computed."""
     parts: list[str] = []
     while isinstance(node, nodes.Getattr | nodes.Getitem):
@@ -296,7 +307,7 @@ def _path(node: nodes.Node) -> tuple[str, ...] | None:
 
 
 def _lookup(node: nodes.Getattr | nodes.Getitem, scope: Scope) -> ExprType:
-    path = _path(node)
+    path = reference_path(node)
     if path is None:
         base = infer_node(node.node, scope)
         if isinstance(node, nodes.Getitem) and base.items is not None:
@@ -485,295 +496,3 @@ _HANDLERS: dict[type[nodes.Node], Callable[[Any, Scope], ExprType]] = {
     nodes.Concat: _concat,
     nodes.Filter: _filter,
 }
-
-
-# --- what an if: proves ----------------------------------------------------------------------
-
-
-def given_by(condition: str | bool | None) -> dict[tuple[str, ...], str]:
-    """References a step's ``if:`` proves truthy (or not none) whenever the step runs.
-
-    Only the conjuncts of a top-level ``and`` count: ``{{ inputs.a and inputs.b }}``
-    proves both, ``{{ inputs.a or inputs.b }}`` proves neither.
-    """
-    if condition is None or isinstance(condition, bool):
-        return {}
-    try:
-        node = expression_node(condition_source(condition))
-    except Exception:  # a bad if: is reported on its own
-        return {}
-    found: dict[tuple[str, ...], str] = {}
-    for part in _conjuncts(node) if node is not None else []:
-        path, how = _proves(part)
-        if path is not None:
-            found[path] = how
-    return found
-
-
-def _conjuncts(node: nodes.Node) -> Iterable[nodes.Node]:
-    if isinstance(node, nodes.And):
-        yield from _conjuncts(node.left)
-        yield from _conjuncts(node.right)
-    else:
-        yield node
-
-
-def _proves(node: nodes.Node) -> tuple[tuple[str, ...] | None, str]:
-    """``x`` / ``x | length > 0`` / ``x | length >= 1``: x truthy; ``x is not none``: not none."""
-    if isinstance(node, nodes.Getattr | nodes.Getitem):
-        return _path(node), "truthy"
-    if isinstance(node, nodes.Not) and isinstance(node.node, nodes.Test):
-        test = node.node
-        if test.name == "none":
-            return _path(test.node), "not none"
-    if isinstance(node, nodes.Compare) and len(node.ops) == 1:
-        left, op = node.expr, node.ops[0]
-        if (
-            isinstance(left, nodes.Filter)
-            and left.name in ("length", "count")
-            and isinstance(op.expr, nodes.Const)
-            and (op.op, op.expr.value) in (("gt", 0), ("gteq", 1), ("ne", 0))
-            and left.node is not None
-        ):
-            return _path(left.node), "truthy"
-        if op.op == "ne" and isinstance(op.expr, nodes.Const) and op.expr.value in ("", None):
-            return _path(left), "not none" if op.expr.value is None else "truthy"
-    return None, ""
-
-
-# --- checking a value against the field it feeds ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class FieldType:
-    """What an action's input field takes, from the model's JSON Schema."""
-
-    name: str
-    accepts: ExprType
-    min_items: int = 0
-    min_length: int = 0
-    schema: Mapping[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        text = self.accepts.describe()
-        if self.min_items:
-            text += f" with at least {self.min_items} item{'s' if self.min_items > 1 else ''}"
-        if self.accepts.pattern:
-            text += f" matching {self.accepts.pattern}"
-        return text
-
-
-def field_type(model: type[BaseModel], name: str) -> FieldType | None:
-    """The field ``name`` (by alias) of an action input model (None: no such field)."""
-    schema = model_schema(model)
-    prop = schema.get("properties", {}).get(name)
-    if prop is None:
-        return None
-    defs = schema.get("$defs", {})
-    accepts = schema_type(prop, defs, f"field '{name}'")
-    flat = _flatten(prop, defs)
-    return FieldType(
-        name,
-        accepts,
-        min_items=max((s.get("minItems", 0) for s in flat), default=0),
-        min_length=max((s.get("minLength", 0) for s in flat), default=0),
-        schema=prop,
-    )
-
-
-def item_field(parent: FieldType) -> FieldType | None:
-    """The field type of one item of a list field."""
-    items = parent.accepts.items
-    if items is None:
-        return None
-    flat = [s.get("items", {}) for s in _flatten(parent.schema, {}) if "items" in s]
-    return FieldType(
-        f"{parent.name}[]",
-        items,
-        min_length=max((s.get("minLength", 0) for s in flat), default=0),
-    )
-
-
-def _flatten(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if "anyOf" in schema:
-        return [s for sub in schema["anyOf"] for s in _flatten(sub, defs)]
-    return [schema]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A mismatch between an expression and its field: an error, or a warning when the
-    answer cannot be known before the run."""
-
-    severity: str
-    message: str
-    hint: str
-
-
-_LAX = {"number": {"integer", "number"}}  # an integer goes where a number is taken
-
-
-def check_field(value: ExprType, target: FieldType) -> list[Problem]:
-    """Whether a value of type ``value`` can feed ``target``; one problem at most per rule."""
-    accepted = target.accepts.kinds
-    if accepted is None:
-        return []
-    if value.kinds is None:
-        if (
-            accepted <= {"string", "null"}
-            and not target.accepts.pattern
-            and not target.accepts.enum
-        ):
-            return []  # any text goes; the engine checks the rest when the step runs
-        return [
-            Problem(
-                "warning",
-                f"{value.origin} feeds field '{target.name}' ({target.describe()}), "
-                f"but {value.why or 'its type is not known before the run'}",
-                "it is checked when the step runs; cannot be checked statically",
-            )
-        ]
-    takes = set(accepted) | {k for a in accepted for k in _LAX.get(a, ())}
-    wrong = set(value.kinds) - takes - {"null"}
-    problems: list[Problem] = []
-    if wrong:
-        problems.append(_wrong_kind(value, target, wrong == set(value.kinds) - {"null"}))
-    if "null" in value.kinds and "null" not in accepted:
-        problems.append(_maybe_none(value, target))
-    if not wrong:
-        problems.extend(_constraints(value, target))
-    return problems
-
-
-def _wrong_kind(value: ExprType, target: FieldType, always: bool) -> Problem:
-    got = value.describe()
-    message = (
-        f"{value.origin} is {got}, but field '{target.name}' takes {target.describe()}"
-        if always
-        else f"{value.origin} may be {got}; field '{target.name}' takes {target.describe()}"
-    )
-    return Problem("error", message, _kind_fix(value, target))
-
-
-def _kind_fix(value: ExprType, target: FieldType) -> str:
-    accepted = target.accepts.kinds or frozenset()
-    kinds = value.kinds or frozenset()
-    subject = value.origin if value.origin.startswith(("input", "steps")) else "the value"
-    if "array" in accepted and "string" in kinds:
-        inner = value.origin.removeprefix("input '").removesuffix("'")
-        return (
-            f'write a list: ["{{{{ inputs.{inner} }}}}"], or declare the input as type: array'
-            if value.origin.startswith("input")
-            else 'write a list around it: ["{{ … }}"]'
-        )
-    if "string" in accepted and kinds & {"integer", "number", "boolean"}:
-        return f"declare {subject} as type: string, or convert it: {{{{ … | string }}}}"
-    if accepted & {"integer", "number"} and "string" in kinds:
-        return f"declare {subject} as type: integer (or number), or convert it: {{{{ … | int }}}}"
-    if "boolean" in accepted:
-        return f"declare {subject} as type: boolean, or compare: {{{{ {_ref(subject)} == 'yes' }}}}"
-    return f"give field '{target.name}' {target.describe()}"
-
-
-def _maybe_none(value: ExprType, target: FieldType) -> Problem:
-    if value.none_why:
-        name = value.origin.removeprefix("input '").split("'")[0]
-        fix = (
-            "write | default('…', true): without true, default() replaces only undefined values"
-            if "default()" in value.none_why
-            else "give the input a default, make it required: true, or run the step only "
-            f'when it is given: if: "{{{{ inputs.{name} }}}}"'
-        )
-        return Problem(
-            "error",
-            f"{value.none_why}: when it is not given, field '{target.name}' gets none, "
-            "which it does not take",
-            fix,
-        )
-    return Problem(
-        "warning",
-        f"{value.origin} may be none; field '{target.name}' does not take none",
-        "add | default(…, true) or an if: that tests the value; otherwise the step "
-        "fails when it is none",
-    )
-
-
-def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
-    problems: list[Problem] = []
-    if value.may_be_empty and (target.min_items or target.min_length):
-        what = "item" if target.min_items else "character"
-        subject = value.origin
-        guard = (
-            f'if: "{{{{ inputs.{subject[7:-1]} }}}}"' if subject.startswith("input '") else "an if:"
-        )
-        fix = f"run the step only when it has one: {guard}" + (
-            ", or declare min_items: 1 on the input" if subject.startswith("input '") else ""
-        )
-        problems.append(
-            Problem(
-                "error",
-                f"{value.may_be_empty}, but field '{target.name}' needs at least one {what}",
-                fix,
-            )
-        )
-    pattern = target.accepts.pattern
-    if pattern and value.enum is not None:
-        bad = [v for v in value.enum if isinstance(v, str) and not re.search(pattern, v)]
-        if bad:
-            problems.append(
-                Problem(
-                    "error",
-                    f"{value.origin} may be {bad[0]!r}, which does not match field "
-                    f"'{target.name}''s pattern {pattern}",
-                    "change the input's enum, or feed a field that takes it",
-                )
-            )
-    elif pattern and value.pattern is None and "string" in (value.kinds or ()):
-        problems.append(
-            Problem(
-                "warning",
-                f"{value.origin} feeds field '{target.name}', which must match {pattern}; "
-                "whether it does cannot be known statically",
-                f"give {value.origin} a pattern (checked before the run starts)"
-                if value.origin.startswith("input")
-                else "it is checked when the step runs",
-            )
-        )
-    allowed = target.accepts.enum
-    if allowed is not None and value.enum is not None:
-        bad = [v for v in value.enum if v not in allowed]
-        if bad:
-            problems.append(
-                Problem(
-                    "error",
-                    f"{value.origin} may be {bad[0]!r}; field '{target.name}' takes one of: "
-                    + ", ".join(map(str, allowed)),
-                    "change the input's enum to these values",
-                )
-            )
-    return problems
-
-
-def check_condition(value: ExprType) -> Problem | None:
-    """An ``if:`` must decide: text that reads as false (an enum of 'false', 'no') would
-    count as true."""
-    falsy = [
-        v
-        for v in value.enum or ()
-        if isinstance(v, str) and v.strip().lower() in ("false", "no", "off", "0", "none", "null")
-    ]
-    if falsy:
-        return Problem(
-            "error",
-            f"if: reads {value.origin}, which may be the text {falsy[0]!r}: non-empty text "
-            "counts as true",
-            f"compare explicitly: {{{{ {_ref(value.origin)} == 'yes' }}}}, or declare the input "
-            "as type: boolean",
-        )
-    return None
-
-
-def _ref(origin: str) -> str:
-    if origin.startswith("input '"):
-        return f"inputs.{origin[7:-1]}"
-    return origin

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from clampdown.core import expression_types as types
-from clampdown.core import graph
+from clampdown.core import graph, type_checks
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.actions import Action, ActionLoadError, Registry, with_problem
 from clampdown.core.actions import registry as default_registry
@@ -301,7 +301,7 @@ class _RunbookLinter:
 
     def check_expressions(self) -> None:
         for i, step in enumerate(self.rb.steps):
-            scope = types.Scope(self.rb.inputs, self.output_type, types.given_by(step.if_))
+            scope = types.Scope(self.rb.inputs, self.output_type, type_checks.given_by(step.if_))
             for loc, text in walk_strings(step.with_, ("steps", i, "with")):
                 expr = self.check_expression(loc, text, step.id)
                 if expr is not None and not expr.uses_status_function:
@@ -331,41 +331,28 @@ class _RunbookLinter:
         if trap is not None:
             self.error(loc, trap.message, trap.hint, "if-text")
             return
-        problem = types.check_condition(types.infer(condition_source(condition), scope))
+        problem = type_checks.check_condition(types.infer(condition_source(condition), scope))
         if problem is not None:
             self.error(loc, problem.message, problem.hint, "type")
 
     def check_type(self, loc: Path, text: str, step_id: str, scope: types.Scope) -> None:
         """The expression's static type against the action field it feeds."""
         action = self.action_of.get(step_id)
-        if action is None or len(loc) not in (4, 5):
+        if action is None:
             return
-        target = types.field_type(action.Input, str(loc[3]))
-        if target is not None and len(loc) == 5:
-            if not isinstance(loc[4], int):
-                return  # inside a mapping field: checked when the step runs
-            target = types.item_field(target)  # one item written in a list
-        if target is None:
-            return
-        for problem in types.check_field(types.infer(text, scope), target):
+        found = types.infer(text, scope)
+        for problem in type_checks.with_value_problems(action.Input, loc[3:], found):
             if problem.severity == "error":
                 self.error(loc, problem.message, problem.hint, "type")
             else:
                 self.warn(loc, problem.message, problem.hint, "type-unknown")
 
     def output_type(self, step_id: str, name: str) -> types.ExprType | None:
-        """``steps.<step_id>.outputs.<name>``: from the action's output model, or from the
-        ``with:`` value a ``core.set_output`` step publishes."""
+        """``steps.<step_id>.outputs.<name>`` (None: the step's action is unknown)."""
         action = self.action_of.get(step_id)
         if action is None:
             return None
-        if name in action.Output.model_fields:
-            return types.output_type(action.Output, step_id, name)
-        with_ = self.rb.step(step_id).with_
-        if name in with_ and not contains_expression(with_[name]):
-            origin = f"steps.{step_id}.outputs.{name}"
-            return types.ExprType(frozenset({types.kind_of(with_[name])}), origin)
-        return None
+        return types.step_output_type(action.Output, self.rb.step(step_id).with_, step_id, name)
 
     def check_expression(
         self, loc: Path, text: str, step_id: str | None, condition: bool = False

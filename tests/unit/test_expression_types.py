@@ -9,6 +9,7 @@ import pytest
 from pydantic import Field
 
 from clampdown.core import expression_types as types
+from clampdown.core import type_checks
 from clampdown.core.actions import ActionInput, ActionOutput
 from clampdown.core.models import InputSpec
 
@@ -39,7 +40,7 @@ def outputs(step: str, name: str) -> types.ExprType | None:
 
 
 def infer(source: str, condition: str | None = None) -> types.ExprType:
-    scope = types.Scope(INPUTS, outputs, types.given_by(condition))
+    scope = types.Scope(INPUTS, outputs, type_checks.given_by(condition))
     return types.infer(source, scope)
 
 
@@ -164,10 +165,10 @@ class Fields(ActionInput):
     maybe: str | None = None
 
 
-def check(source: str, field: str, condition: str | None = None) -> list[types.Problem]:
-    target = types.field_type(Fields, field)
+def check(source: str, field: str, condition: str | None = None) -> list[type_checks.Problem]:
+    target = type_checks.field_type(Fields, field)
     assert target is not None
-    return types.check_field(infer(source, condition), target)
+    return type_checks.check_field(infer(source, condition), target)
 
 
 @pytest.mark.parametrize(
@@ -275,11 +276,11 @@ def test_what_cannot_be_known_is_a_warning_that_says_so(source: str, field: str,
 
 
 def test_a_list_field_item_is_checked_against_the_item_type() -> None:
-    parent = types.field_type(Fields, "items")
+    parent = type_checks.field_type(Fields, "items")
     assert parent is not None
-    item = types.item_field(parent)
+    item = type_checks.item_field(parent)
     assert item is not None and item.accepts.kinds == frozenset({"string"})
-    problems = types.check_field(infer("{{ inputs.hours }}"), item)
+    problems = type_checks.check_field(infer("{{ inputs.hours }}"), item)
     assert problems and "takes a string" in problems[0].message
 
 
@@ -290,7 +291,7 @@ def test_a_list_field_item_is_checked_against_the_item_type() -> None:
 def test_an_if_that_may_read_text_false_is_an_error(condition: str, bad: bool) -> None:
     specs = {**INPUTS, "word": InputSpec(type="string", enum=["yes", "no"], default="no")}
     found = types.infer(condition, types.Scope(specs, outputs))
-    problem = types.check_condition(found)
+    problem = type_checks.check_condition(found)
     assert (problem is not None) is bad
     if problem is not None:
         assert "'no'" in problem.message and "{{ inputs.word == 'yes' }}" in problem.hint
@@ -310,5 +311,5 @@ def test_a_model_pydantic_cannot_describe_gives_unknown_types_not_a_crash() -> N
         model_config = ConfigDict(arbitrary_types_allowed=True)
         thing: Opaque | None = None
 
-    assert types.field_type(Odd, "thing") is None  # unknown field: checked when the step runs
+    assert type_checks.field_type(Odd, "thing") is None  # unknown field: checked when the step runs
     assert types.output_type(OddOut, "s", "thing").kinds is None
