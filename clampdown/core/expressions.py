@@ -11,8 +11,9 @@ Two layers keep an expression from reaching Python internals:
    with a message, before evaluation. So is ``**``, which can hang the process.
 2. Jinja's :class:`ImmutableSandboxedEnvironment` with :class:`StrictUndefined`
    evaluates what passed, so a runtime lookup cannot mutate or escape either, and
-   a misspelt name is an error rather than an empty string; ``*`` refuses to
-   build a string or list longer than ``MAX_REPEAT`` items.
+   a misspelt name is an error rather than an empty string; every operation that
+   can grow a value is capped (:mod:`clampdown.core.expression_sandbox`), and an
+   expression may nest at most :data:`MAX_DEPTH` levels.
 
 A value that is one whole ``{{ … }}`` keeps its native type (an integer stays an
 integer); anything else renders to a string.
@@ -26,78 +27,19 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
-from jinja2 import filters as jinja_filters
-from jinja2.compiler import CodeGenerator, Frame
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-from jinja2.utils import pass_environment, pass_eval_context
+
+from clampdown.core.expression_sandbox import (
+    ALLOWED_FILTERS,
+    ALLOWED_TESTS,
+    ENV,
+    MAX_SIZE,
+    too_big,
+)
 
 ROOT_NAMES = frozenset({"inputs", "steps", "run", "alert"})
 STATUS_FUNCTIONS = frozenset({"always", "success", "failure"})
-ALLOWED_FILTERS = frozenset(
-    {
-        "abs",
-        "capitalize",
-        "count",
-        "d",
-        "default",
-        "dictsort",
-        "first",
-        "float",
-        "int",
-        "items",
-        "join",
-        "last",
-        "length",
-        "list",
-        "lower",
-        "max",
-        "min",
-        "replace",
-        "reverse",
-        "round",
-        "sort",
-        "string",
-        "sum",
-        "title",
-        "tojson",
-        "trim",
-        "truncate",
-        "unique",
-        "upper",
-        "urlencode",
-    }
-)
-ALLOWED_TESTS = frozenset(
-    {
-        "boolean",
-        "defined",
-        "divisibleby",
-        "eq",
-        "equalto",
-        "even",
-        "false",
-        "float",
-        "ge",
-        "gt",
-        "in",
-        "integer",
-        "le",
-        "lower",
-        "lt",
-        "mapping",
-        "ne",
-        "none",
-        "number",
-        "odd",
-        "sequence",
-        "string",
-        "true",
-        "undefined",
-        "upper",
-    }
-)
 _ALLOWED_NODES: tuple[type[nodes.Node], ...] = (
     nodes.Template,
     nodes.Output,
@@ -170,124 +112,9 @@ class Expression:
     node: nodes.Expr | None = field(default=None, compare=False, repr=False)
 
 
-MAX_SIZE = 100_000
-"""The most characters (or items) any operation in an expression may build."""
-MAX_REPEAT = MAX_SIZE  # the name this limit had when it covered ``*`` only
 MAX_DEPTH = 48
 """The deepest nesting an expression may have (brackets, operators, filters)."""
 _BRACKETS = {"(": 1, "[": 1, "{": 1, ")": -1, "]": -1, "}": -1}
-# %-formatting: a width or precision above MAX_SIZE (or given by '*') builds a huge string
-_PERCENT_FIELD = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
-
-
-def _too_big(what: str) -> SecurityError:
-    return SecurityError(f"{what} would be longer than {MAX_SIZE:,} characters or items")
-
-
-def _size(value: Any) -> int:
-    return len(value) if isinstance(value, str | list | tuple | dict) else 0
-
-
-def _check_percent(template: str, args: Any) -> None:
-    for match in _PERCENT_FIELD.finditer(template):
-        for number in match.groups():
-            if number == "*" or (number is not None and int(number) > MAX_SIZE):
-                raise _too_big("a %-format field")
-    values = args.values() if isinstance(args, dict) else args
-    values = values if isinstance(values, tuple | type({}.values())) else [args]
-    if len(template) + sum(len(str(v)) for v in values) > MAX_SIZE:
-        raise _too_big("a %-format")
-
-
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, also refusing memory bombs: every operation that can grow a value
-    (``*``, ``+``, ``%``, ``~``, ``join``, ``replace``, ``sum``) checks the size of its
-    result before building it."""
-
-    intercepted_binops = frozenset({"*", "+", "%"})
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        """``inputs.items`` is the input named ``items``, not the mapping's method: for a
-        mapping that holds the key, data wins (Jinja would try the attribute first)."""
-        if isinstance(obj, Mapping) and isinstance(attribute, str) and attribute in obj:
-            return obj[attribute]
-        return super().getattr(obj, attribute)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, count in ((left, right), (right, left)):
-                sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_SIZE:
-                    raise _too_big("a repetition")
-        elif operator == "+" and _size(left) + _size(right) > MAX_SIZE:
-            raise _too_big("a concatenation")
-        elif operator == "%" and isinstance(left, str):
-            _check_percent(left, right)
-        return super().call_binop(context, operator, left, right)
-
-    def checked_concat(self, parts: tuple[Any, ...]) -> str:
-        """``a ~ b``: the parts as text, refused before joining when too long."""
-        texts = [str(p) for p in parts]
-        if sum(map(len, texts)) > MAX_SIZE:
-            raise _too_big("a ~ concatenation")
-        return "".join(texts)
-
-
-class _CodeGenerator(CodeGenerator):
-    """Jinja's code generator, with ``~`` routed through :meth:`_Sandbox.checked_concat`."""
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.checked_concat((")
-        for arg in node.nodes:
-            self.visit(arg, frame)
-            self.write(", ")
-        self.write("))")
-
-
-def _join(eval_ctx: Any, value: Any, d: str = "", attribute: Any = None) -> str:
-    items = list(value)
-    size = sum(len(str(i)) for i in items) + len(str(d)) * max(len(items) - 1, 0)
-    if attribute is None and size > MAX_SIZE:
-        raise _too_big("join")
-    return _JINJA_JOIN(eval_ctx, items, d, attribute)  # type: ignore[no-any-return]
-
-
-def _replace(eval_ctx: Any, s: Any, old: Any, new: Any, count: int | None = None) -> str:
-    text, old, new = str(s), str(old), str(new)
-    found = text.count(old) if count is None else min(count, text.count(old))
-    if len(text) + max(found, 0) * (len(new) - len(old)) > MAX_SIZE:
-        raise _too_big("replace")
-    return _JINJA_REPLACE(eval_ctx, text, old, new, count)  # type: ignore[no-any-return]
-
-
-def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0) -> Any:
-    items = list(iterable)
-    if attribute is None and _size(start) + sum(map(_size, items)) > MAX_SIZE:
-        raise _too_big("sum")
-    return _JINJA_SUM(environment, items, attribute, start)
-
-
-_JINJA_JOIN = jinja_filters.FILTERS["join"]
-_JINJA_REPLACE = jinja_filters.FILTERS["replace"]
-_JINJA_SUM = jinja_filters.FILTERS["sum"]
-_GUARDED_FILTERS: dict[str, Callable[..., Any]] = {
-    "join": pass_eval_context(_join),
-    "replace": pass_eval_context(_replace),
-    "sum": pass_environment(_sum),
-}
-
-
-def _environment() -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(undefined=StrictUndefined, autoescape=False)
-    env.code_generator_class = _CodeGenerator
-    env.globals.clear()
-    env.filters = {k: v for k, v in env.filters.items() if k in ALLOWED_FILTERS}
-    env.filters.update(_GUARDED_FILTERS)
-    env.tests = {k: v for k, v in env.tests.items() if k in ALLOWED_TESTS}
-    return env
-
-
-ENV = _environment()
 
 
 def contains_expression(value: Any) -> bool:
@@ -527,7 +354,7 @@ def _render_text(source: str, context: Mapping[str, Any]) -> str:
     for piece in ENV.from_string(source).generate(**context):
         size += len(piece)
         if size > MAX_SIZE:
-            raise _too_big("the rendered text")
+            raise too_big("the rendered text")
         pieces.append(piece)
     return "".join(pieces)
 
