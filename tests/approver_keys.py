@@ -4,11 +4,12 @@ and an allowed-signers file (git's format) outside ``CLAMPDOWN_HOME`` naming the
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from clampdown.core.signatures import allowed_signers_line, generate_key
 
 
 @dataclass
@@ -21,11 +22,7 @@ class ApproverKeys:
 
     def add(self, approver: str, *, listed: bool = True) -> Path:
         """Make a key for ``approver``; ``listed=False``: a key nobody put in the file."""
-        path = self.folder / approver
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", approver, "-f", str(path)],
-            check=True,
-        )
+        path = generate_key(self.folder / approver, approver)
         self.keys[approver] = path
         if listed:
             self.list(approver, path)
@@ -33,9 +30,8 @@ class ApproverKeys:
 
     def list(self, principals: str, key: Path) -> None:
         """Add a line ``<principals> <public key>`` to the allowed-signers file."""
-        public = " ".join(key.with_suffix(".pub").read_text().split()[:2])
         with self.allowed_signers.open("a") as handle:
-            handle.write(f"{principals} {public}\n")
+            handle.write(allowed_signers_line(principals, key))
 
     def __getitem__(self, approver: str) -> Path:
         return self.keys[approver]

@@ -142,6 +142,26 @@ def verify(
     return Verified(principal=principal, fingerprint=match["fp"])
 
 
+def generate_key(path: Path, comment: str) -> Path:
+    """A new Ed25519 key pair without passphrase at ``path`` (and ``path.pub``): for drills
+    and tests, whose simulated approvers need keys of their own. People make theirs with
+    ``ssh-keygen`` and a passphrase, or on a hardware token."""
+    subprocess.run(
+        [ssh_keygen(), "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def allowed_signers_line(principals: str, key: Path) -> str:
+    """``<principals> <key type> <base64 key>``: the allowed-signers line for ``key`` (a
+    private key whose ``.pub`` lies beside it, or the ``.pub`` itself)."""
+    public = key if key.suffix == ".pub" else key.with_name(key.name + ".pub")
+    kind, blob = public.read_text(encoding="ascii").split()[:2]
+    return f"{principals} {kind} {blob}\n"
+
+
 def lists_principal(allowed_signers: Path, principal: str) -> bool:
     """Whether a line of ``allowed_signers`` names ``principal`` (its first, comma-separated
     field, as ``ssh-keygen`` reads it; a comment line never names a valid principal)."""
