@@ -243,22 +243,47 @@ def rollback(
 ) -> None:
     """Undo a run's containment changes, newest first (evidence is never deleted).
 
+    The run's ledger is verified first (chain and signatures): a ledger that fails is
+    refused, naming the record, and the refusal is recorded. Every undo is shown with its
+    action, target and exact parameters; what runs is what was shown (bound by hash).
     A run already rolled back is refused unless --again; a rollback that stopped half-way
     can simply be run again. With approval: the release-containment runbook.
     """
+    from clampdown.core.extensions import ledger_signer
+    from clampdown.core.ledger import new_run_id
     from clampdown.core.settings import settings
-    from clampdown.core.undo import rollback_target, undo_items
+    from clampdown.core.undo import (
+        LedgerNotTrusted,
+        checked_undo_items,
+        describe,
+        refuse_rollback,
+        rollback_target,
+        undo_hash,
+    )
 
-    home = settings().paths
-    items = undo_items(rollback_target(run_id, home, allow_repeat=again or plan))
-    out.print(f"run {run_id}: {len(items)} change(s) to undo, newest first", markup=False)
-    for number, item in enumerate(items, start=1):
-        where = ", ".join(x for x in (item.region, item.account) if x)
-        out.print(
-            f"  {number}. [{item.step}] {item.uses}: {item.description}"
-            + (f" ({where})" if where else ""),
-            markup=False,
+    conf = settings()
+    home = conf.paths
+    signer = ledger_signer(conf)
+    path = rollback_target(run_id, home, allow_repeat=again or plan)
+    try:
+        items, verdict = checked_undo_items(path, signer)
+    except LedgerNotTrusted as exc:
+        if not plan:
+            where = refuse_rollback(run_id, new_run_id(), home, exc, signer)
+            err.print(f"refusal recorded in {where}", markup=False)
+        raise
+    if verdict.status == "unsigned":
+        err.print(
+            "[yellow]warning: this ledger is UNSIGNED and no signing key is configured: its "
+            "undo records cannot be authenticated (docs/verify.md)[/]"
         )
+    out.print(
+        f"run {run_id}: {len(items)} change(s) to undo, newest first "
+        f"(ledger {verdict.status}; undo sha256 {undo_hash(items)[:16]})",
+        markup=False,
+    )
+    for number, item in enumerate(items, start=1):
+        out.print(f"  {number}. {describe(item)}", markup=False)
     if plan or not items:
         return
     if not yes:
@@ -274,7 +299,9 @@ def rollback(
 
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     with local_api():
-        state = rollback_flow(run_id, allow_repeat=again, return_state=True)
+        state = rollback_flow(
+            run_id, allow_repeat=again, expected=undo_hash(items), return_state=True
+        )
     if state.is_completed():
         result = state.result()
         out.print(
@@ -290,47 +317,21 @@ def rollback(
         ) from None
 
 
-def _verify_manifest(uri: str) -> None:
-    """Re-hash every object an evidence manifest lists (the CLI is where providers meet)."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from clampdown_aws.evidence_store import verify_manifest
-
-    try:
-        ok, lines = verify_manifest(boto3.client("s3"), uri)
-    except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
-        raise ClampdownError(
-            f"cannot read the manifest {uri}: {exc}", "check the URI and your AWS credentials"
-        ) from None
-    for line in lines:
-        out.print(line, markup=False)
-    if not ok:
-        out.print(f"[red]TAMPERED[/] {escape(uri)}: an object differs from its manifest entry")
-        raise typer.Exit(1)
-    out.print(f"[green]OK[/] {escape(uri)}: {len(lines)} object(s) match their SHA-256")
-
-
 def verify(
-    target: Annotated[str, typer.Argument(help="a ledger file, or a run id")],
+    target: Annotated[
+        str, typer.Argument(help="a run id, a ledger file, s3://…/manifest.json, or a package")
+    ],
 ) -> None:
-    """Check a run ledger's hash chain; name the first altered record."""
+    """Check a run: hash chain, every signature, truncation, and its copy in the evidence
+    bucket; or the manifest version a run pins. Exit 0 only for intact and signed (and
+    anchored when an evidence bucket is configured); docs/verify.md shows every outcome."""
     from clampdown.app.cli_report import is_package, verify_package_target
-    from clampdown.core.ledger import verify_file
+    from clampdown.app.cli_verify import verify_manifest_uri, verify_run
     from clampdown.core.settings import settings
 
     if is_package(target):  # an evidence package (clampdown export)
         verify_package_target(target)
     if target.startswith("s3://"):
-        _verify_manifest(target)
+        verify_manifest_uri(target, settings())
         return
-    path = Path(target)
-    if not path.is_file():
-        path = settings().existing_ledger(target)
-    verdict = verify_file(path)
-    if verdict.ok:
-        color = "green" if verdict.complete else "yellow"
-        out.print(f"[{color}]OK[/] {escape(str(path))}: {escape(verdict.message)}")
-        raise typer.Exit(0)
-    out.print(f"[red]TAMPERED[/] {escape(str(path))}: {escape(verdict.message)}")
-    raise typer.Exit(1)
+    verify_run(target, settings())

@@ -10,11 +10,20 @@ so a step that built on an earlier one is undone before it.
 (``clampdown rollback``) runs it with one Prefect task per undo, and the
 ``core.rollback_run`` action (the ``release-containment`` runbook) runs it inside
 its step.
+
+Rollback executes only what the engine wrote: before anything is undone, the ledger
+is verified (chain and every signature, :mod:`clampdown.core.ledger_signing`), and a
+ledger that fails is refused, naming the record, with the refusal recorded in the
+rollback's own ledger. A ledger without any signature is accepted only where no
+signing key is configured at all (nothing could have signed it); the rollback
+records that it was not authenticated. What each undo does — action, target and
+parameters — is shown in full (:func:`describe`) and, for ``core.rollback_run``,
+bound to the approval by hash (:meth:`RollbackRun.approval_details`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +33,15 @@ from pydantic import Field
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import PRIVATE_FILE, Home, RunFiles, write_private
-from clampdown.core.ledger import read, verify_file
+from clampdown.core.ledger import read
+from clampdown.core.ledger_signing import (
+    Anchor,
+    LedgerSigner,
+    LedgerVerdict,
+    note_unsigned,
+    open_ledger,
+    verify_ledger,
+)
 
 
 @dataclass(frozen=True)
@@ -39,18 +56,61 @@ class UndoItem:
     description: str
     how: dict[str, Any]
 
+    def shown(self) -> dict[str, Any]:
+        """Everything this undo will do, as an approver and ``rollback --plan`` see it."""
+        return {
+            "step": self.step,
+            "action": self.uses,
+            "region": self.region,
+            "account": self.account,
+            "says": self.description,
+            "does": self.how,
+        }
 
-def undo_items(ledger: Path) -> list[UndoItem]:
-    """The run's undo records, newest first. Refuses a ledger whose chain is broken."""
-    verdict = verify_file(ledger)
-    if not verdict.ok:
-        raise ClampdownError(
-            f"the ledger {ledger} fails verification: {verdict.message}",
-            "rollback trusts only an intact ledger; investigate the tampering first",
+
+def describe(item: UndoItem) -> str:
+    """One line: the action, where, and its exact parameters (not only its description)."""
+    import json
+
+    where = ", ".join(x for x in (item.region, item.account) if x) or "default region/account"
+    how = json.dumps(item.how, sort_keys=True, default=str)
+    return f"[{item.step}] {item.uses} in {where}: {item.description}\n     parameters: {how}"
+
+
+class LedgerNotTrusted(ClampdownError):
+    """The ledger to roll back does not verify: its undo records are not executed."""
+
+
+def undo_items(ledger: Path, verifier: LedgerSigner | None = None) -> list[UndoItem]:
+    """The run's undo records, newest first, from a ledger that verifies (else refused)."""
+    return checked_undo_items(ledger, verifier)[0]
+
+
+def checked_undo_items(
+    ledger: Path, verifier: LedgerSigner | None
+) -> tuple[list[UndoItem], LedgerVerdict]:
+    """The undo records and the verdict that let them through.
+
+    Refuses (:class:`LedgerNotTrusted`) a ledger whose chain is broken, a signature
+    fails, an engine record is unsigned, or that is unsigned while a key is configured.
+    """
+    verdict = verify_ledger(ledger.read_bytes().splitlines(), verifier)
+    unsigned_ok = verdict.status == "unsigned" and verifier is None
+    if not (verdict.trusted or unsigned_ok):
+        where = f" (record {verdict.bad_seq})" if verdict.bad_seq is not None else ""
+        raise LedgerNotTrusted(
+            f"the ledger {ledger} fails verification{where}: {verdict.message}",
+            "rollback executes only undo records from a ledger that verifies; nothing was "
+            "undone. Investigate the tampering (`clampdown verify <run-id>` compares it "
+            "with the evidence bucket)",
         )
+    return _items(read(ledger)), verdict
+
+
+def _items(records: list[dict[str, Any]]) -> list[UndoItem]:
     started: dict[str, dict[str, Any]] = {}
     items: list[UndoItem] = []
-    for record in read(ledger):
+    for record in records:
         if record["type"] == "step.start":
             started[record["step"]] = record
         if record["type"] not in ("step.end", "step.attempt_failed"):
@@ -124,7 +184,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
             "cannot be rolled back",
             "run the containment runbook again to re-apply what it undid",
         )
-    if not records or records[-1].get("type") != "run.end":
+    if not any(r.get("type") == "run.end" for r in records):
         raise RollbackRefused(
             f"run '{run_id}' has not finished (no run.end in its ledger)",
             "wait for it to end, or stop it, before rolling it back",
@@ -169,48 +229,65 @@ def rollback_run(
     undo: UndoFn = apply_undo,
     allow_repeat: bool = True,
     by: dict[str, Any] | None = None,
+    signer: LedgerSigner | None = None,
+    anchors: Sequence[Anchor] = (),
+    expected: str | None = None,
 ) -> RollbackResult:
     """Undo every change recorded in run ``run_id``, newest first, with a ledger of its own.
 
-    One failed undo does not stop the others (each is independent, and a responder wants
-    as much restored as possible); the result lists what is still in place. Only a
-    rollback that undid everything marks the run as rolled back. A lock file keeps two
-    rollbacks of one run from interleaving.
+    ``signer`` checks the run's ledger before anything is undone and signs the rollback's
+    own ledger. ``expected`` is the hash of the undo actions an approver saw
+    (:func:`undo_hash`): when they differ now, nothing is undone. A refusal of either
+    kind is recorded in the rollback's ledger. One failed undo does not stop the others
+    (each is independent, and a responder wants as much restored as possible); the
+    result lists what is still in place. Only a rollback that undid everything marks
+    the run as rolled back. A lock file keeps two rollbacks of one run from interleaving.
     """
     import json
     import os
 
-    from clampdown.core.ledger import Ledger, now
+    from clampdown.core.ledger import now
 
     path = rollback_target(run_id, home, allow_repeat=allow_repeat)
-    items = undo_items(path)
+    files = home.run(rollback_id)
+    ledger = open_ledger(files.ledger, rollback_id, signer, anchors)
+    start = _rollback_start(run_id, rollback_id, by)
+    try:
+        items, verdict = checked_undo_items(path, signer)
+        if expected is not None and undo_hash(items) != expected:
+            raise RollbackRefused(
+                f"the undo records of run '{run_id}' changed after they were approved",
+                "nothing was undone; look at `clampdown rollback --plan` and ask again",
+            )
+    except ClampdownError as exc:
+        _record_refusal(ledger, start, exc)
+        raise
     lock = home.run(run_id).rollback_lock
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
     except FileExistsError:
+        ledger.close()
         raise RollbackRefused(
             f"a rollback of run '{run_id}' is already in progress ({lock} exists)",
             "wait for it to finish; if its process died, delete the lock file and run it again",
         ) from None
     os.write(fd, rollback_id.encode())
     os.close(fd)
-    files = home.run(rollback_id)
-    ledger = Ledger(files.ledger)
     restored: list[str] = []
     failed: list[str] = []
     try:
         ledger.append(
             "run.start",
-            run={
-                "id": rollback_id,
-                "runbook": "rollback",
-                "started_at": now(),
-                "trigger": {"type": "rollback", "of": run_id, **(by or {})},
-                "drill": False,
-            },
-            rollback_of=run_id,
+            **start,
             undo_count=len(items),
+            source={
+                "status": verdict.status,  # intact (signed, verified) or unsigned (no key)
+                "signed_through": verdict.signed_through,
+                "key_id": verdict.key_id,
+                "undo_sha256": undo_hash(items),
+            },
         )
+        note_unsigned(ledger)
         for item in items:
             ledger.append(
                 "undo.start",
@@ -247,6 +324,50 @@ def rollback_run(
     return RollbackResult(rollback_id, run_id, restored, failed, ledger.path)
 
 
+def _rollback_start(run_id: str, rollback_id: str, by: dict[str, Any] | None) -> dict[str, Any]:
+    from clampdown.core.ledger import now
+
+    return {
+        "run": {
+            "id": rollback_id,
+            "runbook": "rollback",
+            "started_at": now(),
+            "trigger": {"type": "rollback", "of": run_id, **(by or {})},
+            "drill": False,
+        },
+        "rollback_of": run_id,
+    }
+
+
+def _record_refusal(ledger: Any, start: dict[str, Any], exc: ClampdownError) -> None:
+    ledger.append("run.start", **start, undo_count=0)
+    note_unsigned(ledger)
+    ledger.append("rollback.refused", reason=exc.message, hint=exc.hint)
+    ledger.append("run.end", status="failed", error=str(exc), restored=[], still_in_place=[])
+    ledger.close()
+
+
+def refuse_rollback(
+    run_id: str,
+    rollback_id: str,
+    home: Home,
+    exc: ClampdownError,
+    signer: LedgerSigner | None = None,
+    by: dict[str, Any] | None = None,
+) -> Path:
+    """Record in a rollback ledger of its own that a rollback of ``run_id`` was refused."""
+    ledger = open_ledger(home.run(rollback_id).ledger, rollback_id, signer)
+    _record_refusal(ledger, _rollback_start(run_id, rollback_id, by), exc)
+    return ledger.path
+
+
+def undo_hash(items: Sequence[UndoItem]) -> str:
+    """SHA-256 of every undo action in order (what an approval of a rollback binds)."""
+    from clampdown.core.approvals import params_hash
+
+    return params_hash({"undo": [item.shown() for item in items]})
+
+
 class RollbackRun(Action):
     """Roll back a named earlier run from inside a run (``release-containment``).
 
@@ -271,6 +392,21 @@ class RollbackRun(Action):
         still_in_place: list[str]
         rollback_ledger: str
 
+    @classmethod
+    def approval_details(
+        cls, params: Input, home: Home, signer: LedgerSigner | None
+    ) -> dict[str, Any]:
+        """Every undo action this step will execute, for the approval to show and bind.
+
+        The ledger is verified first: a forged ledger is refused before anyone is asked.
+        """
+        path = rollback_target(params.run_id, home, allow_repeat=False)
+        items, verdict = checked_undo_items(path, signer)
+        shown: dict[str, Any] = {"ledger": f"{verdict.status}: {verdict.message}"}
+        for number, item in enumerate(items, start=1):
+            shown[f"undo {number} of {len(items)}"] = item.shown()
+        return shown
+
     def run(self, params: Input, ctx: ActionContext) -> Output:
         from clampdown.core.ledger import new_run_id
 
@@ -282,6 +418,7 @@ class RollbackRun(Action):
             ctx.home,
             allow_repeat=False,
             by={"by_run": ctx.run_id, "by_step": ctx.step_id},
+            signer=ctx.ledger_signer,
         )
         for description in result.restored:
             ctx.logger.info("restored: %s", description)

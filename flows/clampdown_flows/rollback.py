@@ -2,7 +2,9 @@
 
 The work is :func:`clampdown.core.undo.rollback_run`, the one rollback code path (the
 ``core.rollback_run`` action uses it too); this flow only makes each undo a Prefect
-task, so the Prefect UI shows one task run per change put back. Undo operations are
+task, so the Prefect UI shows one task run per change put back; the run's ledger is
+verified with the configured signing key first, and the rollback's own ledger is signed
+and copied to the evidence bucket like a run's. Undo operations are
 idempotent, so a rollback can be re-run after a partial failure. One failed undo does
 not stop the others; the rollback then fails and its ledger says which changes are
 still in place. Evidence is never touched: evidence actions record no undo.
@@ -15,8 +17,10 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from clampdown.core.engine.evidence import anchors, store_ledger
+from clampdown.core.extensions import evidence_sinks, ledger_signer
 from clampdown.core.home import RunFiles
-from clampdown.core.ledger import new_run_id
+from clampdown.core.ledger import Ledger, new_run_id
 from clampdown.core.settings import settings
 from clampdown.core.undo import UndoItem, apply_undo, rollback_run
 from clampdown_flows.respond import RunFailed
@@ -42,18 +46,32 @@ def undo_one(item: UndoItem, rollback: RunFiles, original_run: str) -> None:
     log_prints=False,
 )
 def rollback(
-    run_id: str, rollback_id: str | None = None, allow_repeat: bool = True
+    run_id: str,
+    rollback_id: str | None = None,
+    allow_repeat: bool = True,
+    expected: str | None = None,
 ) -> dict[str, Any]:
     """Undo every change recorded in run ``run_id``'s ledger; write a ledger of its own.
 
     ``allow_repeat`` (default on, as ``clampdown rollback`` has always behaved) lets a
     responder finish or re-check a rollback; the ``core.rollback_run`` action refuses it.
-    The settings are read once, here: the flow is an entry point (a stock Prefect worker).
+    ``expected``: the hash of the undo actions the responder confirmed (nothing is undone
+    when they differ now). The settings are read once, here: the flow is an entry point
+    (a stock Prefect worker).
     """
-    home = settings().paths
+    conf = settings()
+    sinks = evidence_sinks(conf)
     result = rollback_run(
-        run_id, rollback_id or new_run_id(), home, undo=undo_one, allow_repeat=allow_repeat
+        run_id,
+        rollback_id or new_run_id(),
+        conf.paths,
+        undo=undo_one,
+        allow_repeat=allow_repeat,
+        signer=ledger_signer(conf),
+        anchors=anchors(sinks),
+        expected=expected,
     )
+    store_ledger(sinks, result.rollback_id, Ledger(result.ledger))
     if result.still_in_place:
         raise RunFailed(
             f"rollback {result.rollback_id} of {run_id}: {len(result.still_in_place)} change(s) "

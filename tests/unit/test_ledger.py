@@ -88,10 +88,26 @@ def test_redacted_values_are_masked_everywhere(tmp_path: Path):
     assert "hunter2" not in text and text.count("***") == 2
 
 
-def test_verify_cli_exit_codes_and_messages(ledger_file: Path, tmp_path: Path):
+def test_verify_cli_exit_codes_and_messages(
+    ledger_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from clampdown.core.ledger_signing import generate_local_key, load_local_key, open_ledger
+
     runner = CliRunner()
-    ok = runner.invoke(app, ["verify", str(ledger_file)])
-    assert ok.exit_code == 0 and "OK" in ok.output and "8 records" in ok.output
+    unsigned = runner.invoke(app, ["verify", str(ledger_file)])
+    assert unsigned.exit_code == 1 and "UNSIGNED" in unsigned.output, unsigned.output
+    assert "chain intact over 8 records" in unsigned.output
+
+    key = generate_local_key(tmp_path / "keys" / "ledger.pem")
+    monkeypatch.setenv("CLAMPDOWN_LEDGER_KEY", str(key))
+    signed = open_ledger(tmp_path / "signed.jsonl", "r2", load_local_key(key, tmp_path / "h"))
+    signed.append("run.start", run={"id": "r2"})
+    signed.append("run.end", status="succeeded")
+    signed.close()
+    ok = runner.invoke(app, ["verify", str(signed.path)])
+    assert ok.exit_code == 0, ok.output
+    assert "result   OK: intact, signed (no evidence bucket configured)" in ok.output
+
     lines = ledger_file.read_bytes().splitlines(keepends=True)
     lines[1] = lines[1].replace(b"step.start", b"step.stopp")
     ledger_file.write_bytes(b"".join(lines))
