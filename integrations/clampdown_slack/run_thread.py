@@ -348,8 +348,9 @@ class RunThread:
         remember_thread(self._state_file, self.channel, sent["channel"], sent["ts"])
         self.header_channel, self.header_ts = sent["channel"], sent["ts"]
         self.thread_ts = sent["ts"]
-        if not self._closed:  # responders were told now: the report's time to notify
-            self.ledger.append("slack.posted", channel=sent["channel"], message_ts=sent["ts"])
+        with self._cond:  # responders were told now (the report's time to notify); under
+            if not self._closing:  # the lock close() takes: never after run.end
+                self.ledger.append("slack.posted", channel=sent["channel"], message_ts=sent["ts"])
 
     def _edit_header(self) -> None:
         with self._cond:
