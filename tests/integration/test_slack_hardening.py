@@ -186,3 +186,87 @@ def test_approval_card_shows_every_parameter_and_the_full_long_value_in_the_thre
     body = "".join(re.search(r"```(.*)```", p, re.S).group(1) for p in parts)
     full = json.dumps(request.gated["attach_policy"]["params"]["policy"])
     assert body.replace("&quot;", '"') == full
+
+
+LIBRARY_RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: hostile-alert, title: Hostile alert, severity: high}
+inputs:
+  title: {type: string, required: true}
+steps:
+  - {id: say, uses: slack.status, with: {text: "Alert says: {{ inputs.title }}"}}
+  - {id: wait, uses: core.wait, needs: [say], with: {duration: 3s}}
+"""
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: any-generic
+    match: "alert.source == 'generic'"
+    runbook: hostile-alert
+    inputs: {title: "{{ alert.title }}"}
+    dedup_key: "generic:{{ alert.id }}"
+    correlate_by: "{{ alert.principal }}"
+    correlate_window: 1h
+"""
+
+
+def _signed_alert(alert_id: str) -> tuple[bytes, dict[str, str]]:
+    import time
+
+    from clampdown_alerts.signatures import generic_signature
+
+    payload = {
+        "id": alert_id,
+        "title": HOSTILE,
+        "severity": "critical",
+        "principal": "arn:aws:iam::123456789012:role/DataScience",
+    }
+    body = json.dumps(payload).encode()
+    stamp = str(int(time.time()))
+    signature = generic_signature(b"generic-hmac-secret", stamp, body)
+    return body, {"X-Clampdown-Timestamp": stamp, "X-Clampdown-Signature": signature}
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_hostile_signed_alert_through_serve_reaches_slack_inert(
+    slack: SlackStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clampdown_home: Path
+) -> None:
+    """The attacker's path: a signed alert on /alerts/generic starts a real run; a second one
+    joins it. The header, the status text and the joined reply all show the text inert."""
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from clampdown.app.serve import create_app
+
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "hostile-alert.yaml").write_text(LIBRARY_RUNBOOK)
+    (library / "triggers.yaml").write_text(TRIGGERS)
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
+    monkeypatch.setenv("CLAMPDOWN_ALERT_HMAC_SECRET", "generic-hmac-secret")
+    monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", "signing-secret")
+    with TestClient(create_app()) as client:
+        body, headers = _signed_alert("a-1")
+        started = client.post("/alerts/generic", content=body, headers=headers)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["alerts"][0]["run_id"]
+        ledger = clampdown_home / "runs" / run_id / "ledger.jsonl"
+        deadline = time.monotonic() + 60  # bounded wait for the header, not a timing assertion
+        while time.monotonic() < deadline and not slack.messages(CHANNEL):
+            time.sleep(0.1)
+        body, headers = _signed_alert("a-2")
+        joined = client.post("/alerts/generic", content=body, headers=headers)
+        assert joined.json()["alerts"][0]["status"] == "joined", joined.text
+        while time.monotonic() < deadline and '"run.end"' not in (
+            ledger.read_text() if ledger.exists() else ""
+        ):
+            time.sleep(0.2)
+    texts = everything_posted(slack)
+    assert_inert(texts)
+    header = slack.messages(CHANNEL)[0]["text"]
+    assert "Trigger: alert generic `a-1` &lt;!channel&gt; &lt;http://evil.example" in header
+    assert any(t.startswith("Alert says: &lt;!channel&gt;") for t in texts)
+    assert any(t.startswith(":link: Alert joined this run: generic `a-2`") for t in texts)
