@@ -29,6 +29,7 @@ from clampdown.core.expressions import (
     contains_expression,
     walk_strings,
 )
+from clampdown.core.lint_gates import indirect_gates
 from clampdown.core.loader import Loaded, load
 from clampdown.core.models import Runbook
 from clampdown.core.yamlsource import Path, Source
@@ -190,6 +191,7 @@ class _RunbookLinter:
         self.check_actions()
         self.check_expressions()
         self.check_gates()
+        self.found.extend(indirect_gates(self.rb, self.src, self.action_of, self.ancestors))
         # one mistake in defaults: is inherited by many steps but reported once
         return sorted(set(self.found), key=lambda d: (d.line, d.column, d.message))
 
