@@ -6,6 +6,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from clampdown.app.cli import app as cli_app
 from clampdown.core.ledger import read
 from clampdown.core.members import local_groups_members, members_now
 from clampdown.core.settings import settings
+from clampdown.core.signatures import generate_key
 from clampdown_flows.approval_store import request_file
 from tests.approver_keys import approver_keys
 
@@ -189,3 +192,64 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     assert "run.end" not in [r["type"] for r in records]
     assert not any(r["type"] == "step.start" and r.get("step") == "act" for r in records)
     starter.shutdown()
+
+
+def test_another_local_user_with_a_key_of_their_own_cannot_approve_as_an_approver(
+    prefect_server: str,
+    no_slack: None,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another account, simulated by a `clampdown approve` process with its own HOME: it
+    holds the Prefect API (its auth string) and can read the request, but not U0TERM2's
+    key. With no key it cannot send; with a key of its own claiming U0TERM2, the run
+    refuses the decision and records the refusal."""
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM2")
+    path: Path = write_runbook(RUNBOOK, "terminal-gate.yaml")
+    runner = start_paused(path, "attacker0001", prefect_server, {"type": "manual", "user": "x"})
+    attacker = tmp_path / "attacker-home"
+    (attacker / ".ssh").mkdir(parents=True)
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLAMPDOWN_APPROVER", "SSH_AUTH", "PREFECT_API_URL"))
+    } | {"HOME": str(attacker), "COLUMNS": "200"}
+
+    def approve(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [str(Path(sys.executable).parent / "clampdown"), "approve", "attacker0001"]
+        return subprocess.run(
+            [*command, "--as", "U0TERM2", *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    no_key = approve("--key", str(attacker / ".ssh" / "id_ed25519"))
+    assert no_key.returncode == 1, no_key.stdout + no_key.stderr
+    assert "no SSH key at" in no_key.stderr and "Traceback" not in no_key.stderr
+    assert decisions("attacker0001") == []
+
+    own = generate_key(attacker / ".ssh" / "id_ed25519", "mallory@host")
+    forged = approve("--key", str(own))
+    assert forged.returncode == 1, forged.stdout + forged.stderr
+    refusal = (
+        "the terminal decision by U0TERM2 is not signed by a key that "
+        "CLAMPDOWN_ALLOWED_SIGNERS lists for U0TERM2 (or was altered after signing)"
+    )
+    assert refusal in " ".join(forged.stderr.split())
+    [record] = decisions("attacker0001")
+    assert record["accepted"] is False and record["refusal"] == refusal
+    assert record["source"] == "terminal" and record["approver"] == "U0TERM2"
+    request = json.loads(request_file("attacker0001", "approve").read_text())
+    assert request["status"] == "pending"
+
+    # the real U0TERM2, with their own key, still can
+    real = CliRunner().invoke(
+        cli_app, ["approve", "attacker0001", "--as", "U0TERM2", "--key", str(keys["U0TERM2"])]
+    )
+    assert real.exit_code == 0, real.output
+    runner.join(60)
+    assert read(settings().ledger_path("attacker0001"))[-1]["status"] == "succeeded"
