@@ -32,10 +32,12 @@ def request_file(run_id: str, step: str, conf: Settings | None = None) -> Path:
 
 
 def approval_key(files: RunFiles, *, create: bool = False) -> bytes:
-    """The run's approval key: senders sign decisions with it, the run verifies them.
+    """The run's approval key: ``clampdown serve`` vouches for a Slack click with it (an
+    HMAC the run verifies) when it has no key of its own (``CLAMPDOWN_SERVE_KEY``).
 
-    Made by the run (0600) when it first asks; anyone who can read it can sign
-    decisions for the run, so CLAMPDOWN_HOME must be readable by operators only.
+    Made by the run (0600) when it first asks; anyone who can read it can pose as a Slack
+    click for the run (not as a terminal approver: those sign with their own SSH keys),
+    so CLAMPDOWN_HOME must be readable by the service account only (docs/security.md).
     """
     path = files.approval_key
     if create and not path.exists():
@@ -48,7 +50,8 @@ def approval_key(files: RunFiles, *, create: bool = False) -> bytes:
     except (OSError, ValueError):
         raise DecisionError(
             f"cannot read the approval key of run '{files.run_id}' ({path})",
-            "decide from the machine (and user) that runs clampdown, or in the Prefect UI",
+            "Slack decisions are sent by clampdown serve, on the machine (and account) that "
+            "runs clampdown",
         ) from None
 
 

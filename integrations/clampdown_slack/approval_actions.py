@@ -5,7 +5,11 @@ is then sent to the paused run through the :class:`~clampdown.core.approvals.Sub
 the application layer registered the handlers with (``clampdown serve`` passes
 :func:`clampdown_flows.decisions.submit_decision`); the run checks it and answers.
 The clicker's identity is the ``user.id`` of a request whose signature Bolt verified;
-nothing the clicker types is trusted for it.
+nothing the clicker types is trusted for it. The decision reaches the run through the
+Prefect API like any other, so serve proves it came from here: ``submit_decision`` signs
+a ``slack`` decision with serve's own SSH key (``CLAMPDOWN_SERVE_KEY``) or, without one,
+with the run's approval key, and the run refuses a Slack decision without that proof
+(:mod:`clampdown.core.decision_proof`, docs/security.md).
 
 * Approve: sent as is; the clicker hears back only when it did not count (ephemeral).
 * Deny: opens a modal that asks for the reason; its submission sends the denial.
