@@ -138,3 +138,17 @@ def test_decided_card_and_progress_escape_the_reason_and_odd_approver_ids() -> N
     assert "&lt;!channel&gt;" in text and "```" not in text
     request.approvals = {"<!here>": request.denial}
     assert "<!here>" not in progress_text(request)
+
+
+def test_sections_beyond_slacks_50_blocks_go_to_the_thread() -> None:
+    from clampdown_slack.approval_card import MAX_BLOCKS, overflow_replies
+
+    gated = {f"s{i:02}": {"uses": "x.a", "reversible": True, "params": {"n": i}} for i in range(60)}
+    request = _request(gated)
+    blocks = request_blocks(request)
+    assert len(blocks) + 1 <= MAX_BLOCKS  # room for the drill banner
+    shown = _texts(blocks)
+    overflow = overflow_replies(request)
+    assert "more section(s) of gated parameters are posted in the thread" in shown
+    for i in range(60):  # every step is on the card or in the thread
+        assert f"*s{i:02}*" in shown or any(f"*s{i:02}*" in r for r in overflow), i
