@@ -337,7 +337,8 @@ def test_destructive_step_needs_an_approval_gate_upstream(
     path = write_runbook(
         GATED.format(approve_needs=approve, announce_needs=announce, purge_needs=purge)
     )
-    found = lint_paths([path], gated_registry)
+    # a gate two hops up is also reported as indirect-gate (tests/unit/test_gate_binding.py)
+    found = [d for d in lint_paths([path], gated_registry) if d.code != "indirect-gate"]
     if gated:
         assert found == []
         return

@@ -1,13 +1,20 @@
 """What an approval gates, and what its outcome lets run: the policy half of approval steps.
 
-An ``approval.request`` step gates the steps that list it in ``needs``. When it
+An ``approval.request`` step gates the steps that list it in ``needs`` and every
+destructive step further downstream (nothing downstream runs unless it is approved,
+so nothing destructive downstream may run with parameters nobody saw). When it
 starts, :meth:`GatePolicy.open` binds each gated step's exact parameters (judged as
 if approved: a gated step whose ``if:`` would then be false is shown as not running
 and bound to nothing) into a :class:`~clampdown.core.approvals.Request` and records
-``approval.request``. How the run waits for decisions is not decided here (the
-Prefect flow pauses, see :mod:`clampdown_flows.approval_gate`); once a request ends,
-:meth:`GatePolicy.close` records ``approval.end`` and from then on
-:meth:`blocked_by` and :meth:`check_params` tell the scheduler what may run.
+``approval.request``. A destructive step further down whose parameters come from
+steps that run only after the approval is shown with its ``with:`` as written,
+marked "known at run time" (lint says to make it a direct need of the gate). An
+action may add what else an approver must see and the hash must bind
+(``approval_details``: ``core.rollback_run`` lists every undo action it will run).
+How the run waits for decisions is not decided here (the Prefect flow pauses, see
+:mod:`clampdown_flows.approval_gate`); once a request ends, :meth:`GatePolicy.close`
+records ``approval.end`` and from then on :meth:`blocked_by` and :meth:`check_params`
+tell the scheduler what may run.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class GatePolicy:
         self.approved_params: dict[str, str] = {}  # gated step id -> hash of its approved params
         self.gated_by: dict[str, str] = {}  # gated step id -> its approval step
         self.waiting: set[str] = set()  # approval steps waiting for decisions now
+        # gated steps further downstream whose parameters are known only at run time
+        self.at_run_time: set[str] = set()
+        self._uses = {s.id: s.uses for s in state.runbook.steps}
         # the runbook's approval steps, found once: every step's decision asks about them
         self._gates = {s.id for s in state.runbook.steps if _is_gate(s.uses)}
 
@@ -70,17 +80,29 @@ class GatePolicy:
 
     def check_params(self, step_id: str, params: Any) -> str | None:
         """Why a gated step may not run with these parameters (None: what was approved)."""
-        if step_id not in self.gated_by:
+        if step_id not in self.gated_by or step_id in self.at_run_time:
             return None
         approved = self.approved_params.get(step_id)
         if approved is None:
             return "it was not part of what was approved (its if: was false then)"
-        if params_hash(params.model_dump(mode="json")) != approved:
+        try:
+            shown = self._bound(step_id, params.model_dump(mode="json"), params)
+        except ClampdownError as exc:
+            return f"what it would do cannot be shown as approved: {exc}"
+        if params_hash(shown) != approved:
             return (
                 "its parameters differ from the ones approved; "
                 "nothing was run (start a new approval)"
             )
         return None
+
+    def _bound(self, step_id: str, values: dict[str, Any], params: Any) -> dict[str, Any]:
+        """The parameters, plus what the action says an approval must also bind."""
+        details = getattr(registry().get(self._uses[step_id]), "approval_details", None)
+        if details is None:
+            return values
+        signer = getattr(self.state.ledger.hook, "signer", None)
+        return {**values, **details(params, self.state.files.home, signer)}
 
     # an approval step's life -----------------------------------------------------------
 
@@ -111,38 +133,30 @@ class GatePolicy:
         context = state.context()
         context["steps"] = {**context["steps"], step_id: _as_if_approved()}
         for step in state.runbook.steps:
-            if step_id not in step.needs:
+            direct = step_id in step.needs
+            action = registry().get(step.uses)
+            if not direct and not (
+                step_id in state.ancestors[step.id]
+                and action.destructive
+                and not _is_gate(step.uses)
+            ):
                 continue
             self.gated_by[step.id] = step_id
-            action = registry().get(step.uses)
             if not _would_run(step, context):
                 gated[step.id] = {"uses": step.uses, "will_run": False, "if": str(step.if_)}
                 continue
-            try:
-                shown = validate_input(
-                    action, render(step.with_, context), step.id, state.ledger.scrub
-                )
-            except InputValidationError as exc:  # known, but refused: not a needs problem
-                raise ClampdownError(
-                    f"gated step '{step.id}' cannot be put to approval: "
-                    + "; ".join(map(str, exc.problems)),
-                    f"fix the with: value of '{step.id}' or the input that gives it; "
-                    "nothing was run",
-                ) from None
-            except Exception as exc:
-                raise ClampdownError(
-                    f"the parameters of gated step '{step.id}' cannot be known before the "
-                    f"approval: {exc}",
-                    f"make '{step_id}' need every step whose outputs '{step.id}' uses, "
-                    f"or give '{step.id}' an if: that is false when they are missing",
-                ) from None
-            values = shown.model_dump(mode="json")
-            hashes[step.id] = params_hash(values)
+            shown = self._gated(step, action, context, direct)
+            if shown is None:  # downstream, parameters known only at run time
+                self.at_run_time.add(step.id)
+                gated[step.id] = _at_run_time(step, action)
+                continue
+            hashes[step.id] = params_hash(shown)
             gated[step.id] = {
                 "uses": step.uses,
-                "params": values,
+                "params": shown,
                 "destructive": bool(action.destructive),
                 "reversible": bool(getattr(action, "reversible", not action.destructive)),
+                **({} if direct else {"guarded": f"downstream of {step_id}, not a direct need"}),
             }
         users, groups = list(params.approvers.users), list(params.approvers.groups)
         if params.approvers.empty:
@@ -164,6 +178,37 @@ class GatePolicy:
             on_timeout=params.on_timeout,
             step_hashes=hashes,
         )
+
+    def _gated(
+        self, step: Any, action: Any, context: dict[str, Any], direct: bool
+    ) -> dict[str, Any] | None:
+        """A gated step's parameters as shown and bound (None: known only at run time)."""
+        state = self.state
+        try:
+            model = validate_input(action, render(step.with_, context), step.id, state.ledger.scrub)
+        except InputValidationError as exc:  # known, but refused: not a needs problem
+            raise ClampdownError(
+                f"gated step '{step.id}' cannot be put to approval: "
+                + "; ".join(map(str, exc.problems)),
+                f"fix the with: value of '{step.id}' or the input that gives it; nothing was run",
+            ) from None
+        except Exception as exc:
+            if not direct:
+                return None
+            raise ClampdownError(
+                f"the parameters of gated step '{step.id}' cannot be known before the "
+                f"approval: {exc}",
+                f"make '{self.gated_by[step.id]}' need every step whose outputs "
+                f"'{step.id}' uses, or give '{step.id}' an if: that is false when they "
+                "are missing",
+            ) from None
+        try:
+            return self._bound(step.id, model.model_dump(mode="json"), model)
+        except ClampdownError as exc:
+            raise ClampdownError(
+                f"gated step '{step.id}' cannot be put to approval: {exc.message}",
+                exc.hint or "nothing was run",
+            ) from None
 
     def close(
         self, request: Request, outcome: str, at: datetime
@@ -199,6 +244,18 @@ class GatePolicy:
                 f"no decision by the deadline {request.deadline.isoformat()}"
             )
         return outputs, None
+
+
+def _at_run_time(step: Any, action: Any) -> dict[str, Any]:
+    """A downstream destructive step whose parameters come from steps after the gate."""
+    return {
+        "uses": step.uses,
+        "params": {"with (known at run time)": step.with_},
+        "destructive": bool(action.destructive),
+        "reversible": bool(getattr(action, "reversible", not action.destructive)),
+        "guarded": "downstream, parameters known only at run time (make it a direct need "
+        "of the gate to bind them)",
+    }
 
 
 def _as_if_approved() -> dict[str, Any]:
