@@ -13,6 +13,10 @@ and as cheaply as possible and nothing reaches the triage unless it passed every
 7. the triage, in a worker thread, one alert at a time; 202 when a run started,
    200 otherwise. A triage error forgets the delivery id so the sender's retry works.
 
+A delivery that authenticated but is malformed (a 400, e.g. JSON nested deeper than
+64 levels) is recorded as refused by its body's digest: every retry gets the same 400,
+and the log says it was refused before; it never reaches the triage.
+
 Answers are ``{"error": reason}`` or ``{"alerts": [{id, status, run_id, trigger, reason}]}``.
 Logs carry the source, the delivery id and the outcome, never a secret or the body.
 """
@@ -140,9 +144,16 @@ class Receivers:
         if self.settings.alert_token is None:
             raise NotConfigured(f"/alerts/{source} is not configured: set CLAMPDOWN_ALERT_TOKEN")
         signatures.verify_bearer(request.headers, self.settings.alert_token)
+        request.state.authenticated = True
+
+    async def read(self, request: Request) -> bytes:
+        """The bounded body, kept on the request so a refusal can be recorded by its digest."""
+        body = await read_body(request, self.settings.max_alert_bytes)
+        request.state.body = body
+        return body
 
     async def body_json(self, request: Request) -> tuple[bytes, Any]:
-        body = await read_body(request, self.settings.max_alert_bytes)
+        body = await self.read(request)
         return body, parse_json(body)
 
     async def eventbridge(self, request: Request, guardduty_only: bool) -> Delivery:
@@ -184,8 +195,9 @@ class Receivers:
             raise NotConfigured(
                 "/alerts/pagerduty is not configured: set CLAMPDOWN_PAGERDUTY_SECRET"
             )
-        body = await read_body(request, self.settings.max_alert_bytes)
+        body = await self.read(request)
         signatures.verify_pagerduty(body, request.headers.get("x-pagerduty-signature"), secrets)
+        request.state.authenticated = True
         payload = parse_json(body)
         alerts = sources.parse_pagerduty(payload)
         event = payload["event"]
@@ -203,7 +215,7 @@ class Receivers:
             raise NotConfigured(
                 "/alerts/generic is not configured: set CLAMPDOWN_ALERT_HMAC_SECRET"
             )
-        body = await read_body(request, self.settings.max_alert_bytes)
+        body = await self.read(request)
         timestamp = request.headers.get("x-clampdown-timestamp")
         sent = signatures.verify_generic(
             body,
@@ -213,6 +225,7 @@ class Receivers:
             self.clock(),
             self.settings.replay_window,
         )
+        request.state.authenticated = True
         alerts = sources.parse_generic(parse_json(body), self.now())
         return Delivery(
             key=f"generic:{_digest(str(int(sent)).encode(), body)}",
@@ -238,6 +251,7 @@ class Receivers:
             )
         signatures.sns_string_to_sign(message)  # shape first: a malformed message is a 400
         await run_in_threadpool(self.sns_verifier.verify, message)  # may fetch the certificate
+        request.state.authenticated = True
         return self._sns_message(message, topic)
 
     def _sns_message(self, message: dict[str, Any], topic: str) -> Delivery | Answered:
@@ -295,13 +309,31 @@ class Pipeline:
             if not await run_in_threadpool(self.deliveries.first_seen, delivery.key, ttl):
                 raise Replayed(f"delivery {delivery.key} was already received (replay)")
         except AlertRejected as exc:
+            again = await self._record_refusal(source, request, exc)
             logger.warning(
-                "alert /%s from %s refused (%d): %s", source, peer, exc.status, exc.reason
+                "alert /%s from %s refused (%d)%s: %s",
+                source,
+                peer,
+                exc.status,
+                " again (the same delivery was refused before)" if again else "",
+                exc.reason,
             )
             return JSONResponse({"error": exc.reason}, exc.status)
         if isinstance(delivery, Answered):
             return await self._answer(source, delivery)
         return await self._triage(source, delivery)
+
+    async def _record_refusal(self, source: str, request: Request, exc: AlertRejected) -> bool:
+        """Remember an authenticated delivery refused as malformed (by the body's digest), so
+        its retries are told apart in the log; the answer stays the same 400 every time.
+        True when this delivery was refused before (inside twice the replay window)."""
+        body = getattr(request.state, "body", None)
+        if not isinstance(exc, Malformed) or body is None:
+            return False
+        if not getattr(request.state, "authenticated", False):
+            return False  # an unauthenticated sender must not fill the log
+        key = f"{source}:refused:{_digest(body)}"
+        return not await run_in_threadpool(self.deliveries.first_seen, key, 2 * self.window)
 
     async def _answer(self, source: str, delivery: Answered) -> Response:
         try:

@@ -99,3 +99,35 @@ def test_deep_sns_inner_message_is_a_400(harness: Harness) -> None:
         "error": f"sns.Message is nested deeper than {MAX_JSON_DEPTH} levels"
     }
     assert harness.triage.calls == []
+
+
+def test_a_refused_authenticated_delivery_is_recorded_and_its_retry_logged_as_such(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from clampdown_alerts import AlertSettings, InMemoryDeliveryLog, alert_router
+    from tests.unit.test_alerts_routes import RecordingTriage
+
+    settings = AlertSettings(alert_hmac_secret=HMAC_SECRET, alert_token=TOKEN)
+    log, triage = InMemoryDeliveryLog(), RecordingTriage()
+    app = FastAPI()
+    app.include_router(alert_router(settings, triage, log))
+    path, body, headers = signed_request("generic", 300)
+    with TestClient(app) as client, caplog.at_level("WARNING", "clampdown.alerts"):
+        answers = [client.post(path, content=body, headers=headers) for _ in range(3)]
+        forged = client.post(
+            path, content=body, headers={**headers, "X-Clampdown-Signature": "v1=00"}
+        )
+    assert [(a.status_code, a.json()) for a in answers] == [(400, {"error": REASON})] * 3
+    assert forged.status_code == 401
+    refusals = [r.getMessage() for r in caplog.records if "refused (400)" in r.getMessage()]
+    assert len(refusals) == 3
+    assert "again" not in refusals[0]
+    assert all(
+        "refused (400) again (the same delivery was refused before)" in m for m in refusals[1:]
+    )
+    digest = hashlib.sha256(body).hexdigest()
+    assert log.first_seen(f"generic:refused:{digest}", 60) is False  # it is on record
+    assert triage.calls == []
