@@ -5,6 +5,7 @@ the approval; one whose parameters come from steps after the gate is shown as wr
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -71,7 +72,7 @@ class Approving:
         self.gate, self.tamper, self.requests = gate, tamper, []
 
     async def run_action(self, step: Step, attempt: Attempt, limits: Limits) -> Produced:
-        return await attempt(None)
+        return await attempt(logging.getLogger("unit"))
 
     async def request_approval(self, step: Step, params: Any) -> dict[str, Any]:
         request = self.gate.open(step.id, params)
