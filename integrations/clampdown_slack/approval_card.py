@@ -144,6 +144,8 @@ def gated_parameters(request: Request) -> _Shown:
             continue
         reversible = "reversible" if gated.get("reversible") else "NOT reversible"
         head = f"*{inert(step_id)}* `{uses}` ({reversible})"
+        if gated.get("guarded"):  # downstream of the gate, not one of its direct needs
+            head += f" · _{inert(gated['guarded'])}_"
         params = gated.get("params") or {}
         lines = _param_lines(step_id, params if isinstance(params, dict) else {"": params}, shown)
         shown.sections.extend(_pack(head, lines))

@@ -152,3 +152,16 @@ def test_sections_beyond_slacks_50_blocks_go_to_the_thread() -> None:
     assert "more section(s) of gated parameters are posted in the thread" in shown
     for i in range(60):  # every step is on the card or in the thread
         assert f"*s{i:02}*" in shown or any(f"*s{i:02}*" in r for r in overflow), i
+
+
+def test_a_step_guarded_from_downstream_says_so_on_the_card() -> None:
+    gated = {
+        "freeze": {
+            "uses": "aws.sagemaker.freeze_endpoint",
+            "reversible": True,
+            "params": {"endpoint_name": "prod"},
+            "guarded": "downstream of approve, not a direct need",
+        }
+    }
+    text = _texts(request_blocks(_request(gated)))
+    assert "*freeze* `aws.sagemaker.freeze_endpoint` (reversible) · _downstream of approve" in text
