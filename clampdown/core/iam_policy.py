@@ -34,6 +34,7 @@ any read of data (objects, secret values, log events, CloudTrail events), and no
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 import re
 from collections import defaultdict
@@ -422,14 +423,25 @@ class _Parser:
 # --- the document ------------------------------------------------------------------------------
 
 
+def _covering(resources: set[str]) -> tuple[str, ...]:
+    """The resources without those another one already covers (``arn:aws:s3:::*`` covers
+    ``arn:aws:s3:::ir-evidence``), sorted."""
+    if "*" in resources:
+        return ("*",)
+    return tuple(
+        sorted(
+            r for r in resources if not any(o != r and fnmatch.fnmatchcase(r, o) for o in resources)
+        )
+    )
+
+
 def _document(wanted: Mapping[str, set[str]]) -> dict[str, Any]:
     """Statements grouped by resource set: one per kind of resource (user, role, bucket…)."""
     by_resources: dict[tuple[str, ...], list[str]] = defaultdict(list)
     for name, resources in wanted.items():
         if not resources:
             continue
-        key = ("*",) if "*" in resources else tuple(sorted(resources))
-        by_resources[key].append(name)
+        by_resources[_covering(resources)].append(name)
     statements = [
         {
             "Sid": f"Clampdown{index}",
