@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clampdown.app.cli_errors import user_errors
-from clampdown.app.cli_options import Format, out, print_table
+from clampdown.app.cli_options import Format, out, print_table, quiet_prefect
 from clampdown.core.diagnostics import InvalidFileError
 
 
@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
             with user_errors():
                 _list(format)
             return
+        quiet_prefect()  # the drill's own progress, not Prefect's INFO lines
         from clampdown.app.drill.runner import run_drill
 
         with user_errors():

@@ -3,6 +3,8 @@ finding and loading a runbook of the library."""
 
 from __future__ import annotations
 
+import json
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -63,6 +65,33 @@ LibraryOpt = Annotated[
     ),
 ]
 FormatOpt = Annotated[Format, typer.Option("--format", help="output format")]
+
+
+def quiet_prefect(level: str = "CRITICAL") -> None:
+    """Keep Prefect's own console logs (INFO: "Beginning flow run …") off a command's output.
+
+    Prefect reads the level when it is first imported, so a command calls this before it
+    imports anything of Prefect; a level the user set is kept. The logs still reach the
+    Prefect API. ``run -v`` skips it to show them.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", level)
+
+
+def gated_lines(gated: dict[str, Any]) -> list[str]:
+    """What an approval decides, one line per gated step with its exact parameters.
+
+    The words ``clampdown approve`` prints before it sends a decision, and the
+    interactive drill's prompt shows: a person approves parameters, not a step name.
+    """
+    lines = []
+    for gated_id, step in gated.items():
+        if step.get("will_run") is False:
+            lines.append(f"  {gated_id} ({step.get('uses')}): will not run")
+            continue
+        params = json.dumps(step.get("params"), sort_keys=True, default=str)
+        reversible = "reversible" if step.get("reversible") else "NOT reversible"
+        lines.append(f"  {gated_id} ({step.get('uses')}, {reversible}): {params}")
+    return lines
 
 
 def library_folder(library: Path | None, conf: Settings | None = None) -> Path:

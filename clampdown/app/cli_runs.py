@@ -27,6 +27,7 @@ from clampdown.app.cli_options import (
     load_named_runbook,
     out,
     print_table,
+    quiet_prefect,
 )
 from clampdown.core.diagnostics import ClampdownError
 
@@ -65,7 +66,7 @@ def run(
     run_id = new_run_id()
     ledger = conf.paths.run(run_id).ledger
     if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+        quiet_prefect()
     from clampdown_flows.respond import run_in_process
 
     if conf.execution == "deployment":  # serve hands runs to workers; this command never does
@@ -293,11 +294,11 @@ def rollback(
                 "run it in a terminal, or pass --yes",
             )
         typer.confirm(f"Undo these {len(items)} change(s)?", abort=True)
+    quiet_prefect()  # before Prefect is imported, as `run` does: no INFO lines
     from clampdown_flows.prefect_api import local_api
     from clampdown_flows.respond import RunFailed
     from clampdown_flows.rollback import rollback as rollback_flow
 
-    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     with local_api():
         state = rollback_flow(
             run_id, allow_repeat=again, expected=undo_hash(items), return_state=True

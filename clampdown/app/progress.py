@@ -7,9 +7,11 @@ process and, later, for a run on a remote worker whose ledger is shared.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ class RunProgress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._live: Live | None = None
+        self._paused = False
 
     def __enter__(self) -> RunProgress:
         if self.console.is_terminal:
@@ -73,10 +76,29 @@ class RunProgress:
             self._live.update(self.table())
             self._live.__exit__(*exc)
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the live table while the person at the terminal answers a prompt.
+
+        The table is left where it is, the prompt is written below it, and the table
+        starts again under the answer: nothing is drawn over what the person reads.
+        """
+        if self._live is None:
+            yield
+            return
+        self._paused = True
+        self._live.stop()
+        try:
+            yield
+        finally:
+            self._live.update(self.table())
+            self._live.start()
+            self._paused = False
+
     def _loop(self) -> None:
         while not self._stop.wait(0.1):
             self._poll()
-            if self._live is not None:
+            if self._live is not None and not self._paused:
                 self._live.update(self.table())
 
     def _poll(self) -> None:
@@ -156,3 +178,29 @@ class RunProgress:
                 escape(self.notes.get(step.id, "")),
             )
         return table
+
+
+class Screen:
+    """The one live progress view at the terminal (or none), which a prompt can hold.
+
+    The drill follows several runs, one live table at a time; its approval prompt
+    holds whichever is live (:meth:`held`) so the question is not redrawn over.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: RunProgress | None = None
+
+    def show(self, progress: RunProgress | None) -> None:
+        with self._lock:
+            self._live = progress
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            live = self._live
+        if live is None:
+            yield
+            return
+        with live.paused():
+            yield

@@ -8,7 +8,9 @@ results). Slow by nature (approval waits, a 20 s Slack outage): about 2.5 minute
 
 from __future__ import annotations
 
+import contextlib
 import io
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -265,6 +267,28 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
     assert "old-value" not in str(after) and "new-value" not in str(after)
 
 
+def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, prefect_server):
+    """The drill's flow runs go to a Prefect API of its own, on a database in its workspace;
+    the Prefect server real incidents use (here: the session's, named by PREFECT_API_URL)
+    never sees them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    result = drill("model-theft")
+    run_id = result.report.run_id
+    assert run_id
+    database = result.workspace / "prefect" / "prefect.db"
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        names = [row[0] for row in db.execute("SELECT name FROM flow_run")]
+    assert any(name.endswith(run_id) for name in names), names
+    with get_client(sync_client=True) as client:
+        assert str(client.api_url).startswith(prefect_server.rstrip("/"))
+        found = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=run_id))
+        )
+    assert found == []
+
+
 def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     prefect_server, tmp_path: Path
 ) -> None:
@@ -280,6 +304,12 @@ def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     )
     assert result.exit_code == 1, result.output  # containment denied: objectives missed
     assert "approve or deny?" in result.output
+    # the question shows what is decided, as `clampdown approve` does, before the prompt
+    asked = result.output[: result.output.index("approve or deny?")]
+    assert "Approval needed in run" in asked and "step approve_containment" in asked, asked
+    assert "Contain suspected model theft: revoke arn:aws:iam::" in asked, asked
+    assert "  revoke (aws.iam.revoke_credentials, reversible): {" in asked, asked
+    assert '"principal_arn": "arn:aws:iam::' in asked, asked
     report = (tmp_path / "report" / "report.md").read_text()
     assert "not in a drill, please" in report
     assert "missed" in report

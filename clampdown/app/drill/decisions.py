@@ -16,16 +16,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
+from clampdown.app.cli_options import gated_lines
 from clampdown.app.drill.requests import deny_submission, post_slack_event, slack_click
 from clampdown.app.drill.runs import epoch
 from clampdown.app.drill.session import DrillSession
 from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
+from clampdown.app.progress import Screen
 from clampdown.core.drill_model import Decide
 
 RETRY_SECONDS = 3.0  # a refused decision is tried again this much later, like a person would
 MAX_TRIES = 20
+
+
+@dataclass(frozen=True)
+class ApprovalQuestion:
+    """What the person at the terminal decides on: the request as the run recorded it."""
+
+    run_id: str
+    step: str
+    approver: str  # who the drill decides as (the drill's approver)
+    summary: str
+    gated: dict[str, Any]  # gated step -> uses, params, reversible (or will_run: false)
+
+
+Asker = Callable[[ApprovalQuestion], tuple[str, str]]
 
 
 @dataclass
@@ -70,23 +87,24 @@ class Ballots:
         timeline: Timeline,
         *,
         interactive: bool = False,
-        ask: Callable[[str, str], tuple[str, str]] | None = None,
+        ask: Asker | None = None,
+        screen: Screen | None = None,
     ) -> None:
         self._session = session
         self._drill = session.drill
         self._timeline = timeline
         self._interactive = interactive
-        self._ask = ask or terminal_asker(session.console)
+        self._ask = ask or terminal_asker(session.console, screen or Screen())
         self._ballots: dict[tuple[str, str], Ballot] = {}
         self._scripted: list[tuple[str, str]] = []  # (run, approval step) asked so far
 
     def decide(self, run_id: str, records: list[dict[str, Any]]) -> None:
         """Deliver each scripted decision when due; retry a refused one, as a person would."""
-        for step, asked in self._pending_approvals(run_id, records).items():
+        for step, request in self._pending_approvals(run_id, records).items():
             key = (run_id, step)
             ballot = self._ballots.get(key)
             if ballot is None:
-                ballot = self._ballot(key, asked)
+                ballot = self._ballot(key, request)
                 if ballot is None:
                     continue
                 self._ballots[key] = ballot
@@ -104,23 +122,33 @@ class Ballots:
                 continue
             self._deliver(run_id, step, ballot)
 
-    def _pending_approvals(self, run_id: str, records: list[dict[str, Any]]) -> dict[str, float]:
-        """Approval requests of a run not yet ended: step -> when it was asked (epoch seconds)."""
-        asked: dict[str, float] = {}
+    def _pending_approvals(
+        self, run_id: str, records: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Approval requests of a run not yet ended: step -> its ``approval.request`` record."""
+        asked: dict[str, dict[str, Any]] = {}
         for r in records:
             step = r.get("step")
             if r.get("type") == "approval.request" and step:
-                asked.setdefault(step, epoch(r["ts"]))
+                asked.setdefault(step, r)
             elif r.get("type") == "approval.end" and step in asked:
                 asked.pop(step)
                 self._ballots.pop((run_id, step), None)
         return asked
 
-    def _ballot(self, key: tuple[str, str], asked: float) -> Ballot | None:
+    def _ballot(self, key: tuple[str, str], request: dict[str, Any]) -> Ballot | None:
         run_id, step = key
         approver = self._drill.roles.approver.slack_user
+        asked = epoch(request["ts"])
         if self._interactive:
-            decision, reason = self._ask(step, approver)
+            question = ApprovalQuestion(
+                run_id,
+                step,
+                approver,
+                str(request.get("summary") or ""),
+                dict(request.get("gated") or {}),
+            )
+            decision, reason = self._ask(question)
             return Ballot(decision, approver, reason, due=time.time())
         inject = self._decision_for(step)
         self._scripted.append(key)
@@ -228,17 +256,30 @@ def _submit(run_id: str, step: str, ballot: Ballot) -> Any:
     )
 
 
-def terminal_asker(console: Console) -> Callable[[str, str], tuple[str, str]]:
-    """Ask the person at the terminal for each decision (``--interactive``)."""
+def terminal_asker(console: Console, screen: Screen) -> Asker:
+    """Ask the person at the terminal for each decision (``--interactive``).
 
-    def ask(step: str, default_approver: str) -> tuple[str, str]:
+    The live progress table is held while the question is on screen, and the question
+    shows what ``clampdown approve`` shows: the summary and every gated step with its
+    exact parameters.
+    """
+
+    def ask(question: ApprovalQuestion) -> tuple[str, str]:
         from rich.prompt import Prompt
 
-        console.print(f"[bold yellow]Approval needed[/] for step [bold]{step}[/]")
-        answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=console)
-        reason = ""
-        if answer == "deny":
-            reason = Prompt.ask("why (required)", console=console) or "denied in the drill"
+        with screen.held():
+            console.print(
+                f"[bold yellow]Approval needed[/] in run {question.run_id}, step "
+                f"[bold]{escape(question.step)}[/] (you decide as {question.approver}):",
+                soft_wrap=True,
+            )
+            console.print(f"  {question.summary}", markup=False, highlight=False, soft_wrap=True)
+            for line in gated_lines(question.gated):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=console)
+            reason = ""
+            if answer == "deny":
+                reason = Prompt.ask("why (required)", console=console) or "denied in the drill"
         return answer, reason
 
     return ask

@@ -24,6 +24,7 @@ from clampdown.app.drill.runs import (
 from clampdown.app.drill.session import DrillSession
 from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import POLL
+from clampdown.app.progress import Screen
 from clampdown.core.diagnostics import ClampdownError
 
 
@@ -44,8 +45,10 @@ class RunFollower:
         ballots: Ballots,
         commands: SlashCommands,
         injects: TimedInjects,
+        screen: Screen | None = None,
     ) -> None:
         self._session = session
+        self._screen = screen or Screen()
         self._timeline = timeline
         self._ballots = ballots
         self._commands = commands
@@ -183,6 +186,7 @@ class RunFollower:
 
         shown = self._shown
         if shown is not None and (stop or self._tracked[shown[0]].end is not None):
+            self._screen.show(None)
             shown[1].__exit__(None, None, None)
             self._shown = shown = None
         if stop or shown is not None:
@@ -197,6 +201,7 @@ class RunFollower:
                 continue
             progress = RunProgress(tracked.ledger, loaded.model, self._session.console)
             progress.__enter__()
+            self._screen.show(progress)
             self._shown = (tracked.run_id, progress)
             return
 

@@ -9,7 +9,8 @@ The drill exercises the real path, not a shortcut:
 2. the scenario is seeded (users and keys, the model bucket, the endpoint, the
    CloudTrail files and log events of the story);
 3. ``clampdown serve`` (the same ASGI app) runs in this process on a loopback port,
-   with the one local Prefect API of the process;
+   with a local Prefect API of the drill's own, its database in the drill workspace
+   (never the Prefect of real incidents, not even one named by ``PREFECT_API_URL``);
 4. the alert is posted to it exactly as its source would, with the drill's own
    generated secrets, and the triggers pick the runbook;
 5. scripted decisions arrive as signed Slack clicks (or, with ``--interactive``,
@@ -34,19 +35,19 @@ from __future__ import annotations
 import os
 import secrets
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
 
-from clampdown.app.drill.decisions import Ballots
+from clampdown.app.drill.decisions import Asker, Ballots
 from clampdown.app.drill.follower import RunFollower
 from clampdown.app.drill.injects import SlashCommands, TimedInjects, post_alert
 from clampdown.app.drill.report import AfterAction, DrillResult
 from clampdown.app.drill.session import DrillSession, open_session
 from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import POLL
+from clampdown.app.progress import Screen
 from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill
@@ -67,7 +68,7 @@ class DrillRunner:
         report_dir: Path | None = None,
         interactive: bool = False,
         console: Console | None = None,
-        ask: Callable[[str, str], tuple[str, str]] | None = None,
+        ask: Asker | None = None,
     ) -> None:
         self._drill = drill
         self._library = library
@@ -98,10 +99,15 @@ class DrillRunner:
 
     def _play(self, session: DrillSession, timeline: Timeline) -> RunFollower:
         """The drill itself: the alert, the injects and decisions, until every run ended."""
-        ballots = Ballots(session, timeline, interactive=self._interactive, ask=self._ask)
+        screen = Screen()  # the live table, which the interactive prompt holds
+        ballots = Ballots(
+            session, timeline, interactive=self._interactive, ask=self._ask, screen=screen
+        )
         commands = SlashCommands(session, timeline)
         injects = TimedInjects(session, timeline)
-        runs = RunFollower(session, timeline, ballots=ballots, commands=commands, injects=injects)
+        runs = RunFollower(
+            session, timeline, ballots=ballots, commands=commands, injects=injects, screen=screen
+        )
         watch = SlackWatch(session, timeline)
         watch.start()
         try:
@@ -160,7 +166,7 @@ def run_drill(
     report_dir: Path | None = None,
     console: Console | None = None,
     library: Path | None = None,
-    ask: Callable[[str, str], tuple[str, str]] | None = None,
+    ask: Asker | None = None,
 ) -> DrillResult:
     """Run drill ``name`` (default: model-theft) and write its report."""
     from clampdown.core.settings import settings

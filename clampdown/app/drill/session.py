@@ -23,6 +23,7 @@ from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import (
     Secrets,
     drill_environment,
+    drill_prefect,
     moto_server,
     serve_on_loopback,
 )
@@ -123,7 +124,7 @@ def open_session(
         console.print(f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS…")
         seeded = _seed(drill, datetime.now(UTC))
         sim.records = seeded.trail_records
-        app, base_url = _serve(stack, console)
+        app, base_url = _serve(stack, console, workspace)
         yield DrillSession(
             drill=drill,
             library=library,
@@ -149,12 +150,12 @@ def _seed(drill: Drill, alert_time: datetime) -> Seeded:
     return seed(drill.seed, alert_time, session.client)
 
 
-def _serve(stack: contextlib.ExitStack, console: Console) -> tuple[Any, str]:
-    """The local Prefect API, then ``clampdown serve`` on a loopback port."""
+def _serve(stack: contextlib.ExitStack, console: Console, workspace: Path) -> tuple[Any, str]:
+    """The drill's own local Prefect API (its database in the workspace), then
+    ``clampdown serve`` on a loopback port."""
     from clampdown.app.serve import create_app
-    from clampdown_flows.prefect_api import local_api
 
-    console.print("starting the local Prefect API and clampdown serve…")
-    stack.enter_context(local_api())
+    console.print("starting the drill's own Prefect API and clampdown serve…")
+    stack.enter_context(drill_prefect(workspace))
     app = create_app()
     return app, stack.enter_context(serve_on_loopback(app))

@@ -199,6 +199,50 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+PREFECT_DIR = "prefect"  # the drill's own Prefect home, inside its workspace
+
+
+def drill_prefect_home(workspace: Path) -> Path:
+    """Where a drill's Prefect keeps its database: ``<workspace>/prefect/prefect.db``."""
+    return workspace / PREFECT_DIR
+
+
+@contextlib.contextmanager
+def drill_prefect(workspace: Path) -> Iterator[str]:
+    """A local Prefect API of the drill's own, on a database inside its workspace.
+
+    The drill's flow runs, task runs, logs and report artifact land there, never in the
+    Prefect database of real incidents: not the default ``~/.prefect/prefect.db`` that
+    ``clampdown run`` and ``serve`` use locally, and not the server of
+    ``PREFECT_API_URL``, which the drill deliberately ignores. The settings are changed
+    for this thread's Prefect context and the server subprocess only (no environment
+    variable is written); ``clampdown serve``'s runs in the drill take the API URL from
+    it when their app is built.
+    """
+    from prefect.settings import (
+        PREFECT_API_DATABASE_CONNECTION_URL,
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        temporary_settings,
+    )
+
+    from clampdown_flows.prefect_api import local_api
+
+    home = drill_prefect_home(workspace).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    with (
+        temporary_settings(
+            {
+                PREFECT_HOME: str(home),
+                PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            },
+            restore_defaults={PREFECT_API_URL},
+        ),
+        local_api() as url,
+    ):
+        yield url
+
+
 @contextlib.contextmanager
 def serve_on_loopback(app: Any) -> Iterator[str]:
     """``clampdown serve``'s app on a loopback port, in a thread of this process."""
