@@ -1,8 +1,14 @@
-"""Rollback and evidence publishing, end to end: respond on moto server, then rollback."""
+"""Rollback, evidence publishing and ledger verification, end to end on moto server.
+
+The signed cases use moto's KMS (an ECC_NIST_P256 signing key) and an Object Lock
+evidence bucket; the attacks are made as someone who can write CLAMPDOWN_HOME (or put
+objects in the evidence bucket) would make them (tests/ledger_forgery.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any, ClassVar
 
 import boto3
@@ -14,6 +20,7 @@ from clampdown.core.actions import ActionContext, ActionInput, ActionOutput, reg
 from clampdown.core.ledger import read
 from clampdown.core.settings import settings
 from clampdown_aws.base import Aws, AwsAction
+from tests.ledger_forgery import forge_undo, rewrite
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 runner = CliRunner()
@@ -95,46 +102,144 @@ def run(path: Any) -> str:
     return run_id
 
 
-def test_rollback_restores_in_reverse_order_and_keeps_evidence(
-    aws_endpoint, write_runbook, monkeypatch
-):
+@pytest.fixture
+def signed(aws_endpoint, monkeypatch) -> Any:
+    """A KMS signing key and an Object Lock evidence bucket on moto server, configured."""
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="models")
     s3.put_bucket_tagging(
         Bucket="models", Tagging={"TagSet": [{"Key": "state", "Value": "serving"}]}
     )
     s3.create_bucket(Bucket="evidence", ObjectLockEnabledForBucket=True)
+    kms = boto3.client("kms", region_name="us-east-1")
+    key = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="ECC_NIST_P256")["KeyMetadata"]
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
+    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_LOCK_MODE", "GOVERNANCE")  # moto buckets get cleaned
+    monkeypatch.setenv("CLAMPDOWN_LEDGER_KMS_KEY_ID", key["KeyId"])
+    return s3
+
+
+def test_rollback_restores_in_reverse_order_and_keeps_evidence(signed, write_runbook):
+    s3 = signed
     run_id = run(write_runbook(RUNBOOK))
     assert tag(s3) == "quarantined"
+
+    checked = runner.invoke(app, ["verify", run_id])
+    assert checked.exit_code == 0, checked.output
+    assert "result   OK: intact, signed, anchored" in checked.output
+    assert "S3 copy identical" in checked.output and "arn:aws:kms:" in checked.output
 
     uri = f"s3://evidence/incidents/{run_id}/manifest.json"
     verified = runner.invoke(app, ["verify", uri])
     assert verified.exit_code == 0, verified.output
-    assert f"incidents/{run_id}/ledger.jsonl" in verified.output
+    assert f"pinned   incidents/{run_id}/manifest.json version" in verified.output
 
     planned = runner.invoke(app, ["rollback", run_id, "--plan"])
     assert planned.exit_code == 0, planned.output
     assert planned.output.index("put back state=frozen") < planned.output.index(
         "put back state=serving"
     )
+    assert '"op": "retag"' in planned.output and "ledger intact" in planned.output
 
     done = runner.invoke(app, ["rollback", run_id, "--yes"])
     assert done.exit_code == 0, done.output
     assert tag(s3) == "serving"
-    rollback_ledger = settings().ledger_path(
-        done.output.split("ledger: ")[1].split()[0].split("/")[-2]
-    )
-    records = read(rollback_ledger)
-    assert records[0]["rollback_of"] == run_id
+    rollback_id = done.output.split("ledger: ")[1].split()[0].split("/")[-2]
+    records = read(settings().ledger_path(rollback_id))
+    assert records[0]["rollback_of"] == run_id and records[0]["source"]["status"] == "intact"
     assert [r["status"] for r in records if r["type"] == "undo.end"] == ["succeeded", "succeeded"]
+    assert all("sig" in r for r in records), "the rollback's own ledger is signed"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="evidence")["Contents"]]
     assert f"incidents/{run_id}/ledger.jsonl" in keys, "rollback never deletes evidence"
+    assert f"incidents/{rollback_id}/ledger.jsonl" in keys
+    assert runner.invoke(app, ["verify", rollback_id]).exit_code == 0
 
     twice = runner.invoke(app, ["rollback", run_id, "--yes"])
     assert twice.exit_code == 1 and "already rolled back" in twice.output
     again = runner.invoke(app, ["rollback", run_id, "--yes", "--again"])
     assert again.exit_code == 0 and tag(s3) == "serving", "undo is idempotent"
+
+
+def test_a_forged_undo_record_is_refused_and_the_refusal_recorded(signed, write_runbook):
+    s3 = signed
+    run_id = run(write_runbook(RUNBOOK))
+    path = settings().ledger_path(run_id)
+    # the disguise keeps the description; the chain is recomputed; nobody can re-sign
+    rewrite(path, forge_undo("second", {"op": "retag", "bucket": "models", "previous": "OPEN"}))
+    plan = runner.invoke(app, ["rollback", run_id, "--plan"])
+    assert plan.exit_code == 1 and "TAMPERED at record" in plan.output
+    done = runner.invoke(app, ["rollback", run_id, "--yes"])
+    assert done.exit_code == 1 and "refusal recorded in" in done.output
+    assert tag(s3) == "quarantined", "nothing was undone"
+    refusal = done.output.split("refusal recorded in ")[1].split()[0]
+    records = read(Path(refusal))
+    assert [r["type"] for r in records] == ["run.start", "rollback.refused", "run.end"]
+    assert "TAMPERED at record" in records[1]["reason"]
+    verdict = runner.invoke(app, ["verify", run_id])
+    assert verdict.exit_code == 1 and "TAMPERED at record" in verdict.output
+    assert "S3 COPY DIFFERS" in verdict.output
+
+
+def test_a_truncated_ledger_shows_against_the_signed_heads_in_s3(signed, write_runbook):
+    run_id = run(write_runbook(RUNBOOK))
+    path = settings().ledger_path(run_id)
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-3]))  # the last step's end and run.end gone
+    result = runner.invoke(app, ["verify", run_id])
+    assert result.exit_code == 1, result.output
+    assert f"cut short after signed record {len(lines) - 4}" in result.output
+    assert f"TRUNCATED: the evidence bucket holds signed record {len(lines) - 1} (run.end)" in (
+        result.output
+    )
+
+
+def test_a_rewritten_run_start_fails_its_signature(signed, write_runbook):
+    run_id = run(write_runbook(RUNBOOK))
+
+    def edit(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        records[0]["run"]["trigger"] = {"type": "manual", "user": "someone-else"}
+        return records
+
+    rewrite(settings().ledger_path(run_id), edit)
+    result = runner.invoke(app, ["verify", run_id])
+    assert result.exit_code == 1
+    assert "TAMPERED at record 0 (run.start): its signature does not verify" in result.output
+
+
+def test_a_local_ledger_that_differs_from_its_s3_copy_is_reported(signed, write_runbook):
+    s3 = signed
+    run_id = run(write_runbook(RUNBOOK))
+    key = f"incidents/{run_id}/ledger.jsonl"
+    body = s3.get_object(Bucket="evidence", Key=key)["Body"].read()
+    s3.put_object(Bucket="evidence", Key=key, Body=body.replace(b"frozen", b"thawed"))
+    result = runner.invoke(app, ["verify", run_id])
+    assert result.exit_code == 1
+    assert "S3 COPY DIFFERS from the local ledger at record" in result.output
+    s3.delete_objects(
+        Bucket="evidence",
+        Delete={
+            "Objects": [
+                {"Key": o["Key"]}
+                for o in s3.list_objects_v2(Bucket="evidence", Prefix=f"incidents/{run_id}/")[
+                    "Contents"
+                ]
+            ]
+        },
+    )
+    gone = runner.invoke(app, ["verify", run_id])
+    assert gone.exit_code == 1 and "S3 COPY MISSING" in gone.output
+
+
+def test_a_forged_newer_manifest_version_is_not_trusted(signed, write_runbook):
+    s3 = signed
+    run_id = run(write_runbook(RUNBOOK))
+    key = f"incidents/{run_id}/manifest.json"
+    forged = {"run_prefix": "x", "algorithm": "sha256", "objects": []}
+    s3.put_object(Bucket="evidence", Key=key, Body=json.dumps(forged).encode())
+    result = runner.invoke(app, ["verify", f"s3://evidence/{key}"])
+    assert result.exit_code == 1, result.output
+    assert f"NEWER    {key} version" in result.output and "not trusted" in result.output
+    assert "TAMPERED" in result.output
 
 
 def test_rollback_refuses_a_tampered_ledger(aws_endpoint, write_runbook):
@@ -152,20 +257,6 @@ def test_rollback_needs_confirmation_outside_a_terminal(aws_endpoint, write_runb
     run_id = run(write_runbook(RUNBOOK))
     result = runner.invoke(app, ["rollback", run_id])
     assert result.exit_code == 1 and "confirmation needed" in result.output
-
-
-def test_verify_reports_a_changed_evidence_object(aws_endpoint, write_runbook, monkeypatch):
-    s3 = boto3.client("s3", region_name="us-east-1")
-    s3.create_bucket(Bucket="models")
-    s3.create_bucket(Bucket="evidence")
-    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
-    run_id = run(write_runbook(RUNBOOK))
-    s3.put_object(Bucket="evidence", Key=f"incidents/{run_id}/ledger.jsonl", Body=b"{}")
-    result = runner.invoke(app, ["verify", f"s3://evidence/incidents/{run_id}/manifest.json"])
-    assert result.exit_code == 1
-    assert (
-        f"CHANGED  incidents/{run_id}/ledger.jsonl" in result.output and "TAMPERED" in result.output
-    )
 
 
 def test_aws_going_away_mid_run_fails_cleanly_and_a_rerun_completes(
