@@ -9,6 +9,7 @@ S3 is reached through :mod:`clampdown_aws.evidence_package`, imported inside the
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -164,14 +165,21 @@ def _with_manifest(
     )
     if uri is None:
         return None, ["the run recorded no evidence manifest: the package has none"]
+    pin = built.manifest_pin
     try:
-        body = read_manifest(s3, uri)
+        body = read_manifest(s3, uri, pin.get("version_id"))
         entries = with_retention(s3, split_uri(uri)[0], manifest_entries(body))
     except (ClientError, BotoCoreError, ValueError, KeyError) as exc:
         return None, [f"the evidence manifest {uri} could not be read: {exc}"]
+    warnings = []
+    if pin.get("sha256") and hashlib.sha256(body).hexdigest() != pin["sha256"]:
+        warnings.append(
+            f"the evidence manifest {uri} is not the one the ledger pinned (SHA-256 "
+            f"{pin['sha256']}): it was changed after run.end"
+        )
     built.evidence = merge_evidence(built.evidence, entries)
     built.manifest_uri = uri
-    return body, []
+    return body, warnings
 
 
 def export(

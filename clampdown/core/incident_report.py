@@ -65,6 +65,7 @@ class IncidentReport:
     changes: list[Change] = field(default_factory=list)
     evidence: list[EvidenceItem] = field(default_factory=list)
     manifest_uri: str | None = None
+    manifest_pin: dict[str, Any] = field(default_factory=dict)  # run.end: version id, SHA-256
     scoping: list[ScopingResult] = field(default_factory=list)
     times: Times = field(default_factory=Times)
     failures: list[str] = field(default_factory=list)
@@ -167,6 +168,7 @@ def build_incident_report(
         changes=changes(records, t0, rollbacks),
         evidence=items,
         manifest_uri=manifest,
+        manifest_pin=dict((end or {}).get("manifest") or {}),
         scoping=scoping(records),
         times=measured_times(records, t0, containment),
         failures=failures,

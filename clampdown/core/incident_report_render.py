@@ -65,7 +65,7 @@ def to_markdown(r: IncidentReport) -> str:
     lines += ["## Decisions", "", *md_decisions(r.decisions, r.gates), ""]
     lines += ["## Changes made and their rollback state", "", *md_changes(r.changes), ""]
     lines += ["## What was taken (scoping)", "", *md_scoping(r.scoping), ""]
-    lines += ["## Evidence", "", *md_evidence(r.evidence, r.manifest_uri), ""]
+    lines += ["## Evidence", "", *md_evidence(r.evidence, r.manifest_uri, r.manifest_pin), ""]
     lines += ["## What failed", ""]
     lines += [f"- {md(f)}" for f in r.failures] or ["Nothing failed."]
     return "\n".join(lines) + "\n"
@@ -130,7 +130,7 @@ trigger: {html_text(trigger_text(r.trigger))}{starter}</p>
 <h2>Decisions</h2>{html_decisions(r.decisions, r.gates)}
 <h2>Changes made and their rollback state</h2>{html_changes(r.changes)}
 <h2>What was taken (scoping)</h2>{html_scoping(r.scoping)}
-<h2>Evidence</h2>{html_evidence(r.evidence, r.manifest_uri)}
+<h2>Evidence</h2>{html_evidence(r.evidence, r.manifest_uri, r.manifest_pin)}
 <h2>What failed</h2>{failures}
 </main></body></html>
 """

@@ -250,8 +250,18 @@ def _retention(e: EvidenceItem) -> str:
     return f"{e.lock_mode or '?'} until {e.retain_until or '?'}"
 
 
-def md_evidence(items: Sequence[EvidenceItem], manifest: str | None) -> list[str]:
-    lines = [f"Manifest: `{md(manifest)}`", ""] if manifest else []
+def _pin_text(pin: Mapping[str, Any] | None) -> str:
+    """The manifest version the ledger pinned at run.end, when it did."""
+    if not pin or not (pin.get("version_id") or pin.get("sha256")):
+        return ""
+    version, digest = pin.get("version_id") or "—", pin.get("sha256") or "—"
+    return f" (pinned by run.end: version {version}, SHA-256 {digest})"
+
+
+def md_evidence(
+    items: Sequence[EvidenceItem], manifest: str | None, pin: Mapping[str, Any] | None = None
+) -> list[str]:
+    lines = [f"Manifest: `{md(manifest)}`{md(_pin_text(pin))}", ""] if manifest else []
     if not items:
         return [*lines, "No evidence object is recorded in the ledger."]
     lines += [
@@ -266,8 +276,14 @@ def md_evidence(items: Sequence[EvidenceItem], manifest: str | None) -> list[str
     return lines
 
 
-def html_evidence(items: Sequence[EvidenceItem], manifest: str | None) -> str:
-    head = f"<p>Manifest: <code>{html_text(manifest)}</code></p>" if manifest else ""
+def html_evidence(
+    items: Sequence[EvidenceItem], manifest: str | None, pin: Mapping[str, Any] | None = None
+) -> str:
+    head = (
+        f"<p>Manifest: <code>{html_text(manifest)}</code>{html_text(_pin_text(pin))}</p>"
+        if manifest
+        else ""
+    )
     if not items:
         return head + "<p>No evidence object is recorded in the ledger.</p>"
     rows = "".join(

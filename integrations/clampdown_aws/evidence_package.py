@@ -29,10 +29,14 @@ def split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def read_manifest(s3: Any, uri: str) -> bytes:
-    """The bytes of a run's evidence manifest (``s3://…/manifest.json``)."""
+def read_manifest(s3: Any, uri: str, version_id: str | None = None) -> bytes:
+    """The bytes of a run's evidence manifest (``s3://…/manifest.json``), the version the
+    ledger pinned when it names one."""
     bucket, key = split_uri(uri)
-    return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    args = {"Bucket": bucket, "Key": key}
+    if version_id:
+        args["VersionId"] = version_id
+    return bytes(s3.get_object(**args)["Body"].read())
 
 
 def retention(

@@ -145,3 +145,39 @@ def test_export_to_a_missing_bucket_is_a_message(mocked_aws: None, home: Path):
     result = runner.invoke(app, ["export", RUN, "--bucket", "no-such-bucket"])
     assert result.exit_code == 1
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+def test_export_packs_the_manifest_version_the_ledger_pinned(
+    mocked_aws: None, clampdown_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """run.end pins the manifest's version and SHA-256: the package holds that version even
+    when a newer one was written over it, and a pin that does not match is said loudly."""
+    import boto3
+
+    from clampdown_aws.evidence_store import EvidenceStore
+
+    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_LOCK_MODE", "GOVERNANCE")
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    store = EvidenceStore(s3, BUCKET, RUN, retention_days=30, lock_mode="GOVERNANCE")
+    store.put("trail/ct.json.gz", [b"trail bytes"])
+    pinned = store.write_manifest()
+    original = s3.get_object(Bucket=BUCKET, Key=pinned.key)["Body"].read()
+    s3.put_object(Bucket=BUCKET, Key=pinned.key, Body=b'{"objects": []}')  # a later version
+
+    def export_with(pin: dict[str, Any]) -> tuple[Any, bytes]:
+        records = run_records()
+        records[-1]["manifest"] = pin
+        write_ledger(clampdown_home / "runs" / RUN / "ledger.jsonl", records, monkeypatch)
+        local = tmp_path / f"{pin['sha256'][:8]}.tar.gz"
+        result = runner.invoke(app, ["export", RUN, "-o", str(local)])
+        with tarfile.open(local, mode="r:gz") as tar:
+            member = tar.extractfile("evidence-manifest.json")
+            return result, member.read() if member else b""
+
+    result, packed = export_with({"version_id": pinned.version_id, "sha256": pinned.sha256})
+    assert result.exit_code == 0 and "warning: the evidence manifest" not in result.output
+    assert packed == original
+    (clampdown_home / "runs" / RUN / "ledger.jsonl").unlink()
+    result, _ = export_with({"version_id": pinned.version_id, "sha256": "0" * 64})
+    assert "is not the one the ledger pinned" in result.output
