@@ -16,7 +16,7 @@ from clampdown_aws.forensics.embedded import EmbeddedScan, connect
 from clampdown_aws.forensics.exfiltration import Model, ScopeExfiltration
 from clampdown_aws.forensics.principal import parse_principal
 from clampdown_aws.forensics.scope import Scope
-from clampdown_aws.forensics.trail_reader import delivered_at
+from clampdown_aws.forensics.trail_reader import TrailFileError, delivered_at, inflate
 from clampdown_aws.testing import trail_files as tf
 
 ACCOUNT = tf.ACCOUNT
@@ -102,8 +102,8 @@ def write_files(folder: Path) -> dict[Path, str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for key, body in tf.deliver(records(), max_records=50).items():
-        path = folder / key.replace("/", "_")
-        path.write_bytes(body)
+        path = folder / key.replace("/", "_").removesuffix(".gz")
+        inflate([body[:100], body[100:]], path)  # as fetch gunzips them, chunk by chunk
         paths[path] = key
     return paths
 
@@ -146,15 +146,38 @@ def test_embedded_engine_follows_the_chain_across_batches_and_regions(tmp_path: 
 
 def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -> None:
     files = write_files(tmp_path / "files")
-    broken = tmp_path / "broken.json.gz"
-    broken.write_bytes(next(iter(files)).read_bytes()[:200])
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b'{"Records": [{"eventName": "GetObject"},')
+    no_records = tmp_path / "digest.json"
+    no_records.write_bytes(b'{"Digest": true}')
     con = connect(tmp_path, "256MB", 1)
     scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
-    scan.scan([*files, broken])
-    assert [m.path for m in scan.stats.malformed] == [broken]
-    assert scan.stats.files == len(files) + 1
+    scan.scan([*files, broken, no_records])
+    problems = {m.path.name: m.error for m in scan.stats.malformed}
+    assert sorted(problems) == ["broken.json", "digest.json"]
+    assert (
+        "JSON" in problems["broken.json"]
+        and problems["digest.json"] == "no Records array in the file"
+    )
+    assert scan.stats.records == sum(len(json.loads(p.read_bytes())["Records"]) for p in files)
     rolled = rollup.roll_up(con, MODELS)
     assert rolled["totals"]["objects"] == 5
+
+
+def test_inflate_reports_truncated_and_non_gzip_streams(tmp_path: Path) -> None:
+    import gzip
+
+    body = gzip.compress(b'{"Records": []}' * 1000)
+    whole = tmp_path / "whole.json"
+    inflate([body[:10], body[10:]], whole)
+    assert whole.read_bytes() == b'{"Records": []}' * 1000
+    two_members = tmp_path / "two.json"
+    inflate([gzip.compress(b'{"Records": '), gzip.compress(b"[]}")], two_members)
+    assert two_members.read_bytes() == b'{"Records": []}'
+    with pytest.raises(TrailFileError, match="truncated gzip"):
+        inflate([body[: len(body) // 2]], tmp_path / "cut.json")
+    with pytest.raises(TrailFileError, match="not valid gzip"):
+        inflate([b'{"Records": []}'], tmp_path / "plain.json")
 
 
 # --- Athena: its SQL, run in DuckDB over a table of Athena's CloudTrail shape -------------------

@@ -77,20 +77,23 @@ class Scope:
         """Scan the window's files with DuckDB, batch by batch; the blind spots found."""
         files, spots = self._files(s3, where, wanted)
         scan = EmbeddedScan(self.con, self.principal, self.start, self.end)
-        for local in _prefetched(s3, where.bucket, trail_reader.batches(files), self.work):
+        fetched = 0
+        for local, broken in _prefetched(s3, where.bucket, trail_reader.batches(files), self.work):
+            fetched += len(local) + len(broken)
             try:
                 scan.scan(list(local))
             finally:
                 for path in local:
                     path.unlink(missing_ok=True)
-            for bad in scan.stats.malformed:
-                item = local.get(bad.path) or _by_name(local, bad.path)
-                key = item.key if item else bad.path.name
+            problems = [(item, error) for item, error in broken]
+            problems += [(local.get(bad.path), bad.error) for bad in scan.stats.malformed]
+            for item, error in problems:
+                key = item.key if item else "(unknown file)"
                 spots.append(
-                    blind("malformed_file", f"s3://{where.bucket}/{key}: {bad.error} (skipped)")
+                    blind("malformed_file", f"s3://{where.bucket}/{key}: {error} (skipped)")
                 )
             scan.stats.malformed.clear()
-        self.files_scanned = scan.stats.files
+        self.files_scanned = fetched
         self.records_scanned = scan.stats.records
         self.keys = scan.keys
         return spots
@@ -129,16 +132,19 @@ class Scope:
         }
 
 
+Fetched = tuple[dict[Path, trail_reader.TrailFile], list[tuple[trail_reader.TrailFile, str]]]
+
+
 def _prefetched(
     s3: Any, bucket: str, batches: Iterator[list[trail_reader.TrailFile]], work: Path
-) -> Iterator[dict[Path, trail_reader.TrailFile]]:
+) -> Iterator[Fetched]:
     """Batches downloaded one ahead: the next batch is fetched while DuckDB scans this one
     (at most two batches on disk; two folders used in turn)."""
     folders = [work / "batch-0", work / "batch-1"]
     for folder in folders:
         folder.mkdir(exist_ok=True)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending: Future[dict[Path, trail_reader.TrailFile]] | None = None
+        pending: Future[Fetched] | None = None
         for index, batch in enumerate(batches):
             ahead = pool.submit(trail_reader.fetch, s3, bucket, batch, folders[index % 2])
             if pending is not None:
@@ -146,13 +152,6 @@ def _prefetched(
             pending = ahead
         if pending is not None:
             yield pending.result()
-
-
-def _by_name(local: dict[Path, Any], path: Path) -> Any:
-    for candidate, item in local.items():
-        if candidate.name == path.name:
-            return item
-    return None
 
 
 def _summary(principal: Principal, totals: dict[str, Any], found: list[Any], level: str) -> str:

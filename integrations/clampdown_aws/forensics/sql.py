@@ -6,8 +6,9 @@ Both engines read a relation shaped like the CloudTrail table AWS documents for 
 string). The embedded engine builds that shape as a view over the trail files it has
 just downloaded (:mod:`clampdown_aws.forensics.embedded`); Athena has it as a table.
 
-Three statements, the same text in both engines but for two spellings a dialect fixes
-(the table name and the JSON path of a key with hyphens) and Athena's partition filter:
+Three statements, the same text in both engines but for what a :class:`Dialect` fixes:
+the table name, how a field of ``requestparameters`` (and the other two JSON columns) is
+read, and Athena's partition filter:
 
 * :func:`narrow_sql` — the window's S3 data events and theft-relevant management events,
   reduced to the columns the scope needs (``events``);
@@ -15,10 +16,9 @@ Three statements, the same text in both engines but for two spellings a dialect 
   GetFederationToken, CreateAccessKey): their events count as the suspect's;
 * :func:`hits_sql` — the suspect's events.
 
-``json_extract_scalar`` is Presto's (Athena's) function; the embedded engine defines a
-DuckDB macro of that name, so the text it runs is the text Athena runs.
-tests/unit/test_scoping_sql.py runs the Athena rendering in DuckDB over a table of
-Athena's shape and checks it finds what the embedded engine finds.
+tests/unit/test_scoping_engines.py runs the Athena rendering in DuckDB (which gets a
+``json_extract_scalar`` macro) over a table of Athena's shape and checks it finds what the
+embedded engine finds.
 """
 
 from __future__ import annotations
@@ -94,24 +94,34 @@ NARROW_COLUMNS = (
 
 @dataclass(frozen=True)
 class Dialect:
-    """What differs between the engines' SQL: how the table is named, how a JSON key
-    with hyphens is written, and whether the table has the ``timestamp`` partition."""
+    """What differs between the engines' SQL: how the table is named, how a field inside
+    ``requestparameters``/``responseelements``/``additionaleventdata`` is read, and whether
+    the table has the ``timestamp`` partition.
+
+    Athena's table holds those three as JSON strings: ``json_extract_scalar(column,
+    '$.a.b')`` (``$["x-amz-copy-source"]`` for a key with hyphens). The embedded engine's
+    view holds them as structs with only the fields the scope reads, parsed once with the
+    record (no JSON text written back and parsed again): ``column."a"."b"``.
+    """
 
     name: str
     source: str
-    hyphen_key: str  # format with the key, e.g. '$["{}"]'
+    structs: bool
     partitioned: bool
 
-    def path(self, key: str) -> str:
-        return self.hyphen_key.format(key)
+    def field(self, column: str, *path: str) -> str:
+        if self.structs:
+            return column + "".join(f'."{key}"' for key in path)
+        steps = "".join(f'["{key}"]' if "-" in key else f".{key}" for key in path)
+        return f"json_extract_scalar({column}, '${steps}')"
 
 
 def duckdb_dialect(source: str = "cloudtrail") -> Dialect:
-    return Dialect("duckdb", source, '$."{}"', partitioned=False)
+    return Dialect("duckdb", source, structs=True, partitioned=False)
 
 
 def athena_dialect(database: str, table: str) -> Dialect:
-    return Dialect("athena", f'"{database}"."{table}"', '$["{}"]', partitioned=True)
+    return Dialect("athena", f'"{database}"."{table}"', structs=False, partitioned=True)
 
 
 def iso(moment: datetime) -> str:
@@ -134,7 +144,8 @@ def _partition_filter(start: datetime, end: datetime) -> str:
 def narrow_sql(dialect: Dialect, start: datetime, end: datetime) -> str:
     """The window's relevant events in the narrow shape every later step reads."""
     partition = _partition_filter(start, end) if dialect.partitioned else ""
-    copy_source = dialect.path("x-amz-copy-source")
+    request, response = "requestparameters", "responseelements"
+    field = dialect.field
     return f"""SELECT
   eventid,
   eventtime,
@@ -149,19 +160,18 @@ def narrow_sql(dialect: Dialect, start: datetime, end: datetime) -> str:
   useridentity.accesskeyid AS access_key_id,
   useridentity.username AS user_name,
   useridentity.sessioncontext.sessionissuer.arn AS issuer_arn,
-  json_extract_scalar(requestparameters, '$.bucketName') AS bucket,
-  json_extract_scalar(requestparameters, '$.key') AS object_key,
-  json_extract_scalar(requestparameters, '$.versionId') AS version_id,
-  json_extract_scalar(requestparameters, '{copy_source}') AS copy_source,
-  TRY_CAST(json_extract_scalar(additionaleventdata, '$.bytesTransferredOut') AS DOUBLE)
-    AS bytes_out,
+  {field(request, "bucketName")} AS bucket,
+  {field(request, "key")} AS object_key,
+  {field(request, "versionId")} AS version_id,
+  {field(request, "x-amz-copy-source")} AS copy_source,
+  TRY_CAST({field("additionaleventdata", "bytesTransferredOut")} AS DOUBLE) AS bytes_out,
   coalesce(
-    json_extract_scalar(responseelements, '$.credentials.accessKeyId'),
-    json_extract_scalar(responseelements, '$.accessKey.accessKeyId')
+    {field(response, "credentials", "accessKeyId")},
+    {field(response, "accessKey", "accessKeyId")}
   ) AS minted_key,
-  json_extract_scalar(responseelements, '$.assumedRoleUser.arn') AS minted_arn,
-  json_extract_scalar(requestparameters, '$.roleArn') AS role_arn,
-  json_extract_scalar(requestparameters, '$.userName') AS target_user
+  {field(response, "assumedRoleUser", "arn")} AS minted_arn,
+  {field(request, "roleArn")} AS role_arn,
+  {field(request, "userName")} AS target_user
 FROM {dialect.source}
 WHERE {partition}eventtime >= {literal(iso(start))}
   AND eventtime < {literal(iso(end))}

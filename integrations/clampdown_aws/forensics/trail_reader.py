@@ -9,13 +9,14 @@ delivery time. Only the day folders of the window are listed. A file delivered u
 are read too (the SQL keeps only events inside the window).
 
 Files are fetched in batches (a few dozen files, tens of MB) into a temporary folder,
-several at once, handed to the engine and deleted: the disk and memory used stay the size
-of one batch whatever the window holds.
+several at once, gunzipped on the way, handed to the engine and deleted: the disk and
+memory used stay the size of a batch or two whatever the window holds.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ SETTLE = timedelta(minutes=15)  # hours ending later than now - SETTLE may still
 BATCH_FILES = 48
 BATCH_BYTES = 96 * 1024 * 1024
 FETCH_WORKERS = 8
+CHUNK = 1024 * 1024
+GZIP_OR_ZLIB = 32 + 15  # zlib: detect a gzip (or zlib) header, 32 KiB window
 _FILE_TIME = re.compile(r"_(\d{8}T\d{4})Z(?:[_.])")
 
 
@@ -155,14 +158,53 @@ def batches(files: list[TrailFile]) -> Iterator[list[TrailFile]]:
         yield batch
 
 
-def fetch(s3: Any, bucket: str, batch: list[TrailFile], folder: Path) -> dict[Path, TrailFile]:
-    """Download a batch into ``folder`` (several at once), keyed by local path."""
+class TrailFileError(Exception):
+    """A trail file that is not valid gzip (corrupt or truncated)."""
 
-    def one(index_item: tuple[int, TrailFile]) -> tuple[Path, TrailFile]:
+
+def inflate(chunks: Iterable[bytes], path: Path) -> None:
+    """Write the gunzipped ``chunks`` to ``path``, streaming; raise :class:`TrailFileError`
+    for a stream that is not gzip or ends before its end marker (a truncated file)."""
+    inflater = zlib.decompressobj(GZIP_OR_ZLIB)
+    try:
+        with path.open("wb") as out:
+            for chunk in chunks:
+                while chunk:
+                    out.write(inflater.decompress(chunk))
+                    chunk = b""
+                    if inflater.eof and inflater.unused_data:  # another gzip member follows
+                        chunk = inflater.unused_data
+                        inflater = zlib.decompressobj(GZIP_OR_ZLIB)
+            out.write(inflater.flush())
+    except zlib.error as exc:
+        raise TrailFileError(f"not valid gzip ({exc})") from None
+    if not inflater.eof:
+        raise TrailFileError("truncated gzip: the stream ends before its end marker")
+
+
+def fetch(
+    s3: Any, bucket: str, batch: list[TrailFile], folder: Path
+) -> tuple[dict[Path, TrailFile], list[tuple[TrailFile, str]]]:
+    """Download and gunzip a batch into ``folder`` (several at once): the readable files by
+    local path, and the broken ones with what is wrong. Decompressing here, in the
+    download threads (zlib releases the GIL), overlaps it with DuckDB's scan of the
+    previous batch; DuckDB then parses plain JSON."""
+
+    def one(index_item: tuple[int, TrailFile]) -> tuple[Path, TrailFile, str | None]:
         index, item = index_item
-        path = folder / f"{index:05d}.json.gz"
-        s3.download_file(bucket, item.key, str(path))
-        return path, item
+        path = folder / f"{index:05d}.json"
+        body = s3.get_object(Bucket=bucket, Key=item.key)["Body"]
+        try:
+            inflate(body.iter_chunks(CHUNK), path)
+        except TrailFileError as exc:
+            path.unlink(missing_ok=True)
+            return path, item, str(exc)
+        finally:
+            body.close()
+        return path, item, None
 
     with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(batch) or 1)) as pool:
-        return dict(pool.map(one, enumerate(batch)))
+        done = list(pool.map(one, enumerate(batch)))
+    good = {path: item for path, item, error in done if error is None}
+    bad = [(item, error) for _, item, error in done if error is not None]
+    return good, bad
