@@ -184,7 +184,8 @@ def moto_server() -> Iterator[str]:
     except ImportError:
         raise ClampdownError(
             "drills need moto (simulated AWS), which is not installed",
-            "pip install 'clampdown[drill]' (python3 dev.py setup installs it)",
+            "install clampdown's wheel with the drill extra ('clampdown-<version>-py3-none-any"
+            ".whl[drill]', docs/operations.md), or run python3 dev.py setup in a checkout",
         ) from None
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
