@@ -370,6 +370,44 @@ class ScopingResult:
         return str(self.outputs.get("confidence_reason") or "")
 
     @property
+    def summary(self) -> str:
+        return str(self.outputs.get("summary") or "")
+
+    @property
+    def truncated(self) -> str:
+        """Said when the ledger holds only part of the objects list, and where the rest is."""
+        total = self.outputs.get("objects_total")
+        if not self.outputs.get("objects_truncated") and not (
+            isinstance(total, int) and total > len(self.objects)
+        ):
+            return ""
+        where = self.outputs.get("results_uri") or "the step's full results"
+        return f"showing {len(self.objects)} of {total} objects; all of them are in {where}"
+
+    @property
+    def scan(self) -> str:
+        """How the scope was computed: engine, trail, files and records read, the full result."""
+        o = self.outputs
+        parts = [
+            f"{name} {o[key]}"
+            for key, name in (
+                ("engine", "engine"),
+                ("trail", "trail"),
+                ("files_scanned", "files scanned"),
+                ("records_scanned", "records scanned"),
+            )
+            if o.get(key) not in (None, "")
+        ]
+        if o.get("linked_credentials"):
+            parts.append("linked credentials " + ", ".join(map(str, o["linked_credentials"])))
+        if o.get("results_uri"):
+            digest = o.get("results_sha256")
+            parts.append(
+                f"full result {o['results_uri']}" + (f" (SHA-256 {digest})" if digest else "")
+            )
+        return "; ".join(parts)
+
+    @property
     def other_tables(self) -> dict[str, list[Mapping[str, Any]]]:
         """Lists of records the report knows no name for (e.g. callers of an inference API)."""
         known = {"objects", "models", "blind_spots", "management_events"}

@@ -358,8 +358,12 @@ def md_scoping(results: Sequence[ScopingResult]) -> list[str]:
                 *(f"> - {md(_blind_spot_text(b))}" for b in s.blind_spots),
                 "",
             ]
+        lines += [f"{md(s.summary)}", ""] if s.summary else []
         if s.totals:
-            lines += ["Totals: " + ", ".join(f"{md(k)} {md(v)}" for k, v in s.totals.items()), ""]
+            totals = ", ".join(f"{md(k)} {md(value_text(v))}" for k, v in s.totals.items())
+            lines += [f"Totals: {totals}", ""]
+        lines += [f"Scan: {md(s.scan)}", ""] if s.scan else []
+        lines += [f"**Note: {md(s.truncated)}**", ""] if s.truncated else []
         lines += ["Objects read:", ""]
         lines += md_table(s.objects, OBJECT_COLUMNS) if s.objects else ["None found."]
         if s.models:
@@ -408,12 +412,20 @@ def html_scoping(results: Sequence[ScopingResult]) -> str:
                 "scoping could NOT see</b> (no reads there is not evidence that nothing was "
                 f"taken)<ul>{spots}</ul></div>"
             )
+        if s.summary:
+            parts.append(f"<p>{html_text(s.summary)}</p>")
         if s.totals:
             parts.append(
                 f'<p class="totals" id="scoping-totals{suffix}">Totals: '
-                + ", ".join(f"{html_text(k)} <b>{html_text(v)}</b>" for k, v in s.totals.items())
+                + ", ".join(
+                    f"{html_text(k)} <b>{html_text(value_text(v))}</b>" for k, v in s.totals.items()
+                )
                 + "</p>"
             )
+        if s.scan:
+            parts.append(f'<p class="scan">Scan: {html_text(s.scan)}</p>')
+        if s.truncated:
+            parts.append(f'<p class="truncated"><b>Note: {html_text(s.truncated)}</b></p>')
         parts.append("<h4>Objects read</h4>")
         parts.append(
             html_table(s.objects, OBJECT_COLUMNS, f"scoping-objects{suffix}")

@@ -71,6 +71,14 @@ SCOPE_OUTPUTS = {
     ],
     "confidence": "medium",
     "confidence_reason": "one bucket without data events",
+    "summary": "1 object (3145728 bytes) of fraud-detector-v3 read from 203.0.113.66",
+    "objects_total": 3,
+    "objects_truncated": True,
+    "engine": "duckdb",
+    "files_scanned": 4,
+    "records_scanned": 1200,
+    "results_uri": "s3://evidence/incidents/a1b2c3d4e5f6/scope/result.json",
+    "results_sha256": "9a" * 32,
 }
 
 
@@ -397,6 +405,18 @@ def test_scoping_table_and_blind_spots_are_shown_prominently():
     assert {"blind-banner", "blind-spots", "scoping-objects", "scoping-models", "changes"} <= ids
     # the banner comes before the timeline: blind spots are the first thing read
     assert html.index('id="blind-banner"') < html.index('id="timeline"')
+
+
+def test_scoping_says_when_the_ledger_holds_part_of_the_objects_and_how_it_was_scanned():
+    md = to_markdown(report())
+    assert (
+        "**Note: showing 1 of 3 objects; all of them are in "
+        "s3://evidence/incidents/a1b2c3d4e5f6/scope/result.json**" in md
+    )
+    assert "Scan: engine duckdb; files scanned 4; records scanned 1200; full result " in md
+    assert f"(SHA-256 {'9a' * 32})" in md
+    assert "1 object (3145728 bytes) of fraud-detector-v3 read from 203.0.113.66" in md
+    assert 'class="truncated"' in to_html(report())
 
 
 def test_scoping_is_found_by_its_outputs_shape_too():
