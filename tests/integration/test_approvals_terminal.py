@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
+from clampdown.core.approvals import Decision
 from clampdown.core.ledger import read
 from clampdown.core.members import local_groups_members, members_now
 from clampdown.core.settings import settings
-from clampdown.core.signatures import generate_key
+from clampdown.core.signatures import generate_key, sign
 from clampdown_flows.approval_store import request_file
 from tests.approver_keys import approver_keys
 
@@ -70,8 +72,50 @@ def start_paused(path: Path, run_id: str, prefect_server: str, trigger: dict) ->
     return runner
 
 
-def decisions(run_id: str) -> list[dict[str, Any]]:
-    return [r for r in read(settings().ledger_path(run_id)) if r["type"] == "approval.decision"]
+def decisions(run_id: str, count: int = 0, timeout: float = 30) -> list[dict[str, Any]]:
+    """The run's approval.decision records (waiting until there are ``count``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        path = settings().ledger_path(run_id)
+        found = [r for r in read(path) if r["type"] == "approval.decision"]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def signed_decision(run_id: str, approver: str, key: Path) -> Decision:
+    """What `clampdown approve` sends: the decision for the pending request, signed."""
+    req = json.loads(request_file(run_id, "approve").read_text())
+    decision = Decision(
+        run_id=run_id,
+        step="approve",
+        params_hash=req["params_hash"],
+        nonce=req["nonce"],
+        decision="approve",
+        approver=approver,
+        source="terminal",
+    )
+    return decision.model_copy(update={"signature": sign(decision.signing_payload(), key)})
+
+
+def post_to_api(decision: Decision) -> None:
+    """Resume the paused run with ``decision`` through the Prefect API (retrying while the
+    run is between two pauses), as a sender or an attacker holding the API would."""
+    from prefect.exceptions import NotPausedError
+    from prefect.flow_runs import resume_flow_run
+
+    req = json.loads(request_file(decision.run_id, "approve").read_text())
+    before = len(decisions(decision.run_id))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            resume_flow_run(uuid.UUID(req["flow_run_id"]), run_input=decision.model_dump())
+            break
+        except (NotPausedError, RuntimeError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    decisions(decision.run_id, before + 1)
 
 
 def test_a_terminal_team_approves_with_their_own_keys_and_a_claim_is_not_enough(
@@ -148,11 +192,12 @@ def test_a_quorum_needs_two_distinct_keys_whatever_ids_one_key_claims(
     path: Path = write_runbook(QUORUM, "quorum-gate.yaml")
     runner = start_paused(path, "quorum000001", prefect_server, {"type": "manual", "user": "me"})
 
+    # what `clampdown approve --as U0TERM1 --key shared` sends (kept, to replay it below)
+    first = signed_decision("quorum000001", "U0TERM1", shared)
+    post_to_api(first)
+    [counted] = decisions("quorum000001")
+    assert counted["accepted"] is True and counted["decision_id"] == first.decision_id
     cli = CliRunner()
-    first = cli.invoke(
-        cli_app, ["approve", "quorum000001", "--as", "U0TERM1", "--key", str(shared)]
-    )
-    assert first.exit_code == 0 and "more approvals needed" in first.output
     twin = cli.invoke(cli_app, ["approve", "quorum000001", "--as", "U0LEAD", "--key", str(shared)])
     assert twin.exit_code == 1
     [_, refused] = decisions("quorum000001")
@@ -162,6 +207,14 @@ def test_a_quorum_needs_two_distinct_keys_whatever_ids_one_key_claims(
         "has already decided as U0TERM1: one key counts once, whatever id it claims"
     )
     assert json.loads(request_file("quorum000001", "approve").read_text())["status"] == "pending"
+
+    # the captured decision, validly signed, replayed through the Prefect API: counted once
+    post_to_api(first)
+    replayed = decisions("quorum000001", 3)[2]
+    assert replayed["accepted"] is False and replayed["decision_id"] == first.decision_id
+    assert replayed["refusal"] == (
+        f"decision {first.decision_id} was already counted: a decision counts once"
+    )
 
     second = cli.invoke(
         cli_app, ["approve", "quorum000001", "--as", "U0TERM2", "--key", str(keys["U0TERM2"])]
