@@ -244,10 +244,18 @@ class FreezeEndpoint(AwsAction):
             )
             changed |= config_changed
 
+        serves = still_serves(params, denied, config)
+        ctx.logger.info(
+            "endpoint %s (mode %s): denied %s; still serves %s",
+            params.endpoint_name,
+            params.mode,
+            ", ".join(denied) or "no role",
+            serves,
+        )
         return self.Output(
             endpoint_arn=arn,
             mode=params.mode,
-            still_serves=still_serves(params, denied, config),
+            still_serves=serves,
             description_before=description_before,
             denied_roles=denied,
             weights_zeroed=zeroed,

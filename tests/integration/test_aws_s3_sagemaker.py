@@ -676,9 +676,14 @@ def test_freeze_iam_resources():
     assert set(narrowed) <= set(FreezeEndpoint.iam_actions)
 
 
-def test_freeze_deny_callers_says_the_endpoint_still_serves_everyone_else(aws, action_ctx):
+def test_freeze_deny_callers_says_the_endpoint_still_serves_everyone_else(aws, action_ctx, caplog):
     c = _endpoint_setup()
-    out = FreezeEndpoint().run(_freeze(), action_ctx)
+    with caplog.at_level("INFO", logger="clampdown.action"):
+        out = FreezeEndpoint().run(_freeze(), action_ctx)
+    assert (
+        f"endpoint {ENDPOINT} (mode deny_callers): denied {APP_ROLE}, "
+        f"arn:aws:iam::{ACCOUNT}:role/{BATCH_ROLE}; still serves every caller except"
+    ) in caplog.text
     assert out.mode == "deny_callers" and out.changed
     assert out.still_serves == (
         "every caller except the 2 denied role(s): the endpoint stays InService at its "
