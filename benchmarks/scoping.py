@@ -368,7 +368,10 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
-    print(f"cores: {os.cpu_count()}; duckdb threads: up to 4 (min of cores); files per batch: 48")
+    print(
+        f"cores: {os.cpu_count()}; duckdb threads: up to 4 (min of cores); "
+        "batches of 32 files (16 MB compressed at most)"
+    )
     for size in args.sizes:
         server, endpoint = start_moto()
         try:

@@ -26,8 +26,8 @@ from typing import Any
 
 DELIVERY_LAG = timedelta(minutes=30)  # files delivered this long after an event still read
 SETTLE = timedelta(minutes=15)  # hours ending later than now - SETTLE may still be delivered
-BATCH_FILES = 48
-BATCH_BYTES = 96 * 1024 * 1024
+BATCH_FILES = 32
+BATCH_BYTES = 16 * 1024 * 1024  # compressed; CloudTrail JSON inflates about 10-20x
 FETCH_WORKERS = 8
 CHUNK = 1024 * 1024
 GZIP_OR_ZLIB = 32 + 15  # zlib: detect a gzip (or zlib) header, 32 KiB window
