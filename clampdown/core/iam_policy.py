@@ -189,7 +189,7 @@ def _step_resources(
         why = (
             f"{'; '.join(vague)} (give the input an enum or an anchored pattern to narrow it)"
             if vague
-            else "the action declares no resource ARNs for them"
+            else "the action gives no resource ARNs for them with these values"
         )
         notes.append(f'{where}: {", ".join(sorted(set(starred)))} on "*": {why}')
     elif any(PER_KIND in v for v in vague):
@@ -240,8 +240,9 @@ def _values(value: Any, inputs: Mapping[str, InputSpec]) -> tuple[list[Any] | No
     """The values one ``with`` value can take (None: unknown), and why it is unknown."""
     if isinstance(value, list):
         items = [_values(item, inputs) for item in value]
-        if all(options is not None and len(options) == 1 for options, _ in items):
-            return [[options[0] for options, _ in items]], ""  # type: ignore[index]
+        if all(options is not None for options, _ in items):
+            # each item is one of its options: a list of them all covers every list it can be
+            return [[o for options, _ in items for o in options or []]], ""
         return None, "a list with values known only at run time"
     if not contains_expression(value):
         return [value], ""

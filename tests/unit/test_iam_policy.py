@@ -385,3 +385,22 @@ steps:
     assert granted["iam:PutUserPolicy"] == {"arn:aws:iam::123456789012:user/mallory"}
     assert not [a for a in granted if "Role" in a]
     assert granted["sagemaker:DescribeEndpoint"] == {"arn:aws:sagemaker:*:*:endpoint/fraud-v3"}
+
+
+def test_a_list_item_from_a_user_or_role_pattern_gives_both_kinds(write_runbook):
+    text = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: list-policy, title: List}
+inputs:
+  suspect: {type: string, required: true, pattern: '^arn:aws:iam::\\d{12}:(user|role)/.+$'}
+steps:
+  - id: deny
+    uses: aws.sagemaker.deny_invoke
+    preapproved: test runbook
+    with: {endpoint_name: fraud-v3, principals: ["{{ inputs.suspect }}"]}
+"""
+    document, notes = invoke(write_runbook, text)
+    granted = actions_on(document)
+    assert granted["iam:PutUserPolicy"] == {"arn:aws:iam::*:user/*"}
+    assert granted["iam:PutRolePolicy"] == {"arn:aws:iam::*:role/*"}
+    assert "deny_invoke" not in notes
