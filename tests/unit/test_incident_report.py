@@ -670,3 +670,40 @@ def test_people_names_never_fails_the_report(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(members, "member_directories", lambda conf: [Old(), Broken(), Named()])
     names = cli_report.people_names(["U0APPROVE1", "U0LEAD0001"], conf=None)  # type: ignore[arg-type]
     assert names == {"U0APPROVE1": "Sam Okafor"}
+
+
+# --- the chart's label layout ------------------------------------------------------------------
+
+
+def test_chart_labels_are_laid_out_in_lanes_without_overlap():
+    """Markers close together with long labels (the layout the old chart drew on top of each
+    other): by the layout's own width estimate, no two labels share a lane and a span, and
+    none leaves the chart. (tests/integration/test_report.py measures them in Chromium.)"""
+    import re
+
+    from clampdown.core.report import Marker, StepSpan
+    from clampdown.core.report_chart import text_width, timeline_svg
+
+    markers = [
+        Marker(0.1, "second alert (pagerduty): HTTP 200 joined a1b2c3d4e5f6", "event"),
+        Marker(0.2, "approve by U0LEAD0001 not counted", "refused"),
+        Marker(0.3, "Slack server_error for 20s", "event"),
+        Marker(9.9, "denied by Tomasz Nowak (U0APPROVE3)", "deny"),
+        Marker(9.95, "the attacker minted key AKIA0000000000000002", "event"),
+    ]
+    steps = [StepSpan("approve", "approval.request", "succeeded", 0.1, 9.9, approval=True)]
+    svg = timeline_svg(steps, markers, origin="alert (guardduty)", contained_at=0.4, width=1000)
+    boxes = []
+    for attrs, text in re.findall(r'<text class="label"([^>]*)>([^<]*)</text>', svg):
+        x = re.search(r' x="([\d.]+)"', attrs).group(1)  # type: ignore[union-attr]
+        y = re.search(r' y="(\d+)"', attrs).group(1)  # type: ignore[union-attr]
+        end = 'text-anchor="end"' in attrs
+        w = text_width(text.replace("&#x27;", "'"))
+        left = float(x) - w if end else float(x)
+        boxes.append((int(y), left, left + w))
+    assert len(boxes) == 7  # T+0, contained, five markers
+    assert all(a >= 0 and b <= 1000 for _y, a, b in boxes)
+    for i, (y1, a1, b1) in enumerate(boxes):
+        for y2, a2, b2 in boxes[i + 1 :]:
+            assert y1 != y2 or b1 <= a2 or b2 <= a1, (boxes[i], (y2, a2, b2))
+    assert 'class="marker marker-deny"' in svg and 'class="marker marker-refused"' in svg
