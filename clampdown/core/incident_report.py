@@ -208,10 +208,15 @@ def rollback_ledgers(runs_dir: Path, run_id: str) -> list[list[dict[str, Any]]]:
 
 
 def load_incident_report(
-    ledger: Path, runs_dir: Path | None = None, names: Mapping[str, str] | None = None
+    ledger: Path,
+    runs_dir: Path | None = None,
+    names: Mapping[str, str] | None = None,
+    *,
+    find_rollbacks: bool = True,
 ) -> IncidentReport:
     """The report of the run whose ledger is ``ledger`` (rollbacks looked up in ``runs_dir``,
-    by default the ledger's own runs folder)."""
+    by default the ledger's own runs folder; ``find_rollbacks=False`` at the end of a run,
+    which nothing can have rolled back yet, spares reading every run's first line)."""
     raw = ledger.read_bytes()
     records = []
     for line in raw.splitlines():
@@ -227,6 +232,6 @@ def load_incident_report(
         containment=containment,
         approvals=gates,
         names=names,
-        rollbacks=rollback_ledgers(folder, run_id),
+        rollbacks=rollback_ledgers(folder, run_id) if find_rollbacks else [],
         chain=verify_lines(raw.splitlines()),
     )

@@ -190,11 +190,11 @@ def summary_from_ledger(ledger: Path, outcome: str | None = None) -> str:
     """:func:`short_summary` of the run whose ledger is at ``ledger`` (as written so far)."""
     from clampdown.core.incident_report import load_incident_report
 
-    return short_summary(load_incident_report(ledger), outcome)
+    return short_summary(load_incident_report(ledger, find_rollbacks=False), outcome)
 
 
 def markdown_from_ledger(ledger: Path, names: Mapping[str, str] | None = None) -> str:
-    """The whole report of the run whose ledger is at ``ledger``, as Markdown."""
+    """The whole report of the run that just ended (ledger at ``ledger``), as Markdown."""
     from clampdown.core.incident_report import load_incident_report
 
-    return to_markdown(load_incident_report(ledger, names=names))
+    return to_markdown(load_incident_report(ledger, names=names, find_rollbacks=False))
