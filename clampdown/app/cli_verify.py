@@ -38,6 +38,12 @@ LABELS = {
     "not-signed": "NOT SIGNED",
     "truncated": "TRUNCATED",
 }
+COPY_LABELS = {
+    "matches": "ANCHORED",
+    "differs": "S3 COPY DIFFERS",
+    "missing": "S3 COPY MISSING",
+    "truncated": "TRUNCATED",
+}
 
 
 def verify_run(target: str, conf: Settings) -> None:
@@ -50,12 +56,12 @@ def verify_run(target: str, conf: Settings) -> None:
     signer = ledger_signer(conf)
     local = path.read_bytes()
     verdict = verify_ledger(local.splitlines(), signer)
-    out.print(f"ledger   {escape(str(path))}")
+    out.print(f"file     {escape(str(path))}")
     _print_verdict(verdict, signer)
     copy = _copy_check(conf, local, verdict, signer)
     problems = [] if verdict.trusted else [LABELS[verdict.status]]
-    if copy is not None and not copy.ok:
-        problems.append(copy.message.split(":")[0])
+    if copy is not None and not copy.ok and COPY_LABELS[copy.status] not in problems:
+        problems.append(COPY_LABELS[copy.status])
     if problems:
         out.print(f"[red]result   {escape(', '.join(problems))}[/]")
         raise typer.Exit(1)
@@ -67,7 +73,7 @@ def _print_verdict(verdict: LedgerVerdict, signer: LedgerSigner | None) -> None:
     color = "green" if verdict.trusted else ("yellow" if verdict.status == "unsigned" else "red")
     key = signer.key_id if signer is not None else "none configured"
     out.print(f"key      {escape(key)}")
-    out.print(f"[{color}]{LABELS[verdict.status]:<8} {escape(verdict.message)}[/]")
+    out.print(f"[{color}]ledger   {escape(verdict.message)}[/]")
     for note in verdict.notes:
         out.print(f"note     {escape(note)}")
 
@@ -93,7 +99,7 @@ def _copy_check(
     where = f"s3://{conf.evidence_bucket}/incidents/{verdict.run_id}/"
     color = "green" if check.ok else "red"
     out.print(f"s3       {escape(where)}")
-    out.print(f"[{color}]{'ANCHORED' if check.ok else 'S3':<8} {escape(check.message)}[/]")
+    out.print(f"[{color}]copy     {escape(check.message)}[/]")
     for note in check.notes:
         out.print(f"note     {escape(note)}")
     return check
@@ -122,11 +128,13 @@ def verify_manifest_uri(uri: str, conf: Settings) -> None:
     try:
         ledger, source = _pinning_ledger(s3, bucket, run_id, conf)
         verdict = verify_ledger(ledger.splitlines(), signer)
-        out.print(f"ledger   {escape(source)}")
+        out.print(f"file     {escape(source)}")
         _print_verdict(verdict, signer)
         pin = _pin(ledger) if verdict.status in ("intact", "unsigned") else None
         if pin is None:
-            out.print("[red]UNPINNED the ledger pins no manifest version it can vouch for[/]")
+            out.print(
+                "[red]manifest UNPINNED: the ledger pins no manifest version it can vouch for[/]"
+            )
         ok, lines = verify_manifest(s3, uri, pin)
     except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
         raise ClampdownError(

@@ -463,8 +463,8 @@ def _check_end(verdict: LedgerVerdict, records: list[dict[str, Any]]) -> None:
     if not verdict.complete:
         verdict.status = "truncated"
         verdict.message = (
-            f"TRUNCATED or still running: no run.end; cut short after signed record {through} "
-            f"(chain intact over {verdict.records} records)"
+            f"TRUNCATED (or still running): no run.end; cut short after signed record "
+            f"{through} (chain intact over {verdict.records} records)"
         )
         return
     verdict.message = (
