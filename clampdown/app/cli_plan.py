@@ -19,6 +19,7 @@ from clampdown.app.cli_options import (
     load_named_runbook,
     out,
 )
+from clampdown.core.durations import format_duration
 
 
 def plan(
@@ -90,9 +91,13 @@ def _print_step(step: Any) -> None:
         out.print(f"      [red]refused:[/] {escape(problem)}")
     if step.will_run is False:
         out.print("      [yellow]would be skipped: its if: is false with these inputs[/]")
-    out.print(
-        f"      retries {step.retries}, timeout {step.timeout:g}s, on_failure {step.on_failure}"
-    )
+    if step.timeout is None:  # an approval: waits for decisions, never retried
+        wait = step.with_.get("timeout", 900)
+        wait = format_duration(wait) if isinstance(wait, int | float) else wait
+        limits = f"waits up to {wait} for a decision (retries and timeout do not apply)"
+    else:
+        limits = f"retries {step.retries}, timeout {format_duration(step.timeout)}"
+    out.print(f"      {limits}, on_failure {step.on_failure}", markup=False)
     if step.iam_actions:
         out.print(f"      IAM: {', '.join(step.iam_actions)}")
     if step.changes is not None:

@@ -40,8 +40,8 @@ class PlannedStep:
     iam_actions: list[str]
     destructive: bool
     approval_gate: bool
-    retries: int
-    timeout: float
+    retries: int | None  # None for an approval step: it is never retried
+    timeout: float | None  # None for an approval step: its with.timeout bounds the wait
     on_failure: str
     preapproved: str | None = None
     changes: list[str] | None = None  # from a live preview; None: not previewed
@@ -119,8 +119,12 @@ def build(runbook: Runbook, given: dict[str, Any], actions: Registry) -> Plan:
                         iam_actions=list(action.iam_actions),
                         destructive=action.destructive,
                         approval_gate=action.approval_gate,
-                        retries=runbook.setting(step, "retries", 0),
-                        timeout=runbook.setting(step, "timeout", 300.0),
+                        retries=None
+                        if action.approval_gate
+                        else runbook.setting(step, "retries", 0),
+                        timeout=None
+                        if action.approval_gate
+                        else runbook.setting(step, "timeout", 300.0),
                         on_failure=runbook.setting(step, "on_failure", "abort"),
                         preapproved=step.preapproved,
                         will_run=_condition(step.if_, context),
