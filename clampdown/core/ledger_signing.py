@@ -157,7 +157,7 @@ def load_local_key(path: Path, home: Path) -> Ed25519Signer:
     )
 
     where = path.expanduser()
-    hint = "generate one with `clampdown ledger-key PATH` outside CLAMPDOWN_HOME"
+    hint = "generate one outside CLAMPDOWN_HOME: openssl genpkey -algorithm ed25519 -out PATH"
     if _inside(where, home.expanduser()):
         raise ClampdownError(
             f"CLAMPDOWN_LEDGER_KEY {path} is inside CLAMPDOWN_HOME ({home}): whoever can "
