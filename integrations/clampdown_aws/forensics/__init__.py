@@ -5,5 +5,6 @@ CloudTrail's files with an embedded columnar engine (DuckDB) or Athena; see docs
 """
 
 from clampdown_aws.forensics.exfiltration import ScopeExfiltration
+from clampdown_aws.forensics.inference import ScopeInferenceExtraction
 
-__all__ = ["ScopeExfiltration"]
+__all__ = ["ScopeExfiltration", "ScopeInferenceExtraction"]
