@@ -191,17 +191,26 @@ def preview(plan: Plan, runbook: Runbook, actions: Registry, home: Home) -> None
 
 
 def _condition(condition: str | bool | None, context: dict[str, Any]) -> bool | None:
-    """A step's ``if:`` with the plan's inputs (None: it reads steps or run-time values)."""
+    """A step's ``if:`` with the plan's inputs: True or False when it is the same whether
+    the steps upstream succeed or fail (``always() and inputs.x`` with no ``x``: False);
+    None when it reads steps' values or depends on how they end."""
     if condition is None:
         return True
-    source = condition_source(condition)
-    expr = compile_expression(source)
-    if expr.uses_status_function or any(r.root == "steps" for r in expr.references):
+    expr = compile_expression(condition_source(condition))
+    if any(r.root == "steps" for r in expr.references):
         return None
-    try:
-        return evaluate_condition(condition, context)
-    except ExpressionError:
-        return None
+    outcomes = set()
+    for upstream_ok in (True, False):
+        functions = {
+            "always": lambda: True,
+            "success": lambda ok=upstream_ok: ok,
+            "failure": lambda ok=upstream_ok: not ok,
+        }
+        try:
+            outcomes.add(evaluate_condition(condition, {**context, **functions}))
+        except ExpressionError:
+            return None
+    return outcomes.pop() if len(outcomes) == 1 else None
 
 
 def _checked(planned: PlannedStep, action: type[Action], failures: list[str]) -> PlannedStep:

@@ -255,3 +255,33 @@ def test_plan_refuses_10_to_the_8_character_values_cleanly(
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert f"refused by the sandbox: {operation} would be longer than 100,000" in result.output
     assert "MemoryError" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("condition", "will_run"),
+    [
+        ("always() and inputs.who", False),  # false however the steps upstream end
+        ("always()", True),
+        ("failure()", None),  # depends on how the steps upstream end: checked
+        ("success() and inputs.who", False),
+        ("steps.first.outputs.ok", None),
+    ],
+)
+def test_plan_judges_an_if_with_status_functions_both_ways(
+    tmp_path: Path, condition: str, will_run: bool | None
+) -> None:
+    body = f"""\
+inputs:
+  who: {{type: string}}
+steps:
+  - {{id: first, uses: core.set_output, with: {{ok: true}}}}
+  - id: act
+    uses: test.typed_fields
+    needs: [first]
+    if: "{{{{ {condition} }}}}"
+    preapproved: "policy IR-7, signed off by the CISO"
+    with: {{name: "{{{{ inputs.who | default('x', true) }}}}", items: [a]}}
+"""
+    plan = plan_of(tmp_path, body, {})
+    step = plan.stages[1][0]
+    assert step.will_run is will_run

@@ -14,8 +14,9 @@ from clampdown.app.cli import app
 from clampdown.core.actions import registry
 from clampdown.core.schema import runbook_schema
 
-SCHEMA = runbook_schema(registry())
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+def schema() -> dict[str, Any]:
+    """Built when asked: other test modules register test actions in the same registry."""
+    return runbook_schema(registry())
 
 
 def doc(*steps: dict[str, Any]) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def doc(*steps: dict[str, Any]) -> dict[str, Any]:
 
 
 def errors(*steps: dict[str, Any]) -> list[str]:
-    return [e.message for e in VALIDATOR.iter_errors(doc(*steps))]
+    validator = jsonschema.Draft202012Validator(schema())
+    return [e.message for e in validator.iter_errors(doc(*steps))]
 
 
 REVOKE = {"id": "revoke", "uses": "aws.iam.revoke_credentials"}
@@ -36,7 +38,7 @@ ARN = "arn:aws:iam::123456789012:user/mallory"
 
 
 def test_uses_is_an_enum_of_the_installed_actions_with_a_short_description() -> None:
-    uses = SCHEMA["$defs"]["Step"]["properties"]["uses"]
+    uses = schema()["$defs"]["Step"]["properties"]["uses"]
     assert uses["enum"] == [a.name for a in registry().load_all()[0]]
     assert "aws.iam.revoke_credentials" in uses["enum"]
     assert "examples" not in uses and len(uses["description"]) < 80
@@ -86,4 +88,4 @@ def test_document_fields_are_strict_like_the_loader() -> None:
 def test_clampdown_schema_prints_the_same_schema() -> None:
     result = CliRunner().invoke(app, ["schema"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == json.loads(json.dumps(SCHEMA))
+    assert json.loads(result.stdout) == json.loads(json.dumps(schema()))
