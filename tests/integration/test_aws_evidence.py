@@ -57,6 +57,7 @@ def aws(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str 
         endpoint = request.getfixturevalue("aws_endpoint")
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_RETENTION_DAYS", "7")
+    monkeypatch.setenv("CLAMPDOWN_EVIDENCE_LOCK_MODE", "GOVERNANCE")  # default: COMPLIANCE
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="evidence", ObjectLockEnabledForBucket=True)
     s3.create_bucket(Bucket="plain-evidence")
