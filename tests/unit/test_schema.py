@@ -14,6 +14,7 @@ from clampdown.app.cli import app
 from clampdown.core.actions import registry
 from clampdown.core.schema import runbook_schema
 
+
 def schema() -> dict[str, Any]:
     """Built when asked: other test modules register test actions in the same registry."""
     return runbook_schema(registry())
