@@ -268,7 +268,7 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
 
 
 def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, prefect_server):
-    """The drill's flow runs go to a Prefect API of its own, on a database in its workspace;
+    """The drill's flow runs go to a Prefect API of the drills' own, beside its workspace;
     the Prefect server real incidents use (here: the session's, named by PREFECT_API_URL)
     never sees them."""
     from prefect.client.orchestration import get_client
@@ -277,7 +277,7 @@ def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, 
     result = drill("model-theft")
     run_id = result.report.run_id
     assert run_id
-    database = result.workspace / "prefect" / "prefect.db"
+    database = result.workspace.parent / "prefect" / "prefect.db"  # the drills' own
     with contextlib.closing(sqlite3.connect(database)) as db:
         names = [row[0] for row in db.execute("SELECT name FROM flow_run")]
     assert any(name.endswith(run_id) for name in names), names

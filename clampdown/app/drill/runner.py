@@ -9,8 +9,8 @@ The drill exercises the real path, not a shortcut:
 2. the scenario is seeded (users and keys, the model bucket, the endpoint, the
    CloudTrail files and log events of the story);
 3. ``clampdown serve`` (the same ASGI app) runs in this process on a loopback port,
-   with a local Prefect API of the drill's own, its database in the drill workspace
-   (never the Prefect of real incidents, not even one named by ``PREFECT_API_URL``);
+   with a local Prefect API of the drills' own, its database beside the drill
+   workspaces (never the Prefect of real incidents, not even one at ``PREFECT_API_URL``);
 4. the alert is posted to it exactly as its source would, with the drill's own
    generated secrets, and the triggers pick the runbook;
 5. scripted decisions arrive as signed Slack clicks (or, with ``--interactive``,

@@ -151,7 +151,7 @@ def _seed(drill: Drill, alert_time: datetime) -> Seeded:
 
 
 def _serve(stack: contextlib.ExitStack, console: Console, workspace: Path) -> tuple[Any, str]:
-    """The drill's own local Prefect API (its database in the workspace), then
+    """The drills' own local Prefect API (their database beside the workspaces), then
     ``clampdown serve`` on a loopback port."""
     from clampdown.app.serve import create_app
 
