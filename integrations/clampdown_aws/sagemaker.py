@@ -524,9 +524,8 @@ def still_serves(params: FreezeEndpoint.Input, denied: list[str], config: dict[s
         )
     return (
         "callers that name a variant with TargetVariant, except "
-        f"{roles}: every variant's weight is 0, which routes no request that names none "
-        "(weights are traffic shaping, not access control; use standin_model to take the "
-        "model off the endpoint)"
+        f"{roles}: every variant's weight is 0, but weights are traffic shaping, not access "
+        "control (use standin_model to take the model off the endpoint)"
     )
 
 
