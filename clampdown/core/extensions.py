@@ -91,12 +91,12 @@ class EvidenceSink(Protocol):
     """Keeps a run's ledger where it cannot be rewritten (S3 Object Lock).
 
     ``anchor_head`` copies each signed chain head as the run goes (from a background
-    thread). When the steps are done, ``write_manifest`` lists the run's evidence and
-    returns what pins that version (``{"uri", "version_id", "sha256"}``; recorded in
-    ``run.end``, whose ``evidence`` is ``manifest_uri``); after ``run.end``,
-    ``copy_ledger`` stores the finished ledger. A method that fails raises: the engine
-    logs and reports ``evidence upload to <location> failed: <error>``, the run's
-    outcome unchanged.
+    thread). When the steps are done, ``write_manifest`` lists the run's evidence (the
+    ledger so far included) and returns what pins that version (``{"uri", "version_id",
+    "sha256"}``; recorded in ``run.end``, whose ``evidence`` is ``manifest_uri``); after
+    ``run.end``, ``copy_ledger`` stores the finished ledger. A method that fails raises:
+    the engine logs and reports ``evidence upload to <location> failed: <error>``, the
+    run's outcome unchanged.
     """
 
     location: str  # where the evidence goes, for messages (``s3://bucket``)
@@ -105,7 +105,7 @@ class EvidenceSink(Protocol):
 
     def anchor_head(self, run_id: str, seq: int, head: bytes) -> None: ...
 
-    def write_manifest(self, run_id: str) -> dict[str, Any]: ...
+    def write_manifest(self, run_id: str, ledger: Path) -> dict[str, Any]: ...
 
     def copy_ledger(self, run_id: str, ledger: Path) -> None: ...
 

@@ -197,7 +197,7 @@ async def respond(
         status = run_status(state)
         observers.ended(status)
         outputs, output_errors = render_outputs(state)
-        pin, evidence_errors = await asyncio.to_thread(write_manifests, sinks, run_id)
+        pin, evidence_errors = await asyncio.to_thread(write_manifests, sinks, run_id, ledger.path)
         ledger.append(
             "run.end",
             status=status,

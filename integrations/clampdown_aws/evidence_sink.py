@@ -1,11 +1,12 @@
 """A run's ledger into its evidence in S3: the ``clampdown.evidence_sinks`` plug-in.
 
 During the run, each signed ledger head goes to ``incidents/<run-id>/heads/`` as it is
-signed. When the steps are done :class:`S3EvidenceSink` joins the run's manifest
-(:mod:`clampdown_aws.evidence_store`), whose version id and hash the engine records in
-``run.end``; after ``run.end`` it puts the finished ledger beside the evidence
-(``incidents/<run-id>/ledger.jsonl``). Every object is under Object Lock when the
-bucket has it.
+signed. When the steps are done :class:`S3EvidenceSink` stores the ledger so far and
+joins the run's manifest (:mod:`clampdown_aws.evidence_store`), whose version id and
+hash the engine records in ``run.end``; after ``run.end`` it stores the finished ledger
+as a newer version of ``incidents/<run-id>/ledger.jsonl``. Every object is under Object
+Lock when the bucket has it.
+
 Configured by ``CLAMPDOWN_EVIDENCE_BUCKET`` (and its retention and lock mode);
 without a bucket :func:`sink_from_env` returns None and no evidence is published.
 """
@@ -50,8 +51,12 @@ class S3EvidenceSink:
     def anchor_head(self, run_id: str, seq: int, head: bytes) -> None:
         self._store(run_id).put_head(seq, head)
 
-    def write_manifest(self, run_id: str) -> dict[str, Any]:
-        manifest = self._store(run_id).write_manifest()
+    def write_manifest(self, run_id: str, ledger: Path) -> dict[str, Any]:
+        store = self._store(run_id)
+        # the ledger so far is evidence too: the manifest pins that version (and the
+        # final ledger, stored after run.end, is a newer version of the same key)
+        store.put("ledger.jsonl", [ledger.read_bytes()], "application/x-ndjson")
+        manifest = store.write_manifest()
         return {
             "uri": f"s3://{self.bucket}/{manifest.key}",
             "version_id": manifest.version_id,

@@ -2,16 +2,17 @@
 
 During the run each signed chain head goes to every sink that anchors heads
 (:func:`anchors`). When the steps are done, each sink writes the run's evidence
-manifest (:func:`write_manifests`) and the first one's version id and SHA-256 go into
-``run.end`` (signed like every record): ``clampdown verify s3://…/manifest.json``
-reads that version, not whatever was written last. After ``run.end`` the finished
-ledger is copied (:func:`store_ledger`).
+manifest, the ledger so far included (:func:`write_manifests`), and the first one's
+version id and SHA-256 go into ``run.end`` (signed like every record): ``clampdown
+verify s3://…/manifest.json`` reads that version, not whatever was written last. After
+``run.end`` the finished ledger is copied (:func:`store_ledger`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from clampdown.core.extensions import EvidenceSink
@@ -32,14 +33,15 @@ def anchors(sinks: Sequence[EvidenceSink]) -> list[Anchor]:
 
 
 def write_manifests(
-    sinks: Sequence[EvidenceSink], run_id: str
+    sinks: Sequence[EvidenceSink], run_id: str, ledger: Path
 ) -> tuple[dict[str, Any] | None, list[str]]:
-    """Each sink's manifest, before ``run.end``: the first one's pin, and what failed."""
+    """Each sink's manifest (with the ledger so far), before ``run.end``: the first one's
+    pin, and what failed."""
     pin: dict[str, Any] | None = None
     errors: list[str] = []
     for sink in sinks:
         try:
-            written = sink.write_manifest(run_id)
+            written = sink.write_manifest(run_id, ledger)
         except Exception as exc:
             errors.append(_failed(sink, exc))
             continue
