@@ -110,12 +110,31 @@ class TrailEvent(StrictModel):
     request: dict[str, Any] = Field(default_factory=dict, description="requestParameters")
     resources: list[str] = Field(default_factory=list, description="resource ARNs")
     repeat: int = Field(1, ge=1, le=500, description="how many such records, one second apart")
+    version_id: str | None = Field(None, description="S3 object version read (versionId)")
+    bytes_out: int | None = Field(
+        None,
+        ge=0,
+        description="additionalEventData.bytesTransferredOut of each record (an S3 object "
+        "read; default: the seeded object's size for GetObject, else 0)",
+    )
 
 
 class SeedTrail(StrictModel):
     name: str
     bucket: str = Field(description="bucket the trail delivers to (created by the seed)")
     events: list[TrailEvent] = Field(default_factory=list)
+    data_events: list[str] = Field(
+        default_factory=list,
+        description="buckets whose S3 object reads the trail logs (its event selectors); "
+        "S3 object calls on them are written as data events",
+    )
+    hours: int = Field(
+        0,
+        ge=0,
+        le=168,
+        description="deliver a file at least every 30 minutes for this many hours before "
+        "the alert, so a scope of that window sees no gap in the trail's files",
+    )
 
 
 class LogEvent(StrictModel):
@@ -346,6 +365,18 @@ class SlackMissesRecorded(_RunObjective):
     kind: Literal["slack_misses_recorded"]
 
 
+class ScopedExactly(_RunObjective):
+    """The run's scoping step named exactly the objects the seeded trail says ``principal``
+    read (bucket, key, version) and the bytes of each: nothing missed, nothing extra."""
+
+    kind: Literal["scoped_exactly"]
+    principal: str = Field(description="a seed user or role name: the thief of the story")
+    step: str | None = Field(
+        None,
+        description="the scoping step's id (default: the run's scope_exfiltration step)",
+    )
+
+
 class AlertsRecorded(_Objective):
     """Every alert the drill posted is in some run's ledger: it started the run or joined it."""
 
@@ -367,6 +398,7 @@ Objective = Annotated[
     | ApprovalWithin
     | SlackThreadComplete
     | SlackMissesRecorded
+    | ScopedExactly
     | AlertsRecorded,
     Field(discriminator="kind"),
 ]
@@ -385,6 +417,7 @@ OBJECTIVE_KINDS = (
     "approval_within",
     "slack_thread_complete",
     "slack_misses_recorded",
+    "scoped_exactly",
     "alerts_recorded",
 )
 

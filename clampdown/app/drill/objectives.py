@@ -33,6 +33,7 @@ from clampdown.app.drill.objectives_ledger import (
     slack_misses_recorded,
     slack_thread_complete,
 )
+from clampdown.app.drill.objectives_scope import scoped_exactly
 from clampdown.core.drill_model import RunbookCompleted, RunbookStarted
 from clampdown.core.report import ObjectiveResult
 
@@ -79,6 +80,7 @@ _TITLES: dict[str, Callable[[Any], str]] = {
     "secret_rotated": lambda o: f"Secret {o.secret} rotated",
     "evidence_manifest_complete": lambda o: "Evidence manifest complete and intact",
     "slack_thread_complete": lambda o: "The Slack thread tells the whole story",
+    "scoped_exactly": lambda o: f"The scope names exactly what {o.principal} took, and its bytes",
     "alerts_recorded": lambda o: (
         "Every alert is in a run's ledger (started, joined or deduplicated)"
     ),
@@ -108,4 +110,5 @@ CHECKERS: dict[str, Callable[..., ObjectiveCheck]] = {
     "slack_thread_complete": slack_thread_complete,
     "slack_misses_recorded": slack_misses_recorded,
     "alerts_recorded": alerts_recorded,
+    "scoped_exactly": scoped_exactly,
 }

@@ -36,7 +36,13 @@ from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
 from clampdown_aws.base import Aws, AwsAction
 from clampdown_aws.forensics.exfiltration import BlindSpot
 
-LOW = ("access_logging_off", "log_group_missing", "window_not_covered", "no_access_logs")
+LOW = (
+    "access_logging_off",
+    "access_logs_elsewhere",
+    "log_group_missing",
+    "window_not_covered",
+    "no_access_logs",
+)
 NO_KEY = "(no API key)"
 MAX_MALFORMED_SAMPLES = 5
 LOG_GROUP_PATTERN = r"^[A-Za-z0-9_./#-]{1,512}$"

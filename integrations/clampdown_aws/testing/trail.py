@@ -4,6 +4,13 @@
 (eventVersion 1.08, one second apart) and delivers them to the trail's bucket in
 CloudTrail's own layout (a gzipped file per five-minute slot, never in the future);
 :func:`write_log_groups` writes the CloudWatch log events.
+
+S3 object calls on the buckets of ``trail.data_events`` are data events, as CloudTrail
+writes them (``eventCategory: Data``, ``additionalEventData.bytesTransferredOut``,
+``requestParameters.versionId``), and the trail's event selectors log those buckets'
+object reads; so a scope of the story (``aws.forensics.scope_exfiltration``) finds the
+theft with no data-events blind spot. ``trail.hours`` delivers a file at least every
+half hour for that long, as a busy account's trail does, so the window has no gap.
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ def write_trail(spec: Seed, cloudtrail: Any, s3: Any, alert_time: datetime, out:
     s3.put_bucket_policy(Bucket=trail.bucket, Policy=json.dumps(_trail_bucket_policy(trail.bucket)))
     cloudtrail.create_trail(Name=trail.name, S3BucketName=trail.bucket, IsMultiRegionTrail=True)
     cloudtrail.start_logging(Name=trail.name)
+    if trail.data_events:
+        cloudtrail.put_event_selectors(
+            TrailName=trail.name, EventSelectors=[_data_event_selector(trail.data_events)]
+        )
     records = [
         record for event in trail.events for record in _records(event, spec, alert_time, out)
     ]
+    records += _heartbeat(spec, alert_time, {r["eventTime"] for r in records})
     records.sort(key=lambda r: r["eventTime"])
     out.trail_records = records
     # CloudTrail delivers a file about every five minutes per region: group by 5-minute slot.
@@ -47,6 +59,51 @@ def write_trail(spec: Seed, cloudtrail: Any, s3: Any, alert_time: datetime, out:
             body = gzip.compress(json.dumps({"Records": chunk}).encode(), mtime=0)
             s3.put_object(Bucket=trail.bucket, Key=key, Body=body)
             out.trail_objects.append(key)
+
+
+def _data_event_selector(buckets: list[str]) -> dict[str, Any]:
+    """A basic selector: management events, and object reads and writes of ``buckets``."""
+    return {
+        "ReadWriteType": "All",
+        "IncludeManagementEvents": True,
+        "DataResources": [
+            {"Type": "AWS::S3::Object", "Values": [f"arn:aws:s3:::{b}/" for b in buckets]}
+        ],
+    }
+
+
+def _heartbeat(spec: Seed, alert_time: datetime, taken: set[str]) -> list[dict[str, Any]]:
+    """One quiet management record (the trail checking its own status) every 30 minutes of
+    ``trail.hours`` before the alert: a busy account's trail delivers all the time."""
+    assert spec.trail is not None
+    records = []
+    for half_hours in range(2 * spec.trail.hours, 0, -1):
+        moment = alert_time - timedelta(minutes=30 * half_hours - 1)
+        if moment.strftime("%Y-%m-%dT%H:%M:%SZ") in taken:
+            continue
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"heartbeat/{moment.isoformat()}"))
+        records.append(
+            {
+                "eventVersion": "1.08",
+                "userIdentity": {"type": "AWSService", "invokedBy": "cloudtrail.amazonaws.com"},
+                "eventTime": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "eventSource": "cloudtrail.amazonaws.com",
+                "eventName": "GetTrailStatus",
+                "awsRegion": spec.region,
+                "sourceIPAddress": "cloudtrail.amazonaws.com",
+                "userAgent": "cloudtrail.amazonaws.com",
+                "requestParameters": {"name": spec.trail.name},
+                "responseElements": None,
+                "requestID": event_id.replace("-", "")[:16].upper(),
+                "eventID": event_id,
+                "readOnly": True,
+                "eventType": "AwsApiCall",
+                "managementEvent": True,
+                "recipientAccountId": spec.account,
+                "eventCategory": "Management",
+            }
+        )
+    return records
 
 
 def _trail_bucket_policy(bucket: str) -> dict[str, Any]:
@@ -88,10 +145,13 @@ def _records(
 ) -> list[dict[str, Any]]:
     """CloudTrail records (eventVersion 1.08) for one story line, one second apart."""
     identity = _identity(event, spec, out)
+    data = _data_event(event, spec)
     records = []
     for i in range(event.repeat):
         moment = alert_time - timedelta(seconds=event.ago) + timedelta(seconds=i)
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.event}/{moment.isoformat()}/{i}"))
+        who = event.user or event.role
+        what = f"{event.event}/{who}/{event.request.get('key', '')}/{moment.isoformat()}/{i}"
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, what))
         records.append(
             {
                 "eventVersion": "1.08",
@@ -116,9 +176,56 @@ def _records(
                 or event.event not in ("GetObject", "PutObject"),
                 "recipientAccountId": spec.account,
                 "eventCategory": "Management",
+                **data,
             }
         )
     return records
+
+
+S3_OBJECT_CALLS = ("GetObject", "HeadObject", "PutObject", "CopyObject", "SelectObjectContent")
+
+
+def _data_event(event: TrailEvent, spec: Seed) -> dict[str, Any]:
+    """The fields that make an S3 object call on a ``data_events`` bucket a data event."""
+    bucket = event.request.get("bucketName")
+    key = event.request.get("key")
+    if (
+        spec.trail is None
+        or event.source != "s3.amazonaws.com"
+        or event.event not in S3_OBJECT_CALLS
+        or bucket not in spec.trail.data_events
+        or not key
+    ):
+        return {}
+    size = event.bytes_out
+    if size is None:
+        size = _object_size(spec, bucket, key) if event.event == "GetObject" else 0
+    request = {**event.request, "Host": f"{bucket}.s3.{spec.region}.amazonaws.com"}
+    if event.version_id:
+        request["versionId"] = event.version_id
+    return {
+        "requestParameters": request,
+        "additionalEventData": {
+            "SignatureVersion": "SigV4",
+            "bytesTransferredIn": 0,
+            "bytesTransferredOut": float(size),
+        },
+        "resources": [
+            {"type": "AWS::S3::Object", "ARN": f"arn:aws:s3:::{bucket}/{key}"},
+            {"type": "AWS::S3::Bucket", "ARN": f"arn:aws:s3:::{bucket}", "accountId": spec.account},
+        ],
+        "managementEvent": False,
+        "eventCategory": "Data",
+    }
+
+
+def _object_size(spec: Seed, bucket: str, key: str) -> int:
+    """The size of a seeded object (0 when the seed has no such object)."""
+    for seeded in spec.buckets:
+        if seeded.name == bucket and key in seeded.objects:
+            body = seeded.objects[key]
+            return body if isinstance(body, int) else len(body.encode())
+    return 0
 
 
 def _identity(event: TrailEvent, spec: Seed, out: Seeded) -> dict[str, Any]:
