@@ -287,3 +287,25 @@ def test_documented_offline_commands_run_as_written(
 def test_some_documented_commands_are_run() -> None:
     kinds = {_words(e.text)[0] for e in RUNNABLE}
     assert {"lint", "plan", "schema", "actions"} <= kinds, kinds
+
+
+def _help_blocks() -> Iterator[tuple[str, set[str]]]:
+    """(command, the options its help shows) for each ``clampdown X --help`` in docs/cli.md."""
+    text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```\n( Usage: clampdown .*?)```", text, re.DOTALL):
+        name = block.split()[2]
+        shown = set(re.findall(r"^│ +(--[a-z-]+)", block, re.MULTILINE))
+        shown |= set(re.findall(r"^│ +--[a-z-]+ +(-[A-Za-z])\b", block, re.MULTILINE))
+        yield name, shown
+
+
+@pytest.mark.parametrize(("name", "shown"), list(_help_blocks()), ids=lambda v: str(v)[:20])
+def test_help_shown_in_the_docs_lists_the_command_s_options(name: str, shown: set[str]) -> None:
+    command = _command_tree().commands[name]
+    actual = {
+        o
+        for param in command.params
+        for o in getattr(param, "opts", [])
+        if o.startswith("--") or len(o) == 2
+    } | {"--help"}
+    assert shown == actual, f"docs/cli.md shows `clampdown {name} --help` with {sorted(shown)}"
