@@ -147,6 +147,21 @@ def test_run_the_library_runbook_end_to_end(clampdown_home: Path):
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_run_says_it_runs_here_when_execution_is_deployment(
+    clampdown_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """CLAMPDOWN_EXECUTION=deployment is serve's: run still executes here, and says so."""
+    monkeypatch.setenv("CLAMPDOWN_EXECUTION", "deployment")
+    result = runner.invoke(
+        app, ["run", "engine-self-check", "-i", "responder=alice", "-i", "settle_time=1ms"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "CLAMPDOWN_EXECUTION=deployment is for `clampdown serve`" in result.output
+    assert "executes in this process" in result.output
+    assert list((clampdown_home / "runs").glob("*/ledger.jsonl"))  # it ran here
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_run_exit_1_when_a_step_aborts(write_runbook):
     path = write_runbook("""apiVersion: clampdown/v1
 kind: Runbook
