@@ -181,9 +181,11 @@ def local_api(timeout: int = 60) -> Iterator[str]:
     try:
         server.start(timeout=timeout)
         with _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}):
-            yield server.api_url
+            try:
+                yield server.api_url
+            finally:  # while the clients still send the auth string
+                flush_to_api()
     finally:
-        flush_to_api()
         server.stop()
         SubprocessASGIServer._instances.pop(server.port, None)
         if previous is None:
