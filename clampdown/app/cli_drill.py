@@ -61,6 +61,9 @@ def register(app: typer.Typer) -> None:
             with user_errors():
                 _list(format)
             return
+        if format is not Format.text:
+            console.print("[red]error:[/] --format applies to --list; a drill prints its report")
+            raise typer.Exit(2)
         quiet_prefect()  # the drill's own progress, not Prefect's INFO lines
         from clampdown.app.drill.runner import run_drill
 

@@ -154,3 +154,9 @@ def test_i_means_input_only() -> None:
     assert all("-i" not in p.opts for p in drill.params)
     result = runner.invoke(app, ["drill", "-i"])
     assert result.exit_code == 2 and "No such option: -i" in result.output
+
+
+def test_drill_format_without_list_is_refused() -> None:
+    result = runner.invoke(app, ["drill", "--format", "json"])
+    assert result.exit_code == 2
+    assert "--format applies to --list" in result.output
