@@ -19,6 +19,8 @@ from clampdown.core.signatures import (
     SERVE_PRINCIPAL,
     SLACK_NAMESPACE,
     SignatureError,
+    allowed_signers_line,
+    lists_principal,
     sign,
     verify,
 )
@@ -275,3 +277,17 @@ def test_once_serve_s_key_is_listed_only_its_signature_vouches_for_slack(
     # and serve's key cannot sign a terminal decision for an approver
     as_terminal = signed(decision(request(), LEAD), serve)
     assert verifier(keys).check(as_terminal).refusal is not None
+
+
+def test_serve_is_listed_only_by_a_principals_field_that_names_it(
+    keys: Keys, tmp_path: Path
+) -> None:
+    serve = keygen(tmp_path / "serve")
+    line = allowed_signers_line(SERVE_PRINCIPAL, serve)
+    assert line == f"{SERVE_PRINCIPAL} {public(serve)}\n"
+    assert not lists_principal(keys.allowed, SERVE_PRINCIPAL)
+    keys.allowed.write_text(keys.allowed.read_text() + f"# {line}" + f"#{line}" + f"U0X,not-{line}")
+    assert not lists_principal(keys.allowed, SERVE_PRINCIPAL)  # comments, other names
+    keys.allowed.write_text(keys.allowed.read_text() + f"U0X,{line}")
+    assert lists_principal(keys.allowed, SERVE_PRINCIPAL)
+    assert not lists_principal(tmp_path / "missing", SERVE_PRINCIPAL)
