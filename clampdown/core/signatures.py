@@ -180,7 +180,8 @@ def allowed_signers_problem(path: Path | None, home: Path) -> str | None:
     """Why ``path`` cannot be trusted as the allowed-signers file (None: it can).
 
     It must exist, lie outside ``CLAMPDOWN_HOME`` (whoever can write the state folder
-    must not be able to add a key) and be writable by its owner only.
+    must not be able to add a key), be writable by its owner only, and name exact ids
+    (no ``*`` or ``?`` patterns).
     """
     if path is None:
         return (
@@ -205,4 +206,21 @@ def allowed_signers_problem(path: Path | None, home: Path) -> str | None:
         )
     if not os.access(path, os.R_OK):
         return f"the allowed-signers file {path} cannot be read"
+    return _wildcard_line(path)
+
+
+def _wildcard_line(path: Path) -> str | None:
+    """A line whose principals are patterns (``*``, ``?``): ssh-keygen would let that key
+    sign as any id they match, so the file is not trusted at all."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return f"the allowed-signers file {path} cannot be read as text"
+    for number, line in enumerate(lines, start=1):
+        fields = line.strip().split()
+        if fields and not fields[0].startswith("#") and any(c in fields[0] for c in "*?"):
+            return (
+                f"the allowed-signers file {path} line {number} lists a pattern "
+                f"({fields[0]}) as principal: list exact approver ids"
+            )
     return None

@@ -291,3 +291,11 @@ def test_serve_is_listed_only_by_a_principals_field_that_names_it(
     keys.allowed.write_text(keys.allowed.read_text() + f"U0X,{line}")
     assert lists_principal(keys.allowed, SERVE_PRINCIPAL)
     assert not lists_principal(tmp_path / "missing", SERVE_PRINCIPAL)
+
+
+def test_an_allowed_signers_file_with_a_pattern_principal_is_not_trusted(keys: Keys) -> None:
+    sent = signed(decision(request(), LEAD), keys.lead)
+    keys.allowed.write_text(keys.allowed.read_text() + f"* {public(keys.outsider)}\n")
+    refusal = verifier(keys).check(sent).refusal
+    assert refusal is not None
+    assert f"{keys.allowed} line 4 lists a pattern (*) as principal" in refusal
