@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -30,6 +30,9 @@ from clampdown.app.cli_options import (
     quiet_prefect,
 )
 from clampdown.core.diagnostics import ClampdownError
+
+if TYPE_CHECKING:
+    from clampdown.core.settings import Settings
 
 
 def run(
@@ -75,6 +78,7 @@ def run(
             "`clampdown run` executes in this process, with this machine's credentials[/]"
         )
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
+    _say_if_unsigned(conf)
     try:
         with RunProgress(ledger, model, out):
             state = run_in_process(
@@ -110,6 +114,15 @@ def run(
     if isinstance(summary, dict) and summary.get("evidence_error"):
         err.print(f"[red]{escape(summary['evidence_error'])}[/]")
     raise typer.Exit({"succeeded": 0, "denied": 3}.get(status, 1))
+
+
+def _say_if_unsigned(conf: Settings) -> None:
+    """No ledger signing key: the run's ledger is unsigned, and the operator is told."""
+    from clampdown.core.extensions import ledger_signer
+    from clampdown.core.ledger_signing import UNSIGNED_REASON
+
+    if ledger_signer(conf) is None:
+        err.print(f"[yellow]warning: this run's ledger is UNSIGNED: {escape(UNSIGNED_REASON)}[/]")
 
 
 def _terminal_trigger(claim: str | None) -> dict[str, object]:

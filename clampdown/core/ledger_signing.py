@@ -306,10 +306,11 @@ UNSIGNED_REASON = (
 )
 
 
-def note_unsigned(ledger: Ledger) -> None:
-    """Say loudly that ``ledger`` is not signed (no-op when it is)."""
+def note_unsigned(ledger: Ledger, logger: Any = None) -> None:
+    """Say loudly that ``ledger`` is not signed (no-op when it is): ``logger`` (the flow
+    run's, which the Prefect UI shows) or clampdown's, and a ``ledger.unsigned`` record."""
     if ledger.hook is None:
-        log.warning("run ledger %s is UNSIGNED: %s", ledger.path, UNSIGNED_REASON)
+        (logger or log).warning("run ledger %s is UNSIGNED: %s", ledger.path, UNSIGNED_REASON)
         ledger.append(UNSIGNED, reason=UNSIGNED_REASON)
 
 

@@ -108,6 +108,14 @@ class PrefectRunner:
         return await self.gatekeeper.request(step.id, params)
 
 
+def _logger() -> Any:
+    """The flow run's logger (the Prefect UI shows it), or clampdown's outside a run."""
+    try:
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger("clampdown.run")
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -176,7 +184,7 @@ async def respond(
             inputs=inputs_mod.masked(rb.inputs, shown_inputs),
             flow_run_id=str(runtime_flow_run.id),
         )
-        note_unsigned(ledger)  # no signing key: said in the ledger and the log
+        note_unsigned(ledger, _logger())  # no signing key: said in the ledger and the log
 
     try:
         values = inputs_mod.validate(rb.inputs, inputs)
