@@ -151,7 +151,7 @@ def _upload_range(
         body = templates[i % TEMPLATES].replace(
             b'"2026-11-30T00:', f'"2026-11-30T{hour:02d}:'.encode()
         )
-        if i % (files // 24 or 1) == 0 and hour < 24:  # one file per hour holds the theft
+        if i == 0 or hour != (i - 1) * slots // files // 12:  # an hour's first file: theft
             records = json.loads(body)["Records"]
             records[:THEFT_PER_HOUR] = _theft(hour)
             body = json.dumps({"Records": records}).encode()
@@ -244,6 +244,7 @@ def plain(s3: object) -> dict[str, int]:
     )
     reads = {"GetObject", "HeadObject", "SelectObjectContent", "RestoreObject", "CopyObject"}
     taken: dict[tuple[str, str, str | None], int] = {}
+    seen: set[str] = set()
     records = 0
     for key in _keys(s3):
         body = s3.get_object(Bucket=TRAIL_BUCKET, Key=key)["Body"].read()  # type: ignore[attr-defined]
@@ -258,6 +259,9 @@ def plain(s3: object) -> dict[str, int]:
                 or not start <= r["eventTime"] < end
             ):
                 continue
+            if r["eventID"] in seen:  # CloudTrail may deliver an event twice
+                continue
+            seen.add(r["eventID"])
             p = r.get("requestParameters") or {}
             k = (p.get("bucketName"), p.get("key"), p.get("versionId"))
             size = (r.get("additionalEventData") or {}).get("bytesTransferredOut") or 0

@@ -164,6 +164,28 @@ def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -
     assert rolled["totals"]["objects"] == 5
 
 
+def test_an_event_delivered_twice_counts_once(tmp_path: Path) -> None:
+    """AWS documents that CloudTrail may deliver an event more than once (same eventID)."""
+    files = write_files(tmp_path / "files")
+    twice = [p for p in files if b"mallory" in p.read_bytes()]
+    copies = []
+    for n, path in enumerate(twice):
+        copy = tmp_path / f"again-{n}.json"
+        copy.write_bytes(path.read_bytes())
+        copies.append(copy)
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
+    scan.scan([*files, *copies])  # the same batch
+    scan.scan(copies)  # and a later one
+    taken = {o["key"]: (o["reads"], o["bytes_out"]) for o in _rolled(con)}
+    assert taken["llm-v3/a.bin"] == (1, 10 * MB) and taken["llm-v3/b.bin"] == (1, 20 * MB)
+
+
+def _rolled(con: Any) -> list[dict[str, Any]]:
+    rollup.roll_up(con, MODELS)
+    return rollup.objects(con, None)
+
+
 def test_inflate_reports_truncated_and_non_gzip_streams(tmp_path: Path) -> None:
     import gzip
 
