@@ -165,3 +165,23 @@ def test_scoped_exactly_is_met_only_by_the_exact_objects_and_bytes(facts):
 
     met, reason = _verdict(facts, right, status="failed")
     assert not met and reason == "scoping step scope failed"
+
+
+def test_inference_extraction_drill_scopes_the_notebook_keys_burst(drill):
+    result = drill("inference-extraction")
+    outputs = scope_outputs(result, "contain-inference-extraction")
+    callers = {c["api_key_id"]: c for c in outputs["callers"]}
+    notebook, app = callers["notebookkey01"], callers["fraudapikey01"]
+    # seeded: the notebook's key asked twice in the week before, then 900 times
+    assert (notebook["requests"], notebook["baseline_requests"]) == (900, 2)
+    assert notebook["multiple_of_baseline"] == 3150.0 and notebook["requests_over_baseline"] == 900
+    assert notebook["bytes_out"] == 900 * 2048
+    assert notebook["caller"].endswith(":assumed-role/analytics-notebook/i-0a1b2c3d4e5f60710")
+    # the app's key at its usual 2 requests an hour
+    assert (app["requests"], app["multiple_of_baseline"]) == (48, 1.0)
+    assert [c["api_key_id"] for c in outputs["callers"]] == ["notebookkey01", "fraudapikey01"]
+    # moto creates the log group at seed time, after the baseline starts: said, not hidden;
+    # no endpoint invocation metric in the simulation: said too
+    kinds = sorted(s["kind"] for s in outputs["blind_spots"])
+    assert kinds == ["baseline_not_covered", "metrics_unavailable"], outputs["blind_spots"]
+    assert outputs["confidence"] == "medium"
