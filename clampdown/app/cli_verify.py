@@ -131,10 +131,6 @@ def verify_manifest_uri(uri: str, conf: Settings) -> None:
         out.print(f"file     {escape(source)}")
         _print_verdict(verdict, signer)
         pin = _pin(ledger) if verdict.status in ("intact", "unsigned") else None
-        if pin is None:
-            out.print(
-                "[red]manifest UNPINNED: the ledger pins no manifest version it can vouch for[/]"
-            )
         ok, lines = verify_manifest(s3, uri, pin)
     except (ClientError, BotoCoreError, KeyError, ValueError) as exc:
         raise ClampdownError(
@@ -142,19 +138,26 @@ def verify_manifest_uri(uri: str, conf: Settings) -> None:
         ) from None
     for line in lines:
         out.print(line, markup=False)
-    if not ok or pin is None or not verdict.trusted:
-        why = (
-            "an object or the manifest differs from what the ledger pins"
-            if not ok
-            else ("the ledger that pins the manifest does not verify")
-        )
-        out.print(f"[red]TAMPERED[/] {escape(uri)}: {why}")
+    problem = _manifest_problem(ok, pin, verdict)
+    if problem is not None:
+        out.print(f"[red]{escape(problem)}[/] {escape(uri)}")
         raise typer.Exit(1)
     objects = sum(1 for line in lines if line.startswith("ok "))
     out.print(
         f"[green]OK[/] {escape(uri)}: pinned version {escape(str(pin.get('version_id')))}, "
         f"{objects} object(s) match their SHA-256"
     )
+
+
+def _manifest_problem(ok: bool, pin: dict[str, Any] | None, verdict: LedgerVerdict) -> str | None:
+    """Why the manifest cannot be trusted (None: it can)."""
+    if not ok:
+        return "TAMPERED: an object or the manifest differs from what the ledger pins:"
+    if pin is None:
+        return "UNPINNED: the ledger pins no manifest version it can vouch for:"
+    if not verdict.trusted:
+        return f"{LABELS[verdict.status]}: the ledger that pins the manifest is not trusted:"
+    return None
 
 
 def _run_of(key: str) -> str:

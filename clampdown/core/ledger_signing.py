@@ -404,7 +404,8 @@ def _check_seals(
     for record in records:
         seq = int(record["seq"])
         if SEAL not in record:
-            (missing if record.get("type") in MUST_BE_SIGNED else []).append(record)
+            if record.get("type") in MUST_BE_SIGNED:
+                missing.append(record)
             continue
         problem = _seal_problem(record, verifier, verdict.run_id)
         if problem is not None:
