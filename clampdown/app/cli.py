@@ -225,7 +225,13 @@ def iam_policy(
     conf = settings()
     folder = library_folder(library, conf)
     models = [load_named_runbook(name, folder)[1] for name in runbooks]
-    result = build(models, registry(), conf.evidence_bucket, read_only=read_only)
+    result = build(
+        models,
+        registry(),
+        conf.evidence_bucket,
+        read_only=read_only,
+        ledger_key=conf.ledger_kms_key_id,
+    )
     sys.stdout.write(json.dumps(result.document, indent=2) + "\n")
     for note in result.notes:
         err.print(f"note: {note}", markup=False)

@@ -111,6 +111,7 @@ def build(
     evidence_bucket: str | None = None,
     *,
     read_only: bool = False,
+    ledger_key: str | None = None,
 ) -> Policy:
     """The policy and its notes (which steps got ``"*"`` and why)."""
     wanted: dict[str, set[str]] = defaultdict(set)
@@ -137,11 +138,30 @@ def build(
         target = f"arn:aws:s3:::{evidence_bucket}"
         for name in EVIDENCE_ACTIONS:
             wanted[name].add(target if name in _BUCKET_LEVEL else f"{target}/incidents/*")
+    if ledger_key and not read_only:
+        for name in LEDGER_SIGNING_ACTIONS:  # every ledger record is signed with this key
+            wanted[name].add(_kms_key_resource(ledger_key, notes))
     resolved = {
         name: {r.replace(EVIDENCE_BUCKET, bucket) for r in resources}
         for name, resources in wanted.items()
     }
     return Policy(_document(resolved), notes)
+
+
+LEDGER_SIGNING_ACTIONS = ("kms:DescribeKey", "kms:Sign")
+
+
+def _kms_key_resource(key: str, notes: list[str]) -> str:
+    """The ledger signing key (``CLAMPDOWN_LEDGER_KMS_KEY_ID``) as an IAM resource."""
+    if key.startswith("arn:aws:kms:") and ":key/" in key:
+        return key
+    if key.startswith(("alias/", "arn:aws:kms:")):
+        notes.append(
+            "CLAMPDOWN_LEDGER_KMS_KEY_ID is an alias: kms:Sign is granted on any key "
+            '("*"); give the key\'s ARN to narrow it'
+        )
+        return "*"
+    return f"arn:aws:kms:*:*:key/{key}"
 
 
 def read_only_actions(names: Iterable[str]) -> tuple[str, ...]:
