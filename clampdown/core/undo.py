@@ -399,8 +399,13 @@ class RollbackRun(Action):
         """Every undo action this step will execute, for the approval to show and bind.
 
         The ledger is verified first: a forged ledger is refused before anyone is asked.
+        A run that cannot be rolled back now (unknown, unfinished, already rolled back)
+        is shown as such: the step will refuse it with the same words.
         """
-        path = rollback_target(params.run_id, home, allow_repeat=False)
+        try:
+            path = rollback_target(params.run_id, home, allow_repeat=False)
+        except RollbackRefused as exc:
+            return {"will be refused": str(exc)}
         items, verdict = checked_undo_items(path, signer)
         shown: dict[str, Any] = {"ledger": f"{verdict.status}: {verdict.message}"}
         for number, item in enumerate(items, start=1):

@@ -178,3 +178,13 @@ def test_a_rollback_undoes_only_what_was_confirmed(home, signer):
     start = read(done.ledger)[0]
     assert start["source"]["status"] == "intact" and start["undo_count"] == 1
     assert json.loads(json.dumps(start["source"]["undo_sha256"]))
+
+
+def test_a_run_already_rolled_back_is_shown_as_refused_and_the_step_refuses_it(home, signer):
+    containment(home, signer)
+    rollback_run("contain1", "rb5", home, undo=lambda *a: None, signer=signer)
+    request, state = release(home, signer)
+    shown = request.gated["rollback"]["params"]
+    assert "already rolled back by rb5" in shown["will be refused"]
+    result = state.results["rollback"]
+    assert result.status == "failed" and "already rolled back by rb5" in str(result.error)
