@@ -242,7 +242,8 @@ class Usage:
 
 def _read_logs(logs: Any, group: str, usage: Usage) -> list[dict[str, str]]:
     """Page through the group's events from the baseline's start to the window's end."""
-    described = logs.describe_log_groups(logGroupNamePrefix=group).get("logGroups", [])
+    pages = logs.get_paginator("describe_log_groups").paginate(logGroupNamePrefix=group)
+    described = (g for page in pages for g in page.get("logGroups", []))
     found = next((g for g in described if g.get("logGroupName") == group), None)
     if found is None:
         return [_spot("log_group_missing", f"log group {group} does not exist: no access logs")]
