@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from clampdown.app.cli import app
 from clampdown.core.ledger import new_run_id, read
 from clampdown.core.settings import settings
+from tests.approver_keys import approver_keys
 from tests.paths import REPO
 
 LIBRARY = sorted(
@@ -68,10 +69,13 @@ def test_plan_shows_the_gates(path):
 
 
 @pytest.fixture
-def oncall(aws_endpoint, prefect_server, monkeypatch):
-    """The Slack stand-in with the security-oncall group; a run started by U_STARTER."""
+def oncall(aws_endpoint, prefect_server, tmp_path, monkeypatch):
+    """The Slack stand-in with the security-oncall group; a run started by U_STARTER.
+    U_APPROVER decides from the terminal, signing with an SSH key listed for U_APPROVER."""
     from clampdown_slack.testing.standin import SlackStandIn
 
+    keys = approver_keys(tmp_path, monkeypatch, "U_APPROVER")
+    monkeypatch.setenv("CLAMPDOWN_APPROVER_KEY", str(keys["U_APPROVER"]))
     with SlackStandIn(token="xoxb-test", usergroups={"security-oncall": ["U_APPROVER"]}) as slack:
         monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", slack.url)
         monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", "xoxb-test")
@@ -99,8 +103,10 @@ def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision
     thread = threading.Thread(target=go)
     thread.start()
     for step in approvals:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a loaded machine; stops early if the run ended
         while not request_file(run_id, step).is_file() and time.monotonic() < deadline:
+            if not thread.is_alive():
+                break
             time.sleep(0.2)
         verdict = submit_decision(
             run_id, step, "U_APPROVER", decision, reason="drill" if decision == "deny" else ""
