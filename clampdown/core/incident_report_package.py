@@ -23,6 +23,7 @@ Pure: bytes in, bytes out.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -181,7 +182,12 @@ def build_package(
     members.append((PACKAGE_MANIFEST, json.dumps(listing, indent=2, sort_keys=True).encode()))
     buffer = io.BytesIO()
     mtime = int(created.timestamp())
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+    # The gzip header carries a time of its own (tarfile's "w:gz" stamps the clock),
+    # so the stream is opened here with the package's time: same inputs, same bytes.
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=mtime) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for name, body in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(body), mtime, 0o444

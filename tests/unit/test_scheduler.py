@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -411,16 +410,15 @@ outputs:
 
 
 def test_independent_steps_run_at_the_same_time_and_dependants_wait(run):
-    started = time.monotonic()
+    # Overlap is read from the ledger's order, not from a clock: the second wait
+    # starts before the first one ends.
     r = run("""
 steps:
   - {id: first, uses: core.wait, with: {duration: 150ms}}
   - {id: second, uses: core.wait, with: {duration: 150ms}}
   - {id: after, uses: core.log, needs: [first, second], with: {message: done}}
 """)
-    took = time.monotonic() - started
     assert r.status == "succeeded"
-    assert took < 0.28, f"two 150 ms steps took {took:.2f} s: they did not overlap"
     order = [(x["type"], x.get("step")) for x in r.ledger if x["type"].startswith("step.")]
     assert order.index(("step.start", "second")) < order.index(("step.end", "first"))
     assert order.index(("step.start", "after")) > max(
