@@ -71,17 +71,30 @@ def test_drill_environment_sets_and_puts_back_exactly_what_it_changed(
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.com")
     monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", "xoxb-real")
     monkeypatch.setenv("CLAMPDOWN_DRILL", "true")  # already as the drill needs it
+    monkeypatch.setenv("CLAMPDOWN_SERVE_KEY", "/etc/clampdown/serve_key")  # the user's own
+    monkeypatch.setenv("CLAMPDOWN_APPROVER_KEY", "~/.ssh/id_ed25519")
+    monkeypatch.setenv("CLAMPDOWN_ALLOWED_SIGNERS", "/etc/clampdown/allowed_signers")
     monkeypatch.delenv("CLAMPDOWN_HOME", raising=False)
     before = dict(os.environ)
     keys = Secrets()
+    signers = tmp_path.parent / "drill-signers" / "allowed_signers"
     with drill_environment(
-        drill, tmp_path, keys, aws_endpoint="http://127.0.0.1:5000", slack_url=None
+        drill,
+        tmp_path,
+        keys,
+        aws_endpoint="http://127.0.0.1:5000",
+        slack_url=None,
+        allowed_signers=signers,
     ):
         assert "AWS_PROFILE" not in os.environ and "AWS_ENDPOINT_URL_S3" not in os.environ
         assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:5000"
         assert os.environ["CLAMPDOWN_HOME"] == str(tmp_path)
         assert os.environ["CLAMPDOWN_ALERT_TOKEN"] == keys.alert_token
         assert os.environ["CLAMPDOWN_SLACK_BOT_TOKEN"] == "xoxb-real"  # no stand-in: left alone
+        # the drill's people sign with the drill's keys; the user's keys are not used
+        assert os.environ["CLAMPDOWN_ALLOWED_SIGNERS"] == str(signers)
+        assert "CLAMPDOWN_SERVE_KEY" not in os.environ
+        assert "CLAMPDOWN_APPROVER_KEY" not in os.environ
         os.environ["CLAMPDOWN_DRILL"] = "changed meanwhile"  # the drill did not change it
     after = dict(os.environ)
     assert after.pop("CLAMPDOWN_DRILL") == "changed meanwhile"
@@ -96,7 +109,14 @@ def test_drill_environment_points_slack_at_the_stand_in(
     monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", "xoxb-real")
     keys = Secrets()
     url = "http://127.0.0.1:5001/api/"
-    with drill_environment(drill, tmp_path, keys, aws_endpoint="http://x:1", slack_url=url):
+    with drill_environment(
+        drill,
+        tmp_path,
+        keys,
+        aws_endpoint="http://x:1",
+        slack_url=url,
+        allowed_signers=tmp_path.parent / "allowed_signers",
+    ):
         assert os.environ["CLAMPDOWN_SLACK_BOT_TOKEN"] == keys.slack_token
         assert os.environ["CLAMPDOWN_SLACK_API_URL"] == url
     assert os.environ["CLAMPDOWN_SLACK_BOT_TOKEN"] == "xoxb-real"

@@ -2,7 +2,8 @@
 
 A scripted decision becomes a signed Slack click on the approval card (a deny also
 submits the reason modal); with no card in Slack it goes through ``clampdown approve``'s
-path. A refused decision is tried again a little later, and the verdict is read from the
+path, signed with the approver's own drill key (:mod:`clampdown.app.drill.signers`).
+A refused decision is tried again a little later, and the verdict is read from the
 ledger, never assumed. With ``--interactive`` the person at the terminal decides.
 """
 
@@ -195,7 +196,7 @@ class Ballots:
                 how = "signed Slack click"
             else:
                 how = "clampdown approve (no card reached Slack)"
-                verdict = _submit(run_id, step, ballot)
+                verdict = _submit(run_id, step, ballot, self._session)
                 if not verdict.accepted:
                     self._refused(step, ballot, verdict.reason)
                     return
@@ -242,8 +243,9 @@ class Ballots:
             post_slack_event(session.base_url, body, headers)
 
 
-def _submit(run_id: str, step: str, ballot: Ballot) -> Any:
-    """``clampdown approve``'s path, for an approval whose card never reached Slack."""
+def _submit(run_id: str, step: str, ballot: Ballot, session: DrillSession) -> Any:
+    """``clampdown approve``'s path, for an approval whose card never reached Slack: the
+    decision signed with the approver's own drill key, as ``clampdown approve --key`` does."""
     from clampdown_flows.decisions import submit_decision
 
     return submit_decision(
@@ -253,6 +255,7 @@ def _submit(run_id: str, step: str, ballot: Ballot) -> Any:
         ballot.decision,  # type: ignore[arg-type]
         ballot.reason,
         "terminal",
+        key=session.signers.key_for(ballot.approver),
     )
 
 

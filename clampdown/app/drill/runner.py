@@ -51,7 +51,7 @@ from clampdown.app.progress import Screen
 from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill
-from clampdown.core.home import Home
+from clampdown.core.home import Home, private_dirs
 
 __all__ = ["DrillResult", "DrillRunner", "run_drill", "workspace_for"]
 
@@ -80,7 +80,7 @@ class DrillRunner:
 
     def execute(self) -> DrillResult:
         """Start the world, post the alert, follow every run, then score and write the report."""
-        self._workspace.mkdir(parents=True, exist_ok=True)
+        private_dirs(self._workspace)  # 0700, and so is ~/.clampdown when this makes it
         real_slack = self._interactive and bool(os.environ.get("CLAMPDOWN_SLACK_BOT_TOKEN"))
         clock = Clock()
         timeline = Timeline(clock, self._console)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from clampdown.app.drill.signers import DrillSigners, drill_signers
 from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import (
     Secrets,
@@ -41,7 +42,8 @@ class DrillSession:
 
     ``slack`` is the stand-in, or None when the person's real workspace is used
     (``--interactive`` with ``CLAMPDOWN_SLACK_BOT_TOKEN`` set); ``signing_secret`` is
-    the one ``clampdown serve`` verifies Slack requests with.
+    the one ``clampdown serve`` verifies Slack requests with; ``signers``: the keys the
+    drill's people sign terminal decisions with (outside the workspace).
     """
 
     drill: Drill
@@ -49,6 +51,7 @@ class DrillSession:
     workspace: Path
     console: Console
     keys: Secrets
+    signers: DrillSigners
     clock: Clock
     slack: SlackStandIn | None
     sim: SimulatedAws
@@ -111,6 +114,7 @@ def open_session(
         else:
             timeline.note("Slack: the real workspace of CLAMPDOWN_SLACK_* was used")
             signing_secret = os.environ.get("CLAMPDOWN_SLACK_SIGNING_SECRET", "")
+        signers = stack.enter_context(drill_signers(drill))
         stack.enter_context(
             drill_environment(
                 drill,
@@ -118,6 +122,7 @@ def open_session(
                 keys,
                 aws_endpoint=endpoint,
                 slack_url=slack.url if slack is not None else None,
+                allowed_signers=signers.allowed_signers,
             )
         )
         sim = stack.enter_context(SimulatedAws(endpoint))
@@ -131,6 +136,7 @@ def open_session(
             workspace=workspace,
             console=console,
             keys=keys,
+            signers=signers,
             clock=clock,
             slack=slack,
             sim=sim,

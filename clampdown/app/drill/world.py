@@ -61,6 +61,7 @@ def drill_environment(
     *,
     aws_endpoint: str,
     slack_url: str | None,
+    allowed_signers: Path,
 ) -> Iterator[None]:
     """Point the product at the drill's world for as long as the drill runs.
 
@@ -85,12 +86,22 @@ def drill_environment(
       region; the user's profiles, session tokens, role settings, per-service
       endpoints, CA bundle and config files are shut out;
     * clampdown: the drill workspace as ``CLAMPDOWN_HOME``, local execution, the
-      drill's people and its own fresh secrets;
+      drill's people and its own fresh secrets; ``allowed_signers`` (outside the
+      workspace, :mod:`~clampdown.app.drill.signers`) lists the keys its people sign
+      terminal decisions with, and the user's own approver and serve keys are shut out
+      (serve vouches for the drill's Slack clicks with the run's approval key);
     * Slack: the stand-in's URL and the drill's token and signing secret (with
       ``slack_url`` None, the user's real Slack settings are left as they are).
     """
     wanted = _aws_variables(aws_endpoint, drill.seed.region, workspace)
     wanted.update(_clampdown_variables(drill, workspace, keys, slack_url))
+    wanted.update(
+        {
+            "CLAMPDOWN_ALLOWED_SIGNERS": str(allowed_signers),
+            "CLAMPDOWN_APPROVER_KEY": None,
+            "CLAMPDOWN_SERVE_KEY": None,
+        }
+    )
     changed = {
         name: os.environ.get(name)
         for name, value in wanted.items()
