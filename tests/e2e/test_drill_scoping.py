@@ -71,6 +71,14 @@ def test_model_theft_drill_scores_the_scope_of_the_stolen_key(drill):
     assert kinds == ["window_not_covered"], outputs["blind_spots"]
     assert "started logging at" in outputs["blind_spots"][0]["detail"]
     assert outputs["models"][0]["bucket"] == "acme-model-artifacts"
+    # the after-action report scores it; the run's incident report names what was taken
+    assert "The scope names exactly the files the CI key took" in result.html.read_text()
+    from clampdown.core.incident_report import load_incident_report
+    from clampdown.core.incident_report_render import to_markdown
+
+    ledger = result.workspace / "runs" / str(result.report.run_id) / "ledger.jsonl"
+    text = to_markdown(load_incident_report(ledger))
+    assert MODEL + "tokenizer.json" in text and "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY" in text
 
 
 def test_artifact_exfiltration_drill_scopes_the_contractor_in_preserve_evidence(drill):
