@@ -117,6 +117,13 @@ def test_slack_outage_still_contains_and_records_misses(drill):
     records = ledger_of(result)
     misses = [r for r in records if r["type"] == "slack.miss"]
     assert misses and misses[0]["count"] >= 1
+    # no card reached Slack: the approver decided from the terminal, and the run took the
+    # signature of their own drill key (refused meanwhile only if the group was unresolvable)
+    terminal = [
+        r for r in records if r["type"] == "approval.decision" and r["source"] == "terminal"
+    ]
+    assert terminal, [r for r in records if r["type"] == "approval.decision"]
+    assert all(r["authenticated_by"].startswith("ssh key SHA256:") for r in terminal), terminal
     # the key the attacker minted at T+2s was found and deactivated with the old one
     revoke = next(r for r in records if r["type"] == "step.end" and r["step"] == "revoke")
     assert revoke["status"] == "succeeded"
