@@ -430,3 +430,25 @@ def test_athena_engine_queries_and_rolls_up(world: dict[str, Any], action_ctx: A
         e.workgroup is None or e.workgroup.name == "primary" for e in backend.executions.values()
     )
     assert out.files_scanned == 0 and out.confidence == "high"
+
+
+def test_single_region_trail_and_a_region_without_files_are_blind_spots(
+    world: dict[str, Any], action_ctx: Any
+) -> None:
+    world["cloudtrail"].update_trail(Name="org-trail", IsMultiRegionTrail=False)
+    out = scope(
+        action_ctx,
+        principal=f"arn:aws:iam::{ACCOUNT}:user/mallory",
+        regions=["us-east-1", "eu-west-1"],
+    )
+    spots = [(s.kind, s.detail) for s in out.blind_spots]
+    assert spots == [
+        (
+            "region_not_logged",
+            "trail org-trail logs only us-east-1: calls in other regions (S3 buckets there included) are not in its files",
+        ),
+        ("region_not_logged", "no log files at all for region eu-west-1"),
+    ]
+    assert out.confidence == "medium"
+    # only us-east-1's files were read: the session's read in us-west-2 is not seen
+    assert SHARD.format(4) not in {o.key for o in out.objects} and out.totals.objects == 3
