@@ -117,7 +117,7 @@ def embedded_result(tmp_path: Path, principal: str) -> dict[str, Any]:
         scan.scan(ordered[start : start + 4])
     scope.keys = scan.keys
     assert not scan.stats.malformed
-    return scope.result([], 100)
+    return scope.result([])
 
 
 def test_embedded_engine_follows_the_chain_across_batches_and_regions(tmp_path: Path) -> None:
@@ -307,7 +307,7 @@ def test_athena_sql_finds_what_the_embedded_engine_finds(tmp_path: Path, princip
     athena_table(table)
     seen: list[str] = []
     scope.athena(duckdb_as_athena(table, seen), "security", "cloudtrail_logs")
-    athena = scope.result([], 100)
+    athena = scope.result([])
 
     assert '"security"."cloudtrail_logs"' in seen[-1] and '"timestamp" BETWEEN' in seen[-1]
     for field in ("objects", "models", "totals", "management_events", "linked_credentials"):

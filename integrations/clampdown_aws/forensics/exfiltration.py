@@ -233,14 +233,17 @@ class ScopeExfiltration(AwsAction):
         spots += coverage.selector_blind_spots(selectors, params.models, where.name)
         with tempfile.TemporaryDirectory(prefix="clampdown-scope-") as work:
             scope = Scope(Path(work), principal, start, end, params.models, _threads())
-            if params.engine == "athena":
-                runner = _athena_runner(aws, params)
-                assert params.athena_database and params.athena_table
-                scope.athena(runner, params.athena_database, params.athena_table)
-                spots += scope.coverage_only(s3, where, params.regions)
-            else:
-                spots += scope.embedded(s3, where, params.regions)
-            result = scope.result(spots, params.max_objects)
+            try:
+                if params.engine == "athena":
+                    runner = _athena_runner(aws, params)
+                    assert params.athena_database and params.athena_table
+                    scope.athena(runner, params.athena_database, params.athena_table)
+                    spots += scope.coverage_only(s3, where, params.regions)
+                else:
+                    spots += scope.embedded(s3, where, params.regions)
+                result = scope.result(spots)
+            finally:
+                scope.close()  # before its spill folder is removed
         document = {**result, "principal": principal.written, "trail": trail["TrailARN"]}
         uri, digest = _write_result(aws, ctx, params.bucket, document)
         ctx.logger.info(

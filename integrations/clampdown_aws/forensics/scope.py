@@ -111,7 +111,10 @@ class Scope:
         rollup.load_hits(self.con, rows)
         self.engine = "athena"
 
-    def result(self, spots: list[dict[str, str]], max_objects: int) -> dict[str, Any]:
+    def close(self) -> None:
+        self.con.close()
+
+    def result(self, spots: list[dict[str, str]]) -> dict[str, Any]:
         """The whole result (every object); the action bounds what goes to outputs."""
         rolled = rollup.roll_up(self.con, self.models)
         level, reason = confidence(spots)
