@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,9 @@ def test_model_theft_default_drill_goes_green(drill):
     assert list(runs_of(result)) == [result.report.run_id]
     joined = [r for r in ledger_of(result) if r["type"] == "alert.joined"]
     assert [(j["how"], j["alert"]["source"]) for j in joined] == [("joined", "pagerduty")]
+    # the drill made its workspace, drills/ and the home private (0700), whatever the umask
+    for folder in (result.workspace, *result.workspace.parents[:2]):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
 def test_inference_extraction_drill(drill):
