@@ -64,12 +64,10 @@ def test_model_theft_drill_scores_the_scope_of_the_stolen_key(drill):
         (MODEL + "tokenizer.json", None): len('{"vocab_size": 32000}'),
     }
     assert outputs["totals"]["bytes_out"] == 11 * WEIGHTS + 253952 + 21
-    # data events on for the bucket and a file every half hour: no data-events blind spot
-    # and no gap. The one left is moto's: its trail status says logging started when the
-    # seed ran (after the story), and the scope rightly says so.
-    kinds = [s["kind"] for s in outputs["blind_spots"]]
-    assert kinds == ["window_not_covered"], outputs["blind_spots"]
-    assert "started logging at" in outputs["blind_spots"][0]["detail"]
+    # data events on for the bucket, a file every half hour, and the trail logging since
+    # before the story (the drill's GetTrailStatus): no blind spot, full confidence
+    assert outputs["blind_spots"] == []
+    assert outputs["confidence"] == "high", outputs["confidence_reason"]
     assert outputs["models"][0]["bucket"] == "acme-model-artifacts"
     # the after-action report scores it; the run's incident report names what was taken
     assert "The scope names exactly the files the CI key took" in result.html.read_text()
@@ -87,7 +85,7 @@ def test_artifact_exfiltration_drill_scopes_the_contractor_in_preserve_evidence(
     assert scored["scoped"].met, scored["scoped"].reason
     outputs = scope_outputs(result, "preserve-evidence")
     assert objects_of(outputs) == {(MODEL + "model.tar.gz", None): 8 * WEIGHTS}
-    assert [s["kind"] for s in outputs["blind_spots"]] == ["window_not_covered"]
+    assert outputs["blind_spots"] == []
 
 
 # --- the objective against wrong scopes -------------------------------------------------

@@ -9,11 +9,16 @@ installed, for three things:
 * **CloudTrail LookupEvents** (moto 5.2 answers HTTP 500): answered from the
   seeded story, in LookupEvents' own response shape (simulated, and said so in
   the report);
+* **CloudTrail GetTrailStatus**: moto says the trail started logging when the seed
+  created it, seconds before the alert, although the seeded story has it delivering
+  files for hours before; the answer's ``StartLoggingTime`` is moved back to an hour
+  before the story's first record, so scoping does not report the seeded window as
+  uncovered;
 * **throttling** (moto never throttles): the next N calls of a service answer
   ``Throttling`` in the service's wire format, so botocore's real retry logic
   handles them as it would AWS's.
 
-The hook goes into botocore's handler list (``botocore.handlers.BUILTIN_HANDLERS``)
+The hooks go into botocore's handler list (``botocore.handlers.BUILTIN_HANDLERS``)
 on :meth:`SimulatedAws.install` and comes out again on :meth:`SimulatedAws.uninstall`
 (or at the end of its ``with`` block): after a drill, sessions made in the process are
 as they were before it. Sessions made during the drill keep the hook, which then
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,8 +70,9 @@ class SimulatedAws:
         global _ACTIVE
         with _INSTALLING:
             _ACTIVE = self
-            if _HOOK not in handlers.BUILTIN_HANDLERS:
-                handlers.BUILTIN_HANDLERS.append(_HOOK)
+            for hook in _HOOKS:
+                if hook not in handlers.BUILTIN_HANDLERS:
+                    handlers.BUILTIN_HANDLERS.append(hook)
         boto3.DEFAULT_SESSION = None  # made before the drill: no hook, maybe other settings
         return self
 
@@ -79,8 +85,9 @@ class SimulatedAws:
         with _INSTALLING:
             if _ACTIVE is self:
                 _ACTIVE = None
-                while _HOOK in handlers.BUILTIN_HANDLERS:
-                    handlers.BUILTIN_HANDLERS.remove(_HOOK)
+                for hook in _HOOKS:
+                    while hook in handlers.BUILTIN_HANDLERS:
+                        handlers.BUILTIN_HANDLERS.remove(hook)
         boto3.DEFAULT_SESSION = None  # it points at this drill's endpoint
 
     @property
@@ -125,6 +132,15 @@ class SimulatedAws:
             return AWSResponse(request.url, 200, headers, _Raw(body))
         return None
 
+    def backdate_logging_start(self, parsed: dict[str, Any]) -> None:
+        """GetTrailStatus as the story has it: logging since before its first record."""
+        started = parsed.get("StartLoggingTime")
+        if not self.records or not isinstance(started, datetime):
+            return
+        first = min(parse_time(r["eventTime"]) for r in self.records) - timedelta(hours=1)
+        if started > first:
+            parsed["StartLoggingTime"] = first
+
     def lookup_events(self, params: dict[str, Any]) -> dict[str, Any]:
         """LookupEvents over the seeded records: one attribute, a window, pages."""
         attrs = params.get("LookupAttributes") or []
@@ -157,7 +173,16 @@ def _before_send(request: Any, event_name: str = "", **kwargs: Any) -> Any:
     return active._before_send(request, event_name, **kwargs)
 
 
-_HOOK = ("before-send", _before_send)
+def _after_trail_status(parsed: dict[str, Any], **_: Any) -> None:
+    active = _ACTIVE
+    if active is not None:
+        active.backdate_logging_start(parsed)
+
+
+_HOOKS = (
+    ("before-send", _before_send),
+    ("after-call.cloudtrail.GetTrailStatus", _after_trail_status),
+)
 
 
 def _service_id(service: str) -> str:
