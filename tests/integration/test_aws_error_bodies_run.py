@@ -82,11 +82,13 @@ def _no_html(*texts: str) -> None:
 
 
 def test_a_partial_cloudtrail_snapshot_succeeds_and_no_html_is_recorded(
-    evidence_env, write_runbook, monkeypatch, capfd
+    evidence_env, write_runbook, monkeypatch, capfd, caplog
 ):
     _seed(with_trail=True)
     ledger, artifacts = _run(write_runbook(RUNBOOK), monkeypatch)
-    printed = "".join(capfd.readouterr())  # Prefect's console log of the run
+    # Prefect's log of the run: on the console, or only in the log records when an
+    # earlier test in the session configured Prefect's logging onto another stream
+    printed = "".join(capfd.readouterr()) + caplog.text
     end = next(r for r in ledger if r["type"] == "step.end" and r.get("step") == "trail")
     assert end["status"] == "succeeded"
     assert end["outputs"]["trail_files"] == "copied (1 files)"
@@ -100,11 +102,11 @@ def test_a_partial_cloudtrail_snapshot_succeeds_and_no_html_is_recorded(
 
 
 def test_nothing_copied_fails_the_step_with_one_line_everywhere(
-    evidence_env, write_runbook, monkeypatch, capfd
+    evidence_env, write_runbook, monkeypatch, capfd, caplog
 ):
     _seed(with_trail=False)
     ledger, artifacts = _run(write_runbook(RUNBOOK), monkeypatch)
-    printed = "".join(capfd.readouterr())
+    printed = "".join(capfd.readouterr()) + caplog.text
     end = next(r for r in ledger if r["type"] == "step.end" and r.get("step") == "trail")
     assert end["status"] == "failed"
     text = json.dumps(end)

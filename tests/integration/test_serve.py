@@ -195,7 +195,7 @@ def test_run_contain_iam_user_from_slack_and_a_bad_arn_starts_nothing(
     assert started == [
         (
             REPO / "runbooks" / "contain-iam-user.yaml",
-            {"principal_arn": arn, "lookback_hours": 24},
+            {"principal_arn": arn, "lookback_hours": 24, "models": []},
             {"type": "slack", "user": RESPONDER, "channel": "C0INCIDENT"},
         )
     ]

@@ -36,7 +36,7 @@ from tests.paths import REPO
 class Retag(Action):
     """Test-only containment whose undo records what it would put back."""
 
-    name = "test.retag"
+    name = "test.retag_binding"
     destructive = True
     undone: ClassVar[list[dict[str, Any]]] = []
 
@@ -66,7 +66,7 @@ def signer(tmp_path: Path):
 def containment(home: Home, signer: Any, run_id: str = "contain1") -> Path:
     ledger = open_ledger(home.run(run_id).ledger, run_id, signer)
     ledger.append("run.start", run={"id": run_id, "runbook": "contain"})
-    ledger.append("step.start", step="freeze", uses="test.retag", region="eu-west-1")
+    ledger.append("step.start", step="freeze", uses="test.retag_binding", region="eu-west-1")
     ledger.append(
         "step.end",
         step="freeze",
@@ -117,7 +117,7 @@ def test_the_release_approval_shows_and_binds_every_undo_action(home, signer):
     assert shown["run_id"] == "contain1"
     assert shown["undo 1 of 1"] == {
         "step": "freeze",
-        "action": "test.retag",
+        "action": "test.retag_binding",
         "region": "eu-west-1",
         "account": None,
         "says": "put back state=serving on models",
