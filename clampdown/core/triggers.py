@@ -36,8 +36,9 @@ from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.durations import PositiveDuration
 from clampdown.core.expressions import (
     ExpressionError,
+    condition_problem,
     condition_source,
-    evaluate,
+    evaluate_condition,
     render,
 )
 from clampdown.core.models import RUNBOOK_NAME, Runbook, Severity, StrictModel
@@ -102,6 +103,19 @@ class Trigger(StrictModel):
             raise ValueError(
                 f"trigger name '{value}' is not snake_case or kebab-case; write '{suggestion}'"
             )
+        return value
+
+    @field_validator("match")
+    @classmethod
+    def _one_expression(cls, value: str | bool) -> str | bool:
+        """``match: "{{ a }} and {{ b }}"`` renders to text, always true: the trigger
+        would start its runbook for every alert. Refused as ``if:`` is."""
+        try:
+            problem = condition_problem(value)
+        except ExpressionError:
+            return value  # malformed: the file lint's expression check says where and why
+        if problem is not None:
+            raise ValueError(str(problem).replace("if:", "match:"))
         return value
 
     @field_validator("runbook")
@@ -183,7 +197,7 @@ def _verdict(trigger: Trigger, alert: Alert, context: Mapping[str, Any]) -> Trig
             trigger.name, False, f"severity {alert.severity} is below {trigger.severity_at_least}"
         )
     try:
-        held = bool(evaluate(trigger.match_source, context))
+        held = evaluate_condition(trigger.match, context)
     except ExpressionError as exc:  # e.g. alert.raw.detail on an alert without one
         return TriggerCheck(trigger.name, False, f"match failed: {exc.message}")
     return TriggerCheck(trigger.name, held, "match holds" if held else "match is false")

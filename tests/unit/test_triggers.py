@@ -180,6 +180,36 @@ def test_forbidden_expression_is_refused(write) -> None:
     assert d.startswith(f"{path}:5:12: error: forbidden in expressions: the attribute '__class__'")
 
 
+def test_a_match_of_several_expressions_is_refused_where_it_is_written(write) -> None:
+    """Text around {{ }} renders to a non-empty string: the trigger would hold for every
+    alert. Refused as the same trap in if: is, with the one-expression fix."""
+    path = write(
+        HEADER
+        + """\
+  - name: always
+    match: "{{ alert.type == 'x' }} and {{ alert.severity == 'high' }}"
+    runbook: contain-iam-user
+    inputs: {principal_arn: "{{ alert.principal }}"}
+"""
+    )
+    [d] = lint(path)
+    assert d.startswith(f"{path}:5:12: error: ")
+    assert "match: has several {{ }} expressions or text around one" in d
+    assert (
+        "write one expression: match: \"{{ alert.type == 'x' and alert.severity == 'high' }}\"" in d
+    )
+
+
+def test_a_match_that_renders_text_reading_false_does_not_match(write) -> None:
+    text = GOOD.replace(
+        "match: alert.source == 'guardduty' and 'IAMUser/' in alert.type",
+        "match: \"{{ 'false' }}\"",
+    )
+    model = load_triggerset(write(text), LIBRARY)
+    verdicts = explain(model, alert())
+    assert not verdicts[0].matched and "counts as true" in verdicts[0].reason
+
+
 def test_warnings_unreachable_and_constant_keys(write) -> None:
     path = write(
         HEADER
