@@ -58,6 +58,11 @@ class EvidenceRef(BaseModel):
     key: str
     sha256: str
     size: int
+    # The locked version and its retention, so the run's ledger alone tells counsel
+    # which version to fetch and until when nobody can delete it (clampdown report).
+    version_id: str | None = None
+    lock_mode: str | None = None
+    locked_until: str | None = None
 
 
 @dataclass
@@ -66,7 +71,14 @@ class Count:
 
 
 def to_ref(obj: Any) -> EvidenceRef:
-    return EvidenceRef(key=obj.key, sha256=obj.sha256, size=obj.size)
+    return EvidenceRef(
+        key=obj.key,
+        sha256=obj.sha256,
+        size=obj.size,
+        version_id=getattr(obj, "version_id", None),
+        lock_mode=getattr(obj, "lock_mode", None),
+        locked_until=getattr(obj, "locked_until", None),
+    )
 
 
 def _json_default(value: Any) -> str:

@@ -42,6 +42,7 @@ class EvidenceObject:
     size: int
     version_id: str | None
     locked_until: str | None
+    lock_mode: str | None = None
 
 
 class EvidenceStore:
@@ -143,6 +144,7 @@ class EvidenceStore:
             size,
             response.get("VersionId"),
             until.isoformat() if until else None,
+            lock.get("ObjectLockMode"),
         )
         self._record(name, obj)
         return obj

@@ -364,7 +364,15 @@ def test_cloudtrail_second_run_rewrites_same_keys_as_new_versions_stubbed_lookup
     first = SnapshotCloudTrail().run(params, action_ctx)
     second = SnapshotCloudTrail().run(params, action_ctx)
 
-    assert second.objects == first.objects  # same keys, same bytes (gzip has no timestamp)
+    # same keys, same bytes (gzip has no timestamp); each run locked a new version
+    assert [(o.key, o.sha256, o.size) for o in second.objects] == [
+        (o.key, o.sha256, o.size) for o in first.objects
+    ]
+    assert all(
+        a.version_id != b.version_id for a, b in zip(first.objects, second.objects, strict=True)
+    )
+    # the step's outputs (so the ledger) carry the locked version and its retention
+    assert all(o.version_id and o.lock_mode and o.locked_until for o in first.objects)
     for obj in second.objects:
         versions = s3.list_object_versions(Bucket="evidence", Prefix=obj.key)["Versions"]
         assert len(versions) == 2
@@ -649,7 +657,10 @@ def test_log_group_second_run_rewrites_the_same_key_as_a_new_version(aws, s3, ac
     params = SnapshotLogGroup.Input(log_group=GROUP, filter_pattern="model")
     first = SnapshotLogGroup().run(params, action_ctx)
     second = SnapshotLogGroup().run(params, action_ctx)
-    assert second.object == first.object and second.events == first.events == 2
+    same = {"key", "sha256", "size"}
+    assert second.object.model_dump(include=same) == first.object.model_dump(include=same)
+    assert second.events == first.events == 2
+    assert second.object.version_id != first.object.version_id  # a new locked version
     assert len(s3.list_object_versions(Bucket="evidence", Prefix=LOG_KEY)["Versions"]) == 2
     assert verify_manifest(s3, second.manifest_uri)[0]
 
