@@ -11,7 +11,7 @@ from botocore import handlers
 
 from clampdown.app.drill.world import Secrets, drill_environment
 from clampdown.core.drill_library import load_drill, resolve_drill
-from clampdown_aws.testing.simulated import RefusedOutsideSimulation, SimulatedAws
+from clampdown_aws.testing.simulated import HOOKS, RefusedOutsideSimulation, SimulatedAws
 from tests.paths import REPO
 
 ELSEWHERE = "http://127.0.0.1:9"  # not the simulated endpoint: the hook refuses it
@@ -38,7 +38,7 @@ def test_the_botocore_hook_is_gone_after_the_drill() -> None:
     assert _ours() == []
     sim = SimulatedAws("http://127.0.0.1:1")
     with sim:
-        assert sim.installed and len(_ours()) == 1
+        assert sim.installed and len(_ours()) == len(HOOKS)
         with pytest.raises(RefusedOutsideSimulation):
             _call_elsewhere()
     assert not sim.installed and _ours() == []
@@ -54,9 +54,9 @@ def test_install_twice_hooks_once_and_a_stale_uninstall_leaves_the_newer_drill()
     first.install()
     second.install()
     try:
-        assert len(_ours()) == 1 and second.installed
+        assert len(_ours()) == len(HOOKS) and second.installed
         first.uninstall()  # not the active one: the hook stays for the second
-        assert len(_ours()) == 1 and second.installed
+        assert len(_ours()) == len(HOOKS) and second.installed
     finally:
         second.uninstall()
     assert _ours() == []

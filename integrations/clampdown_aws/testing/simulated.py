@@ -70,7 +70,7 @@ class SimulatedAws:
         global _ACTIVE
         with _INSTALLING:
             _ACTIVE = self
-            for hook in _HOOKS:
+            for hook in HOOKS:
                 if hook not in handlers.BUILTIN_HANDLERS:
                     handlers.BUILTIN_HANDLERS.append(hook)
         boto3.DEFAULT_SESSION = None  # made before the drill: no hook, maybe other settings
@@ -85,7 +85,7 @@ class SimulatedAws:
         with _INSTALLING:
             if _ACTIVE is self:
                 _ACTIVE = None
-                for hook in _HOOKS:
+                for hook in HOOKS:
                     while hook in handlers.BUILTIN_HANDLERS:
                         handlers.BUILTIN_HANDLERS.remove(hook)
         boto3.DEFAULT_SESSION = None  # it points at this drill's endpoint
@@ -179,7 +179,7 @@ def _after_trail_status(parsed: dict[str, Any], **_: Any) -> None:
         active.backdate_logging_start(parsed)
 
 
-_HOOKS = (
+HOOKS = (
     ("before-send", _before_send),
     ("after-call.cloudtrail.GetTrailStatus", _after_trail_status),
 )
