@@ -4,14 +4,12 @@ a message naming what, on a scope that missed an object, added one or got bytes 
 
 from __future__ import annotations
 
-import io
 import time
 from datetime import UTC, datetime
 
 import pytest
-from rich.console import Console
 
-from clampdown.app.drill.runner import DrillResult, run_drill
+from clampdown.app.drill.runner import DrillResult
 from clampdown.core.ledger import read
 from clampdown.core.report import StepSpan
 from tests.paths import REPO
@@ -19,21 +17,6 @@ from tests.paths import REPO
 LIBRARY = REPO / "runbooks"
 MODEL = "models/fraud-detector-v3/"
 WEIGHTS = 262144  # the seeded model.tar.gz
-_RESULTS: dict[str, DrillResult] = {}
-
-
-@pytest.fixture
-def drill(prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    def run(name: str) -> DrillResult:
-        if name not in _RESULTS:
-            report_dir = tmp_path_factory.mktemp(name) / "report"
-            console = Console(file=io.StringIO(), width=200)
-            _RESULTS[name] = run_drill(
-                name, report_dir=report_dir, console=console, library=LIBRARY
-            )
-        return _RESULTS[name]
-
-    return run
 
 
 def scope_outputs(result: DrillResult, runbook: str, step: str = "scope") -> dict:

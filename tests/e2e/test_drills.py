@@ -9,15 +9,11 @@ results). Slow by nature (approval waits, a 20 s Slack outage): about 2.5 minute
 from __future__ import annotations
 
 import contextlib
-import io
 import sqlite3
 import stat
 from pathlib import Path
 
-import pytest
-from rich.console import Console
-
-from clampdown.app.drill.runner import DrillResult, run_drill
+from clampdown.app.drill.runner import DrillResult
 from clampdown.core.drill_library import drill_files, runbook_names
 from clampdown.core.ledger import read, verify_file
 from tests.paths import REPO
@@ -25,23 +21,6 @@ from tests.paths import REPO
 LIBRARY = REPO / "runbooks"
 # A no-cloud demo of the engine, not a response: no drill needs to reach it.
 NOT_DRILLED = {"engine-self-check"}
-_RESULTS: dict[str, DrillResult] = {}
-
-
-@pytest.fixture
-def drill(prefect_server, tmp_path_factory: pytest.TempPathFactory):
-    """``drill(name)``: the drill's result, run once per session."""
-
-    def run(name: str) -> DrillResult:
-        if name not in _RESULTS:
-            console = Console(file=io.StringIO(), width=200)
-            report_dir = tmp_path_factory.mktemp(name) / "report"
-            _RESULTS[name] = run_drill(
-                name, report_dir=report_dir, console=console, library=LIBRARY
-            )
-        return _RESULTS[name]
-
-    return run
 
 
 def ledger_of(result: DrillResult, run_id: str | None = None) -> list[dict]:
