@@ -323,6 +323,7 @@ def _triage(
             conf.ledger_path,
             library=conf.library,
             on_joined=functools.partial(_say_joined, conf.paths, slack_conf),
+            on_related=functools.partial(_say_related, conf.paths, slack_conf),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
         )
@@ -341,6 +342,22 @@ def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Al
         run_id,
         f":link: Alert joined this run: {inert(alert.source)} `{inert(alert.id)}` — "
         f"{inert(alert.title)}",
+        home,
+        slack_conf,
+    )
+
+
+def _say_related(
+    home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert, new_run: str
+) -> None:
+    """A correlated alert asked for another response: it started ``new_run`` (best effort)."""
+    from clampdown_slack.run_thread import reply_in_run_thread
+    from clampdown_slack.text import inert
+
+    reply_in_run_thread(
+        run_id,
+        f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): "
+        f"{inert(alert.source)} `{inert(alert.id)}` — {inert(alert.title)}",
         home,
         slack_conf,
     )

@@ -5,9 +5,13 @@ against the runbook → ask the :class:`~clampdown.core.state_store.StateStore` 
 atomic decision → start a run, or record the alert in the run it belongs to.
 
 Nothing is lost: a run records its trigger alert in ``run.start``; an alert that
-repeats an incident (``deduplicated``) or correlates with a run in progress
-(``joined``) is appended to that run's ledger as ``alert.joined`` — even after the
-run ended. An alert that starts nothing (no trigger, bad inputs, runbook at its
+repeats an incident (``deduplicated``) or correlates with a run in progress of the
+same runbook (``joined``) is appended to that run's ledger as ``alert.joined`` — even
+after the run ended. Correlation escalates, never suppresses: an alert whose trigger
+names another runbook than the correlated run (containment vs evidence only) starts
+its own run, and both ledgers record the link as ``alert.correlated``.
+
+An alert that starts nothing (no trigger, bad inputs, runbook at its
 ``max_concurrent_runs``) is answered ``ignored`` with the reason, logged, and —
 when a trigger matched — kept in the store's held-alerts table for a responder.
 
@@ -21,6 +25,7 @@ so the source's next repeat of the alert starts a run once a slot is free.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -79,7 +84,9 @@ class TriggerTriage:
     ``InProcessStarter`` does); ``ledger_of(run_id)`` gives the run's ledger path
     (None when it is not on this machine). ``is_finished`` defaults to "the ledger
     has ``run.end``"; ``on_joined(run_id, alert)`` lets the run's Slack thread say
-    that an alert joined; ``on_held(alert, reason)`` tells people about a held alert.
+    that an alert joined; ``on_held(alert, reason)`` tells people about a held alert;
+    ``on_related(run_id, alert, new_run_id)`` lets a run's thread say that a correlated
+    alert asking for another response started ``new_run_id``.
     The trigger file is re-read when it changes; a change that does not lint is
     refused (logged) and the previous triggers stay in force.
     """
@@ -95,6 +102,7 @@ class TriggerTriage:
         is_finished: Callable[[str], bool] | None = None,
         on_joined: Callable[[str, Alert], None] | None = None,
         on_held: Callable[[Alert, str], None] | None = None,
+        on_related: Callable[[str, Alert, str], None] | None = None,
         pending_timeout: float = 10.0,
         ledger_timeout: float = 10.0,
     ) -> None:
@@ -110,6 +118,7 @@ class TriggerTriage:
         self.is_finished = is_finished or self._ledger_finished
         self.on_joined = on_joined
         self.on_held = on_held
+        self.on_related = on_related
         self.pending_timeout = pending_timeout
         self.ledger_timeout = ledger_timeout
         self._lock = threading.Lock()
@@ -139,9 +148,9 @@ class TriggerTriage:
         pause = 0.01
         while True:
             claim = self.store.claim(
-                dedup_key=match.dedup_key,
+                dedup_key=match.response_dedup_key,
                 dedup_ttl=match.trigger.dedup_window,
-                correlation_key=match.correlation_key,
+                correlation_key=match.response_correlation_key,
                 correlation_ttl=match.trigger.correlation_window,
                 runbook=match.runbook,
                 max_runs=match.trigger.max_concurrent_runs,
@@ -174,6 +183,8 @@ class TriggerTriage:
             "source": alert.source,
             "alert_id": alert.id,
             "trigger": name,
+            "runbook": match.runbook,
+            "correlation_key": match.correlation_key,
             "alert": alert_summary(alert),
         }
         try:
@@ -184,7 +195,9 @@ class TriggerTriage:
             return self._held(alert, match, f"could not start {match.runbook}: {exc}")
         self.store.attach(claim.reservation, run_id)
         log.info("alert %s:%s started run %s (%s)", alert.source, alert.id, run_id, name)
-        return TriageOutcome("started", run_id, name, f"started {match.runbook}")
+        related = self._link_related(run_id, alert, match)
+        said = "".join(f"; related to run {other} ({rb})" for other, rb in related)
+        return TriageOutcome("started", run_id, name, f"started {match.runbook}{said}")
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -208,6 +221,79 @@ class TriggerTriage:
             correlation_key=match.correlation_key,
             alert=alert_summary(alert),
         )
+
+    def _link_related(self, run_id: str, alert: Alert, match: Match) -> list[tuple[str, str]]:
+        """Link a new run to the runs in progress of *other* runbooks with its correlation key.
+
+        Correlation escalates, never suppresses: the alert started its own runbook, and
+        both ledgers say so (``alert.correlated`` naming the other run) so that a
+        responder reading either run sees the whole incident. Only runs whose ledger is
+        on this machine are found (deployment mode keeps ledgers on the workers).
+        """
+        if match.correlation_key is None:
+            return []
+        related: list[tuple[str, str]] = []
+        for other in self.store.active_run_ids():
+            start = None if other == run_id else self._run_start(other)
+            trigger = (start or {}).get("trigger") or {}
+            if trigger.get("correlation_key") != match.correlation_key:
+                continue
+            other_runbook = str((start or {}).get("runbook") or trigger.get("runbook"))
+            if other_runbook == match.runbook or self.is_finished(other):
+                continue
+            related.append((other, other_runbook))
+        for other, other_runbook in related:
+            self._append_link(other, run_id, match.runbook, alert, match)
+            self._append_link(run_id, other, other_runbook, alert, match)
+            self._notify_related(other, alert, run_id)
+        return related
+
+    def _run_start(self, run_id: str) -> dict[str, Any] | None:
+        """The ``run`` field of a run's first record (``run.start``), None when unreadable."""
+        path = self.ledger_of(run_id)
+        if path is None:
+            return None
+        try:
+            with path.open("rb") as fh:
+                first = json.loads(fh.readline() or b"{}")
+        except (OSError, ValueError):
+            return None
+        return first.get("run") if first.get("type") == "run.start" else None
+
+    def _append_link(
+        self, run_id: str, other: str, other_runbook: str, alert: Alert, match: Match
+    ) -> None:
+        """Record in ``run_id``'s ledger that ``other`` answers the same incident."""
+        path = self.ledger_of(run_id)
+        if path is None or not self._wait_for_ledger(path):
+            log.error("run %s: no ledger to record the related run %s in", run_id, other)
+            return
+        append_to(
+            path,
+            "alert.correlated",
+            related_run=other,
+            related_runbook=other_runbook,
+            trigger=match.trigger.name,
+            correlation_key=match.correlation_key,
+            alert=alert_summary(alert),
+        )
+
+    def _wait_for_ledger(self, path: Path) -> bool:
+        """Whether the ledger exists, waiting briefly for a run still writing ``run.start``."""
+        deadline = time.monotonic() + self.ledger_timeout
+        while not (path.is_file() and path.stat().st_size > 0):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def _notify_related(self, run_id: str, alert: Alert, new_run: str) -> None:
+        if self.on_related is None:
+            return
+        try:
+            self.on_related(run_id, alert, new_run)
+        except Exception:  # Slack never decides the outcome of an alert
+            log.exception("on_related hook failed for run %s", run_id)
 
     def _held(self, alert: Alert, match: Match, reason: str) -> TriageOutcome:
         log.error("alert %s:%s held: %s", alert.source, alert.id, reason)

@@ -336,3 +336,88 @@ def test_a_trigger_file_that_does_not_lint_is_refused_at_start(triggers_file, st
         TriggerTriage(path, StateStore(state_url), FakeStarter(), ledger_of)
     assert "no runbook named 'contain-iam-usr'" in str(caught.value)
     assert "did you mean 'contain-iam-user'?" in str(caught.value)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
+
+
+def shipped_triage(state_url: str, starter: FakeStarter, **kw: Any) -> TriggerTriage:
+    return TriggerTriage(
+        SHIPPED / "triggers.yaml", StateStore(state_url), starter, ledger_of, library=SHIPPED, **kw
+    )
+
+
+def stop_logging(who: str) -> Alert:
+    return make_alert("eventbridge", "ct-stop-1", who, type="StopLogging", title="StopLogging")
+
+
+def test_stoplogging_then_guardduty_on_the_shipped_triggers_contains_the_user(
+    state_url,
+) -> None:
+    """The must-show: the suspect turns logging off first; the finding still contains them."""
+    starter = FakeStarter(delay=0.05)
+    related: list[tuple[str, str, str]] = []
+    triage = shipped_triage(
+        state_url, starter, on_related=lambda run, a, new: related.append((run, a.id, new))
+    )
+    who = principal(7)
+    evidence = triage(stop_logging(who))
+    assert (evidence.status, evidence.trigger) == ("started", "cloudtrail-stop-logging")
+    starter.join()
+    finding = make_alert("guardduty", "gd-1", who)
+    contain = triage(finding)
+    assert contain.status == "started", contain
+    assert contain.trigger == "guardduty-iam-user"
+    assert f"related to run {evidence.run_id} (preserve-evidence)" in contain.reason
+    starter.join()
+    assert [(c[0].stem, c[1]) for c in starter.calls] == [
+        ("preserve-evidence", {"principal_arn": who}),
+        ("contain-iam-user", {"principal_arn": who, "lookback_hours": 24}),
+    ]
+    assert related == [(evidence.run_id, "gd-1", contain.run_id)]
+    for run, other, runbook in (
+        (evidence.run_id, contain.run_id, "contain-iam-user"),
+        (contain.run_id, evidence.run_id, "preserve-evidence"),
+    ):
+        links = [r for r in read(ledger_of(run)) if r["type"] == "alert.correlated"]
+        assert [(r["related_run"], r["related_runbook"]) for r in links] == [(other, runbook)]
+        assert verify_file(ledger_of(run)).ok
+    # the evidence run ends; GuardDuty re-sends the finding: it repeats the containment run
+    starter.finish(evidence.run_id)
+    again = triage(finding)
+    assert (again.status, again.run_id) == ("deduplicated", contain.run_id)
+
+
+def test_a_correlated_alert_of_the_same_runbook_still_joins(state_url) -> None:
+    starter = FakeStarter(delay=0)
+    triage = shipped_triage(state_url, starter)
+    who = principal(8)
+    first = triage(make_alert("guardduty", "gd-2", who))
+    starter.join()
+    second = triage(make_alert("pagerduty", "pd-2", who, type="incident.triggered"))
+    assert (first.status, second.status) == ("started", "joined")
+    assert second.run_id == first.run_id and len(starter.calls) == 1
+    assert "alert.correlated" not in [r["type"] for r in read(ledger_of(first.run_id))]
+
+
+def test_a_resend_after_an_evidence_run_ended_starts_containment(triggers_file, state_url) -> None:
+    """A dedup key that pointed at an ended run of another runbook never swallows the alert."""
+    evidence_only = TRIGGERS.replace("contain-iam-user", "preserve-evidence").replace(
+        "    max_concurrent_runs: MAX\n", '    dedup_key: "gd:{{ alert.id }}"\n'
+    )
+    path = triggers_file(text=evidence_only)
+    starter = FakeStarter(delay=0)
+    triage = TriggerTriage(path, StateStore(state_url), starter, ledger_of)
+    finding = make_alert("guardduty", "gd-3", principal(9))
+    first = triage(finding)
+    assert first.status == "started" and starter.calls[0][0].stem == "preserve-evidence"
+    starter.join()
+    starter.finish(first.run_id)
+    # the operator fixes the trigger to contain; GuardDuty re-sends the same finding
+    path.write_text(evidence_only.replace("preserve-evidence", "contain-iam-user"), "utf-8")
+    later = path.stat().st_mtime + 5
+    os.utime(path, (later, later))
+    again = triage(finding)
+    assert again.status == "started", again
+    assert again.run_id != first.run_id and starter.calls[1][0].stem == "contain-iam-user"
+    starter.join()

@@ -439,3 +439,18 @@ def test_cloudwatch_invocation_alarm_starts_extraction_containment() -> None:
     assert match is not None and match.trigger.name == "cloudwatch-invocation-spike"
     assert match.inputs == {"endpoint_name": "fraud-detector-v3", "suspect_principals": []}
     assert match.correlation_key == "extraction:fraud-detector-v3"
+
+
+def test_stoplogging_and_guardduty_share_a_correlation_but_not_a_response() -> None:
+    """Correlation escalates: the keys the store keeps are scoped to the runbook asked for."""
+    triggers = load_document(LIBRARY / "triggers.yaml").model
+    stop = match_alert(triggers, alert(source="eventbridge", id="ct-1", type="StopLogging"))
+    finding = match_alert(triggers, alert())
+    assert stop is not None and finding is not None
+    assert (stop.runbook, finding.runbook) == ("preserve-evidence", "contain-iam-user")
+    assert stop.correlation_key == finding.correlation_key == USER
+    assert stop.response_correlation_key != finding.response_correlation_key
+    again = match_alert(triggers, alert(source="pagerduty", id="pd-1", type="incident"))
+    assert again is not None and again.runbook == "contain-iam-user"
+    assert again.response_correlation_key == finding.response_correlation_key
+    assert finding.response_dedup_key != stop.response_dedup_key
