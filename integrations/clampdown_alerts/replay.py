@@ -1,13 +1,17 @@
-"""Replay protection: a captured request, sent again, must start nothing.
+"""Replay protection: a captured request, sent again, must start nothing; a late one must.
 
-Two checks, both bounded by ``CLAMPDOWN_REPLAY_WINDOW`` (default 5 minutes):
+Senders retry for hours (EventBridge API destinations up to 24 h, SNS per its delivery
+policy, PagerDuty for hours), so a delivery that arrives late after an outage of serve is
+genuine and must be accepted once. The delivery id does the work:
 
-* the message's own timestamp (SNS ``Timestamp``, generic ``X-Clampdown-Timestamp``,
-  EventBridge ``time``, PagerDuty ``occurred_at``) must lie inside the window, so an old
-  capture is refused without remembering anything;
-* its delivery id must not have been seen inside the window (:class:`DeliveryLog`), so a
-  capture replayed at once is refused too. Ids are recorded only after authentication,
-  so forged requests cannot burn a genuine id.
+* its delivery id (SNS ``MessageId``, EventBridge ``id``, PagerDuty ``event.id``, the
+  generic signed timestamp and body) must not have been seen (:class:`DeliveryLog`); ids
+  are kept for ``CLAMPDOWN_DELIVERY_RETENTION`` (default 24 h) plus the clock skew allowed.
+  Ids are recorded only after authentication, so forged requests cannot burn a genuine id;
+* the message's own timestamp is used only against replays the id log cannot catch: a
+  message older than the retention is refused (its id may have been forgotten), and one
+  more than ``CLAMPDOWN_REPLAY_WINDOW`` (default 5 minutes) ahead of the server's clock is
+  refused (it would outlive its id in the log).
 
 The in-memory log forgets on restart; a persistent log (SQLite/PostgreSQL) implements
 the same :class:`DeliveryLog` protocol for ``clampdown serve`` across restarts.
@@ -61,13 +65,28 @@ class InMemoryDeliveryLog:
             self._expiry.pop(key, None)
 
 
-def check_fresh(sent_at: datetime, now: datetime, window: float, what: str) -> None:
-    """Refuse a message whose own timestamp is further than ``window`` seconds from now."""
+def check_fresh(
+    sent_at: datetime, now: datetime, max_age: float, what: str, max_ahead: float | None = None
+) -> None:
+    """Refuse a message older than ``max_age`` seconds (the id retention: its id may have
+    been forgotten) or more than ``max_ahead`` (default ``max_age``) seconds in the future."""
     if sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
-    skew = abs((now - sent_at).total_seconds())
-    if skew > window:
+    refuse_stale((now - sent_at).total_seconds(), max_age, what, max_ahead)
+
+
+def refuse_stale(age: float, max_age: float, what: str, max_ahead: float | None = None) -> None:
+    """The one rule for timestamps, in seconds: ``age`` (now - sent) must be in bounds."""
+    ahead = max_age if max_ahead is None else max_ahead
+    if age > max_age:
         raise Unauthenticated(
-            f"{what} is {skew:.0f} s away from the server's clock; the replay window is "
-            f"{window:.0f} s (a replayed or long-delayed message)"
+            f"{what} is {age:.0f} s away from the server's clock, older than the "
+            f"{max_age:.0f} s delivery id retention (CLAMPDOWN_DELIVERY_RETENTION): its id may "
+            "have been forgotten, so it is refused as a possible replay; send it again as a new "
+            "delivery"
+        )
+    if -age > ahead:
+        raise Unauthenticated(
+            f"{what} is {-age:.0f} s away from the server's clock, ahead of it by more than "
+            f"the {ahead:.0f} s allowed (CLAMPDOWN_REPLAY_WINDOW): check the sender's clock"
         )

@@ -8,8 +8,9 @@ and as cheaply as possible and nothing reaches the triage unless it passed every
 3. the body, at most ``CLAMPDOWN_MAX_ALERT_BYTES`` (Content-Length and bytes read; 413);
 4. JSON (400), then signatures for SNS / PagerDuty / generic (401);
 5. the source's parser (400 naming the field);
-6. the message's own timestamp inside the replay window (401) and its delivery id not
-   seen before (409);
+6. its delivery id not seen before (409; ids are kept ``CLAMPDOWN_DELIVERY_RETENTION``,
+   24 h by default, so a late delivery is accepted once), and the message's own timestamp
+   no older than that retention nor more than ``CLAMPDOWN_REPLAY_WINDOW`` ahead (401);
 7. the triage, in a worker thread, one alert at a time; 202 when a run started,
    200 otherwise. A triage error forgets the delivery id so the sender's retry works.
 
@@ -223,6 +224,7 @@ class Receivers:
             request.headers.get("x-clampdown-signature"),
             secrets,
             self.clock(),
+            self.settings.delivery_retention,
             self.settings.replay_window,
         )
         request.state.authenticated = True
@@ -296,6 +298,7 @@ class Pipeline:
         self.triage = triage
         self.deliveries = deliveries
         self.window = receivers.settings.replay_window
+        self.retention = receivers.settings.delivery_retention
 
     async def handle(self, source: str, request: Request, receive: Receive) -> Response:
         peer = request.client.host if request.client else "?"
@@ -303,9 +306,16 @@ class Pipeline:
             delivery = await receive(request)
             if delivery.sent_at is not None:
                 check_fresh(
-                    delivery.sent_at, self.receivers.now(), self.window, delivery.sent_at_field
+                    delivery.sent_at,
+                    self.receivers.now(),
+                    self.retention,
+                    delivery.sent_at_field,
+                    self.window,
                 )
-            ttl = 2 * self.window  # a message is acceptable for +-window around its timestamp
+                # acceptable from `window` before its timestamp to `retention` after it
+                ttl = self.retention + self.window
+            else:  # no timestamp (Alertmanager): only an identical body soon after is a replay
+                ttl = 2 * self.window
             if not await run_in_threadpool(self.deliveries.first_seen, delivery.key, ttl):
                 raise Replayed(f"delivery {delivery.key} was already received (replay)")
         except AlertRejected as exc:

@@ -53,7 +53,14 @@ class AlertSettings(BaseSettings):
         DEFAULT_MAX_ALERT_BYTES, ge=1024, le=10 * 1024 * 1024, description="largest body accepted"
     )
     replay_window: float = Field(
-        300.0, description="how old (or how far in the future) a message may be, e.g. 5m"
+        300.0,
+        description="how far ahead of the server's clock a message's timestamp may be, and how "
+        "long a delivery without an id of its own (Alertmanager: its body) is remembered, e.g. 5m",
+    )
+    delivery_retention: float = Field(
+        86400.0,
+        description="how long delivery ids are remembered, and so how late an authenticated "
+        "delivery may arrive and still be accepted once (senders retry for up to 24 h), e.g. 24h",
     )
 
     @field_validator("alert_token", "pagerduty_secret", "alert_hmac_secret", mode="before")
@@ -63,7 +70,7 @@ class AlertSettings(BaseSettings):
             return value.strip() or None
         return value
 
-    @field_validator("replay_window", mode="before")
+    @field_validator("replay_window", "delivery_retention", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         return parse_positive_duration(value)

@@ -5,7 +5,8 @@
 * PagerDuty v3 — ``X-PagerDuty-Signature: v1=<hex>[,v1=<hex>]``: HMAC-SHA256 of the raw
   body; any configured secret matching any ``v1`` value passes (secret rotation).
 * generic — ``X-Clampdown-Timestamp: <unix seconds>`` and ``X-Clampdown-Signature:
-  v1=<hex>``: HMAC-SHA256 of ``v1:{timestamp}:{body}``, timestamp inside the window.
+  v1=<hex>``: HMAC-SHA256 of ``v1:{timestamp}:{body}``; the timestamp no older than the
+  delivery id retention (signed timestamp + body are the delivery id) nor far ahead.
 * SNS — the message's RSA signature (SignatureVersion 1 = SHA1, 2 = SHA256) over AWS's
   canonical string, with the certificate fetched over HTTPS only from
   ``sns.<region>.amazonaws.com[.cn]`` (no redirects, timeout, size cap) and cached.
@@ -33,6 +34,7 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 from pydantic import SecretStr
 
 from clampdown_alerts.errors import Malformed, Unauthenticated
+from clampdown_alerts.replay import refuse_stale
 
 Fetch = Callable[[str, float], bytes]
 """``fetch(url, timeout_seconds) -> body``: an HTTPS GET; injectable so tests never go out."""
@@ -117,8 +119,10 @@ def verify_generic(
     secrets: list[bytes],
     now: float,
     window: float,
+    max_ahead: float | None = None,
 ) -> float:
-    """Check the generic HMAC and its timestamp window; returns the timestamp (unix seconds)."""
+    """Check the generic HMAC and its timestamp: at most ``window`` seconds old (the id
+    retention) and ``max_ahead`` (default ``window``) ahead; returns it (unix seconds)."""
     if not timestamp:
         raise Unauthenticated("missing X-Clampdown-Timestamp header (unix seconds)")
     if not re.fullmatch(r"\d{1,12}", timestamp.strip()):
@@ -129,11 +133,7 @@ def verify_generic(
     if not _any_matches(message, offered, secrets):
         raise Unauthenticated("X-Clampdown-Signature does not match timestamp and body")
     sent = float(timestamp)
-    if abs(now - sent) > window:
-        raise Unauthenticated(
-            f"X-Clampdown-Timestamp is {abs(now - sent):.0f} s away from the server's clock; "
-            f"the replay window is {window:.0f} s"
-        )
+    refuse_stale(now - sent, window, "X-Clampdown-Timestamp", max_ahead)
     return sent
 
 

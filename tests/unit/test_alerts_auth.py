@@ -409,10 +409,21 @@ def test_check_fresh_refuses_old_and_future_messages() -> None:
     now = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
     check_fresh(now - timedelta(seconds=299), now, 300, "sns.Timestamp")
     check_fresh(datetime(2024, 5, 14, 10, 4), now, 300, "naive is UTC")
-    with pytest.raises(Unauthenticated, match=r"sns.Timestamp is 301 s away.*window is 300 s"):
+    with pytest.raises(Unauthenticated, match=r"sns.Timestamp is 301 s away.*older than the 300 s"):
         check_fresh(now - timedelta(seconds=301), now, 300, "sns.Timestamp")
-    with pytest.raises(Unauthenticated, match=r"event\.time is 600 s away"):
+    with pytest.raises(Unauthenticated, match=r"event\.time is 600 s away.*ahead of it"):
         check_fresh(now + timedelta(minutes=10), now, 300, "event.time")
+
+
+def test_check_fresh_accepts_late_messages_inside_the_retention_only() -> None:
+    """Old up to the id retention (a late retry), but only slightly ahead (clock skew)."""
+    now = datetime(2024, 5, 14, 10, 0, tzinfo=UTC)
+    check_fresh(now - timedelta(hours=23, minutes=59), now, 86400, "event.time", 300)
+    with pytest.raises(Unauthenticated, match=r"delivery id retention.*possible replay"):
+        check_fresh(now - timedelta(hours=24, seconds=1), now, 86400, "event.time", 300)
+    check_fresh(now + timedelta(seconds=299), now, 86400, "event.time", 300)
+    with pytest.raises(Unauthenticated, match="more than the 300 s allowed"):
+        check_fresh(now + timedelta(seconds=301), now, 86400, "event.time", 300)
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -433,6 +444,7 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.alert_token is None
     assert settings.allowed_topics == {TOPIC, "arn:aws:sns:eu-west-1:123456789012:b"}
     assert settings.replay_window == 120.0
+    assert settings.delivery_retention == 86400.0  # ids are kept as long as senders retry
     assert settings.max_alert_bytes == 256 * 1024
     assert settings.alarm_severity("model-endpoint-invocations-spike") == "critical"
     assert settings.alarm_severity("api-latency") == "low"

@@ -184,8 +184,8 @@ SENDERS = {
         forged_reason="invalid token",
         malformed=lambda h: bearer({**guardduty_event(), "detail": None}),
         malformed_reason="event.detail must be a JSON object",
-        stale=lambda h: bearer(guardduty_event(-timedelta(minutes=10))),
-        stale_reason="event.time is 6",
+        stale=lambda h: bearer(guardduty_event(-timedelta(hours=25))),
+        stale_reason="event.time is 9",
     ),
     "eventbridge": Sender(
         "/alerts/eventbridge",
@@ -195,7 +195,7 @@ SENDERS = {
         malformed=lambda h: bearer({k: v for k, v in cloudtrail_event().items() if k != "id"}),
         malformed_reason="event.id is missing",
         stale=lambda h: bearer(cloudtrail_event(timedelta(minutes=10))),
-        stale_reason="event.time is 6",
+        stale_reason="event.time is 6",  # from the future
     ),
     "sns": Sender(
         "/alerts/sns",
@@ -205,9 +205,9 @@ SENDERS = {
         malformed=sns_malformed,
         malformed_reason="field 'MessageId' is missing",
         stale=lambda h: sns_request(
-            h, sns_fixture("sns_cloudwatch_alarm.json", Timestamp=now_iso(-timedelta(minutes=6)))
+            h, sns_fixture("sns_cloudwatch_alarm.json", Timestamp=now_iso(-timedelta(hours=25)))
         ),
-        stale_reason="sns.Timestamp is 36",
+        stale_reason="sns.Timestamp is 9",
     ),
     "alertmanager": Sender(
         "/alerts/alertmanager",
@@ -225,8 +225,8 @@ SENDERS = {
         forged_reason="X-PagerDuty-Signature does not match the body",
         malformed=lambda h: pd_signed({"event": {"id": "x", "occurred_at": now_iso()}}),
         malformed_reason="body.event.event_type is missing",
-        stale=lambda h: pd_signed(pagerduty_event(-timedelta(hours=1))),
-        stale_reason="body.event.occurred_at is 360",
+        stale=lambda h: pd_signed(pagerduty_event(-timedelta(hours=25))),
+        stale_reason="body.event.occurred_at is 9",
     ),
     "generic": Sender(
         "/alerts/generic",
@@ -235,8 +235,8 @@ SENDERS = {
         forged_reason="X-Clampdown-Signature does not match",
         malformed=lambda h: generic_signed({"id": "x"}),
         malformed_reason="generic alert: title: Field required",
-        stale=lambda h: generic_signed(load("generic.json"), at=time.time() - 600),
-        stale_reason="X-Clampdown-Timestamp is 6",
+        stale=lambda h: generic_signed(load("generic.json"), at=time.time() - 25 * 3600),
+        stale_reason="X-Clampdown-Timestamp is 9",
     ),
 }
 
@@ -304,8 +304,71 @@ def test_stale_request_is_refused_with_401(harness: Harness, source: str) -> Non
     assert response.status_code == 401
     error = response.json()["error"]
     assert error.startswith(sender.stale_reason)
-    assert "s away from the server's clock; the replay window is 300 s" in error
+    if source == "eventbridge":  # its stale request is 10 min in the future
+        assert "ahead of it by more than the 300 s allowed (CLAMPDOWN_REPLAY_WINDOW)" in error
+    else:  # 25 h old: older than the ids are kept
+        assert (
+            "older than the 86400 s delivery id retention (CLAMPDOWN_DELIVERY_RETENTION)" in error
+        )
+        assert "refused as a possible replay" in error
     assert harness.triage.calls == []
+
+
+# A delivery sent while serve was down arrives late, on the sender's retry: accepted once.
+LATE: dict[str, Callable[[Harness, timedelta], Request]] = {
+    "guardduty": lambda h, age: bearer(guardduty_event(-age)),
+    "eventbridge": lambda h, age: bearer(cloudtrail_event(-age)),
+    "sns": lambda h, age: sns_request(
+        h, sns_fixture("sns_cloudwatch_alarm.json", Timestamp=now_iso(-age))
+    ),
+    "pagerduty": lambda h, age: pd_signed(pagerduty_event(-age)),
+    "generic": lambda h, age: generic_signed(load("generic.json"), at=time.time() - age.seconds),
+}
+
+
+@pytest.mark.parametrize("age", [timedelta(minutes=10), timedelta(hours=1)], ids=["10m", "1h"])
+@pytest.mark.parametrize("source", LATE)
+def test_late_delivery_is_accepted_once_and_its_replay_refused(
+    harness: Harness, source: str, age: timedelta
+) -> None:
+    sender = SENDERS[source]
+    request = LATE[source](harness, age)
+    first = post(harness, sender.path, request)
+    assert first.status_code == 202, first.text
+    assert [a["status"] for a in first.json()["alerts"]] == ["started"]
+    again = post(harness, sender.path, request)
+    assert again.status_code == 409
+    assert "was already received (replay)" in again.json()["error"]
+    assert len(harness.triage.calls) == 1
+
+
+def test_delivery_id_is_kept_for_the_retention_not_the_replay_window(tmp_path: Path) -> None:
+    """The id outlives the 5 min window: a replay 2 h later (clock moved) is still refused."""
+    clock = [time.time()]
+    h = build(tmp_path)
+    app = FastAPI()
+    app.include_router(
+        alert_router(
+            h.settings, h.triage, InMemoryDeliveryLog(lambda: clock[0]), clock=lambda: clock[0]
+        )
+    )
+    client = TestClient(app)
+    body, headers = bearer(guardduty_event(-timedelta(hours=1)))
+    assert client.post("/alerts/guardduty", content=body, headers=headers).status_code == 202
+    clock[0] += 2 * 3600  # now 3 h after the event: inside the 24 h retention
+    again = client.post("/alerts/guardduty", content=body, headers=headers)
+    assert again.status_code == 409, again.text
+    assert len(h.triage.calls) == 1
+
+
+def test_delivery_retention_is_a_setting(tmp_path: Path) -> None:
+    h = build(tmp_path, delivery_retention="2h")
+    with h.client:
+        body, headers = bearer(guardduty_event(-timedelta(hours=3)))
+        response = h.client.post("/alerts/guardduty", content=body, headers=headers)
+    assert response.status_code == 401
+    assert "older than the 7200 s delivery id retention" in response.json()["error"]
+    assert h.triage.calls == []
 
 
 @pytest.mark.parametrize("source", SENDERS)
