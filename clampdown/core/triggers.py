@@ -12,11 +12,12 @@ themselves (GuardDuty updates a finding, Alertmanager re-sends a firing alert):
 * ``dedup_key`` (default ``{{ alert.source }}:{{ alert.id }}``): the same key inside
   ``dedup_window`` is the same alert again; it is recorded in the run it started.
 * ``correlate_by`` (e.g. ``{{ alert.principal }}``): a different alert with the
-  same key inside ``correlate_window`` joins the run still in progress *of the same
-  runbook*. Correlation escalates, never suppresses: both keys are scoped to the
-  trigger's runbook (:func:`response_key`), so an alert that asks for containment
-  is never joined to, nor deduplicated into, an evidence-only run; it starts its own
-  run and the triage links the two (``alert.correlated``).
+  same key inside ``correlate_window`` joins the run still in progress *that gives the
+  same response* (:func:`response_of`: containment or evidence only). Correlation
+  escalates, never suppresses: both keys are scoped to the response
+  (:func:`response_key`), so an alert that asks for containment is never joined to,
+  nor deduplicated into, an evidence-only run; it starts its own run and the triage
+  links the two (``alert.correlated``).
 
 This module is the model and the matcher; reading, linting and loading trigger files is
 :mod:`clampdown.core.trigger_files`. What to do with a match (dedup state, starting
@@ -26,7 +27,7 @@ runs) lives in :mod:`clampdown_flows.triage`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -155,26 +156,23 @@ class Match:
     dedup_key: str
     correlation_key: str | None
 
-    @property
-    def response_dedup_key(self) -> str:
-        """The dedup key as the store keeps it: scoped to the runbook (the response asked for).
 
-        Why: a repeat is swallowed only by a run that gives the response this trigger
-        asks for; a run of another runbook (evidence only vs containment) never is.
-        """
-        return response_key(self.runbook, self.dedup_key)
-
-    @property
-    def response_correlation_key(self) -> str | None:
-        """The correlation key scoped to the runbook: an alert joins only its own runbook's run."""
-        if self.correlation_key is None:
-            return None
-        return response_key(self.runbook, self.correlation_key)
+Response = Literal["containment", "evidence"]
 
 
-def response_key(runbook: str, key: str) -> str:
-    """``key`` scoped to ``runbook`` (runbook names hold no ``|``, so scopes never collide)."""
-    return f"{runbook}|{key}"
+def response_of(runbook: Runbook, destructive: Callable[[str], bool]) -> Response:
+    """What a runbook does for an incident: ``containment`` when any step's action changes
+    something (``destructive(uses)``), else ``evidence`` (it only reads and records).
+
+    Why: correlation must escalate, never suppress — an alert that asks for containment
+    may only join a run that contains, never an evidence-only run.
+    """
+    return "containment" if any(destructive(step.uses) for step in runbook.steps) else "evidence"
+
+
+def response_key(response: str, key: str) -> str:
+    """``key`` scoped to a response: dedup and correlation only meet within the same one."""
+    return f"{response}|{key}"
 
 
 @dataclass(frozen=True)

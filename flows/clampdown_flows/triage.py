@@ -8,8 +8,9 @@ Nothing is lost: a run records its trigger alert in ``run.start``; an alert that
 repeats an incident (``deduplicated``) or correlates with a run in progress of the
 same runbook (``joined``) is appended to that run's ledger as ``alert.joined`` — even
 after the run ended. Correlation escalates, never suppresses: an alert whose trigger
-names another runbook than the correlated run (containment vs evidence only) starts
-its own run, and both ledgers record the link as ``alert.correlated``.
+asks for another response than the correlated run (containment vs evidence only:
+:func:`~clampdown.core.triggers.response_of`) starts its own run, and both ledgers
+record the link as ``alert.correlated``.
 
 An alert that starts nothing (no trigger, bad inputs, runbook at its
 ``max_concurrent_runs``) is answered ``ignored`` with the reason, logged, and —
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 from clampdown.core.ledger import append_to, has_record
@@ -47,9 +49,21 @@ from clampdown.core.triggers import (
     TriggerSet,
     check_inputs,
     match_alert,
+    response_key,
+    response_of,
 )
 
 log = logging.getLogger("clampdown.triage")
+
+
+def _destructive(action_name: str) -> bool:
+    """Whether an action changes something; one that cannot be loaded counts as changing
+    (the runbook then counts as containment: never joined to an evidence-only run)."""
+    try:
+        return bool(registry().get(action_name).destructive)
+    except ClampdownError:
+        return True
+
 
 StartRun = Callable[[Path, dict[str, Any], dict[str, Any]], str]
 LedgerOf = Callable[[str], Path | None]
@@ -142,15 +156,18 @@ class TriggerTriage:
         try:
             path, runbook = self._runbook(match.runbook)
             check_inputs(match, runbook)
+            response = response_of(runbook, _destructive)
         except ClampdownError as exc:
             return self._held(alert, match, f"trigger '{name}' cannot start {match.runbook}: {exc}")
         deadline = time.monotonic() + self.pending_timeout
         pause = 0.01
         while True:
             claim = self.store.claim(
-                dedup_key=match.response_dedup_key,
+                dedup_key=response_key(response, match.dedup_key),
                 dedup_ttl=match.trigger.dedup_window,
-                correlation_key=match.response_correlation_key,
+                correlation_key=(
+                    response_key(response, match.correlation_key) if match.correlation_key else None
+                ),
                 correlation_ttl=match.trigger.correlation_window,
                 runbook=match.runbook,
                 max_runs=match.trigger.max_concurrent_runs,
@@ -184,6 +201,7 @@ class TriggerTriage:
             "alert_id": alert.id,
             "trigger": name,
             "runbook": match.runbook,
+            "response": response,
             "correlation_key": match.correlation_key,
             "alert": alert_summary(alert),
         }
@@ -195,7 +213,7 @@ class TriggerTriage:
             return self._held(alert, match, f"could not start {match.runbook}: {exc}")
         self.store.attach(claim.reservation, run_id)
         log.info("alert %s:%s started run %s (%s)", alert.source, alert.id, run_id, name)
-        related = self._link_related(run_id, alert, match)
+        related = self._link_related(run_id, alert, match, response)
         said = "".join(f"; related to run {other} ({rb})" for other, rb in related)
         return TriageOutcome("started", run_id, name, f"started {match.runbook}{said}")
 
@@ -222,8 +240,10 @@ class TriggerTriage:
             alert=alert_summary(alert),
         )
 
-    def _link_related(self, run_id: str, alert: Alert, match: Match) -> list[tuple[str, str]]:
-        """Link a new run to the runs in progress of *other* runbooks with its correlation key.
+    def _link_related(
+        self, run_id: str, alert: Alert, match: Match, response: str
+    ) -> list[tuple[str, str]]:
+        """Link a new run to the runs in progress giving *another response* with its key.
 
         Correlation escalates, never suppresses: the alert started its own runbook, and
         both ledgers say so (``alert.correlated`` naming the other run) so that a
@@ -239,7 +259,7 @@ class TriggerTriage:
             if trigger.get("correlation_key") != match.correlation_key:
                 continue
             other_runbook = str((start or {}).get("runbook") or trigger.get("runbook"))
-            if other_runbook == match.runbook or self.is_finished(other):
+            if trigger.get("response") == response or self.is_finished(other):
                 continue
             related.append((other, other_runbook))
         for other, other_runbook in related:

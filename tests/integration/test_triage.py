@@ -421,3 +421,26 @@ def test_a_resend_after_an_evidence_run_ended_starts_containment(triggers_file, 
     assert again.status == "started", again
     assert again.run_id != first.run_id and starter.calls[1][0].stem == "contain-iam-user"
     starter.join()
+
+
+def test_runbooks_giving_the_same_response_still_join(triggers_file, state_url) -> None:
+    """Two containment runbooks: the second alert joins, as the model-theft drill expects."""
+    text = TRIGGERS.replace("    max_concurrent_runs: MAX\n", "") + (
+        "  - name: paged\n"
+        "    match: alert.source == 'pagerduty'\n"
+        "    runbook: contain-model-theft\n"
+        "    inputs:\n"
+        '      principal_arn: "{{ alert.principal }}"\n'
+        "      bucket: model-bucket\n"
+        '    correlate_by: "{{ alert.principal }}"\n'
+    )
+    text = text.replace(
+        "match: alert.principal and", "match: alert.source != 'pagerduty' and alert.principal and"
+    )
+    starter = FakeStarter(delay=0)
+    triage = TriggerTriage(triggers_file(text=text), StateStore(state_url), starter, ledger_of)
+    first = triage(make_alert("guardduty", "gd-4", principal(4)))
+    starter.join()
+    second = triage(make_alert("pagerduty", "pd-4", principal(4), type="incident.triggered"))
+    assert (first.status, second.status, second.trigger) == ("started", "joined", "paged")
+    assert second.run_id == first.run_id and len(starter.calls) == 1

@@ -442,15 +442,21 @@ def test_cloudwatch_invocation_alarm_starts_extraction_containment() -> None:
 
 
 def test_stoplogging_and_guardduty_share_a_correlation_but_not_a_response() -> None:
-    """Correlation escalates: the keys the store keeps are scoped to the runbook asked for."""
+    """Correlation escalates: the keys the store keeps are scoped to the response asked for."""
+    from clampdown.core.actions import registry
+    from clampdown.core.triggers import response_key, response_of
+
+    def response(name: str) -> str:
+        model = load(LIBRARY / f"{name}.yaml").model
+        return response_of(model, lambda uses: registry().get(uses).destructive)
+
     triggers = load_document(LIBRARY / "triggers.yaml").model
     stop = match_alert(triggers, alert(source="eventbridge", id="ct-1", type="StopLogging"))
     finding = match_alert(triggers, alert())
-    assert stop is not None and finding is not None
+    paged = match_alert(triggers, alert(source="pagerduty", id="pd-1", type="incident"))
+    assert stop is not None and finding is not None and paged is not None
     assert (stop.runbook, finding.runbook) == ("preserve-evidence", "contain-iam-user")
-    assert stop.correlation_key == finding.correlation_key == USER
-    assert stop.response_correlation_key != finding.response_correlation_key
-    again = match_alert(triggers, alert(source="pagerduty", id="pd-1", type="incident"))
-    assert again is not None and again.runbook == "contain-iam-user"
-    assert again.response_correlation_key == finding.response_correlation_key
-    assert finding.response_dedup_key != stop.response_dedup_key
+    assert stop.correlation_key == finding.correlation_key == paged.correlation_key == USER
+    assert response("preserve-evidence") == "evidence"
+    assert {response(n) for n in ("contain-iam-user", "contain-model-theft")} == {"containment"}
+    assert response_key("evidence", USER) != response_key("containment", USER)
