@@ -444,3 +444,16 @@ def test_runbooks_giving_the_same_response_still_join(triggers_file, state_url) 
     second = triage(make_alert("pagerduty", "pd-4", principal(4), type="incident.triggered"))
     assert (first.status, second.status, second.trigger) == ("started", "joined", "paged")
     assert second.run_id == first.run_id and len(starter.calls) == 1
+
+
+def test_stoplogging_after_a_containment_run_still_preserves_evidence(state_url) -> None:
+    starter = FakeStarter(delay=0)
+    triage = shipped_triage(state_url, starter)
+    who = principal(5)
+    contain = triage(make_alert("guardduty", "gd-5", who))
+    starter.join()
+    evidence = triage(stop_logging(who))
+    assert (contain.status, evidence.status) == ("started", "started")
+    assert f"related to run {contain.run_id} (contain-iam-user)" in evidence.reason
+    assert [c[0].stem for c in starter.calls] == ["contain-iam-user", "preserve-evidence"]
+    starter.join()
