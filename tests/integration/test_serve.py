@@ -358,3 +358,47 @@ def test_slash_command_starts_a_real_run(
         slack.reset()
         said = ask(c, slack, f"status {run_id}")
         assert f"Run `{run_id}` of `engine-self-check`: *succeeded*" in said["text"]
+
+
+# --- late alert deliveries (a sender retrying after serve was down) --------------------------
+
+
+def _guardduty_delivery(age_seconds: float, event_id: str) -> tuple[bytes, dict[str, str]]:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.paths import FIXTURES
+
+    event = json.loads((FIXTURES / "alerts" / "guardduty_finding.json").read_text())
+    sent = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    event["time"] = sent.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event["id"] = event_id
+    return json.dumps(event).encode(), {"Authorization": "Bearer alert-token-123"}
+
+
+def test_a_late_alert_starts_one_run_and_its_replay_is_refused_after_a_restart(
+    slack_env: None, started: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An EventBridge retry 1 h after the finding (serve was down) starts its run; the same
+    delivery id again is refused, also by the next serve process (the id is in the state
+    store for 24 h); a delivery older than the retention is refused and says why."""
+    monkeypatch.setenv("CLAMPDOWN_ALERT_TOKEN", "alert-token-123")
+
+    def fake_start_run(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        started.append((path, inputs, trigger))
+        return FAKE_RUN_ID
+
+    body, headers = _guardduty_delivery(3600, "late-delivery-1")
+    with TestClient(create_app(start_run=fake_start_run)) as before:
+        first = before.post("/alerts/guardduty", content=body, headers=headers)
+        assert first.status_code == 202, first.text
+        assert first.json()["alerts"][0]["status"] == "started"
+        again = before.post("/alerts/guardduty", content=body, headers=headers)
+        assert again.status_code == 409, again.text
+    with TestClient(create_app(start_run=fake_start_run)) as after:
+        replayed = after.post("/alerts/guardduty", content=body, headers=headers)
+        assert replayed.status_code == 409, replayed.text
+        body, headers = _guardduty_delivery(25 * 3600, "too-late-delivery")
+        too_late = after.post("/alerts/guardduty", content=body, headers=headers)
+        assert too_late.status_code == 401
+        assert "older than the 86400 s delivery id retention" in too_late.json()["error"]
+    assert len(started) == 1
