@@ -211,6 +211,19 @@ def test_generic_refusals(
         verify_generic(BODY, timestamp, signature, [b"k"], now, 300)
 
 
+def test_generic_timestamp_may_be_old_up_to_the_retention_but_only_slightly_ahead() -> None:
+    """As serve calls it: max age = id retention (24 h), max ahead = replay window (5 min)."""
+    now = 1_700_000_000.0
+    hour_old = generic_signature(b"k", "1699996400", BODY)
+    assert verify_generic(BODY, "1699996400", hour_old, [b"k"], now, 86400, 300) == 1699996400.0
+    ahead = generic_signature(b"k", "1700000400", BODY)
+    with pytest.raises(Unauthenticated, match=r"400 s away.*ahead of it"):
+        verify_generic(BODY, "1700000400", ahead, [b"k"], now, 86400, 300)
+    day_old = generic_signature(b"k", "1699913599", BODY)
+    with pytest.raises(Unauthenticated, match="delivery id retention"):
+        verify_generic(BODY, "1699913599", day_old, [b"k"], now, 86400, 300)
+
+
 # --- SNS: canonical string, certificate URL, signatures ------------------------------------------
 
 
