@@ -23,6 +23,7 @@ from clampdown.app.cli_options import (
     InputOpt,
     InputsFileOpt,
     LibraryOpt,
+    gated_lines,
     library_folder,
     load_named_runbook,
     out,
@@ -215,13 +216,8 @@ def approve(
     conf = settings()
     req = pending_request(run_id, step, conf)
     out.print(f"run {run_id}, step {req['step']}: {escape(req['summary'])}")
-    for gated_id, gated in req.get("gated", {}).items():
-        if gated.get("will_run") is False:
-            out.print(f"  {gated_id} ({gated.get('uses')}): will not run", markup=False)
-            continue
-        params = json.dumps(gated.get("params"), sort_keys=True, default=str)
-        reversible = "reversible" if gated.get("reversible") else "NOT reversible"
-        out.print(f"  {gated_id} ({gated.get('uses')}, {reversible}): {params}", markup=False)
+    for line in gated_lines(req.get("gated", {})):
+        out.print(line, markup=False)
     verdict = submit_decision(
         run_id,
         req["step"],
