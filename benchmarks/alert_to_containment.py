@@ -321,7 +321,7 @@ def line(label: str, values: list[float], floor_p50: float | None = None) -> str
 
 
 def local_mode(runs: int, endpoint: str, logs: Path) -> tuple[list[float], dict]:
-    from clampdown.app.serve import InProcessStarter
+    from clampdown.app.local_runs import InProcessStarter
     from clampdown_flows.prefect_api import local_api
 
     with local_api():

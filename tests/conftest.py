@@ -22,7 +22,7 @@ from tests.paths import FIXTURES, REPO  # noqa: F401 - used by tests through the
 def prefect_server() -> Iterator[str]:
     """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
     that runs flows: the same local server `clampdown run` uses."""
-    from clampdown.app.serve import interrupt_all_runs
+    from clampdown.app.local_runs import interrupt_all_runs
     from clampdown_flows.prefect_api import local_api
 
     with local_api() as url:

@@ -3,7 +3,7 @@
 Two halves meet at the ``respond`` deployment of ``prefect.yaml``:
 
 * :class:`DeploymentStarter` (the ``clampdown serve`` side) has the contract of
-  :class:`clampdown.app.serve.InProcessStarter`: ``start_run(runbook, inputs, trigger)``
+  :class:`clampdown.app.local_runs.InProcessStarter`: ``start_run(runbook, inputs, trigger)``
   returns clampdown's run id at once. It creates a Prefect flow run with
   ``run_deployment(..., timeout=0)``; any worker on the pool executes it.
 * :class:`InProcessWorker` (``clampdown worker``) is a Prefect ``process`` worker

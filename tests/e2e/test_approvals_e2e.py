@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
-from clampdown.app.serve import InProcessStarter, create_app
+from clampdown.app.local_runs import InProcessStarter
+from clampdown.app.serve import create_app
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings
 from clampdown.core.signatures import SERVE_PRINCIPAL

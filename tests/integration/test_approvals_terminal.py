@@ -231,7 +231,7 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     prefect_server: str, no_slack: None, write_runbook: Any
 ) -> None:
     """What the test session does to runs a test left paused (and an embedder may do)."""
-    from clampdown.app.serve import InProcessStarter
+    from clampdown.app.local_runs import InProcessStarter
 
     starter = InProcessStarter()
     run_id = starter(write_runbook(RUNBOOK, "terminal-gate.yaml"), {}, {"type": "manual"})

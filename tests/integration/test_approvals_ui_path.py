@@ -33,7 +33,7 @@ import httpx
 import pytest
 from prefect.exceptions import PrefectHTTPStatusError
 
-from clampdown.app.serve import InProcessStarter
+from clampdown.app.local_runs import InProcessStarter
 from clampdown.core.decision_proof import UI_OFF
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import settings

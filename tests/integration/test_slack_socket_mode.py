@@ -205,7 +205,7 @@ def test_a_click_reaches_the_approval_handler_which_answers_in_private(
 def test_slash_run_then_approve_click_over_socket_mode_resumes_a_real_paused_run(
     prefect_server: str, slack: SlackStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clampdown.app.serve import InProcessStarter
+    from clampdown.app.local_runs import InProcessStarter
 
     library = tmp_path / "library"
     library.mkdir()

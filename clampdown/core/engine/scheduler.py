@@ -132,10 +132,15 @@ class _Readiness:
         for i, step in enumerate(self.steps):
             for need in step.needs:
                 self.dependants.setdefault(need, []).append(i)
-        self.heap = [i for i, count in enumerate(self.count) if count == 0]  # sorted: a heap
+        # a resumed run starts with steps already finished: they are not decided again
+        self.heap = [
+            i
+            for i, count in enumerate(self.count)
+            if count == 0 and self.steps[i].id in self.unfinished
+        ]  # sorted: a heap
         self.next_pass: list[int] = []
         self.position = -1  # document index of the step being decided (-1: between passes)
-        self.waiting = len(self.steps)
+        self.waiting = len(self.unfinished)
 
     def this_pass(self) -> Iterator[Step]:
         while self.heap:
