@@ -12,7 +12,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import ROLLED_BACK_MARK
+
+
+class RunNotStarted(ClampdownError):
+    """A run could not be durably started (its start could not be recorded, or the
+    orchestrator is unreachable): nothing was started, the sender should retry.
+
+    A starter raises it instead of returning a run id; ``serve`` answers the alert
+    with 503 and ``Retry-After`` and remembers nothing that would refuse the retry.
+    """
+
+    retry_after = 30  # seconds a sender is asked to wait before retrying
 
 
 @dataclass(frozen=True)
