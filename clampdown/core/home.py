@@ -6,7 +6,13 @@ The layout (operators and tests rely on it; keep it byte-for-byte)::
         state.sqlite3                  dedup state (local mode), see clampdown.core.state_store
         drills/<drill>-<UTC time>-<hex>/   one drill's workspace (a home of its own)
         runs/<run-id>/
+            start.json                 how the run was started, written before "started"
+                                       is answered (clampdown.core.run_start; 0600)
+            owner.lock                 flock-held by the process running the run
+                                       (clampdown.core.run_ownership)
             ledger.jsonl               the run's hash-chained ledger
+            decisions/<id>.json        decisions that arrived while no process held the
+                                       run, counted when it resumes
             approvals/<step>.json      an approval request (clampdown_flows.approval_store)
             approvals/.key             the run's approval key (0600)
             slack.json                 the run's Slack thread state (clampdown_slack.status)
@@ -43,6 +49,9 @@ APPROVAL_KEY = ".key"
 SLACK_THREAD_STATE = "slack.json"
 ROLLED_BACK_MARK = "rolled-back.json"
 ROLLBACK_LOCK = "rollback.lock"
+RUN_START = "start.json"
+OWNER_LOCK = "owner.lock"
+DECISION_INBOX = "decisions"
 STATE_DB = "state.sqlite3"
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
@@ -71,14 +80,27 @@ def private_opener(path: str | os.PathLike[str], flags: int) -> int:
     return os.open(path, flags, PRIVATE_FILE)
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text`` in a 0600 file (folders created 0700)."""
+def write_private(path: Path, text: str, durable: bool = False) -> None:
+    """Replace ``path`` atomically with ``text`` in a 0600 file (folders created 0700).
+
+    ``durable``: the file and its folder entry are fsync'd before this returns, so a
+    crash (or power loss) right after cannot lose it — for what an answer depends on.
+    """
     private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: 0600
             handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if durable:
+            folder = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -140,6 +162,18 @@ class RunFiles:
     @property
     def rollback_lock(self) -> Path:
         return self.dir / ROLLBACK_LOCK
+
+    @property
+    def start(self) -> Path:
+        return self.dir / RUN_START
+
+    @property
+    def owner_lock(self) -> Path:
+        return self.dir / OWNER_LOCK
+
+    @property
+    def decision_inbox(self) -> Path:
+        return self.dir / DECISION_INBOX
 
 
 @dataclass(frozen=True)

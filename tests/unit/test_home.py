@@ -27,6 +27,9 @@ def test_layout_is_exact(tmp_path: Path) -> None:
     assert run.slack_thread_state == tmp_path / "runs" / "abc123" / "slack.json"
     assert run.rolled_back_mark == tmp_path / "runs" / "abc123" / "rolled-back.json"
     assert run.rollback_lock == tmp_path / "runs" / "abc123" / "rollback.lock"
+    assert run.start == tmp_path / "runs" / "abc123" / "start.json"
+    assert run.owner_lock == tmp_path / "runs" / "abc123" / "owner.lock"
+    assert run.decision_inbox == tmp_path / "runs" / "abc123" / "decisions"
 
 
 def test_home_expands_user_but_messages_keep_the_configured_form() -> None:
