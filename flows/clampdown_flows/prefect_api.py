@@ -39,6 +39,7 @@ Heartbeats are still sent. docs/benchmarks.md has the measurements.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -47,8 +48,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
-
-from prefect.server.api.server import SubprocessASGIServer
 
 logger = logging.getLogger("clampdown.prefect")
 APP_FACTORY = "clampdown_flows.prefect_api:create_app"
@@ -122,41 +121,56 @@ def serialize_sqlite_writes() -> bool:
     return True
 
 
-class LocalPrefectServer(SubprocessASGIServer):
-    """Prefect's own subprocess server, serving :func:`create_app` instead of the stock app."""
+@functools.cache
+def local_server_class() -> Any:
+    """Prefect's own subprocess server, serving :func:`create_app` instead of the stock app.
 
-    def _run_uvicorn_command(self) -> Any:
-        import os
-        import subprocess
-        import sys
+    Built on first use: ``prefect.server.api.server`` is the server side of Prefect (its
+    database models, services and API routes) and takes ~2 s to import. A process that
+    only runs flows against an API (a worker, ``clampdown approve``, a run reusing a
+    local API that is already up) never needs it.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
 
-        from prefect.settings import get_current_settings
+    class LocalPrefectServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> Any:
+            return _start_server_process(self.port)
 
-        return subprocess.Popen(
-            args=[
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                APP_FACTORY,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "error",
-                "--lifespan",
-                "on",
-            ],
-            env={
-                **os.environ,
-                "PREFECT_UI_ENABLED": "0",
-                "PREFECT__SERVER_EPHEMERAL": "1",
-                "PREFECT__SERVER_FINAL": "1",
-                **get_current_settings().to_environment_variables(exclude_unset=True),
-                "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
-            },
-        )
+    return LocalPrefectServer
+
+
+def _start_server_process(port: int) -> Any:
+    """``uvicorn`` serving :func:`create_app` on 127.0.0.1:``port``, with the auth string."""
+    import subprocess
+    import sys
+
+    from prefect.settings import get_current_settings
+
+    return subprocess.Popen(
+        args=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            APP_FACTORY,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ],
+        env={
+            **os.environ,
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+            **get_current_settings().to_environment_variables(exclude_unset=True),
+            "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
+        },
+    )
 
 
 @contextmanager
@@ -174,10 +188,12 @@ def local_api(timeout: int = 60) -> Iterator[str]:
     if configured:
         yield configured
         return
-    previous = SubprocessASGIServer._instances.get(None)
+    server_class = local_server_class()
+    instances = server_class._instances  # Prefect's registry, shared with its base class
+    previous = instances.get(None)
     auth = local_auth_string(create=True)
-    server = LocalPrefectServer(port=_free_port())
-    SubprocessASGIServer._instances[None] = server
+    server = server_class(port=_free_port())
+    instances[None] = server
     try:
         server.start(timeout=timeout)
         with _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}):
@@ -187,11 +203,11 @@ def local_api(timeout: int = 60) -> Iterator[str]:
                 flush_to_api()
     finally:
         server.stop()
-        SubprocessASGIServer._instances.pop(server.port, None)
+        instances.pop(server.port, None)
         if previous is None:
-            SubprocessASGIServer._instances.pop(None, None)
+            instances.pop(None, None)
         else:
-            SubprocessASGIServer._instances[None] = previous
+            instances[None] = previous
 
 
 @contextmanager
