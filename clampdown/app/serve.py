@@ -314,12 +314,14 @@ def _run(
 ) -> None:
     import uvicorn
 
+    from clampdown.app import serve_logging
     from clampdown_slack.socket_mode import connect
 
-    app = create_app(conf, socket_mode=socket_mode, clampdown=clampdown)
-    link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
-    try:
-        uvicorn.run(app, host=host, port=port)
-    finally:
-        if link is not None:
-            link.close()
+    with serve_logging.configure():  # before anything logs; survives Prefect's own setup
+        app = create_app(conf, socket_mode=socket_mode, clampdown=clampdown)
+        link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
+        try:
+            uvicorn.run(app, host=host, port=port, log_config=None)  # see serve_logging
+        finally:
+            if link is not None:
+                link.close()
