@@ -16,13 +16,23 @@ verify`` checks those signatures (docs/verify.md).
 
 Secrets never reach the ledger: every string value registered with
 :meth:`Ledger.redact` is replaced by ``***`` before a record is written.
+
+A record is written whole or not at all: one ``write`` of the whole line to a file
+opened ``O_APPEND``, then ``fsync``. When the disk is full, the home read-only or the
+disk failing (or the write is short), the file is cut back to its length before the
+write and :class:`LedgerWriteError` says which file, what the system said and what to
+do; the in-memory chain head does not move, so the next append (once there is room)
+chains to the last record on disk and ``clampdown verify`` still holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import uuid
@@ -30,10 +40,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
-from clampdown.core.home import private_dirs, private_opener
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.home import PRIVATE_FILE, private_dirs
 
+log = logging.getLogger("clampdown.ledger")
 GENESIS = "0" * 64
 MASK = "***"
 
@@ -56,6 +68,53 @@ def _canonical(record: dict[str, Any]) -> bytes:
 SEAL = "sig"
 """A record's signature (:mod:`clampdown.core.ledger_signing`): kept out of its own hash,
 which it signs; the next record's ``prev`` (the line's hash) covers it."""
+
+
+_HINTS = {
+    errno.ENOSPC: "free space on the disk that holds CLAMPDOWN_HOME",
+    errno.EDQUOT: "raise the disk quota of the user running clampdown, or free space in it",
+    errno.EROFS: "CLAMPDOWN_HOME is on a read-only filesystem: make it writable "
+    "(or point CLAMPDOWN_HOME at a writable disk)",
+    errno.EACCES: "make CLAMPDOWN_HOME writable by the user running clampdown",
+    errno.EPERM: "make CLAMPDOWN_HOME writable by the user running clampdown",
+    errno.EIO: "the disk reported an I/O error: check it (dmesg) before trusting it",
+}
+
+
+class LedgerWriteError(ClampdownError):
+    """A ledger record could not be written (disk full, read-only, I/O error, short write).
+
+    Nothing of the record is left in the file (it was cut back to its length before the
+    write) and the chain head did not move: the ledger still verifies. The run cannot go
+    on without its record, so it stops; a caller that starts runs answers "not started".
+    """
+
+    path: Path | None = None
+    code: int = 0  # the OS error number (errno.ENOSPC, errno.EROFS, ...)
+    record_type: str | None = None
+
+    @classmethod
+    def of(
+        cls, path: Path, type_: str | None, exc: OSError, cut: OSError | None = None
+    ) -> LedgerWriteError:
+        """The error for ``exc`` met writing ``type_`` (None: creating the ledger's folder);
+        ``cut``: cutting the file back after the failed write failed too."""
+        code = exc.errno or 0
+        what = f"write the {type_} record to" if type_ else "create the folder of"
+        left = (
+            "nothing of it was written and the ledger is as it was"
+            if cut is None
+            else f"cutting the file back failed too ({cut.strerror or cut}): the next append "
+            "removes a partial last line"
+        )
+        error = cls(
+            f"could not {what} the run ledger {path}: {exc.strerror or exc} "
+            f"({errno.errorcode.get(code, code)}); {left}, so the run stops",
+            _HINTS.get(code, "make CLAMPDOWN_HOME writable and check its disk")
+            + ", then start the run again",
+        )
+        error.path, error.code, error.record_type = path, code, type_
+        return error
 
 
 class RecordHook(Protocol):
@@ -94,8 +153,11 @@ class Ledger:
         self.hook = hook
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
-        self._file: BinaryIO | None = None
-        private_dirs(path.parent)  # 0700: CLAMPDOWN_HOME is readable by its owner only
+        self._fd: int | None = None
+        try:
+            private_dirs(path.parent)  # 0700: CLAMPDOWN_HOME is readable by its owner only
+        except OSError as exc:
+            raise LedgerWriteError.of(path, None, exc) from None
         # the chain's tail is read under the file lock at each append whose file size
         # is not the one we left: another writer (an alert joining) may have appended
         self._seq, self._prev, self._size = 0, GENESIS, -1
@@ -104,9 +166,9 @@ class Ledger:
         if self.hook is not None:
             self.hook.close()  # e.g. wait for signed heads still on their way to S3
         with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
     def redact(self, *values: Any) -> None:
         """Never write these values (e.g. secret inputs) into the ledger."""
@@ -126,24 +188,36 @@ class Ledger:
         return value
 
     def append(self, type_: str, **fields: Any) -> dict[str, Any]:
-        """Append one record; an exclusive flock keeps other writers (``append_to``) out."""
+        """Append one record; an exclusive flock keeps other writers (``append_to``) out.
+
+        Raises :class:`LedgerWriteError` when the record cannot be written whole.
+        """
         with self._lock:
-            if self._file is None:
-                self._file = open(self.path, "ab", opener=private_opener)  # noqa: SIM115 (0600)
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+            if self._fd is None:
+                try:
+                    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                    self._fd = os.open(self.path, flags, PRIVATE_FILE)
+                except OSError as exc:
+                    raise LedgerWriteError.of(self.path, type_, exc) from None
+            fd = self._fd
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                record, line = self._append_locked(self._file, type_, fields)
+                record, line = self._append_locked(fd, type_, fields)
             finally:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
         if self.hook is not None:
             self.hook.written(record, line)  # outside the lock: e.g. queue the head for S3
         return record
 
     def _append_locked(
-        self, fh: BinaryIO, type_: str, fields: dict[str, Any]
+        self, fd: int, type_: str, fields: dict[str, Any]
     ) -> tuple[dict[str, Any], bytes]:
-        size = os.fstat(fh.fileno()).st_size
+        size = os.fstat(fd).st_size
         if size != self._size:
+            try:
+                size = _drop_torn_tail(fd, self.path, size)
+            except OSError as exc:
+                raise LedgerWriteError.of(self.path, type_, exc) from None
             self._seq, self._prev = _tail(self.path)
         record = {
             "seq": self._seq,
@@ -157,13 +231,56 @@ class Ledger:
         if seal is not None:
             record[SEAL] = seal
         line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+        self._write_whole(fd, line, size, type_)
         self._prev = line_hash(line)
         self._seq += 1
         self._size = size + len(line)
         return record, line.rstrip(b"\n")
+
+    def _write_whole(self, fd: int, line: bytes, size: int, type_: str) -> None:
+        """One write of the whole line, fsync'd; on any failure the file is cut back to
+        ``size`` (its length before the write) and :class:`LedgerWriteError` raised."""
+        try:
+            written = os.write(fd, line)
+            if written != len(line):  # a full disk may take part of a line, then refuse
+                raise OSError(errno.ENOSPC, f"short write: {written} of {len(line)} bytes")
+            os.fsync(fd)
+        except OSError as exc:
+            self._size = -1  # re-read the tail at the next append, whatever happens below
+            failed: OSError | None = None
+            try:
+                os.ftruncate(fd, size)
+            except OSError as cut:
+                failed = cut
+            with contextlib.suppress(OSError):  # best effort: a failing disk may refuse it
+                os.fsync(fd)
+            raise LedgerWriteError.of(self.path, type_, exc, failed) from None
+
+
+def _drop_torn_tail(fd: int, path: Path, size: int) -> int:
+    """Cut off a last line without its newline (a record whose write never completed: a
+    crash or power loss mid-write, or a failed cut-back); the new size.
+
+    Such a line was never a record anyone saw written (``append`` had not returned), and
+    chaining after it would break the chain for good.
+    """
+    if size == 0:
+        return 0
+    with path.open("rb") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return size
+        fh.seek(0)
+        keep = fh.read(size).rfind(b"\n") + 1
+    log.warning(
+        "ledger %s ended with a partial record (%d bytes, its write never completed): "
+        "removed before appending",
+        path,
+        size - keep,
+    )
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    return keep
 
 
 def append_to(path: Path, type_: str, **fields: Any) -> dict[str, Any]:
