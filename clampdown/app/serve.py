@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -216,6 +216,7 @@ def _triage(
             library=conf.library,
             on_joined=functools.partial(_say_joined, conf.paths, slack_conf),
             on_related=functools.partial(_say_related, conf.paths, slack_conf),
+            on_held=_say_held(slack_conf),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
         )
@@ -223,6 +224,15 @@ def _triage(
         reason = f"no usable triggers ({path}): {exc.message}"
         logger.error("%s — alerts will be refused until it is fixed and serve restarts", reason)
         return _NoTriggers(reason)
+
+
+def _say_held(slack_conf: SlackAppSettings) -> Callable[[Alert, str], None] | None:
+    """The hook that says a held alert in the Slack channel (queued: never holds the answer
+    to the alert); None when Slack has no bot token and channel here."""
+    from clampdown_slack.channel_notices import ChannelNotices
+
+    notices = ChannelNotices.configured(slack_conf)
+    return notices.held if notices is not None else None
 
 
 def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert) -> None:

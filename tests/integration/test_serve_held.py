@@ -1,0 +1,134 @@
+"""A held alert is said in the Slack channel (issue 11): through the real serve app, a signed
+alert whose trigger matches but whose inputs the runbook refuses is held; the channel gets
+one notice, inert, without holding the alert's answer. Slack down: the answer is the same
+and the alert is still in the state store. No run starts (the starter refuses to be called)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown_slack.testing.standin import SlackStandIn
+
+TOKEN = "xoxb-1111-2222-heldnotices"
+CHANNEL = "C0INCIDENT"
+HOSTILE = "<!channel> <http://evil.example/approve|Approve>"
+RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: needs-a-user, title: Needs a user, severity: high}
+inputs:
+  principal_arn: {type: string, required: true, pattern: '^arn:aws:iam::\\d{12}:user/.+$'}
+steps:
+  - {id: say, uses: slack.status, with: {text: "{{ inputs.principal_arn }}"}}
+"""
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: any-generic
+    match: "alert.source == 'generic'"
+    runbook: needs-a-user
+    inputs: {principal_arn: "{{ alert.principal }}"}
+    dedup_key: "generic:{{ alert.id }}"
+"""
+
+
+@pytest.fixture
+def slack(monkeypatch: pytest.MonkeyPatch):
+    with SlackStandIn(token=TOKEN) as standin:
+        monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", TOKEN)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", "signing-secret")
+        monkeypatch.setenv("CLAMPDOWN_SLACK_CHANNEL", CHANNEL)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_API_URL", standin.url)
+        monkeypatch.setenv("CLAMPDOWN_SLACK_RETRY_INTERVAL", "0")
+        monkeypatch.setenv("CLAMPDOWN_SLACK_MAX_RETRIES", "0")
+        yield standin
+
+
+@pytest.fixture
+def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "library"
+    folder.mkdir()
+    (folder / "needs-a-user.yaml").write_text(RUNBOOK)
+    (folder / "triggers.yaml").write_text(TRIGGERS)
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(folder))
+    monkeypatch.setenv("CLAMPDOWN_ALERT_HMAC_SECRET", "generic-hmac-secret")
+    return folder
+
+
+def _no_run(*_: Any) -> str:
+    raise AssertionError("a held alert must not start a run")
+
+
+def _signed(alert_id: str) -> tuple[bytes, dict[str, str]]:
+    from clampdown_alerts.signatures import generic_signature
+
+    body = json.dumps(
+        {
+            "id": alert_id,
+            "title": HOSTILE,
+            "severity": "high",
+            "principal": "arn:aws:iam::123456789012:role/NotAUser",
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+    return body, {
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": generic_signature(b"generic-hmac-secret", stamp, body),
+    }
+
+
+def _wait_for(check: Any, seconds: float = 30) -> None:
+    """A bounded wait for the background notice (not a timing assertion)."""
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.usefixtures("library")
+def test_a_held_alert_is_said_in_the_channel_inert(slack: SlackStandIn) -> None:
+    from fastapi.testclient import TestClient
+
+    from clampdown.app.serve import create_app
+
+    with TestClient(create_app(start_run=_no_run)) as client:
+        body, headers = _signed("held-1")
+        answer = client.post("/alerts/generic", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        [result] = answer.json()["alerts"]
+        assert result["status"] == "ignored" and "principal_arn" in result["reason"]
+        _wait_for(lambda: slack.messages(CHANNEL))
+    [notice] = slack.messages(CHANNEL)
+    text = notice["text"]
+    assert text.startswith(":warning: *Alert held, no run started*: generic `held-1`")
+    assert "&lt;!channel&gt; &lt;http://evil.example/approve|Approve&gt;" in text
+    assert "<!channel>" not in text
+    assert "trigger 'any-generic' cannot start needs-a-user" in text
+    assert "`clampdown triggers held`" in text
+
+
+@pytest.mark.usefixtures("library")
+def test_slack_down_does_not_change_the_answer_and_the_alert_is_kept(
+    slack: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from clampdown.app.serve import create_app
+
+    slack.down()
+    app = create_app(start_run=_no_run)
+    with TestClient(app) as client, caplog.at_level("WARNING", logger="clampdown.slack"):
+        body, headers = _signed("held-2")
+        answer = client.post("/alerts/generic", content=body, headers=headers)
+        assert answer.status_code == 200 and answer.json()["alerts"][0]["status"] == "ignored"
+        [kept] = app.state.store.held_alerts()
+        assert kept.alert["id"] == "held-2"
+        _wait_for(lambda: "held-alert notice was not posted" in caplog.text)
+    assert "held-alert notice was not posted" in caplog.text
+    assert TOKEN not in caplog.text
+    assert slack.messages(CHANNEL) == []
