@@ -111,7 +111,7 @@ def write_files(folder: Path) -> dict[Path, str]:
 def embedded_result(tmp_path: Path, principal: str) -> dict[str, Any]:
     files = write_files(tmp_path / "files")
     scope = Scope(tmp_path, parse_principal(principal, ACCOUNT), START, END, MODELS, threads=1)
-    scan = EmbeddedScan(scope.con, scope.principal, START, END)
+    scan = EmbeddedScan(scope.con, scope.principal, START, END, tmp_path / "behind")
     ordered = sorted(files, key=lambda p: (delivered_at(files[p]), files[p]))
     for start in range(0, len(ordered), 4):  # small batches: the chain spans batches
         scan.scan(ordered[start : start + 4])
@@ -144,6 +144,69 @@ def test_embedded_engine_follows_the_chain_across_batches_and_regions(tmp_path: 
     assert "AKIABACKUP0000000001 for backup" in result["management_events"][2]["detail"]
 
 
+def _file(folder: Path, name: str, events: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(json.dumps({"Records": events}))
+    return path
+
+
+def test_look_behind_matches_a_session_delivered_before_its_assume_role(tmp_path: Path) -> None:
+    """The session's read (us-west-2) is scanned a batch before the AssumeRole that minted its
+    key; it is found in the look-behind files. Files whose events are all more than 30
+    minutes older than the newest event are deleted: the look-behind stays small on disk and
+    nothing of it is held in memory but its minting events."""
+    at = T0 + timedelta(hours=1)
+    files = tmp_path / "files"
+    early = _file(
+        files,
+        "west.json",
+        [
+            tf.s3_read(
+                hop1,
+                at + timedelta(minutes=2),
+                "models",
+                "llm-v3/early.bin",
+                size=MB,
+                region="us-west-2",
+                seq=1,
+            )
+        ],
+    )
+    mint = _file(
+        files,
+        "east.json",
+        [
+            tf.assume_role(
+                thief, at + timedelta(minutes=1), "exporter", "hop1", "ASIAHOP1000000000001", seq=2
+            )
+        ],
+    )
+    behind = tmp_path / "behind"
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(con, parse_principal("mallory", ACCOUNT), START, END, behind)
+    scan.scan([early])
+    assert len(list(behind.glob("*.parquet"))) == 1
+    scan.scan([mint])
+    assert {o["key"] for o in _rolled(con)} == {"llm-v3/early.bin"}
+    assert scan.keys == {"ASIAHOP1000000000001"}
+
+    later = [
+        _file(
+            files,
+            f"later-{n}.json",
+            list(tf.Traffic(at + timedelta(hours=n), every=60.0).records(3)),
+        )
+        for n in (1, 2)
+    ]
+    scan.scan(later[:1])
+    scan.scan(later[1:])
+    assert len(list(behind.glob("*.parquet"))) == 1  # only the newest batch is kept
+    assert con.execute("SELECT count(*) FROM mints").fetchone()[0] == 0
+    scan.close()
+    assert not list(behind.glob("*.parquet"))
+
+
 def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -> None:
     files = write_files(tmp_path / "files")
     broken = tmp_path / "broken.json"
@@ -151,7 +214,9 @@ def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -
     no_records = tmp_path / "digest.json"
     no_records.write_bytes(b'{"Digest": true}')
     con = connect(tmp_path, "256MB", 1)
-    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
+    scan = EmbeddedScan(
+        con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END, tmp_path / "behind"
+    )
     scan.scan([*files, broken, no_records])
     problems = {m.path.name: m.error for m in scan.stats.malformed}
     assert sorted(problems) == ["broken.json", "digest.json"]
@@ -174,7 +239,9 @@ def test_an_event_delivered_twice_counts_once(tmp_path: Path) -> None:
         copy.write_bytes(path.read_bytes())
         copies.append(copy)
     con = connect(tmp_path, "256MB", 1)
-    scan = EmbeddedScan(con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END)
+    scan = EmbeddedScan(
+        con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END, tmp_path / "behind"
+    )
     scan.scan([*files, *copies])  # the same batch
     scan.scan(copies)  # and a later one
     taken = {o["key"]: (o["reads"], o["bytes_out"]) for o in _rolled(con)}

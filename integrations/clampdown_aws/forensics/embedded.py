@@ -8,11 +8,16 @@ view shaped like Athena's CloudTrail table, and keeps the narrow rows of
 table, it finds credentials the suspect minted (repeating until no new key appears) and
 appends the suspect's events to ``hits``.
 
-``recent`` keeps the last :data:`LOOKBEHIND` of narrow rows, not the whole window: files
-are read in delivery order, but the file holding an ``AssumeRole`` may be delivered after
-a file (of another region) holding the first calls of the session it created; keeping a
-little history lets those calls still be matched. Memory holds one batch, the look-behind
-and the suspect's own events, whatever the window holds.
+Memory holds one batch, its narrow rows (``fresh``) and the suspect's own events, whatever
+the window or the event rate. Files are read in delivery order, but the file holding an
+``AssumeRole`` may be delivered after a file (of another region) holding the first calls
+of the session it created; so each batch's narrow rows are also written to a Parquet file
+in the work folder, and the files whose events are all older than :data:`LOOKBEHIND`
+before the newest event seen are deleted. Only the minting events of that look-behind are
+kept in memory (``mints``, a small table: the chain is followed through them). When a
+batch reveals a key the suspect minted, the look-behind files are read for that key's
+earlier calls. Before, the look-behind was an in-memory table of every narrow row of the
+last 30 minutes, and it grew with the event rate (docs/benchmarks.md).
 
 A batch that DuckDB cannot read (broken JSON, a file with no ``Records``) is read again
 file by file: the broken files are reported and skipped, the others counted as usual.
@@ -26,11 +31,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from clampdown_aws.forensics.principal import Principal, identity_predicate
-from clampdown_aws.forensics.sql import NARROW_COLUMNS, duckdb_dialect, hits_sql, minted_sql
+from clampdown_aws.forensics.principal import Principal, identity_predicate, literal
+from clampdown_aws.forensics.sql import (
+    MINTING,
+    NARROW_COLUMNS,
+    duckdb_dialect,
+    hits_sql,
+    minted_sql,
+)
 from clampdown_aws.forensics.sql import narrow_sql as narrow_query
 
 LOOKBEHIND = timedelta(minutes=30)
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+_MINTING = ", ".join(literal(name) for name in MINTING)
 MAX_CLOSURE_ROUNDS = 10
 
 # The fields the scope reads; json_transform ignores the rest of each record, and gives NULL
@@ -133,17 +146,27 @@ def narrow_table(con: Any, name: str) -> None:
 class EmbeddedScan:
     """Feed it batches of local trail files; it keeps the suspect's events in ``hits``."""
 
-    def __init__(self, con: Any, principal: Principal, start: datetime, end: datetime) -> None:
+    def __init__(
+        self,
+        con: Any,
+        principal: Principal,
+        start: datetime,
+        end: datetime,
+        spill: Path,
+    ) -> None:
         self.con = con
         self.principal = principal
         self.keys: frozenset[str] = frozenset()
         self.stats = ScanStats()
         self._narrow = narrow_query(duckdb_dialect(), start, end)
-        narrow_table(con, "recent")
+        self._spill = spill
+        self._behind: list[tuple[Path, str]] = []  # look-behind files, newest event in each
+        self._newest = ""
+        narrow_table(con, "mints")
         narrow_table(con, "hits")
 
     def scan(self, paths: list[Path]) -> None:
-        """Read one batch: load, narrow, match, forget all but the look-behind."""
+        """Read one batch: load, narrow, match, keep the look-behind on disk."""
         if not paths:
             return
         self._load(paths)
@@ -152,15 +175,18 @@ class EmbeddedScan:
             self.con.execute("SELECT coalesce(sum(len(recs)), 0) FROM batch").fetchone()[0]
         )
         self.con.execute(_VIEW)
-        self.con.execute(f"INSERT INTO recent {self._narrow}")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE fresh AS {self._narrow}")
         self.con.execute("DROP VIEW cloudtrail")
         self.con.execute("DROP TABLE batch")
         self._match()
-        self.con.execute(
-            "DELETE FROM recent WHERE eventtime < strftime("
-            "CAST((SELECT max(eventtime) FROM recent) AS TIMESTAMP) - ?, '%Y-%m-%dT%H:%M:%SZ')",
-            [LOOKBEHIND],
-        )
+        self._remember()
+        self.con.execute("DROP TABLE fresh")
+
+    def close(self) -> None:
+        """Delete the look-behind files (the work folder goes too, but not always at once)."""
+        for path, _ in self._behind:
+            path.unlink(missing_ok=True)
+        self._behind.clear()
 
     def _load(self, paths: list[Path]) -> None:
         """``batch``: one row per readable file, its typed ``recs``; broken files reported."""
@@ -180,19 +206,54 @@ class EmbeddedScan:
             self.con.execute("DELETE FROM batch WHERE recs IS NULL")
 
     def _match(self) -> None:
-        """Extend the suspect by minted credentials until nothing new, then append its new
-        events (not already in ``hits``)."""
+        """Extend the suspect by minted credentials until nothing new (through this batch and
+        the look-behind's minting events), then append its events: this batch's, and the
+        look-behind's of any key first seen now."""
+        known = self.keys
+        candidates = "(SELECT * FROM fresh UNION ALL SELECT * FROM mints)"
         for _ in range(MAX_CLOSURE_ROUNDS):
             identity = identity_predicate(self.principal, self.keys)
-            found = {row[0] for row in self.con.execute(minted_sql(identity, "recent")).fetchall()}
+            found = {
+                row[0] for row in self.con.execute(minted_sql(identity, candidates)).fetchall()
+            }
             if found <= self.keys:
                 break
             self.keys = self.keys | found
-        identity = identity_predicate(self.principal, self.keys)
+        self._append(hits_sql(identity_predicate(self.principal, self.keys), "fresh"))
+        new = self.keys - known
+        if new and self._behind:
+            files = ", ".join(literal(str(path)) for path, _ in self._behind)
+            behind = f"read_parquet([{files}])"
+            by_key = f"access_key_id IN ({', '.join(literal(k) for k in sorted(new))})"
+            self._append(f"SELECT {', '.join(NARROW_COLUMNS)} FROM {behind} WHERE {by_key}")
+
+    def _append(self, query: str) -> None:
         self.con.execute(
-            f"INSERT INTO hits SELECT * FROM ({hits_sql(identity, 'recent')}) AS h "
+            f"INSERT INTO hits SELECT * FROM ({query}) AS h "
             "WHERE h.eventid NOT IN (SELECT eventid FROM hits)"
         )
+
+    def _remember(self) -> None:
+        """This batch's narrow rows to a look-behind file, its minting events to ``mints``;
+        forget what is older than :data:`LOOKBEHIND` before the newest event seen."""
+        newest = self.con.execute("SELECT max(eventtime) FROM fresh").fetchone()[0]
+        if newest is None:
+            return
+        self._newest = max(self._newest, newest)
+        self._spill.mkdir(parents=True, exist_ok=True)
+        path = self._spill / f"behind-{self.stats.files:09d}.parquet"
+        self.con.execute(f"COPY fresh TO {literal(str(path))} (FORMAT parquet)")
+        self._behind.append((path, newest))
+        self.con.execute(f"INSERT INTO mints SELECT * FROM fresh WHERE eventname IN ({_MINTING})")
+        cutoff = (datetime.strptime(self._newest, _ISO) - LOOKBEHIND).strftime(_ISO)
+        self.con.execute("DELETE FROM mints WHERE eventtime < ?", [cutoff])
+        kept = []
+        for path, last in self._behind:
+            if last < cutoff:
+                path.unlink(missing_ok=True)
+            else:
+                kept.append((path, last))
+        self._behind = kept
 
 
 def _read(paths: list[Path]) -> str:

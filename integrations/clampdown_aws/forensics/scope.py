@@ -76,9 +76,12 @@ class Scope:
     ) -> list[dict[str, str]]:
         """Scan the window's files with DuckDB, batch by batch; the blind spots found."""
         files, spots = self._files(s3, where, wanted)
-        scan = EmbeddedScan(self.con, self.principal, self.start, self.end)
+        scan = EmbeddedScan(
+            self.con, self.principal, self.start, self.end, self.work / "lookbehind"
+        )
         fetched = 0
-        for local, broken in _prefetched(s3, where.bucket, trail_reader.batches(files), self.work):
+        batches = _prefetched(s3, where.bucket, trail_reader.batches(files), self.work)
+        for local, broken in batches:
             fetched += len(local) + len(broken)
             try:
                 scan.scan(list(local))
@@ -93,6 +96,7 @@ class Scope:
                     blind("malformed_file", f"s3://{where.bucket}/{key}: {error} (skipped)")
                 )
             scan.stats.malformed.clear()
+        scan.close()
         self.files_scanned = fetched
         self.records_scanned = scan.stats.records
         self.keys = scan.keys
