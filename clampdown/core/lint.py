@@ -30,7 +30,7 @@ from clampdown.core.expressions import (
     walk_strings,
 )
 from clampdown.core.lint_gates import indirect_gates
-from clampdown.core.loader import Loaded, load
+from clampdown.core.loader import Loaded, load, reading_once
 from clampdown.core.models import Runbook
 from clampdown.core.yamlsource import Path, Source
 
@@ -42,7 +42,11 @@ def lint_paths(
     paths: Iterable[str | FsPath], actions: Registry | None = None, *, strict: bool = False
 ) -> list[Diagnostic]:
     """Lint files and folders (``*.yaml``/``*.yml`` inside, recursively)."""
-    actions = actions or default_registry()
+    with reading_once():  # triggers and drills name the runbooks linted here: parse them once
+        return _lint_paths(paths, actions or default_registry(), strict)
+
+
+def _lint_paths(paths: Iterable[str | FsPath], actions: Registry, strict: bool) -> list[Diagnostic]:
     found: list[Diagnostic] = []
     names: dict[str, str] = {}
     files, scanned = _files(paths, found)

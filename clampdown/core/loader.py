@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -29,8 +32,50 @@ class Loaded:
         return self.source.path
 
 
+_once: ContextVar[dict[tuple[str, str], Source | Loaded | InvalidFileError] | None] = ContextVar(
+    "clampdown_read_once", default=None
+)
+
+
+@contextmanager
+def reading_once() -> Iterator[None]:
+    """Within the block, each file is read, parsed and validated once.
+
+    One ``clampdown lint`` of a library meets a runbook up to three times: as a file of
+    the folder, as the runbook a trigger names, and as the one a drill plays. Inside the
+    block :func:`read` and :func:`load` remember what they returned (or raised) per path
+    as written; outside it (``serve``, ``run``) every call reads the file afresh, so an
+    edited runbook is never served stale.
+    """
+    token = _once.set({})
+    try:
+        yield
+    finally:
+        _once.reset(token)
+
+
+def _remembered(kind: str, path: str | FsPath, make: Callable[[], Any]) -> Any:
+    memo = _once.get()
+    if memo is None:
+        return make()
+    key = (kind, str(path))
+    if key not in memo:
+        try:
+            memo[key] = make()
+        except InvalidFileError as exc:
+            memo[key] = exc
+    found = memo[key]
+    if isinstance(found, InvalidFileError):
+        raise InvalidFileError(found.diagnostics)
+    return found
+
+
 def read(path: str | FsPath) -> Source:
     """Parse a YAML file; unreadable files become diagnostics too."""
+    return typing.cast(Source, _remembered("read", path, lambda: _read(path)))
+
+
+def _read(path: str | FsPath) -> Source:
     name = str(path)
     try:
         text = FsPath(path).read_text(encoding="utf-8")
@@ -52,7 +97,7 @@ def read(path: str | FsPath) -> Source:
 
 def load(path: str | FsPath) -> Loaded:
     """Load and schema-validate one document of a known ``kind``."""
-    return validate(read(path))
+    return typing.cast(Loaded, _remembered("load", path, lambda: validate(read(path))))
 
 
 def validate(source: Source) -> Loaded:
