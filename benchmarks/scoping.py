@@ -27,10 +27,15 @@ imports and a warm-up):
   GetEventSelectors, the listing, batches fetched and scanned by DuckDB, roll-up, blind
   spots, the result JSON written to the run's folder.
 
+With ``--before DIR`` (a source tree of an earlier commit, e.g. ``git archive <commit> |
+tar -x -C DIR``) that tree's action is measured too, on the same files, as the row
+``before``: a change's effect next to the same run's baselines.
+
 Printed per size: records/s, MB/s compressed and uncompressed, seconds, peak memory growth,
 the ratio to the floor, and whether plain and ours found the same objects and bytes.
 
     python benchmarks/scoping.py [--sizes 1000000 5000000 20000000] [--per-file 2000]
+                                 [--before DIR]
 
 Target (docs/benchmarks.md): ours within 2x of the floor; peak memory flat as input grows.
 """
@@ -297,10 +302,13 @@ def child(which: str) -> None:
     print(json.dumps({"seconds": wall, "cpu": cpu, "peak_mb": peak_mb, **result}))
 
 
-def measure(which: str, endpoint: str) -> dict:
-    env = {**os.environ, **_aws_env(endpoint), "PYTHONPATH": str(ROOT)}
+def measure(which: str, endpoint: str, tree: Path = ROOT) -> dict:
+    """One measurement in a fresh process, with the code of ``tree`` (this checkout, or the
+    ``--before`` one: its own script, its own packages first on the path)."""
+    path = os.pathsep.join([str(tree), str(tree / "integrations"), str(tree / "flows")])
+    env = {**os.environ, **_aws_env(endpoint), "PYTHONPATH": path}
     done = subprocess.run(
-        [sys.executable, __file__, "--child", which],
+        [sys.executable, str(tree / "benchmarks" / "scoping.py"), "--child", which],
         env=env,
         capture_output=True,
         text=True,
@@ -320,7 +328,7 @@ def report(world: dict, results: dict[str, dict]) -> None:
     )
     header = ("seconds", "records/s", "MB/s gz", "MB/s json", "peak MB", "x floor", "cpu s")
     print(f"{'':7}" + "".join(f"{h:>11}" for h in header) + f"{'cpu x floor':>13}")
-    for name in ("floor", "plain", "ours"):
+    for name in [n for n in ("floor", "plain", "before", "ours") if n in results]:
         r = results[name]
         s = r["seconds"]
         cells = (
@@ -341,12 +349,22 @@ def report(world: dict, results: dict[str, dict]) -> None:
         f"ours scanned {o['records']:,} records in {o['files']:,} files; "
         f"blind spots: {', '.join(o['blind_spots']) or 'none'}"
     )
+    if "before" in results:
+        b = results["before"]
+        same = (b["objects"], b["bytes_out"]) == (o["objects"], o["bytes_out"])
+        print(f"before: {b['objects']} / {b['bytes_out']:,} ({'agree' if same else 'DIFFER'})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 20_000_000])
     parser.add_argument("--per-file", type=int, default=2000)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another source tree (e.g. `git archive <commit>` unpacked) whose action is "
+        "measured too, on the same files, as the row 'before'",
+    )
     parser.add_argument("--child", choices=["floor", "plain", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -360,7 +378,10 @@ def main() -> None:
         server, endpoint = start_moto()
         try:
             world = seed(endpoint, size, args.per_file)
-            results = {name: measure(name, endpoint) for name in ("floor", "plain", "ours")}
+            results = {name: measure(name, endpoint) for name in ("floor", "plain")}
+            if args.before:
+                results["before"] = measure("ours", endpoint, args.before.resolve())
+            results["ours"] = measure("ours", endpoint)
             report(world, results)
         finally:
             server.terminate()
