@@ -15,7 +15,9 @@ A team adds its own actions by declaring entry points in its own package:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -41,12 +43,72 @@ class ActionOutput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+IntentHook = Callable[["Intent"], None]
+"""Writes one undo intent where it survives the process (the engine: an ``undo.intent``
+ledger record, fsync'd) before the change it undoes is made; raising stops the change."""
+
+
+@dataclass
+class Intent:
+    """A change an action is about to make, and how to put it back: declared first, settled after.
+
+    :meth:`ActionContext.changing` (or :meth:`ActionContext.intend_undo`) writes it before
+    the mutating call; once the call returns, :meth:`confirm` records the undo (what
+    rollback runs), or :meth:`not_made` says the call changed nothing. An intent left
+    unsettled (the process died, the call timed out) is undone by rollback all the same:
+    it may have been applied, and every undo is idempotent.
+    """
+
+    id: str
+    description: str
+    how: dict[str, Any]
+    ctx: ActionContext = field(repr=False)
+    state: str | None = None  # None (unsettled), "confirmed" or "not made"
+
+    def confirm(self, description: str | None = None, **how: Any) -> None:
+        """The change was made: record its undo.
+
+        ``description`` and ``how`` replace the intent's when the call told more than was
+        known before it (e.g. the id of a key it created); by default the intent's own.
+        """
+        if self.state is not None:
+            raise RuntimeError(f"undo intent {self.id} is already {self.state}")
+        self.state = "confirmed"
+        self.ctx.undo.append({"description": description or self.description, **(how or self.how)})
+        if self.ctx.intent_hook is not None:
+            self.ctx.confirmed.append(self.id)
+
+    def not_made(self) -> None:
+        """The call changed nothing (refused, or the state was already as wanted)."""
+        if self.state is not None:
+            raise RuntimeError(f"undo intent {self.id} is already {self.state}")
+        self.state = "not made"
+        if self.ctx.intent_hook is not None:
+            self.ctx.not_made.append(self.id)
+
+
 @dataclass
 class ActionContext:
     """What an action knows about the run it is part of.
 
-    ``record_undo`` is how a containment action says what it changed and how to
-    put it back; the executor writes those records to the ledger for rollback.
+    A containment action says what it changes and how to put it back *before* each
+    mutating call, so a process killed between the call and the step's end still leaves
+    rollback able to undo it::
+
+        with ctx.changing(f"Re-activate access key {key} of {user}",
+                          op="activate_access_key", user_name=user, access_key_id=key):
+            iam.update_access_key(UserName=user, AccessKeyId=key, Status="Inactive")
+
+    ``changing`` writes the intent at once (``intent_hook``: the engine appends an
+    ``undo.intent`` ledger record) and confirms it when the block ends without an
+    error; the executor writes the confirmed undo records (``undo``) and the ids of the
+    intents settled (``confirmed``, ``not_made``) into the step's ``step.end`` (or
+    ``step.attempt_failed``). Rollback undoes every confirmed record and every intent
+    never settled. ``record_undo`` (after the change, no intent) still works, for
+    actions written before intents: a crash between their call and the step's end
+    leaves that change unrecorded. Outside the engine (``plan --live``, a rollback's
+    own undo actions, tests) ``intent_hook`` is None and intents are kept in memory only.
+
     ``home`` is ``CLAMPDOWN_HOME`` (:class:`~clampdown.core.home.Home`), filled by
     whoever runs the action (the engine, a rollback, ``clampdown plan``); ``files`` are
     this run's files under it and ``run_dir`` its folder. An action finds its run's
@@ -68,6 +130,9 @@ class ActionContext:
     # the key that signs this run's ledger (clampdown.core.ledger_signing), None: unsigned;
     # an action that reads another run's ledger (core.rollback_run) checks it with this key
     ledger_signer: Any = None
+    intent_hook: IntentHook | None = None
+    confirmed: list[str] = field(default_factory=list)  # ids of intents whose change was made
+    not_made: list[str] = field(default_factory=list)  # ids of intents whose call changed nothing
 
     @property
     def files(self) -> RunFiles:
@@ -79,7 +144,34 @@ class ActionContext:
         """The run's folder, ``$CLAMPDOWN_HOME/runs/<run-id>/``."""
         return self.files.dir
 
+    def intend_undo(self, description: str, **how: Any) -> Intent:
+        """Declare a change about to be made and its undo; written before this returns.
+
+        Settle it after the call with :meth:`Intent.confirm` or :meth:`Intent.not_made`
+        (:meth:`changing` does so for you). If the hook cannot write it (disk full), this
+        raises and the change must not be made.
+        """
+        intent = Intent(uuid.uuid4().hex[:16], description, dict(how), self)
+        if self.intent_hook is not None:
+            self.intent_hook(intent)
+        return intent
+
+    @contextmanager
+    def changing(self, description: str, **how: Any) -> Iterator[Intent]:
+        """Around one mutating call: the intent is written before, confirmed after.
+
+        An error out of the block leaves the intent unsettled (the call may have gone
+        through before failing): rollback undoes it, idempotently. Call
+        :meth:`Intent.not_made` inside the block when the call is known to have changed
+        nothing, or :meth:`Intent.confirm` with what the call returned.
+        """
+        intent = self.intend_undo(description, **how)
+        yield intent
+        if intent.state is None:
+            intent.confirm()
+
     def record_undo(self, description: str, **how: Any) -> None:
+        """Record the undo of a change already made (no intent before it; see the class doc)."""
         self.undo.append({"description": description, **how})
 
 

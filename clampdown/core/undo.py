@@ -1,10 +1,21 @@
 """Undo records of a run, read back from its ledger for rollback.
 
-Actions record what they changed as they go (``ActionContext.record_undo``);
-the executor writes those records into the step's ``step.end`` record, and
-into ``step.attempt_failed`` for an attempt that changed something and then
-failed. Rollback takes them newest first: the last change is put back first,
-so a step that built on an earlier one is undone before it.
+Actions declare each change and its undo before making it (``ActionContext.changing``):
+the engine writes an ``undo.intent`` record at once, and the attempt's end confirms it
+(the undo record in ``undo`` and the intent's id in ``confirmed`` of the step's
+``step.end``, or of ``step.attempt_failed`` for an attempt that changed something and
+then failed; ``not_made`` for a call that changed nothing). Actions that record only
+after the change (``ActionContext.record_undo``) appear in ``undo`` alone.
+
+The undo plan is every confirmed undo record and every intent never settled: a process
+killed between a call and the step's end leaves an intent without a confirmation, and
+that change *may have been applied*, so it is undone too (every undo is idempotent: a
+change that never happened, or was already put back, is left as it is). An intent that
+was confirmed appears once, as its confirmed record; an unsettled intent that repeats a
+record already in the plan (a re-run of the step made the same change) is not listed
+twice. Rollback takes them newest first: the last change is put back first, so a step
+that built on an earlier one is undone before it (an unsettled intent stands where it
+was written).
 
 :func:`rollback_run` is the one rollback code path: the ``rollback`` Prefect flow
 (``clampdown rollback``) runs it with one Prefect task per undo, and the
@@ -55,10 +66,19 @@ class UndoItem:
     account: str | None
     description: str
     how: dict[str, Any]
+    confirmed: bool = True  # False: an intent the run never confirmed (it may have been applied)
+
+    @property
+    def identity(self) -> str:
+        """What the undo does and where: two items alike in it put back the same change."""
+        import json
+
+        what = (self.step, self.uses, self.region, self.account, self.description, self.how)
+        return json.dumps(what, sort_keys=True, default=str)
 
     def shown(self) -> dict[str, Any]:
         """Everything this undo will do, as an approver and ``rollback --plan`` see it."""
-        return {
+        shown = {
             "step": self.step,
             "action": self.uses,
             "region": self.region,
@@ -66,6 +86,12 @@ class UndoItem:
             "says": self.description,
             "does": self.how,
         }
+        if not self.confirmed:  # bound by the approval hash too
+            shown["may have been applied"] = UNCONFIRMED
+        return shown
+
+
+UNCONFIRMED = "the run stopped before confirming it"
 
 
 def describe(item: UndoItem) -> str:
@@ -74,7 +100,10 @@ def describe(item: UndoItem) -> str:
 
     where = ", ".join(x for x in (item.region, item.account) if x) or "default region/account"
     how = json.dumps(item.how, sort_keys=True, default=str)
-    return f"[{item.step}] {item.uses} in {where}: {item.description}\n     parameters: {how}"
+    line = f"[{item.step}] {item.uses} in {where}: {item.description}\n     parameters: {how}"
+    if not item.confirmed:
+        line += f"\n     may have been applied: {UNCONFIRMED} (undoing it is safe either way)"
+    return line
 
 
 class LedgerNotTrusted(ClampdownError):
@@ -104,32 +133,83 @@ def checked_undo_items(
             "undone. Investigate the tampering (`clampdown verify <run-id>` compares it "
             "with the evidence bucket)",
         )
-    return _items(read(ledger)), verdict
+    records = read(ledger)
+    if verdict.status != "unsigned":
+        _check_intents_signed(ledger, records)
+    return _items(records), verdict
+
+
+def _check_intents_signed(ledger: Path, records: list[dict[str, Any]]) -> None:
+    """In a signed ledger, an unsigned ``undo.intent`` was not written by the engine.
+
+    The engine signs every record it writes; only other processes (an alert joining)
+    append unsigned ones, and those are never undo intents. Executing one would let
+    whoever can write ``CLAMPDOWN_HOME`` add an undo to an approved rollback.
+    """
+    from clampdown.core.ledger import SEAL
+
+    forged = [r for r in records if r.get("type") == "undo.intent" and SEAL not in r]
+    if forged:
+        raise LedgerNotTrusted(
+            f"the ledger {ledger} fails verification (record {forged[0].get('seq')}): an "
+            "undo.intent record is not signed, so the engine did not write it",
+            "rollback executes only undo records from a ledger that verifies; nothing was "
+            "undone. Investigate the tampering (`clampdown verify <run-id>` compares it "
+            "with the evidence bucket)",
+        )
 
 
 def _items(records: list[dict[str, Any]]) -> list[UndoItem]:
+    """The undo plan: confirmed records and unsettled intents, newest first (module doc)."""
     started: dict[str, dict[str, Any]] = {}
     items: list[UndoItem] = []
+    intents: dict[str, UndoItem] = {}
+    settled: set[str] = set()
     for record in records:
-        if record["type"] == "step.start":
+        kind = record["type"]
+        if kind == "step.start":
             started[record["step"]] = record
-        if record["type"] not in ("step.end", "step.attempt_failed"):
+        elif kind == "undo.intent":
+            intents[str(record.get("intent"))] = _intent_item(record, started)
+        elif kind in ("step.end", "step.attempt_failed"):
+            settled.update(map(str, record.get("confirmed") or ()))
+            settled.update(map(str, record.get("not_made") or ()))
+            for index, entry in enumerate(record.get("undo") or []):
+                how = {k: v for k, v in entry.items() if k != "description"}
+                items.append(_item(record, started, record["seq"] * 1000 + index, entry, how, True))
+    seen = {item.identity for item in items}
+    for intent_id, item in intents.items():
+        if intent_id in settled or item.identity in seen:
             continue
-        start = started.get(record["step"], {})
-        for index, entry in enumerate(record.get("undo") or []):
-            how = {k: v for k, v in entry.items() if k != "description"}
-            items.append(
-                UndoItem(
-                    seq=record["seq"] * 1000 + index,
-                    step=record["step"],
-                    uses=start.get("uses", record.get("uses", "")),
-                    region=start.get("region"),
-                    account=start.get("account"),
-                    description=entry.get("description", ""),
-                    how=how,
-                )
-            )
+        seen.add(item.identity)
+        items.append(item)
     return sorted(items, key=lambda item: item.seq, reverse=True)
+
+
+def _intent_item(record: dict[str, Any], started: dict[str, dict[str, Any]]) -> UndoItem:
+    """An ``undo.intent`` as the undo it would be if never confirmed."""
+    return _item(record, started, record["seq"] * 1000, record, record.get("how") or {}, False)
+
+
+def _item(
+    record: dict[str, Any],
+    started: dict[str, dict[str, Any]],
+    seq: int,
+    entry: dict[str, Any],
+    how: dict[str, Any],
+    confirmed: bool,
+) -> UndoItem:
+    start = started.get(record["step"], {})
+    return UndoItem(
+        seq=seq,
+        step=record["step"],
+        uses=start.get("uses", record.get("uses", "")),
+        region=start.get("region"),
+        account=start.get("account"),
+        description=entry.get("description", ""),
+        how=dict(how),
+        confirmed=confirmed,
+    )
 
 
 # --- rolling a run back: one code path for `clampdown rollback` and `core.rollback_run` ---
@@ -295,6 +375,7 @@ def rollback_run(
                 uses=item.uses,
                 description=item.description,
                 how=item.how,
+                **({} if item.confirmed else {"confirmed": False}),
             )
             try:
                 undo(item, files, run_id)

@@ -25,6 +25,7 @@ from clampdown_aws.base import (
     AwsAccessDenied,
     AwsAction,
     AwsActionError,
+    changing,
     translate,
 )
 
@@ -146,12 +147,13 @@ class DisableApiKey(ApiGatewayAction):
         key = _get_key(apigw, params.api_key_id)
         changed = bool(key.get("enabled", False))
         if changed:
-            _set_key_enabled(apigw, params.api_key_id, False)
-            ctx.record_undo(
+            with changing(  # the undo is on record before the key changes
+                ctx,
                 f"enable API key {params.api_key_id} ({key.get('name')}) again",
                 op="enable_api_key",
                 api_key_id=params.api_key_id,
-            )
+            ):
+                _set_key_enabled(apigw, params.api_key_id, False)
             ctx.logger.info("disabled API key %s (%s)", params.api_key_id, key.get("name"))
         return self.Output(
             api_key_id=params.api_key_id, key_name=key.get("name"), enabled=False, changed=changed
@@ -164,6 +166,7 @@ class DisableApiKey(ApiGatewayAction):
         return [f"disable API key {params.api_key_id} ({key.get('name')}); it is not deleted"]
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Enable the key; one enabled already (never disabled, or put back) or gone is left."""
         if how.get("op") != "enable_api_key":
             raise AwsActionError(f"{self.name} cannot undo unknown operation {how.get('op')!r}")
         apigw = aws.client("apigateway")
@@ -303,15 +306,16 @@ class ThrottleUsagePlan(ApiGatewayAction):
             before = _limits(plan)
             after = _tightened(before, params.rate_limit, params.burst_limit)
             if before != after:
-                apigw.update_usage_plan(usagePlanId=plan["id"], patchOperations=_patch(after))
-                changed = True
-                ctx.record_undo(
+                with changing(  # the undo is on record before the plan changes
+                    ctx,
                     f"restore the throttle of usage plan {plan['id']} ({plan.get('name')})",
                     op="restore_usage_plan_throttle",
                     usage_plan_id=plan["id"],
                     before=None if before is None else before.model_dump(),
                     applied=after.model_dump(),
-                )
+                ):
+                    apigw.update_usage_plan(usagePlanId=plan["id"], patchOperations=_patch(after))
+                changed = True
                 ctx.logger.info(
                     "usage plan %s throttled to %s requests/s, burst %s",
                     plan["id"],
@@ -344,6 +348,8 @@ class ThrottleUsagePlan(ApiGatewayAction):
         return lines
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Restore the limits; a plan at its limits from before (never throttled, or put
+        back) or gone is left as it is."""
         if how.get("op") != "restore_usage_plan_throttle":
             raise AwsActionError(f"{self.name} cannot undo unknown operation {how.get('op')!r}")
         apigw = aws.client("apigateway")

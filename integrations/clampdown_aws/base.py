@@ -15,11 +15,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from clampdown.core.actions import Action, ActionContext
+from clampdown.core.actions import Action, ActionContext, Intent
 
 RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 8}
 ACCESS_DENIED = frozenset(
@@ -281,6 +282,38 @@ def translate(exc: Exception, aws: Aws) -> Exception:
     )
 
 
+def refused_at_once(exc: BaseException) -> bool:
+    """AWS answered the one request it got with a client error: it changed nothing.
+
+    Only a 4xx answer to a request that botocore did not retry says so: after a retry
+    (throttling, a lost connection, a 5xx) an earlier try may have gone through.
+    """
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict) or "Error" not in response:
+        return False
+    meta = response.get("ResponseMetadata") or {}
+    status = meta.get("HTTPStatusCode") or 0
+    return 400 <= int(status) < 500 and not meta.get("RetryAttempts")
+
+
+@contextmanager
+def changing(ctx: ActionContext, description: str, **how: Any) -> Iterator[Intent]:
+    """Around one mutating AWS call: its undo is written before the call, confirmed after.
+
+    :meth:`ActionContext.changing`, plus: a call AWS refused at once
+    (:func:`refused_at_once`) changed nothing, so its intent is settled as not made and
+    rollback leaves it alone. Any other failure (a timeout, a lost connection, a refusal
+    after a retry) leaves the intent unsettled: rollback undoes it, idempotently.
+    """
+    with ctx.changing(description, **how) as intent:
+        try:
+            yield intent
+        except Exception as exc:
+            if intent.state is None and refused_at_once(exc):
+                intent.not_made()
+            raise
+
+
 def arn_resources(
     actions: tuple[str, ...], value: Any, arn_marker: str, service: str
 ) -> dict[str, list[str]]:
@@ -329,6 +362,11 @@ def evidence_resources(bucket: Any) -> dict[str, list[str]]:
 class AwsAction(Action):
     """Base of AWS actions: subclasses implement ``apply`` (and ``undo`` when they change
     something). Both receive an :class:`Aws` for the step's region and account.
+
+    Every mutating call in ``apply`` sits in a :func:`changing` block that names its
+    undo, so the undo is on record before the call is made. ``undo`` must succeed when
+    the change never happened or was already put back: rollback also runs the undo of an
+    intent the run never confirmed.
 
     ``iam_resources`` (for ``clampdown iam-policy``): an action that declares every
     :data:`S3_WRITE` action writes evidence, so by default its object reads and writes

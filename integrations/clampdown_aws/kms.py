@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources, changing
 
 ROTATED_BY_RUN_TAG = "clampdown:rotated-by-run"
 ROTATION_PERIOD_DAYS = 365
@@ -144,13 +144,14 @@ class RotateKey(AwsAction):
         if not _needs_disabling(meta):
             ctx.logger.info("KMS key %s is already %s; nothing to disable", key_arn, state)
             return False
-        kms.disable_key(KeyId=key_id)
-        ctx.record_undo(
+        with changing(
+            ctx,
             f"Enable KMS key {key_arn} again (this run disabled it)",
             op="enable_key",
             key_id=key_id,
             key_arn=key_arn,
-        )
+        ):
+            kms.disable_key(KeyId=key_id)
         ctx.logger.info("disabled KMS key %s", key_arn)
         return True
 
@@ -169,11 +170,10 @@ class RotateKey(AwsAction):
         kms.rotate_key_on_demand(KeyId=key_id)
         ctx.logger.info("rotated KMS key %s on demand", key_arn)
         # Rotate first, tag second: if tagging fails, a retry rotates once more (costs one
-        # of the key's on-demand rotations) rather than wrongly skipping the rotation.
-        kms.tag_resource(
-            KeyId=key_id, Tags=[{"TagKey": ROTATED_BY_RUN_TAG, "TagValue": ctx.run_id}]
-        )
-        ctx.record_undo(
+        # of the key's on-demand rotations) rather than wrongly skipping the rotation. The
+        # rotation itself records no undo (it has none); the tag's undo is declared first.
+        with changing(
+            ctx,
             f"Put back tag {ROTATED_BY_RUN_TAG} on KMS key {key_arn} "
             f"({'remove it' if previous is None else f'restore {previous!r}'}). The on-demand "
             "rotation itself cannot be undone and need not be: KMS keeps the earlier key "
@@ -184,20 +184,24 @@ class RotateKey(AwsAction):
             tag_key=ROTATED_BY_RUN_TAG,
             run_value=ctx.run_id,
             previous_value=previous,
-        )
+        ):
+            kms.tag_resource(
+                KeyId=key_id, Tags=[{"TagKey": ROTATED_BY_RUN_TAG, "TagValue": ctx.run_id}]
+            )
         return True
 
     def _enable_yearly(self, kms: Any, key_id: str, key_arn: str, ctx: ActionContext) -> bool:
         if not _yearly_rotation_off(kms, key_id):
             ctx.logger.info("automatic rotation of KMS key %s is already on", key_arn)
             return False
-        kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=ROTATION_PERIOD_DAYS)
-        ctx.record_undo(
+        with changing(
+            ctx,
             f"Turn automatic rotation of KMS key {key_arn} off again (this run turned it on)",
             op="disable_key_rotation",
             key_id=key_id,
             key_arn=key_arn,
-        )
+        ):
+            kms.enable_key_rotation(KeyId=key_id, RotationPeriodInDays=ROTATION_PERIOD_DAYS)
         ctx.logger.info(
             "turned on automatic rotation of KMS key %s every %d days",
             key_arn,
@@ -208,6 +212,8 @@ class RotateKey(AwsAction):
     # --- undo ----------------------------------------------------------------------------
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Put one change back; each op is a no-op on a key already as it was (the change
+        never happened, or was put back already)."""
         kms = aws.client("kms")
         op, key_id = how["op"], how["key_id"]
         if op == "enable_key":

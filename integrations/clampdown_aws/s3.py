@@ -52,7 +52,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, changing
 from clampdown_aws.s3_legal_holds import (
     check_object_lock,
     count_unheld,
@@ -190,8 +190,8 @@ class LockModelArtifacts(AwsAction):
         plan = _plan_policy(s3, params.bucket, statement)
         if plan.needed:
             written = plan.merged()
-            s3.put_bucket_policy(Bucket=params.bucket, Policy=written)
-            ctx.record_undo(
+            with changing(  # the undo is on record before the policy changes
+                ctx,
                 f"restore the bucket policy of s3://{params.bucket} as it was before the lock"
                 + ("" if plan.before else " (no policy)"),
                 op="restore_bucket_policy",
@@ -199,7 +199,8 @@ class LockModelArtifacts(AwsAction):
                 sid=sid,
                 policy_before=plan.before,
                 written_sha256=policy_digest(written),
-            )
+            ):
+                s3.put_bucket_policy(Bucket=params.bucket, Policy=written)
             ctx.logger.info("locked s3://%s/%s (statement %s)", params.bucket, params.prefix, sid)
 
         return self.Output(
@@ -341,7 +342,10 @@ def _get_policy(s3: Any, bucket: str) -> str | None:
 
 
 def _restore_policy(s3: Any, how: dict[str, Any], ctx: ActionContext) -> None:
-    """Put the saved policy back; if someone changed the policy since, remove only ours."""
+    """Put the saved policy back; if someone changed the policy since, remove only ours.
+
+    A policy still as it was (the lock never happened, or was put back) is left alone.
+    """
     bucket, before, sid = how["bucket"], how["policy_before"], how["sid"]
     current = _get_policy(s3, bucket)
     if policy_digest(current) == policy_digest(before):

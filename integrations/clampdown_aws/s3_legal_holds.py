@@ -4,6 +4,14 @@ Every version under the prefix is held, in chunks of ``HOLD_CHUNK`` versions; ea
 undo record lists exactly the (key, version id) pairs this run turned ON, keys relative to
 the prefix, so rollback never releases a hold that someone else placed (see
 :mod:`clampdown_aws.s3`).
+
+Each chunk's undo is declared before its holds are set: the intent lists the versions of
+the chunk that had no hold when the run looked, just before setting them, and the
+confirmation the ones it set. A run killed in between leaves the intent unconfirmed, and
+rollback turns OFF the holds it lists (a version never held, or deleted since, is left as
+it is). The one thing it cannot tell apart: a hold that someone else placed on one of
+those versions after the run stopped and before the rollback is released too;
+``clampdown rollback --plan`` lists the versions, marked "may have been applied".
 """
 
 from __future__ import annotations
@@ -59,14 +67,10 @@ def _held(s3: Any, bucket: str, key: str, version_id: str) -> bool:
     return status == "ON"
 
 
-def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> bool:
-    """Turn the legal hold ON; False when it was ON already (then it is not ours)."""
-    if _held(s3, bucket, key, version_id):
-        return False
+def _hold_one(s3: Any, bucket: str, key: str, version_id: str) -> None:
     s3.put_object_legal_hold(
         Bucket=bucket, Key=key, VersionId=version_id, LegalHold={"Status": "ON"}
     )
-    return True
 
 
 def _version_pages(s3: Any, bucket: str, prefix: str) -> Iterator[list[tuple[str, str]]]:
@@ -95,28 +99,47 @@ def set_legal_holds(s3: Any, bucket: str, prefix: str, ctx: ActionContext) -> in
         for versions in _version_pages(s3, bucket, prefix):
             for start in range(0, len(versions), HOLD_CHUNK):
                 chunk = versions[start : start + HOLD_CHUNK]
-                futures = [pool.submit(_hold_one, s3, bucket, k, v) for k, v in chunk]
-                done, failure = [], None
-                for (key, version_id), future in zip(chunk, futures, strict=True):
-                    try:
-                        if future.result():
-                            done.append([key[len(prefix) :], version_id])
-                    except Exception as exc:  # record what was set before failing
-                        failure = failure or exc
-                if done:
-                    total += len(done)
-                    ctx.record_undo(
-                        f"release {len(done)} legal hold(s) set on s3://{bucket}/{prefix}",
-                        op="release_legal_holds",
-                        bucket=bucket,
-                        prefix=prefix,
-                        versions=done,
-                    )
-                if failure is not None:
-                    raise failure
+                held = pool.map(lambda kv: _held(s3, bucket, *kv), chunk)
+                todo = [kv for kv, on in zip(chunk, held, strict=True) if not on]
+                if todo:  # a version held already is not ours: never recorded
+                    total += _hold_chunk(pool, s3, bucket, prefix, todo, ctx)
     if total:
         ctx.logger.info("legal hold ON for %d version(s) under s3://%s/%s", total, bucket, prefix)
     return total
+
+
+def _hold_chunk(
+    pool: ThreadPoolExecutor,
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    todo: list[tuple[str, str]],
+    ctx: ActionContext,
+) -> int:
+    """Turn ON the holds of ``todo`` (versions without one), their undo declared first."""
+
+    def undo(versions: list[list[str]]) -> tuple[str, dict[str, Any]]:
+        return (
+            f"release {len(versions)} legal hold(s) set on s3://{bucket}/{prefix}",
+            {"op": "release_legal_holds", "bucket": bucket, "prefix": prefix, "versions": versions},
+        )
+
+    description, how = undo([[key[len(prefix) :], version_id] for key, version_id in todo])
+    with ctx.changing(description, **how) as intent:
+        futures = [pool.submit(_hold_one, s3, bucket, k, v) for k, v in todo]
+        done, failure = [], None
+        for (key, version_id), future in zip(todo, futures, strict=True):
+            try:
+                future.result()
+                done.append([key[len(prefix) :], version_id])
+            except Exception as exc:  # record what was set before failing
+                failure = failure or exc
+        if done:
+            description, how = undo(done)
+            intent.confirm(description, **how)
+        if failure is not None:
+            raise failure  # none set: the intent stays unconfirmed (some may have gone through)
+    return len(done)
 
 
 def release_legal_holds(s3: Any, how: dict[str, Any]) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, changing
 from clampdown_aws.responses import json_safe, strip_metadata
 from clampdown_aws.sagemaker_api_gateway import (
     ApiGatewayTarget,
@@ -273,12 +273,8 @@ class FreezeEndpoint(AwsAction):
         iam = aws.client("iam")
         plan = plan_role_denies(iam, params.caller_roles, params.endpoint_name, endpoint_arn)
         for name, previous in plan.todo:
-            iam.put_role_policy(
-                RoleName=name,
-                PolicyName=plan.policy_name,
-                PolicyDocument=json.dumps(plan.document),
-            )
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"remove the endpoint deny policy {plan.policy_name} from role {name}"
                 if previous is None
                 else f"restore the previous {plan.policy_name} policy of role {name}",
@@ -286,7 +282,12 @@ class FreezeEndpoint(AwsAction):
                 role_name=name,
                 policy_name=plan.policy_name,
                 previous=previous,
-            )
+            ):
+                iam.put_role_policy(
+                    RoleName=name,
+                    PolicyName=plan.policy_name,
+                    PolicyDocument=json.dumps(plan.document),
+                )
         return plan.arns, bool(plan.todo)
 
     def _close_api(
@@ -297,15 +298,16 @@ class FreezeEndpoint(AwsAction):
             text = f"API key {target.api_key_id} disabled"
             if not read_api_key(apigw, target.api_key_id).get("enabled", False):
                 return text, False
-            apigw.update_api_key(
-                apiKey=target.api_key_id,
-                patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}],
-            )
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"re-enable API key {target.api_key_id}",
                 op="enable_api_key",
                 api_key_id=target.api_key_id,
-            )
+            ):
+                apigw.update_api_key(
+                    apiKey=target.api_key_id,
+                    patchOperations=[{"op": "replace", "path": "/enabled", "value": "false"}],
+                )
             return text, True
 
         plan = plan_stage_throttling(apigw, target)
@@ -315,34 +317,36 @@ class FreezeEndpoint(AwsAction):
         )
         if not plan.operations:
             return text, False
-        apigw.update_stage(
-            restApiId=target.rest_api_id,
-            stageName=target.stage_name,
-            patchOperations=plan.operations,
-        )
-        ctx.record_undo(
+        with changing(
+            ctx,
             f"restore the throttling of stage {target.rest_api_id}/{target.stage_name}",
             op="restore_stage_throttling",
             rest_api_id=target.rest_api_id,
             stage_name=target.stage_name,
             before=plan.before,
-        )
+        ):
+            apigw.update_stage(
+                restApiId=target.rest_api_id,
+                stageName=target.stage_name,
+                patchOperations=plan.operations,
+            )
         return text, True
 
     def _zero_weights(self, sm: Any, name: str, ctx: ActionContext) -> tuple[list[str], bool]:
         endpoint = wait_until_updatable(sm, name)
         old, todo = weights_to_zero(endpoint)
         if todo:
-            sm.update_endpoint_weights_and_capacities(
-                EndpointName=name,
-                DesiredWeightsAndCapacities=[desired_weight(v, 0.0) for v in todo],
-            )
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"restore the variant weights of endpoint {name}",
                 op="restore_weights",
                 endpoint_name=name,
                 weights={v["VariantName"]: old[v["VariantName"]] for v in todo},
-            )
+            ):
+                sm.update_endpoint_weights_and_capacities(
+                    EndpointName=name,
+                    DesiredWeightsAndCapacities=[desired_weight(v, 0.0) for v in todo],
+                )
         return sorted(old), bool(todo)
 
     def _block_config(
@@ -369,8 +373,8 @@ class FreezeEndpoint(AwsAction):
         elif plan.foreign:
             raise AwsActionError(plan.foreign)
         wait_until_updatable(sm, name)
-        sm.update_endpoint(EndpointName=name, EndpointConfigName=plan.name)
-        ctx.record_undo(
+        with changing(  # the blocked config itself is kept (evidence), as it always was
+            ctx,
             f"switch endpoint {name} back to its config {current}",
             op="restore_endpoint_config",
             endpoint_name=name,
@@ -379,7 +383,8 @@ class FreezeEndpoint(AwsAction):
             weights={
                 v["VariantName"]: variant_weight(v) for v in endpoint.get("ProductionVariants", [])
             },
-        )
+        ):
+            sm.update_endpoint(EndpointName=name, EndpointConfigName=plan.name)
         return plan.name, True
 
     # --- describe (plan --live) ------------------------------------------------------------
@@ -404,6 +409,8 @@ class FreezeEndpoint(AwsAction):
     # --- undo ------------------------------------------------------------------------------
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Put one change back; each op leaves alone what is already as it was (the change
+        never happened, or was put back already)."""
         op = how["op"]
         if op == "restore_role_policy":
             restore_role_policy(aws.client("iam"), how)

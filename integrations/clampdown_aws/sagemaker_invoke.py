@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, changing
 from clampdown_aws.iam._common import (
     canonical,
     check_same_principal,
@@ -176,9 +176,8 @@ class DenyInvoke(AwsAction):
         for kind, owner, _, previous in todo:
             if previous is not None and canonical(previous) == canonical(document):
                 continue
-            put_inline_policy(iam, kind, owner, name, document)
-            changed = True
-            ctx.record_undo(
+            with changing(  # the undo is on record before the policy changes
+                ctx,
                 f"remove the invoke deny {name} from {kind} {owner}"
                 if previous is None
                 else f"restore the previous {name} policy of {kind} {owner}",
@@ -187,7 +186,9 @@ class DenyInvoke(AwsAction):
                 owner=owner,
                 policy_name=name,
                 previous=previous,
-            )
+            ):
+                put_inline_policy(iam, kind, owner, name, document)
+            changed = True
             ctx.logger.info("%s %s may no longer invoke %s", kind, owner, endpoint_arn)
         return self.Output(
             endpoint_arn=endpoint_arn,
@@ -207,6 +208,8 @@ class DenyInvoke(AwsAction):
         ]
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Delete the deny or put the previous policy back; idempotent (no policy to delete
+        and an unchanged previous one are fine)."""
         if how.get("op") != "restore_policy":
             raise AwsActionError(f"{self.name} cannot undo unknown operation {how.get('op')!r}")
         iam = aws.client("iam")

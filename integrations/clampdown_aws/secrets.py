@@ -31,13 +31,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
+from clampdown.core.actions import ActionContext, ActionInput, ActionOutput, Intent
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources, changing
 
 PASSWORD_FIELD = "password"
 _TOKEN_NAMESPACE = uuid.UUID("5f0c7f0e-3a52-4d3b-9c1e-8d2b6a1c4e70")
@@ -98,33 +99,16 @@ class RotateSecret(AwsAction):
             return self.Output(secret_arn=arn, new_version_id=token, method=method, changed=False)
 
         if method == "put_secret_value":
-            created = self._put_new_value(sm, arn, previous, token, params)
+            created = self._put_new_value(sm, target, params, ctx)
             if not created:
                 return self.Output(
                     secret_arn=arn, new_version_id=token, method=method, changed=False
                 )
         else:
-            sm.rotate_secret(SecretId=arn, ClientRequestToken=token)
+            with _declared(ctx, target):
+                sm.rotate_secret(SecretId=arn, ClientRequestToken=token)
         ctx.logger.info("rotated secret %s (%s): new version %s", arn, method, token)
-
-        if previous is not None:
-            caveat = (
-                " The rotation already changed the credential in the protected system; "
-                "the old value works again only if that system still accepts it "
-                "(e.g. the alternating-users rotation strategy)."
-                if method != "put_secret_value"
-                else " Whatever uses the secret must still accept the old value."
-            )
-            ctx.record_undo(
-                f"Move AWSCURRENT of secret {arn} back from version {token} (made by this "
-                f"run) to version {previous}.{caveat}",
-                op="restore_current",
-                secret_arn=arn,
-                previous_version_id=previous,
-                new_version_id=token,
-                method=method,
-            )
-        else:
+        if previous is None:
             ctx.logger.warning(
                 "secret %s had no AWSCURRENT version before this run; rollback cannot "
                 "restore an earlier value",
@@ -132,12 +116,11 @@ class RotateSecret(AwsAction):
             )
         return self.Output(secret_arn=arn, new_version_id=token, method=method, changed=True)
 
-    def _put_new_value(
-        self, sm: Any, arn: str, previous: str | None, token: str, params: Input
-    ) -> bool:
+    def _put_new_value(self, sm: Any, target: _Target, params: Input, ctx: ActionContext) -> bool:
         """Generate and store the new value; False if this run's version already exists."""
         from botocore.exceptions import ClientError
 
+        arn, previous, token = target.arn, target.previous, target.token
         document = _current_document(sm, arn, previous)
         password = sm.get_random_password(
             PasswordLength=params.length,
@@ -149,13 +132,17 @@ class RotateSecret(AwsAction):
             new_value = json.dumps(document, ensure_ascii=False)
         else:
             new_value = password
-        try:
-            sm.put_secret_value(SecretId=arn, SecretString=new_value, ClientRequestToken=token)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
-                raise
-            # This run's version exists but lost its stages (a later rotation superseded it).
-            return False
+        with _declared(ctx, target) as change:
+            try:
+                sm.put_secret_value(SecretId=arn, SecretString=new_value, ClientRequestToken=token)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ResourceExistsException":
+                    raise
+                # This run's version exists but lost its stages (a later rotation superseded
+                # it): nothing changed now.
+                if change is not None:
+                    change.not_made()
+                return False
         return True
 
     def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
@@ -195,6 +182,8 @@ class RotateSecret(AwsAction):
         return [f"put {what} in secret {arn} as AWSCURRENT; {after}"]
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Move AWSCURRENT back; already at the previous version (the rotation never
+        happened, or was put back already) is left as it is."""
         if how["op"] != "restore_current":
             raise AwsActionError(f"{self.name} cannot undo unknown operation {how['op']!r}")
         sm = aws.client("secretsmanager")
@@ -239,6 +228,38 @@ class _Target:
     def done(self) -> bool:
         """This run's version exists already (as far as DescribeSecret shows)."""
         return self.token in self.stages
+
+
+def _declared(ctx: ActionContext, target: _Target) -> AbstractContextManager[Intent | None]:
+    """Around the call that makes the new version: its undo is on record before it (a run
+    killed right after the call still leaves rollback able to move AWSCURRENT back). A
+    secret without a current version has nothing to go back to: no undo (None)."""
+    if target.previous is None:
+        return nullcontext()
+    description, how = _undo_of(target)
+    return changing(ctx, description, **how)
+
+
+def _undo_of(target: _Target) -> tuple[str, dict[str, Any]]:
+    """The undo of rotating ``target`` (which has a current version): description and how."""
+    caveat = (
+        " The rotation already changed the credential in the protected system; "
+        "the old value works again only if that system still accepts it "
+        "(e.g. the alternating-users rotation strategy)."
+        if target.method != "put_secret_value"
+        else " Whatever uses the secret must still accept the old value."
+    )
+    return (
+        f"Move AWSCURRENT of secret {target.arn} back from version {target.token} (made by this "
+        f"run) to version {target.previous}.{caveat}",
+        {
+            "op": "restore_current",
+            "secret_arn": target.arn,
+            "previous_version_id": target.previous,
+            "new_version_id": target.token,
+            "method": target.method,
+        },
+    )
 
 
 def _target(sm: Any, secret_id: str, ctx: ActionContext) -> _Target:

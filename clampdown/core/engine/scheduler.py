@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from clampdown.core.actions import Action, ActionContext, registry, validate_input
+from clampdown.core.actions import Action, ActionContext, Intent, registry, validate_input
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.engine.state import TERMINAL, RunState
 from clampdown.core.expressions import (
@@ -49,7 +49,8 @@ DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETRY_DELAY = 2.0
 
 Produced = dict[str, Any]
-"""What a successful attempt returns: ``{"outputs": {...}, "undo": [...]}``."""
+"""What a successful attempt returns: ``{"outputs": {...}, "undo": [...]}``, and the ids of
+the undo intents it settled (``"confirmed"``, ``"not_made"``) when there are any."""
 
 Attempt = Callable[[Any], Awaitable[Produced]]
 """One attempt of an action step, given the logger the action should write to.
@@ -353,11 +354,20 @@ async def _execute(state: RunState, step: Step, runner: StepRunner) -> None:
         undo=produced["undo"],
         attempts=result.attempts,
         seconds=result.seconds,
+        **_settled(produced),
     )
 
 
 async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
-    """One attempt of one action step (the runner calls it again on retry)."""
+    """One attempt of one action step (the runner calls it again on retry).
+
+    The action declares each change before making it (``ctx.changing``): the intent is
+    an ``undo.intent`` ledger record, on disk before the call. The attempt's end
+    (``step.end`` through :func:`_execute`, or ``step.attempt_failed``) carries the undo
+    records it confirmed and the ids of the intents it settled; an intent without them
+    (the process died, the call timed out) is undone by rollback as one that may have
+    been applied (:mod:`clampdown.core.undo`).
+    """
     result = state.results[step.id]
     result.attempts += 1
     action_cls = registry().get(step.uses)
@@ -373,6 +383,7 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
         logger=_Redacting(logger, state.ledger),
         mask=state.ledger.scrub,
         ledger_signer=getattr(state.ledger.hook, "signer", None),
+        intent_hook=functools.partial(_write_intent, state.ledger, step.id, result.attempts),
     )
     try:
         output = await _call(action_cls(), state.params[step.id], ctx)
@@ -385,12 +396,40 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
             attempt=result.attempts,
             error=error,
             undo=ctx.undo,
+            **_settled({"confirmed": ctx.confirmed, "not_made": ctx.not_made}),
         )
         if isinstance(exc, Exception):  # the runner logs this; it must carry no secret
             raise StepError(error) from None
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
-    return {"outputs": outputs, "undo": ctx.undo}
+    return {
+        "outputs": outputs,
+        "undo": ctx.undo,
+        "confirmed": ctx.confirmed,
+        "not_made": ctx.not_made,
+    }
+
+
+def _write_intent(ledger: Ledger, step_id: str, attempt: int, intent: Intent) -> None:
+    """An ``undo.intent`` record, fsync'd before the action makes the change.
+
+    Called from the action's own thread (a sync action runs in ``asyncio.to_thread``):
+    :meth:`Ledger.append` takes its lock and the file lock, as for every record. Secrets
+    registered with the ledger are masked in it like in any other record.
+    """
+    ledger.append(
+        "undo.intent",
+        step=step_id,
+        attempt=attempt,
+        intent=intent.id,
+        description=intent.description,
+        how=intent.how,
+    )
+
+
+def _settled(produced: Produced) -> dict[str, list[str]]:
+    """The ``confirmed`` and ``not_made`` intent ids of an attempt, left out when empty."""
+    return {k: list(produced[k]) for k in ("confirmed", "not_made") if produced.get(k)}
 
 
 async def _call(action: Action, params: Any, ctx: ActionContext) -> Any:

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources, changing
 from clampdown_aws.iam._common import (
     ASSUME_ACTIONS,
     canonical,
@@ -168,17 +168,18 @@ class BlockAssumeRole(AwsAction):
         trust = decoded(role["AssumeRolePolicyDocument"])
         applied = _wanted(trust, params.principals)
         if applied is not None:
-            iam.update_assume_role_policy(
-                RoleName=role["RoleName"], PolicyDocument=json.dumps(applied)
-            )
-            ctx.record_undo(
+            with changing(  # the undo is on record before the trust policy changes
+                ctx,
                 f"restore the trust policy of role {role['RoleName']} (drop the "
                 f"{BLOCK_ROLE_SID} deny)",
                 op="restore_trust_policy",
                 role_name=role["RoleName"],
                 previous_document=trust,
                 applied_document=applied,
-            )
+            ):
+                iam.update_assume_role_policy(
+                    RoleName=role["RoleName"], PolicyDocument=json.dumps(applied)
+                )
             ctx.logger.info("trust policy of role %s now denies assume", role["RoleName"])
         final = applied or trust
         ours = next(s for s in policy_statements(final) if s.get("Sid") == BLOCK_ROLE_SID)
@@ -200,6 +201,8 @@ class BlockAssumeRole(AwsAction):
         ]
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Restore the trust policy; one still as it was (the change never happened, or was
+        put back already) is left alone."""
         if how.get("op") != "restore_trust_policy":
             raise AwsActionError(f"{self.name} cannot undo unknown operation {how.get('op')!r}")
         iam = aws.client("iam")

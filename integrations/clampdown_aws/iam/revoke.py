@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources, changing
 from clampdown_aws.iam._common import (
     ASSUME_ACTIONS,
     BLOCK_SID,
@@ -286,62 +286,72 @@ class RevokeCredentials(AwsAction):
 
         # 1. The quarantine policy first: it denies everything at once, including sessions
         #    the user already holds (GetSessionToken/GetFederationToken credentials).
+        # Each undo is declared before its call (``changing``): a run killed between the
+        # call and the step's end still leaves rollback able to put the change back.
         name = params.quarantine_policy_name
         needed, previous = _quarantine_needed(iam, user, name)
         if needed:
-            put_inline_policy(iam, "user", user, name, quarantine_document())
+            undo = (
+                (
+                    f"Delete the quarantine policy {name} from user {user}",
+                    {"op": "delete_user_policy", "user_name": user, "policy_name": name},
+                )
+                if previous is None
+                else (
+                    f"Restore the previous document of inline policy {name} of user {user}",
+                    {
+                        "op": "restore_user_policy",
+                        "user_name": user,
+                        "policy_name": name,
+                        "previous_document": previous,
+                    },
+                )
+            )
+            with changing(ctx, undo[0], **undo[1]):
+                put_inline_policy(iam, "user", user, name, quarantine_document())
             out.policies_attached.append(name)
             ctx.logger.info("attached deny-all policy %s to user %s", name, user)
-            if previous is None:
-                ctx.record_undo(
-                    f"Delete the quarantine policy {name} from user {user}",
-                    op="delete_user_policy",
-                    user_name=user,
-                    policy_name=name,
-                )
-            else:
-                ctx.record_undo(
-                    f"Restore the previous document of inline policy {name} of user {user}",
-                    op="restore_user_policy",
-                    user_name=user,
-                    policy_name=name,
-                    previous_document=previous,
-                )
 
         # 2. Access keys: deactivate, never delete (the key id stays for the investigation).
         for key_id in _active_key_ids(iam, user):
-            iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
-            out.deactivated_keys.append(key_id)
-            ctx.logger.info("deactivated access key %s of user %s", key_id, user)
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"Re-activate access key {key_id} of user {user}",
                 op="activate_access_key",
                 user_name=user,
                 access_key_id=key_id,
-            )
+            ):
+                iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+            out.deactivated_keys.append(key_id)
+            ctx.logger.info("deactivated access key %s of user %s", key_id, user)
 
         # 3. Console password.
-        if _has_login_profile(iam, user):
+        if _has_login_profile(iam, user) and self._delete_login_profile(iam, user, ctx):
+            out.login_profile_deleted = True
+            ctx.logger.info("deleted the console login profile of user %s", user)
+        return out
+
+    @staticmethod
+    def _delete_login_profile(iam: Any, user: str, ctx: ActionContext) -> bool:
+        """Delete the console password; False when it was gone already (nothing to undo)."""
+        with changing(
+            ctx,
+            f"Recreate the console login profile of user {user}. The old password "
+            "cannot be restored: it gets a random password nobody knows, with "
+            "PasswordResetRequired; an administrator must set a temporary password "
+            f"(aws iam update-login-profile --user-name {user} --password-reset-required"
+            " --password ...) and hand it to the user",
+            op="recreate_login_profile",
+            user_name=user,
+        ) as change:
             try:
                 iam.delete_login_profile(UserName=user)
-                deleted = True
             except Exception as exc:  # deleted in between: the state is as wanted
                 if error_code(exc) != "NoSuchEntity":
                     raise
-                deleted = False
-            if deleted:
-                out.login_profile_deleted = True
-                ctx.logger.info("deleted the console login profile of user %s", user)
-                ctx.record_undo(
-                    f"Recreate the console login profile of user {user}. The old password "
-                    "cannot be restored: it gets a random password nobody knows, with "
-                    "PasswordResetRequired; an administrator must set a temporary password "
-                    f"(aws iam update-login-profile --user-name {user} --password-reset-required"
-                    " --password ...) and hand it to the user",
-                    op="recreate_login_profile",
-                    user_name=user,
-                )
-        return out
+                change.not_made()
+                return False
+        return True
 
     # roles ---------------------------------------------------------------------------------
 
@@ -353,48 +363,57 @@ class RevokeCredentials(AwsAction):
         blocked = _blocked_trust(found) if params.block_assume else None
         if blocked is not None:
             trust, applied = blocked
-            iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(applied))
-            out.trust_policy_changed = True
-            ctx.logger.info("trust policy of role %s now denies sts:AssumeRole*", role)
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"Remove the {BLOCK_SID} deny from the trust policy of role {role} "
                 "(restores the saved trust policy if nobody has edited it since)",
                 op="restore_trust_policy",
                 role_name=role,
                 previous_document=trust,
                 applied_document=applied,
-            )
+            ):
+                iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(applied))
+            out.trust_policy_changed = True
+            ctx.logger.info("trust policy of role %s now denies sts:AssumeRole*", role)
 
         # 2. Revoke every session issued before now.
         state, previous = _revoke_policy_state(iam, role)
         cutoff = now_iso()
-        put_inline_policy(iam, "role", role, REVOKE_POLICY, revoke_sessions_document(cutoff))
+        document = revoke_sessions_document(cutoff)
+        if state == "own":  # clampdown's own policy from an earlier run: only the cutoff moves
+            put_inline_policy(iam, "role", role, REVOKE_POLICY, document)
+        else:
+            undo = (
+                (
+                    f"Delete the {REVOKE_POLICY} policy from role {role} (sessions issued "
+                    f"before {cutoff} work again if they have not expired)",
+                    {"op": "delete_role_policy", "role_name": role, "policy_name": REVOKE_POLICY},
+                )
+                if state == "missing"
+                else (
+                    f"Restore the previous document of inline policy {REVOKE_POLICY} of "
+                    f"role {role}",
+                    {
+                        "op": "restore_role_policy",
+                        "role_name": role,
+                        "policy_name": REVOKE_POLICY,
+                        "previous_document": previous,
+                    },
+                )
+            )
+            with changing(ctx, undo[0], **undo[1]):
+                put_inline_policy(iam, "role", role, REVOKE_POLICY, document)
+            out.policies_attached.append(REVOKE_POLICY)
         out.sessions_revoked_before = cutoff
         ctx.logger.info("revoked sessions of role %s issued before %s", role, cutoff)
-        if state == "missing":
-            out.policies_attached.append(REVOKE_POLICY)
-            ctx.record_undo(
-                f"Delete the {REVOKE_POLICY} policy from role {role} (sessions issued before "
-                f"{cutoff} work again if they have not expired)",
-                op="delete_role_policy",
-                role_name=role,
-                policy_name=REVOKE_POLICY,
-            )
-        elif state == "foreign":
-            out.policies_attached.append(REVOKE_POLICY)
-            ctx.record_undo(
-                f"Restore the previous document of inline policy {REVOKE_POLICY} of role {role}",
-                op="restore_role_policy",
-                role_name=role,
-                policy_name=REVOKE_POLICY,
-                previous_document=previous,
-            )
-        # else: clampdown's own policy from an earlier run, only its cutoff moved forward.
         return out
 
     # rollback ------------------------------------------------------------------------------
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Put one change back; a change that never happened or is already undone is left
+        as it is (a key already Active, a policy already gone or already the saved one, a
+        login profile that exists, a trust policy without the deny)."""
         iam = aws.client("iam")
         op = how.get("op")
         if op == "activate_access_key":

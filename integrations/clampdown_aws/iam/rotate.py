@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from clampdown.core.actions import ActionContext, ActionInput, ActionOutput
-from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources
+from clampdown_aws.base import Aws, AwsAction, AwsActionError, arn_resources, changing
 from clampdown_aws.iam._common import (
     ACCESS_KEY_ID,
     error_code,
@@ -165,37 +165,20 @@ class RotateAccessKey(AwsAction):
                     victim,
                     user,
                 )
-            new_id, secret_arn = self._create_and_store(
-                iam, sm, user, params.secret_id, found.secret, found.version_id, ctx
-            )
-            ctx.record_undo(
-                f"Deactivate (not delete) the new access key {new_id} of user {user}",
-                op="deactivate_access_key",
-                user_name=user,
-                access_key_id=new_id,
-            )
-            if found.current_version is not None:
-                ctx.record_undo(
-                    f"Point the secret {secret_arn} back at its previous version "
-                    f"{found.current_version} (the key it held is re-activated too); the new "
-                    "version is kept",
-                    op="restore_secret_current",
-                    secret_arn=secret_arn,
-                    version_id=found.version_id,
-                    previous_version_id=found.current_version,
-                )
+            new_id, secret_arn = self._new_key(iam, sm, params, found, ctx)
 
         deactivated: list[str] = []
         for key_id in _keys_to_deactivate(found.status, params.old_access_key_id, new_id):
-            iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
-            deactivated.append(key_id)
-            ctx.logger.info("deactivated old access key %s of user %s", key_id, user)
-            ctx.record_undo(
+            with changing(
+                ctx,
                 f"Re-activate the old access key {key_id} of user {user}",
                 op="activate_access_key",
                 user_name=user,
                 access_key_id=key_id,
-            )
+            ):
+                iam.update_access_key(UserName=user, AccessKeyId=key_id, Status="Inactive")
+            deactivated.append(key_id)
+            ctx.logger.info("deactivated old access key %s of user %s", key_id, user)
         return self.Output(
             new_access_key_id=new_id,
             secret_arn=secret_arn,
@@ -203,6 +186,53 @@ class RotateAccessKey(AwsAction):
             deleted_keys=out_deleted,
             changed=bool(deactivated or out_deleted or new_id not in found.status),
         )
+
+    def _new_key(
+        self, iam: Any, sm: Any, params: Input, found: _Rotation, ctx: ActionContext
+    ) -> tuple[str, str]:
+        """Create the new key and store it in the secret, each undo declared first.
+
+        The new key's id is known only once it exists, so its intent names the secret
+        version this rotation writes (``deactivate_rotated_key``): rollback reads the key
+        id from that version and deactivates the key. If the run stopped before the
+        version was stored, there is no key of this rotation anyone could use (a key
+        created and never stored has a secret nobody knows): rollback deactivates
+        nothing and names the user's keys that were not there before the rotation, to be
+        deleted by hand. Once stored, the confirmed undo names the key itself.
+        """
+        user = found.user
+        key = ctx.intend_undo(
+            f"Deactivate (not delete) the new access key of user {user} that this rotation "
+            f"stores in version {found.version_id} of secret {params.secret_id}",
+            op="deactivate_rotated_key",
+            user_name=user,
+            secret_id=params.secret_id,
+            version_id=found.version_id,
+            keys_before=sorted(found.status),
+        )
+        secret = None
+        if found.current_version is not None:  # the secret exists: its ARN is known
+            secret = ctx.intend_undo(
+                f"Point the secret {found.secret_arn} back at its previous version "
+                f"{found.current_version} (the key it held is re-activated too); the new "
+                "version is kept",
+                op="restore_secret_current",
+                secret_arn=found.secret_arn,
+                version_id=found.version_id,
+                previous_version_id=found.current_version,
+            )
+        new_id, secret_arn = self._create_and_store(
+            iam, sm, user, params.secret_id, found.secret, found.version_id, ctx
+        )
+        key.confirm(
+            f"Deactivate (not delete) the new access key {new_id} of user {user}",
+            op="deactivate_access_key",
+            user_name=user,
+            access_key_id=new_id,
+        )
+        if secret is not None:
+            secret.confirm()
+        return new_id, secret_arn
 
     def describe(self, params: Input, aws: Aws, ctx: ActionContext) -> list[str]:
         """What ``apply`` would change now, in the order it would change it.
@@ -417,11 +447,16 @@ class RotateAccessKey(AwsAction):
         return new_id, secret_arn
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
+        """Put one change back; one that never happened or was put back already is left as
+        it is (a key already in the wanted state or deleted, a secret already current at
+        its previous version, a rotation whose key was never stored)."""
         op = how.get("op")
         if op == "activate_access_key":
             set_key_status(aws.client("iam"), how, "Active", ctx)
         elif op == "deactivate_access_key":
             set_key_status(aws.client("iam"), how, "Inactive", ctx)
+        elif op == "deactivate_rotated_key":
+            _deactivate_rotated_key(aws.client("iam"), aws.client("secretsmanager"), how, ctx)
         elif op == "restore_secret_current":
             self._restore_secret_current(aws.client("secretsmanager"), how, ctx)
         else:
@@ -455,6 +490,44 @@ class RotateAccessKey(AwsAction):
             RemoveFromVersionId=ours,
         )
         ctx.logger.info("rollback: secret %s points at version %s again", secret_arn, previous)
+
+
+def _deactivate_rotated_key(iam: Any, sm: Any, how: dict[str, Any], ctx: ActionContext) -> None:
+    """Undo of a new key whose id was not confirmed: the key the rotation's version holds."""
+    user = how["user_name"]
+    try:
+        key_id = _stored_key_id(sm, how["secret_id"], how["version_id"])
+    except Exception as exc:
+        if error_code(exc) != "ResourceNotFoundException":
+            raise
+        key_id = None
+    if key_id is not None:
+        set_key_status(iam, {"user_name": user, "access_key_id": key_id}, "Inactive", ctx)
+        return
+    before = set(how.get("keys_before") or ())
+    try:
+        unknown = [k["AccessKeyId"] for k in list_access_keys(iam, user)]
+    except Exception as exc:
+        if error_code(exc) != "NoSuchEntity":
+            raise
+        unknown = []
+    unknown = [k for k in unknown if k not in before]
+    if not unknown:
+        ctx.logger.info(
+            "rotation of user %s stored no key and left none behind; nothing to deactivate", user
+        )
+        return
+    ctx.logger.warning(
+        "rotation of user %s stored no key in version %s of %s, and access key(s) %s were not "
+        "there before it: one may be the rotation's own, created but never stored (nobody "
+        "has its secret). Check and delete it (aws iam delete-access-key --user-name %s "
+        "--access-key-id ...)",
+        user,
+        how["version_id"],
+        how["secret_id"],
+        ", ".join(unknown),
+        user,
+    )
 
 
 def _version_exists(sm: Any, secret_id: str, version_id: str) -> bool:
