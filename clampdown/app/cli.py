@@ -69,9 +69,12 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Register a command whose user errors become a message and an exit code, not a traceback.
 
     Invalid runbook files and inputs exit 2 (bad input); other user errors exit 1
-    (:mod:`clampdown.app.cli_errors`).
+    (:mod:`clampdown.app.cli_errors`); so does a Prefect API that does not answer
+    (:mod:`clampdown.app.api_unreachable`).
     """
-    return app.command()(user_errors()(fn))
+    from clampdown.app.api_unreachable import prefect_unreachable
+
+    return app.command()(user_errors()(prefect_unreachable()(fn)))
 
 
 def lint(
