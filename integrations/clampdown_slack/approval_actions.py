@@ -11,7 +11,9 @@ a ``slack`` decision with serve's own SSH key (``CLAMPDOWN_SERVE_KEY``) or, with
 with the run's approval key, and the run refuses a Slack decision without that proof
 (:mod:`clampdown.core.decision_proof`, docs/security.md).
 
-* Approve: sent as is; the clicker hears back only when it did not count (ephemeral).
+* Approve: sent as is; the clicker hears back only when it did not count, or when the
+  run has not answered yet (ephemeral; :func:`click_reply`: "Not counted" only for a
+  refusal, never for a decision still waiting for the run).
 * Deny: opens a modal that asks for the reason; its submission sends the denial.
 * An unauthorised clicker, the run's starter, a second click by the same person, or a
   card whose request is already decided: an ephemeral message says why, and the run
@@ -24,7 +26,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from clampdown.core.approvals import SubmitDecision
+from clampdown.core.approvals import DecisionVerdict, SubmitDecision
 from clampdown.core.diagnostics import ClampdownError
 from clampdown_slack.approval_card import (
     APPROVE_ACTION,
@@ -35,6 +37,7 @@ from clampdown_slack.approval_card import (
     deny_modal,
     parse_button_value,
 )
+from clampdown_slack.text import inert
 
 if TYPE_CHECKING:
     from slack_bolt import App
@@ -88,6 +91,37 @@ def register_approval_actions(app: App, submit_decision: SubmitDecision) -> None
         )
 
 
+# What the sender says when the decision reached the run but the run has not answered
+# yet (clampdown_flows.decisions): the decision was not refused, so never "Not counted".
+AWAITING_REASONS = ("sent, but the run has not answered yet", "recorded, not counted yet")
+AWAITING = (
+    ":hourglass_flowing_sand: Your {what} of `{step}` is in, but run `{run}` has not answered "
+    "yet (it is busy, or stopped and waiting to be resumed). The run checks and counts it when "
+    "it takes it; this card changes once the request is decided. `clampdown runs` shows the run."
+)
+
+
+def awaiting(verdict: DecisionVerdict) -> bool:
+    """Whether the decision was delivered (or kept for the run) and is not answered yet."""
+    if verdict.accepted:
+        return False
+    return bool(getattr(verdict, "queued", False)) or verdict.reason.startswith(AWAITING_REASONS)
+
+
+def click_reply(verdict: DecisionVerdict, value: dict[str, str], decision: str) -> str | None:
+    """The ephemeral answer to a click: None when it counted, one wording while the run has
+    not answered, and "Not counted" only for a decision that was refused."""
+    if verdict.accepted:
+        return None
+    if awaiting(verdict):
+        return AWAITING.format(
+            what="approval" if decision == "approve" else "denial",
+            step=inert(value.get("step", "")),
+            run=inert(value.get("run_id", "")),
+        )
+    return f":no_entry: Not counted: {inert(verdict.reason)}"
+
+
 def _user(body: dict[str, Any]) -> str:
     return str(body.get("user", {}).get("id") or "")
 
@@ -124,7 +158,7 @@ def _decide(
             "slack",
             params_hash_seen=value["params_hash"],
         )
-        message = None if verdict.accepted else f":no_entry: Not counted: {verdict.reason}"
+        message = click_reply(verdict, value, decision)
     except ClampdownError as exc:
         message = f":no_entry: {exc.message}"
     except Exception:  # the clicker must hear something; the log has the details

@@ -1,0 +1,105 @@
+"""What a clicker is told (issue 11): "Not counted" only for a decision the run refused; a
+decision delivered that the run has not answered yet gets one truthful wording, whichever
+of the senders' "still waiting" verdicts it is. The verdicts come from the real sender
+(:mod:`clampdown_flows.decisions`), the ephemeral messages go through the real slack_sdk
+client to the Slack stand-in."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown.core.approvals import Decision, DecisionVerdict
+from clampdown_flows import decisions
+from clampdown_slack.approval_actions import _decide
+from clampdown_slack.client import SlackSettings, slack_client
+from clampdown_slack.testing.standin import SlackStandIn
+
+TOKEN = "xoxb-1111-2222-clickreplies"
+CHANNEL = "C0INCIDENT"
+VALUE = {"run_id": "run0001", "step": "approve_containment", "params_hash": "0" * 64}
+
+
+def _still_waiting_verdicts(tmp_path: Path) -> list[DecisionVerdict]:
+    """Every "delivered, not answered yet" verdict the sender gives."""
+    sent = Decision(
+        run_id=VALUE["run_id"],
+        step=VALUE["step"],
+        params_hash=VALUE["params_hash"],
+        decision="approve",
+        approver="U0ONCALL1",
+        source="slack",
+    )
+    # the run did not write its approval.decision record before the sender's deadline
+    found = [decisions._verdict(tmp_path / "ledger.jsonl", sent, time.monotonic() - 1)]
+    resume = getattr(decisions, "AWAITING_RESUME", None)  # kept for a run no process holds
+    if resume is not None:
+        kept = DecisionVerdict(False, resume.format(run=VALUE["run_id"]), None, sent.step)
+        found.append(kept)
+        if hasattr(kept, "queued"):
+            found.append(DecisionVerdict(False, "kept for the run", None, sent.step, queued=True))
+    return found
+
+
+@pytest.fixture
+def client():
+    with SlackStandIn(token=TOKEN) as standin:
+        settings = SlackSettings(
+            slack_bot_token=TOKEN, slack_api_url=standin.url, slack_max_retries=0
+        )
+        yield standin, slack_client(settings)
+
+
+def _click(client: Any, verdict: DecisionVerdict, decision: str = "approve") -> str:
+    standin, web = client
+    before = len(standin.ephemeral)
+
+    def submit(*_: Any, **__: Any) -> DecisionVerdict:
+        return verdict
+
+    reason = "" if decision == "approve" else "not this one"
+    _decide(submit, web, VALUE, CHANNEL, "U0ONCALL1", decision, reason)
+    new = standin.ephemeral[before:]
+    assert len(new) == 1, new
+    return str(new[0]["text"])
+
+
+def test_a_decision_the_run_has_not_answered_is_never_called_not_counted(
+    client: Any, tmp_path: Path
+) -> None:
+    verdicts = _still_waiting_verdicts(tmp_path)
+    texts = {_click(client, verdict) for verdict in verdicts}
+    assert len(texts) == 1, texts  # one wording, whichever verdict
+    [text] = texts
+    assert "Not counted" not in text
+    assert text.startswith(
+        ":hourglass_flowing_sand: Your approval of `approve_containment` is in, "
+        "but run `run0001` has not answered yet"
+    )
+    assert "this card changes once the request is decided" in text
+    denial = _click(client, verdicts[0], "deny")
+    assert denial.startswith(":hourglass_flowing_sand: Your denial of `approve_containment`")
+
+
+def test_a_refused_decision_still_says_not_counted_and_why(client: Any) -> None:
+    refused = DecisionVerdict(
+        False, "U0ONCALL1 started this run; two-person rule: someone else must decide", None
+    )
+    text = _click(client, refused)
+    assert text == (
+        ":no_entry: Not counted: U0ONCALL1 started this run; two-person rule: "
+        "someone else must decide"
+    )
+
+
+def test_a_counted_decision_gets_no_message(client: Any) -> None:
+    standin, web = client
+
+    def submit(*_: Any, **__: Any) -> DecisionVerdict:
+        return DecisionVerdict(True, "counted", None, VALUE["step"])
+
+    _decide(submit, web, VALUE, CHANNEL, "U0ONCALL1", "approve", "")
+    assert standin.ephemeral == []
