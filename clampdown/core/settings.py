@@ -9,7 +9,7 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     groups: str = Field(
         "", description="approver groups without a member directory: name=U1,U2; other=U3"
     )
+    break_glass_approvers: str = Field(
+        "",
+        description="user ids (U…/W…, comma-separated) who may decide any approval whose "
+        "groups cannot be resolved (no member directory answer, no cached membership); "
+        "each such decision is recorded as break-glass",
+    )
     allowed_signers: Path | None = Field(
         None,
         description="who may sign terminal decisions: git's allowed_signers format mapping "
@@ -70,6 +76,17 @@ class Settings(BaseSettings):
         description="count unauthenticated decisions typed in the Prefect UI (trusts whoever "
         "can reach the Prefect API)",
     )
+
+    @field_validator("break_glass_approvers")
+    @classmethod
+    def _user_ids_only(cls, value: str) -> str:
+        """Break glass names people, never a group: a group is what cannot be resolved."""
+        from clampdown.core.approvals import split_people
+
+        _, groups = split_people(value)
+        if groups:
+            raise ValueError(f"user ids only (U… or W…), not {', '.join(groups)}")
+        return value
 
     @model_validator(mode="after")
     def _lock_mode(self) -> Settings:
