@@ -34,13 +34,15 @@ ENTRY_POINT_GROUP = "clampdown.actions"
 class ActionInput(BaseModel):
     """Base for action inputs: unknown ``with`` fields are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    # built on first use, not at import: lint and plan load every action a runbook names
+    # but validate few of them (some patterns take the Rust regex crate 30-60 ms)
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ActionOutput(BaseModel):
     """Base for action outputs: what ``steps.<id>.outputs`` exposes."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)  # built on first use
 
 
 IntentHook = Callable[["Intent"], None]

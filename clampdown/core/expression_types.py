@@ -26,12 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any
 
 from jinja2 import nodes
 from pydantic import BaseModel
 
+from clampdown.core import model_views
 from clampdown.core.expressions import compile_expression
 from clampdown.core.models import InputSpec
 
@@ -190,16 +190,10 @@ def kind_of(value: Any) -> str:
     return "array" if isinstance(value, list | tuple) else "object"
 
 
-@cache
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """A model's JSON Schema, built once per model and only when lint first needs it.
-
-    A third-party model pydantic cannot describe (a field of an arbitrary Python
-    type) gives an empty schema: its fields are then of unknown type, not a crash."""
-    try:
-        return model.model_json_schema(mode="validation")
-    except Exception:  # PydanticInvalidForJsonSchema and friends
-        return {}
+    """A model's JSON Schema, built once per model and only when lint first needs it
+    (:func:`clampdown.core.model_views.schema`: without compiling its patterns)."""
+    return model_views.schema(model)
 
 
 def output_type(model: type[BaseModel], step_id: str, name: str) -> ExprType:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from clampdown.core import expression_types as types
-from clampdown.core import graph, type_checks
+from clampdown.core import graph, model_views, type_checks
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.actions import Action, ActionLoadError, Registry, with_problem
 from clampdown.core.actions import registry as default_registry
@@ -277,8 +277,8 @@ class _RunbookLinter:
                 hint = did_you_mean(key, fields) or f"this action takes: {', '.join(fields)}"
                 at: Path = ("steps", i, "with", key)
                 self.error(at, f"unknown with field '{key}'", hint, "with", key=True)
-        try:
-            model.model_validate(literal, strict=True)
+        try:  # through its view unless a literal meets a pattern (core.model_views)
+            model_views.checker(model, literal).model_validate(literal, strict=True)
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
