@@ -49,6 +49,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from clampdown_flows.prefect_record import TaskRunWatch, wait_for_record, watching
+
 logger = logging.getLogger("clampdown.prefect")
 APP_FACTORY = "clampdown_flows.prefect_api:create_app"
 AUTH_FILE = "clampdown-api-auth"  # in the Prefect home, beside the local server's database
@@ -196,11 +198,14 @@ def local_api(timeout: int = 60) -> Iterator[str]:
     instances[None] = server
     try:
         server.start(timeout=timeout)
-        with _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}):
+        with (
+            _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}),
+            watching() as watch,
+        ):
             try:
                 yield server.api_url
             finally:  # while the clients still send the auth string
-                flush_to_api()
+                settle(watch)
     finally:
         server.stop()
         instances.pop(server.port, None)
@@ -245,6 +250,16 @@ def client_auth(api_url: str | None) -> str | None:
     if api_url and api_url.startswith(("http://127.0.0.1:", "http://localhost:")):
         return local_auth_string()
     return None
+
+
+def settle(watch: TaskRunWatch | None) -> None:
+    """Before the local API stops: queues drained, every reported task run recorded.
+
+    See :mod:`clampdown_flows.prefect_record`: without this, Prefect keeps only the task
+    runs its recorder reached before the server stopped.
+    """
+    flush_to_api()
+    wait_for_record(watch)
 
 
 def flush_to_api(timeout: float = 10) -> None:
