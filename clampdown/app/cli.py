@@ -267,6 +267,7 @@ def _register_commands() -> None:
         actions,
         cli_runs.runs,
         cli_runs.approve,
+        cli_runs.resume,
         serve,
         iam_policy,
         cli_runs.rollback,

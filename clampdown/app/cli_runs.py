@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -60,7 +60,7 @@ def run(
     """
     from clampdown.app.progress import RunProgress
     from clampdown.core import inputs as inputs_mod
-    from clampdown.core.ledger import new_run_id, read
+    from clampdown.core.ledger import new_run_id
     from clampdown.core.settings import settings
 
     conf = settings()  # read once; the respond flow reads its own at its start
@@ -90,9 +90,68 @@ def run(
                 trigger=_terminal_trigger(as_),
             )
     except KeyboardInterrupt:
-        err.print(f"[yellow]interrupted: run {run_id} stopped where it was[/]")
-        err.print(f"ledger so far: {ledger} (no run.end record: steps may be half-done)")
-        raise typer.Exit(130) from None
+        _interrupted(run_id, ledger)
+    _report_end(run_id, ledger, state)
+
+
+def resume(
+    run_id: Annotated[str, typer.Argument(help="the run whose process stopped")],
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="show Prefect's own logs")
+    ] = False,
+) -> None:
+    """Continue a run whose process stopped (killed, crashed), here, with live progress.
+
+    Steps that ended are kept, a step that started and did not end runs again, an
+    approval wait is re-entered with the same request and the decisions already counted.
+    `clampdown serve` does this by itself at start for every stopped run of its home.
+    Exit codes as `run`.
+    """
+    from clampdown.app.progress import RunProgress
+    from clampdown.core.lint import load_runbook
+    from clampdown.core.run_ownership import is_held
+    from clampdown.core.run_start import RunStart
+    from clampdown.core.settings import settings
+
+    conf = settings()
+    files = conf.paths.run(run_id)
+    start = RunStart.load(files)
+    if start is None:
+        raise ClampdownError(
+            f"run '{run_id}' cannot be resumed: it has no start record ({files.start})",
+            "check the id with `clampdown runs`; runs started before this version cannot be",
+        )
+    if is_held(files):
+        raise ClampdownError(
+            f"run '{run_id}' is being run by another process", "see `clampdown runs`"
+        )
+    model = load_runbook(Path(start.runbook))[0].model
+    if not verbose:
+        quiet_prefect()
+    from clampdown_flows.respond import run_in_process
+
+    err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — resuming")
+    try:
+        with RunProgress(files.ledger, model, out):
+            state = run_in_process(start.runbook, {}, run_id=run_id, resume=True)
+    except KeyboardInterrupt:
+        _interrupted(run_id, files.ledger)
+    _report_end(run_id, files.ledger, state)
+
+
+def _interrupted(run_id: str, ledger: Path) -> None:
+    err.print(f"[yellow]interrupted: run {run_id} ended as cancelled[/]")
+    err.print(
+        f"ledger: {ledger} (steps not started were not run; one in flight may be half-done: "
+        f"`clampdown rollback {run_id} --plan` shows what can be undone)"
+    )
+    raise typer.Exit(130) from None
+
+
+def _report_end(run_id: str, ledger: Path, state: Any) -> None:
+    """Print the run's outcome from its ledger and exit with its code."""
+    from clampdown.core.ledger import read
+
     end = (
         next((r for r in reversed(read(ledger)) if r["type"] == "run.end"), None)
         if ledger.exists()
@@ -206,7 +265,9 @@ def approve(
 ) -> None:
     """Approve (or deny) a paused run, signed with your own SSH key; the run checks it.
 
-    Exit 0 when the decision counted, 1 when it was refused or cannot be signed.
+    Exit 0 when the decision counted, 1 when it was refused or cannot be signed, 3 when
+    no process runs the run now (it stopped): the decision is kept and checked and
+    counted when the run resumes (`clampdown serve` at start, or `clampdown resume`).
     """
     from clampdown.core.settings import settings
     from clampdown_flows.decisions import pending_request, submit_decision
@@ -229,6 +290,9 @@ def approve(
         conf=conf,
         key=key,
     )
+    if verdict.queued:
+        err.print(f"[yellow]{escape(verdict.reason)}[/]")
+        raise typer.Exit(3)
     if not verdict.accepted:
         err.print(f"[red]refused:[/] {escape(verdict.reason)}")
         raise typer.Exit(1)

@@ -3,37 +3,74 @@
 ``serve`` answers an alert or a slash command with a run id; :class:`InProcessStarter`
 is what starts that run here (scaled mode's counterpart is
 :class:`clampdown.app.deployment.DeploymentStarter`).
+
+What it guarantees, and how:
+
+* **"started" means started.** The run's start record (``runs/<id>/start.json``,
+  :mod:`clampdown.core.run_start`) is on disk, fsync'd, before the run id is returned;
+  when it cannot be written the starter raises
+  :class:`~clampdown.core.runs.RunNotStarted` (serve answers 503 + Retry-After).
+* **Paused runs hold no thread.** Every run is a task on one event loop, in one thread
+  the starter owns: a run waiting for people is a suspended coroutine, not a blocked
+  thread, so hundreds may wait while others run. What bounds work is the step threads
+  (synchronous actions run in the loop's executor, ``step_threads`` of them).
+* **A run outlives the process.** At start, and every ``scan_every`` seconds, the
+  starter looks for runs in its ``CLAMPDOWN_HOME`` that have a start record, no
+  ``run.end`` and no live process holding them (:mod:`clampdown.core.run_ownership`),
+  and continues each (``respond(resume=True)``, :mod:`clampdown.core.engine.resume`).
+* **Stopping suspends.** :meth:`shutdown` (serve's SIGTERM) cancels each run with
+  :data:`~clampdown_flows.respond.SUSPEND`: the run records ``run.suspended``, keeps no
+  ``run.end``, and the next serve continues it — approvals included, with the same
+  request and the decisions already counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import logging
+import threading
 import weakref
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from clampdown.core.home import Home
     from clampdown.core.settings import Settings
 
 logger = logging.getLogger("clampdown.serve")
-MAX_CONCURRENT_RUNS = 8
+STEP_THREADS = 16
+"""Threads for synchronous action calls across all runs (AWS calls block in boto3)."""
+SCAN_EVERY = 30.0
+"""Seconds between looks for stopped runs to continue."""
+SHUTDOWN_GRACE = 10.0
+"""Seconds serve waits at shutdown for its runs to record that they were suspended."""
 
 
 class InProcessStarter:
-    """``start_run`` for local mode: each run is a ``respond`` flow in a worker thread.
+    """``start_run`` for local mode: each run a ``respond`` flow on the starter's event loop.
 
     The Prefect API URL in force when the starter is made (``serve`` makes it inside
-    ``local_api()``) is used by every run: worker threads do not inherit the context
-    variables that hold Prefect's settings. So are clampdown's settings (``drill``):
+    ``local_api()``) is used by every run; so are clampdown's settings (``drill``):
     ``conf``, or the environment when the starter is made. The runbook library is looked
     up at each start (:func:`clampdown.core.settings.current_library`).
+
+    ``resume_stopped``: continue runs of this home whose process died (serve: yes; a test
+    that starts a starter beside others' runs: no).
     """
 
     def __init__(
-        self, max_workers: int = MAX_CONCURRENT_RUNS, conf: Settings | None = None
+        self,
+        conf: Settings | None = None,
+        *,
+        step_threads: int = STEP_THREADS,
+        resume_stopped: bool = False,
+        scan_every: float = SCAN_EVERY,
     ) -> None:
         from prefect.settings import PREFECT_API_URL
 
@@ -41,73 +78,214 @@ class InProcessStarter:
 
         self.conf = conf if conf is not None else settings()
         self.api_url: str | None = PREFECT_API_URL.value()
-        self.executor = ThreadPoolExecutor(max_workers, thread_name_prefix="clampdown-run")
         self.futures: dict[str, Future[Any]] = {}
-        self._running: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = {}
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._ended: set[str] = set()  # runs seen with run.end: never looked at again
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_default_executor(
+            ThreadPoolExecutor(step_threads, thread_name_prefix="clampdown-step")
+        )
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop_thread, name="clampdown-runs", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        self._watcher: Future[Any] | None = None
+        if resume_stopped:
+            self._watcher = asyncio.run_coroutine_threadsafe(self._watch(scan_every), self._loop)
         _STARTERS.add(self)
 
+    # starting ---------------------------------------------------------------------------
+
     def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        """Record the run's start durably, start it, and return its id (or raise
+        :class:`~clampdown.core.runs.RunNotStarted`: nothing was started)."""
         from clampdown.core import inputs as inputs_mod
         from clampdown.core.ledger import new_run_id
         from clampdown.core.lint import load_runbook
+        from clampdown.core.run_start import RunStart
+        from clampdown.core.runs import RunNotStarted
+        from clampdown.core.sealed_inputs import inputs_key_from_env
         from clampdown.core.settings import current_library
 
         loaded, _ = load_runbook(runbook)
         protected = inputs_mod.protect(loaded.model.inputs, inputs)
         run_id = new_run_id()
-        conf = self.conf
+        start = RunStart.of(
+            run_id,
+            str(runbook),
+            protected,
+            trigger,
+            library=str(current_library()),
+            drill=self.conf.drill,
+            inputs_key=inputs_key_from_env(),
+        )
+        try:
+            start.save(self.conf.paths.run(run_id))
+        except OSError as exc:
+            logger.error("run of %s not started: its start cannot be recorded: %s", runbook, exc)
+            raise RunNotStarted(
+                f"the run cannot be recorded in {self.conf.paths.runs_dir}: {exc.strerror or exc}",
+                "free disk space or make CLAMPDOWN_HOME writable; the sender should retry",
+            ) from None
         options = {
             "run_id": run_id,
             "trigger": trigger,
-            "library": str(current_library()),
-            "drill": conf.drill,
+            "library": start.library,
+            "drill": start.drill,
         }
-        future = self.executor.submit(self._run, run_id, str(runbook), protected, options)
-        future.add_done_callback(lambda f: _log_outcome(run_id, f))
-        self.futures[run_id] = future
+        self._submit(run_id, lambda respond: respond(str(runbook), protected, **options))
         return run_id
 
-    def _run(
-        self, run_id: str, runbook: str, inputs: dict[str, Any], options: dict[str, Any]
-    ) -> Any:
+    def resume(self, run_id: str) -> None:
+        """Continue a stopped run of this home (its process died); one that never wrote
+        its first ledger record starts from its start record."""
+        from clampdown.core.run_start import RunStart
+
+        files = self.conf.paths.run(run_id)
+        start = RunStart.load(files)
+        if start is not None and not files.ledger.exists():
+            options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
+            self._submit(
+                run_id,
+                lambda respond: respond(start.runbook, start.inputs, run_id=run_id, **options),
+            )
+            return
+        runbook = start.runbook if start is not None else run_id
+        self._submit(run_id, lambda respond: respond(runbook, None, run_id=run_id, resume=True))
+
+    def _submit(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call), self._loop)
+        future.add_done_callback(lambda f: _log_outcome(run_id, f))
+        self.futures[run_id] = future
+
+    async def _execute(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+        """Run ``call(respond)`` as its own task, in a copy of the host's context (its
+        Prefect settings and shared clients), so that runs do not see each other's."""
+        from clampdown_flows.respond import respond
+
+        coroutine = call(functools.partial(respond, return_state=True))
+        task = asyncio.get_running_loop().create_task(coroutine, context=self._context.copy())
+        self._tasks[run_id] = task
+        try:
+            return await task
+        finally:
+            self._tasks.pop(run_id, None)
+
+    def _loop_thread(self) -> None:
+        """The runs' event loop: a host task enters Prefect's settings and shared clients
+        once, and every run's task starts from a copy of that context."""
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         from clampdown_flows.prefect_api import shared_clients
-        from clampdown_flows.respond import respond
 
-        async def execute() -> Any:
-            task = asyncio.current_task()
-            assert task is not None
-            self._running[run_id] = (asyncio.get_running_loop(), task)
-            try:
+        async def host() -> None:
+            self._stop = asyncio.Event()
+            settings_ctx = (
+                temporary_settings({PREFECT_API_URL: self.api_url})
+                if self.api_url
+                else contextlib.nullcontext()
+            )
+            with settings_ctx:
                 async with shared_clients():
-                    return await respond(runbook, inputs, return_state=True, **options)
-            finally:
-                self._running.pop(run_id, None)
+                    self._context = contextvars.copy_context()
+                    self._ready.set()
+                    await self._stop.wait()
 
-        settings_ctx = (
-            temporary_settings({PREFECT_API_URL: self.api_url})
-            if self.api_url
-            else contextlib.nullcontext()
-        )
-        with settings_ctx:
-            return asyncio.run(execute())
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(host())
+        finally:
+            self._ready.set()  # never leave the constructor waiting
 
-    def shutdown(self) -> None:
-        """Stop taking runs; runs in progress finish before the process exits."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    # resuming ---------------------------------------------------------------------------
+
+    async def _watch(self, every: float) -> None:
+        """Continue stopped runs now, then every ``every`` seconds."""
+        while True:
+            try:
+                stopped = await asyncio.to_thread(self.stopped_runs)
+            except Exception as exc:  # a scan that fails must not stop the next one
+                logger.error("could not look for stopped runs: %s", exc)
+                stopped = []
+            for run_id in stopped:
+                logger.warning("run %s has no live process: continuing it", run_id)
+                self.resume(run_id)
+            await asyncio.sleep(every)
+
+    def stopped_runs(self) -> list[str]:
+        """Runs of this home with a start record, no ``run.end`` and no process holding them."""
+        return [
+            run_id
+            for run_id in stopped_runs(self.conf.paths, skip=self._ended)
+            if run_id not in self.futures or self.futures[run_id].done()
+        ]
+
+    # stopping ---------------------------------------------------------------------------
+
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> list[str]:
+        """Stop: every run still going is suspended (continued by the next serve).
+
+        Returns the ids of the runs suspended. Steps in flight are cancelled where they
+        wait; a synchronous AWS call already sent finishes in its thread, and the run's
+        undo intent (written before the call) lets rollback put it back either way.
+        """
+        from clampdown_flows.respond import SUSPEND
+
+        if self._watcher is not None:
+            self._watcher.cancel()
+        suspended = list(self._tasks)
+        for task in list(self._tasks.values()):
+            self._loop.call_soon_threadsafe(task.cancel, SUSPEND)
+        pending = [f for f in self.futures.values() if not f.done()]
+        concurrent.futures.wait(pending, timeout=grace)
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=grace)
+        return suspended
 
     def interrupt_running(self) -> list[str]:
         """Interrupt the runs still in progress (as Ctrl-C does to ``clampdown run``).
 
-        Their ledgers end without ``run.end``. For test sessions and embedders that must
-        not wait for a run paused at an approval; ``clampdown serve`` lets runs finish.
+        Each ends as ``cancelled`` and says so (``run.end``). For test sessions and
+        embedders that must not wait for a run paused at an approval.
         """
-        interrupted = []
-        for run_id, (loop, task) in list(self._running.items()):
-            loop.call_soon_threadsafe(task.cancel)
-            interrupted.append(run_id)
+        interrupted = list(self._tasks)
+        for task in list(self._tasks.values()):
+            self._loop.call_soon_threadsafe(task.cancel)
         return interrupted
+
+
+def stopped_runs(home: Home, skip: set[str] | None = None) -> list[str]:
+    """Runs under ``home`` that have a start record, no ``run.end``, and no live process.
+
+    ``skip``: run ids known to have ended (filled in as they are found: a run that
+    ended never starts again, so a long-lived server reads each ledger to its end once).
+    """
+    from clampdown.core.run_ownership import is_held
+
+    found = []
+    folder = home.runs_dir
+    for start in sorted(folder.glob("*/start.json")) if folder.is_dir() else []:
+        run_id = start.parent.name
+        if skip is not None and run_id in skip:
+            continue
+        files = home.run(run_id)
+        if _has_ended(files.ledger):
+            if skip is not None:
+                skip.add(run_id)
+            continue
+        if not is_held(files):
+            found.append(run_id)
+    return found
+
+
+def _has_ended(ledger: Path) -> bool:
+    try:
+        data = ledger.read_bytes()
+    except FileNotFoundError:
+        return False
+    return b'"type":"run.end"' in data or b'"type": "run.end"' in data
 
 
 _STARTERS: weakref.WeakSet[InProcessStarter] = weakref.WeakSet()
@@ -122,6 +300,6 @@ def _log_outcome(run_id: str, future: Future[Any]) -> None:
     if future.cancelled():
         logger.warning("run %s was cancelled before it started (server stopping)", run_id)
     elif isinstance(exc := future.exception(), asyncio.CancelledError):
-        logger.warning("run %s was interrupted; its ledger has no run.end", run_id)
+        logger.warning("run %s was interrupted or suspended (see its ledger)", run_id)
     elif exc is not None:
         logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -53,15 +53,18 @@ class ServeSettings(BaseSettings):
     )
 
 
-def default_starter(conf: Settings) -> StartRun:
-    """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment)."""
+def default_starter(conf: Settings, resume_stopped: bool = False) -> StartRun:
+    """Runs start in this process (local) or on workers (CLAMPDOWN_EXECUTION=deployment).
+
+    ``resume_stopped`` (``clampdown serve``): local runs whose process died are continued
+    (:mod:`clampdown.app.local_runs`)."""
     if conf.execution == "deployment":
         from clampdown.app.deployment import DeploymentStarter
 
         return DeploymentStarter()
     from clampdown.app.local_runs import InProcessStarter
 
-    return InProcessStarter(conf=conf)
+    return InProcessStarter(conf=conf, resume_stopped=resume_stopped)
 
 
 def create_app(
@@ -328,10 +331,39 @@ def _run(
     from clampdown_slack.socket_mode import connect
 
     with serve_logging.configure():  # before anything logs; survives Prefect's own setup
-        app = create_app(conf, socket_mode=socket_mode, clampdown=clampdown)
+        starter = default_starter(clampdown, resume_stopped=True)
+        app = create_app(conf, starter, socket_mode=socket_mode, clampdown=clampdown)
         link = connect(app.state.slack, conf) if socket_mode else None  # errors: before HTTP
         try:
-            uvicorn.run(app, host=host, port=port, log_config=None)  # see serve_logging
+            with _sigterm_unwinds():
+                uvicorn.run(app, host=host, port=port, log_config=None)  # see serve_logging
         finally:
             if link is not None:
                 link.close()
+            if hasattr(starter, "shutdown"):  # runs still going are suspended, not lost
+                suspended = starter.shutdown()
+                if suspended:
+                    logger.warning(
+                        "suspended %d run(s) for the next serve: %s",
+                        len(suspended),
+                        ", ".join(suspended),
+                    )
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a deploy, ``systemctl stop``) unwinds like Ctrl-C: uvicorn shuts down
+    gracefully and then re-raises the signal it caught; with Python's default action the
+    process would die there, before runs are suspended and the local Prefect API is
+    stopped (it was left orphaned). Here the re-raised signal raises ``SystemExit``, so
+    every ``finally`` runs."""
+    import signal
+
+    def unwind(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

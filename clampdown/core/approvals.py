@@ -116,6 +116,8 @@ class DecisionVerdict:
     reason: str  # why not, or what it did
     outcome: str | None = None  # the request's outcome once decided
     step: str | None = None
+    # kept for a run no process holds now: checked and counted when the run resumes
+    queued: bool = False
 
 
 DecisionSource = Literal["slack", "terminal", "prefect-ui"]

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import ROLLED_BACK_MARK
+from clampdown.core.home import ROLLED_BACK_MARK, Home
+from clampdown.core.run_ownership import is_held
 
 
 class RunNotStarted(ClampdownError):
@@ -34,7 +35,7 @@ class RunSummary:
     started: str
     trigger: str
     status: str
-    detail: str
+    detail: str  # what a responder reads next to the status
     rolled_back_by: str | None = None  # the rollback run that undid every change
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,21 +86,7 @@ def _summarise(ledger: Path) -> RunSummary | None:
     run = first.get("run", {})
     trigger = run.get("trigger", {})
     trigger_text = trigger.get("type", "?") + (f" of {trigger['of']}" if "of" in trigger else "")
-    if end is not None:
-        status = str(end.get("status", "?"))
-        detail = end.get("error") or (
-            f"aborted by {end['aborted_by']}" if end.get("aborted_by") else ""
-        )
-        if end.get("still_in_place"):
-            detail = f"{len(end['still_in_place'])} change(s) still in place"
-    elif waiting:
-        status = "waiting for approval"
-        detail = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())
-    else:
-        status = "in progress"
-        detail = (
-            f"running: {', '.join(running)}" if running else "no run.end (still going, or stopped)"
-        )
+    status, detail = _status(end, waiting, running, ledger.parent)
     return RunSummary(
         run_id=str(run.get("id", ledger.parent.name)),
         runbook=str(run.get("runbook", "?")),
@@ -109,6 +96,41 @@ def _summarise(ledger: Path) -> RunSummary | None:
         detail=str(detail)[:200],
         rolled_back_by=_rolled_back_by(ledger.parent / ROLLED_BACK_MARK),
     )
+
+
+def _status(
+    end: dict[str, Any] | None, waiting: dict[str, str], running: list[str], folder: Path
+) -> tuple[str, str]:
+    """What ``clampdown runs`` says of a run: its status and a line of detail."""
+    if end is not None:
+        status = str(end.get("status", "?"))
+        detail = end.get("error") or (
+            f"aborted by {end['aborted_by']}" if end.get("aborted_by") else ""
+        )
+        if end.get("still_in_place"):
+            detail = f"{len(end['still_in_place'])} change(s) still in place"
+    elif _stopped(folder):
+        status = "stopped"
+        waits = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())
+        detail = (
+            "no process runs it now: `clampdown serve` continues it, or `clampdown resume "
+            f"{folder.name}`" + (f" ({waits})" if waits else "")
+        )
+    elif waiting:
+        status = "waiting for approval"
+        detail = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())
+    else:
+        status = "in progress"
+        detail = (
+            f"running: {', '.join(running)}" if running else "no run.end (still going, or stopped)"
+        )
+    return status, str(detail)
+
+
+def _stopped(folder: Path) -> bool:
+    """A run (with a start record, so it can be continued) that no live process holds."""
+    files = Home(folder.parent.parent).run(folder.name)
+    return files.start.is_file() and not is_held(files)
 
 
 def _rolled_back_by(mark: Path) -> str | None:

@@ -34,6 +34,7 @@ from clampdown.core.decision_proof import Proof, Verifier
 from clampdown.core.engine.gate_policy import ApprovalTimedOut, GatePolicy
 from clampdown.core.engine.gate_policy import now as _now
 from clampdown.core.engine.observing import Observers
+from clampdown.core.engine.resume import Waiting
 from clampdown.core.engine.state import RunState
 from clampdown.core.settings import Settings
 from clampdown_flows.approval_store import (
@@ -42,6 +43,7 @@ from clampdown_flows.approval_store import (
     resolve_members,
     write_json,
 )
+from clampdown_flows.decision_inbox import forget, inbox_decisions, read_request
 
 __all__ = ["ApprovalTimedOut", "Gatekeeper"]
 
@@ -72,6 +74,8 @@ class Gatekeeper:
         self._members: dict[str, set[str] | None] = {}
         self._waiter: asyncio.Task[None] | None = None
         self._key = b""
+        # a resumed run's approvals that were waiting when its process stopped
+        self.resumed: dict[str, Waiting] = {}
 
     def _changed(self) -> None:
         """A request started or ended: the observers' step list shows it."""
@@ -85,9 +89,12 @@ class Gatekeeper:
 
     async def request(self, step_id: str, params: ApprovalRequest.Input) -> dict[str, Any]:
         """Carry out one ``approval.request`` step; returns its outputs."""
-        request = self.policy.open(step_id, params)
-        request.new_nonce()
         self._key = approval_key(self.state.files, create=True)
+        waiting = self.resumed.pop(step_id, None)
+        request = self._reopen(step_id, params, waiting) if waiting else None
+        if request is None:
+            request = self.policy.open(step_id, params)
+            request.new_nonce()
         handles = self.observers.approval_requested(request)
         self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups, self.conf)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -98,11 +105,53 @@ class Gatekeeper:
         self._changed()
         if self._waiter is None or self._waiter.done():
             self._waiter = asyncio.create_task(self._wait_loop())
+        await self._drain_inbox(step_id, waiting)
         try:
             return await future
         finally:
             self._drop(step_id)
             self._changed()
+
+    def _reopen(self, step_id: str, params: Any, waiting: Waiting) -> Request | None:
+        """The request a resumed run was waiting on, re-entered as it was: same nonce and
+        deadline (so cards already posted still work), its counted decisions counted.
+
+        None when it cannot be re-entered as it was (no saved request, or the gated
+        parameters would now differ): the caller opens a new request, as the ledger says.
+        """
+        request = self.policy.build(step_id, params)  # the gate's bookkeeping, no record
+        saved = read_request(self.state.files, step_id)
+        if saved is None or saved.get("params_hash") != request.params_hash:
+            self.state.ledger.append(
+                "approval.reopened",
+                step=step_id,
+                reason="the saved request is missing or its gated parameters changed: "
+                "a new request is opened",
+            )
+            return None
+        request.nonce = str(saved.get("nonce") or "")
+        request.requested_at = datetime.fromisoformat(saved["requested_at"])
+        request.deadline = datetime.fromisoformat(saved["deadline"])
+        for record in waiting.decisions:
+            request.record(_counted(record, request), record.get("key"))
+        self.state.ledger.append(
+            "approval.resumed",
+            step=step_id,
+            params_hash=request.params_hash,
+            deadline=request.deadline.isoformat(),
+            counted=sorted(request.approvals),
+        )
+        return request
+
+    async def _drain_inbox(self, step_id: str, waiting: Waiting | None) -> None:
+        """Decisions that reached the run while no process held it (or before this wait
+        began): each meets the same checks as one sent now; one already recorded in the
+        ledger is not counted again."""
+        recorded = waiting.recorded if waiting else set()
+        for path, decision in inbox_decisions(self.state.files, step_id):
+            if decision.decision_id not in recorded and step_id in self.pending:
+                await self._dispatch(decision)
+            path.unlink(missing_ok=True)
 
     def _where(self) -> dict[str, Any]:
         """How a sender reaches this paused run: the Prefect API and the flow run id."""
@@ -215,9 +264,11 @@ class Gatekeeper:
             reason=scrub(decision.reason),
             source=decision.source,
             authenticated_by=proof.by if proof.refusal is None else None,
+            key=proof.key if refusal is None else None,  # a resumed run counts it once
             accepted=refusal is None,
             refusal=scrub(refusal) if refusal else None,
         )
+        forget(self.state.files, decision.decision_id)  # recorded: done
 
     def _finish(self, pending: _Pending, outcome: str, at: datetime) -> None:
         outputs, error = self.policy.close(pending.request, outcome, at)
@@ -227,6 +278,21 @@ class Gatekeeper:
             pending.future.set_exception(error)
         else:
             pending.future.set_result(outputs)
+
+
+def _counted(record: dict[str, Any], request: Request) -> Decision:
+    """A decision the run had counted before it stopped, from its ledger record."""
+    return Decision(
+        run_id=request.run_id,
+        step=request.step,
+        params_hash=request.params_hash,
+        nonce=request.nonce,
+        decision=record["decision"],
+        approver=record["approver"],
+        reason=str(record.get("reason") or ""),
+        source=record.get("source") or "prefect-ui",
+        decision_id=record["decision_id"],
+    )
 
 
 async def _resume_after_timeout() -> None:

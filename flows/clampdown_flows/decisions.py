@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from clampdown.core import run_ownership
 from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, Request
 from clampdown.core.home import RunFiles
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import Settings, settings
 from clampdown.core.signatures import SLACK_NAMESPACE, sign
+from clampdown_flows import decision_inbox
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,
@@ -132,9 +134,28 @@ def submit_decision(
         signed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     sent = _prove(sent, files, key or conf.approver_key, conf.serve_key)
+    kept = decision_inbox.keep(files, sent)  # durable first: a dead run reads it on resume
+    if not run_ownership.is_held(files):
+        return _queued(run_id, req["step"])
     deadline = time.monotonic() + wait
-    _resume(req, sent, deadline)
+    try:
+        _resume(req, sent, deadline)
+    except DecisionError:
+        if kept.exists() and not run_ownership.is_held(files):  # its process died meanwhile
+            return _queued(run_id, req["step"])
+        raise
     return _verdict(files.ledger, sent, deadline)
+
+
+def _queued(run_id: str, step: str) -> DecisionVerdict:
+    return DecisionVerdict(False, AWAITING_RESUME.format(run=run_id), None, step, queued=True)
+
+
+AWAITING_RESUME = (
+    "recorded, not counted yet: no process is running run {run} now (it stopped); "
+    "your decision is checked and counted when the run resumes (`clampdown serve` resumes "
+    "stopped runs; `clampdown resume {run}` does it by hand)"
+)
 
 
 def _prove(sent: Decision, files: RunFiles, key: Path | None, serve_key: Path | None) -> Decision:

@@ -16,7 +16,10 @@ import asyncio
 import functools
 import hashlib
 import logging
+import os
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.utilities.annotations import quote
 
 from clampdown.core import inputs as inputs_mod
+from clampdown.core import run_ownership
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.durations import format_duration
 from clampdown.core.engine.evidence import (
@@ -37,6 +41,7 @@ from clampdown.core.engine.evidence import (
 )
 from clampdown.core.engine.gate_policy import GatePolicy
 from clampdown.core.engine.observing import Observers
+from clampdown.core.engine.resume import MAX_RESUMES, restore
 from clampdown.core.engine.scheduler import (
     Attempt,
     Limits,
@@ -47,14 +52,17 @@ from clampdown.core.engine.scheduler import (
 )
 from clampdown.core.engine.state import RunState, new_state
 from clampdown.core.extensions import RunHeader, evidence_sinks, ledger_signer, run_observers
+from clampdown.core.home import RunFiles
 from clampdown.core.incident_report_render import markdown_from_ledger
 from clampdown.core.ledger import new_run_id, now
-from clampdown.core.ledger_signing import note_unsigned, open_ledger
+from clampdown.core.ledger import read as read_ledger
+from clampdown.core.ledger_signing import note_unsigned, open_ledger, verify_ledger
 from clampdown.core.lint import load_runbook
 from clampdown.core.loader import resolve
 from clampdown.core.models import Runbook, Step
-from clampdown.core.sealed_inputs import unseal_inputs
-from clampdown.core.settings import settings
+from clampdown.core.run_start import RunStart
+from clampdown.core.sealed_inputs import inputs_key_from_env, unseal_inputs
+from clampdown.core.settings import Settings, settings
 from clampdown_flows.approval_gate import Gatekeeper
 from clampdown_flows.approval_store import default_approvers
 from clampdown_flows.prefect_api import local_api, shared_clients
@@ -146,6 +154,7 @@ async def respond(
     trigger: dict[str, Any] | None = None,
     drill: bool = False,
     library: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Execute ``runbook`` (a path, or a name in the library) with ``inputs``.
 
@@ -154,15 +163,47 @@ async def respond(
     the run, and :class:`~clampdown.core.diagnostics.ClampdownError` for a runbook or
     inputs that do not validate — before anything is executed.
 
+    ``resume``: continue run ``run_id`` from its ledger and start record (its process
+    died): see :mod:`clampdown.core.engine.resume`. The run is held
+    (:mod:`clampdown.core.run_ownership`) while this flow runs it, so two processes
+    never run it at once and a process that dies lets it go.
+
     The settings are read once, here (on a stock Prefect worker this flow is the entry
     point), and handed to the engine, the approval gate, observers and evidence sinks.
     """
     conf = settings()
     run_id = run_id or new_run_id()
+    files = conf.paths.run(run_id)
+    with run_ownership.hold(files):
+        if resume:
+            return await _continue(conf, files)
+        if not files.start.exists():  # `clampdown run`, a worker: serve's starter wrote it
+            RunStart.of(
+                run_id,
+                runbook,
+                inputs or {},
+                trigger or {"type": "manual"},
+                library=library,
+                drill=drill,
+                inputs_key=inputs_key_from_env(),
+            ).save(files)
+        return await _start(conf, files, runbook, inputs, trigger, drill, library)
+
+
+async def _start(
+    conf: Settings,
+    files: RunFiles,
+    runbook: str,
+    inputs: dict[str, Any] | None,
+    trigger: dict[str, Any] | None,
+    drill: bool,
+    library: str | None,
+) -> dict[str, Any]:
+    """A new run: validate, record ``run.start``, run every step."""
+    run_id = files.run_id
     path = resolve(runbook, library or conf.library)
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
-    files = conf.paths.run(run_id)
     sinks = evidence_sinks(conf)  # signed heads go to the evidence bucket as the run goes
     ledger = open_ledger(files.ledger, run_id, ledger_signer(conf), anchors(sinks))
     inputs = inputs_mod.reveal(unseal_inputs(inputs or {}))
@@ -196,10 +237,149 @@ async def respond(
     record_start(values)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))  # secret defaults too
     state = new_state(run_id, rb, values, ledger, run_info, files)
+    gatekeeper = _wire(state, conf)
+    return await _drive(state, gatekeeper, sinks)
+
+
+async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
+    """A run whose process died: rebuilt from its ledger, continued where it stopped.
+
+    Refused (nothing done, the ledger left as it is) when the ledger does not verify:
+    a forged ``step.end`` must not make a containment step look done. A run that cannot
+    go on — its runbook changed, its secret inputs were not kept, it stopped too often —
+    ends with ``run.end`` and the reason, so it releases its dedup and concurrency slots.
+    """
+    run_id = files.run_id
+    signer = ledger_signer(conf)
+    records = _trusted_records(files, signer)
+    first = records[0] if records else None
+    if first is None or first.get("type") != "run.start":
+        raise ClampdownError(
+            f"run '{run_id}' has no run.start: nothing to continue",
+            "start it again with `clampdown run`",
+        )
+    if any(r.get("type") == "run.end" for r in records):
+        raise ClampdownError(f"run '{run_id}' has already ended", "see `clampdown runs`")
+    start = RunStart.load(files)
+    sinks = evidence_sinks(conf)
+    ledger = open_ledger(files.ledger, run_id, signer, anchors(sinks))
+    run_info = dict(first["run"])
+    path = Path(str(first.get("runbook_path")))
+    why_not = _why_not_resumable(records, path, first, start)
+    if why_not is not None or start is None:
+        ledger.append("run.end", status="failed", error=why_not, outputs={})
+        ledger.close()
+        _logger().error("run %s cannot be resumed: %s", run_id, why_not)
+        raise RunFailed(f"run {run_id} cannot be resumed: {why_not}")
+    rb: Runbook = load_runbook(path)[0].model
+    inputs = inputs_mod.reveal(unseal_inputs(start.inputs))
+    ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
+    values = inputs_mod.validate(rb.inputs, inputs)
+    ledger.redact(*inputs_mod.secret_values(rb.inputs, values))
+    state = new_state(run_id, rb, values, ledger, run_info, files)
+    gatekeeper = _wire(state, conf)
+    restored = restore(state, records)
+    gatekeeper.resumed = restored.waiting
+    ledger.append(
+        "run.resumed",
+        resumes=restored.resumes + 1,
+        rerun=restored.rerun,
+        waiting=sorted(restored.waiting),
+        flow_run_id=str(runtime_flow_run.id),
+        previous_flow_run_id=restored.previous_flow_run,
+        by=f"pid {os.getpid()} on {socket.gethostname()}",
+    )
+    await _close_previous_flow_run(restored.previous_flow_run, run_id)
+    return await _drive(state, gatekeeper, sinks, resumed=True)
+
+
+def _trusted_records(files: RunFiles, signer: Any) -> list[dict[str, Any]]:
+    """The run's ledger records, if its chain and signatures hold (cut short is expected)."""
+    if not files.ledger.is_file():
+        return []
+    verdict = verify_ledger(files.ledger.read_bytes().splitlines(), signer)
+    if verdict.status not in ("truncated", "intact") and not (
+        verdict.status == "unsigned" and signer is None
+    ):
+        raise ClampdownError(
+            f"run '{files.run_id}' is not resumed: its ledger fails verification: "
+            f"{verdict.message}",
+            "nothing was done; investigate with `clampdown verify "
+            f"{files.run_id}` (a forged record must not make a step look done)",
+        )
+    return read_ledger(files.ledger)
+
+
+def _why_not_resumable(
+    records: list[dict[str, Any]], path: Path, first: dict[str, Any], start: RunStart | None
+) -> str | None:
+    resumes = sum(r.get("type") == "run.resumed" for r in records)
+    if resumes >= MAX_RESUMES:
+        return (
+            f"could not be resumed: its process stopped {resumes + 1} times; something in "
+            "the run stops it (see the logs); start a new run when fixed"
+        )
+    if start is None:
+        return "could not be resumed: it has no start record (started by an older version)"
+    if start.secrets_left_out:
+        return (
+            "could not be resumed: its secret inputs "
+            f"({', '.join(start.secrets_left_out)}) were not kept (set CLAMPDOWN_INPUTS_KEY "
+            "to keep them sealed); start a new run"
+        )
+    if not path.is_file() or _digest(path) != first.get("digest"):
+        return (
+            f"could not be resumed: its runbook {path} changed or is gone since the run "
+            "started; start a new run"
+        )
+    return None
+
+
+async def _close_previous_flow_run(flow_run_id: str | None, run_id: str) -> None:
+    """The dead process's flow run stays Running or Paused in Prefect: mark it Crashed,
+    pointing at the flow run that continues it (best effort: the ledger is the record)."""
+    if not flow_run_id or flow_run_id == "None":
+        return
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    try:
+        async with get_client() as client:
+            await client.set_flow_run_state(
+                uuid.UUID(flow_run_id),
+                Crashed(
+                    message=f"its process stopped; clampdown run {run_id} continues as flow "
+                    f"run {runtime_flow_run.id}"
+                ),
+                force=True,
+            )
+    except Exception as exc:
+        _logger().warning("could not mark flow run %s crashed: %s", flow_run_id, exc)
+
+
+def _wire(state: RunState, conf: Settings) -> Gatekeeper:
+    """The run's approvals policy, observers and gatekeeper."""
     state.gate = policy = GatePolicy(state, functools.partial(default_approvers, conf))
-    state.observers = observers = Observers(state, run_observers(run_id, ledger, conf))
-    runner = PrefectRunner(Gatekeeper(state, policy, observers, conf))
+    state.observers = observers = Observers(state, run_observers(state.run_id, state.ledger, conf))
+    return Gatekeeper(state, policy, observers, conf)
+
+
+SUSPEND = "clampdown:suspend"
+"""The message a run's task is cancelled with when its process is stopping (serve's
+SIGTERM): the run records ``run.suspended``, keeps no ``run.end``, and is resumed by the
+next process. Any other cancellation (Ctrl-C) ends the run as cancelled."""
+
+
+async def _drive(
+    state: RunState, gatekeeper: Gatekeeper, sinks: Any, resumed: bool = False
+) -> dict[str, Any]:
+    """Run the steps still to run, then end the run: ``run.end``, manifest, artifacts."""
+    run_id, ledger, observers = state.run_id, state.ledger, gatekeeper.observers
+    runner = PrefectRunner(gatekeeper)
+    ended = False
     observers.started(_header(state))
+    if resumed:
+        observers.changed("▶️ run resumed: its process had stopped; steps that ended are kept")
     try:
         await schedule(state, runner)
         status = run_status(state)
@@ -216,15 +396,20 @@ async def respond(
             evidence=manifest_uri(sinks, run_id),
             manifest=pin,  # its version id and SHA-256: verify reads that version
         )
+        ended = True
         await _artifact(state, status)
         await _report_artifact(state)
+    except asyncio.CancelledError as exc:
+        if not ended:
+            _stopped(state, exc)
+        raise
     finally:
         observers.ended("interrupted")  # no-op when already told above
         ledger.close()
     evidence_error = await asyncio.to_thread(store_ledger, sinks, run_id, ledger, evidence_errors)
     summary = {
         "run_id": run_id,
-        "runbook": rb.metadata.name,
+        "runbook": state.runbook.metadata.name,
         "status": status,
         "outputs": outputs,
         "steps": {sid: r.status for sid, r in state.results.items()},
@@ -236,6 +421,29 @@ async def respond(
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
     return summary
+
+
+def _stopped(state: RunState, exc: asyncio.CancelledError) -> None:
+    """The run's task was cancelled: suspended for another process, or ended as cancelled."""
+    if SUSPEND in exc.args:
+        state.ledger.append(
+            "run.suspended",
+            reason="its process is stopping; the run is continued by the next one "
+            "(clampdown serve at start, or `clampdown resume`)",
+            running=[sid for sid, r in state.results.items() if r.status == "running"],
+        )
+        if state.observers:
+            state.observers.changed(
+                "⏸️ run suspended: clampdown is restarting; it continues when it is back"
+            )
+        return
+    state.ledger.append(
+        "run.end",
+        status="cancelled",
+        error="interrupted (Ctrl-C or the process was stopped): steps not started were not run",
+        outputs={},
+        steps={sid: r.status for sid, r in state.results.items()},
+    )
 
 
 def _header(state: RunState) -> RunHeader:

@@ -230,7 +230,8 @@ def test_a_quorum_needs_two_distinct_keys_whatever_ids_one_key_claims(
 def test_a_run_paused_at_an_approval_can_be_interrupted(
     prefect_server: str, no_slack: None, write_runbook: Any
 ) -> None:
-    """What the test session does to runs a test left paused (and an embedder may do)."""
+    """What the test session does to runs a test left paused (and an embedder may do): the
+    run ends as cancelled, says so, and its gated step never starts."""
     from clampdown.app.local_runs import InProcessStarter
 
     starter = InProcessStarter()
@@ -242,7 +243,8 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     done, _ = concurrent.futures.wait([starter.futures[run_id]], timeout=30)
     assert done, "the worker thread is free again"
     records = read(settings().ledger_path(run_id))
-    assert "run.end" not in [r["type"] for r in records]
+    [end] = [r for r in records if r["type"] == "run.end"]
+    assert end["status"] == "cancelled" and "interrupted" in end["error"]
     assert not any(r["type"] == "step.start" and r.get("step") == "act" for r in records)
     starter.shutdown()
 

@@ -1,0 +1,77 @@
+"""Which process is running a run: an exclusive ``flock`` on ``runs/<id>/owner.lock``.
+
+A run is durable, its process is not: when the process that holds a run dies (a
+``kill -9``, a crash, a deploy's SIGTERM) the kernel releases its lock, so "nobody holds
+it" is a fact read from the lock, not a guess from a timestamp or a heartbeat. A run
+without ``run.end`` whose lock is free is an orphan: ``serve`` continues it
+(:mod:`clampdown.app.local_runs`), ``clampdown resume`` does by hand, and a decision sent
+meanwhile waits in the run's inbox (:mod:`clampdown_flows.decisions`).
+
+``flock`` locks belong to an open file description, so the check is exact between the
+processes of one machine sharing ``CLAMPDOWN_HOME`` (local mode) and even between two
+opens in one process. Over a network filesystem it is not to be trusted: scaled mode
+needs PostgreSQL for this (not built yet, docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.home import RunFiles, private_dirs
+
+
+class RunHeld(ClampdownError):
+    """Another process holds the run: it must not be run twice at once."""
+
+
+@contextlib.contextmanager
+def hold(files: RunFiles) -> Iterator[None]:
+    """Hold ``files``' run for the duration; raise :class:`RunHeld` when another process does.
+
+    The lock file says who holds it (host, pid, since when) for the message a second
+    process gets; the lock, not the text, is what counts.
+    """
+    private_dirs(files.dir)
+    fd = os.open(files.owner_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise RunHeld(
+                f"run '{files.run_id}' is being run by {holder}",
+                "wait for it (`clampdown runs`), or stop that process first",
+            ) from None
+        os.ftruncate(fd, 0)
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_held(files: RunFiles) -> bool:
+    """Whether a live process holds the run now (a lock never taken: not held)."""
+    try:
+        fd = os.open(files.owner_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+__all__ = ["RunHeld", "hold", "is_held"]
