@@ -23,6 +23,12 @@ database keeps only ciphertext; :func:`clampdown.core.sealed_inputs.unseal_input
 opens it on the worker. A runbook with secret inputs and no key configured is refused
 before any run is created, rather than started with a mask in place of the secret.
 
+**A run is "started" only once the Prefect server holds its flow run.** When the server
+is unreachable or refuses to create the flow run (deployment missing, server error),
+:class:`DeploymentStarter` raises :class:`~clampdown.core.runs.RunNotStarted`: ``serve``
+answers the alert 503 with ``Retry-After`` and the sender's retry starts it. So does
+``is_finished`` when the server cannot be asked (the triage needs the answer to decide).
+
 Runbooks are passed by name, not path: a worker resolves the name in its own
 ``CLAMPDOWN_LIBRARY`` (the same release of the library on every machine; the
 ledger's ``run.start`` records the digest of the file that ran).
@@ -42,6 +48,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.runs import RunNotStarted
 from clampdown.core.sealed_inputs import seal_inputs, unseal_inputs
 
 logger = logging.getLogger("clampdown.deployment")
@@ -122,16 +129,20 @@ class DeploymentStarter:
             "run_id": run_id,
             "trigger": trigger,
         }
-        with temporary_settings({PREFECT_API_URL: self.api_url}):
-            flow_run = run_deployment(
-                name=self.deployment,
-                parameters=parameters,
-                timeout=0,
-                idempotency_key=f"clampdown-{run_id}",
-                tags=["clampdown"],
-                as_subflow=False,  # a run is never the child of whatever started it
-                _sync=True,
-            )
+        try:
+            with temporary_settings({PREFECT_API_URL: self.api_url}):
+                flow_run = run_deployment(
+                    name=self.deployment,
+                    parameters=parameters,
+                    timeout=0,
+                    idempotency_key=f"clampdown-{run_id}",
+                    tags=["clampdown"],
+                    as_subflow=False,  # a run is never the child of whatever started it
+                    _sync=True,
+                )
+        except Exception as exc:  # no flow run on the server: nothing was started
+            what = f"could not create a flow run of {self.deployment}"
+            raise self._not_started(what, exc) from exc
         with self._lock:
             self.flow_runs[run_id] = str(flow_run.id)
             while len(self.flow_runs) > MAX_REMEMBERED_RUNS:  # a long-lived serve stays bounded
@@ -159,13 +170,16 @@ class DeploymentStarter:
             asked = self._asked.get(run_id)
             if asked is not None and time.monotonic() - asked < FINISHED_CACHE:
                 return False
-        with (
-            temporary_settings({PREFECT_API_URL: self.api_url}),
-            get_client(sync_client=True) as client,
-        ):
-            found = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=run_id)), limit=5
-            )
+        try:
+            with (
+                temporary_settings({PREFECT_API_URL: self.api_url}),
+                get_client(sync_client=True) as client,
+            ):
+                found = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=run_id)), limit=5
+                )
+        except Exception as exc:  # the triage cannot decide without it: the sender retries
+            raise self._not_started(f"could not ask whether run {run_id} has ended", exc) from exc
         # flow runs of `respond` are named "<runbook>-<run id>"
         mine = [f for f in found if f.name.endswith(f"-{run_id}")]
         done = bool(mine) and all(f.state is not None and f.state.is_final() for f in mine)
@@ -178,6 +192,26 @@ class DeploymentStarter:
                 while len(self._asked) > MAX_REMEMBERED_RUNS:
                     del self._asked[next(iter(self._asked))]
         return done
+
+    def _not_started(self, what: str, exc: Exception) -> RunNotStarted:
+        """The :class:`RunNotStarted` for a failed call to the Prefect server, logged.
+
+        The message (it reaches the alert's sender) says what failed and why in words;
+        the server's address is in the hint and the log only.
+        """
+        import httpx
+
+        if isinstance(exc, httpx.TransportError | OSError):
+            why = f"the Prefect server is unreachable ({exc.__class__.__name__}: {exc})"
+        else:
+            why = f"the Prefect server refused ({exc.__class__.__name__}: {exc})"
+        error = RunNotStarted(
+            f"{what}: {why}",
+            f"check the Prefect server at {self.api_url} (PREFECT_API_URL) and the "
+            f"deployment {self.deployment} (CLAMPDOWN_DEPLOYMENT); alert senders retry",
+        )
+        logger.error("%s — %s", error.message, error.hint)
+        return error
 
     def shutdown(self) -> None:
         """Nothing to stop: runs live on the workers."""

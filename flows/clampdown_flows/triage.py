@@ -16,6 +16,15 @@ An alert that starts nothing (no trigger, bad inputs, runbook at its
 ``max_concurrent_runs``) is answered ``ignored`` with the reason, logged, and —
 when a trigger matched — kept in the store's held-alerts table for a responder.
 
+An alert whose run *cannot start now* (the starter raises
+:class:`~clampdown.core.runs.RunNotStarted`: the start could not be recorded, Prefect is
+unreachable) is neither ignored nor held: the reservation is released (dedup and
+correlation keys freed, no run slot taken), the failure is logged, and ``RunNotStarted``
+goes up to the alert endpoint, which answers 503 with ``Retry-After`` and forgets the
+delivery id, so the sender's retry starts the run. An unexpected error of the starter is
+treated the same way (a retry may well work); a :class:`ClampdownError` of the runbook
+itself (e.g. secret inputs with no sealing key) is held, since a retry cannot fix it.
+
 Why held and not queued when a runbook is at ``max_concurrent_runs``: the limit
 exists to stop an alert storm (or a trigger bug) from running destructive
 containment many times at once. A queue would start those runs unattended later,
@@ -37,9 +46,10 @@ from typing import Any
 from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
-from clampdown.core.ledger import append_to, has_record
+from clampdown.core.ledger import LedgerWriteError, append_to, has_record
 from clampdown.core.loader import library_names, load
 from clampdown.core.models import Runbook
+from clampdown.core.runs import RunNotStarted
 from clampdown.core.state_store import StateStore
 from clampdown.core.trigger_files import load_triggerset
 from clampdown.core.triggers import (
@@ -206,10 +216,12 @@ class TriggerTriage:
             "alert": alert_summary(alert),
         }
         try:
-            run_id = self.start_run(path, dict(match.inputs), trigger)
-        except Exception as exc:  # the incident's key is freed: the next repeat tries again
+            run_id = self._start(path, match, trigger, alert)
+        except RunNotStarted:
+            self.store.release(claim.reservation)  # keys freed: the sender's retry starts it
+            raise
+        except ClampdownError as exc:  # the runbook cannot start as asked: a retry won't help
             self.store.release(claim.reservation)
-            log.exception("alert %s:%s: could not start %s", alert.source, alert.id, match.runbook)
             return self._held(alert, match, f"could not start {match.runbook}: {exc}")
         self.store.attach(claim.reservation, run_id)
         log.info("alert %s:%s started run %s (%s)", alert.source, alert.id, run_id, name)
@@ -218,6 +230,26 @@ class TriggerTriage:
         return TriageOutcome("started", run_id, name, f"started {match.runbook}{said}")
 
     # --- helpers -----------------------------------------------------------------------
+
+    def _start(self, path: Path, match: Match, trigger: dict[str, Any], alert: Alert) -> str:
+        """``start_run``; a failure a retry may fix becomes :class:`RunNotStarted` (logged)."""
+        what = f"alert {alert.source}:{alert.id}: run of {match.runbook} NOT started"
+        try:
+            return self.start_run(path, dict(match.inputs), trigger)
+        except RunNotStarted as exc:
+            log.error("%s: %s — the sender is asked to retry", what, exc)
+            raise
+        except LedgerWriteError as exc:  # its start could not be recorded (disk full, read-only)
+            log.error("%s: %s — the sender is asked to retry", what, exc)
+            raise RunNotStarted(exc.message, exc.hint) from exc
+        except ClampdownError:
+            raise
+        except Exception as exc:
+            log.exception("%s — the sender is asked to retry", what)
+            raise RunNotStarted(
+                f"could not start {match.runbook}: {exc.__class__.__name__}: {exc}",
+                "see the serve log; the sender's retry starts the run once the cause is gone",
+            ) from exc
 
     def _record(self, run_id: str, alert: Alert, match: Match, how: str) -> None:
         """Append the alert to the run's ledger, waiting briefly for a run still starting."""
@@ -259,7 +291,7 @@ class TriggerTriage:
             if trigger.get("correlation_key") != match.correlation_key:
                 continue
             other_runbook = str((start or {}).get("runbook") or trigger.get("runbook"))
-            if trigger.get("response") == response or self.is_finished(other):
+            if trigger.get("response") == response or self._finished_or_unknown(other):
                 continue
             related.append((other, other_runbook))
         for other, other_runbook in related:
@@ -267,6 +299,16 @@ class TriggerTriage:
             self._append_link(run_id, other, other_runbook, alert, match)
             self._notify_related(other, alert, run_id)
         return related
+
+    def _finished_or_unknown(self, run_id: str) -> bool:
+        """``is_finished`` for linking only: the new run has started whatever it says, so
+        an error (Prefect unreachable) must not turn the answer into a failure; unknown
+        counts as in progress (linking too much costs a note, too little hides a run)."""
+        try:
+            return self.is_finished(run_id)
+        except Exception as exc:
+            log.warning("could not tell whether run %s ended (%s): linked anyway", run_id, exc)
+            return False
 
     def _run_start(self, run_id: str) -> dict[str, Any] | None:
         """The ``run`` field of a run's first record (``run.start``), None when unreadable."""

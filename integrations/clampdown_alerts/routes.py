@@ -12,13 +12,21 @@ and as cheaply as possible and nothing reaches the triage unless it passed every
    24 h by default, so a late delivery is accepted once), and the message's own timestamp
    no older than that retention nor more than ``CLAMPDOWN_REPLAY_WINDOW`` ahead (401);
 7. the triage, in a worker thread, one alert at a time; 202 when a run started,
-   200 otherwise. A triage error forgets the delivery id so the sender's retry works.
+   200 otherwise. A triage error forgets the delivery id so the sender's retry works:
+   a run that cannot start now (:class:`~clampdown.core.runs.RunNotStarted`: its start
+   could not be recorded, Prefect is unreachable) or an alert that cannot be recorded
+   (:class:`~clampdown.core.ledger.LedgerWriteError`) is answered 503 with ``Retry-After``,
+   any other error 500.
 
 A delivery that authenticated but is malformed (a 400, e.g. JSON nested deeper than
 64 levels) is recorded as refused by its body's digest: every retry gets the same 400,
 and the log says it was refused before; it never reaches the triage.
 
-Answers are ``{"error": reason}`` or ``{"alerts": [{id, status, run_id, trigger, reason}]}``.
+Answers are ``{"error": reason}`` or ``{"alerts": [{id, status, run_id, trigger, reason}]}``;
+a 503 for a run not started has both (the alert that could not start has status
+``not-started``) and ``retry_after``. Several alerts in one delivery are all-or-retry: when
+one cannot start, the whole delivery is answered 503 and its retry is triaged again (an
+alert whose run did start is then ``deduplicated`` into it).
 Logs carry the source, the delivery id and the outcome, never a secret or the body.
 """
 
@@ -38,7 +46,10 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from clampdown.core.alert import Alert
+from clampdown.core.diagnostics import ClampdownError
+from clampdown.core.ledger import LedgerWriteError
 from clampdown.core.limits import MAX_JSON_DEPTH, TooDeep, loads_bounded
+from clampdown.core.runs import RunNotStarted
 from clampdown_alerts import signatures, sources
 from clampdown_alerts.errors import (
     AlertRejected,
@@ -360,6 +371,8 @@ class Pipeline:
         for alert in delivery.alerts:
             try:
                 outcome = await run_in_threadpool(self.triage, alert)
+            except (RunNotStarted, LedgerWriteError) as exc:
+                return self._not_started(source, delivery, alert, exc, results)
             except Exception:
                 # nothing was lost: the sender's retry is accepted
                 self.deliveries.forget(delivery.key)
@@ -389,6 +402,37 @@ class Pipeline:
         if not results:
             body["reason"] = delivery.note or "no alert in the payload"
         return JSONResponse(body, 202 if started else 200)
+
+    def _not_started(
+        self,
+        source: str,
+        delivery: Delivery,
+        alert: Alert,
+        exc: ClampdownError,
+        results: list[dict[str, Any]],
+    ) -> Response:
+        """503 + Retry-After: nothing was started for ``alert`` and nothing is remembered
+        that would refuse the retry (the triage freed the incident's keys; the delivery id
+        is forgotten here)."""
+        self.deliveries.forget(delivery.key)
+        retry_after = int(getattr(exc, "retry_after", RunNotStarted.retry_after))
+        logged = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
+        logger.error(
+            "alert /%s %s: %s alert %s NOT started, answered 503 (retry after %d s): %s",
+            source,
+            delivery.key,
+            alert.source,
+            alert.id,
+            retry_after,
+            logged,
+        )
+        failed = {"id": alert.id, "status": "not-started", "run_id": None, "trigger": None}
+        body = {  # the sender learns why, the operator's hint stays in the log
+            "error": f"run not started, retry the delivery: {exc.message}",
+            "retry_after": retry_after,
+            "alerts": [*results, {**failed, "reason": exc.message}],
+        }
+        return JSONResponse(body, 503, headers={"Retry-After": str(retry_after)})
 
 
 def alert_router(

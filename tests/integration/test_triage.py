@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
 from clampdown.core.alert import Alert
-from clampdown.core.diagnostics import InvalidFileError
+from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 from clampdown.core.ledger import Ledger, new_run_id, read, verify_file
+from clampdown.core.runs import RunNotStarted
 from clampdown.core.settings import settings
 from clampdown.core.state_store import StateStore
 from clampdown_flows.triage import TriggerTriage
@@ -252,15 +253,33 @@ def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
     assert len(starter.calls) == 3
 
 
-def test_start_failure_frees_the_incident(triggers_file, state_url) -> None:
+def test_start_failure_frees_the_incident_and_asks_for_a_retry(triggers_file, state_url) -> None:
+    """A starter that fails (here: unexpectedly) started nothing: RunNotStarted goes up to
+    the endpoint (503 + Retry-After), the incident's keys are free, nothing is held."""
     starter = FakeStarter(fail=True)
     store = StateStore(state_url)
     triage = TriggerTriage(triggers_file(), store, starter, ledger_of)
-    outcome = triage(make_alert("guardduty", "f1", principal(1)))
-    assert outcome.status == "ignored"
-    assert "could not start contain-iam-user: Prefect API unreachable" in outcome.reason
+    with pytest.raises(RunNotStarted) as caught:
+        triage(make_alert("guardduty", "f1", principal(1)))
+    assert "could not start contain-iam-user: RuntimeError: Prefect API unreachable" in str(
+        caught.value
+    )
+    assert store.held_alerts() == [] and store.active_run_ids() == []
     starter.fail = False
     assert triage(make_alert("guardduty", "f1", principal(1))).status == "started"
+
+
+def test_a_runbook_that_cannot_start_as_asked_is_held(triggers_file, state_url) -> None:
+    """A ClampdownError of the starter (e.g. secret inputs with no sealing key) is not
+    fixed by a retry: the alert is held for a responder and answered ignored."""
+
+    def refuse(runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        raise ClampdownError("runbook contain-iam-user has secret inputs", "set the key")
+
+    store = StateStore(state_url)
+    triage = TriggerTriage(triggers_file(), store, refuse, ledger_of)
+    outcome = triage(make_alert("guardduty", "f1", principal(1)))
+    assert outcome.status == "ignored" and "has secret inputs" in outcome.reason
     assert store.held_alerts()[0].alert["id"] == "f1"
 
 

@@ -1,0 +1,212 @@
+"""An alert whose run cannot start now is answered 503 with Retry-After, and its retry starts it.
+
+Through serve's real app (create_app: the alert router, TriggerTriage on the shipped
+triggers, the SQLite state store): the starter raises RunNotStarted (local mode: the start
+could not be recorded; deployment mode: the real DeploymentStarter with the Prefect server
+down). Nothing is remembered that would refuse the sender's retry: not the delivery id,
+not the incident's dedup or correlation key, not a run slot, no held alert; and serve's log
+says so at ERROR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clampdown.app.serve import create_app
+from clampdown.core.runs import RunNotStarted
+from tests.paths import FIXTURES
+
+TOKEN = "alert-token-503"
+RUN_ID = "0123456789ab"
+
+
+def guardduty(event_id: str, user: str = "ml-contractor") -> tuple[bytes, dict[str, str]]:
+    event = json.loads((FIXTURES / "alerts" / "guardduty_finding.json").read_text())
+    event["id"] = event_id
+    event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    access_key = event["detail"]["resource"]["accessKeyDetails"]
+    access_key["userName"] = user
+    access_key["principalId"] = f"AIDA{user.upper().replace('-', '')}"
+    event["detail"]["id"] = f"finding-{user}"
+    return json.dumps(event).encode(), {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def alert_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLAMPDOWN_ALERT_TOKEN", TOKEN)
+    for name in ("CLAMPDOWN_SLACK_SIGNING_SECRET", "CLAMPDOWN_SLACK_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)  # Slack is optional for the alert endpoints
+
+
+class FlakyStarter:
+    """Raises RunNotStarted (the start could not be recorded) until ``working`` is set."""
+
+    def __init__(self) -> None:
+        self.working = False
+        self.started: list[dict[str, Any]] = []
+        self.refused = 0
+
+    def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        if not self.working:
+            self.refused += 1
+            raise RunNotStarted(
+                "could not record the start of the run: No space left on device (ENOSPC)",
+                "free space on the disk that holds CLAMPDOWN_HOME",
+            )
+        self.started.append(trigger)
+        return RUN_ID
+
+    def is_finished(self, run_id: str) -> bool:
+        return False
+
+
+def test_a_run_that_cannot_start_is_answered_503_and_the_same_delivery_retried_starts_it(
+    alert_env: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    starter = FlakyStarter()
+    body, headers = guardduty("delivery-while-disk-full")
+    app = create_app(start_run=starter)
+    store = app.state.store
+    with TestClient(app) as client, caplog.at_level(logging.ERROR, "clampdown"):
+        first = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert first.status_code == 503, first.text
+        assert first.headers["Retry-After"] == str(RunNotStarted.retry_after)
+        said = first.json()
+        assert said["retry_after"] == RunNotStarted.retry_after
+        assert said["error"].startswith("run not started, retry the delivery: could not record")
+        assert said["alerts"][0]["status"] == "not-started"
+        assert "No space left on device" in said["alerts"][0]["reason"]
+        assert "free space" not in json.dumps(said)  # the operator's hint stays in the log
+        # nothing remembered: no run slot, no held alert, no key pinned to a phantom run
+        assert store.active_run_ids() == [] and store.held_alerts() == []
+
+        again = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert again.status_code == 503, again.text  # still failing: still retryable
+
+        starter.working = True  # space was freed
+        retried = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert retried.status_code == 202, retried.text  # not 409, not "deduplicated"
+        assert retried.json()["alerts"][0]["status"] == "started"
+        assert retried.json()["alerts"][0]["run_id"] == RUN_ID
+        replay = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert replay.status_code == 409, replay.text  # once started, the id is kept
+    assert starter.refused == 2 and len(starter.started) == 1
+    assert store.active_run_ids() == [RUN_ID]
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        r.name == "clampdown.alerts" and "NOT started, answered 503" in r.getMessage()
+        for r in logged
+    ), [r.getMessage() for r in logged]
+    assert any("free space on the disk" in r.getMessage() for r in logged)
+
+
+def test_another_alert_of_the_incident_after_a_503_starts_the_run(alert_env: None) -> None:
+    """The dedup key of the incident is free after a 503: the next alert about the same
+    finding (a new delivery) starts the run instead of joining a phantom one."""
+    starter = FlakyStarter()
+    app = create_app(start_run=starter)
+    with TestClient(app) as client:
+        body, headers = guardduty("first-delivery")
+        assert client.post("/alerts/guardduty", content=body, headers=headers).status_code == 503
+        starter.working = True
+        body, headers = guardduty("second-delivery")
+        second = client.post("/alerts/guardduty", content=body, headers=headers)
+    assert second.status_code == 202, second.text
+    assert second.json()["alerts"][0]["status"] == "started"
+
+
+# --- deployment mode: the real DeploymentStarter, the Prefect server down then back -----------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def deployment(prefect_server: str) -> Iterator[str]:
+    """A deployment of ``respond`` on the session's Prefect API (no worker: its flow runs
+    stay scheduled, which is all "started" promises in deployment mode)."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = "not-started-test"
+    with (
+        temporary_settings({PREFECT_API_URL: prefect_server}),
+        get_client(sync_client=True) as client,
+    ):
+        flow_id = client.create_flow_from_name("respond")
+        deployment_id = client.create_deployment(flow_id=flow_id, name=name)
+    try:
+        yield f"respond/{name}"
+    finally:
+        with (
+            temporary_settings({PREFECT_API_URL: prefect_server}),
+            get_client(sync_client=True) as client,
+        ):
+            client.delete_deployment(deployment_id)
+
+
+def _flow_runs(api_url: str, deployment: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = deployment.split("/", 1)[1]
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return list(
+            client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
+            )
+        )
+
+
+def test_an_alert_while_prefect_is_down_gets_503_and_its_retry_starts_a_flow_run(
+    alert_env: None, prefect_server: str, deployment: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deployment mode, Prefect unreachable: 503 (it was 200 "ignored", then 409 for the
+    retry); once Prefect answers, the same delivery starts one flow run. An alert needing
+    Prefect to tell whether a run ended also gets 503 while it is down."""
+    from clampdown.app.deployment import DeploymentStarter
+
+    down = f"http://127.0.0.1:{_closed_port()}/api"
+    starter = DeploymentStarter(deployment=deployment, api_url=down)
+    body, headers = guardduty("while-prefect-is-down")
+    app = create_app(start_run=starter)
+    with TestClient(app) as client, caplog.at_level(logging.ERROR, "clampdown"):
+        first = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert first.status_code == 503, first.text
+        assert first.headers["Retry-After"] == str(RunNotStarted.retry_after)
+        reason = first.json()["alerts"][0]["reason"]
+        assert f"could not create a flow run of {deployment}" in reason
+        assert "the Prefect server is unreachable" in reason
+        assert down not in first.text  # the server's address is for the log, not the sender
+        assert _flow_runs(prefect_server, deployment) == []
+
+        starter.api_url = prefect_server  # Prefect is back
+        retried = client.post("/alerts/guardduty", content=body, headers=headers)
+        assert retried.status_code == 202, retried.text
+        run_id = retried.json()["alerts"][0]["run_id"]
+        runs = _flow_runs(prefect_server, deployment)
+        assert [r.parameters["run_id"] for r in runs] == [run_id]
+
+        starter.api_url = down  # down again: another user's alert of the same runbook needs
+        other, other_headers = guardduty("other-user", user="data-scientist")
+        blocked = client.post("/alerts/guardduty", content=other, headers=other_headers)
+        assert blocked.status_code == 503, blocked.text  # Prefect to count runs in progress
+        assert f"could not ask whether run {run_id} has ended" in blocked.text
+        starter.api_url = prefect_server
+        unblocked = client.post("/alerts/guardduty", content=other, headers=other_headers)
+        assert unblocked.status_code == 202, unblocked.text
+    assert len(_flow_runs(prefect_server, deployment)) == 2
+    assert any(r.name == "clampdown.deployment" and down in r.getMessage() for r in caplog.records)
