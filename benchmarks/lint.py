@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""What ``clampdown lint runbooks/`` costs as a fresh process, next to its floor.
+
+Prints figures, never asserts them. Each figure is the median (and the fastest) of
+``--runs`` fresh processes, the commands taking turns so that load from anything else
+on the machine falls on all of them alike; wall time, and CPU time (user + system of
+the child), which load on a shared machine disturbs less:
+
+* ``python -c pass``: the interpreter's start-up (with this venv's site-packages);
+* ``python -c "import yaml, pydantic, jinja2"``: the libraries lint cannot do without;
+* ``clampdown lint runbooks/``: the console script, as an editor or a pre-commit hook
+  runs it (lint's own start-up: no Typer, no Rich);
+* ``python -m clampdown.app.cli lint runbooks/``: the same lint through the Typer app
+  (what every other command pays to start), for comparison;
+* with ``--before DIR`` (an earlier tree, e.g. from ``git archive <commit> | tar -x -C
+  DIR``): that tree's console script on the same library, its packages put first on
+  the path.
+
+Every command runs once before timing, with bytecode writing on, so no figure includes
+compiling a module (PYTHONDONTWRITEBYTECODE is dropped from the children's environment).
+The script also checks that the console script and the Typer app print the same output
+and exit with the same code.
+
+    python benchmarks/lint.py [--runs 21] [--before DIR] [--library runbooks/]
+
+Target on the 2-core reference machine (docs/benchmarks.md): lint < 250 ms wall.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("typer", "rich", "click", "boto3", "botocore", "slack_sdk", "prefect")
+# what a lint through the console script's entry point leaves imported
+IMPORTED = """
+import sys
+wanted = set(sys.argv[2:])
+sys.argv = ["clampdown", "lint", sys.argv[1]]
+from clampdown.app.entry import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = {m.split(".")[0] for m in sys.modules} & wanted
+sys.stderr.write(",".join(sorted(heavy)) or "none")
+"""
+
+
+def child_env(extra_path: list[Path] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in extra_path)
+    return env
+
+
+def console_script(tree: Path) -> tuple[str, str]:
+    """(module, function) of the ``clampdown`` console script declared by ``tree``."""
+    scripts = tomllib.loads((tree / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["clampdown"].partition(":")
+    return module, function
+
+
+def measure(
+    argv: list[str], env: dict[str, str]
+) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """(wall s, child CPU s, result) of one fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=21, help="fresh processes per command")
+    parser.add_argument("--library", default="runbooks/", help="what lint checks")
+    parser.add_argument("--before", type=Path, help="an earlier clampdown tree to compare")
+    args = parser.parse_args()
+
+    python = sys.executable
+    script = str(Path(python).with_name("clampdown"))
+    env = child_env()
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "python -c pass": ([python, "-c", "pass"], env),
+        'python -c "import yaml, pydantic, jinja2"': (
+            [python, "-c", "import yaml, pydantic, jinja2"],
+            env,
+        ),
+        f"clampdown lint {args.library}": ([script, "lint", args.library], env),
+        f"python -m clampdown.app.cli lint {args.library} (Typer)": (
+            [python, "-m", "clampdown.app.cli", "lint", args.library],
+            env,
+        ),
+    }
+    if args.before:
+        tree = args.before.resolve()
+        module, function = console_script(tree)
+        code = f"import sys; sys.argv[0] = 'clampdown'; from {module} import {function}; "
+        code += f"{function}()"
+        commands[f"clampdown lint {args.library} (--before {args.before})"] = (
+            [python, "-P", "-c", code, "lint", args.library],
+            child_env([tree, tree / "integrations", tree / "flows"]),
+        )
+
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    outputs: dict[str, tuple[int, str]] = {}
+    for name, (argv, child) in commands.items():  # warm-up: bytecode written, caches warm
+        _, _, done = measure(argv, child)
+        outputs[name] = (done.returncode, done.stdout)
+    for _ in range(args.runs):
+        for name, (argv, child) in commands.items():
+            wall, cpu, _ = measure(argv, child)
+            results[name].append((wall, cpu))
+
+    print(f"{args.runs} fresh processes each, taking turns; milliseconds")
+    print(f"{'command':<62} {'wall median':>11} {'wall min':>9} {'CPU median':>11}")
+    for name, samples in results.items():
+        walls = [w * 1000 for w, _ in samples]
+        cpus = [c * 1000 for _, c in samples]
+        print(
+            f"{name:<62} {statistics.median(walls):>11.1f} {min(walls):>9.1f} "
+            f"{statistics.median(cpus):>11.1f}"
+        )
+    heavy = measure([python, "-c", IMPORTED, args.library, *HEAVY], env)[2].stderr.strip()
+    print(f"imported by lint through the console script, of {', '.join(HEAVY)}: {heavy}")
+    fast, typer = list(outputs.values())[2:4]
+    same = "yes" if fast == typer else "NO"
+    print(f"console script and Typer app: same output and exit code ({fast[0]}): {same}")
+    print("target: clampdown lint < 250 ms wall on the 2-core reference machine")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The ``clampdown`` console script: ``lint`` starts light, everything else goes to Typer.
+
+``clampdown lint`` runs in editors and pre-commit hooks on every save and commit;
+importing Typer, Rich and every command's module cost it more than the lint itself.
+So this entry point imports nothing but the standard library until it knows the
+command: ``clampdown lint …`` with options lint takes (:func:`clampdown.app.cli_lint.parse_args`)
+runs there, with the output and exit codes of the Typer command; any other command
+line — another command, ``--help``, ``--version``, a usage error, shell completion —
+goes to the Typer app (:func:`clampdown.app.cli.main`) unchanged.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from collections.abc import Callable
+
+
+def main() -> None:
+    """Console-script entry point."""
+    args = sys.argv[1:]
+    completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+    if args[:1] == ["lint"] and not completing:
+        from clampdown.app.cli_lint import fast_lint, parse_args
+
+        parsed = parse_args(args[1:])
+        if parsed is not None:
+            sys.exit(_guarded(lambda: fast_lint(parsed)))
+    from clampdown.app.cli import main as typer_main
+
+    typer_main()
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Exit as Typer's ``main`` does when output is cut (``| head``: 1, silently) or on
+    Ctrl-C (130); anything else propagates with its traceback, as there."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        _silence_flush()
+        return 1
+
+
+def _silence_flush() -> None:
+    """The interpreter flushes stdout at exit; into a closed pipe that flush would
+    print an error, so point stdout at nothing (as Click's PacifyFlushWrapper does)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""``clampdown lint`` through the console script's light start (clampdown.app.entry and
+clampdown.app.cli_lint): Typer's reading of the command line, Rich's output, the same
+exit codes, and none of Typer, Rich or the AWS and Slack SDKs imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from clampdown.app import cli_lint
+from clampdown.app.cli import app
+from clampdown.app.cli_lint import LintArgs, parse_args
+from clampdown.app.cli_options import out
+from clampdown.core import loader
+from clampdown.core.lint import lint_paths
+from tests.paths import REPO
+
+BROKEN = "tests/fixtures/broken"
+ENTRY = "import sys; sys.argv[0] = 'clampdown'; from clampdown.app.entry import main; main()"
+
+
+def _typer_params(args: list[str]) -> LintArgs:
+    """What Typer hands the lint command for ``clampdown lint <args>``."""
+    command = typer.main.get_command(app).commands["lint"]  # type: ignore[attr-defined]
+    ctx = command.make_context("lint", list(args))
+    p = ctx.params
+    return LintArgs(
+        paths=list(p["paths"] or []),
+        format=str(p["format"].value),
+        strict=p["strict"],
+        library=p["library"],
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["runbooks/"],
+        ["a.yaml", "b.yml", "folder"],
+        ["--format", "json", "a", "--strict", "-L", "lib"],
+        ["--format=json", "--no-strict"],
+        ["--library=some lib", "x"],
+        ["--library", "lib", "--format", "text"],
+        ["a", "--", "--strict", "-L"],
+        ["-"],
+    ],
+)
+def test_lint_reads_its_command_line_as_typer_does(args: list[str]) -> None:
+    assert parse_args(args) == _typer_params(args)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["-h"],
+        ["--format", "xml"],
+        ["--format", "JSON"],
+        ["--format"],
+        ["--format", "--strict"],
+        ["--strict", "--strict"],
+        ["--strict=yes"],
+        ["-L=lib"],
+        ["-Llib"],
+        ["--library="],
+        ["--verbose", "runbooks"],
+        ["--format", "json", "--format", "text"],
+    ],
+)
+def test_lint_leaves_the_rest_to_typer(args: list[str]) -> None:
+    assert parse_args(args) is None
+
+
+TEXTS = [
+    "runbooks/a.yaml:3:5: error: unknown action 'core.wiat' — did you mean 'core.wait'?",
+    "é 漢字 🔥 trailing   ",
+    "markup-looking [red]x[/] and \\[escaped] and a lone [",
+    "a\ttab",
+    "a\rcarriage return",
+    "an \x1b[31mescape",
+    "a bell\x07",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+@pytest.mark.parametrize("style", ["red", "yellow"])
+def test_a_diagnostic_line_is_printed_as_rich_prints_it(capsys, text: str, style: str) -> None:
+    from rich.markup import escape
+
+    out.print(f"[{style}]{escape(text)}[/]")
+    by_rich = capsys.readouterr().out
+    cli_lint.print_styled(text, style)
+    assert capsys.readouterr().out == by_rich
+
+
+@pytest.mark.parametrize(
+    ("markup", "plain"),
+    [
+        ("lint: [green]clean[/] (runbooks)", "lint: clean (runbooks)"),
+        (
+            "lint: 2 error(s), 1 warning(s) (a.yaml, b é.yaml)",
+            "lint: 2 error(s), 1 warning(s) (a.yaml, b é.yaml)",
+        ),
+        ("lint: [green]clean[/] (odd[1].yaml)", None),
+    ],
+)
+def test_the_verdict_is_printed_as_rich_prints_it(capsys, markup: str, plain: str | None) -> None:
+    out.print(markup)
+    by_rich = capsys.readouterr().out
+    cli_lint.print_markup(markup, plain)
+    assert capsys.readouterr().out == by_rich
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"errors": 0, "warnings": 0, "diagnostics": []},
+        {"errors": 1, "diagnostics": [{"message": "é 漢字 \t tab \x07 bell \u2028 sep", "n": 1.5}]},
+    ],
+)
+def test_json_is_printed_as_rich_prints_it(capsys, document: dict) -> None:
+    out.print_json(json.dumps(document))
+    by_rich = capsys.readouterr().out
+    cli_lint.print_json(json.dumps(document))
+    assert capsys.readouterr().out == by_rich
+
+
+def test_at_a_forced_terminal_rich_prints_the_colours(capsys, monkeypatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert not cli_lint._as_is()
+    out.print("[red]x[/]")
+    by_rich = capsys.readouterr().out
+    cli_lint.print_styled("x", "red")
+    assert capsys.readouterr().out == by_rich
+
+
+def _console(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["lint", BROKEN],
+        ["lint", "--format", "json", BROKEN],
+        ["lint", "--strict", "runbooks", f"{BROKEN}/needs_unknown_step.yaml"],
+        ["lint", "runbooks/"],
+        ["lint", "no/such/file.yaml"],
+    ],
+)
+def test_the_console_script_prints_what_the_typer_app_prints(args: list[str]) -> None:
+    console = _console(*args)
+    typer_app = CliRunner().invoke(app, args)
+    assert console.stdout == typer_app.stdout
+    assert console.returncode == typer_app.exit_code
+    assert "Traceback" not in console.stderr
+
+
+def test_lint_imports_neither_typer_rich_nor_the_sdks() -> None:
+    code = (
+        "import sys; sys.argv = ['clampdown', 'lint', 'runbooks/']\n"
+        "from clampdown.app.entry import main\n"
+        "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
+        "heavy = ('typer', 'rich', 'click', 'boto3', 'slack_sdk', 'slack_bolt', 'prefect')\n"
+        "found = sorted({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
+        "print(code, found)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
+
+
+def test_help_and_usage_errors_are_typers() -> None:
+    helped = _console("lint", "--help")
+    assert helped.returncode == 0
+    assert "Usage: clampdown lint [OPTIONS] [paths]..." in helped.stdout
+    refused = _console("lint", "--format", "xml", "runbooks")
+    assert refused.returncode == 2
+    assert "Invalid value for '--format'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_a_lint_parses_each_file_once(monkeypatch) -> None:
+    parsed: list[str] = []
+    real = loader.parse
+
+    def counting(text: str, path: str):
+        parsed.append(path)
+        return real(text, path)
+
+    monkeypatch.setattr(loader, "parse", counting)
+    assert lint_paths([REPO / "runbooks"]) == []
+    assert parsed and len(parsed) == len(set(parsed)), sorted(parsed)
+    assert any(p.endswith("triggers.yaml") for p in parsed)
+
+
+def test_outside_a_lint_a_file_is_read_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "a.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    assert loader.read(path).data == {"a": 1}
+    path.write_text("a: 2\n", encoding="utf-8")
+    assert loader.read(path).data == {"a": 2}
+    with loader.reading_once():
+        assert loader.read(path).data == {"a": 2}
+        path.write_text("a: 3\n", encoding="utf-8")
+        assert loader.read(path).data == {"a": 2}  # one lint: one reading of each file
+    assert loader.read(path).data == {"a": 3}
