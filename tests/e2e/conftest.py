@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -15,6 +16,46 @@ LIBRARY = REPO / "runbooks"
 
 
 @pytest.fixture(scope="session")
+def drills_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CLAMPDOWN_HOME every drill of the session runs in, so they share one drills'
+    Prefect home and database (not made here: the drill harness makes it, 0700)."""
+    return tmp_path_factory.mktemp("drills") / "clampdown-home"
+
+
+@pytest.fixture(scope="session")
+def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
+    """One standing drills' Prefect API for the session: each drill uses it instead of
+    starting its own (a server start is 8-14 s of a drill on this machine)."""
+    from clampdown.app.drill.world import standing_drill_prefect
+    from clampdown.core.home import Home
+
+    with standing_drill_prefect(Home(drills_home).drills_dir) as url:
+        yield url
+
+
+def _no_api_of_its_own() -> None:
+    raise AssertionError(
+        "a drill of the test session started a Prefect API of its own: it should have used "
+        "the session's standing drills' API (clampdown.app.drill.world.standing_api)"
+    )
+
+
+def _in_drills_home(patch: pytest.MonkeyPatch, drills_home: Path) -> None:
+    """CLAMPDOWN_HOME is the session's drills home, and a drill that would start a Prefect
+    API instead of using the standing one fails (it would cost 8-14 s, unnoticed)."""
+    patch.setenv("CLAMPDOWN_HOME", str(drills_home))
+    patch.setattr("clampdown_flows.prefect_api.local_api", _no_api_of_its_own)
+
+
+@pytest.fixture
+def in_drills_home(drills_prefect: str, drills_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For this test, a drill (also one run through the CLI) runs in the session's drills
+    home, with its standing drills' Prefect API."""
+    _in_drills_home(monkeypatch, drills_home)
+    return drills_home
+
+
+@pytest.fixture(scope="session")
 def drill_results() -> dict[str, DrillResult]:
     """Each drill's result, run once per session whichever test file asks first (a drill
     takes 20-35 s; several files check different things of the same run)."""
@@ -23,17 +64,24 @@ def drill_results() -> dict[str, DrillResult]:
 
 @pytest.fixture
 def drill(
-    prefect_server, drill_results: dict[str, DrillResult], tmp_path_factory: pytest.TempPathFactory
+    prefect_server: str,
+    drills_prefect: str,
+    drills_home: Path,
+    drill_results: dict[str, DrillResult],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[str], DrillResult]:
-    """``drill(name)``: the drill's result, run once per session."""
+    """``drill(name)``: the drill's result, run once per session in the session's drills
+    home (:func:`drills_home`), with its standing Prefect API."""
 
     def run(name: str) -> DrillResult:
         if name not in drill_results:
             console = Console(file=io.StringIO(), width=200)
             report_dir = tmp_path_factory.mktemp(name) / "report"
-            drill_results[name] = run_drill(
-                name, report_dir=report_dir, console=console, library=LIBRARY
-            )
+            with pytest.MonkeyPatch.context() as patch:
+                _in_drills_home(patch, drills_home)
+                drill_results[name] = run_drill(
+                    name, report_dir=report_dir, console=console, library=LIBRARY
+                )
         return drill_results[name]
 
     return run

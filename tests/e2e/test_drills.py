@@ -280,7 +280,7 @@ def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, 
 
 
 def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
-    prefect_server, tmp_path: Path
+    prefect_server, in_drills_home, tmp_path: Path
 ) -> None:
     """``clampdown drill --interactive``: the person at the terminal decides (here: denies)."""
     from typer.testing import CliRunner

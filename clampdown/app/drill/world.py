@@ -11,6 +11,7 @@ The botocore hook that refuses any other host is
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -25,6 +26,7 @@ from typing import Any
 
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.drill_model import Drill, SlashCommand
+from clampdown.core.home import private_dirs, write_private
 
 SLACK_CHANNEL = "C0INCIDENT"
 POLL = 0.05
@@ -212,6 +214,7 @@ def moto_server() -> Iterator[str]:
 
 
 PREFECT_DIR = "prefect"  # the drills' own Prefect home, beside their workspaces
+API_FILE = "standing-api.json"  # in that home: the URL of a standing drills API, while it runs
 
 
 def drill_prefect_home(workspace: Path) -> Path:
@@ -227,17 +230,10 @@ def drill_prefect_home(workspace: Path) -> Path:
 
 
 @contextlib.contextmanager
-def drill_prefect(workspace: Path) -> Iterator[str]:
-    """A local Prefect API of the drills' own, on their database (:func:`drill_prefect_home`).
-
-    The drill's flow runs, task runs, logs and report artifact land there, never in the
-    Prefect database of real incidents: not the default ``~/.prefect/prefect.db`` that
-    ``clampdown run`` and ``serve`` use locally, and not the server of
-    ``PREFECT_API_URL``, which the drill deliberately ignores. The settings are changed
-    for this thread's Prefect context and the server subprocess only (no environment
-    variable is written); ``clampdown serve``'s runs in the drill take the API URL from
-    it when their app is built.
-    """
+def _drills_settings(home: Path) -> Iterator[None]:
+    """Prefect's settings of the drills' home, in this thread's context, with
+    ``PREFECT_API_URL`` unset: a server started here uses the drills' database, and no
+    drill goes to the API of real incidents."""
     from prefect.settings import (
         PREFECT_API_DATABASE_CONNECTION_URL,
         PREFECT_API_URL,
@@ -245,21 +241,112 @@ def drill_prefect(workspace: Path) -> Iterator[str]:
         temporary_settings,
     )
 
+    with temporary_settings(
+        {
+            PREFECT_HOME: str(home),
+            PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        },
+        restore_defaults={PREFECT_API_URL},
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def drill_prefect(workspace: Path) -> Iterator[str]:
+    """A local Prefect API of the drills' own, on their database (:func:`drill_prefect_home`).
+
+    The drill's flow runs, task runs, logs and report artifact land there, never in the
+    Prefect database of real incidents: not the default ``~/.prefect/prefect.db`` that
+    ``clampdown run`` and ``serve`` use locally, and not the server of
+    ``PREFECT_API_URL``, which the drill deliberately ignores. The settings are changed
+    for this thread's Prefect context and, while the drill runs, Prefect's process-wide
+    settings (its run threads read those); no environment variable is written;
+    ``clampdown serve``'s runs in the drill take the API URL from it when their app is
+    built.
+
+    A standing drills API of the same home (:func:`standing_drill_prefect`) is used
+    when one answers, and left running; otherwise the drill starts one for itself and
+    stops it at the end (starting one is most of a drill's set-up time).
+    """
     from clampdown_flows.prefect_api import local_api
 
     home = drill_prefect_home(workspace).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    with (
-        temporary_settings(
-            {
-                PREFECT_HOME: str(home),
-                PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-            },
-            restore_defaults={PREFECT_API_URL},
-        ),
-        local_api() as url,
-    ):
-        yield url
+    private_dirs(home)  # the API's secret is kept there
+    with _drills_settings(home):
+        standing = standing_api(home)
+        if standing is None:
+            with local_api() as url:
+                yield url
+        else:
+            with _use_api(standing):
+                yield standing
+
+
+@contextlib.contextmanager
+def _use_api(url: str) -> Iterator[None]:
+    """Every Prefect client of this process (threads too) talks to the drills' API at
+    ``url`` with the drills' secret until the block ends; what is still queued for it is
+    sent before the block ends (as :func:`~clampdown_flows.prefect_api.local_api` does)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    from clampdown_flows.prefect_api import _process_settings, flush_to_api, local_auth_string
+
+    with _process_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: local_auth_string()}):
+        try:
+            yield
+        finally:
+            flush_to_api()
+
+
+def standing_api(home: Path) -> str | None:
+    """The URL in ``home``'s :data:`API_FILE` if a Prefect API there answers an
+    authenticated request with ``home``'s secret (so it is this home's server, up now);
+    else None. Call it with the drills' settings in force (:func:`_drills_settings`)."""
+    import base64
+
+    import httpx
+
+    from clampdown_flows.prefect_api import local_auth_string
+
+    try:
+        url = json.loads((home / API_FILE).read_text(encoding="utf-8"))["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    auth = local_auth_string()
+    if not isinstance(url, str) or not url.startswith("http://127.0.0.1:") or not auth:
+        return None
+    token = base64.b64encode(auth.encode()).decode()
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as client:
+            answer = client.get(f"{url}/admin/version", headers={"Authorization": f"Basic {token}"})
+    except httpx.HTTPError:
+        return None
+    return url if answer.status_code == 200 else None
+
+
+@contextlib.contextmanager
+def standing_drill_prefect(drills_dir: Path) -> Iterator[str]:
+    """Start the drills' Prefect API of ``drills_dir`` and keep it up for the whole block,
+    published in its home (:data:`API_FILE`, 0600), so every drill of that
+    ``CLAMPDOWN_HOME`` started meanwhile in any process uses it instead of starting one.
+
+    For whoever runs many drills (the test session: one server start instead of one per
+    drill). Prefect's settings of this process are not changed: each drill points its
+    clients at the API while it runs (:func:`drill_prefect`).
+    """
+    from clampdown_flows.prefect_api import local_server_class
+
+    home = (drills_dir / PREFECT_DIR).resolve()
+    private_dirs(home)
+    with _drills_settings(home):  # the server process takes them at its start
+        server = local_server_class()(port=_free_port())
+        server.start(timeout=60)
+    try:
+        write_private(home / API_FILE, json.dumps({"url": server.api_url, "pid": os.getpid()}))
+        yield server.api_url
+    finally:
+        (home / API_FILE).unlink(missing_ok=True)
+        server.stop()
 
 
 @contextlib.contextmanager
