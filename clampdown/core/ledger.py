@@ -111,7 +111,12 @@ class LedgerWriteError(ClampdownError):
             f"could not {what} the run ledger {path}: {exc.strerror or exc} "
             f"({errno.errorcode.get(code, code)}); {left}, so the run stops",
             _HINTS.get(code, "make CLAMPDOWN_HOME writable and check its disk")
-            + ", then start the run again",
+            + (
+                ", then start the run again"
+                if type_ in (None, "run.start")
+                else f", then continue the run: `clampdown resume {path.parent.name}` "
+                "(`clampdown serve` continues stopped runs of its home by itself)"
+            ),
         )
         error.path, error.code, error.record_type = path, code, type_
         return error
@@ -243,7 +248,10 @@ class Ledger:
         try:
             written = os.write(fd, line)
             if written != len(line):  # a full disk may take part of a line, then refuse
-                raise OSError(errno.ENOSPC, f"short write: {written} of {len(line)} bytes")
+                raise OSError(
+                    errno.ENOSPC,
+                    f"No space left on device (the disk took {written} of {len(line)} bytes)",
+                )
             os.fsync(fd)
         except OSError as exc:
             self._size = -1  # re-read the tail at the next append, whatever happens below

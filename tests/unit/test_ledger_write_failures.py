@@ -76,7 +76,7 @@ def started(path: Path, make: Callable[[Path], Ledger] = Ledger) -> Ledger:
     ("mode", "said", "hint"),
     [
         ("enospc", "No space left on device (ENOSPC)", "free space on the disk"),
-        ("short", "short write: ", "free space on the disk"),
+        ("short", "No space left on device (the disk took ", "free space on the disk"),
         ("eio-on-fsync", "Input/output error (EIO)", "I/O error: check it"),
         ("edquot", "Disk quota exceeded (EDQUOT)", "disk quota"),
     ],
@@ -96,7 +96,7 @@ def test_a_failed_write_leaves_the_file_as_it_was_and_says_what_to_do(
     assert f"could not write the step.end record to the run ledger {disk.path}" in error.message
     assert said in error.message, error.message
     assert "nothing of it was written and the ledger is as it was" in error.message
-    assert hint in error.hint and "start the run again" in error.hint
+    assert hint in error.hint and "then continue the run: `clampdown resume r1`" in error.hint
     check = verify_file(disk.path)
     assert check.ok and check.records == 2, check.message
 
@@ -164,6 +164,7 @@ def test_a_read_only_home_is_named_with_what_to_do(
         ledger.append("run.start", run={"id": "r1"})
     assert "Read-only file system (EROFS)" in caught.value.message
     assert "read-only filesystem: make it writable" in caught.value.hint
+    assert caught.value.hint.endswith("then start the run again")  # no run.start to resume
     assert not path.exists()
 
 
