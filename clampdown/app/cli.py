@@ -86,29 +86,10 @@ def lint(
     library: LibraryOpt = None,
 ) -> None:
     """Check runbooks: schema, DAG, actions, with fields, expressions, approval gates."""
-    from clampdown.core.lint import lint_paths
+    # the console script runs lint without Typer (clampdown.app.entry); both print this way
+    from clampdown.app.cli_lint import LintArgs, run_lint
 
-    targets = paths or [library_folder(library)]
-    found = lint_paths(targets, strict=strict)
-    errors = sum(d.severity == "error" for d in found)
-    warnings = len(found) - errors
-    if format is Format.json:
-        out.print_json(
-            json.dumps(
-                {
-                    "errors": errors,
-                    "warnings": warnings,
-                    "diagnostics": [d.to_dict() for d in found],
-                }
-            )
-        )
-    else:
-        for d in found:
-            color = "red" if d.severity == "error" else "yellow"
-            out.print(f"[{color}]{escape(str(d))}[/]")
-        verdict = "[green]clean[/]" if not found else f"{errors} error(s), {warnings} warning(s)"
-        out.print(f"lint: {verdict} ({', '.join(map(str, targets))})")
-    raise typer.Exit(1 if errors else 0)
+    raise typer.Exit(run_lint(LintArgs(paths or [], format.value, strict, library)))
 
 
 def schema(
