@@ -337,7 +337,19 @@ def _intents_of_a_real_run(action: Any, params: Any, home: Home) -> tuple[Action
 
 @pytest.mark.parametrize(
     "case",
-    ["revoke_user", "revoke_role", "rotate_access_key", "block_assume_role", "kms_disable"],
+    [
+        "revoke_user",
+        "revoke_role",
+        "rotate_access_key",
+        "block_assume_role",
+        "kms_disable",
+        "kms_rotate",
+        "rotate_secret",
+        "lock_model_artifacts",
+        "disable_api_key",
+        "throttle_usage_plan",
+        "deny_invoke",
+    ],
 )
 def test_every_intent_undone_again_after_rollback_changes_nothing(case: str, clampdown_home: Path):
     """Run for real, roll back the confirmed records, then undo every intent once more as a
@@ -429,10 +441,127 @@ def _kms_disable() -> tuple[str, dict, Any]:
     )
 
 
+def _kms_rotate() -> tuple[str, dict, Any]:
+    kms = boto3.client("kms", region_name="us-east-1")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "tags": kms.list_resource_tags(KeyId=key).get("Tags", []),
+            "yearly": kms.get_key_rotation_status(KeyId=key)["KeyRotationEnabled"],
+        }
+
+    return "aws.kms.rotate_key", {"key_id": key}, snapshot
+
+
+def _rotate_secret() -> tuple[str, dict, Any]:
+    sm = boto3.client("secretsmanager", region_name="us-east-1")
+    sm.create_secret(Name="db", SecretString=json.dumps({"user": "app", "password": "old"}))
+
+    def snapshot() -> str:
+        stages = sm.describe_secret(SecretId="db")["VersionIdsToStages"]
+        return next(v for v, labels in stages.items() if "AWSCURRENT" in labels)
+
+    return "aws.secrets.rotate_secret", {"secret_id": "db"}, snapshot
+
+
+def _lock_model_artifacts() -> tuple[str, dict, Any]:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="models", ObjectLockEnabledForBucket=True)
+    for body in (b"v1", b"v2"):
+        s3.put_object(Bucket="models", Key="fraud/model.bin", Body=body)
+
+    def snapshot() -> dict[str, Any]:
+        try:
+            policy = s3.get_bucket_policy(Bucket="models")["Policy"]
+        except s3.exceptions.ClientError:
+            policy = None
+        versions = s3.list_object_versions(Bucket="models", Prefix="fraud/")["Versions"]
+        holds = {}
+        for v in versions:
+            try:
+                held = s3.get_object_legal_hold(
+                    Bucket="models", Key=v["Key"], VersionId=v["VersionId"]
+                )["LegalHold"].get("Status")
+            except s3.exceptions.ClientError:
+                held = None
+            holds[v["VersionId"]] = held in (None, "OFF")
+        return {"policy": policy, "unheld": holds}
+
+    params = {
+        "bucket": "models",
+        "prefix": "fraud/",
+        "allow_principals": ["arn:aws:iam::123456789012:role/serving"],
+        "legal_hold": True,
+    }
+    return "aws.s3.lock_model_artifacts", params, snapshot
+
+
+def _api_key() -> tuple[Any, str, str]:
+    apigw = boto3.client("apigateway", region_name="us-east-1")
+    key = apigw.create_api_key(name="suspect", enabled=True)["id"]
+    plan = apigw.create_usage_plan(name="partners", throttle={"rateLimit": 50, "burstLimit": 20})
+    apigw.create_usage_plan_key(usagePlanId=plan["id"], keyId=key, keyType="API_KEY")
+    return apigw, key, plan["id"]
+
+
+def _disable_api_key() -> tuple[str, dict, Any]:
+    apigw, key, _ = _api_key()
+    return (
+        "aws.apigateway.disable_api_key",
+        {"api_key_id": key},
+        lambda: apigw.get_api_key(apiKey=key)["enabled"],
+    )
+
+
+def _throttle_usage_plan() -> tuple[str, dict, Any]:
+    apigw, _, plan = _api_key()
+    return (
+        "aws.apigateway.throttle_usage_plan",
+        {"usage_plan_id": plan},
+        lambda: apigw.get_usage_plan(usagePlanId=plan).get("throttle"),
+    )
+
+
+def _deny_invoke() -> tuple[str, dict, Any]:
+    iam = boto3.client("iam", region_name="us-east-1")
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    role = iam.create_role(RoleName="sm-exec", AssumeRolePolicyDocument="{}")["Role"]
+    sm.create_model(
+        ModelName="fraud-v3",
+        ExecutionRoleArn=role["Arn"],
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="fraud-config",
+        ProductionVariants=[
+            {
+                "VariantName": "main",
+                "ModelName": "fraud-v3",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="fraud", EndpointConfigName="fraud-config")
+    arn, _ = seed_user(iam)
+    return (
+        "aws.sagemaker.deny_invoke",
+        {"endpoint_name": "fraud", "principals": [arn]},
+        lambda: user_state(iam)["policies"],
+    )
+
+
 CASES = {
     "revoke_user": _revoke_user,
     "revoke_role": _revoke_role,
     "rotate_access_key": _rotate,
     "block_assume_role": _block_assume,
     "kms_disable": _kms_disable,
+    "kms_rotate": _kms_rotate,
+    "rotate_secret": _rotate_secret,
+    "lock_model_artifacts": _lock_model_artifacts,
+    "disable_api_key": _disable_api_key,
+    "throttle_usage_plan": _throttle_usage_plan,
+    "deny_invoke": _deny_invoke,
 }
