@@ -1,4 +1,6 @@
-"""Dedup, correlation, run-slot and delivery state that survives a restart of ``clampdown serve``.
+"""Dedup, correlation, run-slot and delivery state that survives a restart of ``clampdown serve``
+(and the approver groups' members as the member directory last gave them, for approvals
+while it cannot answer: :meth:`StateStore.remember_members`).
 
 One code path (SQLAlchemy Core) over two databases:
 
@@ -38,7 +40,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,14 @@ held = sa.Table(
     sa.Column("dedup_key", sa.String(300), nullable=False),
     sa.Column("alert", sa.Text, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
+)
+
+group_members = sa.Table(
+    "clampdown_group_members",
+    metadata,
+    sa.Column("group_name", sa.String(300), primary_key=True),
+    sa.Column("members", sa.Text, nullable=False),  # JSON list of user ids
+    sa.Column("looked_up", sa.Float, nullable=False),  # when the directory last answered
 )
 
 ClaimStatus = Literal["reserved", "duplicate", "joined", "pending", "full"]
@@ -404,6 +414,45 @@ class StateStore:
             HeldAlert(r.at, r.runbook, r.trigger, r.dedup_key, json.loads(r.alert), r.reason)
             for r in rows
         ]
+
+    # --- approver groups as the member directory last answered -------------------------
+
+    def remember_members(
+        self, by_group: Mapping[str, Iterable[str]], at: float | None = None
+    ) -> None:
+        """Keep each group's members as a directory just answered (replacing older answers).
+
+        Why durable: while the directory (Slack) cannot answer, approvals must still be
+        decidable; a run resumed by another process, or a worker in scaled mode (the
+        PostgreSQL store is shared), finds the last answer here.
+        """
+        when = time.time() if at is None else at
+        with self._transaction(exclusive=False) as conn:
+            for group, members in by_group.items():
+                key = _stored_key(group)
+                conn.execute(group_members.delete().where(group_members.c.group_name == key))
+                conn.execute(
+                    group_members.insert().values(
+                        group_name=key, members=json.dumps(sorted(members)), looked_up=when
+                    )
+                )
+
+    def cached_members(self, groups: Iterable[str]) -> tuple[set[str], float] | None:
+        """Everyone in ``groups`` as last answered, and when the oldest of those answers was
+        given; None unless every group has one."""
+        asked = {_stored_key(g): g for g in groups}
+        if not asked:
+            return None
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(group_members).where(group_members.c.group_name.in_(list(asked)))
+            ).all()
+        if len(rows) != len(asked):
+            return None
+        members: set[str] = set()
+        for row in rows:
+            members.update(json.loads(row.members))
+        return members, min(row.looked_up for row in rows)
 
     def active_run_ids(self, runbook: str | None = None) -> list[str]:
         """Runs holding a slot (as last known; finished ones leave at the next decision)."""

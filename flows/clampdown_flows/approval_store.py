@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -20,6 +21,8 @@ from clampdown.core.approvals import split_people
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import RunFiles, private_dirs, write_private
 from clampdown.core.settings import Settings, settings
+
+log = logging.getLogger("clampdown.approvals")
 
 
 class DecisionError(ClampdownError):
@@ -90,9 +93,45 @@ def default_approvers(conf: Settings | None = None) -> tuple[list[str], list[str
     return split_people((conf or settings()).approvers or "")
 
 
+class BreakGlass(set[str]):
+    """The break-glass approvers, standing in for groups nobody can resolve now.
+
+    A set of its own type, so whoever checks a decision against it can record that the
+    decision counted by break glass (:func:`counted_by_break_glass`)."""
+
+
+def break_glass_approvers(conf: Settings | None = None) -> BreakGlass:
+    """``CLAMPDOWN_BREAK_GLASS_APPROVERS``: user ids, as the caller's settings read them."""
+    users, _ = split_people((conf or settings()).break_glass_approvers or "")
+    return BreakGlass(users)
+
+
 def resolve_members(groups: tuple[str, ...], conf: Settings | None = None) -> set[str] | None:
-    """Members of ``groups`` per the registered member directories (Slack), else
-    ``CLAMPDOWN_GROUPS``; None when nobody can tell (see :mod:`clampdown.core.members`)."""
+    """Members of ``groups`` per the registered member directories (Slack; while Slack cannot
+    answer, the membership it last gave: :mod:`clampdown_slack.directory`), else
+    ``CLAMPDOWN_GROUPS``. When nobody can tell: the break-glass approvers
+    (:class:`BreakGlass`) if any are named, else None (see :mod:`clampdown.core.members`)."""
     from clampdown.core.members import members_now
 
-    return members_now(groups, conf)
+    conf = conf or settings()
+    members = members_now(groups, conf)
+    if members is not None or not groups:
+        return members
+    glass = break_glass_approvers(conf)
+    if not glass:
+        return None
+    log.warning(
+        "groups %s cannot be resolved: break-glass approvers %s may decide",
+        ", ".join(groups),
+        ", ".join(sorted(glass)),
+    )
+    return glass
+
+
+def counted_by_break_glass(
+    members: object, approver: str, allowed_users: frozenset[str] | set[str]
+) -> bool:
+    """Whether a decision by ``approver`` counts only because of break glass: what the run
+    should record with it (the ledger's ``approval.decision``)."""
+    listed = approver in allowed_users
+    return isinstance(members, BreakGlass) and approver in members and not listed

@@ -202,8 +202,11 @@ def overflow_replies(request: Request) -> list[str]:
     return shown.sections[room - 1 :] if len(shown.sections) > room else []
 
 
-def request_blocks(request: Request) -> list[dict[str, Any]]:
-    """The pending card: what, exactly with which parameters, who may decide, until when."""
+def request_blocks(request: Request, membership: str | None = None) -> list[dict[str, Any]]:
+    """The pending card: what, exactly with which parameters, who may decide, until when.
+
+    ``membership``: clampdown's own note when Slack could not say who is in the approver
+    groups (:func:`clampdown_slack.directory.membership_note`), shown after the approvers."""
     quorum = (
         f"{request.min_approvals} different approvers needed"
         if request.min_approvals > 1
@@ -226,7 +229,8 @@ def request_blocks(request: Request) -> list[dict[str, Any]]:
                     "type": "mrkdwn",
                     "text": f"Run `{inert(request.run_id)}` step `{inert(request.step)}`"
                     f" · started by {starter}"
-                    f" · approvers: {_who(request)} · {quorum}{rule}"
+                    f" · approvers: {_who(request)}"
+                    f"{f' ({membership})' if membership else ''} · {quorum}{rule}"
                     f" · deadline {_when(request.deadline)}"
                     f" (then {inert(request.on_timeout)}) · params `{request.params_hash[:12]}`",
                 }
@@ -322,9 +326,18 @@ def deny_modal(value: str) -> dict[str, Any]:
 
 def group_members(client: Any, groups: Iterable[str]) -> set[str]:
     """Everyone in the given Slack user groups (ids or handles); raises on a Slack error."""
+    found: set[str] = set()
+    for members in members_by_group(client, groups).values():
+        found |= members
+    return found
+
+
+def members_by_group(client: Any, groups: Iterable[str]) -> dict[str, set[str]]:
+    """Each asked group (id or handle, as asked) with its members; raises on a Slack error,
+    :class:`LookupError` when Slack says a handle names no group."""
     groups = list(groups)
     if not groups:
-        return set()
+        return {}
     ids: dict[str, str] = {g: g for g in groups if _GROUP_ID.match(g)}
     handles = [g for g in groups if g not in ids]
     if handles:
@@ -334,7 +347,7 @@ def group_members(client: Any, groups: Iterable[str]) -> set[str]:
             if handle not in by_handle:
                 raise LookupError(f"no Slack user group with handle '{handle}'")
             ids[handle] = by_handle[handle]
-    members: set[str] = set()
-    for group_id in ids.values():
-        members.update(client.usergroups_users_list(usergroup=group_id)["users"])
-    return members
+    return {
+        asked: set(client.usergroups_users_list(usergroup=group_id)["users"])
+        for asked, group_id in ids.items()
+    }

@@ -127,9 +127,11 @@ class RunThread:
         *,
         state_file: Path,
         scrub: Callable[[str], str] | None = None,
+        membership: Callable[[tuple[str, ...]], str | None] | None = None,
     ) -> None:
         assert config.slack_bot_token is not None and config.slack_channel
         self.run_id = run_id
+        self._membership = membership  # the approval card's note on group membership
         self._state_file = state_file  # the run's slack.json (RunFiles.slack_thread_state)
         self.config = config
         self.channel: str = config.slack_channel
@@ -158,7 +160,13 @@ class RunThread:
         self._closed = False
 
     @classmethod
-    def from_env(cls, run_id: str, ledger: Ledger, state_file: Path) -> RunThread | None:
+    def from_env(
+        cls,
+        run_id: str,
+        ledger: Ledger,
+        state_file: Path,
+        membership: Callable[[tuple[str, ...]], str | None] | None = None,
+    ) -> RunThread | None:
         """A thread for the run, or None when Slack is not configured (nothing happens).
 
         Slack's settings are read here, once per run (the run's factory call)."""
@@ -168,7 +176,7 @@ class RunThread:
             return None
         if config.slack_bot_token is None or not config.slack_channel:
             return None
-        return cls(run_id, config, ledger, state_file=state_file)
+        return cls(run_id, config, ledger, state_file=state_file, membership=membership)
 
     # --- the run observer (clampdown.core.extensions.RunObserver) -------------------------
 
@@ -194,10 +202,19 @@ class RunThread:
         self.close(outcome, steps)
 
     def approval_requested(self, request: Request) -> Card:
-        """Post the card, then the full text of every value it had to cut, in its thread."""
-        card = self.post_card(
-            f"Approval needed: {inert(request.summary)[:3000]}", request_blocks(request)
-        )
+        """Post the card, then the full text of every value it had to cut, in its thread.
+
+        Who is in the approver groups is asked when the card is sent (on this thread's
+        worker, never the run's): a card posted while Slack cannot answer says the
+        membership is the one last kept, or that the groups cannot be resolved."""
+        card = Card()
+        title = f"Approval needed: {inert(request.summary)[:3000]}"
+
+        def send() -> None:
+            note = self._membership(request.groups) if self._membership and request.groups else None
+            self._post_card(card, title, request_blocks(request, note))
+
+        self._send("chat.postMessage", send, keep=True)
         for text in [*overflow_replies(request), *long_value_replies(request)]:
             self._send("chat.postMessage", lambda t=text: self._post_reply(t), keep=True)
         return card
@@ -422,7 +439,24 @@ class RunThread:
 
 def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> RunThread | None:
     """The ``clampdown.run_observers`` factory: the run's thread, or None without Slack."""
-    return RunThread.from_env(run_id, ledger, settings.paths.run(run_id).slack_thread_state)
+    import functools
+
+    return RunThread.from_env(
+        run_id,
+        ledger,
+        settings.paths.run(run_id).slack_thread_state,
+        membership=functools.partial(card_membership, settings),
+    )
+
+
+def card_membership(settings: Settings, groups: tuple[str, ...]) -> str | None:
+    """The approval card's note on who is in ``groups`` now (None: Slack answered)."""
+    from clampdown_slack.directory import membership_note, slack_member_directory
+
+    directory = slack_member_directory(settings)
+    if directory is None:
+        return None
+    return membership_note(directory.lookup(groups), settings.break_glass_approvers)
 
 
 def reply_in_run_thread(
