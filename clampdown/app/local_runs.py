@@ -39,6 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clampdown.core.run_ownership import RunHeld
+
 if TYPE_CHECKING:
     from clampdown.core.home import Home
     from clampdown.core.settings import Settings
@@ -297,9 +299,9 @@ def interrupt_all_runs() -> list[str]:
 
 
 def _log_outcome(run_id: str, future: Future[Any]) -> None:
-    if future.cancelled():
-        logger.warning("run %s was cancelled before it started (server stopping)", run_id)
-    elif isinstance(exc := future.exception(), asyncio.CancelledError):
-        logger.warning("run %s was interrupted or suspended (see its ledger)", run_id)
+    if future.cancelled() or isinstance(future.exception(), asyncio.CancelledError):
+        logger.warning("run %s was suspended or interrupted (its ledger says which)", run_id)
+    elif isinstance(exc := future.exception(), RunHeld):
+        logger.info("run %s is run by another process: %s", run_id, exc)
     elif exc is not None:
         logger.error("run %s could not run: %s", run_id, exc, exc_info=exc)

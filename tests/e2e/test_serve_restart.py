@@ -1,0 +1,284 @@
+"""A run outlives the `clampdown serve` process that runs it (issue 11), with real processes.
+
+`clampdown serve` runs in its own process group with its own local Prefect API, the AWS
+calls go to moto server, the approver decides with `clampdown approve` (signed with an
+SSH key). A signed generic alert starts `contain-iam-user`, which waits for approval
+before it revokes the user's credentials. Then serve is stopped the way machines stop:
+
+* ``kill -9`` of the whole process group (serve and its Prefect API) while the run waits:
+  `clampdown runs` says the run stopped, a decision sent meanwhile is kept ("not counted
+  yet"), a new serve continues the run on its own, re-enters the same approval request
+  (same nonce) and counts that decision, and the containment happens; rollback then puts
+  the user back as before the run;
+* SIGTERM (a deploy): serve exits promptly, its Prefect API process with it, the run is
+  suspended (``run.suspended``, no ``run.end``); the next serve continues it and a normal
+  decision completes it.
+
+Nothing here is timed: waits are bounded only to fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from clampdown.core.ledger import read
+from tests.approver_keys import approver_keys
+from tests.pg import free_port
+
+ACCOUNT = "123456789012"
+SECRET = "restart-generic-hmac-secret"
+CLI = str(Path(sys.executable).parent / "clampdown")
+RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: contain-iam-user, title: Contain an IAM user, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: approve
+    uses: approval.request
+    with:
+      summary: "Revoke {{ inputs.principal_arn }}?"
+      approvers: {users: [U0TERM1]}
+      timeout: 30m
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    needs: [approve]
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+"""
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: suspect-user
+    match: alert.principal and ':user/' in alert.principal
+    runbook: contain-iam-user
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    correlate_by: "suspect:{{ alert.principal }}"
+    dedup_window: 15m
+"""
+
+
+@dataclass
+class World:
+    root: Path
+    home: Path
+    env: dict[str, str]
+    key: Path  # U0TERM1's SSH key
+    user: str
+    iam: Any
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        path = self.home / "runs" / run_id / "ledger.jsonl"
+        return read(path) if path.is_file() else []
+
+    def types(self, run_id: str) -> list[str]:
+        return [r["type"] for r in self.ledger(run_id)]
+
+    def key_status(self) -> str:
+        [key] = self.iam.list_access_keys(UserName=self.user)["AccessKeyMetadata"]
+        return str(key["Status"])
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args], env=self.env | {"COLUMNS": "250"}, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+
+
+@pytest.fixture
+def world(tmp_path: Path, aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "contain-iam-user.yaml").write_text(RUNBOOK)
+    (library / "triggers.yaml").write_text(TRIGGERS)
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM1")
+    home = tmp_path / "home"
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
+    }
+    env |= {
+        "CLAMPDOWN_HOME": str(home),
+        "CLAMPDOWN_LIBRARY": str(library),
+        "CLAMPDOWN_ALERT_HMAC_SECRET": SECRET,
+        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    iam = boto3.client("iam", endpoint_url=aws_endpoint, region_name="us-east-1")
+    iam.create_user(UserName="mallory")
+    iam.create_access_key(UserName="mallory")
+    yield World(tmp_path, home, env, keys["U0TERM1"], "mallory", iam)
+
+
+@contextlib.contextmanager
+def serve(world: World, name: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`clampdown serve` in a process group of its own; whatever is left is killed at exit."""
+    port = free_port()
+    log = world.root / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [CLI, "serve", "--port", str(port)],
+            env=world.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200,
+                     f"{name} to answer /healthz", proc, log)  # fmt: skip
+            yield proc, url
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+
+def wait_for(
+    check: Callable[[], Any],
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+    timeout: float = 120,
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-4000:] if log else ""
+            raise AssertionError(f"{what}: the process exited ({proc.returncode})\n{tail}")
+        with contextlib.suppress(Exception):
+            if value := check():
+                return value
+        time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-4000:] if log else ""
+    raise AssertionError(f"timed out waiting for {what}\n{tail}")
+
+
+def send_alert(url: str, world: World, alert_id: str) -> str:
+    """A signed generic alert about the user; returns the run it started."""
+    body = json.dumps(
+        {
+            "id": alert_id,
+            "title": f"model weights read by {world.user}",
+            "severity": "critical",
+            "type": "dlp.model_weights_egress",
+            "principal": f"arn:aws:iam::{ACCOUNT}:user/{world.user}",
+            "account": ACCOUNT,
+            "region": "us-east-1",
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": "v1=" + mac.hexdigest(),
+        "Content-Type": "application/json",
+    }
+    answer = httpx.post(f"{url}/alerts/generic", content=body, headers=headers, timeout=30)
+    assert answer.status_code == 202, answer.text
+    [alert] = answer.json()["alerts"]
+    assert alert["status"] == "started", alert
+    return str(alert["run_id"])
+
+
+def waiting_request(world: World, run_id: str) -> dict[str, Any]:
+    path = world.home / "runs" / run_id / "approvals" / "approve.json"
+    return wait_for(
+        lambda: (r := json.loads(path.read_text())).get("status") == "pending" and r,
+        f"run {run_id} to wait for approval",
+    )
+
+
+def process_group_members(pgid: int) -> list[int]:
+    """Live processes of a process group (read from /proc: no psutil needed)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def test_kill_9_while_waiting_for_approval_loses_nothing(world: World) -> None:
+    with serve(world, "serve-1") as (proc, url):
+        run_id = send_alert(url, world, "dlp-restart-1")
+        before = waiting_request(world, run_id)
+        os.killpg(proc.pid, signal.SIGKILL)  # serve and its Prefect API, as an OOM kill does
+        proc.wait(30)
+
+    assert "run.end" not in world.types(run_id)
+    listed = world.cli("runs", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    [shown] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
+    assert shown["status"] == "stopped" and "clampdown resume" in shown["detail"]
+
+    # the approver decides while no process runs the run: kept, not lost, not yet counted
+    sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+    assert sent.returncode == 3, sent.stdout + sent.stderr
+    assert "not counted yet" in sent.stderr
+    assert world.key_status() == "Active"
+
+    with serve(world, "serve-2") as (_proc, _url):
+        wait_for(lambda: "run.end" in world.types(run_id), "the resumed run to end")
+    records = world.ledger(run_id)
+    types = [r["type"] for r in records]
+    [resumed] = [r for r in records if r["type"] == "run.resumed"]
+    assert resumed["rerun"] == ["approve"] and resumed["waiting"] == ["approve"]
+    [again] = [r for r in records if r["type"] == "approval.resumed"]
+    assert again["params_hash"] == before["params_hash"]
+    after = json.loads((world.home / "runs" / run_id / "approvals" / "approve.json").read_text())
+    assert after["nonce"] == before["nonce"] and after["deadline"] == before["deadline"]
+    [decision] = [r for r in records if r["type"] == "approval.decision"]
+    assert decision["accepted"] and decision["approver"] == "U0TERM1"
+    assert types.count("approval.request") == 1  # the same request, not a new one
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    assert world.key_status() == "Inactive"
+    assert not list((world.home / "runs" / run_id / "decisions").glob("*.json"))
+
+    undone = world.cli("rollback", run_id, "--yes")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert world.key_status() == "Active"
+
+
+def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(world: World) -> None:
+    with serve(world, "serve-1") as (proc, url):
+        run_id = send_alert(url, world, "dlp-restart-2")
+        waiting_request(world, run_id)
+        wait_for(lambda: len(process_group_members(proc.pid)) >= 2, "serve's Prefect API")
+        os.kill(proc.pid, signal.SIGTERM)  # serve only, as `systemctl stop` or a deploy does
+        proc.wait(60)
+        left = process_group_members(proc.pid)
+        assert left == [], f"processes left behind by serve: {left}"
+    records = world.ledger(run_id)
+    types = [r["type"] for r in records]
+    assert "run.suspended" in types and "run.end" not in types
+
+    with serve(world, "serve-2") as (_proc, _url):
+        wait_for(lambda: "approval.resumed" in world.types(run_id), "the run to wait again")
+        sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for(lambda: "run.end" in world.types(run_id), "the run to end")
+    end = world.ledger(run_id)[-1]
+    assert end["type"] == "run.end" and end["status"] == "succeeded"
+    assert world.key_status() == "Inactive"
