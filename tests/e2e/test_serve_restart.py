@@ -103,8 +103,16 @@ class World:
         )  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Prefect home for the module: its database is migrated once, by the first serve."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
 @pytest.fixture
-def world(tmp_path: Path, aws_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+def world(
+    tmp_path: Path, aws_endpoint: str, monkeypatch: pytest.MonkeyPatch, prefect_home: Path
+) -> Iterator[World]:
     library = tmp_path / "library"
     library.mkdir()
     (library / "contain-iam-user.yaml").write_text(RUNBOOK)
