@@ -18,7 +18,9 @@ from typing import Any
 
 import boto3
 import pytest
+from typer.testing import CliRunner
 
+from clampdown.app.cli import app
 from clampdown.core.actions import ActionContext
 from clampdown.core.engine.gate_policy import GatePolicy
 from clampdown.core.engine.scheduler import Attempt, Limits, Produced, schedule
@@ -224,6 +226,13 @@ def test_killed_before_the_call_rollback_succeeds_and_changes_nothing(
 
     (item,) = undo_items(home.run("run2").ledger)
     assert item.how["op"] == "delete_user_policy" and not item.confirmed
+    planned = CliRunner().invoke(app, ["rollback", "run2", "--plan"])
+    assert planned.exit_code == 0, planned.output
+    assert "1 change(s) to undo" in planned.output
+    assert (
+        "may have been applied: the run stopped before confirming it (undoing it is safe "
+        "either way)" in planned.output
+    )
     result = rollback_run("run2", "rb2", home)
     assert result.still_in_place == [] and result.restored == [item.description]
     assert user_state(iam) == before
@@ -349,6 +358,7 @@ def _intents_of_a_real_run(action: Any, params: Any, home: Home) -> tuple[Action
         "disable_api_key",
         "throttle_usage_plan",
         "deny_invoke",
+        "freeze_endpoint",
     ],
 )
 def test_every_intent_undone_again_after_rollback_changes_nothing(case: str, clampdown_home: Path):
@@ -552,6 +562,37 @@ def _deny_invoke() -> tuple[str, dict, Any]:
     )
 
 
+def _freeze_endpoint() -> tuple[str, dict, Any]:
+    """Drain: the role deny, the API Gateway stage throttle and the variant weights."""
+    from tests.integration import test_aws_s3_sagemaker as sagemaker_tests
+
+    c = sagemaker_tests._endpoint_setup()
+    api, stage = sagemaker_tests._stage(c["apigw"])
+    c["apigw"].update_stage(  # the team's own limits (moto cannot remove a method setting)
+        restApiId=api,
+        stageName=stage,
+        patchOperations=[
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": "100"},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": "50"},
+        ],
+    )
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "roles": sagemaker_tests._inline(c["iam"], "fraud-scorer"),
+            "weights": sagemaker_tests._variants(c["sm"]),
+            "stage": sagemaker_tests._throttling(c["apigw"], api),
+        }
+
+    params = {
+        "endpoint_name": sagemaker_tests.ENDPOINT,
+        "caller_roles": [sagemaker_tests.APP_ROLE],
+        "mode": "drain",
+        "api_gateway": {"rest_api_id": api, "stage_name": stage},
+    }
+    return "aws.sagemaker.freeze_endpoint", params, snapshot
+
+
 CASES = {
     "revoke_user": _revoke_user,
     "revoke_role": _revoke_role,
@@ -564,4 +605,5 @@ CASES = {
     "disable_api_key": _disable_api_key,
     "throttle_usage_plan": _throttle_usage_plan,
     "deny_invoke": _deny_invoke,
+    "freeze_endpoint": _freeze_endpoint,
 }
