@@ -4,8 +4,11 @@ The work is :func:`clampdown.core.undo.rollback_run`, the one rollback code path
 ``core.rollback_run`` action uses it too); this flow only makes each undo a Prefect
 task, so the Prefect UI shows one task run per change put back; the run's ledger is
 verified with the configured signing key first, and the rollback's own ledger is signed
-and copied to the evidence bucket like a run's. Undo operations are
-idempotent, so a rollback can be re-run after a partial failure. One failed undo does
+and copied to the evidence bucket like a run's. What is undone is every confirmed undo
+record and every undo intent the run never confirmed (its process died between the call
+and the step's end: the change may have been applied; :mod:`clampdown.core.undo`). Undo
+operations are idempotent (a change that never happened is left as it is), so a rollback
+can be re-run after a partial failure. One failed undo does
 not stop the others; the rollback then fails and its ledger says which changes are
 still in place. Evidence is never touched: evidence actions record no undo.
 """
