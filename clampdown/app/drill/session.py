@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,21 @@ class DrillSession:
     app: Any
     signing_secret: str
 
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
     def client(self, service: str) -> Any:
-        """A boto3 client of the simulated account."""
+        """A boto3 client of the simulated account, one per service for the whole drill
+        (made on first use: a new boto3 session and client costs 0.1-0.6 s here, and the
+        checks and injects ask for one each time; boto3 clients are thread-safe, their
+        making from one session is not, hence the lock)."""
         import boto3
 
-        return boto3.session.Session(region_name=self.drill.seed.region).client(service)
+        with self._clients_lock:
+            if service not in self._clients:
+                session = boto3.session.Session(region_name=self.drill.seed.region)
+                self._clients[service] = session.client(service)
+            return self._clients[service]
 
     def context(self) -> dict[str, Any]:
         """The placeholders of payloads and commands: ``seed`` and ``drill``."""
