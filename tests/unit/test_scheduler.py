@@ -491,3 +491,23 @@ steps:
     assert ends == sorted(ends), order  # they end shortest first
     assert order.index(("step.start", "after")) == ends[-1] + 1
     assert order[-2:] == [("step.start", "after"), ("step.end", "after")]
+
+
+def test_an_approved_destructive_step_tries_for_longer_than_an_unapproved_one(run):
+    """A few seconds of AWS trouble after people approved must not spend the approval."""
+    r = run(
+        """
+steps:
+  - id: gate
+    uses: approval.request
+    with: {summary: "contain?", approvers: {users: [U0LEAD]}}
+  - {id: approved, uses: test.unit_contain, needs: [gate], with: {target: a}}
+  - {id: preapproved, uses: test.unit_contain, preapproved: "unit test: no gate", with: {target: b}}
+  - {id: own, uses: test.unit_contain, needs: [gate], retries: 9, with: {target: c}}
+""",
+        gate="approved",
+    )
+    limits = r.runner.limits
+    assert (limits["approved"].retries, limits["approved"].retry_delay) == (4, 5.0)
+    assert (limits["preapproved"].retries, limits["preapproved"].retry_delay) == (0, 2.0)
+    assert limits["own"].retries == 9  # the runbook asked for more: it wins

@@ -331,10 +331,14 @@ async def _execute(state: RunState, step: Step, runner: StepRunner) -> None:
             result.attempts = 1
             produced = {"outputs": await runner.request_approval(step, params), "undo": []}
         else:
-            limits = Limits(
-                rb.setting(step, "retries", 0),
-                rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
-                rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+            limits = _approved_horizon(
+                state,
+                step,
+                Limits(
+                    rb.setting(step, "retries", 0),
+                    rb.setting(step, "retry_delay", DEFAULT_RETRY_DELAY),
+                    rb.setting(step, "timeout", DEFAULT_TIMEOUT),
+                ),
             )
             produced = await runner.run_action(
                 step, functools.partial(_attempt, state, step), limits
@@ -355,6 +359,28 @@ async def _execute(state: RunState, step: Step, runner: StepRunner) -> None:
         attempts=result.attempts,
         seconds=result.seconds,
         **_settled(produced),
+    )
+
+
+APPROVED_RETRIES = 4
+APPROVED_RETRY_DELAY = 5.0
+
+
+def _approved_horizon(state: RunState, step: Step, limits: Limits) -> Limits:
+    """A destructive step people approved tries for longer: at least
+    :data:`APPROVED_RETRIES` retries :data:`APPROVED_RETRY_DELAY` s apart (about 20 s
+    beyond botocore's own retries), so a few seconds of AWS trouble at the moment of
+    containment do not fail the run and spend the approval (people would have to
+    approve again). The runbook's own settings win when they ask for more."""
+    gate = state.gate
+    if gate is None or not registry().get(step.uses).destructive:
+        return limits
+    if step.id not in gate.gated_by or gate.blocked_by(step.id) is not None:
+        return limits
+    return Limits(
+        max(limits.retries, APPROVED_RETRIES),
+        max(limits.retry_delay, APPROVED_RETRY_DELAY),
+        limits.timeout,
     )
 
 

@@ -23,6 +23,7 @@ class Gate(Protocol):
 
     outcomes: dict[str, str]  # approval step id -> approved/denied/timed_out
     waiting: set[str]  # approval steps waiting for decisions now
+    gated_by: dict[str, str]  # gated step id -> its approval step
 
     def blocked_by(self, step_id: str) -> str | None: ...
 
