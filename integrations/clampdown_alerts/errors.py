@@ -47,6 +47,14 @@ class NotConfigured(AlertRejected):
     status = 503
 
 
+class Unavailable(AlertRejected):
+    """clampdown cannot record the delivery now (its state store refuses writes: a full or
+    read-only disk, the database down). Nothing was recorded; the sender retries (503)."""
+
+    status = 503
+    retry_after = 30  # seconds, sent as Retry-After
+
+
 class UpstreamFailed(AlertRejected):
     """A call clampdown had to make (SNS subscription confirmation) failed (502)."""
 

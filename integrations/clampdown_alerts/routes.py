@@ -10,7 +10,9 @@ and as cheaply as possible and nothing reaches the triage unless it passed every
 5. the source's parser (400 naming the field);
 6. its delivery id not seen before (409; ids are kept ``CLAMPDOWN_DELIVERY_RETENTION``,
    24 h by default, so a late delivery is accepted once), and the message's own timestamp
-   no older than that retention nor more than ``CLAMPDOWN_REPLAY_WINDOW`` ahead (401);
+   no older than that retention nor more than ``CLAMPDOWN_REPLAY_WINDOW`` ahead (401); a
+   state store that cannot record the id (full or read-only disk, database down) is 503
+   with ``Retry-After``, nothing recorded;
 7. the triage, in a worker thread, one alert at a time; 202 when a run started,
    200 otherwise. A triage error forgets the delivery id so the sender's retry works:
    a run that cannot start now (:class:`~clampdown.core.runs.RunNotStarted`: its start
@@ -58,6 +60,7 @@ from clampdown_alerts.errors import (
     Replayed,
     TooLarge,
     Unauthenticated,
+    Unavailable,
     UpstreamFailed,
 )
 from clampdown_alerts.outcome import AlertTriage, TriageOutcome
@@ -327,11 +330,12 @@ class Pipeline:
                 ttl = self.retention + self.window
             else:  # no timestamp (Alertmanager): only an identical body soon after is a replay
                 ttl = 2 * self.window
-            if not await run_in_threadpool(self.deliveries.first_seen, delivery.key, ttl):
+            if not await self._first_seen(delivery.key, ttl):
                 raise Replayed(f"delivery {delivery.key} was already received (replay)")
         except AlertRejected as exc:
             again = await self._record_refusal(source, request, exc)
-            logger.warning(
+            logger.log(
+                logging.ERROR if isinstance(exc, Unavailable) else logging.WARNING,
                 "alert /%s from %s refused (%d)%s: %s",
                 source,
                 peer,
@@ -339,10 +343,40 @@ class Pipeline:
                 " again (the same delivery was refused before)" if again else "",
                 exc.reason,
             )
-            return JSONResponse({"error": exc.reason}, exc.status)
+            retry = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+            return JSONResponse({"error": exc.reason}, exc.status, headers=retry)
         if isinstance(delivery, Answered):
             return await self._answer(source, delivery)
         return await self._triage(source, delivery)
+
+    async def _first_seen(self, key: str, ttl: float) -> bool:
+        """:meth:`DeliveryLog.first_seen`; a log that cannot be written (the state store on a
+        full or read-only disk, or down) is :class:`Unavailable`: 503, and nothing recorded."""
+        try:
+            return bool(await run_in_threadpool(self.deliveries.first_seen, key, ttl))
+        except Exception as exc:
+            logger.error(
+                "delivery %s could not be recorded in the state store: %s — free space or make "
+                "CLAMPDOWN_HOME writable (local mode), or check CLAMPDOWN_STATE_URL's database",
+                key,
+                _cause(exc),
+            )
+            raise Unavailable(
+                "the delivery could not be recorded (clampdown's state store refuses writes); "
+                "retry the delivery"
+            ) from exc
+
+    def _forget(self, key: str) -> None:
+        """Forget a delivery id so its retry is accepted; say so when even that fails."""
+        try:
+            self.deliveries.forget(key)
+        except Exception as exc:
+            logger.error(
+                "delivery %s could not be forgotten (%s): its retry is refused as a replay "
+                "until the id expires; send the alert again as a new delivery",
+                key,
+                _cause(exc),
+            )
 
     async def _record_refusal(self, source: str, request: Request, exc: AlertRejected) -> bool:
         """Remember an authenticated delivery refused as malformed (by the body's digest), so
@@ -354,14 +388,17 @@ class Pipeline:
         if not getattr(request.state, "authenticated", False):
             return False  # an unauthenticated sender must not fill the log
         key = f"{source}:refused:{_digest(body)}"
-        return not await run_in_threadpool(self.deliveries.first_seen, key, 2 * self.window)
+        try:
+            return not await run_in_threadpool(self.deliveries.first_seen, key, 2 * self.window)
+        except Exception:  # only the log's "again" depends on it; the answer stays a 400
+            return False
 
     async def _answer(self, source: str, delivery: Answered) -> Response:
         try:
             if delivery.act is not None:
                 await run_in_threadpool(delivery.act)
         except AlertRejected as exc:
-            self.deliveries.forget(delivery.key)
+            self._forget(delivery.key)
             logger.warning("alert /%s %s failed: %s", source, delivery.key, exc.reason)
             return JSONResponse({"error": exc.reason}, exc.status)
         return JSONResponse(delivery.body, 200)
@@ -375,7 +412,7 @@ class Pipeline:
                 return self._not_started(source, delivery, alert, exc, results)
             except Exception:
                 # nothing was lost: the sender's retry is accepted
-                self.deliveries.forget(delivery.key)
+                self._forget(delivery.key)
                 logger.exception("triage of %s alert %s failed", alert.source, alert.id)
                 return JSONResponse(
                     {"error": "triage failed; the alert was not handled, retry the delivery"}, 500
@@ -414,7 +451,7 @@ class Pipeline:
         """503 + Retry-After: nothing was started for ``alert`` and nothing is remembered
         that would refuse the retry (the triage freed the incident's keys; the delivery id
         is forgotten here)."""
-        self.deliveries.forget(delivery.key)
+        self._forget(delivery.key)
         retry_after = int(getattr(exc, "retry_after", RunNotStarted.retry_after))
         logged = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
         logger.error(
@@ -433,6 +470,13 @@ class Pipeline:
             "alerts": [*results, {**failed, "reason": exc.message}],
         }
         return JSONResponse(body, 503, headers={"Retry-After": str(retry_after)})
+
+
+def _cause(exc: BaseException) -> str:
+    """The driver's own words for a storage error (``exc.orig`` of a SQLAlchemy error, which
+    would otherwise add the statement and its parameters), else the error itself."""
+    cause = getattr(exc, "orig", None) or exc
+    return f"{cause.__class__.__name__}: {cause}"
 
 
 def alert_router(

@@ -1,18 +1,21 @@
 """An alert whose run cannot start now is answered 503 with Retry-After, and its retry starts it.
 
-Through serve's real app (create_app: the alert router, TriggerTriage on the shipped
-triggers, the SQLite state store): the starter raises RunNotStarted (local mode: the start
-could not be recorded; deployment mode: the real DeploymentStarter with the Prefect server
-down). Nothing is remembered that would refuse the sender's retry: not the delivery id,
-not the incident's dedup or correlation key, not a run slot, no held alert; and serve's log
-says so at ERROR.
+Through serve's real app (create_app: the alert router, TriggerTriage, the SQLite state
+store): the starter raises RunNotStarted (a stand-in; local mode's real InProcessStarter
+with CLAMPDOWN_HOME on a full 256 KiB tmpfs; deployment mode's real DeploymentStarter with
+the Prefect server down), or the state store itself is on the full disk. Nothing is
+remembered that would refuse the sender's retry: not the delivery id, not the incident's
+dedup or correlation key, not a run slot, no held alert; and serve's log says so at ERROR.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +25,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from clampdown.app.serve import create_app
+from clampdown.core.ledger import read, verify_file
 from clampdown.core.runs import RunNotStarted
+from tests.integration.test_ledger_disk_full import fill, small_disk  # noqa: F401 - a fixture
 from tests.paths import FIXTURES
 
 TOKEN = "alert-token-503"
@@ -210,3 +215,119 @@ def test_an_alert_while_prefect_is_down_gets_503_and_its_retry_starts_a_flow_run
         assert unblocked.status_code == 202, unblocked.text
     assert len(_flow_runs(prefect_server, deployment)) == 2
     assert any(r.name == "clampdown.deployment" and down in r.getMessage() for r in caplog.records)
+
+
+# --- local mode on a real full disk ---------------------------------------------------------
+
+HMAC_SECRET = "not-started-hmac-secret-0123456789"
+SELF_CHECK = """apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: self-check
+    match: "alert.source == 'generic'"
+    runbook: engine-self-check
+    inputs:
+      responder: "{{ alert.title }}"
+      settle_time: 10ms
+    dedup_key: "generic:{{ alert.id }}"
+"""
+
+
+def generic(alert_id: str) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps({"id": alert_id, "title": "carol", "severity": "high"}).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    return body, {
+        "Content-Type": "application/json",
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
+    }
+
+
+@pytest.fixture
+def full_home(
+    small_disk: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """CLAMPDOWN_HOME on the small tmpfs, generic alerts start engine-self-check."""
+    home = small_disk / "home"
+    triggers = tmp_path / "triggers.yaml"
+    triggers.write_text(SELF_CHECK)
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(home))
+    monkeypatch.setenv("CLAMPDOWN_TRIGGERS", str(triggers))
+    monkeypatch.setenv("CLAMPDOWN_ALERT_HMAC_SECRET", HMAC_SECRET)
+    for name in ("CLAMPDOWN_SLACK_SIGNING_SECRET", "CLAMPDOWN_SLACK_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def _ended(ledger: Path) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60  # a bounded wait for the run, not a timing assertion
+    while time.monotonic() < deadline:
+        records = read(ledger) if ledger.exists() else []
+        if any(r["type"] == "run.end" for r in records):
+            return records
+        time.sleep(0.1)
+    raise AssertionError(f"run did not end: {ledger}")
+
+
+def test_a_full_home_answers_503_with_no_phantom_run_and_the_retry_runs_it(
+    prefect_server: str,
+    full_home: Path,
+    small_disk: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Local mode, the real InProcessStarter: the run's start cannot be recorded, so the
+    alert is 503 and no run exists; once space is freed the same delivery starts the run,
+    which ends with an intact ledger. (The state store is kept off the full disk here so
+    the start record is what fails; the next test puts it on the full disk.)"""
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    body, headers = generic("disk-full-1")
+    app = create_app()
+    with TestClient(app) as client:
+        filler = fill(small_disk)
+        refused = client.post("/alerts/generic", content=body, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == str(RunNotStarted.retry_after)
+        assert "No space left on device" in refused.json()["alerts"][0]["reason"]
+        assert not list(full_home.glob("runs/*/ledger.jsonl"))  # no phantom run
+        assert app.state.store.active_run_ids() == []
+
+        filler.unlink()
+        started = client.post("/alerts/generic", content=body, headers=headers)
+        assert started.status_code == 202, started.text
+        run_id = started.json()["alerts"][0]["run_id"]
+        records = _ended(full_home / "runs" / run_id / "ledger.jsonl")
+        replay = client.post("/alerts/generic", content=body, headers=headers)
+    assert records[-1]["status"] == "succeeded", records[-1]
+    assert records[0]["run"]["trigger"]["alert_id"] == "disk-full-1"
+    assert verify_file(full_home / "runs" / run_id / "ledger.jsonl").complete
+    assert replay.status_code == 409
+
+
+def test_a_state_store_on_a_full_disk_answers_503_and_records_nothing(
+    full_home: Path,
+    small_disk: Path,  # noqa: F811 - the fixture imported above
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The dedup state (SQLite in CLAMPDOWN_HOME) cannot record the delivery id: 503 with
+    Retry-After (it was a bare 500 Internal Server Error), and the retry after space is
+    freed starts the run."""
+    starter = FlakyStarter()
+    starter.working = True
+    body, headers = generic("store-full-1")
+    app = create_app(start_run=starter)
+    with TestClient(app) as client, caplog.at_level(logging.ERROR, "clampdown"):
+        filler = fill(small_disk)
+        refused = client.post("/alerts/generic", content=body, headers=headers)
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "30"
+        assert "the delivery could not be recorded" in refused.json()["error"]
+        filler.unlink()
+        retried = client.post("/alerts/generic", content=body, headers=headers)
+    assert retried.status_code == 202, retried.text
+    assert len(starter.started) == 1
+    assert "could not be recorded in the state store" in caplog.text
+    assert "full" in caplog.text  # SQLite's own words: database or disk is full

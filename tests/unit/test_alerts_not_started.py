@@ -101,3 +101,65 @@ def test_one_alert_of_a_group_not_started_makes_the_whole_delivery_retry() -> No
     assert said["alerts"][1]["reason"] == "the Prefect server is unreachable"
     assert retried.status_code == 202, retried.text
     assert triage.seen == [ids[0], ids[1], *ids]
+
+
+class BrokenLog(InMemoryDeliveryLog):
+    """A delivery log on a full disk: recording (and, when asked, forgetting) fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+        self.forget_fails = False
+
+    def first_seen(self, key: str, ttl_seconds: float) -> bool:
+        if self.full:
+            raise OSError(errno.ENOSPC, "database or disk is full")
+        return super().first_seen(key, ttl_seconds)
+
+    def forget(self, key: str) -> None:
+        if self.forget_fails:
+            raise OSError(errno.ENOSPC, "database or disk is full")
+        super().forget(key)
+
+
+def test_a_delivery_log_that_cannot_record_answers_503_and_records_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    triage = Triage(RuntimeError("unused"))
+    log = BrokenLog()
+    app = FastAPI()
+    app.include_router(alert_router(AlertSettings(alert_token=TOKEN), triage, log))
+    body, headers = bearer(guardduty_event())
+    with TestClient(app) as http, caplog.at_level(logging.ERROR, "clampdown.alerts"):
+        refused = http.post("/alerts/guardduty", content=body, headers=headers)
+        log.full = False
+        accepted = http.post("/alerts/guardduty", content=body, headers=headers)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "30", refused.text
+    assert refused.json() == {
+        "error": "the delivery could not be recorded (clampdown's state store refuses writes); "
+        "retry the delivery"
+    }
+    assert triage.seen == [guardduty_event()["detail"]["id"]]  # the refused one never got there
+    assert accepted.status_code == 202
+    assert "could not be recorded in the state store: OSError: [Errno 28] database or disk is" in (
+        caplog.text
+    )
+
+
+def test_a_delivery_id_that_cannot_be_forgotten_is_said_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    triage = Triage(RunNotStarted("the Prefect server is unreachable"))
+    event = guardduty_event()
+    triage.failing.add(event["detail"]["id"])
+    log = BrokenLog()
+    log.full = False
+    log.forget_fails = True
+    app = FastAPI()
+    app.include_router(alert_router(AlertSettings(alert_token=TOKEN), triage, log))
+    body, headers = bearer(event)
+    with TestClient(app) as http, caplog.at_level(logging.ERROR, "clampdown.alerts"):
+        answer = http.post("/alerts/guardduty", content=body, headers=headers)
+    assert answer.status_code == 503
+    assert "could not be forgotten" in caplog.text
+    assert "send the alert again as a new delivery" in caplog.text
