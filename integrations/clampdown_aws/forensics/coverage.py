@@ -14,7 +14,12 @@ blind spot ``{kind, detail}``:
 * ``region_not_logged`` — a single-region trail: other regions' calls are not in its files;
 * ``trail_gap`` — an hour or more of the window with no file delivered for a region, or a
   delivery error;
-* ``malformed_file`` — a file that could not be read (skipped).
+* ``malformed_file`` — a file that could not be read (skipped), or an S3 server access log
+  file with lines not in AWS's format (those lines skipped);
+* ``access_logs_missing`` — server access logs named (input or ``GetBucketLogging``) but
+  not listable, or no file of them for the window;
+* ``access_logs_unattributable`` — the suspect is an access key id, which access logs do
+  not record.
 
 Confidence: ``low`` when object reads of a model (or the window) may be missing entirely
 (data events off, window not covered); ``medium`` for partial blind spots (gaps, malformed
@@ -34,8 +39,24 @@ def blind(kind: str, detail: str) -> dict[str, str]:
     return {"kind": kind, "detail": detail}
 
 
-def confidence(spots: list[dict[str, str]]) -> tuple[str, str]:
-    """The confidence level and the sentence that explains it."""
+def confidence(
+    spots: list[dict[str, str]], access_logs: bool = False, engine: str = "duckdb"
+) -> tuple[str, str]:
+    """The confidence level and the sentence that explains it (``access_logs``: S3 server
+    access logs were read too, which AWS delivers best-effort)."""
+    level, reason = _level(spots)
+    if access_logs:
+        reason += (
+            "; S3 server access logs were read too: AWS delivers them best-effort (most "
+            "within a few hours, some records late or never), so a read found only there is "
+            "real but their silence proves nothing"
+        )
+        if engine == "athena":
+            reason += " (the access logs were read by the embedded DuckDB scan, not by Athena)"
+    return level, reason
+
+
+def _level(spots: list[dict[str, str]]) -> tuple[str, str]:
     if not spots:
         return "high", (
             "the trail logged S3 object reads for every model and management events, for "

@@ -50,6 +50,7 @@ MAX_CLOSURE_ROUNDS = 10
 # for a field whose JSON type differs (another service's ``credentials`` that is a string).
 _RECORD = {
     "eventID": "VARCHAR",
+    "requestID": "VARCHAR",
     "eventTime": "VARCHAR",
     "eventSource": "VARCHAR",
     "eventName": "VARCHAR",
@@ -86,6 +87,7 @@ _STRUCTURE = json.dumps({"Records": [_RECORD]})
 _VIEW = """CREATE OR REPLACE TEMP VIEW cloudtrail AS
 SELECT
   r.eventID AS eventid,
+  r.requestID AS requestid,
   r.eventTime AS eventtime,
   r.eventSource AS eventsource,
   r.eventName AS eventname,

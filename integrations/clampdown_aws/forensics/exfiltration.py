@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ ATHENA_ACTIONS = (
     "glue:GetPartitions",
     "s3:GetBucketLocation",
 )
-TRAIL_READ = ("s3:ListBucket", "s3:GetObject")
+TRAIL_READ = ("s3:ListBucket", "s3:GetObject", "s3:GetBucketLogging")
 EMPTY = "no reads by this principal in the window"
 
 
@@ -71,6 +72,7 @@ class ObjectRead(BaseModel):
     last_access: str
     source_ips: list[str]
     user_agents: list[str]
+    sources: list[Literal["access_log", "cloudtrail"]]
 
 
 class ModelRollup(BaseModel):
@@ -92,6 +94,7 @@ class Totals(BaseModel):
     user_agents: list[str]
     first_access: str | None
     last_access: str | None
+    reads_by_source: dict[str, int]
 
 
 class ManagementEvent(BaseModel):
@@ -146,6 +149,13 @@ class ScopeExfiltration(AwsAction):
         athena_table: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$")
         athena_output: str | None = Field(None, pattern=r"^s3://.+")
         athena_workgroup: str = "primary"
+        access_logs: list[str] = Field(
+            default_factory=list,
+            description="S3 server access log folders to read too (s3://bucket/prefix/)",
+        )
+        discover_access_logs: bool = Field(
+            True, description="also read where GetBucketLogging says each model bucket logs"
+        )
         max_objects: int = Field(100, ge=1, le=10000, description="objects listed in outputs")
         bucket: str | None = Field(None, description="evidence bucket for the full result")
 
@@ -154,6 +164,17 @@ class ScopeExfiltration(AwsAction):
         def _utc(cls, value: datetime | None) -> datetime | None:
             if value is not None and value.tzinfo is None:
                 return value.replace(tzinfo=UTC)
+            return value
+
+        @field_validator("access_logs")
+        @classmethod
+        def _s3_uris(cls, value: list[str]) -> list[str]:
+            for uri in value:
+                if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", uri):
+                    raise ValueError(
+                        f"access_logs entry {uri!r} is not s3://bucket/prefix/ "
+                        "(the target bucket and prefix of the server access logging)"
+                    )
             return value
 
         @model_validator(mode="after")
@@ -186,6 +207,9 @@ class ScopeExfiltration(AwsAction):
         trail: str | None
         files_scanned: int
         records_scanned: int
+        access_log_locations: list[str]
+        access_log_files_scanned: int
+        access_log_records_scanned: int
         results_uri: str
         results_sha256: str
 
@@ -206,6 +230,7 @@ class ScopeExfiltration(AwsAction):
             arn = name if name.startswith("arn:") else f"arn:aws:cloudtrail:*:*:trail/{name}"
             out["cloudtrail:GetTrailStatus"] = out["cloudtrail:GetEventSelectors"] = [arn]
         out.update(_athena_resources(with_))
+        out.update(_access_log_resources(with_, out))
         return out
 
     def apply(self, params: Input, aws: Aws, ctx: ActionContext) -> Output:
@@ -241,6 +266,9 @@ class ScopeExfiltration(AwsAction):
                     spots += scope.coverage_only(s3, where, params.regions)
                 else:
                     spots += scope.embedded(s3, where, params.regions)
+                locations, found = _access_log_locations(s3, params)
+                spots += found
+                spots += scope.access_logs(s3, locations)
                 result = scope.result(spots)
             finally:
                 scope.close()  # before its spill folder is removed
@@ -266,11 +294,62 @@ class ScopeExfiltration(AwsAction):
         )
 
 
+def _access_log_locations(
+    s3: Any, params: ScopeExfiltration.Input
+) -> tuple[list[Any], list[dict[str, str]]]:
+    """The access log folders to read: the ``access_logs`` input, then (unless turned off)
+    where ``GetBucketLogging`` says each model bucket's logs go."""
+    from clampdown_aws.forensics import access_logs
+
+    locations = [access_logs.parse_uri(uri) for uri in params.access_logs]
+    spots: list[dict[str, str]] = []
+    if params.discover_access_logs and params.models:
+        found, spots = access_logs.discover(s3, [m.bucket for m in params.models])
+        given = {(w.bucket, w.prefix) for w in locations}
+        locations += [w for w in found if (w.bucket, w.prefix) not in given]
+    return locations, spots
+
+
 def _literal(value: Any) -> str | None:
     """A ``with`` value usable in an ARN: a plain string, not an expression or a wildcard."""
     if isinstance(value, str) and value and not any(c in value for c in "{*?"):
         return value
     return None
+
+
+def _access_log_resources(
+    with_: Mapping[str, Any], out: dict[str, list[str]]
+) -> dict[str, list[str]]:
+    """``GetBucketLogging`` on the model buckets named literally (else any bucket), and
+    read access to the ``access_logs`` folders written literally. A folder found only by
+    ``GetBucketLogging`` is not granted: name it in ``access_logs`` to read it (until then
+    the scope reports it as not readable)."""
+    models = with_.get("models")
+    buckets = (
+        [_literal(m.get("bucket")) if isinstance(m, Mapping) else None for m in models]
+        if isinstance(models, list)
+        else []
+    )
+    discover = with_.get("discover_access_logs", True) is not False
+    grants: dict[str, list[str]] = {
+        "s3:GetBucketLogging": (
+            [f"arn:aws:s3:::{b}" for b in dict.fromkeys(buckets) if b]
+            if discover and buckets and all(buckets)
+            else (["arn:aws:s3:::*"] if discover and models else [])
+        )
+    }
+    uris = with_.get("access_logs")
+    if isinstance(uris, list) and uris and all(_literal(u) for u in uris):
+        listed = [u.removeprefix("s3://").partition("/") for u in uris]
+        objects = [f"arn:aws:s3:::{b}/{p}*" for b, _, p in listed]
+        grants["s3:GetObject"] = [*out["s3:GetObject"], *objects]
+        if out["s3:ListBucket"] != ["arn:aws:s3:::*"]:
+            extra = [f"arn:aws:s3:::{b}" for b, _, _ in listed]
+            grants["s3:ListBucket"] = list(dict.fromkeys([*out["s3:ListBucket"], *extra]))
+    elif uris:
+        grants["s3:GetObject"] = ["arn:aws:s3:::*"]
+        grants["s3:ListBucket"] = ["arn:aws:s3:::*"]
+    return grants
 
 
 def _athena_resources(with_: Mapping[str, Any]) -> dict[str, list[str]]:

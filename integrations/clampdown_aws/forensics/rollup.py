@@ -11,6 +11,10 @@ loads the rows its query returned (:func:`load_hits`). The roll-up is SQL in Duc
 * Failed calls (``errorCode`` set: AccessDenied, NoSuchKey, …) are not reads; they are
   counted in ``totals.denied_events``.
 * An event delivered twice (same ``eventID``) counts once.
+* S3 server access log records of the suspect (``access_hits``,
+  :mod:`clampdown_aws.forensics.access_logs`) are reads too: a request in both sources (the
+  same S3 request ID: CloudTrail's ``requestID``, the access log's Request ID) counts once,
+  with CloudTrail's figures; each object says where it was seen (``sources``).
 """
 
 from __future__ import annotations
@@ -27,20 +31,39 @@ MAX_MANAGEMENT = 200
 
 _COPY = "ltrim(url_decode(split_part(copy_source, '?', 1)), '/')"
 _IS_COPY = "eventname IN ('CopyObject', 'UploadPartCopy') AND copy_source IS NOT NULL"
-_OBJECTS = f"""CREATE OR REPLACE TEMP TABLE taken AS
-WITH reads AS (
+_OBJECT_NAMES = ", ".join(literal(n) for n in OBJECT_EVENTS)
+_READS = f"""WITH trail AS (
   SELECT
     CASE WHEN {_IS_COPY} THEN split_part({_COPY}, '/', 1) ELSE bucket END AS bucket,
     CASE WHEN {_IS_COPY} THEN substr({_COPY}, strpos({_COPY}, '/') + 1) ELSE object_key END
       AS key,
     CASE WHEN {_IS_COPY} THEN nullif(split_part(copy_source, 'versionId=', 2), '')
       ELSE version_id END AS version_id,
-    eventtime, bytes_out, source_ip, user_agent
+    eventtime, bytes_out, source_ip, user_agent, requestid
   FROM hits
   WHERE eventsource = 's3.amazonaws.com'
-    AND eventname IN ({", ".join(literal(n) for n in OBJECT_EVENTS)})
+    AND eventname IN ({_OBJECT_NAMES})
     AND error_code IS NULL
-)
+),
+logged AS (
+  SELECT bucket, object_key AS key, version_id, eventtime, bytes_out, source_ip, user_agent,
+    request_id AS requestid
+  FROM access_hits
+  WHERE eventname IN ({_OBJECT_NAMES}) AND error_code IS NULL
+),
+reads AS (
+  SELECT trail.*,
+    CASE WHEN requestid IN (SELECT requestid FROM logged WHERE requestid IS NOT NULL)
+      THEN 'both' ELSE 'cloudtrail' END AS seen_in
+  FROM trail
+  UNION ALL
+  SELECT logged.*, 'access_log' AS seen_in
+  FROM logged
+  WHERE requestid IS NULL
+    OR requestid NOT IN (SELECT requestid FROM trail WHERE requestid IS NOT NULL)
+)"""
+_OBJECTS = f"""CREATE OR REPLACE TEMP TABLE taken AS
+{_READS}
 SELECT
   bucket, key, version_id,
   count(*) AS reads,
@@ -50,10 +73,25 @@ SELECT
   list(DISTINCT source_ip ORDER BY source_ip) FILTER (WHERE source_ip IS NOT NULL)
     AS source_ips,
   list(DISTINCT user_agent ORDER BY user_agent) FILTER (WHERE user_agent IS NOT NULL)
-    AS user_agents
+    AS user_agents,
+  list_sort(list_distinct(flatten(list(CASE seen_in WHEN 'both'
+    THEN ['access_log', 'cloudtrail'] ELSE [seen_in] END)))) AS sources,
+  count(*) FILTER (WHERE seen_in = 'cloudtrail') AS only_trail,
+  count(*) FILTER (WHERE seen_in = 'access_log') AS only_logged,
+  count(*) FILTER (WHERE seen_in = 'both') AS in_both
 FROM reads
 WHERE key IS NOT NULL AND key <> ''
 GROUP BY bucket, key, version_id"""
+
+# Every event of the suspect: CloudTrail's, and access log requests CloudTrail did not have.
+_EVENTS = """(
+  SELECT eventtime, eventsource, eventname, error_code, source_ip, user_agent FROM hits
+  UNION ALL
+  SELECT eventtime, 's3.amazonaws.com', eventname, error_code, source_ip, user_agent
+  FROM access_hits
+  WHERE request_id IS NULL OR request_id NOT IN (
+    SELECT requestid FROM hits WHERE requestid IS NOT NULL)
+)"""
 
 _DATA = f"""eventsource = 's3.amazonaws.com'
   AND eventname IN ({", ".join(literal(n) for n in DATA_EVENTS)})"""
@@ -85,7 +123,7 @@ def _typed(value: str | None, kind: str) -> Any:
 
 
 def _object(row: tuple[Any, ...]) -> dict[str, Any]:
-    bucket, key, version, reads, size, first, last, ips, agents = row
+    bucket, key, version, reads, size, first, last, ips, agents, sources = row[:10]
     return {
         "bucket": bucket,
         "key": key,
@@ -96,12 +134,16 @@ def _object(row: tuple[Any, ...]) -> dict[str, Any]:
         "last_access": last,
         "source_ips": list(ips or [])[:MAX_LISTED],
         "user_agents": list(agents or [])[:MAX_LISTED],
+        "sources": list(sources or []),
     }
 
 
 def objects(con: Any, limit: int | None) -> list[dict[str, Any]]:
     """Objects taken, most bytes first (``limit``: the first ones only)."""
-    sql = "SELECT * FROM taken ORDER BY bytes_out DESC, bucket, key, version_id NULLS FIRST"
+    sql = (
+        "SELECT * EXCLUDE (only_trail, only_logged, in_both) FROM taken "
+        "ORDER BY bytes_out DESC, bucket, key, version_id NULLS FIRST"
+    )
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [_object(row) for row in con.execute(sql).fetchall()]
@@ -113,17 +155,26 @@ def roll_up(con: Any, models: list[Any]) -> dict[str, Any]:
     CloudTrail may deliver an event more than once (AWS documents duplicates; ``eventID``
     identifies them): each ``eventid`` counts once, whichever engine found it.
     """
+    from clampdown_aws.forensics.access_logs import access_table
+
+    access_table(con)
     con.execute("CREATE OR REPLACE TABLE hits AS SELECT DISTINCT ON (eventid) * FROM hits")
+    con.execute(
+        "CREATE OR REPLACE TABLE access_hits AS "
+        "SELECT DISTINCT ON (coalesce(request_id, log_file || eventtime)) * FROM access_hits"
+    )
     con.execute(_OBJECTS)
-    total_objects, total_bytes = con.execute(
-        "SELECT count(*), CAST(coalesce(sum(bytes_out), 0) AS BIGINT) FROM taken"
+    total_objects, total_bytes, only_trail, only_logged, in_both = con.execute(
+        "SELECT count(*), CAST(coalesce(sum(bytes_out), 0) AS BIGINT), "
+        "coalesce(sum(only_trail), 0), coalesce(sum(only_logged), 0), "
+        "coalesce(sum(in_both), 0) FROM taken"
     ).fetchone()
     events, denied, first, last = con.execute(
         f"""SELECT count(*),
              count(*) FILTER (WHERE error_code IS NOT NULL),
              min(eventtime) FILTER (WHERE {_DATA}),
              max(eventtime) FILTER (WHERE {_DATA})
-           FROM hits"""
+           FROM {_EVENTS}"""
     ).fetchone()
     ips = _distinct(con, "source_ip")
     agents = _distinct(con, "user_agent")
@@ -155,13 +206,18 @@ def roll_up(con: Any, models: list[Any]) -> dict[str, Any]:
         "user_agents": agents,
         "first_access": first,
         "last_access": last,
+        "reads_by_source": {
+            "cloudtrail_only": int(only_trail),
+            "access_log_only": int(only_logged),
+            "both": int(in_both),
+        },
     }
     return {"totals": totals, "models": per_model, "management_events": management(con)}
 
 
 def _distinct(con: Any, column: str) -> list[str]:
     rows = con.execute(
-        f"SELECT DISTINCT {column} FROM hits WHERE {column} IS NOT NULL "
+        f"SELECT DISTINCT {column} FROM {_EVENTS} WHERE {column} IS NOT NULL "
         f"ORDER BY {column} LIMIT {MAX_LISTED}"
     ).fetchall()
     return [row[0] for row in rows]

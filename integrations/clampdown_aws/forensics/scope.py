@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clampdown_aws.forensics import rollup, trail_reader
+from clampdown_aws.forensics import access_logs, rollup, trail_reader
 from clampdown_aws.forensics.coverage import blind, confidence
 from clampdown_aws.forensics.embedded import EmbeddedScan, connect
 from clampdown_aws.forensics.principal import Principal
@@ -36,9 +36,13 @@ class Scope:
     files_scanned: int = 0
     records_scanned: int = 0
     keys: frozenset[str] = frozenset()
+    access_locations: list[str] = field(default_factory=list)
+    access_files: int = 0
+    access_records: int = 0
 
     def __post_init__(self) -> None:
         self.con = connect(self.work, self.memory_limit, self.threads)
+        access_logs.access_table(self.con)
 
     def _files(
         self, s3: Any, where: trail_reader.TrailLocation, wanted: list[str] | None
@@ -102,6 +106,82 @@ class Scope:
         self.keys = scan.keys
         return spots
 
+    def access_logs(
+        self, s3: Any, locations: list[access_logs.LogLocation]
+    ) -> list[dict[str, str]]:
+        """Read the S3 server access logs at ``locations`` after the CloudTrail scope (the
+        sessions the suspect created are known by then): the suspect's requests go to
+        ``access_hits``; unreadable locations, missing files and malformed lines are blind
+        spots, never fatal."""
+        if not locations:
+            return []
+        self.access_locations = [where.uri for where in locations]
+        sessions = frozenset(
+            row[0]
+            for row in self.con.execute(
+                "SELECT DISTINCT minted_arn FROM hits WHERE eventname = 'AssumeRole' "
+                "AND error_code IS NULL AND minted_arn IS NOT NULL"
+            ).fetchall()
+        )
+        spots = []
+        if self.principal.kind == "access_key":
+            spots.append(
+                blind(
+                    "access_logs_unattributable",
+                    f"S3 server access logs record the caller's ARN, not the access key id: "
+                    f"requests made with {self.principal.value} itself cannot be picked out "
+                    "there (sessions it created with AssumeRole are); scope its user or role "
+                    "ARN to include them",
+                )
+            )
+            if not sessions:
+                return spots
+        scan = access_logs.AccessLogScan(self.con, self.principal, sessions, self.start, self.end)
+        for where in locations:
+            spots += self._access_location(s3, where, scan)
+        self.access_files = scan.stats.files
+        self.access_records = scan.stats.records
+        return spots
+
+    def _access_location(
+        self, s3: Any, where: access_logs.LogLocation, scan: access_logs.AccessLogScan
+    ) -> list[dict[str, str]]:
+        files, error = access_logs.list_files(s3, where, self.start, self.end)
+        if error:
+            return [
+                blind(
+                    "access_logs_missing",
+                    f"server access logs at {where.uri} (from {where.named_by}) cannot be "
+                    f"listed ({error}): reads recorded there are not seen",
+                )
+            ]
+        spots = []
+        if not files:
+            spots.append(
+                blind(
+                    "access_logs_missing",
+                    f"no server access log files at {where.uri} (from {where.named_by}) "
+                    f"delivered from {iso(self.start)} to "
+                    f"{iso(self.end + access_logs.DELIVERY_LAG)}",
+                )
+            )
+        batches = _prefetched(
+            s3, where.bucket, trail_reader.batches(files), self.work, gunzip=False
+        )
+        for local, broken in batches:
+            try:
+                scan.scan({path: item.key for path, item in local.items()})
+            finally:
+                for path in local:
+                    path.unlink(missing_ok=True)
+            for item, problem in broken:
+                spots.append(
+                    blind("malformed_file", f"s3://{where.bucket}/{item.key}: {problem} (skipped)")
+                )
+        spots += access_logs.malformed_spots(where, scan.stats)
+        scan.stats.malformed.clear()
+        return spots
+
     def coverage_only(
         self, s3: Any, where: trail_reader.TrailLocation, wanted: list[str] | None
     ) -> list[dict[str, str]]:
@@ -121,7 +201,7 @@ class Scope:
     def result(self, spots: list[dict[str, str]]) -> dict[str, Any]:
         """The whole result (every object); the action bounds what goes to outputs."""
         rolled = rollup.roll_up(self.con, self.models)
-        level, reason = confidence(spots)
+        level, reason = confidence(spots, bool(self.access_locations), self.engine)
         found = rollup.objects(self.con, None)
         return {
             "window_start": iso(self.start),
@@ -136,6 +216,9 @@ class Scope:
             "engine": self.engine,
             "files_scanned": self.files_scanned,
             "records_scanned": self.records_scanned,
+            "access_log_locations": self.access_locations,
+            "access_log_files_scanned": self.access_files,
+            "access_log_records_scanned": self.access_records,
         }
 
 
@@ -143,7 +226,11 @@ Fetched = tuple[dict[Path, trail_reader.TrailFile], list[tuple[trail_reader.Trai
 
 
 def _prefetched(
-    s3: Any, bucket: str, batches: Iterator[list[trail_reader.TrailFile]], work: Path
+    s3: Any,
+    bucket: str,
+    batches: Iterator[list[trail_reader.TrailFile]],
+    work: Path,
+    gunzip: bool = True,
 ) -> Iterator[Fetched]:
     """Batches downloaded one ahead: the next batch is fetched while DuckDB scans this one
     (at most two batches on disk; two folders used in turn)."""
@@ -153,7 +240,7 @@ def _prefetched(
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: Future[Fetched] | None = None
         for index, batch in enumerate(batches):
-            ahead = pool.submit(trail_reader.fetch, s3, bucket, batch, folders[index % 2])
+            ahead = pool.submit(trail_reader.fetch, s3, bucket, batch, folders[index % 2], gunzip)
             if pending is not None:
                 yield pending.result()
             pending = ahead

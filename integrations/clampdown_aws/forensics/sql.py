@@ -68,6 +68,7 @@ IDENTITY_SOURCES = ("sts.amazonaws.com", "iam.amazonaws.com")
 
 NARROW_COLUMNS = (
     "eventid",
+    "requestid",
     "eventtime",
     "eventsource",
     "eventname",
@@ -148,6 +149,7 @@ def narrow_sql(dialect: Dialect, start: datetime, end: datetime) -> str:
     field = dialect.field
     return f"""SELECT
   eventid,
+  requestid,
   eventtime,
   eventsource,
   eventname,

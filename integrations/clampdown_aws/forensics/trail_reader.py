@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 DELIVERY_LAG = timedelta(minutes=30)  # files delivered this long after an event still read
 SETTLE = timedelta(minutes=15)  # hours ending later than now - SETTLE may still be delivered
 BATCH_FILES = 32
@@ -182,20 +184,33 @@ def inflate(chunks: Iterable[bytes], path: Path) -> None:
         raise TrailFileError("truncated gzip: the stream ends before its end marker")
 
 
+def copy(chunks: Iterable[bytes], path: Path) -> None:
+    """Write ``chunks`` to ``path`` as they are (S3 server access logs are plain text)."""
+    with path.open("wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+
+
 def fetch(
-    s3: Any, bucket: str, batch: list[TrailFile], folder: Path
+    s3: Any, bucket: str, batch: list[TrailFile], folder: Path, gunzip: bool = True
 ) -> tuple[dict[Path, TrailFile], list[tuple[TrailFile, str]]]:
     """Download and gunzip a batch into ``folder`` (several at once): the readable files by
     local path, and the broken ones with what is wrong. Decompressing here, in the
     download threads (zlib releases the GIL), overlaps it with DuckDB's scan of the
-    previous batch; DuckDB then parses plain JSON."""
+    previous batch; DuckDB then parses plain JSON. ``gunzip`` False: stored as they are
+    (access logs); a file that cannot be fetched (deleted meanwhile, access denied) is
+    reported the same way."""
+    write = inflate if gunzip else copy
 
     def one(index_item: tuple[int, TrailFile]) -> tuple[Path, TrailFile, str | None]:
         index, item = index_item
-        path = folder / f"{index:05d}.json"
-        body = s3.get_object(Bucket=bucket, Key=item.key)["Body"]
+        path = folder / f"{index:05d}.{'json' if gunzip else 'log'}"
         try:
-            inflate(body.iter_chunks(CHUNK), path)
+            body = s3.get_object(Bucket=bucket, Key=item.key)["Body"]
+        except ClientError as exc:
+            return path, item, f"cannot be read ({exc.response['Error'].get('Code', exc)})"
+        try:
+            write(body.iter_chunks(CHUNK), path)
         except TrailFileError as exc:
             path.unlink(missing_ok=True)
             return path, item, str(exc)
