@@ -92,8 +92,10 @@ def register_approval_actions(app: App, submit_decision: SubmitDecision) -> None
 
 
 # What the sender says when the decision reached the run but the run has not answered
-# yet (clampdown_flows.decisions): the decision was not refused, so never "Not counted".
-AWAITING_REASONS = ("sent, but the run has not answered yet", "recorded, not counted yet")
+# yet (clampdown_flows.decisions): not refused, so never "Not counted". A decision kept
+# for a run no process holds is flagged (``queued``); the sender's wait running out is
+# known only by its wording.
+AWAITING_REASONS = ("sent, but the run has not answered yet",)
 AWAITING = (
     ":hourglass_flowing_sand: Your {what} of `{step}` is in, but run `{run}` has not answered "
     "yet (it is busy, or stopped and waiting to be resumed). The run checks and counts it when "
@@ -105,7 +107,7 @@ def awaiting(verdict: DecisionVerdict) -> bool:
     """Whether the decision was delivered (or kept for the run) and is not answered yet."""
     if verdict.accepted:
         return False
-    return bool(getattr(verdict, "queued", False)) or verdict.reason.startswith(AWAITING_REASONS)
+    return verdict.queued or verdict.reason.startswith(AWAITING_REASONS)
 
 
 def click_reply(verdict: DecisionVerdict, value: dict[str, str], decision: str) -> str | None:

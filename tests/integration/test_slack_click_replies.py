@@ -34,14 +34,10 @@ def _still_waiting_verdicts(tmp_path: Path) -> list[DecisionVerdict]:
         source="slack",
     )
     # the run did not write its approval.decision record before the sender's deadline
-    found = [decisions._verdict(tmp_path / "ledger.jsonl", sent, time.monotonic() - 1)]
-    resume = getattr(decisions, "AWAITING_RESUME", None)  # kept for a run no process holds
-    if resume is not None:
-        kept = DecisionVerdict(False, resume.format(run=VALUE["run_id"]), None, sent.step)
-        found.append(kept)
-        if hasattr(kept, "queued"):
-            found.append(DecisionVerdict(False, "kept for the run", None, sent.step, queued=True))
-    return found
+    timed_out = decisions._verdict(tmp_path / "ledger.jsonl", sent, time.monotonic() - 1)
+    # kept in the run's inbox: no process holds the run now
+    kept = decisions._queued(VALUE["run_id"], VALUE["step"])
+    return [timed_out, kept]
 
 
 @pytest.fixture
