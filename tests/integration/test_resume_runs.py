@@ -1,0 +1,143 @@
+"""Suspending and continuing runs in one process, on the session's Prefect API.
+
+The e2e tests kill real `clampdown serve` processes; these check the same machinery
+faster and more finely: a run suspended at its approval (what serve's SIGTERM does),
+decisions sent while no process holds it — a genuine one and a forged one written
+straight into its inbox — and the run continued by another starter.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown.app.local_runs import InProcessStarter, stopped_runs
+from clampdown.core.approvals import Decision
+from clampdown.core.ledger import read
+from clampdown.core.settings import settings
+from clampdown_flows.decision_inbox import keep
+from clampdown_flows.decisions import submit_decision
+from tests.approver_keys import approver_keys
+
+RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: resumable-gate, title: Resumable gate, severity: high}
+steps:
+  - {id: first, uses: core.log, with: {message: "before the gate"}}
+  - id: approve
+    uses: approval.request
+    needs: [first]
+    with: {summary: "Go?", approvers: {users: [U0TERM1, U0TERM2]}, min_approvals: 2,
+           timeout: 30m}
+  - {id: act, uses: core.log, needs: [approve], with: {message: approved}}
+"""
+
+
+def wait_for(check: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def types(run_id: str) -> list[str]:
+    path = settings().ledger_path(run_id)
+    return [r["type"] for r in read(path)] if path.is_file() else []
+
+
+def pending(run_id: str) -> dict[str, Any]:
+    path = settings().paths.run(run_id).approval_request("approve")
+    return wait_for(
+        lambda: path.is_file() and (r := json.loads(path.read_text()))["status"] == "pending" and r,
+        "the approval request",
+    )
+
+
+@pytest.fixture
+def keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.delenv("CLAMPDOWN_SLACK_BOT_TOKEN", raising=False)
+    return approver_keys(tmp_path, monkeypatch, "U0TERM1", "U0TERM2")
+
+
+def test_a_suspended_run_counts_decisions_sent_while_stopped_and_refuses_a_forged_one(
+    prefect_server: str, clampdown_home: Path, write_runbook: Any, keys: Any
+) -> None:
+    path = write_runbook(RUNBOOK, "resumable-gate.yaml")
+    first = InProcessStarter()
+    run_id = first(path, {}, {"type": "manual", "user": "U0LEAD"})
+    before = pending(run_id)
+    assert first.shutdown() == [run_id]  # serve's SIGTERM
+    assert "run.suspended" in types(run_id) and "run.end" not in types(run_id)
+    assert stopped_runs(settings().paths) == [run_id]
+
+    # U0TERM1 approves while nothing runs the run: kept, not counted yet
+    verdict = submit_decision(run_id, "approve", "U0TERM1", key=keys["U0TERM1"])
+    assert verdict.queued and not verdict.accepted and "not counted yet" in verdict.reason
+    # someone who can write CLAMPDOWN_HOME drops a decision "from U0TERM2" with no signature
+    forged = Decision(
+        run_id=run_id,
+        step="approve",
+        params_hash=before["params_hash"],
+        nonce=before["nonce"],
+        decision="approve",
+        approver="U0TERM2",
+        source="terminal",
+    )
+    keep(settings().paths.run(run_id), forged)
+
+    second = InProcessStarter(resume_stopped=True, scan_every=3600)
+    try:
+        wait_for(lambda: "approval.resumed" in types(run_id), "the run to wait again")
+        wait_for(lambda: types(run_id).count("approval.decision") == 2, "the inbox read")
+        records = read(settings().ledger_path(run_id))
+        decisions = [r for r in records if r["type"] == "approval.decision"]
+        by_approver = {d["approver"]: d for d in decisions}
+        assert by_approver["U0TERM1"]["accepted"] is True
+        assert by_approver["U0TERM2"]["accepted"] is False  # the forged file is refused
+        assert "run.end" not in types(run_id)  # one of two approvals: still waiting
+        again = pending(run_id)
+        assert (again["nonce"], again["deadline"]) == (before["nonce"], before["deadline"])
+        assert not list(settings().paths.run(run_id).decision_inbox.glob("*.json"))
+
+        counted = submit_decision(run_id, "approve", "U0TERM2", key=keys["U0TERM2"])
+        assert counted.accepted, counted.reason
+        wait_for(lambda: "run.end" in types(run_id), "the run to end")
+    finally:
+        second.shutdown()
+    records = read(settings().ledger_path(run_id))
+    starts = [r["step"] for r in records if r["type"] == "step.start"]
+    assert starts.count("first") == 1  # ended before the stop: not run again
+    assert starts.count("act") == 1
+    [resumed] = [r for r in records if r["type"] == "run.resumed"]
+    assert resumed["rerun"] == ["approve"] and resumed["resumes"] == 1
+    end = records[-1]
+    assert end["type"] == "run.end" and end["status"] == "succeeded"
+    [closed] = [r for r in records if r["type"] == "approval.end"]
+    assert closed["approvers"] == ["U0TERM1", "U0TERM2"]
+
+
+def test_a_run_whose_runbook_changed_while_stopped_ends_and_says_why(
+    prefect_server: str, clampdown_home: Path, write_runbook: Any, keys: Any
+) -> None:
+    path = write_runbook(RUNBOOK, "resumable-gate.yaml")
+    first = InProcessStarter()
+    run_id = first(path, {}, {"type": "manual"})
+    pending(run_id)
+    first.shutdown()
+    path.write_text(RUNBOOK.replace("before the gate", "edited meanwhile"))
+
+    second = InProcessStarter(resume_stopped=True, scan_every=3600)
+    try:
+        wait_for(lambda: "run.end" in types(run_id), "the run to end")
+    finally:
+        second.shutdown()
+    end = read(settings().ledger_path(run_id))[-1]
+    assert end["status"] == "failed" and "runbook" in end["error"] and "changed" in end["error"]
+    assert stopped_runs(settings().paths) == []  # ended: its slots are free
