@@ -273,7 +273,8 @@ _TIME = (
 
 
 def _dash(column: str) -> str:
-    return f"nullif({column}, '-')"
+    """NULL for ``-`` (does not apply) and for a field an older record does not have."""
+    return f"nullif(nullif({column}, '-'), '')"
 
 
 _ROWS = f"""SELECT
