@@ -15,8 +15,9 @@ import hmac
 import json
 import logging
 import socket
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -272,37 +273,55 @@ def _ended(ledger: Path) -> list[dict[str, Any]]:
     raise AssertionError(f"run did not end: {ledger}")
 
 
-def test_a_full_home_answers_503_with_no_phantom_run_and_the_retry_runs_it(
+def _break(disk: Path, how: str) -> Callable[[], None]:
+    """Make ``disk`` full or read-only; the function that mends it."""
+    if how == "full":
+        return fill(disk).unlink
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=False)
+    assert remounted.returncode == 0
+
+    def writable() -> None:
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+
+    return writable
+
+
+@pytest.mark.parametrize(
+    ("how", "said"), [("full", "No space left on device"), ("read-only", "Read-only file system")]
+)
+def test_a_full_or_read_only_home_answers_503_with_no_phantom_run_and_the_retry_runs_it(
     prefect_server: str,
     full_home: Path,
     small_disk: Path,  # noqa: F811 - the fixture imported above
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    said: str,
 ) -> None:
     """Local mode, the real InProcessStarter: the run's start cannot be recorded, so the
-    alert is 503 and no run exists; once space is freed the same delivery starts the run,
-    which ends with an intact ledger. (The state store is kept off the full disk here so
-    the start record is what fails; the next test puts it on the full disk.)"""
+    alert is 503 and no run exists; once the disk is mended the same delivery starts the
+    run, which ends with an intact ledger. (The state store is kept off the broken disk
+    here so the start record is what fails; the next test puts it on the full disk.)"""
     monkeypatch.setenv("CLAMPDOWN_STATE_URL", f"sqlite:///{tmp_path / 'state.sqlite3'}")
-    body, headers = generic("disk-full-1")
+    body, headers = generic(f"disk-{how}-1")
     app = create_app()
     with TestClient(app) as client:
-        filler = fill(small_disk)
+        mend = _break(small_disk, how)
         refused = client.post("/alerts/generic", content=body, headers=headers)
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == str(RunNotStarted.retry_after)
-        assert "No space left on device" in refused.json()["alerts"][0]["reason"]
+        assert said in refused.json()["alerts"][0]["reason"]
         assert not list(full_home.glob("runs/*/ledger.jsonl"))  # no phantom run
         assert app.state.store.active_run_ids() == []
 
-        filler.unlink()
+        mend()
         started = client.post("/alerts/generic", content=body, headers=headers)
         assert started.status_code == 202, started.text
         run_id = started.json()["alerts"][0]["run_id"]
         records = _ended(full_home / "runs" / run_id / "ledger.jsonl")
         replay = client.post("/alerts/generic", content=body, headers=headers)
     assert records[-1]["status"] == "succeeded", records[-1]
-    assert records[0]["run"]["trigger"]["alert_id"] == "disk-full-1"
+    assert records[0]["run"]["trigger"]["alert_id"] == f"disk-{how}-1"
     assert verify_file(full_home / "runs" / run_id / "ledger.jsonl").complete
     assert replay.status_code == 409
 
