@@ -53,6 +53,7 @@ from clampdown.core.ledger_signing import (
     open_ledger,
     verify_ledger,
 )
+from clampdown.core.run_ownership import is_held
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,13 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
             "run the containment runbook again to re-apply what it undid",
         )
     if not any(r.get("type") == "run.end" for r in records):
+        files = home.run(run_id)
+        if files.start.is_file() and not is_held(files):
+            raise RollbackRefused(
+                f"run '{run_id}' stopped before it finished (no process runs it; no run.end)",
+                f"`clampdown resume {run_id}` finishes it (Ctrl-C there ends it as cancelled), "
+                "then roll it back; `clampdown serve` also continues it by itself",
+            )
         raise RollbackRefused(
             f"run '{run_id}' has not finished (no run.end in its ledger)",
             "wait for it to end, or stop it, before rolling it back",

@@ -210,3 +210,21 @@ def test_the_start_record_keeps_secrets_sealed_or_leaves_them_out(tmp_path: Path
     without.save(files)
     assert "s3cr3t-value" not in files.start.read_text()
     assert json.loads(files.start.read_text())["secrets_left_out"] == ["token"]
+
+
+def test_rollback_of_a_stopped_run_says_how_to_finish_it_first(tmp_path: Path) -> None:
+    from clampdown.core.undo import RollbackRefused, rollback_target
+
+    home = Home(tmp_path)
+    files = home.run("r4")
+    ledger = Ledger(files.ledger)
+    ledger.append("run.start", run={"id": "r4"})
+    ledger.close()
+    with pytest.raises(RollbackRefused, match="has not finished"):
+        rollback_target("r4", home, allow_repeat=False)  # no start record: an older run
+    RunStart.of("r4", "rb.yaml", {}, {"type": "manual"}).save(files)
+    with pytest.raises(RollbackRefused, match="stopped before it finished") as refused:
+        rollback_target("r4", home, allow_repeat=False)
+    assert "clampdown resume r4" in refused.value.hint
+    with hold(files), pytest.raises(RollbackRefused, match="has not finished"):
+        rollback_target("r4", home, allow_repeat=False)  # a live process runs it
