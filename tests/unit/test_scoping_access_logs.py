@@ -211,3 +211,8 @@ def test_iam_grants_for_access_logs() -> None:
     assert off["s3:GetBucketLogging"] == []
     templated = ScopeExfiltration.iam_resources({"models": "{{ inputs.models }}"})
     assert templated["s3:GetBucketLogging"] == ["arn:aws:s3:::*"]
+    # folders given by an expression are not granted: reading every bucket is too wide
+    expression = ScopeExfiltration.iam_resources(
+        {"trail_bucket": "trail-logs", "access_logs": "{{ inputs.access_logs }}"}
+    )
+    assert expression["s3:GetObject"] == plain["s3:GetObject"]

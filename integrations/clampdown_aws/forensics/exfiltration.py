@@ -5,8 +5,10 @@ bytes, from where, between when and when, and how sure we are. This action reads
 CloudTrail files of a window from the trail's bucket (or asks Athena), finds the S3 data
 events and theft-relevant management events of the suspect — and of every credential the
 suspect minted (AssumeRole, GetSessionToken, GetFederationToken, CreateAccessKey) — and
-rolls them up per object, per model (a bucket prefix) and in total. It says what it could
-not see (:mod:`clampdown_aws.forensics.coverage`) and how that bounds the answer.
+rolls them up per object, per model (a bucket prefix) and in total. Where configured it
+reads the S3 server access logs too (:mod:`clampdown_aws.forensics.access_logs`). It says
+what it could not see (:mod:`clampdown_aws.forensics.coverage`) and how that bounds the
+answer.
 
 The outputs stay small (the first ``max_objects`` objects, most bytes first); the full
 result is a JSON document written to the evidence bucket (hashed in the run's manifest,
@@ -322,8 +324,9 @@ def _access_log_resources(
 ) -> dict[str, list[str]]:
     """``GetBucketLogging`` on the model buckets named literally (else any bucket), and
     read access to the ``access_logs`` folders written literally. A folder found only by
-    ``GetBucketLogging`` is not granted: name it in ``access_logs`` to read it (until then
-    the scope reports it as not readable)."""
+    ``GetBucketLogging``, or given by an expression, is not granted (reading any object of
+    any bucket is too wide for a forensics role): name it literally in ``access_logs``;
+    until then the scope reports it as not readable (``access_logs_missing``)."""
     models = with_.get("models")
     buckets = (
         [_literal(m.get("bucket")) if isinstance(m, Mapping) else None for m in models]
@@ -346,9 +349,6 @@ def _access_log_resources(
         if out["s3:ListBucket"] != ["arn:aws:s3:::*"]:
             extra = [f"arn:aws:s3:::{b}" for b, _, _ in listed]
             grants["s3:ListBucket"] = list(dict.fromkeys([*out["s3:ListBucket"], *extra]))
-    elif uris:
-        grants["s3:GetObject"] = ["arn:aws:s3:::*"]
-        grants["s3:ListBucket"] = ["arn:aws:s3:::*"]
     return grants
 
 
