@@ -157,6 +157,7 @@ def seed(endpoint: str, records: int, per_file: int) -> dict[str, float]:
     os.environ.update(_aws_env(endpoint))
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=TRAIL_BUCKET)
+    s3.create_bucket(Bucket="models")  # the model bucket: GetBucketLogging finds no access logs
     cloudtrail = boto3.client("cloudtrail", region_name=REGION)
     cloudtrail.create_trail(Name="bench", S3BucketName=TRAIL_BUCKET, IsMultiRegionTrail=True)
     cloudtrail.start_logging(Name="bench")
