@@ -238,7 +238,15 @@ def _register_commands() -> None:
     here, with the user-error handling of :func:`command`); the groups ``triggers``,
     ``drill`` and the operations commands add themselves with their ``register()``.
     """
-    from clampdown.app import cli_drill, cli_ops, cli_plan, cli_report, cli_runs, cli_triggers
+    from clampdown.app import (
+        cli_api,
+        cli_drill,
+        cli_ops,
+        cli_plan,
+        cli_report,
+        cli_runs,
+        cli_triggers,
+    )
 
     for fn in (
         lint,
@@ -255,7 +263,7 @@ def _register_commands() -> None:
         cli_runs.verify,
     ):
         command(fn)
-    for module in (cli_triggers, cli_drill, cli_ops, cli_report):
+    for module in (cli_triggers, cli_drill, cli_ops, cli_report, cli_api):
         module.register(app)
 
 
