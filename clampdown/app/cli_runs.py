@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from clampdown.app.cli_api import resident_prefect
 from clampdown.app.cli_errors import err
 from clampdown.app.cli_options import (
     Format,
@@ -34,6 +35,8 @@ from clampdown.core.diagnostics import ClampdownError
 
 if TYPE_CHECKING:
     from clampdown.core.settings import Settings
+
+RESPOND = "clampdown_flows.respond"  # imported while a new local Prefect API starts
 
 
 def run(
@@ -71,7 +74,6 @@ def run(
     ledger = conf.paths.run(run_id).ledger
     if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
         quiet_prefect()
-    from clampdown_flows.respond import run_in_process
 
     if conf.execution == "deployment":  # serve hands runs to workers; this command never does
         err.print(
@@ -80,17 +82,20 @@ def run(
         )
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     _say_if_unsigned(conf)
-    try:
-        with RunProgress(ledger, model, out):
-            state = run_in_process(
-                str(path),
-                inputs_mod.protect(model.inputs, values),
-                run_id=run_id,
-                library=str(library),
-                trigger=_terminal_trigger(as_),
-            )
-    except KeyboardInterrupt:
-        _interrupted(run_id, ledger)
+    with resident_prefect(RESPOND):  # this home's local API, left running for the next command
+        from clampdown_flows.respond import run_in_process
+
+        try:
+            with RunProgress(ledger, model, out):
+                state = run_in_process(
+                    str(path),
+                    inputs_mod.protect(model.inputs, values),
+                    run_id=run_id,
+                    library=str(library),
+                    trigger=_terminal_trigger(as_),
+                )
+        except KeyboardInterrupt:
+            _interrupted(run_id, ledger)
     _report_end(run_id, ledger, state)
 
 
@@ -128,14 +133,16 @@ def resume(
     model = load_runbook(Path(start.runbook))[0].model
     if not verbose:
         quiet_prefect()
-    from clampdown_flows.respond import run_in_process
 
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — resuming")
-    try:
-        with RunProgress(files.ledger, model, out):
-            state = run_in_process(start.runbook, {}, run_id=run_id, resume=True)
-    except KeyboardInterrupt:
-        _interrupted(run_id, files.ledger)
+    with resident_prefect(RESPOND):
+        from clampdown_flows.respond import run_in_process
+
+        try:
+            with RunProgress(files.ledger, model, out):
+                state = run_in_process(start.runbook, {}, run_id=run_id, resume=True)
+        except KeyboardInterrupt:
+            _interrupted(run_id, files.ledger)
     _report_end(run_id, files.ledger, state)
 
 
@@ -368,11 +375,10 @@ def rollback(
             )
         typer.confirm(f"Undo these {len(items)} change(s)?", abort=True)
     quiet_prefect()  # before Prefect is imported, as `run` does: no INFO lines
-    from clampdown_flows.prefect_api import local_api
-    from clampdown_flows.respond import RunFailed
-    from clampdown_flows.rollback import rollback as rollback_flow
+    with resident_prefect(RESPOND, "clampdown_flows.rollback"):
+        from clampdown_flows.respond import RunFailed
+        from clampdown_flows.rollback import rollback as rollback_flow
 
-    with local_api():
         state = rollback_flow(
             run_id, allow_repeat=again, expected=undo_hash(items), return_state=True
         )

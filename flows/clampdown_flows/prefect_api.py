@@ -44,7 +44,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,40 @@ def local_auth_string(*, create: bool = False) -> str | None:
 
 
 def create_app() -> Any:
-    """Prefect's API application, with SQLite writes serialised (see the module docstring)."""
+    """Prefect's API application, with SQLite writes serialised (see the module docstring).
+
+    Wrapped to answer the resident API's proof of identity, and to stop after a quiet
+    spell when started as a resident (:mod:`clampdown_flows.resident_api`).
+    """
     from prefect.server.api.server import create_app as prefect_create_app
 
+    from clampdown_flows.resident_api import IDLE_ENV, ProofAndIdle
+
     serialize_sqlite_writes()
-    return prefect_create_app()
+    idle = float(os.environ.get(IDLE_ENV) or 0)
+    return ProofAndIdle(prefect_create_app(), _identity(server=True), idle)
+
+
+def _identity(*, server: bool = False) -> Any:
+    """What a resident API proves: this Prefect home, its secret and database, the versions."""
+    from importlib.metadata import version
+
+    from prefect.settings import get_current_settings
+
+    from clampdown_flows.resident_api import Identity
+
+    current = get_current_settings()
+    if server:
+        auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING", "")
+    else:
+        auth = local_auth_string(create=True) or ""
+    database = current.server.database.connection_url
+    return Identity(
+        home=Path(current.home).expanduser(),
+        auth=auth,
+        database=database.get_secret_value() if database else "",
+        version=f"prefect {version('prefect')}, clampdown {version('clampdown')}",
+    )
 
 
 def serialize_sqlite_writes() -> bool:
@@ -141,13 +170,39 @@ def local_server_class() -> Any:
     return LocalPrefectServer
 
 
-def _start_server_process(port: int) -> Any:
-    """``uvicorn`` serving :func:`create_app` on 127.0.0.1:``port``, with the auth string."""
+def _start_server_process(
+    port: int, extra_env: dict[str, str] | None = None, log: Any = None
+) -> Any:
+    """``uvicorn`` serving :func:`create_app` on 127.0.0.1:``port``, with the auth string.
+
+    With ``log`` (a file), detached for a resident API: its own session (a Ctrl-C in the
+    terminal that started it does not stop it), output to ``log``, and without
+    clampdown's, AWS's and Slack's variables, which a Prefect server never needs.
+    """
     import subprocess
     import sys
 
     from prefect.settings import get_current_settings
 
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+        **get_current_settings().to_environment_variables(exclude_unset=True),
+        "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
+        **(extra_env or {}),
+    }
+    detached: dict[str, Any] = {}
+    if log is not None:
+        env = {k: v for k, v in env.items() if not k.startswith(("CLAMPDOWN_", "AWS_", "SLACK_"))}
+        env.update(extra_env or {})
+        detached = {
+            "start_new_session": True,
+            "stdin": subprocess.DEVNULL,
+            "stdout": log,
+            "stderr": log,
+        }
     return subprocess.Popen(
         args=[
             sys.executable,
@@ -164,14 +219,8 @@ def _start_server_process(port: int) -> Any:
             "--lifespan",
             "on",
         ],
-        env={
-            **os.environ,
-            "PREFECT_UI_ENABLED": "0",
-            "PREFECT__SERVER_EPHEMERAL": "1",
-            "PREFECT__SERVER_FINAL": "1",
-            **get_current_settings().to_environment_variables(exclude_unset=True),
-            "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
-        },
+        env=env,
+        **detached,
     )
 
 
@@ -213,6 +262,57 @@ def local_api(timeout: int = 60) -> Iterator[str]:
             instances.pop(None, None)
         else:
             instances[None] = previous
+
+
+@contextmanager
+def resident_api(
+    timeout: int = 120, while_starting: Callable[[], object] | None = None
+) -> Iterator[Any]:
+    """The API to use, left running for the next command: ``PREFECT_API_URL`` if set, else
+    this Prefect home's resident local API (:mod:`clampdown_flows.resident_api`), started
+    when none answers.
+
+    Yields a :class:`~clampdown_flows.resident_api.Resident` (``.url``; ``.started`` when
+    this call started it), or None when ``PREFECT_API_URL`` is set. ``while_starting`` runs
+    while a new server comes up (the caller's own imports). At the end of the block, as
+    :func:`local_api` does, every task run this process reported is recorded before the
+    block returns; the server keeps running.
+    """
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    from clampdown_flows.resident_api import ensure
+
+    if PREFECT_API_URL.value():
+        if while_starting is not None:
+            while_starting()
+        yield None
+        return
+    identity = _identity()
+    resident = ensure(
+        identity, _start_server_process, timeout=timeout, while_starting=while_starting
+    )
+    with (
+        _process_settings({PREFECT_API_URL: resident.url, PREFECT_API_AUTH_STRING: identity.auth}),
+        watching() as watch,
+    ):
+        try:
+            yield resident
+        finally:
+            settle(watch)
+
+
+def stop_resident_api() -> Any:
+    """Stop this Prefect home's resident local API; the one stopped, or None if none ran."""
+    from clampdown_flows.resident_api import stop
+
+    return stop(_identity())
+
+
+def find_resident_api() -> Any:
+    """This Prefect home's resident local API if one runs and proves itself, else None."""
+    from clampdown_flows.resident_api import find
+
+    return find(_identity())
 
 
 @contextmanager

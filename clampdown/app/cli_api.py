@@ -1,0 +1,75 @@
+"""The resident local Prefect API from the command line: ``clampdown prefect-api status|stop``.
+
+``clampdown run``, ``resume`` and ``rollback`` run their flows against this Prefect home's
+resident local API (:mod:`clampdown_flows.resident_api`): the first one starts it and it
+stays up for the next, so later commands skip the server's start-up. These commands show
+it and stop it; it also stops by itself after an hour without a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Iterator
+
+import typer
+
+from clampdown.app.cli_errors import err, user_errors
+from clampdown.app.cli_options import out
+
+
+@contextlib.contextmanager
+def resident_prefect(*flow_modules: str) -> Iterator[None]:
+    """Run a command's flows against the resident local API (or ``PREFECT_API_URL``).
+
+    ``flow_modules`` are imported while a new server starts, so the two overlap. Says so
+    when this command started the server, and how to stop it.
+    """
+    from clampdown_flows.prefect_api import resident_api
+
+    def import_flows() -> None:
+        for name in flow_modules:
+            importlib.import_module(name)
+
+    with resident_api(while_starting=import_flows) as api:
+        if api is not None and api.started:
+            err.print(
+                f"started a local Prefect API at {api.url} (pid {api.pid}); it stays up for "
+                "the next command (an hour without use stops it; so does "
+                "`clampdown prefect-api stop`)",
+                markup=False,
+            )
+        yield
+
+
+def status() -> None:
+    """Say whether this Prefect home's local API is running, and where."""
+    from clampdown_flows.prefect_api import find_resident_api
+
+    api = find_resident_api()
+    if api is None:
+        out.print("no local Prefect API is running for this Prefect home")
+        return
+    out.print(f"local Prefect API running at {api.url} (pid {api.pid})", markup=False)
+
+
+def stop() -> None:
+    """Stop this Prefect home's local API (runs that use it lose their Prefect API)."""
+    from clampdown_flows.prefect_api import stop_resident_api
+
+    api = stop_resident_api()
+    if api is None:
+        out.print("no local Prefect API was running for this Prefect home")
+        return
+    out.print(f"stopped the local Prefect API at {api.url} (pid {api.pid})", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``prefect-api`` group (``status``, ``stop``) to the ``clampdown`` command."""
+    group = typer.Typer(
+        help="The local Prefect API that `clampdown run` leaves running: status, stop.",
+        no_args_is_help=True,
+    )
+    group.command("status")(user_errors()(status))
+    group.command("stop")(user_errors()(stop))
+    app.add_typer(group, name="prefect-api")
