@@ -40,6 +40,7 @@ from clampdown.core.settings import Settings
 from clampdown_flows.approval_store import (
     allowed_sources,
     approval_key,
+    counted_by_break_glass,
     resolve_members,
     write_json,
 )
@@ -230,6 +231,7 @@ class Gatekeeper:
             refusal = f"decisions from {decision.source} are not accepted here"
         if refusal is None and pending is None:
             refusal = f"no approval is pending at step '{decision.step}'"
+        glass = False  # counted only because its groups cannot be resolved: break glass
         if refusal is None:
             assert pending is not None
             members = await asyncio.to_thread(resolve_members, pending.request.groups, self.conf)
@@ -238,7 +240,10 @@ class Gatekeeper:
             else:
                 self._members[decision.step] = members
             refusal = pending.request.refusal(decision, members, at, proof.key)
-        self._record(decision, proof, refusal)
+            glass = refusal is None and counted_by_break_glass(
+                members, decision.approver, pending.request.allowed_users
+            )
+        self._record(decision, proof, refusal, glass)
         if refusal is not None:  # the sender tells the person (submit_decision returns it)
             log.warning("run %s: decision refused: %s", self.state.run_id, refusal)
             return
@@ -252,8 +257,11 @@ class Gatekeeper:
         self._finish(pending, outcome, at)
         self._drop(decision.step)
 
-    def _record(self, decision: Decision, proof: Proof, refusal: str | None) -> None:
-        """Every decision that reached the run goes to the ledger, counted or refused."""
+    def _record(
+        self, decision: Decision, proof: Proof, refusal: str | None, glass: bool = False
+    ) -> None:
+        """Every decision that reached the run goes to the ledger, counted or refused; one
+        that counted only as a break-glass approver's says so (``break_glass``)."""
         scrub = self.state.ledger.scrub
         self.state.ledger.append(
             "approval.decision",
@@ -267,6 +275,7 @@ class Gatekeeper:
             key=proof.key if refusal is None else None,  # a resumed run counts it once
             accepted=refusal is None,
             refusal=scrub(refusal) if refusal else None,
+            **({"break_glass": True} if glass else {}),
         )
         forget(self.state.files, decision.decision_id)  # recorded: done
 

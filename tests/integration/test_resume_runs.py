@@ -141,3 +141,35 @@ def test_a_run_whose_runbook_changed_while_stopped_ends_and_says_why(
     end = read(settings().ledger_path(run_id))[-1]
     assert end["status"] == "failed" and "runbook" in end["error"] and "changed" in end["error"]
     assert stopped_runs(settings().paths) == []  # ended: its slots are free
+
+
+def test_a_break_glass_decision_is_recorded_as_such(
+    prefect_server: str,
+    clampdown_home: Path,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Groups nobody can resolve (no Slack, no CLAMPDOWN_GROUPS): a break-glass approver's
+    decision counts, and the ledger says it counted by break glass."""
+    monkeypatch.delenv("CLAMPDOWN_SLACK_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("CLAMPDOWN_GROUPS", raising=False)
+    monkeypatch.setenv("CLAMPDOWN_BREAK_GLASS_APPROVERS", "U0CISO")
+    keys = approver_keys(tmp_path, monkeypatch, "U0CISO")
+    path = write_runbook(
+        RUNBOOK.replace("users: [U0TERM1, U0TERM2]}, min_approvals: 2", "groups: [ir-leads]}"),
+        "glass.yaml",
+    )
+    starter = InProcessStarter()
+    try:
+        run_id = starter(path, {}, {"type": "manual"})
+        pending(run_id)
+        verdict = submit_decision(run_id, "approve", "U0CISO", key=keys["U0CISO"])
+        assert verdict.accepted, verdict.reason
+        wait_for(lambda: "run.end" in types(run_id), "the run to end")
+    finally:
+        starter.shutdown()
+    [decision] = [
+        r for r in read(settings().ledger_path(run_id)) if r["type"] == "approval.decision"
+    ]
+    assert decision["accepted"] and decision["break_glass"] is True
