@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""What ``clampdown drill`` costs, and where: the drill's wall and CPU time next to
+baselines measured in the same run, rounds interleaved so machine load hits all alike.
+
+Prints figures, never asserts them. Each round measures, in fresh processes:
+
+* **API alone**: a process that starts the drills' own Prefect API on the warm drills
+  database and exits (what every drill pays before its alert when no API is up);
+* **drill**: ``clampdown drill NAME`` as a user runs it (it starts that API itself);
+* **drill, standing API**: the same command while a standing drills' API of the same
+  ``CLAMPDOWN_HOME`` is up (``clampdown.app.drill.world.standing_drill_prefect``, as the
+  test session runs its drills): the command uses it instead of starting one;
+* **story**: from the ledgers of each drill run, the first ``run.start`` to the last
+  ``run.end``: the part a drill must wait for whatever the harness does (scripted
+  approvals after N seconds, injects, the runbook's own steps).
+
+Once, before the rounds, the first drill of an empty ``CLAMPDOWN_HOME`` (a new drills
+database, migrated) is timed.
+
+    python benchmarks/drill.py [--runs 3] [--drill model-theft]
+
+CPU is user+sys of the process and everything it started (the Prefect server it starts
+too, not the standing API, which is this script's), less noisy than wall time on a
+shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+API_ALONE = """
+import sys
+from pathlib import Path
+from clampdown.app.drill.world import drill_prefect
+with drill_prefect(Path(sys.argv[1]) / "drills" / "api-alone"):
+    pass
+"""
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user+sys, children included) seconds of one process; it must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def story_seconds(home: Path, seen: set[Path]) -> float:
+    """First run.start to last run.end of the drill that just ran (the new workspace)."""
+    from clampdown.core.ledger import read
+
+    workspaces = {p for p in (home / "drills").iterdir() if (p / "runs").is_dir()} - seen
+    (workspace,) = workspaces
+    seen.add(workspace)
+    starts, ends = [], []
+    for ledger in (workspace / "runs").glob("*/ledger.jsonl"):
+        records = read(ledger)
+        starts.append(_epoch(records[0]["ts"]))
+        ends += [_epoch(r["ts"]) for r in records if r["type"] == "run.end"]
+    return max(ends) - min(starts)
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--drill", default="model-theft")
+    args = parser.parse_args()
+
+    from clampdown.app.drill.world import standing_drill_prefect
+    from clampdown.core.home import Home
+
+    home = Path(tempfile.mkdtemp(prefix="clampdown-bench-drill-"))
+    env = {**os.environ, "CLAMPDOWN_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    drill = [str(BIN / "clampdown"), "drill", args.drill]
+    seen: set[Path] = set()
+    results: dict[str, list[tuple[float, float]]] = {}
+
+    first = timed(drill, env)
+    story = [story_seconds(home, seen)]
+    print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU", flush=True)
+    for round_ in range(1, args.runs + 1):
+        results.setdefault("API alone", []).append(
+            timed([sys.executable, "-c", API_ALONE, str(home)], env)
+        )
+        results.setdefault("drill", []).append(timed(drill, env))
+        story.append(story_seconds(home, seen))
+        with standing_drill_prefect(Home(home).drills_dir):
+            results.setdefault("drill, standing API", []).append(timed(drill, env))
+        story.append(story_seconds(home, seen))
+        print(f"round {round_}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
+
+    load = os.getloadavg()[0]
+    print(f"\n{args.drill}, {args.runs} round(s), median (1-min load at the end {load:.1f}):")
+    for label, values in results.items():
+        wall = statistics.median(v[0] for v in values)
+        cpu = statistics.median(v[1] for v in values)
+        print(f"  {label:<22} {wall:6.1f} s wall  {cpu:6.1f} s CPU")
+    print(f"  {'story (from ledgers)':<22} {statistics.median(story):6.1f} s wall")
+
+
+if __name__ == "__main__":
+    main()
