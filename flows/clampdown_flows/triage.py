@@ -330,15 +330,18 @@ class TriggerTriage:
         if path is None or not self._wait_for_ledger(path):
             log.error("run %s: no ledger to record the related run %s in", run_id, other)
             return
-        append_to(
-            path,
-            "alert.correlated",
-            related_run=other,
-            related_runbook=other_runbook,
-            trigger=match.trigger.name,
-            correlation_key=match.correlation_key,
-            alert=alert_summary(alert),
-        )
+        try:
+            append_to(
+                path,
+                "alert.correlated",
+                related_run=other,
+                related_runbook=other_runbook,
+                trigger=match.trigger.name,
+                correlation_key=match.correlation_key,
+                alert=alert_summary(alert),
+            )
+        except LedgerWriteError as exc:  # the new run has started: the answer stays "started"
+            log.error("run %s: the related run %s could not be recorded: %s", run_id, other, exc)
 
     def _wait_for_ledger(self, path: Path) -> bool:
         """Whether the ledger exists, waiting briefly for a run still writing ``run.start``."""
