@@ -273,8 +273,8 @@ def approve(
     """Approve (or deny) a paused run, signed with your own SSH key; the run checks it.
 
     Exit 0 when the decision counted, 1 when it was refused or cannot be signed, 3 when
-    no process runs the run now (it stopped): the decision is kept and checked and
-    counted when the run resumes (`clampdown serve` at start, or `clampdown resume`).
+    it is in but not counted yet: the run stopped (the decision is kept and checked and
+    counted when the run resumes) or has not answered yet.
     """
     from clampdown.core.settings import settings
     from clampdown_flows.decisions import pending_request, submit_decision

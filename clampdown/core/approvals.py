@@ -116,7 +116,8 @@ class DecisionVerdict:
     reason: str  # why not, or what it did
     outcome: str | None = None  # the request's outcome once decided
     step: str | None = None
-    # kept for a run no process holds now: checked and counted when the run resumes
+    # delivered (or kept for a run no process holds now) but not answered yet: the run
+    # checks and counts it when it takes it — neither counted nor refused
     queued: bool = False
 
 

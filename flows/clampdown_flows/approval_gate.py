@@ -38,6 +38,7 @@ from clampdown.core.engine.resume import Waiting
 from clampdown.core.engine.state import RunState
 from clampdown.core.settings import Settings
 from clampdown_flows.approval_store import (
+    BreakGlass,
     allowed_sources,
     approval_key,
     counted_by_break_glass,
@@ -235,8 +236,13 @@ class Gatekeeper:
         if refusal is None:
             assert pending is not None
             members = await asyncio.to_thread(resolve_members, pending.request.groups, self.conf)
-            if members is None:  # Slack cannot answer now: the membership seen at request time
-                members = self._members.get(decision.step)
+            kept = self._members.get(decision.step)
+            if members is None or (
+                # Slack cannot answer now: the membership seen at request time, if any,
+                # before break glass
+                isinstance(members, BreakGlass) and kept and not isinstance(kept, BreakGlass)
+            ):
+                members = kept if kept is not None else members
             else:
                 self._members[decision.step] = members
             refusal = pending.request.refusal(decision, members, at, proof.key)

@@ -151,6 +151,8 @@ def _queued(run_id: str, step: str) -> DecisionVerdict:
     return DecisionVerdict(False, AWAITING_RESUME.format(run=run_id), None, step, queued=True)
 
 
+NOT_ANSWERED = "sent, but the run has not answered yet: check `clampdown runs`"
+
 AWAITING_RESUME = (
     "recorded, not counted yet: no process is running run {run} now (it stopped); "
     "your decision is checked and counted when the run resumes (`clampdown serve` resumes "
@@ -247,10 +249,5 @@ def _verdict(ledger: Path, sent: Decision, deadline: float) -> DecisionVerdict:
                     return DecisionVerdict(True, "counted", outcome, sent.step)
                 return DecisionVerdict(False, str(record.get("refusal")), outcome, sent.step)
         if time.monotonic() > deadline:
-            return DecisionVerdict(
-                False,
-                "sent, but the run has not answered yet: check `clampdown runs`",
-                None,
-                sent.step,
-            )
+            return DecisionVerdict(False, NOT_ANSWERED, None, sent.step, queued=True)
         time.sleep(0.1)
