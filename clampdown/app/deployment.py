@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -314,14 +315,90 @@ def _fail(flow_run: Any, message: str) -> None:
         client.set_flow_run_state(flow_run.id, Failed(message=message), force=True)
 
 
+RESUME_EVERY = 30.0
+"""Seconds between a worker's looks for stopped runs of its home to continue."""
+
+
 async def run_worker(
-    pool: str, name: str | None = None, limit: int | None = None, poll_seconds: float = 0.5
+    pool: str,
+    name: str | None = None,
+    limit: int | None = None,
+    poll_seconds: float = 0.5,
+    resume_every: float = RESUME_EVERY,
 ) -> None:
-    """Poll ``pool`` every ``poll_seconds`` and run what it hands out in this process."""
+    """Poll ``pool`` every ``poll_seconds`` and run what it hands out in this process.
+
+    Beside it, runs of this worker's ``CLAMPDOWN_HOME`` whose process died (a worker
+    killed mid-run: no ``run.end``, nobody holds them) are continued here, at start and
+    every ``resume_every`` seconds (:mod:`clampdown.core.engine.resume`).
+    """
+    import anyio
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
+
+    from clampdown.core.settings import settings
 
     worker_cls = in_process_worker_class()
     import clampdown_flows.respond  # noqa: F401 - imported once here, not on the first alert's clock
 
+    conf = settings()
     with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_seconds}):
-        await worker_cls(work_pool_name=pool, name=name, limit=limit).start()
+        async with anyio.create_task_group() as group:
+            group.start_soon(_continue_stopped_runs, conf, resume_every)
+            await worker_cls(work_pool_name=pool, name=name, limit=limit).start()
+            group.cancel_scope.cancel()
+
+
+async def _continue_stopped_runs(conf: Any, every: float) -> None:
+    """Continue this home's stopped runs, each in a thread of its own, now and every
+    ``every`` seconds; a run already being continued here is not started twice."""
+    import anyio
+
+    from clampdown.app.local_runs import stopped_runs
+
+    ended: set[str] = set()
+    busy: set[str] = set()
+
+    def resume(run_id: str) -> None:
+        try:
+            _continue_run(run_id)
+        finally:
+            busy.discard(run_id)
+
+    async with anyio.create_task_group() as group:
+        while True:
+            try:
+                found = await anyio.to_thread.run_sync(stopped_runs, conf.paths, ended)
+            except Exception as exc:  # the next look may work: never stop the worker
+                logger.error("could not look for stopped runs: %s", exc)
+                found = []
+            for run_id in found:
+                if run_id in busy:
+                    continue
+                busy.add(run_id)
+                logger.warning("run %s has no live process: continuing it here", run_id)
+                group.start_soon(
+                    functools.partial(anyio.to_thread.run_sync, abandon_on_cancel=True),
+                    resume,
+                    run_id,
+                )
+            await anyio.sleep(every)
+
+
+def _continue_run(run_id: str) -> None:
+    """Continue one stopped run in this thread (a flow run of its own, outside the pool)."""
+    from clampdown.core.run_start import RunStart
+    from clampdown.core.settings import settings
+    from clampdown_flows.prefect_api import shared_clients
+    from clampdown_flows.respond import respond
+
+    start = RunStart.load(settings().paths.run(run_id))
+    runbook = start.runbook if start is not None else run_id
+
+    async def execute() -> Any:
+        async with shared_clients():
+            return await respond(runbook, None, run_id=run_id, resume=True, return_state=True)
+
+    try:
+        asyncio.run(execute())
+    except Exception as exc:  # logged; the run's ledger says what became of it
+        logger.error("run %s could not be continued: %s", run_id, exc)

@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from tests.approver_keys import approver_keys
 from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
 
@@ -63,6 +64,23 @@ steps:
     if: "{{ inputs.token == 'TOKEN_VALUE' }}"
     with: {principal_arn: "{{ inputs.principal_arn }}"}
 """.replace("TOKEN_VALUE", TOKEN)
+
+
+# Containment behind an approval: the run waits for a person, on a worker.
+GATED = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: scaled-gated, title: Scaled mode gated containment, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: approve
+    uses: approval.request
+    with: {summary: "Revoke?", approvers: {users: [U0TERM1]}, timeout: 30m}
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    needs: [approve]
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+"""
 
 
 def _free_port() -> int:
@@ -134,6 +152,7 @@ def stack(
         folder.mkdir()
     (library / "scaled-contain.yaml").write_text(CONTAIN)
     (library / "scaled-secret.yaml").write_text(SECRET)
+    (library / "scaled-gated.yaml").write_text(GATED)
     from cryptography.fernet import Fernet
 
     key = Fernet.generate_key().decode()
@@ -579,3 +598,44 @@ def test_deployment_mode_asks_prefect_whether_a_run_has_ended(
     assert starter.is_finished("finished0001")
     assert not starter.is_finished("neverstarted")
     assert not starter.is_finished("finished000")  # a prefix of a run id is another run
+
+
+@pytest.mark.scaled
+def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
+    stack: Stack, moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`clampdown worker` is killed (-9) while its run waits for approval; the decision sent
+    meanwhile is kept; the next worker on the same home continues the run and contains."""
+    from clampdown.app.deployment import DeploymentStarter
+
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM1")
+    iam, arn = _iam_user(moto_server, "stolen-keys-gated")
+    env = stack.worker_env | {"CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers)}
+    request = stack.home / "runs" / "{run}" / "approvals" / "approve.json"
+    log = stack.logs / "gated-worker-1.log"
+    with _process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path) as first:
+        _wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
+        starter = DeploymentStarter()
+        run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
+        path = Path(str(request).format(run=run_id))
+        _wait_until(
+            lambda: json.loads(path.read_text())["status"] == "pending", 90, "the wait", first, log
+        )
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+    approve = [sys.executable, "-m", "clampdown.app.cli", "approve", run_id, "--as", "U0TERM1"]
+    sent = subprocess.run(
+        [*approve, "--key", str(keys["U0TERM1"])], env=env, capture_output=True, text=True
+    )
+    assert sent.returncode == 3 and "not counted yet" in sent.stderr, sent.stdout + sent.stderr
+    assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
+
+    log = stack.logs / "gated-worker-2.log"
+    with _process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path):
+        records = _ledger(stack, run_id, timeout=120)
+    types = [r["type"] for r in records]
+    assert "run.resumed" in types and "approval.resumed" in types
+    assert records[-1]["status"] == "succeeded", records[-1]
+    assert _contained(iam, "stolen-keys-gated") == CONTAINED
+    old = _flow_run(stack.api_url, starter.flow_runs[run_id])
+    assert old["state"]["type"] == "CRASHED"  # not Running for ever
