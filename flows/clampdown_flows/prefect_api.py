@@ -99,10 +99,10 @@ def create_app() -> Any:
 
     serialize_sqlite_writes()
     idle = float(os.environ.get(IDLE_ENV) or 0)
-    return ProofAndIdle(prefect_create_app(), _identity(server=True), idle)
+    return ProofAndIdle(prefect_create_app(), resident_identity(server=True), idle)
 
 
-def _identity(*, server: bool = False) -> Any:
+def resident_identity(*, server: bool = False) -> Any:
     """What a resident API proves: this Prefect home, its secret and database, the versions."""
     from importlib.metadata import version
 
@@ -287,7 +287,7 @@ def resident_api(
             while_starting()
         yield None
         return
-    identity = _identity()
+    identity = resident_identity()
     resident = ensure(
         identity, _start_server_process, timeout=timeout, while_starting=while_starting
     )
@@ -305,14 +305,14 @@ def stop_resident_api() -> Any:
     """Stop this Prefect home's resident local API; the one stopped, or None if none ran."""
     from clampdown_flows.resident_api import stop
 
-    return stop(_identity())
+    return stop(resident_identity())
 
 
 def find_resident_api() -> Any:
     """This Prefect home's resident local API if one runs and proves itself, else None."""
     from clampdown_flows.resident_api import find
 
-    return find(_identity())
+    return find(resident_identity())
 
 
 @contextmanager

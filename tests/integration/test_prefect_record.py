@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,13 +73,15 @@ def chain(steps: int) -> str:
 
 
 @pytest.fixture
-def prefect_home(tmp_path: Path) -> dict[str, str]:
-    """The environment of a fresh process on a Prefect home of its own (no API URL set)."""
+def prefect_home(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment of a fresh process on a Prefect home of its own (no API URL set);
+    the local API `clampdown run` leaves running there is stopped after the test."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
-    return env
+    yield env
+    python(env, "-m", "clampdown.app.cli", "prefect-api", "stop")
 
 
 def python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""How fast clampdown starts, and how complete Prefect's record of a run is (issue 15).
+
+Prints figures, never asserts them; each next to a baseline measured in the same run,
+interleaved with it (one of each, then the next pair), so both meet the same machine:
+
+* import of the ``respond`` flow (``import clampdown_flows.respond`` in a fresh
+  process) next to ``import prefect``;
+* ``clampdown run`` of a one-step runbook, end to end as a fresh process, on a warm
+  Prefect home: with the home's resident local API already up (every run after the
+  first), and with none (``clampdown prefect-api stop`` before each run: a server
+  start), next to a stock one-task Prefect flow in a fresh process (Prefect starts its
+  own temporary server on its own warm home);
+* the first ``clampdown run`` on an empty Prefect home (migrations), once;
+* Prefect's record: a ``--record-steps``-step chain run by ``clampdown run``, then the
+  flow run's task runs read from the API: how many are there, in their final state.
+
+    python benchmarks/startup.py [--runs 5] [--record-steps 100] [--tree OLD_CHECKOUT]
+
+``--tree`` runs clampdown from another checkout (``git worktree add /tmp/old <commit>``)
+for a before/after comparison on the same machine; a tree without the resident API
+gets no "server started" figure (every run starts one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CLAMPDOWN = [PYTHON, "-m", "clampdown.app.cli"]
+
+STOCK_FLOW = """
+from prefect import flow, task
+
+@task
+def one() -> int:
+    return 1
+
+@flow
+def stock() -> int:
+    return one()
+
+stock()
+"""
+
+READ_RECORD = """
+import json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+from clampdown_flows.prefect_api import local_api
+
+with local_api():
+    with get_client(sync_client=True) as client:
+        (flow_run,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=__import__("sys").argv[1]))
+        )
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])), limit=10000
+        )
+print(json.dumps([t.state_type.value for t in tasks]))
+"""
+
+
+ROOT_PATHS: list[str] = []  # --tree: the checkout's packages first on sys.path
+
+
+def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    if ROOT_PATHS:
+        env["PYTHONPATH"] = os.pathsep.join(ROOT_PATHS)
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="CRITICAL",
+        CLAMPDOWN_HOME=str(clampdown_home),
+    )
+    return env
+
+
+def wall(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return took
+
+
+def chain(name: str, steps: int) -> str:
+    lines = ["apiVersion: clampdown/v1", "kind: Runbook"]
+    lines.append(f"metadata: {{name: {name}, title: Bench {name}, severity: low}}")
+    lines.append("steps:")
+    for i in range(steps):
+        needs = f", needs: [s{i - 1}]" if i else ""
+        lines.append(f"  - {{id: s{i}, uses: core.set_output{needs}, with: {{value: {i}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def pairs(runs: int, first: tuple[list[str], dict], second: tuple[list[str], dict]) -> tuple:
+    """Medians of ``runs`` walls of each command, run alternately."""
+    a, b = [], []
+    for _ in range(runs):
+        a.append(wall(*first))
+        b.append(wall(*second))
+    return statistics.median(a), statistics.median(b), a, b
+
+
+def line(label: str, took: float, base_label: str, base: float) -> None:
+    print(f"  {label:<44} {took:6.2f} s   {base_label}: {base:6.2f} s   ratio {took / base:4.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes per figure")
+    parser.add_argument("--record-steps", type=int, default=100, help="steps of the chain")
+    parser.add_argument("--tree", type=Path, help="run clampdown from this checkout instead")
+    args = parser.parse_args()
+    global ROOT
+    if args.tree:
+        ROOT = args.tree.resolve()
+        ROOT_PATHS.extend(str(ROOT / p) for p in ("", "flows", "integrations"))
+        print(f"clampdown from {ROOT}")
+    scratch = Path(tempfile.mkdtemp(prefix="clampdown-bench-startup-"))
+    ours = environment(scratch / "prefect", scratch / "home")
+    stock = environment(scratch / "prefect-stock", scratch / "home-stock")
+    one = scratch / "one.yaml"
+    one.write_text(chain("one", 1))
+    stop = [*CLAMPDOWN, "prefect-api", "stop"]
+    try:
+        load = os.getloadavg()[0]
+        print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the start")
+
+        imports = pairs(
+            args.runs,
+            ([PYTHON, "-c", "import clampdown_flows.respond"], ours),
+            ([PYTHON, "-c", "import prefect"], ours),
+        )
+        print(f"import (median of {args.runs} fresh processes each):")
+        line("import clampdown_flows.respond", imports[0], "import prefect", imports[1])
+
+        first = wall([*CLAMPDOWN, "run", str(one)], ours)  # empty home: migrations
+        wall([PYTHON, "-c", STOCK_FLOW], stock)  # the stock flow's home warmed too
+        print(f"1-step run, end to end (median of {args.runs}, fresh processes):")
+        warm = pairs(
+            args.runs, ([*CLAMPDOWN, "run", str(one)], ours), ([PYTHON, "-c", STOCK_FLOW], stock)
+        )
+        line("clampdown run, resident local API up", warm[0], "stock 1-task flow", warm[1])
+        resident = subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True).returncode == 0
+        cold = []
+        for _ in range(args.runs if resident else 0):
+            wall(stop, ours)
+            cold.append(wall([*CLAMPDOWN, "run", str(one)], ours))
+        if cold:
+            line(
+                "clampdown run, server started (warm home)",
+                statistics.median(cold),
+                "stock 1-task flow",
+                warm[1],
+            )
+        else:
+            print("  (no resident local API in this tree: every run above started a server)")
+        print(f"  first clampdown run on an empty Prefect home     {first:6.2f} s (once)")
+
+        steps = args.record_steps
+        record = scratch / "record.yaml"
+        record.write_text(chain("record", steps))
+        took = wall([*CLAMPDOWN, "run", str(record)], ours)
+        read = subprocess.run(
+            [PYTHON, "-c", READ_RECORD, "record-%"],
+            cwd=ROOT,
+            env=ours,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        states = json.loads(read.stdout.strip().splitlines()[-1])
+        completed = sum(s == "COMPLETED" for s in states)
+        print(f"Prefect's record after `clampdown run` of a {steps}-step chain ({took:.1f} s):")
+        print(f"  task runs recorded {len(states)} / {steps} steps, {completed} Completed")
+    finally:
+        subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True)
+
+
+if __name__ == "__main__":
+    main()
