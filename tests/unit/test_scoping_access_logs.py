@@ -216,3 +216,17 @@ def test_iam_grants_for_access_logs() -> None:
         {"trail_bucket": "trail-logs", "access_logs": "{{ inputs.access_logs }}"}
     )
     assert expression["s3:GetObject"] == plain["s3:GetObject"]
+
+
+def test_a_file_that_is_not_text_is_reported_and_the_others_read(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.log", tmp_path / "bad.log"
+    odd_key = DOCUMENTED.replace("weights/shard%201.bin", "weights/%C3%28.bin", 1)
+    good.write_text(odd_key + "\n")
+    bad.write_bytes(b"\xff\xfe not text\n")
+    con = connect(tmp_path, "256MB", 1)
+    reader = AccessLogScan(con, parse_principal(ALICE, ACCOUNT), frozenset(), START, END)
+    reader.scan({good: "logs/good", bad: "logs/bad"})
+    keys = con.execute("SELECT object_key FROM access_hits").fetchall()
+    assert keys == [("weights/%C3%28.bin",)]  # not valid UTF-8 once decoded: kept as logged
+    assert reader.stats.files == 1 and reader.stats.records == 1
+    assert [(key, "UTF-8" in why) for key, why in reader.stats.unreadable] == [("logs/bad", True)]

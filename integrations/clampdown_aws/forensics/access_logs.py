@@ -137,6 +137,7 @@ class AccessStats:
     records: int = 0
     matched: int = 0
     malformed: list[tuple[str, int, int]] = field(default_factory=list)  # file, lines, first
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # file, why
 
 
 def parse_uri(uri: str) -> LogLocation:
@@ -283,7 +284,7 @@ _ROWS = f"""SELECT
   {_EVENT_NAME} AS eventname,
   operation,
   bucket,
-  url_decode({_dash('"key"')}) AS object_key,
+  coalesce(try(url_decode({_dash('"key"')})), {_dash('"key"')}) AS object_key,
   {_dash("version_id")} AS version_id,
   coalesce(TRY_CAST({_dash("bytes_sent")} AS DOUBLE), 0) AS bytes_out,
   {_dash("remote_ip")} AS source_ip,
@@ -316,42 +317,61 @@ class AccessLogScan:
         access_table(con)
 
     def scan(self, paths: dict[Path, str]) -> None:
-        """One batch (local path -> the file's S3 key, for the reports)."""
+        """One batch (local path -> the file's S3 key, for the reports). A batch DuckDB
+        cannot read (a file that is not UTF-8 text) is read again file by file: the
+        unreadable files are reported, the others read."""
         if not paths:
             return
+        try:
+            self._scan(paths)
+        except _file_problems():
+            for path, key in paths.items():
+                try:
+                    self._scan({path: key})
+                except _file_problems() as exc:
+                    self.stats.unreadable.append((key, _first_line(str(exc))))
+
+    def _scan(self, paths: dict[Path, str]) -> None:
         names = ", ".join(f"({literal(str(p))}, {literal(k)})" for p, k in paths.items())
         pattern = literal(PATTERN)
         stamp = _STAMP.format(f"regexp_extract(l.line, {pattern}, 3)")
-        self.con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE access_batch AS
-            SELECT k.key AS log_file, l.n,
-              regexp_full_match(l.line, {pattern}) AND {stamp} IS NOT NULL AS ok,
-              regexp_extract(l.line, {pattern}, {list(FIELDS)}) AS f
-            FROM ({_lines(list(paths))}) AS l
-            JOIN (VALUES {names}) AS k(path, key) ON k.path = l.filename
-            WHERE l.line <> ''"""
-        )
-        self.stats.files += len(paths)
-        self._count()
         start, end = (literal(t) for t in self._window)
-        before = self.con.execute("SELECT count(*) FROM access_hits").fetchone()[0]
-        self.con.execute(
-            f"INSERT INTO access_hits SELECT * FROM ({_ROWS}) AS r "
-            f"WHERE r.eventtime >= {start} AND r.eventtime < {end} AND {self._who}"
-        )
-        after = self.con.execute("SELECT count(*) FROM access_hits").fetchone()[0]
-        self.stats.matched += int(after - before)
-        self.con.execute("DROP TABLE access_batch")
-
-    def _count(self) -> None:
-        rows = self.con.execute(
-            "SELECT log_file, count(*) FILTER (WHERE NOT ok), min(n) FILTER (WHERE NOT ok), "
-            "count(*) FILTER (WHERE ok) FROM access_batch GROUP BY log_file"
-        ).fetchall()
-        for log_file, bad, first, good in rows:
+        try:
+            self.con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE access_batch AS
+                SELECT k.key AS log_file, l.n,
+                  regexp_full_match(l.line, {pattern}) AND {stamp} IS NOT NULL AS ok,
+                  regexp_extract(l.line, {pattern}, {list(FIELDS)}) AS f
+                FROM ({_lines(list(paths))}) AS l
+                JOIN (VALUES {names}) AS k(path, key) ON k.path = l.filename
+                WHERE l.line <> ''"""
+            )
+            counts = self.con.execute(
+                "SELECT log_file, count(*) FILTER (WHERE NOT ok), min(n) FILTER (WHERE NOT ok), "
+                "count(*) FILTER (WHERE ok) FROM access_batch GROUP BY log_file"
+            ).fetchall()
+            matched = self.con.execute(
+                f"INSERT INTO access_hits SELECT * FROM ({_ROWS}) AS r "
+                f"WHERE r.eventtime >= {start} AND r.eventtime < {end} AND {self._who}"
+            ).fetchone()
+        finally:
+            self.con.execute("DROP TABLE IF EXISTS access_batch")
+        self.stats.files += len(paths)
+        self.stats.matched += int(matched[0]) if matched else 0
+        for log_file, bad, first, good in counts:
             self.stats.records += int(good)
             if bad:
                 self.stats.malformed.append((log_file, int(bad), int(first)))
+
+
+def _file_problems() -> tuple[type[Exception], ...]:
+    import duckdb
+
+    return (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "unreadable"
 
 
 def malformed_spots(where: LogLocation, stats: AccessStats) -> list[dict[str, str]]:
@@ -364,6 +384,10 @@ def malformed_spots(where: LogLocation, stats: AccessStats) -> list[dict[str, st
             f"format (first at line {first}), skipped",
         )
         for key, bad, first in stats.malformed[:MAX_REPORTED_FILES]
+    ]
+    spots += [
+        blind("malformed_file", f"s3://{where.bucket}/{key}: {why} (skipped)")
+        for key, why in stats.unreadable[:MAX_REPORTED_FILES]
     ]
     more = len(stats.malformed) - MAX_REPORTED_FILES
     if more > 0:

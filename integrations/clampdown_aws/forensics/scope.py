@@ -180,6 +180,7 @@ class Scope:
                 )
         spots += access_logs.malformed_spots(where, scan.stats)
         scan.stats.malformed.clear()
+        scan.stats.unreadable.clear()
         return spots
 
     def coverage_only(
