@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -86,13 +88,34 @@ def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
     return env
 
 
-def wall(argv: list[str], env: dict[str, str]) -> float:
+def wall(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the process and the children it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
     took = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return took
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return took, cpu
+
+
+def resident_cpu(env: dict[str, str]) -> float:
+    """CPU seconds the home's resident local API has used so far (0 when none runs)."""
+    try:
+        state = json.loads((Path(env["PREFECT_HOME"]) / "clampdown-api.json").read_text())
+        fields = Path(f"/proc/{state['pid']}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, KeyError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """A ``clampdown`` command's wall time, and CPU including the resident server's share."""
+    before = resident_cpu(env)
+    took, cpu = wall(argv, env)
+    return took, cpu + max(resident_cpu(env) - before, 0.0)
 
 
 def chain(name: str, steps: int) -> str:
@@ -105,17 +128,28 @@ def chain(name: str, steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pairs(runs: int, first: tuple[list[str], dict], second: tuple[list[str], dict]) -> tuple:
-    """Medians of ``runs`` walls of each command, run alternately."""
+def pairs(runs: int, first: Any, second: Any) -> tuple[list[tuple[float, float]], ...]:
+    """``runs`` (wall, CPU) figures of each of two zero-argument callables, alternately."""
     a, b = [], []
     for _ in range(runs):
-        a.append(wall(*first))
-        b.append(wall(*second))
-    return statistics.median(a), statistics.median(b), a, b
+        a.append(first())
+        b.append(second())
+    return a, b
 
 
-def line(label: str, took: float, base_label: str, base: float) -> None:
-    print(f"  {label:<44} {took:6.2f} s   {base_label}: {base:6.2f} s   ratio {took / base:4.2f}x")
+def median(figures: list[tuple[float, float]]) -> tuple[float, float]:
+    return (
+        statistics.median(f[0] for f in figures),
+        statistics.median(f[1] for f in figures),
+    )
+
+
+def line(label: str, ours: list, base_label: str, base: list) -> None:
+    (took, cpu), (base_took, base_cpu) = median(ours), median(base)
+    print(
+        f"  {label:<42} {took:6.2f} s (CPU {cpu:5.2f} s)   {base_label}: {base_took:6.2f} s "
+        f"(CPU {base_cpu:5.2f} s)   wall ratio {took / base_took:4.2f}x"
+    )
 
 
 def main() -> None:
@@ -141,39 +175,41 @@ def main() -> None:
 
         imports = pairs(
             args.runs,
-            ([PYTHON, "-c", "import clampdown_flows.respond"], ours),
-            ([PYTHON, "-c", "import prefect"], ours),
+            lambda: wall([PYTHON, "-c", "import clampdown_flows.respond"], ours),
+            lambda: wall([PYTHON, "-c", "import prefect"], ours),
         )
-        print(f"import (median of {args.runs} fresh processes each):")
+        print(f"import (medians of {args.runs} fresh processes each; CPU = user + system):")
         line("import clampdown_flows.respond", imports[0], "import prefect", imports[1])
 
-        first = wall([*CLAMPDOWN, "run", str(one)], ours)  # empty home: migrations
+        run_one = [*CLAMPDOWN, "run", str(one)]
+        first = timed_run(run_one, ours)  # empty home: migrations
         wall([PYTHON, "-c", STOCK_FLOW], stock)  # the stock flow's home warmed too
-        print(f"1-step run, end to end (median of {args.runs}, fresh processes):")
+        print(f"1-step run, end to end (medians of {args.runs} fresh processes; CPU includes")
+        print("the Prefect server's, the resident one's share measured from /proc):")
         warm = pairs(
-            args.runs, ([*CLAMPDOWN, "run", str(one)], ours), ([PYTHON, "-c", STOCK_FLOW], stock)
+            args.runs,
+            lambda: timed_run(run_one, ours),
+            lambda: wall([PYTHON, "-c", STOCK_FLOW], stock),
         )
         line("clampdown run, resident local API up", warm[0], "stock 1-task flow", warm[1])
         resident = subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True).returncode == 0
         cold = []
         for _ in range(args.runs if resident else 0):
             wall(stop, ours)
-            cold.append(wall([*CLAMPDOWN, "run", str(one)], ours))
+            cold.append(timed_run(run_one, ours))
         if cold:
-            line(
-                "clampdown run, server started (warm home)",
-                statistics.median(cold),
-                "stock 1-task flow",
-                warm[1],
-            )
+            line("clampdown run, server started (warm home)", cold, "stock 1-task flow", warm[1])
         else:
             print("  (no resident local API in this tree: every run above started a server)")
-        print(f"  first clampdown run on an empty Prefect home     {first:6.2f} s (once)")
+        print(
+            f"  first clampdown run on an empty Prefect home    {first[0]:6.2f} s "
+            f"(CPU {first[1]:5.2f} s, once)"
+        )
 
         steps = args.record_steps
         record = scratch / "record.yaml"
         record.write_text(chain("record", steps))
-        took = wall([*CLAMPDOWN, "run", str(record)], ours)
+        took, _ = wall([*CLAMPDOWN, "run", str(record)], ours)
         read = subprocess.run(
             [PYTHON, "-c", READ_RECORD, "record-%"],
             cwd=ROOT,
