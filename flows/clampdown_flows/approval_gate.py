@@ -197,11 +197,47 @@ class Gatekeeper:
                 except FlowPauseTimeout:
                     await _resume_after_timeout()
                     continue
+                except Exception as exc:
+                    if not unreachable(exc):
+                        raise
+                    await self._ride_out(exc)
+                    continue
                 await self._dispatch(received)
         except Exception as exc:  # the gate must never hang a run: fail the pending steps
             for pending in list(self.pending.values()):
                 if not pending.future.done():
                     pending.future.set_exception(exc)
+
+    async def _ride_out(self, exc: Exception) -> None:
+        """The Prefect API cannot be reached (an outage, a restart): wait for it instead of
+        failing the approval, until it answers again or every pending request expires.
+
+        Decisions sent meanwhile are in the run's inbox (the sender keeps each one before
+        delivering it): once the API answers, the flow run is set Running again (it may
+        still show the pause that was cut) and the inbox is read, so none is lost.
+        """
+        self.state.ledger.append(
+            "approval.api_unreachable",
+            error=self.state.ledger.scrub(describe_error(exc)),
+            waiting=sorted(self.pending),
+        )
+        log.warning("run %s: Prefect API unreachable, approvals keep waiting: %s",
+                    self.state.run_id, exc)  # fmt: skip
+        delay = 1.0
+        while self.pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, OUTAGE_RETRY_MAX)
+            self._expire()
+            try:
+                await _resume_after_timeout()
+            except Exception as again:
+                if not unreachable(again):
+                    raise
+                continue
+            self.state.ledger.append("approval.api_reachable", waiting=sorted(self.pending))
+            for step_id in list(self.pending):
+                await self._drain_inbox(step_id, None)
+            return
 
     def _expire(self) -> None:
         at = _now()
@@ -308,6 +344,24 @@ def _counted(record: dict[str, Any], request: Request) -> Decision:
         source=record.get("source") or "prefect-ui",
         decision_id=record["decision_id"],
     )
+
+
+OUTAGE_RETRY_MAX = 10.0
+"""Seconds between a waiting gate's tries to reach a Prefect API that stopped answering."""
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Prefect API cannot be reached now (worth waiting out)."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    if isinstance(exc, httpx.TransportError):
+        return True
+    return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 async def _resume_after_timeout() -> None:

@@ -24,6 +24,7 @@ from clampdown.core.ledger import read as read_ledger
 from clampdown.core.settings import Settings, settings
 from clampdown.core.signatures import SLACK_NAMESPACE, sign
 from clampdown_flows import decision_inbox
+from clampdown_flows.approval_gate import unreachable
 from clampdown_flows.approval_store import (
     DecisionError,
     allowed_sources,
@@ -144,6 +145,13 @@ def submit_decision(
         if kept.exists() and not run_ownership.is_held(files):  # its process died meanwhile
             return _queued(run_id, req["step"])
         raise
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        # the run waits the outage out and reads its inbox when the API answers again
+        return DecisionVerdict(
+            False, API_UNREACHABLE.format(run=run_id), None, req["step"], queued=True
+        )
     return _verdict(files.ledger, sent, deadline)
 
 
@@ -151,6 +159,10 @@ def _queued(run_id: str, step: str) -> DecisionVerdict:
     return DecisionVerdict(False, AWAITING_RESUME.format(run=run_id), None, step, queued=True)
 
 
+API_UNREACHABLE = (
+    "recorded, not counted yet: run {run}'s Prefect API cannot be reached now; the run "
+    "waits for it and counts your decision when it answers again"
+)
 NOT_ANSWERED = "sent, but the run has not answered yet: check `clampdown runs`"
 
 AWAITING_RESUME = (

@@ -173,3 +173,56 @@ def test_a_break_glass_decision_is_recorded_as_such(
         r for r in read(settings().ledger_path(run_id)) if r["type"] == "approval.decision"
     ]
     assert decision["accepted"] and decision["break_glass"] is True
+
+
+def test_an_approval_waits_out_a_prefect_outage_and_counts_a_decision_sent_during_it(
+    prefect_server: str,
+    clampdown_home: Path,
+    write_runbook: Any,
+    keys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The API stops answering as the run pauses, and still for a while after; a decision
+    sent meanwhile cannot be delivered. The approval is not failed: the run waits, and
+    once the API answers it reads the decision kept in its inbox and goes on."""
+    import httpx
+    import prefect.flow_runs
+
+    from clampdown_flows import approval_gate, decisions
+
+    real_pause, real_resume = prefect.flow_runs.apause_flow_run, approval_gate._resume_after_timeout
+    down = {"pause": 1, "resume": 2}  # failures left
+
+    async def pause(*args: Any, **kwargs: Any) -> Any:
+        if down["pause"]:
+            down["pause"] -= 1
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        return await real_pause(*args, **kwargs)
+
+    async def resume() -> None:
+        if down["resume"]:
+            down["resume"] -= 1
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        await real_resume()
+
+    def undeliverable(*args: Any, **kwargs: Any) -> None:
+        raise httpx.ConnectError("[Errno 111] Connection refused")
+
+    monkeypatch.setattr(prefect.flow_runs, "apause_flow_run", pause)
+    monkeypatch.setattr(approval_gate, "_resume_after_timeout", resume)
+    monkeypatch.setattr(decisions, "_resume", undeliverable)
+    path = write_runbook(RUNBOOK.replace(", U0TERM2]}, min_approvals: 2", "]}"), "outage.yaml")
+    starter = InProcessStarter()
+    try:
+        run_id = starter(path, {}, {"type": "manual"})
+        wait_for(lambda: "approval.api_unreachable" in types(run_id), "the outage to be seen")
+        verdict = submit_decision(run_id, "approve", "U0TERM1", key=keys["U0TERM1"])
+        assert verdict.queued and "cannot be reached" in verdict.reason
+        wait_for(lambda: "run.end" in types(run_id), "the run to end")
+    finally:
+        starter.shutdown()
+    records = read(settings().ledger_path(run_id))
+    kinds = [r["type"] for r in records]
+    assert kinds.index("approval.api_unreachable") < kinds.index("approval.api_reachable")
+    assert kinds.index("approval.api_reachable") < kinds.index("approval.decision")
+    assert records[-1]["status"] == "succeeded" and down == {"pause": 0, "resume": 0}
