@@ -4,6 +4,8 @@ ledger still verifies; once space is freed the run's next record chains on.
 
 Needs ``mount`` (root, or CAP_SYS_ADMIN): skipped with the reason otherwise. ``chmod`` is no
 stand-in for a read-only home here (root writes through it), so the tmpfs is remounted ``ro``.
+The last test runs a real flow whose ledger refuses writes after its first step (a stand-in
+for the disk, which cannot be filled at a chosen step) and continues it once "space" is back.
 """
 
 from __future__ import annotations
@@ -127,3 +129,50 @@ def test_a_read_only_home_is_refused_with_what_to_do_and_its_ledgers_still_verif
     assert path.read_bytes() == before
     check = verify_file(path)
     assert check.ok and check.records == 2, check.message
+
+
+def test_a_run_whose_ledger_cannot_be_written_stops_saying_why_and_resumes_after(
+    prefect_server: str, clampdown_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real run (engine-self-check) whose disk fills after its first step: the flow run
+    fails with the ledger's error (file, ENOSPC, what to do), the ledger ends at the last
+    record written, and once space is back the run is continued as the error says
+    (``clampdown resume`` calls the same ``run_in_process(..., resume=True)``) to
+    ``run.end`` with an intact chain."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown.core import ledger as ledger_mod
+    from clampdown_flows.respond import run_in_process
+    from tests.paths import REPO
+
+    real = ledger_mod.Ledger._write_whole
+    written: list[str] = []
+
+    def full_after_first_step(self: Ledger, fd: int, line: bytes, size: int, type_: str) -> None:
+        if len(written) >= 4:  # run.start, ledger.unsigned, the first step's start and end
+            raise ledger_mod.LedgerWriteError.of(
+                self.path, type_, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            )
+        real(self, fd, line, size, type_)
+        written.append(type_)
+
+    runbook = str(REPO / "runbooks" / "engine-self-check.yaml")
+    path = clampdown_home / "runs" / "diskfull0001" / "ledger.jsonl"
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        monkeypatch.setattr(ledger_mod.Ledger, "_write_whole", full_after_first_step)
+        state = run_in_process(runbook, {"responder": "alice"}, run_id="diskfull0001")
+        assert state.is_failed()
+        assert "could not write the step.start record to the run ledger" in str(state.message)
+        assert "No space left on device (ENOSPC)" in str(state.message)
+        assert "clampdown resume diskfull0001" in str(state.message)
+        assert [r["type"] for r in read(path)] == written
+        assert verify_file(path).ok
+
+        monkeypatch.setattr(ledger_mod.Ledger, "_write_whole", real)  # space freed
+        resumed = run_in_process(runbook, {}, run_id="diskfull0001", resume=True)
+    assert resumed.is_completed(), resumed.message
+    records = read(path)
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    assert "run.resumed" in [r["type"] for r in records]
+    check = verify_file(path)
+    assert check.ok and check.complete, check.message
