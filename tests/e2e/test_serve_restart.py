@@ -290,3 +290,93 @@ def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(world: World) -
     end = world.ledger(run_id)[-1]
     assert end["type"] == "run.end" and end["status"] == "succeeded"
     assert world.key_status() == "Inactive"
+
+
+class HoldingProxy:
+    """An HTTP proxy in front of moto server that lets one kind of AWS call through to
+    moto (so the change is made) and then holds its answer: the process that made the
+    call is between the change and the answer, where a crash leaves no undo record."""
+
+    def __init__(self, upstream: str, action: bytes) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        self.made = threading.Event()  # the held call has reached moto
+        self.release = threading.Event()
+        self.armed = True
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, headers=headers, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as answer:
+                        status, data, kind = answer.status, answer.read(), answer.headers
+                except urllib.error.HTTPError as refused:
+                    status, data, kind = refused.code, refused.read(), refused.headers
+                if proxy.armed and action in body:
+                    proxy.armed = False
+                    proxy.made.set()
+                    proxy.release.wait(120)
+                self.send_response(status)
+                self.send_header("Content-Type", kind.get("Content-Type", "text/xml"))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+def test_kill_9_between_a_containment_call_and_its_answer_leaves_nothing_unrecorded(
+    world: World, aws_endpoint: str
+) -> None:
+    """serve dies after AWS deactivated the key and before the answer: the undo intent was
+    written first; the next serve runs the step again; rollback restores the user."""
+    proxy = HoldingProxy(aws_endpoint, b"Action=UpdateAccessKey")
+    world.env["AWS_ENDPOINT_URL"] = proxy.url
+    try:
+        with serve(world, "serve-1") as (proc, url):
+            run_id = send_alert(url, world, "dlp-restart-3")
+            waiting_request(world, run_id)
+            sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+            assert proxy.made.wait(120), "the revoke never reached AWS"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        assert world.key_status() == "Inactive"  # AWS made the change; serve never heard
+        records = world.ledger(run_id)
+        assert "step.end" not in [r["type"] for r in records if r.get("step") == "revoke"]
+        intents = [r for r in records if r["type"] == "undo.intent"]
+        assert {i["how"]["op"] for i in intents} >= {"activate_access_key"}
+
+        proxy.release.set()
+        with serve(world, "serve-2") as (_proc, _url):
+            wait_for(lambda: "run.end" in world.types(run_id), "the resumed run to end")
+    finally:
+        proxy.close()
+        world.env["AWS_ENDPOINT_URL"] = aws_endpoint  # rollback talks to moto directly
+    records = world.ledger(run_id)
+    [resumed] = [r for r in records if r["type"] == "run.resumed"]
+    assert resumed["rerun"] == ["revoke"]
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    assert world.key_status() == "Inactive"
+    plan = world.cli("rollback", run_id, "--plan")
+    assert "may have been applied" in plan.stdout, plan.stdout + plan.stderr
+    undone = world.cli("rollback", run_id, "--yes")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert world.key_status() == "Active"
+    assert world.iam.list_user_policies(UserName=world.user)["PolicyNames"] == []
