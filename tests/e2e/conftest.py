@@ -25,7 +25,10 @@ def drills_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
     """One standing drills' Prefect API for the session: each drill uses it instead of
-    starting its own (a server start is 8-14 s of a drill on this machine)."""
+    starting its own (a server start is 8-14 s of a drill on this machine).
+
+    Started after the session's Prefect API, not beside it: two starts at once on a
+    loaded 2-core machine pushed the session's past its 60 s start timeout."""
     from clampdown.app.drill.world import standing_drill_prefect
     from clampdown.core.home import Home
 

@@ -325,7 +325,7 @@ def standing_api(home: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def standing_drill_prefect(drills_dir: Path) -> Iterator[str]:
+def standing_drill_prefect(drills_dir: Path, timeout: int = 120) -> Iterator[str]:
     """Start the drills' Prefect API of ``drills_dir`` and keep it up for the whole block,
     published in its home (:data:`API_FILE`, 0600), so every drill of that
     ``CLAMPDOWN_HOME`` started meanwhile in any process uses it instead of starting one.
@@ -340,7 +340,7 @@ def standing_drill_prefect(drills_dir: Path) -> Iterator[str]:
     private_dirs(home)
     with _drills_settings(home):  # the server process takes them at its start
         server = local_server_class()(port=_free_port())
-        server.start(timeout=60)
+        server.start(timeout=timeout)
     try:
         write_private(home / API_FILE, json.dumps({"url": server.api_url, "pid": os.getpid()}))
         yield server.api_url
