@@ -165,6 +165,8 @@ def _report_end(run_id: str, ledger: Path, state: Any) -> None:
         else None
     )
     status = end["status"] if end else "failed"
+    if end is None and getattr(state, "message", None):  # it stopped before its ledger said so
+        err.print(f"[red]{escape(str(state.message))}[/]")
     if end and end.get("outputs"):
         out.print("outputs:")
         for key, value in end["outputs"].items():

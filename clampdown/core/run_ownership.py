@@ -37,8 +37,15 @@ def hold(files: RunFiles) -> Iterator[None]:
     The lock file says who holds it (host, pid, since when) for the message a second
     process gets; the lock, not the text, is what counts.
     """
-    private_dirs(files.dir)
-    fd = os.open(files.owner_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        private_dirs(files.dir)
+        fd = os.open(files.owner_lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ClampdownError(
+            f"run '{files.run_id}' cannot be started here: {files.owner_lock}: "
+            f"{exc.strerror or exc}",
+            "free disk space or make CLAMPDOWN_HOME writable, then start it again",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -48,9 +55,12 @@ def hold(files: RunFiles) -> Iterator[None]:
                 f"run '{files.run_id}' is being run by {holder}",
                 "wait for it (`clampdown runs`), or stop that process first",
             ) from None
-        os.ftruncate(fd, 0)
         since = datetime.now(UTC).isoformat(timespec="seconds")
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # the text is for messages; the lock is what counts
+            os.ftruncate(fd, 0)
+            os.pwrite(
+                fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode(), 0
+            )
         try:
             yield
         finally:

@@ -196,14 +196,24 @@ class StateStore:
     def __init__(self, url: str | None = None) -> None:
         parsed = _engine_url(url or default_url())
         self.backend = parsed.get_backend_name()
-        if self.backend == "sqlite":
-            self.engine = _sqlite_engine(parsed)
-        else:
-            self.engine = sa.create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
         self._decisions = 0
         self._count_lock = threading.Lock()
-        with self._transaction() as conn:  # the lock also serialises concurrent first starts
-            metadata.create_all(conn)
+        try:
+            if self.backend == "sqlite":
+                self.engine = _sqlite_engine(parsed)
+            else:
+                self.engine = sa.create_engine(
+                    parsed, pool_size=8, max_overflow=16, pool_pre_ping=True
+                )
+            with self._transaction() as conn:  # the lock also serialises concurrent first starts
+                metadata.create_all(conn)
+        except (sa.exc.SQLAlchemyError, OSError) as exc:  # the URL may hold a password: not shown
+            cause = getattr(exc, "orig", None) or exc
+            raise ClampdownError(
+                f"the state store ({self.backend}) cannot be opened: {cause}",
+                "for SQLite in CLAMPDOWN_HOME free disk space and make the folder writable; "
+                "for PostgreSQL check CLAMPDOWN_STATE_URL and that the server answers",
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -36,6 +36,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
+from clampdown.core.runs import RunNotStarted
 from clampdown.core.settings import current_library
 from clampdown_slack.approval_actions import register_approval_actions
 from clampdown_slack.client import (
@@ -335,7 +336,14 @@ class SlashCommands:
                 f":x: {inert(exc.message)}\nWrite inputs as key=value after the runbook name."
             )
         trigger = {"type": "slack", "user": user, "channel": str(command.get("channel_id") or "")}
-        run_id = self.start_run(path, values, trigger)
+        try:
+            run_id = self.start_run(path, values, trigger)
+        except RunNotStarted as exc:  # nothing started: say so, and that trying again is right
+            return Answer(
+                f":x: Run of `{inert(model.metadata.name)}` NOT started: {inert(exc.message)}\n"
+                "Nothing was changed. Try again in a minute; if it keeps failing, tell whoever "
+                "runs clampdown (its log says why)."
+            )
         link = thread_link(run_id, home=self.conf.paths)
         where = f" — status thread: {link}" if link else ""
         return Answer(

@@ -187,6 +187,23 @@ def test_run_starts_the_runbook_with_typed_inputs_and_trigger(
     assert f"started run `{FAKE_RUN_ID}` of `engine-self-check`" in said["text"]
 
 
+def test_a_run_that_cannot_start_says_so_in_slack(
+    slack_env: None, slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full or read-only home (or Prefect down in scaled mode): never "started"."""
+    from clampdown.core.runs import RunNotStarted
+
+    monkeypatch.setattr("clampdown_slack.app.THREAD_WAIT", 0.0)
+
+    def cannot_start(path: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
+        raise RunNotStarted("the run cannot be recorded in /home/runs: No space left on device")
+
+    with TestClient(create_app(start_run=cannot_start)) as failing:
+        said = ask(failing, slack, "run engine-self-check")
+    assert "NOT started" in said["text"] and "No space left on device" in said["text"]
+    assert "started run" not in said["text"] and said["response_type"] == "ephemeral"
+
+
 def test_run_contain_iam_user_from_slack_and_a_bad_arn_starts_nothing(
     client: TestClient, slack: SlackStandIn, started: list[Any]
 ) -> None:

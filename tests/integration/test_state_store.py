@@ -107,10 +107,11 @@ def test_release_frees_the_incident(store: StateStore) -> None:
 
 
 def test_windows_expire(store: StateStore) -> None:
-    first = claim(store, "k", "c", dedup_ttl=0.05, correlation_ttl=0.05)
+    # windows long enough that a loaded machine answers the second claim inside them
+    first = claim(store, "k", "c", dedup_ttl=1.0, correlation_ttl=1.0)
     store.attach(first.reservation, "run-1")
     assert claim(store, "k").status == "duplicate"
-    time.sleep(0.1)
+    time.sleep(1.2)
     assert claim(store, "k").status == "reserved"
     assert claim(store, "k2", "c").status == "reserved"  # correlation expired too
 
