@@ -135,9 +135,8 @@ def compile_expression(source: str) -> Expression:
             "expressions look like {{ inputs.name }} or {{ steps.id.outputs.field }}",
             exc.lineno or 1,
         ) from None
-    _check_depth(tree)
     refs: list[Reference] = []
-    status = _check(tree, refs)
+    status = _check(_descendants(tree), refs)
     node = _whole(source, tree)
     return Expression(source, node is not None, tuple(refs), status, node)
 
@@ -170,6 +169,23 @@ def _check_depth(tree: nodes.Node) -> None:
         stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
+def _descendants(tree: nodes.Node) -> list[nodes.Node]:
+    """Every node below ``tree``, in the order ``tree.find_all`` yields them (depth first,
+    left to right): one walk, without recursion, instead of one per kind of node looked
+    for. A tree deeper than MAX_DEPTH is refused by :func:`_check_depth`, as before."""
+    found: list[nodes.Node] = []
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    deepest = 0
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        found.append(node)
+        stack.extend((child, depth + 1) for child in reversed(list(node.iter_child_nodes())))
+    if deepest > MAX_DEPTH + 3:
+        _check_depth(tree)  # raises, naming the line of the node it meets first
+    return found[1:]
+
+
 def _whole(source: str, tree: nodes.Template) -> nodes.Expr | None:
     """The expression of one ``{{ … }}`` with nothing else but surrounding whitespace
     (such a value keeps its native type), or None; read from the tree already parsed."""
@@ -198,20 +214,21 @@ def _forbidden(node: nodes.Node, what: str, hint: str) -> ExpressionError:
     return ExpressionError(f"forbidden in expressions: {what}", hint, getattr(node, "lineno", 1))
 
 
-def _check(tree: nodes.Node, refs: list[Reference]) -> bool:
-    """Walk the tree; reject anything off the allow-list; collect references."""
+def _check(found: list[nodes.Node], refs: list[Reference]) -> bool:
+    """Reject any node off the allow-list; collect references (``found``: the tree's
+    nodes in :func:`_descendants` order, so the first refusal is the leftmost)."""
     uses_status = False
-    called = {id(n.node) for n in tree.find_all(nodes.Call)}
-    for node in tree.find_all(nodes.Node):
+    called = {id(n.node) for n in found if isinstance(n, nodes.Call)}
+    for node in found:
         uses_status |= _check_node(node, called)
-    lookups = list(tree.find_all((nodes.Getattr, nodes.Getitem)))
+    lookups = [n for n in found if isinstance(n, nodes.Getattr | nodes.Getitem)]
     inner = {id(n.node) for n in lookups}
     for node in lookups:
         ref = None if id(node) in inner else _reference(node)
         if ref is not None:
             refs.append(ref)
-    for node in tree.find_all(nodes.Name):
-        if node.name in ROOT_NAMES and id(node) not in inner:
+    for node in found:
+        if isinstance(node, nodes.Name) and node.name in ROOT_NAMES and id(node) not in inner:
             refs.append(Reference(node.name, None, line=node.lineno))
     return uses_status
 
