@@ -104,6 +104,17 @@ def _build(loader: Any, node: yaml.Node, loc: Path, src: Source, problems: list[
         return [_build(loader, item, (*loc, i), src, problems) for i, item in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
         src.block_scalars[loc] = node.style
+    return _scalar(loader, node)
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+def _scalar(loader: Any, node: yaml.Node) -> Any:
+    """A string as PyYAML's safe constructor makes it (the node's text), without its
+    per-node bookkeeping; every other tag (int, bool, null, timestamp…) through it."""
+    if node.tag == _STR and isinstance(node, yaml.ScalarNode):
+        return node.value
     return loader.construct_object(node, deep=True)
 
 
@@ -117,7 +128,7 @@ def _build_mapping(
     result: dict[Any, Any] = {}
     merged: set[Any] = set()
     for index, (key_node, value_node) in enumerate(node.value):
-        key = loader.construct_object(key_node, deep=True)
+        key = _scalar(loader, key_node)
         if not isinstance(key, str | int | bool | float) or key is None:
             key = str(key)
         where = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
