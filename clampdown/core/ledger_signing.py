@@ -55,6 +55,11 @@ MUST_BE_SIGNED = frozenset(
         "approval.end",
         "run.end",
         "rollback.refused",
+        "undo.intent",  # rollback undoes what it says: a forged one must not pass verify
+        "run.resumed",
+        "run.suspended",
+        "approval.resumed",
+        "approval.reopened",
     }
 )
 """What the engine writes itself: unsigned, they are not trusted. Other records (an alert

@@ -134,30 +134,7 @@ def checked_undo_items(
             "undone. Investigate the tampering (`clampdown verify <run-id>` compares it "
             "with the evidence bucket)",
         )
-    records = read(ledger)
-    if verdict.status != "unsigned":
-        _check_intents_signed(ledger, records)
-    return _items(records), verdict
-
-
-def _check_intents_signed(ledger: Path, records: list[dict[str, Any]]) -> None:
-    """In a signed ledger, an unsigned ``undo.intent`` was not written by the engine.
-
-    The engine signs every record it writes; only other processes (an alert joining)
-    append unsigned ones, and those are never undo intents. Executing one would let
-    whoever can write ``CLAMPDOWN_HOME`` add an undo to an approved rollback.
-    """
-    from clampdown.core.ledger import SEAL
-
-    forged = [r for r in records if r.get("type") == "undo.intent" and SEAL not in r]
-    if forged:
-        raise LedgerNotTrusted(
-            f"the ledger {ledger} fails verification (record {forged[0].get('seq')}): an "
-            "undo.intent record is not signed, so the engine did not write it",
-            "rollback executes only undo records from a ledger that verifies; nothing was "
-            "undone. Investigate the tampering (`clampdown verify <run-id>` compares it "
-            "with the evidence bucket)",
-        )
+    return _items(read(ledger)), verdict
 
 
 def _items(records: list[dict[str, Any]]) -> list[UndoItem]:

@@ -257,7 +257,7 @@ def test_an_unsigned_intent_in_a_signed_ledger_is_refused(home, tmp_path):
         path, "undo.intent", step="revoke", attempt=1, intent="i-forged",
         description="release b", how={"op": "release", "target": "prod"},
     )  # fmt: skip
-    with pytest.raises(LedgerNotTrusted, match=r"undo\.intent record is not signed"):
+    with pytest.raises(LedgerNotTrusted, match=r"NOT SIGNED: record \d+ \(undo\.intent\)"):
         checked_undo_items(path, signer)
 
 
