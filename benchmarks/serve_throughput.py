@@ -1,0 +1,633 @@
+#!/usr/bin/env python3
+"""Throughput of one local serve: N incidents alerted at once, next to N boto3 threads.
+
+Issue 15 asks that one ``clampdown serve`` contain N=32 incidents within 2.5x of the floor,
+and answer each alert's 202 with a p95 under 0.5 s during the burst. This script builds
+the process ``clampdown serve`` runs in local mode, in this process: a local Prefect API
+(:func:`clampdown_flows.prefect_api.local_api`, a uvicorn subprocess on SQLite), one
+:class:`~clampdown.app.local_runs.InProcessStarter` and serve's real app
+(:func:`clampdown.app.serve.create_app`: the alert router and triage) under uvicorn on a
+loopback port. In-process rather than ``clampdown serve`` as a subprocess so that the
+profile (``--profile``) sees the runs' threads; what differs from the command is its
+logging setup and the watcher that resumes stopped runs (one scan every 30 s).
+Slack is not configured (no Slack observer, no channel notices).
+
+Each repetition, interleaved so both meet the same machine load:
+
+* **floor** — N threads, each with its own boto3 session (one shared botocore loader, as
+  the actions do) and IAM client, making the runbook's eight calls for its own user
+  (GetUser, GetUserPolicy, PutUserPolicy, ListAccessKeys, UpdateAccessKey x2,
+  GetLoginProfile, DeleteLoginProfile), all released at once by a barrier; wall time
+  from the release to the last call answered.
+* **serve** — N users (two access keys and a password each, made before the clock starts),
+  N signed ``POST /alerts/generic`` (one per user, distinct incidents) sent at once from a
+  subprocess (the alert senders must not share this process's GIL), each on its own
+  connection; runbook ``benchmarks/runbooks/bench-contain-user.yaml`` (one
+  ``aws.iam.revoke_credentials`` step: the same eight calls). Wall time from the first
+  POST sent to the last containment ``step.end`` in the ledgers (same machine, same
+  clock); the 202 answers' latency; CPU seconds of this process and of the Prefect server
+  subprocess (``/proc/<pid>/stat``) per run, until the last ``run.end`` and, for the
+  server, also until it is idle again (its recorder finishing the burst's task runs).
+
+Moto server runs in its own process. One warm-up alert runs before the first repetition
+(first imports, first clients: a serve that has been up). Every user is checked contained.
+
+    python benchmarks/serve_throughput.py [-n 32] [--reps 3] [--profile]
+
+``--profile``: during each burst a thread samples every thread's stack
+(``sys._current_frames``, every 5 ms) and the script prints, per thread kind, the
+functions most often on the stack (inclusive) and at the top (exclusive); and each run's
+ledger marks (answered, run.start, step.start, step.end, run.end) as medians.
+
+Targets (issue 15, docs/benchmarks.md): wall time within 2.5x of the floor; 202 p95 < 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LIBRARY = ROOT / "benchmarks" / "runbooks"
+STEP = "revoke"  # the containment step of bench-contain-user.yaml
+HMAC_SECRET = "bench-throughput-hmac-secret-0123456789"
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+TRIGGERS = """\
+apiVersion: clampdown/v1
+kind: TriggerSet
+description: benchmark - every generic alert contains its principal (one incident per alert)
+triggers:
+  - name: bench-contain-user
+    match: "alert.source == 'generic' and alert.principal"
+    runbook: bench-contain-user
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    dedup_key: "generic:{{ alert.id }}"
+    dedup_window: 10m
+    max_concurrent_runs: 1000
+"""
+QUARANTINE = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ClampdownQuarantine", "Effect": "Deny", "Action": "*", "Resource": "*"}
+        ],
+    }
+)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if value := check():
+                return value
+        time.sleep(every)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def subprocess_of(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
+    """A child in its own process group, stopped (with what it started) on exit."""
+    proc = subprocess.Popen(argv, start_new_session=True, text=True, **kwargs)
+    try:
+        yield proc
+    finally:
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pid: int, quiet: float = 0.05, window: float = 0.5, timeout: float = 60) -> float:
+    """Wait until ``pid`` uses under ``quiet`` CPU-s/s over ``window`` s; seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if (cpu_seconds(pid) - before) / window < quiet:
+            break
+    return time.monotonic() - start
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ts(record: dict[str, Any]) -> float:
+    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
+
+
+# --- the AWS side --------------------------------------------------------------------------------
+
+
+def iam_client(endpoint: str, loader: Any = None) -> Any:
+    """An IAM client on a session of its own (boto3's default session is not thread-safe)."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.session.Session(region_name="us-east-1")
+    if loader is not None:
+        session._session.register_component("data_loader", loader)
+    config = Config(retries={"mode": "standard", "total_max_attempts": 8})
+    return session.client("iam", endpoint_url=endpoint, config=config)
+
+
+def new_users(iam: Any, count: int, tag: str) -> list[tuple[str, str]]:
+    """``count`` users to contain, each with two active keys and a password (not timed)."""
+    users = []
+    for n in range(count):
+        name = f"bench-{tag}-{n}"
+        iam.create_user(UserName=name)
+        for _ in range(2):
+            iam.create_access_key(UserName=name)
+        iam.create_login_profile(UserName=name, Password="Bench-Passw0rd!")
+        users.append((name, iam.get_user(UserName=name)["User"]["Arn"]))
+    return users
+
+
+def contain_plainly(iam: Any, user: str) -> None:
+    """The floor: the runbook's eight calls, as a plain script makes them."""
+    iam.get_user(UserName=user)
+    with contextlib.suppress(iam.exceptions.NoSuchEntityException):
+        iam.get_user_policy(UserName=user, PolicyName="clampdown-quarantine")
+    iam.put_user_policy(UserName=user, PolicyName="clampdown-quarantine", PolicyDocument=QUARANTINE)
+    for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+        if key["Status"] == "Active":
+            iam.update_access_key(UserName=user, AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    iam.get_login_profile(UserName=user)
+    iam.delete_login_profile(UserName=user)
+
+
+def assert_contained(iam: Any, users: list[tuple[str, str]]) -> None:
+    for user, _ in users:
+        keys = iam.list_access_keys(UserName=user)["AccessKeyMetadata"]
+        if any(k["Status"] != "Inactive" for k in keys):
+            raise SystemExit(f"user {user} still has an active key: it was not contained")
+
+
+def floor(endpoint: str, users: list[tuple[str, str]], loader: Any) -> dict[str, float]:
+    """N threads, one user each, released together: wall time and this process's CPU."""
+    barrier = threading.Barrier(len(users) + 1)
+    ends: list[float] = []
+    errors: list[BaseException] = []
+
+    def one(user: str) -> None:
+        barrier.wait()
+        try:
+            contain_plainly(iam_client(endpoint, loader), user)
+        except BaseException as exc:  # reported below, not swallowed
+            errors.append(exc)
+        ends.append(time.perf_counter())
+
+    threads = [threading.Thread(target=one, args=(u,)) for u, _ in users]
+    for thread in threads:
+        thread.start()
+    cpu = cpu_seconds()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    cpu = cpu_seconds() - cpu
+    if errors:
+        raise SystemExit(f"the floor failed: {errors[0]!r}")
+    return {"wall": max(ends) - start, "cpu_per_run": cpu / len(users)}
+
+
+# --- the alert sender (a subprocess) -------------------------------------------------------------
+
+
+def generic_delivery(alert_id: str, principal: str) -> tuple[bytes, dict[str, str]]:
+    """A generic alert signed as documented: HMAC-SHA256 over ``v1:{timestamp}:{body}``."""
+    body = json.dumps(
+        {
+            "id": alert_id,
+            "title": "Access keys used from an unknown network",
+            "severity": "critical",
+            "principal": principal,
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
+    }
+    return body, headers
+
+
+def role_sender(url: str, arns_file: str) -> None:
+    """Wait for ``go`` on stdin, then POST one alert per ARN at once, each on a connection
+    of its own; print each one's send time, answer time, status and run id (JSON)."""
+    arns = json.loads(Path(arns_file).read_text())
+    barrier = threading.Barrier(len(arns))
+    results: list[dict[str, Any]] = [{} for _ in arns]
+
+    def send(index: int, arn: str) -> None:
+        body, headers = generic_delivery(f"burst-{time.time_ns()}-{index}", arn)
+        request = urllib.request.Request(
+            f"{url}/alerts/generic", data=body, method="POST", headers=headers
+        )
+        barrier.wait()
+        sent = time.time()
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answer = json.loads(response.read())
+                status = response.status
+        except Exception as exc:
+            answer, status = {"error": repr(exc)}, 0
+        alerts = answer.get("alerts") or [{}]
+        results[index] = {
+            "sent": sent,
+            "answered": time.time(),
+            "status": status,
+            "run_id": alerts[0].get("run_id"),
+            "answer": answer if status != 202 else None,
+        }
+
+    threads = [threading.Thread(target=send, args=(i, a)) for i, a in enumerate(arns)]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps(results), flush=True)
+
+
+def this_script(role: str, *args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--role", role, *args]
+
+
+# --- sampling profiler ---------------------------------------------------------------------------
+
+
+def thread_kind(name: str) -> str:
+    for prefix, kind in (
+        ("clampdown-runs", "runs' event loop"),
+        ("clampdown-step", "step threads (executor)"),
+        ("AnyIO worker", "triage threads (anyio)"),
+        ("uvicorn", "uvicorn (serve's HTTP loop)"),
+        ("MainThread", "main (benchmark)"),
+    ):
+        if name.startswith(prefix):
+            return kind
+    return "other: " + name.rstrip("0123456789_-")
+
+
+class Sampler:
+    """Every ``every`` s, each thread's stack (but this one's): inclusive and leaf counts of
+    ``file:function`` by kind of thread. The sampler needs the GIL to sample, so a thread
+    holding it long is seen late; enough to rank where the time goes."""
+
+    def __init__(self, every: float = 0.005) -> None:
+        self.every = every
+        self.samples: Counter[str] = Counter()
+        self.inclusive: dict[str, Counter[str]] = {}
+        self.leaf: dict[str, Counter[str]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        while not self._stop.wait(self.every):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == me:
+                    continue
+                kind = thread_kind(names.get(ident, "?"))
+                self.samples[kind] += 1
+                seen: set[str] = set()
+                leaf = None
+                walk: Any = frame
+                while walk is not None:
+                    code = walk.f_code
+                    where = f"{_short(code.co_filename)}:{code.co_name}"
+                    leaf = leaf or where
+                    seen.add(where)
+                    walk = walk.f_back
+                self.inclusive.setdefault(kind, Counter()).update(seen)
+                self.leaf.setdefault(kind, Counter())[leaf or "?"] += 1
+
+    def report(self, top: int) -> None:
+        for kind, total in self.samples.most_common():
+            if kind.startswith(("main", "other")) or not total:
+                continue
+            print(f"\n  {kind}: {total} samples")
+            print("    on the stack (inclusive)")
+            for where, count in self.inclusive[kind].most_common(top):
+                print(f"      {100 * count / total:5.1f} %  {where}")
+            print("    at the top (exclusive)")
+            for where, count in self.leaf[kind].most_common(top // 2):
+                print(f"      {100 * count / total:5.1f} %  {where}")
+
+
+def _short(filename: str) -> str:
+    for marker in ("site-packages/", "/work/main/", "/lib/python3"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
+# --- the serve process ---------------------------------------------------------------------------
+
+
+def environment(logs: Path, endpoint: str) -> Path:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_HOME", str(logs / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    home = logs / "home"
+    triggers = logs / "triggers.yaml"
+    triggers.write_text(TRIGGERS)
+    os.environ.update(
+        {
+            **AWS_ENV,
+            "AWS_ENDPOINT_URL": endpoint,
+            "CLAMPDOWN_HOME": str(home),
+            "CLAMPDOWN_LIBRARY": str(LIBRARY),
+            "CLAMPDOWN_TRIGGERS": str(triggers),
+            "CLAMPDOWN_STATE_URL": f"sqlite:///{logs / 'state.sqlite3'}",
+            "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+        }
+    )
+    for name in list(os.environ):
+        if name.startswith("CLAMPDOWN_SLACK_") or name == "PREFECT_API_URL":
+            os.environ.pop(name)
+    return home
+
+
+@contextlib.contextmanager
+def serve_app(starter: Any) -> Iterator[tuple[str, Any]]:
+    """serve's real app in front of ``starter``, on uvicorn in a thread of this process."""
+    import uvicorn
+
+    from clampdown.app.serve import create_app
+
+    app = create_app(start_run=starter)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, 30, "serve's app")
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        app.state.store.close()
+
+
+def ledger(home: Path, run_id: str) -> list[dict[str, Any]]:
+    path = home / "runs" / run_id / "ledger.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def ended(home: Path, run_id: str) -> bool:
+    path = home / "runs" / run_id / "ledger.jsonl"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    return b'"type":"run.end"' in data or b'"type": "run.end"' in data
+
+
+def burst(
+    url: str, home: Path, arns: list[str], logs: Path, server_pid: int, profile: Sampler | None
+) -> dict[str, Any]:
+    """N alerts at once from a subprocess; waits for every run's ``run.end``."""
+    arns_file = logs / f"arns-{time.time_ns()}.json"
+    arns_file.write_text(json.dumps(arns))
+    argv = this_script("sender", url, str(arns_file))
+    with subprocess_of(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as sender:
+        assert sender.stdin is not None and sender.stdout is not None
+        if sender.stdout.readline().strip() != "ready":
+            raise SystemExit("the alert sender did not start")
+        cpu = {"serve": cpu_seconds(), "server": cpu_seconds(server_pid)}
+        with profile if profile is not None else contextlib.nullcontext():
+            sender.stdin.write("go\n")
+            sender.stdin.flush()
+            results = json.loads(sender.stdout.readline())
+            bad = [r for r in results if r.get("status") != 202 or not r.get("run_id")]
+            if bad:
+                raise SystemExit(f"{len(bad)} alerts did not start a run, e.g. {bad[0]}")
+            run_ids = [r["run_id"] for r in results]
+            wait_until(lambda: all(ended(home, r) for r in run_ids), 600, "the runs", 0.01)
+            cpu_end = {"serve": cpu_seconds(), "server": cpu_seconds(server_pid)}
+    drained = wait_idle(server_pid)
+    cpu_drained = cpu_seconds(server_pid)
+    return {
+        "results": results,
+        "ledgers": {r: ledger(home, r) for r in run_ids},
+        "cpu": {
+            "serve": cpu_end["serve"] - cpu["serve"],
+            "server": cpu_end["server"] - cpu["server"],
+            "server_drained": cpu_drained - cpu["server"],
+            "drain_wait": drained,
+        },
+    }
+
+
+def figures(out: dict[str, Any]) -> dict[str, Any]:
+    """Wall time, answer latencies and per-run ledger marks of one burst."""
+    first = min(r["sent"] for r in out["results"])
+    answers = [r["answered"] - r["sent"] for r in out["results"]]
+    marks: dict[str, list[float]] = {}
+    step_ends = []
+    by_run = {r["run_id"]: r for r in out["results"]}
+    for run_id, records in out["ledgers"].items():
+        if records[-1].get("status") != "succeeded":
+            raise SystemExit(f"run {run_id} did not succeed: {records[-1]}")
+        times = {"run.start": _ts(records[0]), "run.end": _ts(records[-1])}
+        for record in records:
+            if record.get("step") == STEP and record["type"] in ("step.start", "step.end"):
+                times[record["type"]] = _ts(record)
+        step_ends.append(times["step.end"])
+        sent = by_run[run_id]["sent"]
+        previous = sent
+        for name, mark in (
+            ("alert sent -> 202 answered", by_run[run_id]["answered"]),
+            ("answered -> run.start", times["run.start"]),
+            ("run.start -> step.start", times["step.start"]),
+            ("step.start -> step.end (8 calls)", times["step.end"]),
+            ("step.end -> run.end", times["run.end"]),
+        ):
+            marks.setdefault(name, []).append(mark - previous)
+            previous = mark
+        marks.setdefault("alert sent -> step.end", []).append(times["step.end"] - sent)
+    count = len(out["results"])
+    cpu = out["cpu"]
+    starts = [_ts(r) for rs in out["ledgers"].values() for r in rs if r["type"] == "step.start"]
+    return {
+        "wall": max(step_ends) - first,
+        "answers": answers,
+        "marks": marks,
+        "cpu_serve": cpu["serve"] / count,
+        "cpu_server": cpu["server"] / count,
+        "cpu_server_drained": cpu["server_drained"] / count,
+        "drain_wait": cpu["drain_wait"],
+        "first_step_start": min(starts) - first,
+    }
+
+
+def run(args: argparse.Namespace) -> None:
+    from clampdown.app.local_runs import STEP_THREADS, InProcessStarter
+    from clampdown_flows.prefect_api import local_api, local_server_class
+
+    logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-throughput-"))
+    moto_port = _free_port()
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    home = environment(logs, endpoint)
+    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
+    with contextlib.ExitStack() as stack:
+        moto_log = stack.enter_context((logs / "moto.log").open("w"))
+        stack.enter_context(subprocess_of(moto, stdout=moto_log, stderr=subprocess.STDOUT))
+        wait_until(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/"), 30, "moto server")
+        stack.enter_context(local_api())
+        server_pid = local_server_class()._instances[None].server_process.pid
+        starter = InProcessStarter()
+        stack.callback(starter.shutdown)
+        url, _app = stack.enter_context(serve_app(starter))
+        from botocore.loaders import create_loader
+
+        loader = create_loader()
+        iam = iam_client(endpoint, loader)
+        print(
+            f"N={args.n} incidents at once in one local serve vs N boto3 threads; "
+            f"{args.reps} repetitions; {os.cpu_count()} CPUs, load average "
+            f"{os.getloadavg()[0]:.1f} (shared machine); STEP_THREADS {STEP_THREADS}; "
+            f"logs in {logs}",
+            flush=True,
+        )
+        warm = new_users(iam, 1, "warm")
+        burst(url, home, [warm[0][1]], logs, server_pid, None)
+        floor(endpoint, new_users(iam, 2, "warmfloor"), loader)
+        assert_contained(iam, warm)
+        rows = []
+        sampler = Sampler() if args.profile else None
+        for rep in range(args.reps):
+            users = new_users(iam, args.n, f"floor{rep}")
+            base = floor(endpoint, users, loader)
+            assert_contained(iam, users)
+            users = new_users(iam, args.n, f"serve{rep}")
+            wait_idle(server_pid)
+            out = burst(url, home, [arn for _, arn in users], logs, server_pid, sampler)
+            assert_contained(iam, users)
+            got = figures(out)
+            rows.append((base, got))
+            print(
+                f"  rep {rep + 1}: floor {base['wall']:.2f} s, serve {got['wall']:.2f} s "
+                f"({got['wall'] / base['wall']:.1f}x); 202 p95 {pct(got['answers'], 0.95):.2f} s "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+        report(args.n, rows)
+        if sampler is not None:
+            print(f"\nwhere the time goes (samples of all {args.reps} bursts):")
+            sampler.report(args.top)
+
+
+def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
+    def cells(values: list[float], form: str = "{:.2f}") -> str:
+        return " / ".join(form.format(v) for v in values)
+
+    print(f"\n| figure (N={n}) | per repetition |")
+    print("|---|---|")
+    table = [
+        ("floor: N boto3 threads, wall s", cells([b["wall"] for b, _ in rows])),
+        ("serve: first POST -> last step.end, wall s", cells([g["wall"] for _, g in rows])),
+        ("ratio serve / floor (target <= 2.5)", cells([g["wall"] / b["wall"] for b, g in rows])),
+        ("first POST -> first step.start, s", cells([g["first_step_start"] for _, g in rows])),
+        ("202 answer p50, s", cells([statistics.median(g["answers"]) for _, g in rows])),
+        ("202 answer p95 (target < 0.5), s", cells([pct(g["answers"], 0.95) for _, g in rows])),
+        ("202 answer max, s", cells([max(g["answers"]) for _, g in rows])),
+        ("CPU-s per run, serve process (to last run.end)", cells(
+            [g["cpu_serve"] for _, g in rows], "{:.3f}")),
+        ("CPU-s per run, Prefect server (to last run.end)", cells(
+            [g["cpu_server"] for _, g in rows], "{:.3f}")),
+        ("CPU-s per run, Prefect server (until idle)", cells(
+            [g["cpu_server_drained"] for _, g in rows], "{:.3f}")),
+        ("  Prefect server busy after the last run.end, s", cells(
+            [g["drain_wait"] for _, g in rows], "{:.1f}")),
+        ("CPU-s per run, floor (N threads)", cells([b["cpu_per_run"] for b, _ in rows], "{:.3f}")),
+    ]  # fmt: skip
+    for name, value in table:
+        print(f"| {name} | {value} |")
+    print("\nper-run ledger marks, median (p95) over the runs of each repetition, s:")
+    for name in rows[0][1]["marks"]:
+        values = [
+            f"{statistics.median(g['marks'][name]):.2f} ({pct(g['marks'][name], 0.95):.2f})"
+            for _, g in rows
+        ]
+        print(f"  {name:<36} {' / '.join(values)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=32, help="incidents at once (default 32)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--profile", action="store_true", help="sample stacks during bursts")
+    parser.add_argument("--top", type=int, default=30, help="functions shown per thread kind")
+    parser.add_argument("--role", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.role == "sender":
+        role_sender(rest[0], rest[1])
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
