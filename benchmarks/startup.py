@@ -69,14 +69,19 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
 from clampdown_flows.prefect_api import local_api
 
-with local_api():
+with local_api(timeout=900):
     with get_client(sync_client=True) as client:
         (flow_run,) = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(like_=__import__("sys").argv[1]))
         )
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])), limit=10000
-        )
+        tasks, page = [], None
+        while page is None or len(page) == 200:
+            page = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                limit=200,
+                offset=len(tasks),
+            )
+            tasks.extend(page)
 print(json.dumps([t.state_type.value for t in tasks]))
 """
 
@@ -162,11 +167,64 @@ def line(label: str, ours: list, base_label: str, base: list) -> None:
     )
 
 
+def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[str]) -> None:
+    """Import and 1-step run figures, each next to its baseline."""
+    imports = pairs(
+        runs,
+        lambda: wall([PYTHON, "-c", "import clampdown_flows.respond"], ours),
+        lambda: wall([PYTHON, "-c", "import prefect"], ours),
+    )
+    print(f"import (medians of {runs} fresh processes each; CPU = user + system):")
+    line("import clampdown_flows.respond", imports[0], "import prefect", imports[1])
+
+    run_one = [*CLAMPDOWN, "run", str(one)]
+    first = wall([PYTHON, "-c", WARM_UP], ours)  # empty home: migrations, no time limit
+    wall([PYTHON, "-c", STOCK_FLOW], stock)  # the stock flow's home warmed too
+    print(f"1-step run, end to end (medians of {runs} fresh processes; CPU includes")
+    print("the Prefect server's, the resident one's share measured from /proc):")
+    warm = pairs(
+        runs,
+        lambda: timed_run(run_one, ours),
+        lambda: wall([PYTHON, "-c", STOCK_FLOW], stock),
+    )
+    line("clampdown run, resident local API up", warm[0], "stock 1-task flow", warm[1])
+    resident = subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True).returncode == 0
+    cold = []
+    for _ in range(runs if resident else 0):
+        wall(stop, ours)
+        cold.append(timed_run(run_one, ours))
+    if cold:
+        line("clampdown run, server started (warm home)", cold, "stock 1-task flow", warm[1])
+    else:
+        print("  (no resident local API in this tree: every run above started a server)")
+    print(
+        f"  first start of the local API, empty home        {first[0]:6.2f} s "
+        f"(CPU {first[1]:5.2f} s, once)"
+    )
+
+
+def record_figure(steps: int, ours: dict, scratch: Path) -> None:
+    """How many task runs Prefect holds after `clampdown run` of a ``steps``-step chain."""
+    record = scratch / "record.yaml"
+    record.write_text(chain("record", steps))
+    took, _ = wall([*CLAMPDOWN, "run", str(record)], ours)
+    read = subprocess.run(
+        [PYTHON, "-c", READ_RECORD, "record-"], cwd=ROOT, env=ours, capture_output=True, text=True
+    )
+    if read.returncode != 0:
+        raise SystemExit(f"reading the record failed:\n{read.stderr}")
+    states = json.loads(read.stdout.strip().splitlines()[-1])
+    completed = sum(s == "COMPLETED" for s in states)
+    print(f"Prefect's record after `clampdown run` of a {steps}-step chain ({took:.1f} s):")
+    print(f"  task runs recorded {len(states)} / {steps} steps, {completed} Completed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per figure")
     parser.add_argument("--record-steps", type=int, default=100, help="steps of the chain")
     parser.add_argument("--tree", type=Path, help="run clampdown from this checkout instead")
+    parser.add_argument("--record-only", action="store_true", help="only Prefect's record")
     args = parser.parse_args()
     global ROOT
     if args.tree:
@@ -183,55 +241,11 @@ def main() -> None:
         load = os.getloadavg()[0]
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the start")
 
-        imports = pairs(
-            args.runs,
-            lambda: wall([PYTHON, "-c", "import clampdown_flows.respond"], ours),
-            lambda: wall([PYTHON, "-c", "import prefect"], ours),
-        )
-        print(f"import (medians of {args.runs} fresh processes each; CPU = user + system):")
-        line("import clampdown_flows.respond", imports[0], "import prefect", imports[1])
-
-        run_one = [*CLAMPDOWN, "run", str(one)]
-        first = wall([PYTHON, "-c", WARM_UP], ours)  # empty home: migrations, no time limit
-        wall([PYTHON, "-c", STOCK_FLOW], stock)  # the stock flow's home warmed too
-        print(f"1-step run, end to end (medians of {args.runs} fresh processes; CPU includes")
-        print("the Prefect server's, the resident one's share measured from /proc):")
-        warm = pairs(
-            args.runs,
-            lambda: timed_run(run_one, ours),
-            lambda: wall([PYTHON, "-c", STOCK_FLOW], stock),
-        )
-        line("clampdown run, resident local API up", warm[0], "stock 1-task flow", warm[1])
-        resident = subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True).returncode == 0
-        cold = []
-        for _ in range(args.runs if resident else 0):
-            wall(stop, ours)
-            cold.append(timed_run(run_one, ours))
-        if cold:
-            line("clampdown run, server started (warm home)", cold, "stock 1-task flow", warm[1])
+        if not args.record_only:
+            startup_figures(args.runs, ours, stock, one, stop)
         else:
-            print("  (no resident local API in this tree: every run above started a server)")
-        print(
-            f"  first start of the local API, empty home        {first[0]:6.2f} s "
-            f"(CPU {first[1]:5.2f} s, once)"
-        )
-
-        steps = args.record_steps
-        record = scratch / "record.yaml"
-        record.write_text(chain("record", steps))
-        took, _ = wall([*CLAMPDOWN, "run", str(record)], ours)
-        read = subprocess.run(
-            [PYTHON, "-c", READ_RECORD, "record-%"],
-            cwd=ROOT,
-            env=ours,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        states = json.loads(read.stdout.strip().splitlines()[-1])
-        completed = sum(s == "COMPLETED" for s in states)
-        print(f"Prefect's record after `clampdown run` of a {steps}-step chain ({took:.1f} s):")
-        print(f"  task runs recorded {len(states)} / {steps} steps, {completed} Completed")
+            wall([PYTHON, "-c", WARM_UP], ours)
+        record_figure(args.record_steps, ours, scratch)
     finally:
         subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True)
 
