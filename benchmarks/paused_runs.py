@@ -14,8 +14,9 @@ next to baselines taken in the same run:
   runs paused at an approval (approvers: one user id; timeout 30m);
 * the **Prefect server** subprocess's RSS and CPU seconds per second of wall time over
   ``--window`` seconds (``/proc/<pid>/stat`` utime+stime), idle and while the N wait
-  (each paused run asks the API whether it was resumed every ``POLL_SECONDS``), and
-  this process's own CPU seconds per second over the same windows;
+  (each paused run asks the API whether it was resumed, every
+  ``clampdown_flows.approval_gate.poll_seconds``), and this process's own CPU seconds
+  per second over the same windows;
 * an **ungated alert** (signed ``POST /alerts/generic`` starting a one-step ``core.log``
   runbook): time to the 202 answer, to the ledger's ``run.start`` and to ``run.end``,
   with 0 and with N runs paused;
@@ -40,6 +41,7 @@ within a second; clicks answered under 3 s during a 300-alert storm.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -149,7 +151,10 @@ def thread_kinds() -> str:
     """This process's Python threads by name (numbers dropped), most first."""
     import re
 
-    kinds = Counter(re.sub(r"[-_ ]?\d+.*$", "", t.name) or t.name for t in threading.enumerate())
+    def kind(name: str) -> str:  # run ids (12 hex digits) and counters dropped
+        return re.sub(r"-[0-9a-f]{12}$|[-_]\d+", "", name)
+
+    kinds = Counter(kind(t.name) for t in threading.enumerate())
     return ", ".join(f"{name} {count}" for name, count in kinds.most_common())
 
 
@@ -183,6 +188,21 @@ def loop_and_api(starter: Any, flow_run_id: str | None, samples: int = 10) -> di
         async with get_client() as client:
             await client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
 
+    def on_runs_loop() -> None:
+        """``read()`` as a task of the runs' loop in their context (their shared client)."""
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def start() -> None:
+            task = starter._loop.create_task(read(), context=starter._context.copy())
+            task.add_done_callback(
+                lambda t: (
+                    done.set_exception(t.exception()) if t.exception() else done.set_result(None)
+                )
+            )
+
+        starter._loop.call_soon_threadsafe(start)
+        done.result(60)
+
     user, _, password = str(PREFECT_API_AUTH_STRING.value() or ":").partition(":")
     took: dict[str, list[float]] = {"loop": [], "api": [], "client": []}
     with httpx.Client(auth=(user, password) if password else None, timeout=60) as direct:
@@ -196,7 +216,7 @@ def loop_and_api(starter: Any, flow_run_id: str | None, samples: int = 10) -> di
             direct.get(f"{PREFECT_API_URL.value()}/flow_runs/{flow_run_id}").raise_for_status()
             took["api"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            asyncio.run_coroutine_threadsafe(read(), starter._loop).result(60)
+            on_runs_loop()
             took["client"].append(time.perf_counter() - start)
             time.sleep(0.05)
     return {name: statistics.median(v) if v else float("nan") for name, v in took.items()}
@@ -632,8 +652,8 @@ def what_if(args: argparse.Namespace) -> list[str]:
     if args.poll is not None:
         import clampdown_flows.approval_gate as gate
 
-        gate.POLL_SECONDS = args.poll
-        said.append(f"WHAT-IF: approval_gate.POLL_SECONDS = {args.poll:g}")
+        gate.poll_seconds = lambda wait: args.poll  # type: ignore[assignment]
+        said.append(f"WHAT-IF: every paused run polls every {args.poll:g} s")
     if args.decide_off_bolt:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -651,7 +671,7 @@ def what_if(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     from clampdown.app.local_runs import STEP_THREADS, InProcessStarter
-    from clampdown_flows.approval_gate import POLL_SECONDS
+    from clampdown_flows import approval_gate
     from clampdown_flows.prefect_api import local_api, local_server_class
 
     logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-paused-"))
@@ -672,8 +692,8 @@ def run(args: argparse.Namespace) -> None:
             print(line)
         print(
             f"{args.paused} paused runs in one local serve (2 cores: {os.cpu_count()} CPUs seen; "
-            f"load average {os.getloadavg()[0]:.1f}); POLL_SECONDS {POLL_SECONDS}, "
-            f"STEP_THREADS {STEP_THREADS}; logs in {logs}",
+            f"load average {os.getloadavg()[0]:.1f}); a paused run (30m approval) polls every "
+            f"{approval_gate.poll_seconds(1800):g} s; STEP_THREADS {STEP_THREADS}; logs in {logs}",
             flush=True,
         )
         snaps, rates, ungated = {}, {}, {}
@@ -735,7 +755,7 @@ def main() -> None:
     parser.add_argument("--ungated", type=int, default=5, help="ungated alerts timed (5)")
     parser.add_argument("--window", type=float, default=10, help="CPU measuring window (10 s)")
     parser.add_argument(
-        "--poll", type=float, help="what-if: set approval_gate.POLL_SECONDS (shipped: 0.5)"
+        "--poll", type=float, help="what-if: every paused run polls every POLL seconds"
     )
     parser.add_argument(
         "--decide-off-bolt",

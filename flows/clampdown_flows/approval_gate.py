@@ -49,8 +49,17 @@ from clampdown_flows.decision_inbox import forget, inbox_decisions, read_request
 
 __all__ = ["ApprovalTimedOut", "Gatekeeper"]
 
-POLL_SECONDS = 0.5  # how often a paused flow asks its API whether it was resumed
+POLL_SECONDS = 0.5  # the quickest a paused flow asks its API whether it was resumed
+POLL_MAX_SECONDS = 5.0
 log = logging.getLogger("clampdown.approvals")
+
+
+def poll_seconds(wait: float) -> float:
+    """How often a paused run asks the Prefect API whether it was resumed: 1/180 of the
+    ``wait`` left to decide, between 0.5 and 5 s. Each ask costs the local server ~10 ms of
+    CPU: 100 runs asking every 0.5 s saturated it on 2 cores and a new run took 10 s to
+    start (docs/benchmarks.md, paused_runs); people given 15 minutes do not notice 5 s."""
+    return min(POLL_MAX_SECONDS, max(POLL_SECONDS, wait / 180))
 
 
 @dataclass
@@ -191,7 +200,7 @@ class Gatekeeper:
                     received = await apause_flow_run(
                         wait_for_input=prefilled,
                         timeout=max(1, math.ceil(wait)),
-                        poll_interval=POLL_SECONDS,
+                        poll_interval=poll_seconds(wait),
                         key=f"approval-{uuid.uuid4().hex[:12]}",
                     )
                 except FlowPauseTimeout:
