@@ -208,8 +208,10 @@ def assert_contained(iam: Any, users: list[tuple[str, str]]) -> None:
             raise SystemExit(f"user {user} still has an active key: it was not contained")
 
 
-def floor(endpoint: str, users: list[tuple[str, str]], loader: Any) -> dict[str, float]:
-    """N threads, one user each, released together: wall time and this process's CPU."""
+def floor(
+    endpoint: str, users: list[tuple[str, str]], loader: Any, moto_pid: int
+) -> dict[str, float]:
+    """N threads, one user each, released together: wall time, CPU of this process and moto."""
     barrier = threading.Barrier(len(users) + 1)
     ends: list[float] = []
     errors: list[BaseException] = []
@@ -225,15 +227,19 @@ def floor(endpoint: str, users: list[tuple[str, str]], loader: Any) -> dict[str,
     threads = [threading.Thread(target=one, args=(u,)) for u, _ in users]
     for thread in threads:
         thread.start()
-    cpu = cpu_seconds()
+    cpu, moto = cpu_seconds(), cpu_seconds(moto_pid)
     barrier.wait()
     start = time.perf_counter()
     for thread in threads:
         thread.join()
-    cpu = cpu_seconds() - cpu
+    cpu, moto = cpu_seconds() - cpu, cpu_seconds(moto_pid) - moto
     if errors:
         raise SystemExit(f"the floor failed: {errors[0]!r}")
-    return {"wall": max(ends) - start, "cpu_per_run": cpu / len(users)}
+    return {
+        "wall": max(ends) - start,
+        "cpu_per_run": cpu / len(users),
+        "moto_per_run": moto / len(users),
+    }
 
 
 # --- the alert sender (a subprocess) -------------------------------------------------------------
@@ -329,15 +335,18 @@ class Sampler:
         self.inclusive: dict[str, Counter[str]] = {}
         self.leaf: dict[str, Counter[str]] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Sampler:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _run(self) -> None:
         me = threading.get_ident()
@@ -371,6 +380,113 @@ class Sampler:
             print("    at the top (exclusive)")
             for where, count in self.leaf[kind].most_common(top // 2):
                 print(f"      {100 * count / total:5.1f} %  {where}")
+
+
+class ApiCalls:
+    """Prefect API requests made by this process (its clients' ``send``), by route: count
+    and total seconds until answered. Counts only while ``counting`` is set."""
+
+    def __init__(self) -> None:
+        import re
+
+        from prefect.client.base import PrefectHttpxAsyncClient, PrefectHttpxSyncClient
+
+        self.counting = False
+        self.calls: Counter[str] = Counter()
+        self.seconds: Counter[str] = Counter()
+        ids = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+        calls = self
+
+        def route(request: Any) -> str:
+            return f"{request.method} {ids.sub('{id}', request.url.path.split('/api', 1)[-1])}"
+
+        async_send, sync_send = PrefectHttpxAsyncClient.send, PrefectHttpxSyncClient.send
+
+        async def counted_async(self: Any, request: Any, *a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return await async_send(self, request, *a, **k)
+            finally:
+                calls.note(route(request), time.perf_counter() - start)
+
+        def counted_sync(self: Any, request: Any, *a: Any, **k: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return sync_send(self, request, *a, **k)
+            finally:
+                calls.note(route(request), time.perf_counter() - start)
+
+        PrefectHttpxAsyncClient.send = counted_async  # type: ignore[method-assign]
+        PrefectHttpxSyncClient.send = counted_sync  # type: ignore[method-assign]
+
+    def note(self, route: str, took: float) -> None:
+        if self.counting:
+            self.calls[route] += 1
+            self.seconds[route] += took
+
+    def report(self, runs: int) -> None:
+        total = sum(self.calls.values())
+        print(f"\n  Prefect API requests from this process: {total / runs:.1f} per run")
+        for name, count in self.calls.most_common():
+            mean = self.seconds[name] / count
+            print(f"    {count / runs:5.2f} per run  mean {1000 * mean:6.0f} ms  {name}")
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads by kind (``/proc/self/task/<tid>/stat``)."""
+    kinds = {t.native_id: thread_kind(t.name) for t in threading.enumerate()}
+    found: Counter[str] = Counter()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            found[kinds.get(int(task.name), "other: not a Python thread")] += cpu_seconds(
+                f"self/task/{task.name}"
+            )
+    return dict(found)
+
+
+@contextlib.contextmanager
+def profiling(sampler: Sampler, api: ApiCalls, cpu: dict[str, float]) -> Iterator[None]:
+    """Stacks sampled, API requests counted and CPU by thread kind (into ``cpu``) meanwhile.
+    Threads that ended meanwhile are not counted (the pools here keep theirs)."""
+    api.counting = True
+    before = thread_cpu()
+    try:
+        with sampler:
+            yield
+    finally:
+        api.counting = False
+        after = thread_cpu()
+        for kind, seconds in after.items():
+            cpu[kind] = cpu.get(kind, 0.0) + seconds - before.get(kind, 0.0)
+
+
+def what_if(args: argparse.Namespace) -> list[str]:
+    """Changes tried from this script, not the shipped behaviour (said in the output)."""
+    said = []
+    if args.keepalive:
+        import httpx
+
+        stock = httpx.Limits
+
+        class Limits(stock):  # type: ignore[misc, valid-type]
+            def __init__(self, **kwargs: Any) -> None:
+                if kwargs.get("max_connections") == 16 and kwargs.get("keepalive_expiry") == 25:
+                    kwargs["max_keepalive_connections"] = args.keepalive  # Prefect's client
+                super().__init__(**kwargs)
+
+        httpx.Limits = Limits  # type: ignore[misc]
+        said.append(
+            f"WHAT-IF: the Prefect clients keep {args.keepalive} connections alive (stock: 8 of 16)"
+        )
+    if args.no_run_name:
+        import clampdown_flows.respond as respond_module
+
+        respond_module.respond.flow_run_name = None
+        said.append(
+            "WHAT-IF: respond has no flow_run_name (Prefect's PATCH /flow_runs/{id} per run "
+            "dropped; runs keep Prefect's generated names)"
+        )
+    return said
 
 
 def _short(filename: str) -> str:
@@ -446,7 +562,7 @@ def ended(home: Path, run_id: str) -> bool:
 
 
 def burst(
-    url: str, home: Path, arns: list[str], logs: Path, server_pid: int, profile: Sampler | None
+    url: str, home: Path, arns: list[str], logs: Path, pids: dict[str, int], profile: Any
 ) -> dict[str, Any]:
     """N alerts at once from a subprocess; waits for every run's ``run.end``."""
     arns_file = logs / f"arns-{time.time_ns()}.json"
@@ -456,7 +572,7 @@ def burst(
         assert sender.stdin is not None and sender.stdout is not None
         if sender.stdout.readline().strip() != "ready":
             raise SystemExit("the alert sender did not start")
-        cpu = {"serve": cpu_seconds(), "server": cpu_seconds(server_pid)}
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
         with profile if profile is not None else contextlib.nullcontext():
             sender.stdin.write("go\n")
             sender.stdin.flush()
@@ -466,15 +582,14 @@ def burst(
                 raise SystemExit(f"{len(bad)} alerts did not start a run, e.g. {bad[0]}")
             run_ids = [r["run_id"] for r in results]
             wait_until(lambda: all(ended(home, r) for r in run_ids), 600, "the runs", 0.01)
-            cpu_end = {"serve": cpu_seconds(), "server": cpu_seconds(server_pid)}
-    drained = wait_idle(server_pid)
-    cpu_drained = cpu_seconds(server_pid)
+            cpu_end = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    drained = wait_idle(pids["server"])
+    cpu_drained = cpu_seconds(pids["server"])
     return {
         "results": results,
         "ledgers": {r: ledger(home, r) for r in run_ids},
         "cpu": {
-            "serve": cpu_end["serve"] - cpu["serve"],
-            "server": cpu_end["server"] - cpu["server"],
+            **{name: cpu_end[name] - cpu[name] for name in pids},
             "server_drained": cpu_drained - cpu["server"],
             "drain_wait": drained,
         },
@@ -518,6 +633,7 @@ def figures(out: dict[str, Any]) -> dict[str, Any]:
         "cpu_serve": cpu["serve"] / count,
         "cpu_server": cpu["server"] / count,
         "cpu_server_drained": cpu["server_drained"] / count,
+        "cpu_moto": cpu["moto"] / count,
         "drain_wait": cpu["drain_wait"],
         "first_step_start": min(starts) - first,
     }
@@ -534,10 +650,14 @@ def run(args: argparse.Namespace) -> None:
     moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
     with contextlib.ExitStack() as stack:
         moto_log = stack.enter_context((logs / "moto.log").open("w"))
-        stack.enter_context(subprocess_of(moto, stdout=moto_log, stderr=subprocess.STDOUT))
+        moto_pid = stack.enter_context(
+            subprocess_of(moto, stdout=moto_log, stderr=subprocess.STDOUT)
+        ).pid
         wait_until(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/"), 30, "moto server")
         stack.enter_context(local_api())
         server_pid = local_server_class()._instances[None].server_process.pid
+        pids = {"serve": os.getpid(), "server": server_pid, "moto": moto_pid}
+        said = what_if(args)
         starter = InProcessStarter()
         stack.callback(starter.shutdown)
         url, _app = stack.enter_context(serve_app(starter))
@@ -553,18 +673,21 @@ def run(args: argparse.Namespace) -> None:
             flush=True,
         )
         warm = new_users(iam, 1, "warm")
-        burst(url, home, [warm[0][1]], logs, server_pid, None)
-        floor(endpoint, new_users(iam, 2, "warmfloor"), loader)
+        burst(url, home, [warm[0][1]], logs, pids, None)
+        floor(endpoint, new_users(iam, 2, "warmfloor"), loader, moto_pid)
         assert_contained(iam, warm)
         rows = []
-        sampler = Sampler() if args.profile else None
+        api = ApiCalls() if args.profile else None
+        last, cpu_by_thread = Sampler(), {}
         for rep in range(args.reps):
             users = new_users(iam, args.n, f"floor{rep}")
-            base = floor(endpoint, users, loader)
+            base = floor(endpoint, users, loader, moto_pid)
             assert_contained(iam, users)
             users = new_users(iam, args.n, f"serve{rep}")
-            wait_idle(server_pid)
-            out = burst(url, home, [arn for _, arn in users], logs, server_pid, sampler)
+            wait_idle(server_pid)  # the previous burst's records written
+            last, cpu_by_thread = Sampler(), {}
+            watch = profiling(last, api, cpu_by_thread) if api is not None else None
+            out = burst(url, home, [arn for _, arn in users], logs, pids, watch)
             assert_contained(iam, users)
             got = figures(out)
             rows.append((base, got))
@@ -574,10 +697,17 @@ def run(args: argparse.Namespace) -> None:
                 f"(load {os.getloadavg()[0]:.1f})",
                 flush=True,
             )
+        for line in said:
+            print(line)
         report(args.n, rows)
-        if sampler is not None:
-            print(f"\nwhere the time goes (samples of all {args.reps} bursts):")
-            sampler.report(args.top)
+        if api is not None:
+            print(f"\nwhere the time goes (the last burst; API requests of all {args.reps}):")
+            api.report(args.n * args.reps)
+            print("\n  CPU-s per run of this process's threads during the last burst:")
+            for kind, seconds in sorted(cpu_by_thread.items(), key=lambda kv: -kv[1]):
+                if seconds > 0.0005 * args.n:
+                    print(f"    {seconds / args.n:6.3f}  {kind}")
+            last.report(args.top)
 
 
 def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
@@ -602,7 +732,14 @@ def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
             [g["cpu_server_drained"] for _, g in rows], "{:.3f}")),
         ("  Prefect server busy after the last run.end, s", cells(
             [g["drain_wait"] for _, g in rows], "{:.1f}")),
+        ("CPU-s per run, moto server (serve burst)", cells(
+            [g["cpu_moto"] for _, g in rows], "{:.3f}")),
         ("CPU-s per run, floor (N threads)", cells([b["cpu_per_run"] for b, _ in rows], "{:.3f}")),
+        ("CPU-s per run, moto server (floor)", cells(
+            [b["moto_per_run"] for b, _ in rows], "{:.3f}")),
+        ("CPU-s per run, all processes: serve / floor", cells(
+            [(g["cpu_serve"] + g["cpu_server_drained"] + g["cpu_moto"])
+             / (b["cpu_per_run"] + b["moto_per_run"]) for b, g in rows], "{:.1f}x")),
     ]  # fmt: skip
     for name, value in table:
         print(f"| {name} | {value} |")
@@ -621,6 +758,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
     parser.add_argument("--profile", action="store_true", help="sample stacks during bursts")
     parser.add_argument("--top", type=int, default=30, help="functions shown per thread kind")
+    parser.add_argument(
+        "--keepalive",
+        type=int,
+        default=0,
+        help="what-if: connections the Prefect clients keep alive (stock 8 of 16)",
+    )
+    parser.add_argument(
+        "--no-run-name",
+        action="store_true",
+        help="what-if: no flow_run_name on respond (one API round trip less per run)",
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.role == "sender":
