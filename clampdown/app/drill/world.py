@@ -285,17 +285,23 @@ def drill_prefect(workspace: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def _use_api(url: str) -> Iterator[None]:
     """Every Prefect client of this process (threads too) talks to the drills' API at
-    ``url`` with the drills' secret until the block ends; what is still queued for it is
-    sent before the block ends (as :func:`~clampdown_flows.prefect_api.local_api` does)."""
+    ``url`` with the drills' secret until the block ends; before it ends, what is queued
+    is sent and the API shows every task run of the drill in its last state (as
+    :func:`~clampdown_flows.prefect_api.local_api` does for a server of its own)."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
-    from clampdown_flows.prefect_api import _process_settings, flush_to_api, local_auth_string
+    from clampdown_flows.prefect_api import _process_settings, local_auth_string, settle
+    from clampdown_flows.prefect_record import watching
 
-    with _process_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: local_auth_string()}):
+    auth = local_auth_string()
+    with (
+        _process_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: auth}),
+        watching() as watch,
+    ):
         try:
             yield
         finally:
-            flush_to_api()
+            settle(watch)
 
 
 def standing_api(home: Path) -> str | None:
