@@ -187,7 +187,7 @@ def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[st
         lambda: timed_run(run_one, ours),
         lambda: wall([PYTHON, "-c", STOCK_FLOW], stock),
     )
-    line("clampdown run, resident local API up", warm[0], "stock 1-task flow", warm[1])
+    line("clampdown run, warm home (resident API up)", warm[0], "stock 1-task flow", warm[1])
     resident = subprocess.run(stop, cwd=ROOT, env=ours, capture_output=True).returncode == 0
     cold = []
     for _ in range(runs if resident else 0):
@@ -196,7 +196,7 @@ def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[st
     if cold:
         line("clampdown run, server started (warm home)", cold, "stock 1-task flow", warm[1])
     else:
-        print("  (no resident local API in this tree: every run above started a server)")
+        print("  (no resident local API in this tree: each run above started its own server)")
     print(
         f"  first start of the local API, empty home        {first[0]:6.2f} s "
         f"(CPU {first[1]:5.2f} s, once)"
