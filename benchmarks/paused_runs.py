@@ -33,6 +33,11 @@ share this process's threads, memory or GIL). Runs post their cards to the stand
 
     python benchmarks/paused_runs.py [--paused 100] [--storm 300] [--clicks 20]
                                      [--click-every 0.25] [--ungated 5] [--window 10]
+                                     [--poll S] [--decide-off-bolt]
+
+``--poll`` and ``--decide-off-bolt`` are what-ifs, printed as such: every paused run polls
+every S seconds (``--poll 0.5`` is the behaviour before ``poll_seconds``), and a click's
+decision is sent from a pool of its own instead of on Bolt's 5 listener threads.
 
 Targets (issue 11, docs/benchmarks.md): with 100 runs paused an ungated alert starts
 within a second; clicks answered under 3 s during a 300-alert storm.
@@ -378,8 +383,8 @@ def role_clicks(url: str, cards: Path, every: float, stop: Path) -> None:
             status = f"error: {exc}"
         took = time.perf_counter() - sent
         with lock:
-            results.append({"run_id": json.loads(value)["run_id"], "sent": sent_wall,
-                            "took": took, "status": status})  # fmt: skip
+            run_id = json.loads(value)["run_id"]
+            results.append({"run_id": run_id, "sent": sent_wall, "took": took, "status": status})
 
     threads = []
     start = time.monotonic()
@@ -558,9 +563,11 @@ def report(
         ("client", "GET flow run, runs' client (ms)"),
     ):
         rows.append((label, ["", *(f"{lags[p][key] * 1000:.1f}" for p in ("idle", "paused"))]))
-    for mark in ("answered", "run.start", "run.end"):
-        label = {"answered": "ungated alert: 202 answer (s)", "run.start": "  -> run.start (s)",
-                 "run.end": "  -> run.end (s)"}[mark]  # fmt: skip
+    for mark, label in (
+        ("answered", "ungated alert: 202 answer (s)"),
+        ("run.start", "  -> run.start (s)"),
+        ("run.end", "  -> run.end (s)"),
+    ):
         rows.append(
             (label, ["", median_cell(ungated["idle"][mark]), median_cell(ungated["paused"][mark])])
         )
@@ -708,8 +715,11 @@ def run(args: argparse.Namespace) -> None:
         started = time.monotonic()
         paused = start_gated(starter, library, args.paused, 0)
         took = wait_paused(bench, paused, 60 + 3 * args.paused)
-        print(f"  {args.paused} runs started and waiting in {time.monotonic() - started:.1f} s "
-              f"(all requests pending after {took:.1f} s)", flush=True)  # fmt: skip
+        print(
+            f"  {args.paused} runs started and waiting in {time.monotonic() - started:.1f} s "
+            f"(all requests pending after {took:.1f} s)",
+            flush=True,
+        )
         rates["paused"] = cpu_rates(pids, args.window)
         snaps["paused"] = snapshot(server_pid)
         lags["paused"] = loop_and_api(starter, bench.last_flow_run)
@@ -722,8 +732,8 @@ def run(args: argparse.Namespace) -> None:
         extra = start_gated(starter, library, 2 * args.clicks, args.paused)
         wait_paused(bench, extra, 60 + 3 * len(extra))
         print(
-            f"\nSlack Approve clicks, one every {args.click_every:g} s, with {args.paused} more "
-            "runs paused (each click approves another run):",
+            f"\nSlack Approve clicks, one every {args.click_every:g} s, each approving one of "
+            f"{len(extra)} more runs paused beside the {args.paused}:",
             flush=True,
         )
         phases = {
