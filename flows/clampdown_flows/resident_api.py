@@ -48,6 +48,7 @@ LOG_FILE = "clampdown-api.log"
 PROOF_PATH = "/clampdown/local-api"
 IDLE_ENV = "CLAMPDOWN_LOCAL_API_IDLE_SECONDS"  # set by :func:`ensure` for the server only
 IDLE_SECONDS = 3600
+WATCH_SECONDS = 30.0  # how often a resident server checks it is idle or replaced
 
 
 @dataclass(frozen=True)
@@ -140,10 +141,10 @@ def ensure(
             with open(log_path, "ab") as log:
                 os.chmod(log_path, 0o600)
                 process = spawn(port, {IDLE_ENV: str(IDLE_SECONDS)}, log)
+            _write_state(identity.home, port, process.pid)  # at once: see ProofAndIdle
             if while_starting is not None:
                 while_starting()
             _wait_until_up(identity, port, process, timeout, log_path)
-            _write_state(identity.home, port, process.pid)
             return Resident(port, process.pid, started=True)
     if while_starting is not None:
         while_starting()
@@ -226,9 +227,12 @@ def _free_port() -> int:
 class ProofAndIdle:
     """The resident server's ASGI wrapper: answers :data:`PROOF_PATH`, stops when idle.
 
-    Every other request goes to Prefect's app unchanged (its auth applies). ``idle``
-    seconds with no request and no open connection end the process (SIGTERM to itself:
-    uvicorn's orderly shutdown); 0 never does.
+    Every other request goes to Prefect's app unchanged (its auth applies). With ``idle``
+    (a resident server) the process ends itself (SIGTERM: uvicorn's orderly shutdown)
+    after ``idle`` seconds with no request and no open connection, and as soon as its
+    home's state file no longer names it (stopped, replaced by a server of a newer
+    version, a starter killed before the server was up, the home deleted), so no resident
+    outlives its record; 0 (a command's own server) never does.
     """
 
     def __init__(self, app: Any, identity: Identity, idle: float) -> None:
@@ -267,8 +271,17 @@ class ProofAndIdle:
 
     def _watch(self, idle: float) -> None:
         while True:
-            time.sleep(min(idle, 30.0))
-            if self.active == 0 and time.monotonic() - self.last > idle:
-                logger.warning("local Prefect API idle for %.0f s: stopping", idle)
+            time.sleep(min(idle, WATCH_SECONDS))
+            quiet = self.active == 0 and time.monotonic() - self.last > idle
+            if quiet or not self._recorded():
+                logger.warning("local Prefect API %s: stopping", "idle" if quiet else "replaced")
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
+
+    def _recorded(self) -> bool:
+        """Whether the home's state file still names this process."""
+        try:
+            state = json.loads((self.identity.home / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(state, dict) and state.get("pid") == os.getpid()

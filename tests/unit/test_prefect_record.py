@@ -127,3 +127,14 @@ def test_the_server_wrapper_answers_the_proof_and_passes_the_rest_through(
 
     call(wrapper, {"type": "http", "path": "/api/flow_runs/filter", "query_string": b""})
     assert passed == ["/api/flow_runs/filter"] and wrapper.active == 0
+
+
+def test_a_resident_server_knows_when_its_home_no_longer_names_it(tmp_path: Path) -> None:
+    import os
+
+    wrapper = ProofAndIdle(None, identity(tmp_path), idle=0)
+    assert not wrapper._recorded()  # no state file (stopped, or the home deleted)
+    (tmp_path / STATE_FILE).write_text(json.dumps({"port": 1, "pid": os.getpid()}))
+    assert wrapper._recorded()
+    (tmp_path / STATE_FILE).write_text(json.dumps({"port": 2, "pid": os.getpid() + 1}))
+    assert not wrapper._recorded()  # another server took its place
