@@ -1,4 +1,8 @@
-"""The Prefect API for local mode, started once per process and shared by its runs.
+"""The Prefect API for local mode: a server of this process's own (:func:`local_api`:
+``serve``, drills, the tests) or the Prefect home's resident one (:func:`resident_api`:
+``run``, ``resume``, ``rollback``; :mod:`clampdown_flows.resident_api`), shared by the
+process's runs. Either way, before the block ends every task run the process reported is
+in Prefect's record (:mod:`clampdown_flows.prefect_record`).
 
 Local mode runs flows in this process against Prefect's embedded server
 (SQLite). Two of Prefect 3.9's defaults cost far more than the work of a
