@@ -33,11 +33,22 @@ Moto server runs in its own process. One warm-up alert runs before the first rep
 (first imports, first clients: a serve that has been up). Every user is checked contained.
 
     python benchmarks/serve_throughput.py [-n 32] [--reps 3] [--profile]
+                                          [--keepalive 16] [--no-run-name] [--lean-server]
 
-``--profile``: during each burst a thread samples every thread's stack
-(``sys._current_frames``, every 5 ms) and the script prints, per thread kind, the
-functions most often on the stack (inclusive) and at the top (exclusive); and each run's
-ledger marks (answered, run.start, step.start, step.end, run.end) as medians.
+Also printed: each run's ledger marks (sent, answered, run.start, step.start, step.end,
+run.end) as medians and p95 per repetition.
+
+``--profile`` (it costs CPU itself: take timings from runs without it), for the last
+burst: CPU seconds per run of this process's threads by kind (``/proc/self/task``); the
+functions most often on each kind's stack (inclusive) and at the top, from a thread that
+samples every thread (``sys._current_frames``, every 5 ms); the same for the Prefect
+server's busy threads (a ``sitecustomize`` put on the server's ``PYTHONPATH`` only); and
+the Prefect API requests this process made, per run and route, with their mean latency.
+
+What-ifs (changes tried from here, not shipped; said in the output): ``--keepalive``
+connections kept alive by the Prefect clients (stock 8 of 16); ``--no-run-name`` (respond
+without ``flow_run_name``: one PATCH less per run); ``--lean-server`` (the local Prefect
+server without services local runs do not use).
 
 Targets (issue 15, docs/benchmarks.md): wall time within 2.5x of the floor; 202 p95 < 0.5 s.
 """
@@ -460,6 +471,17 @@ def profiling(sampler: Sampler, api: ApiCalls, cpu: dict[str, float]) -> Iterato
             cpu[kind] = cpu.get(kind, 0.0) + seconds - before.get(kind, 0.0)
 
 
+LEAN_OFF = (
+    "triggers",
+    "scheduler",
+    "late_runs",
+    "foreman",
+    "cancellation_cleanup",
+    "repossessor",
+    "cleanup_reconciler",
+)
+
+
 def what_if(args: argparse.Namespace) -> list[str]:
     """Changes tried from this script, not the shipped behaviour (said in the output)."""
     said = []
@@ -478,6 +500,13 @@ def what_if(args: argparse.Namespace) -> list[str]:
         said.append(
             f"WHAT-IF: the Prefect clients keep {args.keepalive} connections alive (stock: 8 of 16)"
         )
+    if args.lean_server:
+        off = [f"PREFECT_SERVER_SERVICES_{name.upper()}_ENABLED" for name in LEAN_OFF]
+        os.environ.update(dict.fromkeys(off, "false"))
+        said.append(
+            "WHAT-IF: the local Prefect server without the services local runs do not need: "
+            + ", ".join(LEAN_OFF)
+        )
     if args.no_run_name:
         import clampdown_flows.respond as respond_module
 
@@ -487,6 +516,102 @@ def what_if(args: argparse.Namespace) -> list[str]:
             "dropped; runs keep Prefect's generated names)"
         )
     return said
+
+
+SERVER_SAMPLER = """\
+# Written by benchmarks/serve_throughput.py --profile, for the Prefect server process only:
+# every 5 ms each thread's stack; inclusive counts of file:function written to OUT every 1 s.
+import json, os, sys, threading, time
+from collections import Counter
+
+OUT = os.environ.pop("CLAMPDOWN_BENCH_SERVER_SAMPLES", "")
+IDLE = ("selectors.py:select", "threading.py:wait", "aiosqlite/core.py:_connection_worker_thread",
+        "threading.py:_wait_for_tstate_lock", "queue.py:get")
+
+
+def _sample():
+    counts, total = Counter(), 0
+    me, last = threading.get_ident(), time.monotonic()
+    while True:
+        time.sleep(0.005)
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            seen, leaf = set(), None
+            while frame is not None:
+                where = (frame.f_code.co_filename.rsplit("site-packages/", 1)[-1]
+                         + ":" + frame.f_code.co_name)
+                leaf = leaf or where
+                seen.add(where)
+                frame = frame.f_back
+            if leaf is None or leaf.endswith(IDLE):
+                continue  # busy samples only: a thread waiting for work is not counted
+            total += 1
+            counts.update(seen)
+            counts["leaf " + leaf] += 1
+        if time.monotonic() - last > 1:
+            last = time.monotonic()
+            with open(OUT + ".tmp", "w") as out:
+                json.dump({"total": total, "counts": counts}, out)
+            os.replace(OUT + ".tmp", OUT)
+
+
+if OUT:
+    threading.Thread(target=_sample, name="bench-sampler", daemon=True).start()
+"""
+
+
+class ServerSamples:
+    """Stack samples of the Prefect server subprocess (``--profile``): a ``sitecustomize``
+    on its ``PYTHONPATH`` samples its threads and writes cumulative counts to a file."""
+
+    def __init__(self, logs: Path) -> None:
+        self.folder = logs / "server-sampler"
+        self.folder.mkdir()
+        (self.folder / "sitecustomize.py").write_text(SERVER_SAMPLER)
+        self.out = logs / "server-samples.json"
+
+    @contextlib.contextmanager
+    def injected(self) -> Iterator[None]:
+        """The environment the server starts with (only it: removed once it started)."""
+        saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "CLAMPDOWN_BENCH_SERVER_SAMPLES")}
+        path = os.pathsep.join(p for p in (str(self.folder), saved["PYTHONPATH"]) if p)
+        os.environ.update({"PYTHONPATH": path, "CLAMPDOWN_BENCH_SERVER_SAMPLES": str(self.out)})
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def read(self) -> dict[str, Any]:
+        time.sleep(1.2)  # the sampler's next write
+        try:
+            return json.loads(self.out.read_text())
+        except (OSError, ValueError):
+            return {"total": 0, "counts": {}}
+
+    @staticmethod
+    def report(before: dict[str, Any], after: dict[str, Any], top: int) -> None:
+        total = after["total"] - before["total"]
+        if total <= 0:
+            print("\n  Prefect server: no samples (the sampler did not start)")
+            return
+        counts = Counter(after["counts"])
+        counts.subtract(before["counts"])
+        print(f"\n  Prefect server process: {total} busy samples (threads not waiting)")
+        for title, leaves in (("on the stack (inclusive)", False), ("at the top", True)):
+            print(f"    {title}")
+            shown = 0
+            for where, count in counts.most_common():
+                if where.startswith("leaf ") != leaves or "threading.py" in where:
+                    continue
+                print(f"      {100 * count / total:5.1f} %  {where.removeprefix('leaf ')}")
+                shown += 1
+                if shown == (top if not leaves else top // 2):
+                    break
 
 
 def _short(filename: str) -> str:
@@ -654,10 +779,12 @@ def run(args: argparse.Namespace) -> None:
             subprocess_of(moto, stdout=moto_log, stderr=subprocess.STDOUT)
         ).pid
         wait_until(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/"), 30, "moto server")
-        stack.enter_context(local_api())
+        said = what_if(args)  # before the Prefect server starts: it takes this environment
+        server_samples = ServerSamples(logs) if args.profile else None
+        with server_samples.injected() if server_samples else contextlib.nullcontext():
+            stack.enter_context(local_api())
         server_pid = local_server_class()._instances[None].server_process.pid
         pids = {"serve": os.getpid(), "server": server_pid, "moto": moto_pid}
-        said = what_if(args)
         starter = InProcessStarter()
         stack.callback(starter.shutdown)
         url, _app = stack.enter_context(serve_app(starter))
@@ -687,7 +814,9 @@ def run(args: argparse.Namespace) -> None:
             wait_idle(server_pid)  # the previous burst's records written
             last, cpu_by_thread = Sampler(), {}
             watch = profiling(last, api, cpu_by_thread) if api is not None else None
+            server_before = server_samples.read() if server_samples else None
             out = burst(url, home, [arn for _, arn in users], logs, pids, watch)
+            server_after = server_samples.read() if server_samples else None
             assert_contained(iam, users)
             got = figures(out)
             rows.append((base, got))
@@ -708,6 +837,8 @@ def run(args: argparse.Namespace) -> None:
                 if seconds > 0.0005 * args.n:
                     print(f"    {seconds / args.n:6.3f}  {kind}")
             last.report(args.top)
+            if server_samples is not None:
+                server_samples.report(server_before, server_after, args.top)
 
 
 def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
@@ -768,6 +899,11 @@ def main() -> None:
         "--no-run-name",
         action="store_true",
         help="what-if: no flow_run_name on respond (one API round trip less per run)",
+    )
+    parser.add_argument(
+        "--lean-server",
+        action="store_true",
+        help="what-if: local Prefect server without automations, scheduler and other services",
     )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
