@@ -209,6 +209,16 @@ def send_alert(url: str, world: World, alert_id: str) -> str:
     return str(alert["run_id"])
 
 
+def use_session_api(world: World, api_url: str) -> None:
+    """serve talks to the test session's Prefect API instead of starting its own (what
+    PREFECT_API_URL does in production too): each restart then takes seconds, not a
+    server start. The SIGTERM test keeps serve's own API: it checks that API stops too."""
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    world.env["PREFECT_API_URL"] = api_url
+    world.env["PREFECT_API_AUTH_STRING"] = str(PREFECT_API_AUTH_STRING.value() or "")
+
+
 def waiting_request(world: World, run_id: str) -> dict[str, Any]:
     path = world.home / "runs" / run_id / "approvals" / "approve.json"
     return wait_for(
@@ -228,11 +238,12 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_kill_9_while_waiting_for_approval_loses_nothing(world: World) -> None:
+def test_kill_9_while_waiting_for_approval_loses_nothing(world: World, prefect_server: str) -> None:
+    use_session_api(world, prefect_server)
     with serve(world, "serve-1") as (proc, url):
         run_id = send_alert(url, world, "dlp-restart-1")
         before = waiting_request(world, run_id)
-        os.killpg(proc.pid, signal.SIGKILL)  # serve and its Prefect API, as an OOM kill does
+        os.killpg(proc.pid, signal.SIGKILL)  # as an OOM kill does
         proc.wait(30)
 
     assert "run.end" not in world.types(run_id)
@@ -342,10 +353,11 @@ class HoldingProxy:
 
 
 def test_kill_9_between_a_containment_call_and_its_answer_leaves_nothing_unrecorded(
-    world: World, aws_endpoint: str
+    world: World, aws_endpoint: str, prefect_server: str
 ) -> None:
     """serve dies after AWS deactivated the key and before the answer: the undo intent was
     written first; the next serve runs the step again; rollback restores the user."""
+    use_session_api(world, prefect_server)
     proxy = HoldingProxy(aws_endpoint, b"Action=UpdateAccessKey")
     world.env["AWS_ENDPOINT_URL"] = proxy.url
     try:
