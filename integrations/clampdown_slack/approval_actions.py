@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from clampdown.core.approvals import DecisionVerdict, SubmitDecision
@@ -40,21 +41,35 @@ from clampdown_slack.approval_card import (
 from clampdown_slack.text import inert
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from slack_bolt import App
 
 log = logging.getLogger("clampdown.slack.approvals")
 
 
-def register_approval_actions(app: App, submit_decision: SubmitDecision) -> None:
+DECISION_THREADS = 32
+"""Clicks being delivered at once. Delivering one waits for the run's verdict (seconds);
+on Bolt's own listener threads (5) a few such waits made the next click's acknowledgement
+queue past Slack's 3 s, and Slack showed the clicker an error."""
+
+
+def register_approval_actions(
+    app: App, submit_decision: SubmitDecision, deliver: Executor | None = None
+) -> None:
     """Add the Approve/Deny button handlers and the deny-reason modal to ``app``;
-    decisions are sent with ``submit_decision``."""
+    decisions are sent with ``submit_decision`` on ``deliver`` (default: a pool of
+    :data:`DECISION_THREADS` made here), so a click is acknowledged at once whatever
+    the other clicks are waiting for."""
+    pool = deliver or ThreadPoolExecutor(DECISION_THREADS, thread_name_prefix="clampdown-click")
 
     @app.action(APPROVE_ACTION)
     def approve(ack: Any, body: dict[str, Any], client: Any) -> None:
         ack()
         value, channel = _clicked(body)
         if value is not None:
-            _decide(submit_decision, client, value, channel, _user(body), "approve", "")
+            user = _user(body)
+            pool.submit(_decide, submit_decision, client, value, channel, user, "approve", "")
 
     @app.action(DENY_ACTION)
     def deny(ack: Any, body: dict[str, Any], client: Any) -> None:
@@ -80,7 +95,8 @@ def register_approval_actions(app: App, submit_decision: SubmitDecision) -> None
         except (ValueError, KeyError, TypeError):
             log.warning("deny modal with unreadable metadata ignored")
             return
-        _decide(
+        pool.submit(
+            _decide,
             submit_decision,
             client,
             value,

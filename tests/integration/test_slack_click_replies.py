@@ -99,3 +99,72 @@ def test_a_counted_decision_gets_no_message(client: Any) -> None:
 
     _decide(submit, web, VALUE, CHANNEL, "U0ONCALL1", "approve", "")
     assert standin.ephemeral == []
+
+
+def test_clicks_are_acknowledged_while_earlier_ones_wait_for_their_runs(client: Any) -> None:
+    """Delivering a decision waits for the run's verdict (up to 30 s). On Bolt's own five
+    listener threads, five such waits held back the next click's acknowledgement past
+    Slack's 3 s: it is acknowledged at once now, whatever the others wait for."""
+    import json
+    import threading
+    from urllib.parse import urlencode
+
+    from slack_bolt import App, BoltRequest
+
+    from clampdown_slack.approval_actions import register_approval_actions
+    from clampdown_slack.approval_card import APPROVE_ACTION
+
+    release = threading.Event()
+    delivered: list[str] = []
+
+    def slow_run(run_id: str, *_: Any, **__: Any) -> DecisionVerdict:
+        delivered.append(run_id)
+        release.wait(60)  # the run has not answered yet
+        return DecisionVerdict(True, "counted", None, "approve_containment")
+
+    from slack_bolt.authorization import AuthorizeResult
+
+    def authorize(**_: Any) -> AuthorizeResult:
+        return AuthorizeResult(enterprise_id=None, team_id="T0TEAM", bot_token=TOKEN)
+
+    app = App(
+        client=client[1],  # the Slack stand-in
+        authorize=authorize,
+        signing_secret="unused",
+        request_verification_enabled=False,
+        token_verification_enabled=False,
+        process_before_response=False,
+    )
+    register_approval_actions(app, slow_run)
+
+    def click(n: int) -> BoltRequest:
+        value = json.dumps(VALUE | {"run_id": f"run{n:04d}"})
+        payload = {
+            "type": "block_actions",
+            "user": {"id": f"U0ONCALL{n}"},
+            "team": {"id": "T0TEAM"},
+            "channel": {"id": CHANNEL},
+            "container": {"channel_id": CHANNEL},
+            "trigger_id": f"trigger-{n}",
+            "actions": [{"action_id": APPROVE_ACTION, "value": value, "type": "button"}],
+        }
+        body = urlencode({"payload": json.dumps(payload)})
+        return BoltRequest(
+            body=body, headers={"content-type": ["application/x-www-form-urlencoded"]}
+        )
+
+    answers: list[int] = []
+    try:
+        clicks = [threading.Thread(target=lambda n=n: answers.append(app.dispatch(click(n)).status))
+                  for n in range(12)]  # fmt: skip
+        for thread in clicks:
+            thread.start()
+        for thread in clicks:
+            thread.join(20)  # bounded only so a regression fails instead of hanging
+        assert answers == [200] * 12, answers
+        deadline = time.monotonic() + 20
+        while len(delivered) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(delivered) == sorted(f"run{n:04d}" for n in range(12))
+    finally:
+        release.set()
