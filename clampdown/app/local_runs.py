@@ -10,10 +10,12 @@ What it guarantees, and how:
   :mod:`clampdown.core.run_start`) is on disk, fsync'd, before the run id is returned;
   when it cannot be written the starter raises
   :class:`~clampdown.core.runs.RunNotStarted` (serve answers 503 + Retry-After).
-* **Paused runs hold no thread.** Every run is a task on one event loop, in one thread
-  the starter owns: a run waiting for people is a suspended coroutine, not a blocked
-  thread, so hundreds may wait while others run. What bounds work is the step threads
-  (synchronous actions run in the loop's executor, ``step_threads`` of them).
+* **Paused runs hold no worker thread.** Every run is a task on one event loop, in one
+  thread the starter owns: a run waiting for people is a suspended coroutine, not a
+  blocked thread, so hundreds may wait while others run. What bounds work is the step
+  threads (synchronous actions run in the loop's executor, ``step_threads`` of them).
+  Two idle threads per run remain, not ours to pool yet: Prefect's flow-run heartbeat
+  and the run's Slack sender (benchmarks/paused_runs.py: ~0.35 MB each).
 * **A run outlives the process.** At start, and every ``scan_every`` seconds, the
   starter looks for runs in its ``CLAMPDOWN_HOME`` that have a start record, no
   ``run.end`` and no live process holding them (:mod:`clampdown.core.run_ownership`),
