@@ -48,6 +48,7 @@ LOG_FILE = "clampdown-api.log"
 PROOF_PATH = "/clampdown/local-api"
 IDLE_ENV = "CLAMPDOWN_LOCAL_API_IDLE_SECONDS"  # set by :func:`ensure` for the server only
 IDLE_SECONDS = 3600
+STOP_PROOF_SECONDS = 120.0  # how long `stop` waits for a live server to prove itself
 WATCH_SECONDS = 30.0  # how often a resident server checks it is idle or replaced
 
 
@@ -179,9 +180,13 @@ def _write_state(home: Path, port: int, pid: int) -> None:
 
 
 def stop(identity: Identity, timeout: float = 15.0) -> Resident | None:
-    """Stop the home's resident API (the process it proved to be); None if none runs."""
+    """Stop the home's resident API (the process it proved to be); None if none runs.
+
+    It waits longer for the proof than a command does: on a saturated machine a busy
+    server can take more than ``find``'s 15 s to answer, and ``stop`` must not give up.
+    """
     with _start_lock(identity.home):
-        found = find(identity)
+        found = find(identity, timeout=STOP_PROOF_SECONDS)
         if found is None:
             return None
         os.kill(found.pid, signal.SIGTERM)
