@@ -102,8 +102,36 @@ def create_app() -> Any:
     from clampdown_flows.resident_api import IDLE_ENV, ProofAndIdle
 
     serialize_sqlite_writes()
+    follow_parent(os.environ.get(PARENT_ENV))
     idle = float(os.environ.get(IDLE_ENV) or 0)
     return ProofAndIdle(prefect_create_app(), resident_identity(server=True), idle)
+
+
+PARENT_ENV = "CLAMPDOWN_PREFECT_PARENT"
+"""Set for a local API that belongs to one process (``serve``, ``clampdown run`` without a
+resident API, the tests): the pid it must not outlive."""
+
+
+def follow_parent(parent: str | None, every: float = 2.0) -> None:
+    """Stop this server when the process that started it is gone.
+
+    A ``kill -9`` of ``serve`` gives its local API no chance to be stopped, and each
+    restart would leave one more server on the same database. The kernel re-parents an
+    orphan, so a changed parent pid is the sign: the server then stops itself (SIGTERM to
+    itself: uvicorn shuts down cleanly). A resident API has no such parent.
+    """
+    if not parent or not parent.isdigit():
+        return
+    import signal
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="clampdown-parent-watch", daemon=True).start()
 
 
 def resident_identity(*, server: bool = False) -> Any:
@@ -195,6 +223,7 @@ def _start_server_process(
         "PREFECT__SERVER_FINAL": "1",
         **get_current_settings().to_environment_variables(exclude_unset=True),
         "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
+        PARENT_ENV: str(os.getpid()),  # a local API stops when its process is gone
         **(extra_env or {}),
     }
     detached: dict[str, Any] = {}
