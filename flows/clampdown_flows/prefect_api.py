@@ -282,7 +282,7 @@ def local_api(timeout: int = 60) -> Iterator[str]:
         server.start(timeout=timeout)
         with (
             _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}),
-            watching() as watch,
+            watching(server.api_url) as watch,
         ):
             try:
                 yield server.api_url
@@ -326,7 +326,7 @@ def resident_api(
     )
     with (
         _process_settings({PREFECT_API_URL: resident.url, PREFECT_API_AUTH_STRING: identity.auth}),
-        watching() as watch,
+        watching(resident.url) as watch,
     ):
         try:
             yield resident

@@ -48,13 +48,19 @@ class TaskRunWatch:
     """Task runs this process reported while the watch was open: task run id -> the id of
     the last state it reported (the event's id, which the recorder stores as ``state_id``)."""
 
-    def __init__(self, limit: int = WATCH_LIMIT) -> None:
+    def __init__(self, limit: int = WATCH_LIMIT, api_url: str | None = None) -> None:
         self.limit = limit
+        # the API this watch waits on: events sent to another one (the drills' API while
+        # the test session's is watched) would never show there
+        self.api_url = api_url.rstrip("/") if api_url else None
         self._lock = threading.Lock()
         self._last: OrderedDict[UUID, UUID] = OrderedDict()
 
-    def note(self, event: Any) -> None:
-        """Remember ``event`` if it reports a task run's state (others are ignored)."""
+    def note(self, event: Any, api_url: str | None = None) -> None:
+        """Remember ``event`` if it reports a task run's state to this watch's API (others
+        are ignored)."""
+        if self.api_url and api_url and api_url.rstrip("/") != self.api_url:
+            return
         name = getattr(event, "event", "")
         if not name.startswith(TASK_RUN_EVENT):
             return
@@ -81,8 +87,9 @@ _watches_lock = threading.Lock()
 
 
 @contextmanager
-def watching() -> Iterator[TaskRunWatch | None]:
-    """A :class:`TaskRunWatch` fed with this process's task-run events while the block runs.
+def watching(api_url: str | None = None) -> Iterator[TaskRunWatch | None]:
+    """A :class:`TaskRunWatch` fed with this process's task-run events while the block runs
+    (with ``api_url``: only those sent to that API).
 
     None when Prefect's events worker no longer has the hook this relies on (then only the
     queues are drained, as before).
@@ -90,7 +97,7 @@ def watching() -> Iterator[TaskRunWatch | None]:
     if not _install_hook():
         yield None
         return
-    watch = TaskRunWatch()
+    watch = TaskRunWatch(api_url=api_url)
     with _watches_lock:
         _watches.append(watch)
     try:
@@ -113,8 +120,9 @@ def _install_hook() -> bool:
 
     def _prepare_item(self: Any, event: Any) -> Any:
         prepared = original(self, event)
+        options = dict(getattr(self, "client_options", None) or ())
         for watch in tuple(_watches):
-            watch.note(event)
+            watch.note(event, options.get("api_url"))
         return prepared
 
     _prepare_item._clampdown_watch = True  # type: ignore[attr-defined]

@@ -138,3 +138,20 @@ def test_a_resident_server_knows_when_its_home_no_longer_names_it(tmp_path: Path
     assert wrapper._recorded()
     (tmp_path / STATE_FILE).write_text(json.dumps({"port": 2, "pid": os.getpid() + 1}))
     assert not wrapper._recorded()  # another server took its place
+
+
+def test_a_watch_on_one_api_ignores_events_sent_to_another() -> None:
+    """The test session's API must not wait for the drills' task runs, which went to the
+    drills' own API and never show on the session's (a 15 s stall at every session end)."""
+
+    class Worker:
+        def __init__(self, api_url: str) -> None:
+            self._context_cache: dict[Any, Any] = {}
+            self.client_options = (("api_url", api_url),)
+
+    mine, other = uuid4(), uuid4()
+    with watching("http://127.0.0.1:4200/api/") as watch:
+        assert watch is not None
+        EventsWorker._prepare_item(Worker("http://127.0.0.1:4200/api"), task_run_event(mine))  # type: ignore[arg-type]
+        EventsWorker._prepare_item(Worker("http://127.0.0.1:4300/api"), task_run_event(other))  # type: ignore[arg-type]
+    assert list(watch.reported()) == [mine]

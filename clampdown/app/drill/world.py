@@ -296,7 +296,7 @@ def _use_api(url: str) -> Iterator[None]:
     auth = local_auth_string()
     with (
         _process_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: auth}),
-        watching() as watch,
+        watching(url) as watch,
     ):
         try:
             yield
