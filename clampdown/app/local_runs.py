@@ -266,7 +266,7 @@ def stopped_runs(home: Home, skip: set[str] | None = None) -> list[str]:
     ``skip``: run ids known to have ended (filled in as they are found: a run that
     ended never starts again, so a long-lived server reads each ledger to its end once).
     """
-    from clampdown.core.run_ownership import is_held
+    from clampdown.core.run_ownership import is_stopped
 
     found = []
     folder = home.runs_dir
@@ -279,7 +279,7 @@ def stopped_runs(home: Home, skip: set[str] | None = None) -> list[str]:
             if skip is not None:
                 skip.add(run_id)
             continue
-        if not is_held(files):
+        if is_stopped(files):
             found.append(run_id)
     return found
 

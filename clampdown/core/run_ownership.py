@@ -84,4 +84,11 @@ def is_held(files: RunFiles) -> bool:
     return False
 
 
-__all__ = ["RunHeld", "hold", "is_held"]
+def is_stopped(files: RunFiles) -> bool:
+    """A run that can be continued (it has a start record) and that no live process holds:
+    its process died, or serve is restarting. Whether it also lacks ``run.end`` is the
+    caller's to know (it has read, or will read, the ledger)."""
+    return files.start.is_file() and not is_held(files)
+
+
+__all__ = ["RunHeld", "hold", "is_held", "is_stopped"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import ROLLED_BACK_MARK, Home
-from clampdown.core.run_ownership import is_held
+from clampdown.core.run_ownership import is_stopped
 
 
 class RunNotStarted(ClampdownError):
@@ -129,8 +129,7 @@ def _status(
 
 def _stopped(folder: Path) -> bool:
     """A run (with a start record, so it can be continued) that no live process holds."""
-    files = Home(folder.parent.parent).run(folder.name)
-    return files.start.is_file() and not is_held(files)
+    return is_stopped(Home(folder.parent.parent).run(folder.name))
 
 
 def _rolled_back_by(mark: Path) -> str | None:

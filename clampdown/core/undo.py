@@ -53,7 +53,7 @@ from clampdown.core.ledger_signing import (
     open_ledger,
     verify_ledger,
 )
-from clampdown.core.run_ownership import is_held
+from clampdown.core.run_ownership import is_stopped
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
         )
     if not any(r.get("type") == "run.end" for r in records):
         files = home.run(run_id)
-        if files.start.is_file() and not is_held(files):
+        if is_stopped(files):
             raise RollbackRefused(
                 f"run '{run_id}' stopped before it finished (no process runs it; no run.end)",
                 f"`clampdown resume {run_id}` finishes it (Ctrl-C there ends it as cancelled), "

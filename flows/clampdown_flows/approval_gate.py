@@ -35,6 +35,7 @@ from clampdown.core.engine.gate_policy import ApprovalTimedOut, GatePolicy
 from clampdown.core.engine.gate_policy import now as _now
 from clampdown.core.engine.observing import Observers
 from clampdown.core.engine.resume import Waiting
+from clampdown.core.engine.scheduler import describe
 from clampdown.core.engine.state import RunState
 from clampdown.core.settings import Settings
 from clampdown_flows.approval_store import (
@@ -160,9 +161,10 @@ class Gatekeeper:
         ledger is not counted again."""
         recorded = waiting.recorded if waiting else set()
         for path, decision in inbox_decisions(self.state.files, step_id):
-            if decision.decision_id not in recorded and step_id in self.pending:
+            if decision.decision_id in recorded:
+                path.unlink(missing_ok=True)  # already in the ledger
+            else:  # checked as if sent now; recorded (counted or refused), then forgotten
                 await self._dispatch(decision)
-            path.unlink(missing_ok=True)
 
     def _where(self) -> dict[str, Any]:
         """How a sender reaches this paused run: the Prefect API and the flow run id."""
@@ -227,7 +229,7 @@ class Gatekeeper:
         """
         self.state.ledger.append(
             "approval.api_unreachable",
-            error=self.state.ledger.scrub(describe_error(exc)),
+            error=self.state.ledger.scrub(describe(exc)),
             waiting=sorted(self.pending),
         )
         log.warning("run %s: Prefect API unreachable, approvals keep waiting: %s",
@@ -367,10 +369,6 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
     return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
-
-
-def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 async def _resume_after_timeout() -> None:
