@@ -149,14 +149,15 @@ def submit_decision(
         if not unreachable(exc):
             raise
         # the run waits the outage out and reads its inbox when the API answers again
-        return DecisionVerdict(
-            False, API_UNREACHABLE.format(run=run_id), None, req["step"], queued=True
-        )
+        return _queued(run_id, req["step"], API_UNREACHABLE)
     return _verdict(files.ledger, sent, deadline)
 
 
-def _queued(run_id: str, step: str) -> DecisionVerdict:
-    return DecisionVerdict(False, AWAITING_RESUME.format(run=run_id), None, step, queued=True)
+def _queued(run_id: str, step: str, why: str | None = None) -> DecisionVerdict:
+    """In, not counted yet: kept for the run, which checks and counts it when it takes it
+    (``why``: the wording, by default that no process runs the run now)."""
+    text = (why or AWAITING_RESUME).format(run=run_id)
+    return DecisionVerdict(False, text, None, step, queued=True)
 
 
 API_UNREACHABLE = (
