@@ -19,12 +19,10 @@ the same :class:`DeliveryLog` protocol for ``clampdown serve`` across restarts.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from clampdown.core.expiring_keys import ExpiringKeys
 from clampdown_alerts.errors import Unauthenticated
 
 
@@ -41,28 +39,9 @@ class DeliveryLog(Protocol):
         ...
 
 
-class InMemoryDeliveryLog:
-    """A :class:`DeliveryLog` in a dict; expired keys are pruned as new ones arrive."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._expiry: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def first_seen(self, key: str, ttl_seconds: float) -> bool:
-        now = self._clock()
-        with self._lock:
-            expiry = self._expiry.get(key)
-            if expiry is not None and expiry > now:
-                return False
-            if len(self._expiry) > 1024:
-                self._expiry = {k: e for k, e in self._expiry.items() if e > now}
-            self._expiry[key] = now + ttl_seconds
-            return True
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._expiry.pop(key, None)
+class InMemoryDeliveryLog(ExpiringKeys):
+    """A :class:`DeliveryLog` in memory (forgets on restart); expired keys are pruned as
+    new ones arrive."""
 
 
 def check_fresh(

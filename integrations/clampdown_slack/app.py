@@ -26,7 +26,6 @@ import html
 import logging
 import re
 import shlex
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -36,6 +35,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
+from clampdown.core.expiring_keys import ExpiringKeys
 from clampdown.core.runs import RunNotStarted
 from clampdown.core.settings import current_library
 from clampdown_slack.approval_actions import register_approval_actions
@@ -201,23 +201,8 @@ class SeenRequests(Protocol):
         ...
 
 
-class MemorySeen:
-    """:class:`SeenRequests` in a dict, bounded: expired keys are dropped as new ones come."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._expiry: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def first_seen(self, key: str, ttl_seconds: float) -> bool:
-        now = self._clock()
-        with self._lock:
-            if self._expiry.get(key, 0.0) > now:
-                return False
-            if len(self._expiry) >= 1024:
-                self._expiry = {k: e for k, e in self._expiry.items() if e > now}
-            self._expiry[key] = now + ttl_seconds
-            return True
+class MemorySeen(ExpiringKeys):
+    """:class:`SeenRequests` in memory, bounded: expired keys are dropped as new ones come."""
 
 
 def command_key(command: Mapping[str, Any], headers: Mapping[str, Any]) -> str | None:
@@ -403,7 +388,6 @@ def thread_link(run_id: str, wait: float | None = None, *, home: Home) -> str | 
     the run to post its header costs the responder nothing.
     """
     import json
-    import time
 
     state = home.run(run_id).slack_thread_state
     deadline = time.monotonic() + (THREAD_WAIT if wait is None else wait)
