@@ -171,8 +171,9 @@ def _run_of(key: str) -> str:
 
 
 def _pinning_ledger(s3: Any, bucket: str, run_id: str, conf: Settings) -> tuple[bytes, str]:
-    """The run's ledger: the local one when this machine has it, else the S3 copy."""
-    local = conf.paths.run(run_id).ledger
+    """The run's ledger: the local one when this machine has it (or the run store, in the
+    scaled mode), else the S3 copy."""
+    local = conf.paths.run(run_id).materialize().ledger
     if local.is_file():
         return local.read_bytes(), str(local)
     from clampdown_aws.evidence_store import read_copy

@@ -35,13 +35,20 @@ group- or world-readable; ``clampdown serve`` calls it at start and logs what it
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clampdown.core.diagnostics import ClampdownError
+
+if TYPE_CHECKING:
+    from clampdown.core.run_store import LedgerPrimary, RunStore
+
+log = logging.getLogger("clampdown.home")
 
 LEDGER = "ledger.jsonl"
 APPROVALS = "approvals"
@@ -127,10 +134,71 @@ def tighten(path: Path, mode: int) -> str | None:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The files of one run, under ``<home>/runs/<run-id>/``."""
+    """The files of one run, under ``<home>/runs/<run-id>/``.
+
+    With a shared run store (``home.store``: the scaled mode, :mod:`clampdown.core.run_store`)
+    the store is the primary and this folder a cache: :meth:`write`, :meth:`read`,
+    :meth:`remove` and :meth:`names` go to the store first, and :meth:`materialize`
+    brings the folder up to date before a reader of files (verify, reports) runs. Without
+    one they are the folder's files, as they always were. ``name`` is a path relative to
+    the run folder (``start.json``, ``approvals/<step>.json``).
+    """
 
     home: Home
     run_id: str
+
+    @property
+    def store(self) -> RunStore | None:
+        return self.home.store
+
+    @property
+    def ledger_primary(self) -> LedgerPrimary | None:
+        """Where the ledger's lines go first (None: the file is the ledger)."""
+        return None if self.home.store is None else self.home.store.ledger(self.run_id)
+
+    def write(self, name: str, text: str, *, durable: bool = False) -> None:
+        """Write ``name`` (0600, atomic). With a store it is stored there first and the
+        local copy is a cache: a local failure is logged, the stored copy counts."""
+        if self.home.store is None:
+            write_private(self.dir / name, text, durable=durable)
+            return
+        self.home.store.put(self.run_id, name, text.encode())
+        try:
+            write_private(self.dir / name, text)
+        except OSError as exc:
+            log.warning("run %s: local copy of %s not written: %s", self.run_id, name, exc)
+
+    def read(self, name: str) -> str | None:
+        """``name``'s text, None when there is none."""
+        if self.home.store is not None:
+            data = self.home.store.get(self.run_id, name)
+            return None if data is None else data.decode("utf-8", errors="replace")
+        try:
+            return (self.dir / name).read_text(encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def remove(self, name: str) -> None:
+        if self.home.store is not None:
+            self.home.store.remove(self.run_id, name)
+        with contextlib.suppress(OSError):
+            (self.dir / name).unlink(missing_ok=True)
+
+    def names(self, folder: str) -> list[str]:
+        """The file names in ``folder`` (oldest first), hidden ones (``.key``) left out."""
+        if self.home.store is not None:
+            found = self.home.store.names(self.run_id, folder)
+        else:
+            local = self.dir / folder
+            paths = [p for p in local.iterdir() if p.is_file()] if local.is_dir() else []
+            found = [p.name for p in sorted(paths, key=_mtime)]
+        return [n for n in found if not n.startswith(".") and "/" not in n]
+
+    def materialize(self) -> RunFiles:
+        """Bring the local folder up to date with the run store (no-op without one)."""
+        if self.home.store is not None:
+            self.home.store.materialize(self)
+        return self
 
     @property
     def dir(self) -> Path:
@@ -176,11 +244,22 @@ class RunFiles:
         return self.dir / DECISION_INBOX
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class Home:
-    """``CLAMPDOWN_HOME`` as configured (``configured``, for messages) and its paths."""
+    """``CLAMPDOWN_HOME`` as configured (``configured``, for messages) and its paths.
+
+    ``store``: the shared run store of the scaled mode (``CLAMPDOWN_RUN_STORE=postgresql``);
+    None in local mode, where the run folders are the runs' state."""
 
     configured: Path
+    store: RunStore | None = field(default=None, compare=False, repr=False)
 
     @property
     def root(self) -> Path:
@@ -214,11 +293,22 @@ class Home:
         return [c for c in changes if c]
 
     def existing_ledger(self, run_id: str) -> Path:
-        """The ledger of a past run, or a user error that says where ledgers live."""
-        path = self.run(run_id).ledger
+        """The ledger of a past run (brought from the run store first, in the scaled mode),
+        or a user error that says where ledgers live."""
+        path = self.run(run_id).materialize().ledger
         if not path.is_file():
-            raise ClampdownError(
-                f"no ledger for run '{run_id}'",
-                f"ledgers live under {self.configured}/runs/<run-id>/ledger.jsonl",
+            where = (
+                "in the run store (PostgreSQL, CLAMPDOWN_STATE_URL)"
+                if self.store is not None
+                else f"under {self.configured}/runs/<run-id>/ledger.jsonl"
             )
+            raise ClampdownError(f"no ledger for run '{run_id}'", f"ledgers live {where}")
         return path
+
+    def materialize_recent(self, limit: int) -> None:
+        """Bring the ``limit`` most recent runs of the run store into this home (no-op
+        without a store): ``clampdown runs`` then lists them from any machine."""
+        if self.store is None:
+            return
+        for run_id in self.store.recent(limit):
+            self.run(run_id).materialize()

@@ -23,6 +23,12 @@ disk failing (or the write is short), the file is cut back to its length before 
 write and :class:`LedgerWriteError` says which file, what the system said and what to
 do; the in-memory chain head does not move, so the next append (once there is room)
 chains to the last record on disk and ``clampdown verify`` still holds.
+
+In the scaled mode a :class:`~clampdown.core.run_store.LedgerPrimary` (PostgreSQL) holds
+the lines first: each record is stored there in one transaction that checks it extends
+the stored chain head, then written to the file, which is a cache any machine can
+rebuild (:func:`sync_file`). The record is the same bytes either way: scrubbed and
+sealed before it exists.
 """
 
 from __future__ import annotations
@@ -40,10 +46,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import PRIVATE_FILE, private_dirs
+
+if TYPE_CHECKING:
+    from clampdown.core.run_store import LedgerPrimary
 
 log = logging.getLogger("clampdown.ledger")
 GENESIS = "0" * 64
@@ -153,9 +162,16 @@ class Ledger:
     it once it is on disk (to copy the signed head out of reach).
     """
 
-    def __init__(self, path: Path, hook: RecordHook | None = None) -> None:
+    CONFLICT_RETRIES = 5
+    """Appends that found the stored head moved (another writer appended: an alert
+    joining) chain on the new head again, as the flock makes a local append do."""
+
+    def __init__(
+        self, path: Path, hook: RecordHook | None = None, primary: LedgerPrimary | None = None
+    ) -> None:
         self.path = path
         self.hook = hook
+        self.primary = primary
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._fd: int | None = None
@@ -207,12 +223,98 @@ class Ledger:
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                record, line = self._append_locked(fd, type_, fields)
+                if self.primary is not None:
+                    record, line = self._append_primary(fd, self.primary, type_, fields)
+                else:
+                    record, line = self._append_locked(fd, type_, fields)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         if self.hook is not None:
             self.hook.written(record, line)  # outside the lock: e.g. queue the head for S3
         return record
+
+    def _record(
+        self, seq: int, prev: str, type_: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes]:
+        """The record and its line (with newline): scrubbed, hashed and sealed."""
+        record = {
+            "seq": seq,
+            "ts": now(),
+            "type": type_,
+            **self.scrub(json.loads(json.dumps(fields, default=str))),
+            "prev": prev,
+        }
+        record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
+        seal = self.hook.seal(record) if self.hook is not None else None
+        if seal is not None:
+            record[SEAL] = seal
+        return record, json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+
+    def _append_primary(
+        self, fd: int, primary: LedgerPrimary, type_: str, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes]:
+        """Store the record in ``primary`` (one checked transaction), then cache it here."""
+        from clampdown.core.run_store import ChainConflict
+
+        known = self._size >= 0 and os.fstat(fd).st_size == self._size
+        seq, prev = (self._seq, self._prev) if known else self._stored_head(primary, type_)
+        for _ in range(self.CONFLICT_RETRIES):
+            record, line = self._record(seq, prev, type_, fields)
+            try:
+                primary.append(seq, prev, line, type_)
+                break
+            except ChainConflict:
+                seq, prev = self._stored_head(primary, type_)
+            except Exception as exc:
+                raise self._store_error(type_, exc) from None
+        else:
+            raise LedgerWriteError(
+                f"could not write the {type_} record of run {primary.run_id}: other writers "
+                f"kept moving its chain head ({self.CONFLICT_RETRIES} tries); nothing of it "
+                "was written",
+                f"make sure one process runs the run, then continue it: "
+                f"`clampdown resume {primary.run_id}`",
+            )
+        self._cache(fd, primary, seq, line)
+        self._prev, self._seq = line_hash(line), seq + 1
+        return record, line.rstrip(b"\n")
+
+    def _stored_head(self, primary: LedgerPrimary, type_: str) -> tuple[int, str]:
+        try:
+            return primary.head()
+        except Exception as exc:
+            raise self._store_error(type_, exc) from None
+
+    def _store_error(self, type_: str, exc: Exception) -> LedgerWriteError:
+        run_id = getattr(self.primary, "run_id", self.path.parent.name)
+        error = LedgerWriteError(
+            f"could not write the {type_} record of run {run_id} to the run store "
+            f"(PostgreSQL): {getattr(exc, 'orig', None) or exc}; nothing of it was written, "
+            "so the run stops",
+            "check that the database of CLAMPDOWN_STATE_URL answers, then continue the run: "
+            f"`clampdown resume {run_id}` (`clampdown worker` continues stopped runs by itself)",
+        )
+        error.path, error.record_type = self.path, type_
+        return error
+
+    def _cache(self, fd: int, primary: LedgerPrimary, seq: int, line: bytes) -> None:
+        """Write the stored line to the local file; when the file is not the store's
+        ``seq`` lines (a run continued from another machine, a record another writer
+        stored) it is rebuilt from the store. The store holds the record already: a
+        local failure is logged and repaired at the next append or read."""
+        try:
+            if self._size >= 0 and self._seq == seq and os.fstat(fd).st_size == self._size:
+                if os.write(fd, line) != len(line):
+                    raise OSError(errno.ENOSPC, "short write")
+                os.fsync(fd)
+                self._size += len(line)
+            else:
+                self._size = _sync_fd(fd, self.path, primary.lines())
+        except Exception as exc:
+            self._size = -1
+            log.warning(
+                "ledger %s: local copy not updated (%s); the run store has it", self.path, exc
+            )
 
     def _append_locked(
         self, fd: int, type_: str, fields: dict[str, Any]
@@ -224,18 +326,7 @@ class Ledger:
             except OSError as exc:
                 raise LedgerWriteError.of(self.path, type_, exc) from None
             self._seq, self._prev = _tail(self.path)
-        record = {
-            "seq": self._seq,
-            "ts": now(),
-            "type": type_,
-            **self.scrub(json.loads(json.dumps(fields, default=str))),
-            "prev": self._prev,
-        }
-        record["hash"] = hashlib.sha256(_canonical(record)).hexdigest()
-        seal = self.hook.seal(record) if self.hook is not None else None
-        if seal is not None:
-            record[SEAL] = seal
-        line = json.dumps(record, ensure_ascii=False, default=str).encode() + b"\n"
+        record, line = self._record(self._seq, self._prev, type_, fields)
         self._write_whole(fd, line, size, type_)
         self._prev = line_hash(line)
         self._seq += 1
@@ -291,9 +382,45 @@ def _drop_torn_tail(fd: int, path: Path, size: int) -> int:
     return keep
 
 
-def append_to(path: Path, type_: str, **fields: Any) -> dict[str, Any]:
-    """Append to the ledger of a run this process does not own (an alert joining it)."""
-    ledger = Ledger(path)
+def _sync_fd(fd: int, path: Path, lines: list[bytes]) -> int:
+    """Make the file of ``fd`` (flock held by the caller) hold exactly ``lines``; its size.
+
+    A file that is a prefix of them gets the rest appended; any other content is
+    replaced (the store is the primary: a stale or altered cache loses)."""
+    want = b"".join(line.rstrip(b"\r\n") + b"\n" for line in lines)
+    with path.open("rb") as fh:
+        have = fh.read()
+    if have == want:
+        return len(want)
+    if want.startswith(have) and (not have or have.endswith(b"\n")):
+        rest = want[len(have) :]
+    else:
+        os.ftruncate(fd, 0)
+        rest = want
+    if os.write(fd, rest) != len(rest):
+        raise OSError(errno.ENOSPC, "short write")
+    os.fsync(fd)
+    return len(want)
+
+
+def sync_file(path: Path, lines: list[bytes]) -> None:
+    """Write a ledger's ``lines`` (from the run store) to its local file, under the same
+    flock as appends, so a local reader (verify, reports) sees what the store holds."""
+    private_dirs(path.parent)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _sync_fd(fd, path, lines)
+    finally:
+        os.close(fd)
+
+
+def append_to(
+    path: Path, type_: str, *, primary: LedgerPrimary | None = None, **fields: Any
+) -> dict[str, Any]:
+    """Append to the ledger of a run this process does not own (an alert joining it);
+    ``primary``: the run store's copy, in the scaled mode."""
+    ledger = Ledger(path, primary=primary)
     try:
         return ledger.append(type_, **fields)
     finally:

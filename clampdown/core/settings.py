@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import Home
+
+if TYPE_CHECKING:
+    from clampdown.core.run_store import RunStore
 
 
 class Settings(BaseSettings):
@@ -25,6 +28,13 @@ class Settings(BaseSettings):
         description="runbook folder (./runbooks if there is one, else the shipped library)",
     )
     execution: Literal["local", "deployment"] = "local"
+    run_store: Literal["files", "postgresql"] = Field(
+        "files",
+        description="where runs' ledgers, start records, approval requests and decision "
+        "inboxes live: files in CLAMPDOWN_HOME, or postgresql (the database of "
+        "CLAMPDOWN_STATE_URL; the scaled mode without a shared filesystem)",
+    )
+    _state_url: str | None = PrivateAttr(None)
     triggers: Path | None = Field(None, description="trigger file (<library>/triggers.yaml)")
     drill: bool = Field(False, description="runs started here are drills (set by clampdown drill)")
     evidence_bucket: str | None = Field(None, description="S3 bucket for evidence and ledgers")
@@ -96,10 +106,38 @@ class Settings(BaseSettings):
             self.evidence_lock_mode = "GOVERNANCE" if self.drill else "COMPLIANCE"
         return self
 
+    @field_validator("run_store")
+    @classmethod
+    def _run_store_database(cls, value: str) -> str:
+        """``postgresql`` needs a PostgreSQL ``CLAMPDOWN_STATE_URL``."""
+        if value == "postgresql" and _postgres_state_url() is None:
+            raise ValueError(
+                "postgresql needs CLAMPDOWN_STATE_URL=postgresql://user:password@host/db "
+                "(the database serve and every worker share); unset CLAMPDOWN_RUN_STORE to "
+                "keep runs in CLAMPDOWN_HOME"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _run_store_url(self) -> Settings:
+        """The run store's database URL, read once with the rest."""
+        if self.run_store == "postgresql":
+            self._state_url = _postgres_state_url()
+        return self
+
     @property
     def paths(self) -> Home:
-        """Every path under ``home`` (:mod:`clampdown.core.home`)."""
-        return Home(self.home)
+        """Every path under ``home`` (:mod:`clampdown.core.home`), and the shared run store
+        when ``run_store`` is ``postgresql``."""
+        return Home(self.home, store=self.shared_run_store())
+
+    def shared_run_store(self) -> RunStore | None:
+        """The PostgreSQL run store (one per database URL in a process), None for files."""
+        if self._state_url is None:
+            return None
+        from clampdown.core.run_store_pg import postgres_run_store
+
+        return postgres_run_store(self._state_url)
 
     def run_dir(self, run_id: str) -> Path:
         return self.paths.run(run_id).dir
@@ -110,6 +148,15 @@ class Settings(BaseSettings):
     def existing_ledger(self, run_id: str) -> Path:
         """The ledger of a past run, or a user error that says where ledgers live."""
         return self.paths.existing_ledger(run_id)
+
+
+def _postgres_state_url() -> str | None:
+    """``CLAMPDOWN_STATE_URL`` when it names a PostgreSQL database, else None (read here,
+    not through :mod:`clampdown.core.state_store`, which reads these settings)."""
+    import os
+
+    text = os.environ.get("CLAMPDOWN_STATE_URL", "").strip()
+    return text if text.startswith(("postgresql://", "postgres://", "postgresql+")) else None
 
 
 def shipped_library() -> Path:
