@@ -35,10 +35,13 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.ledger import SEAL, Ledger, walk
+
+if TYPE_CHECKING:
+    from clampdown.core.run_store import LedgerPrimary
 
 UNSIGNED = "ledger.unsigned"
 LOCAL_ALGORITHM = "ed25519"
@@ -294,15 +297,20 @@ class HeadSigner:
 
 
 def open_ledger(
-    path: Path, run_id: str, signer: LedgerSigner | None, anchors: Sequence[Anchor] = ()
+    path: Path,
+    run_id: str,
+    signer: LedgerSigner | None,
+    anchors: Sequence[Anchor] = (),
+    primary: LedgerPrimary | None = None,
 ) -> Ledger:
-    """A run's ledger, signing its head when a signer is configured.
+    """A run's ledger, signing its head when a signer is configured (``primary``: the run
+    store that holds its lines first, in the scaled mode).
 
     Without one the run says so loudly: a warning now and a ``ledger.unsigned`` record
     (written by :func:`note_unsigned` after ``run.start``), and ``verify`` says unsigned.
     """
     hook = HeadSigner(signer, run_id, anchors) if signer is not None else None
-    return Ledger(path, hook=hook)
+    return Ledger(path, hook=hook, primary=primary)
 
 
 UNSIGNED_REASON = (

@@ -9,8 +9,10 @@ meanwhile waits in the run's inbox (:mod:`clampdown_flows.decisions`).
 
 ``flock`` locks belong to an open file description, so the check is exact between the
 processes of one machine sharing ``CLAMPDOWN_HOME`` (local mode) and even between two
-opens in one process. Over a network filesystem it is not to be trusted: scaled mode
-needs PostgreSQL for this (not built yet, docs/operations.md).
+opens in one process. Over a network filesystem it is not to be trusted: in the scaled
+mode (a home with a run store, ``CLAMPDOWN_RUN_STORE=postgresql``) the lock is a
+PostgreSQL session advisory lock instead (:meth:`~clampdown.core.run_store.RunStore.try_hold`),
+held on a connection of its own, which the server releases when that connection dies.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import RunFiles, private_dirs
+from clampdown.core.home import RUN_START, RunFiles, private_dirs
 
 
 class RunHeld(ClampdownError):
@@ -37,6 +39,10 @@ def hold(files: RunFiles) -> Iterator[None]:
     The lock file says who holds it (host, pid, since when) for the message a second
     process gets; the lock, not the text, is what counts.
     """
+    if files.store is not None:
+        with _hold_in_store(files):
+            yield
+        return
     try:
         private_dirs(files.dir)
         fd = os.open(files.owner_lock, os.O_RDWR | os.O_CREAT, 0o600)
@@ -69,8 +75,34 @@ def hold(files: RunFiles) -> Iterator[None]:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _hold_in_store(files: RunFiles) -> Iterator[None]:
+    """:func:`hold` in the run store: its advisory lock, across machines."""
+    assert files.store is not None
+    try:
+        holding = files.store.try_hold(files.run_id)
+    except Exception as exc:
+        raise ClampdownError(
+            f"run '{files.run_id}' cannot be started here: the run store cannot be reached "
+            f"({getattr(exc, 'orig', None) or exc})",
+            "check that the database of CLAMPDOWN_STATE_URL answers, then start it again",
+        ) from None
+    if holding is None:
+        raise RunHeld(
+            f"run '{files.run_id}' is being run by another process (its lock in the run store "
+            "is held)",
+            "wait for it (`clampdown runs`), or stop that process first",
+        )
+    try:
+        yield
+    finally:
+        holding.release()
+
+
 def is_held(files: RunFiles) -> bool:
     """Whether a live process holds the run now (a lock never taken: not held)."""
+    if files.store is not None:
+        return files.store.is_held(files.run_id)
     try:
         fd = os.open(files.owner_lock, os.O_RDONLY)
     except FileNotFoundError:
@@ -88,6 +120,8 @@ def is_stopped(files: RunFiles) -> bool:
     """A run that can be continued (it has a start record) and that no live process holds:
     its process died, or serve is restarting. Whether it also lacks ``run.end`` is the
     caller's to know (it has read, or will read, the ledger)."""
+    if files.store is not None:
+        return files.read(RUN_START) is not None and not is_held(files)
     return files.start.is_file() and not is_held(files)
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import RunFiles, write_private
+from clampdown.core.home import RUN_START, RunFiles
 from clampdown.core.sealed_inputs import is_sealed, seal_inputs
 
 
@@ -66,16 +66,18 @@ class RunStart:
         return cls(run_id, runbook, plain, dict(trigger), library, drill, secrets_left_out=left_out)
 
     def save(self, files: RunFiles) -> None:
-        """Write it durably (fsync'd, atomic); an ``OSError`` means the run did not start."""
-        write_private(files.start, json.dumps(asdict(self), default=str), durable=True)
+        """Write it durably (fsync'd, atomic; in the run store when there is one); an
+        ``OSError`` (or a store error) means the run did not start."""
+        files.write(RUN_START, json.dumps(asdict(self), default=str), durable=True)
 
     @classmethod
     def load(cls, files: RunFiles) -> RunStart | None:
         """The run's start record, None when it has none (a run from an older version)."""
         try:
-            data = json.loads(files.start.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
+            text = files.read(RUN_START)
+            if text is None:
+                return None
+            data = json.loads(text)
         except (OSError, ValueError) as exc:
             raise ClampdownError(
                 f"the start record of run '{files.run_id}' cannot be read: {exc}",

@@ -43,7 +43,7 @@ from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import PRIVATE_FILE, Home, RunFiles, write_private
+from clampdown.core.home import PRIVATE_FILE, ROLLED_BACK_MARK, Home, RunFiles
 from clampdown.core.ledger import read
 from clampdown.core.ledger_signing import (
     Anchor,
@@ -212,9 +212,9 @@ def rolled_back(run_id: str, home: Home) -> dict[str, Any] | None:
     """The record of the rollback that undid every change of ``run_id`` (None: not done)."""
     import json
 
-    mark = home.run(run_id).rolled_back_mark
     try:
-        return dict(json.loads(mark.read_text()))
+        text = home.run(run_id).read(ROLLED_BACK_MARK)
+        return None if text is None else dict(json.loads(text))
     except (OSError, ValueError):
         return None
 
@@ -228,7 +228,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
     """
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise RollbackRefused(f"'{run_id}' is not a run id", "copy it from `clampdown runs`")
-    path = home.run(run_id).ledger
+    path = home.run(run_id).materialize().ledger  # from the run store, in the scaled mode
     if not path.is_file():
         raise RollbackRefused(
             f"no run '{run_id}': there is no ledger at {path}",
@@ -309,13 +309,12 @@ def rollback_run(
     the run as rolled back. A lock file keeps two rollbacks of one run from interleaving.
     """
     import json
-    import os
 
     from clampdown.core.ledger import now
 
     path = rollback_target(run_id, home, allow_repeat=allow_repeat)
     files = home.run(rollback_id)
-    ledger = open_ledger(files.ledger, rollback_id, signer, anchors)
+    ledger = open_ledger(files.ledger, rollback_id, signer, anchors, files.ledger_primary)
     start = _rollback_start(run_id, rollback_id, by)
     try:
         items, verdict = checked_undo_items(path, signer)
@@ -327,17 +326,11 @@ def rollback_run(
     except ClampdownError as exc:
         _record_refusal(ledger, start, exc)
         raise
-    lock = home.run(run_id).rollback_lock
     try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
-    except FileExistsError:
+        release = _lock_rollback(home.run(run_id), rollback_id)
+    except RollbackRefused:
         ledger.close()
-        raise RollbackRefused(
-            f"a rollback of run '{run_id}' is already in progress ({lock} exists)",
-            "wait for it to finish; if its process died, delete the lock file and run it again",
-        ) from None
-    os.write(fd, rollback_id.encode())
-    os.close(fd)
+        raise
     restored: list[str] = []
     failed: list[str] = []
     try:
@@ -382,12 +375,39 @@ def rollback_run(
             still_in_place=failed,
         )
         if not failed:
-            mark = home.run(run_id).rolled_back_mark
-            write_private(mark, json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})}))
+            mark = json.dumps({"rollback_id": rollback_id, "at": now(), **(by or {})})
+            home.run(run_id).write(ROLLED_BACK_MARK, mark)
     finally:
         ledger.close()
-        lock.unlink(missing_ok=True)
+        release()
     return RollbackResult(rollback_id, run_id, restored, failed, ledger.path)
+
+
+def _lock_rollback(files: RunFiles, rollback_id: str) -> Callable[[], None]:
+    """Take the run's rollback lock (a lock file; in the scaled mode the run store's
+    advisory lock, across machines); the function that releases it. Refused when held."""
+    import os
+
+    if files.store is not None:
+        holding = files.store.try_hold(files.run_id, "rollback")
+        if holding is None:
+            raise RollbackRefused(
+                f"a rollback of run '{files.run_id}' is already in progress (on another "
+                "process or machine)",
+                "wait for it to finish (its lock goes when its process ends)",
+            )
+        return holding.release
+    lock = files.rollback_lock
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE)
+    except FileExistsError:
+        raise RollbackRefused(
+            f"a rollback of run '{files.run_id}' is already in progress ({lock} exists)",
+            "wait for it to finish; if its process died, delete the lock file and run it again",
+        ) from None
+    os.write(fd, rollback_id.encode())
+    os.close(fd)
+    return lambda: lock.unlink(missing_ok=True)
 
 
 def _rollback_start(run_id: str, rollback_id: str, by: dict[str, Any] | None) -> dict[str, Any]:
@@ -422,7 +442,8 @@ def refuse_rollback(
     by: dict[str, Any] | None = None,
 ) -> Path:
     """Record in a rollback ledger of its own that a rollback of ``run_id`` was refused."""
-    ledger = open_ledger(home.run(rollback_id).ledger, rollback_id, signer)
+    files = home.run(rollback_id)
+    ledger = open_ledger(files.ledger, rollback_id, signer, primary=files.ledger_primary)
     _record_refusal(ledger, _rollback_start(run_id, rollback_id, by), exc)
     return ledger.path
 

@@ -44,7 +44,7 @@ from clampdown_flows.approval_store import (
     approval_key,
     counted_by_break_glass,
     resolve_members,
-    write_json,
+    write_request,
 )
 from clampdown_flows.decision_inbox import forget, inbox_decisions, read_request
 
@@ -160,9 +160,9 @@ class Gatekeeper:
         began): each meets the same checks as one sent now; one already recorded in the
         ledger is not counted again."""
         recorded = waiting.recorded if waiting else set()
-        for path, decision in inbox_decisions(self.state.files, step_id):
+        for _, decision in inbox_decisions(self.state.files, step_id):
             if decision.decision_id in recorded:
-                path.unlink(missing_ok=True)  # already in the ledger
+                forget(self.state.files, decision.decision_id)  # already in the ledger
             else:  # checked as if sent now; recorded (counted or refused), then forgotten
                 await self._dispatch(decision)
 
@@ -175,7 +175,7 @@ class Gatekeeper:
 
     def _save(self, pending: _Pending, status: str) -> None:
         data = pending.request.to_json() | pending.extra | {"status": status}
-        write_json(self.state.files.approval_request(pending.request.step), data)
+        write_request(self.state.files, pending.request.step, data)
 
     async def _wait_loop(self) -> None:
         """Pause while anything is pending; hand each decision to its request."""

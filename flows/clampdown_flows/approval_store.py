@@ -3,8 +3,10 @@
 ``$CLAMPDOWN_HOME/runs/<id>/approvals/<step>.json`` holds each request (what is
 gated, the hash, who may decide, the deadline, where the paused run's Prefect API
 is) and ``.key`` the run's approval key. The run (:mod:`clampdown_flows.approval_gate`) writes
-them; senders (:mod:`clampdown_flows.decisions`) read them. The paths are
-:class:`~clampdown.core.home.RunFiles`'; the settings come from the caller's entry point.
+them; senders (:mod:`clampdown_flows.decisions`) read them. They go through
+:class:`~clampdown.core.home.RunFiles` (``write``/``read``), so in the scaled mode they are
+in the run store (PostgreSQL) and a sender on another machine reads them; the settings
+come from the caller's entry point.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from clampdown.core.approvals import split_people
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import RunFiles, private_dirs, write_private
+from clampdown.core.home import APPROVAL_KEY, APPROVALS, RunFiles, private_dirs
 from clampdown.core.settings import Settings, settings
 
 log = logging.getLogger("clampdown.approvals")
@@ -43,13 +45,23 @@ def approval_key(files: RunFiles, *, create: bool = False) -> bytes:
     so CLAMPDOWN_HOME must be readable by the service account only (docs/security.md).
     """
     path = files.approval_key
-    if create and not path.exists():
-        private_dirs(path.parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
+    name = f"{APPROVALS}/{APPROVAL_KEY}"
+    if files.store is not None:  # the scaled mode: the run's key is in the run store
+        text = files.read(name)
+        if text is None and create:
+            text = secrets.token_hex(32)
+            files.write(name, text)
+    else:
+        if create and not path.exists():
+            private_dirs(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        text = files.read(name)
     try:
-        return bytes.fromhex(path.read_text().strip())
+        if text is None:
+            raise ValueError("no key")
+        return bytes.fromhex(text.strip())
     except (OSError, ValueError):
         raise DecisionError(
             f"cannot read the approval key of run '{files.run_id}' ({path})",
@@ -71,18 +83,19 @@ def allowed_sources() -> frozenset[str]:
     return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic replace: a reader never sees half a request."""
-    write_private(path, json.dumps(data, indent=1, sort_keys=True, default=str))  # 0600
+def write_request(files: RunFiles, step: str, data: dict[str, Any]) -> None:
+    """Save the request of approval step ``step`` (atomic: a reader never sees half)."""
+    files.write(f"{APPROVALS}/{step}.json", json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 def read_requests(files: RunFiles) -> list[dict[str, Any]]:
     """Every approval request of a run (pending or decided), oldest first."""
-    folder = files.approvals_dir
     found = []
-    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        with contextlib.suppress(OSError, ValueError):
-            found.append(json.loads(file.read_text()))
+    for name in sorted(files.names(APPROVALS)):
+        if not name.endswith(".json"):
+            continue
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            found.append(json.loads(files.read(f"{APPROVALS}/{name}") or ""))
     return sorted(found, key=lambda r: r.get("requested_at", ""))
 
 

@@ -8,6 +8,10 @@ whose delivery is lost with a process that dies, is not lost: the run reads the 
 when its approval wait begins or is re-entered after a resume, and checks each decision
 as if it had just arrived (its proof — signature — included: a file forged on disk
 without the approver's key is refused, and the refusal is recorded).
+
+The inbox goes through :class:`~clampdown.core.home.RunFiles`: in the scaled mode it is
+the run's ``decisions/`` rows in the run store (PostgreSQL), so a decision sent from one
+machine is read by the run on another, or by the worker that continues it.
 """
 
 from __future__ import annotations
@@ -15,36 +19,47 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from clampdown.core.approvals import Decision
-from clampdown.core.home import RunFiles, write_private
+from clampdown.core.home import APPROVALS, DECISION_INBOX, RunFiles
 
 MAX_INBOX_BYTES = 64 * 1024  # a decision is small; anything bigger is not one
 
 
-def keep(files: RunFiles, decision: Decision) -> Path:
-    """Write ``decision`` to the run's inbox (0600, fsync'd) before it is delivered."""
-    path = files.decision_inbox / f"{decision.decision_id}.json"
-    write_private(path, decision.model_dump_json(), durable=True)
-    return path
+@dataclass(frozen=True)
+class Kept:
+    """A decision in a run's inbox: :meth:`exists` until the run has recorded it."""
+
+    files: RunFiles
+    name: str
+
+    def exists(self) -> bool:
+        return self.files.read(self.name) is not None
 
 
-def inbox_decisions(files: RunFiles, step: str) -> Iterator[tuple[Path, Decision]]:
-    """The inbox's decisions for ``step``, oldest first; unreadable files are skipped
-    (and left for a person to look at)."""
-    folder = files.decision_inbox
-    if not folder.is_dir():
-        return
-    paths = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime)
-    for path in paths:
+def keep(files: RunFiles, decision: Decision) -> Kept:
+    """Write ``decision`` to the run's inbox (0600, fsync'd; in the run store when there is
+    one) before it is delivered."""
+    name = f"{DECISION_INBOX}/{decision.decision_id}.json"
+    files.write(name, decision.model_dump_json(), durable=True)
+    return Kept(files, name)
+
+
+def inbox_decisions(files: RunFiles, step: str) -> Iterator[tuple[str, Decision]]:
+    """The inbox's decisions for ``step`` (with their names), oldest first; unreadable
+    ones are skipped (and left for a person to look at)."""
+    for name in files.names(DECISION_INBOX):
+        if not name.endswith(".json"):
+            continue
         with contextlib.suppress(OSError, ValueError):
-            if path.stat().st_size > MAX_INBOX_BYTES:
+            text = files.read(f"{DECISION_INBOX}/{name}")
+            if text is None or len(text.encode()) > MAX_INBOX_BYTES:
                 continue
-            decision = Decision.model_validate_json(path.read_bytes())
+            decision = Decision.model_validate_json(text)
             if decision.step == step and decision.run_id == files.run_id:
-                yield path, decision
+                yield name, decision
 
 
 def forget(files: RunFiles, decision_id: str) -> None:
@@ -52,12 +67,13 @@ def forget(files: RunFiles, decision_id: str) -> None:
     if "/" in decision_id or decision_id.startswith("."):
         return
     with contextlib.suppress(OSError):
-        (files.decision_inbox / f"{decision_id}.json").unlink(missing_ok=True)
+        files.remove(f"{DECISION_INBOX}/{decision_id}.json")
 
 
 def read_request(files: RunFiles, step: str) -> dict[str, Any] | None:
     """The saved request of approval step ``step``, None when there is none."""
     try:
-        return dict(json.loads(files.approval_request(step).read_text(encoding="utf-8")))
+        text = files.read(f"{APPROVALS}/{step}.json")
+        return None if text is None else dict(json.loads(text))
     except (OSError, ValueError):
         return None

@@ -175,6 +175,7 @@ async def respond(
     run_id = run_id or new_run_id()
     files = conf.paths.run(run_id)
     with run_ownership.hold(files):
+        files.materialize()  # scaled mode: the run as the run store holds it, on this machine
         if resume:
             return await _continue(conf, files)
         if not files.start.exists():  # `clampdown run`, a worker: serve's starter wrote it
@@ -205,7 +206,9 @@ async def _start(
     loaded, _warnings = load_runbook(path)
     rb: Runbook = loaded.model
     sinks = evidence_sinks(conf)  # signed heads go to the evidence bucket as the run goes
-    ledger = open_ledger(files.ledger, run_id, ledger_signer(conf), anchors(sinks))
+    ledger = open_ledger(
+        files.ledger, run_id, ledger_signer(conf), anchors(sinks), files.ledger_primary
+    )
     inputs = inputs_mod.reveal(unseal_inputs(inputs or {}))
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     run_info = {
@@ -262,7 +265,7 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
         raise ClampdownError(f"run '{run_id}' has already ended", "see `clampdown runs`")
     start = RunStart.load(files)
     sinks = evidence_sinks(conf)
-    ledger = open_ledger(files.ledger, run_id, signer, anchors(sinks))
+    ledger = open_ledger(files.ledger, run_id, signer, anchors(sinks), files.ledger_primary)
     run_info = dict(first["run"])
     path = Path(str(first.get("runbook_path")))
     why_not = _why_not_resumable(records, path, first, start)
