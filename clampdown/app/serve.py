@@ -222,6 +222,7 @@ def _triage(
             on_held=_say_held(slack_conf),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
+            runs=conf.paths,  # the run store, in the scaled mode (CLAMPDOWN_RUN_STORE)
         )
     except ClampdownError as exc:
         reason = f"no usable triggers ({path}): {exc.message}"

@@ -46,9 +46,11 @@ from typing import Any
 from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.home import Home
 from clampdown.core.ledger import LedgerWriteError, append_to, has_record
 from clampdown.core.loader import library_names, load
 from clampdown.core.models import Runbook
+from clampdown.core.run_store import LedgerPrimary
 from clampdown.core.runs import RunNotStarted
 from clampdown.core.state_store import StateStore
 from clampdown.core.trigger_files import load_triggerset
@@ -113,6 +115,11 @@ class TriggerTriage:
     alert asking for another response started ``new_run_id``.
     The trigger file is re-read when it changes; a change that does not lint is
     refused (logged) and the previous triggers stay in force.
+
+    ``runs``: the home whose run store (the scaled mode, ``CLAMPDOWN_RUN_STORE=postgresql``)
+    holds the runs' ledgers: an alert joining a run is then appended there, in one
+    transaction that checks the chain head, whichever machine runs the run (its owner's
+    next record chains on it), and the ledgers are read from there.
     """
 
     def __init__(
@@ -129,6 +136,7 @@ class TriggerTriage:
         on_related: Callable[[str, Alert, str], None] | None = None,
         pending_timeout: float = 10.0,
         ledger_timeout: float = 10.0,
+        runs: Home | None = None,
     ) -> None:
         if library is None:
             from clampdown.core.settings import settings
@@ -145,6 +153,7 @@ class TriggerTriage:
         self.on_related = on_related
         self.pending_timeout = pending_timeout
         self.ledger_timeout = ledger_timeout
+        self.runs = runs if runs is not None and runs.store is not None else None
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
@@ -256,15 +265,13 @@ class TriggerTriage:
         path = self.ledger_of(run_id)
         if path is None:
             return
-        deadline = time.monotonic() + self.ledger_timeout
-        while not (path.is_file() and path.stat().st_size > 0):
-            if time.monotonic() > deadline:
-                self._held(alert, match, f"run {run_id} has no ledger yet to record the alert in")
-                return
-            time.sleep(0.02)
+        if not self._wait_for_ledger(run_id, path):
+            self._held(alert, match, f"run {run_id} has no ledger yet to record the alert in")
+            return
         append_to(
             path,
             "alert.joined",
+            primary=self._primary(run_id),
             how=how,
             trigger=match.trigger.name,
             dedup_key=match.dedup_key,
@@ -315,6 +322,8 @@ class TriggerTriage:
         path = self.ledger_of(run_id)
         if path is None:
             return None
+        if self.runs is not None:
+            self.runs.run(run_id).materialize()
         try:
             with path.open("rb") as fh:
                 first = json.loads(fh.readline() or b"{}")
@@ -327,13 +336,14 @@ class TriggerTriage:
     ) -> None:
         """Record in ``run_id``'s ledger that ``other`` answers the same incident."""
         path = self.ledger_of(run_id)
-        if path is None or not self._wait_for_ledger(path):
+        if path is None or not self._wait_for_ledger(run_id, path):
             log.error("run %s: no ledger to record the related run %s in", run_id, other)
             return
         try:
             append_to(
                 path,
                 "alert.correlated",
+                primary=self._primary(run_id),
                 related_run=other,
                 related_runbook=other_runbook,
                 trigger=match.trigger.name,
@@ -343,14 +353,24 @@ class TriggerTriage:
         except LedgerWriteError as exc:  # the new run has started: the answer stays "started"
             log.error("run %s: the related run %s could not be recorded: %s", run_id, other, exc)
 
-    def _wait_for_ledger(self, path: Path) -> bool:
-        """Whether the ledger exists, waiting briefly for a run still writing ``run.start``."""
+    def _wait_for_ledger(self, run_id: str, path: Path) -> bool:
+        """Whether the ledger exists, waiting briefly for a run still writing ``run.start``
+        (in the run store, when there is one: the run may be on another machine)."""
+        primary = self._primary(run_id)
         deadline = time.monotonic() + self.ledger_timeout
-        while not (path.is_file() and path.stat().st_size > 0):
+        while not (
+            primary.head()[0] > 0
+            if primary is not None
+            else path.is_file() and path.stat().st_size > 0
+        ):
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.02)
+            time.sleep(0.02 if primary is None else 0.1)
         return True
+
+    def _primary(self, run_id: str) -> LedgerPrimary | None:
+        """The run store's copy of ``run_id``'s ledger (None: the file is the ledger)."""
+        return None if self.runs is None else self.runs.run(run_id).ledger_primary
 
     def _notify_related(self, run_id: str, alert: Alert, new_run: str) -> None:
         if self.on_related is None:
@@ -386,6 +406,8 @@ class TriggerTriage:
 
     def _ledger_finished(self, run_id: str) -> bool:
         path = self.ledger_of(run_id)
+        if path is not None and self.runs is not None:
+            self.runs.run(run_id).materialize()
         return path is not None and has_record(path, "run.end")
 
     def _stat(self) -> float:
