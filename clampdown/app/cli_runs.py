@@ -119,7 +119,7 @@ def resume(
     from clampdown.core.settings import settings
 
     conf = settings()
-    files = conf.paths.run(run_id)
+    files = conf.paths.run(run_id).materialize()  # from the run store, in the scaled mode
     start = RunStart.load(files)
     if start is None:
         raise ClampdownError(
@@ -216,7 +216,7 @@ def runs(
     from clampdown.core.settings import settings
 
     conf = settings()
-    found = recent_runs(conf.paths.runs_dir, limit)
+    found = recent_runs(conf.paths.runs_dir, limit, home=conf.paths)
     if format is Format.json:
         out.print_json(json.dumps([r.to_dict() for r in found]))
         return

@@ -265,9 +265,13 @@ def stopped_runs(home: Home, skip: set[str] | None = None) -> list[str]:
 
     ``skip``: run ids known to have ended (filled in as they are found: a run that
     ended never starts again, so a long-lived server reads each ledger to its end once).
+    With a run store (the scaled mode) the candidates are the store's runs without
+    ``run.end``, wherever they ran, and "no live process" is its advisory lock.
     """
     from clampdown.core.run_ownership import is_stopped
 
+    if home.store is not None:
+        return [r for r in home.store.unended() if is_stopped(home.run(r))]
     found = []
     folder = home.runs_dir
     for start in sorted(folder.glob("*/start.json")) if folder.is_dir() else []:

@@ -49,15 +49,21 @@ class RunSummary:
         return self.status
 
 
-def recent_runs(folder: Path, limit: int = 20) -> list[RunSummary]:
-    """The ``limit`` most recently started runs, newest first."""
+def recent_runs(folder: Path, limit: int = 20, *, home: Home | None = None) -> list[RunSummary]:
+    """The ``limit`` most recently started runs, newest first.
+
+    ``home``: the home ``folder`` belongs to, with its run store in the scaled mode: the
+    most recent runs are then brought from the store first (any machine lists every run)
+    and whether a run is stopped is asked of the store's locks."""
+    if home is not None:
+        home.materialize_recent(limit)
     ledgers = [p for p in folder.glob("*/ledger.jsonl") if p.is_file()] if folder.is_dir() else []
     ledgers.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-    summaries = [summary for p in ledgers[: max(limit, 0)] if (summary := _summarise(p))]
+    summaries = [summary for p in ledgers[: max(limit, 0)] if (summary := _summarise(p, home))]
     return sorted(summaries, key=lambda s: s.started, reverse=True)
 
 
-def _summarise(ledger: Path) -> RunSummary | None:
+def _summarise(ledger: Path, home: Home | None = None) -> RunSummary | None:
     first: dict[str, Any] | None = None
     end: dict[str, Any] | None = None  # not always the last record: alerts may join after it
     running: list[str] = []
@@ -86,7 +92,7 @@ def _summarise(ledger: Path) -> RunSummary | None:
     run = first.get("run", {})
     trigger = run.get("trigger", {})
     trigger_text = trigger.get("type", "?") + (f" of {trigger['of']}" if "of" in trigger else "")
-    status, detail = _status(end, waiting, running, ledger.parent)
+    status, detail = _status(end, waiting, running, ledger.parent, home)
     return RunSummary(
         run_id=str(run.get("id", ledger.parent.name)),
         runbook=str(run.get("runbook", "?")),
@@ -99,7 +105,11 @@ def _summarise(ledger: Path) -> RunSummary | None:
 
 
 def _status(
-    end: dict[str, Any] | None, waiting: dict[str, str], running: list[str], folder: Path
+    end: dict[str, Any] | None,
+    waiting: dict[str, str],
+    running: list[str],
+    folder: Path,
+    home: Home | None = None,
 ) -> tuple[str, str]:
     """What ``clampdown runs`` says of a run: its status and a line of detail."""
     if end is not None:
@@ -109,7 +119,7 @@ def _status(
         )
         if end.get("still_in_place"):
             detail = f"{len(end['still_in_place'])} change(s) still in place"
-    elif _stopped(folder):
+    elif _stopped(folder, home):
         status = "stopped"
         waits = "; ".join(f"approval at {step} until {at}Z" for step, at in waiting.items())
         detail = (
@@ -127,9 +137,9 @@ def _status(
     return status, str(detail)
 
 
-def _stopped(folder: Path) -> bool:
+def _stopped(folder: Path, home: Home | None = None) -> bool:
     """A run (with a start record, so it can be continued) that no live process holds."""
-    return is_stopped(Home(folder.parent.parent).run(folder.name))
+    return is_stopped((home or Home(folder.parent.parent)).run(folder.name))
 
 
 def _rolled_back_by(mark: Path) -> str | None:

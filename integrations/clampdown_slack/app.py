@@ -348,7 +348,7 @@ class SlashCommands:
             if not _RUN_ID.match(run_id):
                 return Answer(f":x: `{run_id}` is not a run id")
             return Answer(_run_status(run_id, conf.existing_ledger(run_id)))
-        found = recent_runs(conf.paths.runs_dir, 5)
+        found = recent_runs(conf.paths.runs_dir, 5, home=conf.paths)
         if not found:
             return Answer("No runs yet.")
         lines = [
