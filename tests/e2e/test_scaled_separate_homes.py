@@ -1,0 +1,344 @@
+"""The scaled mode without a shared filesystem, every part a real process.
+
+A throwaway PostgreSQL cluster holds Prefect's database and clampdown's (dedup state and
+the run store: ``CLAMPDOWN_RUN_STORE=postgresql``). `prefect server start` on it, the
+`respond` deployment from the repository's prefect.yaml, `clampdown serve` in deployment
+mode and two `clampdown worker`s: each of the three with a ``CLAMPDOWN_HOME`` of its own
+(separate temp folders, as separate machines' disks), and a fourth home that never ran
+anything for the commands a responder types elsewhere.
+
+An alert starts a gated run; the worker holding it is killed (-9) while it waits for
+approval; the other worker finds it in the run store (no ``run.end``, its lock released
+by PostgreSQL with the dead connection) and continues it; the same alert re-sent while
+it waits is recorded in its ledger (not swallowed by a dead run); ``clampdown approve``
+from serve's home is counted; the run contains the user on moto server; ``clampdown
+runs``, ``verify`` and ``rollback`` from the fourth home succeed and rollback puts the
+user back. Waits are bounded only to fail instead of hanging; nothing is timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.approver_keys import ApproverKeys
+from tests.e2e.test_scaled_mode import (
+    CLAMPDOWN_WORKER,
+    CONTAINED,
+    GATED,
+    _contained,
+    _flow_run,
+    _free_port,
+    _iam_user,
+    _process,
+    _wait_until,
+)
+from tests.paths import REPO
+from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+
+CLI = str(Path(sys.executable).parent / "clampdown")
+HMAC_SECRET = "separate-homes-hmac-secret-0123456789"
+APPROVER = "U0TERM1"  # the one approver GATED names
+PREFECT_SERVER = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+TRIGGERS = """apiVersion: clampdown/v1
+kind: TriggerSet
+description: scaled mode without a shared filesystem
+triggers:
+  - name: gated
+    match: "alert.source == 'generic' and alert.principal"
+    runbook: scaled-gated
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    dedup_key: "generic:{{ alert.id }}"
+    dedup_window: 10m
+"""
+
+
+@dataclass
+class Stack:
+    serve_url: str
+    state_url: str  # clampdown's database: dedup state and the run store
+    api_url: str
+    homes: dict[str, Path]  # serve, worker-1, worker-2, elsewhere
+    env: dict[str, str]  # what every clampdown process shares (not CLAMPDOWN_HOME)
+    workers: dict[str, Any]  # name -> Popen
+    key: Path  # the approver's SSH key
+    logs: Path
+
+    def cli(self, home: str, *args: str) -> Any:
+        import subprocess
+
+        return subprocess.run(
+            [CLI, *args],
+            env=self.env | {"CLAMPDOWN_HOME": str(self.homes[home]), "COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def stored(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's ledger as the run store holds it (read with SQL, not through clampdown)."""
+        import psycopg
+
+        with psycopg.connect(self.state_url) as conn:
+            rows = conn.execute(
+                "SELECT line FROM clampdown_run_ledgers WHERE run_id = %s ORDER BY seq", (run_id,)
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def request(self, run_id: str) -> dict[str, Any] | None:
+        import psycopg
+
+        with psycopg.connect(self.state_url) as conn:
+            row = conn.execute(
+                "SELECT data FROM clampdown_run_files WHERE run_id = %s AND name = %s",
+                (run_id, "approvals/approve.json"),
+            ).fetchone()
+        return None if row is None else json.loads(bytes(row[0]))
+
+    def wait_for(self, run_id: str, record: str, timeout: float = 120) -> list[dict[str, Any]]:
+        return _wait_until(
+            lambda: (r := self.stored(run_id)) and record in [x["type"] for x in r] and r,
+            timeout,
+            f"{record} in the stored ledger of run {run_id}",
+        )
+
+
+def _scrubbed_env() -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
+        and name not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+    }
+    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    moto_server: str,
+    postgres_url: str,  # noqa: F811 - the fixture imported above
+) -> Iterator[Stack]:
+    import psycopg
+    from cryptography.fernet import Fernet
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown.app.cli_ops import deploy_from_file
+    from clampdown.core.ledger_signing import generate_local_key
+
+    root = tmp_path_factory.mktemp("separate-homes")
+    logs, library = root / "logs", root / "library"
+    homes = {n: root / f"{n}-home" for n in ("serve", "worker-1", "worker-2", "elsewhere")}
+    for folder in (logs, library, *homes.values()):
+        folder.mkdir()
+    (library / "scaled-gated.yaml").write_text(GATED)
+    (library / "triggers.yaml").write_text(TRIGGERS)
+    keys = ApproverKeys(root / "keys", root / "allowed_signers")
+    keys.folder.mkdir()
+    keys.allowed_signers.touch(mode=0o644)
+    key = keys.add(APPROVER)
+    ledger_key = generate_local_key(root / "ledger-signing.pem")  # every machine's signer
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE prefect_separate")
+        admin.execute("CREATE DATABASE clampdown_separate")
+    cluster = postgres_url.rsplit("/", 1)[0]
+    state_url = f"{cluster}/clampdown_separate"
+    base = _scrubbed_env()
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    server_env = base | {
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"{cluster}/prefect_separate".replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        ),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_HOME": str(root / "prefect-server"),
+    }
+    env = base | {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(root / "prefect-clients"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CLAMPDOWN_LIBRARY": str(library),
+        "CLAMPDOWN_INPUTS_KEY": Fernet.generate_key().decode(),
+        "CLAMPDOWN_STATE_URL": state_url,
+        "CLAMPDOWN_RUN_STORE": "postgresql",
+        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+        "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+    }
+    serve_env = env | {
+        "CLAMPDOWN_HOME": str(homes["serve"]),
+        "CLAMPDOWN_EXECUTION": "deployment",
+        "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+    }
+    serve_port = _free_port()
+    with contextlib.ExitStack() as running:
+        server_log = logs / "prefect-server.log"
+        server = running.enter_context(
+            _process(
+                [*PREFECT_SERVER, "--port", str(port)],
+                server_log,
+                env=server_env,
+            )
+        )
+        _wait_until(
+            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
+            90,
+            "prefect server on PostgreSQL",
+            server,
+            server_log,
+        )
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
+        workers = {}
+        for name in ("worker-1", "worker-2"):
+            (logs / f"{name}-cwd").mkdir()
+            workers[name] = running.enter_context(
+                _process(
+                    CLAMPDOWN_WORKER,
+                    logs / f"{name}.log",
+                    env=env | {"CLAMPDOWN_HOME": str(homes[name])},
+                    cwd=logs / f"{name}-cwd",
+                )
+            )
+        serve_log = logs / "serve.log"
+        serve = running.enter_context(
+            _process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env)
+        )
+        for name, proc in workers.items():
+            log = logs / f"{name}.log"
+            _wait_until(lambda log=log: "started" in log.read_text(), 60, name, proc, log)
+        serve_url = f"http://127.0.0.1:{serve_port}"
+        _wait_until(
+            lambda: httpx.get(f"{serve_url}/healthz", timeout=2).status_code == 200,
+            60,
+            "serve to answer /healthz",
+            serve,
+            serve_log,
+        )
+        yield Stack(serve_url, state_url, api_url, homes, env, workers, key, logs)
+
+
+def _post(stack: Stack, alert_id: str, arn: str) -> httpx.Response:
+    """A generic alert as its sender signs it (each call: a new delivery)."""
+    body = json.dumps(
+        {"id": alert_id, "title": f"keys of {arn} used from Tor", "severity": "critical"}
+        | {"principal": arn}
+    ).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
+    }
+    return httpx.post(
+        f"{stack.serve_url}/alerts/generic", content=body, headers=headers, timeout=60
+    )
+
+
+def _holder(stack: Stack, run_id: str) -> str:
+    """The worker running the run: the one whose home has its ledger (a run's folder is
+    written only where it runs or is read; serve's home is separate)."""
+    found = [
+        name
+        for name in stack.workers
+        if (stack.homes[name] / "runs" / run_id / "ledger.jsonl").is_file()
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.scaled
+def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
+    stack: Stack, moto_server: str
+) -> None:
+    iam, arn = _iam_user(moto_server, "stolen-keys-separate")
+    answer = _post(stack, "separate-1", arn)
+    assert answer.status_code == 202, answer.text
+    [alert] = answer.json()["alerts"]
+    assert alert["status"] == "started", alert
+    run_id = str(alert["run_id"])
+
+    # the run waits for approval on one worker; its request is in the run store
+    _wait_until(
+        lambda: (stack.request(run_id) or {}).get("status") == "pending", 120, "the approval wait"
+    )
+    first_flow_run = stack.request(run_id)["flow_run_id"]  # type: ignore[index]
+    holder = _holder(stack, run_id)
+    other = next(name for name in stack.workers if name != holder)
+    assert not (stack.homes["serve"] / "runs" / run_id / "ledger.jsonl").exists()
+    os.killpg(stack.workers[holder].pid, signal.SIGKILL)
+    stack.workers[holder].wait(30)
+
+    # the other worker finds it in the store and continues it: the same request re-entered
+    records = stack.wait_for(run_id, "approval.resumed", timeout=120)
+    assert "run.resumed" in [r["type"] for r in records]
+    _wait_until(
+        lambda: (
+            (r := stack.request(run_id) or {}).get("status") == "pending"
+            and r.get("flow_run_id") != first_flow_run
+        ),
+        60,
+        "the continued run to wait again",
+    )
+    assert (stack.homes[other] / "runs" / run_id / "ledger.jsonl").is_file()
+
+    # the same alert re-sent meanwhile: recorded in this run (on the other machine)
+    again = _post(stack, "separate-1", arn)
+    assert again.status_code == 200, again.text
+    [repeat] = again.json()["alerts"]
+    assert (repeat["status"], repeat["run_id"]) == ("deduplicated", run_id), repeat
+    assert "alert.joined" in [r["type"] for r in stack.stored(run_id)]
+    assert _contained(iam, "stolen-keys-separate")["key_statuses"] == ["Active", "Active"]
+
+    # the approver decides from serve's machine: read and counted through the store
+    sent = stack.cli("serve", "approve", run_id, "--as", APPROVER, "--key", str(stack.key))
+    assert sent.returncode == 0 and "counted" in sent.stdout, sent.stdout + sent.stderr
+    records = stack.wait_for(run_id, "run.end")
+    end = next(r for r in records if r["type"] == "run.end")
+    assert end["status"] == "succeeded", end
+    decision = next(r for r in records if r["type"] == "approval.decision")
+    assert decision["accepted"] and decision["approver"] == APPROVER
+    assert _contained(iam, "stolen-keys-separate") == CONTAINED
+    old = _flow_run(stack.api_url, first_flow_run)
+    assert old["state"]["type"] == "CRASHED"  # not Running for ever
+
+    # a home that never ran it: runs, verify and rollback
+    listed = stack.cli("elsewhere", "runs", "--format", "json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    [summary] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
+    assert summary["status"] == "succeeded", summary
+    verified = stack.cli("elsewhere", "verify", run_id)
+    assert verified.returncode == 0 and "OK: intact, signed" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )
+    undone = stack.cli("elsewhere", "rollback", run_id, "--yes")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert _contained(iam, "stolen-keys-separate") == {
+        "key_statuses": ["Active", "Active"],
+        "policies": [],
+        "login_profile": True,
+    }
+    listed = stack.cli(
+        "worker-1" if other == "worker-2" else "worker-2", "runs", "--format", "json"
+    )
+    [summary] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
+    assert summary["rolled_back_by"], summary  # the mark is in the store, seen from any home
