@@ -1,0 +1,455 @@
+"""The scaled mode when the Prefect server fails (issue 11), every part a real process.
+
+One module-scoped stack: a throwaway PostgreSQL cluster, `prefect server start` on it
+(restartable on the same database and port), the `respond` deployment from the
+repository's prefect.yaml, one `clampdown worker` with a CLAMPDOWN_HOME of its own, and
+`clampdown serve` with CLAMPDOWN_EXECUTION=deployment (dedup state on PostgreSQL, a
+CLAMPDOWN_HOME of its own: it shares no disk with the worker). Alerts are signed generic
+alerts posted to serve over HTTP; the AWS calls go to moto server; the approver decides
+with `clampdown approve`, signed with an SSH key, on the worker's machine (the request
+and the ledger are on the worker's disk).
+
+* the Prefect server restarted (SIGTERM, and SIGKILL) while a run waits for approval:
+  the gate says the API went away and came back (``approval.api_unreachable`` /
+  ``approval.api_reachable``), the decision given afterwards counts, the run contains;
+* a long Prefect outage while a run waits for approval, with a decision and a new alert
+  sent during it: the decision is kept ("not counted yet") and counted when Prefect is
+  back; the alert is answered 503 with Retry-After, and the sender's retry (the same
+  delivery) then starts a run that contains the other user.
+
+In each: the run finishes with containment done, its ledger verifies, the same alert sent
+again is deduplicated to that run (not swallowed by a dead one), and rollback puts the
+user back as before the run.
+
+Nothing is timed; waits are bounded only to fail instead of hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clampdown.core.ledger import read
+from clampdown.core.ledger_signing import generate_local_key, load_local_key, verify_ledger
+from tests.approver_keys import ApproverKeys
+from tests.e2e.test_scaled_mode import (
+    CLAMPDOWN_WORKER,
+    CONTAIN,
+    CONTAINED,
+    GATED,
+    _contained,
+    _flow_run,
+    _free_port,
+    _iam_user,
+    _process,
+    _wait_until,
+)
+from tests.paths import REPO
+from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+
+CLI = str(Path(sys.executable).parent / "clampdown")
+HMAC_SECRET = "scaled-failures-hmac-secret-0123456789"
+APPROVER = "U0TERM1"  # the one approver GATED names
+
+# How long the Prefect server stays down in the outage test. The issue's case is 90 s:
+# set CLAMPDOWN_TEST_PREFECT_OUTAGE=90 to run it as is (Prefect's client then keeps its
+# default 5 retries, 2+4+8+16+32 s = ~62 s before a call gives up). The default is
+# shorter, with the worker's client retries lowered to match (2 retries, ~6 s): what is
+# tested is that the outage outlasts the retries, so that the gate itself sees the
+# calls fail and must wait the outage out, and that holds at either length.
+OUTAGE = float(os.environ.get("CLAMPDOWN_TEST_PREFECT_OUTAGE", "20"))
+CLIENT_RETRIES = "5" if OUTAGE >= 90 else "2"
+
+TRIGGERS = """apiVersion: clampdown/v1
+kind: TriggerSet
+description: scaled-mode failure tests
+triggers:
+  - name: gated
+    match: "alert.source == 'generic' and alert.type == 'gated' and alert.principal"
+    runbook: scaled-gated
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    dedup_key: "generic:{{ alert.id }}"
+    correlate_by: "{{ alert.principal }}"
+    dedup_window: 10m
+  - name: contain
+    match: "alert.source == 'generic' and alert.type == 'contain' and alert.principal"
+    runbook: scaled-contain
+    inputs:
+      principal_arn: "{{ alert.principal }}"
+    dedup_key: "generic:{{ alert.id }}"
+    correlate_by: "{{ alert.principal }}"
+    dedup_window: 10m
+"""
+
+
+class PrefectServer:
+    """`prefect server start` on PostgreSQL, stopped and started again on the same port."""
+
+    def __init__(self, port: int, env: dict[str, str], logs: Path) -> None:
+        self.port, self.env, self.logs = port, env, logs
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.starts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.logs / f"prefect-server-{self.starts}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "prefect",
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with log.open("wb") as out:
+            self._proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
+            )
+        _wait_until(
+            lambda: urllib.request.urlopen(f"{self.api_url}/health", timeout=2).status == 200,
+            90,
+            "prefect server on PostgreSQL",
+            self._proc,
+            log,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (and its uvicorn) by ``sig``; once stopped, the port refuses."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for each, wait in ((sig, 30), (signal.SIGKILL, 10)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, each)
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        _wait_until(lambda: not _answers(self.api_url), 30, "the Prefect port to close")
+
+
+def _answers(api_url: str) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@dataclass
+class Stack:
+    prefect: PrefectServer
+    serve_url: str
+    worker_home: Path
+    worker_env: dict[str, str]  # what runs on the worker's machine: approve, rollback, verify
+    key: Path  # the approver's SSH key
+    ledger_key: Path  # the worker's ledger signing key
+    logs: Path
+
+    def ledger(self, run_id: str) -> list[dict[str, Any]]:
+        path = self.worker_home / "runs" / run_id / "ledger.jsonl"
+        return read(path) if path.is_file() else []
+
+    def types(self, run_id: str) -> list[str]:
+        return [r["type"] for r in self.ledger(run_id)]
+
+    def wait_for(self, run_id: str, record: str, timeout: float = 120) -> list[dict[str, Any]]:
+        return _wait_until(
+            lambda: record in self.types(run_id) and self.ledger(run_id),
+            timeout,
+            f"{record} in the ledger of run {run_id}",
+            log=self.logs / "worker.log",
+        )
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args],
+            env=self.worker_env | {"COLUMNS": "250"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    def approve(self, run_id: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("approve", run_id, "--as", APPROVER, "--key", str(self.key))
+
+    def waiting(self, run_id: str) -> dict[str, Any]:
+        path = self.worker_home / "runs" / run_id / "approvals" / "approve.json"
+        return _wait_until(
+            lambda: (r := json.loads(path.read_text())).get("status") == "pending" and r,
+            120,
+            f"run {run_id} to wait for approval",
+            log=self.logs / "worker.log",
+        )
+
+
+def _scrubbed_env() -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
+        and name not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+    }
+    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    moto_server: str,
+    postgres_url: str,  # noqa: F811 - the fixture imported above
+) -> Iterator[Stack]:
+    import psycopg
+    from cryptography.fernet import Fernet
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown.app.cli_ops import deploy_from_file
+
+    root = tmp_path_factory.mktemp("scaled-failures")
+    logs, library = root / "logs", root / "library"
+    worker_home, serve_home = root / "worker-home", root / "serve-home"
+    for folder in (logs, library):
+        folder.mkdir()
+    (library / "scaled-gated.yaml").write_text(GATED)
+    (library / "scaled-contain.yaml").write_text(CONTAIN)
+    (library / "triggers.yaml").write_text(TRIGGERS)
+    keys = ApproverKeys(root / "keys", root / "allowed_signers")
+    keys.folder.mkdir()
+    keys.allowed_signers.touch(mode=0o644)
+    key = keys.add(APPROVER)
+    ledger_key = generate_local_key(root / "ledger-signing.pem")  # signs the worker's ledgers
+
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE prefect_failures")
+        admin.execute("CREATE DATABASE clampdown_failures")
+    cluster = postgres_url.rsplit("/", 1)[0]
+    database = f"{cluster}/prefect_failures".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    base = _scrubbed_env()
+    prefect = PrefectServer(
+        _free_port(),
+        base
+        | {
+            "PREFECT_API_DATABASE_CONNECTION_URL": database,
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_HOME": str(root / "prefect-server"),
+        },
+        logs,
+    )
+    inputs_key = Fernet.generate_key().decode()
+    common = base | {
+        "PREFECT_API_URL": prefect.api_url,
+        "PREFECT_HOME": str(root / "prefect-clients"),
+        "AWS_ENDPOINT_URL": moto_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "CLAMPDOWN_LIBRARY": str(library),
+        "CLAMPDOWN_INPUTS_KEY": inputs_key,
+    }
+    worker_env = common | {
+        "CLAMPDOWN_HOME": str(worker_home),
+        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+        "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
+    }
+    serve_env = common | {
+        "CLAMPDOWN_HOME": str(serve_home),
+        "CLAMPDOWN_EXECUTION": "deployment",
+        "CLAMPDOWN_STATE_URL": f"{cluster}/clampdown_failures",
+        "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+    }
+    serve_port = _free_port()
+    try:
+        prefect.start()
+        with temporary_settings({PREFECT_API_URL: prefect.api_url}):
+            deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
+        worker_log, serve_log = logs / "worker.log", logs / "serve.log"
+        (logs / "worker-cwd").mkdir()
+        with (
+            _process(CLAMPDOWN_WORKER, worker_log, env=worker_env, cwd=logs / "worker-cwd") as w,
+            _process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env) as s,
+        ):
+            _wait_until(lambda: "started" in worker_log.read_text(), 60, "worker", w, worker_log)
+            serve_url = f"http://127.0.0.1:{serve_port}"
+            _wait_until(
+                lambda: httpx.get(f"{serve_url}/healthz", timeout=2).status_code == 200,
+                60,
+                "serve to answer /healthz",
+                s,
+                serve_log,
+            )
+            yield Stack(prefect, serve_url, worker_home, worker_env, key, ledger_key, logs)
+    finally:
+        prefect.stop()
+
+
+def _delivery(alert_id: str, kind: str, arn: str) -> tuple[bytes, dict[str, str]]:
+    """A generic alert as its sender signs it; sent again unchanged, it is the same delivery."""
+    body = json.dumps(
+        {
+            "id": alert_id,
+            "type": kind,
+            "title": f"model weights read by {arn}",
+            "severity": "critical",
+            "principal": arn,
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
+    return body, {
+        "Content-Type": "application/json",
+        "X-Clampdown-Timestamp": stamp,
+        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
+    }
+
+
+def _post(stack: Stack, delivery: tuple[bytes, dict[str, str]]) -> httpx.Response:
+    body, headers = delivery
+    return httpx.post(
+        f"{stack.serve_url}/alerts/generic", content=body, headers=headers, timeout=60
+    )
+
+
+def _started(answer: httpx.Response) -> str:
+    assert answer.status_code == 202, answer.text
+    [alert] = answer.json()["alerts"]
+    assert alert["status"] == "started", alert
+    return str(alert["run_id"])
+
+
+def _contained_and_undone(stack: Stack, run_id: str, iam: Any, user: str, alert: Any) -> None:
+    """What every case must show once the run ended: containment done, a ledger that
+    verifies, the same alert again repeats this run, rollback restores the user."""
+    records = stack.ledger(run_id)
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded", records[-1]
+    assert _contained(iam, user) == CONTAINED
+    with (stack.worker_home / "runs" / run_id / "ledger.jsonl").open("rb") as lines:
+        verdict = verify_ledger(lines, load_local_key(stack.ledger_key, stack.worker_home))
+    assert verdict.status == "intact", verdict
+    again = _post(stack, _delivery(alert[0], alert[1], alert[2]))  # a new delivery, same alert
+    assert again.status_code == 200, again.text
+    [repeat] = again.json()["alerts"]
+    assert (repeat["status"], repeat["run_id"]) == ("deduplicated", run_id), repeat
+    undone = stack.cli("rollback", run_id, "--yes")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    back = _contained(iam, user)
+    assert back == {"key_statuses": ["Active", "Active"], "policies": [], "login_profile": True}
+
+
+def _final_flow_run(stack: Stack, run_id: str) -> dict[str, Any]:
+    flow_run_id = stack.ledger(run_id)[0]["flow_run_id"]
+    final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+    return _wait_until(
+        lambda: (
+            (r := _flow_run(stack.prefect.api_url, flow_run_id))["state"]["type"] in final and r
+        ),
+        60,
+        f"flow run {flow_run_id} to finish",
+    )
+
+
+@pytest.mark.scaled
+def test_prefect_server_restart_during_a_pause_loses_nothing(
+    stack: Stack, moto_server: str
+) -> None:
+    """The Prefect server stopped with SIGTERM (a deploy, `systemctl restart`) and started
+    again on the same database while the run waits; the decision given afterwards counts.
+    (The outage test below stops it with SIGKILL, as a crash does.)"""
+    user = "restart-sigterm"
+    iam, arn = _iam_user(moto_server, user)
+    alert = (f"restart-{user}", "gated", arn)
+    run_id = _started(_post(stack, _delivery(*alert)))
+    before = stack.waiting(run_id)
+
+    stack.prefect.stop(signal.SIGTERM)
+    stack.wait_for(run_id, "approval.api_unreachable")  # the gate saw the API go
+    stack.prefect.start()
+    stack.wait_for(run_id, "approval.api_reachable")
+
+    sent = stack.approve(run_id)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    stack.wait_for(run_id, "run.end")
+    records = stack.ledger(run_id)
+    types = [r["type"] for r in records]
+    assert types.count("approval.request") == 1  # the same request throughout
+    after = json.loads(
+        (stack.worker_home / "runs" / run_id / "approvals" / "approve.json").read_text()
+    )
+    assert (after["nonce"], after["status"]) == (before["nonce"], "approved")
+    [decision] = [r for r in records if r["type"] == "approval.decision"]
+    assert decision["accepted"] and decision["approver"] == APPROVER
+    assert "run.resumed" not in types  # the run never stopped: the same flow run went on
+    assert _final_flow_run(stack, run_id)["state"]["type"] == "COMPLETED"
+    _contained_and_undone(stack, run_id, iam, user, alert)
+
+
+@pytest.mark.scaled
+def test_a_long_prefect_outage_during_a_pause_and_an_alert_sent_meanwhile(
+    stack: Stack, moto_server: str
+) -> None:
+    """The Prefect server is killed (SIGKILL, as a crash or an OOM kill) and stays down for
+    OUTAGE seconds (see OUTAGE: why that length is enough) while a run waits for approval. Meanwhile the approver decides and another
+    alert arrives. The decision is kept and counted once Prefect is back; the alert is
+    answered 503 with Retry-After and nothing of it is kept, so the sender's retry of the
+    same delivery starts a run."""
+    iam, arn = _iam_user(moto_server, "outage-waiting")
+    iam2, arn2 = _iam_user(moto_server, "outage-new-alert")
+    alert = ("outage-1", "gated", arn)
+    run_id = _started(_post(stack, _delivery(*alert)))
+    stack.waiting(run_id)
+
+    stack.prefect.stop(signal.SIGKILL)
+    down_at = time.monotonic()
+    sent = stack.approve(run_id)
+    assert sent.returncode == 3, sent.stdout + sent.stderr
+    assert "not counted yet" in sent.stderr and "Prefect API cannot be reached" in sent.stderr
+
+    late = _delivery("outage-2", "contain", arn2)
+    refused = _post(stack, late)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "30"
+    assert "unreachable" in refused.text
+    stack.wait_for(run_id, "approval.api_unreachable", timeout=OUTAGE + 120)
+    assert "run.end" not in stack.types(run_id)
+    time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the outage itself
+    assert "run.end" not in stack.types(run_id)  # rode it out: still waiting, not failed
+    assert _contained(iam, "outage-waiting")["key_statuses"] == ["Active", "Active"]
+    stack.prefect.start()
+
+    stack.wait_for(run_id, "run.end")
+    records = stack.ledger(run_id)
+    types = [r["type"] for r in records]
+    assert types.index("approval.api_unreachable") < types.index("approval.api_reachable")
+    [decision] = [r for r in records if r["type"] == "approval.decision"]
+    assert decision["accepted"] and decision["approver"] == APPROVER
+    assert types.index("approval.api_reachable") < types.index("approval.decision")
+    assert _final_flow_run(stack, run_id)["state"]["type"] == "COMPLETED"
+    _contained_and_undone(stack, run_id, iam, "outage-waiting", alert)
+
+    # the sender retries the refused delivery, unchanged: not a replay, not deduplicated
+    retried = _post(stack, late)
+    second = _started(retried)
+    stack.wait_for(second, "run.end")
+    _contained_and_undone(stack, second, iam2, "outage-new-alert", ("outage-2", "contain", arn2))
