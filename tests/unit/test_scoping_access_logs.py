@@ -230,3 +230,31 @@ def test_a_file_that_is_not_text_is_reported_and_the_others_read(tmp_path: Path)
     assert keys == [("weights/%C3%28.bin",)]  # not valid UTF-8 once decoded: kept as logged
     assert reader.stats.files == 1 and reader.stats.records == 1
     assert [(key, "UTF-8" in why) for key, why in reader.stats.unreadable] == [("logs/bad", True)]
+
+
+def _post(request_id: str, operation: str, uri: str, sent: str) -> str:
+    return (
+        f"{OWNER} amzn-s3-demo-bucket1 [06/Feb/2019:04:00:00 +0000] 192.0.2.3 {ALICE} "
+        f'{request_id} {operation} data.csv "POST /amzn-s3-demo-bucket1/data.csv{uri} '
+        f'HTTP/1.1" 200 - {sent} 5000 7 6 "-" "aws-cli/2.15" -'
+    )
+
+
+def test_s3_select_is_an_object_read(tmp_path: Path) -> None:
+    """SelectObjectContent (``POST /key?select&select-type=2``): logged as REST.POST.SELECT,
+    and recognised by its request-URI under another POST operation name; other POSTs (a
+    multipart upload's start) are not reads."""
+    lines = [
+        _post("SEL1", "REST.POST.SELECT", "?select&select-type=2", "812"),
+        _post("SEL2", "REST.POST.OBJECT", "?select&select-type=2", "64"),
+        _post("UPL1", "REST.POST.UPLOADS", "?uploads", "300"),
+        _post("SEL3", "REST.POST.RESTORE", "?restore", "-"),
+    ]
+    reader, rows = scan(tmp_path, ALICE, lines)
+    named = sorted((r[0], r[2], r[4], r[6]) for r in rows)
+    assert named == [
+        ("SEL1", "SelectObjectContent", "data.csv", 812.0),
+        ("SEL2", "SelectObjectContent", "data.csv", 64.0),
+        ("SEL3", "RestoreObject", "data.csv", 0.0),
+    ]
+    assert reader.stats.records == 4 and reader.stats.malformed == []
