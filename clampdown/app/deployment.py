@@ -391,11 +391,17 @@ def _continue_run(run_id: str) -> None:
     from clampdown_flows.prefect_api import shared_clients
     from clampdown_flows.respond import respond
 
-    start = RunStart.load(settings().paths.run(run_id))
+    files = settings().paths.run(run_id).materialize()  # from the run store, if any
+    start = RunStart.load(files)
     runbook = start.runbook if start is not None else run_id
 
     async def execute() -> Any:
         async with shared_clients():
+            if start is not None and not files.ledger.exists():  # died before run.start
+                options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
+                return await respond(
+                    start.runbook, start.inputs, run_id=run_id, return_state=True, **options
+                )
             return await respond(runbook, None, run_id=run_id, resume=True, return_state=True)
 
     try:

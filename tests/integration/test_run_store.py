@@ -245,3 +245,48 @@ def test_run_store_setting_needs_a_postgresql_url(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code != 0
     assert "CLAMPDOWN_RUN_STORE" in result.output and "CLAMPDOWN_STATE_URL" in result.output
     assert "Traceback" not in result.output
+
+
+START_ONLY = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: store-start-only, title: Started and nothing more, severity: high}
+steps:
+  - {id: note, uses: core.log, with: {message: "ran from its start record"}}
+"""
+
+
+def test_a_worker_continues_a_run_that_died_before_its_first_record(
+    prefect_server: str, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its process stopped after the start record and before ``run.start``: another
+    machine (another home) finds it in the run store and runs it from that record."""
+    from clampdown.app.deployment import _continue_run
+    from clampdown.app.local_runs import stopped_runs
+    from clampdown.core.run_start import RunStart
+    from clampdown.core.settings import settings
+
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "store-start-only.yaml").write_text(START_ONLY)
+    monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", db_url)
+    monkeypatch.setenv("CLAMPDOWN_RUN_STORE", "postgresql")
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "died-here"))
+    run_id = "startonly001"
+    RunStart.of(run_id, "store-start-only", {}, {"type": "test"}).save(settings().paths.run(run_id))
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "continues-here"))
+    assert stopped_runs(settings().paths) == [run_id]
+    _continue_run(run_id)
+    store = settings().shared_run_store()
+    assert store is not None
+    records = [json.loads(x) for x in store.lines(run_id)]
+    assert records[0]["type"] == "run.start"
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    assert (tmp_path / "continues-here" / "runs" / run_id / "ledger.jsonl").is_file()
+    assert stopped_runs(settings().paths) == []
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "a-third-home"))
+    listed = CliRunner().invoke(app, ["runs", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    [summary] = json.loads(listed.output)
+    assert (summary["run_id"], summary["status"]) == (run_id, "succeeded")
