@@ -4,13 +4,19 @@ Prefect's client reports task-run states as events, which the server's task-run 
 writes to its database some time later. A command that stopped its local Prefect API as
 soon as its flow returned left Prefect holding a fraction of the run (11 of 100 task runs
 after a 100-step chain). These tests run the real command in a fresh process on a Prefect
-home of its own, then open that home's API again and read what Prefect kept.
+home of their own, and the moment it returns read what Prefect's database holds (SQLite,
+read directly): for ``clampdown run`` the resident API it leaves running is killed first
+(SIGKILL: no shutdown that could flush late records), so the record is the one the
+command returned with. The two tests share the home: its database is migrated once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,30 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from clampdown_flows.resident_api import STATE_FILE
+from tests.leftovers import stop
 from tests.paths import REPO
 
 STEPS = 30
-
-# Reads a Prefect home's flow runs and their task runs through a local API started on it.
-READ_RECORD = """
-import json, sys
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from clampdown_flows.prefect_api import local_api
-
-with local_api():
-    with get_client(sync_client=True) as client:
-        record = {}
-        for flow_run in client.read_flow_runs():
-            tasks = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
-            )
-            record[flow_run.name] = {
-                "state": flow_run.state_type.value,
-                "tasks": sorted(f"{t.name}={t.state_type.value}" for t in tasks),
-            }
-print(json.dumps(record))
-"""
 
 # A stock Prefect flow of STEPS tasks run inside local_api(): what `rollback` and drills do.
 STOCK_FLOW = """
@@ -72,16 +59,24 @@ def chain(steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def prefect_home(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """The environment of a fresh process on a Prefect home of its own (no API URL set);
-    the local API `clampdown run` leaves running there is stopped after the test."""
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of a fresh process on a Prefect home of its own (no API URL set)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-record") / "prefect")
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
     yield env
-    python(env, "-m", "clampdown.app.cli", "prefect-api", "stop")
+    kill_resident(env)
+
+
+def kill_resident(env: dict[str, str]) -> None:
+    """SIGKILL the home's resident API if its state file names a live one of ours."""
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        pid = int(json.loads((Path(env["PREFECT_HOME"]) / STATE_FILE).read_text())["pid"])
+        if b"clampdown_flows.prefect_api" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+            stop([pid], timeout=10)  # waits until it is gone
 
 
 def python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -93,19 +88,38 @@ def python(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def prefect_record(env: dict[str, str]) -> dict[str, dict[str, object]]:
-    lines = python(env, "-c", READ_RECORD).stdout.strip().splitlines()
-    return json.loads(lines[-1])
+    """Flow run id -> its state and its task runs (name=state), from the home's database."""
+    database = Path(env["PREFECT_HOME"]) / "prefect.db"
+    if not database.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return {
+            run_id: {
+                "state": state,
+                "tasks": sorted(
+                    f"{task}={task_state}"
+                    for task, task_state in db.execute(
+                        "SELECT name, state_type FROM task_run WHERE flow_run_id = ?", (run_id,)
+                    )
+                ),
+            }
+            for run_id, state in db.execute("SELECT id, state_type FROM flow_run").fetchall()
+        }
+
+
+def new_flow_runs(env: dict[str, str], before: dict[str, object]) -> list[dict[str, object]]:
+    return [run for run_id, run in prefect_record(env).items() if run_id not in before]
 
 
 def test_clampdown_run_returns_with_every_task_run_recorded_completed(
     prefect_home: dict[str, str], write_runbook
 ) -> None:
     path = write_runbook(chain(STEPS))
+    before = prefect_record(prefect_home)
     python(prefect_home, "-m", "clampdown.app.cli", "run", str(path))
+    kill_resident(prefect_home)  # at once: what Prefect holds is what the command returned with
 
-    record = prefect_record(prefect_home)
-    assert len(record) == 1, record
-    (flow_run,) = record.values()
+    (flow_run,) = new_flow_runs(prefect_home, before)
     assert flow_run["state"] == "COMPLETED"
     assert flow_run["tasks"] == sorted(f"s{i}=COMPLETED" for i in range(STEPS))
 
@@ -114,8 +128,8 @@ def test_a_plain_flow_in_local_api_is_fully_recorded_when_the_block_ends(
     prefect_home: dict[str, str],
 ) -> None:
     """``rollback`` and drills run their flows inside ``local_api()`` the same way."""
+    before = prefect_record(prefect_home)
     python(prefect_home, "-c", STOCK_FLOW, str(STEPS))
 
-    record = prefect_record(prefect_home)
-    (flow_run,) = record.values()
+    (flow_run,) = new_flow_runs(prefect_home, before)
     assert flow_run["tasks"] == sorted(f"t{i}=COMPLETED" for i in range(STEPS))
