@@ -36,6 +36,7 @@ from pydantic import Field, SecretStr, field_validator
 from clampdown.core.approvals import SubmitDecision
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError, did_you_mean
 from clampdown.core.expiring_keys import ExpiringKeys
+from clampdown.core.home import SLACK_THREAD_STATE
 from clampdown.core.runs import RunNotStarted
 from clampdown.core.settings import current_library
 from clampdown_slack.approval_actions import register_approval_actions
@@ -389,12 +390,12 @@ def thread_link(run_id: str, wait: float | None = None, *, home: Home) -> str | 
     """
     import json
 
-    state = home.run(run_id).slack_thread_state
+    files = home.run(run_id)  # the run store's copy, in the scaled mode
     deadline = time.monotonic() + (THREAD_WAIT if wait is None else wait)
     while True:
         try:
-            threads = json.loads(state.read_text()).get("threads", {})
-        except (OSError, ValueError):
+            threads = json.loads(files.read(SLACK_THREAD_STATE) or "{}").get("threads", {})
+        except (OSError, ValueError, AttributeError):
             threads = {}
         for thread in threads.values():
             ts = str(thread.get("thread_ts", "")).replace(".", "")

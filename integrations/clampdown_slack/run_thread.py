@@ -19,6 +19,7 @@ cards are posted and edited from the observer's ``approval_*`` calls.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from clampdown.core.approvals import Request
 from clampdown.core.extensions import RunHeader
-from clampdown.core.home import Home
+from clampdown.core.home import SLACK_THREAD_STATE, Home, RunFiles
 from clampdown.core.incident_report_render import summary_from_ledger
 from clampdown.core.ledger import Ledger
 from clampdown_slack.approval_card import (
@@ -128,8 +129,10 @@ class RunThread:
         state_file: Path,
         scrub: Callable[[str], str] | None = None,
         membership: Callable[[tuple[str, ...]], str | None] | None = None,
+        files: RunFiles | None = None,
     ) -> None:
         assert config.slack_bot_token is not None and config.slack_channel
+        self._files = files  # the run's files: the run store keeps slack.json too (scaled mode)
         self.run_id = run_id
         self._membership = membership  # the approval card's note on group membership
         self._state_file = state_file  # the run's slack.json (RunFiles.slack_thread_state)
@@ -166,6 +169,7 @@ class RunThread:
         ledger: Ledger,
         state_file: Path,
         membership: Callable[[tuple[str, ...]], str | None] | None = None,
+        files: RunFiles | None = None,
     ) -> RunThread | None:
         """A thread for the run, or None when Slack is not configured (nothing happens).
 
@@ -176,7 +180,9 @@ class RunThread:
             return None
         if config.slack_bot_token is None or not config.slack_channel:
             return None
-        return cls(run_id, config, ledger, state_file=state_file, membership=membership)
+        return cls(
+            run_id, config, ledger, state_file=state_file, membership=membership, files=files
+        )
 
     # --- the run observer (clampdown.core.extensions.RunObserver) -------------------------
 
@@ -362,7 +368,7 @@ class RunThread:
             self.header_channel, self.thread_ts = existing["channel"], existing["thread_ts"]
             return
         sent = self._client.chat_postMessage(channel=self.channel, text=text)
-        remember_thread(self._state_file, self.channel, sent["channel"], sent["ts"])
+        remember_thread(self._state_file, self.channel, sent["channel"], sent["ts"], self._files)
         self.header_channel, self.header_ts = sent["channel"], sent["ts"]
         self.thread_ts = sent["ts"]
         with self._cond:  # responders were told now (the report's time to notify); under
@@ -441,11 +447,13 @@ def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> RunThre
     """The ``clampdown.run_observers`` factory: the run's thread, or None without Slack."""
     import functools
 
+    files = settings.paths.run(run_id)
     return RunThread.from_env(
         run_id,
         ledger,
-        settings.paths.run(run_id).slack_thread_state,
+        files.slack_thread_state,
         membership=functools.partial(card_membership, settings),
+        files=files,
     )
 
 
@@ -474,8 +482,11 @@ def reply_in_run_thread(
             return False
     if config.slack_bot_token is None or not config.slack_channel:
         return False
-    state = home.run(run_id).slack_thread_state
-    thread = read_state(state).get("threads", {}).get(config.slack_channel)
+    try:  # through the run's files: in the scaled mode the run may be on another machine
+        data = json.loads(home.run(run_id).read(SLACK_THREAD_STATE) or "{}")
+    except (OSError, ValueError):
+        data = {}
+    thread = (data.get("threads", {}) if isinstance(data, dict) else {}).get(config.slack_channel)
     if not thread:
         return False
     try:

@@ -33,7 +33,7 @@ from urllib.error import URLError
 from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
-from clampdown.core.home import SLACK_THREAD_STATE, private_dirs, private_opener
+from clampdown.core.home import SLACK_THREAD_STATE, RunFiles, private_dirs, private_opener
 from clampdown_slack.client import (
     SlackNotConfigured,
     SlackSettings,
@@ -118,7 +118,7 @@ class SlackStatus(Action):
                 thread = read_threads(state, ctx).get(channel)
                 if thread is None:  # the run's first status message here: the thread's parent
                     sent = client.chat_postMessage(channel=channel, text=text, blocks=blocks)
-                    remember_thread(state, channel, sent["channel"], sent["ts"])
+                    remember_thread(state, channel, sent["channel"], sent["ts"], ctx.files)
                     return self._posted(ctx, sent["channel"], sent["ts"], sent["ts"])
             sent = client.chat_postMessage(
                 channel=thread["channel"], thread_ts=thread["thread_ts"], text=text, blocks=blocks
@@ -269,8 +269,14 @@ def read_threads(state: Path, ctx: ActionContext) -> dict[str, dict[str, str]]:
     return threads if isinstance(threads, dict) else {}
 
 
-def remember_thread(state: Path, requested: str, channel: str, thread_ts: str) -> None:
-    """Record the run's thread in a channel, atomically. Call under run_lock."""
+def remember_thread(
+    state: Path, requested: str, channel: str, thread_ts: str, files: RunFiles | None = None
+) -> None:
+    """Record the run's thread in a channel, atomically. Call under run_lock.
+
+    ``files``: the run's files, whose store (the scaled mode) keeps the state too, so a
+    worker on another machine that continues the run posts in the same thread and serve
+    replies in it."""
     try:
         data = read_state(state)
     except (OSError, ValueError):
@@ -279,6 +285,9 @@ def remember_thread(state: Path, requested: str, channel: str, thread_ts: str) -
     entry = {"channel": channel, "thread_ts": thread_ts}
     threads[requested] = entry
     threads.setdefault(channel, entry)  # a later step may name the channel by its id
+    if files is not None:
+        files.write(SLACK_THREAD_STATE, json.dumps(data, indent=2, sort_keys=True))
+        return
     fd, tmp = tempfile.mkstemp(dir=state.parent, prefix=".slack-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

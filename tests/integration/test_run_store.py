@@ -290,3 +290,24 @@ def test_a_worker_continues_a_run_that_died_before_its_first_record(
     assert listed.exit_code == 0, listed.output
     [summary] = json.loads(listed.output)
     assert (summary["run_id"], summary["status"]) == (run_id, "succeeded")
+
+
+def test_the_slack_thread_of_a_run_is_found_from_another_home(
+    store: PostgresRunStore, tmp_path: Path
+) -> None:
+    """The worker that posted the thread header keeps it in the store: serve (another
+    home) links to it, and a worker continuing the run joins it instead of a new thread."""
+    from clampdown_slack.app import thread_link
+    from clampdown_slack.status import read_state, remember_thread, run_lock
+
+    worker = Home(tmp_path / "worker", store=store).run("r8")
+    with run_lock(worker.slack_thread_state):
+        remember_thread(worker.slack_thread_state, "#sec", "C0SEC", "1700000000.000100", worker)
+    serve = Home(tmp_path / "serve", store=store)
+    link = thread_link("r8", 0, home=serve)
+    assert link == "<https://slack.com/archives/C0SEC/p1700000000000100|open>"
+    assert thread_link("r8", 0, home=Home(tmp_path / "serve-no-store")) is None
+    other = Home(tmp_path / "other-worker", store=store).run("r8").materialize()
+    assert read_state(other.slack_thread_state)["threads"]["C0SEC"]["thread_ts"] == (
+        "1700000000.000100"
+    )
