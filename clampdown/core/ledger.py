@@ -286,13 +286,21 @@ class Ledger:
             raise self._store_error(type_, exc) from None
 
     def _store_error(self, type_: str, exc: Exception) -> LedgerWriteError:
+        from clampdown.core.run_store import LostHold
+
         run_id = getattr(self.primary, "run_id", self.path.parent.name)
+        hint = (
+            "another process may be running it now: see `clampdown runs`"
+            if isinstance(exc, LostHold)
+            else "check that the database of CLAMPDOWN_STATE_URL answers, then continue the "
+            f"run: `clampdown resume {run_id}` (`clampdown worker` continues stopped runs "
+            "by itself)"
+        )
         error = LedgerWriteError(
             f"could not write the {type_} record of run {run_id} to the run store "
             f"(PostgreSQL): {getattr(exc, 'orig', None) or exc}; nothing of it was written, "
             "so the run stops",
-            "check that the database of CLAMPDOWN_STATE_URL answers, then continue the run: "
-            f"`clampdown resume {run_id}` (`clampdown worker` continues stopped runs by itself)",
+            hint,
         )
         error.path, error.record_type = self.path, type_
         return error

@@ -37,6 +37,10 @@ class ChainConflict(Exception):
     """The line does not extend the run's chain head: another writer appended first."""
 
 
+class LostHold(Exception):
+    """This process held the run, and the store says it does not any more: stop writing."""
+
+
 class RunStoreError(ClampdownError):
     """The run store (PostgreSQL) cannot be reached or refused a write."""
 
@@ -90,6 +94,7 @@ __all__ = [
     "ChainConflict",
     "Holding",
     "LedgerPrimary",
+    "LostHold",
     "RunFolder",
     "RunStore",
     "RunStoreError",

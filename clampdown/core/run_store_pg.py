@@ -35,8 +35,9 @@ import contextlib
 import functools
 import hashlib
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -48,6 +49,7 @@ from clampdown.core.run_store import (
     ChainConflict,
     Holding,
     LedgerPrimary,
+    LostHold,
     RunFolder,
     RunStoreError,
 )
@@ -104,8 +106,11 @@ def safe_name(name: str) -> bool:
 class _Held:
     conn: sa.Connection
     key: int
+    pid: int  # the server process of the lock's session (pg_locks.pid)
+    forget: Callable[[], None]
 
     def release(self) -> None:
+        self.forget()
         with contextlib.suppress(sa.exc.SQLAlchemyError):
             self.conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
         with contextlib.suppress(sa.exc.SQLAlchemyError):
@@ -139,6 +144,8 @@ class PostgresRunStore:
                 "(or unset CLAMPDOWN_RUN_STORE to keep runs in CLAMPDOWN_HOME)",
             )
         self.engine = sa.create_engine(parsed, pool_size=4, max_overflow=32, pool_pre_ping=True)
+        self._holding: dict[str, _Held] = {}  # runs this process holds: their lock sessions
+        self._guard = threading.Lock()
         try:
             with self.engine.begin() as conn:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock_key("ddl")})
@@ -177,11 +184,25 @@ class PostgresRunStore:
             return [str(r.line).encode() for r in rows]
 
     def append(self, run_id: str, seq: int, prev: str, line: bytes, *, ended: bool) -> None:
-        """One transaction: lock the run's row, check ``(seq, prev)`` is its head, insert."""
+        """One transaction: lock the run's row, check ``(seq, prev)`` is its head, insert.
+
+        When this process holds the run, the transaction also checks that its lock session
+        still holds the lock: a session the server dropped (a database restart, a network
+        partition) may have let another worker take the run, and two owners must never
+        both write (:class:`LostHold`, no retry), while an alert joining (a writer that does
+        not hold the run) just chains on whatever head it finds."""
         now = time.time()
         text = line.rstrip(b"\n").decode()
+        with self._guard:
+            held = self._holding.get(run_id)
         try:
             with self.engine.begin() as conn:
+                if held is not None and not self._still_holds(conn, held):
+                    raise LostHold(
+                        f"this process no longer holds run {run_id}: its lock session in "
+                        "the run store ended (database restart or network failure), so "
+                        "another process may be running it"
+                    )
                 self._ensure_run(conn, run_id, now)
                 row = conn.execute(
                     sa.select(runs.c.next_seq, runs.c.head)
@@ -270,7 +291,33 @@ class PostgresRunStore:
         if not got:
             conn.close()
             return None
-        return _Held(conn, key)
+        pid = int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+        conn.commit()
+        if what != "run":
+            return _Held(conn, key, pid, lambda: None)
+
+        def forget() -> None:
+            with self._guard:
+                self._holding.pop(run_id, None)
+
+        held = _Held(conn, key, pid, forget)
+        with self._guard:
+            self._holding[run_id] = held
+        return held
+
+    @staticmethod
+    def _still_holds(conn: sa.Connection, held: _Held) -> bool:
+        unsigned = held.key & 0xFFFFFFFFFFFFFFFF
+        return (
+            conn.execute(
+                sa.text(
+                    "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND classid = :hi AND objid = :lo AND objsubid = 1 AND pid = :pid"
+                ),
+                {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF, "pid": held.pid},
+            ).first()
+            is not None
+        )
 
     def is_held(self, run_id: str, what: str = "run") -> bool:
         """Whether a live session holds the run's lock (read from ``pg_locks``)."""

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -311,3 +312,47 @@ def test_the_slack_thread_of_a_run_is_found_from_another_home(
     assert read_state(other.slack_thread_state)["threads"]["C0SEC"]["thread_ts"] == (
         "1700000000.000100"
     )
+
+
+def test_an_owner_whose_lock_session_ended_stops_writing(
+    store: PostgresRunStore, db_url: str, tmp_path: Path
+) -> None:
+    """The database dropped the owner's lock session (a restart, a partition) and another
+    worker took the run: the first owner's next record is refused, the chain does not fork
+    or interleave, while an alert joining (no hold) still chains on."""
+    import psycopg
+
+    from clampdown.core.ledger import LedgerWriteError
+
+    files = Home(tmp_path / "first", store=store).run("r9")
+    held = store.try_hold("r9")
+    assert held is not None
+    ledger = Ledger(files.ledger, primary=files.ledger_primary)
+    ledger.append("run.start", run={"id": "r9"})
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (held.pid,))  # type: ignore[attr-defined]
+    other = PostgresRunStore(db_url)  # another worker's process
+    try:
+        taken = _wait_for_hold(other, "r9")
+        with pytest.raises(LedgerWriteError) as refused:
+            ledger.append("step.start", step="revoke")
+        assert "no longer holds run r9" in refused.value.message
+        assert "another process may be running it" in str(refused.value.hint)
+        serve = PostgresRunStore(db_url)  # serve's process: it holds no run
+        joined = Home(tmp_path / "serve", store=serve).run("r9")
+        append_to(joined.ledger, "alert.joined", primary=joined.ledger_primary, how="joined")
+        serve.close()
+        assert [json.loads(x)["type"] for x in store.lines("r9")] == ["run.start", "alert.joined"]
+        taken.release()
+    finally:
+        held.release()
+        ledger.close()
+        other.close()
+
+
+def _wait_for_hold(store: PostgresRunStore, run_id: str) -> Any:
+    deadline = time.monotonic() + 30
+    while (held := store.try_hold(run_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert held is not None
+    return held
