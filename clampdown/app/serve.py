@@ -253,20 +253,65 @@ def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Al
     )
 
 
+RELATED_THREAD_WAIT = 60.0
+"""Seconds serve waits for a new run's Slack thread to reply in it that a run is related."""
+
+
 def _say_related(
-    home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert, new_run: str
+    home: Home,
+    slack_conf: SlackAppSettings,
+    run_id: str,
+    alert: Alert,
+    new_run: str,
+    thread_wait: float = RELATED_THREAD_WAIT,
 ) -> None:
-    """A correlated alert asked for another response: it started ``new_run`` (best effort)."""
+    """A correlated alert asked for another response and started ``new_run``: both runs'
+    Slack threads say so (best effort), so whoever reads either thread (the one approving
+    the containment too) sees the whole incident.
+
+    The new run posts its own thread a moment after it starts, so the reply there waits
+    for it (up to ``thread_wait`` seconds) on a thread of its own: it never holds the
+    answer to the alert."""
+    import threading
+
     from clampdown_slack.run_thread import reply_in_run_thread
     from clampdown_slack.text import inert
 
+    said = f"{inert(alert.source)} `{inert(alert.id)}` — {inert(alert.title)}"
     reply_in_run_thread(
         run_id,
-        f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): "
-        f"{inert(alert.source)} `{inert(alert.id)}` — {inert(alert.title)}",
+        f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): {said}",
         home,
         slack_conf,
     )
+    if slack_conf.slack_bot_token is None or not slack_conf.slack_channel:
+        return
+    text = (
+        f":link: Started by an alert related to run `{inert(run_id)}`, which answers the same "
+        f"incident with another runbook: {said}"
+    )
+    threading.Thread(
+        target=_reply_once_posted,
+        args=(new_run, text, home, slack_conf, thread_wait),
+        name=f"related-{new_run}",
+        daemon=True,
+    ).start()
+
+
+def _reply_once_posted(
+    run_id: str, text: str, home: Home, slack_conf: SlackAppSettings, wait: float
+) -> None:
+    """Reply in ``run_id``'s thread as soon as the run has posted it (or Slack answers)."""
+    import time
+
+    from clampdown_slack.run_thread import reply_in_run_thread
+
+    deadline = time.monotonic() + wait
+    while not reply_in_run_thread(run_id, text, home, slack_conf):
+        if time.monotonic() > deadline:
+            logger.warning("run %s: could not say in its Slack thread that it is related", run_id)
+            return
+        time.sleep(0.5)
 
 
 def serve_settings() -> ServeSettings:
