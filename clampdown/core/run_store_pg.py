@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -84,6 +85,27 @@ run_files = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
 )
+
+
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+
+def _reachable(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A database that cannot be reached (or fails) is a :class:`RunStoreError` that says
+    so, never a driver traceback; :class:`ChainConflict` and :class:`LostHold` pass."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except sa.exc.SQLAlchemyError as exc:  # the URL may hold a password: not shown
+            raise RunStoreError(
+                f"the run store (PostgreSQL) failed: {getattr(exc, 'orig', None) or exc}",
+                "check that the database of CLAMPDOWN_STATE_URL answers, then try again",
+            ) from None
+
+    return wrapper
 
 
 def _line_hash(line: bytes) -> str:
@@ -167,6 +189,7 @@ class PostgresRunStore:
     def ledger(self, run_id: str) -> LedgerPrimary:
         return _RunLedger(self, run_id)
 
+    @_reachable
     def head(self, run_id: str) -> tuple[int, str]:
         with self._connect() as conn:
             row = conn.execute(
@@ -174,6 +197,7 @@ class PostgresRunStore:
             ).first()
         return (0, GENESIS) if row is None else (int(row.next_seq), str(row.head))
 
+    @_reachable
     def lines(self, run_id: str) -> list[bytes]:
         with self._connect() as conn:
             rows = conn.execute(
@@ -183,6 +207,7 @@ class PostgresRunStore:
             )
             return [str(r.line).encode() for r in rows]
 
+    @_reachable
     def append(self, run_id: str, seq: int, prev: str, line: bytes, *, ended: bool) -> None:
         """One transaction: lock the run's row, check ``(seq, prev)`` is its head, insert.
 
@@ -230,6 +255,7 @@ class PostgresRunStore:
 
     # --- files ---------------------------------------------------------------------------
 
+    @_reachable
     def put(self, run_id: str, name: str, data: bytes) -> None:
         now = time.time()
         with self.engine.begin() as conn:
@@ -242,6 +268,7 @@ class PostgresRunStore:
                 )
             )
 
+    @_reachable
     def get(self, run_id: str, name: str) -> bytes | None:
         with self._connect() as conn:
             row = conn.execute(
@@ -251,12 +278,14 @@ class PostgresRunStore:
             ).first()
         return None if row is None else bytes(row.data)
 
+    @_reachable
     def remove(self, run_id: str, name: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 run_files.delete().where(run_files.c.run_id == run_id, run_files.c.name == name)
             )
 
+    @_reachable
     def names(self, run_id: str, folder: str) -> list[str]:
         """Names under ``folder/`` (oldest write first), without the folder."""
         prefix = folder.rstrip("/") + "/"
@@ -268,6 +297,7 @@ class PostgresRunStore:
             )
             return [str(r.name)[len(prefix) :] for r in rows]
 
+    @_reachable
     def _files(self, run_id: str) -> dict[str, bytes]:
         with self._connect() as conn:
             rows = conn.execute(
@@ -277,6 +307,7 @@ class PostgresRunStore:
 
     # --- who runs a run ------------------------------------------------------------------
 
+    @_reachable
     def try_hold(self, run_id: str, what: str = "run") -> Holding | None:
         """Take the run's advisory lock on a connection of its own; None when another
         session holds it. :meth:`_Held.release` (or the connection dying) lets it go."""
@@ -319,6 +350,7 @@ class PostgresRunStore:
             is not None
         )
 
+    @_reachable
     def is_held(self, run_id: str, what: str = "run") -> bool:
         """Whether a live session holds the run's lock (read from ``pg_locks``)."""
         key = lock_key(run_id, what)
@@ -337,6 +369,7 @@ class PostgresRunStore:
 
     # --- listing -------------------------------------------------------------------------
 
+    @_reachable
     def unended(self) -> list[str]:
         """Runs without ``run.end``, oldest first (candidates to continue)."""
         with self._connect() as conn:
@@ -345,6 +378,7 @@ class PostgresRunStore:
             )
             return [str(r.run_id) for r in rows]
 
+    @_reachable
     def recent(self, limit: int) -> list[str]:
         with self._connect() as conn:
             rows = conn.execute(

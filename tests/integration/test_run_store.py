@@ -356,3 +356,31 @@ def _wait_for_hold(store: PostgresRunStore, run_id: str) -> Any:
         time.sleep(0.05)
     assert held is not None
     return held
+
+
+def test_an_unreachable_database_is_said_not_a_traceback(
+    store: PostgresRunStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlalchemy as sa
+
+    from clampdown.core.ledger import LedgerWriteError
+    from clampdown.core.run_store import RunStoreError
+
+    unreachable = "postgresql+psycopg://clampdown@127.0.0.1:1/clampdown"
+    store.engine = sa.create_engine(unreachable)  # the server went away after start
+    with pytest.raises(RunStoreError) as caught:
+        store.unended()
+    assert "the run store (PostgreSQL) failed" in caught.value.message
+    assert "CLAMPDOWN_STATE_URL" in str(caught.value.hint)
+    files = Home(tmp_path / "h", store=store).run("r10")
+    with pytest.raises(LedgerWriteError) as refused:
+        Ledger(files.ledger, primary=files.ledger_primary).append("run.start", run={})
+    assert "could not write the run.start record of run r10 to the run store" in (
+        refused.value.message
+    )
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(tmp_path / "cli"))
+    monkeypatch.setenv("CLAMPDOWN_STATE_URL", unreachable.replace("+psycopg", ""))
+    monkeypatch.setenv("CLAMPDOWN_RUN_STORE", "postgresql")
+    result = CliRunner().invoke(app, ["runs"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the run store (PostgreSQL) cannot be opened" in result.output
