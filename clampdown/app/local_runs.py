@@ -147,7 +147,7 @@ class InProcessStarter:
         its first ledger record starts from its start record."""
         from clampdown.core.run_start import RunStart
 
-        files = self.conf.paths.run(run_id)
+        files = self.conf.paths.run(run_id).materialize()  # from the run store, if any
         start = RunStart.load(files)
         if start is not None and not files.ledger.exists():
             options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
