@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,10 +138,12 @@ def open_session(
             )
         )
         sim = stack.enter_context(SimulatedAws(endpoint))
-        console.print(f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS…")
-        seeded = _seed(drill, datetime.now(UTC))
+        console.print(
+            f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting the "
+            "drill's own Prefect API and clampdown serve…"
+        )
+        seeded, (app, base_url) = _seed_while_serving(stack, drill, workspace)
         sim.records = seeded.trail_records
-        app, base_url = _serve(stack, console, workspace)
         yield DrillSession(
             drill=drill,
             library=library,
@@ -158,6 +161,26 @@ def open_session(
         )
 
 
+def _seed_while_serving(
+    stack: contextlib.ExitStack, drill: Drill, workspace: Path
+) -> tuple[Seeded, tuple[Any, str]]:
+    """Seed the simulated account in a thread while this one starts the drills' Prefect
+    API and ``clampdown serve``: the API's start is a server process of its own on the
+    other core, and seeding (boto3 against moto in this process) does not need it, nor it
+    the seed. Nothing reaches serve before both are done (the alert comes after)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="drill-seed") as pool:
+        seeding = pool.submit(_seed_then_import_serve, drill, datetime.now(UTC))
+        served = _serve(stack, workspace)
+        return seeding.result(), served
+
+
+def _seed_then_import_serve(drill: Drill, alert_time: datetime) -> Seeded:
+    seeded = _seed(drill, alert_time)
+    import clampdown.app.serve  # noqa: F401 - its imports (~1 s), while the API still starts
+
+    return seeded
+
+
 def _seed(drill: Drill, alert_time: datetime) -> Seeded:
     import boto3
 
@@ -167,12 +190,11 @@ def _seed(drill: Drill, alert_time: datetime) -> Seeded:
     return seed(drill.seed, alert_time, session.client)
 
 
-def _serve(stack: contextlib.ExitStack, console: Console, workspace: Path) -> tuple[Any, str]:
+def _serve(stack: contextlib.ExitStack, workspace: Path) -> tuple[Any, str]:
     """The drills' own local Prefect API (their database beside the workspaces), then
     ``clampdown serve`` on a loopback port."""
-    from clampdown.app.serve import create_app
-
-    console.print("starting the drill's own Prefect API and clampdown serve…")
     stack.enter_context(drill_prefect(workspace))
+    from clampdown.app.serve import create_app  # imported meanwhile by the seeding thread
+
     app = create_app()
     return app, stack.enter_context(serve_on_loopback(app))
