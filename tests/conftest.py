@@ -1,8 +1,16 @@
-"""Shared fixtures: one Prefect test server per session, a fresh CLAMPDOWN_HOME per test."""
+"""Shared fixtures: one Prefect test server per session, a fresh CLAMPDOWN_HOME per test.
+
+The suite runs on two pytest-xdist workers (``python3 dev.py test``): every session
+fixture here starts once per worker, each worker has a Prefect home of its own, and
+:func:`pytest_collection_modifyitems` keeps a test file on one worker (its module
+fixtures start once) and every test that runs a drill on the same worker (one standing
+drills' Prefect API).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -11,11 +19,73 @@ from pathlib import Path
 
 import pytest
 
-# Before Prefect is imported anywhere: no telemetry (offline), state in a temp dir.
+# Before Prefect is imported anywhere: no telemetry (offline), state in a temp dir of this
+# process's own. An xdist worker inherits the controller's environment, so a home this
+# conftest made (named by MADE_HOME) is replaced by a new one: two workers' Prefect
+# servers must not share one SQLite database. A PREFECT_HOME set by hand is kept.
+MADE_HOME = "CLAMPDOWN_TESTS_MADE_PREFECT_HOME"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="clampdown-prefect-"))
+if os.environ.get("PREFECT_HOME", "") in ("", os.environ.get(MADE_HOME)):
+    os.environ["PREFECT_HOME"] = os.environ[MADE_HOME] = tempfile.mkdtemp(
+        prefix="clampdown-prefect-"
+    )
+SESSION_PREFECT_HOME = Path(os.environ["PREFECT_HOME"])
+MADE_HERE = os.environ.get(MADE_HOME) == str(SESSION_PREFECT_HOME)
 
-from tests.paths import FIXTURES, REPO  # noqa: F401 - used by tests through the fixtures
+from tests.paths import FIXTURES, REPO  # noqa: E402,F401 - used by tests through the fixtures
+
+DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
+RUN_FIRST = ("tests/e2e/", "tests/integration/")  # the long files first: less idle at the end
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook is not tryfirst)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--dist loadgroup``: one xdist group per test file, one for every file that runs
+    a drill (the session's standing drills' API and drill results are per worker), and the
+    end-to-end then integration files first. Without xdist nothing changes."""
+    if not config.getoption("loadgroup", default=False):
+        return
+    drill_files = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ()))
+    }
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("drills" if module in drill_files else module))
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return next((i for i, p in enumerate(RUN_FIRST) if path.startswith(p)), len(RUN_FIRST))
+
+    items.sort(key=rank)  # stable: the order within each folder stays
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_processes_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the session's end, stop what its tests started and left running: resident Prefect
+    APIs (``clampdown run`` leaves one for an hour), anything else on a home of the session's
+    (see tests/leftovers.py). Torn down after every other session fixture."""
+    yield
+    from tests.leftovers import describe, session_processes, stop
+
+    roots = [tmp_path_factory.getbasetemp()]
+    if MADE_HERE:
+        roots.append(SESSION_PREFECT_HOME)
+    left = session_processes(roots)
+    if left:
+        sys.stderr.write(
+            "\nstopping processes the tests left running: "
+            + "; ".join(describe(pid) for pid in left)
+            + "\n"
+        )
+        stop(left)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the Prefect home this process made (a temp folder pytest does not clean)."""
+    if MADE_HERE:
+        shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
