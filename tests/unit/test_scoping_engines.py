@@ -269,6 +269,30 @@ def test_inflate_reports_truncated_and_non_gzip_streams(tmp_path: Path) -> None:
         inflate([b'{"Records": []}'], tmp_path / "plain.json")
 
 
+def test_inflate_holds_a_bounded_piece_whatever_a_chunk_inflates_to(tmp_path: Path) -> None:
+    """One downloaded chunk can inflate to a thousand times its size; inflating it in
+    pieces of at most PIECE bytes keeps each download thread's buffers small (large
+    short-lived buffers in 8 threads grew glibc's per-thread arenas with the input:
+    docs/benchmarks.md). Measured with tracemalloc: Python's allocations, bytes included."""
+    import gzip
+    import tracemalloc
+
+    from clampdown_aws.forensics.trail_reader import PIECE
+
+    raw = b'{"Records": []}' + b" " * (40 * 1024 * 1024)
+    members = [gzip.compress(raw, 9), gzip.compress(b"\n", 9)]
+    chunks = [b"".join(members)]  # ~40 KB in, 40 MB out, in one chunk
+    out = tmp_path / "big.json"
+    tracemalloc.start()
+    try:
+        inflate(chunks, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.stat().st_size == len(raw) + 1
+    assert peak < 4 * PIECE, f"peak {peak:,} bytes while inflating"
+
+
 # --- Athena: its SQL, run in DuckDB over a table of Athena's CloudTrail shape -------------------
 
 
