@@ -214,6 +214,9 @@ def moto_server() -> Iterator[str]:
 
 
 PREFECT_DIR = "prefect"  # the drills' own Prefect home, beside their workspaces
+# How long a drill waits for the API it starts: a new drills database is migrated first,
+# 20 s on an idle 2-core machine and over 60 s (local_api's default) at load 13-16 here.
+API_START_TIMEOUT = 240
 API_FILE = "standing-api.json"  # in that home: the URL of a standing drills API, while it runs
 
 
@@ -268,18 +271,35 @@ def drill_prefect(workspace: Path) -> Iterator[str]:
     when one answers, and left running; otherwise the drill starts one for itself and
     stops it at the end (starting one is most of a drill's set-up time).
     """
-    from clampdown_flows.prefect_api import local_api
-
     home = drill_prefect_home(workspace).resolve()
     private_dirs(home)  # the API's secret is kept there
     with _drills_settings(home):
         standing = standing_api(home)
         if standing is None:
-            with local_api() as url:
+            with _own_api(home) as url:
                 yield url
         else:
             with _use_api(standing):
                 yield standing
+
+
+@contextlib.contextmanager
+def _own_api(home: Path) -> Iterator[str]:
+    """A local Prefect API started for this drill (see :func:`drill_prefect`); one that
+    does not come up in :data:`API_START_TIMEOUT` seconds is a message, not a traceback."""
+    from clampdown_flows.prefect_api import local_api
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(local_api(timeout=API_START_TIMEOUT))
+        except RuntimeError as exc:  # Prefect's "Timed out while attempting to connect…"
+            raise ClampdownError(
+                f"the drills' Prefect API (database {home / 'prefect.db'}) did not answer "
+                f"within {API_START_TIMEOUT} s: {exc}",
+                "a first drill migrates a new database (about 20 s on an idle 2-core machine, "
+                "over a minute on a busy one); try again when the machine is less busy",
+            ) from None
+        yield url
 
 
 @contextlib.contextmanager
