@@ -408,6 +408,56 @@ class ScopingResult:
         return "; ".join(parts)
 
     @property
+    def sources(self) -> list[dict[str, Any]]:
+        """Which sources the scope read, how much of each, and the object reads each saw
+        (a read seen in both counts in both rows). Empty for outputs that do not say
+        (another scoping action): the report shows what the step recorded, nothing more."""
+        o = self.outputs
+        if "files_scanned" not in o and "access_log_locations" not in o:
+            return []
+        by = self.totals.get("reads_by_source")
+        by = by if isinstance(by, Mapping) else {}
+
+        def reads(*keys: str) -> Any:
+            values = [by.get(k) for k in keys]
+            return sum(values) if all(isinstance(v, int) for v in values) else "—"
+
+        engine = str(o.get("engine") or "")
+        trail = str(o.get("trail") or "—")
+        rows: list[dict[str, Any]] = [
+            {
+                "source": "CloudTrail (S3 data and management events)",
+                "read from": f"Athena table over {trail}" if engine == "athena" else trail,
+                "files": o.get("files_scanned", "—") if engine != "athena" else "— (Athena)",
+                "records": o.get("records_scanned", "—") if engine != "athena" else "— (Athena)",
+                "object reads seen": reads("cloudtrail_only", "both"),
+            }
+        ]
+        locations = o.get("access_log_locations")
+        if isinstance(locations, list) and locations:
+            rows.append(
+                {
+                    "source": "S3 server access logs",
+                    "read from": ", ".join(map(str, locations)),
+                    "files": o.get("access_log_files_scanned", "—"),
+                    "records": o.get("access_log_records_scanned", "—"),
+                    "object reads seen": reads("access_log_only", "both"),
+                }
+            )
+        elif "access_log_locations" in o:
+            rows.append(
+                {
+                    "source": "S3 server access logs",
+                    "read from": "not read: no location (none in access_logs; none found by "
+                    "GetBucketLogging, or discovery turned off)",
+                    "files": 0,
+                    "records": 0,
+                    "object reads seen": "—",
+                }
+            )
+        return rows
+
+    @property
     def other_tables(self) -> dict[str, list[Mapping[str, Any]]]:
         """Lists of records the report knows no name for (e.g. callers of an inference API)."""
         known = {"objects", "models", "blind_spots", "management_events"}

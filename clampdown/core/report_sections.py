@@ -363,6 +363,7 @@ def md_scoping(results: Sequence[ScopingResult]) -> list[str]:
             totals = ", ".join(f"{md(k)} {md(value_text(v))}" for k, v in s.totals.items())
             lines += [f"Totals: {totals}", ""]
         lines += [f"Scan: {md(s.scan)}", ""] if s.scan else []
+        lines += ["Sources read:", "", *md_table(s.sources), ""] if s.sources else []
         lines += [f"**Note: {md(s.truncated)}**", ""] if s.truncated else []
         lines += ["Objects read:", ""]
         lines += md_table(s.objects, OBJECT_COLUMNS) if s.objects else ["None found."]
@@ -424,6 +425,9 @@ def html_scoping(results: Sequence[ScopingResult]) -> str:
             )
         if s.scan:
             parts.append(f'<p class="scan">Scan: {html_text(s.scan)}</p>')
+        if s.sources:
+            parts.append("<h4>Sources read</h4>")
+            parts.append(html_table(s.sources, (), f"scoping-sources{suffix}"))
         if s.truncated:
             parts.append(f'<p class="truncated"><b>Note: {html_text(s.truncated)}</b></p>')
         parts.append("<h4>Objects read</h4>")

@@ -8,12 +8,15 @@ three shards, then assuming ``exporter`` whose session reads a fourth.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 
+from clampdown.core.report_facts import ScopingResult
+from clampdown.core.report_sections import html_scoping, md_scoping
 from clampdown_aws.forensics import ScopeExfiltration
 from clampdown_aws.testing import access_log_files as al
 from clampdown_aws.testing import trail_files as tf
@@ -217,6 +220,42 @@ def test_a_read_in_both_sources_counts_once(mocked_aws: None, action_ctx: Any) -
     without = scope(action_ctx, principal=MALLORY, discover_access_logs=False)
     assert {o.key: (o.reads, o.bytes_out) for o in without.objects} == THEFT
     assert without.access_log_locations == [] and "best-effort" not in without.confidence_reason
+
+    # The incident report's scoping section says which sources were read and what each saw
+    # (a read in both sources counts in both rows).
+    trail = out.trail
+    assert sources_read(out) == [
+        ("CloudTrail (S3 data and management events)", trail, out.files_scanned, 4),
+        ("S3 server access logs", "s3://access-logs/models/", out.access_log_files_scanned, 5),
+    ]
+    assert out.files_scanned > 0 and out.access_log_files_scanned > 0
+    report = md_scoping([ScopingResult("scope", ScopeExfiltration.name, dumped(out))])
+    assert (
+        f"| S3 server access logs | s3://access-logs/models/ | {out.access_log_files_scanned} "
+        f"| {out.access_log_records_scanned} | 5 |" in report
+    )
+    html = html_scoping([ScopingResult("scope", ScopeExfiltration.name, dumped(out))])
+    assert 'id="scoping-sources"' in html and "s3://access-logs/models/" in html
+    assert sources_read(without) == [
+        ("CloudTrail (S3 data and management events)", trail, without.files_scanned, 4),
+        ("S3 server access logs", NOT_READ, 0, "—"),
+    ]
+
+
+NOT_READ = (
+    "not read: no location (none in access_logs; none found by GetBucketLogging, "
+    "or discovery turned off)"
+)
+
+
+def dumped(out: Any) -> dict[str, Any]:
+    """The outputs as the run's ledger records them (JSON)."""
+    return json.loads(out.model_dump_json())
+
+
+def sources_read(out: Any) -> list[tuple[Any, ...]]:
+    rows = ScopingResult("scope", ScopeExfiltration.name, dumped(out)).sources
+    return [(r["source"], r["read from"], r["files"], r["object reads seen"]) for r in rows]
 
 
 def test_malformed_lines_and_missing_logs_are_reported_not_fatal(
