@@ -38,19 +38,28 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from unittest import mock
+
+from harness import (
+    API_START_TIMEOUT,
+    AWS_ENV,
+    free_port,
+    generic_alert,
+    ledger_ts,
+    logged_process,
+    moto,
+    pct,
+    serve_app,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.pg`: the same throwaway PostgreSQL cluster as the tests
@@ -64,50 +73,6 @@ LIBRARY = ROOT / "benchmarks" / "runbooks"
 os.environ["CLAMPDOWN_LIBRARY"] = str(LIBRARY)
 RUNBOOK = LIBRARY / "bench-contain-user.yaml"
 STEP = "revoke"  # the last (only) containment step of RUNBOOK
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess in its own process group, stopped with everything it started."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-        )
-        try:
-            yield proc
-        finally:
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        time.sleep(0.02)
-    tail = log.read_text(errors="replace")[-2000:] if log else ""
-    raise SystemExit(f"timed out waiting for {what}\n{tail}")
-
-
 # --- the AWS side -----------------------------------------------------------------------------
 
 
@@ -160,10 +125,6 @@ def assert_contained(iam: Any, user: str) -> None:
 # --- measuring --------------------------------------------------------------------------------
 
 
-def _ts(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
-
-
 def ledger_times(run_id: str, timeout: float = 120) -> dict[str, float]:
     """Wall-clock times of the run's ledger records once the run has ended."""
     path = HOME / "runs" / run_id / "ledger.jsonl"
@@ -175,10 +136,10 @@ def ledger_times(run_id: str, timeout: float = 120) -> dict[str, float]:
     records = wait_until(ended, timeout, f"run {run_id} to end")
     if records[-1].get("status") != "succeeded":
         raise SystemExit(f"run {run_id} did not succeed: {records[-1]}")
-    times = {"run.start": _ts(records[0])}
+    times = {"run.start": ledger_ts(records[0])}
     for record in records:
         if record.get("step") == STEP and record["type"] in ("step.start", "step.end"):
-            times[record["type"]] = _ts(record)
+            times[record["type"]] = ledger_ts(record)
     return times
 
 
@@ -232,14 +193,6 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
     """``POST /alerts/generic`` (the router and triage ``clampdown serve`` mounts) on
     uvicorn in a thread of this process, in front of ``starter``; yields ``post(arn) -> run_id``.
     """
-    import hashlib
-    import hmac
-    import threading
-
-    import uvicorn
-
-    from clampdown.app.serve import create_app
-
     triggers = logs / f"triggers-{time.monotonic_ns()}.yaml"
     triggers.write_text(TRIGGERS)
     environment = {
@@ -248,49 +201,23 @@ def alert_endpoint(starter: Any, logs: Path) -> Iterator[Callable[[str], str]]:
         "CLAMPDOWN_STATE_URL": f"sqlite:///{logs / f'state-{time.monotonic_ns()}.sqlite3'}",
         "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
     }
-    with mock.patch.dict(os.environ, environment):  # the app `clampdown serve` runs
-        app = create_app(start_run=starter)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "the alert endpoint")
-    url = f"http://127.0.0.1:{port}/alerts/generic"
+    with contextlib.ExitStack() as stack:
+        with mock.patch.dict(os.environ, environment):  # the app `clampdown serve` runs
+            base, _app = stack.enter_context(serve_app(starter))
+        url = f"{base}/alerts/generic"
 
-    def post(arn: str) -> str:
-        body = json.dumps(
-            {
-                "id": f"bench-{time.monotonic_ns()}",
-                "title": "Access keys used from an unknown network",
-                "severity": "critical",
-                "principal": arn,
-            }
-        ).encode()
-        stamp = str(int(time.time()))
-        mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "X-Clampdown-Timestamp": stamp,
-                "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            answer = json.loads(response.read())
-        run_id = answer["alerts"][0].get("run_id")
-        if response.status != 202 or not run_id:
-            raise SystemExit(f"the alert did not start a run: {response.status} {answer}")
-        return str(run_id)
+        def post(arn: str) -> str:
+            title = "Access keys used from an unknown network"
+            body, headers = generic_alert(HMAC_SECRET, f"bench-{time.monotonic_ns()}", arn, title)
+            request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answer = json.loads(response.read())
+            run_id = answer["alerts"][0].get("run_id")
+            if response.status != 202 or not run_id:
+                raise SystemExit(f"the alert did not start a run: {response.status} {answer}")
+            return str(run_id)
 
-    try:
         yield post
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        app.state.store.close()
 
 
 def floor(runs: int, endpoint: str) -> list[float]:
@@ -306,11 +233,6 @@ def floor(runs: int, endpoint: str) -> list[float]:
     return took
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def line(label: str, values: list[float], floor_p50: float | None = None) -> str:
     p50, p95 = statistics.median(values), pct(values, 0.95)
     gap = f"   p50 - floor {p50 - floor_p50:+.3f} s" if floor_p50 is not None else ""
@@ -324,7 +246,7 @@ def local_mode(runs: int, endpoint: str, logs: Path) -> tuple[list[float], dict]
     from clampdown.app.local_runs import InProcessStarter
     from clampdown_flows.prefect_api import local_api
 
-    with local_api():
+    with local_api(timeout=API_START_TIMEOUT):
         starter = InProcessStarter()
         try:
             with alert_endpoint(starter, logs) as post:
@@ -371,7 +293,7 @@ def scaled_stack(logs: Path, endpoint: str) -> Iterator[tuple[str, str, dict[str
         with psycopg.connect(cluster.url, autocommit=True) as admin:
             admin.execute("CREATE DATABASE prefect")
         database = cluster.url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-        port = _free_port()
+        port = free_port()
         api_url = f"http://127.0.0.1:{port}/api"
         server_env = {
             **os.environ,
@@ -381,13 +303,13 @@ def scaled_stack(logs: Path, endpoint: str) -> Iterator[tuple[str, str, dict[str
         }
         argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
         stack.enter_context(
-            process([*argv, "--port", str(port)], logs / "server.log", env=server_env)
+            logged_process([*argv, "--port", str(port)], logs / "server.log", env=server_env)
         )
         wait_until(
             lambda: urllib.request.urlopen(f"{api_url}/health", timeout=2).status == 200,
             90,
             "prefect server on PostgreSQL",
-            logs / "server.log",
+            log=logs / "server.log",
         )
         stack.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
         deploy_from_file(ROOT / "prefect.yaml", "clampdown")
@@ -409,8 +331,8 @@ def deployment_mode(
     log = logs / f"{label.split()[0]}.log"
     workdir = logs / f"{label.split()[0]}-cwd"
     workdir.mkdir(exist_ok=True)
-    with process(argv, log, env=env, cwd=workdir):
-        wait_until(lambda: "started" in log.read_text(), 90, f"{label} to start", log)
+    with logged_process(argv, log, env=env, cwd=workdir):
+        wait_until(lambda: "started" in log.read_text(), 90, f"{label} to start", log=log)
         starter = DeploymentStarter()
         with alert_endpoint(starter, logs) as post:
             detail = measure(runs, endpoint, post)
@@ -463,13 +385,9 @@ def main() -> None:
     args = parser.parse_args()
 
     logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-logs-"))
-    moto_port = _free_port()
-    endpoint = f"http://127.0.0.1:{moto_port}"
     os.environ.update(AWS_ENV)
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
-    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
-    with process(moto, logs / "moto.log"):
-        wait_until(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/"), 30, "moto server")
+    with moto(logs / "moto.log") as (endpoint, _pid):
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
         print(f"alert -> containment, {args.runs} timed runs per mode (logs in {logs})")
         floor_times = floor(args.runs, endpoint)
         floor_p50 = statistics.median(floor_times)

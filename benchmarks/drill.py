@@ -17,7 +17,11 @@ Prints figures, never asserts them. Each round measures, in fresh processes:
 Once, before the rounds, the first drill of an empty ``CLAMPDOWN_HOME`` (a new drills
 database, migrated) is timed.
 
-    python benchmarks/drill.py [--runs 3] [--drill model-theft]
+With ``--tree OLD_CHECKOUT`` (``git worktree add /tmp/old <commit>``) each round also runs
+both drills from that checkout (its packages first on ``PYTHONPATH``, its ``runbooks/``),
+right after this tree's: a before/after on the same machine load.
+
+    python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]
 
 CPU is user+sys of the process and everything it started (the Prefect server it starts
 too, not the standing API, which is this script's), less noisy than wall time on a
@@ -51,11 +55,11 @@ with drill_prefect(Path(sys.argv[1]) / "drills" / "api-alone"):
 """
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> tuple[float, float]:
     """Wall and CPU (user+sys, children included) seconds of one process; it must succeed."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -87,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--drill", default="model-theft")
+    parser.add_argument("--tree", type=Path, help="also run the drills from this checkout")
     args = parser.parse_args()
 
     from clampdown.app.drill.world import standing_drill_prefect
@@ -96,21 +101,30 @@ def main() -> None:
     env = {**os.environ, "CLAMPDOWN_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     drill = [str(BIN / "clampdown"), "drill", args.drill]
+    variants = [("", env, ROOT)]
+    if args.tree:
+        tree = args.tree.resolve()
+        paths = os.pathsep.join(str(tree / p) for p in ("", "flows", "integrations"))
+        variants.append((f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree))
     seen: set[Path] = set()
     results: dict[str, list[tuple[float, float]]] = {}
 
     first = timed(drill, env)
-    story = [story_seconds(home, seen)]
+    stories: dict[str, list[float]] = {"story": [story_seconds(home, seen)]}
     print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU", flush=True)
     for round_ in range(1, args.runs + 1):
         results.setdefault("API alone", []).append(
             timed([sys.executable, "-c", API_ALONE, str(home)], env)
         )
-        results.setdefault("drill", []).append(timed(drill, env))
-        story.append(story_seconds(home, seen))
+        for label, variant_env, cwd in variants:
+            results.setdefault(f"drill{label}", []).append(timed(drill, variant_env, cwd))
+            stories.setdefault(f"story{label}", []).append(story_seconds(home, seen))
         with standing_drill_prefect(Home(home).drills_dir):
-            results.setdefault("drill, standing API", []).append(timed(drill, env))
-        story.append(story_seconds(home, seen))
+            for label, variant_env, cwd in variants:
+                results.setdefault(f"drill, standing API{label}", []).append(
+                    timed(drill, variant_env, cwd)
+                )
+                stories.setdefault(f"story{label}", []).append(story_seconds(home, seen))
         print(f"round {round_}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
 
     load = os.getloadavg()[0]
@@ -118,8 +132,9 @@ def main() -> None:
     for label, values in results.items():
         wall = statistics.median(v[0] for v in values)
         cpu = statistics.median(v[1] for v in values)
-        print(f"  {label:<22} {wall:6.1f} s wall  {cpu:6.1f} s CPU")
-    print(f"  {'story (from ledgers)':<22} {statistics.median(story):6.1f} s wall")
+        print(f"  {label:<34} {wall:6.1f} s wall  {cpu:6.1f} s CPU")
+    for label, values in stories.items():
+        print(f"  {label + ' (from ledgers)':<34} {statistics.median(values):6.1f} s wall")
 
 
 if __name__ == "__main__":

@@ -48,12 +48,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import hashlib
-import hmac
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -62,10 +58,21 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from harness import (
+    API_START_TIMEOUT,
+    cpu_seconds,
+    free_port,
+    generic_alert,
+    ledger,
+    ledger_ts,
+    pct,
+    serve_app,
+    subprocess_of,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.slack_requests: Slack's signing, as the tests do it
@@ -135,12 +142,6 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
         if name in ("Threads", "VmRSS"):
             found[name] = int(value.split()[0])
     return found
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """utime + stime of a process (its threads included), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_rates(pids: dict[str, int], window: float) -> dict[str, float]:
@@ -230,36 +231,6 @@ def loop_and_api(starter: Any, flow_run_id: str | None, samples: int = 10) -> di
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def _ts(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
-
-
-def ledger(home: Path, run_id: str) -> list[dict[str, Any]]:
-    path = home / "runs" / run_id / "ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def summary(values: list[float]) -> str:
     if not values:
         return "(none)"
@@ -267,23 +238,6 @@ def summary(values: list[float]) -> str:
         f"p50 {statistics.median(values):6.3f}  p95 {pct(values, 0.95):6.3f}  "
         f"max {max(values):6.3f} s  (n={len(values)})"
     )
-
-
-@contextlib.contextmanager
-def subprocess_of(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """A child in its own process group, stopped (with what it started) on exit."""
-    proc = subprocess.Popen(argv, start_new_session=True, text=True, **kwargs)
-    try:
-        yield proc
-    finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
 
 
 def this_script(role: str, *args: str) -> list[str]:
@@ -302,24 +256,10 @@ def role_standin(port: int) -> None:
         threading.Event().wait()
 
 
-def generic_delivery(alert_id: str, principal: str) -> tuple[bytes, dict[str, str]]:
-    """A generic alert signed as documented: HMAC-SHA256 over ``v1:{timestamp}:{body}``."""
-    body = json.dumps(
-        {
-            "id": alert_id,
-            "title": f"DLP proxy saw model weights leave the VPC for {principal}",
-            "severity": "critical",
-            "principal": principal,
-        }
-    ).encode()
-    stamp = str(int(time.time()))
-    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
-    headers = {
-        "Content-Type": "application/json",
-        "X-Clampdown-Timestamp": stamp,
-        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
-    }
-    return body, headers
+def storm_alert(alert_id: str, principal: str) -> tuple[bytes, dict[str, str]]:
+    """A signed generic alert about ``principal`` (body and headers)."""
+    title = f"DLP proxy saw model weights leave the VPC for {principal}"
+    return generic_alert(HMAC_SECRET, alert_id, principal, title)
 
 
 def role_storm(url: str, count: int, tag: str) -> None:
@@ -329,7 +269,7 @@ def role_storm(url: str, count: int, tag: str) -> None:
     import httpx
 
     deliveries = [
-        generic_delivery(f"storm-{tag}-{n}", f"arn:aws:iam::123456789012:user/storm-{tag}-{n % 10}")
+        storm_alert(f"storm-{tag}-{n}", f"arn:aws:iam::123456789012:user/storm-{tag}-{n % 10}")
         for n in range(count)
     ]
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
@@ -414,7 +354,8 @@ class Bench:
 
     def post_alert(self, principal: str) -> str:
         self.alerts += 1
-        body, headers = generic_delivery(f"ungated-{self.alerts}-{time.time_ns()}", principal)
+        alert_id = f"ungated-{self.alerts}-{time.time_ns()}"
+        body, headers = storm_alert(alert_id, principal)
         request = urllib.request.Request(
             f"{self.url}/alerts/generic", data=body, method="POST", headers=headers
         )
@@ -443,8 +384,8 @@ class Bench:
             self.last_flow_run = records[0].get("flow_run_id")
             if n:
                 marks["answered"].append(answered - sent)
-                marks["run.start"].append(_ts(records[0]) - sent)
-                marks["run.end"].append(_ts(records[-1]) - sent)
+                marks["run.start"].append(ledger_ts(records[0]) - sent)
+                marks["run.end"].append(ledger_ts(records[-1]) - sent)
         return marks
 
     def pending(self, run_id: str) -> bool:
@@ -513,8 +454,9 @@ def clicks(
             ],
             90,
             f"run {result['run_id']} to record the click",
+            every=0.05,
         )
-        result["recorded"] = _ts(records[0]) - result["sent"]
+        result["recorded"] = ledger_ts(records[0]) - result["sent"]
         result["accepted"] = records[0].get("accepted")
     return results, storm_out, peak
 
@@ -631,28 +573,6 @@ def environment(logs: Path, slack_url: str) -> tuple[Path, Path]:
     return home, library
 
 
-@contextlib.contextmanager
-def serve_app(starter: Any) -> Iterator[str]:
-    """serve's real app in front of ``starter``, on uvicorn in a thread of this process."""
-    import uvicorn
-
-    from clampdown.app.serve import create_app
-
-    app = create_app(start_run=starter)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "serve's app")
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-
-
 def what_if(args: argparse.Namespace) -> list[str]:
     """Changes tried from this script (not the shipped behaviour): said in the output."""
     said = []
@@ -682,7 +602,7 @@ def run(args: argparse.Namespace) -> None:
     from clampdown_flows.prefect_api import local_api, local_server_class
 
     logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-paused-"))
-    slack_port = _free_port()
+    slack_port = free_port()
     with contextlib.ExitStack() as stack:
         standin = stack.enter_context(
             subprocess_of(this_script("standin", str(slack_port)), stdout=subprocess.PIPE)
@@ -690,11 +610,11 @@ def run(args: argparse.Namespace) -> None:
         if standin.stdout is None or standin.stdout.readline().strip() != "ready":
             raise SystemExit("the Slack stand-in did not start")
         home, library = environment(logs, f"http://127.0.0.1:{slack_port}/api/")
-        stack.enter_context(local_api())
+        stack.enter_context(local_api(timeout=API_START_TIMEOUT))
         server_pid = local_server_class()._instances[None].server_process.pid
         starter = InProcessStarter()
         stack.callback(starter.shutdown)
-        bench = Bench(home, library, stack.enter_context(serve_app(starter)), server_pid)
+        bench = Bench(home, library, stack.enter_context(serve_app(starter))[0], server_pid)
         for line in what_if(args):
             print(line)
         print(

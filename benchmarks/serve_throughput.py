@@ -57,12 +57,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import hmac
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,20 +67,29 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from harness import (
+    API_START_TIMEOUT,
+    AWS_ENV,
+    cpu_seconds,
+    generic_alert,
+    ledger,
+    ledger_ts,
+    moto,
+    pct,
+    serve_app,
+    subprocess_of,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LIBRARY = ROOT / "benchmarks" / "runbooks"
 STEP = "revoke"  # the containment step of bench-contain-user.yaml
 HMAC_SECRET = "bench-throughput-hmac-secret-0123456789"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+TITLE = "Access keys used from an unknown network"
 TRIGGERS = """\
 apiVersion: clampdown/v1
 kind: TriggerSet
@@ -112,45 +117,6 @@ QUARANTINE = json.dumps(
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
-            if value := check():
-                return value
-        time.sleep(every)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-@contextlib.contextmanager
-def subprocess_of(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[str]]:
-    """A child in its own process group, stopped (with what it started) on exit."""
-    proc = subprocess.Popen(argv, start_new_session=True, text=True, **kwargs)
-    try:
-        yield proc
-    finally:
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_idle(pid: int, quiet: float = 0.05, window: float = 0.5, timeout: float = 60) -> float:
     """Wait until ``pid`` uses under ``quiet`` CPU-s/s over ``window`` s; seconds waited."""
     start = time.monotonic()
@@ -160,15 +126,6 @@ def wait_idle(pid: int, quiet: float = 0.05, window: float = 0.5, timeout: float
         if (cpu_seconds(pid) - before) / window < quiet:
             break
     return time.monotonic() - start
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _ts(record: dict[str, Any]) -> float:
-    return datetime.fromisoformat(record["ts"].replace("Z", "+00:00")).timestamp()
 
 
 # --- the AWS side --------------------------------------------------------------------------------
@@ -256,26 +213,6 @@ def floor(
 # --- the alert sender (a subprocess) -------------------------------------------------------------
 
 
-def generic_delivery(alert_id: str, principal: str) -> tuple[bytes, dict[str, str]]:
-    """A generic alert signed as documented: HMAC-SHA256 over ``v1:{timestamp}:{body}``."""
-    body = json.dumps(
-        {
-            "id": alert_id,
-            "title": "Access keys used from an unknown network",
-            "severity": "critical",
-            "principal": principal,
-        }
-    ).encode()
-    stamp = str(int(time.time()))
-    mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
-    headers = {
-        "Content-Type": "application/json",
-        "X-Clampdown-Timestamp": stamp,
-        "X-Clampdown-Signature": f"v1={mac.hexdigest()}",
-    }
-    return body, headers
-
-
 def role_sender(url: str, arns_file: str) -> None:
     """Wait for ``go`` on stdin, then POST one alert per ARN at once, each on a connection
     of its own; print each one's send time, answer time, status and run id (JSON)."""
@@ -284,7 +221,8 @@ def role_sender(url: str, arns_file: str) -> None:
     results: list[dict[str, Any]] = [{} for _ in arns]
 
     def send(index: int, arn: str) -> None:
-        body, headers = generic_delivery(f"burst-{time.time_ns()}-{index}", arn)
+        alert_id = f"burst-{time.time_ns()}-{index}"
+        body, headers = generic_alert(HMAC_SECRET, alert_id, arn, TITLE)
         request = urllib.request.Request(
             f"{url}/alerts/generic", data=body, method="POST", headers=headers
         )
@@ -649,34 +587,6 @@ def environment(logs: Path, endpoint: str) -> Path:
     return home
 
 
-@contextlib.contextmanager
-def serve_app(starter: Any) -> Iterator[tuple[str, Any]]:
-    """serve's real app in front of ``starter``, on uvicorn in a thread of this process."""
-    import uvicorn
-
-    from clampdown.app.serve import create_app
-
-    app = create_app(start_run=starter)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 30, "serve's app")
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        app.state.store.close()
-
-
-def ledger(home: Path, run_id: str) -> list[dict[str, Any]]:
-    path = home / "runs" / run_id / "ledger.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def ended(home: Path, run_id: str) -> bool:
     path = home / "runs" / run_id / "ledger.jsonl"
     try:
@@ -731,10 +641,10 @@ def figures(out: dict[str, Any]) -> dict[str, Any]:
     for run_id, records in out["ledgers"].items():
         if records[-1].get("status") != "succeeded":
             raise SystemExit(f"run {run_id} did not succeed: {records[-1]}")
-        times = {"run.start": _ts(records[0]), "run.end": _ts(records[-1])}
+        times = {"run.start": ledger_ts(records[0]), "run.end": ledger_ts(records[-1])}
         for record in records:
             if record.get("step") == STEP and record["type"] in ("step.start", "step.end"):
-                times[record["type"]] = _ts(record)
+                times[record["type"]] = ledger_ts(record)
         step_ends.append(times["step.end"])
         sent = by_run[run_id]["sent"]
         previous = sent
@@ -750,7 +660,9 @@ def figures(out: dict[str, Any]) -> dict[str, Any]:
         marks.setdefault("alert sent -> step.end", []).append(times["step.end"] - sent)
     count = len(out["results"])
     cpu = out["cpu"]
-    starts = [_ts(r) for rs in out["ledgers"].values() for r in rs if r["type"] == "step.start"]
+    starts = [
+        ledger_ts(r) for rs in out["ledgers"].values() for r in rs if r["type"] == "step.start"
+    ]
     return {
         "wall": max(step_ends) - first,
         "answers": answers,
@@ -769,20 +681,13 @@ def run(args: argparse.Namespace) -> None:
     from clampdown_flows.prefect_api import local_api, local_server_class
 
     logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-throughput-"))
-    moto_port = _free_port()
-    endpoint = f"http://127.0.0.1:{moto_port}"
-    home = environment(logs, endpoint)
-    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)]
     with contextlib.ExitStack() as stack:
-        moto_log = stack.enter_context((logs / "moto.log").open("w"))
-        moto_pid = stack.enter_context(
-            subprocess_of(moto, stdout=moto_log, stderr=subprocess.STDOUT)
-        ).pid
-        wait_until(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/"), 30, "moto server")
+        endpoint, moto_pid = stack.enter_context(moto(logs / "moto.log"))
+        home = environment(logs, endpoint)
         said = what_if(args)  # before the Prefect server starts: it takes this environment
         server_samples = ServerSamples(logs) if args.profile else None
         with server_samples.injected() if server_samples else contextlib.nullcontext():
-            stack.enter_context(local_api())
+            stack.enter_context(local_api(timeout=API_START_TIMEOUT))
         server_pid = local_server_class()._instances[None].server_process.pid
         pids = {"serve": os.getpid(), "server": server_pid, "moto": moto_pid}
         starter = InProcessStarter()
