@@ -3,6 +3,7 @@
 
     python3 dev.py demo    set up .venv, then run the model-theft drill end to end (simulated AWS)
     python3 dev.py test    set up .venv, then run ruff, lint-imports and the whole test suite
+                           (on two pytest-xdist workers; pytest arguments may follow)
     python3 dev.py unit    set up .venv, then run tests/unit only (no server, no network; seconds)
     python3 dev.py setup   only create/refresh .venv
 
@@ -31,6 +32,12 @@ STAMP = VENV / ".clampdown-installed"
 
 
 EXTRAS = {"demo": "drill", "test": "test", "unit": "test", "setup": "test"}
+# The whole suite on two pytest-xdist workers: much of its time is spent waiting on
+# subprocesses and servers, which two workers overlap (docs/benchmarks.md has the figures).
+# tests/conftest.py keeps each test file, and every drill, on one worker. `python3 dev.py
+# test -n 0` runs it in one process (a later -n wins). The unit subset stays in one
+# process: there, two workers cost more CPU (a second collection) than they save.
+PARALLEL = ["-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder"]
 QUIET = ["-q", "--disable-pip-version-check"]
 
 
@@ -114,7 +121,7 @@ def main(task: str) -> int:
     if task == "test":
         lint = run(str(BIN / "ruff"), "check", ".")
         layers = run(str(BIN / "lint-imports"))
-        tests = run(str(BIN / "python"), "-m", "pytest", "-q", *sys.argv[2:])
+        tests = run(str(BIN / "python"), "-m", "pytest", "-q", *PARALLEL, *sys.argv[2:])
         return lint or layers or tests
     if task == "unit":
         return run(str(BIN / "python"), "-m", "pytest", "-q", "tests/unit", *sys.argv[2:])
