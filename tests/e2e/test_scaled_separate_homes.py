@@ -7,13 +7,17 @@ mode and two `clampdown worker`s: each of the three with a ``CLAMPDOWN_HOME`` of
 (separate temp folders, as separate machines' disks), and a fourth home that never ran
 anything for the commands a responder types elsewhere.
 
-An alert starts a gated run; the worker holding it is killed (-9) while it waits for
-approval; the other worker finds it in the run store (no ``run.end``, its lock released
-by PostgreSQL with the dead connection) and continues it; the same alert re-sent while
-it waits is recorded in its ledger (not swallowed by a dead run); ``clampdown approve``
-from serve's home is counted; the run contains the user on moto server; ``clampdown
-runs``, ``verify`` and ``rollback`` from the fourth home succeed and rollback puts the
-user back. Waits are bounded only to fail instead of hanging; nothing is timed.
+An alert starts a run gated by two approvals; the worker holding it is killed (-9) while
+it waits (the other worker is paused meanwhile, SIGSTOP, so that what happens while no
+process holds the run is deterministic): the first approver's ``clampdown approve`` from
+serve's home is kept in the store's inbox ("not counted yet") and the same alert re-sent
+is recorded in the run (not swallowed by a dead run). The other worker, resumed, finds the
+run in the run store (no ``run.end``, its lock released by PostgreSQL with the dead
+connection), continues it and counts the kept decision; the alert re-sent again is
+recorded while it runs there; the second approver's decision from serve's home is counted
+through Prefect; the run contains the user on moto server. ``clampdown runs``, ``verify``
+and ``rollback`` from the fourth home succeed and rollback puts the user back. Waits are
+bounded only to fail instead of hanging; nothing is timed.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from tests.approver_keys import ApproverKeys
 from tests.e2e.test_scaled_mode import (
     CLAMPDOWN_WORKER,
     CONTAINED,
-    GATED,
     _contained,
     _flow_run,
     _free_port,
@@ -51,7 +54,22 @@ from tests.pg import postgres_url  # noqa: F401 - the session's throwaway Postgr
 
 CLI = str(Path(sys.executable).parent / "clampdown")
 HMAC_SECRET = "separate-homes-hmac-secret-0123456789"
-APPROVER = "U0TERM1"  # the one approver GATED names
+APPROVERS = ("U0TERM1", "U0TERM2")
+GATED = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: scaled-gated, title: Gated by two approvals, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: approve
+    uses: approval.request
+    with: {summary: "Revoke?", approvers: {users: [U0TERM1, U0TERM2]}, min_approvals: 2,
+           timeout: 30m}
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    needs: [approve]
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+"""
 PREFECT_SERVER = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
 TRIGGERS = """apiVersion: clampdown/v1
 kind: TriggerSet
@@ -75,7 +93,7 @@ class Stack:
     homes: dict[str, Path]  # serve, worker-1, worker-2, elsewhere
     env: dict[str, str]  # what every clampdown process shares (not CLAMPDOWN_HOME)
     workers: dict[str, Any]  # name -> Popen
-    key: Path  # the approver's SSH key
+    keys: dict[str, Path]  # the approvers' SSH keys
     logs: Path
 
     def cli(self, home: str, *args: str) -> Any:
@@ -108,6 +126,20 @@ class Stack:
                 (run_id, "approvals/approve.json"),
             ).fetchone()
         return None if row is None else json.loads(bytes(row[0]))
+
+    def approve(self, run_id: str, approver: str) -> Any:
+        """``clampdown approve`` on serve's machine (its home never ran the run)."""
+        key = str(self.keys[approver])
+        return self.cli("serve", "approve", run_id, "--as", approver, "--key", key)
+
+    def held(self, run_id: str) -> bool:
+        from clampdown.core.run_store_pg import PostgresRunStore
+
+        store = PostgresRunStore(self.state_url)
+        try:
+            return store.is_held(run_id)
+        finally:
+            store.close()
 
     def wait_for(self, run_id: str, record: str, timeout: float = 120) -> list[dict[str, Any]]:
         return _wait_until(
@@ -150,7 +182,7 @@ def stack(
     keys = ApproverKeys(root / "keys", root / "allowed_signers")
     keys.folder.mkdir()
     keys.allowed_signers.touch(mode=0o644)
-    key = keys.add(APPROVER)
+    approver_keys = {approver: keys.add(approver) for approver in APPROVERS}
     ledger_key = generate_local_key(root / "ledger-signing.pem")  # every machine's signer
 
     with psycopg.connect(postgres_url, autocommit=True) as admin:
@@ -233,7 +265,7 @@ def stack(
             serve,
             serve_log,
         )
-        yield Stack(serve_url, state_url, api_url, homes, env, workers, key, logs)
+        yield Stack(serve_url, state_url, api_url, homes, env, workers, approver_keys, logs)
 
 
 def _post(stack: Stack, alert_id: str, arn: str) -> httpx.Response:
@@ -285,10 +317,24 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
     holder = _holder(stack, run_id)
     other = next(name for name in stack.workers if name != holder)
     assert not (stack.homes["serve"] / "runs" / run_id / "ledger.jsonl").exists()
-    os.killpg(stack.workers[holder].pid, signal.SIGKILL)
-    stack.workers[holder].wait(30)
+    os.killpg(stack.workers[other].pid, signal.SIGSTOP)  # nobody may take the run yet
+    try:
+        os.killpg(stack.workers[holder].pid, signal.SIGKILL)
+        stack.workers[holder].wait(30)
+        _wait_until(lambda: not stack.held(run_id), 30, "PostgreSQL to release the lock")
 
-    # the other worker finds it in the store and continues it: the same request re-entered
+        # while no process holds it: the decision is kept, the re-sent alert recorded
+        sent = stack.approve(run_id, "U0TERM1")
+        assert sent.returncode == 3 and "not counted yet" in sent.stderr, sent.stdout + sent.stderr
+        again = _post(stack, "separate-1", arn)
+        assert again.status_code == 200, again.text
+        [repeat] = again.json()["alerts"]
+        assert (repeat["status"], repeat["run_id"]) == ("deduplicated", run_id), repeat
+    finally:
+        os.killpg(stack.workers[other].pid, signal.SIGCONT)
+
+    # the other worker finds it in the store and continues it: the same request re-entered,
+    # the kept decision counted
     records = stack.wait_for(run_id, "approval.resumed", timeout=120)
     assert "run.resumed" in [r["type"] for r in records]
     _wait_until(
@@ -299,24 +345,28 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
         60,
         "the continued run to wait again",
     )
+    first = stack.wait_for(run_id, "approval.decision", timeout=60)
+    [decision] = [r for r in first if r["type"] == "approval.decision"]
+    assert decision["accepted"] and decision["approver"] == "U0TERM1", decision
     assert (stack.homes[other] / "runs" / run_id / "ledger.jsonl").is_file()
 
-    # the same alert re-sent meanwhile: recorded in this run (on the other machine)
+    # the same alert re-sent while the run runs on the other machine: recorded in it
     again = _post(stack, "separate-1", arn)
     assert again.status_code == 200, again.text
-    [repeat] = again.json()["alerts"]
-    assert (repeat["status"], repeat["run_id"]) == ("deduplicated", run_id), repeat
-    assert "alert.joined" in [r["type"] for r in stack.stored(run_id)]
+    assert [r["type"] for r in stack.stored(run_id)].count("alert.joined") == 2
     assert _contained(iam, "stolen-keys-separate")["key_statuses"] == ["Active", "Active"]
 
-    # the approver decides from serve's machine: read and counted through the store
-    sent = stack.cli("serve", "approve", run_id, "--as", APPROVER, "--key", str(stack.key))
+    # the second approver decides from serve's machine: delivered through Prefect, counted
+    sent = stack.approve(run_id, "U0TERM2")
     assert sent.returncode == 0 and "counted" in sent.stdout, sent.stdout + sent.stderr
     records = stack.wait_for(run_id, "run.end")
     end = next(r for r in records if r["type"] == "run.end")
     assert end["status"] == "succeeded", end
-    decision = next(r for r in records if r["type"] == "approval.decision")
-    assert decision["accepted"] and decision["approver"] == APPROVER
+    decisions = [r for r in records if r["type"] == "approval.decision"]
+    assert [(d["approver"], d["accepted"]) for d in decisions] == [
+        ("U0TERM1", True),
+        ("U0TERM2", True),
+    ]
     assert _contained(iam, "stolen-keys-separate") == CONTAINED
     old = _flow_run(stack.api_url, first_flow_run)
     assert old["state"]["type"] == "CRASHED"  # not Running for ever
