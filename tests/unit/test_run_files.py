@@ -60,3 +60,28 @@ def test_an_unknown_run_store_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ClampdownError) as caught:
         settings()
     assert "CLAMPDOWN_RUN_STORE" in caught.value.message and "nfs" not in caught.value.message
+
+
+def test_a_drill_never_uses_the_shared_run_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An operator's CLAMPDOWN_RUN_STORE must not send a drill's runs to production's
+    database (where production workers would continue them)."""
+    import os
+
+    from clampdown.app.drill.world import Secrets, drill_environment
+    from clampdown.core.drill_library import load_drill, resolve_drill
+    from tests.paths import REPO
+
+    drill, _ = load_drill(resolve_drill(None, REPO / "runbooks"))
+    monkeypatch.setenv("CLAMPDOWN_RUN_STORE", "postgresql")
+    with drill_environment(
+        drill,
+        tmp_path,
+        Secrets(),
+        aws_endpoint="http://127.0.0.1:5000",
+        slack_url=None,
+        allowed_signers=tmp_path.parent / "signers" / "allowed_signers",
+    ):
+        assert "CLAMPDOWN_RUN_STORE" not in os.environ
+    assert os.environ["CLAMPDOWN_RUN_STORE"] == "postgresql"

@@ -159,6 +159,7 @@ def _clampdown_variables(
         "CLAMPDOWN_ALERT_HMAC_SECRET": keys.hmac_secret,
         "CLAMPDOWN_SNS_TOPIC_ARNS": None,
         "CLAMPDOWN_DRILL": "true",
+        "CLAMPDOWN_RUN_STORE": None,  # a drill's runs stay in its workspace, never a shared store
     }
     if slack_url is not None:  # the stand-in; otherwise the user's real Slack settings stay
         env.update(
