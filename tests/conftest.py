@@ -25,6 +25,10 @@ import pytest
 # servers must not share one SQLite database. A PREFECT_HOME set by hand is kept.
 MADE_HOME = "CLAMPDOWN_TESTS_MADE_PREFECT_HOME"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# xdist workers must collect the same test ids, and some ids print a set (its order follows
+# str hashing, random per interpreter): the workers get one seed, random per session.
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("PYTHONHASHSEED", str(int.from_bytes(os.urandom(4)) % 4294967295))
 if os.environ.get("PREFECT_HOME", "") in ("", os.environ.get(MADE_HOME)):
     os.environ["PREFECT_HOME"] = os.environ[MADE_HOME] = tempfile.mkdtemp(
         prefix="clampdown-prefect-"
