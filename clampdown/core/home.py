@@ -305,10 +305,13 @@ class Home:
             raise ClampdownError(f"no ledger for run '{run_id}'", f"ledgers live {where}")
         return path
 
-    def materialize_recent(self, limit: int) -> None:
-        """Bring the ``limit`` most recent runs of the run store into this home (no-op
-        without a store): ``clampdown runs`` then lists them from any machine."""
+    def materialize_recent(self, limit: int) -> list[str] | None:
+        """Bring the ``limit`` most recently started runs of the run store into this home,
+        and return their ids, newest first (None without a store): ``clampdown runs`` then
+        lists them from any machine."""
         if self.store is None:
-            return
-        for run_id in self.store.recent(limit):
+            return None
+        found = self.store.recent(limit)
+        for run_id in found:
             self.run(run_id).materialize()
+        return found

@@ -296,10 +296,10 @@ class Ledger:
             f"run: `clampdown resume {run_id}` (`clampdown worker` continues stopped runs "
             "by itself)"
         )
+        why = exc.message if isinstance(exc, ClampdownError) else getattr(exc, "orig", None) or exc
         error = LedgerWriteError(
             f"could not write the {type_} record of run {run_id} to the run store "
-            f"(PostgreSQL): {getattr(exc, 'orig', None) or exc}; nothing of it was written, "
-            "so the run stops",
+            f"(PostgreSQL): {why}; nothing of it was written, so the run stops",
             hint,
         )
         error.path, error.record_type = self.path, type_

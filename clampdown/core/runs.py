@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import ROLLED_BACK_MARK, Home
+from clampdown.core.home import LEDGER, ROLLED_BACK_MARK, Home
 from clampdown.core.run_ownership import is_stopped
 
 
@@ -55,10 +55,14 @@ def recent_runs(folder: Path, limit: int = 20, *, home: Home | None = None) -> l
     ``home``: the home ``folder`` belongs to, with its run store in the scaled mode: the
     most recent runs are then brought from the store first (any machine lists every run)
     and whether a run is stopped is asked of the store's locks."""
-    if home is not None:
-        home.materialize_recent(limit)
-    ledgers = [p for p in folder.glob("*/ledger.jsonl") if p.is_file()] if folder.is_dir() else []
-    ledgers.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    stored = home.materialize_recent(limit) if home is not None else None
+    if stored is not None:  # the store's newest runs, not this machine's cache of older ones
+        ledgers = [p for r in stored if (p := folder / r / LEDGER).is_file()]
+    else:
+        ledgers = (
+            [p for p in folder.glob("*/ledger.jsonl") if p.is_file()] if folder.is_dir() else []
+        )
+        ledgers.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     summaries = [summary for p in ledgers[: max(limit, 0)] if (summary := _summarise(p, home))]
     return sorted(summaries, key=lambda s: s.started, reverse=True)
 

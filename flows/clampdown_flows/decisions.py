@@ -150,7 +150,7 @@ def submit_decision(
             raise
         # the run waits the outage out and reads its inbox when the API answers again
         return _queued(run_id, req["step"], API_UNREACHABLE)
-    return _verdict(files, sent, deadline)
+    return _verdict(files.ledger, sent, deadline, files)
 
 
 def _queued(run_id: str, step: str, why: str | None = None) -> DecisionVerdict:
@@ -242,11 +242,15 @@ def _api(url: str | None) -> Iterator[None]:
         yield
 
 
-def _verdict(files: RunFiles, sent: Decision, deadline: float) -> DecisionVerdict:
-    """Wait for the flow's ``approval.decision`` record of this decision (the ledger read
-    from the run store when there is one: the run may be on another machine)."""
+def _verdict(
+    ledger: Path, sent: Decision, deadline: float, files: RunFiles | None = None
+) -> DecisionVerdict:
+    """Wait for the flow's ``approval.decision`` record of this decision (``files``: the
+    run's, brought from the run store before each look when there is one: the run may be
+    on another machine)."""
     while True:
-        ledger = files.materialize().ledger
+        if files is not None:
+            files.materialize()
         records = read_ledger(ledger) if ledger.is_file() else []
         for record in records:
             if record.get("type") == "approval.decision" and (
