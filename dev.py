@@ -37,7 +37,7 @@ EXTRAS = {"demo": "drill", "test": "test", "unit": "test", "setup": "test"}
 # tests/conftest.py keeps each test file, and every drill, on one worker. `python3 dev.py
 # test -n 0` runs it in one process (a later -n wins). The unit subset stays in one
 # process: there, two workers cost more CPU (a second collection) than they save.
-PARALLEL = ["-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder"]
+PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 QUIET = ["-q", "--disable-pip-version-check"]
 
 

@@ -1,10 +1,9 @@
 """Shared fixtures: one Prefect test server per session, a fresh CLAMPDOWN_HOME per test.
 
 The suite runs on two pytest-xdist workers (``python3 dev.py test``): every session
-fixture here starts once per worker, each worker has a Prefect home of its own, and
-:func:`pytest_collection_modifyitems` keeps a test file on one worker (its module
-fixtures start once) and every test that runs a drill on the same worker (one standing
-drills' Prefect API).
+fixture here starts once per worker, each worker has a Prefect home of its own, a test
+file stays on one worker (``--dist loadfile``: its module fixtures start once), and the
+drill files share one (:func:`pytest_xdist_make_scheduler`: one standing drills' API).
 """
 
 from __future__ import annotations
@@ -39,24 +38,44 @@ MADE_HERE = os.environ.get(MADE_HOME) == str(SESSION_PREFECT_HOME)
 from tests.paths import FIXTURES, REPO  # noqa: E402,F401 - used by tests through the fixtures
 
 DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
+DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: one xdist scope
 RUN_FIRST = ("tests/e2e/", "tests/integration/")  # the long files first: less idle at the end
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (its hook is not tryfirst)
+def _by_file(config: pytest.Config) -> bool:
+    return bool(os.environ.get("PYTEST_XDIST_WORKER")) and config.getvalue("dist") == "loadfile"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadfile`` with the drill files as one scope: every drill on one worker (the
+    standing drills' API and the drill results are per worker). (``--dist loadgroup`` with
+    ``xdist_group`` marks would say the same, but pytest 9.2's node ids broke it in
+    pytest-xdist 3.8: pytest-dev/pytest-xdist#1386.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class DrillsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "drills" if module.startswith(DRILL_FILES) else module
+
+    return DrillsTogether(config, log)  # type: ignore[arg-type]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With ``--dist loadgroup``: one xdist group per test file, one for every file that runs
-    a drill (the session's standing drills' API and drill results are per worker), and the
-    end-to-end then integration files first. Without xdist nothing changes."""
-    if not config.getoption("loadgroup", default=False):
+    """On an xdist worker (``--dist loadfile``): the end-to-end, then integration files
+    first (the scheduler hands out files in this order, so the long ones do not end the run
+    on one worker), and a warning for a drill outside :data:`DRILL_FILES` (it would start a
+    second standing drills' API on another worker). Without xdist nothing changes."""
+    if not _by_file(config):
         return
-    drill_files = {
-        item.nodeid.split("::")[0]
-        for item in items
-        if set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ()))
-    }
     for item in items:
         module = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("drills" if module in drill_files else module))
+        uses = set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ()))
+        if uses and not module.startswith(DRILL_FILES):
+            item.warn(pytest.PytestWarning(f"runs a drill outside {DRILL_FILES}*.py: {uses}"))
 
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::")[0]
