@@ -384,3 +384,17 @@ def test_an_unreachable_database_is_said_not_a_traceback(
     result = CliRunner().invoke(app, ["runs"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "the run store (PostgreSQL) cannot be opened" in result.output
+
+
+def test_materialize_writes_nothing_outside_the_run_folder(
+    store: PostgresRunStore, tmp_path: Path
+) -> None:
+    """A row whose name climbs out of the run folder (written with SQL by someone with
+    the database) is refused, not written over another file of the machine."""
+    for name in ("../../escaped.json", "/tmp/absolute.json", "approvals/../../x.json"):
+        store.put("r11", name, b"{}")
+    store.put("r11", "start.json", b"{}")
+    files = Home(tmp_path / "home", store=store).run("r11").materialize()
+    assert (files.dir / "start.json").is_file()
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["home/runs/r11/start.json"]
