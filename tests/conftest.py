@@ -118,7 +118,9 @@ def prefect_server() -> Iterator[str]:
     from clampdown.app.local_runs import interrupt_all_runs
     from clampdown_flows.prefect_api import local_api
 
-    with local_api() as url:
+    # 180 s, not 60: under xdist each worker starts one at the same moment, on a shared
+    # 2-core machine that may be loaded already
+    with local_api(timeout=180) as url:
         yield url
         # A run a test left paused (at an approval) would keep the interpreter from exiting
         # (its worker thread is joined at exit): interrupt it while its server still answers.
