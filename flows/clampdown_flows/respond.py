@@ -401,7 +401,6 @@ async def _drive(
         )
         ended = True
         await _artifact(state, status)
-        await _report_artifact(state)
     except asyncio.CancelledError as exc:
         if not ended:
             _stopped(state, exc)
@@ -481,6 +480,25 @@ ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "cancelled": 
 
 
 async def _artifact(state: RunState, status: str) -> None:
+    """The run's one markdown artifact: its incident report (``clampdown report``), then the
+    step table (status, duration, attempts, note) and the ledger's path.
+
+    One artifact, not two: each is a request to the Prefect server, which is the busiest
+    process of a serve under a burst of alerts (docs/benchmarks.md, serve throughput).
+    A report that cannot be built leaves the step table alone, and says why."""
+    try:
+        report = markdown_from_ledger(state.ledger.path)
+    except Exception as exc:  # the run's outcome does not depend on its report
+        get_run_logger().warning("no incident report in the artifact: %s", exc)
+        report = "\n".join(
+            [
+                f"# {state.runbook.metadata.title}",
+                f"Run `{state.run_id}` of `{state.runbook.metadata.name}`: **{status}**"
+                + (" (drill)" if state.run_info.get("drill") else ""),
+                "",
+                f"The incident report could not be built: {exc}",
+            ]
+        )
     rows = []
     for step in state.runbook.steps:
         r = state.results[step.id]
@@ -492,9 +510,9 @@ async def _artifact(state: RunState, status: str) -> None:
         )
     markdown = "\n".join(
         [
-            f"# {state.runbook.metadata.title}",
-            f"Run `{state.run_id}` of `{state.runbook.metadata.name}`: **{status}**"
-            + (" (drill)" if state.run_info.get("drill") else ""),
+            report.rstrip("\n"),
+            "",
+            f"## Steps: {state.runbook.metadata.title}",
             "",
             "| status | step | action | duration | attempts | note |",
             "|---|---|---|---|---|---|",
@@ -503,20 +521,6 @@ async def _artifact(state: RunState, status: str) -> None:
             f"Ledger: `{state.ledger.path}`",
         ]
     )
-    await acreate_markdown_artifact(
-        markdown=markdown,
-        key=f"clampdown-run-{state.run_id}",
-        description=f"clampdown run {state.run_id}",
-    )
-
-
-async def _report_artifact(state: RunState) -> None:
-    """The run's incident report (``clampdown report``) as a markdown artifact of the run."""
-    try:
-        markdown = markdown_from_ledger(state.ledger.path)
-    except Exception as exc:  # the run's outcome does not depend on its report
-        get_run_logger().warning("no incident report artifact: %s", exc)
-        return
     await acreate_markdown_artifact(
         markdown=markdown,
         key=f"clampdown-report-{state.run_id}".lower(),

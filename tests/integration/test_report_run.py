@@ -65,6 +65,9 @@ def test_the_report_is_posted_in_the_thread_and_attached_to_the_flow_run(
     assert body.startswith(f"# Incident report: run {run_id} of report-demo")
     assert "## Changes made and their rollback state" in body
     assert "| `breaks` | `core.fail` | failed |" in body
+    # and, in the same (only) artifact, the step table with attempts and the ledger's path
+    assert "| ❌ failed | `breaks` | `core.fail` |" in body.split("## Steps", 1)[1]
+    assert f"Ledger: `{settings().paths.run(run_id).ledger}`" in body
 
 
 def test_without_slack_the_artifact_is_still_written(write_runbook):

@@ -343,10 +343,13 @@ steps:
         async with get_client() as client:
             return await client.read_latest_artifacts()
 
-    found = [a for a in asyncio.run(artifact()) if a.key == f"clampdown-run-{run_id}"]
-    assert found, "the run must publish a markdown summary artifact"
-    body = found[0].data
-    assert "`one`" in body and "`two`" in body and "skipped" in body and "succeeded" in body
+    mine = [a for a in asyncio.run(artifact()) if a.key and run_id in a.key]
+    # one artifact per run (each is a request to the Prefect server): report + step table
+    assert [a.key for a in mine] == [f"clampdown-report-{run_id}"]
+    body = mine[0].data
+    assert body.startswith("# ") and "## Timeline" in body  # the incident report
+    steps = body.split("## Steps", 1)[1]
+    assert "`one`" in steps and "`two`" in steps and "skipped" in steps and "succeeded" in steps
 
 
 def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_runbook):
@@ -403,5 +406,5 @@ steps:
     )
     assert logs, "the run's logs reach the Prefect API"
     assert not [log.message for log in logs if given in log.message or default in log.message]
-    body = next(a.data for a in artifacts if a.key == f"clampdown-run-{run_id}")
-    assert given not in body and "denied for ***" in body
+    body = next(a.data for a in artifacts if a.key == f"clampdown-report-{run_id}")
+    assert given not in body and default not in body and "denied for ***" in body
