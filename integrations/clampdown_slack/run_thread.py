@@ -6,9 +6,13 @@ replies in its thread when a step fails, and edits it a last time with the outco
 The header is the run's status thread: its channel and ts go into the same
 ``slack.json`` ``slack.status`` uses, so ``slack.status`` steps reply under it.
 
-Slack never slows containment: every call happens on one background thread per run;
-header updates coalesce (only the latest step list is sent), and :meth:`RunThread.close`
-waits a bounded time for the last ones. Misses are logged, counted, and recorded
+Slack never slows containment: every call happens on a background thread of the run,
+one at a time and in the order queued; header updates coalesce (only the latest step list
+is sent), and :meth:`RunThread.close` waits a bounded time for the last ones. That thread
+lives only while the run has something to send: it ends when the queue is empty and is
+started again by the next message, so a run waiting for people (hundreds may) holds no
+thread. A card Slack did not take keeps its run's thread, waiting to try it again, until
+Slack takes it or ``CARD_RETRY_FOR`` runs out. Misses are logged, counted, and recorded
 once in the ledger as ``slack.miss`` (count and last error, never the token).
 
 The engine reaches it only as a :class:`~clampdown.core.extensions.RunObserver`:
@@ -152,7 +156,9 @@ class RunThread:
         self._retry_until = 0.0
         self._closing = False
         self._cond = threading.Condition()
-        self._worker: threading.Thread | None = None
+        self._worker: threading.Thread | None = None  # None: no thread now (idle)
+        self._header_tried = False  # the first thread posts the header
+        self._started = False  # start() was called: the header is the first thing sent
         self._start_lock: contextlib.ExitStack | None = None
         self.header_channel: str | None = None
         self.header_ts: str | None = None  # None: no header of ours to edit
@@ -256,15 +262,14 @@ class RunThread:
             self._start_lock = stack
         except Exception as exc:  # e.g. an unwritable run directory: post unlocked
             self._miss(f"cannot lock the run's Slack state: {exc}")
-        self._worker = threading.Thread(
-            target=self._work, name=f"clampdown-slack-{self.run_id}", daemon=True
-        )
-        self._worker.start()
+        with self._cond:
+            self._started = True
+            self._wake()
 
     def update(self, steps: Sequence[tuple[str, str]]) -> None:
         with self._cond:
             self._steps, self._dirty = list(steps), True
-            self._cond.notify()
+            self._wake()
 
     def reply(self, text: str) -> None:
         self._send("chat.postMessage", lambda: self._post_reply(text))
@@ -282,6 +287,24 @@ class RunThread:
         """Queue a call; ``keep``: a card people must see, sent again while Slack is down."""
         with self._cond:
             self._outbox.append((method, fn, keep))
+            self._wake()
+
+    def _wake(self) -> None:
+        """Under ``_cond``: have the run's thread send what is queued, starting it if it
+        ended (idle). Never before :meth:`start`: the header goes first."""
+        if not self._started:
+            return
+        if self._worker is None:
+            first = not self._header_tried
+            self._header_tried = True
+            self._worker = threading.Thread(
+                target=self._work,
+                args=(first,),
+                name=f"clampdown-slack-{self.run_id}",
+                daemon=True,
+            )
+            self._worker.start()
+        else:
             self._cond.notify()
 
     def close(self, outcome: str, steps: Sequence[tuple[str, str]] | None = None) -> None:
@@ -293,10 +316,11 @@ class RunThread:
             self._outcome, self._dirty, self._closing = outcome, True, True
             if steps is not None:
                 self._steps = list(steps)
-            self._cond.notify()
-        if self._worker is not None:
-            self._worker.join(SHUTDOWN_WAIT)
-            if self._worker.is_alive():
+            self._wake()
+            worker = self._worker  # closing: it sends everything left, then ends
+        if worker is not None:
+            worker.join(SHUTDOWN_WAIT)
+            if worker.is_alive():
                 self._miss("gave up waiting for Slack at the end of the run")
         if self.misses:
             self.ledger.append(
@@ -305,17 +329,23 @@ class RunThread:
 
     # --- the worker ---------------------------------------------------------------------
 
-    def _work(self) -> None:
-        try:
-            self._client = slack_client(self.config)
-            self._post_header()
-        except Exception as exc:
-            self._miss(self._describe(exc, "chat.postMessage"))
-        finally:
-            if self._start_lock is not None:
-                self._start_lock.close()
+    def _work(self, first: bool) -> None:
+        """Send what is queued, in order, until the queue is empty (then end: an idle run
+        holds no thread) or the run is closed. ``first``: post the header first."""
+        if first:
+            try:
+                self._client = slack_client(self.config)
+                self._post_header()
+            except Exception as exc:
+                self._miss(self._describe(exc, "chat.postMessage"))
+            finally:
+                if self._start_lock is not None:
+                    self._start_lock.close()
         while True:
-            outbox, dirty, closing = self._next_batch()
+            batch = self._next_batch()
+            if batch is None:
+                return  # idle: the next message starts a thread again
+            outbox, dirty, closing = batch
             self._send_batch(outbox, dirty, closing)
             with self._cond:
                 if closing and not (self._outbox or self._dirty):
@@ -323,13 +353,16 @@ class RunThread:
                         self._miss(f"Slack {method} of an approval card never got through")
                     return
 
-    def _next_batch(self) -> tuple[list[Any], bool, bool]:
-        """Wait for work (or the time to retry kept cards); take everything queued."""
+    def _next_batch(self) -> tuple[list[Any], bool, bool] | None:
+        """Take everything queued, waiting only for the time to retry kept cards; None
+        when there is nothing to send (the thread then ends, under the same lock that
+        :meth:`_wake` takes, so a message queued meanwhile starts a new one)."""
         with self._cond:
             while not (self._outbox or self._dirty or self._closing):
                 if not self._retry:
-                    self._cond.wait()
-                elif not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
+                    self._worker = None
+                    return None
+                if not self._cond.wait(CARD_RETRY):  # time to try the kept cards again
                     break
             outbox = [*self._retry, *self._outbox]
             self._retry.clear()
