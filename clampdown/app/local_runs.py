@@ -14,8 +14,10 @@ What it guarantees, and how:
   thread the starter owns: a run waiting for people is a suspended coroutine, not a
   blocked thread, so hundreds may wait while others run. What bounds work is the step
   threads (synchronous actions run in the loop's executor, ``step_threads`` of them).
-  Two idle threads per run remain, not ours to pool yet: Prefect's flow-run heartbeat
-  and the run's Slack sender (benchmarks/paused_runs.py: ~0.35 MB each).
+  Nothing else keeps a thread per run: the run's Slack sender ends when it has nothing
+  to send (:mod:`clampdown_slack.run_thread`), and Prefect's flow-run heartbeat — a
+  thread per flow run — is off (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` unset), see
+  :func:`_heartbeat_off`.
 * **A run outlives the process.** At start, and every ``scan_every`` seconds, the
   starter looks for runs in its ``CLAMPDOWN_HOME`` that have a start record, no
   ``run.end`` and no live process holding them (:mod:`clampdown.core.run_ownership`),
@@ -82,7 +84,7 @@ class InProcessStarter:
 
         self.conf = conf if conf is not None else settings()
         self.api_url: str | None = PREFECT_API_URL.value()
-        self.futures: dict[str, Future[Any]] = {}
+        self.futures: dict[str, Future[Any]] = {}  # runs not ended yet (pruned as they end)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._ended: set[str] = set()  # runs seen with run.end: never looked at again
         self._loop = asyncio.new_event_loop()
@@ -161,8 +163,15 @@ class InProcessStarter:
 
     def _submit(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
         future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call), self._loop)
-        future.add_done_callback(lambda f: _log_outcome(run_id, f))
         self.futures[run_id] = future
+        future.add_done_callback(functools.partial(self._done, run_id))
+
+    def _done(self, run_id: str, future: Future[Any]) -> None:
+        """A run's future ended: say how, and forget it (a long-lived serve starts runs
+        for months; shutdown only needs those still going)."""
+        _log_outcome(run_id, future)
+        if self.futures.get(run_id) is future:  # not a newer continuation of the same run
+            del self.futures[run_id]
 
     async def _execute(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
         """Run ``call(respond)`` as its own task, in a copy of the host's context (its
@@ -186,11 +195,10 @@ class InProcessStarter:
 
         async def host() -> None:
             self._stop = asyncio.Event()
-            settings_ctx = (
-                temporary_settings({PREFECT_API_URL: self.api_url})
-                if self.api_url
-                else contextlib.nullcontext()
-            )
+            updates: dict[Any, Any] = _heartbeat_off()
+            if self.api_url:
+                updates[PREFECT_API_URL] = self.api_url
+            settings_ctx = temporary_settings(updates) if updates else contextlib.nullcontext()
             with settings_ctx:
                 async with shared_clients():
                     self._context = contextvars.copy_context()
@@ -220,10 +228,11 @@ class InProcessStarter:
 
     def stopped_runs(self) -> list[str]:
         """Runs of this home with a start record, no ``run.end`` and no process holding them."""
+        going = dict(self.futures)  # copied: runs' done callbacks prune it meanwhile
         return [
             run_id
             for run_id in stopped_runs(self.conf.paths, skip=self._ended)
-            if run_id not in self.futures or self.futures[run_id].done()
+            if run_id not in going or going[run_id].done()
         ]
 
     # stopping ---------------------------------------------------------------------------
@@ -242,7 +251,7 @@ class InProcessStarter:
         suspended = list(self._tasks)
         for task in list(self._tasks.values()):
             self._loop.call_soon_threadsafe(task.cancel, SUSPEND)
-        pending = [f for f in self.futures.values() if not f.done()]
+        pending = [f for f in list(self.futures.values()) if not f.done()]
         concurrent.futures.wait(pending, timeout=grace)
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=grace)
@@ -258,6 +267,25 @@ class InProcessStarter:
         for task in list(self._tasks.values()):
             self._loop.call_soon_threadsafe(task.cancel)
         return interrupted
+
+
+def _heartbeat_off() -> dict[Any, Any]:
+    """Prefect's flow-run heartbeats off for local mode's runs, unless configured.
+
+    Prefect 3 starts one thread per flow run (``flow_engine._send_heartbeats``) that
+    sends a ``prefect.flow-run.heartbeat`` event every ``flows.heartbeat_frequency``
+    seconds (180 by default) for the whole run, a wait for people included. Heartbeats
+    exist so that a Prefect automation can mark a run whose process died as crashed;
+    local mode knows a dead run by its ``flock`` (:mod:`clampdown.core.run_ownership`)
+    and its serve starts its own Prefect API with no such automation. ``None`` is
+    Prefect's documented "no heartbeats" value: no thread. An operator who set
+    ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` (environment or profile) keeps it.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        return {}
+    return {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
 
 
 def stopped_runs(home: Home, skip: set[str] | None = None) -> list[str]:
