@@ -34,6 +34,7 @@ Moto server runs in its own process. One warm-up alert runs before the first rep
 
     python benchmarks/serve_throughput.py [-n 32] [--reps 3] [--profile]
                                           [--keepalive 16] [--no-run-name] [--lean-server]
+                                          [--state-sync-normal]
 
 Also printed: each run's ledger marks (sent, answered, run.start, step.start, step.end,
 run.end) as medians and p95 per repetition.
@@ -48,7 +49,8 @@ the Prefect API requests this process made, per run and route, with their mean l
 What-ifs (changes tried from here, not shipped; said in the output): ``--keepalive``
 connections kept alive by the Prefect clients (stock 8 of 16); ``--no-run-name`` (respond
 without ``flow_run_name``: one PATCH less per run); ``--lean-server`` (the local Prefect
-server without services local runs do not use).
+server without services local runs do not use); ``--state-sync-normal`` (the state store's SQLite
+commits without an fsync each: how much of the 202 answer is those commits).
 
 Targets (issue 15, docs/benchmarks.md): wall time within 2.5x of the floor; 202 p95 < 0.5 s.
 """
@@ -445,6 +447,27 @@ def what_if(args: argparse.Namespace) -> list[str]:
             "WHAT-IF: the local Prefect server without the services local runs do not need: "
             + ", ".join(LEAN_OFF)
         )
+    if args.state_sync_normal:
+        import sqlalchemy as sa
+
+        import clampdown.core.state_store as state_store
+
+        stock_engine = state_store._sqlite_engine
+
+        def engine(url: Any) -> Any:
+            made = stock_engine(url)
+
+            @sa.event.listens_for(made, "connect")
+            def _normal(dbapi_connection: Any, _record: Any) -> None:
+                dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+            return made
+
+        state_store._sqlite_engine = engine
+        said.append(
+            "WHAT-IF: the state store's SQLite commits are not fsync'd (synchronous=NORMAL in "
+            "WAL: safe from a killed process, not from power loss; 3 commits per alert today)"
+        )
     if args.no_run_name:
         import clampdown_flows.respond as respond_module
 
@@ -809,6 +832,11 @@ def main() -> None:
         "--lean-server",
         action="store_true",
         help="what-if: local Prefect server without automations, scheduler and other services",
+    )
+    parser.add_argument(
+        "--state-sync-normal",
+        action="store_true",
+        help="what-if: the state store's SQLite commits without fsync (synchronous=NORMAL)",
     )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
