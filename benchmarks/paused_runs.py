@@ -154,13 +154,25 @@ def cpu_rates(pids: dict[str, int], window: float) -> dict[str, float]:
 
 
 def thread_kinds() -> str:
-    """This process's Python threads by name (numbers dropped), most first."""
+    """This process's Python threads by name (numbers dropped) and the function each
+    was started with (its outermost frame outside ``threading``), most first."""
     import re
 
-    def kind(name: str) -> str:  # run ids (12 hex digits) and counters dropped
-        return re.sub(r"-[0-9a-f]{12}$|[-_]\d+", "", name)
+    frames = sys._current_frames()
 
-    kinds = Counter(kind(t.name) for t in threading.enumerate())
+    def started_with(ident: int | None) -> str:
+        frame, outermost = frames.get(ident or -1), "?"
+        while frame is not None:
+            if not frame.f_code.co_filename.endswith("threading.py"):
+                outermost = f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_name}"
+            frame = frame.f_back
+        return outermost
+
+    def kind(thread: threading.Thread) -> str:  # run ids (12 hex digits), counters dropped
+        name = re.sub(r"-[0-9a-f]{12}$|[-_]\d+", "", thread.name)
+        return f"{name} [{started_with(thread.ident)}]"
+
+    kinds = Counter(kind(t) for t in threading.enumerate())
     return ", ".join(f"{name} {count}" for name, count in kinds.most_common())
 
 
