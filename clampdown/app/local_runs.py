@@ -62,7 +62,8 @@ class InProcessStarter:
     """``start_run`` for local mode: each run a ``respond`` flow on the starter's event loop.
 
     The Prefect API URL in force when the starter is made (``serve`` makes it inside
-    ``local_api()``) is used by every run; so are clampdown's settings (``drill``):
+    ``local_api()``) is used by every run, with Prefect's flow-run heartbeats off unless
+    configured then (:func:`_heartbeat_off`); so are clampdown's settings (``drill``):
     ``conf``, or the environment when the starter is made. The runbook library is looked
     up at each start (:func:`clampdown.core.settings.current_library`).
 
@@ -84,6 +85,7 @@ class InProcessStarter:
 
         self.conf = conf if conf is not None else settings()
         self.api_url: str | None = PREFECT_API_URL.value()
+        self._prefect_updates = _heartbeat_off()  # read here, in the caller's settings
         self.futures: dict[str, Future[Any]] = {}  # runs not ended yet (pruned as they end)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._ended: set[str] = set()  # runs seen with run.end: never looked at again
@@ -195,7 +197,7 @@ class InProcessStarter:
 
         async def host() -> None:
             self._stop = asyncio.Event()
-            updates: dict[Any, Any] = _heartbeat_off()
+            updates = dict(self._prefect_updates)
             if self.api_url:
                 updates[PREFECT_API_URL] = self.api_url
             settings_ctx = temporary_settings(updates) if updates else contextlib.nullcontext()

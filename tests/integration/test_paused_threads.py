@@ -112,6 +112,16 @@ def settled(slack: SlackStandIn, runs: list[str]) -> bool:
     )
 
 
+def test_heartbeats_stay_on_when_the_operator_configured_them() -> None:
+    """The off branch is the test below (no heartbeat thread with 20 runs paused)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from clampdown.app.local_runs import _heartbeat_off
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 60}):
+        assert _heartbeat_off() == {}  # the operator's 60 s is kept
+
+
 def test_twenty_paused_runs_hold_no_more_threads_than_one(
     slack: SlackStandIn,
     clampdown_home: Path,
