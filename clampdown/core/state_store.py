@@ -6,8 +6,7 @@ One code path (SQLAlchemy Core) over two databases:
 
 * local mode: SQLite at ``$CLAMPDOWN_HOME/state.sqlite3`` beside the ledgers, in WAL
   mode; every decision runs in ``BEGIN IMMEDIATE``, which takes SQLite's write lock
-  up front, so a check-then-insert is atomic across threads *and* processes (the
-  threads of one process take turns on a Python lock first: :meth:`StateStore._turn`);
+  up front, so a check-then-insert is atomic across threads *and* processes;
 * scaled mode: PostgreSQL at ``CLAMPDOWN_STATE_URL`` (``postgresql://…``, driver
   psycopg 3); a decision takes a transaction-scoped advisory lock
   (``pg_advisory_xact_lock``), which serialises decisions of every server sharing
@@ -199,9 +198,6 @@ class StateStore:
         self.backend = parsed.get_backend_name()
         self._decisions = 0
         self._count_lock = threading.Lock()
-        # SQLite: this process's transactions queue here, not in SQLite's busy handler
-        # (reentrant: a nested transaction still meets SQLite's lock and its timeout)
-        self._sqlite_turn = threading.RLock() if self.backend == "sqlite" else None
         try:
             if self.backend == "sqlite":
                 self.engine = _sqlite_engine(parsed)
@@ -226,33 +222,10 @@ class StateStore:
         return f"StateStore({self.backend})"
 
     @contextmanager
-    def _turn(self) -> Iterator[None]:
-        """SQLite: one transaction of this process at a time, handed over at once.
-
-        Every SQLite transaction here is ``BEGIN IMMEDIATE`` (the database's one write
-        lock). Threads that meet it held wait in SQLite's busy handler, which sleeps and
-        retries with growing sleeps (up to 100 ms): in a burst of alerts the lock was free
-        while its waiters slept, and the 202 answers queued there (docs/benchmarks.md,
-        serve throughput). Queued on a Python lock instead, the next thread runs as soon
-        as the previous one commits; other processes still meet ``BEGIN IMMEDIATE``.
-        """
-        if self._sqlite_turn is None:
-            yield
-            return
-        with self._sqlite_turn:
-            yield
-
-    @contextmanager
     def _transaction(self, *, exclusive: bool = True) -> Iterator[sa.Connection]:
-        with self._turn(), self.engine.begin() as conn:
+        with self.engine.begin() as conn:
             if exclusive and self.backend == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
-            yield conn
-
-    @contextmanager
-    def _reading(self) -> Iterator[sa.Connection]:
-        """A connection to read with (SQLite begins even these with ``BEGIN IMMEDIATE``)."""
-        with self._turn(), self.engine.connect() as conn:
             yield conn
 
     # --- replay protection ---------------------------------------------------------------
@@ -445,7 +418,7 @@ class StateStore:
 
     def held_alerts(self, limit: int = 100) -> list[HeldAlert]:
         """The most recent held alerts, newest first."""
-        with self._reading() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(sa.select(held).order_by(held.c.id.desc()).limit(limit)).all()
         return [
             HeldAlert(r.at, r.runbook, r.trigger, r.dedup_key, json.loads(r.alert), r.reason)
@@ -480,7 +453,7 @@ class StateStore:
         asked = {_stored_key(g): g for g in groups}
         if not asked:
             return None
-        with self._reading() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(group_members).where(group_members.c.group_name.in_(list(asked)))
             ).all()
@@ -496,7 +469,7 @@ class StateStore:
         query = sa.select(active_runs.c.run_id).order_by(active_runs.c.started)
         if runbook is not None:
             query = query.where(active_runs.c.runbook == runbook)
-        with self._reading() as conn:
+        with self.engine.connect() as conn:
             return list(conn.scalars(query).all())
 
 
