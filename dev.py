@@ -92,13 +92,24 @@ def _pip() -> list[str]:
 
 
 def _uv(pip: list[str]) -> str | None:
-    """uv in .venv (installed by ``pip`` at the version constraints.txt pins), or None
-    when it cannot be installed here: then pip installs everything."""
-    if not (BIN / "uv").exists():
+    """uv in .venv (installed by ``pip`` at the version constraints.txt pins, again when
+    the pin moved), or None when it cannot be installed here: then pip installs everything."""
+    uv = BIN / "uv"
+    if not _uv_is_pinned(uv):
         done = subprocess.run([*pip, "install", *QUIET, "-c", "constraints.txt", "uv"], cwd=ROOT)
         if done.returncode != 0:
             print("uv could not be installed; installing with pip instead", flush=True)
-    return str(BIN / "uv") if (BIN / "uv").exists() else None
+    return str(uv) if uv.exists() else None
+
+
+def _uv_is_pinned(uv: Path) -> bool:
+    """``uv --version`` says the version constraints.txt pins (``uv 0.13.9 (…)``)."""
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pinned = next((line.split("==", 1)[1].strip() for line in lines if line.startswith("uv==")), "")
+    if not pinned or not uv.exists():
+        return False
+    said = subprocess.run([str(uv), "--version"], capture_output=True, text=True).stdout.split()
+    return said[1:2] == [pinned]
 
 
 def environment() -> dict[str, str]:
