@@ -316,6 +316,10 @@ def _fail(flow_run: Any, message: str) -> None:
 
 
 RESUME_EVERY = 30.0
+REPOLL_PAUSE = 10.0
+"""Seconds between a worker that gave up polling (Prefect unreachable too long) and the
+next one this process starts."""
+POLLING_GAVE_UP = "Service exceeded error threshold"  # prefect.utilities.services
 """Seconds between a worker's looks for stopped runs of its home to continue."""
 
 
@@ -344,8 +348,42 @@ async def run_worker(
     with temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_seconds}):
         async with anyio.create_task_group() as group:
             group.start_soon(_continue_stopped_runs, conf, resume_every)
-            await worker_cls(work_pool_name=pool, name=name, limit=limit).start()
+            await keep_polling(lambda: worker_cls(work_pool_name=pool, name=name, limit=limit))
             group.cancel_scope.cancel()
+
+
+async def keep_polling(make_worker: Any, pause: float = REPOLL_PAUSE) -> None:
+    """Run ``make_worker().start()``; when Prefect's polling gives up, start a new worker.
+
+    Why: Prefect's worker stops polling after about four rounds of failed polls (a long
+    outage of its API) and returns. Here that would end the process while the runs it
+    executes in its threads — paused at an approval, riding the outage out — are still
+    going: the worker would half shut down, their next decision would fail, and no
+    supervisor restarts a process that is still alive. So this process keeps polling,
+    with a new worker after ``pause`` seconds, for as long as it lives.
+    """
+    import anyio
+
+    while True:
+        try:
+            await make_worker().start()
+            return
+        except Exception as exc:  # only the give-up is retried
+            if not _polling_gave_up(exc):
+                raise
+        logger.error(
+            "the Prefect API did not answer the worker's polls for too long and Prefect's "
+            "worker stopped polling; runs in this process go on; a new worker polls in %.0f s",
+            pause,
+        )
+        await anyio.sleep(pause)
+
+
+def _polling_gave_up(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or a group holding only) Prefect's "exceeded error threshold"."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_polling_gave_up(inner) for inner in exc.exceptions)
+    return isinstance(exc, RuntimeError) and POLLING_GAVE_UP in str(exc)
 
 
 async def _continue_stopped_runs(conf: Any, every: float) -> None:
