@@ -392,3 +392,77 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
     )
     [summary] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
     assert summary["rolled_back_by"], summary  # the mark is in the store, seen from any home
+
+
+@pytest.mark.scaled
+def test_a_worker_killed_between_a_containment_call_and_its_answer_leaves_nothing_unrecorded(
+    stack: Stack, moto_server: str
+) -> None:
+    """Deployment mode, mid-step: a worker dies after AWS deactivated a key and before the
+    answer reached it. The undo intent was stored first; another worker (another home)
+    continues the run from the store and runs the step again; rollback from a third home
+    puts back what both attempts changed, the unconfirmed change included."""
+    from tests.e2e.test_serve_restart import HoldingProxy
+
+    user = "stolen-keys-mid-step"
+    iam, arn = _iam_user(moto_server, user)
+    proxy = HoldingProxy(moto_server, b"Action=UpdateAccessKey")
+    home = stack.homes["serve"].parent / "worker-3-home"
+    home.mkdir()
+    (stack.logs / "worker-3-cwd").mkdir()
+    survivors = [proc for proc in stack.workers.values() if proc.poll() is None]
+    with contextlib.ExitStack() as running:
+        running.callback(proxy.close)
+        # the new worker reaches AWS through the proxy; the others wait (SIGSTOP) so that
+        # the new one takes the run and is the one that dies in the middle of the step
+        for proc in survivors:
+            os.killpg(proc.pid, signal.SIGSTOP)
+            running.callback(os.killpg, proc.pid, signal.SIGCONT)
+        log = stack.logs / "worker-3.log"
+        doomed = running.enter_context(
+            _process(
+                CLAMPDOWN_WORKER,
+                log,
+                env=stack.env | {"CLAMPDOWN_HOME": str(home), "AWS_ENDPOINT_URL": proxy.url},
+                cwd=stack.logs / "worker-3-cwd",
+            )
+        )
+        _wait_until(lambda: "started" in log.read_text(), 60, "worker-3", doomed, log)
+        answer = _post(stack, "separate-mid-step", arn)
+        assert answer.status_code == 202, answer.text
+        [alert] = answer.json()["alerts"]
+        run_id = str(alert["run_id"])
+        _wait_until(
+            lambda: (stack.request(run_id) or {}).get("status") == "pending", 120, "the wait"
+        )
+        assert (home / "runs" / run_id / "ledger.jsonl").is_file()  # worker-3 runs it
+        for approver in APPROVERS:
+            sent = stack.approve(run_id, approver)
+            assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert proxy.made.wait(120), "the revoke never reached AWS"
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(30)
+        # AWS made the change; the worker never heard back; the intent is in the store
+        assert "Inactive" in _contained(iam, user)["key_statuses"]
+        records = stack.stored(run_id)
+        assert "step.end" not in [r["type"] for r in records if r.get("step") == "revoke"]
+        intents = [r for r in records if r["type"] == "undo.intent"]
+        assert {i["how"]["op"] for i in intents} >= {"activate_access_key"}, intents
+        proxy.release.set()
+    # the survivors, running again, find the run in the store and finish it
+    records = stack.wait_for(run_id, "run.end", timeout=180)
+    [resumed] = [r for r in records if r["type"] == "run.resumed"]
+    assert resumed["rerun"] == ["revoke"], resumed
+    end = records[-1]
+    assert (end["type"], end["status"]) == ("run.end", "succeeded"), end
+    assert _contained(iam, user) == CONTAINED
+
+    plan = stack.cli("elsewhere", "rollback", run_id, "--plan")
+    assert "may have been applied" in plan.stdout, plan.stdout + plan.stderr
+    undone = stack.cli("elsewhere", "rollback", run_id, "--yes")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert _contained(iam, user) == {
+        "key_statuses": ["Active", "Active"],
+        "policies": [],
+        "login_profile": True,
+    }
