@@ -118,9 +118,10 @@ def test_windows_expire(store: StateStore) -> None:
 
 def test_stale_reservation_is_dropped(store: StateStore, monkeypatch) -> None:
     claim(store, "k")  # its process "dies": never attached
-    monkeypatch.setattr(state_store, "PENDING_STALE", 0.05)
+    monkeypatch.setattr(state_store, "PENDING_STALE", 3600.0)
     assert claim(store, "k").status == "pending"
-    time.sleep(0.1)
+    monkeypatch.setattr(state_store, "PENDING_STALE", 0.0)  # now older than the window
+    time.sleep(0.01)
     assert claim(store, "k").status == "reserved"
 
 
