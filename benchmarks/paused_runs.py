@@ -33,11 +33,12 @@ share this process's threads, memory or GIL). Runs post their cards to the stand
 
     python benchmarks/paused_runs.py [--paused 100] [--storm 300] [--clicks 20]
                                      [--click-every 0.25] [--ungated 5] [--window 10]
-                                     [--poll S] [--decide-off-bolt]
+                                     [--poll S]
 
-``--poll`` and ``--decide-off-bolt`` are what-ifs, printed as such: every paused run polls
-every S seconds (``--poll 0.5`` is the behaviour before ``poll_seconds``), and a click's
-decision is sent from a pool of its own instead of on Bolt's 5 listener threads.
+``--poll`` is a what-if, printed as such: every paused run polls every S seconds
+(``--poll 0.5`` is the behaviour before ``poll_seconds``). Click decisions are sent from a
+pool of their own, off Bolt's 5 listener threads, in the shipped code since a46b928 (the
+``--decide-off-bolt`` what-if this script had before).
 
 Targets (issue 11, docs/benchmarks.md): with 100 runs paused an ungated alert starts
 within a second; clicks answered under 3 s during a 300-alert storm.
@@ -593,18 +594,6 @@ def what_if(args: argparse.Namespace) -> list[str]:
 
         gate.poll_seconds = lambda wait: args.poll  # type: ignore[assignment]
         said.append(f"WHAT-IF: every paused run polls every {args.poll:g} s")
-    if args.decide_off_bolt:
-        from concurrent.futures import ThreadPoolExecutor
-
-        import clampdown_slack.approval_actions as actions
-
-        pool = ThreadPoolExecutor(32, thread_name_prefix="bench-decide")
-        send = actions._decide
-        actions._decide = lambda *a, **k: pool.submit(send, *a, **k)  # type: ignore[assignment]
-        said.append(
-            "WHAT-IF: a click's decision is sent from a pool of its own, not on Bolt's "
-            "5 listener threads (the handler acks and returns)"
-        )
     return said
 
 
@@ -698,11 +687,6 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10, help="CPU measuring window (10 s)")
     parser.add_argument(
         "--poll", type=float, help="what-if: every paused run polls every POLL seconds"
-    )
-    parser.add_argument(
-        "--decide-off-bolt",
-        action="store_true",
-        help="what-if: send click decisions from a pool of their own, off Bolt's listener threads",
     )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
