@@ -10,7 +10,7 @@
 Setup installs the package pinned by constraints.txt, so a fresh machine gets the
 versions the suite was last run with: demo its drill extra (moto), test and unit the test
 extra (which has the drill's too). The installer is uv (a static binary wheel from PyPI,
-pinned in constraints.txt: about 10x faster than pip here) put into .venv by python3's
+pinned in constraints.txt: 4-10x faster than pip here) put into .venv by python3's
 own pip; pip does it all when uv cannot be had, or with DEV_INSTALLER=pip.
 """
 
