@@ -60,6 +60,7 @@ from tests.e2e.test_scaled_mode import (
     _iam_user,
     _process,
     _wait_until,
+    scrubbed_env,
 )
 from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
@@ -214,16 +215,6 @@ class Stack:
         )
 
 
-def _scrubbed_env() -> dict[str, str]:
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
-        and name not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-    }
-    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-
-
 @pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
@@ -256,7 +247,7 @@ def stack(
     cluster = postgres_url.rsplit("/", 1)[0]
     database = f"{cluster}/prefect_failures".replace("postgresql://", "postgresql+asyncpg://", 1)
 
-    base = _scrubbed_env()
+    base = scrubbed_env()
     prefect = PrefectServer(
         _free_port(),
         base

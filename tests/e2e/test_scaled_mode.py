@@ -89,6 +89,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def scrubbed_env() -> dict[str, str]:
+    """This environment without clampdown's, Prefect's API/home/server settings or an AWS
+    profile: what a process of a separate machine starts from (the stack adds its own)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
+        and name not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+    }
+    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
 @contextlib.contextmanager
 def _process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
     """A subprocess in its own process group, stopped (TERM, then KILL) on exit, whatever happens."""
