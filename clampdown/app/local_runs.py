@@ -163,6 +163,19 @@ class InProcessStarter:
         runbook = start.runbook if start is not None else run_id
         self._submit(run_id, lambda respond: respond(runbook, None, run_id=run_id, resume=True))
 
+    def wait(self, run_id: str, timeout: float | None = None) -> None:
+        """Block until ``run_id`` no longer runs in this starter (at once when it has
+        ended: ended runs are forgotten); TimeoutError when it still runs after ``timeout``.
+
+        Why not ``futures[run_id]``: a run that ends before its caller looks has been
+        pruned already. How a run ended is in its ledger (``run.end``) and in serve's log
+        (an error that escaped the flow), not in the return of this call."""
+        future = self.futures.get(run_id)
+        if future is not None:
+            done, _ = concurrent.futures.wait([future], timeout)
+            if not done:
+                raise TimeoutError(f"run {run_id} still runs after {timeout} s")
+
     def _submit(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
         future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call), self._loop)
         self.futures[run_id] = future

@@ -129,7 +129,7 @@ class Harness:
             return client.read_flow_run(uuid.UUID(req["flow_run_id"])).state
 
     def finish(self, run_id: str, timeout: float = 60) -> dict:
-        self.starter.futures[run_id].result(timeout)
+        self.starter.wait(run_id, timeout)
         return next(r for r in reversed(ledger(run_id)) if r["type"] == "run.end")
 
     def card(self) -> dict:

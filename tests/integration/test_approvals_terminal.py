@@ -3,7 +3,6 @@ each signed with the approver's own SSH key and verified by the run."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -240,8 +239,7 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     while not request_file(run_id, "approve").is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert starter.interrupt_running() == [run_id]
-    done, _ = concurrent.futures.wait([starter.futures[run_id]], timeout=30)
-    assert done, "the worker thread is free again"
+    starter.wait(run_id, 30)  # the run's task ended: the loop is free again
     records = read(settings().ledger_path(run_id))
     [end] = [r for r in records if r["type"] == "run.end"]
     assert end["status"] == "cancelled" and "interrupted" in end["error"]

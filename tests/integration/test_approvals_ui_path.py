@@ -198,7 +198,7 @@ class UiRun:
         return any(r["type"] == "step.start" and r.get("step") == step for r in ledger(self.run_id))
 
     def finish(self, timeout: float = 60) -> dict[str, Any]:
-        self.starter.futures[self.run_id].result(timeout)
+        self.starter.wait(self.run_id, timeout)
         return next(r for r in reversed(ledger(self.run_id)) if r["type"] == "run.end")
 
 

@@ -226,7 +226,7 @@ def test_slash_run_then_approve_click_over_socket_mode_resumes_a_real_paused_run
         envelope_id = slack.push("interactive", click(LEAD, card))
         assert slack.wait_ack(envelope_id) == {"envelope_id": envelope_id}
 
-        starter.futures[run_id].result(60)
+        starter.wait(run_id, 60)
         records = read_ledger(settings().ledger_path(run_id))
         decided = [r for r in records if r["type"] == "approval.end"]
         assert decided and decided[0]["outcome"] == "approved"
