@@ -3,6 +3,13 @@
 The ledger is the one record of what happened, so the terminal view tails it
 instead of hooking into the executor: the same view works for a run in this
 process and, later, for a run on a remote worker whose ledger is shared.
+
+The view costs the same whatever the run's length: the ledger is read from where the
+last read stopped, the table is rebuilt only when a record changed something (or once
+a second while a step runs, for its clock), and it shows at most a screenful of steps —
+those running or waiting, then the latest to end, then the next to start — with a line
+that counts the rest. A 500-step chain drew all 500 rows 8 times a second and ran 1.6x
+slower at a terminal than piped (issue 15).
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from rich.table import Table
 
 from clampdown.core.durations import format_duration
 from clampdown.core.models import Runbook
+
+MIN_ROWS = 10  # steps a live table shows at least, however small the terminal
+CHROME_LINES = 8  # the table's title, header, borders and count line, and the prompt
 
 STYLE = {
     "pending": "dim",
@@ -46,12 +56,19 @@ ICON = {
 class RunProgress:
     """Tail ``ledger`` in a thread; render a step table (TTY) or one line per event."""
 
-    def __init__(self, ledger: Path, runbook: Runbook, console: Console) -> None:
+    def __init__(
+        self, ledger: Path, runbook: Runbook, console: Console, max_rows: int | None = None
+    ) -> None:
         self.ledger = ledger
         self.runbook = runbook
         self.console = console
         self.run_id = ledger.parent.name
+        self.max_rows = max_rows or max(MIN_ROWS, console.height - CHROME_LINES)
         self.status = {s.id: "pending" for s in runbook.steps}
+        self._order = {s.id: i for i, s in enumerate(runbook.steps)}
+        self._ended: dict[str, None] = {}  # steps in the order they ended (an ordered set)
+        self._changed = True
+        self._drawn = 0.0
         self.started: dict[str, float] = {}
         self.elapsed: dict[str, float] = {}
         self.notes: dict[str, str] = {}
@@ -63,7 +80,7 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if self.console.is_terminal:
-            self._live = Live(self.table(), console=self.console, refresh_per_second=8)
+            self._live = Live(self.table(), console=self.console, auto_refresh=False)
             self._live.__enter__()
         self._thread.start()
         return self
@@ -98,8 +115,17 @@ class RunProgress:
     def _loop(self) -> None:
         while not self._stop.wait(0.1):
             self._poll()
-            if self._live is not None and not self._paused:
-                self._live.update(self.table())
+            if self._live is not None and not self._paused and self._due():
+                self._live.update(self.table(), refresh=True)
+
+    def _due(self) -> bool:
+        """Redraw when a record changed the view, or each second while a clock runs."""
+        now = time.monotonic()
+        ticking = any(self.status[s] in ("running", "waiting") for s in self.started)
+        if self._changed or (ticking and now - self._drawn >= 1.0):
+            self._changed, self._drawn = False, now
+            return True
+        return False
 
     def _poll(self) -> None:
         if not self.ledger.exists():
@@ -117,6 +143,10 @@ class RunProgress:
         step, kind = record.get("step"), record["type"]
         if step not in self.status:
             return
+        self._changed = True
+        if kind in ("step.end", "step.skip", "step.cancel"):
+            self._ended.pop(step, None)
+            self._ended[step] = None
         if kind == "step.start":
             self.status[step] = "running"
             self.started[step] = time.monotonic()
@@ -161,7 +191,11 @@ class RunProgress:
         )
         for col in ("", "step", "action", "status", "elapsed", "note"):
             table.add_column(col)
-        for step in self.runbook.steps:
+        shown = self.shown_steps()
+        if len(shown) < len(self.runbook.steps):
+            table.caption = escape(self._counts(len(self.runbook.steps) - len(shown)))
+            table.caption_justify = "left"
+        for step in shown:
             status = self.status[step.id]
             if step.id in self.elapsed:
                 took = format_duration(self.elapsed[step.id])
@@ -178,6 +212,35 @@ class RunProgress:
                 escape(self.notes.get(step.id, "")),
             )
         return table
+
+    def shown_steps(self) -> list[Any]:
+        """The steps the table shows, in runbook order: all of them when they fit in
+        ``max_rows``; else those running or waiting, then the latest to end, then the
+        next to start, up to ``max_rows``. What is drawn grows with the rows, not the run
+        (choosing them is a few dictionary lookups per step)."""
+        steps = self.runbook.steps
+        if len(steps) <= self.max_rows:
+            return list(steps)
+        active = [s for s, _ in self.started.items() if self.status[s] in ("running", "waiting")]
+        picked: dict[str, None] = dict.fromkeys(active[: self.max_rows])
+        room = self.max_rows - len(picked)
+        recent = list(self._ended)[-(room // 2 or 1) :] if room > 0 else []
+        picked.update(dict.fromkeys(s for s in recent if s not in picked))
+        for step in steps:  # the next to start, in runbook order
+            if len(picked) >= self.max_rows:
+                break
+            if self.status[step.id] == "pending":
+                picked.setdefault(step.id, None)
+        by_id = {s.id: s for s in steps}
+        return sorted((by_id[s] for s in picked), key=lambda s: self._order[s.id])
+
+    def _counts(self, hidden: int) -> str:
+        """The line under a table that does not show every step: how many are where."""
+        counts: dict[str, int] = {}
+        for status in self.status.values():
+            counts[status] = counts.get(status, 0) + 1
+        parts = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        return f"{len(self.status)} steps: {parts} ({hidden} not shown)"
 
 
 class Screen:

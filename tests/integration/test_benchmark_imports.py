@@ -12,8 +12,9 @@ from tests.paths import REPO
 
 # The scripts (a helper module beside them, such as moto_server.py, has no __main__).
 EVERY = sorted(p for p in (REPO / "benchmarks").glob("*.py") if "__main__" in p.read_text())
-# Scripts that measure clampdown from outside (they only run dev.py in fresh clones).
-OUTSIDE = {"quickstart.py"}
+# Scripts that measure clampdown from outside (fresh clones, or clampdown commands in
+# processes).
+OUTSIDE = {"quickstart.py", "progress_view.py"}
 SCRIPTS = [p for p in EVERY if p.name not in OUTSIDE]
 
 
