@@ -370,6 +370,14 @@ class PostgresRunStore:
     # --- listing -------------------------------------------------------------------------
 
     @_reachable
+    def ended(self, run_id: str) -> bool:
+        """Whether ``run_id``'s ledger holds ``run.end``: the flag its append set, one
+        indexed read (serve asks it of every active run when it counts them)."""
+        with self._connect() as conn:
+            row = conn.execute(sa.select(runs.c.ended).where(runs.c.run_id == run_id)).first()
+            return bool(row is not None and row.ended)
+
+    @_reachable
     def unended(self) -> list[str]:
         """Runs without ``run.end``, oldest first (candidates to continue)."""
         with self._connect() as conn:

@@ -405,9 +405,9 @@ class TriggerTriage:
             log.exception("on_joined hook failed for run %s", run_id)
 
     def _ledger_finished(self, run_id: str) -> bool:
+        if self.runs is not None and self.runs.store is not None:
+            return self.runs.store.ended(run_id)  # not the whole run brought here per check
         path = self.ledger_of(run_id)
-        if path is not None and self.runs is not None:
-            self.runs.run(run_id).materialize()
         return path is not None and has_record(path, "run.end")
 
     def _stat(self) -> float:

@@ -52,8 +52,10 @@ def line(seq: int, prev: str, type_: str = "step.end") -> bytes:
 
 def test_append_checks_the_chain_head(store: PostgresRunStore) -> None:
     first = line(0, GENESIS, "run.start")
+    assert store.ended("r1") is False  # no such run yet
     store.append("r1", 0, GENESIS, first, ended=False)
     assert store.head("r1") == (1, line_hash(first))
+    assert store.ended("r1") is False
     with pytest.raises(ChainConflict):  # does not extend the head
         store.append("r1", 1, GENESIS, line(1, GENESIS), ended=False)
     with pytest.raises(ChainConflict):  # a gap
@@ -62,6 +64,7 @@ def test_append_checks_the_chain_head(store: PostgresRunStore) -> None:
     store.append("r1", 1, line_hash(first), second, ended=True)
     assert store.lines("r1") == [first, second]
     assert store.unended() == []
+    assert store.ended("r1") is True
 
 
 def test_two_writers_racing_for_one_seq_exactly_one_wins(store: PostgresRunStore) -> None:
