@@ -120,9 +120,7 @@ def is_stopped(files: RunFiles) -> bool:
     """A run that can be continued (it has a start record) and that no live process holds:
     its process died, or serve is restarting. Whether it also lacks ``run.end`` is the
     caller's to know (it has read, or will read, the ledger)."""
-    if files.store is not None:
-        return files.read(RUN_START) is not None and not is_held(files)
-    return files.start.is_file() and not is_held(files)
+    return files.read(RUN_START) is not None and not is_held(files)  # the store's or the file
 
 
 __all__ = ["RunHeld", "hold", "is_held", "is_stopped"]
