@@ -424,23 +424,17 @@ async def _continue_stopped_runs(conf: Any, every: float) -> None:
 
 def _continue_run(run_id: str) -> None:
     """Continue one stopped run in this thread (a flow run of its own, outside the pool)."""
-    from clampdown.core.run_start import RunStart
+    from clampdown.core.run_start import continuation
     from clampdown.core.settings import settings
     from clampdown_flows.prefect_api import shared_clients
     from clampdown_flows.respond import respond
 
     files = settings().paths.run(run_id).materialize()  # from the run store, if any
-    start = RunStart.load(files)
-    runbook = start.runbook if start is not None else run_id
+    runbook, inputs, options = continuation(files)
 
     async def execute() -> Any:
         async with shared_clients():
-            if start is not None and not files.ledger.exists():  # died before run.start
-                options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
-                return await respond(
-                    start.runbook, start.inputs, run_id=run_id, return_state=True, **options
-                )
-            return await respond(runbook, None, run_id=run_id, resume=True, return_state=True)
+            return await respond(runbook, inputs, run_id=run_id, return_state=True, **options)
 
     try:
         asyncio.run(execute())

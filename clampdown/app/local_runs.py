@@ -149,19 +149,11 @@ class InProcessStarter:
     def resume(self, run_id: str) -> None:
         """Continue a stopped run of this home (its process died); one that never wrote
         its first ledger record starts from its start record."""
-        from clampdown.core.run_start import RunStart
+        from clampdown.core.run_start import continuation
 
         files = self.conf.paths.run(run_id).materialize()  # from the run store, if any
-        start = RunStart.load(files)
-        if start is not None and not files.ledger.exists():
-            options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
-            self._submit(
-                run_id,
-                lambda respond: respond(start.runbook, start.inputs, run_id=run_id, **options),
-            )
-            return
-        runbook = start.runbook if start is not None else run_id
-        self._submit(run_id, lambda respond: respond(runbook, None, run_id=run_id, resume=True))
+        runbook, inputs, options = continuation(files)
+        self._submit(run_id, lambda respond: respond(runbook, inputs, run_id=run_id, **options))
 
     def wait(self, run_id: str, timeout: float | None = None) -> None:
         """Block until ``run_id`` no longer runs in this starter (at once when it has

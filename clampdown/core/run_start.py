@@ -89,3 +89,20 @@ class RunStart:
     @property
     def has_sealed_inputs(self) -> bool:
         return any(is_sealed(v) for v in self.inputs.values())
+
+
+def continuation(files: RunFiles) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """How ``respond`` continues the stopped run of ``files`` (brought from the run store
+    by the caller): its runbook, its inputs and the other keyword arguments.
+
+    A run that died before its first ledger record starts afresh from its start record
+    (same run id, trigger, library); any other is resumed from its ledger, which holds
+    its inputs (the runbook named by the start record, else the run id, for ``respond``
+    to report). One answer for serve (:mod:`clampdown.app.local_runs`) and
+    ``clampdown worker`` (:mod:`clampdown.app.deployment`).
+    """
+    start = RunStart.load(files)
+    if start is not None and not files.ledger.exists():
+        options = {"trigger": start.trigger, "library": start.library, "drill": start.drill}
+        return start.runbook, start.inputs, options
+    return (start.runbook if start is not None else files.run_id), None, {"resume": True}

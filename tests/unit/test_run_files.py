@@ -85,3 +85,22 @@ def test_a_drill_never_uses_the_shared_run_store(
     ):
         assert "CLAMPDOWN_RUN_STORE" not in os.environ
     assert os.environ["CLAMPDOWN_RUN_STORE"] == "postgresql"
+
+
+def test_a_stopped_run_is_continued_from_its_start_record_or_its_ledger(tmp_path: Path) -> None:
+    from clampdown.core.run_start import RunStart, continuation
+
+    files = Home(tmp_path).run("r1")
+    # no start record (an older run): resumed from its ledger, named by its id
+    assert continuation(files) == ("r1", None, {"resume": True})
+    trigger = {"type": "alert", "source": "generic"}
+    RunStart.of("r1", "contain.yaml", {"user": "u"}, trigger, library="/lib").save(files)
+    # died before its first ledger record: started afresh from the start record
+    assert continuation(files) == (
+        "contain.yaml",
+        {"user": "u"},
+        {"trigger": trigger, "library": "/lib", "drill": False},
+    )
+    files.ledger.write_text('{"type": "run.start"}\n')
+    # it has a ledger: resumed from it (the ledger holds its inputs)
+    assert continuation(files) == ("contain.yaml", None, {"resume": True})
