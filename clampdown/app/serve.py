@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -272,8 +274,6 @@ def _say_related(
     The new run posts its own thread a moment after it starts, so the reply there waits
     for it (up to ``thread_wait`` seconds) on a thread of its own: it never holds the
     answer to the alert."""
-    import threading
-
     from clampdown_slack.run_thread import reply_in_run_thread
     from clampdown_slack.text import inert
 
@@ -302,8 +302,6 @@ def _reply_once_posted(
     run_id: str, text: str, home: Home, slack_conf: SlackAppSettings, wait: float
 ) -> None:
     """Reply in ``run_id``'s thread as soon as the run has posted it (or Slack answers)."""
-    import time
-
     from clampdown_slack.run_thread import reply_in_run_thread
 
     deadline = time.monotonic() + wait
