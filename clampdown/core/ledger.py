@@ -528,6 +528,18 @@ def read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
+def read_written(path: Path) -> list[dict[str, Any]]:
+    """The records of a ledger another process is writing: its whole lines only.
+
+    Why: an append is one ``write`` of a line and its newline, but a reader may see the
+    file between the bytes of it; a line without its newline is not a record yet (the
+    next read gets it whole). :func:`read` is for ledgers at rest, where such a tail is
+    a torn write for ``verify`` to report."""
+    data = path.read_bytes()
+    whole = data[: data.rfind(b"\n") + 1]
+    return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
 def has_record(path: Path, type_: str) -> bool:
     """Whether the ledger holds a record of ``type_`` (e.g. ``run.end``: the run finished).
 

@@ -116,3 +116,21 @@ def test_verify_cli_exit_codes_and_messages(
     missing = runner.invoke(app, ["verify", "no-such-run"])
     assert missing.exit_code == 1
     assert "no ledger for run 'no-such-run'" in missing.output
+
+
+def test_a_live_reader_takes_whole_lines_only(tmp_path) -> None:
+    """A follower may read between the bytes of an append: the part is not a record yet."""
+    from clampdown.core.ledger import read_written
+
+    path = tmp_path / "ledger.jsonl"
+    ledger = Ledger(path)
+    ledger.append("run.start", run={"id": "r1"})
+    ledger.close()
+    whole = path.read_bytes()
+    with path.open("ab") as fh:
+        fh.write(b'{"seq": 1, "ts": "2026-12-05T12:02:19.10')  # an append half-way
+    assert [r["type"] for r in read_written(path)] == ["run.start"]
+    with pytest.raises(ValueError):
+        read(path)  # at rest, the torn tail is an error for verify to report
+    path.write_bytes(whole)
+    assert read_written(path) == read(path)

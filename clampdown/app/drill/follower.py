@@ -131,9 +131,9 @@ class RunFollower:
         )
 
     def _poll(self, tracked: TrackedRun) -> None:
-        from clampdown.core.ledger import read
+        from clampdown.core.ledger import read_written
 
-        tracked.records = read(tracked.ledger)
+        tracked.records = read_written(tracked.ledger)  # the run may be writing it now
         if tracked.ended_at is None and tracked.end is not None:
             tracked.ended_at = epoch(tracked.end["ts"])
             if tracked.run_id != self.run_id:
