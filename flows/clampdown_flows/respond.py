@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as runtime_flow_run
@@ -65,6 +65,7 @@ from clampdown.core.sealed_inputs import inputs_key_from_env, unseal_inputs
 from clampdown.core.settings import Settings, settings
 from clampdown_flows.approval_gate import Gatekeeper
 from clampdown_flows.approval_store import default_approvers
+from clampdown_flows.plain_flow import plain_json_flow
 from clampdown_flows.prefect_api import local_api, shared_clients
 
 
@@ -139,7 +140,7 @@ def _flow_run_name() -> str:
 _UNUSED_RESULT_STORAGE = Path(tempfile.gettempdir()) / "clampdown-prefect-results"
 
 
-@flow(
+@plain_json_flow(  # its parameters are JSON: no FastAPI import to send them
     name="respond",
     flow_run_name=_flow_run_name,
     persist_result=False,

@@ -1,0 +1,67 @@
+"""``PlainJsonFlow`` (clampdown_flows.plain_flow): the flow-run parameters Prefect would
+send, without importing FastAPI for plain JSON values."""
+
+from __future__ import annotations
+
+import enum
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from prefect.flows import Flow
+from pydantic import SecretStr
+
+from clampdown_flows.plain_flow import PlainJsonFlow, plain_json_flow
+from tests.paths import REPO
+
+
+def _fn(runbook: str, inputs: Any = None, flag: bool = False, extra: Any = None) -> None:
+    """A flow function with the parameters the tests hand it."""
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"runbook": "contain.yaml", "inputs": {"user": "alice", "n": 3, "f": 1.5}, "flag": True},
+        {"runbook": "r", "inputs": None, "flag": False, "extra": [1, "two", None, {"k": []}]},
+        {"runbook": "r", "inputs": {"token": SecretStr("hunter2"), "user": "bob"}},
+        {"runbook": "r", "inputs": {1: "int key"}, "extra": (1, 2)},
+        {"runbook": Colour.RED, "extra": {"when": __import__("datetime").date(2026, 12, 5)}},
+    ],
+)
+def test_parameters_are_serialized_as_prefect_serializes_them(parameters: dict) -> None:
+    ours = PlainJsonFlow(_fn, name="ours").serialize_parameters(parameters)
+    stock = Flow(_fn, name="stock").serialize_parameters(parameters)
+    assert ours == stock
+    assert list(ours) == list(stock)
+    assert "hunter2" not in repr(ours)
+
+
+def test_plain_values_are_copied_not_shared() -> None:
+    inputs = {"users": ["alice"]}
+    sent = PlainJsonFlow(_fn, name="ours").serialize_parameters({"runbook": "r", "inputs": inputs})
+    assert sent["inputs"] == inputs and sent["inputs"] is not inputs
+    assert sent["inputs"]["users"] is not inputs["users"]
+
+
+def test_the_decorator_builds_one() -> None:
+    built = plain_json_flow(name="decorated", log_prints=False)(_fn)
+    assert isinstance(built, PlainJsonFlow) and built.name == "decorated"
+
+
+def test_plain_parameters_do_not_import_fastapi() -> None:
+    code = (
+        "import sys\n"
+        "from clampdown_flows.respond import respond\n"
+        "respond.serialize_parameters({'runbook': 'r', 'inputs': {'a': [1]}, 'drill': False})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1:] == ["[]"], done.stdout + done.stderr
