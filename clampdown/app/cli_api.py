@@ -2,8 +2,10 @@
 
 ``clampdown run``, ``resume`` and ``rollback`` run their flows against this Prefect home's
 resident local API (:mod:`clampdown_flows.resident_api`): the first one starts it and it
-stays up for the next, so later commands skip the server's start-up. These commands show
-it and stop it; it also stops by itself after an hour without a request.
+stays up for the next, so later commands skip the server's start-up. ``clampdown drill``
+does the same with the drills' own Prefect home (``$CLAMPDOWN_HOME/drills/prefect``,
+:func:`clampdown.app.drill.world.drill_prefect`). These commands show both and stop both;
+each also stops by itself after an hour without a request.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import typer
 
@@ -43,31 +46,51 @@ def resident_prefect(*flow_modules: str) -> Iterator[None]:
 
 
 def status() -> None:
-    """Say whether this Prefect home's local API is running, and where."""
+    """Say whether this Prefect home's local API and the drills' API of CLAMPDOWN_HOME are
+    running, and where."""
+    from clampdown.app.drill.world import find_drills_api
     from clampdown_flows.prefect_api import find_resident_api
 
     api = find_resident_api()
     if api is None:
         out.print("no local Prefect API is running for this Prefect home")
-        return
-    out.print(f"local Prefect API running at {api.url} (pid {api.pid})", markup=False)
+    else:
+        out.print(f"local Prefect API running at {api.url} (pid {api.pid})", markup=False)
+    drills = find_drills_api(_drills_dir())
+    if drills is not None:
+        out.print(f"drills' Prefect API running at {drills.url} (pid {drills.pid})", markup=False)
 
 
 def stop() -> None:
-    """Stop this Prefect home's local API (runs that use it lose their Prefect API)."""
+    """Stop this Prefect home's local API and the drills' API of CLAMPDOWN_HOME (runs that
+    use them lose their Prefect API)."""
+    from clampdown.app.drill.world import stop_drills_api
     from clampdown_flows.prefect_api import stop_resident_api
 
     api = stop_resident_api()
     if api is None:
         out.print("no local Prefect API was running for this Prefect home")
-        return
-    out.print(f"stopped the local Prefect API at {api.url} (pid {api.pid})", markup=False)
+    else:
+        out.print(f"stopped the local Prefect API at {api.url} (pid {api.pid})", markup=False)
+    drills = stop_drills_api(_drills_dir())
+    if drills is not None:
+        said = f"stopped the drills' Prefect API at {drills.url} (pid {drills.pid})"
+        out.print(said, markup=False)
+
+
+def _drills_dir() -> Path:
+    """``$CLAMPDOWN_HOME/drills``: where the drills' Prefect home is."""
+    from clampdown.core.home import Home
+    from clampdown.core.settings import settings
+
+    return Home(settings().home).drills_dir
 
 
 def register(app: typer.Typer) -> None:
     """Add the ``prefect-api`` group (``status``, ``stop``) to the ``clampdown`` command."""
     group = typer.Typer(
-        help="The local Prefect API that `clampdown run` leaves running: status, stop.",
+        help="The local Prefect APIs that `clampdown run` and `clampdown drill` leave running: "
+        "status, stop.",
         no_args_is_help=True,
     )
     group.command("status")(user_errors()(status))

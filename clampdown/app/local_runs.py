@@ -86,6 +86,10 @@ class InProcessStarter:
         self.conf = conf if conf is not None else settings()
         self.api_url: str | None = PREFECT_API_URL.value()
         self._prefect_updates = _heartbeat_off()  # read here, in the caller's settings
+        from clampdown_flows.decision_wakeup import Wakeups
+
+        # this process's paused approval waits: a decision sent here wakes its run at once
+        self.wakeups = Wakeups()
         self.futures: dict[str, Future[Any]] = {}  # runs not ended yet (pruned as they end)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._ended: set[str] = set()  # runs seen with run.end: never looked at again
@@ -206,7 +210,7 @@ class InProcessStarter:
             if self.api_url:
                 updates[PREFECT_API_URL] = self.api_url
             settings_ctx = temporary_settings(updates) if updates else contextlib.nullcontext()
-            with settings_ctx:
+            with settings_ctx, self.wakeups.serving():
                 async with shared_clients():
                     self._context = contextvars.copy_context()
                     self._ready.set()

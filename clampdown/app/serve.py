@@ -187,7 +187,10 @@ def _slack_app(
         conf,
         starter,
         socket_mode=socket_mode,
-        submit_decision=functools.partial(submit_decision, conf=clampdown),
+        # a click for a run of this serve wakes its approval wait at once (no poll to wait for)
+        submit_decision=functools.partial(
+            submit_decision, conf=clampdown, wakeups=getattr(starter, "wakeups", None)
+        ),
         clampdown=clampdown,
         seen=store,  # slash commands already taken, by trigger_id: durable across restarts
     )

@@ -15,6 +15,10 @@ Decisions reach it through :func:`clampdown_flows.decisions.submit_decision` (Sl
 ``clampdown approve``) or the Prefect UI's resume form, always as run input posted to the
 Prefect API; so each carries a proof of who made it, checked here before anything else
 (:mod:`clampdown.core.decision_proof`), and then meets the same rules.
+A paused run finds out it was resumed at its next poll of the Prefect API
+(:func:`poll_seconds`); when the sender is in the same process as the run (serve's Slack
+click, a drill's scripted approver) it also wakes the wait at once
+(:mod:`clampdown_flows.decision_wakeup`), and the run takes the same run input then.
 Where requests and keys live: :mod:`clampdown_flows.approval_store`.
 """
 
@@ -47,6 +51,8 @@ from clampdown_flows.approval_store import (
     write_request,
 )
 from clampdown_flows.decision_inbox import forget, inbox_decisions, read_request
+from clampdown_flows.decision_wakeup import Wakeups
+from clampdown_flows.decision_wakeup import current as current_wakeups
 
 __all__ = ["ApprovalTimedOut", "Gatekeeper"]
 
@@ -75,9 +81,17 @@ class Gatekeeper:
     """One run's approval waits: requests pending, the single pause loop, the decisions."""
 
     def __init__(
-        self, state: RunState, policy: GatePolicy, observers: Observers, conf: Settings
+        self,
+        state: RunState,
+        policy: GatePolicy,
+        observers: Observers,
+        conf: Settings,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.state = state
+        # the registry of whoever runs this flow (by default the one in the flow's context):
+        # a decision sent from this process wakes the wait at once; None: the poll alone
+        self.wakeups = wakeups if wakeups is not None else current_wakeups()
         self.conf = conf  # the run's settings, read once when the flow started
         self.policy = policy
         self.observers = observers  # the run's, told of requests (the Slack card)
@@ -180,7 +194,6 @@ class Gatekeeper:
     async def _wait_loop(self) -> None:
         """Pause while anything is pending; hand each decision to its request."""
         from prefect.exceptions import FlowPauseTimeout
-        from prefect.flow_runs import apause_flow_run
         from prefect.input import RunInput
 
         form = RunInput.subclass_from_base_model_type(Decision)
@@ -199,12 +212,7 @@ class Gatekeeper:
                     nonce=first.request.nonce,
                 )
                 try:
-                    received = await apause_flow_run(
-                        wait_for_input=prefilled,
-                        timeout=max(1, math.ceil(wait)),
-                        poll_interval=poll_seconds(wait),
-                        key=f"approval-{uuid.uuid4().hex[:12]}",
-                    )
+                    received = await self._pause(prefilled, max(1, math.ceil(wait)), wait)
                 except FlowPauseTimeout:
                     await _resume_after_timeout()
                     continue
@@ -218,6 +226,47 @@ class Gatekeeper:
             for pending in list(self.pending.values()):
                 if not pending.future.done():
                     pending.future.set_exception(exc)
+
+    async def _pause(self, form: Any, timeout: int, wait: float) -> Any:
+        """One pause of the flow run with ``form`` as its input; returns the input.
+
+        Prefect's ``apause_flow_run`` asks the API whether the run was resumed every
+        :func:`poll_seconds`. With a wake-up registry (:mod:`clampdown_flows.decision_wakeup`),
+        a sender in this process that resumed the run rings this pause's bell: the gate
+        then reads the flow run once, and if it is Running again *after this pause* (its
+        key among the pauses that fired), it takes the decision from the run input as the
+        poll would have, and ends Prefect's wait. A bell that finds it still paused (or
+        between two pauses) changes nothing: the poll goes on.
+        """
+        from prefect.flow_runs import apause_flow_run
+
+        key = f"approval-{uuid.uuid4().hex[:12]}"
+        pause = apause_flow_run(
+            wait_for_input=form, timeout=timeout, poll_interval=poll_seconds(wait), key=key
+        )
+        if self.wakeups is None:
+            return await pause
+        flow_run_id = self._flow_run_id()
+        with self.wakeups.listening(flow_run_id) as bell:
+            paused = asyncio.ensure_future(pause)
+            try:
+                while True:
+                    rung = asyncio.ensure_future(bell.wait())
+                    await asyncio.wait({paused, rung}, return_when=asyncio.FIRST_COMPLETED)
+                    rung.cancel()
+                    if paused.done():
+                        return paused.result()
+                    bell.clear()
+                    if await _resumed_after(flow_run_id, key):
+                        return await _taken(paused, form, key)
+            finally:
+                if not paused.done():
+                    paused.cancel()
+
+    def _flow_run_id(self) -> str:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id)
 
     async def _ride_out(self, exc: Exception) -> None:
         """The Prefect API cannot be reached (an outage, a restart): wait for it instead of
@@ -369,6 +418,30 @@ def unreachable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
     return isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code >= 500
+
+
+async def _resumed_after(flow_run_id: str, key: str) -> bool:
+    """Whether the flow run is Running again after the pause ``key`` (what Prefect's poll
+    looks for; the key tells this pause from one before it or one not yet recorded)."""
+    from prefect import get_client
+
+    async with get_client() as client:
+        run = await client.read_flow_run(uuid.UUID(flow_run_id))
+    fired = run.empirical_policy.pause_keys or set()
+    return run.state is not None and run.state.is_running() and key in fired
+
+
+async def _taken(paused: asyncio.Future[Any], form: Any, key: str) -> Any:
+    """End Prefect's wait for pause ``key`` (resumed, as the API says) and return the run
+    input it would have returned: its own result if it got there first."""
+    from prefect.input.run_input import keyset_from_paused_state
+    from prefect.states import Paused
+
+    paused.cancel()
+    await asyncio.wait({paused})
+    if not paused.cancelled() and paused.exception() is None:
+        return paused.result()
+    return await form.aload(keyset_from_paused_state(Paused(pause_key=key)))
 
 
 async def _resume_after_timeout() -> None:

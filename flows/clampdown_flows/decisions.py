@@ -32,6 +32,7 @@ from clampdown_flows.approval_store import (
     read_requests,
     resolve_members,
 )
+from clampdown_flows.decision_wakeup import Wakeups
 
 
 def pending_request(
@@ -104,6 +105,7 @@ def submit_decision(
     wait: float = 30.0,
     conf: Settings | None = None,
     key: Path | None = None,
+    wakeups: Wakeups | None = None,
 ) -> DecisionVerdict:
     """Send one decision to a paused run and return the flow's verdict on it.
 
@@ -112,6 +114,9 @@ def submit_decision(
     sender's settings, read once by its entry point (without: the environment now).
     ``key``: the approver's SSH key for a terminal decision (default
     ``CLAMPDOWN_APPROVER_KEY``); the run checks it is listed for ``approver``.
+    ``wakeups``: the registry of whoever runs flows in this process (serve's starter): once
+    the flow run is resumed, a wait of this process is woken at once instead of finding the
+    decision at its next poll (:mod:`clampdown_flows.decision_wakeup`).
     """
     conf = conf or settings()
     files = conf.paths.run(run_id)
@@ -150,6 +155,8 @@ def submit_decision(
             raise
         # the run waits the outage out and reads its inbox when the API answers again
         return _queued(run_id, req["step"], API_UNREACHABLE)
+    if wakeups is not None:
+        wakeups.wake(str(req["flow_run_id"]))  # a run of this process: it looks now
     return _verdict(files.ledger, sent, deadline, files)
 
 

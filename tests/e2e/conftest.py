@@ -36,7 +36,7 @@ def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
         yield url
 
 
-def _no_api_of_its_own() -> None:
+def _no_api_of_its_own(*args: object, **kwargs: object) -> None:
     raise AssertionError(
         "a drill of the test session started a Prefect API of its own: it should have used "
         "the session's standing drills' API (clampdown.app.drill.world.standing_api)"
@@ -48,6 +48,7 @@ def _in_drills_home(patch: pytest.MonkeyPatch, drills_home: Path) -> None:
     API instead of using the standing one fails (it would cost 8-14 s, unnoticed)."""
     patch.setenv("CLAMPDOWN_HOME", str(drills_home))
     patch.setattr("clampdown_flows.prefect_api.local_api", _no_api_of_its_own)
+    patch.setattr("clampdown_flows.prefect_api.resident_api", _no_api_of_its_own)
 
 
 @pytest.fixture

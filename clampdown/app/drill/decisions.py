@@ -256,6 +256,8 @@ def _submit(run_id: str, step: str, ballot: Ballot, session: DrillSession) -> An
         ballot.reason,
         "terminal",
         key=session.signers.key_for(ballot.approver),
+        # serve runs the drill's flows in this process: the run looks at once, not at its poll
+        wakeups=getattr(session.app.state.starter, "wakeups", None),
     )
 
 

@@ -139,10 +139,10 @@ def open_session(
         )
         sim = stack.enter_context(SimulatedAws(endpoint))
         console.print(
-            f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting the "
-            "drill's own Prefect API and clampdown serve…"
+            f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting "
+            "clampdown serve on the drills' Prefect API…"
         )
-        seeded, (app, base_url) = _seed_while_serving(stack, drill, workspace)
+        seeded, (app, base_url) = _seed_while_serving(stack, drill, workspace, console)
         sim.records = seeded.trail_records
         yield DrillSession(
             drill=drill,
@@ -162,15 +162,15 @@ def open_session(
 
 
 def _seed_while_serving(
-    stack: contextlib.ExitStack, drill: Drill, workspace: Path
+    stack: contextlib.ExitStack, drill: Drill, workspace: Path, console: Console
 ) -> tuple[Seeded, tuple[Any, str]]:
-    """Seed the simulated account in a thread while this one starts the drills' Prefect
-    API and ``clampdown serve``: the API's start is a server process of its own on the
-    other core, and seeding (boto3 against moto in this process) does not need it, nor it
-    the seed. Nothing reaches serve before both are done (the alert comes after)."""
+    """Seed the simulated account in a thread while this one finds (or starts) the drills'
+    Prefect API and starts ``clampdown serve``: an API's start is a server process of its
+    own on the other core, and seeding (boto3 against moto in this process) does not need
+    it, nor it the seed. Nothing reaches serve before both are done (the alert comes after)."""
     with ThreadPoolExecutor(1, thread_name_prefix="drill-seed") as pool:
         seeding = pool.submit(_seed_then_import_serve, drill, datetime.now(UTC))
-        served = _serve(stack, workspace)
+        served = _serve(stack, workspace, console)
         return seeding.result(), served
 
 
@@ -190,10 +190,19 @@ def _seed(drill: Drill, alert_time: datetime) -> Seeded:
     return seed(drill.seed, alert_time, session.client)
 
 
-def _serve(stack: contextlib.ExitStack, workspace: Path) -> tuple[Any, str]:
-    """The drills' own local Prefect API (their database beside the workspaces), then
-    ``clampdown serve`` on a loopback port."""
-    stack.enter_context(drill_prefect(workspace))
+def _serve(stack: contextlib.ExitStack, workspace: Path, console: Console) -> tuple[Any, str]:
+    """The drills' own local Prefect API (their database beside the workspaces; the
+    resident one, started if none runs), then ``clampdown serve`` on a loopback port."""
+
+    def started(url: str, pid: int) -> None:
+        console.print(
+            f"started the drills' Prefect API at {url} (pid {pid}); it stays up for the next "
+            "drill (an hour without use stops it; so does `clampdown prefect-api stop`)",
+            markup=False,
+            highlight=False,
+        )
+
+    stack.enter_context(drill_prefect(workspace, on_started=started))
     from clampdown.app.serve import create_app  # imported meanwhile by the seeding thread
 
     app = create_app()

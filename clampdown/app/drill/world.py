@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,7 +256,9 @@ def _drills_settings(home: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def drill_prefect(workspace: Path) -> Iterator[str]:
+def drill_prefect(
+    workspace: Path, on_started: Callable[[str, int], object] | None = None
+) -> Iterator[str]:
     """A local Prefect API of the drills' own, on their database (:func:`drill_prefect_home`).
 
     The drill's flow runs, task runs, logs and report artifact land there, never in the
@@ -269,15 +271,19 @@ def drill_prefect(workspace: Path) -> Iterator[str]:
     built.
 
     A standing drills API of the same home (:func:`standing_drill_prefect`) is used
-    when one answers, and left running; otherwise the drill starts one for itself and
-    stops it at the end (starting one is most of a drill's set-up time).
+    when one answers. Otherwise the drills' home's resident API is used, as ``clampdown
+    run`` uses its Prefect home's (:mod:`clampdown_flows.resident_api`): the first drill
+    starts it and leaves it running for the next one (starting one is most of a drill's
+    set-up time); it stops after an hour without a request, or with ``clampdown
+    prefect-api stop``. ``on_started(url, pid)`` is called when this drill started it.
+    Either way, before the block ends Prefect's record of the drill's task runs is complete.
     """
     home = drill_prefect_home(workspace).resolve()
     private_dirs(home)  # the API's secret is kept there
     with _drills_settings(home):
         standing = standing_api(home)
         if standing is None:
-            with _own_api(home) as url:
+            with _resident_api(home, on_started) as url:
                 yield url
         else:
             with _use_api(standing):
@@ -285,22 +291,52 @@ def drill_prefect(workspace: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def _own_api(home: Path) -> Iterator[str]:
-    """A local Prefect API started for this drill (see :func:`drill_prefect`); one that
-    does not come up in :data:`API_START_TIMEOUT` seconds is a message, not a traceback."""
-    from clampdown_flows.prefect_api import local_api
+def _resident_api(home: Path, on_started: Callable[[str, int], object] | None) -> Iterator[str]:
+    """The drills' home's resident API (see :func:`drill_prefect`), started if none runs;
+    one that does not come up in :data:`API_START_TIMEOUT` seconds is a message naming the
+    database, not a traceback."""
+    from clampdown_flows.prefect_api import resident_api
 
     with contextlib.ExitStack() as stack:
         try:
-            url = stack.enter_context(local_api(timeout=API_START_TIMEOUT))
-        except RuntimeError as exc:  # Prefect's "Timed out while attempting to connect…"
+            api = stack.enter_context(resident_api(timeout=API_START_TIMEOUT))
+        except ClampdownError as exc:  # it exited at start, or did not answer in time
             raise ClampdownError(
-                f"the drills' Prefect API (database {home / 'prefect.db'}) did not answer "
-                f"within {API_START_TIMEOUT} s: {exc}",
-                "a first drill migrates a new database (about 20 s on an idle 2-core machine, "
-                "over a minute on a busy one); try again when the machine is less busy",
+                f"the drills' Prefect API (database {home / 'prefect.db'}) did not start: "
+                f"{exc.message}",
+                f"{exc.hint + '; ' if exc.hint else ''}a first drill migrates a new database "
+                "(about 20 s on an idle 2-core machine, over a minute on a busy one); try "
+                "again when the machine is less busy",
             ) from None
-        yield url
+        if api is None:  # cannot happen: the drills' settings unset PREFECT_API_URL
+            raise ClampdownError("the drills' Prefect settings point at another API")
+        if api.started and on_started is not None:
+            on_started(api.url, api.pid)
+        yield api.url
+
+
+def find_drills_api(drills_dir: Path) -> Any:
+    """The resident API of the drills' Prefect home in ``drills_dir`` if one runs and proves
+    itself (a :class:`~clampdown_flows.resident_api.Resident`), else None."""
+    from clampdown_flows.prefect_api import AUTH_FILE, find_resident_api
+
+    home = (drills_dir / PREFECT_DIR).resolve()
+    if not (home / AUTH_FILE).is_file():
+        return None  # no drill ever started one here
+    with _drills_settings(home):
+        return find_resident_api()
+
+
+def stop_drills_api(drills_dir: Path) -> Any:
+    """Stop the resident API of the drills' Prefect home in ``drills_dir``; the one stopped,
+    or None when none ran."""
+    from clampdown_flows.prefect_api import AUTH_FILE, stop_resident_api
+
+    home = (drills_dir / PREFECT_DIR).resolve()
+    if not (home / AUTH_FILE).is_file():
+        return None
+    with _drills_settings(home):
+        return stop_resident_api()
 
 
 @contextlib.contextmanager
