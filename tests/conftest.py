@@ -36,6 +36,15 @@ SESSION_PREFECT_HOME = Path(os.environ["PREFECT_HOME"])
 MADE_HERE = os.environ.get(MADE_HOME) == str(SESSION_PREFECT_HOME)
 
 from tests.paths import FIXTURES, REPO  # noqa: E402,F401 - used by tests through the fixtures
+from tests.prefect_homes import (  # noqa: E402
+    remove_template_folder,
+    seed_prefect_home,
+    template_folder,
+)
+
+# The folder of the session's migrated Prefect database (tests/prefect_homes.py): made by
+# the first pytest process (the xdist controller), shared by its workers.
+TEMPLATE_FOLDER, MADE_TEMPLATE_HERE = template_folder()
 
 DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
 DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: one xdist scope
@@ -106,17 +115,24 @@ def _no_processes_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the Prefect home this process made (a temp folder pytest does not clean)."""
+    """Remove the Prefect home and the migrated database's folder this process made (temp
+    folders pytest does not clean)."""
     if MADE_HERE:
         shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
+    if MADE_TEMPLATE_HERE:
+        remove_template_folder(TEMPLATE_FOLDER)
 
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
-    that runs flows: the same local server `clampdown run` uses."""
+    that runs flows: the same local server `clampdown run` uses. The home this conftest
+    made starts with a copy of the session's migrated database (tests/prefect_homes.py)."""
     from clampdown.app.local_runs import interrupt_all_runs
     from clampdown_flows.prefect_api import local_api
+
+    if MADE_HERE:
+        seed_prefect_home(SESSION_PREFECT_HOME)
 
     # 180 s, not 60: under xdist each worker starts one at the same moment, on a shared
     # 2-core machine that may be loaded already

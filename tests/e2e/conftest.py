@@ -11,6 +11,7 @@ from rich.console import Console
 
 from clampdown.app.drill.runner import DrillResult, run_drill
 from tests.paths import REPO
+from tests.prefect_homes import seed_prefect_home
 
 LIBRARY = REPO / "runbooks"
 
@@ -28,11 +29,17 @@ def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
     starting its own (a server start is 8-14 s of a drill on this machine).
 
     Started after the session's Prefect API, not beside it: two starts at once on a
-    loaded 2-core machine pushed the session's past its 60 s start timeout."""
-    from clampdown.app.drill.world import standing_drill_prefect
+    loaded 2-core machine pushed the session's past its 60 s start timeout. Its database
+    is a copy of the session's migrated one (tests/prefect_homes.py): a drill's first
+    migration is what the installed wheel's drill and the quick start exercise."""
+    from clampdown.app.drill.world import PREFECT_DIR, standing_drill_prefect
     from clampdown.core.home import Home
 
-    with standing_drill_prefect(Home(drills_home).drills_dir) as url:
+    drills_dir = Home(drills_home).drills_dir
+    # the drills' Prefect home made as standing_drill_prefect makes it (private_dirs: 0700),
+    # with a copy of the session's migrated database instead of a new one to migrate
+    seed_prefect_home((drills_dir / PREFECT_DIR).resolve())
+    with standing_drill_prefect(drills_dir) as url:
         yield url
 
 

@@ -40,6 +40,7 @@ import pytest
 from clampdown.core.ledger import read
 from tests.approver_keys import approver_keys
 from tests.pg import free_port
+from tests.prefect_homes import seed_prefect_home
 
 ACCOUNT = "123456789012"
 SECRET = "restart-generic-hmac-secret"
@@ -105,8 +106,9 @@ class World:
 
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One Prefect home for the module: its database is migrated once, by the first serve."""
-    return tmp_path_factory.mktemp("prefect-home")
+    """One Prefect home for the module, with a copy of the session's migrated database
+    (tests/prefect_homes.py): no serve migrates it."""
+    return seed_prefect_home(tmp_path_factory.mktemp("prefect-home"))
 
 
 @pytest.fixture

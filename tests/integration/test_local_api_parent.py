@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.prefect_homes import seed_prefect_home
+
 CHILD = """
 import sys, time
 from clampdown_flows.prefect_api import local_api
@@ -43,7 +45,8 @@ def alive(pid: int) -> bool:
 
 def test_a_local_api_stops_when_its_process_is_killed(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    home = seed_prefect_home(tmp_path / "prefect")  # a migrated database: no first migration
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     owner = subprocess.Popen(
         [sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, start_new_session=True
     )

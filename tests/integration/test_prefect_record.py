@@ -7,7 +7,8 @@ after a 100-step chain). These tests run the real command in a fresh process on 
 home of their own, and the moment it returns read what Prefect's database holds (SQLite,
 read directly): for ``clampdown run`` the resident API it leaves running is killed first
 (SIGKILL: no shutdown that could flush late records), so the record is the one the
-command returned with. The two tests share the home: its database is migrated once.
+command returned with. The two tests share the home, which starts with a copy of the
+session's migrated database (tests/prefect_homes.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import pytest
 from clampdown_flows.resident_api import STATE_FILE
 from tests.leftovers import stop
 from tests.paths import REPO
+from tests.prefect_homes import seed_prefect_home
 
 STEPS = 30
 
@@ -63,7 +65,8 @@ def chain(steps: int) -> str:
 def prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment of a fresh process on a Prefect home of its own (no API URL set)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
-    env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-record") / "prefect")
+    home = seed_prefect_home(tmp_path_factory.mktemp("prefect-record") / "prefect")
+    env["PREFECT_HOME"] = str(home)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "CRITICAL"
     yield env

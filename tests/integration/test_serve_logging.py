@@ -5,7 +5,12 @@ A fresh Python process (logging is process-wide, and this test session has confi
 Prefect's long ago) runs serve's real ``_run`` with ``uvicorn.run`` replaced by what it
 does first (apply uvicorn's logging configuration), then what a first run does (import
 the respond flow: Prefect configures logging; then again, as later runs may), then a
-refused alert through the real app (no socket: Starlette's test client)."""
+refused alert through the real app (no socket: Starlette's test client).
+
+Its Prefect API is the test session's, as ``clampdown serve`` gives ``_run`` a local API
+of its own (``serve()`` wraps it in ``local_api()``): without one, the starter's run
+thread would start Prefect's stock ephemeral server on the Prefect home (~20 CPU-s,
+a database migration on a fresh home) that nothing here uses."""
 
 from __future__ import annotations
 
@@ -55,14 +60,18 @@ SCRIPT = textwrap.dedent(
 
 
 def test_refusals_and_uvicorn_lines_are_logged_after_prefect_configures_logging(
-    tmp_path: Path, clampdown_home: Path
+    tmp_path: Path, clampdown_home: Path, prefect_server: str
 ) -> None:
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("CLAMPDOWN_SLACK", "PREFECT_LOGGING", "PREFECT_API_URL"))
+        if not k.startswith(("CLAMPDOWN_SLACK", "PREFECT_LOGGING", "PREFECT_API"))
     }
     env |= {
+        "PREFECT_API_URL": prefect_server,
+        "PREFECT_API_AUTH_STRING": str(PREFECT_API_AUTH_STRING.value() or ""),
         "CLAMPDOWN_HOME": str(clampdown_home),
         "CLAMPDOWN_ALERT_HMAC_SECRET": "generic-hmac-secret",
         # what `clampdown serve` sets: Prefect's own console lines off
