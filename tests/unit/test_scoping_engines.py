@@ -12,7 +12,7 @@ import pytest
 
 from clampdown_aws.forensics import rollup
 from clampdown_aws.forensics.athena import AthenaQueryFailed, AthenaRunner
-from clampdown_aws.forensics.embedded import EmbeddedScan, connect
+from clampdown_aws.forensics.embedded import EmbeddedScan, Malformed, connect
 from clampdown_aws.forensics.exfiltration import Model, ScopeExfiltration
 from clampdown_aws.forensics.principal import parse_principal
 from clampdown_aws.forensics.scope import Scope
@@ -108,10 +108,12 @@ def write_files(folder: Path) -> dict[Path, str]:
     return paths
 
 
-def embedded_result(tmp_path: Path, principal: str) -> dict[str, Any]:
+def embedded_result(tmp_path: Path, principal: str, whole_above: float = 0.5) -> dict[str, Any]:
     files = write_files(tmp_path / "files")
     scope = Scope(tmp_path, parse_principal(principal, ACCOUNT), START, END, MODELS, threads=1)
-    scan = EmbeddedScan(scope.con, scope.principal, START, END, tmp_path / "behind")
+    scan = EmbeddedScan(
+        scope.con, scope.principal, START, END, tmp_path / "behind", parse_whole_above=whole_above
+    )
     ordered = sorted(files, key=lambda p: (delivered_at(files[p]), files[p]))
     for start in range(0, len(ordered), 4):  # small batches: the chain spans batches
         scan.scan(ordered[start : start + 4])
@@ -120,8 +122,13 @@ def embedded_result(tmp_path: Path, principal: str) -> dict[str, Any]:
     return scope.result([])
 
 
-def test_embedded_engine_follows_the_chain_across_batches_and_regions(tmp_path: Path) -> None:
-    result = embedded_result(tmp_path, "arn:aws:iam::123456789012:user/mallory")
+@pytest.mark.parametrize("whole_above", [-1.0, 0.5, 1.0], ids=["whole", "adaptive", "picked"])
+def test_embedded_engine_follows_the_chain_across_batches_and_regions(
+    tmp_path: Path, whole_above: float
+) -> None:
+    """The same answer whether each batch is parsed whole, or its suspect's files are picked
+    first and only they are parsed in full (passed-over files read again for later keys)."""
+    result = embedded_result(tmp_path, "arn:aws:iam::123456789012:user/mallory", whole_above)
     assert {(o["key"], o["version_id"], o["bytes_out"]) for o in result["objects"]} == {
         ("llm-v3/a.bin", None, 10 * MB),
         ("llm-v3/b.bin", "v7", 20 * MB),
@@ -153,9 +160,11 @@ def _file(folder: Path, name: str, events: list[dict[str, Any]]) -> Path:
 
 def test_look_behind_matches_a_session_delivered_before_its_assume_role(tmp_path: Path) -> None:
     """The session's read (us-west-2) is scanned a batch before the AssumeRole that minted its
-    key; it is found in the look-behind files. Files whose events are all more than 30
-    minutes older than the newest event are deleted: the look-behind stays small on disk and
-    nothing of it is held in memory but its minting events."""
+    key. That file holds no call of the suspect, so it is passed over (not narrowed, no
+    look-behind Parquet), its calling keys listed; when the AssumeRole reveals the key, the
+    file is read again and the read is found. Files whose events are all more than 30
+    minutes older than the newest event are forgotten: the look-behind stays small on disk
+    and nothing of it is held in memory but its minting events and the listed keys."""
     at = T0 + timedelta(hours=1)
     files = tmp_path / "files"
     early = _file(
@@ -186,10 +195,13 @@ def test_look_behind_matches_a_session_delivered_before_its_assume_role(tmp_path
     con = connect(tmp_path, "256MB", 1)
     scan = EmbeddedScan(con, parse_principal("mallory", ACCOUNT), START, END, behind)
     scan.scan([early])
-    assert len(list(behind.glob("*.parquet"))) == 1
+    assert not list(behind.glob("*.parquet")) and scan.stats.suspect_files == 0
+    assert con.execute("SELECT key FROM skipped").fetchall() == [("ASIAHOP1000000000001",)]
     scan.scan([mint])
     assert {o["key"] for o in _rolled(con)} == {"llm-v3/early.bin"}
     assert scan.keys == {"ASIAHOP1000000000001"}
+    assert (scan.stats.suspect_files, scan.stats.reread, scan.stats.records) == (1, 1, 2)
+    assert len(list(behind.glob("*.parquet"))) == 1  # the mint and the read, read again
 
     later = [
         _file(
@@ -201,10 +213,98 @@ def test_look_behind_matches_a_session_delivered_before_its_assume_role(tmp_path
     ]
     scan.scan(later[:1])
     scan.scan(later[1:])
-    assert len(list(behind.glob("*.parquet"))) == 1  # only the newest batch is kept
+    assert not list(behind.glob("*.parquet"))  # the later files are not the suspect's
     assert con.execute("SELECT count(*) FROM mints").fetchone()[0] == 0
+    assert con.execute("SELECT count(DISTINCT file) FROM skipped").fetchone()[0] == 1
     scan.close()
-    assert not list(behind.glob("*.parquet"))
+    assert con.execute("SELECT count(*) FROM skipped").fetchone()[0] == 0
+
+
+def test_a_chain_minted_in_passed_over_files_is_read_again_round_by_round(
+    tmp_path: Path,
+) -> None:
+    """hop1 (minted by the thief) mints hop2, and hop2 reads: both files are delivered, and
+    passed over, before the thief's AssumeRole; the scan is given them again through
+    ``reread`` (the caller deleted its copies), one round per newly revealed key."""
+    at = T0 + timedelta(hours=1)
+    files = tmp_path / "files"
+    hop = _file(
+        files,
+        "hop.json",
+        [
+            tf.assume_role(
+                hop1, at + timedelta(minutes=2), "archiver", "hop2", "ASIAHOP2000000000001", seq=3
+            )
+        ],
+    )
+    read = _file(
+        files,
+        "read.json",
+        [tf.s3_read(hop2, at + timedelta(minutes=3), "models", "llm-v3/far.bin", size=MB, seq=4)],
+    )
+    mint = _file(
+        files,
+        "mint.json",
+        [
+            tf.assume_role(
+                thief, at + timedelta(minutes=1), "exporter", "hop1", "ASIAHOP1000000000001", seq=2
+            )
+        ],
+    )
+    kept = {name: path.read_bytes() for name, path in (("hop", hop), ("read", read))}
+    asked: list[list[str]] = []
+
+    def reread(sources: list[str]) -> tuple[dict[Path, str], list[Malformed]]:
+        asked.append(sources)
+        again = {}
+        for source in sources:
+            copy = tmp_path / "again" / source
+            copy.parent.mkdir(exist_ok=True)
+            copy.write_bytes(kept[source])
+            again[copy] = source
+        return again, []
+
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(
+        con, parse_principal("mallory", ACCOUNT), START, END, tmp_path / "behind", reread
+    )
+    scan.scan({hop: "hop", read: "read"})
+    hop.unlink()
+    read.unlink()
+    scan.scan({mint: "mint"})
+    assert asked == [["hop"], ["read"]]
+    assert scan.keys == {"ASIAHOP1000000000001", "ASIAHOP2000000000001"}
+    assert {o["key"] for o in _rolled(con)} == {"llm-v3/far.bin"}
+    assert not scan.stats.malformed
+
+
+def test_the_suspect_written_with_json_escapes_is_still_the_suspect(tmp_path: Path) -> None:
+    """A file is passed over only when the parsed identity fields say so: an ARN written with
+    escapes (valid JSON, same string) is found, where a substring test on the raw text would
+    have passed over the file. A forged eventTime outside the window does not break or age
+    the scan."""
+    read = tf.s3_read(thief, T0 + timedelta(hours=1), "models", "llm-v3/x.bin", size=MB, seq=1)
+    text = json.dumps({"Records": [read]}).replace(
+        "arn:aws:iam::123456789012:user/mallory", "arn:aws:iam::123456789012:user\\/m\\u0061llory"
+    )
+    assert "user/mallory" not in text and "AKIAMALLORY" in text
+    text = text.replace("AKIAMALLORY000000001", "AKIA\\u004dALLORY000000001")
+    forged = tf.s3_read(hop1, T0, "models", "llm-v3/y.bin", seq=2)
+    forged["eventTime"] = "9999-zz"
+    path = tmp_path / "escaped.json"
+    path.write_text(text)
+    other = _file(tmp_path, "forged.json", [forged])
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(
+        con,
+        parse_principal("arn:aws:iam::123456789012:user/mallory", ACCOUNT),
+        START,
+        END,
+        tmp_path / "behind",
+    )
+    scan.scan([path, other])
+    assert {o["key"] for o in _rolled(con)} == {"llm-v3/x.bin"}
+    assert scan.stats.suspect_files == 1 and scan.stats.records == 2
 
 
 def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -> None:
@@ -218,7 +318,7 @@ def test_embedded_engine_skips_broken_files_and_reads_the_rest(tmp_path: Path) -
         con, parse_principal("AKIAMALLORY000000001", ACCOUNT), START, END, tmp_path / "behind"
     )
     scan.scan([*files, broken, no_records])
-    problems = {m.path.name: m.error for m in scan.stats.malformed}
+    problems = {Path(m.source).name: m.error for m in scan.stats.malformed}
     assert sorted(problems) == ["broken.json", "digest.json"]
     assert (
         "JSON" in problems["broken.json"]

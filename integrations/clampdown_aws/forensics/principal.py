@@ -87,19 +87,22 @@ def literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def identity_predicate(principal: Principal, keys: frozenset[str] = frozenset()) -> str:
+def identity_predicate(
+    principal: Principal, keys: frozenset[str] = frozenset(), row: str = ""
+) -> str:
     """SQL over the narrow columns: the event was made by the suspect or by credentials
     the suspect minted (``keys``: access key ids from its AssumeRole, GetSessionToken,
-    GetFederationToken or CreateAccessKey)."""
+    GetFederationToken or CreateAccessKey). ``row``: a prefix for the column names (``i.``
+    inside a list lambda over structs with those fields)."""
     value = literal(principal.value)
     base = {
-        "user_arn": f"identity_arn = {value}",
-        "user_name": f"(identity_type = 'IAMUser' AND user_name = {value})",
-        "role_arn": f"issuer_arn = {value}",
-        "session_arn": f"identity_arn = {value}",
-        "access_key": f"access_key_id = {value}",
+        "user_arn": f"{row}identity_arn = {value}",
+        "user_name": f"({row}identity_type = 'IAMUser' AND {row}user_name = {value})",
+        "role_arn": f"{row}issuer_arn = {value}",
+        "session_arn": f"{row}identity_arn = {value}",
+        "access_key": f"{row}access_key_id = {value}",
     }[principal.kind]
     if not keys:
         return f"({base})"
     listed = ", ".join(literal(key) for key in sorted(keys))
-    return f"({base} OR access_key_id IN ({listed}))"
+    return f"({base} OR {row}access_key_id IN ({listed}))"

@@ -6,6 +6,8 @@ bucket without an action context, and so the action reads as the steps it takes.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from typing import Any
 
 from clampdown_aws.forensics import access_logs, rollup, trail_reader
 from clampdown_aws.forensics.coverage import blind, confidence
-from clampdown_aws.forensics.embedded import EmbeddedScan, connect
+from clampdown_aws.forensics.embedded import EmbeddedScan, Malformed, Reread, connect
 from clampdown_aws.forensics.principal import Principal
 from clampdown_aws.forensics.sql import iso
 
@@ -80,22 +82,28 @@ class Scope:
     ) -> list[dict[str, str]]:
         """Scan the window's files with DuckDB, batch by batch; the blind spots found."""
         files, spots = self._files(s3, where, wanted)
+        again = self.work / "again"
         scan = EmbeddedScan(
-            self.con, self.principal, self.start, self.end, self.work / "lookbehind"
+            self.con,
+            self.principal,
+            self.start,
+            self.end,
+            self.work / "lookbehind",
+            reread=_fetcher(s3, where.bucket, files, again),
         )
         fetched = 0
         batches = _prefetched(s3, where.bucket, trail_reader.batches(files), self.work)
         for local, broken in batches:
             fetched += len(local) + len(broken)
             try:
-                scan.scan(list(local))
+                scan.scan({path: item.key for path, item in local.items()})
             finally:
                 for path in local:
                     path.unlink(missing_ok=True)
-            problems = [(item, error) for item, error in broken]
-            problems += [(local.get(bad.path), bad.error) for bad in scan.stats.malformed]
-            for item, error in problems:
-                key = item.key if item else "(unknown file)"
+                shutil.rmtree(again, ignore_errors=True)
+            problems = [(item.key, error) for item, error in broken]
+            problems += [(bad.source, bad.error) for bad in scan.stats.malformed]
+            for key, error in problems:
                 spots.append(
                     blind("malformed_file", f"s3://{where.bucket}/{key}: {error} (skipped)")
                 )
@@ -221,6 +229,24 @@ class Scope:
             "access_log_files_scanned": self.access_files,
             "access_log_records_scanned": self.access_records,
         }
+
+
+def _fetcher(s3: Any, bucket: str, files: list[trail_reader.TrailFile], folder: Path) -> Reread:
+    """How the scan fetches passed-over files again (a key minted later called in them):
+    into ``folder``, a new sub-folder per call; :meth:`Scope.embedded` empties it after
+    each batch."""
+    by_key = {item.key: item for item in files}
+
+    def reread(sources: list[str]) -> tuple[dict[Path, str], list[Malformed]]:
+        folder.mkdir(exist_ok=True)
+        into = Path(tempfile.mkdtemp(dir=folder))
+        good, bad = trail_reader.fetch(s3, bucket, [by_key[key] for key in sources], into)
+        return (
+            {path: item.key for path, item in good.items()},
+            [Malformed(item.key, error) for item, error in bad],
+        )
+
+    return reread
 
 
 Fetched = tuple[dict[Path, trail_reader.TrailFile], list[tuple[trail_reader.TrailFile, str]]]
