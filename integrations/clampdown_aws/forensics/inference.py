@@ -97,7 +97,9 @@ class ScopeInferenceExtraction(AwsAction):
             description="the API's access-log group (default: the stage's destination)",
         )
         rest_api_id: str | None = Field(None, pattern=r"^[a-z0-9]{1,32}$")
-        stage: str | None = Field(None, pattern=r"^[\w-]{1,128}$")
+        # API Gateway stage names: ASCII letters, digits, _ and - (the Unicode \w took
+        # pydantic-core's Rust regex ~50 ms to compile)
+        stage: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,128}$")
         api_key_id: str | None = Field(
             None, pattern=r"^[A-Za-z0-9]{1,64}$", description="the suspect key (its id)"
         )
