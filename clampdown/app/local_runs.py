@@ -10,6 +10,12 @@ What it guarantees, and how:
   :mod:`clampdown.core.run_start`) is on disk, fsync'd, before the run id is returned;
   when it cannot be written the starter raises
   :class:`~clampdown.core.runs.RunNotStarted` (serve answers 503 + Retry-After).
+  The triage starts a run in three moves (:meth:`InProcessStarter.prepare`, then
+  :meth:`PreparedRun.record` inside the state store's claim, then
+  :meth:`PreparedRun.launch` once the claim committed), so that the dedup keys, the run
+  slot and the start record are one decision (:mod:`clampdown_flows.triage`).
+* **Loaded once.** The runbook the caller loaded and checked (the triage's) goes to the
+  run's ``respond`` in its context (:mod:`clampdown_flows.preloaded`), not read again.
 * **Paused runs hold no worker thread.** Every run is a task on one event loop, in one
   thread the starter owns: a run waiting for people is a suspended coroutine, not a
   blocked thread, so hundreds may wait while others run. What bounds work is the step
@@ -40,6 +46,7 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +54,9 @@ from clampdown.core.run_ownership import RunHeld
 
 if TYPE_CHECKING:
     from clampdown.core.home import Home
+    from clampdown.core.run_start import RunStart
     from clampdown.core.settings import Settings
+    from clampdown_flows.preloaded import Preloaded
 
 logger = logging.getLogger("clampdown.serve")
 STEP_THREADS = 16
@@ -113,17 +122,37 @@ class InProcessStarter:
     def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str:
         """Record the run's start durably, start it, and return its id (or raise
         :class:`~clampdown.core.runs.RunNotStarted`: nothing was started)."""
-        from clampdown.core import inputs as inputs_mod
         from clampdown.core.ledger import new_run_id
-        from clampdown.core.lint import load_runbook
+
+        prepared = self.prepare(runbook, inputs, trigger, run_id=new_run_id())
+        prepared.record()
+        prepared.launch()
+        return prepared.run_id
+
+    def prepare(
+        self,
+        runbook: Path,
+        inputs: dict[str, Any],
+        trigger: dict[str, Any],
+        *,
+        run_id: str,
+        preloaded: Preloaded | None = None,
+    ) -> PreparedRun:
+        """The run ``run_id`` of ``runbook`` with its start record built, nothing written.
+
+        ``preloaded``: the runbook as the caller loaded and checked it from ``runbook``
+        (the triage's); without it the runbook is loaded and checked here. A runbook that
+        does not load, or inputs it cannot protect, raise
+        :class:`~clampdown.core.diagnostics.ClampdownError`."""
+        from clampdown.core import inputs as inputs_mod
         from clampdown.core.run_start import RunStart
-        from clampdown.core.runs import RunNotStarted
         from clampdown.core.sealed_inputs import inputs_key_from_env
         from clampdown.core.settings import current_library
+        from clampdown_flows.preloaded import load_checked
 
-        loaded, _ = load_runbook(runbook)
-        protected = inputs_mod.protect(loaded.model.inputs, inputs)
-        run_id = new_run_id()
+        if preloaded is None or preloaded.path != str(runbook):
+            preloaded = load_checked(runbook)
+        protected = inputs_mod.protect(preloaded.model.inputs, inputs)
         start = RunStart.of(
             run_id,
             str(runbook),
@@ -133,22 +162,52 @@ class InProcessStarter:
             drill=self.conf.drill,
             inputs_key=inputs_key_from_env(),
         )
+        return PreparedRun(self, run_id, runbook, start, preloaded)
+
+    def _record(self, prepared: PreparedRun) -> None:
+        from clampdown.core.runs import RunNotStarted
+
         try:
-            start.save(self.conf.paths.run(run_id))
+            prepared.start.save(self.conf.paths.run(prepared.run_id))
         except OSError as exc:
-            logger.error("run of %s not started: its start cannot be recorded: %s", runbook, exc)
+            logger.error(
+                "run of %s not started: its start cannot be recorded: %s", prepared.runbook, exc
+            )
             raise RunNotStarted(
                 f"the run cannot be recorded in {self.conf.paths.runs_dir}: {exc.strerror or exc}",
                 "free disk space or make CLAMPDOWN_HOME writable; the sender should retry",
             ) from None
+
+    def _launch(self, prepared: PreparedRun) -> None:
+        from clampdown_flows.preloaded import PRELOADED
+
+        start = prepared.start
         options = {
-            "run_id": run_id,
-            "trigger": trigger,
+            "run_id": prepared.run_id,
+            "trigger": start.trigger,
             "library": start.library,
             "drill": start.drill,
         }
-        self._submit(run_id, lambda respond: respond(str(runbook), protected, **options))
-        return run_id
+        path, protected = str(prepared.runbook), start.inputs
+        self._submit(
+            prepared.run_id,
+            lambda respond: respond(path, protected, **options),
+            (PRELOADED, prepared.preloaded),
+        )
+
+    def _discard(self, prepared: PreparedRun) -> None:
+        """Remove a start record whose claim did not commit (best effort: said when not)."""
+        from clampdown.core.home import RUN_START
+
+        try:
+            self.conf.paths.run(prepared.run_id).remove(RUN_START)
+        except Exception as exc:
+            logger.error(
+                "run %s was not started but its start record could not be removed (%s): "
+                "serve will continue it as a stopped run",
+                prepared.run_id,
+                exc,
+            )
 
     def resume(self, run_id: str) -> None:
         """Continue a stopped run of this home (its process died); one that never wrote
@@ -172,8 +231,15 @@ class InProcessStarter:
             if not done:
                 raise TimeoutError(f"run {run_id} still runs after {timeout} s")
 
-    def _submit(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
-        future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call), self._loop)
+    def _submit(
+        self,
+        run_id: str,
+        call: Callable[[Any], Coroutine[Any, Any, Any]],
+        given: tuple[contextvars.ContextVar[Any], Any] | None = None,
+    ) -> None:
+        """Run ``call(respond)`` on the loop; ``given``: a context variable and the value
+        this run alone sees in it."""
+        future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call, given), self._loop)
         self.futures[run_id] = future
         future.add_done_callback(functools.partial(self._done, run_id))
 
@@ -184,13 +250,21 @@ class InProcessStarter:
         if self.futures.get(run_id) is future:  # not a newer continuation of the same run
             del self.futures[run_id]
 
-    async def _execute(self, run_id: str, call: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    async def _execute(
+        self,
+        run_id: str,
+        call: Callable[[Any], Coroutine[Any, Any, Any]],
+        given: tuple[contextvars.ContextVar[Any], Any] | None = None,
+    ) -> Any:
         """Run ``call(respond)`` as its own task, in a copy of the host's context (its
         Prefect settings and shared clients), so that runs do not see each other's."""
         from clampdown_flows.respond import respond
 
+        context = self._context.copy()
+        if given is not None:
+            context.run(given[0].set, given[1])
         coroutine = call(functools.partial(respond, return_state=True))
-        task = asyncio.get_running_loop().create_task(coroutine, context=self._context.copy())
+        task = asyncio.get_running_loop().create_task(coroutine, context=context)
         self._tasks[run_id] = task
         try:
             return await task
@@ -278,6 +352,32 @@ class InProcessStarter:
         for task in list(self._tasks.values()):
             self._loop.call_soon_threadsafe(task.cancel)
         return interrupted
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run of ``starter`` whose id is chosen and whose start record is built.
+
+    :meth:`record` writes the start record durably (raises
+    :class:`~clampdown.core.runs.RunNotStarted` when it cannot); :meth:`launch` starts
+    the run on the starter's loop; :meth:`discard` removes a recorded start that must
+    not run (its claim did not commit). The triage records inside the state store's
+    claim and launches after it committed."""
+
+    starter: InProcessStarter
+    run_id: str
+    runbook: Path
+    start: RunStart
+    preloaded: Preloaded
+
+    def record(self) -> None:
+        self.starter._record(self)
+
+    def launch(self) -> None:
+        self.starter._launch(self)
+
+    def discard(self) -> None:
+        self.starter._discard(self)
 
 
 def _heartbeat_off() -> dict[Any, Any]:

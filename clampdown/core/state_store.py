@@ -17,12 +17,21 @@ A decision (:meth:`StateStore.claim`) is tiny (a few indexed rows), so one lock
 for all of them costs little and rules out every interleaving: two alerts of one
 incident can never both be told "start a run".
 
-Why runs are *reserved* before they start: the run id is only known once
-``start_run`` returns, but the dedup key must be taken before it is called, or two
-threads would both start a run. So ``claim`` inserts the keys with no run id
-(a reservation), the caller starts the run, and :meth:`attach` fills the id in.
-An alert that meets a reservation gets ``pending`` and asks again a moment later;
-a reservation older than :data:`PENDING_STALE` (its process died) is discarded.
+How a run is claimed, in one transaction: a caller that chooses the run id before the
+decision (serve's local starter) passes it with ``on_start``, which records the run's
+start durably *inside* the decision's transaction. The keys and the run slot are then
+written with the run id, and the start record exists before they commit: every other
+alert sees either nothing (it waits for the lock) or a run that has started — never a
+half-started one — and a start that cannot be recorded rolls the claim back. One commit
+per alert instead of three (claim, start, attach: issue 15's 202 answer).
+
+Why runs may instead be *reserved*: a caller whose run id is only known once
+``start_run`` returns (a deployment starter, Slack) must still take the dedup key before
+it starts the run, or two threads would both start one. So ``claim`` without a run id
+inserts the keys with no run id (a reservation), the caller starts the run, and
+:meth:`attach` fills the id in. An alert that meets a reservation gets ``pending`` and
+asks again a moment later; a reservation older than :data:`PENDING_STALE` (its process
+died) is discarded.
 
 How the store learns that a run finished (for ``max_concurrent_runs`` and for
 "join only a run still in progress"): the caller passes ``is_finished(run_id)``.
@@ -114,13 +123,15 @@ group_members = sa.Table(
     sa.Column("looked_up", sa.Float, nullable=False),  # when the directory last answered
 )
 
-ClaimStatus = Literal["reserved", "duplicate", "joined", "pending", "full"]
+ClaimStatus = Literal["started", "reserved", "duplicate", "joined", "pending", "full"]
 
 
 @dataclass(frozen=True)
 class Claim:
     """The store's decision for one alert.
 
+    ``started``: the claim's ``run_id`` now holds the keys and a run slot, and its
+    ``on_start`` recorded the start in the same transaction;
     ``reserved``: start a run, then :meth:`StateStore.attach` (or :meth:`StateStore.release`)
     the ``reservation``; ``duplicate``/``joined``: the alert belongs to ``run_id``;
     ``pending``: a run for this incident is being started, ask again shortly;
@@ -271,8 +282,16 @@ class StateStore:
         runbook: str,
         max_runs: int,
         is_finished: Callable[[str], bool],
+        run_id: str | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> Claim:
-        """Decide, atomically, whether an alert starts a run, repeats one or joins one."""
+        """Decide, atomically, whether an alert starts a run, repeats one or joins one.
+
+        With ``run_id`` (the id the caller will start the run with) a decision to start is
+        ``started``: the keys and the run slot are taken by ``run_id`` and ``on_start`` is
+        called before the transaction commits, to record the run's start durably; when it
+        raises, nothing of the claim is kept and the exception goes up. Without ``run_id``
+        it is ``reserved`` (then :meth:`attach` or :meth:`release`)."""
         now = time.time()
         dkey = _stored_key(dedup_key)
         ckey = _stored_key(correlation_key) if correlation_key else None
@@ -302,11 +321,11 @@ class StateStore:
             active = self._active(conn, runbook, now, is_finished)
             if active >= max_runs:
                 return Claim("full", active=active)
-            reservation = uuid.uuid4().hex
+            reservation = None if run_id is not None else uuid.uuid4().hex
             conn.execute(
                 incidents.insert().values(
                     key=dkey,
-                    run_id=None,
+                    run_id=run_id,
                     runbook=runbook,
                     reservation=reservation,
                     created=now,
@@ -318,13 +337,18 @@ class StateStore:
                 conn.execute(
                     correlations.insert().values(
                         key=ckey,
-                        run_id=None,
+                        run_id=run_id,
                         reservation=reservation,
                         created=now,
                         expires=now + correlation_ttl,
                     )
                 )
-            return Claim("reserved", reservation=reservation)
+            if run_id is None:
+                return Claim("reserved", reservation=reservation)
+            conn.execute(active_runs.insert().values(run_id=run_id, runbook=runbook, started=now))
+            if on_start is not None:
+                on_start()  # raises: the transaction rolls back, nothing of the claim is kept
+            return Claim("started", run_id)
 
     def attach(self, reservation: str, run_id: str) -> None:
         """The run of a reservation started: point its keys at it and take a run slot."""

@@ -67,6 +67,7 @@ from clampdown_flows.approval_gate import Gatekeeper
 from clampdown_flows.approval_store import default_approvers
 from clampdown_flows.plain_flow import plain_json_flow
 from clampdown_flows.prefect_api import local_api, shared_clients
+from clampdown_flows.preloaded import load_checked, preloaded_for
 
 
 class RunFailed(Exception):
@@ -201,11 +202,15 @@ async def _start(
     drill: bool,
     library: str | None,
 ) -> dict[str, Any]:
-    """A new run: validate, record ``run.start``, run every step."""
+    """A new run: validate, record ``run.start``, run every step.
+
+    The runbook is the one serve's starter already loaded and checked from the same file,
+    when it handed one over in this run's context (:mod:`clampdown_flows.preloaded`);
+    otherwise it is loaded and checked here."""
     run_id = files.run_id
     path = resolve(runbook, library or conf.library)
-    loaded, _warnings = load_runbook(path)
-    rb: Runbook = loaded.model
+    given = preloaded_for(path) or load_checked(path)
+    rb: Runbook = given.model
     sinks = evidence_sinks(conf)  # signed heads go to the evidence bucket as the run goes
     ledger = open_ledger(
         files.ledger, run_id, ledger_signer(conf), anchors(sinks), files.ledger_primary
@@ -225,7 +230,7 @@ async def _start(
             "run.start",
             run=run_info,
             runbook_path=str(path),
-            digest=_digest(path),
+            digest=given.digest,
             inputs=inputs_mod.masked(rb.inputs, shown_inputs),
             flow_run_id=str(runtime_flow_run.id),
         )

@@ -25,6 +25,16 @@ delivery id, so the sender's retry starts the run. An unexpected error of the st
 treated the same way (a retry may well work); a :class:`ClampdownError` of the runbook
 itself (e.g. secret inputs with no sealing key) is held, since a retry cannot fix it.
 
+How a run is started, in one transaction of the store: a starter that can record a run's
+start before launching it (:class:`RecordingStarter`: serve's local starter) is handed a
+run id chosen before the decision; the store's claim takes the keys and a run slot with
+that id and has the starter record the start durably inside the same transaction, and the
+run is launched once it committed. Every other alert then meets either no claim or a run
+that has started; a start that cannot be recorded leaves nothing claimed. Any other
+``start_run`` (a deployment starter) reserves the keys, starts the run, then attaches its
+id. The runbook the triage loaded and checked goes to the starter (and on to the run), so
+it is not loaded again for the run.
+
 Why held and not queued when a runbook is at ``max_concurrent_runs``: the limit
 exists to stop an alert storm (or a trigger bug) from running destructive
 containment many times at once. A queue would start those runs unattended later,
@@ -35,24 +45,24 @@ so the source's next repeat of the alert starts a run once a slot is free.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 from clampdown.core.home import Home
-from clampdown.core.ledger import LedgerWriteError, append_to, has_record
-from clampdown.core.loader import library_names, load
-from clampdown.core.models import Runbook
+from clampdown.core.ledger import LedgerWriteError, append_to, has_record, new_run_id
+from clampdown.core.loader import library_names
 from clampdown.core.run_store import LedgerPrimary
 from clampdown.core.runs import RunNotStarted
-from clampdown.core.state_store import StateStore
+from clampdown.core.state_store import Claim, StateStore
 from clampdown.core.trigger_files import load_triggerset
 from clampdown.core.triggers import (
     Match,
@@ -64,6 +74,7 @@ from clampdown.core.triggers import (
     response_key,
     response_of,
 )
+from clampdown_flows.preloaded import Preloaded, load_checked
 
 log = logging.getLogger("clampdown.triage")
 
@@ -79,6 +90,41 @@ def _destructive(action_name: str) -> bool:
 
 StartRun = Callable[[Path, dict[str, Any], dict[str, Any]], str]
 LedgerOf = Callable[[str], Path | None]
+
+
+class PreparedStart(Protocol):
+    """A run whose id is chosen and whose start record is built, not yet written."""
+
+    run_id: str
+
+    def record(self) -> None:
+        """Write the start record durably (RunNotStarted, or an error, when it cannot)."""
+
+    def launch(self) -> None:
+        """Start the recorded run."""
+
+    def discard(self) -> None:
+        """Remove a recorded start that must not run (its claim did not commit)."""
+
+
+@runtime_checkable
+class RecordingStarter(Protocol):
+    """A ``start_run`` that can start in three moves, so the triage records the start
+    inside the store's claim (one transaction per alert; see the module's docstring)."""
+
+    def __call__(self, runbook: Path, inputs: dict[str, Any], trigger: dict[str, Any]) -> str: ...
+
+    def prepare(
+        self,
+        runbook: Path,
+        inputs: dict[str, Any],
+        trigger: dict[str, Any],
+        *,
+        run_id: str,
+        preloaded: Preloaded | None = None,
+    ) -> PreparedStart: ...
+
+
 MAX_TEXT = 500
 MAX_RESOURCES = 20
 
@@ -157,7 +203,8 @@ class TriggerTriage:
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
-        self._runbooks: dict[str, tuple[float, Path, Runbook]] = {}
+        self._runbooks: dict[str, tuple[float, Path, Preloaded]] = {}
+        self._records = isinstance(start_run, RecordingStarter)
 
     # --- the decision ------------------------------------------------------------------
 
@@ -173,47 +220,11 @@ class TriggerTriage:
             return TriageOutcome("ignored", reason=reason)
         name = match.trigger.name
         try:
-            path, runbook = self._runbook(match.runbook)
-            check_inputs(match, runbook)
-            response = response_of(runbook, _destructive)
+            path, given = self._runbook(match.runbook)
+            check_inputs(match, given.model)
+            response = response_of(given.model, _destructive)
         except ClampdownError as exc:
             return self._held(alert, match, f"trigger '{name}' cannot start {match.runbook}: {exc}")
-        deadline = time.monotonic() + self.pending_timeout
-        pause = 0.01
-        while True:
-            claim = self.store.claim(
-                dedup_key=response_key(response, match.dedup_key),
-                dedup_ttl=match.trigger.dedup_window,
-                correlation_key=(
-                    response_key(response, match.correlation_key) if match.correlation_key else None
-                ),
-                correlation_ttl=match.trigger.correlation_window,
-                runbook=match.runbook,
-                max_runs=match.trigger.max_concurrent_runs,
-                is_finished=self.is_finished,
-            )
-            if claim.status != "pending":
-                break
-            if time.monotonic() > deadline:  # the run of this incident is taking long to start
-                return self._held(alert, match, "a run for this incident is still starting")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.2)
-        if claim.status in ("duplicate", "joined"):
-            assert claim.run_id is not None
-            how = "deduplicated" if claim.status == "duplicate" else "joined"
-            self._record(claim.run_id, alert, match, how)
-            if how == "joined":
-                self._notify_joined(claim.run_id, alert)
-            what = "repeats the incident of" if how == "deduplicated" else "correlates with"
-            return TriageOutcome(how, claim.run_id, name, f"{what} run {claim.run_id}")
-        if claim.status == "full":
-            return self._held(
-                alert,
-                match,
-                f"runbook {match.runbook} already has {claim.active} runs in progress "
-                f"(max_concurrent_runs {match.trigger.max_concurrent_runs}); alert held",
-            )
-        assert claim.reservation is not None
         trigger = {
             "type": "alert",
             "source": alert.source,
@@ -224,41 +235,78 @@ class TriggerTriage:
             "correlation_key": match.correlation_key,
             "alert": alert_summary(alert),
         }
+        starting = _Starting(self, path, given, match, trigger, alert)
         try:
-            run_id = self._start(path, match, trigger, alert)
+            claim = self._claim(match, response, starting)
+            starts = claim is not None and claim.status in ("started", "reserved")
+            run_id = starting.launch(claim) if claim is not None and starts else None
         except RunNotStarted:
-            self.store.release(claim.reservation)  # keys freed: the sender's retry starts it
             raise
         except ClampdownError as exc:  # the runbook cannot start as asked: a retry won't help
-            self.store.release(claim.reservation)
             return self._held(alert, match, f"could not start {match.runbook}: {exc}")
-        self.store.attach(claim.reservation, run_id)
+        if run_id is None:
+            return self._not_new(claim, alert, match)
         log.info("alert %s:%s started run %s (%s)", alert.source, alert.id, run_id, name)
         related = self._link_related(run_id, alert, match, response)
         said = "".join(f"; related to run {other} ({rb})" for other, rb in related)
         return TriageOutcome("started", run_id, name, f"started {match.runbook}{said}")
 
-    # --- helpers -----------------------------------------------------------------------
+    def _not_new(self, claim: Claim | None, alert: Alert, match: Match) -> TriageOutcome:
+        """The outcome of an alert that started no run: it repeats or joins one, or is held."""
+        if claim is None:  # the run of this incident is taking long to start
+            return self._held(alert, match, "a run for this incident is still starting")
+        if claim.status in ("duplicate", "joined"):
+            assert claim.run_id is not None
+            how = "deduplicated" if claim.status == "duplicate" else "joined"
+            self._record(claim.run_id, alert, match, how)
+            if how == "joined":
+                self._notify_joined(claim.run_id, alert)
+            what = "repeats the incident of" if how == "deduplicated" else "correlates with"
+            return TriageOutcome(
+                how, claim.run_id, match.trigger.name, f"{what} run {claim.run_id}"
+            )
+        return self._held(
+            alert,
+            match,
+            f"runbook {match.runbook} already has {claim.active} runs in progress "
+            f"(max_concurrent_runs {match.trigger.max_concurrent_runs}); alert held",
+        )
 
-    def _start(self, path: Path, match: Match, trigger: dict[str, Any], alert: Alert) -> str:
-        """``start_run``; a failure a retry may fix becomes :class:`RunNotStarted` (logged)."""
-        what = f"alert {alert.source}:{alert.id}: run of {match.runbook} NOT started"
-        try:
-            return self.start_run(path, dict(match.inputs), trigger)
-        except RunNotStarted as exc:
-            log.error("%s: %s — the sender is asked to retry", what, exc)
-            raise
-        except LedgerWriteError as exc:  # its start could not be recorded (disk full, read-only)
-            log.error("%s: %s — the sender is asked to retry", what, exc)
-            raise RunNotStarted(exc.message, exc.hint) from exc
-        except ClampdownError:
-            raise
-        except Exception as exc:
-            log.exception("%s — the sender is asked to retry", what)
-            raise RunNotStarted(
-                f"could not start {match.runbook}: {exc.__class__.__name__}: {exc}",
-                "see the serve log; the sender's retry starts the run once the cause is gone",
-            ) from exc
+    def _claim(self, match: Match, response: str, starting: _Starting) -> Claim | None:
+        """The store's decision, asked again while a run of the incident is being started
+        (None when that takes longer than ``pending_timeout``). With a recording starter a
+        decision to start has recorded the run's start (``started``)."""
+        deadline = time.monotonic() + self.pending_timeout
+        pause = 0.01
+        while True:
+            try:
+                claim = self._claim_once(match, response, starting)
+            except BaseException:  # e.g. the commit failed after the start was recorded
+                starting.undo()
+                raise
+            if claim.status != "pending":
+                return claim
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+    def _claim_once(self, match: Match, response: str, starting: _Starting) -> Claim:
+        return self.store.claim(
+            dedup_key=response_key(response, match.dedup_key),
+            dedup_ttl=match.trigger.dedup_window,
+            correlation_key=(
+                response_key(response, match.correlation_key) if match.correlation_key else None
+            ),
+            correlation_ttl=match.trigger.correlation_window,
+            runbook=match.runbook,
+            max_runs=match.trigger.max_concurrent_runs,
+            is_finished=self.is_finished,
+            run_id=starting.run_id,
+            on_start=starting.record if starting.run_id is not None else None,
+        )
+
+    # --- helpers -----------------------------------------------------------------------
 
     def _record(self, run_id: str, alert: Alert, match: Match, how: str) -> None:
         """Append the alert to the run's ledger, waiting briefly for a run still starting."""
@@ -433,13 +481,97 @@ class TriggerTriage:
                     )
         return self._triggers
 
-    def _runbook(self, name: str) -> tuple[Path, Runbook]:
+    def _runbook(self, name: str) -> tuple[Path, Preloaded]:
+        """The runbook ``name`` loaded and checked as a run checks it (errors are
+        ClampdownError), read again only when its file changed."""
         path = library_names(self.library).get(name)
         if path is None:
             raise ClampdownError(f"no runbook named '{name}' in {self.library}")
         mtime = path.stat().st_mtime
         cached = self._runbooks.get(name)
         if cached is None or cached[0] != mtime or cached[1] != path:
-            cached = (mtime, path, load(path).model)
+            cached = (mtime, path, load_checked(path))
             self._runbooks[name] = cached
         return path, cached[2]
+
+
+class _Starting:
+    """Starting the run of one alert: with a recording starter, its start is recorded
+    inside the store's claim (:meth:`record`) and launched after it (:meth:`launch`);
+    with another ``start_run``, the claim reserves and :meth:`launch` starts then attaches.
+    A failure a retry may fix becomes :class:`RunNotStarted` (logged); a
+    :class:`ClampdownError` of the runbook itself goes up as it is."""
+
+    def __init__(
+        self,
+        triage: TriggerTriage,
+        path: Path,
+        given: Preloaded,
+        match: Match,
+        trigger: dict[str, Any],
+        alert: Alert,
+    ) -> None:
+        self.triage = triage
+        self.path = path
+        self.given = given
+        self.match = match
+        self.trigger = trigger
+        self.what = f"alert {alert.source}:{alert.id}: run of {match.runbook} NOT started"
+        self.run_id = new_run_id() if triage._records else None
+        self.prepared: PreparedStart | None = None
+
+    def record(self) -> None:
+        """Inside the claim's transaction: the start record, durably (raising rolls it back)."""
+        starter = self.triage.start_run
+        assert isinstance(starter, RecordingStarter) and self.run_id is not None
+        with self._not_started():
+            prepared = starter.prepare(
+                self.path,
+                dict(self.match.inputs),
+                self.trigger,
+                run_id=self.run_id,
+                preloaded=self.given,
+            )
+            prepared.record()
+        self.prepared = prepared
+
+    def launch(self, claim: Claim) -> str:
+        """The claim committed (``started``): launch; or (``reserved``) start, then attach."""
+        store = self.triage.store
+        if claim.status == "started":
+            assert self.prepared is not None
+            self.prepared.launch()
+            return self.prepared.run_id
+        assert claim.reservation is not None
+        try:
+            with self._not_started():
+                run_id = self.triage.start_run(self.path, dict(self.match.inputs), self.trigger)
+        except ClampdownError:  # RunNotStarted included: the keys are freed for the retry
+            store.release(claim.reservation)
+            raise
+        store.attach(claim.reservation, run_id)
+        return run_id
+
+    def undo(self) -> None:
+        """The claim did not commit after the start was recorded: the run must not run."""
+        if self.prepared is not None:
+            self.prepared.discard()
+
+    @contextlib.contextmanager
+    def _not_started(self) -> Iterator[None]:
+        try:
+            yield
+        except RunNotStarted as exc:
+            log.error("%s: %s — the sender is asked to retry", self.what, exc)
+            raise
+        except LedgerWriteError as exc:  # its start could not be recorded (disk full, read-only)
+            log.error("%s: %s — the sender is asked to retry", self.what, exc)
+            raise RunNotStarted(exc.message, exc.hint) from exc
+        except ClampdownError:
+            raise
+        except Exception as exc:
+            log.exception("%s — the sender is asked to retry", self.what)
+            raise RunNotStarted(
+                f"could not start {self.match.runbook}: {exc.__class__.__name__}: {exc}",
+                "see the serve log; the sender's retry starts the run once the cause is gone",
+            ) from exc

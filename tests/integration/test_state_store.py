@@ -145,6 +145,51 @@ def test_max_runs_counts_unfinished_runs_and_reservations(store: StateStore) -> 
     assert "run-a" not in store.active_run_ids()
 
 
+def test_claim_with_a_run_id_starts_in_one_transaction(store: StateStore) -> None:
+    """The caller's run id takes the keys and a slot at once, its start recorded inside:
+    the next alerts of the incident see the run (never a reservation to wait for)."""
+    recorded: list[str] = []
+    first = claim(
+        store, "guardduty:f1", "who", run_id="run-a", on_start=lambda: recorded.append("a")
+    )
+    assert (first.status, first.run_id, first.reservation) == ("started", "run-a", None)
+    assert recorded == ["a"]
+    asked: list[str] = []
+    again = claim(store, "guardduty:f1", run_id="run-b", on_start=lambda: asked.append("b"))
+    assert (again.status, again.run_id) == ("duplicate", "run-a")
+    joined = claim(store, "pagerduty:p1", "who", run_id="run-c", on_start=lambda: asked.append("c"))
+    assert (joined.status, joined.run_id) == ("joined", "run-a")
+    assert asked == []  # an alert that starts nothing records nothing
+    assert store.active_run_ids() == ["run-a"]
+
+
+def test_a_start_that_cannot_be_recorded_claims_nothing(store: StateStore) -> None:
+    def full_disk() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        claim(store, "k", "c", run_id="run-x", on_start=full_disk)
+    assert store.active_run_ids() == []
+    retry = claim(store, "k", "c", run_id="run-y", on_start=lambda: None)
+    assert (retry.status, retry.run_id) == ("started", "run-y")
+    assert claim(store, "k2", "c").run_id == "run-y"  # its correlation key was free too
+
+
+def test_max_runs_counts_runs_started_with_their_id(store: StateStore) -> None:
+    finished: set[str] = set()
+
+    def ask(key: str, run_id: str):
+        return claim(store, key, max_runs=2, is_finished=finished.__contains__, run_id=run_id)
+
+    assert ask("a", "run-a").status == "started"
+    assert ask("b", "run-b").status == "started"
+    full = ask("c", "run-c")
+    assert (full.status, full.active) == ("full", 2)
+    finished.add("run-a")
+    assert ask("c", "run-c").status == "started"
+    assert sorted(store.active_run_ids()) == ["run-b", "run-c"]
+
+
 def test_long_keys_are_hashed_not_truncated(store: StateStore) -> None:
     base = "x" * 500
     first = claim(store, base + "1")
@@ -177,8 +222,10 @@ def test_state_survives_reopen(store_url: str) -> None:
         reopened.close()
 
 
-def test_atomic_under_16_threads(store: StateStore) -> None:
-    """16 threads, 10 incidents, each alert repeated: exactly one reservation per incident."""
+@pytest.mark.parametrize("how", ["reserve", "record"])
+def test_atomic_under_16_threads(store: StateStore, how: str) -> None:
+    """16 threads, 10 incidents, each alert repeated: exactly one run per incident, whether
+    the claim reserves (then attach) or starts with the caller's run id (recording inside)."""
     barrier = threading.Barrier(16)
     reserved: list[str] = []
     outcomes: Counter[str] = Counter()
@@ -189,12 +236,23 @@ def test_atomic_under_16_threads(store: StateStore) -> None:
         for i in range(40):
             key = f"incident-{(n + i) % 10}"
             while True:
-                result = claim(store, key, f"principal-{(n + i) % 10}")
+                if how == "record":  # a start that takes a moment: other claims wait for it
+                    result = claim(
+                        store,
+                        key,
+                        f"principal-{(n + i) % 10}",
+                        run_id=f"run-{key}",
+                        on_start=lambda: time.sleep(0.002),
+                    )
+                else:
+                    result = claim(store, key, f"principal-{(n + i) % 10}")
                 if result.status != "pending":
                     break
+                assert how == "reserve"  # a run id claimed at once is never pending
                 time.sleep(0.005)
             if result.status == "reserved":
                 store.attach(result.reservation, f"run-{key}")
+            if result.status in ("reserved", "started"):
                 with lock:
                     reserved.append(key)
             with lock:
@@ -206,7 +264,7 @@ def test_atomic_under_16_threads(store: StateStore) -> None:
     for t in threads:
         t.join(60)
     assert sorted(reserved) == sorted(f"incident-{i}" for i in range(10))
-    assert outcomes["reserved"] == 10
+    assert outcomes["reserved" if how == "reserve" else "started"] == 10
     assert sum(outcomes.values()) == 16 * 40
     assert sorted(store.active_run_ids()) == sorted(f"run-incident-{i}" for i in range(10))
 
@@ -220,17 +278,21 @@ PROCESS_SCRIPT = textwrap.dedent(
     while time.time() < {start}:
         time.sleep(0.001)
     won = []
+    records = sys.argv[2] == "record"
     for i in range(60):
         key = f"incident-{{i % 12}}"
         while True:
             c = store.claim(dedup_key=key, dedup_ttl=60, correlation_key=None,
                             correlation_ttl=60, runbook="rb", max_runs=100,
-                            is_finished=lambda r: False)
+                            is_finished=lambda r: False,
+                            run_id=f"run-{{key}}-{{sys.argv[1]}}" if records else None,
+                            on_start=(lambda: time.sleep(0.002)) if records else None)
             if c.status != "pending":
                 break
             time.sleep(0.005)
         if c.status == "reserved":
             store.attach(c.reservation, f"run-{{key}}-{{sys.argv[1]}}")
+        if c.status in ("reserved", "started"):
             won.append(key)
         if store.first_seen(f"delivery-{{i}}", 60):
             won.append(f"delivery-{{i}}")
@@ -239,12 +301,13 @@ PROCESS_SCRIPT = textwrap.dedent(
 )
 
 
-def test_atomic_across_two_processes(store_url: str) -> None:
+@pytest.mark.parametrize("how", ["reserve", "record"])
+def test_atomic_across_two_processes(store_url: str, how: str) -> None:
     StateStore(store_url).close()  # tables exist before the race
     script = PROCESS_SCRIPT.format(repo=str(REPO), url=store_url, start=time.time() + 2.0)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", script, str(n)],
+            [sys.executable, "-c", script, str(n), how],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

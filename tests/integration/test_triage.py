@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
@@ -98,6 +100,75 @@ class FakeStarter:
             t.join()
 
 
+class RecordingFakeStarter(FakeStarter):
+    """A FakeStarter that also starts in three moves, as InProcessStarter does for the
+    triage (prepare, record inside the claim, launch after it): it checks, while it records,
+    that the claim is not visible to another connection yet (it commits with the record)."""
+
+    def __init__(self, state_url: str, delay: float = 0.02, fail: bool = False) -> None:
+        super().__init__(delay, fail)
+        self.database = state_url.removeprefix("sqlite:///")
+        self.recorded: list[str] = []
+        self.discarded: list[str] = []
+        self.preloaded: list[Any] = []
+
+    def prepare(
+        self,
+        runbook: Path,
+        inputs: dict[str, Any],
+        trigger: dict[str, Any],
+        *,
+        run_id: str,
+        preloaded: Any = None,
+    ) -> FakePrepared:
+        self.preloaded.append(preloaded)
+        return FakePrepared(self, run_id, runbook, inputs, trigger)
+
+    def committed_runs(self) -> set[str]:
+        """Run slots as another connection sees them (a plain WAL reader: the store's own
+        connections take the write lock, which the claim that is recording holds)."""
+        with contextlib.closing(sqlite3.connect(self.database)) as conn:
+            return {r[0] for r in conn.execute("SELECT run_id FROM clampdown_active_runs")}
+
+
+class FakePrepared:
+    def __init__(self, starter: RecordingFakeStarter, run_id: str, *args: Any) -> None:
+        self.starter = starter
+        self.run_id = run_id
+        self.args = args
+
+    def record(self) -> None:
+        if self.starter.fail:
+            raise RuntimeError("Prefect API unreachable")
+        assert self.run_id not in self.starter.committed_runs()  # the claim is not committed yet
+        with self.starter.lock:
+            self.starter.recorded.append(self.run_id)
+
+    def launch(self) -> None:
+        runbook, inputs, trigger = self.args
+        with self.starter.lock:
+            self.starter.calls.append((runbook, inputs, trigger))
+        thread = threading.Thread(target=self.starter._write, args=(self.run_id, *self.args))
+        thread.start()
+        self.starter.threads.append(thread)
+
+    def discard(self) -> None:
+        self.starter.discarded.append(self.run_id)
+
+
+@pytest.fixture(params=["reserves", "records"])
+def make_starter(request: pytest.FixtureRequest, state_url: str):
+    """Both ways the triage starts a run: a plain ``start_run`` (the claim reserves, then
+    attaches) and a starter recording the start inside the claim (serve's local mode)."""
+
+    def make(**kw: Any) -> FakeStarter:
+        if request.param == "records":
+            return RecordingFakeStarter(state_url, **kw)
+        return FakeStarter(**kw)
+
+    return make
+
+
 def ledger_of(run_id: str) -> Path:
     return settings().ledger_path(run_id)
 
@@ -150,8 +221,10 @@ def ledger_records() -> dict[str, list[dict[str, Any]]]:
     return {p.parent.name: read(p) for p in runs.glob("*/ledger.jsonl")}
 
 
-def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state_url) -> None:
-    starter = FakeStarter()
+def test_storm_gives_one_run_per_incident_and_loses_nothing(
+    triggers_file, state_url, make_starter
+) -> None:
+    starter = make_starter()
     triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     alerts = storm_alerts(range(10), 10, "a")
     random.Random(5).shuffle(alerts)
@@ -160,6 +233,11 @@ def test_storm_gives_one_run_per_incident_and_loses_nothing(triggers_file, state
     starter.join()
 
     assert len(starter.calls) == 10
+    if isinstance(starter, RecordingFakeStarter):  # each start recorded once, none undone
+        assert sorted(starter.recorded) == sorted(
+            o.run_id for o in outcomes if o.status == "started"
+        )
+        assert starter.discarded == []
     statuses = Counter(o.status for o in outcomes)
     assert statuses["started"] == 10
     assert statuses["ignored"] == 0
@@ -219,9 +297,9 @@ def test_no_trigger_matches_is_ignored_with_reason(triggers_file, state_url) -> 
 
 
 def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
-    triggers_file, state_url, monkeypatch: pytest.MonkeyPatch
+    triggers_file, state_url, make_starter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    starter = FakeStarter(delay=0)
+    starter = make_starter(delay=0)
     store = StateStore(state_url)
     held: list[str] = []
     triage = TriggerTriage(
@@ -253,10 +331,12 @@ def test_over_max_concurrent_runs_is_held_and_retried_by_the_next_repeat(
     assert len(starter.calls) == 3
 
 
-def test_start_failure_frees_the_incident_and_asks_for_a_retry(triggers_file, state_url) -> None:
+def test_start_failure_frees_the_incident_and_asks_for_a_retry(
+    triggers_file, state_url, make_starter
+) -> None:
     """A starter that fails (here: unexpectedly) started nothing: RunNotStarted goes up to
     the endpoint (503 + Retry-After), the incident's keys are free, nothing is held."""
-    starter = FakeStarter(fail=True)
+    starter = make_starter(fail=True)
     store = StateStore(state_url)
     triage = TriggerTriage(triggers_file(), store, starter, ledger_of)
     with pytest.raises(RunNotStarted) as caught:
@@ -293,6 +373,88 @@ def test_inputs_the_runbook_refuses_are_held(triggers_file, state_url) -> None:
     assert "cannot start contain-iam-user" in outcome.reason and "principal_arn" in outcome.reason
     assert starter.calls == []
     assert store.held_alerts()[0].alert["principal"] == "arn:aws:iam::111122223333:role/r"
+
+
+def test_a_recorded_start_gets_the_checked_runbook_loaded_once(
+    triggers_file, state_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The triage loads and checks a runbook once per file version and hands it to the
+    starter (and so to the run): not loaded again per alert, the digest of its bytes."""
+    import hashlib
+
+    from clampdown_flows import preloaded
+
+    loads: list[str] = []
+    real = preloaded.load_runbook
+
+    def counted(path: Any, *args: Any) -> Any:
+        loads.append(str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(preloaded, "load_runbook", counted)
+    starter = RecordingFakeStarter(state_url, delay=0)
+    triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
+    outcomes = [triage(make_alert("guardduty", f"f{k}", principal(k))) for k in range(3)]
+    starter.join()
+    assert [o.status for o in outcomes] == ["started"] * 3
+    assert len(loads) == 1
+    given = {id(g) for g in starter.preloaded}
+    assert len(given) == 1
+    first = starter.preloaded[0]
+    assert first.model.metadata.name == "contain-iam-user"
+    assert first.digest == hashlib.sha256(Path(first.path).read_bytes()).hexdigest()
+    assert starter.recorded == [o.run_id for o in outcomes]
+
+
+def test_a_runbook_error_while_recording_is_held_and_claims_nothing(
+    triggers_file, state_url
+) -> None:
+    """A ClampdownError of the recording starter (secret inputs with no sealing key) rolls
+    the claim back and holds the alert; the next alert of the incident may start a run."""
+    starter = RecordingFakeStarter(state_url, delay=0)
+    store = StateStore(state_url)
+    triage = TriggerTriage(triggers_file(), store, starter, ledger_of)
+    refused: list[str] = []
+
+    def refuse(self: FakePrepared) -> None:
+        refused.append(self.run_id)
+        raise ClampdownError("runbook contain-iam-user has secret inputs", "set the key")
+
+    real = FakePrepared.record
+    FakePrepared.record = refuse  # type: ignore[method-assign]
+    try:
+        outcome = triage(make_alert("guardduty", "f1", principal(1)))
+    finally:
+        FakePrepared.record = real  # type: ignore[method-assign]
+    assert outcome.status == "ignored" and "has secret inputs" in outcome.reason
+    assert store.held_alerts()[0].alert["id"] == "f1"
+    assert len(refused) == 1 and store.active_run_ids() == [] and starter.calls == []
+    again = triage(make_alert("guardduty", "f1", principal(1)))
+    starter.join()
+    assert again.status == "started" and again.run_id != refused[0]
+
+
+def test_a_claim_that_fails_after_the_start_was_recorded_discards_it(
+    triggers_file, state_url, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start is recorded inside the claim; when the claim then cannot commit, the
+    recorded start is removed (it must not be continued as a stopped run) and nothing runs."""
+    import sqlalchemy as sa
+
+    starter = RecordingFakeStarter(state_url, delay=0)
+    store = StateStore(state_url)
+    triage = TriggerTriage(triggers_file(), store, starter, ledger_of)
+
+    def commit_fails(**kw: Any) -> Any:
+        kw["on_start"]()
+        raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store, "claim", commit_fails)
+    with pytest.raises(sa.exc.OperationalError):
+        triage(make_alert("guardduty", "f1", principal(1)))
+    assert len(starter.recorded) == 1
+    assert starter.discarded == starter.recorded
+    assert starter.calls == []
 
 
 def test_joined_alert_is_recorded_after_run_end_and_slack_hook_called(
