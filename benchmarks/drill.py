@@ -4,12 +4,15 @@ baselines measured in the same run, rounds interleaved so machine load hits all 
 
 Prints figures, never asserts them. Each round measures, in fresh processes:
 
-* **API alone**: a process that starts the drills' own Prefect API on the warm drills
-  database and exits (what every drill pays before its alert when no API is up);
-* **drill**: ``clampdown drill NAME`` as a user runs it (it starts that API itself);
+* **API alone**: a process that starts a Prefect API on the warm drills database and
+  exits (what a drill pays before its alert when no drills' API is up);
+* **drill, no API up**: ``clampdown drill NAME`` as a user runs it when no drills' API
+  runs: it starts the drills' home's resident API and leaves it up (its CPU is the API's
+  own process, detached: not in the drill's figure; printed apart, for the round);
+* **drill, resident API up**: the same command again, using the API the first left;
 * **drill, standing API**: the same command while a standing drills' API of the same
   ``CLAMPDOWN_HOME`` is up (``clampdown.app.drill.world.standing_drill_prefect``, as the
-  test session runs its drills): the command uses it instead of starting one;
+  test session runs its drills);
 * **story**: from the ledgers of each drill run, the first ``run.start`` to the last
   ``run.end``: the part a drill must wait for whatever the harness does (scripted
   approvals after N seconds, injects, the runbook's own steps).
@@ -17,15 +20,18 @@ Prints figures, never asserts them. Each round measures, in fresh processes:
 Once, before the rounds, the first drill of an empty ``CLAMPDOWN_HOME`` (a new drills
 database, migrated) is timed.
 
-With ``--tree OLD_CHECKOUT`` (``git worktree add /tmp/old <commit>``) each round also runs
-both drills from that checkout (its packages first on ``PYTHONPATH``, its ``runbooks/``),
-right after this tree's: a before/after on the same machine load.
+With ``--tree OLD_CHECKOUT`` (``git archive <commit> | tar -x -C /tmp/old``) each round
+also runs the drills from that checkout (its packages first on ``PYTHONPATH``, its
+``runbooks/``), right after this tree's: a before/after on the same machine load. A tree
+from before the resident drills' API starts an API of its own for every drill without a
+standing one (its "no API up" figure includes that server's CPU); it has no "resident API
+up" figure.
 
     python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]
 
-CPU is user+sys of the process and everything it started (the Prefect server it starts
-too, not the standing API, which is this script's), less noisy than wall time on a
-shared machine.
+CPU is user+sys of the process and everything it waited for (an API server it started
+and stopped too; not a resident API it leaves, nor the standing API, which is this
+script's), less noisy than wall time on a shared machine.
 """
 
 from __future__ import annotations
@@ -49,8 +55,10 @@ BIN = Path(sys.executable).parent
 API_ALONE = """
 import sys
 from pathlib import Path
-from clampdown.app.drill.world import drill_prefect
-with drill_prefect(Path(sys.argv[1]) / "drills" / "api-alone"):
+from clampdown.app.drill.world import _drills_settings, drill_prefect_home
+from clampdown_flows.prefect_api import local_api
+home = drill_prefect_home(Path(sys.argv[1]) / "drills" / "api-alone").resolve()
+with _drills_settings(home), local_api(timeout=240):
     pass
 """
 
@@ -87,6 +95,17 @@ def _epoch(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
+def resident_cpu(drills_dir: Path) -> float | None:
+    """CPU seconds of the drills' resident API so far (None: none runs), from /proc."""
+    from clampdown.app.drill.world import find_drills_api
+
+    api = find_drills_api(drills_dir)
+    if api is None:
+        return None
+    fields = Path(f"/proc/{api.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -94,47 +113,65 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, help="also run the drills from this checkout")
     args = parser.parse_args()
 
-    from clampdown.app.drill.world import standing_drill_prefect
+    from clampdown.app.drill.world import standing_drill_prefect, stop_drills_api
     from clampdown.core.home import Home
 
     home = Path(tempfile.mkdtemp(prefix="clampdown-bench-drill-"))
+    drills_dir = Home(home).drills_dir
     env = {**os.environ, "CLAMPDOWN_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     drill = [str(BIN / "clampdown"), "drill", args.drill]
-    variants = [("", env, ROOT)]
+    before: tuple[str, dict[str, str], Path] | None = None
     if args.tree:
         tree = args.tree.resolve()
         paths = os.pathsep.join(str(tree / p) for p in ("", "flows", "integrations"))
-        variants.append((f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree))
+        before = (f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree)
     seen: set[Path] = set()
     results: dict[str, list[tuple[float, float]]] = {}
+    stories: dict[str, list[float]] = {}
+    resident: list[float] = []
 
-    first = timed(drill, env)
-    stories: dict[str, list[float]] = {"story": [story_seconds(home, seen)]}
-    print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU", flush=True)
-    for round_ in range(1, args.runs + 1):
-        results.setdefault("API alone", []).append(
-            timed([sys.executable, "-c", API_ALONE, str(home)], env)
-        )
-        for label, variant_env, cwd in variants:
-            results.setdefault(f"drill{label}", []).append(timed(drill, variant_env, cwd))
-            stories.setdefault(f"story{label}", []).append(story_seconds(home, seen))
-        with standing_drill_prefect(Home(home).drills_dir):
-            for label, variant_env, cwd in variants:
-                results.setdefault(f"drill, standing API{label}", []).append(
-                    timed(drill, variant_env, cwd)
-                )
-                stories.setdefault(f"story{label}", []).append(story_seconds(home, seen))
-        print(f"round {round_}: " + json.dumps({k: v[-1] for k, v in results.items()}), flush=True)
+    def measure(label: str, variant_env: dict[str, str], cwd: Path, tree: str = "") -> None:
+        results.setdefault(label + tree, []).append(timed(drill, variant_env, cwd))
+        stories.setdefault("story" + tree, []).append(story_seconds(home, seen))
+
+    try:
+        first = timed(drill, env)
+        stories["story"] = [story_seconds(home, seen)]
+        print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU")
+        stop_drills_api(drills_dir)
+        for round_ in range(1, args.runs + 1):
+            results.setdefault("API alone", []).append(
+                timed([sys.executable, "-c", API_ALONE, str(home)], env)
+            )
+            measure("drill, no API up", env, ROOT)
+            measure("drill, resident API up", env, ROOT)
+            cpu = resident_cpu(drills_dir)
+            if cpu is not None:
+                resident.append(cpu)
+            stop_drills_api(drills_dir)
+            if before is not None:
+                measure("drill, no API up", before[1], before[2], before[0])
+            with standing_drill_prefect(drills_dir):
+                measure("drill, standing API", env, ROOT)
+                if before is not None:
+                    measure("drill, standing API", before[1], before[2], before[0])
+            last = {k: v[-1] for k, v in results.items()}
+            print(f"round {round_}: " + json.dumps(last), flush=True)
+    finally:
+        stop_drills_api(drills_dir)
 
     load = os.getloadavg()[0]
     print(f"\n{args.drill}, {args.runs} round(s), median (1-min load at the end {load:.1f}):")
     for label, values in results.items():
         wall = statistics.median(v[0] for v in values)
         cpu = statistics.median(v[1] for v in values)
-        print(f"  {label:<34} {wall:6.1f} s wall  {cpu:6.1f} s CPU")
+        print(f"  {label:<44} {wall:6.1f} s wall  {cpu:6.1f} s CPU")
+    if resident:
+        print(f"  {'the resident API (2 drills, per round)':<44} {'':>13}  "
+              f"{statistics.median(resident):6.1f} s CPU")  # fmt: skip
     for label, values in stories.items():
-        print(f"  {label + ' (from ledgers)':<34} {statistics.median(values):6.1f} s wall")
+        print(f"  {label + ' (from ledgers)':<44} {statistics.median(values):6.1f} s wall")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,7 @@ def moto_server() -> Iterator[str]:
         ) from None
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _list_moto_modules_once()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -212,6 +213,27 @@ def moto_server() -> Iterator[str]:
         yield url
     finally:
         server.stop()
+
+
+def _list_moto_modules_once() -> None:
+    """moto's server finds the service of every request in a fresh listing of its own
+    package folder (``moto.backends.list_of_moto_modules``: ~175 ``stat`` calls, 2 ms at
+    load 6), inside the lock that serialises its dispatch, so a drill's ~400 requests
+    queued behind it (a profile of a drill: most of the moto threads' samples waited on
+    that lock). The folder does not change while the process runs: it is listed once.
+    Left alone when moto no longer has the function (a newer moto)."""
+    from moto import backends
+
+    listing = getattr(backends, "list_of_moto_modules", None)
+    if listing is None or getattr(listing, "listed_once", False):
+        return
+    modules = tuple(listing())
+
+    def listed() -> tuple[str, ...]:
+        return modules
+
+    listed.listed_once = True  # type: ignore[attr-defined]
+    backends.list_of_moto_modules = listed
 
 
 PREFECT_DIR = "prefect"  # the drills' own Prefect home, beside their workspaces

@@ -1,0 +1,36 @@
+"""The drill's moto server lists moto's services once, not on every request.
+
+moto's dispatcher asks ``moto.backends.list_of_moto_modules`` (a listing of moto's own
+package folder) for each request, inside the lock that serialises its dispatch; the drill
+replaces it with the listing made once. Same answer, no more listing of the folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from moto import backends
+
+from clampdown.app.drill import world
+
+
+def test_moto_services_are_listed_once_with_the_same_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    original = backends.list_of_moto_modules
+    monkeypatch.setattr(backends, "list_of_moto_modules", original)  # restored afterwards
+    expected = list(original())
+    assert "s3" in expected and "iam" in expected
+
+    world._list_moto_modules_once()
+    listed = backends.list_of_moto_modules
+    assert listed is not original and list(listed()) == expected
+
+    def no_listing(path: str) -> list[str]:
+        raise AssertionError(f"moto's folder listed again: {path}")
+
+    monkeypatch.setattr(os, "listdir", no_listing)
+    assert list(backends.list_of_moto_modules()) == expected  # from the one listing
+    world._list_moto_modules_once()  # a second drill in the process: nothing changes
+    assert backends.list_of_moto_modules is listed
