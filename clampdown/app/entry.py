@@ -12,6 +12,7 @@ goes to the Typer app (:func:`clampdown.app.cli.main`) unchanged.
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -22,11 +23,17 @@ def main() -> None:
     args = sys.argv[1:]
     completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
     if args[:1] == ["lint"] and not completing:
+        # A lint is short and bounded by the library it reads; what it allocates is freed
+        # at exit. Python's cyclic collector ran some 120 passes over the objects its
+        # imports and pydantic's model builds create: about a tenth of its CPU time, for
+        # 1 MB less peak memory on this repository's library.
+        gc.disable()
         from clampdown.app.cli_lint import fast_lint, parse_args
 
         parsed = parse_args(args[1:])
         if parsed is not None:
             sys.exit(_guarded(lambda: fast_lint(parsed)))
+        gc.enable()  # Typer's to answer: a command like any other
     from clampdown.app.cli import main as typer_main
 
     typer_main()

@@ -221,3 +221,48 @@ def test_outside_a_lint_a_file_is_read_afresh(tmp_path: Path) -> None:
         path.write_text("a: 3\n", encoding="utf-8")
         assert loader.read(path).data == {"a": 2}  # one lint: one reading of each file
     assert loader.read(path).data == {"a": 3}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["clampdown", "lint", "--help"],  # Typer's to answer
+        ["clampdown", "run", "x.yaml"],
+        ["clampdown", "serve"],
+    ],
+)
+def test_commands_other_than_a_light_lint_run_with_the_cyclic_collector(
+    monkeypatch, argv: list[str]
+) -> None:
+    """A light lint turns Python's cyclic collector off (a short process); every other
+    command line reaches Typer with it on (serve and run live long)."""
+    import gc
+
+    from clampdown.app import cli, entry
+
+    seen: list[bool] = []
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setattr(cli, "main", lambda: seen.append(gc.isenabled()))
+    was = gc.isenabled()
+    try:
+        entry.main()
+    finally:
+        gc.enable() if was else gc.disable()
+    assert seen == [True]
+
+
+def test_a_light_lint_runs_without_the_cyclic_collector(monkeypatch) -> None:
+    import gc
+
+    from clampdown.app import entry
+
+    seen: list[bool] = []
+    monkeypatch.setattr(sys, "argv", ["clampdown", "lint", "runbooks/"])
+    monkeypatch.setattr(cli_lint, "fast_lint", lambda args: seen.append(gc.isenabled()) or 0)
+    was = gc.isenabled()
+    try:
+        with pytest.raises(SystemExit) as done:
+            entry.main()
+    finally:
+        gc.enable() if was else gc.disable()
+    assert (done.value.code, seen) == (0, [False])
