@@ -36,6 +36,7 @@ the ratio to the floor, and whether plain and ours found the same objects and by
 
     python benchmarks/scoping.py [--sizes 1000000 5000000 20000000] [--per-file 2000]
                                  [--before DIR] [--skip-plain] [--endpoint URL]
+                                 [--principal thief|serving-role]
 
 Generating 20 million records takes minutes; ``--endpoint URL`` (one size) uses a moto
 server already running there (``python -m moto.server -p 5077``) instead of starting one,
@@ -54,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +70,8 @@ TEMPLATES = 32
 THEFT_PER_HOUR = 20
 THIEF = f"arn:aws:iam::{ACCOUNT}:user/mallory"
 THIEF_KEY = "AKIAMALLORY000000001"
+SERVING_ROLE = f"arn:aws:iam::{ACCOUNT}:role/serving"  # every file's traffic: the worst case
+PRINCIPAL_ENV = "CLAMPDOWN_BENCH_PRINCIPAL"
 MB = 1_000_000
 
 
@@ -249,8 +253,19 @@ def floor(s3: object) -> dict[str, int]:
     return {"compressed": sum(s[0] for s in sizes), "raw": sum(s[1] for s in sizes)}
 
 
+def _suspect() -> Callable[[dict], bool]:
+    """Whether a record's ``userIdentity`` is the principal scoped (as the action matches it)."""
+    if os.environ.get(PRINCIPAL_ENV) == SERVING_ROLE:
+        return lambda ident: (
+            (ident.get("sessionContext") or {}).get("sessionIssuer", {}).get("arn") == SERVING_ROLE
+        )
+    return lambda ident: ident.get("arn") == THIEF or ident.get("accessKeyId") == THIEF_KEY
+
+
 def plain(s3: object) -> dict[str, int]:
     import gzip
+
+    suspect = _suspect()
 
     start, end = (
         DAY.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -264,8 +279,7 @@ def plain(s3: object) -> dict[str, int]:
         body = s3.get_object(Bucket=TRAIL_BUCKET, Key=key)["Body"].read()  # type: ignore[attr-defined]
         for r in json.loads(gzip.decompress(body))["Records"]:
             records += 1
-            ident = r.get("userIdentity") or {}
-            if ident.get("arn") != THIEF and ident.get("accessKeyId") != THIEF_KEY:
+            if not suspect(r.get("userIdentity") or {}):
                 continue
             if (
                 r.get("eventName") not in reads
@@ -293,7 +307,7 @@ def ours() -> dict[str, int]:
         run_id="bench", step_id="scope", runbook="bench", home=Home(home), region=REGION
     )
     params = ScopeExfiltration.Input(
-        principal=THIEF,
+        principal=os.environ.get(PRINCIPAL_ENV, THIEF),
         start=DAY,
         end=DAY + timedelta(days=1),
         models=[{"name": "llm-v3", "bucket": "models", "prefix": "llm-v3/"}],
@@ -333,11 +347,11 @@ def child(which: str) -> None:
 
 def measure(which: str, endpoint: str, tree: Path = ROOT) -> dict:
     """One measurement in a fresh process, with the code of ``tree`` (this checkout, or the
-    ``--before`` one: its own script, its own packages first on the path)."""
+    ``--before`` one: its packages first on the path, this script's measurement)."""
     path = os.pathsep.join([str(tree), str(tree / "integrations"), str(tree / "flows")])
     env = {**os.environ, **_aws_env(endpoint), "PYTHONPATH": path}
     done = subprocess.run(
-        [sys.executable, str(tree / "benchmarks" / "scoping.py"), "--child", which],
+        [sys.executable, str(Path(__file__).resolve()), "--child", which],
         env=env,
         capture_output=True,
         text=True,
@@ -410,8 +424,17 @@ def main() -> None:
         help="a moto server already running (one size only): seeded if its trail bucket is "
         "empty, else its files are measured as they are (no generating)",
     )
+    parser.add_argument(
+        "--principal",
+        choices=["thief", "serving-role"],
+        default="thief",
+        help="whom to scope: the thief (calls in one file an hour; default) or the serving "
+        "role, whose calls are in every file (the case where no file can be passed over)",
+    )
     parser.add_argument("--child", choices=["floor", "plain", "ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.principal == "serving-role":
+        os.environ[PRINCIPAL_ENV] = SERVING_ROLE
     if args.child:
         child(args.child)
         return
