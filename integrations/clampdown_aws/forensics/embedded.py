@@ -258,19 +258,9 @@ class EmbeddedScan:
             return
         self.stats.files += len(named)
         whole = self._parse_whole_batch
-        if whole:
-            self._load(named, "batch", _read, "recs")
-            self.con.execute(f"CREATE TABLE batch_files AS {self._facts_query('batch')}")
-        else:
-            self._load(named, "batch_files", self._facts_from_text, "records")
-        facts = self.con.execute(
-            "SELECT filename, records, newest, suspect FROM batch_files"
-        ).fetchall()
+        facts = self._read_facts(named, whole)
         self.stats.records += sum(records for _, records, _, _ in facts)
         self._newest = max([self._newest, *(newest for _, _, newest, _ in facts if newest)])
-        passed = [(name, newest) for name, _, newest, suspect in facts if newest and not suspect]
-        self._pass_over(named, passed)
-        self.con.execute("DROP TABLE batch_files")
         suspect = {Path(name) for name, *_, is_suspect in facts if is_suspect}
         self.stats.suspect_files += len(suspect)
         narrow_table(self.con, "fresh")
@@ -286,6 +276,23 @@ class EmbeddedScan:
         self._match(named)
         self._remember()
         self.con.execute("DROP TABLE fresh")
+
+    def _read_facts(self, named: Mapping[Path, str], whole: bool) -> list[tuple[Any, ...]]:
+        """Each readable file's (name, records, newest, suspect); the files passed over are
+        listed with their calling keys. ``whole``: the batch is parsed in full into
+        ``batch`` first, and the facts taken from there."""
+        if whole:
+            self._load(named, "batch", _read, "recs")
+            self.con.execute(f"CREATE TABLE batch_files AS {self._facts_query('batch')}")
+        else:
+            self._load(named, "batch_files", self._facts_from_text, "records")
+        facts = self.con.execute(
+            "SELECT filename, records, newest, suspect FROM batch_files"
+        ).fetchall()
+        passed = [(name, newest) for name, _, newest, suspect in facts if newest and not suspect]
+        self._pass_over(named, passed)
+        self.con.execute("DROP TABLE batch_files")
+        return facts
 
     def close(self) -> None:
         """Delete the look-behind files (the work folder goes too, but not always at once)."""
