@@ -28,7 +28,6 @@ Nothing is timed; waits are bounded only to fail instead of hanging.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -37,7 +36,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,14 +54,17 @@ from tests.e2e.test_scaled_mode import (
     GATED,
     _contained,
     _flow_run,
-    _free_port,
     _iam_user,
-    _process,
-    _wait_until,
-    scrubbed_env,
 )
-from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+from tests.scaled_stack import (
+    PrefectServer,
+    free_port,
+    prefect_on_postgres,
+    process,
+    scrubbed_env,
+    wait_until,
+)
 
 CLI = str(Path(sys.executable).parent / "clampdown")
 HMAC_SECRET = "scaled-failures-hmac-secret-0123456789"
@@ -109,64 +110,6 @@ triggers:
 """
 
 
-class PrefectServer:
-    """`prefect server start` on PostgreSQL, stopped and started again on the same port."""
-
-    def __init__(self, port: int, env: dict[str, str], logs: Path) -> None:
-        self.port, self.env, self.logs = port, env, logs
-        self.api_url = f"http://127.0.0.1:{port}/api"
-        self.starts = 0
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        log = self.logs / f"prefect-server-{self.starts}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "prefect",
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with log.open("wb") as out:
-            self._proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=self.env
-            )
-        _wait_until(
-            lambda: urllib.request.urlopen(f"{self.api_url}/health", timeout=2).status == 200,
-            90,
-            "prefect server on PostgreSQL",
-            self._proc,
-            log,
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server (and its uvicorn) by ``sig``; once stopped, the port refuses."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for each, wait in ((sig, 30), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, each)
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        _wait_until(lambda: not _answers(self.api_url), 30, "the Prefect port to close")
-
-
-def _answers(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=1).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @dataclass
 class Stack:
     prefect: PrefectServer
@@ -186,7 +129,7 @@ class Stack:
         return [r["type"] for r in self.ledger(run_id)]
 
     def wait_for(self, run_id: str, record: str, timeout: float = 120) -> list[dict[str, Any]]:
-        return _wait_until(
+        return wait_until(
             lambda: record in self.types(run_id) and self.ledger(run_id),
             timeout,
             f"{record} in the ledger of run {run_id}",
@@ -207,7 +150,7 @@ class Stack:
 
     def waiting(self, run_id: str) -> dict[str, Any]:
         path = self.worker_home / "runs" / run_id / "approvals" / "approve.json"
-        return _wait_until(
+        return wait_until(
             lambda: (r := json.loads(path.read_text())).get("status") == "pending" and r,
             120,
             f"run {run_id} to wait for approval",
@@ -221,11 +164,7 @@ def stack(
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
-    import psycopg
     from cryptography.fernet import Fernet
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from clampdown.app.cli_ops import deploy_from_file
 
     root = tmp_path_factory.mktemp("scaled-failures")
     logs, library = root / "logs", root / "library"
@@ -241,64 +180,48 @@ def stack(
     key = keys.add(APPROVER)
     ledger_key = generate_local_key(root / "ledger-signing.pem")  # signs the worker's ledgers
 
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute("CREATE DATABASE prefect_failures")
-        admin.execute("CREATE DATABASE clampdown_failures")
     cluster = postgres_url.rsplit("/", 1)[0]
-    database = f"{cluster}/prefect_failures".replace("postgresql://", "postgresql+asyncpg://", 1)
-
     base = scrubbed_env()
-    prefect = PrefectServer(
-        _free_port(),
-        base
-        | {
-            "PREFECT_API_DATABASE_CONNECTION_URL": database,
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_HOME": str(root / "prefect-server"),
-        },
-        logs,
-    )
-    inputs_key = Fernet.generate_key().decode()
-    common = base | {
-        "PREFECT_API_URL": prefect.api_url,
-        "PREFECT_HOME": str(root / "prefect-clients"),
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "CLAMPDOWN_LIBRARY": str(library),
-        "CLAMPDOWN_INPUTS_KEY": inputs_key,
-        # dedup state and the run store (ledgers, approval requests, decisions) on
-        # PostgreSQL: serve and the worker share no disk
-        "CLAMPDOWN_STATE_URL": f"{cluster}/clampdown_failures",
-        "CLAMPDOWN_RUN_STORE": "postgresql",
-        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
-        "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
-    }
-    worker_env = common | {
-        "CLAMPDOWN_HOME": str(worker_home),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
-    }
-    serve_env = common | {
-        "CLAMPDOWN_HOME": str(serve_home),
-        "CLAMPDOWN_EXECUTION": "deployment",
-        "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
-    }
-    serve_port = _free_port()
-    try:
-        prefect.start()
-        with temporary_settings({PREFECT_API_URL: prefect.api_url}):
-            deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
+    databases = ("prefect_failures", "clampdown_failures")
+    # restartable on the same database and port: the outage test stops and starts it
+    with prefect_on_postgres(postgres_url, databases, root, base) as prefect:
+        inputs_key = Fernet.generate_key().decode()
+        common = base | {
+            "PREFECT_API_URL": prefect.api_url,
+            "PREFECT_HOME": str(root / "prefect-clients"),
+            "AWS_ENDPOINT_URL": moto_server,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "CLAMPDOWN_LIBRARY": str(library),
+            "CLAMPDOWN_INPUTS_KEY": inputs_key,
+            # dedup state and the run store (ledgers, approval requests, decisions) on
+            # PostgreSQL: serve and the worker share no disk
+            "CLAMPDOWN_STATE_URL": f"{cluster}/clampdown_failures",
+            "CLAMPDOWN_RUN_STORE": "postgresql",
+            "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+            "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+        }
+        worker_env = common | {
+            "CLAMPDOWN_HOME": str(worker_home),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_CLIENT_MAX_RETRIES": CLIENT_RETRIES,
+        }
+        serve_env = common | {
+            "CLAMPDOWN_HOME": str(serve_home),
+            "CLAMPDOWN_EXECUTION": "deployment",
+            "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+        }
+        serve_port = free_port()
         worker_log, serve_log = logs / "worker.log", logs / "serve.log"
         (logs / "worker-cwd").mkdir()
         with (
-            _process(CLAMPDOWN_WORKER, worker_log, env=worker_env, cwd=logs / "worker-cwd") as w,
-            _process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env) as s,
+            process(CLAMPDOWN_WORKER, worker_log, env=worker_env, cwd=logs / "worker-cwd") as w,
+            process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env) as s,
         ):
-            _wait_until(lambda: "started" in worker_log.read_text(), 60, "worker", w, worker_log)
+            wait_until(lambda: "started" in worker_log.read_text(), 60, "worker", w, worker_log)
             serve_url = f"http://127.0.0.1:{serve_port}"
-            _wait_until(
+            wait_until(
                 lambda: httpx.get(f"{serve_url}/healthz", timeout=2).status_code == 200,
                 60,
                 "serve to answer /healthz",
@@ -308,8 +231,6 @@ def stack(
             yield Stack(
                 prefect, serve_url, worker_home, worker_env, serve_env, key, ledger_key, logs
             )
-    finally:
-        prefect.stop()
 
 
 def _delivery(alert_id: str, kind: str, arn: str) -> tuple[bytes, dict[str, str]]:
@@ -368,7 +289,7 @@ def _contained_and_undone(stack: Stack, run_id: str, iam: Any, user: str, alert:
 def _final_flow_run(stack: Stack, run_id: str) -> dict[str, Any]:
     flow_run_id = stack.ledger(run_id)[0]["flow_run_id"]
     final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-    return _wait_until(
+    return wait_until(
         lambda: (
             (r := _flow_run(stack.prefect.api_url, flow_run_id))["state"]["type"] in final and r
         ),

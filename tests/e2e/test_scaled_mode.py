@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,8 +31,8 @@ from typing import Any
 import pytest
 
 from tests.approver_keys import approver_keys
-from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+from tests.scaled_stack import free_port, prefect_on_postgres, process, wait_until
 
 ACCOUNT = "123456789012"
 TOKEN = "tok-4f9c1e7be2a04d55"  # the secret input the sealed-input test sends
@@ -83,59 +82,6 @@ steps:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def scrubbed_env() -> dict[str, str]:
-    """This environment without clampdown's, Prefect's API/home/server settings or an AWS
-    profile: what a process of a separate machine starts from (the stack adds its own)."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if not name.startswith(("CLAMPDOWN_", "PREFECT_API", "PREFECT_HOME", "PREFECT_SERVER"))
-        and name not in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
-    }
-    return env | {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-
-
-@contextlib.contextmanager
-def _process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
-    """A subprocess in its own process group, stopped (TERM, then KILL) on exit, whatever happens."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs
-        )
-        try:
-            yield proc
-        finally:
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-
-
-def _wait_until(check: Any, timeout: float, what: str, proc: Any = None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            raise AssertionError(f"{what}: process exited with {proc.returncode}\n{tail}")
-        with contextlib.suppress(Exception):
-            value = check()
-            if value:
-                return value
-        time.sleep(0.1)
-    tail = log.read_text(errors="replace")[-3000:] if log else ""
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{tail}")
-
-
 @dataclass
 class Stack:
     api_url: str
@@ -153,10 +99,7 @@ def stack(
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
-    import psycopg
     from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    from clampdown.app.cli_ops import deploy_from_file
 
     root = tmp_path_factory.mktemp("scaled")
     logs, home, library = root / "logs", root / "home", root / "library"
@@ -169,52 +112,18 @@ def stack(
 
     key = Fernet.generate_key().decode()
 
-    # A database of its own: other tests may use the cluster's `postgres` database.
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute("CREATE DATABASE prefect_scaled")
-        admin.execute("CREATE DATABASE clampdown_state")
+    # Databases of its own: other tests may use the cluster's `postgres` database.
     database = postgres_url.rsplit("/", 1)[0] + "/prefect_scaled"
     state_url = postgres_url.rsplit("/", 1)[0] + "/clampdown_state"
 
     with contextlib.ExitStack() as stack_:
-        port = _free_port()
-        api_url = f"http://127.0.0.1:{port}/api"
-        server_env = {
-            **os.environ,
-            "PREFECT_API_DATABASE_CONNECTION_URL": database.replace(
-                "postgresql://", "postgresql+asyncpg://", 1
-            ),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_ENABLED": "false",
-            "PREFECT_HOME": str(root / "prefect-server"),
-        }
-        server_log = logs / "server.log"
         server = stack_.enter_context(
-            _process(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                server_log,
-                env=server_env,
+            prefect_on_postgres(
+                postgres_url, ("prefect_scaled", "clampdown_state"), root, dict(os.environ), 60
             )
         )
-        _wait_until(
-            lambda: urllib.request.urlopen(f"{api_url}/health", timeout=2).status == 200,
-            60,
-            "prefect server on PostgreSQL",
-            server,
-            server_log,
-        )
+        api_url = server.api_url
         stack_.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
-        deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
 
         worker_env = {
             **os.environ,
@@ -242,8 +151,8 @@ def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
     workdir = stack.logs / f"{name}-cwd"
     workdir.mkdir(exist_ok=True)
     log = stack.logs / f"{name}.log"
-    with _process(argv, log, env=stack.worker_env, cwd=workdir) as proc:
-        _wait_until(lambda: "started" in log.read_text(), 60, f"{name} to start", proc, log)
+    with process(argv, log, env=stack.worker_env, cwd=workdir) as proc:
+        wait_until(lambda: "started" in log.read_text(), 60, f"{name} to start", proc, log)
         yield
 
 
@@ -285,7 +194,7 @@ def _ledger(stack: Stack, run_id: str, timeout: float = 60) -> list[dict[str, An
         records = [json.loads(line) for line in path.read_text().splitlines()]
         return records if records and records[-1]["type"] == "run.end" else None
 
-    return _wait_until(ended, timeout, f"run {run_id} to end (ledger {path})")
+    return wait_until(ended, timeout, f"run {run_id} to end (ledger {path})")
 
 
 def _contained(iam: Any, user: str) -> dict[str, Any]:
@@ -318,7 +227,7 @@ def _finished_flow_run(stack: Stack, flow_run_id: str) -> dict[str, Any]:
     """The flow run once final. The ledger's run.end comes first (the evidence upload and
     the summary artifact follow), so stopping the worker at run.end could cut the run short."""
     final = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-    return _wait_until(
+    return wait_until(
         lambda: (run := _flow_run(stack.api_url, flow_run_id))["state"]["type"] in final and run,
         30,
         f"flow run {flow_run_id} to finish",
@@ -518,7 +427,7 @@ def test_secret_inputs_without_a_key_are_refused_before_any_run(
     runbook = tmp_path / "scaled-secret.yaml"
     runbook.write_text(SECRET)
     # An address nothing listens on: the refusal must come before any call to Prefect.
-    starter = DeploymentStarter(api_url=f"http://127.0.0.1:{_free_port()}/api")
+    starter = DeploymentStarter(api_url=f"http://127.0.0.1:{free_port()}/api")
     with pytest.raises(ClampdownError) as caught:
         starter(runbook, {"principal_arn": f"arn:aws:iam::{ACCOUNT}:user/a", "token": TOKEN}, {})
     assert "CLAMPDOWN_INPUTS_KEY is not set" in caught.value.message
@@ -625,12 +534,12 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     env = stack.worker_env | {"CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers)}
     request = stack.home / "runs" / "{run}" / "approvals" / "approve.json"
     log = stack.logs / "gated-worker-1.log"
-    with _process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path) as first:
-        _wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
+    with process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path) as first:
+        wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
         starter = DeploymentStarter()
         run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
         path = Path(str(request).format(run=run_id))
-        _wait_until(
+        wait_until(
             lambda: json.loads(path.read_text())["status"] == "pending", 90, "the wait", first, log
         )
         os.killpg(first.pid, signal.SIGKILL)
@@ -643,7 +552,7 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
 
     log = stack.logs / "gated-worker-2.log"
-    with _process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path):
+    with process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path):
         records = _ledger(stack, run_id, timeout=120)
     types = [r["type"] for r in records]
     assert "run.resumed" in types and "approval.resumed" in types

@@ -44,14 +44,10 @@ from tests.e2e.test_scaled_mode import (
     CONTAINED,
     _contained,
     _flow_run,
-    _free_port,
     _iam_user,
-    _process,
-    _wait_until,
-    scrubbed_env,
 )
-from tests.paths import REPO
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
+from tests.scaled_stack import free_port, prefect_on_postgres, process, scrubbed_env, wait_until
 
 CLI = str(Path(sys.executable).parent / "clampdown")
 HMAC_SECRET = "separate-homes-hmac-secret-0123456789"
@@ -71,7 +67,6 @@ steps:
     needs: [approve]
     with: {principal_arn: "{{ inputs.principal_arn }}"}
 """
-PREFECT_SERVER = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
 TRIGGERS = """apiVersion: clampdown/v1
 kind: TriggerSet
 description: scaled mode without a shared filesystem
@@ -143,7 +138,7 @@ class Stack:
             store.close()
 
     def wait_for(self, run_id: str, record: str, timeout: float = 120) -> list[dict[str, Any]]:
-        return _wait_until(
+        return wait_until(
             lambda: (r := self.stored(run_id)) and record in [x["type"] for x in r] and r,
             timeout,
             f"{record} in the stored ledger of run {run_id}",
@@ -156,11 +151,8 @@ def stack(
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
-    import psycopg
     from cryptography.fernet import Fernet
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from clampdown.app.cli_ops import deploy_from_file
     from clampdown.core.ledger_signing import generate_local_key
 
     root = tmp_path_factory.mktemp("separate-homes")
@@ -176,65 +168,42 @@ def stack(
     approver_keys = {approver: keys.add(approver) for approver in APPROVERS}
     ledger_key = generate_local_key(root / "ledger-signing.pem")  # every machine's signer
 
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute("CREATE DATABASE prefect_separate")
-        admin.execute("CREATE DATABASE clampdown_separate")
     cluster = postgres_url.rsplit("/", 1)[0]
     state_url = f"{cluster}/clampdown_separate"
     base = scrubbed_env()
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    server_env = base | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"{cluster}/prefect_separate".replace(
-            "postgresql://", "postgresql+asyncpg://", 1
-        ),
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_HOME": str(root / "prefect-server"),
-    }
-    env = base | {
-        "PREFECT_API_URL": api_url,
-        "PREFECT_HOME": str(root / "prefect-clients"),
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "AWS_ENDPOINT_URL": moto_server,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "CLAMPDOWN_LIBRARY": str(library),
-        "CLAMPDOWN_INPUTS_KEY": Fernet.generate_key().decode(),
-        "CLAMPDOWN_STATE_URL": state_url,
-        "CLAMPDOWN_RUN_STORE": "postgresql",
-        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
-        "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
-    }
-    serve_env = env | {
-        "CLAMPDOWN_HOME": str(homes["serve"]),
-        "CLAMPDOWN_EXECUTION": "deployment",
-        "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
-    }
-    serve_port = _free_port()
     with contextlib.ExitStack() as running:
-        server_log = logs / "prefect-server.log"
         server = running.enter_context(
-            _process(
-                [*PREFECT_SERVER, "--port", str(port)],
-                server_log,
-                env=server_env,
+            prefect_on_postgres(
+                postgres_url, ("prefect_separate", "clampdown_separate"), root, base
             )
         )
-        _wait_until(
-            lambda: httpx.get(f"{api_url}/health", timeout=2).status_code == 200,
-            90,
-            "prefect server on PostgreSQL",
-            server,
-            server_log,
-        )
-        with temporary_settings({PREFECT_API_URL: api_url}):
-            deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
+        api_url = server.api_url
+        env = base | {
+            "PREFECT_API_URL": api_url,
+            "PREFECT_HOME": str(root / "prefect-clients"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "AWS_ENDPOINT_URL": moto_server,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "CLAMPDOWN_LIBRARY": str(library),
+            "CLAMPDOWN_INPUTS_KEY": Fernet.generate_key().decode(),
+            "CLAMPDOWN_STATE_URL": state_url,
+            "CLAMPDOWN_RUN_STORE": "postgresql",
+            "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+            "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+        }
+        serve_env = env | {
+            "CLAMPDOWN_HOME": str(homes["serve"]),
+            "CLAMPDOWN_EXECUTION": "deployment",
+            "CLAMPDOWN_ALERT_HMAC_SECRET": HMAC_SECRET,
+        }
+        serve_port = free_port()
         workers = {}
         for name in ("worker-1", "worker-2"):
             (logs / f"{name}-cwd").mkdir()
             workers[name] = running.enter_context(
-                _process(
+                process(
                     CLAMPDOWN_WORKER,
                     logs / f"{name}.log",
                     env=env | {"CLAMPDOWN_HOME": str(homes[name])},
@@ -243,13 +212,13 @@ def stack(
             )
         serve_log = logs / "serve.log"
         serve = running.enter_context(
-            _process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env)
+            process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env)
         )
         for name, proc in workers.items():
             log = logs / f"{name}.log"
-            _wait_until(lambda log=log: "started" in log.read_text(), 60, name, proc, log)
+            wait_until(lambda log=log: "started" in log.read_text(), 60, name, proc, log)
         serve_url = f"http://127.0.0.1:{serve_port}"
-        _wait_until(
+        wait_until(
             lambda: httpx.get(f"{serve_url}/healthz", timeout=2).status_code == 200,
             60,
             "serve to answer /healthz",
@@ -301,7 +270,7 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
     run_id = str(alert["run_id"])
 
     # the run waits for approval on one worker; its request is in the run store
-    _wait_until(
+    wait_until(
         lambda: (stack.request(run_id) or {}).get("status") == "pending", 120, "the approval wait"
     )
     first_flow_run = stack.request(run_id)["flow_run_id"]  # type: ignore[index]
@@ -312,7 +281,7 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
     try:
         os.killpg(stack.workers[holder].pid, signal.SIGKILL)
         stack.workers[holder].wait(30)
-        _wait_until(lambda: not stack.held(run_id), 30, "PostgreSQL to release the lock")
+        wait_until(lambda: not stack.held(run_id), 30, "PostgreSQL to release the lock")
 
         # while no process holds it: the decision is kept, the re-sent alert recorded
         sent = stack.approve(run_id, "U0TERM1")
@@ -328,7 +297,7 @@ def test_a_run_outlives_its_worker_and_is_handled_from_any_home(
     # the kept decision counted
     records = stack.wait_for(run_id, "approval.resumed", timeout=120)
     assert "run.resumed" in [r["type"] for r in records]
-    _wait_until(
+    wait_until(
         lambda: (
             (r := stack.request(run_id) or {}).get("status") == "pending"
             and r.get("flow_run_id") != first_flow_run
@@ -411,19 +380,19 @@ def test_a_worker_killed_between_a_containment_call_and_its_answer_leaves_nothin
             running.callback(os.killpg, proc.pid, signal.SIGCONT)
         log = stack.logs / "worker-3.log"
         doomed = running.enter_context(
-            _process(
+            process(
                 CLAMPDOWN_WORKER,
                 log,
                 env=stack.env | {"CLAMPDOWN_HOME": str(home), "AWS_ENDPOINT_URL": proxy.url},
                 cwd=stack.logs / "worker-3-cwd",
             )
         )
-        _wait_until(lambda: "started" in log.read_text(), 60, "worker-3", doomed, log)
+        wait_until(lambda: "started" in log.read_text(), 60, "worker-3", doomed, log)
         answer = _post(stack, "separate-mid-step", arn)
         assert answer.status_code == 202, answer.text
         [alert] = answer.json()["alerts"]
         run_id = str(alert["run_id"])
-        _wait_until(
+        wait_until(
             lambda: (stack.request(run_id) or {}).get("status") == "pending", 120, "the wait"
         )
         assert (home / "runs" / run_id / "ledger.jsonl").is_file()  # worker-3 runs it
