@@ -83,7 +83,19 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"report: {result.html}\n        {result.markdown}", highlight=False, soft_wrap=True
         )
+        leave_heap_to_exit()
         raise typer.Exit(result.exit_code)
+
+
+def leave_heap_to_exit() -> None:
+    """The drill is done and the command about to exit: keep what it built (moto's simulated
+    account, boto3's and Prefect's models, serve) out of the garbage collections that
+    Python's exit runs over the whole heap. They took 4.3 s after the report was printed at
+    load 10 (0.3 s frozen); nothing the exit needs is skipped: atexit handlers (Prefect's
+    queues sent to its API), flushes and module teardown run as before."""
+    import gc
+
+    gc.freeze()
 
 
 def drill_rows() -> list[dict[str, Any]]:
