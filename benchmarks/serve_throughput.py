@@ -52,6 +52,14 @@ without ``flow_run_name``: one PATCH less per run); ``--lean-server`` (the local
 server without services local runs do not use); ``--state-sync-normal`` (the state store's SQLite
 commits without an fsync each: how much of the 202 answer is those commits).
 
+``--answer-path`` measures instead what answering one alert costs in this process, with
+nothing else running: N alerts one after another through what ``POST /alerts/generic`` does
+after authentication (the state store's ``first_seen`` of the delivery, then serve's
+triage with a real ``InProcessStarter`` whose runs are never launched), ``--reps`` rounds:
+wall and CPU (this thread) milliseconds per alert and the state store's commits per
+alert. It runs the same on an older tree (``PYTHONPATH`` at a ``git archive`` copy), so
+before/after compare the answer path's cost without the burst's load.
+
 Targets (issue 15, docs/benchmarks.md): wall time within 2.5x of the floor; 202 p95 < 0.5 s.
 """
 
@@ -769,6 +777,87 @@ def run(args: argparse.Namespace) -> None:
                 server_samples.report(server_before, server_after, args.top)
 
 
+def answer_path(args: argparse.Namespace) -> None:
+    """``--answer-path``: the 202's work per alert in this process, alert after alert."""
+    import sqlalchemy as sa
+
+    from clampdown.app.local_runs import InProcessStarter
+    from clampdown.core.alert import Alert
+    from clampdown.core.settings import settings
+    from clampdown.core.state_store import StateStore, default_url
+    from clampdown_flows.prefect_api import local_api
+    from clampdown_flows.triage import TriggerTriage
+
+    logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-answer-"))
+    environment(logs, "http://127.0.0.1:9")  # no AWS call is made: no run is launched
+    conf = settings()
+    with local_api(timeout=API_START_TIMEOUT):
+        starter = InProcessStarter(conf)
+        starter._submit = lambda *_a, **_k: None  # type: ignore[method-assign]  # never run
+        store = StateStore(default_url(conf))
+        commits: list[int] = []
+        sa.event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+        triage = TriggerTriage(
+            conf.triggers or conf.library / "triggers.yaml",
+            store,
+            starter,
+            conf.ledger_path,
+            library=conf.library,
+        )
+        print(
+            f"answer path: {args.n} alerts one after another, {args.reps} rounds (one warm-up "
+            f"alert first); load average {os.getloadavg()[0]:.1f}; logs in {logs}",
+            flush=True,
+        )
+        _answer_round(triage, store, commits, Alert, "warm", 1)
+        rounds = [
+            _answer_round(triage, store, commits, Alert, f"r{r}", args.n) for r in range(args.reps)
+        ]
+        print("\n| figure (per alert) | per round |\n|---|---|")
+        for name, key, form in (
+            ("wall ms, median", "wall_p50", "{:.1f}"),
+            ("wall ms, p95", "wall_p95", "{:.1f}"),
+            ("CPU ms (this thread), median", "cpu_p50", "{:.1f}"),
+            ("state-store commits", "commits", "{:.2f}"),
+        ):
+            print(f"| {name} | {' / '.join(form.format(r[key]) for r in rounds)} |")
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
+        store.close()
+        starter.shutdown()
+
+
+def _answer_round(
+    triage: Any, store: Any, commits: list[int], alert_class: Any, tag: str, n: int
+) -> dict[str, float]:
+    from datetime import UTC, datetime
+
+    walls, cpus = [], []
+    del commits[:]
+    for k in range(n):
+        alert = alert_class(
+            source="generic",
+            id=f"{tag}-{k}",
+            title=TITLE,
+            severity="critical",
+            principal=f"arn:aws:iam::123456789012:user/answer-{tag}-{k}",
+            observed_at=datetime.now(UTC),
+        )
+        wall, cpu = time.perf_counter(), time.thread_time()
+        if not store.first_seen(f"generic:{tag}-{k}", 600):
+            raise SystemExit("the delivery was seen before")
+        outcome = triage(alert)
+        cpus.append((time.thread_time() - cpu) * 1000)
+        walls.append((time.perf_counter() - wall) * 1000)
+        if outcome.status != "started":
+            raise SystemExit(f"alert {alert.id} did not start a run: {outcome}")
+    return {
+        "wall_p50": statistics.median(walls),
+        "wall_p95": pct(walls, 0.95),
+        "cpu_p50": statistics.median(cpus),
+        "commits": len(commits) / n,
+    }
+
+
 def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
     def cells(values: list[float], form: str = "{:.2f}") -> str:
         return " / ".join(form.format(v) for v in values)
@@ -838,10 +927,17 @@ def main() -> None:
         action="store_true",
         help="what-if: the state store's SQLite commits without fsync (synchronous=NORMAL)",
     )
+    parser.add_argument(
+        "--answer-path",
+        action="store_true",
+        help="measure one alert's answer path alone (alert after alert, no run launched)",
+    )
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.role == "sender":
         role_sender(rest[0], rest[1])
+    elif args.answer_path:
+        answer_path(args)
     else:
         run(args)
 
