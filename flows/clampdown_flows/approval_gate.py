@@ -249,19 +249,20 @@ class Gatekeeper:
         flow_run_id = self._flow_run_id()
         with self.wakeups.listening(flow_run_id) as bell:
             paused = asyncio.ensure_future(pause)
+            rung: asyncio.Future[Any] | None = None
             try:
                 while True:
                     rung = asyncio.ensure_future(bell.wait())
                     await asyncio.wait({paused, rung}, return_when=asyncio.FIRST_COMPLETED)
-                    rung.cancel()
                     if paused.done():
                         return paused.result()
                     bell.clear()
                     if await _resumed_after(flow_run_id, key):
                         return await _taken(paused, form, key)
-            finally:
-                if not paused.done():
-                    paused.cancel()
+            finally:  # also when this wait is cancelled (the run suspended): nothing left
+                for waiting in (paused, rung):
+                    if waiting is not None and not waiting.done():
+                        waiting.cancel()
 
     def _flow_run_id(self) -> str:
         from prefect.runtime import flow_run
