@@ -474,7 +474,8 @@ def what_if(args: argparse.Namespace) -> list[str]:
         state_store._sqlite_engine = engine
         said.append(
             "WHAT-IF: the state store's SQLite commits are not fsync'd (synchronous=NORMAL in "
-            "WAL: safe from a killed process, not from power loss; 2 commits per alert since the claim records the start)"
+            "WAL: safe from a killed process, not from power loss; 2 commits per alert since "
+            "the claim records the start)"
         )
     if args.no_run_name:
         import clampdown_flows.respond as respond_module
