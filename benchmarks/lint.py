@@ -19,9 +19,11 @@ the child), which load on a shared machine disturbs less:
 Every command runs once before timing, with bytecode writing on, so no figure includes
 compiling a module (PYTHONDONTWRITEBYTECODE is dropped from the children's environment).
 The script also checks that the console script and the Typer app print the same output
-and exit with the same code.
+and exit with the same code. With ``--instructions`` it also counts the instructions
+each command executes, once each under ``valgrind --tool=callgrind``: a figure that load
+from other work on the machine does not change.
 
-    python benchmarks/lint.py [--runs 21] [--before DIR] [--library runbooks/]
+    python benchmarks/lint.py [--runs 21] [--before DIR] [--library runbooks/] [--instructions]
 
 Target on the 2-core reference machine (docs/benchmarks.md): lint < 250 ms wall.
 """
@@ -30,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,11 +87,31 @@ def measure(
     return wall, cpu, done
 
 
+def instructions(argv: list[str], env: dict[str, str]) -> int | None:
+    """Instructions one fresh process of ``argv`` executes (callgrind), None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    counted = subprocess.run(
+        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = re.search(r"Collected : (\d+)", counted.stderr)
+    return int(found.group(1)) if found else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=21, help="fresh processes per command")
     parser.add_argument("--library", default="runbooks/", help="what lint checks")
     parser.add_argument("--before", type=Path, help="an earlier clampdown tree to compare")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions (callgrind)"
+    )
     args = parser.parse_args()
 
     python = sys.executable
@@ -134,6 +158,16 @@ def main() -> None:
             f"{name:<62} {statistics.median(walls):>11.1f} {min(walls):>9.1f} "
             f"{statistics.median(cpus):>11.1f}"
         )
+    if args.instructions:
+        counts = {name: instructions(argv, child) for name, (argv, child) in commands.items()}
+        floor = counts['python -c "import yaml, pydantic, jinja2"']
+        print("instructions executed, one process each (valgrind --tool=callgrind):")
+        for name, count in counts.items():
+            if count is None:
+                print(f"{name:<62} (valgrind not found)")
+                continue
+            ratio = f"{count / floor:5.2f}x the yaml/pydantic/jinja2 floor" if floor else ""
+            print(f"{name:<62} {count / 1e6:9.0f} M  {ratio}")
     heavy = measure([python, "-c", IMPORTED, args.library, *HEAVY], env)[2].stderr.strip()
     print(f"imported by lint through the console script, of {', '.join(HEAVY)}: {heavy}")
     fast, typer = list(outputs.values())[2:4]
