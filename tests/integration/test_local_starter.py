@@ -1,0 +1,76 @@
+"""serve's local starter hands the runbook it loaded to the run (issue 15): the run's
+``respond`` does not load and lint the file again, and records the digest of the bytes
+that were loaded; a run started any other way still loads it itself."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clampdown.app.local_runs import InProcessStarter
+from clampdown.core.ledger import read
+from clampdown.core.settings import settings
+from clampdown_flows import preloaded
+
+RUNBOOK = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: loaded-once, title: Loaded once, severity: low}
+steps:
+  - {id: only, uses: core.log, with: {message: "hello"}}
+"""
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every load-and-check of a runbook for a run, by path."""
+    seen: list[str] = []
+    real = preloaded.load_runbook
+
+    def counted(path: Any, *args: Any) -> Any:
+        seen.append(str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(preloaded, "load_runbook", counted)
+    return seen
+
+
+def test_a_run_started_by_the_starter_is_not_loaded_again(
+    prefect_server: str, clampdown_home: Path, write_runbook: Any, loads: list[str]
+) -> None:
+    path = write_runbook(RUNBOOK, "loaded-once.yaml")
+    starter = InProcessStarter()
+    try:
+        run_id = starter(path, {}, {"type": "manual"})
+        starter.wait(run_id, 120)
+    finally:
+        starter.shutdown()
+    records = read(settings().ledger_path(run_id))
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+    assert loads == [str(path)]  # the starter's load; respond used it
+    assert records[0]["digest"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_run_given_another_runbook_loads_its_own(
+    prefect_server: str, clampdown_home: Path, write_runbook: Any, loads: list[str]
+) -> None:
+    """The hand-off names its file: a run of another path ignores it and loads its own."""
+    path = write_runbook(RUNBOOK, "loaded-once.yaml")
+    other = write_runbook(RUNBOOK.replace("loaded-once", "other-one"), "other-one.yaml")
+    starter = InProcessStarter()
+    try:
+        prepared = starter.prepare(path, {}, {"type": "manual"}, run_id="handoff00001")
+        mismatched = preloaded.Preloaded(str(other), prepared.preloaded.model, "0" * 64)
+        wrong = type(prepared)(starter, prepared.run_id, path, prepared.start, mismatched)
+        wrong.record()
+        wrong.launch()
+        starter.wait(wrong.run_id, 120)
+    finally:
+        starter.shutdown()
+    records = read(settings().ledger_path("handoff00001"))
+    assert records[-1]["status"] == "succeeded"
+    assert loads == [str(path), str(path)]  # prepare's, then the run's own
+    assert records[0]["digest"] == hashlib.sha256(path.read_bytes()).hexdigest()
