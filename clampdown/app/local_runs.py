@@ -197,7 +197,10 @@ class InProcessStarter:
         self._answers.launch(prepared)
 
     def _later(self, delay: float, call: Callable[[], None]) -> None:
-        self._loop.call_soon_threadsafe(self._loop.call_later, delay, call)
+        try:
+            self._loop.call_soon_threadsafe(self._loop.call_later, delay, call)
+        except RuntimeError:  # the loop is closed (shut down): held runs are continued later
+            logger.warning("runs held for the answers will be continued by the next serve")
 
     def _launch_now(self, prepared: PreparedRun) -> None:
         from clampdown_flows.preloaded import PRELOADED
