@@ -16,13 +16,6 @@ What it guarantees, and how:
   slot and the start record are one decision (:mod:`clampdown_flows.triage`).
 * **Loaded once.** The runbook the caller loaded and checked (the triage's) goes to the
   run's ``respond`` in its context (:mod:`clampdown_flows.preloaded`), not read again.
-* **Answers first.** While serve is answering alerts (:meth:`InProcessStarter.answering`,
-  entered by serve for each ``/alerts/`` request), the runs they start are launched once
-  the last of those answers is out, at most :data:`ANSWER_HOLD` seconds later: a run
-  launched at once competes with the answers still being worked out for this process's
-  interpreter and the cores, and in a burst the later alerts waited seconds for their
-  202. The start record is durable before a launch is held, so "started" still means
-  started, and a process that dies meanwhile leaves a stopped run the next scan continues.
 * **Paused runs hold no worker thread.** Every run is a task on one event loop, in one
   thread the starter owns: a run waiting for people is a suspended coroutine, not a
   blocked thread, so hundreds may wait while others run. What bounds work is the step
@@ -51,7 +44,7 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +65,6 @@ SCAN_EVERY = 30.0
 """Seconds between looks for stopped runs to continue."""
 SHUTDOWN_GRACE = 10.0
 """Seconds serve waits at shutdown for its runs to record that they were suspended."""
-ANSWER_HOLD = 1.0
-"""At most, seconds a run's launch waits while serve is still answering alerts."""
 
 
 class InProcessStarter:
@@ -121,7 +112,6 @@ class InProcessStarter:
         )
         self._thread.start()
         self._ready.wait()
-        self._answers = _AnswersFirst(self._launch_now, self._later, ANSWER_HOLD)
         self._watcher: Future[Any] | None = None
         if resume_stopped:
             self._watcher = asyncio.run_coroutine_threadsafe(self._watch(scan_every), self._loop)
@@ -188,21 +178,7 @@ class InProcessStarter:
                 "free disk space or make CLAMPDOWN_HOME writable; the sender should retry",
             ) from None
 
-    def answering(self) -> contextlib.AbstractContextManager[None]:
-        """Within the block an alert is being answered: runs started meanwhile are launched
-        when no answer is being worked out any more (at most :data:`ANSWER_HOLD` s later)."""
-        return self._answers.answering()
-
     def _launch(self, prepared: PreparedRun) -> None:
-        self._answers.launch(prepared)
-
-    def _later(self, delay: float, call: Callable[[], None]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._loop.call_later, delay, call)
-        except RuntimeError:  # the loop is closed (shut down): held runs are continued later
-            logger.warning("runs held for the answers will be continued by the next serve")
-
-    def _launch_now(self, prepared: PreparedRun) -> None:
         from clampdown_flows.preloaded import PRELOADED
 
         start = prepared.start
@@ -338,11 +314,10 @@ class InProcessStarter:
     def stopped_runs(self) -> list[str]:
         """Runs of this home with a start record, no ``run.end`` and no process holding them."""
         going = dict(self.futures)  # copied: runs' done callbacks prune it meanwhile
-        held = self._answers.held()  # recorded, launched once the answers are out
         return [
             run_id
             for run_id in stopped_runs(self.conf.paths, skip=self._ended)
-            if run_id not in held and (run_id not in going or going[run_id].done())
+            if run_id not in going or going[run_id].done()
         ]
 
     # stopping ---------------------------------------------------------------------------
@@ -377,70 +352,6 @@ class InProcessStarter:
         for task in list(self._tasks.values()):
             self._loop.call_soon_threadsafe(task.cancel)
         return interrupted
-
-
-class _AnswersFirst:
-    """Launches held while answers are being worked out (see the module's "Answers first").
-
-    ``launch(run)`` launches at once when no answer is in progress; otherwise the run
-    waits until the last answer in progress is out, or ``hold`` seconds after the first
-    run held (``later(hold, release)``), whichever comes first, so a steady stream of
-    alerts cannot keep runs waiting longer than that."""
-
-    def __init__(
-        self,
-        launch: Callable[[PreparedRun], None],
-        later: Callable[[float, Callable[[], None]], None],
-        hold: float,
-    ) -> None:
-        self._launch = launch
-        self._later = later
-        self._hold = hold
-        self._lock = threading.Lock()
-        self._answering = 0
-        self._held: list[PreparedRun] = []
-
-    @contextlib.contextmanager
-    def answering(self) -> Iterator[None]:
-        with self._lock:
-            self._answering += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._answering -= 1
-                due = self._take() if self._answering == 0 else []
-            self._start(due)
-
-    def launch(self, run: PreparedRun) -> None:
-        with self._lock:
-            if self._answering > 0:
-                self._held.append(run)
-                if len(self._held) == 1:
-                    self._later(self._hold, self.release)
-                return
-        self._launch(run)
-
-    def release(self) -> None:
-        """Launch every held run now (the hold ran out)."""
-        with self._lock:
-            due = self._take()
-        self._start(due)
-
-    def held(self) -> set[str]:
-        with self._lock:
-            return {run.run_id for run in self._held}
-
-    def _take(self) -> list[PreparedRun]:
-        due, self._held = self._held, []
-        return due
-
-    def _start(self, due: list[PreparedRun]) -> None:
-        for run in due:
-            try:
-                self._launch(run)
-            except Exception:  # the start is recorded: the next scan for stopped runs has it
-                logger.exception("run %s could not be launched; it is continued later", run.run_id)
 
 
 @dataclass(frozen=True)

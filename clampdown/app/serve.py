@@ -127,9 +127,6 @@ def create_app(
         redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(BodyLimit, limits=route_limits(alert_conf.max_alert_bytes))
-    answering = getattr(starter, "answering", None)
-    if answering is not None:  # local mode: the runs alerts start wait for the answers
-        app.add_middleware(AnswersFirst, answering=answering)
     app.state.slack = slack
     app.state.starter = starter
     app.state.store = store
@@ -169,27 +166,6 @@ def create_app(
         return to_starlette_response(bolt_response)
 
     return app
-
-
-class AnswersFirst:
-    """ASGI middleware: each ``/alerts/`` request is inside the starter's ``answering()``
-    block, from its first byte to its answer sent, so the runs that alerts start are
-    launched once no alert is being answered (:class:`clampdown.app.local_runs.InProcessStarter`:
-    at most ``ANSWER_HOLD`` seconds later). Why: in a burst, runs launched at once took
-    the interpreter and the cores from the answers still being worked out (issue 15)."""
-
-    def __init__(
-        self, app: Any, answering: Callable[[], contextlib.AbstractContextManager[None]]
-    ) -> None:
-        self.app = app
-        self.answering = answering
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/alerts/"):
-            await self.app(scope, receive, send)
-            return
-        with self.answering():
-            await self.app(scope, receive, send)
 
 
 def _slack_app(
