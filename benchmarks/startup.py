@@ -90,7 +90,14 @@ ROOT_PATHS: list[str] = []  # --tree: the checkout's packages first on sys.path
 
 
 def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    """The children's environment. Bytecode writing is on (PYTHONDONTWRITEBYTECODE
+    dropped): with it off, every process of a ``--tree`` checkout, or of a tree whose
+    modules nothing compiled, compiles each module it imports, and that is timed."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREFECT_API_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     if ROOT_PATHS:
         env["PYTHONPATH"] = os.pathsep.join(ROOT_PATHS)
     env.update(
@@ -169,6 +176,8 @@ def line(label: str, ours: list, base_label: str, base: list) -> None:
 
 def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[str]) -> None:
     """Import and 1-step run figures, each next to its baseline."""
+    for warm_up in ("import clampdown_flows.respond", "import prefect"):  # bytecode written
+        wall([PYTHON, "-c", warm_up], ours)
     imports = pairs(
         runs,
         lambda: wall([PYTHON, "-c", "import clampdown_flows.respond"], ours),
