@@ -35,7 +35,7 @@ from clampdown.core.diagnostics import ClampdownError
 from clampdown_aws.base import Aws, AwsAction, evidence_resources
 from clampdown_aws.evidence import S3_WRITE
 from clampdown_aws.forensics import coverage, trail_reader
-from clampdown_aws.forensics.principal import Principal, parse_principal
+from clampdown_aws.forensics.principal import PRINCIPAL_PATTERN, Principal, parse_principal
 
 ATHENA_ACTIONS = (
     "athena:StartQueryExecution",
@@ -128,11 +128,7 @@ class ScopeExfiltration(AwsAction):
 
     class Input(ActionInput):
         principal: str = Field(
-            # principal.PRINCIPAL_PATTERN in the ASCII class IAM allows in names, paths and
-            # session names (A-Z a-z 0-9 _+=,.@-): pydantic-core's Rust regex took ~60 ms to
-            # compile the Unicode \w{1,64} each time this model was built
-            pattern=r"^(arn:aws[a-z-]*:(iam|sts)::\d{12}:(user|role|assumed-role)/[A-Za-z0-9_+=,.@/-]+"
-            r"|[A-Za-z0-9_+=,.@-]{1,64}(/[A-Za-z0-9_+=,.@-]{1,64})?|[A-Z0-9]{16,128})$",
+            pattern=PRINCIPAL_PATTERN,  # ASCII, as IAM names are (principal.py says why)
             description="suspect: IAM user name or ARN, role ARN, role session "
             "(role/session or assumed-role ARN), or access key id",
         )

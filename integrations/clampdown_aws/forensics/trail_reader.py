@@ -24,8 +24,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 DELIVERY_LAG = timedelta(minutes=30)  # files delivered this long after an event still read
 SETTLE = timedelta(minutes=15)  # hours ending later than now - SETTLE may still be delivered
 BATCH_FILES = 32
@@ -210,6 +208,8 @@ def fetch(
     previous batch; DuckDB then parses plain JSON. ``gunzip`` False: stored as they are
     (access logs); a file that cannot be fetched (deleted meanwhile, access denied) is
     reported the same way."""
+    from botocore.exceptions import ClientError  # here: lint imports this module, not botocore
+
     write = inflate if gunzip else copy
 
     def one(index_item: tuple[int, TrailFile]) -> tuple[Path, TrailFile, str | None]:
