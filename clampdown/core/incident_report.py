@@ -179,12 +179,22 @@ def build_incident_report(
     )
 
 
-def action_kinds() -> tuple[set[str], set[str]]:
+def action_kinds(records: Iterable[dict[str, Any]] | None = None) -> tuple[set[str], set[str]]:
     """(containment actions, approval gates) from the installed actions: a containment action
-    is destructive and not a gate."""
-    from clampdown.core.actions import registry
+    is destructive and not a gate. With ``records`` (a ledger), only the actions its steps
+    use are loaded: loading all 22 installed actions cost ~80 ms CPU at the end of every
+    run, for a report that asks about a handful. An action no longer installed is neither."""
+    from clampdown.core.actions import ActionLoadError, UnknownActionError, registry
 
-    actions, _ = registry().load_all()
+    if records is None:
+        actions, _ = registry().load_all()
+    else:
+        actions = []
+        for name in sorted({str(r["uses"]) for r in records if r.get("uses")}):
+            try:
+                actions.append(registry().get(name))
+            except (UnknownActionError, ActionLoadError):
+                continue
     containment = {a.name for a in actions if a.destructive and not a.approval_gate}
     gates = {a.name for a in actions if a.approval_gate}
     return containment, gates
@@ -224,7 +234,7 @@ def load_incident_report(
             records.append(json.loads(line))
         except ValueError:
             continue  # a torn last line of a run still writing: the chain check says so
-    containment, gates = action_kinds()
+    containment, gates = action_kinds(records)
     run_id = str(((run_start(records).get("run") or {}).get("id")) or ledger.parent.name)
     folder = runs_dir if runs_dir is not None else ledger.parent.parent
     return build_incident_report(

@@ -707,3 +707,30 @@ def test_chart_labels_are_laid_out_in_lanes_without_overlap():
         for y2, a2, b2 in boxes[i + 1 :]:
             assert y1 != y2 or b1 <= a2 or b2 <= a1, (boxes[i], (y2, a2, b2))
     assert 'class="marker marker-deny"' in svg and 'class="marker marker-refused"' in svg
+
+
+def test_action_kinds_of_a_ledger_load_only_the_actions_it_uses(monkeypatch):
+    """The report at a run's end classifies the actions its steps used, and loads no other:
+    a ledger naming one containment action, one gate and one uninstalled action."""
+    from clampdown.core import actions
+    from clampdown.core.incident_report import action_kinds
+
+    loaded: list[str] = []
+    real_get = actions.Registry.get
+
+    def counting_get(self, name):
+        loaded.append(name)
+        return real_get(self, name)
+
+    monkeypatch.setattr(actions.Registry, "get", counting_get)
+    records = [
+        {"type": "step.start", "step": "a", "uses": "aws.iam.revoke_credentials"},
+        {"type": "step.start", "step": "b", "uses": "approval.request"},
+        {"type": "step.start", "step": "c", "uses": "no.such.action"},
+        {"type": "run.start"},
+    ]
+    containment, gates = action_kinds(records)
+    assert containment == {"aws.iam.revoke_credentials"} and gates == {"approval.request"}
+    assert sorted(loaded) == ["approval.request", "aws.iam.revoke_credentials", "no.such.action"]
+    everything, all_gates = action_kinds()
+    assert containment < everything and gates <= all_gates
