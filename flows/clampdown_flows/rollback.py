@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from clampdown.core.engine.evidence import anchors, store_ledger
@@ -26,6 +26,7 @@ from clampdown.core.home import RunFiles
 from clampdown.core.ledger import Ledger, new_run_id
 from clampdown.core.settings import settings
 from clampdown.core.undo import UndoItem, apply_undo, rollback_run
+from clampdown_flows.plain_flow import plain_json_flow
 from clampdown_flows.respond import RunFailed
 
 
@@ -41,7 +42,7 @@ def undo_one(item: UndoItem, rollback: RunFiles, original_run: str) -> None:
     apply_undo(item, rollback, original_run)
 
 
-@flow(
+@plain_json_flow(  # its parameters are JSON: no FastAPI import to send them
     name="rollback",
     flow_run_name="rollback-{run_id}",
     persist_result=False,

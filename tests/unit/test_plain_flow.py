@@ -65,3 +65,10 @@ def test_plain_parameters_do_not_import_fastapi() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert done.stdout.splitlines()[-1:] == ["[]"], done.stdout + done.stderr
+
+
+def test_the_rollback_flow_is_one_too() -> None:
+    """`clampdown rollback` sends plain-JSON parameters too (run ids, a flag)."""
+    from clampdown_flows.rollback import rollback
+
+    assert isinstance(rollback, PlainJsonFlow) and rollback.name == "rollback"
