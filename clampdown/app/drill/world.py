@@ -233,6 +233,7 @@ def _list_moto_modules_once() -> None:
         return modules
 
     listed.listed_once = True  # type: ignore[attr-defined]
+    listed.__wrapped__ = listing  # type: ignore[attr-defined]
     backends.list_of_moto_modules = listed
 
 
