@@ -133,6 +133,13 @@ def main() -> None:
             load = os.getloadavg()[0]
             install, drill, tail, code = demo(checkout, env)
             installed[name] = versions(checkout)
+            # the demo's drill leaves the drills' Prefect API up for the next drill: not here
+            subprocess.run(
+                [str(checkout / ".venv" / "bin" / "clampdown"), "prefect-api", "stop"],
+                env=env,
+                capture_output=True,
+                check=False,
+            )
             failed = f"; dev.py demo FAILED (exit {code}): not counted" if code else ""
             if not code:
                 results[name].append((install, drill))
