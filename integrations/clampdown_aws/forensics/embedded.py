@@ -59,6 +59,14 @@ _ISO = "%Y-%m-%dT%H:%M:%SZ"
 _MINTING = ", ".join(literal(name) for name in MINTING)
 MAX_CLOSURE_ROUNDS = 10
 
+# Who made a call: what identity_predicate compares (both structures below read it).
+_IDENTITY = {
+    "type": "VARCHAR",
+    "arn": "VARCHAR",
+    "accessKeyId": "VARCHAR",
+    "userName": "VARCHAR",
+    "sessionContext": {"sessionIssuer": {"arn": "VARCHAR"}},
+}
 # The fields the scope reads; json_transform ignores the rest of each record, and gives NULL
 # for a field whose JSON type differs (another service's ``credentials`` that is a string).
 _RECORD = {
@@ -71,13 +79,7 @@ _RECORD = {
     "sourceIPAddress": "VARCHAR",
     "userAgent": "VARCHAR",
     "errorCode": "VARCHAR",
-    "userIdentity": {
-        "type": "VARCHAR",
-        "arn": "VARCHAR",
-        "accessKeyId": "VARCHAR",
-        "userName": "VARCHAR",
-        "sessionContext": {"sessionIssuer": {"arn": "VARCHAR"}},
-    },
+    "userIdentity": _IDENTITY,
     "requestParameters": {
         "bucketName": "VARCHAR",
         "key": "VARCHAR",
@@ -123,22 +125,7 @@ FROM (SELECT unnest(recs) AS r FROM {source})"""
 # as a typed row cost about twice the parse itself (docs/benchmarks.md). ``newest`` only
 # among the window's events, as the narrow query keeps them: a file with none cannot add
 # to the answer, and a forged far-off eventTime cannot age the look-behind.
-_FACTS = json.dumps(
-    {
-        "Records": [
-            {
-                "eventTime": "VARCHAR",
-                "userIdentity": {
-                    "type": "VARCHAR",
-                    "arn": "VARCHAR",
-                    "accessKeyId": "VARCHAR",
-                    "userName": "VARCHAR",
-                    "sessionContext": {"sessionIssuer": {"arn": "VARCHAR"}},
-                },
-            }
-        ]
-    }
-)
+_FACTS = json.dumps({"Records": [{"eventTime": "VARCHAR", "userIdentity": _IDENTITY}]})
 _FILE_FACTS = """SELECT filename,
   len(recs) AS records,
   list_max([r.eventTime FOR r IN recs IF r.eventTime >= {start} AND r.eventTime < {end}])
