@@ -63,14 +63,20 @@ def process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Po
         try:
             yield proc
         finally:
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(proc, signal.SIGTERM, 15)
+
+
+def stop_group(proc: subprocess.Popen[Any], sig: int, grace: float) -> None:
+    """Send ``sig`` to ``proc``'s process group and wait ``grace`` seconds for it to end;
+    then SIGKILL the group (SIGKILL alone when ``sig`` is SIGKILL) and wait a little more."""
+    for each, wait in ((sig, grace), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, each)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def wait_until(
@@ -138,14 +144,7 @@ class PrefectServer:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for each, wait in ((sig, 30), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, each)
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, sig, 30)
         wait_until(lambda: not answers(self.api_url), 30, "the Prefect port to close")
 
 
