@@ -630,3 +630,43 @@ def test_iam_actions_athena_only_for_the_athena_engine() -> None:
     assert "athena:StartQueryExecution" not in ScopeExfiltration.iam_resources(
         {"engine": "*", "athena_workgroup": "{{ x }}"}
     )
+
+
+def test_a_passed_over_file_that_cannot_be_fetched_again_is_reported(tmp_path: Path) -> None:
+    """The session's read was passed over and its local copy deleted; when the AssumeRole
+    reveals the key, fetching the file again fails (deleted from S3, access denied): the
+    scan reports it as malformed instead of answering as if it had read it."""
+    at = T0 + timedelta(hours=1)
+    files = tmp_path / "files"
+    read = _file(
+        files,
+        "read.json",
+        [tf.s3_read(hop1, at + timedelta(minutes=2), "models", "llm-v3/x.bin", size=MB, seq=1)],
+    )
+    mint = _file(
+        files,
+        "mint.json",
+        [
+            tf.assume_role(
+                thief, at + timedelta(minutes=1), "exporter", "hop1", "ASIAHOP1000000000001", seq=2
+            )
+        ],
+    )
+
+    def gone(sources: list[str]) -> tuple[dict[Path, str], list[Malformed]]:
+        return {}, [Malformed(source, "cannot be read (NoSuchKey)") for source in sources]
+
+    con = connect(tmp_path, "256MB", 1)
+    scan = EmbeddedScan(
+        con, parse_principal("mallory", ACCOUNT), START, END, tmp_path / "behind", gone
+    )
+    scan.scan({read: "AWSLogs/read.json.gz"})
+    read.unlink()
+    scan.scan({mint: "AWSLogs/mint.json.gz"})
+    assert [(m.source, m.error) for m in scan.stats.malformed] == [
+        (
+            "AWSLogs/read.json.gz",
+            "could not be read again for a key minted later: cannot be read (NoSuchKey)",
+        )
+    ]
+    assert scan.keys == {"ASIAHOP1000000000001"} and not _rolled(con)
