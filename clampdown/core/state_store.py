@@ -23,7 +23,8 @@ start durably *inside* the decision's transaction. The keys and the run slot are
 written with the run id, and the start record exists before they commit: every other
 alert sees either nothing (it waits for the lock) or a run that has started — never a
 half-started one — and a start that cannot be recorded rolls the claim back. One commit
-per alert instead of three (claim, start, attach: issue 15's 202 answer).
+per alert instead of three (claim, start, attach: issue 15's 202 answer), shared with the
+other alerts of its batch (below).
 
 Why runs may instead be *reserved*: a caller whose run id is only known once
 ``start_run`` returns (a deployment starter, Slack) must still take the dedup key before
@@ -33,12 +34,29 @@ inserts the keys with no run id (a reservation), the caller starts the run, and
 asks again a moment later; a reservation older than :data:`PENDING_STALE` (its process
 died) is discarded.
 
+Why decisions are committed in groups (issue 15's 202 answer): every write's commit is an
+fsync (SQLite's WAL; PostgreSQL's WAL), and a run's start record adds two more, all under
+the one lock. One at a time, a burst of 32 alerts queued behind 128 fsyncs (about 5 ms each
+on the project's machine), and SQLite's busy handler let waiters sleep up to 100 ms between
+tries. So every write (:meth:`StateStore.first_seen`, :meth:`claim`, …) joins a *batch*:
+the first caller to find no batch running takes every write queued meanwhile and runs
+them in one transaction, each in a savepoint of its own and in arrival order (each sees the
+ones before it, exactly as if they had taken turns), then makes the runs' start records
+durable together (in parallel: the file system merges the concurrent fsyncs into few
+journal commits), then commits once. Each caller gets its own answer or exception; nothing
+is answered before the commit. A write that fails rolls back its savepoint only; a start
+record that cannot be written rolls the whole batch back, fails that claim, and the others
+run again in the next batch. Reads (:meth:`held_alerts`, :meth:`active_run_ids`, …) take no
+write lock: SQLite's WAL gives them a snapshot.
+
 How the store learns that a run finished (for ``max_concurrent_runs`` and for
 "join only a run still in progress"): the caller passes ``is_finished(run_id)``.
 The triage's default reads the run's ledger for ``run.end`` — the ledger is the
 record of a run, written by whichever process ran it, so the answer survives
 restarts and needs no second bookkeeping that could drift; a deployment-mode
-caller can ask Prefect instead. Finished runs are dropped from the slot table.
+caller can ask Prefect instead. Finished runs are dropped from the slot table. A claim
+asks only when the slots would otherwise be full: below the limit the answer does not
+depend on which runs ended, and each question reads a ledger under the lock.
 """
 
 from __future__ import annotations
@@ -50,8 +68,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -69,6 +88,8 @@ PENDING_STALE = 60.0  # seconds a reservation may wait for its run id
 MAX_KEY = 200  # longer keys are stored as their SHA-256
 PURGE_EVERY = 256  # decisions between sweeps of expired rows
 _ADVISORY_LOCK = 0x636C616D70  # "clamp": one lock id for every clampdown decision
+_READ_ONLY = "clampdown_read_only"  # execution option: SQLite's plain BEGIN, no write lock
+DURABLE_THREADS = 8  # start records of one batch made durable at once
 
 metadata = sa.MetaData()
 incidents = sa.Table(
@@ -145,6 +166,20 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class _Asked:
+    """What one claim asks, its keys as stored."""
+
+    dkey: str
+    dedup_ttl: float
+    ckey: str | None
+    correlation_ttl: float
+    runbook: str
+    max_runs: int
+    is_finished: Callable[[str], bool]
+    run_id: str | None
+
+
+@dataclass(frozen=True)
 class HeldAlert:
     at: float
     runbook: str
@@ -152,6 +187,34 @@ class HeldAlert:
     dedup_key: str
     alert: dict[str, Any]
     reason: str
+
+
+Work = Callable[[sa.Connection], "tuple[Any, Callable[[], None] | None]"]
+"""One write: run inside a batch's transaction, it returns its answer and, optionally, what
+must be made durable before that transaction commits (a run's start record)."""
+
+
+@dataclass(eq=False)
+class _Write:
+    """A write waiting for its batch, then its answer (or exception)."""
+
+    work: Work
+    value: Any = None
+    error: BaseException | None = None
+    durable: Callable[[], None] | None = None
+    done: bool = False
+
+    def answer(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@dataclass
+class _Undurable(Exception):
+    """Start records of a batch that could not be made durable: the batch rolls back."""
+
+    failed: dict[int, BaseException] = field(default_factory=dict)
 
 
 class StateSettings(BaseSettings):
@@ -209,6 +272,10 @@ class StateStore:
         self.backend = parsed.get_backend_name()
         self._decisions = 0
         self._count_lock = threading.Lock()
+        self._batch = threading.Condition()  # guards _queue and _leading
+        self._queue: list[_Write] = []
+        self._leading = False
+        self._durable_pool: ThreadPoolExecutor | None = None
         try:
             if self.backend == "sqlite":
                 self.engine = _sqlite_engine(parsed)
@@ -227,17 +294,122 @@ class StateStore:
             ) from None
 
     def close(self) -> None:
+        if self._durable_pool is not None:
+            self._durable_pool.shutdown(wait=True)
         self.engine.dispose()
 
     def __repr__(self) -> str:  # never the URL: it may hold a password
         return f"StateStore({self.backend})"
 
     @contextmanager
-    def _transaction(self, *, exclusive: bool = True) -> Iterator[sa.Connection]:
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """A write transaction: SQLite's write lock (``BEGIN IMMEDIATE``) or PostgreSQL's
+        advisory lock, taken up front and held to the commit."""
         with self.engine.begin() as conn:
-            if exclusive and self.backend == "postgresql":
+            if self.backend == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_LOCK})
             yield conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """A read: a snapshot, no write lock (SQLite's WAL readers never wait for writers)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_READ_ONLY: True})
+            with conn.begin():
+                yield conn
+
+    # --- group commit ----------------------------------------------------------------------
+
+    def _write(self, work: Work) -> Any:
+        """Run ``work`` in the next batch (see the module's docstring) and return its answer.
+
+        The caller that finds no batch running leads: it takes every write queued, commits
+        them, and goes on while its own is not answered (a write run again after another's
+        start record failed); the others wait and are woken when their batch committed."""
+        mine = _Write(work)
+        with self._batch:
+            self._queue.append(mine)
+            while self._leading and not mine.done:
+                self._batch.wait()
+            if mine.done:
+                return mine.answer()
+            self._leading = True
+        try:
+            while not mine.done:
+                with self._batch:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+                with self._batch:
+                    self._batch.notify_all()
+        finally:
+            with self._batch:
+                self._leading = False
+                self._batch.notify_all()
+        return mine.answer()
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """One transaction for ``batch``: each write in a savepoint, then the start records
+        made durable, then one commit. Every write is answered, or queued again (first, in
+        its order) when another's start record failed and the batch rolled back."""
+        try:
+            with self._transaction() as conn:
+                self._run_writes(conn, batch)
+                failed = self._make_durable([w for w in batch if not w.done and w.durable])
+                if failed:
+                    raise _Undurable(failed)
+        except _Undurable as undone:
+            again = [w for w in batch if not w.done and id(w) not in undone.failed]
+            for write in batch:
+                if id(write) in undone.failed:
+                    write.error, write.done = undone.failed[id(write)], True
+            with self._batch:
+                self._queue[:0] = again
+            return
+        except BaseException as exc:  # BEGIN or the commit failed: no write of the batch holds
+            for write in batch:
+                if not write.done:
+                    write.error, write.done = exc, True
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for write in batch:
+            write.done = True
+
+    @staticmethod
+    def _run_writes(conn: sa.Connection, batch: list[_Write]) -> None:
+        """Each write of ``batch`` in its savepoint, in order: one that fails is answered
+        with its error and leaves nothing, the others go on."""
+        for write in batch:
+            savepoint = conn.begin_nested()
+            try:
+                write.value, write.durable = write.work(conn)
+            except Exception as exc:
+                savepoint.rollback()
+                write.error, write.done = exc, True
+            else:
+                savepoint.commit()
+
+    def _make_durable(self, writes: list[_Write]) -> dict[int, BaseException]:
+        """Call each write's ``durable`` (its run's start record), at once; the failures by
+        the write's id."""
+        failed: dict[int, BaseException] = {}
+
+        def one(write: _Write) -> None:
+            assert write.durable is not None
+            try:
+                write.durable()
+            except Exception as exc:
+                failed[id(write)] = exc
+
+        if len(writes) == 1:
+            one(writes[0])
+        elif writes:
+            if self._durable_pool is None:
+                self._durable_pool = ThreadPoolExecutor(
+                    DURABLE_THREADS, thread_name_prefix="clampdown-state-durable"
+                )
+            list(self._durable_pool.map(one, writes))
+        return failed
 
     # --- replay protection ---------------------------------------------------------------
 
@@ -249,7 +421,8 @@ class StateStore:
         :data:`PURGE_EVERY` calls, so the table stays bounded by what arrives in one ttl.
         """
         now = time.time()
-        with self._transaction(exclusive=False) as conn:
+
+        def work(conn: sa.Connection) -> tuple[bool, None]:
             if self._due():
                 conn.execute(deliveries.delete().where(deliveries.c.expires <= now))
             result = conn.execute(
@@ -260,15 +433,21 @@ class StateStore:
                 ),
                 {"key": _stored_key(key), "expires": now + ttl_seconds, "now": now},
             )
-            return result.rowcount == 1
+            return result.rowcount == 1, None
+
+        return bool(self._write(work))
 
     def forget(self, key: str) -> None:
         """Drop a delivery id (its alert could not be handled: the sender's retry must pass)."""
-        with self._transaction(exclusive=False) as conn:
+
+        def work(conn: sa.Connection) -> tuple[None, None]:
             conn.execute(
                 sa.text("DELETE FROM clampdown_deliveries WHERE key = :key"),
                 {"key": _stored_key(key)},
             )
+            return None, None
+
+        self._write(work)
 
     # --- one decision per alert ----------------------------------------------------------
 
@@ -289,70 +468,84 @@ class StateStore:
 
         With ``run_id`` (the id the caller will start the run with) a decision to start is
         ``started``: the keys and the run slot are taken by ``run_id`` and ``on_start`` is
-        called before the transaction commits, to record the run's start durably; when it
-        raises, nothing of the claim is kept and the exception goes up. Without ``run_id``
-        it is ``reserved`` (then :meth:`attach` or :meth:`release`)."""
-        now = time.time()
-        dkey = _stored_key(dedup_key)
-        ckey = _stored_key(correlation_key) if correlation_key else None
-        with self._transaction() as conn:
-            self._maybe_purge(conn, now)
-            found = self._live(conn, incidents, dkey, now)
-            if found is not None:
-                return (
-                    Claim("pending") if found.run_id is None else Claim("duplicate", found.run_id)
-                )
-            if ckey is not None:
-                linked = self._live(conn, correlations, ckey, now)
-                if linked is not None and linked.run_id is None:
-                    return Claim("pending")
-                if linked is not None and not is_finished(linked.run_id):
-                    conn.execute(
-                        incidents.insert().values(
-                            key=dkey,
-                            run_id=linked.run_id,
-                            runbook=runbook,
-                            reservation=None,
-                            created=now,
-                            expires=now + dedup_ttl,
-                        )
-                    )
-                    return Claim("joined", linked.run_id)
-            active = self._active(conn, runbook, now, is_finished)
-            if active >= max_runs:
-                return Claim("full", active=active)
-            reservation = None if run_id is not None else uuid.uuid4().hex
+        called before the transaction commits, to record the run's start durably (from a
+        thread of the store, beside the other starts of the batch); when it raises, nothing
+        of the claim is kept and the exception goes up. ``on_start`` may be called again
+        when another start of its batch failed (the claim is then decided again): it must
+        be safe to repeat. Without ``run_id`` it is ``reserved`` (then :meth:`attach` or
+        :meth:`release`)."""
+        asked = _Asked(
+            _stored_key(dedup_key),
+            dedup_ttl,
+            _stored_key(correlation_key) if correlation_key else None,
+            correlation_ttl,
+            runbook,
+            max_runs,
+            is_finished,
+            run_id,
+        )
+
+        def work(conn: sa.Connection) -> tuple[Claim, Callable[[], None] | None]:
+            decided = self._decide(conn, asked, time.time())
+            return decided, on_start if decided.status == "started" else None
+
+        return self._write(work)  # type: ignore[no-any-return]
+
+    def _decide(self, conn: sa.Connection, asked: _Asked, now: float) -> Claim:
+        """One claim's decision inside a batch's transaction (see :meth:`claim`)."""
+        self._maybe_purge(conn, now)
+        found = self._live(conn, incidents, asked.dkey, now)
+        if found is not None:
+            return Claim("pending") if found.run_id is None else Claim("duplicate", found.run_id)
+        if asked.ckey is not None:
+            linked = self._live(conn, correlations, asked.ckey, now)
+            if linked is not None and linked.run_id is None:
+                return Claim("pending")
+            if linked is not None and not asked.is_finished(linked.run_id):
+                self._insert_incident(conn, asked, linked.run_id, None, now)
+                return Claim("joined", linked.run_id)
+        active = self._active(conn, asked, now)
+        if active >= asked.max_runs:
+            return Claim("full", active=active)
+        reservation = None if asked.run_id is not None else uuid.uuid4().hex
+        self._insert_incident(conn, asked, asked.run_id, reservation, now)
+        if asked.ckey is not None:
+            conn.execute(correlations.delete().where(correlations.c.key == asked.ckey))
             conn.execute(
-                incidents.insert().values(
-                    key=dkey,
-                    run_id=run_id,
-                    runbook=runbook,
+                correlations.insert().values(
+                    key=asked.ckey,
+                    run_id=asked.run_id,
                     reservation=reservation,
                     created=now,
-                    expires=now + dedup_ttl,
+                    expires=now + asked.correlation_ttl,
                 )
             )
-            if ckey is not None:
-                conn.execute(correlations.delete().where(correlations.c.key == ckey))
-                conn.execute(
-                    correlations.insert().values(
-                        key=ckey,
-                        run_id=run_id,
-                        reservation=reservation,
-                        created=now,
-                        expires=now + correlation_ttl,
-                    )
-                )
-            if run_id is None:
-                return Claim("reserved", reservation=reservation)
-            conn.execute(active_runs.insert().values(run_id=run_id, runbook=runbook, started=now))
-            if on_start is not None:
-                on_start()  # raises: the transaction rolls back, nothing of the claim is kept
-            return Claim("started", run_id)
+        if asked.run_id is None:
+            return Claim("reserved", reservation=reservation)
+        conn.execute(
+            active_runs.insert().values(run_id=asked.run_id, runbook=asked.runbook, started=now)
+        )
+        return Claim("started", asked.run_id)
+
+    @staticmethod
+    def _insert_incident(
+        conn: sa.Connection, asked: _Asked, run_id: str | None, reservation: str | None, now: float
+    ) -> None:
+        conn.execute(
+            incidents.insert().values(
+                key=asked.dkey,
+                run_id=run_id,
+                runbook=asked.runbook,
+                reservation=reservation,
+                created=now,
+                expires=now + asked.dedup_ttl,
+            )
+        )
 
     def attach(self, reservation: str, run_id: str) -> None:
         """The run of a reservation started: point its keys at it and take a run slot."""
-        with self._transaction() as conn:
+
+        def work(conn: sa.Connection) -> tuple[None, None]:
             row = conn.execute(
                 sa.select(incidents.c.runbook).where(incidents.c.reservation == reservation)
             ).first()
@@ -368,16 +561,23 @@ class StateStore:
                         run_id=run_id, runbook=row.runbook, started=time.time()
                     )
                 )
+            return None, None
+
+        self._write(work)
 
     def release(self, reservation: str) -> None:
         """The run of a reservation could not start: free its keys for the next alert."""
-        with self._transaction() as conn:
+
+        def work(conn: sa.Connection) -> tuple[None, None]:
             for table in (incidents, correlations):
                 conn.execute(
                     table.delete().where(
                         table.c.reservation == reservation, table.c.run_id.is_(None)
                     )
                 )
+            return None, None
+
+        self._write(work)
 
     def _live(self, conn: sa.Connection, table: sa.Table, key: str, now: float) -> Any:
         """The row of ``key`` if it is still inside its window (stale reservations are dropped)."""
@@ -390,26 +590,33 @@ class StateStore:
             return None
         return row
 
-    def _active(
-        self, conn: sa.Connection, runbook: str, now: float, is_finished: Callable[[str], bool]
-    ) -> int:
-        """Runs of ``runbook`` in progress, plus reservations about to become runs."""
+    def _active(self, conn: sa.Connection, asked: _Asked, now: float) -> int:
+        """Runs of the runbook in progress, plus reservations about to become runs.
+
+        Which runs ended is asked (each a ledger read, under the lock) only when the runs
+        on record would fill the slots: below the limit the decision is the same either
+        way, and finished runs are dropped at the next look that needs it."""
         run_ids = conn.scalars(
-            sa.select(active_runs.c.run_id).where(active_runs.c.runbook == runbook)
+            sa.select(active_runs.c.run_id).where(active_runs.c.runbook == asked.runbook)
         ).all()
-        done = [r for r in run_ids if is_finished(r)]
+        starting = int(
+            conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(incidents)
+                .where(
+                    incidents.c.runbook == asked.runbook,
+                    incidents.c.run_id.is_(None),
+                    incidents.c.created >= now - PENDING_STALE,
+                )
+            )
+            or 0
+        )
+        if len(run_ids) + starting < asked.max_runs:
+            return len(run_ids) + starting
+        done = [r for r in run_ids if asked.is_finished(r)]
         if done:
             conn.execute(active_runs.delete().where(active_runs.c.run_id.in_(done)))
-        starting = conn.scalar(
-            sa.select(sa.func.count())
-            .select_from(incidents)
-            .where(
-                incidents.c.runbook == runbook,
-                incidents.c.run_id.is_(None),
-                incidents.c.created >= now - PENDING_STALE,
-            )
-        )
-        return len(run_ids) - len(done) + int(starting or 0)
+        return len(run_ids) - len(done) + starting
 
     def _due(self) -> bool:
         """True once every PURGE_EVERY calls (the first included): time to sweep."""
@@ -428,21 +635,24 @@ class StateStore:
         self, *, runbook: str, trigger: str, dedup_key: str, alert: dict[str, Any], reason: str
     ) -> None:
         """Keep an alert that started nothing, so a responder can find it (never lose one)."""
-        with self._transaction(exclusive=False) as conn:
-            conn.execute(
-                held.insert().values(
-                    at=time.time(),
-                    runbook=runbook,
-                    trigger=trigger,
-                    dedup_key=_stored_key(dedup_key),
-                    alert=json.dumps(alert, default=str),
-                    reason=reason,
-                )
-            )
+        row = {
+            "at": time.time(),
+            "runbook": runbook,
+            "trigger": trigger,
+            "dedup_key": _stored_key(dedup_key),
+            "alert": json.dumps(alert, default=str),
+            "reason": reason,
+        }
+
+        def work(conn: sa.Connection) -> tuple[None, None]:
+            conn.execute(held.insert().values(**row))
+            return None, None
+
+        self._write(work)
 
     def held_alerts(self, limit: int = 100) -> list[HeldAlert]:
         """The most recent held alerts, newest first."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(sa.select(held).order_by(held.c.id.desc()).limit(limit)).all()
         return [
             HeldAlert(r.at, r.runbook, r.trigger, r.dedup_key, json.loads(r.alert), r.reason)
@@ -461,15 +671,17 @@ class StateStore:
         PostgreSQL store is shared), finds the last answer here.
         """
         when = time.time() if at is None else at
-        with self._transaction(exclusive=False) as conn:
-            for group, members in by_group.items():
-                key = _stored_key(group)
+        rows = {_stored_key(g): json.dumps(sorted(members)) for g, members in by_group.items()}
+
+        def work(conn: sa.Connection) -> tuple[None, None]:
+            for key, members in rows.items():
                 conn.execute(group_members.delete().where(group_members.c.group_name == key))
                 conn.execute(
-                    group_members.insert().values(
-                        group_name=key, members=json.dumps(sorted(members)), looked_up=when
-                    )
+                    group_members.insert().values(group_name=key, members=members, looked_up=when)
                 )
+            return None, None
+
+        self._write(work)
 
     def cached_members(self, groups: Iterable[str]) -> tuple[set[str], float] | None:
         """Everyone in ``groups`` as last answered, and when the oldest of those answers was
@@ -477,7 +689,7 @@ class StateStore:
         asked = {_stored_key(g): g for g in groups}
         if not asked:
             return None
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(
                 sa.select(group_members).where(group_members.c.group_name.in_(list(asked)))
             ).all()
@@ -493,12 +705,13 @@ class StateStore:
         query = sa.select(active_runs.c.run_id).order_by(active_runs.c.started)
         if runbook is not None:
             query = query.where(active_runs.c.runbook == runbook)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return list(conn.scalars(query).all())
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
-    """SQLite with WAL, a long busy timeout, and ``BEGIN IMMEDIATE`` for every transaction.
+    """SQLite with WAL, a long busy timeout, and ``BEGIN IMMEDIATE`` for every write
+    transaction (a read, :meth:`StateStore._reading`, begins without a lock).
 
     pysqlite's own transaction handling starts transactions lazily (``BEGIN
     DEFERRED``), which lets two processes read, then both try to write; taking over
@@ -526,7 +739,9 @@ def _sqlite_engine(url: sa.URL) -> sa.Engine:
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn: sa.Connection) -> None:  # a read (StateStore._reading) takes no lock
+        conn.exec_driver_sql(
+            "BEGIN" if conn.get_execution_options().get(_READ_ONLY) else "BEGIN IMMEDIATE"
+        )
 
     return engine

@@ -237,6 +237,8 @@ class TriggerTriage:
         }
         starting = _Starting(self, path, given, match, trigger, alert)
         try:
+            if starting.run_id is not None:
+                starting.prepare()
             claim = self._claim(match, response, starting)
             starts = claim is not None and claim.status in ("started", "reserved")
             run_id = starting.launch(claim) if claim is not None and starts else None
@@ -284,6 +286,8 @@ class TriggerTriage:
             except BaseException:  # e.g. the commit failed after the start was recorded
                 starting.undo()
                 raise
+            if claim.status != "started":
+                starting.undo()  # recorded in a batch that rolled back, then decided otherwise
             if claim.status != "pending":
                 return claim
             if time.monotonic() > deadline:
@@ -519,21 +523,30 @@ class _Starting:
         self.what = f"alert {alert.source}:{alert.id}: run of {match.runbook} NOT started"
         self.run_id = new_run_id() if triage._records else None
         self.prepared: PreparedStart | None = None
+        self.recorded = False
 
-    def record(self) -> None:
-        """Inside the claim's transaction: the start record, durably (raising rolls it back)."""
+    def prepare(self) -> None:
+        """Before the claim, outside the store's lock: the start record built (inputs
+        protected, secrets sealed), so the claim's transaction only has it written."""
         starter = self.triage.start_run
         assert isinstance(starter, RecordingStarter) and self.run_id is not None
         with self._not_started():
-            prepared = starter.prepare(
+            self.prepared = starter.prepare(
                 self.path,
                 dict(self.match.inputs),
                 self.trigger,
                 run_id=self.run_id,
                 preloaded=self.given,
             )
-            prepared.record()
-        self.prepared = prepared
+
+    def record(self) -> None:
+        """Inside the claim's transaction: the start record, durably (raising rolls it back;
+        called again when the claim is decided again after another start of its batch
+        failed: the same record is written again)."""
+        assert self.prepared is not None
+        with self._not_started():
+            self.prepared.record()
+        self.recorded = True
 
     def launch(self, claim: Claim) -> str:
         """The claim committed (``started``): launch; or (``reserved``) start, then attach."""
@@ -553,9 +566,11 @@ class _Starting:
         return run_id
 
     def undo(self) -> None:
-        """The claim did not commit after the start was recorded: the run must not run."""
-        if self.prepared is not None:
+        """The claim did not commit after the start was recorded, or was decided again
+        without starting (another start of its batch failed): the run must not run."""
+        if self.prepared is not None and self.recorded:
             self.prepared.discard()
+            self.recorded = False
 
     @contextlib.contextmanager
     def _not_started(self) -> Iterator[None]:

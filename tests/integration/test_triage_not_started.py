@@ -89,24 +89,31 @@ def test_a_run_count_that_cannot_be_asked_reserves_nothing(
     triggers_file: Any,  # noqa: F811 - the fixture imported above
     state_url: str,  # noqa: F811 - the fixture imported above
 ) -> None:
-    """Deployment mode's is_finished raises RunNotStarted while Prefect is down: the
-    decision is rolled back, so the next try (Prefect back) starts the run."""
+    """Deployment mode's is_finished raises RunNotStarted while Prefect is down: when the
+    slots' count needs its answer (the runbook at its limit), the decision is rolled back,
+    so the next try (Prefect back, the first run ended) starts the run."""
     starter = FakeStarter(delay=0)
     prefect_up = True
+    ended: set[str] = set()
 
     def is_finished(run_id: str) -> bool:
         if not prefect_up:
             raise RunNotStarted("could not ask whether run x has ended: unreachable")
-        return False
+        return run_id in ended
 
     store = StateStore(state_url)
-    triage = TriggerTriage(triggers_file(), store, starter, ledger_of, is_finished=is_finished)
-    assert triage(make_alert("guardduty", "gd-5", principal(5))).status == "started"
+    triage = TriggerTriage(
+        triggers_file(max_runs=1), store, starter, ledger_of, is_finished=is_finished
+    )
+    first = triage(make_alert("guardduty", "gd-5", principal(5)))
+    assert first.status == "started"
     prefect_up = False
     alert = make_alert("guardduty", "gd-6", principal(6))
     with pytest.raises(RunNotStarted):
         triage(alert)
     prefect_up = True
+    assert first.run_id is not None
+    ended.add(first.run_id)
     assert triage(alert).status == "started"
     starter.join()
     assert len(starter.calls) == 2 and store.held_alerts() == []
