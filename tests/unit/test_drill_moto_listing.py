@@ -12,7 +12,7 @@ import os
 import pytest
 from moto import backends
 
-from clampdown.app.drill import world
+from clampdown.app.drill import moto_process
 
 
 def test_moto_services_are_listed_once_with_the_same_answer(
@@ -24,7 +24,7 @@ def test_moto_services_are_listed_once_with_the_same_answer(
     expected = list(original())
     assert "s3" in expected and "iam" in expected
 
-    world._list_moto_modules_once()
+    moto_process.list_moto_modules_once()
     listed = backends.list_of_moto_modules
     assert listed is not original and list(listed()) == expected
 
@@ -33,5 +33,5 @@ def test_moto_services_are_listed_once_with_the_same_answer(
 
     monkeypatch.setattr(os, "listdir", no_listing)
     assert list(backends.list_of_moto_modules()) == expected  # from the one listing
-    world._list_moto_modules_once()  # a second drill in the process: nothing changes
+    moto_process.list_moto_modules_once()  # a second drill in the process: nothing changes
     assert backends.list_of_moto_modules is listed

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
@@ -245,6 +246,20 @@ _REQUIRED = {
 }
 
 
+HASHERS = 8  # evidence objects read and hashed at once
+
+
+def _sha256(s3: Any, bucket: str, entry: dict[str, Any]) -> str:
+    """The SHA-256 of the object (the version) a manifest entry names, read back from S3."""
+    args = {"Bucket": bucket, "Key": entry["key"]}
+    if entry.get("version_id"):
+        args["VersionId"] = entry["version_id"]
+    digest = hashlib.sha256()
+    for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> ObjectiveCheck:
     if f.run_id is None:
         return False, "no run", "no run, so no evidence"
@@ -258,16 +273,9 @@ def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> Ob
             return False, "no manifest", f"s3://{bucket}/{key} was never written"
         raise
     entries = manifest.get("objects", [])
-    changed = []
-    for entry in entries:
-        args = {"Bucket": bucket, "Key": entry["key"]}
-        if entry.get("version_id"):
-            args["VersionId"] = entry["version_id"]
-        digest = hashlib.sha256()
-        for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
-            digest.update(chunk)
-        if digest.hexdigest() != entry["sha256"]:
-            changed.append(entry["key"])
+    with ThreadPoolExecutor(HASHERS, thread_name_prefix="drill-rehash") as pool:
+        digests = list(pool.map(lambda entry: _sha256(s3, bucket, entry), entries))
+    changed = [e["key"] for e, got in zip(entries, digests, strict=True) if got != e["sha256"]]
     missing = [r for r in o.require if not any(_REQUIRED[r](e["key"]) for e in entries)]
     measured = f"{len(entries)} objects"
     if changed:

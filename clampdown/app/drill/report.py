@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,7 +107,12 @@ class AfterAction:
             runs=runs,
             posted_alerts=self._timeline.posted_alerts,
         )
-        objectives = score(facts)
+        # the evidence list's retention (a call per object) is read while the objectives
+        # are checked: both wait on the simulated account, in a process of its own
+        with ThreadPoolExecutor(1, thread_name_prefix="drill-evidence") as pool:
+            reading = pool.submit(self._evidence, records)
+            objectives = score(facts)
+            items, manifest_uri = reading.result()
         self._check_inputs(records)
         times = measured_times(records, alert_epoch, containment)
         failures = [
@@ -118,7 +124,6 @@ class AfterAction:
             if r.get("type") == "slack.miss"
         ]
         failures += later_failures + self._timeline.failures
-        items, manifest_uri = self._evidence(records)
         report = DrillReport(
             drill=drill.metadata.name,
             title=drill.metadata.title,

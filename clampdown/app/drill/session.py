@@ -24,13 +24,17 @@ from rich.console import Console
 from clampdown.app.drill.signers import DrillSigners, drill_signers
 from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import (
+    MotoProcess,
     Secrets,
     drill_environment,
     drill_prefect,
     moto_server,
     serve_on_loopback,
 )
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.drill_model import Drill
+
+MOTO_LOG = "moto.log"  # in the workspace: what moto's process said (warnings, errors)
 
 if TYPE_CHECKING:
     from clampdown_aws.testing.seeded import Seeded
@@ -67,9 +71,9 @@ class DrillSession:
 
     def client(self, service: str) -> Any:
         """A boto3 client of the simulated account, one per service for the whole drill
-        (made on first use: a new boto3 session and client costs 0.1-0.6 s here, and the
-        checks and injects ask for one each time; boto3 clients are thread-safe, their
-        making from one session is not, hence the lock)."""
+        (those the seed made, else made on first use: a new boto3 session and client costs
+        0.1-0.6 s here, and the checks and injects ask for one each time; boto3 clients are
+        thread-safe, their making from one session is not, hence the lock)."""
         import boto3
 
         with self._clients_lock:
@@ -113,7 +117,8 @@ def open_session(
 
     keys = Secrets()
     with contextlib.ExitStack() as stack:
-        endpoint = stack.enter_context(moto_server())
+        moto = stack.enter_context(moto_server(workspace / MOTO_LOG))
+        endpoint = moto.url
         slack: SlackStandIn | None = None
         if not real_slack:
             slack = stack.enter_context(
@@ -142,7 +147,9 @@ def open_session(
             f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting "
             "clampdown serve on the drills' Prefect API…"
         )
-        seeded, (app, base_url) = _seed_while_serving(stack, drill, workspace, console)
+        (seeded, clients), (app, base_url) = _seed_while_serving(
+            stack, drill, workspace, console, moto
+        )
         sim.records = seeded.trail_records
         yield DrillSession(
             drill=drill,
@@ -158,12 +165,17 @@ def open_session(
             base_url=base_url,
             app=app,
             signing_secret=signing_secret,
+            _clients=clients,
         )
 
 
 def _seed_while_serving(
-    stack: contextlib.ExitStack, drill: Drill, workspace: Path, console: Console
-) -> tuple[Seeded, tuple[Any, str]]:
+    stack: contextlib.ExitStack,
+    drill: Drill,
+    workspace: Path,
+    console: Console,
+    moto: MotoProcess,
+) -> tuple[tuple[Seeded, dict[str, Any]], tuple[Any, str]]:
     """Seed the simulated account in a thread while this one finds (or starts) the drills'
     Prefect API and starts ``clampdown serve``: an API's start is a server process of its
     own on the other core, and seeding (boto3 against moto in this process) does not need
@@ -171,23 +183,43 @@ def _seed_while_serving(
     with ThreadPoolExecutor(1, thread_name_prefix="drill-seed") as pool:
         seeding = pool.submit(_seed_then_import_serve, drill, datetime.now(UTC))
         served = _serve(stack, workspace, console)
-        return seeding.result(), served
+        try:
+            return seeding.result(), served
+        except Exception as exc:
+            why = moto.failure()
+            if why is None:
+                raise
+            raise ClampdownError(
+                f"the simulated AWS failed while the drill seeded it: {why}",
+                f"its log is {moto.log}; check that moto is installed and starts "
+                "(python -m clampdown.app.drill.moto_process is its entry)",
+            ) from exc
 
 
-def _seed_then_import_serve(drill: Drill, alert_time: datetime) -> Seeded:
+def _seed_then_import_serve(drill: Drill, alert_time: datetime) -> tuple[Seeded, dict[str, Any]]:
     seeded = _seed(drill, alert_time)
     import clampdown.app.serve  # noqa: F401 - its imports (~1 s), while the API still starts
 
     return seeded
 
 
-def _seed(drill: Drill, alert_time: datetime) -> Seeded:
+def _seed(drill: Drill, alert_time: datetime) -> tuple[Seeded, dict[str, Any]]:
+    """The seeded world, and the boto3 clients the seed made (one per service, of one
+    session in this thread): the drill's checks and injects use them afterwards instead
+    of making their own (a client's making is 0.1-0.6 s of reading botocore's models)."""
     import boto3
 
     from clampdown_aws.testing.seed import seed
 
     session = boto3.session.Session(region_name=drill.seed.region)
-    return seed(drill.seed, alert_time, session.client)
+    clients: dict[str, Any] = {}
+
+    def client(service: str) -> Any:
+        if service not in clients:
+            clients[service] = session.client(service)
+        return clients[service]
+
+    return seed(drill.seed, alert_time, client), clients
 
 
 def _serve(stack: contextlib.ExitStack, workspace: Path, console: Console) -> tuple[Any, str]:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import secrets
 import socket
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,51 +188,80 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class MotoProcess:
+    """The simulated AWS of one drill: its URL, and why its process ended if it did."""
+
+    url: str
+    process: Any
+    log: Path
+
+    def failure(self) -> str | None:
+        """None while moto runs; else its exit status and the last lines it wrote."""
+        status = self.process.poll()
+        if status is None:
+            return None
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            text = ""
+        said = " / ".join(text.splitlines()[-3:])
+        return f"moto's process exited ({status}){': ' + said if said else ''}"
+
+
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto as a real HTTP server on loopback, with fresh state."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
+def moto_server(log: Path) -> Iterator[MotoProcess]:
+    """moto as a real HTTP server on loopback, with fresh state, in a process of its own
+    (:mod:`clampdown.app.drill.moto_process`: its CPU off this process's GIL); its
+    warnings and errors go to ``log``. The socket is made here, so the URL is known at
+    once and requests made while moto still imports wait for it."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("moto") is None:
         raise ClampdownError(
             "drills need moto (simulated AWS), which is not installed",
             "install clampdown's wheel with the drill extra ('clampdown-<version>-py3-none-any"
             ".whl[drill]', docs/operations.md), or run python3 dev.py setup in a checkout",
-        ) from None
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    _list_moto_modules_once()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+        )
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with listener, open(log, "ab") as errors:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        fd = listener.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clampdown.app.drill.moto_process", str(fd)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            pass_fds=(fd,),
+            env=_moto_environment(),
+        )
+    # this process keeps no copy of the socket: if moto dies, requests are refused
     try:
-        urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
-        yield url
+        yield MotoProcess(f"http://127.0.0.1:{port}", process, log)
     finally:
-        server.stop()
+        _stop(process)
 
 
-def _list_moto_modules_once() -> None:
-    """moto's server finds the service of every request in a fresh listing of its own
-    package folder (``moto.backends.list_of_moto_modules``: ~175 ``stat`` calls, 2 ms at
-    load 6), inside the lock that serialises its dispatch, so a drill's ~400 requests
-    queued behind it (a profile of a drill: most of the moto threads' samples waited on
-    that lock). The folder does not change while the process runs: it is listed once.
-    Left alone when moto no longer has the function (a newer moto)."""
-    from moto import backends
+def _moto_environment() -> dict[str, str]:
+    """moto's process needs no credentials, nor the user's AWS configuration."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
-    listing = getattr(backends, "list_of_moto_modules", None)
-    if listing is None or getattr(listing, "listed_once", False):
-        return
-    modules = tuple(listing())
 
-    def listed() -> tuple[str, ...]:
-        return modules
+def _stop(process: Any) -> None:
+    """Close moto's standard input (it stops serving and exits); kill it if it lingers."""
+    import subprocess
 
-    listed.listed_once = True  # type: ignore[attr-defined]
-    listed.__wrapped__ = listing  # type: ignore[attr-defined]
-    backends.list_of_moto_modules = listed
+    with contextlib.suppress(OSError):
+        process.stdin.close()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 PREFECT_DIR = "prefect"  # the drills' own Prefect home, beside their workspaces

@@ -1,0 +1,76 @@
+"""The drill's simulated AWS: moto's server in a process of its own, on a socket the drill made.
+
+A drill is one Python process (serve, the flows' step threads, the Slack stand-in, the
+follower) and shares one GIL. moto serving the simulated account in that process too
+took a quarter of its active samples (every boto3 call's server side: parsing, the
+backend, XML) and its imports (Flask, Jinja2, moto's core: about 1 CPU-s). In a process
+of its own that work runs on the other core.
+
+The drill binds and listens on a loopback socket itself and hands it to this process
+(``pass_fds``), so the URL is known at once and a request made before moto has finished
+importing waits in the socket's backlog instead of failing; the drill keeps no copy, so
+if this process dies, the next request is refused rather than left hanging. This process
+serves until its standard input closes (the drill ends, or dies), then stops.
+
+Run as ``python -m clampdown.app.drill.moto_process FD``; it imports nothing of
+clampdown's but this module, so it starts as fast as moto does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+
+NO_MOTO = 3  # exit status: moto is not installed
+
+
+def list_moto_modules_once() -> None:
+    """moto's server finds the service of every request in a fresh listing of its own
+    package folder (``moto.backends.list_of_moto_modules``: ~175 ``stat`` calls, 2 ms at
+    load 6), inside the lock that serialises its dispatch, so a drill's ~400 requests
+    queued behind it (a profile of a drill: most of the moto threads' samples waited on
+    that lock). The folder does not change while the process runs: it is listed once.
+    Left alone when moto no longer has the function (a newer moto)."""
+    from moto import backends
+
+    listing = getattr(backends, "list_of_moto_modules", None)
+    if listing is None or getattr(listing, "listed_once", False):
+        return
+    modules = tuple(listing())
+
+    def listed() -> tuple[str, ...]:
+        return modules
+
+    listed.listed_once = True  # type: ignore[attr-defined]
+    listed.__wrapped__ = listing  # type: ignore[attr-defined]
+    backends.list_of_moto_modules = listed
+
+
+def serve(fd: int) -> int:
+    """Serve moto on the listening socket ``fd`` until standard input closes."""
+    try:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+    except ImportError as exc:
+        print(f"moto is not installed: {exc}", file=sys.stderr)
+        return NO_MOTO
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    list_moto_modules_once()
+    app = DomainDispatcherApplication(create_backend_app)
+    # host and port are those of the socket ``fd`` (make_server only checks them)
+    server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler, fd=fd)
+    threading.Thread(target=server.serve_forever, name="moto", daemon=True).start()
+    sys.stdin.read()  # until the drill closes it (or exits)
+    # The simulated account is thrown away: no shutdown of the server's threads, no
+    # teardown of moto's backends (a second or more of garbage collection at exit).
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(int(sys.argv[1])))

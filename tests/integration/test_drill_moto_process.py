@@ -1,0 +1,55 @@
+"""The drill's simulated AWS runs in a process of its own, on a socket the drill made.
+
+The first request is made at once, while moto may still be importing (it waits in the
+socket's backlog); the account is moto's (a bucket made is listed); when the block ends
+the process is gone; and a moto process that dies is reported with its exit status
+instead of leaving the drill's requests hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import EndpointConnectionError
+
+from clampdown.app.drill import world
+
+
+def _s3(url: str) -> object:
+    return boto3.session.Session().client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="AKIADRILLDUMMY000000",
+        aws_secret_access_key="dummy",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30),
+    )
+
+
+def test_moto_serves_from_its_own_process_and_stops_with_the_block(tmp_path: Path) -> None:
+    log = tmp_path / "moto.log"
+    with world.moto_server(log) as moto:
+        assert moto.process.pid != os.getpid()
+        s3 = _s3(moto.url)
+        s3.create_bucket(Bucket="drill-evidence")  # type: ignore[attr-defined]
+        names = [b["Name"] for b in s3.list_buckets()["Buckets"]]  # type: ignore[attr-defined]
+        assert names == ["drill-evidence"]
+        assert moto.failure() is None
+    assert moto.process.poll() == 0  # it exited when its standard input closed
+
+
+def test_a_moto_process_that_died_is_reported_and_refuses_requests(tmp_path: Path) -> None:
+    log = tmp_path / "moto.log"
+    with world.moto_server(log) as moto:
+        _s3(moto.url).list_buckets()  # type: ignore[attr-defined]
+        os.kill(moto.process.pid, signal.SIGKILL)
+        moto.process.wait(10)
+        failure = moto.failure()
+        assert failure is not None and "exited (-9)" in failure
+        with pytest.raises(EndpointConnectionError):
+            _s3(moto.url).list_buckets()  # type: ignore[attr-defined]
