@@ -1,0 +1,123 @@
+"""Prefect's migrations once per user (issue 15): the first local API on an empty home
+migrates it and keeps the result as the user's template; the next empty home starts from a
+copy, with Prefect's block types registered and its memo saying so, and runs flows.
+
+Real servers on empty Prefect homes (no copy of the session's database), each in a fresh
+process, with a cache folder of the test's own (``XDG_CACHE_HOME``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from clampdown_flows.prefect_template import migration_head, save, template_folder
+from tests.paths import REPO
+from tests.prefect_homes import migrated_database
+
+FLOW_ON_LOCAL_API = """
+from prefect import flow, task
+from clampdown_flows.prefect_api import local_api
+
+@task
+def one() -> int:
+    return 1
+
+@flow(name="on-a-new-home")
+def f() -> int:
+    return one()
+
+with local_api(timeout=900):
+    assert f() == 1
+"""
+
+PREFECTS_OWN_MEMO = """
+import tomllib
+from prefect.settings import PREFECT_MEMO_STORE_PATH
+from clampdown_flows.prefect_template import _blocks_digest
+
+memo = tomllib.loads(PREFECT_MEMO_STORE_PATH.value().read_text())["block_auto_registration"]
+print(memo == _blocks_digest(True))
+"""
+
+
+def environment(tmp_path: Path, home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    return env | {
+        "PREFECT_HOME": str(tmp_path / home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+
+
+def python(env: dict[str, str], code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def query(database: Path, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_the_first_empty_home_keeps_a_template_and_the_next_starts_from_it(
+    tmp_path: Path,
+) -> None:
+    first = environment(tmp_path, "first")
+    python(first, FLOW_ON_LOCAL_API)  # migrates, like Prefect always did
+    (folder,) = (tmp_path / "cache" / "clampdown").iterdir()
+    template = folder / "prefect.db"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(template.stat().st_mode) == 0o600
+    facts = json.loads((folder / "template.json").read_text())
+    assert query(template, "SELECT version_num FROM alembic_version") == [(facts["head"],)]
+    block_types = query(template, "SELECT count(*) FROM block_type")[0][0]
+    assert block_types > 0
+    # kept before the first request: the flow the first home ran is not in it
+    assert query(template, "SELECT count(*) FROM flow_run") == [(0,)]
+    assert query(tmp_path / "first" / "prefect.db", "SELECT count(*) FROM flow_run") == [(1,)]
+
+    second = environment(tmp_path, "second")
+    python(second, FLOW_ON_LOCAL_API)  # starts from the template
+    database = tmp_path / "second" / "prefect.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert query(database, "SELECT count(*) FROM block_type") == [(block_types,)]
+    assert query(database, "SELECT count(*) FROM flow_run") == [(1,)]
+    # Prefect's own digest of the blocks matches the memo: its start skipped registering
+    assert python(second, PREFECTS_OWN_MEMO).strip() == "True"
+
+
+def test_an_untrusted_template_is_ignored_and_prefect_migrates(tmp_path: Path) -> None:
+    """A template whose database is not at the head its facts name (changed after it was
+    kept): copied, it would fail Prefect's start; ignored, Prefect migrates the new home."""
+    import prefect
+
+    env = environment(tmp_path, "home")
+    kept = template_folder(prefect.__version__, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    versions = Path(prefect.__file__).parent / "server/database/_migrations/versions/sqlite"
+    head = migration_head(versions)
+    assert save(migrated_database(), kept, {"head": head, "blocks": None})
+    with contextlib.closing(sqlite3.connect(kept / "prefect.db")) as db:  # tampered with
+        db.execute("UPDATE alembic_version SET version_num = 'aaaaaaaaaaaa'")
+        db.commit()
+    python(env, FLOW_ON_LOCAL_API)
+    database = tmp_path / "home" / "prefect.db"
+    assert query(database, "SELECT version_num FROM alembic_version") == [(head,)]
+    assert query(database, "SELECT count(*) FROM flow_run") == [(1,)]
+    # and the database Prefect migrated replaced the untrusted template
+    assert query(kept / "prefect.db", "SELECT version_num FROM alembic_version") == [(head,)]
