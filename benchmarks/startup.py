@@ -11,7 +11,10 @@ interleaved with it (one of each, then the next pair), so both meet the same mac
   first), and with none (``clampdown prefect-api stop`` before each run: a server
   start), next to a stock one-task Prefect flow in a fresh process (Prefect starts its
   own temporary server on its own warm home);
-* the first start of the local API on an empty Prefect home (migrations), once;
+* the first start of the local API on an empty Prefect home with no template in the
+  user's cache (Prefect's migrations), once; then ``clampdown run`` of the one-step
+  runbook on new, empty Prefect homes (each starts its resident API on a copy of the
+  template that first start kept: :mod:`clampdown_flows.prefect_template`);
 * Prefect's record: a ``--record-steps``-step chain run by ``clampdown run``, then the
   flow run's task runs read from the API: how many are there, in their final state.
 
@@ -106,6 +109,7 @@ def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
         PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="CRITICAL",
         CLAMPDOWN_HOME=str(clampdown_home),
         PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="900",  # the stock flow's server
+        XDG_CACHE_HOME=str(prefect_home.parent / "cache"),  # the template: empty at first
     )
     return env
 
@@ -174,7 +178,9 @@ def line(label: str, ours: list, base_label: str, base: list) -> None:
     )
 
 
-def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[str]) -> None:
+def startup_figures(
+    runs: int, ours: dict, stock: dict, one: Path, stop: list[str], scratch: Path
+) -> None:
     """Import and 1-step run figures, each next to its baseline."""
     for warm_up in ("import clampdown_flows.respond", "import prefect"):  # bytecode written
         wall([PYTHON, "-c", warm_up], ours)
@@ -206,8 +212,14 @@ def startup_figures(runs: int, ours: dict, stock: dict, one: Path, stop: list[st
         line("clampdown run, server started (warm home)", cold, "stock 1-task flow", warm[1])
     else:
         print("  (no resident local API in this tree: each run above started its own server)")
+    new_homes = []
+    for i in range(runs):  # each on an empty home: the resident API starts on the template
+        fresh = environment(scratch / f"prefect-new-{i}", scratch / f"home-new-{i}")
+        new_homes.append(timed_run(run_one, fresh))
+        subprocess.run(stop, cwd=ROOT, env=fresh, capture_output=True)
+    line("clampdown run, first on a new empty home", new_homes, "stock 1-task flow", warm[1])
     print(
-        f"  first start of the local API, empty home        {first[0]:6.2f} s "
+        f"  first start of the local API, empty home, no template  {first[0]:6.2f} s "
         f"(CPU {first[1]:5.2f} s, once)"
     )
 
@@ -251,7 +263,7 @@ def main() -> None:
         print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} at the start")
 
         if not args.record_only:
-            startup_figures(args.runs, ours, stock, one, stop)
+            startup_figures(args.runs, ours, stock, one, stop, scratch)
         else:
             wall([PYTHON, "-c", WARM_UP], ours)
         record_figure(args.record_steps, ours, scratch)
