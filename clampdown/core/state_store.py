@@ -472,7 +472,8 @@ class StateStore:
         thread of the store, beside the other starts of the batch); when it raises, nothing
         of the claim is kept and the exception goes up. ``on_start`` may be called again
         when another start of its batch failed (the claim is then decided again): it must
-        be safe to repeat. Without ``run_id`` it is ``reserved`` (then :meth:`attach` or
+        be safe to repeat, and neither it nor ``is_finished`` may call this store (the batch
+        holds it). Without ``run_id`` it is ``reserved`` (then :meth:`attach` or
         :meth:`release`)."""
         asked = _Asked(
             _stored_key(dedup_key),
