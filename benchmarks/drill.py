@@ -20,14 +20,17 @@ Prints figures, never asserts them. Each round measures, in fresh processes:
 Once, before the rounds, the first drill of an empty ``CLAMPDOWN_HOME`` (a new drills
 database, migrated) is timed.
 
-With ``--tree OLD_CHECKOUT`` (``git archive <commit> | tar -x -C /tmp/old``) each round
-also runs the drills from that checkout (its packages first on ``PYTHONPATH``, its
-``runbooks/``), right after this tree's: a before/after on the same machine load. A tree
+With ``--tree OLD_CHECKOUT`` (``git archive <commit> | tar -x -C /tmp/old``; repeat it for
+several) each round also runs the drills from that checkout (its packages first on
+``PYTHONPATH``, its ``runbooks/``), right after this tree's: a before/after on the same
+machine load. ``--only-standing`` measures only the drills with a standing API (no API
+start in the round: shorter rounds, so more of them fit a quiet spell of the machine). A tree
 from before the resident drills' API starts an API of its own for every drill without a
 standing one (its "no API up" figure includes that server's CPU); it has no "resident API
 up" figure.
 
-    python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]
+    python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]...
+                               [--only-standing]
 
 CPU is user+sys of the process and everything it waited for (an API server it started
 and stopped too; not a resident API it leaves, nor the standing API, which is this
@@ -110,7 +113,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--drill", default="model-theft")
-    parser.add_argument("--tree", type=Path, help="also run the drills from this checkout")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run the drills of this checkout",
+    )
+    parser.add_argument(
+        "--only-standing", action="store_true", help="only the drills with a standing API"
+    )
     args = parser.parse_args()
 
     from clampdown.app.drill.world import standing_drill_prefect, stop_drills_api
@@ -121,11 +133,10 @@ def main() -> None:
     env = {**os.environ, "CLAMPDOWN_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     drill = [str(BIN / "clampdown"), "drill", args.drill]
-    before: tuple[str, dict[str, str], Path] | None = None
-    if args.tree:
-        tree = args.tree.resolve()
+    befores: list[tuple[str, dict[str, str], Path]] = []
+    for tree in (t.resolve() for t in args.tree):
         paths = os.pathsep.join(str(tree / p) for p in ("", "flows", "integrations"))
-        before = (f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree)
+        befores.append((f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree))
     seen: set[Path] = set()
     results: dict[str, list[tuple[float, float]]] = {}
     stories: dict[str, list[float]] = {}
@@ -136,26 +147,28 @@ def main() -> None:
         stories.setdefault("story" + tree, []).append(story_seconds(home, seen))
 
     try:
-        first = timed(drill, env)
-        stories["story"] = [story_seconds(home, seen)]
-        print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU")
-        stop_drills_api(drills_dir)
-        for round_ in range(1, args.runs + 1):
-            results.setdefault("API alone", []).append(
-                timed([sys.executable, "-c", API_ALONE, str(home)], env)
-            )
-            measure("drill, no API up", env, ROOT)
-            measure("drill, resident API up", env, ROOT)
-            cpu = resident_cpu(drills_dir)
-            if cpu is not None:
-                resident.append(cpu)
+        if not args.only_standing:
+            first = timed(drill, env)
+            stories["story"] = [story_seconds(home, seen)]
+            print(f"first drill of an empty home: {first[0]:.1f} s wall, {first[1]:.1f} s CPU")
             stop_drills_api(drills_dir)
-            if before is not None:
-                measure("drill, no API up", before[1], before[2], before[0])
+        for round_ in range(1, args.runs + 1):
+            if not args.only_standing:
+                results.setdefault("API alone", []).append(
+                    timed([sys.executable, "-c", API_ALONE, str(home)], env)
+                )
+                measure("drill, no API up", env, ROOT)
+                measure("drill, resident API up", env, ROOT)
+                cpu = resident_cpu(drills_dir)
+                if cpu is not None:
+                    resident.append(cpu)
+                stop_drills_api(drills_dir)
+                for label, before_env, tree in befores:
+                    measure("drill, no API up", before_env, tree, label)
             with standing_drill_prefect(drills_dir):
                 measure("drill, standing API", env, ROOT)
-                if before is not None:
-                    measure("drill, standing API", before[1], before[2], before[0])
+                for label, before_env, tree in befores:
+                    measure("drill, standing API", before_env, tree, label)
             last = {k: v[-1] for k, v in results.items()}
             print(f"round {round_}: " + json.dumps(last), flush=True)
     finally:
