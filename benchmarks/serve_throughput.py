@@ -34,10 +34,11 @@ Moto server runs in its own process. One warm-up alert runs before the first rep
 
     python benchmarks/serve_throughput.py [-n 32] [--reps 3] [--profile]
                                           [--keepalive 16] [--no-run-name] [--lean-server]
-                                          [--state-sync-normal]
+                                          [--state-sync-normal] [--pace K]
 
 Also printed: each run's ledger marks (sent, answered, run.start, step.start, step.end,
-run.end) as medians and p95 per repetition.
+run.end) as medians and p95 per repetition, and the state store's commits per alert in the
+burst (writes waiting for the lock share one: :mod:`clampdown.core.state_store`).
 
 ``--profile`` (it costs CPU itself: take timings from runs without it), for the last
 burst: CPU seconds per run of this process's threads by kind (``/proc/self/task``); the
@@ -50,7 +51,9 @@ What-ifs (changes tried from here, not shipped; said in the output): ``--keepali
 connections kept alive by the Prefect clients (stock 8 of 16); ``--no-run-name`` (respond
 without ``flow_run_name``: one PATCH less per run); ``--lean-server`` (the local Prefect
 server without services local runs do not use); ``--state-sync-normal`` (the state store's SQLite
-commits without an fsync each: how much of the 202 answer is those commits).
+commits without an fsync each: how much of the 202 answer is those commits); ``--pace K``
+(runs launched in the order their alerts were answered, at most K at a time in Prefect's
+flow-run set-up before their ``run.start``).
 
 ``--answer-path`` measures instead what answering one alert costs in this process, with
 nothing else running: N alerts one after another through what ``POST /alerts/generic`` does
@@ -125,6 +128,16 @@ QUARANTINE = json.dumps(
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def state_commits(store: Any) -> list[int]:
+    """A list that grows by one at each commit of serve's state store (every write is a
+    commit of its own, or shares one with the writes of its batch)."""
+    import sqlalchemy as sa
+
+    counted: list[int] = []
+    sa.event.listen(store.engine, "commit", lambda _conn: counted.append(1))
+    return counted
 
 
 def wait_idle(pid: int, quiet: float = 0.05, window: float = 0.5, timeout: float = 60) -> float:
@@ -477,6 +490,13 @@ def what_if(args: argparse.Namespace) -> list[str]:
             "WAL: safe from a killed process, not from power loss; 2 commits per alert since "
             "the claim records the start)"
         )
+    if args.pace:
+        pace_launches(args.pace)
+        said.append(
+            f"WHAT-IF: runs launched in the order their alerts were answered, at most "
+            f"{args.pace} at a time before their run.start (Prefect's flow-run set-up), the "
+            "next one when one writes run.start (or after 2 s); the 202 does not wait"
+        )
     if args.no_run_name:
         import clampdown_flows.respond as respond_module
 
@@ -486,6 +506,44 @@ def what_if(args: argparse.Namespace) -> list[str]:
             "dropped; runs keep Prefect's generated names)"
         )
     return said
+
+
+def pace_launches(at_once: int, cap: float = 2.0) -> None:
+    """``--pace``: :meth:`InProcessStarter._launch` through a FIFO that lets ``at_once`` runs
+    be in Prefect's set-up (before their ``run.start``) at a time. Why try it: a burst's
+    runs launched together share a CPU-bound Prefect server, so the first alert's run
+    waits for everyone's round trips; in order, the first alerts' runs contain first."""
+    import queue
+
+    from clampdown.app.local_runs import InProcessStarter
+
+    stock = InProcessStarter._launch
+    waiting: queue.Queue[tuple[Any, Any]] = queue.Queue()
+
+    def started(starter: Any, prepared: Any) -> bool:
+        path = starter.conf.paths.run(prepared.run_id).ledger
+        return path.is_file() and path.stat().st_size > 0
+
+    def launcher() -> None:
+        in_setup: list[tuple[Any, Any, float]] = []
+        while True:
+            in_setup = [
+                (s, p, t)
+                for s, p, t in in_setup
+                if not started(s, p) and time.monotonic() - t < cap
+            ]
+            if len(in_setup) >= at_once:
+                time.sleep(0.005)
+                continue
+            try:
+                starter, prepared = waiting.get(timeout=0.005)
+            except queue.Empty:
+                continue
+            stock(starter, prepared)
+            in_setup.append((starter, prepared, time.monotonic()))
+
+    threading.Thread(target=launcher, name="bench-pace", daemon=True).start()
+    InProcessStarter._launch = lambda self, prepared: waiting.put((self, prepared))  # type: ignore[method-assign]
 
 
 SERVER_SAMPLER = """\
@@ -705,6 +763,8 @@ def figures(out: dict[str, Any]) -> dict[str, Any]:
         "cpu_moto": cpu["moto"] / count,
         "drain_wait": cpu["drain_wait"],
         "first_step_start": min(starts) - first,
+        "step_starts": sorted(t - first for t in starts),
+        "commits": out["commits"] / count,
     }
 
 
@@ -724,7 +784,8 @@ def run(args: argparse.Namespace) -> None:
         pids = {"serve": os.getpid(), "server": server_pid, "moto": moto_pid}
         starter = InProcessStarter()
         stack.callback(starter.shutdown)
-        url, _app = stack.enter_context(serve_app(starter))
+        url, app = stack.enter_context(serve_app(starter))
+        commits = state_commits(app.state.store)
         from botocore.loaders import create_loader
 
         loader = create_loader()
@@ -752,7 +813,9 @@ def run(args: argparse.Namespace) -> None:
             last, cpu_by_thread = Sampler(), {}
             watch = profiling(last, api, cpu_by_thread) if api is not None else None
             server_before = server_samples.read() if server_samples else None
+            committed = len(commits)
             out = burst(url, home, [arn for _, arn in users], logs, pids, watch)
+            out["commits"] = len(commits) - committed
             server_after = server_samples.read() if server_samples else None
             assert_contained(iam, users)
             got = figures(out)
@@ -780,7 +843,6 @@ def run(args: argparse.Namespace) -> None:
 
 def answer_path(args: argparse.Namespace) -> None:
     """``--answer-path``: the 202's work per alert in this process, alert after alert."""
-    import sqlalchemy as sa
 
     from clampdown.app.local_runs import InProcessStarter
     from clampdown.core.alert import Alert
@@ -796,8 +858,7 @@ def answer_path(args: argparse.Namespace) -> None:
         starter = InProcessStarter(conf)
         starter._submit = lambda *_a, **_k: None  # type: ignore[method-assign]  # never run
         store = StateStore(default_url(conf))
-        commits: list[int] = []
-        sa.event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+        commits = state_commits(store)
         triage = TriggerTriage(
             conf.triggers or conf.library / "triggers.yaml",
             store,
@@ -870,9 +931,14 @@ def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
         ("serve: first POST -> last step.end, wall s", cells([g["wall"] for _, g in rows])),
         ("ratio serve / floor (target <= 2.5)", cells([g["wall"] / b["wall"] for b, g in rows])),
         ("first POST -> first step.start, s", cells([g["first_step_start"] for _, g in rows])),
+        ("first POST -> 4th / 8th / 16th / last step.start, s", " / ".join(
+            ",".join(f"{g['step_starts'][k]:.2f}" for k in (3, 7, 15, -1)) if len(
+                g["step_starts"]) > 15 else "-" for _, g in rows)),
         ("202 answer p50, s", cells([statistics.median(g["answers"]) for _, g in rows])),
         ("202 answer p95 (target < 0.5), s", cells([pct(g["answers"], 0.95) for _, g in rows])),
         ("202 answer max, s", cells([max(g["answers"]) for _, g in rows])),
+        ("state-store commits per alert (burst, to the last run.end)", cells(
+            [g["commits"] for _, g in rows])),
         ("CPU-s per run, serve process (to last run.end)", cells(
             [g["cpu_serve"] for _, g in rows], "{:.3f}")),
         ("CPU-s per run, Prefect server (to last run.end)", cells(
@@ -927,6 +993,12 @@ def main() -> None:
         "--state-sync-normal",
         action="store_true",
         help="what-if: the state store's SQLite commits without fsync (synchronous=NORMAL)",
+    )
+    parser.add_argument(
+        "--pace",
+        type=int,
+        default=0,
+        help="what-if: runs launched in order, at most PACE at a time in Prefect's set-up",
     )
     parser.add_argument(
         "--answer-path",
