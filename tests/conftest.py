@@ -42,8 +42,10 @@ from tests.prefect_homes import (  # noqa: E402
     template_folder,
 )
 
-# The folder of the session's migrated Prefect database (tests/prefect_homes.py): made by
-# the first pytest process (the xdist controller), shared by its workers.
+# The session's folder for Prefect's migrated template (tests/prefect_homes.py), made by the
+# first pytest process (the xdist controller) and shared by its workers: XDG_CACHE_HOME
+# points into it, so every Prefect server the tests start on an empty home starts from
+# the session's template, and the user's own cache is left alone.
 TEMPLATE_FOLDER, MADE_TEMPLATE_HERE = template_folder()
 
 DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
@@ -115,8 +117,8 @@ def _no_processes_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the Prefect home and the migrated database's folder this process made (temp
-    folders pytest does not clean)."""
+    """Remove the Prefect home and the template's folder this process made (temp folders
+    pytest does not clean)."""
     if MADE_HERE:
         shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
     if MADE_TEMPLATE_HERE:
@@ -127,7 +129,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def prefect_server() -> Iterator[str]:
     """A real Prefect API (SQLite under the temporary PREFECT_HOME) shared by every test
     that runs flows: the same local server `clampdown run` uses. The home this conftest
-    made starts with a copy of the session's migrated database (tests/prefect_homes.py)."""
+    made starts from the session's migrated template (tests/prefect_homes.py)."""
     from clampdown.app.local_runs import interrupt_all_runs
     from clampdown_flows.prefect_api import local_api
 

@@ -30,14 +30,13 @@ def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
 
     Started after the session's Prefect API, not beside it: two starts at once on a
     loaded 2-core machine pushed the session's past its 60 s start timeout. Its database
-    is a copy of the session's migrated one (tests/prefect_homes.py): a drill's first
-    migration is what the installed wheel's drill and the quick start exercise."""
+    starts as a copy of the session's migrated template (tests/prefect_homes.py)."""
     from clampdown.app.drill.world import PREFECT_DIR, standing_drill_prefect
     from clampdown.core.home import Home
 
     drills_dir = Home(drills_home).drills_dir
     # the drills' Prefect home made as standing_drill_prefect makes it (private_dirs: 0700),
-    # with a copy of the session's migrated database instead of a new one to migrate
+    # and the session's template ready for its server to start from
     seed_prefect_home((drills_dir / PREFECT_DIR).resolve())
     with standing_drill_prefect(drills_dir) as url:
         yield url
