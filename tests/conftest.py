@@ -116,6 +116,23 @@ def _no_processes_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         stop(left)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_daemons_left_by_the_module(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """When an integration or end-to-end file ends, stop the detached processes its tests
+    left on the session's homes: a resident Prefect API that ``clampdown run`` or a drill
+    keeps for an hour polls its background services (a few % of a core) until the
+    session's end, on a machine whose two cores the rest of the suite needs. Processes
+    this worker holds (session fixtures' servers) are not touched."""
+    yield
+    if request.path.is_relative_to(Path(__file__).parent / "unit"):
+        return
+    from tests.leftovers import detached, session_processes, terminate
+
+    terminate(detached(session_processes([tmp_path_factory.getbasetemp()])))
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the Prefect home and the template's folder this process made (temp folders
     pytest does not clean)."""

@@ -71,6 +71,29 @@ def session_processes(roots: Iterable[Path]) -> list[int]:
     return sorted(found)
 
 
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def detached(pids: Iterable[int]) -> list[int]:
+    """Those of ``pids`` that are not this process's own children: a server a session
+    fixture started and still holds (the drills' standing API) is its child, while a
+    resident API that ``clampdown run`` left has been re-parented."""
+    me = os.getpid()
+    return [pid for pid in pids if _parent(pid) not in (me, None)]
+
+
+def terminate(pids: Iterable[int]) -> None:
+    """SIGTERM each, without waiting: a resident API shuts itself down cleanly, and
+    whatever is still there at the session's end gets :func:`stop`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 def describe(pid: int) -> str:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
