@@ -113,6 +113,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if hasattr(triage, "close"):  # runs recorded, not launched yet: the next serve's
+            triage.close()
         if start_run is None and hasattr(starter, "shutdown"):
             starter.shutdown()
         store.close()

@@ -50,10 +50,12 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from clampdown.core import run_ownership
 from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
 from clampdown.core.diagnostics import ClampdownError, InvalidFileError
@@ -162,7 +164,11 @@ class TriggerTriage:
     The trigger file is re-read when it changes; a change that does not lint is
     refused (logged) and the previous triggers stay in force.
 
-    ``runs``: the home whose run store (the scaled mode, ``CLAMPDOWN_RUN_STORE=postgresql``)
+    Runs a recording starter records are launched in order, a few at a time
+    (:class:`Launcher`); ``close()`` stops that (serve's shutdown).
+
+    ``runs``: the runs' home (a queued run is held there while it waits), whose run store
+    (the scaled mode, ``CLAMPDOWN_RUN_STORE=postgresql``)
     holds the runs' ledgers: an alert joining a run is then appended there, in one
     transaction that checks the chain head, whichever machine runs the run (its owner's
     next record chains on it), and the ledgers are read from there.
@@ -205,6 +211,13 @@ class TriggerTriage:
         self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
         self._runbooks: dict[str, tuple[float, Path, Preloaded]] = {}
         self._records = isinstance(start_run, RecordingStarter)
+        self._launcher = Launcher(runs, ledger_of) if self._records else None
+
+    def close(self) -> None:
+        """Stop launching: runs recorded but not launched yet are left to the next serve
+        (their start records are durable; the stopped-run scan continues them)."""
+        if self._launcher is not None:
+            self._launcher.close()
 
     # --- the decision ------------------------------------------------------------------
 
@@ -499,6 +512,119 @@ class TriggerTriage:
         return path, cached[2]
 
 
+LAUNCH_AT_ONCE = 4
+"""Runs launched and not yet at their ``run.start`` (Prefect's flow-run set-up) at a time."""
+SETUP_CAP = 2.0
+"""Seconds after which a launched run no longer counts as in set-up, ``run.start`` or not."""
+
+
+class Launcher:
+    """Launches recorded runs in the order their alerts were answered, at most
+    :data:`LAUNCH_AT_ONCE` at a time in Prefect's set-up (launched, no ``run.start`` yet).
+
+    Why (issue 15, docs/benchmarks.md): a run's set-up is five round trips to the Prefect
+    server, which a burst makes CPU-bound. Launched together (once the state store committed
+    the burst's claims in groups), 32 runs shared the server and the first alert's
+    containment step waited for everyone's round trips: the burst's first steps came 1-2 s
+    later than when the claims were committed one by one. Launched in order, a few at a
+    time, the first alerts' runs reach their steps first and the last no later.
+
+    A run waits here only after its start record is durable and its 202 answered; while it
+    waits this process holds its ownership lock (:mod:`clampdown.core.run_ownership`), so
+    the stopped-run scan does not take it for an orphan, and releases it to launch it. A
+    serve that stops with runs waiting leaves them to the next one (:meth:`close`).
+    """
+
+    POLL = 0.005
+
+    def __init__(
+        self,
+        home: Home | None,
+        ledger_of: LedgerOf,
+        at_once: int = LAUNCH_AT_ONCE,
+        cap: float = SETUP_CAP,
+    ) -> None:
+        self.home = home
+        self.ledger_of = ledger_of
+        self.at_once = at_once
+        self.cap = cap
+        self._cond = threading.Condition()
+        self._queue: deque[tuple[PreparedStart, contextlib.ExitStack]] = deque()
+        self._setup: dict[str, float] = {}  # run id -> when it was launched
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def launch(self, prepared: PreparedStart) -> None:
+        """Launch now when fewer than ``at_once`` runs are in set-up and none waits, else
+        queue it (holding its run) for the launcher thread."""
+        with self._cond:
+            self._prune()
+            if not self._queue and len(self._setup) < self.at_once and not self._closed:
+                self._go(prepared, None)
+                return
+            self._queue.append((prepared, self._hold(prepared.run_id)))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="clampdown-launches", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            waiting = list(self._queue)
+            self._queue.clear()
+            self._cond.notify()
+        for prepared, held in waiting:
+            held.close()
+            log.warning(
+                "run %s recorded, not launched: the next serve continues it", prepared.run_id
+            )
+
+    def _hold(self, run_id: str) -> contextlib.ExitStack:
+        held = contextlib.ExitStack()
+        if self.home is not None:
+            try:
+                held.enter_context(run_ownership.hold(self.home.run(run_id)))
+            except ClampdownError as exc:  # launched anyway: its own hold then decides
+                log.warning("run %s could not be held while it waits: %s", run_id, exc)
+        return held
+
+    def _go(self, prepared: PreparedStart, held: contextlib.ExitStack | None) -> None:
+        if held is not None:
+            held.close()  # the run's own process (this one) takes it when it starts
+        self._setup[prepared.run_id] = time.monotonic()
+        prepared.launch()
+
+    def _prune(self) -> None:
+        """Forget runs that wrote ``run.start`` (or have been in set-up ``cap`` seconds)."""
+        now = time.monotonic()
+        for run_id, since in list(self._setup.items()):
+            path = self.ledger_of(run_id)
+            started = path is not None and path.is_file() and path.stat().st_size > 0
+            if started or now - since > self.cap:
+                del self._setup[run_id]
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                self._prune()
+                if not self._queue:
+                    self._cond.wait()
+                    continue
+                if len(self._setup) >= self.at_once:
+                    self._cond.wait(self.POLL)
+                    continue
+                prepared, held = self._queue.popleft()
+                try:
+                    self._go(prepared, held)
+                except Exception:  # its start record stays: the stopped-run scan continues it
+                    log.exception("run %s could not be launched", prepared.run_id)
+
+
 class _Starting:
     """Starting the run of one alert: with a recording starter, its start is recorded
     inside the store's claim (:meth:`record`) and launched after it (:meth:`launch`);
@@ -552,8 +678,8 @@ class _Starting:
         """The claim committed (``started``): launch; or (``reserved``) start, then attach."""
         store = self.triage.store
         if claim.status == "started":
-            assert self.prepared is not None
-            self.prepared.launch()
+            assert self.prepared is not None and self.triage._launcher is not None
+            self.triage._launcher.launch(self.prepared)
             return self.prepared.run_id
         assert claim.reservation is not None
         try:
