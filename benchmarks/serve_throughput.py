@@ -53,7 +53,8 @@ without ``flow_run_name``: one PATCH less per run); ``--lean-server`` (the local
 server without services local runs do not use); ``--state-sync-normal`` (the state store's SQLite
 commits without an fsync each: how much of the 202 answer is those commits); ``--pace K``
 (runs launched in the order their alerts were answered, at most K at a time in Prefect's
-flow-run set-up before their ``run.start``).
+flow-run set-up before their ``run.start``; measured before serve's triage launched runs that
+way itself, ``Launcher`` in :mod:`clampdown_flows.triage`: on today's tree it paces twice).
 
 ``--answer-path`` measures instead what answering one alert costs in this process, with
 nothing else running: N alerts one after another through what ``POST /alerts/generic`` does
