@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clampdown.core.diagnostics import ClampdownError, did_you_mean
-from clampdown.core.home import Home, RunFiles
+
+if TYPE_CHECKING:  # for annotations only: lint reads actions and never their run files
+    # (clampdown.core.home and what it imports)
+    from clampdown.core.home import Home, RunFiles
 
 ENTRY_POINT_GROUP = "clampdown.actions"
 
@@ -394,4 +397,17 @@ def registry() -> Registry:
     global _registry
     if _registry is None:
         _registry = Registry()
+    return _registry
+
+
+def registry_from(entries: Iterable[EntryPoint]) -> Registry:
+    """The process-wide registry, built from entry points the caller already read.
+
+    A light ``clampdown lint`` reads the installed packages' entry points once for
+    every group it needs (this one and pydantic's plug-ins) instead of once per group:
+    each reading opens every installed distribution's metadata. A registry already
+    built is kept as it is."""
+    global _registry
+    if _registry is None:
+        _registry = Registry({ep.name: ep for ep in entries})
     return _registry

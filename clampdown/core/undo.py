@@ -37,23 +37,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import PRIVATE_FILE, ROLLED_BACK_MARK, Home, RunFiles
-from clampdown.core.ledger import read
-from clampdown.core.ledger_signing import (
-    Anchor,
-    LedgerSigner,
-    LedgerVerdict,
-    note_unsigned,
-    open_ledger,
-    verify_ledger,
-)
-from clampdown.core.run_ownership import is_stopped
+
+if TYPE_CHECKING:  # the ledger's modules are imported where a rollback uses them, below:
+    # lint and plan load this module for its action (core.rollback_run) and read only
+    # its input and output models; the ledger, its signing and the run files cost
+    # them some 25 ms of imports they never use
+    from clampdown.core.home import Home, RunFiles
+    from clampdown.core.ledger_signing import Anchor, LedgerSigner, LedgerVerdict
 
 
 @dataclass(frozen=True)
@@ -124,6 +120,9 @@ def checked_undo_items(
     Refuses (:class:`LedgerNotTrusted`) a ledger whose chain is broken, a signature
     fails, an engine record is unsigned, or that is unsigned while a key is configured.
     """
+    from clampdown.core.ledger import read
+    from clampdown.core.ledger_signing import verify_ledger
+
     verdict = verify_ledger(ledger.read_bytes().splitlines(), verifier)
     unsigned_ok = verdict.status == "unsigned" and verifier is None
     if not (verdict.trusted or unsigned_ok):
@@ -212,6 +211,8 @@ def rolled_back(run_id: str, home: Home) -> dict[str, Any] | None:
     """The record of the rollback that undid every change of ``run_id`` (None: not done)."""
     import json
 
+    from clampdown.core.home import ROLLED_BACK_MARK
+
     try:
         text = home.run(run_id).read(ROLLED_BACK_MARK)
         return None if text is None else dict(json.loads(text))
@@ -226,6 +227,9 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
     already rolled back: the same undo played again after a *new* containment would
     silently reopen what that containment closed (a key deactivated again, reactivated).
     """
+    from clampdown.core.ledger import read
+    from clampdown.core.run_ownership import is_stopped
+
     if not run_id or "/" in run_id or run_id.startswith("."):
         raise RollbackRefused(f"'{run_id}' is not a run id", "copy it from `clampdown runs`")
     path = home.run(run_id).materialize().ledger  # from the run store, in the scaled mode
@@ -264,7 +268,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
     return path
 
 
-UndoFn = Callable[[UndoItem, RunFiles, str], None]
+UndoFn = Callable[[UndoItem, "RunFiles", str], None]
 
 
 def apply_undo(item: UndoItem, rollback: RunFiles, original_run: str) -> None:
@@ -310,7 +314,9 @@ def rollback_run(
     """
     import json
 
+    from clampdown.core.home import ROLLED_BACK_MARK
     from clampdown.core.ledger import now
+    from clampdown.core.ledger_signing import note_unsigned, open_ledger
 
     path = rollback_target(run_id, home, allow_repeat=allow_repeat)
     files = home.run(rollback_id)
@@ -388,6 +394,8 @@ def _lock_rollback(files: RunFiles, rollback_id: str) -> Callable[[], None]:
     advisory lock, across machines); the function that releases it. Refused when held."""
     import os
 
+    from clampdown.core.home import PRIVATE_FILE
+
     if files.store is not None:
         holding = files.store.try_hold(files.run_id, "rollback")
         if holding is None:
@@ -426,6 +434,8 @@ def _rollback_start(run_id: str, rollback_id: str, by: dict[str, Any] | None) ->
 
 
 def _record_refusal(ledger: Any, start: dict[str, Any], exc: ClampdownError) -> None:
+    from clampdown.core.ledger_signing import note_unsigned
+
     ledger.append("run.start", **start, undo_count=0)
     note_unsigned(ledger)
     ledger.append("rollback.refused", reason=exc.message, hint=exc.hint)
@@ -442,6 +452,8 @@ def refuse_rollback(
     by: dict[str, Any] | None = None,
 ) -> Path:
     """Record in a rollback ledger of its own that a rollback of ``run_id`` was refused."""
+    from clampdown.core.ledger_signing import open_ledger
+
     files = home.run(rollback_id)
     ledger = open_ledger(files.ledger, rollback_id, signer, primary=files.ledger_primary)
     _record_refusal(ledger, _rollback_start(run_id, rollback_id, by), exc)

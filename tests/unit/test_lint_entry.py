@@ -161,6 +161,9 @@ def _console(*args: str) -> subprocess.CompletedProcess:
         ["lint", "--strict", "runbooks", f"{BROKEN}/needs_unknown_step.yaml"],
         ["lint", "runbooks/"],
         ["lint", "no/such/file.yaml"],
+        # every diagnostic of the corpus, with its file:line:column, in both ways
+        ["lint", "--format", "json", "tests/fixtures/lint_corpus"],
+        ["lint", "--format", "json", "--strict", "runbooks", "tests/fixtures/lint_corpus/bad"],
     ],
 )
 def test_the_console_script_prints_what_the_typer_app_prints(args: list[str]) -> None:
@@ -266,3 +269,67 @@ def test_a_light_lint_runs_without_the_cyclic_collector(monkeypatch) -> None:
     finally:
         gc.enable() if was else gc.disable()
     assert (done.value.code, seen) == (0, [False])
+
+
+class _Installed:
+    """What ``importlib.metadata.entry_points()`` answers: entry points by group."""
+
+    def __init__(self, groups: dict[str, list[object]]) -> None:
+        self.groups = groups
+
+    def select(self, *, group: str) -> list[object]:
+        return self.groups.get(group, [])
+
+
+def _read_once(monkeypatch, groups: dict[str, list[object]], env: dict[str, str]) -> dict:
+    """Run the light lint's one reading of the entry points against ``groups``; the
+    environment it leaves and the registry it builds."""
+    import importlib.metadata
+    import os
+
+    from clampdown.core import actions
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda: _Installed(groups))
+    monkeypatch.setattr(actions, "_registry", None)
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "")  # restored (unset) after the test
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cli_lint._read_entry_points_once()
+    return {"plugins": os.environ.get("PYDANTIC_DISABLE_PLUGINS"), "names": actions._registry}
+
+
+def test_one_reading_of_the_entry_points_gives_the_registry_every_installed_action(
+    monkeypatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from clampdown.core.actions import Registry
+
+    wanted = Registry().names()
+    points = [
+        EntryPoint(name, f"pkg:{name.replace('.', '_')}", "clampdown.actions") for name in wanted
+    ]
+    found = _read_once(monkeypatch, {"clampdown.actions": points}, {})
+    assert found["names"].names() == wanted
+    assert found["plugins"] == "__all__"  # nothing installed for pydantic: it need not look
+
+
+def test_a_pydantic_plugin_installed_or_the_users_setting_is_left_to_pydantic(
+    monkeypatch,
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    plugin = EntryPoint("observer", "acme.pydantic_plugin:plugin", "pydantic")
+    assert _read_once(monkeypatch, {"pydantic": [plugin]}, {})["plugins"] is None
+    assert _read_once(monkeypatch, {}, {"PYDANTIC_DISABLE_PLUGINS": "observer"})["plugins"] == (
+        "observer"
+    )
+
+
+def test_a_registry_already_built_is_kept(monkeypatch) -> None:
+    from clampdown.core import actions
+
+    built = actions.Registry({})
+    monkeypatch.setattr(actions, "_registry", built)
+    assert actions.registry_from([]) is built
