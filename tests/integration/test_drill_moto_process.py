@@ -53,3 +53,16 @@ def test_a_moto_process_that_died_is_reported_and_refuses_requests(tmp_path: Pat
         assert failure is not None and "exited (-9)" in failure
         with pytest.raises(EndpointConnectionError):
             _s3(moto.url).list_buckets()  # type: ignore[attr-defined]
+
+
+def test_moto_gets_no_secret_of_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLAMPDOWN_SLACK_BOT_TOKEN", "xoxb-not-for-moto")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-moto-either")
+    with world.moto_server(tmp_path / "moto.log") as moto:
+        _s3(moto.url).list_buckets()  # type: ignore[attr-defined]
+        environ = Path(f"/proc/{moto.process.pid}/environ").read_bytes().split(b"\0")
+    names = {entry.split(b"=", 1)[0] for entry in environ if entry}
+    assert b"PATH" in names
+    assert not {b"CLAMPDOWN_SLACK_BOT_TOKEN", b"AWS_SECRET_ACCESS_KEY"} & names, names

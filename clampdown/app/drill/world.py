@@ -246,9 +246,24 @@ def moto_server(log: Path) -> Iterator[MotoProcess]:
         _stop(process)
 
 
+# What moto's process gets of the environment: where Python and its packages are, the
+# locale, a temporary folder. No credentials (AWS, Slack, clampdown's secrets): it needs none.
+_MOTO_ENVIRONMENT = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONDONTWRITEBYTECODE",
+    "VIRTUAL_ENV",
+)
+
+
 def _moto_environment() -> dict[str, str]:
-    """moto's process needs no credentials, nor the user's AWS configuration."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    """The few variables of :data:`_MOTO_ENVIRONMENT` that are set."""
+    return {k: os.environ[k] for k in _MOTO_ENVIRONMENT if k in os.environ}
 
 
 def _stop(process: Any) -> None:
