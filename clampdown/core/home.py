@@ -35,10 +35,12 @@ group- or world-readable; ``clampdown serve`` calls it at start and logs what it
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,8 +67,9 @@ PRIVATE_FILE = 0o600
 _LOOSE = stat.S_IRWXG | stat.S_IRWXO  # any permission for the group or others
 
 
-def private_dirs(path: Path) -> None:
-    """Create ``path`` and its missing parents 0700 (existing folders are left as they are).
+def private_dirs(path: Path) -> list[Path]:
+    """Create ``path`` and its missing parents 0700 (existing folders are left as they are);
+    the folders it created, outermost first.
 
     ``Path.mkdir(parents=True)`` creates parents with the default mode; this does not.
     """
@@ -80,6 +83,27 @@ def private_dirs(path: Path) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             folder.mkdir(mode=PRIVATE_DIR)
+    return list(reversed(missing))
+
+
+def sync_entries(folder: Path, created: Iterable[Path] = ()) -> None:
+    """fsync ``folder`` and the parent of each folder in ``created``, so the names in them
+    (a new file, a new run folder) survive a power loss, not only the files' contents:
+    POSIX makes a file's fsync cover its data, not the entry that names it.
+
+    A file system that cannot fsync a folder (``EINVAL``) has nothing to make durable."""
+    for entry_holder in dict.fromkeys([*(c.parent for c in created), folder]):
+        try:
+            fd = os.open(entry_holder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        finally:
+            os.close(fd)
 
 
 def private_opener(path: str | os.PathLike[str], flags: int) -> int:
@@ -90,10 +114,11 @@ def private_opener(path: str | os.PathLike[str], flags: int) -> int:
 def write_private(path: Path, text: str, durable: bool = False) -> None:
     """Replace ``path`` atomically with ``text`` in a 0600 file (folders created 0700).
 
-    ``durable``: the file and its folder entry are fsync'd before this returns, so a
-    crash (or power loss) right after cannot lose it — for what an answer depends on.
+    ``durable``: the file, its folder entry and the entries of the folders made for it
+    (a new run's folder) are fsync'd before this returns, so a crash (or power loss)
+    right after cannot lose it — for what an answer depends on.
     """
-    private_dirs(path.parent)
+    created = private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: 0600
@@ -103,11 +128,7 @@ def write_private(path: Path, text: str, durable: bool = False) -> None:
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
         if durable:
-            folder = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(folder)
-            finally:
-                os.close(folder)
+            sync_entries(path.parent, created)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

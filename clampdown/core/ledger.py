@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.home import PRIVATE_FILE, private_dirs
+from clampdown.core.home import PRIVATE_FILE, private_dirs, sync_entries
 
 if TYPE_CHECKING:
     from clampdown.core.run_store import LedgerPrimary
@@ -175,8 +175,8 @@ class Ledger:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._fd: int | None = None
-        try:
-            private_dirs(path.parent)  # 0700: CLAMPDOWN_HOME is readable by its owner only
+        try:  # 0700: CLAMPDOWN_HOME is readable by its owner only
+            self._new_folders = private_dirs(path.parent)
         except OSError as exc:
             raise LedgerWriteError.of(path, None, exc) from None
         # the chain's tail is read under the file lock at each append whose file size
@@ -215,11 +215,7 @@ class Ledger:
         """
         with self._lock:
             if self._fd is None:
-                try:
-                    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                    self._fd = os.open(self.path, flags, PRIVATE_FILE)
-                except OSError as exc:
-                    raise LedgerWriteError.of(self.path, type_, exc) from None
+                self._fd = self._open(type_)
             fd = self._fd
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
@@ -232,6 +228,25 @@ class Ledger:
         if self.hook is not None:
             self.hook.written(record, line)  # outside the lock: e.g. queue the head for S3
         return record
+
+    def _open(self, type_: str) -> int:
+        """The file, created 0600 if missing. A file this opens into being has its name
+        (and the names of folders made for it) fsync'd before any record is written: a
+        record's own fsync covers its bytes, not the entry that names the file."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+            except FileExistsError:
+                return os.open(self.path, flags)
+            try:
+                sync_entries(self.path.parent, self._new_folders)
+            except OSError:
+                os.close(fd)
+                raise
+            return fd
+        except OSError as exc:
+            raise LedgerWriteError.of(self.path, type_, exc) from None
 
     def _record(
         self, seq: int, prev: str, type_: str, fields: dict[str, Any]
