@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,8 @@ from typing import Any
 PART_SIZE = 8 * 1024 * 1024
 PREFIX = "incidents"
 HEADS = "heads"
+READ_AT_ONCE = 8
+"""Manifest entries read back from S3 at a time: one GET each, on a run's critical path."""
 
 
 @dataclass(frozen=True)
@@ -184,12 +187,20 @@ class EvidenceStore:
 
     def write_manifest(self) -> EvidenceObject:
         """Join every manifest entry of the run into ``manifest.json`` (itself locked)."""
-        entries = []
         paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/manifest.d/"):
-            for item in page.get("Contents", []):
-                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"].read()
-                entries.append(json.loads(body))
+        keys = [
+            item["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/manifest.d/")
+            for item in page.get("Contents", [])
+        ]
+
+        def entry(key: str) -> Any:
+            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
+        # Every entry is one GET (entries may come from other processes of the run, so they
+        # are read back, not remembered): read a few at a time, as boto3 clients allow.
+        with ThreadPoolExecutor(READ_AT_ONCE, thread_name_prefix="clampdown-manifest") as pool:
+            entries = list(pool.map(entry, keys))
         entries.sort(key=lambda e: e["key"])
         manifest = {"run_prefix": self.uri(), "algorithm": "sha256", "objects": entries}
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import boto3
 import pytest
 
-from clampdown_aws.evidence_store import EvidenceStore, verify_manifest
+from clampdown_aws.evidence_store import READ_AT_ONCE, EvidenceStore, verify_manifest
 
 
 @pytest.fixture
@@ -41,3 +42,19 @@ def test_changed_object_fails_verification(s3):
     s3.put_object(Bucket="plain", Key="incidents/run2/a.txt", Body=b"tampered")
     ok, lines = verify_manifest(s3, f"s3://plain/{manifest.key}")
     assert not ok and lines == ["CHANGED  incidents/run2/a.txt (8 bytes)"]
+
+
+def test_manifest_lists_every_entry_once_read_a_few_at_a_time(s3):
+    """Entries are read back a few at a time: each of 3x that many once, in key order,
+    with the hash it was stored with."""
+    store = EvidenceStore(s3, "plain", "run-many")
+    stored = {
+        store.put(f"o/{i:04d}.txt", [str(i).encode()]).key: i for i in range(3 * READ_AT_ONCE + 1)
+    }
+    manifest = store.write_manifest()
+    body = s3.get_object(Bucket="plain", Key=manifest.key)["Body"].read()
+    objects = json.loads(body)["objects"]
+    assert [o["key"] for o in objects] == sorted(stored)
+    assert all(
+        o["sha256"] == hashlib.sha256(str(stored[o["key"]]).encode()).hexdigest() for o in objects
+    )
