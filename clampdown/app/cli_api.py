@@ -11,7 +11,6 @@ each also stops by itself after an hour without a request.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import typer
 
 from clampdown.app.cli_errors import err, user_errors
 from clampdown.app.cli_options import out
+from clampdown_flows.frozen_imports import imports_frozen
 
 
 @contextlib.contextmanager
@@ -50,27 +50,6 @@ def resident_prefect(*flow_modules: str) -> Iterator[None]:
                 markup=False,
             )
         yield
-
-
-@contextlib.contextmanager
-def imports_frozen() -> Iterator[None]:
-    """Collector off inside the block; at its end, everything alive frozen, collector on.
-
-    A command that runs a flow imports Prefect and the flows (some 1,500 modules, a few
-    hundred thousand objects that live as long as the process). Each full pass of the
-    cyclic collector walks all of them, and the imports themselves set off many passes:
-    about a tenth of their CPU time, for cycles that are not garbage. ``gc.freeze()``
-    moves them to the permanent generation, so the run's collections walk only what the
-    run allocates; the collector stays on for the run itself.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def status() -> None:

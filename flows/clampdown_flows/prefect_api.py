@@ -44,7 +44,6 @@ Heartbeats are still sent. docs/benchmarks.md has the measurements.
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import os
 import secrets
@@ -54,6 +53,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+from clampdown_flows.frozen_imports import imports_frozen
 from clampdown_flows.prefect_record import TaskRunWatch, wait_for_record, watching
 
 logger = logging.getLogger("clampdown.prefect")
@@ -100,7 +100,7 @@ def create_app() -> Any:
     database starts as a copy of the user's migrated template, and the first migrated
     database becomes that template (:mod:`clampdown_flows.prefect_template`).
     """
-    with _imports_frozen():
+    with imports_frozen():
         from prefect.server.api.server import create_app as prefect_create_app
 
         from clampdown_flows.prefect_template import StartupHooks, for_this_server
@@ -112,25 +112,6 @@ def create_app() -> Any:
         template = for_this_server()
         app = StartupHooks(prefect_create_app(), template.before_startup, template.after_startup)
         return ProofAndIdle(app, resident_identity(server=True), idle)
-
-
-@contextmanager
-def _imports_frozen() -> Iterator[None]:
-    """The server's imports and app build without Python's cyclic collector, then frozen.
-
-    Prefect's server side is some 2,500 modules whose objects live as long as the server;
-    the collector's full passes during their import walk all of them again and again, for
-    cycles that are not garbage (about a tenth of the import's CPU). Frozen, they are out
-    of reach of the server's later collections too. The collector is on while it serves.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 PARENT_ENV = "CLAMPDOWN_PREFECT_PARENT"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clampdown.app.cli_api import imports_frozen
+from clampdown_flows.frozen_imports import imports_frozen
 
 
 @pytest.fixture(autouse=True)
