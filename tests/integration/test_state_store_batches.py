@@ -7,9 +7,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from clampdown.core.state_store import StateStore
@@ -152,15 +152,15 @@ def test_deliveries_and_claims_of_one_batch_see_each_other(store: StateStore) ->
     ]
 
 
-def test_reads_take_no_write_lock(store_url: str) -> None:  # noqa: F811
+def test_reads_take_no_write_lock(tmp_path: Path) -> None:
     """While another process holds SQLite's write lock (a long decision), a read answers at
-    once; it used to queue for the lock (BEGIN IMMEDIATE) like a write."""
-    if not store_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL's reads never took the decisions' advisory lock")
-    s = StateStore(store_url)
+    once; it used to queue for the lock (BEGIN IMMEDIATE) like a write. (SQLite only:
+    PostgreSQL's reads never took the decisions' advisory lock.)"""
+    url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    s = StateStore(url)
     claim(s, "k", run_id="run-1", on_start=lambda: None)
     s.hold(runbook="rb", trigger="t", dedup_key="k", alert={"id": "a"}, reason="why")
-    other = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+    other = sqlite3.connect(tmp_path / "state.sqlite3", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
     try:
         answered: list[Any] = []
