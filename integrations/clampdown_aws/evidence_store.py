@@ -250,17 +250,24 @@ def verify_manifest(s3: Any, uri: str, pin: dict[str, Any] | None = None) -> tup
         lines.extend(pinned)
     manifest = json.loads(body)
     for entry in manifest["objects"]:
-        args = {"Bucket": bucket, "Key": entry["key"]}
-        if entry.get("version_id"):
-            args["VersionId"] = entry["version_id"]
-        digest, size = hashlib.sha256(), 0
-        for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
-            digest.update(chunk)
-            size += len(chunk)
-        good = digest.hexdigest() == entry["sha256"] and size == entry["size"]
+        sha256, size = entry_digest(s3, bucket, entry)
+        good = sha256 == entry["sha256"] and size == entry["size"]
         ok &= good
         lines.append(f"{'ok      ' if good else 'CHANGED '} {entry['key']} ({size} bytes)")
     return ok, lines
+
+
+def entry_digest(s3: Any, bucket: str, entry: dict[str, Any]) -> tuple[str, int]:
+    """The SHA-256 (hex) and size of the object a manifest entry names (its version, when
+    the entry has one), read back from S3 in 1 MiB chunks."""
+    args = {"Bucket": bucket, "Key": entry["key"]}
+    if entry.get("version_id"):
+        args["VersionId"] = entry["version_id"]
+    digest, size = hashlib.sha256(), 0
+    for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _pinned(

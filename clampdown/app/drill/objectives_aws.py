@@ -8,7 +8,6 @@ the runbook says it did.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import hmac
 import json
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from clampdown.core.drill_model import (
     NoActiveKeys,
     SecretRotated,
 )
+from clampdown_aws.evidence_store import entry_digest
 
 INVOKE = "sagemaker:InvokeEndpoint"
 
@@ -249,17 +249,6 @@ _REQUIRED = {
 HASHERS = 8  # evidence objects read and hashed at once
 
 
-def _sha256(s3: Any, bucket: str, entry: dict[str, Any]) -> str:
-    """The SHA-256 of the object (the version) a manifest entry names, read back from S3."""
-    args = {"Bucket": bucket, "Key": entry["key"]}
-    if entry.get("version_id"):
-        args["VersionId"] = entry["version_id"]
-    digest = hashlib.sha256()
-    for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> ObjectiveCheck:
     if f.run_id is None:
         return False, "no run", "no run, so no evidence"
@@ -274,8 +263,8 @@ def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> Ob
         raise
     entries = manifest.get("objects", [])
     with ThreadPoolExecutor(HASHERS, thread_name_prefix="drill-rehash") as pool:
-        digests = list(pool.map(lambda entry: _sha256(s3, bucket, entry), entries))
-    changed = [e["key"] for e, got in zip(entries, digests, strict=True) if got != e["sha256"]]
+        digests = list(pool.map(lambda entry: entry_digest(s3, bucket, entry), entries))
+    changed = [e["key"] for e, (got, _) in zip(entries, digests, strict=True) if got != e["sha256"]]
     missing = [r for r in o.require if not any(_REQUIRED[r](e["key"]) for e in entries)]
     measured = f"{len(entries)} objects"
     if changed:
