@@ -8,14 +8,11 @@ lazily, so loading an action's class (lint, plan) stays cheap.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clampdown.core.ledger import Ledger
     from clampdown.core.settings import Settings
-
-_NEEDED = ("CLAMPDOWN_SLACK_BOT_TOKEN", "CLAMPDOWN_SLACK_CHANNEL")
 
 
 def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> Any:
@@ -23,15 +20,15 @@ def observer_for_run(run_id: str, ledger: Ledger, settings: Settings) -> Any:
 
     Every run asks each observer factory; without Slack the answer is None, and
     importing :mod:`clampdown_slack.run_thread` (its approval cards, the incident
-    report's renderer, the ledger: ~27 ms) only to give it was paid at the end of
-    every run. Slack's settings are environment variables read without regard to
-    case (pydantic-settings), and a blank one is unset; a thread needs both the bot
-    token and the channel. So when no variable spelling either of them has a value,
-    the answer is None without that import; otherwise
-    :func:`clampdown_slack.run_thread.observer_for_run` decides, as it always did.
+    report's renderer, the ledger: 7-8 ms of a run's CPU) only to give it was paid at
+    the end of every run. So Slack's own settings decide first
+    (:func:`clampdown_slack.client.thread_settings`, a light module), and only a run that
+    can have a thread imports it: :func:`clampdown_slack.run_thread.observer_for_run`
+    decides from there, as it always did.
     """
-    given = {name.upper() for name, value in os.environ.items() if value.strip()}
-    if not all(name in given for name in _NEEDED):
+    from clampdown_slack.client import thread_settings
+
+    if thread_settings() is None:
         return None
     from clampdown_slack.run_thread import observer_for_run as thread_for_run
 

@@ -73,6 +73,20 @@ def slack_settings() -> SlackSettings:
         ) from None
 
 
+def thread_settings(config: SlackSettings | None = None) -> SlackSettings | None:
+    """Slack's settings (``config``, else read now) when a run's thread can be kept — a
+    bot token and a channel — else None (also when a Slack setting is invalid: then
+    nothing is posted)."""
+    if config is None:
+        try:
+            config = slack_settings()
+        except SlackNotConfigured:
+            return None
+    if config.slack_bot_token is None or not config.slack_channel:
+        return None
+    return config
+
+
 def api_base_url(settings: SlackSettingsLike) -> str:
     """The Web API base URL, with the trailing slash slack-sdk needs.
 

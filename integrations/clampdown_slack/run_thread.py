@@ -48,10 +48,9 @@ from clampdown_slack.approval_card import (
     request_blocks,
 )
 from clampdown_slack.client import (
-    SlackNotConfigured,
     SlackSettings,
     slack_client,
-    slack_settings,
+    thread_settings,
 )
 from clampdown_slack.status import (
     describe_error,
@@ -180,11 +179,8 @@ class RunThread:
         """A thread for the run, or None when Slack is not configured (nothing happens).
 
         Slack's settings are read here, once per run (the run's factory call)."""
-        try:
-            config = slack_settings()
-        except SlackNotConfigured:
-            return None
-        if config.slack_bot_token is None or not config.slack_channel:
+        config = thread_settings()
+        if config is None:
             return None
         return cls(
             run_id, config, ledger, state_file=state_file, membership=membership, files=files
@@ -508,12 +504,8 @@ def reply_in_run_thread(
     Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
     ``config``: the caller's Slack settings (``serve``'s, read once); without: read now.
     """
+    config = thread_settings(config)
     if config is None:
-        try:
-            config = slack_settings()
-        except SlackNotConfigured:
-            return False
-    if config.slack_bot_token is None or not config.slack_channel:
         return False
     try:  # through the run's files: in the scaled mode the run may be on another machine
         data = json.loads(home.run(run_id).read(SLACK_THREAD_STATE) or "{}")
