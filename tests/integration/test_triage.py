@@ -26,6 +26,7 @@ from clampdown.core.runs import RunNotStarted
 from clampdown.core.settings import settings
 from clampdown.core.state_store import StateStore
 from clampdown_flows.triage import TriggerTriage
+from tests.integration.test_local_starter import loads  # noqa: F401 - fixture
 
 TRIGGERS = """\
 apiVersion: clampdown/v1
@@ -376,22 +377,14 @@ def test_inputs_the_runbook_refuses_are_held(triggers_file, state_url) -> None:
 
 
 def test_a_recorded_start_gets_the_checked_runbook_loaded_once(
-    triggers_file, state_url, monkeypatch: pytest.MonkeyPatch
+    triggers_file,
+    state_url,
+    loads: list[str],  # noqa: F811 - the fixture
 ) -> None:
     """The triage loads and checks a runbook once per file version and hands it to the
     starter (and so to the run): not loaded again per alert, the digest of its bytes."""
     import hashlib
 
-    from clampdown_flows import preloaded
-
-    loads: list[str] = []
-    real = preloaded.load_runbook
-
-    def counted(path: Any, *args: Any) -> Any:
-        loads.append(str(path))
-        return real(path, *args)
-
-    monkeypatch.setattr(preloaded, "load_runbook", counted)
     starter = RecordingFakeStarter(state_url, delay=0)
     triage = TriggerTriage(triggers_file(), StateStore(state_url), starter, ledger_of)
     outcomes = [triage(make_alert("guardduty", f"f{k}", principal(k))) for k in range(3)]
