@@ -113,8 +113,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if hasattr(triage, "close"):  # runs recorded, not launched yet: the next serve's
-            triage.close()
+        if hasattr(triage, "close"):  # stop launching: runs recorded and not launched
+            triage.close()  # yet are left to the next serve (their start records are durable)
         if start_run is None and hasattr(starter, "shutdown"):
             starter.shutdown()
         store.close()
