@@ -28,4 +28,3 @@ def test_the_poll_interval_is_a_share_of_the_time_left_within_bounds(
     wait: float, expected: float
 ) -> None:
     assert poll_seconds(wait) == pytest.approx(expected)
-
