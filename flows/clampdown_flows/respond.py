@@ -20,6 +20,7 @@ import os
 import socket
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,7 @@ from clampdown_flows.approval_store import default_approvers
 from clampdown_flows.plain_flow import plain_json_flow
 from clampdown_flows.prefect_api import local_api, shared_clients
 from clampdown_flows.preloaded import load_checked, preloaded_for
+from clampdown_flows.run_client import RunName
 
 
 class RunFailed(Exception):
@@ -130,8 +132,10 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _flow_run_name() -> str:
-    params = runtime_flow_run.parameters
+def _flow_run_name(params: Mapping[str, Any]) -> str:
+    """``<runbook file's stem>-<run id>``: what the Prefect UI lists the run as. From the
+    parameters alone, so the shared client names the flow run when it creates it
+    (:mod:`clampdown_flows.run_client`) instead of renaming it once it began."""
     return f"{Path(str(params.get('runbook', 'runbook'))).stem}-{params.get('run_id') or 'run'}"
 
 
@@ -143,7 +147,7 @@ _UNUSED_RESULT_STORAGE = Path(tempfile.gettempdir()) / "clampdown-prefect-result
 
 @plain_json_flow(  # its parameters are JSON: no FastAPI import to send them
     name="respond",
-    flow_run_name=_flow_run_name,
+    flow_run_name=RunName(_flow_run_name),
     persist_result=False,
     result_storage=_UNUSED_RESULT_STORAGE,
     validate_parameters=False,
