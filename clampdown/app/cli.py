@@ -94,12 +94,16 @@ def lint(
     format: FormatOpt = Format.text,
     strict: Annotated[bool, typer.Option(help="treat warnings as errors")] = False,
     library: LibraryOpt = None,
+    cache: Annotated[
+        bool, typer.Option(help="replay an unchanged lint's verdict (--no-cache: lint afresh)")
+    ] = True,
 ) -> None:
     """Check runbooks: schema, DAG, actions, with fields, expressions, approval gates."""
-    # the console script runs lint without Typer (clampdown.app.entry); both print this way
+    # the console script runs lint without Typer (clampdown.app.entry), and only it keeps
+    # verdicts (clampdown.app.lint_cache); this route always lints afresh; both print this way
     from clampdown.app.cli_lint import LintArgs, run_lint
 
-    raise typer.Exit(run_lint(LintArgs(paths or [], format.value, strict, library)))
+    raise typer.Exit(run_lint(LintArgs(paths or [], format.value, strict, library, cache)))
 
 
 def schema(

@@ -24,9 +24,10 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clampdown.core.diagnostics import Diagnostic
+if TYPE_CHECKING:  # a replayed lint (clampdown.app.lint_cache) imports no more than it needs
+    from clampdown.core.diagnostics import Diagnostic
 
 FORMATS = ("text", "json")
 
@@ -39,16 +40,17 @@ class LintArgs:
     format: str = "text"
     strict: bool = False
     library: Path | None = None
+    cache: bool = True  # --cache/--no-cache: the console script's verdict cache
 
 
 def parse_args(args: list[str]) -> LintArgs | None:
     """The arguments after ``lint``, or None when Typer must parse them.
 
     Takes paths, ``--format text|json`` (also ``--format=json``), ``--strict``,
-    ``--no-strict``, ``--library PATH``/``--library=PATH``/``-L PATH`` and ``--``, in
-    any order, each option at most once. Everything else (``--help``, unknown or
-    repeated options, a missing or odd value) is Typer's to answer, with its usage
-    message and exit code 2.
+    ``--no-strict``, ``--cache``, ``--no-cache``, ``--library PATH``/``--library=PATH``/
+    ``-L PATH`` and ``--``, in any order, each option at most once. Everything else
+    (``--help``, unknown or repeated options, a missing or odd value) is Typer's to
+    answer, with its usage message and exit code 2.
     """
     paths: list[str] = []
     options: dict[str, str] = {}
@@ -63,6 +65,8 @@ def parse_args(args: list[str]) -> LintArgs | None:
         name, eq, value = arg.partition("=")
         if name in ("--strict", "--no-strict") and not eq:
             key, value = "strict", name
+        elif name in ("--cache", "--no-cache") and not eq:
+            key, value = "cache", name
         elif name in ("--format", "--library") or (name == "-L" and not eq):
             key = name.lstrip("-").replace("L", "library")
             value = value if eq else next(rest, "")
@@ -81,6 +85,7 @@ def parse_args(args: list[str]) -> LintArgs | None:
         format=options.get("format", "text"),
         strict=options.get("strict") == "--strict",
         library=Path(library) if library is not None else None,
+        cache=options.get("cache") != "--no-cache",
     )
 
 
@@ -128,7 +133,7 @@ def report(found: list[Diagnostic], targets: list[Path], format: str) -> int:
     return 1 if errors else 0
 
 
-def _as_is() -> bool:
+def as_is() -> bool:
     """Whether Rich would print text unchanged to stdout now: not to a terminal (no
     colours; FORCE_COLOR and TTY_COMPATIBLE as Rich reads them), not in Jupyter."""
     if "ipykernel" in sys.modules:
@@ -145,6 +150,9 @@ def _as_is() -> bool:
         return True
 
 
+_as_is = as_is
+
+
 def _unchanged_by_rich(text: str) -> bool:
     """Rich expands tabs and drops some control characters; printable text it keeps."""
     return all(line.isprintable() for line in text.split("\n"))
@@ -152,7 +160,7 @@ def _unchanged_by_rich(text: str) -> bool:
 
 def print_styled(text: str, style: str) -> None:
     """Print ``text`` as ``out.print(f"[{style}]{escape(text)}[/]")`` does."""
-    if _as_is() and _unchanged_by_rich(text):
+    if as_is() and _unchanged_by_rich(text):
         sys.stdout.write(text + "\n")
         return
     from rich.markup import escape
@@ -165,7 +173,7 @@ def print_styled(text: str, style: str) -> None:
 def print_markup(markup: str, plain: str | None) -> None:
     """Print Rich ``markup`` as ``out.print`` does; ``plain`` is the text it renders to
     (None: only Rich can tell)."""
-    if plain is not None and _as_is() and _unchanged_by_rich(plain):
+    if plain is not None and as_is() and _unchanged_by_rich(plain):
         sys.stdout.write(plain + "\n")
         return
     from clampdown.app.cli_options import out
@@ -177,7 +185,7 @@ def print_json(text: str) -> None:
     """Print a JSON document as Rich's ``print_json`` does: indented by two, non-ASCII kept."""
     data: Any = json.loads(text)
     pretty = json.dumps(data, indent=2, ensure_ascii=False)
-    if _as_is() and _unchanged_by_rich(pretty):
+    if as_is() and _unchanged_by_rich(pretty):
         sys.stdout.write(pretty + "\n")
         return
     from clampdown.app.cli_options import out

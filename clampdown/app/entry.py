@@ -6,7 +6,9 @@ So this entry point imports nothing but the standard library until it knows the
 command: ``clampdown lint …`` with options lint takes (:func:`clampdown.app.cli_lint.parse_args`)
 runs there, with the output and exit codes of the Typer command; any other command
 line — another command, ``--help``, ``--version``, a usage error, shell completion —
-goes to the Typer app (:func:`clampdown.app.cli.main`) unchanged.
+goes to the Typer app (:func:`clampdown.app.cli.main`) unchanged. A lint of files that
+have not changed since the same lint last ran replays that lint's output
+(:mod:`clampdown.app.lint_cache`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def main() -> None:
         # 1 MB less peak memory on this repository's library.
         gc.disable()
         from clampdown.app.cli_lint import fast_lint, parse_args
+        from clampdown.app.lint_cache import lint_with_cache
 
         parsed = parse_args(args[1:])
-        if parsed is not None:
-            sys.exit(_guarded(lambda: fast_lint(parsed)))
+        if parsed is not None:  # an unchanged lint's verdict is replayed (lint_cache)
+            sys.exit(_guarded(lambda: lint_with_cache(args[1:], parsed, fast_lint)))
         gc.enable()  # Typer's to answer: a command like any other
     from clampdown.app.cli import main as typer_main
 

@@ -1,0 +1,283 @@
+"""Lint's verdict cache: the same lint of the same files gives its output again, unread.
+
+Pre-commit hooks, CI and editors lint the same unchanged files again and again, and a cold
+lint costs a few hundred milliseconds, most of it building pydantic models before the first
+runbook is read. So the console script (:mod:`clampdown.app.entry`) keeps, per user, what a
+lint printed and its exit code, keyed by everything that could make a lint print something
+else (:func:`invocation_key`) and next to everything it read
+(:mod:`clampdown.app.lint_inputs`: each file with its SHA-256, each folder's listing, each
+path it looked at, each module it ran). A later lint with the same key replays the output
+only after checking every one of these again; it imports neither yaml, pydantic, jinja2
+nor typer. Any difference, error or doubt: the lint runs as it always did, and its entry
+is written again.
+
+Trust, as for the Prefect template (:mod:`clampdown_flows.prefect_template`): the entries
+live in ``$XDG_CACHE_HOME/clampdown/lint/`` (default ``~/.cache/clampdown/lint/``), a
+folder that must be the user's own, not a link and private (0700); each entry must be the
+user's own regular file, not a link, private (0600). Anything else is ignored, never
+followed or trusted. An entry is written to a private temporary file and renamed into
+place. Only the user (and root) can write there, so only they could forge a verdict; a
+forged or damaged entry whose recorded inputs do not match the files is not used. The
+folder keeps the :data:`KEEP` entries used last; deleting it is always safe.
+
+Cached only when the output is plain text that Rich would not touch (not a terminal, no
+forced colours), the lint ended with its verdict (exit 0 or 1) and nothing it read changed
+while it ran. ``--no-cache`` or ``CLAMPDOWN_LINT_CACHE=off`` turn it off: nothing is read
+or written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import clampdown
+from clampdown.app.cli_lint import LintArgs, as_is
+from clampdown.app.lint_inputs import Unsure, recording, unchanged
+
+FORMAT = 1  # of an entry; another format is not read
+KEEP = 32  # entries kept, the most recently used
+MAX_BYTES = 16 << 20  # an entry larger than this is not read
+OFF = ("off", "0", "false", "no")
+# what in the environment can change what a lint prints: its settings, pydantic's, Python's,
+# the locale (output encoding) and the terminal variables Rich reads
+KEYED_PREFIXES = ("CLAMPDOWN_", "PYDANTIC", "PYTHON", "LC_", "TTY_", "JUPYTER")
+KEYED_NAMES = (
+    "LANG",
+    "LANGUAGE",
+    "HOME",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "COLUMNS",
+    "LINES",
+)
+_PARTS = ("files", "folders", "looked", "modules")
+
+
+def wanted(args: LintArgs, environ: Mapping[str, str]) -> bool:
+    """The cache is on unless ``--no-cache`` or ``CLAMPDOWN_LINT_CACHE`` says off."""
+    return args.cache and environ.get("CLAMPDOWN_LINT_CACHE", "").strip().lower() not in OFF
+
+
+def cache_folder(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CACHE_HOME/clampdown/lint`` (an absolute XDG_CACHE_HOME), else ``~/.cache/…``."""
+    base = environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "clampdown" / "lint"
+
+
+def invocation_key(raw_args: list[str], environ: Mapping[str, str]) -> str:
+    """SHA-256 of what, besides the files, decides a lint's output: its command line and
+    folder, the keyed environment variables, the Python that runs it and how its output is
+    encoded, clampdown's version. Only the digest is stored (settings may hold secrets)."""
+    material = {
+        "args": raw_args,
+        "cwd": os.getcwd(),
+        "env": sorted(
+            (k, v) for k, v in environ.items() if k.startswith(KEYED_PREFIXES) or k in KEYED_NAMES
+        ),
+        "python": [sys.version, sys.executable, list(sys.flags), sys.warnoptions],
+        "xoptions": sorted(map(str, sys._xoptions.items())),
+        "path": sys.path,
+        "streams": [
+            [getattr(s, "encoding", None), getattr(s, "errors", None)]
+            for s in (sys.stdout, sys.stderr)
+        ],
+        "plain": as_is(),
+        "clampdown": clampdown.__version__,
+        "uid": os.getuid(),
+    }
+    text = json.dumps(material, sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _private(info: os.stat_result, kind: int) -> bool:
+    """The user's own, of ``kind`` (folder or file), and nobody else may read or write it."""
+    return (
+        stat.S_IFMT(info.st_mode) == kind
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    )
+
+
+def _well_formed(entry: Any, key: str) -> bool:
+    """An entry of this format for this key, every part of the expected shape."""
+    if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("key") != key:
+        return False
+    if entry.get("exit") not in (0, 1) or not isinstance(entry.get("inputs"), dict):
+        return False
+    pairs = [entry.get("output"), *(entry["inputs"].get(p) for p in _PARTS)]
+    return all(
+        isinstance(part, list)
+        and all(
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)
+            for pair in part
+        )
+        for part in pairs
+    ) and all(stream in ("out", "err") for stream, _ in entry["output"])
+
+
+class VerdictCache:
+    """The user's private folder of lint verdicts (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _open_folder(self, create: bool) -> int | None:
+        """A descriptor of the folder if it is private (made so if ``create``); else None."""
+        if create:
+            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                self.folder.mkdir(mode=0o700)
+        try:
+            fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        if not _private(os.fstat(fd), stat.S_IFDIR):
+            os.close(fd)
+            return None
+        return fd
+
+    def lookup(self, key: str) -> dict[str, Any] | None:
+        """The entry for ``key`` if there is a trusted, well-formed one; never raises."""
+        try:
+            folder = self._open_folder(create=False)
+        except OSError:
+            return None
+        if folder is None:
+            return None
+        try:
+            fd = os.open(f"{key}.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        except OSError:
+            return None
+        finally:
+            os.close(folder)
+        try:
+            info = os.fstat(fd)
+            if not _private(info, stat.S_IFREG) or info.st_size > MAX_BYTES:
+                return None
+            with os.fdopen(os.dup(fd), "rb") as handle:
+                entry = json.loads(handle.read())
+            os.utime(fd)  # used now: kept longest
+        except (OSError, ValueError):
+            return None
+        finally:
+            os.close(fd)
+        return entry if _well_formed(entry, key) else None
+
+    def store(self, key: str, entry: dict[str, Any]) -> bool:
+        """Write ``entry`` for ``key`` (private temporary file, then a rename); keep the
+        :data:`KEEP` entries used last. False when the folder is not private."""
+        folder = self._open_folder(create=True)
+        if folder is None:
+            return False
+        temporary = f".{key}.{os.getpid()}.tmp"
+        try:
+            data = json.dumps(entry, ensure_ascii=True).encode("ascii")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary, dir_fd=folder)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with os.fdopen(os.open(temporary, flags, 0o600, dir_fd=folder), "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, f"{key}.json", src_dir_fd=folder, dst_dir_fd=folder)
+            _keep_recent(folder)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary, dir_fd=folder)
+            os.close(folder)
+        return True
+
+
+def _keep_recent(folder: int) -> None:
+    """Remove all but the :data:`KEEP` most recently used files of the folder."""
+    files = []
+    for name in os.listdir(folder):
+        info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+        if stat.S_ISREG(info.st_mode):
+            files.append((info.st_mtime_ns, name))
+    for _, name in sorted(files, reverse=True)[KEEP:]:
+        os.unlink(name, dir_fd=folder)
+
+
+class _Tee:
+    """A text stream that also keeps, in order, what is written to it."""
+
+    def __init__(self, stream: Any, name: str, written: list[list[str]]) -> None:
+        self._stream = stream
+        self._name = name
+        self._written = written
+        self.bypassed = False
+
+    def write(self, text: str) -> int:
+        done = self._stream.write(text)
+        self._written.append([self._name, text])
+        return int(done)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    @property
+    def buffer(self) -> Any:  # bytes written there are not seen here
+        self.bypassed = True
+        return self._stream.buffer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _recorded(run: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
+    """Run ``run`` (a cold lint) recording its output and inputs; the record is None when
+    it cannot be reused (see the module docstring)."""
+    written: list[list[str]] = []
+    before = set(sys.modules)
+    out, err = sys.stdout, sys.stderr
+    tees = _Tee(out, "out", written), _Tee(err, "err", written)
+    with recording() as recorder:
+        sys.stdout, sys.stderr = tees  # type: ignore[assignment]
+        try:
+            code = run()
+        finally:
+            sys.stdout, sys.stderr = out, err
+    rendered_by_rich = {"rich", "typer"} & {m.split(".")[0] for m in set(sys.modules) - before}
+    if code not in (0, 1) or rendered_by_rich or any(t.bypassed for t in tees):
+        return code, None
+    try:
+        inputs = recorder.inputs()
+    except Unsure:
+        return code, None
+    return code, {"exit": code, "output": written, "inputs": inputs}
+
+
+def lint_with_cache(
+    raw_args: list[str],
+    args: LintArgs,
+    run: Callable[[LintArgs], int],
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """``run(args)``, or the replay of an identical earlier lint (``raw_args``: the command
+    line after ``lint``); the exit code."""
+    env = os.environ if environ is None else environ
+    if not wanted(args, env) or not as_is():
+        return run(args)
+    cache = VerdictCache(cache_folder(env))
+    key = invocation_key(raw_args, env)
+    entry = cache.lookup(key)
+    if entry is not None and unchanged(entry["inputs"]):
+        for stream, text in entry["output"]:
+            (sys.stdout if stream == "out" else sys.stderr).write(text)
+        return int(entry["exit"])
+    code, record = _recorded(lambda: run(args))
+    if record is not None:
+        with contextlib.suppress(OSError):  # a cache not written changes nothing of the lint
+            cache.store(key, {"format": FORMAT, "key": key, **record})
+    return code
