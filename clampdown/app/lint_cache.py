@@ -34,6 +34,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ class VerdictCache:
                 return None
             with os.fdopen(os.dup(fd), "rb") as handle:
                 entry = json.loads(handle.read())
-            os.utime(fd)  # used now: kept longest
+            _used_now(fd)
         except (OSError, ValueError):
             return None
         finally:
@@ -188,6 +189,8 @@ class VerdictCache:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
             with os.fdopen(os.open(temporary, flags, 0o600, dir_fd=folder), "wb") as handle:
                 handle.write(data)
+                handle.flush()
+                _used_now(handle.fileno())
             os.replace(temporary, f"{key}.json", src_dir_fd=folder, dst_dir_fd=folder)
             _keep_recent(folder)
         finally:
@@ -195,6 +198,13 @@ class VerdictCache:
                 os.unlink(temporary, dir_fd=folder)
             os.close(folder)
         return True
+
+
+def _used_now(fd: int) -> None:
+    """Mark an entry used (its modification time: now, to the nanosecond; the file
+    system's own clock may be a tick behind, which would make ties)."""
+    now = time.time_ns()
+    os.utime(fd, ns=(now, now))
 
 
 def _keep_recent(folder: int) -> None:
