@@ -47,6 +47,32 @@ print(memo == _blocks_digest(True))
 """
 
 
+# The server's start-up in this process, as a server process runs it (the product's app
+# factory, Prefect's lifespan), with Alembic's upgrade, Prefect's migration check, recorded.
+MIGRATION_CHECKS = """
+import asyncio, json, os
+from asgi_lifespan import LifespanManager
+from prefect.server.database.interface import PrefectDBInterface
+from clampdown_flows.prefect_api import create_app
+
+checks = []
+upgrade = PrefectDBInterface.run_migrations_upgrade
+
+async def recorded(self):
+    checks.append("alembic upgrade")
+    await upgrade(self)
+
+PrefectDBInterface.run_migrations_upgrade = recorded
+
+async def start() -> None:
+    await LifespanManager(create_app(), startup_timeout=900).__aenter__()
+    print(json.dumps(checks), flush=True)
+    os._exit(0)
+
+asyncio.run(start())
+"""
+
+
 def environment(tmp_path: Path, home: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     return env | {
@@ -115,9 +141,35 @@ def test_an_untrusted_template_is_ignored_and_prefect_migrates(tmp_path: Path) -
     with contextlib.closing(sqlite3.connect(kept / "prefect.db")) as db:  # tampered with
         db.execute("UPDATE alembic_version SET version_num = 'aaaaaaaaaaaa'")
         db.commit()
+    assert json.loads(python(env, MIGRATION_CHECKS).splitlines()[-1]) == ["alembic upgrade"]
     python(env, FLOW_ON_LOCAL_API)
     database = tmp_path / "home" / "prefect.db"
     assert query(database, "SELECT version_num FROM alembic_version") == [(head,)]
     assert query(database, "SELECT count(*) FROM flow_run") == [(1,)]
     # and the database Prefect migrated replaced the untrusted template
     assert query(kept / "prefect.db", "SELECT version_num FROM alembic_version") == [(head,)]
+
+
+def kept_template(tmp_path: Path) -> tuple[Path, str]:
+    """The session's migrated database kept as this test's template; its folder and head."""
+    import prefect
+
+    kept = template_folder(prefect.__version__, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    versions = Path(prefect.__file__).parent / "server/database/_migrations/versions/sqlite"
+    head = migration_head(versions)
+    assert head is not None
+    assert save(migrated_database(), kept, {"head": head, "blocks": None})
+    return kept, head
+
+
+def test_a_home_seeded_from_a_trusted_template_skips_alembics_check(tmp_path: Path) -> None:
+    """Its database was copied and read back at head: the server's start runs no Alembic;
+    the same home's next start (an existing database) checks as Prefect always does."""
+    kept_template(tmp_path)
+    env = environment(tmp_path, "home")
+    assert json.loads(python(env, MIGRATION_CHECKS).splitlines()[-1]) == []
+    assert query(tmp_path / "home" / "prefect.db", "SELECT count(*) FROM block_type")[0][0] > 0
+    assert json.loads(python(env, MIGRATION_CHECKS).splitlines()[-1]) == ["alembic upgrade"]
+    # and flows run on it (block types registered, tables at head)
+    python(environment(tmp_path, "another"), FLOW_ON_LOCAL_API)
+    assert query(tmp_path / "another" / "prefect.db", "SELECT count(*) FROM flow_run") == [(1,)]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from clampdown_flows import prefect_template
 from clampdown_flows.prefect_template import (
     DATABASE,
     FACTS,
@@ -229,7 +230,7 @@ def test_a_template_is_not_kept_in_a_folder_others_can_write(tmp_path: Path) -> 
     assert list(folder.iterdir()) == []
 
 
-def test_startup_hooks_run_around_prefects_startup_and_never_stop_it() -> None:
+def test_startup_hooks_run_after_prefects_startup_and_never_stop_it() -> None:
     calls: list[str] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -240,11 +241,11 @@ def test_startup_hooks_run_around_prefects_startup_and_never_stop_it() -> None:
         else:
             calls.append(f"app served {scope['type']}")
 
-    def before() -> None:
-        calls.append("before")
+    def after() -> None:
+        calls.append("after")
         raise OSError("disk full")  # a template problem: logged, the start goes on
 
-    hooked = StartupHooks(app, before, lambda: calls.append("after"))
+    hooked = StartupHooks(app, after)
 
     async def receive() -> dict[str, str]:
         return {"type": "lifespan.startup"}
@@ -255,12 +256,58 @@ def test_startup_hooks_run_around_prefects_startup_and_never_stop_it() -> None:
     asyncio.run(hooked({"type": "lifespan"}, receive, send))
     asyncio.run(hooked({"type": "http"}, receive, send))
     assert calls == [
-        "before",
         "app got lifespan.startup",
         "after",
         "server got lifespan.startup.complete",
         "app served http",
     ]
+
+
+@pytest.mark.parametrize(
+    ("home", "skipped"),
+    [("new", True), ("existing", False), ("untrusted", False), ("unreadable", False)],
+)
+def test_only_a_home_just_seeded_at_head_skips_the_migration_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str, skipped: bool
+) -> None:
+    skips: list[str] = []
+    monkeypatch.setattr(prefect_template, "skip_migration_check", lambda: skips.append("skip"))
+    folder = kept(tmp_path / "template")
+    database = tmp_path / "home" / DATABASE
+    if home == "existing":
+        database.parent.mkdir()
+        migrated(database)
+    if home == "untrusted":
+        folder.chmod(0o770)
+    if home == "unreadable":  # copied, but the copy's version cannot be read back
+        monkeypatch.setattr(prefect_template, "at_head", lambda database, head: False)
+    outcome = prefect_template.prepare(Prefect().template(database, folder))
+    expected = {"new": "seeded", "existing": "existing", "untrusted": "migrating"}
+    assert outcome == expected.get(home, "copied")
+    assert skips == (["skip"] if skipped else [])
+
+
+def test_a_failing_seed_is_logged_and_prefect_migrates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skips: list[str] = []
+    monkeypatch.setattr(prefect_template, "skip_migration_check", lambda: skips.append("skip"))
+
+    def full_disk(source: Path, target: Path) -> bool:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(prefect_template, "copy_database", full_disk)
+    template = Prefect().template(tmp_path / DATABASE, kept(tmp_path / "template"))
+    assert prefect_template.prepare(template) is None
+    assert skips == []
+
+
+def test_at_head(tmp_path: Path) -> None:
+    assert prefect_template.at_head(migrated(tmp_path / "a.db"), HEAD)
+    assert not prefect_template.at_head(migrated(tmp_path / "b.db", "0ther"), HEAD)
+    (tmp_path / "garbage.db").write_bytes(b"not a database" * 100)
+    assert not prefect_template.at_head(tmp_path / "garbage.db", HEAD)
+    assert not prefect_template.at_head(tmp_path / "missing.db", HEAD)
 
 
 def test_kept_template_files_are_written_atomically(tmp_path: Path) -> None:
