@@ -47,9 +47,10 @@ FORMAT = 1  # of an entry; another format is not read
 KEEP = 32  # entries kept, the most recently used
 MAX_BYTES = 16 << 20  # an entry larger than this is not read
 OFF = ("off", "0", "false", "no")
-# what in the environment can change what a lint prints: its settings, pydantic's, Python's,
-# the locale (output encoding) and the terminal variables Rich reads
-KEYED_PREFIXES = ("CLAMPDOWN_", "PYDANTIC", "PYTHON", "LC_", "TTY_", "JUPYTER")
+# what in the environment can change what a lint prints: its settings, pydantic's, Python's
+# (and sysconfig's), the locale (output encoding) and the terminal variables Rich reads;
+# names in any case, as pydantic-settings reads CLAMPDOWN_* in any case
+KEYED_PREFIXES = ("CLAMPDOWN_", "PYDANTIC", "PYTHON", "_PYTHON", "LC_", "TTY_", "JUPYTER")
 KEYED_NAMES = (
     "LANG",
     "LANGUAGE",
@@ -69,6 +70,12 @@ def wanted(args: LintArgs, environ: Mapping[str, str]) -> bool:
     return args.cache and environ.get("CLAMPDOWN_LINT_CACHE", "").strip().lower() not in OFF
 
 
+def keyed(name: str) -> bool:
+    """Whether the environment variable ``name`` is part of :func:`invocation_key`."""
+    upper = name.upper()
+    return upper.startswith(KEYED_PREFIXES) or upper in KEYED_NAMES
+
+
 def cache_folder(environ: Mapping[str, str]) -> Path:
     """``$XDG_CACHE_HOME/clampdown/lint`` (an absolute XDG_CACHE_HOME), else ``~/.cache/…``."""
     base = environ.get("XDG_CACHE_HOME", "")
@@ -83,9 +90,7 @@ def invocation_key(raw_args: list[str], environ: Mapping[str, str]) -> str:
     material = {
         "args": raw_args,
         "cwd": os.getcwd(),
-        "env": sorted(
-            (k, v) for k, v in environ.items() if k.startswith(KEYED_PREFIXES) or k in KEYED_NAMES
-        ),
+        "env": sorted((k, v) for k, v in environ.items() if keyed(k)),
         "python": [sys.version, sys.executable, list(sys.flags), sys.warnoptions],
         "xoptions": sorted(map(str, sys._xoptions.items())),
         "path": sys.path,

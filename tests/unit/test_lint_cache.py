@@ -166,12 +166,60 @@ def test_another_command_line_misses(capsys, work, env, other) -> None:
 
 @pytest.mark.parametrize(
     "variable",
-    ["CLAMPDOWN_LIBRARY", "CLAMPDOWN_SLACK_CHANNEL", "PYDANTIC_DISABLE_PLUGINS", "LANG"],
+    [
+        "CLAMPDOWN_LIBRARY",
+        "clampdown_library",
+        "CLAMPDOWN_SLACK_CHANNEL",
+        "PYDANTIC_DISABLE_PLUGINS",
+        "LANG",
+        "FORCE_COLOR",
+    ],
 )
 def test_a_changed_setting_misses(capsys, work, env, variable, monkeypatch) -> None:
     _use_private_entry(capsys, env, "lib")
     monkeypatch.setenv(variable, env.get(variable, "") + "x")
     assert _lint(capsys, env, "lib").cold
+
+
+ENV_READ = """
+import json, os, sys
+read = set()
+class Recording(type(os.environ)):
+    def __getitem__(self, key):
+        read.add(key)
+        return super().__getitem__(key)
+    def __contains__(self, key):
+        read.add(key)
+        return super().__contains__(key)
+    def get(self, key, default=None):
+        read.add(key)
+        return super().get(key, default)
+real = os.environ
+os.environ = Recording(
+    real._data, real.encodekey, real.decodekey, real.encodevalue, real.decodevalue
+)
+from clampdown.app.cli_lint import fast_lint, parse_args
+fast_lint(parse_args(sys.argv[1:]))
+sys.stderr.write(json.dumps(sorted(read)))
+"""
+
+
+@pytest.mark.parametrize("args", [["runbooks/"], ["--strict", str(BROKEN)]])
+def test_every_variable_a_lint_of_paths_reads_is_in_the_key(args) -> None:
+    """Found by running lint with an environment that notes every name read (without
+    paths, pydantic-settings reads every variable: CLAMPDOWN_* in any case are keyed)."""
+    done = subprocess.run(
+        [sys.executable, "-c", ENV_READ, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    read = json.loads(done.stderr.splitlines()[-1])
+    assert "PYDANTIC_DISABLE_PLUGINS" in read and "HOME" in read
+    assert [name for name in read if not lint_cache.keyed(name)] == []
+    assert lint_cache.keyed("clampdown_library") and not lint_cache.keyed("PATH")
 
 
 def test_without_paths_the_library_setting_decides(capsys, work, env, monkeypatch) -> None:
