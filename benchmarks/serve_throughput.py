@@ -34,7 +34,7 @@ Moto server runs in its own process. One warm-up alert runs before the first rep
 
     python benchmarks/serve_throughput.py [-n 32] [--reps 3] [--profile]
                                           [--keepalive 16] [--no-run-name] [--lean-server]
-                                          [--state-sync-normal] [--pace K]
+                                          [--state-sync-normal] [--pace K] [--tree DIR]
 
 Also printed: each run's ledger marks (sent, answered, run.start, step.start, step.end,
 run.end) as medians and p95 per repetition, and the state store's commits per alert in the
@@ -63,6 +63,14 @@ triage with a real ``InProcessStarter`` whose runs are never launched), ``--reps
 wall and CPU (this thread) milliseconds per alert and the state store's commits per
 alert. It runs the same on an older tree (``PYTHONPATH`` at a ``git archive`` copy), so
 before/after compare the answer path's cost without the burst's load.
+
+``--tree DIR`` (repeatable; ``git archive <rev> | tar -x -C DIR``) compares trees on the
+same load: each repetition runs this script once per tree (``--reps 1``, the tree's
+packages first on ``PYTHONPATH``, the what-if options passed on), in an order that rotates
+each repetition; then each tree's table, with the Prefect API requests serve made per run
+by route. Both trees are compiled to bytecode first.
+
+    python benchmarks/serve_throughput.py -n 32 --reps 3 --tree /tmp/before
 
 Targets (issue 15, docs/benchmarks.md): wall time within 2.5x of the floor; 202 p95 < 0.5 s.
 """
@@ -431,6 +439,16 @@ def profiling(sampler: Sampler, api: ApiCalls, cpu: dict[str, float]) -> Iterato
         after = thread_cpu()
         for kind, seconds in after.items():
             cpu[kind] = cpu.get(kind, 0.0) + seconds - before.get(kind, 0.0)
+
+
+@contextlib.contextmanager
+def counting(api: ApiCalls) -> Iterator[None]:
+    """Prefect API requests counted meanwhile (no sampling: ``--tree``'s children)."""
+    api.counting = True
+    try:
+        yield
+    finally:
+        api.counting = False
 
 
 LEAN_OFF = (
@@ -803,7 +821,7 @@ def run(args: argparse.Namespace) -> None:
         floor(endpoint, new_users(iam, 2, "warmfloor"), loader, moto_pid)
         assert_contained(iam, warm)
         rows = []
-        api = ApiCalls() if args.profile else None
+        api = ApiCalls() if args.profile or args.json else None
         last, cpu_by_thread = Sampler(), {}
         for rep in range(args.reps):
             users = new_users(iam, args.n, f"floor{rep}")
@@ -812,7 +830,13 @@ def run(args: argparse.Namespace) -> None:
             users = new_users(iam, args.n, f"serve{rep}")
             wait_idle(server_pid)  # the previous burst's records written
             last, cpu_by_thread = Sampler(), {}
-            watch = profiling(last, api, cpu_by_thread) if api is not None else None
+            watch = (
+                profiling(last, api, cpu_by_thread)
+                if args.profile and api is not None
+                else counting(api)
+                if api is not None
+                else None
+            )
             server_before = server_samples.read() if server_samples else None
             committed = len(commits)
             out = burst(url, home, [arn for _, arn in users], logs, pids, watch)
@@ -830,6 +854,9 @@ def run(args: argparse.Namespace) -> None:
         for line in said:
             print(line)
         report(args.n, rows)
+        if args.json:
+            per_run = {k: v / (args.n * args.reps) for k, v in api.calls.items()} if api else {}
+            Path(args.json).write_text(json.dumps({"rows": rows, "requests": per_run}))
         if api is not None:
             print(f"\nwhere the time goes (the last burst; API requests of all {args.reps}):")
             api.report(args.n * args.reps)
@@ -968,6 +995,78 @@ def report(n: int, rows: list[tuple[dict[str, float], dict[str, Any]]]) -> None:
         print(f"  {name:<36} {' / '.join(values)}")
 
 
+def what_if_flags(args: argparse.Namespace) -> list[str]:
+    """The what-if options given, for ``--tree``'s children."""
+    flags = []
+    if args.keepalive:
+        flags += ["--keepalive", str(args.keepalive)]
+    if args.pace:
+        flags += ["--pace", str(args.pace)]
+    for name in ("no_run_name", "lean_server", "state_sync_normal"):
+        if getattr(args, name):
+            flags.append("--" + name.replace("_", "-"))
+    return flags
+
+
+def compiled(tree: Path) -> None:
+    """Fresh bytecode for a tree's own packages (the shells here set
+    PYTHONDONTWRITEBYTECODE: an edited module would be compiled again in every child)."""
+    import compileall
+
+    for package in ("clampdown", "flows", "integrations"):
+        compileall.compile_dir(tree / package, quiet=1)
+
+
+def compare(args: argparse.Namespace, passed: list[str]) -> None:
+    """``--tree DIR``: each repetition is one child invocation per tree (``--reps 1``),
+    this tree and each earlier one (``git archive <rev> | tar -x -C DIR``; its packages
+    first on ``PYTHONPATH``, this script in both), taking turns in an order that rotates
+    each repetition, so every tree meets the same load; then each tree's figures."""
+    trees = [("this tree", None)] + [(f"{t.name} (--tree)", t.resolve()) for t in args.tree]
+    compiled(ROOT)
+    for _, tree in trees:
+        if tree is not None:
+            compiled(tree)
+    logs = Path(tempfile.mkdtemp(prefix="clampdown-bench-trees-"))
+    results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in trees}
+    print(f"{len(trees)} trees taking turns, {args.reps} repetitions of N={args.n}; "
+          f"children's output in {logs}", flush=True)  # fmt: skip
+    for rep in range(args.reps):
+        for label, tree in trees[rep % len(trees) :] + trees[: rep % len(trees)]:
+            env = dict(os.environ)
+            if tree is not None:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    str(tree / p) for p in ("", "flows", "integrations")
+                )
+            out = logs / f"rep{rep}-{len(results[label])}-{label.split()[0]}.json"
+            argv = [sys.executable, str(Path(__file__).resolve()), "-n", str(args.n)]
+            argv += ["--reps", "1", "--json", str(out), *passed]
+            with (logs / f"{out.stem}.log").open("w") as log:
+                done = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+            if done.returncode != 0:
+                raise SystemExit(f"{label} failed: see {logs / (out.stem + '.log')}")
+            results[label].append(json.loads(out.read_text()))
+            got = results[label][-1]["rows"][0]
+            base, serve = got
+            print(
+                f"  rep {rep + 1}, {label}: floor {base['wall']:.2f} s, serve "
+                f"{serve['wall']:.2f} s ({serve['wall'] / base['wall']:.2f}x), CPU-s per run "
+                f"serve {serve['cpu_serve']:.3f} + Prefect server {serve['cpu_server']:.3f} "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+    for label, _ in trees:
+        print(f"\n### {label}")
+        report(args.n, [r["rows"][0] for r in results[label]])
+        requests: Counter[str] = Counter()
+        for r in results[label]:
+            requests.update(r["requests"])
+        total = sum(requests.values()) / len(results[label])
+        print(f"\n  Prefect API requests from serve per run: {total:.2f}")
+        for route, count in requests.most_common():
+            print(f"    {count / len(results[label]):5.2f}  {route}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=32, help="incidents at once (default 32)")
@@ -1006,10 +1105,20 @@ def main() -> None:
         action="store_true",
         help="measure one alert's answer path alone (alert after alert, no run launched)",
     )
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier tree (git archive) to measure in turns with this one (repeatable)",
+    )
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # a --tree child's figures
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.role == "sender":
         role_sender(rest[0], rest[1])
+    elif args.tree:
+        compare(args, what_if_flags(args))
     elif args.answer_path:
         answer_path(args)
     else:
