@@ -8,8 +8,15 @@ the child), which load on a shared machine disturbs less:
 
 * ``python -c pass``: the interpreter's start-up (with this venv's site-packages);
 * ``python -c "import yaml, pydantic, jinja2"``: the libraries lint cannot do without;
-* ``clampdown lint runbooks/``: the console script, as an editor or a pre-commit hook
-  runs it (lint's own start-up: no Typer, no Rich);
+* ``clampdown lint runbooks/ (cold)``: the console script, as an editor or a pre-commit
+  hook runs it (lint's own start-up: no Typer, no Rich), each time with an empty verdict
+  cache (a new ``XDG_CACHE_HOME``: it lints and writes its entry);
+* ``clampdown lint runbooks/ (cache hit)``: the same, the files unchanged since the last
+  lint: the verdict replayed from the cache (``clampdown.app.lint_cache``) after checking
+  every input again (the script checks that it is a replay: the entry is read, not
+  written again);
+* ``clampdown lint --no-cache runbooks/``: the lint without its cache (neither read nor
+  written: what a cold lint costs without recording its inputs);
 * ``python -m clampdown.app.cli lint runbooks/``: the same lint through the Typer app
   (what every other command pays to start), for comparison;
 * with ``--before DIR`` (an earlier tree, e.g. from ``git archive <commit> | tar -x -C
@@ -18,10 +25,12 @@ the child), which load on a shared machine disturbs less:
 
 Every command runs once before timing, with bytecode writing on, so no figure includes
 compiling a module (PYTHONDONTWRITEBYTECODE is dropped from the children's environment).
-The script also checks that the console script and the Typer app print the same output
-and exit with the same code. With ``--instructions`` it also counts the instructions
-each command executes, once each under ``valgrind --tool=callgrind``: a figure that load
-from other work on the machine does not change.
+The script also checks that the console script (cold and from the cache) and the Typer
+app print the same output and exit with the same code. Figures are also given as
+multiples of the floor's median. The load average is printed before and after. With
+``--instructions`` it also counts the instructions each command executes, once each
+under ``valgrind --tool=callgrind``: a figure that load from other work on the machine
+does not change.
 
     python benchmarks/lint.py [--runs 21] [--before DIR] [--library runbooks/] [--instructions]
 
@@ -38,8 +47,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +98,17 @@ def measure(
     return wall, cpu, done
 
 
+def replays(argv: list[str], env: dict[str, str]) -> str:
+    """Whether ``argv`` (a console-script lint) replays its cache entry: it is there after a
+    lint, and the next lint leaves the same file (a miss writes a new one and renames it)."""
+    folder = Path(env["XDG_CACHE_HOME"]) / "clampdown" / "lint"
+    measure(argv, env)  # the entry (written by the warm-up, or by this lint)
+    before = {p.name: p.stat().st_ino for p in folder.glob("*.json")}
+    measure(argv, env)
+    after = {p.name: p.stat().st_ino for p in folder.glob("*.json")}
+    return "yes" if before and before == after else f"NO ({len(before)} entries before)"
+
+
 def instructions(argv: list[str], env: dict[str, str]) -> int | None:
     """Instructions one fresh process of ``argv`` executes (callgrind), None without valgrind."""
     valgrind = shutil.which("valgrind")
@@ -116,17 +138,31 @@ def main() -> None:
 
     python = sys.executable
     script = str(Path(python).with_name("clampdown"))
-    env = child_env()
-    commands: dict[str, tuple[list[str], dict[str, str]]] = {
-        "python -c pass": ([python, "-c", "pass"], env),
-        'python -c "import yaml, pydantic, jinja2"': (
-            [python, "-c", "import yaml, pydantic, jinja2"],
-            env,
+    caches = tempfile.TemporaryDirectory(prefix="lint-bench-")
+    env = {**child_env(), "XDG_CACHE_HOME": str(Path(caches.name) / "kept")}
+    env.pop("CLAMPDOWN_LINT_CACHE", None)
+
+    def empty_cache() -> dict[str, str]:
+        return {**env, "XDG_CACHE_HOME": tempfile.mkdtemp(dir=caches.name)}
+
+    def same(value: dict[str, str]) -> Callable[[], dict[str, str]]:
+        return lambda: value
+
+    floor = 'python -c "import yaml, pydantic, jinja2"'
+    cold = f"clampdown lint {args.library} (cold)"
+    hit = f"clampdown lint {args.library} (cache hit)"
+    commands: dict[str, tuple[list[str], Callable[[], dict[str, str]]]] = {
+        "python -c pass": ([python, "-c", "pass"], same(env)),
+        floor: ([python, "-c", "import yaml, pydantic, jinja2"], same(env)),
+        cold: ([script, "lint", args.library], empty_cache),
+        hit: ([script, "lint", args.library], same(env)),
+        f"clampdown lint --no-cache {args.library}": (
+            [script, "lint", "--no-cache", args.library],
+            same(env),
         ),
-        f"clampdown lint {args.library}": ([script, "lint", args.library], env),
         f"python -m clampdown.app.cli lint {args.library} (Typer)": (
             [python, "-m", "clampdown.app.cli", "lint", args.library],
-            env,
+            same(env),
         ),
     }
     if args.before:
@@ -136,44 +172,58 @@ def main() -> None:
         code += f"{function}()"
         commands[f"clampdown lint {args.library} (--before {args.before})"] = (
             [python, "-P", "-c", code, "lint", args.library],
-            child_env([tree, tree / "integrations", tree / "flows"]),
+            same(child_env([tree, tree / "integrations", tree / "flows"])),
         )
 
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     outputs: dict[str, tuple[int, str]] = {}
     for name, (argv, child) in commands.items():  # warm-up: bytecode written, caches warm
-        _, _, done = measure(argv, child)
+        _, _, done = measure(argv, child())
         outputs[name] = (done.returncode, done.stdout)
+    replayed = replays(commands[hit][0], env)
     for _ in range(args.runs):
         for name, (argv, child) in commands.items():
-            wall, cpu, _ = measure(argv, child)
+            wall, cpu, _ = measure(argv, child())
             results[name].append((wall, cpu))
 
     print(f"{args.runs} fresh processes each, taking turns; milliseconds")
-    print(f"{'command':<62} {'wall median':>11} {'wall min':>9} {'CPU median':>11}")
-    for name, samples in results.items():
-        walls = [w * 1000 for w, _ in samples]
-        cpus = [c * 1000 for _, c in samples]
-        print(
-            f"{name:<62} {statistics.median(walls):>11.1f} {min(walls):>9.1f} "
-            f"{statistics.median(cpus):>11.1f}"
+    print(
+        f"{'command':<62} {'wall median':>11} {'wall min':>9} {'CPU median':>11} "
+        f"{'x floor wall':>12} {'x floor CPU':>11}"
+    )
+    medians = {
+        name: (
+            statistics.median(w * 1000 for w, _ in samples),
+            statistics.median(c * 1000 for _, c in samples),
         )
+        for name, samples in results.items()
+    }
+    for name, samples in results.items():
+        wall, cpu = medians[name]
+        print(
+            f"{name:<62} {wall:>11.1f} {min(w for w, _ in samples) * 1000:>9.1f} {cpu:>11.1f} "
+            f"{wall / medians[floor][0]:>12.2f} {cpu / medians[floor][1]:>11.2f}"
+        )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.instructions:
-        counts = {name: instructions(argv, child) for name, (argv, child) in commands.items()}
-        floor = counts['python -c "import yaml, pydantic, jinja2"']
+        counts = {name: instructions(argv, child()) for name, (argv, child) in commands.items()}
         print("instructions executed, one process each (valgrind --tool=callgrind):")
         for name, count in counts.items():
             if count is None:
                 print(f"{name:<62} (valgrind not found)")
                 continue
-            ratio = f"{count / floor:5.2f}x the yaml/pydantic/jinja2 floor" if floor else ""
+            base = counts[floor]
+            ratio = f"{count / base:5.2f}x the yaml/pydantic/jinja2 floor" if base else ""
             print(f"{name:<62} {count / 1e6:9.0f} M  {ratio}")
-    heavy = measure([python, "-c", IMPORTED, args.library, *HEAVY], env)[2].stderr.strip()
-    print(f"imported by lint through the console script, of {', '.join(HEAVY)}: {heavy}")
-    fast, typer = list(outputs.values())[2:4]
-    same = "yes" if fast == typer else "NO"
-    print(f"console script and Typer app: same output and exit code ({fast[0]}): {same}")
+    heavy = measure([python, "-c", IMPORTED, args.library, *HEAVY], empty_cache())[2].stderr
+    print(f"imported by a cold lint through the console script, of {', '.join(HEAVY)}: {heavy}")
+    print(f"the cache hit replayed its entry (read, not written again): {replayed}")
+    typer = outputs[f"python -m clampdown.app.cli lint {args.library} (Typer)"]
+    agree = "yes" if outputs[cold] == typer == outputs[hit] else "NO"
+    print(f"cold, cache hit and Typer app: same output and exit code ({typer[0]}): {agree}")
     print("target: clampdown lint < 250 ms wall on the 2-core reference machine")
+    caches.cleanup()
 
 
 if __name__ == "__main__":

@@ -267,10 +267,25 @@ def _recorded(run: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
     if code not in (0, 1) or rendered_by_rich or any(t.bypassed for t in tees):
         return code, None
     try:
-        inputs = recorder.inputs()
+        inputs = recorder.inputs(_ours_or_plugins())
     except Unsure:
         return code, None
     return code, {"exit": code, "output": written, "inputs": inputs}
+
+
+def _ours_or_plugins() -> Callable[[str], bool]:
+    """Whether a top-level package is clampdown's or a plug-in's (it provides an entry
+    point of a ``clampdown.*`` group): their modules are checked by hash on a hit."""
+    from importlib.metadata import entry_points
+
+    installed = entry_points()
+    packages = {
+        point.module.partition(".")[0]
+        for group in installed.groups
+        if group.startswith("clampdown")
+        for point in installed.select(group=group)
+    }
+    return lambda package: package.startswith("clampdown") or package in packages
 
 
 def lint_with_cache(

@@ -57,8 +57,8 @@ def state_of(path: str) -> State | None:
 def content_digest(path: str) -> str:
     """SHA-256 of a file's bytes; ``missing`` when there is none."""
     try:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        with open(path, "rb") as handle:  # whole: small files (file_digest zeroes 256 KiB)
+            return hashlib.sha256(handle.read()).hexdigest()
     except (FileNotFoundError, NotADirectoryError):
         return "missing"
     except OSError as exc:
@@ -97,20 +97,30 @@ def looks(path: str) -> str:
     return "|".join(parts)
 
 
-def module_mark(path: str) -> str:
-    """How a module's file is checked again: its SHA-256 (clampdown's code, the plug-ins,
-    every library's Python source), or for the standard library and compiled extensions,
-    which only an install changes, its status (any write changes the change time)."""
-    if path.endswith(".py") and not path.startswith(_STDLIB):
+def module_mark(path: str, hashed: bool) -> str:
+    """How a module's file is checked again: its SHA-256 (``hashed``: clampdown's code and
+    the plug-ins'), else its status: size, times and inode, as for the libraries and the
+    standard library, which an install changes (any write changes the change time; hashing
+    their 300-odd files would double the time a replay takes)."""
+    if hashed:
         return "sha256:" + content_digest(path)
     found = state_of(path)
     return "stat:" + ("missing" if found is None else ",".join(map(str, found)))
 
 
-def module_files() -> list[str]:
-    """The file of every module imported now (sys.modules' ``__file__``)."""
-    files = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
-    return sorted(f for f in files if isinstance(f, str))
+def module_matches(path: str, mark: str) -> bool:
+    """Whether a module's file still has the :func:`module_mark` ``mark``."""
+    return module_mark(path, mark.startswith("sha256:")) == mark
+
+
+def module_files() -> dict[str, str]:
+    """The file of every module imported now (sys.modules' ``__file__``): its package."""
+    files: dict[str, str] = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str):
+            files.setdefault(path, name.partition(".")[0])
+    return dict(sorted(files.items()))
 
 
 def _source_of(compiled: str) -> str | None:
@@ -169,8 +179,9 @@ class Recorder:
         if path not in self.looked:
             self.looked[path] = looks(path)
 
-    def inputs(self) -> dict[str, list[list[str]]]:
-        """The record, checked unchanged since lint first reached each input (or Unsure)."""
+    def inputs(self, hashed: Callable[[str], bool]) -> dict[str, list[list[str]]]:
+        """The record, checked unchanged since lint first reached each input (or Unsure);
+        ``hashed(package)``: whether a top-level package's modules are checked by hash."""
         if not self.sure or self in _ACTIVE:
             raise Unsure("the run could not be recorded completely")
         modules = module_files()
@@ -184,7 +195,7 @@ class Recorder:
         looked = [[p, seen] for p, seen in self.looked.items()]
         if any(looks(p) != seen for p, seen in looked):
             raise Unsure("a path looked at changed")
-        marks = [[f, self._module(f)] for f in modules]
+        marks = [[f, self._module(f, hashed(package))] for f, package in modules.items()]
         return {"files": files, "folders": folders, "looked": looked, "modules": marks}
 
     def _steady(self, path: str, first: State | None, digest: Callable[[str], str]) -> str:
@@ -196,11 +207,14 @@ class Recorder:
             raise Unsure(f"{path} changed just before lint ran")
         return found
 
-    def _module(self, path: str) -> str:
+    def _module(self, path: str, hashed: bool) -> str:
+        def mark_of(path: str) -> str:
+            return module_mark(path, hashed)
+
         if path in self.opened:  # imported while recording: as its import found it
-            return self._steady(path, self.opened[path], module_mark)
+            return self._steady(path, self.opened[path], mark_of)
         first = self.early[path] if path in self.early else state_of(path)
-        mark = module_mark(path)
+        mark = mark_of(path)
         if state_of(path) != first:
             raise Unsure(f"{path} changed while lint ran")
         if first is not None and max(first[1], first[2]) >= self.started_ns - BEFORE_NS:
@@ -214,16 +228,15 @@ def unchanged(record: dict[str, Any]) -> bool:
         ("looked", looks),
         ("folders", listing_digest),
         ("files", content_digest),
-        ("modules", module_mark),
     ]
     try:
         for part, digest in checks:
             for path, mark in record[part]:
                 if digest(path) != mark:
                     return False
+        return all(module_matches(path, mark) for path, mark in record["modules"])
     except Unsure:
         return False
-    return True
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:

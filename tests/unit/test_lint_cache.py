@@ -243,22 +243,29 @@ def test_a_changed_module_misses(tmp_path, monkeypatch) -> None:
         with recording() as recorder:
             import h22_acme_actions  # noqa: F401
 
-        record = recorder.inputs()
+        by_hash = recorder.inputs(lambda package: package == "h22_acme_actions")
+        by_status = recorder.inputs(lambda package: False)
     finally:  # a module changed below stays out of the next tests' records
         sys.modules.pop("h22_acme_actions", None)
-    marks = dict(record["modules"])
-    assert marks[str(plugin / "h22_acme_actions.py")].startswith("sha256:")
-    assert unchanged(record)
-    (plugin / "h22_acme_actions.py").write_text("NAME = 'acme.blocks'\n")
-    assert not unchanged(record)
+    module = str(plugin / "h22_acme_actions.py")
+    assert dict(by_hash["modules"])[module] == "sha256:" + _sha256(Path(module))
+    assert dict(by_status["modules"])[module].startswith("stat:")
+    assert unchanged(by_hash) and unchanged(by_status)
+    Path(module).write_text("NAME = 'acme.blocks'\n")
+    assert not unchanged(by_hash) and not unchanged(by_status)
 
 
 def test_a_lint_records_the_action_modules_it_ran(capsys, work, env) -> None:
     entry = json.loads(_use_private_entry(capsys, env, "lib").read_bytes())
     marks = dict(entry["inputs"]["modules"])
+    import pydantic.main
+
     import clampdown_aws.iam  # the runbook's aws.iam.revoke_credentials
 
-    assert marks[clampdown_aws.iam.__file__].startswith("sha256:")
+    assert marks[clampdown_aws.iam.__file__] == "sha256:" + _sha256(
+        Path(clampdown_aws.iam.__file__)
+    )
+    assert marks[pydantic.main.__file__].startswith("stat:")  # a library: by its status
     files = dict(entry["inputs"]["files"])
     assert files["lib/" + CLEAN.name] == _sha256(CLEAN)
 
