@@ -65,6 +65,8 @@ SCAN_EVERY = 30.0
 """Seconds between looks for stopped runs to continue."""
 SHUTDOWN_GRACE = 10.0
 """Seconds serve waits at shutdown for its runs to record that they were suspended."""
+Given = tuple[tuple[contextvars.ContextVar[Any], Any], ...]
+"""Context variables and the values one run alone sees in them (what its starter hands it)."""
 
 
 class InProcessStarter:
@@ -178,8 +180,8 @@ class InProcessStarter:
                 "free disk space or make CLAMPDOWN_HOME writable; the sender should retry",
             ) from None
 
-    def _launch(self, prepared: PreparedRun) -> None:
-        from clampdown_flows.preloaded import PRELOADED
+    def _launch(self, prepared: PreparedRun, on_start: Callable[[], None] | None = None) -> None:
+        from clampdown_flows.preloaded import PRELOADED, RUN_STARTED
 
         start = prepared.start
         options = {
@@ -192,7 +194,7 @@ class InProcessStarter:
         self._submit(
             prepared.run_id,
             lambda respond: respond(path, protected, **options),
-            (PRELOADED, prepared.preloaded),
+            ((PRELOADED, prepared.preloaded), (RUN_STARTED, on_start)),
         )
 
     def _discard(self, prepared: PreparedRun) -> None:
@@ -235,10 +237,10 @@ class InProcessStarter:
         self,
         run_id: str,
         call: Callable[[Any], Coroutine[Any, Any, Any]],
-        given: tuple[contextvars.ContextVar[Any], Any] | None = None,
+        given: Given = (),
     ) -> None:
-        """Run ``call(respond)`` on the loop; ``given``: a context variable and the value
-        this run alone sees in it."""
+        """Run ``call(respond)`` on the loop; ``given``: context variables and the values
+        this run alone sees in them."""
         future = asyncio.run_coroutine_threadsafe(self._execute(run_id, call, given), self._loop)
         self.futures[run_id] = future
         future.add_done_callback(functools.partial(self._done, run_id))
@@ -254,15 +256,15 @@ class InProcessStarter:
         self,
         run_id: str,
         call: Callable[[Any], Coroutine[Any, Any, Any]],
-        given: tuple[contextvars.ContextVar[Any], Any] | None = None,
+        given: Given = (),
     ) -> Any:
         """Run ``call(respond)`` as its own task, in a copy of the host's context (its
         Prefect settings and shared clients), so that runs do not see each other's."""
         from clampdown_flows.respond import respond
 
         context = self._context.copy()
-        if given is not None:
-            context.run(given[0].set, given[1])
+        for variable, value in given:
+            context.run(variable.set, value)
         coroutine = call(functools.partial(respond, return_state=True))
         task = asyncio.get_running_loop().create_task(coroutine, context=context)
         self._tasks[run_id] = task
@@ -360,8 +362,9 @@ class PreparedRun:
 
     :meth:`record` writes the start record durably (raises
     :class:`~clampdown.core.runs.RunNotStarted` when it cannot); :meth:`launch` starts
-    the run on the starter's loop; :meth:`discard` removes a recorded start that must
-    not run (its claim did not commit). The triage records inside the state store's
+    the run on the starter's loop (``on_start``: called from the run once its
+    ``run.start`` is durable, :data:`clampdown_flows.preloaded.RUN_STARTED`);
+    :meth:`discard` removes a recorded start that must not run (its claim did not commit). The triage records inside the state store's
     claim and launches after it committed."""
 
     starter: InProcessStarter
@@ -373,8 +376,8 @@ class PreparedRun:
     def record(self) -> None:
         self.starter._record(self)
 
-    def launch(self) -> None:
-        self.starter._launch(self)
+    def launch(self, on_start: Callable[[], None] | None = None) -> None:
+        self.starter._launch(self, on_start)
 
     def discard(self) -> None:
         self.starter._discard(self)

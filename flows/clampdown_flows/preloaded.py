@@ -14,11 +14,19 @@ from (:class:`clampdown.app.local_runs.InProcessStarter`), so runs never see eac
 other's, and nothing is left behind in the process. A run started any other way (a
 deployment run on a worker, ``clampdown run``, a resumed run) finds nothing here and
 loads the runbook from its parameters, as before.
+
+The starter may also hand the run a callback, :data:`RUN_STARTED`, which ``respond`` calls
+once the run's ``run.start`` record is durable: serve's triage launches its waiting runs a
+few at a time, the next one when one reached ``run.start``, and is told so instead of
+looking at the runs' ledgers every few milliseconds (``Launcher`` in
+:mod:`clampdown_flows.triage`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +46,21 @@ class Preloaded:
 
 
 PRELOADED: ContextVar[Preloaded | None] = ContextVar("clampdown_preloaded_runbook", default=None)
+RUN_STARTED: ContextVar[Callable[[], None] | None] = ContextVar(
+    "clampdown_run_started", default=None
+)
+
+
+def tell_started() -> None:
+    """Call the run's :data:`RUN_STARTED` callback, if its starter gave one (once its
+    ``run.start`` is durable). A callback that fails is logged: the run goes on."""
+    callback = RUN_STARTED.get()
+    if callback is None:
+        return
+    try:
+        callback()
+    except Exception:
+        logging.getLogger("clampdown.run").exception("the run's starter could not be told")
 
 
 def preloaded_for(path: str | Path) -> Preloaded | None:

@@ -68,7 +68,7 @@ from clampdown_flows.approval_gate import Gatekeeper
 from clampdown_flows.approval_store import default_approvers
 from clampdown_flows.plain_flow import plain_json_flow
 from clampdown_flows.prefect_api import local_api, shared_clients
-from clampdown_flows.preloaded import load_checked, preloaded_for
+from clampdown_flows.preloaded import load_checked, preloaded_for, tell_started
 from clampdown_flows.run_client import RunName
 
 
@@ -238,6 +238,7 @@ async def _start(
             inputs=inputs_mod.masked(rb.inputs, shown_inputs),
             flow_run_id=str(runtime_flow_run.id),
         )
+        tell_started()  # run.start is durable: serve's launcher may launch the next run
         note_unsigned(ledger, _logger())  # no signing key: said in the ledger and the log
 
     try:

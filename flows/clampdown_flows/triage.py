@@ -46,6 +46,7 @@ so the source's next repeat of the alert starts a run once a slot is free.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -102,8 +103,9 @@ class PreparedStart(Protocol):
     def record(self) -> None:
         """Write the start record durably (RunNotStarted, or an error, when it cannot)."""
 
-    def launch(self) -> None:
-        """Start the recorded run."""
+    def launch(self, on_start: Callable[[], None] | None = None) -> None:
+        """Start the recorded run; ``on_start``, when given, is called once the run's
+        ``run.start`` is durable (a starter that cannot tell never calls it)."""
 
     def discard(self) -> None:
         """Remove a recorded start that must not run (its claim did not commit)."""
@@ -535,7 +537,9 @@ class Launcher:
     serve that stops with runs waiting leaves them to the next one (:meth:`close`).
     """
 
-    POLL = 0.005
+    POLL = 0.05
+    """Seconds between looks at the ledgers of runs in set-up, for a starter that does not
+    say when a run reached ``run.start`` (serve's ``InProcessStarter`` does: no poll then)."""
 
     def __init__(
         self,
@@ -591,11 +595,18 @@ class Launcher:
                 log.warning("run %s could not be held while it waits: %s", run_id, exc)
         return held
 
+    def started(self, run_id: str) -> None:
+        """``run_id`` wrote its ``run.start``: the next waiting run may go (called from the
+        run's thread, through the starter)."""
+        with self._cond:
+            if self._setup.pop(run_id, None) is not None:
+                self._cond.notify()
+
     def _go(self, prepared: PreparedStart, held: contextlib.ExitStack | None) -> None:
         if held is not None:
             held.close()  # the run's own process (this one) takes it when it starts
         self._setup[prepared.run_id] = time.monotonic()
-        prepared.launch()
+        prepared.launch(functools.partial(self.started, prepared.run_id))
 
     def _prune(self) -> None:
         """Forget runs that wrote ``run.start`` (or have been in set-up ``cap`` seconds)."""
@@ -615,8 +626,9 @@ class Launcher:
                 if not self._queue:
                     self._cond.wait()
                     continue
-                if len(self._setup) >= self.at_once:
-                    self._cond.wait(self.POLL)
+                if len(self._setup) >= self.at_once:  # woken by started(), or the cap
+                    oldest = min(self._setup.values())
+                    self._cond.wait(max(0.0, min(self.POLL, oldest + self.cap - time.monotonic())))
                     continue
                 prepared, held = self._queue.popleft()
                 try:

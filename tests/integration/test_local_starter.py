@@ -74,3 +74,23 @@ def test_a_run_given_another_runbook_loads_its_own(
     assert records[-1]["status"] == "succeeded"
     assert loads == [str(path), str(path)]  # prepare's, then the run's own
     assert records[0]["digest"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_launcher_is_told_once_run_start_is_durable(
+    prefect_server: str, clampdown_home: Path, write_runbook: Any
+) -> None:
+    """``launch(on_start)``: called once, from the run, when its ``run.start`` is on disk
+    (the triage's launcher launches the next waiting run then, without polling ledgers)."""
+    path = write_runbook(RUNBOOK, "loaded-once.yaml")
+    seen: list[list[str]] = []
+    starter = InProcessStarter()
+    try:
+        prepared = starter.prepare(path, {}, {"type": "manual"}, run_id="told00000001")
+        ledger = settings().ledger_path(prepared.run_id)
+        prepared.record()
+        prepared.launch(lambda: seen.append([r["type"] for r in read(ledger)]))
+        starter.wait(prepared.run_id, 120)
+    finally:
+        starter.shutdown()
+    assert seen == [["run.start"]]  # once, with run.start written and nothing after it yet
+    assert read(ledger)[-1]["status"] == "succeeded"

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,7 +146,8 @@ class FakePrepared:
         with self.starter.lock:
             self.starter.recorded.append(self.run_id)
 
-    def launch(self) -> None:
+    def launch(self, on_start: Callable[[], None] | None = None) -> None:
+        """Never calls ``on_start``: the launcher then sees the run.start in the ledger."""
         runbook, inputs, trigger = self.args
         with self.starter.lock:
             self.starter.calls.append((runbook, inputs, trigger))

@@ -21,11 +21,13 @@ class Recorded:
 
     run_id: str
     launched: list[str] = field(default_factory=list)
+    on_start: Callable[[], None] | None = None
 
     def record(self) -> None:
         pass
 
-    def launch(self) -> None:
+    def launch(self, on_start: Callable[[], None] | None = None) -> None:
+        self.on_start = on_start
         self.launched.append(self.run_id)
 
     def discard(self) -> None:
@@ -120,4 +122,21 @@ def test_launches_from_many_threads_keep_the_order_they_were_queued_in(tmp_path:
 
     until(start_each, "every run launched")
     assert launched == ["head", *queued]
+    launcher.close()
+
+
+def test_a_run_that_says_it_started_lets_the_next_go_without_its_ledger(tmp_path: Path) -> None:
+    """The starter tells the launcher when a run wrote ``run.start`` (``on_start``): the next
+    run goes then, even where no ledger can be looked at (and long before the cap)."""
+    home = Home(tmp_path / "home")
+    launcher = Launcher(home, lambda run_id: None, at_once=1, cap=600)
+    launched: list[str] = []
+    first, second = Recorded("first", launched), Recorded("second", launched)
+    launcher.launch(first)
+    launcher.launch(second)
+    time.sleep(0.2)
+    assert launched == ["first"]  # in set-up: nothing says it started
+    assert first.on_start is not None
+    first.on_start()
+    until(lambda: launched == ["first", "second"], "the next run launched once told")
     launcher.close()
