@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clampdown.app.plain_output import as_is
+
 if TYPE_CHECKING:  # a replayed lint (clampdown.app.lint_cache) imports no more than it needs
     from clampdown.core.diagnostics import Diagnostic
 
@@ -133,24 +135,7 @@ def report(found: list[Diagnostic], targets: list[Path], format: str) -> int:
     return 1 if errors else 0
 
 
-def as_is() -> bool:
-    """Whether Rich would print text unchanged to stdout now: not to a terminal (no
-    colours; FORCE_COLOR and TTY_COMPATIBLE as Rich reads them), not in Jupyter."""
-    if "ipykernel" in sys.modules:
-        return False
-    compatible = os.environ.get("TTY_COMPATIBLE", "")
-    if compatible in ("0", "1"):
-        return compatible == "0"
-    if "FORCE_COLOR" in os.environ:
-        return os.environ["FORCE_COLOR"] == ""
-    isatty = getattr(sys.stdout, "isatty", None)
-    try:
-        return isatty is not None and not isatty()
-    except ValueError:  # closed: Rich does not call it a terminal either
-        return True
-
-
-_as_is = as_is
+_as_is = as_is  # the name tests/unit/test_lint_entry.py knows
 
 
 def _unchanged_by_rich(text: str) -> bool:

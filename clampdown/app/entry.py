@@ -30,19 +30,23 @@ def main() -> None:
         # imports and pydantic's model builds create: about a tenth of its CPU time, for
         # 1 MB less peak memory on this repository's library.
         gc.disable()
+        from clampdown.app.lint_cache import replay, run_and_keep
+
+        replayed = _guarded(lambda: replay(args[1:]))  # an unchanged lint's, if kept
+        if replayed is not None:
+            sys.exit(replayed)
         from clampdown.app.cli_lint import fast_lint, parse_args
-        from clampdown.app.lint_cache import lint_with_cache
 
         parsed = parse_args(args[1:])
-        if parsed is not None:  # an unchanged lint's verdict is replayed (lint_cache)
-            sys.exit(_guarded(lambda: lint_with_cache(args[1:], parsed, fast_lint)))
+        if parsed is not None:
+            sys.exit(_guarded(lambda: run_and_keep(args[1:], parsed, fast_lint)))
         gc.enable()  # Typer's to answer: a command like any other
     from clampdown.app.cli import main as typer_main
 
     typer_main()
 
 
-def _guarded(run: Callable[[], int]) -> int:
+def _guarded(run: Callable[[], int | None]) -> int | None:
     """Exit as Typer's ``main`` does when output is cut (``| head``: 1, silently) or on
     Ctrl-C (130); anything else propagates with its traceback, as there."""
     try:

@@ -36,12 +36,16 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import clampdown
-from clampdown.app.cli_lint import LintArgs, as_is
 from clampdown.app.lint_inputs import Unsure, recording, unchanged
+from clampdown.app.plain_output import as_is
+
+if TYPE_CHECKING:  # a replay imports as little as it can: no pathlib, typing, dataclasses
+    from typing import Any
+
+    from clampdown.app.cli_lint import LintArgs
 
 FORMAT = 1  # of an entry; another format is not read
 KEEP = 32  # entries kept, the most recently used
@@ -65,9 +69,12 @@ KEYED_NAMES = (
 _PARTS = ("files", "folders", "looked", "modules")
 
 
-def wanted(args: LintArgs, environ: Mapping[str, str]) -> bool:
-    """The cache is on unless ``--no-cache`` or ``CLAMPDOWN_LINT_CACHE`` says off."""
-    return args.cache and environ.get("CLAMPDOWN_LINT_CACHE", "").strip().lower() not in OFF
+def wanted(raw_args: list[str], environ: Mapping[str, str]) -> bool:
+    """The cache is on unless ``--no-cache`` (an option: before any ``--``) or
+    ``CLAMPDOWN_LINT_CACHE`` says off."""
+    options = raw_args[: raw_args.index("--")] if "--" in raw_args else raw_args
+    setting = environ.get("CLAMPDOWN_LINT_CACHE", "").strip().lower()
+    return "--no-cache" not in options and setting not in OFF
 
 
 def keyed(name: str) -> bool:
@@ -76,11 +83,11 @@ def keyed(name: str) -> bool:
     return upper.startswith(KEYED_PREFIXES) or upper in KEYED_NAMES
 
 
-def cache_folder(environ: Mapping[str, str]) -> Path:
+def cache_folder(environ: Mapping[str, str]) -> str:
     """``$XDG_CACHE_HOME/clampdown/lint`` (an absolute XDG_CACHE_HOME), else ``~/.cache/…``."""
     base = environ.get("XDG_CACHE_HOME", "")
-    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
-    return root / "clampdown" / "lint"
+    root = base if os.path.isabs(base) else os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "clampdown", "lint")
 
 
 def invocation_key(raw_args: list[str], environ: Mapping[str, str]) -> str:
@@ -135,15 +142,15 @@ def _well_formed(entry: Any, key: str) -> bool:
 class VerdictCache:
     """The user's private folder of lint verdicts (see the module docstring)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: str) -> None:
         self.folder = folder
 
     def _open_folder(self, create: bool) -> int | None:
         """A descriptor of the folder if it is private (made so if ``create``); else None."""
         if create:
-            self.folder.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(self.folder), exist_ok=True)
             with contextlib.suppress(FileExistsError):
-                self.folder.mkdir(mode=0o700)
+                os.mkdir(self.folder, 0o700)
         try:
             fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
@@ -288,26 +295,47 @@ def _ours_or_plugins() -> Callable[[str], bool]:
     return lambda package: package.startswith("clampdown") or package in packages
 
 
+def replay(raw_args: list[str], environ: Mapping[str, str] | None = None) -> int | None:
+    """Print the output of an identical earlier lint whose inputs are all unchanged, and
+    answer its exit code; None when there is none (or the cache is off): lint must run.
+    ``raw_args``: the command line after ``lint``."""
+    env = os.environ if environ is None else environ
+    if not wanted(raw_args, env) or not as_is():
+        return None
+    key = invocation_key(raw_args, env)
+    entry = VerdictCache(cache_folder(env)).lookup(key)
+    if entry is None or not unchanged(entry["inputs"]):
+        return None
+    for stream, text in entry["output"]:
+        (sys.stdout if stream == "out" else sys.stderr).write(text)
+    return int(entry["exit"])
+
+
+def run_and_keep(
+    raw_args: list[str],
+    args: LintArgs,
+    run: Callable[[LintArgs], int],
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """``run(args)`` (a cold lint), its output and inputs kept for :func:`replay` when the
+    cache is on and they can be (see the module docstring); the exit code."""
+    env = os.environ if environ is None else environ
+    if not (args.cache and wanted(raw_args, env) and as_is()):
+        return run(args)
+    key = invocation_key(raw_args, env)  # before the lint, which may set variables
+    code, record = _recorded(lambda: run(args))
+    if record is not None:
+        with contextlib.suppress(OSError):  # a cache not written changes nothing of the lint
+            VerdictCache(cache_folder(env)).store(key, {"format": FORMAT, "key": key, **record})
+    return code
+
+
 def lint_with_cache(
     raw_args: list[str],
     args: LintArgs,
     run: Callable[[LintArgs], int],
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    """``run(args)``, or the replay of an identical earlier lint (``raw_args``: the command
-    line after ``lint``); the exit code."""
-    env = os.environ if environ is None else environ
-    if not wanted(args, env) or not as_is():
-        return run(args)
-    cache = VerdictCache(cache_folder(env))
-    key = invocation_key(raw_args, env)
-    entry = cache.lookup(key)
-    if entry is not None and unchanged(entry["inputs"]):
-        for stream, text in entry["output"]:
-            (sys.stdout if stream == "out" else sys.stderr).write(text)
-        return int(entry["exit"])
-    code, record = _recorded(lambda: run(args))
-    if record is not None:
-        with contextlib.suppress(OSError):  # a cache not written changes nothing of the lint
-            cache.store(key, {"format": FORMAT, "key": key, **record})
-    return code
+    """:func:`replay`, else :func:`run_and_keep`: a lint with its verdict cache."""
+    code = replay(raw_args, environ) if args.cache else None
+    return run_and_keep(raw_args, args, run, environ) if code is None else code

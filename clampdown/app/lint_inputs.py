@@ -26,7 +26,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # a replay imports as little as it can
+    from typing import Any
 
 State = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, device
 TICK_NS = 20_000_000  # 20 ms: two ticks of the coarsest kernel clock (100 Hz)
