@@ -36,11 +36,12 @@ import stat
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 import clampdown
 from clampdown.app.lint_inputs import Unsure, recording, unchanged
 from clampdown.app.plain_output import as_is
+
+TYPE_CHECKING = False  # typing's own, without importing typing (~1 ms of a replay)
 
 if TYPE_CHECKING:  # a replay imports as little as it can: no pathlib, typing, dataclasses
     from typing import Any
