@@ -72,7 +72,8 @@ _PARTS = ("files", "folders", "looked", "modules")
 
 def wanted(raw_args: list[str], environ: Mapping[str, str]) -> bool:
     """The cache is on unless ``--no-cache`` (an option: before any ``--``) or
-    ``CLAMPDOWN_LINT_CACHE`` says off."""
+    ``CLAMPDOWN_LINT_CACHE`` says off (read here, once per lint, not through
+    :class:`clampdown.core.settings.Settings`: a replay must not import pydantic)."""
     options = raw_args[: raw_args.index("--")] if "--" in raw_args else raw_args
     setting = environ.get("CLAMPDOWN_LINT_CACHE", "").strip().lower()
     return "--no-cache" not in options and setting not in OFF
