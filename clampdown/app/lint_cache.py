@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Mapping
 
 import clampdown
-from clampdown.app.lint_inputs import Unsure, recording, unchanged
+from clampdown.app.lint_inputs import recording, unchanged
 from clampdown.app.plain_output import as_is
 
 TYPE_CHECKING = False  # typing's own, without importing typing (~1 ms of a replay)
@@ -277,7 +277,7 @@ def _recorded(run: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
         return code, None
     try:
         inputs = recorder.inputs(_ours_or_plugins())
-    except Unsure:
+    except Exception:  # Unsure, or any other doubt (metadata unreadable): keep nothing
         return code, None
     return code, {"exit": code, "output": written, "inputs": inputs}
 
@@ -304,7 +304,10 @@ def replay(raw_args: list[str], environ: Mapping[str, str] | None = None) -> int
     env = os.environ if environ is None else environ
     if not wanted(raw_args, env) or not as_is():
         return None
-    key = invocation_key(raw_args, env)
+    try:
+        key = invocation_key(raw_args, env)
+    except OSError:  # no working folder (removed): lint says what it says about that
+        return None
     entry = VerdictCache(cache_folder(env)).lookup(key)
     if entry is None or not unchanged(entry["inputs"]):
         return None
@@ -322,9 +325,13 @@ def run_and_keep(
     """``run(args)`` (a cold lint), its output and inputs kept for :func:`replay` when the
     cache is on and they can be (see the module docstring); the exit code."""
     env = os.environ if environ is None else environ
-    if not (args.cache and wanted(raw_args, env) and as_is()):
+    try:
+        keep = args.cache and wanted(raw_args, env) and as_is()
+        key = invocation_key(raw_args, env) if keep else ""  # before the lint: it sets some
+    except OSError:
+        keep = False
+    if not keep:
         return run(args)
-    key = invocation_key(raw_args, env)  # before the lint, which may set variables
     code, record = _recorded(lambda: run(args))
     if record is not None:
         with contextlib.suppress(OSError):  # a cache not written changes nothing of the lint
