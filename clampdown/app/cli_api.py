@@ -14,6 +14,7 @@ import contextlib
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -21,12 +22,35 @@ from clampdown.app.cli_errors import err, user_errors
 from clampdown.app.cli_options import out
 from clampdown_flows.frozen_imports import imports_frozen
 
+if TYPE_CHECKING:
+    from clampdown_flows.resident_api import EarlyServer
+
 
 @contextlib.contextmanager
-def resident_prefect(*flow_modules: str) -> Iterator[None]:
+def early_prefect() -> Iterator[EarlyServer | None]:
+    """A resident local API's server process started now, before this command imports
+    Prefect or checks its input, when this home probably has none running
+    (:class:`~clampdown_flows.resident_api.EarlyServer`); pass it to :func:`resident_prefect`.
+
+    It touches nothing until :func:`resident_prefect` tells it the command needs an API; a
+    command that fails first stops it at the end of this block.
+    """
+    from clampdown_flows.resident_api import EarlyServer
+
+    early = EarlyServer.start()
+    try:
+        yield early
+    finally:
+        if early is not None:
+            early.close()
+
+
+@contextlib.contextmanager
+def resident_prefect(*flow_modules: str, early: EarlyServer | None = None) -> Iterator[None]:
     """Run a command's flows against the resident local API (or ``PREFECT_API_URL``).
 
-    ``flow_modules`` are imported while a new server starts, so the two overlap. Says so
+    ``flow_modules`` are imported while a new server starts, so the two overlap; so are
+    Prefect's own when ``early`` (:func:`early_prefect`) started the server before. Says so
     when this command started the server, and how to stop it.
 
     Python's cyclic collector is off while Prefect and the flows are imported, and what
@@ -37,11 +61,19 @@ def resident_prefect(*flow_modules: str) -> Iterator[None]:
         for name in flow_modules:
             importlib.import_module(name)
 
+    from clampdown_flows.resident_api import EarlyServer
+
     with contextlib.ExitStack() as stack:
+        if early is None:
+            early = EarlyServer.start()  # overlaps at least Prefect's import here
+            if early is not None:
+                stack.callback(early.close)
+        if early is not None:
+            early.go()
         with imports_frozen():
             from clampdown_flows.prefect_api import resident_api
 
-            api = stack.enter_context(resident_api(while_starting=import_flows))
+            api = stack.enter_context(resident_api(while_starting=import_flows, early=early))
         if api is not None and api.started:
             err.print(
                 f"started a local Prefect API at {api.url} (pid {api.pid}); it stays up for "

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clampdown.app.cli_api import resident_prefect
+from clampdown.app.cli_api import early_prefect, resident_prefect
 from clampdown.app.cli_errors import err
 from clampdown.app.cli_options import (
     Format,
@@ -35,6 +35,7 @@ from clampdown.core.diagnostics import ClampdownError
 
 if TYPE_CHECKING:
     from clampdown.core.settings import Settings
+    from clampdown_flows.resident_api import EarlyServer
 
 RESPOND = "clampdown_flows.respond"  # imported while a new local Prefect API starts
 
@@ -61,6 +62,22 @@ def run(
 
     Exit 0 succeeded, 1 failed, 2 bad input, 3 an approval was denied or timed out.
     """
+    if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
+        quiet_prefect()
+    with early_prefect() as early:  # a local API's start overlaps the checks and imports
+        state, run_id, ledger = _run_now(runbook, input, inputs_file, library, as_, early)
+    _report_end(run_id, ledger, state)
+
+
+def _run_now(
+    runbook: str,
+    input: list[str],
+    inputs_file: Path | None,
+    library: Path | None,
+    as_: str | None,
+    early: EarlyServer | None,
+) -> tuple[Any, str, Path]:
+    """``run``'s checks and the run itself: its final state, id and ledger."""
     from clampdown.app.progress import RunProgress
     from clampdown.core import inputs as inputs_mod
     from clampdown.core.ledger import new_run_id
@@ -72,9 +89,6 @@ def run(
     values = inputs_mod.validate(model.inputs, inputs_mod.parse_pairs(input, inputs_file))
     run_id = new_run_id()
     ledger = conf.paths.run(run_id).ledger
-    if not verbose:  # keep Prefect's console chatter off the progress view; API logs stay on
-        quiet_prefect()
-
     if conf.execution == "deployment":  # serve hands runs to workers; this command never does
         err.print(
             "[yellow]note: CLAMPDOWN_EXECUTION=deployment is for `clampdown serve`; "
@@ -82,7 +96,8 @@ def run(
         )
     err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
     _say_if_unsigned(conf)
-    with resident_prefect(RESPOND):  # this home's local API, left running for the next command
+    # this home's local API, left running for the next command
+    with resident_prefect(RESPOND, early=early):
         from clampdown_flows.respond import run_in_process
 
         try:
@@ -96,7 +111,7 @@ def run(
                 )
         except KeyboardInterrupt:
             _interrupted(run_id, ledger)
-    _report_end(run_id, ledger, state)
+    return state, run_id, ledger
 
 
 def resume(

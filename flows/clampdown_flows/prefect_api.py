@@ -52,10 +52,13 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clampdown_flows.frozen_imports import imports_frozen
 from clampdown_flows.prefect_record import TaskRunWatch, wait_for_record, watching
+
+if TYPE_CHECKING:
+    from clampdown_flows.resident_api import EarlyServer
 
 logger = logging.getLogger("clampdown.prefect")
 APP_FACTORY = "clampdown_flows.prefect_api:create_app"
@@ -310,7 +313,9 @@ def local_api(timeout: int = 60) -> Iterator[str]:
 
 @contextmanager
 def resident_api(
-    timeout: int = 120, while_starting: Callable[[], object] | None = None
+    timeout: int = 120,
+    while_starting: Callable[[], object] | None = None,
+    early: EarlyServer | None = None,
 ) -> Iterator[Any]:
     """The API to use, left running for the next command: ``PREFECT_API_URL`` if set, else
     this Prefect home's resident local API (:mod:`clampdown_flows.resident_api`), started
@@ -318,22 +323,28 @@ def resident_api(
 
     Yields a :class:`~clampdown_flows.resident_api.Resident` (``.url``; ``.started`` when
     this call started it), or None when ``PREFECT_API_URL`` is set. ``while_starting`` runs
-    while a new server comes up (the caller's own imports). At the end of the block, as
-    :func:`local_api` does, every task run this process reported is recorded before the
-    block returns; the server keeps running.
+    while a new server comes up (the caller's own imports). ``early`` is a server process
+    the caller started before it imported Prefect (:class:`EarlyServer`): used when it
+    became this home's resident. At the end of the block, as :func:`local_api` does, every
+    task run this process reported is recorded before the block returns; the server keeps
+    running.
     """
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
     from clampdown_flows.resident_api import ensure
 
-    if PREFECT_API_URL.value():
+    if PREFECT_API_URL.value():  # an early server reads it too: it exits, home untouched
         if while_starting is not None:
             while_starting()
         yield None
         return
     identity = resident_identity()
     resident = ensure(
-        identity, _start_server_process, timeout=timeout, while_starting=while_starting
+        identity,
+        _start_server_process,
+        timeout=timeout,
+        while_starting=while_starting,
+        early=early,
     )
     with (
         _process_settings({PREFECT_API_URL: resident.url, PREFECT_API_AUTH_STRING: identity.auth}),

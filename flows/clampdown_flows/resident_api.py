@@ -17,6 +17,16 @@ server learns nothing. ``stop`` signals only the process id the server itself pr
 Files in the Prefect home: :data:`STATE_FILE` (port and process id, no secret),
 :data:`LOCK_FILE` (two commands starting at once start one server), :data:`LOG_FILE`
 (the server's own output).
+
+A command that will need the API and finds no resident starts the server's process before
+it imports Prefect itself (:class:`EarlyServer`, :mod:`clampdown_flows.resident_server`):
+the server's imports, most of its start, overlap the command's own. The command cannot know
+this Prefect home without Prefect's settings, so whether to start one is a guess
+(:func:`likely_needed`) that only decides how early; what the server does is decided by
+the server, with Prefect's own settings, once the command says it needs an API (``go``):
+an API URL configured anywhere Prefect reads one, or a resident that proves itself, and it
+exits without touching the home. The command then checks the server as it checks any
+resident (the proof above) before it sends anything.
 """
 
 from __future__ import annotations
@@ -28,12 +38,16 @@ import hmac
 import json
 import logging
 import os
+import re
 import secrets
+import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,13 +126,23 @@ def _proves(identity: Identity, port: int, pid: int, timeout: float) -> bool:
 
 @contextlib.contextmanager
 def _start_lock(home: Path) -> Iterator[None]:
+    fd = hold_start_lock(home)
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def hold_start_lock(home: Path) -> int:
+    """The home's start lock, held (an open descriptor: closing it, or exiting, releases it)."""
     home.mkdir(parents=True, exist_ok=True)
     fd = os.open(home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def ensure(
@@ -127,13 +151,22 @@ def ensure(
     *,
     timeout: float = 60,
     while_starting: Callable[[], object] | None = None,
+    early: EarlyServer | None = None,
 ) -> Resident:
     """The home's resident API, started (detached, logging to :data:`LOG_FILE`) if none runs.
 
     ``spawn(port, extra_env, log)`` starts the server process; ``while_starting`` runs while
-    it comes up (a caller's own imports). Raises :class:`ClampdownError` if it does not
-    answer within ``timeout`` seconds.
+    it comes up (a caller's own imports). ``early``, a server process this command started
+    before it imported Prefect (told ``go``), is used when it became this home's resident.
+    Raises :class:`ClampdownError` if the server does not answer within ``timeout`` seconds.
     """
+    if early is not None:
+        if while_starting is not None:
+            while_starting()
+            while_starting = None
+        resident = early.resident(identity, timeout)
+        if resident is not None:
+            return resident
     with _start_lock(identity.home):
         found = find(identity)
         if found is None:
@@ -142,7 +175,7 @@ def ensure(
             with open(log_path, "ab") as log:
                 os.chmod(log_path, 0o600)
                 process = spawn(port, {IDLE_ENV: str(IDLE_SECONDS)}, log)
-            _write_state(identity.home, port, process.pid)  # at once: see ProofAndIdle
+            write_state(identity.home, port, process.pid)  # at once: see ProofAndIdle
             if while_starting is not None:
                 while_starting()
             _wait_until_up(identity, port, process, timeout, log_path)
@@ -170,7 +203,7 @@ def _wait_until_up(identity: Identity, port: int, process: Any, timeout: float, 
     )
 
 
-def _write_state(home: Path, port: int, pid: int) -> None:
+def write_state(home: Path, port: int, pid: int) -> None:
     path = home / STATE_FILE
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -227,6 +260,167 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+EARLY_MODULE = "clampdown_flows.resident_server"
+SERVER_ENV = {
+    "PREFECT_UI_ENABLED": "0",
+    "PREFECT__SERVER_EPHEMERAL": "1",
+    "PREFECT__SERVER_FINAL": "1",
+}
+"""What a local API's process gets on top of the command's environment (as a spawned one)."""
+PRIVATE_PREFIXES = ("CLAMPDOWN_", "AWS_", "SLACK_")  # a Prefect server never needs these
+_API_URL_IN_FILE = re.compile(r"PREFECT_API_URL|^\s*\[(tool\.prefect\.)?api\]", re.MULTILINE)
+
+
+def likely_needed(environ: Mapping[str, str], cwd: Path) -> bool:
+    """Whether a command should start a resident API's server before it imports Prefect.
+
+    A guess without Prefect, on the cheap side: no when ``PREFECT_API_URL`` is in the
+    environment or written in a file Prefect may read it from (the profiles of the home in
+    ``PREFECT_HOME`` or ``~/.prefect``, ``PREFECT_PROFILES_PATH``, ``prefect.toml``, ``.env``
+    or ``pyproject.toml`` here), or when that home's state file names a live process (a
+    resident is probably up). A wrong guess costs time only: the server itself decides with
+    Prefect's settings whether it is needed, and the command checks it.
+    """
+    if environ.get("PREFECT_API_URL"):
+        return False
+    home = Path(environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    files = [home / "profiles.toml", cwd / "prefect.toml", cwd / ".env", cwd / "pyproject.toml"]
+    if environ.get("PREFECT_PROFILES_PATH"):
+        files.append(Path(environ["PREFECT_PROFILES_PATH"]).expanduser())
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        if _API_URL_IN_FILE.search(text):
+            return False
+    try:
+        pid = int(json.loads((home / STATE_FILE).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: not ours, so not our resident
+        return False
+    return not _zombie(pid)
+
+
+class EarlyServer:
+    """A resident API's server process started before this command imports Prefect.
+
+    It imports Prefect's server side at once (no file of the home touched), then waits for
+    :meth:`go`. Told ``go``, it decides with Prefect's own settings
+    (:func:`clampdown_flows.resident_server.claim`) and reports one JSON line on a pipe:
+    ``started`` (it is the home's resident, coming up on the port it reports), ``running``
+    (another resident proved itself), ``configured`` (an API URL is set) or ``failed``.
+    Closed without ``go`` (the command failed first), it is stopped; it also exits when
+    this process dies, as its standard input then ends.
+    """
+
+    def __init__(self, process: Any, report_fd: int) -> None:
+        self.process = process
+        self.report_fd = report_fd
+        self.went = False
+        self.outcome: dict[str, Any] | None = None
+
+    @classmethod
+    def start(
+        cls, environ: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> EarlyServer | None:
+        """Started when :func:`likely_needed`, else None (the usual start applies)."""
+        env = dict(os.environ if environ is None else environ)
+        if not likely_needed(env, Path.cwd() if cwd is None else cwd):
+            return None
+        return cls.spawn(env)
+
+    @classmethod
+    def spawn(cls, environ: Mapping[str, str]) -> EarlyServer | None:
+        """The server process, without the guess; None if it could not be started."""
+        env = {k: v for k, v in environ.items() if not k.startswith(PRIVATE_PREFIXES)}
+        read, write = os.pipe()
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", EARLY_MODULE, str(write)],
+                env=env | SERVER_ENV,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(write,),
+                start_new_session=True,  # a Ctrl-C here does not stop the resident it becomes
+            )
+        except OSError as exc:
+            logger.warning("could not start the local Prefect API early: %s", exc)
+            os.close(read)
+            return None
+        finally:
+            os.close(write)
+        return cls(process, read)
+
+    def go(self) -> None:
+        """Tell the server this command needs an API: it decides and reports."""
+        if self.went:
+            return
+        self.went = True
+        with contextlib.suppress(OSError):  # it died: its report says nothing, the usual start
+            self.process.stdin.write(b"go\n")
+            self.process.stdin.close()
+
+    def report(self, timeout: float) -> dict[str, Any] | None:
+        """The server's outcome (waiting up to ``timeout`` s); None if it said nothing."""
+        if self.outcome is not None or self.report_fd < 0:
+            return self.outcome
+        deadline = time.monotonic() + timeout
+        data = b""
+        while not data.endswith(b"\n") and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.report_fd], [], [], deadline - time.monotonic())
+            chunk = os.read(self.report_fd, 4096) if ready else b""
+            if ready and not chunk:
+                break  # it exited without a report
+            data += chunk
+        os.close(self.report_fd)
+        self.report_fd = -1
+        try:
+            answer = json.loads(data)
+        except ValueError:
+            return None
+        self.outcome = answer if isinstance(answer, dict) else None
+        return self.outcome
+
+    def resident(self, identity: Identity, timeout: float) -> Resident | None:
+        """This home's resident if the server became it and proves itself; None when it did
+        not become it (the caller then finds or starts one as usual)."""
+        self.go()
+        report = self.report(timeout) or {}
+        if report.get("outcome") != "started":
+            return None
+        port = int(report.get("port", 0))
+        ours = (self.process.pid, str(identity.home), identity.database)
+        if (report.get("pid"), report.get("home"), report.get("database")) != ours:
+            logger.warning("the local Prefect API started early is for another home: stopped")
+            self.process.terminate()
+            return None
+        _wait_until_up(identity, port, self.process, timeout, identity.home / LOG_FILE)
+        return Resident(port, self.process.pid, started=True)
+
+    def close(self) -> None:
+        """Stop the server if it was never told ``go``; let go of the pipe either way."""
+        if not self.went and self.process.poll() is None:
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        if self.report_fd >= 0:
+            os.close(self.report_fd)
+            self.report_fd = -1
 
 
 class ProofAndIdle:

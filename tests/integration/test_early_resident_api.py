@@ -1,0 +1,203 @@
+"""A resident local API started before the command imports Prefect (issue 15's first run on
+a new home): :class:`clampdown_flows.resident_api.EarlyServer` and
+:mod:`clampdown_flows.resident_server`. Real server processes on Prefect homes of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clampdown_flows.resident_api import STATE_FILE, EarlyServer, Identity, stop
+from tests.paths import REPO
+from tests.prefect_homes import seed_prefect_home
+
+ONE_STEP = """apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: one-step, title: One step, severity: low}
+steps:
+  - {id: s0, uses: core.set_output, with: {value: 1}}
+"""
+STARTED = "started a local Prefect API at http://127.0.0.1:"
+
+# The command's side, as `clampdown run` does it: the server started first, Prefect imported
+# after `go`; ``force`` starts it even where the guess would not (a resident already up).
+EARLY_THEN_PREFECT = """
+import json, sys
+from clampdown_flows.resident_api import EarlyServer
+
+force = sys.argv[1] == "force"
+early = EarlyServer.spawn(dict(__import__("os").environ)) if force else EarlyServer.start()
+prefect_before = "prefect" in sys.modules
+early.go()
+from clampdown_flows.prefect_api import resident_api
+
+with resident_api(early=early) as api:
+    pass
+early.process.wait(timeout=60) if api.pid != early.process.pid else None
+print(json.dumps({
+    "prefect_before": prefect_before, "early": early.process.pid, "report": early.outcome,
+    "pid": api.pid, "started": api.started, "early_exit": early.process.poll(),
+}))
+early.close()
+"""
+
+
+@pytest.fixture
+def prefect_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A fresh Prefect home (seeded from the session's template on first start) and the
+    environment of commands on it; its resident stopped after."""
+    home = seed_prefect_home(tmp_path / "prefect")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        CLAMPDOWN_HOME=str(tmp_path / "clampdown"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="CRITICAL",
+    )
+    yield home, env
+    auth = home / "clampdown-api-auth"
+    if (home / STATE_FILE).exists() and auth.exists():
+        stop(identity(home, auth.read_text().strip()))
+
+
+def identity(home: Path, auth: str) -> Identity:
+    from importlib.metadata import version
+
+    return Identity(
+        home=home,
+        auth=auth,
+        database=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        version=f"prefect {version('prefect')}, clampdown {version('clampdown')}",
+    )
+
+
+def python(env: dict[str, str], *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", EARLY_THEN_PREFECT, *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def clampdown(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clampdown.app.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_the_server_started_before_prefect_becomes_the_resident_and_is_reused(
+    prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = prefect_home
+    first = python(env, "guess")
+    assert first["prefect_before"] is False  # started before the command imported Prefect
+    assert first["report"]["outcome"] == "started"
+    assert first["pid"] == first["early"] and first["started"] is True
+    pid = first["pid"]
+    assert "clampdown_flows.resident_server" in command_line(pid)
+    assert json.loads((home / STATE_FILE).read_text())["pid"] == pid
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    names = {item.split(b"=", 1)[0] for item in environ}
+    assert b"PREFECT_HOME" in names and b"CLAMPDOWN_HOME" not in names
+
+    # `clampdown run` finds it (no early server: the state file names a live process)
+    runbook = tmp_path / "one.yaml"
+    runbook.write_text(ONE_STEP)
+    run = clampdown(env, "run", str(runbook))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert STARTED not in run.stderr
+
+    # an early server started anyway (a wrong guess) finds the resident and exits
+    forced = python(env, "force")
+    assert forced["report"] == {"outcome": "running"}
+    assert forced["pid"] == pid and forced["started"] is False
+    assert forced["early_exit"] == 0
+    assert json.loads((home / STATE_FILE).read_text())["pid"] == pid
+
+
+def test_clampdown_run_on_a_new_home_leaves_the_early_server_as_its_resident(
+    prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = prefect_home
+    runbook = tmp_path / "one.yaml"
+    runbook.write_text(ONE_STEP)
+    run = clampdown(env, "run", str(runbook))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert STARTED in run.stderr
+    pid = json.loads((home / STATE_FILE).read_text())["pid"]
+    assert "clampdown_flows.resident_server" in command_line(pid)
+
+
+def test_a_command_failing_before_it_needs_an_api_leaves_the_home_untouched(
+    prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = prefect_home
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: clampdown/v1\nkind: Runbook\nsteps: 3\n")
+    run = clampdown(env, "run", str(bad))
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert sorted(p.name for p in home.iterdir()) == []  # no secret, state, lock, database
+    assert not any("resident_server" in command_line(pid) for pid in _processes_of(home))
+
+
+def test_an_early_server_told_nothing_exits_without_touching_the_home(
+    prefect_home: tuple[Path, dict[str, str]],
+) -> None:
+    home, env = prefect_home
+    early = EarlyServer.spawn(env)
+    assert early is not None
+    early.process.stdin.close()  # the command died before it needed an API
+    assert early.process.wait(timeout=300) == 0
+    assert early.report(5) is None
+    early.close()
+    assert sorted(p.name for p in home.iterdir()) == []
+
+
+def test_an_api_url_only_in_the_profile_is_found_by_the_server_which_exits(
+    prefect_home: tuple[Path, dict[str, str]],
+) -> None:
+    home, env = prefect_home
+    (home / "profiles.toml").write_text(
+        'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n'
+    )
+    early = EarlyServer.spawn(env)  # the guess would not start it; the server decides too
+    assert early is not None
+    early.go()
+    assert early.report(300) == {"outcome": "configured"}
+    assert early.process.wait(timeout=60) == 0
+    early.close()
+    assert sorted(p.name for p in home.iterdir()) == ["profiles.toml"]
+
+
+def _processes_of(home: Path) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if f"PREFECT_HOME={home}".encode() in environ.split(b"\0"):
+                found.append(int(entry.name))
+    return found
