@@ -139,11 +139,15 @@ class InProcessStarter:
         *,
         run_id: str,
         preloaded: Preloaded | None = None,
+        library: Path | None = None,
     ) -> PreparedRun:
         """The run ``run_id`` of ``runbook`` with its start record built, nothing written.
 
         ``preloaded``: the runbook as the caller loaded and checked it from ``runbook``
-        (the triage's); without it the runbook is loaded and checked here. A runbook that
+        (the triage's); without it the runbook is loaded and checked here. ``library``: the
+        library the caller found ``runbook`` in (the triage's, read when serve started),
+        recorded in the start record; without it, ``CLAMPDOWN_LIBRARY`` as it is now (a
+        full read of the settings, ~1 ms per alert). A runbook that
         does not load, or inputs it cannot protect, raise
         :class:`~clampdown.core.diagnostics.ClampdownError`."""
         from clampdown.core import inputs as inputs_mod
@@ -160,7 +164,7 @@ class InProcessStarter:
             str(runbook),
             protected,
             trigger,
-            library=str(current_library()),
+            library=str(library if library is not None else current_library()),
             drill=self.conf.drill,
             inputs_key=inputs_key_from_env(),
         )
@@ -364,8 +368,8 @@ class PreparedRun:
     :class:`~clampdown.core.runs.RunNotStarted` when it cannot); :meth:`launch` starts
     the run on the starter's loop (``on_start``: called from the run once its
     ``run.start`` is durable, :data:`clampdown_flows.preloaded.RUN_STARTED`);
-    :meth:`discard` removes a recorded start that must not run (its claim did not commit). The triage records inside the state store's
-    claim and launches after it committed."""
+    :meth:`discard` removes a recorded start that must not run (its claim did not commit).
+    The triage records inside the state store's claim and launches after it committed."""
 
     starter: InProcessStarter
     run_id: str

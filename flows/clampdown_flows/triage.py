@@ -126,6 +126,7 @@ class RecordingStarter(Protocol):
         *,
         run_id: str,
         preloaded: Preloaded | None = None,
+        library: Path | None = None,
     ) -> PreparedStart: ...
 
 
@@ -675,6 +676,7 @@ class _Starting:
                 self.trigger,
                 run_id=self.run_id,
                 preloaded=self.given,
+                library=self.triage.library,  # where the runbook was found
             )
 
     def record(self) -> None:

@@ -94,3 +94,27 @@ def test_the_launcher_is_told_once_run_start_is_durable(
         starter.shutdown()
     assert seen == [["run.start"]]  # once, with run.start written and nothing after it yet
     assert read(ledger)[-1]["status"] == "succeeded"
+
+
+def test_the_library_given_is_recorded_without_reading_the_settings(
+    clampdown_home: Path, write_runbook: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``prepare(library=...)`` (the triage's) is the start record's library; without it,
+    ``CLAMPDOWN_LIBRARY`` as it is now."""
+    from clampdown.core import settings as settings_module
+
+    path = write_runbook(RUNBOOK, "loaded-once.yaml")
+    starter = InProcessStarter()
+    try:
+        reads: list[int] = []
+        real = settings_module.current_library
+        monkeypatch.setattr(settings_module, "current_library", lambda: reads.append(1) or real())
+        given = starter.prepare(
+            path, {}, {"type": "manual"}, run_id="lib000000001", library=path.parent
+        )
+        assert given.start.library == str(path.parent) and reads == []
+        monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(tmp_path / "elsewhere"))
+        now = starter.prepare(path, {}, {"type": "manual"}, run_id="lib000000002")
+        assert now.start.library == str(tmp_path / "elsewhere") and reads == [1]
+    finally:
+        starter.shutdown()

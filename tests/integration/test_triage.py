@@ -113,6 +113,7 @@ class RecordingFakeStarter(FakeStarter):
         self.recorded: list[str] = []
         self.discarded: list[str] = []
         self.preloaded: list[Any] = []
+        self.libraries: list[Any] = []
 
     def prepare(
         self,
@@ -122,8 +123,10 @@ class RecordingFakeStarter(FakeStarter):
         *,
         run_id: str,
         preloaded: Any = None,
+        library: Path | None = None,
     ) -> FakePrepared:
         self.preloaded.append(preloaded)
+        self.libraries.append(library)
         return FakePrepared(self, run_id, runbook, inputs, trigger)
 
     def committed_runs(self) -> set[str]:
@@ -399,6 +402,8 @@ def test_a_recorded_start_gets_the_checked_runbook_loaded_once(
     assert first.model.metadata.name == "contain-iam-user"
     assert first.digest == hashlib.sha256(Path(first.path).read_bytes()).hexdigest()
     assert starter.recorded == [o.run_id for o in outcomes]
+    # the library the runbook was found in goes with it (no settings read per alert)
+    assert starter.libraries == [triage.library] * 3
 
 
 def test_a_runbook_error_while_recording_is_held_and_claims_nothing(
