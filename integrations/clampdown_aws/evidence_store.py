@@ -14,8 +14,9 @@ ledger object, with the local ledger (:func:`read_copy`).
 
 Steps write evidence concurrently, so each object's manifest entry is its own
 small object under ``manifest.d/``; :func:`write_manifest` joins them into
-``manifest.json`` when the steps are done. The manifest's version id and SHA-256 are
-recorded in the ledger's ``run.end`` (signed), and ``clampdown verify
+``manifest.json`` when the steps are done (reading from S3 only the entries this process
+does not know by their listed ETag: :class:`KnownEntries`). The manifest's version id and
+SHA-256 are recorded in the ledger's ``run.end`` (signed), and ``clampdown verify
 s3://…/manifest.json`` checks that pinned version, not the latest one, and re-hashes
 every object it lists (:func:`verify_manifest`). The ledger itself is stored after
 ``run.end`` (``ledger.jsonl``) and checked by its chain and signatures.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -36,6 +39,46 @@ PREFIX = "incidents"
 HEADS = "heads"
 READ_AT_ONCE = 8
 """Manifest entries read back from S3 at a time: one GET each, on a run's critical path."""
+
+
+class KnownEntries:
+    """Manifest entries this process wrote or read, by bucket, key, ETag and size (bounded).
+
+    Why: every evidence step and the run's end write the manifest, and each write listed
+    and read back every entry of the run (57 GETs twice on the default drill's critical
+    path, after the scope step and before ``run.end``). An entry whose listed ETag and size
+    are those of a write or read of this process has the bytes kept here (S3 gives a new
+    ETag to an object rewritten with other bytes), so only the entries this process does
+    not know (another process's, or rewritten since) are read; the manifest's content is
+    the same. Bytes are kept, not parsed entries: no caller shares a mutable dict.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str, str, int], bytes] = OrderedDict()
+
+    def get(self, bucket: str, key: str, etag: str | None, size: int | None) -> bytes | None:
+        if not etag or size is None:
+            return None
+        with self._lock:
+            body = self._entries.get((bucket, key, etag, size))
+            if body is not None:
+                self._entries.move_to_end((bucket, key, etag, size))
+            return body
+
+    def keep(self, bucket: str, key: str, etag: str | None, body: bytes) -> None:
+        if not etag:
+            return
+        with self._lock:
+            self._entries[(bucket, key, etag, len(body))] = body
+            self._entries.move_to_end((bucket, key, etag, len(body)))
+            while len(self._entries) > self._limit:
+                self._entries.popitem(last=False)
+
+
+KNOWN_ENTRIES = KnownEntries()
+"""This process's manifest entries (see :class:`KnownEntries`): stores share it by default."""
 
 
 @dataclass(frozen=True)
@@ -59,8 +102,10 @@ class EvidenceStore:
         *,
         retention_days: int = 365,
         lock_mode: str = "COMPLIANCE",
+        known: KnownEntries | None = None,
     ) -> None:
         self.s3 = s3
+        self.known = KNOWN_ENTRIES if known is None else known
         self.bucket = bucket
         self.prefix = f"{PREFIX}/{run_id}"
         self.retention_days = retention_days
@@ -161,13 +206,15 @@ class EvidenceStore:
     def _record(self, name: str, obj: EvidenceObject) -> None:
         entry = json.dumps(asdict(obj), sort_keys=True).encode()
         safe = name.replace("/", "__")
-        self.s3.put_object(
+        key = f"{self.prefix}/manifest.d/{safe}.json"
+        response = self.s3.put_object(
             Bucket=self.bucket,
-            Key=f"{self.prefix}/manifest.d/{safe}.json",
+            Key=key,
             Body=entry,
             ContentType="application/json",
             **self._lock_args(),
         )
+        self.known.keep(self.bucket, key, response.get("ETag"), entry)
 
     def put_head(self, covers: int, line: bytes) -> None:
         """Copy one signed ledger head (its record's line) under Object Lock."""
@@ -188,19 +235,26 @@ class EvidenceStore:
     def write_manifest(self) -> EvidenceObject:
         """Join every manifest entry of the run into ``manifest.json`` (itself locked)."""
         paginator = self.s3.get_paginator("list_objects_v2")
-        keys = [
-            item["Key"]
+        listed = [
+            item
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/manifest.d/")
             for item in page.get("Contents", [])
         ]
 
-        def entry(key: str) -> Any:
-            return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        def entry(item: dict[str, Any]) -> Any:
+            key = item["Key"]
+            body = self.known.get(self.bucket, key, item.get("ETag"), item.get("Size"))
+            if body is None:
+                response = self.s3.get_object(Bucket=self.bucket, Key=key)
+                body = response["Body"].read()
+                self.known.keep(self.bucket, key, response.get("ETag"), body)
+            return json.loads(body)
 
-        # Every entry is one GET (entries may come from other processes of the run, so they
-        # are read back, not remembered): read a few at a time, as boto3 clients allow.
+        # Entries may come from other processes of the run: those this process does not
+        # know by their listed ETag (KnownEntries) are read, a few at a time (boto3
+        # clients allow it).
         with ThreadPoolExecutor(READ_AT_ONCE, thread_name_prefix="clampdown-manifest") as pool:
-            entries = list(pool.map(entry, keys))
+            entries = list(pool.map(entry, listed))
         entries.sort(key=lambda e: e["key"])
         manifest = {"run_prefix": self.uri(), "algorithm": "sha256", "objects": entries}
         body = json.dumps(manifest, indent=2, sort_keys=True).encode()
