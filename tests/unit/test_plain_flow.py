@@ -4,8 +4,6 @@ send, without importing FastAPI for plain JSON values."""
 from __future__ import annotations
 
 import enum
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -13,7 +11,7 @@ from prefect.flows import Flow
 from pydantic import SecretStr
 
 from clampdown_flows.plain_flow import PlainJsonFlow, plain_json_flow
-from tests.paths import REPO
+from tests.unit import fresh_interpreter
 
 
 def _fn(runbook: str, inputs: Any = None, flag: bool = False, extra: Any = None) -> None:
@@ -54,17 +52,19 @@ def test_the_decorator_builds_one() -> None:
     assert isinstance(built, PlainJsonFlow) and built.name == "decorated"
 
 
+fresh_interpreter.register(
+    "respond: plain parameters import no fastapi",
+    2,  # last: it imports the respond flow, so Prefect
+    "import sys\n"
+    "from clampdown_flows.respond import respond\n"
+    "respond.serialize_parameters({'runbook': 'r', 'inputs': {'a': [1]}, 'drill': False})\n"
+    "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))\n",
+)
+
+
 def test_plain_parameters_do_not_import_fastapi() -> None:
-    code = (
-        "import sys\n"
-        "from clampdown_flows.respond import respond\n"
-        "respond.serialize_parameters({'runbook': 'r', 'inputs': {'a': [1]}, 'drill': False})\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.stdout.splitlines()[-1:] == ["[]"], done.stdout + done.stderr
+    done = fresh_interpreter.outcome("respond: plain parameters import no fastapi")
+    assert done.error is None and done.lines()[-1:] == ["[]"], done
 
 
 def test_the_rollback_flow_is_one_too() -> None:

@@ -8,8 +8,6 @@ is not configured. The light factory must answer exactly as the thread's own fac
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from importlib.metadata import entry_points
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 import clampdown_slack
 from clampdown_slack import run_thread
 from tests.paths import REPO
+from tests.unit import fresh_interpreter
 
 NAMES = ("CLAMPDOWN_SLACK_BOT_TOKEN", "CLAMPDOWN_SLACK_CHANNEL")
 
@@ -59,18 +58,25 @@ def test_with_both_set_the_threads_own_factory_decides(monkeypatch, asked, spell
     assert asked == [("run-1", "ledger", "settings")]
 
 
+fresh_interpreter.register(
+    "run observers: the light factory imports no thread",
+    1,
+    "import os, sys\n"
+    "saved = dict(os.environ)\n"
+    "for k in [k for k in os.environ if k.upper().startswith('CLAMPDOWN_SLACK')]:\n"
+    "    del os.environ[k]\n"
+    "try:\n"
+    "    from clampdown.core.extensions import factories, RUN_OBSERVERS\n"
+    "    answers = [f('run-1', None, None) for f in factories(RUN_OBSERVERS)]\n"
+    "    print(answers, 'clampdown_slack.run_thread' in sys.modules)\n"
+    "finally:\n"
+    "    os.environ.clear()\n"
+    "    os.environ.update(saved)\n",
+)
+
+
 def test_the_light_factory_is_the_registered_one_and_imports_no_thread() -> None:
     (point,) = [e for e in entry_points(group="clampdown.run_observers") if e.name == "slack"]
     assert point.value == "clampdown_slack:observer_for_run"
-    code = (
-        "import os, sys\n"
-        "for k in [k for k in os.environ if k.upper().startswith('CLAMPDOWN_SLACK')]:\n"
-        "    del os.environ[k]\n"
-        "from clampdown.core.extensions import factories, RUN_OBSERVERS\n"
-        "answers = [f('run-1', None, None) for f in factories(RUN_OBSERVERS)]\n"
-        "print(answers, 'clampdown_slack.run_thread' in sys.modules)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.stdout.strip().splitlines()[-1] == "[None] False", done.stdout + done.stderr
+    done = fresh_interpreter.outcome("run observers: the light factory imports no thread")
+    assert done.error is None and done.lines()[-1] == "[None] False", done
