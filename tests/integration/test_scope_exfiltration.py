@@ -9,6 +9,7 @@ another IP. Around it: a denied read, a read before the window, a read of anothe
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -23,6 +24,7 @@ from clampdown_aws.forensics import ScopeExfiltration
 from clampdown_aws.forensics.exfiltration import TrailMissing
 from clampdown_aws.forensics.trail_reader import delivered_at
 from clampdown_aws.testing import trail_files as tf
+from tests.integration.moto_objects import put_objects
 
 ACCOUNT = "123456789012"
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -122,6 +124,13 @@ def theft() -> list[dict[str, Any]]:
     ]
 
 
+@functools.cache
+def delivered() -> dict[str, bytes]:
+    """The trail files of :func:`normal` and :func:`theft`, built once per module (the same
+    bytes every time: seeded traffic, gzip's mtime 0); tests get a copy of the mapping."""
+    return tf.deliver(sorted([*normal(), *theft()], key=lambda r: r["eventTime"]))
+
+
 def normal() -> list[dict[str, Any]]:
     """The serving role reading the same shards all day, in both regions."""
     east = tf.Traffic(T0 - timedelta(hours=1), objects=8, every=30.0).records(8 * 120)
@@ -167,8 +176,8 @@ def world(mocked_aws: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     # The trail has logged since long before the window (moto records "now" as its start).
     trail = cloudtrail_backends[ACCOUNT]["us-east-1"].trails["org-trail"]
     trail.status.started = datetime(2026, 1, 1)
-    files = tf.deliver(sorted([*normal(), *theft()], key=lambda r: r["eventTime"]))
-    tf.upload(s3, "trail-logs", files)
+    files = dict(delivered())
+    put_objects("trail-logs", files)
     return {"s3": s3, "cloudtrail": cloudtrail, "files": files}
 
 
