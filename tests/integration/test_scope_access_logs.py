@@ -20,6 +20,7 @@ from clampdown.core.report_sections import html_scoping, md_scoping
 from clampdown_aws.forensics import ScopeExfiltration
 from clampdown_aws.testing import access_log_files as al
 from clampdown_aws.testing import trail_files as tf
+from tests.integration.moto_objects import put_objects
 
 ACCOUNT = tf.ACCOUNT
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
@@ -133,10 +134,10 @@ def build(data_events: bool, logging: bool = True) -> dict[str, Any]:
     )
     events = sorted([*normal(), *theft()], key=lambda r: r["eventTime"])
     logged = [r for r in events if data_events or r.get("eventCategory") != "Data"]
-    tf.upload(s3, "trail-logs", tf.deliver(logged))
+    put_objects("trail-logs", tf.deliver(logged))
     requests = [r for r in events if r["eventSource"] == "s3.amazonaws.com"]
     logs = al.deliver([al.from_cloudtrail(r) for r in requests], "models/")
-    tf.upload(s3, "access-logs", logs)
+    put_objects("access-logs", logs)
     return {"s3": s3, "logs": logs}
 
 
