@@ -84,6 +84,10 @@ class RunFollower:
         """The alert's run first, then the others as they started."""
         return sorted(self._tracked.values(), key=lambda t: (t.run_id != self.run_id, t.started_at))
 
+    def all_ended(self) -> bool:
+        """Every run of the drill was found and has ended (``run.end`` in its ledger)."""
+        return bool(self._tracked) and all(t.end is not None for t in self._tracked.values())
+
     def follow(self, run_id: str | None) -> None:
         """Follow every run of the drill until each has ended and no inject is left to come.
 

@@ -94,6 +94,8 @@ class DrillRunner:
             real_slack=real_slack,
         ) as session:
             runs = self._play(session, timeline)
+            if runs.all_ended():  # serve has nothing left to do: it stops while we score
+                session.stop_serving()
             after = AfterAction(session, timeline, runs)
             return after.write(after.report(), self._report_dir)
 

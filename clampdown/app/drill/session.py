@@ -26,6 +26,7 @@ from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import (
     MotoProcess,
     Secrets,
+    Serving,
     drill_environment,
     drill_prefect,
     moto_server,
@@ -65,6 +66,7 @@ class DrillSession:
     base_url: str
     app: Any
     signing_secret: str
+    serving: Serving | None = field(default=None, repr=False, compare=False)
 
     _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -93,6 +95,12 @@ class DrillSession:
                 "alert_epoch": int(stamp.timestamp()),
             },
         }
+
+    def stop_serving(self) -> None:
+        """Begin ``clampdown serve``'s stop now (see :meth:`Serving.begin_stop`): for when
+        every run of the drill has ended, so its shutdown overlaps the scoring."""
+        if self.serving is not None:
+            self.serving.begin_stop()
 
     def run_futures(self) -> dict[str, Any]:
         """The flow runs ``clampdown serve`` started in this process: run id -> future."""
@@ -147,7 +155,7 @@ def open_session(
             f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting "
             "clampdown serve on the drills' Prefect API…"
         )
-        (seeded, clients), (app, base_url) = _seed_while_serving(
+        (seeded, clients), (app, serving) = _seed_while_serving(
             stack, drill, workspace, console, moto
         )
         sim.records = seeded.trail_records
@@ -162,9 +170,10 @@ def open_session(
             slack=slack,
             sim=sim,
             seeded=seeded,
-            base_url=base_url,
+            base_url=serving.url,
             app=app,
             signing_secret=signing_secret,
+            serving=serving,
             _clients=clients,
         )
 
@@ -175,7 +184,7 @@ def _seed_while_serving(
     workspace: Path,
     console: Console,
     moto: MotoProcess,
-) -> tuple[tuple[Seeded, dict[str, Any]], tuple[Any, str]]:
+) -> tuple[tuple[Seeded, dict[str, Any]], tuple[Any, Serving]]:
     """Seed the simulated account in a thread while this one finds (or starts) the drills'
     Prefect API and starts ``clampdown serve``: an API's start is a server process of its
     own on the other core, and seeding (boto3 against moto in this process) does not need
@@ -222,7 +231,7 @@ def _seed(drill: Drill, alert_time: datetime) -> tuple[Seeded, dict[str, Any]]:
     return seed(drill.seed, alert_time, client), clients
 
 
-def _serve(stack: contextlib.ExitStack, workspace: Path, console: Console) -> tuple[Any, str]:
+def _serve(stack: contextlib.ExitStack, workspace: Path, console: Console) -> tuple[Any, Serving]:
     """The drills' own local Prefect API (their database beside the workspaces; the
     resident one, started if none runs), then ``clampdown serve`` on a loopback port."""
 

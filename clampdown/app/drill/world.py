@@ -477,8 +477,25 @@ def standing_drill_prefect(drills_dir: Path, timeout: int = 120) -> Iterator[str
         server.stop()
 
 
+SERVE_START_POLL = 0.005  # how often the drill looks whether serve listens (before the alert)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """``clampdown serve`` on loopback for a drill: its URL, and a way to begin its stop."""
+
+    url: str
+    server: Any  # the uvicorn.Server, run in a thread of this process
+
+    def begin_stop(self) -> None:
+        """Ask serve to stop now; its shutdown (the lifespan's end) runs in its own thread
+        while the caller goes on, and the block's end waits for it. For when every run of
+        the drill has ended: the report is written meanwhile."""
+        self.server.should_exit = True
+
+
 @contextlib.contextmanager
-def serve_on_loopback(app: Any) -> Iterator[str]:
+def serve_on_loopback(app: Any) -> Iterator[Serving]:
     """``clampdown serve``'s app on a loopback port, in a thread of this process."""
     import uvicorn
 
@@ -491,9 +508,9 @@ def serve_on_loopback(app: Any) -> Iterator[str]:
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise ClampdownError("clampdown serve did not start for the drill")
-        time.sleep(POLL)
+        time.sleep(SERVE_START_POLL)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Serving(f"http://127.0.0.1:{port}", server)
     finally:
         server.should_exit = True
         thread.join(15)
