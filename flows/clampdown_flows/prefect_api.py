@@ -117,8 +117,39 @@ def create_app() -> Any:
         idle = float(os.environ.get(IDLE_ENV) or 0)
         template = for_this_server()
         prepare(template)
+        settings_follow_environment()
         app = StartupHooks(prefect_create_app(), template.after_startup)
         return ProofAndIdle(app, resident_identity(server=True), idle)
+
+
+AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+
+
+def settings_follow_environment() -> bool:
+    """Prefect's settings re-read from this server process's environment, once, when it
+    set there a value they do not have yet: the home's secret
+    (:mod:`clampdown_flows.resident_server` sets it after Prefect was imported) or the
+    skipped migration check (:func:`clampdown_flows.prefect_template.skip_migration_check`).
+
+    Re-read with ``prefect.context.refresh_global_settings_context``, what Prefect itself
+    does after its plug-ins set variables (a new settings object costs ~0.1 s, so only
+    when needed). True when re-read.
+    """
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import get_current_settings
+
+    from clampdown_flows.prefect_template import MIGRATE_ON_START
+
+    current = get_current_settings()
+    secret = current.server.api.auth_string
+    auth = os.environ.get(AUTH_ENV)
+    stale_auth = auth is not None and auth != (secret.get_secret_value() if secret else None)
+    migrate = current.server.database.migrate_on_start
+    stale_migrate = os.environ.get(MIGRATE_ON_START) == "false" and migrate
+    if stale_auth or stale_migrate:
+        refresh_global_settings_context()
+        return True
+    return False
 
 
 PARENT_ENV = "CLAMPDOWN_PREFECT_PARENT"

@@ -282,18 +282,16 @@ def prepare(template: TemplateDatabase) -> str | None:
 
 
 def skip_migration_check() -> None:
-    """Prefect's own ``PREFECT_SERVER_DATABASE_MIGRATE_ON_START=false`` for this process.
+    """Prefect's own ``PREFECT_SERVER_DATABASE_MIGRATE_ON_START=false``, for this process.
 
-    Set in the server process's environment, then Prefect's settings re-read from it
-    (``prefect.context.refresh_global_settings_context``, what Prefect itself does after its
-    plug-ins set variables), so the start-up Prefect's app runs next reads it. Only for a
-    database this process just copied from the template and read back at head: nothing
-    else changes, and the next start on this home checks again as Prefect always does.
+    Set in the server process's environment; the app factory then has Prefect's settings
+    re-read from it before Prefect's app is built
+    (:func:`clampdown_flows.prefect_api.settings_follow_environment`), so the start-up that
+    app runs reads it. Only for a database this process just copied from the template and
+    read back at head: nothing else changes, and the next start on this home checks again
+    as Prefect always does.
     """
-    from prefect.context import refresh_global_settings_context
-
     os.environ[MIGRATE_ON_START] = "false"
-    refresh_global_settings_context()
 
 
 def for_this_server() -> TemplateDatabase:

@@ -78,10 +78,10 @@ def claim() -> Serving:
     Prefect's settings here are the command's: the same environment, files and working
     folder. Becoming it: the loopback port bound (connections wait in its queue until the
     server is up), the state file naming this process, this process's output in the home's
-    log, the home's secret and the idle limit in this process's environment and Prefect's
-    settings re-read from it (``refresh_global_settings_context``, Prefect's own).
+    log, the home's secret and the idle limit in this process's environment (the app
+    factory has Prefect's settings re-read from it:
+    :func:`clampdown_flows.prefect_api.settings_follow_environment`).
     """
-    from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
     from clampdown_flows.prefect_api import resident_identity
@@ -118,7 +118,6 @@ def claim() -> Serving:
     os.close(fd)
     os.environ["PREFECT_SERVER_API_AUTH_STRING"] = identity.auth
     os.environ[IDLE_ENV] = str(IDLE_SECONDS)
-    refresh_global_settings_context()
     report = {
         "outcome": "started",
         "port": port,

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from clampdown_flows.resident_api import STATE_FILE, EarlyServer, Identity, stop
@@ -120,6 +121,11 @@ def test_the_server_started_before_prefect_becomes_the_resident_and_is_reused(
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0] for item in environ}
     assert b"PREFECT_HOME" in names and b"CLAMPDOWN_HOME" not in names
+    # it requires the home's secret, which it read after Prefect's settings were loaded
+    url = f"http://127.0.0.1:{first['report']['port']}/api/flow_runs/filter"
+    assert httpx.post(url, json={}).status_code == 401
+    user, secret = (home / "clampdown-api-auth").read_text().strip().split(":", 1)
+    assert httpx.post(url, json={}, auth=(user, secret)).status_code == 200
 
     # `clampdown run` finds it (no early server: the state file names a live process)
     runbook = tmp_path / "one.yaml"
