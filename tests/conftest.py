@@ -60,7 +60,9 @@ def _by_file(config: pytest.Config) -> bool:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """``--dist loadfile`` with the drill files as one scope: every drill on one worker (the
-    standing drills' API and the drill results are per worker). (``--dist loadgroup`` with
+    standing drills' API and the drill results are per worker); and the scaled-mode files
+    (tests/e2e/test_scaled_*.py) as another: they share one Prefect server on PostgreSQL
+    per worker (tests/scaled_stack.py). (``--dist loadgroup`` with
     ``xdist_group`` marks would say the same, but pytest 9.2's node ids broke it in
     pytest-xdist 3.8: pytest-dev/pytest-xdist#1386.)"""
     if config.getvalue("dist") != "loadfile":
@@ -70,7 +72,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     class DrillsTogether(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             module = nodeid.split("::", 1)[0]
-            return "drills" if module.startswith(DRILL_FILES) else module
+            if module.startswith(DRILL_FILES):
+                return "drills"
+            return "scaled" if module.startswith("tests/e2e/test_scaled_") else module
 
     return DrillsTogether(config, log)  # type: ignore[arg-type]
 

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster for tests: ``initdb`` into a temp dir, ``pg_ctl start``.
 
-Use the session fixture :func:`postgres_url` (import it into a test module, or move
-it to conftest.py). It finds the installed server binaries
+Use the session fixture :func:`postgres_url` (import it into a test module: every
+module that does shares one cluster per session). It finds the installed server binaries
 (``/usr/lib/postgresql/<version>/bin`` or ``PATH``), listens on a free loopback port
 with its unix socket in the temp dir, and is removed at the end of the session.
 
@@ -115,9 +115,24 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+_SESSION_CLUSTER = pytest.StashKey[str]()
+
+
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh PostgreSQL cluster for the session (``postgresql://postgres@…``)."""
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a fresh PostgreSQL cluster for the session (``postgresql://postgres@…``).
+
+    One cluster per session (per xdist worker). Each test module that imports this
+    fixture gets a session fixture of its own (pytest registers an imported fixture once
+    per module), so the first one to run starts the cluster and the others hand out its
+    URL: before, every importing module started a cluster of its own (initdb and a
+    server each). The first one is also the last torn down, after every session fixture
+    set up later that uses the cluster. Tests take databases of their own on it
+    (``CREATE DATABASE`` with a unique name)."""
+    running = request.session.stash.get(_SESSION_CLUSTER, None)
+    if running is not None:
+        yield running
+        return
     bin_dir = find_bin_dir()
     if bin_dir is None:
         if os.environ.get("CI"):  # CI installs them (.ci/run): a skip there would hide a gap
@@ -129,7 +144,9 @@ def postgres_url() -> Iterator[str]:
     except Exception:
         cluster.stop()
         raise
+    request.session.stash[_SESSION_CLUSTER] = cluster.url
     try:
         yield cluster.url
     finally:
+        del request.session.stash[_SESSION_CLUSTER]
         cluster.stop()

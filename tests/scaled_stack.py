@@ -2,23 +2,28 @@
 server on PostgreSQL with the ``respond`` deployment.
 
 tests/e2e/test_scaled_mode.py, test_scaled_separate_homes.py and test_scaled_failures.py
-each create a database on the session's throwaway PostgreSQL cluster (tests/pg.py), start
-``prefect server start`` on it, wait for it to answer and deploy the repository's
-prefect.yaml as ``clampdown deploy`` does: :func:`prefect_on_postgres`. Each file then
-adds its own workers, serve and homes.
+share one ``prefect server start`` per session (:func:`scaled_prefect`), on a database of
+the session's throwaway PostgreSQL cluster (tests/pg.py): its start, Prefect's migration
+of a new database and the deployment are paid once, not once per file. The three files
+are one pytest-xdist scope (tests/conftest.py, ``pytest_xdist_make_scheduler``), so they
+run one after the other on one worker, and the server is stopped when the last file that
+needs it ends (:meth:`SharedPrefect.serving`).
 
-Each stack's server migrates its own new database at its first start. A template
-database migrated once per cluster (``CREATE DATABASE … TEMPLATE``, 0.9 s a copy) was
-measured and not built: the migration needs a Python process of its own (importing
-Prefect's server side: 11.8 s of the 25.4 s it took at load 7, against 13.6 s of
-migration that each later stack would save, 3.6 s of which its server still spends
-checking the head), and each xdist worker has a cluster of its own, so a worker rarely
-runs two of these files, let alone three.
+Isolation: the server holds the repository's prefect.yaml deployment as ``clampdown
+deploy`` makes it (``respond/clampdown`` on the ``clampdown`` work pool) and, from the
+same entry, one deployment per work pool of :data:`POOLS` (``respond/<pool>``). Each file,
+or test, starts its runs on a deployment of its own and its workers poll only that pool,
+so a run one of them leaves behind (scheduled, paused, crashed) is never picked up by
+another's worker. Each file keeps its own clampdown databases, homes, workers and serve,
+and checks only its own runs. A file that stops the server (the outage test) starts it
+again; if it fails with the server down, the next file's :meth:`SharedPrefect.serving`
+starts it again before anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
 import socket
@@ -29,6 +34,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.paths import REPO
 
@@ -139,6 +146,11 @@ class PrefectServer:
             log,
         )
 
+    @property
+    def running(self) -> bool:
+        """Whether this object's server process is alive (started and not stopped)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the server (and its uvicorn) by ``sig``; once stopped, the port refuses."""
         proc, self._proc = self._proc, None
@@ -148,42 +160,171 @@ class PrefectServer:
         wait_until(lambda: not answers(self.api_url), 30, "the Prefect port to close")
 
 
-@contextlib.contextmanager
-def prefect_on_postgres(
-    postgres_url: str,
-    databases: tuple[str, ...],
-    root: Path,
-    env: dict[str, str],
-    timeout: float = 90,
-) -> Iterator[PrefectServer]:
-    """Create ``databases`` on the cluster of ``postgres_url`` (the first is Prefect's),
-    start ``prefect server start`` on the first (its home ``root/prefect-server``, its logs
-    in ``root/logs``, started from ``env``), deploy the repository's prefect.yaml on it as
-    ``clampdown deploy`` does, and stop the server when the block ends."""
-    import psycopg
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+SHIPPED_POOL = "clampdown"  # prefect.yaml's deployment name and work pool
+POOLS = (
+    SHIPPED_POOL,  # test_scaled_mode: `clampdown worker`s
+    "scaled-stock",  # test_scaled_mode: the stock `prefect worker`
+    "scaled-gated",  # test_scaled_mode: the worker killed while its run waits, and the next
+    "scaled-idle",  # polled by no worker: runs made only to read Prefect's record
+    "scaled-failures",  # test_scaled_failures
+    "separate-homes",  # test_scaled_separate_homes
+)
+"""The work pools of the shared server, each with the deployment ``respond/<pool>``."""
+FIXTURE = "scaled_prefect"
 
-    from clampdown.app.cli_ops import deploy_from_file
+
+def deployment(pool: str) -> str:
+    """The deployment (``<flow>/<name>``) whose runs go to ``pool``."""
+    assert pool in POOLS, pool
+    return f"respond/{pool}"
+
+
+def clampdown_worker(pool: str, resume_every: float | None = None) -> list[str]:
+    """``clampdown worker --pool <pool>`` (the command as clampdown/app/cli.py registers it).
+
+    ``resume_every``: how often the worker looks for stopped runs of its run store to
+    continue (``clampdown.app.deployment.run_worker``'s argument; the command leaves it at
+    its default, 30 s). A test whose worker must find a run another worker left sets it
+    short and waits for the run, not for the clock."""
+    setup = ""
+    if resume_every is not None:
+        setup = (
+            "import functools, clampdown.app.deployment as d; "
+            f"d.run_worker = functools.partial(d.run_worker, resume_every={resume_every!r}); "
+        )
+    code = (
+        f"import typer; {setup}from clampdown.app.cli_ops import register; "
+        "app = typer.Typer(); register(app); app()"
+    )
+    return [sys.executable, "-c", code, "worker", "--pool", pool, "--poll", "0.5"]
+
+
+def create_databases(postgres_url: str, names: tuple[str, ...]) -> dict[str, str]:
+    """Create ``names`` on the cluster of ``postgres_url``; their URLs (for psycopg)."""
+    import psycopg
 
     with psycopg.connect(postgres_url, autocommit=True) as admin:
-        for name in databases:
+        for name in names:
             admin.execute(f"CREATE DATABASE {name}")
     cluster = postgres_url.rsplit("/", 1)[0]
-    server_env = env | {
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"{cluster}/{databases[0]}".replace(
-            "postgresql://", "postgresql+asyncpg://", 1
-        ),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_HOME": str(root / "prefect-server"),
-    }
-    logs = root / "logs"
-    logs.mkdir(exist_ok=True)
-    server = PrefectServer(free_port(), server_env, logs, timeout)
-    try:
+    return {name: f"{cluster}/{name}" for name in names}
+
+
+def _deployment_file(folder: Path) -> Path:
+    """The repository's prefect.yaml, its one deployment kept as it is and copied once for
+    each other pool of :data:`POOLS` (named after the pool, on that pool)."""
+    import yaml
+
+    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [shipped] = project["deployments"]
+    assert (shipped["name"], shipped["work_pool"]["name"]) == (SHIPPED_POOL, SHIPPED_POOL)
+    for pool in POOLS[1:]:
+        entry = copy.deepcopy(shipped)
+        entry["name"] = entry["work_pool"]["name"] = pool
+        project["deployments"].append(entry)
+    path = folder / "prefect.yaml"
+    path.write_text(yaml.safe_dump(project, sort_keys=False))
+    return path
+
+
+class SharedPrefect:
+    """The session's ``prefect server start`` on PostgreSQL with the deployments of
+    :data:`POOLS`; started on first use, stopped when no later test needs it."""
+
+    def __init__(self, postgres_url: str, root: Path, timeout: float = 90) -> None:
+        self.postgres_url, self.root, self.timeout = postgres_url, root, timeout
+        self.database_url = ""  # Prefect's database, for psycopg (set at the first start)
+        self.server: PrefectServer | None = None
+        self._env: dict[str, str] = {}
+
+    def _first_start(self) -> PrefectServer:
+        """Create Prefect's database, start the server on it (it migrates the new
+        database) and deploy as ``clampdown deploy`` does."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from clampdown.app.cli_ops import deploy_from_file, ensure_work_pool
+
+        self.database_url = create_databases(self.postgres_url, ("prefect_scaled",))[
+            "prefect_scaled"
+        ]
+        self._env = scrubbed_env() | {
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url.replace(
+                "postgresql://", "postgresql+asyncpg://", 1
+            ),
+            "PREFECT_UI_ENABLED": "false",
+            "PREFECT_HOME": str(self.root / "prefect-server"),
+        }
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        server = PrefectServer(free_port(), self._env, logs, self.timeout)
         server.start()
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            deploy_from_file(REPO / "prefect.yaml", "clampdown")  # what `clampdown deploy` does
-        yield server
+        try:
+            with temporary_settings({PREFECT_API_URL: server.api_url}):
+                for pool in POOLS[1:]:  # deploy_from_file makes the shipped pool
+                    ensure_work_pool(pool)
+                deploy_from_file(_deployment_file(self.root), SHIPPED_POOL)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
+    def running(self) -> PrefectServer:
+        """The server, answering: started (the first time: database, migration, deploy),
+        or started again on the same database when a test or an earlier file left it
+        stopped."""
+        if self.server is None:
+            self.server = self._first_start()
+        elif not self.server.running:
+            self.server.start()
+        return self.server
+
+    def close(self) -> None:
+        """Stop the server (the database stays: a later start needs no migration)."""
+        if self.server is not None:
+            self.server.stop()
+
+    @contextlib.contextmanager
+    def serving(self, module: pytest.Module) -> Iterator[PrefectServer]:
+        """The running server for the tests of ``module``; when they are done, stopped
+        unless a test after them in the session needs it (the next scaled file): an idle
+        server polls its services, on the cores the rest of the suite needs."""
+        server = self.running()
+        try:
+            yield server
+        finally:
+            if not _needed_after(module):
+                self.close()
+
+
+def _needed_after(module: pytest.Module) -> bool:
+    """Whether a test after ``module``'s in the session's order uses :data:`FIXTURE`.
+    (On an xdist worker the session's items are the whole collection: tests of another
+    scope may run on another worker; the server then waits for the session's end.)"""
+    items = module.session.items
+    mine = [i for i, item in enumerate(items) if item.getparent(pytest.Module) is module]
+    later = items[max(mine) + 1 :] if mine else []
+    return any(FIXTURE in getattr(item, "fixturenames", ()) for item in later)
+
+
+_SESSION_PREFECT = pytest.StashKey[SharedPrefect]()
+
+
+@pytest.fixture(scope="session")
+def scaled_prefect(
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str, request: pytest.FixtureRequest
+) -> Iterator[SharedPrefect]:
+    """The session's :class:`SharedPrefect` (import into each scaled file with
+    ``postgres_url``). Each importing module gets a session fixture of its own (pytest
+    registers an imported fixture per module): the first makes it, the others share it,
+    and the first, torn down last, stops its server."""
+    shared = request.session.stash.get(_SESSION_PREFECT, None)
+    if shared is not None:
+        yield shared
+        return
+    shared = SharedPrefect(postgres_url, tmp_path_factory.mktemp("scaled-prefect"))
+    request.session.stash[_SESSION_PREFECT] = shared
+    try:
+        yield shared
     finally:
-        server.stop()
+        del request.session.stash[_SESSION_PREFECT]
+        shared.close()

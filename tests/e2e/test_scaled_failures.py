@@ -1,16 +1,19 @@
 """The scaled mode when the Prefect server fails (issue 11), every part a real process.
 
 One module-scoped stack: a throwaway PostgreSQL cluster, `prefect server start` on it
-(restartable on the same database and port), the `respond` deployment from the
-repository's prefect.yaml, one `clampdown worker` with a CLAMPDOWN_HOME of its own, and
+(restartable on the same database and port; the session's, shared with the other scaled
+files: tests/scaled_stack.py), the `respond` deployment from the repository's prefect.yaml
+on a work pool of this file's own (``scaled-failures``), one `clampdown worker` on that
+pool with a CLAMPDOWN_HOME of its own, and
 `clampdown serve` with CLAMPDOWN_EXECUTION=deployment, each with a CLAMPDOWN_HOME of its
 own (they share no disk): dedup state and the run store (ledgers, approval requests,
 decisions: CLAMPDOWN_RUN_STORE=postgresql) on PostgreSQL. Alerts are signed generic alerts
 posted to serve over HTTP; the AWS calls go to moto server; the approver decides with
 `clampdown approve`, signed with an SSH key, and rollback is run, on serve's machine.
 
-One outage of the Prefect server (killed, down for OUTAGE seconds, started again on the
-same database and port) while two runs wait for approval:
+One outage of the Prefect server (killed, down until both waiting runs found it gone, or
+longer: OUTAGE, then started again on the same database and port) while two runs wait for
+approval:
 
 * a decision sent during the outage is kept ("not counted yet") and counted once Prefect
   answers again; a decision sent after the restart counts at once; each gate records
@@ -48,7 +51,6 @@ from clampdown.core.ledger import read
 from clampdown.core.ledger_signing import generate_local_key, load_local_key, verify_ledger
 from tests.approver_keys import ApproverKeys
 from tests.e2e.test_scaled_mode import (
-    CLAMPDOWN_WORKER,
     CONTAIN,
     CONTAINED,
     GATED,
@@ -59,9 +61,13 @@ from tests.e2e.test_scaled_mode import (
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
 from tests.scaled_stack import (
     PrefectServer,
+    SharedPrefect,
+    clampdown_worker,
+    create_databases,
+    deployment,
     free_port,
-    prefect_on_postgres,
     process,
+    scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
     scrubbed_env,
     wait_until,
 )
@@ -69,18 +75,21 @@ from tests.scaled_stack import (
 CLI = str(Path(sys.executable).parent / "clampdown")
 HMAC_SECRET = "scaled-failures-hmac-secret-0123456789"
 APPROVER = "U0TERM1"  # the one approver GATED names
+POOL = "scaled-failures"  # polled by this file's worker only
 
-# How long the Prefect server stays down in the outage test. The issue's case is 90 s:
-# set CLAMPDOWN_TEST_PREFECT_OUTAGE=90 to run it as is (Prefect's client then keeps its
-# default 5 retries, 2+4+8+16+32 s = ~62 s before a call gives up). The default is
-# shorter, with the worker's client retries lowered to match (2 retries, ~6 s): what is
-# tested is that the outage outlasts the retries, so that the gate itself sees the
-# calls fail and must wait the outage out, and that holds at either length. Not covered:
+# How long the Prefect server stays down in the outage test, at least. The issue's case
+# is 90 s: set CLAMPDOWN_TEST_PREFECT_OUTAGE=90 to run it as is (Prefect's client then
+# keeps its default 5 retries, 2+4+8+16+32 s = ~62 s before a call gives up). By default
+# the worker's client retries are lowered (2 retries, ~6 s) and the server is started
+# again once both waiting runs recorded `approval.api_unreachable`: what is tested is that
+# the outage outlasts the retries, so that the gate itself sees the calls fail and must
+# wait the outage out (its next try, a second later, and those after it are refused until
+# the server started again answers), and that holds at either length. Not covered:
 # an outage longer than `clampdown worker`'s own poll loop bears (Prefect's worker gives
 # up after 4 rounds of 3 failed polls: ~50 s with no client retries, minutes with the
 # defaults); then the worker stops polling and its waiting runs fail on their next
 # decision (found with this stack; the fix belongs in clampdown.app.deployment).
-OUTAGE = float(os.environ.get("CLAMPDOWN_TEST_PREFECT_OUTAGE", "20"))
+OUTAGE = float(os.environ.get("CLAMPDOWN_TEST_PREFECT_OUTAGE", "0"))
 CLIENT_RETRIES = "5" if OUTAGE >= 90 else "2"
 # How the server is stopped: SIGKILL (a crash, an OOM kill) by default; SIGTERM (a deploy,
 # `systemctl restart`) with CLAMPDOWN_TEST_PREFECT_STOP=SIGTERM. Seen from clampdown both
@@ -160,9 +169,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
+    scaled_prefect: SharedPrefect,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
     from cryptography.fernet import Fernet
 
@@ -180,11 +191,10 @@ def stack(
     key = keys.add(APPROVER)
     ledger_key = generate_local_key(root / "ledger-signing.pem")  # signs the worker's ledgers
 
-    cluster = postgres_url.rsplit("/", 1)[0]
+    state_url = create_databases(postgres_url, ("clampdown_failures",))["clampdown_failures"]
     base = scrubbed_env()
-    databases = ("prefect_failures", "clampdown_failures")
     # restartable on the same database and port: the outage test stops and starts it
-    with prefect_on_postgres(postgres_url, databases, root, base) as prefect:
+    with scaled_prefect.serving(request.node) as prefect:
         inputs_key = Fernet.generate_key().decode()
         common = base | {
             "PREFECT_API_URL": prefect.api_url,
@@ -197,10 +207,12 @@ def stack(
             "CLAMPDOWN_INPUTS_KEY": inputs_key,
             # dedup state and the run store (ledgers, approval requests, decisions) on
             # PostgreSQL: serve and the worker share no disk
-            "CLAMPDOWN_STATE_URL": f"{cluster}/clampdown_failures",
+            "CLAMPDOWN_STATE_URL": state_url,
             "CLAMPDOWN_RUN_STORE": "postgresql",
             "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
             "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+            "CLAMPDOWN_DEPLOYMENT": deployment(POOL),
+            "CLAMPDOWN_WORK_POOL": POOL,
         }
         worker_env = common | {
             "CLAMPDOWN_HOME": str(worker_home),
@@ -216,7 +228,9 @@ def stack(
         worker_log, serve_log = logs / "worker.log", logs / "serve.log"
         (logs / "worker-cwd").mkdir()
         with (
-            process(CLAMPDOWN_WORKER, worker_log, env=worker_env, cwd=logs / "worker-cwd") as w,
+            process(
+                clampdown_worker(POOL), worker_log, env=worker_env, cwd=logs / "worker-cwd"
+            ) as w,
             process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env) as s,
         ):
             wait_until(lambda: "started" in worker_log.read_text(), 60, "worker", w, worker_log)
@@ -303,8 +317,9 @@ def test_prefect_server_down_and_restarted_during_a_pause_loses_nothing(
     stack: Stack, moto_server: str
 ) -> None:
     """One outage, three things caught in it. The Prefect server is stopped (STOP_SIGNAL)
-    while two runs wait for approval, stays down for OUTAGE seconds (see OUTAGE: why that
-    length is enough) and is started again on the same database and port.
+    while two runs wait for approval, stays down until both runs' gates found the API gone
+    and at least OUTAGE seconds (see OUTAGE: why that is enough) and is started again on
+    the same database and port.
 
     * run A: its approver decides during the outage; the decision is kept ("not counted
       yet") and counted once Prefect answers again;
@@ -333,7 +348,8 @@ def test_prefect_server_down_and_restarted_during_a_pause_loses_nothing(
     assert "unreachable" in refused.text
     for run_id in (run_a, run_b):  # each gate saw the calls fail, beyond the client's retries
         stack.wait_for(run_id, "approval.api_unreachable", timeout=OUTAGE + 120)
-    time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))  # the rest of the outage
+    if OUTAGE:  # a longer outage asked for (CLAMPDOWN_TEST_PREFECT_OUTAGE): the rest of it
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - down_at)))
     for run_id in (run_a, run_b):  # rode it out: still waiting, not failed
         assert "run.end" not in stack.types(run_id)
     assert _contained(iam, "outage-decided-during")["key_statuses"] == ["Active", "Active"]

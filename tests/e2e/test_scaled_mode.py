@@ -2,15 +2,19 @@
 
 One module-scoped stack, every part a real process: a throwaway PostgreSQL
 cluster, `prefect server start` on it, the `respond` deployment made from the
-repository's prefect.yaml (`clampdown deploy`), then runs started through
+repository's prefect.yaml (`clampdown deploy`; the server is the session's, shared with
+the other scaled files: tests/scaled_stack.py), then runs started through
 :class:`DeploymentStarter` and executed by
 
-* a stock `prefect worker start --pool clampdown` (a new process per run), and
+* a stock `prefect worker start` (a new process per run), and
 * `clampdown worker` (runs execute inside the worker process),
 
-both containing an IAM user on moto server. Every process is stopped at the end,
-also when a test fails. Select with ``-m scaled``; it runs in the normal suite.
-The error paths of sealing and of the commands are checked without the stack.
+both containing an IAM user on moto server. Each test's runs go to a work pool that only
+its workers poll: the shipped `respond/clampdown` deployment on the `clampdown` pool for
+the `clampdown worker` the module starts once, a deployment of their own for the stock
+worker and for the killed worker's test. Every process is stopped at the end, also when
+a test fails. Select with ``-m scaled``; it runs in the normal suite. The error paths of
+sealing and of the commands are checked without the stack.
 """
 
 from __future__ import annotations
@@ -32,7 +36,17 @@ import pytest
 
 from tests.approver_keys import approver_keys
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
-from tests.scaled_stack import free_port, prefect_on_postgres, process, wait_until
+from tests.scaled_stack import (
+    SHIPPED_POOL,
+    SharedPrefect,
+    clampdown_worker,
+    create_databases,
+    deployment,
+    free_port,
+    process,
+    scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
+    wait_until,
+)
 
 ACCOUNT = "123456789012"
 TOKEN = "tok-4f9c1e7be2a04d55"  # the secret input the sealed-input test sends
@@ -95,9 +109,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
+    scaled_prefect: SharedPrefect,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -112,17 +128,13 @@ def stack(
 
     key = Fernet.generate_key().decode()
 
-    # Databases of its own: other tests may use the cluster's `postgres` database.
-    database = postgres_url.rsplit("/", 1)[0] + "/prefect_scaled"
-    state_url = postgres_url.rsplit("/", 1)[0] + "/clampdown_state"
+    # A database of its own: other tests may use the cluster's `postgres` database.
+    state_url = create_databases(postgres_url, ("clampdown_state",))["clampdown_state"]
 
     with contextlib.ExitStack() as stack_:
-        server = stack_.enter_context(
-            prefect_on_postgres(
-                postgres_url, ("prefect_scaled", "clampdown_state"), root, dict(os.environ), 60
-            )
-        )
+        server = stack_.enter_context(scaled_prefect.serving(request.node))
         api_url = server.api_url
+        database = scaled_prefect.database_url
         stack_.enter_context(temporary_settings({PREFECT_API_URL: api_url}))
 
         worker_env = {
@@ -147,7 +159,7 @@ def stack(
 
 @contextlib.contextmanager
 def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
-    """A worker process on the `clampdown` pool, running in a folder of its own."""
+    """A worker process, running in a folder of its own."""
     workdir = stack.logs / f"{name}-cwd"
     workdir.mkdir(exist_ok=True)
     log = stack.logs / f"{name}.log"
@@ -156,17 +168,12 @@ def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
         yield
 
 
-# `clampdown worker` (the command is registered on the main CLI by clampdown/app/cli.py).
-CLAMPDOWN_WORKER = [
-    sys.executable,
-    "-c",
-    "import typer; from clampdown.app.cli_ops import register; app = typer.Typer(); register(app); app()",
-    "worker",
-    "--pool",
-    "clampdown",
-    "--poll",
-    "0.5",
-]
+@pytest.fixture(scope="module")
+def shipped_pool_worker(stack: Stack) -> Iterator[None]:
+    """One `clampdown worker` on the shipped deployment's `clampdown` pool for the tests
+    of this module that use it (only they start runs of ``respond/clampdown``)."""
+    with _worker(stack, clampdown_worker(SHIPPED_POOL), "clampdown-worker"):
+        yield
 
 
 def _iam_user(moto_server: str, name: str) -> tuple[Any, str]:
@@ -239,9 +246,9 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
     from clampdown.app.deployment import DeploymentStarter
 
     iam, arn = _iam_user(moto_server, "stolen-keys-stock")
-    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "clampdown"]
-    with _worker(stack, argv, "prefect-worker"):
-        starter = DeploymentStarter()
+    argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "scaled-stock"]
+    with _worker(stack, argv, "prefect-worker"):  # the only worker on that pool
+        starter = DeploymentStarter(deployment("scaled-stock"))
         run_id = starter(
             stack.library / "scaled-contain.yaml", {"principal_arn": arn}, {"type": "test"}
         )
@@ -262,7 +269,7 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
 
 @pytest.mark.scaled
 def test_clampdown_worker_runs_in_process_and_secret_inputs_stay_sealed(
-    stack: Stack, moto_server: str
+    stack: Stack, moto_server: str, shipped_pool_worker: None
 ) -> None:
     import psycopg
     from prefect.deployments import run_deployment
@@ -272,19 +279,18 @@ def test_clampdown_worker_runs_in_process_and_secret_inputs_stay_sealed(
     from clampdown.core.sealed_inputs import SEALED
 
     iam, arn = _iam_user(moto_server, "stolen-keys-inproc")
-    with _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker"):
-        starter = DeploymentStarter()
-        run_id = starter(
-            stack.library / "scaled-secret.yaml",
-            {"principal_arn": arn, "token": TOKEN},
-            {"type": "test"},
-        )
-        records = _ledger(stack, run_id)
-        flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
+    starter = DeploymentStarter()
+    run_id = starter(
+        stack.library / "scaled-secret.yaml",
+        {"principal_arn": arn, "token": TOKEN},
+        {"type": "test"},
+    )
+    records = _ledger(stack, run_id)
+    flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
     # What Prefect itself does with a SecretStr parameter: it stores the mask (no worker
-    # is left to pick this run up).
+    # polls the pool of this run: it stays scheduled).
     masked = run_deployment(
-        name="respond/clampdown",
+        name=deployment("scaled-idle"),
         parameters={"runbook": "no-such-runbook", "inputs": {"token": SecretStr(TOKEN)}},
         timeout=0,
         _sync=True,
@@ -347,7 +353,7 @@ def _signed_alert(alert: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
 
 @pytest.mark.scaled
 def test_an_alert_starts_a_deployment_run_that_contains_the_user(
-    stack: Stack, moto_server: str, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, moto_server: str, monkeypatch: pytest.MonkeyPatch, shipped_pool_worker: None
 ) -> None:
     from fastapi.testclient import TestClient
 
@@ -368,10 +374,7 @@ def test_an_alert_starts_a_deployment_run_that_contains_the_user(
     body, headers = _signed_alert({**alert, "principal": arn})
     app = create_app()
     starter = app.state.starter
-    with (
-        _worker(stack, CLAMPDOWN_WORKER, "clampdown-worker-alert"),
-        TestClient(app) as client,
-    ):
+    with TestClient(app) as client:
         response = client.post("/alerts/generic", content=body, headers=headers)
         assert response.status_code == 202, response.text
         run_id = response.json()["alerts"][0]["run_id"]
@@ -529,14 +532,15 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     meanwhile is kept; the next worker on the same home continues the run and contains."""
     from clampdown.app.deployment import DeploymentStarter
 
+    worker = clampdown_worker("scaled-gated")  # the only workers on that pool
     keys = approver_keys(tmp_path, monkeypatch, "U0TERM1")
     iam, arn = _iam_user(moto_server, "stolen-keys-gated")
     env = stack.worker_env | {"CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers)}
     request = stack.home / "runs" / "{run}" / "approvals" / "approve.json"
     log = stack.logs / "gated-worker-1.log"
-    with process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path) as first:
+    with process(worker, log, env=env, cwd=tmp_path) as first:
         wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
-        starter = DeploymentStarter()
+        starter = DeploymentStarter(deployment("scaled-gated"))
         run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
         path = Path(str(request).format(run=run_id))
         wait_until(
@@ -552,7 +556,7 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
 
     log = stack.logs / "gated-worker-2.log"
-    with process(CLAMPDOWN_WORKER, log, env=env, cwd=tmp_path):
+    with process(worker, log, env=env, cwd=tmp_path):
         records = _ledger(stack, run_id, timeout=120)
     types = [r["type"] for r in records]
     assert "run.resumed" in types and "approval.resumed" in types

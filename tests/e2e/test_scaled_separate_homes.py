@@ -1,9 +1,11 @@
 """The scaled mode without a shared filesystem, every part a real process.
 
 A throwaway PostgreSQL cluster holds Prefect's database and clampdown's (dedup state and
-the run store: ``CLAMPDOWN_RUN_STORE=postgresql``). `prefect server start` on it, the
-`respond` deployment from the repository's prefect.yaml, `clampdown serve` in deployment
-mode and two `clampdown worker`s: each of the three with a ``CLAMPDOWN_HOME`` of its own
+the run store: ``CLAMPDOWN_RUN_STORE=postgresql``). `prefect server start` on it (the
+session's, shared with the other scaled files: tests/scaled_stack.py), the `respond`
+deployment from the repository's prefect.yaml on a work pool of this file's own
+(``separate-homes``), `clampdown serve` in deployment mode and two `clampdown worker`s on
+that pool: each of the three with a ``CLAMPDOWN_HOME`` of its own
 (separate temp folders, as separate machines' disks), and a fourth home that never ran
 anything for the commands a responder types elsewhere.
 
@@ -16,8 +18,10 @@ run in the run store (no ``run.end``, its lock released by PostgreSQL with the d
 connection), continues it and counts the kept decision; the alert re-sent again is
 recorded while it runs there; the second approver's decision from serve's home is counted
 through Prefect; the run contains the user on moto server. ``clampdown runs``, ``verify``
-and ``rollback`` from the fourth home succeed and rollback puts the user back. Waits are
-bounded only to fail instead of hanging; nothing is timed.
+and ``rollback`` from the fourth home succeed and rollback puts the user back. The workers
+look for stopped runs to continue every RESUME_EVERY seconds (the command's default is
+30 s): the tests wait for the look, not for the clock. Waits are bounded only to fail
+instead of hanging; nothing is timed.
 """
 
 from __future__ import annotations
@@ -40,18 +44,30 @@ import pytest
 
 from tests.approver_keys import ApproverKeys
 from tests.e2e.test_scaled_mode import (
-    CLAMPDOWN_WORKER,
     CONTAINED,
     _contained,
     _flow_run,
     _iam_user,
 )
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
-from tests.scaled_stack import free_port, prefect_on_postgres, process, scrubbed_env, wait_until
+from tests.scaled_stack import (
+    SharedPrefect,
+    clampdown_worker,
+    create_databases,
+    deployment,
+    free_port,
+    process,
+    scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
+    scrubbed_env,
+    wait_until,
+)
 
 CLI = str(Path(sys.executable).parent / "clampdown")
 HMAC_SECRET = "separate-homes-hmac-secret-0123456789"
 APPROVERS = ("U0TERM1", "U0TERM2")
+POOL = "separate-homes"  # polled by this file's workers only
+RESUME_EVERY = 1.0  # seconds between a worker's looks for stopped runs to continue
+WORKER = clampdown_worker(POOL, resume_every=RESUME_EVERY)
 GATED = """apiVersion: clampdown/v1
 kind: Runbook
 metadata: {name: scaled-gated, title: Gated by two approvals, severity: critical}
@@ -147,9 +163,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     moto_server: str,
     postgres_url: str,  # noqa: F811 - the fixture imported above
+    scaled_prefect: SharedPrefect,  # noqa: F811 - the fixture imported above
 ) -> Iterator[Stack]:
     from cryptography.fernet import Fernet
 
@@ -168,15 +186,10 @@ def stack(
     approver_keys = {approver: keys.add(approver) for approver in APPROVERS}
     ledger_key = generate_local_key(root / "ledger-signing.pem")  # every machine's signer
 
-    cluster = postgres_url.rsplit("/", 1)[0]
-    state_url = f"{cluster}/clampdown_separate"
+    state_url = create_databases(postgres_url, ("clampdown_separate",))["clampdown_separate"]
     base = scrubbed_env()
     with contextlib.ExitStack() as running:
-        server = running.enter_context(
-            prefect_on_postgres(
-                postgres_url, ("prefect_separate", "clampdown_separate"), root, base
-            )
-        )
+        server = running.enter_context(scaled_prefect.serving(request.node))
         api_url = server.api_url
         env = base | {
             "PREFECT_API_URL": api_url,
@@ -192,6 +205,8 @@ def stack(
             "CLAMPDOWN_RUN_STORE": "postgresql",
             "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
             "CLAMPDOWN_LEDGER_KEY": str(ledger_key),
+            "CLAMPDOWN_DEPLOYMENT": deployment(POOL),
+            "CLAMPDOWN_WORK_POOL": POOL,
         }
         serve_env = env | {
             "CLAMPDOWN_HOME": str(homes["serve"]),
@@ -204,7 +219,7 @@ def stack(
             (logs / f"{name}-cwd").mkdir()
             workers[name] = running.enter_context(
                 process(
-                    CLAMPDOWN_WORKER,
+                    WORKER,
                     logs / f"{name}.log",
                     env=env | {"CLAMPDOWN_HOME": str(homes[name])},
                     cwd=logs / f"{name}-cwd",
@@ -381,7 +396,7 @@ def test_a_worker_killed_between_a_containment_call_and_its_answer_leaves_nothin
         log = stack.logs / "worker-3.log"
         doomed = running.enter_context(
             process(
-                CLAMPDOWN_WORKER,
+                WORKER,
                 log,
                 env=stack.env | {"CLAMPDOWN_HOME": str(home), "AWS_ENDPOINT_URL": proxy.url},
                 cwd=stack.logs / "worker-3-cwd",
