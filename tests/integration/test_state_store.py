@@ -11,6 +11,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -106,12 +107,14 @@ def test_release_frees_the_incident(store: StateStore) -> None:
     assert claim(store, "k", "c").status == "reserved"
 
 
-def test_windows_expire(store: StateStore) -> None:
-    # windows long enough that a loaded machine answers the second claim inside them
+def test_windows_expire(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the store's clock (time.time, read in Python) moved on by hand: 1.2 s later at once
+    clock = [time.time()]
+    monkeypatch.setattr(state_store, "time", SimpleNamespace(time=lambda: clock[0]))
     first = claim(store, "k", "c", dedup_ttl=1.0, correlation_ttl=1.0)
     store.attach(first.reservation, "run-1")
     assert claim(store, "k").status == "duplicate"
-    time.sleep(1.2)
+    clock[0] += 1.2
     assert claim(store, "k").status == "reserved"
     assert claim(store, "k2", "c").status == "reserved"  # correlation expired too
 
@@ -275,8 +278,8 @@ PROCESS_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from clampdown.core.state_store import StateStore
     store = StateStore({url!r})
-    while time.time() < {start}:
-        time.sleep(0.001)
+    print("ready", flush=True)
+    sys.stdin.readline()  # both start the race together, whatever their imports took
     won = []
     records = sys.argv[2] == "record"
     for i in range(60):
@@ -304,16 +307,27 @@ PROCESS_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("how", ["reserve", "record"])
 def test_atomic_across_two_processes(store_url: str, how: str) -> None:
     StateStore(store_url).close()  # tables exist before the race
-    script = PROCESS_SCRIPT.format(repo=str(REPO), url=store_url, start=time.time() + 2.0)
+    script = PROCESS_SCRIPT.format(repo=str(REPO), url=store_url)
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, str(n), how],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for n in range(2)
     ]
+    for proc in procs:  # each has imported and opened its store
+        assert proc.stdout is not None
+        if proc.stdout.readline() != "ready\n":
+            for other in procs:
+                other.kill()
+            raise AssertionError(f"a racer did not start: {proc.communicate()[1]}")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     won: list[str] = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
