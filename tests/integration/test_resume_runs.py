@@ -8,7 +8,9 @@ straight into its inbox — and the run continued by another starter.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,19 @@ def test_a_break_glass_decision_is_recorded_as_such(
     assert decision["accepted"] and decision["break_glass"] is True
 
 
+class TenthSleeps:
+    """``asyncio`` as the approval gate sees it, with its sleeps a tenth as long: the gate
+    waits out an outage with a back-off from 1 s; the test keeps the API down until its
+    decision is sent, so the shorter back-off changes the waits, not the order of events."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    async def sleep(delay: float, result: Any = None) -> Any:
+        return await asyncio.sleep(delay / 10, result)
+
+
 def test_an_approval_waits_out_a_prefect_outage_and_counts_a_decision_sent_during_it(
     prefect_server: str,
     clampdown_home: Path,
@@ -192,6 +207,7 @@ def test_an_approval_waits_out_a_prefect_outage_and_counts_a_decision_sent_durin
 
     real_pause, real_resume = prefect.flow_runs.apause_flow_run, approval_gate._resume_after_timeout
     down = {"pause": 1, "resume": 2}  # failures left
+    sent = threading.Event()  # the API answers again only once the decision was sent
 
     async def pause(*args: Any, **kwargs: Any) -> Any:
         if down["pause"]:
@@ -200,8 +216,8 @@ def test_an_approval_waits_out_a_prefect_outage_and_counts_a_decision_sent_durin
         return await real_pause(*args, **kwargs)
 
     async def resume() -> None:
-        if down["resume"]:
-            down["resume"] -= 1
+        if down["resume"] or not sent.is_set():
+            down["resume"] = max(0, down["resume"] - 1)
             raise httpx.ConnectError("[Errno 111] Connection refused")
         await real_resume()
 
@@ -211,12 +227,14 @@ def test_an_approval_waits_out_a_prefect_outage_and_counts_a_decision_sent_durin
     monkeypatch.setattr(prefect.flow_runs, "apause_flow_run", pause)
     monkeypatch.setattr(approval_gate, "_resume_after_timeout", resume)
     monkeypatch.setattr(decisions, "_resume", undeliverable)
+    monkeypatch.setattr(approval_gate, "asyncio", TenthSleeps())  # the gate's back-off: 1, 2, 4 s
     path = write_runbook(RUNBOOK.replace(", U0TERM2]}, min_approvals: 2", "]}"), "outage.yaml")
     starter = InProcessStarter()
     try:
         run_id = starter(path, {}, {"type": "manual"})
         wait_for(lambda: "approval.api_unreachable" in types(run_id), "the outage to be seen")
         verdict = submit_decision(run_id, "approve", "U0TERM1", key=keys["U0TERM1"])
+        sent.set()
         assert verdict.queued and "cannot be reached" in verdict.reason
         wait_for(lambda: "run.end" in types(run_id), "the run to end")
     finally:
