@@ -11,6 +11,7 @@ each also stops by itself after an hour without a request.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
     from clampdown_flows.resident_api import EarlyServer
 
 
+started_early: contextvars.ContextVar[EarlyServer | None] = contextvars.ContextVar(
+    "started_early", default=None
+)
+"""The server the console script started for ``clampdown run`` before Typer was imported
+(:mod:`clampdown.app.entry`, which sets this around the command and closes it after)."""
+
+
 @contextlib.contextmanager
 def early_prefect() -> Iterator[EarlyServer | None]:
     """A resident local API's server process started now, before this command imports
@@ -33,10 +41,15 @@ def early_prefect() -> Iterator[EarlyServer | None]:
     (:class:`~clampdown_flows.resident_api.EarlyServer`); pass it to :func:`resident_prefect`.
 
     It touches nothing until :func:`resident_prefect` tells it the command needs an API; a
-    command that fails first stops it at the end of this block.
+    command that fails first stops it at the end of this block. The console script may
+    have started it already (:data:`started_early`; then the script closes it).
     """
     from clampdown_flows.resident_api import EarlyServer
 
+    started = started_early.get()
+    if started is not None:
+        yield started
+        return
     early = EarlyServer.start()
     try:
         yield early

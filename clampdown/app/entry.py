@@ -8,7 +8,8 @@ runs there, with the output and exit codes of the Typer command; any other comma
 line — another command, ``--help``, ``--version``, a usage error, shell completion —
 goes to the Typer app (:func:`clampdown.app.cli.main`) unchanged. A lint of files that
 have not changed since the same lint last ran replays that lint's output
-(:mod:`clampdown.app.lint_cache`).
+(:mod:`clampdown.app.lint_cache`). ``clampdown run`` starts its local Prefect API's server
+first, before Typer is imported (:func:`_early_local_api`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import gc
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 
 def main() -> None:
@@ -41,9 +43,29 @@ def main() -> None:
         if parsed is not None:
             sys.exit(_guarded(lambda: run_and_keep(args[1:], parsed, fast_lint)))
         gc.enable()  # Typer's to answer: a command like any other
+    early = _early_local_api() if args[:1] == ["run"] and not completing else None
     from clampdown.app.cli import main as typer_main
 
-    typer_main()
+    if early is None:
+        typer_main()
+        return
+    from clampdown.app.cli_api import started_early
+
+    token = started_early.set(early)  # the command uses it (clampdown.app.cli_api)
+    try:
+        typer_main()
+    finally:
+        started_early.reset(token)
+        early.close()  # stopped if the command never needed it
+
+
+def _early_local_api() -> Any:
+    """``clampdown run``: the Prefect home's resident API's server started before Typer and
+    Prefect are imported, when the home probably has none
+    (:class:`clampdown_flows.resident_api.EarlyServer`); the command tells it ``go``."""
+    from clampdown_flows.resident_api import EarlyServer
+
+    return EarlyServer.start()
 
 
 def _guarded(run: Callable[[], int | None]) -> int | None:

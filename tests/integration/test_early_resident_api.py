@@ -155,6 +155,69 @@ def test_clampdown_run_on_a_new_home_leaves_the_early_server_as_its_resident(
     assert "clampdown_flows.resident_server" in command_line(pid)
 
 
+# The console script's main with EarlyServer.start recorded: whether Typer was imported yet.
+CONSOLE_SCRIPT = """
+import json, sys
+from clampdown_flows import resident_api
+
+calls = []
+start = resident_api.EarlyServer.start.__func__
+
+def recorded(cls, *args, **kwargs):
+    calls.append({"typer_imported": "typer" in sys.modules})
+    return start(cls, *args, **kwargs)
+
+resident_api.EarlyServer.start = classmethod(recorded)
+sys.argv = ["clampdown", *sys.argv[2:]]
+from clampdown.app import entry
+
+try:
+    entry.main()
+finally:
+    with open(__import__("os").environ["CALLS_FILE"], "w") as f:
+        json.dump(calls, f)
+"""
+
+
+def test_the_console_script_starts_it_before_typer_and_the_command_uses_that_one(
+    prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    home, env = prefect_home
+    runbook = tmp_path / "one.yaml"
+    runbook.write_text(ONE_STEP)
+    calls = tmp_path / "calls.json"
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT, "-", "run", str(runbook)],
+        env={**env, "CALLS_FILE": str(calls)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert STARTED in done.stderr
+    assert json.loads(calls.read_text()) == [{"typer_imported": False}]  # one, before Typer
+    pid = json.loads((home / STATE_FILE).read_text())["pid"]
+    assert "clampdown_flows.resident_server" in command_line(pid)
+
+    # a command line that never needs the API (help) stops the one it started
+    calls.unlink()
+    (home / STATE_FILE).unlink()  # as if no resident ran: the guess starts one
+    helped = subprocess.run(
+        [sys.executable, "-c", CONSOLE_SCRIPT, "-", "run", "--help"],
+        env={**env, "CALLS_FILE": str(calls)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert helped.returncode == 0 and "Usage" in helped.stdout
+    assert json.loads(calls.read_text()) == [{"typer_imported": False}]
+    assert [p for p in _processes_of(home) if p != pid] == []  # stopped; the resident stays
+    assert not (home / STATE_FILE).exists()
+    os.kill(pid, 15)  # the resident whose state file was removed
+
+
 def test_a_command_failing_before_it_needs_an_api_leaves_the_home_untouched(
     prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
