@@ -19,10 +19,13 @@ interleaved with it (one of each, then the next pair), so both meet the same mac
   flow run's task runs read from the API: how many are there, in their final state.
 
     python benchmarks/startup.py [--runs 5] [--record-steps 100] [--tree OLD_CHECKOUT]
+    python benchmarks/startup.py --before OLD_CHECKOUT [--runs 5]
 
-``--tree`` runs clampdown from another checkout (``git worktree add /tmp/old <commit>``)
-for a before/after comparison on the same machine; a tree without the resident API
-gets no "server started" figure (every run starts one).
+``--tree`` runs clampdown from another checkout (``git archive <commit> | tar -x -C
+/tmp/old``) instead of this one; a tree without the resident API gets no "server started"
+figure (every run starts one). ``--before`` runs both, interleaved (one process of the
+old tree, one of this, for each figure and sample), so before and after meet the same
+machine; each gets Prefect homes of its own, and both share one template cache.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-CLAMPDOWN = [PYTHON, "-m", "clampdown.app.cli"]
+# the console script's own entry point (`clampdown`), as a user runs it
+CLAMPDOWN = [PYTHON, "-m", "clampdown.app.entry"]
 
 STOCK_FLOW = """
 from prefect import flow, task
@@ -92,17 +96,26 @@ print(json.dumps([t.state_type.value for t in tasks]))
 ROOT_PATHS: list[str] = []  # --tree: the checkout's packages first on sys.path
 
 
-def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
+def tree_paths(root: Path) -> list[str]:
+    """A checkout's packages, first on ``sys.path`` (``PYTHONPATH``)."""
+    return [str(root / p) for p in ("", "flows", "integrations")]
+
+
+def environment(
+    prefect_home: Path, clampdown_home: Path, paths: list[str] | None = None
+) -> dict[str, str]:
     """The children's environment. Bytecode writing is on (PYTHONDONTWRITEBYTECODE
     dropped): with it off, every process of a ``--tree`` checkout, or of a tree whose
-    modules nothing compiled, compiles each module it imports, and that is timed."""
+    modules nothing compiled, compiles each module it imports, and that is timed.
+    ``paths``: the packages of the tree to run (else ``--tree``'s, else the installed)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("PREFECT_API_") and k != "PYTHONDONTWRITEBYTECODE"
     }
-    if ROOT_PATHS:
-        env["PYTHONPATH"] = os.pathsep.join(ROOT_PATHS)
+    paths = ROOT_PATHS if paths is None else paths
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     env.update(
         PREFECT_HOME=str(prefect_home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -114,11 +127,11 @@ def environment(prefect_home: Path, clampdown_home: Path) -> dict[str, str]:
     return env
 
 
-def wall(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def wall(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
     """Wall time and CPU time (user + system, the process and the children it waited for)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(argv, cwd=cwd or ROOT, env=env, capture_output=True, text=True)
     took = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -137,10 +150,10 @@ def resident_cpu(env: dict[str, str]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+def timed_run(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
     """A ``clampdown`` command's wall time, and CPU including the resident server's share."""
     before = resident_cpu(env)
-    took, cpu = wall(argv, env)
+    took, cpu = wall(argv, env, cwd)
     return took, cpu + max(resident_cpu(env) - before, 0.0)
 
 
@@ -224,6 +237,76 @@ def startup_figures(
     )
 
 
+def compare_trees(runs: int, old: Path, one: Path, scratch: Path) -> None:
+    """``--before``: each figure for the old tree and this one, interleaved sample by sample
+    (the old tree's process, then this tree's, alternating which goes first)."""
+    trees = {"before": (old, tree_paths(old)), "after": (ROOT, tree_paths(ROOT))}
+
+    def env(name: str, what: str) -> dict[str, str]:
+        return environment(
+            scratch / f"prefect-{name}-{what}", scratch / f"home-{name}-{what}", trees[name][1]
+        )
+
+    def both(sample: Any) -> dict[str, list[tuple[float, float]]]:
+        figures: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+        for i in range(runs):
+            for name in ("before", "after") if i % 2 == 0 else ("after", "before"):
+                figures[name].append(sample(name, i))
+        return figures
+
+    def show(label: str, figures: dict[str, list[tuple[float, float]]]) -> None:
+        (b, bc), (a, ac) = median(figures["before"]), median(figures["after"])
+        print(
+            f"  {label:<42} before {b:6.2f} s (CPU {bc:5.2f})   after {a:6.2f} s "
+            f"(CPU {ac:5.2f})   after/before {a / b:4.2f}x"
+        )
+
+    stop = [*CLAMPDOWN, "prefect-api", "stop"]
+    run_one = [*CLAMPDOWN, "run", str(one)]
+    for name, (root, _) in trees.items():  # bytecode written; each tree's template kept
+        for module in ("clampdown_flows.respond", "prefect"):
+            wall([PYTHON, "-c", f"import {module}"], env(name, "warm"), root)
+        wall([PYTHON, "-c", WARM_UP], env(name, "warm"), root)
+    print(f"before: {old}; after: {ROOT} (medians of {runs}, interleaved; CPU = user + system,")
+    print("the resident server's share included):")
+    show(
+        "import clampdown_flows.respond",
+        both(
+            lambda name, i: wall(
+                [PYTHON, "-c", "import clampdown_flows.respond"], env(name, "warm"), trees[name][0]
+            )
+        ),
+    )
+    show(
+        "import prefect",
+        both(
+            lambda name, i: wall(
+                [PYTHON, "-c", "import prefect"], env(name, "warm"), trees[name][0]
+            )
+        ),
+    )
+    show(
+        "clampdown run, warm home (resident API up)",
+        both(lambda name, i: timed_run(run_one, env(name, "warm"), trees[name][0])),
+    )
+
+    def started(name: str, i: int) -> tuple[float, float]:
+        wall(stop, env(name, "warm"), trees[name][0])
+        return timed_run(run_one, env(name, "warm"), trees[name][0])
+
+    show("clampdown run, server started (warm home)", both(started))
+
+    def new_home(name: str, i: int) -> tuple[float, float]:
+        fresh = env(name, f"new-{i}")
+        figure = timed_run(run_one, fresh, trees[name][0])
+        subprocess.run(stop, cwd=trees[name][0], env=fresh, capture_output=True)
+        return figure
+
+    show("clampdown run, first on a new empty home", both(new_home))
+    for name, (root, _) in trees.items():
+        subprocess.run(stop, cwd=root, env=env(name, "warm"), capture_output=True)
+
+
 def record_figure(steps: int, ours: dict, scratch: Path) -> None:
     """How many task runs Prefect holds after `clampdown run` of a ``steps``-step chain."""
     record = scratch / "record.yaml"
@@ -246,7 +329,17 @@ def main() -> None:
     parser.add_argument("--record-steps", type=int, default=100, help="steps of the chain")
     parser.add_argument("--tree", type=Path, help="run clampdown from this checkout instead")
     parser.add_argument("--record-only", action="store_true", help="only Prefect's record")
+    parser.add_argument(
+        "--before", type=Path, help="an older checkout: both trees' figures, interleaved"
+    )
     args = parser.parse_args()
+    if args.before:
+        scratch = Path(tempfile.mkdtemp(prefix="clampdown-bench-startup-"))
+        one = scratch / "one.yaml"
+        one.write_text(chain("one", 1))
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
+        compare_trees(args.runs, args.before.resolve(), one, scratch)
+        return
     global ROOT
     if args.tree:
         ROOT = args.tree.resolve()
