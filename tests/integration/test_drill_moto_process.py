@@ -66,3 +66,47 @@ def test_moto_gets_no_secret_of_the_environment(
     names = {entry.split(b"=", 1)[0] for entry in environ if entry}
     assert b"PATH" in names
     assert not {b"CLAMPDOWN_SLACK_BOT_TOKEN", b"AWS_SECRET_ACCESS_KEY"} & names, names
+
+
+def test_preload_imports_the_named_backends_and_ignores_unknown_names() -> None:
+    """In a fresh interpreter (this one may have imported moto's backends already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from clampdown.app.drill.moto_process import preload\n"
+        "before = 'moto.sagemaker.models' in sys.modules\n"
+        "preload(['sagemaker', 'no-such-service'])\n"
+        "print(before, 'moto.sagemaker.models' in sys.modules, 'moto.sagemaker.urls' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.split() == ["False", "True", "True"]
+
+
+def test_seed_services_are_those_the_seed_calls() -> None:
+    from clampdown.core.drill_library import load_drill, resolve_drill
+
+    library = Path(__file__).resolve().parents[2] / "runbooks"
+    drill, _ = load_drill(resolve_drill("model-theft", library))
+    assert world.seed_services(drill) == ["s3", "iam", "sagemaker", "cloudtrail", "logs"]
+    sessions = drill.seed.model_copy(
+        update={"roles": [r.model_copy(update={"sessions": 1}) for r in drill.seed.roles]}
+    )
+    bare = drill.seed.model_copy(
+        update={"users": [], "roles": [], "endpoints": [], "trail": None, "log_groups": []}
+    )
+    assert "sts" in world.seed_services(drill.model_copy(update={"seed": sessions}))
+    assert world.seed_services(drill.model_copy(update={"seed": bare})) == ["s3"]
+
+
+def test_moto_serves_while_it_preloads(tmp_path: Path) -> None:
+    with world.moto_server(tmp_path / "moto.log", ["sagemaker", "cloudtrail"]) as moto:
+        s3 = _s3(moto.url)
+        s3.create_bucket(Bucket="drill-evidence")  # type: ignore[attr-defined]
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["drill-evidence"]  # type: ignore[attr-defined]
+        assert moto.failure() is None
+        args = Path(f"/proc/{moto.process.pid}/cmdline").read_bytes().split(b"\0")
+    assert args[-3:] == [b"sagemaker", b"cloudtrail", b""]

@@ -30,6 +30,7 @@ from clampdown.app.drill.world import (
     drill_environment,
     drill_prefect,
     moto_server,
+    seed_services,
     serve_on_loopback,
 )
 from clampdown.core.diagnostics import ClampdownError
@@ -125,7 +126,7 @@ def open_session(
 
     keys = Secrets()
     with contextlib.ExitStack() as stack:
-        moto = stack.enter_context(moto_server(workspace / MOTO_LOG))
+        moto = stack.enter_context(moto_server(workspace / MOTO_LOG, seed_services(drill)))
         endpoint = moto.url
         slack: SlackStandIn | None = None
         if not real_slack:

@@ -17,7 +17,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,30 @@ class MotoProcess:
         return f"moto's process exited ({status}){': ' + said if said else ''}"
 
 
+def seed_services(drill: Drill) -> list[str]:
+    """The AWS services the drill's seed calls, in the order it first calls them: moto's
+    process imports their backends as soon as it serves (see :func:`moto_server`)."""
+    seed = drill.seed
+    wanted = [
+        ("s3", True),
+        ("iam", bool(seed.users or seed.roles)),
+        ("sts", any(role.sessions for role in seed.roles)),
+        ("sagemaker", bool(seed.endpoints)),
+        ("kms", bool(seed.kms_keys)),
+        ("secretsmanager", bool(seed.secrets)),
+        ("cloudtrail", seed.trail is not None),
+        ("logs", bool(seed.log_groups)),
+    ]
+    return [name for name, used in wanted if used]
+
+
 @contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[MotoProcess]:
+def moto_server(log: Path, preload: Sequence[str] = ()) -> Iterator[MotoProcess]:
     """moto as a real HTTP server on loopback, with fresh state, in a process of its own
     (:mod:`clampdown.app.drill.moto_process`: its CPU off this process's GIL); its
     warnings and errors go to ``log``. The socket is made here, so the URL is known at
-    once and requests made while moto still imports wait for it."""
+    once and requests made while moto still imports wait for it. The backends of the
+    services in ``preload`` are imported by moto as soon as it serves."""
     import importlib.util
     import subprocess
     import sys
@@ -232,7 +250,7 @@ def moto_server(log: Path) -> Iterator[MotoProcess]:
         port = listener.getsockname()[1]
         fd = listener.fileno()
         process = subprocess.Popen(
-            [sys.executable, "-m", "clampdown.app.drill.moto_process", str(fd)],
+            [sys.executable, "-m", "clampdown.app.drill.moto_process", str(fd), *preload],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=errors,

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from clampdown.core.drill_model import Seed, TrailEvent
 from clampdown_aws.testing.seeded import Seeded
 
 RECORDS_PER_FILE = 100
+PUTS_AT_ONCE = 8  # trail files written to the simulated account at a time
 
 
 def write_trail(spec: Seed, cloudtrail: Any, s3: Any, alert_time: datetime, out: Seeded) -> None:
@@ -51,14 +53,23 @@ def write_trail(spec: Seed, cloudtrail: Any, s3: Any, alert_time: datetime, out:
         moment = parse_time(record["eventTime"])
         slot = moment.replace(minute=moment.minute - moment.minute % 5, second=0, microsecond=0)
         files.setdefault(slot + timedelta(minutes=5), []).append(record)
+    delivered_files: list[tuple[str, bytes]] = []
     for delivered, batch in sorted(files.items()):
         delivered = min(delivered, alert_time - timedelta(seconds=30))  # never in the future
         for start in range(0, len(batch), RECORDS_PER_FILE):
             chunk = batch[start : start + RECORDS_PER_FILE]
             key = _trail_key(spec.account, spec.region, delivered, chunk)
             body = gzip.compress(json.dumps({"Records": chunk}).encode(), mtime=0)
-            s3.put_object(Bucket=trail.bucket, Key=key, Body=body)
-            out.trail_objects.append(key)
+            delivered_files.append((key, body))
+
+    # one PUT per file (50 for a day's trail), a few at a time: a seed's round trips to
+    # moto are most of its time, and the simulated account serves from a process of its own
+    def put(file: tuple[str, bytes]) -> None:
+        s3.put_object(Bucket=trail.bucket, Key=file[0], Body=file[1])
+
+    with ThreadPoolExecutor(PUTS_AT_ONCE, thread_name_prefix="seed-trail") as pool:
+        list(pool.map(put, delivered_files))  # every PUT's error is raised here
+    out.trail_objects.extend(key for key, _ in delivered_files)
 
 
 def _data_event_selector(buckets: list[str]) -> dict[str, Any]:
