@@ -276,24 +276,33 @@ def _recorded(run: Callable[[], int]) -> tuple[int, dict[str, Any] | None]:
     if code not in (0, 1) or rendered_by_rich or any(t.bypassed for t in tees):
         return code, None
     try:
-        inputs = recorder.inputs(_ours_or_plugins())
+        inputs = recorder.inputs(_ours_or_plugins(list(recorder.opened)))
     except Exception:  # Unsure, or any other doubt (metadata unreadable): keep nothing
         return code, None
     return code, {"exit": code, "output": written, "inputs": inputs}
 
 
-def _ours_or_plugins() -> Callable[[str], bool]:
-    """Whether a top-level package is clampdown's or a plug-in's (it provides an entry
-    point of a ``clampdown.*`` group): their modules are checked by hash on a hit."""
-    from importlib.metadata import entry_points
-
-    installed = entry_points()
-    packages = {
-        point.module.partition(".")[0]
-        for group in installed.groups
-        if group.startswith("clampdown")
-        for point in installed.select(group=group)
-    }
+def _ours_or_plugins(read: list[str]) -> Callable[[str], bool]:
+    """Whether a top-level package is clampdown's or a plug-in's: it provides an entry
+    point of a ``clampdown.*`` group in one of the ``entry_points.txt`` files the lint
+    ``read`` (the action registry read them all). Their modules are checked by hash on a
+    replay, the others by status."""
+    packages: set[str] = set()
+    for path in read:
+        if os.path.basename(path) != "entry_points.txt":
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except (OSError, ValueError):  # looked for and absent (recorded as such), unreadable
+            continue
+        group = ""
+        for line in map(str.strip, lines):
+            if line.startswith("["):
+                group = line.strip("[]").strip()
+            elif group.startswith("clampdown") and "=" in line:
+                value = line.partition("=")[2].strip()
+                packages.add(value.partition(":")[0].partition(".")[0].strip())
     return lambda package: package.startswith("clampdown") or package in packages
 
 

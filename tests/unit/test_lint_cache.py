@@ -274,6 +274,19 @@ def test_a_lint_records_the_action_modules_it_ran(capsys, work, env) -> None:
     assert files["lib/" + CLEAN.name] == _sha256(CLEAN)
 
 
+def test_plugins_are_the_packages_with_a_clampdown_entry_point(tmp_path) -> None:
+    points = tmp_path / "acme-1.0.dist-info" / "entry_points.txt"
+    points.parent.mkdir()
+    points.write_text(
+        "[console_scripts]\nacme = acme_cli.main:run\n\n"
+        "[clampdown.actions]\nacme.block = acme_actions.block:Block\n"
+    )
+    gone = tmp_path / "gone-1.0.dist-info" / "entry_points.txt"  # opened: it was not there
+    hashed = lint_cache._ours_or_plugins([str(tmp_path / "runbook.yaml"), str(gone), str(points)])
+    assert hashed("acme_actions") and hashed("clampdown_aws") and hashed("clampdown")
+    assert not hashed("acme_cli") and not hashed("pydantic")
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
