@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -110,3 +111,66 @@ def test_moto_serves_while_it_preloads(tmp_path: Path) -> None:
         assert moto.failure() is None
         args = Path(f"/proc/{moto.process.pid}/cmdline").read_bytes().split(b"\0")
     assert args[-3:] == [b"sagemaker", b"cloudtrail", b""]
+
+
+def _drill_seed() -> object:
+    from clampdown.core.drill_library import load_drill, resolve_drill
+
+    library = Path(__file__).resolve().parents[2] / "runbooks"
+    drill, _ = load_drill(resolve_drill("model-theft", library))
+    return drill.seed
+
+
+def test_moto_seeds_the_world_it_serves(tmp_path: Path) -> None:
+    """The seed runs in moto's process; what it made is what moto serves over HTTP."""
+    from datetime import UTC, datetime
+
+    spec: Any = _drill_seed()
+    with world.moto_server(tmp_path / "moto.log", ["s3", "iam"]) as moto:
+        seeded = moto.seed(spec, datetime.now(UTC))
+        s3 = _s3(moto.url)
+        buckets = {b["Name"] for b in s3.list_buckets()["Buckets"]}  # type: ignore[attr-defined]
+        iam = boto3.session.Session().client(
+            "iam",
+            region_name="us-east-1",
+            endpoint_url=moto.url,
+            aws_access_key_id="AKIADRILLDUMMY000000",
+            aws_secret_access_key="dummy",
+        )
+        keys = iam.list_access_keys(UserName="ml-pipeline-ci")["AccessKeyMetadata"]
+        trail = s3.list_objects_v2(Bucket=spec.trail.bucket, Prefix="AWSLogs/")  # type: ignore[attr-defined]
+    assert buckets == {spec.evidence_bucket, "acme-model-artifacts", spec.trail.bucket}
+    assert [k["AccessKeyId"] for k in keys] == seeded.users["ml-pipeline-ci"]["access_keys"]
+    assert sorted(o["Key"] for o in trail["Contents"]) == sorted(seeded.trail_objects)
+    assert len(seeded.trail_records) > 50 and seeded.evidence_bucket == spec.evidence_bucket
+
+
+def test_a_seed_moto_refuses_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from clampdown.core.diagnostics import ClampdownError
+
+    spec: Any = _drill_seed()
+    endpoints = [e.model_copy(update={"role": "no-such-role"}) for e in spec.endpoints]
+    broken = spec.model_copy(update={"endpoints": endpoints})
+    with world.moto_server(tmp_path / "moto.log") as moto:
+        with pytest.raises(ClampdownError) as caught:
+            moto.seed(broken, datetime.now(UTC))
+        assert moto.failure() is None  # moto is still up: the seed failed, not moto
+    assert "could not be seeded" in caught.value.message
+    assert "KeyError: 'no-such-role'" in caught.value.message
+    assert str(tmp_path / "moto.log") in (caught.value.hint or "")
+
+
+def test_a_moto_that_died_before_the_seed_is_reported(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from clampdown.core.diagnostics import ClampdownError
+
+    with world.moto_server(tmp_path / "moto.log") as moto:
+        os.kill(moto.process.pid, signal.SIGKILL)
+        moto.process.wait(10)
+        with pytest.raises(ClampdownError) as caught:
+            moto.seed(_drill_seed(), datetime.now(UTC))  # type: ignore[arg-type]
+    assert "failed while the drill seeded it" in caught.value.message
+    assert "exited (-9)" in caught.value.message

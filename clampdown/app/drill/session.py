@@ -33,7 +33,6 @@ from clampdown.app.drill.world import (
     seed_services,
     serve_on_loopback,
 )
-from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.drill_model import Drill
 
 MOTO_LOG = "moto.log"  # in the workspace: what moto's process said (warnings, errors)
@@ -73,16 +72,17 @@ class DrillSession:
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def client(self, service: str) -> Any:
-        """A boto3 client of the simulated account, one per service for the whole drill
-        (those the seed made, else made on first use: a new boto3 session and client costs
-        0.1-0.6 s here, and the checks and injects ask for one each time; boto3 clients are
+        """A boto3 client of the simulated account, one per service for the whole drill,
+        made on first use from a session sharing the botocore models the run's steps have
+        loaded (``clampdown_aws.base.session``: a client whose models are read anew costs
+        0.1-0.6 s here; the checks and injects ask for one each time; boto3 clients are
         thread-safe, their making from one session is not, hence the lock)."""
-        import boto3
+        from clampdown_aws.base import session as aws_session
 
         with self._clients_lock:
             if service not in self._clients:
-                session = boto3.session.Session(region_name=self.drill.seed.region)
-                self._clients[service] = session.client(service)
+                made = aws_session(None, "drill", self.drill.seed.region)
+                self._clients[service] = made.client(service)
             return self._clients[service]
 
     def context(self) -> dict[str, Any]:
@@ -156,9 +156,7 @@ def open_session(
             f"[bold]Drill[/] {drill.metadata.title}: seeding simulated AWS, starting "
             "clampdown serve on the drills' Prefect API…"
         )
-        (seeded, clients), (app, serving) = _seed_while_serving(
-            stack, drill, workspace, console, moto
-        )
+        seeded, (app, serving) = _seed_while_serving(stack, drill, workspace, console, moto)
         sim.records = seeded.trail_records
         yield DrillSession(
             drill=drill,
@@ -175,7 +173,6 @@ def open_session(
             app=app,
             signing_secret=signing_secret,
             serving=serving,
-            _clients=clients,
         )
 
 
@@ -185,51 +182,22 @@ def _seed_while_serving(
     workspace: Path,
     console: Console,
     moto: MotoProcess,
-) -> tuple[tuple[Seeded, dict[str, Any]], tuple[Any, Serving]]:
-    """Seed the simulated account in a thread while this one finds (or starts) the drills'
-    Prefect API and starts ``clampdown serve``: an API's start is a server process of its
-    own on the other core, and seeding (boto3 against moto in this process) does not need
-    it, nor it the seed. Nothing reaches serve before both are done (the alert comes after)."""
+) -> tuple[Seeded, tuple[Any, Serving]]:
+    """Seed the simulated account while this thread finds (or starts) the drills' Prefect
+    API and starts ``clampdown serve``: moto's process seeds it (:meth:`MotoProcess.seed`,
+    on the other core), a thread here waits for its answer, then imports serve's modules.
+    Nothing reaches serve before both are done (the alert comes after)."""
     with ThreadPoolExecutor(1, thread_name_prefix="drill-seed") as pool:
-        seeding = pool.submit(_seed_then_import_serve, drill, datetime.now(UTC))
+        seeding = pool.submit(_seed_then_import_serve, drill, moto, datetime.now(UTC))
         served = _serve(stack, workspace, console)
-        try:
-            return seeding.result(), served
-        except Exception as exc:
-            why = moto.failure()
-            if why is None:
-                raise
-            raise ClampdownError(
-                f"the simulated AWS failed while the drill seeded it: {why}",
-                f"its log is {moto.log}; check that moto is installed and starts "
-                "(python -m clampdown.app.drill.moto_process is its entry)",
-            ) from exc
+        return seeding.result(), served
 
 
-def _seed_then_import_serve(drill: Drill, alert_time: datetime) -> tuple[Seeded, dict[str, Any]]:
-    seeded = _seed(drill, alert_time)
+def _seed_then_import_serve(drill: Drill, moto: MotoProcess, alert_time: datetime) -> Seeded:
+    seeded = moto.seed(drill.seed, alert_time)
     import clampdown.app.serve  # noqa: F401 - its imports (~1 s), while the API still starts
 
     return seeded
-
-
-def _seed(drill: Drill, alert_time: datetime) -> tuple[Seeded, dict[str, Any]]:
-    """The seeded world, and the boto3 clients the seed made (one per service, of one
-    session in this thread): the drill's checks and injects use them afterwards instead
-    of making their own (a client's making is 0.1-0.6 s of reading botocore's models)."""
-    import boto3
-
-    from clampdown_aws.testing.seed import seed
-
-    session = boto3.session.Session(region_name=drill.seed.region)
-    clients: dict[str, Any] = {}
-
-    def client(service: str) -> Any:
-        if service not in clients:
-            clients[service] = session.client(service)
-        return clients[service]
-
-    return seed(drill.seed, alert_time, client), clients
 
 
 def _serve(stack: contextlib.ExitStack, workspace: Path, console: Console) -> tuple[Any, Serving]:

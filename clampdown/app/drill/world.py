@@ -19,12 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.drill_model import Drill, SlashCommand
+from clampdown.core.drill_model import Drill, Seed, SlashCommand
 from clampdown.core.home import private_dirs, write_private
+
+if TYPE_CHECKING:
+    from clampdown_aws.testing.seeded import Seeded
 
 SLACK_CHANNEL = "C0INCIDENT"
 POLL = 0.05
@@ -188,6 +192,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_MOTO_MODULE = "clampdown.app.drill.moto_process"
+
+
 @dataclass(frozen=True)
 class MotoProcess:
     """The simulated AWS of one drill: its URL, and why its process ended if it did."""
@@ -207,6 +214,34 @@ class MotoProcess:
             text = ""
         said = " / ".join(text.splitlines()[-3:])
         return f"moto's process exited ({status}){': ' + said if said else ''}"
+
+    def seed(self, spec: Seed, alert_time: datetime) -> Seeded:
+        """Have moto's process seed the drill's world (see
+        :mod:`clampdown.app.drill.moto_process`) and return what it made; a seed that
+        failed, or a moto that died, is a message naming why and moto's log."""
+        from clampdown.app.drill.moto_process import SEEDED
+        from clampdown_aws.testing.seeded import Seeded
+
+        request = {"seed": spec.model_dump(mode="json"), "alert_time": alert_time.isoformat()}
+        answer = b""
+        try:
+            self.process.stdin.write(json.dumps(request).encode() + b"\n")
+            self.process.stdin.flush()
+            answer = self.process.stdout.readline()
+            while answer and not answer.startswith(SEEDED.encode()):  # not ours: skipped
+                answer = self.process.stdout.readline()
+        except OSError:  # its end of the pipe is gone: it died
+            answer = b""
+        hint = f"its log is {self.log} (moto's process: python -m {_MOTO_MODULE})"
+        if not answer:
+            with contextlib.suppress(Exception):
+                self.process.wait(5)
+            why = self.failure() or "its answer never came"
+            raise ClampdownError(f"the simulated AWS failed while the drill seeded it: {why}", hint)
+        said = json.loads(answer[len(SEEDED) :])
+        if "error" in said:
+            raise ClampdownError(f"the drill's world could not be seeded: {said['error']}", hint)
+        return Seeded(**said["seeded"])
 
 
 def seed_services(drill: Drill) -> list[str]:
@@ -250,9 +285,9 @@ def moto_server(log: Path, preload: Sequence[str] = ()) -> Iterator[MotoProcess]
         port = listener.getsockname()[1]
         fd = listener.fileno()
         process = subprocess.Popen(
-            [sys.executable, "-m", "clampdown.app.drill.moto_process", str(fd), *preload],
+            [sys.executable, "-m", _MOTO_MODULE, str(fd), *preload],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # the seed's answer (MotoProcess.seed)
             stderr=errors,
             pass_fds=(fd,),
             env=_moto_environment(),
