@@ -194,8 +194,10 @@ def _iam_user(moto_server: str, name: str) -> tuple[Any, str]:
     return iam, iam.get_user(UserName=name)["User"]["Arn"]
 
 
-def _ledger(stack: Stack, run_id: str, timeout: float = 60) -> list[dict[str, Any]]:
-    path = stack.home / "runs" / run_id / "ledger.jsonl"
+def _ledger(
+    stack: Stack, run_id: str, timeout: float = 60, home: Path | None = None
+) -> list[dict[str, Any]]:
+    path = (home or stack.home) / "runs" / run_id / "ledger.jsonl"
 
     def ended() -> list[dict[str, Any]] | None:
         records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -529,14 +531,20 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     stack: Stack, moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`clampdown worker` is killed (-9) while its run waits for approval; the decision sent
-    meanwhile is kept; the next worker on the same home continues the run and contains."""
+    meanwhile is kept; the next worker on the same home continues the run and contains.
+    Both workers poll a pool of this test's own and run in a home of this test's own: the
+    module's `clampdown worker` (another home) never sees the stopped run."""
     from clampdown.app.deployment import DeploymentStarter
 
     worker = clampdown_worker("scaled-gated")  # the only workers on that pool
     keys = approver_keys(tmp_path, monkeypatch, "U0TERM1")
     iam, arn = _iam_user(moto_server, "stolen-keys-gated")
-    env = stack.worker_env | {"CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers)}
-    request = stack.home / "runs" / "{run}" / "approvals" / "approve.json"
+    home = tmp_path / "worker-home"
+    env = stack.worker_env | {
+        "CLAMPDOWN_HOME": str(home),
+        "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
+    }
+    request = home / "runs" / "{run}" / "approvals" / "approve.json"
     log = stack.logs / "gated-worker-1.log"
     with process(worker, log, env=env, cwd=tmp_path) as first:
         wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
@@ -557,7 +565,7 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
 
     log = stack.logs / "gated-worker-2.log"
     with process(worker, log, env=env, cwd=tmp_path):
-        records = _ledger(stack, run_id, timeout=120)
+        records = _ledger(stack, run_id, timeout=120, home=home)
     types = [r["type"] for r in records]
     assert "run.resumed" in types and "approval.resumed" in types
     assert records[-1]["status"] == "succeeded", records[-1]
