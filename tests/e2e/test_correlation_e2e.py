@@ -127,6 +127,11 @@ def world(
             "CLAMPDOWN_SLACK_BOT_TOKEN": slack.token,
             "CLAMPDOWN_SLACK_SIGNING_SECRET": "correlation-slack-signing-secret",
             "CLAMPDOWN_SLACK_CHANNEL": CHANNEL,
+            # moto answers CloudTrail's LookupEvents with HTTP 500: with the SDK's 8
+            # attempts and back-off each try of the trail steps took 3-7 s (three tries of
+            # contain-iam-user's snapshot_trail held its run.end 7 s past the revoke); two
+            # attempts fail the same way, the steps' own retries still run
+            "AWS_MAX_ATTEMPTS": "2",
             "PREFECT_API_URL": prefect_server,  # the session's API: no server start per serve
             "PREFECT_API_AUTH_STRING": str(PREFECT_API_AUTH_STRING.value() or ""),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",

@@ -87,18 +87,26 @@ def oncall(aws_endpoint, prefect_server, tmp_path, monkeypatch):
 
 
 def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision="approve"):
-    """Start the run in a thread (started by U_STARTER); U_APPROVER decides each gate."""
+    """Start the run in a thread (started by U_STARTER); U_APPROVER decides each gate.
+
+    The run and the decisions share this process's wake-up registry, as serve's runs and
+    its Slack clicks do (:mod:`clampdown_flows.decision_wakeup`): once a decision has
+    resumed the flow run, the gate looks at once instead of at its next poll (5 s apart
+    for these 15-30 minute gates). The decision meets the same checks either way."""
     from clampdown_flows.approval_store import request_file
+    from clampdown_flows.decision_wakeup import Wakeups
     from clampdown_flows.decisions import submit_decision
     from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
     box: dict = {}
+    wakeups = Wakeups()
 
     def go() -> None:
-        box["state"] = run_in_process(
-            runbook, inputs, run_id=run_id, trigger={"type": "manual", "user": "U_STARTER"}
-        )
+        with wakeups.serving():
+            box["state"] = run_in_process(
+                runbook, inputs, run_id=run_id, trigger={"type": "manual", "user": "U_STARTER"}
+            )
 
     thread = threading.Thread(target=go)
     thread.start()
@@ -109,7 +117,12 @@ def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision
                 break
             time.sleep(0.2)
         verdict = submit_decision(
-            run_id, step, "U_APPROVER", decision, reason="drill" if decision == "deny" else ""
+            run_id,
+            step,
+            "U_APPROVER",
+            decision,
+            reason="drill" if decision == "deny" else "",
+            wakeups=wakeups,
         )
         assert verdict.accepted, verdict.reason
     thread.join(120)
@@ -175,9 +188,13 @@ def test_inference_extraction_then_release(oncall):
     assert apigw.get_usage_plan(usagePlanId=plan)["throttle"]["rateLimit"] == 100
     assert iam.list_user_policies(UserName="mallory")["PolicyNames"] == []
 
-    _, again = run_with_approval(
-        "release-containment", {"run_id": run_id, "reason": "again"}, ["approve_release"]
-    )
+    # The refusal is retried as any approved destructive step's failure is (the engine's
+    # APPROVED_RETRIES, 5 s apart: 20 s of this test's 40); the same attempts, 0.1 s apart.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("clampdown.core.engine.scheduler.APPROVED_RETRY_DELAY", 0.1)
+        _, again = run_with_approval(
+            "release-containment", {"run_id": run_id, "reason": "again"}, ["approve_release"]
+        )
     assert "already rolled back" in ends(again)["rollback"]["error"]
 
 
