@@ -5,6 +5,7 @@ one key claiming two ids, or posted unsigned, is refused with a message that say
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -52,12 +53,27 @@ def public(path: Path) -> str:
     return " ".join(path.with_suffix(".pub").read_text().split()[:2])
 
 
+KEY_NAMES = ("lead", "oncall", "outsider", "shared")
+
+
+@pytest.fixture(scope="module")
+def key_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The four key pairs, made once for the module (an ssh-keygen each); every test gets
+    copies of its own (:func:`keys`), so none can change another's files."""
+    folder = tmp_path_factory.mktemp("key-pairs")
+    for name in KEY_NAMES:
+        keygen(folder / name)
+    return folder
+
+
 @pytest.fixture
-def keys(tmp_path: Path) -> Keys:
+def keys(tmp_path: Path, key_pairs: Path) -> Keys:
     folder = tmp_path / "keys"
     folder.mkdir()
-    lead, oncall = keygen(folder / "lead"), keygen(folder / "oncall")
-    outsider, shared = keygen(folder / "outsider"), keygen(folder / "shared")
+    for name in KEY_NAMES:
+        for made in (key_pairs / name, key_pairs / f"{name}.pub"):
+            shutil.copy2(made, folder / made.name)  # the mode too: the private key is 0600
+    lead, oncall, outsider, shared = (folder / name for name in KEY_NAMES)
     allowed = tmp_path / "etc" / "allowed_signers"
     allowed.parent.mkdir()
     allowed.write_text(
