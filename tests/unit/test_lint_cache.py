@@ -235,6 +235,24 @@ def test_without_paths_the_library_setting_decides(capsys, work, env, monkeypatc
     assert broken.cold and (clean.code, broken.code) == (0, 1)
 
 
+def test_a_lint_during_which_a_file_it_read_changed_is_not_kept(capsys, work, env) -> None:
+    runbook = work / "lib" / CLEAN.name
+
+    def changing(parsed: LintArgs) -> int:
+        code = fast_lint(parsed)
+        runbook.write_text(runbook.read_text().replace("uses: core.log", "uses: core.logs", 1))
+        return code
+
+    parsed = parse_args(["lib"])
+    assert parsed is not None
+    assert lint_cache.lint_with_cache(["lib"], parsed, changing) == 0  # what it read: clean
+    assert not _entry(env, "lib").exists()
+    _settle()
+    found = _lint(capsys, env, "lib")
+    assert found.cold and found.code == 1  # the file as it is now
+    assert _use_private_entry(capsys, env, "lib").exists()  # a steady lint is kept
+
+
 def test_a_changed_module_misses(tmp_path, monkeypatch) -> None:
     """What an action plug-in's module says is part of the verdict: a record of a run that
     imported a module is not matched once that module's file changes."""
@@ -493,6 +511,17 @@ def _console_hit(env: os._Environ[str], cwd: Path, *args: str) -> None:
 def test_a_hit_in_a_fresh_process_imports_no_validator(work, env, args, code) -> None:
     _console_hit(env, work, *args)
     assert _console(env, work, *args)[2] == code
+
+
+def test_output_rich_renders_is_not_kept(work, env) -> None:
+    """A '[' in a path: the verdict line goes through Rich (markup), so it is not kept."""
+    shutil.copytree(work / "lib", work / "lib[1]")
+    _settle()
+    for _ in range(2):
+        out, err, code, imported = _console(env, work, "lib[1]")
+        assert (code, out) == (0, "lint: clean (lib[1])\n") and "Traceback" not in err
+        assert "pydantic" in imported  # linted again: nothing was kept
+    assert not _folder(env).exists() or not list(_folder(env).glob("*.json"))
 
 
 def test_the_shipped_library_from_the_repository_hits(env) -> None:
