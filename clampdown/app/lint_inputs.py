@@ -36,7 +36,6 @@ State = tuple[int, int, int, int, int]  # size, mtime_ns, ctime_ns, inode, devic
 TICK_NS = 20_000_000  # 20 ms: two ticks of the coarsest kernel clock (100 Hz)
 BEFORE_NS = 2_000_000_000  # read before the recording began: a generous start-up
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-_STDLIB = os.path.dirname(os.__file__) + os.sep
 # The audit hook is process-wide and cannot be removed (PEP 578): it is added once and
 # records only while a Recorder is active.
 _ACTIVE: list[Recorder] = []
@@ -145,12 +144,15 @@ class Recorder:
         self.listed: dict[str, State | None] = {}
         self.looked: dict[str, str] = {}
         self.sure = True
-        # read before this recording began: held to BEFORE_NS
-        self.early = {f: state_of(f) for f in module_files()}
-        for entry in sys.path:  # where a new module would be found first
-            folder = entry or "."
-            if os.path.isdir(folder):
-                self.listed.setdefault(folder, state_of(folder))
+        self.early: dict[str, State | None] = {}  # read before this recording: BEFORE_NS
+        try:
+            self.early = {f: state_of(f) for f in module_files()}
+            for entry in sys.path:  # where a new module would be found first
+                folder = entry or "."
+                if os.path.isdir(folder):
+                    self.listed.setdefault(folder, state_of(folder))
+        except Unsure:  # an unreadable module or folder: the lint runs, nothing is kept
+            self.sure = False
 
     def audit(self, event: str, args: tuple[Any, ...]) -> None:
         """PEP 578 events: ``open`` (reading) and ``os.listdir``/``os.scandir``."""

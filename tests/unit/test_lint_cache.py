@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -251,6 +252,28 @@ def test_a_lint_during_which_a_file_it_read_changed_is_not_kept(capsys, work, en
     found = _lint(capsys, env, "lib")
     assert found.cold and found.code == 1  # the file as it is now
     assert _use_private_entry(capsys, env, "lib").exists()  # a steady lint is kept
+
+
+def test_an_input_that_cannot_be_read_keeps_nothing(capsys, work, env, monkeypatch) -> None:
+    """A module (or file) whose status cannot be read: the lint runs and says its verdict,
+    nothing is kept, no traceback."""
+    from clampdown.app import lint_inputs
+
+    real = lint_inputs.state_of
+    unreadable = str(work / "unreadable.py")
+
+    def state_of(path: str):  # as for a file in a folder the user may not enter
+        if path == unreadable:
+            raise lint_inputs.Unsure(path)
+        return real(path)
+
+    fake = types.ModuleType("h22_unreadable")
+    fake.__file__ = unreadable
+    monkeypatch.setitem(sys.modules, "h22_unreadable", fake)
+    monkeypatch.setattr(lint_inputs, "state_of", state_of)
+    found = _lint(capsys, env, "broken")
+    assert found.cold and found.code == 1 and "unknown action" in found.out
+    assert not _entry(env, "broken").exists()
 
 
 def test_a_changed_module_misses(tmp_path, monkeypatch) -> None:
