@@ -8,10 +8,12 @@ drill files share one (:func:`pytest_xdist_make_scheduler`: one standing drills'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ MADE_HERE = os.environ.get(MADE_HOME) == str(SESSION_PREFECT_HOME)
 
 from tests.paths import FIXTURES, REPO  # noqa: E402,F401 - used by tests through the fixtures
 from tests.prefect_homes import (  # noqa: E402
+    migrated_database,
     remove_template_folder,
     seed_prefect_home,
     template_folder,
@@ -50,7 +53,21 @@ TEMPLATE_FOLDER, MADE_TEMPLATE_HERE = template_folder()
 
 DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
 DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: one xdist scope
-RUN_FIRST = ("tests/e2e/", "tests/integration/")  # the long files first: less idle at the end
+# The order the scheduler hands files (scopes) to the workers: the longest first, so the
+# run ends with short files on both workers instead of one long one on one worker while
+# the other idles. The named ones are the longest scopes in the last suite runs (worker-s
+# at load ~5, session 22: scaled ~230, test_prefect_template ~86, drills ~80,
+# test_serve_restart ~70, test_lint_entry ~33); then the rest of the end-to-end files,
+# then integration, then unit. A new long file belongs in this list.
+RUN_FIRST = (
+    "tests/e2e/test_scaled_",  # one scope (pytest_xdist_make_scheduler)
+    "tests/integration/test_prefect_template.py",
+    DRILL_FILES,  # one scope
+    "tests/e2e/test_serve_restart.py",
+    "tests/unit/test_lint_entry.py",
+    "tests/e2e/",
+    "tests/integration/",
+)
 
 
 def _by_file(config: pytest.Config) -> bool:
@@ -80,9 +97,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker (``--dist loadfile``): the end-to-end, then integration files
-    first (the scheduler hands out files in this order, so the long ones do not end the run
-    on one worker), and a warning for a drill outside :data:`DRILL_FILES` (it would start a
+    """On an xdist worker (``--dist loadfile``): the files in :data:`RUN_FIRST`'s order
+    (the scheduler hands out files in this order, so the long ones do not end the run on
+    one worker), and a warning for a drill outside :data:`DRILL_FILES` (it would start a
     second standing drills' API on another worker). Without xdist nothing changes."""
     if not _by_file(config):
         return
@@ -137,9 +154,42 @@ def _no_daemons_left_by_the_module(
     terminate(detached(session_processes([tmp_path_factory.getbasetemp()])))
 
 
+_template_ahead: list[threading.Thread] = []  # the controller's, while it makes the template
+
+
+def _runs_servers(config: pytest.Config) -> bool:
+    """Whether the run has more than unit tests (which never start a Prefect server)."""
+    unit = Path(__file__).parent / "unit"
+    paths = [Path(arg.split("::", 1)[0]).resolve() for arg in config.args] or [unit.parent]
+    return any(not path.is_relative_to(unit) for path in paths)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """On the pytest-xdist controller of a run with more than unit tests: the session's
+    Prefect template (tests/prefect_homes.py) is made in the background while the workers
+    start and collect (~6 s each on an idle machine), not by the first worker that needs it
+    while the other waits for it on the lock (~10 CPU-s). A worker that asks meanwhile
+    waits for the same lock; if this attempt fails, the worker's own attempt makes it or
+    says why in its test."""
+    if not MADE_TEMPLATE_HERE or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if not config.getoption("numprocesses", None) or not _runs_servers(config):
+        return
+
+    def make() -> None:
+        with contextlib.suppress(Exception):  # the workers try again, and report it
+            migrated_database()
+
+    thread = threading.Thread(target=make, name="prefect-template", daemon=True)
+    thread.start()
+    _template_ahead.append(thread)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Remove the Prefect home and the template's folder this process made (temp folders
     pytest does not clean)."""
+    for thread in _template_ahead:  # not while its process still writes there
+        thread.join(600)
     if MADE_HERE:
         shutil.rmtree(SESSION_PREFECT_HOME, ignore_errors=True)
     if MADE_TEMPLATE_HERE:
