@@ -155,7 +155,11 @@ def test_twenty_paused_runs_hold_no_more_threads_than_one(
 
         # a paused run's Slack sender ended while it waited: a decision starts a new one,
         # which edits the card and then the header, in order, with nothing missed
-        verdict = submit_decision(runs[0], "approve", APPROVER, key=keys[APPROVER])
+        # with the starter's wake-up registry, as serve sends a Slack click: the gate looks
+        # once the flow run is resumed, not at its next poll (5 s apart for 30 minutes)
+        verdict = submit_decision(
+            runs[0], "approve", APPROVER, key=keys[APPROVER], wakeups=starter.wakeups
+        )
         assert verdict.accepted, verdict.reason
         wait_for(lambda: "run.end" in types(runs[0]), "the approved run to end")
         wait_for(lambda: runs[0] not in starter.futures, "its future to be pruned")

@@ -108,7 +108,12 @@ def test_a_suspended_run_counts_decisions_sent_while_stopped_and_refuses_a_forge
         assert (again["nonce"], again["deadline"]) == (before["nonce"], before["deadline"])
         assert not list(settings().paths.run(run_id).decision_inbox.glob("*.json"))
 
-        counted = submit_decision(run_id, "approve", "U0TERM2", key=keys["U0TERM2"])
+        # sent as serve sends a Slack click: with the starter's wake-up registry, so the
+        # gate looks as soon as the flow run is resumed, not at its next poll (5 s apart
+        # for a 30-minute gate); the decision meets the same checks either way
+        counted = submit_decision(
+            run_id, "approve", "U0TERM2", key=keys["U0TERM2"], wakeups=second.wakeups
+        )
         assert counted.accepted, counted.reason
         wait_for(lambda: "run.end" in types(run_id), "the run to end")
     finally:
@@ -166,7 +171,9 @@ def test_a_break_glass_decision_is_recorded_as_such(
     try:
         run_id = starter(path, {}, {"type": "manual"})
         pending(run_id)
-        verdict = submit_decision(run_id, "approve", "U0CISO", key=keys["U0CISO"])
+        verdict = submit_decision(
+            run_id, "approve", "U0CISO", key=keys["U0CISO"], wakeups=starter.wakeups
+        )  # the gate looks at once, not at its next poll (as for a click in serve)
         assert verdict.accepted, verdict.reason
         wait_for(lambda: "run.end" in types(run_id), "the run to end")
     finally:
