@@ -20,7 +20,7 @@ from typing import Any, Literal
 from clampdown.core import run_ownership
 from clampdown.core.approvals import Decision, DecisionSource, DecisionVerdict, Request
 from clampdown.core.home import RunFiles
-from clampdown.core.ledger import read as read_ledger
+from clampdown.core.ledger import read_written
 from clampdown.core.settings import Settings, settings
 from clampdown.core.signatures import SLACK_NAMESPACE, sign
 from clampdown_flows import decision_inbox
@@ -249,31 +249,48 @@ def _api(url: str | None) -> Iterator[None]:
         yield
 
 
+OUTCOME_SETTLE = 0.5
+"""Seconds a sender waits, after an accepted decision that is the ledger's last record, for
+the record that follows it: the run writes ``approval.end`` right after the decision that
+decides the request, and a read between the two would report no outcome."""
+
+
 def _verdict(
     ledger: Path, sent: Decision, deadline: float, files: RunFiles | None = None
 ) -> DecisionVerdict:
     """Wait for the flow's ``approval.decision`` record of this decision (``files``: the
     run's, brought from the run store before each look when there is one: the run may be
-    on another machine)."""
+    on another machine). Its outcome is the request's ``approval.end`` when one follows;
+    while the accepted decision is still the last record, the run may be writing it, so
+    the sender looks again for up to :data:`OUTCOME_SETTLE` seconds (a decision that does
+    not end the request, one of a quorum, then has no outcome)."""
+    settle_until: float | None = None
     while True:
         if files is not None:
             files.materialize()
-        records = read_ledger(ledger) if ledger.is_file() else []
-        for record in records:
-            if record.get("type") == "approval.decision" and (
-                record.get("decision_id") == sent.decision_id
+        records = read_written(ledger) if ledger.is_file() else []
+        for index, record in enumerate(records):
+            if record.get("type") != "approval.decision" or (
+                record.get("decision_id") != sent.decision_id
             ):
-                outcome = next(
-                    (
-                        r.get("outcome")
-                        for r in records
-                        if r.get("type") == "approval.end" and r.get("step") == sent.step
-                    ),
-                    None,
-                )
-                if record.get("accepted"):
-                    return DecisionVerdict(True, "counted", outcome, sent.step)
+                continue
+            if not record.get("accepted"):  # the request as it stands (it may have ended)
+                outcome = _outcome(records, sent.step)
                 return DecisionVerdict(False, str(record.get("refusal")), outcome, sent.step)
-        if time.monotonic() > deadline:
-            return DecisionVerdict(False, NOT_ANSWERED, None, sent.step, queued=True)
-        time.sleep(0.1)
+            later = records[index + 1 :]
+            outcome = _outcome(later, sent.step)
+            if settle_until is None:
+                settle_until = min(deadline, time.monotonic() + OUTCOME_SETTLE)
+            if outcome is not None or later or time.monotonic() >= settle_until:
+                return DecisionVerdict(True, "counted", outcome, sent.step)
+            break
+        else:
+            if time.monotonic() > deadline:
+                return DecisionVerdict(False, NOT_ANSWERED, None, sent.step, queued=True)
+        time.sleep(0.1 if settle_until is None else 0.02)
+
+
+def _outcome(records: list[dict[str, Any]], step: str) -> str | None:
+    """The outcome of ``step``'s ``approval.end`` among ``records``, if there is one."""
+    ends = (r for r in records if r.get("type") == "approval.end" and r.get("step") == step)
+    return next((r.get("outcome") for r in ends), None)

@@ -6,6 +6,8 @@ client to the Slack stand-in."""
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -168,3 +170,44 @@ def test_clicks_are_acknowledged_while_earlier_ones_wait_for_their_runs(client: 
         assert sorted(delivered) == sorted(f"run{n:04d}" for n in range(12))
     finally:
         release.set()
+
+
+def _ledger_line(record: dict[str, object]) -> str:
+    return json.dumps(record) + "\n"
+
+
+def test_a_deciding_decision_reports_the_outcome_written_just_after_it(tmp_path: Path) -> None:
+    """The run writes ``approval.end`` right after the decision that decides a request; a
+    sender reading between the two still reports the outcome (it was None: a flaky
+    "counted" with no outcome under load)."""
+    sent = Decision(
+        run_id=VALUE["run_id"], step=VALUE["step"], params_hash=VALUE["params_hash"],
+        decision="approve", approver="U0ONCALL1", source="slack",
+    )  # fmt: skip
+    ledger = tmp_path / "ledger.jsonl"
+    decided = {"type": "approval.decision", "decision_id": sent.decision_id, "accepted": True}
+    ledger.write_text(_ledger_line(decided))
+    end = {"type": "approval.end", "step": VALUE["step"], "outcome": "approved"}
+    writer = threading.Timer(0.15, lambda: ledger.open("a").write(_ledger_line(end)))
+    writer.start()
+    try:
+        verdict = decisions._verdict(ledger, sent, time.monotonic() + 30)
+    finally:
+        writer.join()
+    assert verdict.accepted and verdict.outcome == "approved", verdict
+
+
+def test_a_decision_that_does_not_end_the_request_is_counted_with_no_outcome(
+    tmp_path: Path,
+) -> None:
+    """One of a quorum: nothing follows it; counted, no outcome, after the short settle."""
+    sent = Decision(
+        run_id=VALUE["run_id"], step=VALUE["step"], params_hash=VALUE["params_hash"],
+        decision="approve", approver="U0ONCALL1", source="slack",
+    )  # fmt: skip
+    ledger = tmp_path / "ledger.jsonl"
+    decided = {"type": "approval.decision", "decision_id": sent.decision_id, "accepted": True}
+    earlier_end = {"type": "approval.end", "step": VALUE["step"], "outcome": "denied"}
+    ledger.write_text(_ledger_line(earlier_end) + _ledger_line(decided))
+    verdict = decisions._verdict(ledger, sent, time.monotonic() + 30)
+    assert verdict.accepted and verdict.outcome is None, verdict
