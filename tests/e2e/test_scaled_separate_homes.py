@@ -107,6 +107,7 @@ class Stack:
     workers: dict[str, Any]  # name -> Popen
     keys: dict[str, Path]  # the approvers' SSH keys
     logs: Path
+    signed_at: int = 0  # the time stamp (whole seconds) of the last alert sent to serve
 
     def cli(self, home: str, *args: str) -> Any:
         import subprocess
@@ -244,12 +245,16 @@ def stack(
 
 
 def _post(stack: Stack, alert_id: str, arn: str) -> httpx.Response:
-    """A generic alert as its sender signs it (each call: a new delivery)."""
+    """A generic alert as its sender signs it (each call: a new delivery). A delivery is its
+    body and time stamp (whole seconds): the same alert sent again in the same second is a
+    replay, so each call signs at a later second than the one before."""
     body = json.dumps(
         {"id": alert_id, "title": f"keys of {arn} used from Tor", "severity": "critical"}
         | {"principal": arn}
     ).encode()
-    stamp = str(int(time.time()))
+    wait_until(lambda: int(time.time()) > stack.signed_at, 5, "the next second")
+    stack.signed_at = int(time.time())
+    stamp = str(stack.signed_at)
     mac = hmac.new(HMAC_SECRET.encode(), b"v1:" + stamp.encode() + b":" + body, hashlib.sha256)
     headers = {
         "Content-Type": "application/json",
