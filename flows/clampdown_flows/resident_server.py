@@ -102,9 +102,7 @@ def claim() -> Serving:
         if find(identity) is not None:
             os.close(lock)
             return Serving({"outcome": "running"})
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(2048)
+        sock = loopback_listener()
         port = int(sock.getsockname()[1])
         write_state(identity.home, port, os.getpid())
     except BaseException:
@@ -126,6 +124,24 @@ def claim() -> Serving:
         "database": identity.database,
     }
     return Serving(report, sock, lock)
+
+
+def loopback_listener() -> socket.socket:
+    """A listening TCP socket on a free loopback port, for uvicorn to serve on.
+
+    Made with the protocol named (``IPPROTO_TCP``), not left 0: asyncio turns Nagle's
+    algorithm off (``TCP_NODELAY``) only on connections whose socket says it is TCP, and
+    the accepted connections take the listener's. Without it each answer of the API waited
+    for the client's delayed acknowledgement: ~40 ms a request, a warm ``clampdown run``
+    0.2 s slower than against a server uvicorn bound itself."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _report(fd: int, report: dict[str, Any]) -> None:

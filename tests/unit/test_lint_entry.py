@@ -246,6 +246,7 @@ def test_commands_other_than_a_light_lint_run_with_the_cyclic_collector(
     seen: list[bool] = []
     monkeypatch.setattr(sys, "argv", argv)
     monkeypatch.setattr(cli, "main", lambda: seen.append(gc.isenabled()))
+    monkeypatch.setattr(entry, "_early_local_api", lambda: None)  # no server process here
     was = gc.isenabled()
     try:
         entry.main()
