@@ -124,6 +124,10 @@ def _answer_seed(stdin: TextIO, stdout: TextIO) -> None:
     if line.strip():
         stdout.write(SEEDED + json.dumps(seed_request(line)) + "\n")
         stdout.flush()
+    # nobody reads the pipe after the answer: anything moto prints later goes to its log
+    # (a full pipe would block the thread that prints, and the requests it serves)
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(sys.stderr.fileno(), stdout.fileno())
 
 
 def serve(fd: int, services: Sequence[str] = ()) -> int:
