@@ -204,12 +204,19 @@ class Recorder:
         marks = [[f, self._module(f, hashed(package))] for f, package in modules.items()]
         return {"files": files, "folders": folders, "looked": looked, "modules": marks}
 
-    def _steady(self, path: str, first: State | None, digest: Callable[[str], str]) -> str:
-        """``digest(path)``, if ``path`` is as lint found it and not changed too recently."""
+    def _steady(
+        self,
+        path: str,
+        first: State | None,
+        digest: Callable[[str], str],
+        margin_ns: int = TICK_NS,
+    ) -> str:
+        """``digest(path)``, if ``path`` is as lint found it (``first``) and was not changed
+        within ``margin_ns`` before the recording began."""
         found = digest(path)
         if state_of(path) != first:
             raise Unsure(f"{path} changed while lint ran")
-        if first is not None and max(first[1], first[2]) >= self.started_ns - TICK_NS:
+        if first is not None and max(first[1], first[2]) >= self.started_ns - margin_ns:
             raise Unsure(f"{path} changed just before lint ran")
         return found
 
@@ -220,12 +227,7 @@ class Recorder:
         if path in self.opened:  # imported while recording: as its import found it
             return self._steady(path, self.opened[path], mark_of)
         first = self.early[path] if path in self.early else state_of(path)
-        mark = mark_of(path)
-        if state_of(path) != first:
-            raise Unsure(f"{path} changed while lint ran")
-        if first is not None and max(first[1], first[2]) >= self.started_ns - BEFORE_NS:
-            raise Unsure(f"{path} changed just before lint started")
-        return mark
+        return self._steady(path, first, mark_of, BEFORE_NS)  # read before the recording
 
 
 def unchanged(record: dict[str, Any]) -> bool:
