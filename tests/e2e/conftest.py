@@ -53,6 +53,10 @@ def _in_drills_home(patch: pytest.MonkeyPatch, drills_home: Path) -> None:
     """CLAMPDOWN_HOME is the session's drills home, and a drill that would start a Prefect
     API instead of using the standing one fails (it would cost 8-14 s, unnoticed)."""
     patch.setenv("CLAMPDOWN_HOME", str(drills_home))
+    # respond binds local_api when it is imported: patched there first (which imports it
+    # with the real one), or a respond first imported under the patch below would keep
+    # the guard after this test, and every later `clampdown run` of the worker would fail
+    patch.setattr("clampdown_flows.respond.local_api", _no_api_of_its_own)
     patch.setattr("clampdown_flows.prefect_api.local_api", _no_api_of_its_own)
     patch.setattr("clampdown_flows.prefect_api.resident_api", _no_api_of_its_own)
 
