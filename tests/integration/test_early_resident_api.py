@@ -15,17 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clampdown_flows.resident_api import STATE_FILE, EarlyServer, Identity, stop
+from clampdown_flows.resident_api import STATE_FILE, EarlyServer, stop
+from tests.integration.test_resident_api import ONE_STEP, STARTED, clampdown, identity
 from tests.paths import REPO
 from tests.prefect_homes import seed_prefect_home
-
-ONE_STEP = """apiVersion: clampdown/v1
-kind: Runbook
-metadata: {name: one-step, title: One step, severity: low}
-steps:
-  - {id: s0, uses: core.set_output, with: {value: 1}}
-"""
-STARTED = "started a local Prefect API at http://127.0.0.1:"
 
 # The command's side, as `clampdown run` does it: the server started first, Prefect imported
 # after `go`; ``force`` starts it even where the guess would not (a resident already up).
@@ -68,17 +61,6 @@ def prefect_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         stop(identity(home, auth.read_text().strip()))
 
 
-def identity(home: Path, auth: str) -> Identity:
-    from importlib.metadata import version
-
-    return Identity(
-        home=home,
-        auth=auth,
-        database=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        version=f"prefect {version('prefect')}, clampdown {version('clampdown')}",
-    )
-
-
 def python(env: dict[str, str], *args: str) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", EARLY_THEN_PREFECT, *args],
@@ -90,17 +72,6 @@ def python(env: dict[str, str], *args: str) -> dict[str, object]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
-
-
-def clampdown(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "clampdown.app.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def command_line(pid: int) -> str:

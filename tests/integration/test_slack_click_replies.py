@@ -25,9 +25,9 @@ CHANNEL = "C0INCIDENT"
 VALUE = {"run_id": "run0001", "step": "approve_containment", "params_hash": "0" * 64}
 
 
-def _still_waiting_verdicts(tmp_path: Path) -> list[DecisionVerdict]:
-    """Every "delivered, not answered yet" verdict the sender gives."""
-    sent = Decision(
+def _sent() -> Decision:
+    """The on-call approver's Slack click on :data:`VALUE`'s request."""
+    return Decision(
         run_id=VALUE["run_id"],
         step=VALUE["step"],
         params_hash=VALUE["params_hash"],
@@ -35,6 +35,11 @@ def _still_waiting_verdicts(tmp_path: Path) -> list[DecisionVerdict]:
         approver="U0ONCALL1",
         source="slack",
     )
+
+
+def _still_waiting_verdicts(tmp_path: Path) -> list[DecisionVerdict]:
+    """Every "delivered, not answered yet" verdict the sender gives."""
+    sent = _sent()
     # the run did not write its approval.decision record before the sender's deadline
     timed_out = decisions._verdict(tmp_path / "ledger.jsonl", sent, time.monotonic() - 1)
     # kept in the run's inbox: no process holds the run now
@@ -180,10 +185,7 @@ def test_a_deciding_decision_reports_the_outcome_written_just_after_it(tmp_path:
     """The run writes ``approval.end`` right after the decision that decides a request; a
     sender reading between the two still reports the outcome (it was None: a flaky
     "counted" with no outcome under load)."""
-    sent = Decision(
-        run_id=VALUE["run_id"], step=VALUE["step"], params_hash=VALUE["params_hash"],
-        decision="approve", approver="U0ONCALL1", source="slack",
-    )  # fmt: skip
+    sent = _sent()
     ledger = tmp_path / "ledger.jsonl"
     decided = {"type": "approval.decision", "decision_id": sent.decision_id, "accepted": True}
     ledger.write_text(_ledger_line(decided))
@@ -201,10 +203,7 @@ def test_a_decision_that_does_not_end_the_request_is_counted_with_no_outcome(
     tmp_path: Path,
 ) -> None:
     """One of a quorum: nothing follows it; counted, no outcome, after the short settle."""
-    sent = Decision(
-        run_id=VALUE["run_id"], step=VALUE["step"], params_hash=VALUE["params_hash"],
-        decision="approve", approver="U0ONCALL1", source="slack",
-    )  # fmt: skip
+    sent = _sent()
     ledger = tmp_path / "ledger.jsonl"
     decided = {"type": "approval.decision", "decision_id": sent.decision_id, "accepted": True}
     earlier_end = {"type": "approval.end", "step": VALUE["step"], "outcome": "denied"}
