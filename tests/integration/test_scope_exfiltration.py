@@ -461,3 +461,32 @@ def test_single_region_trail_and_a_region_without_files_are_blind_spots(
     assert out.confidence == "medium"
     # only us-east-1's files were read: the session's read in us-west-2 is not seen
     assert SHARD.format(4) not in {o.key for o in out.objects} and out.totals.objects == 3
+
+
+def test_athena_rows_load_into_hits_row_for_row_with_their_types() -> None:
+    """Athena's rows, loaded column by column in one statement, are the same rows in the
+    same order: blanks are NULL, ``bytes_out`` a number (NULL when not one)."""
+    import duckdb
+
+    from clampdown_aws.forensics.rollup import load_hits
+    from clampdown_aws.forensics.sql import NARROW_COLUMNS
+
+    rows: list[dict[str, str | None]] = []
+    for n in range(2500):
+        row: dict[str, str | None] = {c: f"{c}-{n}" for c in NARROW_COLUMNS}
+        row["bytes_out"] = ("x" if n % 7 == 0 else str(n * 1.5)) if n % 5 else None
+        row["source_ip"] = "" if n % 3 == 0 else f"203.0.113.{n % 250}"
+        rows.append(row)
+    con = duckdb.connect()
+    load_hits(con, rows)
+    got = con.execute(f"SELECT {', '.join(NARROW_COLUMNS)} FROM hits").fetchall()
+    expected = []
+    for n, row in enumerate(rows):
+        values = dict(row)
+        values["source_ip"] = row["source_ip"] or None
+        values["bytes_out"] = None if n % 5 == 0 or n % 7 == 0 else n * 1.5
+        expected.append(tuple(values[c] for c in NARROW_COLUMNS))
+    assert got == expected
+    empty = duckdb.connect()
+    load_hits(empty, [])
+    assert empty.execute("SELECT count(*) FROM hits").fetchone() == (0,)

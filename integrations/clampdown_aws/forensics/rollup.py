@@ -98,17 +98,26 @@ _DATA = f"""eventsource = 's3.amazonaws.com'
 
 
 def load_hits(con: Any, rows: list[dict[str, str | None]]) -> None:
-    """Athena's rows (strings) into ``hits`` with the embedded engine's types."""
+    """Athena's rows (strings) into ``hits`` with the embedded engine's types.
+
+    One statement for all rows: each column goes in as one typed list and DuckDB unnests
+    them side by side (row ``i`` of every list is row ``i`` of the table). A row per
+    statement (``executemany``) cost ~0.8 ms a row: seconds for a real result of
+    thousands of rows, on the path to the scope people wait for.
+    """
     from clampdown_aws.forensics.embedded import narrow_table
 
     narrow_table(con, "hits")
     if not rows:
         return
-    marks = ", ".join("?" for _ in NARROW_COLUMNS)
-    values = [
-        [_typed(row.get(column), NARROW_TYPES[column]) for column in NARROW_COLUMNS] for row in rows
+    columns = [
+        [_typed(row.get(column), NARROW_TYPES[column]) for row in rows] for column in NARROW_COLUMNS
     ]
-    con.executemany(f"INSERT INTO hits VALUES ({marks})", values)
+    unnested = ", ".join(
+        f"unnest(${index}::{NARROW_TYPES[column]}[])"
+        for index, column in enumerate(NARROW_COLUMNS, start=1)
+    )
+    con.execute(f"INSERT INTO hits SELECT {unnested}", columns)
 
 
 def _typed(value: str | None, kind: str) -> Any:
