@@ -314,14 +314,45 @@ def verify_manifest(s3: Any, uri: str, pin: dict[str, Any] | None = None) -> tup
 def entry_digest(s3: Any, bucket: str, entry: dict[str, Any]) -> tuple[str, int]:
     """The SHA-256 (hex) and size of the object a manifest entry names (its version, when
     the entry has one), read back from S3 in 1 MiB chunks."""
+    read = read_entry(s3, bucket, entry)
+    return read.sha256, read.size
+
+
+@dataclass(frozen=True)
+class EntryRead:
+    """One manifest entry's object as one GetObject gave it: the hash and size of its
+    bytes, and its Object Lock retention (None, None: it has none)."""
+
+    sha256: str
+    size: int
+    lock_mode: str | None
+    retain_until: str | None
+
+
+def read_entry(s3: Any, bucket: str, entry: dict[str, Any]) -> EntryRead:
+    """The object a manifest entry names (its version, when the entry has one), read back
+    once: hashed in 1 MiB chunks, with its retention from the same answer.
+
+    Why one call: S3 returns ``x-amz-object-lock-mode`` and ``-retain-until-date`` on
+    GetObject as on HeadObject (to a caller allowed ``s3:GetObjectRetention``), so a
+    reader that checks the hash and lists the retention (the drill's report: 56 objects
+    after the story) needs no HeadObject per object. The retention is given as
+    :func:`clampdown_aws.evidence_package.retention` gives it."""
     args = {"Bucket": bucket, "Key": entry["key"]}
     if entry.get("version_id"):
         args["VersionId"] = entry["version_id"]
+    response = s3.get_object(**args)
     digest, size = hashlib.sha256(), 0
-    for chunk in s3.get_object(**args)["Body"].iter_chunks(1024 * 1024):
+    for chunk in response["Body"].iter_chunks(1024 * 1024):
         digest.update(chunk)
         size += len(chunk)
-    return digest.hexdigest(), size
+    until = response.get("ObjectLockRetainUntilDate")
+    return EntryRead(
+        digest.hexdigest(),
+        size,
+        response.get("ObjectLockMode"),
+        until.isoformat() if hasattr(until, "isoformat") else until,
+    )
 
 
 def _pinned(

@@ -7,16 +7,20 @@ from types import SimpleNamespace
 
 import boto3
 
-from clampdown.app.drill.objectives_aws import HASHERS, evidence_manifest_complete
+from clampdown.app.drill.evidence_reads import READERS as HASHERS
+from clampdown.app.drill.facts import DrillFacts
+from clampdown.app.drill.objectives_aws import evidence_manifest_complete
 from clampdown.core.drill_model import EvidenceManifestComplete
 from clampdown_aws.evidence_store import EvidenceStore
 
 
-def _facts(s3, run_id: str) -> SimpleNamespace:
-    return SimpleNamespace(
-        run_id=run_id,
+def _facts(s3, run_id: str) -> DrillFacts:
+    return DrillFacts(
+        drill=None,  # type: ignore[arg-type]  # the objective reads no drill field
+        seeded=SimpleNamespace(evidence_bucket="evidence"),  # type: ignore[arg-type]
+        alert_epoch=0.0,
         client=lambda service: s3,
-        seeded=SimpleNamespace(evidence_bucket="evidence"),
+        run_id=run_id,
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clampdown.app.drill.evidence_reads import EvidenceReader, ReadBack
 from clampdown.core.drill_model import Drill
 from clampdown.core.report import StepSpan
 from clampdown_aws.testing.seeded import Seeded
@@ -51,6 +52,7 @@ class DrillFacts:
     slack_messages: list[dict[str, Any]] = field(default_factory=list)
     runs: list[RunFacts] = field(default_factory=list)
     posted_alerts: list[str] = field(default_factory=list)  # ids the endpoint accepted
+    evidence: EvidenceReader | None = None  # the report's read-back, shared (read_evidence)
 
     def run_of(self, runbook: str) -> RunFacts | None:
         """The drill's (first) run of ``runbook``."""
@@ -66,6 +68,13 @@ class DrillFacts:
         return dataclasses.replace(
             self, run_id=run.run_id, runbook=run.runbook, records=run.records, steps=run.steps
         )
+
+    def read_evidence(self) -> ReadBack:
+        """This run's evidence read back once: with the report's reader (``evidence``)
+        when given, so the objective and the report's evidence list share one read of
+        each object; else a read of its own."""
+        reader = self.evidence or EvidenceReader(self.client, self.seeded.evidence_bucket)
+        return reader.read(str(self.run_id))
 
     def outputs(self, step: str) -> dict[str, Any]:
         for record in self.records:

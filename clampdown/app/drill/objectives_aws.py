@@ -11,7 +11,6 @@ import fnmatch
 import hmac
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
@@ -27,7 +26,6 @@ from clampdown.core.drill_model import (
     NoActiveKeys,
     SecretRotated,
 )
-from clampdown_aws.evidence_store import entry_digest
 
 INVOKE = "sagemaker:InvokeEndpoint"
 
@@ -246,25 +244,21 @@ _REQUIRED = {
 }
 
 
-HASHERS = 8  # evidence objects read and hashed at once
-
-
 def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> ObjectiveCheck:
     if f.run_id is None:
         return False, "no run", "no run, so no evidence"
-    s3 = f.client("s3")
-    bucket = f.seeded.evidence_bucket
-    key = f"incidents/{f.run_id}/manifest.json"
     try:
-        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        back = f.read_evidence()  # the manifest, then every object it lists read and hashed
     except Exception as exc:
         if "NoSuchKey" in str(exc):
-            return False, "no manifest", f"s3://{bucket}/{key} was never written"
+            where = f"s3://{f.seeded.evidence_bucket}/incidents/{f.run_id}/manifest.json"
+            return False, "no manifest", f"{where} was never written"
         raise
-    entries = manifest.get("objects", [])
-    with ThreadPoolExecutor(HASHERS, thread_name_prefix="drill-rehash") as pool:
-        digests = list(pool.map(lambda entry: entry_digest(s3, bucket, entry), entries))
-    changed = [e["key"] for e, (got, _) in zip(entries, digests, strict=True) if got != e["sha256"]]
+    entries = back.entries
+    digests = back.digests()
+    changed = [
+        e["key"] for e, got in zip(entries, digests, strict=True) if got.sha256 != e["sha256"]
+    ]
     missing = [r for r in o.require if not any(_REQUIRED[r](e["key"]) for e in entries)]
     measured = f"{len(entries)} objects"
     if changed:

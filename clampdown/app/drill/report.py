@@ -9,13 +9,13 @@ the Prefect run.
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clampdown.app.drill.evidence_reads import EvidenceReader
 from clampdown.app.drill.follower import RunFollower
 from clampdown.app.drill.session import DrillSession
 from clampdown.app.drill.timeline import Timeline
@@ -35,22 +35,6 @@ from clampdown.core.report_facts import (
 )
 from clampdown.core.report_html import to_html
 from clampdown.core.report_markdown import to_markdown
-
-RETENTION_READERS = 8  # evidence objects whose retention is read at once
-
-
-def retention_of(s3: Any, bucket: str, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The manifest's entries with each object's retention, as
-    :func:`clampdown_aws.evidence_package.with_retention` gives them, in the same order,
-    read a few objects at a time: one HeadObject each (57 in the default drill), after
-    the story, while the simulated account answers from a process of its own."""
-    from clampdown_aws.evidence_package import with_retention
-
-    def one(entry: dict[str, Any]) -> dict[str, Any]:
-        return with_retention(s3, bucket, [entry])[0]
-
-    with ThreadPoolExecutor(RETENTION_READERS, thread_name_prefix="drill-retention") as pool:
-        return list(pool.map(one, entries))
 
 
 @dataclass
@@ -110,6 +94,7 @@ class AfterAction:
                 for s in spans
                 if s.status == "failed"
             ]
+        reader = EvidenceReader(session.client, session.seeded.evidence_bucket)
         facts = DrillFacts(
             drill=drill,
             seeded=session.seeded,
@@ -122,11 +107,12 @@ class AfterAction:
             slack_messages=session.slack.messages(SLACK_CHANNEL) if session.slack else [],
             runs=runs,
             posted_alerts=self._timeline.posted_alerts,
+            evidence=reader,
         )
-        # the evidence list's retention (a call per object) is read while the objectives
-        # are checked: both wait on the simulated account, in a process of its own
+        # the evidence list (each object's retention) is gathered while the objectives are
+        # checked; it and the evidence objective share one read of each object (reader)
         with ThreadPoolExecutor(1, thread_name_prefix="drill-evidence") as pool:
-            reading = pool.submit(self._evidence, records)
+            reading = pool.submit(self._evidence, records, reader)
             objectives = score(facts)
             items, manifest_uri = reading.result()
         self._check_inputs(records)
@@ -250,22 +236,21 @@ class AfterAction:
             f"(started T+{start:.1f}s by {run.origin}{end})"
         )
 
-    def _evidence(self, records: list[dict[str, Any]]) -> tuple[list[EvidenceItem], str | None]:
+    def _evidence(
+        self, records: list[dict[str, Any]], reader: EvidenceReader
+    ) -> tuple[list[EvidenceItem], str | None]:
         """The ledger's evidence, completed from the S3 manifest (version ids) and each
-        object's retention (mode and retain-until)."""
+        object's retention (mode and retain-until), as ``reader`` read them back."""
         items, manifest_uri = evidence(records)
         run_id = self._runs.run_id
         if run_id is None:
             return items, manifest_uri
-        bucket = self._session.seeded.evidence_bucket
-        key = f"incidents/{run_id}/manifest.json"
         try:
-            s3 = self._session.client("s3")
-            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            entries = retention_of(s3, bucket, list(json.loads(body).get("objects", [])))
+            back = reader.read(run_id)
+            entries = back.with_retention()
         except Exception:
             return items, manifest_uri
-        return merge_evidence(items, entries), f"s3://{bucket}/{key}"
+        return merge_evidence(items, entries), f"s3://{back.bucket}/{back.key}"
 
     def _attach(self, markdown: str, report: DrillReport) -> None:
         """The report as a markdown artifact of the run's Prefect flow run."""
