@@ -13,6 +13,7 @@ without a bucket :func:`sink_from_env` returns None and no evidence is published
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +32,42 @@ class S3EvidenceSink:
         self.lock_mode = lock_mode
         self.location = f"s3://{bucket}"
         self._s3: Any = None
+        self._client_lock = threading.Lock()
+        self._locked = False  # a store of this sink found Object Lock on the bucket
 
     def manifest_uri(self, run_id: str) -> str:
         return f"s3://{self.bucket}/{PREFIX}/{run_id}/manifest.json"
 
     def _store(self, run_id: str) -> EvidenceStore:
-        if self._s3 is None:  # one client per run: heads arrive one after another
-            import boto3
+        """A store for one write. Why it is told what an earlier one found: each signed head
+        is a write of its own (16 in the default drill, the last ones after ``run.end``),
+        and each new store asked S3 for the bucket's Object Lock configuration again. Once
+        a store found Object Lock on, later ones are told (S3 never turns it off on a
+        bucket); a bucket found without it is asked again, so a lock turned on during the
+        run still applies to what follows."""
+        with self._client_lock:  # heads (anchor thread) and the manifest (a step thread)
+            if self._s3 is None:  # one client per run
+                import boto3
 
-            self._s3 = boto3.client("s3")
+                self._s3 = boto3.client("s3")
         return EvidenceStore(
             self._s3,
             self.bucket,
             run_id,
             retention_days=self.retention_days,
             lock_mode=self.lock_mode,
+            locked=self._locked,
         )
 
+    def _remember(self, store: EvidenceStore) -> None:
+        """What ``store`` found (it asked at its write, or was told): see :meth:`_store`."""
+        if store.bucket_has_object_lock():
+            self._locked = True
+
     def anchor_head(self, run_id: str, seq: int, head: bytes) -> None:
-        self._store(run_id).put_head(seq, head)
+        store = self._store(run_id)
+        store.put_head(seq, head)
+        self._remember(store)
 
     def write_manifest(self, run_id: str, ledger: Path) -> dict[str, Any]:
         store = self._store(run_id)
@@ -57,6 +75,7 @@ class S3EvidenceSink:
         # final ledger, stored after run.end, is a newer version of the same key)
         store.put("ledger.jsonl", [ledger.read_bytes()], "application/x-ndjson")
         manifest = store.write_manifest()
+        self._remember(store)
         return {
             "uri": f"s3://{self.bucket}/{manifest.key}",
             "version_id": manifest.version_id,
@@ -64,7 +83,9 @@ class S3EvidenceSink:
         }
 
     def copy_ledger(self, run_id: str, ledger: Path) -> None:
-        self._store(run_id).put_plain("ledger.jsonl", ledger.read_bytes(), "application/x-ndjson")
+        store = self._store(run_id)
+        store.put_plain("ledger.jsonl", ledger.read_bytes(), "application/x-ndjson")
+        self._remember(store)
 
 
 def sink_from_env(conf: Settings) -> S3EvidenceSink | None:

@@ -103,14 +103,17 @@ class EvidenceStore:
         retention_days: int = 365,
         lock_mode: str = "COMPLIANCE",
         known: KnownEntries | None = None,
+        locked: bool | None = None,
     ) -> None:
+        """``locked``: True when the caller already knows the bucket has Object Lock (it
+        cannot be turned off once on, so the answer holds); None: asked at the first write."""
         self.s3 = s3
         self.known = KNOWN_ENTRIES if known is None else known
         self.bucket = bucket
         self.prefix = f"{PREFIX}/{run_id}"
         self.retention_days = retention_days
         self.lock_mode = lock_mode
-        self._locked: bool | None = None
+        self._locked: bool | None = True if locked else None
 
     def uri(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{self.prefix}/{name}"
