@@ -237,9 +237,12 @@ def startup_figures(
     )
 
 
-def compare_trees(runs: int, old: Path, one: Path, scratch: Path) -> None:
+def compare_trees(
+    runs: int, old: Path, one: Path, scratch: Path, imports_only: bool = False
+) -> None:
     """``--before``: each figure for the old tree and this one, interleaved sample by sample
-    (the old tree's process, then this tree's, alternating which goes first)."""
+    (the old tree's process, then this tree's, alternating which goes first); with
+    ``--imports-only`` only the two imports, and respond's as a multiple of Prefect's."""
     trees = {"before": (old, tree_paths(old)), "after": (ROOT, tree_paths(ROOT))}
 
     def env(name: str, what: str) -> dict[str, str]:
@@ -264,27 +267,22 @@ def compare_trees(runs: int, old: Path, one: Path, scratch: Path) -> None:
     stop = [*CLAMPDOWN, "prefect-api", "stop"]
     run_one = [*CLAMPDOWN, "run", str(one)]
     for name, (root, _) in trees.items():  # bytecode written; each tree's template kept
-        for module in ("clampdown_flows.respond", "prefect"):
-            wall([PYTHON, "-c", f"import {module}"], env(name, "warm"), root)
-        wall([PYTHON, "-c", WARM_UP], env(name, "warm"), root)
+        warm_up(root, env(name, "warm"), imports_only)
     print(f"before: {old}; after: {ROOT} (medians of {runs}, interleaved; CPU = user + system,")
     print("the resident server's share included):")
-    show(
-        "import clampdown_flows.respond",
-        both(
-            lambda name, i: wall(
-                [PYTHON, "-c", "import clampdown_flows.respond"], env(name, "warm"), trees[name][0]
+    figures = {
+        module: both(
+            lambda name, i, module=module: wall(
+                [PYTHON, "-c", f"import {module}"], env(name, "warm"), trees[name][0]
             )
-        ),
-    )
-    show(
-        "import prefect",
-        both(
-            lambda name, i: wall(
-                [PYTHON, "-c", "import prefect"], env(name, "warm"), trees[name][0]
-            )
-        ),
-    )
+        )
+        for module in ("clampdown_flows.respond", "prefect")
+    }
+    for module, sampled in figures.items():
+        show(f"import {module}", sampled)
+    ratios(figures["clampdown_flows.respond"], figures["prefect"])
+    if imports_only:
+        return
     show(
         "clampdown run, warm home (resident API up)",
         both(lambda name, i: timed_run(run_one, env(name, "warm"), trees[name][0])),
@@ -305,6 +303,22 @@ def compare_trees(runs: int, old: Path, one: Path, scratch: Path) -> None:
     show("clampdown run, first on a new empty home", both(new_home))
     for name, (root, _) in trees.items():
         subprocess.run(stop, cwd=root, env=env(name, "warm"), capture_output=True)
+
+
+def warm_up(root: Path, env: dict[str, str], imports_only: bool) -> None:
+    """Bytecode written for both imports; unless only they are measured, Prefect's home
+    (template) made by a first run."""
+    for module in ("clampdown_flows.respond", "prefect"):
+        wall([PYTHON, "-c", f"import {module}"], env, root)
+    if not imports_only:
+        wall([PYTHON, "-c", WARM_UP], env, root)
+
+
+def ratios(respond: dict[str, list], prefect: dict[str, list]) -> None:
+    """respond's import as a multiple of Prefect's, per tree (machine speed cancels)."""
+    for name in ("before", "after"):
+        (rw, rc), (pw, pc) = median(respond[name]), median(prefect[name])
+        print(f"  respond / prefect, {name:<6}: wall {rw / pw:4.2f}x, CPU {rc / pc:4.2f}x")
 
 
 def record_figure(steps: int, ours: dict, scratch: Path) -> None:
@@ -332,13 +346,16 @@ def main() -> None:
     parser.add_argument(
         "--before", type=Path, help="an older checkout: both trees' figures, interleaved"
     )
+    parser.add_argument(
+        "--imports-only", action="store_true", help="with --before: only the two imports"
+    )
     args = parser.parse_args()
     if args.before:
         scratch = Path(tempfile.mkdtemp(prefix="clampdown-bench-startup-"))
         one = scratch / "one.yaml"
         one.write_text(chain("one", 1))
         print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-        compare_trees(args.runs, args.before.resolve(), one, scratch)
+        compare_trees(args.runs, args.before.resolve(), one, scratch, args.imports_only)
         return
     global ROOT
     if args.tree:

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from clampdown.core.lint import load_runbook
 from clampdown.core.models import Runbook
 
 
@@ -69,6 +69,14 @@ def preloaded_for(path: str | Path) -> Preloaded | None:
     if found is None or found.path != str(path):
         return None
     return found
+
+
+def load_runbook(path: str | Path) -> tuple[Any, list[Any]]:
+    """:func:`clampdown.core.lint.load_runbook`, imported when a run loads its runbook
+    itself: a run its starter handed a checked runbook never needs lint's modules."""
+    from clampdown.core.lint import load_runbook as load_and_lint
+
+    return load_and_lint(path)
 
 
 def load_checked(path: str | Path) -> Preloaded:

@@ -54,11 +54,9 @@ from clampdown.core.engine.scheduler import (
 from clampdown.core.engine.state import RunState, new_state
 from clampdown.core.extensions import RunHeader, evidence_sinks, ledger_signer, run_observers
 from clampdown.core.home import RunFiles
-from clampdown.core.incident_report_render import markdown_from_ledger
 from clampdown.core.ledger import new_run_id, now
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.ledger_signing import note_unsigned, open_ledger, verify_ledger
-from clampdown.core.lint import load_runbook
 from clampdown.core.loader import resolve
 from clampdown.core.models import Runbook, Step
 from clampdown.core.run_start import RunStart
@@ -285,6 +283,8 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
         ledger.close()
         _logger().error("run %s cannot be resumed: %s", run_id, why_not)
         raise RunFailed(f"run {run_id} cannot be resumed: {why_not}")
+    from clampdown.core.lint import load_runbook  # resumed runs only (new ones: preloaded)
+
     rb: Runbook = load_runbook(path)[0].model
     inputs = inputs_mod.reveal(unseal_inputs(start.inputs))
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
@@ -496,8 +496,13 @@ async def _artifact(state: RunState, status: str) -> None:
 
     One artifact, not two: each is a request to the Prefect server, which is the busiest
     process of a serve under a burst of alerts (docs/benchmarks.md, serve throughput).
-    A report that cannot be built leaves the step table alone, and says why."""
+    A report that cannot be built leaves the step table alone, and says why.
+
+    The report's modules are imported here, when the steps are done, not with this
+    module: they are not on the way to a run's first step."""
     try:
+        from clampdown.core.incident_report_render import markdown_from_ledger
+
         report = markdown_from_ledger(state.ledger.path)
     except Exception as exc:  # the run's outcome does not depend on its report
         get_run_logger().warning("no incident report in the artifact: %s", exc)

@@ -1,0 +1,34 @@
+"""What importing the respond flow leaves out: modules only some runs, or only the end of
+a run, need are imported when used (issue 15: the respond import's cost)."""
+
+from __future__ import annotations
+
+from tests.unit import fresh_interpreter
+
+LATER = (
+    "clampdown.core.incident_report_render",  # the artifact, after the steps
+    "clampdown.core.report_sections",
+    "clampdown.core.report_chart",
+)
+
+fresh_interpreter.register(
+    "respond: report modules not imported",
+    2,  # it imports the respond flow, so Prefect: with the other probe that does
+    "import sys\n"
+    "import clampdown_flows.respond\n"
+    f"print(sorted(m for m in {LATER!r} if m in sys.modules))\n",
+)
+
+
+def test_respond_leaves_the_report_modules_for_the_end_of_a_run() -> None:
+    done = fresh_interpreter.outcome("respond: report modules not imported")
+    assert done.error is None and done.lines()[-1:] == ["[]"], done
+
+
+def test_the_deferred_modules_still_import() -> None:
+    """The names respond imports when it needs them exist where it looks for them."""
+    from clampdown.core.incident_report_render import markdown_from_ledger
+    from clampdown_flows import preloaded
+
+    assert callable(markdown_from_ledger)
+    assert callable(preloaded.load_runbook)
