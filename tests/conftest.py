@@ -57,14 +57,15 @@ DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: o
 # run ends with short files on both workers instead of one long one on one worker while
 # the other idles. The named ones are the longest scopes in the last suite runs (worker-s
 # at load ~5, session 22: scaled ~230, test_prefect_template ~86, drills ~80,
-# test_serve_restart ~70, test_lint_entry ~33); then the rest of the end-to-end files,
-# then integration, then unit. A new long file belongs in this list.
+# test_serve_restart ~70, test_lint_entry ~33: its processes are now test_lint_processes);
+# then the rest of the end-to-end files, then integration, then unit. A new long file
+# belongs in this list.
 RUN_FIRST = (
     "tests/e2e/test_scaled_",  # one scope (pytest_xdist_make_scheduler)
     "tests/integration/test_prefect_template.py",
     DRILL_FILES,  # one scope
     "tests/e2e/test_serve_restart.py",
-    "tests/unit/test_lint_entry.py",
+    "tests/integration/test_lint_processes.py",
     "tests/e2e/",
     "tests/integration/",
 )

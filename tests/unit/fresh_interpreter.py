@@ -1,4 +1,4 @@
-"""One fresh interpreter for the unit subset's import checks.
+"""One fresh interpreter for the import checks (tests/integration/test_import_probes.py).
 
 What a command imports shows only in an interpreter that has imported nothing yet, and
 starting one costs a second or more (three with Prefect's client). So the test modules

@@ -27,7 +27,6 @@ from clampdown.core.actions import Action, ActionInput, ActionOutput, Registry
 from clampdown.core.diagnostics import Diagnostic, InvalidFileError
 from clampdown.core.lint import lint_paths, load_runbook
 from tests.paths import FIXTURES, REPO
-from tests.unit import fresh_interpreter
 
 BROKEN = FIXTURES / "broken"
 LIBRARY = REPO / "runbooks"
@@ -425,27 +424,6 @@ def test_cli_lint_strict_turns_warnings_into_failure(write_runbook) -> None:
     strict = CliRunner().invoke(app, ["lint", "--strict", str(path)])
     assert strict.exit_code == 1, strict.output
     assert "1 error(s), 0 warning(s)" in strict.stdout
-
-
-fresh_interpreter.register(
-    "lint, plan, schema: no prefect",
-    0,  # first: the later probes import Prefect
-    "import sys, tempfile\n"
-    "from pathlib import Path\n"
-    "import clampdown.app.cli, clampdown.core.lint, clampdown.core.plan, clampdown.core.schema\n"
-    "assert 'prefect' not in sys.modules, 'imported by the modules'\n"
-    "from clampdown.core.lint import lint_paths\n"
-    "with tempfile.TemporaryDirectory() as folder:\n"
-    "    path = Path(folder) / 'clean.yaml'\n"
-    f"    path.write_text({CLEAN.format(name='no-prefect')!r}, encoding='utf-8')\n"
-    "    assert lint_paths([str(path)]) == []\n"
-    "assert 'prefect' not in sys.modules, 'imported by lint_paths'\n",
-)
-
-
-def test_lint_plan_schema_do_not_import_prefect() -> None:
-    done = fresh_interpreter.outcome("lint, plan, schema: no prefect")
-    assert done.error is None, done.error
 
 
 def test_secret_inputs_must_be_strings(tmp_path: Path) -> None:

@@ -1,17 +1,16 @@
 """``clampdown lint`` through the console script's light start (clampdown.app.entry and
-clampdown.app.cli_lint): Typer's reading of the command line, Rich's output, the same
-exit codes, and none of Typer, Rich or the AWS and Slack SDKs imported."""
+clampdown.app.cli_lint): Typer's reading of the command line, Rich's output. The console
+script run in processes of its own (the same output and exit codes as the Typer app, none
+of Typer, Rich or the AWS and Slack SDKs imported) is tests/integration/test_lint_processes.py."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from clampdown.app import cli_lint
 from clampdown.app.cli import app
@@ -20,9 +19,6 @@ from clampdown.app.cli_options import out
 from clampdown.core import loader
 from clampdown.core.lint import lint_paths
 from tests.paths import REPO
-
-BROKEN = "tests/fixtures/broken"
-ENTRY = "import sys; sys.argv[0] = 'clampdown'; from clampdown.app.entry import main; main()"
 
 
 def _typer_params(args: list[str]) -> LintArgs:
@@ -140,63 +136,6 @@ def test_at_a_forced_terminal_rich_prints_the_colours(capsys, monkeypatch) -> No
     by_rich = capsys.readouterr().out
     cli_lint.print_styled("x", "red")
     assert capsys.readouterr().out == by_rich
-
-
-def _console(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", ENTRY, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["lint", BROKEN],
-        ["lint", "--format", "json", BROKEN],
-        ["lint", "--strict", "runbooks", f"{BROKEN}/needs_unknown_step.yaml"],
-        ["lint", "runbooks/"],
-        ["lint", "no/such/file.yaml"],
-        # every diagnostic of the corpus, with its file:line:column, in both ways
-        ["lint", "--format", "json", "tests/fixtures/lint_corpus"],
-        ["lint", "--format", "json", "--strict", "runbooks", "tests/fixtures/lint_corpus/bad"],
-    ],
-)
-def test_the_console_script_prints_what_the_typer_app_prints(args: list[str]) -> None:
-    console = _console(*args)
-    typer_app = CliRunner().invoke(app, args)
-    assert console.stdout == typer_app.stdout
-    assert console.returncode == typer_app.exit_code
-    assert "Traceback" not in console.stderr
-
-
-def test_lint_imports_neither_typer_rich_nor_the_sdks() -> None:
-    code = (
-        "import sys; sys.argv = ['clampdown', 'lint', 'runbooks/']\n"
-        "from clampdown.app.entry import main\n"
-        "try:\n    main()\nexcept SystemExit as done:\n    code = done.code\n"
-        "heavy = ('typer', 'rich', 'click', 'boto3', 'slack_sdk', 'slack_bolt', 'prefect')\n"
-        "found = sorted({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
-        "print(code, found)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr
-
-
-def test_help_and_usage_errors_are_typers() -> None:
-    helped = _console("lint", "--help")
-    assert helped.returncode == 0
-    assert "Usage: clampdown lint [OPTIONS] [paths]..." in helped.stdout
-    refused = _console("lint", "--format", "xml", "runbooks")
-    assert refused.returncode == 2
-    assert "Invalid value for '--format'" in refused.stderr
-    assert "Traceback" not in refused.stderr
 
 
 def test_a_lint_parses_each_file_once(monkeypatch) -> None:

@@ -1,5 +1,6 @@
 """``PlainJsonFlow`` (clampdown_flows.plain_flow): the flow-run parameters Prefect would
-send, without importing FastAPI for plain JSON values."""
+send, without importing FastAPI for plain JSON values (that FastAPI stays out is checked in
+a fresh interpreter: tests/integration/test_import_probes.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from prefect.flows import Flow
 from pydantic import SecretStr
 
 from clampdown_flows.plain_flow import PlainJsonFlow, plain_json_flow
-from tests.unit import fresh_interpreter
 
 
 def _fn(runbook: str, inputs: Any = None, flag: bool = False, extra: Any = None) -> None:
@@ -50,21 +50,6 @@ def test_plain_values_are_copied_not_shared() -> None:
 def test_the_decorator_builds_one() -> None:
     built = plain_json_flow(name="decorated", log_prints=False)(_fn)
     assert isinstance(built, PlainJsonFlow) and built.name == "decorated"
-
-
-fresh_interpreter.register(
-    "respond: plain parameters import no fastapi",
-    2,  # last: it imports the respond flow, so Prefect
-    "import sys\n"
-    "from clampdown_flows.respond import respond\n"
-    "respond.serialize_parameters({'runbook': 'r', 'inputs': {'a': [1]}, 'drill': False})\n"
-    "print(sorted(m for m in sys.modules if m.split('.')[0] == 'fastapi'))\n",
-)
-
-
-def test_plain_parameters_do_not_import_fastapi() -> None:
-    done = fresh_interpreter.outcome("respond: plain parameters import no fastapi")
-    assert done.error is None and done.lines()[-1:] == ["[]"], done
 
 
 def test_the_rollback_flow_is_one_too() -> None:

@@ -2,20 +2,20 @@
 
 Every run asks each ``clampdown.run_observers`` factory for an observer; the Slack one
 used to import :mod:`clampdown_slack.run_thread` (~27 ms) only to answer None when Slack
-is not configured. The light factory must answer exactly as the thread's own factory.
+is not configured. The light factory must answer exactly as the thread's own factory (that
+it is the registered one and imports no thread is checked in a fresh interpreter:
+tests/integration/test_import_probes.py).
 """
 
 from __future__ import annotations
 
 import os
-from importlib.metadata import entry_points
 
 import pytest
 
 import clampdown_slack
 from clampdown_slack import run_thread
 from tests.paths import REPO
-from tests.unit import fresh_interpreter
 
 NAMES = ("CLAMPDOWN_SLACK_BOT_TOKEN", "CLAMPDOWN_SLACK_CHANNEL")
 
@@ -56,27 +56,3 @@ def test_with_both_set_the_threads_own_factory_decides(monkeypatch, asked, spell
     monkeypatch.setenv(spelling(NAMES[1]), "#ir")
     assert clampdown_slack.observer_for_run("run-1", "ledger", "settings") == "thread"  # type: ignore[arg-type]
     assert asked == [("run-1", "ledger", "settings")]
-
-
-fresh_interpreter.register(
-    "run observers: the light factory imports no thread",
-    1,
-    "import os, sys\n"
-    "saved = dict(os.environ)\n"
-    "for k in [k for k in os.environ if k.upper().startswith('CLAMPDOWN_SLACK')]:\n"
-    "    del os.environ[k]\n"
-    "try:\n"
-    "    from clampdown.core.extensions import factories, RUN_OBSERVERS\n"
-    "    answers = [f('run-1', None, None) for f in factories(RUN_OBSERVERS)]\n"
-    "    print(answers, 'clampdown_slack.run_thread' in sys.modules)\n"
-    "finally:\n"
-    "    os.environ.clear()\n"
-    "    os.environ.update(saved)\n",
-)
-
-
-def test_the_light_factory_is_the_registered_one_and_imports_no_thread() -> None:
-    (point,) = [e for e in entry_points(group="clampdown.run_observers") if e.name == "slack"]
-    assert point.value == "clampdown_slack:observer_for_run"
-    done = fresh_interpreter.outcome("run observers: the light factory imports no thread")
-    assert done.error is None and done.lines()[-1] == "[None] False", done
