@@ -15,7 +15,10 @@ Prints figures, never asserts them. Each round measures, in fresh processes:
   test session runs its drills);
 * **story**: from the ledgers of each drill run, the first ``run.start`` to the last
   ``run.end``: the part a drill must wait for whatever the harness does (scripted
-  approvals after N seconds, injects, the runbook's own steps).
+  approvals after N seconds, injects, the runbook's own steps); and the rest of each
+  drill's wall time around it: its process's start to the first ``run.start`` (imports,
+  the simulated world, serve, the alert), and the last ``run.end`` to its exit (the flow's
+  last uploads, scoring, the report, the stop).
 
 Once, before the rounds, the first drill of an empty ``CLAMPDOWN_HOME`` (a new drills
 database, migrated) is timed.
@@ -27,7 +30,9 @@ machine load. ``--only-standing`` measures only the drills with a standing API (
 start in the round: shorter rounds, so more of them fit a quiet spell of the machine). A tree
 from before the resident drills' API starts an API of its own for every drill without a
 standing one (its "no API up" figure includes that server's CPU); it has no "resident API
-up" figure.
+up" figure. The standing-API drills run in this tree's order (this tree, then each
+``--tree``) in odd rounds and in the reverse order in even ones, so that no tree is always
+the first drill of its round.
 
     python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]...
                                [--only-standing]
@@ -86,6 +91,7 @@ from clampdown.app.entry import main
 main()
 """
 OWN: dict[str, list[float]] = {}  # label -> the drill process's own CPU, per run
+SPAN: dict[str, float] = {}  # the last process timed: its start and end (epoch seconds)
 
 
 def timed(
@@ -94,9 +100,11 @@ def timed(
     """Wall and CPU (user+sys, children included) seconds of one process; it must succeed.
     A drill's own process's CPU (see DRILL) goes to OWN[label]."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    SPAN["start"] = time.time()
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    SPAN["end"] = time.time()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -128,7 +136,9 @@ def before_trees(trees: list[Path], env: dict[str, str]) -> list[tuple[str, dict
 
 
 def story_seconds(home: Path, seen: set[Path]) -> float:
-    """First run.start to last run.end of the drill that just ran (the new workspace)."""
+    """First run.start to last run.end of the drill that just ran (the new workspace); its
+    process's start to that first run.start, and that last run.end to its exit, go to
+    SPAN["head"] and SPAN["tail"]."""
     from clampdown.core.ledger import read
 
     workspaces = {p for p in (home / "drills").iterdir() if (p / "runs").is_dir()} - seen
@@ -139,6 +149,8 @@ def story_seconds(home: Path, seen: set[Path]) -> float:
         records = read(ledger)
         starts.append(_epoch(records[0]["ts"]))
         ends += [_epoch(r["ts"]) for r in records if r["type"] == "run.end"]
+    SPAN["head"] = min(starts) - SPAN["start"]
+    SPAN["tail"] = SPAN["end"] - max(ends)
     return max(ends) - min(starts)
 
 
@@ -190,6 +202,8 @@ def main() -> None:
     def measure(label: str, variant_env: dict[str, str], cwd: Path, tree: str = "") -> None:
         results.setdefault(label + tree, []).append(timed(drill, variant_env, cwd, label + tree))
         stories.setdefault("story" + tree, []).append(story_seconds(home, seen))
+        stories.setdefault("start to first run.start" + tree, []).append(SPAN["head"])
+        stories.setdefault("last run.end to exit" + tree, []).append(SPAN["tail"])
 
     try:
         if not args.only_standing:
@@ -211,9 +225,11 @@ def main() -> None:
                 for label, before_env, tree in befores:
                     measure("drill, no API up", before_env, tree, label)
             with standing_drill_prefect(drills_dir):
-                measure("drill, standing API", env, ROOT)
-                for label, before_env, tree in befores:
-                    measure("drill, standing API", before_env, tree, label)
+                order = [("", env, ROOT), *befores]
+                if round_ % 2 == 0:  # every other round the --tree checkouts go first
+                    order.reverse()
+                for label, variant_env, tree in order:
+                    measure("drill, standing API", variant_env, tree, label)
             last = {k: v[-1] for k, v in results.items()}
             print(f"round {round_}: " + json.dumps(last), flush=True)
     finally:
@@ -231,7 +247,7 @@ def main() -> None:
         print(f"  {'the resident API (2 drills, per round)':<44} {'':>13}  "
               f"{statistics.median(resident):6.1f} s CPU")  # fmt: skip
     for label, values in stories.items():
-        print(f"  {label + ' (from ledgers)':<44} {statistics.median(values):6.1f} s wall")
+        print(f"  {label + ' (from ledgers)':<44} {statistics.median(values):6.2f} s wall")
 
 
 if __name__ == "__main__":
