@@ -301,5 +301,7 @@ def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     assert "  revoke (aws.iam.revoke_credentials, reversible): {" in asked, asked
     assert '"principal_arn": "arn:aws:iam::' in asked, asked
     report = (tmp_path / "report" / "report.md").read_text()
-    assert "not in a drill, please" in report
+    assert "not in a drill, please" in report, result.output  # the drill's lines say why not
     assert "missed" in report
+    # sent once the run had saved its request, and taken at once: no failed delivery
+    assert "could not be delivered" not in report and "was clicked in Slack" not in report, report

@@ -5,6 +5,14 @@ submits the reason modal); with no card in Slack it goes through ``clampdown app
 path, signed with the approver's own drill key (:mod:`clampdown.app.drill.signers`).
 A refused decision is tried again a little later, and the verdict is read from the
 ledger, never assumed. With ``--interactive`` the person at the terminal decides.
+
+A decision is sent only once the run has saved its request (what ``clampdown approve``
+and serve's click handler read): the ledger's ``approval.request`` and the card come a
+moment before it, and a decision sent in between was refused with "has no approval
+request". A click refused before it reaches the run leaves no ledger record, only the
+ephemeral "Not counted" the clicker sees, so the drill reads that answer as the person
+would; and a click that gets no verdict at all within :data:`VERDICT_WAIT` is a failure of
+the drill, said as such, instead of a silent wait until the drill's time limit.
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
 from clampdown.app.progress import Screen
 from clampdown.core.drill_model import Decide
+from clampdown.core.home import Home
 
 RETRY_SECONDS = 3.0  # a refused decision is tried again this much later, like a person would
 MAX_TRIES = 20
+VERDICT_WAIT = 45.0
+"""Seconds a click may go without a verdict in the ledger or a refusal in Slack before the
+drill calls it lost and clicks again (serve waits 30 s for the run's verdict, then says
+the decision is in but not answered yet)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Ballot:
     done: bool = False
     tries: int = 0
     waiting_since: float | None = None  # clicked; the verdict comes through the ledger
+    answers_seen: int = 0  # Slack's ephemeral answers before the click (later ones answer it)
 
 
 def _verdict(
@@ -110,7 +124,7 @@ class Ballots:
                     continue
                 self._ballots[key] = ballot
             if ballot.waiting_since is not None:
-                verdict = _verdict(records, step, ballot.approver, ballot.waiting_since)
+                verdict = self._clicked_verdict(records, step, ballot)
                 if verdict is None:
                     continue
                 accepted, refusal = verdict
@@ -119,9 +133,54 @@ class Ballots:
                     ballot.done = True
                     continue
                 self._refused(step, ballot, refusal)
-            if ballot.done or time.time() < ballot.due:
+            if ballot.done or time.time() < ballot.due or not self._request_saved(run_id, step):
                 continue
             self._deliver(run_id, step, ballot)
+
+    def _clicked_verdict(
+        self, records: list[dict[str, Any]], step: str, ballot: Ballot
+    ) -> tuple[bool, str | None] | None:
+        """The verdict on a click: the run's (ledger), else a refusal Slack showed the clicker
+        (one that never reached the run: no record), else, after :data:`VERDICT_WAIT`, a
+        failure of the drill; None while still waiting."""
+        assert ballot.waiting_since is not None
+        verdict = _verdict(records, step, ballot.approver, ballot.waiting_since)
+        if verdict is not None:
+            return verdict
+        refusal = self._slack_refusal(ballot)
+        if refusal is not None:
+            return False, refusal
+        if time.time() - ballot.waiting_since < VERDICT_WAIT:
+            return None
+        self._timeline.fail(
+            f"the {ballot.decision} of {step} by {ballot.approver} was clicked in Slack, but "
+            f"neither the run's ledger nor Slack answered it within {VERDICT_WAIT:g} s"
+        )
+        return False, f"no answer {VERDICT_WAIT:g} s after the click"
+
+    def _slack_refusal(self, ballot: Ballot) -> str | None:
+        """What Slack told the clicker since the click when it was not counted (serve answers
+        a click only with an ephemeral message; one that is not "in, not answered yet" is a
+        refusal)."""
+        from clampdown_slack.approval_actions import AWAITING
+
+        slack = self._session.slack
+        if slack is None:
+            return None
+        waiting = AWAITING.split("{", 1)[0]
+        for answer in slack.ephemeral[ballot.answers_seen :]:
+            text = str(answer.get("text") or "")
+            if answer.get("user") == ballot.approver and not text.startswith(waiting):
+                return text
+        return None
+
+    def _request_saved(self, run_id: str, step: str) -> bool:
+        """Whether the run has saved its request for ``step``: what a decision is checked
+        against by ``clampdown approve`` and serve's click handler (both refuse one sent
+        before it, and the card is in Slack a moment earlier)."""
+        from clampdown_flows.decision_inbox import read_request
+
+        return read_request(Home(self._session.workspace).run(run_id), step) is not None
 
     def _pending_approvals(
         self, run_id: str, records: list[dict[str, Any]]
@@ -233,6 +292,7 @@ class Ballots:
         secret = session.keys.signing_secret
         value = card.pop("_value")
         action = APPROVE_ACTION if ballot.decision == "approve" else DENY_ACTION
+        ballot.answers_seen = len(session.slack.ephemeral)  # Slack's answers to this click follow
         response_url = f"{session.slack.url}response_url/{secrets.token_hex(4)}"
         body, headers = slack_click(action, value, ballot.approver, card, secret, response_url)
         post_slack_event(session.base_url, body, headers)
