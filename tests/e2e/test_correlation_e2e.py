@@ -11,7 +11,8 @@ EventBridge sends them (bearer token):
    it correlates with the evidence run, but that run does not contain anyone, so the
    ``guardduty-iam-user`` trigger starts ``contain-iam-user`` instead of joining it.
 
-Then the on-call approver approves with `clampdown approve` (own SSH key). Both runs
+Then the on-call approver approves with `clampdown approve` (own SSH key; the command runs
+in this process, as does the rollback: their process is not what is tested). Both runs
 finish; the user's keys are inactive on moto; both ledgers hold ``alert.correlated``
 naming the other run, and both Slack threads say so; the finding sent again is
 deduplicated to the containment run (not to the evidence run, which cannot act); and
@@ -38,7 +39,7 @@ import pytest
 
 from clampdown.core.ledger import read, verify_file
 from tests.approver_keys import approver_keys
-from tests.e2e.test_serve_restart import CLI, wait_for
+from tests.e2e.test_serve_restart import CLI, cli_in_process, wait_for
 from tests.paths import FIXTURES, REPO
 from tests.pg import free_port
 
@@ -227,12 +228,8 @@ def test_stoplogging_then_guardduty_on_the_shipped_triggers_contains_the_user(
 
         request = world["home"] / "runs" / contain["run_id"] / "approvals" / "approve_revoke.json"
         wait_for(lambda: json.loads(request.read_text())["status"] == "pending", "the approval")
-        sent = subprocess.run(
-            [CLI, "approve", contain["run_id"], "--as", APPROVER, "--key", str(world["key"])],
-            env=world["env"],
-            capture_output=True,
-            text=True,
-            timeout=120,
+        sent = cli_in_process(
+            world["env"], "approve", contain["run_id"], "--as", APPROVER, "--key", str(world["key"])
         )
         assert sent.returncode == 0, sent.stdout + sent.stderr
         evidence_end, contain_end = (
@@ -260,12 +257,6 @@ def test_stoplogging_then_guardduty_on_the_shipped_triggers_contains_the_user(
     # the finding re-sent (a new EventBridge event): the containment run, not the evidence run
     assert (again["status"], again["run_id"]) == ("deduplicated", contain["run_id"]), again
 
-    undone = subprocess.run(
-        [CLI, "rollback", contain["run_id"], "--yes"],
-        env=world["env"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    undone = cli_in_process(world["env"], "rollback", contain["run_id"], "--yes")
     assert undone.returncode == 0, undone.stdout + undone.stderr
     assert key_statuses(world) == ["Active"]

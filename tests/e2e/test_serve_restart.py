@@ -14,6 +14,9 @@ before it revokes the user's credentials. Then serve is stopped the way machines
   suspended (``run.suspended``, no ``run.end``); the next serve continues it and a normal
   decision completes it.
 
+`clampdown runs`, `rollback` and the decisions of the two tests on the session's Prefect API
+run in this process (typer's CliRunner, with the same environment): their process is not what
+is tested. The SIGTERM test's decision goes to serve's own API: a `clampdown approve` process.
 Nothing here is timed: waits are bounded only to fail instead of hanging.
 """
 
@@ -106,6 +109,32 @@ class World:
             [CLI, *args], env=self.env | {"COLUMNS": "250"}, capture_output=True, text=True,
             timeout=120,
         )  # fmt: skip
+
+    def cli_here(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """:meth:`cli`'s command in this process (:func:`cli_in_process`)."""
+        return cli_in_process(self.env | {"COLUMNS": "250"}, *args)
+
+
+def cli_in_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A `clampdown` command in this process (typer's CliRunner), for those whose process
+    is not what is tested: listing runs, decisions, rollback. As processes of their own,
+    approve and rollback import Prefect each time (~2 CPU-s). ``env`` is the command's
+    whole environment while it runs (variables it lacks are unset, and everything is put
+    back after), and its Prefect API must be this process's: the test session's."""
+    from prefect.settings import PREFECT_API_URL
+    from typer.testing import CliRunner
+
+    from clampdown.app.cli import app
+
+    assert env.get("PREFECT_API_URL") == PREFECT_API_URL.value(), "not this process's API"
+    whole: dict[str, str | None] = {name: None for name in os.environ if name not in env}
+    # quiet_prefect() sets it for the command: put back after, as every name here is
+    whole["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = None
+    whole |= env
+    done = CliRunner().invoke(app, list(args), env=whole)
+    if done.exception and not isinstance(done.exception, SystemExit):
+        raise done.exception
+    return subprocess.CompletedProcess(args, done.exit_code, done.stdout, done.stderr)
 
 
 @pytest.fixture(scope="module")
@@ -253,13 +282,13 @@ def test_kill_9_while_waiting_for_approval_loses_nothing(world: World, prefect_s
         proc.wait(30)
 
     assert "run.end" not in world.types(run_id)
-    listed = world.cli("runs", "--format", "json")
+    listed = world.cli_here("runs", "--format", "json")
     assert listed.returncode == 0, listed.stderr
     [shown] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
     assert shown["status"] == "stopped" and "clampdown resume" in shown["detail"]
 
     # the approver decides while no process runs the run: kept, not lost, not yet counted
-    sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+    sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
     assert sent.returncode == 3, sent.stdout + sent.stderr
     assert "not counted yet" in sent.stderr
     assert world.key_status() == "Active"
@@ -281,7 +310,7 @@ def test_kill_9_while_waiting_for_approval_loses_nothing(world: World, prefect_s
     assert world.key_status() == "Inactive"
     assert not list((world.home / "runs" / run_id / "decisions").glob("*.json"))
 
-    undone = world.cli("rollback", run_id, "--yes")
+    undone = world.cli_here("rollback", run_id, "--yes")
     assert undone.returncode == 0, undone.stdout + undone.stderr
     assert world.key_status() == "Active"
 
@@ -370,7 +399,7 @@ def test_kill_9_between_a_containment_call_and_its_answer_leaves_nothing_unrecor
         with serve(world, "serve-1") as (proc, url):
             run_id = send_alert(url, world, "dlp-restart-3")
             waiting_request(world, run_id)
-            sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+            sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
             assert sent.returncode == 0, sent.stdout + sent.stderr
             assert proxy.made.wait(120), "the revoke never reached AWS"
             os.killpg(proc.pid, signal.SIGKILL)
@@ -393,7 +422,7 @@ def test_kill_9_between_a_containment_call_and_its_answer_leaves_nothing_unrecor
     assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
     assert world.key_status() == "Inactive"
     # rollback lists what it undoes, as --plan shows it, before it undoes it
-    undone = world.cli("rollback", run_id, "--yes")
+    undone = world.cli_here("rollback", run_id, "--yes")
     assert "may have been applied" in undone.stdout, undone.stdout + undone.stderr
     assert undone.returncode == 0, undone.stdout + undone.stderr
     assert world.key_status() == "Active"
