@@ -182,3 +182,39 @@ def test_object_reads_overlap(evidence: Any) -> None:
     back = EvidenceReader(lambda service: s3, BUCKET).read(RUN)
     assert len(back.reads) == len(listed)
     assert not [r for r in back.reads if isinstance(r, threading.BrokenBarrierError)]
+
+
+def test_a_read_begun_when_the_run_ended_serves_the_report(evidence: Any) -> None:
+    """The session's early read (begun by the follower once every run ended) is the one the
+    scoring then gets: every object read once, by the early thread, none again."""
+    from clampdown.app.drill.session import DrillSession
+
+    s3, listed = evidence
+    readers: Counter[str] = Counter()
+
+    def who(**_: Any) -> None:
+        readers[threading.current_thread().name.split("_")[0]] += 1
+
+    s3.meta.events.register("before-call.s3.GetObject", who)
+    unused: Any = None
+    session = DrillSession(
+        drill=unused,
+        library=unused,
+        workspace=unused,
+        console=unused,
+        keys=unused,
+        signers=unused,
+        clock=unused,
+        slack=None,
+        sim=unused,
+        seeded=SimpleNamespace(evidence_bucket=BUCKET),  # type: ignore[arg-type]
+        base_url="",
+        app=unused,
+        signing_secret="",
+        _clients={"s3": s3},
+    )
+    session.read_evidence_soon(RUN)
+    back = session.evidence_reader().read(RUN)
+    assert [r.sha256 for r in back.reads[:-1]] == [e["sha256"] for e in listed[:-1]]  # type: ignore[union-attr]
+    assert session.evidence_reader() is session.evidence_reader()
+    assert readers == Counter({"drill-evidence-early": 1, "drill-evidence-read": len(listed)})

@@ -111,6 +111,8 @@ class RunFollower:
             self._poll_until_settled()
         finally:
             self._show_progress(stop=True)
+        if self.all_ended():  # its manifest is final: read back while the flows finish
+            self._session.read_evidence_soon(run_id)
         self._wait_for_run_threads()
 
     def _poll_until_settled(self) -> None:

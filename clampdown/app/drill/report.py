@@ -94,7 +94,7 @@ class AfterAction:
                 for s in spans
                 if s.status == "failed"
             ]
-        reader = EvidenceReader(session.client, session.seeded.evidence_bucket)
+        reader = session.evidence_reader()  # begun when the runs ended (read_evidence_soon)
         facts = DrillFacts(
             drill=drill,
             seeded=session.seeded,

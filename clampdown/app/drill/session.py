@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from clampdown.app.drill.evidence_reads import EvidenceReader
 from clampdown.app.drill.signers import DrillSigners, drill_signers
 from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import (
@@ -70,6 +71,7 @@ class DrillSession:
 
     _clients: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _evidence: list[EvidenceReader] = field(default_factory=list, repr=False, compare=False)
 
     def client(self, service: str) -> Any:
         """A boto3 client of the simulated account, one per service for the whole drill,
@@ -84,6 +86,30 @@ class DrillSession:
                 made = aws_session(None, "drill", self.drill.seed.region)
                 self._clients[service] = made.client(service)
             return self._clients[service]
+
+    def evidence_reader(self) -> EvidenceReader:
+        """The drill's one read-back of its runs' evidence (the evidence objective and the
+        report's evidence list share it: :mod:`clampdown.app.drill.evidence_reads`)."""
+        with self._clients_lock:
+            if not self._evidence:
+                self._evidence.append(EvidenceReader(self.client, self.seeded.evidence_bucket))
+            return self._evidence[0]
+
+    def read_evidence_soon(self, run_id: str) -> None:
+        """Begin reading ``run_id``'s evidence back in a thread of its own; for when the run
+        has ended. Why then: its manifest is written before ``run.end``, which pins its
+        version, and nothing the flow does afterwards changes it or the object versions it
+        lists (the ledger's last copy is a newer version of its own key); so the read
+        overlaps the flow's last uploads instead of following them, and the scoring that
+        asks the reader afterwards finds it done (or waits for it; what it raised is raised
+        to the askers then)."""
+        reader = self.evidence_reader()
+
+        def read() -> None:
+            with contextlib.suppress(Exception):  # kept by the reader for its askers
+                reader.read(run_id)
+
+        threading.Thread(target=read, name="drill-evidence-early", daemon=True).start()
 
     def context(self) -> dict[str, Any]:
         """The placeholders of payloads and commands: ``seed`` and ``drill``."""
