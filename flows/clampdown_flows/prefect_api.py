@@ -29,6 +29,12 @@ runbook, and both are fixed here without turning any tracking off:
    ``AsyncClientContext`` once, so every run of the process reuses one client
    of each kind — what those contexts exist for.
 
+Two more change what the server does per run, keeping its record (docs/operations.md):
+its task-run recorder writes in group commit (:mod:`clampdown_flows.task_run_batches`,
+installed by :func:`create_app`), and Prefect's triggers service (automations, which
+clampdown does not use) is off unless the environment turns it on
+(:data:`clampdown_flows.resident_api.SERVICES_OFF`, set where the server is spawned).
+
 The local API is not open to whoever can reach the loopback port: the server requires
 Prefect's own HTTP basic auth (``PREFECT_SERVER_API_AUTH_STRING``) with a secret made
 once per Prefect home (:func:`local_auth_string`, a 0600 file beside the Prefect
@@ -97,7 +103,8 @@ def local_auth_string(*, create: bool = False) -> str | None:
 
 
 def create_app() -> Any:
-    """Prefect's API application, with SQLite writes serialised (see the module docstring).
+    """Prefect's API application, with SQLite writes serialised and its task-run recorder
+    in group commit (see the module docstring).
 
     Wrapped to answer the resident API's proof of identity, and to stop after a quiet
     spell when started as a resident (:mod:`clampdown_flows.resident_api`); a new home's
@@ -109,10 +116,12 @@ def create_app() -> Any:
     with imports_frozen():
         from prefect.server.api.server import create_app as prefect_create_app
 
+        from clampdown_flows import task_run_batches
         from clampdown_flows.prefect_template import StartupHooks, for_this_server, prepare
         from clampdown_flows.resident_api import IDLE_ENV, ProofAndIdle
 
         serialize_sqlite_writes()
+        task_run_batches.install()
         follow_parent(os.environ.get(PARENT_ENV))
         idle = float(os.environ.get(IDLE_ENV) or 0)
         template = for_this_server()
@@ -261,11 +270,12 @@ def _start_server_process(
 
     from prefect.settings import get_current_settings
 
+    from clampdown_flows.resident_api import SERVER_ENV, SERVICES_OFF
+
     env = {
+        **SERVICES_OFF,  # unless the environment says otherwise
         **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
+        **SERVER_ENV,
         **get_current_settings().to_environment_variables(exclude_unset=True),
         "PREFECT_SERVER_API_AUTH_STRING": local_auth_string(create=True) or "",
         PARENT_ENV: str(os.getpid()),  # a local API stops when its process is gone

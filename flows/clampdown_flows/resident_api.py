@@ -269,6 +269,11 @@ SERVER_ENV = {
     "PREFECT__SERVER_FINAL": "1",
 }
 """What a local API's process gets on top of the command's environment (as a spawned one)."""
+SERVICES_OFF = {"PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
+"""Prefect services a local API runs without, unless the command's environment sets them:
+the triggers service (automations: every event evaluated against them, their actions, and
+a proactive pass every 5 s). clampdown defines no automation and local mode needs none (a
+dead run is known by its lock, not by a heartbeat automation); docs/operations.md."""
 PRIVATE_PREFIXES = ("CLAMPDOWN_", "AWS_", "SLACK_")  # a Prefect server never needs these
 _API_URL_IN_FILE = re.compile(r"PREFECT_API_URL|^\s*\[(tool\.prefect\.)?api\]", re.MULTILINE)
 
@@ -349,7 +354,7 @@ class EarlyServer:
         try:
             process = subprocess.Popen(
                 [sys.executable, "-m", EARLY_MODULE, str(write)],
-                env=env | SERVER_ENV,
+                env=SERVICES_OFF | env | SERVER_ENV,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
