@@ -121,13 +121,15 @@ class Gatekeeper:
         if request is None:
             request = self.policy.open(step_id, params)
             request.new_nonce()
+        extra = self._where()
+        # saved before the card is posted: a click on it (or `clampdown approve`) is checked
+        # against this file, and one sent before it existed was refused and lost
+        write_request(self.state.files, step_id, request.to_json() | extra | {"status": "pending"})
         handles = self.observers.approval_requested(request)
         self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups, self.conf)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        extra = self._where()
         self.pending[step_id] = _Pending(request, future, handles, extra)
         self.policy.waiting.add(step_id)
-        self._save(self.pending[step_id], "pending")
         self._changed()
         if self._waiter is None or self._waiter.done():
             self._waiter = asyncio.create_task(self._wait_loop())

@@ -247,6 +247,60 @@ def test_a_run_paused_at_an_approval_can_be_interrupted(
     starter.shutdown()
 
 
+def test_a_decision_sent_the_moment_the_card_is_posted_counts(
+    prefect_server: str,
+    no_slack: None,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request is saved before the card goes out: an approver who decides the moment
+    the card appears (while the run still asks Slack who is in the approver groups) is
+    counted. Saved after it, such a click was refused with "has no approval request",
+    nothing kept and nothing in the ledger."""
+    from clampdown.core.engine import observing
+    from clampdown_flows import approval_gate
+
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM2")
+    real_members = approval_gate.resolve_members
+
+    def slow_members(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)  # Slack taking its time over usergroups.users.list
+        return real_members(*args, **kwargs)
+
+    monkeypatch.setattr(approval_gate, "resolve_members", slow_members)
+    saved_when_posted: list[bool] = []
+    verdicts: list[Any] = []
+    deciders: list[threading.Thread] = []
+    real_requested = observing.Observers.approval_requested
+
+    def requested(self: Any, request: Any) -> list[Any]:
+        saved_when_posted.append(request_file(request.run_id, request.step).is_file())
+        sign_with = ["--sign-with", str(keys["U0TERM2"])]
+        approve = ["approve", request.run_id, "--as", "U0TERM2", *sign_with]
+        decide = threading.Thread(
+            target=lambda: verdicts.append(CliRunner().invoke(cli_app, approve))
+        )
+        decide.start()
+        deciders.append(decide)
+        return real_requested(self, request)
+
+    monkeypatch.setattr(observing.Observers, "approval_requested", requested)
+    runner = start_paused(
+        write_runbook(RUNBOOK, "terminal-gate.yaml"), "terminalfast1", prefect_server, {}
+    )
+    runner.join(60)
+    for decide in deciders:
+        decide.join(60)
+    assert saved_when_posted == [True]
+    [verdict] = verdicts
+    assert verdict.exit_code == 0, verdict.output
+    [record] = decisions("terminalfast1")
+    assert record["accepted"] is True and record["approver"] == "U0TERM2"
+    records = read(settings().ledger_path("terminalfast1"))
+    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
+
+
 def test_another_local_user_with_a_key_of_their_own_cannot_approve_as_an_approver(
     prefect_server: str,
     no_slack: None,
