@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,15 +23,23 @@ class _Api(BaseHTTPRequestHandler):
     """Answers ``GET /api/admin/version`` 200 to the expected Basic auth, else 401."""
 
     expected = ""
+    slow = 0  # requests still to answer late
+    late = 0.0  # seconds
 
     def do_GET(self) -> None:
+        if type(self).slow > 0:
+            type(self).slow -= 1
+            time.sleep(self.late)
         token = base64.b64encode(self.expected.encode()).decode()
         ok = self.path == "/api/admin/version" and (
             self.headers.get("Authorization") == f"Basic {token}"
         )
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-        self.wfile.write(b'"3.0.0"' if ok else b"{}")
+        try:
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+            self.wfile.write(b'"3.0.0"' if ok else b"{}")
+        except (BrokenPipeError, ConnectionResetError):  # a late answer nobody waits for
+            pass
 
     def log_message(self, *args: object) -> None:
         pass
@@ -96,3 +105,22 @@ def test_a_dead_port_a_url_off_loopback_or_a_bad_file_is_not_used(tmp_path: Path
     (broken / API_FILE).write_text("{not json", encoding="utf-8")
     assert _standing(broken) is None
     assert _standing(tmp_path / "nothing-published") is None
+
+
+def test_a_published_api_that_answers_slowly_is_asked_again_not_replaced(
+    tmp_path: Path, api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine the drills' API can take longer than one ask allows: it is asked
+    again (a drill that gave up would start an API of its own, slower still); one that
+    stays too slow for the whole patience is not used."""
+    from clampdown.app.drill import world
+
+    url, handler = api
+    handler.expected = "clampdown:s3cret"
+    monkeypatch.setattr(world, "STANDING_PROBE_TIMEOUT", 0.2)
+    handler.slow, handler.late = 2, 0.6
+    assert _standing(_home(tmp_path / "busy", url)) == url
+    assert handler.slow == 0
+    monkeypatch.setattr(world, "STANDING_PATIENCE", 0.5)
+    handler.slow = 1000
+    assert _standing(_home(tmp_path / "stuck", url)) is None

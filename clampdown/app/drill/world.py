@@ -479,10 +479,18 @@ def _use_api(url: str) -> Iterator[None]:
             settle(watch)
 
 
+STANDING_PROBE_TIMEOUT = 5.0  # seconds one ask of the published drills' API may take
+STANDING_PATIENCE = 30.0
+"""Seconds a published drills' API that accepts connections but answers slowly is asked
+again before the drill gives up on it."""
+
+
 def standing_api(home: Path) -> str | None:
     """The URL in ``home``'s :data:`API_FILE` if a Prefect API there answers an
     authenticated request with ``home``'s secret (so it is this home's server, up now);
-    else None. Call it with the drills' settings in force (:func:`_drills_settings`)."""
+    else None. One that accepts and answers slowly is asked again for up to
+    :data:`STANDING_PATIENCE` seconds. Call it with the drills' settings in force
+    (:func:`_drills_settings`)."""
     import base64
 
     import httpx
@@ -497,12 +505,22 @@ def standing_api(home: Path) -> str | None:
     if not isinstance(url, str) or not url.startswith("http://127.0.0.1:") or not auth:
         return None
     token = base64.b64encode(auth.encode()).decode()
-    try:
-        with httpx.Client(trust_env=False, timeout=5) as client:
-            answer = client.get(f"{url}/admin/version", headers={"Authorization": f"Basic {token}"})
-    except httpx.HTTPError:
-        return None
-    return url if answer.status_code == 200 else None
+    patience = time.monotonic() + STANDING_PATIENCE
+    with httpx.Client(trust_env=False, timeout=STANDING_PROBE_TIMEOUT) as client:
+        while True:
+            try:
+                answer = client.get(
+                    f"{url}/admin/version", headers={"Authorization": f"Basic {token}"}
+                )
+            except httpx.TimeoutException:
+                # something listens there and is slow (a loaded machine): a drill that gave
+                # up now would start a second API, itself slower than this wait
+                if time.monotonic() < patience:
+                    continue
+                return None
+            except httpx.HTTPError:  # nothing listens there
+                return None
+            return url if answer.status_code == 200 else None
 
 
 @contextlib.contextmanager
