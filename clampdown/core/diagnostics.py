@@ -41,6 +41,9 @@ class ClampdownError(Exception):
     """An error a user can fix; the CLI prints it without a traceback."""
 
     exit_code = 1
+    retry_may_help = True
+    """False when the same call would be refused the same way (a refusal by rule, not by the
+    moment): a step failing with it is not tried again, whatever its retries say."""
 
     def __init__(self, message: str, hint: str = "") -> None:
         super().__init__(message)

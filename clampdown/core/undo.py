@@ -193,7 +193,15 @@ def _item(
 
 
 class RollbackRefused(ClampdownError):
-    """The run cannot be rolled back now (unknown, unfinished, already rolled back, busy)."""
+    """The run cannot be rolled back now (unknown, unfinished, already rolled back, busy).
+
+    ``final``: asking again cannot change the answer (not a run, a rollback itself, already
+    rolled back, undo records changed after approval), so a step is not retried on it; an
+    unfinished or busy run may be rolled back a moment later."""
+
+    def __init__(self, message: str, hint: str = "", *, final: bool = False) -> None:
+        super().__init__(message, hint)
+        self.retry_may_help = not final
 
 
 @dataclass
@@ -231,12 +239,15 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
     from clampdown.core.run_ownership import is_stopped
 
     if not run_id or "/" in run_id or run_id.startswith("."):
-        raise RollbackRefused(f"'{run_id}' is not a run id", "copy it from `clampdown runs`")
+        raise RollbackRefused(
+            f"'{run_id}' is not a run id", "copy it from `clampdown runs`", final=True
+        )
     path = home.run(run_id).materialize().ledger  # from the run store, in the scaled mode
     if not path.is_file():
         raise RollbackRefused(
             f"no run '{run_id}': there is no ledger at {path}",
             "check the run id with `clampdown runs`",
+            final=True,
         )
     records = read(path)
     first = records[0] if records else {}
@@ -245,6 +256,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
             f"run '{run_id}' is itself a rollback (of {first['rollback_of']}); a rollback "
             "cannot be rolled back",
             "run the containment runbook again to re-apply what it undid",
+            final=True,
         )
     if not any(r.get("type") == "run.end" for r in records):
         files = home.run(run_id)
@@ -264,6 +276,7 @@ def rollback_target(run_id: str, home: Home, *, allow_repeat: bool) -> Path:
             f"run '{run_id}' was already rolled back by {done.get('rollback_id')} at "
             f"{done.get('at')}",
             "nothing to do; to undo a later containment, roll back that run instead",
+            final=True,
         )
     return path
 
@@ -328,6 +341,7 @@ def rollback_run(
             raise RollbackRefused(
                 f"the undo records of run '{run_id}' changed after they were approved",
                 "nothing was undone; look at `clampdown rollback --plan` and ask again",
+                final=True,
             )
     except ClampdownError as exc:
         _record_refusal(ledger, start, exc)
@@ -515,7 +529,9 @@ class RollbackRun(Action):
         from clampdown.core.ledger import new_run_id
 
         if params.run_id == ctx.run_id:
-            raise RollbackRefused("a run cannot roll itself back", "name an earlier run")
+            raise RollbackRefused(
+                "a run cannot roll itself back", "name an earlier run", final=True
+            )
         result = rollback_run(
             params.run_id,
             new_run_id(),

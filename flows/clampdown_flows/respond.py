@@ -100,8 +100,17 @@ async def run_step(step_id: str, attempt: Attempt) -> Produced:
 def _step_task(retries: int, retry_delay: float, timeout: float) -> Any:
     """``run_step`` with these settings; built once per combination (a new Task costs ~2 ms)."""
     return run_step.with_options(
-        retries=retries, retry_delay_seconds=retry_delay, timeout_seconds=timeout
+        retries=retries,
+        retry_delay_seconds=retry_delay,
+        timeout_seconds=timeout,
+        retry_condition_fn=_retry_may_help,
     )
+
+
+def _retry_may_help(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: not when the attempt's error says the same call would be
+    refused the same way (:attr:`StepError.retry_may_help`)."""
+    return getattr(state.data, "retry_may_help", True) is not False
 
 
 class PrefectRunner:

@@ -75,7 +75,8 @@ class StepRunner(Protocol):
     async def run_action(self, step: Step, attempt: Attempt, limits: Limits) -> Produced:
         """Call ``attempt`` until it succeeds, at most ``1 + limits.retries`` times,
         ``limits.retry_delay`` seconds apart, each within ``limits.timeout`` seconds
-        (raising :class:`TimeoutError` past it); raise the last attempt's error."""
+        (raising :class:`TimeoutError` past it); raise the last attempt's error. A
+        :class:`StepError` whose ``retry_may_help`` is False is not tried again."""
         ...
 
     async def request_approval(self, step: Step, params: Any) -> dict[str, Any]:
@@ -85,7 +86,15 @@ class StepRunner(Protocol):
 
 
 class StepError(Exception):
-    """An attempt failed; the message is the action's error with secrets masked."""
+    """An attempt failed; the message is the action's error with secrets masked.
+
+    ``retry_may_help`` is the action error's (:attr:`ClampdownError.retry_may_help`):
+    False, the runner does not try the step again (a rollback of a run already rolled
+    back would be refused the same way after every retry delay)."""
+
+    def __init__(self, message: str, *, retry_may_help: bool = True) -> None:
+        super().__init__(message)
+        self.retry_may_help = retry_may_help
 
 
 async def schedule(state: RunState, runner: StepRunner) -> None:
@@ -425,7 +434,8 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
             **_settled({"confirmed": ctx.confirmed, "not_made": ctx.not_made}),
         )
         if isinstance(exc, Exception):  # the runner logs this; it must carry no secret
-            raise StepError(error) from None
+            may_help = getattr(exc, "retry_may_help", True) is not False
+            raise StepError(error, retry_may_help=may_help) from None
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
     return {
