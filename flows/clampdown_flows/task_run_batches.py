@@ -81,8 +81,11 @@ class _GroupCommit:
         except (Exception, asyncio.CancelledError) as exc:  # drivers raise CancelledError too
             kept = [item for item in batch if self._again(item)]
             self.waiting[:0] = kept  # first again, in their order
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            writer = asyncio.current_task()
+            if isinstance(exc, asyncio.CancelledError) and writer and writer.cancelling():
+                raise  # the server is stopping: the consumer's exit writes what waits
+            # else a driver's CancelledError (a lost connection) is a failed write like
+            # any other: the writer must live on, or nothing more would be recorded
             logger.error(
                 "could not record %d task-run events (%d to retry)",
                 len(batch),

@@ -38,6 +38,7 @@ class FakeRecorder:
     def __init__(self, fail: int = 0) -> None:
         self.batches: list[list[str]] = []
         self.fail = fail
+        self.driver_cancels = 0
         self.hold: asyncio.Event | None = None
         self.started = asyncio.Event()
         self.RetryableEvent = Retryable
@@ -49,6 +50,9 @@ class FakeRecorder:
         if self.fail:
             self.fail -= 1
             raise RuntimeError("database is locked")
+        if self.driver_cancels:
+            self.driver_cancels -= 1
+            raise asyncio.CancelledError  # as database drivers surface a lost connection
         self.batches.append(list(events))
 
 
@@ -133,6 +137,39 @@ def test_a_batch_cancelled_while_written_is_kept_for_the_next_write() -> None:
         return recorder.batches
 
     assert asyncio.run(scenario()) == [["a", "b"]]
+
+
+def test_a_drivers_cancelled_error_is_a_failed_write_and_the_writer_lives_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the writer's own cancellation (the server stopping) ends it: a CancelledError
+    from the database driver is retried like any failed write, and later events are
+    still recorded."""
+    monkeypatch.setattr(task_run_batches, "RETRY_PAUSE", 0)
+
+    async def scenario() -> tuple[list[list[str]], bool]:
+        recorder = FakeRecorder()
+        recorder.driver_cancels = 1
+        writes = _GroupCommit(recorder, limit=10, max_persist_retries=5)
+        task = asyncio.create_task(writes.run())
+
+        async def written(batches: int) -> None:  # bounded: a dead writer writes no more
+            for _ in range(1000):
+                if len(recorder.batches) >= batches or task.done():
+                    return
+                await asyncio.sleep(0)
+
+        writes.add("a")
+        writes.add("b")
+        await written(1)
+        writes.add("c")
+        await written(2)
+        alive = not task.done()
+        task.cancel()
+        await asyncio.wait([task])
+        return recorder.batches, alive
+
+    assert asyncio.run(scenario()) == ([["a", "b"], ["c"]], True)
 
 
 def test_install_keeps_the_stock_recorder_when_prefect_changed(
