@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clampdown_aws.evidence_store import EvidenceStore
+from clampdown_aws.evidence_store import EvidenceStore, object_lock
 
 EXPORTS = "exports"
 
@@ -51,19 +51,21 @@ def retention(
         head = s3.head_object(**args)
     except s3.exceptions.ClientError:
         return None, None
-    until = head.get("ObjectLockRetainUntilDate")
-    return head.get("ObjectLockMode"), until.isoformat() if hasattr(until, "isoformat") else until
+    return object_lock(head)
 
 
 def with_retention(s3: Any, bucket: str, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Manifest entries with ``lock_mode`` and ``retain_until`` read from S3 for each."""
-    found = []
-    for entry in entries:
-        mode, until = retention(s3, bucket, str(entry.get("key")), entry.get("version_id"))
-        found.append(
-            {**entry, "lock_mode": mode, "retain_until": until or entry.get("locked_until")}
-        )
-    return found
+    return [
+        with_lock(entry, *retention(s3, bucket, str(entry.get("key")), entry.get("version_id")))
+        for entry in entries
+    ]
+
+
+def with_lock(entry: dict[str, Any], mode: str | None, until: str | None) -> dict[str, Any]:
+    """A manifest entry with the ``lock_mode`` and ``retain_until`` S3 gave for its object
+    (the entry's own ``locked_until`` when S3 gave no date)."""
+    return {**entry, "lock_mode": mode, "retain_until": until or entry.get("locked_until")}
 
 
 @dataclass(frozen=True)

@@ -349,13 +349,14 @@ def read_entry(s3: Any, bucket: str, entry: dict[str, Any]) -> EntryRead:
     for chunk in response["Body"].iter_chunks(1024 * 1024):
         digest.update(chunk)
         size += len(chunk)
-    until = response.get("ObjectLockRetainUntilDate")
-    return EntryRead(
-        digest.hexdigest(),
-        size,
-        response.get("ObjectLockMode"),
-        until.isoformat() if hasattr(until, "isoformat") else until,
-    )
+    return EntryRead(digest.hexdigest(), size, *object_lock(response))
+
+
+def object_lock(answer: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(mode, retain-until as ISO text) of an object from a GetObject or HeadObject answer;
+    (None, None) when it has none (or the caller may not read its retention)."""
+    until = answer.get("ObjectLockRetainUntilDate")
+    return answer.get("ObjectLockMode"), until.isoformat() if hasattr(until, "isoformat") else until
 
 
 def _pinned(

@@ -48,17 +48,16 @@ class ReadBack:
         any other error is raised."""
         from botocore.exceptions import ClientError
 
+        from clampdown_aws.evidence_package import with_lock
+
         found = []
         for entry, read in zip(self.entries, self.reads, strict=True):
             if isinstance(read, ClientError):
-                mode, until = None, None
+                found.append(with_lock(entry, None, None))
             elif isinstance(read, Exception):
                 raise read
             else:
-                mode, until = read.lock_mode, read.retain_until
-            found.append(
-                {**entry, "lock_mode": mode, "retain_until": until or entry.get("locked_until")}
-            )
+                found.append(with_lock(entry, read.lock_mode, read.retain_until))
         return found
 
 
