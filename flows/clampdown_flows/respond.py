@@ -48,6 +48,7 @@ from clampdown.core.engine.scheduler import (
     Limits,
     Produced,
     render_outputs,
+    retry_may_help,
     run_status,
     schedule,
 )
@@ -110,7 +111,7 @@ def _step_task(retries: int, retry_delay: float, timeout: float) -> Any:
 def _retry_may_help(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect's retry condition: not when the attempt's error says the same call would be
     refused the same way (:attr:`StepError.retry_may_help`)."""
-    return getattr(state.data, "retry_may_help", True) is not False
+    return retry_may_help(state.data)
 
 
 class PrefectRunner:

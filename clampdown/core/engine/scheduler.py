@@ -97,6 +97,12 @@ class StepError(Exception):
         self.retry_may_help = retry_may_help
 
 
+def retry_may_help(error: object) -> bool:
+    """Whether trying again could change ``error``'s answer: its ``retry_may_help``
+    (:attr:`ClampdownError.retry_may_help`, :class:`StepError`'s), yes when it says nothing."""
+    return getattr(error, "retry_may_help", True) is not False
+
+
 async def schedule(state: RunState, runner: StepRunner) -> None:
     """Run every step of ``state``'s runbook to a terminal status.
 
@@ -434,8 +440,7 @@ async def _attempt(state: RunState, step: Step, logger: Any) -> Produced:
             **_settled({"confirmed": ctx.confirmed, "not_made": ctx.not_made}),
         )
         if isinstance(exc, Exception):  # the runner logs this; it must carry no secret
-            may_help = getattr(exc, "retry_may_help", True) is not False
-            raise StepError(error, retry_may_help=may_help) from None
+            raise StepError(error, retry_may_help=retry_may_help(exc)) from None
         raise
     outputs = output.model_dump(mode="json") if output is not None else {}
     return {
