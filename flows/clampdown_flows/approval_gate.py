@@ -124,7 +124,7 @@ class Gatekeeper:
         extra = self._where()
         # saved before the card is posted: a click on it (or `clampdown approve`) is checked
         # against this file, and one sent before it existed was refused and lost
-        write_request(self.state.files, step_id, request.to_json() | extra | {"status": "pending"})
+        self._write(request, extra, "pending")
         handles = self.observers.approval_requested(request)
         self._members[step_id] = await asyncio.to_thread(resolve_members, request.groups, self.conf)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -190,8 +190,13 @@ class Gatekeeper:
         return {"api_url": PREFECT_API_URL.value(), "flow_run_id": str(flow_run.id)}
 
     def _save(self, pending: _Pending, status: str) -> None:
-        data = pending.request.to_json() | pending.extra | {"status": status}
-        write_request(self.state.files, pending.request.step, data)
+        self._write(pending.request, pending.extra, status)
+
+    def _write(self, request: Request, extra: dict[str, Any], status: str) -> None:
+        """The request as senders check a decision against it (``approvals/<step>.json``)."""
+        write_request(
+            self.state.files, request.step, request.to_json() | extra | {"status": status}
+        )
 
     async def _wait_loop(self) -> None:
         """Pause while anything is pending; hand each decision to its request."""
