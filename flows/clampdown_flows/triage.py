@@ -63,6 +63,7 @@ from clampdown.core.diagnostics import ClampdownError, InvalidFileError
 from clampdown.core.home import Home
 from clampdown.core.ledger import LedgerWriteError, append_to, has_record, new_run_id
 from clampdown.core.loader import library_names
+from clampdown.core.run_start import RunStart
 from clampdown.core.run_store import LedgerPrimary
 from clampdown.core.runs import RunNotStarted
 from clampdown.core.state_store import Claim, StateStore
@@ -77,6 +78,7 @@ from clampdown.core.triggers import (
     response_key,
     response_of,
 )
+from clampdown_flows.ledger_waits import LedgerWaits
 from clampdown_flows.preloaded import Preloaded, load_checked
 
 log = logging.getLogger("clampdown.triage")
@@ -209,6 +211,9 @@ class TriggerTriage:
         self.pending_timeout = pending_timeout
         self.ledger_timeout = ledger_timeout
         self.runs = runs if runs is not None and runs.store is not None else None
+        self.home = runs
+        # links to a run that has not written run.start yet wait off the request path
+        self._late = LedgerWaits(self._ledger_started)
         self._lock = threading.Lock()
         self._mtime = self._stat()
         self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
@@ -221,6 +226,7 @@ class TriggerTriage:
         (their start records are durable; the stopped-run scan continues them)."""
         if self._launcher is not None:
             self._launcher.close()
+        self._late.close()
 
     # --- the decision ------------------------------------------------------------------
 
@@ -386,7 +392,9 @@ class TriggerTriage:
             return False
 
     def _run_start(self, run_id: str) -> dict[str, Any] | None:
-        """The ``run`` field of a run's first record (``run.start``), None when unreadable."""
+        """The ``run`` field of a run's first record (``run.start``); for a run still being
+        set up (recorded, its ``run.start`` not written yet), its start record's runbook and
+        trigger; None when neither can be read."""
         path = self.ledger_of(run_id)
         if path is None:
             return None
@@ -395,18 +403,47 @@ class TriggerTriage:
         try:
             with path.open("rb") as fh:
                 first = json.loads(fh.readline() or b"{}")
+        except FileNotFoundError:
+            return self._recorded_start(run_id)
         except (OSError, ValueError):
             return None
-        return first.get("run") if first.get("type") == "run.start" else None
+        if first.get("type") == "run.start":
+            return first.get("run")
+        return self._recorded_start(run_id) if not first else None
+
+    def _recorded_start(self, run_id: str) -> dict[str, Any] | None:
+        """What a recording starter wrote before launching the run (``start.json``)."""
+        if self.home is None:
+            return None
+        try:
+            start = RunStart.load(self.home.run(run_id))
+        except ClampdownError:
+            return None
+        if start is None:
+            return None
+        return {"runbook": start.trigger.get("runbook") or start.runbook, "trigger": start.trigger}
 
     def _append_link(
         self, run_id: str, other: str, other_runbook: str, alert: Alert, match: Match
     ) -> None:
-        """Record in ``run_id``'s ledger that ``other`` answers the same incident."""
+        """Record in ``run_id``'s ledger that ``other`` answers the same incident: now, or,
+        for a run that has not written ``run.start`` yet (one just launched), once it has
+        (:class:`~clampdown_flows.ledger_waits.LedgerWaits`)."""
         path = self.ledger_of(run_id)
-        if path is None or not self._wait_for_ledger(run_id, path):
+        if path is None:
             log.error("run %s: no ledger to record the related run %s in", run_id, other)
             return
+        write = functools.partial(
+            self._write_link, run_id, path, other, other_runbook, alert, match
+        )
+        if self._ledger_started(run_id):
+            write()
+        else:
+            self._late.add(run_id, f"alert.correlated (related run {other})", write)
+
+    def _write_link(
+        self, run_id: str, path: Path, other: str, other_runbook: str, alert: Alert, match: Match
+    ) -> None:
         try:
             append_to(
                 path,
@@ -424,17 +461,22 @@ class TriggerTriage:
     def _wait_for_ledger(self, run_id: str, path: Path) -> bool:
         """Whether the ledger exists, waiting briefly for a run still writing ``run.start``
         (in the run store, when there is one: the run may be on another machine)."""
-        primary = self._primary(run_id)
         deadline = time.monotonic() + self.ledger_timeout
-        while not (
-            primary.head()[0] > 0
-            if primary is not None
-            else path.is_file() and path.stat().st_size > 0
-        ):
+        pause = 0.02 if self._primary(run_id) is None else 0.1
+        while not self._ledger_started(run_id, path):
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0.02 if primary is None else 0.1)
+            time.sleep(pause)
         return True
+
+    def _ledger_started(self, run_id: str, path: Path | None = None) -> bool:
+        """Whether ``run_id``'s ledger has its first record (in the run store, when there
+        is one: the run may be on another machine)."""
+        primary = self._primary(run_id)
+        if primary is not None:
+            return primary.head()[0] > 0
+        path = path or self.ledger_of(run_id)
+        return path is not None and path.is_file() and path.stat().st_size > 0
 
     def _primary(self, run_id: str) -> LedgerPrimary | None:
         """The run store's copy of ``run_id``'s ledger (None: the file is the ledger)."""
