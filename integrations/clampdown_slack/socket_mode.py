@@ -98,6 +98,7 @@ class SocketModeLink:
         client = self._handler.client
         client.auto_reconnect_enabled = False  # what follows must not count as a dropped link
         _shut_down(getattr(client.current_session, "sock", None))
+        _wake_message_processor(client)
         self._handler.close()
         log.info("Slack Socket Mode connection closed")
 
@@ -112,6 +113,17 @@ def _shut_down(sock: socket.socket | None) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):  # already gone
             sock.shutdown(socket.SHUT_RDWR)
+
+
+def _wake_message_processor(client: Any) -> None:
+    """Let slack-sdk's message thread see the close now, not after its queue wait.
+
+    That thread loops ``while not client.closed`` around ``message_queue.get(timeout=1)``,
+    and ``close()`` joins it: stopping took up to 1 s. ``closed`` is what ``close()`` sets
+    first anyway (nothing else reads it), and the ``None`` it dequeues is skipped.
+    """
+    client.closed = True
+    client.message_queue.put(None)
 
 
 def connect(app: App, settings: SocketModeSettings) -> SocketModeLink:
