@@ -32,6 +32,7 @@ from prefect.utilities.annotations import quote
 
 from clampdown.core import inputs as inputs_mod
 from clampdown.core import run_ownership
+from clampdown.core.actions import registry
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.durations import format_duration
 from clampdown.core.engine.evidence import (
@@ -429,6 +430,7 @@ async def _drive(
     finally:
         observers.ended("interrupted")  # no-op when already told above
         ledger.close()
+        _release(state)
     evidence_error = await asyncio.to_thread(store_ledger, sinks, run_id, ledger, evidence_errors)
     summary = {
         "run_id": run_id,
@@ -444,6 +446,15 @@ async def _drive(
         failed = state.results[state.aborted_by]
         raise RunFailed(f"run {run_id} failed: step '{state.aborted_by}' failed: {failed.error}")
     return summary
+
+
+def _release(state: RunState) -> None:
+    """What the run's actions kept for it in this process goes (AWS: its boto3 clients,
+    reused by its steps): each action class the runbook uses that has ``release_run``."""
+    for action in {registry().get(step.uses) for step in state.runbook.steps}:
+        release = getattr(action, "release_run", None)
+        if release is not None:
+            release(state.run_id)
 
 
 def _stopped(state: RunState, exc: asyncio.CancelledError) -> None:

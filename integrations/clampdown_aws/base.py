@@ -5,11 +5,15 @@ are retried with back-off) and the standard credential chain. A step with
 ``account:`` (a role ARN) gets credentials from ``sts:AssumeRole`` with a
 session name carrying the run id, so CloudTrail in the target account shows
 which clampdown run made each change. Assumed credentials are cached per
-(role, run) until five minutes before they expire.
+(role, run) until five minutes before they expire. A run's clients are made once and
+reused by its steps (:mod:`clampdown_aws.clients`), never by another run, and released
+when the run ends (:meth:`AwsAction.release_run`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from clampdown.core.actions import Action, ActionContext, Intent
+from clampdown_aws.clients import RunClients
 
 RETRY_CONFIG = {"mode": "standard", "total_max_attempts": 8}
 ACCESS_DENIED = frozenset(
@@ -103,14 +108,16 @@ install_redaction()
 
 _lock = threading.Lock()
 _assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+CLIENTS = RunClients()
+"""The runs' boto3 clients (:mod:`clampdown_aws.clients`): each run's reused by its steps."""
 
 
-def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
-    """A boto3 session: the default chain, or the assumed ``role_arn`` for this run."""
+def _role_credentials(
+    role_arn: str, run_id: str, region: str | None
+) -> tuple[dict[str, str], float]:
+    """This run's credentials for ``role_arn`` and when they expire (renewed 300 s before)."""
     import boto3
 
-    if not role_arn:
-        return _with_shared_models(boto3.session.Session(region_name=region))
     key = (role_arn, run_id)
     with _lock:
         cached = _assumed.get(key)
@@ -128,7 +135,36 @@ def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
                 creds["Expiration"].timestamp(),
             )
             _assumed[key] = cached
-    return _with_shared_models(boto3.session.Session(region_name=region, **cached[0]))
+    return cached
+
+
+def session(role_arn: str | None, run_id: str, region: str | None) -> Any:
+    """A boto3 session: the default chain, or the assumed ``role_arn`` for this run."""
+    import boto3
+
+    if not role_arn:
+        return _with_shared_models(boto3.session.Session(region_name=region))
+    keys, _ = _role_credentials(role_arn, run_id, region)
+    return _with_shared_models(boto3.session.Session(region_name=region, **keys))
+
+
+def release_run(run_id: str) -> None:
+    """The run ended in this process: close its clients, forget its assumed-role credentials."""
+    for made in CLIENTS.release(run_id):
+        close = getattr(made, "close", None)  # a client's HTTP connections; sessions have none
+        if close is not None:
+            with contextlib.suppress(Exception):  # a connection already gone is not an error
+                close()
+    with _lock:
+        for key in [key for key in _assumed if key[1] == run_id]:
+            del _assumed[key]
+
+
+def _environment() -> str:
+    """A digest of the ``AWS_*`` variables: endpoints, credentials, retries (a client made
+    under other values is not reused; the values themselves are not kept)."""
+    found = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    return hashlib.sha256(repr(found).encode()).hexdigest()
 
 
 _loader: Any = None
@@ -187,12 +223,34 @@ class Aws:
     read_only: bool = False
 
     def client(self, service: str) -> Any:
-        client = session(self.ctx.account, self.ctx.run_id, self.ctx.region).client(
-            service, config=_config()
+        """The run's client for ``service`` here, made on the run's first ask
+        (:mod:`clampdown_aws.clients`: kept per run, role, region, read-only or not,
+        ``AWS_*`` variables and credential set)."""
+        ctx = self.ctx
+        run = (str(ctx.home.configured), ctx.run_id)  # a run id is unique within its home
+        version = _role_credentials(ctx.account, ctx.run_id, ctx.region)[1] if ctx.account else None
+        where = (ctx.account, ctx.region, _environment())
+        return CLIENTS.get(
+            run,
+            ("client", *where, service, self.read_only),
+            version,
+            lambda: self._new_client(run, where, version, service),
         )
+
+    def _new_client(
+        self, run: tuple[str, str], where: tuple[Any, ...], version: float | None, service: str
+    ) -> Any:
+        """A client made from the run's session for ``where`` (made first if need be)."""
+        ctx = self.ctx
+        made = CLIENTS.get(
+            run,
+            ("session", *where),
+            version,
+            lambda: session(ctx.account, ctx.run_id, ctx.region),
+        ).client(service, config=_config())
         if self.read_only:
-            client.meta.events.register("before-call", _refuse_mutations)
-        return client
+            made.meta.events.register("before-call", _refuse_mutations)
+        return made
 
     def principal(self) -> str:
         try:
@@ -422,3 +480,9 @@ class AwsAction(Action):
 
     def undo(self, how: dict[str, Any], aws: Aws, ctx: ActionContext) -> None:
         raise NotImplementedError(f"{self.name} records no undo")
+
+    @classmethod
+    def release_run(cls, run_id: str) -> None:
+        """The run ended in this process: its AWS clients and assumed-role credentials go
+        (the respond flow calls this, once per action class the runbook uses)."""
+        release_run(run_id)

@@ -25,6 +25,7 @@ from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.kms import ROTATED_BY_RUN_TAG, RotateKey
 from clampdown_aws.secrets import RotateSecret, SecretRotationRefused, version_token
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -109,7 +110,8 @@ def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
 
     def client(self: base.Aws, service: str) -> Any:
         made = make_client(self, service)
-        made.meta.events.register_first("before-send", tap.before_send)
+        # a run's client is reused by its steps: tapped once, however often it is asked for
+        made.meta.events.register_first("before-send", tap.before_send, unique_id="wire-tap")
         return made
 
     monkeypatch.setattr(base.Aws, "client", client)
