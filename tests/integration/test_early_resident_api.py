@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from clampdown_flows.resident_api import STATE_FILE, EarlyServer, stop
-from tests.integration.test_resident_api import ONE_STEP, STARTED, clampdown, identity
+from tests.integration.test_resident_api import (
+    ONE_STEP,
+    STARTED,
+    clampdown,
+    command_line,
+    identity,
+)
 from tests.paths import REPO
 from tests.prefect_homes import seed_prefect_home
 
@@ -74,10 +80,6 @@ def python(env: dict[str, str], *args: str) -> dict[str, object]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def command_line(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-
-
 def test_the_server_started_before_prefect_becomes_the_resident_and_is_reused(
     prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
@@ -111,19 +113,6 @@ def test_the_server_started_before_prefect_becomes_the_resident_and_is_reused(
     assert forced["pid"] == pid and forced["started"] is False
     assert forced["early_exit"] == 0
     assert json.loads((home / STATE_FILE).read_text())["pid"] == pid
-
-
-def test_clampdown_run_on_a_new_home_leaves_the_early_server_as_its_resident(
-    prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
-) -> None:
-    home, env = prefect_home
-    runbook = tmp_path / "one.yaml"
-    runbook.write_text(ONE_STEP)
-    run = clampdown(env, "run", str(runbook))
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert STARTED in run.stderr
-    pid = json.loads((home / STATE_FILE).read_text())["pid"]
-    assert "clampdown_flows.resident_server" in command_line(pid)
 
 
 # The console script's main with EarlyServer.start recorded: whether Typer was imported yet.

@@ -63,6 +63,10 @@ def clampdown(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     )
 
 
+def command_line(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
 def identity(home: Path, auth: str) -> Identity:
     from importlib.metadata import version
 
@@ -86,6 +90,8 @@ def test_the_first_run_starts_it_the_next_reuses_it_and_stop_stops_it(
     assert STARTED in first.stderr and "clampdown prefect-api stop" in first.stderr
     state = json.loads((home / STATE_FILE).read_text())
     assert stat.S_IMODE((home / STATE_FILE).stat().st_mode) == 0o600
+    # the server it started stays as the home's resident (the early server's process)
+    assert "clampdown_flows.resident_server" in command_line(state["pid"])
     url = f"http://127.0.0.1:{state['port']}/api"
     status = clampdown(env, "prefect-api", "status")
     assert f"local Prefect API running at {url} (pid {state['pid']})" in status.stdout
