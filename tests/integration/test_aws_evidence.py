@@ -35,6 +35,7 @@ from clampdown_aws.evidence_cloudtrail import (
 )
 from clampdown_aws.evidence_log_group import ExportTaskBusy, LogGroupNotFound, SnapshotLogGroup
 from clampdown_aws.evidence_store import verify_manifest
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
 RUN = "incidents/testrun0001"

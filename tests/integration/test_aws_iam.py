@@ -29,6 +29,7 @@ from clampdown_aws.iam import (
     block_assume_statement,
     quarantine_document,
 )
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
 TRUST = {

@@ -35,28 +35,6 @@ PRINCIPAL = f"arn:aws:sts::{ACCOUNT}:assumed-role/clampdown-responder/clampdown-
 # --- fixtures and helpers ------------------------------------------------------------------
 
 
-class _UniquePaths(list):
-    def append(self, item: Any) -> None:
-        if item not in self:
-            super().append(item)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _shared_model_loader() -> Any:
-    """One botocore model loader for the module. ``Aws.client`` builds a new boto3 session
-    per call, and each session re-reads the service models from disk (~0.1-0.2 s a client);
-    sharing the loader keeps this file fast without changing what the actions do."""
-    import botocore.loaders
-    import botocore.session
-
-    shared = botocore.loaders.create_loader()
-    shared._search_paths = _UniquePaths(shared.search_paths)  # boto3 appends per session
-    patch = pytest.MonkeyPatch()
-    patch.setattr(botocore.session, "create_loader", lambda *args, **kwargs: shared)
-    yield
-    patch.undo()
-
-
 @pytest.fixture(params=["in_process", "moto_server"])
 def aws(request: pytest.FixtureRequest) -> str:
     """Run the test against moto in-process (mock_aws) and against the moto HTTP server."""

@@ -17,7 +17,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.loaders import create_loader
 from botocore.parsers import create_parser
 from botocore.stub import Stubber
 from moto.iam.access_control import PermissionResult
@@ -28,6 +27,7 @@ from clampdown_aws.base import Aws, AwsAccessDenied, AwsActionError
 from clampdown_aws.s3 import LockModelArtifacts, statement_sid
 from clampdown_aws.s3_legal_holds import ObjectLockNotEnabled
 from clampdown_aws.sagemaker import FreezeEndpoint
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
 BUCKET = "model-artifacts"
@@ -37,20 +37,9 @@ SERVING = f"arn:aws:iam::{ACCOUNT}:role/serving/model-server"
 MOTO_ENGINE = f"arn:aws:sts::{ACCOUNT}:user/moto"  # moto's identity for static keys
 
 
-_LOADER = create_loader()
-
-
 def _no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No real sleeping while retrying or polling; and every session the engine makes
-    shares one botocore data loader, so service models are read from disk once."""
-    original = base.session
-
-    def session(*args: Any) -> Any:
-        made = original(*args)
-        made._session.register_component("data_loader", _LOADER)
-        return made
-
-    monkeypatch.setattr(base, "session", session)
+    """No real sleeping while retrying or polling (every session shares one botocore data
+    loader: tests/integration/shared_models.py)."""
     monkeypatch.setattr(sagemaker_endpoint, "POLL_SECONDS", 0.0)
     monkeypatch.setattr(
         "botocore.retries.standard.ExponentialBackoff.delay_amount", lambda self, ctx: 0

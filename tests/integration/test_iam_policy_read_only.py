@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from clampdown.app.cli import app
 from clampdown_aws.base import _IAM_ACTION, Aws
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 from tests.paths import REPO
 
 runner = CliRunner()
