@@ -314,7 +314,7 @@ def test_deny_asks_for_a_reason_then_skips_the_gated_steps_and_the_run_ends_deni
 def test_timeout_follows_on_timeout_deny_and_says_so_in_slack(
     harness: Harness, library: Path, suspect: str
 ) -> None:
-    run_id = harness.start(library, principal_arn=suspect, timeout="2s")
+    run_id = harness.start(library, principal_arn=suspect, timeout="1s")
     end = harness.finish(run_id)
     assert end["status"] == "denied"
     assert end["steps"]["revoke"] == "skipped"
