@@ -1,10 +1,16 @@
 """A wheel built from the tracked files, installed into a fresh virtualenv outside the
 repository: only clampdown's own top-level names, and the CLI works from any folder.
 
+The wheel is built by the build backend pyproject.toml names (setuptools' PEP 517
+``build_wheel``, the hook ``pip wheel`` calls), the development environment's own: no
+isolated build environment, nothing downloaded, and one process instead of pip's front
+end and the hook processes it starts. pip installs it, as docs/operations.md says.
+
 The fresh virtualenv gets the wheel alone (``--no-deps``); its dependencies come from
 the development environment's site-packages through a ``.pth`` line, so the test needs
 no download. ``.pth`` files of that folder are not processed from there, so the
-development (editable) install of clampdown stays invisible: what runs is the wheel.
+development (editable) install of clampdown stays invisible: what runs is the wheel
+(``PYTHONPATH`` is not passed on, for the same reason).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
@@ -39,28 +46,35 @@ def _tracked_copy(dest: Path) -> Path:
     return dest
 
 
+# the backend's build_wheel in the source folder; prints the wheel's file name
+BUILD = (
+    "import importlib, sys; print(importlib.import_module(sys.argv[1]).build_wheel(sys.argv[2]))"
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = _tracked_copy(tmp_path_factory.mktemp("clone"))
     out = tmp_path_factory.mktemp("dist")
+    system = tomllib.loads((source / "pyproject.toml").read_text())["build-system"]
+    assert "backend-path" not in system  # the backend is an installed module
     built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(source),
-        ],
+        [sys.executable, "-c", BUILD, system["build-backend"], str(out)],
+        cwd=source,
         capture_output=True,
         text=True,
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    return next(out.glob("clampdown-*.whl"))
+    return out / built.stdout.strip().splitlines()[-1]
+
+
+def _user_env(**extra: str) -> dict[str, str]:
+    """This environment as a user's shell has it: no CLAMPDOWN_ settings of the tests and
+    no PYTHONPATH (it would put a checkout before the wheel)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("CLAMPDOWN_") and k != "PYTHONPATH"
+    }
+    return env | extra
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +114,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _clampdown(
     env_dir: Path, *args: str, cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLAMPDOWN_")}
+    env = _user_env()
     env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env['PATH']}"
     return subprocess.run(
         [str(env_dir / "bin" / "clampdown"), *args],
@@ -138,6 +152,7 @@ def test_installed_cli_finds_its_library_from_any_folder(installed: Path, tmp_pa
     where = subprocess.run(
         [str(installed / "bin" / "python"), "-c", "import clampdown; print(clampdown.__file__)"],
         cwd=tmp_path,
+        env=_user_env(),
         capture_output=True,
         text=True,
         check=True,
@@ -152,14 +167,13 @@ def test_installed_cli_runs_the_default_drill_from_any_folder(
     installed: Path, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    env_home = {"CLAMPDOWN_HOME": str(home)}
     drill = subprocess.run(
         [str(installed / "bin" / "clampdown"), "drill"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("CLAMPDOWN_")}, **env_home},
+        env=_user_env(CLAMPDOWN_HOME=str(home)),
     )
     assert drill.returncode == 0, drill.stdout[-3000:] + drill.stderr[-3000:]
     # the drill's console (progress, scores, the report's paths) is stderr
