@@ -25,6 +25,7 @@ from clampdown_aws.forensics.exfiltration import TrailMissing
 from clampdown_aws.forensics.trail_reader import delivered_at
 from clampdown_aws.testing import trail_files as tf
 from tests.integration.moto_objects import put_objects
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)

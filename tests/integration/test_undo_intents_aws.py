@@ -33,6 +33,7 @@ from clampdown.core.models import Step
 from clampdown.core.undo import describe, rollback_run, undo_items
 from clampdown_aws import base
 from clampdown_aws.iam import RotateAccessKey
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 pytestmark = pytest.mark.usefixtures("mocked_aws")
 
