@@ -5,16 +5,17 @@ calls go to moto server, the approver decides with `clampdown approve` (signed w
 SSH key). A signed generic alert starts `contain-iam-user`, which waits for approval
 before it revokes the user's credentials. Then serve is stopped the way machines stop:
 
-* ``kill -9`` of the whole process group (serve and its Prefect API) while the run waits:
-  `clampdown runs` says the run stopped, a decision sent meanwhile is kept ("not counted
-  yet"), a new serve continues the run on its own, re-enters the same approval request
-  (same nonce) and counts that decision, and the containment happens; rollback then puts
-  the user back as before the run;
+* ``kill -9`` of the whole process group while the run waits: `clampdown runs` says the
+  run stopped, a decision sent meanwhile is kept ("not counted yet"), a new serve
+  continues the run on its own, re-enters the same approval request (same nonce) and
+  counts that decision; that serve killed again between AWS's change and its answer (an
+  HTTP proxy holds the answer): the undo intent is on record, the next serve runs the
+  step again and the containment happens; rollback then puts the user back as before;
 * SIGTERM (a deploy): serve exits promptly, its Prefect API process with it, the run is
   suspended (``run.suspended``, no ``run.end``); the next serve continues it and a normal
   decision completes it.
 
-`clampdown runs`, `rollback` and the decisions of the two tests on the session's Prefect API
+`clampdown runs`, `rollback` and the decision of the kill -9 test on the session's Prefect API
 run in this process (typer's CliRunner, with the same environment): their process is not what
 is tested. The SIGTERM test's decision goes to serve's own API: a `clampdown approve` process.
 Nothing here is timed: waits are bounded only to fail instead of hanging.
@@ -273,48 +274,6 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_kill_9_while_waiting_for_approval_loses_nothing(world: World, prefect_server: str) -> None:
-    use_session_api(world, prefect_server)
-    with serve(world, "serve-1") as (proc, url):
-        run_id = send_alert(url, world, "dlp-restart-1")
-        before = waiting_request(world, run_id)
-        os.killpg(proc.pid, signal.SIGKILL)  # as an OOM kill does
-        proc.wait(30)
-
-    assert "run.end" not in world.types(run_id)
-    listed = world.cli_here("runs", "--format", "json")
-    assert listed.returncode == 0, listed.stderr
-    [shown] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
-    assert shown["status"] == "stopped" and "clampdown resume" in shown["detail"]
-
-    # the approver decides while no process runs the run: kept, not lost, not yet counted
-    sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
-    assert sent.returncode == 3, sent.stdout + sent.stderr
-    assert "not counted yet" in sent.stderr
-    assert world.key_status() == "Active"
-
-    with serve(world, "serve-2") as (_proc, _url):
-        wait_for(lambda: "run.end" in world.types(run_id), "the resumed run to end")
-    records = world.ledger(run_id)
-    types = [r["type"] for r in records]
-    [resumed] = [r for r in records if r["type"] == "run.resumed"]
-    assert resumed["rerun"] == ["approve"] and resumed["waiting"] == ["approve"]
-    [again] = [r for r in records if r["type"] == "approval.resumed"]
-    assert again["params_hash"] == before["params_hash"]
-    after = json.loads((world.home / "runs" / run_id / "approvals" / "approve.json").read_text())
-    assert after["nonce"] == before["nonce"] and after["deadline"] == before["deadline"]
-    [decision] = [r for r in records if r["type"] == "approval.decision"]
-    assert decision["accepted"] and decision["approver"] == "U0TERM1"
-    assert types.count("approval.request") == 1  # the same request, not a new one
-    assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
-    assert world.key_status() == "Inactive"
-    assert not list((world.home / "runs" / run_id / "decisions").glob("*.json"))
-
-    undone = world.cli_here("rollback", run_id, "--yes")
-    assert undone.returncode == 0, undone.stdout + undone.stderr
-    assert world.key_status() == "Active"
-
-
 def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(world: World) -> None:
     with serve(world, "serve-1") as (proc, url):
         run_id = send_alert(url, world, "dlp-restart-2")
@@ -387,40 +346,78 @@ class HoldingProxy:
         self.server.shutdown()
 
 
-def test_kill_9_between_a_containment_call_and_its_answer_leaves_nothing_unrecorded(
+def test_kill_9_while_waiting_then_between_a_containment_call_and_its_answer_loses_nothing(
     world: World, aws_endpoint: str, prefect_server: str
 ) -> None:
-    """serve dies after AWS deactivated the key and before the answer: the undo intent was
-    written first; the next serve runs the step again; rollback restores the user."""
+    """One run, serve killed twice (``kill -9`` of its process group, as an OOM kill does),
+    each time where a crash could lose something:
+
+    1. while the run waits for approval: ``clampdown runs`` says it stopped; a decision sent
+       meanwhile is kept, not counted yet; the next serve continues the run on its own,
+       re-enters the same approval request (same nonce, params hash, deadline) and counts
+       that decision;
+    2. after AWS deactivated the key and before its answer reached serve: the undo intent
+       was written first; the next serve runs the step again.
+
+    Rollback then lists what it undoes ("may have been applied") and puts the user back.
+    (These were two tests of two serves each: serve-2 is the first crash's resume and the
+    second crash's victim, one serve start less, about 3 CPU-s.)"""
     use_session_api(world, prefect_server)
     proxy = HoldingProxy(aws_endpoint, b"Action=UpdateAccessKey")
     world.env["AWS_ENDPOINT_URL"] = proxy.url
     try:
         with serve(world, "serve-1") as (proc, url):
-            run_id = send_alert(url, world, "dlp-restart-3")
-            waiting_request(world, run_id)
-            sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
-            assert sent.returncode == 0, sent.stdout + sent.stderr
-            assert proxy.made.wait(120), "the revoke never reached AWS"
+            run_id = send_alert(url, world, "dlp-restart-1")
+            before = waiting_request(world, run_id)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(30)
-        assert world.key_status() == "Inactive"  # AWS made the change; serve never heard
+
+        assert "run.end" not in world.types(run_id)
+        listed = world.cli_here("runs", "--format", "json")
+        assert listed.returncode == 0, listed.stderr
+        [shown] = [r for r in json.loads(listed.stdout) if r["run_id"] == run_id]
+        assert shown["status"] == "stopped" and "clampdown resume" in shown["detail"]
+        # the approver decides while no process runs the run: kept, not lost, not yet counted
+        sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+        assert sent.returncode == 3, sent.stdout + sent.stderr
+        assert "not counted yet" in sent.stderr
+        assert world.key_status() == "Active"
+
+        with serve(world, "serve-2") as (proc, _url):
+            assert proxy.made.wait(120), "the resumed run's revoke never reached AWS"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        # the first crash: the decision sent meanwhile was counted on the same request
         records = world.ledger(run_id)
+        [resumed] = [r for r in records if r["type"] == "run.resumed"]
+        assert resumed["rerun"] == ["approve"] and resumed["waiting"] == ["approve"]
+        [again] = [r for r in records if r["type"] == "approval.resumed"]
+        assert again["params_hash"] == before["params_hash"]
+        request = world.home / "runs" / run_id / "approvals" / "approve.json"
+        after = json.loads(request.read_text())
+        assert after["nonce"] == before["nonce"] and after["deadline"] == before["deadline"]
+        [decision] = [r for r in records if r["type"] == "approval.decision"]
+        assert decision["accepted"] and decision["approver"] == "U0TERM1"
+        # the second: AWS made the change, serve never heard, the undo intent is on record
+        assert world.key_status() == "Inactive"
         assert "step.end" not in [r["type"] for r in records if r.get("step") == "revoke"]
         intents = [r for r in records if r["type"] == "undo.intent"]
         assert {i["how"]["op"] for i in intents} >= {"activate_access_key"}
 
         proxy.release.set()
-        with serve(world, "serve-2") as (_proc, _url):
+        with serve(world, "serve-3") as (_proc, _url):
             wait_for(lambda: "run.end" in world.types(run_id), "the resumed run to end")
     finally:
         proxy.close()
         world.env["AWS_ENDPOINT_URL"] = aws_endpoint  # rollback talks to moto directly
     records = world.ledger(run_id)
-    [resumed] = [r for r in records if r["type"] == "run.resumed"]
-    assert resumed["rerun"] == ["revoke"]
+    types = [r["type"] for r in records]
+    assert [r["rerun"] for r in records if r["type"] == "run.resumed"] == [["approve"], ["revoke"]]
+    assert types.count("approval.request") == 1  # the same request, not a new one
+    assert types.count("approval.decision") == 1
     assert records[-1]["type"] == "run.end" and records[-1]["status"] == "succeeded"
     assert world.key_status() == "Inactive"
+    assert not list((world.home / "runs" / run_id / "decisions").glob("*.json"))
     # rollback lists what it undoes, as --plan shows it, before it undoes it
     undone = world.cli_here("rollback", run_id, "--yes")
     assert "may have been applied" in undone.stdout, undone.stdout + undone.stderr
