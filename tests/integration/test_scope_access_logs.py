@@ -21,6 +21,7 @@ from clampdown_aws.forensics import ScopeExfiltration
 from clampdown_aws.testing import access_log_files as al
 from clampdown_aws.testing import trail_files as tf
 from tests.integration.moto_objects import put_objects
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = tf.ACCOUNT
 START = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)

@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from clampdown_aws.forensics import ScopeInferenceExtraction
+from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 END = NOW - timedelta(minutes=1)
