@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from clampdown.app.drill.runner import DrillResult, run_drill
+from clampdown.app.drill.runner import DrillResult
+from tests.e2e.drill_pool import DrillPool, patch_drills_home, worker_prefect
 from tests.paths import REPO
 from tests.prefect_homes import seed_prefect_home
 
 LIBRARY = REPO / "runbooks"
+# Drill processes at once (tests/e2e/drill_pool.py), beside the drill a test runs in this
+# process while it waits: three drills' waits overlap, and on a 2-core machine shared with
+# the other xdist worker no more compete for the cores with their simulated AWS and the
+# standing Prefect API.
+DRILL_WORKERS = 2
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "drills(*names): the drills a test reads with the `drill` fixture; the session's "
+        "selected tests' drills start side by side when the first is asked for",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -42,60 +54,50 @@ def drills_prefect(prefect_server: str, drills_home: Path) -> Iterator[str]:
         yield url
 
 
-def _no_api_of_its_own(*args: object, **kwargs: object) -> None:
-    raise AssertionError(
-        "a drill of the test session started a Prefect API of its own: it should have used "
-        "the session's standing drills' API (clampdown.app.drill.world.standing_api)"
-    )
-
-
-def _in_drills_home(patch: pytest.MonkeyPatch, drills_home: Path) -> None:
-    """CLAMPDOWN_HOME is the session's drills home, and a drill that would start a Prefect
-    API instead of using the standing one fails (it would cost 8-14 s, unnoticed)."""
-    patch.setenv("CLAMPDOWN_HOME", str(drills_home))
-    # respond binds local_api when it is imported: patched there first (which imports it
-    # with the real one), or a respond first imported under the patch below would keep
-    # the guard after this test, and every later `clampdown run` of the worker would fail
-    patch.setattr("clampdown_flows.respond.local_api", _no_api_of_its_own)
-    patch.setattr("clampdown_flows.prefect_api.local_api", _no_api_of_its_own)
-    patch.setattr("clampdown_flows.prefect_api.resident_api", _no_api_of_its_own)
-
-
 @pytest.fixture
 def in_drills_home(drills_prefect: str, drills_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """For this test, a drill (also one run through the CLI) runs in the session's drills
     home, with its standing drills' Prefect API."""
-    _in_drills_home(monkeypatch, drills_home)
+    patch_drills_home(monkeypatch, drills_home)
     return drills_home
 
 
+def _declared_drills(items: list[pytest.Item]) -> list[str]:
+    """The drills the selected tests declare (``@pytest.mark.drills``), in their order."""
+    names: dict[str, None] = {}
+    for item in items:
+        for mark in item.iter_markers("drills"):
+            names.update(dict.fromkeys(mark.args))
+    return list(names)
+
+
 @pytest.fixture(scope="session")
-def drill_results() -> dict[str, DrillResult]:
-    """Each drill's result, run once per session whichever test file asks first (a drill
-    takes 20-35 s; several files check different things of the same run)."""
-    return {}
-
-
-@pytest.fixture
-def drill(
+def drill_pool(
+    request: pytest.FixtureRequest,
     prefect_server: str,
     drills_prefect: str,
     drills_home: Path,
-    drill_results: dict[str, DrillResult],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Callable[[str], DrillResult]:
+) -> Iterator[DrillPool]:
+    """The session's drills, side by side in drill processes (tests/e2e/drill_pool.py):
+    every drill the selected tests declare begins when the first is asked for."""
+    pool = DrillPool(
+        workers=DRILL_WORKERS,
+        library=LIBRARY,
+        drills_home=drills_home,
+        prefect=worker_prefect(),
+        folder=tmp_path_factory.mktemp("drill-runs"),
+    )
+    try:
+        pool.start(_declared_drills(request.session.items))
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def drill(drill_pool: DrillPool) -> Callable[[str], DrillResult]:
     """``drill(name)``: the drill's result, run once per session in the session's drills
-    home (:func:`drills_home`), with its standing Prefect API."""
-
-    def run(name: str) -> DrillResult:
-        if name not in drill_results:
-            console = Console(file=io.StringIO(), width=200)
-            report_dir = tmp_path_factory.mktemp(name) / "report"
-            with pytest.MonkeyPatch.context() as patch:
-                _in_drills_home(patch, drills_home)
-                drill_results[name] = run_drill(
-                    name, report_dir=report_dir, console=console, library=LIBRARY
-                )
-        return drill_results[name]
-
-    return run
+    home (:func:`drills_home`), with its standing Prefect API; declare the drills a test
+    reads with ``@pytest.mark.drills(name, ...)`` so they run beside the others."""
+    return drill_pool.result

@@ -33,6 +33,7 @@ def objects_of(outputs: dict) -> dict[tuple[str, str | None], int]:
     return {(o["key"], o["version_id"]): o["bytes_out"] for o in outputs["objects"]}
 
 
+@pytest.mark.drills("model-theft")
 def test_model_theft_drill_scores_the_scope_of_the_stolen_key(drill):
     result = drill("model-theft")
     scored = {o.id: o for o in result.report.objectives}
@@ -62,6 +63,7 @@ def test_model_theft_drill_scores_the_scope_of_the_stolen_key(drill):
     assert MODEL + "tokenizer.json" in text and "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY" in text
 
 
+@pytest.mark.drills("artifact-exfiltration")
 def test_artifact_exfiltration_drill_scopes_the_contractor_in_preserve_evidence(drill):
     result = drill("artifact-exfiltration")
     scored = {o.id: o for o in result.report.objectives}
@@ -156,6 +158,7 @@ def test_scoped_exactly_is_met_only_by_the_exact_objects_and_bytes(facts):
     assert not met and reason == "scoping step scope failed"
 
 
+@pytest.mark.drills("inference-extraction")
 def test_inference_extraction_drill_scopes_the_notebook_keys_burst(drill):
     result = drill("inference-extraction")
     outputs = scope_outputs(result, "contain-inference-extraction")

@@ -13,6 +13,8 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import pytest
+
 from clampdown.app.drill.runner import DrillResult
 from clampdown.core.drill_library import drill_files, runbook_names
 from clampdown.core.ledger import read, verify_file
@@ -54,6 +56,7 @@ def check_report_files(result: DrillResult) -> None:
         assert objective.title.split(" ")[0] in page
 
 
+@pytest.mark.drills("model-theft")
 def test_model_theft_default_drill_goes_green(drill):
     result = drill("model-theft")
     check_report_files(result)
@@ -68,12 +71,14 @@ def test_model_theft_default_drill_goes_green(drill):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
 
 
+@pytest.mark.drills("inference-extraction")
 def test_inference_extraction_drill(drill):
     result = drill("inference-extraction")
     assert result.report.missed == [], result.report.failures
     assert result.exit_code == 0
 
 
+@pytest.mark.drills("role-session-theft")
 def test_role_session_theft_denial_is_scored_as_missed(drill):
     result = drill("role-session-theft")
     check_report_files(result)
@@ -91,6 +96,7 @@ def test_role_session_theft_denial_is_scored_as_missed(drill):
     assert "Shorten the path to containment" in result.markdown.read_text()
 
 
+@pytest.mark.drills("slack-outage")
 def test_slack_outage_still_contains_and_records_misses(drill):
     result = drill("slack-outage")
     check_report_files(result)
@@ -118,6 +124,7 @@ def test_slack_outage_still_contains_and_records_misses(drill):
     assert result.markdown.read_text().count("✅ met") == 6
 
 
+@pytest.mark.drills("artifact-exfiltration")
 def test_artifact_exfiltration_locks_preserves_and_rotates(drill):
     """Three runbooks, three ways in: the DLP alert, a second alert, the lead's command."""
     result = drill("artifact-exfiltration")
@@ -150,6 +157,7 @@ def test_artifact_exfiltration_locks_preserves_and_rotates(drill):
     assert '<ul id="runs">' in page and "/clampdown run by U0LEAD0005" in page
 
 
+@pytest.mark.drills("containment-release")
 def test_containment_release_contains_then_restores(drill):
     result = drill("containment-release")
     check_report_files(result)
@@ -173,6 +181,7 @@ def test_containment_release_contains_then_restores(drill):
     assert access.measured == "2 of 2 active"
 
 
+@pytest.mark.drills(*drill_files(LIBRARY))
 def test_every_shipped_runbook_is_exercised_by_a_drill(drill):
     """Computed from the runs the drills actually made, not from what the drill files say."""
     exercised: dict[str, list[str]] = {}
@@ -257,6 +266,7 @@ def test_new_checkers_miss_until_the_change_is_made(mocked_aws, tmp_path: Path):
     assert "old-value" not in str(after) and "new-value" not in str(after)
 
 
+@pytest.mark.drills("model-theft")
 def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, prefect_server):
     """The drill's flow runs go to a Prefect API of the drills' own, beside its workspace;
     the Prefect server real incidents use (here: the session's, named by PREFECT_API_URL)
