@@ -301,6 +301,7 @@ class LookupStubs:
 
     responses: list[Callable[[Stubber], None]] = field(default_factory=list)
     stubbers: list[Stubber] = field(default_factory=list)
+    of_client: dict[int, Stubber] = field(default_factory=dict)
 
 
 @pytest.fixture
@@ -313,10 +314,16 @@ def lookup_stubs(
     stubs = LookupStubs()
 
     def hook(client: Any) -> None:
-        stubber = stub_operation(client, "LookupEvents")
+        # a run's client is reused by the action's next run: stubbed once, its responses
+        # given again when the last run has used them all
+        stubber = stubs.of_client.get(id(client))
+        if stubber is None:
+            stubber = stubs.of_client[id(client)] = stub_operation(client, "LookupEvents")
+            stubs.stubbers.append(stubber)
+        elif stubber._queue:
+            return
         for add in stubs.responses:
             add(stubber)
-        stubs.stubbers.append(stubber)
 
     client_hooks.setdefault("cloudtrail", []).append(hook)
     return stubs
