@@ -179,6 +179,14 @@ def deployment(pool: str) -> str:
     return f"respond/{pool}"
 
 
+POLL = 2.0
+"""Seconds between a test worker's polls of its pool (``clampdown worker --poll``; the
+command's default is 0.5). Each poll costs the Prefect server ~20 ms of CPU: at 0.5 s an
+idle worker kept ~0.04 of a core busy on the server, ~20 CPU-s over the scaled files'
+~500 worker-seconds; at 2 s a quarter of that, for at most 1.5 s more before a run is
+picked up (the tests wait for the run, not for the clock)."""
+
+
 def clampdown_worker(pool: str, resume_every: float | None = None) -> list[str]:
     """``clampdown worker --pool <pool>`` (the command as clampdown/app/cli.py registers it).
 
@@ -196,7 +204,26 @@ def clampdown_worker(pool: str, resume_every: float | None = None) -> list[str]:
         f"import typer; {setup}from clampdown.app.cli_ops import register; "
         "app = typer.Typer(); register(app); app()"
     )
-    return [sys.executable, "-c", code, "worker", "--pool", pool, "--poll", "0.5"]
+    return [sys.executable, "-c", code, "worker", "--pool", pool, "--poll", str(POLL)]
+
+
+def cli_here(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``clampdown <args>`` in this process with ``env`` as its whole environment, against
+    ``env``'s Prefect API (the shared server): the commands a responder types (approve,
+    rollback, runs, verify), whose process is not what these tests are about. As processes
+    of their own each imported Prefect and boto3 again (~2-3 CPU-s); what they do, against
+    which home, run store and API, is the same (``cli_in_process`` in
+    tests/e2e/test_serve_restart.py: the environment exactly while the command runs)."""
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.e2e.test_serve_restart import cli_in_process
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        try:
+            return cli_in_process(env, *args)
+        finally:  # its flow's logs sent now, while their server answers (not at exit)
+            APILogWorker.drain_all(timeout=5)
 
 
 def create_databases(postgres_url: str, names: tuple[str, ...]) -> dict[str, str]:

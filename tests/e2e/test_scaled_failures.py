@@ -63,6 +63,7 @@ from tests.scaled_stack import (
     PrefectServer,
     SharedPrefect,
     clampdown_worker,
+    cli_here,
     create_databases,
     deployment,
     free_port,
@@ -146,13 +147,8 @@ class Stack:
         )
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, *args],
-            env=self.serve_env | {"COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        """A command typed on serve's machine (in this process: :func:`cli_here`)."""
+        return cli_here(self.serve_env | {"COLUMNS": "250"}, *args)
 
     def approve(self, run_id: str) -> subprocess.CompletedProcess[str]:
         return self.cli("approve", run_id, "--as", APPROVER, "--key", str(self.key))

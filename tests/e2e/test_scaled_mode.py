@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -40,6 +39,7 @@ from tests.scaled_stack import (
     SHIPPED_POOL,
     SharedPrefect,
     clampdown_worker,
+    cli_here,
     create_databases,
     deployment,
     free_port,
@@ -556,10 +556,8 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
         )
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
-    approve = [sys.executable, "-m", "clampdown.app.cli", "approve", run_id, "--as", "U0TERM1"]
-    sent = subprocess.run(
-        [*approve, "--key", str(keys["U0TERM1"])], env=env, capture_output=True, text=True
-    )
+    # typed by the approver (in this process: cli_here), against this test's home
+    sent = cli_here(env, "approve", run_id, "--as", "U0TERM1", "--key", str(keys["U0TERM1"]))
     assert sent.returncode == 3 and "not counted yet" in sent.stderr, sent.stdout + sent.stderr
     assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
 

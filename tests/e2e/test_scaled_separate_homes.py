@@ -53,6 +53,7 @@ from tests.pg import postgres_url  # noqa: F401 - the session's throwaway Postgr
 from tests.scaled_stack import (
     SharedPrefect,
     clampdown_worker,
+    cli_here,
     create_databases,
     deployment,
     free_port,
@@ -110,14 +111,9 @@ class Stack:
     signed_at: int = 0  # the time stamp (whole seconds) of the last alert sent to serve
 
     def cli(self, home: str, *args: str) -> Any:
-        import subprocess
-
-        return subprocess.run(
-            [CLI, *args],
-            env=self.env | {"CLAMPDOWN_HOME": str(self.homes[home]), "COLUMNS": "250"},
-            capture_output=True,
-            text=True,
-            timeout=180,
+        """A command typed on the machine of ``home`` (in this process: :func:`cli_here`)."""
+        return cli_here(
+            self.env | {"CLAMPDOWN_HOME": str(self.homes[home]), "COLUMNS": "250"}, *args
         )
 
     def stored(self, run_id: str) -> list[dict[str, Any]]:
