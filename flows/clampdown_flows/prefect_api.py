@@ -50,11 +50,13 @@ Heartbeats are still sent. docs/benchmarks.md has the measurements.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -253,7 +255,66 @@ def local_server_class() -> Any:
         def _run_uvicorn_command(self) -> Any:
             return _start_server_process(self.port)
 
+        def start(self, timeout: int | None = None) -> None:
+            if not self.running:
+                _start_watched(self, float(timeout or 60))
+
     return LocalPrefectServer
+
+
+SERVER_EXIT_PORT_TAKEN = 3  # uvicorn's start-up failure: Prefect takes it as "port taken"
+
+
+def _start_watched(server: Any, timeout: float) -> None:
+    """Prefect's ``SubprocessASGIServer.start``, except that a server process that exits
+    before it answers is an error at once, with its exit code.
+
+    Why: Prefect's loop notices only exit code 3 (it tries another port, as this does)
+    and otherwise asks ``/health`` until ``timeout`` while the process is long gone: a
+    caller that gave 900 s waited 15 minutes for a dead server (seen in the test suite
+    under load). The server's own output goes where this process's goes (above the error).
+    """
+    import atexit
+
+    import httpx
+
+    from clampdown.core.diagnostics import ClampdownError
+
+    if server.port is None:
+        server.port = server.find_available_port()
+    server.running = True
+    try:
+        server.server_process = server._run_uvicorn_command()
+        atexit.register(server.stop)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5) as client:
+            while True:
+                code = server.server_process.poll()
+                if code == SERVER_EXIT_PORT_TAKEN:
+                    server.port = server.find_available_port()
+                    server.server_process = server._run_uvicorn_command()
+                    continue
+                if code is not None:
+                    raise ClampdownError(
+                        f"the local Prefect API (port {server.port}) exited with code {code} "
+                        "before it answered",
+                        "its own messages are above; set PREFECT_API_URL to use a Prefect "
+                        "server you run, or try again",
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{server.api_url}/health").status_code == 200:
+                        return
+                if time.monotonic() > deadline:
+                    raise ClampdownError(
+                        f"the local Prefect API (port {server.port}) did not answer within "
+                        f"{timeout:.0f} s",
+                        "the machine may be overloaded; set PREFECT_API_URL to use a Prefect "
+                        "server you run, or try again",
+                    )
+                time.sleep(0.1)
+    except BaseException:
+        server.running = False
+        raise
 
 
 def _start_server_process(

@@ -1,0 +1,54 @@
+"""A local Prefect API whose server process dies while starting is an error at once.
+
+Prefect's own start noticed only exit code 3 (uvicorn's "could not bind": it tries another
+port) and otherwise asked ``/health`` until its timeout: in the suite a caller that gave
+900 s waited 15 minutes for a server that had exited at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from clampdown.core.diagnostics import ClampdownError
+from clampdown_flows.prefect_api import local_server_class
+
+
+def exiting_server(*codes: int):
+    """A LocalPrefectServer whose server processes exit at once with ``codes`` in turn."""
+    started: list[int] = []
+
+    class Exiting(local_server_class()):
+        def _run_uvicorn_command(self):
+            code = codes[len(started)]
+            started.append(self.port)
+            return subprocess.Popen([sys.executable, "-c", f"raise SystemExit({code})"])
+
+    return Exiting, started
+
+
+def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout() -> None:
+    server_class, started = exiting_server(1)
+    server = server_class(port=None)
+    try:
+        with pytest.raises(ClampdownError) as raised:
+            server.start(timeout=600)  # Prefect's own start would ask /health for 10 min
+    finally:
+        server.stop()
+    assert "exited with code 1 before it answered" in raised.value.message
+    assert "PREFECT_API_URL" in raised.value.hint
+    assert len(started) == 1 and not server.running
+
+
+def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> None:
+    server_class, started = exiting_server(3, 2)
+    server = server_class(port=None)
+    try:
+        with pytest.raises(ClampdownError) as raised:
+            server.start(timeout=600)
+    finally:
+        server.stop()
+    assert len(started) == 2 and started[0] != started[1]  # uvicorn's 3: another port
+    assert f"(port {started[1]}) exited with code 2" in raised.value.message
