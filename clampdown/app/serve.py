@@ -367,8 +367,19 @@ def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) 
     if clampdown.execution == "deployment":
         _run(host, port, conf, socket_mode, clampdown)
         return
-    with local_api():
+    with local_api(while_starting=_imports_for_runs):
         _run(host, port, conf, socket_mode, clampdown)
+
+
+def _imports_for_runs() -> None:
+    """What serve imports to run its runs (the respond flow, Prefect's flow engine, the
+    local starter, the triage, uvicorn: ~1.5 s), imported while its local Prefect API
+    starts on the other core, instead of after it answered."""
+    import uvicorn  # noqa: F401
+
+    import clampdown.app.local_runs  # noqa: F401
+    import clampdown_flows.respond
+    import clampdown_flows.triage  # noqa: F401
 
 
 def _run(

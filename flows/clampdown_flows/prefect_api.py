@@ -265,9 +265,15 @@ def local_server_class() -> Any:
 SERVER_EXIT_PORT_TAKEN = 3  # uvicorn's start-up failure: Prefect takes it as "port taken"
 
 
-def _start_watched(server: Any, timeout: float) -> None:
+def _start_watched(
+    server: Any,
+    timeout: float,
+    process: Any = None,
+    while_starting: Callable[[], object] | None = None,
+) -> None:
     """Prefect's ``SubprocessASGIServer.start``, except that a server process that exits
-    before it answers is an error at once, with its exit code.
+    before it answers is an error at once, with its exit code. ``process``: the server's,
+    already started; ``while_starting``: run once it is started, before the wait.
 
     Why: Prefect's loop notices only exit code 3 (it tries another port, as this does)
     and otherwise asks ``/health`` until ``timeout`` while the process is long gone: a
@@ -284,9 +290,11 @@ def _start_watched(server: Any, timeout: float) -> None:
         server.port = server.find_available_port()
     server.running = True
     try:
-        server.server_process = server._run_uvicorn_command()
+        server.server_process = process or server._run_uvicorn_command()
         atexit.register(server.stop)
         deadline = time.monotonic() + timeout
+        if while_starting is not None:
+            while_starting()
         with httpx.Client(timeout=5) as client:
             while True:
                 code = server.server_process.poll()
@@ -374,28 +382,41 @@ def _start_server_process(
 
 
 @contextmanager
-def local_api(timeout: int = 60) -> Iterator[str]:
+def local_api(
+    timeout: int = 60, while_starting: Callable[[], object] | None = None
+) -> Iterator[str]:
     """The API URL to use: ``PREFECT_API_URL`` if set, else a local server started here.
 
     The server is registered as Prefect's default ephemeral server, so any
     Prefect code in this process that would start one uses it instead. It requires the
     auth string of :func:`local_auth_string`; this process's clients send it, in every
-    thread (see :func:`_process_settings`).
+    thread (see :func:`_process_settings`). Its process is started first: this process
+    imports Prefect's server classes, then runs ``while_starting`` (the caller's own
+    imports: serve's), while it comes up on the other core.
     """
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()
     if configured:
+        if while_starting is not None:
+            while_starting()
         yield configured
         return
-    server_class = local_server_class()
+    auth = local_auth_string(create=True)
+    port = _free_port()
+    process = _start_server_process(port)
+    try:
+        server_class = local_server_class()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     instances = server_class._instances  # Prefect's registry, shared with its base class
     previous = instances.get(None)
-    auth = local_auth_string(create=True)
-    server = server_class(port=_free_port())
+    server = server_class(port=port)
     instances[None] = server
     try:
-        server.start(timeout=timeout)
+        _start_watched(server, float(timeout), process, while_starting)
         with (
             _process_settings({PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: auth}),
             watching(server.api_url) as watch,

@@ -52,3 +52,49 @@ def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> N
         server.stop()
     assert len(started) == 2 and started[0] != started[1]  # uvicorn's 3: another port
     assert f"(port {started[1]}) exited with code 2" in raised.value.message
+
+
+def test_the_callers_imports_run_while_the_server_process_starts(monkeypatch) -> None:
+    """serve imports what its runs need while its local API comes up on the other core."""
+    from clampdown_flows import prefect_api
+
+    processes: list[subprocess.Popen] = []
+
+    def start_server_process(port: int, *args: object) -> subprocess.Popen:
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "import sys; sys.stdin.read(); sys.exit(1)"],
+                stdin=subprocess.PIPE,
+            )
+        )
+        return processes[-1]
+
+    seen: list[object] = []
+
+    def while_starting() -> None:
+        seen.append(processes[0].poll())  # None: the server process is running
+        processes[0].stdin.close()  # it exits now, as a server that failed would
+
+    monkeypatch.setattr(prefect_api, "_start_server_process", start_server_process)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with (
+        pytest.raises(ClampdownError, match="exited with code 1"),
+        prefect_api.local_api(timeout=60, while_starting=while_starting),
+    ):
+        pytest.fail("no API was up")
+    assert seen == [None] and len(processes) == 1
+    assert processes[0].returncode == 1
+
+
+def test_with_an_api_configured_the_callers_imports_still_run(monkeypatch) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from clampdown_flows import prefect_api
+
+    calls: list[str] = []
+    with (
+        temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}),
+        prefect_api.local_api(while_starting=lambda: calls.append("imports")) as url,
+    ):
+        assert url == "http://127.0.0.1:9/api"
+    assert calls == ["imports"]
