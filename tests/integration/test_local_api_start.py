@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_flows.prefect_api import local_server_class
+from clampdown_flows.prefect_api import _free_port, local_server_class
 
 
 def exiting_server(*codes: int):
@@ -31,7 +31,8 @@ def exiting_server(*codes: int):
 
 def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout() -> None:
     server_class, started = exiting_server(1)
-    server = server_class(port=None)
+    server = server_class(port=_free_port())  # a port of its own: not the registered one
+    assert not server.running  # never stop a server this test did not start
     try:
         with pytest.raises(ClampdownError) as raised:
             server.start(timeout=600)  # Prefect's own start would ask /health for 10 min
@@ -44,7 +45,8 @@ def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout()
 
 def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> None:
     server_class, started = exiting_server(3, 2)
-    server = server_class(port=None)
+    server = server_class(port=_free_port())  # a port of its own: not the registered one
+    assert not server.running  # never stop a server this test did not start
     try:
         with pytest.raises(ClampdownError) as raised:
             server.start(timeout=600)
@@ -56,6 +58,8 @@ def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> N
 
 def test_the_callers_imports_run_while_the_server_process_starts(monkeypatch) -> None:
     """serve imports what its runs need while its local API comes up on the other core."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     from clampdown_flows import prefect_api
 
     processes: list[subprocess.Popen] = []
@@ -78,6 +82,7 @@ def test_the_callers_imports_run_while_the_server_process_starts(monkeypatch) ->
     monkeypatch.setattr(prefect_api, "_start_server_process", start_server_process)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with (
+        temporary_settings(restore_defaults={PREFECT_API_URL}),  # the suite's API: not here
         pytest.raises(ClampdownError, match="exited with code 1"),
         prefect_api.local_api(timeout=60, while_starting=while_starting),
     ):

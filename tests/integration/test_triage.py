@@ -528,6 +528,17 @@ def shipped_triage(state_url: str, starter: FakeStarter, **kw: Any) -> TriggerTr
     )
 
 
+def correlated(run_id: str, bound: float = 30.0) -> list[dict[str, Any]]:
+    """The run's ``alert.correlated`` records once it has one (a link into a run that had
+    not written ``run.start`` when the alert came is appended by the triage's thread)."""
+    deadline = time.monotonic() + bound
+    while True:
+        found = [r for r in read(ledger_of(run_id)) if r["type"] == "alert.correlated"]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
+
+
 def stop_logging(who: str) -> Alert:
     return make_alert("eventbridge", "ct-stop-1", who, type="StopLogging", title="StopLogging")
 
@@ -560,7 +571,7 @@ def test_stoplogging_then_guardduty_on_the_shipped_triggers_contains_the_user(
         (evidence.run_id, contain.run_id, "contain-iam-user"),
         (contain.run_id, evidence.run_id, "preserve-evidence"),
     ):
-        links = [r for r in read(ledger_of(run)) if r["type"] == "alert.correlated"]
+        links = correlated(run)  # the new run's is written once its run.start is
         assert [(r["related_run"], r["related_runbook"]) for r in links] == [(other, runbook)]
         assert verify_file(ledger_of(run)).ok
     # the evidence run ends; GuardDuty re-sends the finding: it repeats the containment run
