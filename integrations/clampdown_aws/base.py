@@ -108,6 +108,7 @@ install_redaction()
 
 _lock = threading.Lock()
 _assumed: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+_assuming: dict[tuple[str, str], threading.Lock] = {}  # one per (role, run) being assumed
 CLIENTS = RunClients()
 """The runs' boto3 clients (:mod:`clampdown_aws.clients`): each run's reused by its steps."""
 
@@ -115,11 +116,17 @@ CLIENTS = RunClients()
 def _role_credentials(
     role_arn: str, run_id: str, region: str | None
 ) -> tuple[dict[str, str], float]:
-    """This run's credentials for ``role_arn`` and when they expire (renewed 300 s before)."""
+    """This run's credentials for ``role_arn`` and when they expire (renewed 300 s before).
+
+    ``sts:AssumeRole`` is asked under a lock of this (role, run) only: an STS call that is
+    slow (throttled and retried, up to 8 attempts) holds up the steps that need the same
+    credentials, not every other run's clients."""
     import boto3
 
     key = (role_arn, run_id)
     with _lock:
+        assuming = _assuming.setdefault(key, threading.Lock())
+    with assuming:
         cached = _assumed.get(key)
         if cached is None or cached[1] - time.time() < 300:
             sts = boto3.client("sts", region_name=region, config=_config())
@@ -134,7 +141,8 @@ def _role_credentials(
                 },
                 creds["Expiration"].timestamp(),
             )
-            _assumed[key] = cached
+            with _lock:
+                _assumed[key] = cached
     return cached
 
 
@@ -155,6 +163,11 @@ def release_run(run_id: str) -> None:
         if close is not None:
             with contextlib.suppress(Exception):  # a connection already gone is not an error
                 close()
+    with _lock:
+        being_assumed = [(key, lock) for key, lock in _assuming.items() if key[1] == run_id]
+    for key, assuming in being_assumed:  # an STS call of the run still going ends first
+        with assuming, _lock:
+            _assuming.pop(key, None)
     with _lock:
         for key in [key for key in _assumed if key[1] == run_id]:
             del _assumed[key]

@@ -6,7 +6,9 @@ made is refused by a read-only client before anything is sent.
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,48 @@ def test_one_run_asking_from_many_threads_makes_one_client(tmp_path: Path) -> No
     with ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda i: Aws(ctx(tmp_path, step_id=f"s{i}")).client("kms"), range(8)))
     assert len({id(c) for c in got}) == 1
+
+
+def test_a_slow_assume_role_of_one_run_does_not_hold_up_another_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """STS throttled for one run (its call retried for a while) must not stop another run
+    from getting its credentials: the lock is per (role, run), not the module's."""
+    import boto3
+
+    monkeypatch.setattr(base, "_assumed", {})
+    monkeypatch.setattr(base, "_assuming", {})
+    gate, slow_entered = threading.Event(), threading.Event()
+
+    class FakeSts:
+        def assume_role(self, RoleArn: str, RoleSessionName: str, DurationSeconds: int) -> dict:
+            if RoleSessionName == "clampdown-run-slow":
+                slow_entered.set()
+                assert gate.wait(60), "the test never let the slow call end"
+            return {
+                "Credentials": {
+                    "AccessKeyId": RoleSessionName,
+                    "SecretAccessKey": "secret",
+                    "SessionToken": "token",
+                    "Expiration": datetime.now(UTC) + timedelta(hours=1),
+                }
+            }
+
+    monkeypatch.setattr(boto3, "client", lambda *args, **kwargs: FakeSts())
+    got: list[tuple[dict[str, str], float]] = []
+    slow = threading.Thread(target=base._role_credentials, args=(ROLE, "run-slow", "us-east-1"))
+    slow.start()
+    try:
+        assert slow_entered.wait(30)
+        fast = threading.Thread(
+            target=lambda: got.append(base._role_credentials(ROLE, "run-fast", "us-east-1"))
+        )
+        fast.start()
+        fast.join(30)  # a bound for the event, not a timing: it never ends with a shared lock
+        assert [keys["aws_access_key_id"] for keys, _ in got] == ["clampdown-run-fast"]
+    finally:
+        gate.set()
+        slow.join(30)
+    assert base._assumed[(ROLE, "run-slow")][0]["aws_access_key_id"] == "clampdown-run-slow"
+    base.release_run("run-slow")
+    assert (ROLE, "run-slow") not in base._assumed and (ROLE, "run-slow") not in base._assuming
