@@ -216,6 +216,12 @@ class Action:
         """Output field names a step with these ``with`` values produces (None: unknown)."""
         return set(cls.Output.model_fields)
 
+    @classmethod
+    def release_run(cls, run_id: str) -> None:
+        """The run ended in this process: let go of what this action kept for it (an AWS
+        action: the run's boto3 clients and assumed-role credentials). Called by the flow
+        that ran the run, once per action class its runbook uses; nothing by default."""
+
 
 class UnknownActionError(ClampdownError):
     pass

@@ -450,11 +450,9 @@ async def _drive(
 
 def _release(state: RunState) -> None:
     """What the run's actions kept for it in this process goes (AWS: its boto3 clients,
-    reused by its steps): each action class the runbook uses that has ``release_run``."""
+    reused by its steps): :meth:`Action.release_run` of each action class the runbook uses."""
     for action in {registry().get(step.uses) for step in state.runbook.steps}:
-        release = getattr(action, "release_run", None)
-        if release is not None:
-            release(state.run_id)
+        action.release_run(state.run_id)
 
 
 def _stopped(state: RunState, exc: asyncio.CancelledError) -> None:
