@@ -39,6 +39,8 @@ EXTRAS = {"demo": "drill", "test": "test", "unit": "test", "setup": "test"}
 # process: there, two workers cost more CPU (a second collection) than they save.
 PARALLEL = ["-n", "2", "--dist", "loadfile", "--no-loadscope-reorder"]
 QUIET = ["-q", "--disable-pip-version-check"]
+# The project's own Python, which no installer compiles (an editable install runs it from here).
+SOURCES = ("clampdown", "flows", "integrations", "slack", "runbooks", "tests", "benchmarks")
 
 
 def _fingerprint() -> str:
@@ -116,6 +118,21 @@ def _uv_is_pinned(uv: Path) -> bool:
     return said[1:2] == [pinned]
 
 
+def compile_sources() -> None:
+    """Write the project's bytecode when PYTHONDONTWRITEBYTECODE keeps Python from doing it.
+
+    Then no process writes .pyc files, so every process a drill or the suite starts would
+    compile again each module of the project it imports: ~6 % of the instructions of
+    importing the respond flow (callgrind: 6.16 G uncompiled, 5.80 G compiled), some 80 ms
+    of CPU per ``clampdown`` process, hundreds of times in a suite run. ``compileall``
+    writes regardless of the variable, as setup does for .venv's packages (uv
+    ``--compile-bytecode``); files already compiled are only compared by time stamp. The
+    .pyc files go where Python's own would (``__pycache__``, ignored by git)."""
+    if sys.dont_write_bytecode:
+        python = str(BIN / "python")
+        subprocess.run([python, "-m", "compileall", "-q", "-j", "0", *SOURCES], cwd=ROOT)
+
+
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # telemetry fails offline
@@ -131,6 +148,7 @@ def main(task: str) -> int:
     setup(EXTRAS.get(task, "test"))
     if task == "setup":
         return 0
+    compile_sources()
     if task == "demo":
         return run(str(BIN / "clampdown"), "drill", *sys.argv[2:])
     if task == "test":
