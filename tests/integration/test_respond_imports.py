@@ -25,6 +25,25 @@ def test_respond_leaves_the_report_modules_for_the_end_of_a_run() -> None:
     assert done.error is None and done.lines()[-1:] == ["[]"], done
 
 
+fresh_interpreter.register(
+    "respond: no parameter schema built",
+    2,  # imports the respond flow, so Prefect
+    "import sys\n"
+    "from clampdown_flows.respond import respond\n"
+    "from clampdown_flows.rollback import rollback\n"
+    "print('pydantic.v1' in sys.modules,"
+    " [f.__dict__.get('_parameter_schema') for f in (respond, rollback)])\n",
+)
+
+
+def test_importing_the_flows_builds_no_parameter_schema() -> None:
+    """Prefect's Flow builds the schema at definition (pydantic.v1 imported to look for v1
+    models, a pydantic model per parameter, ~50 ms); a run never reads it
+    (clampdown_flows.plain_flow; that the schema read later is Prefect's: test_plain_flow)."""
+    done = fresh_interpreter.outcome("respond: no parameter schema built")
+    assert done.error is None and done.lines()[-1:] == ["False [None, None]"], done
+
+
 def test_the_deferred_modules_still_import() -> None:
     """The names respond imports when it needs them exist where it looks for them."""
     from clampdown.core.incident_report_render import markdown_from_ledger

@@ -57,3 +57,109 @@ def test_the_rollback_flow_is_one_too() -> None:
     from clampdown_flows.rollback import rollback
 
     assert isinstance(rollback, PlainJsonFlow) and rollback.name == "rollback"
+
+
+# --- the parameter schema, built when first read ----------------------------------------
+
+
+async def _async_fn(runbook: str, inputs: dict[str, Any] | None = None, drill: bool = False) -> int:
+    """An async flow function.
+
+    Args:
+        runbook: the runbook's path
+        drill: whether it is a drill
+    """
+    return 1
+
+
+def _built(fn: Any, cls: type = PlainJsonFlow, **options: Any) -> Flow:
+    return cls(fn, name="f", validate_parameters=False, **options)
+
+
+@pytest.mark.parametrize("fn", [_fn, _async_fn])
+def test_the_schema_is_prefects_own_built_on_first_read(fn: Any) -> None:
+    ours, stock = _built(fn), _built(fn, Flow)
+    assert "_parameter_schema" not in ours.__dict__  # nothing built at definition
+    assert ours.parameters == stock.parameters
+    assert ours.parameters.model_dump_for_openapi() == stock.parameters.model_dump_for_openapi()
+    assert ours.parameters is ours.parameters  # built once
+
+
+@pytest.mark.parametrize("fn", [_fn, _async_fn])
+def test_everything_else_prefect_derives_from_the_function_is_as_stock(fn: Any) -> None:
+    import inspect
+
+    ours, stock = _built(fn), _built(fn, Flow)
+    for attribute in ("name", "description", "version", "isasync", "isgenerator", "_entrypoint"):
+        assert getattr(ours, attribute) == getattr(stock, attribute), attribute
+    assert ours.__wrapped__ is fn and ours.fn is fn
+    # the empty signature shown to Flow.__init__ is gone from the function and the flow
+    assert "__signature__" not in fn.__dict__ and "__signature__" not in ours.__dict__
+    assert inspect.signature(ours) == inspect.signature(fn) == inspect.signature(stock)
+    assert list(inspect.signature(ours).parameters)[:2] == ["runbook", "inputs"]
+
+
+def test_a_signature_the_function_had_is_put_back() -> None:
+    import inspect
+
+    def fn(a: int, b: int = 2) -> None:
+        pass
+
+    own = inspect.Signature([inspect.Parameter("a", inspect.Parameter.POSITIONAL_OR_KEYWORD)])
+    fn.__signature__ = own  # type: ignore[attr-defined]
+    flow = _built(fn)
+    assert fn.__signature__ is own  # type: ignore[attr-defined]
+    assert flow.parameters == _built(fn, Flow).parameters
+
+
+def test_reserved_parameter_names_are_still_refused() -> None:
+    from prefect.exceptions import ReservedArgumentError
+
+    def fn(runbook: str, wait_for: Any = None) -> None:
+        pass
+
+    with pytest.raises(ReservedArgumentError, match="wait_for"):
+        _built(fn)
+    with pytest.raises(ReservedArgumentError):  # what Prefect does
+        _built(fn, Flow)
+    assert "__signature__" not in fn.__dict__
+
+
+def test_a_validating_flow_is_built_as_prefect_builds_it() -> None:
+    """validate_parameters=True: Prefect builds its validator from the signature at
+    definition, so the schema is built then too, as Prefect does."""
+    ours = PlainJsonFlow(_fn, name="v")
+    assert ours.__dict__["_parameter_schema"] == Flow(_fn, name="v").parameters
+
+
+def test_the_deployments_schema_is_the_one_prefect_makes() -> None:
+    """What `clampdown deploy` (`prefect deploy` of prefect.yaml) and `to_deployment` send
+    as the deployment's parameter_openapi_schema: the schema of a stock Prefect Flow of the
+    same function, with respond's parameters."""
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.callables import parameter_schema
+
+    from tests.paths import REPO
+
+    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (entry,) = {d["entrypoint"] for d in project["deployments"]}
+    for entrypoint in (entry, "clampdown_flows.rollback:rollback"):
+        ours = load_flow_from_entrypoint(entrypoint)
+        assert isinstance(ours, PlainJsonFlow)
+        stock = _built(ours.fn, Flow).parameters.model_dump_for_openapi()
+        assert parameter_schema(ours).model_dump_for_openapi() == stock  # prefect deploy
+        sent = ours.to_deployment(name="x")._parameter_openapi_schema
+        assert sent.model_dump_for_openapi() == stock
+        assert ours.parameters.model_dump_for_openapi() == stock
+    respond = load_flow_from_entrypoint(entry).parameters.model_dump_for_openapi()
+    assert list(respond["properties"]) == [
+        *("runbook", "inputs", "run_id", "trigger", "drill", "library", "resume")
+    ]
+    assert respond["required"] == ["runbook"]
+    assert respond["properties"]["drill"] == {
+        "default": False,
+        "position": 4,
+        "title": "drill",
+        "type": "boolean",
+    }
