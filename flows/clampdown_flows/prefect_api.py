@@ -27,7 +27,9 @@ runbook, and both are fixed here without turning any tracking off:
    certifi CA bundle (~30 ms apiece) even for ``http://127.0.0.1``.
    :func:`shared_clients` enters Prefect's own ``SyncClientContext`` and
    ``AsyncClientContext`` once, so every run of the process reuses one client
-   of each kind — what those contexts exist for.
+   of each kind — what those contexts exist for. The clients clampdown creates
+   (those two, and the one that reads Prefect's record back) share one TLS context
+   per process (:mod:`clampdown_flows.client_tls`).
 
 Two more change what the server does per run, keeping its record (docs/operations.md):
 its task-run recorder writes in group commit (:mod:`clampdown_flows.task_run_batches`,
@@ -58,7 +60,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -561,13 +563,15 @@ async def shared_clients() -> AsyncIterator[None]:
 
     The async one is a :class:`~clampdown_flows.run_client.RunClient` (unless a client
     context of this loop is already open): it asks the flow's id once and names each flow
-    run at creation, two requests less per run (:mod:`clampdown_flows.run_client`).
+    run at creation, two requests less per run (:mod:`clampdown_flows.run_client`). Both
+    use the process's one TLS context (:mod:`clampdown_flows.client_tls`).
     """
     from prefect.context import AsyncClientContext, SyncClientContext
 
-    from clampdown_flows.run_client import client_context
+    from clampdown_flows.run_client import client_context, sync_client_context
 
-    with SyncClientContext.get_or_create():
+    open_sync = SyncClientContext.get()  # Prefect's get_or_create would reuse it too
+    with nullcontext() if open_sync is not None else sync_client_context():
         current = AsyncClientContext.get()
         if current is not None and current.client.loop is asyncio.get_running_loop():
             yield  # Prefect's get_or_create would reuse it too

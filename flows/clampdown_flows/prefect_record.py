@@ -148,11 +148,11 @@ def wait_for_record(
     reported = len(pending)
     if not pending:
         return 0, 0
-    from prefect.client.orchestration import get_client
+    from clampdown_flows.run_client import sync_client
 
     start = last_progress = time.monotonic()
     pause = 0.02
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         while True:
             try:
                 for task_run_id in _recorded(client, pending):

@@ -18,8 +18,11 @@ before ``run.start``, to a Prefect server that a burst of alerts keeps busy
 
 Prefect's record is unchanged: the flow, the flow run with its name, parameters, tags,
 version and retry policy, its states. :func:`client_context` puts a ``RunClient`` where
-Prefect's engine looks for the client to use (``AsyncClientContext``);
-:func:`clampdown_flows.prefect_api.shared_clients` enters it.
+Prefect's engine looks for the client to use (``AsyncClientContext``), and
+:func:`sync_client_context` a sync client where it looks for that one
+(``SyncClientContext``); :func:`clampdown_flows.prefect_api.shared_clients` enters both.
+Both clients, and :func:`sync_client`'s, use the process's one TLS context
+(:mod:`clampdown_flows.client_tls`) instead of building one each.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import PrefectClient
-from prefect.context import AsyncClientContext
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+from prefect.context import AsyncClientContext, SyncClientContext
+
+from clampdown_flows.client_tls import tls_settings
 
 
 class RunName:
@@ -159,6 +164,18 @@ class RunClientContext(AsyncClientContext):
         self._context_stack = 0
 
 
+class GivenSyncClientContext(SyncClientContext):
+    """Prefect's ``SyncClientContext`` holding a given client: every ``get_client(
+    sync_client=True)`` of this context and its copies uses it."""
+
+    def __init__(self, client: SyncPrefectClient) -> None:
+        # SyncClientContext.__init__ builds a stock client; this one is given instead.
+        # No httpx settings on record: Prefect's get_client() (none) matches the context.
+        super(SyncClientContext, self).__init__(client=client)
+        self._httpx_settings = None
+        self._context_stack = 0
+
+
 def client_context() -> AsyncClientContext:
     """A context with a :class:`RunClient` for the configured API; Prefect's own
     (``AsyncClientContext.get_or_create``'s) when no API URL is set (Prefect then starts an
@@ -173,6 +190,23 @@ def client_context() -> AsyncClientContext:
             api,
             auth_string=PREFECT_API_AUTH_STRING.value(),
             api_key=PREFECT_API_KEY.value(),
-            httpx_settings=None,
+            httpx_settings=tls_settings(),
         )
     )
+
+
+def sync_client() -> SyncPrefectClient:
+    """The sync client of the open ``SyncClientContext``, else a new one (the process's TLS
+    context; an ephemeral server of Prefect's own when no API URL is set, as Prefect's
+    ``get_client`` does)."""
+    from prefect.client.orchestration import get_client
+
+    current = SyncClientContext.get()
+    if current is not None:
+        return current.client
+    return get_client(sync_client=True, httpx_settings=tls_settings())
+
+
+def sync_client_context() -> SyncClientContext:
+    """A ``SyncClientContext`` with a new :func:`sync_client` (on the process's TLS context)."""
+    return GivenSyncClientContext(sync_client())
