@@ -15,9 +15,10 @@ before it revokes the user's credentials. Then serve is stopped the way machines
   suspended (``run.suspended``, no ``run.end``); the next serve continues it and a normal
   decision completes it.
 
-`clampdown runs`, `rollback` and the decision of the kill -9 test on the session's Prefect API
-run in this process (typer's CliRunner, with the same environment): their process is not what
-is tested. The SIGTERM test's decision goes to serve's own API: a `clampdown approve` process.
+`clampdown runs`, `rollback` and the decisions, on the session's Prefect API, run in this
+process (typer's CliRunner, with the same environment): their process is not what is tested.
+Only the SIGTERM test's first serve starts a Prefect API of its own (it must stop with serve);
+every other serve uses the session's.
 Nothing here is timed: waits are bounded only to fail instead of hanging.
 """
 
@@ -105,14 +106,8 @@ class World:
         [key] = self.iam.list_access_keys(UserName=self.user)["AccessKeyMetadata"]
         return str(key["Status"])
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [CLI, *args], env=self.env | {"COLUMNS": "250"}, capture_output=True, text=True,
-            timeout=120,
-        )  # fmt: skip
-
     def cli_here(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """:meth:`cli`'s command in this process (:func:`cli_in_process`)."""
+        """A `clampdown` command in this process (:func:`cli_in_process`)."""
         return cli_in_process(self.env | {"COLUMNS": "250"}, *args)
 
 
@@ -248,7 +243,8 @@ def send_alert(url: str, world: World, alert_id: str) -> str:
 def use_session_api(world: World, api_url: str) -> None:
     """serve talks to the test session's Prefect API instead of starting its own (what
     PREFECT_API_URL does in production too): each restart then takes seconds, not a
-    server start. The SIGTERM test keeps serve's own API: it checks that API stops too."""
+    server start. The SIGTERM test's first serve keeps its own API: it checks that API
+    stops too."""
     from prefect.settings import PREFECT_API_AUTH_STRING
 
     world.env["PREFECT_API_URL"] = api_url
@@ -274,7 +270,14 @@ def process_group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(world: World) -> None:
+def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(
+    world: World, prefect_server: str
+) -> None:
+    """serve-1 has its own Prefect API (it must stop with serve); the run continues in
+    serve-2 from its ledger, which creates a new flow run on whatever API serve-2 has: the
+    session's (:func:`use_session_api`), so no second server start, and the decision is
+    a `clampdown approve` of this process (:meth:`World.cli_here`), from another process
+    than the one that runs the run, as an approver's is."""
     with serve(world, "serve-1") as (proc, url):
         run_id = send_alert(url, world, "dlp-restart-2")
         waiting_request(world, run_id)
@@ -287,9 +290,10 @@ def test_sigterm_suspends_the_run_and_the_next_serve_finishes_it(world: World) -
     types = [r["type"] for r in records]
     assert "run.suspended" in types and "run.end" not in types
 
+    use_session_api(world, prefect_server)
     with serve(world, "serve-2") as (_proc, _url):
         wait_for(lambda: "approval.resumed" in world.types(run_id), "the run to wait again")
-        sent = world.cli("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
+        sent = world.cli_here("approve", run_id, "--as", "U0TERM1", "--key", str(world.key))
         assert sent.returncode == 0, sent.stdout + sent.stderr
         wait_for(lambda: "run.end" in world.types(run_id), "the run to end")
     end = world.ledger(run_id)[-1]
