@@ -49,9 +49,12 @@ Outcome = Literal["approved", "denied", "timed_out"]
 
 
 class Approvers(BaseModel):
-    """Who may decide: Slack user ids and Slack user groups (ids like S0123 or handles)."""
+    """Who may decide: Slack user ids and Slack user groups (ids like S0123 or handles).
 
-    model_config = ConfigDict(extra="forbid")
+    Built on first use (``defer_build``), as the action's input models are: a run without
+    an approval step never validates one."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     users: list[str] = Field(default_factory=list, description="Slack user ids, e.g. U024BE7LH")
     groups: list[str] = Field(
@@ -150,10 +153,11 @@ class Decision(BaseModel):
     """One person's answer to one request: what Slack, the terminal and the Prefect UI send.
 
     The flow pauses with ``wait_for_input=Decision``; its JSON schema is the form the
-    Prefect UI shows on resume (run, step and params_hash come pre-filled).
+    Prefect UI shows on resume (run, step and params_hash come pre-filled). Built on first
+    use (``defer_build``): a run without an approval step never validates one.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     run_id: str = Field(description="the clampdown run id")
     step: str = Field(description="the approval step id")

@@ -44,6 +44,22 @@ def test_importing_the_flows_builds_no_parameter_schema() -> None:
     assert done.error is None and done.lines()[-1:] == ["False [None, None]"], done
 
 
+fresh_interpreter.register(
+    "respond: approval models not built",
+    2,  # imports the respond flow, so Prefect
+    "import clampdown_flows.respond\n"
+    "from clampdown.core.approvals import Approvers, Decision\n"
+    "print([m.__pydantic_complete__ for m in (Approvers, Decision)])\n",
+)
+
+
+def test_the_approval_models_are_built_on_first_use() -> None:
+    """A run without an approval step never validates a decision or an approvers list;
+    (that they validate as before: tests/unit/test_approval_rules.py)."""
+    done = fresh_interpreter.outcome("respond: approval models not built")
+    assert done.error is None and done.lines()[-1:] == ["[False, False]"], done
+
+
 def test_the_deferred_modules_still_import() -> None:
     """The names respond imports when it needs them exist where it looks for them."""
     from clampdown.core.incident_report_render import markdown_from_ledger
