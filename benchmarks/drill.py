@@ -123,6 +123,13 @@ def compiled(tree: Path) -> None:
         compileall.compile_dir(tree / package, quiet=1)
 
 
+def tree_path(tree: Path) -> str:
+    """``PYTHONPATH`` of a tree's drills: its own packages first (the root, flows/,
+    integrations/), so a copy of a checkout (``git archive``) runs its own code, not the
+    installed checkout's."""
+    return os.pathsep.join(str(tree / p) for p in ("", "flows", "integrations"))
+
+
 def before_trees(trees: list[Path], env: dict[str, str]) -> list[tuple[str, dict[str, str], Path]]:
     """Each ``--tree``: its label, its environment (its packages first), its folder; every
     tree's packages (this one's too) compiled first."""
@@ -130,8 +137,7 @@ def before_trees(trees: list[Path], env: dict[str, str]) -> list[tuple[str, dict
     befores = []
     for tree in (t.resolve() for t in trees):
         compiled(tree)
-        paths = os.pathsep.join(str(tree / p) for p in ("", "flows", "integrations"))
-        befores.append((f", before ({tree.name})", {**env, "PYTHONPATH": paths}, tree))
+        befores.append((f", before ({tree.name})", {**env, "PYTHONPATH": tree_path(tree)}, tree))
     return befores
 
 
@@ -190,7 +196,12 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="clampdown-bench-drill-"))
     drills_dir = Home(home).drills_dir
-    env = {**os.environ, "CLAMPDOWN_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "CLAMPDOWN_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PYTHONPATH": tree_path(ROOT),  # this tree's packages, also when it is not the install
+    }
     env.pop("PREFECT_API_URL", None)
     drill = [sys.executable, "-c", DRILL, "drill", args.drill]
     befores = before_trees(args.tree, env)

@@ -174,3 +174,16 @@ def test_a_moto_that_died_before_the_seed_is_reported(tmp_path: Path) -> None:
             moto.seed(_drill_seed(), datetime.now(UTC))  # type: ignore[arg-type]
     assert "failed while the drill seeded it" in caught.value.message
     assert "exited (-9)" in caught.value.message
+
+
+def test_the_seeds_clients_share_motos_botocore_models() -> None:
+    """moto reads each service's botocore model in a boto3 session of its own (to list the
+    service's regions); the seed's clients are made from that session, so in moto's process
+    each model file is parsed once, not once for moto and once for the seed."""
+    from moto.core.base_backend import AccountSpecificBackend
+
+    from clampdown.app.drill.moto_process import sdk_session
+
+    session = sdk_session()
+    assert session is AccountSpecificBackend.get_session()
+    assert session.client("iam", region_name="us-east-1")._loader is session._loader  # type: ignore[attr-defined]

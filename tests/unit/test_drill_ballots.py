@@ -205,3 +205,15 @@ def test_a_verdict_in_the_ledger_ends_the_ballot(world: SimpleNamespace) -> None
     world.ballots.decide(RUN, [*world.records, counted])
     assert world.serve.clicks() == 1
     assert world.timeline.failures == []
+
+
+def test_the_follower_knows_when_the_next_decision_is_due(world: SimpleNamespace) -> None:
+    """A decision scripted N s after the card is sent N s after it, not up to a poll later:
+    the follower wakes at the next ballot's due time (none while a click awaits its verdict)."""
+    assert world.ballots.next_due() is None
+    world.ballots.decide(RUN, world.records)  # the run has not saved its request: not sent
+    assert world.ballots.next_due() == world.now.now
+    _save_request(world.home)
+    world.ballots.decide(RUN, world.records)  # sent: its verdict is waited on, nothing is due
+    assert world.serve.clicks() == 1
+    assert world.ballots.next_due() is None

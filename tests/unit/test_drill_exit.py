@@ -40,9 +40,11 @@ def test_the_heap_is_frozen_once_the_report_is_printed(
         report=report, html=tmp_path / "r.html", markdown=tmp_path / "r.md", exit_code=0
     )
     frozen_during_drill: list[int] = []
+    options: dict[str, object] = {}
 
     def drill(*args: object, **kwargs: object) -> SimpleNamespace:
         frozen_during_drill.append(gc.get_freeze_count())
+        options.update(kwargs)
         return result
 
     monkeypatch.setattr(runner, "run_drill", drill)
@@ -51,5 +53,6 @@ def test_the_heap_is_frozen_once_the_report_is_printed(
     done = CliRunner().invoke(app, ["drill"])
     assert done.exit_code == 0, done.output
     assert "report:" in done.output
-    assert frozen_during_drill == [0]  # not while the drill runs: it collects as usual
+    assert frozen_during_drill == [0]  # not before the drill runs: its start freezes its own
+    assert options.get("freeze_start") is True  # the command's process runs this drill alone
     assert gc.get_freeze_count() > 0

@@ -137,6 +137,13 @@ class Ballots:
                 continue
             self._deliver(run_id, step, ballot)
 
+    def next_due(self) -> float | None:
+        """When the next scripted decision is due (epoch seconds; None: none is waiting to
+        be sent): the follower wakes then rather than at its next poll, so a decision
+        scripted N s after the card goes N s after it, not up to a poll later."""
+        waiting = [b.due for b in self._ballots.values() if not b.done and b.waiting_since is None]
+        return min(waiting, default=None)
+
     def _clicked_verdict(
         self, records: list[dict[str, Any]], step: str, ballot: Ballot
     ) -> tuple[bool, str | None] | None:

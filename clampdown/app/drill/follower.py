@@ -89,7 +89,9 @@ class RunFollower:
         return bool(self._tracked) and all(t.end is not None for t in self._tracked.values())
 
     def follow(self, run_id: str | None) -> None:
-        """Follow every run of the drill until each has ended and no inject is left to come.
+        """Follow every run of the drill until each has ended and no inject is left to come
+        (each run's ``run.end``; its flow's last uploads may still run:
+        :meth:`wait_for_run_threads`).
 
         The alert's run (``run_id``) comes first; second alerts and slash commands may
         start more (a release, a rotation), and a release writes a rollback ledger of its
@@ -113,7 +115,6 @@ class RunFollower:
             self._show_progress(stop=True)
         if self.all_ended():  # its manifest is final: read back while the flows finish
             self._session.read_evidence_soon(run_id)
-        self._wait_for_run_threads()
 
     def _poll_until_settled(self) -> None:
         drill = self._session.drill
@@ -126,7 +127,7 @@ class RunFollower:
             self._commands.type_due(self.primary)
             if self._settled():
                 return
-            time.sleep(POLL)
+            time.sleep(self._pause())
         unfinished = [t.run_id for t in self._tracked.values() if t.end is None]
         self._timeline.fail(
             f"run(s) {', '.join(unfinished) or '—'} did not end within the drill's "
@@ -135,6 +136,13 @@ class RunFollower:
             else f"injects still due when the drill's time limit "
             f"({drill.time_limit:g} s) was reached"
         )
+
+    def _pause(self) -> float:
+        """Until the next poll: :data:`POLL`, or less when a scripted decision is due sooner."""
+        due = self._ballots.next_due()
+        if due is None:
+            return POLL
+        return min(POLL, max(0.0, due - time.time()))
 
     def _poll(self, tracked: TrackedRun) -> None:
         from clampdown.core.ledger import read_written
@@ -187,8 +195,7 @@ class RunFollower:
     def _show_progress(self, *, stop: bool = False) -> None:
         """The live step table of one run at a time: the alert's, then each later one."""
         from clampdown.app.progress import RunProgress
-        from clampdown.core.lint import load_runbook
-        from clampdown.core.loader import resolve
+        from clampdown.core.loader import load, resolve
 
         shown = self._shown
         if shown is not None and (stop or self._tracked[shown[0]].end is not None):
@@ -201,8 +208,8 @@ class RunFollower:
             if tracked.end is not None or tracked.run_id in self._progress_done:
                 continue
             self._progress_done.add(tracked.run_id)
-            try:
-                loaded, _ = load_runbook(resolve(tracked.runbook, self._session.library))
+            try:  # its steps, for the table: the triage that started the run linted it
+                loaded = load(resolve(tracked.runbook, self._session.library))
             except ClampdownError:
                 continue
             progress = RunProgress(tracked.ledger, loaded.model, self._session.console)
@@ -211,8 +218,11 @@ class RunFollower:
             self._shown = (tracked.run_id, progress)
             return
 
-    def _wait_for_run_threads(self) -> None:
-        """A flow uploads its ledger as evidence after ``run.end``: wait for that too."""
+    def wait_for_run_threads(self) -> None:
+        """A flow uploads its ledger as evidence after ``run.end`` (and Prefect records its
+        end): wait for that too, before serve stops. What the drill scores is final by
+        ``run.end`` (the ledger is closed, the Slack thread's last update sent, the manifest
+        pinned), so the scoring need not wait (:meth:`DrillRunner.execute`)."""
         futures = self._session.run_futures()
         for run_id in self._tracked:
             future = futures.get(run_id)

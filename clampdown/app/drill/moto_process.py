@@ -29,6 +29,7 @@ drill process's GIL, where Prefect and ``clampdown serve`` are importing meanwhi
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -79,6 +80,24 @@ def preload(services: Sequence[str]) -> None:
             importlib.import_module(f"moto.{name}.urls")
 
 
+def sdk_session() -> Any:
+    """The boto3 session the seed's clients are made from: moto's own when it has one.
+
+    moto reads the botocore models of each service it serves once more in a session of its
+    own (to list the service's regions: the whole ``service-2`` model and ``endpoints.json``),
+    which the seed's clients read too; made from moto's session, they share its loader, so
+    each file is read once (sagemaker's model alone is ~0.05 CPU-s). Without that session
+    (another moto), a session of the seed's own."""
+    import boto3
+
+    try:
+        from moto.core.base_backend import AccountSpecificBackend
+
+        return AccountSpecificBackend.get_session()
+    except (ImportError, AttributeError):
+        return boto3.session.Session()
+
+
 def seed_request(line: str) -> dict[str, Any]:
     """Seed moto's backends with the drill's world; the answer: ``{"seeded": facts}`` (the
     fields of :class:`clampdown_aws.testing.seeded.Seeded`) or ``{"error": text}``.
@@ -90,7 +109,6 @@ def seed_request(line: str) -> dict[str, Any]:
     from datetime import datetime
 
     try:
-        import boto3
         from moto import mock_aws
 
         from clampdown.core.drill_model import Seed
@@ -99,16 +117,17 @@ def seed_request(line: str) -> dict[str, Any]:
         request = json.loads(line)
         spec = Seed.model_validate(request["seed"])
         mock_aws().start(reset=False)
-        session = boto3.session.Session(
-            region_name=spec.region,
-            aws_access_key_id="AKIADRILLDUMMY000000",
-            aws_secret_access_key="drill-dummy-secret-not-a-real-key",
-        )
+        session = sdk_session()
         clients: dict[str, Any] = {}
 
         def client(service: str) -> Any:
             if service not in clients:
-                clients[service] = session.client(service)
+                clients[service] = session.client(
+                    service,
+                    region_name=spec.region,
+                    aws_access_key_id="AKIADRILLDUMMY000000",
+                    aws_secret_access_key="drill-dummy-secret-not-a-real-key",
+                )
             return clients[service]
 
         seeded = seed(spec, datetime.fromisoformat(request["alert_time"]), client)
@@ -119,20 +138,40 @@ def seed_request(line: str) -> dict[str, Any]:
 
 def _answer_seed(stdin: TextIO, stdout: TextIO) -> None:
     """Read the drill's seed (the first line of ``stdin``; none when it closes first) and
-    write the answer on ``stdout``, one line after :data:`SEEDED`."""
+    write the answer on ``stdout``, one line after :data:`SEEDED`. Then Python's cyclic
+    collector, off since the start (:func:`serve`), is back on, with what the imports and
+    the seed built frozen out of its reach (:func:`_collect_from_now_on`)."""
     line = stdin.readline()
     if line.strip():
-        stdout.write(SEEDED + json.dumps(seed_request(line)) + "\n")
+        answer = seed_request(line)
+        _collect_from_now_on()
+        stdout.write(SEEDED + json.dumps(answer) + "\n")
         stdout.flush()
+    else:
+        _collect_from_now_on()
     # nobody reads the pipe after the answer: anything moto prints later goes to its log
     # (a full pipe would block the thread that prints, and the requests it serves)
     with contextlib.suppress(OSError, ValueError):
         os.dup2(sys.stderr.fileno(), stdout.fileno())
 
 
+def _collect_from_now_on() -> None:
+    """Freeze everything alive (moto's and boto3's modules and models, the seeded account:
+    they live as long as this process), then turn the cyclic collector back on.
+
+    Why it was off: the imports and the seed build several hundred thousand long-lived
+    objects, and the collector's passes over them took about a tenth of this process's CPU
+    before the seed's answer, which the drill waits for. Frozen, the collections while the
+    drill's requests are served walk only what those requests allocate."""
+    gc.freeze()
+    gc.enable()
+
+
 def serve(fd: int, services: Sequence[str] = ()) -> int:
     """Serve moto on the listening socket ``fd`` until standard input closes; the backends
-    of ``services`` are imported meanwhile (:func:`preload`)."""
+    of ``services`` are imported meanwhile (:func:`preload`). The cyclic collector is off
+    until the seed is answered (:func:`_collect_from_now_on`)."""
+    gc.disable()
     try:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,

@@ -32,9 +32,11 @@ The pieces, each given what it needs when it is made (in ``clampdown.app.drill``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +54,7 @@ from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill
 from clampdown.core.home import Home, private_dirs
+from clampdown.core.report import DrillReport
 
 __all__ = ["DrillResult", "DrillRunner", "run_drill", "workspace_for"]
 
@@ -69,6 +72,7 @@ class DrillRunner:
         interactive: bool = False,
         console: Console | None = None,
         ask: Asker | None = None,
+        freeze_start: bool = False,
     ) -> None:
         self._drill = drill
         self._library = library
@@ -77,6 +81,7 @@ class DrillRunner:
         self._interactive = interactive
         self._console = console or Console(stderr=True)
         self._ask = ask
+        self._freeze_start = freeze_start
 
     def execute(self) -> DrillResult:
         """Start the world, post the alert, follow every run, then score and write the report."""
@@ -84,20 +89,59 @@ class DrillRunner:
         real_slack = self._interactive and bool(os.environ.get("CLAMPDOWN_SLACK_BOT_TOKEN"))
         clock = Clock()
         timeline = Timeline(clock, self._console)
-        with open_session(
-            self._drill,
-            library=self._library,
-            workspace=self._workspace,
-            console=self._console,
-            clock=clock,
-            timeline=timeline,
-            real_slack=real_slack,
-        ) as session:
+        with contextlib.ExitStack() as stack:
+            with self._start_phase():
+                session = stack.enter_context(
+                    open_session(
+                        self._drill,
+                        library=self._library,
+                        workspace=self._workspace,
+                        console=self._console,
+                        clock=clock,
+                        timeline=timeline,
+                        real_slack=real_slack,
+                    )
+                )
             runs = self._play(session, timeline)
-            if runs.all_ended():  # serve has nothing left to do: it stops while we score
-                session.stop_serving()
             after = AfterAction(session, timeline, runs)
-            return after.write(after.report(), self._report_dir)
+            report = self._score(session, after, runs)
+            return after.write(report, self._report_dir)
+
+    def _score(self, session: DrillSession, after: AfterAction, runs: RunFollower) -> DrillReport:
+        """Score while the flows make their last uploads after ``run.end`` (the ledger's
+        copy as evidence, Prefect's record of their end: mostly waits on moto's and
+        Prefect's processes); what is scored was final at ``run.end``
+        (:meth:`RunFollower.wait_for_run_threads`). Once they are done, and every run
+        ended, serve has nothing left to do: it stops while the scoring goes on."""
+
+        def runs_done() -> None:
+            runs.wait_for_run_threads()
+            if runs.all_ended():
+                session.stop_serving()
+
+        with ThreadPoolExecutor(1, thread_name_prefix="drill-runs-end") as pool:
+            ending = pool.submit(runs_done)
+            report = after.report()
+            ending.result()
+        return report
+
+    def _start_phase(self) -> contextlib.AbstractContextManager[None]:
+        """What the world's start runs inside: with ``freeze_start`` (a process that is this
+        drill's alone: the CLI's), Python's cyclic collector off, then everything the start
+        built frozen out of its reach (:func:`~clampdown_flows.frozen_imports.imports_frozen`).
+
+        Why: the start imports Prefect, serve and the flows (about 2,000 modules) and builds
+        the drill's models, hundreds of thousands of objects that live as long as the drill;
+        the collector's passes over them took about a tenth of the start's CPU, on the path
+        to the alert (this process is busy from its start to the first ``run.start``).
+        Frozen, the collections during the story and the scoring walk only what they
+        allocate. Off by default: in a process that runs more than this drill (a test
+        session), a freeze would keep what the others leave behind."""
+        if not self._freeze_start:
+            return contextlib.nullcontext()
+        from clampdown_flows.frozen_imports import imports_frozen
+
+        return imports_frozen()
 
     def _play(self, session: DrillSession, timeline: Timeline) -> RunFollower:
         """The drill itself: the alert, the injects and decisions, until every run ended."""
@@ -169,8 +213,10 @@ def run_drill(
     console: Console | None = None,
     library: Path | None = None,
     ask: Asker | None = None,
+    freeze_start: bool = False,
 ) -> DrillResult:
-    """Run drill ``name`` (default: model-theft) and write its report."""
+    """Run drill ``name`` (default: model-theft) and write its report; ``freeze_start``: see
+    :meth:`DrillRunner._start_phase` (for a process that runs this drill alone)."""
     from clampdown.core.settings import settings
 
     conf = settings()
@@ -192,5 +238,6 @@ def run_drill(
         interactive=interactive,
         console=out,
         ask=ask,
+        freeze_start=freeze_start,
     )
     return runner.execute()

@@ -222,6 +222,7 @@ def _seed_while_serving(
 def _seed_then_import_serve(drill: Drill, moto: MotoProcess, alert_time: datetime) -> Seeded:
     seeded = moto.seed(drill.seed, alert_time)
     import clampdown.app.serve  # noqa: F401 - its imports (~1 s), while the API still starts
+    import clampdown_flows.respond  # noqa: F401 - the flow serve runs at the alert (~0.1 s)
 
     return seeded
 
