@@ -21,7 +21,8 @@ the child), which load on a shared machine disturbs less:
   (what every other command pays to start), for comparison;
 * with ``--before DIR`` (an earlier tree, e.g. from ``git archive <commit> | tar -x -C
   DIR``): that tree's console script on the same library, its packages put first on
-  the path.
+  the path, each time with an empty verdict cache (a cold lint, to compare with the
+  cold figure; before session 25 it read the user's own cache, so it was a cache hit).
 
 Every command runs once before timing, with bytecode writing on, so no figure includes
 compiling a module (PYTHONDONTWRITEBYTECODE is dropped from the children's environment).
@@ -170,9 +171,15 @@ def main() -> None:
         module, function = console_script(tree)
         code = f"import sys; sys.argv[0] = 'clampdown'; from {module} import {function}; "
         code += f"{function}()"
-        commands[f"clampdown lint {args.library} (--before {args.before})"] = (
+        before_env = child_env([tree, tree / "integrations", tree / "flows"])
+        before_env.pop("CLAMPDOWN_LINT_CACHE", None)
+
+        def before_cold() -> dict[str, str]:  # an empty verdict cache, as for "cold"
+            return {**before_env, "XDG_CACHE_HOME": tempfile.mkdtemp(dir=caches.name)}
+
+        commands[f"clampdown lint {args.library} (--before {args.before}, cold)"] = (
             [python, "-P", "-c", code, "lint", args.library],
-            same(child_env([tree, tree / "integrations", tree / "flows"])),
+            before_cold,
         )
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

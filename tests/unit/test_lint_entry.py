@@ -211,6 +211,32 @@ def test_a_light_lint_runs_without_the_cyclic_collector(monkeypatch) -> None:
     assert (done.value.code, seen) == (0, [False])
 
 
+def test_a_light_lint_freezes_what_is_left_at_exit_not_before(monkeypatch) -> None:
+    """The interpreter's last full collection at exit is skipped by freezing the objects
+    then (registered at exit: nothing is frozen while main() runs, in any process)."""
+    import atexit
+    import gc
+
+    from clampdown.app import entry
+
+    registered: list[object] = []
+    frozen_during: list[int] = []
+    monkeypatch.setattr(sys, "argv", ["clampdown", "lint", "runbooks/"])
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(
+        cli_lint, "fast_lint", lambda args: frozen_during.append(gc.get_freeze_count()) or 0
+    )
+    before = gc.get_freeze_count()
+    was = gc.isenabled()
+    try:
+        with pytest.raises(SystemExit):
+            entry.main()
+    finally:
+        gc.enable() if was else gc.disable()
+    assert registered == [gc.freeze]
+    assert frozen_during == [before]
+
+
 class _Installed:
     """What ``importlib.metadata.entry_points()`` answers: entry points by group."""
 
