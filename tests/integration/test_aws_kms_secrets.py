@@ -25,6 +25,7 @@ from clampdown_aws import base
 from clampdown_aws.base import AwsAccessDenied, AwsActionError
 from clampdown_aws.kms import ROTATED_BY_RUN_TAG, RotateKey
 from clampdown_aws.secrets import RotateSecret, SecretRotationRefused, version_token
+from tests.integration.moto_kms_keys import one_rsa_key_for_symmetric_keys  # noqa: F401 - autouse
 from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
 
 ACCOUNT = "123456789012"
