@@ -169,21 +169,22 @@ def test_another_command_line_misses(capsys, work, env, other) -> None:
     assert _lint(capsys, env, *other).cold
 
 
-@pytest.mark.parametrize(
-    "variable",
-    [
+def test_a_changed_setting_misses(capsys, work, env, monkeypatch) -> None:
+    """Each setting changed alone, from the same kept entry (one entry for all six: the
+    entry a miss writes is for the changed setting's key, the first one stays as it was)."""
+    _use_private_entry(capsys, env, "lib")
+    for variable in (
         "CLAMPDOWN_LIBRARY",
         "clampdown_library",
         "CLAMPDOWN_SLACK_CHANNEL",
         "PYDANTIC_DISABLE_PLUGINS",
         "LANG",
         "FORCE_COLOR",
-    ],
-)
-def test_a_changed_setting_misses(capsys, work, env, variable, monkeypatch) -> None:
-    _use_private_entry(capsys, env, "lib")
-    monkeypatch.setenv(variable, env.get(variable, "") + "x")
-    assert _lint(capsys, env, "lib").cold
+    ):
+        with monkeypatch.context() as changed:
+            changed.setenv(variable, env.get(variable, "") + "x")
+            assert _lint(capsys, env, "lib").cold, variable
+    assert not _lint(capsys, env, "lib").cold  # the settings as they were: still kept
 
 
 ENV_READ = """
@@ -402,14 +403,17 @@ def test_a_linked_folder_or_entry_is_ignored(capsys, work, env, tmp_path) -> Non
     assert not (folder / entry.name).is_symlink()  # replaced by a file of its own
 
 
-@pytest.mark.parametrize("damage", ["", "{", "[]", '{"format": 1}', "garbage\x00"])
-def test_a_damaged_entry_is_ignored_and_written_again(capsys, work, env, damage) -> None:
+def test_a_damaged_entry_is_ignored_and_written_again(capsys, work, env) -> None:
+    """Each damage done to a good entry: the one written again after the last damage is
+    the good entry the next damage starts from (as a fresh test's would be)."""
     entry = _use_private_entry(capsys, env, "broken")
     expected = _lint(capsys, env, "--no-cache", "broken")
-    entry.write_text(damage)
-    found = _lint(capsys, env, "broken")
-    assert found.cold and (found.out, found.code) == (expected.out, expected.code)
-    assert json.loads(entry.read_bytes())["exit"] == 1
+    for damage in ("", "{", "[]", '{"format": 1}', "garbage\x00"):
+        entry.write_text(damage)
+        found = _lint(capsys, env, "broken")
+        assert found.cold and (found.out, found.code) == (expected.out, expected.code), damage
+        assert json.loads(entry.read_bytes())["exit"] == 1
+        assert not _lint(capsys, env, "broken").cold  # written again: a good entry
 
 
 def test_a_forged_clean_verdict_whose_hashes_do_not_match_is_not_used(capsys, work, env) -> None:
