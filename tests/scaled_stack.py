@@ -10,8 +10,8 @@ run one after the other on one worker, and the server is stopped when the last f
 needs it ends (:meth:`SharedPrefect.serving`).
 
 Isolation: the server holds the repository's prefect.yaml deployment as ``clampdown
-deploy`` makes it (``respond/clampdown`` on the ``clampdown`` work pool) and, from the
-same entry, one deployment per work pool of :data:`POOLS` (``respond/<pool>``). Each file,
+deploy`` makes it (``respond/clampdown`` on the ``clampdown`` work pool) and a copy of
+it for each other work pool of :data:`POOLS` (``respond/<pool>``). Each file,
 or test, starts its runs on a deployment of its own and its workers poll only that pool,
 so a run one of them leaves behind (scheduled, paused, crashed) is never picked up by
 another's worker. Each file keeps its own clampdown databases, homes, workers and serve,
@@ -23,12 +23,12 @@ starts it again before anything else.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,7 +39,18 @@ import pytest
 
 from tests.paths import REPO
 
-PREFECT_SERVER = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+PREFECT_SERVER = ["server", "start", "--host", "127.0.0.1"]
+"""``prefect server start``'s arguments (without the port)."""
+STANDBY = (
+    "import runpy, sys; "
+    "import prefect.cli, prefect.server.api.server, uvicorn; "
+    "sys.stdin.readline() or sys.exit(0); "
+    "sys.argv = ['prefect', *sys.argv[1:]]; "
+    "runpy.run_module('prefect', run_name='__main__', alter_sys=True)"
+)
+"""``python -m prefect <args>`` once a line comes on stdin (it exits at EOF without one),
+with the modules ``prefect server start`` imports (~5 CPU-s, seconds of wall) imported
+before: :meth:`PrefectServer.standby`."""
 
 
 def free_port() -> int:
@@ -70,6 +81,9 @@ def process(argv: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Po
         try:
             yield proc
         finally:
+            if proc.stdin is not None:  # started on standby (:func:`go`)
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
             stop_group(proc, signal.SIGTERM, 15)
 
 
@@ -119,30 +133,53 @@ def answers(api_url: str) -> bool:
 
 
 class PrefectServer:
-    """``prefect server start`` on PostgreSQL, stopped and started again on the same port."""
+    """``prefect server start`` on PostgreSQL, stopped and started again on the same port.
+
+    Each start is a new process: :meth:`standby` starts it ahead, importing what the
+    command imports, and :meth:`start` tells it to go on as ``prefect server start`` (the
+    same command, in that process; without a standby it makes one and tells it at once).
+    A test that stops the server and starts it again (an outage) makes the standby while
+    the server still runs or is down: its imports are then not part of the outage, whose
+    length the test sets by when it calls :meth:`start`."""
 
     def __init__(self, port: int, env: dict[str, str], logs: Path, timeout: float = 90) -> None:
         self.port, self.env, self.logs, self.timeout = port, env, logs, timeout
         self.api_url = f"http://127.0.0.1:{port}/api"
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._standby: tuple[subprocess.Popen[bytes], Path] | None = None
 
-    def start(self) -> None:
-        self.starts += 1
-        log = self.logs / f"prefect-server-{self.starts}.log"
+    def standby(self) -> None:
+        """The next start's process, importing and then waiting to be told to start (on
+        stdin); nothing when there is one already."""
+        if self._standby is not None:
+            return
+        log = self.logs / f"prefect-server-{self.starts + 1}.log"
+        argv = [sys.executable, "-c", STANDBY, *PREFECT_SERVER, "--port", str(self.port)]
         with log.open("wb") as out:
-            self._proc = subprocess.Popen(
-                [*PREFECT_SERVER, "--port", str(self.port)],
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=self.env,
             )
+        self._standby = (proc, log)
+
+    def start(self) -> None:
+        """``prefect server start`` (the standby's process, told to go on), answering."""
+        self.standby()
+        assert self._standby is not None
+        (proc, log), self._standby = self._standby, None
+        self.starts += 1
+        self._proc = proc
+        go(proc)
         wait_until(
             lambda: urllib.request.urlopen(f"{self.api_url}/health", timeout=2).status == 200,
             self.timeout,
             "prefect server on PostgreSQL",
-            self._proc,
+            proc,
             log,
         )
 
@@ -158,6 +195,16 @@ class PrefectServer:
             return
         stop_group(proc, sig, 30)
         wait_until(lambda: not answers(self.api_url), 30, "the Prefect port to close")
+
+    def close(self) -> None:
+        """Stop the server and a standby that was never started (it exits at EOF)."""
+        self.stop()
+        standby, self._standby = self._standby, None
+        if standby is not None:
+            proc = standby[0]
+            if proc.stdin is not None:
+                proc.stdin.close()
+            stop_group(proc, signal.SIGTERM, 15)
 
 
 SHIPPED_POOL = "clampdown"  # prefect.yaml's deployment name and work pool
@@ -187,24 +234,47 @@ idle worker kept ~0.04 of a core busy on the server, ~20 CPU-s over the scaled f
 picked up (the tests wait for the run, not for the clock)."""
 
 
-def clampdown_worker(pool: str, resume_every: float | None = None) -> list[str]:
+WORKER_IMPORTS = "clampdown.app.deployment, clampdown_flows.respond, prefect.workers.process"
+"""What ``clampdown worker`` imports before it polls (its run_worker imports the flow
+module up front), imported by a standby worker before it waits (:func:`clampdown_worker`)."""
+
+
+def clampdown_worker(
+    pool: str, resume_every: float | None = None, standby: bool = False
+) -> list[str]:
     """``clampdown worker --pool <pool>`` (the command as clampdown/app/cli.py registers it).
 
     ``resume_every``: how often the worker looks for stopped runs of its run store to
     continue (``clampdown.app.deployment.run_worker``'s argument; the command leaves it at
     its default, 30 s). A test whose worker must find a run another worker left sets it
-    short and waits for the run, not for the clock."""
+    short and waits for the run, not for the clock.
+
+    ``standby``: the process imports what the command imports, then waits for a line on
+    its stdin (:func:`go`) before it runs the command (it exits at EOF without one). A
+    test that needs a worker later (the next worker, once one was killed) starts it on
+    standby early: the seconds of imports pass while the test waits for something else,
+    and what the worker does (its first look for stopped runs, its first poll) begins
+    when the test says go, as a worker started then would."""
     setup = ""
     if resume_every is not None:
         setup = (
             "import functools, clampdown.app.deployment as d; "
             f"d.run_worker = functools.partial(d.run_worker, resume_every={resume_every!r}); "
         )
+    if standby:
+        setup = f"import sys, {WORKER_IMPORTS}; {setup}sys.stdin.readline() or sys.exit(0); "
     code = (
         f"import typer; {setup}from clampdown.app.cli_ops import register; "
         "app = typer.Typer(); register(app); app()"
     )
     return [sys.executable, "-c", code, "worker", "--pool", pool, "--poll", str(POLL)]
+
+
+def go(proc: subprocess.Popen[bytes]) -> None:
+    """Tell a process started on standby (``stdin=subprocess.PIPE``) to go on."""
+    assert proc.stdin is not None, "not started on standby (stdin=subprocess.PIPE)"
+    proc.stdin.write(b"go\n")
+    proc.stdin.close()
 
 
 def cli_here(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -238,20 +308,43 @@ def create_databases(postgres_url: str, names: tuple[str, ...]) -> dict[str, str
 
 
 def _deployment_file(folder: Path) -> Path:
-    """The repository's prefect.yaml, its one deployment kept as it is and copied once for
-    each other pool of :data:`POOLS` (named after the pool, on that pool)."""
-    import yaml
-
-    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    [shipped] = project["deployments"]
-    assert (shipped["name"], shipped["work_pool"]["name"]) == (SHIPPED_POOL, SHIPPED_POOL)
-    for pool in POOLS[1:]:
-        entry = copy.deepcopy(shipped)
-        entry["name"] = entry["work_pool"]["name"] = pool
-        project["deployments"].append(entry)
+    """The repository's prefect.yaml, copied into ``folder`` (``prefect deploy`` runs there)."""
+    project = (REPO / "prefect.yaml").read_text()
     path = folder / "prefect.yaml"
-    path.write_text(yaml.safe_dump(project, sort_keys=False))
+    path.write_text(project)
     return path
+
+
+def _copy_deployment(pools: tuple[str, ...]) -> None:
+    """The shipped deployment (as ``prefect deploy`` made it from prefect.yaml) copied once
+    for each of ``pools``: named after the pool, on that pool, every other field the same.
+    (Before, prefect.yaml's entry was copied for each pool and all deployed by ``prefect
+    deploy``: ~1.5 CPU-s more of its process and ~1.3 of the server's, for the same
+    records.)"""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        shipped = client.read_deployment_by_name(deployment(SHIPPED_POOL))
+        assert shipped.work_pool_name == SHIPPED_POOL, shipped.work_pool_name
+        assert shipped.global_concurrency_limit is None  # prefect.yaml: none to copy
+        for pool in pools:
+            client.create_deployment(
+                flow_id=shipped.flow_id,
+                name=pool,
+                work_pool_name=pool,
+                work_queue_name=shipped.work_queue_name,
+                version=shipped.version,
+                description=shipped.description,
+                tags=shipped.tags,
+                parameters=shipped.parameters,
+                entrypoint=shipped.entrypoint,
+                path=shipped.path,
+                pull_steps=shipped.pull_steps,
+                parameter_openapi_schema=shipped.parameter_openapi_schema,
+                enforce_parameter_schema=shipped.enforce_parameter_schema,
+                job_variables=shipped.job_variables,
+                paused=shipped.paused,
+            )
 
 
 class SharedPrefect:
@@ -263,13 +356,16 @@ class SharedPrefect:
         self.database_url = ""  # Prefect's database, for psycopg (set at the first start)
         self.server: PrefectServer | None = None
         self._env: dict[str, str] = {}
+        self._deploying: threading.Thread | None = None
+        self._deploy_error: BaseException | None = None
 
     def _first_start(self) -> PrefectServer:
         """Create Prefect's database, start the server on it (it migrates the new
-        database) and deploy as ``clampdown deploy`` does."""
+        database), make the work pools of :data:`POOLS` and start deploying as ``clampdown
+        deploy`` does (:meth:`deployed` waits for it)."""
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        from clampdown.app.cli_ops import deploy_from_file, ensure_work_pool
+        from clampdown.app.cli_ops import ensure_work_pool
 
         self.database_url = create_databases(self.postgres_url, ("prefect_scaled",))[
             "prefect_scaled"
@@ -287,13 +383,41 @@ class SharedPrefect:
         server.start()
         try:
             with temporary_settings({PREFECT_API_URL: server.api_url}):
-                for pool in POOLS[1:]:  # deploy_from_file makes the shipped pool
+                for pool in POOLS:
                     ensure_work_pool(pool)
-                deploy_from_file(_deployment_file(self.root), SHIPPED_POOL)
         except BaseException:
-            server.stop()
+            server.close()
             raise
+        self._deploying = threading.Thread(
+            target=self._deploy, args=(server.api_url,), name="scaled-deploy", daemon=True
+        )
+        self._deploying.start()
         return server
+
+    def _deploy(self, api_url: str) -> None:
+        """``clampdown deploy``'s ``prefect deploy`` of prefect.yaml, then its deployment
+        copied for the other pools; in a thread: the first file starts its workers and
+        serve meanwhile (they need the pools, not the deployments, until a run starts)."""
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from clampdown.app.cli_ops import deploy_from_file
+
+        try:
+            with temporary_settings({PREFECT_API_URL: api_url}):
+                deploy_from_file(_deployment_file(self.root), SHIPPED_POOL)
+                _copy_deployment(POOLS[1:])
+        except BaseException as exc:  # raised by deployed(), in the test that waits
+            self._deploy_error = exc
+
+    def deployed(self) -> None:
+        """Wait until the deployments of :data:`POOLS` exist (before a file starts a run)."""
+        if self._deploying is not None:
+            self._deploying.join(self.timeout)
+            assert not self._deploying.is_alive(), f"deploying took over {self.timeout} s"
+        if self._deploy_error is not None:
+            raise AssertionError("deploying to the scaled Prefect server failed") from (
+                self._deploy_error
+            )
 
     def running(self) -> PrefectServer:
         """The server, answering: started (the first time: database, migration, deploy),
@@ -308,7 +432,7 @@ class SharedPrefect:
     def close(self) -> None:
         """Stop the server (the database stays: a later start needs no migration)."""
         if self.server is not None:
-            self.server.stop()
+            self.server.close()
 
     @contextlib.contextmanager
     def serving(self, module: pytest.Module) -> Iterator[PrefectServer]:

@@ -81,17 +81,17 @@ POOL = "scaled-failures"  # polled by this file's worker only
 # How long the Prefect server stays down in the outage test, at least. The issue's case
 # is 90 s: set CLAMPDOWN_TEST_PREFECT_OUTAGE=90 to run it as is (Prefect's client then
 # keeps its default 5 retries, 2+4+8+16+32 s = ~62 s before a call gives up). By default
-# the worker's client retries are lowered (2 retries, ~6 s) and the server is started
-# again once both waiting runs recorded `approval.api_unreachable`: what is tested is that
-# the outage outlasts the retries, so that the gate itself sees the calls fail and must
-# wait the outage out (its next try, a second later, and those after it are refused until
-# the server started again answers), and that holds at either length. Not covered:
-# an outage longer than `clampdown worker`'s own poll loop bears (Prefect's worker gives
-# up after 4 rounds of 3 failed polls: ~50 s with no client retries, minutes with the
-# defaults); then the worker stops polling and its waiting runs fail on their next
-# decision (found with this stack; the fix belongs in clampdown.app.deployment).
+# the worker's client retries are lowered to 1 (~2 s) and the server is started again
+# once both waiting runs recorded `approval.api_unreachable`: what is tested is that the
+# outage outlasts the client's retries, so that the gate itself sees the calls fail and
+# must wait the outage out (its next try, a second later, and those after it are refused
+# until the server started again answers), and that holds at either length. A retry more
+# or less changes only how long the gate takes to give up on a call, not what it does
+# then. An outage longer than Prefect's worker's own poll loop bears (it gives up after
+# 4 rounds of 3 failed polls) is clampdown.app.deployment.keep_polling's
+# (tests/unit/test_worker_keeps_polling.py).
 OUTAGE = float(os.environ.get("CLAMPDOWN_TEST_PREFECT_OUTAGE", "0"))
-CLIENT_RETRIES = "5" if OUTAGE >= 90 else "2"
+CLIENT_RETRIES = "5" if OUTAGE >= 90 else "1"
 # How the server is stopped: SIGKILL (a crash, an OOM kill) by default; SIGTERM (a deploy,
 # `systemctl restart`) with CLAMPDOWN_TEST_PREFECT_STOP=SIGTERM. Seen from clampdown both
 # are the same (connections refused until the server is back); both passed when written.
@@ -238,6 +238,7 @@ def stack(
                 s,
                 serve_log,
             )
+            scaled_prefect.deployed()  # made while the worker and serve started
             yield Stack(
                 prefect, serve_url, worker_home, worker_env, serve_env, key, ledger_key, logs
             )
@@ -323,6 +324,7 @@ def test_prefect_server_down_and_restarted_during_a_pause_loses_nothing(
     * alert C arrives during the outage: 503 with Retry-After, nothing of it kept, so the
       sender's retry of the same delivery after the restart starts a run.
     """
+    stack.prefect.standby()  # the restart's process, its imports done before the outage
     iam, arn_a = _iam_user(moto_server, "outage-decided-during")
     _, arn_b = _iam_user(moto_server, "outage-decided-after")
     _, arn_c = _iam_user(moto_server, "outage-new-alert")

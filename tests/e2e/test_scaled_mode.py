@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -43,6 +44,7 @@ from tests.scaled_stack import (
     create_databases,
     deployment,
     free_port,
+    go,
     process,
     scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
     wait_until,
@@ -79,7 +81,11 @@ steps:
 """.replace("TOKEN_VALUE", TOKEN)
 
 
-# Containment behind an approval: the run waits for a person, on a worker.
+# Containment behind an approval: the run waits for a person, on a worker. Five minutes to
+# decide: a paused run asks Prefect whether it was resumed every 1/180 of the time left
+# (clampdown_flows.approval_gate.poll_seconds), ~1.7 s here (with 30 m, every 5 s: each
+# decision sent through Prefect waited up to 5 s to be counted, and the outage up to 5 s
+# to be noticed); every test decides well within it, also on a loaded machine.
 GATED = """apiVersion: clampdown/v1
 kind: Runbook
 metadata: {name: scaled-gated, title: Scaled mode gated containment, severity: critical}
@@ -88,7 +94,7 @@ inputs:
 steps:
   - id: approve
     uses: approval.request
-    with: {summary: "Revoke?", approvers: {users: [U0TERM1]}, timeout: 30m}
+    with: {summary: "Revoke?", approvers: {users: [U0TERM1]}, timeout: 5m}
   - id: revoke
     uses: aws.iam.revoke_credentials
     needs: [approve]
@@ -105,6 +111,7 @@ class Stack:
     library: Path
     logs: Path
     worker_env: dict[str, str]
+    shipped_worker: subprocess.Popen[bytes]  # on standby until shipped_pool_worker
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +161,19 @@ def stack(
             worker_env.pop(name, None)
         os.environ["CLAMPDOWN_INPUTS_KEY"] = key  # the serve side seals with the same key
         stack_.callback(os.environ.pop, "CLAMPDOWN_INPUTS_KEY", None)
-        yield Stack(api_url, database, state_url, home, library, logs, worker_env)
+        scaled_prefect.deployed()
+        # the shipped pool's worker, on standby: it imports while the first tests run
+        (logs / "clampdown-worker-cwd").mkdir()
+        shipped_worker = stack_.enter_context(
+            process(
+                clampdown_worker(SHIPPED_POOL, standby=True),
+                logs / "clampdown-worker.log",
+                env=worker_env,
+                cwd=logs / "clampdown-worker-cwd",
+                stdin=subprocess.PIPE,
+            )
+        )
+        yield Stack(api_url, database, state_url, home, library, logs, worker_env, shipped_worker)
 
 
 @contextlib.contextmanager
@@ -169,11 +188,19 @@ def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def shipped_pool_worker(stack: Stack) -> Iterator[None]:
+def shipped_pool_worker(stack: Stack) -> None:
     """One `clampdown worker` on the shipped deployment's `clampdown` pool for the tests
-    of this module that use it (only they start runs of ``respond/clampdown``)."""
-    with _worker(stack, clampdown_worker(SHIPPED_POOL), "clampdown-worker"):
-        yield
+    of this module that use it (only they start runs of ``respond/clampdown``): the stack's
+    standby, told to go on (it is stopped with the stack, at the module's end)."""
+    log = stack.logs / "clampdown-worker.log"
+    go(stack.shipped_worker)
+    wait_until(
+        lambda: "started" in log.read_text(),
+        60,
+        "clampdown-worker to start",
+        stack.shipped_worker,
+        log,
+    )
 
 
 def _iam_user(moto_server: str, name: str) -> tuple[Any, str]:
@@ -546,23 +573,39 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     }
     request = home / "runs" / "{run}" / "approvals" / "approve.json"
     log = stack.logs / "gated-worker-1.log"
-    with process(worker, log, env=env, cwd=tmp_path) as first:
-        wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
-        starter = DeploymentStarter(deployment("scaled-gated"))
-        run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
-        path = Path(str(request).format(run=run_id))
-        wait_until(
-            lambda: json.loads(path.read_text())["status"] == "pending", 90, "the wait", first, log
+    with contextlib.ExitStack() as running:
+        # the next worker, on standby: it imports while the first runs, and starts (looks
+        # for stopped runs, polls) only once the first was killed (scaled_stack.go)
+        second = running.enter_context(
+            process(
+                clampdown_worker("scaled-gated", standby=True),
+                stack.logs / "gated-worker-2.log",
+                env=env,
+                cwd=tmp_path,
+                stdin=subprocess.PIPE,
+            )
         )
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    # typed by the approver (in this process: cli_here), against this test's home
-    sent = cli_here(env, "approve", run_id, "--as", "U0TERM1", "--key", str(keys["U0TERM1"]))
-    assert sent.returncode == 3 and "not counted yet" in sent.stderr, sent.stdout + sent.stderr
-    assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
+        with process(worker, log, env=env, cwd=tmp_path) as first:
+            wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
+            starter = DeploymentStarter(deployment("scaled-gated"))
+            run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
+            path = Path(str(request).format(run=run_id))
+            wait_until(
+                lambda: json.loads(path.read_text())["status"] == "pending",
+                90,
+                "the wait",
+                first,
+                log,
+            )
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
+        # typed by the approver (in this process: cli_here), against this test's home
+        approve = ("approve", run_id, "--as", "U0TERM1", "--key", str(keys["U0TERM1"]))
+        sent = cli_here(env, *approve)
+        assert sent.returncode == 3 and "not counted yet" in sent.stderr, sent.stdout + sent.stderr
+        assert _contained(iam, "stolen-keys-gated")["key_statuses"] == ["Active", "Active"]
 
-    log = stack.logs / "gated-worker-2.log"
-    with process(worker, log, env=env, cwd=tmp_path):
+        go(second)
         records = _ledger(stack, run_id, timeout=120, home=home)
     types = [r["type"] for r in records]
     assert "run.resumed" in types and "approval.resumed" in types

@@ -20,7 +20,9 @@ recorded while it runs there; the second approver's decision from serve's home i
 through Prefect; the run contains the user on moto server. ``clampdown runs``, ``verify``
 and ``rollback`` from the fourth home succeed and rollback puts the user back. The workers
 look for stopped runs to continue every RESUME_EVERY seconds (the command's default is
-30 s): the tests wait for the look, not for the clock. Waits are bounded only to fail
+30 s): the tests wait for the look, not for the clock. The worker the mid-step test kills
+(worker-3, reaching AWS through a proxy that holds the revoke's answer) is started with
+the stack on standby (it imports, then waits to be told to go on: tests/scaled_stack.py). Waits are bounded only to fail
 instead of hanging; nothing is timed.
 """
 
@@ -32,6 +34,7 @@ import hmac
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +52,7 @@ from tests.e2e.test_scaled_mode import (
     _flow_run,
     _iam_user,
 )
+from tests.e2e.test_serve_restart import HoldingProxy
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
 from tests.scaled_stack import (
     SharedPrefect,
@@ -57,6 +61,7 @@ from tests.scaled_stack import (
     create_databases,
     deployment,
     free_port,
+    go,
     process,
     scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
     scrubbed_env,
@@ -69,6 +74,9 @@ APPROVERS = ("U0TERM1", "U0TERM2")
 POOL = "separate-homes"  # polled by this file's workers only
 RESUME_EVERY = 1.0  # seconds between a worker's looks for stopped runs to continue
 WORKER = clampdown_worker(POOL, resume_every=RESUME_EVERY)
+# Five minutes to decide: the paused run asks Prefect every ~1.7 s whether it was resumed
+# (1/180 of the time left), so a decision sent through Prefect counts within that (every
+# 5 s with 30 m); the tests decide well within the five minutes.
 GATED = """apiVersion: clampdown/v1
 kind: Runbook
 metadata: {name: scaled-gated, title: Gated by two approvals, severity: critical}
@@ -78,7 +86,7 @@ steps:
   - id: approve
     uses: approval.request
     with: {summary: "Revoke?", approvers: {users: [U0TERM1, U0TERM2]}, min_approvals: 2,
-           timeout: 30m}
+           timeout: 5m}
   - id: revoke
     uses: aws.iam.revoke_credentials
     needs: [approve]
@@ -108,6 +116,9 @@ class Stack:
     workers: dict[str, Any]  # name -> Popen
     keys: dict[str, Path]  # the approvers' SSH keys
     logs: Path
+    db: Any  # one psycopg connection (autocommit) to state_url for the tests' reads
+    doomed: Any  # worker-3 (Popen), on standby: it reaches AWS through ``proxy``
+    proxy: Any  # HoldingProxy in front of moto server
     signed_at: int = 0  # the time stamp (whole seconds) of the last alert sent to serve
 
     def cli(self, home: str, *args: str) -> Any:
@@ -117,23 +128,19 @@ class Stack:
         )
 
     def stored(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's ledger as the run store holds it (read with SQL, not through clampdown)."""
-        import psycopg
-
-        with psycopg.connect(self.state_url) as conn:
-            rows = conn.execute(
-                "SELECT line FROM clampdown_run_ledgers WHERE run_id = %s ORDER BY seq", (run_id,)
-            ).fetchall()
+        """The run's ledger as the run store holds it (read with SQL, not through clampdown;
+        on one connection: the waits read it every 0.1 s, a connection each cost ~5 ms of
+        CPU here and a PostgreSQL backend's start)."""
+        rows = self.db.execute(
+            "SELECT line FROM clampdown_run_ledgers WHERE run_id = %s ORDER BY seq", (run_id,)
+        ).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def request(self, run_id: str) -> dict[str, Any] | None:
-        import psycopg
-
-        with psycopg.connect(self.state_url) as conn:
-            row = conn.execute(
-                "SELECT data FROM clampdown_run_files WHERE run_id = %s AND name = %s",
-                (run_id, "approvals/approve.json"),
-            ).fetchone()
+        row = self.db.execute(
+            "SELECT data FROM clampdown_run_files WHERE run_id = %s AND name = %s",
+            (run_id, "approvals/approve.json"),
+        ).fetchone()
         return None if row is None else json.loads(bytes(row[0]))
 
     def approve(self, run_id: str, approver: str) -> Any:
@@ -222,6 +229,22 @@ def stack(
                     cwd=logs / f"{name}-cwd",
                 )
             )
+        # worker-3, the one that dies mid-step, on standby (it imports meanwhile) until
+        # its test: it reaches AWS through a proxy that holds the revoke's answer
+        proxy = HoldingProxy(moto_server, b"Action=UpdateAccessKey")
+        running.callback(proxy.close)
+        homes["worker-3"] = root / "worker-3-home"
+        homes["worker-3"].mkdir()
+        (logs / "worker-3-cwd").mkdir()
+        doomed = running.enter_context(
+            process(
+                clampdown_worker(POOL, resume_every=RESUME_EVERY, standby=True),
+                logs / "worker-3.log",
+                env=env | {"CLAMPDOWN_HOME": str(homes["worker-3"]), "AWS_ENDPOINT_URL": proxy.url},
+                cwd=logs / "worker-3-cwd",
+                stdin=subprocess.PIPE,
+            )
+        )
         serve_log = logs / "serve.log"
         serve = running.enter_context(
             process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env)
@@ -237,7 +260,23 @@ def stack(
             serve,
             serve_log,
         )
-        yield Stack(serve_url, state_url, api_url, homes, env, workers, approver_keys, logs)
+        scaled_prefect.deployed()
+        import psycopg
+
+        db = running.enter_context(psycopg.connect(state_url, autocommit=True))
+        yield Stack(
+            serve_url,
+            state_url,
+            api_url,
+            homes,
+            env,
+            workers,
+            approver_keys,
+            logs,
+            db,
+            doomed,
+            proxy,
+        )
 
 
 def _post(stack: Stack, alert_id: str, arn: str) -> httpx.Response:
@@ -378,31 +417,18 @@ def test_a_worker_killed_between_a_containment_call_and_its_answer_leaves_nothin
     answer reached it. The undo intent was stored first; another worker (another home)
     continues the run from the store and runs the step again; rollback from a third home
     puts back what both attempts changed, the unconfirmed change included."""
-    from tests.e2e.test_serve_restart import HoldingProxy
-
     user = "stolen-keys-mid-step"
     iam, arn = _iam_user(moto_server, user)
-    proxy = HoldingProxy(moto_server, b"Action=UpdateAccessKey")
-    home = stack.homes["serve"].parent / "worker-3-home"
-    home.mkdir()
-    (stack.logs / "worker-3-cwd").mkdir()
+    proxy, doomed, home = stack.proxy, stack.doomed, stack.homes["worker-3"]
     survivors = [proc for proc in stack.workers.values() if proc.poll() is None]
     with contextlib.ExitStack() as running:
-        running.callback(proxy.close)
         # the new worker reaches AWS through the proxy; the others wait (SIGSTOP) so that
         # the new one takes the run and is the one that dies in the middle of the step
         for proc in survivors:
             os.killpg(proc.pid, signal.SIGSTOP)
             running.callback(os.killpg, proc.pid, signal.SIGCONT)
         log = stack.logs / "worker-3.log"
-        doomed = running.enter_context(
-            process(
-                WORKER,
-                log,
-                env=stack.env | {"CLAMPDOWN_HOME": str(home), "AWS_ENDPOINT_URL": proxy.url},
-                cwd=stack.logs / "worker-3-cwd",
-            )
-        )
+        go(doomed)  # on standby since the module's start: it starts polling now
         wait_until(lambda: "started" in log.read_text(), 60, "worker-3", doomed, log)
         answer = _post(stack, "separate-mid-step", arn)
         assert answer.status_code == 202, answer.text
