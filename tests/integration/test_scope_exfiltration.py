@@ -1,10 +1,18 @@
 """``aws.forensics.scope_exfiltration`` on moto: trail files in AWS's delivery layout.
 
 The world: a multi-region trail logging S3 data events for the model bucket, six hours
-of normal traffic (the serving role reading model shards, every 30 s), and a theft by the
-IAM user ``mallory``: three shards read directly (one twice, one by version), a bucket
-policy read, then an AssumeRole into ``exporter`` whose session reads a fourth shard from
+of normal traffic (the serving role reading model shards), and a theft by the IAM user
+``mallory``: three shards read directly (one twice, one by version), a bucket policy
+read, then an AssumeRole into ``exporter`` whose session reads a fourth shard from
 another IP. Around it: a denied read, a read before the window, a read of another bucket.
+
+The normal traffic is a read every 20 minutes in us-east-1 and every 40 in us-west-2:
+~40 trail files. (At one every 30 s it was ~190 files, one per region and 5-minute slot,
+and each scope took 2.5 times the CPU, for the same assertions: every hour still has
+files in both regions, the serving role still reads all eight shards in the window, and
+the theft's first file still holds a read of the serving role.) The scope reads files in
+batches of at most 32 (``trail_reader.BATCH_FILES``): here of 8, so that the window's
+~32 files are still read in several batches, as the ~160 were.
 """
 
 from __future__ import annotations
@@ -133,10 +141,11 @@ def delivered() -> dict[str, bytes]:
 
 
 def normal() -> list[dict[str, Any]]:
-    """The serving role reading the same shards all day, in both regions."""
-    east = tf.Traffic(T0 - timedelta(hours=1), objects=8, every=30.0).records(8 * 120)
-    west = tf.Traffic(T0 - timedelta(hours=1), objects=8, every=60.0, region="us-west-2", seed=3)
-    return [*east, *west.records(8 * 60)]
+    """The serving role reading the same shards all day, in both regions: every hour of
+    the window has files in each (no trail gap), all eight shards are read in it."""
+    east = tf.Traffic(T0 - timedelta(hours=1), objects=8, every=1200.0).records(8 * 3)
+    west = tf.Traffic(T0 - timedelta(hours=1), objects=8, every=2400.0, region="us-west-2", seed=3)
+    return [*east, *west.records(8 * 3 // 2)]
 
 
 def advanced_selectors(bucket_prefix: str = "arn:aws:s3:::models/") -> list[dict[str, Any]]:
@@ -163,6 +172,9 @@ def world(mocked_aws: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Trail, buckets, evidence bucket with Object Lock; files delivered in AWS's layout."""
     from moto.cloudtrail.models import cloudtrail_backends
 
+    from clampdown_aws.forensics import trail_reader
+
+    monkeypatch.setattr(trail_reader, "BATCH_FILES", 8)  # several batches (see above)
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_BUCKET", "evidence")
     s3 = boto3.client("s3", region_name="us-east-1")
     for bucket in ("trail-logs", "models", "athena-results"):
