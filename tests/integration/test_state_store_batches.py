@@ -25,24 +25,30 @@ def commits_of(store: StateStore) -> list[int]:  # noqa: F811 - the fixture's na
     return counted
 
 
+def queued(store: StateStore, writes: int) -> None:  # noqa: F811
+    """Wait until ``writes`` writes wait in the store's queue for the batch after the one
+    being committed (what a fixed sleep used to stand for)."""
+    deadline = time.monotonic() + 30
+    while len(store._queue) < writes:
+        assert time.monotonic() < deadline, f"{len(store._queue)} of {writes} writes queued"
+        time.sleep(0.002)
+
+
 def queued_behind_a_slow_start(
     store: StateStore,  # noqa: F811
     on_start: Any,
 ) -> tuple[dict[int, Any], dict[int, BaseException]]:
-    """The first claim's start record takes until every other thread has asked; those
-    claims (THREADS - 1 of them) queue meanwhile. Each thread claims incident ``n``."""
-    asked = threading.Semaphore(0)
+    """The first claim's start record takes until every other claim (THREADS - 1 of them)
+    is in the queue behind its batch. Each thread claims incident ``n``."""
+    leading = threading.Event()
     answers: dict[int, Any] = {}
     errors: dict[int, BaseException] = {}
 
     def slow_first() -> None:
-        for _ in range(THREADS - 1):
-            assert asked.acquire(timeout=30)
-        time.sleep(0.3)  # they are in the queue by now (each called claim right after)
+        leading.set()  # the first claim's batch is being committed: it leads alone
+        queued(store, THREADS - 1)
 
     def worker(n: int) -> None:
-        if n:
-            asked.release()
         try:
             answers[n] = claim(
                 store,
@@ -55,7 +61,7 @@ def queued_behind_a_slow_start(
 
     first = threading.Thread(target=worker, args=(0,))
     first.start()
-    time.sleep(0.2)  # the first claim leads its own batch
+    assert leading.wait(30)  # the first claim leads its own batch
     others = [threading.Thread(target=worker, args=(n,)) for n in range(1, THREADS)]
     for t in others:
         t.start()
@@ -115,9 +121,11 @@ def test_deliveries_and_claims_of_one_batch_see_each_other(store: StateStore) ->
     """Writes of one batch run in order in one transaction: the second of two alerts of one
     incident is a duplicate, a delivery id seen twice is a replay, as if they took turns."""
     gate = threading.Event()
+    holding = threading.Event()
     results: list[Any] = []
 
     def hold_the_lock() -> None:
+        holding.set()
         gate.wait(30)
 
     def lead() -> None:
@@ -125,7 +133,7 @@ def test_deliveries_and_claims_of_one_batch_see_each_other(store: StateStore) ->
 
     leader = threading.Thread(target=lead)
     leader.start()
-    time.sleep(0.2)
+    assert holding.wait(30)  # the leader's batch is being committed
     calls = [
         lambda: claim(store, "same", run_id="run-1", on_start=lambda: None),
         lambda: claim(store, "same", run_id="run-2", on_start=lambda: None),
@@ -133,11 +141,11 @@ def test_deliveries_and_claims_of_one_batch_see_each_other(store: StateStore) ->
         lambda: store.first_seen("delivery-1", 60),
     ]
     threads = []
-    for call in calls:  # queued in this order behind the leader's batch
+    for n, call in enumerate(calls, 1):  # queued in this order behind the leader's batch
         t = threading.Thread(target=lambda c=call: results.append(c()))
         t.start()
         threads.append(t)
-        time.sleep(0.05)
+        queued(store, n)
     gate.set()
     for t in [leader, *threads]:
         t.join(30)
