@@ -63,9 +63,8 @@ def test_the_first_drill_leaves_the_drills_api_up_for_the_next_and_stop_stops_it
 
         stopped = _clampdown(home, other_prefect_home, "prefect-api", "stop")
         assert stopped.returncode == 0, stopped.stderr
+        assert "no local Prefect API was running for this Prefect home" in stopped.stdout
         assert f"stopped the drills' Prefect API at {first}" in stopped.stdout
-        assert find_drills_api(drills) is None
-        again = _clampdown(home, other_prefect_home, "prefect-api", "status")
-        assert "drills' Prefect API" not in again.stdout
+        assert find_drills_api(drills) is None  # what `status` reads (it found it above)
     finally:
         stop_drills_api(drills)  # a failed assertion must not leave the server for an hour

@@ -26,15 +26,13 @@ from tests.integration.test_resident_api import (
 from tests.paths import REPO
 from tests.prefect_homes import seed_prefect_home
 
-# The command's side, as `clampdown run` does it: the server started first, Prefect imported
-# after `go`; ``force`` starts it even where the guess would not (a resident already up).
-EARLY_THEN_PREFECT = """
-import json, sys
+# An early server started although the home has a resident (a wrong guess), then Prefect
+# imported and the resident API asked for, as `clampdown run` does after `go`.
+FORCED_EARLY = """
+import json, os
 from clampdown_flows.resident_api import EarlyServer
 
-force = sys.argv[1] == "force"
-early = EarlyServer.spawn(dict(__import__("os").environ)) if force else EarlyServer.start()
-prefect_before = "prefect" in sys.modules
+early = EarlyServer.spawn(dict(os.environ))
 early.go()
 from clampdown_flows.prefect_api import resident_api
 
@@ -42,11 +40,36 @@ with resident_api(early=early) as api:
     pass
 early.process.wait(timeout=60) if api.pid != early.process.pid else None
 print(json.dumps({
-    "prefect_before": prefect_before, "early": early.process.pid, "report": early.outcome,
-    "pid": api.pid, "started": api.started, "early_exit": early.process.poll(),
+    "report": early.outcome, "pid": api.pid, "started": api.started,
+    "early_exit": early.process.poll(),
 }))
 early.close()
 """
+
+# The console script's main with EarlyServer.start recorded: whether Typer and Prefect were
+# imported yet.
+CONSOLE_SCRIPT = """
+import json, sys
+from clampdown_flows import resident_api
+
+calls = []
+start = resident_api.EarlyServer.start.__func__
+
+def recorded(cls, *args, **kwargs):
+    calls.append({"typer": "typer" in sys.modules, "prefect": "prefect" in sys.modules})
+    return start(cls, *args, **kwargs)
+
+resident_api.EarlyServer.start = classmethod(recorded)
+sys.argv = ["clampdown", *sys.argv[2:]]
+from clampdown.app import entry
+
+try:
+    entry.main()
+finally:
+    with open(__import__("os").environ["CALLS_FILE"], "w") as f:
+        json.dump(calls, f)
+"""
+FIRST_THING = [{"typer": False, "prefect": False}]  # one start, before Typer and Prefect
 
 
 @pytest.fixture
@@ -67,115 +90,72 @@ def prefect_home(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         stop(identity(home, auth.read_text().strip()))
 
 
-def python(env: dict[str, str], *args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", EARLY_THEN_PREFECT, *args],
+def python(env: dict[str, str], code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
         env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.splitlines()[-1])
+
+
+def console_script(
+    env: dict[str, str], calls: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], object]:
+    """``clampdown *args`` through the console script; its EarlyServer.start calls."""
+    done = python({**env, "CALLS_FILE": str(calls)}, CONSOLE_SCRIPT, "-", *args)
+    return done, json.loads(calls.read_text()) if calls.exists() else None
 
 
 def test_the_server_started_before_prefect_becomes_the_resident_and_is_reused(
     prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
+    """``clampdown run`` on a new home: the console script starts the server first thing,
+    the command uses it as the home's resident, and it stays for the next command."""
     home, env = prefect_home
-    first = python(env, "guess")
-    assert first["prefect_before"] is False  # started before the command imported Prefect
-    assert first["report"]["outcome"] == "started"
-    assert first["pid"] == first["early"] and first["started"] is True
-    pid = first["pid"]
+    runbook = tmp_path / "one.yaml"
+    runbook.write_text(ONE_STEP)
+    run, calls = console_script(env, tmp_path / "calls.json", "run", str(runbook))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert calls == FIRST_THING
+    # the command's API is the server started then: the resident, which the command started
+    state = json.loads((home / STATE_FILE).read_text())
+    pid = state["pid"]
+    said = " ".join(run.stderr.split())  # as Rich wrapped it
+    assert f"{STARTED}{state['port']}/api (pid {pid})" in said, run.stderr
     assert "clampdown_flows.resident_server" in command_line(pid)
-    assert json.loads((home / STATE_FILE).read_text())["pid"] == pid
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     names = {item.split(b"=", 1)[0] for item in environ}
     assert b"PREFECT_HOME" in names and b"CLAMPDOWN_HOME" not in names
     # it requires the home's secret, which it read after Prefect's settings were loaded
-    url = f"http://127.0.0.1:{first['report']['port']}/api/flow_runs/filter"
+    url = f"http://127.0.0.1:{state['port']}/api/flow_runs/filter"
     assert httpx.post(url, json={}).status_code == 401
     user, secret = (home / "clampdown-api-auth").read_text().strip().split(":", 1)
     assert httpx.post(url, json={}, auth=(user, secret)).status_code == 200
 
-    # `clampdown run` finds it (no early server: the state file names a live process)
-    runbook = tmp_path / "one.yaml"
-    runbook.write_text(ONE_STEP)
-    run = clampdown(env, "run", str(runbook))
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert STARTED not in run.stderr
-
-    # an early server started anyway (a wrong guess) finds the resident and exits
-    forced = python(env, "force")
+    # an early server started anyway (a wrong guess) finds the resident and exits; the
+    # command reuses the resident (`clampdown run` finding it by its state file, with no
+    # early server: test_resident_api.py's second run)
+    done = python(env, FORCED_EARLY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    forced = json.loads(done.stdout.splitlines()[-1])
     assert forced["report"] == {"outcome": "running"}
     assert forced["pid"] == pid and forced["started"] is False
     assert forced["early_exit"] == 0
     assert json.loads((home / STATE_FILE).read_text())["pid"] == pid
 
 
-# The console script's main with EarlyServer.start recorded: whether Typer was imported yet.
-CONSOLE_SCRIPT = """
-import json, sys
-from clampdown_flows import resident_api
-
-calls = []
-start = resident_api.EarlyServer.start.__func__
-
-def recorded(cls, *args, **kwargs):
-    calls.append({"typer_imported": "typer" in sys.modules})
-    return start(cls, *args, **kwargs)
-
-resident_api.EarlyServer.start = classmethod(recorded)
-sys.argv = ["clampdown", *sys.argv[2:]]
-from clampdown.app import entry
-
-try:
-    entry.main()
-finally:
-    with open(__import__("os").environ["CALLS_FILE"], "w") as f:
-        json.dump(calls, f)
-"""
-
-
-def test_the_console_script_starts_it_before_typer_and_the_command_uses_that_one(
+def test_a_command_line_that_never_needs_the_api_stops_the_one_the_script_started(
     prefect_home: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     home, env = prefect_home
-    runbook = tmp_path / "one.yaml"
-    runbook.write_text(ONE_STEP)
-    calls = tmp_path / "calls.json"
-    done = subprocess.run(
-        [sys.executable, "-c", CONSOLE_SCRIPT, "-", "run", str(runbook)],
-        env={**env, "CALLS_FILE": str(calls)},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert STARTED in done.stderr
-    assert json.loads(calls.read_text()) == [{"typer_imported": False}]  # one, before Typer
-    pid = json.loads((home / STATE_FILE).read_text())["pid"]
-    assert "clampdown_flows.resident_server" in command_line(pid)
-
-    # a command line that never needs the API (help) stops the one it started
-    calls.unlink()
-    (home / STATE_FILE).unlink()  # as if no resident ran: the guess starts one
-    helped = subprocess.run(
-        [sys.executable, "-c", CONSOLE_SCRIPT, "-", "run", "--help"],
-        env={**env, "CALLS_FILE": str(calls)},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert helped.returncode == 0 and "Usage" in helped.stdout
-    assert json.loads(calls.read_text()) == [{"typer_imported": False}]
-    assert [p for p in _processes_of(home) if p != pid] == []  # stopped; the resident stays
-    assert not (home / STATE_FILE).exists()
-    os.kill(pid, 15)  # the resident whose state file was removed
+    helped, calls = console_script(env, tmp_path / "calls.json", "run", "--help")
+    assert helped.returncode == 0 and "Usage" in helped.stdout, helped.stderr
+    assert calls == FIRST_THING  # the guess started one (a new home)
+    assert _processes_of(home) == []  # stopped
+    assert sorted(p.name for p in home.iterdir()) == []  # never told go: home untouched
 
 
 def test_a_command_failing_before_it_needs_an_api_leaves_the_home_untouched(

@@ -1,6 +1,7 @@
 """Prefect's migrations once per user (issue 15): the first local API on an empty home
-migrates it and keeps the result as the user's template; the next empty home starts from a
-copy, with Prefect's block types registered and its memo saying so, and runs flows.
+migrates it (a template that cannot be trusted is ignored) and keeps the result as the
+user's template; the next empty home starts from a copy, with Prefect's block types
+registered and its memo saying so, and runs flows.
 
 Real servers on empty Prefect homes (no copy of the session's database), each in a fresh
 process, with a cache folder of the test's own (``XDG_CACHE_HOME``).
@@ -103,57 +104,6 @@ def query(database: Path, sql: str) -> list[tuple[object, ...]]:
         return db.execute(sql).fetchall()
 
 
-def test_the_first_empty_home_keeps_a_template_and_the_next_starts_from_it(
-    tmp_path: Path,
-) -> None:
-    first = environment(tmp_path, "first")
-    python(first, FLOW_ON_LOCAL_API)  # migrates, like Prefect always did
-    (folder,) = (tmp_path / "cache" / "clampdown").iterdir()
-    template = folder / "prefect.db"
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    assert stat.S_IMODE(template.stat().st_mode) == 0o600
-    facts = json.loads((folder / "template.json").read_text())
-    assert query(template, "SELECT version_num FROM alembic_version") == [(facts["head"],)]
-    block_types = query(template, "SELECT count(*) FROM block_type")[0][0]
-    assert block_types > 0
-    # kept before the first request: the flow the first home ran is not in it
-    assert query(template, "SELECT count(*) FROM flow_run") == [(0,)]
-    assert query(tmp_path / "first" / "prefect.db", "SELECT count(*) FROM flow_run") == [(1,)]
-
-    second = environment(tmp_path, "second")
-    ran = python(second, FLOW_ON_LOCAL_API + PREFECTS_OWN_MEMO)  # starts from the template
-    database = tmp_path / "second" / "prefect.db"
-    assert stat.S_IMODE(database.stat().st_mode) == 0o600
-    assert query(database, "SELECT count(*) FROM block_type") == [(block_types,)]
-    assert query(database, "SELECT count(*) FROM flow_run") == [(1,)]
-    # Prefect's own digest of the blocks matches the memo: its start skipped registering
-    assert ran.splitlines()[-1] == "memo matches: True", ran[-3000:]
-
-
-def test_an_untrusted_template_is_ignored_and_prefect_migrates(tmp_path: Path) -> None:
-    """A template whose database is not at the head its facts name (changed after it was
-    kept): copied, it would fail Prefect's start; ignored, Prefect migrates the new home."""
-    import prefect
-
-    env = environment(tmp_path, "home")
-    kept = template_folder(prefect.__version__, {"XDG_CACHE_HOME": str(tmp_path / "cache")})
-    versions = Path(prefect.__file__).parent / "server/database/_migrations/versions/sqlite"
-    head = migration_head(versions)
-    assert save(migrated_database(), kept, {"head": head, "blocks": None})
-    with contextlib.closing(sqlite3.connect(kept / "prefect.db")) as db:  # tampered with
-        db.execute("UPDATE alembic_version SET version_num = 'aaaaaaaaaaaa'")
-        db.commit()
-    assert json.loads(python(env, MIGRATION_CHECKS).splitlines()[-1]) == ["alembic upgrade"]
-    # Prefect's start-up completed on the home (the process above exits 0 only then): its
-    # database is at head with Prefect's block types, not the tampered copy. That flows run
-    # on a database Prefect migrated is test 1's (its first home): no flow here.
-    database = tmp_path / "home" / "prefect.db"
-    assert query(database, "SELECT version_num FROM alembic_version") == [(head,)]
-    assert query(database, "SELECT count(*) FROM block_type")[0][0] > 0
-    # and the database Prefect migrated replaced the untrusted template
-    assert query(kept / "prefect.db", "SELECT version_num FROM alembic_version") == [(head,)]
-
-
 def kept_template(tmp_path: Path) -> tuple[Path, str]:
     """The session's migrated database kept as this test's template; its folder and head."""
     import prefect
@@ -164,6 +114,48 @@ def kept_template(tmp_path: Path) -> tuple[Path, str]:
     assert head is not None
     assert save(migrated_database(), kept, {"head": head, "blocks": None})
     return kept, head
+
+
+def test_the_first_empty_home_keeps_a_template_and_the_next_starts_from_it(
+    tmp_path: Path,
+) -> None:
+    """The user's cache holds an untrusted template: a database whose version is not the
+    head its facts name (changed after it was kept). Copied, it would fail Prefect's start;
+    ignored, Prefect migrates the first home, whose database replaces it as the template.
+    (A first migration with no template folder at all is the session's own: the product's
+    start in a fresh process on an empty cache, tests/prefect_homes.py, which fails the
+    suite unless it keeps a private template at head.)"""
+    kept, head = kept_template(tmp_path)
+    with contextlib.closing(sqlite3.connect(kept / "prefect.db")) as db:  # tampered with
+        db.execute("UPDATE alembic_version SET version_num = 'aaaaaaaaaaaa'")
+        db.commit()
+    first = environment(tmp_path, "first")
+    python(first, FLOW_ON_LOCAL_API)  # ignores it and migrates, like Prefect always did
+    # Prefect's start-up completed on the home (the flow ran): its database is at head, with
+    # Prefect's block types, not the tampered copy
+    first_database = tmp_path / "first" / "prefect.db"
+    assert query(first_database, "SELECT version_num FROM alembic_version") == [(head,)]
+    (folder,) = (tmp_path / "cache" / "clampdown").iterdir()
+    template = folder / "prefect.db"
+    assert folder == kept and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(template.stat().st_mode) == 0o600
+    facts = json.loads((folder / "template.json").read_text())
+    assert facts["head"] == head and facts["blocks"] is not None  # the first home's, kept
+    assert query(template, "SELECT version_num FROM alembic_version") == [(head,)]
+    block_types = query(template, "SELECT count(*) FROM block_type")[0][0]
+    assert block_types > 0
+    # kept before the first request: the flow the first home ran is not in it
+    assert query(template, "SELECT count(*) FROM flow_run") == [(0,)]
+    assert query(first_database, "SELECT count(*) FROM flow_run") == [(1,)]
+
+    second = environment(tmp_path, "second")
+    ran = python(second, FLOW_ON_LOCAL_API + PREFECTS_OWN_MEMO)  # starts from the template
+    database = tmp_path / "second" / "prefect.db"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    assert query(database, "SELECT count(*) FROM block_type") == [(block_types,)]
+    assert query(database, "SELECT count(*) FROM flow_run") == [(1,)]
+    # Prefect's own digest of the blocks matches the memo: its start skipped registering
+    assert ran.splitlines()[-1] == "memo matches: True", ran[-3000:]
 
 
 def test_a_home_seeded_from_a_trusted_template_skips_alembics_check(tmp_path: Path) -> None:

@@ -120,10 +120,8 @@ def test_the_first_run_starts_it_the_next_reuses_it_and_stop_stops_it(
     assert f"stopped the local Prefect API at {url} (pid {state['pid']})" in stopped.stdout
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/health")
-    assert not (home / STATE_FILE).exists()
-    assert "no local Prefect API is running" in clampdown(env, "prefect-api", "status").stdout
-    again = clampdown(env, "prefect-api", "stop")
-    assert again.returncode == 0 and "no local Prefect API was running" in again.stdout
+    assert not (home / STATE_FILE).exists()  # what `status` and `stop` read: none runs now
+    # (their answers on a home with no state file, none running: test_drill_resident_api.py)
 
 
 class Recording(http.server.BaseHTTPRequestHandler):
