@@ -10,6 +10,8 @@ server; what Slack saw is read from the stand-in.
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from typing import Any
 import boto3
 import pytest
 from fastapi.testclient import TestClient
+from prefect.client.orchestration import SyncPrefectClient
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
@@ -38,6 +41,7 @@ from clampdown_slack.approval_card import (
 )
 from clampdown_slack.testing.standin import SlackStandIn
 from tests.approver_keys import approver_keys
+from tests.gate_poll import poll_quickly
 from tests.slack_requests import ONCALL, block_action, post_signed, view_submission
 
 STARTER = "U0STARTER"
@@ -91,29 +95,49 @@ def suspect(aws_endpoint: str) -> str:
     return arn
 
 
+@pytest.fixture(autouse=True)
+def _quick_gate_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision from `clampdown approve` or straight through the Prefect API rings no bell
+    (a Slack click does): the paused run finds it at its next poll, every 0.1 s instead of
+    0.5 s (tests/gate_poll.py)."""
+    poll_quickly(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def prefect_client(prefect_server: str) -> Iterator[SyncPrefectClient]:
+    """One Prefect client for the module's reads of flow run states (building one costs
+    ~30 ms of CPU, its TLS context: the waits built one each, two or three per test)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
+
+
 class Harness:
     """The server app, its starter, and ways to watch one run."""
 
-    def __init__(self, client: TestClient, starter: InProcessStarter, slack: SlackStandIn) -> None:
-        self.client, self.starter, self.slack = client, starter, slack
+    def __init__(
+        self,
+        client: TestClient,
+        starter: InProcessStarter,
+        slack: SlackStandIn,
+        prefect: SyncPrefectClient,
+    ) -> None:
+        self.client, self.starter, self.slack, self.prefect = client, starter, slack, prefect
 
     def start(self, runbook: Path, **inputs: Any) -> str:
         return self.starter(runbook, inputs, {"type": "slack", "user": STARTER})
 
     def wait_paused(self, run_id: str, step: str = "approve", timeout: float = 30) -> dict:
         """The request file once the flow run is Paused (ready for a decision)."""
-        from prefect.client.orchestration import get_client
-
         deadline = time.monotonic() + timeout
-        # one client for the whole wait: building one costs ~30 ms of CPU (its TLS context)
-        with get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
-                path = request_file(run_id, step)
-                if path.is_file():
-                    req = json.loads(path.read_text())
-                    if client.read_flow_run(uuid.UUID(req["flow_run_id"])).state.is_paused():
-                        return req
-                time.sleep(0.1)
+        while time.monotonic() < deadline:
+            path = request_file(run_id, step)
+            if path.is_file():
+                req = json.loads(path.read_text())
+                if self.prefect.read_flow_run(uuid.UUID(req["flow_run_id"])).state.is_paused():
+                    return req
+            time.sleep(0.1)
         raise AssertionError(f"run {run_id} never paused at {step}")
 
     def wait_decisions(self, run_id: str, count: int, timeout: float = 30) -> list[dict]:
@@ -127,10 +151,7 @@ class Harness:
         raise AssertionError(f"run {run_id} has not recorded {count} decision(s)")
 
     def flow_state(self, req: dict) -> Any:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            return client.read_flow_run(uuid.UUID(req["flow_run_id"])).state
+        return self.prefect.read_flow_run(uuid.UUID(req["flow_run_id"])).state
 
     def finish(self, run_id: str, timeout: float = 60) -> dict:
         self.starter.wait(run_id, timeout)
@@ -168,11 +189,11 @@ class Harness:
 
 @pytest.fixture
 def harness(
-    prefect_server: str, oncall_slack: SlackStandIn, library: Path, suspect: str
+    prefect_client: SyncPrefectClient, oncall_slack: SlackStandIn, library: Path, suspect: str
 ) -> Iterator[Harness]:
     starter = InProcessStarter()
     with TestClient(create_app(start_run=starter)) as client:
-        yield Harness(client, starter, oncall_slack)
+        yield Harness(client, starter, oncall_slack, prefect_client)
     starter.shutdown()
 
 
@@ -223,7 +244,7 @@ def test_forged_and_stale_clicks_get_401_and_the_run_stays_paused(
 
     assert harness.click(ONCALL[0], secret="not-the-signing-secret").status_code == 401
     assert harness.click(ONCALL[0], timestamp=int(time.time()) - 6 * 60).status_code == 401
-    time.sleep(1.0)
+    time.sleep(0.3)  # three of the paused run's polls (tests/gate_poll.py): none resumes it
     assert harness.flow_state(req).is_paused()
     assert not [r for r in ledger(run_id) if r["type"] == "approval.decision"]
 
@@ -391,14 +412,43 @@ def test_clampdown_approve_refuses_a_denial_without_reason_and_an_outsider(
     assert counted["accepted"] and counted["authenticated_by"].startswith("ssh key SHA256:")
 
 
+class CardKept(logging.Handler):
+    """Set once the run's Slack sender says it keeps a card it could not post, to try again."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.kept = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if "card" in text and "will try again" in text:
+            self.kept.set()
+
+
+@pytest.fixture
+def card_kept() -> Iterator[CardKept]:
+    """Watches the run's Slack sender's log (``clampdown.slack``) for a card kept to retry."""
+    handler, logger = CardKept(), logging.getLogger("clampdown.slack")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
 def test_a_card_slack_did_not_take_is_posted_once_slack_is_back_and_can_be_clicked(
-    harness: Harness, library: Path, suspect: str, monkeypatch: pytest.MonkeyPatch
+    harness: Harness,
+    library: Path,
+    suspect: str,
+    monkeypatch: pytest.MonkeyPatch,
+    card_kept: CardKept,
 ) -> None:
     monkeypatch.setattr("clampdown_slack.run_thread.CARD_RETRY", 0.5)
     harness.slack.down(503)
     run_id = harness.start(library, principal_arn=suspect)
     harness.wait_paused(run_id)
-    time.sleep(1.0)  # the header and the card fail while Slack is down
+    # the run's header is refused while Slack is down, so the card (which goes in the
+    # header's thread) cannot be posted: the run keeps it to try again
+    assert card_kept.kept.wait(15), "the run did not keep the card to try again"
+    assert {c.status for c in harness.slack.calls_to("chat.postMessage")} == {503}
     assert not harness.slack.messages("C0INCIDENT")
     harness.slack.up()
     harness.card()  # posted once Slack is back

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.exceptions import PrefectHTTPStatusError
 
 from clampdown.app.local_runs import InProcessStarter
@@ -42,6 +43,7 @@ from clampdown_flows.decisions import submit_decision
 from clampdown_flows.prefect_api import local_auth_string
 from clampdown_slack.testing.standin import SlackStandIn
 from tests.approver_keys import approver_keys
+from tests.gate_poll import poll_quickly
 from tests.slack_requests import ONCALL
 
 STARTER = "U0STARTER"
@@ -83,6 +85,13 @@ def runbook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _quick_gate_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every decision here reaches the run through the Prefect API alone (no bell): the
+    paused run finds it at its next poll, every 0.1 s instead of 0.67 s (tests/gate_poll.py)."""
+    poll_quickly(monkeypatch)
+
+
 @pytest.fixture
 def ui_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator turned unauthenticated Prefect UI decisions on (read at the run's start)."""
@@ -96,6 +105,16 @@ def starter(
     runs = InProcessStarter()
     yield runs
     runs.shutdown()
+
+
+@pytest.fixture(scope="module")
+def prefect_client(prefect_server: str) -> Iterator[SyncPrefectClient]:
+    """One Prefect client for the module's waits (building one costs ~30 ms of CPU, its TLS
+    context; a wait for a pause built one per wait, several per test)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
 
 
 def ledger(run_id: str) -> list[dict[str, Any]]:
@@ -124,8 +143,8 @@ class Paused:
 class UiRun:
     """One run started by a responder, decided through the Prefect API only."""
 
-    def __init__(self, starter: InProcessStarter, runbook: Path) -> None:
-        self.starter = starter
+    def __init__(self, starter: InProcessStarter, runbook: Path, client: SyncPrefectClient) -> None:
+        self.starter, self.client = starter, client
         self.run_id = starter(
             runbook, {"principal_arn": SUSPECT}, {"type": "slack", "user": STARTER}
         )
@@ -135,36 +154,33 @@ class UiRun:
 
     def paused(self, other_than: str | None = None, timeout: float = 30) -> Paused:
         """Wait until the flow run is Paused (with a pause key other than ``other_than``)."""
-        from prefect.client.orchestration import get_client
-
+        client = self.client
         deadline = time.monotonic() + timeout
-        # one client for the whole wait: building one costs ~30 ms of CPU (its TLS context)
-        with get_client(sync_client=True) as client:
-            while time.monotonic() < deadline:
-                if request_file(self.run_id, "approve").is_file():
-                    flow_run_id = uuid.UUID(self.request()["flow_run_id"])
-                    state = client.read_flow_run(flow_run_id).state
-                    details = state.state_details if state is not None else None
-                    keyset = details.run_input_keyset if details is not None else None
-                    key = str(details.pause_key) if details is not None else ""
-                    if state is not None and state.is_paused() and keyset and key != other_than:
-                        try:  # Prefect saves the form just after the state says Paused
-                            schema = json.loads(
-                                client.read_flow_run_input(flow_run_id, keyset["schema"])
-                            )
-                        except PrefectHTTPStatusError as exc:
-                            if exc.response.status_code != 404:
-                                raise
-                            time.sleep(0.05)
-                            continue
-                        try:
-                            description = json.loads(
-                                client.read_flow_run_input(flow_run_id, keyset["description"])
-                            )
-                        except Exception:
-                            description = None
-                        return Paused(flow_run_id, key, schema, description)
-                time.sleep(0.1)
+        while time.monotonic() < deadline:
+            if request_file(self.run_id, "approve").is_file():
+                flow_run_id = uuid.UUID(self.request()["flow_run_id"])
+                state = client.read_flow_run(flow_run_id).state
+                details = state.state_details if state is not None else None
+                keyset = details.run_input_keyset if details is not None else None
+                key = str(details.pause_key) if details is not None else ""
+                if state is not None and state.is_paused() and keyset and key != other_than:
+                    try:  # Prefect saves the form just after the state says Paused
+                        schema = json.loads(
+                            client.read_flow_run_input(flow_run_id, keyset["schema"])
+                        )
+                    except PrefectHTTPStatusError as exc:
+                        if exc.response.status_code != 404:
+                            raise
+                        time.sleep(0.05)
+                        continue
+                    try:
+                        description = json.loads(
+                            client.read_flow_run_input(flow_run_id, keyset["description"])
+                        )
+                    except Exception:
+                        description = None
+                    return Paused(flow_run_id, key, schema, description)
+            time.sleep(0.1)
         raise AssertionError(f"run {self.run_id} is not paused (other than {other_than})")
 
     def resume(self, paused: Paused, run_input: dict[str, Any]) -> None:
@@ -203,9 +219,13 @@ class UiRun:
 
 
 def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member_resumes(
-    ui_on: None, starter: InProcessStarter, runbook: Path, oncall_slack: SlackStandIn
+    ui_on: None,
+    starter: InProcessStarter,
+    runbook: Path,
+    oncall_slack: SlackStandIn,
+    prefect_client: SyncPrefectClient,
 ) -> None:
-    run = UiRun(starter, runbook)
+    run = UiRun(starter, runbook, prefect_client)
     paused = run.paused()
     request = run.request()
 
@@ -238,9 +258,9 @@ def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member
 
 
 def test_unauthorised_people_deciding_in_the_ui_are_refused_and_the_run_pauses_again(
-    ui_on: None, starter: InProcessStarter, runbook: Path
+    ui_on: None, starter: InProcessStarter, runbook: Path, prefect_client: SyncPrefectClient
 ) -> None:
-    run = UiRun(starter, runbook)
+    run = UiRun(starter, runbook, prefect_client)
     paused = run.paused()
 
     refused = {}
@@ -274,9 +294,9 @@ def test_unauthorised_people_deciding_in_the_ui_are_refused_and_the_run_pauses_a
 
 
 def test_ui_decisions_bound_to_other_parameters_run_or_step_are_refused(
-    ui_on: None, starter: InProcessStarter, runbook: Path
+    ui_on: None, starter: InProcessStarter, runbook: Path, prefect_client: SyncPrefectClient
 ) -> None:
-    run = UiRun(starter, runbook)
+    run = UiRun(starter, runbook, prefect_client)
     paused = run.paused()
     request = run.request()
     other_hash = "0" * 64
@@ -324,9 +344,10 @@ def test_a_ui_decision_cannot_pose_as_slack_or_the_terminal_and_the_ui_can_be_tu
     runbook: Path,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    prefect_client: SyncPrefectClient,
 ) -> None:
     keys = approver_keys(tmp_path, monkeypatch, LEAD)
-    run = UiRun(starter, runbook)
+    run = UiRun(starter, runbook, prefect_client)
     paused = run.paused()
     refusals = {
         "slack": "the decision claims to come from Slack but is not signed by clampdown serve "
@@ -353,7 +374,11 @@ def test_a_ui_decision_cannot_pose_as_slack_or_the_terminal_and_the_ui_can_be_tu
 
 
 def test_by_default_decisions_posted_to_the_prefect_api_are_refused_and_recorded(
-    starter: InProcessStarter, runbook: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    starter: InProcessStarter,
+    runbook: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefect_client: SyncPrefectClient,
 ) -> None:
     """Issue 12's attack: someone who can reach the Prefect API posts a decision to the
     paused run (a typed UI decision, an unsigned terminal claim); with the UI path off by
@@ -361,7 +386,7 @@ def test_by_default_decisions_posted_to_the_prefect_api_are_refused_and_recorded
     key counts. Without the API's auth string the post does not even reach the run."""
     keys = approver_keys(tmp_path, monkeypatch, LEAD)
     monkeypatch.delenv("CLAMPDOWN_PREFECT_UI_DECISIONS", raising=False)
-    run = UiRun(starter, runbook)
+    run = UiRun(starter, runbook, prefect_client)
     paused = run.paused()
     url = f"{prefect_api_url()}/flow_runs/{paused.flow_run_id}/resume"
 
