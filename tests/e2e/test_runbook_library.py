@@ -1,11 +1,13 @@
 """The shipped runbook library: lints clean, plans, and runs end to end on moto server
-with a real approval decision (Slack stand-in for the security-oncall group)."""
+with a real approval decision (Slack stand-in for the security-oncall group; CloudTrail
+LookupEvents, which moto does not implement, answered as a drill answers it)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -14,6 +16,7 @@ from typer.testing import CliRunner
 from clampdown.app.cli import app
 from clampdown.core.ledger import new_run_id, read
 from clampdown.core.settings import settings
+from clampdown_aws.testing.simulated import SimulatedAws
 from tests.approver_keys import approver_keys
 from tests.paths import REPO
 
@@ -86,6 +89,16 @@ def oncall(aws_endpoint, prefect_server, tmp_path, monkeypatch):
         yield slack
 
 
+@pytest.fixture
+def trail_lookups(aws_endpoint: str) -> Iterator[SimulatedAws]:
+    """CloudTrail LookupEvents answered (no events), as a drill answers it: moto 5.2 answers
+    HTTP 500, and the runbooks' trail and scope steps then spent their retries (2, 2 s
+    apart: ~4 s a run, its end waiting on them) on what moto cannot do. Only this process's
+    botocore sessions are hooked (the runs are in it), and only for the test."""
+    with SimulatedAws(aws_endpoint) as simulated:
+        yield simulated
+
+
 def run_with_approval(runbook: str, inputs: dict, approvals: list[str], decision="approve"):
     """Start the run in a thread (started by U_STARTER); U_APPROVER decides each gate.
 
@@ -156,7 +169,7 @@ def seed_endpoint():
     sm.create_endpoint(EndpointName="fraud", EndpointConfigName="c")
 
 
-def test_inference_extraction_then_release(oncall):
+def test_inference_extraction_then_release(oncall, trail_lookups):
     apigw = boto3.client("apigateway", region_name="us-east-1")
     iam = boto3.client("iam", region_name="us-east-1")
     seed_endpoint()
@@ -198,7 +211,7 @@ def test_inference_extraction_then_release(oncall):
     assert len(tries) == 1, tries
 
 
-def test_contain_iam_user_denied_changes_nothing(oncall):
+def test_contain_iam_user_denied_changes_nothing(oncall, trail_lookups):
     iam = boto3.client("iam", region_name="us-east-1")
     iam.create_user(UserName="mallory")
     iam.create_access_key(UserName="mallory")
@@ -214,7 +227,7 @@ def test_contain_iam_user_denied_changes_nothing(oncall):
     assert ends(ledger)["snapshot_config"]["status"] == "succeeded"  # evidence never waits
 
 
-def test_contain_model_theft_composite(oncall):
+def test_contain_model_theft_composite(oncall, trail_lookups):
     iam = boto3.client("iam", region_name="us-east-1")
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="models")
