@@ -6,7 +6,6 @@ objects in the evidence bucket) would make them (tests/ledger_forgery.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,11 +93,13 @@ def tag(s3: Any) -> str | None:
 
 
 def run(path: Any) -> str:
+    """Run the runbook here as `clampdown run` does (its Prefect clients, and their one TLS
+    context, shared: calling ``respond`` bare made Prefect build three clients a run)."""
     from clampdown.core.ledger import new_run_id
-    from clampdown_flows.respond import respond
+    from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
-    asyncio.run(respond(str(path), {}, run_id=run_id))
+    run_in_process(str(path), {}, run_id=run_id)
     return run_id
 
 
@@ -286,7 +287,7 @@ steps:
   - {id: second, uses: test.tag_bucket, needs: [pause], with: {bucket: models, value: quarantined}}
 """)
     from clampdown.core.ledger import new_run_id
-    from clampdown_flows.respond import respond
+    from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
     ledger = settings().ledger_path(run_id)
@@ -300,7 +301,7 @@ steps:
 
     stopper = threading.Thread(target=stop_during_pause)
     stopper.start()
-    state = asyncio.run(respond(str(path), {}, run_id=run_id, return_state=True))
+    state = run_in_process(str(path), {}, run_id=run_id)
     stopper.join()
     assert state.is_failed()
     second = next(r for r in read(ledger) if r["type"] == "step.end" and r["step"] == "second")

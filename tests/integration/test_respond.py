@@ -45,13 +45,15 @@ registry().register(Echo)
 
 
 def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
-    """Run the flow; return its final Prefect state and the ledger records."""
+    """Run the flow as `clampdown run` does (its Prefect clients, and their one TLS context,
+    shared: calling ``respond`` bare made Prefect build three clients a run); return its
+    final Prefect state and the ledger records."""
     from clampdown.core.ledger import new_run_id
     from clampdown.core.settings import settings
-    from clampdown_flows.respond import respond
+    from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
-    state = asyncio.run(respond(str(path), inputs or {}, run_id=run_id, return_state=True))
+    state = run_in_process(str(path), inputs or {}, run_id=run_id)
     return state, read(settings().ledger_path(run_id))
 
 
@@ -356,12 +358,13 @@ def test_secrets_stay_out_of_prefect_parameters_logs_state_and_artifact(write_ru
     """A secret input reaches the action, but not Prefect's database, logs or the ledger."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     from clampdown.core import inputs as inputs_mod
     from clampdown.core.ledger import new_run_id
     from clampdown.core.loader import load
     from clampdown.core.settings import settings
-    from clampdown_flows.respond import respond
+    from clampdown_flows.respond import run_in_process
 
     given, default = "given-secret-0451", "default-secret-7788"
     path = write_runbook(
@@ -377,11 +380,7 @@ steps:
     )
     specs = load(path).model.inputs
     run_id = new_run_id()
-    state = asyncio.run(
-        respond(
-            str(path), inputs_mod.protect(specs, {"token": given}), run_id=run_id, return_state=True
-        )
-    )
+    state = run_in_process(str(path), inputs_mod.protect(specs, {"token": given}), run_id=run_id)
     assert state.is_failed()
     ledger_text = settings().ledger_path(run_id).read_text()
     assert "denied for ***" in ledger_text
@@ -399,6 +398,9 @@ steps:
             artifacts = await client.read_latest_artifacts()
             return flow_run, logs, artifacts
 
+    # the run's logs go to the API in batches (every 2 s by Prefect's default): send what is
+    # queued now instead of waiting for the next batch
+    APILogHandler().flush()
     flow_run, logs, artifacts = asyncio.run(stored())
     assert flow_run.parameters["inputs"]["token"] == "**********"
     assert (
