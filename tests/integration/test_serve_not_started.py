@@ -177,8 +177,24 @@ def _flow_runs(api_url: str, deployment: str) -> list[Any]:
         )
 
 
+@pytest.fixture
+def no_connect_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpcore's connection retries (Prefect's client transport makes 3 of them) without
+    their back-off waits (0.5 s and 1 s after a refused connection): the same attempts, as
+    tests/conftest.py's no_backoff keeps botocore's."""
+    import httpcore._async.connection
+    import httpcore._sync.connection
+
+    for module in (httpcore._async.connection, httpcore._sync.connection):
+        monkeypatch.setattr(module, "RETRIES_BACKOFF_FACTOR", 0)
+
+
 def test_an_alert_while_prefect_is_down_gets_503_and_its_retry_starts_a_flow_run(
-    alert_env: None, prefect_server: str, deployment: str, caplog: pytest.LogCaptureFixture
+    alert_env: None,
+    prefect_server: str,
+    deployment: str,
+    caplog: pytest.LogCaptureFixture,
+    no_connect_backoff: None,
 ) -> None:
     """Deployment mode, Prefect unreachable: 503 (it was 200 "ignored", then 409 for the
     retry); once Prefect answers, the same delivery starts one flow run. Another alert of
