@@ -1,4 +1,5 @@
-"""The drill scores while its flows make their last uploads after ``run.end``.
+"""The drill scores while its flows make their last uploads after ``run.end``, and attaches
+its report to Prefect while the HTML renders.
 
 What is scored is final at ``run.end`` (the ledger closed, the Slack thread's last update
 sent, the manifest pinned); what a flow does afterwards (its ledger's copy as evidence,
@@ -10,7 +11,10 @@ before scoring would never see it.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from types import SimpleNamespace
+
+import pytest
 
 from clampdown.app.drill.runner import DrillRunner
 
@@ -66,3 +70,34 @@ def test_serve_is_left_running_while_a_run_has_not_ended() -> None:
     session = SimpleNamespace(stop_serving=lambda: log.append("serve stops"))
     runner._score(session, SimpleNamespace(report=report), runs)  # type: ignore[arg-type]
     assert "serve stops" not in log
+
+
+def test_the_report_is_attached_while_its_html_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The artifact's request waits on the Prefect API; the HTML renders meanwhile. A failed
+    attach is a note of the returned report, never of the files (as before)."""
+    from clampdown.app.drill import report as report_module
+
+    rendering = threading.Event()
+
+    def html(report: object) -> str:
+        rendering.set()
+        return "<html>"
+
+    overlapped: list[bool] = []
+
+    def attach(self: object, markdown: str, report: object) -> str:
+        overlapped.append(rendering.wait(WAIT))
+        return "the report could not be attached to the Prefect run: API down"
+
+    monkeypatch.setattr(report_module, "to_markdown", lambda report: "# report")
+    monkeypatch.setattr(report_module, "to_html", html)
+    monkeypatch.setattr(report_module.AfterAction, "_attach", attach)
+    after = report_module.AfterAction.__new__(report_module.AfterAction)
+    after._session = SimpleNamespace(workspace=tmp_path / "ws")  # type: ignore[assignment]
+    report = SimpleNamespace(run_id="a1b2c3d4e5f6", notes=[])
+    result = after.write(report, tmp_path / "out")  # type: ignore[arg-type]
+    assert overlapped == [True]
+    assert result.html.read_text() == "<html>"
+    assert report.notes == ["the report could not be attached to the Prefect run: API down"]

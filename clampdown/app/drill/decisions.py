@@ -104,8 +104,10 @@ class Ballots:
         interactive: bool = False,
         ask: Asker | None = None,
         screen: Screen | None = None,
+        on_pending: Callable[[float], object] | None = None,
     ) -> None:
         self._session = session
+        self._on_pending = on_pending  # told when each scripted decision is due
         self._drill = session.drill
         self._timeline = timeline
         self._interactive = interactive
@@ -224,7 +226,10 @@ class Ballots:
             return Ballot("none", approver, "", due=float("inf"), done=True)
         person = self._drill.roles.get(inject.by)
         assert person is not None  # lint checked it
-        return Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
+        ballot = Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
+        if self._on_pending is not None:
+            self._on_pending(ballot.due)
+        return ballot
 
     def _refused(self, step: str, ballot: Ballot, refusal: str | None) -> None:
         ballot.tries += 1

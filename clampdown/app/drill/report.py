@@ -182,9 +182,14 @@ class AfterAction:
         markdown = folder / "report.md"
         page = folder / "report.html"
         text = to_markdown(report)
-        markdown.write_text(text, encoding="utf-8")
-        page.write_text(to_html(report), encoding="utf-8")
-        self._attach(text, report)
+        with ThreadPoolExecutor(1, thread_name_prefix="drill-attach") as pool:
+            # the artifact's request waits on the Prefect API; the HTML renders meanwhile
+            attaching = pool.submit(self._attach, text, report)
+            markdown.write_text(text, encoding="utf-8")
+            page.write_text(to_html(report), encoding="utf-8")
+            note = attaching.result()
+        if note is not None:  # after the files, as before: they never showed it
+            report.notes.append(note)
         return DrillResult(report, markdown, page, workspace)
 
     def _check_inputs(self, records: list[dict[str, Any]]) -> None:
@@ -252,15 +257,16 @@ class AfterAction:
             return items, manifest_uri
         return merge_evidence(items, entries), f"s3://{back.bucket}/{back.key}"
 
-    def _attach(self, markdown: str, report: DrillReport) -> None:
-        """The report as a markdown artifact of the run's Prefect flow run."""
+    def _attach(self, markdown: str, report: DrillReport) -> str | None:
+        """The report as a markdown artifact of the run's Prefect flow run; a note for the
+        report when it could not be attached (the files are written: a convenience)."""
         from uuid import UUID
 
         from clampdown.core.ledger import read
 
         ledger = self._runs.ledger
         if ledger is None or not ledger.exists():
-            return
+            return None
         flow_run_id = read(ledger)[0].get("flow_run_id")
         try:
             from prefect.client.orchestration import get_client
@@ -277,4 +283,5 @@ class AfterAction:
                     )
                 )
         except Exception as exc:  # the files are written; the artifact is a convenience
-            report.notes.append(f"the report could not be attached to the Prefect run: {exc}")
+            return f"the report could not be attached to the Prefect run: {exc}"
+        return None
