@@ -574,8 +574,11 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
     request = home / "runs" / "{run}" / "approvals" / "approve.json"
     log = stack.logs / "gated-worker-1.log"
     with contextlib.ExitStack() as running:
-        # the next worker, on standby: it imports while the first runs, and starts (looks
-        # for stopped runs, polls) only once the first was killed (scaled_stack.go)
+        first = running.enter_context(process(worker, log, env=env, cwd=tmp_path))
+        wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
+        # the next worker, on standby: it imports while the first one's run starts and
+        # waits (not while the first imports), and starts (looks for stopped runs, polls)
+        # only once the first was killed (scaled_stack.go)
         second = running.enter_context(
             process(
                 clampdown_worker("scaled-gated", standby=True),
@@ -585,20 +588,18 @@ def test_a_worker_killed_while_its_run_waits_is_continued_by_the_next_worker(
                 stdin=subprocess.PIPE,
             )
         )
-        with process(worker, log, env=env, cwd=tmp_path) as first:
-            wait_until(lambda: "started" in log.read_text(), 60, "worker 1", first, log)
-            starter = DeploymentStarter(deployment("scaled-gated"))
-            run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
-            path = Path(str(request).format(run=run_id))
-            wait_until(
-                lambda: json.loads(path.read_text())["status"] == "pending",
-                90,
-                "the wait",
-                first,
-                log,
-            )
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(30)
+        starter = DeploymentStarter(deployment("scaled-gated"))
+        run_id = starter(stack.library / "scaled-gated.yaml", {"principal_arn": arn}, {})
+        path = Path(str(request).format(run=run_id))
+        wait_until(
+            lambda: json.loads(path.read_text())["status"] == "pending",
+            90,
+            "the wait",
+            first,
+            log,
+        )
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
         # typed by the approver (in this process: cli_here), against this test's home
         approve = ("approve", run_id, "--as", "U0TERM1", "--key", str(keys["U0TERM1"]))
         sent = cli_here(env, *approve)

@@ -229,22 +229,6 @@ def stack(
                     cwd=logs / f"{name}-cwd",
                 )
             )
-        # worker-3, the one that dies mid-step, on standby (it imports meanwhile) until
-        # its test: it reaches AWS through a proxy that holds the revoke's answer
-        proxy = HoldingProxy(moto_server, b"Action=UpdateAccessKey")
-        running.callback(proxy.close)
-        homes["worker-3"] = root / "worker-3-home"
-        homes["worker-3"].mkdir()
-        (logs / "worker-3-cwd").mkdir()
-        doomed = running.enter_context(
-            process(
-                clampdown_worker(POOL, resume_every=RESUME_EVERY, standby=True),
-                logs / "worker-3.log",
-                env=env | {"CLAMPDOWN_HOME": str(homes["worker-3"]), "AWS_ENDPOINT_URL": proxy.url},
-                cwd=logs / "worker-3-cwd",
-                stdin=subprocess.PIPE,
-            )
-        )
         serve_log = logs / "serve.log"
         serve = running.enter_context(
             process([CLI, "serve", "--port", str(serve_port)], serve_log, env=serve_env)
@@ -261,6 +245,23 @@ def stack(
             serve_log,
         )
         scaled_prefect.deployed()
+        # worker-3, the one that dies mid-step, on standby until its test (it imports while
+        # the first test waits, not while the others start): it reaches AWS through a
+        # proxy that holds the revoke's answer
+        proxy = HoldingProxy(moto_server, b"Action=UpdateAccessKey")
+        running.callback(proxy.close)
+        homes["worker-3"] = root / "worker-3-home"
+        homes["worker-3"].mkdir()
+        (logs / "worker-3-cwd").mkdir()
+        doomed = running.enter_context(
+            process(
+                clampdown_worker(POOL, resume_every=RESUME_EVERY, standby=True),
+                logs / "worker-3.log",
+                env=env | {"CLAMPDOWN_HOME": str(homes["worker-3"]), "AWS_ENDPOINT_URL": proxy.url},
+                cwd=logs / "worker-3-cwd",
+                stdin=subprocess.PIPE,
+            )
+        )
         import psycopg
 
         db = running.enter_context(psycopg.connect(state_url, autocommit=True))
