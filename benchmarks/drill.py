@@ -27,14 +27,15 @@ With ``--tree OLD_CHECKOUT`` (``git archive <commit> | tar -x -C /tmp/old``; rep
 several) each round also runs the drills from that checkout (its packages first on
 ``PYTHONPATH``, its ``runbooks/``), right after this tree's: a before/after on the same
 machine load. ``--only-standing`` measures only the drills with a standing API (no API
-start in the round: shorter rounds, so more of them fit a quiet spell of the machine). A tree
-from before the resident drills' API starts an API of its own for every drill without a
-standing one (its "no API up" figure includes that server's CPU); it has no "resident API
-up" figure. A drill that runs to its end but misses an objective (exit 1: on a loaded machine, a
+start in the round: shorter rounds, so more of them fit a quiet spell of the machine). A
+tree from before the resident drills' API starts an API of its own for every drill without
+a standing one (its "no API up" figure includes that server's CPU); it has no "resident
+API up" figure (a tree whose drill leaves a resident API has one, measured right after).
+A drill that runs to its end but misses an objective (exit 1: on a loaded machine, a
 scripted time limit can be missed) is timed all the same and listed at the end; any other
-failure stops the benchmark. The standing-API drills run in this tree's order (this tree, then each
-``--tree``) in odd rounds and in the reverse order in even ones, so that no tree is always
-the first drill of its round.
+failure stops the benchmark. The standing-API drills run in this tree's order (this tree,
+then each ``--tree``) in odd rounds and in the reverse order in even ones, so that no tree
+is always the first drill of its round.
 
     python benchmarks/drill.py [--runs 3] [--drill model-theft] [--tree OLD_CHECKOUT]...
                                [--only-standing]
@@ -202,7 +203,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from clampdown.app.drill.world import standing_drill_prefect, stop_drills_api
+    from clampdown.app.drill.world import (
+        find_drills_api,
+        standing_drill_prefect,
+        stop_drills_api,
+    )
     from clampdown.core.home import Home
 
     home = Path(tempfile.mkdtemp(prefix="clampdown-bench-drill-"))
@@ -246,6 +251,9 @@ def main() -> None:
                 stop_drills_api(drills_dir)
                 for label, before_env, tree in befores:
                     measure("drill, no API up", before_env, tree, label)
+                    if find_drills_api(drills_dir) is not None:  # it left a resident API
+                        measure("drill, resident API up", before_env, tree, label)
+                        stop_drills_api(drills_dir)
             with standing_drill_prefect(drills_dir):
                 order = [("", env, ROOT), *befores]
                 if round_ % 2 == 0:  # every other round the --tree checkouts go first
