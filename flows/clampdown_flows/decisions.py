@@ -145,7 +145,7 @@ def submit_decision(
         return _queued(run_id, req["step"])
     deadline = time.monotonic() + wait
     try:
-        _resume(req, sent, deadline)
+        _resume(req, sent, deadline, kept)
     except DecisionError:
         if kept.exists() and not run_ownership.is_held(files):  # its process died meanwhile
             return _queued(run_id, req["step"])
@@ -201,8 +201,17 @@ def _prove(sent: Decision, files: RunFiles, key: Path | None, serve_key: Path | 
     return sent
 
 
-def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
-    """Resume the paused flow run with the decision; retry while it is between pauses."""
+def _resume(
+    req: dict[str, Any], decision: Decision, deadline: float, kept: decision_inbox.Kept
+) -> None:
+    """Resume the paused flow run with the decision; retry while it is between pauses,
+    until the run has taken the decision from its inbox (``kept``) instead.
+
+    A run that has not paused yet when the decision is kept (it is still setting up the
+    approval: resolving the groups, posting the card) reads its inbox before it pauses and
+    counts the decision from there; it then never pauses for this decision, and resuming
+    could only fail. Waiting out ``deadline`` would tell the approver "not paused" about a
+    decision the run counted; the caller reads the verdict from the ledger instead."""
     from prefect.exceptions import FlowPauseTimeout, NotPausedError
     from prefect.flow_runs import resume_flow_run
 
@@ -221,6 +230,8 @@ def _resume(req: dict[str, Any], decision: Decision, deadline: float) -> None:
                 between = isinstance(exc, NotPausedError) or "schema not found" in str(exc)
                 if not between:
                     raise
+                if not kept.exists():  # the run took it from its inbox: it is recorded
+                    return
                 if time.monotonic() > deadline:
                     raise DecisionError(
                         f"run '{decision.run_id}' is not paused for approval",
