@@ -19,13 +19,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clampdown.core.diagnostics import ClampdownError, did_you_mean
+from clampdown.core.installed import installed_entry_points
 
 if TYPE_CHECKING:  # for annotations only: lint reads actions and never their run files
     # (clampdown.core.home and what it imports)
@@ -344,7 +345,8 @@ class Registry:
 
     def __init__(self, entries: Mapping[str, EntryPoint] | None = None) -> None:
         if entries is None:
-            entries = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+            installed = installed_entry_points().select(group=ENTRY_POINT_GROUP)
+            entries = {ep.name: ep for ep in installed}
         self._entries = dict(entries)
         self._loaded: dict[str, type[Action]] = {}
 

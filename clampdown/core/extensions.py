@@ -32,9 +32,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from clampdown.core.installed import installed_entry_points
 
 if TYPE_CHECKING:
     from clampdown.core.approvals import Request
@@ -136,7 +137,7 @@ def factories(group: str) -> list[Callable[..., Any]]:
     skipped without a word otherwise).
     """
     found: list[Callable[..., Any]] = []
-    registered = sorted(entry_points(group=group), key=lambda ep: ep.name)
+    registered = sorted(installed_entry_points().select(group=group), key=lambda ep: ep.name)
     if not registered:
         log.warning(
             "no plug-in registered under %s: reinstall clampdown (its package metadata "
