@@ -264,7 +264,20 @@ def local_server_class() -> Any:
     return LocalPrefectServer
 
 
-SERVER_EXIT_PORT_TAKEN = 3  # uvicorn's start-up failure: Prefect takes it as "port taken"
+SERVER_EXIT_STARTUP_FAILURE = 3  # uvicorn's, for a port taken and any other failed start
+
+
+def _port_in_use(port: int) -> bool:
+    """Whether something listens on the loopback ``port`` the server was given now: binding
+    it as uvicorn does (``SO_REUSEADDR``: a closed connection's TIME_WAIT does not count)
+    fails."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _start_watched(
@@ -277,10 +290,14 @@ def _start_watched(
     before it answers is an error at once, with its exit code. ``process``: the server's,
     already started; ``while_starting``: run once it is started, before the wait.
 
-    Why: Prefect's loop notices only exit code 3 (it tries another port, as this does)
-    and otherwise asks ``/health`` until ``timeout`` while the process is long gone: a
-    caller that gave 900 s waited 15 minutes for a dead server (seen in the test suite
-    under load). The server's own output goes where this process's goes (above the error).
+    Why: Prefect's loop notices only exit code 3 (it tries another port) and otherwise
+    asks ``/health`` until ``timeout`` while the process is long gone: a caller that gave
+    900 s waited 15 minutes for a dead server (seen in the test suite under load). And
+    uvicorn exits with 3 for every failed start, not only a port taken: an app whose
+    start-up raises (a Prefect database its migrations cannot upgrade) would be started
+    again on port after port until ``timeout``. So 3 means "try another port" here only
+    while the port is in use. The server's own output goes where this process's goes
+    (above the error).
     """
     import atexit
 
@@ -300,7 +317,7 @@ def _start_watched(
         with httpx.Client(timeout=5) as client:
             while True:
                 code = server.server_process.poll()
-                if code == SERVER_EXIT_PORT_TAKEN:
+                if code == SERVER_EXIT_STARTUP_FAILURE and _port_in_use(server.port):
                     server.port = server.find_available_port()
                     server.server_process = server._run_uvicorn_command()
                     continue

@@ -7,6 +7,7 @@ port) and otherwise asked ``/health`` until its timeout: in the suite a caller t
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 
@@ -45,15 +46,36 @@ def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout()
 
 def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> None:
     server_class, started = exiting_server(3, 2)
-    server = server_class(port=_free_port())  # a port of its own: not the registered one
+    taken = _free_port()
+    server = server_class(port=taken)  # a port of its own: not the registered one
+    assert not server.running  # never stop a server this test did not start
+    with socket.socket() as other:  # someone else listens there: uvicorn's 3 is the port
+        other.bind(("127.0.0.1", taken))
+        other.listen()
+        try:
+            with pytest.raises(ClampdownError) as raised:
+                server.start(timeout=600)
+        finally:
+            server.stop()
+    assert started[0] == taken
+    assert len(started) == 2 and started[0] != started[1]  # uvicorn's 3: another port
+    assert f"(port {started[1]}) exited with code 2" in raised.value.message
+
+
+def test_a_failed_start_on_a_free_port_is_an_error_at_once_not_another_port() -> None:
+    """uvicorn exits with 3 for every failed start (an app whose start-up raises, such as a
+    Prefect database its migrations cannot upgrade), not only for a port taken: starting
+    again on port after port would last until the timeout."""
+    server_class, started = exiting_server(3, 3, 3)
+    server = server_class(port=_free_port())  # free: nothing else listens there
     assert not server.running  # never stop a server this test did not start
     try:
         with pytest.raises(ClampdownError) as raised:
             server.start(timeout=600)
     finally:
         server.stop()
-    assert len(started) == 2 and started[0] != started[1]  # uvicorn's 3: another port
-    assert f"(port {started[1]}) exited with code 2" in raised.value.message
+    assert len(started) == 1  # not started again on another port
+    assert f"(port {started[0]}) exited with code 3 before it answered" in raised.value.message
 
 
 def test_the_callers_imports_run_while_the_server_process_starts(monkeypatch) -> None:
