@@ -220,9 +220,9 @@ class RunFollower:
 
     def wait_for_run_threads(self) -> None:
         """A flow uploads its ledger as evidence after ``run.end`` (and Prefect records its
-        end): wait for that too, before serve stops. What the drill scores is final by
-        ``run.end`` (the ledger is closed, the Slack thread's last update sent, the manifest
-        pinned), so the scoring need not wait (:meth:`DrillRunner.execute`)."""
+        end): wait for that too, before serve stops and the scoring begins. (Scoring during
+        the wait measured a longer end, not a shorter one: the flows' last work is this
+        process's CPU too, and serve's stop began later.)"""
         futures = self._session.run_futures()
         for run_id in self._tracked:
             future = futures.get(run_id)

@@ -36,7 +36,6 @@ import contextlib
 import os
 import secrets
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -55,7 +54,6 @@ from clampdown.core.drill_library import resolve_drill
 from clampdown.core.drill_lint import load_checked
 from clampdown.core.drill_model import Drill
 from clampdown.core.home import Home, private_dirs
-from clampdown.core.report import DrillReport
 
 __all__ = ["DrillResult", "DrillRunner", "run_drill", "workspace_for"]
 
@@ -104,27 +102,11 @@ class DrillRunner:
                     )
                 )
             runs = self._play(session, timeline)
-            after = AfterAction(session, timeline, runs)
-            report = self._score(session, after, runs)
-            return after.write(report, self._report_dir)
-
-    def _score(self, session: DrillSession, after: AfterAction, runs: RunFollower) -> DrillReport:
-        """Score while the flows make their last uploads after ``run.end`` (the ledger's
-        copy as evidence, Prefect's record of their end: mostly waits on moto's and
-        Prefect's processes); what is scored was final at ``run.end``
-        (:meth:`RunFollower.wait_for_run_threads`). Once they are done, and every run
-        ended, serve has nothing left to do: it stops while the scoring goes on."""
-
-        def runs_done() -> None:
-            runs.wait_for_run_threads()
-            if runs.all_ended():
+            runs.wait_for_run_threads()  # the flows' last uploads after run.end
+            if runs.all_ended():  # serve has nothing left to do: it stops while we score
                 session.stop_serving()
-
-        with ThreadPoolExecutor(1, thread_name_prefix="drill-runs-end") as pool:
-            ending = pool.submit(runs_done)
-            report = after.report()
-            ending.result()
-        return report
+            after = AfterAction(session, timeline, runs)
+            return after.write(after.report(), self._report_dir)
 
     def _start_phase(self) -> contextlib.AbstractContextManager[None]:
         """What the world's start runs inside: with ``freeze_start`` (a process that is this
