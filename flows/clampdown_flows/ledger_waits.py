@@ -34,6 +34,7 @@ class _Waiting:
     what: str  # for the log: the record that waits
     write: Callable[[], None]
     until: float
+    given_up: Callable[[], None] | None = None  # told when the record is not written
 
 
 class LedgerWaits:
@@ -59,19 +60,29 @@ class LedgerWaits:
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def add(self, run_id: str, what: str, write: Callable[[], None]) -> None:
-        """Write ``what`` into ``run_id``'s ledger once it has started (``write`` does it)."""
+    def add(
+        self,
+        run_id: str,
+        what: str,
+        write: Callable[[], None],
+        given_up: Callable[[], None] | None = None,
+    ) -> None:
+        """Write ``what`` into ``run_id``'s ledger once it has started (``write`` does it).
+        ``given_up`` is called, after the error is logged, if it never is (the run did not
+        start within the patience, or serve stopped first): e.g. to tell people."""
+        waiting = _Waiting(run_id, what, write, time.monotonic() + self.patience, given_up)
         with self._cond:
-            if self._closed:
-                log.error("run %s: %s not recorded: serve is stopping", run_id, what)
-                return
-            self._waiting.append(_Waiting(run_id, what, write, time.monotonic() + self.patience))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="clampdown-ledger-waits", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
+            closed = self._closed
+            if not closed:
+                self._waiting.append(waiting)
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="clampdown-ledger-waits", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify()
+        if closed:  # told outside the lock: ``given_up`` may take its time
+            self._give_up(waiting, "serve is stopping")
 
     def pending(self) -> list[str]:
         """The runs with a record still waiting (for tests and shutdown logs)."""
@@ -89,11 +100,7 @@ class LedgerWaits:
             left, self._waiting = self._waiting, []
             self._cond.notify_all()
         for waiting in left:
-            log.error(
-                "run %s: %s not recorded: its run had not started when serve stopped",
-                waiting.run_id,
-                waiting.what,
-            )
+            self._give_up(waiting, "its run had not started when serve stopped")
 
     def _run(self) -> None:
         while True:
@@ -108,18 +115,23 @@ class LedgerWaits:
             for item in due:
                 self._write(item)
             for item in expired:
-                log.error(
-                    "run %s: %s not recorded: the run did not start within %.0f s",
-                    item.run_id,
-                    item.what,
-                    self.patience,
-                )
+                self._give_up(item, f"the run did not start within {self.patience:.0f} s")
             with self._cond:
                 done = {id(item) for item in (*due, *expired)}
                 self._waiting = [w for w in self._waiting if id(w) not in done]
                 self._cond.notify_all()  # close() may be waiting for the list to empty
                 if self._waiting and not self._closed:
                     self._cond.wait(self.poll)
+
+    @staticmethod
+    def _give_up(item: _Waiting, why: str) -> None:
+        log.error("run %s: %s not recorded: %s", item.run_id, item.what, why)
+        if item.given_up is None:
+            return
+        try:
+            item.given_up()
+        except Exception:
+            log.exception("run %s: telling that %s was not recorded failed", item.run_id, item.what)
 
     def _sort(self, waiting: list[_Waiting]) -> tuple[list[_Waiting], list[_Waiting]]:
         due: list[_Waiting] = []

@@ -192,7 +192,6 @@ class TriggerTriage:
         on_held: Callable[[Alert, str], None] | None = None,
         on_related: Callable[[str, Alert, str], None] | None = None,
         pending_timeout: float = 10.0,
-        ledger_timeout: float = 10.0,
         runs: Home | None = None,
     ) -> None:
         if library is None:
@@ -209,7 +208,6 @@ class TriggerTriage:
         self.on_held = on_held
         self.on_related = on_related
         self.pending_timeout = pending_timeout
-        self.ledger_timeout = ledger_timeout
         self.runs = runs if runs is not None and runs.store is not None else None
         self.home = runs
         # links to a run that has not written run.start yet wait off the request path
@@ -335,13 +333,27 @@ class TriggerTriage:
     # --- helpers -----------------------------------------------------------------------
 
     def _record(self, run_id: str, alert: Alert, match: Match, how: str) -> None:
-        """Append the alert to the run's ledger, waiting briefly for a run still starting."""
+        """Append the alert to the run's ledger (``alert.joined``): now, or, for a run that
+        has not written ``run.start`` yet (still being set up, which under load takes longer
+        than any fixed wait), once it has (:class:`~clampdown_flows.ledger_waits.LedgerWaits`),
+        never waiting on the alert's request path. If the run does not start, the alert is
+        held then (logged, and said where held alerts are said)."""
         path = self.ledger_of(run_id)
         if path is None:
             return
-        if not self._wait_for_ledger(run_id, path):
-            self._held(alert, match, f"run {run_id} has no ledger yet to record the alert in")
+        write = functools.partial(self._write_joined, run_id, path, alert, match, how)
+        if self._ledger_started(run_id, path):
+            write()
             return
+        not_recorded = f"run {run_id} did not start, so the alert is not in its ledger"
+        self._late.add(
+            run_id,
+            f"alert.joined ({alert.source}:{alert.id})",
+            write,
+            given_up=functools.partial(self._held, alert, match, not_recorded),
+        )
+
+    def _write_joined(self, run_id: str, path: Path, alert: Alert, match: Match, how: str) -> None:
         append_to(
             path,
             "alert.joined",
@@ -457,17 +469,6 @@ class TriggerTriage:
             )
         except LedgerWriteError as exc:  # the new run has started: the answer stays "started"
             log.error("run %s: the related run %s could not be recorded: %s", run_id, other, exc)
-
-    def _wait_for_ledger(self, run_id: str, path: Path) -> bool:
-        """Whether the ledger exists, waiting briefly for a run still writing ``run.start``
-        (in the run store, when there is one: the run may be on another machine)."""
-        deadline = time.monotonic() + self.ledger_timeout
-        pause = 0.02 if self._primary(run_id) is None else 0.1
-        while not self._ledger_started(run_id, path):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(pause)
-        return True
 
     def _ledger_started(self, run_id: str, path: Path | None = None) -> bool:
         """Whether ``run_id``'s ledger has its first record (in the run store, when there

@@ -106,7 +106,6 @@ def triage_of(state_url: str, starter: FakeStarter) -> TriggerTriage:
         starter,
         ledger_of,
         library=SHIPPED,
-        ledger_timeout=0.1,  # the old fixed wait, made short: a link must not depend on it
         runs=settings().paths,
     )
 
@@ -153,4 +152,35 @@ def test_a_run_still_being_set_up_is_found_from_its_start_record(state_url) -> N
     for run_id in (evidence.run_id, contain.run_id):
         assert read(ledger_of(run_id))[0]["type"] == "run.start"
         assert verify_file(ledger_of(run_id)).ok
+    triage.close()
+
+
+def joined_records(run_id: str) -> list[dict[str, Any]]:
+    path = ledger_of(run_id)
+    return [r for r in read(path) if r["type"] == "alert.joined"] if path.is_file() else []
+
+
+def test_an_alert_repeating_a_run_not_started_yet_is_recorded_once_it_has(state_url) -> None:
+    """The same alert again while its run is still being set up (no ``run.start``): the
+    answer says so at once, and the repeat is in the run's ledger once the run starts. It
+    used to wait a fixed time on the request path, then hold the alert and drop the
+    record while the answer still said it repeated the run (seen in a drill at load 20)."""
+    held = HeldRuns()
+    starter = HeldStarter(held)
+    triage = triage_of(state_url, starter)
+    who = principal(23)
+    first = triage(make_alert("guardduty", "gd-23", who))
+    assert first.status == "started", first
+    again = triage(make_alert("guardduty", "gd-23", who))
+    assert (again.status, again.run_id) == ("deduplicated", first.run_id), again
+    assert not ledger_of(first.run_id).exists()  # answered before the run wrote anything
+    held.release(first.run_id)
+    starter.join()
+    deadline = time.monotonic() + 30  # a bound for the event, not a timing check
+    while not joined_records(first.run_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [joined] = joined_records(first.run_id)
+    assert joined["how"] == "deduplicated" and joined["alert"]["id"] == "gd-23", joined
+    assert read(ledger_of(first.run_id))[0]["type"] == "run.start"
+    assert verify_file(ledger_of(first.run_id)).ok
     triage.close()

@@ -76,3 +76,22 @@ def test_a_failing_write_is_logged_and_does_not_stop_the_others(caplog) -> None:
     assert until(lambda: written == ["fine"] and waits.pending() == [])
     assert "run full: link could not be recorded" in caplog.text
     waits.close(grace=0)
+
+
+def test_a_record_given_up_is_told_to_its_given_up_hook_however_it_is_given_up() -> None:
+    """Expired, left when serve stops, added after: each is told once (the triage holds
+    the alert then: said to people, not only logged); a record written is not told."""
+    told: list[str] = []
+    started: set[str] = set()
+    expiring = LedgerWaits(lambda run_id: False, patience=0.02, poll=0.005)
+    expiring.add("expired", "joined", lambda: None, given_up=lambda: told.append("expired"))
+    assert until(lambda: told == ["expired"])
+    expiring.close(grace=0)
+    waits = LedgerWaits(lambda run_id: run_id in started, poll=0.005)
+    waits.add("written", "joined", lambda: None, given_up=lambda: told.append("written"))
+    started.add("written")
+    assert until(lambda: waits.pending() == [])
+    waits.add("left", "joined", lambda: None, given_up=lambda: told.append("left"))
+    waits.close(grace=0)
+    waits.add("late", "joined", lambda: None, given_up=lambda: told.append("late"))
+    assert told == ["expired", "left", "late"]
