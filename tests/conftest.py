@@ -55,9 +55,11 @@ DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
 DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: one xdist scope
 # The order the scheduler hands files (scopes) to the workers: the longest first, so the
 # run ends with short files on both workers instead of one long one on one worker while
-# the other idles. The named ones are the longest scopes in the last suite runs (worker-s
-# at load ~5, session 22: scaled ~230, test_prefect_template ~86, drills ~80,
-# test_serve_restart ~70, test_lint_entry ~33: its processes are now test_lint_processes);
+# the other idles. The named ones are the longest scopes in the suite runs (worker-s at
+# load ~5, session 22: scaled ~230, test_prefect_template ~86, drills ~80,
+# test_serve_restart ~70, test_lint_entry ~33: its processes are now test_lint_processes;
+# idle at session 25's start: scaled 107, drills 48, test_prefect_template 32,
+# test_serve_restart 31; test_prefect_template has 2 tests since, ~20 s expected);
 # then the rest of the end-to-end files, then integration, then unit. A new long file
 # belongs in this list.
 RUN_FIRST = (
