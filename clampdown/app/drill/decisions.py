@@ -104,10 +104,8 @@ class Ballots:
         interactive: bool = False,
         ask: Asker | None = None,
         screen: Screen | None = None,
-        on_pending: Callable[[float], object] | None = None,
     ) -> None:
         self._session = session
-        self._on_pending = on_pending  # told when each scripted decision is due
         self._drill = session.drill
         self._timeline = timeline
         self._interactive = interactive
@@ -227,8 +225,6 @@ class Ballots:
         person = self._drill.roles.get(inject.by)
         assert person is not None  # lint checked it
         ballot = Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
-        if self._on_pending is not None:
-            self._on_pending(ballot.due)
         return ballot
 
     def _refused(self, step: str, ballot: Ballot, refusal: str | None) -> None:

@@ -47,7 +47,6 @@ from clampdown.app.drill.injects import SlashCommands, TimedInjects, post_alert
 from clampdown.app.drill.report import AfterAction, DrillResult
 from clampdown.app.drill.session import DrillSession, open_session
 from clampdown.app.drill.timeline import Clock, Timeline
-from clampdown.app.drill.warmup import IdleWarmup
 from clampdown.app.drill.world import POLL
 from clampdown.app.progress import Screen
 from clampdown.core.drill_library import resolve_drill
@@ -129,14 +128,12 @@ class DrillRunner:
     def _play(self, session: DrillSession, timeline: Timeline) -> RunFollower:
         """The drill itself: the alert, the injects and decisions, until every run ended."""
         screen = Screen()  # the live table, which the interactive prompt holds
-        warmup = IdleWarmup(session)  # what comes after the approval, loaded while it waits
         ballots = Ballots(
             session,
             timeline,
             interactive=self._interactive,
             ask=self._ask,
             screen=screen,
-            on_pending=warmup.pending,
         )
         commands = SlashCommands(session, timeline)
         injects = TimedInjects(session, timeline)
@@ -153,7 +150,6 @@ class DrillRunner:
         finally:
             watch.stop()
             injects.stop()
-            warmup.stop()
         return runs
 
 
