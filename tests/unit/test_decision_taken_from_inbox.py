@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import prefect.flow_runs
@@ -22,63 +22,62 @@ import pytest
 from prefect.exceptions import NotPausedError
 
 from clampdown.core.approvals import Decision
-from clampdown.core.home import Home, RunFiles
+from clampdown.core.home import Home
 from clampdown_flows import decision_inbox, decisions
 from clampdown_flows.approval_store import DecisionError
 
 RUN, STEP = "r-inbox-race", "approve"
 
 
-def _decision() -> Decision:
-    return Decision(
+@dataclass
+class Sent:
+    """A decision kept in a run's inbox, and the resume attempts made for it."""
+
+    decision: Decision
+    kept: decision_inbox.Kept
+    attempts: list[str]
+
+    def resume(self, wait: float) -> None:
+        request = {"flow_run_id": str(uuid.uuid4()), "step": STEP}
+        decisions._resume(request, self.decision, time.monotonic() + wait, self.kept)
+
+
+def _sent_to_a_run_never_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, taken_at: int
+) -> Sent:
+    """A decision kept for a flow run that is never paused (``resume_flow_run`` always
+    answers NotPausedError); the run takes it from its inbox (forgets the kept copy) at the
+    ``taken_at``-th resume attempt (0: never)."""
+    files = Home(tmp_path).run(RUN)
+    decision = Decision(
         run_id=RUN, step=STEP, params_hash="0" * 64, decision="approve", approver="U0APPROVE1"
     )
-
-
-def _never_paused(
-    taken_at: int, files: RunFiles, decision: Decision
-) -> tuple[list[str], Callable[..., None]]:
-    """A ``resume_flow_run`` for a flow run that is never paused; the run takes the decision
-    from its inbox (forgets the kept copy) at the ``taken_at``-th attempt (0: never).
-    Returns the attempts made so far and the function."""
-    attempts: list[str] = []
+    sent = Sent(decision, decision_inbox.keep(files, decision), [])
 
     def resume(flow_run_id: uuid.UUID, run_input: object = None) -> None:
-        attempts.append(str(flow_run_id))
-        if len(attempts) == taken_at:
+        sent.attempts.append(str(flow_run_id))
+        if len(sent.attempts) == taken_at:
             decision_inbox.forget(files, decision.decision_id)
         raise NotPausedError("not paused")
 
-    return attempts, resume
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", resume)
+    assert sent.kept.exists()
+    return sent
 
 
 def test_a_decision_the_run_took_from_its_inbox_ends_the_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = Home(tmp_path).run(RUN)
-    decision = _decision()
-    kept = decision_inbox.keep(files, decision)
-    assert kept.exists()
-    attempts, resume = _never_paused(2, files, decision)
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", resume)
-
-    request = {"flow_run_id": str(uuid.uuid4()), "step": STEP}
-    decisions._resume(request, decision, time.monotonic() + 20, kept)  # returns: no error
-
-    assert len(attempts) == 2  # stopped at the first look after the run took it
-    assert not kept.exists()
+    sent = _sent_to_a_run_never_paused(tmp_path, monkeypatch, taken_at=2)
+    sent.resume(wait=20)  # returns: no error
+    assert len(sent.attempts) == 2  # stopped at the first look after the run took it
+    assert not sent.kept.exists()
 
 
 def test_a_decision_still_kept_is_resumed_until_the_wait_runs_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    files = Home(tmp_path).run(RUN)
-    decision = _decision()
-    kept = decision_inbox.keep(files, decision)
-    attempts, resume = _never_paused(0, files, decision)  # never taken
-    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", resume)
-
-    request = {"flow_run_id": str(uuid.uuid4()), "step": STEP}
+    sent = _sent_to_a_run_never_paused(tmp_path, monkeypatch, taken_at=0)  # never taken
     with pytest.raises(DecisionError, match="not paused for approval"):
-        decisions._resume(request, decision, time.monotonic() + 0.5, kept)
-    assert len(attempts) >= 2 and kept.exists()
+        sent.resume(wait=0.5)
+    assert len(sent.attempts) >= 2 and sent.kept.exists()
