@@ -266,22 +266,3 @@ def evidence_manifest_complete(o: EvidenceManifestComplete, f: DrillFacts) -> Ob
     if missing:
         return False, measured, f"no {', '.join(missing)} evidence in the manifest"
     return True, measured, f"every object re-hashed; has {', '.join(o.require)}"
-
-
-SERVICES: dict[type, str] = {
-    NoActiveKeys: "iam",
-    EndpointNotInvocableBy: "iam",
-    AccessRestored: "iam",
-    KmsKeyRotated: "kms",
-    SecretRotated: "secretsmanager",
-    EndpointFrozen: "sagemaker",
-    BucketLocked: "s3",
-    EvidenceManifestComplete: "s3",
-}
-"""The AWS service each objective's checker reads (its client: ``DrillFacts.client``)."""
-
-
-def services_read(objectives: Sequence[Any]) -> list[str]:
-    """The AWS services the checkers of ``objectives`` read, each once, in their order."""
-    found = [SERVICES[type(o)] for o in objectives if type(o) in SERVICES]
-    return list(dict.fromkeys(found))
