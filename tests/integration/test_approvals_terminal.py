@@ -272,14 +272,20 @@ def test_a_decision_sent_the_moment_the_card_is_posted_counts(
 
     keys = approver_keys(tmp_path, monkeypatch, "U0TERM2")
     real_members = approval_gate.resolve_members
+    verdicts: list[Any] = []
+    inbox = settings().paths.run("terminalfast1").decision_inbox
 
     def slow_members(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(1.5)  # Slack taking its time over usergroups.users.list
+        # Slack taking its time over usergroups.users.list: until the approver has decided
+        # (the decision kept in the run's inbox, as far as it goes before the pause) or
+        # was turned away (what a request saved after the card made of this click)
+        deadline = time.monotonic() + 30
+        while not (verdicts or list(inbox.glob("*.json"))) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return real_members(*args, **kwargs)
 
     monkeypatch.setattr(approval_gate, "resolve_members", slow_members)
     saved_when_posted: list[bool] = []
-    verdicts: list[Any] = []
     deciders: list[threading.Thread] = []
     real_requested = observing.Observers.approval_requested
 
