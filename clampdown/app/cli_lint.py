@@ -188,9 +188,9 @@ def _read_entry_points_once() -> None:
     what it would have found, nothing, is what it uses. A variable the user set is
     left as it is, and so is a registry already built.
     """
-    from importlib.metadata import entry_points
+    from clampdown.core.installed import installed_entry_points
 
-    installed = entry_points()
+    installed = installed_entry_points()  # the process's one reading, shared with the registry
     if not installed.select(group="pydantic"):
         os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from clampdown.core.actions import ENTRY_POINT_GROUP, registry_from

@@ -238,7 +238,8 @@ def test_a_light_lint_freezes_what_is_left_at_exit_not_before(monkeypatch) -> No
 
 
 class _Installed:
-    """What ``importlib.metadata.entry_points()`` answers: entry points by group."""
+    """What ``importlib.metadata.entry_points()`` answers (``clampdown.core.installed``
+    reads it once): entry points by group."""
 
     def __init__(self, groups: dict[str, list[object]]) -> None:
         self.groups = groups
@@ -250,12 +251,11 @@ class _Installed:
 def _read_once(monkeypatch, groups: dict[str, list[object]], env: dict[str, str]) -> dict:
     """Run the light lint's one reading of the entry points against ``groups``; the
     environment it leaves and the registry it builds."""
-    import importlib.metadata
     import os
 
-    from clampdown.core import actions
+    from clampdown.core import actions, installed
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda: _Installed(groups))
+    monkeypatch.setattr(installed, "installed_entry_points", lambda: _Installed(groups))
     monkeypatch.setattr(actions, "_registry", None)
     monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "")  # restored (unset) after the test
     monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
