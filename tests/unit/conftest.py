@@ -17,9 +17,11 @@ disk, for the ~70% of these tests (967 of 1,344) that ask for none.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import socket
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,20 @@ def _command_once(app: typer.Typer) -> Any:
 @pytest.fixture(autouse=True)
 def _typer_command_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(typer.testing, "_get_command", _command_once)
+
+
+@pytest.fixture
+def collector() -> Iterator[None]:
+    """Python's cyclic collector as this test session has it, before and after the test:
+    nothing frozen, and on or off as it was (for tests that turn it off or freeze)."""
+    gc.unfreeze()
+    enabled = gc.isenabled()
+    yield
+    gc.unfreeze()
+    if enabled:
+        gc.enable()
+    else:
+        gc.disable()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

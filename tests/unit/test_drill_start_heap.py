@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,6 @@ import pytest
 from clampdown.app.drill import moto_process
 from clampdown.app.drill.runner import DrillRunner
 from clampdown.core.drill_library import load_drill
-
-
-@pytest.fixture
-def collector() -> Iterator[None]:
-    """The collector as this test session has it, before and after each test."""
-    gc.unfreeze()
-    enabled = gc.isenabled()
-    yield
-    gc.unfreeze()
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
 
 
 def _runner(tmp_path: Path, library: Path, *, freeze_start: bool) -> DrillRunner:

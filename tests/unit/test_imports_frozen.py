@@ -4,22 +4,12 @@ then everything alive frozen and the collector back as it was, even when the blo
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 
 import pytest
 
 from clampdown_flows.frozen_imports import imports_frozen
 
-
-@pytest.fixture(autouse=True)
-def _collector_restored() -> Iterator[None]:
-    enabled = gc.isenabled()
-    yield
-    gc.unfreeze()
-    if enabled:
-        gc.enable()
-    else:
-        gc.disable()
+pytestmark = pytest.mark.usefixtures("collector")  # tests/unit/conftest.py
 
 
 def test_collector_off_inside_then_on_with_the_imports_frozen() -> None:
