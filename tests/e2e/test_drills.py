@@ -292,7 +292,14 @@ def test_a_drill_keeps_its_prefect_runs_out_of_the_real_prefect_database(drill, 
 def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     prefect_server, in_drills_home, tmp_path: Path
 ) -> None:
-    """``clampdown drill --interactive``: the person at the terminal decides (here: denies)."""
+    """``clampdown drill --interactive``: the person at the terminal decides (here: denies).
+
+    The terminal denies the moment it is asked, so the run may end before the drill's
+    PagerDuty page (T+2 s) arrives; a finished run is not joined (docs/triggers.md), so
+    that page then starts contain-iam-user, which asks again. The input answers both:
+    with one answer only, the second question met the end of input and the drill was
+    aborted without a report (CI of stop 25).
+    """
     from typer.testing import CliRunner
 
     from clampdown.app.cli import app
@@ -300,16 +307,17 @@ def test_interactive_drill_asks_the_terminal_and_scores_the_denial(
     result = CliRunner().invoke(
         app,
         ["drill", "model-theft", "--interactive", "--report-dir", str(tmp_path / "report")],
-        input="deny\nnot in a drill, please\n",
+        input="deny\nnot in a drill, please\n" * 2,
     )
     assert result.exit_code == 1, result.output  # containment denied: objectives missed
-    assert "approve or deny?" in result.output
+    assert result.output.count("approve or deny?") in (1, 2), result.output
     # the question shows what is decided, as `clampdown approve` does, before the prompt
     asked = result.output[: result.output.index("approve or deny?")]
     assert "Approval needed in run" in asked and "step approve_containment" in asked, asked
     assert "Contain suspected model theft: revoke arn:aws:iam::" in asked, asked
     assert "  revoke (aws.iam.revoke_credentials, reversible): {" in asked, asked
     assert '"principal_arn": "arn:aws:iam::' in asked, asked
+    assert (tmp_path / "report" / "report.md").is_file(), result.output
     report = (tmp_path / "report" / "report.md").read_text()
     assert "not in a drill, please" in report, result.output  # the drill's lines say why not
     assert "missed" in report
