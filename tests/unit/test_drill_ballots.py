@@ -23,6 +23,8 @@ from clampdown.app.drill import decisions
 from clampdown.app.drill.decisions import RETRY_SECONDS, VERDICT_WAIT, Ballots
 from clampdown.app.drill.timeline import Clock, Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
+from clampdown.app.progress import Screen
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import Home
 from clampdown_flows.approval_store import write_request
 
@@ -217,3 +219,26 @@ def test_the_follower_knows_when_the_next_decision_is_due(world: SimpleNamespace
     world.ballots.decide(RUN, world.records)  # sent: its verdict is waited on, nothing is due
     assert world.serve.clicks() == 1
     assert world.ballots.next_due() is None
+
+
+@pytest.mark.parametrize("answers", [[], ["deny"]], ids=["at-the-question", "at-the-reason"])
+def test_the_end_of_the_terminals_input_stops_the_drill_saying_what_was_asked(
+    monkeypatch: pytest.MonkeyPatch, answers: list[str]
+) -> None:
+    """``--interactive`` with the input at its end (Ctrl-D, a pipe run dry): a user error
+    naming the decision that was wanted, not a bare "Aborted." (typer's word for EOFError)."""
+    typed = iter(answers)
+
+    def terminal_input(*_: object) -> str:
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    monkeypatch.setattr("builtins.input", terminal_input)
+    ask = decisions.terminal_asker(Console(file=io.StringIO()), Screen())
+    question = decisions.ApprovalQuestion(RUN, STEP, APPROVER, "Contain it", {})
+    with pytest.raises(ClampdownError) as raised:
+        ask(question)
+    assert f"input ended while step {STEP} of run {RUN} waited" in raised.value.message
+    assert "without --interactive" in raised.value.hint

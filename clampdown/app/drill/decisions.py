@@ -34,6 +34,7 @@ from clampdown.app.drill.session import DrillSession
 from clampdown.app.drill.timeline import Timeline
 from clampdown.app.drill.world import SLACK_CHANNEL
 from clampdown.app.progress import Screen
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.drill_model import Decide
 from clampdown.core.home import Home
 
@@ -349,13 +350,31 @@ def terminal_asker(console: Console, screen: Screen) -> Asker:
             console.print(f"  {question.summary}", markup=False, highlight=False, soft_wrap=True)
             for line in gated_lines(question.gated):
                 console.print(line, markup=False, highlight=False, soft_wrap=True)
-            answer = Prompt.ask("approve or deny?", choices=["approve", "deny"], console=console)
-            reason = ""
-            if answer == "deny":
-                reason = Prompt.ask("why (required)", console=console) or "denied in the drill"
+            try:
+                answer = Prompt.ask(
+                    "approve or deny?", choices=["approve", "deny"], console=console
+                )
+                reason = ""
+                if answer == "deny":
+                    reason = Prompt.ask("why (required)", console=console) or "denied in the drill"
+            except EOFError:
+                raise _input_ended(question) from None
         return answer, reason
 
     return ask
+
+
+def _input_ended(question: ApprovalQuestion) -> ClampdownError:
+    """The terminal's input ended (Ctrl-D, a pipe run dry) with a decision still wanted:
+    nobody is left to decide, so the drill stops, and says which decision was wanted,
+    rather than waiting out its time limit or ending in a bare "Aborted."."""
+    return ClampdownError(
+        f"the terminal's input ended while step {question.step} of run {question.run_id} "
+        "waited for your decision: the drill stopped without a report",
+        hint="answer each approval at the terminal (a fast denial can end a run before a "
+        "later alert of the drill, which then starts a run that asks again), or run the "
+        "drill without --interactive: its scripted approver decides",
+    )
 
 
 def _button_values(blocks: list[dict[str, Any]]) -> Iterator[str]:
