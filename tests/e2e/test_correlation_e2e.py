@@ -11,6 +11,12 @@ EventBridge sends them (bearer token):
    it correlates with the evidence run, but that run does not contain anyone, so the
    ``guardduty-iam-user`` trigger starts ``contain-iam-user`` instead of joining it.
 
+The finding must find the evidence run still in progress (a run that has ended is not
+linked) and its Slack thread posted (serve replies in an existing thread only): the test
+waits for the thread (``slack.posted``) and holds the evidence run's CloudTrail calls
+(tests/aws_hold.py) until the finding is answered, rather than counting on the trail
+step's retries outlasting the finding's triage on a loaded machine.
+
 Then the on-call approver approves with `clampdown approve` (own SSH key; the command runs
 in this process, as does the rollback: their process is not what is tested). Both runs
 finish; the user's keys are inactive on moto; both ledgers hold ``alert.correlated``
@@ -39,6 +45,7 @@ import pytest
 
 from clampdown.core.ledger import read, verify_file
 from tests.approver_keys import approver_keys
+from tests.aws_hold import AwsHold, aws_hold, cloudtrail
 from tests.e2e.test_serve_restart import CLI, cli_in_process, wait_for
 from tests.paths import FIXTURES, REPO
 from tests.pg import free_port
@@ -111,7 +118,10 @@ def world(
     iam.create_access_key(UserName=USER)
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-    with SlackStandIn(usergroups={"security-oncall": [APPROVER, "U0ONCALL2"]}) as slack:
+    with (
+        SlackStandIn(usergroups={"security-oncall": [APPROVER, "U0ONCALL2"]}) as slack,
+        aws_hold(aws_endpoint, cloudtrail) as hold,
+    ):
         env = {
             name: value
             for name, value in os.environ.items()
@@ -124,6 +134,7 @@ def world(
             "CLAMPDOWN_ALLOWED_SIGNERS": str(keys.allowed_signers),
             "CLAMPDOWN_EVIDENCE_BUCKET": BUCKET,
             "CLAMPDOWN_EVIDENCE_LOCK_MODE": "GOVERNANCE",  # moto's buckets are shared
+            "AWS_ENDPOINT_URL": hold.url,  # moto, CloudTrail held until the test says
             "CLAMPDOWN_SLACK_API_URL": slack.url,
             "CLAMPDOWN_SLACK_BOT_TOKEN": slack.token,
             "CLAMPDOWN_SLACK_SIGNING_SECRET": "correlation-slack-signing-secret",
@@ -142,6 +153,7 @@ def world(
             "home": tmp_path / "home",
             "iam": iam,
             "slack": slack,
+            "hold": hold,
             "key": keys[APPROVER],
             "root": tmp_path,
         }
@@ -220,8 +232,17 @@ def test_stoplogging_then_guardduty_on_the_shipped_triggers_contains_the_user(
     with serve(world) as url:
         evidence = post(url, "/alerts/eventbridge", stop_logging_event())
         assert (evidence["status"], evidence["trigger"]) == ("started", "cloudtrail-stop-logging")
-        wait_for(lambda: ledger(world, evidence["run_id"]), "the evidence run to start")
+        hold: AwsHold = world["hold"]
+        # the evidence run posted its Slack thread (serve replies in it only once it
+        # exists) and is at its CloudTrail step, held there: it cannot end before the
+        # finding is answered
+        wait_for(
+            lambda: any(r["type"] == "slack.posted" for r in ledger(world, evidence["run_id"])),
+            "the evidence run's Slack thread",
+        )
+        assert hold.holding.wait(120), "the evidence run never reached its CloudTrail step"
         contain = post(url, "/alerts/guardduty", guardduty_event("gd-correlated-1"))
+        hold.release()
         assert (contain["status"], contain["trigger"]) == ("started", "guardduty-iam-user"), contain
         assert contain["run_id"] != evidence["run_id"]
         assert f"related to run {evidence['run_id']} (preserve-evidence)" in contain["reason"]
