@@ -106,7 +106,10 @@ def test_a_suspended_run_counts_decisions_sent_while_stopped_and_refuses_a_forge
         assert "run.end" not in types(run_id)  # one of two approvals: still waiting
         again = pending(run_id)
         assert (again["nonce"], again["deadline"]) == (before["nonce"], before["deadline"])
-        assert not list(settings().paths.run(run_id).decision_inbox.glob("*.json"))
+        # each kept decision is forgotten once recorded: the file goes just after its
+        # ledger record is written (wait for it; read at once, the last one may be there)
+        inbox = settings().paths.run(run_id).decision_inbox
+        wait_for(lambda: not list(inbox.glob("*.json")), "the inbox to be emptied")
 
         # sent as serve sends a Slack click: with the starter's wake-up registry, so the
         # gate looks as soon as the flow run is resumed, not at its next poll (5 s apart
