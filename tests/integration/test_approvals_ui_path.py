@@ -128,7 +128,7 @@ class Paused:
     flow_run_id: uuid.UUID
     pause_key: str
     schema: dict[str, Any]
-    description: str | None
+    description_key: str  # where Prefect keeps the form's description
 
     def form(self, **filled: Any) -> dict[str, Any]:
         """What the UI submits: the form's pre-filled defaults plus what the person typed."""
@@ -173,15 +173,23 @@ class UiRun:
                             raise
                         time.sleep(0.05)
                         continue
-                    try:
-                        description = json.loads(
-                            client.read_flow_run_input(flow_run_id, keyset["description"])
-                        )
-                    except Exception:
-                        description = None
-                    return Paused(flow_run_id, key, schema, description)
+                    return Paused(flow_run_id, key, schema, keyset["description"])
             time.sleep(0.1)
         raise AssertionError(f"run {self.run_id} is not paused (other than {other_than})")
+
+    def description(self, paused: Paused, timeout: float = 30) -> str:
+        """The form's description, once Prefect saved it: it saves the schema first, then
+        the description, so a read just after the schema appeared may find no description
+        yet (it was then taken as none)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                saved = self.client.read_flow_run_input(paused.flow_run_id, paused.description_key)
+                return str(json.loads(saved))
+            except PrefectHTTPStatusError as exc:
+                if exc.response.status_code != 404 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def resume(self, paused: Paused, run_input: dict[str, Any]) -> None:
         """Exactly what the UI's Resume does: the API's resume with the form as run input."""
@@ -238,8 +246,8 @@ def test_the_resume_form_prefect_stores_is_prefilled_and_an_allowed_group_member
     assert set(props["decision"]["enum"]) == {"approve", "deny"}
     assert {"decision", "approver"} <= set(paused.schema.get("required", []))
     assert not {"run_id", "step", "params_hash"} & set(paused.schema.get("required", []))
-    assert paused.description is not None
-    assert run.run_id in paused.description and SUSPECT in paused.description
+    description = run.description(paused)
+    assert run.run_id in description and SUSPECT in description
     assert not run.ran("contain")
 
     run.resume(paused, paused.form(decision="approve", approver=ONCALL[0]))
