@@ -373,11 +373,16 @@ def lead_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_slack_down_for_a_while_containment_still_completes_and_the_ledger_says_so(
-    lead_key: Path, harness: Harness, library: Path, suspect: str
+    lead_key: Path, harness: Harness, library: Path, suspect: str, card_kept: CardKept
 ) -> None:
+    """The run's Slack sender works on a thread of its own: paused is not "tried Slack".
+    Slack comes back only once the sender has kept the card to try again, after its header
+    failed twice (at the start, and again before the card): under load the sender could
+    otherwise first reach Slack after it was back, and record fewer misses or none."""
     harness.slack.down(500)
     run_id = harness.start(library, principal_arn=suspect)
     harness.wait_paused(run_id)
+    assert card_kept.kept.wait(60), "the run did not keep the card to try again"
     # no card reached Slack; the on-call approves from the terminal instead
     result = CliRunner().invoke(cli_app, ["approve", run_id, "--as", LEAD])
     assert result.exit_code == 0, result.output
