@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
-from clampdown.core.actions import ActionContext, ActionInput, ActionOutput, registry
+from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
 from clampdown.core.ledger import read
 from clampdown.core.settings import settings
 from clampdown_aws.base import Aws, AwsAction
@@ -74,6 +74,30 @@ class TagBucket(AwsAction):
 
 
 registry().register(TagBucket)
+
+
+class StopAws(Action):
+    """Test-only step: AWS goes away here (the moto server the test put in ``servers`` is
+    stopped), between the run's steps, whatever the machine's load."""
+
+    name = "test.stop_aws"
+    servers: ClassVar[list[Any]] = []
+
+    class Input(ActionInput):
+        pass
+
+    class Output(ActionOutput):
+        stopped: int
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        stopped = 0
+        while self.servers:
+            self.servers.pop().stop()
+            stopped += 1
+        return self.Output(stopped=stopped)
+
+
+registry().register(StopAws)
 
 RUNBOOK = """apiVersion: clampdown/v1
 kind: Runbook
@@ -263,9 +287,10 @@ def test_rollback_needs_confirmation_outside_a_terminal(aws_endpoint, write_runb
 def test_aws_going_away_mid_run_fails_cleanly_and_a_rerun_completes(
     aws_credentials, write_runbook, monkeypatch
 ):
+    """AWS goes away between two steps (the run's own ``test.stop_aws`` step stops the moto
+    server: a thread watching the ledger for a 1 s wait step could come too late on a
+    loaded machine); the step after fails cleanly, and a rerun once AWS is back completes."""
     import socket
-    import threading
-    import time
 
     from moto.server import ThreadedMotoServer
 
@@ -283,27 +308,20 @@ kind: Runbook
 metadata: {name: outage, title: Outage}
 steps:
   - {id: first, uses: test.tag_bucket, with: {bucket: models, value: frozen}}
-  - {id: pause, uses: core.wait, needs: [first], with: {duration: 1s}}
-  - {id: second, uses: test.tag_bucket, needs: [pause], with: {bucket: models, value: quarantined}}
+  - {id: outage, uses: test.stop_aws, needs: [first]}
+  - {id: second, uses: test.tag_bucket, needs: [outage], with: {bucket: models, value: quarantined}}
 """)
     from clampdown.core.ledger import new_run_id
     from clampdown_flows.respond import run_in_process
 
     run_id = new_run_id()
     ledger = settings().ledger_path(run_id)
-
-    def stop_during_pause() -> None:
-        for _ in range(200):
-            if ledger.exists() and b'"step": "pause"' in ledger.read_bytes():
-                server.stop()
-                return
-            time.sleep(0.05)
-
-    stopper = threading.Thread(target=stop_during_pause)
-    stopper.start()
+    StopAws.servers[:] = [server]
     state = run_in_process(str(path), {}, run_id=run_id)
-    stopper.join()
     assert state.is_failed()
+    assert StopAws.servers == []  # the outage step stopped it
+    first = next(r for r in read(ledger) if r["type"] == "step.end" and r["step"] == "first")
+    assert first["status"] == "succeeded"  # AWS answered before it went away
     second = next(r for r in read(ledger) if r["type"] == "step.end" and r["step"] == "second")
     assert second["status"] == "failed" and "Could not connect" in second["error"]
 
