@@ -222,6 +222,17 @@ def fire(triage: TriggerTriage, alerts: list[Alert]) -> list[Any]:
         return list(pool.map(triage, alerts))
 
 
+def deferred_written(triage: TriggerTriage, bound: float = 30.0) -> None:
+    """Wait until the ``alert.joined`` records the triage deferred (their run had not written
+    ``run.start`` yet) are written: its ``LedgerWaits`` writes them at its next look after
+    the run started, not by the time ``starter.join()`` returns (a bound for the event, not
+    a timing check)."""
+    deadline = time.monotonic() + bound
+    while triage._late.pending():
+        assert time.monotonic() < deadline, f"still waiting: {triage._late.pending()}"
+        time.sleep(0.02)
+
+
 def ledger_records() -> dict[str, list[dict[str, Any]]]:
     runs = settings().home / "runs"
     return {p.parent.name: read(p) for p in runs.glob("*/ledger.jsonl")}
@@ -237,6 +248,7 @@ def test_storm_gives_one_run_per_incident_and_loses_nothing(
     assert len(alerts) == 300
     outcomes = fire(triage, alerts)
     starter.join()
+    deferred_written(triage)
 
     assert len(starter.calls) == 10
     if isinstance(starter, RecordingFakeStarter):  # each start recorded once, none undone
@@ -282,6 +294,7 @@ def test_storm_gives_one_run_per_incident_and_loses_nothing(
     more = storm_alerts(range(10), 2, "b")
     later = fire(again, more)
     starter.join()
+    deferred_written(again)
     assert len(starter.calls) == 10
     assert {o.status for o in later} <= {"deduplicated", "joined"}
     for alert, outcome in zip(more, later, strict=True):
