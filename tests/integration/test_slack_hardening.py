@@ -23,6 +23,7 @@ from clampdown.core.settings import settings
 from clampdown_slack.client import SlackSettings
 from clampdown_slack.run_thread import RunThread
 from clampdown_slack.testing.standin import SlackStandIn
+from tests.support_actions import Hold
 
 TOKEN = "xoxb-1111-2222-standintoken"
 CHANNEL = "C0INCIDENT"
@@ -196,7 +197,7 @@ inputs:
   title: {type: string, required: true}
 steps:
   - {id: say, uses: slack.status, with: {text: "Alert says: {{ inputs.title }}"}}
-  - {id: wait, uses: core.wait, needs: [say], with: {duration: 3s}}
+  - {id: wait, uses: test.hold, needs: [say], with: {gate: hostile-alert}}
 """
 TRIGGERS = """\
 apiVersion: clampdown/v1
@@ -234,7 +235,12 @@ def test_a_hostile_signed_alert_through_serve_reaches_slack_inert(
     slack: SlackStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clampdown_home: Path
 ) -> None:
     """The attacker's path: a signed alert on /alerts/generic starts a real run; a second one
-    joins it. The header, the status text and the joined reply all show the text inert."""
+    joins it. The header, the status text and the joined reply all show the text inert.
+
+    The run is held in progress (``test.hold``) until the second alert was answered, and that
+    alert is sent once the run's Slack thread is known (``slack.posted``: serve replies only
+    in a thread it can find); before, a 3 s wait step and the header's arrival in the stand-in
+    stood for both."""
     import time
 
     from fastapi.testclient import TestClient
@@ -248,17 +254,21 @@ def test_a_hostile_signed_alert_through_serve_reaches_slack_inert(
     monkeypatch.setenv("CLAMPDOWN_LIBRARY", str(library))
     monkeypatch.setenv("CLAMPDOWN_ALERT_HMAC_SECRET", "generic-hmac-secret")
     monkeypatch.setenv("CLAMPDOWN_SLACK_SIGNING_SECRET", "signing-secret")
+    Hold.gate("hostile-alert").clear()
     with TestClient(create_app()) as client:
         body, headers = _signed_alert("a-1")
         started = client.post("/alerts/generic", content=body, headers=headers)
         assert started.status_code == 202, started.text
         run_id = started.json()["alerts"][0]["run_id"]
         ledger = clampdown_home / "runs" / run_id / "ledger.jsonl"
-        deadline = time.monotonic() + 60  # bounded wait for the header, not a timing assertion
-        while time.monotonic() < deadline and not slack.messages(CHANNEL):
+        deadline = time.monotonic() + 60  # bounded wait for the thread, not a timing assertion
+        while time.monotonic() < deadline and '"slack.posted"' not in (
+            ledger.read_text() if ledger.exists() else ""
+        ):
             time.sleep(0.1)
         body, headers = _signed_alert("a-2")
         joined = client.post("/alerts/generic", content=body, headers=headers)
+        Hold.gate("hostile-alert").set()  # answered: the run may end
         assert joined.json()["alerts"][0]["status"] == "joined", joined.text
         while time.monotonic() < deadline and '"run.end"' not in (
             ledger.read_text() if ledger.exists() else ""
