@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from tests.approver_keys import approver_keys
+from tests.e2e.test_serve_restart import process_group_members
 from tests.pg import postgres_url  # noqa: F401 - the session's throwaway PostgreSQL cluster
 from tests.scaled_stack import (
     SHIPPED_POOL,
@@ -177,14 +178,14 @@ def stack(
 
 
 @contextlib.contextmanager
-def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[None]:
+def _worker(stack: Stack, argv: list[str], name: str) -> Iterator[subprocess.Popen[bytes]]:
     """A worker process, running in a folder of its own."""
     workdir = stack.logs / f"{name}-cwd"
     workdir.mkdir(exist_ok=True)
     log = stack.logs / f"{name}.log"
     with process(argv, log, env=stack.worker_env, cwd=workdir) as proc:
         wait_until(lambda: "started" in log.read_text(), 60, f"{name} to start", proc, log)
-        yield
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -276,13 +277,25 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
 
     iam, arn = _iam_user(moto_server, "stolen-keys-stock")
     argv = [sys.executable, "-m", "prefect", "worker", "start", "--pool", "scaled-stock"]
-    with _worker(stack, argv, "prefect-worker"):  # the only worker on that pool
+    with _worker(stack, argv, "prefect-worker") as worker:  # the only worker on that pool
         starter = DeploymentStarter(deployment("scaled-stock"))
         run_id = starter(
             stack.library / "scaled-contain.yaml", {"principal_arn": arn}, {"type": "test"}
         )
         records = _ledger(stack, run_id)
         flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
+        # The flow run's process (the worker's child, in its process group) reports the
+        # final state, then exits: the worker is stopped once it has, not while it exits.
+        # Stopped while its child was still exiting (both got the group's SIGTERM, which
+        # Prefect's worker turns into SIGINT), the worker outlived process()'s 15 s grace
+        # and was SIGKILLed: 15 s of nothing, seen on a loaded machine (session 26).
+        wait_until(
+            lambda: process_group_members(worker.pid) == [worker.pid],
+            120,
+            "the flow run's process to exit",
+            worker,
+            stack.logs / "prefect-worker.log",
+        )
 
     start, end = records[0], records[-1]
     assert start["type"] == "run.start" and start["run"]["id"] == run_id
