@@ -7,7 +7,6 @@ client to the Slack stand-in."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -181,21 +180,33 @@ def _ledger_line(record: dict[str, object]) -> str:
     return json.dumps(record) + "\n"
 
 
-def test_a_deciding_decision_reports_the_outcome_written_just_after_it(tmp_path: Path) -> None:
+def test_a_deciding_decision_reports_the_outcome_written_just_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The run writes ``approval.end`` right after the decision that decides a request; a
     sender reading between the two still reports the outcome (it was None: a flaky
-    "counted" with no outcome under load)."""
+    "counted" with no outcome under load). The end is written once the sender has read
+    the decision alone, rather than by a timer 0.15 s on, which a loaded machine could
+    run after the sender stopped looking."""
     sent = _sent()
     ledger = tmp_path / "ledger.jsonl"
     decided = {"type": "approval.decision", "decision_id": sent.decision_id, "accepted": True}
     ledger.write_text(_ledger_line(decided))
     end = {"type": "approval.end", "step": VALUE["step"], "outcome": "approved"}
-    writer = threading.Timer(0.15, lambda: ledger.open("a").write(_ledger_line(end)))
-    writer.start()
-    try:
-        verdict = decisions._verdict(ledger, sent, time.monotonic() + 30)
-    finally:
-        writer.join()
+    reads: list[int] = []
+    real_read = decisions.read_written
+
+    def read_then_end(path: Path) -> list[dict[str, Any]]:
+        records = real_read(path)
+        reads.append(len(records))
+        if len(reads) == 1:  # the sender saw the decision alone: the run writes the end now
+            with ledger.open("a") as out:
+                out.write(_ledger_line(end))
+        return records
+
+    monkeypatch.setattr(decisions, "read_written", read_then_end)
+    verdict = decisions._verdict(ledger, sent, time.monotonic() + 30)
+    assert reads[0] == 1, reads  # read between the two records
     assert verdict.accepted and verdict.outcome == "approved", verdict
 
 
