@@ -4,15 +4,17 @@ conditions, failure policies, inputs, outputs, artifacts and the ledger it write
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
 from clampdown.core.diagnostics import InputError
-from clampdown.core.ledger import read, verify_file
+from clampdown.core.ledger import read, read_written, verify_file
 from tests.support_actions import Flaky  # noqa: F401 - registers test.flaky
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -43,6 +45,57 @@ class Echo(Action):
 
 registry().register(Echo)
 
+BOUND = 60.0  # seconds a step below waits for its event at most: a regression fails, not hangs
+
+
+class Meet(Action):
+    """Ends once ``parties`` steps of the run naming the same ``at`` are all running
+    (test-only): steps that get past it ran at the same time, whatever the machine's load."""
+
+    name = "test.meet"
+    barriers: ClassVar[dict[str, threading.Barrier]] = {}
+    lock: ClassVar[threading.Lock] = threading.Lock()
+
+    class Input(ActionInput):
+        at: str
+        parties: int = 2
+
+    class Output(ActionOutput):
+        met: bool
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        with self.lock:
+            barrier = self.barriers.setdefault(
+                f"{ctx.run_id}/{params.at}", threading.Barrier(params.parties, timeout=BOUND)
+            )
+        barrier.wait()  # BrokenBarrierError (the step fails) if the others never come
+        return self.Output(met=True)
+
+
+class AfterStep(Action):
+    """Ends once the run's ledger has ``step``'s ``step.end`` (test-only): a step still
+    running when another one ended, whatever the machine's load."""
+
+    name = "test.after_step"
+
+    class Input(ActionInput):
+        step: str
+
+    class Output(ActionOutput):
+        seen: bool
+
+    def run(self, params: Input, ctx: ActionContext) -> Output:
+        deadline = time.monotonic() + BOUND
+        while time.monotonic() < deadline:
+            if records(read_written(ctx.files.ledger), "step.end", params.step):
+                return self.Output(seen=True)
+            time.sleep(0.02)
+        raise RuntimeError(f"step {params.step} did not end within {BOUND:g} s")
+
+
+registry().register(Meet)
+registry().register(AfterStep)
+
 
 def execute(path: Path, inputs: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     """Run the flow as `clampdown run` does (its Prefect clients, and their one TLS context,
@@ -72,12 +125,15 @@ def end(ledger: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def test_independent_steps_overlap_and_dependants_wait(write_runbook):
+    """Each of the two independent steps ends only once the other has started (test.meet):
+    run one after the other, the first would wait in vain and fail the run. Two 600 ms
+    waits stood for this, overlapping only while the second started within 600 ms."""
     path = write_runbook(
         HEADER
         + """
 steps:
-  - {id: first, uses: core.wait, with: {duration: 600ms}}
-  - {id: second, uses: core.wait, with: {duration: 600ms}}
+  - {id: first, uses: test.meet, with: {at: both}}
+  - {id: second, uses: test.meet, with: {at: both}}
   - {id: after, uses: core.set_output, needs: [first, second], with: {done: yes}}
 """
     )
@@ -183,11 +239,14 @@ steps:
 
 
 def test_abort_cancels_what_has_not_started_but_runs_failure_handlers(write_runbook):
+    """slow_branch is still running when breaks fails: it ends only once breaks has ended
+    (test.after_step), where a 400 ms wait stood for it and a breaks later than that let
+    after_slow start."""
     path = write_runbook(
         HEADER
         + """
 steps:
-  - {id: slow_branch, uses: core.wait, with: {duration: 400ms}}
+  - {id: slow_branch, uses: test.after_step, with: {step: breaks}}
   - {id: breaks, uses: core.fail, with: {message: boom}}
   - {id: after_slow, uses: core.log, needs: [slow_branch], with: {message: never}}
   - {id: on_failure_report, uses: core.log, needs: [slow_branch, breaks], if: failure(), with: {message: "reporting"}}
