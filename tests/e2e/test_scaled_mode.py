@@ -48,6 +48,7 @@ from tests.scaled_stack import (
     go,
     process,
     scaled_prefect,  # noqa: F401 - the session's Prefect server on PostgreSQL
+    stop_group,
     wait_until,
 )
 
@@ -284,11 +285,11 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
         )
         records = _ledger(stack, run_id)
         flow_run = _finished_flow_run(stack, starter.flow_runs[run_id])
-        # The flow run's process (the worker's child, in its process group) reports the
-        # final state, then exits: the worker is stopped once it has, not while it exits.
-        # Stopped while its child was still exiting (both got the group's SIGTERM, which
-        # Prefect's worker turns into SIGINT), the worker outlived process()'s 15 s grace
-        # and was SIGKILLed: 15 s of nothing, seen on a loaded machine (session 26).
+        # The flow run's process (the worker's child, in its process group) exits on its
+        # own once the run is final; then the worker is killed, with nothing of the run
+        # left to cut. (Stopped by process()'s SIGTERM, which Prefect's worker turns into
+        # SIGINT, it often outlived the 15 s grace and was SIGKILLed after it: in 8 of 10
+        # timed runs, session 26. How a stock worker shuts down is not this test's subject.)
         wait_until(
             lambda: process_group_members(worker.pid) == [worker.pid],
             120,
@@ -296,6 +297,7 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
             worker,
             stack.logs / "prefect-worker.log",
         )
+        stop_group(worker, signal.SIGKILL, 10)
 
     start, end = records[0], records[-1]
     assert start["type"] == "run.start" and start["run"]["id"] == run_id
