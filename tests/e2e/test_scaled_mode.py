@@ -288,7 +288,7 @@ def test_stock_prefect_worker_contains_a_user(stack: Stack, moto_server: str) ->
         # The flow run's process (the worker's child, in its process group) exits on its
         # own once the run is final; then the worker is killed, with nothing of the run
         # left to cut. (Stopped by process()'s SIGTERM, which Prefect's worker turns into
-        # SIGINT, it often outlived the 15 s grace and was SIGKILLed after it: in 8 of 10
+        # SIGINT, it often outlived the 15 s grace and was SIGKILLed after it: in 8 of 12
         # timed runs, session 26. How a stock worker shuts down is not this test's subject.)
         wait_until(
             lambda: process_group_members(worker.pid) == [worker.pid],
