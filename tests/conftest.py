@@ -53,28 +53,11 @@ TEMPLATE_FOLDER, MADE_TEMPLATE_HERE = template_folder()
 
 DRILL_FIXTURES = ("drill", "in_drills_home", "drills_prefect", "drills_home")
 DRILL_FILES = "tests/e2e/test_drill"  # test_drills.py, test_drill_scoping.py: one xdist scope
-# The order the scheduler hands files (scopes) to the workers: the longest first, so the
-# run ends with short files on both workers instead of one long one on one worker while
-# the other idles. The named ones are the longest scopes in the suite runs (worker-s at
-# load ~5, session 22: scaled ~230, test_prefect_template ~86, drills ~80,
-# test_serve_restart ~70, test_lint_entry ~33: its processes are now test_lint_processes;
-# idle at session 25's start: scaled 107, drills 48, test_prefect_template 32,
-# test_serve_restart 31; test_prefect_template has 2 tests since, ~20 s expected);
-# then the rest of the end-to-end files, then integration, then unit. A new long file
-# belongs in this list.
-RUN_FIRST = (
-    "tests/e2e/test_scaled_",  # one scope (pytest_xdist_make_scheduler)
-    "tests/integration/test_prefect_template.py",
-    DRILL_FILES,  # one scope
-    "tests/e2e/test_serve_restart.py",
-    "tests/integration/test_lint_processes.py",
-    "tests/e2e/",
-    "tests/integration/",
-)
-
-
-def _by_file(config: pytest.Config) -> bool:
-    return bool(os.environ.get("PYTEST_XDIST_WORKER")) and config.getvalue("dist") == "loadfile"
+# (Sessions 22-25 kept a RUN_FIRST order of files here, sorted in
+# pytest_collection_modifyitems on workers. It never applied: xdist sets ``dist`` to "no"
+# on its workers, the check looked for "loadfile" there, so files ran in collection
+# order. Measured in session 26 on three full runs: the workers end within 2-8 s of each
+# other, and a longest-first order would save at most 4 s, so it is gone rather than fixed.)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -100,23 +83,17 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On an xdist worker (``--dist loadfile``): the files in :data:`RUN_FIRST`'s order
-    (the scheduler hands out files in this order, so the long ones do not end the run on
-    one worker), and a warning for a drill outside :data:`DRILL_FILES` (it would start a
-    second standing drills' API on another worker). Without xdist nothing changes."""
-    if not _by_file(config):
+    """On an xdist worker: a warning for a drill outside :data:`DRILL_FILES` (it would start
+    a second standing drills' API on another worker). Without xdist nothing changes. (On a
+    worker ``config.getvalue("dist")`` is "no" whatever the controller was given, so this
+    does not look at it.)"""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for item in items:
         module = item.nodeid.split("::")[0]
         uses = set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ()))
         if uses and not module.startswith(DRILL_FILES):
             item.warn(pytest.PytestWarning(f"runs a drill outside {DRILL_FILES}*.py: {uses}"))
-
-    def rank(item: pytest.Item) -> int:
-        path = item.nodeid.split("::")[0]
-        return next((i for i, p in enumerate(RUN_FIRST) if path.startswith(p)), len(RUN_FIRST))
-
-    items.sort(key=rank)  # stable: the order within each folder stays
 
 
 @pytest.fixture(scope="session", autouse=True)
