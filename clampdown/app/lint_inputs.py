@@ -129,8 +129,10 @@ def module_files() -> dict[str, str]:
 def _source_of(compiled: str) -> str | None:
     """``pkg/name.py`` for ``pkg/__pycache__/name.<tag>.pyc``: the import that opened the
     bytecode compared it with that source first."""
+    if not compiled.endswith(".pyc"):  # most files opened: answered without splitting
+        return None
     folder, name = os.path.split(compiled)
-    if os.path.basename(folder) != "__pycache__" or not name.endswith(".pyc"):
+    if os.path.basename(folder) != "__pycache__":
         return None
     return os.path.join(os.path.dirname(folder), name.split(".", 1)[0] + ".py")
 
@@ -162,11 +164,13 @@ class Recorder:
             if isinstance(path, int) or writing:
                 return  # a descriptor opened earlier (recorded then), or an output
             path = os.fsdecode(path)
-            if path not in self.opened:
+            if path in self.opened:
+                return
+            source = _source_of(path)
+            if source is None:
                 self.opened[path] = state_of(path)
-                source = _source_of(path)
-                if source is not None and source not in self.opened:
-                    self.opened[source] = state_of(source)
+            elif source not in self.opened:  # bytecode: what counts is its source, as found
+                self.opened[source] = state_of(source)
         elif event in ("os.listdir", "os.scandir"):
             folder = "." if args[0] is None else args[0]
             if isinstance(folder, int):
@@ -191,11 +195,10 @@ class Recorder:
         if not self.sure or self in _ACTIVE:
             raise Unsure("the run could not be recorded completely")
         modules = module_files()
-        skipped = set(modules)
-        files = [
+        files = [  # bytecode is not in ``opened`` (its source is); modules are marked below
             [p, self._steady(p, first, content_digest)]
             for p, first in self.opened.items()
-            if p not in skipped and _source_of(p) is None
+            if p not in modules
         ]
         folders = [[p, self._steady(p, first, listing_digest)] for p, first in self.listed.items()]
         looked = [[p, seen] for p, seen in self.looked.items()]

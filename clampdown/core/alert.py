@@ -6,7 +6,8 @@ incident or a generic JSON body into an :class:`Alert`; trigger expressions see 
 as ``alert`` (``alert.principal``, ``alert.raw.detail.type`` …).
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 from datetime import datetime
 from typing import Any, Literal

@@ -1,6 +1,7 @@
 """Core actions that need no provider: wait, set outputs, log, and fail on purpose."""
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 from collections.abc import Mapping
 from typing import Any

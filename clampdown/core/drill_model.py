@@ -16,7 +16,8 @@ checkers) so ``clampdown lint`` can reject an unknown kind without importing a
 provider.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import re
 from typing import Annotated, Any, Literal

@@ -24,7 +24,8 @@ This module is the model and the matcher; reading, linting and loading trigger f
 runs) lives in :mod:`clampdown_flows.triage`.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import re
 from collections.abc import Callable, Mapping

@@ -24,7 +24,8 @@ DescribeLogGroups and DescribeExportTasks); it reads no LookupEvents or FilterLo
 page and no trail file, so event counts are known only at run time.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import json
 import zlib

@@ -20,7 +20,8 @@ dates and types of rotations, not who asked for them.
 state KMS cannot disable) makes ``describe`` raise the same error.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 from collections.abc import Mapping
 from typing import Any, ClassVar

@@ -40,7 +40,8 @@ Object Lock setting, the versions under the prefix and their legal holds, the bu
 policy) and lists the holds it would set and the statement it would add or replace.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import hashlib
 import json

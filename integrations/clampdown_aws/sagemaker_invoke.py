@@ -20,7 +20,8 @@ any Allow, including ``AmazonSageMakerFullAccess``. Rollback deletes the policy,
 back a previous policy of the same name.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 from collections.abc import Mapping
 from typing import Any

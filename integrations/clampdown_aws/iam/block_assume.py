@@ -15,7 +15,8 @@ policy exactly as it was when nobody has edited it since; after a later edit, it
 puts back only its own statement's previous state and keeps the edit.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import json
 import re

@@ -1,6 +1,7 @@
 """``aws.iam.revoke_credentials``: cut an IAM user or role off from AWS, reversibly."""
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import json
 from collections.abc import Mapping

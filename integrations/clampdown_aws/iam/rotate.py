@@ -1,6 +1,7 @@
 """``aws.iam.rotate_access_key``: a service user's new key, kept in Secrets Manager."""
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import json
 import re
