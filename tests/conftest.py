@@ -91,7 +91,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in items:
         module = item.nodeid.split("::")[0]
-        uses = set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ()))
+        parametrized = getattr(getattr(item, "callspec", None), "params", {})
+        uses = set(DRILL_FIXTURES) & set(getattr(item, "fixturenames", ())) - set(parametrized)
         if uses and not module.startswith(DRILL_FILES):
             item.warn(pytest.PytestWarning(f"runs a drill outside {DRILL_FILES}*.py: {uses}"))
 
