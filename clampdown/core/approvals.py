@@ -297,6 +297,18 @@ class Request:
             return "approved"
         return None
 
+    def outcome_if_counted(self, decision: Decision) -> Outcome | None:
+        """What :attr:`decided` becomes once ``decision`` (one :meth:`refusal` let through)
+        is counted, without counting it. The gate writes it into the decision's own ledger
+        record (``decides``), so whoever sent the decision reads the request's outcome from
+        that one record: the ``approval.end`` that follows it may be written later than a
+        sender would wait (a loaded machine), and a verdict without it claimed "more
+        approvals needed" for a decision that had approved the request."""
+        if self.denial is not None or decision.decision == "deny":
+            return "denied"
+        approvers = set(self.approvals) | {decision.approver}
+        return "approved" if len(approvers) >= self.min_approvals else None
+
     def refusal(
         self,
         decision: Decision,

@@ -353,7 +353,10 @@ class Gatekeeper:
             glass = refusal is None and counted_by_break_glass(
                 members, decision.approver, pending.request.allowed_users
             )
-        self._record(decision, proof, refusal, glass)
+        decides = None  # what the request becomes with it, in its record: the sender's verdict
+        if refusal is None and pending is not None:
+            decides = pending.request.outcome_if_counted(decision)
+        self._record(decision, proof, refusal, glass, decides)
         if refusal is not None:  # the sender tells the person (submit_decision returns it)
             log.warning("run %s: decision refused: %s", self.state.run_id, refusal)
             return
@@ -368,10 +371,17 @@ class Gatekeeper:
         self._drop(decision.step)
 
     def _record(
-        self, decision: Decision, proof: Proof, refusal: str | None, glass: bool = False
+        self,
+        decision: Decision,
+        proof: Proof,
+        refusal: str | None,
+        glass: bool = False,
+        decides: str | None = None,
     ) -> None:
         """Every decision that reached the run goes to the ledger, counted or refused; one
-        that counted only as a break-glass approver's says so (``break_glass``)."""
+        that counted only as a break-glass approver's says so (``break_glass``). A counted
+        one says what it made of the request (``decides``: approved, denied, or null while
+        more approvals are needed), read by its sender (:func:`clampdown_flows.decisions`)."""
         scrub = self.state.ledger.scrub
         self.state.ledger.append(
             "approval.decision",
@@ -386,6 +396,7 @@ class Gatekeeper:
             accepted=refusal is None,
             refusal=scrub(refusal) if refusal else None,
             **({"break_glass": True} if glass else {}),
+            **({"decides": decides} if refusal is None else {}),
         )
         forget(self.state.files, decision.decision_id)  # recorded: done
 

@@ -261,9 +261,10 @@ def _api(url: str | None) -> Iterator[None]:
 
 
 OUTCOME_SETTLE = 0.5
-"""Seconds a sender waits, after an accepted decision that is the ledger's last record, for
-the record that follows it: the run writes ``approval.end`` right after the decision that
-decides the request, and a read between the two would report no outcome."""
+"""Seconds a sender waits, after an accepted decision record without ``decides`` (written by
+a clampdown before session 26) that is the ledger's last record, for the record that
+follows it: such a run writes ``approval.end`` right after the decision that decides the
+request, and a read between the two reports no outcome."""
 
 
 def _verdict(
@@ -271,10 +272,11 @@ def _verdict(
 ) -> DecisionVerdict:
     """Wait for the flow's ``approval.decision`` record of this decision (``files``: the
     run's, brought from the run store before each look when there is one: the run may be
-    on another machine). Its outcome is the request's ``approval.end`` when one follows;
-    while the accepted decision is still the last record, the run may be writing it, so
-    the sender looks again for up to :data:`OUTCOME_SETTLE` seconds (a decision that does
-    not end the request, one of a quorum, then has no outcome)."""
+    on another machine). An accepted decision's outcome is in its own record
+    (``decides``: null while more approvals are needed). A record without it (an older
+    run's) takes the request's ``approval.end`` when one follows; while it is still the
+    last record, the run may be writing that, so the sender looks again for up to
+    :data:`OUTCOME_SETTLE` seconds."""
     settle_until: float | None = None
     while True:
         if files is not None:
@@ -288,6 +290,8 @@ def _verdict(
             if not record.get("accepted"):  # the request as it stands (it may have ended)
                 outcome = _outcome(records, sent.step)
                 return DecisionVerdict(False, str(record.get("refusal")), outcome, sent.step)
+            if "decides" in record:
+                return DecisionVerdict(True, "counted", record["decides"], sent.step)
             later = records[index + 1 :]
             outcome = _outcome(later, sent.step)
             if settle_until is None:

@@ -126,3 +126,30 @@ def test_a_decision_sent_in_the_runs_process_is_counted_without_waiting_for_the_
     assert [(r["accepted"], r["approver"]) for r in decided] == [(False, LEAD), (True, LEAD)]
     assert hour_long_poll, "the gate did not pause through approval_gate.poll_seconds"
     assert starter.wakeups.rung >= 3  # the idle ring, then one per decision
+
+
+def test_the_sender_reads_the_outcome_from_the_decision_even_when_the_run_ends_it_late(
+    starter: InProcessStarter, runbook: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run writes what a counted decision made of the request in its own record
+    (``decides``). Before, the sender looked for the ``approval.end`` after it for 0.5 s:
+    a run slower than that between the two records (a loaded machine) had
+    ``clampdown approve`` say "more approvals needed" for a decision that approved."""
+    finish = approval_gate.Gatekeeper._finish
+
+    def late_finish(self: Any, *args: Any, **kwargs: Any) -> None:
+        time.sleep(2.0)  # the request's end written well after the sender's old settle
+        finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(approval_gate.Gatekeeper, "_finish", late_finish)
+    run_id = starter(runbook, {}, {"type": "manual"})
+    _paused_request(run_id)
+    counted = submit_decision(
+        run_id, "approve", LEAD, source="slack", wait=SENDER_WAIT, wakeups=starter.wakeups
+    )
+    assert counted.accepted and counted.outcome == "approved", counted
+    starter.wait(run_id, 60)
+    (decided,) = _records(run_id, "approval.decision")
+    assert decided["decides"] == "approved"
+    (end,) = _records(run_id, "approval.end")
+    assert end["outcome"] == decided["decides"]

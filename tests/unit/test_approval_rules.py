@@ -239,6 +239,24 @@ def test_quorum_of_one_is_met_by_one_approval() -> None:
     assert request.decided == "approved"
 
 
+def test_the_outcome_if_counted_is_what_counting_makes_of_the_request() -> None:
+    """What the gate writes in a decision's record (``decides``) before counting it: for
+    every step of a quorum of two, a repeated approver and a denial, it is what
+    :attr:`Request.decided` then says, and asking counts nothing."""
+    request = make_request(min_approvals=2)
+    for decision in (
+        decide(ONCALL[0]),
+        decide(ONCALL[0]),  # the same person again: still one approval
+        decide(LEAD),
+        decide(ONCALL[1], "deny", reason="not this one"),
+    ):
+        predicted = request.outcome_if_counted(decision)
+        assert request.outcome_if_counted(decision) == predicted  # asking changed nothing
+        request.record(decision)
+        assert request.decided == predicted, decision
+    assert make_request().outcome_if_counted(decide(LEAD, "deny", reason="no")) == "denied"
+
+
 def test_a_request_survives_its_json_round_trip_for_the_senders() -> None:
     """Senders re-check with the request read from its file: the rules must not change."""
     request = make_request(min_approvals=2)
