@@ -28,7 +28,8 @@ A single allowed Deny ends the request as denied; ``min_approvals`` distinct all
 Approves end it as approved; the deadline ends it as ``on_timeout`` says.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import hashlib
 import hmac
@@ -188,7 +189,7 @@ class Decision(BaseModel):
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return b"clampdown-decision-v1\n" + blob.encode()
 
-    def signed(self, key: bytes) -> Decision:
+    def signed(self, key: bytes) -> "Decision":
         mac = hmac.new(key, self.signing_payload(), hashlib.sha256).hexdigest()
         return self.model_copy(update={"signature": mac})
 
@@ -271,7 +272,7 @@ class Request:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Request:
+    def from_json(cls, data: Mapping[str, Any]) -> "Request":
         return cls(
             run_id=data["run_id"],
             step=data["step"],

@@ -7,7 +7,8 @@ Cross-field rules that need the whole document (the DAG, expressions, actions)
 live in :mod:`clampdown.core.lint`.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import functools
 import re
@@ -102,7 +103,7 @@ class InputSpec(StrictModel):
     secret: bool = Field(False, description="mask the value in the ledger, logs and Slack")
 
     @model_validator(mode="after")
-    def _secret_is_text(self) -> InputSpec:
+    def _secret_is_text(self) -> "InputSpec":
         if self.secret and self.type != "string":
             raise ValueError("a secret input must be of type string (tokens, passwords, keys)")
         return self

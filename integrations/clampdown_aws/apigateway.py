@@ -11,7 +11,8 @@ already; when they do not, the operation is mapped to the IAM action here, so th
 responder is always told which permission to grant.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 from collections.abc import Mapping
 from typing import Any
@@ -259,7 +260,7 @@ class ThrottleUsagePlan(ApiGatewayAction):
         burst_limit: int = Field(1, ge=0, le=5_000, description="burst size")
 
         @model_validator(mode="after")
-        def _one_target(self) -> ThrottleUsagePlan.Input:
+        def _one_target(self) -> "ThrottleUsagePlan.Input":
             if not (self.usage_plan_id or self.api_key_id):
                 raise ValueError("give usage_plan_id or api_key_id (the plans of that key)")
             return self

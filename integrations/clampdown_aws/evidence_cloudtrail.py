@@ -11,7 +11,8 @@ away: the step succeeds, its outputs say ``lookup_events: failed (...)`` and lis
 warning. Only when nothing at all was copied does the step fail.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import re
 from collections.abc import Iterator, Mapping
@@ -93,7 +94,7 @@ class SnapshotCloudTrail(AwsAction):
         )
 
         @model_validator(mode="after")
-        def _someone(self) -> SnapshotCloudTrail.Input:
+        def _someone(self) -> "SnapshotCloudTrail.Input":
             if not (self.principal_arn or self.access_key_id):
                 raise ValueError("give principal_arn or access_key_id (or both)")
             return self

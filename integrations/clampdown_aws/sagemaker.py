@@ -30,7 +30,8 @@ apply's order; it does not wait for an updating endpoint but says apply would. W
 apply would stop with an error after earlier changes, the last line says so.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import json
 import re
@@ -142,7 +143,7 @@ class FreezeEndpoint(AwsAction):
             return value
 
         @model_validator(mode="after")
-        def _something_to_do(self) -> FreezeEndpoint.Input:
+        def _something_to_do(self) -> "FreezeEndpoint.Input":
             if self.mode == "deny_callers" and (self.blocked_config or self.standin_model):
                 raise ValueError(
                     "blocked_config and standin_model change the endpoint itself: "

@@ -16,7 +16,8 @@ Object Lock) or, without one, to the run's folder, with its SHA-256 in the outpu
 It only reads: no undo, not destructive.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import hashlib
 import json
@@ -180,7 +181,7 @@ class ScopeExfiltration(AwsAction):
             return value
 
         @model_validator(mode="after")
-        def _check(self) -> ScopeExfiltration.Input:
+        def _check(self) -> "ScopeExfiltration.Input":
             if self.start and self.end and self.start >= self.end:
                 raise ValueError("start must be before end")
             if self.engine == "athena" and not (self.athena_database and self.athena_table):

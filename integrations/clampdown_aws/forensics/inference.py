@@ -21,7 +21,8 @@ paged API calls, which bound the volume long before a columnar engine would help
 (docs/scoping.md). It only reads: no undo, not destructive.
 """
 
-from __future__ import annotations
+# No __future__ annotations: pydantic then reads each field's type as written instead of
+# compiling its text at class creation (a ForwardRef per field; lint imports this module).
 
 import hashlib
 import json
@@ -122,7 +123,7 @@ class ScopeInferenceExtraction(AwsAction):
             return value
 
         @model_validator(mode="after")
-        def _check(self) -> ScopeInferenceExtraction.Input:
+        def _check(self) -> "ScopeInferenceExtraction.Input":
             if self.start and self.end and self.start >= self.end:
                 raise ValueError("start must be before end")
             if not self.log_group and not (self.rest_api_id and self.stage):
