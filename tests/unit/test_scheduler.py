@@ -136,6 +136,23 @@ class Run:
         return record["reason"]
 
 
+def new_run_state(
+    folder: Path, run_id: str, steps: str, inputs: dict[str, Any] | None, notes: Notes
+) -> RunState:
+    """A run of ``steps`` as the flow sets it up: runbook loaded and linted, inputs
+    validated (defaults filled in), a ledger, the real gate policy, an observer."""
+    path = folder / f"{run_id}.yaml"
+    path.write_text(HEADER + steps, encoding="utf-8")
+    rb = load_runbook(path)[0].model
+    ledger = Ledger(folder / f"{run_id}.jsonl")
+    info = {"id": run_id, "runbook": rb.metadata.name, "trigger": {"type": "manual"}}
+    values = validate(rb.inputs, inputs or {})
+    state = new_state(run_id, rb, values, ledger, info, Home(folder).run(run_id))
+    state.gate = GatePolicy(state, lambda: (["U0LEAD"], []))
+    state.observers = Observers(state, [notes])
+    return state
+
+
 @pytest.fixture
 def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # The scheduler's rules, read back from the ledger: every record is still written and
@@ -145,17 +162,9 @@ def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     count = iter(range(1000))
 
     def execute(steps: str, inputs: dict[str, Any] | None = None, **outcomes: str) -> Run:
-        n = next(count)
-        path = tmp_path / f"runbook{n}.yaml"
-        path.write_text(HEADER + steps, encoding="utf-8")
-        rb = load_runbook(path)[0].model
-        ledger = Ledger(tmp_path / f"ledger{n}.jsonl")
-        info = {"id": f"run{n}", "runbook": rb.metadata.name, "trigger": {"type": "manual"}}
-        values = validate(rb.inputs, inputs or {})  # defaults filled in, as the flow does
-        state = new_state(f"run{n}", rb, values, ledger, info, Home(tmp_path).run(f"run{n}"))
-        state.gate = gate = GatePolicy(state, lambda: (["U0LEAD"], []))
         notes = Notes()
-        state.observers = observers = Observers(state, [notes])
+        state = new_run_state(tmp_path, f"run{next(count)}", steps, inputs, notes)
+        ledger, observers, gate = state.ledger, state.observers, state.gate
         runner = FakeRunner(gate, outcomes)
         asyncio.run(schedule(state, runner))
         status = run_status(state)
@@ -516,3 +525,68 @@ steps:
     assert (limits["approved"].retries, limits["approved"].retry_delay) == (4, 5.0)
     assert (limits["preapproved"].retries, limits["preapproved"].retry_delay) == (0, 2.0)
     assert limits["own"].retries == 9  # the runbook asked for more: it wins
+
+
+class ParkedRunner:
+    """Every step waits until it is cancelled, and says with what (the run's suspension)."""
+
+    def __init__(self, steps: int) -> None:
+        self.expected = steps
+        self.all_started = asyncio.Event()
+        self.started: set[str] = set()
+        self.cancelled: dict[str, tuple[Any, ...]] = {}
+
+    async def _park(self, step: Step) -> Any:
+        self.started.add(step.id)
+        if len(self.started) == self.expected:
+            self.all_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as exc:
+            self.cancelled[step.id] = exc.args
+            raise
+
+    async def run_action(self, step: Step, attempt: Attempt, limits: Limits) -> Produced:
+        return await self._park(step)
+
+    async def request_approval(self, step: Step, params: Any) -> dict[str, Any]:
+        return await self._park(step)
+
+
+def test_a_cancelled_run_cancels_its_steps_in_flight_and_waits_for_them(tmp_path: Path) -> None:
+    """serve's SIGTERM cancels a run's task with the suspend message: the steps in flight
+    (an approval waiting, an action) are cancelled with it and have stopped when the run's
+    cancellation returns. Left going, a suspended approval went on to pause a flow run
+    Prefect had marked crashed and wrote ``step.end failed``, which the next process took
+    as the step's end. They write nothing: the next process sees them still running."""
+    state = new_run_state(tmp_path, "suspended", """
+steps:
+  - id: approve
+    uses: approval.request
+    with: {summary: "Contain?", approvers: {users: [U0LEAD]}}
+  - {id: evidence, uses: core.log, with: {message: collecting}}
+""", None, Notes())  # fmt: skip
+    runner = ParkedRunner(steps=2)
+
+    async def suspend() -> None:
+        run = asyncio.create_task(schedule(state, runner))
+        await runner.all_started.wait()
+        run.cancel("clampdown:suspend")
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert others == [], others  # no step is left going in the loop
+
+    asyncio.run(suspend())
+    state.ledger.close()
+    assert runner.cancelled == {
+        "approve": ("clampdown:suspend",),
+        "evidence": ("clampdown:suspend",),
+    }
+    records = read(state.ledger.path)
+    assert [r["step"] for r in records if r["type"] == "step.start"] == ["approve", "evidence"]
+    assert not [r for r in records if r["type"] == "step.end"]
+    assert {sid: r.status for sid, r in state.results.items()} == {
+        "approve": "running",
+        "evidence": "running",
+    }

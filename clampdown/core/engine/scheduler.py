@@ -123,11 +123,31 @@ async def schedule(state: RunState, runner: StepRunner) -> None:
             if ready.waiting and not ready.pending():  # only a cycle (which lint rejects) gets here
                 raise RuntimeError("no step can start: the runbook's needs form a cycle")
             continue
-        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError as exc:
+            await _cancel_steps(running, exc)
+            raise
         for finished in done:
             sid = running.pop(finished)
             finished.result()
             ready.finished(sid)
+
+
+async def _cancel_steps(running: dict[asyncio.Task[None], str], exc: BaseException) -> None:
+    """The run was cancelled (suspended for the next process, or Ctrl-C): cancel every step
+    in flight with the same message, and wait until each has stopped where it waited.
+
+    Each step is a task of its own: cancelling the run's task cancelled only this wait.
+    Steps left going went on in the loop after the run had written ``run.suspended``, so a
+    suspended approval could go on to pause the flow run that Prefect had just marked
+    crashed and write ``step.end failed``, which the next process then read as the step's
+    end (h-races26). A cancelled step writes nothing: the next process sees it was running.
+    An AWS call already sent finishes in its thread; the run's undo intent, written before
+    the call, lets rollback put it back either way."""
+    for task in running:
+        task.cancel(*exc.args)
+    await asyncio.gather(*running, return_exceptions=True)
 
 
 class _Readiness:
