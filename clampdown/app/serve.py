@@ -246,22 +246,30 @@ def _say_held(slack_conf: SlackAppSettings) -> Callable[[Alert, str], None] | No
     return notices.held if notices is not None else None
 
 
-def _say_joined(home: Home, slack_conf: SlackAppSettings, run_id: str, alert: Alert) -> None:
-    """An alert joined a run: say so in the run's Slack thread (best effort)."""
-    from clampdown_slack.run_thread import reply_in_run_thread
+RUN_THREAD_WAIT = 60.0
+"""Seconds serve waits for a run's Slack thread to reply in it (a run posts its thread a
+moment after it starts; an alert may join or relate to it before then)."""
+THREAD_RETRY = 2.0
+"""Seconds between tries of a reply Slack refused, until :data:`RUN_THREAD_WAIT` is over."""
+
+
+def _say_joined(
+    home: Home,
+    slack_conf: SlackAppSettings,
+    run_id: str,
+    alert: Alert,
+    thread_wait: float = RUN_THREAD_WAIT,
+) -> None:
+    """An alert joined a run: say so in the run's Slack thread (best effort), once the run
+    has posted it: an alert that joins a run in its first moments (a storm, a page about
+    the same key) comes before the thread, and its reply used to be dropped."""
     from clampdown_slack.text import inert
 
-    reply_in_run_thread(
-        run_id,
+    text = (
         f":link: Alert joined this run: {inert(alert.source)} `{inert(alert.id)}` — "
-        f"{inert(alert.title)}",
-        home,
-        slack_conf,
+        f"{inert(alert.title)}"
     )
-
-
-RELATED_THREAD_WAIT = 60.0
-"""Seconds serve waits for a new run's Slack thread to reply in it that a run is related."""
+    _reply_in_thread(home, slack_conf, run_id, text, "that an alert joined it", thread_wait)
 
 
 def _say_related(
@@ -270,51 +278,75 @@ def _say_related(
     run_id: str,
     alert: Alert,
     new_run: str,
-    thread_wait: float = RELATED_THREAD_WAIT,
+    thread_wait: float = RUN_THREAD_WAIT,
 ) -> None:
     """A correlated alert asked for another response and started ``new_run``: both runs'
     Slack threads say so (best effort), so whoever reads either thread (the one approving
-    the containment too) sees the whole incident.
-
-    The new run posts its own thread a moment after it starts, so the reply there waits
-    for it (up to ``thread_wait`` seconds) on a thread of its own: it never holds the
-    answer to the alert."""
-    from clampdown_slack.run_thread import reply_in_run_thread
+    the containment too) sees the whole incident. The new run posts its own thread a
+    moment after it starts, and the related run may not have posted its own yet either:
+    each reply waits for its thread (:func:`_reply_in_thread`)."""
     from clampdown_slack.text import inert
 
     said = f"{inert(alert.source)} `{inert(alert.id)}` — {inert(alert.title)}"
-    reply_in_run_thread(
-        run_id,
-        f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): {said}",
+    _reply_in_thread(
         home,
         slack_conf,
+        run_id,
+        f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): {said}",
+        "that a related alert started a run",
+        thread_wait,
     )
+    _reply_in_thread(
+        home,
+        slack_conf,
+        new_run,
+        f":link: Started by an alert related to run `{inert(run_id)}`, which answers the same "
+        f"incident with another runbook: {said}",
+        "that it is related",
+        thread_wait,
+    )
+
+
+def _reply_in_thread(
+    home: Home, slack_conf: SlackAppSettings, run_id: str, text: str, what: str, wait: float
+) -> None:
+    """Reply in ``run_id``'s thread: at once when the run has posted it, else on a thread
+    of its own as soon as it does (up to ``wait`` seconds): never on the path of the
+    answer to the alert. Nothing when Slack is not configured here."""
+    from clampdown_slack.run_thread import reply_in_run_thread, run_thread_posted
+
     if slack_conf.slack_bot_token is None or not slack_conf.slack_channel:
         return
-    text = (
-        f":link: Started by an alert related to run `{inert(run_id)}`, which answers the same "
-        f"incident with another runbook: {said}"
-    )
+    if run_thread_posted(run_id, home, slack_conf) and reply_in_run_thread(
+        run_id, text, home, slack_conf
+    ):
+        return
     threading.Thread(
         target=_reply_once_posted,
-        args=(new_run, text, home, slack_conf, thread_wait),
-        name=f"related-{new_run}",
+        args=(run_id, text, home, slack_conf, wait, what),
+        name=f"thread-reply-{run_id}",
         daemon=True,
     ).start()
 
 
 def _reply_once_posted(
-    run_id: str, text: str, home: Home, slack_conf: SlackAppSettings, wait: float
+    run_id: str, text: str, home: Home, slack_conf: SlackAppSettings, wait: float, what: str
 ) -> None:
-    """Reply in ``run_id``'s thread as soon as the run has posted it (or Slack answers)."""
-    from clampdown_slack.run_thread import reply_in_run_thread
+    """Reply in ``run_id``'s thread once the run has posted it. While it has not, only its
+    file is read (every 0.25 s); a reply Slack refuses is tried again every
+    :data:`THREAD_RETRY` seconds, so a Slack outage during an alert storm is not met with
+    a call per alert per tick."""
+    from clampdown_slack.run_thread import reply_in_run_thread, run_thread_posted
 
     deadline = time.monotonic() + wait
-    while not reply_in_run_thread(run_id, text, home, slack_conf):
-        if time.monotonic() > deadline:
-            logger.warning("run %s: could not say in its Slack thread that it is related", run_id)
+    while time.monotonic() <= deadline:
+        if not run_thread_posted(run_id, home, slack_conf):
+            time.sleep(0.25)
+        elif reply_in_run_thread(run_id, text, home, slack_conf):
             return
-        time.sleep(0.5)
+        else:
+            time.sleep(THREAD_RETRY)
+    logger.warning("run %s: could not say in its Slack thread %s", run_id, what)
 
 
 def serve_settings() -> ServeSettings:

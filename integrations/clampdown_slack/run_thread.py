@@ -496,6 +496,22 @@ def card_membership(settings: Settings, groups: tuple[str, ...]) -> str | None:
     return membership_note(directory.lookup(groups), settings.break_glass_approvers)
 
 
+def run_thread_posted(run_id: str, home: Home, config: SlackSettings | None = None) -> bool:
+    """Whether the run has posted its status thread in the configured channel (a reply
+    before then has nowhere to go: the run remembers its thread once Slack answered)."""
+    config = thread_settings(config)
+    return config is not None and bool(_posted_thread(run_id, home, config))
+
+
+def _posted_thread(run_id: str, home: Home, config: SlackSettings) -> dict[str, Any] | None:
+    try:  # through the run's files: in the scaled mode the run may be on another machine
+        data = json.loads(home.run(run_id).read(SLACK_THREAD_STATE) or "{}")
+    except (OSError, ValueError):
+        data = {}
+    thread = (data.get("threads", {}) if isinstance(data, dict) else {}).get(config.slack_channel)
+    return thread if isinstance(thread, dict) and thread else None
+
+
 def reply_in_run_thread(
     run_id: str, text: str, home: Home, config: SlackSettings | None = None
 ) -> bool:
@@ -507,11 +523,7 @@ def reply_in_run_thread(
     config = thread_settings(config)
     if config is None:
         return False
-    try:  # through the run's files: in the scaled mode the run may be on another machine
-        data = json.loads(home.run(run_id).read(SLACK_THREAD_STATE) or "{}")
-    except (OSError, ValueError):
-        data = {}
-    thread = (data.get("threads", {}) if isinstance(data, dict) else {}).get(config.slack_channel)
+    thread = _posted_thread(run_id, home, config)
     if not thread:
         return False
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from slack_sdk import WebClient
 
-from clampdown.app.serve import _say_related
+from clampdown.app.serve import _say_joined, _say_related
 from clampdown.core.alert import Alert
 from clampdown.core.home import SLACK_THREAD_STATE, Home
 from clampdown_slack.app import SlackAppSettings
@@ -64,6 +64,54 @@ def test_both_threads_name_the_other_run(tmp_path: Path) -> None:
     assert "Related alert started run `contain00001`" in old
     assert "related to run `evidence0001`" in new and "gd-1" in new
     assert "<!channel>" not in new  # the alert's text is inert
+
+
+def _wait_for_replies(slack: SlackStandIn, ts: str, timeout: float = 30) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while not (replies := _replies(slack, ts)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return replies
+
+
+def test_an_alert_joining_a_run_before_its_thread_is_said_once_the_thread_is_posted(
+    tmp_path: Path,
+) -> None:
+    """A page about the same key in a run's first moments joins it before the run has
+    posted its thread: the reply used to be dropped (the thread was not known yet); it
+    now goes once the run posts it, and the hook returns at once meanwhile."""
+    home = Home(tmp_path / "home")
+    alert = Alert(
+        source="pagerduty", id="pd-7", type="t", title="same key", observed_at=datetime.now(UTC)
+    )
+    with SlackStandIn(channels={CHANNEL: "incident-response"}) as slack:
+        conf = SlackAppSettings(
+            slack_bot_token=slack.token, slack_channel=CHANNEL, slack_api_url=slack.url
+        )
+        _say_joined(home, conf, "contain00003", alert, thread_wait=30)
+        assert slack.calls_to("chat.postMessage") == []  # nowhere to reply yet
+        contain_ts = _thread(slack, home, "contain00003")  # the run posts its thread later
+        [joined] = _wait_for_replies(slack, contain_ts)
+    assert joined.startswith(":link: Alert joined this run: pagerduty `pd-7`"), joined
+
+
+def test_a_related_alert_before_either_thread_is_said_in_both(tmp_path: Path) -> None:
+    """Both runs of a correlated escalation may not have posted their threads yet (a
+    StopLogging and the GuardDuty finding a moment apart): each reply waits for its own."""
+    home = Home(tmp_path / "home")
+    alert = Alert(
+        source="guardduty", id="gd-3", type="t", title="finding", observed_at=datetime.now(UTC)
+    )
+    with SlackStandIn(channels={CHANNEL: "incident-response"}) as slack:
+        conf = SlackAppSettings(
+            slack_bot_token=slack.token, slack_channel=CHANNEL, slack_api_url=slack.url
+        )
+        _say_related(home, conf, "evidence0003", alert, "contain00004", thread_wait=30)
+        evidence_ts = _thread(slack, home, "evidence0003")
+        contain_ts = _thread(slack, home, "contain00004")
+        [old] = _wait_for_replies(slack, evidence_ts)
+        [new] = _wait_for_replies(slack, contain_ts)
+    assert "Related alert started run `contain00004`" in old
+    assert "related to run `evidence0003`" in new
 
 
 def test_no_thread_ever_posted_gives_up_with_a_warning(tmp_path: Path, caplog) -> None:
