@@ -313,13 +313,11 @@ def _reply_in_thread(
     """Reply in ``run_id``'s thread: at once when the run has posted it, else on a thread
     of its own as soon as it does (up to ``wait`` seconds): never on the path of the
     answer to the alert. Nothing when Slack is not configured here."""
-    from clampdown_slack.run_thread import reply_in_run_thread, run_thread_posted
+    from clampdown_slack.run_thread import reply_in_run_thread
 
     if slack_conf.slack_bot_token is None or not slack_conf.slack_channel:
         return
-    if run_thread_posted(run_id, home, slack_conf) and reply_in_run_thread(
-        run_id, text, home, slack_conf
-    ):
+    if reply_in_run_thread(run_id, text, home, slack_conf):  # False before the thread exists
         return
     threading.Thread(
         target=_reply_once_posted,

@@ -225,8 +225,7 @@ class Ballots:
             return Ballot("none", approver, "", due=float("inf"), done=True)
         person = self._drill.roles.get(inject.by)
         assert person is not None  # lint checked it
-        ballot = Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
-        return ballot
+        return Ballot(inject.type, person.slack_user, inject.reason, due=asked + inject.after)
 
     def _refused(self, step: str, ballot: Ballot, refusal: str | None) -> None:
         ballot.tries += 1
