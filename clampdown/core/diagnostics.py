@@ -8,7 +8,6 @@ exceptions, which lets lint report every problem at once.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -72,7 +71,12 @@ class InputError(ClampdownError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """A ``did you mean 'x'?`` suffix, or an empty string when nothing is close."""
+    """A ``did you mean 'x'?`` suffix, or an empty string when nothing is close.
+
+    difflib is imported here, not at the top: a lint of correct files never suggests a
+    name and need not pay for the import (issue 15's lint figure)."""
+    import difflib
+
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{match[0]}'?" if match else ""
 
