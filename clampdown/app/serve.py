@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +31,11 @@ from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.triggers import TriageOutcome
 from clampdown_alerts.outcome import AlertTriage
 from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
+from clampdown_slack.thread_replies import ThreadReplies
 
 if TYPE_CHECKING:
     from slack_bolt import App
 
-    from clampdown.core.home import Home
     from clampdown.core.settings import Settings
     from clampdown.core.state_store import StateStore
     from clampdown_alerts import AlertSettings
@@ -108,7 +106,8 @@ def create_app(
     starter = start_run or default_starter(conf)
     store = StateStore(default_url(conf))
     slack = _slack_app(slack_conf, starter, socket_mode, conf, store)
-    triage = _triage(store, starter, conf, slack_conf)
+    replies = ThreadReplies.configured(conf.paths, slack_conf)  # alert joined, related run
+    triage = _triage(store, starter, conf, slack_conf, replies)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -117,6 +116,8 @@ def create_app(
             triage.close()  # yet are left to the next serve (their start records are durable)
         if start_run is None and hasattr(starter, "shutdown"):
             starter.shutdown()
+        if replies is not None:  # replies still waiting for a thread: logged, by run
+            replies.close()
         store.close()
 
     alert_conf = alerts if alerts is not None else alert_settings()
@@ -210,7 +211,11 @@ class _NoTriggers:
 
 
 def _triage(
-    store: Any, starter: StartRun, conf: Settings, slack_conf: SlackAppSettings
+    store: Any,
+    starter: StartRun,
+    conf: Settings,
+    slack_conf: SlackAppSettings,
+    replies: ThreadReplies | None,
 ) -> AlertTriage:
     import functools
 
@@ -224,8 +229,8 @@ def _triage(
             starter,
             conf.ledger_path,
             library=conf.library,
-            on_joined=functools.partial(_say_joined, conf.paths, slack_conf),
-            on_related=functools.partial(_say_related, conf.paths, slack_conf),
+            on_joined=functools.partial(_say_joined, replies),
+            on_related=functools.partial(_say_related, replies),
             on_held=_say_held(slack_conf),
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
@@ -246,105 +251,42 @@ def _say_held(slack_conf: SlackAppSettings) -> Callable[[Alert, str], None] | No
     return notices.held if notices is not None else None
 
 
-RUN_THREAD_WAIT = 60.0
-"""Seconds serve waits for a run's Slack thread to reply in it (a run posts its thread a
-moment after it starts; an alert may join or relate to it before then)."""
-THREAD_RETRY = 2.0
-"""Seconds between tries of a reply Slack refused, until :data:`RUN_THREAD_WAIT` is over."""
-
-
-def _say_joined(
-    home: Home,
-    slack_conf: SlackAppSettings,
-    run_id: str,
-    alert: Alert,
-    thread_wait: float = RUN_THREAD_WAIT,
-) -> None:
+def _say_joined(replies: ThreadReplies | None, run_id: str, alert: Alert) -> None:
     """An alert joined a run: say so in the run's Slack thread (best effort), once the run
-    has posted it: an alert that joins a run in its first moments (a storm, a page about
-    the same key) comes before the thread, and its reply used to be dropped."""
+    has posted it (an alert that joins a run in its first moments comes before the thread:
+    :mod:`clampdown_slack.thread_replies`)."""
     from clampdown_slack.text import inert
 
+    if replies is None:
+        return
     text = (
         f":link: Alert joined this run: {inert(alert.source)} `{inert(alert.id)}` — "
         f"{inert(alert.title)}"
     )
-    _reply_in_thread(home, slack_conf, run_id, text, "that an alert joined it", thread_wait)
+    replies.say(run_id, text, "that an alert joined it")
 
 
-def _say_related(
-    home: Home,
-    slack_conf: SlackAppSettings,
-    run_id: str,
-    alert: Alert,
-    new_run: str,
-    thread_wait: float = RUN_THREAD_WAIT,
-) -> None:
+def _say_related(replies: ThreadReplies | None, run_id: str, alert: Alert, new_run: str) -> None:
     """A correlated alert asked for another response and started ``new_run``: both runs'
     Slack threads say so (best effort), so whoever reads either thread (the one approving
-    the containment too) sees the whole incident. The new run posts its own thread a
-    moment after it starts, and the related run may not have posted its own yet either:
-    each reply waits for its thread (:func:`_reply_in_thread`)."""
+    the containment too) sees the whole incident. Neither run may have posted its thread
+    yet: each reply waits for its own."""
     from clampdown_slack.text import inert
 
+    if replies is None:
+        return
     said = f"{inert(alert.source)} `{inert(alert.id)}` — {inert(alert.title)}"
-    _reply_in_thread(
-        home,
-        slack_conf,
+    replies.say(
         run_id,
         f":rotating_light: Related alert started run `{inert(new_run)}` (another runbook): {said}",
         "that a related alert started a run",
-        thread_wait,
     )
-    _reply_in_thread(
-        home,
-        slack_conf,
+    replies.say(
         new_run,
         f":link: Started by an alert related to run `{inert(run_id)}`, which answers the same "
         f"incident with another runbook: {said}",
         "that it is related",
-        thread_wait,
     )
-
-
-def _reply_in_thread(
-    home: Home, slack_conf: SlackAppSettings, run_id: str, text: str, what: str, wait: float
-) -> None:
-    """Reply in ``run_id``'s thread: at once when the run has posted it, else on a thread
-    of its own as soon as it does (up to ``wait`` seconds): never on the path of the
-    answer to the alert. Nothing when Slack is not configured here."""
-    from clampdown_slack.run_thread import reply_in_run_thread
-
-    if slack_conf.slack_bot_token is None or not slack_conf.slack_channel:
-        return
-    if reply_in_run_thread(run_id, text, home, slack_conf):  # False before the thread exists
-        return
-    threading.Thread(
-        target=_reply_once_posted,
-        args=(run_id, text, home, slack_conf, wait, what),
-        name=f"thread-reply-{run_id}",
-        daemon=True,
-    ).start()
-
-
-def _reply_once_posted(
-    run_id: str, text: str, home: Home, slack_conf: SlackAppSettings, wait: float, what: str
-) -> None:
-    """Reply in ``run_id``'s thread once the run has posted it. While it has not, only its
-    file is read (every 0.25 s); a reply Slack refuses is tried again every
-    :data:`THREAD_RETRY` seconds, so a Slack outage during an alert storm is not met with
-    a call per alert per tick."""
-    from clampdown_slack.run_thread import reply_in_run_thread, run_thread_posted
-
-    deadline = time.monotonic() + wait
-    while time.monotonic() <= deadline:
-        if not run_thread_posted(run_id, home, slack_conf):
-            time.sleep(0.25)
-        elif reply_in_run_thread(run_id, text, home, slack_conf):
-            return
-        else:
-            time.sleep(THREAD_RETRY)
-    logger.warning("run %s: could not say in its Slack thread %s", run_id, what)
 
 
 def serve_settings() -> ServeSettings:

@@ -496,41 +496,13 @@ def card_membership(settings: Settings, groups: tuple[str, ...]) -> str | None:
     return membership_note(directory.lookup(groups), settings.break_glass_approvers)
 
 
-def run_thread_posted(run_id: str, home: Home, config: SlackSettings | None = None) -> bool:
-    """Whether the run has posted its status thread in the configured channel (a reply
-    before then has nowhere to go: the run remembers its thread once Slack answered)."""
-    config = thread_settings(config)
-    return config is not None and bool(_posted_thread(run_id, home, config))
-
-
-def _posted_thread(run_id: str, home: Home, config: SlackSettings) -> dict[str, Any] | None:
-    try:  # through the run's files: in the scaled mode the run may be on another machine
+def posted_thread(run_id: str, home: Home, config: SlackSettings) -> dict[str, Any] | None:
+    """The run's status thread in ``config``'s channel (``channel``, ``thread_ts``), or None
+    while the run has not posted it (the run remembers its thread once Slack answered).
+    Read through the run's files: in the scaled mode the run may be on another machine."""
+    try:
         data = json.loads(home.run(run_id).read(SLACK_THREAD_STATE) or "{}")
     except (OSError, ValueError):
         data = {}
     thread = (data.get("threads", {}) if isinstance(data, dict) else {}).get(config.slack_channel)
     return thread if isinstance(thread, dict) and thread else None
-
-
-def reply_in_run_thread(
-    run_id: str, text: str, home: Home, config: SlackSettings | None = None
-) -> bool:
-    """Reply in a run's status thread from outside the run (e.g. an alert joined it).
-
-    Best effort: False when Slack is not configured, the run has no thread, or Slack fails.
-    ``config``: the caller's Slack settings (``serve``'s, read once); without: read now.
-    """
-    config = thread_settings(config)
-    if config is None:
-        return False
-    thread = _posted_thread(run_id, home, config)
-    if not thread:
-        return False
-    try:
-        slack_client(config).chat_postMessage(
-            channel=thread["channel"], thread_ts=thread["thread_ts"], text=text
-        )
-    except Exception as exc:
-        log.warning("slack: cannot reply in run %s's thread: %s", run_id, exc)
-        return False
-    return True
