@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -31,6 +31,7 @@ from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.triggers import TriageOutcome
 from clampdown_alerts.outcome import AlertTriage
 from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
+from clampdown_slack.channel_notices import ChannelNotices
 from clampdown_slack.thread_replies import ThreadReplies
 
 if TYPE_CHECKING:
@@ -106,19 +107,16 @@ def create_app(
     starter = start_run or default_starter(conf)
     store = StateStore(default_url(conf))
     slack = _slack_app(slack_conf, starter, socket_mode, conf, store)
-    replies = ThreadReplies.configured(conf.paths, slack_conf)  # alert joined, related run
-    triage = _triage(store, starter, conf, slack_conf, replies)
+    # what serve says in Slack about alerts: in a run's thread (joined, related), in the
+    # channel (held); closed with the app, which logs what was not said
+    replies = ThreadReplies.configured(conf.paths, slack_conf)
+    notices = ChannelNotices.configured(slack_conf)
+    triage = _triage(store, starter, conf, slack_conf, replies, notices)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
-        if hasattr(triage, "close"):  # stop launching: runs recorded and not launched
-            triage.close()  # yet are left to the next serve (their start records are durable)
-        if start_run is None and hasattr(starter, "shutdown"):
-            starter.shutdown()
-        if replies is not None:  # replies still waiting for a thread: logged, by run
-            replies.close()
-        store.close()
+        _stop(triage, starter if start_run is None else None, replies, notices, store)
 
     alert_conf = alerts if alerts is not None else alert_settings()
     docs = (serve if serve is not None else serve_settings()).serve_openapi
@@ -171,6 +169,27 @@ def create_app(
     return app
 
 
+def _stop(
+    triage: AlertTriage,
+    own_starter: StartRun | None,
+    replies: ThreadReplies | None,
+    notices: ChannelNotices | None,
+    store: StateStore,
+) -> None:
+    """The app stops, in this order: the triage launches no more runs (runs recorded and
+    not launched yet are left to the next serve: their start records are durable); the
+    starter the app made suspends its runs; what was not said in Slack yet is logged;
+    then the state store closes."""
+    if hasattr(triage, "close"):
+        triage.close()
+    if own_starter is not None and hasattr(own_starter, "shutdown"):
+        own_starter.shutdown()
+    for unsaid in (replies, notices):
+        if unsaid is not None:
+            unsaid.close()
+    store.close()
+
+
 def _slack_app(
     conf: SlackAppSettings,
     starter: StartRun,
@@ -216,6 +235,7 @@ def _triage(
     conf: Settings,
     slack_conf: SlackAppSettings,
     replies: ThreadReplies | None,
+    notices: ChannelNotices | None,
 ) -> AlertTriage:
     import functools
 
@@ -231,7 +251,7 @@ def _triage(
             library=conf.library,
             on_joined=functools.partial(_say_joined, replies),
             on_related=functools.partial(_say_related, replies),
-            on_held=_say_held(slack_conf),
+            on_held=notices.held if notices is not None else None,  # queued: never waits
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
             runs=conf.paths,  # the run store, in the scaled mode (CLAMPDOWN_RUN_STORE)
@@ -240,15 +260,6 @@ def _triage(
         reason = f"no usable triggers ({path}): {exc.message}"
         logger.error("%s — alerts will be refused until it is fixed and serve restarts", reason)
         return _NoTriggers(reason)
-
-
-def _say_held(slack_conf: SlackAppSettings) -> Callable[[Alert, str], None] | None:
-    """The hook that says a held alert in the Slack channel (queued: never holds the answer
-    to the alert); None when Slack has no bot token and channel here."""
-    from clampdown_slack.channel_notices import ChannelNotices
-
-    notices = ChannelNotices.configured(slack_conf)
-    return notices.held if notices is not None else None
 
 
 def _say_joined(replies: ThreadReplies | None, run_id: str, alert: Alert) -> None:

@@ -11,6 +11,8 @@ seconds) must not hold alert answers, and a storm of held alerts must not become
 storm of Slack messages. At most :data:`MAX_QUEUED` notices wait; beyond that they are
 counted and one line says how many more were held (``clampdown triggers held`` lists
 them all). A notice Slack does not take is logged and dropped: the state store has it.
+When serve stops, notices still queued get :data:`CLOSE_GRACE` seconds, and the log says
+how many were not posted (:meth:`ChannelNotices.close`): they used to go without a word.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from clampdown_slack.text import inert
 
 MAX_QUEUED = 50
 IDLE = 5.0  # seconds without a notice before the worker thread ends
+CLOSE_GRACE = 2.0  # seconds queued notices get to be posted when serve stops
 log = logging.getLogger("clampdown.slack")
 
 
@@ -51,6 +54,9 @@ class ChannelNotices:
         self._queue: queue.Queue[str] = queue.Queue(max_queued)
         self._lock = threading.Lock()
         self._dropped = 0
+        self._unposted = 0  # queued or being posted; guarded by _settled's lock
+        self._settled = threading.Condition(self._lock)  # told when _unposted falls to 0
+        self._closed = False
         self._worker: threading.Thread | None = None
         self._client: Any = None
 
@@ -63,12 +69,31 @@ class ChannelNotices:
 
     def held(self, alert: Alert, reason: str) -> None:
         """The triage's ``on_held`` hook: queue the notice (counted when the queue is full)."""
-        try:
-            self._queue.put_nowait(held_text(alert, reason))
-        except queue.Full:
-            with self._lock:
+        with self._lock:
+            if self._closed:  # serve is stopping: the state store and the log have it
+                log.warning("slack: a held-alert notice was not posted: serve is stopping")
+                return
+            try:
+                self._queue.put_nowait(held_text(alert, reason))
+                self._unposted += 1
+            except queue.Full:
                 self._dropped += 1
         self._start()
+
+    def close(self, grace: float = CLOSE_GRACE) -> int:
+        """Serve stops: take no more notices, give those queued up to ``grace`` seconds to be
+        posted, and log how many were not (with the ones never queued). Returns that count."""
+        with self._settled:
+            self._closed = True
+            self._settled.wait_for(lambda: self._unposted == 0, timeout=grace)
+            unposted = self._unposted + self._dropped
+        if unposted:
+            log.warning(
+                "slack: serve stopped with %d held-alert notice(s) not posted: "
+                "`clampdown triggers held` lists every held alert",
+                unposted,
+            )
+        return unposted
 
     def _start(self) -> None:
         with self._lock:
@@ -89,6 +114,10 @@ class ChannelNotices:
                         return
                 continue
             self._post(text)
+            with self._settled:
+                self._unposted -= 1
+                if self._unposted == 0:
+                    self._settled.notify_all()
             if self._queue.empty():
                 with self._lock:
                     dropped, self._dropped = self._dropped, 0

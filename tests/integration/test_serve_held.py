@@ -6,6 +6,7 @@ and the alert is still in the state store. No run starts (the starter refuses to
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -132,3 +133,51 @@ def test_slack_down_does_not_change_the_answer_and_the_alert_is_kept(
     assert "held-alert notice was not posted" in caplog.text
     assert TOKEN not in caplog.text
     assert slack.messages(CHANNEL) == []
+
+
+def _notices() -> Any:
+    from clampdown_slack.app import SlackAppSettings
+    from clampdown_slack.channel_notices import ChannelNotices
+
+    notices = ChannelNotices.configured(SlackAppSettings())
+    assert notices is not None
+    return notices
+
+
+def _held_alert(alert_id: str) -> Any:
+    from datetime import UTC, datetime
+
+    from clampdown.core.alert import Alert
+
+    return Alert(source="generic", id=alert_id, type="t", title="t", observed_at=datetime.now(UTC))
+
+
+def test_notices_queued_when_serve_stops_are_posted_first(
+    slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve stops right after an alert was held: the stop waits (bounded) for its notice."""
+    notices = _notices()
+    notices.held(_held_alert("held-3"), "why")
+    assert notices.close(grace=30) == 0
+    [notice] = slack.messages(CHANNEL)
+    assert "`held-3`" in notice["text"]
+
+
+def test_notices_slack_has_not_taken_when_serve_stops_are_counted_in_the_log(
+    slack: SlackStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack is slow when serve stops: the notices still queued are counted in the log (they
+    were dropped without a word), and one held after the stop is logged too."""
+    notices = _notices()
+    release = threading.Event()
+    monkeypatch.setattr(notices, "_post", lambda text: release.wait(30))
+    try:
+        for n in range(3):
+            notices.held(_held_alert(f"held-{4 + n}"), "why")
+        with caplog.at_level("WARNING", logger="clampdown.slack"):
+            assert notices.close(grace=0.2) == 3
+            notices.held(_held_alert("held-7"), "why")
+    finally:
+        release.set()
+    assert "serve stopped with 3 held-alert notice(s) not posted" in caplog.text
+    assert "a held-alert notice was not posted: serve is stopping" in caplog.text
