@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clampdown_flows.frozen_imports import imports_frozen
+from clampdown_flows.loopback import free_port
 from clampdown_flows.prefect_record import TaskRunWatch, wait_for_record, watching
 
 if TYPE_CHECKING:
@@ -422,7 +423,7 @@ def local_api(
         yield configured
         return
     auth = local_auth_string(create=True)
-    port = _free_port()
+    port = free_port()
     process = _start_server_process(port)
     try:
         server_class = local_server_class()
@@ -566,12 +567,6 @@ def flush_to_api(timeout: float = 10) -> None:
 
     APILogWorker.drain_all(timeout=timeout)
     EventsWorker.drain_all(timeout=timeout)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @asynccontextmanager

@@ -170,7 +170,9 @@ def ensure(
     with _start_lock(identity.home):
         found = find(identity)
         if found is None:
-            port = _free_port()
+            from clampdown_flows.loopback import free_port  # not before a start
+
+            port = free_port()
             log_path = identity.home / LOG_FILE
             with open(log_path, "ab") as log:
                 os.chmod(log_path, 0o600)
@@ -252,14 +254,6 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 EARLY_MODULE = "clampdown_flows.resident_server"

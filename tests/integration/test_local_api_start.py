@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from clampdown.core.diagnostics import ClampdownError
-from clampdown_flows.prefect_api import _free_port, local_server_class
+from clampdown_flows.loopback import free_port
+from clampdown_flows.prefect_api import local_server_class
 
 
 def exiting_server(*codes: int):
@@ -32,7 +33,7 @@ def exiting_server(*codes: int):
 
 def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout() -> None:
     server_class, started = exiting_server(1)
-    server = server_class(port=_free_port())  # a port of its own: not the registered one
+    server = server_class(port=free_port())  # a port of its own: not the registered one
     assert not server.running  # never stop a server this test did not start
     try:
         with pytest.raises(ClampdownError) as raised:
@@ -46,7 +47,7 @@ def test_a_server_process_that_exits_is_an_error_at_once_not_after_the_timeout()
 
 def test_a_port_taken_is_tried_again_on_another_port_then_a_death_is_said() -> None:
     server_class, started = exiting_server(3, 2)
-    taken = _free_port()
+    taken = free_port()
     server = server_class(port=taken)  # a port of its own: not the registered one
     assert not server.running  # never stop a server this test did not start
     with socket.socket() as other:  # someone else listens there: uvicorn's 3 is the port
@@ -67,7 +68,7 @@ def test_a_failed_start_on_a_free_port_is_an_error_at_once_not_another_port() ->
     Prefect database its migrations cannot upgrade), not only for a port taken: starting
     again on port after port would last until the timeout."""
     server_class, started = exiting_server(3, 3, 3)
-    server = server_class(port=_free_port())  # free: nothing else listens there
+    server = server_class(port=free_port())  # free: nothing else listens there
     assert not server.running  # never stop a server this test did not start
     try:
         with pytest.raises(ClampdownError) as raised:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.drill_model import Drill, Seed, SlashCommand
 from clampdown.core.home import private_dirs, write_private
+from clampdown_flows.loopback import free_port
 
 if TYPE_CHECKING:
     from clampdown_aws.testing.seeded import Seeded
@@ -184,12 +185,6 @@ def _responders(drill: Drill) -> list[str]:
         if person is not None and person.slack_user not in people:
             people.append(person.slack_user)
     return people
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 _MOTO_MODULE = "clampdown.app.drill.moto_process"
@@ -538,7 +533,7 @@ def standing_drill_prefect(drills_dir: Path, timeout: int = 120) -> Iterator[str
     home = (drills_dir / PREFECT_DIR).resolve()
     private_dirs(home)
     with _drills_settings(home):  # the server process takes them at its start
-        server = local_server_class()(port=_free_port())
+        server = local_server_class()(port=free_port())
         server.start(timeout=timeout)
     try:
         write_private(home / API_FILE, json.dumps({"url": server.api_url, "pid": os.getpid()}))
@@ -570,7 +565,7 @@ def serve_on_loopback(app: Any) -> Iterator[Serving]:
     """``clampdown serve``'s app on a loopback port, in a thread of this process."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="clampdown-serve", daemon=True)
