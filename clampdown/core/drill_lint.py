@@ -31,6 +31,7 @@ from clampdown.core.drill_model import (
     SlashCommand,
 )
 from clampdown.core.drill_placeholders import (
+    PLACEHOLDER,
     PLACEHOLDER_HINT,
     find_placeholders,
     placeholder_problem,
@@ -172,7 +173,27 @@ class _DrillRules:
                 for loc, path in find_placeholders(payload, base):
                     problem = placeholder_problem(path, known, allow_run=allow_run)
                     if problem:
-                        self.error(loc, f"placeholder ${{{path}}}: {problem}", PLACEHOLDER_HINT)
+                        line, col = self._placeholder_position(loc, path)
+                        self.found.append(
+                            Diagnostic(
+                                self.source.path,
+                                line,
+                                col,
+                                f"placeholder ${{{path}}}: {problem}",
+                                PLACEHOLDER_HINT,
+                                "invalid",
+                            )
+                        )
+
+    def _placeholder_position(self, loc: tuple[str | int, ...], path: str) -> tuple[int, int]:
+        """Where the first ``${path}`` of the string at ``loc`` is written (a payload's
+        string may span lines); the string's start when that cannot be told."""
+        value = self.source.value_at(loc)
+        if isinstance(value, str):
+            for match in PLACEHOLDER.finditer(value):
+                if match[1] == path:
+                    return self.source.value_position(loc, match.start(), value)
+        return self.source.position(loc)
 
     def _injects(self) -> None:
         d = self.drill

@@ -210,6 +210,96 @@ def condition_source(value: str | bool) -> str:
     return text if contains_expression(text) else "{{ " + text + " }}"
 
 
+def condition_offset(value: str, offset: int) -> int:
+    """Where character ``offset`` of ``condition_source(value)`` (what is compiled) is in
+    ``value`` (what is written): a bare condition is compiled wrapped in ``{{ }}``."""
+    lead = len(value) - len(value.lstrip())
+    text = value.strip()
+    if contains_expression(text):
+        return lead + offset
+    return lead + max(0, min(offset - 3, len(text) - 1))
+
+
+# --- where in a template a problem is (for lint's positions) ------------------------------------
+
+# patterns, compiled (by re's cache) only when a problem is placed: a clean lint never is
+_TAG = r"(?s)\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}"
+_OPENER = r"\{[{%#]"
+
+
+def error_offset(source: str, error: ExpressionError) -> int:
+    """Offset in ``source`` of the ``{{`` of the expression that ``error`` (raised by
+    :func:`compile_expression` for ``source``) is about: the first one refused on its own."""
+    return _locate(source, error.line, lambda tag: _compiled(tag) is None)
+
+
+def reference_offset(source: str, ref: Reference) -> int:
+    """Offset in ``source`` of the ``{{`` of the expression that makes the lookup ``ref``."""
+    wanted = (ref.root, ref.name, ref.part, ref.field)
+
+    def makes_it(tag: str) -> bool:
+        expr = _compiled(tag)
+        return expr is not None and any(
+            (r.root, r.name, r.part, r.field) == wanted for r in expr.references
+        )
+
+    return _locate(source, ref.line, makes_it)
+
+
+def status_offset(source: str) -> int:
+    """Offset in ``source`` of the ``{{`` of the expression that calls a status function."""
+
+    def calls_one(tag: str) -> bool:
+        expr = _compiled(tag)
+        return expr is not None and expr.uses_status_function
+
+    return _locate(source, 1, calls_one)
+
+
+def first_offset(source: str) -> int:
+    """Offset in ``source`` of its first ``{{`` (or ``{%``, ``{#``), 0 without one: where
+    a problem of the whole value (its type, text around an ``if:``) is reported."""
+    found = re.search(_OPENER, source)
+    return found.start() if found else 0
+
+
+def _compiled(tag: str) -> Expression | None:
+    try:
+        return compile_expression(tag)
+    except ExpressionError:
+        return None
+
+
+def _locate(source: str, line: int, wanted: Callable[[str], bool]) -> int:
+    """The offset of the first ``{{ … }}`` (or ``{% %}``, ``{# #}``) of ``source`` that is
+    ``wanted``, among those on template line ``line`` first; else of the first opener on
+    that line, else of its first non-blank character.
+
+    Why per tag: Jinja tells only the line of a node, and one line may hold several
+    expressions. Called only for a problem lint reports, so each tag is compiled (from
+    the cache, mostly) only then.
+    """
+    found = [
+        (source.count("\n", 0, m.start()) + 1, m)
+        for m in re.finditer(_TAG, source)
+        if wanted(m.group())
+    ]
+    for first, match in found:
+        if first <= line <= first + match.group().count("\n"):
+            return match.start()
+    if found:
+        return found[0][1].start()
+    start = 0
+    for _ in range(line - 1):
+        start = source.find("\n", start) + 1
+        if start == 0:
+            return 0
+    end = source.find("\n", start)
+    text = source[start : end if end >= 0 else len(source)]
+    opener = re.search(_OPENER, text)
+    return start + (opener.start() if opener else len(text) - len(text.lstrip()))
+
+
 def _forbidden(node: nodes.Node, what: str, hint: str) -> ExpressionError:
     return ExpressionError(f"forbidden in expressions: {what}", hint, getattr(node, "lineno", 1))
 

@@ -19,14 +19,20 @@ from clampdown.core import graph, model_views, type_checks
 from clampdown.core import inputs as inputs_mod
 from clampdown.core.actions import Action, ActionLoadError, Registry, with_problem
 from clampdown.core.actions import registry as default_registry
-from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mean
+from clampdown.core.diagnostics import Diagnostic, InvalidFileError, Severity, did_you_mean
 from clampdown.core.expressions import (
     Expression,
     ExpressionError,
+    Reference,
     compile_expression,
+    condition_offset,
     condition_problem,
     condition_source,
     contains_expression,
+    error_offset,
+    first_offset,
+    reference_offset,
+    status_offset,
     walk_strings,
 )
 from clampdown.core.lint_gates import indirect_gates
@@ -152,6 +158,12 @@ def load_runbook(
     return loaded, found
 
 
+_Written = tuple[Path, str, bool]
+"""An expression as lint checks it: the path of its value, the text compiled (for an
+``if:``, ``condition_source`` of the value), and whether it is that condition. A plain
+tuple: one is made for every expression of a library's lint (issue 15's figure)."""
+
+
 def check(loaded: Loaded, actions: Registry) -> list[Diagnostic]:
     """Every semantic rule for one validated runbook."""
     return _RunbookLinter(loaded.model, loaded.source, actions).run()
@@ -177,6 +189,31 @@ class _RunbookLinter:
 
     def warn(self, loc: Path, message: str, hint: str = "", code: str = "warning") -> None:
         self.found.append(self.src.diagnostic(loc, message, hint, code=code, severity="warning"))
+
+    def expression_error(
+        self,
+        at: _Written,
+        offset: int,
+        message: str,
+        hint: str,
+        code: str,
+        severity: Severity = "error",
+    ) -> None:
+        """Report a problem where it is written: at character ``offset`` of the text of ``at``
+        (the ``{{`` of the expression concerned), mapped to its line and column in the
+        file; at the value's start when the mapping cannot be sure."""
+        loc, text, condition = at
+        value = self.src.value_at(loc)
+        if condition and isinstance(value, str):
+            offset, text = condition_offset(value, offset), value
+        line, col = self.src.value_position(loc, offset, text)
+        self.found.append(Diagnostic(self.src.path, line, col, message, hint, code, severity))
+
+    def reference_error(
+        self, at: _Written, ref: Reference, message: str, hint: str, code: str
+    ) -> None:
+        """A problem of the lookup ``ref``, reported at the expression that makes it."""
+        self.expression_error(at, reference_offset(at[1], ref), message, hint, code)
 
     def run(self) -> list[Diagnostic]:
         self.check_inputs()
@@ -311,7 +348,7 @@ class _RunbookLinter:
             for loc, text in walk_strings(step.with_, ("steps", i, "with")):
                 expr = self.check_expression(loc, text, step.id)
                 if expr is not None and not expr.uses_status_function:
-                    self.check_type(loc, text, step.id, scope)
+                    self.check_type((loc, text, False), step.id, scope)
             for name in ("region", "account"):  # the step's own, or the one from defaults
                 value = self.rb.setting(step, name, None)
                 if contains_expression(value):
@@ -331,27 +368,35 @@ class _RunbookLinter:
     ) -> None:
         """``if:`` must be one expression that decides; text around it is always true."""
         loc: Path = ("steps", i, "if")
-        if self.check_expression(loc, condition_source(condition), step_id, True) is None:
+        source = condition_source(condition)
+        if self.check_expression(loc, source, step_id, True) is None:
             return
+        at: _Written = (loc, source, True)
         trap = condition_problem(condition)
         if trap is not None:
-            self.error(loc, trap.message, trap.hint, "if-text")
+            self.expression_error(at, first_offset(source), trap.message, trap.hint, "if-text")
             return
-        problem = type_checks.check_condition(types.infer(condition_source(condition), scope))
+        problem = type_checks.check_condition(types.infer(source, scope))
         if problem is not None:
-            self.error(loc, problem.message, problem.hint, "type")
+            self.expression_error(at, first_offset(source), problem.message, problem.hint, "type")
 
-    def check_type(self, loc: Path, text: str, step_id: str, scope: types.Scope) -> None:
+    def check_type(self, at: _Written, step_id: str, scope: types.Scope) -> None:
         """The expression's static type against the action field it feeds."""
         action = self.action_of.get(step_id)
         if action is None:
             return
+        loc, text, _ = at
         found = types.infer(text, scope)
         for problem in type_checks.with_value_problems(action.Input, loc[3:], found):
-            if problem.severity == "error":
-                self.error(loc, problem.message, problem.hint, "type")
-            else:
-                self.warn(loc, problem.message, problem.hint, "type-unknown")
+            error = problem.severity == "error"
+            self.expression_error(
+                at,
+                first_offset(text),
+                problem.message,
+                problem.hint,
+                "type" if error else "type-unknown",
+                "error" if error else "warning",
+            )
 
     def output_type(self, step_id: str, name: str) -> types.ExprType | None:
         """``steps.<step_id>.outputs.<name>`` (None: the step's action is unknown)."""
@@ -363,72 +408,64 @@ class _RunbookLinter:
     def check_expression(
         self, loc: Path, text: str, step_id: str | None, condition: bool = False
     ) -> Expression | None:
+        at: _Written = (loc, text, condition)
         try:
             expr = compile_expression(text)
         except ExpressionError as exc:
-            self.error_at_line(loc, exc.line, exc.message, exc.hint)
+            self.expression_error(at, error_offset(text, exc), exc.message, exc.hint, "expression")
             return None
         if expr.uses_status_function and not condition:
-            self.error(
-                loc,
+            self.expression_error(
+                at,
+                status_offset(text),
                 "always(), success() and failure() belong in if:",
                 "use them only in a step's if: condition",
                 "expression",
             )
         for ref in expr.references:
             if ref.root == "inputs":
-                self.check_input_ref(loc, ref.name)
+                self.check_input_ref(at, ref)
             elif ref.root == "steps":
-                self.check_step_ref(loc, ref, step_id)
+                self.check_step_ref(at, ref, step_id)
             elif ref.root == "run" and ref.name not in RUN_FIELDS:
-                self.error(
-                    loc,
+                self.reference_error(
+                    at,
+                    ref,
                     f"run has no field '{ref.name}'",
                     did_you_mean(str(ref.name), RUN_FIELDS) or f"run has: {', '.join(RUN_FIELDS)}",
                     "reference",
                 )
             elif ref.root == "alert":
-                self.error(
-                    loc,
+                self.reference_error(
+                    at,
+                    ref,
                     "'alert' is only defined in triggers",
                     "pass the alert's facts to the runbook as inputs in triggers.yaml",
                     "reference",
                 )
         return expr
 
-    def error_at_line(self, loc: Path, offset: int, message: str, hint: str) -> None:
-        """Place an expression error on the template line it concerns.
-
-        In a ``|`` block the template's line N is N lines below the indicator; a
-        ``>`` block folds lines together, so its errors land on its first line.
-        """
-        line, col = self.src.position(loc)
-        style = self.src.block_scalars.get(loc)
-        if style is not None:
-            line = line + (1 if style == ">" else offset)
-            text = self.src.lines[line - 1] if line <= len(self.src.lines) else ""
-            col = len(text) - len(text.lstrip()) + 1
-        elif offset > 1:
-            line, col = line + offset - 1, 1
-        self.found.append(Diagnostic(self.src.path, line, col, message, hint, "expression"))
-
-    def check_input_ref(self, loc: Path, name: str | None) -> None:
+    def check_input_ref(self, at: _Written, ref: Reference) -> None:
+        name = ref.name
         if name is not None and name not in self.rb.inputs:
             hint = did_you_mean(name, self.rb.inputs) or "declare it under inputs:"
-            self.error(loc, f"input '{name}' is not declared", hint, "reference")
+            self.reference_error(at, ref, f"input '{name}' is not declared", hint, "reference")
 
-    def check_step_ref(self, loc: Path, ref: Any, step_id: str | None) -> None:
+    def check_step_ref(self, at: _Written, ref: Reference, step_id: str | None) -> None:
         target = ref.name
         if target is None:
             return
         if target not in self.index:
             hint = did_you_mean(target, self.index) or "refer to the id of a step"
-            self.error(loc, f"steps.{target} refers to an unknown step", hint, "reference")
+            self.reference_error(
+                at, ref, f"steps.{target} refers to an unknown step", hint, "reference"
+            )
             return
         if step_id is not None and self.ancestors and target not in self.ancestors.get(step_id, ()):
             what = "itself" if target == step_id else f"steps.{target}, which is not upstream"
-            self.error(
-                loc,
+            self.reference_error(
+                at,
+                ref,
                 f"step '{step_id}' refers to {what}",
                 f"add '{target}' to the needs of '{step_id}' (directly or through another step)"
                 if target != step_id
@@ -437,14 +474,15 @@ class _RunbookLinter:
             )
             return
         if ref.part is not None and ref.part not in STEP_PARTS:
-            self.error(
-                loc,
+            self.reference_error(
+                at,
+                ref,
                 f"steps.{target}.{ref.part} does not exist",
                 did_you_mean(ref.part, STEP_PARTS) or "use steps.<id>.outputs or steps.<id>.status",
                 "reference",
             )
             return
-        self.check_gated_ref(loc, target, step_id)
+        self.check_gated_ref(at, ref, step_id)
         action = self.action_of.get(target)
         if ref.part == "outputs" and ref.field is not None and action is not None:
             declared = action.declared_outputs(self.rb.step(target).with_)
@@ -455,18 +493,20 @@ class _RunbookLinter:
                     else f"{action.name} has no outputs"
                 )
                 where = "output" if step_id is None else "expression"
-                self.error(
-                    loc,
+                self.reference_error(
+                    at,
+                    ref,
                     f"steps.{target}.outputs.{ref.field} can never be set: "
                     f"{action.name} has no output '{ref.field}'",
                     hint,
                     f"unreachable-{where}",
                 )
 
-    def check_gated_ref(self, loc: Path, target: str, step_id: str | None) -> None:
+    def check_gated_ref(self, at: _Written, ref: Reference, step_id: str | None) -> None:
         """What an approver approves is what runs: a gated step's with: may only use
         values known when its approval asks (inputs, run, steps upstream of the gate)."""
-        if step_id is None or tuple(loc[2:3]) != ("with",):
+        target = ref.name
+        if step_id is None or target is None or tuple(at[0][2:3]) != ("with",):
             return
         step = self.rb.step(step_id)
         for gate in step.needs:
@@ -474,8 +514,9 @@ class _RunbookLinter:
             if action is None or not action.approval_gate:
                 continue
             if target not in self.ancestors.get(gate, set()):
-                self.error(
-                    loc,
+                self.reference_error(
+                    at,
+                    ref,
                     f"gated step '{step_id}' uses steps.{target}, which is not known yet "
                     f"when '{gate}' asks for approval",
                     f"add '{target}' to the needs of '{gate}' so the approver sees the value"

@@ -19,7 +19,11 @@ from clampdown.core.diagnostics import Diagnostic, InvalidFileError, did_you_mea
 from clampdown.core.expressions import (
     ExpressionError,
     compile_expression,
+    condition_offset,
     contains_expression,
+    error_offset,
+    reference_offset,
+    status_offset,
     walk_strings,
 )
 from clampdown.core.loader import _diagnostics as schema_diagnostics
@@ -161,7 +165,7 @@ class _TriggerLinter:
     def check_expressions(self, i: int, trigger: Trigger) -> None:
         here: Path = ("triggers", i)
         if "match" in self.src.data["triggers"][i]:
-            self.check_expression((*here, "match"), trigger.match_source)
+            self.check_expression((*here, "match"), trigger.match_source, condition=True)
         for loc, text in walk_strings(trigger.inputs, (*here, "inputs")):
             self.check_expression(loc, text)
         if "dedup_key" in self.src.data["triggers"][i]:
@@ -184,34 +188,45 @@ class _TriggerLinter:
                     "constant-key",
                 )
 
-    def check_expression(self, loc: Path, text: str) -> None:
+    def check_expression(self, loc: Path, text: str, condition: bool = False) -> None:
+        """One template (``condition``: ``match:``, compiled as ``condition_source``); each
+        problem is reported at the ``{{`` of the expression it concerns."""
+
+        def error(offset: int, message: str, hint: str, code: str) -> None:
+            value = self.src.value_at(loc)
+            if condition and isinstance(value, str):
+                where = self.src.value_position(loc, condition_offset(value, offset), value)
+            else:
+                where = self.src.value_position(loc, offset, text)
+            self.found.append(Diagnostic(self.src.path, *where, message, hint, code))
+
         try:
             expr = compile_expression(text)
         except ExpressionError as exc:
             hint = exc.hint
             if exc.message.startswith("expression syntax error"):
                 hint = "trigger expressions look like {{ alert.principal }} or alert.type == 'x'"
-            self.error(loc, exc.message, hint, "expression")
+            error(error_offset(text, exc), exc.message, hint, "expression")
             return
         if expr.uses_status_function:
-            self.error(
-                loc,
+            error(
+                status_offset(text),
                 "always(), success() and failure() belong in a runbook step's if:",
                 "a trigger expression can only read alert",
                 "expression",
             )
         for ref in expr.references:
             if ref.root != "alert":
-                self.error(
-                    loc,
+                error(
+                    reference_offset(text, ref),
                     f"'{ref.root}' is not defined in triggers",
                     "trigger expressions can read only alert (e.g. alert.principal); "
                     "pass facts to the runbook through inputs",
                     "reference",
                 )
             elif ref.name is not None and ref.name not in ALERT_FIELDS:
-                self.error(
-                    loc,
+                error(
+                    reference_offset(text, ref),
                     f"alert has no field '{ref.name}'",
                     did_you_mean(ref.name, ALERT_FIELDS) or f"alert has: {', '.join(ALERT_FIELDS)}",
                     "reference",

@@ -33,7 +33,6 @@ class Source:
     values: dict[Path, tuple[int, int]] = field(default_factory=dict)
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
-    block_scalars: dict[Path, str] = field(default_factory=dict)  # '|' or '>': text starts below
 
     def position(self, loc: Path, *, key: bool = False) -> tuple[int, int]:
         """Line and column (1-based) of ``loc``, or of its nearest known parent."""
@@ -46,6 +45,35 @@ class Source:
                 return self.values[loc]
             loc = loc[:-1]
         return self.values.get((), (1, 1))
+
+    def value_position(self, loc: Path, offset: int, value: str | None = None) -> tuple[int, int]:
+        """Line and column (1-based) where character ``offset`` of the string at ``loc``
+        is written, or, when that cannot be told for sure, where the string starts.
+
+        Why on demand: lint needs it only for the diagnostics it emits, so no scalar's
+        layout is worked out (or kept) while the document is read. ``value``, when given,
+        is the text the offset counts in; it must be the string at ``loc``.
+        """
+        loc = tuple(loc)
+        start = self.values.get(loc)
+        if start is None:
+            return self.position(loc)
+        found = self.value_at(loc)
+        if not isinstance(found, str) or (value is not None and value != found):
+            return start
+        return scalar_char_position(self.lines, start, found, offset) or start
+
+    def value_at(self, loc: Path) -> Any:
+        """The value built at ``loc`` (None when the path leads nowhere)."""
+        value = self.data
+        for part in loc:
+            if not isinstance(value, dict | list):
+                return None
+            try:
+                value = value[part]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
 
     def diagnostic(
         self,
@@ -102,8 +130,6 @@ def _build(loader: Any, node: yaml.Node, loc: Path, src: Source, problems: list[
         return _build_mapping(loader, node, loc, src, problems)
     if isinstance(node, yaml.SequenceNode):
         return [_build(loader, item, (*loc, i), src, problems) for i, item in enumerate(node.value)]
-    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
-        src.block_scalars[loc] = node.style
     return _scalar(loader, node)
 
 
@@ -154,3 +180,222 @@ def _build_mapping(
         src.keys[(*loc, key)] = where
         result[key] = _build(loader, value_node, (*loc, key), src, problems)
     return result
+
+
+# --- where each character of a scalar is written ----------------------------------------------
+
+Spot = tuple[int, int]
+"""A line and column, 1-based, as diagnostics give them."""
+_Chars = list[tuple[str, Spot]]  # a value's characters, each with where it is written
+
+_ESCAPES = {
+    "0": "\0",
+    "a": "\a",
+    "b": "\b",
+    "t": "\t",
+    "\t": "\t",
+    "n": "\n",
+    "v": "\v",
+    "f": "\f",
+    "r": "\r",
+    "e": "\x1b",
+    " ": " ",
+    '"': '"',
+    "/": "/",
+    "\\": "\\",
+    "N": "\x85",
+    "_": "\xa0",
+    "L": "\u2028",
+    "P": "\u2029",
+}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def scalar_char_position(lines: list[str], start: Spot, value: str, offset: int) -> Spot | None:
+    """Where character ``offset`` of the string ``value`` is written in ``lines``, the
+    document's lines; ``start`` is where its scalar starts (the node's mark).
+
+    The scalar's text is read again in its style, plain, single- or double-quoted, literal
+    (``|``) or folded (``>``), as YAML turns it into the value: folding, chomping, escapes,
+    indentation. The answer counts only if the text so rebuilt is exactly ``value``;
+    otherwise (a layout this reading does not know) None, so that a caller falls back to
+    the scalar's start and is never sent to a wrong line. A line break that the value keeps
+    (or folds into a space) is placed at the end of the line it ends; an escape sequence at
+    its backslash.
+    """
+    if not 0 <= offset < len(value) or not 1 <= start[0] <= len(lines) or start[1] < 1:
+        return None
+    if lines[0].startswith("\ufeff"):  # the parser counts no column for a byte-order mark
+        lines = [lines[0][1:], *lines[1:]]
+    chars = _scalar_chars(lines, start[0] - 1, start[1] - 1, value)
+    if chars is None or len(chars) != len(value) or "".join(c for c, _ in chars) != value:
+        return None
+    return chars[offset][1]
+
+
+def _scalar_chars(lines: list[str], row: int, col: int, value: str) -> _Chars | None:
+    line = lines[row]
+    while col < len(line) and line[col] in "!&":  # a tag or an anchor before the scalar
+        while col < len(line) and line[col] not in " \t":
+            col += 1
+        while col < len(line) and line[col] in " \t":
+            col += 1
+    indicator = line[col : col + 1]
+    if not indicator:
+        return None
+    if indicator in "|>":
+        return _block_chars(lines, row, indicator == ">", value)
+    if indicator in "'\"":
+        return _quoted_chars(lines, row, col, indicator == '"')
+    return _plain_chars(lines, row, col, value)
+
+
+def _plain_chars(lines: list[str], row: int, col: int, value: str) -> _Chars | None:
+    """A plain scalar: continuation lines lose their indentation and trailing blanks, one
+    line break folds into a space, n+1 line breaks into n newlines. Its end is where
+    ``value`` ends (a comment or a flow indicator may follow on the last line)."""
+    line = lines[row]
+    if line.startswith(value, col):  # on one line
+        return [(ch, (row + 1, col + i + 1)) for i, ch in enumerate(value)]
+    body = line[col:].rstrip(" \t")
+    chars: _Chars = [(ch, (row + 1, col + i + 1)) for i, ch in enumerate(body)]
+    built, blanks, spot, row = body, [], (row + 1, len(line) + 1), row + 1
+    while len(built) < len(value) and row < len(lines):
+        text = lines[row]
+        stripped = text.strip(" \t")
+        if not stripped:
+            blanks.append(("\n", (row + 1, len(text) + 1)))
+            row += 1
+            continue
+        joint = blanks or [(" ", spot)]
+        head = built + "".join(c for c, _ in joint)
+        if value.startswith(head + stripped):
+            part = stripped
+        elif stripped.startswith(value[len(head) :]) and value.startswith(head):
+            part = value[len(head) :]  # the scalar ends on this line
+        else:
+            return None
+        lead = len(text) - len(text.lstrip(" \t"))
+        chars += joint + [(ch, (row + 1, lead + i + 1)) for i, ch in enumerate(part)]
+        built, blanks, spot, row = head + part, [], (row + 1, len(text) + 1), row + 1
+    return chars
+
+
+def _quoted_chars(lines: list[str], row: int, col: int, double: bool) -> _Chars | None:
+    """A quoted scalar up to its closing quote: folded like a plain one, ``''`` is one
+    quote in single quotes, escapes (and an escaped line break) in double quotes."""
+    quote = '"' if double else "'"
+    chars: _Chars = []
+    line, col = lines[row], col + 1
+    while True:
+        if col < len(line) and line[col] in " \t":
+            end = col
+            while end < len(line) and line[end] in " \t":
+                end += 1
+            if end < len(line):
+                chars += [(line[i], (row + 1, i + 1)) for i in range(col, end)]
+            col = end  # blanks before a line break are dropped
+            continue
+        escaped_break = double and col == len(line) - 1 and line[col] == "\\"
+        if col >= len(line) or escaped_break:  # a space (none if escaped), or blank lines
+            spot = (row + 1, len(line) + 1)
+            row, blanks = _blank_lines(lines, row + 1)
+            if row < 0:
+                return None
+            chars += blanks or ([] if escaped_break else [(" ", spot)])
+            line = lines[row]
+            col = len(line) - len(line.lstrip(" \t"))
+            continue
+        ch, spot = line[col], (row + 1, col + 1)
+        if ch == quote:
+            if double or not line.startswith("''", col):
+                return chars
+            chars.append(("'", spot))
+            col += 2
+        elif double and ch == "\\":
+            escaped = _escape(line, col)
+            if escaped is None:
+                return None
+            chars.append((escaped[0], spot))
+            col += escaped[1]
+        else:
+            chars.append((ch, spot))
+            col += 1
+
+
+def _escape(line: str, col: int) -> tuple[str, int] | None:
+    """The character the escape at ``line[col]`` (a backslash) stands for, and its length."""
+    code = line[col + 1]
+    if code in _ESCAPES:
+        return _ESCAPES[code], 2
+    width = _HEX_ESCAPES.get(code, 0)
+    digits = line[col + 2 : col + 2 + width]
+    if not width or len(digits) != width or not set(digits) <= _HEX_DIGITS:
+        return None
+    point = int(digits, 16)
+    return (chr(point), 2 + width) if point <= 0x10FFFF else None
+
+
+def _blank_lines(lines: list[str], row: int) -> tuple[int, _Chars]:
+    """From ``row``: the first line with text (-1 if none) and a newline per blank line."""
+    blanks: _Chars = []
+    while row < len(lines) and not lines[row].strip(" \t"):
+        blanks.append(("\n", (row + 1, len(lines[row]) + 1)))
+        row += 1
+    return (row if row < len(lines) else -1), blanks
+
+
+def _block_chars(lines: list[str], row: int, folded: bool, value: str) -> _Chars | None:
+    """A block scalar whose indicator is on line ``row``: its text starts on the next line,
+    at an indentation that the first line with text shows, unless an indentation indicator
+    sets a smaller one; each candidate is tried, the one that rebuilds ``value`` wins."""
+    first = next((r for r in range(row + 1, len(lines)) if lines[r].strip(" ")), None)
+    if first is None:
+        return None
+    top = len(lines[first]) - len(lines[first].lstrip(" "))
+    for indent in range(top, 0, -1):
+        chars = _block_at(lines, row + 1, indent, folded, value)
+        if chars is not None and "".join(c for c, _ in chars) == value:
+            return chars
+    return None
+
+
+def _block_at(lines: list[str], row: int, indent: int, folded: bool, value: str) -> _Chars | None:
+    """The block scalar's characters read at ``indent``, as PyYAML's scanner reads them:
+    in ``>`` a line break between two lines that start with text folds into a space (or
+    vanishes before blank lines); the trailing line breaks are kept as far as ``value``
+    keeps them (its chomping)."""
+    chars: _Chars = []
+    row, blanks = _block_blanks(lines, row, indent)
+    spot: Spot | None = None
+    while row < len(lines) and _block_text(lines[row], indent):
+        chars += blanks
+        text = lines[row]
+        starts_with_text = text[indent] not in " \t"
+        chars += [(text[i], (row + 1, i + 1)) for i in range(indent, len(text))]
+        spot = (row + 1, len(text) + 1)
+        row, blanks = _block_blanks(lines, row + 1, indent)
+        if len(chars) > len(value) or not (row < len(lines) and _block_text(lines[row], indent)):
+            break
+        if not (folded and starts_with_text and lines[row][indent] not in " \t"):
+            chars.append(("\n", spot))
+        elif not blanks:
+            chars.append((" ", spot))
+    tail = ([("\n", spot)] if spot is not None else []) + blanks
+    extra = len(value) - len(chars)
+    return chars + tail[:extra] if 0 <= extra <= len(tail) else None
+
+
+def _block_blanks(lines: list[str], row: int, indent: int) -> tuple[int, _Chars]:
+    """Lines with nothing but up to ``indent`` spaces: each is a line break of the text."""
+    blanks: _Chars = []
+    while row < len(lines) and len(lines[row]) <= indent and not lines[row].strip(" "):
+        blanks.append(("\n", (row + 1, len(lines[row]) + 1)))
+        row += 1
+    return row, blanks
+
+
+def _block_text(text: str, indent: int) -> bool:
+    """Whether a line belongs to a block scalar indented by ``indent``."""
+    return len(text) > indent and not text[:indent].strip(" ")

@@ -163,6 +163,22 @@ def test_placeholders_are_checked_against_the_seed(tmp_path: Path):
     assert "placeholder ${inputs.x}: unknown name 'inputs'" in found
 
 
+def test_a_placeholder_problem_is_reported_where_the_placeholder_is_written(tmp_path: Path):
+    """A payload string over several lines: the position is that of its bad ``${…}``."""
+    text = GOOD.replace(
+        '  payload: {detail: {key: "${seed.users.ci-user.access_keys.0}", at: "${drill.alert_time}"}}',
+        "  payload:\n"
+        '    detail: {key: "${seed.users.ci-user.access_keys.0}", at: "${drill.alert_time}"}\n'
+        "    note: >-\n      one ${drill.name}\n      two ${seed.buckets.modls}",
+    )
+    assert text != GOOD
+    found = lint(tmp_path, text)
+    assert any(
+        d.startswith(f"{tmp_path / 'tiny.yaml'}:20:11: error: placeholder ${{seed.buckets.modls}}")
+        for d in found
+    ), found
+
+
 def test_expect_names_objectives_and_ids_are_unique(tmp_path: Path):
     text = GOOD.replace(
         "  - {id: keys_dead, kind: no_active_keys, user: ci-user}",

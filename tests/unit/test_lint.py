@@ -494,3 +494,117 @@ def test_type_diagnostics_carry_their_code_in_json(name: str, code: str, severit
     if severity == "warning":  # what lint cannot know passes, unless --strict
         strict = CliRunner().invoke(app, ["lint", "--strict", str(path)])
         assert strict.exit_code == 1 and "cannot be known statically" in strict.output
+
+
+# --- expression problems are reported where the expression is written ------------------------
+
+POSITIONED = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {{name: positioned, title: Positioned}}
+inputs:
+  who: {{type: string}}
+  roles: {{type: array, default: []}}
+steps:
+  - id: first
+    uses: core.log
+    with: {{message: hi}}
+  - id: say
+    uses: core.log
+    needs: [first]
+    with:
+      message: {message}
+"""
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        # the example of docs/runbooks.md §17, which used to be reported at the '>' (15:16)
+        (
+            ">\n        first line {{ inputs.who }}\n        second line {{ inputs.nope }}\n"
+            "        third",
+            (17, 21, "input 'nope' is not declared"),
+        ),
+        (
+            ">-\n        one {{ inputs.who }}\n\n        two\n          {{ steps.nowhere.status }}",
+            (19, 11, "steps.nowhere refers to an unknown step"),
+        ),
+        (
+            "|\n        one {{ inputs.who }}\n        two {{ inputs.who | attr('x') }}",
+            (17, 13, "forbidden in expressions: the filter 'attr'"),
+        ),
+        (
+            "|\n        one {{ inputs.who }}\n\n        three {{ inputs.who | }}",
+            (18, 15, "expression syntax error"),
+        ),
+        (
+            "one {{ inputs.who }}\n        and {{ steps.first.outputs.nope }}\n\n"
+            "        then {{ run.idd }}",
+            (18, 14, "run has no field 'idd'"),
+        ),
+        (
+            "one {{ inputs.who }}\n        and {{ steps.first.outputz }}",
+            (16, 13, "steps.first.outputz does not exist"),
+        ),
+        (
+            '"tab\\there {{ inputs.who }} \\\n        and {{ inputs.nope }}"',
+            (16, 13, "input 'nope' is not declared"),
+        ),
+        (
+            "'it''s {{ inputs.who }}\n\n        {{ alert.id }}'",
+            (17, 9, "'alert' is only defined in triggers"),
+        ),
+        (
+            ">\n\n        {{ inputs.roles\n          | length }}",
+            (17, 9, "| length is an integer, but field 'message' takes a string"),
+        ),
+    ],
+    ids=[
+        "folded",
+        "folded strip",
+        "literal filter",
+        "literal syntax",
+        "plain",
+        "plain one more",
+        "double-quoted",
+        "single-quoted",
+        "folded type",
+    ],
+)
+def test_an_expression_problem_is_reported_at_its_expression(
+    tmp_path: Path, message: str, expected: tuple[int, int, str]
+) -> None:
+    path = tmp_path / "positioned.yaml"
+    text = POSITIONED.format(message=message)
+    path.write_text(text, encoding="utf-8")
+    found = [(d.line, d.column, d.message) for d in lint_paths([path])]
+    line, column, said = expected
+    assert [(ln, col) for ln, col, msg in found if said in msg] == [(line, column)], found
+    assert text.splitlines()[line - 1][column - 1 :].startswith("{{"), "a case's own mistake"
+
+
+def test_an_if_problem_is_reported_at_its_expression(tmp_path: Path) -> None:
+    """A bare ``if:`` is compiled wrapped in ``{{ }}``: its problem is placed at its text."""
+    path = tmp_path / "if.yaml"
+    path.write_text(
+        CLEAN.format(name="if-problems").replace(
+            "    uses: core.wait\n",
+            "    uses: core.wait\n    if: >-\n      steps.announce.status == 'ok'\n"
+            "      and inputs.nope\n",
+        ),
+        encoding="utf-8",
+    )
+    found = [(d.line, d.column, d.message) for d in lint_paths([path])]
+    assert found == [(15, 7, "input 'nope' is not declared")], found
+
+
+def test_the_same_mistake_twice_is_reported_at_each_place(tmp_path: Path) -> None:
+    """Jinja tells only the line of a lookup: each of two equal ones gets its own line."""
+    path = tmp_path / "twice.yaml"
+    text = POSITIONED.format(
+        message="|\n        a {{ inputs.nope }}\n        b\n        c {{ inputs.nope }}"
+    )
+    path.write_text(text, encoding="utf-8")
+    found = [(d.line, d.column) for d in lint_paths([path])]
+    assert found == [(16, 11), (18, 11)], found

@@ -207,7 +207,7 @@ def test_lint_reports_3000_nested_parentheses_with_a_position(tmp_path: Path) ->
     )
     result = runner.invoke(app, ["lint", str(path)])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert f"{path}:7:21: error: expression nested more than 48 levels deep" in result.output
+    assert f"{path}:7:22: error: expression nested more than 48 levels deep" in result.output
     assert "RecursionError" not in result.output and "Traceback" not in result.output
 
 

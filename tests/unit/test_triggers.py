@@ -153,17 +153,52 @@ def test_semantic_errors_have_positions_and_hints(write) -> None:
         "did you mean 'contain-iam-user'?",
         f"{path}:7:11: error: duplicate trigger name 'one' (first at line 4) — "
         "trigger names must be unique in the file",
-        f"{path}:8:12: error: 'inputs' is not defined in triggers — trigger expressions can "
+        f"{path}:8:13: error: 'inputs' is not defined in triggers — trigger expressions can "
         "read only alert (e.g. alert.principal); pass facts to the runbook through inputs",
         f"{path}:10:5: error: runbook 'contain-iam-user' requires input 'principal_arn'",
         f"{path}:11:7: error: runbook 'contain-iam-user' has no input 'principal' — "
         "did you mean 'principal_arn'?",
         f"{path}:12:23: error: input 'lookback_hours': must be an integer",
-        f"{path}:14:19: error: 'steps' is not defined in triggers",
+        f"{path}:14:20: error: 'steps' is not defined in triggers",
     ]
     for line in expected:
         assert any(d.startswith(line) for d in found), (line, found)
-    assert any(d.startswith(f"{path}:13:16: error: expression syntax error") for d in found)
+    assert any(d.startswith(f"{path}:13:17: error: expression syntax error") for d in found)
+
+
+def test_expression_problems_are_reported_where_the_expression_is_written(write) -> None:
+    """In every style: a bare match: folded over lines, an input in a | block, a
+    double-quoted dedup_key over two lines, a plain correlate_by over two lines."""
+    path = write(
+        HEADER
+        + """\
+  - name: styles
+    match: >-
+      alert.source == 'guardduty'
+      and alert.princpal != none
+    runbook: contain-iam-user
+    inputs:
+      principal_arn: |
+        {{ alert.principal }}
+        {{ alert.__class__ }}
+    dedup_key: "k:{{ alert.id }}
+      {{ alert.severty }}"
+    correlate_by: a {{ alert.principal }}
+      {{ inputs.x }}
+"""
+    )
+    found = [
+        d.split(": error: ")[0].removeprefix(f"{path}:") + " " + d.split(": error: ")[1]
+        for d in lint(path)
+    ]
+    expected = [
+        "6:7 alert has no field 'princpal'",  # folded into one line: the condition's start
+        "12:9 forbidden in expressions: the attribute '__class__'",
+        "14:7 alert has no field 'severty'",
+        "16:7 'inputs' is not defined in triggers",
+    ]
+    for line in expected:
+        assert any(d.startswith(line) for d in found), (line, found)
 
 
 def test_forbidden_expression_is_refused(write) -> None:
@@ -177,7 +212,7 @@ def test_forbidden_expression_is_refused(write) -> None:
 """
     )
     [d] = lint(path)
-    assert d.startswith(f"{path}:5:12: error: forbidden in expressions: the attribute '__class__'")
+    assert d.startswith(f"{path}:5:13: error: forbidden in expressions: the attribute '__class__'")
 
 
 def test_a_match_of_several_expressions_is_refused_where_it_is_written(write) -> None:
