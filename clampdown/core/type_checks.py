@@ -36,6 +36,7 @@ class FieldType:
     min_items: int = 0
     min_length: int = 0
     schema: Mapping[str, Any] = field(default_factory=dict)
+    defs: Mapping[str, Any] = field(default_factory=dict)  # the model's $defs, for $ref
 
     def describe(self) -> str:
         text = self.accepts.describe()
@@ -49,18 +50,29 @@ class FieldType:
 def field_type(model: type[BaseModel], name: str) -> FieldType | None:
     """The field ``name`` (by alias) of an action input model (None: no such field)."""
     schema = model_schema(model)
-    prop = schema.get("properties", {}).get(name)
-    if prop is None:
+    return _property(schema, schema.get("$defs", {}), name, name)
+
+
+def _property(
+    schema: Mapping[str, Any], defs: Mapping[str, Any], name: str, label: str
+) -> FieldType | None:
+    """The property ``name`` of an object ``schema`` (any of its variants that has it),
+    as the field ``label``; None when no variant declares it."""
+    props = [
+        s["properties"][name] for s in _flatten(schema, defs) if name in s.get("properties", {})
+    ]
+    if not props:
         return None
-    defs = schema.get("$defs", {})
-    accepts = schema_type(prop, defs, f"field '{name}'")
+    prop: Mapping[str, Any] = props[0] if len(props) == 1 else {"anyOf": props}
+    accepts = schema_type(prop, defs, f"field '{label}'")
     flat = _flatten(prop, defs)
     return FieldType(
-        name,
+        label,
         accepts,
         min_items=max((s.get("minItems", 0) for s in flat), default=0),
         min_length=max((s.get("minLength", 0) for s in flat), default=0),
         schema=prop,
+        defs=defs,
     )
 
 
@@ -69,29 +81,45 @@ def item_field(parent: FieldType) -> FieldType | None:
     items = parent.accepts.items
     if items is None:
         return None
-    flat = [s.get("items", {}) for s in _flatten(parent.schema, {}) if "items" in s]
+    variants = [
+        v
+        for s in _flatten(parent.schema, parent.defs)
+        if "items" in s
+        for v in _flatten(s["items"], parent.defs)
+    ]
     return FieldType(
         f"{parent.name}[]",
         items,
-        min_length=max((s.get("minLength", 0) for s in flat), default=0),
+        min_length=max((v.get("minLength", 0) for v in variants), default=0),
+        schema={"anyOf": variants},
+        defs=parent.defs,
     )
 
 
 def with_value_problems(
     model: type[BaseModel], where: tuple[str | int, ...], value: ExprType
 ) -> list[Problem]:
-    """Problems of ``value`` written at ``with.<where>`` of a step using ``model``:
-    ``(field,)`` or ``(field, index)`` for one item written in a list. Deeper places
-    (inside a mapping field) are checked when the step runs."""
-    if not where or len(where) > 2:
+    """Problems of ``value`` written at ``with.<where>`` of a step using ``model``: a
+    field, an item of a list (an index), a key of a mapping field (such as
+    ``approvers.users``), at any depth. A place the model's schema does not describe
+    (a free-form mapping) gives none: the step checks it when it runs."""
+    if not where:
         return []
     target = field_type(model, str(where[0]))
-    if target is not None and len(where) == 2:
-        target = item_field(target) if isinstance(where[1], int) else None
+    for part in where[1:]:
+        if target is None:
+            return []
+        if isinstance(part, int):
+            target = item_field(target)
+        else:
+            target = _property(target.schema, target.defs, part, f"{target.name}.{part}")
     return [] if target is None else check_field(value, target)
 
 
 def _flatten(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The variants of ``schema``: its ``anyOf`` members, each ``$ref`` read from ``defs``."""
+    if "$ref" in schema:
+        return _flatten(defs.get(str(schema["$ref"]).rsplit("/", 1)[-1], {}), defs)
     if "anyOf" in schema:
         return [s for sub in schema["anyOf"] for s in _flatten(sub, defs)]
     return [schema]

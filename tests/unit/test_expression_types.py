@@ -313,3 +313,53 @@ def test_a_model_pydantic_cannot_describe_gives_unknown_types_not_a_crash() -> N
 
     assert type_checks.field_type(Odd, "thing") is None  # unknown field: checked when the step runs
     assert types.output_type(OddOut, "s", "thing").kinds is None
+
+
+class _Who(ActionInput):
+    users: list[str] = Field(default_factory=list)
+    quorum: int = 1
+
+
+class _Step(ActionInput):
+    approvers: _Who = Field(default_factory=_Who)  # a $ref to $defs in the JSON Schema
+    stages: list[_Who] = Field(default_factory=list)
+    free: dict[str, Any] = Field(default_factory=dict)
+
+
+@pytest.mark.parametrize(
+    ("where", "source", "says"),
+    [
+        (
+            ("approvers", "users", 0),
+            "{{ inputs.hours }}",
+            "field 'approvers.users[]' takes a string",
+        ),
+        (("approvers", "users"), "{{ inputs.name }}", "field 'approvers.users' takes a list"),
+        (("approvers", "quorum"), "{{ inputs.name }}", "field 'approvers.quorum' takes an integer"),
+        (("stages", 0, "quorum"), "{{ inputs.go }}", "field 'stages[].quorum' takes an integer"),
+    ],
+)
+def test_a_value_inside_a_mapping_field_is_checked_at_any_depth(
+    where: tuple[str | int, ...], source: str, says: str
+) -> None:
+    """Lint checked only a field and a list item; a value inside a mapping field (such as
+    ``approvers.users``) was left to the run, which refused what lint had passed."""
+    problems = type_checks.with_value_problems(_Step, where, infer(source))
+    assert [p.severity for p in problems] == ["error"], problems
+    assert says in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("where", "source"),
+    [
+        (("approvers", "users"), "{{ inputs.roles }}"),
+        (("approvers", "users", 0), "{{ inputs.name }}"),
+        (("stages", 0, "quorum"), "{{ inputs.hours }}"),
+        (("free", "anything"), "{{ inputs.hours }}"),  # free-form: checked when it runs
+        (("approvers", "nope"), "{{ inputs.hours }}"),  # not in the schema: the model says
+    ],
+)
+def test_a_value_that_fits_inside_a_mapping_field_is_not_a_problem(
+    where: tuple[str | int, ...], source: str
+) -> None:
+    assert type_checks.with_value_problems(_Step, where, infer(source)) == []
