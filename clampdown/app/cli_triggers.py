@@ -46,10 +46,11 @@ def held(
     limit: Annotated[int, typer.Option("--limit", "-n", help="how many, newest first")] = 20,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Alerts a trigger matched but no run took (the runbook was at max_concurrent_runs).
+    """Alerts a trigger matched that started no run (runbook at max_concurrent_runs,
+    inputs refused, or the trigger's inputs or keys failed for the alert).
 
-    They wait here for a responder: the incident's next alert starts a run once a slot
-    is free, or start the runbook by hand.
+    They wait here for a responder: the incident's next alert starts a run once the cause
+    is gone (a free slot, a fixed trigger file), or start the runbook by hand.
     """
     from clampdown.core.state_store import StateStore
 

@@ -11,6 +11,12 @@
 Runs start in-process: a thread pool owned by the app runs each ``respond`` flow with
 ``asyncio.run`` against the process's Prefect API (:func:`serve` starts one local API
 for the whole server). Scale-out (``run_deployment``) replaces :func:`in_process_starter`.
+
+The trigger file (:func:`trigger_file`): serve does not start with one that has lint errors
+(:class:`TriggersRefused`, before anything listens), nor with a ``CLAMPDOWN_TRIGGERS`` that
+names no file. Without one at the library's default place it starts (Slack only is a real
+set-up) and the alert endpoints answer 503 with ``Retry-After`` until the file exists:
+never 200 "ignored", which senders do not retry (:class:`clampdown_flows.triage.NoTriggers`).
 """
 
 from __future__ import annotations
@@ -27,14 +33,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clampdown.app.body_limits import BodyLimit, route_limits
 from clampdown.core.alert import Alert
-from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.triggers import TriageOutcome
+from clampdown.core.diagnostics import ClampdownError, Diagnostic, InvalidFileError
 from clampdown_alerts.outcome import AlertTriage
 from clampdown_slack.app import SlackAppSettings, StartRun, build_slack_app, library_runbooks
 from clampdown_slack.channel_notices import ChannelNotices
 from clampdown_slack.thread_replies import ThreadReplies
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from slack_bolt import App
 
     from clampdown.core.settings import Settings
@@ -51,6 +58,56 @@ class ServeSettings(BaseSettings):
 
     serve_openapi: bool = Field(
         False, description="serve /openapi.json, /docs and /redoc (off: they map the API)"
+    )
+
+
+class TriggersRefused(ClampdownError):
+    """serve does not start with this trigger file: it has lint errors (each with its
+    place), or ``CLAMPDOWN_TRIGGERS`` names a file that does not exist. Why refuse rather
+    than start without it: alerts would then be refused for as long as serve runs, and a
+    start is when someone is watching. Exit 2, as lint's for an invalid file."""
+
+    exit_code = 2
+
+
+def trigger_file(conf: Settings) -> Path | None:
+    """The trigger file serve reads (``CLAMPDOWN_TRIGGERS``, else ``<library>/triggers.yaml``),
+    None when there is none at the default place (serve for Slack only).
+
+    Raises :class:`TriggersRefused` when ``CLAMPDOWN_TRIGGERS`` names no file: a setting
+    that names a missing file is a mistake (a typo, a volume not mounted), not a choice."""
+    path = conf.triggers or conf.library / "triggers.yaml"
+    if path.exists() or path.is_symlink():  # a dangling link is a broken file, not none
+        return path
+    if conf.triggers is not None:
+        raise TriggersRefused(
+            f"serve did not start: CLAMPDOWN_TRIGGERS names {path}, which does not exist",
+            "point CLAMPDOWN_TRIGGERS at the trigger file (or unset it to use "
+            "<library>/triggers.yaml) and start serve again",
+        )
+    return None
+
+
+def check_triggers(conf: Settings) -> Path | None:
+    """:func:`trigger_file`, linted: what ``clampdown serve`` checks before anything listens
+    (:class:`TriggersRefused` with lint's errors when the file has any)."""
+    from clampdown.core.trigger_files import lint_triggerset
+
+    path = trigger_file(conf)
+    if path is not None:
+        errors = [d for d in lint_triggerset(path, conf.library) if d.severity == "error"]
+        if errors:
+            raise _refused(path, errors)
+    return path
+
+
+def _refused(path: Path, errors: list[Diagnostic]) -> TriggersRefused:
+    listed = "\n".join(f"  {d}" for d in errors)
+    count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")
+    return TriggersRefused(
+        f"serve did not start: the trigger file {path} has {count}:\n{listed}",
+        f"fix the file (`clampdown lint {path}` checks it) and start serve again; while serve "
+        "runs, an edit that does not lint is refused and the triggers in force stay",
     )
 
 
@@ -90,7 +147,8 @@ def create_app(
 
     Slack is optional: without its signing secret and bot token ``/slack/events``
     answers 503 and the alert endpoints still work (and the other way round: an alert
-    endpoint whose secret is not set answers 503).
+    endpoint whose secret is not set answers 503). So is the trigger file at its default
+    place (:func:`trigger_file`); one that has lint errors raises :class:`TriggersRefused`.
 
     Every request body is bounded before it is read (:mod:`clampdown.app.body_limits`);
     ``/openapi.json``, ``/docs`` and ``/redoc`` are served only with
@@ -101,6 +159,7 @@ def create_app(
     from clampdown.core.state_store import StateStore, default_url
 
     conf = clampdown if clampdown is not None else clampdown_settings()
+    triggers = trigger_file(conf)  # a CLAMPDOWN_TRIGGERS naming no file: before anything
     for change in conf.paths.secure():  # 0700: no other local user reads the state folder
         logger.warning("CLAMPDOWN_HOME permissions: %s", change)
     slack_conf = settings if settings is not None else SlackAppSettings()
@@ -111,7 +170,11 @@ def create_app(
     # channel (held); closed with the app, which logs what was not said
     replies = ThreadReplies.configured(conf.paths, slack_conf)
     notices = ChannelNotices.configured(slack_conf)
-    triage = _triage(store, starter, conf, slack_conf, replies, notices)
+    try:
+        triage = _triage(triggers, store, starter, conf, replies, notices)
+    except BaseException:
+        _stop(None, starter if start_run is None else None, replies, notices, store)
+        raise
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -140,8 +203,9 @@ def create_app(
         except ClampdownError as exc:
             return JSONResponse({"ok": False, "runbooks": 0, "error": exc.message}, 503)
         body: dict[str, Any] = {"ok": True, "runbooks": count, "slack": slack is not None}
-        if isinstance(triage, _NoTriggers):
-            body["triggers"] = triage.reason
+        problem = getattr(triage, "problem", None)  # the trigger file as it is now
+        if problem is not None:
+            body["triggers"] = problem
         return JSONResponse(body)
 
     @app.post("/slack/events")
@@ -170,7 +234,7 @@ def create_app(
 
 
 def _stop(
-    triage: AlertTriage,
+    triage: AlertTriage | None,
     own_starter: StartRun | None,
     replies: ThreadReplies | None,
     notices: ChannelNotices | None,
@@ -180,7 +244,7 @@ def _stop(
     not launched yet are left to the next serve: their start records are durable); the
     starter the app made suspends its runs; what was not said in Slack yet is logged;
     then the state store closes."""
-    if hasattr(triage, "close"):
+    if triage is not None and hasattr(triage, "close"):
         triage.close()
     if own_starter is not None and hasattr(own_starter, "shutdown"):
         own_starter.shutdown()
@@ -218,30 +282,21 @@ def _slack_app(
     )
 
 
-class _NoTriggers:
-    """The triage when the trigger file is missing or broken: every alert is refused, loudly."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-
-    def __call__(self, alert: Alert) -> TriageOutcome:
-        logger.error("alert %s/%s not handled: %s", alert.source, alert.id, self.reason)
-        return TriageOutcome("ignored", reason=self.reason)
-
-
 def _triage(
+    triggers: Path | None,
     store: Any,
     starter: StartRun,
     conf: Settings,
-    slack_conf: SlackAppSettings,
     replies: ThreadReplies | None,
     notices: ChannelNotices | None,
 ) -> AlertTriage:
+    """The alert triage over ``triggers`` (None: no file yet, alerts answered 503 until
+    it exists); a file with lint errors is :class:`TriggersRefused`."""
     import functools
 
     from clampdown_flows.triage import TriggerTriage
 
-    path = conf.triggers or conf.library / "triggers.yaml"
+    path = triggers or conf.library / "triggers.yaml"
     try:
         return TriggerTriage(
             path,
@@ -255,11 +310,10 @@ def _triage(
             # deployment mode: Prefect knows when a run ended (the ledgers are on workers)
             is_finished=getattr(starter, "is_finished", None),
             runs=conf.paths,  # the run store, in the scaled mode (CLAMPDOWN_RUN_STORE)
+            missing_ok=triggers is None,
         )
-    except ClampdownError as exc:
-        reason = f"no usable triggers ({path}): {exc.message}"
-        logger.error("%s — alerts will be refused until it is fixed and serve restarts", reason)
-        return _NoTriggers(reason)
+    except InvalidFileError as exc:
+        raise _refused(path, [d for d in exc.diagnostics if d.severity == "error"]) from None
 
 
 def _say_joined(replies: ThreadReplies | None, run_id: str, alert: Alert) -> None:
@@ -344,6 +398,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) 
     from clampdown_slack.socket_mode import app_token
 
     clampdown = settings()  # read once: the server does not see later changes
+    check_triggers(clampdown)  # a trigger file with errors: refused before anything listens
     conf = SlackAppSettings()
     if socket_mode:
         app_token(conf)  # a missing or wrong token is said at once, before Prefect starts

@@ -186,7 +186,14 @@ class TriggerCheck:
 
 
 class TriggerError(ClampdownError):
-    """The matching trigger could not compute its inputs or keys for this alert."""
+    """The matching trigger could not compute its inputs or keys for this alert.
+
+    ``trigger`` is that trigger: the triage holds the alert under its name and runbook
+    (a trigger bug must not lose the alert, nor try the next trigger)."""
+
+    def __init__(self, message: str, hint: str = "", trigger: Trigger | None = None) -> None:
+        super().__init__(message, hint)
+        self.trigger = trigger
 
 
 # --- matching --------------------------------------------------------------------------------
@@ -228,9 +235,10 @@ def _verdict(trigger: Trigger, alert: Alert, context: Mapping[str, Any]) -> Trig
 def match_alert(trigger_set: TriggerSet, alert: Alert) -> Match | None:
     """The first matching trigger with its inputs and keys rendered, or None.
 
-    Raises :class:`TriggerError` when the matching trigger's inputs or keys cannot
-    be computed for this alert: that is a trigger bug the caller must report,
-    never a reason to try the next trigger (which would start the wrong runbook).
+    Raises :class:`TriggerError` (naming the trigger) when the matching trigger's inputs
+    or keys cannot be computed for this alert: that is a trigger bug the caller must report
+    (serve holds the alert), never a reason to try the next trigger (which would start the
+    wrong runbook).
     """
     verdicts = explain(trigger_set, alert)
     if not verdicts or not verdicts[-1].matched:
@@ -243,12 +251,14 @@ def match_alert(trigger_set: TriggerSet, alert: Alert) -> Match | None:
         raise TriggerError(
             f"trigger '{trigger.name}': inputs: {exc.message}",
             "fix the inputs expression in the trigger file",
+            trigger,
         ) from None
     dedup_key = _key(trigger, "dedup_key", trigger.dedup_key, context)
     if dedup_key is None:
         raise TriggerError(
             f"trigger '{trigger.name}': dedup_key is empty for this alert",
             "make dedup_key always give a value, e.g. include alert.id",
+            trigger,
         )
     correlation_key = (
         _key(trigger, "correlate_by", trigger.correlate_by, context)
@@ -264,7 +274,9 @@ def _key(trigger: Trigger, name: str, source: str, context: Mapping[str, Any]) -
         value = render(source, context)
     except ExpressionError as exc:
         raise TriggerError(
-            f"trigger '{trigger.name}': {name}: {exc.message}", f"fix {name} in the trigger file"
+            f"trigger '{trigger.name}': {name}: {exc.message}",
+            f"fix {name} in the trigger file",
+            trigger,
         ) from None
     if value is None:
         return None
@@ -275,6 +287,7 @@ def _key(trigger: Trigger, name: str, source: str, context: Mapping[str, Any]) -
         raise TriggerError(
             f"trigger '{trigger.name}': {name} is {len(text)} characters long",
             f"keep {name} under {MAX_KEY_TEXT} characters: use ids, not payloads",
+            trigger,
         )
     return text
 

@@ -14,7 +14,18 @@ record the link as ``alert.correlated``.
 
 An alert that starts nothing (no trigger, bad inputs, runbook at its
 ``max_concurrent_runs``) is answered ``ignored`` with the reason, logged, and —
-when a trigger matched — kept in the store's held-alerts table for a responder.
+when a trigger matched — kept in the store's held-alerts table for a responder. So is an
+alert whose matching trigger cannot compute its inputs or keys for it (a trigger bug:
+:class:`~clampdown.core.triggers.TriggerError`): held under that trigger, never passed
+to the next one.
+
+The trigger file is re-read when it changes. An edit that does not lint is logged once
+(per change) and refused: the triggers read before stay in force, so alerts keep being
+handled as they were (answering 503 instead would lose the alerts of senders that retry
+briefly, such as SNS). With no triggers in force at all (``missing_ok``: serve without a
+trigger file, or one that appeared and does not lint yet) every alert raises
+:class:`NoTriggers`, a :class:`~clampdown.core.runs.RunNotStarted`: 503 with
+``Retry-After``, so the sender's retry is triaged once the file is there.
 
 An alert whose run *cannot start now* (the starter raises
 :class:`~clampdown.core.runs.RunNotStarted`: the start could not be recorded, Prefect is
@@ -59,7 +70,7 @@ from typing import Any, Protocol, runtime_checkable
 from clampdown.core import run_ownership
 from clampdown.core.actions import registry
 from clampdown.core.alert import Alert
-from clampdown.core.diagnostics import ClampdownError, InvalidFileError
+from clampdown.core.diagnostics import ClampdownError
 from clampdown.core.home import Home
 from clampdown.core.ledger import LedgerWriteError, append_to, has_record, new_run_id
 from clampdown.core.loader import library_names
@@ -95,6 +106,16 @@ def _destructive(action_name: str) -> bool:
 
 StartRun = Callable[[Path, dict[str, Any], dict[str, Any]], str]
 LedgerOf = Callable[[str], Path | None]
+Stamp = tuple[int, int, int]
+"""What tells a changed trigger file: its mtime (ns), size and inode (an editor's atomic
+save replaces the inode)."""
+
+
+class NoTriggers(RunNotStarted):
+    """No triggers are in force (no trigger file yet, or one that does not lint yet): the
+    alert cannot be triaged now. A RunNotStarted, so the endpoint answers 503 with
+    ``Retry-After`` and forgets the delivery: nothing is lost, the retry is triaged once
+    the file is usable. The message goes to the sender (no path); the hint to the log."""
 
 
 class PreparedStart(Protocol):
@@ -167,7 +188,10 @@ class TriggerTriage:
     ``on_related(run_id, alert, new_run_id)`` lets a run's thread say that a correlated
     alert asking for another response started ``new_run_id``.
     The trigger file is re-read when it changes; a change that does not lint is
-    refused (logged) and the previous triggers stay in force.
+    refused (logged once per change) and the previous triggers stay in force.
+    ``missing_ok``: a trigger file that does not exist yet is no error (serve for Slack
+    only): every alert raises :class:`NoTriggers` until the file exists and lints.
+    :attr:`problem` says what is wrong with the file now (None: nothing).
 
     Runs a recording starter records are launched in order, a few at a time
     (:class:`Launcher`); ``close()`` stops that (serve's shutdown).
@@ -193,6 +217,7 @@ class TriggerTriage:
         on_related: Callable[[str, Alert, str], None] | None = None,
         pending_timeout: float = 10.0,
         runs: Home | None = None,
+        missing_ok: bool = False,
     ) -> None:
         if library is None:
             from clampdown.core.settings import settings
@@ -213,8 +238,19 @@ class TriggerTriage:
         # links to a run that has not written run.start yet wait off the request path
         self._late = LedgerWaits(self._ledger_started)
         self._lock = threading.Lock()
-        self._mtime = self._stat()
-        self._triggers: TriggerSet = load_triggerset(self.triggers_path, self.library)
+        self._stamp = self._stat()
+        self._triggers: TriggerSet | None = None
+        self.problem: str | None = None
+        """What is wrong with the trigger file now, for /healthz (None: the file in force)."""
+        if self._stamp is None and missing_ok:
+            self.problem = "no trigger file: alerts are answered 503 until there is one"
+            log.warning(
+                "no trigger file at %s: alert endpoints answer 503 (Retry-After) until it "
+                "exists; serve reads it when it appears",
+                self.triggers_path,
+            )
+        else:  # a file that does not lint is refused here (InvalidFileError)
+            self._triggers = load_triggerset(self.triggers_path, self.library)
         self._runbooks: dict[str, tuple[float, Path, Preloaded]] = {}
         self._records = isinstance(start_run, RecordingStarter)
         self._launcher = Launcher(runs, ledger_of) if self._records else None
@@ -229,11 +265,26 @@ class TriggerTriage:
     # --- the decision ------------------------------------------------------------------
 
     def __call__(self, alert: Alert) -> TriageOutcome:
+        triggers = self._current()
+        if triggers is None:
+            raise NoTriggers(
+                "this server has no usable trigger file yet, so no alert can start a run",
+                f"write {self.triggers_path} (check it with `clampdown lint`): serve reads it "
+                "when it changes, and the sender's retry is triaged then",
+            )
         try:
-            match = match_alert(self._current(), alert)
-        except TriggerError as exc:
-            log.error("alert %s:%s: %s", alert.source, alert.id, exc)
-            return TriageOutcome("ignored", reason=str(exc))
+            match = match_alert(triggers, alert)
+        except TriggerError as exc:  # a trigger bug: held under that trigger, not lost
+            trigger = exc.trigger
+            if trigger is None:  # every TriggerError names its trigger; kept loud if not
+                raise
+            return self._hold(
+                alert,
+                trigger.runbook,
+                trigger.name,
+                f"{alert.source}:{alert.id}",  # its own key could not be computed
+                str(exc),
+            )
         if match is None:
             reason = "no trigger matches this alert"
             log.info("alert %s:%s ignored: %s", alert.source, alert.id, reason)
@@ -492,11 +543,17 @@ class TriggerTriage:
             log.exception("on_related hook failed for run %s", run_id)
 
     def _held(self, alert: Alert, match: Match, reason: str) -> TriageOutcome:
+        return self._hold(alert, match.runbook, match.trigger.name, match.dedup_key, reason)
+
+    def _hold(
+        self, alert: Alert, runbook: str, trigger: str, dedup_key: str, reason: str
+    ) -> TriageOutcome:
+        """Keep an alert that started no run (store, log, ``on_held``); answered ``ignored``."""
         log.error("alert %s:%s held: %s", alert.source, alert.id, reason)
         self.store.hold(
-            runbook=match.runbook,
-            trigger=match.trigger.name,
-            dedup_key=match.dedup_key,
+            runbook=runbook,
+            trigger=trigger,
+            dedup_key=dedup_key,
             alert=alert_summary(alert),
             reason=reason,
         )
@@ -505,7 +562,7 @@ class TriggerTriage:
                 self.on_held(alert, reason)
             except Exception:
                 log.exception("on_held hook failed")
-        return TriageOutcome("ignored", None, match.trigger.name, reason)
+        return TriageOutcome("ignored", None, trigger, reason)
 
     def _notify_joined(self, run_id: str, alert: Alert) -> None:
         if self.on_joined is None:
@@ -521,28 +578,57 @@ class TriggerTriage:
         path = self.ledger_of(run_id)
         return path is not None and has_record(path, "run.end")
 
-    def _stat(self) -> float:
+    def _stat(self) -> Stamp | None:
+        """The trigger file's :data:`Stamp`, None when it cannot be seen (missing)."""
         try:
-            return self.triggers_path.stat().st_mtime
+            found = self.triggers_path.stat()
         except OSError:
-            return 0.0
+            return None
+        return (found.st_mtime_ns, found.st_size, found.st_ino)
 
-    def _current(self) -> TriggerSet:
-        """The trigger set, re-read when the file changed (a bad edit keeps the old one)."""
-        mtime = self._stat()
-        if mtime == self._mtime:
+    def _current(self) -> TriggerSet | None:
+        """The triggers in force, the file re-read when it changed (None: none yet)."""
+        stamp = self._stat()
+        if stamp == self._stamp:
             return self._triggers
         with self._lock:
-            if mtime != self._mtime:
-                self._mtime = mtime
-                try:
-                    self._triggers = load_triggerset(self.triggers_path, self.library)
-                    log.info("reloaded %s", self.triggers_path)
-                except InvalidFileError as exc:
-                    log.error(
-                        "kept the previous triggers: %s does not lint:\n%s", self.triggers_path, exc
-                    )
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._reload()
         return self._triggers
+
+    def _reload(self) -> None:
+        """Put the changed file in force when it lints; otherwise say why once (this
+        change) and keep the triggers in force: an on-call engineer's typo must not stop
+        alerts from being handled, and must not be taken half."""
+        try:
+            triggers = load_triggerset(self.triggers_path, self.library)
+        except ClampdownError as exc:  # InvalidFileError: every problem, with its place
+            if self._triggers is None:
+                self.problem = (
+                    "the trigger file does not lint: alerts are answered 503 until it does"
+                )
+                log.error(
+                    "%s does not lint: alerts are answered 503 until it does "
+                    "(fix it; serve reads it when it changes):\n%s",
+                    self.triggers_path,
+                    exc,
+                )
+            else:
+                self.problem = (
+                    "the trigger file does not lint since its last change: "
+                    "the triggers read before stay in force"
+                )
+                log.error(
+                    "kept the previous triggers: %s does not lint (fix it; serve reads it "
+                    "when it changes):\n%s",
+                    self.triggers_path,
+                    exc,
+                )
+            return
+        self._triggers = triggers
+        self.problem = None
+        log.info("reloaded %s", self.triggers_path)
 
     def _runbook(self, name: str) -> tuple[Path, Preloaded]:
         """The runbook ``name`` loaded and checked as a run checks it (errors are

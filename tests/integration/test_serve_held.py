@@ -181,3 +181,73 @@ def test_notices_slack_has_not_taken_when_serve_stops_are_counted_in_the_log(
         release.set()
     assert "serve stopped with 3 held-alert notice(s) not posted" in caplog.text
     assert "a held-alert notice was not posted: serve is stopping" in caplog.text
+
+
+FAILS = '"{{ alert.raw.nope.deeper }}"'  # lints clean; fails for an alert without raw.nope
+USER = '"arn:aws:iam::123456789012:user/u"'
+
+
+def _buggy_triggers(field: str) -> str:
+    """A trigger whose ``field`` fails for the generic alert, then one that would match it."""
+    inputs = FAILS if field == "inputs" else USER
+    key = f"\n    {field}: {FAILS}" if field != "inputs" else ""
+    return f"""\
+apiVersion: clampdown/v1
+kind: TriggerSet
+triggers:
+  - name: any-generic
+    match: "alert.source == 'generic'"
+    runbook: needs-a-user
+    inputs: {{principal_arn: {inputs}}}{key}
+  - name: next-one
+    runbook: needs-a-user
+    inputs: {{principal_arn: {USER}}}
+"""
+
+
+@pytest.mark.parametrize("field", ["inputs", "dedup_key", "correlate_by"])
+def test_a_trigger_whose_expression_fails_for_the_alert_holds_it(
+    field: str,
+    slack: SlackStandIn,
+    library: Path,
+    clampdown_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trigger matched but cannot compute its inputs or a key for this alert (a trigger
+    bug): the alert is held as a refused one is (state store, log, Slack notice; answered
+    "ignored" under that trigger), never lost nor passed to the next trigger."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from clampdown.app.cli import app as cli_app
+    from clampdown.app.serve import create_app
+    from clampdown.core.trigger_files import lint_triggerset
+
+    (library / "triggers.yaml").write_text(_buggy_triggers(field))
+    found = lint_triggerset(library / "triggers.yaml", library)
+    assert [str(d) for d in found if d.severity == "error"] == []
+    app = create_app(start_run=_no_run)
+    with TestClient(app) as client:
+        body, headers = _signed(f"bug-{field}")
+        answer = client.post("/alerts/generic", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        [result] = answer.json()["alerts"]
+        assert (result["status"], result["trigger"]) == ("ignored", "any-generic")
+        assert f"trigger 'any-generic': {field}" in result["reason"]
+        [kept] = app.state.store.held_alerts()
+        assert (kept.alert["id"], kept.runbook, kept.trigger, kept.reason) == (
+            f"bug-{field}",
+            "needs-a-user",
+            "any-generic",
+            result["reason"],
+        )
+        _wait_for(lambda: slack.messages(CHANNEL))
+    [notice] = slack.messages(CHANNEL)
+    assert f"`bug-{field}`" in notice["text"]
+    assert f"trigger 'any-generic': {field}" in notice["text"]
+    monkeypatch.setenv("CLAMPDOWN_HOME", str(clampdown_home))  # what serve used
+    listed = CliRunner().invoke(cli_app, ["triggers", "held", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    assert [(h["alert"]["id"], h["trigger"]) for h in json.loads(listed.output)] == [
+        (f"bug-{field}", "any-generic")
+    ]

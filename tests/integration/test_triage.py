@@ -532,6 +532,48 @@ def test_a_trigger_file_that_does_not_lint_is_refused_at_start(triggers_file, st
     assert "did you mean 'contain-iam-user'?" in str(caught.value)
 
 
+def test_without_a_trigger_file_every_alert_asks_for_a_retry_until_one_lints(
+    tmp_path: Path, state_url, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``missing_ok`` (serve with no trigger file): no alert is ignored, each raises NoTriggers
+    (503 + Retry-After at the endpoint) and nothing is held; a file that appears and does
+    not lint is said once and still refused; once it lints it is in force."""
+    from clampdown_flows.triage import NoTriggers
+
+    path = tmp_path / "later" / "triggers.yaml"
+    store = StateStore(state_url)
+    starter = FakeStarter(delay=0)
+    triage = TriggerTriage(path, store, starter, ledger_of, missing_ok=True)
+    assert triage.problem is not None and triage.problem.startswith("no trigger file")
+    with pytest.raises(NoTriggers):
+        triage(make_alert("guardduty", "f1", principal(1)))
+    path.parent.mkdir()
+    path.write_text(TRIGGERS.replace("MAX", "5").replace("contain-iam-user", "contain-iam-usr"))
+    with caplog.at_level("ERROR", "clampdown.triage"):
+        for _ in range(2):
+            with pytest.raises(NoTriggers):
+                triage(make_alert("guardduty", "f1", principal(1)))
+    [said] = [r.getMessage() for r in caplog.records if "does not lint" in r.getMessage()]
+    assert f"{path}:" in said and "answered 503 until it does" in said
+    assert triage.problem is not None and "does not lint" in triage.problem
+    assert store.held_alerts() == [] and starter.calls == []
+    path.write_text(TRIGGERS.replace("MAX", "5"))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert triage(make_alert("guardduty", "f1", principal(1))).status == "started"
+    assert triage.problem is None
+    starter.join()
+
+
+def test_a_trigger_file_deleted_while_in_use_keeps_its_triggers(triggers_file, state_url) -> None:
+    path = triggers_file()
+    starter = FakeStarter(delay=0)
+    triage = TriggerTriage(path, StateStore(state_url), starter, ledger_of, missing_ok=True)
+    path.unlink()
+    assert triage(make_alert("guardduty", "f1", principal(1))).status == "started"
+    assert triage.problem is not None and "stay in force" in triage.problem
+    starter.join()
+
+
 SHIPPED = Path(__file__).resolve().parents[2] / "runbooks"
 
 
