@@ -276,14 +276,14 @@ def _locate(source: str, line: int, wanted: Callable[[str], bool]) -> int:
     that line, else of its first non-blank character.
 
     Why per tag: Jinja tells only the line of a node, and one line may hold several
-    expressions. Called only for a problem lint reports, so each tag is compiled (from
-    the cache, mostly) only then.
+    expressions. Called only for a problem lint reports, so each tag is compiled only
+    then, and not at all when ``source`` has one opener and it starts the one tag (most
+    values: the problem can be nowhere else).
     """
-    found = [
-        (source.count("\n", 0, m.start()) + 1, m)
-        for m in re.finditer(_TAG, source)
-        if wanted(m.group())
-    ]
+    tags = list(re.finditer(_TAG, source))
+    if len(tags) == 1 and len(re.findall(_OPENER, source)) == 1:
+        return tags[0].start()
+    found = [(source.count("\n", 0, m.start()) + 1, m) for m in tags if wanted(m.group())]
     for first, match in found:
         if first <= line <= first + match.group().count("\n"):
             return match.start()

@@ -228,19 +228,42 @@ def scalar_char_position(lines: list[str], start: Spot, value: str, offset: int)
         return None
     if lines[0].startswith("\ufeff"):  # the parser counts no column for a byte-order mark
         lines = [lines[0][1:], *lines[1:]]
-    chars = _scalar_chars(lines, start[0] - 1, start[1] - 1, value)
+    row, line = start[0] - 1, lines[start[0] - 1]
+    col = _after_properties(line, start[1] - 1)
+    verbatim = _verbatim(line, col, value)
+    if verbatim is not None:  # most values: no need to read them character by character
+        return start[0], verbatim + offset + 1
+    chars = _scalar_chars(lines, row, col, value)
     if chars is None or len(chars) != len(value) or "".join(c for c, _ in chars) != value:
         return None
     return chars[offset][1]
 
 
-def _scalar_chars(lines: list[str], row: int, col: int, value: str) -> _Chars | None:
-    line = lines[row]
-    while col < len(line) and line[col] in "!&":  # a tag or an anchor before the scalar
+def _after_properties(line: str, col: int) -> int:
+    """Where the scalar itself starts: after a tag (``!!str``) or an anchor (``&a``)."""
+    while col < len(line) and line[col] in "!&":
         while col < len(line) and line[col] not in " \t":
             col += 1
         while col < len(line) and line[col] in " \t":
             col += 1
+    return col
+
+
+def _verbatim(line: str, col: int, value: str) -> int | None:
+    """The column (0-based) where ``value`` starts if it is written as it is on this line:
+    plain, or quoted with no quote (nor, in double quotes, a backslash) inside, so that
+    nothing was folded, doubled or escaped; else None."""
+    quote = line[col : col + 1]
+    if quote in ("'", '"'):
+        inside = "'" if quote == "'" else '"\\'
+        if any(c in value for c in inside):
+            return None
+        return col + 1 if line.startswith(value + quote, col + 1) else None
+    return col if quote not in ("", "|", ">") and line.startswith(value, col) else None
+
+
+def _scalar_chars(lines: list[str], row: int, col: int, value: str) -> _Chars | None:
+    line = lines[row]
     indicator = line[col : col + 1]
     if not indicator:
         return None
@@ -256,8 +279,6 @@ def _plain_chars(lines: list[str], row: int, col: int, value: str) -> _Chars | N
     line break folds into a space, n+1 line breaks into n newlines. Its end is where
     ``value`` ends (a comment or a flow indicator may follow on the last line)."""
     line = lines[row]
-    if line.startswith(value, col):  # on one line
-        return [(ch, (row + 1, col + i + 1)) for i, ch in enumerate(value)]
     body = line[col:].rstrip(" \t")
     chars: _Chars = [(ch, (row + 1, col + i + 1)) for i, ch in enumerate(body)]
     built, blanks, spot, row = body, [], (row + 1, len(line) + 1), row + 1
