@@ -2,7 +2,9 @@
 
 PyYAML's composer gives nodes with marks; we build plain Python values from them
 and keep a map from each value's path (``("steps", 2, "with", "text")``) to its
-line and column, so later stages can say *where* a problem is. Duplicate keys,
+line and column, so later stages can say *where* a problem is; for a problem in
+part of a string (an expression inside a folded block), :func:`scalar_char_position`
+tells, on demand, where each of its characters is written. Duplicate keys,
 which plain YAML loaders silently accept, are reported: in a runbook a second
 ``with:`` silently replacing the first is a containment bug.
 """
