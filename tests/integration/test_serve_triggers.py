@@ -129,9 +129,9 @@ def _exit_or_answer(proc: subprocess.Popen[bytes], port: int, bound: float = 120
         code = proc.poll()
         if code is not None:
             return code
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            return "answered"
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            if "runbooks" in httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json():
+                return "answered"  # this serve listens: it did not refuse
         time.sleep(0.1)
     return "neither"
 
