@@ -94,7 +94,8 @@ def _run_now(
             "[yellow]note: CLAMPDOWN_EXECUTION=deployment is for `clampdown serve`; "
             "`clampdown run` executes in this process, with this machine's credentials[/]"
         )
-    err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — starting Prefect")
+    drill = " (a drill: CLAMPDOWN_DRILL is set)" if conf.drill else ""
+    err.print(f"run [bold]{run_id}[/] of {model.metadata.name}{drill} — starting Prefect")
     _say_if_unsigned(conf)
     # this home's local API, left running for the next command
     with resident_prefect(RESPOND, early=early):
@@ -108,6 +109,7 @@ def _run_now(
                     run_id=run_id,
                     library=str(library),
                     trigger=_terminal_trigger(as_),
+                    drill=conf.drill,  # recorded as run.drill, as serve's runs are
                 )
         except KeyboardInterrupt:
             _interrupted(run_id, ledger)
@@ -135,6 +137,7 @@ def resume(
 
     conf = settings()
     files = conf.paths.run(run_id).materialize()  # from the run store, in the scaled mode
+    _refuse_if_ended(run_id, files.ledger)  # before any Prefect API is started
     start = RunStart.load(files)
     if start is None:
         raise ClampdownError(
@@ -149,7 +152,8 @@ def resume(
     if not verbose:
         quiet_prefect()
 
-    err.print(f"run [bold]{run_id}[/] of {model.metadata.name} — resuming")
+    drill = " (a drill)" if start.drill else ""
+    err.print(f"run [bold]{run_id}[/] of {model.metadata.name}{drill} — resuming")
     with resident_prefect(RESPOND):
         from clampdown_flows.respond import run_in_process
 
@@ -159,6 +163,45 @@ def resume(
         except KeyboardInterrupt:
             _interrupted(run_id, files.ledger)
     _report_end(run_id, files.ledger, state)
+
+
+def _refuse_if_ended(run_id: str, ledger: Path) -> None:
+    """A run whose ledger has its ``run.end`` is over: refused, saying how it ended and
+    what can still be done with it. Why here: the flow refuses it too, but only once a
+    Prefect API is up, and its refusal reached the user as the old outcome, exit 0."""
+    end = _end_record(ledger)
+    if end is None:
+        return
+    how = str(end.get("status", "unknown"))
+    if end.get("aborted_by"):
+        how += f" (step '{end['aborted_by']}' failed)"
+    elif end.get("error"):
+        how += f" ({str(end['error']).splitlines()[0]})"
+    raise ClampdownError(
+        f"run '{run_id}' cannot be resumed: it already ended: {how}, at {end.get('ts', '?')}",
+        f"see what it did with `clampdown report {run_id}`; undo its changes with "
+        f"`clampdown rollback {run_id}`; start a new run with `clampdown run`",
+    )
+
+
+def _end_record(ledger: Path) -> dict[str, Any] | None:
+    """The ledger's ``run.end`` record, None when it has none (or no ledger). Not the
+    last record necessarily: alerts that joined late are recorded after it. A torn last
+    line (a killed process) is not a record."""
+    try:
+        with ledger.open("rb") as fh:
+            for line in fh:
+                if b'"run.end"' not in line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("type") == "run.end":
+                    return record
+    except FileNotFoundError:
+        return None
+    return None
 
 
 def _interrupted(run_id: str, ledger: Path) -> None:
@@ -361,8 +404,9 @@ def rollback(
 
     conf = settings()
     home = conf.paths
-    signer = ledger_signer(conf)
     path = rollback_target(run_id, home, allow_repeat=again or plan)
+    _refuse_other_drill_flag(run_id, path, conf.drill)
+    signer = ledger_signer(conf)
     try:
         items, verdict = checked_undo_items(path, signer)
     except LedgerNotTrusted as exc:
@@ -412,6 +456,35 @@ def rollback(
         raise ClampdownError(
             str(exc), "fix the cause and run the rollback again: undo is idempotent"
         ) from None
+
+
+def _refuse_other_drill_flag(run_id: str, ledger: Path, drill: bool) -> None:
+    """A run is rolled back by a process whose ``CLAMPDOWN_DRILL`` says what the run's
+    ``run.start`` says. Why: the flag picks the key the ledger is checked with (a drill's
+    own key) and the lock mode of the rollback's evidence (GOVERNANCE, deletable, in
+    drills): a drill's rollback would be refused as a ledger that fails verification, and
+    a real run's rollback would leave evidence anyone allowed to bypass governance can
+    delete."""
+    with ledger.open("rb") as fh:
+        try:
+            first = json.loads(fh.readline() or b"{}")
+        except ValueError:
+            return  # rollback's own verification says what is wrong with it
+    run = first.get("run") if isinstance(first, dict) else None
+    recorded = isinstance(run, dict) and bool(run.get("drill"))
+    if recorded and not drill:
+        raise ClampdownError(
+            f"run '{run_id}' is a drill and CLAMPDOWN_DRILL is not set: a drill's ledger is "
+            "checked with the drill's key, and its rollback's evidence locked in GOVERNANCE "
+            "mode, only with it set",
+            f"CLAMPDOWN_DRILL=true clampdown rollback {run_id}",
+        )
+    if drill and not recorded:
+        raise ClampdownError(
+            f"run '{run_id}' is not a drill but CLAMPDOWN_DRILL is set: its rollback's "
+            "evidence would be locked as a drill's (GOVERNANCE mode: deletable)",
+            "unset CLAMPDOWN_DRILL and run the rollback again",
+        )
 
 
 def verify(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -203,6 +204,7 @@ async def respond(
                 drill=drill,
                 inputs_key=inputs_key_from_env(),
             ).save(files)
+        conf = settings_of_run(conf, drill)  # its signer and evidence lock mode
         return await _start(conf, files, runbook, inputs, trigger, drill, library)
 
 
@@ -273,6 +275,7 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
     ends with ``run.end`` and the reason, so it releases its dedup and concurrency slots.
     """
     run_id = files.run_id
+    conf = settings_of_run(conf, _recorded_drill(files))  # its signer and lock mode
     signer = ledger_signer(conf)
     records = _trusted_records(files, signer)
     first = records[0] if records else None
@@ -316,6 +319,37 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
     )
     await _close_previous_flow_run(restored.previous_flow_run, run_id)
     return await _drive(state, gatekeeper, sinks, resumed=True)
+
+
+def settings_of_run(conf: Settings, drill: bool) -> Settings:
+    """The settings a run whose record says ``drill`` works with: ``conf`` (read at the
+    flow's start) when the process's ``CLAMPDOWN_DRILL`` agrees, else the environment
+    read again with the run's flag.
+
+    Why: the drill flag decides defaults a run must keep for its whole life, whichever
+    process runs it: the evidence lock mode (GOVERNANCE in drills, so their simulated
+    buckets can be emptied; COMPLIANCE otherwise) and a drill's own ledger key. A real
+    run resumed by a drill's process must not get deletable evidence, nor a drill resumed
+    elsewhere lose the key its ledger is signed with. A lock mode or key set explicitly
+    in the environment still applies."""
+    if conf.drill == drill:
+        return conf
+    return Settings(drill=drill)  # read as settings() read it: the same environment
+
+
+def _recorded_drill(files: RunFiles) -> bool:
+    """Whether the stopped run of ``files`` is a drill: its ``run.start`` says (read before
+    its ledger is verified, to pick the key that verifies it: a changed flag then fails
+    verification), else its start record."""
+    try:
+        with files.ledger.open("rb") as fh:
+            first = json.loads(fh.readline() or b"{}")
+        if first.get("type") == "run.start":
+            return bool(first.get("run", {}).get("drill"))
+    except (OSError, ValueError, AttributeError):
+        pass
+    start = RunStart.load(files)
+    return bool(start is not None and start.drill)
 
 
 def _trusted_records(files: RunFiles, signer: Any) -> list[dict[str, Any]]:

@@ -63,7 +63,14 @@ class KmsSigner:
         if self._public is None:
             from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-            der = self.kms.get_public_key(KeyId=self.key_id)["PublicKey"]
+            try:
+                der = self.kms.get_public_key(KeyId=self.key_id)["PublicKey"]
+            except Exception as exc:  # denied, unreachable: no verdict can be given
+                raise ClampdownError(
+                    f"CLAMPDOWN_LEDGER_KMS_KEY_ID {self._configured}: cannot get the key's "
+                    f"public half: {exc}",
+                    "check that this principal may kms:GetPublicKey the key",
+                ) from None
             self._public = load_der_public_key(der)
         try:
             self._public.verify(signature, message, ec.ECDSA(hashes.SHA256()))
@@ -76,6 +83,23 @@ def kms_signer(settings: Settings) -> KmsSigner | None:
     """The ``clampdown.ledger_signers`` factory: None without CLAMPDOWN_LEDGER_KMS_KEY_ID."""
     if not settings.ledger_kms_key_id:
         return None
-    import boto3
+    return KmsSigner(kms_client(settings.ledger_kms_key_id), settings.ledger_kms_key_id)
 
-    return KmsSigner(boto3.client("kms"), settings.ledger_kms_key_id)
+
+def kms_client(key_id: str) -> Any:
+    """A KMS client for the key, or a user error: making one fails before any call when no
+    AWS region is configured or ``AWS_PROFILE`` names no profile, and that must read as
+    what to fix (every command that reads the key: run, resume, rollback, verify, serve's
+    runs), not as botocore's traceback."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, NoRegionError
+
+    try:
+        return boto3.client("kms")
+    except BotoCoreError as exc:  # NoRegionError, ProfileNotFound, a bad config file
+        raise ClampdownError(
+            f"CLAMPDOWN_LEDGER_KMS_KEY_ID {key_id}: cannot make a KMS client: {exc}",
+            "set AWS_REGION (or AWS_DEFAULT_REGION) to the key's region"
+            if isinstance(exc, NoRegionError)
+            else "check AWS_PROFILE and the AWS config files (~/.aws/config, AWS_CONFIG_FILE)",
+        ) from None
