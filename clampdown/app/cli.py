@@ -193,6 +193,8 @@ def serve(
     Runs start in this process (CLAMPDOWN_EXECUTION=local, the default),
     or on the work pool's workers (CLAMPDOWN_EXECUTION=deployment).
     Without Slack settings it still starts; /slack/events answers 503.
+    A trigger file with errors (or a CLAMPDOWN_TRIGGERS naming no file) is refused:
+    nothing starts, exit 2. Without the library's triggers.yaml, alerts answer 503.
     """
     from clampdown.app.serve import serve as serve_app
 

@@ -39,7 +39,8 @@ def held_text(alert: Alert, reason: str) -> str:
         f":warning: *Alert held, no run started*: {inert(alert.source)} `{inert(alert.id)}` — "
         f"{inert(alert.title)}\nWhy: {inert(reason)}\n"
         "`clampdown triggers held` lists held alerts; the source's next repeat of the alert "
-        "starts a run once it can."
+        "starts a run once what held it is gone (a trigger that failed for it: once the "
+        "trigger is fixed)."
     )
 
 
