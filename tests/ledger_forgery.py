@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +44,43 @@ def forge_undo(step: str, how: dict[str, Any]) -> Edit:
         return records
 
     return edit
+
+
+def write_signed(
+    path: Path,
+    records: list[dict[str, Any]],
+    signer: Any,
+    run_id: str,
+    monkeypatch: Any,
+    anchors: Sequence[Any] = (),
+) -> Path:
+    """Write ``records`` (each with its ``ts``) through the real ledger, signed by ``signer``
+    as the engine signs a run (None: unsigned, with the ``ledger.unsigned`` record), each
+    signed head sent to ``anchors`` as a run sends them to the evidence bucket."""
+    from clampdown.core import ledger as ledger_mod
+    from clampdown.core.ledger_signing import note_unsigned, open_ledger
+
+    ledger = open_ledger(path, run_id, signer, anchors)
+    for n, record in enumerate(records):
+        fields = {k: v for k, v in record.items() if k not in ("type", "ts")}
+        monkeypatch.setattr(ledger_mod, "now", lambda at=record["ts"]: at)
+        ledger.append(record["type"], **fields)
+        if n == 0:
+            note_unsigned(ledger)
+    ledger.close()
+    return path
+
+
+def drop_signatures(path: Path) -> None:
+    """Strip every signature and re-chain: what is left looks like an unsigned run."""
+    rewrite(path, lambda records: records, drop_signatures=True)
+
+
+def edit_run_start(path: Path, **run: Any) -> None:
+    """Rewrite ``run.start``'s run fields (who or what started it), chain recomputed."""
+
+    def edit(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        records[0]["run"] = {**records[0]["run"], **run}
+        return records
+
+    rewrite(path, edit)

@@ -80,26 +80,53 @@ def _ledger(run_id: str, conf: Settings) -> Path:
 
 
 def load_report(run_id: str, conf: Settings) -> tuple[IncidentReport, bytes, list[Any]]:
-    """The run's report (people named where a directory knows them), its ledger's bytes
-    and its rollbacks' ledgers."""
-    from clampdown.core.incident_report import load_incident_report, rollback_ledgers
-    from clampdown.core.ledger import read
+    """The run's report (people named where a directory knows them, the ledger judged as
+    ``clampdown verify RUN_ID`` judges it), the ledger's bytes it was built from and
+    judged on, and its rollbacks' ledgers."""
+    from clampdown.app.cli_verify import check_run
+    from clampdown.core.incident_report import incident_report_of, rollback_ledgers
     from clampdown.core.report_facts import people
 
     ledger = _ledger(run_id, conf)
     try:
-        records = read(ledger)
-    except ValueError:
-        records = []
+        raw = ledger.read_bytes()
+    except OSError as exc:
+        raise ClampdownError(f"cannot read {ledger}: {exc.strerror}", "check the path") from None
+    records = []
+    for line in raw.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn or forged line: the verdict names it
+        if isinstance(record, dict):
+            records.append(record)
     names = people_names(people(records), conf)
     try:
-        report = load_incident_report(ledger, conf.paths.runs_dir, names)
+        report = incident_report_of(
+            raw,
+            conf.paths.runs_dir,
+            ledger.parent.name,
+            names,
+            judge=lambda data: check_run(data, conf),
+        )
     except ValueError as exc:
         raise ClampdownError(
             f"cannot build the report of run '{run_id}': {exc}",
             f"check the ledger with `clampdown verify {run_id}`",
         ) from None
-    return report, ledger.read_bytes(), rollback_ledgers(conf.paths.runs_dir, report.run_id)
+    return report, raw, rollback_ledgers(conf.paths.runs_dir, report.run_id)
+
+
+def _untrusted(built: IncidentReport) -> str | None:
+    """Why the report's ledger cannot be trusted, in verify's words (None: it can)."""
+    verdict = built.verdict
+    if verdict is None or verdict.ok:
+        return None
+    return f"the ledger of run {built.run_id} does not verify: {verdict.result}: " + (
+        verdict.ledger.message
+        if not verdict.ledger.trusted or verdict.copy is None
+        else verdict.copy.message
+    )
 
 
 def _write(text: str | bytes, output: Path | None) -> None:
@@ -138,6 +165,9 @@ def report(
     built, _, _ = load_report(run_id, settings())
     render = {"markdown": to_markdown, "html": to_html, "json": to_json}[format.value]
     _write(render(built), output)
+    problem = _untrusted(built)
+    if problem is not None:  # the report says it at the top; say it where a person looks too
+        err.print(f"[yellow]warning:[/] {escape(problem)} (the report says so at the top)")
 
 
 def _s3() -> Any:
@@ -195,7 +225,9 @@ def export(
     """Package a run's evidence for counsel in the evidence bucket, under Object Lock.
 
     One .tar.gz: ledger, evidence manifest, report, scoping results, chain of custody.
-    Verified after upload; `clampdown verify <package>` checks it again later.
+    Verified after upload; `clampdown verify <package>` checks it again later. A ledger
+    that does not verify is still packaged (it is evidence of the attack), with the
+    verdict in the package, and the command exits 1.
     """
     from clampdown.core.incident_report_package import (
         build_package,
@@ -232,15 +264,27 @@ def export(
         _write(data, output)
     if target is None:
         err.print("[yellow]warning:[/] written locally only: not under Object Lock")
-        return
-    _upload_and_check(s3, target, built.run_id, name, data, conf)
+    else:
+        _upload_and_check(s3, target, built.run_id, name, data, conf)
+    problem, verdict = _untrusted(built), built.verdict
+    if problem is not None and verdict is not None:
+        raise ClampdownError(
+            f"{problem}. The package was written anyway, as evidence: its "
+            f"package-manifest.json, chain-of-custody.json and report say {verdict.result}"
+            " (never hand it on as a clean package)",
+            f"`clampdown verify {built.run_id}` says why; keep the package with the case file",
+        )
 
 
 def _upload_and_check(
     s3: Any, bucket: str, run_id: str, name: str, data: bytes, conf: Settings
 ) -> None:
+    """Store the package, read it back and check it as ``clampdown verify`` would: the bytes
+    must be the ones built (an error otherwise); the ledger's verdict is the caller's to act
+    on (the same judge gave it)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from clampdown.app.cli_verify import check_run
     from clampdown.core.incident_report_package import verify_package
     from clampdown_aws.evidence_package import PackageUploadFailed, download_package, upload_package
 
@@ -254,7 +298,7 @@ def _upload_and_check(
             retention_days=conf.evidence_retention_days,
             lock_mode=conf.evidence_lock_mode,
         )
-        check = verify_package(download_package(s3, put.uri).data)
+        back = download_package(s3, put.uri).data
     except (ClientError, BotoCoreError) as exc:
         raise ClampdownError(
             f"cannot store the package in s3://{bucket}: {exc}",
@@ -271,9 +315,17 @@ def _upload_and_check(
             f"[yellow]warning:[/] s3://{escape(bucket)} has no Object Lock: the package can "
             "be deleted or overwritten"
         )
+    check = verify_package(back, lambda ledger: check_run(ledger, conf))
     if not check.ok:
         raise ClampdownError(f"the uploaded package does not verify: {check.message}")
-    out.print(f"[green]verified[/] after upload: {escape(check.message)}")
+    if check.trusted:
+        result = check.verdict.result if check.verdict else ""
+        out.print(f"[green]verified[/] after upload: {escape(check.message)}; ledger {result}")
+    else:
+        out.print(
+            f"[red]read back as built[/] ({escape(check.message)}), but its ledger is "
+            f"{escape(check.result)}"
+        )
 
 
 def _read_package(target: str) -> tuple[bytes, list[str]]:
@@ -307,19 +359,37 @@ def _read_package(target: str) -> tuple[bytes, list[str]]:
 
 
 def verify_package_target(target: str) -> None:
-    """``clampdown verify <package>``: a local .tar.gz or an s3:// URI to one. Exit 0 when
-    every member matches the package's manifest and the ledger chain inside holds, else 1."""
+    """``clampdown verify <package>``: a local .tar.gz or an s3:// URI to one. Exit 0 only
+    when every member matches the package's manifest and the ledger inside verifies as
+    ``clampdown verify RUN_ID`` would verify it (chain, signatures with the configured
+    key, the S3 copy when a bucket is configured); else 1, naming the first problem."""
+    from clampdown.app.cli_verify import check_run, print_rows
     from clampdown.core.incident_report_package import verify_package
+    from clampdown.core.settings import settings
 
+    conf = settings()
     data, problems = _read_package(target)
-    check = verify_package(data)
+    check = verify_package(data, lambda ledger: check_run(ledger, conf))
     for line in [*check.lines, *problems]:
         out.print(line, markup=False)
-    if check.ok and not problems:
-        out.print(f"[green]OK[/] {escape(target)}: {escape(check.message)}")
+    if check.verdict is not None:
+        print_rows(check.verdict)
+    if check.trusted and not problems:
+        result = check.verdict.result if check.verdict else ""
+        out.print(f"[green]OK[/] {escape(target)}: {escape(check.message)}; ledger {result}")
         raise typer.Exit(0)
-    message = check.message if not check.ok else problems[0].removeprefix("CHANGED  ")
-    out.print(f"[red]TAMPERED[/] {escape(target)}: {escape(message)}")
+    if not check.ok or problems or check.verdict is None:
+        message = problems[0].removeprefix("CHANGED  ") if check.ok and problems else check.message
+        out.print(f"[red]TAMPERED[/] {escape(target)}: {escape(message)}")
+        raise typer.Exit(1)
+    verdict = check.verdict
+    why = verdict.ledger.message
+    if verdict.ledger.trusted and verdict.copy is not None:
+        why = verdict.copy.message
+    out.print(
+        f"[red]{escape(check.result)}[/] {escape(target)}: the package is as it was built, "
+        f"but the ledger inside does not verify: {escape(why)}"
+    )
     raise typer.Exit(1)
 
 

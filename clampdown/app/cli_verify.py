@@ -27,82 +27,64 @@ from rich.markup import escape
 
 from clampdown.app.cli_options import out
 from clampdown.core.diagnostics import ClampdownError
-from clampdown.core.ledger_signing import CopyCheck, LedgerSigner, LedgerVerdict, verify_ledger
+from clampdown.core.ledger_signing import LedgerVerdict, verify_ledger
+from clampdown.core.ledger_verdict import LABELS, CopyReader, RunVerdict
 from clampdown.core.settings import Settings
 
-LABELS = {
-    "intact": "SIGNED",
-    "unsigned": "UNSIGNED",
-    "unverified": "UNVERIFIED",
-    "tampered": "TAMPERED",
-    "not-signed": "NOT SIGNED",
-    "truncated": "TRUNCATED",
-}
-COPY_LABELS = {
-    "matches": "ANCHORED",
-    "differs": "S3 COPY DIFFERS",
-    "missing": "S3 COPY MISSING",
-    "truncated": "TRUNCATED",
-}
+
+def check_run(local: bytes, conf: Settings) -> RunVerdict:
+    """The verdict on the ledger ``local`` with this configuration: the one judge behind
+    ``verify RUN_ID``, ``report``, ``export`` and ``verify <package>`` (the configured
+    key; the copy in ``CLAMPDOWN_EVIDENCE_BUCKET`` when one is set)."""
+    from clampdown.core.extensions import ledger_signer
+    from clampdown.core.ledger_verdict import judge_run
+
+    bucket = conf.evidence_bucket
+    return judge_run(
+        local,
+        ledger_signer(conf),
+        _copy_reader(bucket) if bucket else None,
+        lambda run_id: f"s3://{bucket}/incidents/{run_id}/",
+    )
 
 
 def verify_run(target: str, conf: Settings) -> None:
     """Verify a run's ledger (a file, or a run id under CLAMPDOWN_HOME) and its S3 copy."""
-    from clampdown.core.extensions import ledger_signer
-
     path = Path(target)
     if not path.is_file():
         path = conf.existing_ledger(target)
-    signer = ledger_signer(conf)
-    local = path.read_bytes()
-    verdict = verify_ledger(local.splitlines(), signer)
+    verdict = check_run(path.read_bytes(), conf)
     out.print(f"file     {escape(str(path))}")
-    _print_verdict(verdict, signer)
-    copy = _copy_check(conf, local, verdict, signer)
-    problems = [] if verdict.trusted else [LABELS[verdict.status]]
-    if copy is not None and not copy.ok and COPY_LABELS[copy.status] not in problems:
-        problems.append(COPY_LABELS[copy.status])
-    if problems:
-        out.print(f"[red]result   {escape(', '.join(problems))}[/]")
+    print_rows(verdict)
+    if not verdict.ok:
+        out.print(f"[red]result   {escape(verdict.result)}[/]")
         raise typer.Exit(1)
-    anchored = ", anchored" if copy is not None else " (no evidence bucket configured)"
-    out.print(f"[green]result   OK: intact, signed{anchored}[/]")
+    out.print(f"[green]result   {escape(verdict.result)}[/]")
 
 
-def _print_verdict(verdict: LedgerVerdict, signer: LedgerSigner | None) -> None:
-    color = "green" if verdict.trusted else ("yellow" if verdict.status == "unsigned" else "red")
-    key = signer.key_id if signer is not None else "none configured"
-    out.print(f"key      {escape(key)}")
-    out.print(f"[{color}]ledger   {escape(verdict.message)}[/]")
-    for note in verdict.notes:
-        out.print(f"note     {escape(note)}")
+def print_rows(verdict: RunVerdict) -> None:
+    """The lines of ``verdict`` as verify prints them (``key``, ``ledger``, ``copy``…)."""
+    for row in verdict.rows():
+        text = f"{row.label:<8} {escape(row.text)}"
+        out.print(f"[{row.color}]{text}[/]" if row.color else text)
 
 
-def _copy_check(
-    conf: Settings, local: bytes, verdict: LedgerVerdict, signer: LedgerSigner | None
-) -> CopyCheck | None:
-    """The S3 comparison (None: no evidence bucket configured, or no run id to look up)."""
-    if not conf.evidence_bucket or not verdict.run_id:
-        return None
-    from clampdown.core.ledger_signing import compare_copy
-    from clampdown_aws.evidence_store import read_copy
+def _copy_reader(bucket: str) -> CopyReader:
+    """Reads a run's ledger copy and signed heads from ``bucket``; a failure is an error
+    with a hint, never a traceback."""
 
-    s3 = _s3()
-    try:
-        copy, heads = read_copy(s3, conf.evidence_bucket, verdict.run_id)
-    except Exception as exc:
-        raise ClampdownError(
-            f"cannot read the copy of run {verdict.run_id} in s3://{conf.evidence_bucket}: {exc}",
-            "check CLAMPDOWN_EVIDENCE_BUCKET and your AWS credentials",
-        ) from None
-    check = compare_copy(local, verdict, copy, heads, signer)
-    where = f"s3://{conf.evidence_bucket}/incidents/{verdict.run_id}/"
-    color = "green" if check.ok else "red"
-    out.print(f"s3       {escape(where)}")
-    out.print(f"[{color}]copy     {escape(check.message)}[/]")
-    for note in check.notes:
-        out.print(f"note     {escape(note)}")
-    return check
+    def read(run_id: str) -> tuple[bytes | None, list[bytes]]:
+        from clampdown_aws.evidence_store import read_copy
+
+        try:
+            return read_copy(_s3(), bucket, run_id)
+        except Exception as exc:
+            raise ClampdownError(
+                f"cannot read the copy of run {run_id} in s3://{bucket}: {exc}",
+                "check CLAMPDOWN_EVIDENCE_BUCKET and your AWS credentials",
+            ) from None
+
+    return read
 
 
 def _s3() -> Any:
@@ -129,7 +111,7 @@ def verify_manifest_uri(uri: str, conf: Settings) -> None:
         ledger, source = _pinning_ledger(s3, bucket, run_id, conf)
         verdict = verify_ledger(ledger.splitlines(), signer)
         out.print(f"file     {escape(source)}")
-        _print_verdict(verdict, signer)
+        print_rows(RunVerdict(verdict, signer.key_id if signer else "none configured"))
         pin = _pin(ledger) if verdict.status in ("intact", "unsigned") else None
         ok, lines = verify_manifest(s3, uri, pin)
     except (ClientError, BotoCoreError, KeyError, ValueError) as exc:

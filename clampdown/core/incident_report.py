@@ -18,13 +18,14 @@ shown as the id.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clampdown.core.ledger import ChainCheck, verify_lines
+from clampdown.core.ledger_verdict import RunVerdict
 from clampdown.core.report import Marker, StepSpan, timeline_from_ledger
 from clampdown.core.report_facts import (
     Change,
@@ -69,7 +70,8 @@ class IncidentReport:
     scoping: list[ScopingResult] = field(default_factory=list)
     times: Times = field(default_factory=Times)
     failures: list[str] = field(default_factory=list)
-    chain: ChainCheck | None = None
+    chain: ChainCheck | None = None  # the hash chain alone (what is shown without a verdict)
+    verdict: RunVerdict | None = None  # chain, signatures, S3 copy: as `clampdown verify` says
     rollbacks: list[str] = field(default_factory=list)  # ids of the runs that rolled it back
     outputs: dict[str, Any] = field(default_factory=dict)
     started_by: str = ""
@@ -95,6 +97,7 @@ class IncidentReport:
             {"step": s.step, "uses": s.uses, "outputs": dict(s.outputs)} for s in self.scoping
         ]
         data["chain"] = asdict(self.chain) if self.chain else None
+        data["verdict"] = self.verdict.to_dict() if self.verdict else None
         return json.loads(json.dumps(data, default=str))
 
 
@@ -223,11 +226,37 @@ def load_incident_report(
     names: Mapping[str, str] | None = None,
     *,
     find_rollbacks: bool = True,
+    judge: Callable[[bytes], RunVerdict] | None = None,
 ) -> IncidentReport:
     """The report of the run whose ledger is ``ledger`` (rollbacks looked up in ``runs_dir``,
     by default the ledger's own runs folder; ``find_rollbacks=False`` at the end of a run,
-    which nothing can have rolled back yet, spares reading every run's first line)."""
-    raw = ledger.read_bytes()
+    which nothing can have rolled back yet, spares reading every run's first line).
+
+    ``judge``: the verdict of ``clampdown verify`` (signatures, S3 copy) on the very bytes
+    the report is built from; without one (the artifact at the end of a run) only the
+    hash chain is checked, and the report says that the signatures were not."""
+    return incident_report_of(
+        ledger.read_bytes(),
+        runs_dir if runs_dir is not None else ledger.parent.parent,
+        ledger.parent.name,
+        names,
+        find_rollbacks=find_rollbacks,
+        judge=judge,
+    )
+
+
+def incident_report_of(
+    raw: bytes,
+    runs_dir: Path,
+    run_hint: str,
+    names: Mapping[str, str] | None = None,
+    *,
+    find_rollbacks: bool = True,
+    judge: Callable[[bytes], RunVerdict] | None = None,
+) -> IncidentReport:
+    """:func:`load_incident_report` of ledger bytes already read (``run_hint``: the run id
+    when the ledger does not say it), so a caller that packages the bytes reports and
+    judges exactly those."""
     records = []
     for line in raw.splitlines():
         try:
@@ -235,13 +264,14 @@ def load_incident_report(
         except ValueError:
             continue  # a torn last line of a run still writing: the chain check says so
     containment, gates = action_kinds(records)
-    run_id = str(((run_start(records).get("run") or {}).get("id")) or ledger.parent.name)
-    folder = runs_dir if runs_dir is not None else ledger.parent.parent
-    return build_incident_report(
+    run_id = str(((run_start(records).get("run") or {}).get("id")) or run_hint)
+    report = build_incident_report(
         records,
         containment=containment,
         approvals=gates,
         names=names,
-        rollbacks=rollback_ledgers(folder, run_id) if find_rollbacks else [],
+        rollbacks=rollback_ledgers(runs_dir, run_id) if find_rollbacks else [],
         chain=verify_lines(raw.splitlines()),
     )
+    report.verdict = judge(raw) if judge is not None else None
+    return report

@@ -15,8 +15,15 @@
 :func:`verify_package` checks a package without extracting it to disk: every member
 is listed in ``package-manifest.json`` with the right SHA-256 and size, nothing is
 missing or extra, the ledger's hash chain inside holds, and the chain of custody names
-the ledger's hash. The archive is deterministic for given inputs (sorted, fixed mtime,
-no owner names), so building twice gives the same bytes.
+the ledger's hash; and it judges the ledger inside as ``clampdown verify RUN_ID`` judges
+a run's (the caller's ``judge``: signatures with the verifier's configured key, the S3
+copy). Member checks alone prove little: whoever rewrites the ledger can recompute the
+package's manifest too, but cannot sign. The signatures travel in the ledger itself
+(every record's ``sig``); the key to check them is the verifier's, never one shipped in
+the package. The export-time verdict is written into ``package-manifest.json`` and
+``chain-of-custody.json`` (so a package of a forged ledger says so), but verifying never
+trusts it. The archive is deterministic for given inputs (sorted, fixed mtime, no owner
+names), so building twice gives the same bytes.
 
 Pure: bytes in, bytes out.
 """
@@ -28,7 +35,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +43,7 @@ from typing import Any
 from clampdown.core.incident_report import IncidentReport
 from clampdown.core.incident_report_render import to_html, to_json, to_markdown
 from clampdown.core.ledger import verify_lines
+from clampdown.core.ledger_verdict import RunVerdict, judge_run
 
 FORMAT = "clampdown-evidence-package/1"
 PACKAGE_MANIFEST = "package-manifest.json"
@@ -102,6 +110,7 @@ def chain_of_custody(
 ) -> dict[str, Any]:
     """The chain of custody: the ledger's identity, who did what, and every evidence object."""
     check = verify_lines(ledger.splitlines())
+    verdict = report.verdict
     events = custody_events(records)
     for ledger_records in rollbacks:
         if ledger_records:
@@ -129,7 +138,11 @@ def chain_of_custody(
             "records": check.records,
             "chain_ok": check.ok,
             "complete": check.complete,
-            "verdict": check.message,
+            "verdict": verdict.ledger.message if verdict else check.message,
+            "result": verdict.result if verdict else "NOT CHECKED",
+            "trusted": bool(verdict and verdict.ok),
+            "signed_by": verdict.ledger.key_id if verdict else None,
+            "copy": verdict.copy.message if verdict and verdict.copy else None,
             "head": records[-1].get("hash") if records else None,
         },
         "events": events,
@@ -178,6 +191,7 @@ def build_package(
         "created_at": created.isoformat(),
         "algorithm": "sha256",
         "members": [{"name": n, "sha256": sha256(b), "size": len(b)} for n, b in members],
+        "ledger_verdict_at_export": report.verdict.to_dict() if report.verdict else None,
     }
     members.append((PACKAGE_MANIFEST, json.dumps(listing, indent=2, sort_keys=True).encode()))
     buffer = io.BytesIO()
@@ -199,12 +213,30 @@ def build_package(
 
 @dataclass
 class PackageCheck:
-    """What checking a package found; ``lines`` say it member by member."""
+    """What checking a package found; ``lines`` say it member by member.
+
+    ``ok``: the package is what its own manifest lists, its ledger's hash chain holds and
+    the chain of custody names that ledger (a package nobody changed after it was built).
+    That alone is not OK to trust: ``verdict`` is ``clampdown verify``'s on the ledger
+    inside (signatures, S3 copy); :attr:`trusted` needs both.
+    """
 
     ok: bool
     message: str
     lines: list[str] = field(default_factory=list)
     run_id: str | None = None
+    verdict: RunVerdict | None = None  # None: no ledger to judge
+
+    @property
+    def trusted(self) -> bool:
+        return self.ok and self.verdict is not None and self.verdict.ok
+
+    @property
+    def result(self) -> str:
+        """The outcome word: ``OK``, ``TAMPERED`` (the package), or the ledger's labels."""
+        if not self.ok or self.verdict is None:
+            return "TAMPERED"
+        return "OK" if self.verdict.ok else self.verdict.result
 
 
 def _members(data: bytes) -> dict[str, bytes]:
@@ -227,8 +259,12 @@ def _members(data: bytes) -> dict[str, bytes]:
     return found
 
 
-def verify_package(data: bytes) -> PackageCheck:
-    """Check every member against ``package-manifest.json``, and the ledger chain inside."""
+def verify_package(
+    data: bytes, judge: Callable[[bytes], RunVerdict] = lambda ledger: judge_run(ledger, None)
+) -> PackageCheck:
+    """Check every member against ``package-manifest.json`` and the ledger chain inside, and
+    ``judge`` the ledger as ``clampdown verify RUN_ID`` would (the default has no key, so a
+    signed ledger is UNVERIFIED, never OK: the CLI passes the configured key)."""
     try:
         members = _members(data)
     except ValueError as exc:
@@ -272,4 +308,4 @@ def verify_package(data: bytes) -> PackageCheck:
         if ok
         else "the package does not match its own manifest or its ledger chain is broken"
     )
-    return PackageCheck(ok, message, lines, listing.get("run_id"))
+    return PackageCheck(ok, message, lines, listing.get("run_id"), judge(ledger))

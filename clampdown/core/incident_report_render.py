@@ -35,9 +35,30 @@ from clampdown.core.report_sections import (
 
 
 def _chain_text(r: IncidentReport) -> str:
+    """The ledger's standing in one line: ``clampdown verify``'s verdict when the report
+    was given one, else the hash chain alone, saying that the signatures were not checked
+    (a chain is easy to recompute after a rewrite; only the signatures show it)."""
+    if r.verdict is not None:
+        v = r.verdict
+        copy = f"; {v.copy.message}" if v.copy is not None else ""
+        return f"{v.ledger.message}{copy}"
     if r.chain is None:
         return "not checked"
-    return ("intact: " if r.chain.ok else "BROKEN: ") + r.chain.message
+    if not r.chain.ok:
+        return "BROKEN: " + r.chain.message
+    return f"{r.chain.message} (the hash chain only: signatures NOT checked here)"
+
+
+def _ledger_trusted(r: IncidentReport) -> bool:
+    return r.verdict.ok if r.verdict is not None else bool(r.chain and r.chain.ok)
+
+
+def _ledger_class(r: IncidentReport) -> str:
+    """Green only for verify's OK; red for a verdict that is not OK or a broken chain;
+    neither for a chain whose signatures were not checked."""
+    if r.verdict is not None:
+        return "verdict ok" if r.verdict.ok else "verdict bad"
+    return "expect" if _ledger_trusted(r) else "verdict bad"
 
 
 def to_markdown(r: IncidentReport) -> str:
@@ -51,7 +72,7 @@ def to_markdown(r: IncidentReport) -> str:
         + f" · trigger: {md(trigger_text(r.trigger))}"
         + (f" · started by {md(r.started_by)}" if r.started_by else ""),
         "",
-        f"Ledger chain: {md(_chain_text(r))}",
+        *_md_ledger(r),
         "",
         *md_times(r.times, r.origin),
     ]
@@ -69,6 +90,28 @@ def to_markdown(r: IncidentReport) -> str:
     lines += ["## What failed", ""]
     lines += [f"- {md(f)}" for f in r.failures] or ["Nothing failed."]
     return "\n".join(lines) + "\n"
+
+
+def _ledger_badge(r: IncidentReport) -> str:
+    if r.verdict is not None:
+        return r.verdict.result
+    return "chain intact (signatures not checked)" if _ledger_trusted(r) else "chain BROKEN"
+
+
+def _md_ledger(r: IncidentReport) -> list[str]:
+    if r.verdict is None:
+        hint = f"; `clampdown verify {md(r.run_id)}` checks them" if _ledger_trusted(r) else ""
+        return [f"Ledger chain: {md(_chain_text(r))}{hint}"]
+    if r.verdict.ok:
+        return [
+            f"Ledger: **{md(r.verdict.result)}**: {md(_chain_text(r))} "
+            f"(as `clampdown verify {md(r.run_id)}` says)"
+        ]
+    return [
+        f"> **⚠ Ledger: {md(r.verdict.result)}**: {md(_chain_text(r))}. This report is built "
+        "from that ledger: nothing in it can be vouched for "
+        f"(`clampdown verify {md(r.run_id)}` says why).",
+    ]
 
 
 def _steps_html(r: IncidentReport) -> str:
@@ -103,6 +146,7 @@ def to_html(r: IncidentReport) -> str:
     )
     ended = f" · ended {html_text(f'{r.ended_at:%Y-%m-%d %H:%M:%S}')} UTC" if r.ended_at else ""
     starter = f" · started by {html_text(r.started_by)}" if r.started_by else ""
+    badge = html_text(f"ledger {_ledger_badge(r)}")
     chart = timeline_svg(
         r.steps,
         r.markers,
@@ -120,7 +164,8 @@ def to_html(r: IncidentReport) -> str:
 <p class="meta">started {html_text(f"{r.started_at:%Y-%m-%d %H:%M:%S}")} UTC{ended} ·
 trigger: {html_text(trigger_text(r.trigger))}{starter}</p>
 <p><span class="verdict {status_class}" id="status">{html_text(r.status)}</span>
-<span class="expect" id="chain">ledger chain {html_text(_chain_text(r))}</span></p>
+<span class="{_ledger_class(r)}" id="ledger">{badge}</span>
+<span class="expect" id="chain">{html_text(_chain_text(r))}</span></p>
 {html_times(r.times, r.origin)}
 {blind}
 <h2>Inputs</h2>{html_inputs(r.inputs)}

@@ -1,6 +1,7 @@
-"""``clampdown report`` and ``clampdown export`` from the command line: a run's ledger in
-CLAMPDOWN_HOME, its evidence in an Object Lock bucket (moto in-process), the package
-uploaded and verified, and tampered packages refused by ``clampdown verify``."""
+"""``clampdown report`` and ``clampdown export`` from the command line: a run's signed ledger
+in CLAMPDOWN_HOME, its evidence in an Object Lock bucket (moto in-process), the package
+uploaded and verified, and tampered packages refused by ``clampdown verify``. Forged
+ledgers and forged packages: tests/integration/test_export_forged.py."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app
+from tests.ledger_forgery import write_signed
 from tests.unit.test_incident_report import (
     KEY_HASH,
     rewrite,
     rollback_records,
     run_records,
-    write_ledger,
 )
 
 runner = CliRunner()
@@ -29,17 +30,35 @@ PACKAGE_URI = f"s3://{BUCKET}/incidents/{RUN}/exports/{PACKAGE}"
 
 
 @pytest.fixture
-def home(clampdown_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A finished run, and a rollback of it, in CLAMPDOWN_HOME (no Slack: ids stay ids)."""
+def signer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The ledger key (a local Ed25519 key outside CLAMPDOWN_HOME), configured for the CLI."""
+    from clampdown.core.ledger_signing import generate_local_key, load_local_key
+
+    path = generate_local_key(tmp_path / "keys" / "ledger.pem")
+    monkeypatch.setenv("CLAMPDOWN_LEDGER_KEY", str(path))
+    monkeypatch.delenv("CLAMPDOWN_LEDGER_KMS_KEY_ID", raising=False)
+    return load_local_key(path, tmp_path / "clampdown-home")
+
+
+def write_ledger(path: Path, records: list[dict[str, Any]], monkeypatch: Any, signer: Any) -> None:
+    run_id = records[0]["run"]["id"]
+    write_signed(path, records, signer, run_id, monkeypatch)
+
+
+@pytest.fixture
+def home(clampdown_home: Path, monkeypatch: pytest.MonkeyPatch, signer: Any) -> Path:
+    """A finished, signed run, and a rollback of it, in CLAMPDOWN_HOME (no Slack: ids stay
+    ids)."""
     monkeypatch.delenv("CLAMPDOWN_SLACK_BOT_TOKEN", raising=False)
     monkeypatch.delenv("CLAMPDOWN_EVIDENCE_BUCKET", raising=False)
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_LOCK_MODE", "GOVERNANCE")  # moto, and a test: not
     monkeypatch.setenv("CLAMPDOWN_EVIDENCE_RETENTION_DAYS", "30")  # COMPLIANCE for a year
-    write_ledger(clampdown_home / "runs" / RUN / "ledger.jsonl", run_records(), monkeypatch)
+    write_ledger(clampdown_home / "runs" / RUN / "ledger.jsonl", run_records(), monkeypatch, signer)
     write_ledger(
         clampdown_home / "runs" / "rb0000000001" / "ledger.jsonl",
         rollback_records(False),
         monkeypatch,
+        signer,
     )
     return clampdown_home
 
@@ -70,11 +89,16 @@ def test_report_in_each_format(home: Path, tmp_path: Path):
     assert md.output.startswith(f"# Incident report: run {RUN} of contain-model-theft")
     assert "rolled back by run rb0000000001" in md.output
     assert "> **⚠ 2 blind spot(s) in the scoping**" in md.output
+    assert (
+        "Ledger: **OK: intact, signed (no evidence bucket configured)**: chain intact" in md.output
+    )
+    assert "warning" not in md.output
     page = tmp_path / "report.html"
     html = invoke("report", RUN, "--format", "html", "-o", str(page))
     assert html.exit_code == 0 and page.read_text().startswith("<!DOCTYPE html>")
-    data = json.loads(invoke("report", RUN, "--format", "json").output)
+    data = json.loads(invoke("report", RUN, "--format", "json").stdout)
     assert data["run_id"] == RUN and data["rollbacks"] == ["rb0000000001"]
+    assert data["verdict"]["ok"] and data["verdict"]["status"] == "intact"
 
 
 def test_report_errors_say_what_to_do(home: Path, tmp_path: Path):
@@ -148,7 +172,11 @@ def test_export_to_a_missing_bucket_is_a_message(mocked_aws: None, home: Path):
 
 
 def test_export_packs_the_manifest_version_the_ledger_pinned(
-    mocked_aws: None, clampdown_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    mocked_aws: None,
+    clampdown_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    signer: Any,
 ):
     """run.end pins the manifest's version and SHA-256: the package holds that version even
     when a newer one was written over it, and a pin that does not match is said loudly."""
@@ -168,7 +196,7 @@ def test_export_packs_the_manifest_version_the_ledger_pinned(
     def export_with(pin: dict[str, Any]) -> tuple[Any, bytes]:
         records = run_records()
         records[-1]["manifest"] = pin
-        write_ledger(clampdown_home / "runs" / RUN / "ledger.jsonl", records, monkeypatch)
+        write_ledger(clampdown_home / "runs" / RUN / "ledger.jsonl", records, monkeypatch, signer)
         local = tmp_path / f"{pin['sha256'][:8]}.tar.gz"
         result = runner.invoke(app, ["export", RUN, "-o", str(local)])
         with tarfile.open(local, mode="r:gz") as tar:
