@@ -31,6 +31,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Home:
         raise AssertionError("a Prefect API was asked for")
 
     monkeypatch.setattr(cli_runs, "resident_prefect", no_prefect)
+    # resume sets it (setdefault) before it asks for Prefect: put back after the test
+    monkeypatch.setenv("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
     return Home(root)
 
 
