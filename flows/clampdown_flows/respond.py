@@ -275,7 +275,7 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
     ends with ``run.end`` and the reason, so it releases its dedup and concurrency slots.
     """
     run_id = files.run_id
-    conf = settings_of_run(conf, _recorded_drill(files))  # its signer and lock mode
+    conf = settings_of_run(conf, recorded_drill(files))  # its signer and lock mode
     signer = ledger_signer(conf)
     records = _trusted_records(files, signer)
     first = records[0] if records else None
@@ -337,10 +337,10 @@ def settings_of_run(conf: Settings, drill: bool) -> Settings:
     return Settings(drill=drill)  # read as settings() read it: the same environment
 
 
-def _recorded_drill(files: RunFiles) -> bool:
-    """Whether the stopped run of ``files`` is a drill: its ``run.start`` says (read before
-    its ledger is verified, to pick the key that verifies it: a changed flag then fails
-    verification), else its start record."""
+def recorded_drill(files: RunFiles) -> bool:
+    """Whether the run of ``files`` (stopped, or to be rolled back) is a drill: its
+    ``run.start`` says (read before its ledger is verified, to pick the key that verifies
+    it: a changed flag then fails verification), else its start record."""
     try:
         with files.ledger.open("rb") as fh:
             first = json.loads(fh.readline() or b"{}")
