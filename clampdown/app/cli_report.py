@@ -316,7 +316,7 @@ def _upload_and_check(
             "be deleted or overwritten"
         )
     check = verify_package(back, lambda ledger: check_run(ledger, conf))
-    if not check.ok:
+    if not check.as_built:
         raise ClampdownError(f"the uploaded package does not verify: {check.message}")
     if check.trusted:
         result = check.verdict.result if check.verdict else ""
@@ -378,8 +378,10 @@ def verify_package_target(target: str) -> None:
         result = check.verdict.result if check.verdict else ""
         out.print(f"[green]OK[/] {escape(target)}: {escape(check.message)}; ledger {result}")
         raise typer.Exit(0)
-    if not check.ok or problems or check.verdict is None:
-        message = problems[0].removeprefix("CHANGED  ") if check.ok and problems else check.message
+    if not check.as_built or problems or check.verdict is None:
+        message = (
+            problems[0].removeprefix("CHANGED  ") if check.as_built and problems else check.message
+        )
         out.print(f"[red]TAMPERED[/] {escape(target)}: {escape(message)}")
         raise typer.Exit(1)
     verdict = check.verdict

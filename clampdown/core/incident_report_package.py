@@ -215,13 +215,14 @@ def build_package(
 class PackageCheck:
     """What checking a package found; ``lines`` say it member by member.
 
-    ``ok``: the package is what its own manifest lists, its ledger's hash chain holds and
-    the chain of custody names that ledger (a package nobody changed after it was built).
-    That alone is not OK to trust: ``verdict`` is ``clampdown verify``'s on the ledger
-    inside (signatures, S3 copy); :attr:`trusted` needs both.
+    ``as_built``: the package is what its own manifest lists, its ledger's hash chain holds
+    and the chain of custody names that ledger (nobody changed the package after it was
+    built, or whoever did recomputed it all). That alone is not to be trusted, hence the
+    name: ``verdict`` is ``clampdown verify``'s on the ledger inside (signatures, S3 copy);
+    :attr:`trusted` needs both.
     """
 
-    ok: bool
+    as_built: bool
     message: str
     lines: list[str] = field(default_factory=list)
     run_id: str | None = None
@@ -229,12 +230,12 @@ class PackageCheck:
 
     @property
     def trusted(self) -> bool:
-        return self.ok and self.verdict is not None and self.verdict.ok
+        return self.as_built and self.verdict is not None and self.verdict.ok
 
     @property
     def result(self) -> str:
         """The outcome word: ``OK``, ``TAMPERED`` (the package), or the ledger's labels."""
-        if not self.ok or self.verdict is None:
+        if not self.as_built or self.verdict is None:
             return "TAMPERED"
         return "OK" if self.verdict.ok else self.verdict.result
 

@@ -575,7 +575,8 @@ def test_package_holds_every_part_and_verifies(tmp_path: Path, monkeypatch: pyte
     assert ("U0APPROVE1", "approve approve via slack") in whos
     assert ("U0LEAD0001", "approve approve via slack (not counted)") in whos
     check = verify_package(data)
-    assert check.ok, check.lines
+    assert check.as_built, check.lines
+    assert not check.trusted  # no judge of its signatures here: never trusted unchecked
     assert check.run_id == "a1b2c3d4e5f6"
     again, _ = package_bytes(tmp_path / "again", monkeypatch)
     assert again == data  # deterministic: the same inputs give the same bytes
@@ -584,11 +585,13 @@ def test_package_holds_every_part_and_verifies(tmp_path: Path, monkeypatch: pyte
 def test_tampered_packages_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data, _raw = package_bytes(tmp_path, monkeypatch)
     changed = verify_package(rewrite(data, {"report.md": b"# nothing happened\n"}))
-    assert not changed.ok and any(line.startswith("CHANGED  report.md") for line in changed.lines)
+    assert not changed.as_built and any(
+        line.startswith("CHANGED  report.md") for line in changed.lines
+    )
     extra = verify_package(rewrite(data, {"notes.txt": b"added later"}))
-    assert not extra.ok and any("EXTRA    notes.txt" in line for line in extra.lines)
+    assert not extra.as_built and any("EXTRA    notes.txt" in line for line in extra.lines)
     missing = verify_package(rewrite(data, {"scoping/scope.json": None}))
-    assert not missing.ok and "MISSING  scoping/scope.json" in missing.lines
+    assert not missing.as_built and "MISSING  scoping/scope.json" in missing.lines
     assert (
         "no package-manifest.json"
         in verify_package(rewrite(data, {"package-manifest.json": None})).message
@@ -618,7 +621,7 @@ def test_a_consistent_forgery_is_caught_by_the_ledger_chain(
     check = verify_package(
         rewrite(data, {**bodies, "package-manifest.json": json.dumps(listing).encode()})
     )
-    assert not check.ok
+    assert not check.as_built and not check.trusted
     assert any(line.startswith("BROKEN   ledger chain") for line in check.lines)
 
 
