@@ -106,5 +106,5 @@ def test_lint_in_a_process_of_its_own_gives_no_traceback(tmp_path: Path) -> None
         check=False,
     )
     assert done.returncode == 1, done.stderr
-    assert "7:9: error: expression nested more than 48 levels deep" in done.stdout
+    assert "7:10: error: expression nested more than 48 levels deep" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
