@@ -169,6 +169,23 @@ def check(loaded: Loaded, actions: Registry) -> list[Diagnostic]:
     return _RunbookLinter(loaded.model, loaded.source, actions).run()
 
 
+def _written_as_expression(value: Any, loc: tuple[Any, ...]) -> bool:
+    """Whether the place ``loc`` of a literal ``with:`` mapping (or a place above it) is
+    written as an expression: ``approvers: {users: "{{ inputs.who }}"}`` is a list once
+    rendered, so the strict check of the text must not call it "not a list"; its type is
+    checked instead, at any depth (:func:`clampdown.core.type_checks.with_value_problems`)."""
+    for part in loc:
+        if (isinstance(value, dict) and part in value) or (
+            isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        ):
+            value = value[part]
+        else:
+            return False
+        if contains_expression(value):
+            return True
+    return False
+
+
 class _RunbookLinter:
     def __init__(self, runbook: Runbook, source: Source, actions: Registry) -> None:
         self.rb = runbook
@@ -320,8 +337,8 @@ class _RunbookLinter:
             for err in exc.errors(include_url=False):
                 loc = tuple(err["loc"])
                 key = str(loc[0]) if loc else ""
-                if key in dynamic or (not loc and dynamic):
-                    continue  # depends on values rendered at run time: checked then
+                if key in dynamic or (not loc and dynamic) or _written_as_expression(literal, loc):
+                    continue  # rendered at run time: checked by its type (check_expressions)
                 where: Path = ("steps", i, "with", *loc)
                 if err["type"] == "extra_forbidden":
                     hint = did_you_mean(key, fields) or (
