@@ -334,7 +334,7 @@ def rollback_run(
     path = rollback_target(run_id, home, allow_repeat=allow_repeat)
     files = home.run(rollback_id)
     ledger = open_ledger(files.ledger, rollback_id, signer, anchors, files.ledger_primary)
-    start = _rollback_start(run_id, rollback_id, by)
+    start = _rollback_start(run_id, rollback_id, by, drill=is_drill(path))
     try:
         items, verdict = checked_undo_items(path, signer)
         if expected is not None and undo_hash(items) != expected:
@@ -432,7 +432,22 @@ def _lock_rollback(files: RunFiles, rollback_id: str) -> Callable[[], None]:
     return lambda: lock.unlink(missing_ok=True)
 
 
-def _rollback_start(run_id: str, rollback_id: str, by: dict[str, Any] | None) -> dict[str, Any]:
+def is_drill(ledger: Path) -> bool:
+    """Whether the run of ``ledger`` is a drill (its ``run.start`` says): its rollback is
+    one too, so its record says what its evidence lock mode (GOVERNANCE in drills) is."""
+    import json
+
+    try:
+        with ledger.open("rb") as fh:
+            first = json.loads(fh.readline() or b"{}")
+        return bool(first.get("run", {}).get("drill"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _rollback_start(
+    run_id: str, rollback_id: str, by: dict[str, Any] | None, *, drill: bool = False
+) -> dict[str, Any]:
     from clampdown.core.ledger import now
 
     return {
@@ -441,7 +456,7 @@ def _rollback_start(run_id: str, rollback_id: str, by: dict[str, Any] | None) ->
             "runbook": "rollback",
             "started_at": now(),
             "trigger": {"type": "rollback", "of": run_id, **(by or {})},
-            "drill": False,
+            "drill": drill,
         },
         "rollback_of": run_id,
     }
@@ -470,7 +485,8 @@ def refuse_rollback(
 
     files = home.run(rollback_id)
     ledger = open_ledger(files.ledger, rollback_id, signer, primary=files.ledger_primary)
-    _record_refusal(ledger, _rollback_start(run_id, rollback_id, by), exc)
+    target = home.run(run_id).ledger
+    _record_refusal(ledger, _rollback_start(run_id, rollback_id, by, drill=is_drill(target)), exc)
     return ledger.path
 
 

@@ -27,7 +27,7 @@ from clampdown.core.ledger import Ledger, new_run_id
 from clampdown.core.settings import settings
 from clampdown.core.undo import UndoItem, apply_undo, rollback_run
 from clampdown_flows.plain_flow import plain_json_flow
-from clampdown_flows.respond import RunFailed
+from clampdown_flows.respond import RunFailed, recorded_drill, settings_of_run
 
 
 @task(
@@ -64,6 +64,9 @@ def rollback(
     (a stock Prefect worker).
     """
     conf = settings()
+    # a drill's rollback is a drill's: the drill's key checks its ledger, and its evidence
+    # lock mode is the drill's (GOVERNANCE by default); a real run's, a real run's
+    conf = settings_of_run(conf, recorded_drill(conf.paths.run(run_id).materialize()))
     sinks = evidence_sinks(conf)
     result = rollback_run(
         run_id,
