@@ -171,9 +171,9 @@ def report(
 
 
 def _s3() -> Any:
-    import boto3
+    from clampdown_aws.command_clients import command_client
 
-    return boto3.client("s3")
+    return command_client("s3", "read and write the evidence bucket")
 
 
 def _with_manifest(

@@ -88,9 +88,9 @@ def _copy_reader(bucket: str) -> CopyReader:
 
 
 def _s3() -> Any:
-    import boto3
+    from clampdown_aws.command_clients import command_client
 
-    return boto3.client("s3")
+    return command_client("s3", "read the evidence bucket")
 
 
 # --- an evidence manifest --------------------------------------------------------------------
