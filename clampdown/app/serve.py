@@ -101,6 +101,19 @@ def check_triggers(conf: Settings) -> Path | None:
     return path
 
 
+def check_signer(conf: Settings) -> None:
+    """The ledger's signing key as every run of this serve will make it, made once now: a
+    key that cannot be used (no AWS region, an unknown profile, a key that is not there or
+    not a signing key, two keys configured, a local key that does not load) is said before
+    anything listens, instead of failing every run serve starts, one alert at a time."""
+    from clampdown.core.extensions import ledger_signer
+
+    try:
+        ledger_signer(conf)
+    except ClampdownError as exc:
+        raise ClampdownError(f"serve did not start: {exc.message}", exc.hint) from None
+
+
 def _refused(path: Path, errors: list[Diagnostic]) -> TriggersRefused:
     listed = "\n".join(f"  {d}" for d in errors)
     count = f"{len(errors)} error" + ("s" if len(errors) > 1 else "")
@@ -399,6 +412,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, socket_mode: bool = False) 
 
     clampdown = settings()  # read once: the server does not see later changes
     check_triggers(clampdown)  # a trigger file with errors: refused before anything listens
+    if clampdown.execution != "deployment":  # its runs sign here (deployment: the workers)
+        check_signer(clampdown)
     conf = SlackAppSettings()
     if socket_mode:
         app_token(conf)  # a missing or wrong token is said at once, before Prefect starts

@@ -18,25 +18,22 @@ subject. No run is started: a stand-in starter hands out run ids.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from clampdown.core.runs import RunNotStarted
 from tests.paths import LIBRARY
 from tests.pg import free_port
+from tests.serve_process import exit_or_answer, serve_process
 
 HMAC_SECRET = "triggers-hmac-secret"
 CLI = str(Path(sys.executable).parent / "clampdown")
@@ -102,40 +99,6 @@ def changed(path: Path, text: str, step: int) -> None:
 # --- a trigger file with errors: serve does not start ---------------------------------------
 
 
-@contextlib.contextmanager
-def serve_process(env: dict[str, str], log: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`clampdown serve` in a process group of its own; whatever is left is killed at exit."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [CLI, "serve", "--port", str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, 9)
-            proc.wait(30)
-
-
-def _exit_or_answer(proc: subprocess.Popen[bytes], port: int, bound: float = 120) -> int | str:
-    """The process's exit code, or "answered" once it answers /healthz (the refusal
-    failed): whichever comes first (the bound only turns a hang into a failure)."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            return code
-        with contextlib.suppress(httpx.HTTPError, ValueError):
-            if "runbooks" in httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json():
-                return "answered"  # this serve listens: it did not refuse
-        time.sleep(0.1)
-    return "neither"
-
-
 def _env(tmp_path: Path, library: Path, **more: str) -> dict[str, str]:
     env = {
         name: value
@@ -163,7 +126,7 @@ def test_serve_refuses_to_start_with_a_trigger_file_that_has_errors(
     log = tmp_path / "serve.log"
     port = free_port()
     with serve_process(env, log, port) as proc:
-        outcome = _exit_or_answer(proc, port)
+        outcome = exit_or_answer(proc, port)
     said = log.read_text()
     assert outcome == 2, f"{outcome}\n{said}"
     assert f"serve did not start: the trigger file {triggers} has 1 error:" in said
