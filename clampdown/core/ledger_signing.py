@@ -45,28 +45,18 @@ if TYPE_CHECKING:
 
 UNSIGNED = "ledger.unsigned"
 LOCAL_ALGORITHM = "ed25519"
-MUST_BE_SIGNED = frozenset(
-    {
-        "run.start",
-        "step.start",
-        "step.end",
-        "step.attempt_failed",
-        "undo.start",
-        "undo.end",
-        "approval.request",
-        "approval.decision",
-        "approval.end",
-        "run.end",
-        "rollback.refused",
-        "undo.intent",  # rollback undoes what it says: a forged one must not pass verify
-        "run.resumed",
-        "run.suspended",
-        "approval.resumed",
-        "approval.reopened",
-    }
-)
-"""What the engine writes itself: unsigned, they are not trusted. Other records (an alert
-joining the run, written by another process) may be unsigned and are listed as such."""
+MAY_BE_UNSIGNED = frozenset({"alert.joined", "alert.correlated"})
+"""What another process appends to a run's ledger (an alert joining it, a link to a related
+run): chained, not signed, listed as such. Every other record is the engine's and must be
+signed: readers act on them (a ``step.skip`` makes a resumed run skip that step, and the
+report show it skipped), so an allowlist, not a list of the engine's types — a type added
+later, or one an attacker makes up, is not trusted unsigned."""
+
+
+def must_be_signed(record: dict[str, Any]) -> bool:
+    """Whether ``record`` is one the engine wrote itself (unsigned, it is not trusted)."""
+    return record.get("type") not in MAY_BE_UNSIGNED
+
 
 log = logging.getLogger("clampdown.ledger")
 
@@ -417,7 +407,7 @@ def _check_seals(
     for record in records:
         seq = int(record["seq"])
         if SEAL not in record:
-            if record.get("type") in MUST_BE_SIGNED:
+            if must_be_signed(record):
                 missing.append(record)
             continue
         problem = _seal_problem(record, verifier, verdict.run_id)
@@ -431,7 +421,7 @@ def _check_seals(
             return False
         last = seq
     verdict.signed_through = last
-    others = [r for r in records if SEAL not in r and r.get("type") not in MUST_BE_SIGNED]
+    others = [r for r in records if SEAL not in r and not must_be_signed(r)]
     if others:
         verdict.notes.append(
             f"{len(others)} record(s) not signed, written by another process (chained, not "
