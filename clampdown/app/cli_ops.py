@@ -145,9 +145,12 @@ def register(app: typer.Typer) -> None:
         import asyncio
 
         from clampdown.app.deployment import deployment_settings, run_worker
+        from clampdown.core.extensions import ledger_signer
+        from clampdown.core.settings import settings
 
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
         _api_url()
+        ledger_signer(settings())  # a key its runs could not sign with: said now, not per run
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(run_worker(pool or deployment_settings().work_pool, name, limit, poll))
 

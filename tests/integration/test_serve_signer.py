@@ -59,3 +59,20 @@ def test_serve_refuses_a_signing_key_its_runs_cannot_use(
     assert "error: serve did not start:" in text and said in text, text
     assert "Traceback" not in text
     assert list((tmp_path / "prefect-home").iterdir()) == []  # no local Prefect API started
+
+
+def test_a_worker_refuses_a_signing_key_its_runs_cannot_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for ``clampdown worker`` (deployment mode: the workers sign), before it
+    polls: a Prefect API that is never reached is enough."""
+    from typer.testing import CliRunner
+
+    from clampdown.app.cli import app
+
+    for name, value in _env(tmp_path, CLAMPDOWN_LEDGER_KEY="/nonexistent/ledger.pem").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")
+    result = CliRunner().invoke(app, ["worker"])
+    assert result.exit_code == 1, result.output
+    assert "cannot read CLAMPDOWN_LEDGER_KEY /nonexistent/ledger.pem" in result.output
