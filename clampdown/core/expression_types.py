@@ -82,19 +82,43 @@ def _of(*kinds: str, origin: str = "the expression", **kw: Any) -> ExprType:
 
 
 def union(a: ExprType, b: ExprType) -> ExprType:
-    """A value that is either ``a`` or ``b``."""
+    """A value that is either ``a`` or ``b``.
+
+    What one side knows about its strings (``pattern``), its lists (``items``) or its
+    values (``enum``) still holds when the other side cannot be a string, a list or
+    anything but none: an optional field ``str | None`` with a pattern takes strings
+    matching it, and ``list[str] | None`` lists of strings (without this rule the
+    ``null`` variant erased both, and lint let any text into such a field)."""
     if a.kinds is None or b.kinds is None:
         return a if a.kinds is None else b
-    enum = (*a.enum, *b.enum) if a.enum is not None and b.enum is not None else None
+    a_values, b_values = _values(a), _values(b)
+    enum = (*a_values, *b_values) if a_values is not None and b_values is not None else None
     return ExprType(
         a.kinds | b.kinds,
         a.origin if a.origin == b.origin else "the expression",
         may_be_empty=a.may_be_empty or b.may_be_empty,
-        pattern=a.pattern if a.pattern == b.pattern else None,
+        pattern=_kept(a.pattern, b.pattern, a.kinds, b.kinds, {"string"}),
         enum=enum,
-        items=a.items if a.items == b.items else None,
+        items=_kept(a.items, b.items, a.kinds, b.kinds, {"array", "object"}),
         none_why=a.none_why or b.none_why,
     )
+
+
+def _values(t: ExprType) -> tuple[Any, ...] | None:
+    """Every value ``t`` may have (None: not known); a type that is only none has one."""
+    if t.enum is None and t.kinds == frozenset({"null"}):
+        return (None,)
+    return t.enum
+
+
+def _kept(a: Any, b: Any, a_kinds: frozenset[str], b_kinds: frozenset[str], of: set[str]) -> Any:
+    """A fact about the values of the kinds ``of`` (a string's pattern, a list's items) in
+    a union: each side's, as long as the other side has no such values."""
+    if a == b:
+        return a
+    if not b_kinds & of:
+        return a
+    return b if not a_kinds & of else None
 
 
 def _given(t: ExprType) -> ExprType:

@@ -250,7 +250,9 @@ def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
                     "error",
                     f"{value.origin} may be {bad[0]!r}, which does not match field "
                     f"'{target.name}''s pattern {pattern}",
-                    "change the input's enum, or feed a field that takes it",
+                    "change the input's enum, or feed a field that takes it"
+                    if value.origin.startswith("input '")
+                    else "feed a field that takes it",
                 )
             )
     elif pattern and value.pattern is None and "string" in (value.kinds or ()):
@@ -266,7 +268,7 @@ def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
         )
     allowed = target.accepts.enum
     if allowed is not None and value.enum is not None:
-        bad = [v for v in value.enum if v not in allowed]
+        bad = [v for v in value.enum if v is not None and v not in allowed]  # none: above
         if bad:
             problems.append(
                 Problem(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from pydantic import Field
@@ -363,3 +363,40 @@ def test_a_value_that_fits_inside_a_mapping_field_is_not_a_problem(
     where: tuple[str | int, ...], source: str
 ) -> None:
     assert type_checks.with_value_problems(_Step, where, infer(source)) == []
+
+
+class Optional_(ActionInput):
+    """Optional fields: each variant's facts must survive the none variant."""
+
+    name: str | None = Field(None, pattern=r"^[a-z]+$")
+    choice: Literal["info", "error"] | None = None
+    names: list[str] | None = None
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "severity", "says"),
+    [
+        ("{{ inputs.name }}", "name", "warning", "cannot be known statically"),
+        ("{{ inputs.tag }}", "name", "error", "may be 'Not-ok', which does not match"),
+        ("{{ inputs.level }}", "choice", "error", "may be 'warning'; field 'choice' takes one of"),
+        ("{{ inputs.hours }}", "names[]", "error", "is an integer, but field 'names[]'"),
+    ],
+)
+def test_an_optional_field_keeps_its_pattern_choices_and_item_type(
+    source: str, field: str, severity: str, says: str
+) -> None:
+    target = type_checks.field_type(Optional_, field.removesuffix("[]"))
+    assert target is not None
+    if field.endswith("[]"):
+        target = type_checks.item_field(target)
+        assert target is not None
+    problems = type_checks.check_field(infer(source), target)
+    assert [p.severity for p in problems] == [severity], problems
+    assert says in problems[0].message
+
+
+def test_an_optional_field_takes_none_and_its_own_values() -> None:
+    for source, field in [("{{ inputs.maybe }}", "choice"), ("{{ 'error' }}", "choice")]:
+        target = type_checks.field_type(Optional_, field)
+        assert target is not None
+        assert type_checks.check_field(infer(source), target) == [], source
