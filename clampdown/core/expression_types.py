@@ -401,8 +401,20 @@ def _concat(node: nodes.Concat, scope: Scope) -> ExprType:
 
 def _slice_of(node: nodes.Getitem, scope: Scope) -> ExprType:
     if isinstance(node.arg, nodes.Slice):
-        return infer_node(node.node, scope)
+        base = infer_node(node.node, scope)
+        return _reshaped(base, "a slice", "a slice may be empty")
     return _lookup(node, scope)
+
+
+def _reshaped(base: ExprType, origin: str, empty: str = "") -> ExprType:
+    """``base`` after an operation that keeps its kind but not its value (a slice,
+    ``| reverse``, ``| abs``): ``'info'[1:]`` is no longer one of an enum's values, nor
+    bound to match the pattern the whole did."""
+    if base.kinds is None:
+        return base
+    return replace(
+        base, origin=origin, enum=None, pattern=None, may_be_empty=empty or base.may_be_empty
+    )
 
 
 def _filter(node: nodes.Filter, scope: Scope) -> ExprType:
@@ -430,7 +442,18 @@ def _default(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
 
 
 def _same(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
-    return base
+    return _reshaped(base, f"| {node.name}")
+
+
+def _sorted(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
+    """``| sort`` gives a list: of the items of a list, the characters of a string, the
+    keys of a mapping."""
+    if base.kinds is None:
+        return base
+    items = base.items if base.kinds == {"array"} else None
+    if base.kinds == {"string"}:
+        items = _of("string", origin="a character")
+    return _of("array", origin="| sort", may_be_empty=base.may_be_empty, items=items)
 
 
 def _item(base: ExprType, node: nodes.Filter, scope: Scope) -> ExprType:
@@ -477,7 +500,7 @@ _FILTERS: dict[str, Callable[[ExprType, nodes.Filter, Scope], ExprType]] = {
     "urlencode": _text_of,
     "tojson": _fixed("string"),
     "list": _listed,
-    "sort": _same,
+    "sort": _sorted,
     "unique": _listed,
     "reverse": _same,
     "first": _item,

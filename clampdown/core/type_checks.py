@@ -267,6 +267,18 @@ def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
             )
         )
     allowed = target.accepts.enum
+    if allowed is not None and value.enum is None:
+        choices = ", ".join(str(v) for v in allowed if v is not None)
+        problems.append(
+            Problem(
+                "warning",
+                f"{value.origin} feeds field '{target.name}', which takes one of: {choices}; "
+                "whether it does cannot be known statically",
+                f"give {value.origin} an enum of these values (checked before the run starts)"
+                if value.origin.startswith("input")
+                else "it is checked when the step runs",
+            )
+        )
     if allowed is not None and value.enum is not None:
         bad = [v for v in value.enum if v is not None and v not in allowed]  # none: above
         if bad:

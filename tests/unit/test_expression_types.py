@@ -380,6 +380,7 @@ class Optional_(ActionInput):
         ("{{ inputs.tag }}", "name", "error", "may be 'Not-ok', which does not match"),
         ("{{ inputs.level }}", "choice", "error", "may be 'warning'; field 'choice' takes one of"),
         ("{{ inputs.hours }}", "names[]", "error", "is an integer, but field 'names[]'"),
+        ("{{ inputs.name }}", "choice", "warning", "which takes one of: info, error; whether"),
     ],
 )
 def test_an_optional_field_keeps_its_pattern_choices_and_item_type(
@@ -396,7 +397,23 @@ def test_an_optional_field_keeps_its_pattern_choices_and_item_type(
 
 
 def test_an_optional_field_takes_none_and_its_own_values() -> None:
-    for source, field in [("{{ inputs.maybe }}", "choice"), ("{{ 'error' }}", "choice")]:
+    for source, field in [("{{ 'error' if inputs.go }}", "choice"), ("{{ 'error' }}", "choice")]:
         target = type_checks.field_type(Optional_, field)
         assert target is not None
         assert type_checks.check_field(infer(source), target) == [], source
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "severity", "says"),
+    [
+        ("{{ inputs.level[1:] }}", "level", "warning", "a slice feeds field 'level', which must"),
+        ("{{ 'info' | reverse }}", "level", "warning", "| reverse feeds field 'level', which must"),
+        ("{{ inputs.name | sort }}", "text", "error", "| sort is a list, but field 'text'"),
+    ],
+)
+def test_an_operation_that_changes_a_value_forgets_its_enum_and_pattern(
+    source: str, field: str, severity: str, says: str
+) -> None:
+    problems = check(source, field)
+    assert [p.severity for p in problems] == [severity], problems
+    assert says in problems[0].message
