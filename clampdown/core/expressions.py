@@ -22,7 +22,7 @@ integer); anything else renders to a string.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -434,7 +434,7 @@ def evaluate(source: str, context: Mapping[str, Any]) -> Any:
     try:
         if expr.native:
             inner = _WHOLE.match(source)["expr"]  # type: ignore[index]
-            value = _native(inner)(**context)
+            value = _materialized(_native(inner)(**context))
             _raise_if_undefined(value)
             return value
         return _render_text(source, context)
@@ -534,6 +534,22 @@ def evaluate_condition(value: str | bool, context: Mapping[str, Any]) -> bool:
             "compare explicitly, e.g. {{ inputs.x == 'yes' }}, or make the input a boolean",
         )
     return bool(result)
+
+
+def _materialized(value: Any) -> Any:
+    """A native result with its lazy parts made lists.
+
+    Why: Jinja's ``unique``, ``reverse`` (of a list) and ``items`` give generators and
+    iterators. Kept as such, the value is consumed by whatever reads it first: a
+    ``core.set_output`` of ``{{ inputs.l | unique }}`` recorded ``[]`` in the ledger and
+    gave its readers an empty list, where lint (rightly) expects the list."""
+    if isinstance(value, Iterator):
+        return [_materialized(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _materialized(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_materialized(item) for item in value)
+    return value
 
 
 def _raise_if_undefined(value: Any) -> None:

@@ -85,6 +85,26 @@ def test_whole_expression_padded_with_spaces_keeps_its_native_type(source: str) 
     assert evaluate(source, CONTEXT) == [1, 2]
 
 
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ (inputs.l + inputs.l) | unique }}", [1, 2]),
+        ("{{ inputs.l | reverse }}", [2, 1]),
+        ("{{ inputs.m | items }}", [("a", 1)]),
+        ("{{ {'u': inputs.l | unique} }}", {"u": [1, 2]}),
+        ("{{ [inputs.l | reverse] }}", [[2, 1]]),
+    ],
+)
+def test_a_lazy_filter_result_is_a_list_that_reads_the_same_twice(
+    source: str, expected: Any
+) -> None:
+    # Jinja gives generators here; one consumed by its first reader was recorded as []
+    # by core.set_output (and read as [] by the steps after it)
+    value = evaluate(source, CONTEXT)
+    assert value == expected
+    assert value == expected  # not used up by the first comparison
+
+
 def test_render_walks_dicts_and_lists_and_leaves_plain_values() -> None:
     value = {
         "count": "{{ inputs.n }}",
