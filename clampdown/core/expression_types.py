@@ -374,25 +374,38 @@ def _cond(node: nodes.CondExpr, scope: Scope) -> ExprType:
     return union(infer_node(node.expr1, scope), other)
 
 
+_NUMERIC = frozenset({"integer", "number", "boolean"})  # Python: True + 1 == 2, -True == -1
+
+
+def _operand(t: ExprType) -> frozenset[str] | None:
+    """The kinds an operand of arithmetic has when the operation works: none fails it (the
+    step fails with the expression's error), so it adds no kind to the result; a boolean
+    counts as the integer it is."""
+    if t.kinds is None:
+        return None
+    kinds = t.kinds - {"null"}
+    return frozenset("integer" if k == "boolean" else k for k in kinds) if kinds else None
+
+
 def _arith(node: nodes.BinExpr, scope: Scope) -> ExprType:
-    left, right = infer_node(node.left, scope), infer_node(node.right, scope)
-    if left.kinds is None or right.kinds is None:
+    left = _operand(infer_node(node.left, scope))
+    right = _operand(infer_node(node.right, scope))
+    if left is None or right is None:
         return UNKNOWN
-    numeric = {"integer", "number"}
-    if left.kinds <= numeric and right.kinds <= numeric:
-        whole = left.kinds == right.kinds == {"integer"} and not isinstance(node, nodes.Div)
+    if left <= _NUMERIC and right <= _NUMERIC:
+        whole = left == right == {"integer"} and not isinstance(node, nodes.Div)
         return _of("integer" if whole else "number", origin="arithmetic")
     for kind in ("string", "array"):
-        if left.kinds == {kind} and (
-            isinstance(node, nodes.Mul | nodes.Mod) or right.kinds == {kind}
-        ):
+        if left == {kind} and (isinstance(node, nodes.Mul | nodes.Mod) or right == {kind}):
             return _of(kind, origin=f"a {kind} operation")
     return UNKNOWN
 
 
 def _unary(node: nodes.UnaryExpr, scope: Scope) -> ExprType:
-    inner = infer_node(node.node, scope)
-    return inner if inner.kinds is not None and inner.kinds <= {"integer", "number"} else UNKNOWN
+    inner = _operand(infer_node(node.node, scope))
+    if inner is None or not inner <= _NUMERIC:
+        return UNKNOWN
+    return _of(*sorted(inner), origin="arithmetic")
 
 
 def _concat(node: nodes.Concat, scope: Scope) -> ExprType:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 from jinja2 import nodes
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from clampdown.core.expression_types import (
     ExprType,
@@ -266,6 +267,7 @@ def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
                 else "it is checked when the step runs",
             )
         )
+    problems.extend(_shape_problems(value, target))
     allowed = target.accepts.enum
     if allowed is not None and value.enum is None:
         choices = ", ".join(str(v) for v in allowed if v is not None)
@@ -291,6 +293,65 @@ def _constraints(value: ExprType, target: FieldType) -> list[Problem]:
                 )
             )
     return problems
+
+
+_FORMATS: dict[str, tuple[str, type]] = {
+    "date-time": ("an ISO 8601 date and time", datetime),
+    "date": ("an ISO 8601 date", date),
+}
+
+
+def _shape_problems(value: ExprType, target: FieldType) -> list[Problem]:
+    """What the schema asks beyond a kind: a string's format (a ``datetime`` field takes
+    only text that reads as one) and a mapping's keys (a field that is a model of its own,
+    such as ``api_gateway``): the run refuses values that break them, so lint says so when
+    it cannot know (a warning), or when a value it knows breaks them (an error)."""
+    variants = _flatten(target.schema, target.defs)
+    problems: list[Problem] = []
+    formats = {v["format"] for v in variants if v.get("type") == "string" and "format" in v}
+    for name in sorted(formats & set(_FORMATS)):
+        what, kind = _FORMATS[name]
+        if value.enum is None and "string" in (value.kinds or ()):
+            problems.append(
+                Problem(
+                    "warning",
+                    f"{value.origin} feeds field '{target.name}', which takes {what}; "
+                    "whether it is one cannot be known statically",
+                    "it is checked when the step runs",
+                )
+            )
+        for v in value.enum or ():
+            if isinstance(v, str) and not _reads_as(kind, v):
+                problems.append(
+                    Problem(
+                        "error",
+                        f"{value.origin} may be {v!r}, which is not {what} (field '{target.name}')",
+                        "give a date and time such as 2026-12-06T07:00:00Z",
+                    )
+                )
+                break
+    keyed = [v for v in variants if v.get("type") == "object" and v.get("properties")]
+    if keyed and "object" in (value.kinds or ()):
+        keys = ", ".join(keyed[0]["properties"])
+        problems.append(
+            Problem(
+                "warning",
+                f"{value.origin} is a mapping: whether its keys fit field '{target.name}' "
+                f"({keys}) cannot be known statically",
+                f"write the mapping under {target.name}: with a value for each key, so lint "
+                "checks each one; otherwise it is checked when the step runs",
+            )
+        )
+    return problems
+
+
+def _reads_as(kind: type, text: str) -> bool:
+    """Whether the run (pydantic) takes ``text`` as a ``kind`` (datetime or date)."""
+    try:
+        TypeAdapter(kind).validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def check_condition(value: ExprType) -> Problem | None:

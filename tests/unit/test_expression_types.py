@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 import pytest
@@ -417,3 +418,51 @@ def test_an_operation_that_changes_a_value_forgets_its_enum_and_pattern(
     problems = check(source, field)
     assert [p.severity for p in problems] == [severity], problems
     assert says in problems[0].message
+
+
+class Sub(ActionInput):
+    rest_api_id: str
+    stage_name: str
+
+
+class Shaped(ActionInput):
+    """Fields whose schema asks more than a kind: a date-time, a model of its own."""
+
+    start: datetime | None = None
+    target: Sub | None = None
+
+
+@pytest.mark.parametrize(
+    ("source", "field", "severities", "says"),
+    [
+        ("{{ inputs.name }}", "start", ["warning"], "which takes an ISO 8601 date and time"),
+        ("{{ 'info' }}", "start", ["error"], "may be 'info', which is not an ISO 8601 date"),
+        ("{{ '2026-12-06T07:00:00Z' }}", "start", [], ""),
+        ("{{ inputs.extra }}", "target", ["warning"], "(rest_api_id, stage_name) cannot be"),
+    ],
+)
+def test_a_format_or_the_keys_of_a_model_field_are_checked_or_warned(
+    source: str, field: str, severities: list[str], says: str
+) -> None:
+    target = type_checks.field_type(Shaped, field)
+    assert target is not None
+    problems = type_checks.check_field(infer(source), target)
+    assert [p.severity for p in problems] == severities, problems
+    assert all(says in p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("source", "kinds"),
+    [
+        ("{{ -inputs.go }}", {"integer"}),  # -True == -1
+        ("{{ inputs.go + 1 }}", {"integer"}),
+        ("{{ inputs.maybe_n - inputs.hours }}", {"integer"}),  # none fails the step instead
+        ("{{ inputs.maybe_n / 2 }}", {"number"}),
+    ],
+)
+def test_arithmetic_on_booleans_and_optional_numbers_has_a_type(
+    source: str, kinds: set[str]
+) -> None:
+    specs = {**INPUTS, "maybe_n": InputSpec(type="integer")}
+    found = types.infer(source, types.Scope(specs, outputs))
+    assert found.kinds == frozenset(kinds)
