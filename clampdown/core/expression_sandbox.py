@@ -5,7 +5,10 @@
 * Every operation that can grow a value (``*``, ``+``, ``%``, ``~``, ``join``,
   ``replace``, ``sum``) checks the size of its result against :data:`MAX_SIZE` before
   building it, so ``{{ 'x' * inputs.n }}`` with a huge ``n`` is a refusal, never a
-  MemoryError in the engine.
+  MemoryError in the engine. A repetition counts what it repeats whole (:func:`_weight`:
+  items and characters at every depth): ``['x' * 100000] * 100000`` is only 100,000
+  references in memory, but 10 GB as soon as anything prints it (the ledger, ``~``,
+  ``tojson``, the step's text).
 * A mapping's key wins over its attribute: ``inputs.items`` is the input named
   ``items``, not ``dict.items``.
 """
@@ -101,6 +104,26 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, str | list | tuple | dict) else 0
 
 
+def _weight(value: Any, limit: int = MAX_SIZE) -> int:
+    """Items and characters of ``value`` at every depth (a container's items, plus what
+    each holds), counted only until it passes ``limit``: a value that repeats one object
+    many times costs nothing to build, everything to print, and no more than ``limit``
+    steps to weigh here."""
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list | tuple):
+            total += len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return total
+
+
 def _check_percent(template: str, args: Any) -> None:
     for match in _PERCENT_FIELD.finditer(template):
         for number in match.groups():
@@ -130,7 +153,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
                 sized = isinstance(seq, str | list | tuple) and isinstance(count, int)
-                if sized and len(seq) * count > MAX_SIZE:
+                if sized and count > 0 and _weight(seq, MAX_SIZE // count) * count > MAX_SIZE:
                     raise too_big("a repetition")
         elif operator == "+" and _size(left) + _size(right) > MAX_SIZE:
             raise too_big("a concatenation")
