@@ -18,6 +18,7 @@ from typing import Any
 from jinja2 import nodes
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from clampdown.core.actions import with_problem
 from clampdown.core.expression_types import (
     ExprType,
     expression_node,
@@ -114,7 +115,50 @@ def with_value_problems(
             target = item_field(target)
         else:
             target = _property(target.schema, target.defs, part, f"{target.name}.{part}")
-    return [] if target is None else check_field(value, target)
+    if target is None:
+        return []
+    problems = check_field(value, target)
+    if len(where) == 1 and not any(p.severity == "error" for p in problems):
+        problems.extend(_refused_by_validator(model, str(where[0]), value))
+    return problems
+
+
+def _refused_by_validator(model: type[BaseModel], name: str, value: ExprType) -> list[Problem]:
+    """A value lint knows (a constant, an input's enum, a step status) that the field's own
+    validator refuses (``role_arn``: an IAM role ARN), as the run would: a literal in its
+    place is refused by lint, so the same text written as ``{{ 'info' }}`` or coming from an
+    enum is too. Only fields with a validator of their own: their JSON Schema says
+    nothing, and other fields need no model built (lint's cost)."""
+    if value.enum is None:
+        return []
+    checked = {
+        f for d in model.__pydantic_decorators__.field_validators.values() for f in d.info.fields
+    }
+    fields = [n for n, f in model.model_fields.items() if name in (n, f.alias)]
+    if not fields or fields[0] not in checked:
+        return []
+    for v in value.enum:
+        if v is None:
+            continue  # none is checked on its own (check_field)
+        try:
+            model.model_validate({name: v})
+        except ValidationError as exc:
+            refused = [e for e in exc.errors(include_url=False) if tuple(e["loc"][:1]) == (name,)]
+            if refused:
+                rule = with_problem(refused[0], v).rule
+                return [
+                    Problem(
+                        "error",
+                        f"{value.origin} may be {v!r}, which field '{name}' refuses: {rule}",
+                        "feed the field a value it takes"
+                        + (
+                            ", or change the input's enum"
+                            if value.origin.startswith("input '")
+                            else ""
+                        ),
+                    )
+                ]
+    return []
 
 
 def _flatten(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> list[Mapping[str, Any]]:
