@@ -83,7 +83,26 @@ class Verifier:
             return False
         return lists_principal(self.allowed_signers, SERVE_PRINCIPAL)
 
+    def _untrusted_serve_listing(self) -> str | None:
+        """Why a Slack decision cannot be checked: the allowed-signers file names
+        ``clampdown-serve`` but cannot be trusted (writable by others, a pattern principal,
+        inside ``CLAMPDOWN_HOME``). Falling back to the run's approval key then would let
+        whoever reads ``CLAMPDOWN_HOME`` pose as a Slack click again — what listing serve's
+        key is for — so the decision is refused with the file's problem instead."""
+        if self.allowed_signers is None:
+            return None
+        problem = allowed_signers_problem(self.allowed_signers, self.home)
+        if problem is None or not lists_principal(self.allowed_signers, SERVE_PRINCIPAL):
+            return None
+        return (
+            "the decision claims to come from Slack but cannot be checked against clampdown "
+            f"serve's key (CLAMPDOWN_ALLOWED_SIGNERS lists {SERVE_PRINCIPAL}): {problem}"
+        )
+
     def _slack(self, decision: Decision) -> Proof:
+        untrusted = self._untrusted_serve_listing()
+        if untrusted is not None:
+            return Proof(untrusted)
         if self._serve_key_listed():
             assert self.allowed_signers is not None
             signer = verify(
