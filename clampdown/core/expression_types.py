@@ -550,3 +550,79 @@ _HANDLERS: dict[type[nodes.Node], Callable[[Any, Scope], ExprType]] = {
     nodes.Concat: _concat,
     nodes.Filter: _filter,
 }
+
+
+# --- operations that fail for every value they may be given ----------------------------------
+
+_ITEMS = frozenset({"string", "array", "object"})
+_ITERATING = ("first", "last", "min", "max", "sum", "unique", "list", "sort", "join")
+_NEEDS: dict[str, tuple[frozenset[str], str]] = {
+    **{name: (_ITEMS, "items") for name in (*_ITERATING, "length", "count", "reverse")},
+    "items": (frozenset({"object"}), "keys"),
+    "dictsort": (frozenset({"object"}), "keys"),
+    "abs": (_NUMERIC, "a number"),
+    "round": (_NUMERIC, "a number"),
+}
+
+
+def certain_failures(node: nodes.Node, scope: Scope) -> list[str]:
+    """Operations in ``node`` that fail whatever value their operand has, by its kinds:
+    ``-`` of a string, ``| max`` of a boolean, ``inputs.flag[0]``. The run fails the step
+    there (``bad operand type for unary -: 'str'``), so lint reports it.
+
+    Only what is certain counts: an operand of unknown type, or one with any kind that
+    works, is not a failure; nor is anything a condition or ``and``/``or`` may keep from
+    being evaluated (the branches of ``x if c else y``, the right of ``and``/``or``, the
+    fallback of ``default``), as the test deciding it is not followed."""
+    found: list[str] = []
+    _failures(node, scope, found)
+    return found
+
+
+def _failures(node: nodes.Node, scope: Scope, found: list[str]) -> None:
+    if isinstance(node, nodes.CondExpr):
+        _failures(node.test, scope, found)
+        return
+    if isinstance(node, nodes.And | nodes.Or):
+        _failures(node.left, scope, found)
+        return
+    if isinstance(node, nodes.Test):
+        return  # `x is number` and friends are how a value is told apart
+    problem = _fails(node, scope)
+    if problem:
+        found.append(problem)
+        return  # its operand's own problem would be one more line about the same mistake
+    if isinstance(node, nodes.Filter) and node.name in ("default", "d"):
+        if node.node is not None:
+            _failures(node.node, scope, found)
+        return
+    for child in node.iter_child_nodes():
+        _failures(child, scope, found)
+
+
+def _fails(node: nodes.Node, scope: Scope) -> str:
+    """Why ``node`` fails for every value of its operand ("" : it may work)."""
+    if isinstance(node, nodes.Neg | nodes.Pos):
+        operand = infer_node(node.node, scope)
+        if _none_of(operand, _NUMERIC):
+            sign = "-" if isinstance(node, nodes.Neg) else "+"
+            return f"{sign} of {operand.origin} fails: it is {operand.describe()}, not a number"
+    elif isinstance(node, nodes.Filter) and node.name in _NEEDS and node.node is not None:
+        operand = infer_node(node.node, scope)
+        kinds, what = _NEEDS[node.name]
+        if _none_of(operand, kinds):
+            return (
+                f"| {node.name} of {operand.origin} fails: it is {operand.describe()}, "
+                f"which has no {what}"
+            )
+    elif isinstance(node, nodes.Getitem | nodes.Getattr):
+        base = infer_node(node.node, scope)
+        if _none_of(base, _ITEMS):
+            what = f".{node.attr}" if isinstance(node, nodes.Getattr) else "an item"
+            return f"reading {what} of {base.origin} fails: it is {base.describe()}, which has none"
+    return ""
+
+
+def _none_of(t: ExprType, kinds: frozenset[str]) -> bool:
+    """Whether every kind ``t`` may have lacks what the operation needs (known kinds only)."""
+    return t.kinds is not None and not (t.kinds & kinds)

@@ -403,6 +403,16 @@ class _RunbookLinter:
         if action is None:
             return
         loc, text, _ = at
+        node = types.expression_node(text)
+        for failure in types.certain_failures(node, scope) if node is not None else ():
+            self.expression_error(
+                at,
+                first_offset(text),
+                failure,
+                "the step would fail here when it runs: convert the value first, or read "
+                "a value that has the kind the operation needs",
+                "type",
+            )
         found = types.infer(text, scope)
         for problem in type_checks.with_value_problems(action.Input, loc[3:], found):
             error = problem.severity == "error"

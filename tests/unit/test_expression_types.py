@@ -466,3 +466,28 @@ def test_arithmetic_on_booleans_and_optional_numbers_has_a_type(
     specs = {**INPUTS, "maybe_n": InputSpec(type="integer")}
     found = types.infer(source, types.Scope(specs, outputs))
     assert found.kinds == frozenset(kinds)
+
+
+@pytest.mark.parametrize(
+    ("source", "fails"),
+    [
+        ("{{ -inputs.name }}", "- of input 'name' fails: it is a string, not a number"),
+        ("{{ inputs.go[0] }}", "reading an item of input 'go' fails: it is true or false"),
+        ("{{ run.drill.x }}", "reading .x of run.drill fails"),
+        ("{{ inputs.hours | max }}", "| max of input 'hours' fails: it is an integer"),
+        ("{{ inputs.name | items }}", "| items of input 'name' fails: it is a string"),
+        ("{{ inputs.name | abs }}", "| abs of input 'name' fails"),
+        ("{{ -inputs.go }}", ""),  # -True is -1
+        ("{{ inputs.maybe | length }}", ""),  # a string when given: it may work
+        ("{{ steps.up.outputs.blob | max }}", ""),  # unknown: nothing is certain
+        ("{{ inputs.hours | length if inputs.hours is string else 0 }}", ""),  # guarded
+        ("{{ inputs.go and inputs.go[0] }}", ""),  # not evaluated when go is false
+        ("{{ inputs.hours | default(inputs.go[0]) }}", ""),  # a fallback is not followed
+    ],
+)
+def test_an_operation_that_fails_for_every_value_is_reported(source: str, fails: str) -> None:
+    node = types.expression_node(source)
+    assert node is not None
+    found = types.certain_failures(node, types.Scope(INPUTS, outputs))
+    assert len(found) == (1 if fails else 0), found
+    assert all(fails in f for f in found), found
