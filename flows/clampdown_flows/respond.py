@@ -372,10 +372,10 @@ def _trusted_records(files: RunFiles, signer: Any) -> list[dict[str, Any]]:
 def _why_not_resumable(
     records: list[dict[str, Any]], path: Path, first: dict[str, Any], start: RunStart | None
 ) -> str | None:
-    resumes = sum(r.get("type") == "run.resumed" for r in records)
-    if resumes >= MAX_RESUMES:
+    crashes = _unplanned_stops(records)
+    if crashes > MAX_RESUMES:
         return (
-            f"could not be resumed: its process stopped {resumes + 1} times; something in "
+            f"could not be resumed: its process stopped {crashes} times; something in "
             "the run stops it (see the logs); start a new run when fixed"
         )
     if start is None:
@@ -392,6 +392,24 @@ def _why_not_resumable(
             "started; start a new run"
         )
     return None
+
+
+def _unplanned_stops(records: list[dict[str, Any]]) -> int:
+    """How many of the run's processes stopped without suspending it, the one that just
+    stopped included. Each process's part of the ledger begins with ``run.start`` or
+    ``run.resumed``; a part with ``run.suspended`` ended in good order (serve's SIGTERM: a
+    deploy, ``systemctl stop``) and is not counted. Why: the limit stops resuming a run
+    that keeps killing its process, and a run waiting hours for an approval must not be
+    ended because serve was deployed four times meanwhile."""
+    stops, suspended = 0, False
+    for record in records:
+        kind = record.get("type")
+        if kind == "run.resumed":
+            stops += not suspended
+            suspended = False
+        elif kind == "run.suspended":
+            suspended = True
+    return stops + (not suspended)
 
 
 async def _close_previous_flow_run(flow_run_id: str | None, run_id: str) -> None:
