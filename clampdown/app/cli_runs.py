@@ -305,6 +305,26 @@ def runs(
     print_table(table)
 
 
+def _refuse_altered_request(run_id: str, req: dict[str, Any]) -> None:
+    """Refuse to show and sign a request whose gated parameters are not the ones it binds.
+
+    What is printed comes from the request file, what is signed is its ``params_hash``:
+    whoever can write ``CLAMPDOWN_HOME`` (who cannot sign) could show one set of parameters
+    and leave the hash of another, and the run would count the signature. The run made the
+    hash from exactly these ``gated`` entries, so any edit shows as a mismatch."""
+    from clampdown.core.approvals import params_hash
+
+    if params_hash(req.get("gated") or {}) != req.get("params_hash"):
+        raise ClampdownError(
+            f"the approval request of run {run_id}, step {req.get('step')}, was changed after "
+            "the run wrote it: the parameters it would show are not the ones it asks you to "
+            "sign (their hash differs); nothing was signed or sent",
+            f"do not approve from this host; check `clampdown verify {run_id}` (the ledger's "
+            "signed approval.request record holds what the run asks) and who can write "
+            "CLAMPDOWN_HOME",
+        )
+
+
 def approve(
     run_id: Annotated[str, typer.Argument(help="the run waiting for approval")],
     as_: Annotated[
@@ -343,6 +363,7 @@ def approve(
         raise ClampdownError("a denial needs a reason", "add --reason 'why'")
     conf = settings()
     req = pending_request(run_id, step, conf)
+    _refuse_altered_request(run_id, req)
     out.print(f"run {run_id}, step {req['step']}: {escape(req['summary'])}")
     for line in gated_lines(req.get("gated", {})):
         out.print(line, markup=False)

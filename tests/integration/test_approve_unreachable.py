@@ -19,6 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from clampdown.app.cli import app as cli_app
+from clampdown.core.approvals import params_hash
 from clampdown.core.home import private_dirs, write_private
 from clampdown.core.settings import settings
 from tests.approver_keys import approver_keys
@@ -40,7 +41,7 @@ def _pending_request(api_url: str) -> None:
         "step": "approve",
         "summary": "Revoke the key?",
         "gated": {},
-        "params_hash": "0" * 64,
+        "params_hash": params_hash({}),  # the hash of "gated", as the gate writes it
         "nonce": "1" * 32,
         "allowed_users": ["U0TERM2"],
         "groups": [],
