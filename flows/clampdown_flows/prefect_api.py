@@ -537,17 +537,38 @@ def _process_settings(updates: dict[Any, Any]) -> Iterator[None]:
 
 
 def client_auth(api_url: str | None) -> str | None:
-    """The auth string a client of ``api_url`` sends: ``PREFECT_API_AUTH_STRING`` as set,
-    else the local API's secret for a loopback URL (``clampdown approve`` reaching the API
-    that ``clampdown run`` or ``serve`` started in another process)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING
+    """The auth string a client of ``api_url`` sends: ``PREFECT_API_AUTH_STRING`` to the
+    API it is configured for (``PREFECT_API_URL``), else the local API's secret for a
+    loopback URL (``clampdown approve`` reaching the API that ``clampdown run`` or
+    ``serve`` started in another process), else none.
+
+    Why only there: ``api_url`` is read from the run's approval request, a file (or a row
+    of the run store) that whoever can write ``CLAMPDOWN_HOME`` or the store can edit;
+    pointed at their own server, every approver's ``clampdown approve`` and serve's Slack
+    clicks would hand them the Prefect API's auth string."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
     configured = PREFECT_API_AUTH_STRING.value()
-    if configured:
+    if configured and (api_url is None or _same_api(api_url, PREFECT_API_URL.value())):
         return str(configured)
     if api_url and api_url.startswith(("http://127.0.0.1:", "http://localhost:")):
         return local_auth_string()
     return None
+
+
+def _same_api(url: str, configured: str | None) -> bool:
+    """Whether ``url`` is the configured API URL (scheme, host, port and path; case of the
+    scheme and host, and a trailing slash, do not matter)."""
+    if not configured:
+        return False
+    from urllib.parse import urlsplit
+
+    a, b = urlsplit(url.strip()), urlsplit(str(configured).strip())
+    return (a.scheme.lower(), a.netloc.lower(), a.path.rstrip("/")) == (
+        b.scheme.lower(),
+        b.netloc.lower(),
+        b.path.rstrip("/"),
+    )
 
 
 def settle(watch: TaskRunWatch | None) -> None:

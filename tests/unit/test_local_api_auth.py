@@ -32,11 +32,17 @@ def test_the_secret_is_made_once_private_and_kept(prefect_home: Path) -> None:
 
 
 def test_clients_send_it_to_a_loopback_api_only(prefect_home: Path) -> None:
-    from prefect.settings import PREFECT_API_AUTH_STRING, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     made = local_auth_string(create=True)
     assert client_auth("http://127.0.0.1:51234/api") == made
     assert client_auth("http://localhost:51234/api") == made
     assert client_auth("https://prefect.internal/api") is None  # never leaked elsewhere
-    with temporary_settings({PREFECT_API_AUTH_STRING: "ops:configured"}):
+    configured = {
+        PREFECT_API_AUTH_STRING: "ops:configured",
+        PREFECT_API_URL: "https://prefect.internal/api",
+    }
+    with temporary_settings(configured):
         assert client_auth("https://prefect.internal/api") == "ops:configured"
+        assert client_auth("https://PREFECT.internal/api/") == "ops:configured"
+        assert client_auth(None) == "ops:configured"
