@@ -617,10 +617,58 @@ def _fails(node: nodes.Node, scope: Scope) -> str:
             )
     elif isinstance(node, nodes.Getitem | nodes.Getattr):
         base = infer_node(node.node, scope)
-        if _none_of(base, _ITEMS):
-            what = f".{node.attr}" if isinstance(node, nodes.Getattr) else "an item"
-            return f"reading {what} of {base.origin} fails: it is {base.describe()}, which has none"
+        needs, what = _lookup_needs(node)
+        if _none_of(base, needs):
+            return f"reading {what} of {base.origin} fails: it is {base.describe()}"
+    elif isinstance(node, _ARITH_NODES):
+        left, right = infer_node(node.left, scope), infer_node(node.right, scope)
+        if (
+            left.kinds is not None
+            and right.kinds is not None
+            and not _any_works(node, left.kinds, right.kinds)
+        ):
+            return (
+                f"{node.operator} fails for {left.describe()} and {right.describe()} "
+                f"({left.origin}, {right.origin})"
+            )
     return ""
+
+
+_ARITH_NODES = (nodes.Add, nodes.Sub, nodes.Mul, nodes.Div, nodes.FloorDiv, nodes.Mod)
+_SEQUENCES = frozenset({"string", "array"})
+
+
+def _lookup_needs(node: nodes.Getitem | nodes.Getattr) -> tuple[frozenset[str], str]:
+    """The kinds a lookup works on, and what it reads (for the message)."""
+    if isinstance(node, nodes.Getattr):
+        if hasattr(str, node.attr) or hasattr(list, node.attr):
+            return _ITEMS, f".{node.attr}"  # a method's name: not a certain failure
+        return frozenset({"object"}), f".{node.attr}"
+    if isinstance(node.arg, nodes.Slice):
+        return _SEQUENCES, "a slice"
+    if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        return frozenset({"object"}), f"[{node.arg.value!r}]"
+    return _ITEMS, "an item"
+
+
+def _any_works(node: nodes.BinExpr, left: frozenset[str], right: frozenset[str]) -> bool:
+    """Whether some pair of the operands' kinds makes ``node`` work (Python's rules)."""
+    numbers = {"integer", "number", "boolean"}
+    for a in left:
+        for b in right:
+            if a in numbers and b in numbers:
+                return True
+            if isinstance(node, nodes.Add) and a == b and a in _SEQUENCES:
+                return True
+            if (
+                isinstance(node, nodes.Mul)
+                and {a, b} & _SEQUENCES
+                and {a, b} & {"integer", "boolean"}
+            ):
+                return True
+            if isinstance(node, nodes.Mod) and a == "string":
+                return True
+    return False
 
 
 def _none_of(t: ExprType, kinds: frozenset[str]) -> bool:

@@ -110,6 +110,8 @@ class Expression:
     uses_status_function: bool = False
     # the one expression of a native template, parsed once (lint infers its type)
     node: nodes.Expr | None = field(default=None, compare=False, repr=False)
+    # every {{ }} expression of the template, native or not (lint checks each operation)
+    parts: tuple[nodes.Expr, ...] = field(default=(), compare=False, repr=False)
 
 
 MAX_DEPTH = 48
@@ -138,7 +140,18 @@ def compile_expression(source: str) -> Expression:
     refs: list[Reference] = []
     status = _check(_descendants(tree), refs)
     node = _whole(source, tree)
-    return Expression(source, node is not None, tuple(refs), status, node)
+    parts = (node,) if node is not None else _outputs(tree)
+    return Expression(source, node is not None, tuple(refs), status, node, parts)
+
+
+def _outputs(tree: nodes.Template) -> tuple[nodes.Expr, ...]:
+    """The expressions of a template's ``{{ }}`` (its text left out)."""
+    return tuple(
+        n
+        for output in tree.find_all(nodes.Output)
+        for n in output.nodes
+        if not isinstance(n, nodes.TemplateData)
+    )
 
 
 def _too_deep(line: int) -> ExpressionError:

@@ -393,6 +393,7 @@ class _RunbookLinter:
         if trap is not None:
             self.expression_error(at, first_offset(source), trap.message, trap.hint, "if-text")
             return
+        self.check_operations(at, scope)
         problem = type_checks.check_condition(types.infer(source, scope))
         if problem is not None:
             self.expression_error(at, first_offset(source), problem.message, problem.hint, "type")
@@ -403,16 +404,7 @@ class _RunbookLinter:
         if action is None:
             return
         loc, text, _ = at
-        node = types.expression_node(text)
-        for failure in types.certain_failures(node, scope) if node is not None else ():
-            self.expression_error(
-                at,
-                first_offset(text),
-                failure,
-                "the step would fail here when it runs: convert the value first, or read "
-                "a value that has the kind the operation needs",
-                "type",
-            )
+        self.check_operations(at, scope)
         found = types.infer(text, scope)
         for problem in type_checks.with_value_problems(action.Input, loc[3:], found):
             error = problem.severity == "error"
@@ -424,6 +416,21 @@ class _RunbookLinter:
                 "type" if error else "type-unknown",
                 "error" if error else "warning",
             )
+
+    def check_operations(self, at: _Written, scope: types.Scope) -> None:
+        """Operations that fail for every value they may be given (``-`` of a string):
+        the step would fail there when it runs."""
+        text = at[1]
+        for part in compile_expression(text).parts:
+            for failure in types.certain_failures(part, scope):
+                self.expression_error(
+                    at,
+                    first_offset(text),
+                    failure,
+                    "the step would fail here when it runs: convert the value first, or read "
+                    "a value that has the kind the operation needs",
+                    "type",
+                )
 
     def output_type(self, step_id: str, name: str) -> types.ExprType | None:
         """``steps.<step_id>.outputs.<name>`` (None: the step's action is unknown)."""

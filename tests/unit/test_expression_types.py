@@ -477,6 +477,13 @@ def test_arithmetic_on_booleans_and_optional_numbers_has_a_type(
         ("{{ inputs.hours | max }}", "| max of input 'hours' fails: it is an integer"),
         ("{{ inputs.name | items }}", "| items of input 'name' fails: it is a string"),
         ("{{ inputs.name | abs }}", "| abs of input 'name' fails"),
+        ("{{ 3 + inputs.name }}", "+ fails for an integer and a string"),
+        ("{{ run.id['users'] }}", "reading ['users'] of run.id fails: it is a string"),
+        ("{{ inputs.hours[1:] }}", "reading a slice of input 'hours' fails"),
+        ("{{ inputs.name * 2 }}", ""),
+        ("{{ inputs.name % inputs.hours }}", ""),
+        ("{{ inputs.extra['x'] }}", ""),
+        ("{{ inputs.roles[0] }}", ""),
         ("{{ -inputs.go }}", ""),  # -True is -1
         ("{{ inputs.maybe | length }}", ""),  # a string when given: it may work
         ("{{ steps.up.outputs.blob | max }}", ""),  # unknown: nothing is certain
