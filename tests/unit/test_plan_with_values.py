@@ -216,7 +216,11 @@ def test_lint_reports_3000_nested_parentheses_with_a_position(tmp_path: Path) ->
     [
         ("['x'] | join('y' * 99999) ~ ('z' * 10) | replace('z', 'zz' * 50000)", "replace"),
         ("[inputs.word * 99999, 'y'] | join(inputs.word * 10)", "join"),
-        ("[[inputs.word] * 60000, [inputs.word] * 60000] | sum(start=[]) | join(',')", "sum"),
+        (  # three lists of 40,000 (a repetition counts items and characters: 80,000 each)
+            "[[inputs.word] * 40000, [inputs.word] * 40000, [inputs.word] * 40000]"
+            " | sum(start=[]) | join(',')",
+            "sum",
+        ),
         ("'%0' ~ inputs.big ~ 'd'", None),  # builds the format only: no refusal
         ("('%0' ~ inputs.big ~ 'd') % 1", "a %-format field"),
         ("inputs.word * inputs.big", "a repetition"),
