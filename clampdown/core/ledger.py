@@ -324,12 +324,19 @@ class Ledger:
         """Write the stored line to the local file; when the file is not the store's
         ``seq`` lines (a run continued from another machine, a record another writer
         stored) it is rebuilt from the store. The store holds the record already: a
-        local failure is logged and repaired at the next append or read."""
+        local failure is logged and repaired at the next append or read. A line the disk
+        took only part of is cut off again, as in a ledger without the store: whoever reads
+        this copy before the repair (progress, ``runs``) must not meet a torn line."""
         try:
             if self._size >= 0 and self._seq == seq and os.fstat(fd).st_size == self._size:
-                if os.write(fd, line) != len(line):
-                    raise OSError(errno.ENOSPC, "short write")
-                os.fsync(fd)
+                try:
+                    if os.write(fd, line) != len(line):
+                        raise OSError(errno.ENOSPC, "short write")
+                    os.fsync(fd)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, self._size)  # shrinking needs no free space
+                    raise
                 self._size += len(line)
             else:
                 self._size = _sync_fd(fd, self.path, primary.lines())
