@@ -304,6 +304,12 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     values = inputs_mod.validate(rb.inputs, inputs)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))
+    changed = _inputs_changed(rb, values, first)
+    if changed is not None:
+        ledger.append("run.end", status="failed", error=changed, outputs={})
+        ledger.close()
+        _logger().error("run %s cannot be resumed: %s", run_id, changed)
+        raise RunFailed(f"run {run_id} cannot be resumed: {changed}")
     state = new_state(run_id, rb, values, ledger, run_info, files)
     gatekeeper = _wire(state, conf)
     restored = restore(state, records)
@@ -392,6 +398,24 @@ def _why_not_resumable(
             "started; start a new run"
         )
     return None
+
+
+def _inputs_changed(rb: Runbook, values: dict[str, Any], first: dict[str, Any]) -> str | None:
+    """Why the inputs a stopped run would continue with are not the ones it started with,
+    or None. They come from its start record (``start.json``: it keeps the secret ones,
+    sealed), which is not signed; the signed ``run.start`` has them too, secret ones
+    masked. Someone who can write the run's files could otherwise edit ``start.json`` and
+    point every step not yet done (and those without a gate) at another target. Secret
+    inputs are masked on both sides: they are checked only by their seal."""
+    now = json.loads(json.dumps(inputs_mod.masked(rb.inputs, values), default=str))
+    recorded = first.get("inputs") or {}
+    if now == recorded:
+        return None
+    names = sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
+    return (
+        "could not be resumed: its start record's inputs differ from the signed run.start "
+        f"({', '.join(names)}): the run's files were changed; start a new run"
+    )
 
 
 def _unplanned_stops(records: list[dict[str, Any]]) -> int:
