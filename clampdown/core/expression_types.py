@@ -24,6 +24,7 @@ guessing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -565,6 +566,18 @@ _NEEDS: dict[str, tuple[frozenset[str], str]] = {
 }
 
 
+_OPERATIONS = re.compile(
+    r"[-+*/%|\[]|\b(?:inputs|run)\.\w+\.|\bsteps\.\w+\.(?:status\.|outputs\.\w+\.)"
+)
+
+
+def may_fail(source: str) -> bool:
+    """Whether ``source`` has anything :func:`certain_failures` looks at: an operator, a
+    filter, a subscript, or a name read into (``inputs.x.y``). Most values are a plain
+    ``{{ inputs.x }}``; this keeps lint from walking them (lint's cost, issue 15)."""
+    return _OPERATIONS.search(source) is not None
+
+
 def certain_failures(node: nodes.Node, scope: Scope) -> list[str]:
     """Operations in ``node`` that fail whatever value their operand has, by its kinds:
     ``-`` of a string, ``| max`` of a boolean, ``inputs.flag[0]``. The run fails the step
@@ -588,6 +601,18 @@ def _failures(node: nodes.Node, scope: Scope, found: list[str]) -> None:
         return
     if isinstance(node, nodes.Test):
         return  # `x is number` and friends are how a value is told apart
+    if isinstance(node, nodes.Name | nodes.Const | nodes.TemplateData):
+        return
+    path = reference_path(node) if isinstance(node, nodes.Getattr | nodes.Getitem) else None
+    if path is not None:
+        # a name's path (inputs.x.y): only reading into a value (inputs.x, run.drill, an
+        # output) may fail; its prefixes are namespaces (steps.a.outputs), which lint's
+        # reference checks cover. The commonest node of all, so this is kept cheap.
+        if _reads_into_a_value(path):
+            problem = _fails(node, scope)
+            if problem:
+                found.append(problem)
+        return
     problem = _fails(node, scope)
     if problem:
         found.append(problem)
@@ -598,6 +623,17 @@ def _failures(node: nodes.Node, scope: Scope, found: list[str]) -> None:
         return
     for child in node.iter_child_nodes():
         _failures(child, scope, found)
+
+
+def _reads_into_a_value(path: tuple[str, ...]) -> bool:
+    """Whether the path reads into a value rather than a namespace: ``inputs.x.y``,
+    ``run.drill.x``, ``steps.a.status[0]``, ``steps.a.outputs.f.g``."""
+    depth = {"inputs": 3, "run": 3, "steps": 4}.get(path[0])
+    if depth is None:
+        return False
+    if path[0] == "steps" and len(path) >= 3 and path[2] == "outputs":
+        depth = 5
+    return len(path) >= depth
 
 
 def _fails(node: nodes.Node, scope: Scope) -> str:

@@ -146,9 +146,10 @@ def compile_expression(source: str) -> Expression:
 
 def _outputs(tree: nodes.Template) -> tuple[nodes.Expr, ...]:
     """The expressions of a template's ``{{ }}`` (its text left out)."""
-    return tuple(
+    return tuple(  # statements are refused, so the body is its outputs (no deeper search)
         n
-        for output in tree.find_all(nodes.Output)
+        for output in tree.body
+        if isinstance(output, nodes.Output)
         for n in output.nodes
         if not isinstance(n, nodes.TemplateData)
     )

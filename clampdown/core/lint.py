@@ -421,6 +421,8 @@ class _RunbookLinter:
         """Operations that fail for every value they may be given (``-`` of a string):
         the step would fail there when it runs."""
         text = at[1]
+        if not types.may_fail(text):
+            return
         for part in compile_expression(text).parts:
             for failure in types.certain_failures(part, scope):
                 self.expression_error(
