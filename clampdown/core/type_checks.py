@@ -212,7 +212,29 @@ def check_field(value: ExprType, target: FieldType) -> list[Problem]:
         problems.append(_maybe_none(value, target))
     if not wrong:
         problems.extend(_constraints(value, target))
+        problems.extend(_item_problems(value, target))
     return problems
+
+
+def _item_problems(value: ExprType, target: FieldType) -> list[Problem]:
+    """The items of a list lint knows (``{{ [1, 2] }}``, ``{{ [inputs.a, inputs.b] }}``)
+    against the item type of a list field: a list of integers into ``buckets`` (strings)
+    is refused by the run item by item. Errors only: a warning about an item repeats
+    the one its value gets where it is written."""
+    if (
+        value.items is None
+        or value.kinds != {"array"}
+        or "array" not in (target.accepts.kinds or ())
+    ):
+        return []
+    item = item_field(target)
+    if item is None:
+        return []
+    return [
+        Problem(p.severity, f"an item of {value.origin}: {p.message}", p.hint)
+        for p in check_field(value.items, item)
+        if p.severity == "error"
+    ]
 
 
 def _wrong_kind(value: ExprType, target: FieldType, always: bool) -> Problem:

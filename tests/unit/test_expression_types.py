@@ -498,3 +498,18 @@ def test_an_operation_that_fails_for_every_value_is_reported(source: str, fails:
     found = types.certain_failures(node, types.Scope(INPUTS, outputs))
     assert len(found) == (1 if fails else 0), found
     assert all(fails in f for f in found), found
+
+
+@pytest.mark.parametrize(
+    ("source", "errors"),
+    [
+        ("{{ [inputs.hours, 2] }}", ["an item of a list: the expression is an integer"]),
+        ("{{ [inputs.maybe] }}", ["an item of a list: input 'maybe' is optional"]),
+        ("{{ [inputs.name, 'b'] }}", []),
+        ("{{ inputs.roles }}", []),  # an array input declares no item type
+    ],
+)
+def test_the_items_of_a_list_expression_are_checked(source: str, errors: list[str]) -> None:
+    found = [p for p in check(source, "items") if p.severity == "error"]
+    assert len(found) == len(errors), found
+    assert all(e in p.message for e, p in zip(errors, found, strict=True)), found
