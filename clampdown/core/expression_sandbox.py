@@ -203,13 +203,36 @@ def _sum(environment: Any, iterable: Any, attribute: Any = None, start: Any = 0)
     return _JINJA_SUM(environment, items, attribute, start)
 
 
+def _unique(
+    environment: Any, value: Any, case_sensitive: bool = False, attribute: Any = None
+) -> list[Any]:
+    return list(_JINJA_UNIQUE(environment, value, case_sensitive, attribute))
+
+
+def _reverse(value: Any) -> Any:
+    reversed_ = _JINJA_REVERSE(value)
+    return reversed_ if isinstance(reversed_, str) else list(reversed_)
+
+
+def _items(value: Any) -> list[Any]:
+    return list(_JINJA_ITEMS(value))
+
+
 _JINJA_JOIN = jinja_filters.FILTERS["join"]
 _JINJA_REPLACE = jinja_filters.FILTERS["replace"]
 _JINJA_SUM = jinja_filters.FILTERS["sum"]
+_JINJA_UNIQUE = jinja_filters.FILTERS["unique"]
+_JINJA_REVERSE = jinja_filters.FILTERS["reverse"]
+_JINJA_ITEMS = jinja_filters.FILTERS["items"]
 _GUARDED_FILTERS: dict[str, Callable[..., Any]] = {
     "join": pass_eval_context(_join),
     "replace": pass_eval_context(_replace),
     "sum": pass_environment(_sum),
+    # Jinja's give one-shot generators: `(x | unique)[0]` failed, text showed
+    # "<generator object …>", and a value read twice was empty the second time
+    "unique": pass_environment(_unique),
+    "reverse": _reverse,
+    "items": _items,
 }
 
 

@@ -502,3 +502,20 @@ def test_a_key_named_like_a_mapping_method_is_the_data(name: str) -> None:
 def test_a_mapping_method_without_such_a_key_is_still_not_callable() -> None:
     with pytest.raises(ExpressionError, match="calling a method"):
         compile_expression("{{ inputs.items() }}")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("{{ (inputs.l | unique)[0] }}", 1),  # indexed inside the expression
+        ("{{ (inputs.l | reverse)[0] }}", 2),
+        ("{{ ({'a': 1} | items)[0][0] }}", "a"),
+        ("{{ (inputs.l | unique) | length }}", 2),
+        ("left {{ inputs.l | unique }} right", "left [1, 2] right"),  # in text
+        ("{{ inputs.l | reverse }} and {{ inputs.l | unique }}", "[2, 1] and [1, 2]"),
+    ],
+)
+def test_lazy_filters_give_lists_inside_expressions_and_text(source: str, expected: Any) -> None:
+    """Jinja's unique, reverse (of a list) and items give generators: inside an expression
+    ``(x | unique)[0]`` failed, and text rendered ``<generator object …>``."""
+    assert evaluate(source, CONTEXT) == expected
