@@ -31,6 +31,7 @@ from clampdown.app.cli_options import (
     print_table,
     quiet_prefect,
 )
+from clampdown.app.interrupt import BoundedInterrupt
 from clampdown.core.diagnostics import ClampdownError
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ def _run_now(
                 state = run_in_process(
                     str(path),
                     inputs_mod.protect(model.inputs, values),
+                    on_interrupt=BoundedInterrupt(run_id, ledger),
                     run_id=run_id,
                     library=str(library),
                     trigger=_terminal_trigger(as_),
@@ -159,7 +161,13 @@ def resume(
 
         try:
             with RunProgress(files.ledger, model, out):
-                state = run_in_process(start.runbook, {}, run_id=run_id, resume=True)
+                state = run_in_process(
+                    start.runbook,
+                    {},
+                    on_interrupt=BoundedInterrupt(run_id, files.ledger),
+                    run_id=run_id,
+                    resume=True,
+                )
         except KeyboardInterrupt:
             _interrupted(run_id, files.ledger)
     _report_end(run_id, files.ledger, state)
@@ -169,7 +177,9 @@ def _refuse_if_ended(run_id: str, ledger: Path) -> None:
     """A run whose ledger has its ``run.end`` is over: refused, saying how it ended and
     what can still be done with it. Why here: the flow refuses it too, but only once a
     Prefect API is up, and its refusal reached the user as the old outcome, exit 0."""
-    end = _end_record(ledger)
+    from clampdown.core.ledger import first_record
+
+    end = first_record(ledger, "run.end")
     if end is None:
         return
     how = str(end.get("status", "unknown"))
@@ -182,26 +192,6 @@ def _refuse_if_ended(run_id: str, ledger: Path) -> None:
         f"see what it did with `clampdown report {run_id}`; undo its changes with "
         f"`clampdown rollback {run_id}`; start a new run with `clampdown run`",
     )
-
-
-def _end_record(ledger: Path) -> dict[str, Any] | None:
-    """The ledger's ``run.end`` record, None when it has none (or no ledger). Not the
-    last record necessarily: alerts that joined late are recorded after it. A torn last
-    line (a killed process) is not a record."""
-    try:
-        with ledger.open("rb") as fh:
-            for line in fh:
-                if b'"run.end"' not in line:
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("type") == "run.end":
-                    return record
-    except FileNotFoundError:
-        return None
-    return None
 
 
 def _interrupted(run_id: str, ledger: Path) -> None:

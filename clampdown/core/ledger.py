@@ -563,11 +563,17 @@ def read_written(path: Path) -> list[dict[str, Any]]:
 
 
 def has_record(path: Path, type_: str) -> bool:
-    """Whether the ledger holds a record of ``type_`` (e.g. ``run.end``: the run finished).
+    """Whether the ledger holds a record of ``type_`` (e.g. ``run.end``: the run finished)."""
+    return first_record(path, type_) is not None
+
+
+def first_record(path: Path, type_: str) -> dict[str, Any] | None:
+    """The ledger's first record of ``type_``, None without one (or without a ledger).
 
     Scans bytes first and parses only candidate lines: a finished run's ledger may
     have records after ``run.end`` (alerts that joined late), so the last record
-    alone does not tell.
+    alone does not tell; a torn last line (a run still writing, a killed process) is
+    not a record.
     """
     needle = json.dumps(type_).encode()
     try:
@@ -575,10 +581,12 @@ def has_record(path: Path, type_: str) -> bool:
             for line in fh:
                 if needle in line:
                     try:
-                        if json.loads(line).get("type") == type_:
-                            return True
+                        record = json.loads(line)
                     except ValueError:
-                        continue  # a torn last line of a run still writing
+                        continue
+                    if isinstance(record, dict) and record.get("type") == type_:
+                        return record
     except FileNotFoundError:
-        return False
+        return None
+    return None
     return False

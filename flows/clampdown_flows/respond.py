@@ -13,15 +13,18 @@ markdown artifact, and wires the plug-ins a provider registered: run observers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -567,19 +570,52 @@ def _header(state: RunState) -> RunHeader:
     )
 
 
-def run_in_process(runbook: str, inputs: dict[str, Any], **options: Any) -> Any:
+def run_in_process(
+    runbook: str,
+    inputs: dict[str, Any],
+    on_interrupt: Callable[[], None] | None = None,
+    **options: Any,
+) -> Any:
     """Run ``respond`` here and now; returns its final Prefect state, never raises for a failed run.
 
     Uses the Prefect server at ``PREFECT_API_URL`` when one is configured, else a
     local one started for the duration (see :mod:`clampdown_flows.prefect_api`).
+    ``on_interrupt`` is called on each Ctrl-C before asyncio's own handling (which
+    cancels the run): the command's bound on how long it may then take
+    (:mod:`clampdown.app.interrupt`).
     """
 
     async def execute() -> Any:
-        async with shared_clients():
-            return await respond(runbook, inputs, return_state=True, **options)
+        with _chained_sigint(on_interrupt):
+            async with shared_clients():
+                return await respond(runbook, inputs, return_state=True, **options)
 
     with local_api():
         return asyncio.run(execute())
+
+
+@contextlib.contextmanager
+def _chained_sigint(on_interrupt: Callable[[], None] | None) -> Iterator[None]:
+    """Call ``on_interrupt`` on SIGINT, then the handler in place: asyncio.run's, which
+    cancels the run's task at its next await (installed before this coroutine runs, and
+    only when the handler was Python's default: so this one is installed here, inside)."""
+    if on_interrupt is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def chained(signum: int, frame: Any) -> None:
+        on_interrupt()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, chained)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "cancelled": "⛔", "pending": "…"}

@@ -42,6 +42,17 @@ steps:
            timeout: 30m}
   - {id: act, uses: core.log, needs: [approve], with: {message: approved}}
 """
+AS_AT_A_TERMINAL = (
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+)
+"""Starts a command with SIGINT's default action, as a shell at a terminal starts it. A
+process started in the background (CI's runner, `nohup … &`, pytest-xdist's workers
+started from one) inherits SIGINT *ignored*, and Python then never turns Ctrl-C into an
+interrupt: the SIGINT tests waited for an exit that could not come. exec keeps the
+default action; the command's pid is this process's."""
 BOUND = 180.0
 """Seconds any one wait may take at most (a loaded 2-core machine): a hang fails."""
 
@@ -57,12 +68,13 @@ class Terminal:
     keys: ApproverKeys
 
     def start(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], Path]:
-        """`clampdown <args>` in a process group of its own, its output in ``name``.log."""
+        """`clampdown <args>` in a process group of its own, its output in ``name``.log,
+        with Ctrl-C as a terminal delivers it (:data:`AS_AT_A_TERMINAL`)."""
         log = self.root / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [CLI, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                [*AS_AT_A_TERMINAL, CLI, *args], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         return proc, log
 
@@ -217,3 +229,56 @@ def test_clampdown_run_killed_is_resumed_and_a_run_killed_four_times_is_ended(
     assert run_id in listed.stdout and "failed" in listed.stdout, listed.stdout
     starts = [r["step"] for r in terminal.ledger(run_id) if r["type"] == "step.start"]
     assert starts.count("first") == 1 and "act" not in starts
+
+
+CONTAIN = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: contain-now, title: Contain now, severity: critical}
+inputs:
+  principal_arn: {type: string, required: true}
+steps:
+  - id: revoke
+    uses: aws.iam.revoke_credentials
+    with: {principal_arn: "{{ inputs.principal_arn }}"}
+"""
+
+
+def _iam(method: str, path: str, headers: dict[str, str]) -> bool:
+    """IAM's calls (query protocol: the service is in the credential scope)."""
+    return headers.get("Authorization", "").split("/")[3:4] == ["iam"]
+
+
+def test_ctrl_c_while_an_aws_call_hangs_exits_without_waiting_for_aws(
+    terminal: Terminal, aws_endpoint: str, write_runbook: Any
+) -> None:
+    """AWS does not answer the step's call (held by a relay: botocore would wait minutes);
+    the responder presses Ctrl-C once. The run ends cancelled at once, and `clampdown run`
+    exits 130 within its grace (clampdown.app.interrupt) while AWS still has not answered:
+    it used to wait at exit for the step's thread (h-fail27)."""
+    import boto3
+
+    from tests.aws_hold import aws_hold
+
+    iam = boto3.client("iam", endpoint_url=aws_endpoint, region_name="us-east-1")
+    arn = iam.create_user(UserName="mallory")["User"]["Arn"]
+    iam.create_access_key(UserName="mallory")
+    runbook = write_runbook(CONTAIN, "contain-now.yaml")
+    with aws_hold(aws_endpoint, _iam) as hold:
+        terminal.env |= {
+            "AWS_ENDPOINT_URL": hold.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        proc, log = terminal.start("contain", "run", str(runbook), "-i", f"principal_arn={arn}")
+        with stopped_at_exit(proc):
+            wait_for(hold.holding.is_set, "the step's call to reach AWS", proc, log)
+            os.kill(proc.pid, signal.SIGINT)
+            assert proc.wait(BOUND) == 130, log.read_text()
+            assert not hold._released.is_set()  # it left while AWS still had not answered
+    said = log.read_text()
+    [run_dir] = (terminal.home / "runs").iterdir()
+    end = terminal.ledger(run_dir.name)[-1]
+    assert end["type"] == "run.end" and end["status"] == "cancelled", end
+    assert f"interrupted: run {run_dir.name} ended as cancelled" in said, said
