@@ -27,8 +27,10 @@ from clampdown.core.approvals import params_hash
 from clampdown.core.engine.state import TERMINAL, RunState
 
 MAX_RESUMES = 3
-"""A run continued this many times that stops again is ended ("could not be resumed"):
-something in it kills its process, and resuming it for ever would hide that."""
+"""A run continued this many times whose process dies again is ended ("could not be
+resumed"): something in it kills its process, and resuming it for ever would hide that.
+Only deaths count: a suspension in good order (``run.suspended``: serve's SIGTERM, a
+deploy) does not (``respond._unplanned_stops``)."""
 
 _ENDS = {"step.end", "step.skip", "step.cancel"}
 
