@@ -35,7 +35,7 @@ from clampdown.core.expressions import (
     status_offset,
     walk_strings,
 )
-from clampdown.core.lint_gates import indirect_gates
+from clampdown.core.lint_gates import deciders_from_run, indirect_gates
 from clampdown.core.loader import Loaded, load, reading_once
 from clampdown.core.models import Runbook
 from clampdown.core.yamlsource import Path, Source
@@ -250,6 +250,7 @@ class _RunbookLinter:
         self.check_expressions()
         self.check_gates()
         self.found.extend(indirect_gates(self.rb, self.src, self.action_of, self.ancestors))
+        self.found.extend(deciders_from_run(self.rb, self.src, self.action_of))
         # one mistake in defaults: is inherited by many steps but reported once
         return sorted(set(self.found), key=lambda d: (d.line, d.column, d.message))
 

@@ -1,4 +1,5 @@
-"""Lint rule: a destructive step should be a direct need of the approval that guards it.
+"""Lint rules of approval gates: a destructive step should be a direct need of the
+approval that guards it, and who decides should be written in the runbook.
 
 An approval gates every destructive step downstream of it, and binds their exact
 parameters by hash (:mod:`clampdown.core.engine.gate_policy`). A step two or more hops
@@ -15,10 +16,18 @@ from collections.abc import Mapping
 
 from clampdown.core.actions import Action
 from clampdown.core.diagnostics import Diagnostic
+from clampdown.core.expressions import walk_strings
 from clampdown.core.models import Runbook
 from clampdown.core.yamlsource import Source
 
 CODE = "indirect-gate"
+DECIDERS_CODE = "gate-from-run"
+DECIDERS = ("approvers", "min_approvals", "two_person_rule")
+"""The fields of an approval that say who decides: computed at run time (from the run's
+inputs, which an alert's payload or whoever starts the run supplies, or from steps'
+outputs), whoever supplies those values chooses who approves the containment.
+(``on_timeout`` is left to its type check: an input whose choices leave out ``approve``
+is a fine way to pick deny or fail.)"""
 
 
 def indirect_gates(
@@ -52,4 +61,35 @@ def indirect_gates(
                 severity="warning",
             )
         )
+    return found
+
+
+def deciders_from_run(
+    runbook: Runbook, source: Source, action_of: Mapping[str, type[Action]]
+) -> list[Diagnostic]:
+    """A warning for each approval whose approvers, quorum or two-person rule is an
+    expression: the run (its inputs, its steps) would choose who decides."""
+    found = []
+    for i, step in enumerate(runbook.steps):
+        action = action_of.get(step.id)
+        if action is None or not action.approval_gate:
+            continue
+        for name in DECIDERS:
+            if name not in step.with_:
+                continue
+            loc = ("steps", i, "with", name)
+            if not walk_strings(step.with_[name], loc):  # as written: no expression in it
+                continue
+            found.append(
+                source.diagnostic(
+                    loc,
+                    f"approval '{step.id}' takes '{name}' from an expression: whoever supplies "
+                    "the run's inputs (a person starting it, an alert's payload) or a step's "
+                    "outputs would choose who decides",
+                    f"write {name} in the runbook (approvers: empty means CLAMPDOWN_APPROVERS); "
+                    "an error with --strict",
+                    code=DECIDERS_CODE,
+                    severity="warning",
+                )
+            )
     return found

@@ -608,3 +608,36 @@ def test_the_same_mistake_twice_is_reported_at_each_place(tmp_path: Path) -> Non
     path.write_text(text, encoding="utf-8")
     found = [(d.line, d.column) for d in lint_paths([path])]
     assert found == [(16, 11), (18, 11)], found
+
+
+DECIDED_BY_THE_RUN = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: decided-by-the-run, title: Decided by the run}
+inputs:
+  who: {type: array, default: [U024BE7LH]}
+  quorum: {type: integer, default: 1}
+steps:
+  - id: ask
+    uses: approval.request
+    with:
+      summary: "Contain?"
+      approvers: {users: "{{ inputs.who }}", groups: [security-oncall]}
+      min_approvals: "{{ inputs.quorum }}"
+      two_person_rule: true
+  - id: written
+    uses: approval.request
+    with: {summary: "Again?", approvers: {users: [U024BE7LH]}, min_approvals: 2}
+"""
+
+
+def test_an_approval_whose_deciders_come_from_the_run_is_a_warning(write_runbook) -> None:
+    """Approvers (or the quorum) computed from the run's inputs let whoever supplies them (a
+    person starting the run, an alert's payload through a trigger) choose who decides."""
+    path = write_runbook(DECIDED_BY_THE_RUN)
+    found = [d for d in lint_paths([path]) if d.code == "gate-from-run"]
+    assert [(d.severity, d.line) for d in found] == [("warning", 12), ("warning", 13)]
+    assert "approval 'ask' takes 'approvers' from an expression" in found[0].message
+    assert "approval 'ask' takes 'min_approvals' from an expression" in found[1].message
+    result = CliRunner().invoke(app, ["lint", "--strict", str(path)])
+    assert result.exit_code == 1, result.output
