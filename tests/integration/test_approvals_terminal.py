@@ -376,3 +376,48 @@ def test_another_local_user_with_a_key_of_their_own_cannot_approve_as_an_approve
     assert real.exit_code == 0, real.output
     runner.join(60)
     assert read(settings().ledger_path("attacker0001"))[-1]["status"] == "succeeded"
+
+
+SECRET_GATED = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: terminal-gate, title: Terminal gate, severity: high}
+inputs:
+  token: {type: string, default: "tok-123456", secret: true}
+steps:
+  - id: approve
+    uses: approval.request
+    with: {summary: "Go?", approvers: {groups: [security-oncall]}, timeout: 60s}
+  - id: act
+    uses: core.log
+    needs: [approve]
+    with: {message: "rotating {{ inputs.token }}"}
+"""
+
+
+def test_a_gated_step_with_a_secret_parameter_is_approved_from_the_terminal(
+    prefect_server: str,
+    no_slack: None,
+    write_runbook: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The approver sees the gated parameters with the secret masked and signs what they see;
+    `approve` refused such a request as changed after the run wrote it (the run hashed the
+    unmasked parameters), so the run could only time out (h-review27)."""
+    from clampdown.app.cli_runs import _terminal_trigger
+    from clampdown.core.approvals import params_hash
+
+    keys = approver_keys(tmp_path, monkeypatch, "U0TERM1", "U0TERM2")
+    path: Path = write_runbook(SECRET_GATED, "terminal-gate.yaml")
+    runner = start_paused(path, "terminal0009", prefect_server, _terminal_trigger("U0TERM1"))
+    request = json.loads(request_file("terminal0009", "approve").read_text())
+    assert "tok-123456" not in json.dumps(request)  # the secret is not shown
+    assert params_hash(request["gated"]) == request["params_hash"]
+    sent = CliRunner().invoke(
+        cli_app, ["approve", "terminal0009", "--as", "U0TERM2", "--key", str(keys["U0TERM2"])]
+    )
+    assert sent.exit_code == 0, sent.output
+    runner.join(90)
+    end = read(settings().ledger_path("terminal0009"))[-1]
+    assert end["type"] == "run.end" and end["status"] == "succeeded", end

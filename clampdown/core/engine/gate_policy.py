@@ -162,12 +162,16 @@ class GatePolicy:
         if params.approvers.empty:
             users, groups = self.default_approvers()
         started = now()
+        # what the approver is shown (secret inputs masked) is what they sign: the request's
+        # hash is of that, so `clampdown approve` can check that it shows what it signs; the
+        # real values stay bound by ``step_hashes``, checked when each gated step runs
+        shown_gated = json.loads(state.ledger.scrub(json.dumps(gated)))
         return Request(
             run_id=state.run_id,
             step=step_id,
             summary=state.ledger.scrub(params.summary),
-            gated=json.loads(state.ledger.scrub(json.dumps(gated))),
-            params_hash=params_hash(gated),
+            gated=shown_gated,
+            params_hash=params_hash(shown_gated),
             allowed_users=frozenset(users),
             groups=tuple(groups),
             min_approvals=params.min_approvals,
