@@ -589,4 +589,3 @@ def first_record(path: Path, type_: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     return None
-    return False

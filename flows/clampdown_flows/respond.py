@@ -307,7 +307,7 @@ async def _continue(conf: Settings, files: RunFiles) -> dict[str, Any]:
     ledger.redact(*inputs_mod.secret_values(rb.inputs, inputs))
     values = inputs_mod.validate(rb.inputs, inputs)
     ledger.redact(*inputs_mod.secret_values(rb.inputs, values))
-    changed = _inputs_changed(rb, values, first)
+    changed = _inputs_changed(rb, values, first, ledger.scrub)
     if changed is not None:
         ledger.append("run.end", status="failed", error=changed, outputs={})
         ledger.close()
@@ -403,16 +403,20 @@ def _why_not_resumable(
     return None
 
 
-def _inputs_changed(rb: Runbook, values: dict[str, Any], first: dict[str, Any]) -> str | None:
+def _inputs_changed(
+    rb: Runbook, values: dict[str, Any], first: dict[str, Any], scrub: Callable[[Any], Any]
+) -> str | None:
     """Why the inputs a stopped run would continue with are not the ones it started with,
     or None. They come from its start record (``start.json``: it keeps the secret ones,
     sealed), which is not signed; the signed ``run.start`` has them too, secret ones
     masked. Someone who can write the run's files could otherwise edit ``start.json`` and
     point every step not yet done (and those without a gate) at another target. Secret
-    inputs are masked on both sides: they are checked only by their seal."""
+    inputs are masked on both sides: they are checked only by their seal. The ledger masks a
+    secret's text inside any other value too (``scrub``): such a value is compared as the
+    ledger wrote it (unmasked as well: a secret *default* is masked only after ``run.start``)."""
     now = json.loads(json.dumps(inputs_mod.masked(rb.inputs, values), default=str))
     recorded = first.get("inputs") or {}
-    if now == recorded:
+    if now == recorded or scrub(now) == recorded:
         return None
     names = sorted(k for k in now.keys() | recorded.keys() if now.get(k) != recorded.get(k))
     return (
@@ -603,6 +607,9 @@ def _chained_sigint(on_interrupt: Callable[[], None] | None) -> Iterator[None]:
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:  # ignored on purpose (`cmd &` in a script, nohup): kept
+        yield
+        return
 
     def chained(signum: int, frame: Any) -> None:
         on_interrupt()

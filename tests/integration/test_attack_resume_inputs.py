@@ -79,3 +79,29 @@ def test_a_start_record_edited_while_the_run_was_stopped_ends_the_run(
     text = json.dumps(_records(run_id))
     assert "mallory" not in text  # no step acted on (or even logged) the edited input
     assert "run.resumed" not in [r["type"] for r in _records(run_id)]
+
+
+def test_an_input_holding_a_secret_s_text_is_compared_as_the_ledger_wrote_it() -> None:
+    """The ledger masks a secret's text inside every value (a webhook URL that carries the
+    token): that input reads differently in run.start, and is not an edit (h-review27)."""
+    from clampdown.core.models import Runbook
+    from clampdown_flows.respond import _inputs_changed
+
+    rb = Runbook.model_validate(
+        {
+            "apiVersion": "clampdown/v1",
+            "kind": "Runbook",
+            "metadata": {"name": "r", "title": "r"},
+            "inputs": {"token": {"type": "string", "secret": True}, "url": {"type": "string"}},
+            "steps": [{"id": "s", "uses": "core.log", "with": {"message": "hi"}}],
+        }
+    )
+    values = {"token": "tok-123456", "url": "https://hooks.example/tok-123456"}
+    recorded = {"token": "***", "url": "https://hooks.example/***"}
+
+    def scrub(value: Any) -> Any:
+        return json.loads(json.dumps(value).replace("tok-123456", "***"))
+
+    assert _inputs_changed(rb, values, {"inputs": recorded}, scrub) is None
+    edited = {**values, "url": "https://evil.example/tok-123456"}
+    assert "(url)" in (_inputs_changed(rb, edited, {"inputs": recorded}, scrub) or "")
