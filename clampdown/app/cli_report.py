@@ -79,11 +79,17 @@ def _ledger(run_id: str, conf: Settings) -> Path:
     return conf.paths.existing_ledger(run_id)
 
 
-def load_report(run_id: str, conf: Settings) -> tuple[IncidentReport, bytes, list[Any]]:
+def load_report(
+    run_id: str, conf: Settings, unchecked: list[str] | None = None
+) -> tuple[IncidentReport, bytes, list[Any]]:
     """The run's report (people named where a directory knows them, the ledger judged as
     ``clampdown verify RUN_ID`` judges it), the ledger's bytes it was built from and
-    judged on, and its rollbacks' ledgers."""
-    from clampdown.app.cli_verify import check_run
+    judged on, and its rollbacks' ledgers.
+
+    ``unchecked`` (``report``): when the verdict cannot be had (the evidence bucket or
+    ``kms:GetPublicKey`` out of reach: an outage, a responder without those rights), why
+    is appended there and the report is built without it, saying the signatures were not
+    checked; without it (``export``) that is an error: a package must carry a verdict."""
     from clampdown.core.incident_report import incident_report_of, rollback_ledgers
     from clampdown.core.report_facts import people
 
@@ -107,7 +113,7 @@ def load_report(run_id: str, conf: Settings) -> tuple[IncidentReport, bytes, lis
             conf.paths.runs_dir,
             ledger.parent.name,
             names,
-            judge=lambda data: check_run(data, conf),
+            judge=lambda data: _judged(data, conf, unchecked),
         )
     except ValueError as exc:
         raise ClampdownError(
@@ -115,6 +121,18 @@ def load_report(run_id: str, conf: Settings) -> tuple[IncidentReport, bytes, lis
             f"check the ledger with `clampdown verify {run_id}`",
         ) from None
     return report, raw, rollback_ledgers(conf.paths.runs_dir, report.run_id)
+
+
+def _judged(data: bytes, conf: Settings, unchecked: list[str] | None) -> Any:
+    from clampdown.app.cli_verify import check_run
+
+    try:
+        return check_run(data, conf)
+    except ClampdownError as exc:
+        if unchecked is None:
+            raise
+        unchecked.append(exc.message)
+        return None  # the report says: the hash chain only, signatures NOT checked here
 
 
 def _untrusted(built: IncidentReport) -> str | None:
@@ -162,9 +180,15 @@ def report(
     from clampdown.core.incident_report_render import to_html, to_json, to_markdown
     from clampdown.core.settings import settings
 
-    built, _, _ = load_report(run_id, settings())
+    unchecked: list[str] = []
+    built, _, _ = load_report(run_id, settings(), unchecked)
     render = {"markdown": to_markdown, "html": to_html, "json": to_json}[format.value]
     _write(render(built), output)
+    for why in unchecked:
+        err.print(
+            f"[yellow]warning:[/] the ledger's signatures were not checked: {escape(why)} "
+            f"(`clampdown verify {run_id}` checks them where the key and the bucket can be read)"
+        )
     problem = _untrusted(built)
     if problem is not None:  # the report says it at the top; say it where a person looks too
         err.print(f"[yellow]warning:[/] {escape(problem)} (the report says so at the top)")

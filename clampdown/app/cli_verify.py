@@ -76,8 +76,9 @@ def _copy_reader(bucket: str) -> CopyReader:
     def read(run_id: str) -> tuple[bytes | None, list[bytes]]:
         from clampdown_aws.evidence_store import read_copy
 
+        s3 = _s3()  # a client that cannot be made says which setting to fix
         try:
-            return read_copy(_s3(), bucket, run_id)
+            return read_copy(s3, bucket, run_id)
         except Exception as exc:
             raise ClampdownError(
                 f"cannot read the copy of run {run_id} in s3://{bucket}: {exc}",

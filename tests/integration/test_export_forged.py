@@ -276,3 +276,24 @@ def test_with_an_evidence_bucket_the_report_and_the_package_compare_the_signed_h
     package = invoke("verify", uri)
     assert package.exit_code == 1 and "copy     S3 COPY DIFFERS" in package.output
     assert f"TAMPERED, S3 COPY DIFFERS {uri}" in package.output
+
+
+def test_a_report_without_access_to_the_key_is_written_and_says_the_signatures_were_not_checked(
+    ledger: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A responder whose machine cannot reach the verdict (here: the configured KMS key and
+    no AWS region; an outage does the same) still gets the report, which says it checked the
+    hash chain only; export, which must carry a verdict, refuses (h-review27)."""
+    monkeypatch.delenv("CLAMPDOWN_LEDGER_KEY")
+    monkeypatch.setenv("CLAMPDOWN_LEDGER_KMS_KEY_ID", "alias/ledger")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    report = invoke("report", RUN)
+    assert report.exit_code == 0, report.output
+    assert "signatures NOT checked here" in report.stdout
+    assert "the ledger's signatures were not checked" in report.stderr
+    assert "cannot make a KMS client" in report.stderr
+    export = invoke("export", RUN, "-o", str(tmp_path / "p.tar.gz"))
+    assert export.exit_code == 1 and "cannot make a KMS client" in export.output
