@@ -84,19 +84,20 @@ class Verifier:
         return lists_principal(self.allowed_signers, SERVE_PRINCIPAL)
 
     def _untrusted_serve_listing(self) -> str | None:
-        """Why a Slack decision cannot be checked: the allowed-signers file names
-        ``clampdown-serve`` but cannot be trusted (writable by others, a pattern principal,
-        inside ``CLAMPDOWN_HOME``). Falling back to the run's approval key then would let
-        whoever reads ``CLAMPDOWN_HOME`` pose as a Slack click again — what listing serve's
-        key is for — so the decision is refused with the file's problem instead."""
+        """Why a Slack decision cannot be checked: an allowed-signers file is configured but
+        cannot be trusted (writable by others, a pattern principal, inside
+        ``CLAMPDOWN_HOME``). Whether it lists ``clampdown-serve`` is not asked: whoever can
+        write such a file can delete that line, and the run's approval key, which anyone
+        who reads ``CLAMPDOWN_HOME`` holds, would vouch for Slack clicks again (h-review27).
+        So the decision is refused with the file's problem, as a terminal decision is."""
         if self.allowed_signers is None:
             return None
         problem = allowed_signers_problem(self.allowed_signers, self.home)
-        if problem is None or not lists_principal(self.allowed_signers, SERVE_PRINCIPAL):
+        if problem is None:
             return None
         return (
-            "the decision claims to come from Slack but cannot be checked against clampdown "
-            f"serve's key (CLAMPDOWN_ALLOWED_SIGNERS lists {SERVE_PRINCIPAL}): {problem}"
+            "the decision claims to come from Slack but cannot be checked: "
+            f"CLAMPDOWN_ALLOWED_SIGNERS cannot be trusted: {problem}"
         )
 
     def _slack(self, decision: Decision) -> Proof:

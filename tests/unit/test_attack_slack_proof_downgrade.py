@@ -85,7 +85,7 @@ def test_a_group_writable_file_naming_serve_does_not_bring_back_the_run_key(setu
     allowed.chmod(0o664)
     refusal = verifier.check(forged_with_run_key(clicked)).refusal
     assert refusal is not None, "the run's approval key vouched for a Slack click again"
-    assert "cannot be checked against clampdown serve's key" in refusal
+    assert "CLAMPDOWN_ALLOWED_SIGNERS cannot be trusted" in refusal
     assert "is writable by others (mode 664)" in refusal
 
 
@@ -105,8 +105,21 @@ def test_serve_s_own_signature_counts_while_the_file_is_trusted(setup) -> None:
     assert verifier.check(by_serve).refusal is None
 
 
-def test_without_serve_listed_the_run_key_still_vouches(setup, tmp_path: Path) -> None:
+def test_deleting_serve_s_line_from_an_untrusted_file_does_not_bring_back_the_run_key(
+    setup, tmp_path: Path
+) -> None:
+    """Whoever can write an untrusted file can delete its clampdown-serve line: an untrusted
+    file refuses Slack decisions whatever it lists (h-review27)."""
     verifier, allowed, _, clicked = setup
     allowed.write_text("U0LEAD " + public(keygen(tmp_path / "lead")) + "\n")
-    allowed.chmod(0o664)  # untrusted for terminal decisions, but it never listed serve
+    allowed.chmod(0o664)
+    refusal = verifier.check(forged_with_run_key(clicked)).refusal
+    assert refusal is not None and "is writable by others (mode 664)" in refusal
+
+
+def test_without_a_file_the_run_key_still_vouches(setup) -> None:
+    """No allowed-signers file at all: Slack decisions are vouched by the run's approval
+    key, as before serve's key existed."""
+    _, _, _, clicked = setup
+    verifier = Verifier(RUN_KEY, None, Path("/nonexistent-home"))
     assert verifier.check(forged_with_run_key(clicked)).refusal is None
