@@ -279,6 +279,11 @@ def test_ctrl_c_while_an_aws_call_hangs_exits_without_waiting_for_aws(
             assert not hold._released.is_set()  # it left while AWS still had not answered
     said = log.read_text()
     [run_dir] = (terminal.home / "runs").iterdir()
-    end = terminal.ledger(run_dir.name)[-1]
-    assert end["type"] == "run.end" and end["status"] == "cancelled", end
-    assert f"interrupted: run {run_dir.name} ended as cancelled" in said, said
+    ends = [r for r in terminal.ledger(run_dir.name) if r["type"] == "run.end"]
+    # the run's cancellation writes run.end within a second; should a loaded machine take
+    # longer than the grace, the command leaves the run stopped instead, and says so
+    if ends:
+        assert ends[0]["status"] == "cancelled", ends
+        assert f"interrupted: run {run_dir.name} ended as cancelled" in said, said
+    else:
+        assert f"interrupted: run {run_dir.name} stopped where it was" in said, said
