@@ -476,13 +476,11 @@ def _refuse_other_drill_flag(run_id: str, ledger: Path, drill: bool) -> None:
     drills): a drill's rollback would be refused as a ledger that fails verification, and
     a real run's rollback would leave evidence anyone allowed to bypass governance can
     delete."""
-    with ledger.open("rb") as fh:
-        try:
-            first = json.loads(fh.readline() or b"{}")
-        except ValueError:
-            return  # rollback's own verification says what is wrong with it
-    run = first.get("run") if isinstance(first, dict) else None
-    recorded = isinstance(run, dict) and bool(run.get("drill"))
+    from clampdown.core.ledger import started_as_drill
+
+    recorded = started_as_drill(ledger)
+    if recorded is None:
+        return  # rollback's own verification says what is wrong with the ledger
     if recorded and not drill:
         raise ClampdownError(
             f"run '{run_id}' is a drill and CLAMPDOWN_DRILL is not set: a drill's ledger is "

@@ -567,6 +567,21 @@ def has_record(path: Path, type_: str) -> bool:
     return first_record(path, type_) is not None
 
 
+def started_as_drill(path: Path) -> bool | None:
+    """What the ledger's first record, ``run.start``, says of its run being a drill; None
+    without a readable ``run.start`` first (no ledger, a torn or foreign first line).
+
+    Read before the ledger is verified (resume, rollback: the flag picks the settings the
+    run works with), so a flag changed on disk then fails the verification it chose."""
+    try:
+        with path.open("rb") as fh:
+            first = json.loads(fh.readline() or b"{}")
+    except (OSError, ValueError):
+        return None
+    run = first.get("run") if isinstance(first, dict) and first.get("type") == "run.start" else None
+    return bool(run.get("drill")) if isinstance(run, dict) else None
+
+
 def first_record(path: Path, type_: str) -> dict[str, Any] | None:
     """The ledger's first record of ``type_``, None without one (or without a ledger).
 

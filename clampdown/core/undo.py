@@ -328,13 +328,13 @@ def rollback_run(
     import json
 
     from clampdown.core.home import ROLLED_BACK_MARK
-    from clampdown.core.ledger import now
+    from clampdown.core.ledger import now, started_as_drill
     from clampdown.core.ledger_signing import note_unsigned, open_ledger
 
     path = rollback_target(run_id, home, allow_repeat=allow_repeat)
     files = home.run(rollback_id)
     ledger = open_ledger(files.ledger, rollback_id, signer, anchors, files.ledger_primary)
-    start = _rollback_start(run_id, rollback_id, by, drill=is_drill(path))
+    start = _rollback_start(run_id, rollback_id, by, drill=bool(started_as_drill(path)))
     try:
         items, verdict = checked_undo_items(path, signer)
         if expected is not None and undo_hash(items) != expected:
@@ -432,19 +432,6 @@ def _lock_rollback(files: RunFiles, rollback_id: str) -> Callable[[], None]:
     return lambda: lock.unlink(missing_ok=True)
 
 
-def is_drill(ledger: Path) -> bool:
-    """Whether the run of ``ledger`` is a drill (its ``run.start`` says): its rollback is
-    one too, so its record says what its evidence lock mode (GOVERNANCE in drills) is."""
-    import json
-
-    try:
-        with ledger.open("rb") as fh:
-            first = json.loads(fh.readline() or b"{}")
-        return bool(first.get("run", {}).get("drill"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def _rollback_start(
     run_id: str, rollback_id: str, by: dict[str, Any] | None, *, drill: bool = False
 ) -> dict[str, Any]:
@@ -481,12 +468,14 @@ def refuse_rollback(
     by: dict[str, Any] | None = None,
 ) -> Path:
     """Record in a rollback ledger of its own that a rollback of ``run_id`` was refused."""
+    from clampdown.core.ledger import started_as_drill
     from clampdown.core.ledger_signing import open_ledger
 
     files = home.run(rollback_id)
     ledger = open_ledger(files.ledger, rollback_id, signer, primary=files.ledger_primary)
     target = home.run(run_id).ledger
-    _record_refusal(ledger, _rollback_start(run_id, rollback_id, by, drill=is_drill(target)), exc)
+    drill = bool(started_as_drill(target))
+    _record_refusal(ledger, _rollback_start(run_id, rollback_id, by, drill=drill), exc)
     return ledger.path
 
 

@@ -60,7 +60,7 @@ from clampdown.core.engine.scheduler import (
 from clampdown.core.engine.state import RunState, new_state
 from clampdown.core.extensions import RunHeader, evidence_sinks, ledger_signer, run_observers
 from clampdown.core.home import RunFiles
-from clampdown.core.ledger import new_run_id, now
+from clampdown.core.ledger import new_run_id, now, started_as_drill
 from clampdown.core.ledger import read as read_ledger
 from clampdown.core.ledger_signing import note_unsigned, open_ledger, verify_ledger
 from clampdown.core.loader import resolve
@@ -350,13 +350,9 @@ def recorded_drill(files: RunFiles) -> bool:
     """Whether the run of ``files`` (stopped, or to be rolled back) is a drill: its
     ``run.start`` says (read before its ledger is verified, to pick the key that verifies
     it: a changed flag then fails verification), else its start record."""
-    try:
-        with files.ledger.open("rb") as fh:
-            first = json.loads(fh.readline() or b"{}")
-        if first.get("type") == "run.start":
-            return bool(first.get("run", {}).get("drill"))
-    except (OSError, ValueError, AttributeError):
-        pass
+    drill = started_as_drill(files.ledger)
+    if drill is not None:
+        return drill
     start = RunStart.load(files)
     return bool(start is not None and start.drill)
 
