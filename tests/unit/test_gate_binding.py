@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from clampdown.core.actions import Action, ActionContext, ActionInput, ActionOutput, registry
+from clampdown.core.approvals import params_hash
 from clampdown.core.engine.gate_policy import GatePolicy, now
 from clampdown.core.engine.scheduler import Attempt, Limits, Produced, schedule
 from clampdown.core.engine.state import new_state
@@ -134,3 +135,53 @@ def test_lint_names_the_gate_to_add_to_the_needs(tmp_path):
         found[0].message
     )
     assert "add 'ask' to the needs of 'quarantine'" in found[0].hint
+
+
+SECRET_TARGET = """\
+apiVersion: clampdown/v1
+kind: Runbook
+metadata: {name: secret-target, title: Secret target, severity: low}
+inputs:
+  token: {type: string, default: tok-123456, secret: true}
+steps:
+  - id: ask
+    uses: approval.request
+    with: {summary: "quarantine?"}
+  - id: quarantine
+    uses: test.gate_quarantine
+    needs: [ask]
+    with: {target: "user/{{ inputs.token }}"}
+"""
+
+
+def _resumed_after_approval(tmp_path: Path, case: str, token: str | None) -> tuple[str, list]:
+    """A run of SECRET_TARGET approved, then known only as a resumed run knows it: the gate's
+    approved hash rebuilt from the ledger's approval.request (as resume._approval_ended
+    does), the token input changed to ``token`` when given."""
+    path = tmp_path / "runbook.yaml"
+    path.write_text(SECRET_TARGET, encoding="utf-8")
+    rb = load_runbook(path)[0].model
+    ledger = Ledger(tmp_path / f"{case}.jsonl")
+    ledger.redact("tok-123456")
+    info = {"id": "r1", "runbook": rb.metadata.name, "trigger": {"type": "manual"}}
+    state = new_state("r1", rb, validate(rb.inputs, {}), ledger, info, Home(tmp_path).run("r1"))
+    state.gate = gate = GatePolicy(state, lambda: (["U0LEAD"], []))
+
+    def as_if_resumed() -> None:
+        recorded = [r for r in read(ledger.path) if r["type"] == "approval.request"][-1]
+        gate.approved_params["quarantine"] = params_hash(recorded["gated"]["quarantine"]["params"])
+        if token is not None:
+            state.inputs["token"] = token
+
+    Quarantine.ran.clear()
+    asyncio.run(schedule(state, Approving(gate, as_if_resumed)))
+    ledger.close()
+    return state.results["quarantine"].status, list(Quarantine.ran)
+
+
+def test_a_run_resumed_after_its_approval_runs_a_gated_step_carrying_a_secret(tmp_path):
+    """Resumed after the approval, the gate knows what was approved from the ledger's
+    approval.request, where the secret is masked: the step used to be refused as changed
+    (h-review27). A step whose parameters really differ is still refused."""
+    assert _resumed_after_approval(tmp_path, "same", None) == ("succeeded", ["user/tok-123456"])
+    assert _resumed_after_approval(tmp_path, "changed", "other-token") == ("failed", [])

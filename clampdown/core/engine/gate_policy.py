@@ -89,12 +89,19 @@ class GatePolicy:
             shown = self._bound(step_id, params.model_dump(mode="json"), params)
         except ClampdownError as exc:
             return f"what it would do cannot be shown as approved: {exc}"
-        if params_hash(shown) != approved:
+        if params_hash(shown) != approved and self._as_shown(shown) != approved:
             return (
                 "its parameters differ from the ones approved; "
                 "nothing was run (start a new approval)"
             )
         return None
+
+    def _as_shown(self, values: dict[str, Any]) -> str:
+        """The hash of ``values`` as the approver was shown them (secret inputs masked, as
+        the request and the ledger have them). A run resumed after its approval knows the
+        approved parameters only from the ledger's ``approval.request``, which holds them
+        masked: a gated step carrying a secret then matches them only this way."""
+        return params_hash(json.loads(self.state.ledger.scrub(json.dumps(values))))
 
     def _bound(self, step_id: str, values: dict[str, Any], params: Any) -> dict[str, Any]:
         """The parameters, plus what the action says an approval must also bind."""
