@@ -677,9 +677,12 @@ _SEQUENCES = frozenset({"string", "array"})
 def _lookup_needs(node: nodes.Getitem | nodes.Getattr) -> tuple[frozenset[str], str]:
     """The kinds a lookup works on, and what it reads (for the message)."""
     if isinstance(node, nodes.Getattr):
+        kinds: set[str] = set()
         if hasattr(str, node.attr) or hasattr(list, node.attr):
-            return _ITEMS, f".{node.attr}"  # a method's name: not a certain failure
-        return frozenset({"object"}), f".{node.attr}"
+            kinds |= _ITEMS  # a method's name: not a certain failure
+        if hasattr(int, node.attr) or hasattr(float, node.attr):
+            kinds |= _NUMERIC  # .real, .imag: numbers have them too
+        return frozenset(kinds or {"object"}), f".{node.attr}"
     if isinstance(node.arg, nodes.Slice):
         return _SEQUENCES, "a slice"
     if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):

@@ -62,6 +62,8 @@ def test_lint_reports_what_the_run_refuses(tmp_path: Path, step: str, source: st
         '    with: {message: "{{ (-inputs.hours) | string }}"}\n',
         '    with: {message: "took {{ inputs.name | length }} characters"}\n',
         '    if: "{{ inputs.name | length > 0 }}"\n    with: {message: hi}\n',
+        # numbers have attributes too: the run renders these (h-review27)
+        '    with: {message: "{{ inputs.hours.real }} and {{ inputs.hours.denominator }}"}\n',
     ],
 )
 def test_the_same_operations_on_values_that_work_are_clean(tmp_path: Path, step: str) -> None:
