@@ -10,13 +10,13 @@ ones masked): the run now ends, failed, saying why, instead of acting on the edi
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from clampdown.app.local_runs import InProcessStarter
 from clampdown.core.ledger import read
 from clampdown.core.settings import settings
+from tests.waiting import wait_for
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -40,22 +40,13 @@ def _records(run_id: str) -> list[dict[str, Any]]:
     return read(path) if path.is_file() else []
 
 
-def _wait_for(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_start_record_edited_while_the_run_was_stopped_ends_the_run(
     prefect_server: str, clampdown_home: Path, write_runbook: Any
 ) -> None:
     path = write_runbook(RUNBOOK, "contain-someone.yaml")
     first = InProcessStarter()
     run_id = first(path, {"user": "alice"}, {"type": "manual", "user": "U0LEAD"})
-    _wait_for(
+    wait_for(
         lambda: any(r["type"] == "approval.request" for r in _records(run_id)),
         "the run to wait for its approval",
     )
@@ -68,7 +59,7 @@ def test_a_start_record_edited_while_the_run_was_stopped_ends_the_run(
 
     second = InProcessStarter(resume_stopped=True, scan_every=3600)
     try:
-        end = _wait_for(
+        end = wait_for(
             lambda: next((r for r in _records(run_id) if r["type"] == "run.end"), None),
             "the resumed run to end",
         )

@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +32,7 @@ from clampdown.core.settings import settings
 from clampdown_flows.decisions import submit_decision
 from tests.approver_keys import approver_keys
 from tests.integration.shared_models import shared_service_models  # noqa: F401 - autouse
+from tests.waiting import wait_for
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -53,6 +53,13 @@ steps:
 FAILED_ATTEMPTS = 2
 """Attempts of the containment step that meet the outage; the runbook allows none."""
 BOUND = 180.0
+
+
+def wait_for_event(check: Any, what: str) -> Any:
+    """:func:`tests.waiting.wait_for` within this file's :data:`BOUND`."""
+    return wait_for(check, what, BOUND)
+
+
 UNAVAILABLE = (
     b'<ErrorResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/"><Error>'
     b"<Type>Receiver</Type><Code>ServiceUnavailable</Code>"
@@ -129,16 +136,6 @@ def relay(moto_url: str, down: Callable[[], bool]) -> Iterator[Relay]:
         made.server.server_close()
 
 
-def wait_for(check: Callable[[], Any], what: str) -> Any:
-    """Poll for an event; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
-
-
 def ledger(run_id: str) -> list[dict[str, Any]]:
     path = settings().ledger_path(run_id)
     return read(path) if path.is_file() else []
@@ -172,12 +169,16 @@ def test_aws_errors_right_after_approval_do_not_fail_the_approved_step(
         try:
             run["id"] = run_id = starter(path, {"principal_arn": user["Arn"]}, {"type": "manual"})
             request = settings().paths.run(run_id).approval_request("approve")
-            wait_for(lambda: request.is_file() and json.loads(request.read_text()), "the gate")
+            wait_for_event(
+                lambda: request.is_file() and json.loads(request.read_text()), "the gate"
+            )
             verdict = submit_decision(
                 run_id, "approve", "U0TERM1", key=keys["U0TERM1"], wakeups=starter.wakeups
             )
             assert verdict.accepted, verdict.reason
-            wait_for(lambda: any(r["type"] == "run.end" for r in ledger(run_id)), "the run's end")
+            wait_for_event(
+                lambda: any(r["type"] == "run.end" for r in ledger(run_id)), "the run's end"
+            )
         finally:
             starter.shutdown()
         assert aws.refused > 0  # the outage was met

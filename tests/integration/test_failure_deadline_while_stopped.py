@@ -11,7 +11,6 @@ The test waits for the deadline itself (read from the request), not for a guesse
 from __future__ import annotations
 
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from clampdown.app.local_runs import InProcessStarter, stopped_runs
 from clampdown.core.ledger import read
 from clampdown.core.settings import settings
 from tests.approver_keys import approver_keys
+from tests.waiting import wait_for
 
 # 30 s: ample for the test to stop the run before its deadline on a loaded machine
 RUNBOOK = """\
@@ -37,14 +37,9 @@ steps:
 BOUND = 120.0
 
 
-def wait_for(check: Any, what: str) -> Any:
-    """Poll for an event; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
+def wait_for_event(check: Any, what: str) -> Any:
+    """:func:`tests.waiting.wait_for` within this file's :data:`BOUND`."""
+    return wait_for(check, what, BOUND)
 
 
 def when(stamp: str) -> datetime:
@@ -64,19 +59,19 @@ def test_an_approval_whose_deadline_passed_while_stopped_times_out_on_resume(
     first = InProcessStarter()
     run_id = first(path, {}, {"type": "manual"})
     file = settings().paths.run(run_id).approval_request("approve")
-    request = wait_for(lambda: file.is_file() and json.loads(file.read_text()), "the gate")
+    request = wait_for_event(lambda: file.is_file() and json.loads(file.read_text()), "the gate")
     assert first.shutdown() == [run_id]  # serve stopped: the run is suspended
     ledger = settings().ledger_path(run_id)
     [suspended] = [r for r in read(ledger) if r["type"] == "run.suspended"]
     deadline = when(request["deadline"])
     assert when(suspended["ts"]) < deadline  # stopped while the approval still waited
     assert "approval.end" not in [r["type"] for r in read(ledger)]
-    wait_for(lambda: datetime.now(UTC) > deadline, "the deadline to pass")  # the event itself
+    wait_for_event(lambda: datetime.now(UTC) > deadline, "the deadline to pass")  # the event itself
     assert stopped_runs(settings().paths) == [run_id]
 
     second = InProcessStarter(resume_stopped=True, scan_every=3600)  # the next serve
     try:
-        wait_for(lambda: "run.end" in [r["type"] for r in read(ledger)], "the run to end")
+        wait_for_event(lambda: "run.end" in [r["type"] for r in read(ledger)], "the run to end")
     finally:
         second.shutdown()
     records = read(ledger)

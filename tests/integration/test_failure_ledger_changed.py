@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from clampdown.core.ledger_signing import generate_local_key
 from clampdown.core.settings import settings
 from tests.approver_keys import approver_keys
 from tests.ledger_forgery import rewrite
+from tests.waiting import wait_for
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -37,18 +37,15 @@ steps:
   - {id: act, uses: core.log, needs: [approve], with: {message: approved}}
 """
 BOUND = 120.0
+
+
+def wait_for_event(check: Any, what: str) -> Any:
+    """:func:`tests.waiting.wait_for` within this file's :data:`BOUND`."""
+    return wait_for(check, what, BOUND)
+
+
 LOGGER = "prefect.flow_runs"
 """A run's own log, which serve writes to its stderr with its own."""
-
-
-def wait_for(check: Any, what: str) -> Any:
-    """Poll for an event; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
 
 
 def looks_approved_and_done(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,7 +73,7 @@ def test_a_ledger_forged_while_the_run_was_stopped_is_not_continued(
     first = InProcessStarter()
     run_id = first(path, {}, {"type": "manual"})
     request = settings().paths.run(run_id).approval_request("approve")
-    wait_for(lambda: request.is_file() and json.loads(request.read_text()), "the gate")
+    wait_for_event(lambda: request.is_file() and json.loads(request.read_text()), "the gate")
     assert first.shutdown() == [run_id]  # serve stopped: the run is suspended
     ledger = settings().ledger_path(run_id)
     rewrite(ledger, looks_approved_and_done)  # signatures kept: they cannot be made
@@ -89,7 +86,7 @@ def test_a_ledger_forged_while_the_run_was_stopped_is_not_continued(
     serve_log.addHandler(heard)
     second = InProcessStarter(resume_stopped=True, scan_every=3600)  # the next serve
     try:
-        refusal = wait_for(
+        refusal = wait_for_event(
             lambda: next((m for m in said if run_id in m and "fails verification" in m), None),
             "the run's log to say why it is refused",
         )

@@ -13,7 +13,6 @@ and is still continued, and its approval still counts.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from clampdown.core.ledger import read
 from clampdown.core.settings import settings
 from clampdown_flows.decisions import submit_decision
 from tests.approver_keys import approver_keys
+from tests.waiting import wait_for
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -42,14 +42,9 @@ DEPLOYS = 4
 """One more than MAX_RESUMES: the fourth continuation is the one a crash loop would end."""
 
 
-def wait_for(check: Any, what: str, bound: float = 120) -> Any:
-    """Poll for an event; the bound only turns a hang into a failure."""
-    deadline = time.monotonic() + bound
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"never happened: {what}")
+def wait_for_event(check: Any, what: str) -> Any:
+    """:func:`tests.waiting.wait_for` within 120 s, this file's bound."""
+    return wait_for(check, what, 120)
 
 
 def records(run_id: str) -> list[dict[str, Any]]:
@@ -74,12 +69,12 @@ def test_a_run_waiting_for_approval_outlives_more_deploys_than_the_crash_limit(
     starter = InProcessStarter()
     run_id = starter(path, {}, {"type": "manual", "user": "U0LEAD"})
     request = settings().paths.run(run_id).approval_request("approve")
-    wait_for(lambda: request.is_file(), "the approval request")
+    wait_for_event(lambda: request.is_file(), "the approval request")
     first = json.loads(request.read_text())
     try:
         for deploy in range(1, DEPLOYS + 1):
             # the run is waiting (its gate entered, or re-entered after a resume)
-            wait_for(
+            wait_for_event(
                 lambda d=deploy: (
                     count(run_id, "approval.resumed") == d - 1
                     and (d == 1 or count(run_id, "run.resumed") == d - 1)
@@ -90,7 +85,7 @@ def test_a_run_waiting_for_approval_outlives_more_deploys_than_the_crash_limit(
             assert count(run_id, "run.suspended") == deploy
             assert stopped_runs(settings().paths) == [run_id]
             starter = InProcessStarter(resume_stopped=True, scan_every=3600)  # the next serve
-            wait_for(
+            wait_for_event(
                 lambda d=deploy: count(run_id, "approval.resumed") == d or count(run_id, "run.end"),
                 "the run to be continued",
             )
@@ -101,7 +96,7 @@ def test_a_run_waiting_for_approval_outlives_more_deploys_than_the_crash_limit(
             run_id, "approve", "U0TERM1", key=keys["U0TERM1"], wakeups=starter.wakeups
         )
         assert verdict.accepted, verdict.reason
-        wait_for(lambda: count(run_id, "run.end"), "the run to end")
+        wait_for_event(lambda: count(run_id, "run.end"), "the run to end")
     finally:
         starter.shutdown()
     ledger = records(run_id)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from clampdown.core.settings import settings
 from clampdown_flows.decision_inbox import keep
 from clampdown_flows.decisions import submit_decision
 from tests.approver_keys import approver_keys
+from tests.waiting import wait_for
 
 RUNBOOK = """\
 apiVersion: clampdown/v1
@@ -38,15 +38,6 @@ steps:
            timeout: 30m}
   - {id: act, uses: core.log, needs: [approve], with: {message: approved}}
 """
-
-
-def wait_for(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def types(run_id: str) -> list[str]:
